@@ -1,0 +1,63 @@
+"""The distribution, its manifest and its console script, as a user installs them."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+import napari_attnseg
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_manifest_found_through_entry_point_and_valid():
+    from npe2 import PluginManifest
+
+    manifest = PluginManifest.from_distribution("napari-attnseg")
+    assert manifest.name == "napari-attnseg"
+    top = yaml.safe_load((REPO / "napari.yaml").read_text())
+    assert top["name"] == manifest.name
+    commands = {c.id for c in manifest.contributions.commands}
+    for reader in manifest.contributions.readers:
+        assert reader.command in commands
+
+
+def test_npe2_validate_cli():
+    result = subprocess.run(
+        [sys.executable, "-m", "npe2", "validate", "napari-attnseg"], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_cli_help_lists_subcommands_and_version():
+    out = subprocess.run(
+        [sys.executable, "-m", "napari_attnseg", "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    for sub in ("demo", "predict", "evaluate", "export", "train", "finetune", "models"):
+        assert sub in out
+    version = subprocess.run(
+        [sys.executable, "-m", "napari_attnseg", "--version"], capture_output=True, text=True, check=True
+    ).stdout
+    assert napari_attnseg.__version__ in version
+
+
+@pytest.mark.slow
+def test_wheel_carries_manifest_and_resources(tmp_path):
+    subprocess.run(
+        [sys.executable, "-m", "hatchling", "build", "-t", "wheel", "-d", str(tmp_path)],
+        cwd=REPO, check=True, capture_output=True,
+    )
+    wheel = next(tmp_path.glob("napari_attnseg-*.whl"))
+    with zipfile.ZipFile(wheel) as zf:
+        names = set(zf.namelist())
+        manifest = zf.read("napari_attnseg/napari.yaml").decode()
+    assert "name: napari-attnseg" in manifest  # a real file, not a symlink
+    assert any(n.startswith("napari_attnseg/resources/") for n in names)
+    entry_points = next(n for n in names if n.endswith("entry_points.txt"))
+    with zipfile.ZipFile(wheel) as zf:
+        assert "napari_attnseg:napari.yaml" in zf.read(entry_points).decode()
