@@ -48,6 +48,6 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
-    from .checkpoint import ModelCard, load_model, save_model
-    from .inference import AttentionMap, Prediction, predict
-    from .models.registry import create_model, list_models
+    from .checkpoint import ModelCard, load_model, save_model  # noqa: F401
+    from .inference import AttentionMap, Prediction, predict  # noqa: F401
+    from .models.registry import create_model, list_models  # noqa: F401

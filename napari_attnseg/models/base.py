@@ -1,0 +1,92 @@
+"""The interface every architecture implements (see docs/ARCHITECTURE.md)."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class TrainOutput:
+    """What `forward_train` returns to the trainer.
+
+    Attributes:
+        logits: main output, (B, out_channels, *spatial) at the input's size.
+        heads: extra ``(weight, logits)`` pairs at the input's size (deep supervision, TransFuse's
+            heads); the trainer applies its segmentation loss to each with that weight.
+        aux_loss: a scalar, already weighted, added to the loss as is (msga's auxiliary losses).
+    """
+
+    logits: torch.Tensor
+    heads: list[tuple[float, torch.Tensor]] = field(default_factory=list)
+    aux_loss: torch.Tensor | float = 0.0
+
+
+class SegmentationModel(nn.Module):
+    """Base class: a segmentation network that can also return its attention coefficients."""
+
+    arch: ClassVar[str] = ""
+    supported_dims: ClassVar[tuple[int, ...]] = (2, 3)
+
+    def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, **config: Any):
+        super().__init__()
+        if spatial_dims not in self.supported_dims:
+            raise ValueError(
+                f"{self.arch} supports spatial_dims in {self.supported_dims}, got {spatial_dims}."
+            )
+        if in_channels < 1 or out_channels < 1:
+            raise ValueError(f"in_channels and out_channels must be >= 1, got {in_channels}, {out_channels}.")
+        self.spatial_dims = spatial_dims
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.config: dict[str, Any] = {
+            "spatial_dims": spatial_dims,
+            "in_channels": in_channels,
+            "out_channels": out_channels,
+            **config,
+        }
+        self.size_divisor: int = 1
+        self.attention_strides: dict[str, tuple[int, ...]] = OrderedDict()
+        self.encoder_prefixes: tuple[str, ...] = ()
+
+    # -- helpers for subclasses -------------------------------------------------------------
+    def _pad_to_divisor(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
+        """Pad the spatial dims at their end up to multiples of ``size_divisor`` (replicate)."""
+        spatial = tuple(x.shape[2:])
+        d = self.size_divisor
+        pads = [(-s) % d for s in spatial]
+        if not any(pads):
+            return x, spatial
+        pad_arg: list[int] = []
+        for p in reversed(pads):  # F.pad wants the last dim first
+            pad_arg += [0, p]
+        mode = "replicate" if all(p < s for p, s in zip(pads, spatial)) else "constant"
+        return F.pad(x, pad_arg, mode=mode), spatial
+
+    @staticmethod
+    def _crop(t: torch.Tensor, spatial: tuple[int, ...]) -> torch.Tensor:
+        return t[(..., *(slice(0, s) for s in spatial))]
+
+    def _crop_maps(self, maps: OrderedDict[str, torch.Tensor], spatial: tuple[int, ...]):
+        """Crop each attention map to the part covering the unpadded input (ceil of size/stride)."""
+        out = OrderedDict()
+        for name, m in maps.items():
+            stride = self.attention_strides.get(name, (1,) * len(spatial))
+            size = tuple(-(-s // st) for s, st in zip(spatial, stride))
+            out[name] = self._crop(m, size)
+        return out
+
+    # -- interface --------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor, return_attention: bool = False):  # pragma: no cover
+        raise NotImplementedError
+
+    def forward_train(self, x: torch.Tensor) -> TrainOutput:
+        return TrainOutput(logits=self.forward(x))
+
+    def extra_repr(self) -> str:
+        return f"arch={self.arch!r}, spatial_dims={self.spatial_dims}"
