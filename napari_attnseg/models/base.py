@@ -20,11 +20,14 @@ class TrainOutput:
         heads: extra ``(weight, logits)`` pairs at the input's size (deep supervision, TransFuse's
             heads); the trainer applies its segmentation loss to each with that weight.
         aux_loss: a scalar, already weighted, added to the loss as is (msga's auxiliary losses).
+        main_weight: weight of the segmentation loss on ``logits`` (0 when the heads already
+            cover it, as for msga whose output is the mean of its supervised heads).
     """
 
     logits: torch.Tensor
     heads: list[tuple[float, torch.Tensor]] = field(default_factory=list)
     aux_loss: torch.Tensor | float = 0.0
+    main_weight: float = 1.0
 
 
 class SegmentationModel(nn.Module):

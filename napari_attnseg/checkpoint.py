@@ -1,0 +1,230 @@
+"""Checkpoints that are safe by construction: safetensors weights plus a JSON model card.
+
+``save_model(model, "x.safetensors", card)`` writes the weights with the card embedded in the
+safetensors metadata, and ``x.json`` beside them for people to read. ``load_model`` never unpickles:
+it reads the card, checks the weights' sha256 against it, rebuilds the architecture from the card and
+loads the tensors strictly. Every failure is a ``CheckpointError`` naming the file and the problem.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ._version import __version__
+from .devices import resolve_device
+from .errors import CheckpointError, InputError
+
+FORMAT_VERSION = 1
+_META_KEY = "napari_attnseg_card"
+
+
+@dataclass
+class ModelCard:
+    """Everything needed to rebuild and use a model, and where it came from."""
+
+    arch: str
+    config: dict[str, Any]
+    name: str = ""
+    description: str = ""
+    classes: list[str] = field(default_factory=lambda: ["background", "foreground"])
+    normalization: dict[str, Any] = field(default_factory=lambda: {"scheme": "percentile", "lower": 1.0, "upper": 99.0})
+    spacing: list[float] | None = None
+    tile: list[int] | None = None
+    overlap: float = 0.25
+    training: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    weights_sha256: str = ""
+    weights_dtype: str = "float32"
+    code_version: str = __version__
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def spatial_dims(self) -> int:
+        return int(self.config.get("spatial_dims", 2))
+
+    @property
+    def in_channels(self) -> int:
+        return int(self.config.get("in_channels", 1))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelCard:
+        known = {f.name for f in dataclasses.fields(cls)}
+        missing = {"arch", "config"} - set(data)
+        if missing:
+            raise ValueError(f"card lacks {', '.join(sorted(missing))}")
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
+    """A digest of names, dtypes, shapes and bytes, in sorted-name order."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(name.encode())
+        h.update(str(t.dtype).encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def default_card(model: torch.nn.Module) -> ModelCard:
+    out = int(getattr(model, "out_channels", 2))
+    classes = ["background", "foreground"] if out == 2 else ["background"] + [f"class {i}" for i in range(1, out)]
+    return ModelCard(arch=model.arch, config=dict(model.config), classes=classes)
+
+
+def _atomic_write_bytes(path: Path, writer) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        writer(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_model(
+    model: torch.nn.Module, path: str | os.PathLike, card: ModelCard | dict | None = None, dtype: str = "float32"
+) -> ModelCard:
+    """Save ``model`` to ``path`` (``.safetensors``) with its card, and the card to ``path.json``.
+
+    Args:
+        dtype: ``float32`` or ``float16`` (halves the file; floating tensors only).
+    Returns the card as written (with the weights' sha256 filled in).
+    """
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise InputError(f"Model files end in .safetensors; got {path}.")
+    if dtype not in ("float32", "float16"):
+        raise InputError(f"dtype must be float32 or float16, got {dtype!r}")
+    if card is None:
+        card = getattr(model, "card", None) or default_card(model)
+    elif isinstance(card, dict):
+        card = ModelCard.from_dict({"arch": model.arch, "config": dict(model.config), **card})
+    card = dataclasses.replace(card, arch=model.arch, config=dict(model.config), weights_dtype=dtype,
+                               code_version=__version__, format_version=FORMAT_VERSION)
+    target = torch.float16 if dtype == "float16" else torch.float32
+    tensors = {
+        k: (v.detach().to("cpu", target) if v.is_floating_point() else v.detach().cpu()).contiguous()
+        for k, v in model.state_dict().items()
+    }
+    card.weights_sha256 = tensors_sha256(tensors)
+    card_json = json.dumps(card.to_dict(), indent=2, sort_keys=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_write_bytes(path, lambda tmp: save_file(tensors, tmp, metadata={_META_KEY: card_json}))
+    _atomic_write_bytes(path.with_suffix(".json"), lambda tmp: Path(tmp).write_text(card_json + "\n"))
+    return card
+
+
+def resolve_model_path(name_or_path: str | os.PathLike) -> Path:
+    """A bundled model name (see ``attnseg models``) or a path to a ``.safetensors`` file."""
+    from ._paths import models_dir
+
+    text = str(name_or_path)
+    candidate = Path(text).expanduser()
+    if candidate.suffix == ".safetensors" or candidate.exists() or os.sep in text:
+        if not candidate.exists():
+            raise CheckpointError(f"Model file {candidate} does not exist.")
+        return candidate
+    try:
+        bundled = models_dir() / f"{text}.safetensors"
+    except FileNotFoundError:
+        bundled = None
+    if bundled is not None and bundled.exists():
+        return bundled
+    from .models.registry import bundled_models
+
+    names = ", ".join(bundled_models()) or "none installed"
+    raise CheckpointError(
+        f"No bundled model named {text!r} (bundled: {names}); pass a path to a .safetensors file instead."
+    )
+
+
+def read_card(path: str | os.PathLike) -> ModelCard:
+    """Read and validate the card of a checkpoint without loading its tensors."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except Exception as exc:  # safetensors raises several types for corrupt headers
+        raise CheckpointError(f"{path} is not a readable safetensors file ({exc}); it may be truncated or corrupt.") from None
+    if _META_KEY not in meta:
+        raise CheckpointError(f"{path} has no napari-attnseg model card in its metadata; save it with napari_attnseg.save_model.")
+    try:
+        card = ModelCard.from_dict(json.loads(meta[_META_KEY]))
+    except (ValueError, TypeError) as exc:
+        raise CheckpointError(f"The model card inside {path} is invalid: {exc}.") from None
+    sibling = path.with_suffix(".json")
+    if sibling.exists():
+        try:
+            side = json.loads(sibling.read_text())
+        except ValueError as exc:
+            raise CheckpointError(f"The card {sibling} is not valid JSON ({exc}).") from None
+        for key in ("arch", "config", "weights_sha256", "classes", "normalization"):
+            if side.get(key) != card.to_dict().get(key):
+                raise CheckpointError(
+                    f"The card {sibling} disagrees with the one inside {path.name} on {key!r}; "
+                    "the card was edited or belongs to another model. Restore it or delete it."
+                )
+    return card
+
+
+def load_model(name_or_path: str | os.PathLike, device: str | torch.device = "auto") -> torch.nn.Module:
+    """Load a bundled model by name or a ``.safetensors`` checkpoint; eval mode, ``model.card`` set."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from .models.registry import create_model
+
+    path = resolve_model_path(name_or_path)
+    card = read_card(path)
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"Could not read the weights in {path} ({exc}); the file may be truncated or corrupt.") from None
+    digest = tensors_sha256(tensors)
+    if card.weights_sha256 and digest != card.weights_sha256:
+        raise CheckpointError(
+            f"The weights in {path} do not match the sha256 recorded in its card; the file was modified. "
+            "Use the original file."
+        )
+    try:
+        model = create_model(card.arch, **card.config)
+    except Exception as exc:
+        raise CheckpointError(f"{path}: cannot build architecture {card.arch!r} from its card ({exc}).") from None
+    state = {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise CheckpointError(
+            f"The weights in {path} do not fit architecture {card.arch!r} with the card's config ({first})."
+        ) from None
+    model.card = card
+    model.checkpoint_path = str(path)
+    return model.to(resolve_device(device)).eval()
