@@ -1,0 +1,440 @@
+"""normalise -> tile -> run -> blend -> Prediction, streamed slab by slab along the first axis.
+
+Outputs are finalised as soon as no remaining tile can touch them, so besides the outputs
+themselves only a slab one tile deep is held in float32; with ``out=`` the outputs are memory-mapped
+files, which makes volumes larger than memory possible.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Generator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..devices import resolve_device
+from ..errors import Cancelled, InputError
+from .normalize import apply_stats, compute_stats
+from .precision import autocast_context, choose_precision, prepare_model
+from .prediction import AttentionMap, CancelToken, Prediction
+from .resample import needs_resampling, zoom_image, zoom_probabilities
+from .tiling import TileGrid, outer, pooled, round_up
+
+log = logging.getLogger(__name__)
+
+MODES = ("2d", "3d", "slices")
+DEFAULT_TILE = {2: 256, 3: 96}
+
+
+# ----------------------------------------------------------------------------------------------
+# input checking
+# ----------------------------------------------------------------------------------------------
+def _describe(image) -> str:
+    return f"array of shape {tuple(image.shape)} and dtype {image.dtype}"
+
+
+def check_input(model, image, mode: str | None) -> tuple[str, bool]:
+    """Validate the image for the model; return the mode and whether it has a channel axis."""
+    if not hasattr(image, "shape") or not hasattr(image, "dtype"):
+        image = np.asarray(image)
+    dtype = np.dtype(image.dtype)
+    if not (np.issubdtype(dtype, np.number) or dtype == np.bool_) or np.issubdtype(dtype, np.complexfloating):
+        raise InputError(f"The image must be numeric; got an {_describe(image)}. Convert it to a numeric type.")
+    if image.size == 0 or 0 in image.shape:
+        raise InputError(f"The image is empty ({_describe(image)}).")
+    dims = model.spatial_dims
+    cin = model.in_channels
+    has_channels = cin > 1
+    spatial_ndim = image.ndim - (1 if has_channels else 0)
+    if has_channels and image.shape[0] != cin:
+        raise InputError(
+            f"The model takes {cin} channels as the first axis; got an {_describe(image)}. "
+            "Stack the channels first, e.g. (C, y, x) or (C, z, y, x)."
+        )
+    if spatial_ndim not in (2, 3):
+        hint = " Is it an RGB image? Convert it to grayscale first." if image.shape[-1] in (3, 4) else ""
+        raise InputError(
+            f"The model expects a 2D image or a 3D volume{' with a channel axis first' if has_channels else ''}; "
+            f"got an {_describe(image)}.{hint}"
+        )
+    if dims == 3 and spatial_ndim == 2:
+        raise InputError(
+            f"This is a 3D model: it needs a volume (z, y, x); got a 2D image ({_describe(image)}). "
+            "Choose a 2D model for 2D images."
+        )
+    if mode is None:
+        mode = "3d" if (dims == 3 and spatial_ndim == 3) else ("slices" if spatial_ndim == 3 else "2d")
+    mode = mode.lower()
+    if mode not in MODES:
+        raise InputError(f"mode must be one of {', '.join(MODES)}; got {mode!r}.")
+    if mode == "3d" and (dims != 3 or spatial_ndim != 3):
+        raise InputError(f"mode '3d' needs a 3D model and a volume; the model is {dims}D and the image has {spatial_ndim} spatial axes.")
+    if mode == "2d" and (dims != 2 or spatial_ndim != 2):
+        raise InputError(
+            f"mode '2d' needs a 2D model and a 2D image; the model is {dims}D and the image has {spatial_ndim} spatial axes"
+            + (" (use mode 'slices' to run a 2D model slice by slice)." if spatial_ndim == 3 and dims == 2 else ".")
+        )
+    if mode == "slices" and (dims != 2 or spatial_ndim != 3):
+        raise InputError(f"mode 'slices' runs a 2D model over a volume; the model is {dims}D and the image has {spatial_ndim} spatial axes.")
+    return mode, has_channels
+
+
+# ----------------------------------------------------------------------------------------------
+# output stores
+# ----------------------------------------------------------------------------------------------
+class _Outputs:
+    """Output arrays in memory, or memory-mapped .npy files in a folder that appears only when done."""
+
+    def __init__(self, out: str | os.PathLike | None):
+        self.final = Path(out) if out is not None else None
+        self.tmp = None
+        if self.final is not None:
+            if self.final.exists() and any(self.final.iterdir()):
+                raise InputError(f"Output folder {self.final} exists and is not empty; choose a new folder.")
+            self.final.parent.mkdir(parents=True, exist_ok=True)
+            self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.final.name}.", dir=self.final.parent))
+
+    def array(self, name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
+        if self.tmp is None:
+            return np.zeros(shape, dtype)
+        return np.lib.format.open_memmap(self.tmp / f"{name}.npy", mode="w+", dtype=dtype, shape=shape)
+
+    def commit(self) -> None:
+        if self.tmp is not None:
+            if self.final.exists():
+                self.final.rmdir()
+            os.replace(self.tmp, self.final)
+
+    def discard(self) -> None:
+        if self.tmp is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# the engine
+# ----------------------------------------------------------------------------------------------
+def _model_tile(model, mode: str, spatial: tuple[int, ...], tile, card) -> tuple[int, ...]:
+    nd = len(spatial)
+    model_nd = model.spatial_dims
+    if tile is None:
+        tile = getattr(card, "tile", None) or [DEFAULT_TILE[model_nd]] * model_nd
+    tile = [int(tile)] * model_nd if np.isscalar(tile) else [int(t) for t in tile]
+    if len(tile) != model_nd:
+        raise InputError(f"tile must have {model_nd} sizes for a {model_nd}D model; got {tile}.")
+    if any(t < 1 for t in tile):
+        raise InputError(f"tile sizes must be positive; got {tile}.")
+    div = max(model.size_divisor, max((max(s) for s in model.attention_strides.values()), default=1))
+    plane = spatial[-model_nd:]
+    tile = [round_up(min(t, s), div) if s < t else round_up(t, div) for t, s in zip(tile, plane)]
+    return tuple([1] * (nd - model_nd) + tile)
+
+
+def _batch_size(tile: Sequence[int], device: torch.device, batch_size: int | None) -> int:
+    if batch_size:
+        return int(batch_size)
+    budget = 2**23 if device.type == "cuda" else 2**20
+    return max(1, min(32, budget // math.prod(tile)))
+
+
+def iter_predict(
+    model,
+    image,
+    *,
+    mode: str | None = None,
+    tile: int | Sequence[int] | None = None,
+    overlap: float | None = None,
+    attention: bool = False,
+    device: str | torch.device = "auto",
+    precision: str = "auto",
+    progress: Callable[[int, int], Any] | None = None,
+    cancel: CancelToken | None = None,
+    tta: bool = False,
+    spacing: Sequence[float] | None = None,
+    out: str | os.PathLike | None = None,
+    batch_size: int | None = None,
+    return_probabilities: bool = True,
+) -> Generator[tuple[int, int], None, Prediction]:
+    """Like :func:`predict`, as a generator that yields ``(done, total)`` tiles and returns the Prediction."""
+    t_start = time.perf_counter()
+    mode, has_channels = check_input(model, image, mode)
+    card = getattr(model, "card", None)
+    warnings: list[str] = []
+    dev = resolve_device(device)
+    prec = choose_precision(dev, precision)
+    overlap = float(getattr(card, "overlap", 0.25) if overlap is None else overlap)
+    if not 0.0 <= overlap < 1.0:
+        raise InputError(f"overlap must be in [0, 1); got {overlap}.")
+
+    spatial = tuple(image.shape[1:] if has_channels else image.shape)
+    stats = compute_stats(image, getattr(card, "normalization", None), has_channels)
+    if stats["constant"]:
+        warnings.append("The image is constant: the model has nothing to segment; check the layer or the file.")
+    n_bad = _count_nonfinite(image)
+    if n_bad:
+        warnings.append(f"The image has {n_bad} NaN or infinite values; they were treated as the image minimum.")
+
+    # spacing: resample to the model's training spacing when the card has one and the image differs
+    factors = None
+    model_spacing = getattr(card, "spacing", None)
+    work = image
+    if spacing is not None and model_spacing is not None:
+        factors = needs_resampling(spacing, model_spacing, mode)
+        if factors is not None:
+            work = zoom_image(image, stats, factors, has_channels)
+            stats = None  # already normalised
+    work_spatial = tuple(work.shape[1:] if (has_channels or factors is not None) else work.shape)
+    chan_axis = has_channels or factors is not None
+
+    tile_shape = _model_tile(model, mode, work_spatial, tile, card)
+    strides = {name: (1,) * (len(work_spatial) - model.spatial_dims) + tuple(s) for name, s in model.attention_strides.items()}
+    align = [max([1] + [s[a] for s in strides.values()]) if tile_shape[a] > 1 else 1 for a in range(len(work_spatial))]
+    ov = [0.0 if t == 1 else overlap for t in tile_shape]
+    grid = TileGrid(work_spatial, tile_shape, ov, align)
+    net = prepare_model(model, dev, prec)
+    bs = _batch_size(tile_shape, dev, batch_size)
+    n_classes = model.out_channels
+    k_out = max(n_classes, 2)
+
+    store = _Outputs(out)
+    try:
+        label_dtype = np.uint8 if k_out <= 255 else np.uint16
+        labels = store.array("labels", work_spatial if factors is None else spatial, label_dtype) if factors is None else None
+        probs = None
+        if return_probabilities and factors is None:
+            probs = store.array("probabilities", (k_out, *work_spatial), np.float16)
+        keep_full_probs = factors is not None  # resampled: keep float32 on the model grid, zoom back at the end
+        full_probs = np.zeros((k_out, *work_spatial), np.float32) if keep_full_probs else None
+
+        map_acc: dict[str, np.ndarray] = {}
+        map_weights: dict[str, list[np.ndarray]] = {}
+        map_tile_w: dict[str, np.ndarray] = {}
+        if attention:
+            for name, s in strides.items():
+                size = tuple(e // st for e, st in zip(grid.extent, s))
+                map_acc[name] = np.zeros(size, np.float32)
+                axis_w = [pooled(w, st) for w, st in zip(grid.weights, s)]
+                map_tile_w[name] = outer(axis_w)
+                sums = []
+                for a, (positions, w, st) in enumerate(zip(grid.axes, axis_w, s)):
+                    total = np.zeros(size[a], np.float32)
+                    for p in positions:
+                        total[p // st : p // st + len(w)] += w
+                    sums.append(total)
+                map_weights[name] = sums
+
+        tile_w = outer(grid.weights).astype(np.float32)
+        starts = grid.starts()
+        total = len(starts) * (2 ** model.spatial_dims if tta else 1)
+        depth0 = tile_shape[0]
+        buf_lo = 0
+        buf = np.zeros((k_out, 0, *grid.extent[1:]), np.float32)
+        done = 0
+        t_model = 0.0
+        yield 0, total
+
+        def finalize(upto: int) -> None:
+            nonlocal buf, buf_lo
+            upto = min(upto, work_spatial[0])
+            if upto <= buf_lo:
+                return
+            n = upto - buf_lo
+            w0 = grid.weight_sums[0][buf_lo:upto]
+            rest = [ws[: s] for ws, s in zip(grid.weight_sums[1:], work_spatial[1:])]
+            weight = outer([w0, *rest])
+            crop = (slice(None), slice(0, n), *(slice(0, s) for s in work_spatial[1:]))
+            p = buf[crop] / weight
+            region = slice(buf_lo, upto)
+            if full_probs is not None:
+                full_probs[:, region] = p
+            else:
+                labels[region] = p.argmax(0).astype(label_dtype)
+                if probs is not None:
+                    probs[:, region] = p
+            buf = np.ascontiguousarray(buf[:, n:])
+            buf_lo = upto
+
+        for b0 in range(0, len(starts), bs):
+            if cancel is not None and cancel.cancelled:
+                raise Cancelled("Prediction cancelled; no output was written.")
+            batch_starts = starts[b0 : b0 + bs]
+            x = np.stack([_read_tile(work, s0, tile_shape, chan_axis, stats) for s0 in batch_starts])
+            t0 = time.perf_counter()
+            p_batch, m_batch = _run_batch(net, x, mode, dev, prec, attention, tta, n_classes, cancel)
+            t_model += time.perf_counter() - t0
+            # grow the slab buffer to cover this batch's tiles
+            need = max(s0[0] for s0 in batch_starts) + depth0 - buf_lo
+            if need > buf.shape[1]:
+                grown = np.zeros((k_out, need, *grid.extent[1:]), np.float32)
+                grown[:, : buf.shape[1]] = buf
+                buf = grown
+            for i, s0 in enumerate(batch_starts):
+                sl = (slice(None), slice(s0[0] - buf_lo, s0[0] - buf_lo + depth0),
+                      *(slice(p, p + t) for p, t in zip(s0[1:], tile_shape[1:])))
+                buf[sl] += p_batch[i] * tile_w
+                for name, m in m_batch.items():
+                    st = strides[name]
+                    msl = tuple(slice(p // s_, p // s_ + d) for p, s_, d in zip(s0, st, m.shape[1:]))
+                    map_acc[name][msl] += m[i] * map_tile_w[name]
+            done += len(batch_starts) * (2 ** model.spatial_dims if tta else 1)
+            nxt = starts[b0 + bs][0] if b0 + bs < len(starts) else grid.extent[0]
+            finalize(nxt)
+            if progress is not None:
+                progress(done, total)
+            yield done, total
+        finalize(grid.extent[0])
+
+        attention_maps = []
+        for level, (name, acc) in enumerate(map_acc.items()):
+            st = strides[name]
+            size = tuple(-(-s // s_) for s, s_ in zip(work_spatial, st))
+            weight = outer([w[:n] for w, n in zip(map_weights[name], size)])
+            data = (acc[tuple(slice(0, n) for n in size)] / weight).astype(np.float16)
+            np.clip(data, 0, 1, out=data)
+            f = factors or (1.0,) * len(st)
+            scale = tuple(float(s_ * fa) for s_, fa in zip(st, f))
+            translate = tuple((sc - 1.0) / 2.0 for sc in scale)
+            attention_maps.append(AttentionMap(name, level, data, scale, translate))
+
+        if factors is not None:
+            back = zoom_probabilities(full_probs, spatial)
+            labels = store.array("labels", spatial, label_dtype)
+            labels[...] = back.argmax(0)
+            if return_probabilities:
+                probs = store.array("probabilities", (k_out, *spatial), np.float16)
+                probs[...] = back
+        store.commit()
+    except BaseException:
+        store.discard()
+        raise
+    finally:
+        if hasattr(net, "_attnseg_restore"):
+            net._attnseg_restore()
+
+    if store.final is not None:  # reopen from the final place
+        labels = np.load(store.final / "labels.npy", mmap_mode="r+")
+        probs = np.load(store.final / "probabilities.npy", mmap_mode="r+") if return_probabilities else None
+    classes = list(getattr(card, "classes", None) or (["background"] + [f"class {i}" for i in range(1, k_out)]))
+    for w in warnings:
+        log.warning(w)
+    return Prediction(
+        labels=labels,
+        probabilities=probs,
+        attention=attention_maps,
+        classes=classes,
+        device=str(dev),
+        precision=prec,
+        timings={"total_s": time.perf_counter() - t_start, "model_s": t_model},
+        params={"mode": mode, "tile": list(tile_shape), "overlap": overlap, "tta": tta, "batch_size": bs,
+                "tiles": len(starts), "resampled": factors is not None, "spacing": list(spacing) if spacing else None},
+        warnings=warnings,
+    )
+
+
+def predict(model, image, **kwargs) -> Prediction:
+    """Segment ``image`` with ``model``; see the README for every option.
+
+    Args:
+        model: a model from :func:`napari_attnseg.load_model` (or ``create_model``).
+        image: numpy, dask or zarr array: (y, x), (z, y, x), or channels first when the model has
+            several input channels.
+        mode: ``2d``, ``3d`` or ``slices`` (a 2D model over the first axis of a volume); default from
+            the model and the image.
+        tile, overlap: sliding window (defaults from the model card; overlap 0.25).
+        attention: also return the attention maps of every level.
+        device: ``auto`` (CUDA, then MPS, then CPU), ``cpu``, ``cuda``, ``mps``.
+        precision: ``auto``, ``fp32``, ``bf16`` or ``fp16``.
+        progress: called with ``(done, total)`` tiles.
+        cancel: a :class:`CancelToken`; cancelling raises :class:`~napari_attnseg.errors.Cancelled`.
+        tta: average over flips.
+        spacing: the image's voxel spacing (array axis order), for models trained at another spacing.
+        out: a new folder where ``labels.npy`` and ``probabilities.npy`` are memory-mapped (big volumes).
+    """
+    gen = iter_predict(model, image, **kwargs)
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            return stop.value
+
+
+# ----------------------------------------------------------------------------------------------
+# helpers
+# ----------------------------------------------------------------------------------------------
+def _count_nonfinite(image) -> int:
+    if not np.issubdtype(np.dtype(image.dtype), np.floating):
+        return 0
+    total = 0
+    first = image.shape[0]
+    step = max(1, first // 64)
+    for i in range(0, first, step):
+        chunk = np.asarray(image[i : i + step])
+        total += int(chunk.size - np.count_nonzero(np.isfinite(chunk)))
+    return total
+
+
+def _read_tile(image, start, tile, chan_axis: bool, stats) -> np.ndarray:
+    """Read one tile (C, *tile) from the image, normalised, edge-padded where it passes the end."""
+    spatial = image.shape[1:] if chan_axis else image.shape
+    region = tuple(slice(p, min(p + t, s)) for p, t, s in zip(start, tile, spatial))
+    data = np.asarray(image[(slice(None), *region)] if chan_axis else image[region])
+    if not chan_axis:
+        data = data[None]
+    data = apply_stats(data, stats) if stats is not None else np.asarray(data, np.float32)
+    pads = [(0, 0)] + [(0, t - (r.stop - r.start)) for t, r in zip(tile, region)]
+    if any(p[1] for p in pads):
+        data = np.pad(data, pads, mode="edge")
+    return data
+
+
+def _run_batch(net, x: np.ndarray, mode: str, dev, prec: str, attention: bool, tta: bool, n_classes: int, cancel):
+    """Run the model on a batch of tiles; returns probabilities (B, K, *tile) and maps (B, *map)."""
+    xt = torch.from_numpy(x).to(dev)
+    squeeze = mode == "slices"
+    if squeeze:
+        xt = xt[:, :, 0]
+    nd = xt.dim() - 2
+    flips = [()] + ([tuple(c) for r in range(1, nd + 1) for c in _combinations(range(2, 2 + nd), r)] if tta else [])
+    prob_sum = None
+    map_sum: dict[str, torch.Tensor] = {}
+    with torch.inference_mode(), autocast_context(dev, prec):
+        for f in flips:
+            if cancel is not None and cancel.cancelled:
+                raise Cancelled("Prediction cancelled; no output was written.")
+            inp = torch.flip(xt, f) if f else xt
+            inp = inp.contiguous(memory_format=torch.channels_last if nd == 2 else torch.channels_last_3d)
+            if attention:
+                logits, maps = net(inp, return_attention=True)
+            else:
+                logits, maps = net(inp), {}
+            logits = logits.float()
+            p = torch.softmax(logits, 1) if n_classes > 1 else torch.cat([1 - torch.sigmoid(logits), torch.sigmoid(logits)], 1)
+            if f:
+                p = torch.flip(p, f)
+            prob_sum = p if prob_sum is None else prob_sum + p
+            for name, m in maps.items():
+                m = m.float()
+                if f:
+                    m = torch.flip(m, f)
+                m = m.mean(1)  # several gates (heads) per level are shown as their mean
+                map_sum[name] = map_sum.get(name, 0) + m
+    n = len(flips)
+    probs = (prob_sum / n).cpu().numpy()
+    maps_np = {k: (v / n).cpu().numpy() for k, v in map_sum.items()}
+    if squeeze:
+        probs = probs[:, :, None]
+        maps_np = {k: v[:, None] for k, v in maps_np.items()}
+    return probs, maps_np
+
+
+def _combinations(items, r):
+    import itertools
+
+    return itertools.combinations(items, r)

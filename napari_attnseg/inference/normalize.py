@@ -1,0 +1,67 @@
+"""Intensity normalisation from the model card, with statistics computed once per image."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError
+
+SCHEMES = ("percentile", "zscore", "ct", "none")
+_MAX_SAMPLE = 2_000_000  # voxels used for statistics on big images
+
+
+def _sample(image, channel_axis: bool) -> np.ndarray:
+    """A strided subsample of the image (per channel when ``channel_axis``), as float64."""
+    shape = image.shape[1:] if channel_axis else image.shape
+    n = int(np.prod(shape))
+    step = max(1, int(round((n / _MAX_SAMPLE) ** (1 / len(shape)))))
+    region = tuple(slice(None, None, step) for _ in shape)
+    data = image[(slice(None), *region)] if channel_axis else image[region]
+    return np.asarray(data, dtype=np.float64)
+
+
+def compute_stats(image, spec: dict[str, Any] | None, channel_axis: bool) -> dict[str, Any]:
+    """Per-channel (offset, scale) so that ``(x - offset) / scale`` is what the model was trained on."""
+    spec = dict(spec or {"scheme": "percentile", "lower": 1.0, "upper": 99.0})
+    scheme = spec.get("scheme", "percentile")
+    if scheme not in SCHEMES:
+        raise InputError(f"Unknown normalisation scheme {scheme!r} in the model card; expected one of {SCHEMES}.")
+    sample = _sample(image, channel_axis)
+    chans = sample if channel_axis else sample[None]
+    offsets, scales = [], []
+    for c in chans:
+        finite = c[np.isfinite(c)]
+        if finite.size == 0:
+            raise InputError("The image has no finite values (all NaN or infinite); check the file.")
+        if scheme == "percentile":
+            lo, hi = np.percentile(finite, [float(spec.get("lower", 1.0)), float(spec.get("upper", 99.0))])
+            offsets.append(lo)
+            scales.append(hi - lo)
+        elif scheme == "zscore":
+            offsets.append(finite.mean())
+            scales.append(finite.std())
+        elif scheme == "ct":
+            lo, hi = spec.get("window", [-1000.0, 400.0])
+            offsets.append(float(lo))
+            scales.append(float(hi) - float(lo))
+        else:
+            offsets.append(0.0)
+            scales.append(1.0)
+    scales = [s if s > 1e-12 else 1.0 for s in scales]
+    return {"scheme": scheme, "offset": np.asarray(offsets, np.float32), "scale": np.asarray(scales, np.float32),
+            "clip": scheme == "ct", "fill": float(np.nanmin(sample[np.isfinite(sample)])),
+            "constant": bool(np.ptp(sample[np.isfinite(sample)]) == 0)}
+
+
+def apply_stats(tile: np.ndarray, stats: dict[str, Any]) -> np.ndarray:
+    """Normalise a (C, *spatial) tile in float32; NaN/Inf become the image minimum first."""
+    out = np.asarray(tile, dtype=np.float32)
+    if not np.isfinite(out).all():
+        out = np.where(np.isfinite(out), out, np.float32(stats["fill"]))
+    shape = (-1,) + (1,) * (out.ndim - 1)
+    out = (out - stats["offset"].reshape(shape)) / stats["scale"].reshape(shape)
+    if stats["clip"]:
+        np.clip(out, 0.0, 1.0, out=out)
+    return out

@@ -1,0 +1,189 @@
+"""Sliding-window inference: exact tiling, aligned attention maps, progress, cancel, bad input."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from napari_attnseg import create_model, predict
+from napari_attnseg.errors import Cancelled, InputError
+from napari_attnseg.inference import CancelToken, iter_predict
+from napari_attnseg.models.base import SegmentationModel
+
+
+class IdentityModel(SegmentationModel):
+    """Two-class 'model' whose foreground probability is the input itself (logit of it), and whose
+    attention map at stride s is the input averaged over each s x s block."""
+
+    arch = "identity"
+
+    def __init__(self, spatial_dims=2, stride=4):
+        super().__init__(spatial_dims, 1, 2)
+        self.stride = stride
+        self.size_divisor = stride
+        self.attention_strides = OrderedDict([("block", (stride,) * spatial_dims)])
+        self.dummy = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, x, return_attention=False):
+        p = x.clamp(1e-4, 1 - 1e-4)
+        logits = torch.cat([torch.zeros_like(p), torch.log(p / (1 - p))], 1)
+        if not return_attention:
+            return logits
+        pool = torch.nn.functional.avg_pool2d if self.spatial_dims == 2 else torch.nn.functional.avg_pool3d
+        return logits, OrderedDict([("block", pool(x, self.stride))])
+
+
+NO_NORM = type("Card", (), {"normalization": {"scheme": "none"}, "tile": None, "overlap": 0.25, "spacing": None, "classes": None})
+
+
+def identity(dims=2, stride=4):
+    m = IdentityModel(dims, stride)
+    m.card = NO_NORM
+    return m
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    h=st.integers(5, 90), w=st.integers(5, 90), tile=st.sampled_from([16, 32, 48]),
+    overlap=st.sampled_from([0.0, 0.25, 0.5]),
+)
+def test_tiling_reproduces_the_input_exactly(h, w, tile, overlap):
+    rng = np.random.default_rng(h * 100 + w)
+    img = rng.uniform(0.01, 0.99, (h, w)).astype(np.float32)
+    pred = predict(identity(), img, tile=tile, overlap=overlap, precision="fp32", device="cpu")
+    assert pred.probabilities.shape == (2, h, w)
+    np.testing.assert_allclose(pred.probabilities[1].astype(np.float32), img, atol=2e-3)  # float16 storage
+    np.testing.assert_array_equal(pred.labels, (img > 0.5).astype(np.uint8))
+
+
+def test_tiling_exact_in_3d_and_slices():
+    rng = np.random.default_rng(0)
+    vol = rng.uniform(0.01, 0.99, (13, 37, 29)).astype(np.float32)
+    p3 = predict(identity(3), vol, tile=16, precision="fp32")
+    np.testing.assert_allclose(p3.probabilities[1].astype(np.float32), vol, atol=2e-3)
+    ps = predict(identity(2), vol, tile=16, precision="fp32")
+    assert ps.params["mode"] == "slices"
+    np.testing.assert_allclose(ps.probabilities[1].astype(np.float32), vol, atol=2e-3)
+
+
+def test_attention_map_is_aligned_with_the_image():
+    # a bright square; the block-average map must light up exactly over it
+    img = np.full((70, 90), 0.05, np.float32)
+    img[20:36, 40:56] = 0.95  # 16x16 square starting at multiples of 4
+    pred = predict(identity(stride=4), img, tile=32, attention=True, precision="fp32")
+    (amap,) = pred.attention
+    assert amap.scale == (4.0, 4.0) and amap.translate == (1.5, 1.5)
+    assert amap.data.shape == (18, 23)
+    hot = np.argwhere(amap.data > 0.9)
+    # map pixel i is centred on image coordinate translate + i*scale
+    centres = hot * 4 + 1.5
+    assert centres[:, 0].min() == 21.5 and centres[:, 0].max() == 33.5
+    assert centres[:, 1].min() == 41.5 and centres[:, 1].max() == 53.5
+
+
+def test_progress_is_monotonic_and_complete():
+    seen = []
+    predict(identity(), np.random.rand(100, 100).astype(np.float32), tile=32, progress=lambda d, t: seen.append((d, t)))
+    assert seen and seen[-1][0] == seen[-1][1]
+    assert all(b[0] >= a[0] for a, b in zip(seen, seen[1:]))
+
+
+def test_cancel_stops_promptly_and_writes_nothing(tmp_path):
+    token = CancelToken()
+    out = tmp_path / "pred"
+    gen = iter_predict(identity(), np.random.rand(200, 200).astype(np.float32), tile=32, batch_size=1, cancel=token, out=out)
+    next(gen)
+    next(gen)
+    token.cancel()
+    with pytest.raises(Cancelled):
+        for _ in gen:
+            pass
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_out_folder_memory_maps_the_outputs(tmp_path):
+    img = np.random.rand(50, 60).astype(np.float32)
+    pred = predict(identity(), img, tile=32, out=tmp_path / "o", precision="fp32")
+    assert isinstance(pred.labels, np.memmap)
+    assert (tmp_path / "o" / "labels.npy").exists()
+    np.testing.assert_array_equal(np.load(tmp_path / "o" / "labels.npy"), (img > 0.5))
+
+
+@pytest.mark.parametrize(
+    "image,match",
+    [
+        (np.zeros((0, 10), np.float32), "empty"),
+        (np.zeros((4, 5, 6, 7), np.float32), "2D image or a 3D volume"),
+        (np.zeros((32, 32, 3), np.uint8), None),  # a volume of 3 slices is fine for a 2D model
+        (np.array([["a", "b"], ["c", "d"]]), "numeric"),
+        (np.zeros((10, 10, 10, 3), np.uint8), "RGB"),
+    ],
+)
+def test_bad_inputs_have_clear_messages(image, match):
+    model = create_model("unet", features=(4, 8, 16))
+    if match is None:
+        predict(model, image, tile=32)
+        return
+    with pytest.raises(InputError, match=match):
+        predict(model, image)
+
+
+def test_mode_mismatch_and_channels():
+    m3 = create_model("unet", spatial_dims=3, features=(4, 8, 16))
+    with pytest.raises(InputError, match="3D model"):
+        predict(m3, np.zeros((32, 32), np.float32), mode="2d")
+    m2c = create_model("unet", in_channels=2, features=(4, 8, 16))
+    with pytest.raises(InputError, match="2 channels"):
+        predict(m2c, np.zeros((3, 32, 32), np.float32))
+    assert predict(m2c, np.random.rand(2, 40, 30).astype(np.float32), tile=32).labels.shape == (40, 30)
+
+
+def test_nan_and_constant_images_are_reported_not_fatal():
+    model = create_model("unet", features=(4, 8, 16))
+    img = np.random.rand(40, 40).astype(np.float32)
+    img[3, 4] = np.nan
+    img[5, 6] = np.inf
+    pred = predict(model, img, tile=32)
+    assert any("2 NaN or infinite" in w for w in pred.warnings)
+    pred = predict(model, np.full((40, 40), 7.0, np.float32), tile=32)
+    assert any("constant" in w for w in pred.warnings)
+
+
+def test_tiny_image_is_padded_not_refused():
+    model = create_model("attention_unet", features=(4, 8, 16, 32, 64))
+    pred = predict(model, np.random.rand(5, 7).astype(np.float32), attention=True)
+    assert pred.labels.shape == (5, 7)
+    assert all(a.data.shape[0] >= 1 for a in pred.attention)
+
+
+def test_spacing_resamples_and_returns_on_image_grid():
+    m = identity()
+    m.card = type("Card", (), {"normalization": {"scheme": "none"}, "tile": None, "overlap": 0.25,
+                               "spacing": [1.0, 1.0], "classes": None})
+    img = np.random.uniform(0.1, 0.9, (60, 80)).astype(np.float32)
+    pred = predict(m, img, spacing=(0.5, 0.5), tile=32, attention=True, precision="fp32")
+    assert pred.params["resampled"] and pred.labels.shape == (60, 80)
+    assert pred.attention[0].scale == (8.0, 8.0)  # stride 4 on a grid twice as coarse
+    smooth = np.asarray(pred.probabilities[1], np.float32)
+    assert abs(smooth.mean() - img.mean()) < 0.02
+
+
+def test_flip_tta_keeps_shapes_and_identity():
+    img = np.random.uniform(0.01, 0.99, (33, 41)).astype(np.float32)
+    pred = predict(identity(), img, tile=32, tta=True, precision="fp32")
+    np.testing.assert_allclose(pred.probabilities[1].astype(np.float32), img, atol=2e-3)
+
+
+def test_bf16_fast_path_agrees_with_fp32():
+    torch.manual_seed(0)
+    model = create_model("attention_unet", features=(4, 8, 16, 32, 64))
+    img = np.random.rand(96, 96).astype(np.float32)
+    a = predict(model, img, precision="fp32").probabilities[1].astype(np.float32)
+    b = predict(model, img, precision="bf16").probabilities[1].astype(np.float32)
+    assert np.abs(a - b).max() < 0.05
