@@ -1,0 +1,5 @@
+"""Image I/O (TIFF, NIfTI, DICOM), fine-tuning dataset export and reading datasets back."""
+
+from .io import Volume, image_format, read_image, stem, write_image
+
+__all__ = ["Volume", "image_format", "read_image", "stem", "write_image"]

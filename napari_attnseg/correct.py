@@ -1,0 +1,182 @@
+"""Mask correction helpers (numpy/scipy/scikit-image only): each takes and returns a label array.
+
+``classes`` selects the label values to work on (None = every non-zero class). Helpers never modify
+their input in place; the napari panel assigns the result so the layer's undo can revert it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+from scipy import ndimage
+
+from .errors import InputError
+
+
+def _classes(labels: np.ndarray, classes: Iterable[int] | None) -> list[int]:
+    present = [int(c) for c in np.unique(labels) if c != 0]
+    return present if classes is None else [int(c) for c in classes if int(c) in present]
+
+
+def _ball(ndim: int, radius: int) -> np.ndarray:
+    if radius < 1:
+        raise InputError(f"radius must be >= 1; got {radius}.")
+    grid = np.ogrid[tuple(slice(-radius, radius + 1) for _ in range(ndim))]
+    return sum(g * g for g in grid) <= radius * radius
+
+
+def fill_holes(labels: np.ndarray, classes: Iterable[int] | None = None) -> np.ndarray:
+    """Fill background holes fully enclosed by a class (slice by slice for volumes, as people draw)."""
+    out = labels.copy()
+    for c in _classes(labels, classes):
+        mask = labels == c
+        if mask.ndim == 3:
+            filled = np.stack([ndimage.binary_fill_holes(s) for s in mask])
+        else:
+            filled = ndimage.binary_fill_holes(mask)
+        out[filled & (labels == 0)] = c
+    return out
+
+
+def remove_small_objects(labels: np.ndarray, min_voxels: int, classes: Iterable[int] | None = None) -> np.ndarray:
+    """Set connected components smaller than ``min_voxels`` to background."""
+    out = labels.copy()
+    for c in _classes(labels, classes):
+        comp, n = ndimage.label(labels == c)
+        if n == 0:
+            continue
+        sizes = np.bincount(comp.ravel())
+        small = sizes < int(min_voxels)
+        small[0] = False
+        out[small[comp]] = 0
+    return out
+
+
+def keep_largest_component(labels: np.ndarray, classes: Iterable[int] | None = None) -> np.ndarray:
+    """Keep only the largest connected component of each class."""
+    out = labels.copy()
+    for c in _classes(labels, classes):
+        comp, n = ndimage.label(labels == c)
+        if n <= 1:
+            continue
+        sizes = np.bincount(comp.ravel())
+        sizes[0] = 0
+        out[(comp != 0) & (comp != sizes.argmax())] = 0
+    return out
+
+
+def binary_open(labels: np.ndarray, radius: int = 1, classes: Iterable[int] | None = None) -> np.ndarray:
+    """Morphological opening per class (removes thin spurs and specks)."""
+    out = labels.copy()
+    for c in _classes(labels, classes):
+        mask = labels == c
+        opened = ndimage.binary_opening(mask, structure=_ball(labels.ndim, radius))
+        out[mask & ~opened] = 0
+    return out
+
+
+def binary_close(labels: np.ndarray, radius: int = 1, classes: Iterable[int] | None = None) -> np.ndarray:
+    """Morphological closing per class (bridges small gaps); only background is overwritten."""
+    out = labels.copy()
+    for c in _classes(labels, classes):
+        mask = labels == c
+        closed = ndimage.binary_closing(mask, structure=_ball(labels.ndim, radius), border_value=0)
+        out[closed & (out == 0)] = c
+    return out
+
+
+def _signed_distance(mask: np.ndarray) -> np.ndarray:
+    if not mask.any():
+        return np.full(mask.shape, -1e6, np.float32)
+    inside = ndimage.distance_transform_edt(mask)
+    outside = ndimage.distance_transform_edt(~mask)
+    return (inside - outside).astype(np.float32)
+
+
+def interpolate_slices(labels: np.ndarray, slices: Sequence[int] | None = None, classes: Iterable[int] | None = None) -> np.ndarray:
+    """Shape-based interpolation along axis 0 between annotated slices (signed distance maps).
+
+    ``slices`` are the annotated slice indices (default: every slice holding the class). Slices
+    strictly between two annotated ones are filled; annotated slices are left as they are.
+    """
+    if labels.ndim != 3:
+        raise InputError("Interpolation between slices needs a 3D label volume.")
+    out = labels.copy()
+    for c in _classes(labels, classes):
+        mask = labels == c
+        keys = sorted(set(int(s) for s in slices)) if slices is not None else \
+            [int(i) for i in np.flatnonzero(mask.reshape(len(mask), -1).any(1))]
+        for a, b in zip(keys, keys[1:]):
+            if b - a < 2:
+                continue
+            da, db = _signed_distance(mask[a]), _signed_distance(mask[b])
+            for z in range(a + 1, b):
+                t = (z - a) / (b - a)
+                fill = ((1 - t) * da + t * db) > 0
+                out[z][fill & (out[z] == 0)] = c
+    return out
+
+
+def parse_slice_ranges(text: str) -> list[int]:
+    """``"3,5,10-12"`` -> ``[3, 5, 10, 11, 12]``."""
+    result: set[int] = set()
+    for part in filter(None, (p.strip() for p in str(text).split(","))):
+        try:
+            if "-" in part:
+                lo, hi = (int(v) for v in part.split("-", 1))
+                if hi < lo:
+                    raise ValueError
+                result.update(range(lo, hi + 1))
+            else:
+                result.add(int(part))
+        except ValueError:
+            raise InputError(f"Cannot read slice range {part!r}; write slices like 3,5,10-12.") from None
+    if any(v < 0 for v in result):
+        raise InputError("Slice numbers start at 0.")
+    return sorted(result)
+
+
+def format_slice_ranges(slices: Iterable[int]) -> str:
+    """``[3, 5, 10, 11, 12]`` -> ``"3,5,10-12"``."""
+    values = sorted(set(int(s) for s in slices))
+    parts, i = [], 0
+    while i < len(values):
+        j = i
+        while j + 1 < len(values) and values[j + 1] == values[j] + 1:
+            j += 1
+        parts.append(str(values[i]) if i == j else f"{values[i]}-{values[j]}")
+        i = j + 1
+    return ",".join(parts)
+
+
+def ignore_unreviewed(labels: np.ndarray, reviewed_slices: Iterable[int], ignore_value: int) -> np.ndarray:
+    """Labels with every slice (first axis) that was not reviewed set to ``ignore_value``."""
+    out = labels.astype(np.result_type(labels.dtype, np.min_scalar_type(ignore_value)), copy=True)
+    keep = np.zeros(labels.shape[0], bool)
+    reviewed = [int(s) for s in reviewed_slices]
+    bad = [s for s in reviewed if not 0 <= s < labels.shape[0]]
+    if bad:
+        raise InputError(f"Reviewed slices {bad} are outside the volume (0..{labels.shape[0] - 1}).")
+    keep[reviewed] = True
+    out[~keep] = ignore_value
+    return out
+
+
+def edit_stats(prediction: np.ndarray, corrected: np.ndarray) -> dict:
+    """Voxels added and removed per class, and the Dice between prediction and correction."""
+    prediction = np.asarray(prediction)
+    corrected = np.asarray(corrected)
+    if prediction.shape != corrected.shape:
+        raise InputError(f"Prediction {prediction.shape} and correction {corrected.shape} differ in shape.")
+    stats = {}
+    for c in sorted(set(np.unique(prediction).tolist()) | set(np.unique(corrected).tolist()) - {0}):
+        p, q = prediction == c, corrected == c
+        inter = int(np.count_nonzero(p & q))
+        denom = int(np.count_nonzero(p)) + int(np.count_nonzero(q))
+        stats[str(int(c))] = {
+            "added": int(np.count_nonzero(q & ~p)),
+            "removed": int(np.count_nonzero(p & ~q)),
+            "dice": 1.0 if denom == 0 else 2.0 * inter / denom,
+        }
+    return {"per_class": stats, "changed_voxels": int(np.count_nonzero(prediction != corrected))}
