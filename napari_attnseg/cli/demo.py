@@ -1,4 +1,4 @@
-"""`attnseg demo`: Open napari with the plugin docked, the nuclei sample loaded and the default model run on it."""
+"""`attnseg demo`: napari with the plugin docked, the nuclei sample loaded and the default model run on it."""
 
 from __future__ import annotations
 
@@ -9,8 +9,51 @@ HELP = "Open napari with the plugin docked, the nuclei sample loaded and the def
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+    parser.add_argument("--sample", default="nuclei-2d", choices=("nuclei-2d", "brain-mri-3d"), help="sample to open")
+    parser.add_argument("--model", default=None, help="model to run (default: the sample's bundled model)")
+    parser.add_argument("--screenshot", help="save a screenshot of the viewer (PNG) once the result is shown")
+    parser.add_argument("--quit", action="store_true", help="close napari after the screenshot (for tests and docs)")
 
 
 def run(args: argparse.Namespace) -> int:
-    raise NotImplementedError("attnseg demo is not implemented yet (issue #5).")
+    import napari
+    import numpy as np
+    from qtpy.QtCore import QTimer
+
+    from .._napari import sample_data
+    from ..training.losses import dice_per_class
+
+    viewer = napari.Viewer(title="napari-attnseg demo")
+    layers = sample_data.nuclei_2d() if args.sample == "nuclei-2d" else sample_data.brain_mri_3d()
+    for data, kwargs, kind in layers:
+        getattr(viewer, f"add_{kind}")(data, **kwargs)
+    image_name, reference_name = layers[0][1]["name"], layers[1][1]["name"]
+    _, widget = viewer.window.add_plugin_dock_widget("napari-attnseg", "Attention segmentation")
+    widget.image_combo.setCurrentText(image_name)
+    model_name = args.model or args.sample
+    if widget.model_combo.findText(model_name) >= 0:
+        widget.model_combo.setCurrentText(model_name)
+    else:
+        print(f"attnseg demo: no bundled model {model_name!r}; using {widget.model_combo.currentText() or 'none'}")
+    worker = widget.run()
+
+    def report() -> None:
+        mask_name = f"{image_name} mask"
+        if mask_name in viewer.layers:
+            ref = np.asarray(viewer.layers[reference_name].data)
+            pred = np.asarray(viewer.layers[mask_name].data)
+            n = int(max(ref.max(), pred.max())) + 1
+            dice = dice_per_class(pred, ref, max(n, 2))
+            print("demo Dice against the reference labels: " + ", ".join(f"{d:.4f}" for d in dice), flush=True)
+        if args.screenshot:
+            viewer.screenshot(args.screenshot, canvas_only=False)
+            print(f"screenshot: {args.screenshot}", flush=True)
+        if args.quit:
+            QTimer.singleShot(100, viewer.close)
+
+    if worker is not None:
+        worker.finished.connect(lambda: QTimer.singleShot(300, report))
+    elif args.quit:
+        QTimer.singleShot(100, viewer.close)
+    napari.run()
+    return 0

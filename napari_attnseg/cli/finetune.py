@@ -1,16 +1,24 @@
-"""`attnseg finetune`: Fine-tune a model on an exported dataset of corrected masks."""
+"""`attnseg finetune`: fine-tune a model on an exported dataset of corrected masks."""
 
 from __future__ import annotations
 
 import argparse
+
+from ._train_common import add_budget_and_split, config_kwargs, print_progress, print_summary
 
 NAME = "finetune"
 HELP = "Fine-tune a model on an exported dataset of corrected masks."
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+    add_budget_and_split(parser)
+    parser.add_argument("--model", required=True, help="bundled model name or path to a .safetensors checkpoint")
+    parser.add_argument("--freeze-encoder", action="store_true", help="train only the decoder and attention gates")
 
 
 def run(args: argparse.Namespace) -> int:
-    raise NotImplementedError("attnseg finetune is not implemented yet (issue #7).")
+    from ..training import TrainConfig, train
+
+    cfg = TrainConfig(start_model=args.model, freeze_encoder=args.freeze_encoder, **config_kwargs(args))
+    print_summary(train(cfg, progress=print_progress))
+    return 0

@@ -161,6 +161,7 @@ def iter_predict(
     out: str | os.PathLike | None = None,
     batch_size: int | None = None,
     return_probabilities: bool = True,
+    normalization: dict[str, Any] | None = None,
 ) -> Generator[tuple[int, int], None, Prediction]:
     """Like :func:`predict`, as a generator that yields ``(done, total)`` tiles and returns the Prediction."""
     t_start = time.perf_counter()
@@ -174,7 +175,7 @@ def iter_predict(
         raise InputError(f"overlap must be in [0, 1); got {overlap}.")
 
     spatial = tuple(image.shape[1:] if has_channels else image.shape)
-    stats = compute_stats(image, getattr(card, "normalization", None), has_channels)
+    stats = compute_stats(image, normalization or getattr(card, "normalization", None), has_channels)
     if stats["constant"]:
         warnings.append("The image is constant: the model has nothing to segment; check the layer or the file.")
     n_bad = _count_nonfinite(image)
@@ -356,6 +357,7 @@ def predict(model, image, **kwargs) -> Prediction:
         tta: average over flips.
         spacing: the image's voxel spacing (array axis order), for models trained at another spacing.
         out: a new folder where ``labels.npy`` and ``probabilities.npy`` are memory-mapped (big volumes).
+        normalization: overrides the card's intensity normalisation (e.g. ``{"scheme": "none"}``).
     """
     gen = iter_predict(model, image, **kwargs)
     while True:

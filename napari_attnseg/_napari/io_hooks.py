@@ -1,0 +1,64 @@
+"""npe2 readers (NIfTI, DICOM series) and writers (Labels to TIFF / NIfTI) over the core's data I/O.
+
+Readers return None for anything they cannot read and never raise on a foreign file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..data import Volume, read_image, write_image
+from ..data.dicom import is_dicom_path
+from ..errors import AttnSegError
+
+
+def _layer(volume: Volume, path: str) -> list[tuple]:
+    meta = {"source_path": path, "spacing": list(volume.spacing), "format": volume.meta.get("format")}
+    if volume.affine is not None:
+        meta["affine"] = np.asarray(volume.affine).tolist()
+    return [(volume.data, {"name": Path(path.rstrip("/")).name.split(".")[0], "scale": volume.spacing, "metadata": meta}, "image")]
+
+
+def _reader(path):
+    try:
+        return _layer(read_image(path), str(path))
+    except (AttnSegError, OSError, ValueError):
+        return None
+
+
+def get_nifti_reader(path):
+    if isinstance(path, list) or not str(path).lower().endswith((".nii", ".nii.gz")):
+        return None
+    return lambda p: _reader(p) or []
+
+
+def get_dicom_reader(path):
+    if isinstance(path, list):
+        return None
+    try:
+        ok = is_dicom_path(Path(path))
+    except OSError:
+        ok = False
+    if not ok:
+        return None
+    return lambda p: _reader(p) or []
+
+
+def _geometry(meta: dict, layer_scale):
+    spacing = meta.get("spacing") or list(layer_scale)
+    affine = np.asarray(meta["affine"]) if meta.get("affine") is not None else None
+    return tuple(float(s) for s in spacing), affine
+
+
+def write_labels_tif(path: str, data, meta: dict) -> list[str]:
+    spacing, _ = _geometry(meta.get("metadata", {}), meta.get("scale", (1.0,) * np.ndim(data)))
+    return [str(write_image(path, np.asarray(data), spacing=spacing[-np.ndim(data):]))]
+
+
+def write_labels_nifti(path: str, data, meta: dict) -> list[str]:
+    spacing, affine = _geometry(meta.get("metadata", {}), meta.get("scale", (1.0,) * np.ndim(data)))
+    if not str(path).endswith((".nii", ".nii.gz")):
+        path = f"{path}.nii.gz"
+    return [str(write_image(path, np.asarray(data), spacing=spacing[-np.ndim(data):], affine=affine))]

@@ -1,0 +1,34 @@
+"""Sample data (File > Open Sample > Attention Segmentation): real images with reference labels."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .._paths import samples_dir
+from ..data import read_image
+
+
+def nuclei_2d():
+    """Fluorescence nuclei (BBBC038 / DSB 2018, CC0) and their reference labels (hidden)."""
+    folder = samples_dir()
+    image = read_image(folder / "nuclei2d_image.tif")
+    labels = read_image(folder / "nuclei2d_labels.tif")
+    return [
+        (image.data, {"name": "nuclei", "metadata": {"source": "BBBC038 / DSB 2018 (CC0)"}}, "image"),
+        ((labels.data > 0).astype(np.uint8), {"name": "nuclei reference", "visible": False,
+                                              "metadata": {"source": "hand annotations, BBBC038"}}, "labels"),
+    ]
+
+
+def brain_mri_3d():
+    """MNI152 T1 template (1 mm) with grey/white matter reference labels (hidden)."""
+    folder = samples_dir()
+    image = read_image(folder / "mni152_t1.nii.gz")
+    labels = read_image(folder / "mni152_labels.nii.gz")
+    note = "MNI ICBM152 2009a; Copyright (C) 1993-2009 Louis Collins, McConnell Brain Imaging Centre, MNI, McGill University"
+    meta = {"source": note, "affine": image.affine.tolist(), "spacing": list(image.spacing)}
+    return [
+        (image.data, {"name": "brain T1", "scale": image.spacing, "metadata": meta}, "image"),
+        (labels.data, {"name": "brain reference", "scale": labels.spacing, "visible": False,
+                       "features": {"class": ["background", "grey matter", "white matter"]}, "metadata": meta}, "labels"),
+    ]

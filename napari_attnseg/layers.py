@@ -1,0 +1,99 @@
+"""Prediction -> napari layer data tuples (pure numpy; the napari layer only adds them to a viewer).
+
+Every layer is placed on the source image's world grid: the image layer's ``scale``, ``translate``
+and ``affine`` are composed with each attention map's own ``scale``/``translate`` (image pixel units).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .inference.prediction import AttentionMap, Prediction
+
+
+@dataclass
+class Placement:
+    """Where the source image sits in the world (the napari image layer's transform)."""
+
+    scale: tuple[float, ...]
+    translate: tuple[float, ...]
+    affine: np.ndarray | None = None
+
+    def compose(self, scale: Sequence[float], translate: Sequence[float]) -> dict[str, Any]:
+        s = tuple(float(a) * float(b) for a, b in zip(self.scale, scale))
+        t = tuple(float(t0) + float(tt) * float(sc) for t0, tt, sc in zip(self.translate, translate, self.scale))
+        kw: dict[str, Any] = {"scale": s, "translate": t}
+        if self.affine is not None:
+            kw["affine"] = self.affine
+        return kw
+
+
+def data_hash(data: np.ndarray) -> str:
+    """A quick digest of a label array, to notice edits made since the last run."""
+    a = np.ascontiguousarray(np.asarray(data))
+    return hashlib.sha1(a.tobytes()).hexdigest()
+
+
+def provenance(model, pred: Prediction, source: str) -> dict[str, Any]:
+    card = getattr(model, "card", None)
+    return {
+        "source_layer": source,
+        "model": getattr(card, "name", "") or getattr(model, "arch", ""),
+        "arch": getattr(model, "arch", ""),
+        "checkpoint": getattr(model, "checkpoint_path", None),
+        "checkpoint_sha256": getattr(card, "weights_sha256", None),
+        "device": pred.device,
+        "precision": pred.precision,
+        "params": dict(pred.params),
+        "timings": dict(pred.timings),
+        "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+
+
+def mask_layer(pred: Prediction, name: str, where: Placement, meta: dict) -> tuple:
+    labels = np.asarray(pred.labels)
+    features = {"class": list(pred.classes)}
+    kwargs = {"name": f"{name} mask", "features": features, "metadata": {"attnseg": meta, "attnseg_hash": data_hash(labels)},
+              "opacity": 0.5, **where.compose((1,) * labels.ndim, (0,) * labels.ndim)}
+    return labels, kwargs, "labels"
+
+
+def probability_layer(pred: Prediction, name: str, where: Placement, meta: dict) -> tuple | None:
+    if pred.probabilities is None:
+        return None
+    fg = np.asarray(pred.probabilities[1:]).max(0) if pred.probabilities.shape[0] > 2 else np.asarray(pred.probabilities[1])
+    kwargs = {"name": f"{name} probability", "colormap": "magma", "contrast_limits": (0.0, 1.0), "visible": False,
+              "metadata": {"attnseg": meta}, **where.compose((1,) * fg.ndim, (0,) * fg.ndim)}
+    return fg.astype(np.float32), kwargs, "image"
+
+
+def attention_layer(amap: AttentionMap, name: str, where: Placement, meta: dict, visible: bool) -> tuple:
+    kwargs = {
+        "name": f"{name} attention {amap.name}", "colormap": "inferno", "blending": "additive",
+        "contrast_limits": (0.0, 1.0), "opacity": 0.5, "visible": visible,
+        "metadata": {"attnseg": {**meta, "level": amap.level, "map_scale": amap.scale, "map_translate": amap.translate}},
+        **where.compose(amap.scale, amap.translate),
+    }
+    return np.asarray(amap.data, np.float32), kwargs, "image"
+
+
+def prediction_layers(model, pred: Prediction, name: str, where: Placement) -> list[tuple]:
+    """The mask, the (hidden) probability and one heatmap per attention level, finest visible."""
+    meta = provenance(model, pred, name)
+    layers = [mask_layer(pred, name, where, meta)]
+    prob = probability_layer(pred, name, where, meta)
+    if prob is not None:
+        layers.append(prob)
+    finest = min((float(np.prod(a.scale)) for a in pred.attention), default=None)
+    shown = False
+    for amap in pred.attention:
+        visible = not shown and float(np.prod(amap.scale)) == finest
+        shown |= visible
+        layers.append(attention_layer(amap, name, where, meta, visible))
+    return layers

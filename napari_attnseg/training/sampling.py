@@ -1,0 +1,65 @@
+"""Patch sampling with foreground oversampling (about a third of patches centred on foreground)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def parse_region(text: str | None, ndim: int) -> tuple[slice, ...] | None:
+    """``"0:512,0:224"`` -> slices; missing axes cover everything. None stays None."""
+    if not text:
+        return None
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) > ndim:
+        raise ValueError(f"region {text!r} has {len(parts)} axes; the data has {ndim}")
+    out = []
+    for p in parts:
+        lo, _, hi = p.partition(":")
+        out.append(slice(int(lo) if lo else None, int(hi) if hi else None))
+    return tuple(out) + (slice(None),) * (ndim - len(out))
+
+
+class PatchSampler:
+    """Draws (image, label) patches of ``patch`` size from (C, *S) arrays.
+
+    For a 2D model on volumes pass a patch with a leading 1 (e.g. (1, 128, 128)): patches are slices.
+    """
+
+    def __init__(self, images, labels, patch, rng: np.random.Generator, fg_fraction: float = 0.33,
+                 ignore_index: int | None = None):
+        self.images, self.labels, self.patch = images, labels, tuple(int(p) for p in patch)
+        self.rng, self.fg_fraction, self.ignore = rng, fg_fraction, ignore_index
+        self.fg = []
+        for lab in labels:
+            fg = lab > 0
+            if ignore_index is not None:
+                fg &= lab != ignore_index
+            coords = np.argwhere(fg)
+            if len(coords) > 20000:
+                coords = coords[rng.choice(len(coords), 20000, replace=False)]
+            self.fg.append(coords)
+        self.weights = np.array([lab.size for lab in labels], float)
+        self.weights /= self.weights.sum()
+
+    def sample(self, batch: int) -> tuple[np.ndarray, np.ndarray]:
+        xs, ys = [], []
+        for _ in range(batch):
+            i = int(self.rng.choice(len(self.images), p=self.weights))
+            img, lab = self.images[i], self.labels[i]
+            shape = lab.shape
+            if self.rng.random() < self.fg_fraction and len(self.fg[i]):
+                centre = self.fg[i][self.rng.integers(len(self.fg[i]))]
+                start = [int(c) - p // 2 for c, p in zip(centre, self.patch)]
+            else:
+                start = [int(self.rng.integers(0, max(s - p, 0) + 1)) for s, p in zip(shape, self.patch)]
+            start = [min(max(st, 0), max(s - p, 0)) for st, s, p in zip(start, shape, self.patch)]
+            region = tuple(slice(st, st + p) for st, p in zip(start, self.patch))
+            x = img[(slice(None), *region)]
+            y = lab[region]
+            pads = [(0, p - n) for p, n in zip(self.patch, y.shape)]
+            if any(pd[1] for pd in pads):
+                x = np.pad(x, [(0, 0), *pads], mode="edge")
+                y = np.pad(y, pads, mode="constant", constant_values=self.ignore if self.ignore is not None else 0)
+            xs.append(x)
+            ys.append(y)
+        return np.stack(xs).astype(np.float32), np.stack(ys).astype(np.int64)
