@@ -34,6 +34,13 @@ from ._common import notify_error, notify_info, notify_warning, placement_of, up
 MODES = ("auto", "2d", "3d", "slices")
 
 
+class _Failed:
+    """An expected failure carried back from the worker as a value."""
+
+    def __init__(self, error: Exception):
+        self.error = error
+
+
 class SegmentWidget(QWidget):
     """Dock widget; ``confirm_overwrite(layer_name) -> bool`` can be replaced (tests, scripting)."""
 
@@ -240,12 +247,15 @@ class SegmentWidget(QWidget):
 
         @thread_worker(start_thread=False)
         def work():
+            # expected failures (bad input, Cancel) come back as values, not as event-loop exceptions
             gen = iter_predict(model, image, cancel=self._token, **kwargs)
             while True:
                 try:
                     done, total = next(gen)
                 except StopIteration as stop:
                     return stop.value
+                except AttnSegError as exc:
+                    return _Failed(exc)  # (superqt re-raises an exception returned as is)
                 yield done, total
 
         worker = work()
@@ -264,6 +274,9 @@ class SegmentWidget(QWidget):
             self.cancel_button.setEnabled(False)
 
         def on_done(pred):
+            if isinstance(pred, _Failed):
+                on_error(pred.error)
+                return
             self.last_prediction = pred
             self._show(model, pred, name, where)
             msg = f"{name}: {pred.params['tiles']} tiles on {pred.device} ({pred.precision}) in {pred.timings['total_s']:.1f} s"

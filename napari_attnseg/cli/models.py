@@ -1,4 +1,4 @@
-"""`attnseg models`: List the architectures and the bundled models."""
+"""`attnseg models`: the architectures and the bundled models."""
 
 from __future__ import annotations
 
@@ -13,4 +13,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    raise NotImplementedError("attnseg models is not implemented yet (issue #3).")
+    from ..models.registry import list_models
+
+    listing = list_models()
+    print("Architectures (attnseg train --arch NAME):")
+    for a in listing["architectures"]:
+        print(f"  {a['name']:<16} {a['dims']:<6} {a['description']}")
+    print("Bundled models (--model NAME):")
+    for m in listing["bundled"] or [{"name": "(none installed)", "dims": "", "description": ""}]:
+        print(f"  {m['name']:<16} {m['dims']:<6} {m['description']}")
+    return 0

@@ -1,16 +1,99 @@
-"""`attnseg predict`: Segment images (TIFF, NIfTI, DICOM) and write masks, probabilities and attention maps."""
+"""`attnseg predict`: segment images and write masks, probabilities and attention maps."""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 NAME = "predict"
 HELP = "Segment images (TIFF, NIfTI, DICOM) and write masks, probabilities and attention maps."
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+    from ..devices import DEVICE_CHOICES
+
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files (.tif, .nii.gz) or DICOM folders")
+    parser.add_argument("--model", required=True, help="bundled model name (see `attnseg models`) or a .safetensors file")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--attention", action="store_true", help="also write one file per attention level")
+    parser.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
+    parser.add_argument("--tile", type=str, default=None, help="tile size, e.g. 256 or 96,96,96 (default: model card)")
+    parser.add_argument("--overlap", type=float, default=None, help="tile overlap in [0, 1) (default: model card)")
+    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
+    parser.add_argument("--mode", default=None, choices=("2d", "3d", "slices"))
+    parser.add_argument("--tta", action="store_true", help="average over flips (slower, smoother)")
+    parser.add_argument("--no-prob", action="store_true", help="do not write the probability map")
+
+
+def progress_printer(label: str):
+    def show(done: int, total: int) -> None:
+        bar = "#" * int(24 * done / max(total, 1))
+        print(f"\r{label} [{bar:<24}] {done}/{total} tiles", end="" if done < total else "\n", file=sys.stderr, flush=True)
+
+    return show
+
+
+def output_name(src: Path, suffix: str, fmt: str) -> str:
+    from ..data import stem
+
+    return f"{stem(src)}_{suffix}" + (".tif" if fmt == "tiff" else ".nii.gz")
 
 
 def run(args: argparse.Namespace) -> int:
-    raise NotImplementedError("attnseg predict is not implemented yet (issue #4).")
+    import numpy as np
+
+    from ..checkpoint import load_model
+    from ..data import read_image, write_image
+    from ..errors import AttnSegError
+    from ..inference import predict
+
+    model = load_model(args.model, device=args.device)
+    tile = [int(t) for t in args.tile.split(",")] if args.tile else None
+    out = Path(args.out)
+    failed = 0
+    for src in map(Path, args.inputs):
+        try:
+            vol = read_image(src)
+            pred = predict(model, vol.data, tile=tile[0] if tile and len(tile) == 1 else tile, overlap=args.overlap,
+                           attention=args.attention, device=args.device, precision=args.precision, mode=args.mode,
+                           tta=args.tta, spacing=vol.spacing, progress=progress_printer(src.name),
+                           return_probabilities=not args.no_prob)
+            fmt = "tiff" if vol.meta.get("format") == "tiff" else "nifti"
+            write_image(out / output_name(src, "mask", fmt), np.asarray(pred.labels), like=vol)
+            if pred.probabilities is not None:
+                fg = np.asarray(pred.probabilities[1:], np.float32)
+                write_image(out / output_name(src, "prob", fmt), fg[0] if fg.shape[0] == 1 else fg, like=vol)
+            for amap in pred.attention:
+                # maps keep their native resolution: the file's spacing is the map's pixel size
+                spacing = tuple(s * sc for s, sc in zip(vol.spacing[-amap.data.ndim:], amap.scale))
+                affine = None
+                if vol.affine is not None:
+                    affine = _map_affine(vol.affine, amap)
+                level = amap.name.replace(" ", "_").replace("/", "-")
+                write_image(out / output_name(src, f"attention_{level}", fmt), np.asarray(amap.data, np.float32),
+                            spacing=spacing, affine=affine)
+            print(f"{src}: {pred.params['tiles']} tiles on {pred.device} ({pred.precision}), "
+                  f"{pred.timings['total_s']:.1f} s -> {out}")
+            for w in pred.warnings:
+                print(f"{src}: warning: {w}", file=sys.stderr)
+        except AttnSegError as exc:
+            failed += 1
+            print(f"{src}: error: {exc}", file=sys.stderr)
+    if failed:
+        print(f"{failed} of {len(args.inputs)} inputs failed", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _map_affine(affine, amap):
+    """NIfTI affine of a map on its own grid: index (i, j, k) of the map -> the image's world mm."""
+    import numpy as np
+
+    a = np.asarray(affine, float)
+    # array axes are (k, j, i); NIfTI axes are (i, j, k): reverse the map's scale/translate
+    scale = list(reversed(amap.scale)) + [1.0] * (3 - len(amap.scale))
+    trans = list(reversed(amap.translate)) + [0.0] * (3 - len(amap.translate))
+    m = np.eye(4)
+    m[:3, :3] = np.diag(scale)
+    m[:3, 3] = trans
+    return a @ m

@@ -1,0 +1,161 @@
+"""The segment widget driven in a real napari viewer (run under a virtual display)."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.gui
+
+
+@pytest.fixture()
+def widget(make_napari_viewer, qtbot, monkeypatch):
+    from napari_attnseg._napari import segment_widget as sw
+
+    messages = []
+    monkeypatch.setattr(sw, "notify_error", messages.append)
+    viewer = make_napari_viewer()
+    w = sw.SegmentWidget(viewer)
+    w.messages = messages
+    return viewer, w
+
+
+def run_and_wait(qtbot, w, timeout=60000):
+    worker = w.run()
+    assert worker is not None, getattr(w, "messages", None)
+    with qtbot.waitSignal(worker.finished, timeout=timeout):
+        pass
+    return worker
+
+
+def test_run_on_2d_layer_makes_aligned_layers(widget, qtbot, tiny_checkpoint):
+    viewer, w = widget
+    img = np.random.default_rng(0).random((70, 90)).astype(np.float32)
+    viewer.add_image(img, name="cells", scale=(0.5, 0.25), translate=(10.0, -4.0))
+    w.add_model(tiny_checkpoint(2))
+    assert w.mode_combo.currentText() == "2d"
+    run_and_wait(qtbot, w)
+    names = [ly.name for ly in viewer.layers]
+    assert "cells mask" in names and "cells probability" in names
+    maps = [n for n in names if n.startswith("cells attention ")]
+    assert maps == ["cells attention level2", "cells attention level3", "cells attention level4"]
+    mask = viewer.layers["cells mask"]
+    assert mask.data.shape == img.shape and mask.data.dtype == np.uint8
+    assert not viewer.layers["cells probability"].visible
+    assert viewer.layers["cells attention level2"].visible and not viewer.layers["cells attention level4"].visible
+    att = viewer.layers["cells attention level3"]  # stride 4
+    assert att.colormap.name == "inferno" and att.blending == "additive" and att.opacity == 0.5
+    # world coordinates of map pixel (i, j) = centre of the 4x4 image block it covers
+    image = viewer.layers["cells"]
+    i, j = 3, 5
+    block_centre = np.array([i * 4 + 1.5, j * 4 + 1.5])
+    np.testing.assert_allclose(att.data_to_world((i, j)), image.data_to_world(block_centre))
+    meta = mask.metadata["attnseg"]
+    assert meta["model"] == "tiny-2d" and len(meta["checkpoint_sha256"]) == 64 and meta["device"] == "cpu"
+    assert list(mask.features["class"]) == ["background", "foreground"]
+
+
+def test_rerun_updates_in_place_and_protects_edits(widget, qtbot, tiny_checkpoint):
+    viewer, w = widget
+    viewer.add_image(np.random.default_rng(1).random((40, 40)).astype(np.float32), name="img")
+    w.add_model(tiny_checkpoint(2))
+    run_and_wait(qtbot, w)
+    n_layers = len(viewer.layers)
+    first = viewer.layers["img mask"]
+    run_and_wait(qtbot, w)
+    assert len(viewer.layers) == n_layers and viewer.layers["img mask"] is first
+    # the user edits the mask; a new run must not overwrite it without asking
+    first.data_setitem((np.array([0]), np.array([0])), np.array([7], np.uint8))
+    asked = []
+    w.confirm_overwrite = lambda name: asked.append(name) or False
+    run_and_wait(qtbot, w)
+    assert asked == ["img mask"]
+    assert viewer.layers["img mask"].data[0, 0] == 7
+    assert "img mask (2)" in viewer.layers
+
+
+def test_3d_volume_with_3d_model(widget, qtbot, tiny_checkpoint):
+    viewer, w = widget
+    vol = np.random.default_rng(2).random((20, 36, 30)).astype(np.float32)
+    viewer.add_image(vol, name="vol", scale=(3.0, 1.0, 1.0))
+    w.add_model(tiny_checkpoint(3))
+    assert w.mode_combo.currentText() == "3d"
+    run_and_wait(qtbot, w)
+    assert viewer.layers["vol mask"].data.shape == vol.shape
+    att = viewer.layers["vol attention level2"]
+    np.testing.assert_allclose(att.scale, (6.0, 2.0, 2.0))
+
+
+def test_2d_model_runs_slice_by_slice_on_a_volume(widget, qtbot, tiny_checkpoint):
+    viewer, w = widget
+    viewer.add_image(np.random.default_rng(3).random((5, 40, 40)).astype(np.float32), name="stack")
+    w.add_model(tiny_checkpoint(2))
+    assert w.mode_combo.currentText() == "slices"
+    run_and_wait(qtbot, w)
+    assert viewer.layers["stack attention level2"].data.shape == (5, 20, 20)
+
+
+def test_cancel_mid_run_leaves_no_layers(widget, qtbot, tiny_checkpoint):
+    viewer, w = widget
+    viewer.add_image(np.random.default_rng(4).random((600, 600)).astype(np.float32), name="big")
+    w.add_model(tiny_checkpoint(2))
+    w.tile_spin.setValue(32)
+    worker = w.run()
+    with qtbot.waitSignal(worker.yielded, timeout=30000):
+        pass
+    t0 = time.perf_counter()
+    w.cancel()
+    with qtbot.waitSignal(worker.finished, timeout=10000):
+        pass
+    assert time.perf_counter() - t0 < 5
+    assert "big mask" not in viewer.layers
+    assert "Cancelled" in w.status.text()
+
+
+def test_viewer_stays_responsive_during_a_run(widget, qtbot, tiny_checkpoint):
+    from qtpy.QtCore import QTimer
+
+    viewer, w = widget
+    viewer.add_image(np.random.default_rng(5).random((512, 512)).astype(np.float32), name="slide")
+    w.add_model(tiny_checkpoint(2))
+    w.tile_spin.setValue(64)
+    ticks = []
+    timer = QTimer()
+    timer.setInterval(10)
+    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    timer.start()
+    last_yield = []
+    worker = w.run()
+    worker.yielded.connect(lambda _: last_yield.append(time.perf_counter()))
+    with qtbot.waitSignal(worker.finished, timeout=60000):
+        pass
+    timer.stop()
+    during = np.array([t for t in ticks if t <= last_yield[-1]])
+    gaps = np.diff(during)
+    assert len(during) > 10
+    # the longest stall of the event loop while the model ran on the worker thread
+    assert gaps.max() < 0.1, f"event loop stalled {gaps.max():.3f} s"
+
+
+def test_bad_states_show_messages_not_tracebacks(widget, qtbot, tiny_checkpoint, tmp_path):
+    viewer, w = widget
+    assert w.run() is None
+    assert "No image layer" in w.messages[-1]
+    viewer.add_image(np.zeros((30, 30, 3), np.uint8), name="photo", rgb=True)
+    w.add_model(tiny_checkpoint(2))
+    assert w.run() is None and "RGB" in w.messages[-1]
+    viewer.layers.clear()
+    viewer.add_image(np.zeros((2, 3, 30, 30), np.float32), name="4d")
+    assert w.run() is None and "4 dimensions" in w.messages[-1]
+    viewer.layers.clear()
+    viewer.add_image(np.zeros((30, 30), np.float32), name="flat")
+    w.add_model(tiny_checkpoint(3))
+    assert w.run() is None and "is 3D" in w.messages[-1]
+    bad = tmp_path / "broken.safetensors"
+    bad.write_bytes(b"not a model")
+    from napari_attnseg.errors import CheckpointError
+
+    with pytest.raises(CheckpointError):
+        w.add_model(bad)
