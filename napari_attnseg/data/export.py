@@ -123,11 +123,6 @@ def export_case(
     _validate(image, labels, channel_axis)
     labels = labels.astype(np.uint8 if labels.max(initial=0) < 255 else np.uint16)
     n_classes = int(labels.max(initial=0)) + 1
-    names = list(label_names) if label_names else (["background", "foreground"] if n_classes <= 2 else
-                                                    ["background"] + [f"class {i}" for i in range(1, n_classes)])
-    if n_classes > len(names):
-        raise InputError(f"The labels hold values up to {n_classes - 1} but the label table has only "
-                         f"{len(names)} entries ({', '.join(names)}).")
     spatial = labels.shape
     spacing = [float(s) for s in (spacing or (1.0,) * len(spatial))]
     if format == "tiff" and len(spatial) == 3 and image.ndim > 3:
@@ -141,8 +136,18 @@ def export_case(
     if existing is not None and existing != format:
         raise DatasetError(f"{folder} holds a {existing} dataset; export to it with format {existing!r} or pick another folder.")
     manifest_path = folder / MANIFEST
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {
-        "format": format, "label_names": names, "cases": []}
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else None
+    if label_names:
+        names = list(label_names)
+    elif manifest is not None:
+        names = list(manifest["label_names"])
+    else:
+        names = ["background", "foreground"] if n_classes <= 2 else ["background"] + [f"class {i}" for i in range(1, n_classes)]
+    if manifest is None:
+        if n_classes > len(names):
+            raise InputError(f"The labels hold values up to {n_classes - 1} but the label table has only "
+                             f"{len(names)} entries ({', '.join(names)}).")
+        manifest = {"format": format, "label_names": names, "cases": []}
     table = manifest["label_names"]
     if names[: len(table)] != table[: len(names)]:
         raise InputError(f"The label names {names} differ from the dataset's ({table}).")
