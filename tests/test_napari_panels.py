@@ -1,0 +1,132 @@
+"""Correct/export and Fine-tune panels, readers/writers and sample data, in a real napari viewer."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.gui
+
+
+@pytest.fixture()
+def viewer(make_napari_viewer):
+    return make_napari_viewer()
+
+
+def test_helpers_are_undoable_and_review_is_recorded(viewer, qtbot, tmp_path):
+    from napari_attnseg._napari.correct_widget import CorrectWidget
+
+    img = np.random.default_rng(0).random((6, 20, 20)).astype(np.float32)
+    mask = np.zeros((6, 20, 20), np.uint8)
+    mask[:, 4:12, 4:12] = 1
+    mask[:, 7, 7] = 0  # holes
+    viewer.add_image(img, name="ct", scale=(2.5, 0.7, 0.7))
+    layer = viewer.add_labels(mask.copy(), name="ct mask", scale=(2.5, 0.7, 0.7))
+    layer.metadata["attnseg_prediction"] = mask.copy()
+    w = CorrectWidget(viewer)
+    assert w.labels_combo.currentText() == "ct mask" and w.image_combo.currentText() == "ct"
+    w.fill_holes()
+    assert (layer.data[:, 7, 7] == 1).all()
+    layer.undo()
+    assert (layer.data[:, 7, 7] == 0).all()
+    w.fill_holes()
+    assert "+6 / -0" in w.stats_label.text()
+    viewer.dims.set_point(0, 2 * 2.5)
+    w.mark_current()
+    w.mark_slices([4, 5])
+    assert layer.metadata["reviewed_slices"] == [2, 4, 5]
+    assert "2,4-5" in w.reviewed_label.text()
+    w.dataset_edit.setText(str(tmp_path / "ds"))
+    worker = w.export()
+    with qtbot.waitSignal(worker.finished, timeout=30000):
+        pass
+    manifest = json.loads((tmp_path / "ds" / "manifest.json").read_text())
+    case = manifest["cases"][0]
+    assert case["reviewed_slices"] == [2, 4, 5] and case["ignore_label"] == 2
+    assert case["spacing"] == pytest.approx([2.5, 0.7, 0.7])
+    assert case["edit_stats"]["per_class"]["1"]["added"] == 6
+    assert w.last_export_dir == str(tmp_path / "ds")
+
+
+def test_finetune_panel_trains_and_registers_the_model(viewer, qtbot, tmp_path, tiny_checkpoint):
+    from napari_attnseg._napari.finetune_widget import FinetuneWidget
+    from napari_attnseg._napari.segment_widget import SegmentWidget
+    from napari_attnseg.data.export import export_case
+
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        img = rng.random((40, 40)).astype(np.float32)
+        export_case(img, (img > 0.6).astype(np.uint8), tmp_path / "ds", "tiff")
+    seg = SegmentWidget(viewer)
+    viewer.window.add_dock_widget(seg, name="Attention segmentation")
+    w = FinetuneWidget(viewer)
+    w.model_combo.addItem("tiny", str(tiny_checkpoint(2)))
+    w.model_combo.setCurrentText("tiny")
+    w.dataset_edit.setText(str(tmp_path / "ds"))
+    w.out_edit.setText(str(tmp_path / "ft"))
+    w.minutes_spin.setValue(0.15)
+    worker = w.run()
+    with qtbot.waitSignal(worker.finished, timeout=120000):
+        pass
+    assert w.result is not None and (tmp_path / "ft" / "best.safetensors").exists()
+    assert w.history and "->" in w.status.text()
+    assert len(w.ax.lines) == 2
+
+
+def test_nifti_reader_writer_round_trip(viewer, tmp_path):
+    import nibabel as nib
+
+    from napari_attnseg._napari.io_hooks import get_nifti_reader, write_labels_nifti
+
+    data = np.random.default_rng(0).integers(0, 3, (8, 9, 10)).astype(np.uint8)
+    affine = np.diag([0.9, 0.8, 3.0, 1.0])
+    nib.save(nib.Nifti1Image(data, affine), tmp_path / "seg.nii.gz")
+    reader = get_nifti_reader(str(tmp_path / "seg.nii.gz"))
+    [(arr, kwargs, kind)] = reader(str(tmp_path / "seg.nii.gz"))
+    assert arr.shape == (10, 9, 8) and kwargs["scale"] == pytest.approx((3.0, 0.8, 0.9))
+    layer = viewer.add_labels(arr, **{k: v for k, v in kwargs.items() if k in ("scale", "metadata", "name")})
+    [out] = write_labels_nifti(str(tmp_path / "back.nii.gz"), layer.data,
+                               {"metadata": layer.metadata, "scale": tuple(layer.scale)})
+    back = nib.load(out)
+    np.testing.assert_array_equal(np.asarray(back.dataobj), data)
+    np.testing.assert_allclose(back.affine, affine)
+
+
+def test_readers_decline_foreign_files(tmp_path):
+    from napari_attnseg._napari.io_hooks import get_dicom_reader, get_nifti_reader
+
+    txt = tmp_path / "notes.txt"
+    txt.write_text("hello")
+    assert get_nifti_reader(str(txt)) is None
+    assert get_dicom_reader(str(txt)) is None
+    bad = tmp_path / "broken.nii.gz"
+    bad.write_text("garbage")
+    assert get_nifti_reader(str(bad))(str(bad)) == []  # opened by name, unreadable: no layer, no exception
+
+
+def test_dicom_reader_and_tiff_writer(viewer, tmp_path):
+    from test_io import write_dicom_series
+
+    from napari_attnseg._napari.io_hooks import get_dicom_reader, write_labels_tif
+    from napari_attnseg.data import read_image
+
+    hu = (np.arange(4)[:, None, None] * 50 - 200 + np.zeros((4, 8, 6))).astype(np.float32)
+    folder = write_dicom_series(tmp_path / "dcm", hu)
+    [(arr, kwargs, _)] = get_dicom_reader(str(folder))(str(folder))
+    np.testing.assert_array_equal(arr, hu.astype(np.int16))
+    assert kwargs["scale"] == pytest.approx((2.5, 0.8, 0.6))
+    [out] = write_labels_tif(str(tmp_path / "m.tif"), (arr > -120).astype(np.uint8), {"scale": kwargs["scale"], "metadata": kwargs["metadata"]})
+    vol = read_image(out)
+    assert vol.spacing == pytest.approx((2.5, 0.8, 0.6)) and vol.data.sum() == 2 * 48
+
+
+def test_sample_data_loads_real_images():
+    from napari_attnseg._napari.sample_data import brain_mri_3d, nuclei_2d
+
+    (img, kw, kind), (ref, _, _) = nuclei_2d()
+    assert img.shape == (512, 512) and kind == "image" and ref.max() == 1
+    (brain, bkw, _), (lab, _, _) = brain_mri_3d()
+    assert brain.shape == (189, 233, 197) and set(np.unique(lab)) == {0, 1, 2}
+    assert bkw["scale"] == pytest.approx((1.0, 1.0, 1.0))
