@@ -1,0 +1,70 @@
+"""Accuracy table in the style of the papers: every architecture trained under the same budget on
+the same split, tested on held-out data.
+
+    python benchmarks/bench_accuracy.py [--minutes 4] [--work /tmp/attnseg-acc]
+
+Nuclei (2D): train on x < 200 of nuclei2d/image.tif, validate on 200 <= x < 256, test on the right
+half (x >= 256). Each model trains with `attnseg train` for the same wall-clock budget, then the
+best checkpoint is scored on the test half (Dice, IoU) and timed on the whole 512x512 image.
+Writes benchmarks/results/accuracy.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import machine, median_time, write  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+ARCHS = ("unet", "attention_unet", "msga", "transfuse")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--minutes", type=float, default=4.0)
+    ap.add_argument("--work", default="/tmp/attnseg-acc")
+    ap.add_argument("--shared", default=str(REPO.parent / "shared" / "data"))
+    ap.add_argument("--archs", default=",".join(ARCHS))
+    args = ap.parse_args()
+    work = Path(args.work)
+    shared = Path(args.shared)
+    subprocess.run([sys.executable, str(REPO / "scripts" / "prepare_training_data.py"), str(shared), str(work)], check=True)
+    ds = work / "ds_nuclei"
+    if not ds.exists():
+        subprocess.run(["attnseg", "export", "--image", str(shared / "nuclei2d" / "image.tif"), "--labels",
+                        str(work / "nuclei_mask.tif"), "--dataset", str(ds), "--format", "tiff", "--case-id", "nuclei2d",
+                        "--label-names", "background,nucleus"], check=True)
+    from napari_attnseg import load_model, predict
+    from napari_attnseg.data import read_image
+
+    image = read_image(shared / "nuclei2d" / "image.tif").data
+    ref = read_image(work / "nuclei_mask.tif").data
+    rows = []
+    for arch in args.archs.split(","):
+        out = work / arch
+        subprocess.run(["attnseg", "train", str(ds), "--arch", arch, "--out", str(out), "--minutes", str(args.minutes),
+                        "--patience", "1000", "--train-region", "0:512,0:200", "--val-region", "0:512,200:256",
+                        "--test-region", "0:512,256:512", "--seed", "0"], check=True)
+        model = load_model(out / "best.safetensors", device="cpu")
+        t, pred = median_time(lambda m=model: predict(m, image, precision="fp32", return_probabilities=False), 3)
+        p, r = np.asarray(pred.labels)[:, 256:] > 0, ref[:, 256:] > 0
+        inter, union = (p & r).sum(), (p | r).sum()
+        rows.append({
+            "architecture": arch, "parameters (M)": f"{sum(x.numel() for x in model.parameters()) / 1e6:.2f}",
+            "test Dice": f"{2 * inter / (p.sum() + r.sum()):.4f}", "test IoU": f"{inter / union:.4f}",
+            "best val Dice": f"{model.card.metrics['val_dice']:.4f}", "epochs": model.card.training["epochs"],
+            "training (min)": f"{model.card.training['seconds'] / 60:.1f}",
+            "inference 512x512 (s)": f"{t:.2f}",
+        })
+    write("accuracy", rows, f"### Nuclei 2D, same budget ({args.minutes:g} min of CPU training each); test = right half of the image",
+          {"machine": machine(), "minutes": args.minutes, "split": "train x<200, val 200<=x<256, test x>=256"})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,206 @@
+"""Inference speed and memory, side by side with MONAI (the tool users would use instead).
+
+    python benchmarks/bench_inference.py [--quick] [--repeats N]
+
+1. This engine vs MONAI's sliding_window_inference on the SAME model and weights (the bundled
+   models), same tile, overlap 0.25 and Gaussian weighting: a 2D 1024x1024 image and a 3D 160^3
+   volume. Throughput, ratio, peak RSS, Dice between the two masks. Ours runs with attention maps on.
+2. Our attention_unet vs MONAI's AttentionUnet at equal channels (16..256), model only.
+3. A 256x512x512 int16 CT-like volume through the 3D model with attention maps on: wall time and
+   peak RSS (a fresh subprocess), against the input's size as float32.
+4. Achieved GFLOP/s of the forward passes vs this machine's own matmul peak (bf16 and fp32).
+Writes benchmarks/results/inference.{json,md}. Needs the `bench` extra (monai).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import dice, machine, median_time, write  # noqa: E402
+
+from napari_attnseg import load_model, predict  # noqa: E402
+from napari_attnseg.inference.normalize import apply_stats, compute_stats  # noqa: E402
+
+
+def rss_peak_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def nuclei_1024() -> np.ndarray:
+    from napari_attnseg._paths import samples_dir
+    from napari_attnseg.data import read_image
+
+    img = read_image(samples_dir() / "nuclei2d_image.tif").data
+    return np.tile(img, (2, 2))
+
+
+def brain_160() -> np.ndarray:
+    from scipy import ndimage
+
+    from napari_attnseg._paths import samples_dir
+    from napari_attnseg.data import read_image
+
+    t1 = read_image(samples_dir() / "mni152_t1.nii.gz").data.astype(np.float32)
+    half = ndimage.zoom(t1, 0.5, order=1)  # the model's 2 mm grid
+    out = np.zeros((160, 160, 160), np.float32)
+    s = [min(a, 160) for a in half.shape]
+    out[: s[0], : s[1], : s[2]] = half[: s[0], : s[1], : s[2]]
+    return out
+
+
+def monai_predict(model, image, tile, overlap=0.25):
+    from monai.inferers import sliding_window_inference
+
+    stats = compute_stats(image, model.card.normalization, False)
+    x = torch.from_numpy(apply_stats(image[None], stats)[None])
+    with torch.inference_mode():
+        logits = sliding_window_inference(x, roi_size=tile, sw_batch_size=4, predictor=model, overlap=overlap,
+                                          mode="gaussian", sigma_scale=0.125)
+    return logits.argmax(1)[0].numpy()
+
+
+def engine_vs_monai(name, model, image, tile, repeats):
+    px = image.size
+    t_ours, ours = median_time(lambda: predict(model, image, tile=tile, overlap=0.25, attention=True,
+                                               return_probabilities=False), repeats)
+    t_fp32, ours32 = median_time(lambda: predict(model, image, tile=tile, overlap=0.25, attention=True,
+                                                 precision="fp32", return_probabilities=False), repeats)
+    t_monai, theirs = median_time(lambda: monai_predict(model, image, tile), repeats)
+    return {
+        "case": name, "shape": "x".join(map(str, image.shape)), "tile": tile[0],
+        "ours auto (Mpx/s)": f"{px / t_ours / 1e6:.2f}", "ours fp32 (Mpx/s)": f"{px / t_fp32 / 1e6:.2f}",
+        "MONAI fp32 (Mpx/s)": f"{px / t_monai / 1e6:.2f}", "speed-up (auto)": f"{t_monai / t_ours:.2f}x",
+        "Dice ours-auto vs MONAI": f"{dice(ours.labels, theirs):.5f}",
+        "Dice ours-fp32 vs MONAI": f"{dice(ours32.labels, theirs):.5f}", "precision (auto)": ours.precision,
+    }
+
+
+def model_only(repeats):
+    from monai.networks.nets import AttentionUnet
+
+    from napari_attnseg import create_model
+
+    rows = []
+    for dims, shape in ((2, (4, 1, 256, 256)), (3, (1, 1, 96, 96, 96))):
+        ours = create_model("attention_unet", spatial_dims=dims).eval()
+        theirs = AttentionUnet(spatial_dims=dims, in_channels=1, out_channels=2, channels=(16, 32, 64, 128, 256),
+                               strides=(2, 2, 2, 2)).eval()
+        x = torch.randn(*shape)
+        fmt = torch.channels_last if dims == 2 else torch.channels_last_3d
+        with torch.inference_mode():
+            t_o, _ = median_time(lambda: ours(x), repeats)
+            ours_cl = ours.to(memory_format=fmt)
+            xc = x.contiguous(memory_format=fmt)
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                t_ob, _ = median_time(lambda: ours_cl(xc, return_attention=True), repeats)
+            ours.to(memory_format=torch.contiguous_format)
+            t_m, _ = median_time(lambda: theirs(x), repeats)
+        n = x.numel()
+        rows.append({"model": f"attention_unet {dims}D", "input": "x".join(map(str, shape)),
+                     "params ours / MONAI (M)": f"{sum(p.numel() for p in ours.parameters()) / 1e6:.2f} / "
+                                                f"{sum(p.numel() for p in theirs.parameters()) / 1e6:.2f}",
+                     "ours fp32 (Mpx/s)": f"{n / t_o / 1e6:.2f}", "ours bf16+CL+maps (Mpx/s)": f"{n / t_ob / 1e6:.2f}",
+                     "MONAI fp32 (Mpx/s)": f"{n / t_m / 1e6:.2f}"})
+    return rows
+
+
+def gflops(repeats):
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from napari_attnseg import create_model
+
+    def peak(dtype):
+        a = torch.randn(2048, 2048, dtype=dtype)
+        b = torch.randn(2048, 2048, dtype=dtype)
+        t, _ = median_time(lambda: a @ b, repeats + 2)
+        return 2 * 2048**3 / t / 1e9
+
+    rows = []
+    p32, p16 = peak(torch.float32), peak(torch.bfloat16)
+    for dims, shape in ((2, (8, 1, 256, 256)), (3, (1, 1, 96, 96, 96))):
+        m = create_model("attention_unet", spatial_dims=dims).eval()
+        fmt = torch.channels_last if dims == 2 else torch.channels_last_3d
+        m = m.to(memory_format=fmt)
+        x = torch.randn(*shape).contiguous(memory_format=fmt)
+        with torch.inference_mode():
+            with FlopCounterMode(display=False) as fc:
+                m(x)
+            flops = fc.get_total_flops()
+            t32, _ = median_time(lambda: m(x), repeats)
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                t16, _ = median_time(lambda: m(x), repeats)
+        rows.append({"forward": f"attention_unet {dims}D {'x'.join(map(str, shape))}", "GFLOP": f"{flops / 1e9:.1f}",
+                     "fp32 GFLOP/s": f"{flops / t32 / 1e9:.0f}", "fp32 matmul peak": f"{p32:.0f}",
+                     "fp32 % of peak": f"{100 * flops / t32 / 1e9 / p32:.0f}%",
+                     "bf16 GFLOP/s": f"{flops / t16 / 1e9:.0f}", "bf16 matmul peak": f"{p16:.0f}",
+                     "bf16 % of peak": f"{100 * flops / t16 / 1e9 / p16:.0f}%"})
+    return rows
+
+
+CT_SCRIPT = r"""
+import json, resource, sys, time
+import numpy as np
+from napari_attnseg import load_model, predict
+shape = tuple(json.loads(sys.argv[1]))
+rng = np.random.default_rng(0)
+vol = np.full(shape, -1000, np.int16)
+z, y, x = np.ogrid[:shape[0], :shape[1], :shape[2]]
+body = ((y - shape[1] / 2) ** 2 / (0.42 * shape[1]) ** 2 + (x - shape[2] / 2) ** 2 / (0.45 * shape[2]) ** 2) < 1
+vol[:, body[0]] = 40
+vol += rng.integers(-20, 20, shape, dtype=np.int16)
+model = load_model("brain-mri-3d", device="cpu")
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+t0 = time.perf_counter()
+pred = predict(model, vol, attention=True, return_probabilities=False, tile=[64, 128, 128])
+dt = time.perf_counter() - t0
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({"seconds": dt, "peak_rss_mb": peak, "before_mb": base, "precision": pred.precision,
+                  "tiles": pred.params["tiles"]}))
+"""
+
+
+def ct_volume(shape):
+    out = subprocess.run([sys.executable, "-c", CT_SCRIPT, json.dumps(list(shape))], capture_output=True, text=True,
+                         check=True)
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    f32 = np.prod(shape) * 4 / 2**20
+    return {"volume": "x".join(map(str, shape)) + " int16", "wall (s)": f"{r['seconds']:.1f}",
+            "Mvox/s": f"{np.prod(shape) / r['seconds'] / 1e6:.2f}", "peak RSS (MB)": f"{r['peak_rss_mb']:.0f}",
+            "input as float32 (MB)": f"{f32:.0f}", "peak / float32 input": f"{r['peak_rss_mb'] / f32:.2f}x",
+            "precision": r["precision"]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="small sizes, one repeat (smoke test)")
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+    reps = 1 if args.quick else args.repeats
+    torch.manual_seed(0)
+    m2 = load_model("nuclei-2d", device="cpu")
+    m3 = load_model("brain-mri-3d", device="cpu")
+    img2 = nuclei_1024()[:256, :256] if args.quick else nuclei_1024()
+    img3 = brain_160()[:64, :64, :64] if args.quick else brain_160()
+    rows = [engine_vs_monai("2D nuclei-2d", m2, img2, (256, 256), reps),
+            engine_vs_monai("3D brain-mri-3d", m3, img3, (64, 64, 64), reps)]
+    meta = {"machine": machine(), "repeats": reps, "quick": args.quick, "monai": __import__("monai").__version__}
+    text = write("inference_vs_monai", rows, "### Sliding-window inference vs MONAI (same model and weights)", meta)
+    text += write("model_only", model_only(reps), "### Attention U-Net forward, ours vs MONAI AttentionUnet", meta)
+    text += write("gflops", gflops(reps), "### Achieved GFLOP/s vs this machine's matmul peak", meta)
+    ct_shape = (32, 128, 128) if args.quick else (256, 512, 512)
+    text += write("ct_volume", [ct_volume(ct_shape)], "### A CT-sized volume with attention maps", meta)
+    (Path(__file__).resolve().parent / "results" / "inference.md").write_text(text)
+
+
+if __name__ == "__main__":
+    main()
