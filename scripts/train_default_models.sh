@@ -21,7 +21,8 @@ attnseg train "$WORK/ds_nuclei" --arch attention_unet --out "$WORK/nuclei-2d" --
 rm -rf "$WORK/ds_brain" "$WORK/brain-mri-3d"
 attnseg export --image "$WORK/mni152_2mm_t1.nii.gz" --labels "$WORK/mni152_2mm_labels.nii.gz" \
   --dataset "$WORK/ds_brain" --format nnunet --case-id mni152 --label-names "background,grey matter,white matter"
-attnseg train "$WORK/ds_brain" --arch attention_unet --dims 3 --out "$WORK/brain-mri-3d" --epochs 40 --patience 10 \
+attnseg train "$WORK/ds_brain" --arch attention_unet --dims 3 --config '{"norm": "instance"}' \
+  --out "$WORK/brain-mri-3d" --epochs 40 --patience 12 \
   --patch 32,80,80 --batch 2 --train-region '0:28;54:94' --val-region 44:54 --test-region 28:44 --seed 0 \
   --name brain-mri-3d --description "Grey and white matter in T1 brain MRI (3D, 2 mm), Attention U-Net"
 
@@ -30,9 +31,14 @@ python - "$WORK" <<'PY'
 import sys
 from pathlib import Path
 from napari_attnseg import load_model, save_model
+from napari_attnseg.evaluation import brain_sample_dice, nuclei_sample_dice
 work = Path(sys.argv[1])
-for name in ("nuclei-2d", "brain-mri-3d"):
+for name, score in (("nuclei-2d", nuclei_sample_dice), ("brain-mri-3d", brain_sample_dice)):
     model = load_model(work / name / "best.safetensors", device="cpu")
-    save_model(model, Path("resources/models") / f"{name}.safetensors", model.card, dtype="float16")
+    target = Path("resources/models") / f"{name}.safetensors"
+    save_model(model, target, model.card, dtype="float16")
+    model = load_model(target, device="cpu")  # score what ships (fp16 storage)
+    model.card.metrics["sample_dice"] = score(model)
+    save_model(model, target, model.card, dtype="float16")
     print("bundled", name, model.card.metrics)
 PY

@@ -1,0 +1,57 @@
+"""The bundled models: they load, reach the test Dice their cards state on the held-out parts,
+and `attnseg demo` shows the nuclei sample with its mask and attention layers."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from napari_attnseg import load_model, predict
+from napari_attnseg._paths import samples_dir
+from napari_attnseg.data import read_image
+from napari_attnseg.evaluation import brain_sample_dice, nuclei_sample_dice
+from napari_attnseg.models.registry import bundled_models
+
+pytestmark = pytest.mark.skipif(not bundled_models(), reason="no bundled models in resources/models")
+
+
+def test_nuclei_2d_reaches_its_card_on_the_right_half():
+    model = load_model("nuclei-2d", device="cpu")
+    got = nuclei_sample_dice(model)
+    assert got["right_half"] == pytest.approx(model.card.metrics["test_dice"], abs=0.01)
+    assert got["whole_image"] == pytest.approx(model.card.metrics["sample_dice"]["whole_image"], abs=0.01)
+    assert model.card.training["split"].startswith("one case")
+    # the default fast path (bf16 on CPUs that have it) keeps the mask
+    image = read_image(samples_dir() / "nuclei2d_image.tif").data
+    a = np.asarray(predict(model, image, precision="fp32", return_probabilities=False).labels) > 0
+    b = np.asarray(predict(model, image, return_probabilities=False).labels) > 0
+    assert 2 * (a & b).sum() / (a.sum() + b.sum()) >= 0.999
+
+
+def test_brain_mri_3d_reaches_its_card_on_the_test_slab():
+    model = load_model("brain-mri-3d", device="cpu")
+    assert model.card.classes == ["background", "grey matter", "white matter"]
+    assert model.card.spacing == [2.0, 2.0, 2.0]
+    got = brain_sample_dice(model)["test_slab_1mm"]
+    card = model.card.metrics["sample_dice"]["test_slab_1mm"]
+    assert got == pytest.approx(card, abs=0.01)
+
+
+@pytest.mark.gui
+def test_demo_opens_viewer_with_mask_and_attention(tmp_path):
+    shot = tmp_path / "demo.png"
+    env = {**os.environ, "QT_QPA_PLATFORM": os.environ.get("QT_QPA_PLATFORM", "xcb")}
+    out = subprocess.run([sys.executable, "-m", "napari_attnseg", "demo", "--screenshot", str(shot), "--quit"],
+                         capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    m = re.search(r"Dice against the reference labels: ([0-9.]+)", out.stdout)
+    assert m, out.stdout + out.stderr[-2000:]
+    card = load_model("nuclei-2d").card
+    # the demo scores the whole image with the default precision
+    assert float(m.group(1)) == pytest.approx(card.metrics["sample_dice"]["whole_image"], abs=0.01)
+    assert shot.exists() and shot.stat().st_size > 10_000
