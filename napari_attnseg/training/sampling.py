@@ -29,17 +29,21 @@ class PatchSampler:
                  ignore_index: int | None = None):
         self.images, self.labels, self.patch = images, labels, tuple(int(p) for p in patch)
         self.rng, self.fg_fraction, self.ignore = rng, fg_fraction, ignore_index
-        self.fg = []
+        self.fg, self.labelled = [], []
         for lab in labels:
             fg = lab > 0
-            if ignore_index is not None:
+            labelled = None
+            if ignore_index is not None and ignore_index >= 0 and (lab == ignore_index).any():
                 fg &= lab != ignore_index
-            coords = np.argwhere(fg)
-            if len(coords) > 20000:
-                coords = coords[rng.choice(len(coords), 20000, replace=False)]
-            self.fg.append(coords)
+                labelled = self._subsample(np.argwhere(lab != ignore_index), rng)  # sparse annotation
+            self.fg.append(self._subsample(np.argwhere(fg), rng))
+            self.labelled.append(labelled)
         self.weights = np.array([lab.size for lab in labels], float)
         self.weights /= self.weights.sum()
+
+    @staticmethod
+    def _subsample(coords: np.ndarray, rng: np.random.Generator, n: int = 20000) -> np.ndarray:
+        return coords[rng.choice(len(coords), n, replace=False)] if len(coords) > n else coords
 
     def sample(self, batch: int) -> tuple[np.ndarray, np.ndarray]:
         xs, ys = [], []
@@ -50,6 +54,10 @@ class PatchSampler:
             if self.rng.random() < self.fg_fraction and len(self.fg[i]):
                 centre = self.fg[i][self.rng.integers(len(self.fg[i]))]
                 start = [int(c) - p // 2 for c, p in zip(centre, self.patch)]
+            elif self.labelled[i] is not None and len(self.labelled[i]):
+                # sparse annotation: centre the patch on a labelled voxel so it carries some loss
+                centre = self.labelled[i][self.rng.integers(len(self.labelled[i]))]
+                start = [int(c) - p // 2 + int(self.rng.integers(-(p // 4), p // 4 + 1)) for c, p in zip(centre, self.patch)]
             else:
                 start = [int(self.rng.integers(0, max(s - p, 0) + 1)) for s, p in zip(shape, self.patch)]
             start = [min(max(st, 0), max(s - p, 0)) for st, s, p in zip(start, shape, self.patch)]
