@@ -187,3 +187,23 @@ def test_bf16_fast_path_agrees_with_fp32():
     a = predict(model, img, precision="fp32").probabilities[1].astype(np.float32)
     b = predict(model, img, precision="bf16").probabilities[1].astype(np.float32)
     assert np.abs(a - b).max() < 0.05
+
+
+def test_out_of_memory_retries_with_fewer_tiles_then_smaller_tiles(monkeypatch):
+    from napari_attnseg.inference import engine
+
+    real = engine._run_batch
+    failures = {"n": 0}
+
+    def flaky(net, x, *args, **kwargs):
+        if x.shape[0] > 1 or x.shape[-1] > 16:  # "too big for the GPU" until batch 1 and 16-pixel tiles
+            failures["n"] += 1
+            raise torch.cuda.OutOfMemoryError("simulated")
+        return real(net, x, *args, **kwargs)
+
+    monkeypatch.setattr(engine, "_run_batch", flaky)
+    img = np.random.default_rng(0).uniform(0.01, 0.99, (40, 40)).astype(np.float32)
+    pred = predict(identity(), img, tile=32, batch_size=2, precision="fp32")
+    assert failures["n"] >= 2
+    assert any("tiles per batch" in w for w in pred.warnings) and any("tiles of [16, 16]" in w for w in pred.warnings)
+    np.testing.assert_allclose(pred.probabilities[1].astype(np.float32), img, atol=2e-3)

@@ -144,7 +144,39 @@ def _batch_size(tile: Sequence[int], device: torch.device, batch_size: int | Non
     return max(1, min(32, budget // math.prod(tile)))
 
 
-def iter_predict(
+def iter_predict(model, image, **kwargs) -> Generator[tuple[int, int], None, Prediction]:
+    """Like :func:`predict`, as a generator that yields ``(done, total)`` tiles and returns the Prediction.
+
+    A CUDA out-of-memory error restarts the prediction with half the tiles per batch, then with
+    smaller tiles, and says so in ``Prediction.warnings`` instead of failing.
+    """
+    notes: list[str] = []
+    while True:
+        try:
+            pred = yield from _iter_predict(model, image, **kwargs)
+            pred.warnings[:0] = notes
+            return pred
+        except torch.cuda.OutOfMemoryError:
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            batch = kwargs.get("batch_size") or 0
+            tile = kwargs.get("tile")
+            if batch != 1:
+                kwargs["batch_size"] = max(1, batch // 2) if batch else 4
+                notes.append(f"Out of GPU memory: retried with {kwargs['batch_size']} tiles per batch.")
+            else:
+                current = tile if tile is not None else (getattr(getattr(model, "card", None), "tile", None)
+                                                          or [DEFAULT_TILE[model.spatial_dims]] * model.spatial_dims)
+                current = [int(current)] * model.spatial_dims if np.isscalar(current) else list(current)
+                smaller = [max(model.size_divisor, t // 2) for t in current]
+                if smaller == current:
+                    raise InputError("Out of GPU memory even with the smallest tiles; use device 'cpu'.") from None
+                kwargs["tile"] = smaller
+                notes.append(f"Out of GPU memory: retried with tiles of {smaller}.")
+            log.warning(notes[-1])
+
+
+def _iter_predict(
     model,
     image,
     *,
@@ -163,7 +195,6 @@ def iter_predict(
     return_probabilities: bool = True,
     normalization: dict[str, Any] | None = None,
 ) -> Generator[tuple[int, int], None, Prediction]:
-    """Like :func:`predict`, as a generator that yields ``(done, total)`` tiles and returns the Prediction."""
     t_start = time.perf_counter()
     mode, has_channels = check_input(model, image, mode)
     card = getattr(model, "card", None)
