@@ -13,6 +13,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None, help="model to run (default: the sample's bundled model)")
     parser.add_argument("--screenshot", help="save a screenshot of the viewer (PNG) once the result is shown")
     parser.add_argument("--quit", action="store_true", help="close napari after the screenshot (for tests and docs)")
+    parser.add_argument("--panels", action="store_true", help="also dock the Correct-and-export and Fine-tune panels")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -30,6 +31,8 @@ def run(args: argparse.Namespace) -> int:
     image_name, reference_name = layers[0][1]["name"], layers[1][1]["name"]
     _, widget = viewer.window.add_plugin_dock_widget("napari-attnseg", "Attention segmentation")
     widget.image_combo.setCurrentText(image_name)
+    if args.panels:
+        viewer.window.add_plugin_dock_widget("napari-attnseg", "Correct and export")
     model_name = args.model or args.sample
     if widget.model_combo.findText(model_name) >= 0:
         widget.model_combo.setCurrentText(model_name)
@@ -45,6 +48,8 @@ def run(args: argparse.Namespace) -> int:
             n = int(max(ref.max(), pred.max())) + 1
             dice = dice_per_class(pred, ref, max(n, 2))
             print("demo Dice against the reference labels: " + ", ".join(f"{d:.4f}" for d in dice), flush=True)
+        if args.panels and mask_name in viewer.layers:
+            viewer.layers.selection.active = viewer.layers[mask_name]
         if args.screenshot:
             viewer.screenshot(args.screenshot, canvas_only=False)
             print(f"screenshot: {args.screenshot}", flush=True)
