@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from ._files import umask_permissions as _umask_permissions
 from ._version import __version__
 from .devices import resolve_device
 from .errors import CheckpointError, InputError
@@ -98,6 +99,7 @@ def _atomic_write_bytes(path: Path, writer) -> None:
     os.close(fd)
     try:
         writer(tmp)
+        _umask_permissions(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

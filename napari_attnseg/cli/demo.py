@@ -25,6 +25,7 @@ def run(args: argparse.Namespace) -> int:
     from ..training.losses import dice_per_class
 
     viewer = napari.Viewer(title="napari-attnseg demo")
+    viewer.window._qt_window.resize(1500, 950)
     layers = sample_data.nuclei_2d() if args.sample == "nuclei-2d" else sample_data.brain_mri_3d()
     for data, kwargs, kind in layers:
         getattr(viewer, f"add_{kind}")(data, **kwargs)
@@ -48,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
             n = int(max(ref.max(), pred.max())) + 1
             dice = dice_per_class(pred, ref, max(n, 2))
             print("demo Dice against the reference labels: " + ", ".join(f"{d:.4f}" for d in dice), flush=True)
+        viewer.reset_view()
         if args.panels and mask_name in viewer.layers:
             viewer.layers.selection.active = viewer.layers[mask_name]
         if args.screenshot:

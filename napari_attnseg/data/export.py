@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from .._files import umask_permissions as _umask_permissions
 from ..errors import DatasetError, InputError
 from .io import write_image
 
@@ -57,6 +58,7 @@ def write_json_atomic(path: Path, obj: Any) -> None:
         json.dump(obj, f, indent=2)
         f.flush()
         os.fsync(f.fileno())
+    _umask_permissions(tmp)
     os.replace(tmp, path)
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from .._files import umask_permissions as _umask_permissions
 from ..errors import InputError
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -122,6 +123,7 @@ def _atomic(path: Path, write) -> None:
     os.close(fd)
     try:
         write(tmp)
+        _umask_permissions(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
