@@ -170,7 +170,7 @@ def edit_stats(prediction: np.ndarray, corrected: np.ndarray) -> dict:
     if prediction.shape != corrected.shape:
         raise InputError(f"Prediction {prediction.shape} and correction {corrected.shape} differ in shape.")
     stats = {}
-    for c in sorted(set(np.unique(prediction).tolist()) | set(np.unique(corrected).tolist()) - {0}):
+    for c in sorted((set(np.unique(prediction).tolist()) | set(np.unique(corrected).tolist())) - {0}):
         p, q = prediction == c, corrected == c
         inter = int(np.count_nonzero(p & q))
         denom = int(np.count_nonzero(p)) + int(np.count_nonzero(q))

@@ -38,6 +38,7 @@ class CorrectWidget(QWidget):
         self.class_spin = QSpinBox()
         self.class_spin.setRange(0, 255)
         self.class_spin.setSpecialValueText("all classes")
+        self.class_spin.setMinimumWidth(110)
         self.size_spin = QSpinBox()
         self.size_spin.setRange(1, 10**7)
         self.size_spin.setValue(20)
@@ -125,7 +126,11 @@ class CorrectWidget(QWidget):
             combo.clear()
             names = [ly.name for ly in self.viewer.layers if isinstance(ly, kind) and not (kind is Image and ly.metadata.get("attnseg"))]
             combo.addItems(names)
-            preferred = cur if cur in names else next((n for n in names if n.endswith(" mask")), names[0] if names else "")
+            masks = [n for n in names if n.endswith(" mask")]
+            if kind is Labels and masks and not cur.endswith(" mask"):
+                preferred = masks[-1]  # a model's mask, once there is one, is what people correct
+            else:
+                preferred = cur if cur in names else (masks[-1] if masks else (names[0] if names else ""))
             combo.setCurrentText(preferred)
             combo.blockSignals(False)
         if self.labels_combo.currentText().endswith(" mask"):
