@@ -17,9 +17,14 @@ from napari_attnseg.data import read_image
 from napari_attnseg.evaluation import brain_sample_dice, nuclei_sample_dice
 from napari_attnseg.models.registry import bundled_models
 
-pytestmark = pytest.mark.skipif(not bundled_models(), reason="no bundled models in resources/models")
+BUNDLED = bundled_models()
 
 
+def needs(name):
+    return pytest.mark.skipif(name not in BUNDLED, reason=f"{name} is not in resources/models")
+
+
+@needs("nuclei-2d")
 def test_nuclei_2d_reaches_its_card_on_the_right_half():
     model = load_model("nuclei-2d", device="cpu")
     got = nuclei_sample_dice(model)
@@ -33,6 +38,7 @@ def test_nuclei_2d_reaches_its_card_on_the_right_half():
     assert 2 * (a & b).sum() / (a.sum() + b.sum()) >= 0.999
 
 
+@needs("brain-mri-3d")
 def test_brain_mri_3d_reaches_its_card_on_the_test_slab():
     model = load_model("brain-mri-3d", device="cpu")
     assert model.card.classes == ["background", "grey matter", "white matter"]
@@ -42,6 +48,7 @@ def test_brain_mri_3d_reaches_its_card_on_the_test_slab():
     assert got == pytest.approx(card, abs=0.01)
 
 
+@needs("nuclei-2d")
 @pytest.mark.gui
 def test_demo_opens_viewer_with_mask_and_attention(tmp_path):
     shot = tmp_path / "demo.png"

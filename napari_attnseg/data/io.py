@@ -171,7 +171,8 @@ def write_image(
         metadata = {"axes": "ZYX"[-data.ndim:]} if data.ndim <= 3 else None
         if data.ndim == 3:
             metadata["spacing"] = float(sp[-3])
-        _atomic(p, lambda tmp: tifffile.imwrite(tmp, data, metadata=metadata, compression="zlib", **kwargs))
+        _atomic(p, lambda tmp: tifffile.imwrite(tmp, data, metadata=metadata, compression="zlib",
+                                                 photometric="minisblack", **kwargs))
     else:
         raise InputError(f"{p}: napari-attnseg writes .tif/.tiff and .nii/.nii.gz files.")
     return p
