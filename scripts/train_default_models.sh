@@ -21,8 +21,8 @@ attnseg train "$WORK/ds_nuclei" --arch attention_unet --out "$WORK/nuclei-2d" --
 rm -rf "$WORK/ds_brain" "$WORK/brain-mri-3d"
 attnseg export --image "$WORK/mni152_2mm_t1.nii.gz" --labels "$WORK/mni152_2mm_labels.nii.gz" \
   --dataset "$WORK/ds_brain" --format nnunet --case-id mni152 --label-names "background,grey matter,white matter"
-attnseg train "$WORK/ds_brain" --arch attention_unet --dims 3 --config '{"norm": "instance"}' \
-  --out "$WORK/brain-mri-3d" --epochs 40 --patience 12 \
+attnseg train "$WORK/ds_brain" --arch attention_unet --dims 3 --config '{"features": [8, 16, 32, 64, 128]}' \
+  --out "$WORK/brain-mri-3d" --epochs 15 --iters-per-epoch 40 --patience 15 \
   --patch 32,80,80 --batch 2 --train-region '0:28;54:94' --val-region 44:54 --test-region 28:44 --seed 0 \
   --name brain-mri-3d --description "Grey and white matter in T1 brain MRI (3D, 2 mm), Attention U-Net"
 
