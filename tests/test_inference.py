@@ -207,3 +207,18 @@ def test_out_of_memory_retries_with_fewer_tiles_then_smaller_tiles(monkeypatch):
     assert failures["n"] >= 2
     assert any("tiles per batch" in w for w in pred.warnings) and any("tiles of [16, 16]" in w for w in pred.warnings)
     np.testing.assert_allclose(pred.probabilities[1].astype(np.float32), img, atol=2e-3)
+
+
+def test_dask_zarr_and_memmap_inputs_give_the_same_result(tmp_path):
+    import dask.array as da
+    import tifffile
+    import zarr
+
+    img = np.random.default_rng(3).uniform(0.01, 0.99, (3, 50, 70)).astype(np.float32)
+    expected = predict(identity(), img, tile=32, precision="fp32").labels
+    z = zarr.open(str(tmp_path / "img.zarr"), mode="w", shape=img.shape, chunks=(1, 32, 32), dtype="f4")
+    z[:] = img
+    tifffile.imwrite(tmp_path / "img.tif", img)
+    mm = tifffile.memmap(tmp_path / "img.tif", mode="r")
+    for arr in (da.from_array(img, chunks=(1, 25, 35)), z, mm):
+        np.testing.assert_array_equal(predict(identity(), arr, tile=32, precision="fp32").labels, expected)
