@@ -3,28 +3,17 @@
 from __future__ import annotations
 
 import json
-import platform
 import statistics
 import time
 from pathlib import Path
 
-import torch
+from napari_attnseg._files import describe_machine
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import os
-
-    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    return describe_machine()
 
 
 def median_time(fn, repeats: int = 3, warmup: int = 1) -> tuple[float, object]:

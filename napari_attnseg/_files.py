@@ -1,8 +1,12 @@
-"""File helpers shared by every writer."""
+"""File and machine helpers shared by the writers, the trainer and the benchmarks."""
 
 from __future__ import annotations
 
 import os
+import platform
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
 
 
 def umask_permissions(path: str | os.PathLike) -> None:
@@ -10,3 +14,40 @@ def umask_permissions(path: str | os.PathLike) -> None:
     mask = os.umask(0)
     os.umask(mask)
     os.chmod(path, 0o666 & ~mask)
+
+
+def atomic_write(path: str | os.PathLike, writer: Callable[[str], object]) -> Path:
+    """Call ``writer(tmp)`` on a temporary file beside ``path``, then rename it into place.
+
+    Readers see the old file or the new one, never half of it; the temporary file keeps the
+    target's suffix (``.nii.gz``, ``.tif``) because some writers choose the format from it.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = ".nii.gz" if path.name.endswith(".nii.gz") else path.suffix
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
+    os.close(fd)
+    try:
+        writer(tmp)
+        umask_permissions(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def describe_machine() -> str:
+    """CPU model, core count and torch version, for model cards and benchmark tables."""
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"

@@ -12,14 +12,13 @@ import dataclasses
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ._files import umask_permissions as _umask_permissions
+from ._files import atomic_write
 from ._version import __version__
 from .devices import resolve_device
 from .errors import CheckpointError, InputError
@@ -94,18 +93,6 @@ def default_card(model: torch.nn.Module) -> ModelCard:
     return ModelCard(arch=model.arch, config=dict(model.config), classes=classes)
 
 
-def _atomic_write_bytes(path: Path, writer) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        writer(tmp)
-        _umask_permissions(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_model(
     model: torch.nn.Module, path: str | os.PathLike, card: ModelCard | dict | None = None, dtype: str = "float32"
 ) -> ModelCard:
@@ -136,8 +123,8 @@ def save_model(
     card.weights_sha256 = tensors_sha256(tensors)
     card_json = json.dumps(card.to_dict(), indent=2, sort_keys=True)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write_bytes(path, lambda tmp: save_file(tensors, tmp, metadata={_META_KEY: card_json}))
-    _atomic_write_bytes(path.with_suffix(".json"), lambda tmp: Path(tmp).write_text(card_json + "\n"))
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={_META_KEY: card_json}))
+    atomic_write(path.with_suffix(".json"), lambda tmp: Path(tmp).write_text(card_json + "\n"))
     return card
 
 

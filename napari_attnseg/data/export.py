@@ -12,7 +12,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .._files import umask_permissions as _umask_permissions
+from .._files import atomic_write
 from ..errors import DatasetError, InputError
 from .io import write_image
 
@@ -53,13 +52,13 @@ def array_sha256(a: np.ndarray) -> str:
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2)
-        f.flush()
-        os.fsync(f.fileno())
-    _umask_permissions(tmp)
-    os.replace(tmp, path)
+    def dump(tmp: str) -> None:
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=2)
+            f.flush()
+            os.fsync(f.fileno())
+
+    atomic_write(path, dump)
 
 
 def detect_format(folder: Path) -> str | None:

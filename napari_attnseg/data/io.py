@@ -8,14 +8,13 @@ and restore the source's affine. Every write goes to a temporary name first and 
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .._files import umask_permissions as _umask_permissions
+from .._files import atomic_write
 from ..errors import InputError
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -116,20 +115,6 @@ def _read_tiff(p: Path) -> Volume:
     return Volume(data, tuple(float(s) for s in spacing), None, {"source_path": str(p), "format": "tiff"})
 
 
-def _atomic(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        _umask_permissions(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_image(
     path: str | os.PathLike, data: np.ndarray, like: Volume | None = None,
     spacing: tuple[float, ...] | None = None, affine: np.ndarray | None = None,
@@ -160,7 +145,7 @@ def write_image(
             img.header.set_zooms(tuple(reversed([float(s) for s in spacing])))
         img.set_qform(aff, code=1)
         img.set_sform(aff, code=1)
-        _atomic(p, lambda tmp: nib.save(img, tmp))
+        atomic_write(p, lambda tmp: nib.save(img, tmp))
     elif name.endswith(TIFF_SUFFIXES):
         import tifffile
 
@@ -171,7 +156,7 @@ def write_image(
         metadata = {"axes": "ZYX"[-data.ndim:]} if data.ndim <= 3 else None
         if data.ndim == 3:
             metadata["spacing"] = float(sp[-3])
-        _atomic(p, lambda tmp: tifffile.imwrite(tmp, data, metadata=metadata, compression="zlib",
+        atomic_write(p, lambda tmp: tifffile.imwrite(tmp, data, metadata=metadata, compression="zlib",
                                                  photometric="minisblack", **kwargs))
     else:
         raise InputError(f"{p}: napari-attnseg writes .tif/.tiff and .nii/.nii.gz files.")

@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import platform
 import sys
 import time
 from collections.abc import Callable
@@ -23,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._files import describe_machine
 from .._version import __version__
 from ..checkpoint import ModelCard, save_model
 from ..data.dataset import read_dataset
@@ -80,18 +80,6 @@ class TrainResult:
     split: str
     cancelled: bool = False
     log: str = ""
-
-
-def _machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}"
 
 
 def _mean(values) -> float:
@@ -332,7 +320,7 @@ class Trainer:
             tile=[int(p) for p in self.patch[-self.model.spatial_dims:]], overlap=0.25,
             training={
                 "dataset": str(cfg.dataset), "dataset_manifest_sha256": self.dataset.manifest_sha256,
-                "split": self.split, "epochs": epochs, "seconds": round(seconds, 1), "machine": _machine(),
+                "split": self.split, "epochs": epochs, "seconds": round(seconds, 1), "machine": describe_machine(),
                 "command": cfg.command or " ".join(sys.argv), "start_model": cfg.start_model,
                 "val_dice_before": before, "val_dice_after": best, "seed": cfg.seed, "code_version": __version__,
                 "config": {k: v for k, v in asdict(cfg).items() if k not in ("command",)}, "finished": not partial,
