@@ -79,11 +79,14 @@ def test_rerun_updates_in_place_and_protects_edits(widget, qtbot, tiny_checkpoin
 def test_3d_volume_with_3d_model(widget, qtbot, tiny_checkpoint):
     viewer, w = widget
     vol = np.random.default_rng(2).random((20, 36, 30)).astype(np.float32)
-    viewer.add_image(vol, name="vol", scale=(3.0, 1.0, 1.0))
+    affine = [[-1.0, 0, 0, 5.0], [0, 1.0, 0, -3.0], [0, 0, 3.0, 7.0], [0, 0, 0, 1]]
+    viewer.add_image(vol, name="vol", scale=(3.0, 1.0, 1.0), metadata={"affine": affine, "spacing": [3.0, 1.0, 1.0]})
     w.add_model(tiny_checkpoint(3))
     assert w.mode_combo.currentText() == "3d"
     run_and_wait(qtbot, w)
     assert viewer.layers["vol mask"].data.shape == vol.shape
+    # saving the mask with the plugin's NIfTI writer restores the source's affine
+    assert viewer.layers["vol mask"].metadata["affine"] == affine
     att = viewer.layers["vol attention level2"]
     np.testing.assert_allclose(att.scale, (6.0, 2.0, 2.0))
 

@@ -243,6 +243,8 @@ class SegmentWidget(QWidget):
         image = layer.data
         name = layer.name
         where = placement_of(layer)
+        # the source's file geometry travels with the results, so the writers can restore it
+        geometry = {k: layer.metadata[k] for k in ("affine", "spacing", "source_path") if k in layer.metadata}
         bar = napari_progress(total=1, desc=f"Segmenting {name}")
 
         @thread_worker(start_thread=False)
@@ -278,7 +280,7 @@ class SegmentWidget(QWidget):
                 on_error(pred.error)
                 return
             self.last_prediction = pred
-            self._show(model, pred, name, where)
+            self._show(model, pred, name, where, geometry)
             msg = f"{name}: {pred.params['tiles']} tiles on {pred.device} ({pred.precision}) in {pred.timings['total_s']:.1f} s"
             self.status.setText(msg)
             for w in pred.warnings:
@@ -316,7 +318,7 @@ class SegmentWidget(QWidget):
         )
         return answer == QMessageBox.Yes
 
-    def _show(self, model, pred, name: str, where) -> None:
+    def _show(self, model, pred, name: str, where, geometry: dict | None = None) -> None:
         for data, kwargs, kind in prediction_layers(model, pred, name, where):
             if kind == "labels" and kwargs["name"] in self.viewer.layers:
                 old = self.viewer.layers[kwargs["name"]]
@@ -328,6 +330,7 @@ class SegmentWidget(QWidget):
             layer = upsert_layer(self.viewer, data, kwargs, kind)
             if kind == "labels":
                 layer.metadata["attnseg_prediction"] = np.array(data, copy=True)
+                layer.metadata.update(geometry or {})
         self.viewer.layers.selection.active = self.viewer.layers[name] if name in self.viewer.layers else None
 
     # -- 'Where does this pixel look?' ----------------------------------------------------------
