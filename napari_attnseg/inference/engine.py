@@ -31,6 +31,7 @@ from .tiling import TileGrid, outer, pooled, round_up
 log = logging.getLogger(__name__)
 
 MODES = ("2d", "3d", "slices")
+FINALIZE_CHUNK = 4  # slices normalised at a time: keeps temporaries small on big volumes
 DEFAULT_TILE = {2: 256, 3: 96}
 
 
@@ -273,23 +274,26 @@ def _iter_predict(
         yield 0, total
 
         def finalize(upto: int) -> None:
+            """Write out every slice below ``upto`` (all their tiles are in), a few slices at a time."""
             nonlocal buf, buf_lo
             upto = min(upto, work_spatial[0])
             if upto <= buf_lo:
                 return
+            rest = [ws[:s] for ws, s in zip(grid.weight_sums[1:], work_spatial[1:])]
+            plane_w = outer(rest) if rest else np.float32(1.0)
+            inner = (slice(None), slice(None)) + tuple(slice(0, s) for s in work_spatial[1:])
+            for a in range(buf_lo, upto, FINALIZE_CHUNK):
+                b = min(a + FINALIZE_CHUNK, upto)
+                chunk = buf[:, a - buf_lo : b - buf_lo][inner]
+                w0 = grid.weight_sums[0][a:b].reshape((-1,) + (1,) * (chunk.ndim - 2))
+                p = chunk / (w0 * plane_w)
+                if full_probs is not None:
+                    full_probs[:, a:b] = p
+                else:
+                    labels[a:b] = p.argmax(0)
+                    if probs is not None:
+                        probs[:, a:b] = p
             n = upto - buf_lo
-            w0 = grid.weight_sums[0][buf_lo:upto]
-            rest = [ws[: s] for ws, s in zip(grid.weight_sums[1:], work_spatial[1:])]
-            weight = outer([w0, *rest])
-            crop = (slice(None), slice(0, n), *(slice(0, s) for s in work_spatial[1:]))
-            p = buf[crop] / weight
-            region = slice(buf_lo, upto)
-            if full_probs is not None:
-                full_probs[:, region] = p
-            else:
-                labels[region] = p.argmax(0).astype(label_dtype)
-                if probs is not None:
-                    probs[:, region] = p
             buf = np.ascontiguousarray(buf[:, n:])
             buf_lo = upto
 
