@@ -104,39 +104,145 @@ def test_label_table_and_format_mismatches(tmp_path, case):
         export_case(image, labels, tmp_path / "ds", "monai")
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
-def test_unwritable_folder(tmp_path, case):
+def test_unwritable_folder_writes_nothing(tmp_path, case, monkeypatch):
     image, labels = case
     ro = tmp_path / "ro"
     ro.mkdir()
-    ro.chmod(0o500)
+    if os.geteuid() != 0:
+        ro.chmod(0o500)
+    else:  # root may write anywhere: make the permission check say no
+        real = os.access
+        monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if str(p).startswith(str(ro)) else real(p, mode, **kw))
     with pytest.raises(DatasetError, match="Cannot write"):
-        export_case(image, labels, ro, "nnunet")
+        export_case(image, labels, ro / "ds", "nnunet")
+    assert not (ro / "ds").exists()
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(DatasetError, match="is a file"):
+        export_case(image, labels, blocker, "nnunet")
+    with pytest.raises(DatasetError, match="not a folder"):
+        export_case(image, labels, blocker / "ds", "nnunet")
 
 
-def test_killed_export_leaves_dataset_before_or_after(tmp_path, case):
+def test_foreign_dataset_is_not_appended_to(tmp_path, case):
+    image, labels = case
+    ds = tmp_path / "ds"
+    (ds / "imagesTr").mkdir(parents=True)
+    (ds / "dataset.json").write_text(json.dumps({"labels": {"background": 0, "x": 1}, "numTraining": 5}))
+    with pytest.raises(DatasetError, match="did not write"):
+        export_case(image, labels, ds, "nnunet")
+    assert json.loads((ds / "dataset.json").read_text())["numTraining"] == 5
+
+
+def test_label_table_is_fixed_and_channels_must_match(tmp_path, case):
+    image, labels = case
+    export_case(image, labels, tmp_path / "ds", "nnunet", label_names=["background", "lesion"])
+    with pytest.raises(InputError, match="differ from the dataset"):
+        export_case(image, labels, tmp_path / "ds", "nnunet", label_names=["background", "tumour"])
+    with pytest.raises(InputError, match="channel"):
+        export_case(np.stack([image, image]), labels, tmp_path / "ds", "nnunet", channel_axis=True)
+    with pytest.raises(InputError, match="reserved"):
+        export_case(image, labels, tmp_path / "ds2", "nnunet", label_names=["background", "ignore"])
+    with pytest.raises(InputError, match="outside the volume"):
+        export_case(image, labels, tmp_path / "ds", "nnunet", reviewed_slices=[0, 6])
+    assert json.loads((tmp_path / "ds" / "manifest.json").read_text())["cases"][0]["case_id"] == "case_0000"
+    assert len(json.loads((tmp_path / "ds" / "manifest.json").read_text())["cases"]) == 1
+
+
+def test_multichannel_nnunet_writes_one_file_per_channel(tmp_path, case):
+    image, labels = case
+    two = np.stack([image, -image])
+    rec = export_case(two, labels, tmp_path / "ds", "nnunet", channel_axis=True, channel_names=["T1", "T2"])
+    assert rec.files["images"] == ["imagesTr/case_0000_0000.nii.gz", "imagesTr/case_0000_0001.nii.gz"]
+    meta = json.loads((tmp_path / "ds" / "dataset.json").read_text())
+    assert meta["channel_names"] == {"0": "T1", "1": "T2"}
+    img, lab, _ = read_dataset(tmp_path / "ds").cases[0].load()
+    np.testing.assert_array_equal(img, two)
+
+
+def _dataset_state(ds):
+    """Everything a trainer would see: case ids, voxels, label table, the layout's index."""
+    d = read_dataset(ds)
+    cases = []
+    for c in d.cases:
+        img, lab, sp = c.load()
+        cases.append((c.case_id, img.tobytes(), lab.tobytes(), sp))
+    index = json.loads((ds / "dataset.json").read_text())
+    listed = sorted(p.name for p in (ds / "imagesTr").iterdir() if not p.name.startswith("."))
+    return cases, d.label_names, index, listed
+
+
+_KILL_CODE = """
+import os, signal, sys
+import numpy as np
+from napari_attnseg.data import export
+step, nth, overwrite = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1"
+seen = {"n": 0}
+def hook(s):
+    if s == step:
+        seen["n"] += 1
+        if seen["n"] == nth:
+            os.kill(os.getpid(), signal.SIGKILL)
+export._hook = hook
+export.export_case(np.load(sys.argv[4]), np.load(sys.argv[5]), sys.argv[6], "nnunet",
+                   case_id="case_0000" if overwrite else None, overwrite=overwrite, reviewed_slices=[1, 2])
+"""
+
+
+@pytest.mark.parametrize("overwrite", [False, True], ids=["append", "overwrite"])
+@pytest.mark.parametrize("step,nth", [("file", 1), ("file", 2), ("committed", 1), ("renamed", 1)])
+def test_killed_export_leaves_dataset_before_or_after(tmp_path, case, step, nth, overwrite):
     image, labels = case
     ds = tmp_path / "ds"
     export_case(image, labels, ds, "nnunet")
-    before = json.loads((ds / "manifest.json").read_text())
+    before = _dataset_state(ds)
+    np.save(tmp_path / "img.npy", image + 1)
+    np.save(tmp_path / "lab.npy", 1 - labels)
+    args = [step, str(nth), "1" if overwrite else "0", str(tmp_path / "img.npy"), str(tmp_path / "lab.npy"), str(ds)]
+    proc = subprocess.run([sys.executable, "-c", _KILL_CODE, *args], timeout=120)
+    assert proc.returncode == -signal.SIGKILL
+    after_kill = _dataset_state(ds)  # reading finishes a committed export, so this is before or after
+    # what a completed export gives, from the same starting point
+    ref = tmp_path / "ref"
+    export_case(image, labels, ref, "nnunet")
+    export_case(image + 1, 1 - labels, ref, "nnunet", case_id="case_0000" if overwrite else None,
+                overwrite=overwrite, reviewed_slices=[1, 2])
+    after = _dataset_state(ref)
+    after = (after[0], after[1], {**after[2], "name": "ds"}, after[3])
+    expected = after if step in ("committed", "renamed") else before
+    assert after_kill == expected
+    assert not (ds / ".attnseg-journal.json").exists()
+    if step == "file":  # staged files of the uncommitted case may lie there, hidden, never read as a case
+        assert list(ds.rglob(".case_0001_0000.*attnseg-staged.nii.gz")) or overwrite
+    rec = export_case(image, labels, ds, "nnunet")  # the next export works and cleans up
+    assert rec.case_id == f"case_{len(expected[0]):04d}"
+    assert not [p for p in ds.rglob(".*") if p.name != ".attnseg.lock"]
+
+
+def test_export_killed_from_outside_mid_case(tmp_path, case):
+    """SIGKILL from another process while the export sleeps between two files."""
+    image, labels = case
+    ds = tmp_path / "ds"
+    export_case(image, labels, ds, "nnunet")
+    before = (ds / "manifest.json").read_bytes()
     np.save(tmp_path / "img.npy", image)
     np.save(tmp_path / "lab.npy", labels)
-    code = (
-        "import numpy as np, sys; from napari_attnseg.data.export import export_case; "
-        f"export_case(np.load(r'{tmp_path / 'img.npy'}'), np.load(r'{tmp_path / 'lab.npy'}'), r'{ds}', 'nnunet'); "
-        "print('done')"
-    )
-    env = {**os.environ, "ATTNSEG_EXPORT_TEST_DELAY": "3"}
-    proc = subprocess.Popen([sys.executable, "-c", code], env=env)
+    code = ("import numpy as np, sys; from napari_attnseg.data.export import export_case; "
+            "export_case(np.load(sys.argv[1]), np.load(sys.argv[2]), sys.argv[3], 'nnunet')")
+    env = {**os.environ, "ATTNSEG_EXPORT_TEST_DELAY": "30"}
+    proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "img.npy"), str(tmp_path / "lab.npy"), str(ds)],
+                            env=env)
     deadline = time.time() + 60
-    while not list((ds / "imagesTr").glob("case_0001*")) and time.time() < deadline:
-        time.sleep(0.05)
+    while not list((ds / "imagesTr").glob(".case_0001_0000*staged.nii.gz")) and time.time() < deadline:
+        time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert json.loads((ds / "manifest.json").read_text()) == before  # the half-written case does not count
+    assert (ds / "manifest.json").read_bytes() == before
+    assert sorted(p.name for p in (ds / "imagesTr").iterdir() if not p.name.startswith(".")) == ["case_0000_0000.nii.gz"]
     assert len(read_dataset(ds).cases) == 1
-    rec = export_case(image, labels, ds, "nnunet")  # and the next export works
+    rec = export_case(image, labels, ds, "nnunet")
     assert rec.case_id == "case_0001" and len(read_dataset(ds).cases) == 2
+    assert not list(ds.rglob("*staged*"))
 
 
 def test_dicom_phi_never_reaches_the_dataset(tmp_path):

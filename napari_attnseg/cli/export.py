@@ -9,18 +9,49 @@ HELP = "Add an image and its corrected mask to a fine-tuning dataset (nnU-Net, M
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--image", required=True, help="image file (TIFF, NIfTI) or DICOM folder")
+    parser.add_argument("--image", required=True, help="image file (TIFF, NIfTI) or DICOM folder / file of the series")
     parser.add_argument("--labels", required=True, help="corrected mask (TIFF or NIfTI), same grid as the image")
     parser.add_argument("--dataset", required=True, help="dataset folder (created, or appended to)")
     parser.add_argument("--format", default="nnunet", choices=("nnunet", "monai", "tiff"))
-    parser.add_argument("--reviewed-slices", help="axial slices a person checked, e.g. 3,5,10-12 (others become 'ignore')")
+    parser.add_argument("--reviewed-slices", metavar="a,b,c-d",
+                        help="axial slices (first array axis = NIfTI k) a person checked, e.g. 3,5,10-12; "
+                             "the others become the 'ignore' label")
     parser.add_argument("--prediction", help="the model's original mask, to record what was edited")
     parser.add_argument("--case-id", help="case id (default: the next free case_NNNN)")
-    parser.add_argument("--label-names", help="comma-separated class names, background first")
+    parser.add_argument("--label-names", help="comma-separated class names, background first (new datasets)")
+    parser.add_argument("--channel-names", help="comma-separated channel names for dataset.json "
+                                                "(default: CT for a CT DICOM series, else 'image')")
+    parser.add_argument("--source-name", help="name recorded in the manifest (default: the image's file name)")
+    parser.add_argument("--model", help="model name or checkpoint that produced --prediction (its sha256 is recorded)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing case with the same id")
 
 
+def _model_info(spec: str | None) -> dict:
+    if not spec:
+        return {}
+    from pathlib import Path
+
+    p = Path(spec)
+    if p.is_file():
+        import hashlib
+
+        h = hashlib.sha256()
+        with open(p, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        return {"model": p.name, "checkpoint_sha256": h.hexdigest()}
+    from .._paths import models_dir
+
+    try:
+        bundled = models_dir() / f"{spec}.safetensors"
+    except FileNotFoundError:
+        return {"model": spec}
+    return (_model_info(str(bundled)) | {"model": spec}) if bundled.is_file() else {"model": spec}
+
+
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     import numpy as np
 
     from ..correct import parse_slice_ranges
@@ -30,13 +61,18 @@ def run(args: argparse.Namespace) -> int:
     image = read_image(args.image)
     labels = read_image(args.labels)
     prediction = np.asarray(read_image(args.prediction).data) if args.prediction else None
+    channels = args.channel_names.split(",") if args.channel_names else None
+    if channels is None and image.meta.get("format") == "dicom" and image.meta.get("modality") == "CT":
+        channels = ["CT"]  # nnU-Net normalises a channel named CT with its CT scheme
     record = export_case(
         np.asarray(image.data), np.asarray(labels.data), args.dataset, args.format,
         spacing=image.spacing, affine=image.affine,
         reviewed_slices=parse_slice_ranges(args.reviewed_slices) if args.reviewed_slices else None,
         prediction=prediction, case_id=args.case_id,
         label_names=args.label_names.split(",") if args.label_names else None,
-        source_name=str(args.image).rstrip("/").split("/")[-1], overwrite=args.overwrite,
+        channel_names=channels, source_name=args.source_name or Path(str(args.image).rstrip("/")).name,
+        model_info=_model_info(args.model), overwrite=args.overwrite,
     )
-    print(f"exported {record.case_id} to {args.dataset} ({args.format})")
+    extra = f", {len(record.reviewed_slices)} reviewed slices, rest 'ignore'" if record.reviewed_slices is not None else ""
+    print(f"exported {record.case_id} to {args.dataset} ({args.format}, shape {record.shape}{extra})")
     return 0

@@ -1,5 +1,5 @@
 """Image I/O (TIFF, NIfTI, DICOM), fine-tuning dataset export and reading datasets back."""
 
-from .io import Volume, image_format, read_image, stem, write_image
+from .io import Volume, can_read, image_format, read_image, stem, write_image
 
-__all__ = ["Volume", "image_format", "read_image", "stem", "write_image"]
+__all__ = ["Volume", "can_read", "image_format", "read_image", "stem", "write_image"]

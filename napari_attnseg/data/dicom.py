@@ -1,6 +1,9 @@
 """DICOM series: one folder (or one file of it) -> a volume in Hounsfield units, sorted by position.
 
-Only geometry and pixel values are kept: no patient name, id, date or institution leaves this module.
+The array is (slice, row, column) = (k, j, i), the order a NIfTI conversion that keeps the DICOM
+grid stores as (i, j, k); the affine maps (i, j, k) to RAS millimetres (DICOM's LPS with x and y
+negated), exactly like a NIfTI affine. Only geometry, pixel values and the modality leave this
+module: no patient name, id, date, institution or UID.
 """
 
 from __future__ import annotations
@@ -13,9 +16,11 @@ import numpy as np
 from ..errors import InputError
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+DICOM_SUFFIXES = (".dcm", ".ima", ".dicom")
 
 
 def is_dicom_file(path: Path) -> bool:
+    """True for a Part-10 DICOM file (``DICM`` after the 128-byte preamble). Never raises."""
     try:
         with open(path, "rb") as f:
             head = f.read(132)
@@ -25,10 +30,21 @@ def is_dicom_file(path: Path) -> bool:
 
 
 def is_dicom_path(path: Path) -> bool:
-    path = Path(path)
-    if path.is_dir():
-        return any(is_dicom_file(f) for f in sorted(path.iterdir())[:50] if f.is_file())
-    return path.is_file() and (path.suffix.lower() in (".dcm", ".ima") or is_dicom_file(path))
+    """A DICOM file, or a folder holding at least one among its first 50 files. Never raises."""
+    try:
+        path = Path(path)
+        if path.is_dir():
+            return any(is_dicom_file(f) for f in sorted(path.iterdir())[:50] if f.is_file())
+        return path.is_file() and (path.suffix.lower() in DICOM_SUFFIXES or is_dicom_file(path))
+    except OSError:
+        return False
+
+
+def _position(ds) -> np.ndarray:
+    pos = getattr(ds, "ImagePositionPatient", None)
+    if pos is None:  # no geometry: fall back to the instance order, 1 mm apart
+        return np.array([0.0, 0.0, float(getattr(ds, "InstanceNumber", 0) or 0)])
+    return np.array([float(v) for v in pos])
 
 
 def read_dicom_series(path: Path):
@@ -37,57 +53,70 @@ def read_dicom_series(path: Path):
     from .io import Volume
 
     path = Path(path)
-    files = sorted(f for f in path.iterdir() if f.is_file()) if path.is_dir() else None
     target_uid = None
-    if files is None:  # one file: read its whole series from the folder
+    if path.is_dir():
+        files = sorted(f for f in path.iterdir() if f.is_file())
+    else:  # one file: read its whole series from the folder
         first = pydicom.dcmread(str(path), stop_before_pixels=True)
-        target_uid = getattr(first, "SeriesInstanceUID", None)
+        target_uid = str(getattr(first, "SeriesInstanceUID", "unknown"))
         files = sorted(f for f in path.parent.iterdir() if f.is_file())
     series: dict[str, list] = defaultdict(list)
     for f in files:
-        if not is_dicom_file(f):
+        if not (is_dicom_file(f) or f == path):
             continue
-        ds = pydicom.dcmread(str(f))
-        if "PixelData" not in ds:
-            continue
-        series[str(getattr(ds, "SeriesInstanceUID", "unknown"))].append(ds)
+        ds = pydicom.dcmread(str(f), stop_before_pixels=True)
+        if not hasattr(ds, "Rows"):
+            continue  # DICOMDIR, structured reports, ...
+        series[str(getattr(ds, "SeriesInstanceUID", "unknown"))].append(f)
     if not series:
         raise InputError(f"{path}: no DICOM images found.")
     if target_uid is not None:
-        slices = series.get(str(target_uid), [])
+        chosen = series.get(target_uid) or [path]
     elif len(series) > 1:
-        desc = ", ".join(f"{uid} ({len(s)} slices)" for uid, s in series.items())
+        desc = "; ".join(f"series {n + 1}: {len(s)} files, e.g. {s[0].name}" for n, s in enumerate(series.values()))
         raise InputError(f"{path} holds {len(series)} DICOM series ({desc}); open one file of the series you want.")
     else:
-        slices = next(iter(series.values()))
+        chosen = next(iter(series.values()))
 
-    orient = np.array(getattr(slices[0], "ImageOrientationPatient", [1, 0, 0, 0, 1, 0]), float)
-    row, col = orient[:3], orient[3:]
+    slices = [pydicom.dcmread(str(f)) for f in chosen]
+    first = slices[0]
+    if int(getattr(first, "NumberOfFrames", 1) or 1) > 1:
+        raise InputError(f"{path}: multi-frame (enhanced) DICOM is not supported; convert it to NIfTI first.")
+    orient = np.array([float(v) for v in getattr(first, "ImageOrientationPatient", [1, 0, 0, 0, 1, 0])])
+    row, col = orient[:3], orient[3:]  # direction of increasing column index, of increasing row index
     normal = np.cross(row, col)
-
-    def position(ds) -> np.ndarray:
-        return np.array(getattr(ds, "ImagePositionPatient", [0, 0, float(getattr(ds, "InstanceNumber", 0))]), float)
-
-    slices.sort(key=lambda ds: float(position(ds) @ normal))
+    slices.sort(key=lambda ds: float(_position(ds) @ normal))
+    shape = (int(first.Rows), int(first.Columns))
     frames = []
+    exact = True
     for ds in slices:
-        arr = ds.pixel_array.astype(np.float32)
+        if (int(ds.Rows), int(ds.Columns)) != shape:
+            raise InputError(f"{path}: the series mixes image sizes ({shape} and {(int(ds.Rows), int(ds.Columns))}).")
+        raw = ds.pixel_array
         slope = float(getattr(ds, "RescaleSlope", 1.0) or 1.0)
         intercept = float(getattr(ds, "RescaleIntercept", 0.0) or 0.0)
-        frames.append(arr * slope + intercept)
+        exact &= slope == int(slope) and intercept == int(intercept)
+        frames.append(raw.astype(np.float32) * slope + intercept)
     data = np.stack(frames)  # (k, rows, cols) = (k, j, i)
-    if np.all(np.mod(data, 1) == 0) and data.min() >= -32768 and data.max() <= 32767:
-        data = data.astype(np.int16)
-    ps = [float(v) for v in getattr(slices[0], "PixelSpacing", [1.0, 1.0])]  # (row spacing, col spacing)
+    if exact and data.min(initial=0) >= -32768 and data.max(initial=0) <= 32767:
+        data = data.astype(np.int16)  # CT in HU: whole numbers, half the memory of float32
+    ps = [float(v) for v in getattr(first, "PixelSpacing", [1.0, 1.0])]  # (between rows, between columns)
+    offsets = np.array([float(_position(ds) @ normal) for ds in slices])
+    meta = {"source_path": str(path), "format": "dicom", "axis_order": "kji",
+            "modality": str(getattr(first, "Modality", "") or "")}
     if len(slices) > 1:
-        dz = float(np.median(np.diff([position(ds) @ normal for ds in slices])))
+        gaps = np.diff(offsets)
+        if np.any(gaps < 1e-6):
+            raise InputError(f"{path}: two slices share a position; the folder holds duplicates or several series.")
+        dz = float(np.median(gaps))
+        if np.max(np.abs(gaps - dz)) > 0.01 * dz:
+            meta["warning"] = f"uneven slice spacing ({gaps.min():.3g}-{gaps.max():.3g} mm); using the median {dz:.3g} mm"
     else:
-        dz = float(getattr(slices[0], "SliceThickness", 1.0) or 1.0)
-    # LPS affine mapping (i=col, j=row, k=slice) -> patient mm, then RAS
+        dz = float(getattr(first, "SpacingBetweenSlices", 0) or getattr(first, "SliceThickness", 1.0) or 1.0)
+    # voxel (i = column, j = row, k = slice) -> LPS millimetres, then RAS like NIfTI
     lps = np.eye(4)
     lps[:3, 0] = row * ps[1]
     lps[:3, 1] = col * ps[0]
     lps[:3, 2] = normal * dz
-    lps[:3, 3] = position(slices[0])
-    affine = LPS_TO_RAS @ lps
-    return Volume(data, (abs(dz), ps[0], ps[1]), affine, {"source_path": str(path), "format": "dicom", "axis_order": "kji"})
+    lps[:3, 3] = _position(slices[0])
+    return Volume(data, (dz, ps[0], ps[1]), LPS_TO_RAS @ lps, meta)

@@ -1,17 +1,23 @@
 """Export image + corrected mask as a fine-tuning dataset: nnU-Net v2 raw, MONAI datalist or TIFF pairs.
 
-Crash safety: every file goes to a temporary name and is renamed into place; ``manifest.json`` (and
-``dataset.json`` / ``datalist.json``) are rewritten last, atomically. A case counts only once it is in
-the manifest, so an export killed at any point leaves the dataset as it was before or as after.
+Layouts (``format``):
+- ``nnunet``: ``imagesTr/<case>_<channel:04d>.nii.gz``, ``labelsTr/<case>.nii.gz``, ``dataset.json``
+  (``channel_names``, ``labels`` with ``ignore`` last when any case has unreviewed slices,
+  ``numTraining``, ``file_ending``).
+- ``monai``: ``images/<case>.nii.gz``, ``labels/<case>.nii.gz``, ``datalist.json``
+  (``{"training": [{"image": ..., "label": ...}]}``, paths relative to the dataset folder).
+- ``tiff``: ``images/<case>.tif``, ``labels/<case>.tif`` with the spacing in the TIFF metadata.
+Every layout has ``manifest.json``: the dataset's label table and one record per case. A case
+exists once it is in the manifest; see ``manifest.py`` for how a killed export is kept out.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import hashlib
-import json
 import os
 import re
+import secrets
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,17 +25,22 @@ from typing import Any
 
 import numpy as np
 
-from .._files import atomic_write
+from .._version import __version__
 from ..errors import DatasetError, InputError
 from .io import write_image
+from .manifest import MANIFEST, commit, dataset_lock, read_manifest, recover, staged_name, write_json_atomic
+
+__all__ = ["FORMATS", "CaseRecord", "array_sha256", "detect_format", "export_case", "write_json_atomic"]
 
 FORMATS = ("nnunet", "monai", "tiff")
-MANIFEST = "manifest.json"
 _CASE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+MANIFEST_VERSION = 1
 
 
 @dataclass
 class CaseRecord:
+    """One case's entry in ``manifest.json``."""
+
     case_id: str
     source_name: str
     image_sha256: str
@@ -45,28 +56,19 @@ class CaseRecord:
 
 
 def array_sha256(a: np.ndarray) -> str:
+    """sha256 of an array's dtype, shape and bytes (C order): the same voxels give the same hash."""
     a = np.ascontiguousarray(a)
     h = hashlib.sha256(str((a.dtype.str, a.shape)).encode())
-    h.update(a.tobytes())
+    h.update(memoryview(a).cast("B"))
     return h.hexdigest()
 
 
-def write_json_atomic(path: Path, obj: Any) -> None:
-    def dump(tmp: str) -> None:
-        with open(tmp, "w") as f:
-            json.dump(obj, f, indent=2)
-            f.flush()
-            os.fsync(f.fileno())
-
-    atomic_write(path, dump)
-
-
 def detect_format(folder: Path) -> str | None:
-    if (folder / MANIFEST).exists():
-        try:
-            return json.loads((folder / MANIFEST).read_text()).get("format")
-        except ValueError:
-            raise DatasetError(f"{folder / MANIFEST} is not valid JSON; the dataset manifest is damaged.") from None
+    """The layout of the dataset at ``folder`` (manifest first, then the layout's own files), or None."""
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    if manifest is not None:
+        return manifest.get("format")
     if (folder / "dataset.json").exists() or (folder / "imagesTr").is_dir():
         return "nnunet"
     if (folder / "datalist.json").exists():
@@ -76,18 +78,105 @@ def detect_format(folder: Path) -> str | None:
     return None
 
 
-def _validate(image: np.ndarray, labels: np.ndarray, channel_axis: bool) -> None:
+def _check_arrays(image: np.ndarray, labels: np.ndarray, channel_axis: bool) -> None:
     spatial = image.shape[1:] if channel_axis else image.shape
+    if len(spatial) not in (2, 3):
+        raise InputError(f"The image must be 2D or 3D{' after its channel axis' if channel_axis else ''}; "
+                         f"got shape {image.shape}.")
     if tuple(labels.shape) != tuple(spatial):
         raise InputError(f"Labels of shape {labels.shape} do not match the image's shape {tuple(spatial)}; "
                          "export the mask that belongs to this image.")
     if labels.dtype.kind == "f":
-        if not np.all(np.mod(labels, 1) == 0):
-            raise InputError("Labels must be whole numbers (class ids); got fractional values. Use a Labels layer.")
+        if not np.all(np.isfinite(labels)) or not np.all(np.mod(labels, 1) == 0):
+            raise InputError("Labels must be whole numbers (class ids); got fractional or NaN values "
+                             "(a probability map?). Export a Labels layer or a thresholded mask.")
     elif labels.dtype.kind not in "iub":
         raise InputError(f"Labels must be integers; got dtype {labels.dtype}.")
     if labels.size and labels.min() < 0:
         raise InputError("Labels must not be negative; class ids start at 0 (background).")
+    if image.dtype.kind not in "iufb":
+        raise InputError(f"The image must be numeric; got dtype {image.dtype}.")
+
+
+def _check_folder(folder: Path) -> None:
+    if folder.exists():
+        if not folder.is_dir():
+            raise DatasetError(f"{folder} is a file; choose a folder for the dataset.")
+        target = folder
+    else:
+        target = folder.parent
+        while not target.exists() and target != target.parent:
+            target = target.parent
+        if not target.is_dir():
+            raise DatasetError(f"Cannot create {folder}: {target} is not a folder.")
+    if not os.access(target, os.W_OK | os.X_OK):
+        raise DatasetError(f"Cannot write to {target}; choose a folder you can write to.")
+
+
+@dataclass
+class _Plan:
+    manifest: dict
+    case_id: str
+    labels: np.ndarray
+    ignore_value: int | None
+
+
+def _plan(folder: Path, format: str, labels: np.ndarray, n_channels: int, ndim: int, *, reviewed_slices,
+          case_id, label_names, channel_names, overwrite) -> _Plan:
+    """Everything that can refuse the export, decided before a single file is written."""
+    existing = detect_format(folder) if folder.exists() else None
+    manifest = read_manifest(folder) if folder.exists() else None
+    if existing is not None and existing != format:
+        raise DatasetError(f"{folder} holds a {existing} dataset; export to it with format {existing!r} "
+                           "or pick another folder.")
+    if existing is not None and manifest is None:
+        raise DatasetError(f"{folder} holds a {existing} dataset that napari-attnseg did not write (no {MANIFEST}); "
+                           "export into a new or empty folder so its cases are not overwritten.")
+    n_classes = int(labels.max(initial=0)) + 1
+    if manifest is None:
+        names = list(label_names) if label_names else (
+            ["background", "foreground"] if n_classes <= 2 else ["background"] + [f"class {i}" for i in range(1, n_classes)])
+        chans = list(channel_names) if channel_names else (["image"] if n_channels == 1 else
+                                                           [f"channel{i}" for i in range(n_channels)])
+        if len(set(names)) != len(names) or "ignore" in names:
+            raise InputError(f"Label names must be distinct and must not include 'ignore' (reserved); got {names}.")
+        manifest = {"format": format, "format_version": MANIFEST_VERSION, "label_names": names,
+                    "channel_names": chans, "spatial_dims": ndim, "tool": f"napari-attnseg {__version__}",
+                    "cases": []}
+    table = list(manifest["label_names"])
+    if label_names and list(label_names) != table:
+        raise InputError(f"The label names {list(label_names)} differ from the dataset's ({', '.join(table)}); "
+                         "a dataset keeps one label table. Use the same names or another folder.")
+    if channel_names and list(channel_names) != list(manifest.get("channel_names", [])):
+        raise InputError(f"The channel names {list(channel_names)} differ from the dataset's "
+                         f"({manifest.get('channel_names')}).")
+    if len(manifest.get("channel_names", [])) not in (0, n_channels):
+        raise InputError(f"The dataset's images have {len(manifest['channel_names'])} channel(s); this one has {n_channels}.")
+    if manifest.get("spatial_dims", ndim) != ndim:
+        raise InputError(f"The dataset holds {manifest['spatial_dims']}D cases; this one is {ndim}D.")
+    if n_classes > len(table):
+        raise InputError(f"Label value {n_classes - 1} is not in the dataset's label table "
+                         f"({', '.join(f'{i}={n}' for i, n in enumerate(table))}).")
+    ignore_value = None
+    exported = labels
+    if reviewed_slices is not None:
+        from ..correct import ignore_unreviewed
+
+        if ndim != 3:
+            raise InputError("Reviewed slices apply to 3D volumes; a 2D image is reviewed as a whole.")
+        ignore_value = len(table)  # nnU-Net v2: 'ignore' is the highest label value
+        exported = ignore_unreviewed(labels, reviewed_slices, ignore_value)
+    ids = [c["case_id"] for c in manifest["cases"]]
+    if case_id is None:
+        n = len(ids)
+        while f"case_{n:04d}" in ids:
+            n += 1
+        case_id = f"case_{n:04d}"
+    if not _CASE_RE.match(case_id):
+        raise InputError(f"Case id {case_id!r} may only hold letters, digits, '_' and '-' (and not start with '_' or '-').")
+    if case_id in ids and not overwrite:
+        raise DatasetError(f"Case {case_id!r} already exists in {folder}; choose another id or allow overwriting.")
+    return _Plan(manifest, case_id, exported, ignore_value)
 
 
 def export_case(
@@ -103,137 +192,126 @@ def export_case(
     case_id: str | None = None,
     label_names: Sequence[str] | None = None,
     channel_names: Sequence[str] | None = None,
-    source_name: str = "image",
+    source_name: str | None = None,
     model_info: dict[str, Any] | None = None,
     overwrite: bool = False,
     channel_axis: bool = False,
 ) -> CaseRecord:
-    """Add one case (image + corrected labels) to the dataset at ``dataset_dir``.
+    """Add one case (image + corrected labels) to the dataset at ``dataset_dir``; return its record.
 
-    Unreviewed slices (when ``reviewed_slices`` is given; axial = first-axis indices) become the
-    ``ignore`` label, the last label of the table (nnU-Net v2 convention), so training learns only
-    from what a person checked. Nothing is written when any input is invalid.
+    ``image``: (*spatial) or, with ``channel_axis=True``, (C, *spatial). ``labels``: integer class ids
+    on the same grid. ``spacing`` (array axis order) and ``affine`` (NIfTI-style, of the source) set
+    the geometry of the written files. Unreviewed slices (when ``reviewed_slices`` is given; axial =
+    first-axis indices) become the ``ignore`` label, the last value of the table (nnU-Net v2), so
+    training learns only from what a person checked. ``prediction`` (the model's mask) adds edit
+    statistics to the record; ``model_info`` (e.g. model name and checkpoint sha256) is kept as is.
+    A new dataset takes its label table from ``label_names`` (default background/foreground); an
+    existing one keeps its own. Only pixel values and geometry are written (no source headers).
+    Nothing is written when any input is refused (``InputError`` / ``DatasetError``).
     """
-    from ..correct import edit_stats, ignore_unreviewed
+    from ..correct import edit_stats
 
     if format not in FORMATS:
         raise InputError(f"format must be one of {', '.join(FORMATS)}; got {format!r}.")
     folder = Path(dataset_dir)
     image = np.asarray(image)
     labels = np.asarray(labels)
-    _validate(image, labels, channel_axis)
-    labels = labels.astype(np.uint8 if labels.max(initial=0) < 255 else np.uint16)
-    n_classes = int(labels.max(initial=0)) + 1
-    spatial = labels.shape
-    spacing = [float(s) for s in (spacing or (1.0,) * len(spatial))]
-    if format == "tiff" and len(spatial) == 3 and image.ndim > 3:
-        raise InputError("The TIFF layout is for 2D or single-channel 3D images; use nnunet or monai.")
-
-    # existing dataset: same format, compatible label table
-    folder.mkdir(parents=True, exist_ok=True) if not folder.exists() else None
-    if not os.access(folder, os.W_OK):
-        raise DatasetError(f"Cannot write to {folder}; choose a folder you can write to.")
-    existing = detect_format(folder)
-    if existing is not None and existing != format:
-        raise DatasetError(f"{folder} holds a {existing} dataset; export to it with format {existing!r} or pick another folder.")
-    manifest_path = folder / MANIFEST
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else None
-    if label_names:
-        names = list(label_names)
-    elif manifest is not None:
-        names = list(manifest["label_names"])
-    else:
-        names = ["background", "foreground"] if n_classes <= 2 else ["background"] + [f"class {i}" for i in range(1, n_classes)]
-    if manifest is None:
-        if n_classes > len(names):
-            raise InputError(f"The labels hold values up to {n_classes - 1} but the label table has only "
-                             f"{len(names)} entries ({', '.join(names)}).")
-        manifest = {"format": format, "label_names": names, "cases": []}
-    table = manifest["label_names"]
-    if names[: len(table)] != table[: len(names)]:
-        raise InputError(f"The label names {names} differ from the dataset's ({table}).")
-    if n_classes > len(table) and len(names) > len(table):
-        manifest["label_names"] = table = names
-    elif n_classes > len(table):
-        raise InputError(f"Label value {n_classes - 1} is not in the dataset's label table ({', '.join(table)}).")
-
-    ignore_value = None
-    exported = labels
-    if reviewed_slices is not None:
-        ignore_value = len(table)
-        exported = ignore_unreviewed(labels, reviewed_slices, ignore_value)
-
-    ids = [c["case_id"] for c in manifest["cases"]]
-    if case_id is None:
-        n = len(ids)
-        while f"case_{n:04d}" in ids:
-            n += 1
-        case_id = f"case_{n:04d}"
-    if not _CASE_RE.match(case_id):
-        raise InputError(f"Case id {case_id!r} may only hold letters, digits, '_' and '-'.")
-    if case_id in ids and not overwrite:
-        raise DatasetError(f"Case {case_id!r} already exists in {folder}; choose another id or allow overwriting.")
-
+    _check_arrays(image, labels, channel_axis)
     chans = image if channel_axis else image[None]
-    files = _write_case_files(folder, format, case_id, chans, exported, spacing, affine)
-    record = CaseRecord(
-        case_id=case_id, source_name=str(source_name), image_sha256=array_sha256(image), shape=list(spatial),
-        spacing=spacing, label_names=list(table), reviewed_slices=sorted(int(s) for s in reviewed_slices)
-        if reviewed_slices is not None else None, ignore_label=ignore_value, model=dict(model_info or {}),
-        edit_stats=edit_stats(prediction, labels) if prediction is not None else None, files=files,
-        exported=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-    )
-    manifest["cases"] = [c for c in manifest["cases"] if c["case_id"] != case_id] + [asdict(record)]
-    _write_index(folder, format, manifest, chans.shape[0], channel_names)
-    write_json_atomic(manifest_path, manifest)
+    ndim = labels.ndim
+    if format == "monai" and chans.shape[0] > 1:
+        raise InputError("Multi-channel MONAI export is not supported; use the nnunet format.")
+    if format == "tiff" and chans.shape[0] > 1 and ndim == 3:
+        raise InputError("The TIFF layout is for 2D or single-channel 3D images; use nnunet or monai.")
+    if prediction is not None and np.shape(prediction) != labels.shape:
+        raise InputError(f"The prediction's shape {np.shape(prediction)} differs from the labels' {labels.shape}.")
+    if spacing is not None and len(spacing) != ndim:
+        raise InputError(f"spacing needs {ndim} values (one per axis); got {list(spacing)}.")
+    spacing_l = [float(s) for s in (spacing or (1.0,) * ndim)]
+    labels_int = labels.astype(np.uint8 if labels.max(initial=0) < 255 else np.uint16)
+    opts = dict(reviewed_slices=reviewed_slices, case_id=case_id, label_names=label_names,
+                channel_names=channel_names, overwrite=overwrite)
+
+    _check_folder(folder)
+    if not folder.exists():  # refuse bad input before creating anything
+        _plan(folder, format, labels_int, chans.shape[0], ndim, **opts)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DatasetError(f"Cannot create {folder}: {exc.strerror or exc}.") from None
+
+    with dataset_lock(folder):
+        recover(folder)
+        plan = _plan(folder, format, labels_int, chans.shape[0], ndim, **opts)
+        manifest, cid = plan.manifest, plan.case_id
+        finals = _case_paths(folder, format, cid, chans.shape[0])
+        token = secrets.token_hex(4)
+        staged: list[tuple[Path, Path]] = []
+        try:
+            arrays = ([*chans, plan.labels] if format == "nnunet" else
+                      [chans[0] if chans.shape[0] == 1 else chans, plan.labels])
+            for final, data in zip(finals, arrays):
+                tmp = staged_name(final, token)
+                staged.append((tmp, final))
+                sp = spacing_l if data.ndim == ndim else [1.0, *spacing_l]  # (C, y, x) TIFF: channels first
+                write_image(tmp, data, spacing=sp, affine=affine)
+                _hook("file")
+            record = CaseRecord(
+                case_id=cid, source_name=str(source_name or "image"), image_sha256=array_sha256(image),
+                shape=list(labels.shape), spacing=spacing_l, label_names=list(manifest["label_names"]),
+                reviewed_slices=sorted({int(s) for s in reviewed_slices}) if reviewed_slices is not None else None,
+                ignore_label=plan.ignore_value, model=dict(model_info or {}),
+                edit_stats=edit_stats(prediction, labels) if prediction is not None else None,
+                files={"images": [str(p.relative_to(folder)) for p in finals[:-1]],
+                       "label": str(finals[-1].relative_to(folder))},
+                exported=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            )
+            manifest = {**manifest, "cases": [c for c in manifest["cases"] if c["case_id"] != cid] + [asdict(record)]}
+            manifest.setdefault("channel_names", [])
+            commit(folder, staged, _index_files(folder, format, manifest), manifest, hook=_hook)
+        except OSError as exc:
+            for tmp, _ in staged:
+                tmp.unlink(missing_ok=True)
+            raise DatasetError(f"Writing case {cid} to {folder} failed ({exc.strerror or exc}); "
+                               "the dataset is unchanged.") from None
     return record
 
 
-def _write_case_files(folder, format, case_id, chans, labels, spacing, affine) -> dict[str, Any]:
-    slow = float(os.environ.get("ATTNSEG_EXPORT_TEST_DELAY", "0"))  # lets the kill test land mid-export
-    if format == "nnunet":
-        images = []
-        for c, data in enumerate(chans):
-            p = folder / "imagesTr" / f"{case_id}_{c:04d}.nii.gz"
-            write_image(p, data, spacing=spacing, affine=affine)
-            images.append(str(p.relative_to(folder)))
-            if slow:
-                import time
-
-                time.sleep(slow)
-        lab = folder / "labelsTr" / f"{case_id}.nii.gz"
-        write_image(lab, labels, spacing=spacing, affine=affine)
-        return {"images": images, "label": str(lab.relative_to(folder))}
-    ext = ".nii.gz" if format == "monai" else ".tif"
-    img_path = folder / "images" / f"{case_id}{ext}"
-    data = chans if chans.shape[0] > 1 else chans[0]
-    if format == "monai" and chans.shape[0] > 1:
-        raise InputError("Multi-channel MONAI export is not supported; use the nnunet format.")
-    write_image(img_path, data, spacing=spacing, affine=affine)
-    if slow:
+def _hook(step: str) -> None:
+    """Test seam: the kill test replaces this to stop the process at a chosen step."""
+    delay = float(os.environ.get("ATTNSEG_EXPORT_TEST_DELAY", "0") or 0)
+    if delay and step == "file":
         import time
 
-        time.sleep(slow)
-    lab = folder / "labels" / f"{case_id}{ext}"
-    write_image(lab, labels, spacing=spacing, affine=affine)
-    return {"images": [str(img_path.relative_to(folder))], "label": str(lab.relative_to(folder))}
+        time.sleep(delay)
 
 
-def _write_index(folder: Path, format: str, manifest: dict, n_channels: int, channel_names) -> None:
+def _case_paths(folder: Path, format: str, case_id: str, n_channels: int) -> list[Path]:
+    """Image file(s) then the label file of a case."""
+    if format == "nnunet":
+        return [*(folder / "imagesTr" / f"{case_id}_{c:04d}.nii.gz" for c in range(n_channels)),
+                folder / "labelsTr" / f"{case_id}.nii.gz"]
+    ext = ".nii.gz" if format == "monai" else ".tif"
+    return [folder / "images" / f"{case_id}{ext}", folder / "labels" / f"{case_id}{ext}"]
+
+
+def _index_files(folder: Path, format: str, manifest: dict) -> dict[str, Any]:
+    """The layout's own index (``dataset.json`` / ``datalist.json``) for the manifest's cases."""
     names = manifest["label_names"]
     uses_ignore = any(c.get("ignore_label") is not None for c in manifest["cases"])
     if format == "nnunet":
         labels = {n: i for i, n in enumerate(names)}
         if uses_ignore:
             labels["ignore"] = len(names)
-        channels = {str(i): n for i, n in enumerate(channel_names or ([f"channel{i}" for i in range(n_channels)]
-                                                                      if n_channels > 1 else ["image"]))}
-        write_json_atomic(folder / "dataset.json", {
-            "channel_names": channels, "labels": labels, "numTraining": len(manifest["cases"]),
-            "file_ending": ".nii.gz", "name": folder.name,
-        })
-    elif format == "monai":
-        write_json_atomic(folder / "datalist.json", {
+        return {"dataset.json": {
+            "channel_names": {str(i): n for i, n in enumerate(manifest["channel_names"])},
+            "labels": labels, "numTraining": len(manifest["cases"]), "file_ending": ".nii.gz",
+            "name": folder.name, "description": "exported by napari-attnseg (see manifest.json)",
+        }}
+    if format == "monai":
+        return {"datalist.json": {
             "training": [{"image": c["files"]["images"][0], "label": c["files"]["label"]} for c in manifest["cases"]],
             "labels": {str(i): n for i, n in enumerate(names)} | ({str(len(names)): "ignore"} if uses_ignore else {}),
-        })
+        }}
+    return {}
+

@@ -1,0 +1,133 @@
+"""A dataset's ``manifest.json`` and the commit protocol that keeps a dataset whole.
+
+An export stages every file of a case under a hidden temporary name, then writes a journal (the new
+manifest, the new index files and the renames to do) atomically: that write is the commit point.
+Applying the journal renames the staged files into place, rewrites ``dataset.json`` /
+``datalist.json`` and ``manifest.json`` atomically and deletes the journal. An export killed before
+the commit leaves only hidden staged files, which the next export (or ``read_dataset``) deletes; one
+killed after it is finished by the next export or read, so a dataset is always seen as it was before
+an export or as it is after, even when a case is overwritten.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from .._files import atomic_write
+from ..errors import DatasetError
+
+MANIFEST = "manifest.json"
+JOURNAL = ".attnseg-journal.json"
+LOCK = ".attnseg.lock"
+STAGED_MARK = ".attnseg-staged"
+LAYOUT_DIRS = ("imagesTr", "labelsTr", "images", "labels")
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    def dump(tmp: str) -> None:
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=2)
+            f.flush()
+            os.fsync(f.fileno())
+
+    atomic_write(path, dump)
+
+
+def read_manifest(folder: Path) -> dict | None:
+    path = Path(folder) / MANIFEST
+    if not path.exists():
+        return None
+    try:
+        manifest = json.loads(path.read_text())
+    except ValueError:
+        raise DatasetError(f"{path} is not valid JSON; the dataset manifest is damaged.") from None
+    if not isinstance(manifest, dict) or "cases" not in manifest or "label_names" not in manifest:
+        raise DatasetError(f"{path} is not an napari-attnseg dataset manifest.")
+    return manifest
+
+
+@contextlib.contextmanager
+def dataset_lock(folder: Path) -> Iterator[None]:
+    """One writer at a time per dataset (a second export waits); a no-op where flock is missing."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    with open(Path(folder) / LOCK, "a") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def staged_name(final: Path, token: str) -> Path:
+    """Hidden temporary name beside ``final`` that keeps its suffix (writers pick the format from it)."""
+    name = final.name
+    suffix = ".nii.gz" if name.endswith(".nii.gz") else final.suffix
+    return final.with_name(f".{name[: len(name) - len(suffix)]}.{token}{STAGED_MARK}{suffix}")
+
+
+def commit(folder: Path, renames: list[tuple[Path, Path]], index: dict[str, Any], manifest: dict,
+           hook=None) -> None:
+    """Write the journal (the commit point), then apply it."""
+    journal = {
+        "renames": [[str(a.relative_to(folder)), str(b.relative_to(folder))] for a, b in renames],
+        "index": index, "manifest": manifest,
+    }
+    write_json_atomic(folder / JOURNAL, journal)
+    if hook:
+        hook("committed")
+    apply_journal(folder, journal, hook)
+
+
+def apply_journal(folder: Path, journal: dict, hook=None) -> None:
+    """Finish a committed export; safe to repeat after a crash at any point."""
+    for staged, final in journal["renames"]:
+        src = folder / staged
+        if src.exists():
+            os.replace(src, folder / final)
+        if hook:
+            hook("renamed")
+    for name, obj in journal["index"].items():
+        write_json_atomic(folder / name, obj)
+    write_json_atomic(folder / MANIFEST, journal["manifest"])
+    (folder / JOURNAL).unlink(missing_ok=True)
+
+
+def recover(folder: Path) -> bool:
+    """Finish a committed but interrupted export and delete staged files of uncommitted ones.
+
+    Returns True when something was repaired. Call with the dataset lock held.
+    """
+    folder = Path(folder)
+    repaired = False
+    journal_path = folder / JOURNAL
+    if journal_path.exists():
+        try:
+            journal = json.loads(journal_path.read_text())
+        except ValueError:  # a torn journal cannot exist (it is written atomically); be safe anyway
+            journal = None
+        if journal is not None:
+            apply_journal(folder, journal)
+        else:
+            journal_path.unlink()
+        repaired = True
+    for sub in LAYOUT_DIRS:
+        d = folder / sub
+        if not d.is_dir():
+            continue
+        for f in d.iterdir():
+            if f.name.startswith(".") and (STAGED_MARK in f.name or ".tmp" in f.name):
+                f.unlink(missing_ok=True)
+                repaired = True
+    for f in folder.glob(".*.tmp*"):  # temp files of atomic JSON writes
+        f.unlink(missing_ok=True)
+        repaired = True
+    return repaired

@@ -1,0 +1,75 @@
+"""NIfTI (.nii / .nii.gz) with nibabel: the stored (i, j, k) array is returned as (k, j, i).
+
+The header facts needed to write a result back with the same geometry (affine, qform/sform codes,
+units) travel in ``Volume.meta["nifti"]`` as plain JSON values, never the free-text fields.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._files import atomic_write
+from ..errors import InputError
+
+
+def read_nifti(p: Path):
+    import nibabel as nib
+
+    from .io import Volume
+
+    img = nib.load(str(p))
+    header = img.header
+    slope, inter = header.get_slope_inter()
+    scaled = slope is not None and (slope != 1.0 or (inter or 0.0) != 0.0)
+    # Without a real scaling the stored dtype is kept (labels stay integers, CT stays int16).
+    data = np.asanyarray(img.dataobj) if scaled else img.dataobj.get_unscaled()
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    if data.ndim not in (2, 3):
+        raise InputError(f"{p}: expected a 2D or 3D NIfTI image, got shape {data.shape}; "
+                         "split multi-volume (4D) files into one file per volume.")
+    zooms = tuple(float(z) for z in header.get_zooms()[: data.ndim])
+    arr = np.ascontiguousarray(data.transpose(tuple(reversed(range(data.ndim)))))
+    units = header.get_xyzt_units()
+    meta: dict[str, Any] = {
+        "source_path": str(p), "format": "nifti", "axis_order": "kji"[-data.ndim:],
+        "nifti": {
+            "stored_shape": list(data.shape), "stored_dtype": str(header.get_data_dtype()),
+            "qform_code": int(header["qform_code"]), "sform_code": int(header["sform_code"]),
+            "qform": np.asarray(img.get_qform(), float).tolist(), "xyz_units": units[0],
+            "scl_slope": float(slope) if scaled else None, "scl_inter": float(inter or 0.0) if scaled else None,
+        },
+    }
+    return Volume(arr, tuple(reversed(zooms)), np.asarray(img.affine, float), meta)
+
+
+def write_nifti(p: Path, data: np.ndarray, spacing, affine, like_meta: dict | None) -> None:
+    import nibabel as nib
+
+    if data.dtype == np.bool_:
+        data = data.astype(np.uint8)
+    arr = np.ascontiguousarray(data.transpose(tuple(reversed(range(data.ndim)))))  # back to (i, j, k)
+    if affine is None:
+        aff = np.eye(4)
+        for i, s in enumerate(reversed(spacing or (1.0,) * data.ndim)):
+            aff[i, i] = float(s)
+    else:
+        aff = np.asarray(affine, float)
+        if aff.shape != (4, 4):
+            raise InputError(f"{p}: the affine must be 4x4; got shape {aff.shape}.")
+    img = nib.Nifti1Image(arr, aff)
+    header = img.header
+    header.set_data_dtype(arr.dtype)
+    nifti = (like_meta or {}).get("nifti") or {}
+    # The source's codes (scanner vs aligned space) are kept; a new file says "scanner" for both.
+    # The affine is written as both qform and sform, so a file with only a qform reads back the same.
+    q_code = int(nifti.get("qform_code") or 1)
+    s_code = int(nifti["sform_code"]) if nifti.get("sform_code") is not None else 1
+    img.set_qform(aff, code=q_code)
+    img.set_sform(aff, code=s_code)
+    units = nifti.get("xyz_units")
+    header.set_xyzt_units(xyz=units if units not in (None, "unknown") else "mm")
+    atomic_write(p, lambda tmp: nib.save(img, tmp))

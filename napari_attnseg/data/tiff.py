@@ -1,0 +1,66 @@
+"""TIFF with tifffile: spacing from the ImageJ / resolution tags, memory-mapped when the file allows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._files import atomic_write
+
+# Below this size the file is simply read; above it an uncompressed, contiguous file is mapped.
+MEMMAP_MIN_BYTES = 16 * 2**20
+
+
+def _spacing(tif, ndim: int) -> list[float]:
+    spacing = [1.0] * ndim
+    page = tif.pages[0]
+    try:
+        xres = page.tags["XResolution"].value
+        yres = page.tags["YResolution"].value
+        if xres[0] and yres[0] and ndim >= 2:
+            spacing[-1] = xres[1] / xres[0]
+            spacing[-2] = yres[1] / yres[0]
+    except KeyError:
+        pass
+    ij = tif.imagej_metadata or {}
+    shaped = (tif.shaped_metadata or [{}])[0] or {}
+    z_spacing = ij.get("spacing") or shaped.get("spacing")
+    if ndim >= 3 and z_spacing:
+        spacing[-3] = float(z_spacing)
+    return spacing
+
+
+def read_tiff(p: Path):
+    import tifffile
+
+    from .io import Volume
+
+    with tifffile.TiffFile(str(p)) as tif:
+        series = tif.series[0]
+        shape, dtype = tuple(series.shape), np.dtype(series.dtype)
+        spacing = _spacing(tif, len(shape))
+        mappable = int(np.prod(shape)) * dtype.itemsize >= MEMMAP_MIN_BYTES and series.dataoffset is not None
+        data = None if mappable else tif.asarray()
+    if data is None:
+        # copy-on-write: a caller may paint into the array without ever touching the file
+        data = tifffile.memmap(str(p), mode="c")
+    return Volume(data, tuple(float(s) for s in spacing), None,
+                  {"source_path": str(p), "format": "tiff", "memory_mapped": isinstance(data, np.memmap)})
+
+
+def write_tiff(p: Path, data: np.ndarray, spacing) -> None:
+    import tifffile
+
+    sp = list(spacing or (1.0,) * data.ndim)
+    if data.dtype in (np.float64, np.int64, np.uint64, np.bool_):
+        data = data.astype({"f": np.float32, "i": np.int32, "u": np.uint32, "b": np.uint8}[data.dtype.kind])
+    kwargs: dict[str, Any] = {}
+    if data.ndim >= 2:
+        kwargs["resolution"] = (1.0 / float(sp[-1]), 1.0 / float(sp[-2]))
+    metadata: dict[str, Any] | None = {"axes": "ZYX"[-data.ndim:]} if data.ndim <= 3 else None
+    if data.ndim == 3:
+        metadata["spacing"] = float(sp[-3])
+    atomic_write(p, lambda tmp: tifffile.imwrite(tmp, data, metadata=metadata, compression="zlib",
+                                                 photometric="minisblack", **kwargs))
