@@ -73,6 +73,51 @@ def test_finetune_panel_trains_and_registers_the_model(viewer, qtbot, tmp_path, 
     assert w.result is not None and (tmp_path / "ft" / "best.safetensors").exists()
     assert w.history and "->" in w.status.text()
     assert len(w.ax.lines) == 2
+    # the new model is in the segment widget's list and selected
+    label = seg.model_combo.currentText()
+    entry = seg._models[label]  # a path until first used, then the loaded model
+    assert str(getattr(entry, "checkpoint_path", entry)) == str(w.result.checkpoint)
+    assert w.model_combo.findText(label) >= 0
+
+
+def test_reviewed_ranges_key_binding_and_finetune_default_dataset(viewer, qtbot, tmp_path):
+    from napari_attnseg._napari.correct_widget import CorrectWidget
+    from napari_attnseg._napari.finetune_widget import FinetuneWidget
+
+    img = np.random.default_rng(1).random((8, 16, 16)).astype(np.float32)
+    mask = (img > 0.5).astype(np.uint8)
+    viewer.add_image(img, name="vol")
+    layer = viewer.add_labels(mask, name="vol mask")
+    corr = CorrectWidget(viewer)
+    viewer.window.add_dock_widget(corr, name="Correct and export")
+    ft = FinetuneWidget(viewer)
+    viewer.window.add_dock_widget(ft, name="Fine-tune")
+    assert "R" in {str(k).upper() for k in viewer.keymap}
+    messages = []
+    import napari_attnseg._napari.correct_widget as cw
+
+    cw_notify, cw.notify_error = cw.notify_error, messages.append
+    try:
+        corr.range_edit.setText("1-3,6")
+        corr.mark_range()
+        assert layer.metadata["reviewed_slices"] == [1, 2, 3, 6]
+        corr.range_edit.setText("5-9")
+        corr.mark_range()
+        assert "outside" in messages[-1] and layer.metadata["reviewed_slices"] == [1, 2, 3, 6]
+        corr.range_edit.setText("two")
+        corr.mark_range()
+        assert "3,5,10-12" in messages[-1]
+    finally:
+        cw.notify_error = cw_notify
+    corr.dataset_edit.setText(str(tmp_path / "ds"))
+    worker = corr.export()
+    assert corr.export_bar.isVisible() or worker is not None
+    with qtbot.waitSignal(worker.finished, timeout=30000):
+        pass
+    assert not corr.export_bar.isVisible()
+    assert ft.default_dataset() == str(tmp_path / "ds") == ft.dataset_edit.text()
+    manifest = json.loads((tmp_path / "ds" / "manifest.json").read_text())
+    assert manifest["cases"][0]["reviewed_slices"] == [1, 2, 3, 6]
 
 
 def test_nifti_reader_writer_round_trip(viewer, tmp_path):
@@ -92,6 +137,25 @@ def test_nifti_reader_writer_round_trip(viewer, tmp_path):
     back = nib.load(out)
     np.testing.assert_array_equal(np.asarray(back.dataobj), data)
     np.testing.assert_allclose(back.affine, affine)
+
+
+def test_dicom_series_round_trips_through_the_nifti_writer(viewer, tmp_path):
+    from test_io import write_dicom_series
+
+    from napari_attnseg._napari.io_hooks import get_dicom_reader, get_nifti_reader, write_labels_nifti
+
+    hu = (np.arange(5)[:, None, None] * 40 - 100 + np.zeros((5, 8, 6))).astype(np.float32)
+    folder = write_dicom_series(tmp_path / "dcm", hu)
+    [(arr, kwargs, _)] = get_dicom_reader(str(folder))(str(folder))
+    image = viewer.add_image(arr, **{k: v for k, v in kwargs.items() if k in ("scale", "metadata", "name")})
+    labels = viewer.add_labels((arr > -30).astype(np.uint8), scale=image.scale, metadata=dict(image.metadata))
+    [out] = write_labels_nifti(str(tmp_path / "mask.nii.gz"), labels.data,
+                               {"metadata": labels.metadata, "scale": tuple(labels.scale)})
+    [(back, bkw, _)] = get_nifti_reader(out)(out)
+    np.testing.assert_array_equal(back, labels.data)
+    assert bkw["scale"] == pytest.approx(tuple(image.scale))
+    # the series' orientation and origin (from ImagePositionPatient / ImageOrientationPatient) are kept
+    np.testing.assert_allclose(bkw["metadata"]["affine"], kwargs["metadata"]["affine"], atol=1e-5)
 
 
 def test_readers_decline_foreign_files(tmp_path):

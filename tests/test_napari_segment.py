@@ -162,3 +162,56 @@ def test_bad_states_show_messages_not_tracebacks(widget, qtbot, tiny_checkpoint,
 
     with pytest.raises(CheckpointError):
         w.add_model(bad)
+
+
+def test_attention_follows_an_affine_image_layer(widget, qtbot, tiny_checkpoint):
+    viewer, w = widget
+    theta = np.deg2rad(30)
+    rot = np.array([[np.cos(theta), -np.sin(theta), 2.0], [np.sin(theta), np.cos(theta), -1.0], [0, 0, 1]])
+    layer = viewer.add_image(np.random.default_rng(6).random((48, 40)).astype(np.float32), name="tilted",
+                             scale=(0.7, 0.4), translate=(3.0, 5.0), affine=rot)
+    w.add_model(tiny_checkpoint(2))
+    run_and_wait(qtbot, w)
+    mask = viewer.layers["tilted mask"]
+    np.testing.assert_allclose(mask.data_to_world((7, 9)), layer.data_to_world((7, 9)))
+    att = viewer.layers["tilted attention level4"]  # stride 8: pixel (1, 2) covers image rows 8-15, cols 16-23
+    np.testing.assert_allclose(att.data_to_world((1, 2)), layer.data_to_world((8 + 3.5, 16 + 3.5)))
+
+
+def test_where_does_this_pixel_look_on_msga(widget, qtbot, tiny_checkpoint):
+    from types import SimpleNamespace
+
+    viewer, w = widget
+    image = viewer.add_image(np.random.default_rng(7).random((64, 64)).astype(np.float32), name="cells",
+                             scale=(0.5, 0.5), translate=(2.0, 1.0))
+    w.add_model(tiny_checkpoint(2))
+    assert not w.pixel_box.isEnabled()  # attention_unet has no position attention
+    w.add_model(tiny_checkpoint(2, arch="msga", name="pam", width=4, channels=8, latent=4))
+    assert w.pixel_box.isEnabled()
+    w.pixel_box.setChecked(True)
+    assert w._on_click in image.mouse_drag_callbacks
+    # a click at data pixel (20, 30), given as the world position napari passes to the callback
+    w._on_click(image, SimpleNamespace(position=image.data_to_world((20, 30))))
+    heat = viewer.layers["cells pixel attention"]
+    assert heat.data.shape == (16, 16) and heat.colormap.name == "inferno"
+    assert heat.metadata["attnseg"]["point"] == pytest.approx([20.0, 30.0])
+    # map pixel (i, j) at stride 4 sits on the centre of the image block it covers
+    np.testing.assert_allclose(heat.data_to_world((2, 3)), image.data_to_world((8 + 1.5, 12 + 1.5)))
+    # a click outside the image is a message, not a traceback
+    w._on_click(image, SimpleNamespace(position=image.data_to_world((500, 5))))
+    assert "outside the image" in w.messages[-1]
+    # switching to a model without position attention switches the tool off and detaches it
+    w.model_combo.setCurrentText("tiny-2d")
+    assert not w.pixel_box.isChecked() and w._on_click not in image.mouse_drag_callbacks
+
+
+def test_checkpoint_that_fails_to_load_is_a_notification(widget, tmp_path, monkeypatch):
+    from napari_attnseg._napari import segment_widget as sw
+
+    viewer, w = widget
+    bad = tmp_path / "broken.safetensors"
+    bad.write_bytes(b"not a model")
+    monkeypatch.setattr(sw.QFileDialog, "getOpenFileName", lambda *a, **k: (str(bad), ""))
+    before = w.model_combo.count()
+    w._load_checkpoint_dialog()
+    assert "broken.safetensors" in w.messages[-1] and w.model_combo.count() == before

@@ -27,6 +27,23 @@ def notify_warning(message: str) -> None:
     show_warning(message)
 
 
+def docked_widgets(viewer) -> list:
+    """The inner widgets docked in the viewer's window (napari >= 0.6.2 public API, older private one)."""
+    window = getattr(viewer, "window", None)
+    if window is None:
+        return []
+    try:
+        found = list(window.dock_widgets.values())
+    except AttributeError:  # napari < 0.6.2
+        found = [d.widget() for d in getattr(window, "_dock_widgets", {}).values() if hasattr(d, "widget")]
+    return [getattr(w, "native", w) for w in found]
+
+
+def find_docked(viewer, cls):
+    """The first docked widget that is an instance of ``cls``, or None."""
+    return next((w for w in docked_widgets(viewer) if isinstance(w, cls)), None)
+
+
 def upsert_layer(viewer, data, kwargs: dict, layer_type: str):
     """Update the layer of that name in place (data and transform), or add it."""
     name = kwargs["name"]

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 from napari.layers import Image, Labels
 from napari.qt.threading import thread_worker
+from napari.utils import progress as napari_progress
 from qtpy.QtWidgets import (
     QComboBox,
     QFileDialog,
@@ -15,6 +16,7 @@ from qtpy.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
+    QProgressBar,
     QPushButton,
     QSpinBox,
     QVBoxLayout,
@@ -23,7 +25,7 @@ from qtpy.QtWidgets import (
 
 from .. import correct
 from ..errors import AttnSegError
-from ._common import notify_error, notify_info
+from ._common import docked_widgets, notify_error, notify_info
 
 REVIEWED_KEY = "reviewed_slices"
 
@@ -38,7 +40,7 @@ class CorrectWidget(QWidget):
         self.class_spin = QSpinBox()
         self.class_spin.setRange(0, 255)
         self.class_spin.setSpecialValueText("all classes")
-        self.class_spin.setMinimumWidth(110)
+        self.class_spin.setMinimumWidth(self.class_spin.fontMetrics().horizontalAdvance("all classes") + 48)
         self.size_spin = QSpinBox()
         self.size_spin.setRange(1, 10**7)
         self.size_spin.setValue(20)
@@ -53,6 +55,10 @@ class CorrectWidget(QWidget):
         self.format_combo.addItems(["nnunet", "monai", "tiff"])
         self.case_edit = QLineEdit()
         self.case_edit.setPlaceholderText("next free case id")
+        self.range_edit = QLineEdit()
+        self.range_edit.setPlaceholderText("e.g. 10-20,25")
+        self.export_bar = QProgressBar()
+        self.export_bar.setVisible(False)
 
         helpers = QGroupBox("Helpers (Ctrl+Z undoes)")
         hl = QFormLayout(helpers)
@@ -86,6 +92,13 @@ class CorrectWidget(QWidget):
             b.clicked.connect(slot)
             rrow.addWidget(b)
         rl.addLayout(rrow)
+        range_row = QHBoxLayout()
+        mark_range = QPushButton("Mark slices")
+        mark_range.clicked.connect(self.mark_range)
+        self.range_edit.returnPressed.connect(self.mark_range)
+        range_row.addWidget(mark_range)
+        range_row.addWidget(self.range_edit)
+        rl.addLayout(range_row)
         rl.addWidget(self.reviewed_label)
         rl.addWidget(self.stats_label)
 
@@ -102,6 +115,7 @@ class CorrectWidget(QWidget):
         self.export_button = QPushButton("Export")
         self.export_button.clicked.connect(self.export)
         el.addRow(self.export_button)
+        el.addRow(self.export_bar)
 
         form = QFormLayout()
         form.addRow("Mask", self.labels_combo)
@@ -207,6 +221,23 @@ class CorrectWidget(QWidget):
         z = int(round(layer.world_to_data(self.viewer.dims.point)[0]))
         self.mark_slices([min(max(z, 0), layer.data.shape[0] - 1)])
 
+    def mark_range(self):
+        """Mark the slices typed in the range field ('a-b,c'; axial indices, the layer's first axis)."""
+        layer = self.labels_layer()
+        if layer is None:
+            return
+        try:
+            slices = correct.parse_slice_ranges(self.range_edit.text())
+        except (AttnSegError, ValueError) as exc:
+            notify_error(f"Slices {self.range_edit.text()!r}: {exc}")
+            return
+        n = layer.data.shape[0] if layer.ndim == 3 else 1
+        outside = [s for s in slices if not 0 <= s < n]
+        if outside:
+            notify_error(f"{layer.name} has slices 0-{n - 1}; {correct.format_slice_ranges(outside)} are outside.")
+            return
+        self.mark_slices(slices)
+
     def mark_all(self):
         layer = self.labels_layer()
         if layer is not None:
@@ -276,10 +307,27 @@ class CorrectWidget(QWidget):
             return export_case(image, labels, folder, fmt, **kwargs)
 
         worker = work()
-        worker.returned.connect(lambda rec: (notify_info(f"Exported {rec.case_id} to {folder}"),
-                                             setattr(self, "last_export_dir", folder)))
+        bar = napari_progress(total=0, desc=f"Exporting {layer.name}")  # export_case reports no steps: busy bar
+
+        def done(rec):
+            previous, self.last_export_dir = self.last_export_dir, folder
+            notify_info(f"Exported {rec.case_id} to {folder}")
+            # the Fine-tune panel's dataset follows the export unless the user typed another one
+            for widget in docked_widgets(self.viewer):
+                edit = getattr(widget, "dataset_edit", None)
+                if edit is not None and widget is not self and edit.text().strip() in ("", previous or ""):
+                    edit.setText(folder)
+
+        def finish():
+            bar.close()
+            self.export_bar.setVisible(False)
+            self.export_button.setEnabled(True)
+
+        worker.returned.connect(done)
         worker.errored.connect(lambda exc: notify_error(f"Export failed: {exc}"))
-        worker.finished.connect(lambda: self.export_button.setEnabled(True))
+        worker.finished.connect(finish)
         self.export_button.setEnabled(False)
+        self.export_bar.setRange(0, 0)
+        self.export_bar.setVisible(True)
         worker.start()
         return worker

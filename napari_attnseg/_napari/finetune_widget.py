@@ -25,7 +25,7 @@ from qtpy.QtWidgets import (
 
 from ..errors import AttnSegError
 from ..inference import CancelToken
-from ._common import notify_error, notify_info
+from ._common import docked_widgets, find_docked, notify_error, notify_info
 
 
 class FinetuneWidget(QWidget):
@@ -79,10 +79,16 @@ class FinetuneWidget(QWidget):
         self._fill_models()
 
     def _segment_widget(self):
+        """The docked segment widget (docking one when there is none), or None without a window."""
+        from .segment_widget import SegmentWidget
+
+        found = find_docked(self.viewer, SegmentWidget)
+        if found is not None:
+            return found
         try:
             _, widget = self.viewer.window.add_plugin_dock_widget("napari-attnseg", "Attention segmentation")
             return widget
-        except Exception:  # no window (headless use)
+        except Exception:  # no window (headless use) or the plugin is not registered
             return None
 
     def _fill_models(self) -> None:
@@ -97,12 +103,17 @@ class FinetuneWidget(QWidget):
             self.dataset_edit.setText(folder)
 
     def default_dataset(self) -> str:
-        for widget in getattr(self.viewer.window, "_dock_widgets", {}).values():
-            inner = widget.widget() if hasattr(widget, "widget") else None
-            last = getattr(inner, "last_export_dir", None)
+        """The folder the Correct-and-export panel last exported to ('' when none)."""
+        for widget in docked_widgets(self.viewer):
+            last = getattr(widget, "last_export_dir", None)
             if last:
-                return last
+                return str(last)
         return ""
+
+    def showEvent(self, event) -> None:  # noqa: N802 (Qt name)
+        super().showEvent(event)
+        if not self.dataset_edit.text().strip():
+            self.dataset_edit.setText(self.default_dataset())
 
     def _plot(self) -> None:
         self.ax.clear()

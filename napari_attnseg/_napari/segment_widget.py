@@ -51,6 +51,7 @@ class SegmentWidget(QWidget):
         self._token: CancelToken | None = None
         self.worker = None
         self.last_prediction = None
+        self._pixel_layer = None
         self.confirm_overwrite = self._ask_overwrite
 
         self.image_combo = QComboBox()
@@ -121,6 +122,7 @@ class SegmentWidget(QWidget):
         self.run_button.clicked.connect(self.run)
         self.cancel_button.clicked.connect(self.cancel)
         self.pixel_box.toggled.connect(self._toggle_pixel_tool)
+        self.image_combo.currentIndexChanged.connect(lambda *_: self._toggle_pixel_tool(self.pixel_box.isChecked()))
         self._model_changed()
 
     # -- choices --------------------------------------------------------------------------------
@@ -170,7 +172,10 @@ class SegmentWidget(QWidget):
     def _model_changed(self, *_) -> None:
         self.model_info.setText(self.model_combo.currentData() or "")
         model = self._current_model(quiet=True)
-        self.pixel_box.setEnabled(model is not None and hasattr(model, "pixel_attention"))
+        has_pixel = model is not None and hasattr(model, "pixel_attention")
+        self.pixel_box.setEnabled(has_pixel)
+        if not has_pixel:
+            self.pixel_box.setChecked(False)
         self._preset_mode()
 
     def _preset_mode(self, *_) -> None:
@@ -335,13 +340,15 @@ class SegmentWidget(QWidget):
 
     # -- 'Where does this pixel look?' ----------------------------------------------------------
     def _toggle_pixel_tool(self, on: bool) -> None:
+        """Attach the click callback to the chosen image layer (and only to it)."""
+        previous = getattr(self, "_pixel_layer", None)
+        if previous is not None and self._on_click in previous.mouse_drag_callbacks:
+            previous.mouse_drag_callbacks.remove(self._on_click)
+        self._pixel_layer = None
         layer = self.current_layer()
-        if layer is None:
-            return
-        if on and self._on_click not in layer.mouse_drag_callbacks:
+        if on and layer is not None:
             layer.mouse_drag_callbacks.append(self._on_click)
-        elif not on and self._on_click in layer.mouse_drag_callbacks:
-            layer.mouse_drag_callbacks.remove(self._on_click)
+            self._pixel_layer = layer
 
     def _on_click(self, layer, event):
         self.show_pixel_attention(layer, layer.world_to_data(event.position))

@@ -38,8 +38,13 @@ def run(args: argparse.Namespace) -> int:
     if widget.model_combo.findText(model_name) >= 0:
         widget.model_combo.setCurrentText(model_name)
     else:
-        print(f"attnseg demo: no bundled model {model_name!r}; using {widget.model_combo.currentText() or 'none'}")
-    worker = widget.run()
+        fallback = widget.model_combo.currentText()
+        note = (f"No bundled model {model_name!r}; running {fallback!r} instead." if fallback
+                else f"No bundled model {model_name!r} and no other model; load a checkpoint to segment.")
+        print(f"attnseg demo: {note}", flush=True)
+        viewer.status = note
+        widget.status.setText(note)
+    worker = widget.run() if widget.model_combo.currentText() else None
 
     def report() -> None:
         mask_name = f"{image_name} mask"
@@ -53,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
         if args.panels and mask_name in viewer.layers:
             viewer.layers.selection.active = viewer.layers[mask_name]
         if args.screenshot:
+            _close_toasts(viewer)  # start-up notices (e.g. Qt backend deprecations) would cover the canvas
             viewer.screenshot(args.screenshot, canvas_only=False)
             print(f"screenshot: {args.screenshot}", flush=True)
         if args.quit:
@@ -64,3 +70,13 @@ def run(args: argparse.Namespace) -> int:
         QTimer.singleShot(100, viewer.close)
     napari.run()
     return 0
+
+
+def _close_toasts(viewer) -> None:
+    """Close the notification pop-ups shown over the canvas (they stay in the notification list)."""
+    try:
+        from napari._qt.dialogs.qt_notification import NapariQtNotification
+    except ImportError:  # a napari without it: keep the pop-ups
+        return
+    for toast in viewer.window._qt_window.findChildren(NapariQtNotification):
+        toast.close()
