@@ -23,10 +23,10 @@ import torch
 from ..devices import resolve_device
 from ..errors import Cancelled, InputError
 from .normalize import apply_stats, compute_stats
-from .precision import autocast_context, choose_precision, prepare_model
+from .precision import autocast_context, choose_precision, inference_copy
 from .prediction import AttentionMap, CancelToken, Prediction
 from .resample import needs_resampling, zoom_image, zoom_probabilities
-from .tiling import TileGrid, outer, pooled, round_up
+from .tiling import TileGrid, block_mean, round_up
 
 log = logging.getLogger(__name__)
 
@@ -231,7 +231,7 @@ def _iter_predict(
     align = [max([1] + [s[a] for s in strides.values()]) if tile_shape[a] > 1 else 1 for a in range(len(work_spatial))]
     ov = [0.0 if t == 1 else overlap for t in tile_shape]
     grid = TileGrid(work_spatial, tile_shape, ov, align)
-    net = prepare_model(model, dev, prec)
+    net = inference_copy(model, dev, cancel)
     bs = _batch_size(tile_shape, dev, batch_size)
     n_classes = model.out_channels
     k_out = max(n_classes, 2)
@@ -239,34 +239,29 @@ def _iter_predict(
     store = _Outputs(out)
     try:
         label_dtype = np.uint8 if k_out <= 255 else np.uint16
-        labels = store.array("labels", work_spatial if factors is None else spatial, label_dtype) if factors is None else None
+        labels = store.array("labels", work_spatial, label_dtype) if factors is None else None
         probs = None
         if return_probabilities and factors is None:
             probs = store.array("probabilities", (k_out, *work_spatial), np.float16)
         keep_full_probs = factors is not None  # resampled: keep float32 on the model grid, zoom back at the end
         full_probs = np.zeros((k_out, *work_spatial), np.float32) if keep_full_probs else None
 
+        imp = grid.importance
         map_acc: dict[str, np.ndarray] = {}
-        map_weights: dict[str, list[np.ndarray]] = {}
+        map_wsum: dict[str, np.ndarray] = {}
         map_tile_w: dict[str, np.ndarray] = {}
         if attention:
             for name, s in strides.items():
                 size = tuple(e // st for e, st in zip(grid.extent, s))
                 map_acc[name] = np.zeros(size, np.float32)
-                axis_w = [pooled(w, st) for w, st in zip(grid.weights, s)]
-                map_tile_w[name] = outer(axis_w)
-                sums = []
-                for a, (positions, w, st) in enumerate(zip(grid.axes, axis_w, s)):
-                    total = np.zeros(size[a], np.float32)
-                    for p in positions:
-                        total[p // st : p // st + len(w)] += w
-                    sums.append(total)
-                map_weights[name] = sums
+                map_wsum[name] = np.zeros(size, np.float32)
+                map_tile_w[name] = block_mean(imp, s)
 
-        tile_w = outer(grid.weights).astype(np.float32)
         starts = grid.starts()
         total = len(starts) * (2 ** model.spatial_dims if tta else 1)
         depth0 = tile_shape[0]
+        # the slab being blended: channel 0 sums the importance weights, channel k >= 1 sums
+        # weight * p_k; p_0 = 1 - sum(p_k), since each tile's probabilities sum to 1
         buf_lo = 0
         buf = np.zeros((k_out, 0, *grid.extent[1:]), np.float32)
         done = 0
@@ -279,14 +274,14 @@ def _iter_predict(
             upto = min(upto, work_spatial[0])
             if upto <= buf_lo:
                 return
-            rest = [ws[:s] for ws, s in zip(grid.weight_sums[1:], work_spatial[1:])]
-            plane_w = outer(rest) if rest else np.float32(1.0)
-            inner = (slice(None), slice(None)) + tuple(slice(0, s) for s in work_spatial[1:])
+            inner = tuple(slice(0, s) for s in work_spatial[1:])
             for a in range(buf_lo, upto, FINALIZE_CHUNK):
                 b = min(a + FINALIZE_CHUNK, upto)
-                chunk = buf[:, a - buf_lo : b - buf_lo][inner]
-                w0 = grid.weight_sums[0][a:b].reshape((-1,) + (1,) * (chunk.ndim - 2))
-                p = chunk / (w0 * plane_w)
+                chunk = buf[(slice(None), slice(a - buf_lo, b - buf_lo), *inner)]
+                p = np.empty(chunk.shape, np.float32)
+                np.divide(chunk[1:], chunk[0], out=p[1:])
+                np.subtract(1.0, p[1:].sum(0), out=p[0])
+                np.maximum(p[0], 0.0, out=p[0])
                 if full_probs is not None:
                     full_probs[:, a:b] = p
                 else:
@@ -312,13 +307,15 @@ def _iter_predict(
                 grown[:, : buf.shape[1]] = buf
                 buf = grown
             for i, s0 in enumerate(batch_starts):
-                sl = (slice(None), slice(s0[0] - buf_lo, s0[0] - buf_lo + depth0),
+                sl = (slice(s0[0] - buf_lo, s0[0] - buf_lo + depth0),
                       *(slice(p, p + t) for p, t in zip(s0[1:], tile_shape[1:])))
-                buf[sl] += p_batch[i] * tile_w
+                buf[(0, *sl)] += imp
+                buf[(slice(1, None), *sl)] += p_batch[i, 1:] * imp
                 for name, m in m_batch.items():
                     st = strides[name]
                     msl = tuple(slice(p // s_, p // s_ + d) for p, s_, d in zip(s0, st, m.shape[1:]))
                     map_acc[name][msl] += m[i] * map_tile_w[name]
+                    map_wsum[name][msl] += map_tile_w[name]
             done += len(batch_starts) * (2 ** model.spatial_dims if tta else 1)
             nxt = starts[b0 + bs][0] if b0 + bs < len(starts) else grid.extent[0]
             finalize(nxt)
@@ -326,18 +323,21 @@ def _iter_predict(
                 progress(done, total)
             yield done, total
         finalize(grid.extent[0])
+        del buf
 
         attention_maps = []
         for level, (name, acc) in enumerate(map_acc.items()):
             st = strides[name]
             size = tuple(-(-s // s_) for s, s_ in zip(work_spatial, st))
-            weight = outer([w[:n] for w, n in zip(map_weights[name], size)])
-            data = (acc[tuple(slice(0, n) for n in size)] / weight).astype(np.float16)
+            crop = tuple(slice(0, n) for n in size)
+            data = (acc[crop] / map_wsum[name][crop]).astype(np.float16)
             np.clip(data, 0, 1, out=data)
             f = factors or (1.0,) * len(st)
             scale = tuple(float(s_ * fa) for s_, fa in zip(st, f))
             translate = tuple((sc - 1.0) / 2.0 for sc in scale)
             attention_maps.append(AttentionMap(name, level, data, scale, translate))
+        map_acc.clear()
+        map_wsum.clear()
 
         if factors is not None:
             back = zoom_probabilities(full_probs, spatial)
@@ -350,9 +350,6 @@ def _iter_predict(
     except BaseException:
         store.discard()
         raise
-    finally:
-        if hasattr(net, "_attnseg_restore"):
-            net._attnseg_restore()
 
     if store.final is not None:  # reopen from the final place
         labels = np.load(store.final / "labels.npy", mmap_mode="r+")

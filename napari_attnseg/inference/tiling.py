@@ -1,8 +1,10 @@
-"""Sliding-window geometry: tile positions, separable Gaussian importance and its running sums.
+"""Sliding-window geometry: tile positions and the Gaussian importance map.
 
-The Gaussian importance map is separable, so the total weight at any voxel is the product of
-per-axis sums: no weight volume is ever allocated. Tile starts are multiples of the coarsest
-attention stride, so every attention map tile lands exactly on the map's own grid.
+The importance map is MONAI's: a Gaussian centred on the tile with sigma = tile / 8 per axis, and
+clamped from below at 1e-3 over the whole N-D tile (so tile corners keep a
+small but non-zero weight). Using the very same map is what makes our masks agree with MONAI's
+``sliding_window_inference`` voxel for voxel on the same model. Tile starts are multiples of the
+coarsest attention stride, so every attention map tile lands exactly on the map's own grid.
 """
 
 from __future__ import annotations
@@ -12,6 +14,9 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
+
+SIGMA_SCALE = 0.125
+MIN_WEIGHT = 1e-3
 
 
 def round_up(n: int, m: int) -> int:
@@ -27,30 +32,33 @@ def axis_positions(size: int, tile: int, overlap: float, align: int) -> list[int
     return sorted(set(range(0, last, step)) | {last})
 
 
-def gaussian_1d(tile: int, sigma_scale: float = 0.125, floor: float = 1e-3) -> np.ndarray:
-    """Importance along one axis: a Gaussian centred on the tile (sigma = tile / 8), max 1."""
+def gaussian_1d(tile: int, sigma_scale: float = SIGMA_SCALE) -> np.ndarray:
+    """Unclamped Gaussian along one axis, centred on the tile (peak ~1; 1 for a 1-pixel axis)."""
     if tile == 1:
         return np.ones(1, np.float32)
     x = np.arange(tile, dtype=np.float64) - (tile - 1) / 2.0
     g = np.exp(-0.5 * (x / (tile * sigma_scale)) ** 2)
-    return np.maximum(g / g.max(), floor).astype(np.float32)
+    return g.astype(np.float32)
 
 
-def axis_weight_sum(extent: int, positions: Sequence[int], weights: np.ndarray) -> np.ndarray:
-    """Sum of the shifted 1D importance over all tile positions along an axis of length ``extent``."""
-    total = np.zeros(extent, np.float64)
-    for p in positions:
-        total[p : p + len(weights)] += weights
-    return total.astype(np.float32)
+def importance_map(tile: Sequence[int], sigma_scale: float = SIGMA_SCALE) -> np.ndarray:
+    """The N-D importance of a tile (float32, shape ``tile``), as MONAI computes it."""
+    w = outer([gaussian_1d(int(t), sigma_scale) for t in tile]).astype(np.float32)
+    np.maximum(w, max(float(w.min()), MIN_WEIGHT), out=w)
+    return w
 
 
-def pooled(weights: np.ndarray, stride: int) -> np.ndarray:
-    """Importance of a map pixel of ``stride``: the mean of the pixels it covers."""
-    return weights.reshape(-1, stride).mean(1) if stride > 1 else weights
+def block_mean(weights: np.ndarray, strides: Sequence[int]) -> np.ndarray:
+    """Importance of the pixels of a map of ``strides``: the mean over the tile pixels each covers."""
+    shape = []
+    for n, s in zip(weights.shape, strides):
+        shape += [n // s, s]
+    w = weights[tuple(slice(0, (n // s) * s) for n, s in zip(weights.shape, strides))]
+    return w.reshape(shape).mean(axis=tuple(range(1, 2 * weights.ndim, 2))).astype(np.float32)
 
 
 def outer(vectors: Sequence[np.ndarray]) -> np.ndarray:
-    """Outer product of 1D arrays: the full N-D weight from its separable factors."""
+    """Outer product of 1D arrays: the full N-D array from its separable factors."""
     out = vectors[0]
     for v in vectors[1:]:
         out = np.multiply.outer(out, v)
@@ -65,8 +73,7 @@ class TileGrid:
         self.tile = tuple(int(t) for t in tile)
         self.axes = [axis_positions(s, t, o, a) for s, t, o, a in zip(self.shape, self.tile, overlap, align)]
         self.extent = tuple(p[-1] + t for p, t in zip(self.axes, self.tile))
-        self.weights = [gaussian_1d(t) for t in self.tile]
-        self.weight_sums = [axis_weight_sum(e, p, w) for e, p, w in zip(self.extent, self.axes, self.weights)]
+        self.importance = importance_map(self.tile)
 
     def __len__(self) -> int:
         return math.prod(len(p) for p in self.axes)

@@ -1,0 +1,146 @@
+"""Engine internals that the figures rest on: MONAI's importance map, BN folding on a private copy,
+cancellation inside a forward pass, agreement of the fast path with fp32 on a trained model."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from napari_attnseg import create_model, predict
+from napari_attnseg.errors import Cancelled
+from napari_attnseg.inference import CancelToken
+from napari_attnseg.inference.precision import fold_batch_norms, inference_copy
+from napari_attnseg.inference.tiling import block_mean, importance_map
+from napari_attnseg.models.base import SegmentationModel
+
+
+@pytest.mark.parametrize("tile", [(256, 256), (64, 64, 64), (1, 96, 80), (32, 48)])
+def test_importance_map_is_monais(tile):
+    monai_utils = pytest.importorskip("monai.data.utils")
+    theirs = monai_utils.compute_importance_map(tile, mode="gaussian", sigma_scale=0.125).numpy()
+    np.testing.assert_allclose(importance_map(tile), theirs, rtol=1e-5, atol=1e-7)
+
+
+def test_map_weights_are_the_block_mean_of_the_tile_weights():
+    w = importance_map((8, 12))
+    bm = block_mean(w, (4, 4))
+    assert bm.shape == (2, 3)
+    assert bm[0, 0] == pytest.approx(w[:4, :4].mean())
+
+
+def test_folded_copy_matches_and_leaves_the_model_alone():
+    torch.manual_seed(0)
+    model = create_model("attention_unet", features=(4, 8, 16, 32, 64))
+    model.train()
+    with torch.no_grad():  # non-trivial running statistics
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    net = inference_copy(model, torch.device("cpu"))
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in net.modules())
+    assert model.training and all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    x = torch.rand(2, 1, 48, 48)
+    model.eval()
+    with torch.no_grad():
+        ref, ref_maps = model(x, return_attention=True)
+        out, maps = net(x.contiguous(memory_format=torch.channels_last), return_attention=True)
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
+    for k in ref_maps:
+        torch.testing.assert_close(maps[k], ref_maps[k], rtol=1e-4, atol=1e-4)
+
+
+def test_fold_skips_batch_norm_without_running_stats():
+    seq = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2, track_running_stats=False))
+    assert fold_batch_norms(seq) == 0
+
+
+class SlowModel(SegmentationModel):
+    """Twenty 50 ms steps per forward pass: one tile takes a second."""
+
+    arch = "slow"
+
+    def __init__(self):
+        super().__init__(2, 1, 2)
+        self.size_divisor = 1
+        self.attention_strides = OrderedDict()
+        self.steps = nn.ModuleList(Sleep() for _ in range(20))
+        self.calls = 0
+
+    def forward(self, x, return_attention=False):
+        for s in self.steps:
+            x = s(x)
+        logits = torch.cat([torch.zeros_like(x), x], 1)
+        return (logits, OrderedDict()) if return_attention else logits
+
+
+class Sleep(nn.Module):
+    def forward(self, x):
+        time.sleep(0.05)
+        Sleep.count += 1
+        return x
+
+
+Sleep.count = 0
+
+
+def test_cancel_interrupts_a_long_forward_pass():
+    model = SlowModel()
+    model.card = type("Card", (), {"normalization": {"scheme": "none"}, "tile": None, "overlap": 0.0, "spacing": None,
+                                   "classes": None})
+    token = CancelToken()
+    threading.Timer(0.2, token.cancel).start()
+    Sleep.count = 0
+    t0 = time.perf_counter()
+    with pytest.raises(Cancelled):
+        predict(model, np.random.rand(64, 64).astype(np.float32), tile=64, cancel=token, precision="fp32")
+    elapsed = time.perf_counter() - t0
+    # stopped inside the first tile's forward pass (20 steps), not after it
+    assert Sleep.count < 20, (Sleep.count, elapsed)
+
+
+def test_fast_path_mask_agrees_with_fp32_on_a_trained_model():
+    """bf16 on a briefly trained attention U-Net (random weights would make the check meaningless);
+    tests/test_bundled_models.py checks the same on the bundled nuclei model."""
+    from napari_attnseg.inference.precision import cpu_has_fast_bf16
+
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+
+    def blobs(n=4, size=48):
+        img = rng.normal(0.2, 0.1, (n, size, size)).astype(np.float32)
+        lab = np.zeros((n, size, size), np.int64)
+        yy, xx = np.mgrid[:size, :size]
+        for i in range(n):
+            for _ in range(6):
+                cy, cx, r = rng.uniform(8, size - 8, 2).tolist() + [rng.uniform(4, 8)]
+                inside = (yy - cy) ** 2 + (xx - cx) ** 2 < r * r
+                img[i][inside] += 0.6
+                lab[i][inside] = 1
+        return img, lab
+
+    model = create_model("attention_unet", features=(4, 8, 16, 32, 64))
+    opt = torch.optim.Adam(model.parameters(), 1e-2)
+    for _ in range(20):
+        img, lab = blobs()
+        loss = nn.functional.cross_entropy(model(torch.from_numpy(img)[:, None]), torch.from_numpy(lab))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    model.card = type("Card", (), {"normalization": {"scheme": "none"}, "tile": [64, 64], "overlap": 0.25,
+                                   "spacing": None, "classes": None})
+    img, lab = blobs(1, 128)
+    ref = predict(model, img[0], precision="fp32", device="cpu").labels
+    assert (2 * (ref & lab[0]).sum() / (ref.sum() + lab[0].sum())) > 0.9  # it did learn the task
+    for prec in ["bf16"] if cpu_has_fast_bf16() else []:
+        fast = predict(model, img[0], precision=prec, device="cpu").labels
+        dice = 2 * (fast & ref).sum() / (fast.sum() + ref.sum())
+        assert dice >= 0.999, (prec, dice)
