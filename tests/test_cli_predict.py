@@ -1,0 +1,115 @@
+"""`attnseg predict` / `attnseg evaluate`: round trips on TIFF and NIfTI, per-input failures, Dice."""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+from napari_attnseg import create_model, save_model
+from napari_attnseg.cli import main
+
+
+def _save(tmp_path, dims, name):
+    torch.manual_seed(0)
+    model = create_model("attention_unet", spatial_dims=dims, features=(4, 8, 16, 32)).eval()
+    with torch.no_grad():  # shift the head so that random weights give a mix of both classes
+        x = torch.randn(1, 1, *([32] * dims))
+        d = (lambda lg: lg[:, 1] - lg[:, 0])(model(x))
+        model.head.bias[1] -= torch.quantile(d.flatten(), 0.7)
+    path = tmp_path / f"{name}.safetensors"
+    save_model(model, path, card={"name": name, "arch": model.arch, "config": model.config,
+                                  "classes": ["background", "thing"], "normalization": {"scheme": "zscore"},
+                                  "tile": [32] * dims, "overlap": 0.25})
+    return path
+
+
+@pytest.fixture
+def model2d(tmp_path):
+    return _save(tmp_path, 2, "tiny2d")
+
+
+@pytest.fixture
+def model3d(tmp_path):
+    return _save(tmp_path, 3, "tiny3d")
+
+
+def test_tiff_round_trip_with_attention_and_a_failing_input(tmp_path, model2d, capsys):
+    img = np.random.default_rng(0).normal(100, 20, (70, 90)).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "cells.tif", img)
+    (tmp_path / "broken.tif").write_bytes(b"not a tiff")
+    out = tmp_path / "out"
+    code = main(["predict", str(tmp_path / "cells.tif"), str(tmp_path / "missing.tif"), str(tmp_path / "broken.tif"),
+                 "--model", str(model2d), "--out", str(out), "--attention", "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "missing.tif" in err and "does not exist" in err and "broken.tif" in err and "2 of 3 inputs failed" in err
+    assert "tiles" in err  # the progress bar
+    mask = tifffile.imread(out / "cells_mask.tif")
+    prob = tifffile.imread(out / "cells_prob.tif")
+    assert mask.shape == img.shape and mask.dtype == np.uint8 and set(np.unique(mask)) <= {0, 1}
+    assert prob.shape == img.shape and prob.dtype == np.float32 and 0 <= prob.min() and prob.max() <= 1
+    assert ((prob > 0.5) == (mask == 1)).mean() > 0.999  # float16 probabilities: ties at 0.5 may round
+    assert 0 < mask.mean() < 1
+    # one file per attention level, at its native resolution (strides 2 and 4)
+    a2 = tifffile.imread(out / "cells_attention_level2.tif")
+    a3 = tifffile.imread(out / "cells_attention_level3.tif")
+    assert a2.shape == (35, 45) and a3.shape == (18, 23)
+    assert not any(p.name.startswith(("missing", "broken")) for p in out.iterdir())
+
+
+def test_nifti_round_trip_keeps_the_affine(tmp_path, model3d, capsys):
+    data = np.random.default_rng(1).normal(0, 1, (40, 36, 20)).astype(np.float32)  # NIfTI (i, j, k)
+    affine = np.array([[-0.8, 0, 0, 30.0], [0, 0.8, 0, -20.0], [0, 0, 2.5, 5.0], [0, 0, 0, 1]])
+    nib.save(nib.Nifti1Image(data, affine), tmp_path / "scan.nii.gz")
+    out = tmp_path / "out"
+    assert main(["predict", str(tmp_path / "scan.nii.gz"), "--model", str(model3d), "--out", str(out),
+                 "--attention", "--device", "cpu", "--tile", "16,32,32"]) == 0
+    mask = nib.load(out / "scan_mask.nii.gz")
+    np.testing.assert_allclose(mask.affine, affine, atol=1e-5)
+    assert mask.shape == data.shape
+    prob = nib.load(out / "scan_prob.nii.gz")
+    assert prob.shape == data.shape
+    np.testing.assert_allclose(prob.affine, affine, atol=1e-5)
+    # the stride-2 map: voxel 0 is centred between image voxels 0 and 1 on every axis
+    att = nib.load(out / "scan_attention_level2.nii.gz")
+    assert att.shape == (20, 18, 10)
+    centre0 = att.affine @ [0, 0, 0, 1]
+    np.testing.assert_allclose(centre0[:3], (affine @ [0.5, 0.5, 0.5, 1])[:3], atol=1e-5)
+    np.testing.assert_allclose(np.diag(att.affine)[:3], np.diag(affine)[:3] * 2, atol=1e-5)
+    assert "0 of" not in capsys.readouterr().err
+
+
+def test_evaluate_prints_dice_per_class_and_json(tmp_path, model2d, capsys):
+    from napari_attnseg import load_model, predict
+
+    img = np.random.default_rng(2).normal(100, 20, (64, 64)).astype(np.float32)
+    tifffile.imwrite(tmp_path / "img.tif", img)
+    model = load_model(model2d, device="cpu")
+    pred = predict(model, img, device="cpu", precision="fp32").labels
+    # instance ids: every connected blob of the prediction gets its own id, so scoring binarises
+    from scipy import ndimage
+
+    inst, n = ndimage.label(pred)
+    tifffile.imwrite(tmp_path / "ref.tif", inst.astype(np.uint16))
+    assert main(["evaluate", "--model", str(model2d), "--image", str(tmp_path / "img.tif"), "--labels",
+                 str(tmp_path / "ref.tif"), "--device", "cpu", "--precision", "fp32", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["dice"]["thing"] == pytest.approx(1.0)
+    if n > 1:
+        assert "labels > 0" in res["note"]
+    assert main(["evaluate", "--model", str(model2d), "--image", str(tmp_path / "img.tif"), "--labels",
+                 str(tmp_path / "ref.tif"), "--device", "cpu", "--precision", "fp32"]) == 0
+    assert "thing: Dice 1.0000" in capsys.readouterr().out
+
+
+def test_evaluate_refuses_mismatched_shapes(tmp_path, model2d, capsys):
+    tifffile.imwrite(tmp_path / "img.tif", np.zeros((32, 32), np.float32))
+    tifffile.imwrite(tmp_path / "ref.tif", np.zeros((30, 32), np.uint8))
+    assert main(["evaluate", "--model", str(model2d), "--image", str(tmp_path / "img.tif"), "--labels",
+                 str(tmp_path / "ref.tif"), "--device", "cpu"]) == 1
+    assert "must match" in capsys.readouterr().err
