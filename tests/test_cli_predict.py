@@ -53,7 +53,8 @@ def test_tiff_round_trip_with_attention_and_a_failing_input(tmp_path, model2d, c
     prob = tifffile.imread(out / "cells_prob.tif")
     assert mask.shape == img.shape and mask.dtype == np.uint8 and set(np.unique(mask)) <= {0, 1}
     assert prob.shape == img.shape and prob.dtype == np.float32 and 0 <= prob.min() and prob.max() <= 1
-    assert ((prob > 0.5) == (mask == 1)).mean() > 0.999  # float16 probabilities: ties at 0.5 may round
+    differ = (prob > 0.5) != (mask == 1)
+    assert np.all(np.abs(prob[differ] - 0.5) < 1e-3)  # only float16 rounding at near-ties
     assert 0 < mask.mean() < 1
     # one file per attention level, at its native resolution (strides 2 and 4)
     a2 = tifffile.imread(out / "cells_attention_level2.tif")
