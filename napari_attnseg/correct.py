@@ -87,6 +87,7 @@ def binary_close(labels: np.ndarray, radius: int = 1, classes: Iterable[int] | N
 
 
 def _signed_distance(mask: np.ndarray) -> np.ndarray:
+    """Positive inside, negative outside, in pixels (the boundary between +1 and -1)."""
     if not mask.any():
         return np.full(mask.shape, -1e6, np.float32)
     inside = ndimage.distance_transform_edt(mask)
@@ -94,28 +95,44 @@ def _signed_distance(mask: np.ndarray) -> np.ndarray:
     return (inside - outside).astype(np.float32)
 
 
-def interpolate_slices(labels: np.ndarray, slices: Sequence[int] | None = None, classes: Iterable[int] | None = None) -> np.ndarray:
-    """Shape-based interpolation along axis 0 between annotated slices (signed distance maps).
+def interpolate_slices(labels: np.ndarray, slices: Sequence[int] | None = None, classes: Iterable[int] | None = None,
+                       *, axis: int = 0) -> np.ndarray:
+    """Shape-based interpolation between annotated slices, on signed distance maps, per class.
 
-    ``slices`` are the annotated slice indices (default: every slice holding the class). Slices
-    strictly between two annotated ones are filled; annotated slices are left as they are.
+    ``slices`` are the annotated slice indices along ``axis`` (default: the axial axis 0); by default
+    every slice that holds the class. Slices strictly between two annotated ones get the zero level
+    of the linearly blended signed distances (only their background is written); annotated slices
+    are left as they are. An annotated slice without the class makes the shape taper off to nothing
+    halfway towards it, rather than stop abruptly.
     """
     if labels.ndim != 3:
         raise InputError("Interpolation between slices needs a 3D label volume.")
-    out = labels.copy()
+    if not -3 <= axis < 3:
+        raise InputError(f"axis must be 0, 1 or 2; got {axis}.")
+    n = labels.shape[axis]
+    if slices is not None:
+        bad = sorted({int(s) for s in slices if not 0 <= int(s) < n})
+        if bad:
+            raise InputError(f"Slices {bad} are outside the volume (0..{n - 1} along axis {axis}).")
+    src = np.moveaxis(labels, axis, 0)
+    out = src.copy()
     for c in _classes(labels, classes):
-        mask = labels == c
-        keys = sorted(set(int(s) for s in slices)) if slices is not None else \
+        mask = src == c
+        keys = sorted({int(s) for s in slices}) if slices is not None else \
             [int(i) for i in np.flatnonzero(mask.reshape(len(mask), -1).any(1))]
         for a, b in zip(keys, keys[1:]):
-            if b - a < 2:
+            if b - a < 2 or not (mask[a].any() or mask[b].any()):
                 continue
             da, db = _signed_distance(mask[a]), _signed_distance(mask[b])
+            if not mask[a].any():
+                da = np.full_like(db, -(db.max() + 1))
+            elif not mask[b].any():
+                db = np.full_like(da, -(da.max() + 1))
             for z in range(a + 1, b):
                 t = (z - a) / (b - a)
                 fill = ((1 - t) * da + t * db) > 0
                 out[z][fill & (out[z] == 0)] = c
-    return out
+    return np.ascontiguousarray(np.moveaxis(out, 0, axis))
 
 
 def parse_slice_ranges(text: str) -> list[int]:

@@ -70,3 +70,62 @@ def test_ignore_unreviewed_and_edit_stats():
     corr[1:3] = 1
     s = correct.edit_stats(pred, corr)
     assert s["per_class"]["1"] == {"added": 4, "removed": 4, "dice": 0.5}
+
+
+def _sphere(shape=(41, 41, 41), centre=(20, 20, 20), r=15):
+    z, y, x = np.mgrid[tuple(slice(0, s) for s in shape)]
+    return (z - centre[0]) ** 2 + (y - centre[1]) ** 2 + (x - centre[2]) ** 2 <= r * r
+
+
+def _dice(a, b):
+    return 2 * np.sum(a & b) / (np.sum(a) + np.sum(b))
+
+
+def test_interpolation_per_class_and_along_another_axis():
+    lab = np.zeros((41, 41, 70), np.uint8)
+    one, two = _sphere((41, 41, 70), (20, 20, 17), 15), _sphere((41, 41, 70), (20, 20, 52), 15)
+    lab[one], lab[two] = 1, 2
+    sparse = np.zeros_like(lab)
+    sparse[::4] = lab[::4]
+    out = correct.interpolate_slices(sparse)
+    assert _dice(out == 1, one) >= 0.95 and _dice(out == 2, two) >= 0.95
+    only2 = correct.interpolate_slices(sparse, classes=[2])
+    assert np.array_equal(only2 == 1, sparse == 1) and _dice(only2 == 2, two) >= 0.95
+    # the same along the last axis (sagittal slices)
+    sparse_x = np.zeros_like(lab)
+    sparse_x[:, :, ::4] = lab[:, :, ::4]
+    out_x = correct.interpolate_slices(sparse_x, axis=2)
+    assert _dice(out_x == 1, one) >= 0.95 and out_x.flags.c_contiguous
+
+
+def test_interpolation_keeps_annotated_slices_and_tapers_to_an_empty_one():
+    sphere = _sphere()
+    lab = np.zeros(sphere.shape, np.uint8)
+    lab[20] = sphere[20]  # one annotated disc, slice 30 annotated as empty
+    out = correct.interpolate_slices(lab, slices=[20, 30])
+    assert out[30].sum() == 0 and np.array_equal(out[20], lab[20])
+    areas = [int(out[z].sum()) for z in range(20, 31)]
+    assert areas == sorted(areas, reverse=True) and areas[2] > 0 and areas[-2] == 0
+    with pytest.raises(InputError, match="outside"):
+        correct.interpolate_slices(lab, slices=[20, 41])
+    with pytest.raises(InputError, match="3D"):
+        correct.interpolate_slices(lab[0])
+
+
+def test_helpers_on_3d_and_do_not_modify_input():
+    m = np.zeros((10, 20, 20), np.uint8)
+    m[2:8, 4:16, 4:16] = 1
+    m[4, 9:11, 9:11] = 0  # a hole in one slice
+    m[0, 0, 0] = 1  # a speck
+    copy = m.copy()
+    filled = correct.fill_holes(m)
+    assert filled[4, 10, 10] == 1 and filled.dtype == m.dtype
+    cleaned = correct.remove_small_objects(m, 2)
+    assert cleaned[0, 0, 0] == 0 and cleaned[5, 10, 10] == 1
+    assert correct.keep_largest_component(m)[0, 0, 0] == 0
+    assert np.array_equal(m, copy)
+    with pytest.raises(InputError, match="radius"):
+        correct.binary_open(m, 0)
+    s = correct.edit_stats(m, filled)
+    assert s["per_class"]["1"]["added"] == 4 and s["per_class"]["1"]["removed"] == 0
+    assert s["changed_voxels"] == 4 and 0.99 < s["per_class"]["1"]["dice"] < 1

@@ -267,3 +267,34 @@ def test_dicom_phi_never_reaches_the_dataset(tmp_path):
                 assert phi not in raw, (path, phi)
     vol = read_image(tmp_path / "ds" / "imagesTr" / "case_0000_0000.nii.gz")
     assert vol.data.shape == (4, 10, 12) and (vol.data == -500).all()
+    assert json.loads((tmp_path / "ds" / "dataset.json").read_text())["channel_names"] == {"0": "CT"}
+
+
+def test_cli_round_trip_append_and_refusal(tmp_path, case, capsys):
+    image, labels = case
+    write_image(tmp_path / "img.nii.gz", image, affine=AFFINE)
+    write_image(tmp_path / "lab.nii.gz", labels, affine=AFFINE)
+    write_image(tmp_path / "pred.nii.gz", np.zeros_like(labels), affine=AFFINE)
+    base = ["export", "--image", str(tmp_path / "img.nii.gz"), "--labels", str(tmp_path / "lab.nii.gz"),
+            "--dataset", str(tmp_path / "ds"), "--format", "monai"]
+    assert cli([*base, "--reviewed-slices", "0,2-3", "--prediction", str(tmp_path / "pred.nii.gz"),
+                "--case-id", "p1", "--model", "nuclei-2d", "--label-names", "background,lesion"]) == 0
+    assert "exported p1" in capsys.readouterr().out
+    assert cli(base) == 0
+    assert cli([*base, "--case-id", "p1"]) == 1
+    assert "already exists" in capsys.readouterr().err
+    assert cli([*base, "--format", "tiff"]) == 1  # a monai dataset stays monai
+    manifest = json.loads((tmp_path / "ds" / "manifest.json").read_text())
+    p1 = manifest["cases"][0]
+    assert [c["case_id"] for c in manifest["cases"]] == ["p1", "case_0001"]
+    assert p1["reviewed_slices"] == [0, 2, 3] and p1["source_name"] == "img.nii.gz"
+    assert p1["model"]["model"] == "nuclei-2d" and len(p1["model"]["checkpoint_sha256"]) == 64
+    assert p1["edit_stats"]["per_class"]["1"]["added"] == int(labels.sum())
+    ds = read_dataset(tmp_path / "ds")
+    img, lab, sp = ds.cases[0].load()
+    np.testing.assert_array_equal(img[0], image)
+    assert (lab[1] == 2).all() and np.array_equal(lab[2], labels[2]) and ds.ignore_label == 2
+    assert sp == pytest.approx((3.0, 0.8, 0.8))
+    np.testing.assert_allclose(nib.load(tmp_path / "ds" / p1["files"]["label"]).affine, AFFINE)
+    datalist = json.loads((tmp_path / "ds" / "datalist.json").read_text())
+    assert [d["label"] for d in datalist["training"]] == ["labels/p1.nii.gz", "labels/case_0001.nii.gz"]

@@ -45,20 +45,21 @@ def test_tiff_round_trip_keeps_spacing(tmp_path):
     assert vol.spacing == pytest.approx((3.0, 0.5, 0.25))
 
 
-def write_dicom_series(folder: Path, volume: np.ndarray, spacing=(2.5, 0.8, 0.6), slope=2.0, intercept=-1024.0, shuffle=True):
+def write_dicom_series(folder: Path, volume: np.ndarray, spacing=(2.5, 0.8, 0.6), slope=2.0, intercept=-1024.0, shuffle=True,
+                       series_uid=None, prefix=""):
     import pydicom
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
     folder.mkdir(parents=True, exist_ok=True)
-    series = generate_uid()
+    series = series_uid or generate_uid()
     order = np.random.default_rng(1).permutation(len(volume)) if shuffle else range(len(volume))
     for n, k in enumerate(order):
         meta = FileMetaDataset()
         meta.MediaStorageSOPClassUID = pydicom.uid.CTImageStorage
         meta.MediaStorageSOPInstanceUID = generate_uid()
         meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds = FileDataset(str(folder / f"{n:03d}.dcm"), {}, file_meta=meta, preamble=b"\0" * 128)
+        ds = FileDataset(str(folder / f"{prefix}{n:03d}.dcm"), {}, file_meta=meta, preamble=b"\0" * 128)
         ds.PatientName = "Doe^Jane"
         ds.PatientID = "PID-12345"
         ds.PatientBirthDate = "19700101"
@@ -78,9 +79,9 @@ def write_dicom_series(folder: Path, volume: np.ndarray, spacing=(2.5, 0.8, 0.6)
         ds.SamplesPerPixel = 1
         ds.PhotometricInterpretation = "MONOCHROME2"
         ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
-        stored = ((volume[k] - intercept) / slope).astype(np.uint16)
+        stored = np.round((volume[k] - intercept) / slope).astype(np.uint16)
         ds.PixelData = stored.tobytes()
-        ds.save_as(str(folder / f"{n:03d}.dcm"), enforce_file_format=True)
+        ds.save_as(str(folder / f"{prefix}{n:03d}.dcm"), enforce_file_format=True)
     return folder
 
 
@@ -107,3 +108,90 @@ def test_foreign_and_missing_files_are_clear_errors(tmp_path):
     other.write_text("hello")
     with pytest.raises(InputError, match="unsupported format"):
         read_image(other)
+
+
+def test_dicom_geometry_matches_its_nifti_conversion(tmp_path):
+    hu = np.random.default_rng(2).integers(-1000, 1000, (6, 12, 10)).astype(np.float32)
+    vol = read_image(write_dicom_series(tmp_path / "ct", hu, slope=1.0, intercept=-1024.0))
+    assert vol.data.dtype == np.int16 and vol.meta["modality"] == "CT"
+    np.testing.assert_array_equal(vol.data, hu)
+    # voxel (i=column, j=row, k=slice) -> RAS mm: DICOM's LPS position with x and y negated
+    np.testing.assert_allclose(vol.affine @ [0, 0, 0, 1], [100.0, 80.0, 40.0, 1])
+    np.testing.assert_allclose(vol.affine @ [2, 3, 4, 1], [100.0 - 2 * 0.6, 80.0 - 3 * 0.8, 40.0 + 4 * 2.5, 1])
+    out = write_image(tmp_path / "ct.nii.gz", vol.data, like=vol)
+    nii = read_image(out)  # the NIfTI conversion displays exactly like the series
+    np.testing.assert_array_equal(nii.data, vol.data)
+    np.testing.assert_allclose(nii.affine, vol.affine)
+    assert nii.spacing == pytest.approx(vol.spacing)
+    assert not any(k in str(vol.meta) for k in ("Doe", "PID", "1970", "Hospital"))
+
+
+def test_dicom_fractional_rescale_gives_float_hounsfield(tmp_path):
+    hu = np.full((3, 8, 8), -500.5, np.float32)
+    vol = read_image(write_dicom_series(tmp_path / "ct", hu, slope=0.5, intercept=-1024.0))
+    assert vol.data.dtype == np.float32 and np.allclose(vol.data, -500.5)
+
+
+def test_two_series_in_a_folder_are_listed_not_mixed(tmp_path):
+    folder = tmp_path / "mixed"
+    write_dicom_series(folder, np.zeros((3, 8, 8), np.float32), prefix="a")
+    write_dicom_series(folder, np.full((4, 8, 8), 100, np.float32), prefix="b")
+    with pytest.raises(InputError, match="2 DICOM series") as err:
+        read_image(folder)
+    assert "3 files" in str(err.value) and "4 files" in str(err.value)
+    assert read_image(folder / "b000.dcm").data.shape == (4, 8, 8)  # one file picks its series
+    assert (read_image(folder / "a001.dcm").data == 0).all()
+
+
+def test_nifti_header_codes_and_scaling(tmp_path):
+    data = np.arange(24, dtype=np.int16).reshape(2, 3, 4)
+    affine = np.array([[0, -1.0, 0, 5], [1.5, 0, 0, -2], [0, 0, 3.0, 1], [0, 0, 0, 1]])
+    img = nib.Nifti1Image(data, affine)
+    img.set_sform(affine, code=2)  # aligned space
+    img.set_qform(affine, code=1)
+    nib.save(img, tmp_path / "a.nii")
+    vol = read_image(tmp_path / "a.nii")
+    assert vol.data.dtype == np.int16 and vol.meta["nifti"]["sform_code"] == 2
+    assert vol.spacing == pytest.approx((3.0, 1.0, 1.5))
+    back = nib.load(write_image(tmp_path / "b.nii.gz", vol.data, like=vol))
+    assert int(back.header["sform_code"]) == 2 and int(back.header["qform_code"]) == 1
+    np.testing.assert_allclose(back.affine, affine)
+    np.testing.assert_array_equal(np.asarray(back.dataobj), data)
+    values = np.linspace(-5000, 90000, 24).reshape(2, 3, 4)
+    scaled = nib.Nifti1Image(values, affine)
+    scaled.set_data_dtype(np.int16)  # too wide for int16: nibabel stores a scl_slope / scl_inter
+    nib.save(scaled, tmp_path / "s.nii.gz")
+    s = read_image(tmp_path / "s.nii.gz")
+    assert s.data.dtype.kind == "f" and s.meta["nifti"]["scl_slope"] not in (None, 1.0)
+    np.testing.assert_allclose(s.data, values.transpose(2, 1, 0), atol=2.0)
+    json_safe = __import__("json").dumps(vol.meta)  # layer metadata can be saved as JSON
+    assert "nifti" in json_safe
+
+
+def test_large_uncompressed_tiff_is_memory_mapped_copy_on_write(tmp_path, monkeypatch):
+    import tifffile
+
+    from napari_attnseg.data import tiff
+
+    data = np.arange(4 * 64 * 64, dtype=np.uint16).reshape(4, 64, 64)
+    tifffile.imwrite(tmp_path / "big.tif", data, imagej=True, resolution=(2.0, 2.0), metadata={"spacing": 3.0})
+    monkeypatch.setattr(tiff, "MEMMAP_MIN_BYTES", 1024)
+    vol = read_image(tmp_path / "big.tif")
+    assert isinstance(vol.data, np.memmap) and vol.meta["memory_mapped"]
+    assert vol.spacing == pytest.approx((3.0, 0.5, 0.5))
+    vol.data[0, 0, 0] = 999  # painting into it never touches the file
+    assert tifffile.imread(tmp_path / "big.tif")[0, 0, 0] == 0
+    write_image(tmp_path / "small.tif", data)  # compressed: read into memory
+    assert not isinstance(read_image(tmp_path / "small.tif").data, np.memmap)
+
+
+def test_can_read_never_raises(tmp_path):
+    from napari_attnseg.data import can_read
+
+    (tmp_path / "notes.txt").write_text("x")
+    (tmp_path / "empty").mkdir()
+    write_image(tmp_path / "a.tif", np.zeros((4, 4), np.uint8))
+    dcm = write_dicom_series(tmp_path / "dcm", np.zeros((2, 4, 4), np.float32))
+    assert can_read(tmp_path / "a.tif") and can_read(dcm) and can_read(next(dcm.iterdir()))
+    assert not can_read(tmp_path / "notes.txt") and not can_read(tmp_path / "empty")
+    assert not can_read(tmp_path / "missing.nii.gz") and not can_read("\0bad")

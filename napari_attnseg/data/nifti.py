@@ -22,8 +22,10 @@ def read_nifti(p: Path):
 
     img = nib.load(str(p))
     header = img.header
-    slope, inter = header.get_slope_inter()
-    scaled = slope is not None and (slope != 1.0 or (inter or 0.0) != 0.0)
+    # nibabel moves scl_slope/scl_inter from the loaded header onto the array proxy
+    slope = float(getattr(img.dataobj, "slope", 1.0))
+    inter = float(getattr(img.dataobj, "inter", 0.0))
+    scaled = slope != 1.0 or inter != 0.0
     # Without a real scaling the stored dtype is kept (labels stay integers, CT stays int16).
     data = np.asanyarray(img.dataobj) if scaled else img.dataobj.get_unscaled()
     if data.ndim == 4 and data.shape[3] == 1:
@@ -40,7 +42,7 @@ def read_nifti(p: Path):
             "stored_shape": list(data.shape), "stored_dtype": str(header.get_data_dtype()),
             "qform_code": int(header["qform_code"]), "sform_code": int(header["sform_code"]),
             "qform": np.asarray(img.get_qform(), float).tolist(), "xyz_units": units[0],
-            "scl_slope": float(slope) if scaled else None, "scl_inter": float(inter or 0.0) if scaled else None,
+            "scl_slope": slope if scaled else None, "scl_inter": inter if scaled else None,
         },
     }
     return Volume(arr, tuple(reversed(zooms)), np.asarray(img.affine, float), meta)
