@@ -24,7 +24,11 @@ from .devices import resolve_device
 from .errors import CheckpointError, InputError
 
 FORMAT_VERSION = 1
-_META_KEY = "napari_attnseg_card"
+_META_KEY = "card"  # docs/ARCHITECTURE.md: the card JSON lives in the safetensors metadata under "card"
+_LEGACY_META_KEYS = ("napari_attnseg_card",)  # files written before the key followed the contract
+# card fields that change how a model is built or used: the sibling .json must agree on them
+_CHECKED_KEYS = ("arch", "config", "weights_sha256", "weights_dtype", "classes", "normalization",
+                 "spacing", "tile", "overlap")
 
 
 @dataclass
@@ -60,6 +64,8 @@ class ModelCard:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelCard:
+        if not isinstance(data, dict):
+            raise ValueError(f"a card is a JSON object, got {type(data).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
         missing = {"arch", "config"} - set(data)
         if missing:
@@ -162,10 +168,11 @@ def read_card(path: str | os.PathLike) -> ModelCard:
             meta = f.metadata() or {}
     except Exception as exc:  # safetensors raises several types for corrupt headers
         raise CheckpointError(f"{path} is not a readable safetensors file ({exc}); it may be truncated or corrupt.") from None
-    if _META_KEY not in meta:
+    key = next((k for k in (_META_KEY, *_LEGACY_META_KEYS) if k in meta), None)
+    if key is None:
         raise CheckpointError(f"{path} has no napari-attnseg model card in its metadata; save it with napari_attnseg.save_model.")
     try:
-        card = ModelCard.from_dict(json.loads(meta[_META_KEY]))
+        card = ModelCard.from_dict(json.loads(meta[key]))
     except (ValueError, TypeError) as exc:
         raise CheckpointError(f"The model card inside {path} is invalid: {exc}.") from None
     sibling = path.with_suffix(".json")
@@ -174,12 +181,13 @@ def read_card(path: str | os.PathLike) -> ModelCard:
             side = json.loads(sibling.read_text())
         except ValueError as exc:
             raise CheckpointError(f"The card {sibling} is not valid JSON ({exc}).") from None
-        for key in ("arch", "config", "weights_sha256", "classes", "normalization"):
-            if side.get(key) != card.to_dict().get(key):
-                raise CheckpointError(
-                    f"The card {sibling} disagrees with the one inside {path.name} on {key!r}; "
-                    "the card was edited or belongs to another model. Restore it or delete it."
-                )
+        inside = card.to_dict()
+        differ = [k for k in _CHECKED_KEYS if side.get(k) != inside.get(k)] if isinstance(side, dict) else ["everything"]
+        if differ:
+            raise CheckpointError(
+                f"The card {sibling} disagrees with the one inside {path.name} on {', '.join(map(repr, differ))}; "
+                "the card was edited or belongs to another model. Restore it or delete it."
+            )
     return card
 
 

@@ -78,6 +78,9 @@ class ResNetBackbone(nn.Module):
 class PositionAttention(nn.Module):
     """DANet position attention: out = gamma * V softmax(Q^T K)^T + x, gamma starting at 0."""
 
+    # see forward; False gives the unpadded maths (used by benchmarks/model_table.py to count FLOPs)
+    pad_for_fused_kernel: bool = True
+
     def __init__(self, channels: int):
         super().__init__()
         inner = max(channels // 8, 1)
@@ -90,8 +93,15 @@ class PositionAttention(nn.Module):
         b, c, h, w = x.shape
         q = self.query(x).flatten(2).transpose(1, 2)  # (B, HW, C')
         k = self.key(x).flatten(2).transpose(1, 2)
-        v = self.value(x).flatten(2).transpose(1, 2)  # (B, HW, C)
-        # no 1/sqrt(d) scaling in DANet; SDPA computes softmax(q k^T) v without the HW x HW matrix kept
+        v = self.value(x).flatten(2).transpose(1, 2).contiguous()  # (B, HW, C)
+        # SDPA takes its fused (flash) kernel, which never holds the HW x HW matrix, only when q, k and
+        # v have the same head size and are contiguous in it; otherwise it silently builds the matrix.
+        # Zero-padding q and k to v's width leaves q.k unchanged. Measured for one PAM at a 512x512
+        # input (HW = 16384, 64 channels, 2 cores): 2.3 GB and 4.1 s unpadded, 32 MB and 1.4 s padded.
+        # No 1/sqrt(d) scaling in DANet, hence scale=1.
+        extra = v.shape[-1] - q.shape[-1]
+        if extra > 0 and self.pad_for_fused_kernel:
+            q, k = F.pad(q, (0, extra)), F.pad(k, (0, extra))
         out = F.scaled_dot_product_attention(q.unsqueeze(1), k.unsqueeze(1), v.unsqueeze(1), scale=1.0)
         return self.gamma * out.squeeze(1).transpose(1, 2).reshape(b, c, h, w) + x
 
@@ -152,9 +162,8 @@ class GuidedAttention(nn.Module):
         return self.project(attended * recon), latent, recon
 
 
-def _channel_map(a: torch.Tensor) -> torch.Tensor:
-    """Reduce a feature map over channels to one map in [0, 1] per sample (min-max)."""
-    m = a.abs().mean(1, keepdim=True)
+def _minmax(m: torch.Tensor) -> torch.Tensor:
+    """Scale each sample's map to [0, 1] (min-max); applied after cropping off the padding."""
     lo = m.flatten(1).amin(1).view(-1, 1, 1, 1)
     hi = m.flatten(1).amax(1).view(-1, 1, 1, 1)
     return (m - lo) / (hi - lo).clamp_min(1e-12)
@@ -211,8 +220,9 @@ class MultiScaleGuidedAttention(SegmentationModel):
             a1, z1, r1 = self.step1[s](inp1)
             inp2 = torch.cat([f, a1 * fused], 1)
             a2, z2, r2 = self.step2[s](inp2)
-            maps[f"scale{s + 1} step1"] = _channel_map(a1)
-            maps[f"scale{s + 1} step2"] = _channel_map(a2)
+            # the guided attention output reduced over channels (scaled to [0, 1] below)
+            maps[f"scale{s + 1} step1"] = a1.abs().mean(1, keepdim=True)
+            maps[f"scale{s + 1} step2"] = a2.abs().mean(1, keepdim=True)
             logits1.append(self.heads1[s](a1))
             logits2.append(self.heads2[s](a2))
             guided.append((z1 - z2).square().flatten(1).mean(1))  # per sample
@@ -222,7 +232,8 @@ class MultiScaleGuidedAttention(SegmentationModel):
             return self._crop(resize_to(t, x.shape[2:]), spatial)
 
         aux = GUIDED_WEIGHT * torch.stack(guided, 1).sum(1).mean() + RECONSTRUCTION_WEIGHT * torch.stack(recon, 1).sum(1).mean()
-        return [up(t) for t in logits1], [up(t) for t in logits2], self._crop_maps(maps, spatial), aux
+        maps = OrderedDict((k, _minmax(m)) for k, m in self._crop_maps(maps, spatial).items())
+        return [up(t) for t in logits1], [up(t) for t in logits2], maps, aux
 
     def forward(self, x: torch.Tensor, return_attention: bool = False):
         _, refined, maps, _ = self._run(x)
@@ -239,6 +250,8 @@ class MultiScaleGuidedAttention(SegmentationModel):
     def pixel_attention(self, x: torch.Tensor, point: tuple[int, int], scale: int = 1, step: int = 2) -> torch.Tensor:
         """Where pixel ``point`` (row, col in input pixels) looks: the position-attention row of
         that pixel at ``scale`` (1..4) and ``step`` (1 or 2), as (B, 1, H/4, W/4) scaled to [0, 1]."""
+        if scale not in (1, 2, 3, 4) or step not in (1, 2):
+            raise ValueError(f"scale must be 1..4 and step 1 or 2, got scale={scale!r}, step={step!r}")
         x, spatial = self._pad_to_divisor(x)
         scales, fused = self._features(x)
         s = scale - 1
@@ -252,6 +265,5 @@ class MultiScaleGuidedAttention(SegmentationModel):
         r = min(max(int(point[0]) // 4, 0), h - 1)
         c = min(max(int(point[1]) // 4, 0), w - 1)
         row = module.pam.row(module.pam_in(inp), r * w + c).view(-1, 1, h, w)
-        row = row / row.flatten(1).amax(1).view(-1, 1, 1, 1)
-        size = tuple(-(-n // 4) for n in spatial)
-        return self._crop(row, size)
+        row = self._crop(row, tuple(-(-n // 4) for n in spatial))  # the part over the real image
+        return row / row.flatten(1).amax(1).clamp_min(1e-30).view(-1, 1, 1, 1)

@@ -39,7 +39,9 @@ def create_model(arch: str, spatial_dims: int = 2, in_channels: int = 1, out_cha
         )
     try:
         return cls(spatial_dims=spatial_dims, in_channels=in_channels, out_channels=out_channels, **config)
-    except TypeError as exc:  # unknown keyword
+    except InputError:
+        raise
+    except (TypeError, ValueError) as exc:  # unknown keyword, or a value the constructor refused
         raise InputError(f"Invalid configuration for {arch}: {exc}") from None
 
 

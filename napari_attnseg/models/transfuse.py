@@ -131,8 +131,14 @@ class TransFuse(SegmentationModel):
 
     def __init__(self, spatial_dims: int = 2, in_channels: int = 1, out_channels: int = 2, width: int = 16,
                  embed_dim: int = 96, depth: int = 4, heads: int = 4, base_grid: int = 16, dropout: float = 0.1):
+        for arg, value in (("width", width), ("embed_dim", embed_dim), ("depth", depth), ("heads", heads),
+                           ("base_grid", base_grid)):
+            if int(value) != value or value < 1:
+                raise ValueError(f"transfuse needs {arg} to be an integer >= 1, got {value!r}")
         if embed_dim % heads:
             raise ValueError(f"embed_dim ({embed_dim}) must be divisible by heads ({heads})")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
         super().__init__(spatial_dims, in_channels, out_channels, width=width, embed_dim=embed_dim, depth=depth,
                          heads=heads, base_grid=base_grid, dropout=dropout)
         w = width
@@ -163,14 +169,15 @@ class TransFuse(SegmentationModel):
         ])
         self.encoder_prefixes = ("stem.", "cnn.", "patch.", "pos", "blocks.", "norm.")
 
-    def _tokens(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _tokens(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Patch embedding + position embedding + all blocks but the last; (B, N, D) and the grid."""
         t = self.patch(x)
-        b, d, h, w = t.shape
+        h, w = t.shape[2:]
         t = t + resize_to(self.pos, (h, w))
         seq = t.flatten(2).transpose(1, 2)
         for block in self.blocks[:-1]:
             seq = block(seq)
-        return seq, torch.tensor([h, w])
+        return seq, (int(h), int(w))
 
     def _run(self, x: torch.Tensor, want_maps: bool):
         x, spatial = self._pad_to_divisor(x)
@@ -182,10 +189,10 @@ class TransFuse(SegmentationModel):
         token_map = None
         if want_maps:  # explicit weights for display; the output still goes through the fused kernel
             attn = last.attention_weights(seq).mean(1)  # (B, N, N), averaged over heads
-            received = attn.mean(1).view(-1, 1, int(h), int(w))  # how much each token is attended to
+            received = attn.mean(1).view(-1, 1, h, w)  # how much each token is attended to (no CLS token)
             token_map = received / received.flatten(1).amax(1).view(-1, 1, 1, 1)
         seq = self.norm(last(seq))
-        t16 = seq.transpose(1, 2).reshape(x.shape[0], -1, int(h), int(w))
+        t16 = seq.transpose(1, 2).reshape(x.shape[0], -1, h, w)
         t8 = self.t_up1(resize_to(t16, g8.shape[2:]))
         t4 = self.t_up2(resize_to(t8, g4.shape[2:]))
         f16, a16 = self.fuse16(t16, g16)
