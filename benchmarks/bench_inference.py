@@ -63,19 +63,67 @@ def monai_predict(model, image, tile, overlap=0.25):
     return logits.argmax(1)[0].numpy()
 
 
+def rss_mb(field="VmRSS") -> float:
+    for line in open("/proc/self/status"):
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def peak_during(fn):
+    """(seconds, result, MB that the call added to the process's peak RSS) - Linux: resets VmHWM first."""
+    import time
+
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # reset the peak RSS counter of this process
+    except OSError:
+        pass
+    before = rss_mb()
+    t0 = time.perf_counter()
+    out = fn()
+    dt = time.perf_counter() - t0
+    return dt, out, rss_mb("VmHWM") - before
+
+
+def interleaved(fns: dict, repeats: int) -> dict:
+    """Run each callable once to warm up, then ``repeats`` rounds in turn (A B C A B C ...), so that
+    load from other users of the machine hits all of them alike; medians of time and added peak RSS."""
+    import statistics
+
+    out = {k: {"t": [], "mem": [], "result": None} for k in fns}
+    for k, fn in fns.items():
+        out[k]["result"] = fn()
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            dt, res, mem = peak_during(fn)
+            out[k]["t"].append(dt)
+            out[k]["mem"].append(mem)
+            out[k]["result"] = res
+    return {k: (statistics.median(v["t"]), v["result"], statistics.median(v["mem"])) for k, v in out.items()}
+
+
 def engine_vs_monai(name, model, image, tile, repeats):
     px = image.size
-    t_ours, ours = median_time(lambda: predict(model, image, tile=tile, overlap=0.25, attention=True,
-                                               return_probabilities=False), repeats)
-    t_fp32, ours32 = median_time(lambda: predict(model, image, tile=tile, overlap=0.25, attention=True,
-                                                 precision="fp32", return_probabilities=False), repeats)
-    t_monai, theirs = median_time(lambda: monai_predict(model, image, tile), repeats)
+    r = interleaved({
+        "ours": lambda: predict(model, image, tile=tile, overlap=0.25, attention=True, return_probabilities=False),
+        "fp32": lambda: predict(model, image, tile=tile, overlap=0.25, attention=True, precision="fp32",
+                                return_probabilities=False),
+        "monai": lambda: monai_predict(model, image, tile),
+    }, repeats)
+    (t_ours, ours, m_ours), (t_fp32, ours32, _), (t_monai, theirs, m_monai) = r["ours"], r["fp32"], r["monai"]
+    multi = int(max(ours.labels.max(), theirs.max())) > 1
     return {
         "case": name, "shape": "x".join(map(str, image.shape)), "tile": tile[0],
         "ours auto (Mpx/s)": f"{px / t_ours / 1e6:.2f}", "ours fp32 (Mpx/s)": f"{px / t_fp32 / 1e6:.2f}",
         "MONAI fp32 (Mpx/s)": f"{px / t_monai / 1e6:.2f}", "speed-up (auto)": f"{t_monai / t_ours:.2f}x",
+        "peak RSS added ours / MONAI (MB)": f"{m_ours:.0f} / {m_monai:.0f}",
         "Dice ours-auto vs MONAI": f"{dice(ours.labels, theirs):.5f}",
-        "Dice ours-fp32 vs MONAI": f"{dice(ours32.labels, theirs):.5f}", "precision (auto)": ours.precision,
+        "Dice ours-fp32 vs MONAI": f"{dice(ours32.labels, theirs):.5f}",
+        "Dice ours-auto vs ours-fp32": f"{dice(ours.labels, ours32.labels):.5f}",
+        "voxels with the same class (auto vs MONAI)": f"{(np.asarray(ours.labels) == theirs).mean():.5f}"
+                                                       + (" (3 classes)" if multi else ""),
+        "precision (auto)": ours.precision,
     }
 
 
@@ -83,28 +131,32 @@ def model_only(repeats):
     from monai.networks.nets import AttentionUnet
 
     from napari_attnseg import create_model
+    from napari_attnseg.inference.precision import inference_copy
 
     rows = []
     for dims, shape in ((2, (4, 1, 256, 256)), (3, (1, 1, 96, 96, 96))):
         ours = create_model("attention_unet", spatial_dims=dims).eval()
+        fast = inference_copy(ours, torch.device("cpu"))  # what the engine runs: BN folded, channels-last
         theirs = AttentionUnet(spatial_dims=dims, in_channels=1, out_channels=2, channels=(16, 32, 64, 128, 256),
                                strides=(2, 2, 2, 2)).eval()
         x = torch.randn(*shape)
-        fmt = torch.channels_last if dims == 2 else torch.channels_last_3d
-        with torch.inference_mode():
-            t_o, _ = median_time(lambda: ours(x), repeats)
-            ours_cl = ours.to(memory_format=fmt)
-            xc = x.contiguous(memory_format=fmt)
+        xc = x.contiguous(memory_format=torch.channels_last if dims == 2 else torch.channels_last_3d)
+
+        def fast_bf16():
             with torch.autocast("cpu", dtype=torch.bfloat16):
-                t_ob, _ = median_time(lambda: ours_cl(xc, return_attention=True), repeats)
-            ours.to(memory_format=torch.contiguous_format)
-            t_m, _ = median_time(lambda: theirs(x), repeats)
+                return fast(xc, return_attention=True)
+
+        with torch.inference_mode():
+            r = interleaved({"ours": lambda: ours(x), "fast": fast_bf16, "monai": lambda: theirs(x)}, repeats)
         n = x.numel()
         rows.append({"model": f"attention_unet {dims}D", "input": "x".join(map(str, shape)),
                      "params ours / MONAI (M)": f"{sum(p.numel() for p in ours.parameters()) / 1e6:.2f} / "
                                                 f"{sum(p.numel() for p in theirs.parameters()) / 1e6:.2f}",
-                     "ours fp32 (Mpx/s)": f"{n / t_o / 1e6:.2f}", "ours bf16+CL+maps (Mpx/s)": f"{n / t_ob / 1e6:.2f}",
-                     "MONAI fp32 (Mpx/s)": f"{n / t_m / 1e6:.2f}"})
+                     "ours fp32 (Mpx/s)": f"{n / r['ours'][0] / 1e6:.2f}",
+                     "ours engine path: bf16 + channels-last + BN folded + maps (Mpx/s)":
+                         f"{n / r['fast'][0] / 1e6:.2f}",
+                     "MONAI fp32 (Mpx/s)": f"{n / r['monai'][0] / 1e6:.2f}",
+                     "ours engine path / MONAI": f"{r['monai'][0] / r['fast'][0]:.2f}x"})
     return rows
 
 
@@ -112,6 +164,7 @@ def gflops(repeats):
     from torch.utils.flop_counter import FlopCounterMode
 
     from napari_attnseg import create_model
+    from napari_attnseg.inference.precision import inference_copy
 
     def peak(dtype):
         a = torch.randn(2048, 2048, dtype=dtype)
@@ -120,20 +173,21 @@ def gflops(repeats):
         return 2 * 2048**3 / t / 1e9
 
     rows = []
-    p32, p16 = peak(torch.float32), peak(torch.bfloat16)
     for dims, shape in ((2, (8, 1, 256, 256)), (3, (1, 1, 96, 96, 96))):
-        m = create_model("attention_unet", spatial_dims=dims).eval()
+        m = inference_copy(create_model("attention_unet", spatial_dims=dims).eval(), torch.device("cpu"))
         fmt = torch.channels_last if dims == 2 else torch.channels_last_3d
-        m = m.to(memory_format=fmt)
         x = torch.randn(*shape).contiguous(memory_format=fmt)
         with torch.inference_mode():
             with FlopCounterMode(display=False) as fc:
                 m(x)
             flops = fc.get_total_flops()
+            p32 = peak(torch.float32)  # the peaks are measured next to each forward: same load
             t32, _ = median_time(lambda: m(x), repeats)
+            p16 = peak(torch.bfloat16)
             with torch.autocast("cpu", dtype=torch.bfloat16):
                 t16, _ = median_time(lambda: m(x), repeats)
-        rows.append({"forward": f"attention_unet {dims}D {'x'.join(map(str, shape))}", "GFLOP": f"{flops / 1e9:.1f}",
+        rows.append({"forward (engine path)": f"attention_unet {dims}D {'x'.join(map(str, shape))}",
+                     "GFLOP": f"{flops / 1e9:.1f}",
                      "fp32 GFLOP/s": f"{flops / t32 / 1e9:.0f}", "fp32 matmul peak": f"{p32:.0f}",
                      "fp32 % of peak": f"{100 * flops / t32 / 1e9 / p32:.0f}%",
                      "bf16 GFLOP/s": f"{flops / t16 / 1e9:.0f}", "bf16 matmul peak": f"{p16:.0f}",
@@ -145,9 +199,9 @@ CT_SCRIPT = r"""
 import json, sys, time
 import numpy as np
 
-def hwm_mb():  # peak RSS of this process image (ru_maxrss would include the parent's peak before exec)
+def status_mb(field):
     for line in open("/proc/self/status"):
-        if line.startswith("VmHWM:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
 
 from napari_attnseg import load_model, predict
@@ -158,12 +212,15 @@ z, y, x = np.ogrid[:shape[0], :shape[1], :shape[2]]
 body = ((y - shape[1] / 2) ** 2 / (0.42 * shape[1]) ** 2 + (x - shape[2] / 2) ** 2 / (0.45 * shape[2]) ** 2) < 1
 vol[:, body[0]] = 40
 vol += rng.integers(-20, 20, shape, dtype=np.int16)
+del z, y, x, body
 model = load_model("brain-mri-3d", device="cpu")
-base = hwm_mb()
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")  # reset VmHWM: the peak below is the peak during predict
+base = status_mb("VmRSS")
 t0 = time.perf_counter()
 pred = predict(model, vol, attention=True, return_probabilities=False, tile=[64, 128, 128])
 dt = time.perf_counter() - t0
-peak = hwm_mb()
+peak = status_mb("VmHWM")
 print(json.dumps({"seconds": dt, "peak_rss_mb": peak, "before_mb": base, "precision": pred.precision,
                   "tiles": pred.params["tiles"]}))
 """
@@ -177,6 +234,7 @@ def ct_volume(shape):
     return {"volume": "x".join(map(str, shape)) + " int16", "wall (s)": f"{r['seconds']:.1f}",
             "Mvox/s": f"{np.prod(shape) / r['seconds'] / 1e6:.2f}", "peak RSS (MB)": f"{r['peak_rss_mb']:.0f}",
             "RSS before predict (MB)": f"{r['before_mb']:.0f}", "input as float32 (MB)": f"{f32:.0f}",
+            "input int16 (MB)": f"{np.prod(shape) * 2 / 2**20:.0f}",
             "peak / float32 input": f"{r['peak_rss_mb'] / f32:.2f}x",
             "(peak - before) / float32 input": f"{(r['peak_rss_mb'] - r['before_mb']) / f32:.2f}x",
             "precision": r["precision"]}
@@ -201,7 +259,12 @@ def main() -> None:
     text += write("gflops", gflops(reps), "### Achieved GFLOP/s vs this machine's matmul peak", meta)
     ct_shape = (32, 128, 128) if args.quick else (256, 512, 512)
     text += write("ct_volume", [ct_volume(ct_shape)], "### A CT-sized volume with attention maps", meta)
-    (Path(__file__).resolve().parent / "results" / "inference.md").write_text(text)
+    results = Path(__file__).resolve().parent / "results"
+    (results / "inference.md").write_text(text)
+    combined = {"meta": meta}
+    for part in ("inference_vs_monai", "model_only", "gflops", "ct_volume"):
+        combined[part] = json.loads((results / f"{part}.json").read_text())["rows"]
+    (results / "inference.json").write_text(json.dumps(combined, indent=2))
 
 
 if __name__ == "__main__":

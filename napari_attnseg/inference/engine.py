@@ -262,8 +262,11 @@ def _iter_predict(
         depth0 = tile_shape[0]
         # the slab being blended: channel 0 sums the importance weights, channel k >= 1 sums
         # weight * p_k; p_0 = 1 - sum(p_k), since each tile's probabilities sum to 1
+        # allocated once, deep enough for the tiles of any one batch; finished slices are shifted out
+        batches = [starts[b : b + bs] for b in range(0, len(starts), bs)]
+        depth = max(max(s0[0] for s0 in bt) - bt[0][0] for bt in batches) + depth0
         buf_lo = 0
-        buf = np.zeros((k_out, 0, *grid.extent[1:]), np.float32)
+        buf = np.zeros((k_out, depth, *grid.extent[1:]), np.float32)
         done = 0
         t_model = 0.0
         yield 0, total
@@ -289,7 +292,11 @@ def _iter_predict(
                     if probs is not None:
                         probs[:, a:b] = p
             n = upto - buf_lo
-            buf = np.ascontiguousarray(buf[:, n:])
+            keep = buf.shape[1] - n
+            for a in range(0, keep, n):  # shift in place, in non-overlapping pieces
+                b = min(a + n, keep)
+                buf[:, a:b] = buf[:, a + n : b + n]
+            buf[:, max(keep, 0):] = 0.0
             buf_lo = upto
 
         for b0 in range(0, len(starts), bs):
@@ -300,12 +307,6 @@ def _iter_predict(
             t0 = time.perf_counter()
             p_batch, m_batch = _run_batch(net, x, mode, dev, prec, attention, tta, n_classes, cancel)
             t_model += time.perf_counter() - t0
-            # grow the slab buffer to cover this batch's tiles
-            need = max(s0[0] for s0 in batch_starts) + depth0 - buf_lo
-            if need > buf.shape[1]:
-                grown = np.zeros((k_out, need, *grid.extent[1:]), np.float32)
-                grown[:, : buf.shape[1]] = buf
-                buf = grown
             for i, s0 in enumerate(batch_starts):
                 sl = (slice(s0[0] - buf_lo, s0[0] - buf_lo + depth0),
                       *(slice(p, p + t) for p, t in zip(s0[1:], tile_shape[1:])))
