@@ -8,6 +8,7 @@ import numpy as np
 from napari.layers import Image
 from napari.qt.threading import thread_worker
 from napari.utils import progress as napari_progress
+from qtpy.QtCore import QTimer, Signal
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -42,7 +43,13 @@ class _Failed:
 
 
 class SegmentWidget(QWidget):
-    """Dock widget; ``confirm_overwrite(layer_name) -> bool`` can be replaced (tests, scripting)."""
+    """Dock widget; ``confirm_overwrite(layer_name) -> bool`` can be replaced (tests, scripting).
+
+    ``run_done(ok)`` is emitted once a run is over: its layers all shown (True), or it failed or was
+    cancelled (False).
+    """
+
+    run_done = Signal(bool)
 
     def __init__(self, napari_viewer):
         super().__init__()
@@ -51,6 +58,7 @@ class SegmentWidget(QWidget):
         self._token: CancelToken | None = None
         self.worker = None
         self.last_prediction = None
+        self._showing = False
         self._pixel_layer = None
         self.confirm_overwrite = self._ask_overwrite
 
@@ -277,15 +285,18 @@ class SegmentWidget(QWidget):
 
         def finish():
             bar.close()
-            self.run_button.setEnabled(True)
             self.cancel_button.setEnabled(False)
+            if not self._showing:  # failed or cancelled; otherwise the last layer shown re-enables Run
+                self.run_button.setEnabled(True)
+                self.run_done.emit(False)
 
         def on_done(pred):
             if isinstance(pred, _Failed):
                 on_error(pred.error)
                 return
             self.last_prediction = pred
-            self._show(model, pred, name, where, geometry)
+            self._show(model, pred, name, where, geometry, then=lambda: (self.run_button.setEnabled(True),
+                                                                        self.run_done.emit(True)))
             msg = f"{name}: {pred.params['tiles']} tiles on {pred.device} ({pred.precision}) in {pred.timings['total_s']:.1f} s"
             self.status.setText(msg)
             for w in pred.warnings:
@@ -323,20 +334,39 @@ class SegmentWidget(QWidget):
         )
         return answer == QMessageBox.Yes
 
-    def _show(self, model, pred, name: str, where, geometry: dict | None = None) -> None:
-        for data, kwargs, kind in prediction_layers(model, pred, name, where):
-            if kind == "labels" and kwargs["name"] in self.viewer.layers:
-                old = self.viewer.layers[kwargs["name"]]
-                if old.metadata.get("attnseg_hash") != data_hash(old.data) and not self.confirm_overwrite(old.name):
-                    n = 2
-                    while f"{kwargs['name']} ({n})" in self.viewer.layers:
-                        n += 1
-                    kwargs["name"] = f"{kwargs['name']} ({n})"
-            layer = upsert_layer(self.viewer, data, kwargs, kind)
-            if kind == "labels":
-                layer.metadata["attnseg_prediction"] = np.array(data, copy=True)
-                layer.metadata.update(geometry or {})
-        self.viewer.layers.selection.active = self.viewer.layers[name] if name in self.viewer.layers else None
+    def _show(self, model, pred, name: str, where, geometry: dict | None = None, then=None) -> None:
+        """Add or update the result layers, one per turn of the event loop.
+
+        Creating a napari layer costs the GUI thread a few hundred ms on a slow machine (its vispy
+        visual); adding them one at a time keeps each stall to one layer instead of all of them.
+        """
+        pending = list(prediction_layers(model, pred, name, where))
+        self._showing = True
+
+        def step():
+            if not pending:
+                self._showing = False
+                self.viewer.layers.selection.active = self.viewer.layers[name] if name in self.viewer.layers else None
+                if then is not None:
+                    then()
+                return
+            self._show_one(*pending.pop(0), geometry)
+            QTimer.singleShot(15, step)  # let the paint and input events queued meanwhile run first
+
+        step()
+
+    def _show_one(self, data, kwargs, kind, geometry) -> None:
+        if kind == "labels" and kwargs["name"] in self.viewer.layers:
+            old = self.viewer.layers[kwargs["name"]]
+            if old.metadata.get("attnseg_hash") != data_hash(old.data) and not self.confirm_overwrite(old.name):
+                n = 2
+                while f"{kwargs['name']} ({n})" in self.viewer.layers:
+                    n += 1
+                kwargs["name"] = f"{kwargs['name']} ({n})"
+        layer = upsert_layer(self.viewer, data, kwargs, kind)
+        if kind == "labels":
+            layer.metadata["attnseg_prediction"] = np.array(data, copy=True)
+            layer.metadata.update(geometry or {})
 
     # -- 'Where does this pixel look?' ----------------------------------------------------------
     def _toggle_pixel_tool(self, on: bool) -> None:

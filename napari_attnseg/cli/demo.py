@@ -54,6 +54,8 @@ def run(args: argparse.Namespace) -> int:
             n = int(max(ref.max(), pred.max())) + 1
             dice = dice_per_class(pred, ref, max(n, 2))
             print("demo Dice against the reference labels: " + ", ".join(f"{d:.4f}" for d in dice), flush=True)
+        shown = ", ".join(f"{ly.name}{'' if ly.visible else ' (hidden)'}" for ly in viewer.layers)
+        print(f"layers: {shown}", flush=True)
         viewer.reset_view()
         if args.panels and mask_name in viewer.layers:
             viewer.layers.selection.active = viewer.layers[mask_name]
@@ -65,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
             QTimer.singleShot(100, viewer.close)
 
     if worker is not None:
-        worker.finished.connect(lambda: QTimer.singleShot(300, report))
+        widget.run_done.connect(lambda ok: QTimer.singleShot(300, report))
     elif args.quit:
         QTimer.singleShot(100, viewer.close)
     napari.run()
