@@ -298,3 +298,23 @@ def test_cli_round_trip_append_and_refusal(tmp_path, case, capsys):
     np.testing.assert_allclose(nib.load(tmp_path / "ds" / p1["files"]["label"]).affine, AFFINE)
     datalist = json.loads((tmp_path / "ds" / "datalist.json").read_text())
     assert [d["label"] for d in datalist["training"]] == ["labels/p1.nii.gz", "labels/case_0001.nii.gz"]
+
+
+def test_first_export_killed_leaves_a_folder_the_next_export_takes(tmp_path, case):
+    image, labels = case
+    ds = tmp_path / "ds"
+    np.save(tmp_path / "img.npy", image)
+    np.save(tmp_path / "lab.npy", labels)
+    args = ["file", "1", "0", str(tmp_path / "img.npy"), str(tmp_path / "lab.npy"), str(ds)]
+    assert subprocess.run([sys.executable, "-c", _KILL_CODE, *args], timeout=120).returncode == -signal.SIGKILL
+    with pytest.raises(DatasetError, match="not a dataset"):
+        read_dataset(ds)  # a staged file is never read as a case
+    assert export_case(image, labels, ds, "nnunet").case_id == "case_0000"
+    assert len(read_dataset(ds).cases) == 1 and not list(ds.rglob("*staged*"))
+
+
+def test_instance_ids_are_refused(tmp_path, case):
+    image, labels = case
+    with pytest.raises(InputError, match="too large"):
+        export_case(image, labels.astype(np.int32) * 70000, tmp_path / "ds", "nnunet")
+    assert not (tmp_path / "ds").exists()

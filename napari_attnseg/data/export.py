@@ -69,11 +69,15 @@ def detect_format(folder: Path) -> str | None:
     manifest = read_manifest(folder)
     if manifest is not None:
         return manifest.get("format")
-    if (folder / "dataset.json").exists() or (folder / "imagesTr").is_dir():
+    def visible(sub: str, pattern: str = "*") -> bool:  # hidden names are temporary files
+        d = folder / sub
+        return d.is_dir() and any(not p.name.startswith(".") for p in d.glob(pattern))
+
+    if (folder / "dataset.json").exists() or visible("imagesTr"):
         return "nnunet"
     if (folder / "datalist.json").exists():
         return "monai"
-    if (folder / "images").is_dir() and any((folder / "images").glob("*.tif*")):
+    if visible("images", "*.tif*"):
         return "tiff"
     return None
 
@@ -228,7 +232,11 @@ def export_case(
     if spacing is not None and len(spacing) != ndim:
         raise InputError(f"spacing needs {ndim} values (one per axis); got {list(spacing)}.")
     spacing_l = [float(s) for s in (spacing or (1.0,) * ndim)]
-    labels_int = labels.astype(np.uint8 if labels.max(initial=0) < 255 else np.uint16)
+    top = int(labels.max(initial=0))
+    if top > 65535:
+        raise InputError(f"Label value {top} is too large for a class id; a Labels layer of instance ids "
+                         "needs converting to classes (e.g. labels > 0) first.")
+    labels_int = labels.astype(np.uint8 if top < 255 else np.uint16)
     opts = dict(reviewed_slices=reviewed_slices, case_id=case_id, label_names=label_names,
                 channel_names=channel_names, overwrite=overwrite)
 
