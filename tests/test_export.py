@@ -227,11 +227,10 @@ def test_export_killed_from_outside_mid_case(tmp_path, case):
     before = (ds / "manifest.json").read_bytes()
     np.save(tmp_path / "img.npy", image)
     np.save(tmp_path / "lab.npy", labels)
-    code = ("import numpy as np, sys; from napari_attnseg.data.export import export_case; "
-            "export_case(np.load(sys.argv[1]), np.load(sys.argv[2]), sys.argv[3], 'nnunet')")
-    env = {**os.environ, "ATTNSEG_EXPORT_TEST_DELAY": "30"}
-    proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "img.npy"), str(tmp_path / "lab.npy"), str(ds)],
-                            env=env)
+    code = ("import numpy as np, sys, time; from napari_attnseg.data import export; "
+            "export._hook = lambda step: time.sleep(30) if step == 'file' else None; "
+            "export.export_case(np.load(sys.argv[1]), np.load(sys.argv[2]), sys.argv[3], 'nnunet')")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "img.npy"), str(tmp_path / "lab.npy"), str(ds)])
     deadline = time.time() + 60
     while not list((ds / "imagesTr").glob(".case_0001_0000*staged.nii.gz")) and time.time() < deadline:
         time.sleep(0.02)

@@ -286,12 +286,8 @@ def export_case(
 
 
 def _hook(step: str) -> None:
-    """Test seam: the kill test replaces this to stop the process at a chosen step."""
-    delay = float(os.environ.get("ATTNSEG_EXPORT_TEST_DELAY", "0") or 0)
-    if delay and step == "file":
-        import time
-
-        time.sleep(delay)
+    """Test seam, called after each staged file ("file"), the commit and each rename: the crash
+    tests replace it in a subprocess to stop (SIGKILL) or stall the export at a chosen step."""
 
 
 def _case_paths(folder: Path, format: str, case_id: str, n_channels: int) -> list[Path]:
