@@ -317,3 +317,41 @@ def test_instance_ids_are_refused(tmp_path, case):
     with pytest.raises(InputError, match="too large"):
         export_case(image, labels.astype(np.int32) * 70000, tmp_path / "ds", "nnunet")
     assert not (tmp_path / "ds").exists()
+
+
+def test_disk_errors_before_and_after_the_commit(tmp_path, case, monkeypatch):
+    from napari_attnseg.data import export, manifest
+
+    image, labels = case
+    ds = tmp_path / "ds"
+    export_case(image, labels, ds, "nnunet")
+    before = (ds / "manifest.json").read_bytes()
+    calls = {"n": 0}
+    real_write = export.write_image
+
+    def failing_write(path, *a, **kw):  # the disk fills up on the label file
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise OSError(28, "No space left on device")
+        return real_write(path, *a, **kw)
+
+    monkeypatch.setattr(export, "write_image", failing_write)
+    with pytest.raises(DatasetError, match="No space left.*unchanged"):
+        export_case(image, labels, ds, "nnunet")
+    monkeypatch.setattr(export, "write_image", real_write)
+    assert (ds / "manifest.json").read_bytes() == before and not list(ds.rglob("*staged*"))
+
+    real_replace = os.replace
+
+    def failing_replace(src, dst):  # the first rename after the commit fails
+        if "staged" in str(src) and "staged" not in str(dst):
+            raise OSError(5, "Input/output error")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(manifest.os, "replace", failing_replace)
+    with pytest.raises(DatasetError, match="committed"):
+        export_case(image + 1, labels, ds, "nnunet")
+    monkeypatch.setattr(manifest.os, "replace", real_replace)
+    d = read_dataset(ds)  # finishes the committed export
+    assert [c.case_id for c in d.cases] == ["case_0000", "case_0001"]
+    np.testing.assert_array_equal(d.cases[1].load_image()[0], image + 1)

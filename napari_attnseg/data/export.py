@@ -28,7 +28,16 @@ import numpy as np
 from .._version import __version__
 from ..errors import DatasetError, InputError
 from .io import write_image
-from .manifest import MANIFEST, commit, dataset_lock, read_manifest, recover, staged_name, write_json_atomic
+from .manifest import (
+    JOURNAL,
+    MANIFEST,
+    commit,
+    dataset_lock,
+    read_manifest,
+    recover,
+    staged_name,
+    write_json_atomic,
+)
 
 __all__ = ["FORMATS", "CaseRecord", "array_sha256", "detect_format", "export_case", "write_json_atomic"]
 
@@ -276,8 +285,20 @@ def export_case(
             )
             manifest = {**manifest, "cases": [c for c in manifest["cases"] if c["case_id"] != cid] + [asdict(record)]}
             manifest.setdefault("channel_names", [])
-            commit(folder, staged, _index_files(folder, format, manifest), manifest, hook=_hook)
+            index = _index_files(folder, format, manifest)
+        except BaseException as exc:  # not committed: the dataset is untouched; drop the staged files
+            for tmp, _ in staged:
+                tmp.unlink(missing_ok=True)
+            if isinstance(exc, OSError):
+                raise DatasetError(f"Writing case {cid} to {folder} failed ({exc.strerror or exc}); "
+                                   "the dataset is unchanged.") from None
+            raise
+        try:
+            commit(folder, staged, index, manifest, hook=_hook)
         except OSError as exc:
+            if (folder / JOURNAL).exists():  # committed: the staged files must stay for the journal
+                raise DatasetError(f"Case {cid} was committed to {folder} but not finished ({exc.strerror or exc}); "
+                                   "the next export or read of the dataset finishes it.") from None
             for tmp, _ in staged:
                 tmp.unlink(missing_ok=True)
             raise DatasetError(f"Writing case {cid} to {folder} failed ({exc.strerror or exc}); "
