@@ -39,3 +39,14 @@ def test_demo_screenshot_shows_mask_and_heatmap(tmp_path):
     warm = (r > g + 40) & (r > b + 20)  # inferno heatmap over the nuclei / label colours: red-orange
     assert 0.02 < warm.mean() < 0.9, warm.mean()
     assert canvas.std() > 20  # an image, not a blank canvas
+
+
+def test_demo_falls_back_to_a_model_that_fits_the_sample(make_napari_viewer):
+    from napari_attnseg._napari.segment_widget import SegmentWidget
+    from napari_attnseg.cli.demo import _fallback_model
+
+    w = SegmentWidget(make_napari_viewer())
+    if w.model_combo.count() == 0:
+        pytest.skip("no bundled model in resources/models")
+    name = _fallback_model(w, 2)
+    assert name == "" or (w.model_combo.currentText() == name and w._current_model().spatial_dims == 2)

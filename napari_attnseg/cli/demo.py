@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 NAME = "demo"
 HELP = "Open napari with the plugin docked, the nuclei sample loaded and the default model run on it."
@@ -10,7 +11,7 @@ HELP = "Open napari with the plugin docked, the nuclei sample loaded and the def
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sample", default="nuclei-2d", choices=("nuclei-2d", "brain-mri-3d"), help="sample to open")
-    parser.add_argument("--model", default=None, help="model to run (default: the sample's bundled model)")
+    parser.add_argument("--model", default=None, help="bundled model name or .safetensors file to run (default: the sample's bundled model)")
     parser.add_argument("--screenshot", help="save a screenshot of the viewer (PNG) once the result is shown")
     parser.add_argument("--quit", action="store_true", help="close napari after the screenshot (for tests and docs)")
     parser.add_argument("--panels", action="store_true", help="also dock the Correct-and-export and Fine-tune panels")
@@ -35,15 +36,16 @@ def run(args: argparse.Namespace) -> int:
     if args.panels:
         viewer.window.add_plugin_dock_widget("napari-attnseg", "Correct and export")
     model_name = args.model or args.sample
+    note = ""
+    if args.model and Path(args.model).is_file():
+        model_name = widget.add_model(args.model)  # a checkpoint file: added to the list and selected
     if widget.model_combo.findText(model_name) >= 0:
         widget.model_combo.setCurrentText(model_name)
     else:
-        fallback = widget.model_combo.currentText()
+        fallback = _fallback_model(widget, 3 if args.sample == "brain-mri-3d" else 2)
         note = (f"No bundled model {model_name!r}; running {fallback!r} instead." if fallback
-                else f"No bundled model {model_name!r} and no other model; load a checkpoint to segment.")
+                else f"No bundled model {model_name!r} and no other model for this sample; load a checkpoint to segment.")
         print(f"attnseg demo: {note}", flush=True)
-        viewer.status = note
-        widget.status.setText(note)
     worker = widget.run() if widget.model_combo.currentText() else None
 
     def report() -> None:
@@ -57,8 +59,14 @@ def run(args: argparse.Namespace) -> int:
         shown = ", ".join(f"{ly.name}{'' if ly.visible else ' (hidden)'}" for ly in viewer.layers)
         print(f"layers: {shown}", flush=True)
         viewer.reset_view()
+        if note:  # the run's own status line replaced it; keep saying which model ran
+            widget.status.setText(f"{note}\n{widget.status.text()}")
+            viewer.status = note
         if args.panels and mask_name in viewer.layers:
             viewer.layers.selection.active = viewer.layers[mask_name]
+        QTimer.singleShot(200, finish)  # let the widgets lay out the new texts first
+
+    def finish() -> None:
         if args.screenshot:
             _close_toasts(viewer)  # start-up notices (e.g. Qt backend deprecations) would cover the canvas
             viewer.screenshot(args.screenshot, canvas_only=False)
@@ -72,6 +80,17 @@ def run(args: argparse.Namespace) -> int:
         QTimer.singleShot(100, viewer.close)
     napari.run()
     return 0
+
+
+def _fallback_model(widget, sample_dims: int) -> str:
+    """Select the first model in the widget's list that can take the sample; its name, or ''."""
+    for i in range(widget.model_combo.count()):
+        widget.model_combo.setCurrentIndex(i)
+        model = widget._current_model(quiet=True)
+        if model is not None and model.spatial_dims <= sample_dims:
+            return widget.model_combo.currentText()
+    widget.model_combo.setCurrentIndex(-1)
+    return ""
 
 
 def _close_toasts(viewer) -> None:
