@@ -144,3 +144,16 @@ def test_fast_path_mask_agrees_with_fp32_on_a_trained_model():
         fast = predict(model, img[0], precision=prec, device="cpu").labels
         dice = 2 * (fast & ref).sum() / (fast.sum() + ref.sum())
         assert dice >= 0.999, (prec, dice)
+
+
+def test_probabilities_in_float32_on_request():
+    from napari_attnseg.errors import InputError
+
+    img = np.random.default_rng(0).uniform(0.01, 0.99, (40, 50)).astype(np.float32)
+    ident = create_model("unet", features=(4, 8, 16))
+    p16 = predict(ident, img, tile=32, precision="fp32")
+    p32 = predict(ident, img, tile=32, precision="fp32", probability_dtype="float32")
+    assert p16.probabilities.dtype == np.float16 and p32.probabilities.dtype == np.float32
+    np.testing.assert_allclose(p16.probabilities.astype(np.float32), p32.probabilities, atol=1e-3)
+    with pytest.raises(InputError, match="float16 or float32"):
+        predict(ident, img, probability_dtype="int8")

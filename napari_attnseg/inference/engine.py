@@ -194,10 +194,17 @@ def _iter_predict(
     out: str | os.PathLike | None = None,
     batch_size: int | None = None,
     return_probabilities: bool = True,
+    probability_dtype: str = "float16",
     normalization: dict[str, Any] | None = None,
 ) -> Generator[tuple[int, int], None, Prediction]:
     t_start = time.perf_counter()
     mode, has_channels = check_input(model, image, mode)
+    try:
+        prob_dtype = np.dtype(probability_dtype)
+    except TypeError:
+        prob_dtype = None
+    if prob_dtype not in (np.float16, np.float32):
+        raise InputError(f"probability_dtype must be float16 or float32; got {probability_dtype!r}.")
     card = getattr(model, "card", None)
     warnings: list[str] = []
     dev = resolve_device(device)
@@ -242,31 +249,32 @@ def _iter_predict(
         labels = store.array("labels", work_spatial, label_dtype) if factors is None else None
         probs = None
         if return_probabilities and factors is None:
-            probs = store.array("probabilities", (k_out, *work_spatial), np.float16)
+            probs = store.array("probabilities", (k_out, *work_spatial), prob_dtype)
         keep_full_probs = factors is not None  # resampled: keep float32 on the model grid, zoom back at the end
         full_probs = np.zeros((k_out, *work_spatial), np.float32) if keep_full_probs else None
 
         imp = grid.importance
         map_acc: dict[str, np.ndarray] = {}
-        map_wsum: dict[str, np.ndarray] = {}
         map_tile_w: dict[str, np.ndarray] = {}
         if attention:
             for name, s in strides.items():
-                size = tuple(e // st for e, st in zip(grid.extent, s))
-                map_acc[name] = np.zeros(size, np.float32)
-                map_wsum[name] = np.zeros(size, np.float32)
+                map_acc[name] = np.zeros(tuple(e // st for e, st in zip(grid.extent, s)), np.float32)
                 map_tile_w[name] = block_mean(imp, s)
 
         starts = grid.starts()
         total = len(starts) * (2 ** model.spatial_dims if tta else 1)
         depth0 = tile_shape[0]
-        # the slab being blended: channel 0 sums the importance weights, channel k >= 1 sums
-        # weight * p_k; p_0 = 1 - sum(p_k), since each tile's probabilities sum to 1
+        # the slab being blended holds, for classes k >= 1, the sum over tiles of weight * p_k; the
+        # sum of the weights is recomputed per finished chunk (no weight volume is kept), and
+        # p_0 = 1 - sum(p_k) since each tile's probabilities sum to 1
+        rows: dict[int, list[tuple[int, ...]]] = {}
+        for s0 in starts:
+            rows.setdefault(s0[0], []).append(s0)
         # allocated once, deep enough for the tiles of any one batch; finished slices are shifted out
         batches = [starts[b : b + bs] for b in range(0, len(starts), bs)]
         depth = max(max(s0[0] for s0 in bt) - bt[0][0] for bt in batches) + depth0
         buf_lo = 0
-        buf = np.zeros((k_out, depth, *grid.extent[1:]), np.float32)
+        buf = np.zeros((k_out - 1, depth, *grid.extent[1:]), np.float32)
         done = 0
         t_model = 0.0
         yield 0, total
@@ -281,8 +289,18 @@ def _iter_predict(
             for a in range(buf_lo, upto, FINALIZE_CHUNK):
                 b = min(a + FINALIZE_CHUNK, upto)
                 chunk = buf[(slice(None), slice(a - buf_lo, b - buf_lo), *inner)]
-                p = np.empty(chunk.shape, np.float32)
-                np.divide(chunk[1:], chunk[0], out=p[1:])
+                wsum = np.zeros(chunk.shape[1:], np.float32)
+                for z0, row in rows.items():
+                    za, zb = max(a, z0), min(b, z0 + depth0)
+                    if za >= zb:
+                        continue
+                    for s0 in row:
+                        dst = (slice(za - a, zb - a), *(slice(q, min(q + t, n)) for q, t, n in
+                                                          zip(s0[1:], tile_shape[1:], work_spatial[1:])))
+                        src = (slice(za - z0, zb - z0), *(slice(0, d.stop - d.start) for d in dst[1:]))
+                        wsum[dst] += imp[src]
+                p = np.empty((k_out, *chunk.shape[1:]), np.float32)
+                np.divide(chunk, wsum, out=p[1:])
                 np.subtract(1.0, p[1:].sum(0), out=p[0])
                 np.maximum(p[0], 0.0, out=p[0])
                 if full_probs is not None:
@@ -310,13 +328,11 @@ def _iter_predict(
             for i, s0 in enumerate(batch_starts):
                 sl = (slice(s0[0] - buf_lo, s0[0] - buf_lo + depth0),
                       *(slice(p, p + t) for p, t in zip(s0[1:], tile_shape[1:])))
-                buf[(0, *sl)] += imp
-                buf[(slice(1, None), *sl)] += p_batch[i, 1:] * imp
+                buf[(slice(None), *sl)] += p_batch[i, 1:] * imp
                 for name, m in m_batch.items():
                     st = strides[name]
                     msl = tuple(slice(p // s_, p // s_ + d) for p, s_, d in zip(s0, st, m.shape[1:]))
                     map_acc[name][msl] += m[i] * map_tile_w[name]
-                    map_wsum[name][msl] += map_tile_w[name]
             done += len(batch_starts) * (2 ** model.spatial_dims if tta else 1)
             nxt = starts[b0 + bs][0] if b0 + bs < len(starts) else grid.extent[0]
             finalize(nxt)
@@ -331,21 +347,25 @@ def _iter_predict(
             st = strides[name]
             size = tuple(-(-s // s_) for s, s_ in zip(work_spatial, st))
             crop = tuple(slice(0, n) for n in size)
-            data = (acc[crop] / map_wsum[name][crop]).astype(np.float16)
+            wsum = np.zeros(acc.shape, np.float32)  # made now that the slab buffer is gone
+            tw = map_tile_w[name]
+            for s0 in starts:
+                wsum[tuple(slice(p // s_, p // s_ + d) for p, s_, d in zip(s0, st, tw.shape))] += tw
+            data = (acc[crop] / wsum[crop]).astype(np.float16)
+            del wsum
             np.clip(data, 0, 1, out=data)
             f = factors or (1.0,) * len(st)
             scale = tuple(float(s_ * fa) for s_, fa in zip(st, f))
             translate = tuple((sc - 1.0) / 2.0 for sc in scale)
             attention_maps.append(AttentionMap(name, level, data, scale, translate))
         map_acc.clear()
-        map_wsum.clear()
 
         if factors is not None:
             back = zoom_probabilities(full_probs, spatial)
             labels = store.array("labels", spatial, label_dtype)
             labels[...] = back.argmax(0)
             if return_probabilities:
-                probs = store.array("probabilities", (k_out, *spatial), np.float16)
+                probs = store.array("probabilities", (k_out, *spatial), prob_dtype)
                 probs[...] = back
         store.commit()
     except BaseException:
@@ -390,6 +410,8 @@ def predict(model, image, **kwargs) -> Prediction:
         tta: average over flips.
         spacing: the image's voxel spacing (array axis order), for models trained at another spacing.
         out: a new folder where ``labels.npy`` and ``probabilities.npy`` are memory-mapped (big volumes).
+        return_probabilities: keep the per-class probabilities (``False`` saves memory).
+        probability_dtype: ``float16`` (default, half the memory) or ``float32``.
         normalization: overrides the card's intensity normalisation (e.g. ``{"scheme": "none"}``).
     """
     gen = iter_predict(model, image, **kwargs)
