@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,12 +18,15 @@ from napari_attnseg import create_model, load_model, save_model
 from napari_attnseg.checkpoint import ModelCard
 from napari_attnseg.cli import main as cli
 from napari_attnseg.data.export import export_case
-from napari_attnseg.errors import DatasetError
+from napari_attnseg.errors import Cancelled, DatasetError, InputError
 from napari_attnseg.inference import CancelToken
+from napari_attnseg.models.base import TrainOutput
 from napari_attnseg.training import TrainConfig, train
-from napari_attnseg.training.losses import dice_ce_loss
+from napari_attnseg.training.losses import dice_ce_loss, dice_per_class, total_loss
+from napari_attnseg.training.trainer import lr_at
 
 FEATS = [4, 8, 16, 32]
+TINY = {"features": [4, 8, 16]}
 
 
 def blobs(shape, seed, n=6):
@@ -45,10 +52,14 @@ def dataset_2d(tmp_path):
 
 def start_model(tmp_path, dims=2):
     torch.manual_seed(0)
-    m = create_model("attention_unet", spatial_dims=dims, features=FEATS + [64] if dims == 2 else FEATS + [32])
+    m = create_model("attention_unet", spatial_dims=dims, features=FEATS + [64] if dims == 2 else [4, 8, 16])
     path = tmp_path / f"start{dims}.safetensors"
     save_model(m, path, ModelCard(arch="", config={}, name="start", classes=["background", "blob"], tile=[32] * dims))
     return path
+
+
+def rows(path):
+    return list(csv.DictReader(open(path)))
 
 
 def test_finetune_2d_improves_validation_dice(tmp_path, dataset_2d):
@@ -56,51 +67,121 @@ def test_finetune_2d_improves_validation_dice(tmp_path, dataset_2d):
                       epochs=6, iters_per_epoch=8, batch_size=4, patch=[32, 32], lr=3e-3, patience=10, val_fraction=0.25)
     res = train(cfg)
     assert res.val_dice_after > res.val_dice_before + 0.1, (res.val_dice_before, res.val_dice_after)
-    assert "by case" in res.split
+    assert res.split.startswith("by case")
     model = load_model(res.checkpoint)
-    assert model.card.training["val_dice_before"] == pytest.approx(res.val_dice_before)
-    assert model.card.training["dataset_manifest_sha256"]
-    rows = list(csv.DictReader(open(tmp_path / "out" / "training_log.csv")))
-    assert len(rows) == res.epochs and {"epoch", "lr", "train_loss", "val_dice"} <= set(rows[0])
+    t = model.card.training
+    assert t["val_dice_before"] == pytest.approx(res.val_dice_before)
+    assert t["val_dice_after"] == pytest.approx(res.val_dice_after) == model.card.metrics["val_dice"]
+    assert t["dataset_manifest_sha256"] and t["finished"] and t["split_parts"]["val"]
+    assert model.card.classes == ["background", "blob"] and model.card.normalization["scheme"] == "percentile"
+    log = rows(tmp_path / "out" / "training_log.csv")
+    assert len(log) == res.epochs and {"epoch", "lr", "train_loss", "val_dice"} <= set(log[0])
 
 
-def test_train_3d_from_scratch_on_one_case_splits_by_slabs(tmp_path):
+def test_finetune_3d_improves_validation_dice(tmp_path):
+    for i in range(3):
+        img, lab = blobs((24, 24, 24), 10 + i, n=5)
+        export_case(img, lab, tmp_path / "ds3", "nnunet", spacing=(2.0, 1.0, 1.0))
+    cfg = TrainConfig(dataset=str(tmp_path / "ds3"), out=str(tmp_path / "o3"), start_model=str(start_model(tmp_path, 3)),
+                      epochs=4, iters_per_epoch=6, batch_size=2, patch=[16, 24, 24], lr=5e-3, val_fraction=0.34)
+    res = train(cfg)
+    assert res.val_dice_after > res.val_dice_before + 0.1, (res.val_dice_before, res.val_dice_after)
+    model = load_model(res.checkpoint)
+    assert model.spatial_dims == 3 and model.card.spacing == [2.0, 1.0, 1.0]
+
+
+def test_one_volume_default_split_is_disjoint_slabs(tmp_path):
     img, lab = blobs((32, 32, 32), 7, n=10)
     export_case(img, lab, tmp_path / "ds3", "nnunet")
-    cfg = TrainConfig(dataset=str(tmp_path / "ds3"), out=str(tmp_path / "o3"), arch="unet",
-                      model_config={"features": [4, 8, 16]}, epochs=4, iters_per_epoch=6, batch_size=2,
-                      patch=[16, 32, 32], lr=5e-3)
+    cfg = TrainConfig(dataset=str(tmp_path / "ds3"), out=str(tmp_path / "o3"), arch="unet", model_config=TINY,
+                      epochs=3, iters_per_epoch=5, batch_size=2, patch=[16, 32, 32], lr=5e-3)
     res = train(cfg)
-    assert "by regions" in res.split and "0:26" in res.split
-    assert res.val_dice_after > 0.3
-    assert load_model(res.checkpoint).spatial_dims == 3
+    cut = 32 - round(32 * 0.2)
+    assert res.split == f"slabs along axis 0: train case_0000[0:{cut},0:32,0:32]; validation case_0000[{cut}:32,0:32,0:32]"
+    assert load_model(res.checkpoint).card.training["split_parts"]["train"] == [{"case": "case_0000", "region": f"0:{cut},0:32,0:32"}]
 
 
 def test_ignored_voxels_contribute_nothing():
     torch.manual_seed(0)
-    logits = torch.randn(2, 3, 8, 8, requires_grad=True)
-    target = torch.randint(0, 3, (2, 8, 8))
     ignore = 3
+    target = torch.randint(0, 3, (2, 8, 8))
     target[:, :4] = ignore
-    loss = dice_ce_loss(logits, target, ignore)
+    logits = torch.randn(2, 3, 8, 8, requires_grad=True)
+    head = torch.randn(2, 3, 8, 8, requires_grad=True)
+    out = TrainOutput(logits, heads=[(0.5, head)], aux_loss=torch.tensor(0.0), main_weight=1.0)
+    loss = total_loss(out, target, ignore)
     loss.backward()
-    assert torch.all(logits.grad[:, :, :4] == 0)
-    # changing the logits under the ignored voxels does not change the loss
-    other = logits.detach().clone()
-    other[:, :, :4] = torch.randn(2, 3, 4, 8) * 10
-    assert torch.isclose(dice_ce_loss(other, target, ignore), loss.detach())
+    assert torch.all(logits.grad[:, :, :4] == 0) and torch.all(head.grad[:, :, :4] == 0)
+    assert logits.grad[:, :, 4:].abs().sum() > 0
+    # anything under the ignored voxels (logits there, the class ids there) leaves the loss unchanged
+    other_logits, other_head = logits.detach().clone(), head.detach().clone()
+    other_logits[:, :, :4] = torch.randn(2, 3, 4, 8) * 10
+    other_head[:, :, :4] = torch.randn(2, 3, 4, 8) * 10
+    again = total_loss(TrainOutput(other_logits, heads=[(0.5, other_head)]), target, ignore)
+    assert torch.isclose(again, loss.detach())
+    # the metric too: predictions under ignore do not count
+    pred = np.random.default_rng(0).integers(0, 3, (2, 8, 8))
+    t = target.numpy()
+    scrambled = pred.copy()
+    scrambled[:, :4] = 2
+    assert dice_per_class(pred, t, 3, ignore) == dice_per_class(scrambled, t, 3, ignore)
+    assert dice_ce_loss(logits, torch.full_like(target, ignore), ignore).item() == 0.0
 
 
-def test_resume_continues_the_schedule(tmp_path, dataset_2d):
-    common = dict(dataset=str(dataset_2d), out=str(tmp_path / "r"), arch="unet", model_config={"features": FEATS},
-                  iters_per_epoch=3, batch_size=2, patch=[32, 32], patience=50)
-    train(TrainConfig(epochs=2, **common))
+def test_sparse_annotation_trains_on_reviewed_slices_only(tmp_path):
+    """Unreviewed slices are 'ignore': patches come from reviewed slices and the split validates on them."""
+    from napari_attnseg.training.sampling import PatchSampler
+
+    img, lab = blobs((12, 32, 32), 3, n=8)
+    export_case(img, lab, tmp_path / "sparse", "nnunet", reviewed_slices=[4, 5, 6, 7, 10, 11])
+    ignore = 2
+    sparse = np.full(lab.shape, ignore, np.int64)
+    sparse[[4, 5, 6, 7]] = lab[[4, 5, 6, 7]]
+    sampler = PatchSampler([img[None]], [sparse], (1, 32, 32), np.random.default_rng(0), ignore_index=ignore)
+    _, y = sampler.sample(64)
+    assert all((yi != ignore).any() for yi in y)  # every 2D patch carries loss
+    res = train(TrainConfig(dataset=str(tmp_path / "sparse"), out=str(tmp_path / "o"), arch="unet", spatial_dims=2,
+                            model_config=TINY, epochs=1, iters_per_epoch=2, batch_size=2, patch=[32, 32]))
+    # default split: the last labelled positions along axis 0 validate (6 labelled -> slice 11), the rest trains
+    assert res.split == "slabs along axis 0: train case_0000[0:11,0:32,0:32]; validation case_0000[11:12,0:32,0:32]"
+    res = train(TrainConfig(dataset=str(tmp_path / "sparse"), out=str(tmp_path / "o2"), arch="unet", spatial_dims=2,
+                            model_config=TINY, epochs=1, iters_per_epoch=2, batch_size=2, patch=[32, 32],
+                            val_region="6:8"))
+    assert "train case_0000[0:6,0:32,0:32], case_0000[8:12,0:32,0:32]; validation case_0000[6:8" in res.split
+
+
+def test_resume_continues_the_schedule_exactly(tmp_path, dataset_2d):
+    common = dict(dataset=str(dataset_2d), arch="unet", model_config=TINY, iters_per_epoch=3, batch_size=2,
+                  patch=[32, 32], patience=50, warmup_epochs=1)
+    straight = train(TrainConfig(out=str(tmp_path / "s"), epochs=4, **common))
+    token = CancelToken()
+
+    def stop_after_two(info):
+        if info["epoch"] == 2:
+            token.cancel()
+
+    train(TrainConfig(out=str(tmp_path / "r"), epochs=4, **common), progress=stop_after_two, cancel=token)
     state = json.loads((tmp_path / "r" / "state.json").read_text())
-    assert state["info"]["epoch"] == 2
-    res = train(TrainConfig(epochs=4, resume=True, **common))
-    assert res.epochs == 4
-    rows = list(csv.DictReader(open(tmp_path / "r" / "training_log.csv")))
-    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]
+    assert state["info"]["progress"]["epoch"] == 2
+    resumed = train(TrainConfig(out=str(tmp_path / "r"), epochs=4, resume=True, **common))
+    assert resumed.epochs == 4
+    a, b = rows(tmp_path / "s" / "training_log.csv"), rows(tmp_path / "r" / "training_log.csv")
+    assert [int(r["epoch"]) for r in b] == [1, 2, 3, 4]
+    # same learning rates, losses and validation Dice as the uninterrupted run
+    for ra, rb in zip(a, b):
+        assert {k: ra[k] for k in ("lr", "train_loss", "val_dice")} == {k: rb[k] for k in ("lr", "train_loss", "val_dice")}
+    assert float(b[2]["lr"]) == pytest.approx(lr_at(3, 4, 1e-3, 1), rel=1e-3)
+    assert resumed.val_dice_after == straight.val_dice_after
+    # a different run's state is refused, not silently mixed in
+    with pytest.raises(DatasetError, match="different run"):
+        train(TrainConfig(out=str(tmp_path / "r"), epochs=5, resume=True, **{**common, "batch_size": 3}))
+
+
+def test_schedule_warms_up_then_decays():
+    lrs = [lr_at(p / 10, 10, 1.0, 1.0) for p in range(1, 101)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(lrs[9:], lrs[10:])) and lrs[-1] == pytest.approx(0.02)
+    assert lr_at(0.5, None, 1.0, 1.0) == pytest.approx(0.5)  # minutes: total not known during epoch 1
 
 
 def test_cancel_keeps_a_valid_checkpoint(tmp_path, dataset_2d):
@@ -112,45 +193,119 @@ def test_cancel_keeps_a_valid_checkpoint(tmp_path, dataset_2d):
         if info["epoch"] == 2:
             token.cancel()
 
-    cfg = TrainConfig(dataset=str(dataset_2d), out=str(tmp_path / "c"), arch="unet", model_config={"features": FEATS},
+    cfg = TrainConfig(dataset=str(dataset_2d), out=str(tmp_path / "c"), arch="unet", model_config=TINY,
                       epochs=50, iters_per_epoch=3, batch_size=2, patch=[32, 32])
     res = train(cfg, progress=progress, cancel=token)
     assert res.cancelled and res.epochs == 2
-    assert load_model(res.checkpoint).card.metrics["val_dice"] == pytest.approx(max(s["val_dice"] for s in seen))
+    model = load_model(res.checkpoint)
+    assert model.card.metrics["val_dice"] == pytest.approx(max(s["val_dice"] for s in seen))
+    assert model.card.training["finished"] is False
+    # cancelled before any validation: nothing half-written pretends to be a model
+    token2 = CancelToken()
+    token2.cancel()
+    with pytest.raises(Cancelled):
+        train(TrainConfig(**{**cfg.__dict__, "out": str(tmp_path / "c2")}), cancel=token2)
+    assert not (tmp_path / "c2" / "best.safetensors").exists()
 
 
 def test_bad_datasets_give_clear_errors(tmp_path, dataset_2d):
     with pytest.raises(DatasetError, match="not a folder"):
         train(TrainConfig(dataset=str(tmp_path / "nope"), out=str(tmp_path / "o")))
+    img, lab = blobs((40, 40), 1)
+    # mismatched shapes
+    export_case(img, lab, tmp_path / "shape", "tiff")
+    import tifffile
+
+    tifffile.imwrite(tmp_path / "shape" / "labels" / "case_0000.tif", lab[:30])
+    with pytest.raises(DatasetError, match="differ in shape"):
+        train(TrainConfig(dataset=str(tmp_path / "shape"), out=str(tmp_path / "o")))
+    # nothing labelled: every slice unreviewed
+    export_case(np.stack([img] * 4), np.stack([lab] * 4), tmp_path / "unrev", "nnunet", reviewed_slices=[])
+    with pytest.raises(DatasetError, match="no labelled voxels"):
+        train(TrainConfig(dataset=str(tmp_path / "unrev"), out=str(tmp_path / "o")))
+    # one labelled slice cannot give a training and a validation part
+    export_case(np.stack([img] * 4), np.stack([lab] * 4), tmp_path / "one", "nnunet", reviewed_slices=[2])
+    with pytest.raises(DatasetError, match="at least two"):
+        train(TrainConfig(dataset=str(tmp_path / "one"), out=str(tmp_path / "o"), spatial_dims=2))
+    export_case(img, np.zeros((40, 40), np.uint8), tmp_path / "empty", "tiff")
+    with pytest.raises(DatasetError, match="nothing to learn"):
+        train(TrainConfig(dataset=str(tmp_path / "empty"), out=str(tmp_path / "o")))
+    export_case(img, lab, tmp_path / "good", "tiff")
+    with pytest.raises(DatasetError, match="overlap"):
+        train(TrainConfig(dataset=str(tmp_path / "good"), out=str(tmp_path / "o"), train_region="0:30",
+                          val_region="20:40"))
+    with pytest.raises(DatasetError, match="no validation part|needs --val-region"):
+        train(TrainConfig(dataset=str(tmp_path / "good"), out=str(tmp_path / "o"), train_region="0:30"))
     (dataset_2d / "labels" / "case_0001.tif").unlink()
     with pytest.raises(DatasetError, match="case_0001.*missing"):
         train(TrainConfig(dataset=str(dataset_2d), out=str(tmp_path / "o")))
-    img, _ = blobs((40, 40), 1)
-    export_case(img, np.zeros((40, 40), np.uint8), tmp_path / "empty", "tiff")
-    with pytest.raises(DatasetError, match="no foreground|nothing to learn"):
-        train(TrainConfig(dataset=str(tmp_path / "empty"), out=str(tmp_path / "o")))
 
 
-def test_cli_train_and_finetune(tmp_path, dataset_2d, capsys):
-    rc = cli(["train", str(dataset_2d), "--arch", "unet", "--config", json.dumps({"features": FEATS}), "--out",
-              str(tmp_path / "t"), "--epochs", "2", "--iters-per-epoch", "3", "--batch", "2", "--patch", "32,32"])
+def test_precision_options(tmp_path, dataset_2d):
+    with pytest.raises(InputError, match="fp16 training needs a CUDA GPU"):
+        train(TrainConfig(dataset=str(dataset_2d), out=str(tmp_path / "p"), device="cpu", precision="fp16"))
+    res = train(TrainConfig(dataset=str(dataset_2d), out=str(tmp_path / "b"), arch="unet", model_config=TINY,
+                            device="cpu", precision="bf16", epochs=1, iters_per_epoch=2, batch_size=2, patch=[32, 32]))
+    assert res.precision == "bf16" and load_model(res.checkpoint).card.training["precision"] == "bf16"
+    assert train(TrainConfig(dataset=str(dataset_2d), out=str(tmp_path / "f"), arch="unet", model_config=TINY,
+                             device="cpu", epochs=1, iters_per_epoch=1, batch_size=2, patch=[32, 32])).precision == "fp32"
+
+
+def test_cli_train_regions_test_region_and_finetune(tmp_path, capsys):
+    img, lab = blobs((64, 64), 5, n=14)
+    export_case(img, lab, tmp_path / "one", "tiff", case_id="img", label_names=["background", "blob"])
+    rc = cli(["train", str(tmp_path / "one"), "--arch", "unet", "--config", json.dumps(TINY), "--out",
+              str(tmp_path / "t"), "--minutes", "0.05", "--iters-per-epoch", "2", "--batch", "2", "--patch", "32,32",
+              "--train-region", "0:64,0:24", "--val-region", "0:64,24:32", "--test-region", "0:64,32:64",
+              "--normalization", "zscore"])
     assert rc == 0
     out = capsys.readouterr().out
-    assert "checkpoint:" in out and "validation Dice" in out
-    rc = cli(["finetune", str(dataset_2d), "--model", str(tmp_path / "t" / "best.safetensors"), "--out",
+    assert "split: regions: train img[0:64,0:24]; validation img[0:64,24:32]; test img[0:64,32:64]" in out
+    assert "checkpoint:" in out and "validation Dice" in out and "test Dice per class" in out
+    card = load_model(tmp_path / "t" / "best.safetensors").card
+    assert card.metrics["test_dice"] >= 0 and card.normalization == {"scheme": "zscore"}
+    planned = card.training["epochs_planned"]
+    assert card.training["reproduce"].endswith(f"--epochs {planned}") and "--minutes" not in card.training["reproduce"]
+    assert card.training["command"].startswith("attnseg train")
+    rc = cli(["finetune", str(tmp_path / "one"), "--model", str(tmp_path / "t" / "best.safetensors"), "--out",
               str(tmp_path / "f"), "--epochs", "1", "--iters-per-epoch", "2", "--batch", "2", "--patch", "32,32",
-              "--freeze-encoder"])
-    assert rc == 0 and "start 0." in capsys.readouterr().out
+              "--freeze-encoder", "--split", json.dumps({"train": ["0:64,0:24"], "val": ["0:64,24:32"],
+                                                           "test": ["0:64,32:64"]})])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "start 0." in out and "test Dice per class: start" in out
+    assert card.normalization == load_model(tmp_path / "f" / "best.safetensors").card.normalization
     assert cli(["train", str(tmp_path / "missing"), "--arch", "unet", "--out", str(tmp_path / "x")]) == 1
     assert "not a folder" in capsys.readouterr().err
+    assert cli(["train", str(tmp_path / "one"), "--arch", "unet", "--out", str(tmp_path / "x"),
+                "--normalization", "sometimes"]) == 1
+    assert "--normalization" in capsys.readouterr().err
 
 
 def test_train_runs_off_the_main_thread(tmp_path, dataset_2d):
     # the napari panel runs the trainer on a worker thread; nothing in it may assume the main thread
     result = {}
-    cfg = TrainConfig(dataset=str(dataset_2d), out=str(tmp_path / "th"), arch="unet", model_config={"features": FEATS},
+    cfg = TrainConfig(dataset=str(dataset_2d), out=str(tmp_path / "th"), arch="unet", model_config=TINY,
                       epochs=1, iters_per_epoch=2, batch_size=2, patch=[32, 32])
     t = threading.Thread(target=lambda: result.setdefault("r", train(cfg)))
     t.start()
     t.join(120)
     assert result["r"].epochs == 1
+
+
+def test_torchrun_data_parallel_on_cpu(tmp_path, dataset_2d):
+    """Two gloo processes under torchrun: rank 0 writes one checkpoint, the card records the world size."""
+    pytest.importorskip("torch.distributed.run")
+    if not torch.distributed.is_available():
+        pytest.skip("torch without distributed support")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "napari_attnseg.cli", "train", str(dataset_2d), "--arch", "unet", "--config", json.dumps(TINY),
+           "--out", str(tmp_path / "ddp"), "--epochs", "2", "--iters-per-epoch", "2", "--batch", "2",
+           "--patch", "32,32", "--device", "cpu"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("checkpoint:") == 1 and "2 processes" in proc.stdout
+    card = load_model(Path(tmp_path / "ddp" / "best.safetensors")).card
+    assert card.training["world_size"] == 2 and card.training["epochs"] == 2
+    assert len(rows(tmp_path / "ddp" / "training_log.csv")) == 2

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sys
 
 from ..devices import DEVICE_CHOICES
+from ..errors import InputError
 
 
 def add_budget_and_split(p: argparse.ArgumentParser) -> None:
@@ -22,47 +24,147 @@ def add_budget_and_split(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=None, help="learning rate (default 1e-3, fine-tuning 1e-4)")
     p.add_argument("--patience", type=int, default=10, help="early stopping: epochs without a better validation Dice")
     p.add_argument("--val-fraction", type=float, default=0.2, help="share of cases (or of the first axis) for validation")
-    p.add_argument("--train-region", help="one-case datasets: array-index box(es), e.g. '0:512,0:224'; several joined by ';'")
-    p.add_argument("--val-region", help="one-case datasets: validation box")
-    p.add_argument("--test-region", help="one-case datasets: held-out box scored at the end and recorded in the card")
+    p.add_argument("--train-region", help="array-index box(es) of one case for training, e.g. '0:512,0:200' "
+                   "(missing axes are whole); several joined by ';'. Default: the rest of the axis the validation "
+                   "and test boxes cut")
+    p.add_argument("--val-region", help="validation box of that case, e.g. '0:512,200:256'")
+    p.add_argument("--test-region", help="held-out box scored at the end (Dice recorded in the card's metrics)")
+    p.add_argument("--case", help="the case the regions refer to (needed when the dataset has several)")
+    p.add_argument("--split", help='split file (JSON path or text): {"train": [...], "val": [...], "test": [...]}, '
+                   'entries a case id or {"case": ID, "region": BOX}')
     p.add_argument("--normalization", help='JSON, e.g. \'{"scheme": "percentile", "lower": 1, "upper": 99}\'')
     p.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
-    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"), help="training precision on CPU")
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
+                   help="auto: mixed precision (bf16, else fp16) on CUDA, fp32 elsewhere; bf16 on a CPU is opt-in")
+    p.add_argument("--warmup-epochs", type=float, default=1.0, help="linear warm-up before the cosine decay")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--name", default="", help="model name written into the card")
     p.add_argument("--description", default="", help="one-line description for the card")
     p.add_argument("--resume", action="store_true", help="continue from OUT/state.* where a run stopped")
 
 
+def parse_ints(text: str | None, option: str) -> list[int] | None:
+    if not text:
+        return None
+    try:
+        return [int(v) for v in text.replace("x", ",").split(",") if v.strip()]
+    except ValueError:
+        raise InputError(f"{option} takes sizes like 128,128 or 64,64,64; got {text!r}.") from None
+
+
+def parse_normalization(text: str | None) -> dict | None:
+    """JSON, or a short form: ``percentile`` / ``percentile:1,99`` / ``zscore`` / ``ct:-1000,400`` / ``none``."""
+    if not text:
+        return None
+    if text.lstrip().startswith("{"):
+        try:
+            spec = json.loads(text)
+        except ValueError as exc:
+            raise InputError(f"--normalization is not valid JSON: {exc}") from None
+    else:
+        scheme, _, values = text.partition(":")
+        try:
+            nums = [float(v) for v in values.split(",") if v.strip()]
+        except ValueError:
+            raise InputError(f"--normalization {text!r}: the values after ':' must be numbers.") from None
+        scheme = scheme.strip().lower()
+        if scheme == "percentile":
+            lo, hi = nums if len(nums) == 2 else (1.0, 99.0)
+            spec = {"scheme": "percentile", "lower": lo, "upper": hi}
+        elif scheme == "ct" and len(nums) == 2:
+            spec = {"scheme": "ct", "window": nums}
+        elif scheme in ("zscore", "none") and not nums:
+            spec = {"scheme": scheme}
+        else:
+            spec = None
+    if not isinstance(spec, dict) or spec.get("scheme") not in ("percentile", "zscore", "ct", "none"):
+        raise InputError(f"--normalization {text!r}: use percentile[:LO,HI], zscore, ct:LO,HI, none or the card's JSON.")
+    return spec
+
+
 def config_kwargs(args: argparse.Namespace) -> dict:
     return {
         "dataset": args.dataset, "out": args.out, "epochs": args.epochs or 30, "minutes": args.minutes,
         "iters_per_epoch": args.iters_per_epoch, "batch_size": args.batch,
-        "patch": [int(v) for v in args.patch.split(",")] if args.patch else None, "lr": args.lr,
+        "patch": parse_ints(args.patch, "--patch"), "lr": args.lr,
         "patience": args.patience, "val_fraction": args.val_fraction, "train_region": args.train_region,
-        "val_region": args.val_region, "test_region": args.test_region,
-        "normalization": json.loads(args.normalization) if args.normalization else None,
+        "val_region": args.val_region, "test_region": args.test_region, "case": args.case, "split": args.split,
+        "warmup_epochs": args.warmup_epochs,
+        "normalization": parse_normalization(args.normalization),
         "device": args.device, "precision": args.precision, "seed": args.seed, "name": args.name,
         "description": args.description, "resume": args.resume,
-        "command": "attnseg " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+        "command": "attnseg " + " ".join(shlex.quote(a) for a in getattr(args, "_argv", sys.argv[1:])),
     }
 
 
-def print_progress(info: dict) -> None:
-    total = info["epochs"]
-    head = f"epoch {info['epoch']}/{total}" if total else f"epoch {info['epoch']} ({info['elapsed'] / 60:.1f}/{info['budget'] / 60:.1f} min)"
-    done = info["epoch"] / total if total else min(info["elapsed"] / info["budget"], 1.0)
-    bar = "#" * int(24 * done)
-    print(f"\r[{bar:<24}] {head}  loss {info['loss']:.4f}  val Dice {info['val_dice']:.4f}  best {info['best']:.4f}",
-          end="", file=sys.stderr, flush=True)
+def is_main_process() -> bool:
+    """Under torchrun only rank 0 prints."""
+    return os.environ.get("RANK", "0") == "0"
+
+
+class ProgressBar:
+    """One line on stderr, redrawn after every step: overall progress, epoch, loss, validation Dice."""
+
+    def __init__(self, stream=None, width: int = 24):
+        self.stream, self.width = stream or sys.stderr, width
+        self.val, self.best = None, None
+
+    def step(self, info: dict) -> None:
+        total = info["epochs"]
+        if total:
+            done = (info["epoch"] - 1 + info["step"] / info["steps"]) / total
+            head = f"epoch {info['epoch']}/{total}"
+        else:
+            done = info["elapsed"] / info["budget"]
+            head = f"epoch {info['epoch']} ({info['elapsed'] / 60:.1f}/{info['budget'] / 60:.1f} min)"
+        val = "" if self.val is None else f"  val Dice {self.val:.4f} (best {self.best:.4f})"
+        self._draw(min(done, 1.0), f"{head} step {info['step']}/{info['steps']}  loss {info['loss']:.4f}{val}")
+
+    def epoch(self, info: dict) -> None:
+        self.val, self.best = info["val_dice"], info["best"]
+        total = info["epochs"]
+        done = info["epoch"] / total if total else info["elapsed"] / info["budget"]
+        self._draw(min(done, 1.0), f"epoch {info['epoch']}/{total or '?'} done  loss {info['loss']:.4f}  "
+                                   f"val Dice {self.val:.4f} (best {self.best:.4f})")
+        if not self.stream.isatty():  # logs get one line per epoch
+            print(file=self.stream, flush=True)
+
+    def _draw(self, done: float, text: str) -> None:
+        if not self.stream.isatty() and "done" not in text:
+            return  # no carriage-return noise in log files
+        bar = "#" * int(self.width * done)
+        print(f"\r[{bar:<{self.width}}] {text}\033[K" if self.stream.isatty() else f"[{bar:<{self.width}}] {text}",
+              end="", file=self.stream, flush=True)
+
+
+def run_training(cfg) -> int:
+    """Run the trainer with a progress bar and print the summary (rank 0 only under torchrun)."""
+    from ..training import train
+
+    main = is_main_process()
+    bar = ProgressBar()
+    result = train(cfg, progress=bar.epoch if main else None, on_step=bar.step if main else None)
+    if main:
+        print_summary(result)
+    return 0
 
 
 def print_summary(result) -> None:
     print(file=sys.stderr)
     before = "n/a (trained from scratch)" if result.val_dice_before is None else f"{result.val_dice_before:.4f}"
     print(f"split: {result.split}")
-    print(f"validation Dice: start {before} -> result {result.val_dice_after:.4f} after {result.epochs} epochs "
-          f"({result.seconds / 60:.1f} min){' (cancelled)' if result.cancelled else ''}")
+    print(f"validation Dice: start {before} -> result {result.val_dice_after:.4f} (per class "
+          f"{', '.join(f'{d:.4f}' for d in result.val_dice_per_class or [])}) after {result.epochs} epochs, "
+          f"{result.seconds / 60:.1f} min, {result.precision}"
+          f"{f', {result.world_size} processes' if result.world_size > 1 else ''}"
+          f"{' (cancelled)' if result.cancelled else ''}")
     if result.test_dice:
-        print("test Dice per class: " + ", ".join(f"{d:.4f}" for d in result.test_dice))
+        before = ""
+        if result.test_dice_before:
+            before = "start " + ", ".join(f"{d:.4f}" for d in result.test_dice_before) + " -> result "
+        print("test Dice per class: " + before + ", ".join(f"{d:.4f}" for d in result.test_dice))
+    for note in result.notes:
+        print(f"note: {note}")
+    if result.reproduce:
+        print(f"reproduce: {result.reproduce}")
     print(f"checkpoint: {result.checkpoint}")

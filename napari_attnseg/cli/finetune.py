@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._train_common import add_budget_and_split, config_kwargs, print_progress, print_summary
+from ._train_common import add_budget_and_split, config_kwargs, run_training
 
 NAME = "finetune"
 HELP = "Fine-tune a model on an exported dataset of corrected masks."
@@ -17,8 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..training import TrainConfig, train
+    from ..training import TrainConfig
 
     cfg = TrainConfig(start_model=args.model, freeze_encoder=args.freeze_encoder, **config_kwargs(args))
-    print_summary(train(cfg, progress=print_progress))
-    return 0
+    return run_training(cfg)

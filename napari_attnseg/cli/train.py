@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ._train_common import add_budget_and_split, config_kwargs, print_progress, print_summary
+from ._train_common import add_budget_and_split, config_kwargs, run_training
 
 NAME = "train"
 HELP = "Train a model from scratch on an exported dataset."
@@ -20,12 +20,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..errors import InputError
-    from ..training import TrainConfig, train
+    from ..training import TrainConfig
 
     try:
         model_config = json.loads(args.config)
     except ValueError as exc:
         raise InputError(f"--config is not valid JSON: {exc}") from None
     cfg = TrainConfig(arch=args.arch, model_config=model_config, spatial_dims=args.dims, **config_kwargs(args))
-    print_summary(train(cfg, progress=print_progress))
-    return 0
+    return run_training(cfg)

@@ -1,39 +1,67 @@
-"""Resumable training state without pickle: model + AdamW tensors in safetensors, the rest in JSON."""
+"""Resumable training state without pickle: tensors (model, AdamW moments, torch RNG states) in
+``state.safetensors``; everything else (epoch, schedule, best Dice, numpy RNG state, loss scaler,
+optimizer hyper-parameters) as JSON in that file's metadata, which is what resuming reads, and in
+``state.json`` for people. The file is replaced atomically, so a run killed while saving resumes
+from the previous epoch."""
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from .._files import atomic_write
+from ..errors import DatasetError
 
-def save_state(folder: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, info: dict) -> None:
+STATE_TENSORS = "state.safetensors"
+STATE_JSON = "state.json"
+
+
+def save_state(folder: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, info: dict,
+               rng: dict[str, torch.Tensor] | None = None) -> None:
+    """Write the state of a run after an epoch. ``info`` must be JSON-serialisable."""
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     sd = opt.state_dict()
     for pid, st in sd["state"].items():
         for key, val in st.items():
             if torch.is_tensor(val):
-                tensors[f"opt.{pid}.{key}"] = val.detach().cpu().contiguous().reshape(val.shape)
+                tensors[f"opt.{pid}.{key}"] = val.detach().cpu().contiguous()
+    for name, t in (rng or {}).items():
+        tensors[f"rng.{name}"] = t.detach().cpu().contiguous()
     meta = {"info": info, "param_groups": sd["param_groups"]}
-    tmp = folder / ".state.safetensors.tmp"
-    save_file(tensors, str(tmp))
-    os.replace(tmp, folder / "state.safetensors")
-    tmpj = folder / ".state.json.tmp"
-    tmpj.write_text(json.dumps(meta))
-    os.replace(tmpj, folder / "state.json")
+    text = json.dumps(meta)
+    # the JSON travels inside the tensor file too, so one rename commits the whole state
+    atomic_write(folder / STATE_TENSORS, lambda tmp: save_file(tensors, tmp, metadata={"state": text}))
+    atomic_write(folder / STATE_JSON, lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=1)))
 
 
-def load_state(folder: Path, model: torch.nn.Module, opt: torch.optim.Optimizer) -> dict:
-    tensors = load_file(str(folder / "state.safetensors"))
-    meta = json.loads((folder / "state.json").read_text())
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+def has_state(folder: Path) -> bool:
+    return (folder / STATE_TENSORS).exists()
+
+
+def load_state(folder: Path, model: torch.nn.Module, opt: torch.optim.Optimizer) -> tuple[dict, dict[str, torch.Tensor]]:
+    """Restore model and optimizer in place; return (info, rng tensors)."""
+    try:
+        from safetensors import safe_open
+
+        tensors = load_file(str(folder / STATE_TENSORS))
+        with safe_open(str(folder / STATE_TENSORS), "pt") as f:
+            meta = json.loads(f.metadata()["state"])
+    except Exception as exc:  # a foreign or damaged file: say so instead of a traceback
+        raise DatasetError(f"Cannot resume from {folder}: its training state is unreadable ({exc}). "
+                           "Start again without --resume.") from None
+    own = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+    try:
+        model.load_state_dict(own)
+    except RuntimeError as exc:
+        raise DatasetError(f"Cannot resume from {folder}: its state belongs to a different model ({exc}).") from None
     state: dict = {}
     for k, v in tensors.items():
         if k.startswith("opt."):
             _, pid, key = k.split(".", 2)
             state.setdefault(int(pid), {})[key] = v
     opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-    return meta["info"]
+    rng = {k[4:]: v for k, v in tensors.items() if k.startswith("rng.")}
+    return meta["info"], rng

@@ -2,17 +2,24 @@
 napari Fine-tune panel.
 
 Data: every case of an exported dataset, normalised as the model card says (statistics per whole
-case, as at inference). Splits: by case when there are several; with one case, by regions given as
-array-index boxes (``train_region``/``val_region``/``test_region``) or, by default, disjoint slabs
-along the first axis. The split used is recorded in the card and the result.
+case, as at inference). The split (see :mod:`.split`) is by case, by regions of a case, or from a
+split file; it is printed, returned and written into the card. Validation segments each whole
+validation part with the inference engine (``predict``), so the Dice it reports is the Dice a user
+gets, and ignores the ``ignore`` label.
+
+Schedule: AdamW, linear warm-up over ``warmup_epochs``, then cosine decay to 2 % of the peak.
+A ``minutes`` budget is turned into a number of epochs after the first epoch (its duration is
+measured), so the schedule is the one ``--epochs N`` would give and the card can say which N
+reproduces the run; the run still stops at the budget if epochs become slower.
 """
 
 from __future__ import annotations
 
 import csv
+import datetime
 import json
 import math
-import sys
+import shlex
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -21,24 +28,29 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from .._files import describe_machine
 from .._version import __version__
 from ..checkpoint import ModelCard, save_model
 from ..data.dataset import read_dataset
-from ..devices import resolve_device
 from ..errors import Cancelled, DatasetError, InputError
-from ..inference import predict
 from ..inference.normalize import apply_stats, compute_stats
 from ..models.registry import create_model
+from . import ddp
 from .augment import augment
-from .losses import dice_ce_loss, dice_per_class
-from .sampling import PatchSampler, parse_region
-from .state import load_state, save_state
+from .losses import dice_per_class, total_loss
+from .sampling import PatchSampler
+from .split import Split, make_split
+from .state import has_state, load_state, save_state
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 @dataclass
 class TrainConfig:
+    """Everything a run depends on (the card stores it; the same config and seed give the same model)."""
+
     dataset: str
     out: str
     arch: str = "attention_unet"
@@ -46,22 +58,26 @@ class TrainConfig:
     start_model: str | None = None  # fine-tune from this checkpoint / bundled name
     spatial_dims: int | None = None  # default: 3 for volumes with a 3D-capable arch, else 2
     epochs: int = 30
-    minutes: float | None = None
+    minutes: float | None = None  # a wall-clock budget instead of epochs
     iters_per_epoch: int = 25
     batch_size: int = 8
     patch: list[int] | None = None
-    lr: float | None = None
+    lr: float | None = None  # default 1e-3, fine-tuning 1e-4
     weight_decay: float = 1e-4
-    warmup_epochs: int = 1
-    patience: int = 10
+    warmup_epochs: float = 1.0
+    grad_clip: float = 2.0
+    patience: int = 10  # early stopping: epochs without a better validation Dice
+    fg_fraction: float = 0.33
     val_fraction: float = 0.2
+    split: str | None = None  # a split file (path or JSON text), see training/split.py
+    case: str | None = None  # the case the regions below refer to (default: the only one)
     train_region: str | None = None
     val_region: str | None = None
     test_region: str | None = None
     freeze_encoder: bool = False
     normalization: dict[str, Any] | None = None
     device: str = "auto"
-    precision: str = "fp32"
+    precision: str = "auto"  # auto: mixed precision on CUDA (bf16, else fp16), fp32 elsewhere
     seed: int = 0
     name: str = ""
     description: str = ""
@@ -80,6 +96,13 @@ class TrainResult:
     split: str
     cancelled: bool = False
     log: str = ""
+    test_dice_before: list[float] | None = None
+    val_dice_per_class: list[float] | None = None
+    precision: str = "fp32"
+    world_size: int = 1
+    epochs_planned: int | None = None
+    reproduce: str | None = None
+    notes: list[str] = field(default_factory=list)
 
 
 def _mean(values) -> float:
@@ -87,82 +110,101 @@ def _mean(values) -> float:
     return float(np.mean(vals)) if vals else float("nan")
 
 
+class _LossNet(nn.Module):
+    """model + loss in one forward, so DistributedDataParallel sees the whole training step."""
+
+    def __init__(self, model: nn.Module, ignore_index: int):
+        super().__init__()
+        self.model, self.ignore_index = model, ignore_index
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return total_loss(self.model.forward_train(x), y, self.ignore_index)
+
+
+def training_precision(device: torch.device, requested: str) -> str:
+    req = (requested or "auto").lower()
+    if req not in PRECISIONS:
+        raise InputError(f"precision must be one of {', '.join(PRECISIONS)}; got {requested!r}.")
+    if req == "auto":
+        if device.type == "cuda":
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return "fp32"  # CPU bf16 only when asked for (see the README's measurement)
+    if req == "fp16" and device.type != "cuda":
+        raise InputError("fp16 training needs a CUDA GPU (loss scaling); use bf16 or fp32 here.")
+    if req != "fp32" and device.type == "mps":
+        raise InputError("Mixed-precision training is not supported on MPS; use --precision fp32.")
+    return req
+
+
+def lr_at(position: float, total: float | None, base: float, warmup: float) -> float:
+    """Learning rate at ``position`` epochs (fractional) of ``total`` (None: not known yet)."""
+    warm = warmup if total is None else min(warmup, total / 2)
+    if warm > 0 and position < warm:
+        return base * position / warm
+    if total is None:
+        return base
+    t = min(max((position - warm) / max(total - warm, 1e-9), 0.0), 1.0)
+    return base * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * t)))
+
+
 class Trainer:
-    def __init__(self, cfg: TrainConfig, progress: Callable[[dict], Any] | None = None, cancel=None):
-        self.cfg, self.progress, self.cancel = cfg, progress, cancel
+    """Builds data, split, model and optimizer from a :class:`TrainConfig`; :meth:`fit` runs it."""
+
+    def __init__(self, cfg: TrainConfig, progress: Callable[[dict], Any] | None = None, cancel=None,
+                 on_step: Callable[[dict], Any] | None = None):
+        _check_config(cfg)
+        self.cfg, self.cancel = cfg, cancel
         self.out = Path(cfg.out)
-        self.device = resolve_device(cfg.device)
-        torch.manual_seed(cfg.seed)
-        self.rng = np.random.default_rng(cfg.seed)
-        self.gen = torch.Generator().manual_seed(cfg.seed)
+        self.dist = ddp.setup(cfg.device)
+        self.device = self.dist.device
+        main = self.dist.is_main
+        self.progress = progress if main else None
+        self.on_step = on_step if main else None
+        self.notes: list[str] = []
         self._load_data()
         self._build_model()
+        self.split: Split = make_split([lab for _, lab, _ in self.raw], self.case_ids, ignore=self.ignore,
+                                       val_fraction=cfg.val_fraction, seed=cfg.seed, split_file=cfg.split,
+                                       train_region=cfg.train_region, val_region=cfg.val_region,
+                                       test_region=cfg.test_region, case=cfg.case)
+        self._prepare()
 
-    # ------------------------------------------------------------------------------------------
+    # -- data --------------------------------------------------------------------------------
     def _load_data(self) -> None:
-        cfg = self.cfg
-        ds = read_dataset(cfg.dataset)
+        ds = read_dataset(self.cfg.dataset)
         self.dataset = ds
-        loaded = [c.load() for c in ds.cases]
+        self.case_ids = [c.case_id for c in ds.cases]
+        self.raw = [c.load() for c in ds.cases]
         self.ignore = ds.ignore_label
-        self.loss_ignore = self.ignore if self.ignore is not None else -1  # -1 marks padding
+        self.loss_ignore = self.ignore if self.ignore is not None else -1  # -1 also marks patch padding
         self.n_classes = len(ds.label_names)
-        self.spacing = list(loaded[0][2])
-        ndim = loaded[0][1].ndim
-        norm = cfg.normalization
-        if norm is None and cfg.start_model:
-            norm = None  # taken from the starting model's card below
-        self.norm_spec = norm or {"scheme": "percentile", "lower": 1.0, "upper": 99.0}
+        if self.n_classes < 2:
+            raise DatasetError(f"{ds.root}: the label table {ds.label_names} needs a background and at least one class.")
+        ndims = {lab.ndim for _, lab, _ in self.raw}
+        channels = {img.shape[0] for img, _, _ in self.raw}
+        if len(ndims) > 1 or len(channels) > 1:
+            raise DatasetError(f"{ds.root}: cases mix 2D and 3D images or channel counts; a dataset holds one kind.")
         any_fg = False
-        for cid, (_img, lab, _) in zip([c.case_id for c in ds.cases], loaded):
+        for cid, (_img, lab, _) in zip(self.case_ids, self.raw):
             labelled = lab != self.ignore if self.ignore is not None else np.ones(lab.shape, bool)
             if not labelled.any():
-                raise DatasetError(f"Case {cid} of {ds.root} has no labelled voxels (everything is 'ignore').")
+                raise DatasetError(f"Case {cid} of {ds.root} has no labelled voxels (everything is 'ignore'); "
+                                   "review at least one slice or leave the case out.")
+            top = int(lab[labelled].max())
+            if lab.min() < 0 or top >= self.n_classes:
+                raise DatasetError(f"Case {cid} of {ds.root}: label value {top if top >= self.n_classes else lab.min()} "
+                                   f"is not in the label table {ds.label_names}.")
             any_fg |= bool((labelled & (lab > 0)).any())
-            if lab.max() >= self.n_classes and (self.ignore is None or lab.max() != self.ignore):
-                raise DatasetError(f"Case {cid}: label value {lab.max()} is not in the label table {ds.label_names}.")
         if not any_fg:
             raise DatasetError(f"No case of {ds.root} has any foreground voxel; there is nothing to learn.")
-        self.raw = loaded
-        self.ndim = ndim
+        self.ndim = ndims.pop()
+        self.spacing = list(self.raw[0][2]) if self.raw[0][2] else None
 
-    def _normalised(self, norm_spec) -> list[np.ndarray]:
-        return [apply_stats(img, compute_stats(img, norm_spec, True)) for img, _, _ in self.raw]
-
-    def _split(self, images) -> None:
-        cfg = self.cfg
-        labels = [lab for _, lab, _ in self.raw]
-        self.train, self.val, self.test = [], [], []
-        if len(images) > 1 and not cfg.train_region:
-            n_val = max(1, int(round(len(images) * cfg.val_fraction)))
-            order = self.rng.permutation(len(images))
-            val_ids, train_ids = set(order[:n_val].tolist()), order[n_val:].tolist()
-            self.train = [(images[i], labels[i]) for i in train_ids]
-            self.val = [(images[i], labels[i]) for i in sorted(val_ids)]
-            ids = [c.case_id for c in self.dataset.cases]
-            self.split = f"by case: train {[ids[i] for i in train_ids]}, validation {[ids[i] for i in sorted(val_ids)]}"
-            return
-        img, lab = images[0], labels[0]
-        tr = [parse_region(t, self.ndim) for t in cfg.train_region.split(";")] if cfg.train_region else None
-        va = parse_region(cfg.val_region, self.ndim)
-        te = parse_region(cfg.test_region, self.ndim)
-        if tr is None or va is None:  # disjoint slabs along the first axis
-            n = lab.shape[0]
-            n_val = max(1, int(round(n * cfg.val_fraction)))
-            tr = tr or [(slice(0, n - n_val),) + (slice(None),) * (self.ndim - 1)]
-            va = va or (slice(n - n_val, n),) + (slice(None),) * (self.ndim - 1)
-        self.train = [(img[(slice(None), *r)], lab[r]) for r in tr]
-        self.val = [(img[(slice(None), *va)], lab[va])]
-        if te is not None:
-            self.test = [(img[(slice(None), *te)], lab[te])]
-        fmt = lambda r: ",".join(f"{s.start or 0}:{'' if s.stop is None else s.stop}" for s in r)  # noqa: E731
-        self.split = (f"one case ({self.dataset.cases[0].case_id}) by regions: train [{'; '.join(fmt(r) for r in tr)}], "
-                      f"validation [{fmt(va)}]" + (f", test [{fmt(te)}]" if te is not None else ""))
-        if not all(t[1].size for t in self.train) or not self.val[0][1].size:
-            raise DatasetError(f"Empty training or validation region ({self.split}).")
-
+    # -- model -------------------------------------------------------------------------------
     def _build_model(self) -> None:
         cfg = self.cfg
+        torch.manual_seed(cfg.seed)
+        in_ch = self.raw[0][0].shape[0]
         if cfg.start_model:
             from ..checkpoint import load_model
 
@@ -171,172 +213,311 @@ class Trainer:
             self.norm_spec = cfg.normalization or card.normalization
             if self.model.out_channels != self.n_classes:
                 raise DatasetError(f"The dataset has {self.n_classes} classes ({self.dataset.label_names}) but the model "
-                                   f"{cfg.start_model} predicts {self.model.out_channels}.")
+                                   f"{cfg.start_model} predicts {self.model.out_channels} ({card.classes}).")
+            if self.model.in_channels != in_ch:
+                raise DatasetError(f"The dataset's images have {in_ch} channel(s) but the model {cfg.start_model} "
+                                   f"takes {self.model.in_channels}.")
             self.base_card = card
         else:
             dims = cfg.spatial_dims or (3 if self.ndim == 3 and cfg.arch in ("unet", "attention_unet") else 2)
-            self.model = create_model(cfg.arch, spatial_dims=dims, in_channels=self.raw[0][0].shape[0],
-                                      out_channels=self.n_classes, **cfg.model_config)
+            try:
+                self.model = create_model(cfg.arch, spatial_dims=dims, in_channels=in_ch, out_channels=self.n_classes,
+                                          **cfg.model_config)
+            except (KeyError, ValueError, TypeError) as exc:
+                raise InputError(f"Cannot build {cfg.arch!r} with {cfg.model_config}: {exc}") from None
+            self.norm_spec = cfg.normalization or {"scheme": "percentile", "lower": 1.0, "upper": 99.0}
             self.base_card = None
-        self.images = self._normalised(self.norm_spec)
-        self._split(self.images)
-        dims = self.model.spatial_dims
-        patch = cfg.patch or ([128, 128] if dims == 2 else [64, 64, 64])
-        if dims == 2 and self.ndim == 3:
-            patch = [1, *patch[-2:]]
-        self.patch = [int(p) for p in patch]
+        if self.model.spatial_dims > self.ndim:
+            raise DatasetError(f"A 3D model cannot train on the 2D images of {self.dataset.root}.")
+
+    def _prepare(self) -> None:
+        cfg, dims = self.cfg, self.model.spatial_dims
+        images = [apply_stats(img, compute_stats(img, self.norm_spec, True)) for img, _, _ in self.raw]
+        labels = [lab for _, lab, _ in self.raw]
+
+        def arrays(parts):
+            return [(images[p.case][(slice(None), *p.slices)], labels[p.case][p.slices]) for p in parts]
+
+        self.train_parts, self.val_parts, self.test_parts = (arrays(self.split.train), arrays(self.split.val),
+                                                             arrays(self.split.test))
+        patch = list(cfg.patch or ([128, 128] if dims == 2 else [64, 64, 64]))
+        if len(patch) != dims and not (dims == 2 and len(patch) == 3 and patch[0] == 1):
+            raise InputError(f"--patch needs {dims} sizes for a {dims}D model; got {patch}.")
+        patch = patch[-dims:]
+        # never larger than the biggest training part (the model pads to its divisor itself)
+        extent = np.max([lab.shape[-dims:] for _, lab in self.train_parts], axis=0)
+        patch = [int(min(p, e)) for p, e in zip(patch, extent)]
+        self.tile = patch
+        self.patch = [1, *patch] if (dims == 2 and self.ndim == 3) else patch
         self.mode = "slices" if (dims == 2 and self.ndim == 3) else None
         self.model.to(self.device)
         if cfg.freeze_encoder:
+            if not self.model.encoder_prefixes:
+                raise InputError(f"{self.model.arch} does not name its encoder; fine-tune without --freeze-encoder.")
             for name, p in self.model.named_parameters():
                 if name.startswith(self.model.encoder_prefixes):
                     p.requires_grad_(False)
-        lr = cfg.lr or (1e-4 if cfg.start_model else 1e-3)
-        self.base_lr = lr
-        self.opt = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad], lr=lr,
+        self.base_lr = cfg.lr or (1e-4 if cfg.start_model else 1e-3)
+        self.opt = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad], lr=self.base_lr,
                                      weight_decay=cfg.weight_decay)
-        self.sampler = PatchSampler([x for x, _ in self.train], [y for _, y in self.train], self.patch, self.rng,
-                                    ignore_index=self.loss_ignore)
+        self.precision = training_precision(self.device, cfg.precision)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision == "fp16")
+        self.net = self.dist.wrap(_LossNet(self.model, self.loss_ignore))
+        rank_seed = cfg.seed + 1000 * self.dist.rank
+        self.rng = np.random.default_rng(rank_seed)
+        self.gen = torch.Generator().manual_seed(rank_seed)
+        self.sampler = PatchSampler([x for x, _ in self.train_parts], [y for _, y in self.train_parts], self.patch,
+                                    self.rng, fg_fraction=cfg.fg_fraction, ignore_index=self.loss_ignore)
 
-    # ------------------------------------------------------------------------------------------
-    def evaluate(self, pairs) -> list[float]:
-        """Dice per foreground class over the given (image, labels) regions, via the inference engine."""
-        per_case = []
-        for img, lab in pairs:
+    # -- evaluation --------------------------------------------------------------------------
+    def evaluate(self, parts, precision: str = "fp32") -> list[float]:
+        """Dice per foreground class over whole (image, labels) parts, through the inference engine."""
+        from ..inference import predict
+
+        per_part = []
+        for img, lab in parts:
             pred = predict(self.model, img if img.shape[0] > 1 else img[0], mode=self.mode, device=self.device,
-                           precision="fp32", normalization={"scheme": "none"}, return_probabilities=False,
-                           tile=self.patch[-self.model.spatial_dims:])
-            per_case.append(dice_per_class(np.asarray(pred.labels), lab, self.n_classes, self.ignore))
+                           precision=precision, normalization={"scheme": "none"}, return_probabilities=False,
+                           tile=self.tile, cancel=self.cancel)
+            per_part.append(dice_per_class(np.asarray(pred.labels), lab, self.n_classes, self.ignore))
         self.model.train()
-        return [_mean(c) for c in zip(*per_case)]
+        return [_mean(c) for c in zip(*per_part)]
 
-    def _lr_at(self, progress: float) -> float:
-        warm = self.cfg.warmup_epochs / max(self.total_epochs, 1)
-        if progress < warm:
-            return self.base_lr * max(progress / warm, 0.05)
-        t = (progress - warm) / max(1 - warm, 1e-6)
-        return self.base_lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(t, 1.0))))
+    @staticmethod
+    def _score(per_class: list[float]) -> float:
+        m = _mean(per_class)
+        return 1.0 if math.isnan(m) else m  # no class present in labels or prediction: they agree
 
+    # -- one step ----------------------------------------------------------------------------
     def _step(self, x: torch.Tensor, y: torch.Tensor) -> float:
-        out = self.model.forward_train(x)
-        loss = out.main_weight * dice_ce_loss(out.logits, y, self.loss_ignore) if out.main_weight else 0.0
-        for w, h in out.heads:
-            loss = loss + w * dice_ce_loss(h, y, self.loss_ignore)
-        loss = loss + out.aux_loss
+        amp = torch.autocast(self.device.type, dtype=torch.bfloat16 if self.precision == "bf16" else torch.float16,
+                             enabled=self.precision != "fp32")
+        with amp:
+            loss = self.net(x, y)
         self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 2.0)
-        self.opt.step()
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.opt)
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        self.scaler.step(self.opt)
+        self.scaler.update()
         return float(loss.detach())
 
+    def _batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        xb, yb = self.sampler.sample(self.cfg.batch_size)
+        x, y = torch.from_numpy(xb), torch.from_numpy(yb)
+        if self.mode == "slices":
+            x, y = x[:, :, 0], y[:, 0]
+        x, y = augment(x, y, self.gen, self.loss_ignore)
+        return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+
+    def _fingerprint(self) -> dict:
+        c = self.cfg
+        return {"dataset_sha256": self.dataset.manifest_sha256, "split": self.split.as_json(), "arch": self.model.arch,
+                "config": self.model.config, "start_model": c.start_model, "patch": self.patch, "batch": c.batch_size,
+                "iters_per_epoch": c.iters_per_epoch, "lr": self.base_lr, "seed": c.seed,
+                "freeze_encoder": c.freeze_encoder, "normalization": self.norm_spec}
+
+    # -- the run -----------------------------------------------------------------------------
     def fit(self) -> TrainResult:
-        cfg = self.cfg
+        cfg, dist, main = self.cfg, self.dist, self.dist.is_main
         self.out.mkdir(parents=True, exist_ok=True)
-        self.total_epochs = cfg.epochs if cfg.minutes is None else 10**6
-        best_path = self.out / "best.safetensors"
-        log_path = self.out / "training_log.csv"
-        start_epoch, best, before, elapsed_before = 0, -1.0, None, 0.0
-        if cfg.resume and (self.out / "state.json").exists():
-            st = load_state(self.out, self.model, self.opt)
-            start_epoch, best, before, elapsed_before = st["epoch"], st["best"], st["before"], st["elapsed"]
-        else:
-            if cfg.start_model:
-                before = _mean(self.evaluate(self.val))
-            with open(log_path, "w", newline="") as f:
-                csv.writer(f).writerow(["epoch", "lr", "train_loss", "val_dice", "seconds"])
-        t0 = time.perf_counter() - elapsed_before
+        best_path, log_path = self.out / "best.safetensors", self.out / "training_log.csv"
         budget = cfg.minutes * 60 if cfg.minutes else None
-        epoch, stale, cancelled = start_epoch, 0, False
+        planned: int | None = None if budget else cfg.epochs
+        s = {"epoch": 0, "best": -1.0, "best_per_class": None, "best_epoch": 0, "stale": 0, "before": None,
+             "test_before": None, "elapsed": 0.0, "planned": planned}
+        fingerprint = self._fingerprint()
+        resumed = False
+        if cfg.resume and has_state(self.out):
+            info, rng = load_state(self.out, self.model, self.opt)
+            if info.get("fingerprint") != json.loads(json.dumps(fingerprint)):
+                raise DatasetError(f"{self.out} holds the state of a different run (dataset, split, model or settings "
+                                   "differ); resume with the same options or start again without --resume.")
+            s.update(info["progress"])
+            if budget is None:
+                s["planned"] = cfg.epochs  # resuming with more (or fewer) epochs is allowed
+            if main and "numpy" in info:
+                self.rng.bit_generator.state = info["numpy"]
+                self.gen.set_state(rng["augment"])
+                torch.set_rng_state(rng["torch"])
+            else:  # other ranks: a fresh stream per (rank, epoch)
+                self.rng = self.sampler.rng = np.random.default_rng([cfg.seed, dist.rank, s["epoch"]])
+            if info.get("scaler"):
+                self.scaler.load_state_dict(info["scaler"])
+            resumed = True
+        elif main:
+            if cfg.start_model:
+                s["before"] = self._score(self.evaluate(self.val_parts))
+                if self.test_parts:
+                    s["test_before"] = self.evaluate(self.test_parts)
+            if cfg.precision.lower() == "bf16" and self.device.type == "cpu" and cfg.start_model:
+                self._check_bf16(s["before"])
+            with open(log_path, "w", newline="") as f:
+                csv.writer(f).writerow(["epoch", "lr", "train_loss", "val_dice", "val_dice_per_class", "best", "seconds"])
+        if cfg.resume and not resumed:
+            self.notes.append(f"nothing to resume in {self.out}; started from the beginning")
+        s["precision"] = self.precision
+        t0 = time.perf_counter() - s["elapsed"]
+        epoch, cancelled = s["epoch"], False
         self.model.train()
         try:
             while True:
                 elapsed = time.perf_counter() - t0
-                if (budget is None and epoch >= cfg.epochs) or (budget is not None and elapsed >= budget):
+                stop = (s["planned"] is not None and epoch >= s["planned"]) or (budget is not None and elapsed >= budget)
+                if dist.broadcast([float(stop)])[0]:
                     break
                 losses = []
-                for _ in range(cfg.iters_per_epoch):
+                for step in range(cfg.iters_per_epoch):
                     if self.cancel is not None and self.cancel.cancelled:
                         raise Cancelled("Training cancelled.")
-                    prog = (epoch + len(losses) / cfg.iters_per_epoch) / cfg.epochs if budget is None else (time.perf_counter() - t0) / budget
-                    if budget is not None:
-                        self.total_epochs = max(epoch + 1, 1)
-                        prog = min(prog, 1.0)
+                    lr = lr_at(epoch + (step + 1) / cfg.iters_per_epoch, s["planned"], self.base_lr, cfg.warmup_epochs)
                     for g in self.opt.param_groups:
-                        g["lr"] = self._lr_at(prog) if budget is None else self._lr_at_time(prog)
-                    xb, yb = self.sampler.sample(cfg.batch_size)
-                    x, y = torch.from_numpy(xb), torch.from_numpy(yb)
-                    if self.mode == "slices":
-                        x, y = x[:, :, 0], y[:, 0]
-                    x, y = augment(x, y, self.gen, self.loss_ignore)
-                    losses.append(self._step(x.to(self.device), y.to(self.device)))
+                        g["lr"] = lr
+                    losses.append(self._step(*self._batch()))
+                    if self.on_step is not None:
+                        self.on_step({"epoch": epoch + 1, "epochs": s["planned"], "step": step + 1,
+                                      "steps": cfg.iters_per_epoch, "loss": float(np.mean(losses)), "lr": lr,
+                                      "elapsed": time.perf_counter() - t0, "budget": budget})
                 epoch += 1
-                val = _mean(self.evaluate(self.val))
-                if val > best:
-                    best, stale = val, 0
-                    self._save(best_path, best, before, epoch, time.perf_counter() - t0, partial=True)
+                train_loss = dist.mean(float(np.mean(losses)))
+                per_class = self.evaluate(self.val_parts) if main else []
+                val = dist.broadcast([self._score(per_class) if main else 0.0])[0]
+                if s["planned"] is None:  # minutes: fix the number of epochs from the first one's duration
+                    first = time.perf_counter() - t0
+                    s["planned"] = int(dist.broadcast([max(1, math.floor(budget / max(first, 1e-6)))])[0])
+                if val > s["best"]:
+                    s.update(best=val, best_per_class=per_class, best_epoch=epoch, stale=0)
+                    if main:
+                        self._save(best_path, s, epoch, time.perf_counter() - t0, finished=False)
                 else:
-                    stale += 1
-                lr = self.opt.param_groups[0]["lr"]
-                with open(log_path, "a", newline="") as f:
-                    csv.writer(f).writerow([epoch, f"{lr:.3g}", f"{np.mean(losses):.4f}", f"{val:.4f}", f"{time.perf_counter() - t0:.1f}"])
-                save_state(self.out, self.model, self.opt, {"epoch": epoch, "best": best, "before": before,
-                                                            "elapsed": time.perf_counter() - t0})
+                    s["stale"] += 1
+                now = time.perf_counter() - t0
+                s.update(epoch=epoch, elapsed=now)
+                if main:
+                    with open(log_path, "a", newline="") as f:
+                        csv.writer(f).writerow([epoch, f"{lr:.4g}", f"{train_loss:.4f}", f"{val:.4f}",
+                                                " ".join(f"{d:.4f}" for d in per_class), f"{s['best']:.4f}", f"{now:.1f}"])
+                    save_state(self.out, self.model, self.opt,
+                               {"fingerprint": fingerprint, "progress": s, "numpy": self.rng.bit_generator.state,
+                                "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None},
+                               {"augment": self.gen.get_state(), "torch": torch.get_rng_state()})
                 if self.progress is not None:
-                    self.progress({"epoch": epoch, "epochs": cfg.epochs if budget is None else None,
-                                   "loss": float(np.mean(losses)), "val_dice": val, "best": best,
-                                   "elapsed": time.perf_counter() - t0, "budget": budget})
-                if stale >= cfg.patience:
+                    self.progress({"epoch": epoch, "epochs": s["planned"], "loss": train_loss, "val_dice": val,
+                                   "val_dice_per_class": per_class, "best": s["best"], "lr": lr, "elapsed": now,
+                                   "budget": budget})
+                if s["stale"] >= cfg.patience:
+                    self.notes.append(f"stopped early at epoch {epoch}: no better validation Dice for {cfg.patience} epochs")
                     break
         except Cancelled:
             cancelled = True
+            self.notes.append(f"cancelled during epoch {epoch + 1}; the best checkpoint so far is kept")
         seconds = time.perf_counter() - t0
-        if not best_path.exists():
-            if cancelled:
-                raise Cancelled("Training cancelled before the first validation; no checkpoint was written.")
-            raise DatasetError("Training produced no checkpoint.")
-        from ..checkpoint import load_model
+        if s["planned"] is not None and epoch < s["planned"] and budget is not None and not cancelled \
+                and s["stale"] < cfg.patience:
+            self.notes.append(f"the time budget ended after {epoch} of {s['planned']} planned epochs")
+        dist.barrier()
+        result = TrainResult(str(best_path), s["before"], s["best"], None, epoch, seconds, self.split.describe(),
+                             cancelled, str(log_path), s["test_before"], s["best_per_class"], self.precision,
+                             dist.world_size, s["planned"], self._reproduce(s["planned"]), self.notes)
+        if main:
+            if not best_path.exists():
+                if cancelled:
+                    raise Cancelled("Training cancelled before the first validation; no checkpoint was written.")
+                raise DatasetError("Training produced no checkpoint.")
+            from ..checkpoint import load_model
 
-        self.model = load_model(best_path, device=self.device).train()
-        test = self.evaluate(self.test) if self.test else None
-        self._save(best_path, best, before, epoch, seconds, test=test)
-        return TrainResult(str(best_path), before, best, test, epoch, seconds, self.split, cancelled, str(log_path))
+            best_model = load_model(best_path, device=self.device)
+            self.model.load_state_dict(best_model.state_dict())
+            if self.test_parts:
+                result.test_dice = self.evaluate(self.test_parts)
+            self._save(best_path, s, epoch, seconds, finished=not cancelled, test=result.test_dice)
+        dist.barrier()
+        dist.close()
+        return result
 
-    def _lr_at_time(self, fraction: float) -> float:
-        warm = 0.05
-        if fraction < warm:
-            return self.base_lr * max(fraction / warm, 0.05)
-        t = (fraction - warm) / (1 - warm)
-        return self.base_lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(t, 1.0))))
+    def _check_bf16(self, before_fp32: float | None) -> None:
+        """bf16 on the CPU: keep it only if the start model's validation Dice under bf16 stays within 0.01."""
+        if before_fp32 is None:
+            return
+        bf = self._score(self.evaluate(self.val_parts, precision="bf16"))
+        if abs(bf - before_fp32) > 0.01:
+            self.precision = "fp32"
+            self.notes.append(f"bf16 changed the start model's validation Dice ({before_fp32:.4f} -> {bf:.4f}); "
+                              "trained in fp32")
 
-    def _save(self, path: Path, best: float, before, epochs: int, seconds: float, partial: bool = False, test=None) -> None:
-        cfg = self.cfg
-        base = self.base_card
+    def _reproduce(self, planned: int | None) -> str | None:
+        """The command that repeats this run exactly: the given one, with --minutes replaced by --epochs N."""
+        cmd = self.cfg.command
+        if not cmd.startswith("attnseg ") or planned is None:
+            return None
+        words = shlex.split(cmd)
+        out, skip = [], False
+        for w in words:
+            if skip:
+                skip = False
+                continue
+            if w in ("--minutes", "--epochs"):
+                skip = True
+                continue
+            if w.startswith(("--minutes=", "--epochs=")) or w == "--resume":
+                continue
+            out.append(w)
+        return " ".join(shlex.quote(w) for w in [*out, "--epochs", str(planned)])
+
+    def _save(self, path: Path, s: dict, epochs: int, seconds: float, finished: bool, test=None) -> None:
+        cfg, base = self.cfg, self.base_card
+        metrics: dict[str, Any] = {"val_dice": s["best"], "val_dice_per_class": s["best_per_class"]}
+        if test:
+            metrics.update(test_dice=_mean(test), test_dice_per_class=test)
+        if s["test_before"]:
+            metrics.update(test_dice_before=_mean(s["test_before"]), test_dice_before_per_class=s["test_before"])
         card = ModelCard(
             arch=self.model.arch, config=dict(self.model.config),
             name=cfg.name or (base.name + "-finetuned" if base else self.model.arch),
             description=cfg.description or (base.description if base else f"{self.model.arch} trained on {Path(cfg.dataset).name}"),
             classes=list(self.dataset.label_names), normalization=dict(self.norm_spec),
             spacing=self.spacing[-self.model.spatial_dims:] if self.spacing else None,
-            tile=[int(p) for p in self.patch[-self.model.spatial_dims:]], overlap=0.25,
+            tile=[int(p) for p in self.tile], overlap=0.25,
             training={
                 "dataset": str(cfg.dataset), "dataset_manifest_sha256": self.dataset.manifest_sha256,
-                "split": self.split, "epochs": epochs, "seconds": round(seconds, 1), "machine": describe_machine(),
-                "command": cfg.command or " ".join(sys.argv), "start_model": cfg.start_model,
-                "val_dice_before": before, "val_dice_after": best, "seed": cfg.seed, "code_version": __version__,
-                "config": {k: v for k, v in asdict(cfg).items() if k not in ("command",)}, "finished": not partial,
+                "split": self.split.describe(), "split_parts": self.split.as_json(),
+                "epochs": epochs, "epochs_planned": s["planned"], "best_epoch": s["best_epoch"],
+                "seconds": round(seconds, 1), "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                "machine": describe_machine(), "device": str(self.device), "precision": self.precision,
+                "world_size": self.dist.world_size, "command": cfg.command or None,
+                "reproduce": self._reproduce(s["planned"]), "start_model": cfg.start_model,
+                "start_model_sha256": getattr(base, "weights_sha256", None) if base else None,
+                "val_dice_before": s["before"], "val_dice_after": s["best"], "seed": cfg.seed,
+                "code_version": __version__, "config": {k: v for k, v in asdict(cfg).items() if k != "command"},
+                "finished": finished, "notes": list(self.notes),
             },
-            metrics={"val_dice": best, **({"test_dice_per_class": test, "test_dice": _mean(test)} if test else {})},
+            metrics=metrics,
         )
-        was_training = self.model.training
         save_model(self.model, path, card)
-        self.model.train(was_training)
+        self.model.train()
 
 
-def train(cfg: TrainConfig, progress=None, cancel=None) -> TrainResult:
-    """Train (or fine-tune, when ``cfg.start_model`` is set) and return the result summary."""
-    if cfg.epochs < 1 and not cfg.minutes:
+def _check_config(cfg: TrainConfig) -> None:
+    if cfg.minutes is not None and cfg.minutes <= 0:
+        raise InputError(f"minutes must be > 0; got {cfg.minutes}.")
+    if cfg.minutes is None and cfg.epochs < 1:
         raise InputError("Give a budget: epochs >= 1 or minutes > 0.")
-    return Trainer(cfg, progress, cancel).fit()
+    if cfg.iters_per_epoch < 1 or cfg.batch_size < 1:
+        raise InputError("iters_per_epoch and batch_size must be >= 1.")
+    if not 0 < cfg.val_fraction < 1:
+        raise InputError(f"val_fraction must be between 0 and 1; got {cfg.val_fraction}.")
+    if cfg.patience < 1:
+        raise InputError(f"patience must be >= 1; got {cfg.patience}.")
+
+
+def train(cfg: TrainConfig, progress=None, cancel=None, on_step=None) -> TrainResult:
+    """Train (or fine-tune, when ``cfg.start_model`` is set) and return the result summary.
+
+    ``progress`` gets a dict after every epoch (epoch, epochs, loss, val_dice, val_dice_per_class, best,
+    lr, elapsed, budget); ``on_step`` one after every optimizer step; ``cancel`` is a ``CancelToken``
+    (cancelling keeps the best checkpoint so far and returns with ``cancelled=True``).
+    """
+    return Trainer(cfg, progress, cancel, on_step).fit()
 
 
 def result_json(result: TrainResult) -> str:
