@@ -309,3 +309,33 @@ def test_torchrun_data_parallel_on_cpu(tmp_path, dataset_2d):
     card = load_model(Path(tmp_path / "ddp" / "best.safetensors")).card
     assert card.training["world_size"] == 2 and card.training["epochs"] == 2
     assert len(rows(tmp_path / "ddp" / "training_log.csv")) == 2
+
+
+@pytest.mark.parametrize("shape", [(6, 1, 24, 24), (3, 1, 8, 16, 16)])
+def test_augmentation_keeps_labels_on_the_image(shape):
+    """Spatial changes move image and labels together (2D and 3D), per sample, reproducibly."""
+    from napari_attnseg.training.augment import augment
+
+    y = (torch.rand(shape[:1] + shape[2:], generator=torch.Generator().manual_seed(1)) > 0.6).long()
+    y[..., :6] = 1  # an asymmetric block so that flips and rotations show
+    x = y.unsqueeze(1).float()
+    xa, ya = augment(x, y, torch.Generator().manual_seed(0), ignore_index=2, p_gamma=0, p_noise=0, p_affine=0)
+    assert torch.equal((xa > 0.5).long().squeeze(1), ya)
+    assert not all(torch.equal(ya[i], y[i]) for i in range(shape[0]))  # something moved
+    xb, yb = augment(x, y, torch.Generator().manual_seed(0), ignore_index=2, p_gamma=0, p_noise=0, p_affine=0)
+    assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    xc, yc = augment(x, y, torch.Generator().manual_seed(3), ignore_index=2, p_affine=1.0)
+    inside = yc != 2
+    assert inside.float().mean() > 0.7
+    assert ((xc > 0.5).long().squeeze(1) == yc)[inside].float().mean() > 0.85
+
+
+@pytest.mark.parametrize("arch, config", [("msga", {"width": 4, "channels": 8, "latent": 4}), ("transfuse", {"width": 8, "embed_dim": 16,
+                                                                                            "depth": 1, "heads": 2}),
+                                          ("attention_unet", {"features": [4, 8, 16], "deep_supervision": True})])
+def test_every_architecture_trains(tmp_path, dataset_2d, arch, config):
+    """Heads (deep supervision, TransFuse's three) and msga's auxiliary losses go through the trainer."""
+    res = train(TrainConfig(dataset=str(dataset_2d), out=str(tmp_path / arch), arch=arch, model_config=config,
+                            epochs=1, iters_per_epoch=2, batch_size=2, patch=[32, 32]))
+    model = load_model(res.checkpoint)
+    assert model.arch == arch and 0 <= res.val_dice_after <= 1

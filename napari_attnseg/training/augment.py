@@ -1,5 +1,9 @@
-"""Data augmentation on batches of patches (torch, 2D and 3D): flips, 90-degree rotations, small
-scaling/rotation, intensity scale/shift/gamma and Gaussian noise. Labels follow every spatial change."""
+"""Data augmentation on batches of patches (torch, CPU-cheap, 2D and 3D), drawn per sample:
+flips along every axis, 90-degree rotations in the last two axes (when square), a small rotation
+(+-15 degrees, in-plane for volumes) and scaling (0.85-1.15) with probability 0.3, intensity scale
+(+-20 %) and shift (+-0.1), gamma (0.74-1.35, p 0.3) and Gaussian noise (sigma up to 0.1, p 0.3).
+Labels follow every spatial change (nearest neighbour); voxels brought in from outside the patch
+become ``ignore_index`` (when given) so they carry no loss. All randomness comes from ``gen`` (reproducible)."""
 
 from __future__ import annotations
 
@@ -9,48 +13,70 @@ import torch
 import torch.nn.functional as F
 
 
-def augment(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator, ignore_index: int | None = None):
-    """x (B, C, *S) float, y (B, *S) long -> augmented copies."""
+def _u(gen: torch.Generator, n: int = 1) -> torch.Tensor:
+    return torch.rand(n, generator=gen)
+
+
+def augment(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator, ignore_index: int | None = None,
+            p_affine: float = 0.3, p_gamma: float = 0.3, p_noise: float = 0.3):
+    """x (B, C, *S) float, y (B, *S) long -> augmented copies (inputs untouched)."""
     nd = x.dim() - 2
-    axes = list(range(2, 2 + nd))
-    for a in axes:
-        if torch.rand(1, generator=gen).item() < 0.5:
-            x, y = x.flip(a), y.flip(a - 1)
-    if x.shape[-1] == x.shape[-2] and torch.rand(1, generator=gen).item() < 0.5:
-        k = int(torch.randint(1, 4, (1,), generator=gen))
-        x, y = torch.rot90(x, k, (nd, nd + 1)), torch.rot90(y, k, (nd - 1, nd))
-    if torch.rand(1, generator=gen).item() < 0.3:
-        x, y = _affine(x, y, gen, ignore_index)
-    # intensity
     b = x.shape[0]
+    xs, ys = [], []
+    for i in range(b):  # spatial flips/rotations differ per sample
+        xi, yi = x[i], y[i]
+        for a in range(nd):
+            if _u(gen).item() < 0.5:
+                xi, yi = xi.flip(a + 1), yi.flip(a)
+        if xi.shape[-1] == xi.shape[-2]:
+            k = int(torch.randint(0, 4, (1,), generator=gen))
+            if k:
+                xi, yi = torch.rot90(xi, k, (nd - 1, nd)), torch.rot90(yi, k, (nd - 2, nd - 1))
+        xs.append(xi)
+        ys.append(yi)
+    x, y = torch.stack(xs), torch.stack(ys)
+    do_affine = _u(gen, b) < p_affine
+    if do_affine.any():
+        idx = do_affine.nonzero().flatten()
+        xa, ya = _affine(x[idx], y[idx], gen, ignore_index)
+        x, y = x.clone(), y.clone()
+        x[idx], y[idx] = xa, ya
+    # intensity, per sample
     shape = (b, 1) + (1,) * nd
-    scale = 1 + 0.2 * (torch.rand(shape, generator=gen) * 2 - 1)
-    shift = 0.1 * (torch.rand(shape, generator=gen) * 2 - 1)
-    x = x * scale + shift
-    if torch.rand(1, generator=gen).item() < 0.3:
-        gamma = math.exp(0.3 * (torch.rand(1, generator=gen).item() * 2 - 1))
-        lo = x.amin(dim=tuple(range(1, x.dim())), keepdim=True)
-        hi = x.amax(dim=tuple(range(1, x.dim())), keepdim=True)
+    x = x * (1 + 0.2 * (torch.rand(shape, generator=gen) * 2 - 1)) + 0.1 * (torch.rand(shape, generator=gen) * 2 - 1)
+    gamma_on = _u(gen, b) < p_gamma
+    if gamma_on.any():
+        gamma = torch.exp(0.3 * (torch.rand(shape, generator=gen) * 2 - 1))
+        dims = tuple(range(1, x.dim()))
+        lo, hi = x.amin(dim=dims, keepdim=True), x.amax(dim=dims, keepdim=True)
         rng = (hi - lo).clamp_min(1e-6)
-        x = ((x - lo) / rng).clamp_min(0) ** gamma * rng + lo
-    if torch.rand(1, generator=gen).item() < 0.3:
-        x = x + 0.05 * torch.randn(x.shape, generator=gen)
+        g = ((x - lo) / rng).clamp(0, 1) ** gamma * rng + lo
+        x = torch.where(gamma_on.view(shape), g, x)
+    noise_on = (_u(gen, b) < p_noise).view(shape).float()
+    sigma = 0.1 * torch.rand(shape, generator=gen) * noise_on
+    if noise_on.any():
+        x = x + sigma * torch.randn(x.shape, generator=gen)
     return x.contiguous(), y.contiguous()
 
 
 def _affine(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator, ignore_index: int | None):
-    """Small in-plane rotation (+-15 degrees) and scaling (0.85-1.15), same for image and labels."""
+    """Small in-plane rotation (+-15 degrees) and isotropic scaling (0.85-1.15), per sample."""
     nd = x.dim() - 2
     b = x.shape[0]
-    angle = math.radians(15) * (torch.rand(1, generator=gen).item() * 2 - 1)
-    s = 1 + 0.15 * (torch.rand(1, generator=gen).item() * 2 - 1)
-    c, si = math.cos(angle) / s, math.sin(angle) / s
+    angle = math.radians(15) * (torch.rand(b, generator=gen) * 2 - 1)
+    s = 1 + 0.15 * (torch.rand(b, generator=gen) * 2 - 1)
+    c, si = torch.cos(angle) / s, torch.sin(angle) / s
+    z = torch.zeros(b)
     if nd == 2:
-        theta = torch.tensor([[c, -si, 0.0], [si, c, 0.0]])
-    else:
-        theta = torch.tensor([[c, -si, 0.0, 0.0], [si, c, 0.0, 0.0], [0.0, 0.0, 1.0 / s, 0.0]])
-    theta = theta.unsqueeze(0).expand(b, -1, -1)
+        theta = torch.stack([torch.stack([c, -si, z], 1), torch.stack([si, c, z], 1)], 1)
+    else:  # grid axes are (x, y, z): rotate x-y (the in-plane axes), scale z
+        theta = torch.stack([torch.stack([c, -si, z, z], 1), torch.stack([si, c, z, z], 1),
+                             torch.stack([z, z, 1 / s, z], 1)], 1)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
-    yf = F.grid_sample(y.unsqueeze(1).float(), grid, mode="nearest", padding_mode="border", align_corners=False)
-    return x, yf.squeeze(1).long()
+    if ignore_index is None:  # no way to mark the outside: repeat the border labels
+        yf = F.grid_sample(y.unsqueeze(1).float(), grid, mode="nearest", padding_mode="border", align_corners=False)
+        return x, yf.squeeze(1).round().long()
+    yf = F.grid_sample(y.unsqueeze(1).float() - ignore_index, grid, mode="nearest", padding_mode="zeros",
+                       align_corners=False)
+    return x, (yf.squeeze(1) + ignore_index).round().long()
