@@ -339,3 +339,51 @@ def test_every_architecture_trains(tmp_path, dataset_2d, arch, config):
                             epochs=1, iters_per_epoch=2, batch_size=2, patch=[32, 32]))
     model = load_model(res.checkpoint)
     assert model.arch == arch and 0 <= res.val_dice_after <= 1
+
+
+def test_fp16_loss_scaling_path_and_its_resume(tmp_path, dataset_2d, monkeypatch):
+    """The CUDA fp16 path (autocast + GradScaler, scaler state in the resume file), exercised on the CPU."""
+    from napari_attnseg.training import trainer as trainer_mod
+
+    monkeypatch.setattr(trainer_mod, "training_precision", lambda device, requested: "fp16")
+    common = dict(dataset=str(dataset_2d), out=str(tmp_path / "h"), arch="unet", model_config=TINY,
+                  iters_per_epoch=2, batch_size=2, patch=[32, 32])
+    res = train(TrainConfig(epochs=1, **common))
+    assert res.precision == "fp16"
+    state = json.loads((tmp_path / "h" / "state.json").read_text())
+    assert state["info"]["scaler"]["scale"] > 0
+    assert train(TrainConfig(epochs=2, resume=True, **common)).epochs == 2
+
+
+def test_split_rules():
+    from napari_attnseg.training.split import make_split, parse_box
+
+    assert parse_box("0:512,-56:", (512, 512)) == ((0, 512), (456, 512))
+    assert parse_box("5", (10, 4)) == ((5, 6), (0, 4))
+    with pytest.raises(DatasetError, match="start:stop"):
+        parse_box("a:b", (10,))
+    lab = np.ones((20, 8), np.int64)
+    s = make_split([lab], ["c"], ignore=None, val_region="8:12", test_region="16:20")
+    assert s.describe() == "regions: train c[0:8,0:8], c[12:16,0:8]; validation c[8:12,0:8]; test c[16:20,0:8]"
+    with pytest.raises(DatasetError, match="slabs along one axis"):
+        make_split([lab], ["c"], ignore=None, val_region="8:12,0:4")
+    three = [lab, lab, lab]
+    s = make_split(three, ["a", "b", "c"], ignore=None, val_fraction=0.3, seed=1)
+    assert len(s.val) == 1 and len(s.train) == 2 and s.how == "by case"
+    assert make_split(three, ["a", "b", "c"], ignore=None, val_fraction=0.3, seed=1).as_json() == s.as_json()
+    with pytest.raises(DatasetError, match="--case"):
+        make_split(three, ["a", "b", "c"], ignore=None, val_region="0:5")
+    s = make_split(three, ["a", "b", "c"], ignore=None, val_region="0:5", case="b")
+    assert s.describe() == "regions: train b[5:20,0:8]; validation b[0:5,0:8]"
+    spec = json.dumps({"train": ["a", {"case": "b", "region": "0:10"}], "val": [{"case": "b", "region": "10:20"}],
+                       "test": "c"})
+    s = make_split(three, ["a", "b", "c"], ignore=None, split_file=spec)
+    assert s.describe() == "split file: train a, b[0:10,0:8]; validation b[10:20,0:8]; test c"
+    with pytest.raises(DatasetError, match="not a case id"):
+        make_split(three, ["a", "b", "c"], ignore=None, split_file='{"train": ["a"], "val": ["z"]}')
+    with pytest.raises(DatasetError, match="overlap"):
+        make_split(three, ["a", "b", "c"], ignore=None, split_file='{"train": ["a"], "val": ["a"]}')
+    sparse = np.full((20, 8), 2)
+    sparse[3] = 0
+    with pytest.raises(DatasetError, match="validation part has no labelled voxels"):
+        make_split([sparse], ["c"], ignore=2, val_region="10:20")

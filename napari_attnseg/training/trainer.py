@@ -261,7 +261,7 @@ class Trainer:
         self.opt = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad], lr=self.base_lr,
                                      weight_decay=cfg.weight_decay)
         self.precision = training_precision(self.device, cfg.precision)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision == "fp16")
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.net = self.dist.wrap(_LossNet(self.model, self.loss_ignore))
         rank_seed = cfg.seed + 1000 * self.dist.rank
         self.rng = np.random.default_rng(rank_seed)
