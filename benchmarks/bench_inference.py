@@ -131,12 +131,12 @@ def model_only(repeats):
     from monai.networks.nets import AttentionUnet
 
     from napari_attnseg import create_model
-    from napari_attnseg.inference.precision import inference_copy
+    from napari_attnseg.inference.precision import build_inference_copy
 
     rows = []
     for dims, shape in ((2, (4, 1, 256, 256)), (3, (1, 1, 96, 96, 96))):
         ours = create_model("attention_unet", spatial_dims=dims).eval()
-        fast = inference_copy(ours, torch.device("cpu"))  # what the engine runs: BN folded, channels-last
+        fast = build_inference_copy(ours, torch.device("cpu"))  # what the engine runs: BN folded, channels-last
         theirs = AttentionUnet(spatial_dims=dims, in_channels=1, out_channels=2, channels=(16, 32, 64, 128, 256),
                                strides=(2, 2, 2, 2)).eval()
         x = torch.randn(*shape)
@@ -164,7 +164,7 @@ def gflops(repeats):
     from torch.utils.flop_counter import FlopCounterMode
 
     from napari_attnseg import create_model
-    from napari_attnseg.inference.precision import inference_copy
+    from napari_attnseg.inference.precision import build_inference_copy
 
     def peak(dtype):
         a = torch.randn(2048, 2048, dtype=dtype)
@@ -174,7 +174,7 @@ def gflops(repeats):
 
     rows = []
     for dims, shape in ((2, (8, 1, 256, 256)), (3, (1, 1, 96, 96, 96))):
-        m = inference_copy(create_model("attention_unet", spatial_dims=dims).eval(), torch.device("cpu"))
+        m = build_inference_copy(create_model("attention_unet", spatial_dims=dims).eval(), torch.device("cpu"))
         fmt = torch.channels_last if dims == 2 else torch.channels_last_3d
         x = torch.randn(*shape).contiguous(memory_format=fmt)
         with torch.inference_mode():

@@ -3,6 +3,7 @@ cancellation inside a forward pass, agreement of the fast path with fp32 on a tr
 
 from __future__ import annotations
 
+import copy
 import threading
 import time
 from collections import OrderedDict
@@ -44,14 +45,14 @@ def test_folded_copy_matches_and_leaves_the_model_alone():
                 m.running_mean.uniform_(-0.5, 0.5)
                 m.running_var.uniform_(0.5, 2.0)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    net = inference_copy(model, torch.device("cpu"))
-    assert not any(isinstance(m, nn.BatchNorm2d) for m in net.modules())
-    assert model.training and all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
-    x = torch.rand(2, 1, 48, 48)
-    model.eval()
-    with torch.no_grad():
-        ref, ref_maps = model(x, return_attention=True)
-        out, maps = net(x.contiguous(memory_format=torch.channels_last), return_attention=True)
+    with inference_copy(model, torch.device("cpu")) as net:
+        assert not any(isinstance(m, nn.BatchNorm2d) for m in net.modules())
+        assert model.training and all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+        x = torch.rand(2, 1, 48, 48)
+        model.eval()
+        with torch.no_grad():
+            ref, ref_maps = model(x, return_attention=True)
+            out, maps = net(x.contiguous(memory_format=torch.channels_last), return_attention=True)
     torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
     for k in ref_maps:
         torch.testing.assert_close(maps[k], ref_maps[k], rtol=1e-4, atol=1e-4)
@@ -157,3 +158,27 @@ def test_probabilities_in_float32_on_request():
     np.testing.assert_allclose(p16.probabilities.astype(np.float32), p32.probabilities, atol=1e-3)
     with pytest.raises(InputError, match="float16 or float32"):
         predict(ident, img, probability_dtype="int8")
+
+
+def test_inference_copy_is_reused_until_the_weights_change():
+    """The folded copy is built once per model and weights: an in-place weight update (an optimizer
+    step, load_state_dict) or a concurrent prediction gets a new one, never a stale one."""
+    torch.manual_seed(0)
+    model = create_model("unet", spatial_dims=2, features=[4, 8, 16]).eval()
+    dev = torch.device("cpu")
+    with inference_copy(model, dev) as a:
+        with inference_copy(model, dev) as busy:  # the first is in use: a private copy
+            assert busy is not a
+    with inference_copy(model, dev) as b:
+        assert b is a
+    image = np.random.default_rng(0).random((40, 40)).astype(np.float32)
+    before = np.asarray(predict(model, image, precision="fp32").probabilities)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(1.5)  # in place, same storage
+    with inference_copy(model, dev) as c:
+        assert c is not a
+    after = np.asarray(predict(model, image, precision="fp32").probabilities)
+    fresh = np.asarray(predict(copy.deepcopy(model), image, precision="fp32").probabilities)  # a new model: no cache
+    assert not np.allclose(before, after)
+    np.testing.assert_array_equal(after, fresh)

@@ -7,6 +7,7 @@ files, which makes volumes larger than memory possible.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -238,7 +239,8 @@ def _iter_predict(
     align = [max([1] + [s[a] for s in strides.values()]) if tile_shape[a] > 1 else 1 for a in range(len(work_spatial))]
     ov = [0.0 if t == 1 else overlap for t in tile_shape]
     grid = TileGrid(work_spatial, tile_shape, ov, align)
-    net = inference_copy(model, dev, cancel)
+    copies = contextlib.ExitStack()
+    net = copies.enter_context(inference_copy(model, dev, cancel))
     bs = _batch_size(tile_shape, dev, batch_size)
     n_classes = model.out_channels
     k_out = max(n_classes, 2)
@@ -371,6 +373,8 @@ def _iter_predict(
     except BaseException:
         store.discard()
         raise
+    finally:
+        copies.close()
 
     if store.final is not None:  # reopen from the final place
         labels = np.load(store.final / "labels.npy", mmap_mode="r+")

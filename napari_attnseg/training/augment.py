@@ -18,7 +18,7 @@ def _u(gen: torch.Generator, n: int = 1) -> torch.Tensor:
 
 
 def augment(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator, ignore_index: int | None = None,
-            p_affine: float = 0.3, p_gamma: float = 0.3, p_noise: float = 0.3):
+            p_affine: float = 0.3, p_gamma: float = 0.3, p_noise: float = 0.3, intensity_p: float = 1.0):
     """x (B, C, *S) float, y (B, *S) long -> augmented copies (inputs untouched)."""
     nd = x.dim() - 2
     b = x.shape[0]
@@ -43,7 +43,10 @@ def augment(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator, ignore_index
         x[idx], y[idx] = xa, ya
     # intensity, per sample
     shape = (b, 1) + (1,) * nd
-    x = x * (1 + 0.2 * (torch.rand(shape, generator=gen) * 2 - 1)) + 0.1 * (torch.rand(shape, generator=gen) * 2 - 1)
+    scale_on = (_u(gen, b) < intensity_p).view(shape).float()
+    shift_on = (_u(gen, b) < intensity_p).view(shape).float()
+    x = (x * (1 + 0.2 * (torch.rand(shape, generator=gen) * 2 - 1) * scale_on)
+         + 0.1 * (torch.rand(shape, generator=gen) * 2 - 1) * shift_on)
     gamma_on = _u(gen, b) < p_gamma
     if gamma_on.any():
         gamma = torch.exp(0.3 * (torch.rand(shape, generator=gen) * 2 - 1))

@@ -238,8 +238,8 @@ class Trainer:
         def arrays(parts):
             return [(images[p.case][(slice(None), *p.slices)], labels[p.case][p.slices]) for p in parts]
 
-        self.train_parts, self.val_parts, self.test_parts = (arrays(self.split.train), arrays(self.split.val),
-                                                             arrays(self.split.test))
+        self.train_parts = arrays(self.split.train)
+        self._images, self._labels = images, labels
         patch = list(cfg.patch or ([128, 128] if dims == 2 else [64, 64, 64]))
         if len(patch) != dims and not (dims == 2 and len(patch) == 3 and patch[0] == 1):
             raise InputError(f"--patch needs {dims} sizes for a {dims}D model; got {patch}.")
@@ -250,6 +250,7 @@ class Trainer:
         self.tile = patch
         self.patch = [1, *patch] if (dims == 2 and self.ndim == 3) else patch
         self.mode = "slices" if (dims == 2 and self.ndim == 3) else None
+        self.val_parts, self.test_parts = self._eval_parts(self.split.val), self._eval_parts(self.split.test)
         self.model.to(self.device)
         if cfg.freeze_encoder:
             if not self.model.encoder_prefixes:
@@ -270,16 +271,36 @@ class Trainer:
                                     self.rng, fg_fraction=cfg.fg_fraction, ignore_index=self.loss_ignore)
 
     # -- evaluation --------------------------------------------------------------------------
+    def _eval_parts(self, parts) -> list[tuple[np.ndarray, np.ndarray, tuple[slice, ...]]]:
+        """(image with context, labels of the part, where the part lies in that image) per part.
+
+        A validation or test part is segmented as a user would segment it: inside the whole image, so
+        the model sees the image around it (half a tile each side) as it does at inference. Only the
+        part's labels are scored; the training patches never read the image of a held-out part."""
+        out = []
+        dims = len(self.tile)
+        for p in parts:
+            img, lab = self._images[p.case], self._labels[p.case]
+            margin = [0] * (lab.ndim - dims) + [t // 2 for t in self.tile]
+            outer, inner = [], []
+            for sl, m, n in zip(p.slices, margin, lab.shape):
+                start, stop, _ = sl.indices(n)
+                lo, hi = max(start - m, 0), min(stop + m, n)
+                outer.append(slice(lo, hi))
+                inner.append(slice(start - lo, stop - lo))
+            out.append((img[(slice(None), *outer)], lab[p.slices], tuple(inner)))
+        return out
+
     def evaluate(self, parts, precision: str = "fp32") -> list[float]:
-        """Dice per foreground class over whole (image, labels) parts, through the inference engine."""
+        """Dice per foreground class over whole parts (segmented in context), through the inference engine."""
         from ..inference import predict
 
         per_part = []
-        for img, lab in parts:
+        for img, lab, inner in parts:
             pred = predict(self.model, img if img.shape[0] > 1 else img[0], mode=self.mode, device=self.device,
                            precision=precision, normalization={"scheme": "none"}, return_probabilities=False,
                            tile=self.tile, cancel=self.cancel)
-            per_part.append(dice_per_class(np.asarray(pred.labels), lab, self.n_classes, self.ignore))
+            per_part.append(dice_per_class(np.asarray(pred.labels)[inner], lab, self.n_classes, self.ignore))
         self.model.train()
         return [_mean(c) for c in zip(*per_part)]
 
