@@ -7,6 +7,11 @@ Nuclei (2D): train on x < 200 of nuclei2d/image.tif, validate on 200 <= x < 256,
 half (x >= 256). Each model trains with `attnseg train` for the same wall-clock budget, then the
 best checkpoint is scored on the test half (Dice, IoU) and timed on the whole 512x512 image.
 Writes benchmarks/results/accuracy.{json,md}.
+
+With ``--brain``: the 3D architectures (unet, attention_unet; features 8-128) on the brain split of
+the bundled model (MNI152 T1 at 2 mm, axial slabs: train k 0-27 and 54-93, validation 44-53, test
+28-43), same budget each; Dice per class (grey, white matter) on the test slab, segmented inside the
+volume. Writes benchmarks/results/accuracy_3d.{json,md}.
 """
 
 from __future__ import annotations
@@ -31,10 +36,13 @@ def main() -> None:
     ap.add_argument("--work", default="/tmp/attnseg-acc")
     ap.add_argument("--shared", default=str(REPO.parent / "shared" / "data"))
     ap.add_argument("--archs", default=",".join(ARCHS))
+    ap.add_argument("--brain", action="store_true", help="the 3D table on the brain split instead")
     args = ap.parse_args()
     work = Path(args.work)
     shared = Path(args.shared)
     subprocess.run([sys.executable, str(REPO / "scripts" / "prepare_training_data.py"), str(shared), str(work)], check=True)
+    if args.brain:
+        return brain_table(work, args.minutes)
     ds = work / "ds_nuclei"
     if not ds.exists():
         subprocess.run(["attnseg", "export", "--image", str(shared / "nuclei2d" / "image.tif"), "--labels",
@@ -64,6 +72,34 @@ def main() -> None:
         })
     write("accuracy", rows, f"### Nuclei 2D, same budget ({args.minutes:g} min of CPU training each); test = right half of the image",
           {"machine": machine(), "minutes": args.minutes, "split": "train x<200, val 200<=x<256, test x>=256"})
+
+
+def brain_table(work: Path, minutes: float) -> None:
+    from napari_attnseg import load_model
+
+    ds = work / "ds_brain"
+    if not ds.exists():
+        subprocess.run(["attnseg", "export", "--image", str(work / "mni152_2mm_t1.nii.gz"), "--labels",
+                        str(work / "mni152_2mm_labels.nii.gz"), "--dataset", str(ds), "--format", "nnunet",
+                        "--case-id", "mni152", "--label-names", "background,grey matter,white matter"], check=True)
+    rows = []
+    for arch in ("unet", "attention_unet"):
+        out = work / f"{arch}_3d"
+        subprocess.run(["attnseg", "train", str(ds), "--arch", arch, "--dims", "3", "--config",
+                        '{"features": [8, 16, 32, 64, 128]}', "--out", str(out), "--minutes", str(minutes),
+                        "--iters-per-epoch", "40", "--patience", "1000", "--patch", "32,64,64", "--batch", "4",
+                        "--train-region", "0:28;54:94", "--val-region", "44:54", "--test-region", "28:44",
+                        "--seed", "0"], check=True)
+        model = load_model(out / "best.safetensors", device="cpu")
+        gm, wm = model.card.metrics["test_dice_per_class"]
+        rows.append({
+            "architecture": f"{arch} 3D", "parameters (M)": f"{sum(x.numel() for x in model.parameters()) / 1e6:.2f}",
+            "test Dice GM": f"{gm:.4f}", "test Dice WM": f"{wm:.4f}",
+            "best val Dice (mean)": f"{model.card.metrics['val_dice']:.4f}", "epochs": model.card.training["epochs"],
+            "training (min)": f"{model.card.training['seconds'] / 60:.1f}",
+        })
+    write("accuracy_3d", rows, f"### Brain MRI 3D (2 mm), same budget ({minutes:g} min of CPU training each); test = axial slab k 28-43",
+          {"machine": machine(), "minutes": minutes, "split": "axial slabs: train 0-27 and 54-93, val 44-53, test 28-43"})
 
 
 if __name__ == "__main__":

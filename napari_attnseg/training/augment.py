@@ -1,7 +1,9 @@
 """Data augmentation on batches of patches (torch, CPU-cheap, 2D and 3D), drawn per sample:
 flips along every axis, 90-degree rotations in the last two axes (when square), a small rotation
 (+-15 degrees, in-plane for volumes) and scaling (0.85-1.15) with probability 0.3, intensity scale
-(+-20 %) and shift (+-0.1), gamma (0.74-1.35, p 0.3) and Gaussian noise (sigma up to 0.1, p 0.3).
+(+-20 %, p 0.15) and shift (+-0.1, p 0.15), gamma (0.74-1.35, p 0.3) and Gaussian noise (sigma up to
+0.1, p 0.3). (9-minute runs of the 3D brain model: scale and shift on every patch, best validation Dice 0.89,
+last 0.72; at p 0.15, as nnU-Net draws them, best 0.92, last 0.79.)
 Labels follow every spatial change (nearest neighbour); voxels brought in from outside the patch
 become ``ignore_index`` (when given) so they carry no loss. All randomness comes from ``gen`` (reproducible)."""
 
@@ -18,7 +20,7 @@ def _u(gen: torch.Generator, n: int = 1) -> torch.Tensor:
 
 
 def augment(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator, ignore_index: int | None = None,
-            p_affine: float = 0.3, p_gamma: float = 0.3, p_noise: float = 0.3, intensity_p: float = 1.0):
+            p_affine: float = 0.3, p_gamma: float = 0.3, p_noise: float = 0.3, intensity_p: float = 0.15):
     """x (B, C, *S) float, y (B, *S) long -> augmented copies (inputs untouched)."""
     nd = x.dim() - 2
     b = x.shape[0]
