@@ -30,7 +30,8 @@ def test_nuclei_2d_reaches_its_card_on_the_right_half():
     got = nuclei_sample_dice(model)
     assert got["right_half"] == pytest.approx(model.card.metrics["test_dice"], abs=0.01)
     assert got["whole_image"] == pytest.approx(model.card.metrics["sample_dice"]["whole_image"], abs=0.01)
-    assert model.card.training["split"].startswith("one case")
+    assert model.card.training["split"] == ("regions: train nuclei2d[0:512,0:200]; validation nuclei2d[0:512,200:256]; "
+                                            "test nuclei2d[0:512,256:512]")
     # the default fast path (bf16 on CPUs that have it) keeps the mask
     image = read_image(samples_dir() / "nuclei2d_image.tif").data
     a = np.asarray(predict(model, image, precision="fp32", return_probabilities=False).labels) > 0

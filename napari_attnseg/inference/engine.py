@@ -142,7 +142,10 @@ def _model_tile(model, mode: str, spatial: tuple[int, ...], tile, card) -> tuple
 def _batch_size(tile: Sequence[int], device: torch.device, batch_size: int | None) -> int:
     if batch_size:
         return int(batch_size)
-    budget = 2**23 if device.type == "cuda" else 2**20
+    # voxels per forward pass. On CPUs small batches are faster and lighter: measured on 2 cores,
+    # 1024x1024 with 256^2 tiles 0.54 s at 16 tiles per batch vs 0.38-0.40 s at 2; a 256x512x512 CT
+    # peak RSS 795 MB at 8 tiles of 32x64x64, 716 MB at 2.
+    budget = {"cuda": 2**23, "mps": 2**21}.get(device.type, 2**17)
     return max(1, min(32, budget // math.prod(tile)))
 
 
