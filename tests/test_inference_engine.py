@@ -182,3 +182,24 @@ def test_inference_copy_is_reused_until_the_weights_change():
     fresh = np.asarray(predict(copy.deepcopy(model), image, precision="fp32").probabilities)  # a new model: no cache
     assert not np.allclose(before, after)
     np.testing.assert_array_equal(after, fresh)
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_device_side_blending_matches_the_numpy_path(monkeypatch, dims):
+    """The GPU path blends tiles in torch on the device; run that code on the CPU and compare."""
+    from napari_attnseg.inference import engine
+
+    torch.manual_seed(0)
+    model = create_model("attention_unet", spatial_dims=dims, features=[4, 8, 16, 32], out_channels=3).eval()
+    shape = (70, 90) if dims == 2 else (30, 41, 37)
+    image = np.random.default_rng(2).random(shape).astype(np.float32)
+    kw = dict(tile=32 if dims == 2 else 16, overlap=0.4, attention=True, precision="fp32", device="cpu",
+              probability_dtype="float32")
+    ref = predict(model, image, **kw)
+    monkeypatch.setattr(engine, "_BLEND_ON_DEVICE", True)
+    got = predict(model, image, **kw)
+    np.testing.assert_allclose(got.probabilities, ref.probabilities, atol=1e-5)
+    assert (np.asarray(got.labels) == np.asarray(ref.labels)).mean() > 0.999
+    for a, b in zip(got.attention, ref.attention):
+        assert a.scale == b.scale and a.translate == b.translate
+        np.testing.assert_allclose(a.data.astype(np.float32), b.data.astype(np.float32), atol=1e-3)

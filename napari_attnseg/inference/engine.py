@@ -32,6 +32,7 @@ from .tiling import TileGrid, block_mean, round_up
 log = logging.getLogger(__name__)
 
 MODES = ("2d", "3d", "slices")
+_BLEND_ON_DEVICE: bool | None = None  # None: on the device unless it is the CPU (tests force the torch path)
 FINALIZE_CHUNK = 4  # slices normalised at a time: keeps temporaries small on big volumes
 DEFAULT_TILE = {2: 256, 3: 96}
 
@@ -258,13 +259,23 @@ def _iter_predict(
         keep_full_probs = factors is not None  # resampled: keep float32 on the model grid, zoom back at the end
         full_probs = np.zeros((k_out, *work_spatial), np.float32) if keep_full_probs else None
 
-        imp = grid.importance
-        map_acc: dict[str, np.ndarray] = {}
-        map_tile_w: dict[str, np.ndarray] = {}
+        # On a GPU the blending happens there too (the slab, weights and map sums are device tensors,
+        # only finished labels and maps come back); on the CPU it is NumPy on the same memory.
+        on_dev = dev.type != "cpu" if _BLEND_ON_DEVICE is None else _BLEND_ON_DEVICE
+
+        def dev_array(a: np.ndarray):
+            return torch.from_numpy(a).to(dev) if on_dev else a
+
+        def zeros(shape):
+            return torch.zeros(shape, dtype=torch.float32, device=dev) if on_dev else np.zeros(shape, np.float32)
+
+        imp = dev_array(grid.importance)
+        map_acc: dict[str, Any] = {}
+        map_tile_w: dict[str, Any] = {}
         if attention:
             for name, s in strides.items():
-                map_acc[name] = np.zeros(tuple(e // st for e, st in zip(grid.extent, s)), np.float32)
-                map_tile_w[name] = block_mean(imp, s)
+                map_acc[name] = zeros(tuple(e // st for e, st in zip(grid.extent, s)))
+                map_tile_w[name] = dev_array(block_mean(grid.importance, s))
 
         starts = grid.starts()
         total = len(starts) * (2 ** model.spatial_dims if tta else 1)
@@ -279,7 +290,7 @@ def _iter_predict(
         batches = [starts[b : b + bs] for b in range(0, len(starts), bs)]
         depth = max(max(s0[0] for s0 in bt) - bt[0][0] for bt in batches) + depth0
         buf_lo = 0
-        buf = np.zeros((k_out - 1, depth, *grid.extent[1:]), np.float32)
+        buf = zeros((k_out - 1, depth, *grid.extent[1:]))
         done = 0
         t_model = 0.0
         yield 0, total
@@ -294,7 +305,7 @@ def _iter_predict(
             for a in range(buf_lo, upto, FINALIZE_CHUNK):
                 b = min(a + FINALIZE_CHUNK, upto)
                 chunk = buf[(slice(None), slice(a - buf_lo, b - buf_lo), *inner)]
-                wsum = np.zeros(chunk.shape[1:], np.float32)
+                wsum = zeros(tuple(chunk.shape[1:]))
                 for z0, row in rows.items():
                     za, zb = max(a, z0), min(b, z0 + depth0)
                     if za >= zb:
@@ -304,6 +315,17 @@ def _iter_predict(
                                                           zip(s0[1:], tile_shape[1:], work_spatial[1:])))
                         src = (slice(za - z0, zb - z0), *(slice(0, d.stop - d.start) for d in dst[1:]))
                         wsum[dst] += imp[src]
+                if on_dev:
+                    pt = torch.empty((k_out, *chunk.shape[1:]), dtype=torch.float32, device=dev)
+                    torch.div(chunk, wsum, out=pt[1:])
+                    pt[0] = (1.0 - pt[1:].sum(0)).clamp_(min=0.0)
+                    if full_probs is not None:
+                        full_probs[:, a:b] = pt.cpu().numpy()
+                    else:
+                        labels[a:b] = pt.argmax(0).to(torch.uint8 if label_dtype == np.uint8 else torch.int32).cpu().numpy()
+                        if probs is not None:
+                            probs[:, a:b] = pt.to(torch.float16 if prob_dtype == np.float16 else torch.float32).cpu().numpy()
+                    continue
                 p = np.empty((k_out, *chunk.shape[1:]), np.float32)
                 np.divide(chunk, wsum, out=p[1:])
                 np.subtract(1.0, p[1:].sum(0), out=p[0])
@@ -328,7 +350,8 @@ def _iter_predict(
             batch_starts = starts[b0 : b0 + bs]
             x = np.stack([_read_tile(work, s0, tile_shape, chan_axis, stats) for s0 in batch_starts])
             t0 = time.perf_counter()
-            p_batch, m_batch = _run_batch(net, x, mode, dev, prec, attention, tta, n_classes, cancel)
+            p_batch, m_batch = _run_batch(net, x, mode, dev, prec, attention, tta, n_classes, cancel,
+                                          to_numpy=not on_dev)
             t_model += time.perf_counter() - t0
             for i, s0 in enumerate(batch_starts):
                 sl = (slice(s0[0] - buf_lo, s0[0] - buf_lo + depth0),
@@ -349,11 +372,12 @@ def _iter_predict(
 
         attention_maps = []
         for level, (name, acc) in enumerate(map_acc.items()):
+            acc = acc.cpu().numpy() if on_dev else acc
             st = strides[name]
             size = tuple(-(-s // s_) for s, s_ in zip(work_spatial, st))
             crop = tuple(slice(0, n) for n in size)
             wsum = np.zeros(acc.shape, np.float32)  # made now that the slab buffer is gone
-            tw = map_tile_w[name]
+            tw = block_mean(grid.importance, st)
             for s0 in starts:
                 wsum[tuple(slice(p // s_, p // s_ + d) for p, s_, d in zip(s0, st, tw.shape))] += tw
             data = (acc[crop] / wsum[crop]).astype(np.float16)
@@ -458,9 +482,11 @@ def _read_tile(image, start, tile, chan_axis: bool, stats) -> np.ndarray:
     return data
 
 
-def _run_batch(net, x: np.ndarray, mode: str, dev, prec: str, attention: bool, tta: bool, n_classes: int, cancel):
-    """Run the model on a batch of tiles; returns probabilities (B, K, *tile) and maps (B, *map)."""
-    xt = torch.from_numpy(x).to(dev)
+def _run_batch(net, x: np.ndarray, mode: str, dev, prec: str, attention: bool, tta: bool, n_classes: int, cancel,
+               to_numpy: bool = True):
+    """Run the model on a batch of tiles; returns probabilities (B, K, *tile) and maps (B, *map), as
+    NumPy arrays, or as float32 tensors on ``dev`` with ``to_numpy=False``."""
+    xt = torch.from_numpy(x).to(dev, non_blocking=True)
     squeeze = mode == "slices"
     if squeeze:
         xt = xt[:, :, 0]
@@ -490,6 +516,12 @@ def _run_batch(net, x: np.ndarray, mode: str, dev, prec: str, attention: bool, t
                 m = m.mean(1)  # several gates (heads) per level are shown as their mean
                 map_sum[name] = map_sum.get(name, 0) + m
     n = len(flips)
+    if not to_numpy:
+        probs, maps_t = prob_sum / n, {k: v / n for k, v in map_sum.items()}
+        if squeeze:
+            probs = probs[:, :, None]
+            maps_t = {k: v[:, None] for k, v in maps_t.items()}
+        return probs.contiguous(), maps_t
     probs = (prob_sum / n).cpu().numpy()
     maps_np = {k: (v / n).cpu().numpy() for k, v in map_sum.items()}
     if squeeze:
