@@ -33,7 +33,9 @@ log = logging.getLogger(__name__)
 
 MODES = ("2d", "3d", "slices")
 _BLEND_ON_DEVICE: bool | None = None  # None: on the device unless it is the CPU (tests force the torch path)
-FINALIZE_CHUNK = 4  # slices normalised at a time: keeps temporaries small on big volumes
+# voxels normalised at a time when slices are finished: keeps temporaries small on big volumes
+# (4 slices of a 512x512 CT) without a Python loop per row of a 2D image; more on a GPU
+FINALIZE_VOXELS = {"cpu": 2**20, "device": 2**24}
 DEFAULT_TILE = {2: 256, 3: 96}
 
 
@@ -291,6 +293,7 @@ def _iter_predict(
         depth = max(max(s0[0] for s0 in bt) - bt[0][0] for bt in batches) + depth0
         buf_lo = 0
         buf = zeros((k_out - 1, depth, *grid.extent[1:]))
+        chunk_slices = max(1, FINALIZE_VOXELS["device" if on_dev else "cpu"] // math.prod(grid.extent[1:]))
         done = 0
         t_model = 0.0
         yield 0, total
@@ -302,8 +305,8 @@ def _iter_predict(
             if upto <= buf_lo:
                 return
             inner = tuple(slice(0, s) for s in work_spatial[1:])
-            for a in range(buf_lo, upto, FINALIZE_CHUNK):
-                b = min(a + FINALIZE_CHUNK, upto)
+            for a in range(buf_lo, upto, chunk_slices):
+                b = min(a + chunk_slices, upto)
                 chunk = buf[(slice(None), slice(a - buf_lo, b - buf_lo), *inner)]
                 wsum = zeros(tuple(chunk.shape[1:]))
                 for z0, row in rows.items():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -16,7 +17,7 @@ def _sample(image, channel_axis: bool) -> np.ndarray:
     """A strided subsample of the image (per channel when ``channel_axis``), as float64."""
     shape = image.shape[1:] if channel_axis else image.shape
     n = int(np.prod(shape))
-    step = max(1, int(round((n / _MAX_SAMPLE) ** (1 / len(shape)))))
+    step = max(1, math.ceil((n / _MAX_SAMPLE) ** (1 / len(shape)) - 1e-9))  # at most ~_MAX_SAMPLE values
     region = tuple(slice(None, None, step) for _ in shape)
     data = image[(slice(None), *region)] if channel_axis else image[region]
     return np.asarray(data, dtype=np.float64)
