@@ -380,7 +380,7 @@ def _iter_predict(
             size = tuple(-(-s // s_) for s, s_ in zip(work_spatial, st))
             crop = tuple(slice(0, n) for n in size)
             wsum = np.zeros(acc.shape, np.float32)  # made now that the slab buffer is gone
-            tw = block_mean(grid.importance, st)
+            tw = map_tile_w[name].cpu().numpy() if on_dev else map_tile_w[name]
             for s0 in starts:
                 wsum[tuple(slice(p // s_, p // s_ + d) for p, s_, d in zip(s0, st, tw.shape))] += tw
             data = (acc[crop] / wsum[crop]).astype(np.float16)
