@@ -114,3 +114,47 @@ def test_evaluate_refuses_mismatched_shapes(tmp_path, model2d, capsys):
     assert main(["evaluate", "--model", str(model2d), "--image", str(tmp_path / "img.tif"), "--labels",
                  str(tmp_path / "ref.tif"), "--device", "cpu"]) == 1
     assert "must match" in capsys.readouterr().err
+
+
+def test_outputs_sit_beside_a_link_to_the_input_and_a_record_and_are_never_overwritten_silently(
+        tmp_path, model2d, capsys):
+    img = np.random.default_rng(3).normal(100, 20, (48, 40)).astype(np.uint16)
+    src = tmp_path / "in" / "slide.tif"
+    src.parent.mkdir()
+    tifffile.imwrite(src, img)
+    out = tmp_path / "out"
+    args = ["predict", str(src), "--model", str(model2d), "--out", str(out), "--attention", "--device", "cpu"]
+    assert main(args) == 0
+    link = out / "slide_image.tif"
+    assert link.is_symlink() and link.resolve() == src.resolve()  # a reference, not a copy
+    np.testing.assert_array_equal(tifffile.imread(link), img)
+    rec = json.loads((out / "slide_predict.json").read_text())
+    assert rec["input"] == str(src.resolve()) and rec["input_reference"] == "slide_image.tif"
+    assert rec["outputs"][:2] == ["slide_mask.tif", "slide_prob.tif"]
+    assert all((out / name).is_file() for name in rec["outputs"])
+    assert rec["model"] == "tiny2d" and len(rec["model_weights_sha256"]) == 64
+    assert rec["device"] == "cpu" and rec["params"]["tiles"] >= 1
+    capsys.readouterr()
+
+    # the user corrects the mask in place; a second run into the same folder must not replace it
+    corrected = np.ones(img.shape, np.uint8)
+    tifffile.imwrite(out / "slide_mask.tif", corrected)
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "slide_mask.tif" in err and "--overwrite" in err and str(out) in err
+    np.testing.assert_array_equal(tifffile.imread(out / "slide_mask.tif"), corrected)
+
+    # --overwrite replaces everything of the earlier run, maps of levels the new model lacks included
+    (out / "slide_attention_level9.tif").write_bytes(b"stale")
+    assert main(args + ["--overwrite"]) == 0
+    assert not (out / "slide_attention_level9.tif").exists()
+    assert not np.array_equal(tifffile.imread(out / "slide_mask.tif"), corrected)
+    assert link.is_symlink() and link.resolve() == src.resolve()
+
+
+def test_outputs_written_next_to_the_input_need_no_link(tmp_path, model2d):
+    tifffile.imwrite(tmp_path / "slide.tif", np.random.default_rng(4).normal(100, 20, (40, 40)).astype(np.uint16))
+    assert main(["predict", str(tmp_path / "slide.tif"), "--model", str(model2d), "--out", str(tmp_path),
+                 "--device", "cpu"]) == 0
+    assert not (tmp_path / "slide_image.tif").exists()
+    assert json.loads((tmp_path / "slide_predict.json").read_text())["input_reference"] == "slide.tif"

@@ -24,6 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mode", default=None, choices=("2d", "3d", "slices"))
     parser.add_argument("--tta", action="store_true", help="average over flips (slower, smoother)")
     parser.add_argument("--no-prob", action="store_true", help="do not write the probability map")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace outputs of an earlier run in --out (default: refuse that input and say so)")
 
 
 def progress_printer(label: str):
@@ -44,8 +46,9 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from ..checkpoint import load_model
-    from ..data import read_image, write_image
-    from ..errors import AttnSegError
+    from ..data import read_image, stem, write_image
+    from ..data.manifest import write_json_atomic
+    from ..errors import AttnSegError, InputError
     from ..inference import predict
 
     model = load_model(args.model, device=args.device)
@@ -54,16 +57,26 @@ def run(args: argparse.Namespace) -> int:
     failed = 0
     for src in map(Path, args.inputs):
         try:
+            existing = _existing_outputs(out, src)
+            if existing and not args.overwrite:
+                raise InputError(
+                    f"{out} already holds outputs for this input ({', '.join(p.name for p in existing[:3])}"
+                    f"{', ...' if len(existing) > 3 else ''}); a mask there may have been corrected by hand. "
+                    "Choose another --out, or pass --overwrite to replace them."
+                )
             vol = read_image(src)
             pred = predict(model, vol.data, tile=tile[0] if tile and len(tile) == 1 else tile, overlap=args.overlap,
                            attention=args.attention, device=args.device, precision=args.precision, mode=args.mode,
                            tta=args.tta, spacing=vol.spacing, progress=progress_printer(src.name),
                            return_probabilities=not args.no_prob)
             fmt = "tiff" if vol.meta.get("format") == "tiff" else "nifti"
-            write_image(out / output_name(src, "mask", fmt), np.asarray(pred.labels), like=vol)
+            for old in existing:  # --overwrite: a stale map of a level this model lacks must not linger
+                old.unlink()
+            written = [write_image(out / output_name(src, "mask", fmt), np.asarray(pred.labels), like=vol)]
             if pred.probabilities is not None:
                 fg = np.asarray(pred.probabilities[1:], np.float32)
-                write_image(out / output_name(src, "prob", fmt), fg[0] if fg.shape[0] == 1 else fg, like=vol)
+                written.append(write_image(out / output_name(src, "prob", fmt), fg[0] if fg.shape[0] == 1 else fg,
+                                           like=vol))
             for amap in pred.attention:
                 # maps keep their native resolution: the file's spacing is the map's pixel size
                 spacing = tuple(s * sc for s, sc in zip(vol.spacing[-amap.data.ndim:], amap.scale))
@@ -71,8 +84,10 @@ def run(args: argparse.Namespace) -> int:
                 if vol.affine is not None:
                     affine = _map_affine(vol.affine, amap)
                 level = amap.name.replace(" ", "_").replace("/", "-")
-                write_image(out / output_name(src, f"attention_{level}", fmt), np.asarray(amap.data, np.float32),
-                            spacing=spacing, affine=affine)
+                written.append(write_image(out / output_name(src, f"attention_{level}", fmt),
+                                           np.asarray(amap.data, np.float32), spacing=spacing, affine=affine))
+            reference = _link_input(out, src)
+            write_json_atomic(out / f"{stem(src)}_predict.json", _record(src, reference, model, pred, written))
             print(f"{src}: {pred.params['tiles']} tiles on {pred.device} ({pred.precision}), "
                   f"{pred.timings['total_s']:.1f} s -> {out}")
             for w in pred.warnings:
@@ -83,6 +98,66 @@ def run(args: argparse.Namespace) -> int:
     if failed:
         print(f"{failed} of {len(args.inputs)} inputs failed", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _existing_outputs(out: Path, src: Path) -> list[Path]:
+    """Files an earlier run wrote for ``src`` in ``out`` (mask, prob, maps, reference, record)."""
+    from ..data import stem
+
+    if not out.is_dir():
+        return []
+    s = stem(src)
+    names = [f"{s}_mask", f"{s}_prob", f"{s}_image", f"{s}_predict.json"]
+    found = [p for p in out.iterdir() if p.name.startswith(f"{s}_attention_")
+             or any(p.name == n or p.name.startswith(n + ".") for n in names)]
+    order = {f"{s}_mask": 0, f"{s}_prob": 1}  # name the mask first: it is what a user may have corrected
+    return sorted(found, key=lambda p: (order.get(p.name.split(".")[0], 2), p.name))
+
+
+def _link_input(out: Path, src: Path) -> str | None:
+    """A copy-free reference to the input beside its outputs: a symlink ``<stem>_image<ext>``.
+
+    Nothing is made when the outputs already sit next to the input, or where the file system refuses
+    links (the record written beside the outputs still names the input).
+    """
+    from ..data import stem
+
+    src = src.resolve()
+    if src.parent == out.resolve():
+        return src.name
+    suffix = src.name[len(stem(src)):]  # .tif, .nii.gz, ... ("" for a DICOM folder)
+    link = out / f"{stem(src)}_image{suffix}"
+    try:
+        link.symlink_to(src, target_is_directory=src.is_dir())
+    except OSError:
+        return None
+    return link.name
+
+
+def _record(src: Path, reference: str | None, model, pred, written: list[Path]) -> dict:
+    """What produced the outputs: the input, the model (with its weights' digest) and the run's settings."""
+    from .. import __version__
+
+    src = src.resolve()
+    st = src.stat()
+    card = getattr(model, "card", None)
+    return {
+        "input": str(src),
+        "input_size_bytes": st.st_size if src.is_file() else sum(p.stat().st_size for p in src.rglob("*") if p.is_file()),
+        "input_modified": st.st_mtime,
+        "input_reference": reference,
+        "outputs": [p.name for p in written],
+        "model": getattr(card, "name", None),
+        "model_path": getattr(model, "checkpoint_path", None),
+        "model_weights_sha256": getattr(card, "weights_sha256", None),
+        "classes": list(pred.classes),
+        "device": pred.device,
+        "precision": pred.precision,
+        "params": {k: v for k, v in pred.params.items() if isinstance(v, (int, float, str, bool, list, tuple, type(None)))},
+        "timings_s": pred.timings,
+        "warnings": list(pred.warnings),
+        "napari_attnseg": __version__,
+    }
 
 
 def _map_affine(affine, amap):
