@@ -83,9 +83,9 @@ def attention_layer(amap: AttentionMap, name: str, where: Placement, meta: dict,
     return np.asarray(amap.data, np.float32), kwargs, "image"
 
 
-def prediction_layers(model, pred: Prediction, name: str, where: Placement) -> list[tuple]:
+def prediction_layers(model, pred: Prediction, name: str, where: Placement, meta: dict | None = None) -> list[tuple]:
     """The mask, the (hidden) probability and one heatmap per attention level, finest visible."""
-    meta = provenance(model, pred, name)
+    meta = provenance(model, pred, name) if meta is None else meta
     layers = [mask_layer(pred, name, where, meta)]
     prob = probability_layer(pred, name, where, meta)
     if prob is not None:

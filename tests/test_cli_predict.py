@@ -158,3 +158,59 @@ def test_outputs_written_next_to_the_input_need_no_link(tmp_path, model2d):
                  "--device", "cpu"]) == 0
     assert not (tmp_path / "slide_image.tif").exists()
     assert json.loads((tmp_path / "slide_predict.json").read_text())["input_reference"] == "slide.tif"
+
+
+def test_a_predict_record_opens_as_the_segment_widgets_layers(tmp_path, model3d):
+    """The record brings back image, mask (labels), probability and every map, placed like the widget's."""
+    from napari_attnseg import load_model, predict
+    from napari_attnseg.layers import Placement
+    from napari_attnseg.results import record_layers
+
+    data = np.random.default_rng(5).normal(0, 1, (40, 36, 20)).astype(np.float32)  # NIfTI (i, j, k)
+    affine = np.diag([0.8, 0.8, 2.5, 1.0])
+    nib.save(nib.Nifti1Image(data, affine), tmp_path / "scan.nii.gz")
+    out = tmp_path / "out"
+    assert main(["predict", str(tmp_path / "scan.nii.gz"), "--model", str(model3d), "--out", str(out),
+                 "--attention", "--device", "cpu", "--tile", "16,32,32"]) == 0
+    layers = record_layers(out / "scan_predict.json")
+    kinds = [kind for _, _, kind in layers]
+    names = [kw["name"] for _, kw, _ in layers]
+    assert kinds[:3] == ["image", "labels", "image"] and names[:3] == ["scan", "scan mask", "scan probability"]
+    image, mask, prob = layers[0], layers[1], layers[2]
+    assert image[0].shape == (20, 36, 40)
+    np.testing.assert_allclose(image[1]["scale"], (2.5, 0.8, 0.8), rtol=1e-6)
+    np.testing.assert_array_equal(mask[0], np.asarray(nib.load(out / "scan_mask.nii.gz").dataobj).transpose(2, 1, 0))
+    assert mask[1]["scale"] == tuple(image[1]["scale"]) and mask[1]["features"]["class"] == ["background", "thing"]
+    assert prob[1]["visible"] is False and prob[0].shape == mask[0].shape
+    # every map where a fresh prediction on the same image would put it, finest level visible
+    direct = predict(load_model(model3d, device="cpu"), image[0], device="cpu", attention=True, tile=(16, 32, 32))
+    where = Placement(tuple(image[1]["scale"]), (0.0, 0.0, 0.0))
+    maps = layers[3:]
+    assert len(maps) == len(direct.attention) >= 2
+    for (arr, kw, kind), amap in zip(maps, direct.attention):
+        assert kind == "image" and kw["name"] == f"scan attention {amap.name}" and arr.shape == amap.data.shape
+        expect = where.compose(amap.scale, amap.translate)
+        np.testing.assert_allclose(kw["scale"], expect["scale"])
+        np.testing.assert_allclose(kw["translate"], expect["translate"])
+    assert [kw["visible"] for _, kw, _ in maps].count(True) == 1 and maps[0][1]["visible"]
+
+
+def test_a_record_whose_files_moved_says_what_is_missing(tmp_path, model2d):
+    from napari_attnseg.errors import InputError
+    from napari_attnseg.results import record_layers
+
+    src = tmp_path / "in" / "slide.tif"
+    src.parent.mkdir()
+    tifffile.imwrite(src, np.random.default_rng(6).normal(100, 20, (40, 40)).astype(np.uint16))
+    out = tmp_path / "out"
+    assert main(["predict", str(src), "--model", str(model2d), "--out", str(out), "--device", "cpu"]) == 0
+    src.unlink()  # the input is gone: the outputs still open, with a warning that names it
+    with pytest.warns(UserWarning, match="slide.tif is gone"):
+        layers = record_layers(out / "slide_predict.json")
+    assert [kind for _, _, kind in layers] == ["labels", "image"]
+    (out / "slide_prob.tif").unlink()
+    with pytest.raises(InputError, match="slide_prob.tif"):
+        record_layers(out / "slide_predict.json")
+    (out / "other_predict.json").write_text("{}")
+    with pytest.raises(InputError, match="not a record written by `attnseg predict`"):
+        record_layers(out / "other_predict.json")

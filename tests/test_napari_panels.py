@@ -194,3 +194,27 @@ def test_sample_data_loads_real_images():
     (brain, bkw, _), (lab, _, _) = brain_mri_3d()
     assert brain.shape == (189, 233, 197) and set(np.unique(lab)) == {0, 1, 2}
     assert bkw["scale"] == pytest.approx((1.0, 1.0, 1.0))
+
+
+def test_a_predict_result_opens_in_the_viewer_ready_to_correct(viewer, tmp_path):
+    """`attnseg predict` on the nuclei sample, then File > Open of its record: the widget's layers."""
+    import napari
+
+    from napari_attnseg._paths import samples_dir
+    from napari_attnseg.cli import main
+
+    out = tmp_path / "out"
+    assert main(["predict", str(samples_dir() / "nuclei2d_image.tif"), "--model", "nuclei-2d", "--out", str(out),
+                 "--attention", "--device", "cpu"]) == 0
+    viewer.open(str(out / "nuclei2d_image_predict.json"), plugin="napari-attnseg")
+    names = [layer.name for layer in viewer.layers]
+    assert names[:3] == ["nuclei2d_image", "nuclei2d_image mask", "nuclei2d_image probability"]
+    mask = viewer.layers["nuclei2d_image mask"]
+    assert isinstance(mask, napari.layers.Labels) and mask.data.shape == (512, 512) and mask.data.max() == 1
+    maps = [layer for layer in viewer.layers if " attention " in layer.name]
+    assert len(maps) == 3 and [m.visible for m in maps] == [True, False, False]
+    # a map pixel sits on the centre of the image block it summarises (stride 2: between pixels 0 and 1)
+    finest = maps[0]
+    stride = finest.scale[0] / viewer.layers["nuclei2d_image"].scale[0]
+    assert stride == 2
+    np.testing.assert_allclose(finest.data_to_world((0, 0)), ((stride - 1) / 2,) * 2)

@@ -46,6 +46,15 @@ def get_dicom_reader(path):
     return lambda p: _reader(p) or []
 
 
+def get_prediction_reader(path):
+    """``<stem>_predict.json`` from ``attnseg predict``: image, mask, probability and attention layers."""
+    from ..results import is_record, record_layers
+
+    if isinstance(path, list) or not is_record(path):
+        return None
+    return record_layers  # errors name the record and the missing file; napari shows them
+
+
 def _geometry(meta: dict, layer_scale):
     spacing = meta.get("spacing") or list(layer_scale)
     affine = np.asarray(meta["affine"]) if meta.get("affine") is not None else None

@@ -77,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
                 fg = np.asarray(pred.probabilities[1:], np.float32)
                 written.append(write_image(out / output_name(src, "prob", fmt), fg[0] if fg.shape[0] == 1 else fg,
                                            like=vol))
+            maps = []
             for amap in pred.attention:
                 # maps keep their native resolution: the file's spacing is the map's pixel size
                 spacing = tuple(s * sc for s, sc in zip(vol.spacing[-amap.data.ndim:], amap.scale))
@@ -86,8 +87,13 @@ def run(args: argparse.Namespace) -> int:
                 level = amap.name.replace(" ", "_").replace("/", "-")
                 written.append(write_image(out / output_name(src, f"attention_{level}", fmt),
                                            np.asarray(amap.data, np.float32), spacing=spacing, affine=affine))
+                maps.append({"file": written[-1].name, "name": amap.name, "level": amap.level,
+                             "scale": list(amap.scale), "translate": list(amap.translate)})
             reference = _link_input(out, src)
-            write_json_atomic(out / f"{stem(src)}_predict.json", _record(src, reference, model, pred, written))
+            record = _record(src, reference, model, pred, written)
+            record.update(mask=written[0].name, probability=written[1].name if pred.probabilities is not None else None,
+                          attention=maps, shape=list(pred.labels.shape), spacing=list(vol.spacing))
+            write_json_atomic(out / f"{stem(src)}_predict.json", record)
             print(f"{src}: {pred.params['tiles']} tiles on {pred.device} ({pred.precision}), "
                   f"{pred.timings['total_s']:.1f} s -> {out}")
             for w in pred.warnings:
