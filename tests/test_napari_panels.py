@@ -50,6 +50,31 @@ def test_helpers_are_undoable_and_review_is_recorded(viewer, qtbot, tmp_path):
     assert w.last_export_dir == str(tmp_path / "ds")
 
 
+def test_helpers_on_the_current_slice_only(viewer):
+    from napari_attnseg._napari.correct_widget import CorrectWidget
+
+    mask = np.zeros((5, 24, 24), np.uint8)
+    mask[:, 4:14, 4:14] = 1
+    mask[:, 8, 8] = 0  # a hole on every slice
+    mask[:, 20, 20] = 1  # a speck on every slice
+    viewer.add_image(np.zeros(mask.shape, np.float32), name="mr", scale=(3.0, 1.0, 1.0))
+    layer = viewer.add_labels(mask.copy(), name="mr mask", scale=(3.0, 1.0, 1.0))
+    w = CorrectWidget(viewer)
+    w.slice_only.setChecked(True)
+    viewer.dims.set_point(0, 2 * 3.0)  # slice 2 on screen
+    w.fill_holes()
+    w.size_spin.setValue(5)
+    w.remove_small()
+    assert layer.data[2, 8, 8] == 1 and layer.data[2, 20, 20] == 0
+    others = [0, 1, 3, 4]
+    assert (layer.data[others, 8, 8] == 0).all() and (layer.data[others, 20, 20] == 1).all()
+    layer.undo()  # each helper is one undo step
+    assert layer.data[2, 20, 20] == 1 and layer.data[2, 8, 8] == 1
+    w.slice_only.setChecked(False)
+    w.fill_holes()
+    assert (layer.data[:, 8, 8] == 1).all()
+
+
 def test_finetune_panel_trains_and_registers_the_model(viewer, qtbot, tmp_path, tiny_checkpoint):
     from napari_attnseg._napari.finetune_widget import FinetuneWidget
     from napari_attnseg._napari.segment_widget import SegmentWidget

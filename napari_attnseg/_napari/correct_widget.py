@@ -9,6 +9,7 @@ from napari.layers import Image, Labels
 from napari.qt.threading import thread_worker
 from napari.utils import progress as napari_progress
 from qtpy.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QFileDialog,
     QFormLayout,
@@ -46,6 +47,8 @@ class CorrectWidget(QWidget):
         self.size_spin.setValue(20)
         self.radius_spin = QSpinBox()
         self.radius_spin.setRange(1, 20)
+        self.slice_only = QCheckBox("Current slice only")
+        self.slice_only.setToolTip("On a volume, apply the helpers to the slice on screen and leave the others as they are")
         self.reviewed_label = QLabel("Reviewed slices: none")
         self.reviewed_label.setWordWrap(True)
         self.stats_label = QLabel("")
@@ -63,6 +66,7 @@ class CorrectWidget(QWidget):
         helpers = QGroupBox("Helpers (Ctrl+Z undoes)")
         hl = QFormLayout(helpers)
         hl.addRow("Class", self.class_spin)
+        hl.addRow(self.slice_only)
         row = QHBoxLayout()
         for text, slot in (("Fill holes", self.fill_holes), ("Largest component", self.keep_largest)):
             b = QPushButton(text)
@@ -163,19 +167,29 @@ class CorrectWidget(QWidget):
     def _classes(self):
         return None if self.class_spin.value() == 0 else [self.class_spin.value()]
 
-    def _apply(self, fn, *args) -> None:
+    def _current_slice(self, layer) -> int:
+        z = int(round(layer.world_to_data(self.viewer.dims.point)[0]))
+        return min(max(z, 0), layer.data.shape[0] - 1)
+
+    def _apply(self, fn, *args, whole_volume: bool = False) -> None:
+        """Run a core helper on the mask (or on the slice on screen) and paint the difference."""
         layer = self.labels_layer()
         if layer is None:
             return
+        data = np.asarray(layer.data)
+        z = self._current_slice(layer) if (layer.ndim == 3 and self.slice_only.isChecked() and not whole_volume) else None
         try:
-            new = fn(np.asarray(layer.data), *args)
+            new = fn(data if z is None else data[z], *args)
         except AttnSegError as exc:
             notify_error(f"{layer.name}: {exc}")
             return
-        changed = np.nonzero(new != np.asarray(layer.data))
+        changed = np.nonzero(new != (data if z is None else data[z]))
+        values = new[changed]
+        if z is not None:
+            changed = (np.full_like(changed[0], z), *changed)
         if changed[0].size:
             # paint through the layer's own history so napari's undo (Ctrl+Z) reverts the step
-            layer.data_setitem(changed, new[changed])
+            layer.data_setitem(changed, values)
         self._update_info()
 
     def fill_holes(self):
@@ -198,7 +212,7 @@ class CorrectWidget(QWidget):
         if layer is not None and layer.ndim != 3:
             notify_error(f"{layer.name} is 2D; interpolation between slices needs a volume.")
             return
-        self._apply(correct.interpolate_slices, None, self._classes())
+        self._apply(correct.interpolate_slices, None, self._classes(), whole_volume=True)
 
     # -- review ---------------------------------------------------------------------------------
     def _reviewed(self, layer) -> list[int]:
@@ -218,8 +232,7 @@ class CorrectWidget(QWidget):
         if layer.ndim == 2:
             self.mark_slices([0])
             return
-        z = int(round(layer.world_to_data(self.viewer.dims.point)[0]))
-        self.mark_slices([min(max(z, 0), layer.data.shape[0] - 1)])
+        self.mark_slices([self._current_slice(layer)])
 
     def mark_range(self):
         """Mark the slices typed in the range field ('a-b,c'; axial indices, the layer's first axis)."""
