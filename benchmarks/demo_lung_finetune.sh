@@ -27,13 +27,17 @@ attnseg predict "$IMAGE" --model "$WORK/finetuned/best.safetensors" --out "$WORK
 python - "$REF" "$WORK" <<'PY'
 import sys
 import numpy as np
+from napari_attnseg.correct import keep_largest_component
 from napari_attnseg.data import read_image
 ref = read_image(sys.argv[1]).data > 0
 work = sys.argv[2]
 keep = np.ones(ref.shape[0], bool)
 keep[[20, 32, 34]] = False
-for name in ("before", "after"):
-    pred = read_image(f"{work}/{name}/lung1_image_mask.nii.gz").data > 0
+masks = {name: np.asarray(read_image(f"{work}/{name}/lung1_image_mask.nii.gz").data) for name in ("before", "after")}
+# the panel's "Largest component" helper, one click on the fine-tuned model's mask
+masks["after + largest component"] = keep_largest_component(masks["after"])
+for name, mask in masks.items():
+    pred = mask > 0
     p, r = pred[keep], ref[keep]
     dice = 2 * (p & r).sum() / max(p.sum() + r.sum(), 1)
     on33 = 2 * (pred[33] & ref[33]).sum() / max(pred[33].sum() + ref[33].sum(), 1)
