@@ -118,13 +118,16 @@ def test_cancel_mid_run_leaves_no_layers(widget, qtbot, tiny_checkpoint):
     assert "Cancelled" in w.status.text()
 
 
-def test_viewer_stays_responsive_during_a_run(widget, qtbot, tiny_checkpoint):
+def test_viewer_stays_responsive_during_a_run(widget, qtbot):
     from qtpy.QtCore import QTimer
 
     viewer, w = widget
+    # The bundled model with flip averaging: enough work (seconds here, >= 0.3 s on a fast machine)
+    # for the event loop to be sampled many times while the worker computes.
     viewer.add_image(np.random.default_rng(5).random((512, 512)).astype(np.float32), name="slide")
-    w.add_model(tiny_checkpoint(2))
-    w.tile_spin.setValue(64)
+    w.model_combo.setCurrentIndex(w.model_combo.findText("nuclei-2d"))
+    assert w.model_combo.currentText() == "nuclei-2d"
+    w.tta_box.setChecked(True)
     ticks = []
     timer = QTimer()
     timer.setInterval(10)
