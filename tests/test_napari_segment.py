@@ -103,7 +103,7 @@ def test_2d_model_runs_slice_by_slice_on_a_volume(widget, qtbot, tiny_checkpoint
 
 def test_cancel_mid_run_leaves_no_layers(widget, qtbot, tiny_checkpoint):
     viewer, w = widget
-    viewer.add_image(np.random.default_rng(4).random((600, 600)).astype(np.float32), name="big")
+    viewer.add_image(np.random.default_rng(4).random((1200, 1200)).astype(np.float32), name="big")
     w.add_model(tiny_checkpoint(2))
     w.tile_spin.setValue(32)
     worker = w.run()
