@@ -150,9 +150,10 @@ def test_sparse_annotation_trains_on_reviewed_slices_only(tmp_path):
     assert "train case_0000[0:6,0:32,0:32], case_0000[8:12,0:32,0:32]; validation case_0000[6:8" in res.split
 
 
-def test_resume_continues_the_schedule_exactly(tmp_path, dataset_2d):
+@pytest.mark.parametrize("ema", [0.0, 0.9])
+def test_resume_continues_the_schedule_exactly(tmp_path, dataset_2d, ema):
     common = dict(dataset=str(dataset_2d), arch="unet", model_config=TINY, iters_per_epoch=3, batch_size=2,
-                  patch=[32, 32], patience=50, warmup_epochs=1)
+                  patch=[32, 32], patience=50, warmup_epochs=1, ema=ema)
     straight = train(TrainConfig(out=str(tmp_path / "s"), epochs=4, **common))
     token = CancelToken()
 
@@ -175,6 +176,35 @@ def test_resume_continues_the_schedule_exactly(tmp_path, dataset_2d):
     # a different run's state is refused, not silently mixed in
     with pytest.raises(DatasetError, match="different run"):
         train(TrainConfig(out=str(tmp_path / "r"), epochs=5, resume=True, **{**common, "batch_size": 3}))
+
+
+def test_weight_average_is_what_is_validated_and_saved(tmp_path, dataset_2d):
+    from napari_attnseg.training.trainer import Trainer
+
+    cfg = TrainConfig(dataset=str(dataset_2d), out=str(tmp_path / "e"), arch="unet", model_config=TINY,
+                      iters_per_epoch=2, batch_size=2, patch=[32, 32], epochs=2, ema=0.5)
+    t = Trainer(cfg)
+    assert t.eval_model is t.ema_model and t.ema_model is not t.model
+    with torch.no_grad():
+        for p in t.model.parameters():
+            p.fill_(1.0)
+        for p in t.ema_model.parameters():
+            p.fill_(0.0)
+        bn = next(m for m in t.model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+        bn.running_mean.fill_(4.0)
+    t._update_ema(1000)  # past the ramp: decay 0.5
+    assert all(torch.all(p == 0.5) for p in t.ema_model.parameters())
+    ema_bn = next(m for m in t.ema_model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    assert torch.all(ema_bn.running_mean == 2.0)  # BN statistics are averaged too
+    t._update_ema(0)  # first step: decay (1 + 0) / 10 = 0.1, the average follows the weights closely
+    assert all(torch.allclose(p, torch.tensor(0.95)) for p in t.ema_model.parameters())
+    result = t.fit()
+    saved = load_model(result.checkpoint).state_dict()
+    assert all(torch.equal(saved[k].float(), v.float()) for k, v in t.ema_model.state_dict().items())
+    card = json.loads(Path(result.checkpoint).with_suffix(".json").read_text())
+    assert card["training"]["config"]["ema"] == 0.5
+    with pytest.raises(InputError, match="ema"):
+        Trainer(TrainConfig(dataset=str(dataset_2d), out=str(tmp_path / "f"), ema=1.0))
 
 
 def test_schedule_warms_up_then_decays():

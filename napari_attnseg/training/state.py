@@ -20,9 +20,12 @@ STATE_JSON = "state.json"
 
 
 def save_state(folder: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, info: dict,
-               rng: dict[str, torch.Tensor] | None = None) -> None:
-    """Write the state of a run after an epoch. ``info`` must be JSON-serialisable."""
+               rng: dict[str, torch.Tensor] | None = None, ema: torch.nn.Module | None = None) -> None:
+    """Write the state of a run after an epoch. ``info`` must be JSON-serialisable; ``ema`` is the
+    moving average of the weights, when the run keeps one."""
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if ema is not None:
+        tensors.update({f"ema.{k}": v.detach().cpu().contiguous() for k, v in ema.state_dict().items()})
     sd = opt.state_dict()
     for pid, st in sd["state"].items():
         for key, val in st.items():
@@ -41,8 +44,9 @@ def has_state(folder: Path) -> bool:
     return (folder / STATE_TENSORS).exists()
 
 
-def load_state(folder: Path, model: torch.nn.Module, opt: torch.optim.Optimizer) -> tuple[dict, dict[str, torch.Tensor]]:
-    """Restore model and optimizer in place; return (info, rng tensors)."""
+def load_state(folder: Path, model: torch.nn.Module, opt: torch.optim.Optimizer,
+               ema: torch.nn.Module | None = None) -> tuple[dict, dict[str, torch.Tensor]]:
+    """Restore model, optimizer (and the weights' moving average) in place; return (info, rng tensors)."""
     try:
         from safetensors import safe_open
 
@@ -55,6 +59,8 @@ def load_state(folder: Path, model: torch.nn.Module, opt: torch.optim.Optimizer)
     own = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
     try:
         model.load_state_dict(own)
+        if ema is not None:
+            ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
     except RuntimeError as exc:
         raise DatasetError(f"Cannot resume from {folder}: its state belongs to a different model ({exc}).") from None
     state: dict = {}

@@ -15,6 +15,7 @@ reproduces the run; the run still stops at the budget if epochs become slower.
 
 from __future__ import annotations
 
+import copy
 import csv
 import datetime
 import json
@@ -66,6 +67,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     warmup_epochs: float = 1.0
     grad_clip: float = 2.0
+    ema: float = 0.0  # decay of an exponential moving average of the weights per step (0: off)
     patience: int = 10  # early stopping: epochs without a better validation Dice
     fg_fraction: float = 0.33
     val_fraction: float = 0.2
@@ -264,6 +266,13 @@ class Trainer:
         self.precision = training_precision(self.device, cfg.precision)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.net = self.dist.wrap(_LossNet(self.model, self.loss_ignore))
+        # An exponential moving average of the weights (and BN statistics) is what is validated and
+        # saved when cfg.ema > 0: it smooths the epoch-to-epoch swings of the validation Dice.
+        self.ema_model = None
+        if cfg.ema:
+            self.ema_model = copy.deepcopy(self.model).eval()
+            for p in self.ema_model.parameters():
+                p.requires_grad_(False)
         rank_seed = cfg.seed + 1000 * self.dist.rank
         self.rng = np.random.default_rng(rank_seed)
         self.gen = torch.Generator().manual_seed(rank_seed)
@@ -291,13 +300,30 @@ class Trainer:
             out.append((img[(slice(None), *outer)], lab[p.slices], tuple(inner)))
         return out
 
+    @property
+    def eval_model(self) -> nn.Module:
+        """The weights that are validated and saved: the moving average when there is one."""
+        return self.ema_model if self.ema_model is not None else self.model
+
+    def _update_ema(self, steps: int) -> None:
+        # the decay ramps up over the first steps, so the average does not remember the random start
+        d = min(self.cfg.ema, (1 + steps) / (10 + steps))
+        with torch.no_grad():
+            for e, p in zip(self.ema_model.parameters(), self.model.parameters()):
+                e.lerp_(p.detach(), 1 - d)
+            for e, b in zip(self.ema_model.buffers(), self.model.buffers()):
+                if e.is_floating_point():
+                    e.lerp_(b, 1 - d)
+                else:
+                    e.copy_(b)
+
     def evaluate(self, parts, precision: str = "fp32") -> list[float]:
         """Dice per foreground class over whole parts (segmented in context), through the inference engine."""
         from ..inference import predict
 
         per_part = []
         for img, lab, inner in parts:
-            pred = predict(self.model, img if img.shape[0] > 1 else img[0], mode=self.mode, device=self.device,
+            pred = predict(self.eval_model, img if img.shape[0] > 1 else img[0], mode=self.mode, device=self.device,
                            precision=precision, normalization={"scheme": "none"}, return_probabilities=False,
                            tile=self.tile, cancel=self.cancel)
             per_part.append(dice_per_class(np.asarray(pred.labels)[inner], lab, self.n_classes, self.ignore))
@@ -336,7 +362,8 @@ class Trainer:
         return {"dataset_sha256": self.dataset.manifest_sha256, "split": self.split.as_json(), "arch": self.model.arch,
                 "config": self.model.config, "start_model": c.start_model, "patch": self.patch, "batch": c.batch_size,
                 "iters_per_epoch": c.iters_per_epoch, "lr": self.base_lr, "seed": c.seed,
-                "freeze_encoder": c.freeze_encoder, "normalization": self.norm_spec}
+                "freeze_encoder": c.freeze_encoder, "normalization": self.norm_spec,
+                **({"ema": c.ema} if c.ema else {})}
 
     # -- the run -----------------------------------------------------------------------------
     def fit(self) -> TrainResult:
@@ -346,11 +373,11 @@ class Trainer:
         budget = cfg.minutes * 60 if cfg.minutes else None
         planned: int | None = None if budget else cfg.epochs
         s = {"epoch": 0, "best": -1.0, "best_per_class": None, "best_epoch": 0, "stale": 0, "before": None,
-             "test_before": None, "elapsed": 0.0, "planned": planned}
+             "test_before": None, "elapsed": 0.0, "planned": planned, "ema_steps": 0}
         fingerprint = self._fingerprint()
         resumed = False
         if cfg.resume and has_state(self.out):
-            info, rng = load_state(self.out, self.model, self.opt)
+            info, rng = load_state(self.out, self.model, self.opt, ema=self.ema_model)
             if info.get("fingerprint") != json.loads(json.dumps(fingerprint)):
                 raise DatasetError(f"{self.out} holds the state of a different run (dataset, split, model or settings "
                                    "differ); resume with the same options or start again without --resume.")
@@ -395,6 +422,9 @@ class Trainer:
                     for g in self.opt.param_groups:
                         g["lr"] = lr
                     losses.append(self._step(*self._batch()))
+                    if self.ema_model is not None:
+                        self._update_ema(s["ema_steps"])
+                        s["ema_steps"] += 1
                     if self.on_step is not None:
                         self.on_step({"epoch": epoch + 1, "epochs": s["planned"], "step": step + 1,
                                       "steps": cfg.iters_per_epoch, "loss": float(np.mean(losses)), "lr": lr,
@@ -421,7 +451,7 @@ class Trainer:
                     save_state(self.out, self.model, self.opt,
                                {"fingerprint": fingerprint, "progress": s, "numpy": self.rng.bit_generator.state,
                                 "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None},
-                               {"augment": self.gen.get_state(), "torch": torch.get_rng_state()})
+                               {"augment": self.gen.get_state(), "torch": torch.get_rng_state()}, ema=self.ema_model)
                 if self.progress is not None:
                     self.progress({"epoch": epoch, "epochs": s["planned"], "loss": train_loss, "val_dice": val,
                                    "val_dice_per_class": per_class, "best": s["best"], "lr": lr, "elapsed": now,
@@ -448,7 +478,7 @@ class Trainer:
             from ..checkpoint import load_model
 
             best_model = load_model(best_path, device=self.device)
-            self.model.load_state_dict(best_model.state_dict())
+            self.eval_model.load_state_dict(best_model.state_dict())
             if self.test_parts:
                 result.test_dice = self.evaluate(self.test_parts)
             self._save(best_path, s, epoch, seconds, finished=not cancelled, test=result.test_dice)
@@ -514,7 +544,7 @@ class Trainer:
             },
             metrics=metrics,
         )
-        save_model(self.model, path, card)
+        save_model(self.eval_model, path, card)
         self.model.train()
 
 
@@ -527,6 +557,8 @@ def _check_config(cfg: TrainConfig) -> None:
         raise InputError("iters_per_epoch and batch_size must be >= 1.")
     if not 0 < cfg.val_fraction < 1:
         raise InputError(f"val_fraction must be between 0 and 1; got {cfg.val_fraction}.")
+    if not 0 <= cfg.ema < 1:
+        raise InputError(f"ema is a decay between 0 (off) and 1 (e.g. 0.99); got {cfg.ema}.")
     if cfg.patience < 1:
         raise InputError(f"patience must be >= 1; got {cfg.patience}.")
 
