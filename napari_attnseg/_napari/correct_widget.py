@@ -19,6 +19,7 @@ from qtpy.QtWidgets import (
     QLineEdit,
     QProgressBar,
     QPushButton,
+    QSizePolicy,
     QSpinBox,
     QVBoxLayout,
     QWidget,
@@ -41,7 +42,10 @@ class CorrectWidget(QWidget):
         self.class_spin = QSpinBox()
         self.class_spin.setRange(0, 255)
         self.class_spin.setSpecialValueText("all classes")
-        self.class_spin.setMinimumWidth(self.class_spin.fontMetrics().horizontalAdvance("all classes") + 48)
+        # napari's theme (a style sheet, which overrides setMinimumWidth) draws the step buttons on both
+        # sides in a larger font: widen the box in its own style sheet so "all classes" is not clipped
+        self.class_spin.setStyleSheet("QSpinBox { min-width: 9em; }")
+        self.class_spin.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Fixed)
         self.size_spin = QSpinBox()
         self.size_spin.setRange(1, 10**7)
         self.size_spin.setValue(20)

@@ -66,6 +66,8 @@ class SegmentWidget(QWidget):
         self.model_combo = QComboBox()
         self.model_info = QLabel()
         self.model_info.setWordWrap(True)
+        # two lines always fit, also when other panels squeeze the dock
+        self.model_info.setMinimumHeight(2 * self.model_info.fontMetrics().lineSpacing() + 6)
         self.load_button = QPushButton("Load checkpoint...")
         self.device_combo = QComboBox()
         have = available_devices()
