@@ -27,7 +27,8 @@ attnseg predict "$IMAGE" --model "$WORK/finetuned/best.safetensors" --out "$WORK
 python - "$REF" "$WORK" <<'PY'
 import sys
 import numpy as np
-from napari_attnseg.correct import keep_largest_component
+from scipy import ndimage
+from napari_attnseg.correct import keep_component_at, keep_largest_component
 from napari_attnseg.data import read_image
 ref = read_image(sys.argv[1]).data > 0
 work = sys.argv[2]
@@ -36,6 +37,11 @@ keep[[20, 32, 34]] = False
 masks = {name: np.asarray(read_image(f"{work}/{name}/lung1_image_mask.nii.gz").data) for name in ("before", "after")}
 # the panel's "Largest component" helper, one click on the fine-tuned model's mask
 masks["after + largest component"] = keep_largest_component(masks["after"])
+# the panel's "Keep the object under the cursor" (K), the cursor on the tumour the clinician sees on
+# slice 33 (the centre of the reference there), when the mask has an object at that point
+click = (33, *np.round(ndimage.center_of_mass(ref[33])).astype(int))
+if masks["after"][click]:
+    masks["after + keep the object at the tumour (K)"] = keep_component_at(masks["after"], click)
 for name, mask in masks.items():
     pred = mask > 0
     p, r = pred[keep], ref[keep]

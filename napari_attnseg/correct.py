@@ -66,6 +66,25 @@ def keep_largest_component(labels: np.ndarray, classes: Iterable[int] | None = N
     return out
 
 
+def keep_component_at(labels: np.ndarray, point: Sequence[float]) -> np.ndarray:
+    """Keep the object under ``point`` (an index per axis) and remove every other object of its class.
+
+    Objects are face-connected components; other classes are left as they are. This is the helper
+    for a mask whose largest object is not the one that matters (a tumour beside bigger false
+    positives): the clinician points at the right one."""
+    idx = tuple(int(round(float(p))) for p in point)
+    if len(idx) != labels.ndim or any(not 0 <= i < n for i, n in zip(idx, labels.shape)):
+        raise InputError(f"The point {idx} is outside the mask (shape {tuple(labels.shape)}); "
+                         "put the cursor on the object to keep.")
+    c = labels[idx]
+    if c == 0:
+        raise InputError(f"There is no object at {idx} (background); put the cursor on the object to keep.")
+    comp, _ = ndimage.label(labels == c)
+    out = labels.copy()
+    out[(comp != 0) & (comp != comp[idx])] = 0
+    return out
+
+
 def binary_open(labels: np.ndarray, radius: int = 1, classes: Iterable[int] | None = None) -> np.ndarray:
     """Morphological opening per class (removes thin spurs and specks)."""
     out = labels.copy()

@@ -30,6 +30,23 @@ def test_remove_small_and_keep_largest():
     assert kept.sum() == 100 and kept[21, 21] == 0
 
 
+def test_keep_the_object_under_a_point():
+    m = np.zeros((6, 30, 30), np.uint8)
+    m[:, 1:20, 1:20] = 1  # a large false positive
+    m[2:4, 24:27, 24:27] = 1  # the small object that matters
+    m[0, 25, 2] = 2  # another class: untouched
+    kept = correct.keep_component_at(m, (2.4, 25.2, 24.6))  # rounded to the voxel (2, 25, 25)
+    assert kept[m == 2].tolist() == [2]
+    assert (kept == 1).sum() == 18 and kept[2:4, 24:27, 24:27].all()
+    assert (m == 1).sum() == 6 * 19 * 19 + 18  # the input is not modified
+    with pytest.raises(InputError, match="no object"):
+        correct.keep_component_at(m, (0, 28, 28))
+    with pytest.raises(InputError, match="outside"):
+        correct.keep_component_at(m, (7, 0, 0))
+    with pytest.raises(InputError, match="outside"):
+        correct.keep_component_at(m, (0, 0))
+
+
 def test_open_and_close():
     m = np.zeros((30, 30), np.uint8)
     m[5:20, 5:20] = 1

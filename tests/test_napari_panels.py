@@ -75,6 +75,30 @@ def test_helpers_on_the_current_slice_only(viewer):
     assert (layer.data[:, 8, 8] == 1).all()
 
 
+def test_keep_the_object_under_the_cursor(viewer):
+    from napari_attnseg._napari.correct_widget import CorrectWidget
+
+    mask = np.zeros((5, 30, 30), np.uint8)
+    mask[:, 1:20, 1:20] = 1  # the largest object: a false positive
+    mask[2:4, 24:27, 24:27] = 1  # the tumour
+    viewer.add_image(np.zeros(mask.shape, np.float32), name="ct", scale=(5.0, 0.5, 0.5))
+    layer = viewer.add_labels(mask.copy(), name="ct mask", scale=(5.0, 0.5, 0.5))
+    w = CorrectWidget(viewer)
+    viewer.dims.set_point(0, 2 * 5.0)
+    viewer.cursor.position = (2 * 5.0, 25 * 0.5, 25 * 0.5)  # world coordinates: on the tumour
+    w.keep_at_cursor()
+    assert (layer.data == 1).sum() == 18 and layer.data[2, 25, 25] == 1 and layer.data[0, 5, 5] == 0
+    layer.undo()  # one undo step
+    assert (layer.data == mask).all()
+    w.slice_only.setChecked(True)  # only the slice on screen: the other slices keep their objects
+    w.keep_at_cursor()
+    assert layer.data[2, 5, 5] == 0 and layer.data[3, 5, 5] == 1 and layer.data[2, 25, 25] == 1
+    before = layer.data.copy()
+    viewer.cursor.position = (2 * 5.0, 28 * 0.5, 28 * 0.5)  # background: a message, no change
+    w.keep_at_cursor()
+    assert (layer.data == before).all()
+
+
 def test_finetune_panel_trains_and_registers_the_model(viewer, qtbot, tmp_path, tiny_checkpoint):
     from napari_attnseg._napari.finetune_widget import FinetuneWidget
     from napari_attnseg._napari.segment_widget import SegmentWidget

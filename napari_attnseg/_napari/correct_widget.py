@@ -77,6 +77,11 @@ class CorrectWidget(QWidget):
             b.clicked.connect(slot)
             row.addWidget(b)
         hl.addRow(row)
+        keep_at = QPushButton("Keep the object under the cursor (K)")
+        keep_at.setToolTip("Remove every other object of that class: for when the largest object is not "
+                           "the one that matters. Point at it in the viewer and press K.")
+        keep_at.clicked.connect(self.keep_at_cursor)
+        hl.addRow(keep_at)
         small = QPushButton("Remove objects smaller than")
         small.clicked.connect(self.remove_small)
         hl.addRow(small, self.size_spin)
@@ -139,6 +144,7 @@ class CorrectWidget(QWidget):
         self.viewer.layers.events.removed.connect(self.refresh)
         self.labels_combo.currentIndexChanged.connect(self._update_info)
         self.viewer.bind_key("r", lambda v: self.mark_current(), overwrite=True)
+        self.viewer.bind_key("k", lambda v: self.keep_at_cursor(), overwrite=True)
 
     # -- layers ---------------------------------------------------------------------------------
     def refresh(self, event=None) -> None:
@@ -201,6 +207,17 @@ class CorrectWidget(QWidget):
 
     def keep_largest(self):
         self._apply(correct.keep_largest_component, self._classes())
+
+    def keep_at_cursor(self, position=None):
+        """Keep the object under the mouse (``position``: world coordinates, default the cursor's)."""
+        layer = self.labels_layer()
+        if layer is None:
+            return
+        world = self.viewer.cursor.position if position is None else position
+        point = np.asarray(layer.world_to_data(world), float)[-layer.ndim:]
+        if layer.ndim == 3 and self.slice_only.isChecked():
+            point = point[1:]  # _apply hands the helper the slice on screen
+        self._apply(correct.keep_component_at, point)
 
     def remove_small(self):
         self._apply(correct.remove_small_objects, self.size_spin.value(), self._classes())
