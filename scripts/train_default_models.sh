@@ -21,7 +21,9 @@ attnseg train "$WORK/ds_nuclei" --arch attention_unet --out "$WORK/nuclei-2d" --
 rm -rf "$WORK/ds_brain" "$WORK/brain-mri-3d"
 attnseg export --image "$WORK/mni152_2mm_t1.nii.gz" --labels "$WORK/mni152_2mm_labels.nii.gz" \
   --dataset "$WORK/ds_brain" --format nnunet --case-id mni152 --label-names "background,grey matter,white matter"
-# (the bundled weights came from this command with OMP_NUM_THREADS=1: 45 epochs, 38 min on one core)
+# (the bundled weights came from this command with OMP_NUM_THREADS=1 at commit 4e4eda6 on an AMD EPYC:
+# 45 epochs, 38 min on one core; on another CPU the same command lands 0.02-0.03 lower on the test
+# slab: see the README, "Bundled models")
 attnseg train "$WORK/ds_brain" --arch attention_unet --dims 3 --config '{"features": [8, 16, 32, 64, 128]}' \
   --out "$WORK/brain-mri-3d" --epochs 45 --iters-per-epoch 40 --patience 100 \
   --patch 32,64,64 --batch 4 --train-region '0:28;54:94' --val-region 44:54 --test-region 28:44 --seed 0 \
