@@ -373,7 +373,7 @@ class Trainer:
         budget = cfg.minutes * 60 if cfg.minutes else None
         planned: int | None = None if budget else cfg.epochs
         s = {"epoch": 0, "best": -1.0, "best_per_class": None, "best_epoch": 0, "stale": 0, "before": None,
-             "test_before": None, "elapsed": 0.0, "planned": planned, "ema_steps": 0}
+             "test_before": None, "elapsed": 0.0, "planned": planned}
         fingerprint = self._fingerprint()
         resumed = False
         if cfg.resume and has_state(self.out):
@@ -422,9 +422,8 @@ class Trainer:
                     for g in self.opt.param_groups:
                         g["lr"] = lr
                     losses.append(self._step(*self._batch()))
-                    if self.ema_model is not None:
-                        self._update_ema(s["ema_steps"])
-                        s["ema_steps"] += 1
+                    if self.ema_model is not None:  # steps so far: runs resume at epoch boundaries
+                        self._update_ema(epoch * cfg.iters_per_epoch + step)
                     if self.on_step is not None:
                         self.on_step({"epoch": epoch + 1, "epochs": s["planned"], "step": step + 1,
                                       "steps": cfg.iters_per_epoch, "loss": float(np.mean(losses)), "lr": lr,
