@@ -424,3 +424,28 @@ def test_split_rules():
     sparse[3] = 0
     with pytest.raises(DatasetError, match="validation part has no labelled voxels"):
         make_split([sparse], ["c"], ignore=2, val_region="10:20")
+
+
+def test_intensity_augmentation_is_a_training_option(tmp_path, dataset_2d, monkeypatch):
+    """--intensity-aug sets how often a patch gets a contrast change and a brightness shift."""
+    from napari_attnseg.training import trainer as trainer_module
+    from napari_attnseg.training.trainer import Trainer
+
+    spatial_and_other_intensity_changes_off = {"p_gamma": 0, "p_noise": 0, "p_affine": 0}
+    orig = trainer_module.augment
+    monkeypatch.setattr(trainer_module, "augment", lambda *a, **k: orig(*a, **k, **spatial_and_other_intensity_changes_off))
+
+    def batch(p, out):
+        t = Trainer(TrainConfig(dataset=str(dataset_2d), out=str(tmp_path / out), arch="unet", model_config=TINY,
+                                batch_size=16, patch=[32, 32], intensity_aug=p))
+        t.sampler.sample = lambda n: (np.ones((n, 1, 32, 32), np.float32), np.zeros((n, 32, 32), np.int64))
+        return t, t._batch()[0]
+
+    _, flat = batch(0.0, "a")
+    assert torch.all(flat == 1)  # only flips and rotations: a constant patch stays as it was
+    t, changed = batch(1.0, "b")
+    per_sample = changed.flatten(1)
+    assert torch.all(per_sample.std(1) < 1e-6) and per_sample[:, 0].unique().numel() == 16  # every patch changed
+    assert t._fingerprint()["intensity_aug"] == 1.0  # a resumed run must keep it
+    with pytest.raises(InputError, match="intensity_aug"):
+        Trainer(TrainConfig(dataset=str(dataset_2d), out=str(tmp_path / "c"), intensity_aug=1.5))

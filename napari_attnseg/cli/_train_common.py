@@ -39,6 +39,10 @@ def add_budget_and_split(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ema", type=float, default=0.0, metavar="DECAY",
                    help="validate and save an exponential moving average of the weights (e.g. 0.99 per step; "
                    "0: off); it steadies a validation Dice that swings between epochs")
+    p.add_argument("--intensity-aug", type=float, default=0.15, metavar="P",
+                   help="per training patch, the chance of a random contrast change (x0.8-1.2) and, separately, of a "
+                   "brightness shift (+-0.1 of the normalised range); higher makes a model lean less on absolute "
+                   "intensities (default 0.15)")
     p.add_argument("--warmup-epochs", type=float, default=1.0, help="linear warm-up before the cosine decay")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--name", default="", help="model name written into the card")
@@ -92,7 +96,7 @@ def config_kwargs(args: argparse.Namespace) -> dict:
         "patch": parse_ints(args.patch, "--patch"), "lr": args.lr,
         "patience": args.patience, "val_fraction": args.val_fraction, "train_region": args.train_region,
         "val_region": args.val_region, "test_region": args.test_region, "case": args.case, "split": args.split,
-        "warmup_epochs": args.warmup_epochs, "ema": args.ema,
+        "warmup_epochs": args.warmup_epochs, "ema": args.ema, "intensity_aug": args.intensity_aug,
         "normalization": parse_normalization(args.normalization),
         "device": args.device, "precision": args.precision, "seed": args.seed, "name": args.name,
         "description": args.description, "resume": args.resume,

@@ -68,6 +68,7 @@ class TrainConfig:
     warmup_epochs: float = 1.0
     grad_clip: float = 2.0
     ema: float = 0.0  # decay of an exponential moving average of the weights per step (0: off)
+    intensity_aug: float = 0.15  # per patch, the chance of a contrast change and (separately) of a brightness shift
     patience: int = 10  # early stopping: epochs without a better validation Dice
     fg_fraction: float = 0.33
     val_fraction: float = 0.2
@@ -354,7 +355,7 @@ class Trainer:
         x, y = torch.from_numpy(xb), torch.from_numpy(yb)
         if self.mode == "slices":
             x, y = x[:, :, 0], y[:, 0]
-        x, y = augment(x, y, self.gen, self.loss_ignore)
+        x, y = augment(x, y, self.gen, self.loss_ignore, intensity_p=self.cfg.intensity_aug)
         return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
 
     def _fingerprint(self) -> dict:
@@ -363,7 +364,8 @@ class Trainer:
                 "config": self.model.config, "start_model": c.start_model, "patch": self.patch, "batch": c.batch_size,
                 "iters_per_epoch": c.iters_per_epoch, "lr": self.base_lr, "seed": c.seed,
                 "freeze_encoder": c.freeze_encoder, "normalization": self.norm_spec,
-                **({"ema": c.ema} if c.ema else {})}
+                **({"ema": c.ema} if c.ema else {}),
+                **({"intensity_aug": c.intensity_aug} if c.intensity_aug != 0.15 else {})}
 
     # -- the run -----------------------------------------------------------------------------
     def fit(self) -> TrainResult:
@@ -558,6 +560,8 @@ def _check_config(cfg: TrainConfig) -> None:
         raise InputError(f"val_fraction must be between 0 and 1; got {cfg.val_fraction}.")
     if not 0 <= cfg.ema < 1:
         raise InputError(f"ema is a decay between 0 (off) and 1 (e.g. 0.99); got {cfg.ema}.")
+    if not 0 <= cfg.intensity_aug <= 1:
+        raise InputError(f"intensity_aug is a probability between 0 and 1; got {cfg.intensity_aug}.")
     if cfg.patience < 1:
         raise InputError(f"patience must be >= 1; got {cfg.patience}.")
 
