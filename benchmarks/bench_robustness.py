@@ -1,0 +1,109 @@
+"""How much the bundled models' Dice moves when the image's intensities differ from the training data,
+as they will on another scanner or microscope.
+
+    python benchmarks/bench_robustness.py [--nuclei-model PATH] [--brain-model PATH] [--name robustness]
+
+Scored on the held-out parts the cards use: the right half of the nuclei sample, and the test slab
+(axial k 56-87 at 1 mm) of the 1 mm MNI152 sample, segmented as a user would (the engine normalises,
+and resamples to the model's 2 mm and back). Changes to the raw image (the card's percentile
+normalisation sees them): gamma on the intensity range, a smooth multiplicative bias field along the
+first in-plane axis (MRI without bias correction), Gaussian noise. Changes after normalisation (what
+the normalisation cannot undo, e.g. another field of view moving the 1st/99th percentiles): contrast
+x0.9 / x1.1 and brightness -+0.05 of the normalised range.
+Writes benchmarks/results/<name>.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import machine, write  # noqa: E402
+
+from napari_attnseg import load_model  # noqa: E402
+from napari_attnseg._paths import samples_dir  # noqa: E402
+from napari_attnseg.data import read_image  # noqa: E402
+from napari_attnseg.evaluation import BRAIN_TEST_SLAB_1MM  # noqa: E402
+from napari_attnseg.inference import predict  # noqa: E402
+from napari_attnseg.inference.normalize import apply_stats, compute_stats  # noqa: E402
+from napari_attnseg.training.losses import dice_per_class  # noqa: E402
+
+RAW = {  # name -> f(raw float image, rng) -> raw float image
+    "none": lambda x, rng: x,
+    "gamma 0.8": lambda x, rng: _gamma(x, 0.8),
+    "gamma 1.25": lambda x, rng: _gamma(x, 1.25),
+    "bias field 0.85-1.15": lambda x, rng: x * np.linspace(0.85, 1.15, x.shape[-2]).reshape(-1, 1).astype(np.float32),
+    "noise 5 %": lambda x, rng: x + rng.normal(0, 0.05 * _range(x), x.shape).astype(np.float32),
+}
+NORMALISED = {"contrast x0.9": (0.9, 0.0), "contrast x1.1": (1.1, 0.0), "brightness -0.05": (1.0, -0.05),
+              "brightness +0.05": (1.0, 0.05)}
+
+
+def _range(x: np.ndarray) -> float:
+    lo, hi = np.percentile(x, [1, 99])
+    return float(hi - lo)
+
+
+def _gamma(x: np.ndarray, g: float) -> np.ndarray:
+    lo, hi = float(x.min()), float(x.max())
+    return (((x - lo) / (hi - lo)) ** g * (hi - lo) + lo).astype(np.float32)
+
+
+def _cases(nuclei_model, brain_model):
+    """(model, raw image, spacing, reference, region scored, foreground classes) per model."""
+    out = {}
+    if nuclei_model:
+        img = read_image(samples_dir() / "nuclei2d_image.tif").data.astype(np.float32)
+        ref = (read_image(samples_dir() / "nuclei2d_labels.tif").data > 0).astype(np.uint8)
+        out["nuclei-2d"] = (load_model(nuclei_model, device="cpu"), img, None, ref, (slice(None), slice(256, None)), 2)
+    if brain_model:
+        t1 = read_image(samples_dir() / "mni152_t1.nii.gz")
+        ref = read_image(samples_dir() / "mni152_labels.nii.gz").data
+        out["brain-mri-3d"] = (load_model(brain_model, device="cpu"), t1.data.astype(np.float32), t1.spacing, ref,
+                               (BRAIN_TEST_SLAB_1MM,), 3)
+    return out
+
+
+def score(model, image, spacing, ref, region, n_classes, normalised=None) -> list[float]:
+    kw = {}
+    if normalised is not None:
+        a, b = normalised
+        image = apply_stats(image[None], compute_stats(image, model.card.normalization, False))[0] * a + b
+        kw["normalization"] = {"scheme": "none"}
+    labels = np.asarray(predict(model, image, spacing=spacing, precision="fp32", return_probabilities=False,
+                                **kw).labels)
+    return dice_per_class(labels[region], ref[region], n_classes)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    models = Path(__file__).resolve().parents[1] / "resources" / "models"
+    ap.add_argument("--nuclei-model", default=str(models / "nuclei-2d.safetensors"), help="'' to skip")
+    ap.add_argument("--brain-model", default=str(models / "brain-mri-3d.safetensors"), help="'' to skip")
+    ap.add_argument("--name", default="robustness")
+    args = ap.parse_args()
+    cases = _cases(args.nuclei_model, args.brain_model)
+    rows = []
+    for label in [*RAW, *NORMALISED]:
+        row = {"change": label if label in RAW else f"{label} (after normalisation)"}
+        for name, (model, img, spacing, ref, region, k) in cases.items():
+            if label in RAW:
+                d = score(model, RAW[label](img, np.random.default_rng(0)), spacing, ref, region, k)
+            else:
+                d = score(model, img, spacing, ref, region, k, normalised=NORMALISED[label])
+            if k == 2:
+                row[f"{name} Dice"] = f"{d[0]:.3f}"
+            else:
+                row[f"{name} GM"], row[f"{name} WM"] = f"{d[0]:.3f}", f"{d[1]:.3f}"
+        rows.append(row)
+        print(row, flush=True)
+    meta = {"machine": machine(), "nuclei_model": args.nuclei_model, "brain_model": args.brain_model}
+    write(args.name, rows, "Dice on the held-out parts when the image's intensities change (fp32, no flips)", meta)
+
+
+if __name__ == "__main__":
+    main()
