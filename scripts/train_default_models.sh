@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Reproduces the bundled models in resources/models from the real data in ../shared/data.
-# Usage: bash scripts/train_default_models.sh [SHARED_DATA] [WORK]   (CPU: ~6 min nuclei, ~40 min brain)
+# Usage: bash scripts/train_default_models.sh [SHARED_DATA] [WORK]   (CPU: ~10 min nuclei, ~40-70 min brain)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SHARED=${1:-../shared/data}
@@ -21,13 +21,14 @@ attnseg train "$WORK/ds_nuclei" --arch attention_unet --out "$WORK/nuclei-2d" --
 rm -rf "$WORK/ds_brain" "$WORK/brain-mri-3d"
 attnseg export --image "$WORK/mni152_2mm_t1.nii.gz" --labels "$WORK/mni152_2mm_labels.nii.gz" \
   --dataset "$WORK/ds_brain" --format nnunet --case-id mni152 --label-names "background,grey matter,white matter"
-# (the bundled weights came from this command with OMP_NUM_THREADS=1 at commit 4e4eda6 on an AMD EPYC:
-# 45 epochs, 38 min on one core; on another CPU the same command lands 0.02-0.03 lower on the test
-# slab: see the README, "Bundled models")
+# (the bundled weights came from this command with OMP_NUM_THREADS=1 at commit d0c8445 on a 2-core Intel
+# Xeon: best epoch 31 of 45, 67 min on one core beside another run. --intensity-aug 0 turns off the random
+# contrast/brightness changes: with them the validation Dice swung between 0.5 and 0.94 from epoch to epoch;
+# see the README, "Bundled models")
 attnseg train "$WORK/ds_brain" --arch attention_unet --dims 3 --config '{"features": [8, 16, 32, 64, 128]}' \
   --out "$WORK/brain-mri-3d" --epochs 45 --iters-per-epoch 40 --patience 100 \
   --patch 32,64,64 --batch 4 --train-region '0:28;54:94' --val-region 44:54 --test-region 28:44 --seed 0 \
-  --name brain-mri-3d --description "Grey and white matter in T1 brain MRI (3D, 2 mm), Attention U-Net"
+  --intensity-aug 0 --name brain-mri-3d --description "Grey and white matter in T1 brain MRI (3D, 2 mm), Attention U-Net"
 
 mkdir -p resources/models
 python - "$WORK" <<'PY'
