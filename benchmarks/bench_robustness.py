@@ -24,6 +24,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine, write  # noqa: E402
 
+REPO = Path(__file__).resolve().parents[1]
+
 from napari_attnseg import load_model  # noqa: E402
 from napari_attnseg._paths import samples_dir  # noqa: E402
 from napari_attnseg.data import read_image  # noqa: E402
@@ -51,6 +53,12 @@ def _range(x: np.ndarray) -> float:
 def _gamma(x: np.ndarray, g: float) -> np.ndarray:
     lo, hi = float(x.min()), float(x.max())
     return (((x - lo) / (hi - lo)) ** g * (hi - lo) + lo).astype(np.float32)
+
+
+def _shown(path: str) -> str:
+    """A model path as the results file records it: relative to the repository when inside it."""
+    p = Path(path).resolve() if path else None
+    return str(p.relative_to(REPO)) if p and p.is_relative_to(REPO) else path
 
 
 def _cases(nuclei_model, brain_model):
@@ -81,7 +89,7 @@ def score(model, image, spacing, ref, region, n_classes, normalised=None) -> lis
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    models = Path(__file__).resolve().parents[1] / "resources" / "models"
+    models = REPO / "resources" / "models"
     ap.add_argument("--nuclei-model", default=str(models / "nuclei-2d.safetensors"), help="'' to skip")
     ap.add_argument("--brain-model", default=str(models / "brain-mri-3d.safetensors"), help="'' to skip")
     ap.add_argument("--name", default="robustness")
@@ -101,7 +109,7 @@ def main() -> None:
                 row[f"{name} GM"], row[f"{name} WM"] = f"{d[0]:.3f}", f"{d[1]:.3f}"
         rows.append(row)
         print(row, flush=True)
-    meta = {"machine": machine(), "nuclei_model": args.nuclei_model, "brain_model": args.brain_model}
+    meta = {"machine": machine(), "nuclei_model": _shown(args.nuclei_model), "brain_model": _shown(args.brain_model)}
     write(args.name, rows, "Dice on the held-out parts when the image's intensities change (fp32, no flips)", meta)
 
 

@@ -365,7 +365,8 @@ class Trainer:
                 "iters_per_epoch": c.iters_per_epoch, "lr": self.base_lr, "seed": c.seed,
                 "freeze_encoder": c.freeze_encoder, "normalization": self.norm_spec,
                 **({"ema": c.ema} if c.ema else {}),
-                **({"intensity_aug": c.intensity_aug} if c.intensity_aug != 0.15 else {})}
+                # left out at the default, so runs saved before the option existed still resume
+                **({"intensity_aug": c.intensity_aug} if c.intensity_aug != TrainConfig.intensity_aug else {})}
 
     # -- the run -----------------------------------------------------------------------------
     def fit(self) -> TrainResult:
