@@ -23,7 +23,7 @@ import math
 import shlex
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -37,75 +37,15 @@ from ..checkpoint import ModelCard, save_model
 from ..data.dataset import read_dataset
 from ..errors import Cancelled, DatasetError, InputError
 from ..inference.normalize import apply_stats, compute_stats
+from ..inference.precision import PRECISIONS
 from ..models.registry import create_model
 from . import ddp
 from .augment import augment
+from .config import TrainConfig, TrainResult, check_config
 from .losses import dice_per_class, total_loss
 from .sampling import PatchSampler
 from .split import Split, make_split
 from .state import has_state, load_state, save_state
-
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-
-
-@dataclass
-class TrainConfig:
-    """Everything a run depends on (the card stores it; the same config and seed give the same model)."""
-
-    dataset: str
-    out: str
-    arch: str = "attention_unet"
-    model_config: dict[str, Any] = field(default_factory=dict)
-    start_model: str | None = None  # fine-tune from this checkpoint / bundled name
-    spatial_dims: int | None = None  # default: 3 for volumes with a 3D-capable arch, else 2
-    epochs: int = 30
-    minutes: float | None = None  # a wall-clock budget instead of epochs
-    iters_per_epoch: int = 25
-    batch_size: int = 8
-    patch: list[int] | None = None
-    lr: float | None = None  # default 1e-3, fine-tuning 1e-4
-    weight_decay: float = 1e-4
-    warmup_epochs: float = 1.0
-    grad_clip: float = 2.0
-    ema: float = 0.0  # decay of an exponential moving average of the weights per step (0: off)
-    intensity_aug: float = 0.15  # per patch, the chance of a contrast change and (separately) of a brightness shift
-    patience: int = 10  # early stopping: epochs without a better validation Dice
-    fg_fraction: float = 0.33
-    val_fraction: float = 0.2
-    split: str | None = None  # a split file (path or JSON text), see training/split.py
-    case: str | None = None  # the case the regions below refer to (default: the only one)
-    train_region: str | None = None
-    val_region: str | None = None
-    test_region: str | None = None
-    freeze_encoder: bool = False
-    normalization: dict[str, Any] | None = None
-    device: str = "auto"
-    precision: str = "auto"  # auto: mixed precision on CUDA (bf16, else fp16), fp32 elsewhere
-    seed: int = 0
-    name: str = ""
-    description: str = ""
-    resume: bool = False
-    command: str = ""
-
-
-@dataclass
-class TrainResult:
-    checkpoint: str
-    val_dice_before: float | None
-    val_dice_after: float
-    test_dice: list[float] | None
-    epochs: int
-    seconds: float
-    split: str
-    cancelled: bool = False
-    log: str = ""
-    test_dice_before: list[float] | None = None
-    val_dice_per_class: list[float] | None = None
-    precision: str = "fp32"
-    world_size: int = 1
-    epochs_planned: int | None = None
-    reproduce: str | None = None
-    notes: list[str] = field(default_factory=list)
 
 
 def _mean(values) -> float:
@@ -155,7 +95,7 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, progress: Callable[[dict], Any] | None = None, cancel=None,
                  on_step: Callable[[dict], Any] | None = None):
-        _check_config(cfg)
+        check_config(cfg)
         self.cfg, self.cancel = cfg, cancel
         self.out = Path(cfg.out)
         self.dist = ddp.setup(cfg.device)
@@ -550,23 +490,6 @@ class Trainer:
         self.model.train()
 
 
-def _check_config(cfg: TrainConfig) -> None:
-    if cfg.minutes is not None and cfg.minutes <= 0:
-        raise InputError(f"minutes must be > 0; got {cfg.minutes}.")
-    if cfg.minutes is None and cfg.epochs < 1:
-        raise InputError("Give a budget: epochs >= 1 or minutes > 0.")
-    if cfg.iters_per_epoch < 1 or cfg.batch_size < 1:
-        raise InputError("iters_per_epoch and batch_size must be >= 1.")
-    if not 0 < cfg.val_fraction < 1:
-        raise InputError(f"val_fraction must be between 0 and 1; got {cfg.val_fraction}.")
-    if not 0 <= cfg.ema < 1:
-        raise InputError(f"ema is a decay between 0 (off) and 1 (e.g. 0.99); got {cfg.ema}.")
-    if not 0 <= cfg.intensity_aug <= 1:
-        raise InputError(f"intensity_aug is a probability between 0 and 1; got {cfg.intensity_aug}.")
-    if cfg.patience < 1:
-        raise InputError(f"patience must be >= 1; got {cfg.patience}.")
-
-
 def train(cfg: TrainConfig, progress=None, cancel=None, on_step=None) -> TrainResult:
     """Train (or fine-tune, when ``cfg.start_model`` is set) and return the result summary.
 
@@ -575,7 +498,3 @@ def train(cfg: TrainConfig, progress=None, cancel=None, on_step=None) -> TrainRe
     (cancelling keeps the best checkpoint so far and returns with ``cancelled=True``).
     """
     return Trainer(cfg, progress, cancel, on_step).fit()
-
-
-def result_json(result: TrainResult) -> str:
-    return json.dumps(asdict(result), indent=2)
