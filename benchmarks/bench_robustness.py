@@ -9,7 +9,10 @@ and resamples to the model's 2 mm and back). Changes to the raw image (the card'
 normalisation sees them): gamma on the intensity range, a smooth multiplicative bias field along the
 first in-plane axis (MRI without bias correction), Gaussian noise. Changes after normalisation (what
 the normalisation cannot undo, e.g. another field of view moving the 1st/99th percentiles): contrast
-x0.9 / x1.1 and brightness -+0.05 of the normalised range.
+x0.9 / x1.1 and brightness -+0.05 of the normalised range. Changes of the field of view (the same
+anatomy with more or less empty background around it, as another scanner's protocol gives): padded
+by 32 voxels of the image minimum on every side, and (brain only) cropped to the non-zero voxels'
+bounding box plus 4 voxels; the mask is mapped back onto the original grid before scoring.
 Writes benchmarks/results/<name>.{json,md}.
 """
 
@@ -41,6 +44,10 @@ RAW = {  # name -> f(raw float image, rng) -> raw float image
     "bias field 0.85-1.15": lambda x, rng: x * np.linspace(0.85, 1.15, x.shape[-2]).reshape(-1, 1).astype(np.float32),
     "noise 5 %": lambda x, rng: x + rng.normal(0, 0.05 * _range(x), x.shape).astype(np.float32),
 }
+FOV = {  # name -> f(raw image) -> (changed image, g(labels on the changed grid) -> labels on the original grid)
+    "field of view +32 voxels each side": lambda x: _pad(x, 32),
+    "field of view cropped to the brain + 4": lambda x: _crop(x, 4),
+}
 NORMALISED = {"contrast x0.9": (0.9, 0.0), "contrast x1.1": (1.1, 0.0), "brightness -0.05": (1.0, -0.05),
               "brightness +0.05": (1.0, 0.05)}
 
@@ -53,6 +60,22 @@ def _range(x: np.ndarray) -> float:
 def _gamma(x: np.ndarray, g: float) -> np.ndarray:
     lo, hi = float(x.min()), float(x.max())
     return (((x - lo) / (hi - lo)) ** g * (hi - lo) + lo).astype(np.float32)
+
+
+def _pad(x: np.ndarray, n: int):
+    inner = tuple(slice(n, n + s) for s in x.shape)
+    return np.pad(x, n, constant_values=float(x.min())), lambda lab: lab[inner]
+
+
+def _crop(x: np.ndarray, margin: int):
+    nz = np.nonzero(x > x.min())
+    box = tuple(slice(max(0, int(i.min()) - margin), min(s, int(i.max()) + margin + 1)) for i, s in zip(nz, x.shape))
+
+    def back(lab):
+        out = np.zeros(x.shape, lab.dtype)
+        out[box] = lab
+        return out
+    return x[box], back
 
 
 def _shown(path: str) -> str:
@@ -76,14 +99,19 @@ def _cases(nuclei_model, brain_model):
     return out
 
 
-def score(model, image, spacing, ref, region, n_classes, normalised=None) -> list[float]:
+def score(model, image, spacing, ref, region, n_classes, normalised=None, fov=None) -> list[float]:
     kw = {}
+    back = None
+    if fov is not None:
+        image, back = fov(image)
     if normalised is not None:
         a, b = normalised
         image = apply_stats(image[None], compute_stats(image, model.card.normalization, False))[0] * a + b
         kw["normalization"] = {"scheme": "none"}
     labels = np.asarray(predict(model, image, spacing=spacing, precision="fp32", return_probabilities=False,
                                 **kw).labels)
+    if back is not None:
+        labels = back(labels)
     return dice_per_class(labels[region], ref[region], n_classes)
 
 
@@ -96,11 +124,16 @@ def main() -> None:
     args = ap.parse_args()
     cases = _cases(args.nuclei_model, args.brain_model)
     rows = []
-    for label in [*RAW, *NORMALISED]:
-        row = {"change": label if label in RAW else f"{label} (after normalisation)"}
+    for label in [*RAW, *FOV, *NORMALISED]:
+        row = {"change": f"{label} (after normalisation)" if label in NORMALISED else label}
         for name, (model, img, spacing, ref, region, k) in cases.items():
             if label in RAW:
                 d = score(model, RAW[label](img, np.random.default_rng(0)), spacing, ref, region, k)
+            elif label in FOV:
+                if k == 2 and "brain" in label:
+                    row[f"{name} Dice"] = "-"
+                    continue
+                d = score(model, img, spacing, ref, region, k, fov=FOV[label])
             else:
                 d = score(model, img, spacing, ref, region, k, normalised=NORMALISED[label])
             if k == 2:

@@ -222,3 +222,30 @@ def test_dask_zarr_and_memmap_inputs_give_the_same_result(tmp_path):
     mm = tifffile.memmap(tmp_path / "img.tif", mode="r")
     for arr in (da.from_array(img, chunks=(1, 25, 35)), z, mm):
         np.testing.assert_array_equal(predict(identity(), arr, tile=32, precision="fp32").labels, expected)
+
+
+def test_nonzero_normalisation_ignores_the_field_of_view():
+    """On a skull-stripped T1 (the bundled MNI152 sample), padding the volume with empty background
+    moves whole-image percentiles but not the ones taken over the non-zero (brain) voxels."""
+    import nibabel as nib
+
+    from napari_attnseg._paths import samples_dir
+    from napari_attnseg.cli._train_common import parse_normalization
+    from napari_attnseg.inference.normalize import compute_stats
+
+    t1 = np.asarray(nib.load(samples_dir() / "mni152_t1.nii.gz").dataobj, np.float32)[::2, ::2, ::2]
+    wide = np.pad(t1, 20)  # a larger field of view: more air around the same head
+    spec = parse_normalization("nonzero-percentile:1,99")
+    assert spec == {"scheme": "percentile", "lower": 1.0, "upper": 99.0, "nonzero": True}
+    plain = {"scheme": "percentile", "lower": 1.0, "upper": 99.0}
+    a, b = compute_stats(t1, spec, False), compute_stats(wide, spec, False)
+    assert a["offset"][0] == b["offset"][0] and a["scale"][0] == b["scale"][0]
+    p, q = compute_stats(t1, plain, False), compute_stats(wide, plain, False)
+    assert abs(q["scale"][0] - p["scale"][0]) > 0.02 * p["scale"][0]  # the plain upper percentile moved
+    z = compute_stats(t1, parse_normalization("nonzero-zscore"), False)
+    assert z["offset"][0] == pytest.approx(t1[t1 != 0].mean(), rel=1e-3)
+    # an all-zero image falls back to every voxel instead of failing
+    assert compute_stats(np.zeros((4, 4), np.float32), spec, False)["scale"][0] == 1.0
+    for bad in ("nonzero-ct:-1000,400", "nonzero-none"):
+        with pytest.raises(InputError, match="nonzero-percentile"):
+            parse_normalization(bad)

@@ -60,7 +60,8 @@ def parse_ints(text: str | None, option: str) -> list[int] | None:
 
 
 def parse_normalization(text: str | None) -> dict | None:
-    """JSON, or a short form: ``percentile`` / ``percentile:1,99`` / ``zscore`` / ``ct:-1000,400`` / ``none``."""
+    """JSON, or a short form: ``percentile`` / ``percentile:1,99`` / ``zscore`` / ``ct:-1000,400`` / ``none``;
+    ``nonzero-percentile[:1,99]`` and ``nonzero-zscore`` take the statistics over the non-zero voxels."""
     if not text:
         return None
     if text.lstrip().startswith("{"):
@@ -75,6 +76,10 @@ def parse_normalization(text: str | None) -> dict | None:
         except ValueError:
             raise InputError(f"--normalization {text!r}: the values after ':' must be numbers.") from None
         scheme = scheme.strip().lower()
+        nonzero = scheme.startswith("nonzero-")
+        scheme = scheme.removeprefix("nonzero-")
+        if nonzero and scheme not in ("percentile", "zscore"):
+            scheme = "?"  # only percentile and zscore have statistics to restrict
         if scheme == "percentile":
             lo, hi = nums if len(nums) == 2 else (1.0, 99.0)
             spec = {"scheme": "percentile", "lower": lo, "upper": hi}
@@ -84,8 +89,11 @@ def parse_normalization(text: str | None) -> dict | None:
             spec = {"scheme": scheme}
         else:
             spec = None
+        if spec is not None and nonzero:
+            spec["nonzero"] = True
     if not isinstance(spec, dict) or spec.get("scheme") not in ("percentile", "zscore", "ct", "none"):
-        raise InputError(f"--normalization {text!r}: use percentile[:LO,HI], zscore, ct:LO,HI, none or the card's JSON.")
+        raise InputError(f"--normalization {text!r}: use percentile[:LO,HI], zscore, ct:LO,HI, none, "
+                         "nonzero-percentile[:LO,HI], nonzero-zscore or the card's JSON.")
     return spec
 
 

@@ -1,4 +1,10 @@
-"""Intensity normalisation from the model card, with statistics computed once per image."""
+"""Intensity normalisation from the model card, with statistics computed once per image.
+
+A card's spec is ``{"scheme": "percentile", "lower": 1, "upper": 99}``, ``{"scheme": "zscore"}``,
+``{"scheme": "ct", "window": [lo, hi]}`` or ``{"scheme": "none"}``. ``"nonzero": true`` (percentile and
+zscore) takes the statistics over the voxels that are not 0 only, as nnU-Net does for skull-stripped
+MRI: the amount of empty background around the object (the field of view) then no longer moves them.
+The whole image is still normalised with them, the zeros included."""
 
 from __future__ import annotations
 
@@ -32,10 +38,13 @@ def compute_stats(image, spec: dict[str, Any] | None, channel_axis: bool) -> dic
     sample = _sample(image, channel_axis)
     chans = sample if channel_axis else sample[None]
     offsets, scales = [], []
+    nonzero = bool(spec.get("nonzero", False)) and scheme in ("percentile", "zscore")
     for c in chans:
         finite = c[np.isfinite(c)]
         if finite.size == 0:
             raise InputError("The image has no finite values (all NaN or infinite); check the file.")
+        if nonzero and np.count_nonzero(finite):  # an all-zero image falls back to every voxel
+            finite = finite[finite != 0]
         if scheme == "percentile":
             lo, hi = np.percentile(finite, [float(spec.get("lower", 1.0)), float(spec.get("upper", 99.0))])
             offsets.append(lo)
