@@ -431,13 +431,12 @@ def test_intensity_augmentation_is_a_training_option(tmp_path, dataset_2d, monke
     from napari_attnseg.training import trainer as trainer_module
     from napari_attnseg.training.trainer import Trainer
 
-    spatial_and_other_intensity_changes_off = {"p_gamma": 0, "p_noise": 0, "p_affine": 0}
     orig = trainer_module.augment
-    monkeypatch.setattr(trainer_module, "augment", lambda *a, **k: orig(*a, **k, **spatial_and_other_intensity_changes_off))
+    monkeypatch.setattr(trainer_module, "augment", lambda *a, **k: orig(*a, **k, p_affine=0))
 
-    def batch(p, out):
+    def batch(p, out):  # gamma and noise off, so only the contrast/brightness changes touch the values
         t = Trainer(TrainConfig(dataset=str(dataset_2d), out=str(tmp_path / out), arch="unet", model_config=TINY,
-                                batch_size=16, patch=[32, 32], intensity_aug=p))
+                                batch_size=16, patch=[32, 32], intensity_aug=p, gamma_aug=0, noise_aug=0))
         t.sampler.sample = lambda n: (np.ones((n, 1, 32, 32), np.float32), np.zeros((n, 32, 32), np.int64))
         return t, t._batch()[0]
 
@@ -449,3 +448,36 @@ def test_intensity_augmentation_is_a_training_option(tmp_path, dataset_2d, monke
     assert t._fingerprint()["intensity_aug"] == 1.0  # a resumed run must keep it
     with pytest.raises(InputError, match="intensity_aug"):
         Trainer(TrainConfig(dataset=str(dataset_2d), out=str(tmp_path / "c"), intensity_aug=1.5))
+
+
+def test_gamma_and_noise_augmentation_are_training_options(tmp_path, dataset_2d):
+    """--gamma-aug / --noise-aug set how often a patch gets a random gamma and Gaussian noise; at 0 (and
+    the other intensity changes off) a patch keeps its values apart from flips and rotations."""
+    from napari_attnseg.training.trainer import Trainer
+
+    ramp = np.tile(np.linspace(0, 1, 32, dtype=np.float32), (32, 1))
+
+    def batch(out, **aug):
+        t = Trainer(TrainConfig(dataset=str(dataset_2d), out=str(tmp_path / out), arch="unet", model_config=TINY,
+                                batch_size=16, patch=[32, 32], intensity_aug=0, **aug))
+        t.sampler.sample = lambda n: (np.broadcast_to(ramp, (n, 1, 32, 32)).copy(), np.zeros((n, 32, 32), np.int64))
+        return t, t._batch()[0]
+
+    _, kept = batch("a", gamma_aug=0, noise_aug=0)
+    # the affine change (p 0.3) still interpolates; outside it every patch holds the ramp's values
+    assert sum(np.allclose(np.sort(x.flatten()), np.sort(np.broadcast_to(ramp, (32, 32)).flatten()), atol=1e-6)
+               for x in kept[:, 0].numpy()) >= 8
+    t, gamma = batch("b", gamma_aug=1, noise_aug=0)
+    medians = gamma.flatten(1).median(1).values
+    assert medians.unique().numel() >= 12  # a different gamma per patch moves the ramp's middle
+    assert t._fingerprint()["gamma_aug"] == 1 and t._fingerprint()["noise_aug"] == 0  # a resumed run keeps them
+    def roughness(b):  # per patch, the median |second difference|: ~0 on a (flipped, rotated, scaled) ramp
+        d2 = torch.cat([b[..., 2:, :] - 2 * b[..., 1:-1, :] + b[..., :-2, :],
+                        (b[..., 2:] - 2 * b[..., 1:-1] + b[..., :-2]).transpose(-1, -2)], -1)
+        return d2.abs().flatten(1).median(1).values
+
+    _, noisy = batch("c", gamma_aug=0, noise_aug=1)
+    assert torch.all(roughness(kept) < 1e-3) and (roughness(noisy) > 5e-3).sum() >= 12
+    with pytest.raises(InputError, match="noise_aug"):
+        Trainer(TrainConfig(dataset=str(dataset_2d), out=str(tmp_path / "d"), noise_aug=-0.1))
+    assert cli(["train", str(dataset_2d), "--arch", "unet", "--out", str(tmp_path / "e"), "--gamma-aug", "2"]) == 1

@@ -43,6 +43,11 @@ def add_budget_and_split(p: argparse.ArgumentParser) -> None:
                    help="per training patch, the chance of a random contrast change (x0.8-1.2) and, separately, of a "
                    "brightness shift (+-0.1 of the normalised range); higher makes a model lean less on absolute "
                    "intensities (default 0.15)")
+    p.add_argument("--gamma-aug", type=float, default=0.3, metavar="P",
+                   help="per training patch, the chance of a random gamma (0.74-1.35) on its intensity range (default 0.3)")
+    p.add_argument("--noise-aug", type=float, default=0.3, metavar="P",
+                   help="per training patch, the chance of Gaussian noise, sigma up to 0.1 of the normalised range "
+                   "(default 0.3)")
     p.add_argument("--warmup-epochs", type=float, default=1.0, help="linear warm-up before the cosine decay")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--name", default="", help="model name written into the card")
@@ -105,6 +110,7 @@ def config_kwargs(args: argparse.Namespace) -> dict:
         "patience": args.patience, "val_fraction": args.val_fraction, "train_region": args.train_region,
         "val_region": args.val_region, "test_region": args.test_region, "case": args.case, "split": args.split,
         "warmup_epochs": args.warmup_epochs, "ema": args.ema, "intensity_aug": args.intensity_aug,
+        "gamma_aug": args.gamma_aug, "noise_aug": args.noise_aug,
         "normalization": parse_normalization(args.normalization),
         "device": args.device, "precision": args.precision, "seed": args.seed, "name": args.name,
         "description": args.description, "resume": args.resume,

@@ -30,6 +30,8 @@ class TrainConfig:
     grad_clip: float = 2.0
     ema: float = 0.0  # decay of an exponential moving average of the weights per step (0: off)
     intensity_aug: float = 0.15  # per patch, the chance of a contrast change and (separately) of a brightness shift
+    gamma_aug: float = 0.3  # per patch, the chance of a random gamma (0.74-1.35) on its intensity range
+    noise_aug: float = 0.3  # per patch, the chance of Gaussian noise (sigma up to 0.1 of the normalised range)
     patience: int = 10  # early stopping: epochs without a better validation Dice
     fg_fraction: float = 0.33
     val_fraction: float = 0.2
@@ -80,7 +82,8 @@ def check_config(cfg: TrainConfig) -> None:
         raise InputError(f"val_fraction must be between 0 and 1; got {cfg.val_fraction}.")
     if not 0 <= cfg.ema < 1:
         raise InputError(f"ema is a decay between 0 (off) and 1 (e.g. 0.99); got {cfg.ema}.")
-    if not 0 <= cfg.intensity_aug <= 1:
-        raise InputError(f"intensity_aug is a probability between 0 and 1; got {cfg.intensity_aug}.")
+    for name in ("intensity_aug", "gamma_aug", "noise_aug"):
+        if not 0 <= getattr(cfg, name) <= 1:
+            raise InputError(f"{name} is a probability between 0 and 1; got {getattr(cfg, name)}.")
     if cfg.patience < 1:
         raise InputError(f"patience must be >= 1; got {cfg.patience}.")

@@ -295,7 +295,9 @@ class Trainer:
         x, y = torch.from_numpy(xb), torch.from_numpy(yb)
         if self.mode == "slices":
             x, y = x[:, :, 0], y[:, 0]
-        x, y = augment(x, y, self.gen, self.loss_ignore, intensity_p=self.cfg.intensity_aug)
+        c = self.cfg
+        x, y = augment(x, y, self.gen, self.loss_ignore, intensity_p=c.intensity_aug, p_gamma=c.gamma_aug,
+                       p_noise=c.noise_aug)
         return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
 
     def _fingerprint(self) -> dict:
@@ -305,8 +307,9 @@ class Trainer:
                 "iters_per_epoch": c.iters_per_epoch, "lr": self.base_lr, "seed": c.seed,
                 "freeze_encoder": c.freeze_encoder, "normalization": self.norm_spec,
                 **({"ema": c.ema} if c.ema else {}),
-                # left out at the default, so runs saved before the option existed still resume
-                **({"intensity_aug": c.intensity_aug} if c.intensity_aug != TrainConfig.intensity_aug else {})}
+                # left out at their defaults, so runs saved before these options existed still resume
+                **{k: getattr(c, k) for k in ("intensity_aug", "gamma_aug", "noise_aug")
+                   if getattr(c, k) != getattr(TrainConfig, k)}}
 
     # -- the run -----------------------------------------------------------------------------
     def fit(self) -> TrainResult:
