@@ -10,6 +10,7 @@ import sys
 
 from ..devices import DEVICE_CHOICES
 from ..errors import InputError
+from ..inference.normalize import SCHEMES
 
 
 def add_budget_and_split(p: argparse.ArgumentParser) -> None:
@@ -65,8 +66,8 @@ def parse_ints(text: str | None, option: str) -> list[int] | None:
 
 
 def parse_normalization(text: str | None) -> dict | None:
-    """JSON, or a short form: ``percentile`` / ``percentile:1,99`` / ``zscore`` / ``ct:-1000,400`` / ``none``;
-    ``nonzero-percentile[:1,99]`` and ``nonzero-zscore`` take the statistics over the non-zero voxels."""
+    """JSON, or a short form: ``percentile`` / ``percentile:1,99`` / ``scale:99`` / ``zscore`` / ``ct:-1000,400`` /
+    ``none``; a ``nonzero-`` prefix (percentile, scale, zscore) takes the statistics over the non-zero voxels."""
     if not text:
         return None
     if text.lstrip().startswith("{"):
@@ -83,11 +84,13 @@ def parse_normalization(text: str | None) -> dict | None:
         scheme = scheme.strip().lower()
         nonzero = scheme.startswith("nonzero-")
         scheme = scheme.removeprefix("nonzero-")
-        if nonzero and scheme not in ("percentile", "zscore"):
+        if nonzero and scheme not in ("percentile", "scale", "zscore"):
             scheme = "?"  # only percentile and zscore have statistics to restrict
         if scheme == "percentile":
             lo, hi = nums if len(nums) == 2 else (1.0, 99.0)
             spec = {"scheme": "percentile", "lower": lo, "upper": hi}
+        elif scheme == "scale" and len(nums) <= 1:
+            spec = {"scheme": "scale", "upper": nums[0] if nums else 99.0}
         elif scheme == "ct" and len(nums) == 2:
             spec = {"scheme": "ct", "window": nums}
         elif scheme in ("zscore", "none") and not nums:
@@ -96,9 +99,9 @@ def parse_normalization(text: str | None) -> dict | None:
             spec = None
         if spec is not None and nonzero:
             spec["nonzero"] = True
-    if not isinstance(spec, dict) or spec.get("scheme") not in ("percentile", "zscore", "ct", "none"):
-        raise InputError(f"--normalization {text!r}: use percentile[:LO,HI], zscore, ct:LO,HI, none, "
-                         "nonzero-percentile[:LO,HI], nonzero-zscore or the card's JSON.")
+    if not isinstance(spec, dict) or spec.get("scheme") not in SCHEMES:
+        raise InputError(f"--normalization {text!r}: use percentile[:LO,HI], scale[:HI], zscore, "
+                         "ct:LO,HI, none (nonzero- before percentile, scale or zscore) or the card's JSON.")
     return spec
 
 

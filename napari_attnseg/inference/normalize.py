@@ -1,7 +1,8 @@
 """Intensity normalisation from the model card, with statistics computed once per image.
 
 A card's spec is ``{"scheme": "percentile", "lower": 1, "upper": 99}``, ``{"scheme": "zscore"}``,
-``{"scheme": "ct", "window": [lo, hi]}`` or ``{"scheme": "none"}``. ``"nonzero": true`` (percentile and
+``{"scheme": "scale", "upper": 99}`` (divide by that percentile, no offset: MRI, where 0 is "no signal"),
+``{"scheme": "ct", "window": [lo, hi]}`` or ``{"scheme": "none"}``. ``"nonzero": true`` (percentile, scale and
 zscore) takes the statistics over the voxels that are not 0 only, as nnU-Net does for skull-stripped
 MRI: the amount of empty background around the object (the field of view) then no longer moves them.
 The whole image is still normalised with them, the zeros included."""
@@ -15,7 +16,7 @@ import numpy as np
 
 from ..errors import InputError
 
-SCHEMES = ("percentile", "zscore", "ct", "none")
+SCHEMES = ("percentile", "scale", "zscore", "ct", "none")
 _MAX_SAMPLE = 2_000_000  # voxels used for statistics on big images
 
 
@@ -38,7 +39,7 @@ def compute_stats(image, spec: dict[str, Any] | None, channel_axis: bool) -> dic
     sample = _sample(image, channel_axis)
     chans = sample if channel_axis else sample[None]
     offsets, scales = [], []
-    nonzero = bool(spec.get("nonzero", False)) and scheme in ("percentile", "zscore")
+    nonzero = bool(spec.get("nonzero", False)) and scheme in ("percentile", "scale", "zscore")
     for c in chans:
         finite = c[np.isfinite(c)]
         if finite.size == 0:
@@ -49,6 +50,9 @@ def compute_stats(image, spec: dict[str, Any] | None, channel_axis: bool) -> dic
             lo, hi = np.percentile(finite, [float(spec.get("lower", 1.0)), float(spec.get("upper", 99.0))])
             offsets.append(lo)
             scales.append(hi - lo)
+        elif scheme == "scale":
+            offsets.append(0.0)
+            scales.append(abs(np.percentile(finite, float(spec.get("upper", 99.0)))))
         elif scheme == "zscore":
             offsets.append(finite.mean())
             scales.append(finite.std())
