@@ -21,14 +21,16 @@ attnseg train "$WORK/ds_nuclei" --arch attention_unet --out "$WORK/nuclei-2d" --
 rm -rf "$WORK/ds_brain" "$WORK/brain-mri-3d"
 attnseg export --image "$WORK/mni152_2mm_t1.nii.gz" --labels "$WORK/mni152_2mm_labels.nii.gz" \
   --dataset "$WORK/ds_brain" --format nnunet --case-id mni152 --label-names "background,grey matter,white matter"
-# (the bundled weights came from this command with OMP_NUM_THREADS=1 at commit d0c8445 on a 2-core Intel
-# Xeon: best epoch 31 of 45, 67 min on one core beside another run. --intensity-aug 0 turns off the random
-# contrast/brightness changes: with them the validation Dice swung between 0.5 and 0.94 from epoch to epoch;
-# see the README, "Bundled models")
+# (the bundled weights came from this command with OMP_NUM_THREADS=1 on a 2-core Intel Xeon, beside another
+# run: see the card for the best epoch and time. --intensity-aug 0 turns off the random contrast/brightness
+# changes (with them the validation Dice swung between 0.5 and 0.94 from epoch to epoch); --gamma-aug 0
+# --noise-aug 0 turn off random gamma and noise (the labels are intensity thresholds of this template, and
+# with them the model fitted its own training slabs worse); nonzero-scale:99 divides by the 99th percentile
+# of the brain voxels, so the empty background around the head does not matter; see the README, "Bundled models")
 attnseg train "$WORK/ds_brain" --arch attention_unet --dims 3 --config '{"features": [8, 16, 32, 64, 128]}' \
   --out "$WORK/brain-mri-3d" --epochs 45 --iters-per-epoch 40 --patience 100 \
   --patch 32,64,64 --batch 4 --train-region '0:28;54:94' --val-region 44:54 --test-region 28:44 --seed 0 \
-  --intensity-aug 0 --name brain-mri-3d --description "Grey and white matter in T1 brain MRI (3D, 2 mm), Attention U-Net"
+  --intensity-aug 0 --gamma-aug 0 --noise-aug 0 --normalization nonzero-scale:99 --name brain-mri-3d --description "Grey and white matter in T1 brain MRI (3D, 2 mm), Attention U-Net"
 
 mkdir -p resources/models
 python - "$WORK" <<'PY'
