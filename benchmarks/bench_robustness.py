@@ -12,7 +12,7 @@ the normalisation cannot undo, e.g. another field of view moving the 1st/99th pe
 x0.9 / x1.1 and brightness -+0.05 of the normalised range. Changes of the field of view (the same
 anatomy with more or less empty background around it, as another scanner's protocol gives; brain
 only, since a microscope's larger field of view shows more cells, not an empty margin): padded by 32
-voxels of 0 on every side, and cropped to the non-zero voxels' bounding box plus 4 voxels; the mask
+voxels of the image minimum (0 on this T1) on every side, and cropped to the non-zero voxels' bounding box plus 4 voxels; the mask
 is mapped back onto the original grid before scoring.
 Writes benchmarks/results/<name>.{json,md}.
 """

@@ -10,7 +10,7 @@ import sys
 
 from ..devices import DEVICE_CHOICES
 from ..errors import InputError
-from ..inference.normalize import SCHEMES
+from ..inference.normalize import NONZERO_SCHEMES, SCHEMES
 
 
 def add_budget_and_split(p: argparse.ArgumentParser) -> None:
@@ -84,8 +84,8 @@ def parse_normalization(text: str | None) -> dict | None:
         scheme = scheme.strip().lower()
         nonzero = scheme.startswith("nonzero-")
         scheme = scheme.removeprefix("nonzero-")
-        if nonzero and scheme not in ("percentile", "scale", "zscore"):
-            scheme = "?"  # only percentile and zscore have statistics to restrict
+        if nonzero and scheme not in NONZERO_SCHEMES:
+            scheme = "?"  # ct and none have no statistics to restrict
         if scheme == "percentile":
             lo, hi = nums if len(nums) == 2 else (1.0, 99.0)
             spec = {"scheme": "percentile", "lower": lo, "upper": hi}

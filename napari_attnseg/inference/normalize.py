@@ -17,6 +17,7 @@ import numpy as np
 from ..errors import InputError
 
 SCHEMES = ("percentile", "scale", "zscore", "ct", "none")
+NONZERO_SCHEMES = ("percentile", "scale", "zscore")  # the ones with statistics that "nonzero" can restrict
 _MAX_SAMPLE = 2_000_000  # voxels used for statistics on big images
 
 
@@ -39,7 +40,7 @@ def compute_stats(image, spec: dict[str, Any] | None, channel_axis: bool) -> dic
     sample = _sample(image, channel_axis)
     chans = sample if channel_axis else sample[None]
     offsets, scales = [], []
-    nonzero = bool(spec.get("nonzero", False)) and scheme in ("percentile", "scale", "zscore")
+    nonzero = bool(spec.get("nonzero", False)) and scheme in NONZERO_SCHEMES
     for c in chans:
         finite = c[np.isfinite(c)]
         if finite.size == 0:
