@@ -471,6 +471,7 @@ def test_gamma_and_noise_augmentation_are_training_options(tmp_path, dataset_2d)
     medians = gamma.flatten(1).median(1).values
     assert medians.unique().numel() >= 12  # a different gamma per patch moves the ramp's middle
     assert t._fingerprint()["gamma_aug"] == 1 and t._fingerprint()["noise_aug"] == 0  # a resumed run keeps them
+
     def roughness(b):  # per patch, the median |second difference|: ~0 on a (flipped, rotated, scaled) ramp
         d2 = torch.cat([b[..., 2:, :] - 2 * b[..., 1:-1, :] + b[..., :-2, :],
                         (b[..., 2:] - 2 * b[..., 1:-1] + b[..., :-2]).transpose(-1, -2)], -1)

@@ -11,6 +11,7 @@ import sys
 from ..devices import DEVICE_CHOICES
 from ..errors import InputError
 from ..inference.normalize import NONZERO_SCHEMES, SCHEMES
+from ..training.config import TrainConfig
 
 
 def add_budget_and_split(p: argparse.ArgumentParser) -> None:
@@ -40,13 +41,13 @@ def add_budget_and_split(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ema", type=float, default=0.0, metavar="DECAY",
                    help="validate and save an exponential moving average of the weights (e.g. 0.99 per step; "
                    "0: off); it steadies a validation Dice that swings between epochs")
-    p.add_argument("--intensity-aug", type=float, default=0.15, metavar="P",
+    p.add_argument("--intensity-aug", type=float, default=TrainConfig.intensity_aug, metavar="P",
                    help="per training patch, the chance of a random contrast change (x0.8-1.2) and, separately, of a "
                    "brightness shift (+-0.1 of the normalised range); higher makes a model lean less on absolute "
                    "intensities (default 0.15)")
-    p.add_argument("--gamma-aug", type=float, default=0.3, metavar="P",
+    p.add_argument("--gamma-aug", type=float, default=TrainConfig.gamma_aug, metavar="P",
                    help="per training patch, the chance of a random gamma (0.74-1.35) on its intensity range (default 0.3)")
-    p.add_argument("--noise-aug", type=float, default=0.3, metavar="P",
+    p.add_argument("--noise-aug", type=float, default=TrainConfig.noise_aug, metavar="P",
                    help="per training patch, the chance of Gaussian noise, sigma up to 0.1 of the normalised range "
                    "(default 0.3)")
     p.add_argument("--warmup-epochs", type=float, default=1.0, help="linear warm-up before the cosine decay")

@@ -8,6 +8,8 @@ from typing import Any
 
 from ..errors import InputError
 
+AUGMENT_PROBABILITIES = ("intensity_aug", "gamma_aug", "noise_aug")  # TrainConfig fields, each a chance per patch
+
 
 @dataclass
 class TrainConfig:
@@ -82,7 +84,7 @@ def check_config(cfg: TrainConfig) -> None:
         raise InputError(f"val_fraction must be between 0 and 1; got {cfg.val_fraction}.")
     if not 0 <= cfg.ema < 1:
         raise InputError(f"ema is a decay between 0 (off) and 1 (e.g. 0.99); got {cfg.ema}.")
-    for name in ("intensity_aug", "gamma_aug", "noise_aug"):
+    for name in AUGMENT_PROBABILITIES:
         if not 0 <= getattr(cfg, name) <= 1:
             raise InputError(f"{name} is a probability between 0 and 1; got {getattr(cfg, name)}.")
     if cfg.patience < 1:

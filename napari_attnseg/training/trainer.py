@@ -41,7 +41,7 @@ from ..inference.precision import PRECISIONS
 from ..models.registry import create_model
 from . import ddp
 from .augment import augment
-from .config import TrainConfig, TrainResult, check_config
+from .config import AUGMENT_PROBABILITIES, TrainConfig, TrainResult, check_config
 from .losses import dice_per_class, total_loss
 from .sampling import PatchSampler
 from .split import Split, make_split
@@ -308,8 +308,7 @@ class Trainer:
                 "freeze_encoder": c.freeze_encoder, "normalization": self.norm_spec,
                 **({"ema": c.ema} if c.ema else {}),
                 # left out at their defaults, so runs saved before these options existed still resume
-                **{k: getattr(c, k) for k in ("intensity_aug", "gamma_aug", "noise_aug")
-                   if getattr(c, k) != getattr(TrainConfig, k)}}
+                **{k: getattr(c, k) for k in AUGMENT_PROBABILITIES if getattr(c, k) != getattr(TrainConfig, k)}}
 
     # -- the run -----------------------------------------------------------------------------
     def fit(self) -> TrainResult:
