@@ -426,17 +426,14 @@ def test_split_rules():
         make_split([sparse], ["c"], ignore=2, val_region="10:20")
 
 
-def test_intensity_augmentation_is_a_training_option(tmp_path, dataset_2d, monkeypatch):
+def test_intensity_augmentation_is_a_training_option(tmp_path, dataset_2d):
     """--intensity-aug sets how often a patch gets a contrast change and a brightness shift."""
-    from napari_attnseg.training import trainer as trainer_module
     from napari_attnseg.training.trainer import Trainer
 
-    orig = trainer_module.augment
-    monkeypatch.setattr(trainer_module, "augment", lambda *a, **k: orig(*a, **k, p_affine=0))
-
-    def batch(p, out):  # gamma and noise off, so only the contrast/brightness changes touch the values
+    def batch(p, out):  # gamma, noise and affine off, so only the contrast/brightness changes touch the values
         t = Trainer(TrainConfig(dataset=str(dataset_2d), out=str(tmp_path / out), arch="unet", model_config=TINY,
-                                batch_size=16, patch=[32, 32], intensity_aug=p, gamma_aug=0, noise_aug=0))
+                                batch_size=16, patch=[32, 32], intensity_aug=p, gamma_aug=0, noise_aug=0,
+                                affine_aug=0))
         t.sampler.sample = lambda n: (np.ones((n, 1, 32, 32), np.float32), np.zeros((n, 32, 32), np.int64))
         return t, t._batch()[0]
 
@@ -450,9 +447,10 @@ def test_intensity_augmentation_is_a_training_option(tmp_path, dataset_2d, monke
         Trainer(TrainConfig(dataset=str(dataset_2d), out=str(tmp_path / "c"), intensity_aug=1.5))
 
 
-def test_gamma_and_noise_augmentation_are_training_options(tmp_path, dataset_2d):
-    """--gamma-aug / --noise-aug set how often a patch gets a random gamma and Gaussian noise; at 0 (and
-    the other intensity changes off) a patch keeps its values apart from flips and rotations."""
+def test_gamma_noise_and_affine_augmentation_are_training_options(tmp_path, dataset_2d):
+    """--gamma-aug / --noise-aug / --affine-aug set how often a patch gets a random gamma, Gaussian noise
+    and a small rotation/scaling; with all of them (and the contrast changes) off a patch keeps its
+    values apart from flips and 90-degree turns."""
     from napari_attnseg.training.trainer import Trainer
 
     ramp = np.tile(np.linspace(0, 1, 32, dtype=np.float32), (32, 1))
@@ -463,10 +461,18 @@ def test_gamma_and_noise_augmentation_are_training_options(tmp_path, dataset_2d)
         t.sampler.sample = lambda n: (np.broadcast_to(ramp, (n, 1, 32, 32)).copy(), np.zeros((n, 32, 32), np.int64))
         return t, t._batch()[0]
 
+    def holds_ramp_values(b):  # per patch: the ramp's own values, only moved around (flips, 90-degree turns)
+        return [np.allclose(np.sort(x.flatten()), np.sort(np.broadcast_to(ramp, (32, 32)).flatten()), atol=1e-6)
+                for x in b[:, 0].numpy()]
+
     _, kept = batch("a", gamma_aug=0, noise_aug=0)
     # the affine change (p 0.3) still interpolates; outside it every patch holds the ramp's values
-    assert sum(np.allclose(np.sort(x.flatten()), np.sort(np.broadcast_to(ramp, (32, 32)).flatten()), atol=1e-6)
-               for x in kept[:, 0].numpy()) >= 8
+    assert sum(holds_ramp_values(kept)) >= 8
+    _, exact = batch("a0", gamma_aug=0, noise_aug=0, affine_aug=0)
+    assert all(holds_ramp_values(exact))
+    t, turned = batch("a1", gamma_aug=0, noise_aug=0, affine_aug=1)
+    assert not any(holds_ramp_values(turned))  # every patch rotated/scaled and interpolated
+    assert t._fingerprint()["affine_aug"] == 1
     t, gamma = batch("b", gamma_aug=1, noise_aug=0)
     medians = gamma.flatten(1).median(1).values
     assert medians.unique().numel() >= 12  # a different gamma per patch moves the ramp's middle
@@ -482,3 +488,4 @@ def test_gamma_and_noise_augmentation_are_training_options(tmp_path, dataset_2d)
     with pytest.raises(InputError, match="noise_aug"):
         Trainer(TrainConfig(dataset=str(dataset_2d), out=str(tmp_path / "d"), noise_aug=-0.1))
     assert cli(["train", str(dataset_2d), "--arch", "unet", "--out", str(tmp_path / "e"), "--gamma-aug", "2"]) == 1
+    assert cli(["train", str(dataset_2d), "--arch", "unet", "--out", str(tmp_path / "f"), "--affine-aug", "-1"]) == 1

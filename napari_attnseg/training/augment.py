@@ -1,6 +1,6 @@
 """Data augmentation on batches of patches (torch, CPU-cheap, 2D and 3D), drawn per sample:
 flips along every axis, 90-degree rotations in the last two axes (when square), a small rotation
-(+-15 degrees, in-plane for volumes) and scaling (0.85-1.15) with probability 0.3, intensity scale
+(+-15 degrees, in-plane for volumes) and scaling (0.85-1.15) with probability 0.3 (``p_affine``), intensity scale
 (+-20 %, p 0.15) and shift (+-0.1, p 0.15), gamma (0.74-1.35, p 0.3) and Gaussian noise (sigma up to
 0.1, p 0.3). (9-minute runs of the 3D brain model: scale and shift on every patch, best validation Dice 0.89,
 last 0.72; at p 0.15, as nnU-Net draws them, best 0.92, last 0.79.)
