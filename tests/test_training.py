@@ -489,3 +489,31 @@ def test_gamma_noise_and_affine_augmentation_are_training_options(tmp_path, data
         Trainer(TrainConfig(dataset=str(dataset_2d), out=str(tmp_path / "d"), noise_aug=-0.1))
     assert cli(["train", str(dataset_2d), "--arch", "unet", "--out", str(tmp_path / "e"), "--gamma-aug", "2"]) == 1
     assert cli(["train", str(dataset_2d), "--arch", "unet", "--out", str(tmp_path / "f"), "--affine-aug", "-1"]) == 1
+
+
+def test_flat_margin_augmentation_adds_an_empty_band(tmp_path, dataset_2d):
+    """--margin-aug: a flat band (the patch's minimum) along one side, labelled background, as the
+    zero-filled margins of a mosaic look to the model; off by default, so it draws nothing then."""
+    from napari_attnseg.training.augment import augment
+    from napari_attnseg.training.trainer import Trainer
+
+    ramp = torch.linspace(0.2, 1, 32).expand(16, 1, 32, 32).contiguous()
+    ones = torch.ones(16, 32, 32, dtype=torch.long)
+    off = dict(p_affine=0, p_gamma=0, p_noise=0, intensity_p=0)
+    xa, ya = augment(ramp, ones, torch.Generator().manual_seed(0), **off, p_margin=1)
+    widths = set()
+    for xi, yi in zip(xa[:, 0], ya):
+        empty = yi == 0
+        full_rows, full_cols = empty.all(1), empty.all(0)
+        assert empty.sum() in (full_rows.sum() * 32, full_cols.sum() * 32)  # whole rows or whole columns
+        assert torch.all(xi[empty] == xi.min()) and torch.all(yi[~empty] == 1)
+        widths.add(int(max(full_rows.sum(), full_cols.sum())))
+    assert len(widths) >= 5  # random widths, 1 to half the patch
+    g0, g1 = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
+    augment(ramp, ones, g0, p_margin=0)
+    augment(ramp, ones, g1)
+    assert torch.equal(g0.get_state(), g1.get_state())  # off: the random sequence of older runs is unchanged
+    t = Trainer(TrainConfig(dataset=str(dataset_2d), out=str(tmp_path / "m"), arch="unet", model_config=TINY,
+                            margin_aug=0.5))
+    assert t._fingerprint()["margin_aug"] == 0.5
+    assert cli(["train", str(dataset_2d), "--arch", "unet", "--out", str(tmp_path / "n"), "--margin-aug", "1.5"]) == 1

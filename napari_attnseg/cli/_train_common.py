@@ -54,6 +54,10 @@ def add_budget_and_split(p: argparse.ArgumentParser) -> None:
                    help="per training patch, the chance of a small rotation (+-15 degrees, in-plane for volumes) and "
                    "scaling (0.85-1.15), the labels resampled with it (default 0.3; flips and 90-degree turns are "
                    "always on)")
+    p.add_argument("--margin-aug", type=float, default=TrainConfig.margin_aug, metavar="P",
+                   help="per training patch, the chance of a flat band (the patch's minimum, labelled background) "
+                   "along one side, so the model learns that zero-filled margins of mosaics or registered images "
+                   "are empty (default 0)")
     p.add_argument("--warmup-epochs", type=float, default=1.0, help="linear warm-up before the cosine decay")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--name", default="", help="model name written into the card")
@@ -119,7 +123,7 @@ def config_kwargs(args: argparse.Namespace) -> dict:
         "val_region": args.val_region, "test_region": args.test_region, "case": args.case, "split": args.split,
         "warmup_epochs": args.warmup_epochs, "ema": args.ema, "intensity_aug": args.intensity_aug,
         "gamma_aug": args.gamma_aug, "noise_aug": args.noise_aug,
-        "affine_aug": args.affine_aug,
+        "affine_aug": args.affine_aug, "margin_aug": args.margin_aug,
         "normalization": parse_normalization(args.normalization),
         "device": args.device, "precision": args.precision, "seed": args.seed, "name": args.name,
         "description": args.description, "resume": args.resume,

@@ -2,7 +2,7 @@
 flips along every axis, 90-degree rotations in the last two axes (when square), a small rotation
 (+-15 degrees, in-plane for volumes) and scaling (0.85-1.15) with probability 0.3 (``p_affine``), intensity scale
 (+-20 %, p 0.15) and shift (+-0.1, p 0.15), gamma (0.74-1.35, p 0.3) and Gaussian noise (sigma up to
-0.1, p 0.3). (9-minute runs of the 3D brain model: scale and shift on every patch, best validation Dice 0.89,
+0.1, p 0.3); optionally (``p_margin``, off by default) a flat background band along one side. (9-minute runs of the 3D brain model: scale and shift on every patch, best validation Dice 0.89,
 last 0.72; at p 0.15, as nnU-Net draws them, best 0.92, last 0.79.)
 Labels follow every spatial change (each label's indicator interpolated like the image, then the
 largest share wins); voxels brought in from outside the patch
@@ -21,7 +21,8 @@ def _u(gen: torch.Generator, n: int = 1) -> torch.Tensor:
 
 
 def augment(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator, ignore_index: int | None = None,
-            p_affine: float = 0.3, p_gamma: float = 0.3, p_noise: float = 0.3, intensity_p: float = 0.15):
+            p_affine: float = 0.3, p_gamma: float = 0.3, p_noise: float = 0.3, intensity_p: float = 0.15,
+            p_margin: float = 0.0):
     """x (B, C, *S) float, y (B, *S) long -> augmented copies (inputs untouched)."""
     nd = x.dim() - 2
     b = x.shape[0]
@@ -62,7 +63,29 @@ def augment(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator, ignore_index
     sigma = 0.1 * torch.rand(shape, generator=gen) * noise_on
     if noise_on.any():
         x = x + sigma * torch.randn(x.shape, generator=gen)
+    if p_margin > 0:  # drawn only when asked for, so runs without it keep their random sequence
+        x, y = _flat_margin(x, y, gen, p_margin)
     return x.contiguous(), y.contiguous()
+
+
+def _flat_margin(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator, p: float):
+    """With chance ``p`` per sample, a flat band along one side of the patch (random axis and side,
+    1 to half the patch wide) set to the patch's minimum and labelled background: what the zero-filled
+    margins of stitched mosaics and registered images look like after normalisation."""
+    nd = x.dim() - 2
+    on = _u(gen, x.shape[0]) < p
+    if not on.any():
+        return x, y
+    x, y = x.clone(), y.clone()
+    for i in on.nonzero().flatten().tolist():
+        axis = int(torch.randint(0, nd, (1,), generator=gen))
+        size = x.shape[2 + axis]
+        width = int(torch.randint(1, max(2, size // 2 + 1), (1,), generator=gen))
+        band = slice(0, width) if _u(gen).item() < 0.5 else slice(size - width, size)
+        index = (slice(None),) * axis + (band,)
+        x[i][(slice(None),) + index] = x[i].amin()
+        y[i][index] = 0
+    return x, y
 
 
 def _affine(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator, ignore_index: int | None):

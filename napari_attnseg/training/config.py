@@ -8,7 +8,7 @@ from typing import Any
 
 from ..errors import InputError
 
-AUGMENT_PROBABILITIES = ("intensity_aug", "gamma_aug", "noise_aug", "affine_aug")  # TrainConfig fields, each a chance per patch
+AUGMENT_PROBABILITIES = ("intensity_aug", "gamma_aug", "noise_aug", "affine_aug", "margin_aug")  # TrainConfig fields, each a chance per patch
 
 
 @dataclass
@@ -35,6 +35,7 @@ class TrainConfig:
     gamma_aug: float = 0.3  # per patch, the chance of a random gamma (0.74-1.35) on its intensity range
     noise_aug: float = 0.3  # per patch, the chance of Gaussian noise (sigma up to 0.1 of the normalised range)
     affine_aug: float = 0.3  # per patch, the chance of a small rotation (+-15 degrees) and scaling (0.85-1.15)
+    margin_aug: float = 0.0  # per patch, the chance of a flat background band along one side (zero-filled margins)
     patience: int = 10  # early stopping: epochs without a better validation Dice
     fg_fraction: float = 0.33
     val_fraction: float = 0.2

@@ -297,7 +297,7 @@ class Trainer:
             x, y = x[:, :, 0], y[:, 0]
         c = self.cfg
         x, y = augment(x, y, self.gen, self.loss_ignore, intensity_p=c.intensity_aug, p_gamma=c.gamma_aug,
-                       p_noise=c.noise_aug, p_affine=c.affine_aug)
+                       p_noise=c.noise_aug, p_affine=c.affine_aug, p_margin=c.margin_aug)
         return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
 
     def _fingerprint(self) -> dict:
