@@ -509,6 +509,10 @@ def test_flat_margin_augmentation_adds_an_empty_band(tmp_path, dataset_2d):
         assert torch.all(xi[empty] == xi.min()) and torch.all(yi[~empty] == 1)
         widths.add(int(max(full_rows.sum(), full_cols.sum())))
     assert len(widths) >= 5  # random widths, 1 to half the patch
+    two = torch.cat([ramp, ramp + 5], 1)  # two channels: each band takes its own channel's minimum
+    xb, yb = augment(two, ones, torch.Generator().manual_seed(1), **off, p_margin=1)
+    for xi, yi in zip(xb, yb):
+        assert torch.all(xi[0][yi == 0] == 0.2) and torch.all(xi[1][yi == 0] == 5.2)
     g0, g1 = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
     augment(ramp, ones, g0, p_margin=0)
     augment(ramp, ones, g1)

@@ -70,7 +70,7 @@ def augment(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator, ignore_index
 
 def _flat_margin(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator, p: float):
     """With chance ``p`` per sample, a flat band along one side of the patch (random axis and side,
-    1 to half the patch wide) set to the patch's minimum and labelled background: what the zero-filled
+    1 to half the patch wide) set to the patch's minimum (per channel) and labelled background: what the zero-filled
     margins of stitched mosaics and registered images look like after normalisation."""
     nd = x.dim() - 2
     on = _u(gen, x.shape[0]) < p
@@ -83,7 +83,8 @@ def _flat_margin(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator, p: floa
         width = int(torch.randint(1, max(2, size // 2 + 1), (1,), generator=gen))
         band = slice(0, width) if _u(gen).item() < 0.5 else slice(size - width, size)
         index = (slice(None),) * axis + (band,)
-        x[i][(slice(None),) + index] = x[i].amin()
+        lowest = x[i].flatten(1).amin(1)  # per channel
+        x[i][(slice(None),) + index] = lowest.view(-1, *(1,) * nd)
         y[i][index] = 0
     return x, y
 
