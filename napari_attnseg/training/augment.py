@@ -1,12 +1,13 @@
 """Data augmentation on batches of patches (torch, CPU-cheap, 2D and 3D), drawn per sample:
 flips along every axis, 90-degree rotations in the last two axes (when square), a small rotation
-(+-15 degrees, in-plane for volumes) and scaling (0.85-1.15) with probability 0.3 (``p_affine``), intensity scale
-(+-20 %, p 0.15) and shift (+-0.1, p 0.15), gamma (0.74-1.35, p 0.3) and Gaussian noise (sigma up to
-0.1, p 0.3); optionally (``p_margin``, off by default) a flat background band along one side. (9-minute runs of the 3D brain model: scale and shift on every patch, best validation Dice 0.89,
-last 0.72; at p 0.15, as nnU-Net draws them, best 0.92, last 0.79.)
+(+-15 degrees, in-plane for volumes) and scaling (0.85-1.15) with probability 0.3 (``p_affine``),
+intensity scale (+-20 %, p 0.15) and shift (+-0.1, p 0.15), gamma (0.74-1.35, p 0.3) and Gaussian
+noise (sigma up to 0.1, p 0.3); optionally (``p_margin``, off by default) a flat background band
+along one side. (9-minute runs of the 3D brain model: scale and shift on every patch, best validation
+Dice 0.89, last 0.72; at p 0.15, as nnU-Net draws them, best 0.92, last 0.79.)
 Labels follow every spatial change (each label's indicator interpolated like the image, then the
-largest share wins); voxels brought in from outside the patch
-become ``ignore_index`` (when given) so they carry no loss. All randomness comes from ``gen`` (reproducible)."""
+largest share wins); voxels brought in from outside the patch become ``ignore_index`` (when given)
+so they carry no loss. All randomness comes from ``gen`` (reproducible)."""
 
 from __future__ import annotations
 
@@ -70,8 +71,8 @@ def augment(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator, ignore_index
 
 def _flat_margin(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator, p: float):
     """With chance ``p`` per sample, a flat band along one side of the patch (random axis and side,
-    1 to half the patch wide) set to the patch's minimum (per channel) and labelled background: what the zero-filled
-    margins of stitched mosaics and registered images look like after normalisation."""
+    1 to half the patch wide) set to the patch's minimum (per channel) and labelled background: what
+    the zero-filled margins of stitched mosaics and registered images look like after normalisation."""
     nd = x.dim() - 2
     on = _u(gen, x.shape[0]) < p
     if not on.any():
