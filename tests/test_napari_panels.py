@@ -15,6 +15,14 @@ def viewer(make_napari_viewer):
     return make_napari_viewer()
 
 
+def wait_until_done(qtbot, button, timeout):
+    """Wait for a panel's worker to end: the panel re-enables ``button`` in its finished handler,
+    connected before the worker started. (A waitSignal on ``worker.finished`` set up after the start
+    misses the signal when the worker ends first.)"""
+    assert not button.isEnabled()
+    qtbot.waitUntil(button.isEnabled, timeout=timeout)
+
+
 def test_helpers_are_undoable_and_review_is_recorded(viewer, qtbot, tmp_path):
     from napari_attnseg._napari.correct_widget import CorrectWidget
 
@@ -39,9 +47,8 @@ def test_helpers_are_undoable_and_review_is_recorded(viewer, qtbot, tmp_path):
     assert layer.metadata["reviewed_slices"] == [2, 4, 5]
     assert "2,4-5" in w.reviewed_label.text()
     w.dataset_edit.setText(str(tmp_path / "ds"))
-    worker = w.export()
-    with qtbot.waitSignal(worker.finished, timeout=30000):
-        pass
+    assert w.export() is not None
+    wait_until_done(qtbot, w.export_button, 30000)
     manifest = json.loads((tmp_path / "ds" / "manifest.json").read_text())
     case = manifest["cases"][0]
     assert case["reviewed_slices"] == [2, 4, 5] and case["ignore_label"] == 2
@@ -116,9 +123,8 @@ def test_finetune_panel_trains_and_registers_the_model(viewer, qtbot, tmp_path, 
     w.dataset_edit.setText(str(tmp_path / "ds"))
     w.out_edit.setText(str(tmp_path / "ft"))
     w.minutes_spin.setValue(0.15)
-    worker = w.run()
-    with qtbot.waitSignal(worker.finished, timeout=120000):
-        pass
+    assert w.run() is not None
+    wait_until_done(qtbot, w.run_button, 120000)
     assert w.result is not None and (tmp_path / "ft" / "best.safetensors").exists()
     assert w.history and "->" in w.status.text()
     assert len(w.ax.lines) == 2
@@ -160,10 +166,9 @@ def test_reviewed_ranges_key_binding_and_finetune_default_dataset(viewer, qtbot,
         cw.notify_error = cw_notify
     corr.dataset_edit.setText(str(tmp_path / "ds"))
     worker = corr.export()
-    assert corr.export_bar.isVisible() or worker is not None
-    with qtbot.waitSignal(worker.finished, timeout=30000):
-        pass
-    assert not corr.export_bar.isVisible()
+    assert worker is not None and not corr.export_bar.isHidden()  # the busy bar shows while exporting
+    wait_until_done(qtbot, corr.export_button, 30000)
+    assert corr.export_bar.isHidden()
     assert ft.default_dataset() == str(tmp_path / "ds") == ft.dataset_edit.text()
     manifest = json.loads((tmp_path / "ds" / "manifest.json").read_text())
     assert manifest["cases"][0]["reviewed_slices"] == [1, 2, 3, 6]
