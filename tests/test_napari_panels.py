@@ -165,9 +165,9 @@ def test_reviewed_ranges_key_binding_and_finetune_default_dataset(viewer, qtbot,
         cw.notify_error = cw_notify
     corr.dataset_edit.value = str(tmp_path / "ds")
     worker = corr.export()
-    assert worker is not None and corr.export_bar.visible  # the busy bar shows while exporting
+    assert worker is not None and not corr.export_bar.native.isHidden()  # the busy bar shows while exporting
     wait_until_done(qtbot, corr.export_button, 30000)
-    assert not corr.export_bar.visible
+    assert corr.export_bar.native.isHidden()
     assert ft.default_dataset() == str(tmp_path / "ds") == str(ft.dataset_edit.value)
     manifest = json.loads((tmp_path / "ds" / "manifest.json").read_text())
     assert manifest["cases"][0]["reviewed_slices"] == [1, 2, 3, 6]

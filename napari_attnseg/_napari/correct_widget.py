@@ -62,10 +62,8 @@ class CorrectWidget(QWidget):
 
         self.labels_combo = ComboBox(label="Mask", choices=[])
         self.image_combo = ComboBox(label="Image", choices=[])
-        self.class_spin = SpinBox(label="Class", min=0, max=255, value=0)
-        self.class_spin.native.setSpecialValueText("all classes")
-        # napari's theme draws the step buttons in a larger font: widen the box so "all classes" fits
-        self.class_spin.native.setStyleSheet("QSpinBox { min-width: 9em; }")
+        self.class_combo = ComboBox(label="Class", choices=[("all classes", 0)], value=0,
+                                    tooltip="The class the helpers work on")
         self.slice_only = CheckBox(text="Current slice only", value=False,
                                    tooltip="On a volume, apply the helpers to the slice on screen and leave the others as they are")
         self.size_spin = SpinBox(min=1, max=10**7, value=20)
@@ -74,7 +72,7 @@ class CorrectWidget(QWidget):
                                    "Remove every other object of that class: for when the largest object is not "
                                    "the one that matters. Point at it in the viewer and press K (or click here).")
         helpers = Container(label="Helpers (Ctrl+Z undoes)", widgets=[
-            self.class_spin, self.slice_only,
+            Container(widgets=[self.class_combo], labels=True), self.slice_only,
             _row(_button("Fill holes", self.fill_holes), _button("Largest component", self.keep_largest)),
             self.keep_button,
             _row(_button("Remove objects smaller than", self.remove_small), self.size_spin),
@@ -164,8 +162,11 @@ class CorrectWidget(QWidget):
                 if source in self.viewer.layers and self.image_combo.value != source:
                     with self.image_combo.changed.blocked():
                         self.image_combo.value = source
-                classes = list(layer.features["class"]) if "class" in getattr(layer, "features", {}) else []
-                self.class_names_edit.value = ", ".join(str(c) for c in dict.fromkeys(classes))
+                classes = [str(c) for c in layer.features["class"]] if "class" in getattr(layer, "features", {}) else []
+                self.class_names_edit.value = ", ".join(dict.fromkeys(classes))
+                top = max(len(classes) - 1, int(np.asarray(layer.data).max(initial=0)))
+                names = [classes[i] if i < len(classes) else f"class {i}" for i in range(1, top + 1)]
+                set_choices(self.class_combo, [("all classes", 0), *((f"{i}: {n}", i) for i, n in enumerate(names, 1))])
         self._update_info()
 
     def _schedule_stats(self, *_) -> None:
@@ -179,7 +180,7 @@ class CorrectWidget(QWidget):
         return self.viewer.layers[name]
 
     def _classes(self):
-        return None if self.class_spin.value == 0 else [self.class_spin.value]
+        return None if not self.class_combo.value else [self.class_combo.value]
 
     def _current_slice(self, layer) -> int:
         z = int(round(layer.world_to_data(self.viewer.dims.point)[0]))

@@ -82,8 +82,8 @@ class SegmentWidget(QWidget):
                                                               for d in DEVICE_CHOICES], value="auto")
         self.mode_combo = ComboBox(label="Mode", choices=list(MODES), value="auto")
         self.advanced_box = CheckBox(text="Advanced settings", value=False)
-        self.tile_spin = SpinBox(label="Tile size", min=0, max=1024, value=0)
-        self.tile_spin.native.setSpecialValueText("from model card")
+        self.tile_spin = SpinBox(label="Tile size", min=0, max=1024, value=0,
+                                 tooltip="Tile edge in pixels; 0 takes the model card's tiles")
         self.overlap_spin = FloatSpinBox(label="Overlap", min=0.0, max=0.9, step=0.05, value=0.25)
         self.tta_box = CheckBox(text="Average over flips (2^dims times slower)", value=False,
                                 tooltip="Test-time augmentation: predict on every flipped copy and average; "
@@ -316,12 +316,12 @@ class SegmentWidget(QWidget):
             if isinstance(exc, Cancelled):
                 self.status.value = "Cancelled; the layers were left as they were."
                 notify_info("Segmentation cancelled.")
-            elif isinstance(exc, AttnSegError):
+                return
+            if isinstance(exc, AttnSegError):
                 notify_error(f"{name}: {exc}")
             else:
                 notify_error(f"{name}: unexpected error ({error_message(exc)}).")
             self.status.value = f"Failed: {error_message(exc)}"
-
 
         worker.yielded.connect(on_progress)
         worker.returned.connect(on_done)
