@@ -1,0 +1,58 @@
+"""Brain extraction for T1 scans with skull and scalp, and the out-of-distribution check."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_attnseg.inference.brain import apply_brain_mask, extract_brain, tissue_outside_brain
+from napari_attnseg.training.synthhead import wrap_in_head
+
+
+def _phantom(shape=(48, 56, 52), spacing=(2.0, 2.0, 2.0)):
+    """An ellipsoidal 'brain': white matter inside a grey-matter rim, dark ventricles, background 0."""
+    grids = np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij")
+    r = np.sqrt(sum((g / a) ** 2 for g, a in zip(grids, (0.8, 0.85, 0.8))))
+    img = np.zeros(shape, np.float32)
+    img[r < 1.0] = 60.0  # grey matter
+    img[r < 0.8] = 100.0  # white matter
+    img[(r < 0.2)] = 15.0  # ventricle (CSF)
+    labels = np.where(r < 0.8, 2, np.where(r < 1.0, 1, 0)).astype(np.uint8)
+    labels[r < 0.2] = 0
+    return img, labels, spacing
+
+
+def test_a_synthetic_head_is_stripped_back_to_its_brain():
+    img, labels, spacing = _phantom()
+    head, lab, pad = wrap_in_head(img, spacing, seed=7, labels=labels)
+    brain = np.pad(img > 0, pad)
+    assert head.shape == lab.shape == brain.shape
+    scalp = (head > 0.8 * 100) & ~np.pad(img > 0, pad)  # the synthetic fat shell is as bright as white matter
+    assert scalp.sum() > 0.2 * brain.sum()
+    result = extract_brain(head, spacing)
+    assert result.applied, result.note
+    assert (result.mask & brain).sum() / brain.sum() > 0.97  # the brain is kept
+    assert (result.mask & scalp).sum() < 0.01 * scalp.sum()  # the scalp is not
+    stripped = apply_brain_mask(head, result.mask)
+    assert stripped[scalp].max() == head.min()
+
+
+def test_an_input_already_stripped_is_left_alone():
+    img, _, spacing = _phantom()
+    result = extract_brain(img, spacing)
+    assert not result.applied and "skull-stripped" in result.note
+    assert result.mask[img > 0].mean() > 0.9
+
+
+def test_tissue_outside_the_brain_is_measured():
+    _, labels, spacing = _phantom()
+    assert tissue_outside_brain(labels, spacing) < 0.01
+    shell = np.pad(labels, 6)
+    shell[2:-2, 2, 2:-2] = 2  # a sheet of 'white matter' far from the brain, as scalp fat gets labelled
+    assert tissue_outside_brain(shell, spacing) > 0.05
+
+
+def test_bad_input_is_refused():
+    with pytest.raises(ValueError, match="3D volume"):
+        extract_brain(np.zeros((10, 10), np.float32))
+    assert not extract_brain(np.zeros((8, 8, 8), np.float32)).applied
