@@ -86,8 +86,9 @@ def card_diameter(model) -> float:
     return float(d)
 
 
-def measure_diameter(labels: np.ndarray, per_slice: bool = False) -> tuple[float | None, int]:
-    """Typical object diameter in pixels of a mask: ``(median equivalent diameter, objects counted)``.
+def measure_diameter(labels: np.ndarray, per_slice: bool = False, whole: bool = False):
+    """Typical object diameter in pixels of a mask: ``(median equivalent diameter, objects counted)``,
+    and the number of objects not cut by the edge as a third value with ``whole=True``.
 
     Objects are the connected components of ``labels > 0`` (every foreground class together); the
     equivalent diameter is that of the disc (sphere in 3D) of the same area (volume). Components that
@@ -116,13 +117,15 @@ def measure_diameter(labels: np.ndarray, per_slice: bool = False) -> tuple[float
         diam.append(np.stack([d, area]))
         inner.append(~edge[1:])
     if not diam:
-        return None, 0
+        return (None, 0, 0) if whole else (None, 0)
     d, area = np.concatenate(diam, axis=1)
     interior = np.concatenate(inner)
     keep = area >= SPECK * np.median(area)
-    if np.count_nonzero(keep & interior) >= MIN_INTERIOR:
+    n_whole = int(np.count_nonzero(keep & interior))
+    if n_whole >= MIN_INTERIOR:
         keep &= interior
-    return float(np.median(d[keep])), int(np.count_nonzero(keep))
+    out = float(np.median(d[keep])), int(np.count_nonzero(keep))
+    return (*out, n_whole) if whole else out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -172,35 +175,50 @@ def iter_predict_diameter(run: Callable[..., Generator], model, image, *, diamet
             yield offset + done, offset + total
 
     if value == AUTO:
-        pred, grid_labels, zoom = yield from one_pass(1.0)
-        est, n = measure_diameter(grid_labels, slices)
-        passes.append({"zoom": 1.0, "estimate": est, "objects": n})
+        best: tuple | None = None  # (|log(measured / model diameter)| on the model's grid, pred, zoom, estimate)
+        worse = None  # the zoom of a pass that measured less consistently than the best one
+        zoom_next = 1.0
+        for i in range(3):
+            trial, grid_labels, z = yield from one_pass(zoom_next)
+            d_grid, n, whole = measure_diameter(grid_labels, slices, whole=True)
+            est_i = None if d_grid is None else d_grid / z
+            passes.append({"zoom": z, "estimate": est_i, "objects": n, "whole_objects": whole})
+            if d_grid is None and i:
+                notes.append(f"diameter 'auto': the pass at scale {z:.3g} found no object.")
+            err = math.inf if d_grid is None else abs(math.log(d_grid / target))
+            if best is None or err < best[0]:
+                best = (err, trial, z, est_i, passes[-1])
+            else:
+                worse = z
+            if best[3] is None or i == 2:
+                break
+            zoom_next, clamped = _zoom_for(target, best[3])
+            if worse is not None:
+                # rescaling made the objects measure further from the model's size: objects that are too
+                # big for the model fall apart into small pieces, which reads as "too small"; step the other way
+                zoom_next, clamped = _zoom_for(1.0, worse / best[2] ** 2)
+                if any(abs(zoom_next / p["zoom"] - 1.0) <= AUTO_TOLERANCE for p in passes):
+                    break
+            elif abs(zoom_next / best[2] - 1.0) <= AUTO_TOLERANCE:
+                break
+            if clamped:
+                notes.append(clamped)
+        err, pred, zoom, est, chosen = best
+        used = None if est is None else target / zoom
         if est is None:
             notes.append("diameter 'auto': the first pass found no object, so the object size could not be estimated; "
                          "the image was segmented at its own scale. Give the typical object diameter in pixels instead.")
-            used = None
         else:
-            used = est
-            for _ in range(2):
-                zoom_next, clamped = _zoom_for(target, est)
-                if abs(zoom_next / zoom - 1.0) <= AUTO_TOLERANCE:
-                    break
-                trial, trial_labels, trial_zoom = yield from one_pass(zoom_next)
-                est2, n2 = measure_diameter(trial_labels, slices)
-                passes.append({"zoom": trial_zoom, "estimate": None if est2 is None else est2 / trial_zoom,
-                               "objects": n2})
-                if est2 is None:
-                    notes.append(f"diameter 'auto': the pass at scale {trial_zoom:.3g} found no object; "
-                                 f"kept the pass at scale {zoom:.3g}.")
-                    break
-                pred, zoom, used = trial, trial_zoom, est
-                if clamped:
-                    notes.append(clamped)
-                    break
-                est = est2 / trial_zoom  # measured near the model's own scale, back in image pixels
-            notes.append(f"diameter 'auto': estimated {est:.1f} px from {passes[-1]['objects']} objects "
+            notes.append(f"diameter 'auto': estimated {est:.1f} px from {chosen['objects']} objects "
                          f"({len(passes)} pass{'es' if len(passes) > 1 else ''}); segmented at scale {zoom:.3g} "
                          f"(the model's objects are {target:.1f} px).")
+            if chosen["whole_objects"] < MIN_INTERIOR:
+                notes.append(f"diameter 'auto': uncertain estimate: only {chosen['whole_objects']} whole objects "
+                             "(not cut by the image's edge) were found; give the diameter if the result looks wrong.")
+            elif err > math.log(1.5):
+                notes.append(f"diameter 'auto': uncertain estimate: at the chosen scale the objects measure "
+                             f"{est * zoom:.1f} px where the model's measure {target:.1f} px; check the result, "
+                             "or give the diameter.")
     else:
         zoom, clamped = _zoom_for(target, value)
         if clamped:
