@@ -130,3 +130,49 @@ def test_cli_diameter(nuclei, tmp_path, capsys):
         main(["predict", str(tmp_path / "small.tif"), "--model", "nuclei-2d", "--out", str(tmp_path / "p"),
               "--diameter", "-3"])
     assert "diameter must be a positive number" in capsys.readouterr().err
+
+
+class _FakeModel:
+    """A 2D 'model' whose output the test writes: discs as wide as the image's objects, or, when they are
+    more than twice the card's diameter, a field of small pieces (what a real model does to objects far
+    too big for it)."""
+
+    spatial_dims, in_channels, out_channels = 2, 1, 2
+
+    def __init__(self, true_diameter: float, size: int):
+        self.card = ModelCard(arch="fake", config={}, object_diameter=20.0)
+        self.true_diameter, self.size = true_diameter, size
+
+    def run(self, model, image, **kwargs):
+        from napari_attnseg.inference import Prediction
+
+        yield 0, 1
+        zoom = image.shape[0] / self.size
+        d = self.true_diameter * zoom
+        piece = d if d <= 2 * self.card.object_diameter else 8.0
+        yy, xx = np.mgrid[: image.shape[0], : image.shape[1]]
+        step = max(2 * piece, 6)
+        cy, cx = (yy % step) - step / 2, (xx % step) - step / 2
+        fg = (cy ** 2 + cx ** 2 <= (piece / 2) ** 2).astype(np.float32)
+        return Prediction(labels=fg.astype(np.uint8), probabilities=np.stack([1 - fg, fg]), attention=[],
+                          classes=["background", "thing"], device="cpu", precision="fp32", params={}, timings={})
+
+
+@pytest.mark.parametrize("true_d, passes", [(10.0, 2), (30.0, 2), (60.0, 4)])
+def test_auto_steps_the_other_way_when_big_objects_fall_apart(true_d, passes):
+    from napari_attnseg.inference.diameter import iter_predict_diameter
+
+    fake = _FakeModel(true_d, 480)
+    gen = iter_predict_diameter(fake.run, fake, np.zeros((480, 480), np.float32), diameter="auto")
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            pred = stop.value
+            break
+    assert pred.params["diameter_measured"] == pytest.approx(true_d, rel=0.1)
+    assert pred.params["scale"] == pytest.approx(20.0 / true_d, rel=0.1)
+    assert len(pred.params["diameter_passes"]) == passes and pred.labels.shape == (480, 480)
+    if true_d == 60.0:  # the first pass saw pieces: "too small"; upscaling made it worse; then downwards
+        zooms = [p["zoom"] for p in pred.params["diameter_passes"]]
+        assert zooms[1] > 1 > zooms[2] > zooms[3]

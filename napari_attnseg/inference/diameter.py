@@ -10,9 +10,14 @@ probabilities and attention maps are all on the input grid.
 
 ``diameter="auto"`` estimates ``D``: a first pass at the image's own scale, the median equivalent
 diameter of the predicted objects, a pass at the scale that gives, and one more if the second pass's
-estimate moved by more than :data:`AUTO_TOLERANCE` (small objects merge at too small a scale, so the
-first estimate is biased; the second is measured near the model's own scale). Nothing found in the
-first pass: a warning, and the first pass is returned.
+estimate asks for a scale more than :data:`AUTO_TOLERANCE` away (small objects merge at too small a
+scale, so the first estimate is biased; the second is measured near the model's own scale). The pass
+kept is the most self-consistent one: the one whose objects, on the grid the model saw, measure
+closest to the card's diameter. Objects much bigger than the model's fall apart into small pieces,
+which reads as "too small": when a step made the measurement worse, the next step goes the other way
+(by the same factor), and one more pass is allowed. Nothing found in the first pass: a warning, and
+the first pass is returned. A kept pass with fewer than :data:`MIN_INTERIOR` whole objects, or whose
+objects still measure more than 1.5x off, adds an "uncertain estimate" warning.
 
 The engine only hands over to :func:`iter_predict_diameter` when ``diameter`` is given.
 """
@@ -39,6 +44,7 @@ from .resample import zoom_image, zoom_probabilities
 AUTO = "auto"
 TOLERANCE = 0.05  # relative scale change below which the image is segmented as it is
 AUTO_TOLERANCE = 0.10  # "auto": rerun when an estimate moved by more than this
+MAX_PASSES = 4  # "auto": 3 passes, 4 when a step had to be taken the other way
 ZOOM_RANGE = (0.125, 8.0)  # rescaling outside this is clamped, with a warning
 MIN_INTERIOR = 5  # objects not touching the edge needed to ignore the edge-cut ones
 SPECK = 0.1  # components smaller than this share of the median component area are not objects
@@ -176,9 +182,10 @@ def iter_predict_diameter(run: Callable[..., Generator], model, image, *, diamet
 
     if value == AUTO:
         best: tuple | None = None  # (|log(measured / model diameter)| on the model's grid, pred, zoom, estimate)
-        worse = None  # the zoom of a pass that measured less consistently than the best one
+        worse = None  # the zoom of the last pass when it measured less consistently than the best one
+        mirrored = False
         zoom_next = 1.0
-        for i in range(3):
+        for i in range(MAX_PASSES):
             trial, grid_labels, z = yield from one_pass(zoom_next)
             d_grid, n, whole = measure_diameter(grid_labels, slices, whole=True)
             est_i = None if d_grid is None else d_grid / z
@@ -187,19 +194,21 @@ def iter_predict_diameter(run: Callable[..., Generator], model, image, *, diamet
                 notes.append(f"diameter 'auto': the pass at scale {z:.3g} found no object.")
             err = math.inf if d_grid is None else abs(math.log(d_grid / target))
             if best is None or err < best[0]:
-                best = (err, trial, z, est_i, passes[-1])
+                best, worse = (err, trial, z, est_i, passes[-1]), None
             else:
                 worse = z
-            if best[3] is None or i == 2:
-                break
-            zoom_next, clamped = _zoom_for(target, best[3])
+            if best[3] is None or i == MAX_PASSES - 1 or (i == MAX_PASSES - 2 and not mirrored):
+                break  # a fourth pass only after a step the other way
             if worse is not None:
+                if mirrored:
+                    break
                 # rescaling made the objects measure further from the model's size: objects that are too
                 # big for the model fall apart into small pieces, which reads as "too small"; step the other way
-                zoom_next, clamped = _zoom_for(1.0, worse / best[2] ** 2)
-                if any(abs(zoom_next / p["zoom"] - 1.0) <= AUTO_TOLERANCE for p in passes):
-                    break
-            elif abs(zoom_next / best[2] - 1.0) <= AUTO_TOLERANCE:
+                zoom_next, clamped = _clamp(best[2] ** 2 / worse)
+                mirrored = True
+            else:
+                zoom_next, clamped = _zoom_for(target, best[3])
+            if any(abs(zoom_next / p["zoom"] - 1.0) <= AUTO_TOLERANCE for p in passes):
                 break
             if clamped:
                 notes.append(clamped)
@@ -240,7 +249,7 @@ def iter_predict_diameter(run: Callable[..., Generator], model, image, *, diamet
     pred.params.update({
         "diameter": value,  # as given: pixels or "auto"
         "diameter_used": used,  # the diameter (image pixels) that set the scale; None: none found
-        "diameter_measured": est if value == AUTO else None,  # "auto": the last pass's estimate
+        "diameter_measured": est if value == AUTO else None,  # "auto": the estimate of the pass kept
         "model_diameter": target, "scale": zoom, "spacing": list(spacing) if spacing is not None else None,
         "diameter_passes": passes or None,
     })
@@ -251,14 +260,17 @@ def iter_predict_diameter(run: Callable[..., Generator], model, image, *, diamet
 
 
 def _zoom_for(target: float, diameter: float) -> tuple[float, str | None]:
-    zoom = target / diameter
+    return _clamp(target / diameter)
+
+
+def _clamp(zoom: float) -> tuple[float, str | None]:
+    """The scale to use (1 when within :data:`TOLERANCE`), and a note when it was limited to :data:`ZOOM_RANGE`."""
     if abs(zoom - 1.0) < TOLERANCE:
         return 1.0, None
     lo, hi = ZOOM_RANGE
     if zoom < lo or zoom > hi:
         clamped = min(max(zoom, lo), hi)
-        return clamped, (f"An object diameter of {diameter:.1f} px would rescale the image by {zoom:.3g}; "
-                         f"limited to {clamped:.3g}.")
+        return clamped, f"The object diameter asks for rescaling the image by {zoom:.3g}; limited to {clamped:.3g}."
     return zoom, None
 
 
