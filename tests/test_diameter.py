@@ -174,5 +174,17 @@ def test_auto_steps_the_other_way_when_big_objects_fall_apart(true_d, passes):
     assert pred.params["scale"] == pytest.approx(20.0 / true_d, rel=0.1)
     assert len(pred.params["diameter_passes"]) == passes and pred.labels.shape == (480, 480)
     if true_d == 60.0:  # the first pass saw pieces: "too small"; upscaling made it worse; then downwards
-        zooms = [p["zoom"] for p in pred.params["diameter_passes"]]
+        passes = pred.params["diameter_passes"]
+        zooms = [p["zoom"] for p in passes]
         assert zooms[1] > 1 > zooms[2] > zooms[3]
+        assert not passes[1]["consistent"] and passes[3]["consistent"]
+        assert passes[1]["crop"] is not None  # 480^2 x 2.5 is over the probe size: measured on a central crop
+
+
+def test_enlargements_stop_at_a_plane_size():
+    from napari_attnseg.inference.diameter import MAX_PLANE_PIXELS, _cap
+
+    assert _cap(2.0, (512, 512)) == (2.0, None)
+    zoom, note = _cap(4.0, (3, 2048, 2048))
+    assert zoom == pytest.approx(MAX_PLANE_PIXELS ** 0.5 / 2048) and "limited to 2" in note
+    assert _cap(1.5, (5000, 5000))[0] == 1.0  # an image over the limit is not enlarged

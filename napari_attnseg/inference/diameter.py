@@ -11,12 +11,16 @@ probabilities and attention maps are all on the input grid.
 ``diameter="auto"`` estimates ``D``: a first pass at the image's own scale, the median equivalent
 diameter of the predicted objects, a pass at the scale that gives, and one more if the second pass's
 estimate asks for a scale more than :data:`AUTO_TOLERANCE` away (small objects merge at too small a
-scale, so the first estimate is biased; the second is measured near the model's own scale). The pass
-kept is the most self-consistent one: the one whose objects, on the grid the model saw, measure
-closest to the card's diameter. Objects much bigger than the model's fall apart into small pieces,
-which reads as "too small": when a step made the measurement worse, the next step goes the other way
-(by the same factor), and one more pass is allowed. Nothing found in the first pass: a warning, and
-the first pass is returned. A kept pass with fewer than :data:`MIN_INTERIOR` whole objects, or whose
+scale, so the first estimate is biased; the second is measured near the model's own scale). Real
+objects keep their size in image pixels when the scale changes: a pass whose estimate differs by more
+than :data:`CONSISTENT` from the estimate that chose its scale saw something else (objects much
+bigger than the model's fall apart into small pieces, which reads as "too small") and is rejected;
+the next step then goes the other way, by the same factor, and a fourth pass is allowed. Of the
+passes not rejected, the one whose objects measure closest to the card's diameter on the grid the
+model saw is kept. Nothing found in the first pass: a warning, and the image is segmented at its own
+scale. Passes whose rescaled plane would exceed :data:`PROBE_PIXELS` measure on a central crop that
+fits it, and the whole image is then segmented once at the scale kept; enlargements stop at
+:data:`MAX_PLANE_PIXELS`. A kept pass with fewer than :data:`MIN_INTERIOR` whole objects, or whose
 objects still measure more than 1.5x off, adds an "uncertain estimate" warning.
 
 The engine only hands over to :func:`iter_predict_diameter` when ``diameter`` is given.
@@ -45,7 +49,10 @@ AUTO = "auto"
 TOLERANCE = 0.05  # relative scale change below which the image is segmented as it is
 AUTO_TOLERANCE = 0.10  # "auto": rerun when an estimate moved by more than this
 MAX_PASSES = 4  # "auto": 3 passes, 4 when a step had to be taken the other way
-ZOOM_RANGE = (0.125, 8.0)  # rescaling outside this is clamped, with a warning
+ZOOM_RANGE = (0.125, 8.0)
+MAX_PLANE_PIXELS = 4096 * 4096  # enlargements stop at this plane size (or the image's own)
+CONSISTENT = 1.5  # "auto": a pass whose estimate differs more than this from the one that chose its scale is rejected
+PROBE_PIXELS = 1024 * 1024  # "auto": a pass whose rescaled plane is bigger measures on a central crop of this  # rescaling outside this is clamped, with a warning
 MIN_INTERIOR = 5  # objects not touching the edge needed to ignore the edge-cut ones
 SPECK = 0.1  # components smaller than this share of the median component area are not objects
 
@@ -161,14 +168,15 @@ def iter_predict_diameter(run: Callable[..., Generator], model, image, *, diamet
     if np.dtype(prob_dtype) not in (np.float16, np.float32):
         raise InputError(f"probability_dtype must be float16 or float32; got {prob_dtype!r}.")
     slices = mode == "slices"
+    spatial = tuple(image.shape[1:] if has_channels else image.shape)
     passes: list[dict[str, Any]] = []
     offset = 0
     seconds: list[float] = []
 
-    def one_pass(zoom: float):
+    def one_pass(zoom: float, region=None):
         nonlocal offset
         t0 = time.perf_counter()
-        gen = _predict_at(run, model, image, zoom, has_channels, slices, kwargs)
+        gen = _predict_at(run, model, image, zoom, has_channels, slices, kwargs, region)
         last = 0
         while True:
             try:
@@ -181,38 +189,52 @@ def iter_predict_diameter(run: Callable[..., Generator], model, image, *, diamet
             yield offset + done, offset + total
 
     if value == AUTO:
-        best: tuple | None = None  # (|log(measured / model diameter)| on the model's grid, pred, zoom, estimate)
-        worse = None  # the zoom of the last pass when it measured less consistently than the best one
+        best: tuple | None = None  # (|log(measured / model diameter)| on the model's grid, pred, zoom, estimate, pass)
+        expected = None  # the estimate (image pixels) that chose the scale of the next pass
         mirrored = False
-        zoom_next = 1.0
+        zoom_next, limited = 1.0, None
         for i in range(MAX_PASSES):
-            trial, grid_labels, z = yield from one_pass(zoom_next)
+            region = _probe_region(spatial, zoom_next)
+            trial, grid_labels, z = yield from one_pass(zoom_next, region)
             d_grid, n, whole = measure_diameter(grid_labels, slices, whole=True)
             est_i = None if d_grid is None else d_grid / z
-            passes.append({"zoom": z, "estimate": est_i, "objects": n, "whole_objects": whole})
+            # objects keep their size in image pixels when the scale changes; pieces of objects too big for
+            # the model (or objects merged at too small a scale) do not
+            ok = est_i is not None and (expected is None or abs(math.log(est_i / expected)) <= math.log(CONSISTENT))
+            passes.append({"zoom": z, "estimate": est_i, "objects": n, "whole_objects": whole, "consistent": ok,
+                           "crop": None if region is None else [[r.start, r.stop] for r in region[-2:]],
+                           "limited": limited})
             if d_grid is None and i:
                 notes.append(f"diameter 'auto': the pass at scale {z:.3g} found no object.")
             err = math.inf if d_grid is None else abs(math.log(d_grid / target))
-            if best is None or err < best[0]:
-                best, worse = (err, trial, z, est_i, passes[-1]), None
-            else:
-                worse = z
-            if best[3] is None or i == MAX_PASSES - 1 or (i == MAX_PASSES - 2 and not mirrored):
+            improved = ok and (best is None or err < best[0])
+            if improved:
+                best = (err, trial, z, est_i, passes[-1])
+            if best is None or i == MAX_PASSES - 1 or (i == MAX_PASSES - 2 and not mirrored):
                 break  # a fourth pass only after a step the other way
-            if worse is not None:
+            if ok:
+                if not improved:
+                    break
+                zoom_next, clamped = _zoom_for(target, best[3])
+                expected = best[3]
+            else:
                 if mirrored:
                     break
-                # rescaling made the objects measure further from the model's size: objects that are too
-                # big for the model fall apart into small pieces, which reads as "too small"; step the other way
-                zoom_next, clamped = _clamp(best[2] ** 2 / worse)
-                mirrored = True
-            else:
-                zoom_next, clamped = _zoom_for(target, best[3])
+                # the objects seen at this scale are not the ones measured before: objects too big for the
+                # model fall apart into small pieces, which reads as "too small"; step the other way
+                zoom_next, clamped = _clamp(best[2] ** 2 / z)
+                expected, mirrored = None, True
+            zoom_next, capped = _cap(zoom_next, spatial)
             if any(abs(zoom_next / p["zoom"] - 1.0) <= AUTO_TOLERANCE for p in passes):
                 break
-            if clamped:
-                notes.append(clamped)
+            limited = " ".join(w for w in (clamped, capped) if w) or None
+        if best is None:
+            best = (math.inf, None, 1.0, None, passes[0])
         err, pred, zoom, est, chosen = best
+        if chosen["limited"]:
+            notes.append(chosen["limited"])
+        if pred is None:  # the pass kept was a probe on a crop (or none was kept): the whole image at its scale
+            pred, _, zoom = yield from one_pass(zoom)
         used = None if est is None else target / zoom
         if est is None:
             notes.append("diameter 'auto': the first pass found no object, so the object size could not be estimated; "
@@ -230,8 +252,8 @@ def iter_predict_diameter(run: Callable[..., Generator], model, image, *, diamet
                              "or give the diameter.")
     else:
         zoom, clamped = _zoom_for(target, value)
-        if clamped:
-            notes.append(clamped)
+        zoom, capped = _cap(zoom, spatial)
+        notes.extend(w for w in (clamped, capped) if w)
         pred, _, zoom = yield from one_pass(zoom)
         used = est = value
         if zoom != 1.0:
@@ -259,6 +281,31 @@ def iter_predict_diameter(run: Callable[..., Generator], model, image, *, diamet
     return pred
 
 
+def _probe_region(spatial: tuple[int, ...], zoom: float) -> tuple[slice, ...] | None:
+    """"auto" measures on a central crop when the rescaled plane would exceed :data:`PROBE_PIXELS`."""
+    plane = spatial[-2:]
+    if plane[0] * plane[1] * zoom * zoom <= PROBE_PIXELS:
+        return None
+    side = math.sqrt(PROBE_PIXELS) / zoom
+    region = [slice(None)] * len(spatial)
+    for a in (len(spatial) - 2, len(spatial) - 1):
+        n = spatial[a]
+        c = max(1, min(n, int(side)))
+        region[a] = slice((n - c) // 2, (n - c) // 2 + c)
+    return tuple(region)
+
+
+def _cap(zoom: float, spatial: tuple[int, ...]) -> tuple[float, str | None]:
+    """Limit an enlargement so the rescaled plane stays within :data:`MAX_PLANE_PIXELS` (or the image's own size)."""
+    plane = spatial[-2:]
+    limit = max(MAX_PLANE_PIXELS, plane[0] * plane[1])
+    top = math.sqrt(limit / (plane[0] * plane[1]))
+    if zoom <= top:
+        return zoom, None
+    return top, (f"Rescaling by {zoom:.3g} would make a {plane[0] * zoom:.0f} x {plane[1] * zoom:.0f} image; "
+                 f"limited to {top:.3g}. Segment a crop, or downsample the image yourself, for smaller objects.")
+
+
 def _zoom_for(target: float, diameter: float) -> tuple[float, str | None]:
     return _clamp(target / diameter)
 
@@ -274,20 +321,26 @@ def _clamp(zoom: float) -> tuple[float, str | None]:
     return zoom, None
 
 
-def _predict_at(run, model, image, zoom: float, has_channels: bool, slices: bool, kwargs: dict):
+def _predict_at(run, model, image, zoom: float, has_channels: bool, slices: bool, kwargs: dict, region=None):
     """One prediction with the image rescaled by ``zoom``; returns ``(prediction on the input grid,
-    labels on the grid the model saw, zoom)``."""
-    if zoom == 1.0:
+    labels on the grid the model saw, zoom)``. With ``region`` (a probe of "auto") only that part of
+    the image, normalised with the whole image's statistics, is segmented and the prediction is None."""
+    if zoom == 1.0 and region is None:
         pred = yield from run(model, image, **kwargs)
         return pred, np.asarray(pred.labels), 1.0
     card = getattr(model, "card", None)
+    stats = compute_stats(image, kwargs.get("normalization") or getattr(card, "normalization", None), has_channels)
+    if region is not None:
+        image = image[(slice(None), *region) if has_channels else region]
     spatial = tuple(image.shape[1:] if has_channels else image.shape)
     zooms = tuple(1.0 if (slices and a == 0) else zoom for a in range(len(spatial)))
-    stats = compute_stats(image, kwargs.get("normalization") or getattr(card, "normalization", None), has_channels)
     work = zoom_image(image, stats, [1.0 / z for z in zooms], has_channels)
-    inner = dict(kwargs, normalization={"scheme": "none"}, return_probabilities=True, probability_dtype="float32")
+    inner = dict(kwargs, normalization={"scheme": "none"}, return_probabilities=region is None,
+                 probability_dtype="float32", attention=bool(kwargs.get("attention")) and region is None)
     pred = yield from run(model, work if has_channels else work[0], **inner)
     grid_labels = np.asarray(pred.labels)
+    if region is not None:
+        return None, grid_labels, zoom
     back = zoom_probabilities(np.asarray(pred.probabilities, np.float32), spatial)
     pred.labels = back.argmax(0).astype(grid_labels.dtype)
     pred.probabilities = back
