@@ -33,6 +33,11 @@ from napari_attnseg.inference import predict  # noqa: E402
 from napari_attnseg.training.losses import dice_per_class  # noqa: E402
 
 
+def _shown(path: str) -> str:
+    p = Path(path).resolve()
+    return str(p.relative_to(REPO)) if p.is_relative_to(REPO) else path
+
+
 def rescale(image: np.ndarray, ref: np.ndarray, s: float):
     if s == 1:
         return image, ref
@@ -77,10 +82,12 @@ def main() -> None:
                          "right-half Dice": f"{d:.4f}", "vs native": f"{d - native:+.4f}",
                          "scale used": f"{pred.params.get('scale', 1.0):.3g}", "seconds": f"{t:.1f}"})
             print(rows[-1], flush=True)
-    meta = {"machine": machine(), "threads": os.environ.get("OMP_NUM_THREADS"), "model": args.model,
-            "card_object_diameter": card_d}
+    load = os.getloadavg()[0]
+    meta = {"machine": machine(), "threads": os.environ.get("OMP_NUM_THREADS"), "model": _shown(args.model),
+            "card_object_diameter": card_d, "load_average_1min_at_end": round(load, 1)}
     write(args.name, rows, "nuclei-2d on the nuclei sample rescaled (reference rescaled with nearest neighbour): "
-                           "Dice of the right half, fp32, no flips", meta)
+                           "Dice of the right half, fp32, no flips. Seconds: wall clock on a shared machine "
+                           f"(1-minute load average {load:.1f} at the end), for orientation only", meta)
 
 
 if __name__ == "__main__":
