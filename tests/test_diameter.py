@@ -17,12 +17,13 @@ from napari_attnseg.inference.diameter import check_diameter, measure_diameter
 from napari_attnseg.models.registry import bundled_models
 from napari_attnseg.training.losses import dice_per_class
 
-pytestmark = pytest.mark.skipif("nuclei-2d" not in bundled_models(), reason="nuclei-2d is not in resources/models")
 CROP = (slice(128, 320), slice(288, 480))  # 192x192 of the held-out right half
 
 
 @pytest.fixture(scope="module")
 def nuclei():
+    if "nuclei-2d" not in bundled_models():
+        pytest.skip("nuclei-2d is not in resources/models")
     model = load_model("nuclei-2d", device="cpu")
     image = read_image(samples_dir() / "nuclei2d_image.tif").data[CROP].astype(np.float32)
     ref = (read_image(samples_dir() / "nuclei2d_labels.tif").data[CROP] > 0).astype(np.uint8)
@@ -188,3 +189,20 @@ def test_enlargements_stop_at_a_plane_size():
     zoom, note = _cap(4.0, (3, 2048, 2048))
     assert zoom == pytest.approx(MAX_PLANE_PIXELS ** 0.5 / 2048) and "limited to 2" in note
     assert _cap(1.5, (5000, 5000))[0] == 1.0  # an image over the limit is not enlarged
+
+
+def test_object_diameter_round_trips_and_the_sibling_card_must_agree(tiny_checkpoint, tmp_path):
+    import json
+
+    from napari_attnseg import save_model
+    from napari_attnseg.errors import CheckpointError
+
+    model = load_model(tiny_checkpoint(), device="cpu")
+    path = tmp_path / "sized.safetensors"
+    save_model(model, path, {"object_diameter": 17.5, "tile": [32, 32]})
+    assert load_model(path, device="cpu").card.object_diameter == 17.5
+    side = json.loads(path.with_suffix(".json").read_text())
+    side["object_diameter"] = 35.0
+    path.with_suffix(".json").write_text(json.dumps(side))
+    with pytest.raises(CheckpointError, match="object_diameter"):
+        load_model(path, device="cpu")
