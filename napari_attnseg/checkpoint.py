@@ -28,7 +28,7 @@ _META_KEY = "card"  # docs/ARCHITECTURE.md: the card JSON lives in the safetenso
 _LEGACY_META_KEYS = ("napari_attnseg_card",)  # files written before the key followed the contract
 # card fields that change how a model is built or used: the sibling .json must agree on them
 _CHECKED_KEYS = ("arch", "config", "weights_sha256", "weights_dtype", "classes", "normalization",
-                 "spacing", "tile", "overlap")
+                 "spacing", "object_diameter", "tile", "overlap")
 
 
 @dataclass
@@ -42,6 +42,7 @@ class ModelCard:
     classes: list[str] = field(default_factory=lambda: ["background", "foreground"])
     normalization: dict[str, Any] = field(default_factory=lambda: {"scheme": "percentile", "lower": 1.0, "upper": 99.0})
     spacing: list[float] | None = None
+    object_diameter: float | None = None  # typical object diameter in pixels of the training data (microscopy)
     tile: list[int] | None = None
     overlap: float = 0.25
     training: dict[str, Any] = field(default_factory=dict)

@@ -23,9 +23,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
     parser.add_argument("--mode", default=None, choices=("2d", "3d", "slices"))
     parser.add_argument("--tta", action="store_true", help="average over flips (slower, smoother)")
+    parser.add_argument("--diameter", type=_diameter, default=None, metavar="D|auto",
+                        help="typical object diameter in pixels of the images (they are rescaled to the model "
+                             "card's object_diameter and back), or 'auto' to estimate it from a first pass")
     parser.add_argument("--no-prob", action="store_true", help="do not write the probability map")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace outputs of an earlier run in --out (default: refuse that input and say so)")
+
+
+def _diameter(text: str):
+    from ..errors import InputError
+    from ..inference.diameter import check_diameter
+
+    try:
+        return check_diameter(text)
+    except InputError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def progress_printer(label: str):
@@ -67,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
             vol = read_image(src)
             pred = predict(model, vol.data, tile=tile[0] if tile and len(tile) == 1 else tile, overlap=args.overlap,
                            attention=args.attention, device=args.device, precision=args.precision, mode=args.mode,
-                           tta=args.tta, spacing=vol.spacing, progress=progress_printer(src.name),
+                           tta=args.tta, spacing=vol.spacing, diameter=args.diameter, progress=progress_printer(src.name),
                            return_probabilities=not args.no_prob)
             fmt = "tiff" if vol.meta.get("format") == "tiff" else "nifti"
             for old in existing:  # --overwrite: a stale map of a level this model lacks must not linger

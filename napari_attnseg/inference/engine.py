@@ -158,6 +158,12 @@ def iter_predict(model, image, **kwargs) -> Generator[tuple[int, int], None, Pre
     A CUDA out-of-memory error restarts the prediction with half the tiles per batch, then with
     smaller tiles, and says so in ``Prediction.warnings`` instead of failing.
     """
+    # -- object diameter (issue 19): rescale to the card's object size and back; see diameter.py --
+    if kwargs.get("diameter") is not None:
+        from .diameter import iter_predict_diameter
+        return (yield from iter_predict_diameter(iter_predict, model, image, **kwargs))
+    kwargs.pop("diameter", None)
+    # -- end object diameter --
     notes: list[str] = []
     while True:
         try:
@@ -443,6 +449,8 @@ def predict(model, image, **kwargs) -> Prediction:
         cancel: a :class:`CancelToken`; cancelling raises :class:`~napari_attnseg.errors.Cancelled`.
         tta: average over flips.
         spacing: the image's voxel spacing (array axis order), for models trained at another spacing.
+        diameter: the typical object diameter in pixels of this image, or ``"auto"`` to estimate it
+            from a first pass; the image is rescaled to the card's ``object_diameter`` and back.
         out: a new folder where ``labels.npy`` and ``probabilities.npy`` are memory-mapped (big volumes).
         return_probabilities: keep the per-class probabilities (``False`` saves memory).
         probability_dtype: ``float16`` (default, half the memory) or ``float32``.

@@ -1,0 +1,381 @@
+"""Object size: segment at the scale the model was trained on (issue 19, part 1).
+
+A microscopy model learns objects of one size. The card records it (``ModelCard.object_diameter``:
+the typical object diameter in pixels of the training data, measured by :func:`measure_diameter` on
+the training masks). ``predict(..., diameter=D)`` says the objects of *this* image are about ``D``
+pixels wide: the image is rescaled by ``card_diameter / D`` (normalised at its own scale first, then
+zoomed with :func:`.resample.zoom_image`, the MRI spacing path's resampler), segmented, and the
+probabilities are zoomed back with :func:`.resample.zoom_probabilities` before the argmax, so labels,
+probabilities and attention maps are all on the input grid.
+
+``diameter="auto"`` estimates ``D``: a first pass at the image's own scale, the median equivalent
+diameter of the predicted objects, a pass at the scale that gives, and one more if the second pass's
+estimate asks for a scale more than :data:`AUTO_TOLERANCE` away (small objects merge at too small a
+scale, so the first estimate is biased; the second is measured near the model's own scale). Real
+objects keep their size in image pixels when the scale changes: a pass whose estimate differs by more
+than :data:`CONSISTENT` from the estimate that chose its scale saw something else (objects much
+bigger than the model's fall apart into small pieces, which reads as "too small") and is rejected;
+the next step then goes the other way, by the same factor, and a fourth pass is allowed. Of the
+passes not rejected, the one whose objects measure closest to the card's diameter on the grid the
+model saw is kept. Nothing found in the first pass: a warning, and the image is segmented at its own
+scale. Passes whose rescaled plane would exceed :data:`PROBE_PIXELS` measure on a central crop that
+fits it, and the whole image is then segmented once at the scale kept; enlargements stop at
+:data:`MAX_PLANE_PIXELS`. A kept pass with fewer than :data:`MIN_INTERIOR` whole objects, or whose
+objects still measure more than 1.5x off, adds an "uncertain estimate" warning.
+
+The engine only hands over to :func:`iter_predict_diameter` when ``diameter`` is given.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Generator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+
+from ..errors import InputError
+from .normalize import compute_stats
+from .prediction import AttentionMap, Prediction
+from .resample import zoom_image, zoom_probabilities
+
+AUTO = "auto"
+TOLERANCE = 0.05  # relative scale change below which the image is segmented as it is
+AUTO_TOLERANCE = 0.10  # "auto": rerun when an estimate moved by more than this
+MAX_PASSES = 4  # "auto": 3 passes, 4 when a step had to be taken the other way
+ZOOM_RANGE = (0.125, 8.0)
+MAX_PLANE_PIXELS = 4096 * 4096  # enlargements stop at this plane size (or the image's own)
+CONSISTENT = 1.5  # "auto": a pass whose estimate differs more than this from the one that chose its scale is rejected
+PROBE_PIXELS = 1024 * 1024  # "auto": a pass whose rescaled plane is bigger measures on a central crop of this  # rescaling outside this is clamped, with a warning
+MIN_INTERIOR = 5  # objects not touching the edge needed to ignore the edge-cut ones
+SPECK = 0.1  # components smaller than this share of the median component area are not objects
+
+
+# ----------------------------------------------------------------------------------------------
+# values
+# ----------------------------------------------------------------------------------------------
+def check_diameter(diameter: Any) -> float | str | None:
+    """``None``, ``"auto"`` or a positive finite number of pixels (numbers as text are accepted)."""
+    if diameter is None:
+        return None
+    if isinstance(diameter, str):
+        text = diameter.strip().lower()
+        if text == AUTO:
+            return AUTO
+        try:
+            value = float(text)
+        except ValueError:
+            raise InputError(
+                f"diameter must be the typical object diameter in pixels (a positive number) or 'auto'; "
+                f"got {diameter!r}."
+            ) from None
+    elif isinstance(diameter, (bool, np.bool_)) or not isinstance(diameter, (int, float, np.integer, np.floating)):
+        raise InputError(
+            f"diameter must be the typical object diameter in pixels (a positive number) or 'auto'; "
+            f"got {diameter!r} of type {type(diameter).__name__}."
+        )
+    else:
+        value = float(diameter)
+    if not math.isfinite(value) or value <= 0:
+        raise InputError(f"diameter must be a positive number of pixels or 'auto'; got {diameter!r}.")
+    return value
+
+
+def card_diameter(model) -> float:
+    card = getattr(model, "card", None)
+    d = getattr(card, "object_diameter", None)
+    if not d:
+        name = getattr(card, "name", "") or "this model"
+        raise InputError(
+            f"The card of {name} records no object diameter (object_diameter), so a diameter cannot be used "
+            "with it; leave diameter empty, or add the training data's typical object diameter in pixels to the card."
+        )
+    return float(d)
+
+
+def measure_diameter(labels: np.ndarray, per_slice: bool = False, whole: bool = False):
+    """Typical object diameter in pixels of a mask: ``(median equivalent diameter, objects counted)``,
+    and the number of objects not cut by the edge as a third value with ``whole=True``.
+
+    Objects are the connected components of ``labels > 0`` (every foreground class together); the
+    equivalent diameter is that of the disc (sphere in 3D) of the same area (volume). Components that
+    touch the array's edge are cut and left out when at least :data:`MIN_INTERIOR` others remain;
+    specks under :data:`SPECK` of the median area are left out. The median of the diameters is used:
+    an area-weighted median was measured too and overestimates more where touching objects merge
+    (nuclei sample at its own scale: 27.3 vs 25.8 for 25.0 in the reference mask). ``per_slice``
+    measures 2D objects slice by slice along the first axis (a 2D model run over a volume).
+    ``(None, 0)`` when there is no object.
+    """
+    mask = np.asarray(labels) > 0
+    planes = [mask[i] for i in range(mask.shape[0])] if per_slice else [mask]
+    diam: list[np.ndarray] = []
+    inner: list[np.ndarray] = []
+    for plane in planes:
+        cc, n = ndimage.label(plane)
+        if n == 0:
+            continue
+        area = np.bincount(cc.ravel(), minlength=n + 1)[1:].astype(np.float64)
+        edge = np.zeros(n + 1, bool)
+        for ax in range(cc.ndim):
+            edge[np.take(cc, 0, axis=ax)] = True
+            edge[np.take(cc, -1, axis=ax)] = True
+        nd = cc.ndim
+        d = np.sqrt(4.0 * area / np.pi) if nd == 2 else (6.0 * area / np.pi) ** (1.0 / 3.0)
+        diam.append(np.stack([d, area]))
+        inner.append(~edge[1:])
+    if not diam:
+        return (None, 0, 0) if whole else (None, 0)
+    d, area = np.concatenate(diam, axis=1)
+    interior = np.concatenate(inner)
+    keep = area >= SPECK * np.median(area)
+    n_whole = int(np.count_nonzero(keep & interior))
+    if n_whole >= MIN_INTERIOR:
+        keep &= interior
+    out = float(np.median(d[keep])), int(np.count_nonzero(keep))
+    return (*out, n_whole) if whole else out
+
+
+# ----------------------------------------------------------------------------------------------
+# prediction
+# ----------------------------------------------------------------------------------------------
+def iter_predict_diameter(run: Callable[..., Generator], model, image, *, diameter, **kwargs
+                          ) -> Generator[tuple[int, int], None, Prediction]:
+    """``iter_predict`` with ``diameter`` (pixels, or ``"auto"``); ``run`` is the engine's ``iter_predict``."""
+    from .engine import check_input
+
+    value = check_diameter(diameter)
+    if value is None:
+        return (yield from run(model, image, **kwargs))
+    target = card_diameter(model)
+    mode, has_channels = check_input(model, image, kwargs.get("mode"))
+    kwargs["mode"] = mode
+    notes: list[str] = []
+    spacing = kwargs.pop("spacing", None)
+    card_spacing = getattr(getattr(model, "card", None), "spacing", None)
+    if spacing is not None and card_spacing is not None and any(
+            abs(float(a) / float(b) - 1.0) > 0.02 for a, b in zip(spacing[-len(card_spacing):], card_spacing)):
+        notes.append(f"The image's spacing {list(spacing)} was not used: the object diameter sets the scale.")
+    out = kwargs.pop("out", None)
+    final = _check_out(out)
+    want_probs = kwargs.pop("return_probabilities", True)
+    prob_dtype = kwargs.pop("probability_dtype", "float16")
+    if np.dtype(prob_dtype) not in (np.float16, np.float32):
+        raise InputError(f"probability_dtype must be float16 or float32; got {prob_dtype!r}.")
+    slices = mode == "slices"
+    spatial = tuple(image.shape[1:] if has_channels else image.shape)
+    passes: list[dict[str, Any]] = []
+    offset = 0
+    seconds: list[float] = []
+
+    def one_pass(zoom: float, region=None):
+        nonlocal offset
+        t0 = time.perf_counter()
+        gen = _predict_at(run, model, image, zoom, has_channels, slices, kwargs, region)
+        last = 0
+        while True:
+            try:
+                done, total = next(gen)
+            except StopIteration as stop:
+                offset += last
+                seconds.append(time.perf_counter() - t0)
+                return stop.value
+            last = total
+            yield offset + done, offset + total
+
+    if value == AUTO:
+        best: tuple | None = None  # (|log(measured / model diameter)| on the model's grid, pred, zoom, estimate, pass)
+        expected = None  # the estimate (image pixels) that chose the scale of the next pass
+        mirrored = False
+        zoom_next, limited = 1.0, None
+        for i in range(MAX_PASSES):
+            region = _probe_region(spatial, zoom_next)
+            trial, grid_labels, z = yield from one_pass(zoom_next, region)
+            d_grid, n, whole = measure_diameter(grid_labels, slices, whole=True)
+            est_i = None if d_grid is None else d_grid / z
+            # objects keep their size in image pixels when the scale changes; pieces of objects too big for
+            # the model (or objects merged at too small a scale) do not
+            ok = est_i is not None and (expected is None or abs(math.log(est_i / expected)) <= math.log(CONSISTENT))
+            passes.append({"zoom": z, "estimate": est_i, "objects": n, "whole_objects": whole, "consistent": ok,
+                           "crop": None if region is None else [[r.start, r.stop] for r in region[-2:]],
+                           "limited": limited})
+            if d_grid is None and i:
+                notes.append(f"diameter 'auto': the pass at scale {z:.3g} found no object.")
+            err = math.inf if d_grid is None else abs(math.log(d_grid / target))
+            improved = ok and (best is None or err < best[0])
+            if improved:
+                best = (err, trial, z, est_i, passes[-1])
+            if best is None or i == MAX_PASSES - 1 or (i == MAX_PASSES - 2 and not mirrored):
+                break  # a fourth pass only after a step the other way
+            if ok:
+                if not improved:
+                    break
+                zoom_next, clamped = _zoom_for(target, best[3])
+                expected = best[3]
+            else:
+                if mirrored:
+                    break
+                # the objects seen at this scale are not the ones measured before: objects too big for the
+                # model fall apart into small pieces, which reads as "too small"; step the other way
+                zoom_next, clamped = _clamp(best[2] ** 2 / z)
+                expected, mirrored = None, True
+            zoom_next, capped = _cap(zoom_next, spatial)
+            if any(abs(zoom_next / p["zoom"] - 1.0) <= AUTO_TOLERANCE for p in passes):
+                break
+            limited = " ".join(w for w in (clamped, capped) if w) or None
+        if best is None:
+            best = (math.inf, None, 1.0, None, passes[0])
+        err, pred, zoom, est, chosen = best
+        if chosen["limited"]:
+            notes.append(chosen["limited"])
+        if pred is None:  # the pass kept was a probe on a crop (or none was kept): the whole image at its scale
+            pred, _, zoom = yield from one_pass(zoom)
+        used = None if est is None else target / zoom
+        if est is None:
+            notes.append("diameter 'auto': the first pass found no object, so the object size could not be estimated; "
+                         "the image was segmented at its own scale. Give the typical object diameter in pixels instead.")
+        else:
+            notes.append(f"diameter 'auto': estimated {est:.1f} px from {chosen['objects']} objects "
+                         f"({len(passes)} pass{'es' if len(passes) > 1 else ''}); segmented at scale {zoom:.3g} "
+                         f"(the model's objects are {target:.1f} px).")
+            if chosen["whole_objects"] < MIN_INTERIOR:
+                notes.append(f"diameter 'auto': uncertain estimate: only {chosen['whole_objects']} whole objects "
+                             "(not cut by the image's edge) were found; give the diameter if the result looks wrong.")
+            elif err > math.log(1.5):
+                notes.append(f"diameter 'auto': uncertain estimate: at the chosen scale the objects measure "
+                             f"{est * zoom:.1f} px where the model's measure {target:.1f} px; check the result, "
+                             "or give the diameter.")
+    else:
+        zoom, clamped = _zoom_for(target, value)
+        zoom, capped = _cap(zoom, spatial)
+        notes.extend(w for w in (clamped, capped) if w)
+        pred, _, zoom = yield from one_pass(zoom)
+        used = est = value
+        if zoom != 1.0:
+            notes.append(f"Rescaled by {zoom:.3g} for an object diameter of {value:g} px "
+                         f"(the model's objects are {target:.1f} px), and back.")
+
+    labels, probs = pred.labels, pred.probabilities
+    if not want_probs:
+        probs = None
+    elif probs is not None and probs.dtype != np.dtype(prob_dtype):
+        probs = probs.astype(prob_dtype)
+    if final is not None:
+        labels, probs = _write_out(final, labels, probs)
+    pred.labels, pred.probabilities = labels, probs
+    pred.params.update({
+        "diameter": value,  # as given: pixels or "auto"
+        "diameter_used": used,  # the diameter (image pixels) that set the scale; None: none found
+        "diameter_measured": est if value == AUTO else None,  # "auto": the estimate of the pass kept
+        "model_diameter": target, "scale": zoom, "spacing": list(spacing) if spacing is not None else None,
+        "diameter_passes": passes or None,
+    })
+    pred.timings["total_s"] = sum(seconds)
+    pred.timings["passes_s"] = list(seconds)
+    pred.warnings = notes + [w for w in pred.warnings if w not in notes]
+    return pred
+
+
+def _probe_region(spatial: tuple[int, ...], zoom: float) -> tuple[slice, ...] | None:
+    """"auto" measures on a central crop when the rescaled plane would exceed :data:`PROBE_PIXELS`."""
+    plane = spatial[-2:]
+    if plane[0] * plane[1] * zoom * zoom <= PROBE_PIXELS:
+        return None
+    side = math.sqrt(PROBE_PIXELS) / zoom
+    region = [slice(None)] * len(spatial)
+    for a in (len(spatial) - 2, len(spatial) - 1):
+        n = spatial[a]
+        c = max(1, min(n, int(side)))
+        region[a] = slice((n - c) // 2, (n - c) // 2 + c)
+    return tuple(region)
+
+
+def _cap(zoom: float, spatial: tuple[int, ...]) -> tuple[float, str | None]:
+    """Limit an enlargement so the rescaled plane stays within :data:`MAX_PLANE_PIXELS` (or the image's own size)."""
+    plane = spatial[-2:]
+    limit = max(MAX_PLANE_PIXELS, plane[0] * plane[1])
+    top = math.sqrt(limit / (plane[0] * plane[1]))
+    if zoom <= top:
+        return zoom, None
+    return top, (f"Rescaling by {zoom:.3g} would make a {plane[0] * zoom:.0f} x {plane[1] * zoom:.0f} image; "
+                 f"limited to {top:.3g}. Segment a crop, or downsample the image yourself, for smaller objects.")
+
+
+def _zoom_for(target: float, diameter: float) -> tuple[float, str | None]:
+    return _clamp(target / diameter)
+
+
+def _clamp(zoom: float) -> tuple[float, str | None]:
+    """The scale to use (1 when within :data:`TOLERANCE`), and a note when it was limited to :data:`ZOOM_RANGE`."""
+    if abs(zoom - 1.0) < TOLERANCE:
+        return 1.0, None
+    lo, hi = ZOOM_RANGE
+    if zoom < lo or zoom > hi:
+        clamped = min(max(zoom, lo), hi)
+        return clamped, f"The object diameter asks for rescaling the image by {zoom:.3g}; limited to {clamped:.3g}."
+    return zoom, None
+
+
+def _predict_at(run, model, image, zoom: float, has_channels: bool, slices: bool, kwargs: dict, region=None):
+    """One prediction with the image rescaled by ``zoom``; returns ``(prediction on the input grid,
+    labels on the grid the model saw, zoom)``. With ``region`` (a probe of "auto") only that part of
+    the image, normalised with the whole image's statistics, is segmented and the prediction is None."""
+    if zoom == 1.0 and region is None:
+        pred = yield from run(model, image, **kwargs)
+        return pred, np.asarray(pred.labels), 1.0
+    card = getattr(model, "card", None)
+    stats = compute_stats(image, kwargs.get("normalization") or getattr(card, "normalization", None), has_channels)
+    if region is not None:
+        image = image[(slice(None), *region) if has_channels else region]
+    spatial = tuple(image.shape[1:] if has_channels else image.shape)
+    zooms = tuple(1.0 if (slices and a == 0) else zoom for a in range(len(spatial)))
+    work = zoom_image(image, stats, [1.0 / z for z in zooms], has_channels)
+    inner = dict(kwargs, normalization={"scheme": "none"}, return_probabilities=region is None,
+                 probability_dtype="float32", attention=bool(kwargs.get("attention")) and region is None)
+    pred = yield from run(model, work if has_channels else work[0], **inner)
+    grid_labels = np.asarray(pred.labels)
+    if region is not None:
+        return None, grid_labels, zoom
+    back = zoom_probabilities(np.asarray(pred.probabilities, np.float32), spatial)
+    pred.labels = back.argmax(0).astype(grid_labels.dtype)
+    pred.probabilities = back
+    pred.attention = [
+        AttentionMap(m.name, m.level, m.data,
+                     tuple(s / z for s, z in zip(m.scale, zooms[-len(m.scale):])),
+                     tuple((t + 0.5) / z - 0.5 for t, z in zip(m.translate, zooms[-len(m.translate):])))
+        for m in pred.attention
+    ]
+    pred.params["rescaled_shape"] = list(grid_labels.shape)
+    return pred, grid_labels, zoom
+
+
+def _check_out(out) -> Path | None:
+    if out is None:
+        return None
+    final = Path(out)
+    if final.exists() and any(final.iterdir()):
+        raise InputError(f"Output folder {final} exists and is not empty; choose a new folder.")
+    return final
+
+
+def _write_out(final: Path, labels: np.ndarray, probs: np.ndarray | None):
+    """Write ``labels.npy`` (and ``probabilities.npy``) into ``final`` as the engine does; reopen them memory-mapped."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    try:
+        np.save(tmp / "labels.npy", np.asarray(labels))
+        if probs is not None:
+            np.save(tmp / "probabilities.npy", np.asarray(probs))
+        if final.exists():
+            final.rmdir()
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return (np.load(final / "labels.npy", mmap_mode="r+"),
+            np.load(final / "probabilities.npy", mmap_mode="r+") if probs is not None else None)
