@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import torch
 
-DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
+from .options import DEVICES
+
+DEVICE_CHOICES = DEVICES  # the name the CLI and the panels used before options.py
 
 
 def available_devices() -> list[str]:
