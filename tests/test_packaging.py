@@ -61,3 +61,31 @@ def test_wheel_carries_manifest_and_resources(tmp_path):
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     with zipfile.ZipFile(wheel) as zf:
         assert "napari_attnseg:napari.yaml" in zf.read(entry_points).decode()
+
+
+def test_hard_dependencies_are_imported_by_the_package():
+    """Every hard dependency is imported somewhere in napari_attnseg (or is the Qt binding / the
+    manifest format it needs), and everything the package imports is a dependency."""
+    import ast
+
+    import tomllib
+
+    import napari_attnseg
+
+    deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    names = {d.split(">")[0].split("=")[0].split("[")[0].strip().lower() for d in deps}
+    module_of = {"scikit-image": "skimage", "pyqt5": "PyQt5"}
+    indirect = {"pyqt5", "npe2"}  # the binding behind qtpy; the napari.yaml manifest format
+    imported = set()
+    for path in Path(napari_attnseg.__file__).parent.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                imported.add(node.module.split(".")[0])
+    unused = {n for n in names - indirect if module_of.get(n, n) not in imported}
+    assert not unused, f"required but never imported: {unused}"
+    assert "zarr" not in names and "tqdm" in names
+    third_party = imported - set(sys.stdlib_module_names) - {"napari_attnseg", "napari_builtins"}
+    missing = {m for m in third_party if m not in {module_of.get(n, n) for n in names}}
+    assert not missing, f"imported but not a dependency: {missing}"
