@@ -191,6 +191,35 @@ def read_card(path: str | os.PathLike) -> ModelCard:
     return card
 
 
+def model_identity(source) -> dict[str, Any]:
+    """The model as a dataset manifest records it: ``{"model": name, "weights_sha256": digest}``.
+
+    ``weights_sha256`` is the digest of the weights (:func:`tensors_sha256`: names, dtypes, shapes
+    and bytes of the tensors), the one in the model card that ``load_model`` verifies; it does not
+    change when the card is edited or the file is copied, and the CLI and the napari panel record
+    the same value for the same model. ``source``: a loaded model, a bundled model name or a
+    ``.safetensors`` path (only its card is read), or a layer's provenance dict
+    (:func:`napari_attnseg.layers.provenance`, which keeps the digest as ``checkpoint_sha256``).
+    """
+    if isinstance(source, dict):
+        digest = source.get("weights_sha256") or source.get("checkpoint_sha256")
+        return {"model": source.get("model") or None, "weights_sha256": digest or None}
+    if isinstance(source, torch.nn.Module):
+        card = getattr(source, "card", None)
+        digest = getattr(card, "weights_sha256", "") or tensors_sha256(source.state_dict())
+        return {"model": getattr(card, "name", "") or getattr(source, "arch", None), "weights_sha256": digest}
+    path = resolve_model_path(source)
+    card = read_card(path)
+    digest = card.weights_sha256
+    if not digest:  # a card written without it: hash the tensors as save_model would
+        from safetensors.torch import load_file
+
+        digest = tensors_sha256(load_file(str(path)))
+    text = str(source)
+    name = text if path.stem == text else (card.name or path.name)
+    return {"model": name, "weights_sha256": digest}
+
+
 def load_model(name_or_path: str | os.PathLike, device: str | torch.device = "auto") -> torch.nn.Module:
     """Load a bundled model by name or a ``.safetensors`` checkpoint; eval mode, ``model.card`` set."""
     from safetensors import SafetensorError
