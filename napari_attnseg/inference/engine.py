@@ -27,26 +27,15 @@ from ..errors import Cancelled, InputError
 from ..models.base import SegmentationModel
 from ..options import MODES
 from .blend import FINALIZE_VOXELS, SlabBlender
-from .checks import (
-    DEFAULT_TILE,
-    check_input,
-    check_overlap,
-    check_probability_dtype,
-    smaller_tile,
-)
-from .checks import (
-    batch_size as _batch_size,
-)
-from .checks import (
-    count_nonfinite as _count_nonfinite,
-)
-from .checks import (
-    model_tile as _model_tile,
-)
+from .checks import DEFAULT_TILE, check_input, check_overlap, check_probability_dtype, smaller_tile
+from .checks import batch_size as _batch_size
+from .checks import count_nonfinite as _count_nonfinite
+from .checks import model_tile as _model_tile
 from .forward import read_tile as _read_tile
-from .forward import run_batch as _run_batch
+from .forward import run_batch as _run_batch  # looked up here at each batch: tests replace it
 from .normalize import compute_stats
 from .outputs import Outputs
+from .outputs import Outputs as _Outputs  # noqa: F401 - the name before the split
 from .precision import choose_precision, inference_copy
 from .prediction import CancelToken, Prediction
 from .resample import needs_resampling, zoom_image, zoom_probabilities
