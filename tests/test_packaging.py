@@ -89,3 +89,18 @@ def test_hard_dependencies_are_imported_by_the_package():
     third_party = imported - set(sys.stdlib_module_names) - {"napari_attnseg", "napari_builtins"}
     missing = {m for m in third_party if m not in {module_of.get(n, n) for n in names}}
     assert not missing, f"imported but not a dependency: {missing}"
+
+
+def test_readers_do_not_claim_other_formats():
+    """No catch-all pattern: TIFF, PNG, NPY and Zarr stay napari's, without a reader question."""
+    from fnmatch import fnmatch
+
+    top = yaml.safe_load((REPO / "napari.yaml").read_text())
+    readers = top["contributions"]["readers"]
+    patterns = [p for r in readers for p in r["filename_patterns"]]
+    assert "*" not in patterns and "" not in patterns
+    for name in ("a.tif", "a.tiff", "a.png", "a.npy", "a.zarr", "a.csv", "noext"):
+        assert not any(fnmatch(name, p.lower()) for p in patterns), name
+    for name in ("a.nii", "a.nii.gz", "a.dcm", "a.ima", "a_predict.json"):
+        assert any(fnmatch(name, p.lower()) for p in patterns), name
+    assert top["on_activate"] == "napari_attnseg._napari.io_hooks:activate"
