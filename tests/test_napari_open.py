@@ -65,14 +65,22 @@ def test_other_formats_open_with_napari_and_no_question(viewer, tmp_path, dialog
     assert len(viewer.layers) == 2 and dialog == []
 
 
-def test_zarr_folder_is_declined_by_the_plugin(tmp_path):
-    from napari_attnseg._napari.io_hooks import get_dicom_reader
+def test_zarr_store_opens_with_napari_and_is_declined_by_the_plugin(viewer, tmp_path, dialog):
+    import zarr
+    from napari.settings import get_settings
 
-    folder = tmp_path / "img.zarr"
-    folder.mkdir()
-    (folder / ".zarray").write_text("{}")
-    (folder / "0.0").write_bytes(b"\0" * 200)
-    assert get_dicom_reader(str(folder)) is None
+    from napari_attnseg._napari import io_hooks
+
+    data = np.arange(20 * 30, dtype=np.uint16).reshape(20, 30)
+    store = tmp_path / "img.zarr"
+    zarr.save_array(str(store), data)
+    assert io_hooks.get_dicom_reader(str(store)) is None
+    io_hooks.activate()  # what the plugin's first use does
+    assert get_settings().plugins.extension2reader["*.zarr/"] == "napari"
+    layers = viewer._open_or_raise_error([str(store)])
+    assert len(layers) == 1 and np.array_equal(np.asarray(layers[0].data), data)
+    viewer.window._qt_viewer._qt_open([str(store)], stack=False)
+    assert len(viewer.layers) == 2 and dialog == []
 
 
 @pytest.mark.parametrize("extensions", [True, False], ids=["dcm", "no-extension"])

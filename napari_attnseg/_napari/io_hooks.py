@@ -6,8 +6,9 @@ napari's builtin reader also claims ``*.nii``, ``*.nii.gz``, ``*.dcm`` and ``*.d
 geometry, the Hounsfield scaling or the series sorting), so napari would ask which reader to use for
 each of them. On first use the plugin records itself as the preferred reader of those patterns in
 napari's settings, where the user has not chosen one (:func:`prefer_plugin_readers`). Folders are
-offered to every reader that accepts directories and napari asks which one (npe2 does not match
-folder names); the DICOM reader returns None for a folder without DICOM files.
+offered to every reader that accepts directories (npe2 does not match folder names), so napari asks
+which one for a folder, except for Zarr stores (``*.zarr``), recorded as napari's at the same time;
+the DICOM reader returns None for a folder without DICOM files.
 """
 
 from __future__ import annotations
@@ -25,8 +26,14 @@ PLUGIN = "napari-attnseg"
 PREFERRED_PATTERNS = ("*.nii", "*.nii.gz", "*.dcm", "*.DCM", "*.dicom", "*.ima", "*.IMA")
 
 
+# folders are offered to every reader that accepts them, this plugin's DICOM reader included; a Zarr
+# store (a folder named *.zarr) stays napari's, as before the plugin was installed
+NAPARI_PATTERNS = ("*.zarr/",)
+
+
 def prefer_plugin_readers(settings=None) -> list[str]:
-    """Make this plugin napari's reader for NIfTI and DICOM files, never overriding a user's choice.
+    """Make this plugin napari's reader for NIfTI and DICOM files (and napari's own for Zarr folders),
+    never overriding a user's choice.
 
     Returns the patterns added to ``settings.plugins.extension2reader``.
     """
@@ -35,10 +42,11 @@ def prefer_plugin_readers(settings=None) -> list[str]:
 
         settings = get_settings()
     current = dict(settings.plugins.extension2reader)
-    added = [p for p in PREFERRED_PATTERNS if p not in current]
+    wanted = {**dict.fromkeys(PREFERRED_PATTERNS, PLUGIN), **dict.fromkeys(NAPARI_PATTERNS, "napari")}
+    added = {p: r for p, r in wanted.items() if p not in current}
     if added:
-        settings.plugins.extension2reader = {**current, **dict.fromkeys(added, PLUGIN)}
-    return added
+        settings.plugins.extension2reader = {**current, **added}
+    return list(added)
 
 
 def activate(context=None) -> None:
