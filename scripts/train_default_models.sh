@@ -14,7 +14,7 @@ attnseg export --image "$SHARED/nuclei2d/image.tif" --labels "$WORK/nuclei_mask.
   --dataset "$WORK/ds_nuclei" --format tiff --case-id nuclei2d --label-names background,nucleus
 # --margin-aug 0.1: a flat empty band on 10 % of the patches, so zero-filled margins (mosaics) do not grow the
 # mask (without it: 0.81 on the right half with 32 empty pixels around the image); --seed 1: seeds 0, 1 and 2 were
-# run and the one with the highest validation Dice (0.9467; 0.9451, 0.9448) ships; see the README, "Bundled models"
+# run and the one with the highest validation Dice (0.9467; 0.9451, 0.9448) ships; see docs/models.md
 attnseg train "$WORK/ds_nuclei" --arch attention_unet --out "$WORK/nuclei-2d" --epochs 60 --patience 15 \
   --train-region 0:512,0:200 --val-region 0:512,200:256 --test-region 0:512,256:512 --seed 1 --margin-aug 0.1 \
   --name nuclei-2d --description "Nuclei in fluorescence microscopy (2D), Attention U-Net"
@@ -30,7 +30,7 @@ attnseg export --image "$WORK/mni152_2mm_t1.nii.gz" --labels "$WORK/mni152_2mm_l
 # --noise-aug 0 turn off random gamma and noise (the labels are intensity thresholds of this template, and
 # with them the model fitted its own training slabs worse); nonzero-scale:99 divides by the 99th percentile
 # of the brain voxels, so the empty background around the head does not matter; --seed 1: seeds 0, 1 and 2 were
-# run and the one with the highest validation Dice (0.9677; 0.9623, 0.9643) ships; see the README, "Bundled models")
+# run and the one with the highest validation Dice (0.9677; 0.9623, 0.9643) ships; see docs/models.md)
 attnseg train "$WORK/ds_brain" --arch attention_unet --dims 3 --config '{"features": [8, 16, 32, 64, 128]}' \
   --out "$WORK/brain-mri-3d" --epochs 45 --iters-per-epoch 40 --patience 100 \
   --patch 32,64,64 --batch 4 --train-region '0:28;54:94' --val-region 44:54 --test-region 28:44 --seed 1 \

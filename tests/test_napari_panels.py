@@ -19,8 +19,8 @@ def wait_until_done(qtbot, button, timeout):
     """Wait for a panel's worker to end: the panel re-enables ``button`` in its finished handler,
     connected before the worker started. (A waitSignal on ``worker.finished`` set up after the start
     misses the signal when the worker ends first.)"""
-    assert not button.isEnabled()
-    qtbot.waitUntil(button.isEnabled, timeout=timeout)
+    assert not button.enabled
+    qtbot.waitUntil(lambda: button.enabled, timeout=timeout)
 
 
 def test_helpers_are_undoable_and_review_is_recorded(viewer, qtbot, tmp_path):
@@ -34,19 +34,19 @@ def test_helpers_are_undoable_and_review_is_recorded(viewer, qtbot, tmp_path):
     layer = viewer.add_labels(mask.copy(), name="ct mask", scale=(2.5, 0.7, 0.7))
     layer.metadata["attnseg_prediction"] = mask.copy()
     w = CorrectWidget(viewer)
-    assert w.labels_combo.currentText() == "ct mask" and w.image_combo.currentText() == "ct"
+    assert w.labels_combo.value == "ct mask" and w.image_combo.value == "ct"
     w.fill_holes()
     assert (layer.data[:, 7, 7] == 1).all()
     layer.undo()
     assert (layer.data[:, 7, 7] == 0).all()
     w.fill_holes()
-    assert "+6 / -0" in w.stats_label.text()
+    assert "+6 / -0" in w.stats_label.value
     viewer.dims.set_point(0, 2 * 2.5)
     w.mark_current()
     w.mark_slices([4, 5])
     assert layer.metadata["reviewed_slices"] == [2, 4, 5]
-    assert "2,4-5" in w.reviewed_label.text()
-    w.dataset_edit.setText(str(tmp_path / "ds"))
+    assert "2,4-5" in w.reviewed_label.value
+    w.dataset_edit.value = str(tmp_path / "ds")
     assert w.export() is not None
     wait_until_done(qtbot, w.export_button, 30000)
     manifest = json.loads((tmp_path / "ds" / "manifest.json").read_text())
@@ -67,17 +67,17 @@ def test_helpers_on_the_current_slice_only(viewer):
     viewer.add_image(np.zeros(mask.shape, np.float32), name="mr", scale=(3.0, 1.0, 1.0))
     layer = viewer.add_labels(mask.copy(), name="mr mask", scale=(3.0, 1.0, 1.0))
     w = CorrectWidget(viewer)
-    w.slice_only.setChecked(True)
+    w.slice_only.value = True
     viewer.dims.set_point(0, 2 * 3.0)  # slice 2 on screen
     w.fill_holes()
-    w.size_spin.setValue(5)
+    w.size_spin.value = 5
     w.remove_small()
     assert layer.data[2, 8, 8] == 1 and layer.data[2, 20, 20] == 0
     others = [0, 1, 3, 4]
     assert (layer.data[others, 8, 8] == 0).all() and (layer.data[others, 20, 20] == 1).all()
     layer.undo()  # each helper is one undo step
     assert layer.data[2, 20, 20] == 1 and layer.data[2, 8, 8] == 1
-    w.slice_only.setChecked(False)
+    w.slice_only.value = False
     w.fill_holes()
     assert (layer.data[:, 8, 8] == 1).all()
 
@@ -97,7 +97,7 @@ def test_keep_the_object_under_the_cursor(viewer):
     assert (layer.data == 1).sum() == 18 and layer.data[2, 25, 25] == 1 and layer.data[0, 5, 5] == 0
     layer.undo()  # one undo step
     assert (layer.data == mask).all()
-    w.slice_only.setChecked(True)  # only the slice on screen: the other slices keep their objects
+    w.slice_only.value = True  # only the slice on screen: the other slices keep their objects
     w.keep_at_cursor()
     assert layer.data[2, 5, 5] == 0 and layer.data[3, 5, 5] == 1 and layer.data[2, 25, 25] == 1
     before = layer.data.copy()
@@ -118,21 +118,20 @@ def test_finetune_panel_trains_and_registers_the_model(viewer, qtbot, tmp_path, 
     seg = SegmentWidget(viewer)
     viewer.window.add_dock_widget(seg, name="Attention segmentation")
     w = FinetuneWidget(viewer)
-    w.model_combo.addItem("tiny", str(tiny_checkpoint(2)))
-    w.model_combo.setCurrentText("tiny")
-    w.dataset_edit.setText(str(tmp_path / "ds"))
-    w.out_edit.setText(str(tmp_path / "ft"))
-    w.minutes_spin.setValue(0.15)
+    w.add_model("tiny", str(tiny_checkpoint(2)))
+    w.dataset_edit.value = str(tmp_path / "ds")
+    w.out_edit.value = str(tmp_path / "ft")
+    w.minutes_spin.value = 0.15
     assert w.run() is not None
     wait_until_done(qtbot, w.run_button, 120000)
     assert w.result is not None and (tmp_path / "ft" / "best.safetensors").exists()
-    assert w.history and "->" in w.status.text()
+    assert w.history and "->" in w.status.value
     assert len(w.ax.lines) == 2
     # the new model is in the segment widget's list and selected
-    label = seg.model_combo.currentText()
+    label = seg.model_combo.value
     entry = seg._models[label]  # a path until first used, then the loaded model
     assert str(getattr(entry, "checkpoint_path", entry)) == str(w.result.checkpoint)
-    assert w.model_combo.findText(label) >= 0
+    assert label in w.model_combo.choices
 
 
 def test_reviewed_ranges_key_binding_and_finetune_default_dataset(viewer, qtbot, tmp_path):
@@ -153,23 +152,23 @@ def test_reviewed_ranges_key_binding_and_finetune_default_dataset(viewer, qtbot,
 
     cw_notify, cw.notify_error = cw.notify_error, messages.append
     try:
-        corr.range_edit.setText("1-3,6")
+        corr.range_edit.value = "1-3,6"
         corr.mark_range()
         assert layer.metadata["reviewed_slices"] == [1, 2, 3, 6]
-        corr.range_edit.setText("5-9")
+        corr.range_edit.value = "5-9"
         corr.mark_range()
         assert "outside" in messages[-1] and layer.metadata["reviewed_slices"] == [1, 2, 3, 6]
-        corr.range_edit.setText("two")
+        corr.range_edit.value = "two"
         corr.mark_range()
         assert "3,5,10-12" in messages[-1]
     finally:
         cw.notify_error = cw_notify
-    corr.dataset_edit.setText(str(tmp_path / "ds"))
+    corr.dataset_edit.value = str(tmp_path / "ds")
     worker = corr.export()
-    assert worker is not None and not corr.export_bar.isHidden()  # the busy bar shows while exporting
+    assert worker is not None and not corr.export_bar.native.isHidden()  # the busy bar shows while exporting
     wait_until_done(qtbot, corr.export_button, 30000)
-    assert corr.export_bar.isHidden()
-    assert ft.default_dataset() == str(tmp_path / "ds") == ft.dataset_edit.text()
+    assert corr.export_bar.native.isHidden()
+    assert ft.default_dataset() == str(tmp_path / "ds") == str(ft.dataset_edit.value)
     manifest = json.loads((tmp_path / "ds" / "manifest.json").read_text())
     assert manifest["cases"][0]["reviewed_slices"] == [1, 2, 3, 6]
 

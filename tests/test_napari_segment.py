@@ -27,7 +27,7 @@ def run_and_wait(qtbot, w, timeout=60000):
         worker = w.run()
         assert worker is not None, getattr(w, "messages", None)
     assert done.args == [True], getattr(w, "messages", None)
-    assert w.run_button.isEnabled()
+    assert w.run_button.enabled
     return worker
 
 
@@ -36,7 +36,7 @@ def test_run_on_2d_layer_makes_aligned_layers(widget, qtbot, tiny_checkpoint):
     img = np.random.default_rng(0).random((70, 90)).astype(np.float32)
     viewer.add_image(img, name="cells", scale=(0.5, 0.25), translate=(10.0, -4.0))
     w.add_model(tiny_checkpoint(2))
-    assert w.mode_combo.currentText() == "2d"
+    assert w.mode_combo.value == "2d"
     run_and_wait(qtbot, w)
     names = [ly.name for ly in viewer.layers]
     assert "cells mask" in names and "cells probability" in names
@@ -83,7 +83,7 @@ def test_3d_volume_with_3d_model(widget, qtbot, tiny_checkpoint):
     affine = [[-1.0, 0, 0, 5.0], [0, 1.0, 0, -3.0], [0, 0, 3.0, 7.0], [0, 0, 0, 1]]
     viewer.add_image(vol, name="vol", scale=(3.0, 1.0, 1.0), metadata={"affine": affine, "spacing": [3.0, 1.0, 1.0]})
     w.add_model(tiny_checkpoint(3))
-    assert w.mode_combo.currentText() == "3d"
+    assert w.mode_combo.value == "3d"
     run_and_wait(qtbot, w)
     assert viewer.layers["vol mask"].data.shape == vol.shape
     # saving the mask with the plugin's NIfTI writer restores the source's affine
@@ -96,7 +96,7 @@ def test_2d_model_runs_slice_by_slice_on_a_volume(widget, qtbot, tiny_checkpoint
     viewer, w = widget
     viewer.add_image(np.random.default_rng(3).random((5, 40, 40)).astype(np.float32), name="stack")
     w.add_model(tiny_checkpoint(2))
-    assert w.mode_combo.currentText() == "slices"
+    assert w.mode_combo.value == "slices"
     run_and_wait(qtbot, w)
     assert viewer.layers["stack attention level2"].data.shape == (5, 20, 20)
 
@@ -106,21 +106,21 @@ def test_cancel_mid_run_leaves_no_layers(widget, qtbot, tiny_checkpoint):
     # 2500 tiles in 80 batches: about 4.5 s of work on 2 CPU cores, so Cancel lands mid-run
     viewer.add_image(np.random.default_rng(4).random((1200, 1200)).astype(np.float32), name="big")
     w.add_model(tiny_checkpoint(2))
-    w.tile_spin.setValue(32)
+    w.tile_spin.value = 32
     reports = []
 
     def on_progress(value):  # the user presses Cancel as soon as the progress bar moves
         reports.append(value)
         if len(reports) == 1:
-            w.cancel_button.click()
+            w.cancel_button.native.click()
 
     with qtbot.waitSignal(w.run_done, timeout=60000) as done:
         worker = w.run()
         worker.yielded.connect(on_progress)
     assert done.args == [False]
     assert [layer.name for layer in viewer.layers] == ["big"]
-    assert "Cancelled" in w.status.text()
-    assert w.run_button.isEnabled() and not w.cancel_button.isEnabled()
+    assert "Cancelled" in w.status.value
+    assert w.run_button.enabled and not w.cancel_button.enabled
     total = reports[0][1]
     print(f"cancelled after {max(d for d, _ in reports)} of {total} tiles, {len(reports)} progress reports")
     assert max(d for d, _ in reports) < total  # the run stopped, it did not finish and get thrown away
@@ -133,9 +133,9 @@ def test_viewer_stays_responsive_during_a_run(widget, qtbot):
     # The bundled model with flip averaging: enough work (seconds here, >= 0.3 s on a fast machine)
     # for the event loop to be sampled many times while the worker computes.
     viewer.add_image(np.random.default_rng(5).random((512, 512)).astype(np.float32), name="slide")
-    w.model_combo.setCurrentIndex(w.model_combo.findText("nuclei-2d"))
-    assert w.model_combo.currentText() == "nuclei-2d"
-    w.tta_box.setChecked(True)
+    w.model_combo.value = "nuclei-2d"
+    assert w.model_combo.value == "nuclei-2d"
+    w.tta_box.value = True
     ticks = []
     timer = QTimer()
     timer.setInterval(10)
@@ -200,10 +200,10 @@ def test_where_does_this_pixel_look_on_msga(widget, qtbot, tiny_checkpoint):
     image = viewer.add_image(np.random.default_rng(7).random((64, 64)).astype(np.float32), name="cells",
                              scale=(0.5, 0.5), translate=(2.0, 1.0))
     w.add_model(tiny_checkpoint(2))
-    assert not w.pixel_box.isEnabled()  # attention_unet has no position attention
+    assert not w.pixel_box.enabled  # attention_unet has no position attention
     w.add_model(tiny_checkpoint(2, arch="msga", name="pam", width=4, channels=8, latent=4))
-    assert w.pixel_box.isEnabled()
-    w.pixel_box.setChecked(True)
+    assert w.pixel_box.enabled
+    w.pixel_box.value = True
     assert w._on_click in image.mouse_drag_callbacks
     # a click at data pixel (20, 30), given as the world position napari passes to the callback
     w._on_click(image, SimpleNamespace(position=image.data_to_world((20, 30))))
@@ -216,8 +216,8 @@ def test_where_does_this_pixel_look_on_msga(widget, qtbot, tiny_checkpoint):
     w._on_click(image, SimpleNamespace(position=image.data_to_world((500, 5))))
     assert "outside the image" in w.messages[-1]
     # switching to a model without position attention switches the tool off and detaches it
-    w.model_combo.setCurrentText("tiny-2d")
-    assert not w.pixel_box.isChecked() and w._on_click not in image.mouse_drag_callbacks
+    w.model_combo.value = "tiny-2d"
+    assert not w.pixel_box.value and w._on_click not in image.mouse_drag_callbacks
 
 
 def test_checkpoint_that_fails_to_load_is_a_notification(widget, tmp_path, monkeypatch):
@@ -227,9 +227,9 @@ def test_checkpoint_that_fails_to_load_is_a_notification(widget, tmp_path, monke
     bad = tmp_path / "broken.safetensors"
     bad.write_bytes(b"not a model")
     monkeypatch.setattr(sw.QFileDialog, "getOpenFileName", lambda *a, **k: (str(bad), ""))
-    before = w.model_combo.count()
+    before = len(w.model_combo.choices)
     w._load_checkpoint_dialog()
-    assert "broken.safetensors" in w.messages[-1] and w.model_combo.count() == before
+    assert "broken.safetensors" in w.messages[-1] and len(w.model_combo.choices) == before
 
 
 def test_flip_averaging_option_reaches_the_engine(widget, qtbot, tiny_checkpoint):
@@ -241,7 +241,7 @@ def test_flip_averaging_option_reaches_the_engine(widget, qtbot, tiny_checkpoint
     viewer.add_image(img, name="cells")
     path = tiny_checkpoint(2)
     w.add_model(path)
-    w.tta_box.setChecked(True)
+    w.tta_box.value = True
     run_and_wait(qtbot, w)
     mask = viewer.layers["cells mask"]
     assert mask.metadata["attnseg"]["params"]["tta"] is True

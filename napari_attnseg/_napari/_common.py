@@ -1,11 +1,15 @@
-"""Small helpers shared by the dock widgets: layer placement, notifications, adding result layers."""
+"""Small helpers shared by the dock widgets: layer placement, notifications, adding result layers,
+finding the other panels, and the workers' conventions."""
 
 from __future__ import annotations
 
 import numpy as np
+from napari.layers import Image, Labels
 from napari.utils.notifications import show_error, show_info, show_warning
 
 from ..layers import Placement
+
+LAYER_TYPES = {"image": Image, "labels": Labels}
 
 
 def placement_of(layer) -> Placement:
@@ -27,8 +31,17 @@ def notify_warning(message: str) -> None:
     show_warning(message)
 
 
+def error_message(exc: BaseException) -> str:
+    """One line for the user: the message of an expected error, the type and message of any other."""
+    from ..errors import AttnSegError
+
+    if isinstance(exc, AttnSegError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
 def docked_widgets(viewer) -> list:
-    """The inner widgets docked in the viewer's window (napari >= 0.6.2 public API, older private one)."""
+    """The panels docked in the viewer's window, the tabs of the combined dock included."""
     window = getattr(viewer, "window", None)
     if window is None:
         return []
@@ -36,7 +49,12 @@ def docked_widgets(viewer) -> list:
         found = list(window.dock_widgets.values())
     except AttributeError:  # napari < 0.6.2
         found = [d.widget() for d in getattr(window, "_dock_widgets", {}).values() if hasattr(d, "widget")]
-    return [getattr(w, "native", w) for w in found]
+    out = []
+    for w in found:
+        w = getattr(w, "native", w)
+        out.append(w)
+        out.extend(getattr(w, "panels", lambda: [])())
+    return out
 
 
 def find_docked(viewer, cls):
@@ -49,7 +67,7 @@ def upsert_layer(viewer, data, kwargs: dict, layer_type: str):
     name = kwargs["name"]
     if name in viewer.layers:
         layer = viewer.layers[name]
-        if layer._type_string == layer_type and layer.ndim == np.ndim(data):
+        if isinstance(layer, LAYER_TYPES[layer_type]) and layer.ndim == np.ndim(data):
             for key in ("scale", "translate", "affine"):
                 if key in kwargs:
                     setattr(layer, key, kwargs[key])
@@ -61,3 +79,19 @@ def upsert_layer(viewer, data, kwargs: dict, layer_type: str):
             return layer
         viewer.layers.remove(layer)
     return getattr(viewer, f"add_{layer_type}")(data, **kwargs)
+
+
+def set_choices(combo, names: list, prefer=None) -> None:
+    """Replace a magicgui ComboBox's choices without emitting a change, keeping the value when it
+    is still there (else ``prefer``, else the first)."""
+    current = combo.value
+    with combo.changed.blocked():
+        combo.choices = names
+        values = [c[1] if isinstance(c, tuple) else c for c in names]
+        for candidate in (prefer, current):
+            if candidate is not None and candidate in values:
+                combo.value = candidate
+                break
+        else:
+            if values:
+                combo.value = values[0]

@@ -1,35 +1,52 @@
-"""The "Correct and export" panel: mask helpers, reviewed slices, edit statistics, dataset export."""
+"""The "Correct and export" panel: mask helpers, reviewed slices, live edit statistics, dataset export.
+
+The form is made of magicgui widgets; every computation is a core function (``napari_attnseg.correct``,
+``napari_attnseg.data.export``).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FileEdit,
+    Label,
+    LineEdit,
+    ProgressBar,
+    PushButton,
+    SpinBox,
+)
 from napari.layers import Image, Labels
 from napari.qt.threading import thread_worker
 from napari.utils import progress as napari_progress
-from qtpy.QtWidgets import (
-    QCheckBox,
-    QComboBox,
-    QFileDialog,
-    QFormLayout,
-    QGroupBox,
-    QHBoxLayout,
-    QLabel,
-    QLineEdit,
-    QProgressBar,
-    QPushButton,
-    QSizePolicy,
-    QSpinBox,
-    QVBoxLayout,
-    QWidget,
-)
+from qtpy.QtCore import QTimer
+from qtpy.QtWidgets import QVBoxLayout, QWidget
 
 from .. import correct
 from ..errors import AttnSegError
-from ._common import docked_widgets, notify_error, notify_info
+from ._common import docked_widgets, error_message, notify_error, notify_info, set_choices
 
 REVIEWED_KEY = "reviewed_slices"
+FORMATS = ("nnunet", "monai", "tiff")
+
+
+def _button(text: str, slot, tooltip: str | None = None) -> PushButton:
+    b = PushButton(text=text, tooltip=tooltip)
+    b.changed.connect(lambda *_: slot())  # a click passes the button's checked state; the slots take none
+    return b
+
+
+def _row(*widgets, label: str = "") -> Container:
+    return Container(widgets=list(widgets), layout="horizontal", labels=False, label=label)
+
+
+def folder_text(edit: FileEdit) -> str:
+    """The folder typed or chosen in a FileEdit ('' when empty; FileEdit.value would say '.')."""
+    return str(edit.line_edit.value).strip()
 
 
 class CorrectWidget(QWidget):
@@ -37,145 +54,133 @@ class CorrectWidget(QWidget):
         super().__init__()
         self.viewer = napari_viewer
         self.last_export_dir: str | None = None
-        self.labels_combo = QComboBox()
-        self.image_combo = QComboBox()
-        self.class_spin = QSpinBox()
-        self.class_spin.setRange(0, 255)
-        self.class_spin.setSpecialValueText("all classes")
-        # napari's theme (a style sheet, which overrides setMinimumWidth) draws the step buttons on both
-        # sides in a larger font: widen the box in its own style sheet so "all classes" is not clipped
-        self.class_spin.setStyleSheet("QSpinBox { min-width: 9em; }")
-        self.class_spin.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Fixed)
-        self.size_spin = QSpinBox()
-        self.size_spin.setRange(1, 10**7)
-        self.size_spin.setValue(20)
-        self.radius_spin = QSpinBox()
-        self.radius_spin.setRange(1, 20)
-        self.slice_only = QCheckBox("Current slice only")
-        self.slice_only.setToolTip("On a volume, apply the helpers to the slice on screen and leave the others as they are")
-        self.reviewed_label = QLabel("Reviewed slices: none")
-        self.reviewed_label.setWordWrap(True)
-        self.stats_label = QLabel("")
-        self.stats_label.setWordWrap(True)
-        self.dataset_edit = QLineEdit()
-        self.format_combo = QComboBox()
-        self.format_combo.addItems(["nnunet", "monai", "tiff"])
-        self.case_edit = QLineEdit()
-        self.case_edit.setPlaceholderText("next free case id")
-        self.range_edit = QLineEdit()
-        self.range_edit.setPlaceholderText("e.g. 10-20,25")
-        self.export_bar = QProgressBar()
-        self.export_bar.setVisible(False)
+        self._watched = None  # the Labels layer whose edits update the statistics
+        self._stats_timer = QTimer(self)
+        self._stats_timer.setSingleShot(True)
+        self._stats_timer.setInterval(150)  # one update per burst of brush strokes
+        self._stats_timer.timeout.connect(self._update_info)
 
-        helpers = QGroupBox("Helpers (Ctrl+Z undoes)")
-        hl = QFormLayout(helpers)
-        hl.addRow("Class", self.class_spin)
-        hl.addRow(self.slice_only)
-        row = QHBoxLayout()
-        for text, slot in (("Fill holes", self.fill_holes), ("Largest component", self.keep_largest)):
-            b = QPushButton(text)
-            b.clicked.connect(slot)
-            row.addWidget(b)
-        hl.addRow(row)
-        keep_at = QPushButton("Keep the object under the cursor (K)")
-        keep_at.setToolTip("Remove every other object of that class: for when the largest object is not "
-                           "the one that matters. Point at it in the viewer and press K.")
-        keep_at.clicked.connect(self.keep_at_cursor)
-        hl.addRow(keep_at)
-        small = QPushButton("Remove objects smaller than")
-        small.clicked.connect(self.remove_small)
-        hl.addRow(small, self.size_spin)
-        morph = QHBoxLayout()
-        for text, slot in (("Open", self.open_), ("Close", self.close_)):
-            b = QPushButton(text)
-            b.clicked.connect(slot)
-            morph.addWidget(b)
-        morph.addWidget(QLabel("radius"))
-        morph.addWidget(self.radius_spin)
-        hl.addRow(morph)
-        interp = QPushButton("Interpolate between annotated slices")
-        interp.clicked.connect(self.interpolate)
-        hl.addRow(interp)
+        self.labels_combo = ComboBox(label="Mask", choices=[])
+        self.image_combo = ComboBox(label="Image", choices=[])
+        self.class_combo = ComboBox(label="Class", choices=[("all classes", 0)], value=0,
+                                    tooltip="The class the helpers work on")
+        self.slice_only = CheckBox(text="Current slice only", value=False,
+                                   tooltip="On a volume, apply the helpers to the slice on screen and leave the others as they are")
+        self.size_spin = SpinBox(min=1, max=10**7, value=20)
+        self.radius_spin = SpinBox(label="radius", min=1, max=20, value=1)
+        self.keep_button = _button("Keep the object under the cursor (K)", self.keep_at_cursor,
+                                   "Remove every other object of that class: for when the largest object is not "
+                                   "the one that matters. Point at it in the viewer and press K (or click here).")
+        helpers = Container(label="Helpers (Ctrl+Z undoes)", widgets=[
+            Container(widgets=[self.class_combo], labels=True), self.slice_only,
+            _row(_button("Fill holes", self.fill_holes), _button("Largest component", self.keep_largest)),
+            self.keep_button,
+            _row(_button("Remove objects smaller than", self.remove_small), self.size_spin),
+            _row(_button("Open", self.open_), _button("Close", self.close_), Label(value="radius"), self.radius_spin),
+            _button("Interpolate between annotated slices", self.interpolate),
+        ], labels=False)
 
-        review = QGroupBox("Review (key R marks the current slice)")
-        rl = QVBoxLayout(review)
-        rrow = QHBoxLayout()
-        for text, slot in (("Mark slice", self.mark_current), ("Mark all", self.mark_all), ("Clear", self.clear_reviewed)):
-            b = QPushButton(text)
-            b.clicked.connect(slot)
-            rrow.addWidget(b)
-        rl.addLayout(rrow)
-        range_row = QHBoxLayout()
-        mark_range = QPushButton("Mark slices")
-        mark_range.clicked.connect(self.mark_range)
-        self.range_edit.returnPressed.connect(self.mark_range)
-        range_row.addWidget(mark_range)
-        range_row.addWidget(self.range_edit)
-        rl.addLayout(range_row)
-        rl.addWidget(self.reviewed_label)
-        rl.addWidget(self.stats_label)
+        self.range_edit = LineEdit(value="", tooltip="Axial slice indices, e.g. 10-20,25")
+        self.range_edit.native.setPlaceholderText("e.g. 10-20,25")
+        self.range_edit.native.returnPressed.connect(self.mark_range)
+        self.reviewed_label = Label(value="Reviewed slices: none")
+        self.reviewed_label.native.setWordWrap(True)
+        self.stats_label = Label(value="")
+        self.stats_label.native.setWordWrap(True)
+        review = Container(widgets=[
+            Label(value="<b>Review</b> (key R marks the slice on screen)"),
+            _row(_button("Mark slice", self.mark_current), _button("Mark all", self.mark_all),
+                 _button("Clear", self.clear_reviewed)),
+            _row(_button("Mark slices", self.mark_range), self.range_edit),
+            self.reviewed_label, self.stats_label,
+        ], labels=False)
 
-        export = QGroupBox("Export for fine-tuning")
-        el = QFormLayout(export)
-        browse = QPushButton("...")
-        browse.clicked.connect(self._browse)
-        drow = QHBoxLayout()
-        drow.addWidget(self.dataset_edit)
-        drow.addWidget(browse)
-        el.addRow("Dataset folder", drow)
-        el.addRow("Format", self.format_combo)
-        el.addRow("Case id", self.case_edit)
-        self.export_button = QPushButton("Export")
-        self.export_button.clicked.connect(self.export)
-        el.addRow(self.export_button)
-        el.addRow(self.export_bar)
-
-        form = QFormLayout()
-        form.addRow("Mask", self.labels_combo)
-        form.addRow("Image", self.image_combo)
+        self.class_names_edit = LineEdit(label="Class names", value="",
+                                         tooltip="One name per label value, comma-separated, background first "
+                                                 "(e.g. 'background, tumour'). Saved in the dataset and in the card "
+                                                 "of a model fine-tuned on it.")
+        self.dataset_edit = FileEdit(label="Dataset folder", mode="d", value="")
+        self.format_combo = ComboBox(label="Format", choices=list(FORMATS), value="nnunet")
+        self.case_edit = LineEdit(label="Case id", value="")
+        self.case_edit.native.setPlaceholderText("next free case id")
+        self.export_button = _button("Export", self.export)
+        self.export_bar = ProgressBar(min=0, max=0, visible=False)
+        export = Container(widgets=[
+            Label(value="<b>Export for fine-tuning</b>"), self.class_names_edit, self.dataset_edit,
+            self.format_combo, self.case_edit, self.export_button, self.export_bar,
+        ])
+        self.form = Container(widgets=[Container(widgets=[self.labels_combo, self.image_combo]), helpers, review, export],
+                              labels=False)
         layout = QVBoxLayout(self)
-        layout.addLayout(form)
-        layout.addWidget(helpers)
-        layout.addWidget(review)
-        layout.addWidget(export)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.form.native)
         layout.addStretch()
         self.refresh()
-        self.viewer.layers.events.inserted.connect(self.refresh)
+        self.viewer.layers.events.inserted.connect(self._layer_inserted)
         self.viewer.layers.events.removed.connect(self.refresh)
-        self.labels_combo.currentIndexChanged.connect(self._update_info)
+        self.labels_combo.changed.connect(self._mask_changed)
         self.viewer.bind_key("r", lambda v: self.mark_current(), overwrite=True)
         self.viewer.bind_key("k", lambda v: self.keep_at_cursor(), overwrite=True)
 
     # -- layers ---------------------------------------------------------------------------------
-    def refresh(self, event=None) -> None:
-        for combo, kind in ((self.labels_combo, Labels), (self.image_combo, Image)):
-            cur = combo.currentText()
-            combo.blockSignals(True)
-            combo.clear()
-            names = [ly.name for ly in self.viewer.layers if isinstance(ly, kind) and not (kind is Image and ly.metadata.get("attnseg"))]
-            combo.addItems(names)
-            masks = [n for n in names if n.endswith(" mask")]
-            if kind is Labels and masks and not cur.endswith(" mask"):
-                preferred = masks[-1]  # a model's mask, once there is one, is what people correct
-            else:
-                preferred = cur if cur in names else (masks[-1] if masks else (names[0] if names else ""))
-            combo.setCurrentText(preferred)
-            combo.blockSignals(False)
-        if self.labels_combo.currentText().endswith(" mask"):
-            src = self.labels_combo.currentText()[: -len(" mask")]
-            if self.image_combo.findText(src) >= 0:
-                self.image_combo.setCurrentText(src)
+    def _layer_inserted(self, event=None) -> None:
+        layer = getattr(event, "value", None)
+        # a model's new mask (also "mask (2)" when the edited one was kept) is what people correct next
+        newest = layer.name if isinstance(layer, Labels) and layer.metadata.get("attnseg") else None
+        self.refresh(prefer=newest)
+
+    def refresh(self, event=None, prefer: str | None = None) -> None:
+        labels = [ly.name for ly in self.viewer.layers if isinstance(ly, Labels)]
+        images = [ly.name for ly in self.viewer.layers if isinstance(ly, Image) and not ly.metadata.get("attnseg")]
+        masks = [n for n in labels if self.viewer.layers[n].metadata.get("attnseg") or n.endswith(" mask")]
+        current = self.labels_combo.value
+        if prefer is None and masks and current not in masks:
+            prefer = masks[-1]  # a model's mask, once there is one, is what people correct
+        set_choices(self.labels_combo, labels, prefer=prefer)
+        source = self._source_image(self.labels_combo.value)
+        set_choices(self.image_combo, images, prefer=source)
+        self._mask_changed()
+
+    def _source_image(self, mask_name) -> str | None:
+        if mask_name not in self.viewer.layers:
+            return None
+        info = self.viewer.layers[mask_name].metadata.get("attnseg") or {}
+        return info.get("source_layer") or (mask_name[: -len(" mask")] if str(mask_name).endswith(" mask") else None)
+
+    def _mask_changed(self, *_) -> None:
+        """Follow the chosen mask: its edits update the statistics live; its classes name the export."""
+        layer = self.viewer.layers[self.labels_combo.value] if self.labels_combo.value in self.viewer.layers else None
+        if layer is not self._watched:
+            if self._watched is not None:
+                for ev in (self._watched.events.paint, self._watched.events.data):
+                    ev.disconnect(self._schedule_stats)
+            self._watched = layer
+            if layer is not None:
+                for ev in (layer.events.paint, layer.events.data):
+                    ev.connect(self._schedule_stats)
+                source = self._source_image(layer.name)
+                if source in self.viewer.layers and self.image_combo.value != source:
+                    with self.image_combo.changed.blocked():
+                        self.image_combo.value = source
+                classes = [str(c) for c in layer.features["class"]] if "class" in getattr(layer, "features", {}) else []
+                self.class_names_edit.value = ", ".join(dict.fromkeys(classes))
+                top = max(len(classes) - 1, int(np.asarray(layer.data).max(initial=0)))
+                names = [classes[i] if i < len(classes) else f"class {i}" for i in range(1, top + 1)]
+                set_choices(self.class_combo, [("all classes", 0), *((f"{i}: {n}", i) for i, n in enumerate(names, 1))])
         self._update_info()
 
+    def _schedule_stats(self, *_) -> None:
+        self._stats_timer.start()
+
     def labels_layer(self):
-        name = self.labels_combo.currentText()
+        name = self.labels_combo.value
         if name not in self.viewer.layers:
             notify_error("No Labels layer: run a model first, or add a Labels layer to correct.")
             return None
         return self.viewer.layers[name]
 
     def _classes(self):
-        return None if self.class_spin.value() == 0 else [self.class_spin.value()]
+        return None if not self.class_combo.value else [self.class_combo.value]
 
     def _current_slice(self, layer) -> int:
         z = int(round(layer.world_to_data(self.viewer.dims.point)[0]))
@@ -187,7 +192,7 @@ class CorrectWidget(QWidget):
         if layer is None:
             return
         data = np.asarray(layer.data)
-        z = self._current_slice(layer) if (layer.ndim == 3 and self.slice_only.isChecked() and not whole_volume) else None
+        z = self._current_slice(layer) if (layer.ndim == 3 and self.slice_only.value and not whole_volume) else None
         try:
             new = fn(data if z is None else data[z], *args)
         except AttnSegError as exc:
@@ -215,18 +220,18 @@ class CorrectWidget(QWidget):
             return
         world = self.viewer.cursor.position if position is None else position
         point = np.asarray(layer.world_to_data(world), float)[-layer.ndim:]
-        if layer.ndim == 3 and self.slice_only.isChecked():
+        if layer.ndim == 3 and self.slice_only.value:
             point = point[1:]  # _apply hands the helper the slice on screen
         self._apply(correct.keep_component_at, point)
 
     def remove_small(self):
-        self._apply(correct.remove_small_objects, self.size_spin.value(), self._classes())
+        self._apply(correct.remove_small_objects, self.size_spin.value, self._classes())
 
     def open_(self):
-        self._apply(correct.binary_open, self.radius_spin.value(), self._classes())
+        self._apply(correct.binary_open, self.radius_spin.value, self._classes())
 
     def close_(self):
-        self._apply(correct.binary_close, self.radius_spin.value(), self._classes())
+        self._apply(correct.binary_close, self.radius_spin.value, self._classes())
 
     def interpolate(self):
         layer = self.labels_layer()
@@ -260,10 +265,11 @@ class CorrectWidget(QWidget):
         layer = self.labels_layer()
         if layer is None:
             return
+        text = self.range_edit.value
         try:
-            slices = correct.parse_slice_ranges(self.range_edit.text())
+            slices = correct.parse_slice_ranges(text)
         except (AttnSegError, ValueError) as exc:
-            notify_error(f"Slices {self.range_edit.text()!r}: {exc}")
+            notify_error(f"Slices {text!r}: {exc}")
             return
         n = layer.data.shape[0] if layer.ndim == 3 else 1
         outside = [s for s in slices if not 0 <= s < n]
@@ -284,26 +290,37 @@ class CorrectWidget(QWidget):
             self._update_info()
 
     def _update_info(self, *_):
-        name = self.labels_combo.currentText()
+        name = self.labels_combo.value
         if name not in self.viewer.layers:
-            self.reviewed_label.setText("Reviewed slices: none")
-            self.stats_label.setText("")
+            self.reviewed_label.value = "Reviewed slices: none"
+            self.stats_label.value = ""
             return
         layer = self.viewer.layers[name]
         rev = self._reviewed(layer)
-        self.reviewed_label.setText("Reviewed slices: " + (correct.format_slice_ranges(rev) if rev else "none"))
+        self.reviewed_label.value = "Reviewed slices: " + (correct.format_slice_ranges(rev) if rev else "none")
         pred = layer.metadata.get("attnseg_prediction")
         if pred is not None and np.shape(pred) == layer.data.shape:
             stats = correct.edit_stats(pred, np.asarray(layer.data))
             parts = [f"class {c}: +{s['added']} / -{s['removed']} voxels, Dice {s['dice']:.3f}" for c, s in stats["per_class"].items()]
-            self.stats_label.setText("Edits vs prediction: " + ("; ".join(parts) if parts else "none"))
+            self.stats_label.value = "Edits vs prediction: " + ("; ".join(parts) if parts else "none")
             layer.metadata["attnseg_edit_stats"] = stats
+        else:
+            self.stats_label.value = ""
 
     # -- export ---------------------------------------------------------------------------------
-    def _browse(self):
-        folder = QFileDialog.getExistingDirectory(self, "Dataset folder")
-        if folder:
-            self.dataset_edit.setText(folder)
+    def class_names(self, layer) -> list[str] | None:
+        """The names typed in the form (None: the dataset's default), checked against the mask."""
+        text = self.class_names_edit.value.strip()
+        if not text:
+            return None
+        names = [n.strip() for n in text.split(",")]
+        if any(not n for n in names):
+            raise ValueError(f"Class names {text!r}: a name is empty; write one name per label value, comma-separated.")
+        top = int(np.asarray(layer.data).max(initial=0))
+        if top >= len(names):
+            raise ValueError(f"{layer.name} holds label value {top}, but only {len(names)} class names are given "
+                             f"({', '.join(names)}); add a name for every value from 0 to {top}.")
+        return names
 
     def export(self):
         from ..data.export import export_case
@@ -311,32 +328,36 @@ class CorrectWidget(QWidget):
         layer = self.labels_layer()
         if layer is None:
             return None
-        img_name = self.image_combo.currentText()
+        img_name = self.image_combo.value
         if img_name not in self.viewer.layers:
             notify_error("No image layer to export with the mask.")
             return None
         image_layer = self.viewer.layers[img_name]
-        folder = self.dataset_edit.text().strip()
+        folder = folder_text(self.dataset_edit)
         if not folder:
             notify_error("Choose a dataset folder first.")
+            return None
+        try:
+            names = self.class_names(layer)
+        except ValueError as exc:
+            notify_error(str(exc))
             return None
         rev = self._reviewed(layer)
         meta = image_layer.metadata
         info = (layer.metadata.get("attnseg") or {})
-        classes = list(layer.features["class"]) if "class" in getattr(layer, "features", {}) else None
         kwargs = {
             "spacing": meta.get("spacing") or list(image_layer.scale),
             "affine": np.asarray(meta["affine"]) if meta.get("affine") is not None else None,
             "reviewed_slices": rev if (rev and layer.ndim == 3) else None,
             "prediction": layer.metadata.get("attnseg_prediction"),
-            "case_id": self.case_edit.text().strip() or None,
-            "label_names": classes,
+            "case_id": self.case_edit.value.strip() or None,
+            "label_names": names,
             "source_name": Path(str(meta.get("source_path", img_name))).name,
             "model_info": {"model": info.get("model"), "checkpoint_sha256": info.get("checkpoint_sha256")},
         }
-        image, labels, fmt = np.asarray(image_layer.data), np.array(layer.data), self.format_combo.currentText()
+        image, labels, fmt = np.asarray(image_layer.data), np.array(layer.data), self.format_combo.value
 
-        @thread_worker(start_thread=False)
+        @thread_worker(start_thread=False, ignore_errors=True)
         def work():
             return export_case(image, labels, folder, fmt, **kwargs)
 
@@ -348,20 +369,19 @@ class CorrectWidget(QWidget):
             notify_info(f"Exported {rec.case_id} to {folder}")
             # the Fine-tune panel's dataset follows the export unless the user typed another one
             for widget in docked_widgets(self.viewer):
-                edit = getattr(widget, "dataset_edit", None)
-                if edit is not None and widget is not self and edit.text().strip() in ("", previous or ""):
-                    edit.setText(folder)
+                follow = getattr(widget, "follow_export", None)
+                if follow is not None and widget is not self:
+                    follow(folder, previous, info.get("model"))
 
         def finish():
             bar.close()
-            self.export_bar.setVisible(False)
-            self.export_button.setEnabled(True)
+            self.export_bar.visible = False
+            self.export_button.enabled = True
 
         worker.returned.connect(done)
-        worker.errored.connect(lambda exc: notify_error(f"Export failed: {exc}"))
+        worker.errored.connect(lambda exc: notify_error(f"Export failed: {error_message(exc)}"))
         worker.finished.connect(finish)
-        self.export_button.setEnabled(False)
-        self.export_bar.setRange(0, 0)
-        self.export_bar.setVisible(True)
+        self.export_button.enabled = False
+        self.export_bar.visible = True
         worker.start()
         return worker

@@ -1,85 +1,111 @@
-"""The "Fine-tune" panel: fine-tune a model on an exported dataset, with a live loss/Dice plot."""
+"""The "Fine-tune" panel: fine-tune a model on an exported dataset, with a live loss/Dice plot.
+
+The form is made of magicgui widgets; the plot is a matplotlib canvas (magicgui has none). What the
+run does is :func:`napari_attnseg.training.train` with the same defaults as ``attnseg finetune``.
+"""
 
 from __future__ import annotations
 
-import tempfile
+import warnings
 from pathlib import Path
 
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FileEdit,
+    FloatSpinBox,
+    Label,
+    LineEdit,
+    ProgressBar,
+    PushButton,
+)
 from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
+from napari.layers import Labels
 from napari.qt.threading import thread_worker
-from qtpy.QtWidgets import (
-    QCheckBox,
-    QComboBox,
-    QDoubleSpinBox,
-    QFileDialog,
-    QFormLayout,
-    QHBoxLayout,
-    QLabel,
-    QLineEdit,
-    QProgressBar,
-    QPushButton,
-    QVBoxLayout,
-    QWidget,
-)
+from qtpy.QtWidgets import QSizePolicy, QVBoxLayout, QWidget
 
-from ..errors import AttnSegError
+from ..display import CT_WINDOWS
 from ..inference import CancelToken
-from ._common import docked_widgets, find_docked, notify_error, notify_info
+from ._common import error_message, find_docked, notify_error, notify_info, set_choices
+from .correct_widget import folder_text
+
+AUTO = "auto (from the data)"
+CARD = "as the start model"
+WINDOW_CHOICES = (AUTO, CARD, *(f"CT {name}" for name in CT_WINDOWS))
+PLOT_MIN_HEIGHT = 170
+
+
+def normalization_choice(choice: str) -> dict | None:
+    """The TrainConfig.normalization for a window choice of the panel (None: the trainer decides)."""
+    if choice.startswith("CT "):
+        lo, hi = CT_WINDOWS[choice[3:]]
+        return {"scheme": "ct", "window": [lo, hi]}
+    return None
 
 
 class FinetuneWidget(QWidget):
     def __init__(self, napari_viewer):
         super().__init__()
         self.viewer = napari_viewer
-        self.dataset_edit = QLineEdit()
-        self.model_combo = QComboBox()
-        self.minutes_spin = QDoubleSpinBox()
-        self.minutes_spin.setRange(0.1, 600)
-        self.minutes_spin.setValue(5)
-        self.freeze_box = QCheckBox("Freeze encoder")
-        self.out_edit = QLineEdit()
-        self.out_edit.setPlaceholderText("new folder (default: a temporary folder)")
-        self.run_button = QPushButton("Fine-tune")
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setEnabled(False)
-        self.progress_bar = QProgressBar()
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
-        self.figure = Figure(figsize=(4, 2.5), tight_layout=True)
-        self.canvas = FigureCanvasQTAgg(self.figure)
-        self.ax = self.figure.add_subplot(111)
         self.history: list[dict] = []
         self.result = None
         self._token = None
         self.worker = None
+        self._paths: dict[str, str] = {}  # model label -> checkpoint path or bundled name
+        self._auto_out = ""  # the output folder we proposed (replaced when the dataset changes)
+        self._auto_name = ""
+        self._auto_description = ""
 
-        browse = QPushButton("...")
-        browse.clicked.connect(self._browse)
-        row = QHBoxLayout()
-        row.addWidget(self.dataset_edit)
-        row.addWidget(browse)
-        form = QFormLayout()
-        form.addRow("Dataset", row)
-        form.addRow("Start model", self.model_combo)
-        form.addRow("Budget (minutes)", self.minutes_spin)
-        form.addRow("", self.freeze_box)
-        form.addRow("Output folder", self.out_edit)
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.run_button)
-        buttons.addWidget(self.cancel_button)
+        self.dataset_edit = FileEdit(label="Dataset", mode="d", value="")
+        self.model_combo = ComboBox(label="Start model", choices=[])
+        self.model_note = Label(value="")
+        self.model_note.native.setWordWrap(True)
+        self.minutes_spin = FloatSpinBox(label="Budget (minutes)", min=0.1, max=600, step=0.5, value=5)
+        self.freeze_box = CheckBox(text="Freeze encoder", value=False)
+        self.window_combo = ComboBox(label="Intensity", choices=list(WINDOW_CHOICES), value=AUTO,
+                                     tooltip="How the images are normalised for training: 'auto' picks a CT window "
+                                             "for Hounsfield units and the start model's normalisation otherwise")
+        self.val_edit = LineEdit(label="Validation slices", value="",
+                                 tooltip="Axial slices held out for validation (e.g. 30-33); empty: chosen "
+                                         "automatically among the labelled slices, foreground included")
+        self.val_edit.native.setPlaceholderText("auto")
+        self.out_edit = FileEdit(label="Output folder", mode="d", value="")
+        self.out_edit.line_edit.native.setPlaceholderText("next to the dataset")
+        self.name_edit = LineEdit(label="New model name", value="")
+        self.description_edit = LineEdit(label="Description", value="")
+        self.run_button = PushButton(text="Fine-tune")
+        self.cancel_button = PushButton(text="Cancel", enabled=False)
+        self.progress_bar = ProgressBar(min=0, max=100, value=0)
+        self.status = Label(value="")
+        self.status.native.setWordWrap(True)
+        self.form = Container(widgets=[
+            self.dataset_edit, self.model_combo, self.model_note, self.minutes_spin, self.freeze_box, self.window_combo,
+            self.val_edit, self.out_edit, self.name_edit, self.description_edit,
+            Container(widgets=[self.run_button, self.cancel_button], layout="horizontal", labels=False),
+            self.progress_bar,
+        ])
+        self.figure = Figure(figsize=(4, 2.2), layout="constrained")
+        self.canvas = FigureCanvasQTAgg(self.figure)
+        self.canvas.setMinimumHeight(PLOT_MIN_HEIGHT)
+        self.canvas.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Expanding)
+        self.ax = self.figure.add_subplot(111)
         layout = QVBoxLayout(self)
-        layout.addLayout(form)
-        layout.addLayout(buttons)
-        layout.addWidget(self.progress_bar)
-        layout.addWidget(self.canvas)
-        layout.addWidget(self.status)
-        self.run_button.clicked.connect(self.run)
-        self.cancel_button.clicked.connect(self.cancel)
-        self._fill_models()
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.form.native)
+        layout.addWidget(self.canvas, 1)
+        layout.addWidget(self.status.native)
+        self.run_button.changed.connect(lambda *_: self.run())
+        self.cancel_button.changed.connect(lambda *_: self.cancel())
+        self.dataset_edit.changed.connect(self._dataset_changed)
+        self.model_combo.changed.connect(self._model_changed)
+        self.viewer.layers.events.inserted.connect(lambda *_: self.refresh_models())
+        self.refresh_models()
 
+    # -- choices --------------------------------------------------------------------------------
     def _segment_widget(self):
-        """The docked segment widget (docking one when there is none), or None without a window."""
+        """The docked segment widget (docking the panels when there is none), or None without a window."""
         from .segment_widget import SegmentWidget
 
         found = find_docked(self.viewer, SegmentWidget)
@@ -87,34 +113,122 @@ class FinetuneWidget(QWidget):
             return found
         try:
             _, widget = self.viewer.window.add_plugin_dock_widget("napari-attnseg", "Attention segmentation")
-            return widget
         except Exception:  # no window (headless use) or the plugin is not registered
             return None
+        widget = getattr(widget, "native", widget)
+        return widget if isinstance(widget, SegmentWidget) else getattr(widget, "segment", None)
 
-    def _fill_models(self) -> None:
+    def refresh_models(self) -> None:
+        """Bundled models, the segment panel's models, and the default: the model the mask came from."""
         from ..models.registry import bundled_models
 
         for name in bundled_models():
-            self.model_combo.addItem(name, name)
+            self._paths.setdefault(name, name)
+        from .segment_widget import SegmentWidget
 
-    def _browse(self):
-        folder = QFileDialog.getExistingDirectory(self, "Exported dataset")
-        if folder:
-            self.dataset_edit.setText(folder)
+        seg = find_docked(self.viewer, SegmentWidget)
+        if seg is not None:
+            for label in seg.model_names():
+                entry = seg.model_entry(label)
+                self._paths.setdefault(label, str(getattr(entry, "checkpoint_path", None) or entry))
+        set_choices(self.model_combo, list(self._paths), prefer=self.default_model())
+        self._model_changed()
+
+    def add_model(self, label: str, path: str, select: bool = True) -> None:
+        self._paths[label] = str(path)
+        set_choices(self.model_combo, list(self._paths), prefer=label if select else None)
+        self._model_changed()
+
+    def mask_model(self) -> str | None:
+        """The model that predicted the newest mask in the viewer (its provenance), if it is in the list."""
+        for layer in reversed(list(self.viewer.layers)):
+            info = layer.metadata.get("attnseg") if isinstance(layer, Labels) else None
+            if info and info.get("model") in self._paths:
+                return info["model"]
+        return None
+
+    def default_model(self) -> str | None:
+        """The mask's model, else one whose classes match the dataset's, else the current choice."""
+        found = self.mask_model()
+        if found:
+            return found
+        n = self._dataset_classes()
+        if n is not None:
+            for label in self._paths:
+                if self._model_classes(label) == n:
+                    return label
+        return self.model_combo.value
+
+    def _dataset_classes(self) -> int | None:
+        from ..data.manifest import read_manifest
+
+        folder = folder_text(self.dataset_edit)
+        try:
+            manifest = read_manifest(Path(folder)) if folder else None
+        except Exception:  # not a dataset (yet): the run says so
+            return None
+        return len(manifest["label_names"]) if manifest and manifest.get("label_names") else None
+
+    def _model_classes(self, label: str) -> int | None:
+        from ..checkpoint import read_card
+        from ..models.registry import bundled_models
+
+        path = self._paths.get(label)
+        bundled = bundled_models()
+        try:
+            classes = bundled[path].get("classes") if path in bundled else read_card(path).classes
+        except Exception:  # an unreadable checkpoint: its own error comes when it is used
+            return None
+        return len(classes or []) or None
+
+    def _dataset_changed(self, *_) -> None:
+        set_choices(self.model_combo, list(self._paths), prefer=self.default_model())
+        self._model_changed()
+
+    def _model_changed(self, *_) -> None:
+        """Say when the head will be re-initialised, and propose the output folder and the model's name."""
+        label = self.model_combo.value or ""
+        n_data, n_model = self._dataset_classes(), self._model_classes(label)
+        if n_data is not None and n_model is not None and n_data != n_model:
+            self.model_note.value = (f"{label} predicts {n_model} classes, the dataset has {n_data}: its encoder and "
+                                     "decoder are kept and its output layer is trained anew.")
+        else:
+            self.model_note.value = ""
+        dataset = folder_text(self.dataset_edit)
+        if not dataset or not label:
+            return
+        ds = Path(dataset)
+        name = f"{label}-finetuned"
+        if self.name_edit.value in ("", self._auto_name):
+            self.name_edit.value = self._auto_name = name
+        if self.description_edit.value in ("", self._auto_description):
+            self.description_edit.value = self._auto_description = f"{label} fine-tuned on {ds.name}"
+        if folder_text(self.out_edit) in ("", self._auto_out):
+            self._auto_out = str(_free_folder(ds.parent / f"{ds.name}-{name}"))
+            self.out_edit.value = self._auto_out
+
+    def follow_export(self, folder: str, previous: str | None, model: str | None) -> None:
+        """The Correct panel exported ``folder``: train on it unless the user typed another dataset."""
+        if folder_text(self.dataset_edit) in ("", previous or ""):
+            self.dataset_edit.value = folder
+        if model in self._paths:
+            self.model_combo.value = model
 
     def default_dataset(self) -> str:
         """The folder the Correct-and-export panel last exported to ('' when none)."""
-        for widget in docked_widgets(self.viewer):
-            last = getattr(widget, "last_export_dir", None)
-            if last:
-                return str(last)
-        return ""
+        from .correct_widget import CorrectWidget
+
+        corr = find_docked(self.viewer, CorrectWidget)
+        return str(corr.last_export_dir) if corr is not None and corr.last_export_dir else ""
 
     def showEvent(self, event) -> None:  # noqa: N802 (Qt name)
         super().showEvent(event)
-        if not self.dataset_edit.text().strip():
-            self.dataset_edit.setText(self.default_dataset())
+        if not folder_text(self.dataset_edit):
+            found = self.default_dataset()
+            if found:
+                self.dataset_edit.value = found
 
+    # -- running --------------------------------------------------------------------------------
     def _plot(self) -> None:
         self.ax.clear()
         epochs = [h["epoch"] for h in self.history]
@@ -122,34 +236,67 @@ class FinetuneWidget(QWidget):
         self.ax.plot(epochs, [h["val_dice"] for h in self.history], label="validation Dice")
         self.ax.set_xlabel("epoch")
         self.ax.legend(loc="center right", fontsize=8)
-        self.canvas.draw_idle()
+        with warnings.catch_warnings():  # a canvas squeezed by the user must not pop up layout warnings
+            warnings.simplefilter("ignore", UserWarning)
+            self.canvas.draw_idle()
+
+    def config(self):
+        """The TrainConfig of the form (raises ValueError with a message for the user)."""
+        from ..training import TrainConfig
+
+        dataset = folder_text(self.dataset_edit) or self.default_dataset()
+        if not dataset:
+            raise ValueError("Choose an exported dataset folder (Correct and export > Export writes one).")
+        if not Path(dataset).is_dir():
+            raise ValueError(f"Dataset folder {dataset} does not exist; export a dataset there first.")
+        self.dataset_edit.value = dataset
+        label = self.model_combo.value
+        if not label:
+            raise ValueError("No start model: load or train a model first.")
+        self._model_changed()
+        out = folder_text(self.out_edit) or str(_free_folder(Path(dataset).parent / f"{Path(dataset).name}-finetuned"))
+        if (Path(out) / "best.safetensors").exists():
+            raise ValueError(f"{out} already holds a model; choose a new output folder so it is not overwritten.")
+        val = self.val_edit.value.strip()
+        val_region = None
+        if val:
+            from .. import correct
+
+            try:
+                slices = correct.parse_slice_ranges(val)
+            except Exception as exc:
+                raise ValueError(f"Validation slices {val!r}: {exc}") from None
+            if slices != list(range(slices[0], slices[-1] + 1)):
+                raise ValueError(f"Validation slices {val!r}: give one range of neighbouring slices (e.g. 30-33).")
+            val_region = f"{slices[0]}:{slices[-1] + 1}"
+        start = self._paths.get(label, label)
+        return TrainConfig(dataset=dataset, out=out, start_model=start, minutes=self.minutes_spin.value,
+                           freeze_encoder=self.freeze_box.value, val_region=val_region,
+                           normalization=normalization_choice(self.window_combo.value),
+                           name=self.name_edit.value.strip(), description=self.description_edit.value.strip(),
+                           command=f"napari Fine-tune panel: dataset={dataset} model={start}")
 
     def run(self):
-        from ..training import TrainConfig, train
+        from ..training import train
 
-        dataset = self.dataset_edit.text().strip() or self.default_dataset()
-        if not dataset:
-            notify_error("Choose an exported dataset folder (Correct and export > Export writes one).")
+        self.status.value = ""
+        self.progress_bar.value = 0
+        try:
+            cfg = self.config()
+        except ValueError as exc:
+            self.status.value = str(exc)
+            notify_error(str(exc))
             return None
-        self.dataset_edit.setText(dataset)
-        start = self.model_combo.currentData() or self.model_combo.currentText()
-        if not start:
-            notify_error("No start model: load or train a model first.")
-            return None
-        out = self.out_edit.text().strip() or tempfile.mkdtemp(prefix="attnseg-finetune-")
-        cfg = TrainConfig(dataset=dataset, out=out, start_model=start, minutes=self.minutes_spin.value(),
-                          freeze_encoder=self.freeze_box.isChecked(), iters_per_epoch=10,
-                          command=f"napari Fine-tune panel: dataset={dataset} model={start}")
         self._token = CancelToken()
         self.history = []
+        self.result = None
 
-        @thread_worker(start_thread=False)
+        @thread_worker(start_thread=False, ignore_errors=True)
         def work():
             import queue
-
-            updates: queue.Queue = queue.Queue()
             import threading
 
+            updates: queue.Queue = queue.Queue()
             result: dict = {}
 
             def target():
@@ -176,36 +323,39 @@ class FinetuneWidget(QWidget):
         def on_progress(info):
             self.history.append(info)
             frac = info["elapsed"] / info["budget"] if info.get("budget") else info["epoch"] / max(info["epochs"] or 1, 1)
-            self.progress_bar.setValue(int(100 * min(frac, 1.0)))
-            self.status.setText(f"epoch {info['epoch']}: loss {info['loss']:.3f}, validation Dice {info['val_dice']:.3f}")
+            self.progress_bar.value = int(100 * min(frac, 1.0))
+            self.status.value = f"epoch {info['epoch']}: loss {info['loss']:.3f}, validation Dice {info['val_dice']:.3f}"
             self._plot()
 
         def on_done(res):
             self.result = res
+            self.progress_bar.value = 100
             before = "n/a" if res.val_dice_before is None else f"{res.val_dice_before:.3f}"
-            self.status.setText(f"Validation Dice {before} -> {res.val_dice_after:.3f}"
-                                f"{' (cancelled, best kept)' if res.cancelled else ''}. Saved {res.checkpoint}")
+            notes = "".join(f"\n- {n}" for n in res.notes)
+            self.status.value = (f"Validation Dice {before} -> {res.val_dice_after:.3f}"
+                                 f"{' (cancelled, best kept)' if res.cancelled else ''}. Validation: {res.split}. "
+                                 f"Saved {res.checkpoint}{notes}")
             seg = self._segment_widget()
             if seg is not None:
                 label = seg.add_model(res.checkpoint, select=True)
-                if self.model_combo.findText(label) < 0:
-                    self.model_combo.addItem(label, res.checkpoint)
+                self.add_model(label, res.checkpoint, select=False)
             notify_info(f"Fine-tuned model saved to {Path(res.checkpoint).parent}")
 
         def on_error(exc):
-            notify_error(f"Fine-tuning failed: {exc}" if isinstance(exc, AttnSegError) else
-                         f"Fine-tuning failed ({type(exc).__name__}: {exc})")
+            message = f"Fine-tuning failed: {error_message(exc)}"
+            self.status.value = message
+            notify_error(message)
 
         def finish():
-            self.run_button.setEnabled(True)
-            self.cancel_button.setEnabled(False)
+            self.run_button.enabled = True
+            self.cancel_button.enabled = False
 
         worker.yielded.connect(on_progress)
         worker.returned.connect(on_done)
         worker.errored.connect(on_error)
         worker.finished.connect(finish)
-        self.run_button.setEnabled(False)
-        self.cancel_button.setEnabled(True)
+        self.run_button.enabled = False
+        self.cancel_button.enabled = True
         self.worker = worker
         worker.start()
         return worker
@@ -213,3 +363,12 @@ class FinetuneWidget(QWidget):
     def cancel(self):
         if self._token is not None:
             self._token.cancel()
+
+
+def _free_folder(path: Path) -> Path:
+    """``path``, or ``path-2``, ``path-3``... : a folder name nothing is written in yet."""
+    candidate, n = path, 2
+    while candidate.exists():
+        candidate = path.with_name(f"{path.name}-{n}")
+        n += 1
+    return candidate

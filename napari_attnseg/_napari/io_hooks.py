@@ -19,6 +19,7 @@ import numpy as np
 
 from ..data import Volume, read_image, write_image
 from ..data.dicom import is_dicom_path
+from ..display import DEFAULT_CT_WINDOW, default_window
 from ..errors import AttnSegError
 
 PLUGIN = "napari-attnseg"
@@ -61,7 +62,12 @@ def _layer(volume: Volume, path: str) -> list[tuple]:
     meta = {"source_path": path, "spacing": list(volume.spacing), "format": volume.meta.get("format")}
     if volume.affine is not None:
         meta["affine"] = np.asarray(volume.affine).tolist()
-    return [(volume.data, {"name": Path(path.rstrip("/")).name.split(".")[0], "scale": volume.spacing, "metadata": meta}, "image")]
+    kwargs = {"name": Path(path.rstrip("/")).name.split(".")[0], "scale": volume.spacing, "metadata": meta}
+    window = default_window(volume.data)
+    if window is not None:  # a CT in Hounsfield units opens in the soft-tissue window, not -1024..3071
+        kwargs["contrast_limits"] = window
+        meta["attnseg_window"] = DEFAULT_CT_WINDOW
+    return [(volume.data, kwargs, "image")]
 
 
 def _reader(path):

@@ -5,34 +5,39 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FloatSpinBox,
+    Label,
+    ProgressBar,
+    PushButton,
+    SpinBox,
+)
 from napari.layers import Image
 from napari.qt.threading import thread_worker
 from napari.utils import progress as napari_progress
 from qtpy.QtCore import QTimer, Signal
-from qtpy.QtWidgets import (
-    QCheckBox,
-    QComboBox,
-    QDoubleSpinBox,
-    QFileDialog,
-    QFormLayout,
-    QGroupBox,
-    QHBoxLayout,
-    QLabel,
-    QMessageBox,
-    QProgressBar,
-    QPushButton,
-    QSpinBox,
-    QVBoxLayout,
-    QWidget,
-)
+from qtpy.QtWidgets import QFileDialog, QMessageBox, QVBoxLayout, QWidget
 
-from ..devices import available_devices
+from ..devices import DEVICE_CHOICES, available_devices
+from ..display import WINDOW_PRESETS, is_hounsfield, window_limits
 from ..errors import AttnSegError, Cancelled
+from ..inference import MODES as ENGINE_MODES
 from ..inference import CancelToken, iter_predict
 from ..layers import data_hash, prediction_layers
-from ._common import notify_error, notify_info, notify_warning, placement_of, upsert_layer
+from ._common import (
+    error_message,
+    notify_error,
+    notify_info,
+    notify_warning,
+    placement_of,
+    set_choices,
+    upsert_layer,
+)
 
-MODES = ("auto", "2d", "3d", "slices")
+MODES = ("auto", *ENGINE_MODES)
 
 
 class _Failed:
@@ -46,7 +51,7 @@ class SegmentWidget(QWidget):
     """Dock widget; ``confirm_overwrite(layer_name) -> bool`` can be replaced (tests, scripting).
 
     ``run_done(ok)`` is emitted once a run is over: its layers all shown (True), or it failed or was
-    cancelled (False).
+    cancelled (False). The form is made of magicgui widgets (``self.form``); each field is an attribute.
     """
 
     run_done = Signal(bool)
@@ -54,7 +59,8 @@ class SegmentWidget(QWidget):
     def __init__(self, napari_viewer):
         super().__init__()
         self.viewer = napari_viewer
-        self._models: dict[str, object] = {}  # combo text -> loaded model or checkpoint path
+        self._models: dict[str, object] = {}  # model name -> loaded model or checkpoint path
+        self._descriptions: dict[str, str] = {}
         self._token: CancelToken | None = None
         self.worker = None
         self.last_prediction = None
@@ -62,104 +68,72 @@ class SegmentWidget(QWidget):
         self._pixel_layer = None
         self.confirm_overwrite = self._ask_overwrite
 
-        self.image_combo = QComboBox()
-        self.model_combo = QComboBox()
-        self.model_info = QLabel()
-        self.model_info.setWordWrap(True)
+        self.image_combo = ComboBox(label="Image", choices=[])
+        self.window_combo = ComboBox(label="Display", choices=["(as opened)", *WINDOW_PRESETS], value="(as opened)",
+                                     tooltip="Contrast window of the image layer; CT windows are in Hounsfield units")
+        self.model_combo = ComboBox(label="Model", choices=[])
+        self.model_info = Label(label="")
+        self.model_info.native.setWordWrap(True)
         # two lines always fit, also when other panels squeeze the dock
-        self.model_info.setMinimumHeight(2 * self.model_info.fontMetrics().lineSpacing() + 6)
-        self.load_button = QPushButton("Load checkpoint...")
-        self.device_combo = QComboBox()
+        self.model_info.native.setMinimumHeight(2 * self.model_info.native.fontMetrics().lineSpacing() + 6)
+        self.load_button = PushButton(text="Load checkpoint...", label="")
         have = available_devices()
-        for d in ("auto", "cpu", "cuda", "mps"):
-            self.device_combo.addItem(d if d in have or d == "auto" else f"{d} (not available)", d)
-        self.mode_combo = QComboBox()
-        self.mode_combo.addItems(MODES)
-        self.attention_box = QCheckBox("Show attention")
-        self.attention_box.setChecked(True)
-        self.pixel_box = QCheckBox("Where does this pixel look? (click the image)")
-        self.pixel_box.setEnabled(False)
-        self.tile_spin = QSpinBox()
-        self.tile_spin.setRange(0, 1024)
-        self.tile_spin.setSpecialValueText("from model card")
-        self.overlap_spin = QDoubleSpinBox()
-        self.overlap_spin.setRange(0.0, 0.9)
-        self.overlap_spin.setSingleStep(0.05)
-        self.overlap_spin.setValue(0.25)
-        self.tta_box = QCheckBox("Average over flips (2^dims times slower)")
-        self.tta_box.setToolTip("Test-time augmentation: predict on every flipped copy and average; "
-                                "smoother boundaries (nuclei-2d: test Dice 0.942 -> 0.946).")
-        self.run_button = QPushButton("Run")
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setEnabled(False)
-        self.progress_bar = QProgressBar()
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
-
-        form = QFormLayout()
-        form.addRow("Image", self.image_combo)
-        form.addRow("Model", self.model_combo)
-        form.addRow("", self.model_info)
-        form.addRow("", self.load_button)
-        form.addRow("Device", self.device_combo)
-        form.addRow("Mode", self.mode_combo)
-        advanced = QGroupBox("Advanced")
-        advanced.setCheckable(True)
-        advanced.setChecked(False)
-        adv_form = QFormLayout(advanced)
-        adv_form.addRow("Tile size", self.tile_spin)
-        adv_form.addRow("Overlap", self.overlap_spin)
-        adv_form.addRow("", self.tta_box)
-        fold = (self.tile_spin, self.overlap_spin, self.tta_box)
-        advanced.toggled.connect(lambda on: [w.setVisible(on) for w in fold])
-        for w in fold:
-            w.setVisible(False)
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.run_button)
-        buttons.addWidget(self.cancel_button)
+        self.device_combo = ComboBox(label="Device", choices=[(d if d in have or d == "auto" else f"{d} (not available)", d)
+                                                              for d in DEVICE_CHOICES], value="auto")
+        self.mode_combo = ComboBox(label="Mode", choices=list(MODES), value="auto")
+        self.advanced_box = CheckBox(text="Advanced settings", value=False)
+        self.tile_spin = SpinBox(label="Tile size", min=0, max=1024, value=0,
+                                 tooltip="Tile edge in pixels; 0 takes the model card's tiles")
+        self.overlap_spin = FloatSpinBox(label="Overlap", min=0.0, max=0.9, step=0.05, value=0.25)
+        self.tta_box = CheckBox(text="Average over flips (2^dims times slower)", value=False,
+                                tooltip="Test-time augmentation: predict on every flipped copy and average; "
+                                        "smoother boundaries at 2^dims times the time.")
+        self.advanced = Container(widgets=[self.tile_spin, self.overlap_spin, self.tta_box], visible=False)
+        self.attention_box = CheckBox(text="Show attention", value=True)
+        self.pixel_box = CheckBox(text="Where does this pixel look? (click the image)", value=False, enabled=False)
+        self.run_button = PushButton(text="Run")
+        self.cancel_button = PushButton(text="Cancel", enabled=False)
+        self.progress_bar = ProgressBar(min=0, max=1, value=0)
+        self.status = Label(value="")
+        self.status.native.setWordWrap(True)
+        self.form = Container(widgets=[
+            self.image_combo, self.window_combo, self.model_combo, self.model_info, self.load_button,
+            self.device_combo, self.mode_combo, self.advanced_box, self.advanced, self.attention_box,
+            self.pixel_box, Container(widgets=[self.run_button, self.cancel_button], layout="horizontal", labels=False),
+            self.progress_bar, self.status,
+        ])
         layout = QVBoxLayout(self)
-        layout.addLayout(form)
-        layout.addWidget(advanced)
-        layout.addWidget(self.attention_box)
-        layout.addWidget(self.pixel_box)
-        layout.addLayout(buttons)
-        layout.addWidget(self.progress_bar)
-        layout.addWidget(self.status)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.form.native)
         layout.addStretch()
 
         self.refresh_models()
         self.refresh_layers()
         self.viewer.layers.events.inserted.connect(self.refresh_layers)
         self.viewer.layers.events.removed.connect(self.refresh_layers)
-        self.model_combo.currentIndexChanged.connect(self._model_changed)
-        self.image_combo.currentIndexChanged.connect(self._preset_mode)
-        self.load_button.clicked.connect(self._load_checkpoint_dialog)
-        self.run_button.clicked.connect(self.run)
-        self.cancel_button.clicked.connect(self.cancel)
-        self.pixel_box.toggled.connect(self._toggle_pixel_tool)
-        self.image_combo.currentIndexChanged.connect(lambda *_: self._toggle_pixel_tool(self.pixel_box.isChecked()))
+        self.advanced_box.changed.connect(lambda on: setattr(self.advanced, "visible", bool(on)))
+        self.model_combo.changed.connect(self._model_changed)
+        self.image_combo.changed.connect(self._image_changed)
+        self.window_combo.changed.connect(self._apply_window)
+        self.load_button.changed.connect(lambda *_: self._load_checkpoint_dialog())
+        self.run_button.changed.connect(lambda *_: self.run())
+        self.cancel_button.changed.connect(lambda *_: self.cancel())
+        self.pixel_box.changed.connect(self._toggle_pixel_tool)
         self._model_changed()
 
     # -- choices --------------------------------------------------------------------------------
     def refresh_layers(self, event=None) -> None:
-        current = self.image_combo.currentText()
-        self.image_combo.blockSignals(True)
-        self.image_combo.clear()
-        for layer in self.viewer.layers:
-            if isinstance(layer, Image) and not layer.metadata.get("attnseg"):
-                self.image_combo.addItem(layer.name)
-        idx = self.image_combo.findText(current)
-        self.image_combo.setCurrentIndex(idx if idx >= 0 else 0)
-        self.image_combo.blockSignals(False)
-        self._preset_mode()
+        names = [ly.name for ly in self.viewer.layers if isinstance(ly, Image) and not ly.metadata.get("attnseg")]
+        set_choices(self.image_combo, names)
+        self._image_changed()
 
     def refresh_models(self) -> None:
         from ..models.registry import bundled_models
 
         for name, card in bundled_models().items():
-            if self.model_combo.findText(name) < 0:
-                self.model_combo.addItem(name, card.get("description", ""))
-                self._models.setdefault(name, name)
+            self._models.setdefault(name, name)
+            self._descriptions.setdefault(name, card.get("description", ""))
+        set_choices(self.model_combo, list(self._models))
 
     def add_model(self, path: str | Path, select: bool = True) -> str:
         """Add a checkpoint file to the model list (the Fine-tune panel calls this)."""
@@ -167,14 +141,21 @@ class SegmentWidget(QWidget):
 
         card = read_card(path)
         label = card.name or Path(path).stem
-        if label in self._models and self._models[label] != str(path):
+        if label in self._models and self._models[label] != str(path) \
+                and str(getattr(self._models[label], "checkpoint_path", "")) != str(path):
             label = f"{label} ({Path(path).parent.name})"
         self._models[label] = str(path)
-        if self.model_combo.findText(label) < 0:
-            self.model_combo.addItem(label, card.description)
-        if select:
-            self.model_combo.setCurrentIndex(self.model_combo.findText(label))
+        self._descriptions[label] = card.description
+        set_choices(self.model_combo, list(self._models), prefer=label if select else None)
+        self._model_changed()
         return label
+
+    def model_names(self) -> list[str]:
+        return list(self._models)
+
+    def model_entry(self, label: str):
+        """What the list holds for ``label``: a loaded model or a checkpoint path / bundled name."""
+        return self._models.get(label)
 
     def _load_checkpoint_dialog(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Load checkpoint", "", "Checkpoints (*.safetensors)")
@@ -185,13 +166,36 @@ class SegmentWidget(QWidget):
                 notify_error(str(exc))
 
     def _model_changed(self, *_) -> None:
-        self.model_info.setText(self.model_combo.currentData() or "")
+        self.model_info.value = self._descriptions.get(self.model_combo.value or "", "")
         model = self._current_model(quiet=True)
         has_pixel = model is not None and hasattr(model, "pixel_attention")
-        self.pixel_box.setEnabled(has_pixel)
+        self.pixel_box.enabled = has_pixel
         if not has_pixel:
-            self.pixel_box.setChecked(False)
+            self.pixel_box.value = False
         self._preset_mode()
+
+    def _image_changed(self, *_) -> None:
+        self._preset_mode()
+        layer = self.current_layer()
+        with self.window_combo.changed.blocked():
+            self.window_combo.value = layer.metadata.get("attnseg_window", "(as opened)") if layer is not None else "(as opened)"
+        self._toggle_pixel_tool(self.pixel_box.value)
+
+    def _apply_window(self, *_) -> None:
+        """Set the image layer's contrast limits to the chosen window (CT presets in HU)."""
+        layer = self.current_layer()
+        preset = self.window_combo.value
+        if layer is None or preset == "(as opened)":
+            return
+        from ..display import CT_WINDOWS
+
+        if preset in CT_WINDOWS and not is_hounsfield(np.asarray(layer.data)):
+            notify_warning(f"{layer.name} does not look like a CT in Hounsfield units; the {preset} window may show "
+                           "nothing useful.")
+        lo, hi = window_limits(np.asarray(layer.data), preset)
+        layer.contrast_limits_range = (min(lo, layer.contrast_limits_range[0]), max(hi, layer.contrast_limits_range[1]))
+        layer.contrast_limits = (lo, hi)
+        layer.metadata["attnseg_window"] = preset
 
     def _preset_mode(self, *_) -> None:
         layer = self.current_layer()
@@ -200,16 +204,16 @@ class SegmentWidget(QWidget):
             return
         spatial = layer.ndim
         mode = "3d" if (spatial == 3 and model.spatial_dims == 3) else ("slices" if spatial == 3 else "2d")
-        self.mode_combo.setCurrentText(mode)
+        self.mode_combo.value = mode
 
     def current_layer(self):
-        name = self.image_combo.currentText()
+        name = self.image_combo.value
         return self.viewer.layers[name] if name in self.viewer.layers else None
 
     def _current_model(self, quiet: bool = False):
         from ..checkpoint import load_model
 
-        label = self.model_combo.currentText()
+        label = self.model_combo.value
         entry = self._models.get(label)
         if entry is None:
             return None
@@ -241,7 +245,7 @@ class SegmentWidget(QWidget):
                 notify_error("No model: load a checkpoint (.safetensors) with 'Load checkpoint...'.")
             return None
         if model.spatial_dims == 3 and layer.ndim == 2:
-            notify_error(f"Model {self.model_combo.currentText()!r} is 3D but layer {layer.name!r} is 2D; pick a 2D model.")
+            notify_error(f"Model {self.model_combo.value!r} is 3D but layer {layer.name!r} is 2D; pick a 2D model.")
             return None
         return layer, model
 
@@ -250,14 +254,14 @@ class SegmentWidget(QWidget):
         if checked is None:
             return None
         layer, model = checked
-        mode = self.mode_combo.currentText()
+        mode = self.mode_combo.value
         kwargs = {
             "mode": None if mode == "auto" else mode,
-            "tile": self.tile_spin.value() or None,
-            "overlap": self.overlap_spin.value(),
-            "attention": self.attention_box.isChecked(),
-            "tta": self.tta_box.isChecked(),
-            "device": self.device_combo.currentData(),
+            "tile": self.tile_spin.value or None,
+            "overlap": self.overlap_spin.value,
+            "attention": self.attention_box.value,
+            "tta": self.tta_box.value,
+            "device": self.device_combo.value,
             "spacing": tuple(layer.scale) if getattr(model.card, "spacing", None) is not None else None,
         }
         self._token = CancelToken()
@@ -268,7 +272,7 @@ class SegmentWidget(QWidget):
         geometry = {k: layer.metadata[k] for k in ("affine", "spacing", "source_path") if k in layer.metadata}
         bar = napari_progress(total=1, desc=f"Segmenting {name}")
 
-        @thread_worker(start_thread=False)
+        @thread_worker(start_thread=False, ignore_errors=True)
         def work():
             # expected failures (bad input, Cancel) come back as values, not as event-loop exceptions
             gen = iter_predict(model, image, cancel=self._token, **kwargs)
@@ -288,47 +292,53 @@ class SegmentWidget(QWidget):
             bar.total = total
             bar.n = done
             bar.refresh()
-            self.progress_bar.setMaximum(total)
-            self.progress_bar.setValue(done)
+            self.progress_bar.max = total
+            self.progress_bar.value = done
 
         def finish():
             bar.close()
-            self.cancel_button.setEnabled(False)
+            self.cancel_button.enabled = False
             if not self._showing:  # failed or cancelled; otherwise the last layer shown re-enables Run
-                self.run_button.setEnabled(True)
-                self.run_done.emit(False)
+                self._finish_run(False)
 
         def on_done(pred):
             if isinstance(pred, _Failed):
                 on_error(pred.error)
                 return
             self.last_prediction = pred
-            self._show(model, pred, name, where, geometry, then=lambda: (self.run_button.setEnabled(True),
-                                                                        self.run_done.emit(True)))
+            self._show(model, pred, name, where, geometry, then=lambda: self._finish_run(True))
             msg = f"{name}: {pred.params['tiles']} tiles on {pred.device} ({pred.precision}) in {pred.timings['total_s']:.1f} s"
-            self.status.setText(msg)
+            self.status.value = msg
             for w in pred.warnings:
                 notify_warning(f"{name}: {w}")
 
         def on_error(exc):
             if isinstance(exc, Cancelled):
-                self.status.setText("Cancelled; the layers were left as they were.")
+                self.status.value = "Cancelled; the layers were left as they were."
                 notify_info("Segmentation cancelled.")
-            elif isinstance(exc, AttnSegError):
+                return
+            if isinstance(exc, AttnSegError):
                 notify_error(f"{name}: {exc}")
             else:
-                notify_error(f"{name}: unexpected error ({type(exc).__name__}: {exc}).")
+                notify_error(f"{name}: unexpected error ({error_message(exc)}).")
+            self.status.value = f"Failed: {error_message(exc)}"
 
         worker.yielded.connect(on_progress)
         worker.returned.connect(on_done)
         worker.errored.connect(on_error)
         worker.finished.connect(finish)
-        self.run_button.setEnabled(False)
-        self.cancel_button.setEnabled(True)
-        self.status.setText(f"Running {self.model_combo.currentText()} on {name}...")
+        self.run_button.enabled = False
+        self.cancel_button.enabled = True
+        self.status.value = f"Running {self.model_combo.value} on {name}..."
         self.worker = worker
         worker.start()
         return worker
+
+    def _finish_run(self, ok: bool) -> None:
+        self.run_button.enabled = True
+        if ok:
+            self.progress_bar.value = self.progress_bar.max
+        self.run_done.emit(ok)
 
     def cancel(self) -> None:
         if self._token is not None:
@@ -371,6 +381,7 @@ class SegmentWidget(QWidget):
                 while f"{kwargs['name']} ({n})" in self.viewer.layers:
                     n += 1
                 kwargs["name"] = f"{kwargs['name']} ({n})"
+                old.visible = False  # the new prediction is what the user looks at; the edits stay in `old`
         layer = upsert_layer(self.viewer, data, kwargs, kind)
         if kind == "labels":
             layer.metadata["attnseg_prediction"] = np.array(data, copy=True)

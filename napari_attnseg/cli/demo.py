@@ -14,7 +14,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None, help="bundled model name or .safetensors file to run (default: the sample's bundled model)")
     parser.add_argument("--screenshot", help="save a screenshot of the viewer (PNG) once the result is shown")
     parser.add_argument("--quit", action="store_true", help="close napari after the screenshot (for tests and docs)")
-    parser.add_argument("--panels", action="store_true", help="also dock the Correct-and-export and Fine-tune panels")
+    parser.add_argument("--panels", action="store_true", help="show the Correct-and-export tab once the result is shown")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -31,22 +31,21 @@ def run(args: argparse.Namespace) -> int:
     for data, kwargs, kind in layers:
         getattr(viewer, f"add_{kind}")(data, **kwargs)
     image_name, reference_name = layers[0][1]["name"], layers[1][1]["name"]
-    _, widget = viewer.window.add_plugin_dock_widget("napari-attnseg", "Attention segmentation")
-    widget.image_combo.setCurrentText(image_name)
-    if args.panels:
-        viewer.window.add_plugin_dock_widget("napari-attnseg", "Correct and export")
+    _, dock = viewer.window.add_plugin_dock_widget("napari-attnseg", "Attention segmentation")
+    widget = dock.segment
+    widget.image_combo.value = image_name
     model_name = args.model or args.sample
     note = ""
     if args.model and Path(args.model).is_file():
         model_name = widget.add_model(args.model)  # a checkpoint file: added to the list and selected
-    if widget.model_combo.findText(model_name) >= 0:
-        widget.model_combo.setCurrentText(model_name)
+    if model_name in widget.model_names():
+        widget.model_combo.value = model_name
     else:
         fallback = _fallback_model(widget, 3 if args.sample == "brain-mri-3d" else 2)
         note = (f"No bundled model {model_name!r}; running {fallback!r} instead." if fallback
                 else f"No bundled model {model_name!r} and no other model for this sample; load a checkpoint to segment.")
         print(f"attnseg demo: {note}", flush=True)
-    worker = widget.run() if widget.model_combo.currentText() else None
+    worker = widget.run() if widget.model_combo.value else None
 
     def report() -> None:
         mask_name = f"{image_name} mask"
@@ -60,10 +59,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"layers: {shown}", flush=True)
         viewer.reset_view()
         if note:  # the run's own status line replaced it; keep saying which model ran
-            widget.status.setText(f"{note}\n{widget.status.text()}")
+            widget.status.value = f"{note}\n{widget.status.value}"
             viewer.status = note
         if args.panels and mask_name in viewer.layers:
             viewer.layers.selection.active = viewer.layers[mask_name]
+            dock.show_tab("Correct and export")
         QTimer.singleShot(200, finish)  # let the widgets lay out the new texts first
 
     def finish() -> None:
@@ -84,12 +84,11 @@ def run(args: argparse.Namespace) -> int:
 
 def _fallback_model(widget, sample_dims: int) -> str:
     """Select the first model in the widget's list that can take the sample; its name, or ''."""
-    for i in range(widget.model_combo.count()):
-        widget.model_combo.setCurrentIndex(i)
+    for name in widget.model_names():
+        widget.model_combo.value = name
         model = widget._current_model(quiet=True)
         if model is not None and model.spatial_dims <= sample_dims:
-            return widget.model_combo.currentText()
-    widget.model_combo.setCurrentIndex(-1)
+            return name
     return ""
 
 

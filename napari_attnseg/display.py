@@ -1,0 +1,61 @@
+"""How an image is shown: CT windows in Hounsfield units and a robust default for other images.
+
+Pure numpy; the napari readers and panels call it so a CT opens in a window a radiologist would
+pick (soft tissue) instead of the whole -1024..3071 range.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# (lower, upper) in HU, from the usual (width, level) pairs: soft tissue W400 L40, lung W1500 L-600,
+# bone W1800 L400, brain W80 L40.
+CT_WINDOWS: dict[str, tuple[float, float]] = {
+    "soft tissue": (-160.0, 240.0),
+    "lung": (-1350.0, 150.0),
+    "bone": (-500.0, 1300.0),
+    "brain": (0.0, 80.0),
+}
+DEFAULT_CT_WINDOW = "soft tissue"
+FULL_RANGE = "full range"
+WINDOW_PRESETS: tuple[str, ...] = (*CT_WINDOWS, FULL_RANGE)
+
+
+def _sample(image: np.ndarray, n: int = 200_000) -> np.ndarray:
+    flat = np.asarray(image).reshape(-1)
+    step = max(1, flat.size // n)
+    sample = flat[::step]
+    return sample[np.isfinite(sample)] if sample.dtype.kind == "f" else sample
+
+
+def is_hounsfield(image: np.ndarray) -> bool:
+    """True when the values look like a CT in Hounsfield units: air near -1000 and a range that
+    reaches at least soft tissue (a 2D or 3D grey-level array; RGB or multi-channel: False)."""
+    a = np.asarray(image)
+    if a.ndim not in (2, 3) or a.dtype.kind not in "iuf" or a.size == 0:
+        return False
+    s = _sample(a).astype(np.float32)
+    if s.size == 0:
+        return False
+    lo, hi = float(s.min()), float(s.max())
+    if not (-1200.0 <= lo <= -900.0) or hi < 100.0 or hi > 40000.0:
+        return False
+    # a real CT holds air (outside the body, in the lungs) and soft tissue around 0..100 HU
+    air = float(np.mean(s < -900.0))
+    tissue = float(np.mean((s > -200.0) & (s < 300.0)))
+    return air > 0.01 and tissue > 0.02
+
+
+def window_limits(image: np.ndarray, preset: str) -> tuple[float, float]:
+    """Contrast limits for ``preset`` (a key of :data:`CT_WINDOWS`, or ``"full range"``)."""
+    if preset in CT_WINDOWS:
+        return CT_WINDOWS[preset]
+    if preset == FULL_RANGE:
+        s = _sample(image)
+        return (float(s.min()), float(s.max())) if s.size else (0.0, 1.0)
+    raise ValueError(f"Unknown display window {preset!r}; choose one of {', '.join(WINDOW_PRESETS)}.")
+
+
+def default_window(image: np.ndarray) -> tuple[float, float] | None:
+    """The window an image should open with: soft tissue for a CT in HU, else None (the viewer's own)."""
+    return CT_WINDOWS[DEFAULT_CT_WINDOW] if is_hounsfield(image) else None

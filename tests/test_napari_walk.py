@@ -1,0 +1,171 @@
+"""The whole loop through the tabbed dock, as a clinician walks it, on the shared lung CT.
+
+Open (napari's own path) -> segment (Run button) -> correct three slices -> K button at the tumour ->
+mark reviewed -> rename the class -> export -> fine-tune with the panel's defaults -> a folder that
+is not a dataset. In a 1600 x 1000 virtual screen (scripts/test.sh starts Xvfb with that size).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.gui
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "radiomics"
+LUNG = SHARED / "lung1_image.nii.gz"
+CROP = (slice(24, 44), slice(256, 448), slice(128, 320))  # 20 slices around the tumour (slices 32-34)
+
+
+@pytest.fixture()
+def notifications():
+    """Every notification shown during the test (napari's own manager, as the GUI receives them)."""
+    from napari.utils.notifications import notification_manager
+
+    seen = []
+    notification_manager.notification_ready.connect(seen.append)
+    yield seen
+    notification_manager.notification_ready.disconnect(seen.append)
+
+
+def _no_exception(seen) -> None:
+    raised = [n for n in seen if getattr(n, "exception", None) is not None]
+    assert not raised, [str(n.message) for n in raised]
+
+
+@pytest.mark.skipif(not LUNG.exists(), reason="the shared lung CT is not beside the checkout")
+def test_walk_the_loop_on_the_lung_ct(make_napari_viewer, qtbot, tmp_path, notifications):
+    from napari_attnseg.checkpoint import read_card
+    from napari_attnseg.data import read_image
+    from napari_attnseg.display import CT_WINDOWS
+
+    viewer = make_napari_viewer(show=True)
+    window = viewer.window._qt_window
+    window.resize(1600, 1000)
+    layers = viewer.open(str(LUNG), plugin="napari-attnseg")
+    ct = layers[0]
+    assert tuple(ct.contrast_limits) == CT_WINDOWS["soft tissue"]  # not -1024..3071
+    _, dock = viewer.window.add_plugin_dock_widget("napari-attnseg", "Attention segmentation")
+    seg, corr, ft = dock.segment, dock.correct, dock.finetune
+
+    # a crop around the tumour keeps the run short on 2 CPU cores; same spacing, real CT values
+    crop = viewer.add_image(np.asarray(ct.data)[CROP], name="lung crop", scale=ct.scale,
+                            metadata={"spacing": list(ct.scale)})
+    ref = (read_image(SHARED / "lung1_labels.nii.gz").data[CROP] > 0).astype(np.uint8)
+    seg.image_combo.value = crop.name
+    seg.window_combo.value = "lung"  # the layer's presets
+    assert tuple(crop.contrast_limits) == CT_WINDOWS["lung"]
+    seg.model_combo.value = "nuclei-2d"
+    with qtbot.waitSignal(seg.run_done, timeout=180000) as done:
+        seg.run_button.native.click()
+    assert done.args == [True]
+    assert seg.progress_bar.value == seg.progress_bar.max
+
+    # correct: replace slices 8-10 of the crop (32-34 of the CT) with the tumour outline
+    dock.show_tab("Correct and export")
+    mask = viewer.layers["lung crop mask"]
+    assert corr.labels_combo.value == mask.name and corr.image_combo.value == crop.name
+    before = corr.stats_label.value
+    where = np.nonzero(np.ones_like(ref[8:11], bool))
+    mask.data_setitem((where[0] + 8, where[1], where[2]), ref[8:11][where])
+    qtbot.waitUntil(lambda: corr.stats_label.value != before, timeout=1000)  # live, no button pressed
+    assert "Edits vs prediction" in corr.stats_label.value
+
+    # the K button keeps the object under the cursor (here: the tumour on slice 9)
+    z, y, x = 9, *np.argwhere(ref[9])[0]
+    viewer.dims.set_point(0, z * crop.scale[0])
+    viewer.cursor.position = tuple(np.array([z, y, x]) * np.asarray(crop.scale))
+    corr.keep_button.native.click()
+    assert mask.data[z, y, x] == 1
+    labelled = np.unique(__import__("scipy").ndimage.label(np.asarray(mask.data) > 0)[0])
+    assert len(labelled) == 2  # background and the one object kept
+
+    corr.range_edit.value = "7-11"
+    corr.mark_range()
+    assert mask.metadata["reviewed_slices"] == [7, 8, 9, 10, 11]
+    assert corr.class_names_edit.value.startswith("background")
+    corr.class_names_edit.value = "background, tumour"
+    corr.dataset_edit.value = str(tmp_path / "lung-ds")
+    corr.export_button.native.click()
+    qtbot.waitUntil(lambda: corr.export_button.enabled, timeout=60000)
+    manifest = json.loads((tmp_path / "lung-ds" / "manifest.json").read_text())
+    assert manifest["label_names"] == ["background", "tumour"]
+
+    # fine-tune with the panel's defaults (30 s): the start model is the mask's, the output next to the data
+    dock.show_tab("Fine-tune")
+    assert str(ft.dataset_edit.value) == str(tmp_path / "lung-ds")
+    assert ft.model_combo.value == "nuclei-2d"
+    assert str(ft.out_edit.value).startswith(str(tmp_path / "lung-ds-"))
+    ft.minutes_spin.value = 0.5
+    ft.run_button.native.click()
+    qtbot.waitUntil(lambda: ft.run_button.enabled, timeout=300000)
+    assert ft.result is not None, ft.status.value
+    assert ft.progress_bar.value == 100
+    card = read_card(ft.result.checkpoint)
+    assert card.classes == ["background", "tumour"]
+    assert card.name == "nuclei-2d-finetuned" and "lung-ds" in card.description and "Nuclei" not in card.description
+    assert ft.canvas.height() >= 150
+
+    # a folder that is not a dataset: one message, the previous result no longer shown
+    (tmp_path / "empty").mkdir()
+    ft.dataset_edit.value = str(tmp_path / "empty")
+    ft.run_button.native.click()
+    qtbot.waitUntil(lambda: ft.run_button.enabled, timeout=60000)
+    assert "Fine-tuning failed" in ft.status.value and "Validation Dice" not in ft.status.value
+
+    # the window fits the screen; nothing raised an exception into a notification
+    screen = window.screen().availableGeometry()
+    assert window.frameGeometry().height() <= max(screen.height(), 1000)
+    _no_exception(notifications)
+
+
+def test_keep_button_click_and_rerun_keeping_edits(make_napari_viewer, qtbot, tiny_checkpoint, notifications):
+    """The K *button* (not only the key) works; after 'No, keep my edits' the new mask is the one
+    selected for correction and the edited one is hidden beneath it."""
+    viewer = make_napari_viewer()
+    from napari_attnseg._napari.dock import AttnSegDock
+
+    dock = AttnSegDock(viewer)
+    viewer.window.add_dock_widget(dock, name="Attention segmentation")
+    seg, corr = dock.segment, dock.correct
+    img = np.zeros((40, 40), np.float32)
+    img[5:15, 5:15] = 1
+    viewer.add_image(img, name="cells")
+    seg.add_model(tiny_checkpoint(2))
+    with qtbot.waitSignal(seg.run_done, timeout=60000):
+        seg.run_button.native.click()
+    mask = viewer.layers["cells mask"]
+    data = np.zeros_like(mask.data)
+    data[2:8, 2:8] = 1
+    data[20:30, 20:30] = 1
+    mask.data = data
+    viewer.cursor.position = (25.0, 25.0)
+    corr.keep_button.native.click()
+    assert mask.data[25, 25] == 1 and mask.data[4, 4] == 0
+    seg.confirm_overwrite = lambda name: False  # "No": keep my edits
+    with qtbot.waitSignal(seg.run_done, timeout=60000):
+        seg.run_button.native.click()
+    assert "cells mask (2)" in viewer.layers
+    assert corr.labels_combo.value == "cells mask (2)"
+    assert not mask.visible and viewer.layers["cells mask (2)"].visible
+    _no_exception(notifications)
+
+
+def test_finetune_errors_are_one_message_and_clear_the_last_result(make_napari_viewer, qtbot, tmp_path, notifications):
+    from napari_attnseg._napari.finetune_widget import FinetuneWidget
+
+    viewer = make_napari_viewer()
+    ft = FinetuneWidget(viewer)
+    ft.status.value = "Validation Dice 0.5 -> 0.6. Saved somewhere"
+    ft.dataset_edit.value = str(tmp_path / "missing")
+    ft.run_button.native.click()
+    assert "does not exist" in ft.status.value and ft.run_button.enabled
+    (tmp_path / "plain").mkdir()
+    ft.dataset_edit.value = str(tmp_path / "plain")
+    ft.run_button.native.click()
+    qtbot.waitUntil(lambda: ft.run_button.enabled, timeout=60000)
+    assert ft.status.value.startswith("Fine-tuning failed") and "Traceback" not in ft.status.value
+    _no_exception(notifications)
