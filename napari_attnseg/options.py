@@ -18,4 +18,7 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 PROBABILITY_DTYPES = ("float16", "float32")
 """dtypes of the probability maps ``predict`` returns."""
 
-__all__ = ["DEVICES", "MODES", "PRECISIONS", "PROBABILITY_DTYPES"]
+DATASET_FORMATS = ("nnunet", "monai", "tiff")
+"""Layouts of an exported fine-tuning dataset (``export_case(format=...)``, ``attnseg export --format``)."""
+
+__all__ = ["DATASET_FORMATS", "DEVICES", "MODES", "PRECISIONS", "PROBABILITY_DTYPES"]

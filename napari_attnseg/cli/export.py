@@ -9,10 +9,12 @@ HELP = "Add an image and its corrected mask to a fine-tuning dataset (nnU-Net, M
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..options import DATASET_FORMATS
+
     parser.add_argument("--image", required=True, help="image file (TIFF, NIfTI) or DICOM folder / file of the series")
     parser.add_argument("--labels", required=True, help="corrected mask (TIFF or NIfTI), same grid as the image")
     parser.add_argument("--dataset", required=True, help="dataset folder (created, or appended to)")
-    parser.add_argument("--format", default="nnunet", choices=("nnunet", "monai", "tiff"))
+    parser.add_argument("--format", default="nnunet", choices=DATASET_FORMATS)
     parser.add_argument("--reviewed-slices", metavar="a,b,c-d",
                         help="axial slices (first array axis = NIfTI k) a person checked, e.g. 3,5,10-12; "
                              "the others become the 'ignore' label")
