@@ -27,6 +27,9 @@ _API = {
     "predict": "inference:predict",
     "Prediction": "inference:Prediction",
     "AttentionMap": "inference:AttentionMap",
+    "MODES": "options:MODES",
+    "PRECISIONS": "options:PRECISIONS",
+    "DEVICES": "options:DEVICES",
 }
 
 __all__ = ["__version__", *_API]
@@ -51,3 +54,4 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .checkpoint import ModelCard, load_model, save_model  # noqa: F401
     from .inference import AttentionMap, Prediction, predict  # noqa: F401
     from .models.registry import create_model, list_models  # noqa: F401
+    from .options import DEVICES, MODES, PRECISIONS  # noqa: F401

@@ -28,7 +28,7 @@ _META_KEY = "card"  # docs/ARCHITECTURE.md: the card JSON lives in the safetenso
 _LEGACY_META_KEYS = ("napari_attnseg_card",)  # files written before the key followed the contract
 # card fields that change how a model is built or used: the sibling .json must agree on them
 _CHECKED_KEYS = ("arch", "config", "weights_sha256", "weights_dtype", "classes", "normalization",
-                 "spacing", "object_diameter", "tile", "overlap")
+                 "spacing", "object_diameter", "brain_extraction", "tile", "overlap")
 
 
 @dataclass
@@ -43,6 +43,7 @@ class ModelCard:
     normalization: dict[str, Any] = field(default_factory=lambda: {"scheme": "percentile", "lower": 1.0, "upper": 99.0})
     spacing: list[float] | None = None
     object_diameter: float | None = None  # typical object diameter in pixels of the training data (microscopy)
+    brain_extraction: str | None = None  # "auto": strip skull and scalp first unless the input is stripped (3D brain MRI)
     tile: list[int] | None = None
     overlap: float = 0.25
     training: dict[str, Any] = field(default_factory=dict)
@@ -190,6 +191,35 @@ def read_card(path: str | os.PathLike) -> ModelCard:
                 "the card was edited or belongs to another model. Restore it or delete it."
             )
     return card
+
+
+def model_identity(source) -> dict[str, Any]:
+    """The model as a dataset manifest records it: ``{"model": name, "weights_sha256": digest}``.
+
+    ``weights_sha256`` is the digest of the weights (:func:`tensors_sha256`: names, dtypes, shapes
+    and bytes of the tensors), the one in the model card that ``load_model`` verifies; it does not
+    change when the card is edited or the file is copied, and the CLI and the napari panel record
+    the same value for the same model. ``source``: a loaded model, a bundled model name or a
+    ``.safetensors`` path (only its card is read), or a layer's provenance dict
+    (:func:`napari_attnseg.layers.provenance`, which keeps the digest as ``checkpoint_sha256``).
+    """
+    if isinstance(source, dict):
+        digest = source.get("weights_sha256") or source.get("checkpoint_sha256")
+        return {"model": source.get("model") or None, "weights_sha256": digest or None}
+    if isinstance(source, torch.nn.Module):
+        card = getattr(source, "card", None)
+        digest = getattr(card, "weights_sha256", "") or tensors_sha256(source.state_dict())
+        return {"model": getattr(card, "name", "") or getattr(source, "arch", None), "weights_sha256": digest}
+    path = resolve_model_path(source)
+    card = read_card(path)
+    digest = card.weights_sha256
+    if not digest:  # a card written without it: hash the tensors as save_model would
+        from safetensors.torch import load_file
+
+        digest = tensors_sha256(load_file(str(path)))
+    text = str(source)
+    name = text if path.stem == text else (card.name or path.name)
+    return {"model": name, "weights_sha256": digest}
 
 
 def load_model(name_or_path: str | os.PathLike, device: str | torch.device = "auto") -> torch.nn.Module:

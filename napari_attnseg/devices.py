@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import torch
 
-DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
+from .errors import InputError
+from .options import DEVICES
+
+DEVICE_CHOICES = DEVICES  # the name the CLI and the panels used before options.py
 
 
 def available_devices() -> list[str]:
@@ -23,7 +26,7 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """Turn ``"auto"``/``"cpu"``/``"cuda"``/``"cuda:1"``/``"mps"`` into a usable ``torch.device``.
 
     ``auto`` picks CUDA, then Apple MPS, then the CPU. Asking for a device this machine lacks
-    raises a ``ValueError`` that lists the ones it has.
+    raises an ``InputError`` (a ``ValueError``) that lists the ones it has.
     """
     if isinstance(device, torch.device):
         device = str(device)
@@ -32,9 +35,9 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         return torch.device(available_devices()[0])
     kind = name.split(":")[0]
     if kind not in DEVICE_CHOICES:
-        raise ValueError(f"Unknown device {device!r}; choose one of {', '.join(DEVICE_CHOICES)}.")
+        raise InputError(f"Unknown device {device!r}; choose one of {', '.join(DEVICE_CHOICES)}.")
     if kind != "cpu" and kind not in available_devices():
-        raise ValueError(
+        raise InputError(
             f"Device {device!r} is not available on this machine; available: "
             f"{', '.join(['auto', *available_devices()])}."
         )

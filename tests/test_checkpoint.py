@@ -178,3 +178,36 @@ def test_every_architecture_round_trips_exactly(tmp_path):
         with torch.no_grad():
             assert torch.equal(model(x), loaded(x)), arch
             assert all(torch.equal(a, b) for a, b in zip(model(x, True)[1].values(), loaded(x, True)[1].values()))
+
+
+def test_model_identity_is_the_weights_digest_for_the_cli_and_the_panel(tmp_path):
+    """One meaning for the manifest's model hash: the digest of the tensors in the card, the same from
+    a file, a copy of it with an edited card, a loaded model and a layer's provenance."""
+    import json
+    import shutil
+
+    import numpy as np
+
+    from napari_attnseg import create_model, load_model, predict, save_model
+    from napari_attnseg.checkpoint import file_sha256, model_identity, tensors_sha256
+    from napari_attnseg.layers import provenance
+
+    torch.manual_seed(0)
+    model = create_model("unet", spatial_dims=2, features=[4, 8])
+    path = tmp_path / "m.safetensors"
+    card = save_model(model, path, {"name": "tiny"})
+    digest = tensors_sha256({k: v.detach().cpu() for k, v in model.state_dict().items()})
+    assert card.weights_sha256 == digest != file_sha256(path)  # not the file's bytes
+    want = {"model": "tiny", "weights_sha256": digest}
+    assert model_identity(str(path)) == want == model_identity(path)
+    loaded = load_model(path)
+    assert model_identity(loaded) == want
+    pred = predict(loaded, np.zeros((16, 16), np.float32), device="cpu")
+    assert model_identity(provenance(loaded, pred, "image")) == want  # what the panel has on the layer
+    # the same weights under another card description and file name: the same identity
+    other = tmp_path / "copy.safetensors"
+    shutil.copy(path, other)
+    side = json.loads(path.with_suffix(".json").read_text())
+    side["description"] = "edited"
+    other.with_suffix(".json").write_text(json.dumps(side))
+    assert model_identity(other)["weights_sha256"] == digest

@@ -48,7 +48,7 @@ def test_tiff_round_trip_with_attention_and_a_failing_input(tmp_path, model2d, c
     err = capsys.readouterr().err
     assert code == 1
     assert "missing.tif" in err and "does not exist" in err and "broken.tif" in err and "2 of 3 inputs failed" in err
-    assert "tiles" in err  # the progress bar
+    assert "cells.tif: 100%|" in err and "tile/s" in err  # the tqdm bar
     mask = tifffile.imread(out / "cells_mask.tif")
     prob = tifffile.imread(out / "cells_prob.tif")
     assert mask.shape == img.shape and mask.dtype == np.uint8 and set(np.unique(mask)) <= {0, 1}

@@ -203,3 +203,36 @@ def test_device_side_blending_matches_the_numpy_path(monkeypatch, dims):
     for a, b in zip(got.attention, ref.attention):
         assert a.scale == b.scale and a.translate == b.translate
         np.testing.assert_allclose(a.data.astype(np.float32), b.data.astype(np.float32), atol=1e-3)
+
+
+def test_predict_and_iter_predict_show_every_parameter():
+    """help() lists each option with its type and default; the two functions take the same ones,
+    and every one is documented in predict's docstring."""
+    import inspect
+    import pydoc
+
+    import napari_attnseg
+    from napari_attnseg.inference import iter_predict
+
+    sig = inspect.signature(napari_attnseg.predict)
+    assert sig.parameters == inspect.signature(iter_predict).parameters
+    names = list(sig.parameters)
+    assert names[:2] == ["model", "image"] and len(names) == 17
+    assert "SegmentationModel" in str(sig.parameters["model"].annotation)
+    for p in list(sig.parameters.values())[2:]:
+        assert p.kind is inspect.Parameter.KEYWORD_ONLY and p.annotation is not inspect.Parameter.empty, p
+        assert p.default is not inspect.Parameter.empty, p
+    text = pydoc.render_doc(napari_attnseg.predict, renderer=pydoc.plaintext)
+    for name in names:
+        assert f"{name}:" in text, name
+    assert "precision: 'str' = 'auto'" in text and "probability_dtype: 'str' = 'float16'" in text
+
+
+def test_a_misspelled_option_fails_when_iter_predict_is_called():
+    from napari_attnseg.inference import iter_predict
+
+    model = create_model("unet", spatial_dims=2, features=[4, 8])
+    with pytest.raises(TypeError, match="overlapp"):
+        iter_predict(model, np.zeros((16, 16), np.float32), overlapp=0.5)  # no next() needed
+    with pytest.raises(TypeError):
+        predict(model, np.zeros((16, 16), np.float32), 0.5)  # options are keyword-only

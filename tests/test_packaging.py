@@ -61,3 +61,46 @@ def test_wheel_carries_manifest_and_resources(tmp_path):
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     with zipfile.ZipFile(wheel) as zf:
         assert "napari_attnseg:napari.yaml" in zf.read(entry_points).decode()
+
+
+def test_hard_dependencies_are_imported_by_the_package():
+    """Every hard dependency is imported somewhere in napari_attnseg (or is the Qt binding / the
+    manifest format it needs), and everything the package imports is a dependency."""
+    import ast
+
+    import tomllib
+
+    import napari_attnseg
+
+    deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    names = {d.split(">")[0].split("=")[0].split("[")[0].strip().lower() for d in deps}
+    module_of = {"scikit-image": "skimage", "pyqt5": "PyQt5"}
+    indirect = {"pyqt5", "npe2"}  # the binding behind qtpy; the napari.yaml manifest format
+    imported = set()
+    for path in Path(napari_attnseg.__file__).parent.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                imported.add(node.module.split(".")[0])
+    unused = {n for n in names - indirect if module_of.get(n, n) not in imported}
+    assert not unused, f"required but never imported: {unused}"
+    assert "zarr" not in names and "tqdm" in names
+    third_party = imported - set(sys.stdlib_module_names) - {"napari_attnseg", "napari_builtins"}
+    missing = {m for m in third_party if m not in {module_of.get(n, n) for n in names}}
+    assert not missing, f"imported but not a dependency: {missing}"
+
+
+def test_readers_do_not_claim_other_formats():
+    """No catch-all pattern: TIFF, PNG, NPY and Zarr stay napari's, without a reader question."""
+    from fnmatch import fnmatch
+
+    top = yaml.safe_load((REPO / "napari.yaml").read_text())
+    readers = top["contributions"]["readers"]
+    patterns = [p for r in readers for p in r["filename_patterns"]]
+    assert "*" not in patterns and "" not in patterns
+    for name in ("a.tif", "a.tiff", "a.png", "a.npy", "a.zarr", "a.csv", "noext"):
+        assert not any(fnmatch(name, p.lower()) for p in patterns), name
+    for name in ("a.nii", "a.nii.gz", "a.dcm", "a.ima", "a_predict.json"):
+        assert any(fnmatch(name, p.lower()) for p in patterns), name
+    assert top["on_activate"] == "napari_attnseg._napari.io_hooks:activate"

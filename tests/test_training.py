@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tifffile
 import torch
 
 from napari_attnseg import create_model, load_model, save_model
@@ -293,7 +294,16 @@ def test_cli_train_regions_test_region_and_finetune(tmp_path, capsys):
     assert "split: regions: train img[0:64,0:24]; validation img[0:64,24:32]; test img[0:64,32:64]" in out
     assert "checkpoint:" in out and "validation Dice" in out and "test Dice per class" in out
     card = load_model(tmp_path / "t" / "best.safetensors").card
-    assert card.metrics["test_dice"] >= 0 and card.normalization == {"scheme": "zscore"}
+    assert card.normalization == {"scheme": "zscore"}
+    # the test Dice in the card is the printed one and the one a user measures on the test region
+    printed = float(out.split("test Dice per class: ")[1].split()[0].rstrip(","))
+    assert printed == pytest.approx(card.metrics["test_dice"], abs=5e-5)
+    tifffile.imwrite(tmp_path / "img.tif", img)
+    tifffile.imwrite(tmp_path / "lab.tif", lab)
+    assert cli(["evaluate", "--model", str(tmp_path / "t" / "best.safetensors"), "--image", str(tmp_path / "img.tif"),
+                "--labels", str(tmp_path / "lab.tif"), "--region", "0:64,32:64", "--precision", "fp32", "--json"]) == 0
+    measured = json.loads(capsys.readouterr().out)["dice"]["blob"]
+    assert measured == pytest.approx(card.metrics["test_dice"], abs=1e-3), (measured, card.metrics["test_dice"])
     planned = card.training["epochs_planned"]
     assert card.training["reproduce"].endswith(f"--epochs {planned}") and "--minutes" not in card.training["reproduce"]
     assert card.training["command"].startswith("attnseg train")
@@ -375,7 +385,16 @@ def test_every_architecture_trains(tmp_path, dataset_2d, arch, config):
     res = train(TrainConfig(dataset=str(dataset_2d), out=str(tmp_path / arch), arch=arch, model_config=config,
                             epochs=1, iters_per_epoch=2, batch_size=2, patch=[32, 32]))
     model = load_model(res.checkpoint)
-    assert model.arch == arch and 0 <= res.val_dice_after <= 1
+    assert model.arch == arch and model.card.metrics["val_dice"] == pytest.approx(res.val_dice_after)
+    log = rows(tmp_path / arch / "training_log.csv")
+    assert len(log) == res.epochs and all(np.isfinite(float(r["train_loss"])) for r in log)
+    # the loss the trainer minimises counts the heads and the auxiliary losses, not only the main output
+    torch.manual_seed(0)
+    x, y = torch.randn(2, 1, 32, 32), (torch.rand(2, 32, 32) > 0.5).long()
+    out = model.train().forward_train(x)
+    assert out.heads or torch.is_tensor(out.aux_loss)
+    main_only = out.main_weight * dice_ce_loss(out.logits, y)
+    assert float(total_loss(out, y)) > float(main_only) + 1e-3
 
 
 def test_fp16_loss_scaling_path_and_its_resume(tmp_path, dataset_2d, monkeypatch):

@@ -1,6 +1,14 @@
 """npe2 readers (NIfTI, DICOM series) and writers (Labels to TIFF / NIfTI) over the core's data I/O.
 
 Readers return None for anything they cannot read and never raise on a foreign file.
+
+napari's builtin reader also claims ``*.nii``, ``*.nii.gz``, ``*.dcm`` and ``*.dicom`` (without the
+geometry, the Hounsfield scaling or the series sorting), so napari would ask which reader to use for
+each of them. On first use the plugin records itself as the preferred reader of those patterns in
+napari's settings, where the user has not chosen one (:func:`prefer_plugin_readers`). Folders are
+offered to every reader that accepts directories (npe2 does not match folder names), so napari asks
+which one for a folder, except for Zarr stores (``*.zarr``), recorded as napari's at the same time;
+the DICOM reader returns None for a folder without DICOM files.
 """
 
 from __future__ import annotations
@@ -13,6 +21,41 @@ from ..data import Volume, read_image, write_image
 from ..data.dicom import is_dicom_path
 from ..display import DEFAULT_CT_WINDOW, default_window
 from ..errors import AttnSegError
+
+PLUGIN = "napari-attnseg"
+# patterns napari's builtins claim too, which only this plugin reads with their geometry
+PREFERRED_PATTERNS = ("*.nii", "*.nii.gz", "*.dcm", "*.DCM", "*.dicom", "*.ima", "*.IMA")
+
+
+# folders are offered to every reader that accepts them, this plugin's DICOM reader included; a Zarr
+# store (a folder named *.zarr) stays napari's, as before the plugin was installed
+NAPARI_PATTERNS = ("*.zarr/",)
+
+
+def prefer_plugin_readers(settings=None) -> list[str]:
+    """Make this plugin napari's reader for NIfTI and DICOM files (and napari's own for Zarr folders),
+    never overriding a user's choice.
+
+    Returns the patterns added to ``settings.plugins.extension2reader``.
+    """
+    if settings is None:
+        from napari.settings import get_settings
+
+        settings = get_settings()
+    current = dict(settings.plugins.extension2reader)
+    wanted = {**dict.fromkeys(PREFERRED_PATTERNS, PLUGIN), **dict.fromkeys(NAPARI_PATTERNS, "napari")}
+    added = {p: r for p, r in wanted.items() if p not in current}
+    if added:
+        settings.plugins.extension2reader = {**current, **added}
+    return list(added)
+
+
+def activate(context=None) -> None:
+    """npe2 ``on_activate``: runs once per session, when the plugin is first used."""
+    try:
+        prefer_plugin_readers()
+    except Exception:  # settings unavailable (e.g. read-only): napari keeps asking, nothing breaks
+        pass
 
 
 def _layer(volume: Volume, path: str) -> list[tuple]:

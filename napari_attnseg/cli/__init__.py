@@ -1,12 +1,15 @@
 """The ``attnseg`` command line: one module per sub-command, each thin over the core.
 
 A sub-command module defines ``NAME``, ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``.
+Every failure ends as one line on stderr and exit status 1 (130 when interrupted); set
+``ATTNSEG_DEBUG=1`` to get the traceback of an unexpected error instead.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from .._version import __version__
@@ -41,11 +44,22 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args._run(args) or 0)
     except AttnSegError as exc:
-        print(f"attnseg {args.command}: error: {exc}", file=sys.stderr)
+        print(f"attnseg {args.command}: error: {one_line(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"attnseg {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # a failure nobody anticipated: still one line, the traceback on request
+        if os.environ.get("ATTNSEG_DEBUG"):
+            raise
+        print(f"attnseg {args.command}: error: {type(exc).__name__}: {one_line(exc)} "
+              "(set ATTNSEG_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 1
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception's message on one line."""
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 if __name__ == "__main__":  # pragma: no cover

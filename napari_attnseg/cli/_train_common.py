@@ -8,9 +8,9 @@ import os
 import shlex
 import sys
 
-from ..devices import DEVICE_CHOICES
 from ..errors import InputError
 from ..inference.normalize import NONZERO_SCHEMES, SCHEMES
+from ..options import DEVICES, PRECISIONS
 from ..training.config import TrainConfig
 
 
@@ -35,8 +35,8 @@ def add_budget_and_split(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", help='split file (JSON path or text): {"train": [...], "val": [...], "test": [...]}, '
                    'entries a case id or {"case": ID, "region": BOX}')
     p.add_argument("--normalization", help='JSON, e.g. \'{"scheme": "percentile", "lower": 1, "upper": 99}\'')
-    p.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
-    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
+    p.add_argument("--device", default="auto", choices=DEVICES)
+    p.add_argument("--precision", default="auto", choices=PRECISIONS,
                    help="auto: mixed precision (bf16, else fp16) on CUDA, fp32 elsewhere; bf16 on a CPU is opt-in")
     p.add_argument("--ema", type=float, default=0.0, metavar="DECAY",
                    help="validate and save an exponential moving average of the weights (e.g. 0.99 per step; "
@@ -137,38 +137,54 @@ def is_main_process() -> bool:
 
 
 class ProgressBar:
-    """One line on stderr, redrawn after every step: overall progress, epoch, loss, validation Dice."""
+    """A tqdm bar on stderr over the run's steps, with the epoch, the loss and the validation Dice.
 
-    def __init__(self, stream=None, width: int = 24):
-        self.stream, self.width = stream or sys.stderr, width
+    With ``--minutes`` the number of epochs is known after the first one; until then the bar counts
+    steps without a total. After every epoch one line is written above the bar (what a log keeps).
+    """
+
+    def __init__(self, stream=None):
+        self.stream = stream or sys.stderr
+        self.bar = None
+        self.steps = None  # steps per epoch, from the step reports
         self.val, self.best = None, None
 
-    def step(self, info: dict) -> None:
-        total = info["epochs"]
-        if total:
-            done = (info["epoch"] - 1 + info["step"] / info["steps"]) / total
-            head = f"epoch {info['epoch']}/{total}"
+    def _draw(self, info: dict, position: int | None) -> None:
+        steps = self.steps
+        total = info["epochs"] * steps if (info["epochs"] and steps) else None
+        if self.bar is None:
+            from tqdm import tqdm
+
+            tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+            # in a log file (not a terminal) the bar is redrawn at most once a minute
+            self.bar = tqdm(total=total, unit="step", file=self.stream, dynamic_ncols=True,
+                            mininterval=0.1 if tty else 60.0)
+        bar = self.bar
+        if total != bar.total:
+            bar.total = total
+        if info["epochs"]:
+            head = f"epoch {info['epoch']}/{info['epochs']}"
         else:
-            done = info["elapsed"] / info["budget"]
             head = f"epoch {info['epoch']} ({info['elapsed'] / 60:.1f}/{info['budget'] / 60:.1f} min)"
-        val = "" if self.val is None else f"  val Dice {self.val:.4f} (best {self.best:.4f})"
-        self._draw(min(done, 1.0), f"{head} step {info['step']}/{info['steps']}  loss {info['loss']:.4f}{val}")
+        bar.set_description(head, refresh=False)
+        val = "" if self.val is None else f", val Dice {self.val:.4f} (best {self.best:.4f})"
+        bar.set_postfix_str(f"loss {info['loss']:.4f}{val}", refresh=False)
+        bar.update(max(0, (position if position is not None else bar.n) - bar.n))
+
+    def step(self, info: dict) -> None:
+        self.steps = info["steps"]
+        self._draw(info, (info["epoch"] - 1) * info["steps"] + info["step"])
 
     def epoch(self, info: dict) -> None:
         self.val, self.best = info["val_dice"], info["best"]
-        total = info["epochs"]
-        done = info["epoch"] / total if total else info["elapsed"] / info["budget"]
-        self._draw(min(done, 1.0), f"epoch {info['epoch']}/{total or '?'} done  loss {info['loss']:.4f}  "
-                                   f"val Dice {self.val:.4f} (best {self.best:.4f})")
-        if not self.stream.isatty():  # logs get one line per epoch
-            print(file=self.stream, flush=True)
+        self._draw(info, info["epoch"] * self.steps if self.steps else None)
+        self.bar.write(f"epoch {info['epoch']}/{info['epochs'] or '?'} done  loss {info['loss']:.4f}  "
+                       f"val Dice {self.val:.4f} (best {self.best:.4f})", file=self.stream)
 
-    def _draw(self, done: float, text: str) -> None:
-        if not self.stream.isatty() and "done" not in text:
-            return  # no carriage-return noise in log files
-        bar = "#" * int(self.width * done)
-        print(f"\r[{bar:<{self.width}}] {text}\033[K" if self.stream.isatty() else f"[{bar:<{self.width}}] {text}",
-              end="", file=self.stream, flush=True)
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
 def run_training(cfg) -> int:
@@ -177,14 +193,16 @@ def run_training(cfg) -> int:
 
     main = is_main_process()
     bar = ProgressBar()
-    result = train(cfg, progress=bar.epoch if main else None, on_step=bar.step if main else None)
+    try:
+        result = train(cfg, progress=bar.epoch if main else None, on_step=bar.step if main else None)
+    finally:
+        bar.close()
     if main:
         print_summary(result)
     return 0
 
 
 def print_summary(result) -> None:
-    print(file=sys.stderr)
     before = "n/a (trained from scratch)" if result.val_dice_before is None else f"{result.val_dice_before:.4f}"
     print(f"split: {result.split}")
     print(f"validation Dice: start {before} -> result {result.val_dice_after:.4f} (per class "

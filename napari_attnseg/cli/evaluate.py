@@ -10,14 +10,14 @@ HELP = "Dice per class of a model's prediction against reference labels."
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..devices import DEVICE_CHOICES
+    from ..options import DEVICES, PRECISIONS
 
     parser.add_argument("--model", required=True, help="bundled model name or .safetensors file")
     parser.add_argument("--image", required=True)
     parser.add_argument("--labels", required=True, help="reference labels on the image's grid")
     parser.add_argument("--region", help="array-index box to score, e.g. '0:512,256:512' (a held-out part)")
-    parser.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
-    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
+    parser.add_argument("--device", default="auto", choices=DEVICES)
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS)
     parser.add_argument("--json", action="store_true", help="print JSON")
 
 
@@ -40,11 +40,16 @@ def run(args: argparse.Namespace) -> int:
     if model.out_channels == 2 and labels.max() > 1:
         labels = (labels > 0).astype(np.uint8)
         note = "reference labels have several ids and the model is binary: scored as labels > 0"
+    box = None
+    if args.region:  # checked before the (long) prediction
+        try:
+            box = parse_region(args.region, labels.ndim)
+        except ValueError as exc:
+            raise InputError(f"--region {args.region!r}: {exc}; give a box like '0:512,256:512'.") from None
     pred = predict(model, image.data, spacing=image.spacing, device=args.device, precision=args.precision,
                    return_probabilities=False)
     mask = np.asarray(pred.labels)
-    if args.region:
-        box = parse_region(args.region, labels.ndim)
+    if box is not None:
         mask, labels = mask[box], labels[box]
     dice = dice_per_class(mask, labels, max(model.out_channels, 2))
     classes = pred.classes[1:]

@@ -9,10 +9,12 @@ HELP = "Add an image and its corrected mask to a fine-tuning dataset (nnU-Net, M
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..options import DATASET_FORMATS
+
     parser.add_argument("--image", required=True, help="image file (TIFF, NIfTI) or DICOM folder / file of the series")
     parser.add_argument("--labels", required=True, help="corrected mask (TIFF or NIfTI), same grid as the image")
     parser.add_argument("--dataset", required=True, help="dataset folder (created, or appended to)")
-    parser.add_argument("--format", default="nnunet", choices=("nnunet", "monai", "tiff"))
+    parser.add_argument("--format", default="nnunet", choices=DATASET_FORMATS)
     parser.add_argument("--reviewed-slices", metavar="a,b,c-d",
                         help="axial slices (first array axis = NIfTI k) a person checked, e.g. 3,5,10-12; "
                              "the others become the 'ignore' label")
@@ -22,31 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--channel-names", help="comma-separated channel names for dataset.json "
                                                 "(default: CT for a CT DICOM series, else 'image')")
     parser.add_argument("--source-name", help="name recorded in the manifest (default: the image's file name)")
-    parser.add_argument("--model", help="model name or checkpoint that produced --prediction (its sha256 is recorded)")
+    parser.add_argument("--model", help="model name or checkpoint that produced --prediction (its name and the "
+                                        "sha256 of its weights are recorded)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing case with the same id")
-
-
-def _model_info(spec: str | None) -> dict:
-    if not spec:
-        return {}
-    from pathlib import Path
-
-    p = Path(spec)
-    if p.is_file():
-        import hashlib
-
-        h = hashlib.sha256()
-        with open(p, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        return {"model": p.name, "checkpoint_sha256": h.hexdigest()}
-    from .._paths import models_dir
-
-    try:
-        bundled = models_dir() / f"{spec}.safetensors"
-    except FileNotFoundError:
-        return {"model": spec}
-    return (_model_info(str(bundled)) | {"model": spec}) if bundled.is_file() else {"model": spec}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -54,6 +34,7 @@ def run(args: argparse.Namespace) -> int:
 
     import numpy as np
 
+    from ..checkpoint import model_identity
     from ..correct import parse_slice_ranges
     from ..data import read_image
     from ..data.export import export_case
@@ -71,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         prediction=prediction, case_id=args.case_id,
         label_names=args.label_names.split(",") if args.label_names else None,
         channel_names=channels, source_name=args.source_name or Path(str(args.image).rstrip("/")).name,
-        model_info=_model_info(args.model), overwrite=args.overwrite,
+        model_info=model_identity(args.model) if args.model else {}, overwrite=args.overwrite,
     )
     extra = f", {len(record.reviewed_slices)} reviewed slices, rest 'ignore'" if record.reviewed_slices is not None else ""
     print(f"exported {record.case_id} to {args.dataset} ({args.format}, shape {record.shape}{extra})")

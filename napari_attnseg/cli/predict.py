@@ -11,24 +11,48 @@ HELP = "Segment images (TIFF, NIfTI, DICOM) and write masks, probabilities and a
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..devices import DEVICE_CHOICES
+    from ..options import DEVICES, MODES, PRECISIONS
 
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files (.tif, .nii.gz) or DICOM folders")
     parser.add_argument("--model", required=True, help="bundled model name (see `attnseg models`) or a .safetensors file")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--attention", action="store_true", help="also write one file per attention level")
-    parser.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
+    parser.add_argument("--device", default="auto", choices=DEVICES)
     parser.add_argument("--tile", type=str, default=None, help="tile size, e.g. 256 or 96,96,96 (default: model card)")
     parser.add_argument("--overlap", type=float, default=None, help="tile overlap in [0, 1) (default: model card)")
-    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
-    parser.add_argument("--mode", default=None, choices=("2d", "3d", "slices"))
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS)
+    parser.add_argument("--mode", default=None, choices=MODES)
     parser.add_argument("--tta", action="store_true", help="average over flips (slower, smoother)")
     parser.add_argument("--diameter", type=_diameter, default=None, metavar="D|auto",
                         help="typical object diameter in pixels of the images (they are rescaled to the model "
                              "card's object_diameter and back), or 'auto' to estimate it from a first pass")
+    parser.add_argument("--brain-extraction", choices=("auto", "on", "off"), default="auto",
+                        help="strip skull and scalp before a brain model (auto: as the model card says; an input "
+                             "already skull-stripped is left as it is)")
     parser.add_argument("--no-prob", action="store_true", help="do not write the probability map")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace outputs of an earlier run in --out (default: refuse that input and say so)")
+
+
+class TileProgress:
+    """A tqdm bar of tiles on stderr, as a ``progress(done, total)`` callback; a context manager."""
+
+    def __init__(self, label: str):
+        self.label, self.bar = label, None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc=self.label, unit="tile", file=sys.stderr, dynamic_ncols=True)
+        self.bar.update(done - self.bar.n)
+
+    def __enter__(self) -> TileProgress:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def _diameter(text: str):
@@ -41,12 +65,15 @@ def _diameter(text: str):
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def progress_printer(label: str):
-    def show(done: int, total: int) -> None:
-        bar = "#" * int(24 * done / max(total, 1))
-        print(f"\r{label} [{bar:<24}] {done}/{total} tiles", end="" if done < total else "\n", file=sys.stderr, flush=True)
+def _parse_tile(text: str | None) -> list[int] | None:
+    from ..errors import InputError
 
-    return show
+    if not text:
+        return None
+    try:
+        return [int(t) for t in text.replace("x", ",").split(",")]
+    except ValueError:
+        raise InputError(f"--tile takes sizes like 256 or 96,96,96; got {text!r}.") from None
 
 
 def output_name(src: Path, suffix: str, fmt: str) -> str:
@@ -64,8 +91,8 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import AttnSegError, InputError
     from ..inference import predict
 
+    tile = _parse_tile(args.tile)
     model = load_model(args.model, device=args.device)
-    tile = [int(t) for t in args.tile.split(",")] if args.tile else None
     out = Path(args.out)
     failed = 0
     for src in map(Path, args.inputs):
@@ -78,10 +105,12 @@ def run(args: argparse.Namespace) -> int:
                     "Choose another --out, or pass --overwrite to replace them."
                 )
             vol = read_image(src)
-            pred = predict(model, vol.data, tile=tile[0] if tile and len(tile) == 1 else tile, overlap=args.overlap,
-                           attention=args.attention, device=args.device, precision=args.precision, mode=args.mode,
-                           tta=args.tta, spacing=vol.spacing, diameter=args.diameter, progress=progress_printer(src.name),
-                           return_probabilities=not args.no_prob)
+            with TileProgress(src.name) as progress:
+                pred = predict(model, vol.data, tile=tile[0] if tile and len(tile) == 1 else tile,
+                               overlap=args.overlap, attention=args.attention, device=args.device,
+                               precision=args.precision, mode=args.mode, tta=args.tta, spacing=vol.spacing,
+                               diameter=args.diameter, brain_extraction={"on": True, "off": False}.get(args.brain_extraction),
+                               progress=progress, return_probabilities=not args.no_prob)
             fmt = "tiff" if vol.meta.get("format") == "tiff" else "nifti"
             for old in existing:  # --overwrite: a stale map of a level this model lacks must not linger
                 old.unlink()

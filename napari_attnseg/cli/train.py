@@ -18,13 +18,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default="{}", help='architecture options as JSON, e.g. \'{"features": [16, 32, 64, 128, 256]}\'')
 
 
-def run(args: argparse.Namespace) -> int:
+def architecture_options(text: str, dims: int | None) -> tuple[dict, int | None]:
+    """``--config`` as a dict of architecture options, and the spatial dimensions from ``--dims`` or
+    from the config's ``spatial_dims`` (the two must agree); the dataset sets the channels."""
     from ..errors import InputError
-    from ..training import TrainConfig
 
     try:
-        model_config = json.loads(args.config)
+        config = json.loads(text)
     except ValueError as exc:
         raise InputError(f"--config is not valid JSON: {exc}") from None
-    cfg = TrainConfig(arch=args.arch, model_config=model_config, spatial_dims=args.dims, **config_kwargs(args))
+    if not isinstance(config, dict):
+        raise InputError(f"--config takes a JSON object, e.g. '{{\"features\": [16, 32, 64]}}'; got {text!r}.")
+    config = dict(config)
+    if "spatial_dims" in config:
+        given = config.pop("spatial_dims")
+        if given not in (2, 3):
+            raise InputError(f"--config spatial_dims must be 2 or 3; got {given!r}.")
+        if dims is not None and dims != given:
+            raise InputError(f"--dims {dims} and --config spatial_dims {given} disagree; give one of them.")
+        dims = given
+    fixed = sorted({"in_channels", "out_channels"} & set(config))
+    if fixed:
+        raise InputError(f"--config cannot set {' or '.join(fixed)}: the dataset's channels and classes decide them.")
+    return config, dims
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..training import TrainConfig
+
+    model_config, dims = architecture_options(args.config, args.dims)
+    cfg = TrainConfig(arch=args.arch, model_config=model_config, spatial_dims=dims, **config_kwargs(args))
     return run_training(cfg)

@@ -28,8 +28,9 @@ import numpy as np
 
 from ..errors import DatasetError, InputError
 from .export import detect_format
-from .io import Volume, read_image
+from .io import read_image
 from .manifest import JOURNAL, MANIFEST, dataset_lock, read_manifest, recover
+from .volume import Volume
 
 
 @dataclass

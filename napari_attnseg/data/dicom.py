@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from .volume import Volume
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 DICOM_SUFFIXES = (".dcm", ".ima", ".dicom")
@@ -49,8 +50,6 @@ def _position(ds) -> np.ndarray:
 
 def read_dicom_series(path: Path):
     import pydicom
-
-    from .io import Volume
 
     path = Path(path)
     target_uid = None

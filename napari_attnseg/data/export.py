@@ -27,6 +27,7 @@ import numpy as np
 
 from .._version import __version__
 from ..errors import DatasetError, InputError
+from ..options import DATASET_FORMATS
 from .io import write_image
 from .manifest import (
     JOURNAL,
@@ -41,7 +42,7 @@ from .manifest import (
 
 __all__ = ["FORMATS", "CaseRecord", "array_sha256", "detect_format", "export_case", "write_json_atomic"]
 
-FORMATS = ("nnunet", "monai", "tiff")
+FORMATS = DATASET_FORMATS
 _CASE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 MANIFEST_VERSION = 1
 

@@ -9,32 +9,17 @@ source's affine. Every write goes to a temporary name first and is then renamed.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from ..errors import InputError
+from .volume import Volume
+
+__all__ = ["Volume", "can_read", "image_format", "read_image", "stem", "write_image"]
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 TIFF_SUFFIXES = (".tif", ".tiff")
-
-
-@dataclass
-class Volume:
-    """An image with its geometry.
-
-    ``data``: (z, y, x) or (y, x) array (a copy-on-write memory map for large uncompressed TIFFs).
-    ``spacing``: voxel size per array axis. ``affine``: NIfTI-style (RAS) 4x4 mapping the *stored*
-    (i, j, k) indices to millimetres, or None (TIFF). ``meta``: ``source_path``, ``format`` (nifti,
-    tiff, dicom), ``axis_order`` and format details (``meta["nifti"]``: header codes to write back).
-    """
-
-    data: np.ndarray
-    spacing: tuple[float, ...]
-    affine: np.ndarray | None = None
-    meta: dict[str, Any] = field(default_factory=dict)
 
 
 def image_format(path: str | os.PathLike) -> str | None:

@@ -13,12 +13,11 @@ import numpy as np
 
 from .._files import atomic_write
 from ..errors import InputError
+from .volume import Volume
 
 
 def read_nifti(p: Path):
     import nibabel as nib
-
-    from .io import Volume
 
     img = nib.load(str(p))
     header = img.header

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from .._files import atomic_write
+from .volume import Volume
 
 # Below this size the file is simply read; above it an uncompressed, contiguous file is mapped.
 MEMMAP_MIN_BYTES = 16 * 2**20
@@ -34,8 +35,6 @@ def _spacing(tif, ndim: int) -> list[float]:
 
 def read_tiff(p: Path):
     import tifffile
-
-    from .io import Volume
 
     with tifffile.TiffFile(str(p)) as tif:
         series = tif.series[0]

@@ -14,8 +14,7 @@ import torch
 from torch import nn
 
 from ..errors import Cancelled, InputError
-
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+from ..options import PRECISIONS
 
 
 @functools.lru_cache(maxsize=1)

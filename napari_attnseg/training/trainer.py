@@ -492,7 +492,7 @@ class Trainer:
         self.model.train()
 
 
-def train(cfg: TrainConfig, progress=None, cancel=None, on_step=None) -> TrainResult:
+def train(cfg: TrainConfig, *, progress: Callable[[dict], Any] | None = None, cancel: Any = None, on_step: Callable[[dict], Any] | None = None) -> TrainResult:
     """Train (or fine-tune, when ``cfg.start_model`` is set) and return the result summary.
 
     ``progress`` gets a dict after every epoch (epoch, epochs, loss, val_dice, val_dice_per_class, best,

@@ -1,0 +1,81 @@
+"""One batch of tiles through the network: reading and normalising the tiles, the forward pass under
+the chosen precision, softmax (or sigmoid), and averaging over flips (test-time augmentation)."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import torch
+
+from ..errors import Cancelled
+from .normalize import apply_stats
+from .precision import autocast_context
+
+
+def read_tile(image, start, tile, chan_axis: bool, stats) -> np.ndarray:
+    """Read one tile (C, *tile) from the image, normalised, edge-padded where it passes the end."""
+    spatial = image.shape[1:] if chan_axis else image.shape
+    region = tuple(slice(p, min(p + t, s)) for p, t, s in zip(start, tile, spatial))
+    data = np.asarray(image[(slice(None), *region)] if chan_axis else image[region])
+    if not chan_axis:
+        data = data[None]
+    data = apply_stats(data, stats) if stats is not None else np.asarray(data, np.float32)
+    pads = [(0, 0)] + [(0, t - (r.stop - r.start)) for t, r in zip(tile, region)]
+    if any(p[1] for p in pads):
+        data = np.pad(data, pads, mode="edge")
+    return data
+
+
+def flip_sets(nd: int, tta: bool) -> list[tuple[int, ...]]:
+    """The identity, and with ``tta`` every non-empty set of spatial axes (of a (B, C, ...) tensor)."""
+    return [()] + ([tuple(c) for r in range(1, nd + 1) for c in itertools.combinations(range(2, 2 + nd), r)]
+                   if tta else [])
+
+
+def run_batch(net, x: np.ndarray, mode: str, dev, prec: str, attention: bool, tta: bool, n_classes: int, cancel,
+              to_numpy: bool = True):
+    """Run the model on a batch of tiles; returns probabilities (B, K, *tile) and maps (B, *map), as
+    NumPy arrays, or as float32 tensors on ``dev`` with ``to_numpy=False``."""
+    xt = torch.from_numpy(x).to(dev, non_blocking=True)
+    squeeze = mode == "slices"
+    if squeeze:
+        xt = xt[:, :, 0]
+    nd = xt.dim() - 2
+    flips = flip_sets(nd, tta)
+    prob_sum = None
+    map_sum: dict[str, torch.Tensor] = {}
+    with torch.inference_mode(), autocast_context(dev, prec):
+        for f in flips:
+            if cancel is not None and cancel.cancelled:
+                raise Cancelled("Prediction cancelled; no output was written.")
+            inp = torch.flip(xt, f) if f else xt
+            inp = inp.contiguous(memory_format=torch.channels_last if nd == 2 else torch.channels_last_3d)
+            if attention:
+                logits, maps = net(inp, return_attention=True)
+            else:
+                logits, maps = net(inp), {}
+            logits = logits.float()
+            p = torch.softmax(logits, 1) if n_classes > 1 else torch.cat([1 - torch.sigmoid(logits), torch.sigmoid(logits)], 1)
+            if f:
+                p = torch.flip(p, f)
+            prob_sum = p if prob_sum is None else prob_sum + p
+            for name, m in maps.items():
+                m = m.float()
+                if f:
+                    m = torch.flip(m, f)
+                m = m.mean(1)  # several gates (heads) per level are shown as their mean
+                map_sum[name] = map_sum.get(name, 0) + m
+    n = len(flips)
+    if not to_numpy:
+        probs, maps_t = prob_sum / n, {k: v / n for k, v in map_sum.items()}
+        if squeeze:
+            probs = probs[:, :, None]
+            maps_t = {k: v[:, None] for k, v in maps_t.items()}
+        return probs.contiguous(), maps_t
+    probs = (prob_sum / n).cpu().numpy()
+    maps_np = {k: (v / n).cpu().numpy() for k, v in map_sum.items()}
+    if squeeze:
+        probs = probs[:, :, None]
+        maps_np = {k: v[:, None] for k, v in maps_np.items()}
+    return probs, maps_np

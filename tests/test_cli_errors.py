@@ -1,0 +1,127 @@
+"""Every user-facing failure of the ``attnseg`` CLI is one line on stderr and exit status 1, never a
+traceback (the cases of issue 22, and a failure nobody anticipated)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+from napari_attnseg import create_model, save_model
+from napari_attnseg.cli import main
+from napari_attnseg.data.export import export_case
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = {"features": [4, 8, 16]}
+
+
+def one_error_line(err: str, command: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"attnseg {command}: error: ") and "Traceback" not in err, err
+    return lines[0]
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    rng = np.random.default_rng(0)
+    mask = np.zeros((48, 48), np.uint8)
+    mask[10:30, 12:34] = 1
+    image = (mask * 100 + rng.normal(300, 30, mask.shape)).astype(np.float32)
+    export_case(image, mask, tmp_path / "ds", "tiff", case_id="img", label_names=["background", "blob"])
+    return tmp_path / "ds"
+
+
+@pytest.fixture
+def model2d(tmp_path):
+    torch.manual_seed(0)
+    model = create_model("unet", spatial_dims=2, features=[4, 8]).eval()
+    path = tmp_path / "m.safetensors"
+    save_model(model, path, card={"name": "m", "tile": [32, 32]})
+    return path
+
+
+@pytest.mark.parametrize("extra, says", [
+    (["--dims", "3", "--config", '{"spatial_dims": 2}'], "--dims 3 and --config spatial_dims 2 disagree"),
+    (["--config", '{"spatial_dims": 4}'], "spatial_dims must be 2 or 3"),
+    (["--config", '{"in_channels": 3}'], "cannot set in_channels"),
+    (["--config", "[16, 32]"], "takes a JSON object"),
+    (["--config", "{features: [4]}"], "not valid JSON"),
+])
+def test_train_option_conflicts_are_one_line(tmp_path, dataset, capsys, extra, says):
+    rc = main(["train", str(dataset), "--arch", "attention_unet", "--out", str(tmp_path / "o"), *extra])
+    line = one_error_line(capsys.readouterr().err, "train")
+    assert rc == 1 and says in line
+    assert not (tmp_path / "o" / "best.safetensors").exists()
+
+
+def test_train_takes_spatial_dims_from_the_config(tmp_path, dataset, capsys):
+    """The issue's command: ``--config '{"spatial_dims": 2}'`` without ``--dims`` used to end in
+    "got multiple values for keyword argument 'spatial_dims'"; now it trains a 2D model."""
+    from napari_attnseg import load_model
+
+    rc = main(["train", str(dataset), "--arch", "unet", "--config", json.dumps({"spatial_dims": 2, **TINY}),
+               "--out", str(tmp_path / "o"), "--epochs", "1", "--iters-per-epoch", "1", "--batch", "1",
+               "--patch", "32,32", "--device", "cpu"])
+    assert rc == 0, capsys.readouterr().err
+    assert load_model(tmp_path / "o" / "best.safetensors").spatial_dims == 2
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_predict_on_a_device_this_machine_lacks_is_one_line(tmp_path, model2d):
+    """Run as a user does (a separate process, no CUDA visible)."""
+    tifffile.imwrite(tmp_path / "a.tif", np.zeros((32, 32), np.uint8))
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": str(REPO)}
+    env.pop("ATTNSEG_DEBUG", None)
+    proc = subprocess.run([sys.executable, "-m", "napari_attnseg.cli", "predict", str(tmp_path / "a.tif"),
+                           "--model", str(model2d), "--out", str(tmp_path / "out"), "--device", "cuda"],
+                          capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
+    line = one_error_line(proc.stderr, "predict")
+    assert proc.returncode == 1 and "'cuda' is not available on this machine" in line and "cpu" in line
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("region, says", [
+    ("a:b", "--region 'a:b'"),
+    ("0:5,0:5,0:5", "has 3 axes; the data has 2"),
+])
+def test_evaluate_with_a_bad_region_is_one_line_before_predicting(tmp_path, model2d, capsys, monkeypatch, region, says):
+    import napari_attnseg.inference as inference
+
+    tifffile.imwrite(tmp_path / "a.tif", np.zeros((32, 32), np.uint8))
+    tifffile.imwrite(tmp_path / "l.tif", np.zeros((32, 32), np.uint8))
+    monkeypatch.setattr(inference, "predict", lambda *a, **k: pytest.fail("predicted before checking --region"))
+    rc = main(["evaluate", "--model", str(model2d), "--image", str(tmp_path / "a.tif"), "--labels",
+               str(tmp_path / "l.tif"), "--region", region, "--device", "cpu"])
+    line = one_error_line(capsys.readouterr().err, "evaluate")
+    assert rc == 1 and says in line
+
+
+def test_predict_with_a_bad_tile_is_one_line(tmp_path, model2d, capsys):
+    rc = main(["predict", str(tmp_path / "a.tif"), "--model", str(model2d), "--out", str(tmp_path / "o"),
+               "--tile", "big"])
+    assert rc == 1 and "--tile takes sizes like 256" in one_error_line(capsys.readouterr().err, "predict")
+
+
+def test_an_unexpected_failure_is_one_line_and_the_traceback_is_on_request(tmp_path, model2d, capsys, monkeypatch):
+    import napari_attnseg.checkpoint as checkpoint
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("something\nunexpected")
+
+    monkeypatch.setattr(checkpoint, "load_model", broken)
+    argv = ["predict", str(tmp_path / "a.tif"), "--model", str(model2d), "--out", str(tmp_path / "o")]
+    monkeypatch.delenv("ATTNSEG_DEBUG", raising=False)
+    assert main(argv) == 1
+    line = one_error_line(capsys.readouterr().err, "predict")
+    assert "RuntimeError: something unexpected" in line and "ATTNSEG_DEBUG=1" in line
+    monkeypatch.setenv("ATTNSEG_DEBUG", "1")
+    with pytest.raises(RuntimeError):
+        main(argv)
