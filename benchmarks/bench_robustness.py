@@ -50,6 +50,12 @@ FOV = {  # name -> f(raw image) -> (changed image, g(labels on the changed grid)
     "field of view +32 voxels each side": lambda x: _pad(x, 32),
     "field of view cropped to the brain + 4": lambda x: _crop(x, 4),
 }
+SKULL_SEED = 20261202  # used by no training run
+SKULL = {  # brain only: the 1 mm MNI T1 wrapped in synthetic CSF, skull, scalp fat and skin
+    "skull and scalp (synthetic), brain extraction off": False,
+    "skull and scalp (synthetic), brain extraction auto": None,
+}
+FOV.update({name: (lambda x: _skull(x)) for name in SKULL})
 FOV_2D = {"field of view +32 voxels each side"}  # the crop row needs an empty background around the object
 NORMALISED = {"contrast x0.9": (0.9, 0.0), "contrast x1.1": (1.1, 0.0), "brightness -0.05": (1.0, -0.05),
               "brightness +0.05": (1.0, 0.05)}
@@ -81,6 +87,14 @@ def _crop(x: np.ndarray, margin: int):
     return x[box], back
 
 
+def _skull(x: np.ndarray):
+    from napari_attnseg.training.synthhead import wrap_in_head
+
+    head, _, pad = wrap_in_head(x, (1.0, 1.0, 1.0), SKULL_SEED)
+    inner = tuple(slice(int(b), int(b) + s) for (b, _), s in zip(pad, x.shape))
+    return head, lambda lab: lab[inner]
+
+
 def _shown(path: str) -> str:
     """A model path as the results file records it: relative to the repository when inside it."""
     p = Path(path).resolve() if path else None
@@ -102,8 +116,7 @@ def _cases(nuclei_model, brain_model):
     return out
 
 
-def score(model, image, spacing, ref, region, n_classes, normalised=None, fov=None) -> list[float]:
-    kw = {}
+def score(model, image, spacing, ref, region, n_classes, normalised=None, fov=None, **kw) -> list[float]:
     back = None
     if fov is not None:
         image, back = fov(image)
@@ -124,10 +137,13 @@ def main() -> None:
     ap.add_argument("--nuclei-model", default=str(models / "nuclei-2d.safetensors"), help="'' to skip")
     ap.add_argument("--brain-model", default=str(models / "brain-mri-3d.safetensors"), help="'' to skip")
     ap.add_argument("--name", default="robustness")
+    ap.add_argument("--only", default="", help="run only the rows whose name contains this text")
     args = ap.parse_args()
     cases = _cases(args.nuclei_model, args.brain_model)
     rows = []
     for label in [*RAW, *FOV, *NORMALISED]:
+        if args.only and args.only not in label and label != "none":
+            continue
         row = {"change": f"{label} (after normalisation)" if label in NORMALISED else label}
         for name, (model, img, spacing, ref, region, k) in cases.items():
             if label in RAW:
@@ -136,7 +152,8 @@ def main() -> None:
                 if k == 2 and label not in FOV_2D:
                     row[f"{name} Dice"] = "-"
                     continue
-                d = score(model, img, spacing, ref, region, k, fov=FOV[label])
+                extra = {"brain_extraction": SKULL[label]} if label in SKULL else {}
+                d = score(model, img, spacing, ref, region, k, fov=FOV[label], **extra)
             else:
                 d = score(model, img, spacing, ref, region, k, normalised=NORMALISED[label])
             if k == 2:

@@ -247,3 +247,28 @@ def test_flip_averaging_option_reaches_the_engine(widget, qtbot, tiny_checkpoint
     assert mask.metadata["attnseg"]["params"]["tta"] is True
     ref = predict(load_model(path), img, tta=True, device="cpu")
     np.testing.assert_array_equal(mask.data, np.asarray(ref.labels))
+
+
+def test_object_diameter_field_rescales_for_models_that_know_their_object_size(widget, qtbot, tiny_checkpoint):
+    """The field shows only for a model whose card has object_diameter; a bad value is a message; a
+    given diameter reaches the engine, which rescales (here 2x: nuclei drawn twice as wide)."""
+    from napari_attnseg._paths import samples_dir
+    from napari_attnseg.data import read_image
+
+    viewer, w = widget
+    path = samples_dir() / "nuclei2d_image.tif"
+    if "nuclei-2d" not in w.model_names() or not path.exists():
+        pytest.skip("no bundled nuclei model or sample")
+    crop = read_image(path).data[:96, :96]
+    viewer.add_image(np.kron(crop, np.ones((2, 2), crop.dtype)), name="big nuclei")
+    w.add_model(tiny_checkpoint(2))
+    assert not w.diameter_edit.visible and not w.diameter_edit.native.isVisibleTo(w)
+    w.model_combo.value = "nuclei-2d"
+    assert w.diameter_edit.native.isVisibleTo(w) and "25" in w.diameter_edit.native.placeholderText()
+    w.diameter_edit.value = "wide"
+    assert w.run() is None and "Object diameter" in w.messages[-1]
+    w.diameter_edit.value = "50"
+    run_and_wait(qtbot, w)
+    pred = w.last_prediction
+    assert pred.params["diameter_used"] == 50 and pred.params["scale"] == pytest.approx(25.12 / 50, rel=0.01)
+    assert pred.labels.shape == (192, 192) and "px wide" in w.status.value

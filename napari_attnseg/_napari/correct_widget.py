@@ -28,10 +28,10 @@ from qtpy.QtWidgets import QVBoxLayout, QWidget
 
 from .. import correct
 from ..errors import AttnSegError
+from ..options import DATASET_FORMATS
 from ._common import docked_widgets, error_message, notify_error, notify_info, set_choices
 
 REVIEWED_KEY = "reviewed_slices"
-FORMATS = ("nnunet", "monai", "tiff")
 
 
 def _button(text: str, slot, tooltip: str | None = None) -> PushButton:
@@ -100,7 +100,7 @@ class CorrectWidget(QWidget):
                                                  "(e.g. 'background, tumour'). Saved in the dataset and in the card "
                                                  "of a model fine-tuned on it.")
         self.dataset_edit = FileEdit(label="Dataset folder", mode="d", value="")
-        self.format_combo = ComboBox(label="Format", choices=list(FORMATS), value="nnunet")
+        self.format_combo = ComboBox(label="Format", choices=list(DATASET_FORMATS), value="nnunet")
         self.case_edit = LineEdit(label="Case id", value="")
         self.case_edit.native.setPlaceholderText("next free case id")
         self.export_button = _button("Export", self.export)
@@ -323,6 +323,7 @@ class CorrectWidget(QWidget):
         return names
 
     def export(self):
+        from ..checkpoint import model_identity
         from ..data.export import export_case
 
         layer = self.labels_layer()
@@ -353,7 +354,7 @@ class CorrectWidget(QWidget):
             "case_id": self.case_edit.value.strip() or None,
             "label_names": names,
             "source_name": Path(str(meta.get("source_path", img_name))).name,
-            "model_info": {"model": info.get("model"), "checkpoint_sha256": info.get("checkpoint_sha256")},
+            "model_info": model_identity(info) if info else None,
         }
         image, labels, fmt = np.asarray(image_layer.data), np.array(layer.data), self.format_combo.value
 

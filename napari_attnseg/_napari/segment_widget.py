@@ -11,6 +11,7 @@ from magicgui.widgets import (
     Container,
     FloatSpinBox,
     Label,
+    LineEdit,
     ProgressBar,
     PushButton,
     SpinBox,
@@ -21,10 +22,10 @@ from napari.utils import progress as napari_progress
 from qtpy.QtCore import QTimer, Signal
 from qtpy.QtWidgets import QFileDialog, QMessageBox, QVBoxLayout, QWidget
 
-from ..devices import DEVICE_CHOICES, available_devices
+from .. import options
+from ..devices import available_devices
 from ..display import WINDOW_PRESETS, is_hounsfield, window_limits
 from ..errors import AttnSegError, Cancelled
-from ..inference import MODES as ENGINE_MODES
 from ..inference import CancelToken, iter_predict
 from ..layers import data_hash, prediction_layers
 from ._common import (
@@ -37,7 +38,7 @@ from ._common import (
     upsert_layer,
 )
 
-MODES = ("auto", *ENGINE_MODES)
+MODES = ("auto", *options.MODES)
 
 
 class _Failed:
@@ -77,9 +78,15 @@ class SegmentWidget(QWidget):
         # two lines always fit, also when other panels squeeze the dock
         self.model_info.native.setMinimumHeight(2 * self.model_info.native.fontMetrics().lineSpacing() + 6)
         self.load_button = PushButton(text="Load checkpoint...", label="")
+        self.diameter_edit = LineEdit(label="Object diameter", value="", visible=False,
+                                      tooltip="Typical object diameter in pixels of this image, or 'auto' to estimate "
+                                              "it from a first pass; empty: the image is used at its own scale. The "
+                                              "image is rescaled to the size the model learnt and the results back.")
+        self.diameter_edit.native.setPlaceholderText("px, or auto")
+        self.estimate_button = PushButton(text="Estimate the size and run", visible=False)
         have = available_devices()
         self.device_combo = ComboBox(label="Device", choices=[(d if d in have or d == "auto" else f"{d} (not available)", d)
-                                                              for d in DEVICE_CHOICES], value="auto")
+                                                              for d in options.DEVICES], value="auto")
         self.mode_combo = ComboBox(label="Mode", choices=list(MODES), value="auto")
         self.advanced_box = CheckBox(text="Advanced settings", value=False)
         self.tile_spin = SpinBox(label="Tile size", min=0, max=1024, value=0,
@@ -98,6 +105,7 @@ class SegmentWidget(QWidget):
         self.status.native.setWordWrap(True)
         self.form = Container(widgets=[
             self.image_combo, self.window_combo, self.model_combo, self.model_info, self.load_button,
+            self.diameter_edit, self.estimate_button,
             self.device_combo, self.mode_combo, self.advanced_box, self.advanced, self.attention_box,
             self.pixel_box, Container(widgets=[self.run_button, self.cancel_button], layout="horizontal", labels=False),
             self.progress_bar, self.status,
@@ -117,6 +125,7 @@ class SegmentWidget(QWidget):
         self.window_combo.changed.connect(self._apply_window)
         self.load_button.changed.connect(lambda *_: self._load_checkpoint_dialog())
         self.run_button.changed.connect(lambda *_: self.run())
+        self.estimate_button.changed.connect(lambda *_: self.estimate_and_run())
         self.cancel_button.changed.connect(lambda *_: self.cancel())
         self.pixel_box.changed.connect(self._toggle_pixel_tool)
         self._model_changed()
@@ -168,6 +177,10 @@ class SegmentWidget(QWidget):
     def _model_changed(self, *_) -> None:
         self.model_info.value = self._descriptions.get(self.model_combo.value or "", "")
         model = self._current_model(quiet=True)
+        sized = model is not None and getattr(model.card, "object_diameter", None) is not None
+        self.diameter_edit.visible = self.estimate_button.visible = sized
+        if sized:
+            self.diameter_edit.native.setPlaceholderText(f"px, or auto (model: {model.card.object_diameter:g} px)")
         has_pixel = model is not None and hasattr(model, "pixel_attention")
         self.pixel_box.enabled = has_pixel
         if not has_pixel:
@@ -254,6 +267,15 @@ class SegmentWidget(QWidget):
         if checked is None:
             return None
         layer, model = checked
+        diameter = None
+        if getattr(model.card, "object_diameter", None) is not None and self.diameter_edit.value.strip():
+            from ..inference.diameter import check_diameter
+
+            try:
+                diameter = check_diameter(self.diameter_edit.value)
+            except AttnSegError as exc:
+                notify_error(f"Object diameter: {exc}")
+                return None
         mode = self.mode_combo.value
         kwargs = {
             "mode": None if mode == "auto" else mode,
@@ -263,6 +285,7 @@ class SegmentWidget(QWidget):
             "tta": self.tta_box.value,
             "device": self.device_combo.value,
             "spacing": tuple(layer.scale) if getattr(model.card, "spacing", None) is not None else None,
+            "diameter": diameter,
         }
         self._token = CancelToken()
         image = layer.data
@@ -307,7 +330,10 @@ class SegmentWidget(QWidget):
                 return
             self.last_prediction = pred
             self._show(model, pred, name, where, geometry, then=lambda: self._finish_run(True))
-            msg = f"{name}: {pred.params['tiles']} tiles on {pred.device} ({pred.precision}) in {pred.timings['total_s']:.1f} s"
+            msg = f"{name}: {pred.params.get('tiles', '?')} tiles on {pred.device} ({pred.precision}) in {pred.timings['total_s']:.1f} s"
+            used = pred.params.get("diameter_used")
+            if used is not None:
+                msg += f"; objects {used:.1f} px wide, rescaled x{pred.params.get('scale', 1):.2f}"
             self.status.value = msg
             for w in pred.warnings:
                 notify_warning(f"{name}: {w}")
@@ -333,6 +359,11 @@ class SegmentWidget(QWidget):
         self.worker = worker
         worker.start()
         return worker
+
+    def estimate_and_run(self):
+        """Estimate the objects' size from a first pass and segment at the scale the model learnt."""
+        self.diameter_edit.value = "auto"
+        return self.run()
 
     def _finish_run(self, ok: bool) -> None:
         self.run_button.enabled = True
