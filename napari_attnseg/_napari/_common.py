@@ -4,12 +4,12 @@ finding the other panels, and the workers' conventions."""
 from __future__ import annotations
 
 import numpy as np
-from napari.layers import Image, Labels
+from napari.layers import Image, Labels, Points
 from napari.utils.notifications import show_error, show_info, show_warning
 
 from ..layers import Placement
 
-LAYER_TYPES = {"image": Image, "labels": Labels}
+LAYER_TYPES = {"image": Image, "labels": Labels, "points": Points}
 
 
 def placement_of(layer) -> Placement:

@@ -109,8 +109,11 @@ class CorrectWidget(QWidget):
             Label(value="<b>Export for fine-tuning</b>"), self.class_names_edit, self.dataset_edit,
             self.format_combo, self.case_edit, self.export_button, self.export_bar,
         ])
-        self.form = Container(widgets=[Container(widgets=[self.labels_combo, self.image_combo]), helpers, review, export],
-                              labels=False)
+        from .prompt_mode import PromptMode
+
+        self.prompt = PromptMode(self)
+        self.form = Container(widgets=[Container(widgets=[self.labels_combo, self.image_combo]), self.prompt.container,
+                                       helpers, review, export], labels=False)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.form.native)

@@ -1,0 +1,293 @@
+"""Click to fix: point prompts in the Correct tab.
+
+A Points layer ``<image> prompts`` shows the clicks (green positive, red negative). A click on the
+image adds a positive point (Shift+click, a right click or the *Negative* toggle: a negative one); each
+click re-runs the promptable model on a crop around the object in a worker thread and writes only
+that object's voxels into the mask through the layer's history (Ctrl+Z undoes a click's change).
+*Undo last click* removes the point and restores the mask before it; *New object* starts a fresh set
+of clicks. The modulated attention of the finest level is shown as ``<image> prompt attention``.
+Everything computed here is :func:`napari_attnseg.prompts.segment_with_prompts`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from magicgui.widgets import CheckBox, ComboBox, Container, Label, PushButton
+from napari.qt.threading import thread_worker
+
+from ..errors import AttnSegError
+from ._common import error_message, notify_error, placement_of, set_choices, upsert_layer
+
+POSITIVE, NEGATIVE = "#30d060", "#ff4040"
+
+
+def promptable_models(viewer) -> dict[str, object]:
+    """Bundled promptable models and the segment panel's loaded ones that are promptable: name -> entry."""
+    from ..models.registry import bundled_models
+    from ..prompts import is_promptable
+    from ._common import find_docked
+    from .segment_widget import SegmentWidget
+
+    found: dict[str, object] = {n: n for n, card in bundled_models().items() if (card.get("config") or {}).get("prompts")}
+    seg = find_docked(viewer, SegmentWidget)
+    if seg is not None:
+        for label in seg.model_names():
+            entry = seg.model_entry(label)
+            if not isinstance(entry, str) and is_promptable(entry):
+                found.setdefault(label, entry)
+    return found
+
+
+class PromptMode:
+    """The click-to-fix controls and their state; ``corr`` is the Correct panel it belongs to."""
+
+    def __init__(self, corr):
+        self.corr = corr
+        self.viewer = corr.viewer
+        self._entries: dict[str, object] = {}
+        self._loaded: dict[str, object] = {}
+        self.points_layer = None
+        self.clicks: list[tuple[tuple[float, ...], int]] = []  # (image index coordinates, 1 | 0), newest last
+        self.object_value: int | None = None
+        self.previous: np.ndarray | None = None  # this object's mask before its first click
+        self.applied = 0  # clicks whose change is in the mask's history (for Undo last click)
+        self.busy = False
+        self.pending = False
+        self.last_result = None
+        self.worker = None
+
+        self.model_combo = ComboBox(label="Prompt model", choices=[])
+        self.enable_box = CheckBox(text="Click to fix (prompt mode)", value=False)
+        self.negative_box = CheckBox(text="Negative clicks (or Shift+click / right click)", value=False)
+        self.undo_button = PushButton(text="Undo last click")
+        self.new_button = PushButton(text="New object")
+        self.status = Label(value="")
+        self.status.native.setWordWrap(True)
+        self.container = Container(widgets=[
+            Label(value="<b>Click to fix</b>"), Container(widgets=[self.model_combo]), self.enable_box,
+            self.negative_box, Container(widgets=[self.undo_button, self.new_button], layout="horizontal", labels=False),
+            self.status,
+        ], labels=False)
+        self.enable_box.changed.connect(self._toggle)
+        self.undo_button.changed.connect(lambda *_: self.undo_last_click())
+        self.new_button.changed.connect(lambda *_: self.new_object())
+        self.model_combo.changed.connect(lambda *_: self.new_object())
+        self.refresh_models()
+
+    # -- models ---------------------------------------------------------------------------------
+    def refresh_models(self) -> None:
+        try:
+            self._entries = promptable_models(self.viewer)
+        except Exception:  # the prompts package could not be imported: say so, stay disabled
+            self._entries = {}
+        set_choices(self.model_combo, list(self._entries))
+        ok = bool(self._entries)
+        self.enable_box.enabled = ok
+        if not ok:
+            self.enable_box.value = False
+            self.status.value = ("No promptable model: ship one (nuclei-2d-prompt) or fine-tune one with "
+                                 "`attnseg finetune DATASET --model M --prompts`.")
+
+    def model(self):
+        from ..checkpoint import load_model
+        from ..prompts import is_promptable
+
+        name = self.model_combo.value
+        entry = self._entries.get(name)
+        if entry is None:
+            return None
+        if isinstance(entry, str):
+            entry = self._loaded.get(name) or load_model(entry, device="cpu")
+            self._loaded[name] = entry
+        if not is_promptable(entry):
+            raise AttnSegError(f"The model {name!r} is not promptable.")
+        return entry
+
+    # -- layers ---------------------------------------------------------------------------------
+    def _image_layer(self):
+        name = self.corr.image_combo.value
+        return self.viewer.layers[name] if name in self.viewer.layers else None
+
+    def _toggle(self, on: bool) -> None:
+        image = self._image_layer()
+        if on and image is None:
+            notify_error("Prompt mode needs an image layer: choose one in the Image field above.")
+            self.enable_box.value = False
+            return
+        if on:
+            self.points_layer = upsert_layer(self.viewer, np.empty((0, image.ndim)), {
+                "name": f"{image.name} prompts", "size": 8, "face_color": POSITIVE, "border_color": "white",
+                **{k: getattr(image, k) for k in ("scale", "translate")}}, "points")
+            self.points_layer.mode = "pan_zoom"  # the clicks are ours: napari must not add points itself
+            if self._on_click not in self.points_layer.mouse_drag_callbacks:
+                self.points_layer.mouse_drag_callbacks.append(self._on_click)
+            self.viewer.layers.selection.active = self.points_layer
+            self.status.value = "Click an object to segment it; Shift+click or right click where it should not be."
+        elif self.points_layer is not None and self._on_click in self.points_layer.mouse_drag_callbacks:
+            self.points_layer.mouse_drag_callbacks.remove(self._on_click)
+        self.new_object()
+
+    def _on_click(self, layer, event):
+        negative = self.negative_box.value or "Shift" in event.modifiers or event.button == 2
+        image = self._image_layer()
+        if image is None:
+            return
+        self.click(image.world_to_data(event.position), positive=not negative)
+
+    # -- clicks ---------------------------------------------------------------------------------
+    def new_object(self) -> None:
+        self.clicks, self.object_value, self.previous, self.applied = [], None, None, 0
+        if self.points_layer is not None and self.points_layer in self.viewer.layers:
+            self.points_layer.data = np.empty((0, self.points_layer.ndim))
+
+    def click(self, data_point, positive: bool = True):
+        """A click at ``data_point`` (the image layer's data coordinates); returns the worker or None."""
+        mask = self.corr.labels_layer()
+        image = self._image_layer()
+        if mask is None or image is None:
+            return None
+        point = tuple(float(c) for c in np.asarray(data_point)[-image.ndim:])
+        if np.shape(mask.data) != np.shape(image.data)[-mask.ndim:] or mask.ndim != image.ndim:
+            notify_error(f"Mask {mask.name} ({np.shape(mask.data)}) and image {image.name} ({np.shape(image.data)}) "
+                         "differ in shape; pick the mask that belongs to the image.")
+            return None
+        if any(not -0.5 <= c <= n - 0.5 for c, n in zip(point, np.shape(image.data))):
+            notify_error(f"The click at {tuple(round(c, 1) for c in point)} is outside {image.name}; click on the image.")
+            return None
+        if not self.clicks and not positive:
+            notify_error("Start an object with a positive click; negative clicks refine it.")
+            return None
+        if not self.clicks:  # a new object: the existing one under the click, or a new one of the chosen class
+            from ..prompts import object_at
+
+            labels = np.asarray(mask.data)
+            existing = object_at(labels, point)
+            if existing is not None:
+                self.object_value = int(labels[tuple(int(round(c)) for c in point)])
+                self.previous = existing
+            else:
+                self.object_value = int(self.corr.class_combo.value or 1)
+                self.previous = None
+        self.clicks.append((point, 1 if positive else 0))
+        self._show_points()
+        if self.busy:
+            self.pending = True  # run again with every click once the current run is done
+            return self.worker
+        return self._run()
+
+    def _show_points(self) -> None:
+        if self.points_layer is None or self.points_layer not in self.viewer.layers:
+            return
+        self.points_layer.data = np.array([p for p, _ in self.clicks]) if self.clicks else np.empty((0, self.points_layer.ndim))
+        if self.clicks:
+            self.points_layer.face_color = [POSITIVE if lab else NEGATIVE for _, lab in self.clicks]
+
+    def _run(self):
+        from ..prompts import segment_with_prompts
+
+        try:
+            model = self.model()
+        except AttnSegError as exc:
+            notify_error(str(exc))
+            return None
+        if model is None:
+            notify_error("Choose a prompt model first.")
+            return None
+        mask, image = self.corr.labels_layer(), self._image_layer()
+        data = np.asarray(image.data)
+        pts = np.array([p for p, _ in self.clicks])
+        labs = np.array([lab for _, lab in self.clicks])
+        previous = self.previous
+        z = None
+        if model.spatial_dims == 2 and data.ndim == 3:  # a 2D model on a volume: the slice of the newest click
+            z = int(round(pts[-1][0]))
+            keep = np.round(pts[:, 0]) == z
+            pts, labs, data = pts[keep][:, 1:], labs[keep], data[z]
+            previous = None if previous is None else previous[z]
+        spacing = tuple(image.scale)[-data.ndim:]
+        self.busy, self.pending = True, False
+        self.status.value = f"Segmenting from {len(self.clicks)} click(s)..."
+
+        @thread_worker(start_thread=False, ignore_errors=True)
+        def work():
+            return segment_with_prompts(model, data, pts, labs, previous=previous, spacing=spacing)
+
+        worker = work()
+        worker.returned.connect(lambda res: self._apply(res, mask, image, z))
+        worker.errored.connect(lambda exc: self._failed(exc))
+        worker.finished.connect(self._finished)
+        self.worker = worker
+        worker.start()
+        return worker
+
+    def _failed(self, exc) -> None:
+        self.status.value = f"Click failed: {error_message(exc)}"
+        notify_error(f"Click to fix: {error_message(exc)}")
+
+    def _finished(self) -> None:
+        self.busy = False
+        if self.pending and self.clicks:
+            self._run()
+
+    def _apply(self, result, mask, image, z) -> None:
+        from ..prompts import edit_for
+
+        self.last_result = result
+        labels = np.asarray(mask.data)
+        current = labels if z is None else labels[z]
+        previous = self.previous if (self.previous is None or z is None) else self.previous[z]
+        # the change since the object's state before the first click: undo restores exactly that
+        where, values = edit_for(current, result, self.object_value, previous)
+        if z is not None:
+            where = (np.full_like(where[0], z), *where)
+        if where[0].size:
+            mask.data_setitem(where, values)
+            self.applied += 1
+        if self.previous is None:  # later clicks refine this object: its mask so far is the previous one
+            self.previous = np.asarray(mask.data) == self.object_value
+            self.previous &= _component(self.previous, self.clicks[0][0])
+        self.status.value = (f"{int(result.mask.sum())} voxels from {len(result.points)} click(s) in "
+                             f"{result.timings.get('total', 0):.2f} s")
+        self._show_attention(result, image, z)
+        self.corr._update_info()
+
+    def _show_attention(self, result, image, z) -> None:
+        if not result.attention:
+            return
+        amap = min(result.attention, key=lambda a: float(np.prod(a.scale)))  # the finest level
+        data = np.asarray(amap.data, np.float32)
+        data = data.max(0) if data.ndim > len(amap.scale) else data  # heads: the strongest
+        scale, translate = tuple(amap.scale), tuple(amap.translate)
+        if z is not None:
+            data, scale, translate = data[None], (1.0, *scale), (float(z), *translate)
+        where = placement_of(image)
+        upsert_layer(self.viewer, data, {
+            "name": f"{image.name} prompt attention", "colormap": "inferno", "blending": "additive",
+            "contrast_limits": (0.0, 1.0), "opacity": 0.5, "metadata": {"attnseg": {"prompt_attention": amap.name}},
+            **where.compose(scale, translate)}, "image")
+
+    def undo_last_click(self) -> None:
+        """Remove the newest click and restore the mask as it was before it."""
+        if not self.clicks:
+            self.status.value = "No click to undo."
+            return
+        mask = self.corr.labels_layer()
+        self.clicks.pop()
+        if mask is not None and self.applied:
+            mask.undo()
+            self.applied -= 1
+        if not self.clicks:
+            self.previous, self.object_value, self.applied = None, None, 0
+        self._show_points()
+        self.corr._update_info()
+        self.status.value = f"{len(self.clicks)} click(s) left."
+
+
+def _component(mask: np.ndarray, point) -> np.ndarray:
+    from scipy import ndimage as ndi
+
+    idx = tuple(int(round(c)) for c in point)
+    if not mask[idx]:
+        return mask
+    cc, _ = ndi.label(mask)
+    return cc == cc[idx]
