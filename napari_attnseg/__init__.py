@@ -27,6 +27,9 @@ _API = {
     "predict": "inference:predict",
     "Prediction": "inference:Prediction",
     "AttentionMap": "inference:AttentionMap",
+    "segment_with_prompts": "prompts.segment:segment_with_prompts",
+    "PromptResult": "prompts.segment:PromptResult",
+    "make_promptable": "prompts.convert:make_promptable",
 }
 
 __all__ = ["__version__", *_API]
@@ -51,3 +54,5 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .checkpoint import ModelCard, load_model, save_model  # noqa: F401
     from .inference import AttentionMap, Prediction, predict  # noqa: F401
     from .models.registry import create_model, list_models  # noqa: F401
+    from .prompts.convert import make_promptable  # noqa: F401
+    from .prompts.segment import PromptResult, segment_with_prompts  # noqa: F401
