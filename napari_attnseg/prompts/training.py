@@ -30,7 +30,7 @@ class PromptTraining:
         if self.auto is not None:
             for p in self.auto.parameters():
                 p.requires_grad_(False)
-        make_promptable(model)
+        make_promptable(model, **dict(trainer.cfg.model_config.get("prompts", {})))  # variants: channels/prior
         trainer.notes.append("prompt training (simulated clicks); val_dice = mean Dice after 1 and 3 robot clicks "
                              "per validation object, from an empty mask")
         self.sim = None
