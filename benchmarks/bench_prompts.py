@@ -33,6 +33,7 @@ import torch
 from scipy import ndimage as ndi
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's package, not an installed one
 from _common import write  # noqa: E402
 
 from napari_attnseg import load_model, predict, segment_with_prompts  # noqa: E402

@@ -69,11 +69,16 @@ def crop_box(shape: Sequence[int], points: np.ndarray, labels: np.ndarray, previ
 
 @torch.no_grad()
 def predict_crop(model, image: np.ndarray, points: np.ndarray, labels: np.ndarray, previous: np.ndarray | None,
-                 box: tuple[slice, ...], radius: np.ndarray, attention: bool = False, device=None):
+                 box: tuple[slice, ...], radius: np.ndarray, attention: bool = False, device=None, stats=None):
     """Object probability over ``box`` (float32) and the attention maps (dict name -> array) of a
-    promptable model; ``image`` (C, *spatial) already normalised, coordinates in image pixels."""
+    promptable model; ``image`` (C, *spatial), normalised already or by ``stats`` (only the crop is),
+    coordinates in image pixels."""
     start = np.array([s.start for s in box], float)
     crop = image[(slice(None), *box)]
+    if stats is not None:
+        from ..inference.normalize import apply_stats
+
+        crop = apply_stats(crop, stats)
     prev = previous[box] if previous is not None else None
     local = points - start
     chans = click_channels(crop.shape[1:], local, labels, radius, prev)
@@ -170,11 +175,12 @@ def segment_with_prompts(
             raise InputError(f"previous has shape {prev.shape} but the image's spatial shape is {tuple(shape)}.")
         prev = prev > 0
     card = getattr(model, "card", None)
-    if not normalized:
-        from ..inference.normalize import apply_stats, compute_stats
+    stats = None
+    if not normalized:  # statistics of the whole image (as at training), applied to the crop only
+        from ..inference.normalize import compute_stats
 
         spec = card.normalization if card is not None else {"scheme": "percentile", "lower": 1.0, "upper": 99.0}
-        img = apply_stats(img.astype(np.float32), compute_stats(img, spec, True))
+        stats = compute_stats(img, spec, True)
     opts = getattr(model, "prompt_options", {})
     radius = radius_per_axis(opts.get("radius", 5.0), dims, spacing, getattr(card, "spacing", None))
     divisor = int(getattr(model, "size_divisor", 1))
@@ -183,7 +189,7 @@ def segment_with_prompts(
     for _ in range(3):  # grow the crop while the object touches a side of it that is not the image's
         box = crop_box(shape, pts, labs, prev, divisor, grow)
         t1 = time.perf_counter()
-        prob, maps = predict_crop(model, img, pts, labs, prev, box, radius, attention, device)
+        prob, maps = predict_crop(model, img, pts, labs, prev, box, radius, attention, device, stats)
         t_model += time.perf_counter() - t1
         start = np.array([s.start for s in box])
         local = _keep_clicked(prob > threshold, pts - start, labs)

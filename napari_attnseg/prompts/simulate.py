@@ -173,7 +173,7 @@ def robot_session(segment, target: np.ndarray, previous: np.ndarray | None, max_
     ious = [iou(mask)]
     points, labels = [], []
     for _ in range(max_clicks):
-        if stop_iou is not None and ious[-1] >= stop_iou:
+        if stop_iou is not None and points and ious[-1] >= stop_iou:  # at least one click: it picks the object
             break
         click = next_click(mask, target) if labels else (first_click(target), 1)  # first: the deepest point
         if click is None or click[0] is None:
