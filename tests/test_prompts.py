@@ -275,3 +275,26 @@ def _auto_maps(model, img, box):
     x = torch.from_numpy(np.ascontiguousarray(img[(slice(None), *box)]))[None]
     _, maps = model(x, return_attention=True)
     return {k: v[0].float().mean(0).numpy() for k, v in maps.items()}
+
+
+def test_object_at_and_edit_for_write_only_the_object():
+    from napari_attnseg.prompts import edit_for, object_at
+    from napari_attnseg.prompts.segment import PromptResult
+
+    labels = np.zeros((20, 20), np.uint8)
+    labels[2:6, 2:6] = 1
+    labels[10:15, 10:15] = 1
+    labels[10:15, 16:19] = 2
+    prev = object_at(labels, (12, 12))
+    assert prev.sum() == 25 and object_at(labels, (0, 0)) is None
+    with pytest.raises(InputError, match="outside"):
+        object_at(labels, (25, 0))
+    new = np.zeros((20, 20), bool)
+    new[11:15, 11:18] = True  # shrinks the object on two sides, grows it into object 2
+    res = PromptResult(new, (slice(0, 20), slice(0, 20)), np.zeros((20, 20), np.float32), [], np.zeros((1, 2)),
+                       np.array([1]))
+    where, values = edit_for(labels, res, 1, prev)
+    out = labels.copy()
+    out[where] = values
+    assert (out[new] == 1).all() and (out[prev & ~new] == 0).all() and out[2:6, 2:6].sum() == 16
+    assert out[10, 17] == 2  # object 2 outside the new mask untouched

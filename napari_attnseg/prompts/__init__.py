@@ -12,7 +12,7 @@ _API = {
     "make_promptable": "convert", "is_promptable": "convert", "set_prompts": "convert", "prompts": "convert",
     "prior_scales": "convert", "PROMPT_CHANNELS": "convert",
     "click_channels": "encode",
-    "segment_with_prompts": "segment", "PromptResult": "segment",
+    "segment_with_prompts": "segment", "PromptResult": "segment", "object_at": "segment", "edit_for": "segment",
     "ClickSimulator": "simulate", "next_click": "simulate", "first_click": "simulate",
     "robot_session": "simulate", "PromptTraining": "training",
 }

@@ -211,3 +211,31 @@ def segment_with_prompts(
     return PromptResult(mask, box, prob.astype(np.float32), maps_out, pts, labs,
                         {"total": time.perf_counter() - t0, "model": t_model},
                         {"radius": radius.tolist(), "threshold": threshold})
+
+
+def object_at(labels: np.ndarray, point: Sequence[float]) -> np.ndarray | None:
+    """The connected component of ``labels`` (same value) under ``point``, as a bool mask: the
+    ``previous`` of a session that corrects an existing object. None on background."""
+    from scipy import ndimage as ndi
+
+    idx = tuple(int(round(float(c))) for c in point)
+    if len(idx) != labels.ndim or any(not 0 <= i < s for i, s in zip(idx, labels.shape)):
+        raise InputError(f"Point {tuple(point)} is outside the labels of shape {labels.shape}.")
+    value = labels[idx]
+    if value == 0:
+        return None
+    cc, _ = ndi.label(labels == value)
+    return cc == cc[idx]
+
+
+def edit_for(labels: np.ndarray, result: PromptResult, value: int, previous: np.ndarray | None = None):
+    """The change that writes ``result`` into ``labels`` as ``value``: ``(indices, values)`` for
+    ``layer.data_setitem(indices, values)`` (napari's undoable edit). Voxels of ``previous`` that the
+    new mask drops go back to 0; other objects' voxels inside the new mask are overwritten with ``value``."""
+    if labels.shape != result.mask.shape:
+        raise InputError(f"The labels have shape {labels.shape} but the result {result.mask.shape}.")
+    add = result.mask & (labels != value)
+    drop = np.zeros(labels.shape, bool) if previous is None else (np.asarray(previous) > 0) & ~result.mask & (labels == value)
+    where = np.nonzero(add | drop)
+    values = np.where(add[where], value, 0).astype(labels.dtype)
+    return where, values
