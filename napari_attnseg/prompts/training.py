@@ -32,7 +32,7 @@ class PromptTraining:
                 p.requires_grad_(False)
         make_promptable(model, **dict(trainer.cfg.model_config.get("prompts", {})))  # variants: channels/prior
         trainer.notes.append("prompt training (simulated clicks); val_dice = mean Dice after 1 and 3 robot clicks "
-                             "per validation object, from an empty mask")
+                             "per validation object not cut by the part's sides, from an empty mask")
         self.sim = None
 
     def batch(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -52,8 +52,11 @@ class PromptTraining:
             if lab.ndim != dims:
                 continue
             cc, n = ndi.label(lab > 0)
-            sizes = np.bincount(cc.ravel())[1:]
-            ids = [i + 1 for i in np.flatnonzero(sizes >= 10)][:MAX_VAL_OBJECTS]
+            sizes = np.bincount(cc.ravel(), minlength=n + 1)[1:]
+            cut = set()  # objects cut by the part's sides: their reference is partial, skip them
+            for d in range(lab.ndim):
+                cut |= set(np.unique(np.take(cc, 0, axis=d))) | set(np.unique(np.take(cc, -1, axis=d)))
+            ids = [i + 1 for i in np.flatnonzero(sizes >= 10) if i + 1 not in cut][:MAX_VAL_OBJECTS]
             for i in ids:
                 target = np.zeros(img.shape[1:], bool)
                 target[inner] = cc == i
