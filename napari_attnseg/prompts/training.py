@@ -46,27 +46,34 @@ class PromptTraining:
         return self.sim(x, y)
 
     def evaluate(self, model, parts) -> list[float]:
-        scores = []
-        dims = model.spatial_dims
-        for img, lab, inner in parts:
-            if lab.ndim != dims:
-                continue
-            cc, n = ndi.label(lab > 0)
-            sizes = np.bincount(cc.ravel(), minlength=n + 1)[1:]
-            cut = set()  # objects cut by the part's sides: their reference is partial, skip them
-            for d in range(lab.ndim):
-                cut |= set(np.unique(np.take(cc, 0, axis=d))) | set(np.unique(np.take(cc, -1, axis=d)))
-            ids = [i + 1 for i in np.flatnonzero(sizes >= 10) if i + 1 not in cut][:MAX_VAL_OBJECTS]
-            for i in ids:
-                target = np.zeros(img.shape[1:], bool)
-                target[inner] = cc == i
-
-                def seg(points, labels, previous):
-                    return segment_with_prompts(model, img, points, labels, previous=previous, attention=False,
-                                                normalized=True).mask
-
-                ious, _ = robot_session(seg, target, None, max_clicks=3)
-                dice = [2 * v / (1 + v) for v in ious]
-                scores.append((dice[min(1, len(dice) - 1)] + dice[min(3, len(dice) - 1)]) / 2)
+        out = [click_score(model, parts)]
         self.trainer.model.train()
-        return [float(np.mean(scores)) if scores else float("nan")]
+        return out
+
+
+def click_score(model, parts) -> float:
+    """Mean over the objects of ``parts`` ((image (C, *spatial) normalised, labels of the inner box, inner
+    slices)) of (Dice after 1 click + Dice after 3 clicks) / 2, robot clicker from an empty mask."""
+    scores = []
+    dims = model.spatial_dims
+    for img, lab, inner in parts:
+        if lab.ndim != dims:
+            continue
+        cc, n = ndi.label(lab > 0)
+        sizes = np.bincount(cc.ravel(), minlength=n + 1)[1:]
+        cut = set()  # objects cut by the part's sides: their reference is partial, skip them
+        for d in range(lab.ndim):
+            cut |= set(np.unique(np.take(cc, 0, axis=d))) | set(np.unique(np.take(cc, -1, axis=d)))
+        ids = [i + 1 for i in np.flatnonzero(sizes >= 10) if i + 1 not in cut][:MAX_VAL_OBJECTS]
+        for i in ids:
+            target = np.zeros(img.shape[1:], bool)
+            target[inner] = cc == i
+
+            def seg(points, labels, previous):
+                return segment_with_prompts(model, img, points, labels, previous=previous, attention=False,
+                                            normalized=True).mask
+
+            ious, _ = robot_session(seg, target, None, max_clicks=3)
+            dice = [2 * v / (1 + v) for v in ious]
+            scores.append((dice[min(1, len(dice) - 1)] + dice[min(3, len(dice) - 1)]) / 2)
+    return float(np.mean(scores)) if scores else float("nan")
