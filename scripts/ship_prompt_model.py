@@ -15,6 +15,7 @@ from napari_attnseg._paths import models_dir
 from napari_attnseg.prompts.convert import prior_scales
 
 src, name, results, variant = sys.argv[1:5]
+extra = json.loads(sys.argv[5]) if len(sys.argv) > 5 else {}  # {"metrics": {...}, "notes": [...]}
 model = load_model(src, device="cpu")
 rows = json.loads(Path(results).read_text())
 row = next(r for r in rows["rows"] if r["variant"].startswith(variant))
@@ -28,6 +29,8 @@ training = dict(model.card.training)
 training["how"] = ("fine-tuned from nuclei-2d with `attnseg finetune --prompts` on nuclei2d columns 0-199 (validation "
                    "200-255; the right half 256-511 is held out for the click benchmark), labels with a one-pixel gap "
                    "between touching nuclei (scripts/make_nuclei_instance_dataset.py) so each nucleus is an object")
+metrics.update(extra.get("metrics", {}))
+training["notes"] = list(training.get("notes", [])) + list(extra.get("notes", []))
 card = dataclasses.replace(model.card, name=name, metrics=metrics, training=training)
 out = models_dir() / f"{name}.safetensors"
 save_model(model, out, card, dtype="float16")
