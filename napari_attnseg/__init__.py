@@ -30,6 +30,9 @@ _API = {
     "MODES": "options:MODES",
     "PRECISIONS": "options:PRECISIONS",
     "DEVICES": "options:DEVICES",
+    "segment_with_prompts": "prompts.segment:segment_with_prompts",
+    "PromptResult": "prompts.segment:PromptResult",
+    "make_promptable": "prompts.convert:make_promptable",
 }
 
 __all__ = ["__version__", *_API]
@@ -55,3 +58,5 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .inference import AttentionMap, Prediction, predict  # noqa: F401
     from .models.registry import create_model, list_models  # noqa: F401
     from .options import DEVICES, MODES, PRECISIONS  # noqa: F401
+    from .prompts.convert import make_promptable  # noqa: F401
+    from .prompts.segment import PromptResult, segment_with_prompts  # noqa: F401

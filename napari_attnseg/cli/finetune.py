@@ -14,10 +14,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_budget_and_split(parser)
     parser.add_argument("--model", required=True, help="bundled model name or path to a .safetensors checkpoint")
     parser.add_argument("--freeze-encoder", action="store_true", help="train only the decoder and attention gates")
+    parser.add_argument("--prompts", action="store_true",
+                        help="make the model promptable (click channels + attention priors) and train it by simulated "
+                        "clicks on the dataset's objects (connected components of each class)")
 
 
 def run(args: argparse.Namespace) -> int:
     from ..training import TrainConfig
 
-    cfg = TrainConfig(start_model=args.model, freeze_encoder=args.freeze_encoder, **config_kwargs(args))
+    cfg = TrainConfig(start_model=args.model, freeze_encoder=args.freeze_encoder, prompts=args.prompts,
+                      **config_kwargs(args))
     return run_training(cfg)

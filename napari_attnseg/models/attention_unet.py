@@ -40,11 +40,15 @@ class GridAttentionGate(nn.Module):
         self.phi = conv(g_channels, inter_channels, kernel_size=1, bias=True)
         self.psi = conv(inter_channels, 1, kernel_size=1, bias=True)
         self.W = nn.Sequential(conv(x_channels, x_channels, kernel_size=1), norm_nd(norm, dims, x_channels))
+        self.prompt_bias: nn.Module | None = None  # set by prompts.make_promptable: click bumps on psi
 
     def forward(self, x: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         theta = self.theta(x)
         phi = resize_to(self.phi(g), theta.shape[2:])
-        alpha = torch.sigmoid(self.psi(F.relu(theta + phi)))
+        psi = self.psi(F.relu(theta + phi))
+        if self.prompt_bias is not None:
+            psi = self.prompt_bias(psi)
+        alpha = torch.sigmoid(psi)
         alpha = resize_to(alpha, x.shape[2:])
         return self.W(alpha * x), alpha
 

@@ -88,12 +88,17 @@ class PositionAttention(nn.Module):
         self.key = nn.Conv2d(channels, inner, 1)
         self.value = nn.Conv2d(channels, channels, 1)
         self.gamma = nn.Parameter(torch.zeros(1))
+        self.prompt_bias: nn.Module | None = None  # set by prompts.make_promptable: SMCA log-prior on the keys
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
         q = self.query(x).flatten(2).transpose(1, 2)  # (B, HW, C')
         k = self.key(x).flatten(2).transpose(1, 2)
         v = self.value(x).flatten(2).transpose(1, 2).contiguous()  # (B, HW, C)
+        prior = self.prompt_bias((h, w), b, x.device, q.dtype) if self.prompt_bias is not None else None
+        if prior is not None:  # a per-key bias folded into q.k (one more column), so the fused kernel stays
+            q = torch.cat([q, torch.ones_like(q[..., :1])], -1)
+            k = torch.cat([k, prior[:, 0, 0, :, None]], -1)
         # SDPA takes its fused (flash) kernel, which never holds the HW x HW matrix, only when q, k and
         # v have the same head size and are contiguous in it; otherwise it silently builds the matrix.
         # Zero-padding q and k to v's width leaves q.k unchanged. Measured for one PAM at a 512x512
@@ -109,7 +114,9 @@ class PositionAttention(nn.Module):
         """Softmax attention of query pixel ``index`` (flattened) over all pixels, (B, H*W)."""
         q = self.query(x).flatten(2)[:, :, index]  # (B, C')
         k = self.key(x).flatten(2)  # (B, C', HW)
-        return torch.softmax(torch.einsum("bc,bcn->bn", q, k), dim=-1)
+        logits = torch.einsum("bc,bcn->bn", q, k)
+        prior = self.prompt_bias(x.shape[2:], x.shape[0], x.device, q.dtype) if self.prompt_bias is not None else None
+        return torch.softmax(logits if prior is None else logits + prior[:, 0, 0], dim=-1)
 
 
 class ChannelAttention(nn.Module):

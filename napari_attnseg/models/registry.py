@@ -37,12 +37,18 @@ def create_model(arch: str, spatial_dims: int = 2, in_channels: int = 1, out_cha
         raise InputError(
             f"{arch} supports spatial_dims {', '.join(map(str, cls.supported_dims))}, not {spatial_dims}."
         )
+    prompt_options = config.pop("prompts", None)  # a promptable model (issue 18): rebuilt, then converted
     try:
-        return cls(spatial_dims=spatial_dims, in_channels=in_channels, out_channels=out_channels, **config)
+        model = cls(spatial_dims=spatial_dims, in_channels=in_channels, out_channels=out_channels, **config)
     except InputError:
         raise
     except (TypeError, ValueError) as exc:  # unknown keyword, or a value the constructor refused
         raise InputError(f"Invalid configuration for {arch}: {exc}") from None
+    if prompt_options is not None:
+        from ..prompts.convert import make_promptable
+
+        model = make_promptable(model, **prompt_options)
+    return model
 
 
 def bundled_models() -> dict[str, dict[str, Any]]:

@@ -38,6 +38,10 @@ class TransformerBlock(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = nn.Sequential(nn.Linear(dim, int(dim * mlp_ratio)), nn.GELU(), nn.Linear(int(dim * mlp_ratio), dim))
+        self.prompt_bias: nn.Module | None = None  # set by prompts.make_promptable: SMCA log-prior per head
+
+    def _prior(self, q: torch.Tensor) -> torch.Tensor | None:
+        return self.prompt_bias((), q.shape[0], q.device, q.dtype) if self.prompt_bias is not None else None
 
     def _qkv(self, x: torch.Tensor):
         b, n, d = x.shape
@@ -46,14 +50,16 @@ class TransformerBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         q, k, v = self._qkv(x)
-        out = F.scaled_dot_product_attention(q, k, v)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=self._prior(q))
         x = x + self.proj(out.transpose(1, 2).flatten(2))
         return x + self.mlp(self.norm2(x))
 
     def attention_weights(self, x: torch.Tensor) -> torch.Tensor:
         """The softmax attention matrix, (B, heads, N, N), computed explicitly (for display only)."""
         q, k, _ = self._qkv(x)
-        return torch.softmax(q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5, dim=-1)
+        logits = q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5
+        prior = self._prior(q)
+        return torch.softmax(logits if prior is None else logits + prior, dim=-1)
 
 
 class SqueezeExcite(nn.Module):

@@ -45,6 +45,7 @@ class TrainConfig:
     val_region: str | None = None
     test_region: str | None = None
     freeze_encoder: bool = False
+    prompts: bool = False  # issue 18: train a promptable model by simulated clicks (napari_attnseg/prompts/training.py)
     normalization: dict[str, Any] | None = None
     device: str = "auto"
     precision: str = "auto"  # auto: mixed precision on CUDA (bf16, else fp16), fp32 elsewhere

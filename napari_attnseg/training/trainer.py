@@ -172,6 +172,10 @@ class Trainer:
             self.base_card = None
         if self.model.spatial_dims > self.ndim:
             raise DatasetError(f"A 3D model cannot train on the 2D images of {self.dataset.root}.")
+        if cfg.prompts:  # issue 18: promptable model, simulated clicks per batch, click-based validation
+            from ..prompts.training import PromptTraining
+
+            self.prompter = PromptTraining(self)
 
     def _prepare(self) -> None:
         cfg, dims = self.cfg, self.model.spatial_dims
@@ -262,6 +266,8 @@ class Trainer:
         """Dice per foreground class over whole parts (segmented in context), through the inference engine."""
         from ..inference import predict
 
+        if self.cfg.prompts:  # issue 18: Dice after robot clicks instead
+            return self.prompter.evaluate(self.eval_model, parts)
         per_part = []
         for img, lab, inner in parts:
             pred = predict(self.eval_model, img if img.shape[0] > 1 else img[0], mode=self.mode, device=self.device,
@@ -298,7 +304,8 @@ class Trainer:
         c = self.cfg
         x, y = augment(x, y, self.gen, self.loss_ignore, intensity_p=c.intensity_aug, p_gamma=c.gamma_aug,
                        p_noise=c.noise_aug, p_affine=c.affine_aug, p_margin=c.margin_aug)
-        return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        return self.prompter.batch(x, y) if c.prompts else (x, y)  # issue 18: prompt channels, object target
 
     def _fingerprint(self) -> dict:
         c = self.cfg

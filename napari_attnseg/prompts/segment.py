@@ -1,0 +1,241 @@
+"""``segment_with_prompts``: one object from clicks, run on a crop around it (issue 18)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import InputError
+from ..inference.prediction import AttentionMap
+from .convert import is_promptable, prompts
+from .encode import click_channels, radius_per_axis
+
+MIN_CROP = {2: 96, 3: 48}  # pixels per axis at least (3D: per axis of the volume)
+MARGIN = {2: 32, 3: 16}  # context around the clicks and the previous mask
+
+
+@dataclass
+class PromptResult:
+    """One object segmented from clicks.
+
+    Attributes:
+        mask: bool, the image's spatial shape: the object (nothing outside ``box``).
+        box: the crop the model ran on (slices of the image's spatial axes).
+        probability: float32 object probability over ``box``.
+        attention: the modulated attention maps over the crop, placed like ``Prediction.attention``
+            (``translate``/``scale`` in image pixels, so they overlay the image directly).
+        points, labels: the clicks used (labels 1 positive, 0 negative), newest last.
+        timings: seconds (``total``, ``model``).
+    """
+
+    mask: np.ndarray
+    box: tuple[slice, ...]
+    probability: np.ndarray
+    attention: list[AttentionMap]
+    points: np.ndarray
+    labels: np.ndarray
+    timings: dict[str, float] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+def crop_box(shape: Sequence[int], points: np.ndarray, labels: np.ndarray, previous: np.ndarray | None,
+             divisor: int, grow: float = 1.0) -> tuple[slice, ...]:
+    """The box the model sees: the positive clicks and the previous mask's extent, a margin around
+    them, at least ``MIN_CROP`` pixels, sizes rounded up to ``divisor``, clamped to the image."""
+    nd = len(shape)
+    pts = points[labels == 1] if (labels == 1).any() else points
+    lo, hi = pts.min(0), pts.max(0)
+    if previous is not None and previous.any():
+        idx = np.nonzero(previous)
+        lo = np.minimum(lo, [i.min() for i in idx])
+        hi = np.maximum(hi, [i.max() for i in idx])
+    out = []
+    for d in range(nd):
+        size = (hi[d] - lo[d] + 1 + 2 * MARGIN[nd]) * grow
+        size = max(size, MIN_CROP[nd] * grow)
+        size = int(np.ceil(size / divisor) * divisor)
+        size = min(size, shape[d])
+        centre = (lo[d] + hi[d]) / 2
+        start = int(round(centre - size / 2))
+        start = min(max(start, 0), shape[d] - size)
+        out.append(slice(start, start + size))
+    return tuple(out)
+
+
+@torch.no_grad()
+def predict_crop(model, image: np.ndarray, points: np.ndarray, labels: np.ndarray, previous: np.ndarray | None,
+                 box: tuple[slice, ...], radius: np.ndarray, attention: bool = False, device=None, stats=None):
+    """Object probability over ``box`` (float32) and the attention maps (dict name -> array) of a
+    promptable model; ``image`` (C, *spatial), normalised already or by ``stats`` (only the crop is),
+    coordinates in image pixels."""
+    start = np.array([s.start for s in box], float)
+    crop = image[(slice(None), *box)]
+    if stats is not None:
+        from ..inference.normalize import apply_stats
+
+        crop = apply_stats(crop, stats)
+    prev = previous[box] if previous is not None else None
+    local = points - start
+    chans = click_channels(crop.shape[1:], local, labels, radius, prev)
+    x = torch.from_numpy(np.concatenate([crop.astype(np.float32), chans], 0)[None])
+    dev = device or next(model.parameters()).device
+    x = x.to(dev)
+    with prompts(model, local, labels):
+        out = model(x, return_attention=True) if attention else model(x)
+    logits, maps = out if attention else (out, {})
+    prob = 1.0 - torch.softmax(logits.float(), 1)[0, 0]  # any class but background = the object
+    return prob.cpu().numpy(), {k: v[0].float().mean(0).cpu().numpy() for k, v in maps.items()}  # heads averaged
+
+
+def _keep_clicked(mask: np.ndarray, points: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """The connected components of ``mask`` under a positive click (all of it if none is)."""
+    from scipy import ndimage as ndi
+
+    cc, n = ndi.label(mask)
+    if n <= 1:
+        return mask
+    ids = {int(cc[tuple(np.clip(np.round(p).astype(int), 0, np.array(mask.shape) - 1))])
+           for p, lab in zip(points, labels) if lab == 1}
+    ids.discard(0)
+    return np.isin(cc, list(ids)) if ids else mask
+
+
+def segment_with_prompts(
+    model: torch.nn.Module,
+    image: np.ndarray,
+    points: np.ndarray | Sequence[Sequence[float]],
+    labels: np.ndarray | Sequence[int],
+    *,
+    previous: np.ndarray | None = None,
+    spacing: Sequence[float] | None = None,
+    attention: bool = True,
+    threshold: float = 0.5,
+    normalized: bool = False,
+    device: str | torch.device | None = None,
+) -> PromptResult:
+    """Segment the object under the clicks.
+
+    Args:
+        model: a promptable model (``load_model("nuclei-2d-prompt")``, or one fine-tuned with ``--prompts``).
+        image: (*spatial) or (C, *spatial) when the model takes C > 1 channels; (y, x) / (z, y, x).
+        points: (N, ndim) array-index coordinates (z, y, x) / (y, x), in order: the last is the newest.
+        labels: (N,) 1 = positive, 0 = negative; at least one positive.
+        previous: bool/int mask of the image's spatial shape: this object's current mask (the component of
+            the mask being corrected under the first click, or the previous result); None = empty.
+        spacing: the image's pixel spacing (array axis order); sizes the click disks in physical units
+            (``radius`` pixels at the model's spacing). The image is not resampled.
+        attention: also return the modulated attention maps over the crop.
+        threshold: on the object probability.
+        normalized: the image is already normalised (skip the card's normalisation).
+    Returns a :class:`PromptResult`; nothing is modified in place.
+    """
+    t0 = time.perf_counter()
+    if not is_promptable(model):
+        name = getattr(getattr(model, "card", None), "name", "") or getattr(model, "arch", type(model).__name__)
+        raise InputError(f"The model {name!r} is not promptable; use a prompt model (e.g. nuclei-2d-prompt) or "
+                         "fine-tune one with `attnseg finetune DATASET --model M --prompts --out DIR`.")
+    dims = int(model.spatial_dims)
+    img = np.asarray(image)
+    cin = int(model.in_channels)
+    if img.ndim == dims and cin == 1:
+        img = img[None]
+    if img.ndim != dims + 1 or img.shape[0] != cin:
+        raise InputError(f"The model segments {dims}D images with {cin} channel(s); got an image of shape "
+                         f"{np.asarray(image).shape}.")
+    shape = img.shape[1:]
+    pts = np.asarray(points, dtype=float)
+    if pts.ndim == 1 and pts.size == dims:
+        pts = pts[None]
+    if pts.ndim != 2 or pts.shape[1] != dims or len(pts) == 0:
+        raise InputError(f"points must be an (N, {dims}) array of array-index coordinates for this {dims}D image; "
+                         f"got shape {pts.shape}.")
+    labs = np.asarray(labels).reshape(-1)
+    if len(labs) != len(pts) or not np.isin(labs, (0, 1)).all():
+        raise InputError(f"labels must be {len(pts)} values, each 1 (positive) or 0 (negative); got {labs.tolist()}.")
+    labs = labs.astype(int)
+    if not np.isfinite(pts).all():
+        raise InputError("A click has a non-finite coordinate.")
+    outside = [i for i, p in enumerate(pts) if ((p < -0.5) | (p > np.array(shape) - 0.5)).any()]
+    if outside:
+        i = outside[0]
+        raise InputError(f"Click {i + 1} at {tuple(round(float(v), 1) for v in pts[i])} is outside the image "
+                         f"(shape {tuple(shape)}); click on the image.")
+    if not (labs == 1).any():
+        raise InputError("Start an object with a positive click; negative clicks only refine it.")
+    pts = np.clip(pts, 0, np.array(shape) - 1)
+    prev = None
+    if previous is not None:
+        prev = np.asarray(previous)
+        if prev.shape != tuple(shape):
+            raise InputError(f"previous has shape {prev.shape} but the image's spatial shape is {tuple(shape)}.")
+        prev = prev > 0
+    card = getattr(model, "card", None)
+    stats = None
+    if not normalized:  # statistics of the whole image (as at training), applied to the crop only
+        from ..inference.normalize import compute_stats
+
+        spec = card.normalization if card is not None else {"scheme": "percentile", "lower": 1.0, "upper": 99.0}
+        stats = compute_stats(img, spec, True)
+    opts = getattr(model, "prompt_options", {})
+    radius = radius_per_axis(opts.get("radius", 5.0), dims, spacing, getattr(card, "spacing", None))
+    divisor = int(getattr(model, "size_divisor", 1))
+    t_model = 0.0
+    grow = 1.0
+    for _ in range(3):  # grow the crop while the object touches a side of it that is not the image's
+        box = crop_box(shape, pts, labs, prev, divisor, grow)
+        t1 = time.perf_counter()
+        prob, maps = predict_crop(model, img, pts, labs, prev, box, radius, attention, device, stats)
+        t_model += time.perf_counter() - t1
+        start = np.array([s.start for s in box])
+        local = _keep_clicked(prob > threshold, pts - start, labs)
+        touches = False
+        for d, s in enumerate(box):
+            first = np.take(local, 0, axis=d).any() and s.start > 0
+            last = np.take(local, -1, axis=d).any() and s.stop < shape[d]
+            touches |= bool(first or last)
+        if not touches or all(s.stop - s.start == n for s, n in zip(box, shape)):
+            break
+        grow *= 2
+    mask = np.zeros(shape, bool)
+    mask[box] = local
+    maps_out = []
+    strides = getattr(model, "attention_strides", {})
+    for level, (name, data) in enumerate(maps.items()):
+        st = tuple(float(s) for s in strides.get(name, (1,) * dims))
+        maps_out.append(AttentionMap(name, level, data, st, tuple(b + (s - 1) / 2 for b, s in zip(start, st))))
+    return PromptResult(mask, box, prob.astype(np.float32), maps_out, pts, labs,
+                        {"total": time.perf_counter() - t0, "model": t_model},
+                        {"radius": radius.tolist(), "threshold": threshold})
+
+
+def object_at(labels: np.ndarray, point: Sequence[float]) -> np.ndarray | None:
+    """The connected component of ``labels`` (same value) under ``point``, as a bool mask: the
+    ``previous`` of a session that corrects an existing object. None on background."""
+    from scipy import ndimage as ndi
+
+    idx = tuple(int(round(float(c))) for c in point)
+    if len(idx) != labels.ndim or any(not 0 <= i < s for i, s in zip(idx, labels.shape)):
+        raise InputError(f"Point {tuple(point)} is outside the labels of shape {labels.shape}.")
+    value = labels[idx]
+    if value == 0:
+        return None
+    cc, _ = ndi.label(labels == value)
+    return cc == cc[idx]
+
+
+def edit_for(labels: np.ndarray, result: PromptResult, value: int, previous: np.ndarray | None = None):
+    """The change that writes ``result`` into ``labels`` as ``value``: ``(indices, values)`` for
+    ``layer.data_setitem(indices, values)`` (napari's undoable edit). Voxels of ``previous`` that the
+    new mask drops go back to 0; other objects' voxels inside the new mask are overwritten with ``value``."""
+    if labels.shape != result.mask.shape:
+        raise InputError(f"The labels have shape {labels.shape} but the result {result.mask.shape}.")
+    add = result.mask & (labels != value)
+    drop = np.zeros(labels.shape, bool) if previous is None else (np.asarray(previous) > 0) & ~result.mask & (labels == value)
+    where = np.nonzero(add | drop)
+    values = np.where(add[where], value, 0).astype(labels.dtype)
+    return where, values

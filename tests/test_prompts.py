@@ -1,0 +1,308 @@
+"""Point prompts (issue 18): conversion, the SMCA priors, segment_with_prompts, simulated clicks."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from napari_attnseg import create_model, load_model, save_model, segment_with_prompts
+from napari_attnseg.data.export import export_case
+from napari_attnseg.errors import InputError
+from napari_attnseg.models.registry import bundled_models
+from napari_attnseg.prompts.convert import is_promptable, make_promptable, prior_scales, prompts
+from napari_attnseg.prompts.encode import click_channels
+from napari_attnseg.prompts.segment import predict_crop
+from napari_attnseg.prompts.simulate import ClickSimulator, first_click, next_click, robot_session
+
+SMALL = {
+    ("attention_unet", 2): {"features": [4, 8, 16, 32]},
+    ("attention_unet", 3): {"features": [4, 8, 16]},
+    ("unet", 2): {"features": [4, 8, 16]},
+    ("msga", 2): {"width": 4, "channels": 8, "latent": 4},
+    ("transfuse", 2): {"width": 4, "embed_dim": 16, "depth": 2, "heads": 2},
+}
+
+
+def disk(shape, centre, r):
+    g = np.indices(shape)
+    return sum((gi - c) ** 2 for gi, c in zip(g, centre)) <= r * r
+
+
+@pytest.mark.parametrize("arch,dims", list(SMALL))
+def test_converted_model_starts_as_the_automatic_one(arch, dims):
+    torch.manual_seed(0)
+    auto = create_model(arch, spatial_dims=dims, **SMALL[(arch, dims)]).eval()
+    conv = make_promptable(copy.deepcopy(auto)).eval()
+    size = (64, 64) if dims == 2 else (16, 32, 32)
+    x = torch.randn(1, 1, *size)
+    with torch.no_grad():
+        ref, ref_maps = auto(x, return_attention=True)
+        same, maps = conv(x, return_attention=True)  # image only: the automatic model, bit for bit
+        assert torch.equal(ref, same)
+        assert all(torch.equal(ref_maps[k], maps[k]) for k in ref_maps)
+        # empty prompt channels and no clicks: the same up to summation order
+        full = conv(torch.cat([x, torch.zeros(1, 3, *size)], 1))
+        assert torch.allclose(ref, full, atol=1e-5)
+        # clicks and a previous mask: new weights are zero and the priors start at 0.01
+        pts = np.array([[s // 2 for s in size]], float)
+        with prompts(conv, pts, np.array([1])):
+            clicked = conv(torch.cat([x, torch.rand(1, 3, *size)], 1))
+        assert torch.allclose(ref, clicked, atol=1e-3)
+    assert conv.config["prompts"]["prior"] == (arch != "unet")
+
+
+def test_promptable_checkpoint_round_trip(tmp_path):
+    torch.manual_seed(0)
+    m = make_promptable(create_model("attention_unet", **SMALL[("attention_unet", 2)]))
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    save_model(m, tmp_path / "p.safetensors")
+    back = load_model(tmp_path / "p.safetensors", device="cpu")
+    assert is_promptable(back) and back.card.config["prompts"]["channels"] is True
+    x = torch.randn(1, 4, 48, 48)
+    pts = np.array([[20.0, 20.0], [30.0, 10.0]])
+    with torch.no_grad(), prompts(m.eval(), pts, np.array([1, 0])):
+        a = m(x)
+    with torch.no_grad(), prompts(back, pts, np.array([1, 0])):
+        b = back(x)
+    assert torch.allclose(a, b)
+    # old checkpoints still load as automatic models
+    plain = create_model("attention_unet", **SMALL[("attention_unet", 2)])
+    save_model(plain, tmp_path / "a.safetensors")
+    assert not is_promptable(load_model(tmp_path / "a.safetensors", device="cpu"))
+
+
+def test_prior_shows_in_the_gate_maps_with_its_own_sign_per_click_kind():
+    torch.manual_seed(0)
+    m = make_promptable(create_model("attention_unet", **SMALL[("attention_unet", 2)]), scale_init=2.0).eval()
+    x = torch.randn(1, 4, 64, 64)
+    with torch.no_grad():
+        _, base = m(x, return_attention=True)
+        with prompts(m, np.array([[16.0, 16.0], [48.0, 48.0]]), np.array([1, 0])):
+            _, mod = m(x, return_attention=True)
+    a, b = base["level2"][0, 0], mod["level2"][0, 0]  # stride 2 map
+    assert (b[6:10, 6:10] - a[6:10, 6:10]).mean() > 0.05
+    assert (b[22:26, 22:26] - a[22:26, 22:26]).mean() < -0.05
+    assert abs(float((b[0:2, 28:32] - a[0:2, 28:32]).mean())) < 0.02  # far from both: untouched
+    scales = prior_scales(m)
+    assert set(scales) == {"gates.level2.gates.0", "gates.level3.gates.0"}
+    assert scales["gates.level2.gates.0"]["pos"][0] == pytest.approx(2.0, abs=1e-3)
+
+
+def test_key_prior_concentrates_msga_and_vit_attention():
+    torch.manual_seed(0)
+    m = make_promptable(create_model("transfuse", **SMALL[("transfuse", 2)]), scale_init=3.0).eval()
+    x = torch.randn(1, 4, 64, 64)
+    blk = m.blocks[-1]
+    seq, _ = m._tokens(x)
+    with torch.no_grad(), prompts(m, np.array([[8.0, 8.0]]), np.array([1])):
+        m.prompt_context.input_shape = (64, 64)
+        w = blk.attention_weights(seq)  # (1, heads, 16, 16)
+    plain = blk.attention_weights(seq).detach()
+    assert w[0, 0, :, 0].mean() > plain[0, 0, :, 0].mean() + 0.1  # head 0 has the prior: key 0 is at the click
+    assert torch.allclose(w[0, 1], plain[0, 1])  # head 1 is left without it
+    msga = make_promptable(create_model("msga", **SMALL[("msga", 2)]), scale_init=3.0).eval()
+    with torch.no_grad():
+        for mod in msga.modules():
+            if hasattr(mod, "gamma"):
+                mod.gamma.fill_(1.0)
+        img = torch.randn(1, 4, 64, 64)
+        with prompts(msga, np.array([[10.0, 50.0]]), np.array([1])):
+            row = msga.pixel_attention(img, (40, 10))
+        plain = msga.pixel_attention(img, (40, 10))
+    assert row[0, 0, 2, 12] > plain[0, 0, 2, 12]
+
+
+def test_click_channels_are_disks_of_the_radius():
+    ch = click_channels((32, 32), np.array([[10, 10], [20, 25]]), np.array([1, 0]), 5.0, np.ones((32, 32)))
+    assert ch.shape == (3, 32, 32) and ch[0].all()
+    assert ch[1].sum() == disk((32, 32), (10, 10), 5).sum() and ch[1][10, 10] == 1 and ch[1][20, 25] == 0
+    assert ch[2][20, 25] == 1 and ch[2][20, 31] == 0
+
+
+def test_simulated_clicks_land_inside_objects_and_error_regions():
+    obj = disk((40, 40), (20, 15), 8)
+    c = first_click(obj)
+    assert obj[tuple(c.astype(int))] and tuple(c) == (20.0, 15.0)
+    pred = disk((40, 40), (20, 19), 8)  # shifted right: misses the left part, spills over on the right
+    (p, lab) = next_click(pred, obj)
+    assert lab in (0, 1)
+    region = (obj & ~pred) if lab == 1 else (pred & ~obj)
+    assert region[tuple(p.astype(int))]
+    assert next_click(obj, obj) is None
+    # the trainer's simulator: one object per patch, clicks on it / in its errors, prompt channels appended
+    torch.manual_seed(0)
+    model = make_promptable(create_model("attention_unet", **SMALL[("attention_unet", 2)]))
+    auto = create_model("attention_unet", **SMALL[("attention_unet", 2)]).eval()
+    y = np.zeros((4, 48, 48), np.int64)
+    y[:, 8:20, 8:20] = 1
+    y[:, 30:44, 26:40] = 1
+    y[3, :2] = -1  # padding / ignore
+    sim = ClickSimulator(model, auto, -1, np.random.default_rng(0))
+    x = torch.randn(4, 1, 48, 48)
+    for _ in range(5):
+        xin, yobj = sim(x, torch.from_numpy(y))
+        assert xin.shape == (4, 4, 48, 48) and torch.equal(xin[:, :1], x)
+        yo = yobj.numpy()
+        assert (yo[3, :2] == -1).all()
+        for i in range(4):
+            pts, labs = model.prompt_context.points[i], model.prompt_context.labels[i]
+            assert labs[0] == 1 and yo[i][tuple(pts[0].astype(int))] == 1  # the first click is on the object
+            obj_ = yo[i] == 1
+            assert 100 <= obj_.sum() <= 196 and set(np.unique(yo[i])) <= {-1, 0, 1}
+            assert xin[i, 2][tuple(pts[0].astype(int))] == 1  # its disk is drawn
+
+
+def test_robot_session_is_deterministic_and_counts_clicks():
+    target = disk((40, 40), (20, 20), 9)
+
+    def oracle(points, labels, previous):  # grows a disk around the first click, exact after 2 clicks
+        return target.copy() if len(points) >= 2 else disk((40, 40), points[0], 5)
+
+    ious, clicks = robot_session(oracle, target, None, max_clicks=20, stop_iou=0.99)
+    assert len(clicks) == 2 and ious[0] == 0.0 and ious[-1] == 1.0
+    assert robot_session(oracle, target, None, max_clicks=20, stop_iou=0.99)[0] == ious
+
+
+def test_bad_inputs_give_clear_errors_and_change_nothing():
+    torch.manual_seed(0)
+    model = make_promptable(create_model("attention_unet", **SMALL[("attention_unet", 2)])).eval()
+    image = np.random.default_rng(0).random((50, 60)).astype(np.float32)
+    keep = image.copy()
+    with pytest.raises(InputError, match="outside the image"):
+        segment_with_prompts(model, image, [[10, 75]], [1])
+    with pytest.raises(InputError, match=r"\(N, 2\)"):
+        segment_with_prompts(model, image, [[10, 20, 5]], [1])
+    with pytest.raises(InputError, match="2D images"):
+        segment_with_prompts(model, np.zeros((4, 50, 60)), [[10, 20]], [1])
+    with pytest.raises(InputError, match="each 1 \\(positive\\) or 0"):
+        segment_with_prompts(model, image, [[10, 20]], [2])
+    with pytest.raises(InputError, match="positive click"):
+        segment_with_prompts(model, image, [[10, 20]], [0])
+    with pytest.raises(InputError, match="previous has shape"):
+        segment_with_prompts(model, image, [[10, 20]], [1], previous=np.zeros((5, 5)))
+    with pytest.raises(InputError, match="not promptable"):
+        segment_with_prompts(create_model("attention_unet", **SMALL[("attention_unet", 2)]), image, [[10, 20]], [1])
+    assert np.array_equal(image, keep)
+    res = segment_with_prompts(model, image, [[10, 20], [40, 50]], [1, 0])
+    assert res.mask.shape == image.shape and res.mask.dtype == bool
+    outside = np.ones(image.shape, bool)
+    outside[res.box] = False
+    assert not res.mask[outside].any()  # only the crop is written
+    assert [a.name for a in res.attention] == ["level2", "level3"]
+    a = res.attention[0]  # placed like Prediction.attention: centre of map pixel i = translate + i * scale
+    assert a.scale == (2.0, 2.0) and a.translate == (res.box[0].start + 0.5, res.box[1].start + 0.5)
+
+
+def test_finetune_prompts_cli_makes_a_promptable_checkpoint(tmp_path):
+    from napari_attnseg.cli import main as cli
+
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        lab = np.zeros((48, 48), np.uint8)
+        for _ in range(4):
+            lab[disk((48, 48), rng.uniform(8, 40, 2), rng.uniform(4, 7))] = 1
+        img = (lab + rng.normal(0, 0.3, lab.shape)).astype(np.float32) * 100 + 300
+        export_case(img, lab, tmp_path / "ds", "tiff", label_names=["background", "blob"])
+    torch.manual_seed(0)
+    start = create_model("attention_unet", **SMALL[("attention_unet", 2)])
+    save_model(start, tmp_path / "start.safetensors", {"classes": ["background", "blob"], "tile": [32, 32]})
+    rc = cli(["finetune", str(tmp_path / "ds"), "--model", str(tmp_path / "start.safetensors"), "--prompts",
+              "--out", str(tmp_path / "out"), "--epochs", "1", "--iters-per-epoch", "2", "--batch", "2",
+              "--patch", "32,32", "--device", "cpu"])
+    assert rc == 0
+    m = load_model(tmp_path / "out" / "best.safetensors", device="cpu")
+    assert is_promptable(m) and "prompt training" in " ".join(m.card.training["notes"])
+
+
+SHIPPED = "nuclei-2d-prompt"
+
+
+@pytest.mark.skipif(SHIPPED not in bundled_models(), reason="nuclei-2d-prompt is not in resources/models")
+def test_shipped_model_gates_open_near_positive_and_close_near_negative_clicks():
+    """On the trained model: the mean gate value within one sigma of a click, with the click against the
+    same session without it - rises for a positive click, falls for a negative one."""
+    from napari_attnseg._paths import samples_dir
+    from napari_attnseg.data import read_image
+    from napari_attnseg.inference.normalize import apply_stats, compute_stats
+    from napari_attnseg.prompts.encode import radius_per_axis
+    from napari_attnseg.prompts.segment import crop_box
+
+    model = load_model(SHIPPED, device="cpu")
+    image = read_image(samples_dir() / "nuclei2d_image.tif").data.astype(np.float32)
+    img = apply_stats(image[None], compute_stats(image[None], model.card.normalization, True))
+    labels = read_image(samples_dir() / "nuclei2d_labels.tif").data
+    from scipy import ndimage as ndi
+
+    right = labels[:, 256:]
+    rises, falls = [], []
+    r = radius_per_axis(model.prompt_options["radius"], 2)
+    for inst in [i for i in np.unique(right) if i][:12]:
+        obj = np.zeros(labels.shape, bool)
+        obj[:, 256:] = right == inst
+        if obj.sum() < 100:
+            continue
+        pos = first_click(obj)
+        box = crop_box(labels.shape, pos[None], np.array([1]), None, model.size_divisor)
+        start = np.array([s.start for s in box])
+        # a negative click on the nearest other nucleus
+        others = (labels > 0) & ~obj
+        _, idx = ndi.distance_transform_edt(~others, return_indices=True)
+        neg = np.array([idx[0][tuple(pos.astype(int))], idx[1][tuple(pos.astype(int))]], float)
+        if not all(s.start <= n < s.stop for n, s in zip(neg, box)):
+            continue
+        _, none = predict_crop(model, img, pos[None], np.array([1]), None, box, r, True)
+        auto = _auto_maps(model, img, box)
+        _, both = predict_crop(model, img, np.stack([pos, neg]), np.array([1, 0]), None, box, r, True)
+        for name, stride in model.attention_strides.items():
+            sigma = np.sqrt(model.prompt_options["beta"]) * 2 * stride[0]  # the gate grid is twice the map stride
+            near_p = disk(none[name].shape, (pos - start) / stride[0], sigma / stride[0])
+            near_n = disk(none[name].shape, (neg - start) / stride[0], sigma / stride[0])
+            rises.append((name, none[name][near_p].mean() - auto[name][near_p].mean()))
+            falls.append((name, both[name][near_n].mean() - none[name][near_n].mean()))
+    def at(values, level):
+        return np.array([v for n, v in values if n == level])
+
+    # measured (12 nuclei): rises level2 0.73-0.86, level3 0.52-0.61, level4 0.00-0.08; falls level2
+    # -0.07..0.00 (mean -0.038), level3 about -0.01, level4 about 0 (its learned scales stayed ~0)
+    assert len(at(rises, "level2")) >= 9
+    for level in ("level2", "level3"):
+        assert (at(rises, level) > 0.2).all(), level
+    assert at(rises, "level4").mean() > 0
+    assert at(falls, "level2").mean() < -0.02 and (at(falls, "level2") < 0).mean() >= 0.75
+    assert np.mean([v for _, v in falls]) < 0
+
+
+@torch.no_grad()
+def _auto_maps(model, img, box):
+    """The automatic model's gate maps on the crop: no prompt channels, no clicks."""
+    x = torch.from_numpy(np.ascontiguousarray(img[(slice(None), *box)]))[None]
+    _, maps = model(x, return_attention=True)
+    return {k: v[0].float().mean(0).numpy() for k, v in maps.items()}
+
+
+def test_object_at_and_edit_for_write_only_the_object():
+    from napari_attnseg.prompts import edit_for, object_at
+    from napari_attnseg.prompts.segment import PromptResult
+
+    labels = np.zeros((20, 20), np.uint8)
+    labels[2:6, 2:6] = 1
+    labels[10:15, 10:15] = 1
+    labels[10:15, 16:19] = 2
+    prev = object_at(labels, (12, 12))
+    assert prev.sum() == 25 and object_at(labels, (0, 0)) is None
+    with pytest.raises(InputError, match="outside"):
+        object_at(labels, (25, 0))
+    new = np.zeros((20, 20), bool)
+    new[11:15, 11:18] = True  # shrinks the object on two sides, grows it into object 2
+    res = PromptResult(new, (slice(0, 20), slice(0, 20)), np.zeros((20, 20), np.float32), [], np.zeros((1, 2)),
+                       np.array([1]))
+    where, values = edit_for(labels, res, 1, prev)
+    out = labels.copy()
+    out[where] = values
+    assert (out[new] == 1).all() and (out[prev & ~new] == 0).all() and out[2:6, 2:6].sum() == 16
+    assert out[10, 17] == 2  # object 2 outside the new mask untouched
