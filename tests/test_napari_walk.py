@@ -169,3 +169,53 @@ def test_finetune_errors_are_one_message_and_clear_the_last_result(make_napari_v
     qtbot.waitUntil(lambda: ft.run_button.enabled, timeout=60000)
     assert ft.status.value.startswith("Fine-tuning failed") and "Traceback" not in ft.status.value
     _no_exception(notifications)
+
+
+def test_click_to_fix_segments_an_object_and_undoes_it(make_napari_viewer, qtbot, notifications):
+    """Prompt mode on the nuclei sample with the shipped promptable model: a click on a nucleus writes
+    that nucleus into the mask (one undoable step), the modulated attention is shown, 'Undo last
+    click' restores the mask, and bad clicks are messages."""
+    from scipy import ndimage as ndi
+
+    from napari_attnseg._napari import correct_widget as cw
+    from napari_attnseg._napari.correct_widget import CorrectWidget
+    from napari_attnseg._paths import samples_dir
+    from napari_attnseg.data import read_image
+    from napari_attnseg.models.registry import bundled_models
+
+    if "nuclei-2d-prompt" not in bundled_models():
+        pytest.skip("no bundled promptable model")
+    viewer = make_napari_viewer()
+    image = read_image(samples_dir() / "nuclei2d_image.tif").data[:, 256:]
+    ref = read_image(samples_dir() / "nuclei2d_labels.tif").data[:, 256:]
+    viewer.add_image(image, name="nuclei")
+    mask = viewer.add_labels(np.zeros(image.shape, np.uint8), name="nuclei mask")
+    corr = CorrectWidget(viewer)
+    messages = []
+    corr_notify, cw.notify_error = cw.notify_error, messages.append
+    from napari_attnseg._napari import prompt_mode as pm
+
+    pm_notify, pm.notify_error = pm.notify_error, messages.append
+    try:
+        corr.prompt.model_combo.value = "nuclei-2d-prompt"
+        corr.prompt.enable_box.value = True
+        assert "nuclei prompts" in viewer.layers
+        # a nucleus away from the image's sides: the click at its deepest point
+        ids, counts = np.unique(ref[64:-64, 64:-64], return_counts=True)
+        target = int(ids[1:][np.argmax(counts[1:])])
+        obj = ref == target
+        centre = np.unravel_index(np.argmax(ndi.distance_transform_edt(obj)), obj.shape)
+        assert corr.prompt.click(centre, positive=False) is None and "positive click" in messages[-1]
+        worker = corr.prompt.click(centre)
+        qtbot.waitUntil(lambda: not corr.prompt.busy, timeout=60000)
+        assert worker is not None and corr.prompt.last_result is not None, messages
+        got = np.asarray(mask.data) == 1
+        iou = (got & obj).sum() / (got | obj).sum()
+        assert got[centre] and iou > 0.6, iou
+        assert "nuclei prompt attention" in viewer.layers
+        corr.prompt.undo_last_click()
+        assert not np.asarray(mask.data).any() and len(viewer.layers["nuclei prompts"].data) == 0
+        assert corr.prompt.click((5.0, 9999.0)) is None and "outside" in messages[-1]
+    finally:
+        cw.notify_error, pm.notify_error = corr_notify, pm_notify
+    _no_exception(notifications)

@@ -69,10 +69,10 @@ class PromptMode:
             self.status,
         ], labels=False)
         self.enable_box.changed.connect(self._toggle)
+        self.corr.viewer.layers.events.inserted.connect(lambda *_: self.refresh_models())
         self.undo_button.changed.connect(lambda *_: self.undo_last_click())
         self.new_button.changed.connect(lambda *_: self.new_object())
         self.model_combo.changed.connect(lambda *_: self.new_object())
-        self.refresh_models()
 
     # -- models ---------------------------------------------------------------------------------
     def refresh_models(self) -> None:
