@@ -36,20 +36,12 @@ def progress_printer(label: str):
     return show
 
 
-def output_name(src: Path, suffix: str, fmt: str) -> str:
-    from ..data import stem
-
-    return f"{stem(src)}_{suffix}" + (".tif" if fmt == "tiff" else ".nii.gz")
-
-
 def run(args: argparse.Namespace) -> int:
-    import numpy as np
-
     from ..checkpoint import load_model
-    from ..data import read_image, stem, write_image
-    from ..data.manifest import write_json_atomic
+    from ..data import read_image
     from ..errors import AttnSegError, InputError
     from ..inference import predict
+    from ..results import existing_outputs, write_prediction
 
     model = load_model(args.model, device=args.device)
     tile = [int(t) for t in args.tile.split(",")] if args.tile else None
@@ -57,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     failed = 0
     for src in map(Path, args.inputs):
         try:
-            existing = _existing_outputs(out, src)
+            existing = existing_outputs(out, src)
             if existing and not args.overwrite:
                 raise InputError(
                     f"{out} already holds outputs for this input ({', '.join(p.name for p in existing[:3])}"
@@ -70,30 +62,7 @@ def run(args: argparse.Namespace) -> int:
                            tta=args.tta, spacing=vol.spacing, progress=progress_printer(src.name),
                            return_probabilities=not args.no_prob)
             fmt = "tiff" if vol.meta.get("format") == "tiff" else "nifti"
-            for old in existing:  # --overwrite: a stale map of a level this model lacks must not linger
-                old.unlink()
-            written = [write_image(out / output_name(src, "mask", fmt), np.asarray(pred.labels), like=vol)]
-            if pred.probabilities is not None:
-                fg = np.asarray(pred.probabilities[1:], np.float32)
-                written.append(write_image(out / output_name(src, "prob", fmt), fg[0] if fg.shape[0] == 1 else fg,
-                                           like=vol))
-            maps = []
-            for amap in pred.attention:
-                # maps keep their native resolution: the file's spacing is the map's pixel size
-                spacing = tuple(s * sc for s, sc in zip(vol.spacing[-amap.data.ndim:], amap.scale))
-                affine = None
-                if vol.affine is not None:
-                    affine = _map_affine(vol.affine, amap)
-                level = amap.name.replace(" ", "_").replace("/", "-")
-                written.append(write_image(out / output_name(src, f"attention_{level}", fmt),
-                                           np.asarray(amap.data, np.float32), spacing=spacing, affine=affine))
-                maps.append({"file": written[-1].name, "name": amap.name, "level": amap.level,
-                             "scale": list(amap.scale), "translate": list(amap.translate)})
-            reference = _link_input(out, src)
-            record = _record(src, reference, model, pred, written)
-            record.update(mask=written[0].name, probability=written[1].name if pred.probabilities is not None else None,
-                          attention=maps, shape=list(pred.labels.shape), spacing=list(vol.spacing))
-            write_json_atomic(out / f"{stem(src)}_predict.json", record)
+            write_prediction(out, src, vol, model, pred, request=None, fmt=fmt)
             print(f"{src}: {pred.params['tiles']} tiles on {pred.device} ({pred.precision}), "
                   f"{pred.timings['total_s']:.1f} s -> {out}")
             for w in pred.warnings:
@@ -104,77 +73,3 @@ def run(args: argparse.Namespace) -> int:
     if failed:
         print(f"{failed} of {len(args.inputs)} inputs failed", file=sys.stderr)
     return 1 if failed else 0
-
-
-def _existing_outputs(out: Path, src: Path) -> list[Path]:
-    """Files an earlier run wrote for ``src`` in ``out`` (mask, prob, maps, reference, record)."""
-    from ..data import stem
-
-    if not out.is_dir():
-        return []
-    s = stem(src)
-    names = [f"{s}_mask", f"{s}_prob", f"{s}_image", f"{s}_predict.json"]
-    found = [p for p in out.iterdir() if p.name.startswith(f"{s}_attention_")
-             or any(p.name == n or p.name.startswith(n + ".") for n in names)]
-    order = {f"{s}_mask": 0, f"{s}_prob": 1}  # name the mask first: it is what a user may have corrected
-    return sorted(found, key=lambda p: (order.get(p.name.split(".")[0], 2), p.name))
-
-
-def _link_input(out: Path, src: Path) -> str | None:
-    """A copy-free reference to the input beside its outputs: a symlink ``<stem>_image<ext>``.
-
-    Nothing is made when the outputs already sit next to the input, or where the file system refuses
-    links (the record written beside the outputs still names the input).
-    """
-    from ..data import stem
-
-    src = src.resolve()
-    if src.parent == out.resolve():
-        return src.name
-    suffix = src.name[len(stem(src)):]  # .tif, .nii.gz, ... ("" for a DICOM folder)
-    link = out / f"{stem(src)}_image{suffix}"
-    try:
-        link.symlink_to(src, target_is_directory=src.is_dir())
-    except OSError:
-        return None
-    return link.name
-
-
-def _record(src: Path, reference: str | None, model, pred, written: list[Path]) -> dict:
-    """What produced the outputs: the input, the model (with its weights' digest) and the run's settings."""
-    from .. import __version__
-
-    src = src.resolve()
-    st = src.stat()
-    card = getattr(model, "card", None)
-    return {
-        "input": str(src),
-        "input_size_bytes": st.st_size if src.is_file() else sum(p.stat().st_size for p in src.rglob("*") if p.is_file()),
-        "input_modified": st.st_mtime,
-        "input_reference": reference,
-        "outputs": [p.name for p in written],
-        "model": getattr(card, "name", None),
-        "model_path": getattr(model, "checkpoint_path", None),
-        "model_weights_sha256": getattr(card, "weights_sha256", None),
-        "classes": list(pred.classes),
-        "device": pred.device,
-        "precision": pred.precision,
-        "params": {k: v for k, v in pred.params.items() if isinstance(v, (int, float, str, bool, list, tuple, type(None)))},
-        "timings_s": pred.timings,
-        "warnings": list(pred.warnings),
-        "napari_attnseg": __version__,
-    }
-
-
-def _map_affine(affine, amap):
-    """NIfTI affine of a map on its own grid: index (i, j, k) of the map -> the image's world mm."""
-    import numpy as np
-
-    a = np.asarray(affine, float)
-    # array axes are (k, j, i); NIfTI axes are (i, j, k): reverse the map's scale/translate
-    scale = list(reversed(amap.scale)) + [1.0] * (3 - len(amap.scale))
-    trans = list(reversed(amap.translate)) + [0.0] * (3 - len(amap.translate))
-    m = np.eye(4)
-    m[:3, :3] = np.diag(scale)
-    m[:3, 3] = trans
-    return a @ m
