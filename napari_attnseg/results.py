@@ -139,6 +139,17 @@ def _stat(path: Path) -> list[int]:
     return [st.st_size, st.st_mtime_ns]
 
 
+def finished_record(out: Path, src: Path) -> dict | None:
+    """The record of ``src`` in ``out`` if the case is finished (record there, every output it names too)."""
+    try:
+        record = json.loads(record_path(out, src).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or "mask" not in record:
+        return None
+    return record if all((Path(out) / n).is_file() for n in record.get("outputs") or []) else None
+
+
 def case_state(out: Path, src: Path, weights_sha256: str | None, request: dict[str, Any] | None) -> str:
     """Where ``src``'s outputs in ``out`` stand, for a resumable run.
 
@@ -178,8 +189,12 @@ def _jsonable(value):
 
 
 def write_prediction(out: str | os.PathLike, src: str | os.PathLike, vol, model, pred,
-                     request: dict[str, Any] | None = None, fmt: str | None = None) -> dict:
+                     request: dict[str, Any] | None = None, fmt: str | None = None,
+                     extra: dict[str, Any] | None = None) -> dict:
     """Write ``pred`` for input ``src`` (read as ``vol``) into ``out``; return the record.
+
+    ``request``: the options asked for (a later run with the same weights and request skips the
+    case); ``extra``: more entries for the record.
 
     Replaces every output an earlier run left for ``src`` (the caller decides whether that is
     allowed). Mask, probability (foreground classes, float32), one file per attention map, a link to
@@ -217,7 +232,7 @@ def write_prediction(out: str | os.PathLike, src: str | os.PathLike, vol, model,
     record = _record(src, reference, model, pred, written)
     record.update(mask=written[0].name, probability=written[1].name if pred.probabilities is not None else None,
                   attention=maps, shape=list(pred.labels.shape), spacing=list(vol.spacing),
-                  request=_jsonable(request), output_stats={p.name: _stat(p) for p in written})
+                  request=_jsonable(request), output_stats={p.name: _stat(p) for p in written}, **(extra or {}))
     write_json_atomic(record_path(out, src), record)  # the commit point
     marker.unlink(missing_ok=True)
     return record

@@ -13,7 +13,9 @@ HELP = "Segment images (TIFF, NIfTI, DICOM) and write masks, probabilities and a
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..devices import DEVICE_CHOICES
 
-    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files (.tif, .nii.gz) or DICOM folders")
+    parser.add_argument("inputs", nargs="+", metavar="INPUT",
+                        help="image files (.tif, .nii.gz) or DICOM folders; a folder of images, a quoted glob or a "
+                             ".csv of paths runs a resumable cohort (finished cases are skipped)")
     parser.add_argument("--model", required=True, help="bundled model name (see `attnseg models`) or a .safetensors file")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--attention", action="store_true", help="also write one file per attention level")
@@ -26,6 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-prob", action="store_true", help="do not write the probability map")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace outputs of an earlier run in --out (default: refuse that input and say so)")
+    parser.add_argument("--dask", nargs="?", const="auto", default=None, metavar="N|ADDRESS",
+                        help="run the cases on Dask: N local workers, a scheduler address (tcp://host:8786), or "
+                             "bare: one worker per GPU (two CPU workers without one)")
 
 
 def progress_printer(label: str):
@@ -43,6 +48,8 @@ def run(args: argparse.Namespace) -> int:
     from ..inference import predict
     from ..results import existing_outputs, write_prediction
 
+    if args.dask is not None or any(map(_is_cohort, args.inputs)):
+        return _run_cohort(args)
     model = load_model(args.model, device=args.device)
     tile = [int(t) for t in args.tile.split(",")] if args.tile else None
     out = Path(args.out)
@@ -73,3 +80,38 @@ def run(args: argparse.Namespace) -> int:
     if failed:
         print(f"{failed} of {len(args.inputs)} inputs failed", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _is_cohort(text: str) -> bool:
+    """A folder of images (not a DICOM series), a glob or a CSV: many cases."""
+    from ..data import image_format
+
+    p = Path(text)
+    if p.exists():
+        return p.suffix.lower() == ".csv" or (p.is_dir() and image_format(p) != "dicom")
+    return any(c in text for c in "*?[")
+
+
+def _run_cohort(args: argparse.Namespace) -> int:
+    """Folder/glob/CSV inputs or --dask: a resumable cohort run (napari_attnseg.cohort) and its summary CSV."""
+    import contextlib
+
+    from ..cohort import dask_client, predict_cohort
+
+    tile = [int(t) for t in args.tile.split(",")] if args.tile else None
+    options = dict(attention=args.attention, tile=tile[0] if tile and len(tile) == 1 else tile, overlap=args.overlap,
+                   device=args.device, precision=args.precision, mode=args.mode, tta=args.tta,
+                   return_probabilities=not args.no_prob)
+
+    def show(done: int, total: int, res) -> None:
+        what = {"done": f"{res.seconds:.1f} s, {res.voxels_per_s / 1e6:.2f} Mvoxel/s", "skipped": "finished before",
+                "failed": res.error}[res.status]
+        print(f"[{done}/{total}] {res.case}: {res.status} ({what})", file=sys.stderr if res.failed else sys.stdout)
+        for w in res.warnings:
+            print(f"{res.case}: warning: {w}", file=sys.stderr)
+
+    with dask_client(args.dask) if args.dask else contextlib.nullcontext((None, None)) as (client, threads):
+        summary = predict_cohort(args.model, args.inputs, args.out, client=client, overwrite=args.overwrite,
+                                 threads=threads, progress=show, **options)
+    print(f"{summary.describe()}; summary: {summary.csv}")
+    return 1 if summary.failed else 0
