@@ -341,6 +341,12 @@ def _cached_model(path: str, sha: str | None, device: str):
         return model
 
 
+def _warm_readers() -> None:
+    """Import the image readers with the model, so that a fresh worker's first read is only a read."""
+    for name in ("nifti", "tiff", "dicom"):
+        importlib.import_module(f".data.{name}", __package__)
+
+
 def _dask_case(job: _Job, model_path: str, sha: str | None) -> CaseResult:
     """A Dask task: one case on this worker, with its cached model and its compute slot."""
     from distributed import get_worker
@@ -354,6 +360,7 @@ def _dask_case(job: _Job, model_path: str, sha: str | None) -> CaseResult:
     options = dict(job.options, device=device)
     try:
         model = _cached_model(model_path, sha, device)
+        _warm_readers()
     except AttnSegError as exc:
         return CaseResult(case=job.case, input=job.src, status="failed", error=str(exc), worker=name)
     with _CACHE_LOCK:
