@@ -420,8 +420,10 @@ def predict_cohort(
 
     loaded = None
     if isinstance(model, (str, os.PathLike)):
-        model_path = str(resolve_model_path(model))
-        sha = read_card(model_path).weights_sha256
+        resolved = resolve_model_path(model)
+        sha = read_card(resolved).weights_sha256
+        # workers resolve a bundled name in their own installation; a file by its absolute path
+        model_path = str(model) if _is_bundled(model, resolved) else str(resolved.resolve())
     else:
         loaded = model
         model_path = getattr(model, "checkpoint_path", None)
@@ -486,6 +488,15 @@ def predict_cohort(
     if summary is not None:
         summary_obj.csv = _write_summary(out / summary, summary_obj)
     return summary_obj
+
+
+def _is_bundled(model, resolved: Path) -> bool:
+    from ._paths import models_dir
+
+    try:
+        return not Path(model).expanduser().exists() and resolved.resolve().parent == models_dir().resolve()
+    except FileNotFoundError:
+        return False
 
 
 def _request(options: dict[str, Any]) -> dict[str, Any]:
