@@ -536,10 +536,15 @@ def _run_serial(todo: Sequence[tuple[int, _Job]], model, slot: _Slot, prefetch: 
         for i, job in todo:
             report(i, guarded(job))
         return
-    with ThreadPoolExecutor(max_workers=1 + prefetch, thread_name_prefix="attnseg-case") as pool:
+    pool = ThreadPoolExecutor(max_workers=1 + prefetch, thread_name_prefix="attnseg-case")
+    try:
         futures = {pool.submit(guarded, job): i for i, job in todo}
         for fut in as_completed(futures):
             report(futures[fut], fut.result())
+    except BaseException:  # Ctrl-C: start no further case (those running finish their atomic writes)
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
 
 
 def _run_dask(client, todo: Sequence[tuple[int, _Job]], model_path: str, sha: str | None, retries: int,

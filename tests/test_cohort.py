@@ -168,3 +168,16 @@ def test_inputs_from_a_folder_a_glob_a_csv_and_a_list(tmp_path, tiny_checkpoint)
     assert predict_cohort(model, tmp_path / "scans", tmp_path / "scans", summary=None, device="cpu",
                           tile=[16, 32, 32], attention=False, overlap=None, precision="auto", mode=None, tta=False,
                           return_probabilities=True).skipped == 3  # the CLI's request, said in Python
+
+
+def test_dask_option_errors_name_what_to_write(tmp_path):
+    from napari_attnseg.cohort import dask_client
+    from napari_attnseg.errors import InputError
+
+    pytest.importorskip("distributed")
+    with pytest.raises(InputError, match="--dask=N"):
+        with dask_client("scans/"):
+            pass
+    with pytest.raises(InputError, match="at least one worker"):
+        with dask_client("0"):
+            pass
