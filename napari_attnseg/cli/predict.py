@@ -27,7 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tta", action="store_true", help="average over flips (slower, smoother)")
     parser.add_argument("--no-prob", action="store_true", help="do not write the probability map")
     parser.add_argument("--overwrite", action="store_true",
-                        help="replace outputs of an earlier run in --out (default: refuse that input and say so)")
+                        help="replace outputs of an earlier run in --out (default: refuse that input and say so; "
+                             "a cohort skips the cases finished with the same model and options)")
     parser.add_argument("--dask", nargs="?", const="auto", default=None, metavar="N|ADDRESS",
                         help="run the cases on Dask: N local workers, a scheduler address (tcp://host:8786), or "
                              "bare: one worker per GPU (two CPU workers without one)")
