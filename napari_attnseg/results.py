@@ -1,24 +1,32 @@
-"""Read back what ``attnseg predict`` wrote, as the same layers the segment widget makes.
+"""Write what ``attnseg predict`` produces for one input, and read it back as the segment widget's layers.
 
 ``<stem>_predict.json`` (the run's record) names the input and every output file, and the place of
 each attention map on the image grid (a TIFF keeps only its pixel size, not the half-pixel offset of
 a coarser map). Pure numpy: the napari reader only hands these tuples to the viewer.
+
+Writing a case is crash-safe: a hidden marker ``.<stem>_predict.partial`` is written first, the old
+record is deleted before any output is touched, every file is written atomically and the record is
+written last. A case therefore counts as finished only when its record exists (see
+:func:`case_state`); a marker without a record means a run died half-way through that case.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from .data import read_image
+from .data import read_image, stem, write_image
 from .errors import InputError
 from .inference.prediction import AttentionMap, Prediction
 from .layers import Placement, prediction_layers
 
 RECORD_SUFFIX = "_predict.json"
+PARTIAL_SUFFIX = "_predict.partial"  # hidden marker: ".<stem>_predict.partial"
 
 
 def is_record(path: str | Path) -> bool:
@@ -96,3 +104,191 @@ def record_layers(path: str | Path) -> list[tuple]:
             "precision": pred.precision, "params": pred.params, "timings": pred.timings, "record": str(p)}
     layers += prediction_layers(None, pred, name, Placement(spacing, (0.0,) * labels.ndim), meta=meta)
     return layers
+
+
+# ----------------------------------------------------------------------------------------------
+# writing one case
+# ----------------------------------------------------------------------------------------------
+def output_name(src: Path, suffix: str, fmt: str) -> str:
+    return f"{stem(src)}_{suffix}" + (".tif" if fmt == "tiff" else ".nii.gz")
+
+
+def record_path(out: Path, src: Path) -> Path:
+    return Path(out) / f"{stem(src)}{RECORD_SUFFIX}"
+
+
+def partial_marker(out: Path, src: Path) -> Path:
+    return Path(out) / f".{stem(src)}{PARTIAL_SUFFIX}"
+
+
+def existing_outputs(out: Path, src: Path) -> list[Path]:
+    """Files an earlier run wrote for ``src`` in ``out`` (mask, prob, maps, reference, record)."""
+    out = Path(out)
+    if not out.is_dir():
+        return []
+    s = stem(src)
+    names = [f"{s}_mask", f"{s}_prob", f"{s}_image", f"{s}{RECORD_SUFFIX}"]
+    found = [p for p in out.iterdir() if p.name.startswith(f"{s}_attention_")
+             or any(p.name == n or p.name.startswith(n + ".") for n in names)]
+    order = {f"{s}_mask": 0, f"{s}_prob": 1}  # name the mask first: it is what a user may have corrected
+    return sorted(found, key=lambda p: (order.get(p.name.split(".")[0], 2), p.name))
+
+
+def _stat(path: Path) -> list[int]:
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns]
+
+
+def finished_record(out: Path, src: Path) -> dict | None:
+    """The record of ``src`` in ``out`` if the case is finished (record there, every output it names too)."""
+    try:
+        record = json.loads(record_path(out, src).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or "mask" not in record:
+        return None
+    return record if all((Path(out) / n).is_file() for n in record.get("outputs") or []) else None
+
+
+def case_state(out: Path, src: Path, weights_sha256: str | None, request: dict[str, Any] | None) -> str:
+    """Where ``src``'s outputs in ``out`` stand, for a resumable run.
+
+    ``done``: a record of the same weights (sha256) and the same request, and every output it names
+    is there. ``stale``: outputs of another model or other settings, untouched since that run (their
+    size and time are the recorded ones), or the leftovers of a run killed half-way (marker, no
+    record): safe to replace. ``edited``: outputs that may hold a user's work (changed since the run,
+    or without a record of ours): replaced only with ``overwrite``. ``new``: nothing there.
+    """
+    out, src = Path(out), Path(src)
+    rec_path = record_path(out, src)
+    if rec_path.exists():
+        try:
+            record = json.loads(rec_path.read_text())
+        except (OSError, ValueError):
+            record = None
+        if isinstance(record, dict) and "mask" in record:
+            names = list(record.get("outputs") or [])
+            present = all((out / n).is_file() for n in names)
+            same = (weights_sha256 is not None and record.get("model_weights_sha256") == weights_sha256
+                    and record.get("request") == _jsonable(request))
+            if same and present:
+                return "done"
+            stats = record.get("output_stats") or {}
+            mask = out / record["mask"]
+            untouched = bool(stats) and (not mask.exists() or stats.get(record["mask"]) == _stat(mask))
+            return "stale" if untouched else "edited"
+        return "edited"
+    if partial_marker(out, src).exists():
+        return "stale"
+    return "edited" if existing_outputs(out, src) else "new"
+
+
+def _jsonable(value):
+    """``value`` as it reads back from JSON (tuples become lists), for comparing requests."""
+    return json.loads(json.dumps(value)) if value is not None else None
+
+
+def write_prediction(out: str | os.PathLike, src: str | os.PathLike, vol, model, pred,
+                     request: dict[str, Any] | None = None, fmt: str | None = None,
+                     extra: dict[str, Any] | None = None) -> dict:
+    """Write ``pred`` for input ``src`` (read as ``vol``) into ``out``; return the record.
+
+    ``request``: the options asked for (a later run with the same weights and request skips the
+    case); ``extra``: more entries for the record.
+
+    Replaces every output an earlier run left for ``src`` (the caller decides whether that is
+    allowed). Mask, probability (foreground classes, float32), one file per attention map, a link to
+    the input and ``<stem>_predict.json`` are written in that order, each atomically, the record last.
+    """
+    from ._files import atomic_write
+    from .data.manifest import write_json_atomic
+
+    out, src = Path(out), Path(src)
+    out.mkdir(parents=True, exist_ok=True)
+    fmt = fmt or ("tiff" if vol.meta.get("format") == "tiff" else "nifti")
+    marker = partial_marker(out, src)
+    atomic_write(marker, lambda tmp: Path(tmp).write_text(json.dumps({"input": str(src), "pid": os.getpid()})))
+    record_path(out, src).unlink(missing_ok=True)  # from here on the case does not look finished
+    for old in existing_outputs(out, src):  # a stale map of a level this model lacks must not linger
+        old.unlink()
+    for tmp in out.glob(f".{stem(src)}_*.tmp*"):  # temporary files of a run killed while writing
+        tmp.unlink(missing_ok=True)
+
+    written = [write_image(out / output_name(src, "mask", fmt), np.asarray(pred.labels), like=vol)]
+    if pred.probabilities is not None:
+        fg = np.asarray(pred.probabilities[1:], np.float32)
+        written.append(write_image(out / output_name(src, "prob", fmt), fg[0] if fg.shape[0] == 1 else fg, like=vol))
+    maps = []
+    for amap in pred.attention:
+        # maps keep their native resolution: the file's spacing is the map's pixel size
+        spacing = tuple(s * sc for s, sc in zip(vol.spacing[-amap.data.ndim:], amap.scale))
+        affine = _map_affine(vol.affine, amap) if vol.affine is not None else None
+        level = amap.name.replace(" ", "_").replace("/", "-")
+        written.append(write_image(out / output_name(src, f"attention_{level}", fmt),
+                                   np.asarray(amap.data, np.float32), spacing=spacing, affine=affine))
+        maps.append({"file": written[-1].name, "name": amap.name, "level": amap.level,
+                     "scale": list(amap.scale), "translate": list(amap.translate)})
+    reference = _link_input(out, src)
+    record = _record(src, reference, model, pred, written)
+    record.update(mask=written[0].name, probability=written[1].name if pred.probabilities is not None else None,
+                  attention=maps, shape=list(pred.labels.shape), spacing=list(vol.spacing),
+                  request=_jsonable(request), output_stats={p.name: _stat(p) for p in written}, **(extra or {}))
+    write_json_atomic(record_path(out, src), record)  # the commit point
+    marker.unlink(missing_ok=True)
+    return record
+
+
+def _link_input(out: Path, src: Path) -> str | None:
+    """A copy-free reference to the input beside its outputs: a symlink ``<stem>_image<ext>``.
+
+    Nothing is made when the outputs already sit next to the input, or where the file system refuses
+    links (the record written beside the outputs still names the input).
+    """
+    src = src.resolve()
+    if src.parent == out.resolve():
+        return src.name
+    suffix = src.name[len(stem(src)):]  # .tif, .nii.gz, ... ("" for a DICOM folder)
+    link = out / f"{stem(src)}_image{suffix}"
+    try:
+        link.symlink_to(src, target_is_directory=src.is_dir())
+    except OSError:
+        return None
+    return link.name
+
+
+def _record(src: Path, reference: str | None, model, pred, written: list[Path]) -> dict:
+    """What produced the outputs: the input, the model (with its weights' digest) and the run's settings."""
+    from . import __version__
+
+    src = src.resolve()
+    st = src.stat()
+    card = getattr(model, "card", None)
+    return {
+        "input": str(src),
+        "input_size_bytes": st.st_size if src.is_file() else sum(p.stat().st_size for p in src.rglob("*") if p.is_file()),
+        "input_modified": st.st_mtime,
+        "input_reference": reference,
+        "outputs": [p.name for p in written],
+        "model": getattr(card, "name", None),
+        "model_path": getattr(model, "checkpoint_path", None),
+        "model_weights_sha256": getattr(card, "weights_sha256", None),
+        "classes": list(pred.classes),
+        "device": pred.device,
+        "precision": pred.precision,
+        "params": {k: v for k, v in pred.params.items() if isinstance(v, (int, float, str, bool, list, tuple, type(None)))},
+        "timings_s": pred.timings,
+        "warnings": list(pred.warnings),
+        "napari_attnseg": __version__,
+    }
+
+
+def _map_affine(affine, amap):
+    """NIfTI affine of a map on its own grid: index (i, j, k) of the map -> the image's world mm."""
+    a = np.asarray(affine, float)
+    # array axes are (k, j, i); NIfTI axes are (i, j, k): reverse the map's scale/translate
+    scale = list(reversed(amap.scale)) + [1.0] * (3 - len(amap.scale))
+    trans = list(reversed(amap.translate)) + [0.0] * (3 - len(amap.translate))
+    m = np.eye(4)
+    m[:3, :3] = np.diag(scale)
+    m[:3, 3] = trans
+    return a @ m

@@ -13,7 +13,9 @@ HELP = "Segment images (TIFF, NIfTI, DICOM) and write masks, probabilities and a
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..options import DEVICES, MODES, PRECISIONS
 
-    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files (.tif, .nii.gz) or DICOM folders")
+    parser.add_argument("inputs", nargs="+", metavar="INPUT",
+                        help="image files (.tif, .nii.gz) or DICOM folders; a folder of images, a quoted glob or a "
+                             ".csv of paths runs a resumable cohort (finished cases are skipped)")
     parser.add_argument("--model", required=True, help="bundled model name (see `attnseg models`) or a .safetensors file")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--attention", action="store_true", help="also write one file per attention level")
@@ -31,7 +33,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "already skull-stripped is left as it is)")
     parser.add_argument("--no-prob", action="store_true", help="do not write the probability map")
     parser.add_argument("--overwrite", action="store_true",
-                        help="replace outputs of an earlier run in --out (default: refuse that input and say so)")
+                        help="replace outputs of an earlier run in --out (default: refuse that input and say so; "
+                             "a cohort skips the cases finished with the same model and options)")
+    parser.add_argument("--dask", nargs="?", const="auto", default=None, metavar="N|ADDRESS",
+                        help="run the cases on Dask: N local workers, a scheduler address (tcp://host:8786), or "
+                             "bare: one worker per GPU (two CPU workers without one)")
 
 
 class TileProgress:
@@ -76,28 +82,22 @@ def _parse_tile(text: str | None) -> list[int] | None:
         raise InputError(f"--tile takes sizes like 256 or 96,96,96; got {text!r}.") from None
 
 
-def output_name(src: Path, suffix: str, fmt: str) -> str:
-    from ..data import stem
-
-    return f"{stem(src)}_{suffix}" + (".tif" if fmt == "tiff" else ".nii.gz")
-
-
 def run(args: argparse.Namespace) -> int:
-    import numpy as np
-
     from ..checkpoint import load_model
-    from ..data import read_image, stem, write_image
-    from ..data.manifest import write_json_atomic
+    from ..data import read_image
     from ..errors import AttnSegError, InputError
     from ..inference import predict
+    from ..results import existing_outputs, write_prediction
 
+    if args.dask is not None or any(map(_is_cohort, args.inputs)):
+        return _run_cohort(args)
     tile = _parse_tile(args.tile)
     model = load_model(args.model, device=args.device)
     out = Path(args.out)
     failed = 0
     for src in map(Path, args.inputs):
         try:
-            existing = _existing_outputs(out, src)
+            existing = existing_outputs(out, src)
             if existing and not args.overwrite:
                 raise InputError(
                     f"{out} already holds outputs for this input ({', '.join(p.name for p in existing[:3])}"
@@ -112,30 +112,7 @@ def run(args: argparse.Namespace) -> int:
                                diameter=args.diameter, brain_extraction={"on": True, "off": False}.get(args.brain_extraction),
                                progress=progress, return_probabilities=not args.no_prob)
             fmt = "tiff" if vol.meta.get("format") == "tiff" else "nifti"
-            for old in existing:  # --overwrite: a stale map of a level this model lacks must not linger
-                old.unlink()
-            written = [write_image(out / output_name(src, "mask", fmt), np.asarray(pred.labels), like=vol)]
-            if pred.probabilities is not None:
-                fg = np.asarray(pred.probabilities[1:], np.float32)
-                written.append(write_image(out / output_name(src, "prob", fmt), fg[0] if fg.shape[0] == 1 else fg,
-                                           like=vol))
-            maps = []
-            for amap in pred.attention:
-                # maps keep their native resolution: the file's spacing is the map's pixel size
-                spacing = tuple(s * sc for s, sc in zip(vol.spacing[-amap.data.ndim:], amap.scale))
-                affine = None
-                if vol.affine is not None:
-                    affine = _map_affine(vol.affine, amap)
-                level = amap.name.replace(" ", "_").replace("/", "-")
-                written.append(write_image(out / output_name(src, f"attention_{level}", fmt),
-                                           np.asarray(amap.data, np.float32), spacing=spacing, affine=affine))
-                maps.append({"file": written[-1].name, "name": amap.name, "level": amap.level,
-                             "scale": list(amap.scale), "translate": list(amap.translate)})
-            reference = _link_input(out, src)
-            record = _record(src, reference, model, pred, written)
-            record.update(mask=written[0].name, probability=written[1].name if pred.probabilities is not None else None,
-                          attention=maps, shape=list(pred.labels.shape), spacing=list(vol.spacing))
-            write_json_atomic(out / f"{stem(src)}_predict.json", record)
+            write_prediction(out, src, vol, model, pred, request=None, fmt=fmt)
             print(f"{src}: {pred.params['tiles']} tiles on {pred.device} ({pred.precision}), "
                   f"{pred.timings['total_s']:.1f} s -> {out}")
             for w in pred.warnings:
@@ -148,75 +125,37 @@ def run(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _existing_outputs(out: Path, src: Path) -> list[Path]:
-    """Files an earlier run wrote for ``src`` in ``out`` (mask, prob, maps, reference, record)."""
-    from ..data import stem
+def _is_cohort(text: str) -> bool:
+    """A folder of images (not a DICOM series), a glob or a CSV: many cases."""
+    from ..data import image_format
 
-    if not out.is_dir():
-        return []
-    s = stem(src)
-    names = [f"{s}_mask", f"{s}_prob", f"{s}_image", f"{s}_predict.json"]
-    found = [p for p in out.iterdir() if p.name.startswith(f"{s}_attention_")
-             or any(p.name == n or p.name.startswith(n + ".") for n in names)]
-    order = {f"{s}_mask": 0, f"{s}_prob": 1}  # name the mask first: it is what a user may have corrected
-    return sorted(found, key=lambda p: (order.get(p.name.split(".")[0], 2), p.name))
+    p = Path(text)
+    if p.exists():
+        return p.suffix.lower() == ".csv" or (p.is_dir() and image_format(p) != "dicom")
+    return any(c in text for c in "*?[")
 
 
-def _link_input(out: Path, src: Path) -> str | None:
-    """A copy-free reference to the input beside its outputs: a symlink ``<stem>_image<ext>``.
+def _run_cohort(args: argparse.Namespace) -> int:
+    """Folder/glob/CSV inputs or --dask: a resumable cohort run (napari_attnseg.cohort) and its summary CSV."""
+    import contextlib
 
-    Nothing is made when the outputs already sit next to the input, or where the file system refuses
-    links (the record written beside the outputs still names the input).
-    """
-    from ..data import stem
+    from ..cohort import dask_client, predict_cohort
 
-    src = src.resolve()
-    if src.parent == out.resolve():
-        return src.name
-    suffix = src.name[len(stem(src)):]  # .tif, .nii.gz, ... ("" for a DICOM folder)
-    link = out / f"{stem(src)}_image{suffix}"
-    try:
-        link.symlink_to(src, target_is_directory=src.is_dir())
-    except OSError:
-        return None
-    return link.name
+    tile = _parse_tile(args.tile)
+    options = dict(attention=args.attention, tile=tile[0] if tile and len(tile) == 1 else tile, overlap=args.overlap,
+                   device=args.device, precision=args.precision, mode=args.mode, tta=args.tta,
+                   return_probabilities=not args.no_prob, diameter=args.diameter,
+                   brain_extraction={"on": True, "off": False}.get(args.brain_extraction))
 
+    def show(done: int, total: int, res) -> None:
+        what = {"done": f"{res.seconds:.1f} s, {res.voxels_per_s / 1e6:.2f} Mvoxel/s", "skipped": "finished before",
+                "failed": res.error}[res.status]
+        print(f"[{done}/{total}] {res.case}: {res.status} ({what})", file=sys.stderr if res.failed else sys.stdout)
+        for w in res.warnings:
+            print(f"{res.case}: warning: {w}", file=sys.stderr)
 
-def _record(src: Path, reference: str | None, model, pred, written: list[Path]) -> dict:
-    """What produced the outputs: the input, the model (with its weights' digest) and the run's settings."""
-    from .. import __version__
-
-    src = src.resolve()
-    st = src.stat()
-    card = getattr(model, "card", None)
-    return {
-        "input": str(src),
-        "input_size_bytes": st.st_size if src.is_file() else sum(p.stat().st_size for p in src.rglob("*") if p.is_file()),
-        "input_modified": st.st_mtime,
-        "input_reference": reference,
-        "outputs": [p.name for p in written],
-        "model": getattr(card, "name", None),
-        "model_path": getattr(model, "checkpoint_path", None),
-        "model_weights_sha256": getattr(card, "weights_sha256", None),
-        "classes": list(pred.classes),
-        "device": pred.device,
-        "precision": pred.precision,
-        "params": {k: v for k, v in pred.params.items() if isinstance(v, (int, float, str, bool, list, tuple, type(None)))},
-        "timings_s": pred.timings,
-        "warnings": list(pred.warnings),
-        "napari_attnseg": __version__,
-    }
-
-
-def _map_affine(affine, amap):
-    """NIfTI affine of a map on its own grid: index (i, j, k) of the map -> the image's world mm."""
-    import numpy as np
-
-    a = np.asarray(affine, float)
-    # array axes are (k, j, i); NIfTI axes are (i, j, k): reverse the map's scale/translate
-    scale = list(reversed(amap.scale)) + [1.0] * (3 - len(amap.scale))
-    trans = list(reversed(amap.translate)) + [0.0] * (3 - len(amap.translate))
-    m = np.eye(4)
-    m[:3, :3] = np.diag(scale)
-    m[:3, 3] = trans
-    return a @ m
+    with dask_client(args.dask) if args.dask else contextlib.nullcontext((None, None)) as (client, threads):
+        summary = predict_cohort(args.model, args.inputs, args.out, client=client, overwrite=args.overwrite,
+                                 threads=threads, progress=show, **options)
+    print(f"{summary.describe()}; summary: {summary.csv}")
+    return 1 if summary.failed else 0
