@@ -202,7 +202,7 @@ def test_finetune_prompts_cli_makes_a_promptable_checkpoint(tmp_path):
     from napari_attnseg.cli import main as cli
 
     rng = np.random.default_rng(0)
-    for i in range(2):
+    for _i in range(2):
         lab = np.zeros((48, 48), np.uint8)
         for _ in range(4):
             lab[disk((48, 48), rng.uniform(8, 40, 2), rng.uniform(4, 7))] = 1

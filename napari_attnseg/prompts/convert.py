@@ -241,7 +241,6 @@ def make_promptable(model: nn.Module, **options: Any) -> nn.Module:
         raise InputError(f"Unknown prompt option(s) {', '.join(sorted(unknown))}; valid: {', '.join(DEFAULTS)}.")
     opts = {**DEFAULTS, **options}
     context = PromptContext(opts["beta"], opts["eps"])
-    image_channels = int(model.in_channels)
     targets = _input_convs(model)
     if not targets:
         raise InputError(f"Cannot make {getattr(model, 'arch', type(model).__name__)} promptable: no convolution "

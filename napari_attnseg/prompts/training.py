@@ -69,7 +69,7 @@ def click_score(model, parts) -> float:
             target = np.zeros(img.shape[1:], bool)
             target[inner] = cc == i
 
-            def seg(points, labels, previous):
+            def seg(points, labels, previous, img=img):
                 return segment_with_prompts(model, img, points, labels, previous=previous, attention=False,
                                             normalized=True).mask
 
