@@ -45,7 +45,7 @@ def cluster():
 
 def _crash_once(marker: str):
     """Installed on every worker: the first read of a case named 'crash*' kills its worker process."""
-    import napari_attnseg.cohort as cohort
+    import napari_attnseg.cohort.cases as cohort
 
     original = cohort._read_case
 
@@ -79,7 +79,7 @@ def test_a_2_process_cluster_gives_the_serial_results_survives_a_lost_worker_and
             for a, b in zip(_arrays(tmp_path / "serial", c.case), _arrays(tmp_path / "dask", c.case)):
                 np.testing.assert_array_equal(a, b)
     # every worker loaded the model once and kept it
-    loaded = cluster.run(lambda: len(__import__("napari_attnseg.cohort", fromlist=["_MODELS"])._MODELS))
+    loaded = cluster.run(lambda: len(__import__("napari_attnseg.cohort.workers", fromlist=["_MODELS"])._MODELS))
     assert set(loaded.values()) <= {0, 1} and sum(loaded.values()) >= 1
 
     rows = list(csv.DictReader(open(tmp_path / "dask" / "cohort_summary.csv")))

@@ -1,0 +1,198 @@
+"""One case of a cohort: its result, the summary, and read -> compute -> write (serially or on a worker)."""
+
+from __future__ import annotations
+
+import csv
+import threading
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import AttnSegError
+
+SUMMARY_NAME = "cohort_summary.csv"
+SUMMARY_COLUMNS = ("case", "status", "seconds", "voxels_per_s", "wait_s", "warnings", "error", "input", "worker")
+CSV_PATH_COLUMNS = ("path", "input", "image", "file", "filename", "case")
+# keyword arguments of `predict` that the cohort sets per case or that cannot travel
+_NOT_FORWARDED = ("progress", "cancel", "out", "spacing")
+
+
+@dataclass
+class CaseResult:
+    """How one case went: ``status`` is ``done`` (computed now), ``skipped`` (finished before) or ``failed``."""
+
+    case: str
+    input: str
+    status: str
+    seconds: float = 0.0  # read + compute + write
+    voxels: int = 0
+    wait_s: float = 0.0  # the compute slot idle, waiting for this case's input
+    read_s: float = 0.0
+    compute_s: float = 0.0
+    write_s: float = 0.0
+    warnings: list[str] = field(default_factory=list)
+    error: str = ""
+    worker: str = ""
+
+    @property
+    def failed(self) -> bool:
+        return self.status == "failed"
+
+    @property
+    def voxels_per_s(self) -> float:
+        return self.voxels / self.seconds if self.seconds > 0 else 0.0
+
+    def row(self) -> dict[str, Any]:
+        return {"case": self.case, "status": self.status, "seconds": f"{self.seconds:.3f}",
+                "voxels_per_s": f"{self.voxels_per_s:.0f}", "wait_s": f"{self.wait_s:.3f}",
+                "warnings": " | ".join(self.warnings), "error": self.error, "input": self.input,
+                "worker": self.worker}
+
+
+@dataclass
+class CohortSummary:
+    """What a cohort run did. ``csv``: the summary file written in ``out``."""
+
+    cases: list[CaseResult]
+    wall_s: float
+    slots: int  # compute slots that ran cases (1 in this process, one per Dask worker used)
+    csv: Path | None = None
+
+    def count(self, status: str) -> int:
+        return sum(c.status == status for c in self.cases)
+
+    @property
+    def done(self) -> int:
+        return self.count("done")
+
+    @property
+    def skipped(self) -> int:
+        return self.count("skipped")
+
+    @property
+    def failed(self) -> int:
+        return self.count("failed")
+
+    @property
+    def voxels(self) -> int:
+        return sum(c.voxels for c in self.cases if c.status == "done")
+
+    @property
+    def throughput(self) -> float:
+        """Voxels per second of wall time over the cases computed in this run."""
+        return self.voxels / self.wall_s if self.wall_s > 0 else 0.0
+
+    @property
+    def input_wait_s(self) -> float:
+        return sum(c.wait_s for c in self.cases)
+
+    @property
+    def input_wait_share(self) -> float:
+        """The slots' time spent waiting for input, as a share of their wall time (slots x wall)."""
+        return self.input_wait_s / (self.slots * self.wall_s) if self.wall_s > 0 and self.slots else 0.0
+
+    def describe(self) -> str:
+        return (f"{len(self.cases)} cases: {self.done} done, {self.skipped} skipped, {self.failed} failed "
+                f"in {self.wall_s:.1f} s ({self.throughput / 1e6:.2f} Mvoxel/s); compute waited "
+                f"{self.input_wait_s:.1f} s for input ({100 * self.input_wait_share:.1f}% of "
+                f"{self.slots} slot{'s' if self.slots != 1 else ''} x wall)")
+
+
+# ----------------------------------------------------------------------------------------------
+# one case (the same code serially and on a Dask worker)
+# ----------------------------------------------------------------------------------------------
+class _Slot:
+    """The compute slot of one process or worker: a lock, and since when it has been free."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.free_since = time.perf_counter()
+
+
+@dataclass
+class _Job:
+    src: str
+    case: str
+    out: str
+    options: dict[str, Any]
+    request: dict[str, Any]
+    threads: int | None = None
+    run: str = ""  # this cohort run: a case it finished is not computed again (a lost worker's result)
+
+
+def _read_case(src: str):
+    """Read a case fully into memory (a memory-mapped TIFF would otherwise be read during compute)."""
+    import numpy as np
+
+    from ..data import read_image
+
+    vol = read_image(src)
+    if not isinstance(vol.data, np.ndarray) or isinstance(vol.data, np.memmap):
+        vol.data = np.array(vol.data)
+    return vol
+
+
+def _run_case(job: _Job, model, slot: _Slot, worker: str = "") -> CaseResult:
+    """read -> (slot) compute -> write; an :class:`AttnSegError` is a failed case, anything else raises."""
+    import math
+
+    from ..inference import predict
+    from ..results import finished_record, write_prediction
+
+    t0 = time.perf_counter()
+    if job.run:
+        record = finished_record(Path(job.out), Path(job.src))
+        if record and record.get("cohort_run") == job.run:  # finished by this run on a worker since lost
+            return CaseResult(**record["cohort_result"])
+    res = CaseResult(case=job.case, input=job.src, status="failed", worker=worker)
+    try:
+        vol = _read_case(job.src)
+        t1 = time.perf_counter()
+        res.read_s = t1 - t0
+        with slot.lock:
+            t2 = time.perf_counter()
+            res.wait_s = max(0.0, t2 - slot.free_since)
+            try:
+                if job.threads:
+                    import torch
+
+                    if torch.get_num_threads() != job.threads:
+                        torch.set_num_threads(job.threads)
+                pred = predict(model, vol.data, spacing=vol.spacing, **job.options)
+            finally:
+                slot.free_since = time.perf_counter()
+            t3 = slot.free_since
+        res.compute_s = t3 - t2
+        res.voxels = int(math.prod(pred.labels.shape))
+        res.warnings = list(pred.warnings)
+        done = dict(asdict(res), status="done", seconds=time.perf_counter() - t0)
+        write_prediction(job.out, job.src, vol, model, pred, request=job.request,
+                         extra={"cohort_run": job.run, "cohort_result": done} if job.run else None)
+        res.write_s = time.perf_counter() - t3
+        res.status = "done"
+    except AttnSegError as exc:
+        res.error = str(exc)
+    res.seconds = time.perf_counter() - t0
+    return res
+
+
+def _describe_exc(exc: BaseException) -> str:
+    last = traceback.format_exception_only(type(exc), exc)[-1].strip()
+    return f"unexpected error: {last}"
+
+
+def _write_summary(path: Path, summary: CohortSummary) -> Path:
+    from .._files import atomic_write
+
+    def dump(tmp: str) -> None:
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=SUMMARY_COLUMNS)
+            w.writeheader()
+            for c in summary.cases:
+                w.writerow(c.row())
+
+    return atomic_write(path, dump)
+
+

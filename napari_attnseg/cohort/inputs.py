@@ -1,0 +1,106 @@
+"""The cases named by a folder, a glob, a CSV or a list."""
+
+from __future__ import annotations
+
+import csv
+import glob
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from ..errors import InputError
+from .cases import CSV_PATH_COLUMNS
+
+
+# ----------------------------------------------------------------------------------------------
+# inputs
+# ----------------------------------------------------------------------------------------------
+def collect_inputs(inputs: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
+    """The cases named by ``inputs``, in order, each once.
+
+    A folder gives its images (``.tif``, ``.nii.gz``, ...) and its DICOM series sub-folders, sorted,
+    leaving out what ``attnseg predict`` wrote there (so ``out`` may be the input folder); a folder
+    that is itself a DICOM series is one case. A string with ``*``, ``?`` or ``[`` is a glob
+    (``**`` recursive). A ``.csv`` gives the paths of its ``path``/``input``/``image``/``file``
+    column (else its first column), relative to the CSV's folder. Anything else is one case; a
+    missing file stays in the list and fails on its own.
+    """
+    items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+    found: list[Path] = []
+    for item in items:
+        found += _expand(item)
+    seen: set[Path] = set()
+    cases = []
+    for p in found:
+        key = p.resolve() if p.exists() else p.absolute()
+        if key not in seen:
+            seen.add(key)
+            cases.append(p)
+    return cases
+
+
+def _expand(item: str | os.PathLike) -> list[Path]:
+    from ..data import image_format
+
+    text = os.fspath(item)
+    p = Path(text)
+    if any(c in text for c in "*?[") and not p.exists():
+        return [Path(m) for m in sorted(glob.glob(text, recursive=True)) if not Path(m).name.startswith(".")
+                and (Path(m).is_file() or image_format(m) == "dicom")]
+    if p.suffix.lower() == ".csv" and p.is_file():
+        return _read_csv(p)
+    if p.is_dir() and image_format(p) != "dicom":
+        return _folder_cases(p)
+    return [p]
+
+
+def _folder_cases(folder: Path) -> list[Path]:
+    from ..data import image_format
+    from ..results import RECORD_SUFFIX
+
+    ours: set[str] = set()  # outputs of earlier runs into this folder are not inputs
+    for rec in folder.glob(f"*{RECORD_SUFFIX}"):
+        try:
+            record = json.loads(rec.read_text())
+            ours.update(record.get("outputs") or [])
+            if record.get("input_reference") and Path(record["input"]).parent != folder.resolve():
+                ours.add(record["input_reference"])
+        except (OSError, ValueError, AttributeError, TypeError):
+            continue
+    cases = []
+    for p in sorted(folder.iterdir()):
+        if p.name.startswith(".") or p.name in ours or p.name.endswith(RECORD_SUFFIX):
+            continue
+        fmt = image_format(p)
+        if fmt == "dicom" and p.is_file():  # loose DICOM files of a series in a folder of cases
+            continue
+        if fmt is not None:
+            cases.append(p)
+    return cases
+
+
+def _read_csv(path: Path) -> list[Path]:
+    try:
+        rows = [r for r in csv.reader(path.read_text().splitlines()) if r and any(c.strip() for c in r)]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(f"Could not read the CSV {path} ({exc}).") from None
+    if not rows:
+        raise InputError(f"The CSV {path} names no inputs.")
+    header = [c.strip().lower() for c in rows[0]]
+    col = next((header.index(n) for n in CSV_PATH_COLUMNS if n in header), None)
+    if col is not None:
+        rows = rows[1:]
+    else:
+        col = 0
+        first = Path(rows[0][0].strip())
+        if not (first if first.is_absolute() else path.parent / first).exists() and not first.suffix:
+            rows = rows[1:]  # a header with another name for the column
+    cases = []
+    for r in rows:
+        if col < len(r) and r[col].strip():
+            p = Path(r[col].strip()).expanduser()
+            cases.append(p if p.is_absolute() else path.parent / p)
+    return cases
+
+

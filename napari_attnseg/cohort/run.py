@@ -1,0 +1,209 @@
+"""``predict_cohort``: the cohort, serially with prefetch or on a Dask client."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputError
+from .cases import (
+    _NOT_FORWARDED,
+    SUMMARY_NAME,
+    CaseResult,
+    CohortSummary,
+    _describe_exc,
+    _Job,
+    _run_case,
+    _Slot,
+    _write_summary,
+)
+from .inputs import collect_inputs
+from .workers import _run_dask
+
+
+# ----------------------------------------------------------------------------------------------
+# the cohort
+# ----------------------------------------------------------------------------------------------
+def predict_cohort(
+    model,
+    inputs: str | os.PathLike | Iterable[str | os.PathLike],
+    out: str | os.PathLike,
+    *,
+    client=None,
+    overwrite: bool = False,
+    prefetch: int = 2,
+    retries: int = 2,
+    threads: int | None = None,
+    summary: str | os.PathLike | None = SUMMARY_NAME,
+    progress: Callable[[int, int, CaseResult], Any] | None = None,
+    **options: Any,
+) -> CohortSummary:
+    """Segment every case of ``inputs`` into ``out``; return (and write as CSV) a summary.
+
+    Args:
+        model: a bundled model name or a ``.safetensors`` path, or a model from ``load_model``
+            (with a ``client`` it must have been loaded from a file: workers load it themselves).
+        inputs: a folder, a glob, a CSV of paths, a file, or a list of these (:func:`collect_inputs`).
+        out: the output folder (``<stem>_mask``, ``_prob``, maps, ``<stem>_predict.json`` per case).
+        client: a ``dask.distributed.Client``: run the cases on its workers (one task per case).
+        overwrite: also redo finished cases and replace outputs that may have been edited.
+        prefetch: cases read (and written) by extra threads while one computes; 0 reads in turn.
+        retries: Dask retries of a case that raised an unexpected error (a lost worker is always
+            retried, up to Dask's ``distributed.scheduler.allowed-failures``).
+        threads: ``torch.set_num_threads`` for the compute (per worker with a client).
+        summary: name of the summary CSV in ``out`` (None: none written).
+        progress: called with ``(finished, total, CaseResult)`` after each case.
+        **options: keyword arguments of :func:`napari_attnseg.predict` (``attention``, ``tile``,
+            ``overlap``, ``device``, ``precision``, ``mode``, ``tta``, ``return_probabilities``, ...);
+            with the weights' sha256 they decide whether a finished case can be skipped.
+    """
+    from ..checkpoint import read_card, resolve_model_path
+    from ..data import stem
+    from ..results import case_state
+
+    t_start = time.perf_counter()
+    bad = sorted(set(options) & set(_NOT_FORWARDED))
+    if bad:
+        raise InputError(f"predict_cohort sets {', '.join(bad)} itself for every case; leave them out.")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    cases = collect_inputs(inputs)
+    if not cases:
+        raise InputError(f"No images found in {inputs!r}.")
+
+    loaded = None
+    if isinstance(model, (str, os.PathLike)):
+        resolved = resolve_model_path(model)
+        sha = read_card(resolved).weights_sha256
+        # workers resolve a bundled name in their own installation; a file by its absolute path
+        model_path = str(model) if _is_bundled(model, resolved) else str(resolved.resolve())
+    else:
+        loaded = model
+        model_path = getattr(model, "checkpoint_path", None)
+        sha = getattr(getattr(model, "card", None), "weights_sha256", None)
+        if client is not None and model_path is None:
+            raise InputError("With a Dask client the model must come from a file (workers load it): "
+                             "pass its name or path, or save it with save_model first.")
+    request = _request(options)
+    run = uuid.uuid4().hex[:12]
+
+    results: dict[int, CaseResult] = {}
+    todo: list[tuple[int, _Job]] = []
+    by_stem: dict[str, int] = {}
+    for i, src in enumerate(cases):
+        name = stem(src)
+        if name in by_stem:
+            results[i] = CaseResult(case=name, input=str(src), status="failed",
+                                    error=f"{cases[by_stem[name]]} has the same name; their outputs would collide "
+                                          "in one folder. Rename one, or run them into separate folders.")
+            continue
+        by_stem[name] = i
+        state = case_state(out, src, sha, request)
+        if state == "done" and not overwrite:
+            results[i] = CaseResult(case=name, input=str(src), status="skipped")
+            continue
+        if state == "edited" and not overwrite:
+            results[i] = CaseResult(case=name, input=str(src), status="failed", error=(
+                f"{out} holds outputs for this input that are not from an unchanged earlier run (a mask may "
+                "have been corrected by hand); pass overwrite (--overwrite) to replace them."))
+            continue
+        todo.append((i, _Job(src=str(src), case=name, out=str(out), options=dict(options), request=request,
+                             threads=threads, run=run)))
+
+    total = len(cases)
+    finished = 0
+    for i in sorted(results):
+        finished += 1
+        if progress:
+            progress(finished, total, results[i])
+
+    def report(i: int, res: CaseResult) -> None:
+        nonlocal finished
+        results[i] = res
+        finished += 1
+        if progress:
+            progress(finished, total, res)
+
+    if client is None:
+        slots = 1
+        if todo:
+            if loaded is None:
+                from ..checkpoint import load_model
+
+                loaded = load_model(model_path, device=options.get("device", "auto"))
+            slot = _Slot()
+            _run_serial(todo, loaded, slot, prefetch, report)
+    else:
+        slots = _run_dask(client, todo, model_path, sha, retries, report)
+
+    summary_obj = CohortSummary(cases=[results[i] for i in range(total)], wall_s=time.perf_counter() - t_start,
+                                slots=max(1, slots))
+    if summary is not None:
+        summary_obj.csv = _write_summary(out / summary, summary_obj)
+    return summary_obj
+
+
+def _is_bundled(model, resolved: Path) -> bool:
+    from .._paths import models_dir
+
+    try:
+        return not Path(model).expanduser().exists() and resolved.resolve().parent == models_dir().resolve()
+    except FileNotFoundError:
+        return False
+
+
+def _request(options: dict[str, Any]) -> dict[str, Any]:
+    """What decides, with the weights, whether a finished case can be skipped: the options that differ
+    from ``predict``'s defaults (so spelling a default out changes nothing, and an option added to
+    ``predict`` later does not invalidate earlier runs), the device aside."""
+    import inspect
+
+    from ..inference import predict
+
+    defaults: dict[str, Any] = {}
+    for fn in (predict, getattr(importlib.import_module(predict.__module__), "_iter_predict", None)):
+        if fn is None:
+            continue
+        params = inspect.signature(fn).parameters.values()
+        defaults = {p.name: p.default for p in params if p.kind is p.KEYWORD_ONLY and p.default is not p.empty}
+        if defaults:
+            break
+
+    def same(a, b) -> bool:
+        return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
+
+    return {k: options[k] for k in sorted(options)
+            if k != "device" and not (k in defaults and same(options[k], defaults[k]))}
+
+
+def _run_serial(todo: Sequence[tuple[int, _Job]], model, slot: _Slot, prefetch: int,
+                report: Callable[[int, CaseResult], None]) -> None:
+    """Cases on ``1 + prefetch`` threads sharing one compute slot, started in order."""
+    def guarded(job: _Job) -> CaseResult:
+        try:
+            return _run_case(job, model, slot)
+        except Exception as exc:  # an unexpected error fails this case only
+            return CaseResult(case=job.case, input=job.src, status="failed", error=_describe_exc(exc))
+
+    if prefetch <= 0:
+        for i, job in todo:
+            report(i, guarded(job))
+        return
+    pool = ThreadPoolExecutor(max_workers=1 + prefetch, thread_name_prefix="attnseg-case")
+    try:
+        futures = {pool.submit(guarded, job): i for i, job in todo}
+        for fut in as_completed(futures):
+            report(futures[fut], fut.result())
+    except BaseException:  # Ctrl-C: start no further case (those running finish their atomic writes)
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
+
+
