@@ -219,3 +219,30 @@ def test_click_to_fix_segments_an_object_and_undoes_it(make_napari_viewer, qtbot
     finally:
         cw.notify_error, pm.notify_error = corr_notify, pm_notify
     _no_exception(notifications)
+
+
+def test_next_suggested_slice_jumps_to_an_unreviewed_uncertain_slice(make_napari_viewer, qtbot, tiny_checkpoint):
+    """After a run, 'Next suggested slice' moves the viewer to the unreviewed slice with the highest
+    uncertainty of the run's probabilities, shows the uncertainty as a hidden layer, never a reviewed one."""
+    from napari_attnseg._napari.dock import AttnSegDock
+    from napari_attnseg.suggest import rank_slices, slice_scores, uncertainty_map
+
+    viewer = make_napari_viewer()
+    dock = AttnSegDock(viewer)
+    viewer.window.add_dock_widget(dock, name="Attention segmentation")
+    seg, corr = dock.segment, dock.correct
+    vol = np.random.default_rng(3).random((10, 32, 32)).astype(np.float32)
+    viewer.add_image(vol, name="vol", scale=(4.0, 1.0, 1.0))
+    seg.add_model(tiny_checkpoint(2))
+    with qtbot.waitSignal(seg.run_done, timeout=60000):
+        seg.run_button.native.click()
+    mask = viewer.layers["vol mask"]
+    corr.mark_slices([0, 1, 2, 3])
+    z = corr.next_suggested()
+    probs = np.asarray(seg.last_prediction.probabilities, np.float32)
+    expected = rank_slices(slice_scores(uncertainty_map(probs)), [0, 1, 2, 3], n=1)[0][0]
+    assert z == expected and z not in (0, 1, 2, 3)
+    assert round(viewer.dims.point[0] / 4.0) == z and f"slice {z}" in corr.suggest_label.value
+    assert "vol mask uncertainty" in viewer.layers and not viewer.layers["vol mask uncertainty"].visible
+    corr.mark_slices(range(10))
+    assert mask.metadata["reviewed_slices"] == list(range(10)) and corr.next_suggested() is None
