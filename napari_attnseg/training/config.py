@@ -73,6 +73,10 @@ class TrainResult:
     epochs_planned: int | None = None
     reproduce: str | None = None
     notes: list[str] = field(default_factory=list)
+    validation: str = ""  # what the validation holds (slices, with foreground, voxels)
+    criterion: str = "val_dice"  # how the checkpoint was chosen: "val_dice", or "train_loss" without usable validation
+    kept_start: bool = False  # fine-tuning: no epoch beat the start model, its weights were kept
+    best_epoch: int = 0
 
 
 def check_config(cfg: TrainConfig) -> None:

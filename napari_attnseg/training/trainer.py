@@ -42,10 +42,31 @@ from ..models.registry import create_model
 from . import ddp
 from .augment import augment
 from .config import AUGMENT_PROBABILITIES, TrainConfig, TrainResult, check_config
-from .losses import dice_per_class, total_loss
+from .losses import total_loss
 from .sampling import PatchSampler
 from .split import Split, make_split
 from .state import has_state, load_state, save_state
+
+
+def dice_counts(pred: np.ndarray, target: np.ndarray, n_classes: int, ignore: int | None) -> np.ndarray:
+    """(intersection, |pred| + |target|) per foreground class over labelled voxels: (K-1, 2)."""
+    valid = np.ones(target.shape, bool) if ignore is None else target != ignore
+    out = np.zeros((n_classes - 1, 2), np.int64)
+    for c in range(1, n_classes):
+        p, t = (pred == c) & valid, (target == c) & valid
+        out[c - 1] = (int((p & t).sum()), int(p.sum()) + int(t.sum()))
+    return out
+
+
+def _with_new_head(model: nn.Module, n_classes: int) -> nn.Module:
+    """The same architecture with ``n_classes`` outputs: every weight whose shape does not depend on the
+    number of classes (encoder, decoder, attention gates) copied, the output head(s) freshly initialised."""
+    fresh = create_model(model.arch, **{**model.config, "out_channels": n_classes})
+    own = fresh.state_dict()
+    keep = {k: v for k, v in model.state_dict().items() if k in own and own[k].shape == v.shape}
+    fresh.load_state_dict(keep, strict=False)
+    fresh.card = model.card
+    return fresh.train()
 
 
 def _mean(values) -> float:
@@ -109,7 +130,9 @@ class Trainer:
         self.split: Split = make_split([lab for _, lab, _ in self.raw], self.case_ids, ignore=self.ignore,
                                        val_fraction=cfg.val_fraction, seed=cfg.seed, split_file=cfg.split,
                                        train_region=cfg.train_region, val_region=cfg.val_region,
-                                       test_region=cfg.test_region, case=cfg.case)
+                                       test_region=cfg.test_region, case=cfg.case,
+                                       slices=self.model.spatial_dims == 2 and self.ndim == 3)
+        self.notes.extend(self.split.warnings)
         self._prepare()
 
     # -- data --------------------------------------------------------------------------------
@@ -146,6 +169,7 @@ class Trainer:
     # -- model -------------------------------------------------------------------------------
     def _build_model(self) -> None:
         cfg = self.cfg
+        self.head_reset = False
         torch.manual_seed(cfg.seed)
         in_ch = self.raw[0][0].shape[0]
         if cfg.start_model:
@@ -154,9 +178,12 @@ class Trainer:
             self.model = load_model(cfg.start_model, device="cpu").train()
             card = self.model.card
             self.norm_spec = cfg.normalization or card.normalization
-            if self.model.out_channels != self.n_classes:
-                raise DatasetError(f"The dataset has {self.n_classes} classes ({self.dataset.label_names}) but the model "
-                                   f"{cfg.start_model} predicts {self.model.out_channels} ({card.classes}).")
+            self.head_reset = self.model.out_channels != self.n_classes
+            if self.head_reset:
+                self.model = _with_new_head(self.model, self.n_classes)
+                self.notes.append(f"the start model predicts {len(card.classes)} classes ({', '.join(card.classes)}), the "
+                                  f"dataset has {self.n_classes} ({', '.join(self.dataset.label_names)}): encoder and "
+                                  "decoder kept, the output head re-initialised for the dataset's classes")
             if self.model.in_channels != in_ch:
                 raise DatasetError(f"The dataset's images have {in_ch} channel(s) but the model {cfg.start_model} "
                                    f"takes {self.model.in_channels}.")
@@ -262,14 +289,21 @@ class Trainer:
         """Dice per foreground class over whole parts (segmented in context), through the inference engine."""
         from ..inference import predict
 
-        per_part = []
-        for img, lab, inner in parts:
+        # counts pooled over the parts of a case (held-out slices are one validation), Dice averaged over cases
+        counts: dict[int, np.ndarray] = {}
+        for (img, lab, inner), case in zip(parts, self._part_cases(parts)):
             pred = predict(self.eval_model, img if img.shape[0] > 1 else img[0], mode=self.mode, device=self.device,
                            precision=precision, normalization={"scheme": "none"}, return_probabilities=False,
                            tile=self.tile, cancel=self.cancel)
-            per_part.append(dice_per_class(np.asarray(pred.labels)[inner], lab, self.n_classes, self.ignore))
+            c = dice_counts(np.asarray(pred.labels)[inner], lab, self.n_classes, self.ignore)
+            counts[case] = counts[case] + c if case in counts else c
         self.model.train()
-        return [_mean(c) for c in zip(*per_part)]
+        per_case = [[float("nan") if d == 0 else 2.0 * i / d for i, d in cnt] for cnt in counts.values()]
+        return [_mean(c) for c in zip(*per_case)]
+
+    def _part_cases(self, parts) -> list[int]:
+        src = self.split.val if parts is self.val_parts else self.split.test if parts is self.test_parts else None
+        return [p.case for p in src] if src is not None and len(src) == len(parts) else list(range(len(parts)))
 
     @staticmethod
     def _score(per_class: list[float]) -> float:
@@ -317,7 +351,7 @@ class Trainer:
         best_path, log_path = self.out / "best.safetensors", self.out / "training_log.csv"
         budget = cfg.minutes * 60 if cfg.minutes else None
         planned: int | None = None if budget else cfg.epochs
-        s = {"epoch": 0, "best": -1.0, "best_per_class": None, "best_epoch": 0, "stale": 0, "before": None,
+        s = {"epoch": 0, "best": -1.0, "best_sel": -1e30, "best_per_class": None, "best_epoch": 0, "stale": 0, "before": None,
              "test_before": None, "elapsed": 0.0, "planned": planned}
         fingerprint = self._fingerprint()
         resumed = False
@@ -339,12 +373,18 @@ class Trainer:
                 self.scaler.load_state_dict(info["scaler"])
             resumed = True
         elif main:
+            before_per_class = None
             if cfg.start_model:
-                s["before"] = self._score(self.evaluate(self.val_parts))
+                before_per_class = self.evaluate(self.val_parts)
+                s["before"] = self._score(before_per_class)
                 if self.test_parts:
                     s["test_before"] = self.evaluate(self.test_parts)
             if cfg.precision.lower() == "bf16" and self.device.type == "cpu" and cfg.start_model:
                 self._check_bf16(s["before"])
+            if s["before"] is not None and self.split.criterion == "val_dice":
+                # never worse than the start: its weights are the checkpoint to beat (epoch 0)
+                s.update(best=s["before"], best_sel=s["before"], best_per_class=before_per_class, best_epoch=0)
+                self._save(best_path, s, 0, 0.0, finished=False)
             with open(log_path, "w", newline="") as f:
                 csv.writer(f).writerow(["epoch", "lr", "train_loss", "val_dice", "val_dice_per_class", "best", "seconds"])
         if cfg.resume and not resumed:
@@ -380,8 +420,10 @@ class Trainer:
                 if s["planned"] is None:  # minutes: fix the number of epochs from the first one's duration
                     first = time.perf_counter() - t0
                     s["planned"] = int(dist.broadcast([max(1, math.floor(budget / max(first, 1e-6)))])[0])
-                if val > s["best"]:
-                    s.update(best=val, best_per_class=per_class, best_epoch=epoch, stale=0)
+                # the selection criterion: validation Dice, or (no foreground to validate on) the training loss
+                sel = val if self.split.criterion == "val_dice" else -train_loss
+                if sel > s.get("best_sel", s["best"]):
+                    s.update(best=val, best_sel=sel, best_per_class=per_class, best_epoch=epoch, stale=0)
                     if main:
                         self._save(best_path, s, epoch, time.perf_counter() - t0, finished=False)
                 else:
@@ -401,7 +443,8 @@ class Trainer:
                                    "val_dice_per_class": per_class, "best": s["best"], "lr": lr, "elapsed": now,
                                    "budget": budget})
                 if s["stale"] >= cfg.patience:
-                    self.notes.append(f"stopped early at epoch {epoch}: no better validation Dice for {cfg.patience} epochs")
+                    what = "validation Dice" if self.split.criterion == "val_dice" else "training loss"
+                    self.notes.append(f"stopped early at epoch {epoch}: no better {what} for {cfg.patience} epochs")
                     break
         except Cancelled:
             cancelled = True
@@ -410,10 +453,15 @@ class Trainer:
         if s["planned"] is not None and epoch < s["planned"] and budget is not None and not cancelled \
                 and s["stale"] < cfg.patience:
             self.notes.append(f"the time budget ended after {epoch} of {s['planned']} planned epochs")
+        if s["best_epoch"] == 0 and s["before"] is not None and self.split.criterion == "val_dice" and epoch > 0:
+            self.notes.append(f"no epoch beat the start model's validation Dice ({s['before']:.4f}); the start "
+                              "weights are kept" + (" (with the re-initialised head)" if self.head_reset else ""))
         dist.barrier()
         result = TrainResult(str(best_path), s["before"], s["best"], None, epoch, seconds, self.split.describe(),
                              cancelled, str(log_path), s["test_before"], s["best_per_class"], self.precision,
-                             dist.world_size, s["planned"], self._reproduce(s["planned"]), self.notes)
+                             dist.world_size, s["planned"], self._reproduce(s["planned"]), self.notes,
+                             validation=self.split.validation, criterion=self.split.criterion,
+                             kept_start=s["best_epoch"] == 0 and s["before"] is not None, best_epoch=s["best_epoch"])
         if main:
             if not best_path.exists():
                 if cancelled:
@@ -468,14 +516,17 @@ class Trainer:
             metrics.update(test_dice_before=_mean(s["test_before"]), test_dice_before_per_class=s["test_before"])
         card = ModelCard(
             arch=self.model.arch, config=dict(self.model.config),
-            name=cfg.name or (base.name + "-finetuned" if base else self.model.arch),
-            description=cfg.description or (base.description if base else f"{self.model.arch} trained on {Path(cfg.dataset).name}"),
+            name=cfg.name or (f"{base.name or Path(str(cfg.start_model)).stem}-finetuned" if base else self.model.arch),
+            description=cfg.description or (f"{base.name or cfg.start_model} fine-tuned on {Path(cfg.dataset).name}" if base
+                                            else f"{self.model.arch} trained on {Path(cfg.dataset).name}"),
             classes=list(self.dataset.label_names), normalization=dict(self.norm_spec),
             spacing=self.spacing[-self.model.spatial_dims:] if self.spacing else None,
             tile=[int(p) for p in self.tile], overlap=0.25,
             training={
                 "dataset": str(cfg.dataset), "dataset_manifest_sha256": self.dataset.manifest_sha256,
                 "split": self.split.describe(), "split_parts": self.split.as_json(),
+                "validation": self.split.validation, "selection": self.split.criterion,
+                "head_reinitialised": self.head_reset,
                 "epochs": epochs, "epochs_planned": s["planned"], "best_epoch": s["best_epoch"],
                 "seconds": round(seconds, 1), "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                 "machine": describe_machine(), "device": str(self.device), "precision": self.precision,
