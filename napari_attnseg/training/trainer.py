@@ -41,7 +41,7 @@ from ..inference.precision import PRECISIONS
 from ..models.registry import create_model
 from . import ddp
 from .augment import augment
-from .config import AUGMENT_PROBABILITIES, TrainConfig, TrainResult, check_config
+from .config import AUGMENT_PROBABILITIES, TrainConfig, TrainResult, check_config, fine_tune_defaults
 from .losses import total_loss
 from .sampling import PatchSampler
 from .split import Split, make_split
@@ -67,6 +67,17 @@ def _with_new_head(model: nn.Module, n_classes: int) -> nn.Module:
     fresh.load_state_dict(keep, strict=False)
     fresh.card = model.card
     return fresh.train()
+
+
+def looks_like_hu(image: np.ndarray) -> bool:
+    """A CT in Hounsfield units: integer-valued, air at about -1000 (a good share of voxels below -900)
+    and a range reaching past +300."""
+    x = np.asarray(image[0] if image.ndim > 3 else image).ravel()
+    sample = x[:: max(1, x.size // 200_000)].astype(np.float32)
+    if sample.size == 0 or not np.isfinite(sample).all() or np.any(sample != np.round(sample)):
+        return False
+    lo, hi = float(sample.min()), float(np.percentile(sample, 99.9))
+    return -1200 <= lo <= -900 and hi > 300 and float(np.mean(sample < -900)) > 0.02
 
 
 def _mean(values) -> float:
@@ -180,7 +191,9 @@ class Trainer:
             self.norm_spec = cfg.normalization or card.normalization
             self.head_reset = self.model.out_channels != self.n_classes
             if self.head_reset:
+                old_shapes = {k: v.shape for k, v in self.model.state_dict().items()}
                 self.model = _with_new_head(self.model, self.n_classes)
+                self._new_head_names = [k for k, v in self.model.state_dict().items() if old_shapes.get(k) != v.shape]
                 self.notes.append(f"the start model predicts {len(card.classes)} classes ({', '.join(card.classes)}), the "
                                   f"dataset has {self.n_classes} ({', '.join(self.dataset.label_names)}): encoder and "
                                   "decoder kept, the output head re-initialised for the dataset's classes")
@@ -199,6 +212,12 @@ class Trainer:
             self.base_card = None
         if self.model.spatial_dims > self.ndim:
             raise DatasetError(f"A 3D model cannot train on the 2D images of {self.dataset.root}.")
+        if (cfg.normalization is None and cfg.ct_window is not None and self.norm_spec.get("scheme") != "ct"
+                and in_ch == 1 and all(looks_like_hu(img) for img, _, _ in self.raw)):
+            self.norm_spec = {"scheme": "ct", "window": [float(v) for v in cfg.ct_window]}
+            self.notes.append(f"the images are CT in Hounsfield units: normalised with the window "
+                              f"[{cfg.ct_window[0]:g}, {cfg.ct_window[1]:g}] HU (clipped) instead of the "
+                              + ("start model's scheme" if cfg.start_model else "percentiles"))
 
     def _prepare(self) -> None:
         cfg, dims = self.cfg, self.model.spatial_dims
@@ -228,7 +247,21 @@ class Trainer:
             for name, p in self.model.named_parameters():
                 if name.startswith(self.model.encoder_prefixes):
                     p.requires_grad_(False)
-        self.base_lr = cfg.lr or (1e-4 if cfg.start_model else 1e-3)
+        self.settings = fine_tune_defaults(cfg)
+        self.base_lr = self.settings["lr"]
+        self.start_weights = None
+        if self.settings["l2sp"] > 0 and cfg.start_model:
+            # L2-SP: the start values of every weight that came from the start model (not a new head)
+            fresh = set(self._new_head_names) if self.head_reset else set()
+            self.start_weights = {n: p.detach().clone() for n, p in self.model.named_parameters()
+                                  if p.requires_grad and n not in fresh}
+        if self.settings["freeze_bn"] and cfg.start_model:
+            bns = [m for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+                   and m.running_var is not None]
+            if bns and any(not torch.all(m.running_var == 1) or not torch.all(m.running_mean == 0) for m in bns):
+                self.notes.append("batch-norm statistics frozen at the start model's")
+            else:  # an untrained start model (or no batch norm): nothing worth keeping
+                self.settings["freeze_bn"] = False
         self.opt = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad], lr=self.base_lr,
                                      weight_decay=cfg.weight_decay)
         self.precision = training_precision(self.device, cfg.precision)
@@ -244,8 +277,41 @@ class Trainer:
         rank_seed = cfg.seed + 1000 * self.dist.rank
         self.rng = np.random.default_rng(rank_seed)
         self.gen = torch.Generator().manual_seed(rank_seed)
+        hard = None
+        if self.settings["hard_negatives"] > 0 and cfg.start_model:
+            hard = self._hard_negatives()
         self.sampler = PatchSampler([x for x, _ in self.train_parts], [y for _, y in self.train_parts], self.patch,
-                                    self.rng, fg_fraction=cfg.fg_fraction, ignore_index=self.loss_ignore)
+                                    self.rng, fg_fraction=cfg.fg_fraction, ignore_index=self.loss_ignore,
+                                    hard=hard, hard_fraction=self.settings["hard_negatives"])
+
+    def _hard_negatives(self) -> list[np.ndarray]:
+        """Per training part, the labelled background voxels the start model calls foreground (its false
+        positives, e.g. the ones a person erased), on labelled slices only."""
+        from ..inference import predict
+
+        self.model.eval()
+        out, total = [], 0
+        for img, lab in self.train_parts:
+            labelled = lab != self.loss_ignore
+            if self.mode == "slices":
+                rows = np.flatnonzero(labelled.reshape(lab.shape[0], -1).any(1))
+                coords = []
+                for z in rows:
+                    pred = predict(self.model, img[:, z] if img.shape[0] > 1 else img[0, z], device=self.device,
+                                   normalization={"scheme": "none"}, return_probabilities=False, tile=self.tile)
+                    fp = np.argwhere((np.asarray(pred.labels) > 0) & (lab[z] == 0))
+                    coords.append(np.concatenate([np.full((len(fp), 1), z), fp], 1))
+                found = np.concatenate(coords) if coords else np.zeros((0, lab.ndim), int)
+            else:
+                pred = predict(self.model, img if img.shape[0] > 1 else img[0], mode=self.mode, device=self.device,
+                               normalization={"scheme": "none"}, return_probabilities=False, tile=self.tile)
+                found = np.argwhere((np.asarray(pred.labels) > 0) & (lab == 0))
+            out.append(found)
+            total += len(found)
+        self.model.train()
+        self.notes.append(f"{total} voxels of labelled background the start model called foreground are "
+                          f"oversampled as hard negatives ({self.settings['hard_negatives']:.0%} of patches)")
+        return out
 
     # -- evaluation --------------------------------------------------------------------------
     def _eval_parts(self, parts) -> list[tuple[np.ndarray, np.ndarray, tuple[slice, ...]]]:
@@ -314,8 +380,16 @@ class Trainer:
     def _step(self, x: torch.Tensor, y: torch.Tensor) -> float:
         amp = torch.autocast(self.device.type, dtype=torch.bfloat16 if self.precision == "bf16" else torch.float16,
                              enabled=self.precision != "fp32")
+        if self.settings["freeze_bn"] and self.cfg.start_model:
+            for m in self.model.modules():  # running statistics stay the start model's (affine still learns)
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
         with amp:
             loss = self.net(x, y)
+        if self.start_weights is not None:
+            pull = sum(((p - self.start_weights[n]) ** 2).sum() for n, p in self.model.named_parameters()
+                       if n in self.start_weights)
+            loss = loss + self.settings["l2sp"] * pull
         self.opt.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.unscale_(self.opt)
@@ -340,6 +414,7 @@ class Trainer:
                 "config": self.model.config, "start_model": c.start_model, "patch": self.patch, "batch": c.batch_size,
                 "iters_per_epoch": c.iters_per_epoch, "lr": self.base_lr, "seed": c.seed,
                 "freeze_encoder": c.freeze_encoder, "normalization": self.norm_spec,
+                **({k: v for k, v in self.settings.items() if k != "lr"} if c.start_model else {}),
                 **({"ema": c.ema} if c.ema else {}),
                 # left out at their defaults, so runs saved before these options existed still resume
                 **{k: getattr(c, k) for k in AUGMENT_PROBABILITIES if getattr(c, k) != getattr(TrainConfig, k)}}
