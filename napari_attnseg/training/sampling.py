@@ -59,7 +59,7 @@ class PatchSampler:
             if r < self.fg_fraction and len(self.fg[i]):
                 centre = self.fg[i][self.rng.integers(len(self.fg[i]))]
                 start = [int(c) - p // 2 for c, p in zip(centre, self.patch)]
-            elif r < self.fg_fraction + self.hard_fraction and len(self.hard[i]):
+            elif self.hard is not None and r < self.fg_fraction + self.hard_fraction and len(self.hard[i]):
                 centre = self.hard[i][self.rng.integers(len(self.hard[i]))]
                 start = [int(c) - p // 2 + int(self.rng.integers(-(p // 4), p // 4 + 1)) for c, p in zip(centre, self.patch)]
             elif self.labelled[i] is not None and len(self.labelled[i]):
