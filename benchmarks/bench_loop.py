@@ -43,7 +43,7 @@ def _measure(pred, ref, reviewed) -> dict:
 
 
 def run_loop(image, ref, spacing, start: str, first: list[int], rounds: int, k: int, minutes: float, strategy: str,
-             work: Path, seed: int = 0, label_names=("background", "tumour")) -> list[dict]:
+             work: Path, seed: int = 0, label_names=("background", "tumour"), overrides: dict | None = None) -> list[dict]:
     from napari_attnseg import load_model
     from napari_attnseg.data.export import export_case
     from napari_attnseg.inference import predict
@@ -73,7 +73,8 @@ def run_loop(image, ref, spacing, start: str, first: list[int], rounds: int, k: 
                     label_names=list(label_names))
         out = work / f"{strategy}_r{r}_model"
         shutil.rmtree(out, ignore_errors=True)
-        res = train(TrainConfig(dataset=str(ds), out=str(out), start_model=str(model_path), minutes=minutes))
+        res = train(TrainConfig(dataset=str(ds), out=str(out), start_model=str(model_path), minutes=minutes,
+                                **(overrides or {})))
         model_path = res.checkpoint
         model = load_model(model_path, device="cpu")
         pred = np.asarray(predict(model, image, device="cpu", return_probabilities=False, spacing=spacing).labels)
@@ -97,6 +98,8 @@ def main() -> None:
     ap.add_argument("--strategy", nargs="+", default=["suggest", "random", "order"])
     ap.add_argument("--work", default="/tmp/bench_loop")
     ap.add_argument("--json", help="write the rows here")
+    ap.add_argument("--set", nargs="*", default=[], metavar="FIELD=JSON",
+                    help="TrainConfig overrides for a side-by-side run, e.g. lr=1e-3 freeze_bn=false l2sp=0")
     args = ap.parse_args()
     from napari_attnseg.correct import parse_slice_ranges
     from napari_attnseg.data import read_image
@@ -106,10 +109,13 @@ def main() -> None:
     image = np.asarray(vol.data)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
+    overrides = {k: json.loads(v) for k, v in (a.split("=", 1) for a in args.set)}
     rows = []
     for strategy in args.strategy:
         rows += run_loop(image, ref, tuple(vol.spacing), args.start, parse_slice_ranges(args.first), args.rounds,
-                         args.k, args.minutes, strategy, work)
+                         args.k, args.minutes, strategy, work, overrides=overrides)
+        for row in rows:
+            row["overrides"] = overrides
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
 

@@ -7,6 +7,16 @@ split file; it is printed, returned and written into the card. Validation segmen
 validation part with the inference engine (``predict``), so the Dice it reports is the Dice a user
 gets, and ignores the ``ignore`` label.
 
+Checkpoint selection: the validation Dice (pooled over a case's validation parts, averaged over
+cases); when the split has no labelled foreground to validate on, the training loss (said in the
+split text and the notes). Fine-tuning starts from the start model as the checkpoint to beat
+(epoch 0): the result is never worse than the start on the validation, and the notes say when the
+start weights were kept. A start model with other classes keeps its encoder and decoder and gets a
+new output head. Fine-tuning defaults (:func:`.config.fine_tune_defaults`): lr 1e-4, the start
+model's batch-norm statistics frozen, an L2-SP pull towards the start weights, a share of patches
+centred on the start model's false positives on labelled background. CT in Hounsfield units is
+normalised with a fixed window (``TrainConfig.ct_window``) unless a normalisation is given.
+
 Schedule: AdamW, linear warm-up over ``warmup_epochs``, then cosine decay to 2 % of the peak.
 A ``minutes`` budget is turned into a number of epochs after the first epoch (its duration is
 measured), so the schedule is the one ``--epochs N`` would give and the card can say which N
