@@ -472,6 +472,10 @@ class Trainer:
                 self._save(best_path, s, 0, 0.0, finished=False)
             with open(log_path, "w", newline="") as f:
                 csv.writer(f).writerow(["epoch", "lr", "train_loss", "val_dice", "val_dice_per_class", "best", "seconds"])
+        if not resumed and cfg.start_model and self.split.criterion == "val_dice" and dist.world_size > 1:
+            # every rank must compare epochs against the same start (early stopping is decided per rank)
+            b = dist.broadcast([s["before"] if main else 0.0])[0]
+            s.update(best=b, best_sel=b, best_epoch=0, before=s["before"] if main else b)
         if cfg.resume and not resumed:
             self.notes.append(f"nothing to resume in {self.out}; started from the beginning")
         s["precision"] = self.precision
