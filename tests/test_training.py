@@ -616,3 +616,21 @@ def test_finetune_with_few_reviewed_slices_improves_the_untouched_slices(tmp_pat
 
     before, after = dice(tmp_path / "s.safetensors"), dice(res.checkpoint)
     assert after > max(before, 0) + 0.3 and res.val_dice_after >= res.val_dice_before, (before, after, res.notes)
+
+
+def test_ct_in_hounsfield_units_gets_a_ct_window(tmp_path):
+    rng = np.random.default_rng(0)
+    lab = np.zeros((8, 32, 32), np.int64)
+    lab[:, 10:18, 10:18] = 1
+    hu = np.where(rng.random(lab.shape) < 0.5, -1000, 40).astype(np.float32)  # air and soft tissue
+    hu[lab > 0] = 60
+    hu[:, 0, :] = 1200  # bone along one edge
+    export_case(hu.astype(np.int16), lab, tmp_path / "ct", "nnunet", label_names=["background", "tumour"])
+    common = dict(dataset=str(tmp_path / "ct"), epochs=1, iters_per_epoch=2, batch_size=2, patch=[32, 32])
+    res = train(TrainConfig(out=str(tmp_path / "a"), arch="unet", spatial_dims=2, model_config=TINY, **common))
+    assert load_model(res.checkpoint).card.normalization == {"scheme": "ct", "window": [-1000.0, 400.0]}
+    assert any("Hounsfield" in n for n in res.notes)
+    res = train(TrainConfig(out=str(tmp_path / "b"), start_model=str(start_model(tmp_path)), **common))
+    assert any("CT window" in n for n in res.notes), res.notes  # both normalisations were compared
+    res = train(TrainConfig(out=str(tmp_path / "c"), arch="unet", spatial_dims=2, model_config=TINY, ct_window=None, **common))
+    assert load_model(res.checkpoint).card.normalization["scheme"] == "percentile"

@@ -146,6 +146,7 @@ class Trainer:
         self.progress = progress if main else None
         self.on_step = on_step if main else None
         self.notes: list[str] = []
+        self.ema_model = None
         self._load_data()
         self._build_model()
         self.split: Split = make_split([lab for _, lab, _ in self.raw], self.case_ids, ignore=self.ignore,
@@ -191,6 +192,7 @@ class Trainer:
     def _build_model(self) -> None:
         cfg = self.cfg
         self.head_reset = False
+        self._card_norm = None
         torch.manual_seed(cfg.seed)
         in_ch = self.raw[0][0].shape[0]
         if cfg.start_model:
@@ -224,6 +226,8 @@ class Trainer:
             raise DatasetError(f"A 3D model cannot train on the 2D images of {self.dataset.root}.")
         if (cfg.normalization is None and cfg.ct_window is not None and self.norm_spec.get("scheme") != "ct"
                 and in_ch == 1 and all(looks_like_hu(img) for img, _, _ in self.raw)):
+            if cfg.start_model:  # kept only if the start model does at least as well with it (see _prepare)
+                self._card_norm = dict(self.norm_spec)
             self.norm_spec = {"scheme": "ct", "window": [float(v) for v in cfg.ct_window]}
             self.notes.append(f"the images are CT in Hounsfield units: normalised with the window "
                               f"[{cfg.ct_window[0]:g}, {cfg.ct_window[1]:g}] HU (clipped) instead of the "
@@ -251,6 +255,8 @@ class Trainer:
         self.mode = "slices" if (dims == 2 and self.ndim == 3) else None
         self.val_parts, self.test_parts = self._eval_parts(self.split.val), self._eval_parts(self.split.test)
         self.model.to(self.device)
+        if self._card_norm is not None:
+            self._choose_ct_or_card(arrays)
         if cfg.freeze_encoder:
             if not self.model.encoder_prefixes:
                 raise InputError(f"{self.model.arch} does not name its encoder; fine-tune without --freeze-encoder.")
@@ -322,6 +328,30 @@ class Trainer:
         self.notes.append(f"{total} voxels of labelled background the start model called foreground are "
                           f"oversampled as hard negatives ({self.settings['hard_negatives']:.0%} of patches)")
         return out
+
+    def _choose_ct_or_card(self, arrays) -> None:
+        """Fine-tuning on CT: the start model's validation Dice with the CT window and with its card's
+        normalisation; the CT window only when it is at least as good (a model trained on CT with its card's
+        scheme keeps it)."""
+        ct = self._score(self.evaluate(self.val_parts)) if self.dist.is_main else 0.0
+        images = [apply_stats(img, compute_stats(img, self._card_norm, True)) for img, _, _ in self.raw]
+        saved = (self._images, self.val_parts)
+        self._images = images
+        self.val_parts = self._eval_parts(self.split.val)
+        card = self._score(self.evaluate(self.val_parts)) if self.dist.is_main else 0.0
+        use_card = self.dist.broadcast([float(card > ct)])[0] > 0.5
+        if use_card:
+            self.norm_spec = self._card_norm
+            self.train_parts = [(images[p.case][(slice(None), *p.slices)], self._labels[p.case][p.slices])
+                                for p in self.split.train]
+            self.test_parts = self._eval_parts(self.split.test)
+            self.notes[:] = [n for n in self.notes if "Hounsfield" not in n]
+            self.notes.append(f"CT in Hounsfield units: the start model's validation Dice is higher with its own "
+                              f"normalisation ({card:.4f}) than with the CT window ({ct:.4f}); its own is kept")
+        else:
+            self._images, self.val_parts = saved
+            if self.notes and "Hounsfield" in " ".join(self.notes):
+                self.notes.append(f"start model's validation Dice: CT window {ct:.4f}, its own normalisation {card:.4f}")
 
     # -- evaluation --------------------------------------------------------------------------
     def _eval_parts(self, parts) -> list[tuple[np.ndarray, np.ndarray, tuple[slice, ...]]]:
