@@ -98,7 +98,7 @@ def test_one_volume_default_split_is_disjoint_slabs(tmp_path):
                       epochs=3, iters_per_epoch=5, batch_size=2, patch=[16, 32, 32], lr=5e-3)
     res = train(cfg)
     cut = 32 - round(32 * 0.2)
-    assert res.split == f"slabs along axis 0: train case_0000[0:{cut},0:32,0:32]; validation case_0000[{cut}:32,0:32,0:32]"
+    assert res.split.startswith(f"slabs along axis 0: train case_0000[0:{cut},0:32,0:32]; validation case_0000[{cut}:32,0:32,0:32] (validation: ")
     assert load_model(res.checkpoint).card.training["split_parts"]["train"] == [{"case": "case_0000", "region": f"0:{cut},0:32,0:32"}]
 
 
@@ -143,8 +143,11 @@ def test_sparse_annotation_trains_on_reviewed_slices_only(tmp_path):
     assert all((yi != ignore).any() for yi in y)  # every 2D patch carries loss
     res = train(TrainConfig(dataset=str(tmp_path / "sparse"), out=str(tmp_path / "o"), arch="unet", spatial_dims=2,
                             model_config=TINY, epochs=1, iters_per_epoch=2, batch_size=2, patch=[32, 32]))
-    # default split: the last labelled positions along axis 0 validate (6 labelled -> slice 11), the rest trains
-    assert res.split == "slabs along axis 0: train case_0000[0:11,0:32,0:32]; validation case_0000[11:12,0:32,0:32]"
+    # default split for a 2D model: reviewed slices with foreground held out, spread over them
+    assert res.split.startswith("held-out slices along axis 0: validation case_0000 slices ")
+    held = load_model(res.checkpoint).card.training["split_parts"]["val"]
+    rows = [i for e in held for i in range(*map(int, e["region"].split(",")[0].split(":")))]
+    assert set(rows) <= {4, 5, 6, 7, 10, 11} and any(lab[i].any() for i in rows) and res.criterion == "val_dice"
     res = train(TrainConfig(dataset=str(tmp_path / "sparse"), out=str(tmp_path / "o2"), arch="unet", spatial_dims=2,
                             model_config=TINY, epochs=1, iters_per_epoch=2, batch_size=2, patch=[32, 32],
                             val_region="6:8"))
@@ -420,7 +423,7 @@ def test_split_rules():
         parse_box("a:b", (10,))
     lab = np.ones((20, 8), np.int64)
     s = make_split([lab], ["c"], ignore=None, val_region="8:12", test_region="16:20")
-    assert s.describe() == "regions: train c[0:8,0:8], c[12:16,0:8]; validation c[8:12,0:8]; test c[16:20,0:8]"
+    assert s.parts_text() == "regions: train c[0:8,0:8], c[12:16,0:8]; validation c[8:12,0:8]; test c[16:20,0:8]"
     with pytest.raises(DatasetError, match="slabs along one axis"):
         make_split([lab], ["c"], ignore=None, val_region="8:12,0:4")
     three = [lab, lab, lab]
@@ -430,11 +433,11 @@ def test_split_rules():
     with pytest.raises(DatasetError, match="--case"):
         make_split(three, ["a", "b", "c"], ignore=None, val_region="0:5")
     s = make_split(three, ["a", "b", "c"], ignore=None, val_region="0:5", case="b")
-    assert s.describe() == "regions: train b[5:20,0:8]; validation b[0:5,0:8]"
+    assert s.parts_text() == "regions: train b[5:20,0:8]; validation b[0:5,0:8]"
     spec = json.dumps({"train": ["a", {"case": "b", "region": "0:10"}], "val": [{"case": "b", "region": "10:20"}],
                        "test": "c"})
     s = make_split(three, ["a", "b", "c"], ignore=None, split_file=spec)
-    assert s.describe() == "split file: train a, b[0:10,0:8]; validation b[10:20,0:8]; test c"
+    assert s.parts_text() == "split file: train a, b[0:10,0:8]; validation b[10:20,0:8]; test c"
     with pytest.raises(DatasetError, match="not a case id"):
         make_split(three, ["a", "b", "c"], ignore=None, split_file='{"train": ["a"], "val": ["z"]}')
     with pytest.raises(DatasetError, match="overlap"):
@@ -443,6 +446,67 @@ def test_split_rules():
     sparse[3] = 0
     with pytest.raises(DatasetError, match="validation part has no labelled voxels"):
         make_split([sparse], ["c"], ignore=2, val_region="10:20")
+
+
+def test_default_split_validates_on_foreground_held_in_one_slab():
+    """The only foreground sits in one slab (slices 30-33 of 48): the default split still validates on
+    foreground (2D model: held-out slices; 3D model: a slab placed over part of it), and says so."""
+    from napari_attnseg.training.split import make_split
+
+    lab = np.zeros((48, 16, 16), np.int64)
+    lab[30:34, 4:10, 4:10] = 1
+    for slices in (True, False):
+        s = make_split([lab], ["c"], ignore=None, slices=slices)
+        val_fg = sum(int(lab[p.slices].sum()) for p in s.val)
+        train_fg = sum(int(lab[p.slices].sum()) for p in s.train)
+        assert val_fg > 0 and train_fg > 0 and s.criterion == "val_dice", s.describe()
+        assert "with foreground" in s.describe()
+    s = make_split([lab], ["c"], ignore=None, slices=True)
+    held = [i for p in s.val for i in range(*p.box[0])]
+    assert any(30 <= i < 34 for i in held) and any(not lab[i].any() for i in held)  # foreground and empty slices
+    # reviewed slices (the rest 'ignore'): validation only on reviewed ones, some with foreground
+    sparse = np.full(lab.shape, 2)
+    for i in (10, 31, 32, 33, 40):
+        sparse[i] = lab[i]
+    s = make_split([sparse], ["c"], ignore=2, slices=True)
+    held = [i for p in s.val for i in range(*p.box[0]) if (sparse[i] != 2).any()]
+    assert set(held) <= {10, 31, 32, 33, 40} and any(i in (31, 32, 33) for i in held)
+    assert "weak" in " ".join(s.warnings)  # one foreground slice in the validation
+    # foreground on one slice only: it trains, and the checkpoint is chosen by the training loss (said)
+    one = np.zeros_like(lab)
+    one[40, 4:10, 4:10] = 1
+    s = make_split([one], ["c"], ignore=None, slices=True)
+    assert s.criterion == "train_loss" and "training loss" in s.describe() and s.warnings
+    assert sum(int(one[p.slices].sum()) for p in s.train) > 0
+
+
+def test_finetune_from_a_model_with_other_classes_reinitialises_the_head(tmp_path, dataset_2d):
+    torch.manual_seed(0)
+    m = create_model("attention_unet", spatial_dims=2, out_channels=3, features=FEATS + [64])
+    path = tmp_path / "three.safetensors"
+    save_model(m, path, ModelCard(arch="", config={}, name="three", classes=["background", "a", "b"], tile=[32, 32]))
+    res = train(TrainConfig(dataset=str(dataset_2d), out=str(tmp_path / "o"), start_model=str(path), epochs=2,
+                            iters_per_epoch=3, batch_size=2, patch=[32, 32]))
+    assert any("head re-initialised" in n for n in res.notes)
+    model = load_model(res.checkpoint)
+    assert model.out_channels == 2 and model.card.classes == ["background", "blob"]
+    assert model.card.name == "three-finetuned" and model.card.description == f"three fine-tuned on {dataset_2d.name}"
+    enc = [k for k in m.state_dict() if k.startswith("encoder.")][0]
+    if res.kept_start:  # the encoder is the start model's
+        assert torch.equal(model.state_dict()[enc], m.state_dict()[enc])
+
+
+def test_finetune_is_never_worse_than_the_start(tmp_path, dataset_2d):
+    """A learning rate that wrecks the model: no epoch beats the start, so the start weights are kept."""
+    first = train(TrainConfig(dataset=str(dataset_2d), out=str(tmp_path / "a"), start_model=str(start_model(tmp_path)),
+                              epochs=6, iters_per_epoch=8, batch_size=4, patch=[32, 32], lr=3e-3, val_fraction=0.25))
+    res = train(TrainConfig(dataset=str(dataset_2d), out=str(tmp_path / "b"), start_model=first.checkpoint, epochs=2,
+                            iters_per_epoch=3, batch_size=2, patch=[32, 32], lr=5.0, val_fraction=0.25, grad_clip=1e9))
+    assert res.val_dice_after >= res.val_dice_before == pytest.approx(first.val_dice_after)
+    if res.kept_start:
+        assert any("start weights are kept" in n for n in res.notes) and res.best_epoch == 0
+        a, b = load_model(first.checkpoint).state_dict(), load_model(res.checkpoint).state_dict()
+        assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_intensity_augmentation_is_a_training_option(tmp_path, dataset_2d):
@@ -540,3 +604,52 @@ def test_flat_margin_augmentation_adds_an_empty_band(tmp_path, dataset_2d):
                             margin_aug=0.5))
     assert t._fingerprint()["margin_aug"] == 0.5
     assert cli(["train", str(dataset_2d), "--arch", "unet", "--out", str(tmp_path / "n"), "--margin-aug", "1.5"]) == 1
+
+
+def test_finetune_with_few_reviewed_slices_improves_the_untouched_slices(tmp_path):
+    """Four reviewed slices of a volume (the rest 'ignore'), fine-tuning with the default settings (only the
+    budget and a learning rate for a start model that knows nothing): Dice on the slices nobody touched rises."""
+    from napari_attnseg.inference import predict
+
+    rng = np.random.default_rng(3)
+    shape = (16, 32, 32)
+    lab = np.zeros(shape, np.int64)
+    yy, xx = np.indices(shape[1:])
+    for z in range(shape[0]):
+        cy, cx, r = rng.uniform(8, 24), rng.uniform(8, 24), rng.uniform(3, 6)
+        lab[z][(yy - cy) ** 2 + (xx - cx) ** 2 <= r * r] = 1
+    img = (lab * 1.0 + rng.normal(0, 0.3, shape)).astype(np.float32) * 100 + 300
+    reviewed = [2, 6, 9, 13]
+    export_case(img, lab, tmp_path / "ds", "nnunet", reviewed_slices=reviewed, label_names=["background", "disc"])
+    torch.manual_seed(0)
+    m = create_model("unet", spatial_dims=2, features=[8, 16, 32])
+    save_model(m, tmp_path / "s.safetensors", ModelCard(arch="", config={}, name="s", classes=["background", "disc"],
+                                                         tile=[32, 32]))
+    res = train(TrainConfig(dataset=str(tmp_path / "ds"), out=str(tmp_path / "o"), start_model=str(tmp_path / "s.safetensors"),
+                            epochs=8, iters_per_epoch=8, batch_size=4, lr=3e-3))
+    untouched = [z for z in range(shape[0]) if z not in reviewed]
+
+    def dice(path):
+        pred = np.asarray(predict(load_model(path), img, device="cpu", return_probabilities=False).labels)
+        return dice_per_class(pred[untouched], lab[untouched], 2)[0]
+
+    before, after = dice(tmp_path / "s.safetensors"), dice(res.checkpoint)
+    assert after > max(before, 0) + 0.3 and res.val_dice_after >= res.val_dice_before, (before, after, res.notes)
+
+
+def test_ct_in_hounsfield_units_gets_a_ct_window(tmp_path):
+    rng = np.random.default_rng(0)
+    lab = np.zeros((8, 32, 32), np.int64)
+    lab[:, 10:18, 10:18] = 1
+    hu = np.where(rng.random(lab.shape) < 0.5, -1000, 40).astype(np.float32)  # air and soft tissue
+    hu[lab > 0] = 60
+    hu[:, 0, :] = 1200  # bone along one edge
+    export_case(hu.astype(np.int16), lab, tmp_path / "ct", "nnunet", label_names=["background", "tumour"])
+    common = dict(dataset=str(tmp_path / "ct"), epochs=1, iters_per_epoch=2, batch_size=2, patch=[32, 32])
+    res = train(TrainConfig(out=str(tmp_path / "a"), arch="unet", spatial_dims=2, model_config=TINY, **common))
+    assert load_model(res.checkpoint).card.normalization == {"scheme": "ct", "window": [-1000.0, 400.0]}
+    assert any("Hounsfield" in n for n in res.notes)
+    res = train(TrainConfig(out=str(tmp_path / "b"), start_model=str(start_model(tmp_path)), **common))
+    assert any("CT window" in n for n in res.notes), res.notes  # both normalisations were compared
+    res = train(TrainConfig(out=str(tmp_path / "c"), arch="unet", spatial_dims=2, model_config=TINY, ct_window=None, **common))
+    assert load_model(res.checkpoint).card.normalization["scheme"] == "percentile"

@@ -16,7 +16,7 @@ from .._version import __version__
 from ..errors import AttnSegError
 
 # order shown in --help
-SUBCOMMANDS = ("demo", "models", "predict", "evaluate", "export", "train", "finetune")
+SUBCOMMANDS = ("demo", "models", "predict", "evaluate", "export", "train", "finetune", "suggest")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -8,6 +8,11 @@ from typing import Any
 
 from ..errors import InputError
 
+CT_WINDOW = (-1000.0, 400.0)  # HU: air to dense soft tissue; bone clips at 1
+FT_LR = 1e-4
+FT_L2SP = 1e-3
+FT_HARD_NEGATIVES = 0.25
+
 AUGMENT_PROBABILITIES = ("intensity_aug", "gamma_aug", "noise_aug", "affine_aug", "margin_aug")  # TrainConfig fields, each a chance per patch
 
 
@@ -46,7 +51,15 @@ class TrainConfig:
     test_region: str | None = None
     freeze_encoder: bool = False
     prompts: bool = False  # issue 18: train a promptable model by simulated clicks (napari_attnseg/prompts/training.py)
-    normalization: dict[str, Any] | None = None
+    normalization: dict[str, Any] | None = None  # default: the start model's card; from scratch percentile 1-99;
+    # either way a CT window when the images are in Hounsfield units (see ct_window)
+    ct_window: list[float] | None = field(default_factory=lambda: list(CT_WINDOW))  # None: never switch to it
+    # Fine-tuning defaults (None = the default for the run: fine-tuning from start_model vs from scratch),
+    # the same for the CLI and the napari panel (see fine_tune_defaults):
+    freeze_bn: bool | None = None  # keep the start model's batch-norm statistics (fine-tuning: True)
+    l2sp: float | None = None  # L2-SP pull towards the start weights, loss += l2sp * sum (w - w0)^2 (fine-tuning: FT_L2SP)
+    hard_negatives: float | None = None  # share of patches centred on the start model's false positives on
+    # labelled background (the erased ones; fine-tuning: FT_HARD_NEGATIVES)
     device: str = "auto"
     precision: str = "auto"  # auto: mixed precision on CUDA (bf16, else fp16), fp32 elsewhere
     seed: int = 0
@@ -74,6 +87,19 @@ class TrainResult:
     epochs_planned: int | None = None
     reproduce: str | None = None
     notes: list[str] = field(default_factory=list)
+    validation: str = ""  # what the validation holds (slices, with foreground, voxels)
+    criterion: str = "val_dice"  # how the checkpoint was chosen: "val_dice", or "train_loss" without usable validation
+    kept_start: bool = False  # fine-tuning: no epoch beat the start model, its weights were kept
+    best_epoch: int = 0
+
+
+def fine_tune_defaults(cfg: TrainConfig) -> dict[str, Any]:
+    """The settings a run actually uses where ``cfg`` leaves them at None (one place for CLI and panel)."""
+    ft = bool(cfg.start_model)
+    return {"lr": cfg.lr or (FT_LR if ft else 1e-3),
+            "freeze_bn": cfg.freeze_bn if cfg.freeze_bn is not None else ft,
+            "l2sp": cfg.l2sp if cfg.l2sp is not None else (FT_L2SP if ft else 0.0),
+            "hard_negatives": cfg.hard_negatives if cfg.hard_negatives is not None else (FT_HARD_NEGATIVES if ft else 0.0)}
 
 
 def check_config(cfg: TrainConfig) -> None:
@@ -90,5 +116,11 @@ def check_config(cfg: TrainConfig) -> None:
     for name in AUGMENT_PROBABILITIES:
         if not 0 <= getattr(cfg, name) <= 1:
             raise InputError(f"{name} is a probability between 0 and 1; got {getattr(cfg, name)}.")
+    if cfg.l2sp is not None and cfg.l2sp < 0:
+        raise InputError(f"l2sp must be >= 0; got {cfg.l2sp}.")
+    if cfg.hard_negatives is not None and not 0 <= cfg.hard_negatives < 1:
+        raise InputError(f"hard_negatives is a share of patches between 0 and 1; got {cfg.hard_negatives}.")
+    if cfg.ct_window is not None and (len(cfg.ct_window) != 2 or cfg.ct_window[0] >= cfg.ct_window[1]):
+        raise InputError(f"ct_window is [low, high] in HU; got {cfg.ct_window}.")
     if cfg.patience < 1:
         raise InputError(f"patience must be >= 1; got {cfg.patience}.")

@@ -26,9 +26,13 @@ class PatchSampler:
     """
 
     def __init__(self, images, labels, patch, rng: np.random.Generator, fg_fraction: float = 0.33,
-                 ignore_index: int | None = None):
+                 ignore_index: int | None = None, hard=None, hard_fraction: float = 0.0):
+        """``hard``: per array, coordinates of hard negatives (labelled background a start model called
+        foreground); ``hard_fraction`` of the patches are centred on them."""
         self.images, self.labels, self.patch = images, labels, tuple(int(p) for p in patch)
         self.rng, self.fg_fraction, self.ignore = rng, fg_fraction, ignore_index
+        self.hard = [self._subsample(np.asarray(h), rng) for h in hard] if hard is not None else None
+        self.hard_fraction = hard_fraction if self.hard is not None else 0.0
         self.fg, self.labelled = [], []
         for lab in labels:
             fg = lab > 0
@@ -51,9 +55,13 @@ class PatchSampler:
             i = int(self.rng.choice(len(self.images), p=self.weights))
             img, lab = self.images[i], self.labels[i]
             shape = lab.shape
-            if self.rng.random() < self.fg_fraction and len(self.fg[i]):
+            r = self.rng.random()
+            if r < self.fg_fraction and len(self.fg[i]):
                 centre = self.fg[i][self.rng.integers(len(self.fg[i]))]
                 start = [int(c) - p // 2 for c, p in zip(centre, self.patch)]
+            elif self.hard is not None and r < self.fg_fraction + self.hard_fraction and len(self.hard[i]):
+                centre = self.hard[i][self.rng.integers(len(self.hard[i]))]
+                start = [int(c) - p // 2 + int(self.rng.integers(-(p // 4), p // 4 + 1)) for c, p in zip(centre, self.patch)]
             elif self.labelled[i] is not None and len(self.labelled[i]):
                 # sparse annotation: centre the patch on a labelled voxel so it carries some loss
                 centre = self.labelled[i][self.rng.integers(len(self.labelled[i]))]

@@ -14,17 +14,29 @@ A split is a list of :class:`Part` per role. Three ways to get one, in this orde
    whole; several training boxes joined by ``;``) on a one-case dataset (or the case named by
    ``case``). Without ``train_region`` the training part is the rest of the axis the validation and
    test boxes cut (they must then cut one axis only).
-3. by default: several cases -> ``val_fraction`` of the cases (seeded) for validation; one case ->
-   disjoint slabs along the first axis, the validation slab holding the last ``val_fraction`` of
-   the *labelled* positions along it (so a sparsely annotated case validates on annotated slices).
+3. by default: several cases -> ``val_fraction`` of the cases (seeded) for validation, at least one of
+   them with foreground; one case -> validation that can measure:
+
+   - a 2D model on a volume (``slices=True``): held-out *slices* along the first axis, spread over
+     the labelled slices: ``val_fraction`` of the slices that hold foreground (at least one, never
+     all) and ``val_fraction`` of the labelled foreground-free slices (they measure false
+     positives). With reviewed slices (the rest 'ignore') these are reviewed slices.
+   - a 3D model: one slab along the first axis holding ``val_fraction`` of the labelled positions,
+     placed (latest first) where it holds some but not all of the foreground slices.
+
+   When no such validation exists (foreground on a single slice, say) the split falls back to the
+   last slab and the trainer selects the checkpoint by the *training loss*; ``Split.criterion`` and
+   ``Split.warnings`` say so, and so does ``describe()``.
 
 Every split is checked: parts non-empty, no two parts overlap, validation holds labelled voxels.
+A validation without labelled foreground (given by hand) is reported, and the checkpoint is then
+chosen by the training loss, never by a Dice that cannot measure.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -55,11 +67,27 @@ class Split:
     train: list[Part]
     val: list[Part]
     test: list[Part]
-    how: str  # "split file", "regions", "by case", "slabs along axis 0"
+    how: str  # "split file", "regions", "by case", "slabs along axis 0", "held-out slices along axis 0"
     case_ids: list[str]
     shapes: list[tuple[int, ...]]
+    criterion: str = "val_dice"  # how the checkpoint is chosen: "val_dice" or "train_loss" (no usable validation)
+    warnings: list[str] = field(default_factory=list)
+    validation: str = ""  # what the validation holds, e.g. "4 slices, 1 with foreground (1 012 voxels)"
 
     def describe(self) -> str:
+        text = self.parts_text()
+        if self.validation:
+            text += f" (validation: {self.validation})"
+        if self.criterion != "val_dice":
+            text += "; checkpoint chosen by the training loss"
+        return text
+
+    def parts_text(self) -> str:
+        if self.how.startswith("held-out slices") and len({p.case for p in self.train + self.val}) == 1:
+            case = self.case_ids[self.val[0].case]
+            held = [i for p in self.val for i in range(*p.box[0])]
+            return f"{self.how}: validation {case} slices {_ranges(held)}; train {case} the other slices"
+
         def part(p: Part) -> str:
             whole = p.box == tuple((0, n) for n in self.shapes[p.case])
             return self.case_ids[p.case] + ("" if whole else f"[{format_box(p.box)}]")
@@ -71,6 +99,10 @@ class Split:
     def as_json(self) -> dict:
         return {"how": self.how, **{role: [{"case": self.case_ids[p.case], "region": format_box(p.box)}
                                            for p in getattr(self, role)] for role in ROLES}}
+
+
+def _ranges(indices) -> str:
+    return ",".join(f"{a}" if b == a + 1 else f"{a}-{b - 1}" for a, b in _runs(indices))
 
 
 def format_box(box) -> str:
@@ -111,8 +143,10 @@ def _labelled(labels: np.ndarray, ignore: int | None) -> np.ndarray:
 
 def make_split(labels: list[np.ndarray], case_ids: list[str], *, ignore: int | None, val_fraction: float = 0.2,
                seed: int = 0, split_file: str | None = None, train_region: str | None = None,
-               val_region: str | None = None, test_region: str | None = None, case: str | None = None) -> Split:
-    """Build and check the split (see the module docstring). ``labels`` are the cases' label arrays."""
+               val_region: str | None = None, test_region: str | None = None, case: str | None = None,
+               slices: bool = False) -> Split:
+    """Build and check the split (see the module docstring). ``labels`` are the cases' label arrays;
+    ``slices``: the model is 2D on volumes, so one case may validate on single held-out slices."""
     shapes = [lab.shape for lab in labels]
     full = [tuple((0, n) for n in s) for s in shapes]
     if split_file:
@@ -132,12 +166,71 @@ def make_split(labels: list[np.ndarray], case_ids: list[str], *, ignore: int | N
         n = len(labels)
         n_val = min(n - 1, max(1, int(round(n * val_fraction))))
         order = np.random.default_rng(seed).permutation(n).tolist()
+        has_fg = [bool(((lab > 0) & _labelled(lab, ignore)).any()) for lab in labels]
+        if not any(has_fg[i] for i in order[:n_val]) and sum(has_fg) >= 2:
+            # the drawn validation cases hold no foreground: swap in the first (seeded) case that does
+            j = next(k for k in range(n_val, n) if has_fg[order[k]])
+            order[n_val - 1], order[j] = order[j], order[n_val - 1]
         val_ids, train_ids = sorted(order[:n_val]), sorted(order[n_val:])
         split = Split([Part(i, full[i]) for i in train_ids], [Part(i, full[i]) for i in val_ids], [], "by case", case_ids, [])
+    elif slices and labels[0].ndim == 3:
+        split = _default_slices(labels[0], ignore, val_fraction, case_ids)
     else:
         split = _default_slabs(labels[0], ignore, val_fraction, case_ids)
     split.shapes = list(shapes)
     _check(split, labels, ignore)
+    _describe_validation(split, labels, ignore)
+    return split
+
+
+def _rows(lab: np.ndarray, ignore) -> tuple[np.ndarray, np.ndarray]:
+    """Positions along axis 0 with labelled voxels, and those among them with labelled foreground."""
+    labelled = _labelled(lab, ignore)
+    flat_l = labelled.reshape(lab.shape[0], -1)
+    rows = np.flatnonzero(flat_l.any(1))
+    fg = np.flatnonzero(((lab > 0) & labelled).reshape(lab.shape[0], -1).any(1))
+    return rows, fg
+
+
+def _spread(positions: np.ndarray, n: int) -> list[int]:
+    """``n`` of ``positions`` spread evenly over them, away from the ends (the middle one for n=1)."""
+    if n <= 0:
+        return []
+    k = len(positions)
+    return sorted({int(positions[min(k - 1, int((j + 0.5) * k / n))]) for j in range(n)})
+
+
+def _runs(indices) -> list[tuple[int, int]]:
+    """Sorted indices -> maximal (start, stop) runs."""
+    out: list[tuple[int, int]] = []
+    for i in sorted(indices):
+        if out and out[-1][1] == i:
+            out[-1] = (out[-1][0], i + 1)
+        else:
+            out.append((i, i + 1))
+    return out
+
+
+def _default_slices(lab: np.ndarray, ignore, val_fraction: float, case_ids) -> Split:
+    rows, fg = _rows(lab, ignore)
+    if len(rows) < 2:
+        raise DatasetError(f"Case {case_ids[0]} has labelled voxels at {len(rows)} position(s) along its first axis; "
+                           "a one-case dataset needs at least two (one to train on, one to validate on). Label "
+                           "another slice, or give --val-region and --train-region.")
+    if len(fg) < 2:  # one foreground slice: it must train; validation cannot measure the foreground
+        return _default_slabs(lab, ignore, val_fraction, case_ids)
+    bg = np.setdiff1d(rows, fg)
+    n_fg = min(len(fg) - 1, max(1, int(round(len(fg) * val_fraction))))
+    n_bg = min(len(bg) - 1, max(1, int(round(len(bg) * val_fraction)))) if len(bg) >= 2 else 0
+    held = sorted(set(_spread(fg, n_fg)) | set(_spread(bg, n_bg)))
+    rest = [(0, n) for n in lab.shape[1:]]
+    val = [Part(0, ((a, b), *rest)) for a, b in _runs(held)]
+    train_rows = [i for i in range(lab.shape[0]) if i not in set(held)]
+    train = [Part(0, ((a, b), *rest)) for a, b in _runs(train_rows)]
+    split = Split(train, val, [], "held-out slices along axis 0", case_ids, [])
+    if n_bg == 0:
+        split.warnings.append("no foreground-free labelled slice could be held out: the validation does not "
+                              "measure false positives on empty slices")
     return split
 
 
@@ -168,18 +261,32 @@ def _from_regions(ci, shape, train_region, val_region, test_region, case_ids) ->
 
 
 def _default_slabs(lab: np.ndarray, ignore, val_fraction: float, case_ids) -> Split:
-    labelled = _labelled(lab, ignore)
-    rows = np.flatnonzero(labelled.reshape(lab.shape[0], -1).any(1))
+    rows, fg = _rows(lab, ignore)
     if len(rows) < 2:
         raise DatasetError(f"Case {case_ids[0]} has labelled voxels at {len(rows)} position(s) along its first axis; "
                            "a one-case dataset needs at least two (one to train on, one to validate on). Label "
                            "another slice, or give --val-region and --train-region.")
     n_val = min(len(rows) - 1, max(1, int(round(len(rows) * val_fraction))))
-    cut = int(rows[-n_val])
     rest = [(0, n) for n in lab.shape[1:]]
-    train = [Part(0, ((0, cut), *rest))]
-    val = [Part(0, ((cut, lab.shape[0]), *rest))]
-    return Split(train, val, [], "slabs along axis 0", case_ids, [])
+    fg_set = set(fg.tolist())
+    # candidate slabs: n_val consecutive labelled positions; the latest that holds some but not all of
+    # the foreground positions (the last slab when it does: the behaviour of earlier versions)
+    # (none: the latest slab without foreground, so the foreground at least trains)
+    windows = []
+    for start in range(len(rows) - n_val, -1, -1):
+        a = int(rows[start]) if start else 0
+        b = int(rows[start + n_val]) if start + n_val < len(rows) else lab.shape[0]
+        windows.append((a, b, sum(1 for i in fg_set if a <= i < b)))
+    good = [w for w in windows if 0 < w[2] < len(fg_set)] or [w for w in windows if w[2] == 0] or windows
+    a, b, _ = good[0]
+    if a == 0:  # a slab at the start: train on what follows it
+        train = [Part(0, ((b, lab.shape[0]), *rest))]
+    elif b == lab.shape[0]:
+        train = [Part(0, ((0, a), *rest))]
+    else:
+        train = [Part(0, ((0, a), *rest)), Part(0, ((b, lab.shape[0]), *rest))]
+    split = Split(train, [Part(0, ((a, b), *rest))], [], "slabs along axis 0", case_ids, [])
+    return split
 
 
 def _from_file(spec: str, shapes, case_ids) -> Split:
@@ -219,6 +326,33 @@ def _from_file(spec: str, shapes, case_ids) -> Split:
             parts.append(Part(ci, parse_box(region, shapes[ci]) if region else tuple((0, n) for n in shapes[ci])))
         roles[role] = parts
     return Split(roles["train"], roles["val"], roles["test"], "split file", case_ids, [])
+
+
+def _describe_validation(split: Split, labels, ignore) -> None:
+    """Fill ``split.validation`` and, where the validation cannot measure the foreground, the warnings
+    and the fallback criterion."""
+    n_slices = n_fg_slices = fg_vox = 0
+    for p in split.val:
+        lab = labels[p.case][p.slices]
+        labelled = _labelled(lab, ignore)
+        if lab.ndim == 3:
+            rows = labelled.reshape(lab.shape[0], -1).any(1)
+            fgr = ((lab > 0) & labelled).reshape(lab.shape[0], -1).any(1)
+            n_slices += int(rows.sum())
+            n_fg_slices += int(fgr.sum())
+        else:
+            n_slices += 1
+            n_fg_slices += int(((lab > 0) & labelled).any())
+        fg_vox += int(((lab > 0) & labelled).sum())
+    unit = "labelled slices" if labels[0].ndim == 3 else "labelled 2D parts"
+    split.validation = f"{n_slices} {unit}, {n_fg_slices} with foreground ({fg_vox} foreground voxels)"
+    if fg_vox == 0:
+        split.criterion = "train_loss"
+        split.warnings.append("the validation holds no labelled foreground, so its Dice cannot measure the "
+                              "segmentation; the checkpoint is chosen by the training loss instead (label "
+                              "foreground on more slices, or give a validation region that holds some)")
+    elif n_fg_slices == 1:
+        split.warnings.append("the validation holds foreground on one slice only: its Dice is a weak guide")
 
 
 def _check(split: Split, labels, ignore) -> None:

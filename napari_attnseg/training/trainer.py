@@ -7,6 +7,16 @@ split file; it is printed, returned and written into the card. Validation segmen
 validation part with the inference engine (``predict``), so the Dice it reports is the Dice a user
 gets, and ignores the ``ignore`` label.
 
+Checkpoint selection: the validation Dice (pooled over a case's validation parts, averaged over
+cases); when the split has no labelled foreground to validate on, the training loss (said in the
+split text and the notes). Fine-tuning starts from the start model as the checkpoint to beat
+(epoch 0): the result is never worse than the start on the validation, and the notes say when the
+start weights were kept. A start model with other classes keeps its encoder and decoder and gets a
+new output head. Fine-tuning defaults (:func:`.config.fine_tune_defaults`): lr 1e-4, the start
+model's batch-norm statistics frozen, an L2-SP pull towards the start weights, a share of patches
+centred on the start model's false positives on labelled background. CT in Hounsfield units is
+normalised with a fixed window (``TrainConfig.ct_window``) unless a normalisation is given.
+
 Schedule: AdamW, linear warm-up over ``warmup_epochs``, then cosine decay to 2 % of the peak.
 A ``minutes`` budget is turned into a number of epochs after the first epoch (its duration is
 measured), so the schedule is the one ``--epochs N`` would give and the card can say which N
@@ -41,11 +51,43 @@ from ..inference.precision import PRECISIONS
 from ..models.registry import create_model
 from . import ddp
 from .augment import augment
-from .config import AUGMENT_PROBABILITIES, TrainConfig, TrainResult, check_config
-from .losses import dice_per_class, total_loss
+from .config import AUGMENT_PROBABILITIES, TrainConfig, TrainResult, check_config, fine_tune_defaults
+from .losses import total_loss
 from .sampling import PatchSampler
 from .split import Split, make_split
 from .state import has_state, load_state, save_state
+
+
+def dice_counts(pred: np.ndarray, target: np.ndarray, n_classes: int, ignore: int | None) -> np.ndarray:
+    """(intersection, |pred| + |target|) per foreground class over labelled voxels: (K-1, 2)."""
+    valid = np.ones(target.shape, bool) if ignore is None else target != ignore
+    out = np.zeros((n_classes - 1, 2), np.int64)
+    for c in range(1, n_classes):
+        p, t = (pred == c) & valid, (target == c) & valid
+        out[c - 1] = (int((p & t).sum()), int(p.sum()) + int(t.sum()))
+    return out
+
+
+def _with_new_head(model: nn.Module, n_classes: int) -> nn.Module:
+    """The same architecture with ``n_classes`` outputs: every weight whose shape does not depend on the
+    number of classes (encoder, decoder, attention gates) copied, the output head(s) freshly initialised."""
+    fresh = create_model(model.arch, **{**model.config, "out_channels": n_classes})
+    own = fresh.state_dict()
+    keep = {k: v for k, v in model.state_dict().items() if k in own and own[k].shape == v.shape}
+    fresh.load_state_dict(keep, strict=False)
+    fresh.card = model.card
+    return fresh.train()
+
+
+def looks_like_hu(image: np.ndarray) -> bool:
+    """A CT in Hounsfield units: integer-valued, air at about -1000 (a good share of voxels below -900)
+    and a range reaching past +300."""
+    x = np.asarray(image[0] if image.ndim > 3 else image).ravel()
+    sample = x[:: max(1, x.size // 200_000)].astype(np.float32)
+    if sample.size == 0 or not np.isfinite(sample).all() or np.any(sample != np.round(sample)):
+        return False
+    lo, hi = float(sample.min()), float(np.percentile(sample, 99.9))
+    return -1200 <= lo <= -900 and hi > 300 and float(np.mean(sample < -900)) > 0.02
 
 
 def _mean(values) -> float:
@@ -104,12 +146,15 @@ class Trainer:
         self.progress = progress if main else None
         self.on_step = on_step if main else None
         self.notes: list[str] = []
+        self.ema_model = None
         self._load_data()
         self._build_model()
         self.split: Split = make_split([lab for _, lab, _ in self.raw], self.case_ids, ignore=self.ignore,
                                        val_fraction=cfg.val_fraction, seed=cfg.seed, split_file=cfg.split,
                                        train_region=cfg.train_region, val_region=cfg.val_region,
-                                       test_region=cfg.test_region, case=cfg.case)
+                                       test_region=cfg.test_region, case=cfg.case,
+                                       slices=self.model.spatial_dims == 2 and self.ndim == 3)
+        self.notes.extend(self.split.warnings)
         self._prepare()
 
     # -- data --------------------------------------------------------------------------------
@@ -146,6 +191,8 @@ class Trainer:
     # -- model -------------------------------------------------------------------------------
     def _build_model(self) -> None:
         cfg = self.cfg
+        self.head_reset = False
+        self._card_norm = None
         torch.manual_seed(cfg.seed)
         in_ch = self.raw[0][0].shape[0]
         if cfg.start_model:
@@ -154,9 +201,14 @@ class Trainer:
             self.model = load_model(cfg.start_model, device="cpu").train()
             card = self.model.card
             self.norm_spec = cfg.normalization or card.normalization
-            if self.model.out_channels != self.n_classes:
-                raise DatasetError(f"The dataset has {self.n_classes} classes ({self.dataset.label_names}) but the model "
-                                   f"{cfg.start_model} predicts {self.model.out_channels} ({card.classes}).")
+            self.head_reset = self.model.out_channels != self.n_classes
+            if self.head_reset:
+                old_shapes = {k: v.shape for k, v in self.model.state_dict().items()}
+                self.model = _with_new_head(self.model, self.n_classes)
+                self._new_head_names = [k for k, v in self.model.state_dict().items() if old_shapes.get(k) != v.shape]
+                self.notes.append(f"the start model predicts {len(card.classes)} classes ({', '.join(card.classes)}), the "
+                                  f"dataset has {self.n_classes} ({', '.join(self.dataset.label_names)}): encoder and "
+                                  "decoder kept, the output head re-initialised for the dataset's classes")
             if self.model.in_channels != in_ch:
                 raise DatasetError(f"The dataset's images have {in_ch} channel(s) but the model {cfg.start_model} "
                                    f"takes {self.model.in_channels}.")
@@ -176,6 +228,14 @@ class Trainer:
             from ..prompts.training import PromptTraining
 
             self.prompter = PromptTraining(self)
+        if (cfg.normalization is None and cfg.ct_window is not None and self.norm_spec.get("scheme") != "ct"
+                and in_ch == 1 and all(looks_like_hu(img) for img, _, _ in self.raw)):
+            if cfg.start_model:  # kept only if the start model does at least as well with it (see _prepare)
+                self._card_norm = dict(self.norm_spec)
+            self.norm_spec = {"scheme": "ct", "window": [float(v) for v in cfg.ct_window]}
+            self.notes.append(f"the images are CT in Hounsfield units: normalised with the window "
+                              f"[{cfg.ct_window[0]:g}, {cfg.ct_window[1]:g}] HU (clipped) instead of the "
+                              + ("start model's scheme" if cfg.start_model else "percentiles"))
 
     def _prepare(self) -> None:
         cfg, dims = self.cfg, self.model.spatial_dims
@@ -199,13 +259,29 @@ class Trainer:
         self.mode = "slices" if (dims == 2 and self.ndim == 3) else None
         self.val_parts, self.test_parts = self._eval_parts(self.split.val), self._eval_parts(self.split.test)
         self.model.to(self.device)
+        if self._card_norm is not None:
+            self._choose_ct_or_card(arrays)
         if cfg.freeze_encoder:
             if not self.model.encoder_prefixes:
                 raise InputError(f"{self.model.arch} does not name its encoder; fine-tune without --freeze-encoder.")
             for name, p in self.model.named_parameters():
                 if name.startswith(self.model.encoder_prefixes):
                     p.requires_grad_(False)
-        self.base_lr = cfg.lr or (1e-4 if cfg.start_model else 1e-3)
+        self.settings = fine_tune_defaults(cfg)
+        self.base_lr = self.settings["lr"]
+        self.start_weights = None
+        if self.settings["l2sp"] > 0 and cfg.start_model:
+            # L2-SP: the start values of every weight that came from the start model (not a new head)
+            fresh = set(self._new_head_names) if self.head_reset else set()
+            self.start_weights = {n: p.detach().clone() for n, p in self.model.named_parameters()
+                                  if p.requires_grad and n not in fresh}
+        if self.settings["freeze_bn"] and cfg.start_model:
+            bns = [m for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+                   and m.running_var is not None]
+            if bns and any(not torch.all(m.running_var == 1) or not torch.all(m.running_mean == 0) for m in bns):
+                self.notes.append("batch-norm statistics frozen at the start model's")
+            else:  # an untrained start model (or no batch norm): nothing worth keeping
+                self.settings["freeze_bn"] = False
         self.opt = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad], lr=self.base_lr,
                                      weight_decay=cfg.weight_decay)
         self.precision = training_precision(self.device, cfg.precision)
@@ -221,8 +297,65 @@ class Trainer:
         rank_seed = cfg.seed + 1000 * self.dist.rank
         self.rng = np.random.default_rng(rank_seed)
         self.gen = torch.Generator().manual_seed(rank_seed)
+        hard = None
+        if self.settings["hard_negatives"] > 0 and cfg.start_model:
+            hard = self._hard_negatives()
         self.sampler = PatchSampler([x for x, _ in self.train_parts], [y for _, y in self.train_parts], self.patch,
-                                    self.rng, fg_fraction=cfg.fg_fraction, ignore_index=self.loss_ignore)
+                                    self.rng, fg_fraction=cfg.fg_fraction, ignore_index=self.loss_ignore,
+                                    hard=hard, hard_fraction=self.settings["hard_negatives"])
+
+    def _hard_negatives(self) -> list[np.ndarray]:
+        """Per training part, the labelled background voxels the start model calls foreground (its false
+        positives, e.g. the ones a person erased), on labelled slices only."""
+        from ..inference import predict
+
+        self.model.eval()
+        out, total = [], 0
+        for img, lab in self.train_parts:
+            labelled = lab != self.loss_ignore
+            if self.mode == "slices":
+                rows = np.flatnonzero(labelled.reshape(lab.shape[0], -1).any(1))
+                coords = []
+                for z in rows:
+                    pred = predict(self.model, img[:, z] if img.shape[0] > 1 else img[0, z], device=self.device,
+                                   normalization={"scheme": "none"}, return_probabilities=False, tile=self.tile)
+                    fp = np.argwhere((np.asarray(pred.labels) > 0) & (lab[z] == 0))
+                    coords.append(np.concatenate([np.full((len(fp), 1), z), fp], 1))
+                found = np.concatenate(coords) if coords else np.zeros((0, lab.ndim), int)
+            else:
+                pred = predict(self.model, img if img.shape[0] > 1 else img[0], mode=self.mode, device=self.device,
+                               normalization={"scheme": "none"}, return_probabilities=False, tile=self.tile)
+                found = np.argwhere((np.asarray(pred.labels) > 0) & (lab == 0))
+            out.append(found)
+            total += len(found)
+        self.model.train()
+        self.notes.append(f"{total} voxels of labelled background the start model called foreground are "
+                          f"oversampled as hard negatives ({self.settings['hard_negatives']:.0%} of patches)")
+        return out
+
+    def _choose_ct_or_card(self, arrays) -> None:
+        """Fine-tuning on CT: the start model's validation Dice with the CT window and with its card's
+        normalisation; the CT window only when it is at least as good (a model trained on CT with its card's
+        scheme keeps it)."""
+        ct = self._score(self.evaluate(self.val_parts)) if self.dist.is_main else 0.0
+        images = [apply_stats(img, compute_stats(img, self._card_norm, True)) for img, _, _ in self.raw]
+        saved = (self._images, self.val_parts)
+        self._images = images
+        self.val_parts = self._eval_parts(self.split.val)
+        card = self._score(self.evaluate(self.val_parts)) if self.dist.is_main else 0.0
+        use_card = self.dist.broadcast([float(card > ct)])[0] > 0.5
+        if use_card:
+            self.norm_spec = self._card_norm
+            self.train_parts = [(images[p.case][(slice(None), *p.slices)], self._labels[p.case][p.slices])
+                                for p in self.split.train]
+            self.test_parts = self._eval_parts(self.split.test)
+            self.notes[:] = [n for n in self.notes if "Hounsfield" not in n]
+            self.notes.append(f"CT in Hounsfield units: the start model's validation Dice is higher with its own "
+                              f"normalisation ({card:.4f}) than with the CT window ({ct:.4f}); its own is kept")
+        else:
+            self._images, self.val_parts = saved
+            if self.notes and "Hounsfield" in " ".join(self.notes):
+                self.notes.append(f"start model's validation Dice: CT window {ct:.4f}, its own normalisation {card:.4f}")
 
     # -- evaluation --------------------------------------------------------------------------
     def _eval_parts(self, parts) -> list[tuple[np.ndarray, np.ndarray, tuple[slice, ...]]]:
@@ -268,14 +401,21 @@ class Trainer:
 
         if self.cfg.prompts:  # issue 18: Dice after robot clicks instead
             return self.prompter.evaluate(self.eval_model, parts)
-        per_part = []
-        for img, lab, inner in parts:
+        # counts pooled over the parts of a case (held-out slices are one validation), Dice averaged over cases
+        counts: dict[int, np.ndarray] = {}
+        for (img, lab, inner), case in zip(parts, self._part_cases(parts)):
             pred = predict(self.eval_model, img if img.shape[0] > 1 else img[0], mode=self.mode, device=self.device,
                            precision=precision, normalization={"scheme": "none"}, return_probabilities=False,
                            tile=self.tile, cancel=self.cancel)
-            per_part.append(dice_per_class(np.asarray(pred.labels)[inner], lab, self.n_classes, self.ignore))
+            c = dice_counts(np.asarray(pred.labels)[inner], lab, self.n_classes, self.ignore)
+            counts[case] = counts[case] + c if case in counts else c
         self.model.train()
-        return [_mean(c) for c in zip(*per_part)]
+        per_case = [[float("nan") if d == 0 else 2.0 * i / d for i, d in cnt] for cnt in counts.values()]
+        return [_mean(c) for c in zip(*per_case)]
+
+    def _part_cases(self, parts) -> list[int]:
+        src = self.split.val if parts is self.val_parts else self.split.test if parts is self.test_parts else None
+        return [p.case for p in src] if src is not None and len(src) == len(parts) else list(range(len(parts)))
 
     @staticmethod
     def _score(per_class: list[float]) -> float:
@@ -286,8 +426,16 @@ class Trainer:
     def _step(self, x: torch.Tensor, y: torch.Tensor) -> float:
         amp = torch.autocast(self.device.type, dtype=torch.bfloat16 if self.precision == "bf16" else torch.float16,
                              enabled=self.precision != "fp32")
+        if self.settings["freeze_bn"] and self.cfg.start_model:
+            for m in self.model.modules():  # running statistics stay the start model's (affine still learns)
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
         with amp:
             loss = self.net(x, y)
+        if self.start_weights is not None:
+            pull = sum(((p - self.start_weights[n]) ** 2).sum() for n, p in self.model.named_parameters()
+                       if n in self.start_weights)
+            loss = loss + self.settings["l2sp"] * pull
         self.opt.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.unscale_(self.opt)
@@ -313,6 +461,7 @@ class Trainer:
                 "config": self.model.config, "start_model": c.start_model, "patch": self.patch, "batch": c.batch_size,
                 "iters_per_epoch": c.iters_per_epoch, "lr": self.base_lr, "seed": c.seed,
                 "freeze_encoder": c.freeze_encoder, "normalization": self.norm_spec,
+                **({k: v for k, v in self.settings.items() if k != "lr"} if c.start_model else {}),
                 **({"ema": c.ema} if c.ema else {}),
                 # left out at their defaults, so runs saved before these options existed still resume
                 **{k: getattr(c, k) for k in AUGMENT_PROBABILITIES if getattr(c, k) != getattr(TrainConfig, k)}}
@@ -324,7 +473,7 @@ class Trainer:
         best_path, log_path = self.out / "best.safetensors", self.out / "training_log.csv"
         budget = cfg.minutes * 60 if cfg.minutes else None
         planned: int | None = None if budget else cfg.epochs
-        s = {"epoch": 0, "best": -1.0, "best_per_class": None, "best_epoch": 0, "stale": 0, "before": None,
+        s = {"epoch": 0, "best": -1.0, "best_sel": -1e30, "best_per_class": None, "best_epoch": 0, "stale": 0, "before": None,
              "test_before": None, "elapsed": 0.0, "planned": planned}
         fingerprint = self._fingerprint()
         resumed = False
@@ -346,14 +495,24 @@ class Trainer:
                 self.scaler.load_state_dict(info["scaler"])
             resumed = True
         elif main:
+            before_per_class = None
             if cfg.start_model:
-                s["before"] = self._score(self.evaluate(self.val_parts))
+                before_per_class = self.evaluate(self.val_parts)
+                s["before"] = self._score(before_per_class)
                 if self.test_parts:
                     s["test_before"] = self.evaluate(self.test_parts)
             if cfg.precision.lower() == "bf16" and self.device.type == "cpu" and cfg.start_model:
                 self._check_bf16(s["before"])
+            if s["before"] is not None and self.split.criterion == "val_dice":
+                # never worse than the start: its weights are the checkpoint to beat (epoch 0)
+                s.update(best=s["before"], best_sel=s["before"], best_per_class=before_per_class, best_epoch=0)
+                self._save(best_path, s, 0, 0.0, finished=False)
             with open(log_path, "w", newline="") as f:
                 csv.writer(f).writerow(["epoch", "lr", "train_loss", "val_dice", "val_dice_per_class", "best", "seconds"])
+        if not resumed and cfg.start_model and self.split.criterion == "val_dice" and dist.world_size > 1:
+            # every rank must compare epochs against the same start (early stopping is decided per rank)
+            b = dist.broadcast([s["before"] if main else 0.0])[0]
+            s.update(best=b, best_sel=b, best_epoch=0, before=s["before"] if main else b)
         if cfg.resume and not resumed:
             self.notes.append(f"nothing to resume in {self.out}; started from the beginning")
         s["precision"] = self.precision
@@ -387,8 +546,10 @@ class Trainer:
                 if s["planned"] is None:  # minutes: fix the number of epochs from the first one's duration
                     first = time.perf_counter() - t0
                     s["planned"] = int(dist.broadcast([max(1, math.floor(budget / max(first, 1e-6)))])[0])
-                if val > s["best"]:
-                    s.update(best=val, best_per_class=per_class, best_epoch=epoch, stale=0)
+                # the selection criterion: validation Dice, or (no foreground to validate on) the training loss
+                sel = val if self.split.criterion == "val_dice" else -train_loss
+                if sel > s.get("best_sel", s["best"]):
+                    s.update(best=val, best_sel=sel, best_per_class=per_class, best_epoch=epoch, stale=0)
                     if main:
                         self._save(best_path, s, epoch, time.perf_counter() - t0, finished=False)
                 else:
@@ -408,7 +569,8 @@ class Trainer:
                                    "val_dice_per_class": per_class, "best": s["best"], "lr": lr, "elapsed": now,
                                    "budget": budget})
                 if s["stale"] >= cfg.patience:
-                    self.notes.append(f"stopped early at epoch {epoch}: no better validation Dice for {cfg.patience} epochs")
+                    what = "validation Dice" if self.split.criterion == "val_dice" else "training loss"
+                    self.notes.append(f"stopped early at epoch {epoch}: no better {what} for {cfg.patience} epochs")
                     break
         except Cancelled:
             cancelled = True
@@ -417,10 +579,15 @@ class Trainer:
         if s["planned"] is not None and epoch < s["planned"] and budget is not None and not cancelled \
                 and s["stale"] < cfg.patience:
             self.notes.append(f"the time budget ended after {epoch} of {s['planned']} planned epochs")
+        if s["best_epoch"] == 0 and s["before"] is not None and self.split.criterion == "val_dice" and epoch > 0:
+            self.notes.append(f"no epoch beat the start model's validation Dice ({s['before']:.4f}); the start "
+                              "weights are kept" + (" (with the re-initialised head)" if self.head_reset else ""))
         dist.barrier()
         result = TrainResult(str(best_path), s["before"], s["best"], None, epoch, seconds, self.split.describe(),
                              cancelled, str(log_path), s["test_before"], s["best_per_class"], self.precision,
-                             dist.world_size, s["planned"], self._reproduce(s["planned"]), self.notes)
+                             dist.world_size, s["planned"], self._reproduce(s["planned"]), self.notes,
+                             validation=self.split.validation, criterion=self.split.criterion,
+                             kept_start=s["best_epoch"] == 0 and s["before"] is not None, best_epoch=s["best_epoch"])
         if main:
             if not best_path.exists():
                 if cancelled:
@@ -475,14 +642,17 @@ class Trainer:
             metrics.update(test_dice_before=_mean(s["test_before"]), test_dice_before_per_class=s["test_before"])
         card = ModelCard(
             arch=self.model.arch, config=dict(self.model.config),
-            name=cfg.name or (base.name + "-finetuned" if base else self.model.arch),
-            description=cfg.description or (base.description if base else f"{self.model.arch} trained on {Path(cfg.dataset).name}"),
+            name=cfg.name or (f"{base.name or Path(str(cfg.start_model)).stem}-finetuned" if base else self.model.arch),
+            description=cfg.description or (f"{base.name or cfg.start_model} fine-tuned on {Path(cfg.dataset).name}" if base
+                                            else f"{self.model.arch} trained on {Path(cfg.dataset).name}"),
             classes=list(self.dataset.label_names), normalization=dict(self.norm_spec),
             spacing=self.spacing[-self.model.spatial_dims:] if self.spacing else None,
             tile=[int(p) for p in self.tile], overlap=0.25,
             training={
                 "dataset": str(cfg.dataset), "dataset_manifest_sha256": self.dataset.manifest_sha256,
                 "split": self.split.describe(), "split_parts": self.split.as_json(),
+                "validation": self.split.validation, "selection": self.split.criterion,
+                "head_reinitialised": self.head_reset,
                 "epochs": epochs, "epochs_planned": s["planned"], "best_epoch": s["best_epoch"],
                 "seconds": round(seconds, 1), "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                 "machine": describe_machine(), "device": str(self.device), "precision": self.precision,

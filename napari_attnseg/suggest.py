@@ -1,0 +1,111 @@
+""""Review this slice next": where a model is least sure, per voxel and per slice.
+
+The uncertainty of a voxel is the larger of
+
+- the normalised entropy of the class probabilities (0: one class certain, 1: all classes equal), and
+- the flip disagreement: half the L1 distance between the probabilities of the image and of its
+  mirror image (left-right), mirrored back (0: both agree, 1: they predict different classes).
+
+A slice's score is the mean uncertainty over its voxels, multiplied by how far it lies from the
+slices already reviewed (``1 - exp(-distance / spread)``: a slice next to a reviewed one has been
+partly taught). :func:`suggest_slices` ranks the unreviewed slices greedily, leaving out the
+neighbours (``min_gap``) of a slice already suggested, so the suggestions cover the volume. This is
+MONAI Label's "epistemic"-style strategy with test-time flips instead of MC dropout.
+
+Core API (no napari)::
+
+    from napari_attnseg.suggest import suggest_slices, uncertainty_map
+    for index, score in suggest_slices(model, volume, reviewed=[3, 10, 11], n=5):
+        ...
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+__all__ = ["uncertainty_map", "slice_scores", "rank_slices", "suggest_slices", "predict_uncertainty"]
+
+
+def uncertainty_map(probabilities: np.ndarray, flipped: np.ndarray | None = None) -> np.ndarray:
+    """Voxel uncertainty in [0, 1] from class probabilities ``(K, *spatial)`` (and, optionally, those of
+    the flipped image mapped back to the same grid)."""
+    p = np.asarray(probabilities, np.float32)
+    k = p.shape[0]
+    q = np.clip(p, 1e-6, 1.0)
+    u = -(q * np.log(q)).sum(0) / math.log(max(k, 2))
+    if flipped is not None:
+        d = 0.5 * np.abs(p - np.asarray(flipped, np.float32)).sum(0)
+        u = np.maximum(u, d)
+    return np.clip(u, 0.0, 1.0)
+
+
+def slice_scores(uncertainty: np.ndarray, axis: int = 0) -> np.ndarray:
+    """Mean uncertainty of every slice along ``axis``."""
+    u = np.moveaxis(np.asarray(uncertainty, np.float32), axis, 0)
+    return u.reshape(u.shape[0], -1).mean(1)
+
+
+def rank_slices(scores: Sequence[float], reviewed: Iterable[int] = (), n: int = 5, *, spread: float = 2.0,
+                min_gap: int = 2) -> list[tuple[int, float]]:
+    """The ``n`` unreviewed slices to review next, best first, as ``(index, score)``.
+
+    ``score`` = per-slice uncertainty x ``(1 - exp(-d / spread))``, d the distance to the nearest
+    reviewed slice (1 when none is reviewed). Slices closer than ``min_gap`` to one already suggested
+    are skipped while others remain."""
+    s = np.asarray(scores, np.float64)
+    idx = np.arange(len(s))
+    rev = sorted({int(r) for r in reviewed if 0 <= int(r) < len(s)})
+    if rev:
+        dist = np.min(np.abs(idx[:, None] - np.asarray(rev)[None, :]), axis=1).astype(np.float64)
+        weight = 1.0 - np.exp(-dist / max(spread, 1e-9))
+    else:
+        weight = np.ones(len(s))
+    final = s * weight
+    candidates = [i for i in np.argsort(-final, kind="stable").tolist() if i not in set(rev)]
+    picked: list[int] = []
+    for gap in (min_gap, 1):  # first spread out; then, if too few, any remaining slice
+        for i in candidates:
+            if len(picked) >= n:
+                break
+            if i not in picked and all(abs(i - j) >= gap for j in picked):
+                picked.append(i)
+    return [(i, float(final[i])) for i in picked[:n]]
+
+
+def predict_uncertainty(model, image, *, flips: bool = True, **predict_kwargs) -> tuple[np.ndarray, np.ndarray]:
+    """Run the model (through :func:`napari_attnseg.inference.predict`) and return ``(labels, uncertainty)``
+    on the image's grid; ``flips`` adds the left-right mirror's disagreement (twice the inference time)."""
+    from .inference import predict
+
+    predict_kwargs.pop("return_probabilities", None)
+    pred = predict(model, image, return_probabilities=True, **predict_kwargs)
+    probs = np.asarray(pred.probabilities, np.float32)
+    flipped = None
+    if flips:
+        img = np.asarray(image)
+        mirrored = np.ascontiguousarray(img[..., ::-1])
+        other = predict(model, mirrored, return_probabilities=True, **predict_kwargs)
+        flipped = np.ascontiguousarray(np.asarray(other.probabilities, np.float32)[..., ::-1])
+    return np.asarray(pred.labels), uncertainty_map(probs, flipped)
+
+
+def suggest_slices(model, image, reviewed: Iterable[int] = (), n: int = 5, *, axis: int = 0, flips: bool = True,
+                   spread: float = 2.0, min_gap: int = 2, uncertainty: np.ndarray | None = None,
+                   **predict_kwargs) -> list[tuple[int, float]]:
+    """Rank the unreviewed slices of a volume (along ``axis``) by how unsure ``model`` is there.
+
+    Args:
+        model: a loaded model (:func:`napari_attnseg.load_model`).
+        image: the volume, (z, y, x) (channels first for multi-channel models).
+        reviewed: slices a person has checked already (never suggested; their neighbours rank lower).
+        n: how many slices to return.
+        uncertainty: a map from :func:`predict_uncertainty` to reuse (no inference then).
+        predict_kwargs: passed to ``predict`` (device, tile, precision, ...).
+    Returns: ``[(slice index, score), ...]``, most uncertain first.
+    """
+    if uncertainty is None:
+        _, uncertainty = predict_uncertainty(model, image, flips=flips, **predict_kwargs)
+    return rank_slices(slice_scores(uncertainty, axis), reviewed, n, spread=spread, min_gap=min_gap)
