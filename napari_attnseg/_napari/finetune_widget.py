@@ -37,12 +37,16 @@ WINDOW_CHOICES = (AUTO, CARD, *(f"CT {name}" for name in CT_WINDOWS))
 PLOT_MIN_HEIGHT = 170
 
 
-def normalization_choice(choice: str) -> dict | None:
-    """The TrainConfig.normalization for a window choice of the panel (None: the trainer decides)."""
+def normalization_choice(choice: str) -> dict:
+    """TrainConfig fields for an *Intensity* choice: ``auto`` leaves the trainer's defaults (a CT window
+    for Hounsfield units when the start model does at least as well with it); "as the start model" never
+    switches; a CT preset is that window."""
     if choice.startswith("CT "):
         lo, hi = CT_WINDOWS[choice[3:]]
-        return {"scheme": "ct", "window": [lo, hi]}
-    return None
+        return {"normalization": {"scheme": "ct", "window": [lo, hi]}}
+    if choice == CARD:
+        return {"ct_window": None}
+    return {}
 
 
 class FinetuneWidget(QWidget):
@@ -272,7 +276,7 @@ class FinetuneWidget(QWidget):
         start = self._paths.get(label, label)
         return TrainConfig(dataset=dataset, out=out, start_model=start, minutes=self.minutes_spin.value,
                            freeze_encoder=self.freeze_box.value, val_region=val_region,
-                           normalization=normalization_choice(self.window_combo.value),
+                           **normalization_choice(self.window_combo.value),
                            name=self.name_edit.value.strip(), description=self.description_edit.value.strip(),
                            command=f"napari Fine-tune panel: dataset={dataset} model={start}")
 
@@ -332,8 +336,12 @@ class FinetuneWidget(QWidget):
             self.progress_bar.value = 100
             before = "n/a" if res.val_dice_before is None else f"{res.val_dice_before:.3f}"
             notes = "".join(f"\n- {n}" for n in res.notes)
-            self.status.value = (f"Validation Dice {before} -> {res.val_dice_after:.3f}"
-                                 f"{' (cancelled, best kept)' if res.cancelled else ''}. Validation: {res.split}. "
+            chosen = ("the start model was kept: no epoch beat it" if getattr(res, "kept_start", False) else
+                      "chosen by the training loss (no usable validation)" if getattr(res, "criterion", "") == "train_loss"
+                      else "best epoch kept")
+            self.status.value = (f"Validation Dice {before} -> {res.val_dice_after:.3f} ({chosen})"
+                                 f"{' (cancelled, best kept)' if res.cancelled else ''}. "
+                                 f"Validation: {getattr(res, 'validation', '') or res.split}. "
                                  f"Saved {res.checkpoint}{notes}")
             seg = self._segment_widget()
             if seg is not None:
