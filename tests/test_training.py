@@ -402,9 +402,9 @@ def test_every_architecture_trains(tmp_path, dataset_2d, arch, config):
 
 def test_fp16_loss_scaling_path_and_its_resume(tmp_path, dataset_2d, monkeypatch):
     """The CUDA fp16 path (autocast + GradScaler, scaler state in the resume file), exercised on the CPU."""
-    from napari_attnseg.training import trainer as trainer_mod
+    from napari_attnseg.training import setup as setup_mod  # where the trainer chooses its precision
 
-    monkeypatch.setattr(trainer_mod, "training_precision", lambda device, requested: "fp16")
+    monkeypatch.setattr(setup_mod, "training_precision", lambda device, requested: "fp16")
     common = dict(dataset=str(dataset_2d), out=str(tmp_path / "h"), arch="unet", model_config=TINY,
                   iters_per_epoch=2, batch_size=2, patch=[32, 32])
     res = train(TrainConfig(epochs=1, **common))

@@ -21,19 +21,19 @@ Schedule: AdamW, linear warm-up over ``warmup_epochs``, then cosine decay to 2 %
 A ``minutes`` budget is turned into a number of epochs after the first epoch (its duration is
 measured), so the schedule is the one ``--epochs N`` would give and the card can say which N
 reproduces the run; the run still stops at the budget if epochs become slower.
+
+Where things live: :mod:`.setup` (data, model, normalisation, sampler, optimiser; a mixin),
+:mod:`.card` (the checkpoint's card and the reproducing command; a mixin), :mod:`.steps` (Dice
+counts, the loss module, precision, the schedule); this module runs the epochs.
 """
 
 from __future__ import annotations
 
-import copy
 import csv
-import datetime
 import json
 import math
-import shlex
 import time
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -41,98 +41,18 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._files import describe_machine
-from .._version import __version__
-from ..checkpoint import ModelCard, save_model
-from ..data.dataset import read_dataset
-from ..errors import Cancelled, DatasetError, InputError
-from ..inference.normalize import apply_stats, compute_stats
-from ..inference.precision import PRECISIONS
-from ..models.registry import create_model
+from ..errors import Cancelled, DatasetError
 from . import ddp
 from .augment import augment
-from .config import AUGMENT_PROBABILITIES, TrainConfig, TrainResult, check_config, fine_tune_defaults
-from .losses import total_loss
-from .sampling import PatchSampler
+from .card import CardWriter
+from .config import AUGMENT_PROBABILITIES, TrainConfig, TrainResult, check_config
+from .setup import RunSetup
 from .split import Split, make_split
 from .state import has_state, load_state, save_state
+from .steps import _LossNet, _mean, _with_new_head, dice_counts, looks_like_hu, lr_at, training_precision  # noqa: F401
 
 
-def dice_counts(pred: np.ndarray, target: np.ndarray, n_classes: int, ignore: int | None) -> np.ndarray:
-    """(intersection, |pred| + |target|) per foreground class over labelled voxels: (K-1, 2)."""
-    valid = np.ones(target.shape, bool) if ignore is None else target != ignore
-    out = np.zeros((n_classes - 1, 2), np.int64)
-    for c in range(1, n_classes):
-        p, t = (pred == c) & valid, (target == c) & valid
-        out[c - 1] = (int((p & t).sum()), int(p.sum()) + int(t.sum()))
-    return out
-
-
-def _with_new_head(model: nn.Module, n_classes: int) -> nn.Module:
-    """The same architecture with ``n_classes`` outputs: every weight whose shape does not depend on the
-    number of classes (encoder, decoder, attention gates) copied, the output head(s) freshly initialised."""
-    fresh = create_model(model.arch, **{**model.config, "out_channels": n_classes})
-    own = fresh.state_dict()
-    keep = {k: v for k, v in model.state_dict().items() if k in own and own[k].shape == v.shape}
-    fresh.load_state_dict(keep, strict=False)
-    fresh.card = model.card
-    return fresh.train()
-
-
-def looks_like_hu(image: np.ndarray) -> bool:
-    """A CT in Hounsfield units: integer-valued, air at about -1000 (a good share of voxels below -900)
-    and a range reaching past +300."""
-    x = np.asarray(image[0] if image.ndim > 3 else image).ravel()
-    sample = x[:: max(1, x.size // 200_000)].astype(np.float32)
-    if sample.size == 0 or not np.isfinite(sample).all() or np.any(sample != np.round(sample)):
-        return False
-    lo, hi = float(sample.min()), float(np.percentile(sample, 99.9))
-    return -1200 <= lo <= -900 and hi > 300 and float(np.mean(sample < -900)) > 0.02
-
-
-def _mean(values) -> float:
-    vals = [v for v in values if not math.isnan(v)]
-    return float(np.mean(vals)) if vals else float("nan")
-
-
-class _LossNet(nn.Module):
-    """model + loss in one forward, so DistributedDataParallel sees the whole training step."""
-
-    def __init__(self, model: nn.Module, ignore_index: int):
-        super().__init__()
-        self.model, self.ignore_index = model, ignore_index
-
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return total_loss(self.model.forward_train(x), y, self.ignore_index)
-
-
-def training_precision(device: torch.device, requested: str) -> str:
-    req = (requested or "auto").lower()
-    if req not in PRECISIONS:
-        raise InputError(f"precision must be one of {', '.join(PRECISIONS)}; got {requested!r}.")
-    if req == "auto":
-        if device.type == "cuda":
-            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        return "fp32"  # CPU bf16 only when asked for (see the README's measurement)
-    if req == "fp16" and device.type != "cuda":
-        raise InputError("fp16 training needs a CUDA GPU (loss scaling); use bf16 or fp32 here.")
-    if req != "fp32" and device.type == "mps":
-        raise InputError("Mixed-precision training is not supported on MPS; use --precision fp32.")
-    return req
-
-
-def lr_at(position: float, total: float | None, base: float, warmup: float) -> float:
-    """Learning rate at ``position`` epochs (fractional) of ``total`` (None: not known yet)."""
-    warm = warmup if total is None else min(warmup, total / 2)
-    if warm > 0 and position < warm:
-        return base * position / warm
-    if total is None:
-        return base
-    t = min(max((position - warm) / max(total - warm, 1e-9), 0.0), 1.0)
-    return base * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * t)))
-
-
-class Trainer:
+class Trainer(RunSetup, CardWriter):
     """Builds data, split, model and optimizer from a :class:`TrainConfig`; :meth:`fit` runs it."""
 
     def __init__(self, cfg: TrainConfig, progress: Callable[[dict], Any] | None = None, cancel=None,
@@ -158,226 +78,6 @@ class Trainer:
         self._prepare()
 
     # -- data --------------------------------------------------------------------------------
-    def _load_data(self) -> None:
-        ds = read_dataset(self.cfg.dataset)
-        self.dataset = ds
-        self.case_ids = [c.case_id for c in ds.cases]
-        self.raw = [c.load() for c in ds.cases]
-        self.ignore = ds.ignore_label
-        self.loss_ignore = self.ignore if self.ignore is not None else -1  # -1 also marks patch padding
-        self.n_classes = len(ds.label_names)
-        if self.n_classes < 2:
-            raise DatasetError(f"{ds.root}: the label table {ds.label_names} needs a background and at least one class.")
-        ndims = {lab.ndim for _, lab, _ in self.raw}
-        channels = {img.shape[0] for img, _, _ in self.raw}
-        if len(ndims) > 1 or len(channels) > 1:
-            raise DatasetError(f"{ds.root}: cases mix 2D and 3D images or channel counts; a dataset holds one kind.")
-        any_fg = False
-        for cid, (_img, lab, _) in zip(self.case_ids, self.raw):
-            labelled = lab != self.ignore if self.ignore is not None else np.ones(lab.shape, bool)
-            if not labelled.any():
-                raise DatasetError(f"Case {cid} of {ds.root} has no labelled voxels (everything is 'ignore'); "
-                                   "review at least one slice or leave the case out.")
-            top = int(lab[labelled].max())
-            if lab.min() < 0 or top >= self.n_classes:
-                raise DatasetError(f"Case {cid} of {ds.root}: label value {top if top >= self.n_classes else lab.min()} "
-                                   f"is not in the label table {ds.label_names}.")
-            any_fg |= bool((labelled & (lab > 0)).any())
-        if not any_fg:
-            raise DatasetError(f"No case of {ds.root} has any foreground voxel; there is nothing to learn.")
-        self.ndim = ndims.pop()
-        self.spacing = list(self.raw[0][2]) if self.raw[0][2] else None
-
-    # -- model -------------------------------------------------------------------------------
-    def _build_model(self) -> None:
-        cfg = self.cfg
-        self.head_reset = False
-        self._card_norm = None
-        torch.manual_seed(cfg.seed)
-        in_ch = self.raw[0][0].shape[0]
-        if cfg.start_model:
-            from ..checkpoint import load_model
-
-            self.model = load_model(cfg.start_model, device="cpu").train()
-            card = self.model.card
-            self.norm_spec = cfg.normalization or card.normalization
-            self.head_reset = self.model.out_channels != self.n_classes
-            if self.head_reset:
-                old_shapes = {k: v.shape for k, v in self.model.state_dict().items()}
-                self.model = _with_new_head(self.model, self.n_classes)
-                self._new_head_names = [k for k, v in self.model.state_dict().items() if old_shapes.get(k) != v.shape]
-                self.notes.append(f"the start model predicts {len(card.classes)} classes ({', '.join(card.classes)}), the "
-                                  f"dataset has {self.n_classes} ({', '.join(self.dataset.label_names)}): encoder and "
-                                  "decoder kept, the output head re-initialised for the dataset's classes")
-            if self.model.in_channels != in_ch:
-                raise DatasetError(f"The dataset's images have {in_ch} channel(s) but the model {cfg.start_model} "
-                                   f"takes {self.model.in_channels}.")
-            self.base_card = card
-        else:
-            dims = cfg.spatial_dims or (3 if self.ndim == 3 and cfg.arch in ("unet", "attention_unet") else 2)
-            try:
-                self.model = create_model(cfg.arch, spatial_dims=dims, in_channels=in_ch, out_channels=self.n_classes,
-                                          **cfg.model_config)
-            except (KeyError, ValueError, TypeError) as exc:
-                raise InputError(f"Cannot build {cfg.arch!r} with {cfg.model_config}: {exc}") from None
-            self.norm_spec = cfg.normalization or {"scheme": "percentile", "lower": 1.0, "upper": 99.0}
-            self.base_card = None
-        if self.model.spatial_dims > self.ndim:
-            raise DatasetError(f"A 3D model cannot train on the 2D images of {self.dataset.root}.")
-        if cfg.prompts:  # issue 18: promptable model, simulated clicks per batch, click-based validation
-            from ..prompts.training import PromptTraining
-
-            self.prompter = PromptTraining(self)
-        if (cfg.normalization is None and cfg.ct_window is not None and self.norm_spec.get("scheme") != "ct"
-                and in_ch == 1 and all(looks_like_hu(img) for img, _, _ in self.raw)):
-            if cfg.start_model:  # kept only if the start model does at least as well with it (see _prepare)
-                self._card_norm = dict(self.norm_spec)
-            self.norm_spec = {"scheme": "ct", "window": [float(v) for v in cfg.ct_window]}
-            self.notes.append(f"the images are CT in Hounsfield units: normalised with the window "
-                              f"[{cfg.ct_window[0]:g}, {cfg.ct_window[1]:g}] HU (clipped) instead of the "
-                              + ("start model's scheme" if cfg.start_model else "percentiles"))
-
-    def _prepare(self) -> None:
-        cfg, dims = self.cfg, self.model.spatial_dims
-        images = [apply_stats(img, compute_stats(img, self.norm_spec, True)) for img, _, _ in self.raw]
-        labels = [lab for _, lab, _ in self.raw]
-
-        def arrays(parts):
-            return [(images[p.case][(slice(None), *p.slices)], labels[p.case][p.slices]) for p in parts]
-
-        self.train_parts = arrays(self.split.train)
-        self._images, self._labels = images, labels
-        patch = list(cfg.patch or ([128, 128] if dims == 2 else [64, 64, 64]))
-        if len(patch) != dims and not (dims == 2 and len(patch) == 3 and patch[0] == 1):
-            raise InputError(f"--patch needs {dims} sizes for a {dims}D model; got {patch}.")
-        patch = patch[-dims:]
-        # never larger than the biggest training part (the model pads to its divisor itself)
-        extent = np.max([lab.shape[-dims:] for _, lab in self.train_parts], axis=0)
-        patch = [int(min(p, e)) for p, e in zip(patch, extent)]
-        self.tile = patch
-        self.patch = [1, *patch] if (dims == 2 and self.ndim == 3) else patch
-        self.mode = "slices" if (dims == 2 and self.ndim == 3) else None
-        self.val_parts, self.test_parts = self._eval_parts(self.split.val), self._eval_parts(self.split.test)
-        self.model.to(self.device)
-        if self._card_norm is not None:
-            self._choose_ct_or_card(arrays)
-        if cfg.freeze_encoder:
-            if not self.model.encoder_prefixes:
-                raise InputError(f"{self.model.arch} does not name its encoder; fine-tune without --freeze-encoder.")
-            for name, p in self.model.named_parameters():
-                if name.startswith(self.model.encoder_prefixes):
-                    p.requires_grad_(False)
-        self.settings = fine_tune_defaults(cfg)
-        self.base_lr = self.settings["lr"]
-        self.start_weights = None
-        if self.settings["l2sp"] > 0 and cfg.start_model:
-            # L2-SP: the start values of every weight that came from the start model (not a new head)
-            fresh = set(self._new_head_names) if self.head_reset else set()
-            self.start_weights = {n: p.detach().clone() for n, p in self.model.named_parameters()
-                                  if p.requires_grad and n not in fresh}
-        if self.settings["freeze_bn"] and cfg.start_model:
-            bns = [m for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
-                   and m.running_var is not None]
-            if bns and any(not torch.all(m.running_var == 1) or not torch.all(m.running_mean == 0) for m in bns):
-                self.notes.append("batch-norm statistics frozen at the start model's")
-            else:  # an untrained start model (or no batch norm): nothing worth keeping
-                self.settings["freeze_bn"] = False
-        self.opt = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad], lr=self.base_lr,
-                                     weight_decay=cfg.weight_decay)
-        self.precision = training_precision(self.device, cfg.precision)
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
-        self.net = self.dist.wrap(_LossNet(self.model, self.loss_ignore))
-        # An exponential moving average of the weights (and BN statistics) is what is validated and
-        # saved when cfg.ema > 0: it smooths the epoch-to-epoch swings of the validation Dice.
-        self.ema_model = None
-        if cfg.ema:
-            self.ema_model = copy.deepcopy(self.model).eval()
-            for p in self.ema_model.parameters():
-                p.requires_grad_(False)
-        rank_seed = cfg.seed + 1000 * self.dist.rank
-        self.rng = np.random.default_rng(rank_seed)
-        self.gen = torch.Generator().manual_seed(rank_seed)
-        hard = None
-        if self.settings["hard_negatives"] > 0 and cfg.start_model:
-            hard = self._hard_negatives()
-        self.sampler = PatchSampler([x for x, _ in self.train_parts], [y for _, y in self.train_parts], self.patch,
-                                    self.rng, fg_fraction=cfg.fg_fraction, ignore_index=self.loss_ignore,
-                                    hard=hard, hard_fraction=self.settings["hard_negatives"])
-
-    def _hard_negatives(self) -> list[np.ndarray]:
-        """Per training part, the labelled background voxels the start model calls foreground (its false
-        positives, e.g. the ones a person erased), on labelled slices only."""
-        from ..inference import predict
-
-        self.model.eval()
-        out, total = [], 0
-        for img, lab in self.train_parts:
-            labelled = lab != self.loss_ignore
-            if self.mode == "slices":
-                rows = np.flatnonzero(labelled.reshape(lab.shape[0], -1).any(1))
-                coords = []
-                for z in rows:
-                    pred = predict(self.model, img[:, z] if img.shape[0] > 1 else img[0, z], device=self.device,
-                                   normalization={"scheme": "none"}, return_probabilities=False, tile=self.tile)
-                    fp = np.argwhere((np.asarray(pred.labels) > 0) & (lab[z] == 0))
-                    coords.append(np.concatenate([np.full((len(fp), 1), z), fp], 1))
-                found = np.concatenate(coords) if coords else np.zeros((0, lab.ndim), int)
-            else:
-                pred = predict(self.model, img if img.shape[0] > 1 else img[0], mode=self.mode, device=self.device,
-                               normalization={"scheme": "none"}, return_probabilities=False, tile=self.tile)
-                found = np.argwhere((np.asarray(pred.labels) > 0) & (lab == 0))
-            out.append(found)
-            total += len(found)
-        self.model.train()
-        self.notes.append(f"{total} voxels of labelled background the start model called foreground are "
-                          f"oversampled as hard negatives ({self.settings['hard_negatives']:.0%} of patches)")
-        return out
-
-    def _choose_ct_or_card(self, arrays) -> None:
-        """Fine-tuning on CT: the start model's validation Dice with the CT window and with its card's
-        normalisation; the CT window only when it is at least as good (a model trained on CT with its card's
-        scheme keeps it)."""
-        ct = self._score(self.evaluate(self.val_parts)) if self.dist.is_main else 0.0
-        images = [apply_stats(img, compute_stats(img, self._card_norm, True)) for img, _, _ in self.raw]
-        saved = (self._images, self.val_parts)
-        self._images = images
-        self.val_parts = self._eval_parts(self.split.val)
-        card = self._score(self.evaluate(self.val_parts)) if self.dist.is_main else 0.0
-        use_card = self.dist.broadcast([float(card > ct)])[0] > 0.5
-        if use_card:
-            self.norm_spec = self._card_norm
-            self.train_parts = [(images[p.case][(slice(None), *p.slices)], self._labels[p.case][p.slices])
-                                for p in self.split.train]
-            self.test_parts = self._eval_parts(self.split.test)
-            self.notes[:] = [n for n in self.notes if "Hounsfield" not in n]
-            self.notes.append(f"CT in Hounsfield units: the start model's validation Dice is higher with its own "
-                              f"normalisation ({card:.4f}) than with the CT window ({ct:.4f}); its own is kept")
-        else:
-            self._images, self.val_parts = saved
-            if self.notes and "Hounsfield" in " ".join(self.notes):
-                self.notes.append(f"start model's validation Dice: CT window {ct:.4f}, its own normalisation {card:.4f}")
-
-    # -- evaluation --------------------------------------------------------------------------
-    def _eval_parts(self, parts) -> list[tuple[np.ndarray, np.ndarray, tuple[slice, ...]]]:
-        """(image with context, labels of the part, where the part lies in that image) per part.
-
-        A validation or test part is segmented as a user would segment it: inside the whole image, so
-        the model sees the image around it (half a tile each side) as it does at inference. Only the
-        part's labels are scored; the training patches never read the image of a held-out part."""
-        out = []
-        dims = len(self.tile)
-        for p in parts:
-            img, lab = self._images[p.case], self._labels[p.case]
-            margin = [0] * (lab.ndim - dims) + [t // 2 for t in self.tile]
-            outer, inner = [], []
-            for sl, m, n in zip(p.slices, margin, lab.shape):
-                start, stop, _ = sl.indices(n)
-                lo, hi = max(start - m, 0), min(stop + m, n)
-                outer.append(slice(lo, hi))
-                inner.append(slice(start - lo, stop - lo))
-            out.append((img[(slice(None), *outer)], lab[p.slices], tuple(inner)))
-        return out
-
     @property
     def eval_model(self) -> nn.Module:
         """The weights that are validated and saved: the moving average when there is one."""
@@ -613,61 +313,6 @@ class Trainer:
             self.precision = "fp32"
             self.notes.append(f"bf16 changed the start model's validation Dice ({before_fp32:.4f} -> {bf:.4f}); "
                               "trained in fp32")
-
-    def _reproduce(self, planned: int | None) -> str | None:
-        """The command that repeats this run exactly: the given one, with --minutes replaced by --epochs N."""
-        cmd = self.cfg.command
-        if not cmd.startswith("attnseg ") or planned is None:
-            return None
-        words = shlex.split(cmd)
-        out, skip = [], False
-        for w in words:
-            if skip:
-                skip = False
-                continue
-            if w in ("--minutes", "--epochs"):
-                skip = True
-                continue
-            if w.startswith(("--minutes=", "--epochs=")) or w == "--resume":
-                continue
-            out.append(w)
-        return " ".join(shlex.quote(w) for w in [*out, "--epochs", str(planned)])
-
-    def _save(self, path: Path, s: dict, epochs: int, seconds: float, finished: bool, test=None) -> None:
-        cfg, base = self.cfg, self.base_card
-        metrics: dict[str, Any] = {"val_dice": s["best"], "val_dice_per_class": s["best_per_class"]}
-        if test:
-            metrics.update(test_dice=_mean(test), test_dice_per_class=test)
-        if s["test_before"]:
-            metrics.update(test_dice_before=_mean(s["test_before"]), test_dice_before_per_class=s["test_before"])
-        card = ModelCard(
-            arch=self.model.arch, config=dict(self.model.config),
-            name=cfg.name or (f"{base.name or Path(str(cfg.start_model)).stem}-finetuned" if base else self.model.arch),
-            description=cfg.description or (f"{base.name or cfg.start_model} fine-tuned on {Path(cfg.dataset).name}" if base
-                                            else f"{self.model.arch} trained on {Path(cfg.dataset).name}"),
-            classes=list(self.dataset.label_names), normalization=dict(self.norm_spec),
-            spacing=self.spacing[-self.model.spatial_dims:] if self.spacing else None,
-            tile=[int(p) for p in self.tile], overlap=0.25,
-            training={
-                "dataset": str(cfg.dataset), "dataset_manifest_sha256": self.dataset.manifest_sha256,
-                "split": self.split.describe(), "split_parts": self.split.as_json(),
-                "validation": self.split.validation, "selection": self.split.criterion,
-                "head_reinitialised": self.head_reset,
-                "epochs": epochs, "epochs_planned": s["planned"], "best_epoch": s["best_epoch"],
-                "seconds": round(seconds, 1), "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                "machine": describe_machine(), "device": str(self.device), "precision": self.precision,
-                "world_size": self.dist.world_size, "command": cfg.command or None,
-                "reproduce": self._reproduce(s["planned"]), "start_model": cfg.start_model,
-                "start_model_sha256": getattr(base, "weights_sha256", None) if base else None,
-                "val_dice_before": s["before"], "val_dice_after": s["best"], "seed": cfg.seed,
-                "code_version": __version__, "config": {k: v for k, v in asdict(cfg).items() if k != "command"},
-                "finished": finished, "notes": list(self.notes),
-            },
-            metrics=metrics,
-        )
-        save_model(self.eval_model, path, card)
-        self.model.train()
-
 
 def train(cfg: TrainConfig, *, progress: Callable[[dict], Any] | None = None, cancel: Any = None, on_step: Callable[[dict], Any] | None = None) -> TrainResult:
     """Train (or fine-tune, when ``cfg.start_model`` is set) and return the result summary.

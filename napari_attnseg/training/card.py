@@ -1,0 +1,75 @@
+"""What a run writes: the model card of a checkpoint, and the command that reproduces the run.
+:class:`CardWriter` is a mixin of :class:`~.trainer.Trainer`."""
+
+from __future__ import annotations
+
+import datetime
+import shlex
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from .._files import describe_machine
+from .._version import __version__
+from ..checkpoint import ModelCard, save_model
+from .steps import _mean
+
+
+class CardWriter:
+    """The card of a :class:`~.trainer.Trainer`'s checkpoints."""
+
+    def _reproduce(self, planned: int | None) -> str | None:
+        """The command that repeats this run exactly: the given one, with --minutes replaced by --epochs N."""
+        cmd = self.cfg.command
+        if not cmd.startswith("attnseg ") or planned is None:
+            return None
+        words = shlex.split(cmd)
+        out, skip = [], False
+        for w in words:
+            if skip:
+                skip = False
+                continue
+            if w in ("--minutes", "--epochs"):
+                skip = True
+                continue
+            if w.startswith(("--minutes=", "--epochs=")) or w == "--resume":
+                continue
+            out.append(w)
+        return " ".join(shlex.quote(w) for w in [*out, "--epochs", str(planned)])
+
+    def _save(self, path: Path, s: dict, epochs: int, seconds: float, finished: bool, test=None) -> None:
+        cfg, base = self.cfg, self.base_card
+        metrics: dict[str, Any] = {"val_dice": s["best"], "val_dice_per_class": s["best_per_class"]}
+        if test:
+            metrics.update(test_dice=_mean(test), test_dice_per_class=test)
+        if s["test_before"]:
+            metrics.update(test_dice_before=_mean(s["test_before"]), test_dice_before_per_class=s["test_before"])
+        card = ModelCard(
+            arch=self.model.arch, config=dict(self.model.config),
+            name=cfg.name or (f"{base.name or Path(str(cfg.start_model)).stem}-finetuned" if base else self.model.arch),
+            description=cfg.description or (f"{base.name or cfg.start_model} fine-tuned on {Path(cfg.dataset).name}" if base
+                                            else f"{self.model.arch} trained on {Path(cfg.dataset).name}"),
+            classes=list(self.dataset.label_names), normalization=dict(self.norm_spec),
+            spacing=self.spacing[-self.model.spatial_dims:] if self.spacing else None,
+            tile=[int(p) for p in self.tile], overlap=0.25,
+            training={
+                "dataset": str(cfg.dataset), "dataset_manifest_sha256": self.dataset.manifest_sha256,
+                "split": self.split.describe(), "split_parts": self.split.as_json(),
+                "validation": self.split.validation, "selection": self.split.criterion,
+                "head_reinitialised": self.head_reset,
+                "epochs": epochs, "epochs_planned": s["planned"], "best_epoch": s["best_epoch"],
+                "seconds": round(seconds, 1), "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                "machine": describe_machine(), "device": str(self.device), "precision": self.precision,
+                "world_size": self.dist.world_size, "command": cfg.command or None,
+                "reproduce": self._reproduce(s["planned"]), "start_model": cfg.start_model,
+                "start_model_sha256": getattr(base, "weights_sha256", None) if base else None,
+                "val_dice_before": s["before"], "val_dice_after": s["best"], "seed": cfg.seed,
+                "code_version": __version__, "config": {k: v for k, v in asdict(cfg).items() if k != "command"},
+                "finished": finished, "notes": list(self.notes),
+            },
+            metrics=metrics,
+        )
+        save_model(self.eval_model, path, card)
+        self.model.train()
+
+

@@ -1,0 +1,244 @@
+"""How a run is set up: the dataset read and checked, the model built (a new head when the classes
+differ), normalisation chosen, the training parts, sampler, optimiser and held-out parts prepared.
+:class:`RunSetup` is a mixin of :class:`~.trainer.Trainer`."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..data.dataset import read_dataset
+from ..errors import DatasetError, InputError
+from ..inference.normalize import apply_stats, compute_stats
+from ..models.registry import create_model
+from .config import fine_tune_defaults
+from .sampling import PatchSampler
+from .steps import _LossNet, _with_new_head, looks_like_hu, training_precision
+
+
+class RunSetup:
+    """Data, model and optimiser of a :class:`~.trainer.Trainer` (see the module docstring)."""
+
+    def _load_data(self) -> None:
+        ds = read_dataset(self.cfg.dataset)
+        self.dataset = ds
+        self.case_ids = [c.case_id for c in ds.cases]
+        self.raw = [c.load() for c in ds.cases]
+        self.ignore = ds.ignore_label
+        self.loss_ignore = self.ignore if self.ignore is not None else -1  # -1 also marks patch padding
+        self.n_classes = len(ds.label_names)
+        if self.n_classes < 2:
+            raise DatasetError(f"{ds.root}: the label table {ds.label_names} needs a background and at least one class.")
+        ndims = {lab.ndim for _, lab, _ in self.raw}
+        channels = {img.shape[0] for img, _, _ in self.raw}
+        if len(ndims) > 1 or len(channels) > 1:
+            raise DatasetError(f"{ds.root}: cases mix 2D and 3D images or channel counts; a dataset holds one kind.")
+        any_fg = False
+        for cid, (_img, lab, _) in zip(self.case_ids, self.raw):
+            labelled = lab != self.ignore if self.ignore is not None else np.ones(lab.shape, bool)
+            if not labelled.any():
+                raise DatasetError(f"Case {cid} of {ds.root} has no labelled voxels (everything is 'ignore'); "
+                                   "review at least one slice or leave the case out.")
+            top = int(lab[labelled].max())
+            if lab.min() < 0 or top >= self.n_classes:
+                raise DatasetError(f"Case {cid} of {ds.root}: label value {top if top >= self.n_classes else lab.min()} "
+                                   f"is not in the label table {ds.label_names}.")
+            any_fg |= bool((labelled & (lab > 0)).any())
+        if not any_fg:
+            raise DatasetError(f"No case of {ds.root} has any foreground voxel; there is nothing to learn.")
+        self.ndim = ndims.pop()
+        self.spacing = list(self.raw[0][2]) if self.raw[0][2] else None
+
+    # -- model -------------------------------------------------------------------------------
+    def _build_model(self) -> None:
+        cfg = self.cfg
+        self.head_reset = False
+        self._card_norm = None
+        torch.manual_seed(cfg.seed)
+        in_ch = self.raw[0][0].shape[0]
+        if cfg.start_model:
+            from ..checkpoint import load_model
+
+            self.model = load_model(cfg.start_model, device="cpu").train()
+            card = self.model.card
+            self.norm_spec = cfg.normalization or card.normalization
+            self.head_reset = self.model.out_channels != self.n_classes
+            if self.head_reset:
+                old_shapes = {k: v.shape for k, v in self.model.state_dict().items()}
+                self.model = _with_new_head(self.model, self.n_classes)
+                self._new_head_names = [k for k, v in self.model.state_dict().items() if old_shapes.get(k) != v.shape]
+                self.notes.append(f"the start model predicts {len(card.classes)} classes ({', '.join(card.classes)}), the "
+                                  f"dataset has {self.n_classes} ({', '.join(self.dataset.label_names)}): encoder and "
+                                  "decoder kept, the output head re-initialised for the dataset's classes")
+            if self.model.in_channels != in_ch:
+                raise DatasetError(f"The dataset's images have {in_ch} channel(s) but the model {cfg.start_model} "
+                                   f"takes {self.model.in_channels}.")
+            self.base_card = card
+        else:
+            dims = cfg.spatial_dims or (3 if self.ndim == 3 and cfg.arch in ("unet", "attention_unet") else 2)
+            try:
+                self.model = create_model(cfg.arch, spatial_dims=dims, in_channels=in_ch, out_channels=self.n_classes,
+                                          **cfg.model_config)
+            except (KeyError, ValueError, TypeError) as exc:
+                raise InputError(f"Cannot build {cfg.arch!r} with {cfg.model_config}: {exc}") from None
+            self.norm_spec = cfg.normalization or {"scheme": "percentile", "lower": 1.0, "upper": 99.0}
+            self.base_card = None
+        if self.model.spatial_dims > self.ndim:
+            raise DatasetError(f"A 3D model cannot train on the 2D images of {self.dataset.root}.")
+        if cfg.prompts:  # issue 18: promptable model, simulated clicks per batch, click-based validation
+            from ..prompts.training import PromptTraining
+
+            self.prompter = PromptTraining(self)
+        if (cfg.normalization is None and cfg.ct_window is not None and self.norm_spec.get("scheme") != "ct"
+                and in_ch == 1 and all(looks_like_hu(img) for img, _, _ in self.raw)):
+            if cfg.start_model:  # kept only if the start model does at least as well with it (see _prepare)
+                self._card_norm = dict(self.norm_spec)
+            self.norm_spec = {"scheme": "ct", "window": [float(v) for v in cfg.ct_window]}
+            self.notes.append(f"the images are CT in Hounsfield units: normalised with the window "
+                              f"[{cfg.ct_window[0]:g}, {cfg.ct_window[1]:g}] HU (clipped) instead of the "
+                              + ("start model's scheme" if cfg.start_model else "percentiles"))
+
+    def _prepare(self) -> None:
+        cfg, dims = self.cfg, self.model.spatial_dims
+        images = [apply_stats(img, compute_stats(img, self.norm_spec, True)) for img, _, _ in self.raw]
+        labels = [lab for _, lab, _ in self.raw]
+
+        def arrays(parts):
+            return [(images[p.case][(slice(None), *p.slices)], labels[p.case][p.slices]) for p in parts]
+
+        self.train_parts = arrays(self.split.train)
+        self._images, self._labels = images, labels
+        patch = list(cfg.patch or ([128, 128] if dims == 2 else [64, 64, 64]))
+        if len(patch) != dims and not (dims == 2 and len(patch) == 3 and patch[0] == 1):
+            raise InputError(f"--patch needs {dims} sizes for a {dims}D model; got {patch}.")
+        patch = patch[-dims:]
+        # never larger than the biggest training part (the model pads to its divisor itself)
+        extent = np.max([lab.shape[-dims:] for _, lab in self.train_parts], axis=0)
+        patch = [int(min(p, e)) for p, e in zip(patch, extent)]
+        self.tile = patch
+        self.patch = [1, *patch] if (dims == 2 and self.ndim == 3) else patch
+        self.mode = "slices" if (dims == 2 and self.ndim == 3) else None
+        self.val_parts, self.test_parts = self._eval_parts(self.split.val), self._eval_parts(self.split.test)
+        self.model.to(self.device)
+        if self._card_norm is not None:
+            self._choose_ct_or_card(arrays)
+        if cfg.freeze_encoder:
+            if not self.model.encoder_prefixes:
+                raise InputError(f"{self.model.arch} does not name its encoder; fine-tune without --freeze-encoder.")
+            for name, p in self.model.named_parameters():
+                if name.startswith(self.model.encoder_prefixes):
+                    p.requires_grad_(False)
+        self.settings = fine_tune_defaults(cfg)
+        self.base_lr = self.settings["lr"]
+        self.start_weights = None
+        if self.settings["l2sp"] > 0 and cfg.start_model:
+            # L2-SP: the start values of every weight that came from the start model (not a new head)
+            fresh = set(self._new_head_names) if self.head_reset else set()
+            self.start_weights = {n: p.detach().clone() for n, p in self.model.named_parameters()
+                                  if p.requires_grad and n not in fresh}
+        if self.settings["freeze_bn"] and cfg.start_model:
+            bns = [m for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+                   and m.running_var is not None]
+            if bns and any(not torch.all(m.running_var == 1) or not torch.all(m.running_mean == 0) for m in bns):
+                self.notes.append("batch-norm statistics frozen at the start model's")
+            else:  # an untrained start model (or no batch norm): nothing worth keeping
+                self.settings["freeze_bn"] = False
+        self.opt = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad], lr=self.base_lr,
+                                     weight_decay=cfg.weight_decay)
+        self.precision = training_precision(self.device, cfg.precision)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
+        self.net = self.dist.wrap(_LossNet(self.model, self.loss_ignore))
+        # An exponential moving average of the weights (and BN statistics) is what is validated and
+        # saved when cfg.ema > 0: it smooths the epoch-to-epoch swings of the validation Dice.
+        self.ema_model = None
+        if cfg.ema:
+            self.ema_model = copy.deepcopy(self.model).eval()
+            for p in self.ema_model.parameters():
+                p.requires_grad_(False)
+        rank_seed = cfg.seed + 1000 * self.dist.rank
+        self.rng = np.random.default_rng(rank_seed)
+        self.gen = torch.Generator().manual_seed(rank_seed)
+        hard = None
+        if self.settings["hard_negatives"] > 0 and cfg.start_model:
+            hard = self._hard_negatives()
+        self.sampler = PatchSampler([x for x, _ in self.train_parts], [y for _, y in self.train_parts], self.patch,
+                                    self.rng, fg_fraction=cfg.fg_fraction, ignore_index=self.loss_ignore,
+                                    hard=hard, hard_fraction=self.settings["hard_negatives"])
+
+    def _hard_negatives(self) -> list[np.ndarray]:
+        """Per training part, the labelled background voxels the start model calls foreground (its false
+        positives, e.g. the ones a person erased), on labelled slices only."""
+        from ..inference import predict
+
+        self.model.eval()
+        out, total = [], 0
+        for img, lab in self.train_parts:
+            labelled = lab != self.loss_ignore
+            if self.mode == "slices":
+                rows = np.flatnonzero(labelled.reshape(lab.shape[0], -1).any(1))
+                coords = []
+                for z in rows:
+                    pred = predict(self.model, img[:, z] if img.shape[0] > 1 else img[0, z], device=self.device,
+                                   normalization={"scheme": "none"}, return_probabilities=False, tile=self.tile)
+                    fp = np.argwhere((np.asarray(pred.labels) > 0) & (lab[z] == 0))
+                    coords.append(np.concatenate([np.full((len(fp), 1), z), fp], 1))
+                found = np.concatenate(coords) if coords else np.zeros((0, lab.ndim), int)
+            else:
+                pred = predict(self.model, img if img.shape[0] > 1 else img[0], mode=self.mode, device=self.device,
+                               normalization={"scheme": "none"}, return_probabilities=False, tile=self.tile)
+                found = np.argwhere((np.asarray(pred.labels) > 0) & (lab == 0))
+            out.append(found)
+            total += len(found)
+        self.model.train()
+        self.notes.append(f"{total} voxels of labelled background the start model called foreground are "
+                          f"oversampled as hard negatives ({self.settings['hard_negatives']:.0%} of patches)")
+        return out
+
+    def _choose_ct_or_card(self, arrays) -> None:
+        """Fine-tuning on CT: the start model's validation Dice with the CT window and with its card's
+        normalisation; the CT window only when it is at least as good (a model trained on CT with its card's
+        scheme keeps it)."""
+        ct = self._score(self.evaluate(self.val_parts)) if self.dist.is_main else 0.0
+        images = [apply_stats(img, compute_stats(img, self._card_norm, True)) for img, _, _ in self.raw]
+        saved = (self._images, self.val_parts)
+        self._images = images
+        self.val_parts = self._eval_parts(self.split.val)
+        card = self._score(self.evaluate(self.val_parts)) if self.dist.is_main else 0.0
+        use_card = self.dist.broadcast([float(card > ct)])[0] > 0.5
+        if use_card:
+            self.norm_spec = self._card_norm
+            self.train_parts = [(images[p.case][(slice(None), *p.slices)], self._labels[p.case][p.slices])
+                                for p in self.split.train]
+            self.test_parts = self._eval_parts(self.split.test)
+            self.notes[:] = [n for n in self.notes if "Hounsfield" not in n]
+            self.notes.append(f"CT in Hounsfield units: the start model's validation Dice is higher with its own "
+                              f"normalisation ({card:.4f}) than with the CT window ({ct:.4f}); its own is kept")
+        else:
+            self._images, self.val_parts = saved
+            if self.notes and "Hounsfield" in " ".join(self.notes):
+                self.notes.append(f"start model's validation Dice: CT window {ct:.4f}, its own normalisation {card:.4f}")
+
+    # -- evaluation --------------------------------------------------------------------------
+    def _eval_parts(self, parts) -> list[tuple[np.ndarray, np.ndarray, tuple[slice, ...]]]:
+        """(image with context, labels of the part, where the part lies in that image) per part.
+
+        A validation or test part is segmented as a user would segment it: inside the whole image, so
+        the model sees the image around it (half a tile each side) as it does at inference. Only the
+        part's labels are scored; the training patches never read the image of a held-out part."""
+        out = []
+        dims = len(self.tile)
+        for p in parts:
+            img, lab = self._images[p.case], self._labels[p.case]
+            margin = [0] * (lab.ndim - dims) + [t // 2 for t in self.tile]
+            outer, inner = [], []
+            for sl, m, n in zip(p.slices, margin, lab.shape):
+                start, stop, _ = sl.indices(n)
+                lo, hi = max(start - m, 0), min(stop + m, n)
+                outer.append(slice(lo, hi))
+                inner.append(slice(start - lo, stop - lo))
+            out.append((img[(slice(None), *outer)], lab[p.slices], tuple(inner)))
+        return out
+

@@ -1,0 +1,91 @@
+"""The small pieces of a training run: Dice counts, a new output head, HU detection, the loss module,
+the precision and the learning-rate schedule."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import InputError
+from ..inference.precision import PRECISIONS
+from ..models.registry import create_model
+from .losses import total_loss
+
+
+def dice_counts(pred: np.ndarray, target: np.ndarray, n_classes: int, ignore: int | None) -> np.ndarray:
+    """(intersection, |pred| + |target|) per foreground class over labelled voxels: (K-1, 2)."""
+    valid = np.ones(target.shape, bool) if ignore is None else target != ignore
+    out = np.zeros((n_classes - 1, 2), np.int64)
+    for c in range(1, n_classes):
+        p, t = (pred == c) & valid, (target == c) & valid
+        out[c - 1] = (int((p & t).sum()), int(p.sum()) + int(t.sum()))
+    return out
+
+
+def _with_new_head(model: nn.Module, n_classes: int) -> nn.Module:
+    """The same architecture with ``n_classes`` outputs: every weight whose shape does not depend on the
+    number of classes (encoder, decoder, attention gates) copied, the output head(s) freshly initialised."""
+    fresh = create_model(model.arch, **{**model.config, "out_channels": n_classes})
+    own = fresh.state_dict()
+    keep = {k: v for k, v in model.state_dict().items() if k in own and own[k].shape == v.shape}
+    fresh.load_state_dict(keep, strict=False)
+    fresh.card = model.card
+    return fresh.train()
+
+
+def looks_like_hu(image: np.ndarray) -> bool:
+    """A CT in Hounsfield units: integer-valued, air at about -1000 (a good share of voxels below -900)
+    and a range reaching past +300."""
+    x = np.asarray(image[0] if image.ndim > 3 else image).ravel()
+    sample = x[:: max(1, x.size // 200_000)].astype(np.float32)
+    if sample.size == 0 or not np.isfinite(sample).all() or np.any(sample != np.round(sample)):
+        return False
+    lo, hi = float(sample.min()), float(np.percentile(sample, 99.9))
+    return -1200 <= lo <= -900 and hi > 300 and float(np.mean(sample < -900)) > 0.02
+
+
+def _mean(values) -> float:
+    vals = [v for v in values if not math.isnan(v)]
+    return float(np.mean(vals)) if vals else float("nan")
+
+
+class _LossNet(nn.Module):
+    """model + loss in one forward, so DistributedDataParallel sees the whole training step."""
+
+    def __init__(self, model: nn.Module, ignore_index: int):
+        super().__init__()
+        self.model, self.ignore_index = model, ignore_index
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return total_loss(self.model.forward_train(x), y, self.ignore_index)
+
+
+def training_precision(device: torch.device, requested: str) -> str:
+    req = (requested or "auto").lower()
+    if req not in PRECISIONS:
+        raise InputError(f"precision must be one of {', '.join(PRECISIONS)}; got {requested!r}.")
+    if req == "auto":
+        if device.type == "cuda":
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return "fp32"  # CPU bf16 only when asked for (see the README's measurement)
+    if req == "fp16" and device.type != "cuda":
+        raise InputError("fp16 training needs a CUDA GPU (loss scaling); use bf16 or fp32 here.")
+    if req != "fp32" and device.type == "mps":
+        raise InputError("Mixed-precision training is not supported on MPS; use --precision fp32.")
+    return req
+
+
+def lr_at(position: float, total: float | None, base: float, warmup: float) -> float:
+    """Learning rate at ``position`` epochs (fractional) of ``total`` (None: not known yet)."""
+    warm = warmup if total is None else min(warmup, total / 2)
+    if warm > 0 and position < warm:
+        return base * position / warm
+    if total is None:
+        return base
+    t = min(max((position - warm) / max(total - warm, 1e-9), 0.0), 1.0)
+    return base * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * t)))
+
+
