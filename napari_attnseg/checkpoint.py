@@ -256,3 +256,20 @@ def load_model(name_or_path: str | os.PathLike, device: str | torch.device = "au
     model.card = card
     model.checkpoint_path = str(path)
     return model.to(resolve_device(device)).eval()
+
+
+def rewrite_card(path: str | os.PathLike, edit) -> ModelCard:
+    """Change the card of the checkpoint at ``path`` with ``edit(card)`` (in the safetensors metadata
+    and the sibling ``.json``) and write the tensors back unchanged, so ``weights_sha256`` still holds."""
+    from safetensors.torch import load_file, save_file
+
+    path = Path(path)
+    card = read_card(path)
+    tensors = load_file(str(path))
+    if tensors_sha256(tensors) != card.weights_sha256:
+        raise CheckpointError(f"{path}: the weights do not match the card's sha256; not rewriting it.")
+    edit(card)
+    text = json.dumps(card.to_dict(), indent=2, sort_keys=True)
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={_META_KEY: text}))
+    atomic_write(path.with_suffix(".json"), lambda tmp: Path(tmp).write_text(text + "\n"))
+    return card

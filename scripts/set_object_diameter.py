@@ -11,13 +11,9 @@ tensors are written back as they were, so ``weights_sha256`` still holds (checke
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
-from safetensors.torch import load_file, save_file
-
-from napari_attnseg._files import atomic_write
-from napari_attnseg.checkpoint import _META_KEY, read_card, tensors_sha256
+from napari_attnseg.checkpoint import rewrite_card
 from napari_attnseg.data import read_image
 from napari_attnseg.inference.diameter import measure_diameter
 
@@ -32,19 +28,15 @@ def main() -> None:
     labels = read_image(args.labels).data
     region = tuple(slice(*map(int, r.split(":"))) for r in args.region.split(",")) if args.region else ()
     diameter, n = measure_diameter(labels[region] > 0)
-    card = read_card(path)
-    tensors = load_file(str(path))
-    assert tensors_sha256(tensors) == card.weights_sha256
-    card.object_diameter = round(diameter, 2)
-    card.training["object_diameter_measured"] = (
-        f"median equivalent diameter of the {n} objects (connected components of labels > 0, edge-cut ones "
-        f"left out) of {Path(args.labels).name}[{args.region or 'all'}], by measure_diameter")
-    card_json = json.dumps(card.to_dict(), indent=2, sort_keys=True)
-    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={_META_KEY: card_json}))
-    atomic_write(path.with_suffix(".json"), lambda tmp: Path(tmp).write_text(card_json + "\n"))
-    assert tensors_sha256(load_file(str(path))) == card.weights_sha256
-    print(f"{path.name}: object_diameter {card.object_diameter} px from {n} objects")
+    note = (f"median equivalent diameter of the {n} objects (connected components of labels > 0, edge-cut ones "
+            f"left out) of {Path(args.labels).name}[{args.region or 'all'}], by measure_diameter")
 
+    def edit(card) -> None:
+        card.object_diameter = round(diameter, 2)
+        card.training["object_diameter_measured"] = note
+
+    card = rewrite_card(path, edit)
+    print(f"{path.name}: object_diameter {card.object_diameter} px from {n} objects")
 
 if __name__ == "__main__":
     main()
