@@ -84,6 +84,7 @@ class FinetuneWidget(QWidget):
         self.progress_bar = ProgressBar(min=0, max=100, value=0)
         self.status = Label(value="")
         self.status.native.setWordWrap(True)
+        self.status.native.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Preferred)  # the panel's whole width
         self.form = Container(widgets=[
             self.dataset_edit, self.model_combo, self.model_note, self.minutes_spin, self.freeze_box, self.window_combo,
             self.val_edit, self.out_edit, self.name_edit, self.description_edit,

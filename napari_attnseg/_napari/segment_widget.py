@@ -20,7 +20,7 @@ from napari.layers import Image
 from napari.qt.threading import thread_worker
 from napari.utils import progress as napari_progress
 from qtpy.QtCore import QTimer, Signal
-from qtpy.QtWidgets import QFileDialog, QMessageBox, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QFileDialog, QMessageBox, QSizePolicy, QVBoxLayout, QWidget
 
 from .. import options
 from ..devices import available_devices
@@ -103,16 +103,18 @@ class SegmentWidget(QWidget):
         self.progress_bar = ProgressBar(min=0, max=1, value=0)
         self.status = Label(value="")
         self.status.native.setWordWrap(True)
+        self.status.native.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Preferred)  # the panel's whole width
         self.form = Container(widgets=[
             self.image_combo, self.window_combo, self.model_combo, self.model_info, self.load_button,
             self.diameter_edit, self.estimate_button,
             self.device_combo, self.mode_combo, self.advanced_box, self.advanced, self.attention_box,
             self.pixel_box, Container(widgets=[self.run_button, self.cancel_button], layout="horizontal", labels=False),
-            self.progress_bar, self.status,
+            self.progress_bar,
         ])
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.form.native)
+        layout.addWidget(self.status.native)  # below the form, the panel's whole width
         layout.addStretch()
 
         self.refresh_models()
