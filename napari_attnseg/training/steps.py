@@ -37,14 +37,12 @@ def _with_new_head(model: nn.Module, n_classes: int) -> nn.Module:
 
 
 def looks_like_hu(image: np.ndarray) -> bool:
-    """A CT in Hounsfield units: integer-valued, air at about -1000 (a good share of voxels below -900)
-    and a range reaching past +300."""
-    x = np.asarray(image[0] if image.ndim > 3 else image).ravel()
-    sample = x[:: max(1, x.size // 200_000)].astype(np.float32)
-    if sample.size == 0 or not np.isfinite(sample).all() or np.any(sample != np.round(sample)):
-        return False
-    lo, hi = float(sample.min()), float(np.percentile(sample, 99.9))
-    return -1200 <= lo <= -900 and hi > 300 and float(np.mean(sample < -900)) > 0.02
+    """A training image (C, *spatial) that is a CT in Hounsfield units (its first channel, as
+    :func:`napari_attnseg.display.is_hounsfield` decides for the viewer's window)."""
+    from ..display import is_hounsfield
+
+    a = np.asarray(image)
+    return is_hounsfield(a[0] if a.ndim > 3 else (a[0] if a.ndim == 3 and a.shape[0] == 1 else a))
 
 
 def _mean(values) -> float:
