@@ -122,7 +122,8 @@ class PromptMode:
             if self._on_click not in self.points_layer.mouse_drag_callbacks:
                 self.points_layer.mouse_drag_callbacks.append(self._on_click)
             self.viewer.layers.selection.active = self.points_layer
-            self.status.value = "Click an object to segment it; Shift+click or right click where it should not be."
+            self.status.value = ("Click an object to segment it; Shift+click or right click where it should not be "
+                                 f"(the '{self.points_layer.name}' layer takes the clicks while it is selected).")
         elif self.points_layer is not None and self._on_click in self.points_layer.mouse_drag_callbacks:
             self.points_layer.mouse_drag_callbacks.remove(self._on_click)
         self.new_object()
