@@ -19,15 +19,14 @@ from magicgui.widgets import (
 from napari.layers import Image
 from napari.qt.threading import thread_worker
 from napari.utils import progress as napari_progress
-from qtpy.QtCore import QTimer, Signal
-from qtpy.QtWidgets import QFileDialog, QMessageBox, QSizePolicy, QVBoxLayout, QWidget
+from qtpy.QtCore import Signal
+from qtpy.QtWidgets import QFileDialog, QSizePolicy, QVBoxLayout, QWidget
 
 from .. import options
 from ..devices import available_devices
-from ..display import WINDOW_PRESETS, is_hounsfield, window_limits
+from ..display import CT_WINDOWS, WINDOW_PRESETS, is_hounsfield, window_limits
 from ..errors import AttnSegError, Cancelled
 from ..inference import CancelToken, iter_predict
-from ..layers import data_hash, prediction_layers
 from ._common import (
     error_message,
     notify_error,
@@ -37,6 +36,7 @@ from ._common import (
     set_choices,
     upsert_layer,
 )
+from .result_layers import ResultLayers
 
 MODES = ("auto", *options.MODES)
 
@@ -48,7 +48,7 @@ class _Failed:
         self.error = error
 
 
-class SegmentWidget(QWidget):
+class SegmentWidget(QWidget, ResultLayers):
     """Dock widget; ``confirm_overwrite(layer_name) -> bool`` can be replaced (tests, scripting).
 
     ``run_done(ok)`` is emitted once a run is over: its layers all shown (True), or it failed or was
@@ -65,6 +65,7 @@ class SegmentWidget(QWidget):
         self._token: CancelToken | None = None
         self.worker = None
         self.last_prediction = None
+        self.last_source: str | None = None  # the image layer of the last run
         self._showing = False
         self._pixel_layer = None
         self.confirm_overwrite = self._ask_overwrite
@@ -202,8 +203,6 @@ class SegmentWidget(QWidget):
         preset = self.window_combo.value
         if layer is None or preset == "(as opened)":
             return
-        from ..display import CT_WINDOWS
-
         if preset in CT_WINDOWS and not is_hounsfield(np.asarray(layer.data)):
             notify_warning(f"{layer.name} does not look like a CT in Hounsfield units; the {preset} window may show "
                            "nothing useful.")
@@ -330,7 +329,7 @@ class SegmentWidget(QWidget):
             if isinstance(pred, _Failed):
                 on_error(pred.error)
                 return
-            self.last_prediction = pred
+            self.last_prediction, self.last_source = pred, name
             self._show(model, pred, name, where, geometry, then=lambda: self._finish_run(True))
             msg = f"{name}: {pred.params.get('tiles', '?')} tiles on {pred.device} ({pred.precision}) in {pred.timings['total_s']:.1f} s"
             used = pred.params.get("diameter_used")
@@ -376,49 +375,6 @@ class SegmentWidget(QWidget):
     def cancel(self) -> None:
         if self._token is not None:
             self._token.cancel()
-
-    def _ask_overwrite(self, layer_name: str) -> bool:
-        answer = QMessageBox.question(
-            self, "Overwrite edited mask?",
-            f"The mask {layer_name!r} was edited since the last run. Replace it with the new prediction?\n"
-            "No keeps your edits and puts the prediction in a new layer.",
-        )
-        return answer == QMessageBox.Yes
-
-    def _show(self, model, pred, name: str, where, geometry: dict | None = None, then=None) -> None:
-        """Add or update the result layers, one per turn of the event loop.
-
-        Creating a napari layer costs the GUI thread a few hundred ms on a slow machine (its vispy
-        visual); adding them one at a time keeps each stall to one layer instead of all of them.
-        """
-        pending = list(prediction_layers(model, pred, name, where))
-        self._showing = True
-
-        def step():
-            if not pending:
-                self._showing = False
-                self.viewer.layers.selection.active = self.viewer.layers[name] if name in self.viewer.layers else None
-                if then is not None:
-                    then()
-                return
-            self._show_one(*pending.pop(0), geometry)
-            QTimer.singleShot(15, step)  # let the paint and input events queued meanwhile run first
-
-        step()
-
-    def _show_one(self, data, kwargs, kind, geometry) -> None:
-        if kind == "labels" and kwargs["name"] in self.viewer.layers:
-            old = self.viewer.layers[kwargs["name"]]
-            if old.metadata.get("attnseg_hash") != data_hash(old.data) and not self.confirm_overwrite(old.name):
-                n = 2
-                while f"{kwargs['name']} ({n})" in self.viewer.layers:
-                    n += 1
-                kwargs["name"] = f"{kwargs['name']} ({n})"
-                old.visible = False  # the new prediction is what the user looks at; the edits stay in `old`
-        layer = upsert_layer(self.viewer, data, kwargs, kind)
-        if kind == "labels":
-            layer.metadata["attnseg_prediction"] = np.array(data, copy=True)
-            layer.metadata.update(geometry or {})
 
     # -- 'Where does this pixel look?' ----------------------------------------------------------
     def _toggle_pixel_tool(self, on: bool) -> None:

@@ -41,8 +41,7 @@ def looks_like_hu(image: np.ndarray) -> bool:
     :func:`napari_attnseg.display.is_hounsfield` decides for the viewer's window)."""
     from ..display import is_hounsfield
 
-    a = np.asarray(image)
-    return is_hounsfield(a[0] if a.ndim > 3 else (a[0] if a.ndim == 3 and a.shape[0] == 1 else a))
+    return is_hounsfield(np.asarray(image)[0])
 
 
 def _mean(values) -> float:

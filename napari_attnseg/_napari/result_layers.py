@@ -1,0 +1,58 @@
+"""How the segment panel shows a prediction: one layer per turn of the event loop, asking before an
+edited mask is replaced. :class:`ResultLayers` is a mixin of the segment panel."""
+
+from __future__ import annotations
+
+import numpy as np
+from qtpy.QtCore import QTimer
+from qtpy.QtWidgets import QMessageBox
+
+from ..layers import data_hash, prediction_layers
+from ._common import upsert_layer
+
+
+class ResultLayers:
+    """Needs ``self.viewer``, ``self.confirm_overwrite`` and a ``_showing`` flag."""
+
+    def _ask_overwrite(self, layer_name: str) -> bool:
+        answer = QMessageBox.question(
+            self, "Overwrite edited mask?",
+            f"The mask {layer_name!r} was edited since the last run. Replace it with the new prediction?\n"
+            "No keeps your edits and puts the prediction in a new layer.",
+        )
+        return answer == QMessageBox.Yes
+
+    def _show(self, model, pred, name: str, where, geometry: dict | None = None, then=None) -> None:
+        """Add or update the result layers, one per turn of the event loop.
+
+        Creating a napari layer costs the GUI thread a few hundred ms on a slow machine (its vispy
+        visual); adding them one at a time keeps each stall to one layer instead of all of them.
+        """
+        pending = list(prediction_layers(model, pred, name, where))
+        self._showing = True
+
+        def step():
+            if not pending:
+                self._showing = False
+                self.viewer.layers.selection.active = self.viewer.layers[name] if name in self.viewer.layers else None
+                if then is not None:
+                    then()
+                return
+            self._show_one(*pending.pop(0), geometry)
+            QTimer.singleShot(15, step)  # let the paint and input events queued meanwhile run first
+
+        step()
+
+    def _show_one(self, data, kwargs, kind, geometry) -> None:
+        if kind == "labels" and kwargs["name"] in self.viewer.layers:
+            old = self.viewer.layers[kwargs["name"]]
+            if old.metadata.get("attnseg_hash") != data_hash(old.data) and not self.confirm_overwrite(old.name):
+                n = 2
+                while f"{kwargs['name']} ({n})" in self.viewer.layers:
+                    n += 1
+                kwargs["name"] = f"{kwargs['name']} ({n})"
+                old.visible = False  # the new prediction is what the user looks at; the edits stay in `old`
+        layer = upsert_layer(self.viewer, data, kwargs, kind)
+        if kind == "labels":
+            layer.metadata["attnseg_prediction"] = np.array(data, copy=True)
+            layer.metadata.update(geometry or {})

@@ -1,0 +1,58 @@
+"""'Next suggested slice' in the Correct panel: the unreviewed slice where the last run was least sure
+(:mod:`napari_attnseg.suggest` computes it). :class:`SuggestTool` is a mixin of the Correct panel."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._common import find_docked, notify_error, notify_info, placement_of, upsert_layer
+
+
+class SuggestTool:
+    """Needs the Correct panel's ``viewer``, ``labels_layer()``, ``_reviewed()``, ``_source_image()``,
+    ``image_combo`` and ``suggest_label``; the segment panel records ``last_source``."""
+
+    def _probabilities(self, layer):
+        """Class probabilities (K, *spatial) of the run that made ``layer``: the segment panel's last
+        prediction when it is of this mask's image, else None."""
+        from .segment_widget import SegmentWidget
+
+        seg = find_docked(self.viewer, SegmentWidget)
+        pred = getattr(seg, "last_prediction", None)
+        info = layer.metadata.get("attnseg") or {}
+        if pred is None or pred.probabilities is None or np.shape(pred.labels) != layer.data.shape:
+            return None
+        if info.get("source_layer") and getattr(seg, "last_source", None) != info.get("source_layer"):
+            return None  # the last run was on another image
+        return np.asarray(pred.probabilities, np.float32)
+
+    def next_suggested(self):
+        """Go to the unreviewed slice where the model is least sure (issue 17's suggester)."""
+        from ..suggest import rank_slices, slice_scores, uncertainty_map
+
+        layer = self.labels_layer()
+        if layer is None:
+            return None
+        if layer.ndim != 3:
+            notify_error(f"{layer.name} is 2D: there is one slice, nothing to suggest.")
+            return None
+        probs = self._probabilities(layer)
+        if probs is None:
+            notify_error(f"No probabilities for {layer.name}: run the model on its image in the Segment tab first "
+                         "(or `attnseg suggest IMAGE --model M` on the command line).")
+            return None
+        unc = uncertainty_map(probs)
+        ranked = rank_slices(slice_scores(unc), self._reviewed(layer), n=1)
+        if not ranked:
+            notify_info(f"Every slice of {layer.name} is reviewed.")
+            return None
+        z, score = ranked[0]
+        image = self.viewer.layers[self.image_combo.value] if self.image_combo.value in self.viewer.layers else layer
+
+
+        upsert_layer(self.viewer, unc, {"name": f"{layer.name} uncertainty", "colormap": "viridis", "visible": False,
+                                        "contrast_limits": (0.0, 1.0), "metadata": {"attnseg": {"uncertainty": True}},
+                                        **placement_of(image).compose((1,) * 3, (0,) * 3)}, "image")
+        self.viewer.dims.set_point(0, float(layer.data_to_world([z, 0, 0])[0]))
+        self.suggest_label.value = f"Suggested slice {z} (uncertainty {score:.3f})"
+        return z
