@@ -23,6 +23,7 @@ from napari_attnseg.errors import Cancelled, DatasetError, InputError
 from napari_attnseg.inference import CancelToken
 from napari_attnseg.models.base import TrainOutput
 from napari_attnseg.training import TrainConfig, train
+from napari_attnseg.training.config import check_config
 from napari_attnseg.training.losses import dice_ce_loss, dice_per_class, total_loss
 from napari_attnseg.training.trainer import lr_at
 
@@ -653,3 +654,56 @@ def test_ct_in_hounsfield_units_gets_a_ct_window(tmp_path):
     assert any("CT window" in n for n in res.notes), res.notes  # both normalisations were compared
     res = train(TrainConfig(out=str(tmp_path / "c"), arch="unet", spatial_dims=2, model_config=TINY, ct_window=None, **common))
     assert load_model(res.checkpoint).card.normalization["scheme"] == "percentile"
+
+
+def test_validation_slices_are_any_set_of_slices(tmp_path):
+    """--val-slices 20,33: validation on exactly those (non-adjacent) slices, training on all the others; bad
+    indices and a second way of giving the validation are clear errors."""
+    from napari_attnseg.training.split import make_split
+
+    lab = np.zeros((40, 16, 16), np.int64)
+    lab[30:36, 4:10, 4:10] = 1
+    s = make_split([lab], ["c"], ignore=None, slices=True, val_slices=[20, 33])
+    assert [p.box[0] for p in s.val] == [(20, 21), (33, 34)]
+    assert [p.box[0] for p in s.train] == [(0, 20), (21, 33), (34, 40)]
+    assert s.parts_text() == "held-out slices along axis 0: validation c slices 20,33; train c the other slices"
+    assert "2 labelled slices, 1 with foreground" in s.validation
+    with pytest.raises(DatasetError, match="outside case c"):
+        make_split([lab], ["c"], ignore=None, val_slices=[41])
+    with pytest.raises(InputError, match="once"):
+        check_config(TrainConfig(dataset="d", out="o", val_slices=[1], val_region="0:2"))
+    export_case(lab.astype(np.float32) * 100, lab, tmp_path / "ds", "nnunet", label_names=["background", "x"])
+    out = tmp_path / "m"
+    assert cli(["train", str(tmp_path / "ds"), "--arch", "unet", "--dims", "2", "--config", json.dumps(TINY),
+                "--out", str(out), "--epochs", "1", "--iters-per-epoch", "1", "--batch", "2", "--patch", "16,16",
+                "--val-slices", "20,33"]) == 0
+    split = load_model(out / "best.safetensors").card.training["split_parts"]
+    assert [v["region"].split(",")[0] for v in split["val"]] == ["20:21", "33:34"]
+    assert cli(["train", str(tmp_path / "ds"), "--arch", "unet", "--out", str(out), "--val-slices", "3-x"]) == 1
+
+
+def test_hard_negatives_follow_the_models_new_false_positives(tmp_path, monkeypatch):
+    """The hard negatives are the start model's false positives on reviewed background and, after every
+    epoch, the current model's as well."""
+    from napari_attnseg.training.trainer import Trainer
+
+    lab = np.zeros((12, 32, 32), np.int64)
+    lab[4:8, 10:18, 10:18] = 1
+    img = (lab * 200.0 + 100).astype(np.float32)
+    export_case(img, lab, tmp_path / "ds", "nnunet", reviewed_slices=[2, 5, 6, 9], label_names=["background", "x"])
+    t = Trainer(TrainConfig(dataset=str(tmp_path / "ds"), out=str(tmp_path / "o"), start_model=str(start_model(tmp_path)),
+                            epochs=2, iters_per_epoch=2, batch_size=2, patch=[32, 32]))
+    calls = []
+    real = t._false_positives
+
+    def counted():
+        calls.append(1)
+        return real()
+
+    monkeypatch.setattr(t, "_false_positives", counted)
+    t.fit()
+    assert len(calls) == 2  # one refresh per epoch
+    assert any("own false positives" in n for n in t.notes)
+    planted = [np.array([[2, 1, 1]])]
+    t.sampler.set_hard(planted)
+    assert np.array_equal(t.sampler.hard[0], planted[0])

@@ -30,6 +30,10 @@ def add_budget_and_split(p: argparse.ArgumentParser) -> None:
                    "(missing axes are whole); several joined by ';'. Default: the rest of the axis the validation "
                    "and test boxes cut")
     p.add_argument("--val-region", help="validation box of that case, e.g. '0:512,200:256'")
+    p.add_argument("--val-slices", metavar="a,b,c-d",
+                   help="one case: validate on these slices along the first axis (e.g. some reviewed slices, "
+                   "tumour and tumour-free) and train on the rest; default: chosen from the labelled slices so the "
+                   "validation holds foreground")
     p.add_argument("--test-region", help="held-out box scored at the end (Dice recorded in the card's metrics)")
     p.add_argument("--case", help="the case the regions refer to (needed when the dataset has several)")
     p.add_argument("--split", help='split file (JSON path or text): {"train": [...], "val": [...], "test": [...]}, '
@@ -72,6 +76,14 @@ def parse_ints(text: str | None, option: str) -> list[int] | None:
         return [int(v) for v in text.replace("x", ",").split(",") if v.strip()]
     except ValueError:
         raise InputError(f"{option} takes sizes like 128,128 or 64,64,64; got {text!r}.") from None
+
+
+def parse_slices(text: str | None) -> list[int] | None:
+    if not text:
+        return None
+    from ..correct import parse_slice_ranges
+
+    return parse_slice_ranges(text)  # an InputError naming the bad part
 
 
 def parse_normalization(text: str | None) -> dict | None:
@@ -120,7 +132,8 @@ def config_kwargs(args: argparse.Namespace) -> dict:
         "iters_per_epoch": args.iters_per_epoch, "batch_size": args.batch,
         "patch": parse_ints(args.patch, "--patch"), "lr": args.lr,
         "patience": args.patience, "val_fraction": args.val_fraction, "train_region": args.train_region,
-        "val_region": args.val_region, "test_region": args.test_region, "case": args.case, "split": args.split,
+        "val_region": args.val_region, "val_slices": parse_slices(args.val_slices),
+        "test_region": args.test_region, "case": args.case, "split": args.split,
         "warmup_epochs": args.warmup_epochs, "ema": args.ema, "intensity_aug": args.intensity_aug,
         "gamma_aug": args.gamma_aug, "noise_aug": args.noise_aug,
         "affine_aug": args.affine_aug, "margin_aug": args.margin_aug,

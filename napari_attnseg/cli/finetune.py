@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..training.config import FT_HARD_NEGATIVES, FT_L2SP
 from ._train_common import add_budget_and_split, config_kwargs, run_training
 
 NAME = "finetune"
@@ -14,6 +15,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_budget_and_split(parser)
     parser.add_argument("--model", required=True, help="bundled model name or path to a .safetensors checkpoint")
     parser.add_argument("--freeze-encoder", action="store_true", help="train only the decoder and attention gates")
+    parser.add_argument("--train-bn", action="store_true",
+                        help="let batch norm re-estimate its statistics (default: the start model's are kept, which "
+                        "keeps a few slices from shifting the whole volume's predictions)")
+    parser.add_argument("--l2sp", type=float, default=None, metavar="W",
+                        help=f"pull towards the start weights, loss += W * sum (w - w0)^2 (default {FT_L2SP:g}; 0: off)")
+    parser.add_argument("--hard-negatives", type=float, default=None, metavar="SHARE",
+                        help="share of patches centred on the model's false positives on labelled background (the "
+                        f"ones a person erased), refreshed as it trains (default {FT_HARD_NEGATIVES:g}; 0: off)")
     parser.add_argument("--prompts", action="store_true",
                         help="make the model promptable (click channels + attention priors) and train it by simulated "
                         "clicks on the dataset's objects (connected components of each class)")
@@ -23,5 +32,6 @@ def run(args: argparse.Namespace) -> int:
     from ..training import TrainConfig
 
     cfg = TrainConfig(start_model=args.model, freeze_encoder=args.freeze_encoder, prompts=args.prompts,
+                      freeze_bn=False if args.train_bn else None, l2sp=args.l2sp, hard_negatives=args.hard_negatives,
                       **config_kwargs(args))
     return run_training(cfg)

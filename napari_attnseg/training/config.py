@@ -49,6 +49,7 @@ class TrainConfig:
     train_region: str | None = None
     val_region: str | None = None
     test_region: str | None = None
+    val_slices: list[int] | None = None  # one case: validate on these positions along the first axis, train on the rest
     freeze_encoder: bool = False
     prompts: bool = False  # issue 18: train a promptable model by simulated clicks (napari_attnseg/prompts/training.py)
     normalization: dict[str, Any] | None = None  # default: the start model's card; from scratch percentile 1-99;
@@ -60,6 +61,7 @@ class TrainConfig:
     l2sp: float | None = None  # L2-SP pull towards the start weights, loss += l2sp * sum (w - w0)^2 (fine-tuning: FT_L2SP)
     hard_negatives: float | None = None  # share of patches centred on the start model's false positives on
     # labelled background (the erased ones; fine-tuning: FT_HARD_NEGATIVES)
+    refresh_hard: bool = True  # after every epoch add the current model's false positives there to the hard negatives
     device: str = "auto"
     precision: str = "auto"  # auto: mixed precision on CUDA (bf16, else fp16), fp32 elsewhere
     seed: int = 0
@@ -122,5 +124,9 @@ def check_config(cfg: TrainConfig) -> None:
         raise InputError(f"hard_negatives is a share of patches between 0 and 1; got {cfg.hard_negatives}.")
     if cfg.ct_window is not None and (len(cfg.ct_window) != 2 or cfg.ct_window[0] >= cfg.ct_window[1]):
         raise InputError(f"ct_window is [low, high] in HU; got {cfg.ct_window}.")
+    if cfg.val_slices is not None and (not cfg.val_slices or min(cfg.val_slices) < 0):
+        raise InputError(f"val_slices are slice indices >= 0; got {cfg.val_slices}.")
+    if cfg.val_slices and (cfg.val_region or cfg.split):
+        raise InputError("Give the validation once: val_slices, val_region or a split file.")
     if cfg.patience < 1:
         raise InputError(f"patience must be >= 1; got {cfg.patience}.")

@@ -31,8 +31,10 @@ class PatchSampler:
         foreground); ``hard_fraction`` of the patches are centred on them."""
         self.images, self.labels, self.patch = images, labels, tuple(int(p) for p in patch)
         self.rng, self.fg_fraction, self.ignore = rng, fg_fraction, ignore_index
-        self.hard = [self._subsample(np.asarray(h), rng) for h in hard] if hard is not None else None
-        self.hard_fraction = hard_fraction if self.hard is not None else 0.0
+        self.hard = None
+        self.hard_fraction = hard_fraction if hard is not None else 0.0
+        if hard is not None:
+            self.set_hard(hard)
         self.fg, self.labelled = [], []
         for lab in labels:
             fg = lab > 0
@@ -44,6 +46,10 @@ class PatchSampler:
             self.labelled.append(labelled)
         self.weights = np.array([lab.size for lab in labels], float)
         self.weights /= self.weights.sum()
+
+    def set_hard(self, hard) -> None:
+        """Replace the hard-negative coordinates (one array per image)."""
+        self.hard = [self._subsample(np.asarray(h), self.rng) for h in hard]
 
     @staticmethod
     def _subsample(coords: np.ndarray, rng: np.random.Generator, n: int = 20000) -> np.ndarray:

@@ -19,6 +19,9 @@ from .sampling import PatchSampler
 from .steps import _LossNet, _with_new_head, looks_like_hu, training_precision
 
 
+CARD_MARGIN = 0.02  # validation Dice by which the card's normalisation must beat the CT window to be kept
+
+
 class RunSetup:
     """Data, model and optimiser of a :class:`~.trainer.Trainer` (see the module docstring)."""
 
@@ -171,10 +174,26 @@ class RunSetup:
     def _hard_negatives(self) -> list[np.ndarray]:
         """Per training part, the labelled background voxels the start model calls foreground (its false
         positives, e.g. the ones a person erased), on labelled slices only."""
+        out = self._false_positives()
+        self._start_hard = out
+        self.notes.append(f"{sum(len(h) for h in out)} voxels of labelled background the start model called "
+                          f"foreground are oversampled as hard negatives ({self.settings['hard_negatives']:.0%} of "
+                          "patches, with the model's own false positives there after every epoch)")
+        return out
+
+    def _refresh_hard_negatives(self) -> None:
+        """After an epoch: the hard negatives become the start model's false positives plus the current
+        model's (new mistakes on the reviewed background are what the next epoch should see most)."""
+        now = self._false_positives()
+        self.sampler.set_hard([np.concatenate([a, b]) for a, b in zip(self._start_hard, now)])
+
+    def _false_positives(self) -> list[np.ndarray]:
+        """Per training part, the coordinates of labelled background the current model calls foreground."""
         from ..inference import predict
 
+        was_training = self.model.training
         self.model.eval()
-        out, total = [], 0
+        out = []
         for img, lab in self.train_parts:
             labelled = lab != self.loss_ignore
             if self.mode == "slices":
@@ -191,23 +210,22 @@ class RunSetup:
                                normalization={"scheme": "none"}, return_probabilities=False, tile=self.tile)
                 found = np.argwhere((np.asarray(pred.labels) > 0) & (lab == 0))
             out.append(found)
-            total += len(found)
-        self.model.train()
-        self.notes.append(f"{total} voxels of labelled background the start model called foreground are "
-                          f"oversampled as hard negatives ({self.settings['hard_negatives']:.0%} of patches)")
+        self.model.train(was_training)
         return out
 
     def _choose_ct_or_card(self, arrays) -> None:
         """Fine-tuning on CT: the start model's validation Dice with the CT window and with its card's
-        normalisation; the CT window only when it is at least as good (a model trained on CT with its card's
-        scheme keeps it)."""
+        normalisation; the card's scheme is kept only when it scores ``CARD_MARGIN`` higher (a model trained
+        on CT with its card's scheme keeps it)."""
         ct = self._score(self.evaluate(self.val_parts)) if self.dist.is_main else 0.0
         images = [apply_stats(img, compute_stats(img, self._card_norm, True)) for img, _, _ in self.raw]
         saved = (self._images, self.val_parts)
         self._images = images
         self.val_parts = self._eval_parts(self.split.val)
         card = self._score(self.evaluate(self.val_parts)) if self.dist.is_main else 0.0
-        use_card = self.dist.broadcast([float(card > ct)])[0] > 0.5
+        # the card's own scheme only when it is clearly better: a start model that finds nothing either way
+        # (0.003 vs 0.003) learns the new task on the CT window
+        use_card = self.dist.broadcast([float(card > ct + CARD_MARGIN)])[0] > 0.5
         if use_card:
             self.norm_spec = self._card_norm
             self.train_parts = [(images[p.case][(slice(None), *p.slices)], self._labels[p.case][p.slices])

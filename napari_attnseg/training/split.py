@@ -144,23 +144,18 @@ def _labelled(labels: np.ndarray, ignore: int | None) -> np.ndarray:
 def make_split(labels: list[np.ndarray], case_ids: list[str], *, ignore: int | None, val_fraction: float = 0.2,
                seed: int = 0, split_file: str | None = None, train_region: str | None = None,
                val_region: str | None = None, test_region: str | None = None, case: str | None = None,
-               slices: bool = False) -> Split:
+               slices: bool = False, val_slices: list[int] | None = None) -> Split:
     """Build and check the split (see the module docstring). ``labels`` are the cases' label arrays;
     ``slices``: the model is 2D on volumes, so one case may validate on single held-out slices."""
     shapes = [lab.shape for lab in labels]
     full = [tuple((0, n) for n in s) for s in shapes]
     if split_file:
         split = _from_file(split_file, shapes, case_ids)
+    elif val_slices:
+        ci = _one_case(case, case_ids, "Validation slices")
+        split = _given_slices(ci, shapes[ci], val_slices, case_ids)
     elif train_region or val_region or test_region:
-        if case is not None:
-            if case not in case_ids:
-                raise DatasetError(f"Case {case!r} is not in the dataset (cases: {', '.join(case_ids)}).")
-            ci = case_ids.index(case)
-        elif len(labels) == 1:
-            ci = 0
-        else:
-            raise DatasetError(f"Regions select parts of one case, but the dataset has {len(labels)} cases; name the "
-                               "case (--case) or give a split file (--split).")
+        ci = _one_case(case, case_ids, "Regions")
         split = _from_regions(ci, shapes[ci], train_region, val_region, test_region, case_ids)
     elif len(labels) > 1:
         n = len(labels)
@@ -181,6 +176,33 @@ def make_split(labels: list[np.ndarray], case_ids: list[str], *, ignore: int | N
     _check(split, labels, ignore)
     _describe_validation(split, labels, ignore)
     return split
+
+
+def _one_case(case: str | None, case_ids: list[str], what: str) -> int:
+    if case is not None:
+        if case not in case_ids:
+            raise DatasetError(f"Case {case!r} is not in the dataset (cases: {', '.join(case_ids)}).")
+        return case_ids.index(case)
+    if len(case_ids) == 1:
+        return 0
+    raise DatasetError(f"{what} select parts of one case, but the dataset has {len(case_ids)} cases; name the "
+                       "case (--case) or give a split file (--split).")
+
+
+def _given_slices(ci: int, shape: tuple[int, ...], held: list[int], case_ids) -> Split:
+    """Validation on the given positions along the first axis (any set, e.g. reviewed slices 20 and 33),
+    training on every other position."""
+    bad = [i for i in held if not 0 <= i < shape[0]]
+    if bad:
+        raise DatasetError(f"Validation slices {_ranges(bad)} are outside case {case_ids[ci]} (0-{shape[0] - 1}).")
+    rest = [(0, n) for n in shape[1:]]
+    held_set = set(held)
+    train_rows = [i for i in range(shape[0]) if i not in held_set]
+    if not train_rows:
+        raise DatasetError("Every slice is a validation slice; leave some to train on.")
+    return Split([Part(ci, ((a, b), *rest)) for a, b in _runs(train_rows)],
+                 [Part(ci, ((a, b), *rest)) for a, b in _runs(held_set)], [], "held-out slices along axis 0",
+                 case_ids, [])
 
 
 def _rows(lab: np.ndarray, ignore) -> tuple[np.ndarray, np.ndarray]:

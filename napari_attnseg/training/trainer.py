@@ -72,7 +72,7 @@ class Trainer(RunSetup, CardWriter):
         self.split: Split = make_split([lab for _, lab, _ in self.raw], self.case_ids, ignore=self.ignore,
                                        val_fraction=cfg.val_fraction, seed=cfg.seed, split_file=cfg.split,
                                        train_region=cfg.train_region, val_region=cfg.val_region,
-                                       test_region=cfg.test_region, case=cfg.case,
+                                       test_region=cfg.test_region, case=cfg.case, val_slices=cfg.val_slices,
                                        slices=self.model.spatial_dims == 2 and self.ndim == 3)
         self.notes.extend(self.split.warnings)
         self._prepare()
@@ -240,6 +240,8 @@ class Trainer(RunSetup, CardWriter):
                                       "steps": cfg.iters_per_epoch, "loss": float(np.mean(losses)), "lr": lr,
                                       "elapsed": time.perf_counter() - t0, "budget": budget})
                 epoch += 1
+                if self.sampler.hard is not None and self.cfg.refresh_hard:
+                    self._refresh_hard_negatives()
                 train_loss = dist.mean(float(np.mean(losses)))
                 per_class = self.evaluate(self.val_parts) if main else []
                 val = dist.broadcast([self._score(per_class) if main else 0.0])[0]
