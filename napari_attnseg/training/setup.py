@@ -18,7 +18,6 @@ from .config import fine_tune_defaults
 from .sampling import PatchSampler
 from .steps import _LossNet, _with_new_head, looks_like_hu, training_precision
 
-
 CARD_MARGIN = 0.02  # validation Dice by which the card's normalisation must beat the CT window to be kept
 
 
