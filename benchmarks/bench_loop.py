@@ -43,7 +43,8 @@ def _measure(pred, ref, reviewed) -> dict:
 
 
 def run_loop(image, ref, spacing, start: str, first: list[int], rounds: int, k: int, minutes: float, strategy: str,
-             work: Path, seed: int = 0, label_names=("background", "tumour"), overrides: dict | None = None) -> list[dict]:
+             work: Path, seed: int = 0, label_names=("background", "tumour"), overrides: dict | None = None,
+             epochs: int | None = None) -> list[dict]:
     from napari_attnseg import load_model
     from napari_attnseg.data.export import export_case
     from napari_attnseg.inference import predict
@@ -73,7 +74,8 @@ def run_loop(image, ref, spacing, start: str, first: list[int], rounds: int, k: 
                     label_names=list(label_names))
         out = work / f"{strategy}_r{r}_model"
         shutil.rmtree(out, ignore_errors=True)
-        res = train(TrainConfig(dataset=str(ds), out=str(out), start_model=str(model_path), minutes=minutes,
+        budget = {"minutes": minutes} if not epochs else {"minutes": None, "epochs": epochs}
+        res = train(TrainConfig(dataset=str(ds), out=str(out), start_model=str(model_path), **budget,
                                 **(overrides or {})))
         model_path = res.checkpoint
         model = load_model(model_path, device="cpu")
@@ -95,6 +97,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("-k", type=int, default=2, help="slices chosen per round")
     ap.add_argument("--minutes", type=float, default=4.0)
+    ap.add_argument("--epochs", type=int, default=None,
+                    help="a fixed number of epochs instead of --minutes (comparisons that a busy machine cannot skew)")
     ap.add_argument("--strategy", nargs="+", default=["suggest", "random", "order"])
     ap.add_argument("--work", default="/tmp/bench_loop")
     ap.add_argument("--json", help="write the rows here")
@@ -113,7 +117,7 @@ def main() -> None:
     rows = []
     for strategy in args.strategy:
         rows += run_loop(image, ref, tuple(vol.spacing), args.start, parse_slice_ranges(args.first), args.rounds,
-                         args.k, args.minutes, strategy, work, overrides=overrides)
+                         args.k, args.minutes, strategy, work, overrides=overrides, epochs=args.epochs)
         for row in rows:
             row["overrides"] = overrides
     if args.json:

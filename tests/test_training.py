@@ -692,7 +692,7 @@ def test_hard_negatives_follow_the_models_new_false_positives(tmp_path, monkeypa
     img = (lab * 200.0 + 100).astype(np.float32)
     export_case(img, lab, tmp_path / "ds", "nnunet", reviewed_slices=[2, 5, 6, 9], label_names=["background", "x"])
     t = Trainer(TrainConfig(dataset=str(tmp_path / "ds"), out=str(tmp_path / "o"), start_model=str(start_model(tmp_path)),
-                            epochs=2, iters_per_epoch=2, batch_size=2, patch=[32, 32]))
+                            epochs=2, iters_per_epoch=2, batch_size=2, patch=[32, 32], refit=0.0))
     calls = []
     real = t._false_positives
 
@@ -707,3 +707,35 @@ def test_hard_negatives_follow_the_models_new_false_positives(tmp_path, monkeypa
     planted = [np.array([[2, 1, 1]])]
     t.sampler.set_hard(planted)
     assert np.array_equal(t.sampler.hard[0], planted[0])
+
+
+def test_refit_trains_the_chosen_checkpoint_on_the_validation_slices_too(tmp_path):
+    """Fine-tuning keeps the last quarter of the epochs for the validation slices too (after the choice), says
+    so, and never reports a validation Dice measured on slices it trained on."""
+    from napari_attnseg.training.trainer import Trainer
+
+    lab = np.zeros((12, 32, 32), np.int64)
+    lab[3:9, 10:18, 10:18] = 1
+    img = (lab * 200.0 + 100 + np.random.default_rng(0).normal(0, 20, lab.shape)).astype(np.float32)
+    export_case(img, lab, tmp_path / "ds", "nnunet", reviewed_slices=[1, 4, 6, 8, 10], label_names=["background", "blob"])
+    torch.manual_seed(0)
+    save_model(create_model("unet", spatial_dims=2, features=[8, 16, 32]), tmp_path / "s.safetensors",
+               ModelCard(arch="", config={}, name="s", classes=["background", "blob"], tile=[32, 32]))
+    common = dict(dataset=str(tmp_path / "ds"), start_model=str(tmp_path / "s.safetensors"), epochs=8, iters_per_epoch=8,
+                  batch_size=4, patch=[32, 32], lr=3e-3)
+    t = Trainer(TrainConfig(out=str(tmp_path / "a"), **common))
+    held = {i for p in t.split.val for i in range(*p.box[0])}
+    assert t.refit_epochs(8) == 2 and held & {4, 6, 8}
+    res = t.fit()
+    log = rows(res.log)
+    assert not res.kept_start, res.notes
+    assert res.refit_epochs == 2 and [r["val_dice_per_class"] for r in log[-2:]] == ["refit", "refit"]
+    assert len(log) == 8 and all(r["val_dice"] for r in log[:6])
+    assert any("validation ones included" in n for n in res.notes), res.notes
+    assert len(t.sampler.images) == len(t.split.train) + len(t.split.val)  # the validation slices trained
+    card = load_model(res.checkpoint).card
+    assert card.metrics["val_dice"] == pytest.approx(res.val_dice_after)
+    assert res.val_dice_after == pytest.approx(max(float(r["val_dice"]) for r in log[:6]), abs=1e-4)
+    assert card.training["epochs"] == 8
+    off = train(TrainConfig(out=str(tmp_path / "b"), refit=0.0, **common))
+    assert off.refit_epochs == 0 and len(rows(off.log)) == 8 and all(r["val_dice"] for r in rows(off.log))

@@ -72,8 +72,9 @@ class FinetuneWidget(QWidget):
                                      tooltip="How the images are normalised for training: 'auto' picks a CT window "
                                              "for Hounsfield units and the start model's normalisation otherwise")
         self.val_edit = LineEdit(label="Validation slices", value="",
-                                 tooltip="Axial slices held out for validation (e.g. 30-33); empty: chosen "
-                                         "automatically among the labelled slices, foreground included")
+                                 tooltip="Axial slices held out for validation, e.g. 20,33 (a reviewed slice with "
+                                         "the object and one without); empty: chosen automatically among the "
+                                         "reviewed slices, foreground included")
         self.val_edit.native.setPlaceholderText("auto")
         self.out_edit = FileEdit(label="Output folder", mode="d", value="")
         self.out_edit.line_edit.native.setPlaceholderText("next to the dataset")
@@ -263,20 +264,17 @@ class FinetuneWidget(QWidget):
         if (Path(out) / "best.safetensors").exists():
             raise ValueError(f"{out} already holds a model; choose a new output folder so it is not overwritten.")
         val = self.val_edit.value.strip()
-        val_region = None
+        val_slices = None
         if val:
             from .. import correct
 
             try:
-                slices = correct.parse_slice_ranges(val)
+                val_slices = correct.parse_slice_ranges(val)
             except Exception as exc:
                 raise ValueError(f"Validation slices {val!r}: {exc}") from None
-            if slices != list(range(slices[0], slices[-1] + 1)):
-                raise ValueError(f"Validation slices {val!r}: give one range of neighbouring slices (e.g. 30-33).")
-            val_region = f"{slices[0]}:{slices[-1] + 1}"
         start = self._paths.get(label, label)
         return TrainConfig(dataset=dataset, out=out, start_model=start, minutes=self.minutes_spin.value,
-                           freeze_encoder=self.freeze_box.value, val_region=val_region,
+                           freeze_encoder=self.freeze_box.value, val_slices=val_slices,
                            **normalization_choice(self.window_combo.value),
                            name=self.name_edit.value.strip(), description=self.description_edit.value.strip(),
                            command=f"napari Fine-tune panel: dataset={dataset} model={start}")
@@ -329,7 +327,9 @@ class FinetuneWidget(QWidget):
             self.history.append(info)
             frac = info["elapsed"] / info["budget"] if info.get("budget") else info["epoch"] / max(info["epochs"] or 1, 1)
             self.progress_bar.value = int(100 * min(frac, 1.0))
-            self.status.value = f"epoch {info['epoch']}: loss {info['loss']:.3f}, validation Dice {info['val_dice']:.3f}"
+            self.status.value = (f"epoch {info['epoch']}: loss {info['loss']:.3f}, on all reviewed slices"
+                                 if info.get("refit") else
+                                 f"epoch {info['epoch']}: loss {info['loss']:.3f}, validation Dice {info['val_dice']:.3f}")
             self._plot()
 
         def on_done(res):

@@ -189,6 +189,11 @@ class ProgressBar:
         self._draw(info, (info["epoch"] - 1) * info["steps"] + info["step"])
 
     def epoch(self, info: dict) -> None:
+        if info.get("refit"):  # the last epochs train on the validation slices too: nothing to validate
+            self._draw(info, info["epoch"] * self.steps if self.steps else None)
+            self.bar.write(f"epoch {info['epoch']}/{info['epochs'] or '?'} done  loss {info['loss']:.4f}  "
+                           "(on all reviewed slices, validation ones included)", file=self.stream)
+            return
         self.val, self.best = info["val_dice"], info["best"]
         self._draw(info, info["epoch"] * self.steps if self.steps else None)
         self.bar.write(f"epoch {info['epoch']}/{info['epochs'] or '?'} done  loss {info['loss']:.4f}  "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..training.config import FT_HARD_NEGATIVES, FT_L2SP
+from ..training.config import FT_HARD_NEGATIVES, FT_L2SP, FT_REFIT
 from ._train_common import add_budget_and_split, config_kwargs, run_training
 
 NAME = "finetune"
@@ -23,6 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hard-negatives", type=float, default=None, metavar="SHARE",
                         help="share of patches centred on the model's false positives on labelled background (the "
                         f"ones a person erased), refreshed as it trains (default {FT_HARD_NEGATIVES:g}; 0: off)")
+    parser.add_argument("--refit", type=float, default=None, metavar="SHARE",
+                        help="share of the budget that trains the chosen checkpoint on all reviewed slices, the "
+                        f"validation ones included (default {FT_REFIT:g}; 0: off)")
     parser.add_argument("--prompts", action="store_true",
                         help="make the model promptable (click channels + attention priors) and train it by simulated "
                         "clicks on the dataset's objects (connected components of each class)")
@@ -32,6 +35,6 @@ def run(args: argparse.Namespace) -> int:
     from ..training import TrainConfig
 
     cfg = TrainConfig(start_model=args.model, freeze_encoder=args.freeze_encoder, prompts=args.prompts,
-                      freeze_bn=False if args.train_bn else None, l2sp=args.l2sp, hard_negatives=args.hard_negatives,
+                      freeze_bn=False if args.train_bn else None, l2sp=args.l2sp, hard_negatives=args.hard_negatives, refit=args.refit,
                       **config_kwargs(args))
     return run_training(cfg)

@@ -12,6 +12,7 @@ CT_WINDOW = (-1000.0, 400.0)  # HU: air to dense soft tissue; bone clips at 1
 FT_LR = 1e-4
 FT_L2SP = 1e-3
 FT_HARD_NEGATIVES = 0.25
+FT_REFIT = 0.25
 
 AUGMENT_PROBABILITIES = ("intensity_aug", "gamma_aug", "noise_aug", "affine_aug", "margin_aug")  # TrainConfig fields, each a chance per patch
 
@@ -61,6 +62,8 @@ class TrainConfig:
     l2sp: float | None = None  # L2-SP pull towards the start weights, loss += l2sp * sum (w - w0)^2 (fine-tuning: FT_L2SP)
     hard_negatives: float | None = None  # share of patches centred on the start model's false positives on
     # labelled background (the erased ones; fine-tuning: FT_HARD_NEGATIVES)
+    refit: float | None = None  # share of the budget that trains the chosen checkpoint on validation slices too
+    # (fine-tuning: FT_REFIT; see training/refit.py)
     refresh_hard: bool = True  # after every epoch add the current model's false positives there to the hard negatives
     device: str = "auto"
     precision: str = "auto"  # auto: mixed precision on CUDA (bf16, else fp16), fp32 elsewhere
@@ -92,6 +95,7 @@ class TrainResult:
     validation: str = ""  # what the validation holds (slices, with foreground, voxels)
     criterion: str = "val_dice"  # how the checkpoint was chosen: "val_dice", or "train_loss" without usable validation
     kept_start: bool = False  # fine-tuning: no epoch beat the start model, its weights were kept
+    refit_epochs: int = 0  # epochs trained on all reviewed slices (validation included) after the choice, see .refit
     best_epoch: int = 0
 
 
@@ -101,7 +105,8 @@ def fine_tune_defaults(cfg: TrainConfig) -> dict[str, Any]:
     return {"lr": cfg.lr or (FT_LR if ft else 1e-3),
             "freeze_bn": cfg.freeze_bn if cfg.freeze_bn is not None else ft,
             "l2sp": cfg.l2sp if cfg.l2sp is not None else (FT_L2SP if ft else 0.0),
-            "hard_negatives": cfg.hard_negatives if cfg.hard_negatives is not None else (FT_HARD_NEGATIVES if ft else 0.0)}
+            "hard_negatives": cfg.hard_negatives if cfg.hard_negatives is not None else (FT_HARD_NEGATIVES if ft else 0.0),
+            "refit": cfg.refit if cfg.refit is not None else (FT_REFIT if ft else 0.0)}
 
 
 def check_config(cfg: TrainConfig) -> None:
@@ -122,6 +127,8 @@ def check_config(cfg: TrainConfig) -> None:
         raise InputError(f"l2sp must be >= 0; got {cfg.l2sp}.")
     if cfg.hard_negatives is not None and not 0 <= cfg.hard_negatives < 1:
         raise InputError(f"hard_negatives is a share of patches between 0 and 1; got {cfg.hard_negatives}.")
+    if cfg.refit is not None and not 0 <= cfg.refit < 1:
+        raise InputError(f"refit is a share of the budget between 0 and 1; got {cfg.refit}.")
     if cfg.ct_window is not None and (len(cfg.ct_window) != 2 or cfg.ct_window[0] >= cfg.ct_window[1]):
         raise InputError(f"ct_window is [low, high] in HU; got {cfg.ct_window}.")
     if cfg.val_slices is not None and (not cfg.val_slices or min(cfg.val_slices) < 0):

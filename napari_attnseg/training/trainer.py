@@ -46,13 +46,14 @@ from . import ddp
 from .augment import augment
 from .card import CardWriter
 from .config import AUGMENT_PROBABILITIES, TrainConfig, TrainResult, check_config
+from .refit import Refit
 from .setup import RunSetup
 from .split import Split, make_split
 from .state import has_state, load_state, save_state
 from .steps import _LossNet, _mean, _with_new_head, dice_counts, looks_like_hu, lr_at, training_precision  # noqa: F401
 
 
-class Trainer(RunSetup, CardWriter):
+class Trainer(RunSetup, CardWriter, Refit):
     """Builds data, split, model and optimizer from a :class:`TrainConfig`; :meth:`fit` runs it."""
 
     def __init__(self, cfg: TrainConfig, progress: Callable[[dict], Any] | None = None, cancel=None,
@@ -174,7 +175,8 @@ class Trainer(RunSetup, CardWriter):
         budget = cfg.minutes * 60 if cfg.minutes else None
         planned: int | None = None if budget else cfg.epochs
         s = {"epoch": 0, "best": -1.0, "best_sel": -1e30, "best_per_class": None, "best_epoch": 0, "stale": 0, "before": None,
-             "test_before": None, "elapsed": 0.0, "planned": planned}
+             "test_before": None, "elapsed": 0.0, "planned": planned,
+             "refit_epochs": None if planned is None else self.refit_epochs(planned)}
         fingerprint = self._fingerprint()
         resumed = False
         if cfg.resume and has_state(self.out):
@@ -185,6 +187,7 @@ class Trainer(RunSetup, CardWriter):
             s.update(info["progress"])
             if budget is None:
                 s["planned"] = cfg.epochs  # resuming with more (or fewer) epochs is allowed
+                s["refit_epochs"] = self.refit_epochs(cfg.epochs)
             if main and "numpy" in info:
                 self.rng.bit_generator.state = info["numpy"]
                 self.gen.set_state(rng["augment"])
@@ -222,14 +225,16 @@ class Trainer(RunSetup, CardWriter):
         try:
             while True:
                 elapsed = time.perf_counter() - t0
-                stop = (s["planned"] is not None and epoch >= s["planned"]) or (budget is not None and elapsed >= budget)
+                # the validated epochs; the last s["refit_epochs"] train on the validation slices too (.refit)
+                phase1 = None if s["planned"] is None else s["planned"] - (s.get("refit_epochs") or 0)
+                stop = (phase1 is not None and epoch >= phase1) or (budget is not None and elapsed >= budget)
                 if dist.broadcast([float(stop)])[0]:
                     break
                 losses = []
                 for step in range(cfg.iters_per_epoch):
                     if self.cancel is not None and self.cancel.cancelled:
                         raise Cancelled("Training cancelled.")
-                    lr = lr_at(epoch + (step + 1) / cfg.iters_per_epoch, s["planned"], self.base_lr, cfg.warmup_epochs)
+                    lr = lr_at(epoch + (step + 1) / cfg.iters_per_epoch, phase1, self.base_lr, cfg.warmup_epochs)
                     for g in self.opt.param_groups:
                         g["lr"] = lr
                     losses.append(self._step(*self._batch()))
@@ -248,6 +253,7 @@ class Trainer(RunSetup, CardWriter):
                 if s["planned"] is None:  # minutes: fix the number of epochs from the first one's duration
                     first = time.perf_counter() - t0
                     s["planned"] = int(dist.broadcast([max(1, math.floor(budget / max(first, 1e-6)))])[0])
+                    s["refit_epochs"] = self.refit_epochs(s["planned"])
                 # the selection criterion: validation Dice, or (no foreground to validate on) the training loss
                 sel = val if self.split.criterion == "val_dice" else -train_loss
                 if sel > s.get("best_sel", s["best"]):
@@ -277,9 +283,15 @@ class Trainer(RunSetup, CardWriter):
         except Cancelled:
             cancelled = True
             self.notes.append(f"cancelled during epoch {epoch + 1}; the best checkpoint so far is kept")
+        if not cancelled and main:
+            try:
+                self._refit(s, best_path, log_path, t0, budget)
+                epoch = s["epoch"]
+            except Cancelled:
+                cancelled = True
         seconds = time.perf_counter() - t0
-        if s["planned"] is not None and epoch < s["planned"] and budget is not None and not cancelled \
-                and s["stale"] < cfg.patience:
+        if s["planned"] is not None and epoch < s["planned"] - (0 if s.get("refit_done") else s.get("refit_epochs") or 0) \
+                and budget is not None and not cancelled and s["stale"] < cfg.patience:
             self.notes.append(f"the time budget ended after {epoch} of {s['planned']} planned epochs")
         if s["best_epoch"] == 0 and s["before"] is not None and self.split.criterion == "val_dice" and epoch > 0:
             self.notes.append(f"no epoch beat the start model's validation Dice ({s['before']:.4f}); the start "
@@ -289,7 +301,8 @@ class Trainer(RunSetup, CardWriter):
                              cancelled, str(log_path), s["test_before"], s["best_per_class"], self.precision,
                              dist.world_size, s["planned"], self._reproduce(s["planned"]), self.notes,
                              validation=self.split.validation, criterion=self.split.criterion,
-                             kept_start=s["best_epoch"] == 0 and s["before"] is not None, best_epoch=s["best_epoch"])
+                             kept_start=s["best_epoch"] == 0 and s["before"] is not None, best_epoch=s["best_epoch"],
+                             refit_epochs=s.get("refit_epochs_done", 0))
         if main:
             if not best_path.exists():
                 if cancelled:
