@@ -65,7 +65,7 @@ def test_other_formats_open_with_napari_and_no_question(viewer, tmp_path, dialog
     assert len(viewer.layers) == 2 and dialog == []
 
 
-def test_zarr_store_opens_with_napari_and_is_declined_by_the_plugin(viewer, tmp_path, dialog):
+def test_zarr_store_opens_with_napari(viewer, tmp_path, dialog):
     import zarr
     from napari.settings import get_settings
 
@@ -74,7 +74,7 @@ def test_zarr_store_opens_with_napari_and_is_declined_by_the_plugin(viewer, tmp_
     data = np.arange(20 * 30, dtype=np.uint16).reshape(20, 30)
     store = tmp_path / "img.zarr"
     zarr.save_array(str(store), data)
-    assert io_hooks.get_dicom_reader(str(store)) is None
+    assert not io_hooks.is_dicom_path(store)
     io_hooks.activate()  # what the plugin's first use does
     assert get_settings().plugins.extension2reader["*.zarr/"] == "napari"
     layers = viewer._open_or_raise_error([str(store)])
@@ -92,11 +92,43 @@ def test_dicom_folder_opens_through_the_plugin(viewer, tmp_path, dialog, extensi
     folder, hu = dicom_folder(tmp_path, "ct", extensions)
     assert PLUGIN in _npe2.get_readers(str(folder))
     viewer.window._qt_viewer._qt_open([str(folder)], stack=False)  # what File > Open Folder does
-    assert dialog == [str(folder)]
+    assert dialog == [str(folder)]  # before the plugin's first use napari asks once
     [layer] = viewer.layers
     np.testing.assert_array_equal(layer.data, hu)
     assert tuple(layer.scale) == pytest.approx((2.5, 0.8, 0.6))
     assert layer.metadata["format"] == "dicom"
+    from napari_attnseg._napari import io_hooks
+
+    io_hooks.activate()  # what the plugin's first use does: from now on no question for folders
+    viewer.window._qt_viewer._qt_open([str(folder)], stack=False)
+    assert dialog == [str(folder)] and len(viewer.layers) == 2
+    np.testing.assert_array_equal(viewer.layers[1].data, hu)
+
+
+def test_other_folders_open_as_napari_opens_them_without_a_question(viewer, tmp_path, dialog):
+    """Once the plugin has been used, a folder of TIFFs opens with no question and gives the layer
+    napari's own reader gives (the plugin hands non-DICOM folders to it); a user's choice for folders stays."""
+    import tifffile
+    from napari.settings import get_settings
+
+    from napari_attnseg._napari import io_hooks
+
+    folder = tmp_path / "stack"
+    folder.mkdir()
+    for i in range(3):
+        tifffile.imwrite(folder / f"z{i}.tif", np.full((4, 5), i + 1, np.uint8))
+    expected = viewer.open(str(folder), plugin="napari")[0]
+    io_hooks.activate()
+    assert get_settings().plugins.extension2reader["*/"] == PLUGIN
+    [layer] = viewer._open_or_raise_error([str(folder)])
+    viewer.window._qt_viewer._qt_open([str(folder)], stack=False)
+    assert dialog == [] and len(viewer.layers) == 3
+    for got in (layer, viewer.layers[2]):
+        np.testing.assert_array_equal(np.asarray(got.data), np.asarray(expected.data))
+        assert got.name.split(" [")[0] == expected.name  # napari numbers a repeated name
+    get_settings().plugins.extension2reader = {"*/": "napari"}  # the user's own choice is never overridden
+    io_hooks.activate()
+    assert get_settings().plugins.extension2reader["*/"] == "napari"
 
 
 def test_nifti_and_dicom_files_open_through_the_plugin_without_a_question(viewer, tmp_path, dialog):

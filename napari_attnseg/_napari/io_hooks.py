@@ -5,10 +5,14 @@ Readers return None for anything they cannot read and never raise on a foreign f
 napari's builtin reader also claims ``*.nii``, ``*.nii.gz``, ``*.dcm`` and ``*.dicom`` (without the
 geometry, the Hounsfield scaling or the series sorting), so napari would ask which reader to use for
 each of them. On first use the plugin records itself as the preferred reader of those patterns in
-napari's settings, where the user has not chosen one (:func:`prefer_plugin_readers`). Folders are
-offered to every reader that accepts directories (npe2 does not match folder names), so napari asks
-which one for a folder, except for Zarr stores (``*.zarr``), recorded as napari's at the same time;
-the DICOM reader returns None for a folder without DICOM files.
+napari's settings, where the user has not chosen one (:func:`prefer_plugin_readers`).
+
+Folders: npe2 offers a folder to every reader that accepts directories (it does not match folder
+names), so with this plugin installed napari would ask which reader to use for any folder. On first
+use the plugin records itself for folders (``*/``) and napari for Zarr stores (``*.zarr/``), again only
+where the user has not chosen; its folder reader opens DICOM series itself and hands every other folder
+to napari's own reader (:func:`get_dicom_reader`), so a folder of TIFFs opens exactly as without the
+plugin, with no question. Before the plugin's first use napari still asks once for a folder.
 """
 
 from __future__ import annotations
@@ -27,8 +31,9 @@ PLUGIN = "napari-attnseg"
 PREFERRED_PATTERNS = ("*.nii", "*.nii.gz", "*.dcm", "*.DCM", "*.dicom", "*.ima", "*.IMA")
 
 
-# folders are offered to every reader that accepts them, this plugin's DICOM reader included; a Zarr
-# store (a folder named *.zarr) stays napari's, as before the plugin was installed
+# every folder comes to this plugin's folder reader (DICOM series; any other folder is handed to napari's
+# own reader), so napari does not ask for each folder; a Zarr store (a folder named *.zarr) stays napari's
+FOLDER_PATTERN = "*/"
 NAPARI_PATTERNS = ("*.zarr/",)
 
 
@@ -43,7 +48,8 @@ def prefer_plugin_readers(settings=None) -> list[str]:
 
         settings = get_settings()
     current = dict(settings.plugins.extension2reader)
-    wanted = {**dict.fromkeys(PREFERRED_PATTERNS, PLUGIN), **dict.fromkeys(NAPARI_PATTERNS, "napari")}
+    wanted = {**dict.fromkeys((*PREFERRED_PATTERNS, FOLDER_PATTERN), PLUGIN),
+              **dict.fromkeys(NAPARI_PATTERNS, "napari")}
     added = {p: r for p, r in wanted.items() if p not in current}
     if added:
         settings.plugins.extension2reader = {**current, **added}
@@ -84,6 +90,8 @@ def get_nifti_reader(path):
 
 
 def get_dicom_reader(path):
+    """DICOM files and folders of a series; any other folder goes to napari's own reader (the plugin is
+    the preferred reader of folders once it has been used, see the module docstring)."""
     if isinstance(path, list):
         return None
     try:
@@ -91,8 +99,17 @@ def get_dicom_reader(path):
     except OSError:
         ok = False
     if not ok:
-        return None
+        return _napari_folder_reader(path) if Path(path).is_dir() else None
     return lambda p: _reader(p) or []
+
+
+def _napari_folder_reader(path):
+    """napari's builtin reader for a folder that holds no DICOM series (None if it cannot read it either)."""
+    try:
+        from napari_builtins.io import napari_get_reader
+    except ImportError:  # napari without its builtins: nothing to hand the folder to
+        return None
+    return napari_get_reader(str(path))
 
 
 def get_prediction_reader(path):
