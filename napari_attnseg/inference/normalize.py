@@ -13,6 +13,7 @@ import math
 from typing import Any
 
 import numpy as np
+import torch
 
 from ..errors import InputError
 
@@ -79,4 +80,24 @@ def apply_stats(tile: np.ndarray, stats: dict[str, Any]) -> np.ndarray:
     out = (out - stats["offset"].reshape(shape)) / stats["scale"].reshape(shape)
     if stats["clip"]:
         np.clip(out, 0.0, 1.0, out=out)
+    return out
+
+
+def apply_stats_tensor(x: torch.Tensor, stats: dict[str, Any] | None) -> torch.Tensor:
+    """:func:`apply_stats` on a (C, *spatial) tensor of any dtype on any device: the same float32
+    operations (so the same values), done where the tensor is. ``x`` itself is never modified."""
+    floating = x.is_floating_point()
+    out = x.to(torch.float32)
+    if stats is None:
+        return out
+    if floating:  # NaN/Inf become the image minimum; no check first (a check would wait for the device)
+        fill = float(np.float32(stats["fill"]))
+        out = torch.nan_to_num(out, nan=fill, posinf=fill, neginf=fill)
+    shape = (-1,) + (1,) * (out.dim() - 1)
+    offset = torch.from_numpy(stats["offset"]).to(out.device, non_blocking=True).view(shape)
+    scale = torch.from_numpy(stats["scale"]).to(out.device, non_blocking=True).view(shape)
+    out = torch.sub(out, offset)  # tensors, not Python scalars: a scalar divisor may become a reciprocal
+    out.div_(scale)
+    if stats["clip"]:
+        out.clamp_(0.0, 1.0)
     return out
