@@ -209,3 +209,24 @@ def test_cuda_path_agrees_with_the_cpu(case):
     np.testing.assert_allclose(gpu.probabilities, cpu.probabilities, atol=1e-3)
     for a, b in zip(gpu.attention, cpu.attention):
         np.testing.assert_allclose(a.data.astype(np.float32), b.data.astype(np.float32), atol=1e-2)
+
+
+def test_compiled_twin_is_opt_in_cuda_only_and_hook_free(monkeypatch):
+    """ATTNSEG_COMPILE: on CUDA the engine runs a torch.compile'd twin of its inference copy. Checked
+    here with dynamo's eager backend on a CPU model passed off as a CUDA one (the wiring, not speed)."""
+    from napari_attnseg.inference.precision import build_inference_copy, compiled_twin
+
+    net = build_inference_copy(M2, torch.device("cpu"))
+    monkeypatch.delenv("ATTNSEG_COMPILE", raising=False)
+    assert compiled_twin(net, torch.device("cuda")) is net  # off by default
+    monkeypatch.setenv("ATTNSEG_COMPILE", "1")
+    assert compiled_twin(net, torch.device("cpu")) is net  # never on the CPU
+    twin = compiled_twin(net, torch.device("cuda"), backend="eager")
+    assert twin is not net and compiled_twin(net, torch.device("cuda"), backend="eager") is twin  # kept
+    assert any(m._forward_pre_hooks for m in net.modules())  # the cancel hooks stay on the copy...
+    assert not any(m._forward_pre_hooks for m in twin.modules())  # ...and are not compiled in
+    x = torch.from_numpy(IMG2[None, None, :32, :32].copy())
+    with torch.inference_mode():
+        (a, ma), (b, mb) = net(x, return_attention=True), twin(x, return_attention=True)
+    torch.testing.assert_close(a, b)
+    assert list(ma) == list(mb)

@@ -36,7 +36,7 @@ from .forward import run_batch as _run_batch  # looked up here at each batch: te
 from .normalize import compute_stats
 from .outputs import Outputs
 from .outputs import Outputs as _Outputs  # noqa: F401 - the name before the split
-from .precision import choose_precision, inference_copy
+from .precision import choose_precision, compiled_twin, inference_copy
 from .prediction import CancelToken, Prediction
 from .resample import needs_resampling, zoom_image, zoom_probabilities
 from .slabs import SlabSource
@@ -224,7 +224,7 @@ def _iter_predict(model, image, *, mode, tile, overlap, attention, device, preci
     ov = [0.0 if t == 1 else overlap for t in tile_shape]
     grid = TileGrid(work_spatial, tile_shape, ov, align)
     copies = contextlib.ExitStack()
-    net = copies.enter_context(inference_copy(model, dev, cancel))
+    net = compiled_twin(copies.enter_context(inference_copy(model, dev, cancel)), dev)  # CUDA, opt-in
     bs = _batch_size(tile_shape, dev, batch_size)
     n_classes = model.out_channels
     k_out = max(n_classes, 2)

@@ -91,20 +91,21 @@ class ForwardTimer:
 
     def __init__(self, dev: torch.device):
         self.cuda = dev.type == "cuda"
+        self.dev = dev
         self.seconds = 0.0
         self.events: list[tuple[Any, Any]] = []
 
     def __enter__(self) -> ForwardTimer:
         if self.cuda:
             self.events.append((torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)))
-            self.events[-1][0].record()
+            self.events[-1][0].record(torch.cuda.current_stream(self.dev))
         else:
             self._t0 = time.perf_counter()
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self.cuda:
-            self.events[-1][1].record()
+            self.events[-1][1].record(torch.cuda.current_stream(self.dev))
         else:
             self.seconds += time.perf_counter() - self._t0
 

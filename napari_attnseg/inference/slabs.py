@@ -75,6 +75,8 @@ class SlabSource:
         with warnings.catch_warnings():  # read-only inputs (memmaps): only read here, never written
             warnings.simplefilter("ignore", UserWarning)
             host = torch.from_numpy(data)
+        if self.dev.type == "mps" and host.dtype == torch.float64:  # MPS has no float64
+            host = host.to(torch.float32)
         shape = (host.shape[0], self.tile[0], *self.extent[1:])
         if self.stream is not None:  # CUDA: page-locked copy, uploaded and normalised on the side stream
             host = host.pin_memory()
