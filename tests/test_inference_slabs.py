@@ -12,7 +12,7 @@ from napari_attnseg import create_model, predict
 from napari_attnseg.inference import engine
 from napari_attnseg.inference.forward import read_tile
 from napari_attnseg.inference.normalize import apply_stats, apply_stats_tensor, compute_stats
-from napari_attnseg.inference.slabs import SlabSource, edge_pad
+from napari_attnseg.inference.slabs import SlabSource, fill_edges, normalised_slab
 
 
 class PerTileSource:
@@ -155,11 +155,15 @@ def test_apply_stats_tensor_is_apply_stats():
     np.testing.assert_array_equal(f, before)  # the image is never normalised in place
 
 
-def test_edge_pad_is_numpys_edge_mode():
+def test_slabs_are_edge_padded_as_numpy_pads():
     x = np.arange(2 * 3 * 4, dtype=np.float32).reshape(2, 3, 4)
-    got = edge_pad(torch.from_numpy(x), (2, 5, 7)).numpy()
-    np.testing.assert_array_equal(got, np.pad(x, [(0, 0), (0, 2), (0, 3)], mode="edge"))
-    assert edge_pad(torch.from_numpy(x), x.shape).data_ptr() == torch.from_numpy(x).data_ptr()  # nothing to pad
+    slab = torch.full((2, 5, 7), -1.0)
+    slab[:, :3, :4] = torch.from_numpy(x)
+    np.testing.assert_array_equal(fill_edges(slab, x.shape).numpy(), np.pad(x, [(0, 0), (0, 2), (0, 3)], mode="edge"))
+    ints = np.arange(3 * 4 * 5).reshape(1, 3, 4, 5).astype(np.int16)
+    stats = compute_stats(ints, {"scheme": "zscore"}, True)
+    got = normalised_slab(torch.from_numpy(ints), stats, (1, 4, 4, 8)).numpy()
+    np.testing.assert_array_equal(got, np.pad(apply_stats(ints, stats), [(0, 0), (0, 1), (0, 0), (0, 3)], mode="edge"))
 
 
 @pytest.mark.parametrize("chan_axis", [False, True])
@@ -185,6 +189,8 @@ def test_no_cuda_calls_on_the_cpu(monkeypatch):
     for name in ("Stream", "Event", "stream", "current_stream"):
         monkeypatch.setattr(torch.cuda, name, boom)
     monkeypatch.setattr(torch.Tensor, "pin_memory", boom)
+    real_empty = torch.empty
+    monkeypatch.setattr(torch, "empty", lambda *a, **k: boom() if k.get("pin_memory") else real_empty(*a, **k))
     monkeypatch.setattr(torch.Tensor, "record_stream", boom)
     pred = predict(M2, IMG2, tile=32, attention=True, precision="fp32", device="cpu")
     assert pred.timings["model_s"] > 0 and pred.timings["read_s"] > 0

@@ -40,13 +40,22 @@ def host_region(image: Any, region: tuple[slice, ...], chan_axis: bool) -> np.nd
     return data
 
 
-def edge_pad(x: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
-    """Pad ``x`` at the end of each axis to ``shape`` by repeating its last element (NumPy's "edge")."""
-    for axis, (n, want) in enumerate(zip(x.shape, shape)):
-        if n < want:
-            idx = torch.arange(want, device=x.device).clamp_(max=n - 1)
-            x = x.index_select(axis, idx)
-    return x
+def fill_edges(slab: torch.Tensor, filled: Sequence[int]) -> torch.Tensor:
+    """Edge padding in place: along each axis, the elements past ``filled`` become copies of the
+    last filled one (NumPy's ``np.pad(..., mode="edge")`` of ``slab[:filled]``)."""
+    for axis, n in enumerate(filled):
+        if n < slab.shape[axis]:
+            lead = (slice(None),) * axis  # axes already padded
+            rest = tuple(slice(0, m) for m in filled[axis + 1 :])
+            slab[(*lead, slice(n, None), *rest)] = slab[(*lead, slice(n - 1, n), *rest)]
+    return slab
+
+
+def normalised_slab(x: torch.Tensor, stats: dict[str, Any] | None, shape: Sequence[int]) -> torch.Tensor:
+    """``x`` (C, *region) normalised into a new float32 slab of ``shape``, edge-padded past the region."""
+    slab = torch.empty(tuple(shape), dtype=torch.float32, device=x.device)
+    apply_stats_tensor(x, stats, out=slab[tuple(slice(0, n) for n in x.shape)])
+    return fill_edges(slab, x.shape)
 
 
 class SlabSource:
@@ -79,14 +88,15 @@ class SlabSource:
             host = host.to(torch.float32)
         shape = (host.shape[0], self.tile[0], *self.extent[1:])
         if self.stream is not None:  # CUDA: page-locked copy, uploaded and normalised on the side stream
-            host = host.pin_memory()
+            pinned = torch.empty(host.shape, dtype=host.dtype, pin_memory=True)  # contiguous: one copy
+            host = pinned.copy_(host)
             with torch.cuda.stream(self.stream):
-                slab = edge_pad(apply_stats_tensor(host.to(self.dev, non_blocking=True), self.stats), shape)
+                slab = normalised_slab(host.to(self.dev, non_blocking=True), self.stats, shape)
                 event = torch.cuda.Event()
                 event.record(self.stream)
             self.ready[z0] = event
         else:
-            slab = edge_pad(apply_stats_tensor(host.to(self.dev), self.stats), shape)
+            slab = normalised_slab(host.to(self.dev), self.stats, shape)
         self.slabs[z0] = slab
         self.uploads += 1
         self.read_s += time.perf_counter() - t0
