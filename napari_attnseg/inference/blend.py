@@ -67,15 +67,17 @@ class SlabBlender:
 
     def add(self, batch_starts, p_batch, m_batch) -> None:
         """Add a batch of tile probabilities (B, K, *tile) and attention maps (B, *map)."""
-        buf_lo, depth0, imp = self.buf_lo, self.depth0, self.imp
+        buf_lo, depth0 = self.buf_lo, self.depth0
+        weighted = p_batch[:, 1:] * self.imp  # weighted for the whole batch at once: fewer kernels on a GPU
+        maps = {name: m * self.map_tile_w[name] for name, m in m_batch.items()}
         for i, s0 in enumerate(batch_starts):
             sl = (slice(s0[0] - buf_lo, s0[0] - buf_lo + depth0),
                   *(slice(p, p + t) for p, t in zip(s0[1:], self.tile_shape[1:])))
-            self.buf[(slice(None), *sl)] += p_batch[i, 1:] * imp
-            for name, m in m_batch.items():
+            self.buf[(slice(None), *sl)] += weighted[i]
+            for name, m in maps.items():
                 st = self.strides[name]
                 msl = tuple(slice(p // s_, p // s_ + d) for p, s_, d in zip(s0, st, m.shape[1:]))
-                self.map_acc[name][msl] += m[i] * self.map_tile_w[name]
+                self.map_acc[name][msl] += m[i]
 
     def finalize(self, upto: int) -> None:
         """Write out every slice below ``upto`` (all their tiles are in), a few slices at a time."""
