@@ -236,3 +236,21 @@ def test_compiled_twin_is_opt_in_cuda_only_and_hook_free(monkeypatch):
         (a, ma), (b, mb) = net(x, return_attention=True), twin(x, return_attention=True)
     torch.testing.assert_close(a, b)
     assert list(ma) == list(mb)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_side_stream_uploads_give_what_synchronous_uploads_give(monkeypatch):
+    """A missing wait on the side stream would show as tiles cut from a slab not yet uploaded."""
+    model, image, kw = CASES["3d ct int16"]
+    kw = dict(kw, precision="fp32", device="cuda", probability_dtype="float32", batch_size=3)
+    streamed = predict(model, image, **kw)
+    real_init = SlabSource.__init__
+
+    def synchronous(self, *a, **k):
+        real_init(self, *a, **k)
+        self.stream = None
+
+    monkeypatch.setattr(SlabSource, "__init__", synchronous)
+    plain = predict(model, image, **kw)
+    np.testing.assert_array_equal(streamed.labels, plain.labels)
+    np.testing.assert_allclose(streamed.probabilities, plain.probabilities, atol=1e-5)
