@@ -5,8 +5,9 @@ themselves only a slab one tile deep is held in float32; with ``out=`` the outpu
 files, which makes volumes larger than memory possible.
 
 The pieces live beside this module: ``checks`` (the image, the options, tile and batch sizes),
-``forward`` (a batch through the network, flip averaging), ``blend`` (tiles into the slab and the
-outputs) and ``outputs`` (in memory or memory-mapped).
+``slabs`` (the image on the model's device a row of tiles at a time, normalised there, tiles cut
+there), ``forward`` (a batch through the network, flip averaging), ``blend`` (tiles into the slab and
+the outputs) and ``outputs`` (in memory or memory-mapped).
 """
 
 from __future__ import annotations
