@@ -67,15 +67,17 @@ class SlabBlender:
 
     def add(self, batch_starts, p_batch, m_batch) -> None:
         """Add a batch of tile probabilities (B, K, *tile) and attention maps (B, *map)."""
-        buf_lo, depth0, imp = self.buf_lo, self.depth0, self.imp
+        buf_lo, depth0 = self.buf_lo, self.depth0
+        weighted = p_batch[:, 1:] * self.imp  # weighted for the whole batch at once: fewer kernels on a GPU
+        maps = {name: m * self.map_tile_w[name] for name, m in m_batch.items()}
         for i, s0 in enumerate(batch_starts):
             sl = (slice(s0[0] - buf_lo, s0[0] - buf_lo + depth0),
                   *(slice(p, p + t) for p, t in zip(s0[1:], self.tile_shape[1:])))
-            self.buf[(slice(None), *sl)] += p_batch[i, 1:] * imp
-            for name, m in m_batch.items():
+            self.buf[(slice(None), *sl)] += weighted[i]
+            for name, m in maps.items():
                 st = self.strides[name]
                 msl = tuple(slice(p // s_, p // s_ + d) for p, s_, d in zip(s0, st, m.shape[1:]))
-                self.map_acc[name][msl] += m[i] * self.map_tile_w[name]
+                self.map_acc[name][msl] += m[i]
 
     def finalize(self, upto: int) -> None:
         """Write out every slice below ``upto`` (all their tiles are in), a few slices at a time."""
@@ -134,20 +136,23 @@ class SlabBlender:
 
     def attention_maps(self, factors) -> list[AttentionMap]:
         """The blended attention maps (float16 in [0, 1]) with their scale and translation in image
-        pixels (``factors``: the resampling to the model's spacing, or None)."""
+        pixels (``factors``: the resampling to the model's spacing, or None). On a device they are
+        finished there and come back in float16."""
         maps = []
         for level, (name, acc) in enumerate(self.map_acc.items()):
-            acc = acc.cpu().numpy() if self.on_dev else acc
             st = self.strides[name]
-            size = tuple(-(-s // s_) for s, s_ in zip(self.work_spatial, st))
-            crop = tuple(slice(0, n) for n in size)
-            wsum = np.zeros(acc.shape, np.float32)  # made now that the slab buffer is gone
-            tw = self.map_tile_w[name].cpu().numpy() if self.on_dev else self.map_tile_w[name]
+            crop = tuple(slice(0, -(-s // s_)) for s, s_ in zip(self.work_spatial, st))
+            tw = self.map_tile_w[name]
+            wsum = self._zeros(tuple(acc.shape))  # made now that the slab buffer is gone
             for s0 in self.starts:
                 wsum[tuple(slice(p // s_, p // s_ + d) for p, s_, d in zip(s0, st, tw.shape))] += tw
-            data = (acc[crop] / wsum[crop]).astype(np.float16)
+            data = acc[crop] / wsum[crop]
             del wsum
-            np.clip(data, 0, 1, out=data)
+            if self.on_dev:  # clamping before the cast gives what casting first gives
+                data = data.clamp_(0.0, 1.0).to(torch.float16).cpu().numpy()
+            else:
+                data = data.astype(np.float16)
+                np.clip(data, 0, 1, out=data)
             f = factors or (1.0,) * len(st)
             scale = tuple(float(s_ * fa) for s_, fa in zip(st, f))
             translate = tuple((sc - 1.0) / 2.0 for sc in scale)

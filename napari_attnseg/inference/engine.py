@@ -5,8 +5,9 @@ themselves only a slab one tile deep is held in float32; with ``out=`` the outpu
 files, which makes volumes larger than memory possible.
 
 The pieces live beside this module: ``checks`` (the image, the options, tile and batch sizes),
-``forward`` (a batch through the network, flip averaging), ``blend`` (tiles into the slab and the
-outputs) and ``outputs`` (in memory or memory-mapped).
+``slabs`` (the image on the model's device a row of tiles at a time, normalised there, tiles cut
+there), ``forward`` (a batch through the network, flip averaging), ``blend`` (tiles into the slab and
+the outputs) and ``outputs`` (in memory or memory-mapped).
 """
 
 from __future__ import annotations
@@ -31,14 +32,15 @@ from .checks import DEFAULT_TILE, check_input, check_overlap, check_probability_
 from .checks import batch_size as _batch_size
 from .checks import count_nonfinite as _count_nonfinite
 from .checks import model_tile as _model_tile
-from .forward import read_tile as _read_tile
+from .forward import ForwardTimer
 from .forward import run_batch as _run_batch  # looked up here at each batch: tests replace it
 from .normalize import compute_stats
 from .outputs import Outputs
 from .outputs import Outputs as _Outputs  # noqa: F401 - the name before the split
-from .precision import choose_precision, inference_copy
+from .precision import choose_precision, compiled_twin, inference_copy
 from .prediction import CancelToken, Prediction
 from .resample import needs_resampling, zoom_image, zoom_probabilities
+from .slabs import SlabSource
 from .tiling import TileGrid
 
 log = logging.getLogger(__name__)
@@ -223,7 +225,7 @@ def _iter_predict(model, image, *, mode, tile, overlap, attention, device, preci
     ov = [0.0 if t == 1 else overlap for t in tile_shape]
     grid = TileGrid(work_spatial, tile_shape, ov, align)
     copies = contextlib.ExitStack()
-    net = copies.enter_context(inference_copy(model, dev, cancel))
+    net = compiled_twin(copies.enter_context(inference_copy(model, dev, cancel)), dev)  # CUDA, opt-in
     bs = _batch_size(tile_shape, dev, batch_size)
     n_classes = model.out_channels
     k_out = max(n_classes, 2)
@@ -243,20 +245,23 @@ def _iter_predict(model, image, *, mode, tile, overlap, attention, device, preci
         starts = grid.starts()
         blender = SlabBlender(grid, starts, tile_shape, work_spatial, k_out, bs, dev, on_dev, strides, attention,
                               labels, probs, full_probs, label_dtype, prob_dtype)
+        # the image goes to the device a slab (a row of tiles) at a time; tiles are cut there
+        source = copies.enter_context(contextlib.closing(SlabSource(work, stats, chan_axis, tile_shape,
+                                                                    grid.extent, dev)))
+        timer = ForwardTimer(dev)
         total = len(starts) * (2 ** model.spatial_dims if tta else 1)
         done = 0
-        t_model = 0.0
         yield 0, total
 
         for b0 in range(0, len(starts), bs):
             if cancel is not None and cancel.cancelled:
                 raise Cancelled("Prediction cancelled; no output was written.")
             batch_starts = starts[b0 : b0 + bs]
-            x = np.stack([_read_tile(work, s0, tile_shape, chan_axis, stats) for s0 in batch_starts])
-            t0 = time.perf_counter()
-            p_batch, m_batch = _run_batch(net, x, mode, dev, prec, attention, tta, n_classes, cancel,
-                                          to_numpy=not on_dev)
-            t_model += time.perf_counter() - t0
+            x = source.tiles(batch_starts)
+            with timer:
+                p_batch, m_batch = _run_batch(net, x, mode, dev, prec, attention, tta, n_classes, cancel,
+                                              to_numpy=not on_dev)
+            source.prefetch(starts[b0 + bs : b0 + 2 * bs])  # CUDA: uploads while this batch runs
             blender.add(batch_starts, p_batch, m_batch)
             done += len(batch_starts) * (2 ** model.spatial_dims if tta else 1)
             nxt = starts[b0 + bs][0] if b0 + bs < len(starts) else grid.extent[0]
@@ -266,6 +271,7 @@ def _iter_predict(model, image, *, mode, tile, overlap, attention, device, preci
             yield done, total
         blender.finish()
         attention_maps = blender.attention_maps(factors)
+        t_model = timer.total()
 
         if factors is not None:
             back = zoom_probabilities(full_probs, spatial)
@@ -293,7 +299,7 @@ def _iter_predict(model, image, *, mode, tile, overlap, attention, device, preci
         classes=classes,
         device=str(dev),
         precision=prec,
-        timings={"total_s": time.perf_counter() - t_start, "model_s": t_model},
+        timings={"total_s": time.perf_counter() - t_start, "model_s": t_model, "read_s": source.read_s},
         params={"mode": mode, "tile": list(tile_shape), "overlap": overlap, "tta": tta, "batch_size": bs,
                 "tiles": len(starts), "resampled": factors is not None, "spacing": list(spacing) if spacing else None},
         warnings=warnings,

@@ -4,6 +4,8 @@ the chosen precision, softmax (or sigmoid), and averaging over flips (test-time 
 from __future__ import annotations
 
 import itertools
+import time
+from typing import Any
 
 import numpy as np
 import torch
@@ -14,7 +16,8 @@ from .precision import autocast_context
 
 
 def read_tile(image, start, tile, chan_axis: bool, stats) -> np.ndarray:
-    """Read one tile (C, *tile) from the image, normalised, edge-padded where it passes the end."""
+    """Read one tile (C, *tile) from the image, normalised, edge-padded where it passes the end (the
+    per-tile NumPy reading the engine did before ``slabs.SlabSource``; the tests compare the two)."""
     spatial = image.shape[1:] if chan_axis else image.shape
     region = tuple(slice(p, min(p + t, s)) for p, t, s in zip(start, tile, spatial))
     data = np.asarray(image[(slice(None), *region)] if chan_axis else image[region])
@@ -33,11 +36,12 @@ def flip_sets(nd: int, tta: bool) -> list[tuple[int, ...]]:
                    if tta else [])
 
 
-def run_batch(net, x: np.ndarray, mode: str, dev, prec: str, attention: bool, tta: bool, n_classes: int, cancel,
-              to_numpy: bool = True):
-    """Run the model on a batch of tiles; returns probabilities (B, K, *tile) and maps (B, *map), as
-    NumPy arrays, or as float32 tensors on ``dev`` with ``to_numpy=False``."""
-    xt = torch.from_numpy(x).to(dev, non_blocking=True)
+def run_batch(net, x: torch.Tensor | np.ndarray, mode: str, dev, prec: str, attention: bool, tta: bool,
+              n_classes: int, cancel, to_numpy: bool = True):
+    """Run the model on a batch of tiles (B, C, *tile), a tensor (the engine's: already on ``dev``) or a
+    NumPy array; returns probabilities (B, K, *tile) and maps (B, *map), as NumPy arrays, or as
+    float32 tensors on ``dev`` with ``to_numpy=False``."""
+    xt = (x if isinstance(x, torch.Tensor) else torch.from_numpy(x)).to(dev, non_blocking=True)
     squeeze = mode == "slices"
     if squeeze:
         xt = xt[:, :, 0]
@@ -79,3 +83,35 @@ def run_batch(net, x: np.ndarray, mode: str, dev, prec: str, attention: bool, tt
         probs = probs[:, :, None]
         maps_np = {k: v[:, None] for k, v in maps_np.items()}
     return probs, maps_np
+
+
+class ForwardTimer:
+    """Seconds the forward passes took. On CUDA the passes run asynchronously, so they are timed
+    with CUDA events on the current stream (read once, at the end); elsewhere with the wall clock."""
+
+    def __init__(self, dev: torch.device):
+        self.cuda = dev.type == "cuda"
+        self.dev = dev
+        self.seconds = 0.0
+        self.events: list[tuple[Any, Any]] = []
+
+    def __enter__(self) -> ForwardTimer:
+        if self.cuda:
+            self.events.append((torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)))
+            self.events[-1][0].record(torch.cuda.current_stream(self.dev))
+        else:
+            self._t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.cuda:
+            self.events[-1][1].record(torch.cuda.current_stream(self.dev))
+        else:
+            self.seconds += time.perf_counter() - self._t0
+
+    def total(self) -> float:
+        if self.cuda and self.events:
+            self.events[-1][1].synchronize()
+            self.seconds += sum(a.elapsed_time(b) for a, b in self.events) / 1000.0
+            self.events.clear()
+        return self.seconds

@@ -13,6 +13,7 @@ import math
 from typing import Any
 
 import numpy as np
+import torch
 
 from ..errors import InputError
 
@@ -79,4 +80,28 @@ def apply_stats(tile: np.ndarray, stats: dict[str, Any]) -> np.ndarray:
     out = (out - stats["offset"].reshape(shape)) / stats["scale"].reshape(shape)
     if stats["clip"]:
         np.clip(out, 0.0, 1.0, out=out)
+    return out
+
+
+def apply_stats_tensor(x: torch.Tensor, stats: dict[str, Any] | None, out: torch.Tensor | None = None) -> torch.Tensor:
+    """:func:`apply_stats` on a (C, *spatial) tensor of any dtype on any device: the same float32
+    operations (so the same values), done where the tensor is, written into ``out`` (a new float32
+    tensor when None). ``x`` itself is never modified."""
+    if out is None:
+        out = torch.empty(x.shape, dtype=torch.float32, device=x.device)
+    if stats is None:
+        return out.copy_(x)
+    if x.is_floating_point():  # NaN/Inf become the image minimum; no check first (it would wait for a GPU)
+        fill = float(np.float32(stats["fill"]))
+        torch.nan_to_num(x.to(torch.float32), nan=fill, posinf=fill, neginf=fill, out=out)
+        src = out
+    else:
+        src = x.to(torch.float32) if x.dtype == torch.bool else x  # integers: exact in float32 arithmetic
+    shape = (-1,) + (1,) * (x.dim() - 1)
+    offset = torch.from_numpy(stats["offset"]).to(out.device, non_blocking=True).view(shape)
+    scale = torch.from_numpy(stats["scale"]).to(out.device, non_blocking=True).view(shape)
+    torch.sub(src, offset, out=out)  # tensors, not Python scalars: a scalar divisor may become a reciprocal
+    out.div_(scale)
+    if stats["clip"]:
+        out.clamp_(0.0, 1.0)
     return out

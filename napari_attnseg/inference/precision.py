@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import os
 import sys
 import threading
 import weakref
@@ -157,3 +158,25 @@ def inference_copy(model: nn.Module, device: torch.device, cancel=None) -> Itera
     finally:
         entry.token.cancel = None
         entry.lock.release()
+
+
+COMPILE_ENV = "ATTNSEG_COMPILE"  # "1": torch.compile the inference copy on CUDA; "reduce-overhead": with CUDA graphs
+_COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # inference copy -> its compiled twin
+
+
+def compiled_twin(net: nn.Module, device: torch.device, backend: str = "inductor") -> nn.Module:
+    """``net`` itself, or on CUDA with ``ATTNSEG_COMPILE`` set, a ``torch.compile``d twin of it, kept
+    as long as ``net`` (tiles have fixed shapes: one graph per batch size). The twin has no cancel
+    hooks (they would be guarded on and recompiled for every prediction); on a GPU a batch is short
+    and the engine checks the cancel token between passes. Off by default: no GPU figures yet."""
+    mode = os.environ.get(COMPILE_ENV, "")
+    if device.type != "cuda" or mode in ("", "0"):
+        return net
+    twin = _COMPILED.get(net)
+    if twin is None:
+        plain = copy.deepcopy(net)
+        for m in plain.modules():
+            m._forward_pre_hooks.clear()
+        twin = torch.compile(plain, backend=backend, dynamic=False, mode=None if mode == "1" else mode)
+        _COMPILED[net] = twin
+    return twin
