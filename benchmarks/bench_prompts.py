@@ -24,7 +24,7 @@ from an empty mask (there is no automatic lung-tumour model: Dice@0 is 0), plus 
 "click + threshold": the connected component, under the positive clicks, of the crop thresholded at its
 Otsu level (on the clicked side). One object gives one NoC, so the session is also repeated with the
 first click at 10 seeded random voxels at least half as deep as the deepest (the rows "random first
-click"). Latency: the model on one 64x128x128 crop around the tumour (lung1's 48 slices edge-padded
+click"; ``--sessions N`` scores a model on the first N of them only). Latency: the model on one 64x128x128 crop around the tumour (lung1's 48 slices edge-padded
 to 64), prompt channels, gate priors and attention maps, median of 5 after a warm-up; and the whole
 ``segment_with_prompts`` call per click of the sessions.
 
@@ -115,6 +115,7 @@ def main(argv=None) -> int:
     ap.add_argument("--case", default="nuclei", choices=("nuclei", "lung1", "brain1"),
                     help="nuclei (2D, right half) or the 3D tumour of a radiomics case")
     ap.add_argument("--shared", default=str(SHARED), help="the shared data folder (radiomics/ inside)")
+    ap.add_argument("--sessions", type=int, default=10, help="3D: sessions with a random first click per model")
     args = ap.parse_args(argv)
     if args.case != "nuclei":
         return main_3d(args)
@@ -217,6 +218,11 @@ def next_click_near(mask: np.ndarray, target: np.ndarray):
     return None if click is None else (click[0] + np.array(lo, float), click[1])
 
 
+def object_box(target: np.ndarray, margin: int = 2) -> tuple[slice, ...]:
+    idx = np.nonzero(target)
+    return tuple(slice(max(int(i.min()) - margin, 0), min(int(i.max()) + margin + 1, n)) for i, n in zip(idx, target.shape))
+
+
 def session_from(segment, target: np.ndarray, first: np.ndarray, max_clicks: int = CAP, stop_iou: float = 0.9):
     """The robot from an empty mask with a given first click, the next ones at the larger error's
     distance-transform maximum (:func:`next_click_near`); IoU after 0, 1, ... clicks."""
@@ -249,7 +255,8 @@ def crop_latency(model, image: np.ndarray, target: np.ndarray, size=(64, 128, 12
     pads = [(0, max(0, s - n)) for s, n in zip(size, img.shape)]
     img = np.pad(img, pads, mode="edge")
     tgt = np.pad(target, pads)
-    c = first_click(tgt)
+    box = object_box(tgt)
+    c = first_click(tgt[box]) + np.array([s.start for s in box])
     box = tuple(slice(int(min(max(ci - s // 2, 0), n - s)), int(min(max(ci - s // 2, 0), n - s)) + s)
                 for ci, s, n in zip(c, size, img.shape))
     x = apply_stats(img[None], compute_stats(img[None], model.card.normalization, True))
@@ -271,16 +278,19 @@ def main_3d(args) -> int:
     spacing = tuple(float(s) for s in im.spacing)
     variants = [v.split("=", 1) for v in (args.variant or ["both=lesion-3d-prompt"])]
     rng = np.random.default_rng(0)
-    depth = _edt(target)
+    box = object_box(target)  # distance maps on the object's box: the same values, not 12 M voxels
+    offset = np.array([s.start for s in box], float)
+    depth = _edt(target[box])
     cand = np.argwhere(depth >= 0.5 * depth.max())
-    firsts = [cand[i].astype(float) for i in rng.choice(len(cand), size=min(10, len(cand)), replace=False)]
+    firsts = [cand[i] + offset for i in rng.choice(len(cand), size=min(10, len(cand)), replace=False)]
+    model_firsts = firsts[: args.sessions]  # the same first clicks, fewer of them when asked (slow models)
     rows, latency = [], {}
 
     def pad(ious):
         return ious + [ious[-1]] * (6 - len(ious)) if len(ious) < 6 else ious
 
     wand = threshold_segmenter(image)
-    deepest = first_click(target)
+    deepest = first_click(target[box]) + offset
     rows.append(summarise("click + threshold (Otsu component under the clicks), deepest first click",
                           [pad(session_from(wand, target, deepest)[0])], []))
     rows.append(summarise(f"click + threshold, random first click ({len(firsts)} sessions)",
@@ -301,7 +311,7 @@ def main_3d(args) -> int:
         opts = model.config.get("prompts", {})
         label = f"{name} ({spec}; channels={opts.get('channels')}, prior={opts.get('prior')})"
         rows.append(summarise(label + ", deepest first click", [pad(ious)], times))
-        runs = [pad(session_from(seg, target, f)[0]) for f in firsts]
+        runs = [pad(session_from(seg, target, f)[0]) for f in model_firsts]
         rows.append(summarise(label + f", random first click ({len(runs)} sessions)", runs, times))
         print(rows[-2], rows[-1], sep="\n", flush=True)
         lat = crop_latency(model, image, target)
