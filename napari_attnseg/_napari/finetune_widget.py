@@ -161,9 +161,25 @@ class FinetuneWidget(QWidget):
         n = self._dataset_classes()
         if n is not None:
             for label in self._paths:
-                if self._model_classes(label) == n:
+                if self._model_classes(label) == n and self._fits_dataset(label):
                     return label
         return self.model_combo.value
+
+    def _fits_dataset(self, label: str) -> bool:
+        """False for a 3D model and a dataset of 2D images (it cannot train on them)."""
+        from ..checkpoint import read_card
+        from ..data.manifest import read_manifest
+        from ..models.registry import bundled_models
+
+        path = self._paths.get(label)
+        try:
+            manifest = read_manifest(Path(folder_text(self.dataset_edit)))
+            ndim = len(manifest["cases"][0]["shape"])
+            bundled = bundled_models()
+            config = bundled[path].get("config") if path in bundled else read_card(path).config
+            return int((config or {}).get("spatial_dims", 2)) <= ndim
+        except Exception:  # unknown: let the run say
+            return True
 
     def _dataset_classes(self) -> int | None:
         from ..data.manifest import read_manifest
