@@ -18,7 +18,8 @@ normalisation of the 512x512 image, crop, click channels, model, post-processing
     OMP_NUM_THREADS=2 python benchmarks/bench_prompts.py [--variant NAME=MODEL ...]
 
 ``--case lung1`` (or ``brain1``): the 3D tumour of a radiomics case (``../shared/data/radiomics``; lung1 is
-held out from lesion-3d-prompt's training, brain1 is not), default model lesion-3d-prompt, the image in
+held out from lesion-3d-prompt's training, brain1 is not; that model is not bundled: pass the checkpoint
+that scripts/train_lesion_prompt.py wrote, ``--variant both=PATH``), the image in
 its own voxels and units (CT in HU, normalised by the card: 1-99 % of the whole image). The same robot
 from an empty mask (there is no automatic lung-tumour model: Dice@0 is 0), plus a classical baseline,
 "click + threshold": the connected component, under the positive clicks, of the crop thresholded at its
@@ -276,7 +277,10 @@ def main_3d(args) -> int:
     image = np.asarray(im.data)
     target = np.asarray(read_image(shared / f"{args.case}_labels.nii.gz").data) > 0
     spacing = tuple(float(s) for s in im.spacing)
-    variants = [v.split("=", 1) for v in (args.variant or ["both=lesion-3d-prompt"])]
+    if not args.variant:
+        raise SystemExit("--case needs a 3D promptable model: --variant both=PATH/best.safetensors "
+                         "(scripts/train_lesion_prompt.py writes one; none is bundled)")
+    variants = [v.split("=", 1) for v in args.variant]
     rng = np.random.default_rng(0)
     box = object_box(target)  # distance maps on the object's box: the same values, not 12 M voxels
     offset = np.array([s.start for s in box], float)
