@@ -227,22 +227,7 @@ def object_box(target: np.ndarray, margin: int = 2) -> tuple[slice, ...]:
 def session_from(segment, target: np.ndarray, first: np.ndarray, max_clicks: int = CAP, stop_iou: float = 0.9):
     """The robot from an empty mask with a given first click, the next ones at the larger error's
     distance-transform maximum (:func:`next_click_near`); IoU after 0, 1, ... clicks."""
-    def iou(m):
-        return float((m & target).sum() / max((m | target).sum(), 1))
-
-    mask = np.zeros(target.shape, bool)
-    ious, points, labels = [0.0], [first], [1]
-    mask = segment(np.array(points), np.array(labels), mask)
-    ious.append(iou(mask))
-    while len(points) < max_clicks and ious[-1] < stop_iou:
-        click = next_click_near(mask, target)
-        if click is None:
-            break
-        points.append(click[0])
-        labels.append(click[1])
-        mask = segment(np.array(points), np.array(labels), mask)
-        ious.append(iou(mask))
-    return ious, list(zip(points, labels))
+    return robot_session(segment, target, None, max_clicks, stop_iou, first=first, next_fn=next_click_near)
 
 
 def crop_latency(model, image: np.ndarray, target: np.ndarray, size=(64, 128, 128), repeats: int = 5) -> list[float]:

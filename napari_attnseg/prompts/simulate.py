@@ -160,11 +160,13 @@ class ClickSimulator:
 
 
 def robot_session(segment, target: np.ndarray, previous: np.ndarray | None, max_clicks: int = 20,
-                  stop_iou: float | None = None) -> tuple[list[float], list[tuple[np.ndarray, int]]]:
+                  stop_iou: float | None = None, *, first: np.ndarray | None = None,
+                  next_fn=None) -> tuple[list[float], list[tuple[np.ndarray, int]]]:
     """The robot clicker: ``segment(points, labels, previous) -> mask``; returns the IoU after 0, 1, ...
-    clicks (index = clicks; 0 = ``previous``) and the clicks. The first click is the larger error's
-    object's distance-transform maximum, the next ones :func:`next_click`; stops early at ``stop_iou``
-    or when the mask is exact."""
+    clicks (index = clicks; 0 = ``previous``) and the clicks. The first click is ``first`` or the
+    object's distance-transform maximum, the next ones ``next_fn(mask, target)`` (default
+    :func:`next_click`); stops early at ``stop_iou`` or when the mask is exact."""
+    next_fn = next_fn or next_click
     def iou(m):
         union = (m | target).sum()
         return float((m & target).sum() / union) if union else 1.0
@@ -175,7 +177,10 @@ def robot_session(segment, target: np.ndarray, previous: np.ndarray | None, max_
     for _ in range(max_clicks):
         if stop_iou is not None and points and ious[-1] >= stop_iou:  # at least one click: it picks the object
             break
-        click = next_click(mask, target) if labels else (first_click(target), 1)  # first: the deepest point
+        if labels:
+            click = next_fn(mask, target)
+        else:  # first: the given point, or the deepest one
+            click = (np.asarray(first) if first is not None else first_click(target), 1)
         if click is None or click[0] is None:
             break
         points.append(click[0])

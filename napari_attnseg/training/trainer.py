@@ -245,7 +245,7 @@ class Trainer(RunSetup, CardWriter, Refit):
                                       "steps": cfg.iters_per_epoch, "loss": float(np.mean(losses)), "lr": lr,
                                       "elapsed": time.perf_counter() - t0, "budget": budget})
                 epoch += 1
-                if self.sampler.hard is not None and self.cfg.refresh_hard:
+                if self.sampler.hard is not None and cfg.refresh_hard and not cfg.prompts:  # clicks: no plain predict
                     self._refresh_hard_negatives()
                 train_loss = dist.mean(float(np.mean(losses)))
                 per_class = self.evaluate(self.val_parts) if main else []
