@@ -12,10 +12,12 @@ pytestmark = pytest.mark.gui
 
 @pytest.fixture()
 def widget(make_napari_viewer, qtbot, monkeypatch):
+    from napari_attnseg._napari import pixel_tool
     from napari_attnseg._napari import segment_widget as sw
 
     messages = []
     monkeypatch.setattr(sw, "notify_error", messages.append)
+    monkeypatch.setattr(pixel_tool, "notify_error", messages.append)
     viewer = make_napari_viewer()
     w = sw.SegmentWidget(viewer)
     w.messages = messages

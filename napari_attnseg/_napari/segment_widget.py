@@ -34,8 +34,8 @@ from ._common import (
     notify_warning,
     placement_of,
     set_choices,
-    upsert_layer,
 )
+from .pixel_tool import PixelTool
 from .result_layers import ResultLayers
 
 MODES = ("auto", *options.MODES)
@@ -48,7 +48,7 @@ class _Failed:
         self.error = error
 
 
-class SegmentWidget(QWidget, ResultLayers):
+class SegmentWidget(QWidget, ResultLayers, PixelTool):
     """Dock widget; ``confirm_overwrite(layer_name) -> bool`` can be replaced (tests, scripting).
 
     ``run_done(ok)`` is emitted once a run is over: its layers all shown (True), or it failed or was
@@ -375,45 +375,3 @@ class SegmentWidget(QWidget, ResultLayers):
     def cancel(self) -> None:
         if self._token is not None:
             self._token.cancel()
-
-    # -- 'Where does this pixel look?' ----------------------------------------------------------
-    def _toggle_pixel_tool(self, on: bool) -> None:
-        """Attach the click callback to the chosen image layer (and only to it)."""
-        previous = getattr(self, "_pixel_layer", None)
-        if previous is not None and self._on_click in previous.mouse_drag_callbacks:
-            previous.mouse_drag_callbacks.remove(self._on_click)
-        self._pixel_layer = None
-        layer = self.current_layer()
-        if on and layer is not None:
-            layer.mouse_drag_callbacks.append(self._on_click)
-            self._pixel_layer = layer
-
-    def _on_click(self, layer, event):
-        self.show_pixel_attention(layer, layer.world_to_data(event.position))
-
-    def show_pixel_attention(self, layer, data_point):
-        from ..inference.pixel import pixel_attention_map
-        from ..layers import attention_layer
-
-        model = self._current_model()
-        if model is None:
-            return None
-        image = np.asarray(layer.data)
-        point = list(data_point)
-        prefix = ()
-        if image.ndim == 3:  # the current slice
-            z = int(round(point[0]))
-            image, point, prefix = image[z], point[1:], (z,)
-        try:
-            amap = pixel_attention_map(model, image, point)
-        except AttnSegError as exc:
-            notify_error(str(exc))
-            return None
-        if prefix:
-            amap.data = amap.data[None]
-            amap.scale = (1.0, *amap.scale)
-            amap.translate = (float(prefix[0]), *amap.translate)
-        data, kwargs, kind = attention_layer(amap, layer.name, placement_of(layer), {"point": [float(p) for p in data_point]}, True)
-        kwargs["name"] = f"{layer.name} pixel attention"
-        kwargs["opacity"] = 0.7
-        return upsert_layer(self.viewer, data, kwargs, kind)

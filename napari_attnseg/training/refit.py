@@ -73,19 +73,11 @@ class Refit:
             for k in range(n):
                 if budget is not None and time.perf_counter() - t0 >= budget:
                     break
-                losses = []
-                for step in range(cfg.iters_per_epoch):
-                    if self.cancel is not None and self.cancel.cancelled:
-                        raise Cancelled("Training cancelled.")
-                    t = (k + (step + 1) / cfg.iters_per_epoch) / n
-                    lr = self.base_lr * (0.02 + 0.48 * (1 + math.cos(math.pi * t)))
-                    for g in self.opt.param_groups:
-                        g["lr"] = lr
-                    losses.append(self._step(*self._batch()))
-                    if self.ema_model is not None:
-                        self._update_ema((start_epoch + k) * cfg.iters_per_epoch + step)
-                if self.sampler.hard is not None and cfg.refresh_hard:
-                    self._refresh_hard_negatives()
+                # half the peak rate falling to 2 % over the refit's epochs
+                losses, lr = self._train_epoch(
+                    start_epoch + k,
+                    lambda pos: self.base_lr * (0.02 + 0.48 * (1 + math.cos(math.pi * (pos - start_epoch) / n))),
+                    s["planned"], t0, budget)
                 done += 1
                 now = time.perf_counter() - t0
                 loss = float(np.mean(losses))

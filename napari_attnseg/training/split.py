@@ -205,11 +205,16 @@ def _given_slices(ci: int, shape: tuple[int, ...], held: list[int], case_ids) ->
                  case_ids, [])
 
 
-def _rows(lab: np.ndarray, ignore) -> tuple[np.ndarray, np.ndarray]:
-    """Positions along axis 0 with labelled voxels, and those among them with labelled foreground."""
+def _rows(lab: np.ndarray, ignore, case_id: str) -> tuple[np.ndarray, np.ndarray]:
+    """Positions along axis 0 with labelled voxels (at least two: one to train on, one to validate on),
+    and those among them with labelled foreground."""
     labelled = _labelled(lab, ignore)
     flat_l = labelled.reshape(lab.shape[0], -1)
     rows = np.flatnonzero(flat_l.any(1))
+    if len(rows) < 2:
+        raise DatasetError(f"Case {case_id} has labelled voxels at {len(rows)} position(s) along its first axis; "
+                           "a one-case dataset needs at least two (one to train on, one to validate on). Label "
+                           "another slice, or give --val-region and --train-region.")
     fg = np.flatnonzero(((lab > 0) & labelled).reshape(lab.shape[0], -1).any(1))
     return rows, fg
 
@@ -234,22 +239,14 @@ def _runs(indices) -> list[tuple[int, int]]:
 
 
 def _default_slices(lab: np.ndarray, ignore, val_fraction: float, case_ids) -> Split:
-    rows, fg = _rows(lab, ignore)
-    if len(rows) < 2:
-        raise DatasetError(f"Case {case_ids[0]} has labelled voxels at {len(rows)} position(s) along its first axis; "
-                           "a one-case dataset needs at least two (one to train on, one to validate on). Label "
-                           "another slice, or give --val-region and --train-region.")
+    rows, fg = _rows(lab, ignore, case_ids[0])
     if len(fg) < 2:  # one foreground slice: it must train; validation cannot measure the foreground
         return _default_slabs(lab, ignore, val_fraction, case_ids)
     bg = np.setdiff1d(rows, fg)
     n_fg = min(len(fg) - 1, max(1, int(round(len(fg) * val_fraction))))
     n_bg = min(len(bg) - 1, max(1, int(round(len(bg) * val_fraction)))) if len(bg) >= 2 else 0
     held = sorted(set(_spread(fg, n_fg)) | set(_spread(bg, n_bg)))
-    rest = [(0, n) for n in lab.shape[1:]]
-    val = [Part(0, ((a, b), *rest)) for a, b in _runs(held)]
-    train_rows = [i for i in range(lab.shape[0]) if i not in set(held)]
-    train = [Part(0, ((a, b), *rest)) for a, b in _runs(train_rows)]
-    split = Split(train, val, [], "held-out slices along axis 0", case_ids, [])
+    split = _given_slices(0, lab.shape, held, case_ids)
     if n_bg == 0:
         split.warnings.append("no foreground-free labelled slice could be held out: the validation does not "
                               "measure false positives on empty slices")
@@ -283,11 +280,7 @@ def _from_regions(ci, shape, train_region, val_region, test_region, case_ids) ->
 
 
 def _default_slabs(lab: np.ndarray, ignore, val_fraction: float, case_ids) -> Split:
-    rows, fg = _rows(lab, ignore)
-    if len(rows) < 2:
-        raise DatasetError(f"Case {case_ids[0]} has labelled voxels at {len(rows)} position(s) along its first axis; "
-                           "a one-case dataset needs at least two (one to train on, one to validate on). Label "
-                           "another slice, or give --val-region and --train-region.")
+    rows, fg = _rows(lab, ignore, case_ids[0])
     n_val = min(len(rows) - 1, max(1, int(round(len(rows) * val_fraction))))
     rest = [(0, n) for n in lab.shape[1:]]
     fg_set = set(fg.tolist())

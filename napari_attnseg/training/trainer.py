@@ -30,6 +30,7 @@ counts, the loss module, precision, the schedule); this module runs the epochs.
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import math
 import time
@@ -167,6 +168,28 @@ class Trainer(RunSetup, CardWriter, Refit):
                 # left out at their defaults, so runs saved before these options existed still resume
                 **{k: getattr(c, k) for k in AUGMENT_PROBABILITIES if getattr(c, k) != getattr(TrainConfig, k)}}
 
+    def _train_epoch(self, epoch: int, lr_of: Callable[[float], float], planned: int | None, t0: float,
+                     budget: float | None) -> tuple[list[float], float]:
+        """One epoch of steps (``lr_of(fractional epoch)`` sets the rate), then the hard-negative refresh;
+        returns the step losses and the last rate. Used by :meth:`fit` and the refit."""
+        cfg, losses, lr = self.cfg, [], 0.0
+        for step in range(cfg.iters_per_epoch):
+            if self.cancel is not None and self.cancel.cancelled:
+                raise Cancelled("Training cancelled.")
+            lr = lr_of(epoch + (step + 1) / cfg.iters_per_epoch)
+            for g in self.opt.param_groups:
+                g["lr"] = lr
+            losses.append(self._step(*self._batch()))
+            if self.ema_model is not None:  # steps so far: runs resume at epoch boundaries
+                self._update_ema(epoch * cfg.iters_per_epoch + step)
+            if self.on_step is not None:
+                self.on_step({"epoch": epoch + 1, "epochs": planned, "step": step + 1, "steps": cfg.iters_per_epoch,
+                              "loss": float(np.mean(losses)), "lr": lr, "elapsed": time.perf_counter() - t0,
+                              "budget": budget})
+        if self.sampler.hard is not None and cfg.refresh_hard and not cfg.prompts:  # clicks: no plain predict
+            self._refresh_hard_negatives()
+        return losses, lr
+
     # -- the run -----------------------------------------------------------------------------
     def fit(self) -> TrainResult:
         cfg, dist, main = self.cfg, self.dist, self.dist.is_main
@@ -230,23 +253,10 @@ class Trainer(RunSetup, CardWriter, Refit):
                 stop = (phase1 is not None and epoch >= phase1) or (budget is not None and elapsed >= budget)
                 if dist.broadcast([float(stop)])[0]:
                     break
-                losses = []
-                for step in range(cfg.iters_per_epoch):
-                    if self.cancel is not None and self.cancel.cancelled:
-                        raise Cancelled("Training cancelled.")
-                    lr = lr_at(epoch + (step + 1) / cfg.iters_per_epoch, phase1, self.base_lr, cfg.warmup_epochs)
-                    for g in self.opt.param_groups:
-                        g["lr"] = lr
-                    losses.append(self._step(*self._batch()))
-                    if self.ema_model is not None:  # steps so far: runs resume at epoch boundaries
-                        self._update_ema(epoch * cfg.iters_per_epoch + step)
-                    if self.on_step is not None:
-                        self.on_step({"epoch": epoch + 1, "epochs": s["planned"], "step": step + 1,
-                                      "steps": cfg.iters_per_epoch, "loss": float(np.mean(losses)), "lr": lr,
-                                      "elapsed": time.perf_counter() - t0, "budget": budget})
+                losses, lr = self._train_epoch(
+                    epoch, functools.partial(lr_at, total=phase1, base=self.base_lr, warmup=cfg.warmup_epochs),
+                    s["planned"], t0, budget)
                 epoch += 1
-                if self.sampler.hard is not None and cfg.refresh_hard and not cfg.prompts:  # clicks: no plain predict
-                    self._refresh_hard_negatives()
                 train_loss = dist.mean(float(np.mean(losses)))
                 per_class = self.evaluate(self.val_parts) if main else []
                 val = dist.broadcast([self._score(per_class) if main else 0.0])[0]
