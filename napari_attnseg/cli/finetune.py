@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..training.config import FT_HARD_NEGATIVES, FT_L2SP, FT_REFIT
+from ..training.config import FT_FAR_NEGATIVES, FT_HARD_NEGATIVES, FT_L2SP, FT_REFIT
 from ._train_common import add_budget_and_split, config_kwargs, run_training
 
 NAME = "finetune"
@@ -26,6 +26,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--refit", type=float, default=None, metavar="SHARE",
                         help="share of the budget that trains the chosen checkpoint on all reviewed slices, the "
                         f"validation ones included (default {FT_REFIT:g}; 0: off)")
+    parser.add_argument("--far-negatives", type=float, default=None, metavar="SHARE",
+                        help="share of patches centred on the model's foreground on unreviewed slices that connects "
+                        "to no reviewed foreground, trained towards background with a low weight (default "
+                        f"{FT_FAR_NEGATIVES:g}; 0: off)")
     parser.add_argument("--prompts", action="store_true",
                         help="make the model promptable (click channels + attention priors) and train it by simulated "
                         "clicks on the dataset's objects (connected components of each class)")
@@ -36,5 +40,6 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = TrainConfig(start_model=args.model, freeze_encoder=args.freeze_encoder, prompts=args.prompts,
                       freeze_bn=False if args.train_bn else None, l2sp=args.l2sp, hard_negatives=args.hard_negatives, refit=args.refit,
+                      far_negatives=args.far_negatives,
                       **config_kwargs(args))
     return run_training(cfg)

@@ -13,6 +13,7 @@ FT_LR = 1e-4
 FT_L2SP = 1e-3
 FT_HARD_NEGATIVES = 0.25
 FT_REFIT = 0.25
+FT_FAR_NEGATIVES = 0.15
 
 AUGMENT_PROBABILITIES = ("intensity_aug", "gamma_aug", "noise_aug", "affine_aug", "margin_aug")  # TrainConfig fields, each a chance per patch
 
@@ -64,6 +65,8 @@ class TrainConfig:
     # labelled background (the erased ones; fine-tuning: FT_HARD_NEGATIVES)
     refit: float | None = None  # share of the budget that trains the chosen checkpoint on validation slices too
     # (fine-tuning: FT_REFIT; see training/refit.py)
+    far_negatives: float | None = None  # share of patches centred on the model's foreground on unreviewed slices
+    # that connects to no reviewed foreground, trained towards background (fine-tuning: FT_FAR_NEGATIVES; .far)
     refresh_hard: bool = True  # after every epoch add the current model's false positives there to the hard negatives
     device: str = "auto"
     precision: str = "auto"  # auto: mixed precision on CUDA (bf16, else fp16), fp32 elsewhere
@@ -106,7 +109,8 @@ def fine_tune_defaults(cfg: TrainConfig) -> dict[str, Any]:
             "freeze_bn": cfg.freeze_bn if cfg.freeze_bn is not None else ft,
             "l2sp": cfg.l2sp if cfg.l2sp is not None else (FT_L2SP if ft else 0.0),
             "hard_negatives": cfg.hard_negatives if cfg.hard_negatives is not None else (FT_HARD_NEGATIVES if ft else 0.0),
-            "refit": cfg.refit if cfg.refit is not None else (FT_REFIT if ft else 0.0)}
+            "refit": cfg.refit if cfg.refit is not None else (FT_REFIT if ft else 0.0),
+            "far_negatives": cfg.far_negatives if cfg.far_negatives is not None else (FT_FAR_NEGATIVES if ft else 0.0)}
 
 
 def check_config(cfg: TrainConfig) -> None:
@@ -127,6 +131,11 @@ def check_config(cfg: TrainConfig) -> None:
         raise InputError(f"l2sp must be >= 0; got {cfg.l2sp}.")
     if cfg.hard_negatives is not None and not 0 <= cfg.hard_negatives < 1:
         raise InputError(f"hard_negatives is a share of patches between 0 and 1; got {cfg.hard_negatives}.")
+    if cfg.far_negatives is not None and not 0 <= cfg.far_negatives < 1:
+        raise InputError(f"far_negatives is a share of patches between 0 and 1; got {cfg.far_negatives}.")
+    shares = fine_tune_defaults(cfg)
+    if shares["hard_negatives"] + shares["far_negatives"] + cfg.fg_fraction >= 1:
+        raise InputError("fg_fraction + hard_negatives + far_negatives must leave some patches (sum < 1).")
     if cfg.refit is not None and not 0 <= cfg.refit < 1:
         raise InputError(f"refit is a share of the budget between 0 and 1; got {cfg.refit}.")
     if cfg.ct_window is not None and (len(cfg.ct_window) != 2 or cfg.ct_window[0] >= cfg.ct_window[1]):

@@ -6,23 +6,30 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+WEAK = -2  # a label: unlabelled voxel trained towards background with a low weight (far negatives, see .far)
 
-def dice_ce_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: int | None = None) -> torch.Tensor:
+
+def dice_ce_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: int | None = None,
+                 weak_weight: float = 0.0) -> torch.Tensor:
     """Mean of soft Dice (foreground classes, batch-pooled) and cross-entropy over labelled voxels.
 
     Args:
-        logits: (B, K, *spatial); target: (B, *spatial) integer classes, ``ignore_index`` where unlabelled.
+        logits: (B, K, *spatial); target: (B, *spatial) integer classes, ``ignore_index`` where unlabelled,
+            :data:`WEAK` where an unlabelled voxel counts as background with ``weak_weight`` (in the
+            cross-entropy and in the Dice's sums; 0: ignored like ``ignore_index``).
     """
     k = logits.shape[1]
-    valid = torch.ones_like(target, dtype=torch.bool) if ignore_index is None else target != ignore_index
+    weak = target == WEAK
+    valid = ~weak if ignore_index is None else (target != ignore_index) & ~weak
     safe = torch.where(valid, target, torch.zeros_like(target))
-    if not valid.any():
+    weak = weak & (weak_weight > 0)
+    if not valid.any() and not weak.any():
         return logits.sum() * 0.0
     ce = F.cross_entropy(logits.float(), safe, reduction="none")
-    ce = (ce * valid).sum() / valid.sum()
+    ce = ((ce * valid).sum() + weak_weight * (ce * weak).sum()) / (valid.sum() + weak_weight * weak.sum())
     probs = torch.softmax(logits.float(), 1)
     onehot = F.one_hot(safe, k).movedim(-1, 1).float()
-    m = valid.unsqueeze(1).float()
+    m = (valid.float() + weak_weight * weak.float()).unsqueeze(1)
     dims = (0, *range(2, logits.dim()))
     inter = (probs * onehot * m).sum(dims)
     denom = (probs * m).sum(dims) + (onehot * m).sum(dims)
@@ -30,15 +37,15 @@ def dice_ce_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: int |
     return ce + (1 - dice[1:].mean() if k > 1 else 1 - dice.mean())
 
 
-def total_loss(out, target: torch.Tensor, ignore_index: int | None = None) -> torch.Tensor:
+def total_loss(out, target: torch.Tensor, ignore_index: int | None = None, weak_weight: float = 0.0) -> torch.Tensor:
     """The training loss of a ``TrainOutput``: Dice + CE on the main logits (times ``main_weight``) and on
     every ``(weight, logits)`` head (deep supervision, TransFuse's 0.5/0.3/0.2), plus the model's
     already-weighted ``aux_loss`` (msga's guided and reconstruction losses)."""
     loss = out.logits.new_zeros((), dtype=torch.float32)
     if out.main_weight:
-        loss = loss + out.main_weight * dice_ce_loss(out.logits, target, ignore_index)
+        loss = loss + out.main_weight * dice_ce_loss(out.logits, target, ignore_index, weak_weight)
     for weight, head in out.heads:
-        loss = loss + weight * dice_ce_loss(head, target, ignore_index)
+        loss = loss + weight * dice_ce_loss(head, target, ignore_index, weak_weight)
     return loss + out.aux_loss
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .losses import WEAK
+
 
 def parse_region(text: str | None, ndim: int) -> tuple[slice, ...] | None:
     """``"0:512,0:224"`` -> slices; missing axes cover everything. None stays None."""
@@ -33,6 +35,7 @@ class PatchSampler:
         self.rng, self.fg_fraction, self.ignore = rng, fg_fraction, ignore_index
         self.hard = None
         self.hard_fraction = hard_fraction if hard is not None else 0.0
+        self.weak, self.weak_at, self.weak_fraction = None, None, 0.0
         if hard is not None:
             self.set_hard(hard)
         self.fg, self.labelled = [], []
@@ -51,6 +54,14 @@ class PatchSampler:
         """Replace the hard-negative coordinates (one array per image)."""
         self.hard = [self._subsample(np.asarray(h), self.rng) for h in hard]
 
+    def set_weak(self, masks, fraction: float) -> None:
+        """Far negatives (see :mod:`.far`): per array a bool mask of unlabelled voxels to train towards
+        background with a low weight (they come out of :meth:`sample` as :data:`~.losses.WEAK`);
+        ``fraction`` of the patches are centred on them."""
+        self.weak = [np.asarray(m, bool) for m in masks]
+        self.weak_at = [self._subsample(np.argwhere(m), self.rng) for m in self.weak]
+        self.weak_fraction = fraction if any(len(w) for w in self.weak_at) else 0.0
+
     @staticmethod
     def _subsample(coords: np.ndarray, rng: np.random.Generator, n: int = 20000) -> np.ndarray:
         return coords[rng.choice(len(coords), n, replace=False)] if len(coords) > n else coords
@@ -68,6 +79,10 @@ class PatchSampler:
             elif self.hard is not None and r < self.fg_fraction + self.hard_fraction and len(self.hard[i]):
                 centre = self.hard[i][self.rng.integers(len(self.hard[i]))]
                 start = [int(c) - p // 2 + int(self.rng.integers(-(p // 4), p // 4 + 1)) for c, p in zip(centre, self.patch)]
+            elif (self.weak_at is not None and r < self.fg_fraction + self.hard_fraction + self.weak_fraction
+                  and len(self.weak_at[i])):
+                centre = self.weak_at[i][self.rng.integers(len(self.weak_at[i]))]
+                start = [int(c) - p // 2 + int(self.rng.integers(-(p // 4), p // 4 + 1)) for c, p in zip(centre, self.patch)]
             elif self.labelled[i] is not None and len(self.labelled[i]):
                 # sparse annotation: centre the patch on a labelled voxel so it carries some loss
                 centre = self.labelled[i][self.rng.integers(len(self.labelled[i]))]
@@ -78,6 +93,8 @@ class PatchSampler:
             region = tuple(slice(st, st + p) for st, p in zip(start, self.patch))
             x = img[(slice(None), *region)]
             y = lab[region]
+            if self.weak is not None and self.ignore is not None:
+                y = np.where(self.weak[i][region] & (y == self.ignore), WEAK, y.astype(np.int64))
             pads = [(0, p - n) for p, n in zip(self.patch, y.shape)]
             if any(pd[1] for pd in pads):
                 x = np.pad(x, [(0, 0), *pads], mode="edge")

@@ -15,6 +15,7 @@ from ..errors import DatasetError, InputError
 from ..inference.normalize import apply_stats, compute_stats
 from ..models.registry import create_model
 from .config import fine_tune_defaults
+from .far import FAR_WEIGHT
 from .sampling import PatchSampler
 from .steps import _LossNet, _with_new_head, looks_like_hu, training_precision
 
@@ -152,7 +153,8 @@ class RunSetup:
                                      weight_decay=cfg.weight_decay)
         self.precision = training_precision(self.device, cfg.precision)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
-        self.net = self.dist.wrap(_LossNet(self.model, self.loss_ignore))
+        far = self.settings.get("far_negatives", 0) > 0 and not cfg.prompts
+        self.net = self.dist.wrap(_LossNet(self.model, self.loss_ignore, FAR_WEIGHT if far else 0.0))
         # An exponential moving average of the weights (and BN statistics) is what is validated and
         # saved when cfg.ema > 0: it smooths the epoch-to-epoch swings of the validation Dice.
         self.ema_model = None
@@ -169,6 +171,7 @@ class RunSetup:
         self.sampler = PatchSampler([x for x, _ in self.train_parts], [y for _, y in self.train_parts], self.patch,
                                     self.rng, fg_fraction=cfg.fg_fraction, ignore_index=self.loss_ignore,
                                     hard=hard, hard_fraction=self.settings["hard_negatives"])
+        self._init_far()
 
     def _hard_negatives(self) -> list[np.ndarray]:
         """Per training part, the labelled background voxels the start model calls foreground (its false

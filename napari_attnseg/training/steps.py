@@ -52,12 +52,12 @@ def _mean(values) -> float:
 class _LossNet(nn.Module):
     """model + loss in one forward, so DistributedDataParallel sees the whole training step."""
 
-    def __init__(self, model: nn.Module, ignore_index: int):
+    def __init__(self, model: nn.Module, ignore_index: int, weak_weight: float = 0.0):
         super().__init__()
-        self.model, self.ignore_index = model, ignore_index
+        self.model, self.ignore_index, self.weak_weight = model, ignore_index, weak_weight
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return total_loss(self.model.forward_train(x), y, self.ignore_index)
+        return total_loss(self.model.forward_train(x), y, self.ignore_index, self.weak_weight)
 
 
 def training_precision(device: torch.device, requested: str) -> str:

@@ -47,6 +47,7 @@ from . import ddp
 from .augment import augment
 from .card import CardWriter
 from .config import AUGMENT_PROBABILITIES, TrainConfig, TrainResult, check_config
+from .far import FarNegatives
 from .refit import Refit
 from .setup import RunSetup
 from .split import Split, make_split
@@ -54,7 +55,7 @@ from .state import has_state, load_state, save_state
 from .steps import _LossNet, _mean, _with_new_head, dice_counts, looks_like_hu, lr_at, training_precision  # noqa: F401
 
 
-class Trainer(RunSetup, CardWriter, Refit):
+class Trainer(RunSetup, CardWriter, Refit, FarNegatives):
     """Builds data, split, model and optimizer from a :class:`TrainConfig`; :meth:`fit` runs it."""
 
     def __init__(self, cfg: TrainConfig, progress: Callable[[dict], Any] | None = None, cancel=None,
@@ -188,6 +189,7 @@ class Trainer(RunSetup, CardWriter, Refit):
                               "budget": budget})
         if self.sampler.hard is not None and cfg.refresh_hard and not cfg.prompts:  # clicks: no plain predict
             self._refresh_hard_negatives()
+        self._refresh_far()
         return losses, lr
 
     # -- the run -----------------------------------------------------------------------------
