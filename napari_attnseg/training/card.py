@@ -4,10 +4,13 @@
 from __future__ import annotations
 
 import datetime
+import hashlib
 import shlex
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from .._files import describe_machine
 from .._version import __version__
@@ -37,6 +40,28 @@ class CardWriter:
             out.append(w)
         return " ".join(shlex.quote(w) for w in [*out, "--epochs", str(planned)])
 
+    def image_digest(self) -> str:
+        """sha256 of the one case's image array (a later run on the same image knows what this one trained on)."""
+        if getattr(self, "_image_digest", None) is None:
+            img = np.ascontiguousarray(self.raw[0][0])
+            self._image_digest = hashlib.sha256(str(img.shape).encode() + img.tobytes()).hexdigest()
+        return self._image_digest
+
+    def _trained_rows(self, s: dict) -> dict[str, Any]:
+        """One case: the positions along the first axis whose labels the weights trained on (the validation
+        ones too after a kept refit), and the image's digest; a next round's split validates elsewhere."""
+        if len(self.case_ids) != 1:
+            return {}
+        parts = list(self.split.train) + (list(self.split.val) if s.get("refit_epochs_done") else [])
+        lab = self._labels[0]
+        rows = set()
+        for p in parts:
+            a, b = p.box[0]
+            sub = lab[a:b].reshape(b - a, -1)
+            labelled = (sub != self.loss_ignore).any(1) if self.ignore is not None else np.ones(b - a, bool)
+            rows.update(int(a + i) for i in np.flatnonzero(labelled))
+        return {"trained_rows": sorted(rows), "image_sha256": self.image_digest()}
+
     def _save(self, path: Path, s: dict, epochs: int, seconds: float, finished: bool, test=None) -> None:
         cfg, base = self.cfg, self.base_card
         metrics: dict[str, Any] = {"val_dice": s["best"], "val_dice_per_class": s["best_per_class"]}
@@ -65,7 +90,7 @@ class CardWriter:
                 "start_model_sha256": getattr(base, "weights_sha256", None) if base else None,
                 "val_dice_before": s["before"], "val_dice_after": s["best"], "seed": cfg.seed,
                 "code_version": __version__, "config": {k: v for k, v in asdict(cfg).items() if k != "command"},
-                "finished": finished, "notes": list(self.notes),
+                "finished": finished, "notes": list(self.notes), **self._trained_rows(s),
             },
             metrics=metrics,
         )

@@ -144,9 +144,11 @@ def _labelled(labels: np.ndarray, ignore: int | None) -> np.ndarray:
 def make_split(labels: list[np.ndarray], case_ids: list[str], *, ignore: int | None, val_fraction: float = 0.2,
                seed: int = 0, split_file: str | None = None, train_region: str | None = None,
                val_region: str | None = None, test_region: str | None = None, case: str | None = None,
-               slices: bool = False, val_slices: list[int] | None = None) -> Split:
+               slices: bool = False, val_slices: list[int] | None = None, seen: list[int] | None = None) -> Split:
     """Build and check the split (see the module docstring). ``labels`` are the cases' label arrays;
-    ``slices``: the model is 2D on volumes, so one case may validate on single held-out slices."""
+    ``slices``: the model is 2D on volumes, so one case may validate on single held-out slices; ``seen``:
+    one case, the slices a start model already trained on (a round after a fine-tuning): the default
+    validation prefers reviewed slices it never saw."""
     shapes = [lab.shape for lab in labels]
     full = [tuple((0, n) for n in s) for s in shapes]
     if split_file:
@@ -169,7 +171,7 @@ def make_split(labels: list[np.ndarray], case_ids: list[str], *, ignore: int | N
         val_ids, train_ids = sorted(order[:n_val]), sorted(order[n_val:])
         split = Split([Part(i, full[i]) for i in train_ids], [Part(i, full[i]) for i in val_ids], [], "by case", case_ids, [])
     elif slices and labels[0].ndim == 3:
-        split = _default_slices(labels[0], ignore, val_fraction, case_ids)
+        split = _default_slices(labels[0], ignore, val_fraction, case_ids, seen)
     else:
         split = _default_slabs(labels[0], ignore, val_fraction, case_ids)
     split.shapes = list(shapes)
@@ -238,15 +240,28 @@ def _runs(indices) -> list[tuple[int, int]]:
     return out
 
 
-def _default_slices(lab: np.ndarray, ignore, val_fraction: float, case_ids) -> Split:
+def _default_slices(lab: np.ndarray, ignore, val_fraction: float, case_ids, seen: list[int] | None = None) -> Split:
     rows, fg = _rows(lab, ignore, case_ids[0])
     if len(fg) < 2:  # one foreground slice: it must train; validation cannot measure the foreground
         return _default_slabs(lab, ignore, val_fraction, case_ids)
     bg = np.setdiff1d(rows, fg)
     n_fg = min(len(fg) - 1, max(1, int(round(len(fg) * val_fraction))))
     n_bg = min(len(bg) - 1, max(1, int(round(len(bg) * val_fraction)))) if len(bg) >= 2 else 0
+    notes = []
+    if seen:  # a round after a fine-tuning: validate where the start model has not trained, when possible
+        new_fg, new_bg = np.setdiff1d(fg, seen), np.setdiff1d(bg, seen)
+        if len(new_fg):
+            fg, n_fg = new_fg, min(n_fg, len(new_fg))
+            if len(new_bg) and n_bg:
+                bg, n_bg = new_bg, min(n_bg, len(new_bg))
+            notes.append("validation on reviewed slices the start model never trained on")
+        else:
+            notes.append(f"the start model trained on every reviewed slice with foreground ({_ranges(fg.tolist())}): "
+                         "its validation Dice before fine-tuning is optimistic, so it is hard to beat; correct a "
+                         "new foreground slice for a fair comparison")
     held = sorted(set(_spread(fg, n_fg)) | set(_spread(bg, n_bg)))
     split = _given_slices(0, lab.shape, held, case_ids)
+    split.warnings.extend(notes)
     if n_bg == 0:
         split.warnings.append("no foreground-free labelled slice could be held out: the validation does not "
                               "measure false positives on empty slices")

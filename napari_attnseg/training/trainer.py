@@ -76,9 +76,16 @@ class Trainer(RunSetup, CardWriter, Refit, FarNegatives):
                                        val_fraction=cfg.val_fraction, seed=cfg.seed, split_file=cfg.split,
                                        train_region=cfg.train_region, val_region=cfg.val_region,
                                        test_region=cfg.test_region, case=cfg.case, val_slices=cfg.val_slices,
-                                       slices=self.model.spatial_dims == 2 and self.ndim == 3)
+                                       slices=self.model.spatial_dims == 2 and self.ndim == 3, seen=self._seen_rows())
         self.notes.extend(self.split.warnings)
         self._prepare()
+
+    def _seen_rows(self) -> list[int] | None:
+        """The slices the start model trained on, when its card says so for this very image (one case)."""
+        t = getattr(self.base_card, "training", None) or {}
+        if len(self.case_ids) != 1 or not t.get("trained_rows") or t.get("image_sha256") != self.image_digest():
+            return None
+        return list(t["trained_rows"])
 
     # -- data --------------------------------------------------------------------------------
     @property
