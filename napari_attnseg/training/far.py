@@ -6,10 +6,12 @@ measured on ``radiomics/lung1`` (nuclei-2d start, 4 quiet minutes) one or two bl
 a third of the untouched slices, 1,200 voxels in all, against 350 voxels of tumour on the untouched
 slice 33. They keep the Dice on the untouched slices low however well the tumour is found.
 
-What: after each epoch the model segments a few unreviewed slices (round robin, ``ROWS_PER_EPOCH`` per
+What: once an epoch has beaten the start model on the validation (before that the model's foreground is
+not blobs but noise: on lung1 the first epochs call half the body tumour), after each epoch the model segments a few unreviewed slices (round robin, ``ROWS_PER_EPOCH`` per
 epoch in a 2D-over-a-volume run; the whole training part every ``EPOCHS_3D`` epochs for a 3D model).
 The predicted foreground is split into connected components (in 3D, across slices) together with
-the reviewed foreground; a component that touches no reviewed foreground is a *far negative*: its
+the reviewed foreground; a component that touches no reviewed foreground, and is no larger than
+``MAX_SIZE`` times the largest reviewed object, is a *far negative*: its
 voxels on unreviewed slices are trained towards background with a weight of ``FAR_WEIGHT`` (the
 sentinel label :data:`~.losses.WEAK`), and a share of the patches (``TrainConfig.far_negatives``) is
 centred on them. The model's foreground that continues a reviewed object through the slices between
@@ -30,19 +32,34 @@ from scipy import ndimage as ndi
 
 ROWS_PER_EPOCH = 8  # unreviewed slices segmented after each epoch (2D model over a volume)
 EPOCHS_3D = 3  # a 3D model segments its whole training part every this many epochs
-FAR_WEIGHT = 0.5  # cross-entropy weight of a far-negative voxel (a reviewed voxel weighs 1)
+FAR_WEIGHT = 0.5  # weight of a far-negative voxel in the loss (a reviewed voxel weighs 1)
+MAX_SIZE = 10  # components larger than this many times the largest reviewed object are not blobs but an untrained model
 
 
-def far_components(pred: np.ndarray, lab: np.ndarray, ignore: int) -> np.ndarray:
+def far_components(pred: np.ndarray, lab: np.ndarray, ignore: int, max_voxels: int | None = None) -> np.ndarray:
     """The voxels of ``pred`` (bool) on unlabelled positions (``lab == ignore``) whose connected component
-    of ``pred | reviewed foreground`` holds no reviewed foreground voxel."""
+    of ``pred | reviewed foreground`` holds no reviewed foreground voxel (and, with ``max_voxels``, is no
+    larger than that)."""
     reviewed_fg = (lab > 0) & (lab != ignore)
     comp, n = ndi.label(pred | reviewed_fg)
     if n == 0:
         return np.zeros(lab.shape, bool)
     near = np.unique(comp[reviewed_fg])
-    far = ~np.isin(comp, near[near > 0]) & (comp > 0)
-    return far & pred & (lab == ignore)
+    far_ids = np.setdiff1d(np.arange(1, n + 1), near)
+    if max_voxels is not None and len(far_ids):
+        sizes = np.bincount(comp.ravel(), minlength=n + 1)
+        far_ids = far_ids[sizes[far_ids] <= max_voxels]
+    return np.isin(comp, far_ids) & pred & (lab == ignore)
+
+
+def largest_object(labels: list[np.ndarray], ignore: int) -> int:
+    """Voxels of the largest connected reviewed-foreground object over the parts."""
+    best = 0
+    for lab in labels:
+        comp, n = ndi.label((lab > 0) & (lab != ignore))
+        if n:
+            best = max(best, int(np.bincount(comp.ravel())[1:].max()))
+    return best
 
 
 class FarNegatives:
@@ -55,12 +72,14 @@ class FarNegatives:
         """Per training part: the unreviewed rows, the latest prediction there and the far-negative mask."""
         self._far_on = self._far_applies()
         self._far_pred, self._far_rows, self._far_cursor, self._far_epochs = [], [], 0, 0
+        self._far_ready = False  # set by the run once an epoch beat the start model (see Trainer.fit)
         if not self._far_on:
             return
         for _img, lab in self.train_parts:
             unlabelled = (lab == self.loss_ignore).reshape(lab.shape[0], -1).all(1)
             self._far_rows.append(np.flatnonzero(unlabelled))
             self._far_pred.append(np.zeros(lab.shape, bool))
+        self._far_max = MAX_SIZE * max(1, largest_object([lab for _, lab in self.train_parts], self.loss_ignore))
         if not any(len(r) for r in self._far_rows):
             self._far_on = False
             return
@@ -79,7 +98,7 @@ class FarNegatives:
 
     def _refresh_far(self) -> None:
         """After an epoch: segment the next unreviewed rows, recompute the far negatives, hand them to the sampler."""
-        if not self._far_on:
+        if not self._far_on or not self._far_ready:
             return
         from ..inference import predict
 
@@ -113,4 +132,4 @@ class FarNegatives:
         if not len(self._far_rows[k]):
             return np.zeros(lab.shape, bool)
         # the reviewed rows' own prediction: the labels stand for it (the hard negatives handle their mistakes)
-        return far_components(self._far_pred[k], lab, self.loss_ignore)
+        return far_components(self._far_pred[k], lab, self.loss_ignore, self._far_max)

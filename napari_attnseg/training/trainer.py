@@ -217,6 +217,7 @@ class Trainer(RunSetup, CardWriter, Refit, FarNegatives):
                 raise DatasetError(f"{self.out} holds the state of a different run (dataset, split, model or settings "
                                    "differ); resume with the same options or start again without --resume.")
             s.update(info["progress"])
+            self._far_ready = s["best_epoch"] > 0  # far negatives are recomputed from here on (not saved)
             if budget is None:
                 s["planned"] = cfg.epochs  # resuming with more (or fewer) epochs is allowed
                 s["refit_epochs"] = self.refit_epochs(cfg.epochs)
@@ -277,6 +278,7 @@ class Trainer(RunSetup, CardWriter, Refit, FarNegatives):
                 sel = val if self.split.criterion == "val_dice" else -train_loss
                 if sel > s.get("best_sel", s["best"]):
                     s.update(best=val, best_sel=sel, best_per_class=per_class, best_epoch=epoch, stale=0)
+                    self._far_ready = True  # the model beat its start: its foreground elsewhere means something
                     if main:
                         self._save(best_path, s, epoch, time.perf_counter() - t0, finished=False)
                 else:
