@@ -56,7 +56,8 @@ def test_thick_slices_through_a_thin_skull_keep_the_scalp_out(monkeypatch):
     result = extract_brain(head, (6.0, 1.5, 1.5))
     assert result.applied, result.note
     assert (result.mask & (brain > 0.5)).sum() / (brain > 0.5).sum() > 0.99
-    assert (result.mask & scalp).sum() < 0.05 * scalp.sum()  # the code before the valleys: a third of it
+    # the code before the valleys kept a third of it; in-plane valleys alone 4 %
+    assert (result.mask & scalp).sum() < 0.01 * scalp.sum()
 
 
 def test_an_input_already_stripped_is_left_alone():

@@ -64,9 +64,12 @@ def _valleys(a: np.ndarray, lo: float, spacing: Sequence[float]) -> np.ndarray:
     between brighter ones, such as the skull between scalp and brain. On thick slices the skull at the
     top of the head is cut obliquely and averaged with scalp and brain into a grey that a global
     threshold calls tissue; it is still darker than both its sides. The box keeps to the slice when the
-    slices are thicker than ``VALLEY_MM``."""
+    slices are thicker than ``VALLEY_MM``; then a voxel darker than the slices above and below it is a
+    valley too."""
     size = [2 * int(VALLEY_MM / s) + 1 for s in spacing]
     closed = ndi.grey_closing(a, size=size)
+    if size[0] == 1:  # and across the slices: over the vertex the skull lies in a slice between scalp and brain
+        closed = np.maximum(closed, ndi.grey_closing(a, size=(3, 1, 1)))
     return (closed - a) > VALLEY_DEPTH * np.maximum(closed - lo, 1e-6)
 
 
