@@ -739,3 +739,17 @@ def test_refit_trains_the_chosen_checkpoint_on_the_validation_slices_too(tmp_pat
     assert card.training["epochs"] == 8
     off = train(TrainConfig(out=str(tmp_path / "b"), refit=0.0, **common))
     assert off.refit_epochs == 0 and len(rows(off.log)) == 8 and all(r["val_dice"] for r in rows(off.log))
+
+
+def test_finetune_keeps_the_start_models_object_diameter(tmp_path, dataset_2d):
+    """Training does not rescale the images, so the fine-tuned model expects objects of the start model's
+    size; a head re-initialised for other classes segments other objects and records none."""
+    torch.manual_seed(0)
+    common = dict(dataset=str(dataset_2d), epochs=1, iters_per_epoch=2, batch_size=2, patch=[32, 32])
+    for n_out, classes, out, expected in ((2, ["background", "blob"], "same", 9.5),
+                                          (3, ["background", "a", "b"], "other", None)):
+        m = create_model("attention_unet", spatial_dims=2, out_channels=n_out, features=TINY["features"])
+        path = tmp_path / f"{out}.safetensors"
+        save_model(m, path, ModelCard(arch="", config={}, name=out, classes=classes, tile=[32, 32], object_diameter=9.5))
+        res = train(TrainConfig(out=str(tmp_path / out), start_model=str(path), **common))
+        assert load_model(res.checkpoint).card.object_diameter == expected

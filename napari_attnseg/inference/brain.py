@@ -3,7 +3,9 @@
 A model trained on skull-stripped brains (the bundled ``brain-mri-3d``) labels scalp fat as white
 matter on a scan straight from the scanner. When a card asks for it (``"brain_extraction": "auto"``)
 the engine runs :func:`extract_brain` first: the head is split into dark (air, skull, CSF) and tissue
-(brain, scalp, muscle) by Otsu's threshold; an erosion of a few millimetres cuts the thin bridges
+(brain, scalp, muscle) by Otsu's threshold, and a voxel darker than the tissue on both sides of it (a
+valley: the skull between scalp and brain, also where thick slices average it with its neighbours
+into grey) is not tissue either; an erosion of a few millimetres cuts the thin bridges
 between scalp and brain across the dark skull; the largest tissue component nearest the head's
 centre is the brain; it is grown back inside the tissue (and the dark CSF it encloses) no further
 than the erosion took away plus a margin, and its holes are filled. Everything outside is set to the
@@ -23,6 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
+VALLEY_MM = 4.0  # half-width of the closing that finds valleys: wider than the skull, narrower than the brain
+VALLEY_DEPTH = 0.3  # a valley: darker than the closing by this share of it (above the image minimum)
 STRIPPED_SHARE = 0.15  # an extraction that would remove less of the head than this: the input is stripped
 OUTSIDE_WARN = 0.05  # predicted tissue outside the largest brain component above this share: warn
 
@@ -55,6 +59,20 @@ def _thresholds(values: np.ndarray) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
+def _valleys(a: np.ndarray, lo: float, spacing: Sequence[float]) -> np.ndarray:
+    """Voxels darker by ``VALLEY_DEPTH`` than the grey closing over a box of +-``VALLEY_MM``: dark layers
+    between brighter ones, such as the skull between scalp and brain. On thick slices the skull at the
+    top of the head is cut obliquely and averaged with scalp and brain into a grey that a global
+    threshold calls tissue; it is still darker than both its sides. The box keeps to the slice when the
+    slices are thicker than ``VALLEY_MM``; then a voxel darker than the slices above and below it is a
+    valley too."""
+    size = [2 * int(VALLEY_MM / s) + 1 for s in spacing]
+    closed = ndi.grey_closing(a, size=size)
+    if size[0] == 1:  # and across the slices: over the vertex the skull lies in a slice between scalp and brain
+        closed = np.maximum(closed, ndi.grey_closing(a, size=(3, 1, 1)))
+    return (closed - a) > VALLEY_DEPTH * np.maximum(closed - lo, 1e-6)
+
+
 def _brain_core(tissue: np.ndarray, depth: np.ndarray, spacing: Sequence[float], erode_mm: float) -> np.ndarray:
     """The eroded tissue's large, deep components: brain, not scalp remnants (which lie in the head's
     outer shell)."""
@@ -74,7 +92,7 @@ def extract_brain(image: np.ndarray, spacing: Sequence[float] | None = None, *, 
     """The brain mask of a T1 volume (z, y, x) with ``spacing`` in mm (default 1 mm).
 
     The head is split into dark / grey / bright by a three-class Otsu threshold; the tissue (grey and
-    bright) is eroded by ``erode_mm`` to cut the bridges between scalp and brain across the dark
+    bright, less the valleys: see :func:`_valleys`) is eroded by ``erode_mm`` to cut the bridges between scalp and brain across the dark
     skull; the large components that stay are brain unless they lie in the outer shell of the head
     (scalp remnants); the brain core is grown back through tissue only (a geodesic dilation of up to
     ``grow_mm``, so it never jumps the skull) and the CSF it encloses is filled in.
@@ -91,7 +109,7 @@ def extract_brain(image: np.ndarray, spacing: Sequence[float] | None = None, *, 
     dark_thr, _ = _thresholds(a[above])
     # the head: everything brighter than half the dark class's upper bound (air is darker), holes filled
     head = ndi.binary_fill_holes(above & (a > 0.5 * (lo + dark_thr)))
-    tissue = head & (a > dark_thr)
+    tissue = head & (a > dark_thr) & ~_valleys(a, lo, spacing)
     depth = ndi.distance_transform_edt(head, sampling=spacing)  # below the head's surface, in mm
     thick = spacing[0] > 2.0 * max(spacing[1:])
     # thick slices: erode at least one slice deep, so the scalp over the vertex (cut tangentially, where
@@ -105,10 +123,11 @@ def extract_brain(image: np.ndarray, spacing: Sequence[float] | None = None, *, 
     across = np.zeros((3, 3, 3), bool)
     across[:, 1, 1] = True
     steps = max(1, int(round((radius + 2.0) / min(spacing[1:])))) if thick else max(1, int(round(grow_mm / min(spacing))))
-    if thick:  # grow back in the plane, one slice across, in the plane again: never further than eroded
-        grown = ndi.binary_dilation(brain, structure=in_plane, iterations=steps, mask=tissue)
-        grown = ndi.binary_dilation(grown, structure=across, iterations=1, mask=tissue)
-        grown = ndi.binary_dilation(grown, structure=in_plane, iterations=steps // 2, mask=tissue)
+    if thick:  # the core one slice across, then grown back in the plane: never further than eroded. Not in
+        # the other order: towards the top of the head the brain's outline shrinks from slice to slice, and
+        # a grown outline carried to the next slice up lies in its skull and scalp
+        grown = ndi.binary_dilation(brain, structure=across, iterations=1, mask=tissue)
+        grown = ndi.binary_dilation(grown, structure=in_plane, iterations=steps, mask=tissue)
     else:
         grown = ndi.binary_dilation(brain, structure=ndi.generate_binary_structure(3, 1), iterations=steps, mask=tissue)
     mask = np.zeros_like(grown)

@@ -76,6 +76,9 @@ class CardWriter:
                                             else f"{self.model.arch} trained on {Path(cfg.dataset).name}"),
             classes=list(self.dataset.label_names), normalization=dict(self.norm_spec),
             spacing=self.spacing[-self.model.spatial_dims:] if self.spacing else None,
+            # training does not rescale the images: the objects the start model was sized for keep their size
+            # (not when the head was re-initialised for other classes: other objects)
+            object_diameter=base.object_diameter if base and not self.head_reset else None,
             tile=[int(p) for p in self.tile], overlap=0.25,
             training={
                 "dataset": str(cfg.dataset), "dataset_manifest_sha256": self.dataset.manifest_sha256,
