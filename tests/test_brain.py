@@ -79,3 +79,22 @@ def test_bad_input_is_refused():
     with pytest.raises(ValueError, match="3D volume"):
         extract_brain(np.zeros((10, 10), np.float32))
     assert not extract_brain(np.zeros((8, 8, 8), np.float32)).applied
+
+
+def test_predicted_classes_far_from_the_training_shares_give_a_warning():
+    from napari_attnseg.inference.brain import unlike_training_shares
+
+    classes = ["background", "grey matter", "white matter"]
+    shares = {"grey matter": 0.63, "white matter": 0.37}
+    lab = np.zeros((4, 10, 10), np.uint8)
+    lab[:, :6] = 1
+    lab[:, 6:] = 2  # 60 / 40: like the training data
+    assert unlike_training_shares(lab, classes, shares) is None
+    lab[:, 6:9] = 1  # white matter 10 % of the tissue: still within 4x
+    assert unlike_training_shares(lab, classes, shares) is None
+    lab[:, 6:] = 1
+    lab[0, 9, 0] = 2  # almost all grey matter, as on a contrast-enhanced scan
+    msg = unlike_training_shares(lab, classes, shares)
+    assert "white matter 0% (training 37%)" in msg and "contrast" in msg
+    assert unlike_training_shares(lab, classes, None) is None  # a card without shares: no opinion
+    assert unlike_training_shares(np.zeros_like(lab), classes, shares) is None

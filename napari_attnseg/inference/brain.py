@@ -168,6 +168,35 @@ def tissue_outside_brain(labels: np.ndarray, spacing: Sequence[float] | None = N
     return float((fg & ~main).sum() / total)
 
 
+SHARE_FACTOR = 4.0  # a class predicted at under 1/4 (or over 4x) of its share in the training labels: warn
+
+
+def unlike_training_shares(labels: np.ndarray, classes: Sequence[str], shares: dict[str, float] | None,
+                           factor: float = SHARE_FACTOR) -> str | None:
+    """A warning when the predicted classes are far from their shares of the training labels' foreground
+    (the card's ``metrics["class_shares"]``), e.g. a brain scan of another contrast called almost all grey
+    matter; None when they are close, or when the card has no shares."""
+    if not shares:
+        return None
+    lab = np.asarray(labels)
+    total = int((lab > 0).sum())
+    if total == 0:
+        return None
+    odd = []
+    for i, name in enumerate(classes):
+        want = shares.get(name)
+        if i == 0 or not want:
+            continue
+        got = float((lab == i).sum()) / total
+        if got < want / factor or got > min(1.0, want * factor):
+            odd.append(f"{name} {got:.0%} (training {want:.0%})")
+    if not odd:
+        return None
+    return (f"The predicted classes are unlike the training data's: {', '.join(odd)} of the predicted tissue. The "
+            "input's contrast looks unlike what the model learnt (another sequence, contrast agent, scanner?): check the "
+            "mask, or fine-tune on a few corrected slices.")
+
+
 WORK_VOXELS = 4_000_000  # brain extraction runs on at most about this many voxels (a 1 mm head has ~10 M)
 
 
@@ -208,6 +237,10 @@ def with_brain_extraction(run, model, image, options: dict):
                                        "tissue_outside_brain": round(outside, 4)}
     if found.applied:
         pred.warnings.append(f"{found.note[0].upper()}{found.note[1:]}; the model saw the brain only.")
+    balance = unlike_training_shares(pred.labels, list(model.card.classes),
+                                     (getattr(model.card, "metrics", None) or {}).get("class_shares"))
+    if balance:
+        pred.warnings.append(balance)
     if outside > OUTSIDE_WARN:
         pred.warnings.append(f"{outside:.0%} of the predicted tissue lies outside the largest connected brain "
                              "component: the input looks unlike the skull-stripped training data (skull, neck, "
