@@ -63,3 +63,15 @@ def test_demo_opens_viewer_with_mask_and_attention(tmp_path):
     # the demo scores the whole image with the default precision
     assert float(m.group(1)) == pytest.approx(card.metrics["sample_dice"]["whole_image"], abs=0.01)
     assert shot.exists() and shot.stat().st_size > 10_000
+
+
+def test_cards_publish_the_robustness_figures():
+    """Issue 19: the cards carry the measured rows (rescaled nuclei; the MNI T1 in synthetic skull and scalp)."""
+    nuclei = load_model("nuclei-2d").card.metrics["robustness"]
+    dice = {(r["image"], r["diameter"].split(":")[0].split(" (")[0]): float(r["right-half Dice"]) for r in nuclei["rows"]}
+    native = dice[("native (1x)", "-")]
+    assert all(abs(d - native) <= 0.02 for (image, how), d in dice.items() if how != "none"), dice
+    brain = {r["change"]: r for r in load_model("brain-mri-3d").card.metrics["robustness"]["rows"]}
+    stripped, wrapped = brain["none"], brain["skull and scalp (synthetic), brain extraction auto"]
+    for tissue in ("GM", "WM"):
+        assert abs(float(wrapped[f"brain-mri-3d {tissue}"]) - float(stripped[f"brain-mri-3d {tissue}"])) <= 0.03
