@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from napari_attnseg import create_model, load_model, save_model
+from napari_attnseg import create_model, save_model
 from napari_attnseg.checkpoint import ModelCard
 from napari_attnseg.data.export import export_case
 from napari_attnseg.errors import InputError
-from napari_attnseg.training import TrainConfig, train
+from napari_attnseg.training import TrainConfig
 from napari_attnseg.training.config import check_config
 from napari_attnseg.training.far import FAR_WEIGHT, far_components
 from napari_attnseg.training.losses import WEAK, dice_ce_loss
@@ -84,11 +84,13 @@ def test_far_negatives_are_a_checked_fine_tuning_default():
                                  far_negatives=0.3))
 
 
-def test_fine_tuning_unlearns_a_look_alike_on_slices_nobody_reviewed(tmp_path):
-    """A volume with the object on slices 3-8 (reviewed 4 and 7, plus tumour-free slice 1) and a brighter
-    look-alike on slices 11-13 nobody reviewed: with far negatives the fine-tuned model calls much less of the
-    look-alike foreground, and still finds the object on the untouched slices 5-6 between the reviewed ones."""
-    from napari_attnseg.inference import predict
+def test_far_negatives_find_the_look_alike_and_spare_the_object_beyond_a_validation_slice(tmp_path):
+    """A volume with the object on slices 3-8 (reviewed 4, 5 and 7, plus tumour-free slice 1; 1 and 7 validate)
+    and a brighter look-alike on slices 11-13 nobody reviewed. Once the model finds the object, the far
+    negatives it trains on cover the look-alike and never the object on the untouched slices 3, 6 and 8 (8 lies
+    beyond the validation slice 7, in another training slab: connected through the model's own prediction on
+    slice 7, whose labels are not used)."""
+    from napari_attnseg.training.trainer import Trainer
 
     rng = np.random.default_rng(0)
     shape = (16, 32, 32)
@@ -98,20 +100,46 @@ def test_fine_tuning_unlearns_a_look_alike_on_slices_nobody_reviewed(tmp_path):
     other = np.zeros(shape, bool)
     other[11:14][:, (yy - 12) ** 2 + (xx - 22) ** 2 <= 25] = True
     img = (lab * 1.0 + other * 2.0 + rng.normal(0, 0.2, shape)).astype(np.float32) * 100 + 300
-    export_case(img, lab, tmp_path / "ds", "nnunet", reviewed_slices=[1, 4, 7], label_names=["background", "disc"])
+    export_case(img, lab, tmp_path / "ds", "nnunet", reviewed_slices=[1, 4, 5, 7], label_names=["background", "disc"])
     torch.manual_seed(0)
     save_model(create_model("unet", spatial_dims=2, features=[8, 16, 32]), tmp_path / "s.safetensors",
                ModelCard(arch="", config={}, name="s", classes=["background", "disc"], tile=[32, 32]))
-    common = dict(dataset=str(tmp_path / "ds"), start_model=str(tmp_path / "s.safetensors"), epochs=12,
-                  iters_per_epoch=8, batch_size=4, patch=[32, 32], lr=3e-3, val_slices=[1, 7], refit=0.0)
-    results = {}
-    for far in (0.0, 0.3):
-        res = train(TrainConfig(out=str(tmp_path / f"far{far}"), far_negatives=far, **common))
-        pred = np.asarray(predict(load_model(res.checkpoint), img, device="cpu", return_probabilities=False).labels)
-        inside = pred[5:7][lab[5:7] > 0].mean()
-        results[far] = (int((pred[11:14] > 0).sum()), float(inside), res.notes)
-    (fp_off, _, _), (fp_on, inside_on, notes) = results[0.0], results[0.3]
-    assert any("far negatives" in n for n in notes)
-    assert fp_off > 40, results  # without them the look-alike is found
-    assert fp_on < 0.5 * fp_off, results
-    assert inside_on > 0.8, results
+    t = Trainer(TrainConfig(dataset=str(tmp_path / "ds"), out=str(tmp_path / "o"), start_model=str(tmp_path / "s.safetensors"),
+                            epochs=6, iters_per_epoch=8, batch_size=4, patch=[32, 32], lr=3e-3, val_slices=[1, 7],
+                            refit=0.0, far_negatives=0.3))
+    assert [p.box[0] for p in t.split.train] == [(0, 1), (2, 7), (8, 16)]
+    seen = np.zeros(shape, bool)
+    real = t.set_far_masks
+
+    def record():
+        real()
+        for p, w in zip(t._far_parts, t.sampler.weak):
+            seen[p.slices] |= w
+
+    t.set_far_masks = record
+    res = t.fit()
+    assert any("far negatives:" in n for n in res.notes), res.notes
+    assert seen[11:14][other[11:14]].mean() > 0.5, seen.sum()  # the look-alike was pushed down
+    assert not (seen & (lab > 0)).any()  # the object never, on any slice
+    assert not seen[[1, 4, 5, 7]].any()  # nor anything on reviewed or held-out slices
+
+
+def test_far_negatives_need_two_reviewed_foreground_slices_to_train_on(tmp_path):
+    from napari_attnseg.training.trainer import Trainer
+
+    lab = np.zeros((12, 32, 32), np.int64)
+    lab[4:8, 10:18, 10:18] = 1
+    img = (lab * 200.0 + 100).astype(np.float32)
+    export_case(img, lab, tmp_path / "ds", "nnunet", reviewed_slices=[2, 5, 6, 9], label_names=["background", "x"])
+    torch.manual_seed(0)
+    save_model(create_model("unet", spatial_dims=2, features=[8, 16, 32]), tmp_path / "s.safetensors",
+               ModelCard(arch="", config={}, name="s", classes=["background", "x"], tile=[32, 32]))
+    common = dict(dataset=str(tmp_path / "ds"), start_model=str(tmp_path / "s.safetensors"), epochs=1,
+                  iters_per_epoch=1, batch_size=2, patch=[32, 32], far_negatives=0.15)
+    one = Trainer(TrainConfig(out=str(tmp_path / "a"), val_slices=[2, 6], **common))
+    assert not one._far_on and any("far negatives off: 1 reviewed" in n for n in one.notes), one.notes
+    two = Trainer(TrainConfig(out=str(tmp_path / "b"), val_slices=[2, 9], **common))
+    assert two._far_on
+    assert set(two._far_rows[0]) == {0, 1, 2, 3, 4, 7, 8, 9, 10, 11}  # unreviewed + held out (segmented, never trained)
+    off = Trainer(TrainConfig(out=str(tmp_path / "c"), val_slices=[2, 9], **{**common, "far_negatives": None}))
+    assert not off._far_on  # off by default

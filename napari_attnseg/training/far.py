@@ -33,6 +33,7 @@ from scipy import ndimage as ndi
 ROWS_PER_EPOCH = 8  # unreviewed slices segmented after each epoch (2D model over a volume)
 EPOCHS_3D = 3  # a 3D model segments its whole training part every this many epochs
 FAR_WEIGHT = 0.5  # weight of a far-negative voxel in the loss (a reviewed voxel weighs 1)
+MIN_FG_ROWS = 2  # reviewed slices with foreground among the training slices, at least (see the module docstring)
 MAX_SIZE = 10  # components larger than this many times the largest reviewed object are not blobs but an untrained model
 
 
@@ -63,41 +64,62 @@ def largest_object(labels: list[np.ndarray], ignore: int) -> int:
 
 
 class FarNegatives:
-    """Far-negative bookkeeping of a run (see the module docstring)."""
+    """Far-negative bookkeeping of a run (see the module docstring). Works per case: a one-case split cuts
+    the volume into training slabs at the validation slices, and an object goes on through them, so
+    connectivity is taken over the whole case (the model's own prediction on the validation slices, never
+    their labels, until the refit trains on them)."""
 
     def _far_applies(self) -> bool:
         return self.settings.get("far_negatives", 0) > 0 and not self.cfg.prompts and self.loss_ignore >= 0
 
     def _init_far(self) -> None:
-        """Per training part: the unreviewed rows, the latest prediction there and the far-negative mask."""
         self._far_on = self._far_applies()
-        self._far_pred, self._far_rows, self._far_cursor, self._far_epochs = [], [], 0, 0
+        self._far_cursor, self._far_epochs = 0, 0
         self._far_ready = False  # set by the run once an epoch beat the start model (see Trainer.fit)
         if not self._far_on:
             return
-        for _img, lab in self.train_parts:
-            unlabelled = (lab == self.loss_ignore).reshape(lab.shape[0], -1).all(1)
-            self._far_rows.append(np.flatnonzero(unlabelled))
-            self._far_pred.append(np.zeros(lab.shape, bool))
-        self._far_max = MAX_SIZE * max(1, largest_object([lab for _, lab in self.train_parts], self.loss_ignore))
-        if not any(len(r) for r in self._far_rows):
+        self._far_parts = list(self.split.train)
+        self._far_known, self._far_pred, self._far_rows = {}, {}, {}
+        for c in sorted({p.case for p in self._far_parts}):
+            self._far_pred[c] = np.zeros(self._labels[c].shape, bool)
+        self._far_index()
+        fg_rows = sum(int(((k > 0) & (k != self.loss_ignore)).reshape(k.shape[0], -1).any(1).sum())
+                      for k in self._far_known.values())
+        if not any(len(r) for r in self._far_rows.values()):
             self._far_on = False
-            return
-        self.notes.append(
-            f"far negatives: the model's foreground on unreviewed slices that connects to no reviewed foreground is "
-            f"trained towards background (weight {FAR_WEIGHT}, {self.settings['far_negatives']:.0%} of patches); a "
-            "second object nobody reviewed is pushed down too, review a slice of it to keep it")
+        elif fg_rows < MIN_FG_ROWS:
+            self._far_on = False
+            self.notes.append(f"far negatives off: {fg_rows} reviewed slice(s) with foreground to train on, they need "
+                              f"{MIN_FG_ROWS} (with fewer the model unlearns the object itself)")
+        else:
+            self.notes.append(
+                f"far negatives: the model's foreground on unreviewed slices that connects to no reviewed foreground "
+                f"is trained towards background (weight {FAR_WEIGHT}, {self.settings['far_negatives']:.0%} of "
+                "patches); a second object nobody reviewed is pushed down too, review a slice of it to keep it")
+
+    def _far_index(self) -> None:
+        """Per case: the labels trained on (the rest 'ignore'), and the rows the model segments for the far
+        negatives (unreviewed rows of the training parts, and the held-out rows, for connectivity only)."""
+        ignore = self.loss_ignore
+        for c in self._far_pred:
+            lab = self._labels[c]
+            known = np.full(lab.shape, ignore, lab.dtype)
+            for p in self._far_parts:
+                if p.case == c:
+                    known[p.slices] = lab[p.slices]
+            self._far_known[c] = known
+            unknown = (known == ignore).reshape(lab.shape[0], -1).all(1)
+            self._far_rows[c] = np.flatnonzero(unknown)
+        self._far_max = MAX_SIZE * max(1, largest_object(list(self._far_known.values()), ignore))
 
     def _far_parts_grew(self) -> None:
-        """The refit added the validation parts (all reviewed): nothing to predict there."""
-        if not self._far_on:
-            return
-        for _img, lab in self.train_parts[len(self._far_pred):]:
-            self._far_rows.append(np.zeros(0, int))
-            self._far_pred.append(np.zeros(lab.shape, bool))
+        """The refit trains on the validation parts too: their labels now count, nothing to segment there."""
+        if self._far_on:
+            self._far_parts = list(self.split.train) + list(self.split.val)
+            self._far_index()
 
     def _refresh_far(self) -> None:
-        """After an epoch: segment the next unreviewed rows, recompute the far negatives, hand them to the sampler."""
+        """After an epoch: segment the next rows, recompute the far negatives, hand them to the sampler."""
         if not self._far_on or not self._far_ready:
             return
         from ..inference import predict
@@ -106,8 +128,8 @@ class FarNegatives:
         was_training = self.model.training
         self.model.eval()
         try:
-            for k, (img, _lab) in enumerate(self.train_parts):
-                rows = self._far_rows[k]
+            for c, rows in self._far_rows.items():
+                img = self._images[c]
                 if not len(rows):
                     continue
                 if self.mode == "slices":
@@ -116,20 +138,20 @@ class FarNegatives:
                         x = img[:, z] if img.shape[0] > 1 else img[0, z]
                         pred = predict(self.model, x, device=self.device, normalization={"scheme": "none"},
                                        return_probabilities=False, tile=self.tile)
-                        self._far_pred[k][z] = np.asarray(pred.labels) > 0
+                        self._far_pred[c][z] = np.asarray(pred.labels) > 0
                 elif self._far_epochs % EPOCHS_3D == 1 or EPOCHS_3D == 1:
                     pred = predict(self.model, img if img.shape[0] > 1 else img[0], mode=self.mode, device=self.device,
                                    normalization={"scheme": "none"}, return_probabilities=False, tile=self.tile)
-                    self._far_pred[k] = np.asarray(pred.labels) > 0
+                    self._far_pred[c] = np.asarray(pred.labels) > 0
         finally:
             self.model.train(was_training)
         self._far_cursor += ROWS_PER_EPOCH
-        self.sampler.set_weak([self._far_mask(k) for k in range(len(self.train_parts))],
-                              self.settings["far_negatives"])
+        self.set_far_masks()
 
-    def _far_mask(self, k: int) -> np.ndarray:
-        _img, lab = self.train_parts[k]
-        if not len(self._far_rows[k]):
-            return np.zeros(lab.shape, bool)
-        # the reviewed rows' own prediction: the labels stand for it (the hard negatives handle their mistakes)
-        return far_components(self._far_pred[k], lab, self.loss_ignore, self._far_max)
+    def set_far_masks(self) -> None:
+        """The far negatives of every case, cut into the training parts, handed to the sampler."""
+        if not self._far_on:
+            return
+        far = {c: far_components(self._far_pred[c], self._far_known[c], self.loss_ignore, self._far_max)
+               for c in self._far_pred}
+        self.sampler.set_weak([far[p.case][p.slices] for p in self._far_parts], self.settings["far_negatives"])

@@ -68,9 +68,8 @@ class Refit:
                                     self.rng, fg_fraction=cfg.fg_fraction, ignore_index=self.loss_ignore, hard=hard,
                                     hard_fraction=self.settings["hard_negatives"])
         self._far_parts_grew()
-        if self._far_on:
-            self.sampler.set_weak([self._far_mask(k) for k in range(len(self.train_parts))],
-                                  self.settings["far_negatives"])
+        if self._far_ready:
+            self.set_far_masks()
         start_epoch, done = s["epoch"], 0
         self.model.train()
         try:
