@@ -52,6 +52,7 @@ class CardWriter:
             classes=list(self.dataset.label_names), normalization=dict(self.norm_spec),
             spacing=self.spacing[-self.model.spatial_dims:] if self.spacing else None,
             tile=[int(p) for p in self.tile], overlap=0.25,
+            prompt_init="threshold" if cfg.prompt_threshold > 0 else getattr(base, "prompt_init", None),
             training={
                 "dataset": str(cfg.dataset), "dataset_manifest_sha256": self.dataset.manifest_sha256,
                 "split": self.split.describe(), "split_parts": self.split.as_json(),
