@@ -53,6 +53,7 @@ from _common import write  # noqa: E402
 from napari_attnseg import load_model, predict, segment_with_prompts  # noqa: E402
 from napari_attnseg._paths import samples_dir  # noqa: E402
 from napari_attnseg.data import read_image  # noqa: E402
+from napari_attnseg.prompts.initial import threshold_guess  # noqa: E402
 from napari_attnseg.prompts.simulate import _edt, first_click, next_click, robot_session  # noqa: E402
 
 CAP = 20
@@ -182,26 +183,17 @@ def main(argv=None) -> int:
 
 
 def threshold_segmenter(image: np.ndarray, margin: int = 24):
-    """The classical baseline: the component, under the positive clicks, of a crop around them thresholded
-    at its Otsu level, on the side of the threshold the first click is on; negative clicks drop the
-    components they fall on (when no positive click is on it too)."""
-    from skimage.filters import threshold_otsu
+    """The classical baseline: :func:`napari_attnseg.prompts.initial.threshold_guess` (the Otsu-thresholded
+    component under the positive clicks, on the side of the level the first click is on; negative clicks
+    change nothing) on a crop of ``margin`` voxels around the positive clicks."""
 
     def seg(points, labs, previous):
         pos = points[labs == 1]
         lo = np.maximum(pos.min(0).astype(int) - margin, 0)
         hi = np.minimum(pos.max(0).astype(int) + margin + 1, image.shape)
         box = tuple(slice(a, b) for a, b in zip(lo, hi))
-        crop = image[box].astype(np.float32)
-        t = threshold_otsu(crop)
-        first = tuple(np.round(pos[0]).astype(int) - lo)
-        fg = crop > t if crop[first] > t else crop <= t
-        cc, _ = ndi.label(fg)
-        ids = {int(cc[tuple(np.round(p).astype(int) - lo)]) for p in pos} - {0}
-        ids -= {int(cc[tuple(np.round(p).astype(int) - lo)]) for p in points[labs == 0]
-                if all(0 <= c < s for c, s in zip(np.round(p).astype(int) - lo, crop.shape))} - ids
         out = np.zeros(image.shape, bool)
-        out[box] = np.isin(cc, list(ids))
+        out[box] = threshold_guess(image[box], points - lo, labs)
         return out
 
     return seg

@@ -28,7 +28,7 @@ _META_KEY = "card"  # docs/ARCHITECTURE.md: the card JSON lives in the safetenso
 _LEGACY_META_KEYS = ("napari_attnseg_card",)  # files written before the key followed the contract
 # card fields that change how a model is built or used: the sibling .json must agree on them
 _CHECKED_KEYS = ("arch", "config", "weights_sha256", "weights_dtype", "classes", "normalization",
-                 "spacing", "object_diameter", "brain_extraction", "tile", "overlap")
+                 "spacing", "object_diameter", "brain_extraction", "prompt_init", "tile", "overlap")
 
 
 @dataclass
@@ -44,6 +44,9 @@ class ModelCard:
     spacing: list[float] | None = None
     object_diameter: float | None = None  # typical object diameter in pixels of the training data (microscopy)
     brain_extraction: str | None = None  # "auto": strip skull and scalp first unless the input is stripped (3D brain MRI)
+    # promptable models: the previous mask of a new object when none is given; "threshold": the Otsu
+    # component under the clicks (prompts/initial.py), None: empty (issue 18)
+    prompt_init: str | None = None
     tile: list[int] | None = None
     overlap: float = 0.25
     training: dict[str, Any] = field(default_factory=dict)
@@ -72,6 +75,8 @@ class ModelCard:
         missing = {"arch", "config"} - set(data)
         if missing:
             raise ValueError(f"card lacks {', '.join(sorted(missing))}")
+        if data.get("prompt_init") not in (None, "threshold"):
+            raise ValueError(f"prompt_init is None or 'threshold', got {data.get('prompt_init')!r}")
         return cls(**{k: v for k, v in data.items() if k in known})
 
 

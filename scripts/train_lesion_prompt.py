@@ -24,11 +24,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy import ndimage as ndi
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from napari_attnseg.cli._train_common import run_training  # noqa: E402
 from napari_attnseg.training import TrainConfig  # noqa: E402
+from napari_attnseg.training import setup as setup_module  # noqa: E402
 from napari_attnseg.training import trainer as trainer_module  # noqa: E402
+from napari_attnseg.training.sampling import PatchSampler  # noqa: E402
 
 DESCRIPTION = ("Click to segment any object in a 3D image (CT or MRI lesion, class-agnostic): small promptable "
                "3D Attention U-Net (click channels + SMCA gate priors) trained from scratch by simulated clicks")
@@ -66,6 +69,30 @@ def lut_augment(x: torch.Tensor, gen: torch.Generator, p_lut: float, p_wide: flo
     return x
 
 
+class ObjectSampler(PatchSampler):
+    """Foreground patches centred on a uniformly drawn object (connected component of >= 10 voxels), not
+    on a uniformly drawn foreground voxel (which favours the large lesions); the volume drawn in
+    proportion to its number of objects."""
+
+    def __init__(self, images, labels, patch, rng, **kw):
+        super().__init__(images, labels, patch, rng, **kw)
+        counts = []
+        for i, lab in enumerate(labels):
+            fg = lab > 0
+            if self.ignore is not None and self.ignore >= 0:
+                fg &= lab != self.ignore
+            cc, n = ndi.label(fg)
+            pts = []
+            for k, sl in enumerate(ndi.find_objects(cc)):
+                idx = np.argwhere(cc[sl] == k + 1) + np.array([s.start for s in sl])
+                if len(idx) >= 10:
+                    pts.append(idx[rng.choice(len(idx), 64)])
+            if pts:
+                self.fg[i] = np.concatenate(pts)
+            counts.append(max(len(pts), 1))
+        self.weights = np.array(counts, float) / sum(counts)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("dataset")
@@ -82,6 +109,13 @@ def main(argv=None) -> int:
     ap.add_argument("--radius", type=float, default=3.0, help="click ball radius in voxels")
     ap.add_argument("--lut-aug", type=float, default=0.5)
     ap.add_argument("--fg-fraction", type=float, default=0.8)
+    ap.add_argument("--prompt-threshold", type=float, default=0.0,
+                    help="share of simulated sessions whose previous mask is the threshold guess under the first click "
+                         "(the card then says prompt_init 'threshold': segment_with_prompts starts new objects from it)")
+    ap.add_argument("--uniform-objects", action="store_true",
+                    help="centre foreground patches on uniformly drawn objects (not voxels: small lesions as often as large)")
+    ap.add_argument("--start", default=None, help="continue from this checkpoint (a promptable 3D model; its "
+                    "architecture wins over --features/--norm/--radius; no fine-tuning pulls: l2sp 0, no hard negatives)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--name", default="lesion-3d-prompt")
     args = ap.parse_args(argv)
@@ -95,7 +129,8 @@ def main(argv=None) -> int:
         split=str(Path(args.dataset) / "split.json"), fg_fraction=args.fg_fraction,
         intensity_aug=0.5, gamma_aug=0.5, noise_aug=0.5, affine_aug=0.3,
         normalization={"scheme": "percentile", "lower": 1.0, "upper": 99.0}, ct_window=None,
-        prompts=True, seed=args.seed, name=args.name, description=DESCRIPTION,
+        start_model=args.start, l2sp=0.0, hard_negatives=0.0, freeze_bn=False, refit=0.0,
+        prompts=True, prompt_threshold=args.prompt_threshold, seed=args.seed, name=args.name, description=DESCRIPTION,
         command="python scripts/train_lesion_prompt.py " + " ".join(shlex.quote(a) for a in argv),
     )
     base = trainer_module.augment
@@ -106,8 +141,11 @@ def main(argv=None) -> int:
         return lut_augment(x, gen, args.lut_aug), y
 
     trainer_module.augment = augment
+    if args.uniform_objects:
+        setup_module.PatchSampler = ObjectSampler
     print(json.dumps({"model_config": cfg.model_config, "patch": cfg.patch, "batch": cfg.batch_size,
-                      "lut_aug": args.lut_aug}), flush=True)
+                      "lut_aug": args.lut_aug, "prompt_threshold": args.prompt_threshold,
+                      "uniform_objects": args.uniform_objects}), flush=True)
     return run_training(cfg)
 
 

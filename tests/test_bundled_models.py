@@ -75,3 +75,38 @@ def test_cards_publish_the_robustness_figures():
     stripped, wrapped = brain["none"], brain["skull and scalp (synthetic), brain extraction auto"]
     for tissue in ("GM", "WM"):
         assert abs(float(wrapped[f"brain-mri-3d {tissue}"]) - float(stripped[f"brain-mri-3d {tissue}"])) <= 0.03
+
+
+@needs("lesion-3d-prompt")
+def test_lesion_3d_prompt_starts_from_the_threshold_guess_and_replays_its_card():
+    from pathlib import Path
+
+    from napari_attnseg import segment_with_prompts
+    from napari_attnseg.prompts import is_promptable
+
+    model = load_model("lesion-3d-prompt", device="cpu")
+    assert is_promptable(model) and model.spatial_dims == 3
+    assert model.card.prompt_init == "threshold" and model.card.spacing is None
+    assert "lung1" in model.card.training["held_out"]
+    # a bright blob: a new object starts from the threshold guess
+    g = np.indices((24, 64, 64))
+    blob = ((g[0] - 12) ** 2 * 4 + (g[1] - 32) ** 2 + (g[2] - 30) ** 2) <= 100
+    img = np.random.default_rng(0).normal(0, 0.1, blob.shape).astype(np.float32) + blob
+    res = segment_with_prompts(model, img, [[12, 32, 30]], [1], attention=False)
+    assert res.params["prompt_init"] == "threshold" and res.mask[12, 32, 30]
+    # the card's first-click Dice on the held-out lung tumour, when the shared data is here
+    shared = Path(__file__).resolve().parents[2] / "shared" / "data" / "radiomics"
+    if not (shared / "lung1_image.nii.gz").exists():
+        return
+    from napari_attnseg.prompts.simulate import first_click
+
+    im = read_image(shared / "lung1_image.nii.gz")
+    target = np.asarray(read_image(shared / "lung1_labels.nii.gz").data) > 0
+    idx = np.nonzero(target)
+    box = tuple(slice(int(i.min()) - 2, int(i.max()) + 3) for i in idx)
+    click = first_click(target[box]) + np.array([s.start for s in box])
+    got = segment_with_prompts(model, np.asarray(im.data), click[None], [1], spacing=im.spacing, attention=False).mask
+    dice = 2 * (got & target).sum() / (got.sum() + target.sum())
+    rows = model.card.metrics["clicks_lung1"]["rows"]
+    card = next(r for r in rows if r["variant"].startswith("both") and r["variant"].endswith("deepest first click"))
+    assert dice == pytest.approx(card["Dice@1"], abs=0.02)

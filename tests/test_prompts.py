@@ -306,3 +306,121 @@ def test_object_at_and_edit_for_write_only_the_object():
     out[where] = values
     assert (out[new] == 1).all() and (out[prev & ~new] == 0).all() and out[2:6, 2:6].sum() == 16
     assert out[10, 17] == 2  # object 2 outside the new mask untouched
+
+
+def test_threshold_guess_is_the_otsu_component_under_the_positive_clicks():
+    from napari_attnseg.prompts.initial import threshold_guess
+
+    rng = np.random.default_rng(0)
+    shape = (24, 48, 48)
+    a, b = disk(shape, (12, 16, 16), 6), disk(shape, (12, 34, 34), 5)
+    img = rng.normal(0, 0.1, shape) + a + b
+    got = threshold_guess(img, np.array([[12, 16, 16]]), np.array([1]))
+    assert got.dtype == bool and got.shape == shape
+    assert np.array_equal(got, a)  # the clicked blob only, not the other bright one
+    both = threshold_guess(img, np.array([[12, 16, 16], [12, 34, 34]]), np.array([1, 1]))
+    assert np.array_equal(both, a | b)
+    # an affine rescaling (HU or normalised) gives the same mask; negative clicks change nothing
+    assert np.array_equal(threshold_guess(1000 * img - 300, np.array([[12, 16, 16]]), np.array([1])), a)
+    assert np.array_equal(threshold_guess(img, np.array([[12, 16, 16], [12, 17, 16]]), np.array([1, 0])), a)
+    # a dark object: the side of the level the click is on
+    dark = threshold_guess(-img, np.array([[12, 16, 16]]), np.array([1]))
+    assert np.array_equal(dark, a)
+    # a click on the background picks the (connected) background; a flat crop or no positive click inside: empty
+    back = threshold_guess(img, np.array([[0, 0, 0]]), np.array([1]))
+    assert not (back & (a | b)).any() and back.sum() > 0.99 * (~(a | b)).sum()
+    # enclosed (what segment_with_prompts and the simulator use): components touching the crop's sides dropped
+    assert np.array_equal(threshold_guess(img, np.array([[12, 16, 16]]), np.array([1]), enclosed=True), a)
+    assert not threshold_guess(img, np.array([[0, 0, 0]]), np.array([1]), enclosed=True).any()
+    assert not threshold_guess(img[:, 14:], np.array([[12, 2, 2]]), np.array([1]), enclosed=True).any()
+    assert not threshold_guess(np.ones(shape), np.array([[12, 16, 16]]), np.array([1])).any()
+    assert not threshold_guess(img, np.array([[40, 16, 16]]), np.array([1])).any()
+
+
+def _threshold_model(prompt_init):
+    """A small converted 2D model whose prompt channels matter (weights perturbed), with a card."""
+    from napari_attnseg.checkpoint import ModelCard
+
+    torch.manual_seed(0)
+    m = make_promptable(create_model("attention_unet", **SMALL[("attention_unet", 2)]))
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+    m.card = ModelCard(arch=m.arch, config=dict(m.config), prompt_init=prompt_init)
+    return m.eval()
+
+
+def test_card_prompt_init_threshold_feeds_the_guess_as_previous_mask(tmp_path):
+    from napari_attnseg.errors import CheckpointError
+    from napari_attnseg.prompts.initial import threshold_guess
+
+    rng = np.random.default_rng(1)
+    img = (rng.normal(0, 0.1, (96, 96)) + disk((96, 96), (40, 50), 10)).astype(np.float32)
+    pts, labs = np.array([[40.0, 50.0]]), np.array([1])
+    model = _threshold_model("threshold")
+    guess = threshold_guess(img, pts, labs, enclosed=True)  # the crop is the whole 96 x 96 image (MIN_CROP)
+    assert guess.sum() > 250
+    auto = segment_with_prompts(model, img, pts, labs, attention=False)
+    empty = segment_with_prompts(model, img, pts, labs, previous=np.zeros((96, 96), bool), attention=False)
+    given = segment_with_prompts(model, img, pts, labs, previous=guess, attention=False, prompt_init=None)
+    assert auto.box == given.box == (slice(0, 96), slice(0, 96))
+    assert np.array_equal(auto.probability, given.probability) and np.array_equal(auto.mask, given.mask)
+    assert np.array_equal(empty.probability, given.probability)  # empty inside the crop: a new object too
+    assert auto.params["prompt_init"] == "threshold" and given.params["prompt_init"] is None
+    off = segment_with_prompts(model, img, pts, labs, attention=False, prompt_init=None)
+    assert not np.allclose(off.probability, auto.probability)  # the previous-mask channel does matter here
+    # a previous mask of the object: used as it is, no guess
+    prev = disk((96, 96), (40, 50), 6)
+    kept = segment_with_prompts(model, img, pts, labs, previous=prev, attention=False)
+    assert kept.params["prompt_init"] is None
+    assert np.array_equal(kept.probability, segment_with_prompts(model, img, pts, labs, previous=prev,
+                                                                 attention=False, prompt_init=None).probability)
+    # the card field survives a save and load; older cards (no field) and bad values
+    save_model(model, tmp_path / "t.safetensors")
+    back = load_model(tmp_path / "t.safetensors", device="cpu")
+    assert back.card.prompt_init == "threshold"
+    again = segment_with_prompts(back, img, pts, labs, attention=False)
+    assert again.params["prompt_init"] == "threshold" and np.array_equal(again.mask, auto.mask)
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    card = json.loads((tmp_path / "t.json").read_text())
+    card["prompt_init"] = "otsu"
+    save_file(load_file(tmp_path / "t.safetensors"), tmp_path / "bad.safetensors", metadata={"card": json.dumps(card)})
+    with pytest.raises(CheckpointError, match="prompt_init"):
+        load_model(tmp_path / "bad.safetensors", device="cpu")
+    with pytest.raises(InputError, match="prompt_init"):
+        segment_with_prompts(model, img, pts, labs, prompt_init="otsu")
+
+
+def test_models_without_prompt_init_are_unchanged():
+    rng = np.random.default_rng(2)
+    img = (rng.normal(0, 0.1, (96, 96)) + disk((96, 96), (40, 50), 10)).astype(np.float32)
+    pts, labs = np.array([[40.0, 50.0], [60.0, 60.0]]), np.array([1, 0])
+    plain = _threshold_model(None)
+    a = segment_with_prompts(plain, img, pts, labs, attention=False)
+    b = segment_with_prompts(plain, img, pts, labs, attention=False, prompt_init=None)
+    assert a.params["prompt_init"] is None and np.array_equal(a.probability, b.probability)
+    del plain.card  # no card at all (a model built in code): the same
+    c = segment_with_prompts(plain, img, pts, labs, attention=False, normalized=True)
+    d = segment_with_prompts(plain, img, pts, labs, attention=False, normalized=True, prompt_init=None)
+    assert c.params["prompt_init"] is None and np.array_equal(c.probability, d.probability)
+
+
+def test_simulator_threshold_previous_mask_is_the_inference_guess():
+    from napari_attnseg.prompts.initial import threshold_guess
+
+    torch.manual_seed(0)
+    model = make_promptable(create_model("attention_unet", **SMALL[("attention_unet", 2)]))
+    y = np.zeros((4, 48, 48), np.int64)
+    y[:, 8:20, 8:20] = 1
+    y[:, 30:44, 26:40] = 1
+    x = torch.from_numpy((0.1 * np.random.default_rng(3).normal(size=(4, 1, 48, 48)) + (y[:, None] > 0)).astype(np.float32))
+    sim = ClickSimulator(model, None, -1, np.random.default_rng(0), max_rounds=0, p_perturb=0.0, p_threshold=1.0)
+    xin, yobj = sim(x, torch.from_numpy(y))
+    for i in range(4):
+        pts = model.prompt_context.points[i]
+        guess = threshold_guess(x[i, 0].numpy(), pts[:1], np.array([1]), enclosed=True)
+        assert np.array_equal(xin[i, 1].numpy() > 0, guess)
+        assert np.array_equal(guess, yobj[i].numpy() == 1)  # clean squares: the guess is the object

@@ -117,6 +117,7 @@ def segment_with_prompts(
     threshold: float = 0.5,
     normalized: bool = False,
     device: str | torch.device | None = None,
+    prompt_init: str | None = "card",
 ) -> PromptResult:
     """Segment the object under the clicks.
 
@@ -132,6 +133,11 @@ def segment_with_prompts(
         attention: also return the modulated attention maps over the crop.
         threshold: on the object probability.
         normalized: the image is already normalised (skip the card's normalisation).
+        prompt_init: the previous mask of a new object (``previous`` None or empty inside the crop):
+            "card" (default) as the model card's ``prompt_init`` says, "threshold" the Otsu component under
+            the clicks on the crop when it does not touch the crop's sides (:func:`~.initial.threshold_guess`
+            with ``enclosed=True``, first image channel), None empty.
+            ``params["prompt_init"]`` says what was used ("threshold" or None).
     Returns a :class:`PromptResult`; nothing is modified in place.
     """
     t0 = time.perf_counter()
@@ -181,15 +187,26 @@ def segment_with_prompts(
 
         spec = card.normalization if card is not None else {"scheme": "percentile", "lower": 1.0, "upper": 99.0}
         stats = compute_stats(img, spec, True)
+    init = getattr(card, "prompt_init", None) if prompt_init == "card" else prompt_init
+    if init not in (None, "threshold"):
+        raise InputError(f"prompt_init is 'card', 'threshold' or None; got {init!r}.")
     opts = getattr(model, "prompt_options", {})
     radius = radius_per_axis(opts.get("radius", 5.0), dims, spacing, getattr(card, "spacing", None))
     divisor = int(getattr(model, "size_divisor", 1))
     t_model = 0.0
     grow = 1.0
+    used = None
     for _ in range(3):  # grow the crop while the object touches a side of it that is not the image's
-        box = crop_box(shape, pts, labs, prev, divisor, grow)
+        box = crop_box(shape, pts, labs, prev if used is None else None, divisor, grow)
+        if init == "threshold" and (used is not None or prev is None or not prev[box].any()):
+            from .initial import threshold_guess  # a new object: start from the threshold guess on this crop
+
+            used = np.zeros(shape, bool)
+            used[box] = threshold_guess(img[(0, *box)], pts - np.array([s.start for s in box]), labs,
+                                        enclosed=True)
         t1 = time.perf_counter()
-        prob, maps = predict_crop(model, img, pts, labs, prev, box, radius, attention, device, stats)
+        prob, maps = predict_crop(model, img, pts, labs, prev if used is None else used, box, radius, attention,
+                                  device, stats)
         t_model += time.perf_counter() - t1
         start = np.array([s.start for s in box])
         local = _keep_clicked(prob > threshold, pts - start, labs)
@@ -210,7 +227,8 @@ def segment_with_prompts(
         maps_out.append(AttentionMap(name, level, data, st, tuple(b + (s - 1) / 2 for b, s in zip(start, st))))
     return PromptResult(mask, box, prob.astype(np.float32), maps_out, pts, labs,
                         {"total": time.perf_counter() - t0, "model": t_model},
-                        {"radius": radius.tolist(), "threshold": threshold})
+                        {"radius": radius.tolist(), "threshold": threshold,
+                         "prompt_init": "threshold" if used is not None else None})
 
 
 def object_at(labels: np.ndarray, point: Sequence[float]) -> np.ndarray | None:

@@ -5,8 +5,10 @@
   positives (negative click), whichever reaches deeper (larger distance-transform maximum), at that
   maximum. Deterministic (first maximum in C order), so the benchmark's robot is reproducible.
 * :class:`ClickSimulator`: what the trainer calls per batch (``TrainConfig.prompts``): picks an object
-  per patch, a previous mask (the automatic model's components on it, a perturbed reference -
-  eroded, dilated, parts dropped - or empty), a first click, then 0-3 rounds of clicks in the larger
+  per patch, a previous mask (with probability ``p_threshold`` the threshold guess under the first click,
+  computed on the patch's first channel exactly as ``segment_with_prompts`` does for a model whose card
+  says ``prompt_init: "threshold"``; otherwise the automatic model's components on it, a perturbed
+  reference - eroded, dilated, parts dropped - or empty), a first click, then 0-3 rounds of clicks in the larger
   error of the current model's prediction (fed back as the previous mask, as RITM trains); returns the
   input with the prompt channels and the object's target, and sets the clicks on the model.
 """
@@ -19,6 +21,7 @@ from scipy import ndimage as ndi
 
 from .convert import set_prompts
 from .encode import click_channels
+from .initial import threshold_guess
 
 
 def _edt(mask: np.ndarray) -> np.ndarray:
@@ -82,10 +85,12 @@ class ClickSimulator:
     """Per-batch click simulation for training; see the module docstring."""
 
     def __init__(self, model, auto_model, ignore_index: int, rng: np.random.Generator, radius: float = 5.0,
-                 max_rounds: int = 3, p_auto: float = 0.4, p_perturb: float = 0.3, min_size: int = 10):
+                 max_rounds: int = 3, p_auto: float = 0.4, p_perturb: float = 0.3, min_size: int = 10,
+                 p_threshold: float = 0.0):
         self.model, self.auto_model, self.ignore = model, auto_model, ignore_index
         self.rng, self.radius, self.max_rounds = rng, radius, max_rounds
         self.p_auto, self.p_perturb, self.min_size = p_auto, p_perturb, min_size
+        self.p_threshold = p_threshold
 
     @torch.no_grad()
     def _predict(self, model, x: torch.Tensor, clicks=None) -> np.ndarray:
@@ -106,6 +111,9 @@ class ClickSimulator:
         spatial = ynp.shape[1:]
         choice = rng.random(b)
         auto = self._predict(self.auto_model, x) if (choice < self.p_auto).any() and self.auto_model is not None else None
+        # drawn only when asked, so runs without it see the same random stream as before
+        guess = rng.random(b) < self.p_threshold if self.p_threshold > 0 else np.zeros(b, bool)
+        xnp = x[:, 0].float().cpu().numpy() if guess.any() else None
         targets, prevs, pts, labs, valids = [], [], [], [], []
         for i in range(b):
             valid = ynp[i] != self.ignore
@@ -118,7 +126,9 @@ class ClickSimulator:
                 valids.append(valid)
                 continue
             obj = objs[rng.integers(len(objs))]
-            if auto is not None and choice[i] < self.p_auto:
+            if guess[i]:
+                prev = None  # below, under the first click
+            elif auto is not None and choice[i] < self.p_auto:
                 cc, _ = ndi.label(auto[i])
                 ids = np.unique(cc[obj])
                 prev = np.isin(cc, ids[ids > 0])
@@ -131,6 +141,8 @@ class ClickSimulator:
                 d = _edt(obj)
                 cand = np.argwhere(d >= 0.5 * d.max())
                 c = cand[rng.integers(len(cand))].astype(float)
+            if prev is None:  # as at inference: the Otsu component under the first click, on the image channel
+                prev = threshold_guess(xnp[i], c[None], np.array([1]), enclosed=True)
             targets.append(obj)
             prevs.append(prev)
             pts.append(c[None])

@@ -34,6 +34,12 @@ class PromptTraining:
         trainer.notes.append("prompt training (simulated clicks); val_dice = mean Dice after 1 and 3 robot clicks "
                              "per validation object not cut by the part's sides, from an empty mask")
         self.sim = None
+        # the previous mask of a new object, as the card will say (checkpoint.ModelCard.prompt_init)
+        self.init = ("threshold" if trainer.cfg.prompt_threshold > 0
+                     else getattr(getattr(trainer, "base_card", None), "prompt_init", None))
+        if trainer.cfg.prompt_threshold > 0:
+            trainer.notes.append(f"previous mask of {trainer.cfg.prompt_threshold:.0%} of the simulated sessions: the "
+                                 "threshold guess under the first click (card prompt_init 'threshold'; validation too)")
 
     def batch(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         t = self.trainer
@@ -41,19 +47,21 @@ class PromptTraining:
             if self.auto is not None:
                 self.auto.to(t.device)
             self.sim = ClickSimulator(t.model, self.auto, t.loss_ignore, t.rng,
-                                      radius=t.model.prompt_options.get("radius", 5.0))
+                                      radius=t.model.prompt_options.get("radius", 5.0),
+                                      p_threshold=t.cfg.prompt_threshold)
         self.sim.rng = t.rng  # the trainer may replace its generator on resume
         return self.sim(x, y)
 
     def evaluate(self, model, parts) -> list[float]:
-        out = [click_score(model, parts)]
+        out = [click_score(model, parts, self.init)]
         self.trainer.model.train()
         return out
 
 
-def click_score(model, parts) -> float:
+def click_score(model, parts, prompt_init: str | None = None) -> float:
     """Mean over the objects of ``parts`` ((image (C, *spatial) normalised, labels of the inner box, inner
-    slices)) of (Dice after 1 click + Dice after 3 clicks) / 2, robot clicker from an empty mask."""
+    slices)) of (Dice after 1 click + Dice after 3 clicks) / 2, robot clicker from an empty mask
+    (``prompt_init`` "threshold": the first click starts from the threshold guess, as the card will say)."""
     scores = []
     dims = model.spatial_dims
     for img, lab, inner in parts:
@@ -71,7 +79,7 @@ def click_score(model, parts) -> float:
 
             def seg(points, labels, previous, img=img):
                 return segment_with_prompts(model, img, points, labels, previous=previous, attention=False,
-                                            normalized=True).mask
+                                            normalized=True, prompt_init=prompt_init).mask
 
             ious, _ = robot_session(seg, target, None, max_clicks=3)
             dice = [2 * v / (1 + v) for v in ious]

@@ -80,6 +80,7 @@ class CardWriter:
             # (not when the head was re-initialised for other classes: other objects)
             object_diameter=base.object_diameter if base and not self.head_reset else None,
             tile=[int(p) for p in self.tile], overlap=0.25,
+            prompt_init="threshold" if cfg.prompt_threshold > 0 else getattr(base, "prompt_init", None),
             training={
                 "dataset": str(cfg.dataset), "dataset_manifest_sha256": self.dataset.manifest_sha256,
                 "split": self.split.describe(), "split_parts": self.split.as_json(),

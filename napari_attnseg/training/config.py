@@ -54,6 +54,8 @@ class TrainConfig:
     val_slices: list[int] | None = None  # one case: validate on these positions along the first axis, train on the rest
     freeze_encoder: bool = False
     prompts: bool = False  # issue 18: train a promptable model by simulated clicks (napari_attnseg/prompts/training.py)
+    prompt_threshold: float = 0.0  # prompts: share of patches whose previous mask is the threshold guess under the
+    # first click (prompts/initial.py); > 0 also writes prompt_init "threshold" into the card and validates with it
     normalization: dict[str, Any] | None = None  # default: the start model's card; from scratch percentile 1-99;
     # either way a CT window when the images are in Hounsfield units (see ct_window)
     ct_window: list[float] | None = field(default_factory=lambda: list(CT_WINDOW))  # None: never switch to it
@@ -144,5 +146,9 @@ def check_config(cfg: TrainConfig) -> None:
         raise InputError(f"val_slices are slice indices >= 0; got {cfg.val_slices}.")
     if cfg.val_slices and (cfg.val_region or cfg.split):
         raise InputError("Give the validation once: val_slices, val_region or a split file.")
+    if not 0 <= cfg.prompt_threshold <= 1:
+        raise InputError(f"prompt_threshold is a share of patches between 0 and 1; got {cfg.prompt_threshold}.")
+    if cfg.prompt_threshold and not cfg.prompts:
+        raise InputError("prompt_threshold needs prompts (a promptable model trained by simulated clicks).")
     if cfg.patience < 1:
         raise InputError(f"patience must be >= 1; got {cfg.patience}.")

@@ -173,6 +173,7 @@ class Trainer(RunSetup, CardWriter, Refit, FarNegatives):
                 "freeze_encoder": c.freeze_encoder, "normalization": self.norm_spec,
                 **({k: v for k, v in self.settings.items() if k != "lr"} if c.start_model else {}),
                 **({"ema": c.ema} if c.ema else {}),
+                **({"prompt_threshold": c.prompt_threshold} if c.prompt_threshold else {}),
                 # left out at their defaults, so runs saved before these options existed still resume
                 **{k: getattr(c, k) for k in AUGMENT_PROBABILITIES if getattr(c, k) != getattr(TrainConfig, k)}}
 
