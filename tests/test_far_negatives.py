@@ -141,5 +141,7 @@ def test_far_negatives_need_two_reviewed_foreground_slices_to_train_on(tmp_path)
     two = Trainer(TrainConfig(out=str(tmp_path / "b"), val_slices=[2, 9], **common))
     assert two._far_on
     assert set(two._far_rows[0]) == {0, 1, 2, 3, 4, 7, 8, 9, 10, 11}  # unreviewed + held out (segmented, never trained)
-    off = Trainer(TrainConfig(out=str(tmp_path / "c"), val_slices=[2, 9], **{**common, "far_negatives": None}))
-    assert not off._far_on  # off by default
+    default = Trainer(TrainConfig(out=str(tmp_path / "c"), val_slices=[2, 9], **{**common, "far_negatives": None}))
+    assert default._far_on and default.settings["far_negatives"] == 0.15  # a fine-tuning default
+    off = Trainer(TrainConfig(out=str(tmp_path / "d"), val_slices=[2, 9], **{**common, "far_negatives": 0.0}))
+    assert not off._far_on

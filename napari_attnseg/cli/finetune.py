@@ -29,8 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--far-negatives", type=float, default=None, metavar="SHARE",
                         help="share of patches centred on the model's foreground on unreviewed slices that connects "
                         "to no reviewed foreground, trained towards background with a low weight (default "
-                        f"{FT_FAR_NEGATIVES:g}: off; e.g. 0.15 when false positives far from the reviewed object "
-                        "are the problem and nothing there looks like it)")
+                        f"{FT_FAR_NEGATIVES:g}, used when the training slices hold >= 2 reviewed slices with "
+                        "foreground; 0: off)")
     parser.add_argument("--prompts", action="store_true",
                         help="make the model promptable (click channels + attention priors) and train it by simulated "
                         "clicks on the dataset's objects (connected components of each class)")

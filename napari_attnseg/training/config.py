@@ -13,7 +13,7 @@ FT_LR = 1e-4
 FT_L2SP = 1e-3
 FT_HARD_NEGATIVES = 0.25
 FT_REFIT = 0.25
-FT_FAR_NEGATIVES = 0.0  # off: on lung1 they suppressed the tumour itself (docs/finetuning.md); try 0.15
+FT_FAR_NEGATIVES = 0.15  # used only with >= 2 reviewed foreground slices to train on (training/far.py)
 
 AUGMENT_PROBABILITIES = ("intensity_aug", "gamma_aug", "noise_aug", "affine_aug", "margin_aug")  # TrainConfig fields, each a chance per patch
 
