@@ -247,21 +247,17 @@ def _default_slices(lab: np.ndarray, ignore, val_fraction: float, case_ids, seen
     bg = np.setdiff1d(rows, fg)
     n_fg = min(len(fg) - 1, max(1, int(round(len(fg) * val_fraction))))
     n_bg = min(len(bg) - 1, max(1, int(round(len(bg) * val_fraction)))) if len(bg) >= 2 else 0
-    notes = []
-    if seen:  # a round after a fine-tuning: validate where the start model has not trained, when possible
-        new_fg, new_bg = np.setdiff1d(fg, seen), np.setdiff1d(bg, seen)
-        if len(new_fg):
-            fg, n_fg = new_fg, min(n_fg, len(new_fg))
-            if len(new_bg) and n_bg:
-                bg, n_bg = new_bg, min(n_bg, len(new_bg))
-            notes.append("validation on reviewed slices the start model never trained on")
-        else:
-            notes.append(f"the start model trained on every reviewed slice with foreground ({_ranges(fg.tolist())}): "
-                         "its validation Dice before fine-tuning is optimistic, so it is hard to beat; correct a "
-                         "new foreground slice for a fair comparison")
+    new_fg, new_bg = np.setdiff1d(fg, seen or []), np.setdiff1d(bg, seen or [])
+    if seen and len(new_fg):  # a round after a fine-tuning: validate where the start model has not trained
+        fg, n_fg = new_fg, min(n_fg, len(new_fg))
+        bg, n_bg = (new_bg, min(n_bg, len(new_bg))) if len(new_bg) and n_bg else (bg, n_bg)
     held = sorted(set(_spread(fg, n_fg)) | set(_spread(bg, n_bg)))
     split = _given_slices(0, lab.shape, held, case_ids)
-    split.warnings.extend(notes)
+    if seen:
+        split.warnings.append("validation on reviewed slices the start model never trained on" if len(new_fg) else
+                              f"the start model trained on every reviewed slice with foreground ({_ranges(fg.tolist())}): "
+                              "its validation Dice before fine-tuning is optimistic, so it is hard to beat; correct "
+                              "a new foreground slice for a fair comparison")
     if n_bg == 0:
         split.warnings.append("no foreground-free labelled slice could be held out: the validation does not "
                               "measure false positives on empty slices")
