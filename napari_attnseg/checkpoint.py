@@ -27,6 +27,7 @@ FORMAT_VERSION = 1
 _META_KEY = "card"  # docs/ARCHITECTURE.md: the card JSON lives in the safetensors metadata under "card"
 _LEGACY_META_KEYS = ("napari_attnseg_card",)  # files written before the key followed the contract
 # card fields that change how a model is built or used: the sibling .json must agree on them
+PROMPT_INITS = (None, "threshold")  # the values of ModelCard.prompt_init
 _CHECKED_KEYS = ("arch", "config", "weights_sha256", "weights_dtype", "classes", "normalization",
                  "spacing", "object_diameter", "brain_extraction", "prompt_init", "tile", "overlap")
 
@@ -75,8 +76,8 @@ class ModelCard:
         missing = {"arch", "config"} - set(data)
         if missing:
             raise ValueError(f"card lacks {', '.join(sorted(missing))}")
-        if data.get("prompt_init") not in (None, "threshold"):
-            raise ValueError(f"prompt_init is None or 'threshold', got {data.get('prompt_init')!r}")
+        if data.get("prompt_init") not in PROMPT_INITS:
+            raise ValueError(f"prompt_init is one of {PROMPT_INITS}, got {data.get('prompt_init')!r}")
         return cls(**{k: v for k, v in data.items() if k in known})
 
 

@@ -16,8 +16,6 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-PROMPT_INITS = ("threshold",)  # the values a card's ``prompt_init`` may take besides None
-
 
 def _inside(idx: np.ndarray, shape: tuple[int, ...]) -> bool:
     return all(0 <= c < s for c, s in zip(idx, shape))

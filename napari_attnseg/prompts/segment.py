@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..checkpoint import PROMPT_INITS
 from ..errors import InputError
 from ..inference.prediction import AttentionMap
 from .convert import is_promptable, prompts
@@ -188,7 +189,7 @@ def segment_with_prompts(
         spec = card.normalization if card is not None else {"scheme": "percentile", "lower": 1.0, "upper": 99.0}
         stats = compute_stats(img, spec, True)
     init = getattr(card, "prompt_init", None) if prompt_init == "card" else prompt_init
-    if init not in (None, "threshold"):
+    if init not in PROMPT_INITS:
         raise InputError(f"prompt_init is 'card', 'threshold' or None; got {init!r}.")
     opts = getattr(model, "prompt_options", {})
     radius = radius_per_axis(opts.get("radius", 5.0), dims, spacing, getattr(card, "spacing", None))

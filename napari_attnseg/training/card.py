@@ -15,6 +15,7 @@ import numpy as np
 from .._files import describe_machine
 from .._version import __version__
 from ..checkpoint import ModelCard, save_model
+from .split import _labelled
 from .steps import _mean
 
 
@@ -57,8 +58,7 @@ class CardWriter:
         rows = set()
         for p in parts:
             a, b = p.box[0]
-            sub = lab[a:b].reshape(b - a, -1)
-            labelled = (sub != self.loss_ignore).any(1) if self.ignore is not None else np.ones(b - a, bool)
+            labelled = _labelled(lab[a:b], self.ignore).reshape(b - a, -1).any(1)
             rows.update(int(a + i) for i in np.flatnonzero(labelled))
         return {"trained_rows": sorted(rows), "image_sha256": self.image_digest()}
 

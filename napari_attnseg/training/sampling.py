@@ -62,6 +62,10 @@ class PatchSampler:
         self.weak_at = [self._subsample(np.argwhere(m), self.rng) for m in self.weak]
         self.weak_fraction = fraction if any(len(w) for w in self.weak_at) else 0.0
 
+    def _around(self, centre) -> list[int]:
+        """A patch start near ``centre`` (it lands within a quarter patch of the middle)."""
+        return [int(c) - p // 2 + int(self.rng.integers(-(p // 4), p // 4 + 1)) for c, p in zip(centre, self.patch)]
+
     @staticmethod
     def _subsample(coords: np.ndarray, rng: np.random.Generator, n: int = 20000) -> np.ndarray:
         return coords[rng.choice(len(coords), n, replace=False)] if len(coords) > n else coords
@@ -78,15 +82,15 @@ class PatchSampler:
                 start = [int(c) - p // 2 for c, p in zip(centre, self.patch)]
             elif self.hard is not None and r < self.fg_fraction + self.hard_fraction and len(self.hard[i]):
                 centre = self.hard[i][self.rng.integers(len(self.hard[i]))]
-                start = [int(c) - p // 2 + int(self.rng.integers(-(p // 4), p // 4 + 1)) for c, p in zip(centre, self.patch)]
+                start = self._around(centre)
             elif (self.weak_at is not None and r < self.fg_fraction + self.hard_fraction + self.weak_fraction
                   and len(self.weak_at[i])):
                 centre = self.weak_at[i][self.rng.integers(len(self.weak_at[i]))]
-                start = [int(c) - p // 2 + int(self.rng.integers(-(p // 4), p // 4 + 1)) for c, p in zip(centre, self.patch)]
+                start = self._around(centre)
             elif self.labelled[i] is not None and len(self.labelled[i]):
                 # sparse annotation: centre the patch on a labelled voxel so it carries some loss
                 centre = self.labelled[i][self.rng.integers(len(self.labelled[i]))]
-                start = [int(c) - p // 2 + int(self.rng.integers(-(p // 4), p // 4 + 1)) for c, p in zip(centre, self.patch)]
+                start = self._around(centre)
             else:
                 start = [int(self.rng.integers(0, max(s - p, 0) + 1)) for s, p in zip(shape, self.patch)]
             start = [min(max(st, 0), max(s - p, 0)) for st, s, p in zip(start, shape, self.patch)]

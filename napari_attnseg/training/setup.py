@@ -153,8 +153,7 @@ class RunSetup:
                                      weight_decay=cfg.weight_decay)
         self.precision = training_precision(self.device, cfg.precision)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
-        far = self.settings.get("far_negatives", 0) > 0 and not cfg.prompts
-        self.net = self.dist.wrap(_LossNet(self.model, self.loss_ignore, FAR_WEIGHT if far else 0.0))
+        self.net = self.dist.wrap(_LossNet(self.model, self.loss_ignore, FAR_WEIGHT if self._far_applies() else 0.0))
         # An exponential moving average of the weights (and BN statistics) is what is validated and
         # saved when cfg.ema > 0: it smooths the epoch-to-epoch swings of the validation Dice.
         self.ema_model = None
