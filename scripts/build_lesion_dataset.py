@@ -170,6 +170,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--p-anywhere", type=float, default=0.25,
+                    help="share of lesions placed anywhere (often on the dark background among the tubes, like a lung "
+                         "nodule) rather than inside the head")
     ap.add_argument("--small", action="store_true", help="two small cases (a smoke test of this script)")
     args = ap.parse_args(argv)
     out = Path(args.out)
@@ -191,7 +194,7 @@ def main(argv=None) -> int:
         head = ndi.binary_fill_holes(vol > np.percentile(vol, 60) * 0.3)
         lab = np.zeros(vol.shape, np.uint8)
         background_structures(vol, head, spacing, r)
-        placed = paste_lesions(vol, lab, spacing, n if not args.small else 4, r, head)
+        placed = paste_lesions(vol, lab, spacing, n if not args.small else 4, r, head, args.p_anywhere)
         vol = finish(vol, r)
         export_case(vol, lab, out, "tiff", spacing=spacing, case_id=name, label_names=["background", "object"],
                     source_name=f"mni152/t1.nii.gz resampled to {spacing} mm, thick axis {'zyx'[axis]}")
@@ -213,7 +216,7 @@ def main(argv=None) -> int:
     names = [r[0] for r in records]
     split = {"train": [n for n in names if n != "val"], "val": ["val"]}
     (out / "split.json").write_text(json.dumps(split, indent=1))
-    (out / "README.txt").write_text(f"built by scripts/build_lesion_dataset.py --seed {args.seed}; held out: {HELD_OUT}\n"
+    (out / "README.txt").write_text(f"built by scripts/build_lesion_dataset.py --seed {args.seed} --p-anywhere {args.p_anywhere}; held out: {HELD_OUT}\n"
                                     + "\n".join(f"{n} {s} {k} objects" for n, s, k in records) + "\n")
     print(f"done in {time.perf_counter() - t0:.0f} s: {out}")
     return 0

@@ -107,6 +107,9 @@ def main(argv=None) -> int:
     ap.add_argument("--iters-per-epoch", type=int, default=20)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--radius", type=float, default=3.0, help="click ball radius in voxels")
+    ap.add_argument("--residual", type=float, default=0.0,
+                    help="> 0: the previous mask goes straight onto the output with this starting gain (prompt option "
+                         "'residual'): the network learns corrections of the guess / the last mask")
     ap.add_argument("--lut-aug", type=float, default=0.5)
     ap.add_argument("--fg-fraction", type=float, default=0.8)
     ap.add_argument("--prompt-threshold", type=float, default=0.0,
@@ -123,7 +126,7 @@ def main(argv=None) -> int:
     cfg = TrainConfig(
         dataset=args.dataset, out=args.out, arch="attention_unet", spatial_dims=3,
         model_config={"features": [int(f) for f in args.features.split(",")], "norm": args.norm,
-                      "prompts": {"radius": args.radius}},
+                      "prompts": {"radius": args.radius, "residual": args.residual}},
         epochs=args.epochs or 30, minutes=args.minutes, iters_per_epoch=args.iters_per_epoch,
         batch_size=args.batch, patch=[int(p) for p in args.patch.split(",")], lr=args.lr, patience=1000,
         split=str(Path(args.dataset) / "split.json"), fg_fraction=args.fg_fraction,

@@ -424,3 +424,40 @@ def test_simulator_threshold_previous_mask_is_the_inference_guess():
         guess = threshold_guess(x[i, 0].numpy(), pts[:1], np.array([1]), enclosed=True)
         assert np.array_equal(xin[i, 1].numpy() > 0, guess)
         assert np.array_equal(guess, yobj[i].numpy() == 1)  # clean squares: the guess is the object
+
+
+def test_residual_option_returns_the_previous_mask_until_trained_and_survives_save_load(tmp_path):
+    torch.manual_seed(0)
+    base = create_model("attention_unet", spatial_dims=3, **SMALL[("attention_unet", 3)])
+    plain = make_promptable(copy.deepcopy(base)).eval()
+    res = make_promptable(copy.deepcopy(base), residual=4.0).eval()
+    assert res.config["prompts"]["residual"] == 4.0 and abs(res.prompt_residual.gain - 4.0) < 1e-5
+    size = (16, 32, 32)
+    x = torch.randn(2, 1, *size)
+    prev = torch.zeros(2, 1, *size)
+    prev[0, 0, 4:10, 8:20, 8:20] = 1  # element 1 keeps an empty previous mask
+    xin = torch.cat([x, prev, torch.zeros(2, 2, *size)], 1)
+    pts = [np.array([[7.0, 14.0, 14.0]])] * 2
+    with torch.no_grad():
+        assert torch.equal(plain(x), res(x))  # the image alone: the automatic model
+        with prompts(plain, pts, [np.array([1])] * 2):
+            a, a_maps = plain(xin, return_attention=True)
+        with prompts(res, pts, [np.array([1])] * 2):
+            b, b_maps = res(xin, return_attention=True)
+            t = res.forward_train(xin)
+        # the background logit moves by gain * (2 prev - 1) where the previous mask is not empty; nothing else
+        assert torch.allclose(b[:, 1:], a[:, 1:]) and torch.allclose(b[1], a[1])
+        assert torch.allclose(a[0, 0] - b[0, 0], 4.0 * (2 * prev[0, 0] - 1), atol=1e-5)
+        assert torch.allclose(t.logits, b) and all(torch.equal(a_maps[k], b_maps[k]) for k in a_maps)
+        # a network that has learned nothing (zero output head) gives the previous mask back
+        for p in res.head.parameters():
+            p.zero_()
+        with prompts(res, pts, [np.array([1])] * 2):
+            out = res(xin).argmax(1)
+    assert torch.equal(out[0], prev[0, 0].long()) and not out[1].any()
+    assert type(copy.deepcopy(res)) is type(res)  # the trainer's EMA copy keeps the residual
+    save_model(res, tmp_path / "r.safetensors")
+    back = load_model(tmp_path / "r.safetensors", device="cpu")
+    assert back.config["prompts"]["residual"] == 4.0 and hasattr(back, "prompt_residual")
+    with torch.no_grad(), prompts(back, pts, [np.array([1])] * 2):
+        assert torch.equal(back(xin).argmax(1), out)

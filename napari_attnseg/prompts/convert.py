@@ -22,6 +22,13 @@ the automatic one:
     learned scale per head and per click kind (positive and negative each have their own prior and
     scale; never a sign flip of the other), and the second half of the ViT heads without the prior.
 
+* **Residual previous mask** (option ``residual``, off by default): the previous-mask channel also goes
+  straight onto the output, ``logit_background -= gain * (2 * previous - 1)`` where the previous mask is
+  not empty (``gain = softplus`` of a learned parameter starting at ``residual``). The network then
+  learns corrections of the previous mask (a first guess, or the mask of the last click) instead of
+  learning to copy it through a freshly initialised first layer; a network that has learned nothing
+  gives the previous mask back.
+
 ``model.config["prompts"]`` records the conversion, so ``create_model(arch, **config)`` (and thus
 ``load_model``) rebuilds the promptable model from its card.
 """
@@ -30,6 +37,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 from contextlib import contextmanager
 from typing import Any
 
@@ -42,7 +50,7 @@ from ..errors import InputError
 
 PROMPT_CHANNELS = ("previous mask", "positive clicks", "negative clicks")
 DEFAULTS: dict[str, Any] = {"channels": True, "prior": True, "beta": 2.0, "eps": 0.05, "radius": 5.0,
-                            "scale_init": 0.01}
+                            "scale_init": 0.01, "residual": 0.0}
 _GAIN = 100.0  # scales are softplus(_GAIN * raw): Adam moves raw by ~lr per step, so the pre-softplus value
 # moves ~100 lr: at lr 1e-3 a scale starting at 0.01 can reach ~1 in ~50 consistent steps (with a gain of 10 it
 # stayed at 0.012 after 60 steps of the first nuclei-2d-prompt run)
@@ -197,6 +205,57 @@ class KeyPrior(nn.Module):
         return (lam_p * lp[:, None, None] + lam_n * ln[:, None, None]).to(dtype)
 
 
+class PromptResidual(nn.Module):
+    """``logits[:, 0] - gain * (2 * previous - 1)`` for batch elements whose previous mask is not empty."""
+
+    def __init__(self, image_channels: int, gain: float):
+        super().__init__()
+        self.image_channels = image_channels
+        self.raw = nn.Parameter(torch.tensor(math.log(math.expm1(gain))))
+
+    @property
+    def gain(self) -> float:
+        return float(F.softplus(self.raw.detach()))
+
+    def forward(self, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        k = self.image_channels
+        if x.shape[1] != k + len(PROMPT_CHANNELS):
+            return logits  # the image alone: the automatic model
+        prev = x[:, k].to(logits.dtype)
+        on = (prev.flatten(1).amax(1) > 0.5).to(logits.dtype).view(-1, *([1] * (prev.ndim - 1)))
+        shift = F.softplus(self.raw).to(logits.dtype) * (2 * prev - 1) * on
+        return torch.cat([logits[:, :1] - shift.unsqueeze(1), logits[:, 1:]], 1)
+
+
+class ResidualOutput:
+    """Mixin (set as the model's class by :func:`make_promptable`) adding :class:`PromptResidual` to
+    ``forward`` and ``forward_train`` (every head, so deep supervision sees the same output)."""
+
+    prompt_residual: PromptResidual
+
+    def forward(self, x: torch.Tensor, return_attention: bool = False):
+        out = super().forward(x, return_attention)
+        if return_attention:
+            return self.prompt_residual(x, out[0]), out[1]
+        return self.prompt_residual(x, out)
+
+    def forward_train(self, x: torch.Tensor):
+        out = super().forward_train(x)
+        r = self.prompt_residual
+        return replace(out, logits=r(x, out.logits), heads=[(w, r(x, h)) for w, h in out.heads])
+
+
+_RESIDUAL_CLASSES: dict[type, type] = {}
+
+
+def _add_residual(model: nn.Module, gain: float) -> None:
+    cls = type(model)
+    if cls not in _RESIDUAL_CLASSES:
+        _RESIDUAL_CLASSES[cls] = type(f"Residual{cls.__name__}", (ResidualOutput, cls), {})
+    model.prompt_residual = PromptResidual(int(model.in_channels), gain).to(next(model.parameters()).device)
+    model.__class__ = _RESIDUAL_CLASSES[cls]
+
+
 # -- conversion ------------------------------------------------------------------------------------
 def is_promptable(model: nn.Module) -> bool:
     return isinstance(getattr(model, "prompt_context", None), PromptContext)
@@ -232,7 +291,8 @@ def make_promptable(model: nn.Module, **options: Any) -> nn.Module:
     Options (recorded in ``model.config["prompts"]``): ``channels`` (feed the click channels; False
     gives the "attention prior only" variant), ``prior`` (add the SMCA priors), ``beta`` (bump width:
     sigma^2 = beta * stride^2), ``eps`` (log-prior floor), ``radius`` (click disk radius in pixels
-    at the model's spacing), ``scale_init`` (starting value of every learned prior scale).
+    at the model's spacing), ``scale_init`` (starting value of every learned prior scale), ``residual``
+    (> 0: the previous mask added to the output with this starting gain; see the module docstring).
     """
     if is_promptable(model):
         return model
@@ -280,6 +340,8 @@ def make_promptable(model: nn.Module, **options: Any) -> nn.Module:
                 continue
             priors += 1
         opts["prior"] = priors > 0  # e.g. a plain U-Net has no attention to modulate
+    if float(opts["residual"]) > 0:
+        _add_residual(model, float(opts["residual"]))
     model.to(next(model.parameters()).device)
     model.prompt_context = context
     model.prompt_channels = len(PROMPT_CHANNELS)
