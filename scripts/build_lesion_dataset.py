@@ -76,7 +76,7 @@ def smooth_noise(shape, rng, sigma) -> np.ndarray:
     return f / max(float(f.std()), 1e-6)
 
 
-def lesion_shape(spacing, rng, diameter_mm):
+def lesion_shape(spacing, rng, diameter_mm, partial_volume: bool = False):
     """(alpha in [0, 1] over a local box, core mask) of a deformed rotated ellipsoid, soft edge."""
     sp = np.asarray(spacing, float)
     semi = diameter_mm / 2 * rng.uniform(0.55, 1.45, 3)
@@ -90,15 +90,28 @@ def lesion_shape(spacing, rng, diameter_mm):
     # smooth radial deformation: lumps and dents over ~ half the lesion's size
     shape = r.shape
     sig = np.maximum(semi.mean() / 2.5 / sp, 0.7)
-    r = r * (1 + rng.uniform(0.08, 0.3) * smooth_noise(shape, rng, sig))
+    lumps = 1 + rng.uniform(0.08, 0.3) * smooth_noise(shape, rng, sig)
     width = rng.uniform(0.02, 0.12)  # soft edge (relative to the radius)
-    alpha = 1 / (1 + np.exp(-(1 - r) / width))
-    core = r < rng.uniform(0.35, 0.7)
-    return alpha.astype(np.float32), core, half
+    core_r = rng.uniform(0.35, 0.7)
+    core = r * lumps < core_r
+    if not partial_volume or sp[0] <= 1.5:
+        alpha = 1 / (1 + np.exp(-(1 - r * lumps) / width))
+        return alpha.astype(np.float32), core, half
+    # a thick slice averages the lesion over its thickness: sample it at k depths through each slice, so the
+    # slices above and below show a faint lesion that the label (more than half the slice) leaves out, as in a
+    # real thick-slice series
+    k = int(min(7, np.ceil(sp[0])))
+    alpha = np.zeros(shape, np.float64)
+    for o in ((np.arange(k) + 0.5) / k - 0.5) * sp[0]:
+        ps = p.copy()
+        ps[0] = ps[0] + o
+        rs = np.sqrt(sum(((q @ ps)[i] / semi[i]) ** 2 for i in range(3))).reshape(shape)
+        alpha += 1 / (1 + np.exp(-(1 - rs * lumps) / width))
+    return (alpha / k).astype(np.float32), core, half
 
 
 def paste_lesions(img: np.ndarray, lab: np.ndarray, spacing, n: int, rng, inside: np.ndarray,
-                  p_anywhere: float = 0.25) -> int:
+                  p_anywhere: float = 0.25, partial_volume: bool = False) -> int:
     """Paste up to ``n`` lesions into ``img`` (in place), label 1 in ``lab``; returns how many. Centres
     inside ``inside`` (the head), or anywhere with ``p_anywhere`` (on a flat dark background, or at the
     head's edge: a bright blob on dark, like a lung nodule, or one touching a wall)."""
@@ -110,7 +123,7 @@ def paste_lesions(img: np.ndarray, lab: np.ndarray, spacing, n: int, rng, inside
         if placed >= n:
             break
         d = float(np.exp(rng.uniform(np.log(5.0), np.log(40.0))))
-        alpha, core, half = lesion_shape(spacing, rng, d)
+        alpha, core, half = lesion_shape(spacing, rng, d, partial_volume)
         c = cand[rng.integers(len(cand))] if rng.random() >= p_anywhere else \
             np.array([rng.integers(s) for s in img.shape])
         box = tuple(slice(ci - h, ci + h + 1) for ci, h in zip(c, half))
@@ -173,6 +186,9 @@ def main(argv=None) -> int:
     ap.add_argument("--p-anywhere", type=float, default=0.25,
                     help="share of lesions placed anywhere (often on the dark background among the tubes, like a lung "
                          "nodule) rather than inside the head")
+    ap.add_argument("--partial-volume", action="store_true",
+                    help="thick slices (> 1.5 mm) average each lesion over the slice thickness (faint, unlabelled "
+                         "lesion in the slices above and below, as in a real thick-slice series)")
     ap.add_argument("--small", action="store_true", help="two small cases (a smoke test of this script)")
     args = ap.parse_args(argv)
     out = Path(args.out)
@@ -194,7 +210,7 @@ def main(argv=None) -> int:
         head = ndi.binary_fill_holes(vol > np.percentile(vol, 60) * 0.3)
         lab = np.zeros(vol.shape, np.uint8)
         background_structures(vol, head, spacing, r)
-        placed = paste_lesions(vol, lab, spacing, n if not args.small else 4, r, head, args.p_anywhere)
+        placed = paste_lesions(vol, lab, spacing, n if not args.small else 4, r, head, args.p_anywhere, args.partial_volume)
         vol = finish(vol, r)
         export_case(vol, lab, out, "tiff", spacing=spacing, case_id=name, label_names=["background", "object"],
                     source_name=f"mni152/t1.nii.gz resampled to {spacing} mm, thick axis {'zyx'[axis]}")
@@ -207,7 +223,7 @@ def main(argv=None) -> int:
         vol = im.data.astype(np.float32)
         lab = tumour.astype(np.uint8)
         head = ndi.binary_fill_holes(vol > np.percentile(vol, 60) * 0.3)
-        placed = paste_lesions(vol, lab, im.spacing, 12, r, head)
+        placed = paste_lesions(vol, lab, im.spacing, 12, r, head, 0.25, args.partial_volume)
         vol = finish(vol, r)
         export_case(vol, lab, out, "tiff", spacing=tuple(im.spacing), case_id="brain1",
                     label_names=["background", "object"], source_name="radiomics/brain1 (real tumour + synthetic lesions)")
@@ -216,7 +232,7 @@ def main(argv=None) -> int:
     names = [r[0] for r in records]
     split = {"train": [n for n in names if n != "val"], "val": ["val"]}
     (out / "split.json").write_text(json.dumps(split, indent=1))
-    (out / "README.txt").write_text(f"built by scripts/build_lesion_dataset.py --seed {args.seed} --p-anywhere {args.p_anywhere}; held out: {HELD_OUT}\n"
+    (out / "README.txt").write_text(f"built by scripts/build_lesion_dataset.py --seed {args.seed} --p-anywhere {args.p_anywhere}{' --partial-volume' if args.partial_volume else ''}; held out: {HELD_OUT}\n"
                                     + "\n".join(f"{n} {s} {k} objects" for n, s, k in records) + "\n")
     print(f"done in {time.perf_counter() - t0:.0f} s: {out}")
     return 0
