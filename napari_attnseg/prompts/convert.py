@@ -37,8 +37,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import replace
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
