@@ -20,7 +20,7 @@ spacing (4.5 x 0.65 x 0.65 mm), lesions and noise, its centre 24 x 192 x 192 vox
 robot runs every epoch), is the validation case (the same template, so it checks the fit to lesions,
 not to unseen anatomy; lung1 is the real test).
 
-    python scripts/build_lesion_dataset.py --out /tmp/lesion_ds [--seed 0] [--small]
+    python scripts/build_lesion_dataset.py --out /tmp/lesion_ds [--seed 0] [--p-anywhere 0.25] [--partial-volume] [--small]
 
 Writes an exported dataset (TIFF layout, float32 images, ``manifest.json``) and ``split.json``
 (train: every case but ``val``; val: ``val``) for the trainer's ``--split``.
