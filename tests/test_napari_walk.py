@@ -246,3 +246,34 @@ def test_next_suggested_slice_jumps_to_an_unreviewed_uncertain_slice(make_napari
     assert "vol mask uncertainty" in viewer.layers and not viewer.layers["vol mask uncertainty"].visible
     corr.mark_slices(range(10))
     assert mask.metadata["reviewed_slices"] == list(range(10)) and corr.next_suggested() is None
+
+
+def test_click_to_fix_lists_a_fine_tuned_prompt_checkpoint_and_picks_the_one_matching_the_image(
+        make_napari_viewer, tmp_path):
+    """A promptable 3D checkpoint added to the Segment list (as the Fine-tune panel does) is offered by
+    Click to fix before it was ever run, and chosen for a volume; a 2D image gets a 2D model back."""
+    from napari_attnseg import create_model, save_model
+    from napari_attnseg._napari.dock import AttnSegDock
+    from napari_attnseg.checkpoint import ModelCard
+    from napari_attnseg.models.registry import bundled_models
+
+    model = create_model("attention_unet", spatial_dims=3, features=(4, 8, 16), prompts={"radius": 3.0})
+    path = tmp_path / "lesion-test.safetensors"
+    save_model(model, path, ModelCard(arch="", config={}, name="lesion-test", description="test", tile=[16, 32, 32]))
+    viewer = make_napari_viewer()
+    dock = AttnSegDock(viewer)
+    viewer.window.add_dock_widget(dock, name="Attention segmentation")
+    seg, corr = dock.segment, dock.correct
+    seg.add_model(path, select=False)
+    viewer.add_image(np.zeros((8, 32, 32), np.float32), name="vol")
+    viewer.add_labels(np.zeros((8, 32, 32), np.uint8), name="vol mask")
+    corr.image_combo.value = "vol"
+    corr.prompt.refresh_models()
+    assert "lesion-test" in corr.prompt._entries and corr.prompt.model_combo.value == "lesion-test"
+    assert corr.prompt.model().spatial_dims == 3
+    if "nuclei-2d-prompt" in bundled_models():
+        viewer.add_image(np.zeros((32, 32), np.float32), name="plane")
+        corr.refresh()
+        corr.image_combo.value = "plane"
+        corr.prompt.refresh_models()
+        assert corr.prompt.model_combo.value == "nuclei-2d-prompt"

@@ -21,20 +21,33 @@ from ._common import error_message, notify_error, placement_of, set_choices, ups
 POSITIVE, NEGATIVE = "#30d060", "#ff4040"
 
 
-def promptable_models(viewer) -> dict[str, object]:
-    """Bundled promptable models and the segment panel's loaded ones that are promptable: name -> entry."""
+def promptable_models(viewer) -> dict[str, tuple[object, int]]:
+    """Bundled promptable models and the segment panel's promptable ones (loaded, or checkpoints whose card
+    says so, e.g. one the Fine-tune panel just wrote): name -> (entry, spatial dims)."""
+    from ..checkpoint import read_card
     from ..models.registry import bundled_models
     from ..prompts import is_promptable
     from ._common import find_docked
     from .segment_widget import SegmentWidget
 
-    found: dict[str, object] = {n: n for n, card in bundled_models().items() if (card.get("config") or {}).get("prompts")}
+    found: dict[str, tuple[object, int]] = {
+        n: (n, int((card.get("config") or {}).get("spatial_dims", 2)))
+        for n, card in bundled_models().items() if (card.get("config") or {}).get("prompts")}
     seg = find_docked(viewer, SegmentWidget)
     if seg is not None:
         for label in seg.model_names():
             entry = seg.model_entry(label)
-            if not isinstance(entry, str) and is_promptable(entry):
-                found.setdefault(label, entry)
+            if isinstance(entry, str):
+                if label in found or not entry.endswith(".safetensors"):
+                    continue
+                try:
+                    card = read_card(entry)
+                except Exception:  # an unreadable file: the segment panel reports it when it is used
+                    continue
+                if card.config.get("prompts"):
+                    found[label] = (entry, card.spatial_dims)
+            elif is_promptable(entry):
+                found.setdefault(label, (entry, int(entry.spatial_dims)))
     return found
 
 
@@ -76,11 +89,19 @@ class PromptMode:
 
     # -- models ---------------------------------------------------------------------------------
     def refresh_models(self) -> None:
+        """List the promptable models; keep the chosen one unless its dimensionality differs from the
+        image's and another one's matches (a 3D model for a volume, a 2D one for a plane)."""
         try:
-            self._entries = promptable_models(self.viewer)
+            found = promptable_models(self.viewer)
         except Exception:  # the prompts package could not be imported: say so, stay disabled
-            self._entries = {}
-        set_choices(self.model_combo, list(self._entries))
+            found = {}
+        self._entries = {name: entry for name, (entry, _) in found.items()}
+        image = self._image_layer()
+        current = self.model_combo.value
+        prefer = None
+        if image is not None and (found[current][1] if current in found else None) != image.ndim:
+            prefer = next((name for name, (_, dims) in found.items() if dims == image.ndim), None)
+        set_choices(self.model_combo, list(self._entries), prefer=prefer)
         ok = bool(self._entries)
         self.enable_box.enabled = ok
         if not ok:
@@ -109,6 +130,8 @@ class PromptMode:
         return self.viewer.layers[name] if name in self.viewer.layers else None
 
     def _toggle(self, on: bool) -> None:
+        if on:
+            self.refresh_models()  # the model that fits the image's dimensionality
         image = self._image_layer()
         if on and image is None:
             notify_error("Prompt mode needs an image layer: choose one in the Image field above.")
