@@ -54,12 +54,18 @@ def test_converted_model_starts_as_the_automatic_one(arch, dims):
     assert conv.config["prompts"]["prior"] == (arch != "unet")
 
 
-def test_promptable_checkpoint_round_trip(tmp_path):
+def _perturbed_promptable(scale: float):
+    """A small converted 2D Attention U-Net with every weight perturbed (so the prompt channels matter)."""
     torch.manual_seed(0)
     m = make_promptable(create_model("attention_unet", **SMALL[("attention_unet", 2)]))
     with torch.no_grad():
         for p in m.parameters():
-            p.add_(0.01 * torch.randn_like(p))
+            p.add_(scale * torch.randn_like(p))
+    return m
+
+
+def test_promptable_checkpoint_round_trip(tmp_path):
+    m = _perturbed_promptable(0.01)
     save_model(m, tmp_path / "p.safetensors")
     back = load_model(tmp_path / "p.safetensors", device="cpu")
     assert is_promptable(back) and back.card.config["prompts"]["channels"] is True
@@ -341,11 +347,7 @@ def _threshold_model(prompt_init):
     """A small converted 2D model whose prompt channels matter (weights perturbed), with a card."""
     from napari_attnseg.checkpoint import ModelCard
 
-    torch.manual_seed(0)
-    m = make_promptable(create_model("attention_unet", **SMALL[("attention_unet", 2)]))
-    with torch.no_grad():
-        for p in m.parameters():
-            p.add_(0.2 * torch.randn_like(p))
+    m = _perturbed_promptable(0.2)
     m.card = ModelCard(arch=m.arch, config=dict(m.config), prompt_init=prompt_init)
     return m.eval()
 
