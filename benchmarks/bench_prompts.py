@@ -117,6 +117,8 @@ def main(argv=None) -> int:
     ap.add_argument("--case", default="nuclei", choices=("nuclei", "lung1", "brain1"),
                     help="nuclei (2D, right half) or the 3D tumour of a radiomics case")
     ap.add_argument("--shared", default=str(SHARED), help="the shared data folder (radiomics/ inside)")
+    ap.add_argument("--click-merge", default="local", choices=("local", "replace"),
+                    help="how clicks after the first change the mask (segment_with_prompts' merge)")
     ap.add_argument("--sessions", type=int, default=10, help="3D: sessions with a random first click per model")
     args = ap.parse_args(argv)
     if args.case != "nuclei":
@@ -159,7 +161,8 @@ def main(argv=None) -> int:
         for obj, start in zip(objs, starts):
             def seg(points, labs, previous):
                 t0 = time.perf_counter()
-                res = segment_with_prompts(model, image, points, labs, previous=previous, attention=False)
+                res = segment_with_prompts(model, image, points, labs, previous=previous, attention=False,
+                                           merge=args.click_merge)
                 times.append(time.perf_counter() - t0)
                 return res.mask
 
@@ -168,7 +171,8 @@ def main(argv=None) -> int:
                 ious = ious + [ious[-1]] * (6 - len(ious))
             runs.append(ious)
         opts = model.config.get("prompts", {})
-        label = f"{name} ({spec}; channels={opts.get('channels')}, prior={opts.get('prior')})"
+        label = (f"{name} ({spec}; channels={opts.get('channels')}, prior={opts.get('prior')}, "
+                 f"merge={args.click_merge})")
         rows.append(summarise(label, runs, times))
         print(rows[-1], flush=True)
     meta = {"machine": f"{cpu_name()}, {os.cpu_count()} logical CPUs, torch {torch.__version__}, "
@@ -282,7 +286,8 @@ def main_3d(args) -> int:
 
         def seg(points, labs, previous):
             t0 = time.perf_counter()
-            res = segment_with_prompts(model, image, points, labs, previous=previous, spacing=spacing, attention=False)
+            res = segment_with_prompts(model, image, points, labs, previous=previous, spacing=spacing, attention=False,
+                                       merge=args.click_merge)
             times.append(time.perf_counter() - t0)
             return res.mask
 
@@ -290,7 +295,8 @@ def main_3d(args) -> int:
         print(name, "IoU per click", [round(v, 3) for v in ious], "clicks", [(c.astype(int).tolist(), lab) for c, lab in clicks],
               flush=True)
         opts = model.config.get("prompts", {})
-        label = f"{name} ({spec}; channels={opts.get('channels')}, prior={opts.get('prior')})"
+        label = (f"{name} ({spec}; channels={opts.get('channels')}, prior={opts.get('prior')}, "
+                 f"merge={args.click_merge})")
         rows.append(summarise(label + ", deepest first click", [pad(ious)], times))
         runs = [pad(session_from(seg, target, f)[0]) for f in model_firsts]
         rows.append(summarise(label + f", random first click ({len(runs)} sessions)", runs, times))

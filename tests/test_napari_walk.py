@@ -221,6 +221,62 @@ def test_click_to_fix_segments_an_object_and_undoes_it(make_napari_viewer, qtbot
     _no_exception(notifications)
 
 
+def test_click_to_fix_later_clicks_refine_the_newest_mask(make_napari_viewer, qtbot, notifications):
+    """Each click's run gets the object's mask after the previous click (not its state before the first
+    one) and its change is written against it: a nucleus added by a second positive click and removed by
+    a negative click on it leaves the mask; 'Undo last click' walks the mask back one click at a time."""
+    from scipy import ndimage as ndi
+
+    from napari_attnseg._napari.correct_widget import CorrectWidget
+    from napari_attnseg._paths import samples_dir
+    from napari_attnseg.data import read_image
+    from napari_attnseg.models.registry import bundled_models
+
+    if "nuclei-2d-prompt" not in bundled_models():
+        pytest.skip("no bundled promptable model")
+    viewer = make_napari_viewer()
+    image = read_image(samples_dir() / "nuclei2d_image.tif").data[:, 256:]
+    ref = read_image(samples_dir() / "nuclei2d_labels.tif").data[:, 256:]
+    viewer.add_image(image, name="nuclei")
+    mask = viewer.add_labels(np.zeros(image.shape, np.uint8), name="nuclei mask")
+    corr = CorrectWidget(viewer)
+    corr.prompt.model_combo.value = "nuclei-2d-prompt"
+    corr.prompt.enable_box.value = True
+    ids, counts = np.unique(ref[64:-64, 64:-64], return_counts=True)
+    a = ref == int(ids[1:][np.argmax(counts[1:])])
+    deep = ndi.distance_transform_edt(a)
+    ca = np.unravel_index(np.argmax(deep), a.shape)
+    # a second nucleus 12-40 px away (centre to edge), not touching the first
+    near = ndi.distance_transform_edt(~a)
+    others = [i for i in np.unique(ref[(near > 3) & (near < 40)]) if i and not (ref == i)[a].any()]
+    b = ref == max(others, key=lambda i: (ref == i).sum())
+    cb = np.unravel_index(np.argmax(ndi.distance_transform_edt(b)), b.shape)
+
+    def click(point, positive=True):
+        corr.prompt.click(point, positive=positive)
+        qtbot.waitUntil(lambda: not corr.prompt.busy, timeout=60000)
+        return np.asarray(mask.data) == 1
+
+    one = click(ca)
+    two = click(cb)
+    assert two[cb] and (two & b).sum() > 0.5 * b.sum(), "the second positive click adds the second nucleus"
+    # a negative click inside the second nucleus, away from the positive one: part of it goes
+    db = ndi.distance_transform_edt(b)
+    far = np.argwhere(b & (db >= 2))
+    cn = tuple(far[np.argmax(((far - np.array(cb)) ** 2).sum(1))])
+    three = click(cn, positive=False)
+    assert not three[cn] and (three & b).sum() < (two & b).sum(), "the negative click removes voxels added by the second"
+    assert np.array_equal(three, corr.prompt.session.current), "the layer holds the object's newest mask"
+    assert (three & a).sum() > 0.8 * (one & a).sum(), "the first nucleus stays"
+    corr.prompt.undo_last_click()
+    assert np.array_equal(np.asarray(mask.data) == 1, two)
+    corr.prompt.undo_last_click()
+    assert np.array_equal(np.asarray(mask.data) == 1, one)
+    corr.prompt.undo_last_click()
+    assert not np.asarray(mask.data).any() and not corr.prompt.clicks
+    _no_exception(notifications)
+
+
 def test_next_suggested_slice_jumps_to_an_unreviewed_uncertain_slice(make_napari_viewer, qtbot, tiny_checkpoint):
     """After a run, 'Next suggested slice' moves the viewer to the unreviewed slice with the highest
     uncertainty of the run's probabilities, shows the uncertainty as a hidden layer, never a reviewed one."""

@@ -463,3 +463,65 @@ def test_residual_option_returns_the_previous_mask_until_trained_and_survives_sa
     assert back.config["prompts"]["residual"] == 4.0 and hasattr(back, "prompt_residual")
     with torch.no_grad(), prompts(back, pts, [np.array([1])] * 2):
         assert torch.equal(back(xin).argmax(1), out)
+
+
+def test_merge_local_changes_the_mask_only_where_the_newest_click_is():
+    """Progressive merge: of the model's changes to the previous mask, only the connected region reaching
+    the newest click is taken; a change elsewhere (here a blob the model added far away, and a shrunk
+    side) is ignored; no change near the click leaves the previous mask."""
+    from napari_attnseg.prompts.segment import merge_local
+
+    prev = disk((40, 40), (20, 20), 8)
+    cols = np.indices(prev.shape)[1]
+    # the model grows the object at the click, shrinks its left side and adds a far blob
+    new = (prev & (cols >= 15)) | disk((40, 40), (20, 29), 4) | disk((40, 40), (5, 5), 3)
+    click = np.array([20.0, 30.0])  # a positive click right of the object
+    out = merge_local(prev, new, click, np.array([1.0, 1.0]))
+    assert out[disk((40, 40), (20, 29), 4)].all(), "the growth at the click is taken"
+    assert not out[5, 5], "the far blob is not"
+    assert out[prev & ~new].all(), "the side the model shrank, away from the click, stays"
+    assert np.array_equal(merge_local(prev, new, np.array([35.0, 35.0]), np.array([1.0, 1.0])), prev)
+
+
+def test_segment_with_prompts_merges_corrections_locally_by_default():
+    """A click after the first with a previous mask is merged locally ('local', the default; params say
+    so); the first click and merge='replace' take the model's mask; a bad merge value is an InputError."""
+    torch.manual_seed(0)
+    model = make_promptable(create_model("attention_unet", spatial_dims=2, features=[4, 8, 16, 32]))
+    model.eval()
+    image = np.zeros((64, 64), np.float32)
+    image[20:44, 20:44] = 1.0
+    prev = np.zeros((64, 64), bool)
+    prev[24:40, 24:40] = True
+    pts, labs = np.array([[32.0, 32.0], [30.0, 42.0]]), np.array([1, 1])
+    first = segment_with_prompts(model, image, pts[:1], labs[:1], previous=prev, attention=False)
+    local = segment_with_prompts(model, image, pts, labs, previous=prev, attention=False)
+    replace = segment_with_prompts(model, image, pts, labs, previous=prev, attention=False, merge="replace")
+    assert first.params["merge"] == "replace" and local.params["merge"] == "local"
+    assert replace.params["merge"] == "replace"
+    from napari_attnseg.prompts.segment import _keep_clicked, merge_local
+
+    radius = np.array(local.params["radius"])
+    expected = _keep_clicked(merge_local(prev, replace.mask, pts[-1], radius), pts, labs)
+    assert np.array_equal(local.mask, expected)
+    with pytest.raises(InputError, match="merge"):
+        segment_with_prompts(model, image, pts, labs, previous=prev, merge="blend")
+
+
+def test_prompt_session_keeps_the_newest_mask_and_undoes_click_by_click():
+    from napari_attnseg.prompts import PromptSession
+
+    start = np.zeros((8, 8), bool)
+    start[2:4, 2:4] = True
+    s = PromptSession(initial=start)
+    assert s.current is start and s.undo() == 0
+    s.add((3, 3))
+    s.record(np.ones((8, 8), bool))
+    s.add((6.0, 6.0), positive=False)
+    s.add((7.0, 7.0), positive=False)
+    s.record(np.eye(8, dtype=bool))  # one run for two clicks (the second came while the first ran)
+    assert s.labels.tolist() == [1, 0, 0] and s.points.shape == (3, 2)
+    assert np.array_equal(s.current, np.eye(8, dtype=bool))
+    assert s.undo() == 1 and s.current.all()  # the run that used the newest click is undone
+    assert s.undo() == 0 and len(s.clicks) == 1 and s.current.all()
+    assert s.undo() == 1 and s.current is start and not s.clicks

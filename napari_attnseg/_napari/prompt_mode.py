@@ -16,6 +16,7 @@ from magicgui.widgets import CheckBox, ComboBox, Container, Label, PushButton
 from napari.qt.threading import thread_worker
 
 from ..errors import AttnSegError
+from ..prompts.session import PromptSession
 from ._common import error_message, notify_error, placement_of, set_choices, upsert_layer
 
 POSITIVE, NEGATIVE = "#30d060", "#ff4040"
@@ -60,10 +61,8 @@ class PromptMode:
         self._entries: dict[str, object] = {}
         self._loaded: dict[str, object] = {}
         self.points_layer = None
-        self.clicks: list[tuple[tuple[float, ...], int]] = []  # (image index coordinates, 1 | 0), newest last
+        self.session = PromptSession()  # this object's clicks (image index coordinates) and masks after each run
         self.object_value: int | None = None
-        self.previous: np.ndarray | None = None  # this object's mask before its first click
-        self.applied = 0  # clicks whose change is in the mask's history (for Undo last click)
         self.busy = False
         self.pending = False
         self.last_result = None
@@ -159,8 +158,13 @@ class PromptMode:
         self.click(image.world_to_data(event.position), positive=not negative)
 
     # -- clicks ---------------------------------------------------------------------------------
+    @property
+    def clicks(self) -> list[tuple[tuple[float, ...], int]]:
+        """This object's clicks: (image index coordinates, 1 | 0), newest last."""
+        return self.session.clicks
+
     def new_object(self) -> None:
-        self.clicks, self.object_value, self.previous, self.applied = [], None, None, 0
+        self.session, self.object_value = PromptSession(), None
         if self.points_layer is not None and self.points_layer in self.viewer.layers:
             self.points_layer.data = np.empty((0, self.points_layer.ndim))
 
@@ -188,11 +192,10 @@ class PromptMode:
             existing = object_at(labels, point)
             if existing is not None:
                 self.object_value = int(labels[tuple(int(round(c)) for c in point)])
-                self.previous = existing
             else:
                 self.object_value = int(self.corr.class_combo.value or 1)
-                self.previous = None
-        self.clicks.append((point, 1 if positive else 0))
+            self.session = PromptSession(initial=existing)
+        self.session.add(point, positive)
         self._show_points()
         if self.busy:
             self.pending = True  # run again with every click once the current run is done
@@ -219,9 +222,8 @@ class PromptMode:
             return None
         mask, image = self.corr.labels_layer(), self._image_layer()
         data = np.asarray(image.data)
-        pts = np.array([p for p, _ in self.clicks])
-        labs = np.array([lab for _, lab in self.clicks])
-        previous = self.previous
+        pts, labs, previous = self.session.points, self.session.labels, self.session.current
+        used = len(pts)
         z = None
         if model.spatial_dims == 2 and data.ndim == 3:  # a 2D model on a volume: the slice of the newest click
             z = int(round(pts[-1][0]))
@@ -237,7 +239,7 @@ class PromptMode:
             return segment_with_prompts(model, data, pts, labs, previous=previous, spacing=spacing)
 
         worker = work()
-        worker.returned.connect(lambda res: self._apply(res, mask, image, z))
+        worker.returned.connect(lambda res: self._apply(res, mask, image, z, used))
         worker.errored.connect(lambda exc: self._failed(exc))
         worker.finished.connect(self._finished)
         self.worker = worker
@@ -253,23 +255,28 @@ class PromptMode:
         if self.pending and self.clicks:
             self._run()
 
-    def _apply(self, result, mask, image, z) -> None:
+    def _apply(self, result, mask, image, z, used: int) -> None:
         from ..prompts import edit_for
 
+        if used > len(self.clicks):  # its newest click was undone while it ran: the next run replaces it
+            return
         self.last_result = result
         labels = np.asarray(mask.data)
         current = labels if z is None else labels[z]
-        previous = self.previous if (self.previous is None or z is None) else self.previous[z]
-        # the change since the object's state before the first click: undo restores exactly that
+        before = self.session.current
+        previous = before if (before is None or z is None) else before[z]
+        # the change since the object's mask after the last run: Ctrl+Z / Undo last click restore exactly that
         where, values = edit_for(current, result, self.object_value, previous)
         if z is not None:
             where = (np.full_like(where[0], z), *where)
-        if where[0].size:
+        if z is None:
+            after = result.mask
+        else:
+            after = np.zeros(labels.shape, bool) if before is None else before.copy()
+            after[z] = result.mask
+        if where[0].size:  # one state per change in the layer's history (Undo last click undoes them)
             mask.data_setitem(where, values)
-            self.applied += 1
-        if self.previous is None:  # later clicks refine this object: its mask so far is the previous one
-            self.previous = np.asarray(mask.data) == self.object_value
-            self.previous &= _component(self.previous, self.clicks[0][0])
+            self.session.record(after, used)
         self.status.value = (f"{int(result.mask.sum())} voxels from {len(result.points)} click(s) in "
                              f"{result.timings.get('total', 0):.2f} s")
         self._show_attention(result, image, z)
@@ -296,22 +303,15 @@ class PromptMode:
             self.status.value = "No click to undo."
             return
         mask = self.corr.labels_layer()
-        self.clicks.pop()
-        if mask is not None and self.applied:
-            mask.undo()
-            self.applied -= 1
+        for _ in range(self.session.undo()):
+            if mask is not None:
+                mask.undo()
         if not self.clicks:
-            self.previous, self.object_value, self.applied = None, None, 0
+            self.new_object()
         self._show_points()
         self.corr._update_info()
         self.status.value = f"{len(self.clicks)} click(s) left."
+        done = self.session.states[-1][0] if self.session.states else 0
+        if self.clicks and done < len(self.clicks) and not self.busy:  # a run had taken several clicks at once
+            self._run()
 
-
-def _component(mask: np.ndarray, point) -> np.ndarray:
-    from scipy import ndimage as ndi
-
-    idx = tuple(int(round(c)) for c in point)
-    if not mask[idx]:
-        return mask
-    cc, _ = ndi.label(mask)
-    return cc == cc[idx]

@@ -106,6 +106,25 @@ def _keep_clicked(mask: np.ndarray, points: np.ndarray, labels: np.ndarray) -> n
     return np.isin(cc, list(ids)) if ids else mask
 
 
+def merge_local(previous: np.ndarray, new: np.ndarray, point: np.ndarray, radius: np.ndarray) -> np.ndarray:
+    """Progressive merge (FocalClick, Chen et al. CVPR 2022): keep ``previous`` except where the model's
+    ``new`` mask differs from it in a connected region that reaches the newest click (a ball of ``radius``
+    pixels per axis around ``point``). A correction click then changes the object where it was made and
+    nowhere else; a region the model changes far from the click stays as it was. When nothing changes
+    near the click, ``previous`` is returned."""
+    from scipy import ndimage as ndi
+
+    from .encode import draw_disks
+
+    diff = previous ^ new
+    if not diff.any():
+        return previous.copy()
+    cc, _ = ndi.label(diff)
+    ids = np.unique(cc[draw_disks(diff.shape, np.asarray(point, float)[None], radius)])
+    ids = ids[ids > 0]
+    return previous ^ np.isin(cc, ids) if ids.size else previous.copy()
+
+
 def segment_with_prompts(
     model: torch.nn.Module,
     image: np.ndarray,
@@ -119,6 +138,7 @@ def segment_with_prompts(
     normalized: bool = False,
     device: str | torch.device | None = None,
     prompt_init: str | None = "card",
+    merge: str = "local",
 ) -> PromptResult:
     """Segment the object under the clicks.
 
@@ -139,6 +159,10 @@ def segment_with_prompts(
             the clicks on the crop when it does not touch the crop's sides (:func:`~.initial.threshold_guess`
             with ``enclosed=True``, first image channel), None empty.
             ``params["prompt_init"]`` says what was used ("threshold" or None).
+        merge: how a correction (a click after the first, with a non-empty ``previous``) is applied:
+            "local" (default) changes ``previous`` only in the connected regions of change that reach the
+            newest click (:func:`merge_local`, FocalClick's progressive merge); "replace" takes the model's
+            whole new mask. The first click always takes the model's mask. ``params["merge"]`` says which was used.
     Returns a :class:`PromptResult`; nothing is modified in place.
     """
     t0 = time.perf_counter()
@@ -188,6 +212,8 @@ def segment_with_prompts(
 
         spec = card.normalization if card is not None else {"scheme": "percentile", "lower": 1.0, "upper": 99.0}
         stats = compute_stats(img, spec, True)
+    if merge not in ("local", "replace"):
+        raise InputError(f"merge is 'local' or 'replace'; got {merge!r}.")
     init = getattr(card, "prompt_init", None) if prompt_init == "card" else prompt_init
     if init not in PROMPT_INITS:
         raise InputError(f"prompt_init is 'card', 'threshold' or None; got {init!r}.")
@@ -219,6 +245,9 @@ def segment_with_prompts(
         if not touches or all(s.stop - s.start == n for s, n in zip(box, shape)):
             break
         grow *= 2
+    merged = merge == "local" and len(pts) > 1 and prev is not None and bool(prev[box].any())
+    if merged:  # the box holds the previous mask (crop_box covers its extent)
+        local = _keep_clicked(merge_local(prev[box], local, pts[-1] - start, radius), pts - start, labs)
     mask = np.zeros(shape, bool)
     mask[box] = local
     maps_out = []
@@ -229,7 +258,8 @@ def segment_with_prompts(
     return PromptResult(mask, box, prob.astype(np.float32), maps_out, pts, labs,
                         {"total": time.perf_counter() - t0, "model": t_model},
                         {"radius": radius.tolist(), "threshold": threshold,
-                         "prompt_init": "threshold" if used is not None else None})
+                         "prompt_init": "threshold" if used is not None else None,
+                         "merge": "local" if merged else "replace"})
 
 
 def object_at(labels: np.ndarray, point: Sequence[float]) -> np.ndarray | None:
