@@ -119,6 +119,7 @@ def main(argv=None) -> int:
     ap.add_argument("--shared", default=str(SHARED), help="the shared data folder (radiomics/ inside)")
     ap.add_argument("--click-merge", default="local", choices=("local", "replace"),
                     help="how clicks after the first change the mask (segment_with_prompts' merge)")
+    ap.add_argument("--per-object", action="store_true", help="nuclei: print each nucleus's area, NoC@85 and best IoU")
     ap.add_argument("--sessions", type=int, default=10, help="3D: sessions with a random first click per model")
     args = ap.parse_args(argv)
     if args.case != "nuclei":
@@ -167,6 +168,10 @@ def main(argv=None) -> int:
                 return res.mask
 
             ious, _ = robot_session(seg, obj, start, max_clicks=CAP, stop_iou=0.9)
+            if args.per_object:
+                ident = int(np.bincount(labels[obj]).argmax())
+                print(f"  nucleus {ident}: {int(obj.sum())} px, NoC@85 {noc(ious, 0.85)}, best IoU {max(ious[1:]):.3f}, "
+                      f"IoU after 1 click {ious[1]:.3f}", flush=True)
             if len(ious) < 6:  # stopped at IoU 0.90 before 5 clicks: Dice@k beyond it = the last value
                 ious = ious + [ious[-1]] * (6 - len(ious))
             runs.append(ious)
