@@ -2,6 +2,7 @@
 ``prompts`` options, e.g. ``channels=False`` (attention prior only) or ``prior=False`` (click channels only).
 
     python scripts/train_prompt_variant.py DATASET OUT MINUTES channels=false
+    python scripts/train_prompt_variant.py DATASET OUT MINUTES radius=3   (click disks of 3 px instead of 5)
 """
 
 import sys
@@ -9,7 +10,11 @@ import sys
 from napari_attnseg.training import TrainConfig, train
 
 dataset, out, minutes, *opts = sys.argv[1:]
-options = {k: v.lower() == "true" for k, v in (o.split("=") for o in opts)}
+def value(v: str):
+    return v.lower() == "true" if v.lower() in ("true", "false") else float(v)
+
+
+options = {k: value(v) for k, v in (o.split("=") for o in opts)}
 cfg = TrainConfig(dataset=dataset, out=out, start_model="nuclei-2d", prompts=True, minutes=float(minutes),
                   patience=100, patch=[64, 64], iters_per_epoch=20, train_region="0:512,0:200",
                   val_region="0:512,200:256", lr=1e-3, seed=0, model_config={"prompts": options},

@@ -271,3 +271,41 @@ def test_a_predict_result_opens_in_the_viewer_ready_to_correct(viewer, tmp_path)
     stride = finest.scale[0] / viewer.layers["nuclei2d_image"].scale[0]
     assert stride == 2
     np.testing.assert_allclose(finest.data_to_world((0, 0)), ((stride - 1) / 2,) * 2)
+
+
+def test_correct_panel_follows_renames_keeps_typed_class_names_and_refuses_an_unreviewed_volume(viewer, tmp_path):
+    """Renaming the image or the mask in the layer list keeps them chosen (R, K, export work); class names
+    the user typed survive a new mask; a volume with no reviewed slice is not exported (every slice would
+    be the model's unchecked guess) and says what to do."""
+    from napari_attnseg._napari import correct_widget as cw
+    from napari_attnseg._napari.correct_widget import CorrectWidget
+
+    img = np.random.default_rng(0).random((6, 20, 20)).astype(np.float32)
+    mask = np.zeros((6, 20, 20), np.uint8)
+    mask[:, 4:12, 4:12] = 1
+    image = viewer.add_image(img, name="ct")
+    layer = viewer.add_labels(mask, name="ct mask")
+    layer.features = {"class": ["background", "nucleus"]}
+    viewer.add_image(img * 2, name="other")
+    w = CorrectWidget(viewer)
+    assert (w.labels_combo.value, w.image_combo.value) == ("ct mask", "ct")
+    messages = []
+    notify, cw.notify_error = cw.notify_error, messages.append
+    try:
+        w.dataset_edit.value = str(tmp_path / "ds")
+        assert w.export() is None and "No slice of ct mask is marked reviewed" in messages[-1]
+        assert not (tmp_path / "ds").exists()
+        image.name = "patient 7 CT"
+        layer.name = "tumour edit"
+        assert (w.labels_combo.value, w.image_combo.value) == ("tumour edit", "patient 7 CT")
+        assert "patient 7 CT" in [c for c in w.image_combo.choices] and "ct" not in w.image_combo.choices
+        w.mark_slices([1, 2])
+        assert layer.metadata["reviewed_slices"] == [1, 2]
+        assert w.class_names_edit.value == "background, nucleus"
+        w.class_names_edit.value = "background, tumour"
+        second = viewer.add_labels(mask.copy(), name="patient 7 CT mask (2)")
+        second.features = {"class": ["background", "nucleus"]}
+        w.labels_combo.value = "patient 7 CT mask (2)"
+        assert w.class_names_edit.value == "background, tumour"
+    finally:
+        cw.notify_error = notify

@@ -268,12 +268,24 @@ def test_click_to_fix_later_clicks_refine_the_newest_mask(make_napari_viewer, qt
     assert not three[cn] and (three & b).sum() < (two & b).sum(), "the negative click removes voxels added by the second"
     assert np.array_equal(three, corr.prompt.session.current), "the layer holds the object's newest mask"
     assert (three & a).sum() > 0.8 * (one & a).sum(), "the first nucleus stays"
+    stroke = (np.arange(2, 6), np.arange(2, 6))
+    mask.data_setitem(stroke, np.full(4, 2, np.uint8))  # a brush stroke after the click
     corr.prompt.undo_last_click()
+    assert (np.asarray(mask.data)[stroke] == 2).all(), "undoing the click keeps the brush stroke"
     assert np.array_equal(np.asarray(mask.data) == 1, two)
+    # Ctrl+Z on the prompts layer (selected while clicking) undoes a click too
+    points = viewer.layers["nuclei prompts"]
+    undo = [f for k, f in points.keymap.items() if "z" in str(k).lower() and "ctrl" in str(k).lower()]
+    assert undo, points.keymap
+    undo[0](points)
+    assert np.array_equal(np.asarray(mask.data) == 1, one) and len(corr.prompt.clicks) == 1
+    # another mask chosen: the clicks belong to the old one; a new object starts, nothing is undone there
+    other = viewer.add_labels(np.zeros(image.shape, np.uint8), name="other mask")
+    other.data_setitem(stroke, np.full(4, 3, np.uint8))
+    corr.labels_combo.value = "other mask"
+    assert not corr.prompt.clicks
     corr.prompt.undo_last_click()
-    assert np.array_equal(np.asarray(mask.data) == 1, one)
-    corr.prompt.undo_last_click()
-    assert not np.asarray(mask.data).any() and not corr.prompt.clicks
+    assert (np.asarray(other.data)[stroke] == 3).all() and np.array_equal(np.asarray(mask.data) == 1, one)
     _no_exception(notifications)
 
 

@@ -510,18 +510,27 @@ def test_segment_with_prompts_merges_corrections_locally_by_default():
 
 def test_prompt_session_keeps_the_newest_mask_and_undoes_click_by_click():
     from napari_attnseg.prompts import PromptSession
+    from napari_attnseg.prompts.session import revert
 
     start = np.zeros((8, 8), bool)
     start[2:4, 2:4] = True
     s = PromptSession(initial=start)
-    assert s.current is start and s.undo() == 0
+    assert s.current is start and s.undo() == []
+    labels = np.zeros((8, 8), np.uint8)
     s.add((3, 3))
-    s.record(np.ones((8, 8), bool))
+    where = np.nonzero(np.ones((8, 8), bool))
+    s.record(np.ones((8, 8), bool), edit=(where, np.ones(64, np.uint8)), labels=labels)
+    labels[:] = 1
     s.add((6.0, 6.0), positive=False)
     s.add((7.0, 7.0), positive=False)
     s.record(np.eye(8, dtype=bool))  # one run for two clicks (the second came while the first ran)
-    assert s.labels.tolist() == [1, 0, 0] and s.points.shape == (3, 2)
+    assert s.labels.tolist() == [1, 0, 0] and s.points.shape == (3, 2) and s.done == 3
     assert np.array_equal(s.current, np.eye(8, dtype=bool))
-    assert s.undo() == 1 and s.current.all()  # the run that used the newest click is undone
-    assert s.undo() == 0 and len(s.clicks) == 1 and s.current.all()
-    assert s.undo() == 1 and s.current is start and not s.clicks
+    assert len(s.undo()) == 1 and s.current.all()  # the run that used the newest click is undone
+    assert s.undo() == [] and len(s.clicks) == 1 and s.current.all() and s.done == 1
+    labels[0, :3] = 2  # painted over since the click: stays
+    (dropped,) = s.undo()
+    assert s.current is start and not s.clicks
+    w, v = revert(labels, dropped)
+    labels[w] = v
+    assert (labels[0, :3] == 2).all() and labels.sum() == 6

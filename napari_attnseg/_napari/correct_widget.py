@@ -56,6 +56,8 @@ class CorrectWidget(QWidget, SuggestTool):
         self.viewer = napari_viewer
         self.last_export_dir: str | None = None
         self._watched = None  # the Labels layer whose edits update the statistics
+        self._chosen: tuple = (None, None)  # the (mask, image) layers chosen, followed through renames
+        self._auto_names = ""  # the class names last filled in from a mask (typed names are kept)
         self._stats_timer = QTimer(self)
         self._stats_timer.setSingleShot(True)
         self._stats_timer.setInterval(150)  # one update per burst of brush strokes
@@ -128,6 +130,9 @@ class CorrectWidget(QWidget, SuggestTool):
         self.viewer.layers.events.inserted.connect(self._layer_inserted)
         self.viewer.layers.events.removed.connect(self.refresh)
         self.labels_combo.changed.connect(self._mask_changed)
+        self.image_combo.changed.connect(lambda *_: self._remember_choice())
+        for layer in self.viewer.layers:
+            layer.events.name.connect(self._layer_renamed)
         self.viewer.bind_key("r", lambda v: self.mark_current(), overwrite=True)
         self.viewer.bind_key("k", lambda v: self.keep_at_cursor(), overwrite=True)
         self.viewer.bind_key("n", lambda v: self.next_suggested(), overwrite=True)
@@ -135,6 +140,8 @@ class CorrectWidget(QWidget, SuggestTool):
     # -- layers ---------------------------------------------------------------------------------
     def _layer_inserted(self, event=None) -> None:
         layer = getattr(event, "value", None)
+        if layer is not None:
+            layer.events.name.connect(self._layer_renamed)
         # a model's new mask (also "mask (2)" when the edited one was kept) is what people correct next
         newest = layer.name if isinstance(layer, Labels) and layer.metadata.get("attnseg") else None
         self.refresh(prefer=newest)
@@ -150,6 +157,24 @@ class CorrectWidget(QWidget, SuggestTool):
         source = self._source_image(self.labels_combo.value)
         set_choices(self.image_combo, images, prefer=source)
         self._mask_changed()
+        self._remember_choice()
+
+    def _remember_choice(self) -> None:
+        layers = self.viewer.layers
+        self._chosen = tuple(layers[c.value] if c.value in layers else None for c in (self.labels_combo, self.image_combo))
+
+    def _layer_renamed(self, event=None) -> None:
+        """A layer was renamed in the layer list: the lists follow, and the chosen mask and image stay chosen."""
+        mask, image = self._chosen
+        layers = list(self.viewer.layers)
+        with self.image_combo.changed.blocked():
+            set_choices(self.image_combo, [ly.name for ly in layers if isinstance(ly, Image) and not ly.metadata.get("attnseg")],
+                        prefer=image.name if image in layers else None)
+        self.refresh(prefer=mask.name if mask in layers else None)
+        if image in layers and self.image_combo.value != image.name:
+            with self.image_combo.changed.blocked():
+                self.image_combo.value = image.name
+        self._remember_choice()
 
     def _source_image(self, mask_name) -> str | None:
         if mask_name not in self.viewer.layers:
@@ -173,7 +198,10 @@ class CorrectWidget(QWidget, SuggestTool):
                     with self.image_combo.changed.blocked():
                         self.image_combo.value = source
                 classes = [str(c) for c in layer.features["class"]] if "class" in getattr(layer, "features", {}) else []
-                self.class_names_edit.value = ", ".join(dict.fromkeys(classes))
+                names = ", ".join(dict.fromkeys(classes))
+                if self.class_names_edit.value.strip() in ("", self._auto_names):  # never replace typed names
+                    self.class_names_edit.value = names
+                self._auto_names = names
                 top = max(len(classes) - 1, int(np.asarray(layer.data).max(initial=0)))
                 names = [classes[i] if i < len(classes) else f"class {i}" for i in range(1, top + 1)]
                 set_choices(self.class_combo, [("all classes", 0), *((f"{i}: {n}", i) for i, n in enumerate(names, 1))])
@@ -354,6 +382,11 @@ class CorrectWidget(QWidget, SuggestTool):
             notify_error(str(exc))
             return None
         rev = self._reviewed(layer)
+        if layer.ndim == 3 and not rev:  # nothing reviewed: every slice would be the model's unchecked guess
+            notify_error(f"No slice of {layer.name} is marked reviewed. Mark the slices you checked (R on a slice, "
+                         "ranges such as 30-34, or Mark all if you checked the whole volume); only reviewed slices "
+                         "are exported as labels, the others as ignore.")
+            return None
         meta = image_layer.metadata
         info = (layer.metadata.get("attnseg") or {})
         kwargs = {

@@ -3,9 +3,9 @@
 A Points layer ``<image> prompts`` shows the clicks (green positive, red negative). A click on the
 image adds a positive point (Shift+click, a right click or the *Negative* toggle: a negative one); each
 click re-runs the promptable model on a crop around the object in a worker thread and writes only
-that object's voxels into the mask through the layer's history (Ctrl+Z undoes a click's change).
-*Undo last click* removes the point and restores the mask before it; *New object* starts a fresh set
-of clicks. The modulated attention of the finest level is shown as ``<image> prompt attention``.
+that object's voxels into the mask as an undoable edit. *Undo last click* (or Ctrl+Z while the prompts
+layer is selected) removes the point and reverts that click's own change (a brush stroke made since
+stays); *New object* starts a fresh set of clicks, as does choosing another mask or image. The modulated attention of the finest level is shown as ``<image> prompt attention``.
 Everything computed here is :func:`napari_attnseg.prompts.segment_with_prompts`.
 """
 
@@ -16,7 +16,7 @@ from magicgui.widgets import CheckBox, ComboBox, Container, Label, PushButton
 from napari.qt.threading import thread_worker
 
 from ..errors import AttnSegError
-from ..prompts.session import PromptSession
+from ..prompts.session import PromptSession, revert
 from ._common import error_message, notify_error, placement_of, set_choices, upsert_layer
 
 POSITIVE, NEGATIVE = "#30d060", "#ff4040"
@@ -63,6 +63,7 @@ class PromptMode:
         self.points_layer = None
         self.session = PromptSession()  # this object's clicks (image index coordinates) and masks after each run
         self.object_value: int | None = None
+        self.target = None  # (mask layer, image layer) the clicks of this object write to / read
         self.busy = False
         self.pending = False
         self.last_result = None
@@ -85,6 +86,10 @@ class PromptMode:
         self.undo_button.changed.connect(lambda *_: self.undo_last_click())
         self.new_button.changed.connect(lambda *_: self.new_object())
         self.model_combo.changed.connect(lambda *_: self.new_object())
+        # another mask or image, or either layer gone: the clicks belong to the old one, start afresh
+        self.corr.labels_combo.changed.connect(lambda *_: self._target_changed())
+        self.corr.image_combo.changed.connect(lambda *_: self._target_changed())
+        self.corr.viewer.layers.events.removed.connect(lambda *_: self._target_changed())
 
     # -- models ---------------------------------------------------------------------------------
     def refresh_models(self) -> None:
@@ -123,6 +128,13 @@ class PromptMode:
             raise AttnSegError(f"The model {name!r} is not promptable.")
         return entry
 
+    def _model_dims(self) -> int | None:
+        try:
+            model = self.model()
+        except AttnSegError:
+            return None
+        return None if model is None else int(model.spatial_dims)
+
     # -- layers ---------------------------------------------------------------------------------
     def _image_layer(self):
         name = self.corr.image_combo.value
@@ -143,6 +155,8 @@ class PromptMode:
             self.points_layer.mode = "pan_zoom"  # the clicks are ours: napari must not add points itself
             if self._on_click not in self.points_layer.mouse_drag_callbacks:
                 self.points_layer.mouse_drag_callbacks.append(self._on_click)
+            # the prompts layer is the selected one while clicking: Ctrl+Z there undoes the last click
+            self.points_layer.bind_key("Control-Z", lambda layer: self.undo_last_click(), overwrite=True)
             self.viewer.layers.selection.active = self.points_layer
             self.status.value = ("Click an object to segment it; Shift+click or right click where it should not be "
                                  f"(the '{self.points_layer.name}' layer takes the clicks while it is selected).")
@@ -164,9 +178,22 @@ class PromptMode:
         return self.session.clicks
 
     def new_object(self) -> None:
-        self.session, self.object_value = PromptSession(), None
+        self.session, self.object_value, self.target = PromptSession(), None, None
         if self.points_layer is not None and self.points_layer in self.viewer.layers:
             self.points_layer.data = np.empty((0, self.points_layer.ndim))
+
+    def _target_changed(self) -> None:
+        if self.target is None:
+            return
+        mask, image = self.target
+        chosen = (self.corr.labels_combo.value, self.corr.image_combo.value)
+        if mask not in self.viewer.layers or image not in self.viewer.layers or chosen != (mask.name, image.name):
+            self.new_object()
+            self.status.value = "New object: the mask or image changed (the earlier clicks stay in their mask)."
+
+    def _refuse(self, message: str) -> None:
+        self.status.value = message
+        notify_error(message)
 
     def click(self, data_point, positive: bool = True):
         """A click at ``data_point`` (the image layer's data coordinates); returns the worker or None."""
@@ -176,14 +203,21 @@ class PromptMode:
             return None
         point = tuple(float(c) for c in np.asarray(data_point)[-image.ndim:])
         if np.shape(mask.data) != np.shape(image.data)[-mask.ndim:] or mask.ndim != image.ndim:
-            notify_error(f"Mask {mask.name} ({np.shape(mask.data)}) and image {image.name} ({np.shape(image.data)}) "
+            self._refuse(f"Mask {mask.name} ({np.shape(mask.data)}) and image {image.name} ({np.shape(image.data)}) "
                          "differ in shape; pick the mask that belongs to the image.")
             return None
         if any(not -0.5 <= c <= n - 0.5 for c, n in zip(point, np.shape(image.data))):
-            notify_error(f"The click at {tuple(round(c, 1) for c in point)} is outside {image.name}; click on the image.")
+            self._refuse(f"The click at {tuple(round(c, 1) for c in point)} is outside {image.name}; click on the image.")
             return None
+        if self.target is not None and (self.target[0] is not mask or self.target[1] is not image):
+            self.new_object()
         if not self.clicks and not positive:
-            notify_error("Start an object with a positive click; negative clicks refine it.")
+            self._refuse("Start an object with a positive click; negative clicks refine it.")
+            return None
+        if not positive and image.ndim == 3 and self._model_dims() == 2 \
+                and not any(lab and round(p[0]) == round(point[0]) for p, lab in self.clicks):
+            self._refuse(f"Slice {round(point[0])} has no positive click yet: the 2D model segments the slice "
+                         "of the newest click, so start there with a positive click.")
             return None
         if not self.clicks:  # a new object: the existing one under the click, or a new one of the chosen class
             from ..prompts import object_at
@@ -195,6 +229,7 @@ class PromptMode:
             else:
                 self.object_value = int(self.corr.class_combo.value or 1)
             self.session = PromptSession(initial=existing)
+            self.target = (mask, image)
         self.session.add(point, positive)
         self._show_points()
         if self.busy:
@@ -220,7 +255,7 @@ class PromptMode:
         if model is None:
             notify_error("Choose a prompt model first.")
             return None
-        mask, image = self.corr.labels_layer(), self._image_layer()
+        mask, image = self.target if self.target is not None else (self.corr.labels_layer(), self._image_layer())
         data = np.asarray(image.data)
         pts, labs, previous = self.session.points, self.session.labels, self.session.current
         used = len(pts)
@@ -274,9 +309,9 @@ class PromptMode:
         else:
             after = np.zeros(labels.shape, bool) if before is None else before.copy()
             after[z] = result.mask
-        if where[0].size:  # one state per change in the layer's history (Undo last click undoes them)
+        if where[0].size:  # one state per change written (Undo last click reverts exactly that change)
+            self.session.record(after, used, (where, values), labels)
             mask.data_setitem(where, values)
-            self.session.record(after, used)
         self.status.value = (f"{int(result.mask.sum())} voxels from {len(result.points)} click(s) in "
                              f"{result.timings.get('total', 0):.2f} s")
         self._show_attention(result, image, z)
@@ -302,16 +337,17 @@ class PromptMode:
         if not self.clicks:
             self.status.value = "No click to undo."
             return
-        mask = self.corr.labels_layer()
-        for _ in range(self.session.undo()):
-            if mask is not None:
-                mask.undo()
+        mask = self.target[0] if self.target is not None else None
+        for state in self.session.undo():  # the click's own change: a brush stroke made since stays
+            if mask is not None and mask in self.viewer.layers:
+                where, values = revert(np.asarray(mask.data), state)
+                if where[0].size:
+                    mask.data_setitem(where, values)
         if not self.clicks:
             self.new_object()
         self._show_points()
         self.corr._update_info()
         self.status.value = f"{len(self.clicks)} click(s) left."
-        done = self.session.states[-1][0] if self.session.states else 0
-        if self.clicks and done < len(self.clicks) and not self.busy:  # a run had taken several clicks at once
+        if self.clicks and self.session.done < len(self.clicks) and not self.busy:  # a run had taken several clicks
             self._run()
 

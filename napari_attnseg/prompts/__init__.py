@@ -14,7 +14,7 @@ _API = {
     "click_channels": "encode",
     "segment_with_prompts": "segment", "PromptResult": "segment", "object_at": "segment", "edit_for": "segment",
     "ClickSimulator": "simulate", "next_click": "simulate", "first_click": "simulate",
-    "robot_session": "simulate", "PromptTraining": "training", "PromptSession": "session",
+    "robot_session": "simulate", "PromptTraining": "training", "PromptSession": "session", "PromptState": "session",
 }
 __all__ = list(_API)
 

@@ -2,7 +2,9 @@
 
 What the napari prompt mode keeps between clicks (and what the robot clicker does): the next run's
 ``previous`` is the object's mask after the last run, not its state before the first click, so a
-correction click refines the newest mask and its change is written against it.
+correction click refines the newest mask and its change is written against it. Each run also keeps
+the edit it made to the labels (voxels, values before, values written), so undoing a click reverts
+exactly that edit and leaves any other change (a brush stroke made since) alone.
 """
 
 from __future__ import annotations
@@ -13,23 +15,39 @@ import numpy as np
 
 
 @dataclass
+class PromptState:
+    """The object after one run: how many clicks it used, its mask, and the edit written to the labels."""
+
+    clicks: int
+    mask: np.ndarray
+    where: tuple[np.ndarray, ...] | None = None
+    before: np.ndarray | None = None
+    after: np.ndarray | None = None
+
+
+@dataclass
 class PromptSession:
     """Clicks on one object and its mask after each run.
 
     Attributes:
         initial: the object's mask before the first click (an existing object being corrected), or None.
         clicks: ``(point, label)`` in order, newest last (label 1 positive, 0 negative).
-        states: ``(clicks used, mask)`` after each run that was applied, oldest first.
+        states: one :class:`PromptState` per run that changed the labels, oldest first.
     """
 
     initial: np.ndarray | None = None
     clicks: list[tuple[tuple[float, ...], int]] = field(default_factory=list)
-    states: list[tuple[int, np.ndarray]] = field(default_factory=list)
+    states: list[PromptState] = field(default_factory=list)
 
     @property
     def current(self) -> np.ndarray | None:
         """The object's mask now: after the newest applied run, else ``initial``."""
-        return self.states[-1][1] if self.states else self.initial
+        return self.states[-1].mask if self.states else self.initial
+
+    @property
+    def done(self) -> int:
+        """How many clicks the newest applied run used (0 before any)."""
+        return self.states[-1].clicks if self.states else 0
 
     @property
     def points(self) -> np.ndarray:
@@ -42,19 +60,32 @@ class PromptSession:
     def add(self, point, positive: bool = True) -> None:
         self.clicks.append((tuple(float(c) for c in point), 1 if positive else 0))
 
-    def record(self, mask: np.ndarray, clicks: int | None = None) -> None:
-        """The object's mask after a run that used the first ``clicks`` clicks (default: all)."""
-        self.states.append((len(self.clicks) if clicks is None else int(clicks), np.asarray(mask, bool)))
+    def record(self, mask: np.ndarray, clicks: int | None = None, edit=None, labels: np.ndarray | None = None) -> None:
+        """The object's mask after a run that used the first ``clicks`` clicks (default: all). ``edit``:
+        ``(where, values)`` written to ``labels`` (the array before the write), kept for :meth:`undo`."""
+        state = PromptState(len(self.clicks) if clicks is None else int(clicks), np.asarray(mask, bool))
+        if edit is not None and labels is not None:
+            state.where = tuple(np.asarray(w) for w in edit[0])
+            state.before = np.asarray(labels)[state.where].copy()
+            state.after = np.asarray(edit[1]).copy()
+        self.states.append(state)
 
-    def undo(self) -> int:
-        """Remove the newest click; returns how many applied runs used it (their changes are to be undone:
-        ``current`` is then the mask before them). More than one only when several runs were applied
-        since the click before it, which the prompt mode does not do."""
+    def undo(self) -> list[PromptState]:
+        """Remove the newest click; returns the runs that used it, newest first: their edits are to be
+        reverted (:func:`revert`), and ``current`` is then the mask before them."""
         if not self.clicks:
-            return 0
+            return []
         self.clicks.pop()
-        dropped = 0
-        while self.states and self.states[-1][0] > len(self.clicks):
-            self.states.pop()
-            dropped += 1
+        dropped = []
+        while self.states and self.states[-1].clicks > len(self.clicks):
+            dropped.append(self.states.pop())
         return dropped
+
+
+def revert(labels: np.ndarray, state: PromptState) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
+    """The edit that undoes ``state``'s on ``labels``: ``(where, values)`` restoring the values from before
+    the run, on the voxels that still hold what it wrote (a voxel painted over since keeps its paint)."""
+    if state.where is None:
+        return tuple(np.zeros(0, int) for _ in range(np.ndim(labels))), np.zeros(0, np.asarray(labels).dtype)
+    keep = np.asarray(labels)[state.where] == state.after
+    return tuple(w[keep] for w in state.where), state.before[keep]
