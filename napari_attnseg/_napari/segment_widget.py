@@ -27,6 +27,7 @@ from ..devices import available_devices
 from ..display import CT_WINDOWS, WINDOW_PRESETS, is_hounsfield, window_limits
 from ..errors import AttnSegError, Cancelled
 from ..inference import CancelToken, iter_predict
+from ..layers import data_hash
 from ._common import (
     error_message,
     notify_error,
@@ -68,6 +69,7 @@ class SegmentWidget(QWidget, ResultLayers, PixelTool):
         self.last_source: str | None = None  # the image layer of the last run
         self._showing = False
         self._pixel_layer = None
+        self._preset_for: tuple | None = None  # the (image layer, model) the mode was last preset for
         self.confirm_overwrite = self._ask_overwrite
 
         self.image_combo = ComboBox(label="Image", choices=[])
@@ -120,8 +122,10 @@ class SegmentWidget(QWidget, ResultLayers, PixelTool):
 
         self.refresh_models()
         self.refresh_layers()
-        self.viewer.layers.events.inserted.connect(self.refresh_layers)
-        self.viewer.layers.events.removed.connect(self.refresh_layers)
+        for layer in self.viewer.layers:
+            layer.events.name.connect(self._layer_renamed)
+        self.viewer.layers.events.inserted.connect(self._layer_inserted)
+        self.viewer.layers.events.removed.connect(self._layer_removed)
         self.advanced_box.changed.connect(lambda on: setattr(self.advanced, "visible", bool(on)))
         self.model_combo.changed.connect(self._model_changed)
         self.image_combo.changed.connect(self._image_changed)
@@ -134,10 +138,23 @@ class SegmentWidget(QWidget, ResultLayers, PixelTool):
         self._model_changed()
 
     # -- choices --------------------------------------------------------------------------------
-    def refresh_layers(self, event=None) -> None:
+    def refresh_layers(self, event=None, prefer: str | None = None) -> None:
         names = [ly.name for ly in self.viewer.layers if isinstance(ly, Image) and not ly.metadata.get("attnseg")]
-        set_choices(self.image_combo, names)
+        set_choices(self.image_combo, names, prefer=prefer)
         self._image_changed()
+
+    def _layer_inserted(self, event) -> None:
+        event.value.events.name.connect(self._layer_renamed)
+        self.refresh_layers()
+
+    def _layer_removed(self, event) -> None:
+        event.value.events.name.disconnect(self._layer_renamed)
+        self.refresh_layers()
+
+    def _layer_renamed(self, event) -> None:
+        # the chosen image's old name is gone from the viewer when it is the layer renamed: follow it
+        renamed = self.image_combo.value not in self.viewer.layers
+        self.refresh_layers(prefer=event.source.name if renamed else None)
 
     def refresh_models(self) -> None:
         from ..models.registry import bundled_models
@@ -212,10 +229,13 @@ class SegmentWidget(QWidget, ResultLayers, PixelTool):
         layer.metadata["attnseg_window"] = preset
 
     def _preset_mode(self, *_) -> None:
+        """Preset the mode from the image and the model when either changes; a mode the user picked
+        stays while they do (other layers coming and going, renames, a run's results)."""
         layer = self.current_layer()
         model = self._current_model(quiet=True)
-        if layer is None or model is None:
+        if layer is None or model is None or self._preset_for == (layer.unique_id, model):
             return
+        self._preset_for = (layer.unique_id, model)
         spatial = layer.ndim
         mode = "3d" if (spatial == 3 and model.spatial_dims == 3) else ("slices" if spatial == 3 else "2d")
         self.mode_combo.value = mode
@@ -240,6 +260,30 @@ class SegmentWidget(QWidget, ResultLayers, PixelTool):
                 return None
             self._models[label] = entry
         return entry
+
+    # -- results --------------------------------------------------------------------------------
+    def _show_one(self, data, kwargs, kind, geometry) -> None:
+        if kind == "labels":
+            kwargs["name"] = self._mask_target(kwargs["name"])
+        super()._show_one(data, kwargs, kind, geometry)
+
+    def _mask_target(self, base: str) -> str:
+        """The layer a run's mask goes to: the newest of ``base``, ``base (2)``, ... (the one the
+        Correct tab uses), updated in place. If it was edited since, ``confirm_overwrite`` asks first;
+        No keeps the edits in it, hidden, and the mask goes to the next ``base (n)``."""
+        layers = self.viewer.layers
+        family = [base, *(f"{base} ({n})" for n in range(2, len(layers) + 2))]
+        present = [name for name in family if name in layers]
+        if not present:
+            return base
+        latest = layers[present[-1]]
+        if latest.metadata.get("attnseg_hash") == data_hash(latest.data):
+            return latest.name
+        if self.confirm_overwrite(latest.name):
+            latest.metadata["attnseg_hash"] = data_hash(latest.data)  # replace it: nothing left to ask
+            return latest.name
+        latest.visible = False  # the new prediction is what the user looks at
+        return family[family.index(latest.name) + 1]
 
     # -- running --------------------------------------------------------------------------------
     def _check(self):
