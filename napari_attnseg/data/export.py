@@ -189,7 +189,8 @@ def _plan(folder: Path, format: str, labels: np.ndarray, n_channels: int, ndim: 
     if not _CASE_RE.match(case_id):
         raise InputError(f"Case id {case_id!r} may only hold letters, digits, '_' and '-' (and not start with '_' or '-').")
     if case_id in ids and not overwrite:
-        raise DatasetError(f"Case {case_id!r} already exists in {folder}; choose another id or allow overwriting.")
+        raise DatasetError(f"Case {case_id!r} already exists in {folder}; choose another case id (leave it empty for "
+                           "the next free one), or replace that case on purpose (attnseg export --overwrite).")
     return _Plan(manifest, case_id, exported, ignore_value)
 
 
