@@ -125,3 +125,30 @@ def test_an_unexpected_failure_is_one_line_and_the_traceback_is_on_request(tmp_p
     monkeypatch.setenv("ATTNSEG_DEBUG", "1")
     with pytest.raises(RuntimeError):
         main(argv)
+
+
+def test_train_and_finetune_refuse_an_out_that_holds_a_model(tmp_path, capsys):
+    """A second run into the same --out is refused (nothing the user made is replaced silently);
+    --overwrite replaces it, and a file as --out is refused."""
+    from napari_attnseg.cli import main
+    from napari_attnseg.data.export import export_case
+
+    rng = np.random.default_rng(0)
+    lab = np.zeros((8, 32, 32), np.int64)
+    lab[:, 8:20, 8:20] = 1
+    export_case((lab * 100 + rng.normal(0, 5, lab.shape)).astype(np.float32), lab, tmp_path / "ds", "nnunet")
+    out = tmp_path / "m"
+    out.mkdir()
+    (out / "best.safetensors").write_bytes(b"my model")
+    tiny = ["--epochs", "1", "--iters-per-epoch", "1", "--batch", "2", "--patch", "16,16"]
+    assert main(["train", str(tmp_path / "ds"), "--arch", "unet", "--dims", "2", "--out", str(out), *tiny]) == 1
+    err = capsys.readouterr().err
+    assert "already holds a model (best.safetensors)" in err and "--overwrite" in err
+    assert main(["finetune", str(tmp_path / "ds"), "--model", "nuclei-2d", "--out", str(out), *tiny]) == 1
+    assert (out / "best.safetensors").read_bytes() == b"my model"
+    (tmp_path / "file").write_text("x")
+    assert main(["train", str(tmp_path / "ds"), "--arch", "unet", "--out", str(tmp_path / "file"), *tiny]) == 1
+    assert "is a file" in capsys.readouterr().err
+    assert main(["train", str(tmp_path / "ds"), "--arch", "unet", "--dims", "2", "--out", str(out), "--overwrite",
+                 "--config", '{"features": [4, 8, 16]}', *tiny]) == 0
+    assert (out / "best.safetensors").read_bytes() != b"my model"

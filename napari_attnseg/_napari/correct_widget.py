@@ -29,7 +29,7 @@ from qtpy.QtWidgets import QVBoxLayout, QWidget
 from .. import correct
 from ..errors import AttnSegError
 from ..options import DATASET_FORMATS
-from ._common import docked_widgets, error_message, notify_error, notify_info, set_choices
+from ._common import docked_widgets, error_message, notify_error, notify_info, notify_warning, set_choices
 from .suggest_tool import SuggestTool
 
 REVIEWED_KEY = "reviewed_slices"
@@ -411,6 +411,8 @@ class CorrectWidget(QWidget, SuggestTool):
         def done(rec):
             previous, self.last_export_dir = self.last_export_dir, folder
             notify_info(f"Exported {rec.case_id} to {folder}")
+            for warning in getattr(rec, "warnings", []):  # e.g. the same image exported before
+                notify_warning(f"{folder}: {warning}")
             # the Fine-tune panel's dataset follows the export unless the user typed another one
             for widget in docked_widgets(self.viewer):
                 follow = getattr(widget, "follow_export", None)

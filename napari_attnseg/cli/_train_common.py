@@ -7,6 +7,7 @@ import json
 import os
 import shlex
 import sys
+from pathlib import Path
 
 from ..errors import InputError
 from ..inference.normalize import NONZERO_SCHEMES, SCHEMES
@@ -67,6 +68,21 @@ def add_budget_and_split(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", default="", help="model name written into the card")
     p.add_argument("--description", default="", help="one-line description for the card")
     p.add_argument("--resume", action="store_true", help="continue from OUT/state.* where a run stopped")
+    p.add_argument("--overwrite", action="store_true", help="replace a model already in OUT (default: refuse)")
+
+
+MODEL_FILES = ("best.safetensors", "best.json", "state.safetensors", "training_log.csv")
+
+
+def check_out(args: argparse.Namespace) -> None:
+    """Refuse an OUT that already holds a run's model, unless ``--resume`` (continue it) or ``--overwrite``."""
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} is a file; choose a folder for the model.")
+    found = [name for name in MODEL_FILES if (out / name).exists()]
+    if found and not (args.resume or args.overwrite):
+        raise InputError(f"{out} already holds a model ({', '.join(found)}); choose a new --out, pass --resume to "
+                         "continue that run, or --overwrite to replace it.")
 
 
 def parse_ints(text: str | None, option: str) -> list[int] | None:

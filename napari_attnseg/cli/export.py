@@ -27,9 +27,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="model name or checkpoint that produced --prediction (its name and the "
                                         "sha256 of its weights are recorded)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing case with the same id")
+    parser.add_argument("--foreground", action="store_true",
+                        help="export labels > 0 as one class (for instance ids: one value per object)")
 
 
 def run(args: argparse.Namespace) -> int:
+    import sys
     from pathlib import Path
 
     import numpy as np
@@ -37,11 +40,16 @@ def run(args: argparse.Namespace) -> int:
     from ..checkpoint import model_identity
     from ..correct import parse_slice_ranges
     from ..data import read_image
-    from ..data.export import export_case
+    from ..data.export import check_same_grid, export_case
 
     image = read_image(args.image)
     labels = read_image(args.labels)
-    prediction = np.asarray(read_image(args.prediction).data) if args.prediction else None
+    check_same_grid(image, labels, "labels")
+    prediction = None
+    if args.prediction:
+        pred = read_image(args.prediction)
+        check_same_grid(image, pred, "prediction")
+        prediction = np.asarray(pred.data)
     channels = args.channel_names.split(",") if args.channel_names else None
     if channels is None and image.meta.get("format") == "dicom" and image.meta.get("modality") == "CT":
         channels = ["CT"]  # nnU-Net normalises a channel named CT with its CT scheme
@@ -53,7 +61,10 @@ def run(args: argparse.Namespace) -> int:
         label_names=args.label_names.split(",") if args.label_names else None,
         channel_names=channels, source_name=args.source_name or Path(str(args.image).rstrip("/")).name,
         model_info=model_identity(args.model) if args.model else {}, overwrite=args.overwrite,
+        foreground=args.foreground,
     )
+    for w in record.warnings:
+        print(f"{args.dataset}: warning: {w}", file=sys.stderr)
     extra = f", {len(record.reviewed_slices)} reviewed slices, rest 'ignore'" if record.reviewed_slices is not None else ""
     print(f"exported {record.case_id} to {args.dataset} ({args.format}, shape {record.shape}{extra})")
     return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..training.config import FT_FAR_NEGATIVES, FT_HARD_NEGATIVES, FT_L2SP, FT_REFIT
-from ._train_common import add_budget_and_split, config_kwargs, run_training
+from ._train_common import add_budget_and_split, check_out, config_kwargs, run_training
 
 NAME = "finetune"
 HELP = "Fine-tune a model on an exported dataset of corrected masks."
@@ -39,6 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..training import TrainConfig
 
+    check_out(args)
     cfg = TrainConfig(start_model=args.model, freeze_encoder=args.freeze_encoder, prompts=args.prompts,
                       freeze_bn=False if args.train_bn else None, l2sp=args.l2sp, hard_negatives=args.hard_negatives, refit=args.refit,
                       far_negatives=args.far_negatives,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ._train_common import add_budget_and_split, config_kwargs, run_training
+from ._train_common import add_budget_and_split, check_out, config_kwargs, run_training
 
 NAME = "train"
 HELP = "Train a model from scratch on an exported dataset."
@@ -46,6 +46,7 @@ def architecture_options(text: str, dims: int | None) -> tuple[dict, int | None]
 def run(args: argparse.Namespace) -> int:
     from ..training import TrainConfig
 
+    check_out(args)
     model_config, dims = architecture_options(args.config, args.dims)
     cfg = TrainConfig(arch=args.arch, model_config=model_config, spatial_dims=dims, **config_kwargs(args))
     return run_training(cfg)

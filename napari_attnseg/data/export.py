@@ -28,9 +28,11 @@ import numpy as np
 from .._version import __version__
 from ..errors import DatasetError, InputError
 from ..options import DATASET_FORMATS
+from .grid import check_same_grid
 from .io import write_image
 from .manifest import (
     JOURNAL,
+    LAYOUT_DIRS,
     MANIFEST,
     commit,
     dataset_lock,
@@ -40,11 +42,13 @@ from .manifest import (
     write_json_atomic,
 )
 
-__all__ = ["FORMATS", "CaseRecord", "array_sha256", "detect_format", "export_case", "write_json_atomic"]
+__all__ = ["FORMATS", "CaseRecord", "array_sha256", "check_same_grid", "detect_format", "export_case",
+           "write_json_atomic"]
 
 FORMATS = DATASET_FORMATS
 _CASE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 MANIFEST_VERSION = 1
+MAX_AUTO_CLASSES = 20  # more distinct label values without --label-names: instance ids, not classes
 
 
 @dataclass
@@ -63,6 +67,8 @@ class CaseRecord:
     edit_stats: dict[str, Any] | None = None
     files: dict[str, Any] = field(default_factory=dict)
     exported: str = ""
+    labels_sha256: str = ""
+    warnings: list[str] = field(default_factory=list)  # for the caller; not written to the manifest
 
 
 def array_sha256(a: np.ndarray) -> str:
@@ -140,13 +146,21 @@ def _plan(folder: Path, format: str, labels: np.ndarray, n_channels: int, ndim: 
     """Everything that can refuse the export, decided before a single file is written."""
     existing = detect_format(folder) if folder.exists() else None
     manifest = read_manifest(folder) if folder.exists() else None
+    if manifest is None and existing is not None:
+        raise DatasetError(f"{folder} holds a {existing} dataset that napari-attnseg did not write (no {MANIFEST}); "
+                           "export into a new or empty folder so its cases are not overwritten.")
+    if manifest is None and (found := _visible_files(folder)):
+        raise DatasetError(f"{folder} already holds files napari-attnseg did not write (no {MANIFEST}), e.g. "
+                           f"{found[0]}; export into a new or empty folder so they are not overwritten.")
     if existing is not None and existing != format:
         raise DatasetError(f"{folder} holds a {existing} dataset; export to it with format {existing!r} "
                            "or pick another folder.")
-    if existing is not None and manifest is None:
-        raise DatasetError(f"{folder} holds a {existing} dataset that napari-attnseg did not write (no {MANIFEST}); "
-                           "export into a new or empty folder so its cases are not overwritten.")
     n_classes = int(labels.max(initial=0)) + 1
+    n_values = int(np.count_nonzero(np.bincount(labels.ravel()))) if labels.size else 0
+    if n_values > MAX_AUTO_CLASSES and not label_names and (manifest is None or n_classes > len(manifest["label_names"])):
+        raise InputError(f"The labels hold {n_values} distinct values (up to {n_classes - 1}): they look like "
+                         "instance ids (one value per object), not classes. Export them as one foreground class "
+                         "(attnseg export --foreground: labels > 0 become 1), or name every class with --label-names.")
     if manifest is None:
         names = list(label_names) if label_names else (
             ["background", "foreground"] if n_classes <= 2 else ["background"] + [f"class {i}" for i in range(1, n_classes)])
@@ -154,6 +168,9 @@ def _plan(folder: Path, format: str, labels: np.ndarray, n_channels: int, ndim: 
                                                            [f"channel{i}" for i in range(n_channels)])
         if len(set(names)) != len(names) or "ignore" in names:
             raise InputError(f"Label names must be distinct and must not include 'ignore' (reserved); got {names}.")
+        if len(names) < 2:
+            raise InputError(f"Label names give one name per label value, background (0) first; got only {names}. "
+                             f"Use e.g. --label-names background,{names[0] if names else 'tumour'}.")
         manifest = {"format": format, "format_version": MANIFEST_VERSION, "label_names": names,
                     "channel_names": chans, "spatial_dims": ndim, "tool": f"napari-attnseg {__version__}",
                     "cases": []}
@@ -169,8 +186,13 @@ def _plan(folder: Path, format: str, labels: np.ndarray, n_channels: int, ndim: 
     if manifest.get("spatial_dims", ndim) != ndim:
         raise InputError(f"The dataset holds {manifest['spatial_dims']}D cases; this one is {ndim}D.")
     if n_classes > len(table):
+        hint = (f"--label-names gives one name per label value, background (0) first, e.g. "
+                f"--label-names background,{','.join(table)}." if label_names and table[0] != "background" else
+                "Give a name to every label value (--label-names, background first) or check the mask.")
+        if manifest["cases"]:
+            hint = "The dataset keeps its label table; export this mask into another folder or check its values."
         raise InputError(f"Label value {n_classes - 1} is not in the dataset's label table "
-                         f"({', '.join(f'{i}={n}' for i, n in enumerate(table))}).")
+                         f"({', '.join(f'{i}={n}' for i, n in enumerate(table))}). {hint}")
     ignore_value = None
     exported = labels
     if reviewed_slices is not None:
@@ -181,9 +203,15 @@ def _plan(folder: Path, format: str, labels: np.ndarray, n_channels: int, ndim: 
         ignore_value = len(table)  # nnU-Net v2: 'ignore' is the highest label value
         exported = ignore_unreviewed(labels, reviewed_slices, ignore_value)
     ids = [c["case_id"] for c in manifest["cases"]]
+    owned = {f for c in manifest["cases"] for f in [*c["files"].get("images", []), c["files"].get("label")]}
+
+    def not_ours(cid: str) -> list[Path]:  # files at a case's paths that no manifest case wrote
+        return [p for p in _case_paths(folder, format, cid, n_channels)
+                if p.exists() and str(p.relative_to(folder)) not in owned]
+
     if case_id is None:
         n = len(ids)
-        while f"case_{n:04d}" in ids:
+        while f"case_{n:04d}" in ids or not_ours(f"case_{n:04d}"):
             n += 1
         case_id = f"case_{n:04d}"
     if not _CASE_RE.match(case_id):
@@ -191,7 +219,28 @@ def _plan(folder: Path, format: str, labels: np.ndarray, n_channels: int, ndim: 
     if case_id in ids and not overwrite:
         raise DatasetError(f"Case {case_id!r} already exists in {folder}; choose another case id (leave it empty for "
                            "the next free one), or replace that case on purpose (attnseg export --overwrite).")
+    if blocked := not_ours(case_id):
+        raise DatasetError(f"{blocked[0]} already exists and is not a case in {folder / MANIFEST}; napari-attnseg "
+                           "never replaces it. Move it away or choose another case id.")
     return _Plan(manifest, case_id, exported, ignore_value)
+
+
+def _visible_files(folder: Path) -> list[Path]:
+    """Files in the layout folders other than hidden ones (hidden = our own temporary files)."""
+    return [p for sub in LAYOUT_DIRS if (folder / sub).is_dir()
+            for p in sorted((folder / sub).iterdir()) if not p.name.startswith(".")]
+
+
+def _duplicates(manifest: dict, case_id: str, image_sha: str, labels_sha: str) -> list[str]:
+    """Warnings for earlier cases with the same image voxels (the case being replaced aside)."""
+    out = []
+    for c in manifest["cases"]:
+        if c["case_id"] != case_id and c.get("image_sha256") == image_sha:
+            same = "the same labels" if c.get("labels_sha256") == labels_sha else "other labels"
+            out.append(f"case {c['case_id']} already holds this image (with {same}); a duplicate case can land in "
+                       "both the training and the validation fold of a cross-validation and inflate the scores. "
+                       "Keep it only if you mean it (replace a case with --case-id ID --overwrite).")
+    return out
 
 
 def export_case(
@@ -211,6 +260,7 @@ def export_case(
     model_info: dict[str, Any] | None = None,
     overwrite: bool = False,
     channel_axis: bool = False,
+    foreground: bool = False,
 ) -> CaseRecord:
     """Add one case (image + corrected labels) to the dataset at ``dataset_dir``; return its record.
 
@@ -221,8 +271,11 @@ def export_case(
     training learns only from what a person checked. ``prediction`` (the model's mask) adds edit
     statistics to the record; ``model_info`` (e.g. model name and checkpoint sha256) is kept as is.
     A new dataset takes its label table from ``label_names`` (default background/foreground); an
-    existing one keeps its own. Only pixel values and geometry are written (no source headers).
-    Nothing is written when any input is refused (``InputError`` / ``DatasetError``).
+    existing one keeps its own. ``foreground=True`` exports labels > 0 as one class (instance ids);
+    without it, more than ``MAX_AUTO_CLASSES`` distinct values and no ``label_names`` are refused.
+    Only pixel values and geometry are written (no source headers). Nothing is written when any
+    input is refused (``InputError`` / ``DatasetError``), and no file that is not a case of the
+    dataset's manifest is replaced. ``CaseRecord.warnings`` names earlier cases with the same image.
     """
     from ..correct import edit_stats
 
@@ -232,6 +285,9 @@ def export_case(
     image = np.asarray(image)
     labels = np.asarray(labels)
     _check_arrays(image, labels, channel_axis)
+    if foreground:
+        labels = (labels > 0).astype(np.uint8)
+        prediction = None if prediction is None else (np.asarray(prediction) > 0).astype(np.uint8)
     chans = image if channel_axis else image[None]
     ndim = labels.ndim
     if format == "monai" and chans.shape[0] > 1:
@@ -246,13 +302,13 @@ def export_case(
     top = int(labels.max(initial=0))
     if top > 65535:
         raise InputError(f"Label value {top} is too large for a class id; a Labels layer of instance ids "
-                         "needs converting to classes (e.g. labels > 0) first.")
+                         "needs converting to classes first (attnseg export --foreground: labels > 0 become 1).")
     labels_int = labels.astype(np.uint8 if top < 255 else np.uint16)
     opts = dict(reviewed_slices=reviewed_slices, case_id=case_id, label_names=label_names,
                 channel_names=channel_names, overwrite=overwrite)
 
     _check_folder(folder)
-    if not folder.exists():  # refuse bad input before creating anything
+    if not (folder / JOURNAL).exists():  # refuse before creating anything (a folder, a lock file)
         _plan(folder, format, labels_int, chans.shape[0], ndim, **opts)
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -263,6 +319,7 @@ def export_case(
         recover(folder)
         plan = _plan(folder, format, labels_int, chans.shape[0], ndim, **opts)
         manifest, cid = plan.manifest, plan.case_id
+        image_sha, labels_sha = array_sha256(image), array_sha256(plan.labels)
         finals = _case_paths(folder, format, cid, chans.shape[0])
         token = secrets.token_hex(4)
         staged: list[tuple[Path, Path]] = []
@@ -276,7 +333,7 @@ def export_case(
                 write_image(tmp, data, spacing=sp, affine=affine)
                 _hook("file")
             record = CaseRecord(
-                case_id=cid, source_name=str(source_name or "image"), image_sha256=array_sha256(image),
+                case_id=cid, source_name=str(source_name or "image"), image_sha256=image_sha,
                 shape=list(labels.shape), spacing=spacing_l, label_names=list(manifest["label_names"]),
                 reviewed_slices=sorted({int(s) for s in reviewed_slices}) if reviewed_slices is not None else None,
                 ignore_label=plan.ignore_value, model=dict(model_info or {}),
@@ -284,8 +341,10 @@ def export_case(
                 files={"images": [str(p.relative_to(folder)) for p in finals[:-1]],
                        "label": str(finals[-1].relative_to(folder))},
                 exported=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                labels_sha256=labels_sha, warnings=_duplicates(manifest, cid, image_sha, labels_sha),
             )
-            manifest = {**manifest, "cases": [c for c in manifest["cases"] if c["case_id"] != cid] + [asdict(record)]}
+            entry = {k: v for k, v in asdict(record).items() if k != "warnings"}
+            manifest = {**manifest, "cases": [c for c in manifest["cases"] if c["case_id"] != cid] + [entry]}
             manifest.setdefault("channel_names", [])
             index = _index_files(folder, format, manifest)
         except BaseException as exc:  # not committed: the dataset is untouched; drop the staged files

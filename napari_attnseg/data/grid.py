@@ -1,0 +1,50 @@
+"""Is a labels (or prediction) file on the image's grid? Compared by the affines both files carry."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import InputError
+from .volume import Volume
+
+ORIGIN_TOL_MM = 1e-3  # affines closer than this (origin, spacing) and ...
+DIRECTION_TOL = 1e-4  # ... this (direction cosines) are the same grid
+
+
+def check_same_grid(image: Volume, other: Volume, what: str = "labels") -> None:
+    """Refuse ``other`` (labels, prediction) when both files carry an affine and they differ.
+
+    Tiny float differences pass (``ORIGIN_TOL_MM`` for origin and spacing, ``DIRECTION_TOL`` for
+    the direction cosines). A file without geometry (TIFF, a NIfTI with an identity affine or with
+    qform and sform codes 0) is taken as on the image's grid. The message names both files and
+    what differs.
+    """
+    a, b = _geometry(image), _geometry(other)
+    if a is None or b is None:
+        return
+    za, zb = np.linalg.norm(a[:3, :3], axis=0), np.linalg.norm(b[:3, :3], axis=0)
+    diffs = []
+    shift = float(np.linalg.norm(a[:3, 3] - b[:3, 3]))
+    if shift > ORIGIN_TOL_MM:
+        diffs.append(f"origin {shift:.4g} mm apart ({_fmt(b[:3, 3])} vs {_fmt(a[:3, 3])})")
+    if np.abs(za - zb).max() > ORIGIN_TOL_MM:
+        diffs.append(f"voxel size {_fmt(zb)} vs {_fmt(za)} mm")
+    if np.abs(a[:3, :3] / np.where(za, za, 1) - b[:3, :3] / np.where(zb, zb, 1)).max() > DIRECTION_TOL:
+        diffs.append("different orientation (direction cosines)")
+    if diffs:
+        raise InputError(f"{other.meta.get('source_path', what)} ({what}) is not on the grid of "
+                         f"{image.meta.get('source_path', 'the image')} (image): {'; '.join(diffs)}. Export the "
+                         f"{what} that belong to this image, or resample them onto its grid first.")
+
+
+def _geometry(v: Volume) -> np.ndarray | None:
+    """The affine a file really carries, or None (none, identity, or NIfTI codes both 0)."""
+    nifti = v.meta.get("nifti") or {}
+    if v.affine is None or (nifti and not nifti.get("qform_code") and not nifti.get("sform_code")):
+        return None
+    a = np.asarray(v.affine, float)
+    return None if a.shape != (4, 4) or np.array_equal(a, np.eye(4)) else a
+
+
+def _fmt(v: np.ndarray) -> str:
+    return "(" + ", ".join(f"{x:.4g}" for x in v) + ")"
