@@ -27,6 +27,7 @@ from napari.qt.threading import thread_worker
 from qtpy.QtWidgets import QSizePolicy, QVBoxLayout, QWidget
 
 from ..display import CT_WINDOWS
+from ..errors import Cancelled
 from ..inference import CancelToken
 from ._common import error_message, find_docked, notify_error, notify_info, set_choices
 from .correct_widget import folder_text
@@ -309,6 +310,8 @@ class FinetuneWidget(QWidget):
         self._token = CancelToken()
         self.history = []
         self.result = None
+        # the budget counts from here: loading and the start model's validation come before the first epoch
+        self.status.value = "Preparing: loading the dataset, validating the start model..."
 
         @thread_worker(start_thread=False, ignore_errors=True)
         def work():
@@ -350,9 +353,15 @@ class FinetuneWidget(QWidget):
 
         def on_done(res):
             self.result = res
-            self.progress_bar.value = 100
             before = "n/a" if res.val_dice_before is None else f"{res.val_dice_before:.3f}"
             notes = "".join(f"\n- {n}" for n in res.notes)
+            if res.cancelled and not res.checkpoint:  # cancelled before any epoch beat the start model
+                self.status.value = (f"Cancelled: nothing was learned. No epoch beat the start model (validation Dice "
+                                     f"{before}); no model was saved and the Segment tab is unchanged.{notes}")
+                notify_info("Fine-tuning cancelled: nothing was learned, no model was added.")
+                return
+            if not res.cancelled:  # a cancelled run keeps its bar where it stopped
+                self.progress_bar.value = 100
             chosen = ("the start model was kept: no epoch beat it" if getattr(res, "kept_start", False) else
                       "chosen by the training loss (no usable validation)" if getattr(res, "criterion", "") == "train_loss"
                       else "best epoch kept")
@@ -364,9 +373,14 @@ class FinetuneWidget(QWidget):
             if seg is not None:
                 label = seg.add_model(res.checkpoint, select=True)
                 self.add_model(label, res.checkpoint, select=False)
-            notify_info(f"Fine-tuned model saved to {Path(res.checkpoint).parent}")
+            notify_info(f"{'Fine-tuning cancelled; the best model so far' if res.cancelled else 'Fine-tuned model'} "
+                        f"saved to {Path(res.checkpoint).parent}")
 
         def on_error(exc):
+            if isinstance(exc, Cancelled):  # before the first epoch or validation: nothing to keep
+                self.status.value = "Cancelled: nothing was learned; no model was saved or added to the Segment tab."
+                notify_info("Fine-tuning cancelled: nothing was learned, no model was added.")
+                return
             message = f"Fine-tuning failed: {error_message(exc)}"
             self.status.value = message
             notify_error(message)

@@ -29,7 +29,7 @@ class TrainConfig:
     start_model: str | None = None  # fine-tune from this checkpoint / bundled name
     spatial_dims: int | None = None  # default: 3 for volumes with a 3D-capable arch, else 2
     epochs: int = 30
-    minutes: float | None = None  # a wall-clock budget instead of epochs
+    minutes: float | None = None  # a wall-clock budget instead of epochs, for the whole run (setup included)
     iters_per_epoch: int = 25
     batch_size: int = 8
     patch: list[int] | None = None
@@ -102,6 +102,7 @@ class TrainResult:
     kept_start: bool = False  # fine-tuning: no epoch beat the start model, its weights were kept
     refit_epochs: int = 0  # epochs trained on all reviewed slices (validation included) after the choice, see .refit
     best_epoch: int = 0
+    setup_seconds: float = 0.0  # of ``seconds``: loading, the start model's validation etc. before the first epoch
 
 
 def fine_tune_defaults(cfg: TrainConfig) -> dict[str, Any]:

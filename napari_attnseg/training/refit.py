@@ -54,6 +54,9 @@ class Refit:
             if n > 0 and s["best_epoch"] == 0:
                 self.notes.append("no refit on the validation slices: the start model was kept")
             return
+        if budget is not None and (self._cut is not None or self._time_left() <= 0):
+            self.notes.append("no time left in the budget to train on all reviewed slices (refit)")
+            return
         from ..checkpoint import load_model
 
         self.model.load_state_dict(load_model(best_path, device=self.device).state_dict())
@@ -74,7 +77,7 @@ class Refit:
         self.model.train()
         try:
             for k in range(n):
-                if budget is not None and time.perf_counter() - t0 >= budget:
+                if budget is not None and self._time_left() <= 0:  # keeps time for the check below
                     break
                 # half the peak rate falling to 2 % over the refit's epochs
                 losses, lr = self._train_epoch(
@@ -91,6 +94,8 @@ class Refit:
                     self.progress({"epoch": start_epoch + done, "epochs": s["planned"], "loss": loss,
                                    "val_dice": float("nan"), "val_dice_per_class": [], "best": s["best"], "lr": lr,
                                    "elapsed": now, "budget": budget, "refit": True})
+                if self._cut is not None:  # the budget ended inside this epoch
+                    break
         except Cancelled:
             self.notes.append("cancelled while training on the validation slices; the validated checkpoint is kept")
             raise

@@ -218,12 +218,14 @@ class RunSetup:
         """Fine-tuning on CT: the start model's validation Dice with the CT window and with its card's
         normalisation; the card's scheme is kept only when it scores ``CARD_MARGIN`` higher (a model trained
         on CT with its card's scheme keeps it)."""
-        ct = self._score(self.evaluate(self.val_parts)) if self.dist.is_main else 0.0
+        ct_per_class = self.evaluate(self.val_parts) if self.dist.is_main else []
+        ct = self._score(ct_per_class) if self.dist.is_main else 0.0
         images = [apply_stats(img, compute_stats(img, self._card_norm, True)) for img, _, _ in self.raw]
         saved = (self._images, self.val_parts)
         self._images = images
         self.val_parts = self._eval_parts(self.split.val)
-        card = self._score(self.evaluate(self.val_parts)) if self.dist.is_main else 0.0
+        card_per_class = self.evaluate(self.val_parts) if self.dist.is_main else []
+        card = self._score(card_per_class) if self.dist.is_main else 0.0
         # the card's own scheme only when it is clearly better: a start model that finds nothing either way
         # (0.003 vs 0.003) learns the new task on the CT window
         use_card = self.dist.broadcast([float(card > ct + CARD_MARGIN)])[0] > 0.5
@@ -235,10 +237,29 @@ class RunSetup:
             self.notes[:] = [n for n in self.notes if "Hounsfield" not in n]
             self.notes.append(f"CT in Hounsfield units: the start model's validation Dice is higher with its own "
                               f"normalisation ({card:.4f}) than with the CT window ({ct:.4f}); its own is kept")
+            self._keep_start_eval(card_per_class)
         else:
             self._images, self.val_parts = saved
+            self._keep_start_eval(ct_per_class)
             if self.notes and "Hounsfield" in " ".join(self.notes):
                 self.notes.append(f"start model's validation Dice: CT window {ct:.4f}, its own normalisation {card:.4f}")
+
+    def _keep_start_eval(self, per_class: list[float]) -> None:
+        """The start model's validation, measured while choosing the normalisation: the run's "before" (saves a
+        validation of setup time), as long as the weights and validation parts stay the same."""
+        if self.dist.is_main:
+            self._start_eval = (per_class, self.val_parts, self._weights_version())
+
+    def _start_eval_cached(self) -> list[float] | None:
+        found, self._start_eval = getattr(self, "_start_eval", None), None
+        if found is None or self.ema_model is not None:
+            return None
+        per_class, parts, version = found
+        return per_class if parts is self.val_parts and version == self._weights_version() else None
+
+    def _weights_version(self) -> tuple[int, ...]:
+        """Changes whenever a weight or buffer of the model is written in place (torch's version counters)."""
+        return tuple(t._version for t in (*self.model.parameters(), *self.model.buffers()))
 
     # -- evaluation --------------------------------------------------------------------------
     def _eval_parts(self, parts) -> list[tuple[np.ndarray, np.ndarray, tuple[slice, ...]]]:

@@ -18,9 +18,14 @@ centred on the start model's false positives on labelled background. CT in Houns
 normalised with a fixed window (``TrainConfig.ct_window``) unless a normalisation is given.
 
 Schedule: AdamW, linear warm-up over ``warmup_epochs``, then cosine decay to 2 % of the peak.
-A ``minutes`` budget is turned into a number of epochs after the first epoch (its duration is
-measured), so the schedule is the one ``--epochs N`` would give and the card can say which N
-reproduces the run; the run still stops at the budget if epochs become slower.
+A ``minutes`` budget is wall-clock time for the whole run, counted from the moment the trainer is
+built: loading, the start model's validation and false positives (the setup, reported as
+``setup_seconds`` and in the notes) and the final evaluation included. After the first epoch (its
+duration is measured) the time left is turned into a number of epochs, so the schedule is the one
+``--epochs N`` would give and the card can say which N reproduces the run. If epochs become slower (or
+setup leaves less than one epoch), the run stops between optimizer steps when the time left would
+not cover one validation and the final evaluation; an epoch cut that way is validated and not
+followed by another (the first epoch always gets at least one step).
 
 Where things live: :mod:`.setup` (data, model, normalisation, sampler, optimiser; a mixin),
 :mod:`.card` (the checkpoint's card and the reproducing command; a mixin), :mod:`.steps` (Dice
@@ -45,6 +50,7 @@ from torch import nn
 from ..errors import Cancelled, DatasetError
 from . import ddp
 from .augment import augment
+from .budget import TimeBudget, _duration
 from .card import CardWriter
 from .config import AUGMENT_PROBABILITIES, TrainConfig, TrainResult, check_config
 from .far import FarNegatives
@@ -55,11 +61,16 @@ from .state import has_state, load_state, save_state
 from .steps import _LossNet, _mean, _with_new_head, dice_counts, looks_like_hu, lr_at, training_precision  # noqa: F401
 
 
-class Trainer(RunSetup, CardWriter, Refit, FarNegatives):
+class Trainer(RunSetup, CardWriter, Refit, FarNegatives, TimeBudget):
     """Builds data, split, model and optimizer from a :class:`TrainConfig`; :meth:`fit` runs it."""
 
     def __init__(self, cfg: TrainConfig, progress: Callable[[dict], Any] | None = None, cancel=None,
                  on_step: Callable[[dict], Any] | None = None):
+        self._t_start = time.perf_counter()  # a minutes budget counts from here: setup is part of the run
+        self._deadline: float | None = None  # perf_counter() by which the run should be done (minutes only)
+        self._val_s, self._test_s, self._save_s = 0.0, None, 0.0  # last measured durations (budget reserve)
+        self._cut: tuple[int, int] | None = None  # (epoch, steps done) when the budget ended inside an epoch
+        self._setup_s = 0.0
         check_config(cfg)
         self.cfg, self.cancel = cfg, cancel
         self.out = Path(cfg.out)
@@ -107,6 +118,16 @@ class Trainer(RunSetup, CardWriter, Refit, FarNegatives):
 
     def evaluate(self, parts, precision: str = "fp32") -> list[float]:
         """Dice per foreground class over whole parts (segmented in context), through the inference engine."""
+        t = time.perf_counter()
+        try:
+            return self._evaluate(parts, precision)
+        finally:  # how long a validation (test) takes: the budget keeps that much for the last one
+            if parts is self.val_parts:
+                self._val_s = time.perf_counter() - t
+            elif parts is self.test_parts:
+                self._test_s = time.perf_counter() - t
+
+    def _evaluate(self, parts, precision: str) -> list[float]:
         from ..inference import predict
 
         if self.cfg.prompts:  # issue 18: Dice after robot clicks instead
@@ -185,6 +206,10 @@ class Trainer(RunSetup, CardWriter, Refit, FarNegatives):
         for step in range(cfg.iters_per_epoch):
             if self.cancel is not None and self.cancel.cancelled:
                 raise Cancelled("Training cancelled.")
+            # the budget ends inside the epoch (not under torchrun: every rank must take the same steps)
+            if step and self._deadline is not None and self.dist.world_size == 1 and self._time_left() <= 0:
+                self._cut = (epoch + 1, step)
+                return losses, lr  # no next epoch follows: no refresh of the hard and far negatives
             lr = lr_of(epoch + (step + 1) / cfg.iters_per_epoch)
             for g in self.opt.param_groups:
                 g["lr"] = lr
@@ -211,6 +236,11 @@ class Trainer(RunSetup, CardWriter, Refit, FarNegatives):
              "test_before": None, "elapsed": 0.0, "planned": planned,
              "refit_epochs": None if planned is None else self.refit_epochs(planned)}
         fingerprint = self._fingerprint()
+        # The start weights are the checkpoint to beat (epoch 0). They stay in memory and are written only
+        # at the end, when no epoch beat them and the run was not cancelled: a run cancelled before it
+        # learned anything leaves no copy of the start model that looks like a fine-tuned one.
+        start_state = ({k: v.detach().clone() for k, v in self.eval_model.state_dict().items()}
+                       if cfg.start_model else None)
         resumed = False
         if cfg.resume and has_state(self.out):
             info, rng = load_state(self.out, self.model, self.opt, ema=self.ema_model)
@@ -234,16 +264,15 @@ class Trainer(RunSetup, CardWriter, Refit, FarNegatives):
         elif main:
             before_per_class = None
             if cfg.start_model:
-                before_per_class = self.evaluate(self.val_parts)
+                before_per_class = self._start_eval_cached() or self.evaluate(self.val_parts)
                 s["before"] = self._score(before_per_class)
                 if self.test_parts:
                     s["test_before"] = self.evaluate(self.test_parts)
             if cfg.precision.lower() == "bf16" and self.device.type == "cpu" and cfg.start_model:
                 self._check_bf16(s["before"])
             if s["before"] is not None and self.split.criterion == "val_dice":
-                # never worse than the start: its weights are the checkpoint to beat (epoch 0)
+                # never worse than the start: its weights are the checkpoint to beat (epoch 0, start_state)
                 s.update(best=s["before"], best_sel=s["before"], best_per_class=before_per_class, best_epoch=0)
-                self._save(best_path, s, 0, 0.0, finished=False)
             with open(log_path, "w", newline="") as f:
                 csv.writer(f).writerow(["epoch", "lr", "train_loss", "val_dice", "val_dice_per_class", "best", "seconds"])
         if not resumed and cfg.start_model and self.split.criterion == "val_dice" and dist.world_size > 1:
@@ -253,15 +282,23 @@ class Trainer(RunSetup, CardWriter, Refit, FarNegatives):
         if cfg.resume and not resumed:
             self.notes.append(f"nothing to resume in {self.out}; started from the beginning")
         s["precision"] = self.precision
-        t0 = time.perf_counter() - s["elapsed"]
+        # the clock runs from the trainer's construction: the setup above is part of the budget
+        t0 = self._t_start - s["elapsed"]
+        self._setup_s = time.perf_counter() - self._t_start
+        if budget is not None:
+            self._deadline = t0 + budget
+            what = "data, model, the start model's validation and false positives" if cfg.start_model else "data, model"
+            self.notes.append(f"setup ({what}) took {self._setup_s:.1f} s of the {_duration(budget)} budget")
+        loop_start = time.perf_counter()
         epoch, cancelled = s["epoch"], False
         self.model.train()
         try:
             while True:
-                elapsed = time.perf_counter() - t0
                 # the validated epochs; the last s["refit_epochs"] train on the validation slices too (.refit)
                 phase1 = None if s["planned"] is None else s["planned"] - (s.get("refit_epochs") or 0)
-                stop = (phase1 is not None and epoch >= phase1) or (budget is not None and elapsed >= budget)
+                # the time check keeps a validation and the end of the run; the first epoch always runs
+                stop = ((phase1 is not None and epoch >= phase1) or self._cut is not None
+                        or (budget is not None and epoch > 0 and self._time_left() <= 0))
                 if dist.broadcast([float(stop)])[0]:
                     break
                 losses, lr = self._train_epoch(
@@ -271,9 +308,12 @@ class Trainer(RunSetup, CardWriter, Refit, FarNegatives):
                 train_loss = dist.mean(float(np.mean(losses)))
                 per_class = self.evaluate(self.val_parts) if main else []
                 val = dist.broadcast([self._score(per_class) if main else 0.0])[0]
-                if s["planned"] is None:  # minutes: fix the number of epochs from the first one's duration
-                    first = time.perf_counter() - t0
-                    s["planned"] = int(dist.broadcast([max(1, math.floor(budget / max(first, 1e-6)))])[0])
+                if s["planned"] is None:  # minutes: the epochs that fit in the time left, at the first one's pace
+                    first = time.perf_counter() - loop_start
+                    room = (self._deadline - time.perf_counter() - self._final_s()
+                            - (self._val_s if self._refit_applies() else 0.0))  # the refit ends with a validation
+                    more = 0 if self._cut else max(0, math.floor(room / max(first, 1e-6)))
+                    s["planned"] = int(dist.broadcast([epoch + more])[0])
                     s["refit_epochs"] = self.refit_epochs(s["planned"])
                 # the selection criterion: validation Dice, or (no foreground to validate on) the training loss
                 sel = val if self.split.criterion == "val_dice" else -train_loss
@@ -281,7 +321,7 @@ class Trainer(RunSetup, CardWriter, Refit, FarNegatives):
                     s.update(best=val, best_sel=sel, best_per_class=per_class, best_epoch=epoch, stale=0)
                     self._far_ready = True  # the model beat its start: its foreground elsewhere means something
                     if main:
-                        self._save(best_path, s, epoch, time.perf_counter() - t0, finished=False)
+                        self._timed_save(best_path, s, epoch, time.perf_counter() - t0, finished=False)
                 else:
                     s["stale"] += 1
                 now = time.perf_counter() - t0
@@ -304,39 +344,52 @@ class Trainer(RunSetup, CardWriter, Refit, FarNegatives):
                     break
         except Cancelled:
             cancelled = True
-            self.notes.append(f"cancelled during epoch {epoch + 1}; the best checkpoint so far is kept")
+            self.notes.append(f"cancelled during epoch {epoch + 1}"
+                              + ("; the best checkpoint so far is kept" if s["best_epoch"] > 0 else ""))
         if not cancelled and main:
             try:
                 self._refit(s, best_path, log_path, t0, budget)
                 epoch = s["epoch"]
             except Cancelled:
                 cancelled = True
-        seconds = time.perf_counter() - t0
+        if self._cut is not None:
+            self.notes.append(f"the time budget ended during epoch {self._cut[0]}, after {self._cut[1]} of "
+                              f"{cfg.iters_per_epoch} steps")
         if s["planned"] is not None and epoch < s["planned"] - (0 if s.get("refit_done") else s.get("refit_epochs") or 0) \
                 and budget is not None and not cancelled and s["stale"] < cfg.patience:
             self.notes.append(f"the time budget ended after {epoch} of {s['planned']} planned epochs")
-        if s["best_epoch"] == 0 and s["before"] is not None and self.split.criterion == "val_dice" and epoch > 0:
+        kept_start = s["best_epoch"] == 0 and s["before"] is not None
+        nothing_learned = cancelled and kept_start and self.split.criterion == "val_dice"
+        if kept_start and self.split.criterion == "val_dice" and epoch > 0 and not nothing_learned:
             self.notes.append(f"no epoch beat the start model's validation Dice ({s['before']:.4f}); the start "
                               "weights are kept" + (" (with the re-initialised head)" if self.head_reset else ""))
+        if nothing_learned:
+            self.notes.append(f"cancelled before any epoch beat the start model's validation Dice ({s['before']:.4f}): "
+                              "nothing was learned and no checkpoint was written")
         dist.barrier()
-        result = TrainResult(str(best_path), s["before"], s["best"], None, epoch, seconds, self.split.describe(),
+        result = TrainResult("" if nothing_learned else str(best_path), s["before"], s["best"], None, epoch,
+                             time.perf_counter() - t0, self.split.describe(),
                              cancelled, str(log_path), s["test_before"], s["best_per_class"], self.precision,
                              dist.world_size, s["planned"], self._reproduce(s["planned"]), self.notes,
                              validation=self.split.validation, criterion=self.split.criterion,
-                             kept_start=s["best_epoch"] == 0 and s["before"] is not None, best_epoch=s["best_epoch"],
-                             refit_epochs=s.get("refit_epochs_done", 0))
-        if main:
-            if not best_path.exists():
+                             kept_start=kept_start, best_epoch=s["best_epoch"],
+                             refit_epochs=s.get("refit_epochs_done", 0), setup_seconds=self._setup_s)
+        if main and not nothing_learned:
+            if kept_start and self.split.criterion == "val_dice" and start_state is not None:
+                self.eval_model.load_state_dict(start_state)  # no epoch beat the start: its weights are the result
+            elif not best_path.exists():
                 if cancelled:
                     raise Cancelled("Training cancelled before the first validation; no checkpoint was written.")
                 raise DatasetError("Training produced no checkpoint.")
-            from ..checkpoint import load_model
+            else:
+                from ..checkpoint import load_model
 
-            best_model = load_model(best_path, device=self.device)
-            self.eval_model.load_state_dict(best_model.state_dict())
+                best_model = load_model(best_path, device=self.device)
+                self.eval_model.load_state_dict(best_model.state_dict())
             if self.test_parts:
                 result.test_dice = self.evaluate(self.test_parts)
-            self._save(best_path, s, epoch, seconds, finished=not cancelled, test=result.test_dice)
+            result.seconds = time.perf_counter() - t0
+            self._save(best_path, s, epoch, result.seconds, finished=not cancelled, test=result.test_dice)
         dist.barrier()
         dist.close()
         return result
@@ -356,6 +409,8 @@ def train(cfg: TrainConfig, *, progress: Callable[[dict], Any] | None = None, ca
 
     ``progress`` gets a dict after every epoch (epoch, epochs, loss, val_dice, val_dice_per_class, best,
     lr, elapsed, budget); ``on_step`` one after every optimizer step; ``cancel`` is a ``CancelToken``
-    (cancelling keeps the best checkpoint so far and returns with ``cancelled=True``).
+    (cancelling keeps the best checkpoint so far and returns with ``cancelled=True``; when no epoch had
+    beaten the start model yet, nothing was learned: ``kept_start`` is set, no checkpoint is written and
+    ``checkpoint`` is ``""``).
     """
     return Trainer(cfg, progress, cancel, on_step).fit()

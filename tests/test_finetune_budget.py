@@ -1,0 +1,125 @@
+"""A fine-tuning run keeps to its time budget, setup included; Cancel before anything was learned leaves
+the user's models alone (the trainer writes no checkpoint, the Fine-tune panel adds and selects nothing)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from napari_attnseg import create_model, save_model
+from napari_attnseg.checkpoint import ModelCard
+from napari_attnseg.data.export import export_case
+from napari_attnseg.inference import CancelToken
+from napari_attnseg.training import TrainConfig, train
+from napari_attnseg.training import trainer as trainer_module
+
+
+def _dataset(tmp_path):
+    lab = np.zeros((14, 32, 32), np.int64)
+    lab[3:11, 10:18, 10:18] = 1
+    img = (lab * 200.0 + 100 + np.random.default_rng(0).normal(0, 20, lab.shape)).astype(np.float32)
+    export_case(img, lab, tmp_path / "ds", "nnunet", reviewed_slices=[1, 4, 6, 8, 12], label_names=["background", "x"])
+    torch.manual_seed(0)
+    start = tmp_path / "start.safetensors"
+    save_model(create_model("unet", spatial_dims=2, features=[4, 8, 16]), start,
+               ModelCard(arch="", config={}, name="start", classes=["background", "x"], tile=[32, 32]))
+    return tmp_path / "ds", start
+
+
+def _slow_steps(monkeypatch, seconds):
+    """Every optimizer step takes at least ``seconds`` (a slow machine, without depending on this one's load)."""
+    step = trainer_module.Trainer._step
+
+    def slow(self, x, y):
+        time.sleep(seconds)
+        return step(self, x, y)
+
+    monkeypatch.setattr(trainer_module.Trainer, "_step", slow)
+
+
+def test_the_budget_covers_setup_and_ends_inside_a_slow_epoch(tmp_path, monkeypatch):
+    ds, start = _dataset(tmp_path)
+    _slow_steps(monkeypatch, 0.3)  # an epoch of 25 steps would take >= 7.5 s; the budget is 3 s
+    seen = []
+    t = time.perf_counter()
+    res = train(TrainConfig(dataset=str(ds), out=str(tmp_path / "o"), start_model=str(start), minutes=0.05,
+                            batch_size=2, patch=[32, 32]), progress=seen.append)
+    wall = time.perf_counter() - t
+    # the run stopped inside epoch 1 (before this fix it ran all 25 steps after an uncounted setup)
+    assert res.epochs == 1 and res.epochs_planned == 1 and len(seen) == 1
+    cut = [n for n in res.notes if "ended during epoch 1" in n]
+    assert cut, res.notes
+    steps = int(cut[0].split("after ")[1].split(" of")[0])
+    assert 1 <= steps < 25
+    # the setup is counted and reported: the run's clock starts before it, the notes say how long it took
+    assert 0 < res.setup_seconds < res.seconds <= wall
+    assert any(n.startswith("setup (") and "of the 3 s budget" in n for n in res.notes), res.notes
+    assert seen[0]["elapsed"] >= res.setup_seconds and seen[0]["budget"] == pytest.approx(3.0)
+    card = json.loads((tmp_path / "o" / "best.json").read_text())["training"]
+    assert card["setup_seconds"] == pytest.approx(res.setup_seconds, abs=0.06)
+    assert wall < 60  # generous: the only wall-clock bound (it was >= 7.5 s + setup before the fix)
+
+
+def test_an_epochs_run_is_never_cut_and_its_log_clock_includes_setup(tmp_path):
+    ds, start = _dataset(tmp_path)
+    res = train(TrainConfig(dataset=str(ds), out=str(tmp_path / "e"), start_model=str(start), batch_size=2,
+                            patch=[32, 32], iters_per_epoch=2, epochs=3, refit=0.0))
+    assert res.epochs == 3 and res.epochs_planned == 3
+    assert not any("budget" in n or "setup (" in n for n in res.notes), res.notes  # no budget, no budget notes
+    with open(tmp_path / "e" / "training_log.csv") as f:
+        seconds = [float(r["seconds"]) for r in csv.DictReader(f)]
+    # the log's clock is the run's: it starts before setup and never passes the run's total
+    assert len(seconds) == 3 and seconds[0] >= round(res.setup_seconds, 1) - 0.05
+    assert seconds == sorted(seconds) and max(seconds) <= res.seconds + 0.05
+
+
+def test_cancel_before_anything_was_learned_writes_no_checkpoint(tmp_path):
+    ds, start = _dataset(tmp_path)
+    token = CancelToken()
+
+    def cancel_at_first_step(info):
+        token.cancel()
+
+    res = train(TrainConfig(dataset=str(ds), out=str(tmp_path / "c"), start_model=str(start), minutes=1,
+                            batch_size=2, patch=[32, 32]), on_step=cancel_at_first_step, cancel=token)
+    assert res.cancelled and res.kept_start and res.epochs == 0 and res.checkpoint == ""
+    assert not (tmp_path / "c" / "best.safetensors").exists()
+    assert any("nothing was learned" in n for n in res.notes), res.notes
+    assert not any("best checkpoint so far is kept" in n for n in res.notes)
+
+
+@pytest.mark.gui
+def test_panel_cancel_with_nothing_learned_adds_no_model(make_napari_viewer, qtbot, tmp_path, monkeypatch):
+    from napari_attnseg._napari import finetune_widget as fw
+    from napari_attnseg._napari.segment_widget import SegmentWidget
+
+    ds, start = _dataset(tmp_path)
+    _slow_steps(monkeypatch, 0.2)
+    viewer = make_napari_viewer()
+    seg = SegmentWidget(viewer)
+    viewer.window.add_dock_widget(seg, name="Attention segmentation")
+    models_before, selected_before = list(seg.model_names()), seg.model_combo.value
+    infos = []
+    monkeypatch.setattr(fw, "notify_info", infos.append)
+    w = fw.FinetuneWidget(viewer)
+    w.add_model("start", str(start))
+    w.dataset_edit.value = str(ds)
+    w.out_edit.value = str(tmp_path / "ft")
+    w.minutes_spin.value = 5
+    assert w.run() is not None
+    assert w.status.value.startswith("Preparing")
+    # Cancel once training runs (the first steps): no epoch has been validated, nothing beat the start
+    qtbot.waitUntil(lambda: (tmp_path / "ft" / "training_log.csv").exists(), timeout=60000)
+    w.cancel_button.native.click()
+    qtbot.waitUntil(lambda: w.run_button.enabled, timeout=60000)
+    assert w.result is not None and w.result.cancelled and w.result.checkpoint == ""
+    assert "nothing was learned" in w.status.value and "Saved" not in w.status.value
+    assert w.progress_bar.value < 100
+    assert list(seg.model_names()) == models_before and seg.model_combo.value == selected_before
+    assert not (tmp_path / "ft" / "best.safetensors").exists()
+    assert infos and "nothing was learned" in infos[-1] and not any("saved to" in i for i in infos)
