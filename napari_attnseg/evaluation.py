@@ -9,6 +9,8 @@ tests and the README).
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+
 import numpy as np
 
 from ._paths import samples_dir
@@ -36,3 +38,20 @@ def brain_sample_dice(model, precision: str = "fp32") -> dict[str, list[float]]:
                                 return_probabilities=False).labels)
     s = BRAIN_TEST_SLAB_1MM
     return {"test_slab_1mm": dice_per_class(labels[s], ref[s], 3)}
+
+
+def label_mismatch(values: Iterable[int], classes: Sequence[str]) -> str:
+    """A note when the label values of a reference do not match a model's classes ('' when they may):
+    values the model never predicts, or one foreground value against a model of several classes
+    (binary tumour labels scored as a brain model's "grey matter")."""
+    found = sorted({int(v) for v in values} - {0})
+    extra = [v for v in found if not 0 < v < len(classes)]
+    predicts = ", ".join(f"{i} {name}" for i, name in enumerate(classes))
+    if extra:
+        return (f"the reference has label values {extra} that the model does not predict (it predicts {predicts}); "
+                "those voxels count as misses: is the reference labelling what this model segments?")
+    if len(found) == 1 and len(classes) > 2:
+        return (f"the reference has one foreground value ({found[0]}) but the model predicts {len(classes) - 1} "
+                f"classes ({', '.join(classes[1:])}): label {found[0]} is scored as '{classes[found[0]]}'; if the "
+                "reference labels something else, these scores mean nothing")
+    return ""

@@ -75,13 +75,17 @@ def rank_slices(scores: Sequence[float], reviewed: Iterable[int] = (), n: int = 
     return [(i, float(final[i])) for i in picked[:n]]
 
 
-def predict_uncertainty(model, image, *, flips: bool = True, **predict_kwargs) -> tuple[np.ndarray, np.ndarray]:
+def predict_uncertainty(model, image, *, flips: bool = True, warnings: list[str] | None = None,
+                        **predict_kwargs) -> tuple[np.ndarray, np.ndarray]:
     """Run the model (through :func:`napari_attnseg.inference.predict`) and return ``(labels, uncertainty)``
-    on the image's grid; ``flips`` adds the left-right mirror's disagreement (twice the inference time)."""
+    on the image's grid; ``flips`` adds the left-right mirror's disagreement (twice the inference time).
+    ``warnings``: a list that receives the prediction's warnings (input unlike the training data, ...)."""
     from .inference import predict
 
     predict_kwargs.pop("return_probabilities", None)
     pred = predict(model, image, return_probabilities=True, **predict_kwargs)
+    if warnings is not None:
+        warnings.extend(pred.warnings)
     probs = np.asarray(pred.probabilities, np.float32)
     flipped = None
     if flips:

@@ -104,12 +104,6 @@ def test_evaluate_with_a_bad_region_is_one_line_before_predicting(tmp_path, mode
     assert rc == 1 and says in line
 
 
-def test_predict_with_a_bad_tile_is_one_line(tmp_path, model2d, capsys):
-    rc = main(["predict", str(tmp_path / "a.tif"), "--model", str(model2d), "--out", str(tmp_path / "o"),
-               "--tile", "big"])
-    assert rc == 1 and "--tile takes sizes like 256" in one_error_line(capsys.readouterr().err, "predict")
-
-
 def test_an_unexpected_failure_is_one_line_and_the_traceback_is_on_request(tmp_path, model2d, capsys, monkeypatch):
     import napari_attnseg.checkpoint as checkpoint
 

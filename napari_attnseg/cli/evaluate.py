@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 NAME = "evaluate"
 HELP = "Dice per class of a model's prediction against reference labels."
@@ -21,45 +22,64 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON")
 
 
+def region_box(text: str, shape: tuple[int, ...], image: str) -> tuple[slice, ...]:
+    """``--region`` as slices, refused unless it is a non-empty box inside ``shape``."""
+    from ..errors import InputError
+    from ..training.sampling import parse_region
+
+    try:
+        box = parse_region(text, len(shape))
+    except ValueError as exc:
+        raise InputError(f"--region {text!r}: {exc}; give a box like '0:512,256:512'.") from None
+    for axis, (s, size) in enumerate(zip(box, shape)):
+        lo, hi = 0 if s.start is None else s.start, size if s.stop is None else s.stop
+        if not 0 <= lo < hi <= size:
+            raise InputError(f"--region {text!r}: {lo}:{hi} on axis {axis} is not a box inside {image}, of shape "
+                             f"{shape}; give ranges within it, e.g. '0:{shape[0]},0:{shape[1]}'.")
+    return box
+
+
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from ..checkpoint import load_model
-    from ..data import read_image
+    from ..cohort.inputs import read_input
     from ..errors import InputError
+    from ..evaluation import label_mismatch
     from ..inference import predict
     from ..training.losses import dice_per_class
-    from ..training.sampling import parse_region
 
     model = load_model(args.model, device=args.device)
-    image, ref = read_image(args.image), read_image(args.labels)
+    image, ref = read_input(args.image), read_input(args.labels)
     labels = np.asarray(ref.data)
     if labels.shape != image.data.shape[-labels.ndim:]:
         raise InputError(f"{args.labels} has shape {labels.shape}, {args.image} has {image.data.shape}; they must match.")
-    note = ""
+    # checked before the (long) prediction
+    box = region_box(args.region, labels.shape, args.image) if args.region else None
+    notes = []
     if model.out_channels == 2 and labels.max() > 1:
         labels = (labels > 0).astype(np.uint8)
-        note = "reference labels have several ids and the model is binary: scored as labels > 0"
-    box = None
-    if args.region:  # checked before the (long) prediction
-        try:
-            box = parse_region(args.region, labels.ndim)
-        except ValueError as exc:
-            raise InputError(f"--region {args.region!r}: {exc}; give a box like '0:512,256:512'.") from None
+        notes.append("reference labels have several ids and the model is binary: scored as labels > 0")
     pred = predict(model, image.data, spacing=image.spacing, device=args.device, precision=args.precision,
                    return_probabilities=False)
+    mismatch = label_mismatch(np.unique(labels).tolist(), pred.classes)
+    if mismatch:
+        notes.append(mismatch)
     mask = np.asarray(pred.labels)
     if box is not None:
         mask, labels = mask[box], labels[box]
     dice = dice_per_class(mask, labels, max(model.out_channels, 2))
     classes = pred.classes[1:]
+    note = "; ".join(notes)
     result = {"model": args.model, "image": args.image, "region": args.region,
-              "dice": {c: d for c, d in zip(classes, dice)}, "note": note}
+              "dice": {c: d for c, d in zip(classes, dice)}, "note": note, "warnings": list(pred.warnings)}
+    for w in pred.warnings:
+        print(f"{args.image}: warning: {w}", file=sys.stderr)
     if args.json:
         print(json.dumps(result, indent=2))
     else:
         if note:
-            print(note)
+            print(f"note: {note}")
         for c, d in result["dice"].items():
             print(f"{c}: Dice {d:.4f}")
     return 0

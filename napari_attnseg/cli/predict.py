@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -20,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--attention", action="store_true", help="also write one file per attention level")
     parser.add_argument("--device", default="auto", choices=DEVICES)
-    parser.add_argument("--tile", type=str, default=None, help="tile size, e.g. 256 or 96,96,96 (default: model card)")
+    parser.add_argument("--tile", type=_tile, default=None, help="tile size, e.g. 256 or 96,96,96 (default: model card)")
     parser.add_argument("--overlap", type=float, default=None, help="tile overlap in [0, 1) (default: model card)")
     parser.add_argument("--precision", default="auto", choices=PRECISIONS)
     parser.add_argument("--mode", default=None, choices=MODES)
@@ -71,31 +72,57 @@ def _diameter(text: str):
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _parse_tile(text: str | None) -> list[int] | None:
+def _tile(text: str) -> int | list[int]:
+    """``--tile``: one positive size (every axis) or one per axis, ``96,96,96`` or ``96x96x96``."""
+    try:
+        sizes = [int(t) for t in text.replace("x", ",").split(",")]
+    except ValueError:
+        sizes = []
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"takes positive sizes like 256 or 96,96,96; got {text!r}")
+    return sizes[0] if len(sizes) == 1 else sizes
+
+
+def _check_out_folder(out: Path) -> None:
+    """Refuse an ``--out`` that is an existing file, before anything runs."""
     from ..errors import InputError
 
-    if not text:
-        return None
-    try:
-        return [int(t) for t in text.replace("x", ",").split(",")]
-    except ValueError:
-        raise InputError(f"--tile takes sizes like 256 or 96,96,96; got {text!r}.") from None
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} is a file; choose a folder (it is created if missing).")
+
+
+def _distinct_inputs(inputs: list[Path], out: Path) -> list[Path]:
+    """The inputs, each path once; refuse two different inputs whose outputs would share names in ``out``."""
+    from ..data import stem
+    from ..errors import InputError
+
+    unique: dict[str, Path] = {}
+    for src in inputs:
+        unique.setdefault(os.path.abspath(src), src)
+    first: dict[str, Path] = {}
+    for src in unique.values():
+        other = first.setdefault(stem(src), src)
+        if other is not src:
+            raise InputError(f"{src} has the same name as {other}; their outputs would collide in {out}. "
+                             "Rename one, or run them into separate folders. Nothing was run.")
+    return list(unique.values())
 
 
 def run(args: argparse.Namespace) -> int:
     from ..checkpoint import load_model
-    from ..data import read_image
+    from ..cohort.inputs import read_input
     from ..errors import AttnSegError, InputError
     from ..inference import predict
     from ..results import existing_outputs, write_prediction
 
+    out = Path(args.out)
+    _check_out_folder(out)
     if args.dask is not None or any(map(_is_cohort, args.inputs)):
         return _run_cohort(args)
-    tile = _parse_tile(args.tile)
+    inputs = _distinct_inputs([Path(p) for p in args.inputs], out)
     model = load_model(args.model, device=args.device)
-    out = Path(args.out)
     failed = 0
-    for src in map(Path, args.inputs):
+    for src in inputs:
         try:
             existing = existing_outputs(out, src)
             if existing and not args.overwrite:
@@ -104,9 +131,9 @@ def run(args: argparse.Namespace) -> int:
                     f"{', ...' if len(existing) > 3 else ''}); a mask there may have been corrected by hand. "
                     "Choose another --out, or pass --overwrite to replace them."
                 )
-            vol = read_image(src)
+            vol = read_input(src)
             with TileProgress(src.name) as progress:
-                pred = predict(model, vol.data, tile=tile[0] if tile and len(tile) == 1 else tile,
+                pred = predict(model, vol.data, tile=args.tile,
                                overlap=args.overlap, attention=args.attention, device=args.device,
                                precision=args.precision, mode=args.mode, tta=args.tta, spacing=vol.spacing,
                                diameter=args.diameter, brain_extraction={"on": True, "off": False}.get(args.brain_extraction),
@@ -120,8 +147,14 @@ def run(args: argparse.Namespace) -> int:
         except AttnSegError as exc:
             failed += 1
             print(f"{src}: error: {exc}", file=sys.stderr)
+        except Exception as exc:  # a failure nobody anticipated fails this input only, as in a cohort
+            if os.environ.get("ATTNSEG_DEBUG"):
+                raise
+            failed += 1
+            print(f"{src}: error: unexpected {type(exc).__name__}: {exc} (set ATTNSEG_DEBUG=1 for the traceback)",
+                  file=sys.stderr)
     if failed:
-        print(f"{failed} of {len(args.inputs)} inputs failed", file=sys.stderr)
+        print(f"{failed} of {len(inputs)} inputs failed", file=sys.stderr)
     return 1 if failed else 0
 
 
@@ -141,8 +174,7 @@ def _run_cohort(args: argparse.Namespace) -> int:
 
     from ..cohort import dask_client, predict_cohort
 
-    tile = _parse_tile(args.tile)
-    options = dict(attention=args.attention, tile=tile[0] if tile and len(tile) == 1 else tile, overlap=args.overlap,
+    options = dict(attention=args.attention, tile=args.tile, overlap=args.overlap,
                    device=args.device, precision=args.precision, mode=args.mode, tta=args.tta,
                    return_probabilities=not args.no_prob, diameter=args.diameter,
                    brain_extraction={"on": True, "off": False}.get(args.brain_extraction))

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
+from pathlib import Path
 
 NAME = "suggest"
 HELP = "List the unreviewed slices of a volume the model is least sure about (review these next)."
@@ -18,32 +21,74 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-flips", action="store_true",
                         help="entropy only (skip the mirrored second pass: half the time)")
     parser.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
-    parser.add_argument("--uncertainty", metavar="FILE", help="also write the uncertainty map (NIfTI/TIFF)")
+    parser.add_argument("--uncertainty", metavar="FILE",
+                        help="also write the uncertainty map (.nii.gz or .tif); an existing file is refused "
+                             "unless --overwrite, the input image always")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --uncertainty file")
+
+
+def check_uncertainty_path(path: Path, image: Path, overwrite: bool) -> None:
+    """Refuse, before any inference, an ``--uncertainty`` file that would replace the input image, an
+    existing file (unless ``overwrite``), a folder, a missing folder or a format we cannot write."""
+    from ..data import image_format
+    from ..errors import InputError
+
+    if image_format(path) not in ("nifti", "tiff"):
+        raise InputError(f"--uncertainty {path}: give a .nii.gz, .nii, .tif or .tiff file name.")
+    target, source = path.resolve(), image.resolve()
+    if target == source or source in target.parents or (path.exists() and os.path.samefile(path, image)):
+        raise InputError(f"--uncertainty {path} would replace the input image {image}; choose another file name.")
+    if path.is_dir():
+        raise InputError(f"--uncertainty {path} is a folder; give a file name.")
+    if path.exists() and not overwrite:
+        raise InputError(f"--uncertainty {path} already exists; choose another file name, or pass --overwrite "
+                         "to replace it.")
+    if not path.parent.is_dir():
+        raise InputError(f"--uncertainty {path}: the folder {path.parent} does not exist.")
 
 
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from ..checkpoint import load_model
-    from ..correct import parse_slice_ranges
-    from ..data import read_image
+    from ..cohort.inputs import read_input
+    from ..correct import format_slice_ranges, parse_slice_ranges
     from ..errors import InputError
     from ..suggest import predict_uncertainty, suggest_slices
 
     if args.n < 1:
         raise InputError("-n must be >= 1.")
-    vol = read_image(args.image)
+    unc_path = Path(args.uncertainty) if args.uncertainty else None
+    if unc_path is not None:
+        check_uncertainty_path(unc_path, Path(args.image), args.overwrite)
+    vol = read_input(args.image)
     image = np.asarray(vol.data)
     if image.ndim < 3:
         raise InputError(f"{args.image} is a 2D image; suggestions are slices of a volume.")
-    model = load_model(args.model, device=args.device)
+    n_slices = image.shape[-3]
     reviewed = parse_slice_ranges(args.reviewed) if args.reviewed else []
-    _, unc = predict_uncertainty(model, image, flips=not args.no_flips, device=args.device, spacing=vol.spacing)
-    if args.uncertainty:
+    outside = [s for s in reviewed if s >= n_slices]
+    if outside:
+        raise InputError(f"Reviewed slices {format_slice_ranges(outside)} are outside the volume {args.image} "
+                         f"(slices 0..{n_slices - 1}); check --reviewed.")
+    nothing = f"Every slice of {args.image} (0..{n_slices - 1}) is reviewed: nothing to suggest."
+    if len(reviewed) == n_slices and unc_path is None:
+        print(nothing)
+        return 0
+    model = load_model(args.model, device=args.device)
+    warnings: list[str] = []
+    _, unc = predict_uncertainty(model, image, flips=not args.no_flips, device=args.device, spacing=vol.spacing,
+                                 warnings=warnings)
+    for w in warnings:
+        print(f"{args.image}: warning: {w}", file=sys.stderr)
+    if unc_path is not None:
         from ..data.io import write_image
 
-        write_image(args.uncertainty, unc.astype(np.float32), spacing=vol.spacing, affine=vol.affine)
+        write_image(unc_path, unc.astype(np.float32), spacing=vol.spacing, affine=vol.affine)
     picks = suggest_slices(model, image, reviewed, args.n, uncertainty=unc)
+    if not picks:
+        print(nothing)
+        return 0
     print("slice\tscore")
     for index, score in picks:
         print(f"{index}\t{score:.4f}")

@@ -126,9 +126,9 @@ def _read_case(src: str):
     """Read a case fully into memory (a memory-mapped TIFF would otherwise be read during compute)."""
     import numpy as np
 
-    from ..data import read_image
+    from .inputs import read_input
 
-    vol = read_image(src)
+    vol = read_input(src)
     if not isinstance(vol.data, np.ndarray) or isinstance(vol.data, np.memmap):
         vol.data = np.array(vol.data)
     return vol

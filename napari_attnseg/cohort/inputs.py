@@ -5,12 +5,56 @@ from __future__ import annotations
 import csv
 import glob
 import json
+import logging
 import os
+import threading
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import InputError
 from .cases import CSV_PATH_COLUMNS
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..data.volume import Volume
+
+
+# ----------------------------------------------------------------------------------------------
+# reading one input
+# ----------------------------------------------------------------------------------------------
+class _Quiet(logging.Filter):
+    """Drops a library's log lines in the threads that are reading an input: :func:`read_input`
+    says itself, in one line naming the file, what went wrong."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.local = threading.local()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(self.local, "on", False)
+
+
+_QUIET = _Quiet()
+
+
+def read_input(path: str | os.PathLike) -> Volume:
+    """:func:`napari_attnseg.data.read_image` for a user's input: without tifffile's log lines, and
+    a damaged TIFF is called one (not "list index out of range"). Raises ``InputError``."""
+    from ..data import image_format, read_image
+
+    logger = logging.getLogger("tifffile")
+    if _QUIET not in logger.filters:
+        logger.addFilter(_QUIET)
+    _QUIET.local.on = True
+    try:
+        return read_image(path)
+    except InputError as exc:
+        if image_format(path) == "tiff" and str(exc).startswith("Could not read"):
+            raise InputError(f"{path} is not a readable TIFF: the file is damaged or cut short, or it is not a "
+                             "TIFF at all. Check it, or save the image again as TIFF.") from None
+        raise
+    finally:
+        _QUIET.local.on = False
 
 
 # ----------------------------------------------------------------------------------------------

@@ -101,8 +101,8 @@ def predict_cohort(
         name = stem(src)
         if name in by_stem:
             results[i] = CaseResult(case=name, input=str(src), status="failed",
-                                    error=f"{cases[by_stem[name]]} has the same name; their outputs would collide "
-                                          "in one folder. Rename one, or run them into separate folders.")
+                                    error=f"{src} has the same name as {cases[by_stem[name]]}; their outputs would "
+                                          "collide in one folder. Rename one, or run them into separate folders.")
             continue
         by_stem[name] = i
         state = case_state(out, src, sha, request)

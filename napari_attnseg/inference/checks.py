@@ -56,6 +56,8 @@ def check_input(model, image, mode: str | None) -> tuple[str, bool]:
         raise InputError(f"mode must be one of {', '.join(MODES)}; got {mode!r}.")
     if mode == "3d" and (dims != 3 or spatial_ndim != 3):
         raise InputError(f"mode '3d' needs a 3D model and a volume; the model is {dims}D and the image has {spatial_ndim} spatial axes.")
+    if mode == "3d":
+        _check_thickness(tuple(image.shape[-3:]), "")
     if mode == "2d" and (dims != 2 or spatial_ndim != 2):
         raise InputError(
             f"mode '2d' needs a 2D model and a 2D image; the model is {dims}D and the image has {spatial_ndim} spatial axes"
@@ -64,6 +66,17 @@ def check_input(model, image, mode: str | None) -> tuple[str, bool]:
     if mode == "slices" and (dims != 2 or spatial_ndim != 3):
         raise InputError(f"mode 'slices' runs a 2D model over a volume; the model is {dims}D and the image has {spatial_ndim} spatial axes.")
     return mode, has_channels
+
+
+def _check_thickness(spatial: tuple[int, ...], where: str) -> None:
+    """A 3D model needs a volume at least 2 voxels thick along every axis (one slice is a 2D image)."""
+    thin = min(spatial)
+    if thin < 2:
+        axis = spatial.index(thin)
+        raise InputError(
+            f"The volume is too thin for a 3D model's tile: {thin} slice{'' if thin == 1 else 's'} along axis {axis} "
+            f"(shape {spatial}{where}). Use a 2D model, which runs slice by slice (mode 'slices')."
+        )
 
 
 def check_probability_dtype(probability_dtype) -> np.dtype:
@@ -101,6 +114,8 @@ def model_tile(model, mode: str, spatial: tuple[int, ...], tile, card) -> tuple[
     must be, rounded to what the network and its attention strides divide."""
     nd = len(spatial)
     model_nd = model.spatial_dims
+    if mode == "3d":
+        _check_thickness(tuple(spatial), " once resampled to the model's voxel spacing")
     if tile is None:
         tile = getattr(card, "tile", None) or [DEFAULT_TILE[model_nd]] * model_nd
     tile = [int(tile)] * model_nd if np.isscalar(tile) else [int(t) for t in tile]

@@ -71,6 +71,8 @@ class TileGrid:
     def __init__(self, shape: Sequence[int], tile: Sequence[int], overlap: Sequence[float], align: Sequence[int]):
         self.shape = tuple(int(s) for s in shape)
         self.tile = tuple(int(t) for t in tile)
+        if min(self.shape + self.tile, default=1) < 1:
+            raise ValueError(f"Cannot tile an extent of {self.shape} with tiles of {self.tile}: every axis needs a voxel.")
         self.axes = [axis_positions(s, t, o, a) for s, t, o, a in zip(self.shape, self.tile, overlap, align)]
         self.extent = tuple(p[-1] + t for p, t in zip(self.axes, self.tile))
         self.importance = importance_map(self.tile)
