@@ -206,3 +206,24 @@ def test_object_diameter_round_trips_and_the_sibling_card_must_agree(tiny_checkp
     path.with_suffix(".json").write_text(json.dumps(side))
     with pytest.raises(CheckpointError, match="object_diameter"):
         load_model(path, device="cpu")
+
+
+def test_a_fine_tuned_card_measures_the_diameter_of_its_own_objects(nuclei, tmp_path):
+    """nuclei-2d fine-tuned on a volume of 8-px-wide blobs (reviewed slices only) records the blobs'
+    diameter, not the nuclei's 25 px (a CT tumour model must not keep the nuclei's size)."""
+    from napari_attnseg.data.export import export_case
+    from napari_attnseg.training import TrainConfig, train
+
+    model = nuclei[0]
+    rng = np.random.default_rng(0)
+    lab = np.zeros((6, 64, 64), np.int64)
+    for y, x in [(12, 12), (12, 40), (40, 20), (44, 48)]:
+        lab[:, y - 4:y + 4, x - 4:x + 4] = 1  # 8 x 8 squares: equivalent diameter 9.03 px
+    lab[5, 30:50, 30:50] = 1  # a big object on a slice nobody reviewed: left out
+    image = (lab * 100 + rng.normal(0, 5, lab.shape)).astype(np.float32)
+    export_case(image, lab, tmp_path / "ds", "nnunet", reviewed_slices=[0, 1, 2, 3, 4])
+    res = train(TrainConfig(dataset=str(tmp_path / "ds"), out=str(tmp_path / "m"), start_model="nuclei-2d",
+                            epochs=1, iters_per_epoch=1, batch_size=2, patch=[32, 32]))
+    card = load_model(res.checkpoint or tmp_path / "m" / "best.safetensors").card
+    assert card.object_diameter == pytest.approx(np.sqrt(4 * 64 / np.pi), abs=0.05)
+    assert model.card.object_diameter > 20

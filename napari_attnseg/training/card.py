@@ -62,6 +62,22 @@ class CardWriter:
             rows.update(int(a + i) for i in np.flatnonzero(labelled))
         return {"trained_rows": sorted(rows), "image_sha256": self.image_digest()}
 
+    def _object_diameter(self, base) -> float | None:
+        """The card's ``object_diameter`` when the start model has one (a model sized for its objects): that of
+        this dataset's labelled objects (median equivalent diameter, slice by slice in volumes, unreviewed
+        slices left out), so a nuclei model fine-tuned on CT tumours does not keep the nuclei's size."""
+        if base is None or getattr(base, "object_diameter", None) is None:
+            return None
+        from ..inference.diameter import measure_diameter
+
+        if getattr(self, "_diameter", None) is None:
+            masks = [(lab > 0) & (lab != self.ignore) if self.ignore is not None else lab > 0 for _, lab, _ in self.raw]
+            found = [measure_diameter(m, per_slice=m.ndim == 3) for m in masks if m.any()]
+            weights = [n for d, n in found if d is not None]
+            self._diameter = (round(float(np.average([d for d, n in found if d is not None], weights=weights)), 2)
+                              if weights else False)
+        return self._diameter or None
+
     def _save(self, path: Path, s: dict, epochs: int, seconds: float, finished: bool, test=None) -> None:
         cfg, base = self.cfg, self.base_card
         metrics: dict[str, Any] = {"val_dice": s["best"], "val_dice_per_class": s["best_per_class"]}
@@ -76,9 +92,8 @@ class CardWriter:
                                             else f"{self.model.arch} trained on {Path(cfg.dataset).name}"),
             classes=list(self.dataset.label_names), normalization=dict(self.norm_spec),
             spacing=self.spacing[-self.model.spatial_dims:] if self.spacing else None,
-            # training does not rescale the images: the objects the start model was sized for keep their size
-            # (not when the head was re-initialised for other classes: other objects)
-            object_diameter=base.object_diameter if base and not self.head_reset else None,
+            # a start model sized for its objects (microscopy): the objects of this dataset, measured
+            object_diameter=self._object_diameter(base),
             tile=[int(p) for p in self.tile], overlap=0.25,
             prompt_init="threshold" if cfg.prompt_threshold > 0 else getattr(base, "prompt_init", None),
             training={
