@@ -260,3 +260,25 @@ def test_nonzero_normalisation_ignores_the_field_of_view():
     for bad in ("nonzero-ct:-1000,400", "nonzero-none", "scale:1,99"):
         with pytest.raises(InputError, match="nonzero- before percentile, scale or zscore"):
             parse_normalization(bad)
+
+
+def test_a_ct_given_to_a_model_not_trained_on_ct_is_a_warning():
+    """A CT in Hounsfield units to a model whose card normalises by percentiles (nuclei-2d) warns, as does
+    an image without Hounsfield units to a model trained on a CT window; matching pairs do not."""
+    from napari_attnseg import load_model
+    from napari_attnseg.checkpoint import ModelCard
+    from napari_attnseg.inference.checks import domain_warning
+
+    rng = np.random.default_rng(0)
+    ct = np.full((64, 64), -1000.0, np.float32)  # air around a body of soft tissue and some bone
+    ct[12:52, 12:52] = rng.normal(40, 20, (40, 40))
+    ct[30:34, 30:34] = 900.0
+    micro = rng.random((64, 64)).astype(np.float32) * 300
+    model = load_model("nuclei-2d", device="cpu")
+    warned = predict(model, ct, return_probabilities=False).warnings
+    assert any("looks like a CT in Hounsfield units" in w and "nuclei-2d" in w for w in warned), warned
+    assert not any("Hounsfield" in w for w in predict(model, micro, return_probabilities=False).warnings)
+    ct_card = ModelCard(arch="unet", config={}, name="lung-ct", normalization={"scheme": "ct", "window": [-1000, 400]})
+    assert "trained on CT" in domain_warning(ct_card, micro, False)
+    assert domain_warning(ct_card, ct, False) is None
+    assert domain_warning(model.card, ct[None], True) is None  # several channels: no guess

@@ -147,3 +147,25 @@ def smaller_tile(model, tile) -> list[int] | None:
     current = [int(current)] * model.spatial_dims if np.isscalar(current) else list(current)
     smaller = [max(model.size_divisor, t // 2) for t in current]
     return None if smaller == current else smaller
+
+
+def domain_warning(card, image: np.ndarray, has_channels: bool, normalization: dict | None = None) -> str | None:
+    """A warning when the image and the model come from different worlds: a CT in Hounsfield units given to
+    a model not trained on CT (its normalisation is not a CT window), or an image that is not in Hounsfield
+    units given to one that was. None when they agree, or for multi-channel images."""
+    from ..display import is_hounsfield
+
+    if has_channels or card is None:
+        return None
+    spec = normalization or getattr(card, "normalization", None) or {}
+    ct_model = spec.get("scheme") == "ct"
+    ct_image = is_hounsfield(image)
+    name = getattr(card, "name", "") or "the model"
+    if ct_image and not ct_model:
+        return (f"The image looks like a CT in Hounsfield units, but {name} was not trained on CT (its normalisation is "
+                f"{spec.get('scheme', 'unknown')!r}, not a CT window): check the result closely, or fine-tune the model "
+                "on a few corrected slices of this kind of scan.")
+    if ct_model and not ct_image:
+        return (f"{name} was trained on CT in Hounsfield units (window {spec.get('window')}), but this image is not in "
+                "Hounsfield units (no air near -1000): check the result closely, or use a model for this modality.")
+    return None

@@ -28,7 +28,14 @@ from ..errors import Cancelled, InputError
 from ..models.base import SegmentationModel
 from ..options import MODES
 from .blend import FINALIZE_VOXELS, SlabBlender
-from .checks import DEFAULT_TILE, check_input, check_overlap, check_probability_dtype, smaller_tile
+from .checks import (
+    DEFAULT_TILE,
+    check_input,
+    check_overlap,
+    check_probability_dtype,
+    domain_warning,
+    smaller_tile,
+)
 from .checks import batch_size as _batch_size
 from .checks import count_nonfinite as _count_nonfinite
 from .checks import model_tile as _model_tile
@@ -203,6 +210,9 @@ def _iter_predict(model, image, *, mode, tile, overlap, attention, device, preci
     stats = compute_stats(image, normalization or getattr(card, "normalization", None), has_channels)
     if stats["constant"]:
         warnings.append("The image is constant: the model has nothing to segment; check the layer or the file.")
+    domain = domain_warning(card, image, has_channels, normalization)
+    if domain:
+        warnings.append(domain)
     n_bad = _count_nonfinite(image)
     if n_bad:
         warnings.append(f"The image has {n_bad} NaN or infinite values; they were treated as the image minimum.")
