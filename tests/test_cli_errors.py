@@ -146,3 +146,16 @@ def test_train_and_finetune_refuse_an_out_that_holds_a_model(tmp_path, capsys):
     assert main(["train", str(tmp_path / "ds"), "--arch", "unet", "--dims", "2", "--out", str(out), "--overwrite",
                  "--config", '{"features": [4, 8, 16]}', *tiny]) == 0
     assert (out / "best.safetensors").read_bytes() != b"my model"
+
+
+def test_the_summary_warns_when_the_model_finds_nothing_on_validation(capsys):
+    """A run that ends with validation Dice 0 (e.g. a 3D model re-headed for new classes, one short epoch)
+    says so as a warning, not only in a note; a run that found something does not."""
+    from napari_attnseg.cli._train_common import print_summary
+    from napari_attnseg.training.config import TrainResult
+
+    print_summary(TrainResult("", 0.0, 0.0, None, 1, 60.0, "held-out slices", kept_start=True))
+    out = capsys.readouterr()
+    assert "checkpoint: (none written)" in out.out and "finds nothing on the validation set" in out.err
+    print_summary(TrainResult("m/best.safetensors", 0.2, 0.61, None, 5, 60.0, "held-out slices"))
+    assert "warning" not in capsys.readouterr().err

@@ -198,3 +198,19 @@ def test_label_name_messages(tmp_path, case):
     export_case(image, labels, tmp_path / "ds", "nnunet", case_id="p1")
     with pytest.raises(DatasetError, match="already exists in .*choose another case id"):
         export_case(image, labels, tmp_path / "ds", "nnunet", case_id="p1")
+
+
+def test_export_with_a_model_takes_its_class_names_for_a_new_dataset(tmp_path):
+    """`--model nuclei-2d` without --label-names names the classes as the model does (README: the default
+    comes from the model); an existing dataset keeps its table; --label-names still wins."""
+    img = np.random.default_rng(0).random((32, 32)).astype(np.float32)
+    lab = np.zeros((32, 32), np.uint8)
+    lab[8:16, 8:16] = 1
+    tifffile.imwrite(tmp_path / "i.tif", img)
+    tifffile.imwrite(tmp_path / "l.tif", lab)
+    args = ["export", "--image", str(tmp_path / "i.tif"), "--labels", str(tmp_path / "l.tif"), "--format", "tiff"]
+    assert cli([*args, "--dataset", str(tmp_path / "a"), "--model", "nuclei-2d"]) == 0
+    assert json.loads((tmp_path / "a" / "manifest.json").read_text())["label_names"] == ["background", "nucleus"]
+    assert cli([*args, "--dataset", str(tmp_path / "b"), "--model", "nuclei-2d", "--label-names", "background,cell"]) == 0
+    assert json.loads((tmp_path / "b" / "manifest.json").read_text())["label_names"] == ["background", "cell"]
+    assert cli([*args, "--dataset", str(tmp_path / "b"), "--model", "nuclei-2d"]) == 0  # keeps "cell"

@@ -253,4 +253,7 @@ def print_summary(result) -> None:
         print(f"note: {note}")
     if result.reproduce:
         print(f"reproduce: {result.reproduce}")
-    print(f"checkpoint: {result.checkpoint}")
+    print(f"checkpoint: {result.checkpoint or '(none written)'}")
+    if getattr(result, "criterion", "val_dice") == "val_dice" and not (result.val_dice_after or 0) > 0:
+        print("warning: the model finds nothing on the validation set (Dice 0): it is not usable yet. Give it more "
+              "time (--minutes), review more slices that hold the object, or check the labels.", file=sys.stderr)

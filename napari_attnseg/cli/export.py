@@ -20,7 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "the others become the 'ignore' label")
     parser.add_argument("--prediction", help="the model's original mask, to record what was edited")
     parser.add_argument("--case-id", help="case id (default: the next free case_NNNN)")
-    parser.add_argument("--label-names", help="comma-separated class names, background first (new datasets)")
+    parser.add_argument("--label-names", help="comma-separated class names, background first (new datasets; "
+                                              "default: --model's class names, else background,foreground)")
     parser.add_argument("--channel-names", help="comma-separated channel names for dataset.json "
                                                 "(default: CT for a CT DICOM series, else 'image')")
     parser.add_argument("--source-name", help="name recorded in the manifest (default: the image's file name)")
@@ -50,6 +51,14 @@ def run(args: argparse.Namespace) -> int:
         pred = read_image(args.prediction)
         check_same_grid(image, pred, "prediction")
         prediction = np.asarray(pred.data)
+    names = args.label_names.split(",") if args.label_names else None
+    if names is None and args.model and not (Path(args.dataset) / "manifest.json").exists():
+        from ..checkpoint import read_card, resolve_model_path  # a new dataset: the model's class names
+
+        classes = [str(c) for c in (read_card(resolve_model_path(args.model)).classes or [])]
+        top = 1 if args.foreground else int(np.asarray(labels.data).max(initial=0))
+        if len(classes) >= 2 and top < len(classes):
+            names = classes
     channels = args.channel_names.split(",") if args.channel_names else None
     if channels is None and image.meta.get("format") == "dicom" and image.meta.get("modality") == "CT":
         channels = ["CT"]  # nnU-Net normalises a channel named CT with its CT scheme
@@ -58,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         spacing=image.spacing, affine=image.affine,
         reviewed_slices=parse_slice_ranges(args.reviewed_slices) if args.reviewed_slices else None,
         prediction=prediction, case_id=args.case_id,
-        label_names=args.label_names.split(",") if args.label_names else None,
+        label_names=names,
         channel_names=channels, source_name=args.source_name or Path(str(args.image).rstrip("/")).name,
         model_info=model_identity(args.model) if args.model else {}, overwrite=args.overwrite,
         foreground=args.foreground,
