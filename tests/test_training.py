@@ -741,15 +741,25 @@ def test_refit_trains_the_chosen_checkpoint_on_the_validation_slices_too(tmp_pat
     assert off.refit_epochs == 0 and len(rows(off.log)) == 8 and all(r["val_dice"] for r in rows(off.log))
 
 
-def test_finetune_keeps_the_start_models_object_diameter(tmp_path, dataset_2d):
-    """Training does not rescale the images, so the fine-tuned model expects objects of the start model's
-    size; a head re-initialised for other classes segments other objects and records none."""
+def test_finetune_records_the_object_diameter_of_its_training_objects(tmp_path, dataset_2d):
+    """A start model sized for its objects (a card with object_diameter) gives a fine-tuned model sized for
+    the objects it was fine-tuned on (measured on the labels), re-headed for other classes or not; a start
+    model without one gives none."""
+    from napari_attnseg.data.dataset import read_dataset
+    from napari_attnseg.inference.diameter import measure_diameter
+
     torch.manual_seed(0)
+    found = [measure_diameter(c.load_labels() > 0) for c in read_dataset(dataset_2d).cases]
+    measured = float(np.average([d for d, _ in found], weights=[n for _, n in found]))
+    assert abs(measured - 25.0) > 5  # the blobs are not the start model's objects
     common = dict(dataset=str(dataset_2d), epochs=1, iters_per_epoch=2, batch_size=2, patch=[32, 32])
-    for n_out, classes, out, expected in ((2, ["background", "blob"], "same", 9.5),
-                                          (3, ["background", "a", "b"], "other", None)):
+    for n_out, classes, out, diameter in ((2, ["background", "blob"], "same", 25.0),
+                                          (3, ["background", "a", "b"], "other", 25.0),
+                                          (2, ["background", "blob"], "none", None)):
         m = create_model("attention_unet", spatial_dims=2, out_channels=n_out, features=TINY["features"])
         path = tmp_path / f"{out}.safetensors"
-        save_model(m, path, ModelCard(arch="", config={}, name=out, classes=classes, tile=[32, 32], object_diameter=9.5))
+        save_model(m, path, ModelCard(arch="", config={}, name=out, classes=classes, tile=[32, 32],
+                                      object_diameter=diameter))
         res = train(TrainConfig(out=str(tmp_path / out), start_model=str(path), **common))
-        assert load_model(res.checkpoint).card.object_diameter == expected
+        got = load_model(res.checkpoint or tmp_path / out / "best.safetensors").card.object_diameter
+        assert got == (None if diameter is None else pytest.approx(measured, abs=0.01)), out
