@@ -98,3 +98,23 @@ def test_predicted_classes_far_from_the_training_shares_give_a_warning():
     assert "white matter 0% (training 37%)" in msg and "contrast" in msg
     assert unlike_training_shares(lab, classes, None) is None  # a card without shares: no opinion
     assert unlike_training_shares(np.zeros_like(lab), classes, shares) is None
+
+
+def test_a_ct_is_not_skull_stripped_by_the_brain_models_auto_setting():
+    """The brain model's card asks for extraction ("auto"); a CT in Hounsfield units is not an MRI head:
+    extraction is skipped and the warnings say so (brain_extraction=True still forces it)."""
+    from napari_attnseg import load_model, predict
+    from napari_attnseg.models.registry import bundled_models
+
+    if "brain-mri-3d" not in bundled_models():
+        pytest.skip("brain-mri-3d is not bundled")
+    rng = np.random.default_rng(0)
+    ct = np.full((24, 64, 64), -1000.0, np.float32)
+    ct[4:20, 8:56, 8:56] = rng.normal(40, 20, (16, 48, 48))  # a body of soft tissue in air, some bone
+    ct[8:16, 28:36, 28:36] = 800.0
+    model = load_model("brain-mri-3d", device="cpu")
+    pred = predict(model, ct, spacing=(2.0, 2.0, 2.0), return_probabilities=False)
+    assert "brain_extraction" not in pred.params
+    assert any("Brain extraction was skipped" in w for w in pred.warnings), pred.warnings
+    forced = predict(model, ct, spacing=(2.0, 2.0, 2.0), return_probabilities=False, brain_extraction=True)
+    assert "brain_extraction" in forced.params

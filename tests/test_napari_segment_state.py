@@ -133,3 +133,25 @@ def test_mode_the_user_chose_survives_other_layers(dock, qtbot):
     seg.mode_combo.value = "auto"
     seg.model_combo.value = "brain-mri-3d"
     assert seg.mode_combo.value == "3d"
+
+
+def test_advanced_settings_choose_the_precision_and_brain_extraction(dock, qtbot):
+    """Precision and brain extraction are in the panel's Advanced settings (the CLI has both): fp32 gives an
+    fp32 run, recorded in the mask's metadata; the brain-extraction choice reaches the engine."""
+    viewer, d = dock
+    seg = d.segment
+    viewer.add_image(_cells(), name="cells")
+    seg.image_combo.value = "cells"
+    seg.model_combo.value = "nuclei-2d"
+    seg.precision_combo.value = "fp32"
+    _run(qtbot, seg)
+    assert viewer.layers["cells mask"].metadata["attnseg"]["precision"] == "fp32"
+    vol = viewer.add_image(np.repeat(_cells(32)[None], 24, 0) * 100, name="head", scale=(2.0, 2.0, 2.0))
+    seg.image_combo.value = vol.name
+    seg.model_combo.value = "brain-mri-3d"
+    seg.brain_combo.value = "on"
+    _run(qtbot, seg)
+    assert "brain_extraction" in viewer.layers["head mask"].metadata["attnseg"]["params"]
+    seg.brain_combo.value = "off"
+    _run(qtbot, seg)
+    assert "brain_extraction" not in viewer.layers["head mask"].metadata["attnseg"]["params"]

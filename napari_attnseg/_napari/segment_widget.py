@@ -98,7 +98,15 @@ class SegmentWidget(QWidget, ResultLayers, PixelTool):
         self.tta_box = CheckBox(text="Average over flips (2^dims times slower)", value=False,
                                 tooltip="Test-time augmentation: predict on every flipped copy and average; "
                                         "smoother boundaries at 2^dims times the time.")
-        self.advanced = Container(widgets=[self.tile_spin, self.overlap_spin, self.tta_box], visible=False)
+        self.precision_combo = ComboBox(label="Precision", choices=list(options.PRECISIONS), value="auto",
+                                        tooltip="auto: bf16 where the CPU/GPU runs it fast, else fp32; fp32 for "
+                                                "results that repeat bit for bit")
+        self.brain_combo = ComboBox(label="Brain extraction", choices=[("as the model's card says", "auto"),
+                                                                       ("on", "on"), ("off", "off")], value="auto",
+                                    tooltip="3D brain models: strip skull and scalp first (auto: when the card asks "
+                                            "for it and the input has them; never on a CT in Hounsfield units)")
+        self.advanced = Container(widgets=[self.tile_spin, self.overlap_spin, self.tta_box, self.precision_combo,
+                                           self.brain_combo], visible=False)
         self.attention_box = CheckBox(text="Show attention", value=True)
         self.pixel_box = CheckBox(text="Where does this pixel look? (click the image)", value=False, enabled=False)
         self.run_button = PushButton(text="Run")
@@ -331,6 +339,8 @@ class SegmentWidget(QWidget, ResultLayers, PixelTool):
             "device": self.device_combo.value,
             "spacing": tuple(layer.scale) if getattr(model.card, "spacing", None) is not None else None,
             "diameter": diameter,
+            "precision": self.precision_combo.value,
+            "brain_extraction": {"auto": None, "on": True, "off": False}[self.brain_combo.value],
         }
         self._token = CancelToken()
         image = layer.data

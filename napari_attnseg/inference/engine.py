@@ -98,10 +98,20 @@ def _pipeline(model, image, options: dict[str, Any]) -> Generator[tuple[int, int
 
         return (yield from iter_predict_diameter(iter_predict, model, image, diameter=diameter, **options))
     brain = options.pop("brain_extraction")
+    skipped = None
     if brain is None:
         brain = getattr(getattr(model, "card", None), "brain_extraction", None) == "auto"
+        if brain and np.ndim(image) == 3:
+            from ..display import is_hounsfield
+
+            if is_hounsfield(image):  # a CT is not an MRI head with a scalp to strip (auto only; on forces it)
+                brain, skipped = False, ("Brain extraction was skipped: the image is a CT in Hounsfield units, not an "
+                                         "MRI head (brain_extraction=True forces it).")
     if not brain or model.spatial_dims != 3 or model.in_channels != 1 or np.ndim(image) != 3:
-        return (yield from _retrying(model, image, options))
+        pred = yield from _retrying(model, image, options)
+        if skipped:
+            pred.warnings.append(skipped)
+        return pred
     from .brain import with_brain_extraction
 
     return (yield from with_brain_extraction(_retrying, model, image, options))
