@@ -46,10 +46,16 @@ def read_record(path: str | Path) -> dict:
     return record
 
 
-def _output(folder: Path, name: str, record_path: Path) -> np.ndarray:
+def _output(folder: Path, name: str, record_path: Path, channels: bool = False) -> np.ndarray:
     f = folder / name
     if not f.exists():
         raise InputError(f"{record_path} names {name}, which is not in {folder}; was it moved or deleted?")
+    if channels and f.name.lower().endswith((".nii", ".nii.gz")):
+        import nibabel as nib
+
+        arr = np.asanyarray(nib.load(str(f)).dataobj)
+        if arr.ndim == 4:  # one probability per class: (i, j, k, c) as written, (c, k, j, i) in the array convention
+            return np.ascontiguousarray(arr.transpose(3, 2, 1, 0))
     return np.asarray(read_image(f).data)
 
 
@@ -90,7 +96,7 @@ def record_layers(path: str | Path) -> list[tuple]:
         spacing = (1.0,) * labels.ndim
     probabilities = None
     if record.get("probability"):
-        fg = _output(folder, record["probability"], p).astype(np.float32)
+        fg = _output(folder, record["probability"], p, channels=True).astype(np.float32)
         fg = fg[None] if fg.ndim == labels.ndim else fg
         probabilities = np.concatenate([np.clip(1.0 - fg.sum(0, keepdims=True), 0, 1), fg])
     maps = [AttentionMap(m["name"], int(m["level"]), _output(folder, m["file"], p).astype(np.float32),

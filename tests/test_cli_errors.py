@@ -159,3 +159,10 @@ def test_the_summary_warns_when_the_model_finds_nothing_on_validation(capsys):
     assert "checkpoint: (none written)" in out.out and "finds nothing on the validation set" in out.err
     print_summary(TrainResult("m/best.safetensors", 0.2, 0.61, None, 5, 60.0, "held-out slices"))
     assert "warning" not in capsys.readouterr().err
+
+
+def test_demo_with_an_unknown_model_is_an_error_not_another_model(capsys):
+    """`attnseg demo --model nosuch` ran the click model nuclei-2d-prompt instead (Dice 0): a typo is an error."""
+    assert main(["demo", "--model", "nosuch"]) == 1
+    err = capsys.readouterr().err
+    assert "no bundled model 'nosuch'" in err and "nuclei-2d" in err

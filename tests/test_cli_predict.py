@@ -214,3 +214,24 @@ def test_a_record_whose_files_moved_says_what_is_missing(tmp_path, model2d):
     (out / "other_predict.json").write_text("{}")
     with pytest.raises(InputError, match="not a record written by `attnseg predict`"):
         record_layers(out / "other_predict.json")
+
+
+def test_a_multi_class_predict_record_reopens(tmp_path):
+    """A 3-class model writes one probability per class as a 4D NIfTI; its record opened again (napari's
+    reader for <stem>_predict.json) failed on that file ("expected a 2D or 3D NIfTI image")."""
+    from napari_attnseg.results import record_layers
+
+    torch.manual_seed(0)
+    model = create_model("attention_unet", spatial_dims=3, out_channels=3, features=[4, 8, 16])
+    path = tmp_path / "three.safetensors"
+    save_model(model, path, card={"name": "three", "classes": ["background", "a", "b"],
+                                  "normalization": {"scheme": "zscore"}, "tile": [16, 32, 32], "overlap": 0.25})
+    data = np.random.default_rng(5).normal(0, 1, (40, 36, 20)).astype(np.float32)
+    nib.save(nib.Nifti1Image(data, np.diag([0.8, 0.8, 2.5, 1.0])), tmp_path / "scan.nii.gz")
+    out = tmp_path / "out"
+    assert main(["predict", str(tmp_path / "scan.nii.gz"), "--model", str(path), "--out", str(out), "--device", "cpu"]) == 0
+    assert nib.load(out / "scan_prob.nii.gz").ndim == 4
+    layers = record_layers(out / "scan_predict.json")
+    names = [kw["name"] for _, kw, _ in layers]
+    assert names[:3] == ["scan", "scan mask", "scan probability"]
+    assert layers[2][0].shape[-3:] == layers[1][0].shape == (20, 36, 40)

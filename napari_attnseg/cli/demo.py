@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 NAME = "demo"
@@ -25,6 +26,13 @@ def run(args: argparse.Namespace) -> int:
     from .._napari import sample_data
     from ..training.losses import dice_per_class
 
+    if args.model and not Path(args.model).exists():  # a typo must not quietly run another model
+        from ..models.registry import bundled_models
+
+        if args.model not in bundled_models():
+            print(f"attnseg demo: error: no bundled model {args.model!r} and no such checkpoint file; bundled: "
+                  f"{', '.join(bundled_models())} (attnseg models lists them).", file=sys.stderr)
+            return 1
     viewer = napari.Viewer(title="napari-attnseg demo")
     viewer.window._qt_window.resize(1500, 950)
     layers = sample_data.nuclei_2d() if args.sample == "nuclei-2d" else sample_data.brain_mri_3d()
@@ -87,8 +95,8 @@ def _fallback_model(widget, sample_dims: int) -> str:
     for name in widget.model_names():
         widget.model_combo.value = name
         model = widget._current_model(quiet=True)
-        if model is not None and model.spatial_dims <= sample_dims:
-            return name
+        if model is not None and model.spatial_dims <= sample_dims and not getattr(model, "prompt_options", None):
+            return name  # (a click model segments nothing without clicks)
     return ""
 
 
