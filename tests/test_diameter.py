@@ -225,5 +225,7 @@ def test_a_fine_tuned_card_measures_the_diameter_of_its_own_objects(nuclei, tmp_
     res = train(TrainConfig(dataset=str(tmp_path / "ds"), out=str(tmp_path / "m"), start_model="nuclei-2d",
                             epochs=1, iters_per_epoch=1, batch_size=2, patch=[32, 32]))
     card = load_model(res.checkpoint or tmp_path / "m" / "best.safetensors").card
-    assert card.object_diameter == pytest.approx(np.sqrt(4 * 64 / np.pi), abs=0.05)
-    assert model.card.object_diameter > 20
+    if res.kept_start:  # no epoch beat nuclei-2d: its weights, and the size they were trained for, are kept
+        assert card.object_diameter == model.card.object_diameter > 20
+    else:
+        assert card.object_diameter == pytest.approx(np.sqrt(4 * 64 / np.pi), abs=0.05)

@@ -62,12 +62,14 @@ class CardWriter:
             rows.update(int(a + i) for i in np.flatnonzero(labelled))
         return {"trained_rows": sorted(rows), "image_sha256": self.image_digest()}
 
-    def _object_diameter(self, base) -> float | None:
+    def _object_diameter(self, base, s: dict) -> float | None:
         """The card's ``object_diameter`` when the start model has one (a model sized for its objects): that of
         this dataset's labelled objects (median equivalent diameter, slice by slice in volumes, unreviewed
         slices left out), so a nuclei model fine-tuned on CT tumours does not keep the nuclei's size."""
         if base is None or getattr(base, "object_diameter", None) is None:
             return None
+        if s.get("best_epoch") == 0 and s.get("before") is not None and not self.head_reset:
+            return base.object_diameter  # no epoch beat the start: its weights, and its objects, are kept
         from ..inference.diameter import measure_diameter
 
         if getattr(self, "_diameter", None) is None:
@@ -93,7 +95,7 @@ class CardWriter:
             classes=list(self.dataset.label_names), normalization=dict(self.norm_spec),
             spacing=self.spacing[-self.model.spatial_dims:] if self.spacing else None,
             # a start model sized for its objects (microscopy): the objects of this dataset, measured
-            object_diameter=self._object_diameter(base),
+            object_diameter=self._object_diameter(base, s),
             tile=[int(p) for p in self.tile], overlap=0.25,
             prompt_init="threshold" if cfg.prompt_threshold > 0 else getattr(base, "prompt_init", None),
             training={
