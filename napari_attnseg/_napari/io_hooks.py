@@ -17,6 +17,8 @@ plugin, with no question. Before the plugin's first use napari still asks once f
 
 from __future__ import annotations
 
+import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -64,11 +66,121 @@ def activate(context=None) -> None:
         pass
 
 
+# a file name with one of these words (e.g. brain1_labels.nii.gz, liver_seg.nii) holding few integers is a mask
+_LABEL_NAME = re.compile(r"(^|[^a-z])(labels?|seg|segmentation|mask|masks|roi|annotations?)([^a-z]|$)")
+MAX_LABEL_VALUES = 256
+
+
+def _notify(message: str) -> None:
+    """A napari warning notification (a plain warning where napari's notifications are unavailable)."""
+    try:
+        from napari.utils.notifications import show_warning
+    except ImportError:  # pragma: no cover - napari is a dependency of the plugin
+        warnings.warn(message, stacklevel=2)
+        return
+    show_warning(message)
+
+
+def _viewer():
+    try:
+        import napari
+
+        return napari.current_viewer()
+    except Exception:  # no Qt / no viewer: nothing to compare with
+        return None
+
+
+def _candidate_layers(viewer, kinds=("image",)) -> list:
+    """Open layers, the selected ones first, then the most recent first."""
+    if viewer is None:
+        return []
+    layers = list(viewer.layers)
+    selected = [lay for lay in reversed(layers) if lay in viewer.layers.selection]
+    ordered = selected + [lay for lay in reversed(layers) if lay not in selected]
+    return [lay for lay in ordered if lay._type_string in kinds]
+
+
+def _is_labels_file(volume: Volume, path: str) -> bool:
+    """An integer NIfTI named like a mask (label, seg, mask, roi, annotation) with <= 256 values >= 0."""
+    if volume.meta.get("format") != "nifti" or not np.issubdtype(volume.data.dtype, np.integer):
+        return False
+    stem = Path(path.rstrip("/")).name.lower()
+    if not _LABEL_NAME.search(stem.split(".")[0]):
+        return False
+    data = np.asarray(volume.data)
+    if data.size == 0 or data.min() < 0:
+        return False
+    return np.unique(data).size <= MAX_LABEL_VALUES
+
+
+def _codes(affine: np.ndarray) -> str:
+    import nibabel as nib
+
+    return "".join(str(c) for c in nib.aff2axcodes(affine))
+
+
+def _match_orientation(volume: Volume, path: str, viewer) -> Volume:
+    """A NIfTI stored in another orientation than an open image of the same grid is reoriented to it.
+
+    The array is flipped/transposed (nibabel's orientation tools, in the stored (i, j, k) axes) so that
+    it overlays the open image voxel by voxel; that happens only when the adjusted affine then equals
+    the open image's. Otherwise a warning says the two do not overlay.
+    """
+    import nibabel as nib
+    from nibabel import orientations as ornt
+
+    if volume.affine is None or volume.data.ndim != 3 or volume.meta.get("format") != "nifti":
+        return volume
+    name = Path(path).name
+    affine = np.asarray(volume.affine, float)
+    for layer in _candidate_layers(viewer, ("image", "labels")):
+        other = layer.metadata.get("affine")
+        shape = tuple(np.shape(layer.data))
+        if other is None or len(shape) != 3 or sorted(shape) != sorted(volume.data.shape):
+            continue
+        other = np.asarray(other, float)
+        if other.shape != (4, 4) or _codes(other) == _codes(affine):
+            continue
+        stored = np.asarray(volume.data).transpose(2, 1, 0)  # back to the file's (i, j, k)
+        transform = ornt.ornt_transform(nib.io_orientation(affine), nib.io_orientation(other))
+        moved = ornt.apply_orientation(stored, transform)
+        new_affine = affine @ ornt.inv_ornt_aff(transform, stored.shape)
+        tol = 1e-3 * float(np.min(np.linalg.norm(other[:3, :3], axis=0)))
+        if moved.shape[::-1] == shape and np.allclose(new_affine, other, atol=max(tol, 1e-6)):
+            data = np.ascontiguousarray(moved.transpose(2, 1, 0))
+            spacing = tuple(float(z) for z in np.linalg.norm(new_affine[:3, :3], axis=0)[::-1])
+            meta = dict(volume.meta)
+            nifti = dict(meta.get("nifti") or {})
+            nifti["stored_shape"] = list(moved.shape)
+            if nifti.get("qform"):
+                nifti["qform"] = new_affine.tolist()
+            meta["nifti"] = nifti
+            meta["reoriented_from"] = _codes(affine)
+            _notify(f"{name} is stored in {_codes(affine)} orientation, {layer.name} in {_codes(other)}: "
+                    f"{name} was reoriented to {_codes(other)} so that the two overlay voxel by voxel "
+                    "(a mask saved from it is written in that orientation, with the matching affine).")
+            return Volume(data, spacing, new_affine, meta)
+        _notify(f"{name} is stored in {_codes(affine)} orientation and {layer.name} in {_codes(other)}: "
+                "they do not overlay voxel by voxel (one is mirrored or transposed against the other).")
+        return volume
+    return volume
+
+
 def _layer(volume: Volume, path: str) -> list[tuple]:
+    if volume.meta.get("format") == "nifti":
+        volume = _match_orientation(volume, path, _viewer())
     meta = {"source_path": path, "spacing": list(volume.spacing), "format": volume.meta.get("format")}
     if volume.affine is not None:
         meta["affine"] = np.asarray(volume.affine).tolist()
-    kwargs = {"name": Path(path.rstrip("/")).name.split(".")[0], "scale": volume.spacing, "metadata": meta}
+    for key in ("nifti", "modality", "warning", "reoriented_from"):  # header codes travel to the writer
+        if volume.meta.get(key):
+            meta[key] = volume.meta[key]
+    name = Path(path.rstrip("/")).name.split(".")[0]
+    kwargs = {"name": name, "scale": volume.spacing, "metadata": meta}
+    if meta.get("warning"):  # e.g. uneven DICOM slice spacing: the user sees it, the layer keeps it
+        _notify(f"{name}: {meta['warning']}")
+    if _is_labels_file(volume, path):
+        return [(volume.data, kwargs, "labels")]
     window = default_window(volume.data)
     if window is not None:  # a CT in Hounsfield units opens in the soft-tissue window, not -1024..3071
         kwargs["contrast_limits"] = window
@@ -132,8 +244,46 @@ def write_labels_tif(path: str, data, meta: dict) -> list[str]:
     return [str(write_image(path, np.asarray(data), spacing=spacing[-np.ndim(data):]))]
 
 
+def _reference_geometry(shape, scale, affine, viewer):
+    """Geometry for a layer to be saved, from the open image it belongs to.
+
+    Without an affine: the selected (else most recent) image layer of the same shape and scale with an
+    affine. With one: the layer with that affine, for the qform/sform codes it was read with.
+    Returns that layer's metadata, or None.
+    """
+    for layer in _candidate_layers(viewer, ("image", "labels")):
+        md = layer.metadata
+        if md.get("affine") is None:
+            continue
+        if affine is None:
+            if (tuple(np.shape(layer.data)) == tuple(shape) and len(layer.scale) == len(scale)
+                    and np.allclose(layer.scale, scale, rtol=1e-4)):
+                return md
+        elif md.get("nifti") and np.allclose(np.asarray(md["affine"], float), affine, atol=1e-5):
+            return md
+    return None
+
+
 def write_labels_nifti(path: str, data, meta: dict) -> list[str]:
-    spacing, affine = _geometry(meta.get("metadata", {}), meta.get("scale", (1.0,) * np.ndim(data)))
+    from ..data.nifti import write_nifti
+
+    data = np.asarray(data)
+    md = meta.get("metadata", {}) or {}
+    scale = tuple(meta.get("scale", (1.0,) * data.ndim))
+    spacing, affine = _geometry(md, scale)
+    nifti = md.get("nifti")
+    if affine is None or not nifti:
+        ref = _reference_geometry(data.shape, scale, affine, _viewer())
+        if ref is not None:
+            if affine is None:
+                affine = np.asarray(ref["affine"], float)
+                spacing = tuple(float(s) for s in ref.get("spacing") or spacing)
+            nifti = nifti or ref.get("nifti")
     if not str(path).endswith((".nii", ".nii.gz")):
         path = f"{path}.nii.gz"
-    return [str(write_image(path, np.asarray(data), spacing=spacing[-np.ndim(data):], affine=affine))]
+    if affine is None:
+        _notify(f"{Path(path).name} was written without a patient position: no open image of the same shape and "
+                "scale has a NIfTI/DICOM affine, so the file's affine holds only the voxel size (origin 0, no "
+                "orientation) and other tools may show it shifted or flipped against the image.")
+    write_nifti(Path(path), data, spacing[-data.ndim:], affine, {"nifti": nifti} if nifti else None)
+    return [str(path)]

@@ -65,10 +65,13 @@ def write_nifti(p: Path, data: np.ndarray, spacing, affine, like_meta: dict | No
     header = img.header
     header.set_data_dtype(arr.dtype)
     nifti = (like_meta or {}).get("nifti") or {}
-    # The source's codes (scanner vs aligned space) are kept; a new file says "scanner" for both.
-    # The affine is written as both qform and sform, so a file with only a qform reads back the same.
-    q_code = int(nifti.get("qform_code") or 1)
+    # The source's codes (scanner vs aligned space) are kept, 0 included (e.g. MNI152: qform 0, sform 2);
+    # a new file says "scanner" for both. The affine is written as both qform and sform, so a file with
+    # only a qform reads back the same. Both codes 0 would drop the affine: then the file says "scanner".
+    q_code = int(nifti["qform_code"]) if nifti.get("qform_code") is not None else 1
     s_code = int(nifti["sform_code"]) if nifti.get("sform_code") is not None else 1
+    if q_code == 0 and s_code == 0 and affine is not None:
+        q_code = s_code = 1
     img.set_qform(aff, code=q_code)
     img.set_sform(aff, code=s_code)
     units = nifti.get("xyz_units")

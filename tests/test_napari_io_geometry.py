@@ -1,0 +1,169 @@
+"""The plugin's NIfTI/DICOM readers and NIfTI writer in a real viewer: geometry (affine, qform/sform
+codes, orientation) survives a round trip, a mask without geometry takes its image's, warnings reach
+the user, and a labels NIfTI opens as a Labels layer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.gui
+
+PLUGIN = "napari-attnseg"
+DATA = Path("/work/shared/data")
+BRAIN = DATA / "radiomics" / "brain1_image.nii.gz"
+BRAIN_LABELS = DATA / "radiomics" / "brain1_labels.nii.gz"
+LUNG = DATA / "radiomics" / "lung1_image.nii.gz"
+MNI_T1 = DATA / "mni152" / "t1.nii.gz"
+
+
+def need(*paths: Path):
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        pytest.skip(f"real data not available: {', '.join(missing)}")
+
+
+@pytest.fixture()
+def viewer(make_napari_viewer):
+    return make_napari_viewer()
+
+
+@pytest.fixture()
+def notes():
+    """Messages of the napari notifications shown during the test."""
+    from napari.utils.notifications import notification_manager
+
+    seen: list[str] = []
+
+    def record(event):
+        seen.append(str(getattr(event, "message", None) or getattr(getattr(event, "value", None), "message", event)))
+
+    notification_manager.notification_ready.connect(record)
+    yield seen
+    notification_manager.notification_ready.disconnect(record)
+
+
+def synthetic_nifti(path: Path, data: np.ndarray, affine: np.ndarray, qcode=1, scode=1) -> Path:
+    img = nib.Nifti1Image(data, affine)
+    img.set_qform(affine, code=qcode)
+    img.set_sform(affine, code=scode)
+    nib.save(img, str(path))
+    return path
+
+
+def test_new_labels_without_geometry_take_the_open_images_affine(viewer, tmp_path, notes):
+    need(LUNG)
+    ct = viewer.open(str(LUNG), plugin=PLUGIN)[0]
+    source = nib.load(str(LUNG))
+    new = viewer.add_labels(np.zeros(ct.data.shape, np.uint8), name="new", scale=ct.scale)
+    new.data[10, 100:120, 200:230] = 1
+    out = tmp_path / "new.nii.gz"
+    new.save(str(out), plugin=PLUGIN)
+    saved = nib.load(str(out))
+    np.testing.assert_allclose(saved.affine, source.affine, atol=1e-4)
+    assert nib.aff2axcodes(saved.affine) == nib.aff2axcodes(source.affine)
+    assert saved.shape == source.shape
+    # the painted voxels are where they were painted: array (k, j, i) = stored (i, j, k)
+    assert np.asarray(saved.dataobj)[200:230, 100:120, 10].all() and np.asarray(saved.dataobj).sum() == 600
+    assert not any("patient position" in n for n in notes)
+
+
+def test_labels_without_any_image_warn_that_they_have_no_position(viewer, tmp_path, notes):
+    lab = viewer.add_labels(np.zeros((4, 6, 8), np.uint8), name="alone", scale=(2.0, 1.0, 1.0))
+    out = tmp_path / "alone.nii.gz"
+    lab.save(str(out), plugin=PLUGIN)
+    assert nib.load(str(out)).header.get_zooms() == (1.0, 1.0, 2.0)
+    assert any("without a patient position" in n for n in notes)
+
+
+def test_qform_and_sform_codes_survive_a_round_trip(viewer, tmp_path):
+    need(MNI_T1)
+    src = nib.load(str(MNI_T1))
+    assert (int(src.header["qform_code"]), int(src.header["sform_code"])) == (0, 2)
+    t1 = viewer.open(str(MNI_T1), plugin=PLUGIN)[0]
+    assert t1.metadata["nifti"]["qform_code"] == 0 and t1.metadata["nifti"]["sform_code"] == 2
+    mask = viewer.add_labels(np.zeros(t1.data.shape, np.uint8), name="mask", scale=t1.scale,
+                             metadata=dict(t1.metadata))
+    out = tmp_path / "mask.nii.gz"
+    mask.save(str(out), plugin=PLUGIN)
+    saved = nib.load(str(out))
+    assert (int(saved.header["qform_code"]), int(saved.header["sform_code"])) == (0, 2)
+    np.testing.assert_allclose(saved.affine, src.affine, atol=1e-4)
+    # a mask that carries only the affine (as the Segment widget's results do) gets the codes of its image
+    mask2 = viewer.add_labels(np.zeros(t1.data.shape, np.uint8), name="mask2", scale=t1.scale,
+                              metadata={"affine": t1.metadata["affine"], "spacing": t1.metadata["spacing"]})
+    out2 = tmp_path / "mask2.nii.gz"
+    mask2.save(str(out2), plugin=PLUGIN)
+    saved2 = nib.load(str(out2))
+    assert (int(saved2.header["qform_code"]), int(saved2.header["sform_code"])) == (0, 2)
+
+
+def test_uneven_dicom_spacing_warning_reaches_the_user(viewer, tmp_path, notes):
+    import pydicom
+    from test_io import write_dicom_series
+
+    from napari_attnseg.data import read_image
+
+    hu = (np.arange(4)[:, None, None] * 50 - 200 + np.zeros((4, 8, 6))).astype(np.float32)
+    folder = write_dicom_series(tmp_path / "ct", hu, shuffle=False)
+    last = sorted(folder.iterdir())[-1]
+    ds = pydicom.dcmread(str(last))
+    ds.ImagePositionPatient = [-100.0, -80.0, 40.0 + 2 * 2.5 + 6.0]  # the last gap is 6 mm, not 2.5
+    ds.save_as(str(last))
+    warning = read_image(folder).meta["warning"]
+    assert "uneven slice spacing" in warning
+    layer = viewer.open(str(folder), plugin=PLUGIN)[0]
+    assert layer.metadata["warning"] == warning
+    assert any(warning in n for n in notes)
+
+
+def test_labels_nifti_opens_as_labels(viewer, tmp_path):
+    need(BRAIN_LABELS)
+    layer = viewer.open(str(BRAIN_LABELS), plugin=PLUGIN)[0]
+    assert layer._type_string == "labels"
+    assert set(np.unique(layer.data)) <= {0, 1, 2}
+    # an integer image with a plain name stays an image; so does a "mask" of many values
+    aff = np.diag([1.0, 1.0, 2.0, 1.0])
+    img = synthetic_nifti(tmp_path / "scan.nii.gz", np.zeros((6, 5, 4), np.uint8), aff)
+    assert viewer.open(str(img), plugin=PLUGIN)[0]._type_string == "image"
+    many = synthetic_nifti(tmp_path / "mask.nii.gz", np.arange(6 * 5 * 20, dtype=np.int16).reshape(6, 5, 20), aff)
+    assert viewer.open(str(many), plugin=PLUGIN)[0]._type_string == "image"
+    seg = synthetic_nifti(tmp_path / "liver_seg.nii", np.ones((6, 5, 4), np.int16), aff)
+    assert viewer.open(str(seg), plugin=PLUGIN)[0]._type_string == "labels"
+
+
+def test_labels_in_another_orientation_are_reoriented_onto_the_image(viewer, tmp_path, notes):
+    need(BRAIN, BRAIN_LABELS)
+    src = nib.load(str(BRAIN_LABELS))
+    ras = tmp_path / "ras_labels.nii.gz"
+    nib.save(nib.as_closest_canonical(src), str(ras))
+    assert nib.aff2axcodes(nib.load(str(ras)).affine) == ("R", "A", "S")
+    image = viewer.open(str(BRAIN), plugin=PLUGIN)[0]
+    moved = viewer.open(str(ras), plugin=PLUGIN)[0]
+    original = viewer.open(str(BRAIN_LABELS), plugin=PLUGIN)[0]
+    assert moved.data.shape == image.data.shape
+    np.testing.assert_array_equal(np.asarray(moved.data), np.asarray(original.data))  # voxel by voxel
+    np.testing.assert_allclose(np.asarray(moved.metadata["affine"]), np.asarray(image.metadata["affine"]), atol=1e-4)
+    assert any("reoriented" in n and "RAS" in n and "LAS" in n for n in notes)
+    # saved back, it is the same mask in the same place as the original file
+    out = tmp_path / "saved.nii.gz"
+    moved.save(str(out), plugin=PLUGIN)
+    saved = nib.load(str(out))
+    np.testing.assert_allclose(saved.affine, src.affine, atol=1e-4)
+    np.testing.assert_array_equal(np.asarray(saved.dataobj), np.asarray(src.dataobj))
+
+
+def test_other_orientation_on_another_grid_only_warns(viewer, tmp_path, notes):
+    las = np.diag([-1.0, 1.0, 2.0, 1.0])
+    las[:3, 3] = (10.0, -5.0, 0.0)
+    ras = np.diag([1.0, 1.0, 2.0, 1.0])  # not the LAS grid mirrored: another origin
+    data = np.arange(6 * 5 * 4, dtype=np.int16).reshape(6, 5, 4)
+    a = synthetic_nifti(tmp_path / "a.nii.gz", data, las)
+    b = synthetic_nifti(tmp_path / "b.nii.gz", data, ras)
+    viewer.open(str(a), plugin=PLUGIN)
+    layer = viewer.open(str(b), plugin=PLUGIN)[0]
+    np.testing.assert_array_equal(np.asarray(layer.data), data.transpose(2, 1, 0))  # left as stored
+    assert any("do not overlay voxel by voxel" in n and "LAS" in n and "RAS" in n for n in notes)
