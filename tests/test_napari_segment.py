@@ -274,3 +274,15 @@ def test_object_diameter_field_rescales_for_models_that_know_their_object_size(w
     pred = w.last_prediction
     assert pred.params["diameter_used"] == 50 and pred.params["scale"] == pytest.approx(25.12 / 50, rel=0.01)
     assert pred.labels.shape == (192, 192) and "px wide" in w.status.value
+
+
+def test_pixel_attention_on_a_slice_outside_the_volume_is_a_message(widget, tiny_checkpoint):
+    """With a longer volume open, the slider can be beyond this layer's slices: a message, not an
+    IndexError (or, for a negative index, a slice counted from the other end)."""
+    viewer, w = widget
+    vol = viewer.add_image(np.random.default_rng(7).random((6, 64, 64)).astype(np.float32), name="vol")
+    w.add_model(tiny_checkpoint(2, arch="msga", name="pam", width=4, channels=8, latent=4))
+    for z in (9, -2):
+        assert w.show_pixel_attention(vol, (z, 20, 30)) is None
+        assert f"Slice {z} is outside vol" in w.messages[-1]
+    assert w.show_pixel_attention(vol, (3, 20, 30)) is not None

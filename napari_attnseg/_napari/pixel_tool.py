@@ -39,6 +39,10 @@ class PixelTool:
         prefix = ()
         if image.ndim == 3:  # the current slice
             z = int(round(point[0]))
+            if not 0 <= z < image.shape[0]:  # the viewer's slider beyond this layer (a longer volume is open)
+                notify_error(f"Slice {z} is outside {layer.name} (slices 0-{image.shape[0] - 1}); move to one of its "
+                             "slices and click again.")
+                return None
             image, point, prefix = image[z], point[1:], (z,)
         try:
             amap = pixel_attention_map(model, image, point)
