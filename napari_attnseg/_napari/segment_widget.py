@@ -389,6 +389,8 @@ class SegmentWidget(QWidget, ResultLayers, PixelTool):
             used = pred.params.get("diameter_used")
             if used is not None:
                 msg += f"; objects {used:.1f} px wide, rescaled x{pred.params.get('scale', 1):.2f}"
+                if self.diameter_edit.value.strip().lower() == "auto":  # the estimate, for the next runs to reuse
+                    self.diameter_edit.value = f"{used:.1f}"
             self.status.value = msg
             for w in pred.warnings:
                 notify_warning(f"{name}: {w}")
