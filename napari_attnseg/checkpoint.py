@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ from ._version import __version__
 from .devices import resolve_device
 from .errors import CheckpointError, InputError
 
+log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 _META_KEY = "card"  # docs/ARCHITECTURE.md: the card JSON lives in the safetensors metadata under "card"
 _LEGACY_META_KEYS = ("napari_attnseg_card",)  # files written before the key followed the contract
@@ -123,10 +125,31 @@ def save_model(
         raise InputError(f"Model files end in .safetensors; got {path}.")
     if dtype not in ("float32", "float16"):
         raise InputError(f"dtype must be float32 or float16, got {dtype!r}")
+    if not isinstance(model, torch.nn.Module) or not isinstance(getattr(model, "arch", None), str) \
+            or not isinstance(getattr(model, "config", None), dict):
+        raise InputError(f"save_model saves napari-attnseg models (from load_model, create_model or training), which "
+                         f"carry .arch and .config to rebuild them; got {type(model).__name__}. Wrap the network in "
+                         "a model from napari_attnseg.create_model.")
     if card is None:
         card = getattr(model, "card", None) or default_card(model)
     elif isinstance(card, dict):
-        card = ModelCard.from_dict({"arch": model.arch, "config": dict(model.config), **card})
+        known = {f.name for f in dataclasses.fields(ModelCard)}
+        unknown = sorted(set(card) - known)
+        if unknown:
+            raise InputError(f"Unknown model card key(s) {', '.join(map(repr, unknown))}; valid keys: "
+                             f"{', '.join(sorted(known))}.")
+        try:
+            card = ModelCard.from_dict({"arch": model.arch, "config": dict(model.config), **card})
+        except (ValueError, TypeError) as exc:
+            raise InputError(f"Invalid model card: {exc}.") from None
+    elif not isinstance(card, ModelCard):
+        raise InputError(f"card must be a ModelCard, a dict of card fields or None; got {type(card).__name__}.")
+    n_out = int(getattr(model, "out_channels", model.config.get("out_channels", 2)))
+    if not isinstance(card.classes, (list, tuple)) or not all(isinstance(c, str) for c in card.classes):
+        raise InputError(f"The card's classes must be a list of names, background first; got {card.classes!r}.")
+    if len(card.classes) not in (n_out, max(n_out, 2)):  # one output: its name, or background + it
+        raise InputError(f"The card lists {len(card.classes)} classes ({card.classes}) but the model has {n_out} "
+                         "outputs (background first); give one class name per output.")
     card = dataclasses.replace(card, arch=model.arch, config=dict(model.config), weights_dtype=dtype,
                                code_version=__version__, format_version=FORMAT_VERSION)
     target = torch.float16 if dtype == "float16" else torch.float32
@@ -143,20 +166,34 @@ def save_model(
 
 
 def resolve_model_path(name_or_path: str | os.PathLike) -> Path:
-    """A bundled model name (see ``attnseg models``) or a path to a ``.safetensors`` file."""
+    """A bundled model name (see ``attnseg models``), a path to a ``.safetensors`` file, or a folder that
+    train/finetune wrote (its ``best.safetensors``). A bare bundled name is the bundled model even when a
+    folder of that name is here (``./name`` is the folder)."""
     from ._paths import models_dir
 
     text = str(name_or_path)
     candidate = Path(text).expanduser()
-    if candidate.suffix == ".safetensors" or candidate.exists() or os.sep in text:
-        if not candidate.exists():
-            raise CheckpointError(f"Model file {candidate} does not exist.")
-        return candidate
     try:
         bundled = models_dir() / f"{text}.safetensors"
     except FileNotFoundError:
         bundled = None
-    if bundled is not None and bundled.exists():
+    bundled = bundled if bundled is not None and os.sep not in text and bundled.exists() else None
+    if bundled is not None and candidate.is_dir():  # a bare bundled name means the bundled model: "./name" the folder
+        log.warning("Using the bundled model %r, not the folder %s here (pass ./%s for that one).", text, text, text)
+        return bundled
+    if candidate.is_dir():  # the folder train/finetune wrote: its best.safetensors
+        best = candidate / "best.safetensors"
+        if best.is_file():
+            return best
+        if bundled is None:
+            raise CheckpointError(f"{candidate} is a folder without best.safetensors, not a model; pass a .safetensors "
+                                  "file, or a folder that train/finetune wrote.")
+        return bundled
+    if candidate.suffix == ".safetensors" or candidate.exists() or os.sep in text:
+        if not candidate.exists():
+            raise CheckpointError(f"Model file {candidate} does not exist.")
+        return candidate
+    if bundled is not None:
         return bundled
     from .models.registry import bundled_models
 

@@ -14,6 +14,19 @@ from scipy import ndimage
 from .errors import InputError
 
 
+def _array(labels) -> np.ndarray:
+    """A label array from an array-like (a list, a dask or zarr array); a clear error when it is not one."""
+    try:
+        labels = np.asarray(labels)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"The labels cannot be read as an array ({exc}); pass a numpy label array.") from None
+    if labels.ndim == 0 or not (np.issubdtype(labels.dtype, np.number) or labels.dtype == np.bool_) \
+            or np.issubdtype(labels.dtype, np.complexfloating):
+        raise InputError(f"The labels must be an integer label array of 1 or more axes; got shape "
+                         f"{labels.shape} and dtype {labels.dtype}. Convert it, e.g. labels.astype(np.uint8).")
+    return labels
+
+
 def _classes(labels: np.ndarray, classes: Iterable[int] | None) -> list[int]:
     present = [int(c) for c in np.unique(labels) if c != 0]
     return present if classes is None else [int(c) for c in classes if int(c) in present]
@@ -28,6 +41,7 @@ def _ball(ndim: int, radius: int) -> np.ndarray:
 
 def fill_holes(labels: np.ndarray, classes: Iterable[int] | None = None) -> np.ndarray:
     """Fill background holes fully enclosed by a class (slice by slice for volumes, as people draw)."""
+    labels = _array(labels)
     out = labels.copy()
     for c in _classes(labels, classes):
         mask = labels == c
@@ -41,6 +55,7 @@ def fill_holes(labels: np.ndarray, classes: Iterable[int] | None = None) -> np.n
 
 def remove_small_objects(labels: np.ndarray, min_voxels: int, classes: Iterable[int] | None = None) -> np.ndarray:
     """Set connected components smaller than ``min_voxels`` to background."""
+    labels = _array(labels)
     out = labels.copy()
     for c in _classes(labels, classes):
         comp, n = ndimage.label(labels == c)
@@ -55,6 +70,7 @@ def remove_small_objects(labels: np.ndarray, min_voxels: int, classes: Iterable[
 
 def keep_largest_component(labels: np.ndarray, classes: Iterable[int] | None = None) -> np.ndarray:
     """Keep only the largest connected component of each class."""
+    labels = _array(labels)
     out = labels.copy()
     for c in _classes(labels, classes):
         comp, n = ndimage.label(labels == c)
@@ -72,6 +88,7 @@ def keep_component_at(labels: np.ndarray, point: Sequence[float]) -> np.ndarray:
     Objects are face-connected components; other classes are left as they are. This is the helper
     for a mask whose largest object is not the one that matters (a tumour beside bigger false
     positives): the clinician points at the right one."""
+    labels = _array(labels)
     idx = tuple(int(round(float(p))) for p in point)
     if len(idx) != labels.ndim or any(not 0 <= i < n for i, n in zip(idx, labels.shape)):
         raise InputError(f"The point {idx} is outside the mask (shape {tuple(labels.shape)}); "
@@ -87,6 +104,7 @@ def keep_component_at(labels: np.ndarray, point: Sequence[float]) -> np.ndarray:
 
 def binary_open(labels: np.ndarray, radius: int = 1, classes: Iterable[int] | None = None) -> np.ndarray:
     """Morphological opening per class (removes thin spurs and specks)."""
+    labels = _array(labels)
     out = labels.copy()
     for c in _classes(labels, classes):
         mask = labels == c
@@ -97,6 +115,7 @@ def binary_open(labels: np.ndarray, radius: int = 1, classes: Iterable[int] | No
 
 def binary_close(labels: np.ndarray, radius: int = 1, classes: Iterable[int] | None = None) -> np.ndarray:
     """Morphological closing per class (bridges small gaps); only background is overwritten."""
+    labels = _array(labels)
     out = labels.copy()
     for c in _classes(labels, classes):
         mask = labels == c
@@ -124,6 +143,7 @@ def interpolate_slices(labels: np.ndarray, slices: Sequence[int] | None = None, 
     are left as they are. An annotated slice without the class makes the shape taper off to nothing
     halfway towards it, rather than stop abruptly.
     """
+    labels = _array(labels)
     if labels.ndim != 3:
         raise InputError("Interpolation between slices needs a 3D label volume.")
     if not -3 <= axis < 3:
@@ -188,6 +208,7 @@ def format_slice_ranges(slices: Iterable[int]) -> str:
 
 def ignore_unreviewed(labels: np.ndarray, reviewed_slices: Iterable[int], ignore_value: int) -> np.ndarray:
     """Labels with every slice (first axis) that was not reviewed set to ``ignore_value``."""
+    labels = _array(labels)
     out = labels.astype(np.result_type(labels.dtype, np.min_scalar_type(ignore_value)), copy=True)
     keep = np.zeros(labels.shape[0], bool)
     reviewed = [int(s) for s in reviewed_slices]

@@ -120,7 +120,7 @@ def test_out_folder_memory_maps_the_outputs(tmp_path):
     [
         (np.zeros((0, 10), np.float32), "empty"),
         (np.zeros((4, 5, 6, 7), np.float32), "2D image or a 3D volume"),
-        (np.zeros((32, 32, 3), np.uint8), None),  # a volume of 3 slices is fine for a 2D model
+        (np.zeros((3, 32, 32), np.uint8), None),  # a volume of 3 slices is fine for a 2D model
         (np.array([["a", "b"], ["c", "d"]]), "numeric"),
         (np.zeros((10, 10, 10, 3), np.uint8), "RGB"),
     ],

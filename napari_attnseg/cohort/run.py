@@ -72,6 +72,7 @@ def predict_cohort(
     bad = sorted(set(options) & set(_NOT_FORWARDED))
     if bad:
         raise InputError(f"predict_cohort sets {', '.join(bad)} itself for every case; leave them out.")
+    _check_option_names(options)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     cases = collect_inputs(inputs)
@@ -148,6 +149,23 @@ def predict_cohort(
     if summary is not None:
         summary_obj.csv = _write_summary(out / summary, summary_obj)
     return summary_obj
+
+
+def _check_option_names(options: dict[str, Any]) -> None:
+    """Every keyword of ``options`` is one of ``predict``'s (checked here, not in each case)."""
+    import difflib
+    import inspect
+
+    from ..inference import predict
+
+    valid = [p.name for p in inspect.signature(predict).parameters.values()
+             if p.kind is p.KEYWORD_ONLY and p.name not in _NOT_FORWARDED]
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], valid, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise InputError(f"predict_cohort got unknown option(s) {', '.join(map(repr, unknown))}{hint}; the options "
+                         f"are predict's keywords: {', '.join(valid)}, and predict_cohort's own.")
 
 
 def _is_bundled(model, resolved: Path) -> bool:

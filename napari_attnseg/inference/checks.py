@@ -4,7 +4,9 @@ the tile and batch sizes it derives from them."""
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -39,7 +41,7 @@ def check_input(model, image, mode: str | None) -> tuple[str, bool]:
             "Stack the channels first, e.g. (C, y, x) or (C, z, y, x)."
         )
     if spatial_ndim not in (2, 3):
-        hint = " Is it an RGB image? Convert it to grayscale first." if image.shape[-1] in (3, 4) else ""
+        hint = " Is it an RGB image? Convert it to grayscale first." if image.ndim and image.shape[-1] in (3, 4) else ""
         raise InputError(
             f"The model expects a 2D image or a 3D volume{' with a channel axis first' if has_channels else ''}; "
             f"got an {_describe(image)}.{hint}"
@@ -49,6 +51,14 @@ def check_input(model, image, mode: str | None) -> tuple[str, bool]:
             f"This is a 3D model: it needs a volume (z, y, x); got a 2D image ({_describe(image)}). "
             "Choose a 2D model for 2D images."
         )
+    if mode is None and dims == 2 and spatial_ndim == 3 and not has_channels and _channel_last(image.shape):
+        raise InputError(
+            f"The image ({_describe(image)}) looks like a channel-last image (y, x, {image.shape[-1]}), not a volume: "
+            "a 2D model would run over each of its rows as a slice. Pass one channel, e.g. img[..., 0], or move the "
+            "channel axis first with np.moveaxis(img, -1, 0) and pick one; pass mode='slices' if it really is a volume."
+        )
+    if mode is not None and not isinstance(mode, str):
+        raise InputError(f"mode must be one of {', '.join(MODES)} or None; got {mode!r}.")
     if mode is None:
         mode = "3d" if (dims == 3 and spatial_ndim == 3) else ("slices" if spatial_ndim == 3 else "2d")
     mode = mode.lower()
@@ -66,6 +76,84 @@ def check_input(model, image, mode: str | None) -> tuple[str, bool]:
     if mode == "slices" and (dims != 2 or spatial_ndim != 3):
         raise InputError(f"mode 'slices' runs a 2D model over a volume; the model is {dims}D and the image has {spatial_ndim} spatial axes.")
     return mode, has_channels
+
+
+def _channel_last(shape: tuple[int, ...]) -> bool:
+    """A last axis of at most 4 that is much smaller than the other two: (y, x, C), not (z, y, x)."""
+    return shape[-1] <= 4 and shape[-1] * 4 <= min(shape[:-1])
+
+
+def prepare(model, image, options: dict):
+    """The model and the image ``predict`` works on, with its options checked (and normalised in place)
+    before anything runs: a bundled name or a path is loaded, an array-like becomes an array once."""
+    if isinstance(model, (str, os.PathLike)):
+        from ..checkpoint import load_model
+
+        model = load_model(model, device=options.get("device") or "auto")
+    if not all(hasattr(model, a) for a in ("spatial_dims", "in_channels", "out_channels", "attention_strides")):
+        raise InputError(f"model must be a napari-attnseg model (napari_attnseg.load_model('nuclei-2d')) or a bundled "
+                         f"model name or .safetensors path; got {type(model).__name__}.")
+    if not hasattr(image, "shape") or not hasattr(image, "dtype"):
+        try:
+            image = np.asarray(image)
+        except (ValueError, TypeError) as exc:
+            raise InputError(f"The image cannot be read as an array ({exc}); pass a numpy array (y, x) or "
+                             "(z, y, x).") from None
+    if np.ndim(image) == 0:
+        raise InputError(f"The image is a single number ({image!r}); pass an array (y, x) or (z, y, x).")
+    mode, has_channels = check_input(model, image, options.get("mode"))
+    spatial = image.ndim - (1 if has_channels else 0)
+    if options.get("spacing") is not None:
+        options["spacing"] = check_spacing(options["spacing"], spatial, image.ndim)
+    options["normalization"] = check_normalization(options.get("normalization"))
+    out = options.get("out")
+    if out is not None and Path(out).exists() and not Path(out).is_dir():
+        raise InputError(f"out={str(out)!r} is an existing file; out is a new (or empty) folder for the outputs.")
+    return model, image
+
+
+def check_spacing(spacing, ndim: int, array_ndim: int | None = None) -> list[float]:
+    """One positive, finite spacing per spatial axis (array axis order); with ``array_ndim`` (channels
+    first), one per array axis also does and the channel axis's is dropped."""
+    try:
+        values = [float(s) for s in (spacing if not np.isscalar(spacing) else [spacing])]
+    except (TypeError, ValueError):
+        values = None
+    if values is not None and array_ndim is not None and len(values) == array_ndim != ndim:
+        values = values[array_ndim - ndim:]
+    if values is None or len(values) != ndim:
+        raise InputError(f"spacing must be {ndim} numbers, one per spatial axis of the image (array axis order); "
+                         f"got {spacing!r}.")
+    if not all(math.isfinite(v) and v > 0 for v in values):
+        raise InputError(f"spacing values must be positive and finite (e.g. {[1.0] * ndim}); got {spacing!r}.")
+    return values
+
+
+def check_normalization(normalization):
+    """None, a spec dict, or a scheme name ("zscore") for ``{"scheme": name}``."""
+    from .normalize import SCHEMES
+
+    if normalization is None:
+        return None
+    if isinstance(normalization, str):
+        normalization = {"scheme": normalization.strip().lower()}
+    if not isinstance(normalization, dict):
+        raise InputError(f"normalization must be a scheme name ({', '.join(SCHEMES)}) or a dict such as "
+                         f"{{'scheme': 'zscore'}}; got {normalization!r}.")
+    if normalization.get("scheme", "percentile") not in SCHEMES:
+        raise InputError(f"normalization scheme must be one of {', '.join(SCHEMES)}; got {normalization.get('scheme')!r}.")
+    return normalization
+
+
+def model_warnings(model) -> list[str]:
+    """A click model run without clicks segments nothing meaningful."""
+    from ..prompts import is_promptable
+
+    if not is_promptable(model):
+        return []
+    name = getattr(getattr(model, "card", None), "name", "") or "This model"
+    return [f"{name} is a click (promptable) model: it segments the object under clicks. Use it with "
+            "segment_with_prompts or the Click to fix mode; its automatic output (without clicks) is not meaningful."]
 
 
 def _check_thickness(spatial: tuple[int, ...], where: str) -> None:
@@ -118,7 +206,10 @@ def model_tile(model, mode: str, spatial: tuple[int, ...], tile, card) -> tuple[
         _check_thickness(tuple(spatial), " once resampled to the model's voxel spacing")
     if tile is None:
         tile = getattr(card, "tile", None) or [DEFAULT_TILE[model_nd]] * model_nd
-    tile = [int(tile)] * model_nd if np.isscalar(tile) else [int(t) for t in tile]
+    try:
+        tile = [int(tile)] * model_nd if np.isscalar(tile) else [int(t) for t in tile]
+    except (TypeError, ValueError):
+        raise InputError(f"tile must be a number or {model_nd} numbers (pixels per axis), e.g. 256; got {tile!r}.") from None
     if len(tile) != model_nd:
         raise InputError(f"tile must have {model_nd} sizes for a {model_nd}D model; got {tile}.")
     if any(t < 1 for t in tile):

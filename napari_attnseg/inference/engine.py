@@ -34,6 +34,8 @@ from .checks import (
     check_overlap,
     check_probability_dtype,
     domain_warning,
+    model_warnings,
+    prepare,
     smaller_tile,
 )
 from .checks import batch_size as _batch_size
@@ -92,6 +94,7 @@ def iter_predict(
 def _pipeline(model, image, options: dict[str, Any]) -> Generator[tuple[int, int], None, Prediction]:
     """The steps around the sliding window: rescaling to the card's object size (``diameter``), brain
     extraction when the card asks for skull-stripped input, then the engine (retried on GPU OOM)."""
+    model, image = prepare(model, image, options)  # a name is loaded, a list becomes an array, options checked
     diameter = options.pop("diameter")
     if diameter is not None:
         from .diameter import iter_predict_diameter
@@ -165,7 +168,8 @@ def predict(
     """Segment ``image`` with ``model``.
 
     Args:
-        model: a model from :func:`napari_attnseg.load_model` (or ``create_model``).
+        model: a model from :func:`napari_attnseg.load_model` (or ``create_model``), or a bundled model
+            name or ``.safetensors`` path, loaded on ``device``.
         image: numpy, dask or zarr array: (y, x), (z, y, x), or channels first when the model has
             several input channels.
         mode: one of ``napari_attnseg.options.MODES``: ``2d``, ``3d`` or ``slices`` (a 2D model over
@@ -211,7 +215,7 @@ def _iter_predict(model, image, *, mode, tile, overlap, attention, device, preci
     mode, has_channels = check_input(model, image, mode)
     prob_dtype = check_probability_dtype(probability_dtype)
     card = getattr(model, "card", None)
-    warnings: list[str] = []
+    warnings: list[str] = model_warnings(model)
     dev = resolve_device(device)
     prec = choose_precision(dev, precision)
     overlap = check_overlap(overlap, card)

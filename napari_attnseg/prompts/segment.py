@@ -186,7 +186,10 @@ def segment_with_prompts(
         raise InputError(f"points must be an (N, {dims}) array of array-index coordinates for this {dims}D image; "
                          f"got shape {pts.shape}.")
     labs = np.asarray(labels).reshape(-1)
-    if len(labs) != len(pts) or not np.isin(labs, (0, 1)).all():
+    if len(labs) != len(pts):
+        raise InputError(f"There are {len(pts)} point(s) but {len(labs)} label(s) ({labs.tolist()}); give one label "
+                         "per point, 1 (positive) or 0 (negative).")
+    if not np.isin(labs, (0, 1)).all():
         raise InputError(f"labels must be {len(pts)} values, each 1 (positive) or 0 (negative); got {labs.tolist()}.")
     labs = labs.astype(int)
     if not np.isfinite(pts).all():
@@ -205,6 +208,16 @@ def segment_with_prompts(
         if prev.shape != tuple(shape):
             raise InputError(f"previous has shape {prev.shape} but the image's spatial shape is {tuple(shape)}.")
         prev = prev > 0
+    if spacing is not None:
+        from ..inference.checks import check_spacing
+
+        spacing = check_spacing(spacing, dims, dims + 1)  # per spatial axis, or per array axis (channel first)
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.number)) or not 0 < threshold < 1:
+        raise InputError(f"threshold is an object probability strictly between 0 and 1 (default 0.5); got {threshold!r}.")
+    if device is not None:
+        from ..devices import resolve_device
+
+        device = resolve_device(device)
     card = getattr(model, "card", None)
     stats = None
     if not normalized:  # statistics of the whole image (as at training), applied to the crop only
