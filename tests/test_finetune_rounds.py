@@ -28,7 +28,8 @@ def test_round_two_validates_on_slices_round_one_never_trained_on(tmp_path):
                ModelCard(arch="", config={}, name="s", classes=["background", "x"], tile=[32, 32]))
     common = dict(epochs=2, iters_per_epoch=2, batch_size=2, patch=[32, 32], refit=0.0)
     r1 = train(TrainConfig(dataset=str(tmp_path / "r1"), out=str(tmp_path / "m1"), start_model=str(tmp_path / "s.safetensors"),
-                           **common))
+                           **{**common, "epochs": 4, "iters_per_epoch": 4, "lr": 3e-3}))
+    assert not r1.kept_start  # an epoch beat the untrained start: its weights trained on round 1's slices
     card = load_model(r1.checkpoint).card.training
     held1 = {int(v["region"].split(",")[0].split(":")[0]) for v in card["split_parts"]["val"]}
     assert set(card["trained_rows"]) == {1, 4, 6, 8, 12} - held1 and len(card["image_sha256"]) == 64
@@ -53,3 +54,17 @@ def test_round_two_validates_on_slices_round_one_never_trained_on(tmp_path):
     t = Trainer(TrainConfig(dataset=str(tmp_path / "r4"), out=str(tmp_path / "m4"), start_model=r1.checkpoint, **common))
     assert t._seen_rows() is None
     assert not any("never trained on" in n or "optimistic" in n for n in t.notes)
+
+
+def test_a_round_that_kept_the_start_weights_claims_no_trained_slices(tmp_path):
+    """No epoch beat the start (learning rate ~0): the weights are the start's, so the card must not say they
+    trained on this round's slices (a next round would then validate elsewhere for nothing)."""
+    img, lab = _volume()
+    export_case(img, lab, tmp_path / "r1", "nnunet", reviewed_slices=[1, 4, 6, 8, 12], label_names=["background", "x"])
+    torch.manual_seed(0)
+    save_model(create_model("unet", spatial_dims=2, features=[8, 16, 32]), tmp_path / "s.safetensors",
+               ModelCard(arch="", config={}, name="s", classes=["background", "x"], tile=[32, 32]))
+    r = train(TrainConfig(dataset=str(tmp_path / "r1"), out=str(tmp_path / "m"), start_model=str(tmp_path / "s.safetensors"),
+                          epochs=1, iters_per_epoch=1, batch_size=2, patch=[32, 32], refit=0.0, lr=1e-12))
+    assert r.kept_start
+    assert load_model(r.checkpoint).card.training["trained_rows"] == []

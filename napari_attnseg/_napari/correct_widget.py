@@ -110,11 +110,14 @@ class CorrectWidget(QWidget, SuggestTool):
         self.format_combo = ComboBox(label="Format", choices=list(DATASET_FORMATS), value="nnunet")
         self.case_edit = LineEdit(label="Case id", value="")
         self.case_edit.native.setPlaceholderText("next free case id")
+        self.replace_box = CheckBox(text="Replace the case", value=False,
+                                    tooltip="Export over the case of this id in the dataset (a next round of corrections "
+                                            "on the same image); without it an existing id is refused")
         self.export_button = _button("Export", self.export)
         self.export_bar = ProgressBar(min=0, max=0, visible=False)
         export = Container(widgets=[
             Label(value="<b>Export for fine-tuning</b>"), self.class_names_edit, self.dataset_edit,
-            self.format_combo, self.case_edit, self.export_button, self.export_bar,
+            self.format_combo, self.case_edit, self.replace_box, self.export_button, self.export_bar,
         ])
         from .prompt_mode import PromptMode
 
@@ -395,6 +398,7 @@ class CorrectWidget(QWidget, SuggestTool):
             "reviewed_slices": rev if (rev and layer.ndim == 3) else None,
             "prediction": layer.metadata.get("attnseg_prediction"),
             "case_id": self.case_edit.value.strip() or None,
+            "overwrite": bool(self.replace_box.value and self.case_edit.value.strip()),
             "label_names": names,
             "source_name": Path(str(meta.get("source_path", img_name))).name,
             "model_info": model_identity(info) if info else None,
@@ -417,7 +421,7 @@ class CorrectWidget(QWidget, SuggestTool):
             for widget in docked_widgets(self.viewer):
                 follow = getattr(widget, "follow_export", None)
                 if follow is not None and widget is not self:
-                    follow(folder, previous, info.get("model"))
+                    follow(folder, previous, info)
 
         def finish():
             bar.close()

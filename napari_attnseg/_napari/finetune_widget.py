@@ -150,9 +150,21 @@ class FinetuneWidget(QWidget):
         """The model that predicted the newest mask in the viewer (its provenance), if it is in the list."""
         for layer in reversed(list(self.viewer.layers)):
             info = layer.metadata.get("attnseg") if isinstance(layer, Labels) else None
-            if info and info.get("model") in self._paths:
-                return info["model"]
+            found = self._label_for(info) if info else None
+            if found:
+                return found
         return None
+
+    def _label_for(self, info: dict) -> str | None:
+        """The list entry of the model a provenance names: by its checkpoint file first (two fine-tuned models
+        can share a card name), else by name."""
+        ckpt = info.get("checkpoint")
+        if ckpt:
+            for label, path in self._paths.items():
+                if str(path) == str(ckpt):
+                    return label
+        name = info.get("model")
+        return name if name in self._paths and (not ckpt or self._paths[name] == name) else None
 
     def default_model(self) -> str | None:
         """The mask's model, else one whose classes match the dataset's, else the current choice."""
@@ -161,8 +173,8 @@ class FinetuneWidget(QWidget):
             return found
         n = self._dataset_classes()
         if n is not None:
-            for label in self._paths:
-                if self._model_classes(label) == n and self._fits_dataset(label):
+            for label in self._paths:  # (a click model is not a start for automatic segmentation)
+                if self._model_classes(label) == n and self._fits_dataset(label) and not self._is_click_model(label):
                     return label
         return self.model_combo.value
 
@@ -181,6 +193,18 @@ class FinetuneWidget(QWidget):
             return int((config or {}).get("spatial_dims", 2)) <= ndim
         except Exception:  # unknown: let the run say
             return True
+
+    def _is_click_model(self, label: str) -> bool:
+        from ..checkpoint import read_card
+        from ..models.registry import bundled_models
+
+        path = self._paths.get(label)
+        bundled = bundled_models()
+        try:
+            config = bundled[path].get("config") if path in bundled else read_card(path).config
+        except Exception:  # unreadable: its own error comes when it is used
+            return False
+        return bool((config or {}).get("prompts"))
 
     def _dataset_classes(self) -> int | None:
         from ..data.manifest import read_manifest
@@ -230,12 +254,14 @@ class FinetuneWidget(QWidget):
             self._auto_out = str(_free_folder(ds.parent / f"{ds.name}-{name}"))
             self.out_edit.value = self._auto_out
 
-    def follow_export(self, folder: str, previous: str | None, model: str | None) -> None:
-        """The Correct panel exported ``folder``: train on it unless the user typed another dataset."""
+    def follow_export(self, folder: str, previous: str | None, model: dict | str | None) -> None:
+        """The Correct panel exported ``folder``: train on it unless the user typed another dataset; start from
+        the model that made the mask (``model``: its provenance, or a list label)."""
         if folder_text(self.dataset_edit) in ("", previous or ""):
             self.dataset_edit.value = folder
-        if model in self._paths:
-            self.model_combo.value = model
+        label = self._label_for(model) if isinstance(model, dict) else model
+        if label in self._paths:
+            self.model_combo.value = label
 
     def default_dataset(self) -> str:
         """The folder the Correct-and-export panel last exported to ('' when none)."""
@@ -366,15 +392,19 @@ class FinetuneWidget(QWidget):
                       "chosen by the training loss (no usable validation)" if getattr(res, "criterion", "") == "train_loss"
                       else "best epoch kept")
             self.status.value = (f"Validation Dice {before} -> {res.val_dice_after:.3f} ({chosen})"
-                                 f"{' (cancelled, best kept)' if res.cancelled else ''}. "
+                                 f"{' (cancelled)' if res.cancelled else ''}. "
                                  f"Validation: {getattr(res, 'validation', '') or res.split}. "
                                  f"Saved {res.checkpoint}{notes}")
             seg = self._segment_widget()
             if seg is not None:
                 label = seg.add_model(res.checkpoint, select=True)
                 self.add_model(label, res.checkpoint, select=False)
-            notify_info(f"{'Fine-tuning cancelled; the best model so far' if res.cancelled else 'Fine-tuned model'} "
-                        f"saved to {Path(res.checkpoint).parent}")
+            if getattr(res, "kept_start", False):  # the start weights, with this dataset's card: say it plainly
+                notify_info(f"No epoch beat {self.model_combo.value} on the validation: its weights were kept and saved "
+                            f"to {Path(res.checkpoint).parent} (give it more time or review more slices).")
+            else:
+                notify_info(f"{'Fine-tuning cancelled; the best model so far' if res.cancelled else 'Fine-tuned model'} "
+                            f"saved to {Path(res.checkpoint).parent}")
 
         def on_error(exc):
             if isinstance(exc, Cancelled):  # before the first epoch or validation: nothing to keep

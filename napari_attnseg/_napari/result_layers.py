@@ -8,7 +8,7 @@ from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QMessageBox
 
 from ..layers import data_hash, prediction_layers
-from ._common import upsert_layer
+from ._common import notify_warning, upsert_layer
 
 
 class ResultLayers:
@@ -56,3 +56,7 @@ class ResultLayers:
         if kind == "labels":
             layer.metadata["attnseg_prediction"] = np.array(data, copy=True)
             layer.metadata.update(geometry or {})
+            # the voxels are a new prediction now: what a person reviewed on them before no longer holds
+            if layer.metadata.pop("reviewed_slices", None):
+                notify_warning(f"{layer.name} holds a new prediction: its reviewed-slice marks were cleared; "
+                               "review (R) the slices again before exporting.")

@@ -218,7 +218,8 @@ def _plan(folder: Path, format: str, labels: np.ndarray, n_channels: int, ndim: 
         raise InputError(f"Case id {case_id!r} may only hold letters, digits, '_' and '-' (and not start with '_' or '-').")
     if case_id in ids and not overwrite:
         raise DatasetError(f"Case {case_id!r} already exists in {folder}; choose another case id (leave it empty for "
-                           "the next free one), or replace that case on purpose (attnseg export --overwrite).")
+                           "the next free one), or replace that case on purpose (napari: tick 'Replace the case'; "
+                           "attnseg export --case-id ID --overwrite).")
     if blocked := not_ours(case_id):
         raise DatasetError(f"{blocked[0]} already exists and is not a case in {folder / MANIFEST}; napari-attnseg "
                            "never replaces it. Move it away or choose another case id.")
@@ -239,7 +240,8 @@ def _duplicates(manifest: dict, case_id: str, image_sha: str, labels_sha: str) -
             same = "the same labels" if c.get("labels_sha256") == labels_sha else "other labels"
             out.append(f"case {c['case_id']} already holds this image (with {same}); a duplicate case can land in "
                        "both the training and the validation fold of a cross-validation and inflate the scores. "
-                       "Keep it only if you mean it (replace a case with --case-id ID --overwrite).")
+                       "Keep it only if you mean it; to update a case instead, give its id and replace it (napari: "
+                       "'Replace the case'; attnseg export --case-id ID --overwrite).")
     return out
 
 

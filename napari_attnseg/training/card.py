@@ -53,6 +53,10 @@ class CardWriter:
         ones too after a kept refit), and the image's digest; a next round's split validates elsewhere."""
         if len(self.case_ids) != 1:
             return {}
+        if s.get("best_epoch") == 0 and s.get("before") is not None:  # the start weights were kept: what they trained on
+            t = getattr(self.base_card, "training", None) or {}
+            same = t.get("image_sha256") == self.image_digest()
+            return {"trained_rows": list(t.get("trained_rows") or []) if same else [], "image_sha256": self.image_digest()}
         parts = list(self.split.train) + (list(self.split.val) if s.get("refit_epochs_done") else [])
         lab = self._labels[0]
         rows = set()
