@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -109,17 +110,19 @@ def test_panel_cancel_with_nothing_learned_adds_no_model(make_napari_viewer, qtb
     w = fw.FinetuneWidget(viewer)
     w.add_model("start", str(start))
     w.dataset_edit.value = str(ds)
-    w.out_edit.value = str(tmp_path / "ft")
+    ft = Path(str(w.out_edit.value))  # the proposed folder next to the dataset
+    assert ft.parent == ds.parent and not ft.exists()
     w.minutes_spin.value = 5
     assert w.run() is not None
     assert w.status.value.startswith("Preparing")
     # Cancel once training runs (the first steps): no epoch has been validated, nothing beat the start
-    qtbot.waitUntil(lambda: (tmp_path / "ft" / "training_log.csv").exists(), timeout=60000)
+    qtbot.waitUntil(lambda: (ft / "training_log.csv").exists(), timeout=60000)
     w.cancel_button.native.click()
     qtbot.waitUntil(lambda: w.run_button.enabled, timeout=60000)
     assert w.result is not None and w.result.cancelled and w.result.checkpoint == ""
     assert "nothing was learned" in w.status.value and "Saved" not in w.status.value
     assert w.progress_bar.value < 100
     assert list(seg.model_names()) == models_before and seg.model_combo.value == selected_before
-    assert not (tmp_path / "ft" / "best.safetensors").exists()
+    assert not (ft / "best.safetensors").exists()
+    assert Path(str(w.out_edit.value)) != ft and not Path(str(w.out_edit.value)).exists()  # a free folder again
     assert infos and "nothing was learned" in infos[-1] and not any("saved to" in i for i in infos)

@@ -418,6 +418,7 @@ class FinetuneWidget(QWidget):
         def finish():
             self.run_button.enabled = True
             self.cancel_button.enabled = False
+            self._model_changed()  # the proposed output folder is a free one again (this run's is taken now)
 
         worker.yielded.connect(on_progress)
         worker.returned.connect(on_done)
