@@ -535,3 +535,17 @@ def test_prompt_session_keeps_the_newest_mask_and_undoes_click_by_click():
     w, v = revert(labels, dropped)
     labels[w] = v
     assert (labels[0, :3] == 2).all() and labels.sum() == 6
+
+
+def test_a_ct_slice_given_to_the_nuclei_click_model_is_a_warning():
+    """segment_with_prompts says when the image is a CT in Hounsfield units and the click model was not
+    trained on CT (the napari prompt mode shows it once); a microscopy image gets no warning."""
+    model = load_model(SHIPPED, device="cpu")
+    rng = np.random.default_rng(0)
+    ct = np.full((96, 96), -1000.0, np.float32)
+    ct[16:80, 16:80] = rng.normal(40, 20, (64, 64))
+    ct[40:52, 40:52] = 300.0
+    res = segment_with_prompts(model, ct, [[46, 46]], [1], attention=False)
+    assert any("Hounsfield" in w and "nuclei-2d-prompt" in w for w in res.warnings), res.warnings
+    micro = rng.random((96, 96)).astype(np.float32)
+    assert segment_with_prompts(model, micro, [[46, 46]], [1], attention=False).warnings == []

@@ -17,7 +17,7 @@ from napari.qt.threading import thread_worker
 
 from ..errors import AttnSegError
 from ..prompts.session import PromptSession, revert
-from ._common import error_message, notify_error, placement_of, set_choices, upsert_layer
+from ._common import error_message, notify_error, notify_warning, placement_of, set_choices, upsert_layer
 
 POSITIVE, NEGATIVE = "#30d060", "#ff4040"
 
@@ -64,6 +64,7 @@ class PromptMode:
         self.session = PromptSession()  # this object's clicks (image index coordinates) and masks after each run
         self.object_value: int | None = None
         self.target = None  # (mask layer, image layer) the clicks of this object write to / read
+        self._warned: set[str] = set()  # warnings already shown (once each, not at every click)
         self.busy = False
         self.pending = False
         self.last_result = None
@@ -315,6 +316,10 @@ class PromptMode:
         self.status.value = (f"{int(result.mask.sum())} voxels from {len(result.points)} click(s) in "
                              f"{result.timings.get('total', 0):.2f} s")
         self._show_attention(result, image, z)
+        for warning in getattr(result, "warnings", []):
+            if warning not in self._warned:
+                self._warned.add(warning)
+                notify_warning(f"Click to fix: {warning}")
         self.corr._update_info()
 
     def _show_attention(self, result, image, z) -> None:

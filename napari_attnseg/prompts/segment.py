@@ -32,6 +32,7 @@ class PromptResult:
             (``translate``/``scale`` in image pixels, so they overlay the image directly).
         points, labels: the clicks used (labels 1 positive, 0 negative), newest last.
         timings: seconds (``total``, ``model``).
+        warnings: what the user should know, e.g. a CT given to a model not trained on CT.
     """
 
     mask: np.ndarray
@@ -42,6 +43,7 @@ class PromptResult:
     labels: np.ndarray
     timings: dict[str, float] = field(default_factory=dict)
     params: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
 
 def crop_box(shape: Sequence[int], points: np.ndarray, labels: np.ndarray, previous: np.ndarray | None,
@@ -268,11 +270,14 @@ def segment_with_prompts(
     for level, (name, data) in enumerate(maps.items()):
         st = tuple(float(s) for s in strides.get(name, (1,) * dims))
         maps_out.append(AttentionMap(name, level, data, st, tuple(b + (s - 1) / 2 for b, s in zip(start, st))))
+    from ..inference.checks import domain_warning
+
+    domain = None if normalized else domain_warning(card, img[0] if cin == 1 else img, cin > 1)
     return PromptResult(mask, box, prob.astype(np.float32), maps_out, pts, labs,
                         {"total": time.perf_counter() - t0, "model": t_model},
                         {"radius": radius.tolist(), "threshold": threshold,
                          "prompt_init": "threshold" if used is not None else None,
-                         "merge": "local" if merged else "replace"})
+                         "merge": "local" if merged else "replace"}, [domain] if domain else [])
 
 
 def object_at(labels: np.ndarray, point: Sequence[float]) -> np.ndarray | None:
