@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import pytest
 
 os.environ.setdefault("MPLBACKEND", "Agg")
@@ -25,3 +26,34 @@ def tiny_checkpoint(tmp_path):
         return path
 
     return make
+
+
+@pytest.fixture()
+def case():
+    """A small float volume and labels thresholded from it (the export tests)."""
+    rng = np.random.default_rng(0)
+    image = rng.normal(100, 20, (6, 16, 20)).astype(np.float32)
+    labels = (image > 110).astype(np.uint8)
+    return image, labels
+
+
+@pytest.fixture()
+def notifications():
+    """Every notification shown during the test (napari's own manager, as the GUI receives them)."""
+    from napari.utils.notifications import notification_manager
+
+    seen = []
+    notification_manager.notification_ready.connect(seen.append)
+    yield seen
+    notification_manager.notification_ready.disconnect(seen.append)
+
+
+@pytest.fixture()
+def dock(make_napari_viewer):
+    """A real viewer with the tabbed dock (Segment, Correct and export, Fine-tune) docked."""
+    from napari_attnseg._napari.dock import AttnSegDock
+
+    viewer = make_napari_viewer()
+    dock = AttnSegDock(viewer)
+    viewer.window.add_dock_widget(dock, name="Attention segmentation")
+    return viewer, dock

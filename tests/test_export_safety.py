@@ -18,14 +18,6 @@ from napari_attnseg.errors import DatasetError, InputError
 AFFINE = np.array([[-0.8, 0, 0, 12.0], [0, 0.8, 0, -30.0], [0, 0, 3.0, 5.0], [0, 0, 0, 1]])
 
 
-@pytest.fixture()
-def case():
-    rng = np.random.default_rng(0)
-    image = rng.normal(100, 20, (6, 16, 20)).astype(np.float32)
-    labels = (image > 110).astype(np.uint8)
-    return image, labels
-
-
 def _instances(n: int = 30) -> tuple[np.ndarray, np.ndarray]:
     """A 2D image with ``n`` labelled objects (instance ids 1..n)."""
     labels = np.zeros((40, 60), np.uint16)

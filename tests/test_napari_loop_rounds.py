@@ -12,16 +12,6 @@ import pytest
 pytestmark = pytest.mark.gui
 
 
-@pytest.fixture()
-def dock(make_napari_viewer):
-    from napari_attnseg._napari.dock import AttnSegDock
-
-    viewer = make_napari_viewer()
-    dock = AttnSegDock(viewer)
-    viewer.window.add_dock_widget(dock, name="Attention segmentation")
-    return viewer, dock
-
-
 def _volume() -> np.ndarray:
     img = np.zeros((4, 48, 48), np.float32)
     img[:, 8:20, 8:20] = 1.0

@@ -9,27 +9,6 @@ import pytest
 pytestmark = pytest.mark.gui
 
 
-@pytest.fixture()
-def notifications():
-    """Every notification shown during the test (napari's own manager, as the GUI receives them)."""
-    from napari.utils.notifications import notification_manager
-
-    seen = []
-    notification_manager.notification_ready.connect(seen.append)
-    yield seen
-    notification_manager.notification_ready.disconnect(seen.append)
-
-
-@pytest.fixture()
-def dock(make_napari_viewer):
-    from napari_attnseg._napari.dock import AttnSegDock
-
-    viewer = make_napari_viewer()
-    dock = AttnSegDock(viewer)
-    viewer.window.add_dock_widget(dock, name="Attention segmentation")
-    return viewer, dock
-
-
 def _cells(size: int = 48) -> np.ndarray:
     img = np.zeros((size, size), np.float32)
     img[8:20, 8:20] = 1.0

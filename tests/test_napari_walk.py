@@ -20,17 +20,6 @@ LUNG = SHARED / "lung1_image.nii.gz"
 CROP = (slice(24, 44), slice(256, 448), slice(128, 320))  # 20 slices around the tumour (slices 32-34)
 
 
-@pytest.fixture()
-def notifications():
-    """Every notification shown during the test (napari's own manager, as the GUI receives them)."""
-    from napari.utils.notifications import notification_manager
-
-    seen = []
-    notification_manager.notification_ready.connect(seen.append)
-    yield seen
-    notification_manager.notification_ready.disconnect(seen.append)
-
-
 def _no_exception(seen) -> None:
     raised = [n for n in seen if getattr(n, "exception", None) is not None]
     assert not raised, [str(n.message) for n in raised]
@@ -171,13 +160,9 @@ def test_finetune_errors_are_one_message_and_clear_the_last_result(make_napari_v
     _no_exception(notifications)
 
 
-def test_click_to_fix_segments_an_object_and_undoes_it(make_napari_viewer, qtbot, notifications):
-    """Prompt mode on the nuclei sample with the shipped promptable model: a click on a nucleus writes
-    that nucleus into the mask (one undoable step), the modulated attention is shown, 'Undo last
-    click' restores the mask, and bad clicks are messages."""
-    from scipy import ndimage as ndi
-
-    from napari_attnseg._napari import correct_widget as cw
+def _nuclei_prompt_viewer(make_napari_viewer):
+    """The right half of the nuclei sample, an empty mask and the Correct panel with the shipped click model
+    chosen (skipped without it): (viewer, corr, mask, reference instances)."""
     from napari_attnseg._napari.correct_widget import CorrectWidget
     from napari_attnseg._paths import samples_dir
     from napari_attnseg.data import read_image
@@ -191,13 +176,25 @@ def test_click_to_fix_segments_an_object_and_undoes_it(make_napari_viewer, qtbot
     viewer.add_image(image, name="nuclei")
     mask = viewer.add_labels(np.zeros(image.shape, np.uint8), name="nuclei mask")
     corr = CorrectWidget(viewer)
+    corr.prompt.model_combo.value = "nuclei-2d-prompt"
+    return viewer, corr, mask, ref
+
+
+def test_click_to_fix_segments_an_object_and_undoes_it(make_napari_viewer, qtbot, notifications):
+    """Prompt mode on the nuclei sample with the shipped promptable model: a click on a nucleus writes
+    that nucleus into the mask (one undoable step), the modulated attention is shown, 'Undo last
+    click' restores the mask, and bad clicks are messages."""
+    from scipy import ndimage as ndi
+
+    from napari_attnseg._napari import correct_widget as cw
+
+    viewer, corr, mask, ref = _nuclei_prompt_viewer(make_napari_viewer)
     messages = []
     corr_notify, cw.notify_error = cw.notify_error, messages.append
     from napari_attnseg._napari import prompt_mode as pm
 
     pm_notify, pm.notify_error = pm.notify_error, messages.append
     try:
-        corr.prompt.model_combo.value = "nuclei-2d-prompt"
         corr.prompt.enable_box.value = True
         assert "nuclei prompts" in viewer.layers
         # a nucleus away from the image's sides: the click at its deepest point
@@ -227,20 +224,8 @@ def test_click_to_fix_later_clicks_refine_the_newest_mask(make_napari_viewer, qt
     a negative click on it leaves the mask; 'Undo last click' walks the mask back one click at a time."""
     from scipy import ndimage as ndi
 
-    from napari_attnseg._napari.correct_widget import CorrectWidget
-    from napari_attnseg._paths import samples_dir
-    from napari_attnseg.data import read_image
-    from napari_attnseg.models.registry import bundled_models
-
-    if "nuclei-2d-prompt" not in bundled_models():
-        pytest.skip("no bundled promptable model")
-    viewer = make_napari_viewer()
-    image = read_image(samples_dir() / "nuclei2d_image.tif").data[:, 256:]
-    ref = read_image(samples_dir() / "nuclei2d_labels.tif").data[:, 256:]
-    viewer.add_image(image, name="nuclei")
-    mask = viewer.add_labels(np.zeros(image.shape, np.uint8), name="nuclei mask")
-    corr = CorrectWidget(viewer)
-    corr.prompt.model_combo.value = "nuclei-2d-prompt"
+    viewer, corr, mask, ref = _nuclei_prompt_viewer(make_napari_viewer)
+    image = np.asarray(viewer.layers["nuclei"].data)
     corr.prompt.enable_box.value = True
     ids, counts = np.unique(ref[64:-64, 64:-64], return_counts=True)
     a = ref == int(ids[1:][np.argmax(counts[1:])])
