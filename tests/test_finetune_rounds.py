@@ -68,3 +68,18 @@ def test_a_round_that_kept_the_start_weights_claims_no_trained_slices(tmp_path):
                           epochs=1, iters_per_epoch=1, batch_size=2, patch=[32, 32], refit=0.0, lr=1e-12))
     assert r.kept_start
     assert load_model(r.checkpoint).card.training["trained_rows"] == []
+
+
+def test_a_validation_case_that_repeats_a_training_image_is_noted(tmp_path):
+    """A second round exported as a new case of the same image: the by-case split validates on the image it
+    trains on, and the notes say the Dice is optimistic and how to replace the case instead."""
+    from napari_attnseg.training.trainer import Trainer
+
+    img, lab = _volume()
+    for _ in range(2):
+        export_case(img, lab, tmp_path / "ds", "nnunet", reviewed_slices=[1, 4, 6, 8, 12], label_names=["background", "x"])
+    t = Trainer(TrainConfig(dataset=str(tmp_path / "ds"), out=str(tmp_path / "m"), arch="unet", spatial_dims=2,
+                            model_config={"features": [8, 16, 32]}, epochs=1, iters_per_epoch=1, batch_size=2,
+                            patch=[32, 32]))
+    assert t.split.how == "by case"
+    assert any("holds the same image as training case" in n and "Replace the case" in n for n in t.notes), t.notes
