@@ -176,7 +176,7 @@ def case_state(out: Path, src: Path, weights_sha256: str | None, request: dict[s
             names = list(record.get("outputs") or [])
             present = all((out / n).is_file() for n in names)
             same = (weights_sha256 is not None and record.get("model_weights_sha256") == weights_sha256
-                    and record.get("request") == _jsonable(request))
+                    and record.get("request") == _jsonable(request) and _same_input(record, src))
             if same and present:
                 return "done"
             stats = record.get("output_stats") or {}
@@ -187,6 +187,22 @@ def case_state(out: Path, src: Path, weights_sha256: str | None, request: dict[s
     if partial_marker(out, src).exists():
         return "stale"
     return "edited" if existing_outputs(out, src) else "new"
+
+
+def _same_input(record: dict, src: Path) -> bool:
+    """The record was made from this very input: the same file (path), size and time (a scan re-exported
+    under the same name, or another folder's case of that name, is a new input)."""
+    try:
+        if Path(record.get("input", "")).resolve() != src.resolve():
+            return False
+        st = src.stat()
+        if "input_modified" in record and abs(float(record["input_modified"]) - st.st_mtime) > 1e-3:
+            return False
+        if src.is_file() and "input_size_bytes" in record and int(record["input_size_bytes"]) != st.st_size:
+            return False
+    except (OSError, ValueError, TypeError):
+        return False
+    return True
 
 
 def _jsonable(value):

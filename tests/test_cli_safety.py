@@ -281,3 +281,16 @@ def test_evaluate_refuses_a_region_outside_the_image(tmp_path, capsys, monkeypat
     rc = main(["evaluate", "--model", "nuclei-2d", "--image", str(img), "--labels", str(ref), f"--region={region}"])
     line = _error_line(capsys.readouterr().err, "evaluate")
     assert rc == 1 and says in line and "shape (64, 64)" in line and "img.tif" in line
+
+
+def test_a_prediction_warning_is_printed_once_with_the_input_name(tmp_path, capsys):
+    """The engine also logs its warnings (for library users); the CLI prints them itself, prefixed with the
+    input, so the log copy (without a name, or from a Dask worker) is not printed as well."""
+    rng = np.random.default_rng(0)
+    ct = np.full((64, 64), -1000.0, np.float32)
+    ct[12:52, 12:52] = rng.normal(40, 20, (40, 40))
+    ct[30:34, 30:34] = 900.0
+    tifffile.imwrite(tmp_path / "ct.tif", ct)
+    assert main(["predict", str(tmp_path / "ct.tif"), "--model", "nuclei-2d", "--out", str(tmp_path / "o")]) == 0
+    err = capsys.readouterr().err
+    assert err.count("looks like a CT in Hounsfield units") == 1, err

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import time
 from pathlib import Path
 
 import nibabel as nib
@@ -149,6 +150,12 @@ def test_resume_skips_finished_cases_redoes_other_models_and_half_written_ones(t
     forced = predict_cohort(model, tmp_path / "in", out, overwrite=True, **OPTIONS)
     assert forced.done == 3
 
+    # a scan re-exported under the same name is a new input: redone, not "finished before"
+    time.sleep(0.01)
+    nib.save(nib.Nifti1Image(np.zeros((44, 36, 12), np.float32), np.diag([0.8, 0.8, 2.0, 1])),
+             tmp_path / "in" / "case1.nii.gz")
+    assert [c.status for c in predict_cohort(model, tmp_path / "in", out, **OPTIONS).cases] == ["skipped", "done", "skipped"]
+
 
 def test_inputs_from_a_folder_a_glob_a_csv_and_a_list(tmp_path, tiny_checkpoint):
     paths = _volumes(tmp_path / "scans", 3)
@@ -181,3 +188,21 @@ def test_dask_option_errors_name_what_to_write(tmp_path):
     with pytest.raises(InputError, match="at least one worker"):
         with dask_client("0"):
             pass
+
+
+def test_an_output_folder_that_cannot_be_written_is_refused_before_any_case(tmp_path, tiny_checkpoint, monkeypatch):
+    """A read-only or unreachable --out was found only after every case had been read and computed (three
+    times on Dask, with retries); an empty input is refused before --out is even created."""
+    import napari_attnseg.cohort.cases as cohort_cases
+    from napari_attnseg.errors import InputError
+
+    _volumes(tmp_path / "in", 2)
+    (tmp_path / "afile").write_text("x")
+    read = []
+    monkeypatch.setattr(cohort_cases, "_read_case", lambda src: read.append(src))
+    with pytest.raises(InputError, match="not a folder napari-attnseg can write in"):
+        predict_cohort(tiny_checkpoint(dims=3), tmp_path / "in", tmp_path / "afile" / "sub", **OPTIONS)
+    assert read == []
+    with pytest.raises(InputError, match="No images found in .*nothing"):
+        predict_cohort(tiny_checkpoint(dims=3), str(tmp_path / "nothing" / "*.nii.gz"), tmp_path / "o2", **OPTIONS)
+    assert not (tmp_path / "o2").exists()

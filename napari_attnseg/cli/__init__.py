@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import os
 import sys
 
@@ -41,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
+    # the commands print a prediction's warnings themselves, with the input's name: not twice
+    logging.getLogger("napari_attnseg.inference.engine").setLevel(logging.ERROR)
     try:
         return int(args._run(args) or 0)
     except AttnSegError as exc:

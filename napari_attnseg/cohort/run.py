@@ -73,11 +73,12 @@ def predict_cohort(
     if bad:
         raise InputError(f"predict_cohort sets {', '.join(bad)} itself for every case; leave them out.")
     _check_option_names(options)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     cases = collect_inputs(inputs)
     if not cases:
-        raise InputError(f"No images found in {inputs!r}.")
+        shown = str(inputs) if isinstance(inputs, (str, os.PathLike)) else ", ".join(map(str, inputs))
+        raise InputError(f"No images found in {shown}: check the folder, the pattern or the CSV (NIfTI, DICOM, "
+                         "TIFF inputs).")
+    out = _writable_folder(Path(out))
 
     loaded = None
     if isinstance(model, (str, os.PathLike)):
@@ -224,4 +225,18 @@ def _run_serial(todo: Sequence[tuple[int, _Job]], model, slot: _Slot, prefetch: 
         raise
     pool.shutdown()
 
+
+def _writable_folder(out: Path) -> Path:
+    """``out``, created if needed, once a file can be written in it: a read-only or unreachable folder is an
+    InputError before any case is read or computed (not a failure per case after the work)."""
+    import tempfile
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".attnseg-write-test-"):
+            pass
+    except OSError as exc:
+        raise InputError(f"--out {out} is not a folder napari-attnseg can write in ({exc.strerror or exc}); "
+                         "choose another output folder.") from None
+    return out
 

@@ -62,7 +62,12 @@ def _warm_readers() -> None:
 
 def _dask_case(job: _Job, model_path: str, sha: str | None) -> CaseResult:
     """A Dask task: one case on this worker, with its cached model and its compute slot."""
+    import logging
+
     from distributed import get_worker
+
+    # the case's warnings travel back in its result and are printed with its name: not also by the worker
+    logging.getLogger("napari_attnseg.inference.engine").setLevel(logging.ERROR)
 
     try:
         worker = get_worker()
