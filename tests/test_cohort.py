@@ -206,3 +206,14 @@ def test_an_output_folder_that_cannot_be_written_is_refused_before_any_case(tmp_
     with pytest.raises(InputError, match="No images found in .*nothing"):
         predict_cohort(tiny_checkpoint(dims=3), str(tmp_path / "nothing" / "*.nii.gz"), tmp_path / "o2", **OPTIONS)
     assert not (tmp_path / "o2").exists()
+
+
+def test_a_run_killed_while_writing_into_its_input_folder_leaves_no_new_input(tmp_path):
+    """--out may be the input folder: the outputs a killed run had written for a case (marker, no record)
+    are not cases of the next run (its half-written mask was read as a new input and failed)."""
+    from napari_attnseg.results import partial_marker
+
+    paths = _volumes(tmp_path / "in", 2)
+    partial_marker(tmp_path / "in", paths[0]).write_text("{}")
+    nib.save(nib.Nifti1Image(np.zeros((40, 36, 12), np.uint8), np.eye(4)), tmp_path / "in" / "case0_mask.nii.gz")
+    assert [p.name for p in collect_inputs(tmp_path / "in")] == ["case0.nii.gz", "case1.nii.gz"]

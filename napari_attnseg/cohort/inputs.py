@@ -112,6 +112,11 @@ def _folder_cases(folder: Path) -> list[Path]:
                 ours.add(record["input_reference"])
         except (OSError, ValueError, AttributeError, TypeError):
             continue
+    from ..results import PARTIAL_SUFFIX, existing_outputs
+
+    for marker in folder.glob(f".*{PARTIAL_SUFFIX}"):  # a run killed while writing a case: its outputs so far
+        name = marker.name[1:-len(PARTIAL_SUFFIX)]
+        ours.update(f.name for f in existing_outputs(folder, Path(name)))
     cases = []
     for p in sorted(folder.iterdir()):
         if p.name.startswith(".") or p.name in ours or p.name.endswith(RECORD_SUFFIX):
