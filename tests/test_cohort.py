@@ -217,3 +217,21 @@ def test_a_run_killed_while_writing_into_its_input_folder_leaves_no_new_input(tm
     partial_marker(tmp_path / "in", paths[0]).write_text("{}")
     nib.save(nib.Nifti1Image(np.zeros((40, 36, 12), np.uint8), np.eye(4)), tmp_path / "in" / "case0_mask.nii.gz")
     assert [p.name for p in collect_inputs(tmp_path / "in")] == ["case0.nii.gz", "case1.nii.gz"]
+
+
+def test_the_summary_times_exclude_queueing_and_skipped_rows_keep_their_warnings(tmp_path, tiny_checkpoint):
+    """A case's seconds are its read + compute + write (waiting for the compute slot while another case
+    computes made voxels/s read 2-3x low); a rerun's skipped rows keep the warnings their run recorded."""
+    rng = np.random.default_rng(0)
+    (tmp_path / "in").mkdir()
+    for i in range(3):  # CT-like volumes (air and soft tissue in HU): the model was not trained on CT
+        ct = np.full((40, 36, 12), -1000.0, np.float32)
+        ct[8:32, 8:28, 2:10] = rng.normal(40, 20, (24, 20, 8))
+        nib.save(nib.Nifti1Image(ct, np.diag([0.8, 0.8, 2.0, 1])), tmp_path / "in" / f"ct{i}.nii.gz")
+    model = tiny_checkpoint(dims=3)
+    first = predict_cohort(model, tmp_path / "in", tmp_path / "out", prefetch=2, **OPTIONS)
+    for c in first.cases:
+        assert c.status == "done" and abs(c.seconds - (c.read_s + c.compute_s + c.write_s)) < 0.05, c
+        assert any("Hounsfield" in w for w in c.warnings)
+    again = predict_cohort(model, tmp_path / "in", tmp_path / "out", **OPTIONS)
+    assert all(c.status == "skipped" and any("Hounsfield" in w for w in c.warnings) for c in again.cases)

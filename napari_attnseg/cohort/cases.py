@@ -147,12 +147,14 @@ def _run_case(job: _Job, model, slot: _Slot, worker: str = "") -> CaseResult:
         if record and record.get("cohort_run") == job.run:  # finished by this run on a worker since lost
             return CaseResult(**record["cohort_result"])
     res = CaseResult(case=job.case, input=job.src, status="failed", worker=worker)
+    queued = 0.0  # waiting for the compute slot (another case computing): not this case's time
     try:
         vol = _read_case(job.src)
         t1 = time.perf_counter()
         res.read_s = t1 - t0
         with slot.lock:
             t2 = time.perf_counter()
+            queued = t2 - t1
             res.wait_s = max(0.0, t2 - slot.free_since)
             try:
                 if job.threads:
@@ -167,14 +169,14 @@ def _run_case(job: _Job, model, slot: _Slot, worker: str = "") -> CaseResult:
         res.compute_s = t3 - t2
         res.voxels = int(math.prod(pred.labels.shape))
         res.warnings = list(pred.warnings)
-        done = dict(asdict(res), status="done", seconds=time.perf_counter() - t0)
+        done = dict(asdict(res), status="done", seconds=time.perf_counter() - t0 - queued)
         write_prediction(job.out, job.src, vol, model, pred, request=job.request,
                          extra={"cohort_run": job.run, "cohort_result": done} if job.run else None)
         res.write_s = time.perf_counter() - t3
         res.status = "done"
     except AttnSegError as exc:
         res.error = str(exc)
-    res.seconds = time.perf_counter() - t0
+    res.seconds = time.perf_counter() - t0 - queued  # read + compute + write
     return res
 
 

@@ -66,7 +66,7 @@ def predict_cohort(
     """
     from ..checkpoint import read_card, resolve_model_path
     from ..data import stem
-    from ..results import case_state
+    from ..results import case_state, finished_record
 
     t_start = time.perf_counter()
     bad = sorted(set(options) & set(_NOT_FORWARDED))
@@ -108,8 +108,10 @@ def predict_cohort(
             continue
         by_stem[name] = i
         state = case_state(out, src, sha, request)
-        if state == "done" and not overwrite:
-            results[i] = CaseResult(case=name, input=str(src), status="skipped")
+        if state == "done" and not overwrite:  # the summary keeps what the run that made it said
+            record = finished_record(out, Path(src)) or {}
+            results[i] = CaseResult(case=name, input=str(src), status="skipped",
+                                    warnings=list(record.get("warnings") or []))
             continue
         if state == "edited" and not overwrite:
             results[i] = CaseResult(case=name, input=str(src), status="failed", error=(
