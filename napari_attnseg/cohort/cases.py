@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import AttnSegError
+from ..errors import AttnSegError, Cancelled
 
 SUMMARY_NAME = "cohort_summary.csv"
 SUMMARY_COLUMNS = ("case", "status", "seconds", "voxels_per_s", "wait_s", "warnings", "error", "input", "worker")
@@ -107,8 +107,11 @@ class _Slot:
     """The compute slot of one process or worker: a lock, and since when it has been free."""
 
     def __init__(self) -> None:
+        from ..inference import CancelToken
+
         self.lock = threading.Lock()
         self.free_since = time.perf_counter()
+        self.cancel = CancelToken()  # Ctrl-C: the case computing stops, no further case starts computing
 
 
 @dataclass
@@ -155,6 +158,8 @@ def _run_case(job: _Job, model, slot: _Slot, worker: str = "") -> CaseResult:
         with slot.lock:
             t2 = time.perf_counter()
             queued = t2 - t1
+            if slot.cancel.cancelled:  # interrupted while this case was read ahead: nothing computed or written
+                raise Cancelled("The run was interrupted before this case.")
             res.wait_s = max(0.0, t2 - slot.free_since)
             try:
                 if job.threads:
@@ -162,7 +167,7 @@ def _run_case(job: _Job, model, slot: _Slot, worker: str = "") -> CaseResult:
 
                     if torch.get_num_threads() != job.threads:
                         torch.set_num_threads(job.threads)
-                pred = predict(model, vol.data, spacing=vol.spacing, **job.options)
+                pred = predict(model, vol.data, spacing=vol.spacing, cancel=slot.cancel, **job.options)
             finally:
                 slot.free_since = time.perf_counter()
             t3 = slot.free_since

@@ -222,8 +222,9 @@ def _run_serial(todo: Sequence[tuple[int, _Job]], model, slot: _Slot, prefetch: 
         futures = {pool.submit(guarded, job): i for i, job in todo}
         for fut in as_completed(futures):
             report(futures[fut], fut.result())
-    except BaseException:  # Ctrl-C: start no further case (those running finish their atomic writes)
-        pool.shutdown(wait=False, cancel_futures=True)
+    except BaseException:  # Ctrl-C: stop the case computing (before its writes), compute no case read ahead
+        slot.cancel.cancel()
+        pool.shutdown(wait=True, cancel_futures=True)  # the threads end within a tile, not after their cases
         raise
     pool.shutdown()
 
