@@ -178,33 +178,32 @@ class FinetuneWidget(QWidget):
                     return label
         return self.model_combo.value
 
-    def _fits_dataset(self, label: str) -> bool:
-        """False for a 3D model and a dataset of 2D images (it cannot train on them)."""
-        from ..checkpoint import read_card
-        from ..data.manifest import read_manifest
-        from ..models.registry import bundled_models
-
-        path = self._paths.get(label)
-        try:
-            manifest = read_manifest(Path(folder_text(self.dataset_edit)))
-            ndim = len(manifest["cases"][0]["shape"])
-            bundled = bundled_models()
-            config = bundled[path].get("config") if path in bundled else read_card(path).config
-            return int((config or {}).get("spatial_dims", 2)) <= ndim
-        except Exception:  # unknown: let the run say
-            return True
-
-    def _is_click_model(self, label: str) -> bool:
+    def _card(self, label: str) -> dict | None:
+        """The card (a dict) of a list entry, bundled or a checkpoint; None when it cannot be read (its own
+        error comes when it is used)."""
         from ..checkpoint import read_card
         from ..models.registry import bundled_models
 
         path = self._paths.get(label)
         bundled = bundled_models()
         try:
-            config = bundled[path].get("config") if path in bundled else read_card(path).config
-        except Exception:  # unreadable: its own error comes when it is used
-            return False
-        return bool((config or {}).get("prompts"))
+            return bundled[path] if path in bundled else read_card(path).to_dict()
+        except Exception:
+            return None
+
+    def _fits_dataset(self, label: str) -> bool:
+        """False for a 3D model and a dataset of 2D images (it cannot train on them)."""
+        from ..data.manifest import read_manifest
+
+        try:
+            ndim = len(read_manifest(Path(folder_text(self.dataset_edit)))["cases"][0]["shape"])
+        except Exception:  # unknown: let the run say
+            return True
+        config = (self._card(label) or {}).get("config") or {}
+        return int(config.get("spatial_dims", 2)) <= ndim
+
+    def _is_click_model(self, label: str) -> bool:
+        return bool(((self._card(label) or {}).get("config") or {}).get("prompts"))
 
     def _dataset_classes(self) -> int | None:
         from ..data.manifest import read_manifest
@@ -217,16 +216,7 @@ class FinetuneWidget(QWidget):
         return len(manifest["label_names"]) if manifest and manifest.get("label_names") else None
 
     def _model_classes(self, label: str) -> int | None:
-        from ..checkpoint import read_card
-        from ..models.registry import bundled_models
-
-        path = self._paths.get(label)
-        bundled = bundled_models()
-        try:
-            classes = bundled[path].get("classes") if path in bundled else read_card(path).classes
-        except Exception:  # an unreadable checkpoint: its own error comes when it is used
-            return None
-        return len(classes or []) or None
+        return len((self._card(label) or {}).get("classes") or []) or None
 
     def _dataset_changed(self, *_) -> None:
         set_choices(self.model_combo, list(self._paths), prefer=self.default_model())

@@ -41,12 +41,14 @@ class CardWriter:
             out.append(w)
         return " ".join(shlex.quote(w) for w in [*out, "--epochs", str(planned)])
 
-    def image_digest(self) -> str:
-        """sha256 of the one case's image array (a later run on the same image knows what this one trained on)."""
-        if getattr(self, "_image_digest", None) is None:
-            img = np.ascontiguousarray(self.raw[0][0])
-            self._image_digest = hashlib.sha256(str(img.shape).encode() + img.tobytes()).hexdigest()
-        return self._image_digest
+    def image_digest(self, case: int = 0) -> str:
+        """sha256 of a case's image array (a later run on the same image knows what this one trained on;
+        two cases of one image are told apart from two images)."""
+        cache = self.__dict__.setdefault("_image_digests", {})
+        if case not in cache:
+            img = np.ascontiguousarray(self.raw[case][0])
+            cache[case] = hashlib.sha256(str(img.shape).encode() + img.tobytes()).hexdigest()
+        return cache[case]
 
     def _trained_rows(self, s: dict) -> dict[str, Any]:
         """One case: the positions along the first axis whose labels the weights trained on (the validation

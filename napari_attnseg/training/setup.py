@@ -287,15 +287,9 @@ class RunSetup:
         second round added as a new case): its Dice is optimistic, say so."""
         if self.split.how != "by case":
             return []
-        import hashlib
-
-        def digest(i: int) -> str:
-            img = np.ascontiguousarray(self.raw[i][0])
-            return hashlib.sha256(str(img.shape).encode() + img.tobytes()).hexdigest()
-
-        train = {digest(p.case): p.case for p in self.split.train}
+        train = {self.image_digest(p.case): p.case for p in self.split.train}
         return [f"validation case {self.case_ids[p.case]} holds the same image as training case "
                 f"{self.case_ids[train[d]]} (exported twice?): its Dice is optimistic. For a next round of corrections "
                 "replace the case instead (napari: Replace the case; attnseg export --case-id ID --overwrite)."
-                for p in self.split.val if (d := digest(p.case)) in train]
+                for p in self.split.val if (d := self.image_digest(p.case)) in train]
 
