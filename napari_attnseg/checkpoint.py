@@ -185,10 +185,8 @@ def resolve_model_path(name_or_path: str | os.PathLike) -> Path:
         best = candidate / "best.safetensors"
         if best.is_file():
             return best
-        if bundled is None:
-            raise CheckpointError(f"{candidate} is a folder without best.safetensors, not a model; pass a .safetensors "
-                                  "file, or a folder that train/finetune wrote.")
-        return bundled
+        raise CheckpointError(f"{candidate} is a folder without best.safetensors, not a model; pass a .safetensors "
+                              "file, or a folder that train/finetune wrote.")
     if candidate.suffix == ".safetensors" or candidate.exists() or os.sep in text:
         if not candidate.exists():
             raise CheckpointError(f"Model file {candidate} does not exist.")
