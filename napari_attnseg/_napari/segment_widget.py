@@ -5,26 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from magicgui.widgets import (
-    CheckBox,
-    ComboBox,
-    Container,
-    FloatSpinBox,
-    Label,
-    LineEdit,
-    ProgressBar,
-    PushButton,
-    SpinBox,
-)
 from napari.layers import Image
 from napari.qt.threading import thread_worker
 from napari.utils import progress as napari_progress
 from qtpy.QtCore import Signal
-from qtpy.QtWidgets import QFileDialog, QSizePolicy, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QFileDialog, QWidget
 
-from .. import options
-from ..devices import available_devices
-from ..display import CT_WINDOWS, WINDOW_PRESETS, is_hounsfield, window_limits
+from ..display import CT_WINDOWS, is_hounsfield, window_limits
 from ..errors import AttnSegError, Cancelled
 from ..inference import CancelToken, iter_predict
 from ..layers import data_hash
@@ -38,8 +25,9 @@ from ._common import (
 )
 from .pixel_tool import PixelTool
 from .result_layers import ResultLayers
+from .segment_form import MODES, SegmentForm
 
-MODES = ("auto", *options.MODES)
+__all__ = ["MODES", "SegmentWidget"]
 
 
 class _Failed:
@@ -49,11 +37,12 @@ class _Failed:
         self.error = error
 
 
-class SegmentWidget(QWidget, ResultLayers, PixelTool):
+class SegmentWidget(QWidget, SegmentForm, ResultLayers, PixelTool):
     """Dock widget; ``confirm_overwrite(layer_name) -> bool`` can be replaced (tests, scripting).
 
     ``run_done(ok)`` is emitted once a run is over: its layers all shown (True), or it failed or was
-    cancelled (False). The form is made of magicgui widgets (``self.form``); each field is an attribute.
+    cancelled (False). The form is made of magicgui widgets (``self.form``, built by :class:`SegmentForm`);
+    each field is an attribute.
     """
 
     run_done = Signal(bool)
@@ -72,61 +61,7 @@ class SegmentWidget(QWidget, ResultLayers, PixelTool):
         self._preset_for: tuple | None = None  # the (image layer, model) the mode was last preset for
         self.confirm_overwrite = self._ask_overwrite
 
-        self.image_combo = ComboBox(label="Image", choices=[])
-        self.window_combo = ComboBox(label="Display", choices=["(as opened)", *WINDOW_PRESETS], value="(as opened)",
-                                     tooltip="Contrast window of the image layer; CT windows are in Hounsfield units")
-        self.model_combo = ComboBox(label="Model", choices=[])
-        self.model_info = Label(label="")
-        self.model_info.native.setWordWrap(True)
-        # two lines always fit, also when other panels squeeze the dock
-        self.model_info.native.setMinimumHeight(2 * self.model_info.native.fontMetrics().lineSpacing() + 6)
-        self.load_button = PushButton(text="Load checkpoint...", label="")
-        self.diameter_edit = LineEdit(label="Object diameter", value="", visible=False,
-                                      tooltip="Typical object diameter in pixels of this image, or 'auto' to estimate "
-                                              "it from a first pass; empty: the image is used at its own scale. The "
-                                              "image is rescaled to the size the model learnt and the results back.")
-        self.diameter_edit.native.setPlaceholderText("px, or auto")
-        self.estimate_button = PushButton(text="Estimate the size and run", visible=False)
-        have = available_devices()
-        self.device_combo = ComboBox(label="Device", choices=[(d if d in have or d == "auto" else f"{d} (not available)", d)
-                                                              for d in options.DEVICES], value="auto")
-        self.mode_combo = ComboBox(label="Mode", choices=list(MODES), value="auto")
-        self.advanced_box = CheckBox(text="Advanced settings", value=False)
-        self.tile_spin = SpinBox(label="Tile size", min=0, max=1024, value=0,
-                                 tooltip="Tile edge in pixels; 0 takes the model card's tiles")
-        self.overlap_spin = FloatSpinBox(label="Overlap", min=0.0, max=0.9, step=0.05, value=0.25)
-        self.tta_box = CheckBox(text="Average over flips (2^dims times slower)", value=False,
-                                tooltip="Test-time augmentation: predict on every flipped copy and average; "
-                                        "smoother boundaries at 2^dims times the time.")
-        self.precision_combo = ComboBox(label="Precision", choices=list(options.PRECISIONS), value="auto",
-                                        tooltip="auto: bf16 where the CPU/GPU runs it fast, else fp32; fp32 for "
-                                                "results that repeat bit for bit")
-        self.brain_combo = ComboBox(label="Brain extraction", choices=[("as the model's card says", "auto"),
-                                                                       ("on", "on"), ("off", "off")], value="auto",
-                                    tooltip="3D brain models: strip skull and scalp first (auto: when the card asks "
-                                            "for it and the input has them; never on a CT in Hounsfield units)")
-        self.advanced = Container(widgets=[self.tile_spin, self.overlap_spin, self.tta_box, self.precision_combo,
-                                           self.brain_combo], visible=False)
-        self.attention_box = CheckBox(text="Show attention", value=True)
-        self.pixel_box = CheckBox(text="Where does this pixel look? (click the image)", value=False, enabled=False)
-        self.run_button = PushButton(text="Run")
-        self.cancel_button = PushButton(text="Cancel", enabled=False)
-        self.progress_bar = ProgressBar(min=0, max=1, value=0)
-        self.status = Label(value="")
-        self.status.native.setWordWrap(True)
-        self.status.native.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Preferred)  # the panel's whole width
-        self.form = Container(widgets=[
-            self.image_combo, self.window_combo, self.model_combo, self.model_info, self.load_button,
-            self.diameter_edit, self.estimate_button,
-            self.device_combo, self.mode_combo, self.advanced_box, self.advanced, self.attention_box,
-            self.pixel_box, Container(widgets=[self.run_button, self.cancel_button], layout="horizontal", labels=False),
-            self.progress_bar,
-        ])
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(self.form.native)
-        layout.addWidget(self.status.native)  # below the form, the panel's whole width
-        layout.addStretch()
+        self._build_form()
 
         self.refresh_models()
         self.refresh_layers()
