@@ -330,3 +330,36 @@ def test_click_to_fix_lists_a_fine_tuned_prompt_checkpoint_and_picks_the_one_mat
         corr.image_combo.value = "plane"
         corr.prompt.refresh_models()
         assert corr.prompt.model_combo.value == "nuclei-2d-prompt"
+
+
+def test_click_to_fix_with_the_2d_model_on_a_volume_says_so_and_writes_only_the_clicked_slice(
+        make_napari_viewer, qtbot, notifications):
+    """No 3D click model is bundled: on a volume the 2D one is chosen, the status says each click segments
+    its own slice, and a click on slice 2 writes that slice alone."""
+    from napari_attnseg._napari.correct_widget import CorrectWidget
+    from napari_attnseg._paths import samples_dir
+    from napari_attnseg.data import read_image
+    from napari_attnseg.models.registry import bundled_models
+
+    if "nuclei-2d-prompt" not in bundled_models():
+        pytest.skip("no bundled promptable model")
+    plane = read_image(samples_dir() / "nuclei2d_image.tif").data[:160, 256:416]
+    ref = read_image(samples_dir() / "nuclei2d_labels.tif").data[:160, 256:416]
+    viewer = make_napari_viewer()
+    viewer.add_image(np.stack([plane] * 4), name="stack")
+    mask = viewer.add_labels(np.zeros((4, *plane.shape), np.uint8), name="stack mask")
+    corr = CorrectWidget(viewer)
+    corr.prompt.enable_box.value = True
+    assert corr.prompt.model_combo.value == "nuclei-2d-prompt"
+    assert "2D model" in corr.prompt.status.value and "slice it is on" in corr.prompt.status.value
+    from scipy import ndimage as ndi
+
+    biggest = np.bincount(ref.ravel())[1:].argmax() + 1
+    depth = ndi.distance_transform_edt(ref == biggest)
+    y, x = np.unravel_index(depth.argmax(), depth.shape)
+    corr.prompt.click((2.0, float(y), float(x)))
+    qtbot.waitUntil(lambda: not corr.prompt.busy, timeout=60000)
+    written = np.asarray(mask.data) > 0
+    assert written[2].any() and not written[[0, 1, 3]].any()
+    assert written[2, y, x] and (written[2] & (ref == biggest)).sum() > 0.5 * (ref == biggest).sum()
+    _no_exception(notifications)

@@ -161,6 +161,9 @@ class PromptMode:
             self.viewer.layers.selection.active = self.points_layer
             self.status.value = ("Click an object to segment it; Shift+click or right click where it should not be "
                                  f"(the '{self.points_layer.name}' layer takes the clicks while it is selected).")
+            if image.ndim == 3 and self._model_dims() == 2:
+                self.status.value += (" This is a 2D model: each click segments the slice it is on; click every "
+                                      "slice of a 3D object (no 3D click model is bundled).")
         elif self.points_layer is not None and self._on_click in self.points_layer.mouse_drag_callbacks:
             self.points_layer.mouse_drag_callbacks.remove(self._on_click)
         self.new_object()
