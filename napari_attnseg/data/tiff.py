@@ -14,19 +14,30 @@ from .volume import Volume
 MEMMAP_MIN_BYTES = 16 * 2**20
 
 
+INCH = 2  # TIFF ResolutionUnit; also the TIFF default when the tag is absent
+
+
 def _spacing(tif, ndim: int) -> list[float]:
+    """Pixel spacing from the resolution tags (units per pixel), the z spacing from ImageJ / tifffile
+    metadata. A resolution in dots per inch with neither ImageJ metadata nor this package's own
+    (``axes`` in tifffile's JSON description) is a print setting (72, 96, 300 dpi written by an image
+    editor or a camera), not the pixel size: it is ignored and the spacing stays 1 pixel, as when a
+    TIFF has no resolution (taken at face value it made the nuclei model shrink the image 72x)."""
     spacing = [1.0] * ndim
     page = tif.pages[0]
+    ij = tif.imagej_metadata or {}
+    shaped = (tif.shaped_metadata or [{}])[0] or {}
+    unit_tag = page.tags.get("ResolutionUnit")
+    unit = int(unit_tag.value) if unit_tag is not None else INCH
+    physical = bool(ij) or "axes" in shaped or unit != INCH
     try:
         xres = page.tags["XResolution"].value
         yres = page.tags["YResolution"].value
-        if xres[0] and yres[0] and ndim >= 2:
+        if physical and xres[0] and yres[0] and ndim >= 2:
             spacing[-1] = xres[1] / xres[0]
             spacing[-2] = yres[1] / yres[0]
     except KeyError:
         pass
-    ij = tif.imagej_metadata or {}
-    shaped = (tif.shaped_metadata or [{}])[0] or {}
     z_spacing = ij.get("spacing") or shaped.get("spacing")
     if ndim >= 3 and z_spacing:
         spacing[-3] = float(z_spacing)
@@ -58,6 +69,7 @@ def write_tiff(p: Path, data: np.ndarray, spacing) -> None:
     kwargs: dict[str, Any] = {}
     if data.ndim >= 2:
         kwargs["resolution"] = (1.0 / float(sp[-1]), 1.0 / float(sp[-2]))
+        kwargs["resolutionunit"] = 1  # NONE: units per pixel as the spacing says (not dots per inch)
     metadata: dict[str, Any] | None = {"axes": "ZYX"[-data.ndim:]} if data.ndim <= 3 else None
     if data.ndim == 3:
         metadata["spacing"] = float(sp[-3])

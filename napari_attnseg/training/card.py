@@ -86,6 +86,17 @@ class CardWriter:
                               if weights else False)
         return self._diameter or None
 
+    def _card_spacing(self, base) -> list[float] | None:
+        """The dataset's spacing (the grid the model learnt), or None like the start model's card when that
+        model works in pixels (no spacing, e.g. nuclei-2d) and the dataset's pixels are uncalibrated (1.0):
+        recording 1.0 would make later runs resample calibrated images (0.65 um) by a unit mismatch."""
+        if not self.spacing:
+            return None
+        spacing = [float(v) for v in self.spacing[-self.model.spatial_dims:]]
+        if base is not None and base.spacing is None and all(v == 1.0 for v in spacing):
+            return None
+        return spacing
+
     def _save(self, path: Path, s: dict, epochs: int, seconds: float, finished: bool, test=None) -> None:
         cfg, base = self.cfg, self.base_card
         metrics: dict[str, Any] = {"val_dice": s["best"], "val_dice_per_class": s["best_per_class"]}
@@ -99,7 +110,7 @@ class CardWriter:
             description=cfg.description or (f"{base.name or cfg.start_model} fine-tuned on {Path(cfg.dataset).name}" if base
                                             else f"{self.model.arch} trained on {Path(cfg.dataset).name}"),
             classes=list(self.dataset.label_names), normalization=dict(self.norm_spec),
-            spacing=self.spacing[-self.model.spatial_dims:] if self.spacing else None,
+            spacing=self._card_spacing(base),
             # a start model sized for its objects (microscopy): the objects of this dataset, measured
             object_diameter=self._object_diameter(base, s),
             tile=[int(p) for p in self.tile], overlap=0.25,
