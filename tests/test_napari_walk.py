@@ -291,12 +291,29 @@ def test_next_suggested_slice_jumps_to_an_unreviewed_uncertain_slice(make_napari
         seg.run_button.native.click()
     mask = viewer.layers["vol mask"]
     corr.mark_slices([0, 1, 2, 3])
+    viewer.layers.selection.active = mask
+    viewer.dims.order = (1, 0, 2)  # a coronal view: R must not mark the hidden axial slider's slice
+    corr.mark_current()
+    assert mask.metadata["reviewed_slices"] == [0, 1, 2, 3]
     z = corr.next_suggested()
+    assert viewer.layers.selection.active is mask, "the brush must keep painting the mask"
+    assert viewer.dims.order == (0, 1, 2) and viewer.dims.ndisplay == 2, "N shows the suggested axial slice"
     probs = np.asarray(seg.last_prediction.probabilities, np.float32)
     expected = rank_slices(slice_scores(uncertainty_map(probs)), [0, 1, 2, 3], n=1)[0][0]
     assert z == expected and z not in (0, 1, 2, 3)
     assert round(viewer.dims.point[0] / 4.0) == z and f"slice {z}" in corr.suggest_label.value
     assert "vol mask uncertainty" in viewer.layers and not viewer.layers["vol mask uncertainty"].visible
+    corr.mark_current()
+    assert z in mask.metadata["reviewed_slices"]
+    # a mask no run made is ranked only by the run on the image chosen for it in the panel
+    hand = viewer.add_labels(np.zeros((10, 32, 32), np.uint8), name="hand")
+    viewer.add_image(vol[::-1].copy(), name="other")
+    corr.labels_combo.value, corr.image_combo.value = "hand", "other"
+    assert corr.next_suggested() is None
+    corr.image_combo.value = "vol"
+    assert corr.next_suggested() is not None
+    corr.labels_combo.value = mask.name
+    del hand
     corr.mark_slices(range(10))
     assert mask.metadata["reviewed_slices"] == list(range(10)) and corr.next_suggested() is None
 

@@ -150,6 +150,10 @@ class CorrectWidget(QWidget, CorrectForm, SuggestTool):
             return
         data = np.asarray(layer.data)
         z = self._current_slice(layer) if (layer.ndim == 3 and self.slice_only.value and not whole_volume) else None
+        if z is not None and not self._axial_view(layer):
+            notify_error(f"'Slice on screen only' works on the axial slice shown, and the view of {layer.name} shows "
+                         "none (a 3D or rolled view): go back to the 2D view with the slices on the slider, or untick it.")
+            return
         try:
             new = fn(data if z is None else data[z], *args)
         except AttnSegError as exc:
@@ -214,6 +218,11 @@ class CorrectWidget(QWidget, CorrectForm, SuggestTool):
             return
         if layer.ndim == 2:
             self.mark_slices([0])
+            return
+        if not self._axial_view(layer):
+            notify_error(f"R marks the axial slice on screen, and the view of {layer.name} shows no axial slice "
+                         "(a 3D or rolled view): go back to the 2D view with the slices on the slider, or type the "
+                         "slices in the range field.")
             return
         self.mark_slices([self._current_slice(layer)])
 

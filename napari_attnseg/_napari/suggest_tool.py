@@ -24,7 +24,14 @@ class SuggestTool:
             return None
         if info.get("source_layer") and getattr(seg, "last_source", None) != info.get("source_layer"):
             return None  # the last run was on another image
+        if not info.get("source_layer") and getattr(seg, "last_source", None) != self.image_combo.value:
+            return None  # a mask no run made: only the run on the image chosen for it here ranks its slices
         return np.asarray(pred.probabilities, np.float32)
+
+    def _axial_view(self, layer) -> bool:
+        """The canvas shows one slice of ``layer``'s first axis (2D view, that axis on a slider)."""
+        dims = self.viewer.dims
+        return dims.ndisplay == 2 and (dims.ndim - layer.ndim) not in dims.displayed
 
     def next_suggested(self):
         """Go to the unreviewed slice where the model is least sure (issue 17's suggester)."""
@@ -50,9 +57,17 @@ class SuggestTool:
         image = self.viewer.layers[self.image_combo.value] if self.image_combo.value in self.viewer.layers else layer
 
 
+        active = self.viewer.layers.selection.active
         upsert_layer(self.viewer, unc, {"name": f"{layer.name} uncertainty", "colormap": "viridis", "visible": False,
                                         "contrast_limits": (0.0, 1.0), "metadata": {"attnseg": {"uncertainty": True}},
                                         **placement_of(image).compose((1,) * 3, (0,) * 3)}, "image")
-        self.viewer.dims.set_point(0, float(layer.data_to_world([z, 0, 0])[0]))
+        if active is not None and active in self.viewer.layers:
+            self.viewer.layers.selection.active = active  # the brush keeps painting the mask, not the hidden map
+        axis = self.viewer.dims.ndim - layer.ndim
+        if not self._axial_view(layer):  # show the slice: a 2D view with the axial slices on the slider
+            self.viewer.dims.ndisplay = 2
+            self.viewer.dims.order = tuple(range(self.viewer.dims.ndim))
+            notify_info(f"Switched to the axial 2D view to show slice {z}.")
+        self.viewer.dims.set_point(axis, float(layer.data_to_world([z, 0, 0])[0]))
         self.suggest_label.value = f"Suggested slice {z} (uncertainty {score:.3f})"
         return z
