@@ -73,7 +73,34 @@ def probability_layer(pred: Prediction, name: str, where: Placement, meta: dict)
     return fg.astype(np.float32), kwargs, "image"
 
 
-def attention_layer(amap: AttentionMap, name: str, where: Placement, meta: dict, visible: bool) -> tuple:
+def on_image_grid(amap: AttentionMap, shape: tuple[int, ...]) -> AttentionMap:
+    """``amap`` linearly resampled onto the image's pixels along every axis where its pixels are finer than
+    the image's (``scale < 1``: a model run at 2 mm on 6.5 mm slices). Shown as they are, such maps give
+    napari's slider a finer step than the image's slices (42 positions for 25 slices, most between two
+    slices, the last past the volume), so "slice n" on the slider stops being image slice n. Other axes keep
+    the level's own resolution. ``shape``: the image's spatial shape."""
+    data = np.asarray(amap.data, np.float32)
+    lead = data.ndim - len(amap.scale)  # a heads axis in front
+    scale, translate = list(amap.scale), list(amap.translate)
+    for d, (s, t) in enumerate(zip(amap.scale, amap.translate)):
+        if s >= 1.0 - 1e-6 or d >= len(shape):
+            continue
+        axis, n = lead + d, data.shape[lead + d]
+        u = np.clip((np.arange(shape[d]) - t) / s, 0, n - 1)
+        lo = np.floor(u).astype(int)
+        hi = np.minimum(lo + 1, n - 1)
+        w = (u - lo).astype(np.float32).reshape([-1 if a == axis else 1 for a in range(data.ndim)])
+        data = np.take(data, lo, axis) * (1 - w) + np.take(data, hi, axis) * w
+        scale[d], translate[d] = 1.0, 0.0
+    return AttentionMap(amap.name, amap.level, data, tuple(scale), tuple(translate))
+
+
+def attention_layer(amap: AttentionMap, name: str, where: Placement, meta: dict, visible: bool,
+                    shape: tuple[int, ...] | None = None) -> tuple:
+    """A heatmap layer of one level (``shape``: the image's spatial shape, to put maps finer than the
+    image's pixels on its grid, :func:`on_image_grid`)."""
+    if shape is not None:
+        amap = on_image_grid(amap, tuple(shape))
     kwargs = {
         "name": f"{name} attention {amap.name}", "colormap": "inferno", "blending": "additive",
         "contrast_limits": (0.0, 1.0), "opacity": 0.5, "visible": visible,
@@ -95,5 +122,5 @@ def prediction_layers(model, pred: Prediction, name: str, where: Placement, meta
     for amap in pred.attention:
         visible = not shown and float(np.prod(amap.scale)) == finest
         shown |= visible
-        layers.append(attention_layer(amap, name, where, meta, visible))
+        layers.append(attention_layer(amap, name, where, meta, visible, np.shape(pred.labels)))
     return layers

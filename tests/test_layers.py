@@ -1,0 +1,46 @@
+"""Heatmap layers on the image's slices (napari_attnseg.layers, core: no Qt)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_attnseg.inference.prediction import AttentionMap
+from napari_attnseg.layers import Placement, attention_layer, on_image_grid
+
+
+def test_a_map_finer_than_the_slices_is_put_on_them_and_others_keep_their_grid():
+    """A 3D model run at 2 mm on 6.5 mm slices gives maps with more z samples than the image has slices;
+    shown as they are, napari's slider stepped between slices (42 positions for 25). On the image grid:
+    one value per slice, linearly interpolated at the slice's centre; the in-plane axes (coarser) keep
+    their own pixels."""
+    z = np.arange(10, dtype=np.float32)  # map z pixel i sits at image z = -0.1 + 0.5 i
+    data = np.broadcast_to(z[:, None, None], (10, 4, 4)).copy()
+    amap = AttentionMap("level1", 1, data, (0.5, 4.0, 4.0), (-0.1, 1.5, 1.5))
+    out = on_image_grid(amap, (5, 16, 16))
+    assert out.data.shape == (5, 4, 4) and out.scale == (1.0, 4.0, 4.0) and out.translate == (0.0, 1.5, 1.5)
+    assert out.data[:, 0, 0] == pytest.approx((np.arange(5) + 0.1) / 0.5)
+    heads = AttentionMap("vit", 2, np.stack([data, 2 * data]), (0.5, 4.0, 4.0), (-0.1, 1.5, 1.5))
+    assert on_image_grid(heads, (5, 16, 16)).data.shape == (2, 5, 4, 4)
+    coarse = AttentionMap("level2", 2, data, (2.0, 4.0, 4.0), (0.5, 1.5, 1.5))
+    assert on_image_grid(coarse, (5, 16, 16)) is not coarse and on_image_grid(coarse, (5, 16, 16)).data.shape == data.shape
+    layer_data, kwargs, kind = attention_layer(amap, "vol", Placement((6.5, 0.78, 0.78), (0.0, 0.0, 0.0)), {}, True,
+                                               (5, 16, 16))
+    assert kind == "image" and layer_data.shape == (5, 4, 4)
+    assert kwargs["scale"][0] == pytest.approx(6.5) and kwargs["translate"][0] == pytest.approx(0.0)
+
+
+def test_brain_model_on_thick_slices_keeps_the_slider_on_the_image_slices():
+    """The bundled brain model on a 25-slice, 6.5 mm volume: every heatmap layer steps by 6.5 mm in z."""
+    from napari_attnseg import load_model, predict
+    from napari_attnseg.layers import prediction_layers
+
+    model = load_model("brain-mri-3d")
+    vol = np.random.default_rng(0).normal(size=(12, 48, 48)).astype(np.float32)
+    spacing = (6.5, 2.0, 2.0)
+    pred = predict(model, vol, spacing=spacing, attention=True)
+    assert pred.attention and min(a.scale[0] for a in pred.attention) < 1  # the model's grid is finer in z
+    layers = prediction_layers(model, pred, "vol", Placement(spacing, (0.0, 0.0, 0.0)))
+    maps = [(d, k) for d, k, kind in layers if "attention" in k["name"]]
+    assert maps and all(d.shape[0] <= 12 for d, _ in maps)
+    assert all(k["scale"][0] >= 6.5 - 1e-6 for _, k in maps)
