@@ -92,6 +92,20 @@ def test_3d_volume_with_3d_model(widget, qtbot, tiny_checkpoint):
     assert viewer.layers["vol mask"].metadata["affine"] == affine
     att = viewer.layers["vol attention level2"]
     np.testing.assert_allclose(att.scale, (6.0, 2.0, 2.0))
+    # a run without attention leaves no heatmap of the earlier run on screen (they no longer match the mask)
+    w.attention_box.value = False
+    run_and_wait(qtbot, w)
+    assert not [ly.name for ly in viewer.layers if ly.name.startswith("vol attention ")]
+    assert "vol mask" in viewer.layers
+    # another image under the same name, with no file geometry: the mask keeps neither the old affine
+    # (its NIfTI would be written with the old file's orientation) nor the old layer transform
+    viewer.layers.remove("vol")
+    viewer.add_image(vol[::-1].copy(), name="vol", scale=(3.0, 1.0, 1.0))
+    w.attention_box.value = True
+    run_and_wait(qtbot, w)
+    mask = viewer.layers["vol mask"]
+    assert "affine" not in mask.metadata and np.allclose(mask.affine.affine_matrix, np.eye(4))
+    assert np.allclose(viewer.layers["vol attention level2"].affine.affine_matrix, np.eye(4))
 
 
 def test_2d_model_runs_slice_by_slice_on_a_volume(widget, qtbot, tiny_checkpoint):

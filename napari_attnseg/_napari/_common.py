@@ -68,9 +68,11 @@ def upsert_layer(viewer, data, kwargs: dict, layer_type: str):
     if name in viewer.layers:
         layer = viewer.layers[name]
         if isinstance(layer, LAYER_TYPES[layer_type]) and layer.ndim == np.ndim(data):
-            for key in ("scale", "translate", "affine"):
+            for key in ("scale", "translate"):
                 if key in kwargs:
                     setattr(layer, key, kwargs[key])
+            # no affine given: the new placement has none, so an earlier image's rotation must not stay
+            layer.affine = kwargs.get("affine", np.eye(layer.ndim + 1))
             layer.data = data
             if "metadata" in kwargs:
                 layer.metadata.update(kwargs["metadata"])

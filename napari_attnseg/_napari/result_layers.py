@@ -29,6 +29,11 @@ class ResultLayers:
         visual); adding them one at a time keeps each stall to one layer instead of all of them.
         """
         pending = list(prediction_layers(model, pred, name, where))
+        fresh = {kwargs["name"] for _, kwargs, _ in pending}
+        for layer in list(self.viewer.layers):  # an earlier run's heatmaps this run has none of: stale, removed
+            if layer.name.startswith(f"{name} attention ") and "level" in (layer.metadata.get("attnseg") or {}) \
+                    and layer.name not in fresh:
+                self.viewer.layers.remove(layer)
         self._showing = True
 
         def step():
@@ -55,6 +60,8 @@ class ResultLayers:
         layer = upsert_layer(self.viewer, data, kwargs, kind)
         if kind == "labels":
             layer.metadata["attnseg_prediction"] = np.array(data, copy=True)
+            for key in ("affine", "spacing", "source_path"):  # the file geometry of this run's image only
+                layer.metadata.pop(key, None)
             layer.metadata.update(geometry or {})
             # the voxels are a new prediction now: what a person reviewed on them before no longer holds
             if layer.metadata.pop("reviewed_slices", None):
