@@ -19,6 +19,19 @@ def placement_of(layer) -> Placement:
                      None if np.allclose(affine, np.eye(ndim + 1)) else affine)
 
 
+def job_controls(run_text: str, maximum: int):
+    """A long job's controls: (Run button, Cancel button (disabled), progress bar 0..``maximum``, a status line
+    that wraps and takes the panel's whole width)."""
+    from magicgui.widgets import Label, ProgressBar, PushButton
+    from qtpy.QtWidgets import QSizePolicy
+
+    status = Label(value="")
+    status.native.setWordWrap(True)
+    status.native.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Preferred)
+    return (PushButton(text=run_text), PushButton(text="Cancel", enabled=False),
+            ProgressBar(min=0, max=maximum, value=0), status)
+
+
 def notify_error(message: str) -> None:
     show_error(message)
 

@@ -18,8 +18,6 @@ from magicgui.widgets import (
     FloatSpinBox,
     Label,
     LineEdit,
-    ProgressBar,
-    PushButton,
 )
 from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
@@ -29,7 +27,7 @@ from qtpy.QtWidgets import QSizePolicy, QVBoxLayout, QWidget
 from ..display import CT_WINDOWS
 from ..errors import Cancelled
 from ..inference import CancelToken
-from ._common import error_message, find_docked, notify_error, notify_info, set_choices
+from ._common import error_message, find_docked, job_controls, notify_error, notify_info, set_choices
 from .correct_widget import folder_text
 from .finetune_models import StartModels
 
@@ -82,12 +80,7 @@ class FinetuneWidget(QWidget, StartModels):
         self.out_edit.line_edit.native.setPlaceholderText("next to the dataset")
         self.name_edit = LineEdit(label="New model name", value="")
         self.description_edit = LineEdit(label="Description", value="")
-        self.run_button = PushButton(text="Fine-tune")
-        self.cancel_button = PushButton(text="Cancel", enabled=False)
-        self.progress_bar = ProgressBar(min=0, max=100, value=0)
-        self.status = Label(value="")
-        self.status.native.setWordWrap(True)
-        self.status.native.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Preferred)  # the panel's whole width
+        self.run_button, self.cancel_button, self.progress_bar, self.status = job_controls("Fine-tune", 100)
         self.form = Container(widgets=[
             self.dataset_edit, self.model_combo, self.model_note, self.minutes_spin, self.freeze_box, self.window_combo,
             self.val_edit, self.out_edit, self.name_edit, self.description_edit,

@@ -14,15 +14,15 @@ from magicgui.widgets import (
     FloatSpinBox,
     Label,
     LineEdit,
-    ProgressBar,
     PushButton,
     SpinBox,
 )
-from qtpy.QtWidgets import QSizePolicy, QVBoxLayout
+from qtpy.QtWidgets import QVBoxLayout
 
 from .. import options
 from ..devices import available_devices
 from ..display import WINDOW_PRESETS
+from ._common import job_controls
 
 MODES = ("auto", *options.MODES)
 
@@ -68,12 +68,7 @@ class SegmentForm:
                                            self.brain_combo], visible=False)
         self.attention_box = CheckBox(text="Show attention", value=True)
         self.pixel_box = CheckBox(text="Where does this pixel look? (click the image)", value=False, enabled=False)
-        self.run_button = PushButton(text="Run")
-        self.cancel_button = PushButton(text="Cancel", enabled=False)
-        self.progress_bar = ProgressBar(min=0, max=1, value=0)
-        self.status = Label(value="")
-        self.status.native.setWordWrap(True)
-        self.status.native.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Preferred)  # the panel's whole width
+        self.run_button, self.cancel_button, self.progress_bar, self.status = job_controls("Run", 1)
         self.form = Container(widgets=[
             self.image_combo, self.window_combo, self.model_combo, self.model_info, self.load_button,
             self.diameter_edit, self.estimate_button,
