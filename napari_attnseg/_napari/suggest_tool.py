@@ -55,8 +55,6 @@ class SuggestTool:
             return None
         z, score = ranked[0]
         image = self.viewer.layers[self.image_combo.value] if self.image_combo.value in self.viewer.layers else layer
-
-
         active = self.viewer.layers.selection.active
         upsert_layer(self.viewer, unc, {"name": f"{layer.name} uncertainty", "colormap": "viridis", "visible": False,
                                         "contrast_limits": (0.0, 1.0), "metadata": {"attnseg": {"uncertainty": True}},
