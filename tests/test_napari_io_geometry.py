@@ -167,3 +167,48 @@ def test_other_orientation_on_another_grid_only_warns(viewer, tmp_path, notes):
     layer = viewer.open(str(b), plugin=PLUGIN)[0]
     np.testing.assert_array_equal(np.asarray(layer.data), data.transpose(2, 1, 0))  # left as stored
     assert any("do not overlay voxel by voxel" in n and "LAS" in n and "RAS" in n for n in notes)
+
+
+def test_reviewed_slices_are_saved_with_the_mask_and_come_back(viewer, tmp_path, notes):
+    """The reviewed-slice marks are part of the work: saved with the mask (a NIfTI header extension;
+    TIFF: the JSON description), back on the layer when it is reopened, and used by `attnseg export`
+    without --reviewed-slices. Another tool's comment extension is not mistaken for them."""
+    from napari_attnseg.cli import main
+    from napari_attnseg.data import read_image
+
+    need(BRAIN, BRAIN_LABELS)
+    viewer.open(str(BRAIN), plugin=PLUGIN)
+    mask = viewer.open(str(BRAIN_LABELS), plugin=PLUGIN)[0]
+    assert "reviewed_slices" not in mask.metadata
+    mask.metadata["reviewed_slices"] = [3, 4, 5, 12]
+    out = tmp_path / "corrected_mask.nii.gz"
+    mask.save(str(out), plugin=PLUGIN)
+    back = viewer.open(str(out), plugin=PLUGIN)[0]
+    assert back._type_string == "labels" and back.metadata["reviewed_slices"] == [3, 4, 5, 12]
+    np.testing.assert_array_equal(np.asarray(back.data), np.asarray(mask.data))
+    assert nib.load(str(out)).header.get_data_dtype() == nib.load(str(BRAIN_LABELS)).header.get_data_dtype()
+    tif = tmp_path / "corrected_mask.tif"
+    mask.save(str(tif), plugin=PLUGIN)
+    assert read_image(tif).meta["reviewed_slices"] == [3, 4, 5, 12]
+    other = nib.load(str(BRAIN_LABELS))
+    other.header.extensions.append(nib.nifti1.Nifti1Extension(6, b"made by another tool"))
+    nib.save(other, str(tmp_path / "other_seg.nii.gz"))
+    assert "reviewed_slices" not in viewer.open(str(tmp_path / "other_seg.nii.gz"), plugin=PLUGIN)[0].metadata
+    assert main(["export", "--image", str(BRAIN), "--labels", str(out), "--dataset", str(tmp_path / "ds"),
+                 "--format", "nnunet"]) == 0
+    import json
+
+    manifest = json.loads((tmp_path / "ds" / "manifest.json").read_text())
+    assert json.dumps(manifest).count("reviewed_slices") and [3, 4, 5, 12] in _values(manifest, "reviewed_slices")
+
+
+def _values(obj, key):
+    """Every value stored under ``key`` anywhere in a JSON object."""
+    found = []
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            found += [v] if k == key else _values(v, key)
+    elif isinstance(obj, list):
+        for v in obj:
+            found += _values(v, key)
+    return found

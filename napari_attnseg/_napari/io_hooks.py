@@ -180,6 +180,12 @@ def _layer(volume: Volume, path: str) -> list[tuple]:
     if meta.get("warning"):  # e.g. uneven DICOM slice spacing: the user sees it, the layer keeps it
         _notify(f"{name}: {meta['warning']}")
     if _is_labels_file(volume, path):
+        reviewed = volume.meta.get("reviewed_slices")
+        if reviewed is not None and volume.meta.get("reoriented_from"):
+            _notify(f"{name}: its reviewed-slice marks were not kept: the file was reoriented to the open image, "
+                    "so its slice numbers changed; mark the reviewed slices again.")
+        elif reviewed is not None:
+            meta["reviewed_slices"] = list(reviewed)  # the review saved with the mask (Correct panel)
         return [(volume.data, kwargs, "labels")]
     window = default_window(volume.data)
     if window is not None:  # a CT in Hounsfield units opens in the soft-tissue window, not -1024..3071
@@ -240,8 +246,10 @@ def _geometry(meta: dict, layer_scale):
 
 
 def write_labels_tif(path: str, data, meta: dict) -> list[str]:
-    spacing, _ = _geometry(meta.get("metadata", {}), meta.get("scale", (1.0,) * np.ndim(data)))
-    return [str(write_image(path, np.asarray(data), spacing=spacing[-np.ndim(data):]))]
+    md = meta.get("metadata", {}) or {}
+    spacing, _ = _geometry(md, meta.get("scale", (1.0,) * np.ndim(data)))
+    return [str(write_image(path, np.asarray(data), spacing=spacing[-np.ndim(data):],
+                            reviewed_slices=md.get("reviewed_slices") or None))]
 
 
 def _reference_geometry(shape, scale, affine, viewer):
@@ -285,5 +293,6 @@ def write_labels_nifti(path: str, data, meta: dict) -> list[str]:
         _notify(f"{Path(path).name} was written without a patient position: no open image of the same shape and "
                 "scale has a NIfTI/DICOM affine, so the file's affine holds only the voxel size (origin 0, no "
                 "orientation) and other tools may show it shifted or flipped against the image.")
-    write_nifti(Path(path), data, spacing[-data.ndim:], affine, {"nifti": nifti} if nifti else None)
+    write_nifti(Path(path), data, spacing[-data.ndim:], affine, {"nifti": nifti} if nifti else None,
+                md.get("reviewed_slices") or None)  # the review travels with the mask
     return [str(path)]

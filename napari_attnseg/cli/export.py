@@ -17,7 +17,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", default="nnunet", choices=DATASET_FORMATS)
     parser.add_argument("--reviewed-slices", metavar="a,b,c-d",
                         help="axial slices (first array axis = NIfTI k) a person checked, e.g. 3,5,10-12; "
-                             "the others become the 'ignore' label")
+                             "the others become the 'ignore' label (default: the reviewed slices saved in the "
+                             "--labels file by the Correct panel; a file without them: every slice is labelled)")
     parser.add_argument("--prediction", help="the model's original mask, to record what was edited")
     parser.add_argument("--case-id", help="case id (default: the next free case_NNNN)")
     parser.add_argument("--label-names", help="comma-separated class names, background first (new datasets; "
@@ -39,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from ..checkpoint import model_identity
-    from ..correct import parse_slice_ranges
+    from ..correct import format_slice_ranges, parse_slice_ranges
     from ..data import read_image
     from ..data.export import check_same_grid, export_case
 
@@ -59,13 +60,17 @@ def run(args: argparse.Namespace) -> int:
         top = 1 if args.foreground else int(np.asarray(labels.data).max(initial=0))
         if len(classes) >= 2 and top < len(classes):
             names = classes
+    reviewed = parse_slice_ranges(args.reviewed_slices) if args.reviewed_slices else labels.meta.get("reviewed_slices")
+    if not args.reviewed_slices and reviewed is not None:
+        print(f"{args.labels}: using the reviewed slices saved with the mask: {format_slice_ranges(reviewed)} "
+              "(--reviewed-slices overrides)", file=sys.stderr)
     channels = args.channel_names.split(",") if args.channel_names else None
     if channels is None and image.meta.get("format") == "dicom" and image.meta.get("modality") == "CT":
         channels = ["CT"]  # nnU-Net normalises a channel named CT with its CT scheme
     record = export_case(
         np.asarray(image.data), np.asarray(labels.data), args.dataset, args.format,
         spacing=image.spacing, affine=image.affine,
-        reviewed_slices=parse_slice_ranges(args.reviewed_slices) if args.reviewed_slices else None,
+        reviewed_slices=reviewed,
         prediction=prediction, case_id=args.case_id,
         label_names=names,
         channel_names=channels, source_name=args.source_name or Path(str(args.image).rstrip("/")).name,

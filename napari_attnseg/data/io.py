@@ -86,11 +86,14 @@ def read_image(path: str | os.PathLike) -> Volume:
 def write_image(
     path: str | os.PathLike, data: np.ndarray, like: Volume | None = None,
     spacing: tuple[float, ...] | None = None, affine: np.ndarray | None = None,
+    reviewed_slices: list[int] | None = None,
 ) -> Path:
     """Write ``data`` (array axis order) as TIFF or NIfTI, atomically (temp name + rename).
 
     Geometry comes from the arguments, else from ``like`` (the Volume the data was derived from):
     a NIfTI written ``like`` a NIfTI or DICOM source gets back its affine and header codes.
+    ``reviewed_slices`` (a mask's reviewed first-axis indices) are stored in the file and read back as
+    ``Volume.meta["reviewed_slices"]``.
     """
     p = Path(path)
     data = np.asarray(data)
@@ -102,11 +105,11 @@ def write_image(
     if name.endswith(NIFTI_SUFFIXES):
         from .nifti import write_nifti
 
-        write_nifti(p, data, spacing, affine, like.meta if like is not None else None)
+        write_nifti(p, data, spacing, affine, like.meta if like is not None else None, reviewed_slices)
     elif name.endswith(TIFF_SUFFIXES):
         from .tiff import write_tiff
 
-        write_tiff(p, data, spacing)
+        write_tiff(p, data, spacing, reviewed_slices)
     else:
         raise InputError(f"{p}: napari-attnseg writes .tif/.tiff and .nii/.nii.gz files.")
     return p

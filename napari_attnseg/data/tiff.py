@@ -51,16 +51,19 @@ def read_tiff(p: Path):
         series = tif.series[0]
         shape, dtype = tuple(series.shape), np.dtype(series.dtype)
         spacing = _spacing(tif, len(shape))
+        shaped = (tif.shaped_metadata or [{}])[0] or {}
         mappable = int(np.prod(shape)) * dtype.itemsize >= MEMMAP_MIN_BYTES and series.dataoffset is not None
         data = None if mappable else tif.asarray()
     if data is None:
         # copy-on-write: a caller may paint into the array without ever touching the file
         data = tifffile.memmap(str(p), mode="c")
-    return Volume(data, tuple(float(s) for s in spacing), None,
-                  {"source_path": str(p), "format": "tiff", "memory_mapped": isinstance(data, np.memmap)})
+    meta = {"source_path": str(p), "format": "tiff", "memory_mapped": isinstance(data, np.memmap)}
+    if isinstance(shaped.get("reviewed_slices"), list):  # a mask saved with its reviewed slices
+        meta["reviewed_slices"] = sorted({int(z) for z in shaped["reviewed_slices"]})
+    return Volume(data, tuple(float(s) for s in spacing), None, meta)
 
 
-def write_tiff(p: Path, data: np.ndarray, spacing) -> None:
+def write_tiff(p: Path, data: np.ndarray, spacing, reviewed_slices: list[int] | None = None) -> None:
     import tifffile
 
     sp = list(spacing or (1.0,) * data.ndim)
@@ -73,5 +76,7 @@ def write_tiff(p: Path, data: np.ndarray, spacing) -> None:
     metadata: dict[str, Any] | None = {"axes": "ZYX"[-data.ndim:]} if data.ndim <= 3 else None
     if data.ndim == 3:
         metadata["spacing"] = float(sp[-3])
+    if reviewed_slices is not None and metadata is not None:  # in tifffile's JSON description
+        metadata["reviewed_slices"] = sorted({int(z) for z in reviewed_slices})
     atomic_write(p, lambda tmp: tifffile.imwrite(tmp, data, metadata=metadata, compression="zlib",
                                                  photometric="minisblack", **kwargs))
