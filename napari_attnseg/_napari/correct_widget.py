@@ -53,6 +53,7 @@ class CorrectWidget(QWidget, CorrectForm, SuggestTool):
         for layer in self.viewer.layers:
             layer.events.name.connect(self._layer_renamed)
         self.viewer.bind_key("r", lambda v: self.mark_current(), overwrite=True)
+        self.viewer.bind_key("Shift-R", lambda v: self.mark_current(reviewed=False), overwrite=True)
         self.viewer.bind_key("k", lambda v: self.keep_at_cursor(), overwrite=True)
         self.viewer.bind_key("n", lambda v: self.next_suggested(), overwrite=True)
 
@@ -205,26 +206,29 @@ class CorrectWidget(QWidget, CorrectForm, SuggestTool):
     def _reviewed(self, layer) -> list[int]:
         return list(layer.metadata.get(REVIEWED_KEY, []))
 
-    def mark_slices(self, slices) -> None:
+    def mark_slices(self, slices, reviewed: bool = True) -> None:
+        """Mark ``slices`` reviewed (``reviewed=False``: take the mark off them)."""
         layer = self.labels_layer()
         if layer is None:
             return
-        layer.metadata[REVIEWED_KEY] = sorted(set(self._reviewed(layer)) | {int(s) for s in slices})
+        marks, chosen = set(self._reviewed(layer)), {int(s) for s in slices}
+        layer.metadata[REVIEWED_KEY] = sorted(marks | chosen if reviewed else marks - chosen)
         self._update_info()
 
-    def mark_current(self):
+    def mark_current(self, reviewed: bool = True):
+        """R marks the axial slice on screen (Shift+R, ``reviewed=False``: unmarks it)."""
         layer = self.labels_layer()
         if layer is None:
             return
         if layer.ndim == 2:
-            self.mark_slices([0])
+            self.mark_slices([0], reviewed)
             return
         if not self._axial_view(layer):
             notify_error(f"R marks the axial slice on screen, and the view of {layer.name} shows no axial slice "
                          "(a 3D or rolled view): go back to the 2D view with the slices on the slider, or type the "
                          "slices in the range field.")
             return
-        self.mark_slices([self._current_slice(layer)])
+        self.mark_slices([self._current_slice(layer)], reviewed)
 
     def mark_range(self):
         """Mark the slices typed in the range field ('a-b,c'; axial indices, the layer's first axis)."""
