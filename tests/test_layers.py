@@ -44,3 +44,23 @@ def test_brain_model_on_thick_slices_keeps_the_slider_on_the_image_slices():
     maps = [(d, k) for d, k, kind in layers if "attention" in k["name"]]
     assert maps and all(d.shape[0] <= 12 for d, _ in maps)
     assert all(k["scale"][0] >= 6.5 - 1e-6 for _, k in maps)
+
+
+def test_maps_of_a_resampled_run_end_where_the_image_ends():
+    """Resampling 50 voxels of 1.3 mm to the model's 2 mm gives 32 model voxels (ratio 1.5625, not the
+    nominal 1.538): placed with the nominal ratio the maps stopped short of the image by up to a voxel.
+    Every level starts at the image's first edge and ends at its last (or past it by less than one of the
+    level's pixels, when the model grid is not a multiple of the level's stride)."""
+    from napari_attnseg import load_model, predict
+
+    model = load_model("brain-mri-3d")
+    shape = (30, 50, 50)
+    vol = np.random.default_rng(1).normal(size=shape).astype(np.float32)
+    pred = predict(model, vol, spacing=(1.3, 1.3, 1.3), attention=True)
+    assert pred.attention
+    for amap in pred.attention:
+        for d, n in enumerate(shape):
+            lower = amap.translate[d] - amap.scale[d] / 2
+            upper = amap.translate[d] + (amap.data.shape[d] - 0.5) * amap.scale[d]
+            assert lower == pytest.approx(-0.5, abs=1e-6), (amap.name, d)
+            assert -1e-6 <= upper - (n - 0.5) < amap.scale[d], (amap.name, d, upper)

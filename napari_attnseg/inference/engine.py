@@ -294,7 +294,9 @@ def _iter_predict(model, image, *, mode, tile, overlap, attention, device, preci
                 progress(done, total)
             yield done, total
         blender.finish()
-        attention_maps = blender.attention_maps(factors)
+        # the ratio the resampling applied (n / round(n / f)), not the nominal one: maps then end where the image does
+        attention_maps = blender.attention_maps(
+            None if factors is None else tuple(n / m for n, m in zip(spatial, work_spatial)))
         t_model = timer.total()
 
         if factors is not None:
