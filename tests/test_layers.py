@@ -64,3 +64,21 @@ def test_maps_of_a_resampled_run_end_where_the_image_ends():
             upper = amap.translate[d] + (amap.data.shape[d] - 0.5) * amap.scale[d]
             assert lower == pytest.approx(-0.5, abs=1e-6), (amap.name, d)
             assert -1e-6 <= upper - (n - 0.5) < amap.scale[d], (amap.name, d, upper)
+
+
+def test_maps_of_a_run_at_another_object_size_end_where_the_image_ends():
+    """The same for the object-diameter path (nuclei-2d asked for objects 40 px wide: the image is shrunk
+    by 25.1 / 40 to a whole number of pixels)."""
+    from napari_attnseg import load_model, predict
+    from napari_attnseg._paths import samples_dir
+    from napari_attnseg.data import read_image
+
+    image = read_image(samples_dir() / "nuclei2d_image.tif").data[:204, :153]  # 128 x 96 pixels on the model grid
+    pred = predict(load_model("nuclei-2d"), image, diameter=40, attention=True)
+    assert pred.attention
+    for amap in pred.attention:
+        for d, n in enumerate(image.shape):
+            lower = amap.translate[d] - amap.scale[d] / 2
+            upper = amap.translate[d] + (amap.data.shape[d] - 0.5) * amap.scale[d]
+            assert lower == pytest.approx(-0.5, abs=1e-6), (amap.name, d)
+            assert -1e-6 <= upper - (n - 0.5) < amap.scale[d], (amap.name, d, upper)

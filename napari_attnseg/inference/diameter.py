@@ -344,10 +344,11 @@ def _predict_at(run, model, image, zoom: float, has_channels: bool, slices: bool
     back = zoom_probabilities(np.asarray(pred.probabilities, np.float32), spatial)
     pred.labels = back.argmax(0).astype(grid_labels.dtype)
     pred.probabilities = back
+    applied = tuple(m / n for m, n in zip(grid_labels.shape, spatial))  # the zoom the resampling made, not `zooms`
     pred.attention = [
         AttentionMap(m.name, m.level, m.data,
-                     tuple(s / z for s, z in zip(m.scale, zooms[-len(m.scale):])),
-                     tuple((t + 0.5) / z - 0.5 for t, z in zip(m.translate, zooms[-len(m.translate):])))
+                     tuple(s / z for s, z in zip(m.scale, applied[-len(m.scale):])),
+                     tuple((t + 0.5) / z - 0.5 for t, z in zip(m.translate, applied[-len(m.translate):])))
         for m in pred.attention
     ]
     pred.params["rescaled_shape"] = list(grid_labels.shape)
