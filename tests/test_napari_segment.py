@@ -305,3 +305,18 @@ def test_pixel_attention_on_a_slice_outside_the_volume_is_a_message(widget, tiny
         assert w.show_pixel_attention(vol, (z, 20, 30)) is None
         assert f"Slice {z} is outside vol" in w.messages[-1]
     assert w.show_pixel_attention(vol, (3, 20, 30)) is not None
+
+
+def test_results_turn_with_a_rotated_and_sheared_image(widget, qtbot, tiny_checkpoint):
+    """An image layer with rotate and shear (and scale, translate): mask pixels and heatmap pixels land
+    where the image's pixels are (before, the results were drawn unrotated)."""
+    viewer, w = widget
+    img = np.random.default_rng(5).random((64, 48)).astype(np.float32)
+    image = viewer.add_image(img, name="turned", rotate=30, shear=[0.4], scale=(2.0, 3.0), translate=(5.0, -7.0))
+    w.add_model(tiny_checkpoint(2))
+    run_and_wait(qtbot, w)
+    mask = viewer.layers["turned mask"]
+    for p in [(0, 0), (10, 40), (63, 47)]:
+        np.testing.assert_allclose(mask.data_to_world(p), image.data_to_world(p), atol=1e-6)
+    att = viewer.layers["turned attention level3"]  # stride 4: map pixel (i, j) is the 4x4 block's centre
+    np.testing.assert_allclose(att.data_to_world((3, 5)), image.data_to_world((3 * 4 + 1.5, 5 * 4 + 1.5)), atol=1e-6)

@@ -13,10 +13,20 @@ LAYER_TYPES = {"image": Image, "labels": Labels, "points": Points}
 
 
 def placement_of(layer) -> Placement:
+    """The image layer's transform. A rotate or shear (napari applies them after the scale and before the
+    translate) goes into the affine with the translate, so result layers, scaled in image pixels, turn
+    with the image: world = affine @ [rotate shear | translate] @ (scale * pixel)."""
+    from napari.utils.transforms import Affine
+
     ndim = layer.ndim
-    affine = np.asarray(layer.affine.affine_matrix)
-    return Placement(tuple(layer.scale), tuple(layer.translate),
-                     None if np.allclose(affine, np.eye(ndim + 1)) else affine)
+    affine = np.asarray(layer.affine.affine_matrix, float)
+    translate = tuple(float(t) for t in layer.translate)
+    turn = np.asarray(Affine(rotate=layer.rotate, shear=layer.shear, ndim=ndim).linear_matrix, float)
+    if not np.allclose(turn, np.eye(ndim)):
+        inner = np.eye(ndim + 1)
+        inner[:ndim, :ndim], inner[:ndim, ndim] = turn, translate
+        affine, translate = affine @ inner, (0.0,) * ndim
+    return Placement(tuple(layer.scale), translate, None if np.allclose(affine, np.eye(ndim + 1)) else affine)
 
 
 def job_controls(run_text: str, maximum: int):
