@@ -382,3 +382,129 @@ def test_click_to_fix_with_the_2d_model_on_a_volume_says_so_and_writes_only_the_
     assert written[2].any() and not written[[0, 1, 3]].any()
     assert written[2, y, x] and (written[2] & (ref == biggest)).sum() > 0.5 * (ref == biggest).sum()
     _no_exception(notifications)
+
+
+def _touching_pair(ref):
+    """Two touching nuclei of the reference (the biggest such pair) and each one's deepest point."""
+    from scipy import ndimage as ndi
+
+    best = None
+    for i in np.unique(ref)[1:]:
+        ring = ndi.binary_dilation(ref == i) & (ref != i) & (ref > 0)
+        for j in np.unique(ref[ring]):
+            size = int((ref == i).sum() + (ref == j).sum())
+            if best is None or size > best[0]:
+                best = (size, int(i), int(j))
+    assert best is not None, "the sample has touching nuclei"
+    a, b = ref == best[1], ref == best[2]
+    centre = [np.unravel_index(np.argmax(ndi.distance_transform_edt(m)), m.shape) for m in (a, b)]
+    return a, b, centre[0], centre[1]
+
+
+def test_click_to_fix_keeps_what_the_user_made(make_napari_viewer, qtbot, notifications):
+    """Audit defects: a click on a nucleus of a one-class mask keeps its touching neighbour; a voxel erased
+    by hand stays erased when the next click runs; another class's paint is never overwritten; a new
+    object started while a run is busy does not lose the first object; quick clicks queued on one object
+    are all used."""
+    viewer, corr, mask, ref = _nuclei_prompt_viewer(make_napari_viewer)
+    corr.prompt.enable_box.value = True
+    a, b, ca, cb = _touching_pair(ref)
+    wait = lambda: qtbot.waitUntil(lambda: not corr.prompt.busy, timeout=60000)  # noqa: E731
+
+    # 1. the mask holds both touching nuclei as one blob of class 1: a click on A keeps B
+    mask.data = ((a | b) * 1).astype(np.uint8)
+    corr.prompt.click(ca)
+    wait()
+    data = np.asarray(mask.data)
+    assert (data[b] == 1).mean() > 0.95, "the touching neighbour was deleted"
+    assert "kept" in corr.prompt.status.value
+    # 2. erase a corner of A by hand, click positive in A again: the erased voxels stay erased
+    corr.prompt.new_object()
+    mask.data = np.zeros_like(data)
+    corr.prompt.click(ca)
+    wait()
+    first = np.argwhere(np.asarray(mask.data) == 1)
+    edge = tuple(first[np.argmax(((first - np.array(ca)) ** 2).sum(1))])
+    mask.data_setitem(tuple(np.array([c]) for c in edge), np.zeros(1, np.uint8))
+    corr.prompt.click((ca[0] + 1, ca[1] + 1))
+    wait()
+    assert np.asarray(mask.data)[edge] == 0, "a click put back a voxel erased by hand"
+    # 3. a ring of class 2 painted around A: the next click does not overwrite it
+    from scipy import ndimage as ndi
+
+    ring = ndi.binary_dilation(np.asarray(mask.data) == 1, iterations=2) & (np.asarray(mask.data) == 0)
+    mask.data_setitem(np.nonzero(ring), np.full(int(ring.sum()), 2, np.uint8))
+    corr.prompt.click(ca)
+    wait()
+    assert (np.asarray(mask.data)[ring] == 2).all(), "a click overwrote another class's paint"
+    # 4. New object while A's run is busy: A is still written, and B's run keeps it
+    corr.prompt.new_object()
+    mask.data = np.zeros_like(data)
+    corr.prompt.click(ca)
+    corr.prompt.new_object()
+    corr.prompt.click(cb)
+    wait()
+    out = np.asarray(mask.data)
+    assert (out[a] == 1).mean() > 0.8 and (out[b] == 1).mean() > 0.5, "an object started mid-run lost the first"
+    # 5. quick clicks queued on one object: every one of them is used
+    corr.prompt.new_object()
+    mask.data = np.zeros_like(data)
+    far = [c for c in np.unique(ref)[1:] if not (ndi.binary_dilation(ref == c, iterations=20) & a).any()]
+    c = max(far, key=lambda i: (ref == i).sum())
+    cc = np.unravel_index(np.argmax(ndi.distance_transform_edt(ref == c)), ref.shape)
+    corr.prompt.click(ca)
+    corr.prompt.click(cb)
+    corr.prompt.click(cc)
+    wait()
+    wait()
+    out = np.asarray(mask.data)
+    assert all((out[m] == 1).mean() > 0.5 for m in (a, b, ref == c)), [(out[m] == 1).mean() for m in (a, b, ref == c)]
+    _no_exception(notifications)
+
+
+def test_click_to_fix_drag_pans_and_queued_slices_are_each_segmented(make_napari_viewer, qtbot, notifications):
+    """A press-drag-release is a pan, not a click; quick clicks on several slices of a volume (2D model)
+    are each segmented on their own slice."""
+    from types import SimpleNamespace
+
+    from napari_attnseg._napari.correct_widget import CorrectWidget
+    from napari_attnseg._paths import samples_dir
+    from napari_attnseg.data import read_image
+    from napari_attnseg.models.registry import bundled_models
+
+    if "nuclei-2d-prompt" not in bundled_models():
+        pytest.skip("no bundled promptable model")
+    plane = read_image(samples_dir() / "nuclei2d_image.tif").data[:160, 256:416]
+    ref = read_image(samples_dir() / "nuclei2d_labels.tif").data[:160, 256:416]
+    viewer = make_napari_viewer()
+    viewer.add_image(np.stack([plane] * 5), name="stack")
+    mask = viewer.add_labels(np.zeros((5, *plane.shape), np.uint8), name="stack mask")
+    corr = CorrectWidget(viewer)
+    corr.prompt.enable_box.value = True
+    from scipy import ndimage as ndi
+
+    big = np.bincount(ref.ravel())[1:].argmax() + 1
+    y, x = np.unravel_index(np.argmax(ndi.distance_transform_edt(ref == big)), ref.shape)
+    event = SimpleNamespace(type="mouse_press", position=(0.0, float(y), float(x)), pos=(100.0, 100.0),
+                            modifiers=(), button=1)
+    drag = corr.prompt._on_click(corr.prompt.points_layer, event)
+    next(drag)
+    event.type, event.pos = "mouse_move", (140.0, 100.0)
+    with pytest.raises(StopIteration):
+        next(drag)
+    assert not corr.prompt.clicks, "a drag added a click"
+    release = SimpleNamespace(**{**vars(event), "type": "mouse_press", "pos": (100.0, 100.0)})
+    press = corr.prompt._on_click(corr.prompt.points_layer, release)
+    next(press)
+    release.type = "mouse_release"
+    with pytest.raises(StopIteration):
+        next(press)  # released where it was pressed: a click
+    assert len(corr.prompt.clicks) == 1
+    for z in (1, 4):
+        corr.prompt.click((float(z), float(y), float(x)))
+    for _ in range(3):
+        qtbot.waitUntil(lambda: not corr.prompt.busy, timeout=60000)
+        qtbot.wait(50)
+    written = (np.asarray(mask.data) > 0).any((1, 2))
+    assert written.tolist() == [True, True, False, False, True], written.tolist()
+    _no_exception(notifications)

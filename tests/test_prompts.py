@@ -311,8 +311,19 @@ def test_object_at_and_edit_for_write_only_the_object():
     where, values = edit_for(labels, res, 1, prev)
     out = labels.copy()
     out[where] = values
-    assert (out[new] == 1).all() and (out[prev & ~new] == 0).all() and out[2:6, 2:6].sum() == 16
-    assert out[10, 17] == 2  # object 2 outside the new mask untouched
+    assert (out[new & (labels != 2)] == 1).all() and (out[prev & ~new] == 0).all() and out[2:6, 2:6].sum() == 16
+    assert (out[10:15, 16:19] == 2).all(), "another object's (or class's) voxels are never overwritten by a click"
+    # only the object's change is written: a voxel of the object erased by hand since stays erased
+    erased = out.copy()
+    erased[12, 12] = 0
+    where, values = edit_for(erased, res, 1, new)
+    assert where[0].size == 0
+    # with `owned`, a run removes only the object's own voxels, not a same-class neighbour its mask overlapped
+    neighbour = np.zeros((20, 20), bool)
+    neighbour[2:6, 2:6] = True
+    empty = PromptResult(np.zeros((20, 20), bool), res.box, res.probability, [], res.points, res.labels)
+    where, _ = edit_for(labels, empty, 1, prev | neighbour, owned=prev)
+    assert not neighbour[where].any() and prev[where].all()
 
 
 def test_threshold_guess_is_the_otsu_component_under_the_positive_clicks():

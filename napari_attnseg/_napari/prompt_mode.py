@@ -169,11 +169,19 @@ class PromptMode:
         self.new_object()
 
     def _on_click(self, layer, event):
+        """A click is a press and a release without a drag: a drag pans or zooms the view (a generator:
+        napari sends the moves and the release to it)."""
         negative = self.negative_box.value or "Shift" in event.modifiers or event.button == 2
+        position, start = event.position, np.asarray(getattr(event, "pos", (0.0, 0.0)), float)
+        yield
+        while event.type == "mouse_move":
+            if np.abs(np.asarray(getattr(event, "pos", start), float) - start).max() > 3:  # screen pixels
+                return
+            yield
         image = self._image_layer()
         if image is None:
             return
-        self.click(image.world_to_data(event.position), positive=not negative)
+        self.click(image.world_to_data(position), positive=not negative)
 
     # -- clicks ---------------------------------------------------------------------------------
     @property
@@ -185,6 +193,9 @@ class PromptMode:
         self.session, self.object_value, self.target = PromptSession(), None, None
         if self.points_layer is not None and self.points_layer in self.viewer.layers:
             self.points_layer.data = np.empty((0, self.points_layer.ndim))
+        for layer in list(self.viewer.layers):  # the last object's modulated attention no longer applies
+            if "prompt_attention" in (layer.metadata.get("attnseg") or {}):
+                self.viewer.layers.remove(layer)
 
     def _target_changed(self) -> None:
         if self.target is None:
@@ -261,24 +272,31 @@ class PromptMode:
             return None
         mask, image = self.target if self.target is not None else (self.corr.labels_layer(), self._image_layer())
         data = np.asarray(image.data)
-        pts, labs, previous = self.session.points, self.session.labels, self.session.current
+        session, value = self.session, self.object_value
+        pts, labs, previous = session.points, session.labels, session.current
         used = len(pts)
         z = None
-        if model.spatial_dims == 2 and data.ndim == 3:  # a 2D model on a volume: the slice of the newest click
-            z = int(round(pts[-1][0]))
-            keep = np.round(pts[:, 0]) == z
-            pts, labs, data = pts[keep][:, 1:], labs[keep], data[z]
+        if model.spatial_dims == 2 and data.ndim == 3:  # a 2D model on a volume: one slice per run
+            # clicks queued on several slices: the oldest pending slice first, the next ones in later runs
+            z = int(round(pts[session.done][0])) if session.done < used else int(round(pts[-1][0]))
+            used = session.done + 1 if session.done < used else used
+            while used < len(pts) and int(round(pts[used][0])) == z:
+                used += 1
+            keep = np.round(pts[:used, 0]) == z
+            pts, labs, data = pts[:used][keep][:, 1:], labs[:used][keep], data[z]
             previous = None if previous is None else previous[z]
+        fresh = max(1, min(used - session.done, len(pts)))  # the clicks this run is the first to use
         spacing = tuple(image.scale)[-data.ndim:]
-        self.busy, self.pending = True, False
-        self.status.value = f"Segmenting from {len(self.clicks)} click(s)..."
+        self.busy, self.pending = True, used < len(session.clicks)
+        self.status.value = f"Segmenting from {used} click(s)..."
+        clicks = list(session.clicks[:used])
 
         @thread_worker(start_thread=False, ignore_errors=True)
         def work():
-            return segment_with_prompts(model, data, pts, labs, previous=previous, spacing=spacing)
+            return segment_with_prompts(model, data, pts, labs, previous=previous, spacing=spacing, new_clicks=fresh)
 
         worker = work()
-        worker.returned.connect(lambda res: self._apply(res, mask, image, z, used))
+        worker.returned.connect(lambda res: self._apply(res, mask, image, z, used, session, value, clicks))
         worker.errored.connect(lambda exc: self._failed(exc))
         worker.finished.connect(self._finished)
         self.worker = worker
@@ -294,18 +312,28 @@ class PromptMode:
         if self.pending and self.clicks:
             self._run()
 
-    def _apply(self, result, mask, image, z, used: int) -> None:
+    def _apply(self, result, mask, image, z, used: int, session=None, value=None, clicks=None) -> None:
+        """Write a run's result for the object (``session``) whose clicks it used, even if a new object was
+        started meanwhile; a run whose clicks were undone or replaced while it ran is dropped (the next
+        run, already queued, replaces it)."""
         from ..prompts import edit_for
 
-        if used > len(self.clicks):  # its newest click was undone while it ran: the next run replaces it
+        session = self.session if session is None else session
+        value = self.object_value if value is None else value
+        if used > len(session.clicks) or (clicks is not None and session.clicks[:used] != clicks):
+            return
+        if mask not in self.viewer.layers:
             return
         self.last_result = result
         labels = np.asarray(mask.data)
         current = labels if z is None else labels[z]
-        before = self.session.current
+        before = session.current
         previous = before if (before is None or z is None) else before[z]
+        # an existing object's first run adds to it and removes nothing: in a mask of one class the object
+        # under the click can hold a touching neighbour, which is not the model's to delete
+        owned = session.owned(labels.shape) if session.done or session.initial is None else np.zeros(labels.shape, bool)
         # the change since the object's mask after the last run: Ctrl+Z / Undo last click restore exactly that
-        where, values = edit_for(current, result, self.object_value, previous)
+        where, values = edit_for(current, result, value, previous, owned if z is None else owned[z])
         if z is not None:
             where = (np.full_like(where[0], z), *where)
         if z is None:
@@ -313,11 +341,20 @@ class PromptMode:
         else:
             after = np.zeros(labels.shape, bool) if before is None else before.copy()
             after[z] = result.mask
-        if where[0].size:  # one state per change written (Undo last click reverts exactly that change)
-            self.session.record(after, used, (where, values), labels)
+        # one state per run (Undo last click reverts exactly that run's change; an empty change is recorded
+        # too, so the session knows which clicks are done)
+        session.record(after, used, (where, values), labels)
+        if where[0].size:
             mask.data_setitem(where, values)
+        if session is not self.session:  # a new object was started while this one ran: it is written, done
+            return
         self.status.value = (f"{int(result.mask.sum())} voxels from {len(result.points)} click(s) in "
                              f"{result.timings.get('total', 0):.2f} s")
+        kept = 0 if session.initial is None or used != len(session.clicks) or len(session.states) != 1 else int(
+            (np.asarray(session.initial if z is None else session.initial[z]) & ~result.mask).sum())
+        if kept:
+            self.status.value += (f"; {kept} voxels of the object under the click lie outside it and were kept "
+                                  "(a touching neighbour?): a negative click does not remove them, erase them if wrong")
         self._show_attention(result, image, z)
         for warning in getattr(result, "warnings", []):
             if warning not in self._warned:

@@ -111,9 +111,10 @@ def _keep_clicked(mask: np.ndarray, points: np.ndarray, labels: np.ndarray) -> n
 def merge_local(previous: np.ndarray, new: np.ndarray, point: np.ndarray, radius: np.ndarray) -> np.ndarray:
     """Progressive merge (FocalClick, Chen et al. CVPR 2022): keep ``previous`` except where the model's
     ``new`` mask differs from it in a connected region that reaches the newest click (a ball of ``radius``
-    pixels per axis around ``point``). A correction click then changes the object where it was made and
-    nowhere else; a region the model changes far from the click stays as it was. When nothing changes
-    near the click, ``previous`` is returned."""
+    pixels per axis around ``point``; several points, (N, ndim): the clicks this run is the first to use,
+    e.g. quick clicks that queued while a run was busy). A correction click then changes the object where
+    it was made and nowhere else; a region the model changes far from the click stays as it was. When
+    nothing changes near the click, ``previous`` is returned."""
     from scipy import ndimage as ndi
 
     from .encode import draw_disks
@@ -122,7 +123,7 @@ def merge_local(previous: np.ndarray, new: np.ndarray, point: np.ndarray, radius
     if not diff.any():
         return previous.copy()
     cc, _ = ndi.label(diff)
-    ids = np.unique(cc[draw_disks(diff.shape, np.asarray(point, float)[None], radius)])
+    ids = np.unique(cc[draw_disks(diff.shape, np.asarray(point, float).reshape(-1, diff.ndim), radius)])
     ids = ids[ids > 0]
     return previous ^ np.isin(cc, ids) if ids.size else previous.copy()
 
@@ -141,6 +142,7 @@ def segment_with_prompts(
     device: str | torch.device | None = None,
     prompt_init: str | None = "card",
     merge: str = "local",
+    new_clicks: int = 1,
 ) -> PromptResult:
     """Segment the object under the clicks.
 
@@ -165,6 +167,8 @@ def segment_with_prompts(
             "local" (default) changes ``previous`` only in the connected regions of change that reach the
             newest click (:func:`merge_local`, FocalClick's progressive merge); "replace" takes the model's
             whole new mask. The first click always takes the model's mask. ``params["merge"]`` says which was used.
+        new_clicks: how many of the newest clicks this run is the first to use (default 1; more when clicks
+            queued while a run was busy): the local merge keeps the changes that reach any of them.
     Returns a :class:`PromptResult`; nothing is modified in place.
     """
     t0 = time.perf_counter()
@@ -262,7 +266,8 @@ def segment_with_prompts(
         grow *= 2
     merged = merge == "local" and len(pts) > 1 and prev is not None and bool(prev[box].any())
     if merged:  # the box holds the previous mask (crop_box covers its extent)
-        local = _keep_clicked(merge_local(prev[box], local, pts[-1] - start, radius), pts - start, labs)
+        fresh = pts[-max(1, min(int(new_clicks), len(pts) - 1)):] - start  # the clicks this run is the first to use
+        local = _keep_clicked(merge_local(prev[box], local, fresh, radius), pts - start, labs)
     mask = np.zeros(shape, bool)
     mask[box] = local
     maps_out = []
@@ -295,14 +300,25 @@ def object_at(labels: np.ndarray, point: Sequence[float]) -> np.ndarray | None:
     return cc == cc[idx]
 
 
-def edit_for(labels: np.ndarray, result: PromptResult, value: int, previous: np.ndarray | None = None):
+def edit_for(labels: np.ndarray, result: PromptResult, value: int, previous: np.ndarray | None = None,
+             owned: np.ndarray | None = None):
     """The change that writes ``result`` into ``labels`` as ``value``: ``(indices, values)`` for
-    ``layer.data_setitem(indices, values)`` (napari's undoable edit). Voxels of ``previous`` that the
-    new mask drops go back to 0; other objects' voxels inside the new mask are overwritten with ``value``."""
+    ``layer.data_setitem(indices, values)`` (napari's undoable edit).
+
+    Only the object's change since ``previous`` (its mask after the last run; None: a new object) is
+    written, and nothing a person made elsewhere is lost:
+    - voxels the new mask adds are written where the labels are background (0); voxels of another class
+      or object are never overwritten, and a voxel of ``previous`` erased by hand since stays erased;
+    - voxels of ``previous`` the new mask drops go back to 0 where they still hold ``value`` and, with
+      ``owned`` (the object's own voxels: those it started with and those its runs wrote), only there,
+      so a neighbour of the same class that the object's mask overlapped is kept."""
     if labels.shape != result.mask.shape:
         raise InputError(f"The labels have shape {labels.shape} but the result {result.mask.shape}.")
-    add = result.mask & (labels != value)
-    drop = np.zeros(labels.shape, bool) if previous is None else (np.asarray(previous) > 0) & ~result.mask & (labels == value)
+    prev = np.zeros(labels.shape, bool) if previous is None else np.asarray(previous) > 0
+    add = result.mask & ~prev & (labels == 0)
+    drop = prev & ~result.mask & (labels == value)
+    if owned is not None:
+        drop &= np.asarray(owned) > 0
     where = np.nonzero(add | drop)
     values = np.where(add[where], value, 0).astype(labels.dtype)
     return where, values

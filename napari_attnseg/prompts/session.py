@@ -70,6 +70,15 @@ class PromptSession:
             state.after = np.asarray(edit[1]).copy()
         self.states.append(state)
 
+    def owned(self, shape: tuple[int, ...]) -> np.ndarray:
+        """The object's own voxels: its mask before the first click and every voxel its runs wrote. A run
+        removes only these (a neighbour of the same class that the model's mask overlapped is not)."""
+        out = np.zeros(shape, bool) if self.initial is None else np.asarray(self.initial, bool).copy()
+        for state in self.states:
+            if state.where is not None:
+                out[tuple(w[state.after != 0] for w in state.where)] = True
+        return out
+
     def undo(self) -> list[PromptState]:
         """Remove the newest click; returns the runs that used it, newest first: their edits are to be
         reverted (:func:`revert`), and ``current`` is then the mask before them."""
