@@ -140,6 +140,22 @@ def existing_outputs(out: Path, src: Path) -> list[Path]:
     return sorted(found, key=lambda p: (order.get(p.name.split(".")[0], 2), p.name))
 
 
+def foreign_outputs(out: Path, src: Path) -> list[Path]:
+    """Files at ``src``'s output names in ``out`` that no run of ours wrote (no record and no marker of a
+    killed run beside them): the user's own, e.g. a reference mask named ``<stem>_mask.tif``. They are
+    never replaced, not even with overwrite."""
+    if record_path(out, src).exists() or partial_marker(out, src).exists():
+        return []
+    return existing_outputs(out, src)
+
+
+def foreign_message(out: Path, src: Path, found: list[Path]) -> str:
+    names = ", ".join(p.name for p in found[:3]) + (", ..." if len(found) > 3 else "")
+    return (f"{Path(out)} holds {names}, at the names this run writes for {Path(src).name}, but no run of "
+            f"attnseg wrote them (there is no {record_path(out, src).name}): your files are never replaced, "
+            "not even with --overwrite. Choose another --out, or move or rename them.")
+
+
 def _stat(path: Path) -> list[int]:
     st = path.stat()
     return [st.st_size, st.st_mtime_ns]
@@ -162,8 +178,9 @@ def case_state(out: Path, src: Path, weights_sha256: str | None, request: dict[s
     ``done``: a record of the same weights (sha256) and the same request, and every output it names
     is there. ``stale``: outputs of another model or other settings, untouched since that run (their
     size and time are the recorded ones), or the leftovers of a run killed half-way (marker, no
-    record): safe to replace. ``edited``: outputs that may hold a user's work (changed since the run,
-    or without a record of ours): replaced only with ``overwrite``. ``new``: nothing there.
+    record): safe to replace. ``edited``: outputs of ours that may hold a user's work (changed since the
+    run): replaced only with ``overwrite``. ``foreign``: files at its output names that no run of ours
+    wrote (:func:`foreign_outputs`): never replaced. ``new``: nothing there.
     """
     out, src = Path(out), Path(src)
     rec_path = record_path(out, src)
@@ -186,7 +203,7 @@ def case_state(out: Path, src: Path, weights_sha256: str | None, request: dict[s
         return "edited"
     if partial_marker(out, src).exists():
         return "stale"
-    return "edited" if existing_outputs(out, src) else "new"
+    return "foreign" if existing_outputs(out, src) else "new"
 
 
 def _same_input(record: dict, src: Path) -> bool:

@@ -294,3 +294,28 @@ def test_a_prediction_warning_is_printed_once_with_the_input_name(tmp_path, caps
     assert main(["predict", str(tmp_path / "ct.tif"), "--model", "nuclei-2d", "--out", str(tmp_path / "o")]) == 0
     err = capsys.readouterr().err
     assert err.count("looks like a CT in Hounsfield units") == 1, err
+
+
+def test_a_users_own_file_at_an_output_name_is_never_replaced(tmp_path, capsys):
+    """`cells_mask.tif` beside `cells.tif` is the user's (no record of ours): predicting into that folder
+    is refused even with --overwrite, naming the file, and the file is unchanged; a cohort over the folder
+    does not take it for an image to segment. (Before: "may have been corrected by hand", and --overwrite
+    replaced the user's reference mask.)"""
+    own = tmp_path / "own"
+    _tiff(own / "cells.tif")
+    reference = np.zeros((64, 64), np.uint8)
+    reference[10:20, 10:20] = 1
+    tifffile.imwrite(own / "cells_mask.tif", reference)
+    before = (own / "cells_mask.tif").read_bytes()
+    for extra in ([], ["--overwrite"]):
+        assert main(["predict", str(own / "cells.tif"), "--model", "nuclei-2d", "--out", str(own), *extra]) != 0
+        err = capsys.readouterr().err
+        assert "cells_mask.tif" in err and "no run of attnseg wrote" in err and "never replaced" in err
+    assert (own / "cells_mask.tif").read_bytes() == before
+    from napari_attnseg.cohort.inputs import _folder_cases
+
+    assert [p.name for p in _folder_cases(own)] == ["cells.tif"]
+    out = tmp_path / "out"
+    assert main(["predict", str(own), "--model", "nuclei-2d", "--out", str(out)]) == 0
+    assert (out / "cells_mask.tif").exists() and not (out / "cells_mask_mask.tif").exists()
+    assert (own / "cells_mask.tif").read_bytes() == before

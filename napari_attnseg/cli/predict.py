@@ -113,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
     from ..cohort.inputs import read_input
     from ..errors import AttnSegError, InputError
     from ..inference import predict
-    from ..results import existing_outputs, write_prediction
+    from ..results import existing_outputs, foreign_message, foreign_outputs, write_prediction
 
     out = Path(args.out)
     _check_out_folder(out)
@@ -124,6 +124,9 @@ def run(args: argparse.Namespace) -> int:
     failed = 0
     for src in inputs:
         try:
+            foreign = foreign_outputs(out, src)
+            if foreign:
+                raise InputError(foreign_message(out, src, foreign))
             existing = existing_outputs(out, src)
             if existing and not args.overwrite:
                 raise InputError(

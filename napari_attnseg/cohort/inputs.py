@@ -126,7 +126,13 @@ def _folder_cases(folder: Path) -> list[Path]:
             continue
         if fmt is not None:
             cases.append(p)
-    return cases
+    # a file named like an output of another image here (cells_mask.tif beside cells.tif: the user's own
+    # reference or correction, or ours) is that image's mask, not an image to segment
+    from ..data.io import stem
+
+    stems = {stem(p) for p in cases}
+    return [p for p in cases if not any(stem(p).startswith(f"{s}_") and stem(p)[len(s) + 1:].split("_")[0]
+                                        in ("mask", "prob", "image", "attention") for s in stems if s != stem(p))]
 
 
 def _read_csv(path: Path) -> list[Path]:

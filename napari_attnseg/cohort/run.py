@@ -66,7 +66,7 @@ def predict_cohort(
     """
     from ..checkpoint import read_card, resolve_model_path
     from ..data import stem
-    from ..results import case_state, finished_record
+    from ..results import case_state, finished_record, foreign_message, foreign_outputs
 
     t_start = time.perf_counter()
     bad = sorted(set(options) & set(_NOT_FORWARDED))
@@ -112,6 +112,10 @@ def predict_cohort(
             record = finished_record(out, Path(src)) or {}
             results[i] = CaseResult(case=name, input=str(src), status="skipped",
                                     warnings=list(record.get("warnings") or []))
+            continue
+        if state == "foreign":
+            results[i] = CaseResult(case=name, input=str(src), status="failed",
+                                    error=foreign_message(out, Path(src), foreign_outputs(out, Path(src))))
             continue
         if state == "edited" and not overwrite:
             results[i] = CaseResult(case=name, input=str(src), status="failed", error=(
