@@ -156,6 +156,21 @@ def foreign_message(out: Path, src: Path, found: list[Path]) -> str:
             "not even with --overwrite. Choose another --out, or move or rename them.")
 
 
+def writable_folder(out: Path) -> Path:
+    """``out``, created if needed, once a file can be written in it: a read-only or unreachable folder is an
+    InputError before any case is read or computed (not a failure per case after the work)."""
+    import tempfile
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".attnseg-write-test-"):
+            pass
+    except OSError as exc:
+        raise InputError(f"--out {out} is not a folder napari-attnseg can write in ({exc.strerror or exc}); "
+                         "choose another output folder.") from None
+    return out
+
+
 def _stat(path: Path) -> list[int]:
     st = path.stat()
     return [st.st_size, st.st_mtime_ns]

@@ -319,3 +319,15 @@ def test_a_users_own_file_at_an_output_name_is_never_replaced(tmp_path, capsys):
     assert main(["predict", str(own), "--model", "nuclei-2d", "--out", str(out)]) == 0
     assert (out / "cells_mask.tif").exists() and not (out / "cells_mask_mask.tif").exists()
     assert (own / "cells_mask.tif").read_bytes() == before
+
+
+def test_an_out_folder_that_cannot_be_written_is_refused_before_the_prediction(tmp_path, capsys, monkeypatch):
+    """--out under a file (or unwritable) is an error naming it before the image is read or the model runs
+    (before: "unexpected NotADirectoryError" after the whole prediction)."""
+    called = []
+    monkeypatch.setattr(inference, "predict", lambda *a, **k: called.append(1))
+    (tmp_path / "afile").write_text("x")
+    src = _tiff(tmp_path / "cells.tif")
+    assert main(["predict", str(src), "--model", "nuclei-2d", "--out", str(tmp_path / "afile" / "sub")]) != 0
+    err = capsys.readouterr().err
+    assert "afile" in err and "can write in" in err and "unexpected" not in err and not called

@@ -66,7 +66,7 @@ def predict_cohort(
     """
     from ..checkpoint import read_card, resolve_model_path
     from ..data import stem
-    from ..results import case_state, finished_record, foreign_message, foreign_outputs
+    from ..results import case_state, finished_record, foreign_message, foreign_outputs, writable_folder
 
     t_start = time.perf_counter()
     bad = sorted(set(options) & set(_NOT_FORWARDED))
@@ -78,7 +78,7 @@ def predict_cohort(
         shown = str(inputs) if isinstance(inputs, (str, os.PathLike)) else ", ".join(map(str, inputs))
         raise InputError(f"No images found in {shown}: check the folder, the pattern or the CSV (NIfTI, DICOM, "
                          "TIFF inputs).")
-    out = _writable_folder(Path(out))
+    out = writable_folder(Path(out))
 
     loaded = None
     if isinstance(model, (str, os.PathLike)):
@@ -231,19 +231,3 @@ def _run_serial(todo: Sequence[tuple[int, _Job]], model, slot: _Slot, prefetch: 
         pool.shutdown(wait=True, cancel_futures=True)  # the threads end within a tile, not after their cases
         raise
     pool.shutdown()
-
-
-def _writable_folder(out: Path) -> Path:
-    """``out``, created if needed, once a file can be written in it: a read-only or unreachable folder is an
-    InputError before any case is read or computed (not a failure per case after the work)."""
-    import tempfile
-
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=out, prefix=".attnseg-write-test-"):
-            pass
-    except OSError as exc:
-        raise InputError(f"--out {out} is not a folder napari-attnseg can write in ({exc.strerror or exc}); "
-                         "choose another output folder.") from None
-    return out
-
