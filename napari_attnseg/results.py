@@ -156,11 +156,13 @@ def foreign_message(out: Path, src: Path, found: list[Path]) -> str:
             "not even with --overwrite. Choose another --out, or move or rename them.")
 
 
-def writable_folder(out: Path) -> Path:
+def writable_folder(out: Path, keep: bool = True) -> Path:
     """``out``, created if needed, once a file can be written in it: a read-only or unreachable folder is an
-    InputError before any case is read or computed (not a failure per case after the work)."""
+    InputError before any case is read or computed (not a failure per case after the work). ``keep=False``:
+    the folders this check created are removed again (the run creates them when it writes)."""
     import tempfile
 
+    created = [p for p in (out, *out.parents) if not p.exists()]
     try:
         out.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=out, prefix=".attnseg-write-test-"):
@@ -168,6 +170,13 @@ def writable_folder(out: Path) -> Path:
     except OSError as exc:
         raise InputError(f"--out {out} is not a folder napari-attnseg can write in ({exc.strerror or exc}); "
                          "choose another output folder.") from None
+    finally:
+        if not keep:
+            for folder in created:  # innermost first
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break
     return out
 
 

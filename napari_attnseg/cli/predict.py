@@ -91,7 +91,7 @@ def _check_out_folder(out: Path) -> None:
         raise InputError(f"--out {out} is a file; choose a folder (it is created if missing).")
     from ..results import writable_folder
 
-    writable_folder(out)  # created now, and written in once: not an error after the whole prediction
+    writable_folder(out, keep=False)  # written in once now: not an error after the whole prediction
 
 
 def _distinct_inputs(inputs: list[Path], out: Path) -> list[Path]:
