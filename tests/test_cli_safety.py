@@ -331,3 +331,35 @@ def test_an_out_folder_that_cannot_be_written_is_refused_before_the_prediction(t
     assert main(["predict", str(src), "--model", "nuclei-2d", "--out", str(tmp_path / "afile" / "sub")]) != 0
     err = capsys.readouterr().err
     assert "afile" in err and "can write in" in err and "unexpected" not in err and not called
+
+
+def test_multi_channel_tiffs_ask_for_a_channel_and_segment_it(tmp_path, capsys):
+    """A 2-channel ImageJ TIFF (axes CYX) ran as a 2-slice volume and an RGB one was refused with Python
+    advice: now both name the file and --channel; with it, the channel is segmented as a 2D image (the same
+    mask as that channel saved alone), in a single run and in a cohort; a ZCYX hyperstack gives a volume."""
+    from napari_attnseg._paths import samples_dir
+    from napari_attnseg.data import read_image
+
+    plane = read_image(samples_dir() / "nuclei2d_image.tif").data[:96, :128].astype(np.uint16)
+    tifffile.imwrite(tmp_path / "two.tif", np.stack([plane[::-1], plane]), imagej=True, metadata={"axes": "CYX"})
+    tifffile.imwrite(tmp_path / "rgb.tif", np.stack([plane.astype(np.uint8)] * 3, -1), photometric="rgb")
+    tifffile.imwrite(tmp_path / "alone.tif", plane)
+    tifffile.imwrite(tmp_path / "stack.tif", np.stack([np.stack([plane, plane[::-1]])] * 3), imagej=True,
+                     metadata={"axes": "ZCYX"})
+    for name in ("two.tif", "rgb.tif"):
+        assert main(["predict", str(tmp_path / name), "--model", "nuclei-2d", "--out", str(tmp_path / "o")]) != 0
+        err = capsys.readouterr().err
+        assert name in err and "--channel" in err and "channels" in err
+    assert main(["predict", str(tmp_path / "two.tif"), str(tmp_path / "alone.tif"), "--model", "nuclei-2d",
+                 "--out", str(tmp_path / "o"), "--channel", "1"]) != 0  # alone.tif has no channel axis
+    assert "alone.tif has no channel axis" in capsys.readouterr().err
+    mask = tifffile.imread(tmp_path / "o" / "two_mask.tif")
+    assert main(["predict", str(tmp_path / "alone.tif"), "--model", "nuclei-2d", "--out", str(tmp_path / "a")]) == 0
+    assert mask.shape == plane.shape and np.array_equal(mask, tifffile.imread(tmp_path / "a" / "alone_mask.tif"))
+    assert main(["predict", str(tmp_path / "rgb.tif"), "--model", "nuclei-2d", "--out", str(tmp_path / "r"),
+                 "--channel", "0"]) == 0
+    assert tifffile.imread(tmp_path / "r" / "rgb_mask.tif").shape == plane.shape
+    from napari_attnseg.cohort import predict_cohort
+
+    summary = predict_cohort("nuclei-2d", [tmp_path / "stack.tif"], tmp_path / "c", channel=0, prefetch=0)
+    assert not summary.failed and tifffile.imread(tmp_path / "c" / "stack_mask.tif").shape == (3, *plane.shape)

@@ -33,6 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="strip skull and scalp before a brain model (auto: as the model card says; an input "
                              "already skull-stripped is left as it is)")
     parser.add_argument("--no-prob", action="store_true", help="do not write the probability map")
+    parser.add_argument("--channel", type=int, default=None, metavar="K",
+                        help="the channel to segment of a multi-channel or RGB TIFF (0 first)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace outputs of an earlier run in --out (default: refuse that input and say so; "
                              "a cohort skips the cases finished with the same model and options)")
@@ -113,7 +115,7 @@ def _distinct_inputs(inputs: list[Path], out: Path) -> list[Path]:
 
 def run(args: argparse.Namespace) -> int:
     from ..checkpoint import load_model
-    from ..cohort.inputs import read_input
+    from ..cohort.inputs import pick_channel, read_input
     from ..errors import AttnSegError, InputError
     from ..inference import predict
     from ..results import existing_outputs, foreign_message, foreign_outputs, write_prediction
@@ -137,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
                     f"{', ...' if len(existing) > 3 else ''}); a mask there may have been corrected by hand. "
                     "Choose another --out, or pass --overwrite to replace them."
                 )
-            vol = read_input(src)
+            vol = pick_channel(read_input(src), args.channel, int(getattr(model, "in_channels", 1)), src)
             with TileProgress(src.name) as progress:
                 pred = predict(model, vol.data, tile=args.tile,
                                overlap=args.overlap, attention=args.attention, device=args.device,
@@ -194,6 +196,6 @@ def _run_cohort(args: argparse.Namespace) -> int:
 
     with dask_client(args.dask) if args.dask else contextlib.nullcontext((None, None)) as (client, threads):
         summary = predict_cohort(args.model, args.inputs, args.out, client=client, overwrite=args.overwrite,
-                                 threads=threads, progress=show, **options)
+                                 threads=threads, progress=show, channel=args.channel, **options)
     print(f"{summary.describe()}; summary: {summary.csv}")
     return 1 if summary.failed else 0

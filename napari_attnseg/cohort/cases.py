@@ -123,6 +123,7 @@ class _Job:
     request: dict[str, Any]
     threads: int | None = None
     run: str = ""  # this cohort run: a case it finished is not computed again (a lost worker's result)
+    channel: int | None = None  # of a multi-channel TIFF (inputs.pick_channel)
 
 
 def _read_case(src: str):
@@ -152,7 +153,9 @@ def _run_case(job: _Job, model, slot: _Slot, worker: str = "") -> CaseResult:
     res = CaseResult(case=job.case, input=job.src, status="failed", worker=worker)
     queued = 0.0  # waiting for the compute slot (another case computing): not this case's time
     try:
-        vol = _read_case(job.src)
+        from .inputs import pick_channel
+
+        vol = pick_channel(_read_case(job.src), job.channel, int(getattr(model, "in_channels", 1)), job.src)
         t1 = time.perf_counter()
         res.read_s = t1 - t0
         with slot.lock:

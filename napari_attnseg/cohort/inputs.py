@@ -19,6 +19,37 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..data.volume import Volume
 
 
+def pick_channel(vol: Volume, channel: int | None, in_channels: int, src: str | os.PathLike) -> Volume:
+    """The image a model reads from ``vol``: a TIFF whose axes name channels (C, or S: RGB samples) gives
+    channel ``channel`` (``--channel``), all of them channel-first for a model that reads as many, or its
+    one channel. Without that, a 2-channel (C, Y, X) TIFF ran as a 2-slice volume and an RGB one was
+    refused with Python advice. Other inputs come back unchanged (``channel`` must then be None or 0)."""
+    import numpy as np
+
+    from ..data.volume import Volume
+
+    axes = str(vol.meta.get("axes") or "")
+    found = [i for i, a in enumerate(axes) if a in "CS"] if len(axes) == np.ndim(vol.data) else []
+    if not found:
+        if channel not in (None, 0):
+            raise InputError(f"{src} has no channel axis (axes {axes or 'unknown'}); leave --channel out.")
+        return vol
+    ax = found[0]
+    n = int(np.shape(vol.data)[ax])
+    spacing = tuple(s for i, s in enumerate(vol.spacing) if i != ax) if len(vol.spacing) == len(axes) else vol.spacing
+    rest = axes[:ax] + axes[ax + 1:]
+    if channel is not None:
+        if not 0 <= int(channel) < n:
+            raise InputError(f"{src} has {n} channels (TIFF axes {axes}); --channel is 0 to {n - 1}, not {channel}.")
+        return Volume(np.take(np.asarray(vol.data), int(channel), axis=ax), spacing, vol.affine,
+                      {**vol.meta, "axes": rest, "channel": int(channel)})
+    if n == 1 or n == in_channels:
+        data = np.take(np.asarray(vol.data), 0, axis=ax) if n == 1 else np.moveaxis(np.asarray(vol.data), ax, 0)
+        return Volume(data, spacing, vol.affine, {**vol.meta, "axes": rest if n == 1 else "C" + rest})
+    raise InputError(f"{src} has {n} channels (TIFF axes {axes}) and the model reads {in_channels}: choose one with "
+                     f"--channel K (0 to {n - 1}; in Python, index that axis of the array).")
+
+
 # ----------------------------------------------------------------------------------------------
 # reading one input
 # ----------------------------------------------------------------------------------------------

@@ -43,6 +43,7 @@ def predict_cohort(
     threads: int | None = None,
     summary: str | os.PathLike | None = SUMMARY_NAME,
     progress: Callable[[int, int, CaseResult], Any] | None = None,
+    channel: int | None = None,
     **options: Any,
 ) -> CohortSummary:
     """Segment every case of ``inputs`` into ``out``; return (and write as CSV) a summary.
@@ -60,6 +61,7 @@ def predict_cohort(
         threads: ``torch.set_num_threads`` for the compute (per worker with a client).
         summary: name of the summary CSV in ``out`` (None: none written).
         progress: called with ``(finished, total, CaseResult)`` after each case.
+        channel: the channel to segment of multi-channel or RGB TIFFs (:func:`~.inputs.pick_channel`).
         **options: keyword arguments of :func:`napari_attnseg.predict` (``attention``, ``tile``,
             ``overlap``, ``device``, ``precision``, ``mode``, ``tta``, ``return_probabilities``, ...);
             with the weights' sha256 they decide whether a finished case can be skipped.
@@ -94,6 +96,8 @@ def predict_cohort(
             raise InputError("With a Dask client the model must come from a file (workers load it): "
                              "pass its name or path, or save it with save_model first.")
     request = _request(options)
+    if channel is not None:
+        request["channel"] = int(channel)
     run = uuid.uuid4().hex[:12]
 
     results: dict[int, CaseResult] = {}
@@ -123,7 +127,7 @@ def predict_cohort(
                 "have been corrected by hand); pass overwrite (--overwrite) to replace them."))
             continue
         todo.append((i, _Job(src=str(src), case=name, out=str(out), options=dict(options), request=request,
-                             threads=threads, run=run)))
+                             channel=channel, threads=threads, run=run)))
 
     total = len(cases)
     finished = 0

@@ -50,6 +50,7 @@ def read_tiff(p: Path):
     with tifffile.TiffFile(str(p)) as tif:
         series = tif.series[0]
         shape, dtype = tuple(series.shape), np.dtype(series.dtype)
+        axes = str(series.axes)  # tifffile's: Y, X, Z, C (channels), S (samples: RGB), T, Q (unknown)...
         spacing = _spacing(tif, len(shape))
         shaped = (tif.shaped_metadata or [{}])[0] or {}
         mappable = int(np.prod(shape)) * dtype.itemsize >= MEMMAP_MIN_BYTES and series.dataoffset is not None
@@ -57,7 +58,7 @@ def read_tiff(p: Path):
     if data is None:
         # copy-on-write: a caller may paint into the array without ever touching the file
         data = tifffile.memmap(str(p), mode="c")
-    meta = {"source_path": str(p), "format": "tiff", "memory_mapped": isinstance(data, np.memmap)}
+    meta = {"source_path": str(p), "format": "tiff", "memory_mapped": isinstance(data, np.memmap), "axes": axes}
     if isinstance(shaped.get("reviewed_slices"), list):  # a mask saved with its reviewed slices
         meta["reviewed_slices"] = sorted({int(z) for z in shaped["reviewed_slices"]})
     return Volume(data, tuple(float(s) for s in spacing), None, meta)

@@ -41,7 +41,8 @@ def check_input(model, image, mode: str | None) -> tuple[str, bool]:
             "Stack the channels first, e.g. (C, y, x) or (C, z, y, x)."
         )
     if spatial_ndim not in (2, 3):
-        hint = " Is it an RGB image? Convert it to grayscale first." if image.ndim and image.shape[-1] in (3, 4) else ""
+        hint = (" Is it an RGB or multi-channel image? Segment one channel (attnseg predict --channel K; in Python "
+                "index that axis)." if image.ndim and min(image.shape) in (2, 3, 4) else "")
         raise InputError(
             f"The model expects a 2D image or a 3D volume{' with a channel axis first' if has_channels else ''}; "
             f"got an {_describe(image)}.{hint}"
@@ -54,8 +55,8 @@ def check_input(model, image, mode: str | None) -> tuple[str, bool]:
     if mode is None and dims == 2 and spatial_ndim == 3 and not has_channels and _channel_last(image.shape):
         raise InputError(
             f"The image ({_describe(image)}) looks like a channel-last image (y, x, {image.shape[-1]}), not a volume: "
-            "a 2D model would run over each of its rows as a slice. Pass one channel, e.g. img[..., 0], or move the "
-            "channel axis first with np.moveaxis(img, -1, 0) and pick one; pass mode='slices' if it really is a volume."
+            "a 2D model would run over each of its rows as a slice. Segment one channel (attnseg predict --channel K; "
+            "in Python img[..., K]); if it really is a volume, use mode 'slices' (--mode slices)."
         )
     if mode is not None and not isinstance(mode, str):
         raise InputError(f"mode must be one of {', '.join(MODES)} or None; got {mode!r}.")
