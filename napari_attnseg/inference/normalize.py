@@ -32,6 +32,11 @@ def _sample(image, channel_axis: bool) -> np.ndarray:
     return np.asarray(data, dtype=np.float64)
 
 
+# Normalised values beyond this are outliers (a hot or saturated pixel, 65535 in an image of 0-235, came out
+# near 300 and spoilt ~180 x 180 pixels around it); the percentile scheme puts the image in about [0, 1.5].
+OUTLIER_LIMIT = 5.0
+
+
 def compute_stats(image, spec: dict[str, Any] | None, channel_axis: bool) -> dict[str, Any]:
     """Per-channel (offset, scale) so that ``(x - offset) / scale`` is what the model was trained on."""
     spec = dict(spec or {"scheme": "percentile", "lower": 1.0, "upper": 99.0})
@@ -67,7 +72,8 @@ def compute_stats(image, spec: dict[str, Any] | None, channel_axis: bool) -> dic
             scales.append(1.0)
     scales = [s if s > 1e-12 else 1.0 for s in scales]
     return {"scheme": scheme, "offset": np.asarray(offsets, np.float32), "scale": np.asarray(scales, np.float32),
-            "clip": scheme == "ct", "fill": float(np.nanmin(sample[np.isfinite(sample)])),
+            "clip": scheme == "ct", "limit": OUTLIER_LIMIT if scheme in ("percentile", "scale", "zscore") else None,
+            "fill": float(np.nanmin(sample[np.isfinite(sample)])),
             "constant": bool(np.ptp(sample[np.isfinite(sample)]) == 0)}
 
 
@@ -80,6 +86,8 @@ def apply_stats(tile: np.ndarray, stats: dict[str, Any]) -> np.ndarray:
     out = (out - stats["offset"].reshape(shape)) / stats["scale"].reshape(shape)
     if stats["clip"]:
         np.clip(out, 0.0, 1.0, out=out)
+    elif stats.get("limit"):
+        np.clip(out, -stats["limit"], stats["limit"], out=out)
     return out
 
 
@@ -104,4 +112,6 @@ def apply_stats_tensor(x: torch.Tensor, stats: dict[str, Any] | None, out: torch
     out.div_(scale)
     if stats["clip"]:
         out.clamp_(0.0, 1.0)
+    elif stats.get("limit"):
+        out.clamp_(-float(stats["limit"]), float(stats["limit"]))
     return out
