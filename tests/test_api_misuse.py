@@ -197,3 +197,25 @@ def test_spacing_per_array_axis_of_a_channel_first_image_drops_the_channel_entry
     assert check_spacing((2, 0.5), 2, 2) == [2.0, 0.5]
     with pytest.raises(InputError, match="2 numbers"):
         check_spacing((1, 1, 1, 1), 2, 3)
+
+
+def test_an_mri_with_an_offset_or_standardised_intensities_is_warned_about():
+    """brain-mri-3d expects 0 outside the head (scanner intensities): +100 everywhere lowered GM Dice from
+    0.94 to 0.75 and a z-scored T1 gave 0.03, both silently. Now a warning names the cause; the sample
+    itself, a slab of it and a CT (its own warning) are unaffected."""
+    from napari_attnseg import load_model, predict
+    from napari_attnseg._paths import samples_dir
+    from napari_attnseg.data import read_image
+    from napari_attnseg.inference.checks import domain_warning
+
+    model = load_model("brain-mri-3d")
+    vol = read_image(samples_dir() / "mni152_t1.nii.gz")
+    t1 = np.asarray(vol.data, np.float32)
+    assert domain_warning(model.card, t1, False) is None and domain_warning(model.card, t1[60:70], False) is None
+    assert "border" in domain_warning(model.card, t1 + 100, False)
+    brain = t1[t1 > 0]
+    z = np.where(t1 > 0, (t1 - brain.mean()) / brain.std(), 0)
+    assert "negative" in domain_warning(model.card, z, False)
+    crop = (t1 + 100)[::4, ::4, ::4]
+    pred = predict(model, crop, spacing=tuple(4 * s for s in vol.spacing), brain_extraction=False)
+    assert any("border" in w for w in pred.warnings), pred.warnings
