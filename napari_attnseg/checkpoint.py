@@ -210,7 +210,10 @@ def read_card(path: str | os.PathLike) -> ModelCard:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
     except Exception as exc:  # safetensors raises several types for corrupt headers
-        raise CheckpointError(f"{path} is not a readable safetensors file ({exc}); it may be truncated or corrupt.") from None
+        hint = ("; it is an image, not a model: give it as the input and a model name (see `attnseg models`) as --model"
+                if path.name.lower().endswith((".tif", ".tiff", ".nii", ".nii.gz", ".dcm")) else
+                "; it may be truncated or corrupt")
+        raise CheckpointError(f"{path} is not a readable safetensors file ({exc}){hint}.") from None
     key = next((k for k in (_META_KEY, *_LEGACY_META_KEYS) if k in meta), None)
     if key is None:
         raise CheckpointError(f"{path} has no napari-attnseg model card in its metadata; save it with napari_attnseg.save_model.")

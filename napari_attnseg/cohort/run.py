@@ -124,7 +124,7 @@ def predict_cohort(
         if state == "edited" and not overwrite:
             results[i] = CaseResult(case=name, input=str(src), status="failed", error=(
                 f"{out} holds outputs for this input that are not from an unchanged earlier run (a mask may "
-                "have been corrected by hand); pass overwrite (--overwrite) to replace them."))
+                "have been corrected by hand); pass --overwrite (overwrite=True in Python) to replace them."))
             continue
         todo.append((i, _Job(src=str(src), case=name, out=str(out), options=dict(options), request=request,
                              channel=channel, threads=threads, run=run)))
