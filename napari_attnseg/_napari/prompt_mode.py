@@ -346,7 +346,9 @@ class PromptMode:
         session.record(after, used, (where, values), labels)
         if where[0].size:
             mask.data_setitem(where, values)
-        if session is not self.session:  # a new object was started while this one ran: it is written, done
+        if session is not self.session:  # a new object was started (or the mode left) while this one ran
+            self.status.value = f"The previous object was written ({int(result.mask.sum())} voxels)."
+            self.corr._update_info()
             return
         self.status.value = (f"{int(result.mask.sum())} voxels from {len(result.points)} click(s) in "
                              f"{result.timings.get('total', 0):.2f} s")
