@@ -355,20 +355,7 @@ def test_click_to_fix_with_the_2d_model_on_a_volume_says_so_and_writes_only_the_
         make_napari_viewer, qtbot, notifications):
     """No 3D click model is bundled: on a volume the 2D one is chosen, the status says each click segments
     its own slice, and a click on slice 2 writes that slice alone."""
-    from napari_attnseg._napari.correct_widget import CorrectWidget
-    from napari_attnseg._paths import samples_dir
-    from napari_attnseg.data import read_image
-    from napari_attnseg.models.registry import bundled_models
-
-    if "nuclei-2d-prompt" not in bundled_models():
-        pytest.skip("no bundled promptable model")
-    plane = read_image(samples_dir() / "nuclei2d_image.tif").data[:160, 256:416]
-    ref = read_image(samples_dir() / "nuclei2d_labels.tif").data[:160, 256:416]
-    viewer = make_napari_viewer()
-    viewer.add_image(np.stack([plane] * 4), name="stack")
-    mask = viewer.add_labels(np.zeros((4, *plane.shape), np.uint8), name="stack mask")
-    corr = CorrectWidget(viewer)
-    corr.prompt.enable_box.value = True
+    viewer, corr, mask, ref = _stack_prompt_viewer(make_napari_viewer, 4)
     assert corr.prompt.model_combo.value == "nuclei-2d-prompt"
     assert "2D model" in corr.prompt.status.value and "slice it is on" in corr.prompt.status.value
     from scipy import ndimage as ndi
@@ -467,20 +454,7 @@ def test_click_to_fix_drag_pans_and_queued_slices_are_each_segmented(make_napari
     are each segmented on their own slice."""
     from types import SimpleNamespace
 
-    from napari_attnseg._napari.correct_widget import CorrectWidget
-    from napari_attnseg._paths import samples_dir
-    from napari_attnseg.data import read_image
-    from napari_attnseg.models.registry import bundled_models
-
-    if "nuclei-2d-prompt" not in bundled_models():
-        pytest.skip("no bundled promptable model")
-    plane = read_image(samples_dir() / "nuclei2d_image.tif").data[:160, 256:416]
-    ref = read_image(samples_dir() / "nuclei2d_labels.tif").data[:160, 256:416]
-    viewer = make_napari_viewer()
-    viewer.add_image(np.stack([plane] * 5), name="stack")
-    mask = viewer.add_labels(np.zeros((5, *plane.shape), np.uint8), name="stack mask")
-    corr = CorrectWidget(viewer)
-    corr.prompt.enable_box.value = True
+    viewer, corr, mask, ref = _stack_prompt_viewer(make_napari_viewer, 5)
     from scipy import ndimage as ndi
 
     big = np.bincount(ref.ravel())[1:].argmax() + 1
@@ -508,3 +482,23 @@ def test_click_to_fix_drag_pans_and_queued_slices_are_each_segmented(make_napari
     written = (np.asarray(mask.data) > 0).any((1, 2))
     assert written.tolist() == [True, True, False, False, True], written.tolist()
     _no_exception(notifications)
+
+
+def _stack_prompt_viewer(make_napari_viewer, slices: int):
+    """A stack of ``slices`` copies of a nuclei crop, an empty mask and the Correct panel in prompt mode with
+    the shipped 2D click model (skipped without it): (viewer, corr, mask, reference instances of one slice)."""
+    from napari_attnseg._napari.correct_widget import CorrectWidget
+    from napari_attnseg._paths import samples_dir
+    from napari_attnseg.data import read_image
+    from napari_attnseg.models.registry import bundled_models
+
+    if "nuclei-2d-prompt" not in bundled_models():
+        pytest.skip("no bundled promptable model")
+    plane = read_image(samples_dir() / "nuclei2d_image.tif").data[:160, 256:416]
+    ref = read_image(samples_dir() / "nuclei2d_labels.tif").data[:160, 256:416]
+    viewer = make_napari_viewer()
+    viewer.add_image(np.stack([plane] * slices), name="stack")
+    mask = viewer.add_labels(np.zeros((slices, *plane.shape), np.uint8), name="stack mask")
+    corr = CorrectWidget(viewer)
+    corr.prompt.enable_box.value = True
+    return viewer, corr, mask, ref
