@@ -481,6 +481,11 @@ def test_click_to_fix_drag_pans_and_queued_slices_are_each_segmented(make_napari
         qtbot.wait(50)
     written = (np.asarray(mask.data) > 0).any((1, 2))
     assert written.tolist() == [True, True, False, False, True], written.tolist()
+    # the prompts layer deleted while clicking: the mode goes off and says so; ticking it brings it back
+    viewer.layers.remove("stack prompts")
+    assert not corr.prompt.enable_box.value and "was removed" in corr.prompt.status.value
+    corr.prompt.enable_box.value = True
+    assert "stack prompts" in viewer.layers
     _no_exception(notifications)
 
 

@@ -91,6 +91,7 @@ class PromptMode:
         self.corr.labels_combo.changed.connect(lambda *_: self._target_changed())
         self.corr.image_combo.changed.connect(lambda *_: self._target_changed())
         self.corr.viewer.layers.events.removed.connect(lambda *_: self._target_changed())
+        self.corr.viewer.layers.events.removed.connect(self._layer_removed)
 
     # -- models ---------------------------------------------------------------------------------
     def refresh_models(self) -> None:
@@ -196,6 +197,14 @@ class PromptMode:
         for layer in list(self.viewer.layers):  # the last object's modulated attention no longer applies
             if "prompt_attention" in (layer.metadata.get("attnseg") or {}):
                 self.viewer.layers.remove(layer)
+
+    def _layer_removed(self, event=None) -> None:
+        """The prompts layer deleted while clicking: nothing takes the clicks any more, so the mode goes off
+        (and says so); ticking it again brings the layer back."""
+        if self.points_layer is not None and getattr(event, "value", None) is self.points_layer and self.enable_box.value:
+            self.enable_box.value = False
+            self.status.value = (f"The '{self.points_layer.name}' layer was removed, which takes the clicks: Click to fix "
+                                 "is off; tick it again to go on.")
 
     def _target_changed(self) -> None:
         if self.target is None:
