@@ -560,3 +560,28 @@ def test_a_ct_slice_given_to_the_nuclei_click_model_is_a_warning():
     assert any("Hounsfield" in w and "nuclei-2d-prompt" in w for w in res.warnings), res.warnings
     micro = rng.random((96, 96)).astype(np.float32)
     assert segment_with_prompts(model, micro, [[46, 46]], [1], attention=False).warnings == []
+
+
+def test_clicks_queued_while_a_run_was_busy_are_all_merged():
+    """Two positive clicks on two nuclei reach the model in one run (the second was made while the first
+    ran): with new_clicks=2 the local merge keeps the change at both, with the default only at the newest."""
+    from scipy import ndimage as ndi
+
+    from napari_attnseg import load_model, segment_with_prompts
+    from napari_attnseg._paths import samples_dir
+    from napari_attnseg.data import read_image
+    from napari_attnseg.models.registry import bundled_models
+
+    if "nuclei-2d-prompt" not in bundled_models():
+        pytest.skip("no bundled promptable model")
+    image = read_image(samples_dir() / "nuclei2d_image.tif").data[:, 256:]
+    ref = read_image(samples_dir() / "nuclei2d_labels.tif").data[:, 256:]
+    ids, counts = np.unique(ref, return_counts=True)
+    a_id, b_id, c_id = ids[1:][np.argsort(counts[1:])[::-1][:3]]
+    deep = [np.unravel_index(np.argmax(ndi.distance_transform_edt(ref == i)), ref.shape) for i in (a_id, b_id, c_id)]
+    model = load_model("nuclei-2d-prompt")
+    first = segment_with_prompts(model, image, [deep[0]], [1], attention=False).mask
+    both = segment_with_prompts(model, image, deep, [1, 1, 1], previous=first, attention=False, new_clicks=2).mask
+    last = segment_with_prompts(model, image, deep, [1, 1, 1], previous=first, attention=False).mask
+    assert both[deep[1]] and both[deep[2]] and last[deep[2]]
+    assert not last[deep[1]] or (last & (ref == b_id)).sum() < (both & (ref == b_id)).sum()

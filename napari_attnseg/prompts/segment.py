@@ -266,7 +266,7 @@ def segment_with_prompts(
         grow *= 2
     merged = merge == "local" and len(pts) > 1 and prev is not None and bool(prev[box].any())
     if merged:  # the box holds the previous mask (crop_box covers its extent)
-        fresh = pts[-max(1, min(int(new_clicks), len(pts) - 1)):] - start  # the clicks this run is the first to use
+        fresh = pts[-max(1, min(int(new_clicks), len(pts))):] - start  # the clicks this run is the first to use
         local = _keep_clicked(merge_local(prev[box], local, fresh, radius), pts - start, labs)
     mask = np.zeros(shape, bool)
     mask[box] = local
