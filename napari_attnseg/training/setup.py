@@ -51,7 +51,8 @@ class RunSetup:
                                    f"is not in the label table {ds.label_names}.")
             any_fg |= bool((labelled & (lab > 0)).any())
         if not any_fg:
-            raise DatasetError(f"No case of {ds.root} has any foreground voxel; there is nothing to learn.")
+            raise DatasetError(f"No case of {ds.root} has any foreground voxel; there is nothing to learn. Review and "
+                               "correct at least one slice that shows the object, mark it reviewed and export again.")
         self.ndim = ndims.pop()
         self.spacing = list(self.raw[0][2]) if self.raw[0][2] else None
 
@@ -90,7 +91,8 @@ class RunSetup:
             self.norm_spec = cfg.normalization or {"scheme": "percentile", "lower": 1.0, "upper": 99.0}
             self.base_card = None
         if self.model.spatial_dims > self.ndim:
-            raise DatasetError(f"A 3D model cannot train on the 2D images of {self.dataset.root}.")
+            raise DatasetError(f"A 3D model cannot train on the 2D images of {self.dataset.root}: start from a 2D model "
+                               "(e.g. nuclei-2d; `attnseg models` lists them).")
         if cfg.prompts:  # issue 18: promptable model, simulated clicks per batch, click-based validation
             from ..prompts.training import PromptTraining
 
