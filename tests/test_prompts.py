@@ -585,3 +585,23 @@ def test_clicks_queued_while_a_run_was_busy_are_all_merged():
     last = segment_with_prompts(model, image, deep, [1, 1, 1], previous=first, attention=False).mask
     assert both[deep[1]] and both[deep[2]] and last[deep[2]]
     assert not last[deep[1]] or (last & (ref == b_id)).sum() < (both & (ref == b_id)).sum()
+
+
+def test_session_runs_queued_slices_in_order_and_spares_a_neighbour_on_the_first_run():
+    """PromptSession (core of the napari prompt mode): clicks queued on slices 0, 0, 3 run as slice 0 with
+    two clicks, then slice 3; an existing object's first run may remove nothing, later runs its own voxels."""
+    from napari_attnseg.prompts.session import PromptSession
+
+    s = PromptSession()
+    for p in [(0, 5, 5), (0.2, 6, 6), (3, 5, 5)]:
+        s.add(p)
+    assert s.next_slice_run() == (0, 2)
+    s.record(np.zeros((4, 8, 8), bool), 2)
+    assert s.next_slice_run() == (3, 3)
+    initial = np.zeros((4, 8, 8), bool)
+    initial[1, 2:4, 2:4] = True
+    existing = PromptSession(initial=initial)
+    existing.add((1, 2, 2))
+    assert not existing.removable(initial.shape).any()
+    existing.record(initial, 1)
+    assert np.array_equal(existing.removable(initial.shape), initial)

@@ -286,11 +286,7 @@ class PromptMode:
         used = len(pts)
         z = None
         if model.spatial_dims == 2 and data.ndim == 3:  # a 2D model on a volume: one slice per run
-            # clicks queued on several slices: the oldest pending slice first, the next ones in later runs
-            z = int(round(pts[session.done][0])) if session.done < used else int(round(pts[-1][0]))
-            used = session.done + 1 if session.done < used else used
-            while used < len(pts) and int(round(pts[used][0])) == z:
-                used += 1
+            z, used = session.next_slice_run()
             keep = np.round(pts[:used, 0]) == z
             pts, labs, data = pts[:used][keep][:, 1:], labs[:used][keep], data[z]
             previous = None if previous is None else previous[z]
@@ -321,28 +317,22 @@ class PromptMode:
         if self.pending and self.clicks:
             self._run()
 
-    def _apply(self, result, mask, image, z, used: int, session=None, value=None, clicks=None) -> None:
+    def _apply(self, result, mask, image, z, used: int, session, value: int, clicks: list) -> None:
         """Write a run's result for the object (``session``) whose clicks it used, even if a new object was
         started meanwhile; a run whose clicks were undone or replaced while it ran is dropped (the next
         run, already queued, replaces it)."""
         from ..prompts import edit_for
 
-        session = self.session if session is None else session
-        value = self.object_value if value is None else value
-        if used > len(session.clicks) or (clicks is not None and session.clicks[:used] != clicks):
-            return
-        if mask not in self.viewer.layers:
+        if session.clicks[:used] != clicks or mask not in self.viewer.layers:
             return
         self.last_result = result
         labels = np.asarray(mask.data)
         current = labels if z is None else labels[z]
         before = session.current
         previous = before if (before is None or z is None) else before[z]
-        # an existing object's first run adds to it and removes nothing: in a mask of one class the object
-        # under the click can hold a touching neighbour, which is not the model's to delete
-        owned = session.owned(labels.shape) if session.done or session.initial is None else np.zeros(labels.shape, bool)
+        removable = session.removable(labels.shape)  # none on an existing object's first run
         # the change since the object's mask after the last run: Ctrl+Z / Undo last click restore exactly that
-        where, values = edit_for(current, result, value, previous, owned if z is None else owned[z])
+        where, values = edit_for(current, result, value, previous, removable if z is None else removable[z])
         if z is not None:
             where = (np.full_like(where[0], z), *where)
         if z is None:

@@ -79,6 +79,25 @@ class PromptSession:
                 out[tuple(w[state.after != 0] for w in state.where)] = True
         return out
 
+    def removable(self, shape: tuple[int, ...]) -> np.ndarray:
+        """The voxels the next run may take away: the object's own (:meth:`owned`), and none on an existing
+        object's first run (in a one-class mask the object under the click can hold a touching neighbour,
+        which is not the model's to delete)."""
+        if self.initial is not None and not self.done:
+            return np.zeros(shape, bool)
+        return self.owned(shape)
+
+    def next_slice_run(self) -> tuple[int, int]:
+        """A 2D model on a volume runs one slice at a time: ``(slice, clicks)`` of the next run, the slice of the
+        oldest click no run has used and how many clicks (in order) that run uses (the following ones on the
+        same slice too; clicks on another slice wait for a later run). Clicks are (z, y, x)."""
+        start = min(self.done, len(self.clicks) - 1)
+        z = int(round(self.clicks[start][0][0]))
+        used = start + 1
+        while used < len(self.clicks) and int(round(self.clicks[used][0][0])) == z:
+            used += 1
+        return z, used
+
     def undo(self) -> list[PromptState]:
         """Remove the newest click; returns the runs that used it, newest first: their edits are to be
         reverted (:func:`revert`), and ``current`` is then the mask before them."""
