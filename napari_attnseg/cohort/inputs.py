@@ -162,8 +162,9 @@ def _folder_cases(folder: Path) -> list[Path]:
     from ..data.io import stem
 
     stems = {stem(p) for p in cases}
-    return [p for p in cases if not any(stem(p).startswith(f"{s}_") and stem(p)[len(s) + 1:].split("_")[0]
-                                        in ("mask", "prob", "image", "attention") for s in stems if s != stem(p))]
+    outputs = {f"{s}_{kind}" for s in stems for kind in ("mask", "prob", "image")}
+    return [p for p in cases if stem(p) not in outputs
+            and not any(stem(p).startswith(f"{s}_attention_") for s in stems)]
 
 
 def _read_csv(path: Path) -> list[Path]:
