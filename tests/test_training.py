@@ -171,6 +171,7 @@ def test_resume_continues_the_schedule_exactly(tmp_path, dataset_2d, ema):
     assert state["info"]["progress"]["epoch"] == 2
     resumed = train(TrainConfig(out=str(tmp_path / "r"), epochs=4, resume=True, **common))
     assert resumed.epochs == 4
+    assert any(n.startswith(f"resumed from {tmp_path / 'r'} after epoch 2") for n in resumed.notes), resumed.notes
     a, b = rows(tmp_path / "s" / "training_log.csv"), rows(tmp_path / "r" / "training_log.csv")
     assert [int(r["epoch"]) for r in b] == [1, 2, 3, 4]
     # same learning rates, losses and validation Dice as the uninterrupted run
@@ -447,6 +448,16 @@ def test_split_rules():
     sparse[3] = 0
     with pytest.raises(DatasetError, match="validation part has no labelled voxels"):
         make_split([sparse], ["c"], ignore=2, val_region="10:20")
+    # a 2D image: the validation is described by its objects, not by 'slices'
+    blobs = np.zeros((40, 40), np.int64)
+    blobs[30:33, 2:5] = 1
+    blobs[2:5, 2:5] = blobs[10:13, 20:23] = 1
+    s = make_split([blobs], ["c"], ignore=None, val_region="28:40")
+    assert "1 part(s) of 2D images, 1 object(s) (9 foreground pixels)" in s.describe()
+    assert s.warnings == ["the validation holds 1 object(s) only: its Dice is a weak guide (label more objects, "
+                          "or give a validation region that holds more)"]
+    blobs[34:36, 10:12] = blobs[36:38, 30:32] = 1
+    assert make_split([blobs], ["c"], ignore=None, val_region="28:40").warnings == []
 
 
 def test_default_split_validates_on_foreground_held_in_one_slab():

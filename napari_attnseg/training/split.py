@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from scipy import ndimage
 
 from ..errors import DatasetError
 
@@ -357,28 +358,32 @@ def _from_file(spec: str, shapes, case_ids) -> Split:
 def _describe_validation(split: Split, labels, ignore) -> None:
     """Fill ``split.validation`` and, where the validation cannot measure the foreground, the warnings
     and the fallback criterion."""
-    n_slices = n_fg_slices = fg_vox = 0
+    n_slices = n_fg_slices = fg_vox = n_objects = 0
     for p in split.val:
         lab = labels[p.case][p.slices]
         labelled = _labelled(lab, ignore)
+        fg = (lab > 0) & labelled
         if lab.ndim == 3:
-            rows = labelled.reshape(lab.shape[0], -1).any(1)
-            fgr = ((lab > 0) & labelled).reshape(lab.shape[0], -1).any(1)
-            n_slices += int(rows.sum())
-            n_fg_slices += int(fgr.sum())
+            n_slices += int(labelled.reshape(lab.shape[0], -1).any(1).sum())
+            n_fg_slices += int(fg.reshape(lab.shape[0], -1).any(1).sum())
         else:
             n_slices += 1
-            n_fg_slices += int(((lab > 0) & labelled).any())
-        fg_vox += int(((lab > 0) & labelled).sum())
-    unit = "labelled slices" if labels[0].ndim == 3 else "labelled 2D parts"
-    split.validation = f"{n_slices} {unit}, {n_fg_slices} with foreground ({fg_vox} foreground voxels)"
+            n_fg_slices += int(fg.any())
+            n_objects += int(ndimage.label(fg)[1])
+        fg_vox += int(fg.sum())
+    volumes = labels[0].ndim == 3
+    split.validation = (f"{n_slices} labelled slices, {n_fg_slices} with foreground ({fg_vox} foreground voxels)"
+                        if volumes else f"{n_slices} part(s) of 2D images, {n_objects} object(s) ({fg_vox} foreground pixels)")
     if fg_vox == 0:
         split.criterion = "train_loss"
         split.warnings.append("the validation holds no labelled foreground, so its Dice cannot measure the "
                               "segmentation; the checkpoint is chosen by the training loss instead (label "
                               "foreground on more slices, or give a validation region that holds some)")
-    elif n_fg_slices == 1:
+    elif volumes and n_fg_slices == 1:
         split.warnings.append("the validation holds foreground on one slice only: its Dice is a weak guide")
+    elif not volumes and n_objects < 3:
+        split.warnings.append(f"the validation holds {n_objects} object(s) only: its Dice is a weak guide "
+                              "(label more objects, or give a validation region that holds more)")
 
 
 def _check(split: Split, labels, ignore) -> None:

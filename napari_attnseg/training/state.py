@@ -71,3 +71,33 @@ def load_state(folder: Path, model: torch.nn.Module, opt: torch.optim.Optimizer,
     opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
     rng = {k[4:]: v for k, v in tensors.items() if k.startswith("rng.")}
     return meta["info"], rng
+
+
+class Resume:
+    """Trainer mixin: continue a run from the state saved in its output folder (``--resume``)."""
+
+    def _resume(self, s: dict, fingerprint: dict, budget: float | None, main: bool) -> None:
+        """Load the model, optimiser, RNG streams and progress ``s`` of the run saved in ``self.out``;
+        refuse the state of a different run."""
+        import numpy as np
+
+        from .budget import _duration
+
+        info, rng = load_state(self.out, self.model, self.opt, ema=self.ema_model)
+        if info.get("fingerprint") != json.loads(json.dumps(fingerprint)):
+            raise DatasetError(f"{self.out} holds the state of a different run (dataset, split, model or settings "
+                               "differ); resume with the same options or start again without --resume.")
+        s.update(info["progress"])
+        self._far_ready = s["best_epoch"] > 0  # far negatives are recomputed from here on (not saved)
+        if budget is None:
+            s["planned"] = self.cfg.epochs  # resuming with more (or fewer) epochs is allowed
+            s["refit_epochs"] = self.refit_epochs(self.cfg.epochs)
+        if main and "numpy" in info:
+            self.rng.bit_generator.state = info["numpy"]
+            self.gen.set_state(rng["augment"])
+            torch.set_rng_state(rng["torch"])
+        else:  # other ranks: a fresh stream per (rank, epoch)
+            self.rng = self.sampler.rng = np.random.default_rng([self.cfg.seed, self.dist.rank, s["epoch"]])
+        if info.get("scaler"):
+            self.scaler.load_state_dict(info["scaler"])
+        self.notes.append(f"resumed from {self.out} after epoch {s['epoch']} ({_duration(s['elapsed'])} spent)")

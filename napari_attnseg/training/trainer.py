@@ -28,15 +28,15 @@ not cover one validation and the final evaluation; an epoch cut that way is vali
 followed by another (the first epoch always gets at least one step).
 
 Where things live: :mod:`.setup` (data, model, normalisation, sampler, optimiser; a mixin),
-:mod:`.card` (the checkpoint's card and the reproducing command; a mixin), :mod:`.steps` (Dice
-counts, the loss module, precision, the schedule); this module runs the epochs.
+:mod:`.card` (the checkpoint's card and the reproducing command; a mixin), :mod:`.state` (saving and
+resuming a run; a mixin), :mod:`.steps` (Dice counts, the loss module, precision, the schedule); this
+module runs the epochs.
 """
 
 from __future__ import annotations
 
 import csv
 import functools
-import json
 import math
 import time
 from collections.abc import Callable
@@ -57,11 +57,11 @@ from .far import FarNegatives
 from .refit import Refit
 from .setup import RunSetup
 from .split import Split, make_split
-from .state import has_state, load_state, save_state
+from .state import Resume, has_state, save_state
 from .steps import _LossNet, _mean, _with_new_head, dice_counts, looks_like_hu, lr_at, training_precision  # noqa: F401
 
 
-class Trainer(RunSetup, CardWriter, Refit, FarNegatives, TimeBudget):
+class Trainer(RunSetup, CardWriter, Refit, FarNegatives, TimeBudget, Resume):
     """Builds data, split, model and optimizer from a :class:`TrainConfig`; :meth:`fit` runs it."""
 
     def __init__(self, cfg: TrainConfig, progress: Callable[[dict], Any] | None = None, cancel=None,
@@ -242,26 +242,9 @@ class Trainer(RunSetup, CardWriter, Refit, FarNegatives, TimeBudget):
         # learned anything leaves no copy of the start model that looks like a fine-tuned one.
         start_state = ({k: v.detach().clone() for k, v in self.eval_model.state_dict().items()}
                        if cfg.start_model else None)
-        resumed = False
-        if cfg.resume and has_state(self.out):
-            info, rng = load_state(self.out, self.model, self.opt, ema=self.ema_model)
-            if info.get("fingerprint") != json.loads(json.dumps(fingerprint)):
-                raise DatasetError(f"{self.out} holds the state of a different run (dataset, split, model or settings "
-                                   "differ); resume with the same options or start again without --resume.")
-            s.update(info["progress"])
-            self._far_ready = s["best_epoch"] > 0  # far negatives are recomputed from here on (not saved)
-            if budget is None:
-                s["planned"] = cfg.epochs  # resuming with more (or fewer) epochs is allowed
-                s["refit_epochs"] = self.refit_epochs(cfg.epochs)
-            if main and "numpy" in info:
-                self.rng.bit_generator.state = info["numpy"]
-                self.gen.set_state(rng["augment"])
-                torch.set_rng_state(rng["torch"])
-            else:  # other ranks: a fresh stream per (rank, epoch)
-                self.rng = self.sampler.rng = np.random.default_rng([cfg.seed, dist.rank, s["epoch"]])
-            if info.get("scaler"):
-                self.scaler.load_state_dict(info["scaler"])
-            resumed = True
+        resumed = bool(cfg.resume and has_state(self.out))
+        if resumed:
+            self._resume(s, fingerprint, budget, main)
         elif main:
             before_per_class = None
             if cfg.start_model:
