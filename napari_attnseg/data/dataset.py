@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DatasetError, InputError
-from .export import detect_format
 from .io import read_image
+from .layouts import detect_format
 from .manifest import JOURNAL, MANIFEST, dataset_lock, read_manifest, recover
 from .volume import Volume
 

@@ -30,6 +30,7 @@ from ..errors import DatasetError, InputError
 from ..options import DATASET_FORMATS
 from .grid import check_same_grid
 from .io import write_image
+from .layouts import case_paths, detect_format, index_files
 from .manifest import (
     JOURNAL,
     LAYOUT_DIRS,
@@ -77,25 +78,6 @@ def array_sha256(a: np.ndarray) -> str:
     h = hashlib.sha256(str((a.dtype.str, a.shape)).encode())
     h.update(memoryview(a).cast("B"))
     return h.hexdigest()
-
-
-def detect_format(folder: Path) -> str | None:
-    """The layout of the dataset at ``folder`` (manifest first, then the layout's own files), or None."""
-    folder = Path(folder)
-    manifest = read_manifest(folder)
-    if manifest is not None:
-        return manifest.get("format")
-    def visible(sub: str, pattern: str = "*") -> bool:  # hidden names are temporary files
-        d = folder / sub
-        return d.is_dir() and any(not p.name.startswith(".") for p in d.glob(pattern))
-
-    if (folder / "dataset.json").exists() or visible("imagesTr"):
-        return "nnunet"
-    if (folder / "datalist.json").exists():
-        return "monai"
-    if visible("images", "*.tif*"):
-        return "tiff"
-    return None
 
 
 def _check_arrays(image: np.ndarray, labels: np.ndarray, channel_axis: bool) -> None:
@@ -206,7 +188,7 @@ def _plan(folder: Path, format: str, labels: np.ndarray, n_channels: int, ndim: 
     owned = {f for c in manifest["cases"] for f in [*c["files"].get("images", []), c["files"].get("label")]}
 
     def not_ours(cid: str) -> list[Path]:  # files at a case's paths that no manifest case wrote
-        return [p for p in _case_paths(folder, format, cid, n_channels)
+        return [p for p in case_paths(folder, format, cid, n_channels)
                 if p.exists() and str(p.relative_to(folder)) not in owned]
 
     if case_id is None:
@@ -322,7 +304,7 @@ def export_case(
         plan = _plan(folder, format, labels_int, chans.shape[0], ndim, **opts)
         manifest, cid = plan.manifest, plan.case_id
         image_sha, labels_sha = array_sha256(image), array_sha256(plan.labels)
-        finals = _case_paths(folder, format, cid, chans.shape[0])
+        finals = case_paths(folder, format, cid, chans.shape[0])
         token = secrets.token_hex(4)
         staged: list[tuple[Path, Path]] = []
         try:
@@ -348,7 +330,7 @@ def export_case(
             entry = {k: v for k, v in asdict(record).items() if k != "warnings"}
             manifest = {**manifest, "cases": [c for c in manifest["cases"] if c["case_id"] != cid] + [entry]}
             manifest.setdefault("channel_names", [])
-            index = _index_files(folder, format, manifest)
+            index = index_files(folder, format, manifest)
         except BaseException as exc:  # not committed: the dataset is untouched; drop the staged files
             for tmp, _ in staged:
                 tmp.unlink(missing_ok=True)
@@ -372,34 +354,3 @@ def export_case(
 def _hook(step: str) -> None:
     """Test seam, called after each staged file ("file"), the commit and each rename: the crash
     tests replace it in a subprocess to stop (SIGKILL) or stall the export at a chosen step."""
-
-
-def _case_paths(folder: Path, format: str, case_id: str, n_channels: int) -> list[Path]:
-    """Image file(s) then the label file of a case."""
-    if format == "nnunet":
-        return [*(folder / "imagesTr" / f"{case_id}_{c:04d}.nii.gz" for c in range(n_channels)),
-                folder / "labelsTr" / f"{case_id}.nii.gz"]
-    ext = ".nii.gz" if format == "monai" else ".tif"
-    return [folder / "images" / f"{case_id}{ext}", folder / "labels" / f"{case_id}{ext}"]
-
-
-def _index_files(folder: Path, format: str, manifest: dict) -> dict[str, Any]:
-    """The layout's own index (``dataset.json`` / ``datalist.json``) for the manifest's cases."""
-    names = manifest["label_names"]
-    uses_ignore = any(c.get("ignore_label") is not None for c in manifest["cases"])
-    if format == "nnunet":
-        labels = {n: i for i, n in enumerate(names)}
-        if uses_ignore:
-            labels["ignore"] = len(names)
-        return {"dataset.json": {
-            "channel_names": {str(i): n for i, n in enumerate(manifest["channel_names"])},
-            "labels": labels, "numTraining": len(manifest["cases"]), "file_ending": ".nii.gz",
-            "name": folder.name, "description": "exported by napari-attnseg (see manifest.json)",
-        }}
-    if format == "monai":
-        return {"datalist.json": {
-            "training": [{"image": c["files"]["images"][0], "label": c["files"]["label"]} for c in manifest["cases"]],
-            "labels": {str(i): n for i, n in enumerate(names)} | ({str(len(names)): "ignore"} if uses_ignore else {}),
-        }}
-    return {}
-
