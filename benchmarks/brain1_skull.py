@@ -18,6 +18,7 @@ import numpy as np  # noqa: E402
 
 from napari_attnseg import load_model, predict  # noqa: E402
 from napari_attnseg.data import read_image  # noqa: E402
+from napari_attnseg.data.orientation import volume_codes  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SLICES = (12, 16)
@@ -32,7 +33,8 @@ def main() -> None:
     model = load_model("brain-mri-3d", device="cpu")
     runs = {}
     for label, flag in (("before (no brain extraction)", False), ("after (brain extraction, the default)", None)):
-        pred = predict(model, vol.data, spacing=vol.spacing, brain_extraction=flag, return_probabilities=False)
+        pred = predict(model, vol.data, spacing=vol.spacing, brain_extraction=flag, return_probabilities=False,
+                       orientation=volume_codes(vol))  # as the CLI and the panel run it
         runs[label] = np.asarray(pred.labels)
         info = pred.params.get("brain_extraction") or {}
         share = {c: float((runs[label] == i).mean()) for i, c in enumerate(model.card.classes) if i}

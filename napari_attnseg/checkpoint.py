@@ -47,6 +47,9 @@ class ModelCard:
     spacing: list[float] | None = None
     object_diameter: float | None = None  # typical object diameter in pixels of the training data (microscopy)
     brain_extraction: str | None = None  # "auto": strip skull and scalp first unless the input is stripped (3D brain MRI)
+    # the orientation letters of the training volumes' array axes (e.g. ["S", "A", "R"]): volumes stored
+    # otherwise are turned to it for inference (inference/orient.py); None: as stored (microscopy)
+    orientation: list[str] | None = None
     # promptable models: the previous mask of a new object when none is given; "threshold": the Otsu
     # component under the clicks (prompts/initial.py), None: empty (issue 18)
     prompt_init: str | None = None

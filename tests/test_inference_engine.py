@@ -219,7 +219,7 @@ def test_predict_and_iter_predict_show_every_parameter():
     sig = inspect.signature(napari_attnseg.predict)
     assert sig.parameters == inspect.signature(iter_predict).parameters
     names = list(sig.parameters)
-    assert names[:2] == ["model", "image"] and len(names) == 19 and names[-2:] == ["diameter", "brain_extraction"]
+    assert names[:2] == ["model", "image"] and len(names) == 20 and names[-3:] == ["diameter", "brain_extraction", "orientation"]
     assert "SegmentationModel" in str(sig.parameters["model"].annotation)
     for p in list(sig.parameters.values())[2:]:
         assert p.kind is inspect.Parameter.KEYWORD_ONLY and p.annotation is not inspect.Parameter.empty, p

@@ -212,3 +212,32 @@ def _values(obj, key):
         for v in obj:
             found += _values(v, key)
     return found
+
+
+def test_segment_panel_turns_a_sagittally_stored_volume_for_the_brain_model(make_napari_viewer, qtbot, tmp_path):
+    """The same T1 voxels stored axially and sagittally, opened with the plugin's reader: the Segment
+    panel's brain-mri-3d masks are the same voxels (the panel passes the layer's orientation)."""
+    need(BRAIN)
+    from napari_attnseg._napari.segment_widget import SegmentWidget
+
+    src = nib.load(str(BRAIN))
+    stored = np.asarray(src.dataobj)[48:208, 40:216, :]
+    affine = src.affine.copy()
+    affine[:3, 3] = (src.affine @ [48, 40, 0, 1])[:3]
+    perm = affine.copy()
+    perm[:3, :3] = affine[:3, [2, 1, 0]]
+    synthetic_nifti(tmp_path / "axial.nii.gz", stored, affine)
+    synthetic_nifti(tmp_path / "sagittal.nii.gz", stored.transpose(2, 1, 0), perm)
+    masks = {}
+    for name in ("axial", "sagittal"):
+        viewer = make_napari_viewer()
+        layer = viewer.open(str(tmp_path / f"{name}.nii.gz"), plugin=PLUGIN)[0]
+        w = SegmentWidget(viewer)
+        w.model_combo.value = "brain-mri-3d"
+        w.image_combo.value = layer.name
+        with qtbot.waitSignal(w.run_done, timeout=240000) as done:
+            assert w.run() is not None
+        assert done.args == [True]
+        masks[name] = np.asarray(viewer.layers[f"{name} mask"].data)
+    assert (masks["axial"] > 0).sum() > 10_000
+    assert np.array_equal(masks["sagittal"].transpose(2, 1, 0), masks["axial"])

@@ -11,6 +11,7 @@ from napari.utils import progress as napari_progress
 from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QFileDialog, QWidget
 
+from ..data.orientation import metadata_codes
 from ..display import CT_WINDOWS, is_hounsfield, window_limits
 from ..errors import AttnSegError, Cancelled
 from ..inference import CancelToken, iter_predict
@@ -46,6 +47,7 @@ class SegmentWidget(QWidget, SegmentForm, ResultLayers, PixelTool):
     """
 
     run_done = Signal(bool)
+    models_changed = Signal()  # a model was added to the list (the Fine-tune panel follows)
 
     def __init__(self, napari_viewer):
         super().__init__()
@@ -120,6 +122,7 @@ class SegmentWidget(QWidget, SegmentForm, ResultLayers, PixelTool):
         self._descriptions[label] = card.description
         set_choices(self.model_combo, list(self._models), prefer=label if select else None)
         self._model_changed()
+        self.models_changed.emit()
         return label
 
     def model_names(self) -> list[str]:
@@ -276,6 +279,7 @@ class SegmentWidget(QWidget, SegmentForm, ResultLayers, PixelTool):
             "diameter": diameter,
             "precision": self.precision_combo.value,
             "brain_extraction": {"auto": None, "on": True, "off": False}[self.brain_combo.value],
+            "orientation": metadata_codes(layer.metadata, layer.ndim),
         }
         self._token = CancelToken()
         image = layer.data

@@ -44,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..checkpoint import load_model
     from ..cohort.inputs import read_input
+    from ..data.orientation import volume_codes
     from ..errors import InputError
     from ..evaluation import label_mismatch
     from ..inference import predict
@@ -61,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         labels = (labels > 0).astype(np.uint8)
         notes.append("reference labels have several ids and the model is binary: scored as labels > 0")
     pred = predict(model, image.data, spacing=image.spacing, device=args.device, precision=args.precision,
-                   return_probabilities=False)
+                   orientation=volume_codes(image), return_probabilities=False)
     mismatch = label_mismatch(np.unique(labels).tolist(), pred.classes)
     if mismatch:
         notes.append(mismatch)

@@ -116,6 +116,7 @@ def _distinct_inputs(inputs: list[Path], out: Path) -> list[Path]:
 def run(args: argparse.Namespace) -> int:
     from ..checkpoint import load_model
     from ..cohort.inputs import pick_channel, read_input
+    from ..data.orientation import volume_codes
     from ..errors import AttnSegError, InputError
     from ..inference import predict
     from ..results import existing_outputs, foreign_message, foreign_outputs, write_prediction
@@ -145,11 +146,12 @@ def run(args: argparse.Namespace) -> int:
                                overlap=args.overlap, attention=args.attention, device=args.device,
                                precision=args.precision, mode=args.mode, tta=args.tta, spacing=vol.spacing,
                                diameter=args.diameter, brain_extraction={"on": True, "off": False}.get(args.brain_extraction),
-                               progress=progress, return_probabilities=not args.no_prob)
+                               orientation=volume_codes(vol), progress=progress, return_probabilities=not args.no_prob)
             fmt = "tiff" if vol.meta.get("format") == "tiff" else "nifti"
             write_prediction(out, src, vol, model, pred, request=None, fmt=fmt)
+            turned = pred.params.get("reoriented")
             print(f"{src}: {pred.params['tiles']} tiles on {pred.device} ({pred.precision}), "
-                  f"{pred.timings['total_s']:.1f} s -> {out}")
+                  f"{pred.timings['total_s']:.1f} s{f' (turned {turned} for the model)' if turned else ''} -> {out}")
             for w in pred.warnings:
                 print(f"{src}: warning: {w}", file=sys.stderr)
         except AttnSegError as exc:

@@ -53,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
     from ..checkpoint import load_model
     from ..cohort.inputs import read_input
     from ..correct import format_slice_ranges, parse_slice_ranges
+    from ..data.orientation import volume_codes
     from ..errors import InputError
     from ..suggest import predict_uncertainty, suggest_slices
 
@@ -78,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(args.model, device=args.device)
     warnings: list[str] = []
     _, unc = predict_uncertainty(model, image, flips=not args.no_flips, device=args.device, spacing=vol.spacing,
-                                 warnings=warnings)
+                                 orientation=volume_codes(vol), warnings=warnings)
     for w in warnings:
         print(f"{args.image}: warning: {w}", file=sys.stderr)
     if unc_path is not None:

@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..data.orientation import volume_codes
 from ..errors import AttnSegError, Cancelled
 
 SUMMARY_NAME = "cohort_summary.csv"
@@ -170,7 +171,8 @@ def _run_case(job: _Job, model, slot: _Slot, worker: str = "") -> CaseResult:
 
                     if torch.get_num_threads() != job.threads:
                         torch.set_num_threads(job.threads)
-                pred = predict(model, vol.data, spacing=vol.spacing, cancel=slot.cancel, **job.options)
+                pred = predict(model, vol.data, spacing=vol.spacing, orientation=volume_codes(vol), cancel=slot.cancel,
+                               **job.options)
             finally:
                 slot.free_since = time.perf_counter()
             t3 = slot.free_since

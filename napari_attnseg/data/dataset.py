@@ -30,6 +30,7 @@ from ..errors import DatasetError, InputError
 from .io import read_image
 from .layouts import detect_format
 from .manifest import JOURNAL, MANIFEST, dataset_lock, read_manifest, recover
+from .orientation import axis_codes
 from .volume import Volume
 
 
@@ -68,6 +69,19 @@ class Case:
             if not np.all(np.mod(labels, 1) == 0):
                 raise DatasetError(f"Case {self.case_id}: {self.label_path.name} holds fractional label values.")
         return labels.astype(np.int64)
+
+    def orientation(self) -> tuple[str, ...] | None:
+        """Orientation letters of the label file's array axes (a 3D NIfTI; its header only), else None."""
+        if not self.label_path.name.lower().endswith((".nii", ".nii.gz")):
+            return None
+        import nibabel as nib
+
+        try:
+            img = nib.load(str(self.label_path))
+        except Exception:  # noqa: BLE001 - unreadable here is reported when the data are loaded
+            return None
+        codes = (int(img.header["qform_code"]), int(img.header["sform_code"]))
+        return axis_codes(img.affine, len(img.shape)) if any(codes) else None
 
     def load(self) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
         image, spacing = self._image()

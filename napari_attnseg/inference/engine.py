@@ -27,6 +27,7 @@ from ..devices import resolve_device
 from ..errors import Cancelled, InputError
 from ..models.base import SegmentationModel
 from ..options import MODES
+from . import orient
 from .blend import FINALIZE_VOXELS, SlabBlender
 from .checks import (
     DEFAULT_TILE,
@@ -80,6 +81,7 @@ def iter_predict(
     normalization: dict[str, Any] | None = None,
     diameter: float | str | None = None,
     brain_extraction: bool | None = None,
+    orientation: Sequence[str] | None = None,
 ) -> Generator[tuple[int, int], None, Prediction]:
     """Like :func:`predict` (same parameters), as a generator that yields ``(done, total)`` tiles and
     returns the :class:`Prediction` (``StopIteration.value``, or the value of ``yield from``).
@@ -95,6 +97,14 @@ def _pipeline(model, image, options: dict[str, Any]) -> Generator[tuple[int, int
     """The steps around the sliding window: rescaling to the card's object size (``diameter``), brain
     extraction when the card asks for skull-stripped input, then the engine (retried on GPU OOM)."""
     model, image = prepare(model, image, options)  # a name is loaded, a list becomes an array, options checked
+    turn = orient.needed(model, image, options)
+    options.pop("orientation")
+    if turn is not None:
+        return (yield from orient.with_orientation(_pipeline_turned, model, image, options, turn))
+    return (yield from _pipeline_turned(model, image, options))
+
+
+def _pipeline_turned(model, image, options: dict[str, Any]) -> Generator[tuple[int, int], None, Prediction]:
     diameter = options.pop("diameter")
     if diameter is not None:
         from .diameter import iter_predict_diameter
@@ -164,6 +174,7 @@ def predict(
     normalization: dict[str, Any] | None = None,
     diameter: float | str | None = None,
     brain_extraction: bool | None = None,
+    orientation: Sequence[str] | None = None,
 ) -> Prediction:
     """Segment ``image`` with ``model``.
 
@@ -194,6 +205,10 @@ def predict(
             from a first pass; the image is rescaled to the card's ``object_diameter`` and back.
         brain_extraction: strip skull and scalp first (3D brain models); None: when the card says
             ``"brain_extraction": "auto"``, which leaves an input that is already stripped as it is.
+        orientation: which way the volume's array axes run, as orientation letters (``("S", "A", "R")``;
+            ``napari_attnseg.data.orientation.volume_codes(volume)`` for a file read with ``read_image``).
+            When the model's card names the orientation it was trained in and this one differs, the
+            volume is permuted/flipped to it (no resampling) and the results back; None: as stored.
 
     Raises:
         InputError: the image does not fit the model, or an option is out of range.

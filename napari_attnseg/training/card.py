@@ -97,6 +97,20 @@ class CardWriter:
             return None
         return spacing
 
+    def _card_orientation(self, base) -> list[str] | None:
+        """The orientation of the training volumes' array axes when every case has the same (inference
+        turns other storages to it); the start model's when the files carry none (TIFF); None when mixed."""
+        found = {case.orientation() for case in self.dataset.cases}
+        if len(found) > 1:
+            if not getattr(self, "_orientation_noted", False):
+                self._orientation_noted = True
+                named = ", ".join(sorted("".join(c) if c else "none" for c in found))
+                self.notes.append(f"the cases are stored in different orientations ({named}): the model's card "
+                                  "names none, so volumes are segmented as stored")
+            return None
+        codes = found.pop() if found else None
+        return list(codes) if codes else (list(base.orientation) if base is not None and base.orientation else None)
+
     def _save(self, path: Path, s: dict, epochs: int, seconds: float, finished: bool, test=None) -> None:
         cfg, base = self.cfg, self.base_card
         metrics: dict[str, Any] = {"val_dice": s["best"], "val_dice_per_class": s["best_per_class"]}
@@ -110,7 +124,7 @@ class CardWriter:
             description=cfg.description or (f"{base.name or cfg.start_model} fine-tuned on {Path(cfg.dataset).name}" if base
                                             else f"{self.model.arch} trained on {Path(cfg.dataset).name}"),
             classes=list(self.dataset.label_names), normalization=dict(self.norm_spec),
-            spacing=self._card_spacing(base),
+            spacing=self._card_spacing(base), orientation=self._card_orientation(base),
             # a start model sized for its objects (microscopy): the objects of this dataset, measured
             object_diameter=self._object_diameter(base, s),
             tile=[int(p) for p in self.tile], overlap=0.25,

@@ -1,0 +1,116 @@
+"""Which way a volume's array axes run in the body, and exact re-orientation between two storages.
+
+Orientation codes are nibabel's letters for the direction an axis *increases* towards (R/L, A/P,
+S/I), given here for the project's array axes (z, y, x) = the file's (k, j, i). A volume stored
+sagittally and the same volume stored axially hold the same voxels with their axes permuted (and
+perhaps flipped): :class:`Reorientation` moves arrays between the two without resampling, so a model
+trained on one storage sees what it was trained on, and its results go back voxel for voxel.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+_PAIRS = {"R": "L", "L": "R", "A": "P", "P": "A", "S": "I", "I": "S"}
+
+
+def axis_codes(affine: np.ndarray | None, ndim: int = 3) -> tuple[str, ...] | None:
+    """The orientation codes of the array axes (z, y, x) of a volume with this NIfTI-style affine
+    (None without an affine or for 2D images). An oblique affine gets the closest axes."""
+    if affine is None or ndim != 3:
+        return None
+    import nibabel as nib
+
+    a = np.asarray(affine, float)
+    if a.shape != (4, 4) or np.array_equal(a, np.eye(4)):
+        return None
+    codes = nib.aff2axcodes(a)
+    if any(c is None for c in codes):
+        return None
+    return tuple(str(c) for c in reversed(codes))
+
+
+def volume_codes(volume) -> tuple[str, ...] | None:
+    """:func:`axis_codes` of a :class:`~napari_attnseg.data.Volume` whose file carries real geometry
+    (not a NIfTI with both codes 0, not a TIFF)."""
+    return metadata_codes({"affine": volume.affine, "nifti": volume.meta.get("nifti")}, np.ndim(volume.data))
+
+
+def metadata_codes(meta: dict, ndim: int) -> tuple[str, ...] | None:
+    """:func:`axis_codes` from the geometry a reader put in a layer's metadata (``affine``, ``nifti``)."""
+    nifti = meta.get("nifti") or {}
+    if nifti and not nifti.get("qform_code") and not nifti.get("sform_code"):
+        return None
+    affine = meta.get("affine")
+    return axis_codes(None if affine is None else np.asarray(affine, float), ndim)
+
+
+def check_codes(codes: Sequence[str] | None, what: str) -> tuple[str, ...] | None:
+    """``codes`` as a tuple of three letters, one per anatomical axis; raise ValueError otherwise."""
+    if codes is None:
+        return None
+    out = tuple(str(c).upper() for c in codes)
+    if len(out) != 3 or any(c not in _PAIRS for c in out) or len({frozenset((c, _PAIRS[c])) for c in out}) != 3:
+        raise ValueError(f"{what} must be three orientation letters, one of R/L, A/P and S/I each "
+                         f"(e.g. ('S', 'A', 'R')); got {codes!r}.")
+    return out
+
+
+@dataclass(frozen=True)
+class Reorientation:
+    """Array axis ``i`` of the moved array is axis ``perm[i]`` of the stored one, reversed where
+    ``flip[i]``. ``apply`` and ``undo`` take arrays whose last three axes are the spatial ones."""
+
+    perm: tuple[int, int, int]
+    flip: tuple[bool, bool, bool]
+    source: tuple[str, ...]
+    target: tuple[str, ...]
+
+    def apply(self, a):
+        lead = np.ndim(a) - 3
+        moved = np.transpose(a, tuple(range(lead)) + tuple(lead + p for p in self.perm))
+        axes = tuple(lead + i for i, f in enumerate(self.flip) if f)
+        return np.ascontiguousarray(np.flip(moved, axes) if axes else moved)
+
+    def undo(self, a):
+        lead = np.ndim(a) - 3
+        axes = tuple(lead + i for i, f in enumerate(self.flip) if f)
+        a = np.flip(a, axes) if axes else a
+        inverse = tuple(int(i) for i in np.argsort(self.perm))
+        return np.ascontiguousarray(np.transpose(a, tuple(range(lead)) + tuple(lead + p for p in inverse)))
+
+    def spacing(self, spacing: Sequence[float] | None) -> tuple[float, ...] | None:
+        return None if spacing is None else tuple(float(spacing[p]) for p in self.perm)
+
+    def undo_map(self, data: np.ndarray, scale: Sequence[float], translate: Sequence[float],
+                 moved_shape: Sequence[int]) -> tuple[np.ndarray, tuple[float, ...], tuple[float, ...]]:
+        """A coarse map placed on the moved image (pixel ``i`` centred on ``translate + i * scale``)
+        back on the stored image: the map's data, scale and translate."""
+        scale, translate = list(map(float, scale)), list(map(float, translate))
+        for i, f in enumerate(self.flip):
+            if f:  # u' = N - 1 - u on the image; the map's index runs backwards
+                translate[i] = moved_shape[i] - 1 - translate[i] - (data.shape[-3 + i] - 1) * scale[i]
+        inverse = [int(i) for i in np.argsort(self.perm)]
+        return (self.undo(data), tuple(scale[p] for p in inverse), tuple(translate[p] for p in inverse))
+
+    def describe(self) -> str:
+        return f"{''.join(self.source)} -> {''.join(self.target)}"
+
+
+def reorientation(source: Sequence[str] | None, target: Sequence[str] | None) -> Reorientation | None:
+    """How to move an array stored with axis codes ``source`` to ``target`` (None: nothing to do, or
+    either is unknown)."""
+    if source is None or target is None:
+        return None
+    source, target = check_codes(source, "the image's orientation"), check_codes(target, "the model's orientation")
+    if source == target:
+        return None
+    perm, flip = [], []
+    for t in target:
+        i = next(i for i, s in enumerate(source) if s in (t, _PAIRS[t]))
+        perm.append(i)
+        flip.append(source[i] != t)
+    return Reorientation(tuple(perm), tuple(flip), source, target)
