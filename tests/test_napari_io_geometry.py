@@ -241,3 +241,14 @@ def test_segment_panel_turns_a_sagittally_stored_volume_for_the_brain_model(make
         masks[name] = np.asarray(viewer.layers[f"{name} mask"].data)
     assert (masks["axial"] > 0).sum() > 10_000
     assert np.array_equal(masks["sagittal"].transpose(2, 1, 0), masks["axial"])
+
+
+def test_a_file_the_plugin_cannot_open_says_why_in_napari(viewer, tmp_path):
+    """A 4D NIfTI opened with the plugin: napari gets the plugin's message naming the file (before:
+    napari said only that the reader "returned no data")."""
+    from napari_attnseg.errors import InputError
+
+    path = synthetic_nifti(tmp_path / "fmri.nii.gz", np.zeros((8, 8, 4, 2), np.int16), np.diag([2.0, 2.0, 3.0, 1.0]))
+    with pytest.raises(InputError, match=r"fmri.nii.gz: expected a 2D or 3D NIfTI image.*one file per volume"):
+        viewer.open(str(path), plugin=PLUGIN)
+    assert not viewer.layers

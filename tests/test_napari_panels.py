@@ -213,6 +213,7 @@ def test_dicom_series_round_trips_through_the_nifti_writer(viewer, tmp_path):
 
 def test_readers_decline_foreign_files(tmp_path):
     from napari_attnseg._napari.io_hooks import get_dicom_reader, get_nifti_reader
+    from napari_attnseg.errors import InputError
 
     txt = tmp_path / "notes.txt"
     txt.write_text("hello")
@@ -220,7 +221,9 @@ def test_readers_decline_foreign_files(tmp_path):
     assert get_dicom_reader(str(txt)) is None
     bad = tmp_path / "broken.nii.gz"
     bad.write_text("garbage")
-    assert get_nifti_reader(str(bad))(str(bad)) == []  # opened by name, unreadable: no layer, no exception
+    # opened by name, unreadable: a message naming the file (napari shows it), not "returned no data"
+    with pytest.raises(InputError, match="broken.nii.gz"):
+        get_nifti_reader(str(bad))(str(bad))
 
 
 def test_dicom_reader_and_tiff_writer(viewer, tmp_path):

@@ -26,7 +26,7 @@ import numpy as np
 from ..data import Volume, read_image, write_image
 from ..data.dicom import is_dicom_path
 from ..display import DEFAULT_CT_WINDOW, default_window
-from ..errors import AttnSegError
+from ..errors import AttnSegError, InputError
 
 PLUGIN = "napari-attnseg"
 # patterns napari's builtins claim too, which only this plugin reads with their geometry
@@ -195,10 +195,16 @@ def _layer(volume: Volume, path: str) -> list[tuple]:
 
 
 def _reader(path):
+    """The layers of a file this plugin claimed (by name or DICOM content). A file it cannot read raises
+    an error naming the file and what to do, which napari shows; returning nothing would make napari
+    say only that the reader "returned no data"."""
     try:
         return _layer(read_image(path), str(path))
-    except (AttnSegError, OSError, ValueError):
-        return None
+    except AttnSegError:
+        raise
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path} cannot be read as an image ({exc}); check that the file is complete and "
+                         "is NIfTI or DICOM.") from None
 
 
 def get_nifti_reader(path):
