@@ -331,6 +331,7 @@ class CorrectWidget(QWidget, CorrectForm, SuggestTool):
             "label_names": names,
             "source_name": Path(str(meta.get("source_path", img_name))).name,
             "model_info": model_identity(info) if info else None,
+            "modality": meta.get("modality"),
         }
         image, labels, fmt = np.asarray(image_layer.data), np.array(layer.data), self.format_combo.value
 

@@ -25,6 +25,7 @@ import numpy as np
 
 from ..data import Volume, read_image, write_image
 from ..data.dicom import is_dicom_path
+from ..data.orientation import onto_grid
 from ..display import DEFAULT_CT_WINDOW, default_window
 from ..errors import AttnSegError, InputError
 
@@ -120,15 +121,9 @@ def _codes(affine: np.ndarray) -> str:
 
 
 def _match_orientation(volume: Volume, path: str, viewer) -> Volume:
-    """A NIfTI stored in another orientation than an open image of the same grid is reoriented to it.
-
-    The array is flipped/transposed (nibabel's orientation tools, in the stored (i, j, k) axes) so that
-    it overlays the open image voxel by voxel; that happens only when the adjusted affine then equals
-    the open image's. Otherwise a warning says the two do not overlay.
-    """
-    import nibabel as nib
-    from nibabel import orientations as ornt
-
+    """A NIfTI stored in another orientation than an open image of the same grid is reoriented to it
+    (``data.orientation.onto_grid``: the same voxels, axes moved), so that the two overlay voxel by voxel.
+    Otherwise a warning says the two do not overlay."""
     if volume.affine is None or volume.data.ndim != 3 or volume.meta.get("format") != "nifti":
         return volume
     name = Path(path).name
@@ -141,25 +136,12 @@ def _match_orientation(volume: Volume, path: str, viewer) -> Volume:
         other = np.asarray(other, float)
         if other.shape != (4, 4) or _codes(other) == _codes(affine):
             continue
-        stored = np.asarray(volume.data).transpose(2, 1, 0)  # back to the file's (i, j, k)
-        transform = ornt.ornt_transform(nib.io_orientation(affine), nib.io_orientation(other))
-        moved = ornt.apply_orientation(stored, transform)
-        new_affine = affine @ ornt.inv_ornt_aff(transform, stored.shape)
-        tol = 1e-3 * float(np.min(np.linalg.norm(other[:3, :3], axis=0)))
-        if moved.shape[::-1] == shape and np.allclose(new_affine, other, atol=max(tol, 1e-6)):
-            data = np.ascontiguousarray(moved.transpose(2, 1, 0))
-            spacing = tuple(float(z) for z in np.linalg.norm(new_affine[:3, :3], axis=0)[::-1])
-            meta = dict(volume.meta)
-            nifti = dict(meta.get("nifti") or {})
-            nifti["stored_shape"] = list(moved.shape)
-            if nifti.get("qform"):
-                nifti["qform"] = new_affine.tolist()
-            meta["nifti"] = nifti
-            meta["reoriented_from"] = _codes(affine)
+        moved = onto_grid(volume, other, shape)
+        if moved is not None:
             _notify(f"{name} is stored in {_codes(affine)} orientation, {layer.name} in {_codes(other)}: "
                     f"{name} was reoriented to {_codes(other)} so that the two overlay voxel by voxel "
                     "(a mask saved from it is written in that orientation, with the matching affine).")
-            return Volume(data, spacing, new_affine, meta)
+            return moved
         _notify(f"{name} is stored in {_codes(affine)} orientation and {layer.name} in {_codes(other)}: "
                 "they do not overlay voxel by voxel (one is mirrored or transposed against the other).")
         return volume
@@ -181,7 +163,7 @@ def _layer(volume: Volume, path: str) -> list[tuple]:
         _notify(f"{name}: {meta['warning']}")
     if _is_labels_file(volume, path):
         reviewed = volume.meta.get("reviewed_slices")
-        if reviewed is not None and volume.meta.get("reoriented_from"):
+        if volume.meta.get("reviewed_slices_dropped"):
             _notify(f"{name}: its reviewed-slice marks were not kept: the file was reoriented to the open image, "
                     "so its slice numbers changed; mark the reviewed slices again.")
         elif reviewed is not None:

@@ -42,15 +42,19 @@ def run(args: argparse.Namespace) -> int:
     from ..checkpoint import model_identity
     from ..correct import format_slice_ranges, parse_slice_ranges
     from ..data import read_image
-    from ..data.export import check_same_grid, export_case
+    from ..data.export import export_case
+    from ..data.grid import on_image_grid
+    from ..errors import InputError
 
     image = read_image(args.image)
-    labels = read_image(args.labels)
-    check_same_grid(image, labels, "labels")
+    labels, note = on_image_grid(image, read_image(args.labels), "labels")
+    if note:
+        print(note, file=sys.stderr)
     prediction = None
     if args.prediction:
-        pred = read_image(args.prediction)
-        check_same_grid(image, pred, "prediction")
+        pred, note = on_image_grid(image, read_image(args.prediction), "prediction")
+        if note:
+            print(note, file=sys.stderr)
         prediction = np.asarray(pred.data)
     names = args.label_names.split(",") if args.label_names else None
     if names is None and args.model and not (Path(args.dataset) / "manifest.json").exists():
@@ -60,13 +64,14 @@ def run(args: argparse.Namespace) -> int:
         top = 1 if args.foreground else int(np.asarray(labels.data).max(initial=0))
         if len(classes) >= 2 and top < len(classes):
             names = classes
+    if labels.meta.get("reviewed_slices_dropped") and not args.reviewed_slices:
+        raise InputError(f"{args.labels} carries reviewed-slice marks numbered in its own orientation, which differs "
+                         f"from {args.image}'s; pass --reviewed-slices with the slice numbers of the image.")
     reviewed = parse_slice_ranges(args.reviewed_slices) if args.reviewed_slices else labels.meta.get("reviewed_slices")
     if not args.reviewed_slices and reviewed is not None:
         print(f"{args.labels}: using the reviewed slices saved with the mask: {format_slice_ranges(reviewed)} "
               "(--reviewed-slices overrides)", file=sys.stderr)
-    channels = args.channel_names.split(",") if args.channel_names else None
-    if channels is None and image.meta.get("format") == "dicom" and image.meta.get("modality") == "CT":
-        channels = ["CT"]  # nnU-Net normalises a channel named CT with its CT scheme
+    channels = args.channel_names.split(",") if args.channel_names else None  # None: CT when in HU, else image
     record = export_case(
         np.asarray(image.data), np.asarray(labels.data), args.dataset, args.format,
         spacing=image.spacing, affine=image.affine,
@@ -75,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
         label_names=names,
         channel_names=channels, source_name=args.source_name or Path(str(args.image).rstrip("/")).name,
         model_info=model_identity(args.model) if args.model else {}, overwrite=args.overwrite,
-        foreground=args.foreground,
+        foreground=args.foreground, modality=image.meta.get("modality"),
     )
     for w in record.warnings:
         print(f"{args.dataset}: warning: {w}", file=sys.stderr)

@@ -124,7 +124,7 @@ class _Plan:
 
 
 def _plan(folder: Path, format: str, labels: np.ndarray, n_channels: int, ndim: int, *, reviewed_slices,
-          case_id, label_names, channel_names, overwrite) -> _Plan:
+          case_id, label_names, channel_names, overwrite, ct: bool = False) -> _Plan:
     """Everything that can refuse the export, decided before a single file is written."""
     existing = detect_format(folder) if folder.exists() else None
     manifest = read_manifest(folder) if folder.exists() else None
@@ -146,7 +146,7 @@ def _plan(folder: Path, format: str, labels: np.ndarray, n_channels: int, ndim: 
     if manifest is None:
         names = list(label_names) if label_names else (
             ["background", "foreground"] if n_classes <= 2 else ["background"] + [f"class {i}" for i in range(1, n_classes)])
-        chans = list(channel_names) if channel_names else (["image"] if n_channels == 1 else
+        chans = list(channel_names) if channel_names else (["CT" if ct else "image"] if n_channels == 1 else
                                                            [f"channel{i}" for i in range(n_channels)])
         if len(set(names)) != len(names) or "ignore" in names:
             raise InputError(f"Label names must be distinct and must not include 'ignore' (reserved); got {names}.")
@@ -161,8 +161,9 @@ def _plan(folder: Path, format: str, labels: np.ndarray, n_channels: int, ndim: 
         raise InputError(f"The label names {list(label_names)} differ from the dataset's ({', '.join(table)}); "
                          "a dataset keeps one label table. Use the same names or another folder.")
     if channel_names and list(channel_names) != list(manifest.get("channel_names", [])):
-        raise InputError(f"The channel names {list(channel_names)} differ from the dataset's "
-                         f"({manifest.get('channel_names')}).")
+        raise InputError(f"The channel names {list(channel_names)} differ from those of the dataset in {folder} "
+                         f"({manifest.get('channel_names')}); a dataset keeps one channel table. Give the same "
+                         "names (--channel-names), or leave them out to take the dataset's, or export into another folder.")
     if len(manifest.get("channel_names", [])) not in (0, n_channels):
         raise InputError(f"The dataset's images have {len(manifest['channel_names'])} channel(s); this one has {n_channels}.")
     if manifest.get("spatial_dims", ndim) != ndim:
@@ -245,6 +246,7 @@ def export_case(
     overwrite: bool = False,
     channel_axis: bool = False,
     foreground: bool = False,
+    modality: str | None = None,
 ) -> CaseRecord:
     """Add one case (image + corrected labels) to the dataset at ``dataset_dir``; return its record.
 
@@ -254,8 +256,9 @@ def export_case(
     first-axis indices) become the ``ignore`` label, the last value of the table (nnU-Net v2), so
     training learns only from what a person checked. ``prediction`` (the model's mask) adds edit
     statistics to the record; ``model_info`` (e.g. model name and checkpoint sha256) is kept as is.
-    A new dataset takes its label table from ``label_names`` (default background/foreground); an
-    existing one keeps its own. ``foreground=True`` exports labels > 0 as one class (instance ids);
+    A new dataset takes its label table from ``label_names`` (default background/foreground) and its
+    channel names from ``channel_names`` (default ``CT`` for an image in Hounsfield units or of DICOM
+    ``modality`` CT, nnU-Net's cue for its CT normalisation, else ``image``); an existing one keeps its own. ``foreground=True`` exports labels > 0 as one class (instance ids);
     without it, more than ``MAX_AUTO_CLASSES`` distinct values and no ``label_names`` are refused.
     Only pixel values and geometry are written (no source headers). Nothing is written when any
     input is refused (``InputError`` / ``DatasetError``), and no file that is not a case of the
@@ -288,8 +291,14 @@ def export_case(
         raise InputError(f"Label value {top} is too large for a class id; a Labels layer of instance ids "
                          "needs converting to classes first (attnseg export --foreground: labels > 0 become 1).")
     labels_int = labels.astype(np.uint8 if top < 255 else np.uint16)
+    if channel_names is None and chans.shape[0] == 1:
+        from ..display import is_hounsfield
+
+        ct = modality == "CT" or is_hounsfield(chans[0])  # nnU-Net normalises a channel named CT as CT
+    else:
+        ct = False
     opts = dict(reviewed_slices=reviewed_slices, case_id=case_id, label_names=label_names,
-                channel_names=channel_names, overwrite=overwrite)
+                channel_names=channel_names, overwrite=overwrite, ct=ct)
 
     _check_folder(folder)
     if not (folder / JOURNAL).exists():  # refuse before creating anything (a folder, a lock file)

@@ -1,4 +1,5 @@
-"""Is a labels (or prediction) file on the image's grid? Compared by the affines both files carry."""
+"""Is a labels (or prediction) file on the image's grid? Compared by the affines both files carry; the
+same grid stored in another orientation is moved onto the image's (``on_image_grid``)."""
 
 from __future__ import annotations
 
@@ -35,6 +36,28 @@ def check_same_grid(image: Volume, other: Volume, what: str = "labels") -> None:
         raise InputError(f"{other.meta.get('source_path', what)} ({what}) is not on the grid of "
                          f"{image.meta.get('source_path', 'the image')} (image): {'; '.join(diffs)}. Export the "
                          f"{what} that belong to this image, or resample them onto its grid first.")
+
+
+def on_image_grid(image: Volume, other: Volume, what: str = "labels") -> tuple[Volume, str | None]:
+    """``other`` on the grid of ``image``: as it is, or, when it is the same grid stored with permuted or
+    flipped axes (another orientation), moved onto the image's storage voxel for voxel, with a note
+    saying so. Any other difference is refused as :func:`check_same_grid` refuses it."""
+    from .orientation import onto_grid
+
+    if _geometry(image) is not None and _geometry(other) is not None:
+        moved = onto_grid(other, image.affine, np.shape(image.data))
+        if moved is not None:
+            return moved, (f"{other.meta.get('source_path', what)} ({what}) is stored in "
+                           f"{moved.meta['reoriented_from']} orientation, the image in "
+                           f"{''.join(_axcodes(image.affine))}: moved onto the image's grid (the same voxels)")
+    check_same_grid(image, other, what)
+    return other, None
+
+
+def _axcodes(affine) -> tuple[str, ...]:
+    import nibabel as nib
+
+    return tuple(str(c) for c in nib.aff2axcodes(np.asarray(affine, float)))
 
 
 def _geometry(v: Volume) -> np.ndarray | None:

@@ -114,3 +114,38 @@ def reorientation(source: Sequence[str] | None, target: Sequence[str] | None) ->
         perm.append(i)
         flip.append(source[i] != t)
     return Reorientation(tuple(perm), tuple(flip), source, target)
+
+
+def onto_grid(volume, affine: np.ndarray, shape: Sequence[int]):
+    """``volume`` (3D, read by ``read_image``) stored again in the orientation of the grid ``affine`` /
+    ``shape`` (array axes), when it is that grid stored with permuted or flipped axes: the same voxels
+    moved, with the affine and the header facts updated, and ``meta["reoriented_from"]`` set. None when
+    the two are not one grid stored two ways (or either has no geometry, or they already agree)."""
+    import nibabel as nib
+    from nibabel import orientations as ornt
+
+    from .volume import Volume
+
+    if volume.affine is None or np.ndim(volume.data) != 3 or affine is None or len(shape) != 3:
+        return None
+    own, other = np.asarray(volume.affine, float), np.asarray(affine, float)
+    if other.shape != (4, 4) or nib.aff2axcodes(own) == nib.aff2axcodes(other):
+        return None
+    stored = np.asarray(volume.data).transpose(2, 1, 0)  # back to the file's (i, j, k)
+    transform = ornt.ornt_transform(nib.io_orientation(own), nib.io_orientation(other))
+    moved = ornt.apply_orientation(stored, transform)
+    new_affine = own @ ornt.inv_ornt_aff(transform, stored.shape)
+    tol = 1e-3 * float(np.min(np.linalg.norm(other[:3, :3], axis=0)))
+    if moved.shape[::-1] != tuple(shape) or not np.allclose(new_affine, other, atol=max(tol, 1e-6)):
+        return None
+    meta = dict(volume.meta)
+    nifti = dict(meta.get("nifti") or {})
+    nifti["stored_shape"] = list(moved.shape)
+    if nifti.get("qform"):
+        nifti["qform"] = new_affine.tolist()
+    meta["nifti"] = nifti
+    meta["reoriented_from"] = "".join(nib.aff2axcodes(own))
+    if meta.pop("reviewed_slices", None) is not None:  # slice numbers of the other storage: no longer valid
+        meta["reviewed_slices_dropped"] = True
+    spacing = tuple(float(z) for z in np.linalg.norm(new_affine[:3, :3], axis=0)[::-1])
+    return Volume(np.ascontiguousarray(moved.transpose(2, 1, 0)), spacing, new_affine, meta)
