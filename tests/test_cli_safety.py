@@ -68,6 +68,12 @@ def test_suggest_never_writes_the_uncertainty_map_over_the_input(tmp_path, capsy
             line = _error_line(capsys.readouterr().err, "suggest")
             assert rc == 1 and "would replace the input image" in line and "mybrain.nii.gz" in line
     assert src.read_bytes() == before
+    # inside a series folder given as the input: refused, saying why (nothing would be replaced)
+    (tmp_path / "series").mkdir()
+    rc = main(["suggest", str(tmp_path / "series"), "--model", "brain-mri-3d", "--no-flips", "--device", "cpu",
+               "--uncertainty", str(tmp_path / "series" / "unc.nii.gz")])
+    line = _error_line(capsys.readouterr().err, "suggest")
+    assert rc == 1 and "inside the input's folder" in line and "write it outside" in line
 
 
 def test_suggest_refuses_an_existing_uncertainty_file_unless_overwrite(tmp_path, capsys, monkeypatch):

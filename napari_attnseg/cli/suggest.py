@@ -36,8 +36,11 @@ def check_uncertainty_path(path: Path, image: Path, overwrite: bool) -> None:
     if image_format(path) not in ("nifti", "tiff"):
         raise InputError(f"--uncertainty {path}: give a .nii.gz, .nii, .tif or .tiff file name.")
     target, source = path.resolve(), image.resolve()
-    if target == source or source in target.parents or (path.exists() and os.path.samefile(path, image)):
+    if target == source or (path.exists() and os.path.samefile(path, image)):
         raise InputError(f"--uncertainty {path} would replace the input image {image}; choose another file name.")
+    if source in target.parents:  # a DICOM series folder: another file in it would join the series' folder
+        raise InputError(f"--uncertainty {path} is inside the input's folder {image} (a DICOM series); write it "
+                         "outside that folder.")
     if path.is_dir():
         raise InputError(f"--uncertainty {path} is a folder; give a file name.")
     if path.exists() and not overwrite:
