@@ -91,7 +91,8 @@ def write_image(
     """Write ``data`` (array axis order) as TIFF or NIfTI, atomically (temp name + rename).
 
     Geometry comes from the arguments, else from ``like`` (the Volume the data was derived from):
-    a NIfTI written ``like`` a NIfTI or DICOM source gets back its affine and header codes.
+    a NIfTI written ``like`` a NIfTI or DICOM source gets back its affine and header codes, a TIFF
+    written ``like`` a TIFF its axes label (and an ImageJ source's format and unit).
     ``reviewed_slices`` (a mask's reviewed first-axis indices) are stored in the file and read back as
     ``Volume.meta["reviewed_slices"]``.
     """
@@ -109,7 +110,7 @@ def write_image(
     elif name.endswith(TIFF_SUFFIXES):
         from .tiff import write_tiff
 
-        write_tiff(p, data, spacing, reviewed_slices)
+        write_tiff(p, data, spacing, reviewed_slices, like.meta if like is not None else None)
     else:
         raise InputError(f"{p}: napari-attnseg writes .tif/.tiff and .nii/.nii.gz files.")
     return p

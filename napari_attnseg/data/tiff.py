@@ -1,7 +1,11 @@
-"""TIFF with tifffile: spacing from the ImageJ / resolution tags, memory-mapped when the file allows."""
+"""TIFF with tifffile: spacing from the OME pixel sizes, the ImageJ / resolution tags; memory-mapped
+when the file allows. A mask written ``like`` an ImageJ TIFF is an ImageJ TIFF again (unit, z spacing
+and axes as Fiji reads them); otherwise tifffile's JSON description carries axes and z spacing."""
 
 from __future__ import annotations
 
+import re
+import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
@@ -16,13 +20,50 @@ MEMMAP_MIN_BYTES = 16 * 2**20
 
 INCH = 2  # TIFF ResolutionUnit; also the TIFF default when the tag is absent
 
+# OME length units (UnitsLength) in micrometres; an OME pixel size without a unit is in µm.
+OME_UNITS_UM = {"pm": 1e-6, "Å": 1e-4, "nm": 1e-3, "µm": 1.0, "μm": 1.0, "um": 1.0, "micron": 1.0,
+                "mm": 1e3, "cm": 1e4, "dm": 1e5, "m": 1e6, "in": 25400.0}
+# ImageJ description entries kept in Volume.meta["imagej"] and written back (JSON-safe values only).
+IMAGEJ_KEYS = ("unit", "yunit", "zunit", "tunit", "finterval")
+IMAGEJ_AXES = "TZCYXS"  # the axes ImageJ knows, in the only order it stores them
+IMAGEJ_DTYPES = (np.uint8, np.uint16, np.float32)
 
-def _spacing(tif, ndim: int) -> list[float]:
-    """Pixel spacing from the resolution tags (units per pixel), the z spacing from ImageJ / tifffile
-    metadata. A resolution in dots per inch with neither ImageJ metadata nor this package's own
-    (``axes`` in tifffile's JSON description) is a print setting (72, 96, 300 dpi written by an image
-    editor or a camera), not the pixel size: it is ignored and the spacing stays 1 pixel, as when a
-    TIFF has no resolution (taken at face value it made the nuclei model shrink the image 72x)."""
+
+def _axis(axes: str, letter: str, fallback: int, ndim: int) -> int | None:
+    """Index of ``letter`` in ``axes`` (tifffile's axes of the series), else ``fallback`` (negative)."""
+    if len(axes) == ndim and letter in axes:
+        return axes.index(letter)
+    return fallback + ndim if ndim >= -fallback else None
+
+
+def _ome_sizes(tif) -> dict[str, float]:
+    """PhysicalSizeX/Y/Z of the first OME Pixels element, in µm (absent or unknown unit: left out)."""
+    if not tif.is_ome or not tif.ome_metadata:
+        return {}
+    try:
+        root = ET.fromstring(tif.ome_metadata)
+    except ET.ParseError:
+        return {}
+    pixels = next((e for e in root.iter() if e.tag.rsplit("}", 1)[-1] == "Pixels"), None)
+    sizes: dict[str, float] = {}
+    for letter in "XYZ" if pixels is not None else "":
+        value, unit = pixels.get(f"PhysicalSize{letter}"), pixels.get(f"PhysicalSize{letter}Unit", "µm")
+        try:
+            size = float(value) * OME_UNITS_UM[unit.strip()] if value is not None else 0.0
+        except (KeyError, ValueError):
+            continue
+        if np.isfinite(size) and size > 0:
+            sizes[letter] = size
+    return sizes
+
+
+def _spacing(tif, ndim: int, axes: str = "") -> list[float]:
+    """Pixel spacing in the series' axes: the OME pixel sizes (in µm) where the file has them, else
+    the resolution tags (units per pixel) and the z spacing from ImageJ / tifffile metadata. A
+    resolution in dots per inch with neither ImageJ metadata nor this package's own (``axes`` in
+    tifffile's JSON description) is a print setting (72, 96, 300 dpi written by an image editor or a
+    camera), not the pixel size: it is ignored and the spacing stays 1 pixel, as when a TIFF has no
+    resolution (taken at face value it made the nuclei model shrink the image 72x)."""
     spacing = [1.0] * ndim
     page = tif.pages[0]
     ij = tif.imagej_metadata or {}
@@ -30,18 +71,32 @@ def _spacing(tif, ndim: int) -> list[float]:
     unit_tag = page.tags.get("ResolutionUnit")
     unit = int(unit_tag.value) if unit_tag is not None else INCH
     physical = bool(ij) or "axes" in shaped or unit != INCH
+    ix, iy, iz = _axis(axes, "X", -1, ndim), _axis(axes, "Y", -2, ndim), _axis(axes, "Z", -3, ndim)
     try:
         xres = page.tags["XResolution"].value
         yres = page.tags["YResolution"].value
-        if physical and xres[0] and yres[0] and ndim >= 2:
-            spacing[-1] = xres[1] / xres[0]
-            spacing[-2] = yres[1] / yres[0]
+        if physical and xres[0] and yres[0] and ix is not None and iy is not None:
+            spacing[ix] = xres[1] / xres[0]
+            spacing[iy] = yres[1] / yres[0]
     except KeyError:
         pass
     z_spacing = ij.get("spacing") or shaped.get("spacing")
-    if ndim >= 3 and z_spacing:
-        spacing[-3] = float(z_spacing)
+    if iz is not None and z_spacing:
+        spacing[iz] = float(z_spacing)
+    for letter, size in _ome_sizes(tif).items():
+        i = {"X": ix, "Y": iy, "Z": iz if "Z" in axes else None}[letter]
+        if i is not None:
+            spacing[i] = size
     return spacing
+
+
+def _reviewed(value) -> list[int] | None:
+    """Reviewed slices from the JSON description (a list) or an ImageJ description entry ("3,4,12")."""
+    if isinstance(value, list):
+        return sorted({int(z) for z in value})
+    if isinstance(value, (int, str)) and not isinstance(value, bool):
+        return sorted({int(z) for z in re.findall(r"\d+", str(value))})
+    return None
 
 
 def read_tiff(p: Path):
@@ -51,22 +106,70 @@ def read_tiff(p: Path):
         series = tif.series[0]
         shape, dtype = tuple(series.shape), np.dtype(series.dtype)
         axes = str(series.axes)  # tifffile's: Y, X, Z, C (channels), S (samples: RGB), T, Q (unknown)...
-        spacing = _spacing(tif, len(shape))
+        spacing = _spacing(tif, len(shape), axes)
         shaped = (tif.shaped_metadata or [{}])[0] or {}
+        ij = tif.imagej_metadata or {}
         mappable = int(np.prod(shape)) * dtype.itemsize >= MEMMAP_MIN_BYTES and series.dataoffset is not None
         data = None if mappable else tif.asarray()
     if data is None:
         # copy-on-write: a caller may paint into the array without ever touching the file
         data = tifffile.memmap(str(p), mode="c")
     meta = {"source_path": str(p), "format": "tiff", "memory_mapped": isinstance(data, np.memmap), "axes": axes}
-    if isinstance(shaped.get("reviewed_slices"), list):  # a mask saved with its reviewed slices
-        meta["reviewed_slices"] = sorted({int(z) for z in shaped["reviewed_slices"]})
+    if ij:  # an ImageJ TIFF: its calibration entries, so that a mask written like it is one too
+        meta["imagej"] = {k: _unescape(ij[k]) for k in IMAGEJ_KEYS
+                          if isinstance(ij.get(k), (str, int, float)) and not isinstance(ij.get(k), bool)}
+    reviewed = _reviewed(ij.get("reviewed_slices")) if ij else None
+    if isinstance(shaped.get("reviewed_slices"), list):
+        reviewed = _reviewed(shaped["reviewed_slices"])
+    if reviewed is not None:  # a mask saved with its reviewed slices
+        meta["reviewed_slices"] = reviewed
     return Volume(data, tuple(float(s) for s in spacing), None, meta)
 
 
-def write_tiff(p: Path, data: np.ndarray, spacing, reviewed_slices: list[int] | None = None) -> None:
+def _imagej_data(data: np.ndarray) -> np.ndarray | None:
+    """``data`` in a type ImageJ reads (uint8, uint16, float32), or None where that would change values."""
+    if data.dtype in IMAGEJ_DTYPES:
+        return data
+    if data.dtype.kind == "b":
+        return data.astype(np.uint8)
+    if data.dtype.kind in "iu":
+        lo, hi = (int(data.min()), int(data.max())) if data.size else (0, 0)
+        return data.astype(np.uint16) if 0 <= lo and hi <= 65535 else None
+    if data.dtype.kind == "f" and data.dtype.itemsize < 4:
+        return data.astype(np.float32)
+    return None
+
+
+def _unescape(value):
+    """An ImageJ description value with its ``\\uXXXX`` escapes decoded (``\\u00B5m`` -> ``µm``)."""
+    if not isinstance(value, str):
+        return value
+    return re.sub(r"\\u([0-9A-Fa-f]{4})", lambda m: chr(int(m.group(1), 16)), value)
+
+
+def _ascii(value):
+    """A description value as ImageJ escapes it (``µm`` -> ``\\u00B5m``): the description is ASCII."""
+    if not isinstance(value, str):
+        return value
+    return "".join(c if ord(c) < 128 else f"\\u{ord(c):04X}" for c in value)
+
+
+def _imagej_axes(axes: str | None, ndim: int) -> str | None:
+    """Axes for an ImageJ file: ``axes`` when ImageJ can store them (letters of TZCYXS in that order,
+    ending in YX), else ZYX / YX; None when ImageJ cannot hold the array."""
+    if axes and len(axes) == ndim and axes.endswith("YX") and len(set(axes)) == ndim \
+            and all(a in IMAGEJ_AXES for a in axes) and list(axes) == sorted(axes, key=IMAGEJ_AXES.index):
+        return axes
+    return "ZYX"[-ndim:] if 2 <= ndim <= 3 else None
+
+
+def write_tiff(p: Path, data: np.ndarray, spacing, reviewed_slices: list[int] | None = None,
+               like_meta: dict | None = None) -> None:
+    """Write ``data`` with ``spacing``; ``like_meta`` (the source Volume's meta) gives the axes label
+    and, for an ImageJ source, the ImageJ format with its unit (Fiji then shows the same calibration)."""
     import tifffile
 
+    like_meta = like_meta or {}
     sp = list(spacing or (1.0,) * data.ndim)
     if data.dtype in (np.float64, np.int64, np.uint64, np.bool_):
         data = data.astype({"f": np.float32, "i": np.int32, "u": np.uint32, "b": np.uint8}[data.dtype.kind])
@@ -74,9 +177,23 @@ def write_tiff(p: Path, data: np.ndarray, spacing, reviewed_slices: list[int] | 
     if data.ndim >= 2:
         kwargs["resolution"] = (1.0 / float(sp[-1]), 1.0 / float(sp[-2]))
         kwargs["resolutionunit"] = 1  # NONE: units per pixel as the spacing says (not dots per inch)
-    metadata: dict[str, Any] | None = {"axes": "ZYX"[-data.ndim:]} if data.ndim <= 3 else None
-    if data.ndim == 3:
-        metadata["spacing"] = float(sp[-3])
+    source_axes = like_meta.get("axes")
+    source_axes = source_axes if isinstance(source_axes, str) and len(source_axes) == data.ndim \
+        and source_axes.isalpha() and source_axes.isupper() and len(set(source_axes)) == data.ndim else None
+    ij_axes = _imagej_axes(source_axes, data.ndim) if isinstance(like_meta.get("imagej"), dict) else None
+    ij_data = _imagej_data(data) if ij_axes else None
+    if ij_axes and ij_data is not None:
+        metadata: dict[str, Any] = {"axes": ij_axes, **{k: _ascii(v) for k, v in like_meta["imagej"].items()}}
+        if "Z" in ij_axes:
+            metadata["spacing"] = float(sp[ij_axes.index("Z")])
+        if reviewed_slices is not None:  # ImageJ ignores description entries it does not know
+            metadata["reviewed_slices"] = ",".join(str(z) for z in sorted({int(z) for z in reviewed_slices}))
+        atomic_write(p, lambda tmp: tifffile.imwrite(tmp, ij_data, imagej=True, metadata=metadata, **kwargs))
+        return
+    axes = source_axes or ("ZYX"[-data.ndim:] if data.ndim <= 3 else None)
+    metadata = {"axes": axes} if axes else None
+    if metadata is not None and data.ndim >= 3:
+        metadata["spacing"] = float(sp[axes.index("Z")] if "Z" in axes else sp[-3])
     if reviewed_slices is not None and metadata is not None:  # in tifffile's JSON description
         metadata["reviewed_slices"] = sorted({int(z) for z in reviewed_slices})
     atomic_write(p, lambda tmp: tifffile.imwrite(tmp, data, metadata=metadata, compression="zlib",
