@@ -503,6 +503,8 @@ def test_finetune_from_a_model_with_other_classes_reinitialises_the_head(tmp_pat
     model = load_model(res.checkpoint)
     assert model.out_channels == 2 and model.card.classes == ["background", "blob"]
     assert model.card.name == "three-finetuned" and model.card.description == f"three fine-tuned on {dataset_2d.name}"
+    # what inference compares new images and results with (inference/checks.py)
+    assert 0 < model.card.metrics["foreground_share"] < 1 and 0 <= model.card.metrics["median_position"] <= 1
     enc = [k for k in m.state_dict() if k.startswith("encoder.")][0]
     if res.kept_start:  # the encoder is the start model's
         assert torch.equal(model.state_dict()[enc], m.state_dict()[enc])

@@ -262,7 +262,47 @@ def domain_warning(card, image: np.ndarray, has_channels: bool, normalization: d
                 "Hounsfield units (no air near -1000): check the result closely, or use a model for this modality.")
     if spec.get("nonzero") and not ct_image:
         return _background_warning(image, name)
+    trained = (getattr(card, "metrics", None) or {}).get("median_position")
+    if trained is not None and not ct_image:
+        here = median_position(image)
+        if here is not None and here > 0.5 and here - float(trained) > 0.35:
+            return (f"Most of this image is bright (its median lies {here:.0%} of the way from the 1st to the 99th "
+                    f"percentile; {name}'s training images: {float(trained):.0%}): {name} learnt bright objects on a "
+                    "dark background. If the objects here are dark on a bright background (bright-field, an inverted "
+                    "image), invert the image first (in Python: image.max() - image); check the result closely.")
     return None
+
+
+def median_position(image) -> float | None:
+    """Where the median lies between the 1st and 99th percentiles (0: at the dark end), on a subsample;
+    about 0.15 for fluorescence nuclei on a dark background, about 0.85 for the same image inverted."""
+    from .normalize import _sample
+
+    s = _sample(np.asarray(image) if not hasattr(image, "shape") else image, False)
+    s = s[np.isfinite(s)]
+    if s.size == 0:
+        return None
+    lo, med, hi = np.percentile(s, [1, 50, 99])
+    return None if hi <= lo else float((med - lo) / (hi - lo))
+
+
+FOREGROUND_WARNING = " of the image foreground (its training images: "
+
+
+def foreground_warning(labels: np.ndarray, card) -> str | None:
+    """A warning when the model calls much more of the image foreground than in its training images (the
+    card's ``metrics.foreground_share``): more than half of it, and more than twice the training share."""
+    trained = (getattr(card, "metrics", None) or {}).get("foreground_share")
+    if trained is None or np.size(labels) == 0:
+        return None
+    share = float(np.count_nonzero(labels)) / float(np.size(labels))
+    if share <= 0.5 or share <= 2 * float(trained):
+        return None
+    name = getattr(card, "name", "") or "the model"
+    return (f"{name} called {share:.0%}{FOREGROUND_WARNING}{float(trained):.0%}): the "
+            "image looks unlike the training data (inverted contrast, an uneven background, another stain or "
+            "modality?). Check the result closely; correct and fine-tune on a few such images, or even out the "
+            "background first.")
 
 
 def _background_warning(image: np.ndarray, name: str) -> str | None:

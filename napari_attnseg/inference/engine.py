@@ -31,10 +31,12 @@ from . import orient
 from .blend import FINALIZE_VOXELS, SlabBlender
 from .checks import (
     DEFAULT_TILE,
+    FOREGROUND_WARNING,
     check_input,
     check_overlap,
     check_probability_dtype,
     domain_warning,
+    foreground_warning,
     model_warnings,
     prepare,
     smaller_tile,
@@ -100,8 +102,13 @@ def _pipeline(model, image, options: dict[str, Any]) -> Generator[tuple[int, int
     turn = orient.needed(model, image, options)
     options.pop("orientation")
     if turn is not None:
-        return (yield from orient.with_orientation(_pipeline_turned, model, image, options, turn))
-    return (yield from _pipeline_turned(model, image, options))
+        pred = yield from orient.with_orientation(_pipeline_turned, model, image, options, turn)
+    else:
+        pred = yield from _pipeline_turned(model, image, options)
+    unlike = foreground_warning(pred.labels, getattr(model, "card", None))
+    if unlike:  # said once, of the final labels (the passes of a diameter run go through here too)
+        pred.warnings = [w for w in pred.warnings if FOREGROUND_WARNING not in w] + [unlike]
+    return pred
 
 
 def _pipeline_turned(model, image, options: dict[str, Any]) -> Generator[tuple[int, int], None, Prediction]:

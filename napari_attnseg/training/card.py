@@ -97,6 +97,24 @@ class CardWriter:
             return None
         return spacing
 
+    def _image_statistics(self) -> dict[str, float]:
+        """What inference compares a new image and its result with (``inference/checks.py``): the share of
+        labelled voxels that are foreground, and where the training images' median lies between their
+        1st and 99th percentiles (single-channel images)."""
+        from ..inference.checks import median_position
+
+        fg = total = 0
+        for _img, lab, _ in self.raw:
+            labelled = lab != self.ignore if self.ignore is not None else np.ones(lab.shape, bool)
+            fg += int(np.count_nonzero(labelled & (lab > 0)))
+            total += int(np.count_nonzero(labelled))
+        out = {"foreground_share": round(fg / total, 4)} if total else {}
+        positions = [median_position(img[0]) for img, _, _ in self.raw if img.shape[0] == 1]
+        positions = [p for p in positions if p is not None]
+        if positions:
+            out["median_position"] = round(float(np.mean(positions)), 3)
+        return out
+
     def _card_orientation(self, base) -> list[str] | None:
         """The orientation of the training volumes' array axes when every case has the same (inference
         turns other storages to it); the start model's when the files carry none (TIFF); None when mixed."""
@@ -113,7 +131,8 @@ class CardWriter:
 
     def _save(self, path: Path, s: dict, epochs: int, seconds: float, finished: bool, test=None) -> None:
         cfg, base = self.cfg, self.base_card
-        metrics: dict[str, Any] = {"val_dice": s["best"], "val_dice_per_class": s["best_per_class"]}
+        metrics: dict[str, Any] = {"val_dice": s["best"], "val_dice_per_class": s["best_per_class"],
+                                   **self._image_statistics()}
         if test:
             metrics.update(test_dice=_mean(test), test_dice_per_class=test)
         if s["test_before"]:
