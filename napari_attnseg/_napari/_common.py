@@ -42,6 +42,20 @@ def job_controls(run_text: str, maximum: int):
             ProgressBar(min=0, max=maximum, value=0), status)
 
 
+def is_deleted(widget) -> bool:
+    """True once Qt has deleted the widget (its window closed): a worker's late callbacks must not touch it."""
+    try:
+        from qtpy import sip
+
+        return sip.isdeleted(widget)
+    except ImportError:  # PySide
+        try:
+            import shiboken6 as shiboken
+        except ImportError:
+            import shiboken2 as shiboken
+        return not shiboken.isValid(widget)
+
+
 def notify_error(message: str) -> None:
     show_error(message)
 

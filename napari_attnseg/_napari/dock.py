@@ -34,6 +34,7 @@ class AttnSegDock(QWidget):
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.tabs)
         self.segment.run_done.connect(lambda ok: self.finetune.refresh_models())
+        self.finetune.follow_segment(self.segment)  # a checkpoint loaded in Segment is a start model too
 
     def panels(self) -> list[QWidget]:
         return [self.segment, self.correct, self.finetune]

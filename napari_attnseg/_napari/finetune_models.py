@@ -13,7 +13,7 @@ from pathlib import Path
 
 from napari.layers import Labels
 
-from ._common import find_docked, set_choices
+from ._common import find_docked, is_deleted, set_choices
 from .correct_widget import folder_text
 
 
@@ -21,34 +21,58 @@ class StartModels:
     """The start-model choices of the Fine-tune panel and the lookups that pick the default."""
 
     def _segment_widget(self):
-        """The docked segment widget (docking the panels when there is none), or None without a window."""
+        """The docked Segment panel (in the tabbed dock or alone), or None: none is docked for it (the Fine-tune
+        panel docked alone says where the model is instead)."""
         from .segment_widget import SegmentWidget
 
-        found = find_docked(self.viewer, SegmentWidget)
-        if found is not None:
-            return found
-        try:
-            _, widget = self.viewer.window.add_plugin_dock_widget("napari-attnseg", "Attention segmentation")
-        except Exception:  # no window (headless use) or the plugin is not registered
-            return None
-        widget = getattr(widget, "native", widget)
-        return widget if isinstance(widget, SegmentWidget) else getattr(widget, "segment", None)
+        return find_docked(self.viewer, SegmentWidget)
 
     def refresh_models(self) -> None:
         """Bundled models, the segment panel's models, and the default: the model the mask came from."""
         from ..models.registry import bundled_models
 
+        if is_deleted(self):  # (the viewer closed; a late signal)
+            return
         for name in bundled_models():
             self._paths.setdefault(name, name)
-        from .segment_widget import SegmentWidget
-
-        seg = find_docked(self.viewer, SegmentWidget)
-        if seg is not None:
-            for label in seg.model_names():
-                entry = seg.model_entry(label)
-                self._paths.setdefault(label, str(getattr(entry, "checkpoint_path", None) or entry))
+        self._add_segment_models()
         set_choices(self.model_combo, list(self._paths), prefer=self.default_model())
         self._model_changed()
+
+    def _add_segment_models(self) -> None:
+        """The docked Segment panel's models join the list, which follows that panel's from then on."""
+        seg = self._segment_widget()
+        if seg is None:
+            return
+        self.follow_segment(seg)
+        for label in seg.model_names():
+            entry = seg.model_entry(label)
+            self._paths.setdefault(label, str(getattr(entry, "checkpoint_path", None) or entry))
+
+    def segment_models_changed(self) -> None:
+        """The Segment panel added a model (e.g. Load checkpoint...): offer it too; the choice stays."""
+        if is_deleted(self):
+            return
+        self._add_segment_models()
+        set_choices(self.model_combo, list(self._paths))
+        self._model_changed()
+
+    def follow_segment(self, seg) -> None:
+        """Offer the models ``seg`` (a Segment panel) adds from now on (connected once)."""
+        if getattr(self, "_followed", None) is not seg:
+            self._followed = seg
+            seg.models_changed.connect(self.segment_models_changed)
+
+    def _checkpoint_label(self, path: str) -> str:
+        """The list label of a checkpoint fine-tuned here when no Segment panel names it: its card's name, with
+        its folder when another entry has that name."""
+        from ..checkpoint import read_card
+
+        try:
+            label = read_card(path).name or Path(path).parent.name
+        except Exception:  # (it was just written; a broken card still gets a label)
+            label = Path(path).parent.name
+        return label if self._paths.get(label, str(path)) == str(path) else f"{label} ({Path(path).parent.name})"
 
     def add_model(self, label: str, path: str, select: bool = True) -> None:
         self._paths[label] = str(path)

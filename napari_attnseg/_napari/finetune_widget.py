@@ -1,13 +1,17 @@
 """The "Fine-tune" panel: fine-tune a model on an exported dataset, with a live loss/Dice plot.
 
-The form is made of magicgui widgets; the plot is a matplotlib canvas (magicgui has none). What the
-run does is :func:`napari_attnseg.training.train` with the same defaults as ``attnseg finetune``. The
-*Start model* list and its default are in :mod:`.finetune_models`.
+The form is made of magicgui widgets; the plot is a matplotlib canvas (magicgui has none;
+:mod:`.finetune_plot`). What the run does is :func:`napari_attnseg.training.train` with the same defaults
+as ``attnseg finetune``. The *Start model* list and its default are in :mod:`.finetune_models`.
+
+A run belongs to the panel: closing the viewer (the panel is deleted) cancels it and its late callbacks do
+nothing. A run that saves no model (cancelled before anything was learned, or failed) removes the output
+folder when the run created it and it holds only the run's own files.
 """
 
 from __future__ import annotations
 
-import warnings
+import time
 from pathlib import Path
 
 from magicgui.widgets import (
@@ -19,22 +23,36 @@ from magicgui.widgets import (
     Label,
     LineEdit,
 )
-from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
-from matplotlib.figure import Figure
 from napari.qt.threading import thread_worker
-from qtpy.QtWidgets import QSizePolicy, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QVBoxLayout, QWidget
 
 from ..display import CT_WINDOWS
 from ..errors import Cancelled
-from ..inference import CancelToken
-from ._common import error_message, find_docked, job_controls, notify_error, notify_info, set_choices
+from ._common import (
+    error_message,
+    find_docked,
+    is_deleted,
+    job_controls,
+    notify_error,
+    notify_info,
+    set_choices,
+)
 from .correct_widget import folder_text
 from .finetune_models import StartModels
+from .finetune_plot import LossDicePlot
+from .finetune_run import MIN_MINUTES, STEP_EVERY_S, Run, free_folder, output_problem, panel_closed
 
 AUTO = "auto (from the data)"
 CARD = "as the start model"
 WINDOW_CHOICES = (AUTO, CARD, *(f"CT {name}" for name in CT_WINDOWS))
 PLOT_MIN_HEIGHT = 170
+VAL_TIP = {
+    3: "Axial slices held out for validation, e.g. 20,33 (a reviewed slice with the object and one without); "
+       "empty: chosen automatically among the reviewed slices, foreground included",
+    2: "The dataset holds one 2D image: rows of it held out for validation, e.g. 100-150 (first axis); "
+       "empty: chosen automatically",
+    0: "The dataset holds several images: whole images are held out for validation (chosen automatically)",
+}
 
 
 def normalization_choice(choice: str) -> dict:
@@ -57,6 +75,9 @@ class FinetuneWidget(QWidget, StartModels):
         self.result = None
         self._token = None
         self.worker = None
+        self._run: list = [None]  # the running job (a finetune_run.Run), shared with the handler of the panel's deletion
+        current = self._run
+        self.destroyed.connect(lambda *_: panel_closed(current))
         self._paths: dict[str, str] = {}  # model label -> checkpoint path or bundled name
         self._auto_out = ""  # the output folder we proposed (replaced when the dataset changes)
         self._auto_name = ""
@@ -66,15 +87,14 @@ class FinetuneWidget(QWidget, StartModels):
         self.model_combo = ComboBox(label="Start model", choices=[])
         self.model_note = Label(value="")
         self.model_note.native.setWordWrap(True)
-        self.minutes_spin = FloatSpinBox(label="Budget (minutes)", min=0.1, max=600, step=0.5, value=5)
+        self.minutes_spin = FloatSpinBox(label="Budget (minutes)", min=MIN_MINUTES, max=600, step=0.5, value=5,
+                                         tooltip="The whole run, its setup included (loading the data, validating "
+                                                 "the start model: a few seconds, more on large volumes)")
         self.freeze_box = CheckBox(text="Freeze encoder", value=False)
         self.window_combo = ComboBox(label="Intensity", choices=list(WINDOW_CHOICES), value=AUTO,
                                      tooltip="How the images are normalised for training: 'auto' picks a CT window "
                                              "for Hounsfield units and the start model's normalisation otherwise")
-        self.val_edit = LineEdit(label="Validation slices", value="",
-                                 tooltip="Axial slices held out for validation, e.g. 20,33 (a reviewed slice with "
-                                         "the object and one without); empty: chosen automatically among the "
-                                         "reviewed slices, foreground included")
+        self.val_edit = LineEdit(label="Validation slices", value="", tooltip=VAL_TIP[3])
         self.val_edit.native.setPlaceholderText("auto")
         self.out_edit = FileEdit(label="Output folder", mode="d", value="")
         self.out_edit.line_edit.native.setPlaceholderText("next to the dataset")
@@ -87,11 +107,8 @@ class FinetuneWidget(QWidget, StartModels):
             Container(widgets=[self.run_button, self.cancel_button], layout="horizontal", labels=False),
             self.progress_bar,
         ])
-        self.figure = Figure(figsize=(4, 2.2), layout="constrained")
-        self.canvas = FigureCanvasQTAgg(self.figure)
-        self.canvas.setMinimumHeight(PLOT_MIN_HEIGHT)
-        self.canvas.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Expanding)
-        self.ax = self.figure.add_subplot(111)
+        self.plot = LossDicePlot(PLOT_MIN_HEIGHT)
+        self.figure, self.canvas, self.ax, self.ax_dice = self.plot.figure, self.plot.canvas, self.plot.ax, self.plot.ax_dice
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.form.native)
@@ -108,6 +125,26 @@ class FinetuneWidget(QWidget, StartModels):
     def _dataset_changed(self, *_) -> None:
         set_choices(self.model_combo, list(self._paths), prefer=self.default_model())
         self._model_changed()
+        self._validation_field()
+
+    def _cases(self) -> list[dict] | None:
+        """The dataset's cases (the manifest's entries), None when it is not (yet) a dataset."""
+        from ..data.manifest import read_manifest
+
+        folder = folder_text(self.dataset_edit)
+        try:
+            return list(read_manifest(Path(folder))["cases"]) if folder else None
+        except Exception:  # the run says what is wrong
+            return None
+
+    def _validation_field(self) -> None:
+        """*Validation slices* are axial slices of a volume; of one 2D image, its rows (the field says so);
+        a dataset of several images validates on whole images (the field is off)."""
+        cases = self._cases() or []
+        kind = 0 if len(cases) > 1 else 2 if cases and len(cases[0].get("shape") or ()) == 2 else 3
+        self.val_edit.label = "Validation rows" if kind == 2 else "Validation slices"
+        self.val_edit.tooltip = VAL_TIP[kind]
+        self.val_edit.enabled = kind != 0
 
     def _model_changed(self, *_) -> None:
         """Say when the head will be re-initialised, and propose the output folder and the model's name."""
@@ -128,7 +165,7 @@ class FinetuneWidget(QWidget, StartModels):
         if self.description_edit.value in ("", self._auto_description):
             self.description_edit.value = self._auto_description = f"{label} fine-tuned on {ds.name}"
         if folder_text(self.out_edit) in ("", self._auto_out):
-            self._auto_out = str(_free_folder(ds.parent / f"{ds.name}-{name}"))
+            self._auto_out = str(free_folder(ds.parent / f"{ds.name}-{name}"))
             self.out_edit.value = self._auto_out
 
     def follow_export(self, folder: str, previous: str | None, model: dict | str | None) -> None:
@@ -149,6 +186,7 @@ class FinetuneWidget(QWidget, StartModels):
 
     def showEvent(self, event) -> None:  # noqa: N802 (Qt name)
         super().showEvent(event)
+        self.segment_models_changed()  # a Segment panel docked after this one: its models, followed from now on
         if not folder_text(self.dataset_edit):
             found = self.default_dataset()
             if found:
@@ -156,15 +194,7 @@ class FinetuneWidget(QWidget, StartModels):
 
     # -- running --------------------------------------------------------------------------------
     def _plot(self) -> None:
-        self.ax.clear()
-        epochs = [h["epoch"] for h in self.history]
-        self.ax.plot(epochs, [h["loss"] for h in self.history], label="training loss")
-        self.ax.plot(epochs, [h["val_dice"] for h in self.history], label="validation Dice")
-        self.ax.set_xlabel("epoch")
-        self.ax.legend(loc="center right", fontsize=8)
-        with warnings.catch_warnings():  # a canvas squeezed by the user must not pop up layout warnings
-            warnings.simplefilter("ignore", UserWarning)
-            self.canvas.draw_idle()
+        self.plot.show(self.history)
 
     def config(self):
         """The TrainConfig of the form (raises ValueError with a message for the user)."""
@@ -180,10 +210,11 @@ class FinetuneWidget(QWidget, StartModels):
         if not label:
             raise ValueError("No start model: load or train a model first.")
         self._model_changed()
-        out = folder_text(self.out_edit) or str(_free_folder(Path(dataset).parent / f"{Path(dataset).name}-finetuned"))
-        if (Path(out) / "best.safetensors").exists():
-            raise ValueError(f"{out} already holds a model; choose a new output folder so it is not overwritten.")
-        val = self.val_edit.value.strip()
+        out = folder_text(self.out_edit)
+        problem = output_problem(out, dataset)
+        if problem:
+            raise ValueError(problem)
+        val = self.val_edit.value.strip() if self.val_edit.enabled else ""
         val_slices = None
         if val:
             from .. import correct
@@ -191,13 +222,36 @@ class FinetuneWidget(QWidget, StartModels):
             try:
                 val_slices = correct.parse_slice_ranges(val)
             except Exception as exc:
-                raise ValueError(f"Validation slices {val!r}: {exc}") from None
+                raise ValueError(f"{self.val_edit.label} {val!r}: {exc}") from None
+            self._check_reviewed(val_slices)
         start = self._paths.get(label, label)
         return TrainConfig(dataset=dataset, out=out, start_model=start, minutes=self.minutes_spin.value,
                            freeze_encoder=self.freeze_box.value, val_slices=val_slices,
                            **normalization_choice(self.window_combo.value),
                            name=self.name_edit.value.strip(), description=self.description_edit.value.strip(),
                            command=f"napari Fine-tune panel: dataset={dataset} model={start}")
+
+    def _check_reviewed(self, val_slices: list[int]) -> None:
+        """Typed validation slices must be reviewed ones: the others were exported as 'ignore'."""
+        from ..correct import format_slice_ranges
+
+        cases = self._cases()
+        if not cases or len(cases) != 1 or cases[0].get("reviewed_slices") is None:
+            return
+        reviewed = sorted(int(z) for z in cases[0]["reviewed_slices"])
+        bad = [z for z in val_slices if z not in set(reviewed)]
+        if bad:
+            raise ValueError(f"Validation slices {format_slice_ranges(bad)} are not reviewed (they were exported as "
+                             "'ignore' and validate nothing); pick among the reviewed slices "
+                             f"{format_slice_ranges(reviewed) or '(none)'}, or leave the field empty to choose "
+                             "automatically.")
+
+    def _gone(self, run: Run) -> bool:
+        """The panel was deleted (its viewer closed): the run's late callbacks must do nothing."""
+        if run.alive and is_deleted(self):
+            run.alive = False
+            run.token.cancel()
+        return not run.alive
 
     def run(self):
         from ..training import train
@@ -210,9 +264,11 @@ class FinetuneWidget(QWidget, StartModels):
             self.status.value = str(exc)
             notify_error(str(exc))
             return None
-        self._token = CancelToken()
+        run = self._run[0] = Run(Path(cfg.out))
+        self._token = run.token
         self.history = []
         self.result = None
+        self.plot.clear()
         # the budget counts from here: loading and the start model's validation come before the first epoch
         self.status.value = "Preparing: loading the dataset, validating the start model..."
 
@@ -224,11 +280,21 @@ class FinetuneWidget(QWidget, StartModels):
             updates: queue.Queue = queue.Queue()
             result: dict = {}
 
+            def on_step(info):  # every optimizer step; the panel hears of one every STEP_EVERY_S at most
+                run.last_step = info
+                now = time.perf_counter()
+                if now - run.sent >= STEP_EVERY_S:
+                    run.sent = now
+                    updates.put(("step", info))
+
             def target():
                 try:
-                    result["value"] = train(cfg, progress=updates.put, cancel=self._token)
+                    result["value"] = train(cfg, progress=lambda info: updates.put(("epoch", info)),
+                                            cancel=run.token, on_step=on_step)
                 except BaseException as exc:  # re-raised in the worker below
                     result["error"] = exc
+                if "error" in result or not result["value"].checkpoint:
+                    run.cleanup()  # (here, not in a callback: it happens after the viewer closed too)
                 updates.put(None)
 
             thread = threading.Thread(target=target, daemon=True)
@@ -245,22 +311,39 @@ class FinetuneWidget(QWidget, StartModels):
 
         worker = work()
 
-        def on_progress(info):
-            self.history.append(info)
-            frac = info["elapsed"] / info["budget"] if info.get("budget") else info["epoch"] / max(info["epochs"] or 1, 1)
+        def on_progress(item):
+            if self._gone(run):
+                return
+            kind, info = item
+            if info.get("budget"):
+                frac = info["elapsed"] / info["budget"]
+            else:
+                done = info["epoch"] - 1 + info["step"] / info["steps"] if kind == "step" else info["epoch"]
+                frac = done / max(info["epochs"] or 1, 1)
             self.progress_bar.value = int(100 * min(frac, 1.0))
-            self.status.value = (f"epoch {info['epoch']}: loss {info['loss']:.3f}, on all reviewed slices"
+            planned = f" of {info['epochs']}" if info.get("epochs") else ""
+            if kind == "step":
+                self.status.value = (f"epoch {info['epoch']}{planned}: step {info['step']} of {info['steps']}, "
+                                     f"loss {info['loss']:.3f}")
+                return
+            self.history.append(info)
+            self.status.value = (f"epoch {info['epoch']}{planned}: loss {info['loss']:.3f}, on all reviewed slices"
                                  if info.get("refit") else
-                                 f"epoch {info['epoch']}: loss {info['loss']:.3f}, validation Dice {info['val_dice']:.3f}")
+                                 f"epoch {info['epoch']}{planned}: loss {info['loss']:.3f}, validation Dice "
+                                 f"{info['val_dice']:.4f}")
             self._plot()
 
         def on_done(res):
+            if self._gone(run):
+                return
             self.result = res
-            before = "n/a" if res.val_dice_before is None else f"{res.val_dice_before:.3f}"
+            before = "n/a" if res.val_dice_before is None else f"{res.val_dice_before:.4f}"
             notes = "".join(f"\n- {n}" for n in res.notes)
             if res.cancelled and not res.checkpoint:  # cancelled before any epoch beat the start model
-                self.status.value = (f"Cancelled: nothing was learned. No epoch beat the start model (validation Dice "
-                                     f"{before}); no model was saved and the Segment tab is unchanged.{notes}")
+                why = ("it was cancelled during epoch 1, before any epoch finished" if not res.epochs else
+                       f"no epoch beat the start model's validation Dice {before}")
+                self.status.value = (f"Cancelled: nothing was learned ({why}); no model was saved and the Segment "
+                                     f"tab is unchanged.{run.removed_text()}{notes}")
                 notify_info("Fine-tuning cancelled: nothing was learned, no model was added.")
                 return
             if not res.cancelled:  # a cancelled run keeps its bar where it stopped
@@ -268,24 +351,37 @@ class FinetuneWidget(QWidget, StartModels):
             chosen = ("the start model was kept: no epoch beat it" if getattr(res, "kept_start", False) else
                       "chosen by the training loss (no usable validation)" if getattr(res, "criterion", "") == "train_loss"
                       else "best epoch kept")
-            self.status.value = (f"Validation Dice {before} -> {res.val_dice_after:.3f} ({chosen})"
-                                 f"{' (cancelled)' if res.cancelled else ''}. "
+            short = run.short_text(res, cfg.minutes)
+            self.status.value = (f"{short + ' ' if short else ''}Validation Dice {before} -> {res.val_dice_after:.4f} "
+                                 f"({chosen}){' (cancelled)' if res.cancelled else ''}. "
                                  f"Validation: {getattr(res, 'validation', '') or res.split}. "
                                  f"Saved {res.checkpoint}{notes}")
+            folder = Path(res.checkpoint).parent
             seg = self._segment_widget()
             if seg is not None:
                 label = seg.add_model(res.checkpoint, select=True)
                 self.add_model(label, res.checkpoint, select=False)
+                use = ""
+            else:  # the Fine-tune panel docked alone: no Segment panel is docked for it
+                self.add_model(self._checkpoint_label(res.checkpoint), res.checkpoint, select=False)
+                use = (f"; to segment with it, open the Segment panel and load {Path(res.checkpoint).name} from there "
+                       "with Load checkpoint...")
             if getattr(res, "kept_start", False):  # the start weights, with this dataset's card: say it plainly
                 notify_info(f"No epoch beat {self.model_combo.value} on the validation: its weights were kept and saved "
-                            f"to {Path(res.checkpoint).parent} (give it more time or review more slices).")
+                            f"to {folder} (give it more time or review more slices){use}.")
+            elif short:
+                notify_info(f"Less than one epoch ran: the model saved to {folder} has hardly changed; give a longer "
+                            f"budget{use}.")
             else:
                 notify_info(f"{'Fine-tuning cancelled; the best model so far' if res.cancelled else 'Fine-tuned model'} "
-                            f"saved to {Path(res.checkpoint).parent}")
+                            f"saved to {folder}{use}")
 
         def on_error(exc):
+            if self._gone(run):
+                return
             if isinstance(exc, Cancelled):  # before the first epoch or validation: nothing to keep
-                self.status.value = "Cancelled: nothing was learned; no model was saved or added to the Segment tab."
+                self.status.value = ("Cancelled before training started: nothing was learned; no model was saved or "
+                                     f"added to the Segment tab.{run.removed_text()}")
                 notify_info("Fine-tuning cancelled: nothing was learned, no model was added.")
                 return
             message = f"Fine-tuning failed: {error_message(exc)}"
@@ -293,6 +389,8 @@ class FinetuneWidget(QWidget, StartModels):
             notify_error(message)
 
         def finish():
+            if self._gone(run):
+                return
             self.run_button.enabled = True
             self.cancel_button.enabled = False
             self._model_changed()  # the proposed output folder is a free one again (this run's is taken now)
@@ -310,12 +408,3 @@ class FinetuneWidget(QWidget, StartModels):
     def cancel(self):
         if self._token is not None:
             self._token.cancel()
-
-
-def _free_folder(path: Path) -> Path:
-    """``path``, or ``path-2``, ``path-3``... : a folder name nothing is written in yet."""
-    candidate, n = path, 2
-    while candidate.exists():
-        candidate = path.with_name(f"{path.name}-{n}")
-        n += 1
-    return candidate

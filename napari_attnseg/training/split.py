@@ -40,7 +40,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
 
 from ..errors import DatasetError
 
@@ -176,8 +175,10 @@ def make_split(labels: list[np.ndarray], case_ids: list[str], *, ignore: int | N
     else:
         split = _default_slabs(labels[0], ignore, val_fraction, case_ids)
     split.shapes = list(shapes)
-    _check(split, labels, ignore)
-    _describe_validation(split, labels, ignore)
+    from .split_checks import check_split, describe_validation  # (they use this module's helpers)
+
+    check_split(split, labels, ignore)
+    describe_validation(split, labels, ignore)
     return split
 
 
@@ -211,15 +212,17 @@ def _given_slices(ci: int, shape: tuple[int, ...], held: list[int], case_ids) ->
 def _rows(lab: np.ndarray, ignore, case_id: str) -> tuple[np.ndarray, np.ndarray]:
     """Positions along axis 0 with labelled voxels (at least two: one to train on, one to validate on),
     and those among them with labelled foreground."""
-    labelled = _labelled(lab, ignore)
-    flat_l = labelled.reshape(lab.shape[0], -1)
-    rows = np.flatnonzero(flat_l.any(1))
-    if len(rows) < 2:
+    rows = _labelled_rows(lab, ignore)
+    if len(rows) < 2:  # (the napari panel shows this too: no command-line flags)
         raise DatasetError(f"Case {case_id} has labelled voxels at {len(rows)} position(s) along its first axis; "
-                           "a one-case dataset needs at least two (one to train on, one to validate on). Label "
-                           "another slice, or give --val-region and --train-region.")
-    fg = np.flatnonzero(((lab > 0) & labelled).reshape(lab.shape[0], -1).any(1))
+                           "a one-case dataset needs at least two (one to train on, one to validate on): mark "
+                           "another slice reviewed (R) and export again, or give validation and training regions.")
+    fg = np.flatnonzero(((lab > 0) & _labelled(lab, ignore)).reshape(lab.shape[0], -1).any(1))
     return rows, fg
+
+
+def _labelled_rows(lab: np.ndarray, ignore) -> np.ndarray:
+    return np.flatnonzero(_labelled(lab, ignore).reshape(lab.shape[0], -1).any(1))
 
 
 def _spread(positions: np.ndarray, n: int) -> list[int]:
@@ -353,52 +356,3 @@ def _from_file(spec: str, shapes, case_ids) -> Split:
             parts.append(Part(ci, parse_box(region, shapes[ci]) if region else tuple((0, n) for n in shapes[ci])))
         roles[role] = parts
     return Split(roles["train"], roles["val"], roles["test"], "split file", case_ids, [])
-
-
-def _describe_validation(split: Split, labels, ignore) -> None:
-    """Fill ``split.validation`` and, where the validation cannot measure the foreground, the warnings
-    and the fallback criterion."""
-    n_slices = n_fg_slices = fg_vox = n_objects = 0
-    for p in split.val:
-        lab = labels[p.case][p.slices]
-        labelled = _labelled(lab, ignore)
-        fg = (lab > 0) & labelled
-        if lab.ndim == 3:
-            n_slices += int(labelled.reshape(lab.shape[0], -1).any(1).sum())
-            n_fg_slices += int(fg.reshape(lab.shape[0], -1).any(1).sum())
-        else:
-            n_slices += 1
-            n_fg_slices += int(fg.any())
-            n_objects += int(ndimage.label(fg)[1])
-        fg_vox += int(fg.sum())
-    volumes = labels[0].ndim == 3
-    split.validation = (f"{n_slices} labelled slices, {n_fg_slices} with foreground ({fg_vox} foreground voxels)"
-                        if volumes else f"{n_slices} part(s) of 2D images, {n_objects} object(s) ({fg_vox} foreground pixels)")
-    if fg_vox == 0:
-        split.criterion = "train_loss"
-        split.warnings.append("the validation holds no labelled foreground, so its Dice cannot measure the "
-                              "segmentation; the checkpoint is chosen by the training loss instead (label "
-                              "foreground on more slices, or give a validation region that holds some)")
-    elif volumes and n_fg_slices == 1:
-        split.warnings.append("the validation holds foreground on one slice only: its Dice is a weak guide")
-    elif not volumes and n_objects < 3:
-        split.warnings.append(f"the validation holds {n_objects} object(s) only: its Dice is a weak guide "
-                              "(label more objects, or give a validation region that holds more)")
-
-
-def _check(split: Split, labels, ignore) -> None:
-    if not split.train or not split.val:
-        raise DatasetError(f"The split has no {'training' if not split.train else 'validation'} part ({split.describe()}).")
-    named = [(role, p) for role in ROLES for p in getattr(split, role)]
-    for role, p in named:
-        if p.size == 0:
-            raise DatasetError(f"Empty {role} region ({split.describe()}).")
-    for i, (ra, a) in enumerate(named):
-        for rb, b in named[i + 1:]:
-            if _overlap(a, b):
-                raise DatasetError(f"The {ra} and {rb} parts overlap ({split.case_ids[a.case]} "
-                                   f"[{format_box(a.box)}] and [{format_box(b.box)}]); they must be disjoint.")
-    for role in ("train", "val"):
-        if not any(_labelled(labels[p.case][p.slices], ignore).any() for p in getattr(split, role)):
-            raise DatasetError(f"The {'training' if role == 'train' else 'validation'} part has no labelled voxels "
-                               f"(everything there is 'ignore'): {split.describe()}.")

@@ -1,0 +1,110 @@
+"""What one Fine-tune panel run shares with its worker thread (:class:`Run`), and the checks and names of
+its output folder. No Qt here: the worker thread calls :meth:`Run.cleanup`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..inference import CancelToken
+
+MIN_MINUTES = 0.5  # longer than a typical setup (loading, the start model's validation: a few seconds to ~10 s)
+STEP_EVERY_S = 0.25  # the progress bar follows the optimizer steps at most this often
+RUN_FILES = frozenset({"training_log.csv", "state.json", "state.safetensors"})  # a run's files, model aside
+
+
+class Run:
+    """One run, shared by the panel and the worker thread: its cancel token, whether the panel still exists,
+    the last optimizer step, and the output folder's state before the run."""
+
+    def __init__(self, out: Path):
+        self.token = CancelToken()
+        self.alive = True  # False once the panel is deleted (its viewer closed)
+        self.out = out
+        self.created = _first_missing(out)  # the top folder this run creates (None: the output folder exists)
+        self.last_step: dict | None = None
+        self.sent = -float("inf")  # when the panel last heard of a step
+        self.removed = False
+
+    def cleanup(self) -> None:
+        """No model was saved: remove the output folder (and the parents) this run created, when it holds only
+        the run's own files. A folder that existed before, or holds anything else, is left alone."""
+        out = self.out
+        if self.created is None or not out.is_dir() or not {p.name for p in out.iterdir()} <= RUN_FILES:
+            return
+        for name in RUN_FILES:
+            if (out / name).is_file():
+                (out / name).unlink()
+        folder = out
+        while True:
+            try:
+                folder.rmdir()
+            except OSError:  # not empty (something else was written there meanwhile): keep it
+                return
+            self.removed = True
+            if folder == self.created:
+                return
+            folder = folder.parent
+
+    def removed_text(self) -> str:
+        return f" The output folder {self.out} it had created was removed." if self.removed else ""
+
+    def short_text(self, res, minutes: float | None) -> str:
+        """A sentence when less than one whole epoch ran (the budget ended inside epoch 1), else ''."""
+        last = self.last_step
+        if res.epochs > 1 or last is None or last["epoch"] > 1 or last["step"] >= last["steps"]:
+            return ""
+        setup = getattr(res, "setup_seconds", None)
+        took = f"; the setup took {setup:.0f} s of the {minutes:g} min budget" if setup and minutes else ""
+        return (f"Less than one epoch ran ({last['step']} of {last['steps']} steps{took}): the model has hardly "
+                "changed from the start; give a longer budget.")
+
+
+def panel_closed(current: list) -> None:
+    """The panel was deleted (the viewer closed): cancel its run; its callbacks check ``alive``."""
+    run = current[0]
+    if run is not None:
+        run.alive = False
+        run.token.cancel()
+
+
+def _first_missing(path: Path) -> Path | None:
+    """The top-most folder of ``path`` that does not exist yet (``path`` itself, or a parent), or None."""
+    missing = None
+    for p in (path, *path.parents):
+        if p.exists():
+            break
+        missing = p
+    return missing
+
+
+def output_problem(out: str, dataset: str) -> str | None:
+    """Why ``out`` cannot take a new model (a message for the panel), or None. Accepted: a new folder, an empty
+    one, or one holding only an earlier run's files without a model (training_log.csv, state.*; replaced)."""
+    if not out:
+        return "Choose an output folder for the new model (a new folder next to the dataset is proposed)."
+    path = Path(out).expanduser()
+    if not path.is_absolute():
+        return f"Output folder {out!r} is not a full path; choose the folder with the button next to the field."
+    if path.exists() and not path.is_dir():
+        return f"Output folder {out} is a file, not a folder; choose a new folder for the model."
+    where, data = path.resolve(), Path(dataset).expanduser().resolve()
+    if where == data or data in where.parents:
+        return (f"Output folder {out} is inside the dataset {dataset}; choose a folder outside it (the model files "
+                "would be mixed with the dataset's).")
+    if (path / "best.safetensors").exists():
+        return f"{out} already holds a model; choose a new output folder so it is not overwritten."
+    others = sorted(p.name for p in path.iterdir() if p.name not in RUN_FILES) if path.is_dir() else []
+    if others:
+        shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+        return (f"Output folder {out} already holds other files ({shown}); choose a new or an empty folder, so the "
+                "model is not written among them.")
+    return None
+
+
+def free_folder(path: Path) -> Path:
+    """``path``, or ``path-2``, ``path-3``... : a folder name nothing is written in yet."""
+    candidate, n = path, 2
+    while candidate.exists():
+        candidate = path.with_name(f"{path.name}-{n}")
+        n += 1
+    return candidate

@@ -1,0 +1,61 @@
+"""The checks every split passes (parts non-empty, disjoint, validation labelled) and the description of
+its validation, with the warnings and the fallback criterion when the validation cannot measure."""
+
+from __future__ import annotations
+
+from scipy import ndimage
+
+from ..errors import DatasetError
+from .split import ROLES, Split, _labelled, _labelled_rows, _overlap, _ranges, format_box
+
+
+def describe_validation(split: Split, labels, ignore) -> None:
+    """Fill ``split.validation`` and, where the validation cannot measure the foreground, the warnings
+    and the fallback criterion."""
+    n_slices = n_fg_slices = fg_vox = n_objects = 0
+    for p in split.val:
+        lab = labels[p.case][p.slices]
+        labelled = _labelled(lab, ignore)
+        fg = (lab > 0) & labelled
+        if lab.ndim == 3:
+            n_slices += int(labelled.reshape(lab.shape[0], -1).any(1).sum())
+            n_fg_slices += int(fg.reshape(lab.shape[0], -1).any(1).sum())
+        else:
+            n_slices += 1
+            n_fg_slices += int(fg.any())
+            n_objects += int(ndimage.label(fg)[1])
+        fg_vox += int(fg.sum())
+    volumes = labels[0].ndim == 3
+    split.validation = (f"{n_slices} labelled slices, {n_fg_slices} with foreground ({fg_vox} foreground voxels)"
+                        if volumes else f"{n_slices} part(s) of 2D images, {n_objects} object(s) ({fg_vox} foreground pixels)")
+    if fg_vox == 0:
+        split.criterion = "train_loss"
+        split.warnings.append("the validation holds no labelled foreground, so its Dice cannot measure the "
+                              "segmentation; the checkpoint is chosen by the training loss instead (label "
+                              "foreground on more slices, or give a validation region that holds some)")
+    elif volumes and n_fg_slices == 1:
+        split.warnings.append("the validation holds foreground on one slice only: its Dice is a weak guide")
+    elif not volumes and n_objects < 3:
+        split.warnings.append(f"the validation holds {n_objects} object(s) only: its Dice is a weak guide "
+                              "(label more objects, or give a validation region that holds more)")
+
+
+def check_split(split: Split, labels, ignore) -> None:
+    if not split.train or not split.val:
+        raise DatasetError(f"The split has no {'training' if not split.train else 'validation'} part ({split.describe()}).")
+    named = [(role, p) for role in ROLES for p in getattr(split, role)]
+    for role, p in named:
+        if p.size == 0:
+            raise DatasetError(f"Empty {role} region ({split.describe()}).")
+    for i, (ra, a) in enumerate(named):
+        for rb, b in named[i + 1:]:
+            if _overlap(a, b):
+                raise DatasetError(f"The {ra} and {rb} parts overlap ({split.case_ids[a.case]} "
+                                   f"[{format_box(a.box)}] and [{format_box(b.box)}]); they must be disjoint.")
+    for role in ("train", "val"):
+        if not any(_labelled(labels[p.case][p.slices], ignore).any() for p in getattr(split, role)):
+            where = "; ".join(f"{split.case_ids[c]} {_ranges(_labelled_rows(labels[c], ignore)) or 'none'}"
+                              for c in sorted({p.case for p in getattr(split, role)}))  # where to pick instead
+            raise DatasetError(f"The {'training' if role == 'train' else 'validation'} part has no labelled voxels "
+                               f"(everything there is 'ignore'): {split.describe()}. The labelled (reviewed) "
+                               f"positions along the first axis are: {where}; choose the parts among them.")
