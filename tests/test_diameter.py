@@ -229,3 +229,141 @@ def test_a_fine_tuned_card_measures_the_diameter_of_its_own_objects(nuclei, tmp_
         assert card.object_diameter == model.card.object_diameter > 20
     else:
         assert card.object_diameter == pytest.approx(np.sqrt(4 * 64 / np.pi), abs=0.05)
+
+
+# ----------------------------------------------------------------------------------------------
+# specks, and a failed estimate (audit of "auto" on 4x nuclei and an inverted image)
+# ----------------------------------------------------------------------------------------------
+def _discs_and_specks(size: int, d: float, zoom: float = 1.0) -> np.ndarray:
+    """A mask on a grid ``zoom`` times the image's: discs ``d`` image pixels wide every ``2 d``, and between
+    them a crowd of 2 x 2 px specks every 8 px (texture a model finds inside objects far bigger than its own)."""
+    n = int(round(size * zoom))
+    yy, xx = (np.mgrid[:n, :n] + 0.5) / zoom  # image pixels
+    step = 2 * d
+    r2 = (yy % step - step / 2) ** 2 + (xx % step - step / 2) ** 2
+    discs = r2 <= (d / 2) ** 2
+    specks = (yy % 8 < 2) & (xx % 8 < 2) & (r2 > (d / 2 + 4) ** 2)
+    return discs | specks
+
+
+def test_a_crowd_of_specks_does_not_set_the_diameter():
+    from napari_attnseg.inference.object_size import weighted_median_area
+
+    mask = _discs_and_specks(640, 60.0)
+    _, counts = ndimage.label(mask)
+    assert counts > 1000  # ~5,000 specks and 36 discs, 25 of them whole: the specks are the median object
+    d, n, whole = measure_diameter(mask, whole=True)
+    assert d == pytest.approx(60.0, rel=0.03) and n == whole == 25
+    assert weighted_median_area(np.array([4.0] * 1000 + [2800.0] * 64)) == 2800.0
+    assert weighted_median_area(np.array([])) == 0.0
+    assert measure_diameter(np.stack([mask, mask]), per_slice=True)[0] == pytest.approx(60.0, rel=0.03)
+
+
+class _SpeckModel(_FakeModel):
+    """Discs ``true_diameter`` wide plus a crowd of specks of a fixed size in image pixels: the specks keep
+    their size when the scale changes, so two speck-driven passes agree with each other."""
+
+    def run(self, model, image, **kwargs):
+        from napari_attnseg.inference import Prediction
+
+        yield 0, 1
+        fg = _discs_and_specks(self.size, self.true_diameter, image.shape[0] / self.size)
+        fg = fg[: image.shape[0], : image.shape[1]].astype(np.float32)
+        return Prediction(labels=fg.astype(np.uint8), probabilities=np.stack([1 - fg, fg]), attention=[],
+                          classes=["background", "thing"], device="cpu", precision="fp32", params={}, timings={})
+
+
+def _drain(gen):
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            return stop.value
+
+
+def test_auto_measures_the_objects_not_the_specks():
+    from napari_attnseg.inference.diameter import iter_predict_diameter
+
+    fake = _SpeckModel(60.0, 480)
+    pred = _drain(iter_predict_diameter(fake.run, fake, np.zeros((480, 480), np.float32), diameter="auto"))
+    assert pred.params["diameter_measured"] == pytest.approx(60.0, rel=0.05)
+    assert pred.params["scale"] == pytest.approx(20.0 / 60.0, rel=0.05)
+    assert all(p["estimate"] > 40 for p in pred.params["diameter_passes"])
+    assert not any("uncertain" in w for w in pred.warnings)
+
+
+class _CoverModel(_FakeModel):
+    """Calls everything foreground: one object, cut by every edge (an inverted image)."""
+
+    def run(self, model, image, **kwargs):
+        from napari_attnseg.inference import Prediction
+
+        yield 0, 1
+        fg = np.ones(image.shape, np.float32)
+        return Prediction(labels=fg.astype(np.uint8), probabilities=np.stack([1 - fg, fg]), attention=[],
+                          classes=["background", "thing"], device="cpu", precision="fp32", params={}, timings={})
+
+
+def test_a_failed_estimate_is_not_applied():
+    from napari_attnseg.inference.diameter import iter_predict_diameter
+
+    fake = _CoverModel(0.0, 200)
+    calls = []
+
+    def run(model, image, **kwargs):
+        calls.append(image.shape)
+        return (yield from fake.run(model, image, **kwargs))
+
+    pred = _drain(iter_predict_diameter(run, fake, np.zeros((200, 200), np.float32), diameter="auto"))
+    assert pred.params["scale"] == 1.0 and pred.labels.shape == (200, 200)
+    assert pred.params["diameter_used"] is None and pred.params["diameter_measured"] is None
+    assert calls == [(200, 200)]  # the first pass, at the image's own scale, is the result
+    assert not pred.params["diameter_passes"][0]["consistent"]
+    assert any("cut by the image's edge" in w and "segmented at its own scale (scale 1" in w for w in pred.warnings)
+    assert not any(w.startswith("diameter 'auto': estimated") for w in pred.warnings)
+
+
+def test_auto_on_an_inverted_image_segments_at_the_native_scale(nuclei):
+    model, image, _, _ = nuclei
+    pred = predict(model, image.max() - image, diameter="auto", precision="fp32")
+    assert pred.params["scale"] == 1.0 and pred.params["diameter_used"] is None
+    assert any("segmented at its own scale (scale 1" in w for w in pred.warnings)
+
+
+def test_auto_on_nuclei_four_times_the_model_size(nuclei):
+    """The audit's case: at 4x the first pass finds the nuclei plus hundreds of specks; its estimate must be
+    the nuclei's (it was 4.9 px here; on the whole 2048 x 2048 image 4.5 px, confirmed by a pass enlarged by
+    2, the most allowed, and the image was enlarged by 2 instead of reduced by 4: Dice 0.78)."""
+    model, image, ref, native = nuclei
+    img, r = _rescaled(image, ref, 4.0)
+    got, pred = _dice(model, img, r, diameter="auto")
+    true_d = model.card.object_diameter * 4
+    passes = pred.params["diameter_passes"]
+    assert passes[0]["estimate"] == pytest.approx(true_d, rel=0.2) and all(p["consistent"] for p in passes)
+    assert pred.params["diameter_measured"] == pytest.approx(true_d, rel=0.2)
+    assert pred.params["scale"] == pytest.approx(0.25, rel=0.2)
+    assert got > native - 0.03, (got, native)
+
+
+class _FixedSizeModel(_FakeModel):
+    """Finds discs 5 px wide on whatever grid it is given: no size in image pixels, at any scale."""
+
+    def run(self, model, image, **kwargs):
+        from napari_attnseg.inference import Prediction
+
+        yield 0, 1
+        yy, xx = np.mgrid[: image.shape[0], : image.shape[1]]
+        fg = (((yy % 12) - 6) ** 2 + ((xx % 12) - 6) ** 2 <= 6.25).astype(np.float32)
+        return Prediction(labels=fg.astype(np.uint8), probabilities=np.stack([1 - fg, fg]), attention=[],
+                          classes=["background", "thing"], device="cpu", precision="fp32", params={}, timings={})
+
+
+def test_an_estimate_no_other_scale_confirms_is_not_applied():
+    from napari_attnseg.inference.diameter import iter_predict_diameter
+
+    fake = _FixedSizeModel(0.0, 240)
+    pred = _drain(iter_predict_diameter(fake.run, fake, np.zeros((240, 240), np.float32), diameter="auto"))
+    passes = pred.params["diameter_passes"]
+    assert len(passes) >= 2 and not passes[1]["consistent"]
+    assert pred.params["scale"] == 1.0 and pred.params["diameter_measured"] is None
+    assert any("was not confirmed" in w and "(scale 1" in w for w in pred.warnings)

@@ -288,11 +288,11 @@ def test_object_diameter_field_rescales_for_models_that_know_their_object_size(w
     pred = w.last_prediction
     assert pred.params["diameter_used"] == 50 and pred.params["scale"] == pytest.approx(25.12 / 50, rel=0.01)
     assert pred.labels.shape == (192, 192) and "px wide" in w.status.value
-    # "Estimate the size and run": the estimate goes into the field, so the next run reuses it
+    # "Estimate the size and run": the estimate goes to the status; "auto" stays, so another image is estimated
     with qtbot.waitSignal(w.run_done, timeout=120000):
         w.estimate_and_run()
-    used = w.last_prediction.params["diameter_used"]
-    assert 35 < used < 70 and w.diameter_edit.value == f"{used:.1f}"
+    used, est = w.last_prediction.params["diameter_used"], w.last_prediction.params["diameter_measured"]
+    assert 35 < used < 70 and w.diameter_edit.value == "auto" and f"estimated {est:.1f} px" in w.status.value
 
 
 def test_pixel_attention_on_a_slice_outside_the_volume_is_a_message(widget, tiny_checkpoint):

@@ -325,11 +325,10 @@ class SegmentWidget(QWidget, SegmentForm, ResultLayers, PixelTool):
             self.last_prediction, self.last_source = pred, name
             self._show(model, pred, name, where, geometry, then=lambda: self._finish_run(True))
             msg = f"{name}: {pred.params.get('tiles', '?')} tiles on {pred.device} ({pred.precision}) in {pred.timings['total_s']:.1f} s"
-            used = pred.params.get("diameter_used")
-            if used is not None:
-                msg += f"; objects {used:.1f} px wide, rescaled x{pred.params.get('scale', 1):.2f}"
-                if self.diameter_edit.value.strip().lower() == "auto":  # the estimate, for the next runs to reuse
-                    self.diameter_edit.value = f"{used:.1f}"
+            used, est = pred.params.get("diameter_used"), pred.params.get("diameter_measured")
+            if used is not None:  # "auto" stays in the field: the next image is estimated again
+                size = f"estimated {est:.1f} px" if est is not None else f"{used:.1f} px"
+                msg += f"; objects {size} wide, rescaled x{pred.params.get('scale', 1):.2f}"
             self.status.value = msg
             for w in pred.warnings:
                 notify_warning(f"{name}: {w}")

@@ -17,8 +17,13 @@ than :data:`CONSISTENT` from the estimate that chose its scale saw something els
 bigger than the model's fall apart into small pieces, which reads as "too small") and is rejected;
 the next step then goes the other way, by the same factor, and a fourth pass is allowed. Of the
 passes not rejected, the one whose objects measure closest to the card's diameter on the grid the
-model saw is kept. Nothing found in the first pass: a warning, and the image is segmented at its own
-scale. Passes whose rescaled plane would exceed :data:`PROBE_PIXELS` measure on a central crop that
+model saw is kept. Each pass measures with :func:`.object_size.measure_diameter`, whose speck filter is
+relative to the objects that carry the foreground, so a crowd of specks (texture in objects much bigger
+than the model's) cannot set the estimate, nor confirm one. A pass whose objects are all cut by the
+edge has no size and is rejected. A failed estimate is not applied: nothing found, no usable pass, or
+a first-pass estimate far from the model's size that no pass at another scale confirmed: a warning
+says so, and the image is segmented at its own scale (scale 1, the model's native size). Passes whose
+rescaled plane would exceed :data:`PROBE_PIXELS` measure on a central crop that
 fits it, and the whole image is then segmented once at the scale kept; enlargements stop at
 :data:`MAX_PLANE_PIXELS`. A kept pass with fewer than :data:`MIN_INTERIOR` whole objects, or whose
 objects still measure more than 1.5x off, adds an "uncertain estimate" warning.
@@ -38,10 +43,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 
 from ..errors import InputError
 from .normalize import compute_stats
+from .object_size import MIN_INTERIOR
+from .object_size import SPECK as SPECK  # re-exported: the measure lives in .object_size
+from .object_size import measure_diameter as measure_diameter
 from .prediction import AttentionMap, Prediction
 from .resample import zoom_image, zoom_probabilities
 
@@ -53,8 +60,6 @@ ZOOM_RANGE = (0.125, 8.0)
 MAX_PLANE_PIXELS = 4096 * 4096  # enlargements stop at this plane size (or the image's own)
 CONSISTENT = 1.5  # "auto": a pass whose estimate differs more than this from the one that chose its scale is rejected
 PROBE_PIXELS = 1024 * 1024  # "auto": a pass whose rescaled plane is bigger measures on a central crop of this  # rescaling outside this is clamped, with a warning
-MIN_INTERIOR = 5  # objects not touching the edge needed to ignore the edge-cut ones
-SPECK = 0.1  # components smaller than this share of the median component area are not objects
 
 
 # ----------------------------------------------------------------------------------------------
@@ -97,48 +102,6 @@ def card_diameter(model) -> float:
             "with it; leave diameter empty, or add the training data's typical object diameter in pixels to the card."
         )
     return float(d)
-
-
-def measure_diameter(labels: np.ndarray, per_slice: bool = False, whole: bool = False):
-    """Typical object diameter in pixels of a mask: ``(median equivalent diameter, objects counted)``,
-    and the number of objects not cut by the edge as a third value with ``whole=True``.
-
-    Objects are the connected components of ``labels > 0`` (every foreground class together); the
-    equivalent diameter is that of the disc (sphere in 3D) of the same area (volume). Components that
-    touch the array's edge are cut and left out when at least :data:`MIN_INTERIOR` others remain;
-    specks under :data:`SPECK` of the median area are left out. The median of the diameters is used:
-    an area-weighted median was measured too and overestimates more where touching objects merge
-    (nuclei sample at its own scale: 27.3 vs 25.8 for 25.0 in the reference mask). ``per_slice``
-    measures 2D objects slice by slice along the first axis (a 2D model run over a volume).
-    ``(None, 0)`` when there is no object.
-    """
-    mask = np.asarray(labels) > 0
-    planes = [mask[i] for i in range(mask.shape[0])] if per_slice else [mask]
-    diam: list[np.ndarray] = []
-    inner: list[np.ndarray] = []
-    for plane in planes:
-        cc, n = ndimage.label(plane)
-        if n == 0:
-            continue
-        area = np.bincount(cc.ravel(), minlength=n + 1)[1:].astype(np.float64)
-        edge = np.zeros(n + 1, bool)
-        for ax in range(cc.ndim):
-            edge[np.take(cc, 0, axis=ax)] = True
-            edge[np.take(cc, -1, axis=ax)] = True
-        nd = cc.ndim
-        d = np.sqrt(4.0 * area / np.pi) if nd == 2 else (6.0 * area / np.pi) ** (1.0 / 3.0)
-        diam.append(np.stack([d, area]))
-        inner.append(~edge[1:])
-    if not diam:
-        return (None, 0, 0) if whole else (None, 0)
-    d, area = np.concatenate(diam, axis=1)
-    interior = np.concatenate(inner)
-    keep = area >= SPECK * np.median(area)
-    n_whole = int(np.count_nonzero(keep & interior))
-    if n_whole >= MIN_INTERIOR:
-        keep &= interior
-    out = float(np.median(d[keep])), int(np.count_nonzero(keep))
-    return (*out, n_whole) if whole else out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -191,6 +154,7 @@ def iter_predict_diameter(run: Callable[..., Generator], model, image, *, diamet
     if value == AUTO:
         best: tuple | None = None  # (|log(measured / model diameter)| on the model's grid, pred, zoom, estimate, pass)
         expected = None  # the estimate (image pixels) that chose the scale of the next pass
+        first = None  # the first pass's prediction (the image at its own scale; None for a crop)
         mirrored = False
         zoom_next, limited = 1.0, None
         for i in range(MAX_PASSES):
@@ -199,8 +163,9 @@ def iter_predict_diameter(run: Callable[..., Generator], model, image, *, diamet
             d_grid, n, whole = measure_diameter(grid_labels, slices, whole=True)
             est_i = None if d_grid is None else d_grid / z
             # objects keep their size in image pixels when the scale changes; pieces of objects too big for
-            # the model (or objects merged at too small a scale) do not
-            ok = est_i is not None and (expected is None or abs(math.log(est_i / expected)) <= math.log(CONSISTENT))
+            # the model (or objects merged at too small a scale) do not. Objects all cut by the edge have no size.
+            ok = est_i is not None and whole > 0 and (
+                expected is None or abs(math.log(est_i / expected)) <= math.log(CONSISTENT))
             passes.append({"zoom": z, "estimate": est_i, "objects": n, "whole_objects": whole, "consistent": ok,
                            "crop": None if region is None else [[r.start, r.stop] for r in region[-2:]],
                            "limited": limited})
@@ -210,6 +175,8 @@ def iter_predict_diameter(run: Callable[..., Generator], model, image, *, diamet
             improved = ok and (best is None or err < best[0])
             if improved:
                 best = (err, trial, z, est_i, passes[-1])
+            if i == 0:
+                first = trial  # the fallback: the image at its own scale (None when it was a crop)
             if best is None or i == MAX_PASSES - 1 or (i == MAX_PASSES - 2 and not mirrored):
                 break  # a fourth pass only after a step the other way
             if ok:
@@ -228,17 +195,19 @@ def iter_predict_diameter(run: Callable[..., Generator], model, image, *, diamet
             if any(abs(zoom_next / p["zoom"] - 1.0) <= AUTO_TOLERANCE for p in passes):
                 break
             limited = " ".join(w for w in (clamped, capped) if w) or None
-        if best is None:
-            best = (math.inf, None, 1.0, None, passes[0])
+        failed = _failure(best, passes)
+        if failed:  # a failed estimate is not applied: the model's native scale
+            best = (math.inf, first, 1.0, None, passes[0])
         err, pred, zoom, est, chosen = best
-        if chosen["limited"]:
+        if chosen["limited"] and not failed:
             notes.append(chosen["limited"])
         if pred is None:  # the pass kept was a probe on a crop (or none was kept): the whole image at its scale
             pred, _, zoom = yield from one_pass(zoom)
         used = None if est is None else target / zoom
-        if est is None:
-            notes.append("diameter 'auto': the first pass found no object, so the object size could not be estimated; "
-                         "the image was segmented at its own scale. Give the typical object diameter in pixels instead.")
+        if failed:
+            notes.append(f"diameter 'auto': {failed}, so the object size could not be estimated; the image was "
+                         "segmented at its own scale (scale 1, the model's native size). Give the typical object "
+                         "diameter in pixels instead.")
         else:
             notes.append(f"diameter 'auto': estimated {est:.1f} px from {chosen['objects']} objects "
                          f"({len(passes)} pass{'es' if len(passes) > 1 else ''}); segmented at scale {zoom:.3g} "
@@ -279,6 +248,23 @@ def iter_predict_diameter(run: Callable[..., Generator], model, image, *, diamet
     pred.timings["passes_s"] = list(seconds)
     pred.warnings = notes + [w for w in pred.warnings if w not in notes]
     return pred
+
+
+def _failure(best: tuple | None, passes: list[dict[str, Any]]) -> str | None:
+    """Why no estimate of "auto" can be applied, or None: nothing found, objects all cut by the edge, or
+    a first-pass estimate far from the model's size that no pass at another scale confirmed."""
+    first = passes[0]
+    if best is None:
+        if first["estimate"] is None:
+            return "the first pass found no object"
+        if not first["whole_objects"]:
+            return (f"the {first['objects']} object{'s' if first['objects'] > 1 else ''} found "
+                    f"{'were all' if first['objects'] > 1 else 'was'} cut by the image's edge")
+        return "no pass found objects of a consistent size"
+    err, _, zoom, est, _ = best
+    if zoom == 1.0 and len(passes) > 1 and err > math.log(1.5):
+        return f"the {est:.1f} px of the first pass was not confirmed at the scale it asked for"
+    return None
 
 
 def _probe_region(spatial: tuple[int, ...], zoom: float) -> tuple[slice, ...] | None:
