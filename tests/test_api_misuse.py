@@ -119,6 +119,8 @@ def test_out_is_an_existing_file(model, image, tmp_path):
     ({"spacing": (1, 1, 1, 1)}, "2 numbers"),
     ({"threshold": 2}, "between 0 and 1"),
     ({"threshold": 0}, "between 0 and 1"),
+    ({"diameter": 0}, "diameter in pixels"),
+    ({"diameter": "big"}, "diameter in pixels"),
 ])
 def test_segment_with_prompts_options(prompt_model, image, kwargs, match):
     from napari_attnseg.prompts import segment_with_prompts

@@ -218,6 +218,30 @@ def test_click_to_fix_segments_an_object_and_undoes_it(make_napari_viewer, qtbot
     _no_exception(notifications)
 
 
+def test_click_to_fix_uses_the_object_size_of_the_segment_run(make_napari_viewer, qtbot, notifications):
+    """Nuclei twice the click model's size (the sample upsampled 2x): after a Segment run with Object
+    diameter 50 (recorded in the mask's metadata), a click segments the nucleus at the model's size
+    (before: the 25-px model cut a piece out of a 50-px nucleus, IoU about 0.2)."""
+    from scipy import ndimage as ndi
+
+    viewer, corr, mask, ref = _nuclei_prompt_viewer(make_napari_viewer)
+    image = ndi.zoom(np.asarray(viewer.layers["nuclei"].data, np.float32), 2, order=1)
+    ref = ndi.zoom(ref, 2, order=0)
+    viewer.layers["nuclei"].data = image
+    mask.data = np.zeros(image.shape, np.uint8)
+    mask.metadata["attnseg"] = {"params": {"diameter_used": 50.0}}
+    corr.prompt.enable_box.value = True
+    ids, counts = np.unique(ref[120:-120, 120:-120], return_counts=True)
+    obj = ref == int(ids[1:][np.argmax(counts[1:])])
+    centre = np.unravel_index(np.argmax(ndi.distance_transform_edt(obj)), obj.shape)
+    corr.prompt.click(centre)
+    qtbot.waitUntil(lambda: not corr.prompt.busy, timeout=60000)
+    got = np.asarray(mask.data) == 1
+    assert corr.prompt.last_result.params.get("diameter") == 50.0
+    assert (got & obj).sum() / (got | obj).sum() > 0.7
+    _no_exception(notifications)
+
+
 def test_click_to_fix_later_clicks_refine_the_newest_mask(make_napari_viewer, qtbot, notifications):
     """Each click's run gets the object's mask after the previous click (not its state before the first
     one) and its change is written against it: a nucleus added by a second positive click and removed by

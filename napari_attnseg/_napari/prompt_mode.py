@@ -5,8 +5,10 @@ image adds a positive point (Shift+click, a right click or the *Negative* toggle
 click re-runs the promptable model on a crop around the object in a worker thread and writes only
 that object's voxels into the mask as an undoable edit. *Undo last click* (or Ctrl+Z while the prompts
 layer is selected) removes the point and reverts that click's own change (a brush stroke made since
-stays); *New object* starts a fresh set of clicks, as does choosing another mask or image. The modulated attention of the finest level is shown as ``<image> prompt attention``.
-Everything computed here is :func:`napari_attnseg.prompts.segment_with_prompts`.
+stays); *New object* starts a fresh set of clicks, as does choosing another mask or image. The modulated
+attention of the finest level is shown as ``<image> prompt attention``. Objects of another size than the
+model's: the Segment run's object diameter is used. Everything computed here is
+:func:`napari_attnseg.prompts.segment_with_prompts`.
 """
 
 from __future__ import annotations
@@ -65,10 +67,8 @@ class PromptMode:
         self.object_value: int | None = None
         self.target = None  # (mask layer, image layer) the clicks of this object write to / read
         self._warned: set[str] = set()  # warnings already shown (once each, not at every click)
-        self.busy = False
-        self.pending = False
-        self.last_result = None
-        self.worker = None
+        self.busy = self.pending = False
+        self.last_result = self.worker = None
 
         self.model_combo = ComboBox(label="Prompt model", choices=[])
         self.enable_box = CheckBox(text="Click to fix (prompt mode)", value=False)
@@ -78,9 +78,8 @@ class PromptMode:
         self.status = Label(value="")
         self.status.native.setWordWrap(True)
         self.container = Container(widgets=[
-            Label(value="<b>Click to fix</b>"), Container(widgets=[self.model_combo]), self.enable_box,
-            self.negative_box, Container(widgets=[self.undo_button, self.new_button], layout="horizontal", labels=False),
-            self.status,
+            Label(value="<b>Click to fix</b>"), Container(widgets=[self.model_combo]), self.enable_box, self.negative_box,
+            Container(widgets=[self.undo_button, self.new_button], layout="horizontal", labels=False), self.status,
         ], labels=False)
         self.enable_box.changed.connect(self._toggle)
         self.corr.viewer.layers.events.inserted.connect(lambda *_: self.refresh_models())
@@ -292,13 +291,15 @@ class PromptMode:
             previous = None if previous is None else previous[z]
         fresh = max(1, min(used - session.done, len(pts)))  # the clicks this run is the first to use
         spacing = tuple(image.scale)[-data.ndim:]
+        diameter = ((mask.metadata.get("attnseg") or {}).get("params") or {}).get("diameter_used")
         self.busy, self.pending = True, used < len(session.clicks)
         self.status.value = f"Segmenting from {used} click(s)..."
         clicks = list(session.clicks[:used])
 
         @thread_worker(start_thread=False, ignore_errors=True)
         def work():
-            return segment_with_prompts(model, data, pts, labs, previous=previous, spacing=spacing, new_clicks=fresh)
+            return segment_with_prompts(model, data, pts, labs, previous=previous, spacing=spacing, new_clicks=fresh,
+                                        diameter=diameter if getattr(model.card, "object_diameter", None) else None)
 
         worker = work()
         worker.returned.connect(lambda res: self._apply(res, mask, image, z, used, session, value, clicks))

@@ -143,6 +143,7 @@ def segment_with_prompts(
     prompt_init: str | None = "card",
     merge: str = "local",
     new_clicks: int = 1,
+    diameter: float | None = None,
 ) -> PromptResult:
     """Segment the object under the clicks.
 
@@ -169,6 +170,9 @@ def segment_with_prompts(
             whole new mask. The first click always takes the model's mask. ``params["merge"]`` says which was used.
         new_clicks: how many of the newest clicks this run is the first to use (default 1; more when clicks
             queued while a run was busy): the local merge keeps the changes that reach any of them.
+        diameter: the typical diameter in pixels of the objects in this image, when they are not the size
+            the model learnt (its card's ``object_diameter``): the region around the clicks is rescaled
+            to that size for the model and the result mapped back (:mod:`.scaled`). None: as it is.
     Returns a :class:`PromptResult`; nothing is modified in place.
     """
     t0 = time.perf_counter()
@@ -236,6 +240,17 @@ def segment_with_prompts(
     init = getattr(card, "prompt_init", None) if prompt_init == "card" else prompt_init
     if init not in PROMPT_INITS:
         raise InputError(f"prompt_init is 'card', 'threshold' or None; got {init!r}.")
+    from .scaled import segment_rescaled, zoom_for
+
+    zoom, note = zoom_for(card, diameter)
+    if zoom is not None:
+        res = segment_rescaled(segment_with_prompts, model, img, pts, labs, prev, zoom, stats, dict(
+            attention=attention, threshold=threshold, device=device, prompt_init=prompt_init, merge=merge,
+            new_clicks=new_clicks))
+        res.timings["total"] = time.perf_counter() - t0
+        res.params["diameter"] = float(diameter)
+        res.warnings += [w for w in (note, _domain(card, img, cin, normalized)) if w]
+        return res
     opts = getattr(model, "prompt_options", {})
     radius = radius_per_axis(opts.get("radius", 5.0), dims, spacing, getattr(card, "spacing", None))
     divisor = int(getattr(model, "size_divisor", 1))
@@ -275,14 +290,18 @@ def segment_with_prompts(
     for level, (name, data) in enumerate(maps.items()):
         st = tuple(float(s) for s in strides.get(name, (1,) * dims))
         maps_out.append(AttentionMap(name, level, data, st, tuple(b + (s - 1) / 2 for b, s in zip(start, st))))
-    from ..inference.checks import domain_warning
-
-    domain = None if normalized else domain_warning(card, img[0] if cin == 1 else img, cin > 1)
+    domain = _domain(card, img, cin, normalized)
     return PromptResult(mask, box, prob.astype(np.float32), maps_out, pts, labs,
                         {"total": time.perf_counter() - t0, "model": t_model},
                         {"radius": radius.tolist(), "threshold": threshold,
                          "prompt_init": "threshold" if used is not None else None,
                          "merge": "local" if merged else "replace"}, [domain] if domain else [])
+
+
+def _domain(card, img: np.ndarray, cin: int, normalized: bool) -> str | None:
+    from ..inference.checks import domain_warning
+
+    return None if normalized else domain_warning(card, img[0] if cin == 1 else img, cin > 1)
 
 
 def object_at(labels: np.ndarray, point: Sequence[float]) -> np.ndarray | None:
