@@ -320,3 +320,39 @@ def test_results_turn_with_a_rotated_and_sheared_image(widget, qtbot, tiny_check
         np.testing.assert_allclose(mask.data_to_world(p), image.data_to_world(p), atol=1e-6)
     att = viewer.layers["turned attention level3"]  # stride 4: map pixel (i, j) is the 4x4 block's centre
     np.testing.assert_allclose(att.data_to_world((3, 5)), image.data_to_world((3 * 4 + 1.5, 5 * 4 + 1.5)), atol=1e-6)
+
+
+def test_closing_the_viewer_cancels_a_segment_run(make_napari_viewer, qtbot, tiny_checkpoint, monkeypatch,
+                                                  notifications):
+    """Closing napari while the Segment panel runs cancels the run, and the worker's late callbacks do not
+    touch the deleted panel (no RuntimeError about deleted Qt objects)."""
+    from qtpy.QtCore import QEvent
+    from qtpy.QtWidgets import QApplication
+
+    from napari_attnseg._napari._common import is_deleted
+    from napari_attnseg._napari.segment_widget import SegmentWidget
+    from napari_attnseg.inference import engine
+
+    real = engine._run_batch
+
+    def slow(*args, **kwargs):
+        time.sleep(0.2)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "_run_batch", slow)
+    viewer = make_napari_viewer()
+    w = SegmentWidget(viewer)
+    viewer.window.add_dock_widget(w, name="Segment")
+    viewer.add_image(np.random.default_rng(0).random((256, 256)).astype(np.float32), name="img")
+    w.add_model(tiny_checkpoint(2))
+    w.tile_spin.value = 32
+    worker = w.run()
+    ended = []
+    worker.finished.connect(lambda: ended.append(True))
+    token = w._token
+    qtbot.waitUntil(lambda: w.progress_bar.value > 0, timeout=30000)
+    viewer.close()
+    QApplication.sendPostedEvents(None, QEvent.DeferredDelete)  # what the event loop does after the close
+    assert is_deleted(w) and token.cancelled
+    qtbot.waitUntil(lambda: bool(ended), timeout=30000)
+    assert not any(getattr(n, "exception", None) for n in notifications)

@@ -18,6 +18,7 @@ from ..inference import CancelToken, iter_predict
 from ..layers import data_hash
 from ._common import (
     error_message,
+    is_deleted,
     notify_error,
     notify_info,
     notify_warning,
@@ -55,6 +56,8 @@ class SegmentWidget(QWidget, SegmentForm, ResultLayers, PixelTool):
         self._models: dict[str, object] = {}  # model name -> loaded model or checkpoint path
         self._descriptions: dict[str, str] = {}
         self._token: CancelToken | None = None
+        tokens = self._tokens = [None]  # the running job's token, for the handler of the panel's deletion
+        self.destroyed.connect(lambda *_: tokens[0] and tokens[0].cancel())  # the viewer closed: stop the run
         self.worker = None
         self.last_prediction = None
         self.last_source: str | None = None  # the image layer of the last run
@@ -281,7 +284,7 @@ class SegmentWidget(QWidget, SegmentForm, ResultLayers, PixelTool):
             "brain_extraction": {"auto": None, "on": True, "off": False}[self.brain_combo.value],
             "orientation": metadata_codes(layer.metadata, layer.ndim),
         }
-        self._token = CancelToken()
+        self._token = self._tokens[0] = CancelToken()
         image = layer.data
         name = layer.name
         where = placement_of(layer)
@@ -305,6 +308,8 @@ class SegmentWidget(QWidget, SegmentForm, ResultLayers, PixelTool):
         worker = work()
 
         def on_progress(value):
+            if is_deleted(self):  # the viewer closed while this ran
+                return
             done, total = value
             bar.total = total
             bar.n = done
@@ -314,11 +319,15 @@ class SegmentWidget(QWidget, SegmentForm, ResultLayers, PixelTool):
 
         def finish():
             bar.close()
+            if is_deleted(self):  # the viewer closed while this ran
+                return
             self.cancel_button.enabled = False
             if not self._showing:  # failed or cancelled; otherwise the last layer shown re-enables Run
                 self._finish_run(False)
 
         def on_done(pred):
+            if is_deleted(self):  # the viewer closed while this ran
+                return
             if isinstance(pred, _Failed):
                 on_error(pred.error)
                 return
@@ -334,6 +343,8 @@ class SegmentWidget(QWidget, SegmentForm, ResultLayers, PixelTool):
                 notify_warning(f"{name}: {w}")
 
         def on_error(exc):
+            if is_deleted(self):  # the viewer closed while this ran
+                return
             if isinstance(exc, Cancelled):
                 self.status.value = "Cancelled; the layers were left as they were."
                 notify_info("Segmentation cancelled.")
