@@ -49,10 +49,8 @@ def is_deleted(widget) -> bool:
 
         return sip.isdeleted(widget)
     except ImportError:  # PySide
-        try:
-            import shiboken6 as shiboken
-        except ImportError:
-            import shiboken2 as shiboken
+        from qtpy import shiboken
+
         return not shiboken.isValid(widget)
 
 
