@@ -265,7 +265,7 @@ def domain_warning(card, image: np.ndarray, has_channels: bool, normalization: d
     trained = (getattr(card, "metrics", None) or {}).get("median_position")
     if trained is not None and not ct_image:
         here = median_position(image)
-        if here is not None and here > 0.5 and here - float(trained) > 0.35:
+        if here is not None and here > 0.6 and here - float(trained) > 0.4:
             return (f"Most of this image is bright (its median lies {here:.0%} of the way from the 1st to the 99th "
                     f"percentile; {name}'s training images: {float(trained):.0%}): {name} learnt bright objects on a "
                     "dark background. If the objects here are dark on a bright background (bright-field, an inverted "
