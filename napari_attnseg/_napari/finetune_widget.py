@@ -26,7 +26,6 @@ from magicgui.widgets import (
 from napari.qt.threading import thread_worker
 from qtpy.QtWidgets import QVBoxLayout, QWidget
 
-from ..display import CT_WINDOWS
 from ..errors import Cancelled
 from ._common import (
     error_message,
@@ -38,36 +37,20 @@ from ._common import (
     set_choices,
 )
 from .correct_widget import folder_text
+from .finetune_form import (
+    AUTO,
+    PLOT_MIN_HEIGHT,
+    VAL_TIP,
+    WINDOW_CHOICES,
+    ValidationField,
+    normalization_choice,
+)
 from .finetune_models import StartModels
 from .finetune_plot import LossDicePlot
 from .finetune_run import MIN_MINUTES, STEP_EVERY_S, Run, free_folder, output_problem, panel_closed
 
-AUTO = "auto (from the data)"
-CARD = "as the start model"
-WINDOW_CHOICES = (AUTO, CARD, *(f"CT {name}" for name in CT_WINDOWS))
-PLOT_MIN_HEIGHT = 170
-VAL_TIP = {
-    3: "Axial slices held out for validation, e.g. 20,33 (a reviewed slice with the object and one without); "
-       "empty: chosen automatically among the reviewed slices, foreground included",
-    2: "The dataset holds one 2D image: rows of it held out for validation, e.g. 100-150 (first axis); "
-       "empty: chosen automatically",
-    0: "The dataset holds several images: whole images are held out for validation (chosen automatically)",
-}
 
-
-def normalization_choice(choice: str) -> dict:
-    """TrainConfig fields for an *Intensity* choice: ``auto`` leaves the trainer's defaults (a CT window
-    for Hounsfield units when the start model does at least as well with it); "as the start model" never
-    switches; a CT preset is that window."""
-    if choice.startswith("CT "):
-        lo, hi = CT_WINDOWS[choice[3:]]
-        return {"normalization": {"scheme": "ct", "window": [lo, hi]}}
-    if choice == CARD:
-        return {"ct_window": None}
-    return {}
-
-
-class FinetuneWidget(QWidget, StartModels):
+class FinetuneWidget(QWidget, StartModels, ValidationField):
     def __init__(self, napari_viewer):
         super().__init__()
         self.viewer = napari_viewer
@@ -126,25 +109,6 @@ class FinetuneWidget(QWidget, StartModels):
         set_choices(self.model_combo, list(self._paths), prefer=self.default_model())
         self._model_changed()
         self._validation_field()
-
-    def _cases(self) -> list[dict] | None:
-        """The dataset's cases (the manifest's entries), None when it is not (yet) a dataset."""
-        from ..data.manifest import read_manifest
-
-        folder = folder_text(self.dataset_edit)
-        try:
-            return list(read_manifest(Path(folder))["cases"]) if folder else None
-        except Exception:  # the run says what is wrong
-            return None
-
-    def _validation_field(self) -> None:
-        """*Validation slices* are axial slices of a volume; of one 2D image, its rows (the field says so);
-        a dataset of several images validates on whole images (the field is off)."""
-        cases = self._cases() or []
-        kind = 0 if len(cases) > 1 else 2 if cases and len(cases[0].get("shape") or ()) == 2 else 3
-        self.val_edit.label = "Validation rows" if kind == 2 else "Validation slices"
-        self.val_edit.tooltip = VAL_TIP[kind]
-        self.val_edit.enabled = kind != 0
 
     def _model_changed(self, *_) -> None:
         """Say when the head will be re-initialised, and propose the output folder and the model's name."""
@@ -230,21 +194,6 @@ class FinetuneWidget(QWidget, StartModels):
                            **normalization_choice(self.window_combo.value),
                            name=self.name_edit.value.strip(), description=self.description_edit.value.strip(),
                            command=f"napari Fine-tune panel: dataset={dataset} model={start}")
-
-    def _check_reviewed(self, val_slices: list[int]) -> None:
-        """Typed validation slices must be reviewed ones: the others were exported as 'ignore'."""
-        from ..correct import format_slice_ranges
-
-        cases = self._cases()
-        if not cases or len(cases) != 1 or cases[0].get("reviewed_slices") is None:
-            return
-        reviewed = sorted(int(z) for z in cases[0]["reviewed_slices"])
-        bad = [z for z in val_slices if z not in set(reviewed)]
-        if bad:
-            raise ValueError(f"Validation slices {format_slice_ranges(bad)} are not reviewed (they were exported as "
-                             "'ignore' and validate nothing); pick among the reviewed slices "
-                             f"{format_slice_ranges(reviewed) or '(none)'}, or leave the field empty to choose "
-                             "automatically.")
 
     def _gone(self, run: Run) -> bool:
         """The panel was deleted (its viewer closed): the run's late callbacks must do nothing."""
