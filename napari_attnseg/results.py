@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from .data import read_image, stem, write_image
+from .data.orientation import volume_translate
 from .errors import InputError
 from .inference.prediction import AttentionMap, Prediction
 from .layers import Placement, prediction_layers
@@ -84,7 +85,8 @@ def record_layers(path: str | Path) -> list[tuple]:
                 "format": image.meta.get("format")}
         if image.affine is not None:
             meta["affine"] = np.asarray(image.affine).tolist()
-        layers.append((image.data, {"name": name, "scale": spacing, "metadata": meta}, "image"))
+        translate = volume_translate(image) or (0.0,) * len(spacing)
+        layers.append((image.data, {"name": name, "scale": spacing, "translate": translate, "metadata": meta}, "image"))
     else:
         warnings.warn(f"{p}: the input {record['input']} is gone; showing the outputs only.", stacklevel=2)
 
@@ -108,7 +110,8 @@ def record_layers(path: str | Path) -> list[tuple]:
     meta = {"source_layer": name, "model": record.get("model"), "checkpoint": record.get("model_path"),
             "checkpoint_sha256": record.get("model_weights_sha256"), "device": pred.device,
             "precision": pred.precision, "params": pred.params, "timings": pred.timings, "record": str(p)}
-    layers += prediction_layers(None, pred, name, Placement(spacing, (0.0,) * labels.ndim), meta=meta)
+    where = translate if image is not None and len(translate) == labels.ndim else (0.0,) * labels.ndim
+    layers += prediction_layers(None, pred, name, Placement(spacing, tuple(where)), meta=meta)
     return layers
 
 

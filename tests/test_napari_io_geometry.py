@@ -252,3 +252,18 @@ def test_a_file_the_plugin_cannot_open_says_why_in_napari(viewer, tmp_path):
     with pytest.raises(InputError, match=r"fmri.nii.gz: expected a 2D or 3D NIfTI image.*one file per volume"):
         viewer.open(str(path), plugin=PLUGIN)
     assert not viewer.layers
+
+
+def test_files_of_one_patient_with_other_fields_of_view_lie_over_each_other(viewer, tmp_path):
+    """lung1 and a 3-slice slab of it cut out as its own file (origin moved to slice 32): both open at
+    their place in space, so slab voxel (0, y, x) lies on lung1 voxel (32, y, x) (before: 160 mm apart)."""
+    need(LUNG)
+    src = nib.load(str(LUNG))
+    affine = src.affine.copy()
+    affine[:3, 3] = (src.affine @ [100, 120, 32, 1])[:3]
+    slab = synthetic_nifti(tmp_path / "slab.nii.gz", np.asarray(src.dataobj)[100:164, 120:184, 32:35], affine)
+    full = viewer.open(str(LUNG), plugin=PLUGIN)[0]
+    part = viewer.open(str(slab), plugin=PLUGIN)[0]
+    for index in [(0, 0, 0), (2, 63, 10)]:
+        world = part.data_to_world(index)
+        np.testing.assert_allclose(full.world_to_data(world), (index[0] + 32, index[1] + 120, index[2] + 100), atol=1e-3)

@@ -25,7 +25,7 @@ import numpy as np
 
 from ..data import Volume, read_image, write_image
 from ..data.dicom import is_dicom_path
-from ..data.orientation import onto_grid
+from ..data.orientation import onto_grid, volume_translate
 from ..display import DEFAULT_CT_WINDOW, default_window
 from ..errors import AttnSegError, InputError
 
@@ -159,6 +159,9 @@ def _layer(volume: Volume, path: str) -> list[tuple]:
             meta[key] = volume.meta[key]
     name = Path(path.rstrip("/")).name.split(".")[0]
     kwargs = {"name": name, "scale": volume.spacing, "metadata": meta}
+    translate = volume_translate(volume)
+    if translate is not None:  # files of one patient with other fields of view lie over each other (mm)
+        kwargs["translate"] = translate
     if meta.get("warning"):  # e.g. uneven DICOM slice spacing: the user sees it, the layer keeps it
         _notify(f"{name}: {meta['warning']}")
     if _is_labels_file(volume, path):

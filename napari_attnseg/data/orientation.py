@@ -149,3 +149,28 @@ def onto_grid(volume, affine: np.ndarray, shape: Sequence[int]):
         meta["reviewed_slices_dropped"] = True
     spacing = tuple(float(z) for z in np.linalg.norm(new_affine[:3, :3], axis=0)[::-1])
     return Volume(np.ascontiguousarray(moved.transpose(2, 1, 0)), spacing, new_affine, meta)
+
+
+def world_translate(affine: np.ndarray | None, ndim: int = 3) -> tuple[float, ...] | None:
+    """Where voxel 0 lies along each array axis's own direction, in mm (the origin projected on the axis):
+    a napari ``translate`` that lays volumes of one patient stored alike (the same direction cosines, other
+    fields of view: a slab, a crop, another series) over each other. None without real 3D geometry."""
+    if affine is None or ndim != 3:
+        return None
+    a = np.asarray(affine, float)
+    if a.shape != (4, 4) or np.array_equal(a, np.eye(4)):
+        return None
+    out = []
+    for column in (2, 1, 0):  # array axes (z, y, x) are the file's (k, j, i)
+        direction = a[:3, column]
+        norm = float(np.linalg.norm(direction))
+        out.append(float(a[:3, 3] @ direction / norm) if norm else 0.0)
+    return tuple(out)
+
+
+def volume_translate(volume) -> tuple[float, ...] | None:
+    """:func:`world_translate` of a volume whose file places itself in space (not a NIfTI with both codes 0)."""
+    nifti = volume.meta.get("nifti") or {}
+    if nifti and not nifti.get("qform_code") and not nifti.get("sform_code"):
+        return None
+    return world_translate(volume.affine, np.ndim(volume.data))
