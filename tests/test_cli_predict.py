@@ -235,3 +235,19 @@ def test_a_multi_class_predict_record_reopens(tmp_path):
     names = [kw["name"] for _, kw, _ in layers]
     assert names[:3] == ["scan", "scan mask", "scan probability"]
     assert layers[2][0].shape[-3:] == layers[1][0].shape == (20, 36, 40)
+
+
+def test_what_the_reader_noticed_reaches_the_cli_and_the_record(tmp_path, model2d, capsys):
+    """A DICOM series with a slice missing (uneven spacing): the reader's warning is printed by `attnseg
+    predict` and kept in the record (before: only napari showed it)."""
+    import pydicom
+    from test_io import write_dicom_series
+
+    folder = write_dicom_series(tmp_path / "ct", np.full((6, 32, 32), 40.0, np.float32), shuffle=False)
+    gone = next(p for p in sorted(folder.iterdir()) if int(pydicom.dcmread(p).InstanceNumber) == 3)
+    gone.unlink()
+    assert main(["predict", str(folder), "--model", str(model2d), "--out", str(tmp_path / "out")]) == 0
+    err = capsys.readouterr().err
+    assert "uneven" in err
+    record = json.loads(next((tmp_path / "out").glob("*_predict.json")).read_text())
+    assert any("uneven" in w for w in record["warnings"])

@@ -147,6 +147,8 @@ def run(args: argparse.Namespace) -> int:
                                precision=args.precision, mode=args.mode, tta=args.tta, spacing=vol.spacing,
                                diameter=args.diameter, brain_extraction={"on": True, "off": False}.get(args.brain_extraction),
                                orientation=volume_codes(vol), progress=progress, return_probabilities=not args.no_prob)
+            if vol.meta.get("warning"):  # what the reader noticed (uneven DICOM slices, ...) goes with the result
+                pred.warnings.insert(0, str(vol.meta["warning"]))
             fmt = "tiff" if vol.meta.get("format") == "tiff" else "nifti"
             write_prediction(out, src, vol, model, pred, request=None, fmt=fmt)
             turned = pred.params.get("reoriented")
