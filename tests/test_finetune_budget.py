@@ -20,11 +20,12 @@ from napari_attnseg.training import TrainConfig, train
 from napari_attnseg.training import trainer as trainer_module
 
 
-def _dataset(tmp_path):
+def _dataset(tmp_path, reviewed=(1, 4, 6, 8, 12)):
+    """A one-case 3D dataset (reviewed slices only) and a small 2D start model."""
     lab = np.zeros((14, 32, 32), np.int64)
     lab[3:11, 10:18, 10:18] = 1
     img = (lab * 200.0 + 100 + np.random.default_rng(0).normal(0, 20, lab.shape)).astype(np.float32)
-    export_case(img, lab, tmp_path / "ds", "nnunet", reviewed_slices=[1, 4, 6, 8, 12], label_names=["background", "x"])
+    export_case(img, lab, tmp_path / "ds", "nnunet", reviewed_slices=list(reviewed), label_names=["background", "x"])
     torch.manual_seed(0)
     start = tmp_path / "start.safetensors"
     save_model(create_model("unet", spatial_dims=2, features=[4, 8, 16]), start,

@@ -4,40 +4,14 @@ the start-model list follows the Segment panel, and a panel docked alone docks n
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+from test_finetune_budget import _dataset as _volume_dataset
+from test_finetune_budget import _slow_steps
 
-from napari_attnseg import create_model, save_model
-from napari_attnseg.checkpoint import ModelCard
 from napari_attnseg.data.export import export_case
-from napari_attnseg.training import trainer as trainer_module
-
-
-def _volume_dataset(tmp_path, reviewed=(1, 4, 6, 8, 12)):
-    """A one-case 3D dataset (reviewed slices only) and a small 2D start model."""
-    lab = np.zeros((14, 32, 32), np.int64)
-    lab[3:11, 10:18, 10:18] = 1
-    img = (lab * 200.0 + 100 + np.random.default_rng(0).normal(0, 20, lab.shape)).astype(np.float32)
-    export_case(img, lab, tmp_path / "ds", "nnunet", reviewed_slices=list(reviewed), label_names=["background", "x"])
-    torch.manual_seed(0)
-    start = tmp_path / "start.safetensors"
-    save_model(create_model("unet", spatial_dims=2, features=[4, 8, 16]), start,
-               ModelCard(arch="", config={}, name="start", classes=["background", "x"], tile=[32, 32]))
-    return tmp_path / "ds", start
-
-
-def _slow_steps(monkeypatch, seconds):
-    step = trainer_module.Trainer._step
-
-    def slow(self, x, y):
-        time.sleep(seconds)
-        return step(self, x, y)
-
-    monkeypatch.setattr(trainer_module.Trainer, "_step", slow)
 
 
 def _panel(viewer, ds, start, dock=True):
