@@ -95,3 +95,27 @@ def test_a_card_without_orientation_or_an_image_without_geometry_runs_as_stored(
     assert axis_codes(None) is None and axis_codes(np.eye(4)) is None
     assert axis_codes(np.diag([-1.0, -1.0, 5.0, 1.0])) == ("S", "P", "L")
     assert reorientation(None, ("S", "A", "R")) is None and reorientation(("S", "A", "R"), None) is None
+
+
+def test_turned_outputs_written_to_a_folder_are_on_the_stored_grid(tmp_path):
+    """predict(out=...) memory-maps its outputs in a folder: after the turn they hold the stored grid too,
+    and equal the in-memory run's; attention maps come back with the stored axes' placement."""
+    import torch
+
+    from napari_attnseg import create_model, predict
+    from napari_attnseg.checkpoint import ModelCard
+
+    torch.manual_seed(0)
+    model = create_model("attention_unet", spatial_dims=3, features=[4, 8, 16]).eval()
+    model.card = ModelCard(arch="attention_unet", config={}, orientation=["S", "A", "R"], tile=[16, 16, 16])
+    image = np.random.default_rng(0).random((24, 20, 16)).astype(np.float32)  # stored (L, A, S): axes reversed
+    kwargs = dict(orientation=("L", "A", "S"), attention=True, device="cpu")
+    mem = predict(model, image, **kwargs)
+    disk = predict(model, image, out=tmp_path / "out", **kwargs)
+    assert mem.params["reoriented"] == "LAS -> SAR" and mem.labels.shape == image.shape
+    assert np.array_equal(np.load(tmp_path / "out" / "labels.npy"), mem.labels)
+    assert np.load(tmp_path / "out" / "probabilities.npy").shape == (2, *image.shape)
+    plain = predict(model, image.transpose(2, 1, 0).copy(), attention=True, device="cpu")  # the model's own storage
+    assert np.array_equal(plain.labels.transpose(2, 1, 0), mem.labels)
+    for a, b in zip(plain.attention, mem.attention):
+        assert b.data.shape == a.data.shape[::-1] and b.scale == a.scale[::-1] and b.translate == a.translate[::-1]
