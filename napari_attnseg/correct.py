@@ -134,14 +134,15 @@ def _signed_distance(mask: np.ndarray) -> np.ndarray:
 
 
 def interpolate_slices(labels: np.ndarray, slices: Sequence[int] | None = None, classes: Iterable[int] | None = None,
-                       *, axis: int = 0) -> np.ndarray:
+                       *, axis: int = 0, reviewed: Sequence[int] | None = None) -> np.ndarray:
     """Shape-based interpolation between annotated slices, on signed distance maps, per class.
 
     ``slices`` are the annotated slice indices along ``axis`` (default: the axial axis 0); by default
     every slice that holds the class. Slices strictly between two annotated ones get the zero level
     of the linearly blended signed distances (only their background is written); annotated slices
     are left as they are. An annotated slice without the class makes the shape taper off to nothing
-    halfway towards it, rather than stop abruptly.
+    halfway towards it, rather than stop abruptly. ``reviewed``: slices a person checked; they are
+    annotated slices too (a reviewed empty slice says "nothing here") and are never written.
     """
     labels = _array(labels)
     if labels.ndim != 3:
@@ -149,16 +150,18 @@ def interpolate_slices(labels: np.ndarray, slices: Sequence[int] | None = None, 
     if not -3 <= axis < 3:
         raise InputError(f"axis must be 0, 1 or 2; got {axis}.")
     n = labels.shape[axis]
-    if slices is not None:
-        bad = sorted({int(s) for s in slices if not 0 <= int(s) < n})
+    for given in (slices, reviewed):
+        bad = sorted({int(s) for s in given or () if not 0 <= int(s) < n})
         if bad:
             raise InputError(f"Slices {bad} are outside the volume (0..{n - 1} along axis {axis}).")
+    checked = {int(s) for s in reviewed or ()}
     src = np.moveaxis(labels, axis, 0)
     out = src.copy()
     for c in _classes(labels, classes):
         mask = src == c
-        keys = sorted({int(s) for s in slices}) if slices is not None else \
-            [int(i) for i in np.flatnonzero(mask.reshape(len(mask), -1).any(1))]
+        keys = {int(s) for s in slices} if slices is not None else \
+            {int(i) for i in np.flatnonzero(mask.reshape(len(mask), -1).any(1))}
+        keys = sorted(keys | checked)
         for a, b in zip(keys, keys[1:]):
             if b - a < 2 or not (mask[a].any() or mask[b].any()):
                 continue

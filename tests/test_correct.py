@@ -129,6 +129,20 @@ def test_interpolation_keeps_annotated_slices_and_tapers_to_an_empty_one():
         correct.interpolate_slices(lab[0])
 
 
+def test_interpolation_never_writes_reviewed_slices_and_counts_them_as_annotations():
+    """A model's blobs on unreviewed slices 10 and 20, slices 12-18 reviewed and emptied by the clinician:
+    interpolation writes none of them (before: it filled every one between the two blobs)."""
+    sphere = _sphere()
+    lab = np.zeros(sphere.shape, np.uint8)
+    lab[10], lab[20] = sphere[20], sphere[20]
+    out = correct.interpolate_slices(lab, reviewed=list(range(12, 19)))
+    assert not out[11:20].any()  # 11 and 19 lie halfway to a reviewed empty slice: the taper ends there
+    assert np.array_equal(out[10], lab[10]) and np.array_equal(out[20], lab[20])
+    assert correct.interpolate_slices(lab)[15].sum() > 0  # without reviewed marks: filled, as before
+    with pytest.raises(InputError, match="outside"):
+        correct.interpolate_slices(lab, reviewed=[99])
+
+
 def test_helpers_on_3d_and_do_not_modify_input():
     m = np.zeros((10, 20, 20), np.uint8)
     m[2:8, 4:16, 4:16] = 1

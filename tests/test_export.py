@@ -349,3 +349,19 @@ def test_disk_errors_before_and_after_the_commit(tmp_path, case, monkeypatch):
     d = read_dataset(ds)  # finishes the committed export
     assert [c.case_id for c in d.cases] == ["case_0000", "case_0001"]
     np.testing.assert_array_equal(d.cases[1].load_image()[0], image + 1)
+
+
+def test_values_only_on_unreviewed_slices_need_no_class_name(tmp_path):
+    """The model's class 2 left on slices nobody reviewed (they go out as 'ignore') does not force a third
+    class name (before: 'background, tumour' was refused, so the dataset carried a meaningless class)."""
+    image = np.zeros((6, 8, 8), np.float32)
+    labels = np.zeros((6, 8, 8), np.uint8)
+    labels[1, 2:4, 2:4] = 1
+    labels[4, :, :] = 2  # the model's guess on an unreviewed slice
+    export_case(image, labels, tmp_path / "ds", "nnunet", reviewed_slices=[0, 1, 2],
+                label_names=["background", "tumour"])
+    written = read_image(tmp_path / "ds" / "labelsTr" / "case_0000.nii.gz").data
+    assert set(np.unique(written[:3])) == {0, 1} and (written[3:] == 2).all()  # 2 = ignore (the last value)
+    with pytest.raises(InputError, match="Label value 2"):  # on a reviewed slice it still needs a name
+        export_case(image, labels, tmp_path / "ds2", "nnunet", reviewed_slices=[0, 1, 4],
+                    label_names=["background", "tumour"])

@@ -114,6 +114,7 @@ def test_turned_outputs_written_to_a_folder_are_on_the_stored_grid(tmp_path):
     disk = predict(model, image, out=tmp_path / "out", **kwargs)
     assert mem.params["reoriented"] == "LAS -> SAR" and mem.labels.shape == image.shape
     assert np.array_equal(np.load(tmp_path / "out" / "labels.npy"), mem.labels)
+    assert np.array_equal(np.asarray(disk.labels), mem.labels)  # what the run returns is the rewritten file
     assert np.load(tmp_path / "out" / "probabilities.npy").shape == (2, *image.shape)
     plain = predict(model, image.transpose(2, 1, 0).copy(), attention=True, device="cpu")  # the model's own storage
     assert np.array_equal(plain.labels.transpose(2, 1, 0), mem.labels)

@@ -200,7 +200,9 @@ class CorrectWidget(QWidget, CorrectForm, SuggestTool):
         if layer is not None and layer.ndim != 3:
             notify_error(f"{layer.name} is 2D; interpolation between slices needs a volume.")
             return
-        self._apply(correct.interpolate_slices, None, self._classes(), whole_volume=True)
+        # the reviewed slices are annotations too (an empty one says "nothing here") and are never written
+        self._apply(lambda data, classes: correct.interpolate_slices(data, None, classes, reviewed=self._reviewed(layer)),
+                    self._classes(), whole_volume=True)
 
     # -- review ---------------------------------------------------------------------------------
     def _reviewed(self, layer) -> list[int]:
@@ -286,10 +288,13 @@ class CorrectWidget(QWidget, CorrectForm, SuggestTool):
         names = [n.strip() for n in text.split(",")]
         if any(not n for n in names):
             raise ValueError(f"Class names {text!r}: a name is empty; write one name per label value, comma-separated.")
-        top = int(np.asarray(layer.data).max(initial=0))
+        data, rev = np.asarray(layer.data), self._reviewed(layer)
+        if layer.ndim == 3 and rev:  # unreviewed slices are exported as 'ignore': their values need no name
+            data = data[[z for z in sorted(rev) if 0 <= z < data.shape[0]]]
+        top = int(data.max(initial=0))
         if top >= len(names):
-            raise ValueError(f"{layer.name} holds label value {top}, but only {len(names)} class names are given "
-                             f"({', '.join(names)}); add a name for every value from 0 to {top}.")
+            raise ValueError(f"{layer.name} holds label value {top} on its reviewed slices, but only {len(names)} class "
+                             f"names are given ({', '.join(names)}); add a name for every value from 0 to {top}.")
         return names
 
     def export(self):

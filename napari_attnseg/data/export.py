@@ -137,8 +137,11 @@ def _plan(folder: Path, format: str, labels: np.ndarray, n_channels: int, ndim: 
     if existing is not None and existing != format:
         raise DatasetError(f"{folder} holds a {existing} dataset; export to it with format {existing!r} "
                            "or pick another folder.")
-    n_classes = int(labels.max(initial=0)) + 1
-    n_values = int(np.count_nonzero(np.bincount(labels.ravel()))) if labels.size else 0
+    counted = labels
+    if reviewed_slices is not None and ndim == 3:  # unreviewed slices go out as 'ignore': their values need no name
+        counted = labels[sorted({int(z) for z in reviewed_slices if 0 <= int(z) < labels.shape[0]})]
+    n_classes = int(counted.max(initial=0)) + 1
+    n_values = int(np.count_nonzero(np.bincount(counted.ravel()))) if counted.size else 0
     if n_values > MAX_AUTO_CLASSES and not label_names and (manifest is None or n_classes > len(manifest["label_names"])):
         raise InputError(f"The labels hold {n_values} distinct values (up to {n_classes - 1}): they look like "
                          "instance ids (one value per object), not classes. Export them as one foreground class "
