@@ -356,3 +356,18 @@ def test_closing_the_viewer_cancels_a_segment_run(make_napari_viewer, qtbot, tin
     assert is_deleted(w) and token.cancelled
     qtbot.waitUntil(lambda: bool(ended), timeout=30000)
     assert not any(getattr(n, "exception", None) for n in notifications)
+
+
+def test_the_panel_says_before_a_run_when_the_image_is_unlike_the_models_training_data(widget):
+    """A CT in Hounsfield units with a microscopy model chosen: the model line says so before Run (the
+    loop audit's clinician kept the default model on a CT and learnt it only from the result)."""
+    viewer, w = widget
+    rng = np.random.default_rng(0)
+    ct = np.full((4, 64, 64), -1000.0, np.float32)
+    ct[:, 8:56, 8:56] = rng.normal(40, 20, (4, 48, 48))
+    viewer.add_image(ct, name="ct")
+    w.model_combo.value = "nuclei-2d"
+    assert "Before you run" in w.model_info.value and "Hounsfield" in w.model_info.value
+    viewer.add_image(rng.random((64, 64)).astype(np.float32) * 50, name="cells")
+    w.image_combo.value = "cells"
+    assert "Before you run" not in w.model_info.value

@@ -144,8 +144,8 @@ class SegmentWidget(QWidget, SegmentForm, ResultLayers, PixelTool):
                 notify_error(str(exc))
 
     def _model_changed(self, *_) -> None:
-        self.model_info.value = self._descriptions.get(self.model_combo.value or "", "")
         model = self._current_model(quiet=True)
+        self._describe_fit(model)
         sized = model is not None and getattr(model.card, "object_diameter", None) is not None
         self.diameter_edit.visible = self.estimate_button.visible = sized
         if sized:
@@ -156,8 +156,25 @@ class SegmentWidget(QWidget, SegmentForm, ResultLayers, PixelTool):
             self.pixel_box.value = False
         self._preset_mode()
 
+    def _describe_fit(self, model) -> None:
+        """The model's description, and before any run whether the image looks like its training data
+        (a CT given to a model not trained on CT, an inverted microscopy image: the checks the run makes)."""
+        text = self._descriptions.get(self.model_combo.value or "", "")
+        layer = self.current_layer()
+        if model is not None and layer is not None and not getattr(layer, "rgb", False) and layer.ndim in (2, 3):
+            from ..inference.checks import domain_warning
+
+            try:
+                unlike = domain_warning(getattr(model, "card", None), layer.data, False)
+            except Exception:  # noqa: BLE001 - a hint only; the run reports problems itself
+                unlike = None
+            if unlike:
+                text = f"{text}<br><b>Before you run:</b> {unlike}" if text else unlike
+        self.model_info.value = text
+
     def _image_changed(self, *_) -> None:
         self._preset_mode()
+        self._describe_fit(self._current_model(quiet=True))
         layer = self.current_layer()
         with self.window_combo.changed.blocked():
             self.window_combo.value = layer.metadata.get("attnseg_window", "(as opened)") if layer is not None else "(as opened)"
