@@ -59,7 +59,8 @@ def provenance(model, pred: Prediction, source: str) -> dict[str, Any]:
 def mask_layer(pred: Prediction, name: str, where: Placement, meta: dict) -> tuple:
     labels = np.asarray(pred.labels)
     features = {"class": list(pred.classes)}
-    kwargs = {"name": f"{name} mask", "features": features, "metadata": {"attnseg": meta, "attnseg_hash": data_hash(labels)},
+    kwargs = {"name": f"{name} mask", "features": features, "metadata": {"attnseg": meta, "attnseg_hash": data_hash(labels),
+                                                                        "class_names": list(pred.classes)},
               "opacity": 0.5, **where.compose((1,) * labels.ndim, (0,) * labels.ndim)}
     return labels, kwargs, "labels"
 

@@ -117,7 +117,8 @@ class CorrectWidget(QWidget, CorrectForm, SuggestTool):
                 if source in self.viewer.layers and self.image_combo.value != source:
                     with self.image_combo.changed.blocked():
                         self.image_combo.value = source
-                classes = [str(c) for c in layer.features["class"]] if "class" in getattr(layer, "features", {}) else []
+                classes = [str(c) for c in layer.metadata.get("class_names") or []] or (
+                    [str(c) for c in layer.features["class"]] if "class" in getattr(layer, "features", {}) else [])
                 names = ", ".join(dict.fromkeys(classes))
                 if self.class_names_edit.value.strip() in ("", self._auto_names):  # never replace typed names
                     self.class_names_edit.value = names
@@ -318,6 +319,8 @@ class CorrectWidget(QWidget, CorrectForm, SuggestTool):
         except ValueError as exc:
             notify_error(str(exc))
             return None
+        if names:  # the names travel with the mask (File > Save writes them; attnseg export reads them)
+            layer.metadata["class_names"] = list(names)
         rev = self._reviewed(layer)
         if layer.ndim == 3 and not rev:  # nothing reviewed: every slice would be the model's unchecked guess
             notify_error(f"No slice of {layer.name} is marked reviewed. Mark the slices you checked (R on a slice, "

@@ -171,6 +171,9 @@ def _layer(volume: Volume, path: str) -> list[tuple]:
                     "so its slice numbers changed; mark the reviewed slices again.")
         elif reviewed is not None:
             meta["reviewed_slices"] = list(reviewed)  # the review saved with the mask (Correct panel)
+        if volume.meta.get("class_names"):  # the names the mask was saved with (the Correct panel shows them)
+            meta["class_names"] = list(volume.meta["class_names"])
+            kwargs["features"] = {"class": list(volume.meta["class_names"])}
         return [(volume.data, kwargs, "labels")]
     window = default_window(volume.data)
     if window is not None:  # a CT in Hounsfield units opens in the soft-tissue window, not -1024..3071
@@ -285,5 +288,5 @@ def write_labels_nifti(path: str, data, meta: dict) -> list[str]:
                 "scale has a NIfTI/DICOM affine, so the file's affine holds only the voxel size (origin 0, no "
                 "orientation) and other tools may show it shifted or flipped against the image.")
     write_nifti(Path(path), data, spacing[-data.ndim:], affine, {"nifti": nifti} if nifti else None,
-                md.get("reviewed_slices") or None)  # the review travels with the mask
+                md.get("reviewed_slices") or None, md.get("class_names") or None)  # the review and names travel with it
     return [str(path)]

@@ -57,7 +57,12 @@ def run(args: argparse.Namespace) -> int:
             print(note, file=sys.stderr)
         prediction = np.asarray(pred.data)
     names = args.label_names.split(",") if args.label_names else None
-    if names is None and args.model and not (Path(args.dataset) / "manifest.json").exists():
+    new_dataset = not (Path(args.dataset) / "manifest.json").exists()
+    if names is None and new_dataset and labels.meta.get("class_names") and not args.foreground:
+        names = list(labels.meta["class_names"])  # the names the mask was saved with (napari's Correct panel)
+        print(f"{args.labels}: using the class names saved with the mask: {', '.join(names)} (--label-names "
+              "overrides)", file=sys.stderr)
+    if names is None and args.model and new_dataset:
         from ..checkpoint import read_card, resolve_model_path  # a new dataset: the model's class names
 
         classes = [str(c) for c in (read_card(resolve_model_path(args.model)).classes or [])]

@@ -87,6 +87,7 @@ def write_image(
     path: str | os.PathLike, data: np.ndarray, like: Volume | None = None,
     spacing: tuple[float, ...] | None = None, affine: np.ndarray | None = None,
     reviewed_slices: list[int] | None = None,
+    class_names: list[str] | None = None,
 ) -> Path:
     """Write ``data`` (array axis order) as TIFF or NIfTI, atomically (temp name + rename).
 
@@ -94,7 +95,8 @@ def write_image(
     a NIfTI written ``like`` a NIfTI or DICOM source gets back its affine and header codes, a TIFF
     written ``like`` a TIFF its axes label (and an ImageJ source's format and unit).
     ``reviewed_slices`` (a mask's reviewed first-axis indices) are stored in the file and read back as
-    ``Volume.meta["reviewed_slices"]``.
+    ``Volume.meta["reviewed_slices"]``; ``class_names`` (a mask's names per label value, NIfTI only) as
+    ``Volume.meta["class_names"]``.
     """
     p = Path(path)
     data = np.asarray(data)
@@ -106,7 +108,7 @@ def write_image(
     if name.endswith(NIFTI_SUFFIXES):
         from .nifti import write_nifti
 
-        write_nifti(p, data, spacing, affine, like.meta if like is not None else None, reviewed_slices)
+        write_nifti(p, data, spacing, affine, like.meta if like is not None else None, reviewed_slices, class_names)
     elif name.endswith(TIFF_SUFFIXES):
         from .tiff import write_tiff
 

@@ -2,8 +2,9 @@
 
 The header facts needed to write a result back with the same geometry (affine, qform/sform codes,
 units) travel in ``Volume.meta["nifti"]`` as plain JSON values, never the free-text fields. A mask's
-reviewed slices travel in a header extension (NIfTI "comment", JSON under ``napari_attnseg``), read back
-as ``Volume.meta["reviewed_slices"]``; other tools skip the extension.
+reviewed slices and class names travel in a header extension (NIfTI "comment", JSON under
+``napari_attnseg``), read back as ``Volume.meta["reviewed_slices"]`` / ``["class_names"]``; other tools skip
+the extension.
 """
 
 from __future__ import annotations
@@ -47,30 +48,37 @@ def read_nifti(p: Path):
             "scl_slope": slope if scaled else None, "scl_inter": inter if scaled else None,
         },
     }
-    reviewed = _reviewed_from(header)
-    if reviewed is not None:
-        meta["reviewed_slices"] = reviewed
+    ours = _ours(header)
+    try:
+        if ours.get("reviewed_slices") is not None:
+            meta["reviewed_slices"] = sorted({int(z) for z in ours["reviewed_slices"]})
+    except (ValueError, TypeError):
+        pass
+    names = ours.get("class_names")
+    if isinstance(names, list) and names and all(isinstance(n, str) for n in names):
+        meta["class_names"] = list(names)
     return Volume(arr, tuple(reversed(zooms)), np.asarray(img.affine, float), meta)
 
 
 COMMENT = 6  # NIfTI extension code of a free comment
 
 
-def _reviewed_from(header) -> list[int] | None:
-    """The reviewed slices this package wrote into the header (None when there are none)."""
+def _ours(header) -> dict:
+    """What this package wrote into the header (reviewed slices, class names); {} when nothing."""
     for ext in header.extensions:
         if ext.get_code() != COMMENT:
             continue
         try:
-            ours = json.loads(bytes(ext.get_content()).rstrip(b"\0").decode("utf-8")).get("napari_attnseg") or {}
-            return sorted({int(z) for z in ours["reviewed_slices"]})
-        except (ValueError, TypeError, AttributeError, KeyError):  # another tool's comment
+            ours = json.loads(bytes(ext.get_content()).rstrip(b"\0").decode("utf-8")).get("napari_attnseg")
+        except (ValueError, TypeError, AttributeError):  # another tool's comment
             continue
-    return None
+        if isinstance(ours, dict):
+            return ours
+    return {}
 
 
 def write_nifti(p: Path, data: np.ndarray, spacing, affine, like_meta: dict | None,
-                reviewed_slices: list[int] | None = None) -> None:
+                reviewed_slices: list[int] | None = None, class_names: list[str] | None = None) -> None:
     import nibabel as nib
 
     if data.dtype == np.bool_:
@@ -99,7 +107,12 @@ def write_nifti(p: Path, data: np.ndarray, spacing, affine, like_meta: dict | No
     img.set_sform(aff, code=s_code)
     units = nifti.get("xyz_units")
     header.set_xyzt_units(xyz=units if units not in (None, "unknown") else "mm")
+    ours: dict[str, Any] = {}
     if reviewed_slices is not None:
-        note = {"napari_attnseg": {"reviewed_slices": sorted({int(z) for z in reviewed_slices})}}
+        ours["reviewed_slices"] = sorted({int(z) for z in reviewed_slices})
+    if class_names:
+        ours["class_names"] = [str(n) for n in class_names]
+    if ours:
+        note = {"napari_attnseg": ours}
         header.extensions.append(nib.nifti1.Nifti1Extension(COMMENT, json.dumps(note).encode("utf-8")))
     atomic_write(p, lambda tmp: nib.save(img, tmp))
