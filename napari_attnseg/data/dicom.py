@@ -2,32 +2,60 @@
 
 The array is (slice, row, column) = (k, j, i), the order a NIfTI conversion that keeps the DICOM
 grid stores as (i, j, k); the affine maps (i, j, k) to RAS millimetres (DICOM's LPS with x and y
-negated), exactly like a NIfTI affine. Only geometry, pixel values and the modality leave this
-module: no patient name, id, date, institution or UID.
+negated), exactly like a NIfTI affine. A lone 2D image (a radiograph) comes back as (row, column).
+Only geometry, pixel values and the modality leave this module: no patient name, id, date,
+institution or UID. Headers and geometry: :mod:`.dicom_geometry`; pixel data: :mod:`.dicom_pixels`.
 """
 
 from __future__ import annotations
 
+import os
+import struct
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ..errors import InputError
+from .dicom_geometry import LPS_TO_RAS, Frame, frames_of, geometry, select
+from .dicom_pixels import read_pixels
 from .volume import Volume
 
-LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+__all__ = ["LPS_TO_RAS", "is_dicom_file", "is_dicom_path", "read_dicom_series"]
+
 DICOM_SUFFIXES = (".dcm", ".ima", ".dicom")
+PROBED = 50  # files looked at to decide whether a folder is a DICOM series
+
+
+def _raw_dataset_start(head: bytes) -> bool:
+    """The first bytes of a DICOM file written without preamble and meta header: a group 0x0002/0x0008
+    element, explicit VR (two capital letters) or implicit (a short length)."""
+    if len(head) < 8:
+        return False
+    group, element = struct.unpack("<HH", head[:4])
+    if group not in (0x0002, 0x0008) or element > 0x1250:
+        return False
+    vr = head[4:6]
+    if vr.isalpha() and vr.isupper():
+        return True
+    return struct.unpack("<I", head[4:8])[0] < 1024
 
 
 def is_dicom_file(path: Path) -> bool:
-    """True for a Part-10 DICOM file (``DICM`` after the 128-byte preamble). Never raises."""
+    """True for a DICOM file: ``DICM`` after the 128-byte preamble, or a dataset without preamble
+    (older exports). Never raises."""
     try:
         with open(path, "rb") as f:
             head = f.read(132)
-        return len(head) == 132 and head[128:132] == b"DICM"
+        return (len(head) == 132 and head[128:132] == b"DICM") or _raw_dataset_start(head)
     except OSError:
         return False
+
+
+def _candidates(folder: Path) -> list[Path]:
+    """The folder's files, without hidden ones (macOS ``._*`` AppleDouble companions, ``.DS_Store``)."""
+    return sorted(f for f in folder.iterdir() if not f.name.startswith(".") and f.is_file())
 
 
 def is_dicom_path(path: Path) -> bool:
@@ -35,87 +63,97 @@ def is_dicom_path(path: Path) -> bool:
     try:
         path = Path(path)
         if path.is_dir():
-            return any(is_dicom_file(f) for f in sorted(path.iterdir())[:50] if f.is_file())
+            return any(is_dicom_file(f) for f in _candidates(path)[:PROBED])
         return path.is_file() and (path.suffix.lower() in DICOM_SUFFIXES or is_dicom_file(path))
     except OSError:
         return False
 
 
-def _position(ds) -> np.ndarray:
-    pos = getattr(ds, "ImagePositionPatient", None)
-    if pos is None:  # no geometry: fall back to the instance order, 1 mm apart
-        return np.array([0.0, 0.0, float(getattr(ds, "InstanceNumber", 0) or 0)])
-    return np.array([float(v) for v in pos])
-
-
-def read_dicom_series(path: Path):
+def _header(path: Path) -> Any:
     import pydicom
 
-    path = Path(path)
-    target_uid = None
-    if path.is_dir():
-        files = sorted(f for f in path.iterdir() if f.is_file())
-    else:  # one file: read its whole series from the folder
-        first = pydicom.dcmread(str(path), stop_before_pixels=True)
-        target_uid = str(getattr(first, "SeriesInstanceUID", "unknown"))
-        files = sorted(f for f in path.parent.iterdir() if f.is_file())
-    series: dict[str, list] = defaultdict(list)
-    for f in files:
-        if not (is_dicom_file(f) or f == path):
-            continue
-        ds = pydicom.dcmread(str(f), stop_before_pixels=True)
-        if not hasattr(ds, "Rows"):
-            continue  # DICOMDIR, structured reports, ...
-        series[str(getattr(ds, "SeriesInstanceUID", "unknown"))].append(f)
-    if not series:
-        raise InputError(f"{path}: no DICOM images found.")
-    if target_uid is not None:
-        chosen = series.get(target_uid) or [path]
-    elif len(series) > 1:
-        desc = "; ".join(f"series {n + 1}: {len(s)} files, e.g. {s[0].name}" for n, s in enumerate(series.values()))
-        raise InputError(f"{path} holds {len(series)} DICOM series ({desc}); open one file of the series you want.")
-    else:
-        chosen = next(iter(series.values()))
+    try:
+        return pydicom.dcmread(str(path), stop_before_pixels=True, force=True)
+    except Exception as exc:
+        raise InputError(f"{path}: not a readable DICOM file ({exc}).") from None
 
-    slices = [pydicom.dcmread(str(f)) for f in chosen]
-    first = slices[0]
-    if int(getattr(first, "NumberOfFrames", 1) or 1) > 1:
-        raise InputError(f"{path}: multi-frame (enhanced) DICOM is not supported; convert it to NIfTI first.")
-    orient = np.array([float(v) for v in getattr(first, "ImageOrientationPatient", [1, 0, 0, 0, 1, 0])])
-    row, col = orient[:3], orient[3:]  # direction of increasing column index, of increasing row index
-    normal = np.cross(row, col)
-    slices.sort(key=lambda ds: float(_position(ds) @ normal))
-    shape = (int(first.Rows), int(first.Columns))
-    frames = []
-    exact = True
-    for ds in slices:
-        if (int(ds.Rows), int(ds.Columns)) != shape:
-            raise InputError(f"{path}: the series mixes image sizes ({shape} and {(int(ds.Rows), int(ds.Columns))}).")
-        raw = ds.pixel_array
-        slope = float(getattr(ds, "RescaleSlope", 1.0) or 1.0)
-        intercept = float(getattr(ds, "RescaleIntercept", 0.0) or 0.0)
-        exact &= slope == int(slope) and intercept == int(intercept)
-        frames.append(raw.astype(np.float32) * slope + intercept)
-    data = np.stack(frames)  # (k, rows, cols) = (k, j, i)
-    if exact and data.min(initial=0) >= -32768 and data.max(initial=0) <= 32767:
-        data = data.astype(np.int16)  # CT in HU: whole numbers, half the memory of float32
-    ps = [float(v) for v in getattr(first, "PixelSpacing", [1.0, 1.0])]  # (between rows, between columns)
-    offsets = np.array([float(_position(ds) @ normal) for ds in slices])
-    meta = {"source_path": str(path), "format": "dicom", "axis_order": "kji",
-            "modality": str(getattr(first, "Modality", "") or "")}
-    if len(slices) > 1:
-        gaps = np.diff(offsets)
-        if np.any(gaps < 1e-6):
-            raise InputError(f"{path}: two slices share a position; the folder holds duplicates or several series.")
-        dz = float(np.median(gaps))
-        if np.max(np.abs(gaps - dz)) > 0.01 * dz:
-            meta["warning"] = f"uneven slice spacing ({gaps.min():.3g}-{gaps.max():.3g} mm); using the median {dz:.3g} mm"
-    else:
-        dz = float(getattr(first, "SpacingBetweenSlices", 0) or getattr(first, "SliceThickness", 1.0) or 1.0)
-    # voxel (i = column, j = row, k = slice) -> LPS millimetres, then RAS like NIfTI
-    lps = np.eye(4)
-    lps[:3, 0] = row * ps[1]
-    lps[:3, 1] = col * ps[0]
-    lps[:3, 2] = normal * dz
-    lps[:3, 3] = _position(slices[0])
-    return Volume(data, (dz, ps[0], ps[1]), LPS_TO_RAS @ lps, meta)
+
+def _series_folders(folder: Path, limit: int = 2) -> list[Path]:
+    """Up to ``limit`` subfolders holding DICOM files (a CD export: DICOMDIR with DICOM/... below)."""
+    found: list[Path] = []
+    for root, dirs, files in os.walk(folder):
+        dirs.sort()
+        if Path(root) == folder:
+            continue
+        names = sorted(n for n in files if not n.startswith(".") and n != "DICOMDIR")
+        if any(is_dicom_file(Path(root) / n) for n in names[:5]):
+            found.append(Path(root))
+            if len(found) >= limit:
+                break
+    return found
+
+
+def _no_images(path: Path) -> InputError:
+    folder = path if path.is_dir() else path.parent if path.name.upper() == "DICOMDIR" else None
+    below = _series_folders(folder) if folder is not None else []
+    if below:
+        listed = " or ".join(str(p) for p in below)
+        return InputError(f"{path}: no DICOM images here, but the subfolders of {folder} hold some (a CD/PACS export "
+                          f"with a DICOMDIR?): open the series' own folder, e.g. {listed}.")
+    return InputError(f"{path}: no DICOM images found.")
+
+
+def _group(path: Path) -> tuple[list[Path], str | None]:
+    """The files to look at and, when one file was opened, its series."""
+    if path.is_dir():
+        return [f for f in _candidates(path) if is_dicom_file(f)], None
+    first = _header(path)
+    uid = str(getattr(first, "SeriesInstanceUID", "unknown"))
+    files = [f for f in _candidates(path.parent) if f == path or is_dicom_file(f)]
+    return (files if path in files else [path, *files]), uid
+
+
+def _frames(path: Path) -> list[Frame]:
+    files, target_uid = _group(path)
+    series: dict[str, list[Frame]] = defaultdict(list)
+    for f in files:
+        ds = _header(f)
+        if not _is_image(ds):
+            continue  # DICOMDIR, structured reports, presentation states, ...
+        series[str(getattr(ds, "SeriesInstanceUID", "unknown"))].extend(frames_of(f, ds))
+    if not series:
+        raise _no_images(path)
+    if target_uid is not None:
+        return series.get(target_uid) or next(iter(series.values()))
+    if len(series) > 1:
+        desc = "; ".join(f"series {n + 1}: {len({f.path for f in s})} files, e.g. {s[0].path.name}"
+                         for n, s in enumerate(series.values()))
+        raise InputError(f"{path} holds {len(series)} DICOM series ({desc}); open one file of the series you want.")
+    return next(iter(series.values()))
+
+
+def _is_image(ds: Any) -> bool:
+    """A header read with ``stop_before_pixels`` has no PixelData element: an image is told by its size."""
+    return "Rows" in ds and "Columns" in ds and "BitsAllocated" in ds
+
+
+def read_dicom_series(path: Path) -> Volume:
+    """The series of ``path`` (a folder of one series, or one file of it) as a :class:`Volume`."""
+    path = Path(path)
+    frames, note = select(_frames(path), None if path.is_dir() else path)
+    geo = geometry(frames, path)
+    data, pixel_meta = read_pixels(geo.frames, path)
+    first = geo.frames[0].header
+    warnings = ([note] if note else []) + geo.warnings
+    meta: dict[str, Any] = {"source_path": str(path), "format": "dicom", "axis_order": "kji",
+                            "modality": str(getattr(first, "Modality", "") or ""), **pixel_meta}
+    spacing: tuple[float, ...] = (geo.dz, *geo.pixel_spacing)
+    if len(geo.frames) == 1:  # a lone 2D image (a radiograph, a screenshot): (row, column)
+        data = data[0]
+        spacing = geo.pixel_spacing
+        meta["axis_order"] = "ji"
+    if data.ndim == len(spacing) + 1:  # colour: the samples are the last axis
+        meta["axes"] = "ZYXS" if data.ndim == 4 else "YXS"
+    if warnings:
+        meta["warning"] = "; ".join(warnings)
+    return Volume(data, tuple(float(s) for s in spacing), np.asarray(geo.affine, float), meta)
