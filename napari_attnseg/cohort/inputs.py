@@ -40,13 +40,13 @@ def pick_channel(vol: Volume, channel: int | None, in_channels: int, src: str | 
     rest = axes[:ax] + axes[ax + 1:]
     if channel is not None:
         if not 0 <= int(channel) < n:
-            raise InputError(f"{src} has {n} channels (TIFF axes {axes}); --channel is 0 to {n - 1}, not {channel}.")
+            raise InputError(f"{src} has {n} channels (axes {axes}); --channel is 0 to {n - 1}, not {channel}.")
         return Volume(np.take(np.asarray(vol.data), int(channel), axis=ax), spacing, vol.affine,
                       {**vol.meta, "axes": rest, "channel": int(channel)})
     if n == 1 or n == in_channels:
         data = np.take(np.asarray(vol.data), 0, axis=ax) if n == 1 else np.moveaxis(np.asarray(vol.data), ax, 0)
         return Volume(data, spacing, vol.affine, {**vol.meta, "axes": rest if n == 1 else "C" + rest})
-    raise InputError(f"{src} has {n} channels (TIFF axes {axes}) and the model reads {in_channels}: choose one with "
+    raise InputError(f"{src} has {n} channels (axes {axes}) and the model reads {in_channels}: choose one with "
                      f"--channel K (0 to {n - 1}; in Python, index that axis of the array).")
 
 
