@@ -23,6 +23,7 @@ from .correct_form import CorrectForm
 from .suggest_tool import SuggestTool
 
 REVIEWED_KEY = "reviewed_slices"
+BACKGROUND_VOXELS = 4_000_000  # helpers on larger whole volumes run in a worker
 
 
 def folder_text(edit: FileEdit) -> str:
@@ -156,12 +157,17 @@ class CorrectWidget(QWidget, CorrectForm, SuggestTool):
             notify_error(f"'Slice on screen only' works on the axial slice shown, and the view of {layer.name} shows "
                          "none (a 3D or rolled view): go back to the 2D view with the slices on the slider, or untick it.")
             return
+        if z is None and data.size > BACKGROUND_VOXELS:  # a whole large volume: off the event loop
+            return self._apply_in_background(layer, fn, args)
         try:
             new = fn(data if z is None else data[z], *args)
         except AttnSegError as exc:
             notify_error(f"{layer.name}: {exc}")
             return
-        changed = np.nonzero(new != (data if z is None else data[z]))
+        self._paint(layer, data if z is None else data[z], new, z)
+
+    def _paint(self, layer, old: np.ndarray, new: np.ndarray, z: int | None) -> None:
+        changed = np.nonzero(new != old)
         values = new[changed]
         if z is not None:
             changed = (np.full_like(changed[0], z), *changed)
@@ -169,6 +175,34 @@ class CorrectWidget(QWidget, CorrectForm, SuggestTool):
             # paint through the layer's own history so napari's undo (Ctrl+Z) reverts the step
             layer.data_setitem(changed, values)
         self._update_info()
+
+    def _apply_in_background(self, layer, fn, args):
+        """A helper on a whole large volume runs in a worker (a 48 x 512 x 512 fill took 1.5-2 s on the event
+        loop); its change is painted only if the mask was not edited meanwhile."""
+        before = np.array(layer.data)  # the snapshot the helper works on (and the check for edits meanwhile)
+        self.stats_label.value = f"{layer.name}: working on the whole volume..."  # (_update_info replaces it)
+
+        @thread_worker(start_thread=False, ignore_errors=True)
+        def work():
+            try:
+                return fn(before, *args)
+            except AttnSegError as exc:
+                return exc
+
+        def done(new):
+            if isinstance(new, AttnSegError):
+                notify_error(f"{layer.name}: {new}")
+            elif not np.array_equal(np.asarray(layer.data), before):
+                notify_error(f"{layer.name} was edited while the helper ran; nothing was changed. Run it again.")
+            else:
+                self._paint(layer, before, new, None)
+            self._update_info()
+
+        worker = work()
+        worker.returned.connect(done)
+        worker.errored.connect(lambda exc: notify_error(f"{layer.name}: unexpected error ({error_message(exc)})."))
+        worker.start()
+        return worker
 
     def fill_holes(self):
         self._apply(correct.fill_holes, self._classes())
@@ -202,7 +236,8 @@ class CorrectWidget(QWidget, CorrectForm, SuggestTool):
             notify_error(f"{layer.name} is 2D; interpolation between slices needs a volume.")
             return
         # the reviewed slices are annotations too (an empty one says "nothing here") and are never written
-        self._apply(lambda data, classes: correct.interpolate_slices(data, None, classes, reviewed=self._reviewed(layer)),
+        reviewed = self._reviewed(layer) if layer is not None else []
+        self._apply(lambda data, classes: correct.interpolate_slices(data, None, classes, reviewed=reviewed),
                     self._classes(), whole_volume=True)
 
     # -- review ---------------------------------------------------------------------------------
