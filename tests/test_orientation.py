@@ -116,6 +116,10 @@ def test_turned_outputs_written_to_a_folder_are_on_the_stored_grid(tmp_path):
     assert np.array_equal(np.load(tmp_path / "out" / "labels.npy"), mem.labels)
     assert np.array_equal(np.asarray(disk.labels), mem.labels)  # what the run returns is the rewritten file
     assert np.load(tmp_path / "out" / "probabilities.npy").shape == (2, *image.shape)
+    from napari_attnseg.errors import InputError
+
+    with pytest.raises(InputError, match="orientation: .*three orientation letters"):
+        predict(model, image, orientation=("S", "S", "R"), device="cpu")
     plain = predict(model, image.transpose(2, 1, 0).copy(), attention=True, device="cpu")  # the model's own storage
     assert np.array_equal(plain.labels.transpose(2, 1, 0), mem.labels)
     for a, b in zip(plain.attention, mem.attention):

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data.orientation import reorientation
+from ..errors import InputError
 from .checks import check_input
 from .prediction import AttentionMap, Prediction
 
@@ -28,7 +29,10 @@ def needed(model, image, options: dict):
     _, has_channels = check_input(model, image, options.get("mode"))
     if np.ndim(image) - (1 if has_channels else 0) != 3:
         return None
-    return reorientation(source, target)
+    try:
+        return reorientation(source, target)
+    except ValueError as exc:  # a malformed orientation: the caller's mistake, said as such
+        raise InputError(f"orientation: {exc}") from None
 
 
 def with_orientation(run, model, image, options: dict, turn) -> Generator[tuple[int, int], None, Prediction]:
