@@ -331,6 +331,8 @@ def test_next_suggested_slice_jumps_to_an_unreviewed_uncertain_slice(make_napari
     assert z in mask.metadata["reviewed_slices"]
     corr.mark_current(reviewed=False)  # Shift+R / Unmark slice: one wrong mark off, the others stay
     assert mask.metadata["reviewed_slices"] == [0, 1, 2, 3]
+    shown = viewer.layers["vol mask uncertainty"]
+    assert corr.next_suggested() == z and viewer.layers["vol mask uncertainty"] is shown  # one map per run, reused
     # a mask no run made is ranked only by the run on the image chosen for it in the panel
     hand = viewer.add_labels(np.zeros((10, 32, 32), np.uint8), name="hand")
     viewer.add_image(vol[::-1].copy(), name="other")

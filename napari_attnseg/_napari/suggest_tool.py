@@ -26,7 +26,7 @@ class SuggestTool:
             return None  # the last run was on another image
         if not info.get("source_layer") and getattr(seg, "last_source", None) != self.image_combo.value:
             return None  # a mask no run made: only the run on the image chosen for it here ranks its slices
-        return np.asarray(pred.probabilities, np.float32)
+        return pred.probabilities  # (the same object for every N after one run: the map is cached on it)
 
     def _axial_view(self, layer) -> bool:
         """The canvas shows one slice of ``layer``'s first axis (2D view, that axis on a slider)."""
@@ -48,17 +48,23 @@ class SuggestTool:
             notify_error(f"No probabilities for {layer.name}: run the model on its image in the Segment tab first "
                          "(or `attnseg suggest IMAGE --model M` on the command line).")
             return None
-        unc = uncertainty_map(probs)
-        ranked = rank_slices(slice_scores(unc), self._reviewed(layer), n=1)
+        cached = getattr(self, "_suggest_cache", None)
+        fresh = cached is None or cached[0] is not probs or f"{layer.name} uncertainty" not in self.viewer.layers
+        if fresh:  # one map per run: the next N only ranks again (a 48 x 512 x 512 map took ~1 s each time)
+            unc = uncertainty_map(np.asarray(probs, np.float32))
+            self._suggest_cache = (probs, unc, slice_scores(unc))
+        _, unc, scores = self._suggest_cache
+        ranked = rank_slices(scores, self._reviewed(layer), n=1)
         if not ranked:
             notify_info(f"Every slice of {layer.name} is reviewed.")
             return None
         z, score = ranked[0]
         image = self.viewer.layers[self.image_combo.value] if self.image_combo.value in self.viewer.layers else layer
         active = self.viewer.layers.selection.active
-        upsert_layer(self.viewer, unc, {"name": f"{layer.name} uncertainty", "colormap": "viridis", "visible": False,
-                                        "contrast_limits": (0.0, 1.0), "metadata": {"attnseg": {"uncertainty": True}},
-                                        **placement_of(image).compose((1,) * 3, (0,) * 3)}, "image")
+        if fresh:
+            upsert_layer(self.viewer, unc, {"name": f"{layer.name} uncertainty", "colormap": "viridis", "visible": False,
+                                            "contrast_limits": (0.0, 1.0), "metadata": {"attnseg": {"uncertainty": True}},
+                                            **placement_of(image).compose((1,) * 3, (0,) * 3)}, "image")
         if active is not None and active in self.viewer.layers:
             self.viewer.layers.selection.active = active  # the brush keeps painting the mask, not the hidden map
         axis = self.viewer.dims.ndim - layer.ndim
