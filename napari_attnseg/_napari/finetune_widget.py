@@ -307,10 +307,10 @@ class FinetuneWidget(QWidget, StartModels, ValidationField):
                                  f"Saved {res.checkpoint}{notes}")
             folder = Path(res.checkpoint).parent
             seg = self._segment_widget()
-            if seg is not None:
-                label = seg.add_model(res.checkpoint, select=True)
+            if seg is not None:  # listed; chosen for the next run only when it learnt at least one epoch
+                label = seg.add_model(res.checkpoint, select=not short)
                 self.add_model(label, res.checkpoint, select=False)
-                use = ""
+                use = "; it is in the Segment tab's list, not chosen there" if short else ""
             else:  # the Fine-tune panel docked alone: no Segment panel is docked for it
                 self.add_model(self._checkpoint_label(res.checkpoint), res.checkpoint, select=False)
                 use = (f"; to segment with it, open the Segment panel and load {Path(res.checkpoint).name} from there "

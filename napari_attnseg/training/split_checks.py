@@ -26,7 +26,8 @@ def describe_validation(split: Split, labels, ignore) -> None:
             n_objects += int(ndimage.label(fg)[1])
         fg_vox += int(fg.sum())
     volumes = labels[0].ndim == 3
-    split.validation = (f"{n_slices} labelled slices, {n_fg_slices} with foreground ({fg_vox} foreground voxels)"
+    split.validation = (f"{n_slices} labelled slice{'' if n_slices == 1 else 's'}, {n_fg_slices} with foreground "
+                        f"({fg_vox} foreground voxels)"
                         if volumes else f"{n_slices} part(s) of 2D images, {n_objects} object(s) ({fg_vox} foreground pixels)")
     if fg_vox == 0:
         split.criterion = "train_loss"
