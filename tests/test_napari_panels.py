@@ -353,7 +353,7 @@ def test_interpolation_spares_reviewed_slices_and_names_count_only_reviewed_valu
 def test_helpers_on_a_large_volume_run_off_the_event_loop_and_respect_edits_meanwhile(viewer, qtbot, monkeypatch):
     """Fill holes on a whole volume above BACKGROUND_VOXELS runs in a worker (the loop audit measured 1.5-2 s
     on the event loop for a 48 x 512 x 512 CT); a brush stroke made while it runs wins (nothing painted)."""
-    from napari_attnseg._napari import correct_widget as cw
+    from napari_attnseg._napari import correct_helpers as cw
     from napari_attnseg._napari.correct_widget import CorrectWidget
 
     monkeypatch.setattr(cw, "BACKGROUND_VOXELS", 1000)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import InputError
+from .orientation import onto_grid, placed_affine
 from .volume import Volume
 
 ORIGIN_TOL_MM = 1e-3  # affines closer than this (origin, spacing) and ...
@@ -42,8 +43,6 @@ def on_image_grid(image: Volume, other: Volume, what: str = "labels") -> tuple[V
     """``other`` on the grid of ``image``: as it is, or, when it is the same grid stored with permuted or
     flipped axes (another orientation), moved onto the image's storage voxel for voxel, with a note
     saying so. Any other difference is refused as :func:`check_same_grid` refuses it."""
-    from .orientation import onto_grid
-
     if _geometry(image) is not None and _geometry(other) is not None:
         moved = onto_grid(other, image.affine, np.shape(image.data))
         if moved is not None:
@@ -62,11 +61,7 @@ def _axcodes(affine) -> tuple[str, ...]:
 
 def _geometry(v: Volume) -> np.ndarray | None:
     """The affine a file really carries, or None (none, identity, or NIfTI codes both 0)."""
-    nifti = v.meta.get("nifti") or {}
-    if v.affine is None or (nifti and not nifti.get("qform_code") and not nifti.get("sform_code")):
-        return None
-    a = np.asarray(v.affine, float)
-    return None if a.shape != (4, 4) or np.array_equal(a, np.eye(4)) else a
+    return placed_affine(v.affine, v.meta.get("nifti"))
 
 
 def _fmt(v: np.ndarray) -> str:

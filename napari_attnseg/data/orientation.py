@@ -33,19 +33,24 @@ def axis_codes(affine: np.ndarray | None, ndim: int = 3) -> tuple[str, ...] | No
     return tuple(str(c) for c in reversed(codes))
 
 
+def placed_affine(affine, nifti: dict | None) -> np.ndarray | None:
+    """The affine a file really places itself with, or None: none, the identity, or a NIfTI whose qform
+    and sform codes are both 0 (``nifti``: the reader's header facts, ``Volume.meta["nifti"]``)."""
+    if affine is None or (nifti and not nifti.get("qform_code") and not nifti.get("sform_code")):
+        return None
+    a = np.asarray(affine, float)
+    return None if a.shape != (4, 4) or np.array_equal(a, np.eye(4)) else a
+
+
 def volume_codes(volume) -> tuple[str, ...] | None:
     """:func:`axis_codes` of a :class:`~napari_attnseg.data.Volume` whose file carries real geometry
     (not a NIfTI with both codes 0, not a TIFF)."""
-    return metadata_codes({"affine": volume.affine, "nifti": volume.meta.get("nifti")}, np.ndim(volume.data))
+    return axis_codes(placed_affine(volume.affine, volume.meta.get("nifti")), np.ndim(volume.data))
 
 
 def metadata_codes(meta: dict, ndim: int) -> tuple[str, ...] | None:
     """:func:`axis_codes` from the geometry a reader put in a layer's metadata (``affine``, ``nifti``)."""
-    nifti = meta.get("nifti") or {}
-    if nifti and not nifti.get("qform_code") and not nifti.get("sform_code"):
-        return None
-    affine = meta.get("affine")
-    return axis_codes(None if affine is None else np.asarray(affine, float), ndim)
+    return axis_codes(placed_affine(meta.get("affine"), meta.get("nifti")), ndim)
 
 
 def check_codes(codes: Sequence[str] | None, what: str) -> tuple[str, ...] | None:
@@ -170,7 +175,4 @@ def world_translate(affine: np.ndarray | None, ndim: int = 3) -> tuple[float, ..
 
 def volume_translate(volume) -> tuple[float, ...] | None:
     """:func:`world_translate` of a volume whose file places itself in space (not a NIfTI with both codes 0)."""
-    nifti = volume.meta.get("nifti") or {}
-    if nifti and not nifti.get("qform_code") and not nifti.get("sform_code"):
-        return None
-    return world_translate(volume.affine, np.ndim(volume.data))
+    return world_translate(placed_affine(volume.affine, volume.meta.get("nifti")), np.ndim(volume.data))

@@ -15,7 +15,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..errors import InputError
-from .segment import MIN_CROP, PromptResult, crop_box
+from .segment import MIN_CROP, PromptResult, crop_box, cut_by_box
 
 ZOOM_RANGE = (0.25, 4.0)  # rescaling beyond this would leave too few pixels or too much image
 
@@ -65,9 +65,7 @@ def segment_rescaled(segment, model, img: np.ndarray, pts: np.ndarray, labs: np.
         inner = segment(model, small if img.shape[0] > 1 else small[0], local_pts, labs, previous=small_prev,
                         normalized=True, **options)
         local = _back(inner.mask.astype(np.float32), factor, sizes) > 0.5
-        touches = any((np.take(local, 0, axis=d).any() and region[d].start > 0)
-                      or (np.take(local, -1, axis=d).any() and region[d].stop < shape[d]) for d in range(dims))
-        if not touches or all(s.stop - s.start == n for s, n in zip(region, shape)):
+        if not cut_by_box(local, region, shape):
             break
         grow *= 2
     mask = np.zeros(shape, bool)

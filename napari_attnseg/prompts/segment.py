@@ -95,6 +95,13 @@ def predict_crop(model, image: np.ndarray, points: np.ndarray, labels: np.ndarra
     return prob.cpu().numpy(), {k: v[0].float().mean(0).cpu().numpy() for k, v in maps.items()}  # heads averaged
 
 
+def cut_by_box(mask: np.ndarray, box: tuple[slice, ...], shape: Sequence[int]) -> bool:
+    """``mask`` (over ``box``) reaches a side of the box that is not the image's side: a bigger box would
+    see more of the object."""
+    return any((np.take(mask, 0, axis=d).any() and s.start > 0) or (np.take(mask, -1, axis=d).any() and s.stop < shape[d])
+               for d, s in enumerate(box))
+
+
 def _keep_clicked(mask: np.ndarray, points: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """The connected components of ``mask`` under a positive click (all of it if none is)."""
     from scipy import ndimage as ndi
@@ -271,12 +278,7 @@ def segment_with_prompts(
         t_model += time.perf_counter() - t1
         start = np.array([s.start for s in box])
         local = _keep_clicked(prob > threshold, pts - start, labs)
-        touches = False
-        for d, s in enumerate(box):
-            first = np.take(local, 0, axis=d).any() and s.start > 0
-            last = np.take(local, -1, axis=d).any() and s.stop < shape[d]
-            touches |= bool(first or last)
-        if not touches or all(s.stop - s.start == n for s, n in zip(box, shape)):
+        if not cut_by_box(local, box, shape):
             break
         grow *= 2
     merged = merge == "local" and len(pts) > 1 and prev is not None and bool(prev[box].any())
