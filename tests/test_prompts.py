@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from napari_attnseg import create_model, load_model, save_model, segment_with_prompts
+from napari_attnseg._paths import samples_dir
 from napari_attnseg.data.export import export_case
 from napari_attnseg.errors import InputError
 from napari_attnseg.models.registry import bundled_models
@@ -511,13 +512,77 @@ def test_segment_with_prompts_merges_corrections_locally_by_default():
     replace = segment_with_prompts(model, image, pts, labs, previous=prev, attention=False, merge="replace")
     assert first.params["merge"] == "replace" and local.params["merge"] == "local"
     assert replace.params["merge"] == "replace"
-    from napari_attnseg.prompts.segment import _keep_clicked, merge_local
+    from napari_attnseg.prompts.segment import HONOUR_REACH, _keep_clicked, honour_clicks, merge_local
 
     radius = np.array(local.params["radius"])
-    expected = _keep_clicked(merge_local(prev, replace.mask, pts[-1], radius), pts, labs)
-    assert np.array_equal(local.mask, expected)
+    box = local.box
+    assert box == replace.box
+    start = np.array([s.start for s in box])
+    raw = np.zeros_like(prev)  # the model's own mask, before the clicks are honoured
+    raw[box] = _keep_clicked(replace.probability > 0.5, pts - start, labs)
+    expected = _keep_clicked(merge_local(prev, raw, pts[-1], radius), pts, labs)
+    expected[box], n = honour_clicks(expected[box], local.probability, pts - start, labs, radius * HONOUR_REACH)
+    assert np.array_equal(local.mask, expected) and local.params["honoured_clicks"] == n
     with pytest.raises(InputError, match="merge"):
         segment_with_prompts(model, image, pts, labs, previous=prev, merge="blend")
+
+
+def test_honour_clicks_moves_the_boundary_through_an_ignored_click_only_near_it():
+    """A negative click the model left inside the object takes off the pixels around it that are no more
+    likely than the clicked one (the contour through the click), within the reach only; a positive click
+    left outside adds the ones at least as likely; a click the mask already obeys changes nothing."""
+    from napari_attnseg.prompts.segment import honour_clicks
+
+    rows, cols = np.indices((80, 80))
+    prob = np.clip(1.0 - np.hypot(rows - 40, cols - 40) / 30.0, 0, 1)  # 0.5 at 15 px from the centre
+    mask = prob > 0.5
+    reach = np.array([6.0, 6.0])
+    neg = np.array([[40.0, 52.0]])  # 12 px right of the centre: probability 0.6, inside the mask
+    out, n = honour_clicks(mask, prob, neg, np.array([0]), reach)
+    assert n == 1 and not out[40, 52] and not out[40, 53], "the click and the rim beyond it are taken off"
+    assert out[40, 50], "pixels more likely than the clicked one stay"
+    assert out[40, 28] and out[52, 40], "the far side of the object is left alone"
+    assert (mask & ~out).sum() == (mask & ~out & (np.hypot(rows - 40, cols - 52) <= 6)).sum()
+    pos = np.array([[40.0, 20.0]])  # 20 px left: probability 0.33, outside the mask
+    out, n = honour_clicks(mask, prob, pos, np.array([1]), reach)
+    assert n == 1 and out[40, 20] and out[40, 22] and not out[40, 19]
+    assert not out[40, 60], "the other side does not grow"
+    same, n = honour_clicks(mask, prob, np.array([[40.0, 40.0]]), np.array([1]), reach)
+    assert n == 0 and np.array_equal(same, mask)
+    # oldest first, the newest last: a positive click then a negative one on the same pixel ends negative
+    both, n = honour_clicks(mask, prob, np.array([[40.0, 20.0], [40.0, 20.0]]), np.array([1, 0]), reach)
+    assert not both[40, 20]
+
+
+def test_trained_prompt_model_obeys_a_negative_click_it_would_ignore(monkeypatch):
+    """nuclei-2d-prompt on a held-out nucleus: a negative click 2 px inside the first click's mask that the
+    model alone leaves in the mask (about half of such clicks) ends outside it, and the mask changes only
+    within about one object diameter of the click."""
+    from scipy import ndimage as ndi
+
+    import napari_attnseg.prompts.segment as seg
+    from napari_attnseg.data import read_image
+
+    model = load_model("nuclei-2d-prompt", device="cpu")
+    image = read_image(samples_dir() / "nuclei2d_image.tif").data
+    first = np.array([362.0, 321.0])  # the deepest point of held-out nucleus 27
+    one = segment_with_prompts(model, image, first[None], [1], attention=False)
+    band = one.mask & ~ndi.binary_erosion(one.mask, iterations=2) & ndi.binary_erosion(one.mask)
+    honour = seg.honour_clicks
+    monkeypatch.setattr(seg, "honour_clicks", lambda mask, *a: (mask, 0))  # the model alone
+    for click in np.argwhere(band)[::3].astype(float):
+        alone = segment_with_prompts(model, image, np.stack([first, click]), [1, 0], previous=one.mask,
+                                     attention=False)
+        if alone.mask[tuple(click.astype(int))]:
+            break
+    else:
+        pytest.skip("the model obeyed every negative click on the band")
+    monkeypatch.setattr(seg, "honour_clicks", honour)
+    two = segment_with_prompts(model, image, np.stack([first, click]), [1, 0], previous=one.mask, attention=False)
+    assert not two.mask[tuple(click.astype(int))] and two.params["honoured_clicks"] >= 1
+    changed = np.argwhere(two.mask != alone.mask)
+    assert np.hypot(*(changed - click).T).max() <= model.card.object_diameter + 1
+    assert two.mask.sum() < alone.mask.sum() and two.mask[tuple(first.astype(int))]
 
 
 def test_prompt_session_keeps_the_newest_mask_and_undoes_click_by_click():

@@ -115,6 +115,39 @@ def _keep_clicked(mask: np.ndarray, points: np.ndarray, labels: np.ndarray) -> n
     return np.isin(cc, list(ids)) if ids else mask
 
 
+HONOUR_REACH = 6.0  # click radii a click ignored by the model reaches, when the card gives no object_diameter
+
+
+def honour_clicks(mask: np.ndarray, prob: np.ndarray, points: np.ndarray, labels: np.ndarray,
+                  reach: np.ndarray) -> tuple[np.ndarray, int]:
+    """Each click's own pixel ends with the label it asked for, oldest click first, the newest last.
+
+    A click the model's answer ignored (a negative click still inside the mask, a positive one still
+    outside) moves the boundary through it locally: within ``reach`` pixels per axis of the click, the
+    pixels connected to it that the model finds no more likely (negative: probability at most the
+    click's, taken off) or no less likely (positive: at least the click's, added) than the clicked one.
+    The boundary then follows the model's own probability contour through the click, near it only.
+    Returns the mask and how many clicks needed it."""
+    from scipy import ndimage as ndi
+
+    from .encode import draw_disks
+
+    out = mask.copy()
+    top = np.array(mask.shape) - 1
+    moved = 0
+    for p, lab in zip(np.asarray(points, float), np.asarray(labels).astype(int)):
+        idx = tuple(np.clip(np.round(p).astype(int), 0, top))
+        if out[idx] == bool(lab):
+            continue
+        near = draw_disks(mask.shape, p[None], reach)
+        cand = near & ((prob >= prob[idx]) if lab else (prob <= prob[idx]))
+        cc, _ = ndi.label(cand)
+        region = cc == cc[idx]
+        out = (out | region) if lab else (out & ~region)
+        moved += 1
+    return out, moved
+
+
 def merge_local(previous: np.ndarray, new: np.ndarray, point: np.ndarray, radius: np.ndarray) -> np.ndarray:
     """Progressive merge (FocalClick, Chen et al. CVPR 2022): keep ``previous`` except where the model's
     ``new`` mask differs from it in a connected region that reaches the newest click (a ball of ``radius``
@@ -175,6 +208,9 @@ def segment_with_prompts(
             "local" (default) changes ``previous`` only in the connected regions of change that reach the
             newest click (:func:`merge_local`, FocalClick's progressive merge); "replace" takes the model's
             whole new mask. The first click always takes the model's mask. ``params["merge"]`` says which was used.
+            Either way every click's own pixel ends with the label it asked for: a click the model ignored
+            moves the boundary through it along the model's probability contour, within about one object
+            diameter (the card's ``object_diameter``) of it (:func:`honour_clicks`; ``params["honoured_clicks"]``).
         new_clicks: how many of the newest clicks this run is the first to use (default 1; more when clicks
             queued while a run was busy): the local merge keeps the changes that reach any of them.
         diameter: the typical diameter in pixels of the objects in this image, when they are not the size
@@ -285,6 +321,9 @@ def segment_with_prompts(
     if merged:  # the box holds the previous mask (crop_box covers its extent)
         fresh = pts[-max(1, min(int(new_clicks), len(pts))):] - start  # the clicks this run is the first to use
         local = _keep_clicked(merge_local(prev[box], local, fresh, radius), pts - start, labs)
+    diam = getattr(card, "object_diameter", None)
+    reach = radius * (float(diam) / float(opts.get("radius", 5.0)) if diam else HONOUR_REACH)
+    local, honoured = honour_clicks(local, prob, pts - start, labs, reach)
     mask = np.zeros(shape, bool)
     mask[box] = local
     maps_out = []
@@ -297,7 +336,7 @@ def segment_with_prompts(
                         {"total": time.perf_counter() - t0, "model": t_model},
                         {"radius": radius.tolist(), "threshold": threshold,
                          "prompt_init": "threshold" if used is not None else None,
-                         "merge": "local" if merged else "replace"}, [domain] if domain else [])
+                         "merge": "local" if merged else "replace", "honoured_clicks": honoured}, [domain] if domain else [])
 
 
 def _domain(card, img: np.ndarray, cin: int, normalized: bool) -> str | None:
