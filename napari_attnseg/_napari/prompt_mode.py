@@ -61,6 +61,7 @@ class PromptMode:
         self.corr = corr
         self.viewer = corr.viewer
         self._entries: dict[str, object] = {}
+        self._dims: dict[str, int] = {}  # spatial dims from the cards: known without loading a model
         self._loaded: dict[str, object] = {}
         self.points_layer = None
         self.session = PromptSession()  # this object's clicks (image index coordinates) and masks after each run
@@ -101,6 +102,7 @@ class PromptMode:
         except Exception:  # the prompts package could not be imported: say so, stay disabled
             found = {}
         self._entries = {name: entry for name, (entry, _) in found.items()}
+        self._dims = {name: dims for name, (_, dims) in found.items()}
         image = self._image_layer()
         current = self.model_combo.value
         prefer = None
@@ -114,11 +116,11 @@ class PromptMode:
             self.status.value = ("No promptable model: ship one (nuclei-2d-prompt) or fine-tune one with "
                                  "`attnseg finetune DATASET --model M --prompts`.")
 
-    def model(self):
+    def model(self, name: str | None = None):
         from ..checkpoint import load_model
         from ..prompts import is_promptable
 
-        name = self.model_combo.value
+        name = self.model_combo.value if name is None else name
         entry = self._entries.get(name)
         if entry is None:
             return None
@@ -130,11 +132,8 @@ class PromptMode:
         return entry
 
     def _model_dims(self) -> int | None:
-        try:
-            model = self.model()
-        except AttnSegError:
-            return None
-        return None if model is None else int(model.spatial_dims)
+        """The chosen model's spatial dims, from its card (loading a model on the GUI thread stalled it)."""
+        return self._dims.get(self.model_combo.value)
 
     # -- layers ---------------------------------------------------------------------------------
     def _image_layer(self):
@@ -193,9 +192,9 @@ class PromptMode:
         self.session, self.object_value, self.target = PromptSession(), None, None
         if self.points_layer is not None and self.points_layer in self.viewer.layers:
             self.points_layer.data = np.empty((0, self.points_layer.ndim))
-        for layer in list(self.viewer.layers):  # the last object's modulated attention no longer applies
-            if "prompt_attention" in (layer.metadata.get("attnseg") or {}):
-                self.viewer.layers.remove(layer)
+        for layer in self.viewer.layers:  # the last object's modulated attention no longer applies: hidden
+            if "prompt_attention" in (layer.metadata.get("attnseg") or {}):  # (a removal stalls napari)
+                layer.visible = False
 
     def _layer_removed(self, event=None) -> None:
         """The prompts layer deleted while clicking: nothing takes the clicks any more, so the mode goes off
@@ -270,21 +269,25 @@ class PromptMode:
     def _run(self):
         from ..prompts import segment_with_prompts
 
-        try:
-            model = self.model()
+        name = self.model_combo.value
+        entry = self._entries.get(name)
+        if entry is None:
+            notify_error("Choose a prompt model first.")
+            return None
+        try:  # a checkpoint not loaded yet is loaded by the worker (seconds on the GUI thread for a big one)
+            cheap = not isinstance(entry, str) or name in self._loaded or name not in self._dims
+            model = self.model(name) if cheap else None
         except AttnSegError as exc:
             notify_error(str(exc))
             return None
-        if model is None:
-            notify_error("Choose a prompt model first.")
-            return None
+        dims = int(model.spatial_dims) if model is not None else self._dims[name]
         mask, image = self.target if self.target is not None else (self.corr.labels_layer(), self._image_layer())
         data = np.asarray(image.data)
         session, value = self.session, self.object_value
         pts, labs, previous = session.points, session.labels, session.current
         used = len(pts)
         z = None
-        if model.spatial_dims == 2 and data.ndim == 3:  # a 2D model on a volume: one slice per run
+        if dims == 2 and data.ndim == 3:  # a 2D model on a volume: one slice per run
             z, used = session.next_slice_run()
             keep = np.round(pts[:used, 0]) == z
             pts, labs, data = pts[:used][keep][:, 1:], labs[:used][keep], data[z]
@@ -298,8 +301,9 @@ class PromptMode:
 
         @thread_worker(start_thread=False, ignore_errors=True)
         def work():
-            return segment_with_prompts(model, data, pts, labs, previous=previous, spacing=spacing, new_clicks=fresh,
-                                        diameter=diameter if getattr(model.card, "object_diameter", None) else None)
+            run = model if model is not None else self.model(name)
+            return segment_with_prompts(run, data, pts, labs, previous=previous, spacing=spacing, new_clicks=fresh,
+                                        diameter=diameter if getattr(run.card, "object_diameter", None) else None)
 
         worker = work()
         worker.returned.connect(lambda res: self._apply(res, mask, image, z, used, session, value, clicks))
@@ -321,26 +325,17 @@ class PromptMode:
     def _apply(self, result, mask, image, z, used: int, session, value: int, clicks: list) -> None:
         """Write a run's result for the object (``session``) whose clicks it used, even if a new object was
         started meanwhile; a run whose clicks were undone or replaced while it ran is dropped (the next
-        run, already queued, replaces it)."""
-        from ..prompts import edit_for
+        run, already queued, replaces it). The edit is computed over the run's crop and written through
+        ``data_setitem`` (one history entry holding the changed voxels only); the mask's paint event
+        schedules the panel's statistics."""
+        from .prompt_write import click_edit
 
         if session.clicks[:used] != clicks or mask not in self.viewer.layers:
             return
         self.last_result = result
         labels = np.asarray(mask.data)
-        current = labels if z is None else labels[z]
-        before = session.current
-        previous = before if (before is None or z is None) else before[z]
-        removable = session.removable(labels.shape)  # none on an existing object's first run
         # the change since the object's mask after the last run: Ctrl+Z / Undo last click restore exactly that
-        where, values = edit_for(current, result, value, previous, removable if z is None else removable[z])
-        if z is not None:
-            where = (np.full_like(where[0], z), *where)
-        if z is None:
-            after = result.mask
-        else:
-            after = np.zeros(labels.shape, bool) if before is None else before.copy()
-            after[z] = result.mask
+        where, values, after = click_edit(labels, result, value, session, z)
         # one state per run (Undo last click reverts exactly that run's change; an empty change is recorded
         # too, so the session knows which clicks are done)
         session.record(after, used, (where, values), labels)
@@ -348,12 +343,13 @@ class PromptMode:
             mask.data_setitem(where, values)
         if session is not self.session:  # a new object was started (or the mode left) while this one ran
             self.status.value = f"The previous object was written ({int(result.mask.sum())} voxels)."
-            self.corr._update_info()
             return
         self.status.value = (f"{int(result.mask.sum())} voxels from {len(result.points)} click(s) in "
                              f"{result.timings.get('total', 0):.2f} s")
-        kept = 0 if session.initial is None or used != len(session.clicks) or len(session.states) != 1 else int(
-            (np.asarray(session.initial if z is None else session.initial[z]) & ~result.mask).sum())
+        kept = 0
+        if session.initial is not None and used == len(session.clicks) and len(session.states) == 1:
+            initial, box = np.asarray(session.initial if z is None else session.initial[z], bool), tuple(result.box)
+            kept = int(np.count_nonzero(initial) - np.count_nonzero(initial[box] & result.mask[box]))
         if kept:
             self.status.value += (f"; {kept} voxels of the object under the click lie outside it and were kept "
                                   "(a touching neighbour?): a negative click does not remove them, erase them if wrong")
@@ -362,7 +358,6 @@ class PromptMode:
             if warning not in self._warned:
                 self._warned.add(warning)
                 notify_warning(f"Click to fix: {warning}")
-        self.corr._update_info()
 
     def _show_attention(self, result, image, z) -> None:
         if not result.attention:
@@ -374,10 +369,11 @@ class PromptMode:
         if z is not None:
             data, scale, translate = data[None], (1.0, *scale), (float(z), *translate)
         where = placement_of(image)
-        upsert_layer(self.viewer, data, {
+        layer = upsert_layer(self.viewer, data, {
             "name": f"{image.name} prompt attention", "colormap": "inferno", "blending": "additive",
             "contrast_limits": (0.0, 1.0), "opacity": 0.5, "metadata": {"attnseg": {"prompt_attention": amap.name}},
             **where.compose(scale, translate)}, "image")
+        layer.visible = True  # hidden when the last object ended
 
     def undo_last_click(self) -> None:
         """Remove the newest click and restore the mask as it was before it."""
@@ -392,8 +388,7 @@ class PromptMode:
                     mask.data_setitem(where, values)
         if not self.clicks:
             self.new_object()
-        self._show_points()
-        self.corr._update_info()
+        self._show_points()  # (the reverted voxels' paint event schedules the panel's statistics)
         self.status.value = f"{len(self.clicks)} click(s) left."
         if self.clicks and self.session.done < len(self.clicks) and not self.busy:  # a run had taken several clicks
             self._run()
