@@ -15,6 +15,9 @@
   of a killed run; outputs that may hold a user's corrections are replaced only with ``overwrite``
   (see :func:`napari_attnseg.results.case_state`). Every file is written atomically, the record last.
 * **Failures**: a failed case is reported in the summary and the others run.
+* **Summary**: ``cohort_summary.csv`` in ``out`` gathers the runs into that folder: a run's rows (with
+  its start time, ``run``) replace those of its cases; the rows of other cases stay. A file of that name
+  that this command did not write is refused before any case (replaced only with ``overwrite``).
 * **Dask**: tasks are cases; each worker process loads the model once and keeps it; a case whose
   worker died is rerun elsewhere (Dask's ``allowed-failures``) and one that raised an unexpected
   error is retried ``retries`` times. Outputs are written by the workers: ``out`` must be on a file

@@ -14,7 +14,10 @@ from ..data.orientation import volume_codes
 from ..errors import AttnSegError, Cancelled
 
 SUMMARY_NAME = "cohort_summary.csv"
-SUMMARY_COLUMNS = ("case", "status", "seconds", "voxels_per_s", "wait_s", "warnings", "error", "input", "worker")
+SUMMARY_COLUMNS = ("case", "status", "seconds", "voxels_per_s", "wait_s", "warnings", "error", "input", "worker",
+                   "run")
+# the columns of summaries written before the ``run`` column (still merged into)
+_EARLIER_COLUMNS = SUMMARY_COLUMNS[:-1]
 CSV_PATH_COLUMNS = ("path", "input", "image", "file", "filename", "case")
 # keyword arguments of `predict` that the cohort sets per case or that cannot travel
 _NOT_FORWARDED = ("progress", "cancel", "out", "spacing")
@@ -54,12 +57,15 @@ class CaseResult:
 
 @dataclass
 class CohortSummary:
-    """What a cohort run did. ``csv``: the summary file written in ``out``."""
+    """What a cohort run did. ``csv``: the summary file written in ``out``; ``kept``: rows of earlier runs'
+    cases (not in this run) it keeps; ``note``: what happened to an earlier file of the summary's name."""
 
     cases: list[CaseResult]
     wall_s: float
     slots: int  # compute slots that ran cases (1 in this process, one per Dask worker used)
     csv: Path | None = None
+    kept: int = 0
+    note: str = ""
 
     def count(self, status: str) -> int:
         return sum(c.status == status for c in self.cases)
@@ -98,7 +104,9 @@ class CohortSummary:
         return (f"{len(self.cases)} cases: {self.done} done, {self.skipped} skipped, {self.failed} failed "
                 f"in {self.wall_s:.1f} s ({self.throughput / 1e6:.2f} Mvoxel/s); compute waited "
                 f"{self.input_wait_s:.1f} s for input ({100 * self.input_wait_share:.1f}% of "
-                f"{self.slots} slot{'s' if self.slots != 1 else ''} x wall)")
+                f"{self.slots} slot{'s' if self.slots != 1 else ''} x wall)"
+                + (f"; the summary keeps {self.kept} case{'s' if self.kept != 1 else ''} of earlier runs"
+                   if self.kept else "") + (f"; {self.note}" if self.note else ""))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -197,16 +205,79 @@ def _describe_exc(exc: BaseException) -> str:
     return f"unexpected error: {last}"
 
 
-def _write_summary(path: Path, summary: CohortSummary) -> Path:
+def _read_summary(path: Path) -> list[dict[str, str]] | None:
+    """The rows of a summary this command wrote at ``path`` ([] when there is none, or an empty file);
+    None when the file is something else (other columns: another table, or one edited by hand)."""
+    if not path.exists() or (path.is_file() and path.stat().st_size == 0):
+        return []
+    try:
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            rows = list(reader)
+            fields = set(reader.fieldnames or ())
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return None
+    if fields not in (set(SUMMARY_COLUMNS), set(_EARLIER_COLUMNS)) or any(None in r for r in rows):
+        return None
+    return [{k: r.get(k) or "" for k in SUMMARY_COLUMNS} for r in rows]
+
+
+def _merge_rows(earlier: list[dict[str, str]], now: list[dict[str, str]]) -> tuple[list[dict[str, str]], int]:
+    """This run's rows replace the earlier rows of their cases (where the first of them stood); the rows
+    of cases not in this run are kept as they were. Returns the rows and how many were kept."""
+    by_case: dict[str, list[dict[str, str]]] = {}
+    for row in now:
+        by_case.setdefault(row["case"], []).append(row)
+    merged: list[dict[str, str]] = []
+    placed: set[str] = set()
+    kept = 0
+    for row in earlier:
+        case = row["case"]
+        if case not in by_case:
+            merged.append(row)
+            kept += 1
+        elif case not in placed:
+            merged.extend(by_case[case])
+            placed.add(case)
+    merged += [row for case, rows in by_case.items() if case not in placed for row in rows]
+    return merged, kept
+
+
+def summary_refusal(path: Path) -> str:
+    return (f"{path} exists and is not a summary written by this command (its columns differ: another "
+            "table, or one edited by hand). Move it away, name another summary file (summary='...' in "
+            "Python), or pass --overwrite (overwrite=True) to replace it.")
+
+
+def _free_name(path: Path) -> Path:
+    n = 1
+    while (candidate := path.with_name(f"{path.stem}.{n}{path.suffix}")).exists():
+        n += 1
+    return candidate
+
+
+def _write_summary(path: Path, summary: CohortSummary, run: str = "", overwrite: bool = False) -> Path:
+    """Write this run's rows into the summary at ``path``, keeping the rows of earlier runs' other cases
+    (``summary.kept``). A file there that is not a summary of ours is replaced only with ``overwrite``;
+    one that became such a file during the run is left as it is and this summary goes beside it."""
     from .._files import atomic_write
+
+    earlier = _read_summary(path)
+    if earlier is None:
+        if overwrite:
+            summary.note = f"{path.name} there was not a summary of this command and was replaced (--overwrite)"
+        else:
+            new = _free_name(path)
+            summary.note = (f"{path.name} was changed during the run to a file this command did not write and was "
+                            f"left as it is; this run's summary is {new.name}")
+            path = new
+        earlier = []
+    rows, summary.kept = _merge_rows(earlier, [{**c.row(), "run": run} for c in summary.cases])
 
     def dump(tmp: str) -> None:
         with open(tmp, "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=SUMMARY_COLUMNS)
             w.writeheader()
-            for c in summary.cases:
-                w.writerow(c.row())
+            w.writerows(rows)
 
     return atomic_write(path, dump)
-
-

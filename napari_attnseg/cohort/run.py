@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import importlib
 import json
 import os
@@ -20,9 +21,11 @@ from .cases import (
     CohortSummary,
     _describe_exc,
     _Job,
+    _read_summary,
     _run_case,
     _Slot,
     _write_summary,
+    summary_refusal,
 )
 from .inputs import collect_inputs
 from .workers import _run_dask
@@ -59,7 +62,10 @@ def predict_cohort(
         retries: Dask retries of a case that raised an unexpected error (a lost worker is always
             retried, up to Dask's ``distributed.scheduler.allowed-failures``).
         threads: ``torch.set_num_threads`` for the compute (per worker with a client).
-        summary: name of the summary CSV in ``out`` (None: none written).
+        summary: name of the summary CSV in ``out`` (None: none written). One written there before is
+            updated: this run's rows replace those of its cases, the rows of other cases are kept
+            (``CohortSummary.kept``); a file of that name this command did not write is refused before
+            any case (replaced only with ``overwrite``).
         progress: called with ``(finished, total, CaseResult)`` after each case.
         channel: the channel to segment of multi-channel or RGB TIFFs (:func:`~.inputs.pick_channel`).
         **options: keyword arguments of :func:`napari_attnseg.predict` (``attention``, ``tile``,
@@ -81,6 +87,8 @@ def predict_cohort(
         raise InputError(f"No images found in {shown}: check the folder, the pattern or the CSV (NIfTI, DICOM, "
                          "TIFF inputs).")
     out = writable_folder(Path(out))
+    if summary is not None and not overwrite and _read_summary(out / summary) is None:
+        raise InputError(summary_refusal(out / summary))  # before any case: the user's file stays as it is
 
     loaded = None
     if isinstance(model, (str, os.PathLike)):
@@ -99,6 +107,7 @@ def predict_cohort(
     if channel is not None:
         request["channel"] = int(channel)
     run = uuid.uuid4().hex[:12]
+    started = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
 
     results: dict[int, CaseResult] = {}
     todo: list[tuple[int, _Job]] = []
@@ -158,7 +167,7 @@ def predict_cohort(
     summary_obj = CohortSummary(cases=[results[i] for i in range(total)], wall_s=time.perf_counter() - t_start,
                                 slots=max(1, slots))
     if summary is not None:
-        summary_obj.csv = _write_summary(out / summary, summary_obj)
+        summary_obj.csv = _write_summary(out / summary, summary_obj, started, overwrite)
     return summary_obj
 
 
