@@ -267,3 +267,26 @@ def test_files_of_one_patient_with_other_fields_of_view_lie_over_each_other(view
     for index in [(0, 0, 0), (2, 63, 10)]:
         world = part.data_to_world(index)
         np.testing.assert_allclose(full.world_to_data(world), (index[0] + 32, index[1] + 120, index[2] + 100), atol=1e-3)
+
+
+def test_a_mask_saved_as_tiff_keeps_its_pixel_size_and_unit(viewer, tmp_path):
+    """A 2D mask of a calibrated image (0.5 micrometre pixels, napari units) saved as TIFF is an ImageJ
+    TIFF with that calibration (Fiji shows 0.5 micron) and reads back with the same spacing and unit; a
+    mask placed by a NIfTI affine is saved in mm."""
+    import tifffile
+
+    from napari_attnseg.data import read_image
+
+    mask = viewer.add_labels(np.eye(64, dtype=np.uint8), scale=(0.5, 0.5), units=("micrometer", "micrometer"))
+    out = tmp_path / "mask2d.tif"
+    mask.save(str(out), plugin=PLUGIN)
+    with tifffile.TiffFile(out) as tif:
+        assert tif.is_imagej and tif.imagej_metadata.get("unit") == "micron"
+    back = read_image(out)
+    assert np.allclose(back.spacing, (0.5, 0.5)) and back.meta.get("unit") == "micron"
+    np.testing.assert_array_equal(np.asarray(back.data), np.eye(64, dtype=np.uint8))
+    need(BRAIN_LABELS)
+    brain = viewer.open(str(BRAIN_LABELS), plugin=PLUGIN)[0]
+    brain.save(str(tmp_path / "brain.tif"), plugin=PLUGIN)
+    with tifffile.TiffFile(tmp_path / "brain.tif") as tif:
+        assert tif.is_imagej and tif.imagej_metadata.get("unit") == "mm"

@@ -240,10 +240,16 @@ def _geometry(meta: dict, layer_scale):
 
 
 def write_labels_tif(path: str, data, meta: dict) -> list[str]:
+    """A mask as TIFF with its pixel size and unit (an ImageJ calibration Fiji reads): the layer's napari
+    ``units`` when set, mm for a layer placed by a NIfTI/DICOM affine, else no unit."""
+    from ..data.tiff import tiff_unit
+
     md = meta.get("metadata", {}) or {}
-    spacing, _ = _geometry(md, meta.get("scale", (1.0,) * np.ndim(data)))
+    spacing, affine = _geometry(md, meta.get("scale", (1.0,) * np.ndim(data)))
+    units = tuple(str(u) for u in meta.get("units") or ())
+    unit = units[-np.ndim(data):] if any(tiff_unit(u) for u in units) else ("mm" if affine is not None else None)
     return [str(write_image(path, np.asarray(data), spacing=spacing[-np.ndim(data):],
-                            reviewed_slices=md.get("reviewed_slices") or None))]
+                            reviewed_slices=md.get("reviewed_slices") or None, unit=unit))]
 
 
 def _reference_geometry(shape, scale, affine, viewer):

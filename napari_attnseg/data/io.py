@@ -88,6 +88,7 @@ def write_image(
     spacing: tuple[float, ...] | None = None, affine: np.ndarray | None = None,
     reviewed_slices: list[int] | None = None,
     class_names: list[str] | None = None,
+    unit: str | tuple[str, ...] | None = None,
 ) -> Path:
     """Write ``data`` (array axis order) as TIFF or NIfTI, atomically (temp name + rename).
 
@@ -96,7 +97,9 @@ def write_image(
     written ``like`` a TIFF its axes label (and an ImageJ source's format and unit).
     ``reviewed_slices`` (a mask's reviewed first-axis indices) are stored in the file and read back as
     ``Volume.meta["reviewed_slices"]``; ``class_names`` (a mask's names per label value, NIfTI only) as
-    ``Volume.meta["class_names"]``.
+    ``Volume.meta["class_names"]``. ``unit`` (TIFF): the length unit of the spacing (``"µm"``, ``"mm"``,
+    or one per axis as napari's layer ``units``), else the source's; with one the TIFF carries an ImageJ
+    calibration.
     """
     p = Path(path)
     data = np.asarray(data)
@@ -112,7 +115,7 @@ def write_image(
     elif name.endswith(TIFF_SUFFIXES):
         from .tiff import write_tiff
 
-        write_tiff(p, data, spacing, reviewed_slices, like.meta if like is not None else None)
+        write_tiff(p, data, spacing, reviewed_slices, like.meta if like is not None else None, unit)
     else:
         raise InputError(f"{p}: napari-attnseg writes .tif/.tiff and .nii/.nii.gz files.")
     return p

@@ -1,6 +1,8 @@
 """TIFF with tifffile: spacing from the OME pixel sizes, the ImageJ / resolution tags; memory-mapped
-when the file allows. A mask written ``like`` an ImageJ TIFF is an ImageJ TIFF again (unit, z spacing
-and axes as Fiji reads them); otherwise tifffile's JSON description carries axes and z spacing."""
+when the file allows. A mask written ``like`` an ImageJ TIFF, or with a known length unit (given, or the
+source's: µm of OME sizes, mm of NIfTI / DICOM), is an ImageJ TIFF (resolution, unit, z spacing and axes
+as Fiji reads them); otherwise tifffile's JSON description carries axes, z spacing (and the unit where
+ImageJ cannot hold the values). ``Volume.meta["unit"]`` is the length unit of the spacing read."""
 
 from __future__ import annotations
 
@@ -27,6 +29,53 @@ OME_UNITS_UM = {"pm": 1e-6, "Å": 1e-4, "nm": 1e-3, "µm": 1.0, "μm": 1.0, "um"
 IMAGEJ_KEYS = ("unit", "yunit", "zunit", "tunit", "finterval")
 IMAGEJ_AXES = "TZCYXS"  # the axes ImageJ knows, in the only order it stores them
 IMAGEJ_DTYPES = (np.uint8, np.uint16, np.float32)
+# length units as ImageJ writes them, from the spellings of ImageJ, OME, NIfTI and napari (pint)
+_UNIT_NAMES = {"micron": ("micron", "microns", "um", "µm", "μm", "micrometer", "micrometre", "micrometers"),
+               "nm": ("nm", "nanometer", "nanometre", "nanometers"),
+               "mm": ("mm", "millimeter", "millimetre", "millimeters"),
+               "cm": ("cm", "centimeter", "centimetre", "centimeters"),
+               "m": ("m", "meter", "metre", "meters"), "inch": ("inch", "in", "inches")}
+UNITS = {name: unit for unit, names in _UNIT_NAMES.items() for name in names}
+_NO_UNIT = ("", "pixel", "pixels", "px", "unknown", "none", "dimensionless")
+
+
+def tiff_unit(unit) -> str | None:
+    """A length unit as ImageJ writes it (``micrometer``, ``µm``, ``um`` -> ``micron``; a napari / pint
+    unit as its name), None for none (``pixel``, ``unknown``); another name is kept as it is."""
+    if unit is None:
+        return None
+    text = _unescape(str(unit)).strip()
+    if text.lower() in _NO_UNIT:
+        return None
+    return UNITS.get(text, UNITS.get(text.lower(), text))
+
+
+def _source_unit(like_meta: dict):
+    """The length unit of a source Volume's spacing: its ``unit`` (one, or one per axis), mm for DICOM
+    and NIfTI (the NIfTI's own xyz unit where it names one)."""
+    unit = like_meta.get("unit")
+    if isinstance(unit, (list, tuple)) or tiff_unit(unit) or like_meta.get("format") not in ("nifti", "dicom"):
+        return unit
+    nifti = like_meta.get("nifti") if isinstance(like_meta.get("nifti"), dict) else {}
+    return tiff_unit(nifti.get("xyz_units")) or "mm"
+
+
+def _unit_entries(unit, ndim: int, axes: str) -> dict[str, str]:
+    """ImageJ ``unit`` (x) and, where they differ, ``yunit`` / ``zunit`` from one unit or one per axis."""
+    per_axis = [unit] * ndim if isinstance(unit, (str, type(None))) or not hasattr(unit, "__len__") \
+        else list(unit)[-ndim:]
+    if len(per_axis) != ndim:
+        return {}
+    names = [tiff_unit(u) for u in per_axis]
+    x = names[axes.index("X")] if "X" in axes else names[-1]
+    if not x:
+        return {}
+    entries = {"unit": x}
+    for letter in "YZ":
+        other = names[axes.index(letter)] if letter in axes else None
+        if other and other != x:
+            entries[f"{letter.lower()}unit"] = other
+    return entries
 
 
 def _axis(axes: str, letter: str, fallback: int, ndim: int) -> int | None:
@@ -65,7 +114,7 @@ def _spacing(tif, ndim: int, axes: str = "") -> list[float]:
     camera), not the pixel size: it is ignored and the spacing stays 1 pixel, as when a TIFF has no
     resolution (taken at face value it made the nuclei model shrink the image 72x)."""
     spacing = [1.0] * ndim
-    page = tif.pages[0]
+    page = tif.pages[0]  # (the length unit of these: _read_unit)
     ij = tif.imagej_metadata or {}
     shaped = (tif.shaped_metadata or [{}])[0] or {}
     unit_tag = page.tags.get("ResolutionUnit")
@@ -90,6 +139,18 @@ def _spacing(tif, ndim: int, axes: str = "") -> list[float]:
     return spacing
 
 
+def _read_unit(tif) -> str | None:
+    """The length unit of :func:`_spacing`: µm for OME sizes, else the ImageJ unit, else ours (JSON)."""
+    if {"X", "Y"} & set(_ome_sizes(tif)):
+        return "micron"
+    ij = tif.imagej_metadata or {}
+    shaped = (tif.shaped_metadata or [{}])[0] or {}
+    for value in (ij.get("unit"), shaped.get("unit")):
+        if isinstance(value, str) and tiff_unit(value):
+            return tiff_unit(value)
+    return None
+
+
 def _reviewed(value) -> list[int] | None:
     """Reviewed slices from the JSON description (a list) or an ImageJ description entry ("3,4,12")."""
     if isinstance(value, list):
@@ -107,6 +168,7 @@ def read_tiff(p: Path):
         shape, dtype = tuple(series.shape), np.dtype(series.dtype)
         axes = str(series.axes)  # tifffile's: Y, X, Z, C (channels), S (samples: RGB), T, Q (unknown)...
         spacing = _spacing(tif, len(shape), axes)
+        unit = _read_unit(tif)
         shaped = (tif.shaped_metadata or [{}])[0] or {}
         ij = tif.imagej_metadata or {}
         mappable = int(np.prod(shape)) * dtype.itemsize >= MEMMAP_MIN_BYTES and series.dataoffset is not None
@@ -115,6 +177,8 @@ def read_tiff(p: Path):
         # copy-on-write: a caller may paint into the array without ever touching the file
         data = tifffile.memmap(str(p), mode="c")
     meta = {"source_path": str(p), "format": "tiff", "memory_mapped": isinstance(data, np.memmap), "axes": axes}
+    if unit:  # the length unit of the spacing
+        meta["unit"] = unit
     if ij:  # an ImageJ TIFF: its calibration entries, so that a mask written like it is one too
         meta["imagej"] = {k: _unescape(ij[k]) for k in IMAGEJ_KEYS
                           if isinstance(ij.get(k), (str, int, float)) and not isinstance(ij.get(k), bool)}
@@ -164,9 +228,14 @@ def _imagej_axes(axes: str | None, ndim: int) -> str | None:
 
 
 def write_tiff(p: Path, data: np.ndarray, spacing, reviewed_slices: list[int] | None = None,
-               like_meta: dict | None = None) -> None:
+               like_meta: dict | None = None, unit=None) -> None:
     """Write ``data`` with ``spacing``; ``like_meta`` (the source Volume's meta) gives the axes label
-    and, for an ImageJ source, the ImageJ format with its unit (Fiji then shows the same calibration)."""
+    and, for an ImageJ source, the ImageJ format with its unit (Fiji then shows the same calibration).
+
+    ``unit``: the length unit of ``spacing`` (``"µm"``, ``"mm"``, a napari layer's ``units``: one per
+    axis), else the source's (``like_meta``: its ImageJ unit, ``unit``, mm for NIfTI / DICOM). With a
+    unit the file is an ImageJ TIFF where ImageJ can hold the values (2D as 3D): resolution and unit
+    in its description, so Fiji and :func:`read_tiff` read the pixel size back in that unit."""
     import tifffile
 
     like_meta = like_meta or {}
@@ -180,10 +249,17 @@ def write_tiff(p: Path, data: np.ndarray, spacing, reviewed_slices: list[int] | 
     source_axes = like_meta.get("axes")
     source_axes = source_axes if isinstance(source_axes, str) and len(source_axes) == data.ndim \
         and source_axes.isalpha() and source_axes.isupper() and len(set(source_axes)) == data.ndim else None
-    ij_axes = _imagej_axes(source_axes, data.ndim) if isinstance(like_meta.get("imagej"), dict) else None
+    ij_meta = dict(like_meta["imagej"]) if isinstance(like_meta.get("imagej"), dict) else None
+    axes_for_units = _imagej_axes(source_axes, data.ndim) or source_axes or "ZYX"[-data.ndim:]
+    units = _unit_entries(unit, data.ndim, axes_for_units) if unit is not None else {}
+    if not units and not (ij_meta or {}).get("unit"):
+        units = _unit_entries(_source_unit(like_meta), data.ndim, axes_for_units)
+    if units:  # a given unit replaces the source's
+        ij_meta = {**{k: v for k, v in (ij_meta or {}).items() if k not in ("unit", "yunit", "zunit")}, **units}
+    ij_axes = _imagej_axes(source_axes, data.ndim) if ij_meta is not None else None
     ij_data = _imagej_data(data) if ij_axes else None
     if ij_axes and ij_data is not None:
-        metadata: dict[str, Any] = {"axes": ij_axes, **{k: _ascii(v) for k, v in like_meta["imagej"].items()}}
+        metadata: dict[str, Any] = {"axes": ij_axes, **{k: _ascii(v) for k, v in ij_meta.items()}}
         if "Z" in ij_axes:
             metadata["spacing"] = float(sp[ij_axes.index("Z")])
         if reviewed_slices is not None:  # ImageJ ignores description entries it does not know
@@ -194,6 +270,9 @@ def write_tiff(p: Path, data: np.ndarray, spacing, reviewed_slices: list[int] | 
     metadata = {"axes": axes} if axes else None
     if metadata is not None and data.ndim >= 3:
         metadata["spacing"] = float(sp[axes.index("Z")] if "Z" in axes else sp[-3])
+    unit_name = tiff_unit((ij_meta or {}).get("unit"))
+    if metadata is not None and unit_name:  # ImageJ cannot hold these values: the unit in the JSON description
+        metadata["unit"] = unit_name
     if reviewed_slices is not None and metadata is not None:  # in tifffile's JSON description
         metadata["reviewed_slices"] = sorted({int(z) for z in reviewed_slices})
     atomic_write(p, lambda tmp: tifffile.imwrite(tmp, data, metadata=metadata, compression="zlib",
