@@ -115,6 +115,25 @@ class CardWriter:
             out["median_position"] = round(float(np.mean(positions)), 3)
         return out
 
+    def _class_shares(self, base, s: dict) -> dict[str, Any]:
+        """``class_shares`` (each class's share of the labelled foreground; inference warns when a prediction is
+        far from them, inference/brain.py) when the start model's card has them: this dataset's, or the start
+        model's when its weights are kept."""
+        old = (getattr(base, "metrics", None) or {}).get("class_shares") if base is not None else None
+        if not old:
+            return {}
+        if s.get("best_epoch") == 0 and s.get("before") is not None and not self.head_reset:
+            return {"class_shares": dict(old)}
+        counts = np.zeros(self.n_classes, np.int64)
+        for _img, lab, _ in self.raw:
+            labelled = lab[lab != self.ignore] if self.ignore is not None else lab.ravel()
+            counts += np.bincount(labelled.astype(np.int64).ravel(), minlength=self.n_classes)[:self.n_classes]
+        total = int(counts[1:].sum())
+        if not total:
+            return {}
+        return {"class_shares": {name: round(float(counts[i]) / total, 4)
+                                 for i, name in enumerate(self.dataset.label_names) if i}}
+
     def _card_orientation(self, base) -> list[str] | None:
         """The orientation of the training volumes' array axes when every case has the same (inference
         turns other storages to it); the start model's when the files carry none (TIFF); None when mixed."""
@@ -132,7 +151,7 @@ class CardWriter:
     def _save(self, path: Path, s: dict, epochs: int, seconds: float, finished: bool, test=None) -> None:
         cfg, base = self.cfg, self.base_card
         metrics: dict[str, Any] = {"val_dice": s["best"], "val_dice_per_class": s["best_per_class"],
-                                   **self._image_statistics()}
+                                   **self._image_statistics(), **self._class_shares(base, s)}
         if test:
             metrics.update(test_dice=_mean(test), test_dice_per_class=test)
         if s["test_before"]:
@@ -146,7 +165,9 @@ class CardWriter:
             spacing=self._card_spacing(base), orientation=self._card_orientation(base),
             # a start model sized for its objects (microscopy): the objects of this dataset, measured
             object_diameter=self._object_diameter(base, s),
-            tile=[int(p) for p in self.tile], overlap=0.25,
+            # the start model's inference settings travel: skull and scalp stripped first (.brainprep), its overlap
+            brain_extraction=getattr(base, "brain_extraction", None), overlap=getattr(base, "overlap", 0.25),
+            tile=[int(p) for p in self.tile],
             prompt_init="threshold" if cfg.prompt_threshold > 0 else getattr(base, "prompt_init", None),
             training={
                 "dataset": str(cfg.dataset), "dataset_manifest_sha256": self.dataset.manifest_sha256,
@@ -162,7 +183,7 @@ class CardWriter:
                 "start_model_sha256": getattr(base, "weights_sha256", None) if base else None,
                 "val_dice_before": s["before"], "val_dice_after": s["best"], "seed": cfg.seed,
                 "code_version": __version__, "config": {k: v for k, v in asdict(cfg).items() if k != "command"},
-                "finished": finished, "notes": list(self.notes), **self._trained_rows(s),
+                "finished": finished, "notes": list(self.notes), **self._trained_rows(s), **self._brain_record(),
             },
             metrics=metrics,
         )

@@ -137,11 +137,12 @@ class FarNegatives:
                     for z in take:
                         x = img[:, z] if img.shape[0] > 1 else img[0, z]
                         pred = predict(self.model, x, device=self.device, normalization={"scheme": "none"},
-                                       return_probabilities=False, tile=self.tile)
+                                       brain_extraction=False, return_probabilities=False, tile=self.tile)
                         self._far_pred[c][z] = np.asarray(pred.labels) > 0
                 elif self._far_epochs % EPOCHS_3D == 1 or EPOCHS_3D == 1:
                     pred = predict(self.model, img if img.shape[0] > 1 else img[0], mode=self.mode, device=self.device,
-                                   normalization={"scheme": "none"}, return_probabilities=False, tile=self.tile)
+                                   normalization={"scheme": "none"}, brain_extraction=False,
+                                   return_probabilities=False, tile=self.tile)
                     self._far_pred[c] = np.asarray(pred.labels) > 0
         finally:
             self.model.train(was_training)

@@ -14,6 +14,7 @@ from ..data.dataset import read_dataset
 from ..errors import DatasetError, InputError
 from ..inference.normalize import apply_stats, compute_stats
 from ..models.registry import create_model
+from .brainprep import BrainInputs
 from .config import fine_tune_defaults
 from .far import FAR_WEIGHT
 from .sampling import PatchSampler
@@ -22,7 +23,7 @@ from .steps import _LossNet, _with_new_head, looks_like_hu, training_precision
 CARD_MARGIN = 0.02  # validation Dice by which the card's normalisation must beat the CT window to be kept
 
 
-class RunSetup:
+class RunSetup(BrainInputs):
     """Data, model and optimiser of a :class:`~.trainer.Trainer` (see the module docstring)."""
 
     def _load_data(self) -> None:
@@ -108,7 +109,8 @@ class RunSetup:
 
     def _prepare(self) -> None:
         cfg, dims = self.cfg, self.model.spatial_dims
-        images = [apply_stats(img, compute_stats(img, self.norm_spec, True)) for img, _, _ in self.raw]
+        # as inference prepares them: skull and scalp stripped when the start model's card asks (.brainprep)
+        images = [apply_stats(img, compute_stats(img, self.norm_spec, True)) for img in self._model_inputs()]
         labels = [lab for _, lab, _ in self.raw]
 
         def arrays(parts):
@@ -204,13 +206,15 @@ class RunSetup:
                 coords = []
                 for z in rows:
                     pred = predict(self.model, img[:, z] if img.shape[0] > 1 else img[0, z], device=self.device,
-                                   normalization={"scheme": "none"}, return_probabilities=False, tile=self.tile)
+                                   normalization={"scheme": "none"}, brain_extraction=False,
+                                   return_probabilities=False, tile=self.tile)
                     fp = np.argwhere((np.asarray(pred.labels) > 0) & (lab[z] == 0))
                     coords.append(np.concatenate([np.full((len(fp), 1), z), fp], 1))
                 found = np.concatenate(coords) if coords else np.zeros((0, lab.ndim), int)
             else:
                 pred = predict(self.model, img if img.shape[0] > 1 else img[0], mode=self.mode, device=self.device,
-                               normalization={"scheme": "none"}, return_probabilities=False, tile=self.tile)
+                               normalization={"scheme": "none"}, brain_extraction=False,
+                               return_probabilities=False, tile=self.tile)
                 found = np.argwhere((np.asarray(pred.labels) > 0) & (lab == 0))
             out.append(found)
         self.model.train(was_training)
@@ -222,7 +226,7 @@ class RunSetup:
         on CT with its card's scheme keeps it)."""
         ct_per_class = self.evaluate(self.val_parts) if self.dist.is_main else []
         ct = self._score(ct_per_class) if self.dist.is_main else 0.0
-        images = [apply_stats(img, compute_stats(img, self._card_norm, True)) for img, _, _ in self.raw]
+        images = [apply_stats(img, compute_stats(img, self._card_norm, True)) for img in self._model_inputs()]
         saved = (self._images, self.val_parts)
         self._images = images
         self.val_parts = self._eval_parts(self.split.val)
@@ -282,6 +286,7 @@ class RunSetup:
                 outer.append(slice(lo, hi))
                 inner.append(slice(start - lo, stop - lo))
             out.append((img[(slice(None), *outer)], lab[p.slices], tuple(inner)))
+            self._remember_part_mask(p.case, out[-1][0], outer)  # inference: labels outside the brain are background
         return out
 
     def _same_image_notes(self) -> list[str]:

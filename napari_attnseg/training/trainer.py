@@ -138,8 +138,8 @@ class Trainer(RunSetup, CardWriter, Refit, FarNegatives, TimeBudget, Resume):
         for (img, lab, inner), case in zip(parts, self._part_cases(parts)):
             pred = predict(self.eval_model, img if img.shape[0] > 1 else img[0], mode=self.mode, device=self.device,
                            precision=precision, normalization={"scheme": "none"}, return_probabilities=False,
-                           tile=self.tile, cancel=self.cancel)
-            c = dice_counts(np.asarray(pred.labels)[inner], lab, self.n_classes, self.ignore)
+                           tile=self.tile, cancel=self.cancel, brain_extraction=False)  # stripped already: .brainprep
+            c = dice_counts(self._brain_only(pred.labels, img)[inner], lab, self.n_classes, self.ignore)
             counts[case] = counts[case] + c if case in counts else c
         self.model.train()
         per_case = [[float("nan") if d == 0 else 2.0 * i / d for i, d in cnt] for cnt in counts.values()]
