@@ -135,7 +135,14 @@ def test_click_edit_over_the_crop_equals_the_whole_volume_edit():
             assert np.array_equal(got, want) and len(got_where[0]) == len(where[0])
             big = (slice(0, 6), slice(0, 40), slice(0, 50))
             assert np.array_equal(removable_in(session, big), removable)
-            session.record(after, edit=(got_where, got_values), labels=labels)
+            assert after.shape == res.mask.shape  # a 2D run on a slice keeps that slice's mask, not a volume
+            session.record(after, edit=(got_where, got_values), labels=labels, z=z)
+            want_now = before.copy() if z is not None and before is not None else np.zeros(shape, bool)
+            if z is None:
+                want_now = res.mask
+            else:
+                want_now[z] = res.mask
+            assert np.array_equal(session.current, want_now)
             labels = labels.copy()
             labels[got_where] = got_values
     assert extent(np.zeros(shape, bool)) is None

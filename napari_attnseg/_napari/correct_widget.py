@@ -20,7 +20,7 @@ from .. import correct
 from ..errors import AttnSegError
 from ._common import docked_widgets, error_message, notify_error, notify_info, notify_warning, set_choices
 from .correct_form import CorrectForm
-from .correct_helpers import MaskHelpers
+from .correct_helpers import LiveStats, MaskHelpers
 from .suggest_tool import SuggestTool
 
 REVIEWED_KEY = "reviewed_slices"
@@ -31,7 +31,7 @@ def folder_text(edit: FileEdit) -> str:
     return str(edit.line_edit.value).strip()
 
 
-class CorrectWidget(QWidget, CorrectForm, MaskHelpers, SuggestTool):
+class CorrectWidget(QWidget, CorrectForm, MaskHelpers, LiveStats, SuggestTool):
     def __init__(self, napari_viewer):
         super().__init__()
         self.viewer = napari_viewer
@@ -48,24 +48,38 @@ class CorrectWidget(QWidget, CorrectForm, MaskHelpers, SuggestTool):
         self.prompt.refresh_models()  # (a Container resets its combo boxes' choices when it is built)
         self.refresh()
         self.viewer.layers.events.inserted.connect(self._layer_inserted)
-        self.viewer.layers.events.removed.connect(self.refresh)
+        self.viewer.layers.events.removed.connect(self._layer_removed)
         self.labels_combo.changed.connect(self._mask_changed)
         self.image_combo.changed.connect(lambda *_: self._remember_choice())
         for layer in self.viewer.layers:
-            layer.events.name.connect(self._layer_renamed)
+            if self._listed(layer):
+                layer.events.name.connect(self._layer_renamed)
         self.viewer.bind_key("r", lambda v: self.mark_current(), overwrite=True)
         self.viewer.bind_key("Shift-R", lambda v: self.mark_current(reviewed=False), overwrite=True)
         self.viewer.bind_key("k", lambda v: self.keep_at_cursor(), overwrite=True)
         self.viewer.bind_key("n", lambda v: self.next_suggested(), overwrite=True)
 
     # -- layers ---------------------------------------------------------------------------------
+    @staticmethod
+    def _listed(layer) -> bool:
+        """A layer the panel lists: a Labels layer, or an image that is not a model's output (attention)."""
+        return isinstance(layer, Labels) or (isinstance(layer, Image) and not layer.metadata.get("attnseg"))
+
     def _layer_inserted(self, event=None) -> None:
+        """A mask or an image added: the lists follow (a Points layer or an attention map changes nothing here)."""
         layer = getattr(event, "value", None)
+        if layer is not None and not self._listed(layer):
+            return
         if layer is not None:
             layer.events.name.connect(self._layer_renamed)
         # a model's new mask (also "mask (2)" when the edited one was kept) is what people correct next
         newest = layer.name if isinstance(layer, Labels) and layer.metadata.get("attnseg") else None
         self.refresh(prefer=newest)
+
+    def _layer_removed(self, event=None) -> None:
+        layer = getattr(event, "value", None)
+        if layer is None or self._listed(layer):
+            self.refresh()
 
     def refresh(self, event=None, prefer: str | None = None) -> None:
         labels = [ly.name for ly in self.viewer.layers if isinstance(ly, Labels)]
@@ -108,12 +122,11 @@ class CorrectWidget(QWidget, CorrectForm, MaskHelpers, SuggestTool):
         layer = self.viewer.layers[self.labels_combo.value] if self.labels_combo.value in self.viewer.layers else None
         if layer is not self._watched:
             if self._watched is not None:
-                for ev in (self._watched.events.paint, self._watched.events.data):
-                    ev.disconnect(self._schedule_stats)
+                self._watch(self._watched, False)
             self._watched = layer
+            self.stats_label.value = ""
             if layer is not None:
-                for ev in (layer.events.paint, layer.events.data):
-                    ev.connect(self._schedule_stats)
+                self._watch(layer, True)  # its edits update the statistics by what they change
                 source = self._source_image(layer.name)
                 if source in self.viewer.layers and self.image_combo.value != source:
                     with self.image_combo.changed.blocked():
@@ -127,7 +140,7 @@ class CorrectWidget(QWidget, CorrectForm, MaskHelpers, SuggestTool):
                 top = max(len(classes) - 1, int(np.asarray(layer.data).max(initial=0)))
                 names = [classes[i] if i < len(classes) else f"class {i}" for i in range(1, top + 1)]
                 set_choices(self.class_combo, [("all classes", 0), *((f"{i}: {n}", i) for i, n in enumerate(names, 1))])
-        self._update_info()
+            self._update_info()  # (the same mask still chosen: nothing to show anew)
 
     def _schedule_stats(self, *_) -> None:
         self._stats_timer.start()
@@ -207,7 +220,10 @@ class CorrectWidget(QWidget, CorrectForm, MaskHelpers, SuggestTool):
         self.reviewed_label.value = "Reviewed slices: " + (correct.format_slice_ranges(rev) if rev else "none")
         pred = layer.metadata.get("attnseg_prediction")
         if pred is not None and np.shape(pred) == layer.data.shape:
-            stats = correct.edit_stats(pred, np.asarray(layer.data))
+            stats = self._edit_stats(layer, pred)  # kept up to date edit by edit; counted anew in a worker
+            if stats is None:
+                self.stats_label.value = self.stats_label.value or "Edits vs prediction: counting..."
+                return
             parts = [f"class {c}: +{s['added']} / -{s['removed']} voxels, Dice {s['dice']:.3f}" for c, s in stats["per_class"].items()]
             self.stats_label.value = "Edits vs prediction: " + ("; ".join(parts) if parts else "none")
             layer.metadata["attnseg_edit_stats"] = stats

@@ -83,7 +83,8 @@ class PromptMode:
             Container(widgets=[self.undo_button, self.new_button], layout="horizontal", labels=False), self.status,
         ], labels=False)
         self.enable_box.changed.connect(self._toggle)
-        self.corr.viewer.layers.events.inserted.connect(lambda *_: self.refresh_models())
+        self.corr.viewer.layers.events.inserted.connect(  # a new image or mask (not the prompts or attention layer)
+            lambda e: self.refresh_models() if self.corr._listed(e.value) else None)
         self.undo_button.changed.connect(lambda *_: self.undo_last_click())
         self.new_button.changed.connect(lambda *_: self.new_object())
         self.model_combo.changed.connect(lambda *_: self.new_object())
@@ -242,10 +243,10 @@ class PromptMode:
                          "of the newest click, so start there with a positive click.")
             return None
         if not self.clicks:  # a new object: the existing one under the click, or a new one of the chosen class
-            from ..prompts import object_at
+            from ..prompts.session import component_at
 
             labels = np.asarray(mask.data)
-            existing = object_at(labels, point)
+            existing = component_at(labels, point)  # (object_at, labelled around the object only)
             if existing is not None:
                 self.object_value = int(labels[tuple(int(round(c)) for c in point)])
             else:
@@ -284,14 +285,14 @@ class PromptMode:
         mask, image = self.target if self.target is not None else (self.corr.labels_layer(), self._image_layer())
         data = np.asarray(image.data)
         session, value = self.session, self.object_value
-        pts, labs, previous = session.points, session.labels, session.current
+        pts, labs = session.points, session.labels
         used = len(pts)
         z = None
         if dims == 2 and data.ndim == 3:  # a 2D model on a volume: one slice per run
             z, used = session.next_slice_run()
             keep = np.round(pts[:used, 0]) == z
             pts, labs, data = pts[:used][keep][:, 1:], labs[:used][keep], data[z]
-            previous = None if previous is None else previous[z]
+        previous = session.current if z is None else session.current_plane(z)
         fresh = max(1, min(used - session.done, len(pts)))  # the clicks this run is the first to use
         spacing = tuple(image.scale)[-data.ndim:]
         diameter = ((mask.metadata.get("attnseg") or {}).get("params") or {}).get("diameter_used")
@@ -338,7 +339,7 @@ class PromptMode:
         where, values, after = click_edit(labels, result, value, session, z)
         # one state per run (Undo last click reverts exactly that run's change; an empty change is recorded
         # too, so the session knows which clicks are done)
-        session.record(after, used, (where, values), labels)
+        session.record(after, used, (where, values), labels, z=z)
         if where[0].size:
             mask.data_setitem(where, values)
         if session is not self.session:  # a new object was started (or the mode left) while this one ran

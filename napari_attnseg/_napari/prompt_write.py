@@ -58,12 +58,12 @@ def click_edit(labels: np.ndarray, result, value: int, session, z: int | None = 
     """The edit a run's ``result`` makes to ``labels`` for the object of ``session`` (its clicks so far,
     ``session.current`` its mask before this run), computed over the run's crop: ``(where, values, after)``,
     ``where`` and ``values`` for ``Labels.data_setitem`` (indices into ``labels``), ``after`` the object's
-    mask after the run (for ``session.record``). ``z``: a 2D model's run on slice ``z`` of a volume."""
+    mask after the run (for ``session.record``). ``z``: a 2D model's run on slice ``z`` of a volume; ``after``
+    is then that slice's mask (``session.record(after, ..., z=z)``: no copy of the volume per click)."""
     from ..prompts import edit_for
 
-    before = session.current
     plane = labels if z is None else labels[z]
-    previous = before if (before is None or z is None) else before[z]
+    previous = session.current if z is None else session.current_plane(z)
     box = union(tuple(result.box), extent(previous))  # the crop covers the old mask; never rely on it
     owned = removable_in(session, box if z is None else (slice(z, z + 1), *box))
     crop = replace(result, mask=np.asarray(result.mask)[box])
@@ -72,7 +72,4 @@ def click_edit(labels: np.ndarray, result, value: int, session, z: int | None = 
     where = tuple(w + s.start for w, s in zip(where, box))
     if z is None:
         return where, values, result.mask
-    where = (np.full_like(where[0], z), *where)
-    after = np.zeros(labels.shape, bool) if before is None else before.copy()
-    after[z] = result.mask
-    return where, values, after
+    return (np.full_like(where[0], z), *where), values, result.mask

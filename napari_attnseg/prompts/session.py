@@ -9,6 +9,7 @@ exactly that edit and leaves any other change (a brush stroke made since) alone.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -16,13 +17,17 @@ import numpy as np
 
 @dataclass
 class PromptState:
-    """The object after one run: how many clicks it used, its mask, and the edit written to the labels."""
+    """The object after one run: how many clicks it used, its mask, and the edit written to the labels. A 2D
+    model's run on slice ``z`` of a volume keeps that slice's mask only (the other slices are as before it):
+    a whole-volume copy per click was 12.6 MB on a 48x512x512 CT, kept for every click."""
 
     clicks: int
     mask: np.ndarray
     where: tuple[np.ndarray, ...] | None = None
     before: np.ndarray | None = None
     after: np.ndarray | None = None
+    z: int | None = None
+    shape: tuple[int, ...] | None = None  # the volume's, with z
 
 
 @dataclass
@@ -41,8 +46,35 @@ class PromptSession:
 
     @property
     def current(self) -> np.ndarray | None:
-        """The object's mask now: after the newest applied run, else ``initial``."""
-        return self.states[-1].mask if self.states else self.initial
+        """The object's mask now: after the newest applied run, else ``initial`` (after 2D runs on slices of a
+        volume, a whole volume is built: :meth:`current_plane` reads one slice)."""
+        if not self.states or self.states[-1].z is None:
+            return self.states[-1].mask if self.states else self.initial
+        base, planes = self._planes()
+        shape = self.states[-1].shape
+        out = np.zeros(shape, bool) if base is None else np.array(base, bool)
+        for z, plane in planes.items():
+            out[z] = plane
+        return out
+
+    def _planes(self) -> tuple[np.ndarray | None, dict[int, np.ndarray]]:
+        """The newest whole mask (a run's on the whole image, else ``initial``) and the newest 2D run's mask of
+        each slice run since."""
+        planes: dict[int, np.ndarray] = {}
+        for state in reversed(self.states):
+            if state.z is None:
+                return state.mask, planes
+            planes.setdefault(state.z, state.mask)
+        return self.initial, planes
+
+    def current_plane(self, z: int) -> np.ndarray | None:
+        """``current[z]`` without building the volume (None: no mask yet, as ``current``)."""
+        base, planes = self._planes()
+        if z in planes:
+            return planes[z]
+        if base is not None:
+            return base[z]
+        return np.zeros(next(iter(planes.values())).shape, bool) if planes else None
 
     @property
     def done(self) -> int:
@@ -60,10 +92,17 @@ class PromptSession:
     def add(self, point, positive: bool = True) -> None:
         self.clicks.append((tuple(float(c) for c in point), 1 if positive else 0))
 
-    def record(self, mask: np.ndarray, clicks: int | None = None, edit=None, labels: np.ndarray | None = None) -> None:
+    def record(self, mask: np.ndarray, clicks: int | None = None, edit=None, labels: np.ndarray | None = None,
+               z: int | None = None, shape: tuple[int, ...] | None = None) -> None:
         """The object's mask after a run that used the first ``clicks`` clicks (default: all). ``edit``:
-        ``(where, values)`` written to ``labels`` (the array before the write), kept for :meth:`undo`."""
+        ``(where, values)`` written to ``labels`` (the array before the write), kept for :meth:`undo`. ``z``: a
+        2D model's run on slice ``z`` of a volume (of ``shape``, default the labels'), ``mask`` that slice's."""
         state = PromptState(len(self.clicks) if clicks is None else int(clicks), np.asarray(mask, bool))
+        if z is not None:
+            state.z, state.shape = int(z), tuple(np.shape(labels) if shape is None else shape)
+            if len(state.shape) != state.mask.ndim + 1:
+                raise ValueError(f"A run on slice {z} of a volume of shape {state.shape} records a slice's mask; "
+                                 f"got shape {state.mask.shape}.")
         if edit is not None and labels is not None:
             state.where = tuple(np.asarray(w) for w in edit[0])
             state.before = np.asarray(labels)[state.where].copy()
@@ -117,3 +156,32 @@ def revert(labels: np.ndarray, state: PromptState) -> tuple[tuple[np.ndarray, ..
         return tuple(np.zeros(0, int) for _ in range(np.ndim(labels))), np.zeros(0, np.asarray(labels).dtype)
     keep = np.asarray(labels)[state.where] == state.after
     return tuple(w[keep] for w in state.where), state.before[keep]
+
+
+def component_at(labels: np.ndarray, point: Sequence[float], reach: int = 32) -> np.ndarray | None:
+    """:func:`~napari_attnseg.prompts.segment.object_at` (the face-connected object under ``point`` as a bool
+    mask of the labels' shape; None on background) labelled in a box around the point that grows until the
+    object lies inside it: a click on a small object of a 48x512x512 CT costs the object, not the volume."""
+    from scipy import ndimage as ndi
+
+    from ..errors import InputError
+
+    labels = np.asarray(labels)
+    idx = tuple(int(round(float(c))) for c in point)
+    if len(idx) != labels.ndim or any(not 0 <= i < s for i, s in zip(idx, labels.shape)):
+        raise InputError(f"Point {tuple(point)} is outside the labels of shape {labels.shape}.")
+    value = labels[idx]
+    if value == 0:
+        return None
+    while True:
+        box = tuple(slice(max(0, i - reach), min(n, i + reach + 1)) for i, n in zip(idx, labels.shape))
+        cc, _ = ndi.label(labels[box] == value)
+        comp = cc == cc[tuple(i - s.start for i, s in zip(idx, box))]
+        # the object reaches a side of the box that is not the labels' edge: it may go on outside, look wider
+        if not any((s.start > 0 and comp.take(0, axis=a).any()) or (s.stop < n and comp.take(-1, axis=a).any())
+                   for a, (s, n) in enumerate(zip(box, labels.shape))):
+            break
+        reach *= 2
+    out = np.zeros(labels.shape, bool)
+    out[box] = comp
+    return out
