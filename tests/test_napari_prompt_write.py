@@ -147,3 +147,30 @@ def test_click_edit_over_the_crop_equals_the_whole_volume_edit():
             labels[got_where] = got_values
     assert extent(np.zeros(shape, bool)) is None
     assert extent(initial) == (slice(2, 4), slice(5, 15), slice(5, 20))
+
+
+def test_the_status_says_when_a_click_moved_the_edge_the_model_ignored(make_napari_viewer, qtbot, monkeypatch,
+                                                                       notifications):
+    """A run in which clicks the model alone ignored were obeyed (``params['honoured_clicks']``) says so in the
+    prompt mode's status, so the clinician knows the edge moved by that rule, not by the model."""
+    import napari_attnseg.prompts as prompts
+
+    viewer, corr, mask, ref = _stack(make_napari_viewer, slices=2)
+    pm = corr.prompt
+    pm.enable_box.value = True
+    run = prompts.segment_with_prompts
+
+    def obeyed(*args, **kwargs):
+        res = run(*args, **kwargs)
+        res.params["honoured_clicks"] = 2
+        return res
+
+    monkeypatch.setattr(prompts, "segment_with_prompts", obeyed)
+    y, x = _deepest(ref)
+    pm.click((0.0, float(y), float(x)))
+    qtbot.waitUntil(lambda: not pm.busy, timeout=60000)
+    assert "2 click(s) moved the edge along the model's contour" in pm.status.value, pm.status.value
+    monkeypatch.setattr(prompts, "segment_with_prompts", run)
+    pm.click((0.0, float(y), float(x) + 1.0))
+    qtbot.waitUntil(lambda: not pm.busy, timeout=60000)
+    assert "moved the edge" not in pm.status.value

@@ -347,6 +347,8 @@ class PromptMode:
             return
         self.status.value = (f"{int(result.mask.sum())} voxels from {len(result.points)} click(s) in "
                              f"{result.timings.get('total', 0):.2f} s")
+        if result.params.get("honoured_clicks"):  # the model alone left a click's pixel as it was (prompts.segment)
+            self.status.value += f"; {result.params['honoured_clicks']} click(s) moved the edge along the model's contour"
         kept = 0
         if session.initial is not None and used == len(session.clicks) and len(session.states) == 1:
             initial, box = np.asarray(session.initial if z is None else session.initial[z], bool), tuple(result.box)
