@@ -25,6 +25,9 @@ _API = {
     "save_model": "checkpoint:save_model",
     "ModelCard": "checkpoint:ModelCard",
     "predict": "inference:predict",
+    "iter_predict": "inference:iter_predict",
+    "predict_cohort": "cohort:predict_cohort",
+    "InputError": "errors:InputError",
     "Prediction": "inference:Prediction",
     "AttentionMap": "inference:AttentionMap",
     "MODES": "options:MODES",
@@ -55,7 +58,9 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .checkpoint import ModelCard, load_model, save_model  # noqa: F401
-    from .inference import AttentionMap, Prediction, predict  # noqa: F401
+    from .cohort import predict_cohort  # noqa: F401
+    from .errors import InputError  # noqa: F401
+    from .inference import AttentionMap, Prediction, iter_predict, predict  # noqa: F401
     from .models.registry import create_model, list_models  # noqa: F401
     from .options import DEVICES, MODES, PRECISIONS  # noqa: F401
     from .prompts.convert import make_promptable  # noqa: F401

@@ -91,11 +91,12 @@ def keep_component_at(labels: np.ndarray, point: Sequence[float]) -> np.ndarray:
     labels = _array(labels)
     idx = tuple(int(round(float(p))) for p in point)
     if len(idx) != labels.ndim or any(not 0 <= i < n for i, n in zip(idx, labels.shape)):
-        raise InputError(f"The point {idx} is outside the mask (shape {tuple(labels.shape)}); "
-                         "put the cursor on the object to keep.")
+        raise InputError(f"The point {idx} is outside the mask (shape {tuple(labels.shape)}, one index per axis); "
+                         "give a point on the object to keep (in napari: put the cursor on it).")
     c = labels[idx]
     if c == 0:
-        raise InputError(f"There is no object at {idx} (background); put the cursor on the object to keep.")
+        raise InputError(f"There is no object at {idx} (background); give a point on the object to keep (in napari: "
+                         "put the cursor on it).")
     comp, _ = ndimage.label(labels == c)
     out = labels.copy()
     out[(comp != 0) & (comp != comp[idx])] = 0

@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--label-names", help="comma-separated class names, background first (new datasets; "
                                               "default: --model's class names, else background,foreground)")
     parser.add_argument("--channel-names", help="comma-separated channel names for dataset.json "
-                                                "(default: CT for a CT DICOM series, else 'image')")
+                                                "(default: CT for a CT: a DICOM series of modality CT or an image in Hounsfield units; else 'image')")
     parser.add_argument("--source-name", help="name recorded in the manifest (default: the image's file name)")
     parser.add_argument("--model", help="model name or checkpoint that produced --prediction (its name and the "
                                         "sha256 of its weights are recorded)")
