@@ -371,3 +371,29 @@ def test_the_panel_says_before_a_run_when_the_image_is_unlike_the_models_trainin
     viewer.add_image(rng.random((64, 64)).astype(np.float32) * 50, name="cells")
     w.image_combo.value = "cells"
     assert "Before you run" not in w.model_info.value
+
+
+def test_a_2d_image_gets_a_model_that_can_segment_it(make_napari_viewer, qtbot):
+    """The model list starts with a 3D model (brain-mri-3d): a 2D image (the nuclei sample, opened before or
+    after the panel) moves the choice to the first 2D automatic model, not the click model; a model the user
+    picks that can run stays, and a volume keeps the 3D model."""
+    from napari_attnseg._napari.segment_widget import SegmentWidget
+    from napari_attnseg._paths import samples_dir
+    from napari_attnseg.data import read_image
+
+    viewer = make_napari_viewer()
+    w = SegmentWidget(viewer)
+    assert w.model_combo.value == "brain-mri-3d"
+    nuclei = read_image(samples_dir() / "nuclei2d_image.tif").data
+    viewer.add_image(nuclei, name="nuclei")
+    assert w.model_combo.value == "nuclei-2d"
+    w.model_combo.value = "nuclei-2d-prompt"  # chosen by the user, and it can run: kept
+    viewer.add_image(np.zeros((8, 32, 32), np.float32), name="volume")
+    w.image_combo.value = "volume"
+    assert w.model_combo.value == "nuclei-2d-prompt"
+    w.model_combo.value = "brain-mri-3d"  # the user's choice for the volume
+    w.image_combo.value = "nuclei"  # then the 2D image again: a model that can segment it
+    assert w.model_combo.value == "nuclei-2d"
+    other = make_napari_viewer()
+    other.add_image(nuclei, name="nuclei")
+    assert SegmentWidget(other).model_combo.value == "nuclei-2d"  # image first, then the panel

@@ -25,6 +25,7 @@ from ._common import (
     placement_of,
     set_choices,
 )
+from .model_choice import model_for_layer
 from .pixel_tool import PixelTool
 from .result_layers import ResultLayers
 from .segment_form import MODES, SegmentForm
@@ -173,9 +174,10 @@ class SegmentWidget(QWidget, SegmentForm, ResultLayers, PixelTool):
         self.model_info.value = text
 
     def _image_changed(self, *_) -> None:
+        layer = self.current_layer()  # a 3D model cannot segment a 2D image: the first model that can is chosen
+        self.model_combo.value = model_for_layer(self._models, self.model_combo.value, layer) or self.model_combo.value
         self._preset_mode()
         self._describe_fit(self._current_model(quiet=True))
-        layer = self.current_layer()
         with self.window_combo.changed.blocked():
             self.window_combo.value = layer.metadata.get("attnseg_window", "(as opened)") if layer is not None else "(as opened)"
         self._toggle_pixel_tool(self.pixel_box.value)
@@ -376,8 +378,7 @@ class SegmentWidget(QWidget, SegmentForm, ResultLayers, PixelTool):
         worker.returned.connect(on_done)
         worker.errored.connect(on_error)
         worker.finished.connect(finish)
-        self.run_button.enabled = False
-        self.cancel_button.enabled = True
+        self.run_button.enabled, self.cancel_button.enabled = False, True
         self.status.value = f"Running {self.model_combo.value} on {name}..."
         self.worker = worker
         worker.start()
