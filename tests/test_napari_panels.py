@@ -377,3 +377,24 @@ def test_helpers_on_a_large_volume_run_off_the_event_loop_and_respect_edits_mean
     layer.data_setitem((np.array([0]), np.array([0]), np.array([0])), np.array([2], np.uint8))  # a stroke meanwhile
     qtbot.waitUntil(lambda: bool(done), timeout=30000)
     assert "edited while the helper ran" in messages[-1] and not np.asarray(layer.data)[:, 15, 15].any()
+
+
+def test_no_tab_needs_a_sideways_scroll_bar_on_a_1600_x_1000_screen(make_napari_viewer, qtbot):
+    """Each tab of the dock fits its width in a 1600 x 1000 window with the brain sample open (the Correct
+    tab's review row of four buttons and its title were 54 px wider than the dock: Clear was cut off)."""
+    from qtpy.QtWidgets import QApplication, QScrollArea
+
+    from napari_attnseg._paths import samples_dir
+
+    viewer = make_napari_viewer(show=True)
+    viewer.window._qt_window.resize(1600, 1000)
+    viewer.open(str(samples_dir() / "mni152_t1.nii.gz"), plugin="napari-attnseg")
+    _, dock = viewer.window.add_plugin_dock_widget("napari-attnseg", "Attention segmentation")
+    for i in range(dock.tabs.count()):
+        dock.tabs.setCurrentIndex(i)
+        QApplication.processEvents()
+    areas = dock.findChildren(QScrollArea)
+    assert len(areas) == 3
+    for area in areas:
+        assert area.horizontalScrollBar().maximum() == 0, (
+            area.widget().minimumSizeHint().width(), area.viewport().width())

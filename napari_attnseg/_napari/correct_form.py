@@ -66,10 +66,10 @@ class CorrectForm:
         self.stats_label = Label(value="")
         self.stats_label.native.setWordWrap(True)
         self.suggest_label = Label(value="")
-        review = Container(widgets=[
-            Label(value="<b>Review</b> (key R marks the slice on screen, Shift+R unmarks it)"),
-            _row(_button("Mark slice", self.mark_current), _button("Unmark slice", lambda: self.mark_current(False)),
-                 _button("Mark all", self.mark_all), _button("Clear", self.clear_reviewed)),
+        review = Container(widgets=[  # two buttons a row: the tab fits a 1600 x 1000 screen's dock
+            Label(value="<b>Review</b> (the slice on screen: keys R / Shift+R)"),
+            _row(_button("Mark slice (R)", self.mark_current), _button("Unmark (Shift+R)", lambda: self.mark_current(False))),
+            _row(_button("Mark all", self.mark_all), _button("Clear", self.clear_reviewed)),
             _row(_button("Mark slices", self.mark_range), self.range_edit),
             _button("Next suggested slice (N)", self.next_suggested,
                     "Jump to the unreviewed slice the model is least sure about (entropy of its probabilities, "
