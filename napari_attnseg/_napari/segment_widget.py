@@ -174,8 +174,9 @@ class SegmentWidget(QWidget, SegmentForm, ResultLayers, PixelTool):
         self.model_info.value = text
 
     def _image_changed(self, *_) -> None:
-        layer = self.current_layer()  # a 3D model cannot segment a 2D image: the first model that can is chosen
-        self.model_combo.value = model_for_layer(self._models, self.model_combo.value, layer) or self.model_combo.value
+        # a 3D model cannot segment a 2D image: the first model that can is chosen
+        if fit := model_for_layer(self._models, self.model_combo.value, layer := self.current_layer()):
+            self.model_combo.value = fit
         self._preset_mode()
         self._describe_fit(self._current_model(quiet=True))
         with self.window_combo.changed.blocked():
@@ -391,8 +392,7 @@ class SegmentWidget(QWidget, SegmentForm, ResultLayers, PixelTool):
 
     def _finish_run(self, ok: bool) -> None:
         self.run_button.enabled = True
-        if ok:
-            self.progress_bar.value = self.progress_bar.max
+        self.progress_bar.value = self.progress_bar.max if ok else self.progress_bar.value
         self.run_done.emit(ok)
 
     def cancel(self) -> None:
