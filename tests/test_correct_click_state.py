@@ -37,9 +37,20 @@ def test_a_2d_session_on_a_volume_keeps_one_slice_per_click():
     assert PromptSession().current_plane(3) is None
 
 
-def test_component_at_equals_object_at():
+def test_component_at_equals_the_whole_volume_component():
+    """The object under a point, labelled in a growing box, is the connected component a labelling of the
+    whole array gives (``object_at`` uses it)."""
+    from scipy import ndimage as ndi
+
     from napari_attnseg.prompts import object_at
     from napari_attnseg.prompts.session import component_at
+
+    def whole(labels, point):
+        idx = tuple(int(p) for p in point)
+        if not labels[idx]:
+            return None
+        cc, _ = ndi.label(labels == labels[idx])
+        return cc == cc[idx]
 
     rng = np.random.default_rng(3)
     for shape in [(9, 60, 70), (50, 61)]:
@@ -48,8 +59,9 @@ def test_component_at_equals_object_at():
         for _ in range(25):
             point = tuple(float(rng.integers(0, n)) for n in shape)
             for reach in (1, 3, 32):
-                got, want = component_at(labels, point, reach), object_at(labels, point)
+                got, want = component_at(labels, point, reach), whole(labels, point)
                 assert (got is None) == (want is None)
                 assert want is None or np.array_equal(got, want)
+                assert want is None or np.array_equal(object_at(labels, point), want)
     with pytest.raises(InputError, match="outside"):
         component_at(labels, (70.0, 3.0))

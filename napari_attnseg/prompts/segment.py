@@ -347,17 +347,11 @@ def _domain(card, img: np.ndarray, cin: int, normalized: bool) -> str | None:
 
 def object_at(labels: np.ndarray, point: Sequence[float]) -> np.ndarray | None:
     """The connected component of ``labels`` (same value) under ``point``, as a bool mask: the
-    ``previous`` of a session that corrects an existing object. None on background."""
-    from scipy import ndimage as ndi
+    ``previous`` of a session that corrects an existing object. None on background. (Labelled in a box
+    around the point that grows until the object lies inside it: :func:`~.session.component_at`.)"""
+    from .session import component_at
 
-    idx = tuple(int(round(float(c))) for c in point)
-    if len(idx) != labels.ndim or any(not 0 <= i < s for i, s in zip(idx, labels.shape)):
-        raise InputError(f"Point {tuple(point)} is outside the labels of shape {labels.shape}.")
-    value = labels[idx]
-    if value == 0:
-        return None
-    cc, _ = ndi.label(labels == value)
-    return cc == cc[idx]
+    return component_at(labels, point)
 
 
 def edit_for(labels: np.ndarray, result: PromptResult, value: int, previous: np.ndarray | None = None,

@@ -159,8 +159,8 @@ def revert(labels: np.ndarray, state: PromptState) -> tuple[tuple[np.ndarray, ..
 
 
 def component_at(labels: np.ndarray, point: Sequence[float], reach: int = 32) -> np.ndarray | None:
-    """:func:`~napari_attnseg.prompts.segment.object_at` (the face-connected object under ``point`` as a bool
-    mask of the labels' shape; None on background) labelled in a box around the point that grows until the
+    """The face-connected object under ``point`` as a bool mask of the labels' shape (None on background;
+    :func:`~napari_attnseg.prompts.segment.object_at`), labelled in a box around the point that grows until the
     object lies inside it: a click on a small object of a 48x512x512 CT costs the object, not the volume."""
     from scipy import ndimage as ndi
 
