@@ -165,6 +165,7 @@ def component_at(labels: np.ndarray, point: Sequence[float], reach: int = 32) ->
     from scipy import ndimage as ndi
 
     from ..errors import InputError
+    from .segment import cut_by_box
 
     labels = np.asarray(labels)
     idx = tuple(int(round(float(c))) for c in point)
@@ -177,9 +178,7 @@ def component_at(labels: np.ndarray, point: Sequence[float], reach: int = 32) ->
         box = tuple(slice(max(0, i - reach), min(n, i + reach + 1)) for i, n in zip(idx, labels.shape))
         cc, _ = ndi.label(labels[box] == value)
         comp = cc == cc[tuple(i - s.start for i, s in zip(idx, box))]
-        # the object reaches a side of the box that is not the labels' edge: it may go on outside, look wider
-        if not any((s.start > 0 and comp.take(0, axis=a).any()) or (s.stop < n and comp.take(-1, axis=a).any())
-                   for a, (s, n) in enumerate(zip(box, labels.shape))):
+        if not cut_by_box(comp, box, labels.shape):  # else it may go on outside the box: look wider
             break
         reach *= 2
     out = np.zeros(labels.shape, bool)
