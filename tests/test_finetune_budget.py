@@ -4,6 +4,7 @@ the user's models alone (the trainer writes no checkpoint, the Fine-tune panel a
 from __future__ import annotations
 
 import csv
+import io
 import json
 import time
 from pathlib import Path
@@ -14,6 +15,7 @@ import torch
 
 from napari_attnseg import create_model, save_model
 from napari_attnseg.checkpoint import ModelCard
+from napari_attnseg.cli._train_common import ProgressBar
 from napari_attnseg.data.export import export_case
 from napari_attnseg.inference import CancelToken
 from napari_attnseg.training import TrainConfig, train
@@ -58,6 +60,14 @@ def test_the_budget_covers_setup_and_ends_inside_a_slow_epoch(tmp_path, monkeypa
     assert cut, res.notes
     steps = int(cut[0].split("after ")[1].split(" of")[0])
     assert 1 <= steps < 25
+    # the progress report (the panel's bar, the CLI's) counts the steps that ran, not the epoch's 25
+    assert seen[0]["steps_done"] == steps
+    bar = ProgressBar(io.StringIO())
+    for k in range(steps):
+        bar.step({**seen[0], "step": k + 1, "steps": 25})
+    bar.epoch(seen[0])
+    assert bar.bar.n == steps and bar.bar.total == 25  # e.g. "12/25": the epoch the budget cut, not "25/25"
+    bar.close()
     # the setup is counted and reported: the run's clock starts before it, the notes say how long it took
     assert 0 < res.setup_seconds < res.seconds <= wall
     assert any(n.startswith("setup (") and "of the 3 s budget" in n for n in res.notes), res.notes

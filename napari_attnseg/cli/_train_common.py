@@ -204,14 +204,20 @@ class ProgressBar:
         self.steps = info["steps"]
         self._draw(info, (info["epoch"] - 1) * info["steps"] + info["step"])
 
+    def _done(self, info: dict) -> int | None:
+        """Steps run by the end of this epoch (one the time budget cut short counts its steps only)."""
+        if not self.steps:
+            return None
+        return (info["epoch"] - 1) * self.steps + info.get("steps_done", self.steps)
+
     def epoch(self, info: dict) -> None:
         if info.get("refit"):  # the last epochs train on the validation slices too: nothing to validate
-            self._draw(info, info["epoch"] * self.steps if self.steps else None)
+            self._draw(info, self._done(info))
             self.bar.write(f"epoch {info['epoch']}/{info['epochs'] or '?'} done  loss {info['loss']:.4f}  "
                            "(on all reviewed slices, validation ones included)", file=self.stream)
             return
         self.val, self.best = info["val_dice"], info["best"]
-        self._draw(info, info["epoch"] * self.steps if self.steps else None)
+        self._draw(info, self._done(info))
         self.bar.write(f"epoch {info['epoch']}/{info['epochs'] or '?'} done  loss {info['loss']:.4f}  "
                        f"val Dice {self.val:.4f} (best {self.best:.4f})", file=self.stream)
 

@@ -93,7 +93,8 @@ class Refit:
                 if self.progress is not None:
                     self.progress({"epoch": start_epoch + done, "epochs": s["planned"], "loss": loss,
                                    "val_dice": float("nan"), "val_dice_per_class": [], "best": s["best"], "lr": lr,
-                                   "elapsed": now, "budget": budget, "refit": True})
+                                   "elapsed": now, "budget": budget, "refit": True,
+                                   "steps_done": self._cut[1] if self._cut else cfg.iters_per_epoch})
                 if self._cut is not None:  # the budget ended inside this epoch
                     break
         except Cancelled:

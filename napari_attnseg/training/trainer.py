@@ -321,7 +321,7 @@ class Trainer(RunSetup, CardWriter, Refit, FarNegatives, TimeBudget, Resume):
                 if self.progress is not None:
                     self.progress({"epoch": epoch, "epochs": s["planned"], "loss": train_loss, "val_dice": val,
                                    "val_dice_per_class": per_class, "best": s["best"], "lr": lr, "elapsed": now,
-                                   "budget": budget})
+                                   "budget": budget, "steps_done": self._cut[1] if self._cut else cfg.iters_per_epoch})
                 if s["stale"] >= cfg.patience:
                     what = "validation Dice" if self.split.criterion == "val_dice" else "training loss"
                     self.notes.append(f"stopped early at epoch {epoch}: no better {what} for {cfg.patience} epochs")
