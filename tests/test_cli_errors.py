@@ -70,8 +70,20 @@ def test_train_takes_spatial_dims_from_the_config(tmp_path, dataset, capsys):
     rc = main(["train", str(dataset), "--arch", "unet", "--config", json.dumps({"spatial_dims": 2, **TINY}),
                "--out", str(tmp_path / "o"), "--epochs", "1", "--iters-per-epoch", "1", "--batch", "1",
                "--patch", "32,32", "--device", "cpu"])
-    assert rc == 0, capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert rc == 0, err
     assert load_model(tmp_path / "o" / "best.safetensors").spatial_dims == 2
+    # a model from scratch that finds (almost) nothing points the user at fine-tuning the bundled 2D model
+    from types import SimpleNamespace
+
+    from napari_attnseg.cli._train_common import scratch_hint
+
+    cfg = SimpleNamespace(start_model=None, dataset=str(dataset))
+    result = SimpleNamespace(cancelled=False, criterion="val_dice", val_dice_after=0.0007,
+                             checkpoint=str(tmp_path / "o" / "best.safetensors"))
+    assert f"attnseg finetune {dataset} --model nuclei-2d --out DIR" in scratch_hint(cfg, result)
+    assert scratch_hint(cfg, SimpleNamespace(**{**vars(result), "val_dice_after": 0.6})) is None
+    assert scratch_hint(SimpleNamespace(start_model="nuclei-2d", dataset=str(dataset)), result) is None
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
