@@ -87,7 +87,8 @@ def test_the_brain_model_gives_the_same_mask_on_a_sagittally_stored_volume(tmp_p
     assert s.shape == a.shape[::-1] and (a > 0).sum() > 10_000
     assert np.array_equal(s.transpose(2, 1, 0), a)
     record = json.loads((tmp_path / "out" / "sagittal_predict.json").read_text())
-    assert "LAS -> SAR" in json.dumps(record)
+    # the turn is said in the file's (x, y, z) codes, nibabel's (and the napari reader's notes'): SAL -> RAS
+    assert f"{''.join(nib.aff2axcodes(perm))} -> RAS" in json.dumps(record)
     assert "turned" in capsys.readouterr().out
 
 
@@ -112,7 +113,8 @@ def test_turned_outputs_written_to_a_folder_are_on_the_stored_grid(tmp_path):
     kwargs = dict(orientation=("L", "A", "S"), attention=True, device="cpu")
     mem = predict(model, image, **kwargs)
     disk = predict(model, image, out=tmp_path / "out", **kwargs)
-    assert mem.params["reoriented"] == "LAS -> SAR" and mem.labels.shape == image.shape
+    # said in the file's (x, y, z) order, as the napari reader and nibabel say it
+    assert mem.params["reoriented"] == "SAL -> RAS" and mem.labels.shape == image.shape
     assert np.array_equal(np.load(tmp_path / "out" / "labels.npy"), mem.labels)
     assert np.array_equal(np.asarray(disk.labels), mem.labels)  # what the run returns is the rewritten file
     assert np.load(tmp_path / "out" / "probabilities.npy").shape == (2, *image.shape)

@@ -102,7 +102,10 @@ class Reorientation:
         return (self.undo(data), tuple(scale[p] for p in inverse), tuple(translate[p] for p in inverse))
 
     def describe(self) -> str:
-        return f"{''.join(self.source)} -> {''.join(self.target)}"
+        """The turn in the file's axis order (x, y, z), as nibabel's ``aff2axcodes`` and the napari reader's
+        notes give it (e.g. "AIR -> RAS" for a sagittal file turned axial); the codes here are kept in the
+        array's (z, y, x) order."""
+        return f"{''.join(reversed(self.source))} -> {''.join(reversed(self.target))}"
 
 
 def reorientation(source: Sequence[str] | None, target: Sequence[str] | None) -> Reorientation | None:
