@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -282,3 +283,26 @@ def test_a_ct_given_to_a_model_not_trained_on_ct_is_a_warning():
     assert "trained on CT" in domain_warning(ct_card, micro, False)
     assert domain_warning(ct_card, ct, False) is None
     assert domain_warning(model.card, ct[None], True) is None  # several channels: no guess
+
+
+def test_a_microscopy_model_on_a_scan_placed_in_the_body_is_flagged():
+    """Audit: nuclei-2d on a T1 brain MRI (a NIfTI with an orientation) marked 84 % of the head without a
+    word. A model whose card has no spacing and no orientation is flagged on a scan; the brain model, an image
+    without geometry and a CT (the Hounsfield warning speaks for it) are not."""
+    from napari_attnseg import load_model
+    from napari_attnseg.data import read_image
+    from napari_attnseg.data.orientation import volume_codes
+    from napari_attnseg.inference.checks import fit_warning, scan_warning
+
+    vol = read_image(Path(__file__).parents[1] / "resources" / "samples" / "mni152_t1.nii.gz")
+    codes = volume_codes(vol)
+    nuclei = load_model("nuclei-2d", device="cpu")
+    image = np.asarray(vol.data)[40:44]
+    warned = predict(nuclei, image, orientation=codes, return_probabilities=False).warnings
+    said = [w for w in warned if "trained on microscopy images" in w]
+    assert len(said) == 1 and "brain-mri-3d" in said[0] and "".join(reversed(codes)) in said[0], warned
+    assert not any("microscopy" in w for w in predict(nuclei, image, return_probabilities=False).warnings)
+    assert scan_warning(load_model("brain-mri-3d", device="cpu").card, codes, image) is None
+    ct = np.full((4, 64, 64), -1000.0, np.float32)
+    ct[:, 12:52, 12:52] = np.random.default_rng(0).normal(40, 20, (4, 40, 40))
+    assert scan_warning(nuclei.card, codes, ct) is None and "Hounsfield" in fit_warning(nuclei.card, ct, False, codes)

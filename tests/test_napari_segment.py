@@ -376,7 +376,7 @@ def test_the_panel_says_before_a_run_when_the_image_is_unlike_the_models_trainin
 def test_a_2d_image_gets_a_model_that_can_segment_it(make_napari_viewer, qtbot):
     """The model list starts with a 3D model (brain-mri-3d): a 2D image (the nuclei sample, opened before or
     after the panel) moves the choice to the first 2D automatic model, not the click model; a model the user
-    picks that can run stays, and a volume keeps the 3D model."""
+    picks that can run stays, and each image gets back the model last shown for it."""
     from napari_attnseg._napari.segment_widget import SegmentWidget
     from napari_attnseg._paths import samples_dir
     from napari_attnseg.data import read_image
@@ -392,8 +392,36 @@ def test_a_2d_image_gets_a_model_that_can_segment_it(make_napari_viewer, qtbot):
     w.image_combo.value = "volume"
     assert w.model_combo.value == "nuclei-2d-prompt"
     w.model_combo.value = "brain-mri-3d"  # the user's choice for the volume
-    w.image_combo.value = "nuclei"  # then the 2D image again: a model that can segment it
-    assert w.model_combo.value == "nuclei-2d"
+    w.image_combo.value = "nuclei"  # then the 2D image again: the model the user chose for it comes back
+    assert w.model_combo.value == "nuclei-2d-prompt"
+    w.image_combo.value = "volume"
+    assert w.model_combo.value == "brain-mri-3d"
     other = make_napari_viewer()
     other.add_image(nuclei, name="nuclei")
     assert SegmentWidget(other).model_combo.value == "nuclei-2d"  # image first, then the panel
+
+
+def test_a_brain_mri_gets_the_brain_model_back_and_a_microscopy_model_is_flagged(make_napari_viewer, qtbot):
+    """Audit: after a nuclei image was selected, going back to a brain MRI (a NIfTI placed in the body) kept
+    nuclei-2d, with no word, and it marked 84 % of the head. Now the MRI gets the model trained on scans back;
+    a user who picks nuclei-2d for it keeps that choice (layers added by a run do not undo it) and is told
+    before running that a microscopy model on a scan means little."""
+    from napari_attnseg._napari.segment_widget import SegmentWidget
+    from napari_attnseg._paths import samples_dir
+
+    viewer = make_napari_viewer()
+    w = SegmentWidget(viewer)
+    w.model_combo.value = "nuclei-2d"  # the list's first 2D model, as after working on a nuclei image
+    viewer.open(str(samples_dir() / "mni152_t1.nii.gz"), plugin="napari-attnseg")
+    assert w.image_combo.value == "mni152_t1" and w.model_combo.value == "brain-mri-3d"
+    viewer.add_image(np.random.default_rng(0).random((64, 64)).astype(np.float32), name="cells")
+    w.image_combo.value = "cells"
+    assert w.model_combo.value == "nuclei-2d"
+    w.image_combo.value = "mni152_t1"
+    assert w.model_combo.value == "brain-mri-3d" and "Before you run" not in w.model_info.value
+    w.model_combo.value = "nuclei-2d"  # the user's own choice for the MRI
+    assert "Before you run" in w.model_info.value and "microscopy" in w.model_info.value
+    viewer.add_labels(np.zeros((4, 8, 8), np.uint8), name="other")  # layer events re-check the choice
+    w.image_combo.value = "cells"
+    w.image_combo.value = "mni152_t1"
+    assert w.model_combo.value == "nuclei-2d"

@@ -1,9 +1,33 @@
-"""Which model of the Segment tab's list can run on an image layer, known from the cards (no model is
-loaded): a 3D model cannot segment a 2D image, so the tab moves to the first model that can."""
+"""Which model of the Segment tab's list suits an image layer, known from the cards (no model is loaded): a
+3D model cannot segment a 2D image, a brain MRI gets a model trained on scans rather than a microscopy one,
+and the model last shown for a layer comes back with it."""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+
+def _card(entry) -> dict | None:
+    """The card (as a dict) of a model-list entry: a loaded model, a bundled name or a checkpoint path."""
+    card = getattr(entry, "card", None)
+    if card is not None:
+        return {"config": {"spatial_dims": getattr(entry, "spatial_dims", None)},
+                **{k: getattr(card, k, None) for k in ("spacing", "orientation", "normalization")}}
+    if not isinstance(entry, (str, Path)):
+        return None
+    from ..models.registry import bundled_models
+
+    found = bundled_models().get(str(entry))
+    if found is not None:
+        return found
+    try:
+        from ..checkpoint import read_card
+
+        card = read_card(entry)
+    except Exception:  # noqa: BLE001 - an unreadable entry says so when it is chosen
+        return None
+    return {"config": card.config, "spacing": card.spacing, "orientation": card.orientation,
+            "normalization": card.normalization}
 
 
 def model_dims(entry) -> int | None:
@@ -11,20 +35,30 @@ def model_dims(entry) -> int | None:
     dims = getattr(entry, "spatial_dims", None)
     if dims is not None:
         return int(dims)
-    if not isinstance(entry, (str, Path)):
-        return None
-    from ..models.registry import bundled_models
-
-    card = bundled_models().get(str(entry))
-    try:
-        if card is None:
-            from ..checkpoint import read_card
-
-            card = {"config": read_card(entry).config}
-        dims = (card.get("config") or {}).get("spatial_dims")
-    except Exception:  # noqa: BLE001 - an unreadable entry says so when it is chosen
-        return None
+    dims = ((_card(entry) or {}).get("config") or {}).get("spatial_dims")
     return None if dims is None else int(dims)
+
+
+def model_kind(entry) -> str | None:
+    """"ct" for a model trained on CT in Hounsfield units, "scan" for one trained on other scans placed in
+    the body (its card has a voxel spacing or an orientation), None for the rest (microscopy)."""
+    card = _card(entry) or {}
+    if (card.get("normalization") or {}).get("scheme") == "ct":
+        return "ct"
+    return "scan" if card.get("spacing") or card.get("orientation") else None
+
+
+def layer_kind(layer) -> str | None:
+    """"ct" for a CT in Hounsfield units, "scan" for another volume placed in the body (a NIfTI or DICOM with
+    geometry), None otherwise (a TIFF, a 2D image, an array added from Python)."""
+    from ..data.orientation import metadata_codes
+    from ..display import is_hounsfield
+
+    if getattr(layer, "rgb", False) or layer.ndim != 3:
+        return None
+    if is_hounsfield(layer.data):
+        return "ct"
+    return "scan" if metadata_codes(layer.metadata, 3) is not None else None
 
 
 def is_prompt_entry(entry) -> bool:
@@ -36,15 +70,26 @@ def is_prompt_entry(entry) -> bool:
     return bool(card and "prompts" in (card.get("config") or {}))
 
 
-def model_for_layer(models: dict, current: str | None, layer) -> str | None:
-    """The model to choose for an image ``layer``: None to keep ``current`` (it can run on the layer, its
-    dims are unknown, or there is no layer), else the first model of ``models`` (label -> entry) that can,
-    automatic models before click models (None when none can)."""
+def model_for_layer(models: dict, current: str | None, layer, chosen: dict | None = None) -> str | None:
+    """The model to choose for an image ``layer``: None to keep ``current``, else a label of ``models``
+    (label -> entry). The model last shown for this layer (``chosen``: layer ``unique_id`` -> label) comes back when it
+    can run; else ``current`` stays when it can run and suits the layer's kind; else the first model that can
+    run, those of the layer's kind (:func:`layer_kind`: a brain MRI gets the brain model, not a microscopy
+    one) and automatic models first (None when none can run)."""
     if layer is None:
         return None
     layer_dims = layer.ndim - bool(getattr(layer, "rgb", False))
-    if current in models and (model_dims(models[current]) or 0) <= layer_dims:
-        return None
+
+    def runs(label) -> bool:
+        return label in models and (model_dims(models[label]) or 0) <= layer_dims
+
+    remembered = (chosen or {}).get(layer.unique_id)
+    if runs(remembered):
+        return None if remembered == current else remembered
+    kind = layer_kind(layer)
     fits = [label for label, entry in models.items() if (model_dims(entry) or 99) <= layer_dims]
-    fits.sort(key=lambda label: is_prompt_entry(models[label]))
+    fits.sort(key=lambda label: (kind is not None and model_kind(models[label]) != kind, is_prompt_entry(models[label])))
+    if runs(current) and (kind is None or not fits or model_kind(models[fits[0]]) != kind
+                          or model_kind(models[current]) == kind):
+        return None
     return fits[0] if fits else None

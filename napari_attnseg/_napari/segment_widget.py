@@ -42,11 +42,9 @@ class _Failed:
 
 class SegmentWidget(QWidget, SegmentForm, ResultLayers, PixelTool):
     """Dock widget; ``confirm_overwrite(layer_name) -> bool`` can be replaced (tests, scripting).
-
     ``run_done(ok)`` is emitted once a run is over: its layers all shown (True), or it failed or was
     cancelled (False). The form is made of magicgui widgets (``self.form``, built by :class:`SegmentForm`);
-    each field is an attribute.
-    """
+    each field is an attribute."""
 
     run_done = Signal(bool)
     models_changed = Signal()  # a model was added to the list (the Fine-tune panel follows)
@@ -62,8 +60,8 @@ class SegmentWidget(QWidget, SegmentForm, ResultLayers, PixelTool):
         self.worker = None
         self.last_prediction = None
         self.last_source: str | None = None  # the image layer of the last run
-        self._showing = False
-        self._pixel_layer = None
+        self._showing, self._pixel_layer = False, None
+        self._chosen: dict = {}  # image layer id -> the model last shown for it (model_choice.model_for_layer)
         self._preset_for: tuple | None = None  # the (image layer, model) the mode was last preset for
         self.confirm_overwrite = self._ask_overwrite
 
@@ -145,6 +143,8 @@ class SegmentWidget(QWidget, SegmentForm, ResultLayers, PixelTool):
                 notify_error(str(exc))
 
     def _model_changed(self, *_) -> None:
+        if (layer := self.current_layer()) is not None and self.model_combo.value:
+            self._chosen[layer.unique_id] = self.model_combo.value
         model = self._current_model(quiet=True)
         self._describe_fit(model)
         sized = model is not None and getattr(model.card, "object_diameter", None) is not None
@@ -163,10 +163,10 @@ class SegmentWidget(QWidget, SegmentForm, ResultLayers, PixelTool):
         text = self._descriptions.get(self.model_combo.value or "", "")
         layer = self.current_layer()
         if model is not None and layer is not None and not getattr(layer, "rgb", False) and layer.ndim in (2, 3):
-            from ..inference.checks import domain_warning
+            from ..inference.checks import fit_warning
 
             try:
-                unlike = domain_warning(getattr(model, "card", None), layer.data, False)
+                unlike = fit_warning(getattr(model, "card", None), layer.data, False, metadata_codes(layer.metadata, 3))
             except Exception:  # noqa: BLE001 - a hint only; the run reports problems itself
                 unlike = None
             if unlike:
@@ -174,8 +174,7 @@ class SegmentWidget(QWidget, SegmentForm, ResultLayers, PixelTool):
         self.model_info.value = text
 
     def _image_changed(self, *_) -> None:
-        # a 3D model cannot segment a 2D image: the first model that can is chosen
-        if fit := model_for_layer(self._models, self.model_combo.value, layer := self.current_layer()):
+        if fit := model_for_layer(self._models, self.model_combo.value, layer := self.current_layer(), self._chosen):
             self.model_combo.value = fit
         self._preset_mode()
         self._describe_fit(self._current_model(quiet=True))

@@ -273,6 +273,33 @@ def domain_warning(card, image: np.ndarray, has_channels: bool, normalization: d
     return None
 
 
+def scan_warning(card, orientation, image) -> str | None:
+    """A warning when a model trained on images without anatomy (microscopy: its card names neither a voxel
+    spacing nor a body orientation) is given a scan placed in the body (a NIfTI or DICOM volume, whose axis
+    codes ``orientation`` are known): nuclei-2d on a T1 brain MRI marks 84 % of the head. None for a CT in
+    Hounsfield units (:func:`domain_warning` speaks for it) and when either side is unknown."""
+    from ..display import is_hounsfield
+    from ..models.registry import bundled_models
+
+    if card is None or orientation is None or getattr(card, "spacing", None) or getattr(card, "orientation", None):
+        return None
+    if (getattr(card, "normalization", None) or {}).get("scheme") == "ct" or is_hounsfield(image):
+        return None
+    name = getattr(card, "name", "") or "the model"
+    scans = [f"{n} ({c.get('description') or n})" for n, c in bundled_models().items() if c.get("orientation")]
+    instead = f" (bundled: {', '.join(scans)})" if scans else ""
+    return (f"{name} was trained on microscopy images (its card gives no voxel spacing or body orientation), but this "
+            f"is a scan placed in the body ({''.join(reversed(tuple(orientation)))}): what it marks here means little. "
+            f"Use a model trained on this kind of scan{instead}, or fine-tune {name} on a few corrected slices of it.")
+
+
+def fit_warning(card, image, has_channels: bool, orientation=None, normalization: dict | None = None) -> str | None:
+    """Before a run: the first reason the image does not look like the model's training data (what the run
+    itself will warn about; the Segment tab's "Before you run")."""
+    return domain_warning(card, image, has_channels, normalization) or (
+        None if has_channels else scan_warning(card, orientation, image))
+
+
 def median_position(image) -> float | None:
     """Where the median lies between the 1st and 99th percentiles (0: at the dark end), on a subsample;
     about 0.15 for fluorescence nuclei on a dark background, about 0.85 for the same image inverted."""

@@ -39,6 +39,7 @@ from .checks import (
     foreground_warning,
     model_warnings,
     prepare,
+    scan_warning,
     smaller_tile,
 )
 from .checks import batch_size as _batch_size
@@ -100,7 +101,7 @@ def _pipeline(model, image, options: dict[str, Any]) -> Generator[tuple[int, int
     extraction when the card asks for skull-stripped input, then the engine (retried on GPU OOM)."""
     model, image = prepare(model, image, options)  # a name is loaded, a list becomes an array, options checked
     turn = orient.needed(model, image, options)
-    options.pop("orientation")
+    scan = scan_warning(getattr(model, "card", None), options.pop("orientation"), image)
     if turn is not None:
         pred = yield from orient.with_orientation(_pipeline_turned, model, image, options, turn)
     else:
@@ -108,6 +109,8 @@ def _pipeline(model, image, options: dict[str, Any]) -> Generator[tuple[int, int
     unlike = foreground_warning(pred.labels, getattr(model, "card", None))
     if unlike:  # said once, of the final labels (the passes of a diameter run go through here too)
         pred.warnings = [w for w in pred.warnings if FOREGROUND_WARNING not in w] + [unlike]
+    if scan:  # a microscopy model on a scan placed in the body
+        pred.warnings.insert(0, scan)
     return pred
 
 
