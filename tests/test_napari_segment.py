@@ -405,7 +405,7 @@ def test_a_brain_mri_gets_the_brain_model_back_and_a_microscopy_model_is_flagged
     """Audit: after a nuclei image was selected, going back to a brain MRI (a NIfTI placed in the body) kept
     nuclei-2d, with no word, and it marked 84 % of the head. Now the MRI gets the model trained on scans back;
     a user who picks nuclei-2d for it keeps that choice (layers added by a run do not undo it) and is told
-    before running that a microscopy model on a scan means little."""
+    before running that a microscopy model on a scan means little. A chest CT gets nuclei-2d, not the brain model."""
     from napari_attnseg._napari.segment_widget import SegmentWidget
     from napari_attnseg._paths import samples_dir
 
@@ -425,3 +425,11 @@ def test_a_brain_mri_gets_the_brain_model_back_and_a_microscopy_model_is_flagged
     w.image_combo.value = "cells"
     w.image_combo.value = "mni152_t1"
     assert w.model_combo.value == "nuclei-2d"
+    # a CT in Hounsfield units with no CT model listed: the 2D model the CT walkthrough fine-tunes, not the brain
+    # model (which called 63 % of a chest CT grey or white matter) and not the click model
+    w.model_combo.value = "brain-mri-3d"
+    ct = np.full((6, 64, 64), -1000.0, np.float32)
+    ct[:, 8:56, 8:56] = np.random.default_rng(1).normal(40, 20, (6, 48, 48))
+    viewer.add_image(ct, name="ct")
+    w.image_combo.value = "ct"
+    assert w.model_combo.value == "nuclei-2d" and "Hounsfield" in w.model_info.value
