@@ -42,6 +42,21 @@ def test_planted_false_positives_far_from_the_reviewed_slices_rank_first():
     assert first == [24, 12] or first == [25, 12]
 
 
+def test_thin_slices_do_not_bring_the_neighbours_of_one_finding():
+    """Audit on a CT of 2.5 mm slices: 14, 16, 18, 12 suggested, four views of one doubt. With the slice
+    distance known, suggestions lie 10 mm apart while others remain; 5 mm slices rank as before."""
+    scores = np.full(60, 0.01)
+    scores[10:16] = np.linspace(0.10, 0.12, 6)  # one uncertain finding over 6 thin slices (15 mm at 2.5 mm)
+    scores[40] = 0.05
+    scores[55] = 0.03
+    plain = [i for i, _ in rank_slices(scores, n=3)]
+    assert plain == [15, 13, 11]
+    thin = [i for i, _ in rank_slices(scores, n=3, slice_mm=2.5)]
+    assert thin == [15, 11, 40]  # 4 slices = 10 mm apart
+    assert [i for i, _ in rank_slices(scores, n=3, slice_mm=5.0)] == plain
+    assert len(rank_slices(scores, n=20, slice_mm=2.5)) == 20  # too few far apart: the rest fill in
+
+
 def _volume(seed=0, shape=(16, 40, 40)):
     rng = np.random.default_rng(seed)
     img = rng.normal(0, 0.2, shape).astype(np.float32)

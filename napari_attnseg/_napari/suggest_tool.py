@@ -54,12 +54,13 @@ class SuggestTool:
             unc = uncertainty_map(np.asarray(probs, np.float32))
             self._suggest_cache = (probs, unc, slice_scores(unc))
         _, unc, scores = self._suggest_cache
-        ranked = rank_slices(scores, self._reviewed(layer), n=1)
+        image = self.viewer.layers[self.image_combo.value] if self.image_combo.value in self.viewer.layers else layer
+        placed = image.metadata.get("format") in ("nifti", "dicom")  # its scale is in mm: "near" is 10 mm
+        ranked = rank_slices(scores, self._reviewed(layer), n=1, slice_mm=float(image.scale[-3]) if placed else None)
         if not ranked:
             notify_info(f"Every slice of {layer.name} is reviewed.")
             return None
         z, score = ranked[0]
-        image = self.viewer.layers[self.image_combo.value] if self.image_combo.value in self.viewer.layers else layer
         active = self.viewer.layers.selection.active
         if fresh:
             upsert_layer(self.viewer, unc, {"name": f"{layer.name} uncertainty", "colormap": "viridis", "visible": False,
