@@ -348,7 +348,8 @@ def test_multi_channel_tiffs_ask_for_a_channel_and_segment_it(tmp_path, capsys):
 
     plane = read_image(samples_dir() / "nuclei2d_image.tif").data[:96, :128].astype(np.uint16)
     tifffile.imwrite(tmp_path / "two.tif", np.stack([plane[::-1], plane]), imagej=True, metadata={"axes": "CYX"})
-    tifffile.imwrite(tmp_path / "rgb.tif", np.stack([plane.astype(np.uint8)] * 3, -1), photometric="rgb")
+    p8 = plane.astype(np.uint8)  # real colour (a grey image saved as RGB is read as grey: test_plain_images.py)
+    tifffile.imwrite(tmp_path / "rgb.tif", np.stack([p8, p8[::-1], p8[:, ::-1]], -1), photometric="rgb")
     tifffile.imwrite(tmp_path / "alone.tif", plane)
     tifffile.imwrite(tmp_path / "stack.tif", np.stack([np.stack([plane, plane[::-1]])] * 3), imagej=True,
                      metadata={"axes": "ZCYX"})

@@ -260,7 +260,8 @@ class SegmentWidget(QWidget, SegmentForm, ResultLayers, PixelTool):
             notify_error("No image layer: open an image (File > Open, or File > Open Sample > Attention Segmentation).")
             return None
         if layer.rgb:
-            notify_error(f"Layer {layer.name!r} is RGB; the models take grayscale images. Convert it to grayscale first.")
+            notify_error(f"Layer {layer.name!r} is RGB; the models take grayscale images. Right-click the layer in "
+                         "the layer list > Split RGB, then pick one of the channel layers it makes.")
             return None
         if layer.ndim not in (2, 3):
             notify_error(f"Layer {layer.name!r} has {layer.ndim} dimensions; the models take 2D images or 3D volumes.")
@@ -276,8 +277,8 @@ class SegmentWidget(QWidget, SegmentForm, ResultLayers, PixelTool):
         return layer, model
 
     def run(self):
-        checked = self._check()
-        if checked is None:
+        if (checked := self._check()) is None:
+            self.run_done.emit(False)  # a refusal ends the run too: a script waiting on run_done goes on
             return None
         layer, model = checked
         diameter = None
@@ -288,6 +289,7 @@ class SegmentWidget(QWidget, SegmentForm, ResultLayers, PixelTool):
                 diameter = check_diameter(self.diameter_edit.value)
             except AttnSegError as exc:
                 notify_error(f"Object diameter: {exc}")
+                self.run_done.emit(False)
                 return None
         mode = self.mode_combo.value
         kwargs = {
@@ -304,8 +306,7 @@ class SegmentWidget(QWidget, SegmentForm, ResultLayers, PixelTool):
             "orientation": metadata_codes(layer.metadata, layer.ndim),
         }
         self._token = self._tokens[0] = CancelToken()
-        image = layer.data
-        name = layer.name
+        image, name = layer.data, layer.name
         where = placement_of(layer)
         # the source's file geometry travels with the results, so the writers can restore it
         geometry = {k: layer.metadata[k] for k in ("affine", "spacing", "source_path") if k in layer.metadata}

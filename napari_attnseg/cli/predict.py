@@ -8,14 +8,14 @@ import sys
 from pathlib import Path
 
 NAME = "predict"
-HELP = "Segment images (TIFF, NIfTI, DICOM) and write masks, probabilities and attention maps."
+HELP = "Segment images (TIFF, NIfTI, DICOM, PNG/JPEG/BMP) and write masks, probabilities and attention maps."
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..options import DEVICES, MODES, PRECISIONS
 
     parser.add_argument("inputs", nargs="+", metavar="INPUT",
-                        help="image files (.tif, .nii.gz) or DICOM folders; a folder of images, a quoted glob or a "
+                        help="image files (.tif, .nii.gz, .png, .jpg, .bmp) or DICOM folders; a folder of images, a quoted glob or a "
                              ".csv of paths runs a resumable cohort (finished cases are skipped)")
     parser.add_argument("--model", required=True, help="bundled model name (see `attnseg models`) or a .safetensors file")
     parser.add_argument("--out", required=True, help="output folder")
@@ -34,7 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "already skull-stripped is left as it is)")
     parser.add_argument("--no-prob", action="store_true", help="do not write the probability map")
     parser.add_argument("--channel", type=int, default=None, metavar="K",
-                        help="the channel to segment of a multi-channel or RGB TIFF (0 first)")
+                        help="the channel to segment of a multi-channel TIFF or an RGB image (0 first; a grey image "
+                             "saved as RGB needs none)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace outputs of an earlier run in --out (default: refuse that input and say so; "
                              "a cohort skips the cases finished with the same model and options)")
@@ -141,6 +142,8 @@ def run(args: argparse.Namespace) -> int:
                     "Choose another --out, or pass --overwrite to replace them."
                 )
             vol = pick_channel(read_input(src), args.channel, int(getattr(model, "in_channels", 1)), src)
+            if vol.meta.get("note"):  # e.g. a grey image saved as RGB, read as grey
+                print(f"{src}: note: {vol.meta['note']}", file=sys.stderr)
             with TileProgress(src.name) as progress:
                 pred = predict(model, vol.data, tile=args.tile,
                                overlap=args.overlap, attention=args.attention, device=args.device,
@@ -149,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
                                orientation=volume_codes(vol), progress=progress, return_probabilities=not args.no_prob)
             if vol.meta.get("warning"):  # what the reader noticed (uneven DICOM slices, ...) goes with the result
                 pred.warnings.insert(0, str(vol.meta["warning"]))
-            fmt = "tiff" if vol.meta.get("format") == "tiff" else "nifti"
+            fmt = "tiff" if vol.meta.get("format") == "tiff" else "nifti"  # PNG/JPEG/BMP read as TIFF
             write_prediction(out, src, vol, model, pred, request=None, fmt=fmt)
             turned = pred.params.get("reoriented")
             print(f"{src}: {pred.params['tiles']} tiles on {pred.device} ({pred.precision}), "

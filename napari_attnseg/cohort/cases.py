@@ -186,8 +186,9 @@ def _run_case(job: _Job, model, slot: _Slot, worker: str = "") -> CaseResult:
             t3 = slot.free_since
         res.compute_s = t3 - t2
         res.voxels = int(math.prod(pred.labels.shape))
-        if vol.meta.get("warning"):  # what the reader noticed (uneven DICOM slices, ...) goes with the result
-            pred.warnings.insert(0, str(vol.meta["warning"]))
+        for key in ("note", "warning"):  # what the reader noticed (uneven DICOM slices, grey saved as RGB, ...)
+            if vol.meta.get(key):
+                pred.warnings.insert(0, str(vol.meta[key]))
         res.warnings = list(pred.warnings)
         done = dict(asdict(res), status="done", seconds=time.perf_counter() - t0 - queued)
         write_prediction(job.out, job.src, vol, model, pred, request=job.request,

@@ -23,7 +23,8 @@ def pick_channel(vol: Volume, channel: int | None, in_channels: int, src: str | 
     """The image a model reads from ``vol``: a TIFF whose axes name channels (C, or S: RGB samples) gives
     channel ``channel`` (``--channel``), all of them channel-first for a model that reads as many, or its
     one channel. Without that, a 2-channel (C, Y, X) TIFF ran as a 2-slice volume and an RGB one was
-    refused with Python advice. Other inputs come back unchanged (``channel`` must then be None or 0)."""
+    refused with Python advice. RGB(A) whose colours are all equal (grey saved as RGB) is its grey, with
+    ``meta["note"]`` saying so. Other inputs come back unchanged (``channel`` must then be None or 0)."""
     import numpy as np
 
     from ..data.volume import Volume
@@ -46,8 +47,28 @@ def pick_channel(vol: Volume, channel: int | None, in_channels: int, src: str | 
     if n == 1 or n == in_channels:
         data = np.take(np.asarray(vol.data), 0, axis=ax) if n == 1 else np.moveaxis(np.asarray(vol.data), ax, 0)
         return Volume(data, spacing, vol.affine, {**vol.meta, "axes": rest if n == 1 else "C" + rest})
+    if axes[ax] == "S" and n in (3, 4) and in_channels == 1 and _same_colours(vol.data, ax):
+        note = (f"red, green and blue are identical (a grey image saved as RGB{', alpha ignored' if n == 4 else ''})"
+                "; segmented as grey.")
+        return Volume(np.take(np.asarray(vol.data), 0, axis=ax), spacing, vol.affine,
+                      {**vol.meta, "axes": rest, "channel": 0, "note": note})
     raise InputError(f"{src} has {n} channels (axes {axes}) and the model reads {in_channels}: choose one with "
                      f"--channel K (0 to {n - 1}; in Python, index that axis of the array).")
+
+
+def _same_colours(data, ax: int) -> bool:
+    """Whether samples 0, 1 and 2 (red, green, blue; alpha left out) along ``ax`` are equal everywhere:
+    a grey image stored as RGB. Compared a few million pixels at a time (a memory-mapped file stays so)."""
+    import numpy as np
+
+    planes = np.moveaxis(np.asarray(data), ax, 0)
+    rows = planes.shape[1]
+    step = max(1, 2**22 // max(1, int(np.prod(planes.shape[2:]))))
+    for i in range(0, rows, step):
+        red = np.asarray(planes[0, i:i + step])
+        if not all(np.array_equal(red, np.asarray(planes[c, i:i + step])) for c in (1, 2)):
+            return False
+    return True
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,9 +1,11 @@
-"""Reading and writing images: TIFF, NIfTI and DICOM series, with one axis convention.
+"""Reading and writing images: TIFF, NIfTI and DICOM series (and reading PNG, JPEG, BMP), with one
+axis convention.
 
 Arrays are (z, y, x) (or (y, x)); a NIfTI array stored as (i, j, k) is returned as (k, j, i), so
 "slice n" is k = n, and ``spacing`` follows the returned array's axes. A DICOM series comes in the
 same order with a NIfTI-style (RAS) affine. Writers invert the transpose exactly and restore the
-source's affine. Every write goes to a temporary name first and is then renamed.
+source's affine. Every write goes to a temporary name first and is then renamed. A PNG, JPEG or BMP
+picture (``plain.py``) reads like a TIFF without calibration; what is written for it is TIFF.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from .plain import PLAIN_SUFFIXES
 from .volume import Volume
 
 __all__ = ["Volume", "can_read", "image_format", "read_image", "stem", "write_image"]
@@ -23,13 +26,16 @@ TIFF_SUFFIXES = (".tif", ".tiff")
 
 
 def image_format(path: str | os.PathLike) -> str | None:
-    """``nifti``, ``tiff``, ``dicom`` or None, from the name (and, for DICOM, the content)."""
+    """``nifti``, ``tiff``, ``plain`` (PNG, JPEG, BMP), ``dicom`` or None, from the name (and, for DICOM,
+    the content)."""
     p = Path(path)
     name = p.name.lower()
     if name.endswith(NIFTI_SUFFIXES):
         return "nifti"
     if name.endswith(TIFF_SUFFIXES):
         return "tiff"
+    if name.endswith(tuple(PLAIN_SUFFIXES)):
+        return "plain"
     from .dicom import is_dicom_path
 
     if is_dicom_path(p):
@@ -48,14 +54,14 @@ def can_read(path: str | os.PathLike) -> bool:
 def stem(path: str | os.PathLike) -> str:
     """File name without its image suffix (``.nii.gz`` counts as one)."""
     name = Path(path).name
-    for suffix in (".nii.gz", ".nii", ".tiff", ".tif", ".dcm"):
+    for suffix in (".nii.gz", ".nii", ".tiff", ".tif", ".dcm", *PLAIN_SUFFIXES):
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return name
 
 
 def read_image(path: str | os.PathLike) -> Volume:
-    """Read a TIFF, NIfTI file or DICOM series (a folder or one file of it).
+    """Read a TIFF, NIfTI file, DICOM series (a folder or one file of it) or a PNG, JPEG or BMP picture.
 
     Raises ``InputError`` naming the file when it is missing, of another format or unreadable.
     """
@@ -72,6 +78,10 @@ def read_image(path: str | os.PathLike) -> Volume:
             from .tiff import read_tiff
 
             return read_tiff(p)
+        if fmt == "plain":
+            from .plain import read_plain
+
+            return read_plain(p)
         if fmt == "dicom":
             from .dicom import read_dicom_series
 
@@ -80,7 +90,8 @@ def read_image(path: str | os.PathLike) -> Volume:
         raise
     except Exception as exc:  # a corrupt file: say which and why
         raise InputError(f"Could not read {p}: {exc}") from None
-    raise InputError(f"{p}: unsupported format; napari-attnseg reads .tif/.tiff, .nii/.nii.gz and DICOM series.")
+    raise InputError(f"{p}: unsupported format; napari-attnseg reads .tif/.tiff, .nii/.nii.gz, DICOM series "
+                     "and .png/.jpg/.jpeg/.bmp pictures.")
 
 
 def write_image(
