@@ -7,8 +7,9 @@ that object's voxels into the mask as an undoable edit. *Undo last click* (or Ct
 layer is selected) removes the point and reverts that click's own change (a brush stroke made since
 stays); *New object* starts a fresh set of clicks, as does choosing another mask or image. The modulated
 attention of the finest level is shown as ``<image> prompt attention``. Objects of another size than the
-model's: the Segment run's object diameter is used. Everything computed here is
-:func:`napari_attnseg.prompts.segment_with_prompts`.
+model's: the Segment run's object diameter is used, else the size estimated once per image
+(:mod:`.prompt_checks`), which also says when the image is unlike the click model's training data (a scan for
+a microscopy model). Everything computed here is :func:`napari_attnseg.prompts.segment_with_prompts`.
 """
 
 from __future__ import annotations
@@ -20,38 +21,9 @@ from napari.qt.threading import thread_worker
 from ..errors import AttnSegError
 from ..prompts.session import PromptSession, revert
 from ._common import error_message, notify_error, notify_warning, placement_of, set_choices, upsert_layer
+from .prompt_checks import PromptChecks, click_status, promptable_models
 
 POSITIVE, NEGATIVE = "#30d060", "#ff4040"
-
-
-def promptable_models(viewer) -> dict[str, tuple[object, int]]:
-    """Bundled promptable models and the segment panel's promptable ones (loaded, or checkpoints whose card
-    says so, e.g. one the Fine-tune panel just wrote): name -> (entry, spatial dims)."""
-    from ..checkpoint import read_card
-    from ..models.registry import bundled_models
-    from ..prompts import is_promptable
-    from ._common import find_docked
-    from .segment_widget import SegmentWidget
-
-    found: dict[str, tuple[object, int]] = {
-        n: (n, int((card.get("config") or {}).get("spatial_dims", 2)))
-        for n, card in bundled_models().items() if (card.get("config") or {}).get("prompts")}
-    seg = find_docked(viewer, SegmentWidget)
-    if seg is not None:
-        for label in seg.model_names():
-            entry = seg.model_entry(label)
-            if isinstance(entry, str):
-                if label in found or not entry.endswith(".safetensors"):
-                    continue
-                try:
-                    card = read_card(entry)
-                except Exception:  # an unreadable file: the segment panel reports it when it is used
-                    continue
-                if card.config.get("prompts"):
-                    found[label] = (entry, card.spatial_dims)
-            elif is_promptable(entry):
-                found.setdefault(label, (entry, int(entry.spatial_dims)))
-    return found
 
 
 class PromptMode:
@@ -68,6 +40,7 @@ class PromptMode:
         self.object_value: int | None = None
         self.target = None  # (mask layer, image layer) the clicks of this object write to / read
         self._warned: set[str] = set()  # warnings already shown (once each, not at every click)
+        self.checks = PromptChecks()  # per image: the click model's fit, the objects' size
         self.busy = self.pending = False
         self.last_result = self.worker = None
 
@@ -164,6 +137,7 @@ class PromptMode:
             if image.ndim == 3 and self._model_dims() == 2:
                 self.status.value += (" This is a 2D model: each click segments the slice it is on; click every "
                                       "slice of a 3D object (no 3D click model is bundled).")
+            self._fit_note(image, status=True)
         elif self.points_layer is not None and self._on_click in self.points_layer.mouse_drag_callbacks:
             self.points_layer.mouse_drag_callbacks.remove(self._on_click)
         self.new_object()
@@ -260,6 +234,18 @@ class PromptMode:
             return self.worker
         return self._run()
 
+    def _fit_note(self, image, status: bool = False) -> str:
+        """The click model's card against ``image`` (a microscopy model on a scan...): a warning shown once and
+        a line in the status."""
+        name = self.model_combo.value
+        text = self.checks.fit(name, self._entries.get(name), image) if name in self._entries else None
+        if text and status:
+            self.status.value += f" Warning: {text}"
+        if text and text not in self._warned:
+            self._warned.add(text)
+            notify_warning(f"Click to fix: {text}")
+        return text or ""
+
     def _show_points(self) -> None:
         if self.points_layer is None or self.points_layer not in self.viewer.layers:
             return
@@ -295,7 +281,7 @@ class PromptMode:
         previous = session.current if z is None else session.current_plane(z)
         fresh = max(1, min(used - session.done, len(pts)))  # the clicks this run is the first to use
         spacing = tuple(image.scale)[-data.ndim:]
-        diameter = ((mask.metadata.get("attnseg") or {}).get("params") or {}).get("diameter_used")
+        unlike = bool(self._fit_note(image))  # (cached) a scan for a microscopy model: no size estimate
         self.busy, self.pending = True, used < len(session.clicks)
         self.status.value = f"Segmenting from {used} click(s)..."
         clicks = list(session.clicks[:used])
@@ -303,11 +289,13 @@ class PromptMode:
         @thread_worker(start_thread=False, ignore_errors=True)
         def work():
             run = model if model is not None else self.model(name)
-            return segment_with_prompts(run, data, pts, labs, previous=previous, spacing=spacing, new_clicks=fresh,
-                                        diameter=diameter if getattr(run.card, "object_diameter", None) else None)
+            size = (None, None, "") if unlike else self.checks.diameter(run.card, image, mask, data, z)
+            res = segment_with_prompts(run, data, pts, labs, previous=previous, spacing=spacing, new_clicks=fresh,
+                                       diameter=size[0])
+            return res, size, getattr(run.card, "object_diameter", None)
 
         worker = work()
-        worker.returned.connect(lambda res: self._apply(res, mask, image, z, used, session, value, clicks))
+        worker.returned.connect(lambda out: self._apply(out, mask, image, z, used, session, value, clicks))
         worker.errored.connect(lambda exc: self._failed(exc))
         worker.finished.connect(self._finished)
         self.worker = worker
@@ -323,14 +311,16 @@ class PromptMode:
         if self.pending and self.clicks:
             self._run()
 
-    def _apply(self, result, mask, image, z, used: int, session, value: int, clicks: list) -> None:
+    def _apply(self, out, mask, image, z, used: int, session, value: int, clicks: list) -> None:
         """Write a run's result for the object (``session``) whose clicks it used, even if a new object was
         started meanwhile; a run whose clicks were undone or replaced while it ran is dropped (the next
         run, already queued, replaces it). The edit is computed over the run's crop and written through
         ``data_setitem`` (one history entry holding the changed voxels only); the mask's paint event
         schedules the panel's statistics."""
+        from ..prompts.size import write_report
         from .prompt_write import click_edit
 
+        result, (_, typical, source), trained = out
         if session.clicks[:used] != clicks or mask not in self.viewer.layers:
             return
         self.last_result = result
@@ -339,23 +329,20 @@ class PromptMode:
         where, values, after = click_edit(labels, result, value, session, z)
         # one state per run (Undo last click reverts exactly that run's change; an empty change is recorded
         # too, so the session knows which clicks are done)
+        first = session.initial is not None and used == len(session.clicks) and not session.states
+        initial = None if session.initial is None else (session.initial if z is None else session.initial[z])
+        report = write_report(result.mask, initial if first else None, tuple(result.box),
+                              int(np.count_nonzero(values)), int(values.size - np.count_nonzero(values)),
+                              not session.states)
         session.record(after, used, (where, values), labels, z=z)
         if where[0].size:
             mask.data_setitem(where, values)
         if session is not self.session:  # a new object was started (or the mode left) while this one ran
-            self.status.value = f"The previous object was written ({int(result.mask.sum())} voxels)."
+            self.status.value = f"The previous object was written ({report['added'] + report['removed']} voxels changed)."
             return
-        self.status.value = (f"{int(result.mask.sum())} voxels from {len(result.points)} click(s) in "
-                             f"{result.timings.get('total', 0):.2f} s")
-        if result.params.get("honoured_clicks"):  # the model alone left a click's pixel as it was (prompts.segment)
-            self.status.value += f"; {result.params['honoured_clicks']} click(s) moved the edge along the model's contour"
-        kept = 0
-        if session.initial is not None and used == len(session.clicks) and len(session.states) == 1:
-            initial, box = np.asarray(session.initial if z is None else session.initial[z], bool), tuple(result.box)
-            kept = int(np.count_nonzero(initial) - np.count_nonzero(initial[box] & result.mask[box]))
-        if kept:
-            self.status.value += (f"; {kept} voxels of the object under the click lie outside it and were kept "
-                                  "(a touching neighbour?): a negative click does not remove them, erase them if wrong")
+        self.status.value = click_status(result, report, len(result.points), z, typical, trained, source)
+        if self._fit_note(image):
+            self.status.value += " (see the warning: this image is unlike the click model's training data)"
         self._show_attention(result, image, z)
         for warning in getattr(result, "warnings", []):
             if warning not in self._warned:

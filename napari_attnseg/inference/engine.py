@@ -48,6 +48,7 @@ from .checks import model_tile as _model_tile
 from .forward import ForwardTimer
 from .forward import run_batch as _run_batch  # looked up here at each batch: tests replace it
 from .normalize import compute_stats
+from .object_size import object_size_check
 from .outputs import Outputs
 from .outputs import Outputs as _Outputs  # noqa: F401 - the name before the split
 from .precision import choose_precision, compiled_twin, inference_copy
@@ -111,6 +112,7 @@ def _pipeline(model, image, options: dict[str, Any]) -> Generator[tuple[int, int
         pred.warnings = [w for w in pred.warnings if FOREGROUND_WARNING not in w] + [unlike]
     if scan:  # a microscopy model on a scan placed in the body
         pred.warnings.insert(0, scan)
+    object_size_check(pred, getattr(model, "card", None), skip=bool(scan or unlike))  # objects of another size
     return pred
 
 

@@ -35,7 +35,7 @@ def zoom_for(card, diameter: float | None) -> tuple[float | None, str | None]:
     clamped = float(np.clip(zoom, *ZOOM_RANGE))
     note = None
     if clamped != zoom:
-        note = (f"objects of {diameter:g} px would need a x{zoom:.2f} rescale to the model's {float(trained):g} px; "
+        note = (f"objects of {diameter:.4g} px would need a x{zoom:.2f} rescale to the model's {float(trained):.4g} px; "
                 f"limited to x{clamped:g}")
     return (None if abs(clamped - 1.0) < 0.1 else clamped), note
 
