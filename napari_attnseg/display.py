@@ -6,6 +6,8 @@ pick (soft tissue) instead of the whole -1024..3071 range.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 # (lower, upper) in HU, from the usual (width, level) pairs: soft tissue W400 L40, lung W1500 L-600,
@@ -22,17 +24,21 @@ WINDOW_PRESETS: tuple[str, ...] = (*CT_WINDOWS, FULL_RANGE)
 
 
 def _sample(image: np.ndarray, n: int = 200_000) -> np.ndarray:
-    flat = np.asarray(image).reshape(-1)
-    step = max(1, flat.size // n)
-    sample = flat[::step]
+    """About ``n`` values of ``image``, strided along every axis before anything is read (a lazy dask or zarr
+    volume is not loaded whole; the layer checks run on every layer event)."""
+    if not hasattr(image, "shape"):
+        image = np.asarray(image)
+    size = int(np.prod(image.shape))
+    step = max(1, math.ceil((size / n) ** (1 / max(1, len(image.shape))) - 1e-9)) if size else 1
+    sample = np.asarray(image[tuple(slice(None, None, step) for _ in image.shape)]).reshape(-1)
     return sample[np.isfinite(sample)] if sample.dtype.kind == "f" else sample
 
 
 def is_hounsfield(image: np.ndarray) -> bool:
     """True when the values look like a CT in Hounsfield units: air near -1000 and a range that
     reaches at least soft tissue (a 2D or 3D grey-level array; RGB or multi-channel: False)."""
-    a = np.asarray(image)
-    if a.ndim not in (2, 3) or a.dtype.kind not in "iuf" or a.size == 0:
+    a = image if hasattr(image, "shape") and hasattr(image, "dtype") else np.asarray(image)
+    if len(a.shape) not in (2, 3) or np.dtype(a.dtype).kind not in "iuf" or int(np.prod(a.shape)) == 0:
         return False
     s = _sample(a).astype(np.float32)
     if s.size == 0:
