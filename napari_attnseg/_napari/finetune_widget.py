@@ -288,12 +288,16 @@ class FinetuneWidget(QWidget, StartModels, ValidationField):
             self.result = res
             before = "n/a" if res.val_dice_before is None else f"{res.val_dice_before:.4f}"
             notes = "".join(f"\n- {n}" for n in res.notes)
-            if res.cancelled and not res.checkpoint:  # cancelled before any epoch beat the start model
+            if not res.checkpoint:  # cancelled before any epoch beat the start, or a new head none bettered
                 why = ("it was cancelled during epoch 1, before any epoch finished" if not res.epochs else
                        f"no epoch beat the start model's validation Dice {before}")
-                self.status.value = (f"Cancelled: nothing was learned ({why}); no model was saved and the Segment "
-                                     f"tab is unchanged.{run.removed_text()}{notes}")
-                notify_info("Fine-tuning cancelled: nothing was learned, no model was added.")
+                head = "" if res.cancelled else (" and its output layer was new (other classes): the start model "
+                                                 "with an untrained output layer is no model. Give more minutes, or "
+                                                 "review more slices that hold the object")
+                self.status.value = (f"{'Cancelled: n' if res.cancelled else 'N'}othing was learned ({why}){head}; no "
+                                     f"model was saved and the Segment tab is unchanged.{run.removed_text()}{notes}")
+                notify_info(f"Fine-tuning {'cancelled' if res.cancelled else 'ended'}: nothing was learned, no model "
+                            "was added.")
                 return
             if not res.cancelled:  # a cancelled run keeps its bar where it stopped
                 self.progress_bar.value = 100

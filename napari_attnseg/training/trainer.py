@@ -343,13 +343,13 @@ class Trainer(RunSetup, CardWriter, Refit, FarNegatives, TimeBudget, Resume):
                 and budget is not None and not cancelled and s["stale"] < cfg.patience:
             self.notes.append(f"the time budget ended after {epoch} of {s['planned']} planned epochs")
         kept_start = s["best_epoch"] == 0 and s["before"] is not None
-        nothing_learned = cancelled and kept_start and self.split.criterion == "val_dice"
+        nothing_learned = kept_start and self.split.criterion == "val_dice" and (cancelled or self.head_reset)
         if kept_start and self.split.criterion == "val_dice" and epoch > 0 and not nothing_learned:
-            self.notes.append(f"no epoch beat the start model's validation Dice ({s['before']:.4f}); the start "
-                              "weights are kept" + (" (with the re-initialised head)" if self.head_reset else ""))
+            self.notes.append(f"no epoch beat the start model's validation Dice ({s['before']:.4f}); the start weights are kept")
         if nothing_learned:
-            self.notes.append(f"cancelled before any epoch beat the start model's validation Dice ({s['before']:.4f}): "
-                              "nothing was learned and no checkpoint was written")
+            new = "" if cancelled else ", whose output layer is new (other classes)"
+            self.notes.append(f"{'cancelled before any' if cancelled else 'no'} epoch beat the start model's validation "
+                              f"Dice ({s['before']:.4f}){new}: nothing was learned and no checkpoint was written")
         dist.barrier()
         result = TrainResult("" if nothing_learned else str(best_path), s["before"], s["best"], None, epoch,
                              time.perf_counter() - t0, self.split.describe(),
@@ -393,8 +393,8 @@ def train(cfg: TrainConfig, *, progress: Callable[[dict], Any] | None = None, ca
 
     ``progress`` gets a dict after every epoch (epoch, epochs, loss, val_dice, val_dice_per_class, best,
     lr, elapsed, budget); ``on_step`` one after every optimizer step; ``cancel`` is a ``CancelToken``
-    (cancelling keeps the best checkpoint so far and returns with ``cancelled=True``; when no epoch had
-    beaten the start model yet, nothing was learned: ``kept_start`` is set, no checkpoint is written and
-    ``checkpoint`` is ``""``).
+    (cancelling keeps the best checkpoint so far and returns with ``cancelled=True``). Nothing was learned when
+    no epoch beat the start model before a cancel, or at all with a new output layer (other classes; the start
+    with a random head is no model): ``kept_start`` is set, no checkpoint is written, ``checkpoint`` is ``""``.
     """
     return Trainer(cfg, progress, cancel, on_step).fit()
