@@ -9,7 +9,7 @@ from napari.qt.threading import thread_worker
 
 from .. import correct
 from ..errors import AttnSegError
-from ._common import error_message, notify_error
+from ._common import error_message, notify_error, notify_info
 
 BACKGROUND_VOXELS = 4_000_000  # helpers on larger whole volumes run in a worker
 
@@ -26,8 +26,10 @@ class MaskHelpers:
         z = int(round(layer.world_to_data(self.viewer.dims.point)[0]))
         return min(max(z, 0), layer.data.shape[0] - 1)
 
-    def _apply(self, fn, *args, whole_volume: bool = False) -> None:
-        """Run a core helper on the mask (or on the slice on screen) and paint the difference."""
+    def _apply(self, fn, *args, whole_volume: bool = False, unchanged: str = "") -> None:
+        """Run a core helper on the mask (or on the slice on screen) and paint the difference; ``unchanged``: why
+        a helper may change nothing (said, with the layer's name, when it does)."""
+        self._unchanged = unchanged
         layer = self.labels_layer()
         if layer is None:
             return
@@ -54,6 +56,8 @@ class MaskHelpers:
         if changed[0].size:
             # paint through the layer's own history so napari's undo (Ctrl+Z) reverts the step
             layer.data_setitem(changed, values)
+        else:  # a helper that silently did nothing left the user guessing (audit: interpolation)
+            notify_info(f"{layer.name}: nothing changed.{' ' + self._unchanged if getattr(self, '_unchanged', '') else ''}")
         self._update_info()
 
     def _apply_in_background(self, layer, fn, args):
@@ -118,7 +122,10 @@ class MaskHelpers:
         # the reviewed slices are annotations too (an empty one says "nothing here") and are never written
         reviewed = self._reviewed(layer) if layer is not None else []
         self._apply(lambda data, classes: correct.interpolate_slices(data, None, classes, reviewed=reviewed),
-                    self._classes(), whole_volume=True)
+                    self._classes(), whole_volume=True,
+                    unchanged="Interpolation fills only the background of slices lying between annotated ones, and "
+                              "every slice that holds the class counts as annotated (the model's prediction too): "
+                              "erase the object on the slices to fill, then interpolate.")
 
 
 def _history(layer):
