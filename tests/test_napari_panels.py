@@ -428,3 +428,24 @@ def test_a_helper_that_changes_nothing_says_so_and_why(viewer, notifications):
     w.interpolate()
     assert np.asarray(layer.data)[2].any()
     assert len([n for n in notifications if "nothing changed" in str(n.message)]) == before
+
+
+def test_class_names_longer_than_the_reviewed_values_get_a_warning(viewer, notifications):
+    """Audit: the brain model's default names (background, grey matter, white matter) over a tumour drawn as 1
+    would export the tumour as 'grey matter' without a word."""
+    from napari_attnseg._napari.correct_widget import CorrectWidget
+
+    mask = np.zeros((4, 16, 16), np.uint8)
+    mask[1, 4:8, 4:8] = 1
+    viewer.add_image(np.zeros((4, 16, 16), np.float32), name="mri")
+    layer = viewer.add_labels(mask, name="mri mask")
+    w = CorrectWidget(viewer)
+    w.mark_slices([1, 2])
+    w.class_names_edit.value = "background, grey matter, white matter"
+    assert w.class_names(layer) == ["background", "grey matter", "white matter"]
+    said = [str(n.message) for n in notifications if "is exported as 'grey matter'" in str(n.message)]
+    assert said and "rename the classes" in said[-1]
+    w.class_names_edit.value = "background, tumour"
+    count = len(notifications)
+    assert w.class_names(layer) == ["background", "tumour"]
+    assert not [n for n in notifications[count:] if "is exported as" in str(n.message)]

@@ -246,6 +246,10 @@ class CorrectWidget(QWidget, CorrectForm, MaskHelpers, LiveStats, SuggestTool):
         if top >= len(names):
             raise ValueError(f"{layer.name} holds label value {top} on its reviewed slices, but only {len(names)} class "
                              f"names are given ({', '.join(names)}); add a name for every value from 0 to {top}.")
+        if 1 <= top < len(names) - 1:  # e.g. a tumour drawn as 1 under the brain model's default names
+            notify_warning(f"{layer.name}'s reviewed slices hold values 0 to {top} only, and {len(names)} class names "
+                           f"are given: value {top} is exported as {names[top]!r}. If it is something else (a "
+                           "tumour under the model's 'grey matter'), rename the classes (e.g. background, tumour).")
         return names
 
     def export(self):
