@@ -15,6 +15,7 @@ from napari.layers import Labels
 
 from ._common import find_docked, is_deleted, set_choices
 from .correct_widget import folder_text
+from .model_choice import card_dict
 
 
 class StartModels:
@@ -112,17 +113,8 @@ class StartModels:
         return self.model_combo.value
 
     def _card(self, label: str) -> dict | None:
-        """The card (a dict) of a list entry, bundled or a checkpoint; None when it cannot be read (its own
-        error comes when it is used)."""
-        from ..checkpoint import read_card
-        from ..models.registry import bundled_models
-
-        path = self._paths.get(label)
-        bundled = bundled_models()
-        try:
-            return bundled[path] if path in bundled else read_card(path).to_dict()
-        except Exception:
-            return None
+        """The card (a dict) of a list entry, bundled or a checkpoint; None when it cannot be read."""
+        return card_dict(self._paths.get(label))
 
     def _fits_dataset(self, label: str) -> bool:
         """False for a 3D model and a dataset of 2D images (it cannot train on them)."""

@@ -7,12 +7,13 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def _card(entry) -> dict | None:
-    """The card (as a dict) of a model-list entry: a loaded model, a bundled name or a checkpoint path."""
+def card_dict(entry) -> dict | None:
+    """The card (as a dict) of a model-list entry: a loaded model, a bundled name or a checkpoint path; None
+    when it cannot be read (its own error comes when it is used)."""
     card = getattr(entry, "card", None)
     if card is not None:
-        return {"config": {"spatial_dims": getattr(entry, "spatial_dims", None)},
-                **{k: getattr(card, k, None) for k in ("spacing", "orientation", "normalization")}}
+        found = card.to_dict()
+        return {**found, "config": {**(found.get("config") or {}), "spatial_dims": getattr(entry, "spatial_dims", None)}}
     if not isinstance(entry, (str, Path)):
         return None
     from ..models.registry import bundled_models
@@ -23,11 +24,9 @@ def _card(entry) -> dict | None:
     try:
         from ..checkpoint import read_card
 
-        card = read_card(entry)
+        return read_card(entry).to_dict()
     except Exception:  # noqa: BLE001 - an unreadable entry says so when it is chosen
         return None
-    return {"config": card.config, "spacing": card.spacing, "orientation": card.orientation,
-            "normalization": card.normalization}
 
 
 def model_dims(entry) -> int | None:
@@ -35,14 +34,14 @@ def model_dims(entry) -> int | None:
     dims = getattr(entry, "spatial_dims", None)
     if dims is not None:
         return int(dims)
-    dims = ((_card(entry) or {}).get("config") or {}).get("spatial_dims")
+    dims = ((card_dict(entry) or {}).get("config") or {}).get("spatial_dims")
     return None if dims is None else int(dims)
 
 
 def model_kind(entry) -> str | None:
     """"ct" for a model trained on CT in Hounsfield units, "scan" for one trained on other scans placed in
     the body (its card has a voxel spacing or an orientation), None for the rest (microscopy)."""
-    card = _card(entry) or {}
+    card = card_dict(entry) or {}
     if (card.get("normalization") or {}).get("scheme") == "ct":
         return "ct"
     return "scan" if card.get("spacing") or card.get("orientation") else None
