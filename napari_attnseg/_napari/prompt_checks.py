@@ -53,14 +53,11 @@ def card_of(entry):
     weights; None when it cannot be read."""
     if not isinstance(entry, str):
         return getattr(entry, "card", None)
-    try:
-        from ..checkpoint import ModelCard, read_card
-        from ..models.registry import bundled_models
+    from ..checkpoint import ModelCard
+    from .model_choice import card_dict
 
-        bundled = bundled_models()
-        return ModelCard.from_dict(bundled[entry]) if entry in bundled else read_card(entry)
-    except Exception:  # an unreadable checkpoint: the run reports it
-        return None
+    found = card_dict(entry)
+    return None if found is None else ModelCard.from_dict(found)
 
 
 class PromptChecks:
