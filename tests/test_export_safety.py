@@ -164,7 +164,7 @@ def test_duplicate_case_warns_but_is_kept(tmp_path, case, capsys):
     assert export_case(image, labels, ds, "nnunet").warnings == []
     rec = export_case(image, labels, ds, "nnunet")
     assert rec.case_id == "case_0001" and len(rec.warnings) == 1
-    assert "case_0000" in rec.warnings[0] and "same labels" in rec.warnings[0] and "fold" in rec.warnings[0]
+    assert "case_0000" in rec.warnings[0] and "same labels" in rec.warnings[0] and "as one case" in rec.warnings[0]
     other = export_case(image, 1 - labels, ds, "nnunet")
     assert "other labels" in other.warnings[0] and "case_0001" in other.warnings[1]
     manifest = json.loads((ds / "manifest.json").read_text())

@@ -70,16 +70,23 @@ def test_a_round_that_kept_the_start_weights_claims_no_trained_slices(tmp_path):
     assert load_model(r.checkpoint).card.training["trained_rows"] == []
 
 
-def test_a_validation_case_that_repeats_a_training_image_is_noted(tmp_path):
-    """A second round exported as a new case of the same image: the by-case split validates on the image it
-    trains on, and the notes say the Dice is optimistic and how to replace the case instead."""
+def test_an_image_exported_twice_trains_as_one_case_with_held_out_slices(tmp_path):
+    """A second round exported as a new case of the same image (the napari default: no case id): the trainer
+    merges both into one case (the newest labels, the older ones on slices only they reviewed), so the split is
+    one case's held-out slices, not a by-case split that validates on a copy of the training image."""
     from napari_attnseg.training.trainer import Trainer
 
     img, lab = _volume()
-    for _ in range(2):
-        export_case(img, lab, tmp_path / "ds", "nnunet", reviewed_slices=[1, 4, 6, 8, 12], label_names=["background", "x"])
+    wrong = lab.copy()
+    wrong[6] = 0  # round 1 had slice 6 wrong; round 2 corrected it
+    export_case(img, wrong, tmp_path / "ds", "nnunet", reviewed_slices=[1, 4, 6], label_names=["background", "x"])
+    export_case(img, lab, tmp_path / "ds", "nnunet", reviewed_slices=[6, 8, 12], label_names=["background", "x"])
     t = Trainer(TrainConfig(dataset=str(tmp_path / "ds"), out=str(tmp_path / "m"), arch="unet", spatial_dims=2,
                             model_config={"features": [8, 16, 32]}, epochs=1, iters_per_epoch=1, batch_size=2,
                             patch=[32, 32]))
-    assert t.split.how == "by case"
-    assert any("holds the same image as training case" in n and "Replace the case" in n for n in t.notes), t.notes
+    assert t.case_ids == ["case_0001"] and t.split.how.startswith("held-out slices"), (t.case_ids, t.split.how)
+    merged = t.raw[0][1]
+    reviewed = [z for z in range(lab.shape[0]) if (merged[z] != t.ignore).all()]
+    assert reviewed == [1, 4, 6, 8, 12]
+    assert (merged[6] == lab[6]).all() and (merged[[1, 4]] == lab[[1, 4]]).all()  # the newest wins on slice 6
+    assert any("hold the same image" in n and "case_0000" in n for n in t.notes), t.notes

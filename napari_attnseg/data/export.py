@@ -224,10 +224,11 @@ def _duplicates(manifest: dict, case_id: str, image_sha: str, labels_sha: str) -
     for c in manifest["cases"]:
         if c["case_id"] != case_id and c.get("image_sha256") == image_sha:
             same = "the same labels" if c.get("labels_sha256") == labels_sha else "other labels"
-            out.append(f"case {c['case_id']} already holds this image (with {same}); a duplicate case can land in "
-                       "both the training and the validation fold of a cross-validation and inflate the scores. "
-                       "Keep it only if you mean it; to update a case instead, give its id and replace it (napari: "
-                       "'Replace the case'; attnseg export --case-id ID --overwrite).")
+            out.append(f"case {c['case_id']} already holds this image (with {same}). attnseg's fine-tuning takes "
+                       "both as one case (this export's labels, the older one's on slices only it reviewed), but "
+                       "other tools (nnU-Net's cross-validation) would train and validate on copies. To update a "
+                       "case instead, give its id and replace it (napari: 'Replace the case'; attnseg export "
+                       "--case-id ID --overwrite).")
     return out
 
 

@@ -17,6 +17,7 @@ from ..models.registry import create_model
 from .brainprep import BrainInputs
 from .config import fine_tune_defaults
 from .far import FAR_WEIGHT
+from .repeats import merge_repeated_images
 from .sampling import PatchSampler
 from .steps import _LossNet, _with_new_head, looks_like_hu, training_precision
 
@@ -30,9 +31,10 @@ class RunSetup(BrainInputs):
     def _load_data(self) -> None:
         ds = read_dataset(self.cfg.dataset)
         self.dataset = ds
-        self.case_ids = [c.case_id for c in ds.cases]
-        self.raw = [c.load() for c in ds.cases]
         self.ignore = ds.ignore_label
+        self.case_ids, self.raw, merged = merge_repeated_images([c.case_id for c in ds.cases],
+                                                                [c.load() for c in ds.cases], self.ignore)
+        self.notes.extend(merged)
         self.loss_ignore = self.ignore if self.ignore is not None else -1  # -1 also marks patch padding
         self.n_classes = len(ds.label_names)
         if self.n_classes < 2:
@@ -303,15 +305,3 @@ class RunSetup(BrainInputs):
             out.append((img[(slice(None), *outer)], lab[p.slices], tuple(inner)))
             self._remember_part_mask(p.case, out[-1][0], outer)  # inference: labels outside the brain are background
         return out
-
-    def _same_image_notes(self) -> list[str]:
-        """A validation case that holds the same image as a training case (one image exported twice, e.g. a
-        second round added as a new case): its Dice is optimistic, say so."""
-        if self.split.how != "by case":
-            return []
-        train = {self.image_digest(p.case): p.case for p in self.split.train}
-        return [f"validation case {self.case_ids[p.case]} holds the same image as training case "
-                f"{self.case_ids[train[d]]} (exported twice?): its Dice is optimistic. For a next round of corrections "
-                "replace the case instead (napari: Replace the case; attnseg export --case-id ID --overwrite)."
-                for p in self.split.val if (d := self.image_digest(p.case)) in train]
-

@@ -89,7 +89,6 @@ class Trainer(RunSetup, CardWriter, Refit, FarNegatives, TimeBudget, Resume):
                                        test_region=cfg.test_region, case=cfg.case, val_slices=cfg.val_slices,
                                        slices=self.model.spatial_dims == 2 and self.ndim == 3, seen=self._seen_rows())
         self.notes.extend(self.split.warnings)
-        self.notes.extend(self._same_image_notes())
         self._prepare()
 
     def _seen_rows(self) -> list[int] | None:
