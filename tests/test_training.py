@@ -790,6 +790,14 @@ def test_refit_trains_the_chosen_checkpoint_on_the_validation_slices_too(tmp_pat
     off = train(TrainConfig(out=str(tmp_path / "b"), refit=0.0, **common))
     assert off.refit_epochs == 0 and len(rows(off.log)) == 8 and all(r["val_dice"] for r in rows(off.log))
 
+    # no epoch beats the start by the time the refit is due (lr ~0): its epochs validate instead of idling
+    stuck = train(TrainConfig(out=str(tmp_path / "c"), **{**common, "start_model": res.checkpoint, "lr": 1e-12,
+                                                           "patience": 99}))
+    log = rows(stuck.log)
+    assert stuck.kept_start and stuck.refit_epochs == 0 and len(log) == 8, stuck.notes
+    assert all(r["val_dice_per_class"] != "refit" for r in log)
+    assert any("went to more validated epochs" in n for n in stuck.notes), stuck.notes
+
 
 def test_finetune_records_the_object_diameter_of_its_training_objects(tmp_path, dataset_2d):
     """A start model sized for its objects (a card with object_diameter) gives a fine-tuned model sized for

@@ -47,6 +47,16 @@ class Refit:
             return 0
         return max(1, min(total - 1, round(total * self.settings["refit"])))
 
+    def _refit_due(self, s: dict, epoch: int, phase1: int | None) -> int | None:
+        """The epoch the validated part ends at. When it is reached and no epoch has beaten the start model,
+        there is nothing to refit: the refit's epochs go to more validated epochs (a chance to beat it)."""
+        if phase1 is not None and epoch >= phase1 and s["best_epoch"] == 0 and s.get("refit_epochs"):
+            self.notes.append(f"no epoch had beaten the start model after {epoch} epochs, when the refit was due: "
+                              f"its {s['refit_epochs']} epoch(s) went to more validated epochs")
+            s["refit_epochs"] = 0
+            return s["planned"]
+        return phase1
+
     def _refit(self, s: dict, best_path: Path, log_path: Path, t0: float, budget: float | None) -> None:
         cfg = self.cfg
         n = s.get("refit_epochs", 0)

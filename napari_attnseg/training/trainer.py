@@ -279,6 +279,7 @@ class Trainer(RunSetup, CardWriter, Refit, FarNegatives, TimeBudget, Resume):
             while True:
                 # the validated epochs; the last s["refit_epochs"] train on the validation slices too (.refit)
                 phase1 = None if s["planned"] is None else s["planned"] - (s.get("refit_epochs") or 0)
+                phase1 = self._refit_due(s, epoch, phase1)  # nothing to refit yet: its epochs validate instead
                 # the time check keeps a validation and the end of the run; the first epoch always runs
                 stop = ((phase1 is not None and epoch >= phase1) or self._cut is not None
                         or (budget is not None and epoch > 0 and self._time_left() <= 0))
