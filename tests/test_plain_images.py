@@ -3,6 +3,8 @@ Segment tab's refusal of an RGB layer (its advice, and ``run_done(False)`` so th
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import imageio.v3 as iio
 import numpy as np
 import pytest
@@ -11,6 +13,8 @@ import tifffile
 from napari_attnseg.cli import main
 from napari_attnseg.data import image_format, read_image, stem
 from napari_attnseg.errors import InputError
+
+NUCLEI = Path(__file__).resolve().parents[1] / "resources" / "samples" / "nuclei2d_image.tif"
 
 
 @pytest.fixture(scope="module")
@@ -104,6 +108,12 @@ def test_grey_saved_as_rgb_is_read_as_grey_with_a_note(tmp_path, grey, capsys):
         assert ("alpha ignored" in notes[0]) == (name == "rgba.png")
         mask = tifffile.imread(tmp_path / "o" / f"{stem(name)}_mask.tif")
         np.testing.assert_array_equal(mask, expected)
+    # one stain saved in its colour (DAPI in blue, red and green 0): that colour is the grey image
+    zero = np.zeros_like(grey)
+    iio.imwrite(tmp_path / "dapi.png", np.stack([zero, zero, grey], -1))
+    assert _predict(tmp_path / "dapi.png", "--out", tmp_path / "o") == 0
+    assert "only blue varies" in capsys.readouterr().err
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "o" / "dapi_mask.tif"), expected)
 
 
 def test_colour_rgb_is_still_refused_with_the_channel_advice(tmp_path, grey, capsys):
@@ -121,21 +131,25 @@ def test_colour_rgb_is_still_refused_with_the_channel_advice(tmp_path, grey, cap
 @pytest.mark.gui
 def test_an_rgb_layer_is_refused_with_napari_advice_and_run_done_false(make_napari_viewer, qtbot, monkeypatch,
                                                                          tiny_checkpoint):
+    from napari_attnseg._napari import _common
     from napari_attnseg._napari import segment_widget as sw
 
     messages = []
     monkeypatch.setattr(sw, "notify_error", messages.append)
+    monkeypatch.setattr(_common, "show_error", messages.append)
     viewer = make_napari_viewer()
     w = sw.SegmentWidget(viewer)
     with qtbot.waitSignal(w.run_done, timeout=2000) as done:  # no image layer
         assert w.run() is None
     assert done.args == [False]
-    viewer.add_image(np.zeros((30, 30, 3), np.uint8), name="rgb_blue", rgb=True)
+    grey = np.random.default_rng(0).integers(0, 255, (30, 30), dtype=np.uint8)
+    viewer.add_image(np.stack([grey, grey[::-1], grey[:, ::-1]], -1), name="rgb_blue", rgb=True)  # real colours
     w.add_model(tiny_checkpoint(2))
     with qtbot.waitSignal(w.run_done, timeout=2000) as done:
         assert w.run() is None
     assert done.args == [False] and w.run_button.enabled
     assert "'rgb_blue' is RGB" in messages[-1] and "Split RGB" in messages[-1] and "right-click" in messages[-1].lower()
+    assert [ly.name for ly in viewer.layers] == ["rgb_blue"]
     # the advice works: Split RGB makes grey layers, and one of them runs
     from napari.layers.utils.stack_utils import split_rgb
 
@@ -147,3 +161,31 @@ def test_an_rgb_layer_is_refused_with_napari_advice_and_run_done_false(make_napa
     with qtbot.waitSignal(w.run_done, timeout=2000) as done:
         assert w.run() is None
     assert done.args == [False] and "Object diameter" in messages[-1]
+
+
+@pytest.mark.gui
+def test_one_stain_saved_as_rgb_is_segmented_through_its_grey_layer(make_napari_viewer, qtbot, monkeypatch):
+    """DAPI nuclei exported as a blue RGB picture (red and green 0): the Segment tab adds the blue channel as a
+    grey layer, segments it like the grey image, and the results (and so corrections, export) belong to it."""
+    from napari_attnseg._napari import _common
+    from napari_attnseg._napari import segment_widget as sw
+
+    infos = []
+    monkeypatch.setattr(_common, "show_info", infos.append)
+    image = tifffile.imread(NUCLEI)[:128, :128]
+    image = (255 * (image - image.min()) / np.ptp(image)).astype(np.uint8)
+    viewer = make_napari_viewer()
+    viewer.add_image(np.stack([np.zeros_like(image), np.zeros_like(image), image], -1), name="dapi", rgb=True)
+    w = sw.SegmentWidget(viewer)
+    w.model_combo.value = "nuclei-2d"
+    with qtbot.waitSignal(w.run_done, timeout=60000) as done:
+        w.run()
+    assert done.args == [True]
+    assert w.image_combo.value == "dapi (blue)" and np.array_equal(viewer.layers["dapi (blue)"].data, image)
+    assert any("only blue varies" in m and "dapi (blue)" in m for m in infos), infos
+    mask = next(ly for ly in viewer.layers if ly.name.startswith("dapi (blue)") and ly.name.endswith("mask"))
+    assert mask.data.shape == image.shape and (mask.data > 0).mean() > 0.05
+    with qtbot.waitSignal(w.run_done, timeout=60000):  # a second run reuses the grey layer
+        w.image_combo.value = "dapi"
+        w.run()
+    assert [ly.name for ly in viewer.layers].count("dapi (blue)") == 1

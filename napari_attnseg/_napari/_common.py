@@ -29,6 +29,30 @@ def placement_of(layer) -> Placement:
     return Placement(tuple(layer.scale), translate, None if np.allclose(affine, np.eye(ndim + 1)) else affine)
 
 
+def grey_layer_of(viewer, layer):
+    """The grey image layer to segment for an RGB layer, added next to it (or the one added before), or None
+    (refused, the user told why). A grey picture saved as RGB, or one stain saved in its colour (DAPI in
+    blue), holds one grey image (:func:`~napari_attnseg.cohort.inputs.grey_sample`): it becomes a layer
+    '<name> (<colour>)' that the results, corrections, clicks and export then use, as after Split RGB."""
+    from ..cohort.inputs import grey_sample
+
+    found = grey_sample(np.asarray(layer.data))
+    if found is None:
+        show_error(f"Layer {layer.name!r} is RGB and its colours hold different images; the models take grayscale "
+                   "images. Right-click the layer in the layer list > Split RGB, then pick the channel layer that "
+                   "shows the objects.")
+        return None
+    k, note = found
+    name = f"{layer.name} ({('red', 'green', 'blue')[k]})"
+    if name in viewer.layers and viewer.layers[name].data.shape == layer.data.shape[:-1]:
+        return viewer.layers[name]
+    grey = viewer.add_image(np.asarray(layer.data)[..., k], name=name, scale=layer.scale, translate=layer.translate,
+                            rotate=layer.rotate, shear=layer.shear, metadata=dict(layer.metadata))
+    show_info(f"{layer.name}: {note} It was added as the layer {grey.name!r}, which the results, the corrections "
+              "and the export use.")
+    return grey
+
+
 def job_controls(run_text: str, maximum: int):
     """A long job's controls: (Run button, Cancel button (disabled), progress bar 0..``maximum``, a status line
     that wraps and takes the panel's whole width)."""

@@ -18,6 +18,7 @@ from ..inference import CancelToken, iter_predict
 from ..layers import data_hash
 from ._common import (
     error_message,
+    grey_layer_of,
     is_deleted,
     notify_error,
     notify_info,
@@ -259,9 +260,9 @@ class SegmentWidget(QWidget, SegmentForm, ResultLayers, PixelTool):
         if layer is None:
             notify_error("No image layer: open an image (File > Open, or File > Open Sample > Attention Segmentation).")
             return None
-        if layer.rgb:
-            notify_error(f"Layer {layer.name!r} is RGB; the models take grayscale images. Right-click the layer in "
-                         "the layer list > Split RGB, then pick one of the channel layers it makes.")
+        if layer.rgb and (layer := grey_layer_of(self.viewer, layer)) is not None:  # grey or one stain saved as RGB
+            self.refresh_layers(prefer=layer.name)
+        if layer is None:
             return None
         if layer.ndim not in (2, 3):
             notify_error(f"Layer {layer.name!r} has {layer.ndim} dimensions; the models take 2D images or 3D volumes.")
@@ -297,8 +298,7 @@ class SegmentWidget(QWidget, SegmentForm, ResultLayers, PixelTool):
             "tile": self.tile_spin.value or None,
             "overlap": self.overlap_spin.value,
             "attention": self.attention_box.value,
-            "tta": self.tta_box.value,
-            "device": self.device_combo.value,
+            "tta": self.tta_box.value, "device": self.device_combo.value,
             "spacing": tuple(layer.scale) if getattr(model.card, "spacing", None) is not None else None,
             "diameter": diameter,
             "precision": self.precision_combo.value,

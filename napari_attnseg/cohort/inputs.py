@@ -47,28 +47,44 @@ def pick_channel(vol: Volume, channel: int | None, in_channels: int, src: str | 
     if n == 1 or n == in_channels:
         data = np.take(np.asarray(vol.data), 0, axis=ax) if n == 1 else np.moveaxis(np.asarray(vol.data), ax, 0)
         return Volume(data, spacing, vol.affine, {**vol.meta, "axes": rest if n == 1 else "C" + rest})
-    if axes[ax] == "S" and n in (3, 4) and in_channels == 1 and _same_colours(vol.data, ax):
-        note = (f"red, green and blue are identical (a grey image saved as RGB{', alpha ignored' if n == 4 else ''})"
-                "; segmented as grey.")
-        return Volume(np.take(np.asarray(vol.data), 0, axis=ax), spacing, vol.affine,
-                      {**vol.meta, "axes": rest, "channel": 0, "note": note})
+    if axes[ax] == "S" and n in (3, 4) and in_channels == 1 and (grey := grey_sample(vol.data, ax)) is not None:
+        k, note = grey
+        return Volume(np.take(np.asarray(vol.data), k, axis=ax), spacing, vol.affine,
+                      {**vol.meta, "axes": rest, "channel": k, "note": note})
     raise InputError(f"{src} has {n} channels (axes {axes}) and the model reads {in_channels}: choose one with "
                      f"--channel K (0 to {n - 1}; in Python, index that axis of the array).")
 
 
-def _same_colours(data, ax: int) -> bool:
-    """Whether samples 0, 1 and 2 (red, green, blue; alpha left out) along ``ax`` are equal everywhere:
-    a grey image stored as RGB. Compared a few million pixels at a time (a memory-mapped file stays so)."""
+def grey_sample(data, ax: int = -1) -> tuple[int, str] | None:
+    """Which colour sample of an RGB(A) picture (samples along ``ax``) holds its grey image, and a note saying
+    why, or None when the colours carry different images. Red, green and blue equal everywhere: a grey image
+    saved as RGB (sample 0). One of them varying and the other two constant: a single stain saved in its
+    colour (DAPI nuclei in blue, a GFP channel in green: that sample). Alpha is left out. Compared a few
+    million pixels at a time (a memory-mapped file stays so)."""
     import numpy as np
 
     planes = np.moveaxis(np.asarray(data), ax, 0)
+    if planes.shape[0] not in (3, 4):
+        return None
     rows = planes.shape[1]
     step = max(1, 2**22 // max(1, int(np.prod(planes.shape[2:]))))
+    equal, flat = True, [True, True, True]
+    first = [np.asarray(planes[c, :1]).ravel()[:1] for c in range(3)]
     for i in range(0, rows, step):
-        red = np.asarray(planes[0, i:i + step])
-        if not all(np.array_equal(red, np.asarray(planes[c, i:i + step])) for c in (1, 2)):
-            return False
-    return True
+        rgb = [np.asarray(planes[c, i:i + step]) for c in range(3)]
+        equal = equal and all(np.array_equal(rgb[0], rgb[c]) for c in (1, 2))
+        flat = [f and bool((x == v).all()) for f, x, v in zip(flat, rgb, first)]
+        if not equal and sum(flat) < 2:
+            return None
+    alpha = ", alpha ignored" if planes.shape[0] == 4 else ""
+    if equal:
+        return 0, f"red, green and blue are identical (a grey image saved as RGB{alpha}); segmented as grey."
+    if sum(flat) == 2:
+        k = flat.index(False)
+        name = ("red", "green", "blue")[k]
+        return k, (f"only {name} varies, the other colours are constant (one stain saved as RGB{alpha}); "
+                   f"its {name} channel was segmented as grey.")
+    return None  # every colour constant, each another value: no image in it
 
 
 # ----------------------------------------------------------------------------------------------
