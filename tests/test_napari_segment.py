@@ -12,11 +12,12 @@ pytestmark = pytest.mark.gui
 
 @pytest.fixture()
 def widget(make_napari_viewer, qtbot, monkeypatch):
-    from napari_attnseg._napari import pixel_tool
+    from napari_attnseg._napari import _common, pixel_tool
     from napari_attnseg._napari import segment_widget as sw
 
     messages = []
     monkeypatch.setattr(sw, "notify_error", messages.append)
+    monkeypatch.setattr(_common, "show_error", messages.append)
     monkeypatch.setattr(pixel_tool, "notify_error", messages.append)
     viewer = make_napari_viewer()
     w = sw.SegmentWidget(viewer)
@@ -177,7 +178,8 @@ def test_bad_states_show_messages_not_tracebacks(widget, qtbot, tiny_checkpoint,
     viewer, w = widget
     assert w.run() is None
     assert "No image layer" in w.messages[-1]
-    viewer.add_image(np.zeros((30, 30, 3), np.uint8), name="photo", rgb=True)
+    colours = np.random.default_rng(0).integers(0, 255, (30, 30, 3), dtype=np.uint8)  # three different images
+    viewer.add_image(colours, name="photo", rgb=True)
     w.add_model(tiny_checkpoint(2))
     assert w.run() is None and "RGB" in w.messages[-1]
     viewer.layers.clear()
