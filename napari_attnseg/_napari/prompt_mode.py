@@ -20,8 +20,9 @@ from napari.qt.threading import thread_worker
 
 from ..errors import AttnSegError
 from ..prompts.session import PromptSession, revert
-from ._common import error_message, notify_error, notify_warning, placement_of, set_choices, upsert_layer
+from ._common import error_message, notify_error, notify_warning, set_choices, upsert_layer
 from .prompt_checks import PromptChecks, click_status, promptable_models
+from .prompt_write import show_prompt_attention
 
 POSITIVE, NEGATIVE = "#30d060", "#ff4040"
 
@@ -59,7 +60,7 @@ class PromptMode:
         self.corr.viewer.layers.events.inserted.connect(  # a new image or mask (not the prompts or attention layer)
             lambda e: self.refresh_models() if self.corr._listed(e.value) else None)
         self.undo_button.changed.connect(lambda *_: self.undo_last_click())
-        self.new_button.changed.connect(lambda *_: self.new_object())
+        self.new_button.changed.connect(lambda *_: self._new_object_button())
         self.model_combo.changed.connect(lambda *_: self.new_object())
         # another mask or image, or either layer gone: the clicks belong to the old one, start afresh
         self.corr.labels_combo.changed.connect(lambda *_: self._target_changed())
@@ -129,6 +130,8 @@ class PromptMode:
             self.points_layer.mode = "pan_zoom"  # the clicks are ours: napari must not add points itself
             if self._on_click not in self.points_layer.mouse_drag_callbacks:
                 self.points_layer.mouse_drag_callbacks.append(self._on_click)
+            if self._on_image_click not in self.viewer.mouse_drag_callbacks:  # an image layer got selected
+                self.viewer.mouse_drag_callbacks.append(self._on_image_click)
             # the prompts layer is the selected one while clicking: Ctrl+Z there undoes the last click
             self.points_layer.bind_key("Control-Z", lambda layer: self.undo_last_click(), overwrite=True)
             self.viewer.layers.selection.active = self.points_layer
@@ -140,7 +143,20 @@ class PromptMode:
             self._fit_note(image, status=True)
         elif self.points_layer is not None and self._on_click in self.points_layer.mouse_drag_callbacks:
             self.points_layer.mouse_drag_callbacks.remove(self._on_click)
+        if not on and self._on_image_click in self.viewer.mouse_drag_callbacks:
+            self.viewer.mouse_drag_callbacks.remove(self._on_image_click)
+        if not on and "was removed" not in self.status.value:  # (that message says why the mode went off)
+            self.status.value = "Click to fix is off."
         self.new_object()
+
+    def _on_image_click(self, viewer, event):
+        """Clicks while an image layer is selected in pan/zoom (a result layer napari selected when it was added,
+        the image itself) are clicks too; with the prompts layer selected its own callback takes them, and
+        a Labels or Points layer being edited keeps its tools."""
+        active = viewer.layers.selection.active
+        if self.enable_box.value and active is not self.points_layer and type(active).__name__ == "Image" \
+                and active.mode == "pan_zoom":
+            yield from self._on_click(active, event)
 
     def _on_click(self, layer, event):
         """A click is a press and a release without a drag: a drag pans or zooms the view (a generator:
@@ -154,6 +170,9 @@ class PromptMode:
             yield
         image = self._image_layer()
         if image is None:
+            return
+        if self.viewer.dims.ndisplay == 3:  # a click on a rendering hits no one voxel (napari's slider is hidden)
+            self._refuse("Clicks go on a slice: switch back to the 2D view (the 2D/3D button, lower left), then click.")
             return
         self.click(image.world_to_data(position), positive=not negative)
 
@@ -170,6 +189,10 @@ class PromptMode:
         for layer in self.viewer.layers:  # the last object's modulated attention no longer applies: hidden
             if "prompt_attention" in (layer.metadata.get("attnseg") or {}):  # (a removal stalls napari)
                 layer.visible = False
+
+    def _new_object_button(self) -> None:
+        self.new_object()
+        self.status.value = "New object: click it." if self.enable_box.value else ""
 
     def _layer_removed(self, event=None) -> None:
         """The prompts layer deleted while clicking: nothing takes the clicks any more, so the mode goes off
@@ -208,6 +231,11 @@ class PromptMode:
             return None
         if self.target is not None and (self.target[0] is not mask or self.target[1] is not image):
             self.new_object()
+        if self.clicks and not self.busy and (dropped := self.session.drop_reverted(np.asarray(mask.data))):
+            self.status.value = f"Ctrl+Z on the mask undid the last {dropped} click(s): they were removed."
+            self._show_points()
+            if not self.clicks:
+                self.new_object()
         if not self.clicks and not positive:
             self._refuse("Start an object with a positive click; negative clicks refine it.")
             return None
@@ -343,27 +371,11 @@ class PromptMode:
         self.status.value = click_status(result, report, len(result.points), z, typical, trained, source)
         if self._fit_note(image):
             self.status.value += " (see the warning: this image is unlike the click model's training data)"
-        self._show_attention(result, image, z)
+        show_prompt_attention(self.viewer, result, image, z, keep_selected=self.points_layer)
         for warning in getattr(result, "warnings", []):
             if warning not in self._warned:
                 self._warned.add(warning)
                 notify_warning(f"Click to fix: {warning}")
-
-    def _show_attention(self, result, image, z) -> None:
-        if not result.attention:
-            return
-        amap = min(result.attention, key=lambda a: float(np.prod(a.scale)))  # the finest level
-        data = np.asarray(amap.data, np.float32)
-        data = data.max(0) if data.ndim > len(amap.scale) else data  # heads: the strongest
-        scale, translate = tuple(amap.scale), tuple(amap.translate)
-        if z is not None:
-            data, scale, translate = data[None], (1.0, *scale), (float(z), *translate)
-        where = placement_of(image)
-        layer = upsert_layer(self.viewer, data, {
-            "name": f"{image.name} prompt attention", "colormap": "inferno", "blending": "additive",
-            "contrast_limits": (0.0, 1.0), "opacity": 0.5, "metadata": {"attnseg": {"prompt_attention": amap.name}},
-            **where.compose(scale, translate)}, "image")
-        layer.visible = True  # hidden when the last object ended
 
     def undo_last_click(self) -> None:
         """Remove the newest click and restore the mask as it was before it."""

@@ -4,7 +4,8 @@ A run changes the mask only inside its crop (``result.box``) and where the objec
 (the crop covers that too, but the edit does not rely on it), so the change is computed there with
 :func:`napari_attnseg.prompts.edit_for` on views of that region and shifted back to the mask's
 indices: a click on a 48x512x512 CT costs what its crop costs, not the volume (it was about 0.2 s of
-whole-volume work per click on the GUI thread, for a 3D model).
+whole-volume work per click on the GUI thread, for a 3D model). And the run's modulated attention shown
+as a layer (:func:`show_prompt_attention`).
 """
 
 from __future__ import annotations
@@ -73,3 +74,27 @@ def click_edit(labels: np.ndarray, result, value: int, session, z: int | None = 
     if z is None:
         return where, values, result.mask
     return (np.full_like(where[0], z), *where), values, result.mask
+
+
+def show_prompt_attention(viewer, result, image, z: int | None, keep_selected=None) -> None:
+    """The finest level of a run's modulated attention as the layer '<image> prompt attention' (updated in
+    place), placed on ``image``; ``z``: a 2D model's run on that slice of a volume. napari selects a layer it
+    adds: ``keep_selected`` (the prompts layer, which takes the clicks) is selected again."""
+    from ._common import placement_of, upsert_layer
+
+    if not result.attention:
+        return
+    amap = min(result.attention, key=lambda a: float(np.prod(a.scale)))  # the finest level
+    data = np.asarray(amap.data, np.float32)
+    data = data.max(0) if data.ndim > len(amap.scale) else data  # heads: the strongest
+    scale, translate = tuple(amap.scale), tuple(amap.translate)
+    if z is not None:
+        data, scale, translate = data[None], (1.0, *scale), (float(z), *translate)
+    selected = viewer.layers.selection.active
+    layer = upsert_layer(viewer, data, {
+        "name": f"{image.name} prompt attention", "colormap": "inferno", "blending": "additive",
+        "contrast_limits": (0.0, 1.0), "opacity": 0.5, "metadata": {"attnseg": {"prompt_attention": amap.name}},
+        **placement_of(image).compose(scale, translate)}, "image")
+    layer.visible = True  # hidden when the last object ended
+    if keep_selected is not None and selected is keep_selected and keep_selected in viewer.layers:
+        viewer.layers.selection.active = keep_selected

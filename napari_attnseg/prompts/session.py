@@ -149,6 +149,19 @@ class PromptSession:
         return dropped
 
 
+    def drop_reverted(self, labels: np.ndarray) -> int:
+        """Remove the newest runs whose edit is no longer in ``labels`` (napari's Ctrl+Z on the mask layer
+        restored every voxel they changed) with their clicks, as :meth:`undo` would; returns how many clicks
+        were removed. Without this, the next click would refine a mask the user had undone and write the
+        undone voxels back."""
+        n = len(self.clicks)
+        while self.states and (s := self.states[-1]).where is not None and len(s.where[0]) \
+                and np.any(s.after != s.before) and np.array_equal(np.asarray(labels)[s.where], s.before):
+            self.states.pop()
+            del self.clicks[self.states[-1].clicks if self.states else 0:]
+        return n - len(self.clicks)
+
+
 def revert(labels: np.ndarray, state: PromptState) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
     """The edit that undoes ``state``'s on ``labels``: ``(where, values)`` restoring the values from before
     the run, on the voxels that still hold what it wrote (a voxel painted over since keeps its paint)."""
