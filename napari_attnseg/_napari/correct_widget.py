@@ -111,10 +111,17 @@ class CorrectWidget(QWidget, CorrectForm, MaskHelpers, LiveStats, SuggestTool):
                 self.image_combo.value = image.name
         self._remember_choice()
 
+    def _source_layer(self, mask):
+        uid = mask.metadata.get("attnseg_source_uid")
+        return next((ly for ly in self.viewer.layers if uid is not None and ly.unique_id == uid), None)
+
     def _source_image(self, mask_name) -> str | None:
         if mask_name not in self.viewer.layers:
             return None
-        info = self.viewer.layers[mask_name].metadata.get("attnseg") or {}
+        mask = self.viewer.layers[mask_name]
+        if (source := self._source_layer(mask)) is not None:  # the very layer it was predicted on, renamed or not
+            return source.name
+        info = mask.metadata.get("attnseg") or {}
         return info.get("source_layer") or (mask_name[: -len(" mask")] if str(mask_name).endswith(" mask") else None)
 
     def _mask_changed(self, *_) -> None:
@@ -264,6 +271,13 @@ class CorrectWidget(QWidget, CorrectForm, MaskHelpers, LiveStats, SuggestTool):
             notify_error("No image layer to export with the mask.")
             return None
         image_layer = self.viewer.layers[img_name]
+        if layer.metadata.get("attnseg_source_uid") not in (None, image_layer.unique_id):
+            if (source := self._source_layer(layer)) is not None:
+                notify_error(f"{layer.name} was predicted on the image {source.name!r}, not {img_name!r}: choose "
+                             f"{source.name!r} as the Image, or the mask that belongs to {img_name!r}.")
+                return None
+            notify_warning(f"{layer.name} was predicted on an image that is no longer open; it is exported with "
+                           f"{img_name!r}: make sure they belong together.")
         folder = folder_text(self.dataset_edit)
         if not folder:
             notify_error("Choose a dataset folder first.")

@@ -48,19 +48,31 @@ class ResultLayers:
 
         step()
 
+    def _mask_target(self, base: str) -> str:
+        """The layer a run's mask goes to: the newest of ``base``, ``base (2)``, ... (the one the
+        Correct tab uses), updated in place. If it was edited since, ``confirm_overwrite`` asks first;
+        No keeps the edits in it, hidden, and the mask goes to the next ``base (n)``."""
+        layers = self.viewer.layers
+        family = [base, *(f"{base} ({n})" for n in range(2, len(layers) + 2))]
+        present = [name for name in family if name in layers]
+        if not present:
+            return base
+        latest = layers[present[-1]]
+        if latest.metadata.get("attnseg_hash") == data_hash(latest.data):
+            return latest.name
+        if self.confirm_overwrite(latest.name):
+            latest.metadata["attnseg_hash"] = data_hash(latest.data)  # replace it: nothing left to ask
+            return latest.name
+        latest.visible = False  # the new prediction is what the user looks at
+        return family[family.index(latest.name) + 1]
+
     def _show_one(self, data, kwargs, kind, geometry) -> None:
-        if kind == "labels" and kwargs["name"] in self.viewer.layers:
-            old = self.viewer.layers[kwargs["name"]]
-            if old.metadata.get("attnseg_hash") != data_hash(old.data) and not self.confirm_overwrite(old.name):
-                n = 2
-                while f"{kwargs['name']} ({n})" in self.viewer.layers:
-                    n += 1
-                kwargs["name"] = f"{kwargs['name']} ({n})"
-                old.visible = False  # the new prediction is what the user looks at; the edits stay in `old`
+        if kind == "labels":
+            kwargs["name"] = self._mask_target(kwargs["name"])
         layer = upsert_layer(self.viewer, data, kwargs, kind)
         if kind == "labels":
             layer.metadata["attnseg_prediction"] = np.array(data, copy=True)
-            for key in ("affine", "spacing", "source_path"):  # the file geometry of this run's image only
+            for key in ("affine", "spacing", "source_path", "attnseg_source_uid"):  # this run's image only
                 layer.metadata.pop(key, None)
             layer.metadata.update(geometry or {})
             # the voxels are a new prediction now: what a person reviewed on them before no longer holds

@@ -15,7 +15,6 @@ from ..data.orientation import metadata_codes
 from ..display import CT_WINDOWS, is_hounsfield, window_limits
 from ..errors import AttnSegError, Cancelled
 from ..inference import CancelToken, iter_predict
-from ..layers import data_hash
 from ._common import (
     error_message,
     grey_layer_of,
@@ -230,30 +229,6 @@ class SegmentWidget(QWidget, SegmentForm, ResultLayers, PixelTool):
             self._models[label] = entry
         return entry
 
-    # -- results --------------------------------------------------------------------------------
-    def _show_one(self, data, kwargs, kind, geometry) -> None:
-        if kind == "labels":
-            kwargs["name"] = self._mask_target(kwargs["name"])
-        super()._show_one(data, kwargs, kind, geometry)
-
-    def _mask_target(self, base: str) -> str:
-        """The layer a run's mask goes to: the newest of ``base``, ``base (2)``, ... (the one the
-        Correct tab uses), updated in place. If it was edited since, ``confirm_overwrite`` asks first;
-        No keeps the edits in it, hidden, and the mask goes to the next ``base (n)``."""
-        layers = self.viewer.layers
-        family = [base, *(f"{base} ({n})" for n in range(2, len(layers) + 2))]
-        present = [name for name in family if name in layers]
-        if not present:
-            return base
-        latest = layers[present[-1]]
-        if latest.metadata.get("attnseg_hash") == data_hash(latest.data):
-            return latest.name
-        if self.confirm_overwrite(latest.name):
-            latest.metadata["attnseg_hash"] = data_hash(latest.data)  # replace it: nothing left to ask
-            return latest.name
-        latest.visible = False  # the new prediction is what the user looks at
-        return family[family.index(latest.name) + 1]
-
     # -- running --------------------------------------------------------------------------------
     def _check(self):
         layer = self.current_layer()
@@ -310,6 +285,7 @@ class SegmentWidget(QWidget, SegmentForm, ResultLayers, PixelTool):
         where = placement_of(layer)
         # the source's file geometry travels with the results, so the writers can restore it
         geometry = {k: layer.metadata[k] for k in ("affine", "spacing", "source_path") if k in layer.metadata}
+        geometry["attnseg_source_uid"] = layer.unique_id  # the Correct tab pairs the mask with this very layer
         bar = napari_progress(total=1, desc=f"Segmenting {name}")
 
         @thread_worker(start_thread=False, ignore_errors=True)
@@ -346,11 +322,17 @@ class SegmentWidget(QWidget, SegmentForm, ResultLayers, PixelTool):
                 self._finish_run(False)
 
         def on_done(pred):
+            nonlocal name
             if is_deleted(self):  # the viewer closed while this ran
                 return
             if isinstance(pred, _Failed):
                 on_error(pred.error)
                 return
+            if layer not in self.viewer.layers:  # results without their image would pair with another one
+                self.status.value = f"{name} was removed while it was segmented: its results were not added."
+                notify_warning(self.status.value)
+                return  # (finish() ends the run)
+            name = layer.name  # renamed while it ran: the results are named (and linked) after it
             self.last_prediction, self.last_source = pred, name
             self._show(model, pred, name, where, geometry, then=lambda: self._finish_run(True))
             msg = f"{name}: {pred.params.get('tiles', '?')} tiles on {pred.device} ({pred.precision}) in {pred.timings['total_s']:.1f} s"
