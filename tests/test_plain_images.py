@@ -189,3 +189,42 @@ def test_one_stain_saved_as_rgb_is_segmented_through_its_grey_layer(make_napari_
         w.image_combo.value = "dapi"
         w.run()
     assert [ly.name for ly in viewer.layers].count("dapi (blue)") == 1
+
+
+@pytest.mark.gui
+def test_a_channel_stack_opened_by_napari_is_not_segmented_as_slices(make_napari_viewer, qtbot, monkeypatch,
+                                                                     tmp_path):
+    """An ImageJ hyperstack (axes CYX: cytoplasm, nuclei) opened with napari's own reader is a (2, y, x) layer
+    without its axes; the audit's run called 49 cytoplasm blobs nuclei without a word. Refused, with the way on
+    (Split Stack), and the channel layer it makes runs."""
+    from napari.layers.utils.stack_utils import stack_to_images
+
+    from napari_attnseg._napari import segment_widget as sw
+
+    messages = []
+    monkeypatch.setattr(sw, "notify_error", messages.append)
+    nuclei = tifffile.imread(NUCLEI)[:96, :96]
+    path = tmp_path / "hyperstack.tif"
+    tifffile.imwrite(path, np.stack([nuclei[::-1], nuclei]), imagej=True, metadata={"axes": "CYX"})
+    viewer = make_napari_viewer()
+    viewer.open(str(path), plugin="napari")
+    layer = viewer.layers[-1]
+    assert layer.data.shape == (2, 96, 96)
+    w = sw.SegmentWidget(viewer)
+    w.model_combo.value = "nuclei-2d"
+    with qtbot.waitSignal(w.run_done, timeout=2000) as done:
+        assert w.run() is None
+    assert done.args == [False] and "2 channels" in messages[-1] and "Split Stack" in messages[-1]
+    for part in stack_to_images(layer, axis=0):
+        viewer.add_layer(part)
+    w.image_combo.value = viewer.layers[-1].name
+    with qtbot.waitSignal(w.run_done, timeout=60000) as done:
+        assert w.run() is not None
+    assert done.args == [True]
+    # a z-stack saved the same way (axes ZYX) is a volume: it runs
+    tifffile.imwrite(tmp_path / "zstack.tif", np.stack([nuclei, nuclei]), imagej=True, metadata={"axes": "ZYX"})
+    viewer.open(str(tmp_path / "zstack.tif"), plugin="napari")
+    w.image_combo.value = viewer.layers[-1].name
+    with qtbot.waitSignal(w.run_done, timeout=60000) as done:
+        assert w.run() is not None
+    assert done.args == [True]

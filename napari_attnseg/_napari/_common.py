@@ -53,6 +53,28 @@ def grey_layer_of(viewer, layer):
     return grey
 
 
+def channel_stack_message(layer) -> str | None:
+    """Why a layer opened by napari's own reader from a TIFF whose first axis holds channels (axes CYX, as an
+    ImageJ hyperstack or OME-TIFF says) must not run as a volume, or None. napari's reader drops the axes:
+    the channels would be segmented as slices (an audit got 49 'nuclei' in a cytoplasm channel, no word)."""
+    path = getattr(getattr(layer, "source", None), "path", None)
+    if not path or not str(path).lower().endswith((".tif", ".tiff")) or layer.ndim != 3:
+        return None
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            axes, shape = str(series.axes), tuple(series.shape)
+    except Exception:  # noqa: BLE001 - an unreadable header: nothing to say about it here
+        return None
+    if len(axes) != 3 or axes[0] != "C" or shape != tuple(layer.data.shape):
+        return None
+    return (f"Layer {layer.name!r} holds {shape[0]} channels (its file's axes are {axes}), not slices of a volume; "
+            "the models take one channel. Right-click the layer in the layer list > Split Stack, then pick the "
+            "layer of the channel that shows the objects.")
+
+
 def job_controls(run_text: str, maximum: int):
     """A long job's controls: (Run button, Cancel button (disabled), progress bar 0..``maximum``, a status line
     that wraps and takes the panel's whole width)."""

@@ -16,6 +16,7 @@ from ..display import CT_WINDOWS, is_hounsfield, window_limits
 from ..errors import AttnSegError, Cancelled
 from ..inference import CancelToken, iter_predict
 from ._common import (
+    channel_stack_message,
     error_message,
     grey_layer_of,
     is_deleted,
@@ -238,6 +239,9 @@ class SegmentWidget(QWidget, SegmentForm, ResultLayers, PixelTool):
         if layer.rgb and (layer := grey_layer_of(self.viewer, layer)) is not None:  # grey or one stain saved as RGB
             self.refresh_layers(prefer=layer.name)
         if layer is None:
+            return None
+        if (channels := channel_stack_message(layer)) is not None:
+            notify_error(channels)
             return None
         if layer.ndim not in (2, 3):
             notify_error(f"Layer {layer.name!r} has {layer.ndim} dimensions; the models take 2D images or 3D volumes.")
