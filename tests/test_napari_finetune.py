@@ -222,6 +222,45 @@ def test_closing_the_viewer_cancels_the_run(make_napari_viewer, qtbot, tmp_path,
 
 
 @pytest.mark.gui
+@pytest.mark.parametrize("alone", [False, True])
+def test_closing_the_dock_stops_what_would_go_on_unseen(make_napari_viewer, qtbot, tmp_path, monkeypatch, alone):
+    """napari's dock ✕ unparents the panel and deletes nothing: a fine-tuning run went on unseen (a reopened panel
+    could not cancel it, and it competed with the next run), clicks and R/K/N still acted on the viewer."""
+    from napari_attnseg._napari.dock import AttnSegDock
+
+    ds, start = _volume_dataset(tmp_path)
+    _slow_steps(monkeypatch, 0.25)
+    viewer = make_napari_viewer()
+    if alone:
+        w = _panel(viewer, ds, start)
+        dock, correct = w, None
+    else:
+        dock = AttnSegDock(viewer)
+        viewer.window.add_dock_widget(dock, name="Attention segmentation")
+        w, correct = dock.finetune, dock.correct
+        w.add_model("start", str(start))
+        w.dataset_edit.value = str(ds)
+        w.model_combo.value = "start"
+        viewer.add_image(np.zeros((32, 32), np.float32), name="img")
+        viewer.add_labels(np.zeros((32, 32), np.uint8), name="img mask")
+        correct.prompt.enable_box.value = True
+        assert correct.prompt._on_image_click in viewer.mouse_drag_callbacks
+    worker = w.run()
+    ended = []
+    worker.finished.connect(lambda: ended.append(True))
+    qtbot.waitUntil(lambda: w.status.value.startswith("epoch 1"), timeout=60000)
+    viewer.window.remove_dock_widget(dock)
+    assert w._token.cancelled
+    qtbot.waitUntil(lambda: bool(ended), timeout=60000)
+    if correct is not None:
+        assert correct.prompt._on_image_click not in viewer.mouse_drag_callbacks
+        assert not correct.prompt.enable_box.value
+        from napari.utils.key_bindings import KeyBinding
+
+        assert KeyBinding.from_str("r") not in viewer.keymap
+
+
+@pytest.mark.gui
 def test_a_short_run_alone_docks_nothing_and_says_less_than_one_epoch(make_napari_viewer, qtbot, tmp_path,
                                                                       monkeypatch, notifications):
     from napari_attnseg._napari._common import docked_widgets

@@ -53,6 +53,27 @@ def grey_layer_of(viewer, layer):
     return grey
 
 
+class Undockable:
+    """Mixin of a panel (a QWidget): closing its dock (napari's ✕ unparents the widget; nothing is deleted, so
+    ``destroyed`` never comes) calls ``panel_undocked``, which stops what would go on unseen: a fine-tuning run
+    (a reopened panel could not cancel it), clicks and keys still bound to the viewer."""
+
+    def event(self, e):
+        from qtpy.QtCore import QEvent
+
+        if e.type() == QEvent.ParentChange:
+            if self.parent() is not None:
+                self._docked = True
+            elif getattr(self, "_docked", False):
+                self._docked = False
+                self.panel_undocked()
+        return super().event(e)
+
+    def panel_undocked(self) -> None:
+        for panel in getattr(self, "panels", lambda: [])():
+            panel.panel_undocked()
+
+
 def channel_stack_message(layer) -> str | None:
     """Why a layer opened by napari's own reader from a TIFF whose first axis holds channels (axes CYX, as an
     ImageJ hyperstack or OME-TIFF says) must not run as a volume, or None. napari's reader drops the axes:

@@ -18,7 +18,15 @@ from qtpy.QtWidgets import QWidget
 
 from .. import correct
 from ..errors import AttnSegError
-from ._common import docked_widgets, error_message, notify_error, notify_info, notify_warning, set_choices
+from ._common import (
+    Undockable,
+    docked_widgets,
+    error_message,
+    notify_error,
+    notify_info,
+    notify_warning,
+    set_choices,
+)
 from .correct_form import CorrectForm
 from .correct_helpers import LiveStats, MaskHelpers
 from .suggest_tool import SuggestTool
@@ -31,7 +39,7 @@ def folder_text(edit: FileEdit) -> str:
     return str(edit.line_edit.value).strip()
 
 
-class CorrectWidget(QWidget, CorrectForm, MaskHelpers, LiveStats, SuggestTool):
+class CorrectWidget(Undockable, QWidget, CorrectForm, MaskHelpers, LiveStats, SuggestTool):
     def __init__(self, napari_viewer):
         super().__init__()
         self.viewer = napari_viewer
@@ -58,6 +66,7 @@ class CorrectWidget(QWidget, CorrectForm, MaskHelpers, LiveStats, SuggestTool):
         self.viewer.bind_key("Shift-R", lambda v: self.mark_current(reviewed=False), overwrite=True)
         self.viewer.bind_key("k", lambda v: self.keep_at_cursor(), overwrite=True)
         self.viewer.bind_key("n", lambda v: self.next_suggested(), overwrite=True)
+        self._keys = ("r", "Shift-R", "k", "n")
 
     # -- layers ---------------------------------------------------------------------------------
     @staticmethod
@@ -110,6 +119,12 @@ class CorrectWidget(QWidget, CorrectForm, MaskHelpers, LiveStats, SuggestTool):
             with self.image_combo.changed.blocked():
                 self.image_combo.value = image.name
         self._remember_choice()
+
+    def panel_undocked(self) -> None:
+        """The dock closed: its keys and clicks stop acting on the viewer (they would edit masks unseen)."""
+        self.prompt.enable_box.value = False
+        for key in self._keys:
+            self.viewer.bind_key(key, None)
 
     def _source_layer(self, mask):
         uid = mask.metadata.get("attnseg_source_uid")

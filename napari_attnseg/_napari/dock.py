@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from qtpy.QtWidgets import QFrame, QScrollArea, QTabWidget, QVBoxLayout, QWidget
 
+from ._common import Undockable
 from .correct_widget import CorrectWidget
 from .finetune_widget import FinetuneWidget
 from .segment_widget import SegmentWidget
@@ -14,7 +15,7 @@ from .segment_widget import SegmentWidget
 TABS = ("Segment", "Correct and export", "Fine-tune")
 
 
-class AttnSegDock(QWidget):
+class AttnSegDock(Undockable, QWidget):
     """``segment``, ``correct`` and ``finetune`` are the panels; ``tabs`` the QTabWidget holding them."""
 
     def __init__(self, napari_viewer):

@@ -28,6 +28,7 @@ from qtpy.QtWidgets import QVBoxLayout, QWidget
 
 from ..errors import Cancelled
 from ._common import (
+    Undockable,
     error_message,
     find_docked,
     is_deleted,
@@ -50,7 +51,7 @@ from .finetune_plot import LossDicePlot
 from .finetune_run import MIN_MINUTES, STEP_EVERY_S, Run, free_folder, output_problem, panel_closed
 
 
-class FinetuneWidget(QWidget, StartModels, ValidationField):
+class FinetuneWidget(Undockable, QWidget, StartModels, ValidationField):
     def __init__(self, napari_viewer):
         super().__init__()
         self.viewer = napari_viewer
@@ -361,3 +362,8 @@ class FinetuneWidget(QWidget, StartModels, ValidationField):
     def cancel(self):
         if self._token is not None:
             self._token.cancel()
+
+    def panel_undocked(self) -> None:  # the dock closed: a reopened panel could not cancel this run
+        if self._token is not None and self.cancel_button.enabled:
+            self.cancel()
+            notify_info("The Fine-tune panel was closed: its run was cancelled (the best model so far is kept).")

@@ -16,6 +16,7 @@ from ..display import CT_WINDOWS, is_hounsfield, window_limits
 from ..errors import AttnSegError, Cancelled
 from ..inference import CancelToken, iter_predict
 from ._common import (
+    Undockable,
     channel_stack_message,
     error_message,
     grey_layer_of,
@@ -41,7 +42,7 @@ class _Failed:
         self.error = error
 
 
-class SegmentWidget(QWidget, SegmentForm, ResultLayers, PixelTool):
+class SegmentWidget(Undockable, QWidget, SegmentForm, ResultLayers, PixelTool):
     """Dock widget; ``confirm_overwrite(layer_name) -> bool`` can be replaced (tests, scripting).
     ``run_done(ok)`` is emitted once a run is over: its layers all shown (True), or it failed or was
     cancelled (False). The form is made of magicgui widgets (``self.form``, built by :class:`SegmentForm`);
@@ -384,3 +385,6 @@ class SegmentWidget(QWidget, SegmentForm, ResultLayers, PixelTool):
     def cancel(self) -> None:
         if self._token is not None:
             self._token.cancel()
+
+    def panel_undocked(self) -> None:  # (the dock closed: a run's results would land unasked)
+        self.cancel()
