@@ -213,6 +213,13 @@ def read_card(path: str | os.PathLike) -> ModelCard:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
     except Exception as exc:  # safetensors raises several types for corrupt headers
+        if _is_pickle(path):
+            raise CheckpointError(
+                f"{path} is a PyTorch pickle (torch.save), not a safetensors file. napari-attnseg never unpickles "
+                "files: unpickling can run any code stored in them. If you trust the file, convert it once in your own "
+                "Python: build the model with napari_attnseg.create_model, load the state_dict read with torch.load "
+                "(weights_only=True) into it, and save it with napari_attnseg.save_model(net, 'model.safetensors', "
+                "card={'classes': [...]}) (docs/cli.md, 'Converting a PyTorch checkpoint').") from None
         hint = ("; it is an image, not a model: give it as the input and a model name (see `attnseg models`) as --model"
                 if path.name.lower().endswith((".tif", ".tiff", ".nii", ".nii.gz", ".dcm")) else
                 "; it may be truncated or corrupt")
@@ -238,6 +245,25 @@ def read_card(path: str | os.PathLike) -> ModelCard:
                 "the card was edited or belongs to another model. Restore it or delete it."
             )
     return card
+
+
+def _is_pickle(path: Path) -> bool:
+    """A PyTorch pickle, told without unpickling: a zip holding ``data.pkl`` (torch.save), a file starting
+    with the pickle protocol byte 0x80 (the legacy format), or a .pt/.pth/.ckpt/.pkl name."""
+    import zipfile
+
+    if path.suffix.lower() in (".pt", ".pth", ".ckpt", ".pkl"):
+        return True
+    try:
+        with open(path, "rb") as f:
+            if f.read(1) == b"\x80":
+                return True
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:  # reads the zip's directory only
+                return any(n.endswith("data.pkl") for n in z.namelist())
+    except (OSError, zipfile.BadZipFile):
+        pass
+    return False
 
 
 def model_identity(source) -> dict[str, Any]:

@@ -44,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..checkpoint import load_model
     from ..cohort.inputs import read_input
+    from ..data.export import check_class_ids
     from ..data.orientation import volume_codes
     from ..errors import InputError
     from ..evaluation import label_mismatch
@@ -53,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(args.model, device=args.device)
     image, ref = read_input(args.image), read_input(args.labels)
     labels = np.asarray(ref.data)
+    check_class_ids(labels, f"{args.labels} (the reference labels)")  # a probability map would score Dice 0
     if labels.shape != image.data.shape[-labels.ndim:]:
         raise InputError(f"{args.labels} has shape {labels.shape}, {args.image} has {image.data.shape}; they must match.")
     # checked before the (long) prediction

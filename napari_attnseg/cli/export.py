@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from ..checkpoint import model_identity
     from ..correct import format_slice_ranges, parse_slice_ranges
     from ..data import read_image
-    from ..data.export import export_case
+    from ..data.export import check_class_ids, export_case
     from ..data.grid import on_image_grid
     from ..errors import InputError
 
@@ -50,12 +50,14 @@ def run(args: argparse.Namespace) -> int:
     labels, note = on_image_grid(image, read_image(args.labels), "labels")
     if note:
         print(note, file=sys.stderr)
+    check_class_ids(np.asarray(labels.data), f"{args.labels} (labels)")  # refused with the file's name
     prediction = None
     if args.prediction:
         pred, note = on_image_grid(image, read_image(args.prediction), "prediction")
         if note:
             print(note, file=sys.stderr)
         prediction = np.asarray(pred.data)
+        check_class_ids(prediction, f"{args.prediction} (prediction)")  # a probability map would skew the edit stats
     names = args.label_names.split(",") if args.label_names else None
     new_dataset = not (Path(args.dataset) / "manifest.json").exists()
     if names is None and new_dataset and labels.meta.get("class_names") and not args.foreground:

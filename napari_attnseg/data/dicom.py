@@ -143,6 +143,10 @@ def read_dicom_series(path: Path) -> Volume:
     frames, note = select(_frames(path), None if path.is_dir() else path)
     geo = geometry(frames, path)
     data, pixel_meta = read_pixels(geo.frames, path)
+    if geo.slots is not None:  # slices missing from the series: empty ones keep the others in place
+        full = np.full((geo.slots[-1] + 1, *data.shape[1:]), data.min() if data.ndim == 3 else 0, data.dtype)
+        full[geo.slots] = data
+        data = full
     first = geo.frames[0].header
     warnings = ([note] if note else []) + geo.warnings
     meta: dict[str, Any] = {"source_path": str(path), "format": "dicom", "axis_order": "kji",

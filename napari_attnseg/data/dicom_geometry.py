@@ -159,6 +159,7 @@ class Geometry:
     pixel_spacing: tuple[float, float]
     affine: np.ndarray  # RAS, NIfTI-style: (i = column, j = row, k = slice) -> mm
     warnings: list[str]
+    slots: list[int] | None = None  # the grid index of each frame when slices are missing (gaps left empty)
 
 
 def _distinct(values: np.ndarray, order: list[Frame], source: Path) -> None:
@@ -170,6 +171,30 @@ def _distinct(values: np.ndarray, order: list[Frame], source: Path) -> None:
             if a.path == b.path else ""
         raise InputError(f"{source}: {a.name} and {b.name} lie at the same position{several}; the folder holds "
                          "duplicates or several series: move one copy out, or open one file of the series you want.")
+
+
+def _missing(gaps: np.ndarray, offsets: np.ndarray, order: list[Frame]) -> tuple[list[int], str] | None:
+    """A few slices missing: every gap a whole multiple (within 5%) of the usual step, most gaps one step,
+    at most max(3, a quarter) of the slices gone. Returns the grid index of each frame and a warning."""
+    if len(gaps) < 2:
+        return None
+    unit = float(np.median(gaps[gaps < 1.5 * gaps.min()]))  # the usual step: the gaps near the smallest
+    counts = np.rint(gaps / unit).astype(int)
+    gone = int((counts - 1).sum())
+    if (counts.max() < 2 or np.any(np.abs(gaps / unit - counts) > 0.05) or gone > max(3, len(gaps) // 4)
+            or np.count_nonzero(counts == 1) < len(gaps) / 2):
+        return None
+
+    def at(i: int) -> str:
+        f = order[i]
+        return f"{f.name} ({f'instance {f.instance}, ' if f.instance is not None else ''}at {offsets[i]:.4g} mm)"
+
+    where = "; ".join(f"{c - 1} between {at(i)} and {at(i + 1)}" for i, c in enumerate(counts) if c > 1)
+    slots = [0, *np.cumsum(counts).tolist()]
+    return slots, (f"uneven slice spacing: {gone} slice(s) look missing from the series ({where}), where the "
+                   f"others are {unit:.3g} mm apart; {gone} empty slice(s) (the series' lowest value) were inserted "
+                   "there so that every slice keeps its place on an even grid: those slices hold no image, and a "
+                   "mask drawn or predicted on them means nothing")
 
 
 def geometry(frames: list[Frame], source: Path) -> Geometry:
@@ -185,6 +210,7 @@ def geometry(frames: list[Frame], source: Path) -> Geometry:
         warnings.append("no PixelSpacing in the headers: 1 mm pixels assumed")
     n = len(frames)
     nominal = first.between or first.thickness
+    slots: list[int] | None = None
     origin = np.zeros(3)
     if all(f.position is not None for f in frames):
         offsets = np.array([float(f.position @ normal) for f in frames])
@@ -193,10 +219,14 @@ def geometry(frames: list[Frame], source: Path) -> Geometry:
         _distinct(offsets[order_idx], order, source)
         origin = order[0].position
         if n > 1:
-            step = (order[-1].position - order[0].position) / (n - 1)  # sheared (gantry tilt) stays exact
-            dz = abs(float(step @ normal))
             gaps = np.diff(offsets[order_idx])
-            if np.max(np.abs(gaps - dz)) > 0.01 * dz:
+            if (found := _missing(gaps, offsets[order_idx], order)) is not None:
+                slots, note = found
+                warnings.append(note)
+            # sheared (gantry tilt) stays exact
+            step = (order[-1].position - order[0].position) / (slots[-1] if slots else n - 1)
+            dz = abs(float(step @ normal))
+            if slots is None and np.max(np.abs(gaps - dz)) > 0.01 * dz:
                 warnings.append(f"uneven slice spacing ({gaps.min():.3g}-{gaps.max():.3g} mm); using the mean "
                                 f"step {dz:.3g} mm")
             shear = float(np.linalg.norm(step - (step @ normal) * normal))
@@ -215,9 +245,12 @@ def geometry(frames: list[Frame], source: Path) -> Geometry:
             order_idx = np.argsort(locs, kind="stable")
             order = [frames[i] for i in order_idx]
             _distinct(locs[order_idx], order, source)
-            dz = abs(float(locs[order_idx][-1] - locs[order_idx][0])) / (n - 1)
             gaps = np.diff(locs[order_idx])
-            if np.max(np.abs(gaps - dz)) > 0.01 * dz:
+            if (found := _missing(gaps, locs[order_idx], order)) is not None:
+                slots, note = found
+                warnings.append(note)
+            dz = abs(float(locs[order_idx][-1] - locs[order_idx][0])) / (slots[-1] if slots else n - 1)
+            if slots is None and np.max(np.abs(gaps - dz)) > 0.01 * dz:
                 warnings.append(f"uneven slice spacing ({gaps.min():.3g}-{gaps.max():.3g} mm, from SliceLocation); "
                                 f"using the mean step {dz:.3g} mm")
             else:
@@ -240,4 +273,4 @@ def geometry(frames: list[Frame], source: Path) -> Geometry:
     lps[:3, 1] = col * ps[0]
     lps[:3, 2] = step
     lps[:3, 3] = origin
-    return Geometry(order, dz, ps, LPS_TO_RAS @ lps, warnings)
+    return Geometry(order, dz, ps, LPS_TO_RAS @ lps, warnings, slots)

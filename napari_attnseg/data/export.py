@@ -43,8 +43,8 @@ from .manifest import (
     write_json_atomic,
 )
 
-__all__ = ["FORMATS", "CaseRecord", "array_sha256", "check_same_grid", "detect_format", "export_case",
-           "write_json_atomic"]
+__all__ = ["FORMATS", "CaseRecord", "array_sha256", "check_class_ids", "check_same_grid", "detect_format",
+           "export_case", "write_json_atomic"]
 
 FORMATS = DATASET_FORMATS
 _CASE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
@@ -80,6 +80,19 @@ def array_sha256(a: np.ndarray) -> str:
     return h.hexdigest()
 
 
+def check_class_ids(a: np.ndarray, what: str) -> None:
+    """Refuse a mask that is not class ids (whole, not negative); ``what`` names it ("Labels", a file)."""
+    a = np.asarray(a)
+    if a.dtype.kind == "f":
+        if not np.all(np.isfinite(a)) or not np.all(np.mod(a, 1) == 0):
+            raise InputError(f"{what} must be whole numbers (class ids); got fractional or NaN values (a probability "
+                             "map?). Use a Labels layer or a thresholded mask (e.g. probability > 0.5).")
+    elif a.dtype.kind not in "iub":
+        raise InputError(f"{what} must be integers (class ids); got dtype {a.dtype}.")
+    if a.size and a.min() < 0:
+        raise InputError(f"{what} must not be negative; class ids start at 0 (background).")
+
+
 def _check_arrays(image: np.ndarray, labels: np.ndarray, channel_axis: bool) -> None:
     spatial = image.shape[1:] if channel_axis else image.shape
     if len(spatial) not in (2, 3):
@@ -88,14 +101,7 @@ def _check_arrays(image: np.ndarray, labels: np.ndarray, channel_axis: bool) -> 
     if tuple(labels.shape) != tuple(spatial):
         raise InputError(f"Labels of shape {labels.shape} do not match the image's shape {tuple(spatial)}; "
                          "export the mask that belongs to this image.")
-    if labels.dtype.kind == "f":
-        if not np.all(np.isfinite(labels)) or not np.all(np.mod(labels, 1) == 0):
-            raise InputError("Labels must be whole numbers (class ids); got fractional or NaN values "
-                             "(a probability map?). Export a Labels layer or a thresholded mask.")
-    elif labels.dtype.kind not in "iub":
-        raise InputError(f"Labels must be integers; got dtype {labels.dtype}.")
-    if labels.size and labels.min() < 0:
-        raise InputError("Labels must not be negative; class ids start at 0 (background).")
+    check_class_ids(labels, "Labels")
     if image.dtype.kind not in "iufb":
         raise InputError(f"The image must be numeric; got dtype {image.dtype}.")
 
@@ -121,6 +127,7 @@ class _Plan:
     case_id: str
     labels: np.ndarray
     ignore_value: int | None
+    notes: list[str]  # warnings for the caller
 
 
 def _plan(folder: Path, format: str, labels: np.ndarray, n_channels: int, ndim: int, *, reviewed_slices,
@@ -141,11 +148,20 @@ def _plan(folder: Path, format: str, labels: np.ndarray, n_channels: int, ndim: 
     if reviewed_slices is not None and ndim == 3:  # unreviewed slices go out as 'ignore': their values need no name
         counted = labels[sorted({int(z) for z in reviewed_slices if 0 <= int(z) < labels.shape[0]})]
     n_classes = int(counted.max(initial=0)) + 1
-    n_values = int(np.count_nonzero(np.bincount(counted.ravel()))) if counted.size else 0
-    if n_values > MAX_AUTO_CLASSES and not label_names and (manifest is None or n_classes > len(manifest["label_names"])):
-        raise InputError(f"The labels hold {n_values} distinct values (up to {n_classes - 1}): they look like "
-                         "instance ids (one value per object), not classes. Export them as one foreground class "
-                         "(attnseg export --foreground: labels > 0 become 1), or name every class with --label-names.")
+    present = set(np.flatnonzero(np.bincount(counted.ravel())).tolist()) if counted.size else set()
+    n_values = len(present)
+    if (max(n_values, n_classes - 1) > MAX_AUTO_CLASSES and not label_names
+            and (manifest is None or n_classes > len(manifest["label_names"]))):
+        raise InputError(f"The labels hold {n_values} distinct values (up to {n_classes - 1}, which would make a table "
+                         f"of {n_classes} classes): they look like instance ids (one value per object), not classes. "
+                         "Export them as one foreground class (attnseg export --foreground: labels > 0 become 1), "
+                         "or name every class with --label-names.")
+    notes = []
+    absent = sorted(set(range(1, n_classes)) - present)
+    if manifest is None and not label_names and n_classes > 2 and absent:
+        notes.append(f"the labels have no voxel of value(s) {', '.join(map(str, absent))}, yet the new dataset's label "
+                     f"table names every value up to {n_classes - 1} ('class 1'..'class {n_classes - 1}'); if the "
+                     "values are not class ids, export with --foreground, or name the classes with --label-names")
     if manifest is None:
         names = list(label_names) if label_names else (
             ["background", "foreground"] if n_classes <= 2 else ["background"] + [f"class {i}" for i in range(1, n_classes)])
@@ -209,7 +225,7 @@ def _plan(folder: Path, format: str, labels: np.ndarray, n_channels: int, ndim: 
     if blocked := not_ours(case_id):
         raise DatasetError(f"{blocked[0]} already exists and is not a case in {folder / MANIFEST}; napari-attnseg "
                            "never replaces it. Move it away or choose another case id.")
-    return _Plan(manifest, case_id, exported, ignore_value)
+    return _Plan(manifest, case_id, exported, ignore_value, notes)
 
 
 def _visible_files(folder: Path) -> list[Path]:
@@ -263,10 +279,11 @@ def export_case(
     A new dataset takes its label table from ``label_names`` (default background/foreground) and its
     channel names from ``channel_names`` (default ``CT`` for an image in Hounsfield units or of DICOM
     ``modality`` CT, nnU-Net's cue for its CT normalisation, else ``image``); an existing one keeps its own. ``foreground=True`` exports labels > 0 as one class (instance ids);
-    without it, more than ``MAX_AUTO_CLASSES`` distinct values and no ``label_names`` are refused.
+    without it, more than ``MAX_AUTO_CLASSES`` distinct values, or a value above it, and no ``label_names``
+    are refused; a new dataset whose auto-named table skips values gets a note in ``warnings``.
     Only pixel values and geometry are written (no source headers). Nothing is written when any
     input is refused (``InputError`` / ``DatasetError``), and no file that is not a case of the
-    dataset's manifest is replaced. ``CaseRecord.warnings`` names earlier cases with the same image.
+    dataset's manifest is replaced. ``CaseRecord.warnings`` also names earlier cases with the same image.
     """
     from ..correct import edit_stats
 
@@ -276,6 +293,8 @@ def export_case(
     image = np.asarray(image)
     labels = np.asarray(labels)
     _check_arrays(image, labels, channel_axis)
+    if prediction is not None:
+        check_class_ids(prediction, "The prediction (the model's mask)")
     if foreground:
         labels = (labels > 0).astype(np.uint8)
         prediction = None if prediction is None else (np.asarray(prediction) > 0).astype(np.uint8)
@@ -338,7 +357,7 @@ def export_case(
                 files={"images": [str(p.relative_to(folder)) for p in finals[:-1]],
                        "label": str(finals[-1].relative_to(folder))},
                 exported=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                labels_sha256=labels_sha, warnings=_duplicates(manifest, cid, image_sha, labels_sha),
+                labels_sha256=labels_sha, warnings=plan.notes + _duplicates(manifest, cid, image_sha, labels_sha),
             )
             entry = {k: v for k, v in asdict(record).items() if k != "warnings"}
             manifest = {**manifest, "cases": [c for c in manifest["cases"] if c["case_id"] != cid] + [entry]}

@@ -1,0 +1,253 @@
+"""Inputs the audit found mishandled: few but large instance ids taken as hundreds of classes, probability
+maps as a prediction or an evaluation reference, a DICOM series with missing slices placed on the mean
+step, and a pickled PyTorch file called "truncated or corrupt". Real files, tiny arrays."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+from napari_attnseg import create_model, save_model
+from napari_attnseg.cli import main
+from napari_attnseg.data import read_image
+from napari_attnseg.data.export import export_case
+from napari_attnseg.errors import CheckpointError, InputError
+
+
+def _image(shape=(40, 40)) -> np.ndarray:
+    return np.random.default_rng(0).normal(100, 10, shape).astype(np.float32)
+
+
+def _objects(ids) -> np.ndarray:
+    """One 3x3 object per id, on a 40x40 grid."""
+    labels = np.zeros((40, 40), np.uint16)
+    for n, v in enumerate(ids):
+        y, x = divmod(n, 8)
+        labels[y * 5:y * 5 + 3, x * 5:x * 5 + 3] = v
+    return labels
+
+
+def _error(capsys, command: str) -> str:
+    err = capsys.readouterr().err
+    assert f"attnseg {command}: error: " in err and "Traceback" not in err, err
+    return err
+
+
+# 1. few but large instance ids -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("ids", [list(range(1, 12)) + [178], [300, 1000]])
+def test_few_large_instance_ids_are_refused_without_names(tmp_path, ids):
+    labels = _objects(ids)
+    with pytest.raises(InputError, match=f"up to {max(ids)}.*instance ids.*--foreground.*--label-names"):
+        export_case(_image(), labels, tmp_path / "ds", "tiff")
+    assert not (tmp_path / "ds").exists()
+    rec = export_case(_image(), labels, tmp_path / "ds", "tiff", foreground=True)
+    assert rec.label_names == ["background", "foreground"]
+
+
+def test_cli_refuses_large_ids_and_writes_nothing(tmp_path, capsys):
+    tifffile.imwrite(tmp_path / "img.tif", _image())
+    tifffile.imwrite(tmp_path / "lab.tif", _objects(list(range(1, 12)) + [178]))
+    args = ["export", "--image", str(tmp_path / "img.tif"), "--labels", str(tmp_path / "lab.tif"),
+            "--dataset", str(tmp_path / "ds"), "--format", "tiff"]
+    assert main(args) == 1
+    assert "179 classes" in _error(capsys, "export")
+    assert not (tmp_path / "ds").exists()
+    assert main([*args, "--foreground"]) == 0
+    assert json.loads((tmp_path / "ds" / "manifest.json").read_text())["label_names"] == ["background", "foreground"]
+
+
+def test_a_few_ordinary_classes_with_a_gap_get_a_note(tmp_path):
+    rec = export_case(_image(), _objects([1, 7]), tmp_path / "gap", "tiff")
+    assert len(rec.label_names) == 8
+    assert any("no voxel of value(s) 2, 3, 4, 5, 6" in w for w in rec.warnings), rec.warnings
+    assert export_case(_image(), _objects([1, 2, 3]), tmp_path / "dense", "tiff").warnings == []
+    named = ["background", "a", "b", "c", "d", "e", "f", "g"]
+    assert export_case(_image(), _objects([1, 7]), tmp_path / "named", "tiff", label_names=named).warnings == []
+    # the largest value that is still taken as a class id without names
+    assert len(export_case(_image(), _objects([20]), tmp_path / "twenty", "tiff").label_names) == 21
+
+
+# 2. a probability map as --prediction ------------------------------------------------------------------
+
+
+def test_a_probability_map_as_prediction_is_refused_by_name(tmp_path, capsys):
+    labels = _objects([1, 1, 1]).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "img.tif", _image())
+    tifffile.imwrite(tmp_path / "lab.tif", labels)
+    tifffile.imwrite(tmp_path / "prob.tif", labels.astype(np.float32) * 0.9)
+    assert main(["export", "--image", str(tmp_path / "img.tif"), "--labels", str(tmp_path / "lab.tif"),
+                 "--prediction", str(tmp_path / "prob.tif"), "--dataset", str(tmp_path / "ds"),
+                 "--format", "tiff"]) == 1
+    err = _error(capsys, "export")
+    assert "prob.tif (prediction) must be whole numbers" in err and "probability map" in err
+    assert not (tmp_path / "ds").exists()
+    with pytest.raises(InputError, match="prediction.*whole numbers"):
+        export_case(_image(), labels, tmp_path / "ds", "tiff", prediction=labels * 0.9)
+    with pytest.raises(InputError, match="prediction.*negative"):
+        export_case(_image(), labels, tmp_path / "ds", "tiff", prediction=-labels.astype(np.int8))
+    with pytest.raises(InputError, match="prediction.*whole numbers"):  # not hidden by --foreground's > 0
+        export_case(_image(), labels, tmp_path / "ds", "tiff", prediction=labels * 0.9, foreground=True)
+    assert not (tmp_path / "ds").exists()
+    rec = export_case(_image(), labels, tmp_path / "ds", "tiff", prediction=labels.astype(np.float32))
+    assert rec.edit_stats is not None
+
+
+# 3. a probability map as evaluate's reference -----------------------------------------------------------
+
+
+@pytest.fixture
+def model2d(tmp_path):
+    torch.manual_seed(0)
+    path = tmp_path / "m.safetensors"
+    save_model(create_model("attention_unet", spatial_dims=2, features=[4, 8, 16]), path,
+               card={"tile": [32, 32], "normalization": {"scheme": "zscore"}})
+    return path
+
+
+@pytest.mark.parametrize("reference, says", [
+    (lambda m: m.astype(np.float32) * 0.9, "whole numbers"),
+    (lambda m: np.where(m > 0, np.nan, 0).astype(np.float32), "whole numbers"),
+    (lambda m: -m.astype(np.int16), "must not be negative"),
+])
+def test_evaluate_refuses_a_reference_that_is_not_class_ids(tmp_path, model2d, capsys, monkeypatch,
+                                                             reference, says):
+    import napari_attnseg.inference as inference
+
+    monkeypatch.setattr(inference, "predict", lambda *a, **k: pytest.fail("ran the model on a bad reference"))
+    mask = (_objects([1, 2, 3]) > 0).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "img.tif", _image())
+    tifffile.imwrite(tmp_path / "ref.tif", reference(mask))
+    assert main(["evaluate", "--model", str(model2d), "--image", str(tmp_path / "img.tif"),
+                 "--labels", str(tmp_path / "ref.tif"), "--device", "cpu"]) == 1
+    err = _error(capsys, "evaluate")
+    assert "ref.tif (the reference labels)" in err and says in err
+
+
+def test_evaluate_still_takes_whole_float_labels(tmp_path, model2d, capsys):
+    tifffile.imwrite(tmp_path / "img.tif", _image())
+    tifffile.imwrite(tmp_path / "ref.tif", (_objects([1, 2]) > 0).astype(np.float32))
+    assert main(["evaluate", "--model", str(model2d), "--image", str(tmp_path / "img.tif"),
+                 "--labels", str(tmp_path / "ref.tif"), "--device", "cpu", "--json"]) == 0
+    assert "foreground" in json.loads(capsys.readouterr().out)["dice"]
+
+
+# 4. a DICOM series with missing slices ------------------------------------------------------------------
+
+
+def _series(folder: Path, n: int, dz: float = 2.5, positions: bool = True) -> Path:
+    """n CT slices at z = 10 + k*dz, value 100 + 10*k HU, InstanceNumber k + 1, files IM<k+1>.dcm."""
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+    folder.mkdir(parents=True)
+    series = generate_uid()
+    for k in range(n):
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = CTImageStorage, generate_uid()
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds = FileDataset("x.dcm", {}, file_meta=meta, preamble=b"\0" * 128)
+        ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
+        ds.Modality, ds.SeriesInstanceUID, ds.InstanceNumber = "CT", series, k + 1
+        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+        if positions:
+            ds.ImagePositionPatient = [-20.0, -10.0, 10.0 + k * dz]
+        ds.SliceLocation = 10.0 + k * dz
+        ds.PixelSpacing, ds.SliceThickness = [0.8, 0.6], dz
+        ds.RescaleSlope, ds.RescaleIntercept = 1, -1024
+        ds.Rows, ds.Columns = 6, 5
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.PixelData = np.full((6, 5), 1124 + 10 * k, np.uint16).tobytes()
+        ds.save_as(str(folder / f"IM{k + 1:04d}.dcm"), enforce_file_format=True)
+    return folder
+
+
+@pytest.mark.parametrize("positions", [True, False], ids=["ImagePositionPatient", "SliceLocation"])
+def test_missing_slices_are_inserted_empty_so_the_others_keep_their_place(tmp_path, positions):
+    full = read_image(_series(tmp_path / "full", 10, positions=positions))
+    gappy = _series(tmp_path / "gappy", 10, positions=positions)
+    for k in (4, 8, 9):  # instance 4 (one slice) and 8-9 (two in a row)
+        (gappy / f"IM{k:04d}.dcm").unlink()
+    vol = read_image(gappy)
+    assert vol.data.shape == full.data.shape == (10, 6, 5)
+    np.testing.assert_allclose(vol.affine, full.affine)
+    assert vol.spacing == full.spacing
+    kept = [k for k in range(10) if k + 1 not in (4, 8, 9)]
+    np.testing.assert_array_equal(vol.data[kept], full.data[kept])
+    assert (vol.data[[3, 7, 8]] == vol.data.min()).all()
+    warning = vol.meta["warning"]
+    assert "3 slice(s) look missing" in warning and "uneven slice spacing" in warning
+    assert "1 between IM0003.dcm (instance 3, at" in warning and "2 between IM0007.dcm (instance 7" in warning
+    assert "2.5 mm apart" in warning and "inserted" in warning and "mean step" not in warning
+
+
+def test_uneven_spacing_that_is_not_missing_slices_keeps_the_mean_step(tmp_path):
+    import pydicom
+
+    folder = _series(tmp_path / "odd", 6)
+    last = folder / "IM0006.dcm"
+    ds = pydicom.dcmread(str(last))
+    ds.ImagePositionPatient = [-20.0, -10.0, 10.0 + 4 * 2.5 + 4.0]  # the last gap 4 mm: not a whole number of steps
+    ds.save_as(str(last))
+    vol = read_image(folder)
+    assert vol.data.shape[0] == 6
+    assert "uneven slice spacing (2.5-4 mm); using the mean step" in vol.meta["warning"]
+    many = _series(tmp_path / "sparse", 12)  # most slices gone: a sparse series, not a few missing ones
+    for k in (2, 3, 5, 6, 8, 9, 11):
+        (many / f"IM{k:04d}.dcm").unlink()
+    assert "mean step" in read_image(many).meta["warning"]
+
+
+def test_predict_writes_the_mask_on_the_full_grid(tmp_path, model2d, capsys):
+    import nibabel as nib
+
+    folder = _series(tmp_path / "ct", 6)
+    (folder / "IM0003.dcm").unlink()
+    assert main(["predict", str(folder), "--model", str(model2d), "--out", str(tmp_path / "out"),
+                 "--device", "cpu", "--no-prob"]) == 0
+    assert "1 slice(s) look missing" in capsys.readouterr().err
+    mask = nib.load(next((tmp_path / "out").glob("*_mask.nii.gz")))
+    assert mask.shape[-1] == 6
+    np.testing.assert_allclose(mask.affine, read_image(_series(tmp_path / "full", 6)).affine)
+
+
+# 5. a pickled PyTorch file as the model ----------------------------------------------------------------
+
+
+class _Boom:
+    def __reduce__(self):
+        return (Path.touch, (Path(_Boom.target),))
+
+
+@pytest.mark.parametrize("name, legacy", [("model.pt", False), ("model.pth", True), ("weights.bin", False),
+                                          ("weights.dat", True)])
+def test_a_pytorch_pickle_is_named_and_never_unpickled(tmp_path, name, legacy, capsys):
+    from napari_attnseg.checkpoint import load_model
+
+    _Boom.target = str(tmp_path / "ran")
+    path = tmp_path / name
+    torch.save({"state": _Boom()}, path, _use_new_zipfile_serialization=not legacy)
+    with pytest.raises(CheckpointError, match="PyTorch pickle.*never unpickles.*safetensors") as err:
+        load_model(path)
+    assert str(path) in str(err.value) and "Converting a PyTorch checkpoint" in str(err.value)
+    tifffile.imwrite(tmp_path / "img.tif", _image())
+    assert main(["evaluate", "--model", str(path), "--image", str(tmp_path / "img.tif"),
+                 "--labels", str(tmp_path / "img.tif")]) == 1
+    assert "PyTorch pickle" in _error(capsys, "evaluate")
+    assert not (tmp_path / "ran").exists()  # nothing in it ran
+
+
+def test_a_truncated_safetensors_file_is_still_called_corrupt(tmp_path, model2d):
+    from napari_attnseg.checkpoint import load_model
+
+    bad = tmp_path / "cut.safetensors"
+    bad.write_bytes(model2d.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        load_model(bad)
