@@ -428,6 +428,10 @@ def test_a_helper_that_changes_nothing_says_so_and_why(viewer, notifications):
     w.interpolate()
     assert np.asarray(layer.data)[2].any()
     assert len([n for n in notifications if "nothing changed" in str(n.message)]) == before
+    layer.data = np.zeros_like(mask)  # an empty mask: the advice is to draw, not to erase
+    w.interpolate()
+    said = [str(n.message) for n in notifications if "nothing changed" in str(n.message)]
+    assert "is empty" in said[-1] and "Draw the object on two slices" in said[-1] and "erase" not in said[-1], said
 
 
 def test_class_names_longer_than_the_reviewed_values_get_a_warning(viewer, notifications):

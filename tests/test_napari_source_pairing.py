@@ -55,3 +55,22 @@ def test_an_image_removed_while_it_is_segmented_gets_no_results(make_napari_view
     assert done.args == [False] and seg.run_button.enabled
     assert [ly.name for ly in viewer.layers] == ["patient X"]
     assert "removed while it was segmented" in seg.status.value
+
+
+def test_a_layer_name_with_a_slash_is_kept_whole_in_the_export_record(make_napari_viewer, qtbot, tmp_path):
+    import json
+
+    from napari_attnseg._napari.correct_widget import CorrectWidget
+
+    viewer = make_napari_viewer()
+    viewer.add_image(np.random.default_rng(0).random((24, 24)).astype(np.float32), name="pt 1/scan A")
+    mask = np.zeros((24, 24), np.uint8)
+    mask[5:12, 5:12] = 1
+    viewer.add_labels(mask, name="pt 1/scan A mask")
+    corr = CorrectWidget(viewer)
+    corr.dataset_edit.value = str(tmp_path / "ds")
+    worker = corr.export()
+    with qtbot.waitSignal(worker.finished, timeout=30000):
+        pass
+    cases = json.loads((tmp_path / "ds" / "manifest.json").read_text())["cases"]
+    assert cases[0]["source_name"] == "pt 1/scan A"  # was 'scan A' (the name read as a path)

@@ -121,11 +121,14 @@ class MaskHelpers:
             return
         # the reviewed slices are annotations too (an empty one says "nothing here") and are never written
         reviewed = self._reviewed(layer) if layer is not None else []
+        why = ("Interpolation fills only the background of slices lying between annotated ones, and every slice "
+               "that holds the class counts as annotated (the model's prediction too): erase the object on the "
+               "slices to fill, then interpolate.")
+        if layer is not None and not np.asarray(layer.data).any():
+            why = (f"{layer.name} is empty: interpolation fills the slices between annotated ones. Draw the object "
+                   "on two slices (or more) first, then interpolate.")
         self._apply(lambda data, classes: correct.interpolate_slices(data, None, classes, reviewed=reviewed),
-                    self._classes(), whole_volume=True,
-                    unchanged="Interpolation fills only the background of slices lying between annotated ones, and "
-                              "every slice that holds the class counts as annotated (the model's prediction too): "
-                              "erase the object on the slices to fill, then interpolate.")
+                    self._classes(), whole_volume=True, unchanged=why)
 
 
 def _history(layer):

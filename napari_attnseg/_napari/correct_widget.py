@@ -320,7 +320,7 @@ class CorrectWidget(Undockable, QWidget, CorrectForm, MaskHelpers, LiveStats, Su
             "case_id": self.case_edit.value.strip() or None,
             "overwrite": bool(self.replace_box.value and self.case_edit.value.strip()),
             "label_names": names,
-            "source_name": Path(str(meta.get("source_path", img_name))).name,
+            "source_name": Path(str(meta["source_path"])).name if meta.get("source_path") else img_name,
             "model_info": model_identity(info) if info else None,
             "modality": meta.get("modality"),
         }

@@ -290,8 +290,9 @@ class FinetuneWidget(Undockable, QWidget, StartModels, ValidationField):
             before = "n/a" if res.val_dice_before is None else f"{res.val_dice_before:.4f}"
             notes = "".join(f"\n- {n}" for n in res.notes)
             if not res.checkpoint:  # cancelled before any epoch beat the start, or a new head none bettered
-                why = ("it was cancelled during epoch 1, before any epoch finished" if not res.epochs else
-                       f"no epoch beat the start model's validation Dice {before}")
+                why = ("it was cancelled while preparing, before training began" if run.last_step is None else
+                       "it was cancelled during epoch 1, before any epoch finished") if not res.epochs else \
+                    f"no epoch beat the start model's validation Dice {before}"
                 head = "" if res.cancelled else (" and its output layer was new (other classes): the start model "
                                                  "with an untrained output layer is no model. Give more minutes, or "
                                                  "review more slices that hold the object")
