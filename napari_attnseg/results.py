@@ -307,10 +307,12 @@ def write_prediction(out: str | os.PathLike, src: str | os.PathLike, vol, model,
 def _link_input(out: Path, src: Path) -> str | None:
     """A copy-free reference to the input beside its outputs: a symlink ``<stem>_image<ext>``.
 
-    Nothing is made when the outputs already sit next to the input, or where the file system refuses
+    Nothing is made when the outputs already sit next to the input or inside it (a DICOM folder), or where the file system refuses
     links (the record written beside the outputs still names the input).
     """
     src = src.resolve()
+    if src == out.resolve():  # a DICOM series predicted into its own folder: no link to itself inside it
+        return None
     if src.parent == out.resolve():
         return src.name
     suffix = src.name[len(stem(src)):]  # .tif, .nii.gz, ... ("" for a DICOM folder)

@@ -39,6 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true",
                         help="replace outputs of an earlier run in --out (default: refuse that input and say so; "
                              "a cohort skips the cases finished with the same model and options)")
+    parser.add_argument("--summary", default=None, metavar="CSV",
+                        help="the cohort summary CSV, in --out unless an absolute path (default cohort_summary.csv); "
+                             "given with image files, runs them as a cohort")
     parser.add_argument("--dask", nargs="?", const="auto", default=None, metavar="N|ADDRESS",
                         help="run the cases on Dask: N local workers, a scheduler address (tcp://host:8786), or "
                              "bare: one worker per GPU (two CPU workers without one)")
@@ -116,7 +119,14 @@ def _distinct_inputs(inputs: list[Path], out: Path) -> list[Path]:
 
 def run(args: argparse.Namespace) -> int:
     from ..checkpoint import load_model
-    from ..cohort.inputs import pick_channel, read_input
+    from ..cohort.inputs import EDITED_DIR, pick_channel, read_input
+    from ..cohort.outputs import (
+        is_name_too_long,
+        keep_edited_mask,
+        kept_warning,
+        name_too_long,
+        too_long_message,
+    )
     from ..data.orientation import volume_codes
     from ..errors import AttnSegError, InputError
     from ..inference import predict
@@ -124,13 +134,15 @@ def run(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     _check_out_folder(out)
-    if args.dask is not None or any(map(_is_cohort, args.inputs)):
+    if args.dask is not None or args.summary is not None or any(map(_is_cohort, args.inputs)):
         return _run_cohort(args)
     inputs = _distinct_inputs([Path(p) for p in args.inputs], out)
     model = load_model(args.model, device=args.device)
     failed = 0
     for src in inputs:
         try:
+            if too_long := name_too_long(out, src):
+                raise InputError(too_long)
             foreign = foreign_outputs(out, src)
             if foreign:
                 raise InputError(foreign_message(out, src, foreign))
@@ -139,9 +151,11 @@ def run(args: argparse.Namespace) -> int:
                 raise InputError(
                     f"{out} already holds outputs for this input ({', '.join(p.name for p in existing[:3])}"
                     f"{', ...' if len(existing) > 3 else ''}); a mask there may have been corrected by hand. "
-                    "Choose another --out, or pass --overwrite to replace them."
+                    "Choose another --out, or pass --overwrite to replace them (a mask changed since attnseg "
+                    f"wrote it is then kept in {out / EDITED_DIR})."
                 )
-            vol = pick_channel(read_input(src), args.channel, int(getattr(model, "in_channels", 1)), src)
+            vol = pick_channel(read_input(src), args.channel, int(getattr(model, "in_channels", 1)), src,
+                               dims=getattr(model, "spatial_dims", None))
             if vol.meta.get("note"):  # e.g. a grey image saved as RGB, read as grey
                 print(f"{src}: note: {vol.meta['note']}", file=sys.stderr)
             with TileProgress(src.name) as progress:
@@ -153,6 +167,8 @@ def run(args: argparse.Namespace) -> int:
             if vol.meta.get("warning"):  # what the reader noticed (uneven DICOM slices, ...) goes with the result
                 pred.warnings.insert(0, str(vol.meta["warning"]))
             fmt = "tiff" if vol.meta.get("format") == "tiff" else "nifti"  # PNG/JPEG/BMP read as TIFF
+            if kept := keep_edited_mask(out, src):  # --overwrite never deletes a corrected mask
+                pred.warnings.append(kept_warning(kept))
             write_prediction(out, src, vol, model, pred, request=None, fmt=fmt)
             turned = pred.params.get("reoriented")
             print(f"{src}: {pred.params['tiles']} tiles on {pred.device} ({pred.precision}), "
@@ -163,6 +179,10 @@ def run(args: argparse.Namespace) -> int:
             failed += 1
             print(f"{src}: error: {exc}", file=sys.stderr)
         except Exception as exc:  # a failure nobody anticipated fails this input only, as in a cohort
+            if is_name_too_long(exc):
+                failed += 1
+                print(f"{src}: error: {too_long_message(out, src)}", file=sys.stderr)
+                continue
             if os.environ.get("ATTNSEG_DEBUG"):
                 raise
             failed += 1
@@ -187,7 +207,7 @@ def _run_cohort(args: argparse.Namespace) -> int:
     """Folder/glob/CSV inputs or --dask: a resumable cohort run (napari_attnseg.cohort) and its summary CSV."""
     import contextlib
 
-    from ..cohort import dask_client, predict_cohort
+    from ..cohort import SUMMARY_NAME, dask_client, predict_cohort
 
     options = dict(attention=args.attention, tile=args.tile, overlap=args.overlap,
                    device=args.device, precision=args.precision, mode=args.mode, tta=args.tta,
@@ -203,6 +223,7 @@ def _run_cohort(args: argparse.Namespace) -> int:
 
     with dask_client(args.dask) if args.dask else contextlib.nullcontext((None, None)) as (client, threads):
         summary = predict_cohort(args.model, args.inputs, args.out, client=client, overwrite=args.overwrite,
+                                 summary=args.summary or SUMMARY_NAME,
                                  threads=threads, progress=show, channel=args.channel, **options)
     print(f"{summary.describe()}; summary: {summary.csv}")
     return 1 if summary.failed else 0

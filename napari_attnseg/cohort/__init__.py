@@ -13,11 +13,13 @@
 * **Resumable**: a case whose ``<stem>_predict.json`` records the same weights (sha256) and the same
   request is skipped; outputs of another model or other settings are replaced, as are the leftovers
   of a killed run; outputs that may hold a user's corrections are replaced only with ``overwrite``
-  (see :func:`napari_attnseg.results.case_state`). Every file is written atomically, the record last.
+  (see :func:`napari_attnseg.results.case_state`), and a mask changed since attnseg wrote it is then
+  moved to ``out/edited_masks/``, never deleted. Every file is written atomically, the record last.
 * **Failures**: a failed case is reported in the summary and the others run.
 * **Summary**: ``cohort_summary.csv`` in ``out`` gathers the runs into that folder: a run's rows (with
   its start time, ``run``) replace those of its cases; the rows of other cases stay. A file of that name
-  that this command did not write is refused before any case (replaced only with ``overwrite``).
+  that this command did not write is refused before any case (``overwrite`` keeps it, renamed
+  ``cohort_summary.yours.csv``); columns a user added to a summary of ours are kept.
 * **Dask**: tasks are cases; each worker process loads the model once and keeps it; a case whose
   worker died is rerun elsewhere (Dask's ``allowed-failures``) and one that raised an unexpected
   error is retried ``retries`` times. Outputs are written by the workers: ``out`` must be on a file

@@ -163,8 +163,15 @@ def _run_case(job: _Job, model, slot: _Slot, worker: str = "") -> CaseResult:
     queued = 0.0  # waiting for the compute slot (another case computing): not this case's time
     try:
         from .inputs import pick_channel
+        from .outputs import (
+            is_name_too_long,
+            keep_edited_mask,
+            kept_warning,
+            too_long_message,
+        )
 
-        vol = pick_channel(_read_case(job.src), job.channel, int(getattr(model, "in_channels", 1)), job.src)
+        vol = pick_channel(_read_case(job.src), job.channel, int(getattr(model, "in_channels", 1)), job.src,
+                           dims=getattr(model, "spatial_dims", None))
         t1 = time.perf_counter()
         res.read_s = t1 - t0
         with slot.lock:
@@ -189,6 +196,9 @@ def _run_case(job: _Job, model, slot: _Slot, worker: str = "") -> CaseResult:
         for key in ("note", "warning"):  # what the reader noticed (uneven DICOM slices, grey saved as RGB, ...)
             if vol.meta.get(key):
                 pred.warnings.insert(0, str(vol.meta[key]))
+        kept = keep_edited_mask(job.out, job.src)  # --overwrite, or edited during the run: the user's work stays
+        if kept:
+            pred.warnings.append(kept_warning(kept))
         res.warnings = list(pred.warnings)
         done = dict(asdict(res), status="done", seconds=time.perf_counter() - t0 - queued)
         write_prediction(job.out, job.src, vol, model, pred, request=job.request,
@@ -197,6 +207,10 @@ def _run_case(job: _Job, model, slot: _Slot, worker: str = "") -> CaseResult:
         res.status = "done"
     except AttnSegError as exc:
         res.error = str(exc)
+    except OSError as exc:
+        if not is_name_too_long(exc):
+            raise
+        res.error = too_long_message(job.out, job.src)
     res.seconds = time.perf_counter() - t0 - queued  # read + compute + write
     return res
 
@@ -208,27 +222,36 @@ def _describe_exc(exc: BaseException) -> str:
 
 def _read_summary(path: Path) -> list[dict[str, str]] | None:
     """The rows of a summary this command wrote at ``path`` ([] when there is none, or an empty file);
-    None when the file is something else (other columns: another table, or one edited by hand)."""
+    None when the file is something else (another table). A summary of ours that gained columns (a
+    ``reviewed_by`` added in a spreadsheet) is ours: its rows keep those columns, after ours."""
+    table = _read_summary_table(path)
+    return None if table is None else table[0]
+
+
+def _read_summary_table(path: Path) -> tuple[list[dict[str, str]], list[str]] | None:
+    """:func:`_read_summary`'s rows and the columns the user added."""
     if not path.exists() or (path.is_file() and path.stat().st_size == 0):
-        return []
+        return [], []
     try:
         with open(path, newline="") as f:
             reader = csv.DictReader(f)
             rows = list(reader)
-            fields = set(reader.fieldnames or ())
+            fields = list(reader.fieldnames or ())
     except (OSError, UnicodeDecodeError, csv.Error):
         return None
-    if fields not in (set(SUMMARY_COLUMNS), set(_EARLIER_COLUMNS)) or any(None in r for r in rows):
+    if not set(_EARLIER_COLUMNS) <= set(fields) or any(None in r for r in rows):
         return None
-    return [{k: r.get(k) or "" for k in SUMMARY_COLUMNS} for r in rows]
+    extra = [k for k in fields if k not in SUMMARY_COLUMNS]
+    return [{k: r.get(k) or "" for k in (*SUMMARY_COLUMNS, *extra)} for r in rows], extra
 
 
 def _merge_rows(earlier: list[dict[str, str]], now: list[dict[str, str]]) -> tuple[list[dict[str, str]], int]:
     """This run's rows replace the earlier rows of their cases (where the first of them stood); the rows
     of cases not in this run are kept as they were. Returns the rows and how many were kept."""
     by_case: dict[str, list[dict[str, str]]] = {}
-    for row in now:
-        by_case.setdefault(row["case"], []).append(row)
+    added = {row["case"]: {k: v for k, v in row.items() if k not in SUMMARY_COLUMNS} for row in reversed(earlier)}
+    for row in now:  # the columns a user added to a case's row (reviewed_by, ...) stay with the case
+        by_case.setdefault(row["case"], []).append({**added.get(row["case"], {}), **row})
     merged: list[dict[str, str]] = []
     placed: set[str] = set()
     kept = 0
@@ -245,9 +268,10 @@ def _merge_rows(earlier: list[dict[str, str]], now: list[dict[str, str]]) -> tup
 
 
 def summary_refusal(path: Path) -> str:
-    return (f"{path} exists and is not a summary written by this command (its columns differ: another "
-            "table, or one edited by hand). Move it away, name another summary file (summary='...' in "
-            "Python), or pass --overwrite (overwrite=True) to replace it.")
+    return (f"{path} exists and is not a summary written by attnseg (its columns are not the summary's: "
+            "another table). It was left as it is and nothing was run. Name another summary file with "
+            "--summary NAME (summary='NAME' in Python), or move that file away; --overwrite would also "
+            f"keep it (renamed {_aside_name(path).name}) but redoes every finished case.")
 
 
 def _free_name(path: Path) -> Path:
@@ -257,27 +281,45 @@ def _free_name(path: Path) -> Path:
     return candidate
 
 
+def _aside_name(path: Path) -> Path:
+    """Where ``--overwrite`` moves a file of the summary's name that is not ours: ``<name>.yours.csv``, ..."""
+    candidate, n = path.with_name(f"{path.stem}.yours{path.suffix}"), 2
+    while candidate.exists():
+        candidate = path.with_name(f"{path.stem}.yours-{n}{path.suffix}")
+        n += 1
+    return candidate
+
+
 def _write_summary(path: Path, summary: CohortSummary, run: str = "", overwrite: bool = False) -> Path:
     """Write this run's rows into the summary at ``path``, keeping the rows of earlier runs' other cases
-    (``summary.kept``). A file there that is not a summary of ours is replaced only with ``overwrite``;
-    one that became such a file during the run is left as it is and this summary goes beside it."""
+    (``summary.kept``) and the columns a user added. A file there that is not a summary of ours is never
+    lost: with ``overwrite`` it is renamed ``<name>.yours.csv`` (and this summary takes its name); one
+    that became such a file during the run is left as it is and this summary goes beside it."""
+    import os
+
     from .._files import atomic_write
 
-    earlier = _read_summary(path)
-    if earlier is None:
+    table = _read_summary_table(path)
+    note = ""
+    if table is None:
         if overwrite:
-            summary.note = f"{path.name} there was not a summary of this command and was replaced (--overwrite)"
+            aside = _aside_name(path)
+            os.replace(path, aside)
+            note = (f"{path.name} there was not a summary of attnseg: --overwrite replaced it with this run's "
+                    f"summary and kept it as {aside.name}")
         else:
             new = _free_name(path)
-            summary.note = (f"{path.name} was changed during the run to a file this command did not write and was "
-                            f"left as it is; this run's summary is {new.name}")
+            note = (f"{path.name} was changed during the run to a file this command did not write and was "
+                    f"left as it is; this run's summary is {new.name}")
             path = new
-        earlier = []
+        table = [], []
+    earlier, extra = table
+    summary.note = "; ".join(n for n in (summary.note, note) if n)
     rows, summary.kept = _merge_rows(earlier, [{**c.row(), "run": run} for c in summary.cases])
 
     def dump(tmp: str) -> None:
         with open(tmp, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=SUMMARY_COLUMNS)
+            w = csv.DictWriter(f, fieldnames=[*SUMMARY_COLUMNS, *extra], restval="")
             w.writeheader()
             w.writerows(rows)
 

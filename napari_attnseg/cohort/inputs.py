@@ -9,6 +9,7 @@ import logging
 import os
 import threading
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,12 +20,15 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..data.volume import Volume
 
 
-def pick_channel(vol: Volume, channel: int | None, in_channels: int, src: str | os.PathLike) -> Volume:
+def pick_channel(vol: Volume, channel: int | None, in_channels: int, src: str | os.PathLike,
+                 dims: int | None = None) -> Volume:
     """The image a model reads from ``vol``: a TIFF whose axes name channels (C, or S: RGB samples) gives
     channel ``channel`` (``--channel``), all of them channel-first for a model that reads as many, or its
     one channel. Without that, a 2-channel (C, Y, X) TIFF ran as a 2-slice volume and an RGB one was
     refused with Python advice. RGB(A) whose colours are all equal (grey saved as RGB) is its grey, with
-    ``meta["note"]`` saying so. Other inputs come back unchanged (``channel`` must then be None or 0)."""
+    ``meta["note"]`` saying so. A TIFF of 2 to 4 planes along an unnamed first axis (tifffile's Q or I:
+    channels or a short z-stack, nobody can tell) for a 2D model (``dims``) is segmented slice by slice
+    with a note, or gives plane ``channel``. Other inputs come back unchanged (``channel`` None or 0)."""
     import numpy as np
 
     from ..data.volume import Volume
@@ -32,6 +36,9 @@ def pick_channel(vol: Volume, channel: int | None, in_channels: int, src: str | 
     axes = str(vol.meta.get("axes") or "")
     found = [i for i, a in enumerate(axes) if a in "CS"] if len(axes) == np.ndim(vol.data) else []
     if not found:
+        n = int(np.shape(vol.data)[0]) if np.ndim(vol.data) == 3 else 0
+        if dims == 2 and len(axes) == 3 and axes[0] in "QI" and 2 <= n <= 4:
+            return _unnamed_planes(vol, channel, n, src)
         if channel not in (None, 0):
             raise InputError(f"{src} has no channel axis (axes {axes or 'unknown'}); leave --channel out.")
         return vol
@@ -53,6 +60,27 @@ def pick_channel(vol: Volume, channel: int | None, in_channels: int, src: str | 
                       {**vol.meta, "axes": rest, "channel": k, "note": note})
     raise InputError(f"{src} has {n} channels (axes {axes}) and the model reads {in_channels}: choose one with "
                      f"--channel K (0 to {n - 1}; in Python, index that axis of the array).")
+
+
+def _unnamed_planes(vol: Volume, channel: int | None, n: int, src: str | os.PathLike) -> Volume:
+    """A (2-4, Y, X) TIFF whose first axis has no name, for a 2D model: a z-stack with a note, or one plane."""
+    import numpy as np
+
+    from ..data.volume import Volume
+
+    axes = str(vol.meta["axes"])
+    what = f"{n} planes along an unnamed first axis (axes {axes})"
+    earlier = [str(vol.meta["note"])] if vol.meta.get("note") else []
+    if channel is None:
+        note = (f"{what}, segmented as a z-stack slice by slice; if they are channels, choose one with "
+                f"--channel K (0 to {n - 1})")
+        return Volume(vol.data, vol.spacing, vol.affine, {**vol.meta, "note": "; ".join(earlier + [note])})
+    if not 0 <= int(channel) < n:
+        raise InputError(f"{src} has {what}; --channel is 0 to {n - 1}, not {channel}.")
+    spacing = tuple(vol.spacing[1:]) if len(vol.spacing) == 3 else vol.spacing
+    note = f"{what}: plane {int(channel)} segmented (--channel {int(channel)})"
+    return Volume(np.take(np.asarray(vol.data), int(channel), axis=0), spacing, vol.affine,
+                  {**vol.meta, "axes": axes[1:], "channel": int(channel), "note": "; ".join(earlier + [note])})
 
 
 def grey_sample(data, ax: int = -1) -> tuple[int, str] | None:
@@ -128,51 +156,80 @@ def read_input(path: str | os.PathLike) -> Volume:
 # ----------------------------------------------------------------------------------------------
 # inputs
 # ----------------------------------------------------------------------------------------------
-def collect_inputs(inputs: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
+EDITED_DIR = "edited_masks"  # where --overwrite keeps a mask the user changed (cases.keep_edited_mask)
+
+
+@dataclass
+class Collected:
+    """The cases of some inputs, with what the user should hear about them."""
+
+    cases: list[Path] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # entries of a folder that were left out, ...
+    hints: dict[str, str] = field(default_factory=dict)  # a case's path -> why it will not be found
+
+
+def collect_inputs(inputs: str | os.PathLike | Iterable[str | os.PathLike],
+                   exclude: str | os.PathLike | None = None) -> list[Path]:
     """The cases named by ``inputs``, in order, each once.
 
     A folder gives its images (``.tif``, ``.nii.gz``, ...) and its DICOM series sub-folders, sorted,
     leaving out what ``attnseg predict`` wrote there (so ``out`` may be the input folder); a folder
     that is itself a DICOM series is one case. A string with ``*``, ``?`` or ``[`` is a glob
-    (``**`` recursive). A ``.csv`` gives the paths of its ``path``/``input``/``image``/``file``
-    column (else its first column), relative to the CSV's folder. Anything else is one case; a
-    missing file stays in the list and fails on its own.
+    (``**`` recursive), which leaves out what ``attnseg predict`` wrote too. A ``.csv`` gives the paths
+    of its ``path``/``input``/``image``/``file`` column (else its first column), relative to the CSV's
+    folder. Anything else is one case; a missing file stays in the list and fails on its own.
+    ``exclude``: the output folder; nothing inside it is a case of a folder or a glob.
     """
+    return gather(inputs, exclude).cases
+
+
+def gather(inputs: str | os.PathLike | Iterable[str | os.PathLike],
+           exclude: str | os.PathLike | None = None) -> Collected:
+    """:func:`collect_inputs`, with notes on what was left out and hints for CSV rows that name no file."""
     items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+    got = Collected()
     found: list[Path] = []
+    out = Path(exclude).resolve() if exclude is not None else None
     for item in items:
-        found += _expand(item)
+        found += _expand(item, out, got)
     seen: set[Path] = set()
-    cases = []
     for p in found:
         key = p.resolve() if p.exists() else p.absolute()
         if key not in seen:
             seen.add(key)
-            cases.append(p)
-    return cases
+            got.cases.append(p)
+    return got
 
 
-def _expand(item: str | os.PathLike) -> list[Path]:
+def _expand(item: str | os.PathLike, out: Path | None, got: Collected) -> list[Path]:
     from ..data import image_format
 
     text = os.fspath(item)
     p = Path(text)
     if any(c in text for c in "*?[") and not p.exists():
-        return [Path(m) for m in sorted(glob.glob(text, recursive=True)) if not Path(m).name.startswith(".")
-                and (Path(m).is_file() or image_format(m) == "dicom")]
+        matches = [Path(m) for m in sorted(glob.glob(text, recursive=True)) if not Path(m).name.startswith(".")
+                   and (Path(m).is_file() or image_format(m) == "dicom")]
+        return _not_outputs(matches, out)
     if p.suffix.lower() == ".csv" and p.is_file():
-        return _read_csv(p)
+        return _read_csv(p, got)
     if p.is_dir() and image_format(p) != "dicom":
-        return _folder_cases(p)
+        return _folder_cases(p, out, got)
     return [p]
 
 
-def _folder_cases(folder: Path) -> list[Path]:
-    from ..data import image_format
-    from ..results import RECORD_SUFFIX
+def _inside(folder: Path, out: Path | None) -> bool:
+    return out is not None and (folder == out or out in folder.parents)
 
-    ours: set[str] = set()  # outputs of earlier runs into this folder are not inputs
+
+def _ours(folder: Path) -> set[str]:
+    """Names in ``folder`` that ``attnseg predict`` wrote (its records' outputs and links, a killed run's
+    outputs so far, the records themselves, a kept edited mask folder): not inputs."""
+    from ..results import PARTIAL_SUFFIX, RECORD_SUFFIX, existing_outputs
+
+    ours: set[str] = set()
     for rec in folder.glob(f"*{RECORD_SUFFIX}"):
+        ours.add(rec.name)
+        ours.add(EDITED_DIR)
         try:
             record = json.loads(rec.read_text())
             ours.update(record.get("outputs") or [])
@@ -180,31 +237,79 @@ def _folder_cases(folder: Path) -> list[Path]:
                 ours.add(record["input_reference"])
         except (OSError, ValueError, AttributeError, TypeError):
             continue
-    from ..results import PARTIAL_SUFFIX, existing_outputs
-
     for marker in folder.glob(f".*{PARTIAL_SUFFIX}"):  # a run killed while writing a case: its outputs so far
         name = marker.name[1:-len(PARTIAL_SUFFIX)]
         ours.update(f.name for f in existing_outputs(folder, Path(name)))
+    return ours
+
+
+def _not_outputs(paths: list[Path], out: Path | None) -> list[Path]:
+    """The matches of a glob less what ``attnseg predict`` wrote: anything inside ``out``, the files that
+    records name, kept edited masks, and images named like the outputs of an image beside them."""
+    from ..results import RECORD_SUFFIX
+
+    ours: dict[Path, set[str]] = {}
+    kept = []
+    for p in paths:
+        folder = p.parent.resolve()
+        if _inside(folder, out) or p.name.endswith(RECORD_SUFFIX):
+            continue
+        if folder not in ours:
+            ours[folder] = _ours(folder)
+        if p.name in ours[folder]:
+            continue
+        if folder.name == EDITED_DIR:
+            ours.setdefault(folder.parent, _ours(folder.parent))
+            if EDITED_DIR in ours[folder.parent]:
+                continue
+        kept.append(p)
+    by_folder: dict[Path, list[Path]] = {}
+    for p in kept:
+        by_folder.setdefault(p.parent.resolve(), []).append(p)
+    mine = {q for group in by_folder.values() for q in _masks_among(group)}
+    return [p for p in kept if p not in mine]
+
+
+def _masks_among(cases: list[Path]) -> list[Path]:
+    """A file named like an output of another image here (cells_mask.tif beside cells.tif: the user's own
+    reference or correction, or ours) is that image's mask, not an image to segment."""
+    from ..data.io import stem
+
+    stems = {stem(p) for p in cases}
+    outputs = {f"{s}_{kind}" for s in stems for kind in ("mask", "prob", "image")}
+    return [p for p in cases if stem(p) in outputs or any(stem(p).startswith(f"{s}_attention_") for s in stems)]
+
+
+def _folder_cases(folder: Path, out: Path | None = None, got: Collected | None = None) -> list[Path]:
+    from ..data import image_format
+    from ..results import RECORD_SUFFIX
+
+    ours = _ours(folder)  # outputs of earlier runs into this folder are not inputs
     cases = []
+    files = folders = loose = 0
     for p in sorted(folder.iterdir()):
         if p.name.startswith(".") or p.name in ours or p.name.endswith(RECORD_SUFFIX):
             continue
         fmt = image_format(p)
         if fmt == "dicom" and p.is_file():  # loose DICOM files of a series in a folder of cases
-            continue
-        if fmt is not None:
+            loose += 1
+        elif fmt is not None:
             cases.append(p)
-    # a file named like an output of another image here (cells_mask.tif beside cells.tif: the user's own
-    # reference or correction, or ours) is that image's mask, not an image to segment
-    from ..data.io import stem
+        elif p.is_dir():
+            folders += not _inside(p.resolve(), out)
+        else:
+            files += 1
+    parts = [f"{n} {what}{'s' if n != 1 else ''}{rest}" for n, what, rest in (
+        (files, "file", " of other types"), (loose, "DICOM file", " outside a series folder"),
+        (folders, "folder", " that is not a DICOM series")) if n]
+    if parts and got is not None:
+        hint = f" (sub-folders are not searched: use a quoted glob like \"{folder}/**/*.tif\")" if folders else ""
+        got.notes.append(f"{folder}: skipped {' and '.join(parts)}{hint}")
+    mine = set(_masks_among(cases))
+    return [p for p in cases if p not in mine]
 
-    stems = {stem(p) for p in cases}
-    outputs = {f"{s}_{kind}" for s in stems for kind in ("mask", "prob", "image")}
-    return [p for p in cases if stem(p) not in outputs
-            and not any(stem(p).startswith(f"{s}_attention_") for s in stems)]
 
-
-def _read_csv(path: Path) -> list[Path]:
+def _read_csv(path: Path, got: Collected | None = None) -> list[Path]:
     try:
         rows = [r for r in csv.reader(path.read_text().splitlines()) if r and any(c.strip() for c in r)]
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
@@ -224,7 +329,12 @@ def _read_csv(path: Path) -> list[Path]:
     for r in rows:
         if col < len(r) and r[col].strip():
             p = Path(r[col].strip()).expanduser()
-            cases.append(p if p.is_absolute() else path.parent / p)
+            case = p if p.is_absolute() else path.parent / p
+            if got is not None and not p.is_absolute() and not case.exists():
+                there = (f"; {p} does exist relative to the working directory: write it in the CSV as "
+                         f"{os.path.relpath(p.resolve(), path.parent.resolve())} (from the CSV's folder) or "
+                         f"{p.resolve()}") if p.exists() else ""
+                got.hints[str(case)] = (f"{path} names {p}, and a CSV's relative paths are read relative to the "
+                                        f"CSV's own folder ({path.parent}){there}")
+            cases.append(case)
     return cases
-
-

@@ -27,7 +27,8 @@ from .cases import (
     _write_summary,
     summary_refusal,
 )
-from .inputs import collect_inputs
+from .inputs import EDITED_DIR, gather
+from .outputs import name_too_long
 from .workers import _run_dask
 
 
@@ -57,15 +58,17 @@ def predict_cohort(
         inputs: a folder, a glob, a CSV of paths, a file, or a list of these (:func:`collect_inputs`).
         out: the output folder (``<stem>_mask``, ``_prob``, maps, ``<stem>_predict.json`` per case).
         client: a ``dask.distributed.Client``: run the cases on its workers (one task per case).
-        overwrite: also redo finished cases and replace outputs that may have been edited.
+        overwrite: also redo finished cases and replace outputs that may have been edited (a mask changed
+            since attnseg wrote it is moved to ``out/edited_masks/``, never deleted).
         prefetch: cases read (and written) by extra threads while one computes; 0 reads in turn.
         retries: Dask retries of a case that raised an unexpected error (a lost worker is always
             retried, up to Dask's ``distributed.scheduler.allowed-failures``).
         threads: ``torch.set_num_threads`` for the compute (per worker with a client).
         summary: name of the summary CSV in ``out`` (None: none written). One written there before is
             updated: this run's rows replace those of its cases, the rows of other cases are kept
-            (``CohortSummary.kept``); a file of that name this command did not write is refused before
-            any case (replaced only with ``overwrite``).
+            (``CohortSummary.kept``), and so are columns a user added to it; a file of that name this
+            command did not write is refused before any case (with ``overwrite`` it is kept, renamed
+            ``<name>.yours.csv``, and the summary takes its name).
         progress: called with ``(finished, total, CaseResult)`` after each case.
         channel: the channel to segment of multi-channel or RGB TIFFs (:func:`~.inputs.pick_channel`).
         **options: keyword arguments of :func:`napari_attnseg.predict` (``attention``, ``tile``,
@@ -81,7 +84,8 @@ def predict_cohort(
     if bad:
         raise InputError(f"predict_cohort sets {', '.join(bad)} itself for every case; leave them out.")
     _check_option_names(options)
-    cases = collect_inputs(inputs)
+    got = gather(inputs, exclude=out)
+    cases = got.cases
     if not cases:
         shown = str(inputs) if isinstance(inputs, (str, os.PathLike)) else ", ".join(map(str, inputs))
         raise InputError(f"No images found in {shown}: check the folder, the pattern or the CSV (NIfTI, DICOM, "
@@ -120,6 +124,11 @@ def predict_cohort(
                                           "collide in one folder. Rename one, or run them into separate folders.")
             continue
         by_stem[name] = i
+        why = got.hints.get(str(src)) if not Path(src).exists() else None
+        why = f"{src} does not exist: {why}." if why else name_too_long(out, src)
+        if why:  # a CSV row relative to the working directory, a name too long for the outputs' names
+            results[i] = CaseResult(case=name, input=str(src), status="failed", error=why)
+            continue
         state = case_state(out, src, sha, request)
         if state == "done" and not overwrite:  # the summary keeps what the run that made it said
             record = finished_record(out, Path(src)) or {}
@@ -133,7 +142,8 @@ def predict_cohort(
         if state == "edited" and not overwrite:
             results[i] = CaseResult(case=name, input=str(src), status="failed", error=(
                 f"{out} holds outputs for this input that are not from an unchanged earlier run (a mask may "
-                "have been corrected by hand); pass --overwrite (overwrite=True in Python) to replace them."))
+                "have been corrected by hand); pass --overwrite (overwrite=True in Python) to redo the case: a "
+                f"mask changed since attnseg wrote it is then kept in {out / EDITED_DIR}, not deleted."))
             continue
         todo.append((i, _Job(src=str(src), case=name, out=str(out), options=dict(options), request=request,
                              channel=channel, threads=threads, run=run)))
@@ -165,7 +175,7 @@ def predict_cohort(
         slots = _run_dask(client, todo, model_path, sha, retries, report)
 
     summary_obj = CohortSummary(cases=[results[i] for i in range(total)], wall_s=time.perf_counter() - t_start,
-                                slots=max(1, slots))
+                                slots=max(1, slots), note="; ".join(got.notes))
     if summary is not None:
         summary_obj.csv = _write_summary(out / summary, summary_obj, started, overwrite)
     return summary_obj

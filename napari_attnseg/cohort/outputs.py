@@ -1,0 +1,85 @@
+"""What ``attnseg predict`` checks around writing one input's outputs (one case of a cohort, or a plain run).
+
+* :func:`keep_edited_mask`: a mask attnseg wrote and the user changed since is the user's work; before
+  outputs are replaced (``--overwrite``) it is moved to ``<out>/edited_masks/``, never deleted.
+* :func:`name_too_long`: an input whose name leaves no room for the temporary output names.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+from pathlib import Path
+
+from .inputs import EDITED_DIR
+
+# longest addition to an input's stem among the names written for it: the partial marker's temporary name
+# ".<stem>_predict.partial" -> "..<stem>_predict.partial.XXXXXXXX.tmp.partial", a mask's ".<stem>_mask.nii.gz.
+# XXXXXXXX.tmp.nii.gz"; attention maps add their level's name
+NAME_MARGIN = 48
+
+
+def keep_edited_mask(out: str | os.PathLike, src: str | os.PathLike) -> Path | None:
+    """Move ``src``'s mask in ``out`` to ``out/edited_masks/`` when it was changed since attnseg wrote it
+    (its size or time differ from the record's, or the record has none); return where, or None."""
+    from ..data import stem
+    from ..results import record_path
+
+    out = Path(out)
+    try:
+        record = json.loads(record_path(out, Path(src)).read_text())
+        name = str(record["mask"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    mask = out / name
+    if not mask.is_file() or Path(name).name != name:
+        return None
+    st = mask.stat()
+    if ((record.get("output_stats") or {}).get(name)) == [st.st_size, st.st_mtime_ns]:
+        return None
+    folder = out / EDITED_DIR
+    folder.mkdir(exist_ok=True)
+    dest, n = folder / name, 2
+    while dest.exists():
+        dest = folder / f"{stem(name)}_{n}{name[len(stem(name)):]}"
+        n += 1
+    os.replace(mask, dest)
+    return dest
+
+
+def kept_warning(dest: Path) -> str:
+    return ("its mask had been changed since attnseg wrote it (corrected by hand?); this run replaced it "
+            f"and kept that version as {EDITED_DIR}/{dest.name}")
+
+
+def name_limit(out: str | os.PathLike) -> int:
+    try:
+        return int(os.pathconf(out, "PC_NAME_MAX"))
+    except (OSError, ValueError, AttributeError):
+        return 255
+
+
+def name_too_long(out: str | os.PathLike, src: str | os.PathLike) -> str | None:
+    """Why ``src``'s outputs cannot be written in ``out`` under names the file system takes, or None."""
+    from ..data import stem
+
+    limit = name_limit(out) if Path(out).is_dir() else 255
+    n = len(stem(src).encode())
+    if n + NAME_MARGIN <= limit:
+        return None
+    return too_long_message(out, src, limit)
+
+
+def too_long_message(out: str | os.PathLike, src: str | os.PathLike, limit: int | None = None) -> str:
+    from ..data import stem
+
+    limit = limit or name_limit(out)
+    return (f"{Path(src).name}: the file name is too long for the outputs written for it in {out} (its "
+            f"{len(stem(src))} characters plus the output and temporary suffixes, up to about {NAME_MARGIN}, "
+            f"exceed the {limit} this file system allows). Give the input a shorter name (or a shorter link "
+            "to it) and run again, or choose an --out on a file system that allows longer names.")
+
+
+def is_name_too_long(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno == errno.ENAMETOOLONG
