@@ -158,6 +158,8 @@ def test_train_and_finetune_refuse_an_out_that_holds_a_model(tmp_path, capsys):
     assert main(["train", str(tmp_path / "ds"), "--arch", "unet", "--dims", "2", "--out", str(out), "--overwrite",
                  "--config", '{"features": [4, 8, 16]}', *tiny]) == 0
     assert (out / "best.safetensors").read_bytes() != b"my model"
+    assert (out / "replaced-1" / "best.safetensors").read_bytes() == b"my model"  # moved aside, never destroyed
+    assert "moved to" in capsys.readouterr().err
 
 
 def test_the_summary_warns_when_the_model_finds_nothing_on_validation(capsys):

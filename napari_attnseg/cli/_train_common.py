@@ -75,7 +75,9 @@ MODEL_FILES = ("best.safetensors", "best.json", "state.safetensors", "training_l
 
 
 def check_out(args: argparse.Namespace) -> None:
-    """Refuse an OUT that already holds a run's model, unless ``--resume`` (continue it) or ``--overwrite``."""
+    """Refuse an OUT that already holds a run's model, unless ``--resume`` (continue it) or ``--overwrite``.
+    With ``--overwrite`` the earlier model's files move to ``OUT/replaced-<n>/`` first: a new run that keeps its
+    start weights (no epoch beat them) must not destroy an earlier, better model (an audit lost one that way)."""
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} is a file; choose a folder for the model.")
@@ -83,6 +85,16 @@ def check_out(args: argparse.Namespace) -> None:
     if found and not (args.resume or args.overwrite):
         raise InputError(f"{out} already holds a model ({', '.join(found)}); choose a new --out, pass --resume to "
                          "continue that run, or --overwrite to replace it.")
+    if found and args.overwrite and not args.resume:
+        n = 1
+        while (out / f"replaced-{n}").exists():
+            n += 1
+        keep = out / f"replaced-{n}"
+        keep.mkdir()
+        for name in found:
+            (out / name).rename(keep / name)
+        print(f"note: the earlier model in {out} was moved to {keep} (delete it when you no longer need it)",
+              file=sys.stderr)
 
 
 def parse_ints(text: str | None, option: str) -> list[int] | None:
