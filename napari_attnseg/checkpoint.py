@@ -196,11 +196,15 @@ def resolve_model_path(name_or_path: str | os.PathLike) -> Path:
         return candidate
     if bundled is not None:
         return bundled
+    import difflib
+
     from .models.registry import bundled_models
 
     names = ", ".join(bundled_models()) or "none installed"
+    close = difflib.get_close_matches(text, list(bundled_models()), n=1, cutoff=0.6)
+    hint = f"Did you mean {close[0]!r}? " if close else ""
     raise CheckpointError(
-        f"No bundled model named {text!r} (bundled: {names}); pass a path to a .safetensors file instead."
+        f"No bundled model named {text!r} (bundled: {names}). {hint}Or pass a path to a .safetensors file."
     )
 
 

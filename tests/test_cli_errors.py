@@ -160,6 +160,13 @@ def test_train_and_finetune_refuse_an_out_that_holds_a_model(tmp_path, capsys):
     assert (out / "best.safetensors").read_bytes() != b"my model"
     assert (out / "replaced-1" / "best.safetensors").read_bytes() == b"my model"  # moved aside, never destroyed
     assert "moved to" in capsys.readouterr().err
+    # --out given as a model file name: it names a folder, said before anything is made
+    assert main(["train", str(tmp_path / "ds"), "--arch", "unet", "--dims", "2", "--out",
+                 str(tmp_path / "model.safetensors"), *tiny]) == 1
+    assert "names a folder" in capsys.readouterr().err and not (tmp_path / "model.safetensors").exists()
+    # a model name with a typo: the bundled name it is closest to
+    assert main(["finetune", str(tmp_path / "ds"), "--model", "nuclei2d", "--out", str(tmp_path / "m2"), *tiny]) == 1
+    assert "Did you mean 'nuclei-2d'?" in capsys.readouterr().err
 
 
 def test_the_summary_warns_when_the_model_finds_nothing_on_validation(capsys):

@@ -81,6 +81,9 @@ def check_out(args: argparse.Namespace) -> None:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} is a file; choose a folder for the model.")
+    if out.suffix.lower() in (".safetensors", ".json", ".pt", ".pth") and not out.exists():
+        raise InputError(f"--out {out} looks like a file name; --out names a folder (the model is written to "
+                         f"OUT/best.safetensors with its card). Try --out {out.with_suffix('')}.")
     found = [name for name in MODEL_FILES if (out / name).exists()]
     if found and not (args.resume or args.overwrite):
         raise InputError(f"{out} already holds a model ({', '.join(found)}); choose a new --out, pass --resume to "
