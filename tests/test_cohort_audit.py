@@ -194,6 +194,10 @@ def test_a_folders_skipped_entries_get_one_line(tmp_path, tiny_checkpoint):
     assert "**/*.tif" in summary.describe()  # how to reach the nested image
     again = predict_cohort(model, tmp_path / "in", tmp_path / "in" / "out", **OPTIONS)
     assert "1 folder" in again.describe()  # --out inside the folder is not counted
+    (tmp_path / "in" / "sub2").mkdir()
+    (tmp_path / "in" / "sub2" / "x.txt").write_text("x")
+    assert "3 folders that are not a DICOM series" in predict_cohort(model, tmp_path / "in", tmp_path / "in" / "o2",
+                                                                      **OPTIONS).describe()
 
 
 def test_a_csv_path_relative_to_the_working_directory_says_how_csv_paths_are_read(tmp_path, tiny_checkpoint,

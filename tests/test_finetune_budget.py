@@ -52,7 +52,8 @@ def test_the_budget_covers_setup_and_ends_inside_a_slow_epoch(tmp_path, monkeypa
     seen = []
     t = time.perf_counter()
     res = train(TrainConfig(dataset=str(ds), out=str(tmp_path / "o"), start_model=str(start), minutes=0.05,
-                            batch_size=2, patch=[32, 32]), progress=seen.append)
+                            batch_size=2, patch=[32, 32], command="attnseg finetune ds --model s --out o --minutes 0.05"),
+                progress=seen.append)
     wall = time.perf_counter() - t
     # the run stopped inside epoch 1 (before this fix it ran all 25 steps after an uncounted setup)
     assert res.epochs == 1 and res.epochs_planned == 1 and len(seen) == 1
@@ -74,6 +75,8 @@ def test_the_budget_covers_setup_and_ends_inside_a_slow_epoch(tmp_path, monkeypa
     assert seen[0]["elapsed"] >= res.setup_seconds and seen[0]["budget"] == pytest.approx(3.0)
     card = json.loads((tmp_path / "o" / "best.json").read_text())["training"]
     assert card["setup_seconds"] == pytest.approx(res.setup_seconds, abs=0.06)
+    # an epoch cut short has no --epochs equivalent: the reproduce line says so (it claimed to repeat the run)
+    assert card["reproduce"].startswith("attnseg finetune ds") and f"cut epoch 1 after {steps} of 25 steps" in card["reproduce"]
     assert wall < 60  # generous: the only wall-clock bound (it was >= 7.5 s + setup before the fix)
 
 
@@ -137,3 +140,14 @@ def test_panel_cancel_with_nothing_learned_adds_no_model(make_napari_viewer, qtb
     assert not (ft / "best.safetensors").exists()
     assert not ft.exists() and Path(str(w.out_edit.value)) == ft  # the run's empty folder removed: same name
     assert infos and "nothing was learned" in infos[-1] and not any("saved to" in i for i in infos)
+
+
+def test_a_plan_of_one_epoch_on_a_slow_machine_says_why_the_run_ends_early(tmp_path, monkeypatch):
+    """Audit (a busy 2-core machine): epochs took 2-3 min of a 3-minute budget, the run was planned at one epoch
+    and ended at 2.1 minutes with no refit and no word. Now the notes say why."""
+    ds, start = _dataset(tmp_path)
+    _slow_steps(monkeypatch, 0.8)  # 25 steps: >= 20 s per epoch, of a 36 s budget
+    res = train(TrainConfig(dataset=str(ds), out=str(tmp_path / "o"), start_model=str(start), minutes=0.6,
+                            batch_size=2, patch=[32, 32]))
+    assert res.epochs == 1 and res.epochs_planned == 1, res.notes
+    assert any("would not hold another" in n and "--epochs N" in n for n in res.notes), res.notes

@@ -39,7 +39,9 @@ def add_budget_and_split(p: argparse.ArgumentParser) -> None:
     p.add_argument("--case", help="the case the regions refer to (needed when the dataset has several)")
     p.add_argument("--split", help='split file (JSON path or text): {"train": [...], "val": [...], "test": [...]}, '
                    'entries a case id or {"case": ID, "region": BOX}')
-    p.add_argument("--normalization", help='JSON, e.g. \'{"scheme": "percentile", "lower": 1, "upper": 99}\'')
+    p.add_argument("--normalization", help="percentile[:LO,HI], scale[:HI], zscore, ct[:LO,HI], none, "
+                   "nonzero-<scheme> (statistics over non-zero voxels), or JSON, e.g. "
+                   '\'{"scheme": "percentile", "lower": 1, "upper": 99}\'')
     p.add_argument("--device", default="auto", choices=DEVICES)
     p.add_argument("--precision", default="auto", choices=PRECISIONS,
                    help="auto: mixed precision (bf16, else fp16) on CUDA, fp32 elsewhere; bf16 on a CPU is opt-in")

@@ -299,9 +299,9 @@ def _folder_cases(folder: Path, out: Path | None = None, got: Collected | None =
             folders += not _inside(p.resolve(), out)
         else:
             files += 1
-    parts = [f"{n} {what}{'s' if n != 1 else ''}{rest}" for n, what, rest in (
-        (files, "file", " of other types"), (loose, "DICOM file", " outside a series folder"),
-        (folders, "folder", " that is not a DICOM series")) if n]
+    parts = [f"{n} {what}{'s' if n != 1 else ''}{rest.format('is' if n == 1 else 'are')}"
+             for n, what, rest in ((files, "file", " of other types"), (loose, "DICOM file", " outside a series folder"),
+                                   (folders, "folder", " that {} not a DICOM series")) if n]
     if parts and got is not None:
         hint = f" (sub-folders are not searched: use a quoted glob like \"{folder}/**/*.tif\")" if folders else ""
         got.notes.append(f"{folder}: skipped {' and '.join(parts)}{hint}")

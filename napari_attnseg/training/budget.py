@@ -26,6 +26,20 @@ class TimeBudget:
             return math.inf
         return self._deadline - time.perf_counter() - self._val_s - self._final_s()
 
+    def _plan_epochs(self, epoch: int, loop_start: float, budget: float) -> int:
+        """A minutes budget: the epochs that fit in the time left at the first one's pace (its validation
+        included), the refit's closing validation set aside. When none more fits although much of the budget
+        is left (a busy machine makes epochs slow), the notes say so instead of the run ending unexplained."""
+        first = time.perf_counter() - loop_start
+        room = (self._deadline - time.perf_counter() - self._final_s()
+                - (self._val_s if self._refit_applies() else 0.0))  # the refit ends with a validation
+        more = 0 if self._cut else max(0, math.floor(room / max(first, 1e-6)))
+        if not more and not self._cut and room > 0.2 * budget:
+            self.notes.append(f"epoch {epoch} took {_duration(first)} with its validation (is the machine busy?): the "
+                              f"{_duration(room)} left would not hold another, so the run ends early and there is no "
+                              "refit; give more minutes, or a number of epochs (--epochs N)")
+        return epoch + more
+
     def _timed_save(self, *args, **kwargs) -> None:
         t = time.perf_counter()
         self._save(*args, **kwargs)

@@ -39,7 +39,11 @@ class CardWriter:
             if w.startswith(("--minutes=", "--epochs=")) or w == "--resume":
                 continue
             out.append(w)
-        return " ".join(shlex.quote(w) for w in [*out, "--epochs", str(planned)])
+        line = " ".join(shlex.quote(w) for w in [*out, "--epochs", str(planned)])
+        if getattr(self, "_cut", None):  # an epoch cut short by the budget has no --epochs equivalent
+            line += (f"  # not exact: the time budget cut epoch {self._cut[0]} after {self._cut[1]} of "
+                     f"{self.cfg.iters_per_epoch} steps")
+        return line
 
     def image_digest(self, case: int = 0) -> str:
         """sha256 of a case's image array (a later run on the same image knows what this one trained on;

@@ -293,11 +293,7 @@ class Trainer(RunSetup, CardWriter, Refit, FarNegatives, TimeBudget, Resume):
                 per_class = self.evaluate(self.val_parts) if main else []
                 val = dist.broadcast([self._score(per_class) if main else 0.0])[0]
                 if s["planned"] is None:  # minutes: the epochs that fit in the time left, at the first one's pace
-                    first = time.perf_counter() - loop_start
-                    room = (self._deadline - time.perf_counter() - self._final_s()
-                            - (self._val_s if self._refit_applies() else 0.0))  # the refit ends with a validation
-                    more = 0 if self._cut else max(0, math.floor(room / max(first, 1e-6)))
-                    s["planned"] = int(dist.broadcast([epoch + more])[0])
+                    s["planned"] = int(dist.broadcast([self._plan_epochs(epoch, loop_start, budget)])[0])
                     s["refit_epochs"] = self.refit_epochs(s["planned"])
                 # the selection criterion: validation Dice, or (no foreground to validate on) the training loss
                 sel = val if self.split.criterion == "val_dice" else -train_loss
