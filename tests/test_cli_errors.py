@@ -187,3 +187,18 @@ def test_demo_with_an_unknown_model_is_an_error_not_another_model(capsys):
     assert main(["demo", "--model", "nosuch"]) == 1
     err = capsys.readouterr().err
     assert "no bundled model 'nosuch'" in err and "nuclei-2d" in err
+
+
+def test_the_demo_without_opengl_says_what_it_needs():
+    """`attnseg demo` where Qt has no OpenGL (QT_QPA_PLATFORM=offscreen) ended in "AttributeError: 'NoneType'
+    object has no attribute 'decode'"; it says it needs a display with OpenGL, and how to get one."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+    env.pop("DISPLAY", None)
+    run = subprocess.run([sys.executable, "-m", "napari_attnseg", "demo", "--quit"], env=env, capture_output=True,
+                         text=True, timeout=300)
+    if run.returncode == 0:
+        pytest.skip("Qt's offscreen platform has OpenGL on this machine")
+    assert run.returncode == 1 and "needs a display with OpenGL" in run.stderr and "xvfb-run" in run.stderr, run.stderr

@@ -36,8 +36,14 @@ def run(args: argparse.Namespace) -> int:
     viewer = napari.Viewer(title="napari-attnseg demo")
     viewer.window._qt_window.resize(1500, 950)
     layers = sample_data.nuclei_2d() if args.sample == "nuclei-2d" else sample_data.brain_mri_3d()
-    for data, kwargs, kind in layers:
-        getattr(viewer, f"add_{kind}")(data, **kwargs)
+    try:
+        for data, kwargs, kind in layers:
+            getattr(viewer, f"add_{kind}")(data, **kwargs)
+    except AttributeError as exc:  # vispy's OpenGL queries return None without a GL context
+        print(f"attnseg demo: error: napari has no OpenGL to draw with ({exc}). The demo needs a display with "
+              "OpenGL: run it on a desktop, or under a virtual display (xvfb-run -a attnseg demo); "
+              "QT_QPA_PLATFORM=offscreen has none.", file=sys.stderr)
+        return 1
     image_name, reference_name = layers[0][1]["name"], layers[1][1]["name"]
     _, dock = viewer.window.add_plugin_dock_widget("napari-attnseg", "Attention segmentation")
     widget = dock.segment
