@@ -320,6 +320,7 @@ def test_a_failed_estimate_is_not_applied():
     assert calls == [(200, 200)]  # the first pass, at the image's own scale, is the result
     assert not pred.params["diameter_passes"][0]["consistent"]
     assert any("cut by the image's edge" in w and "segmented at its own scale (scale 1" in w for w in pred.warnings)
+    assert any("one region" in w and "background taken for objects" in w for w in pred.warnings), pred.warnings
     assert not any(w.startswith("diameter 'auto': estimated") for w in pred.warnings)
 
 

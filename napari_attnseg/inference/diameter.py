@@ -258,8 +258,10 @@ def _failure(best: tuple | None, passes: list[dict[str, Any]]) -> str | None:
         if first["estimate"] is None:
             return "the first pass found no object"
         if not first["whole_objects"]:
-            return (f"the {first['objects']} object{'s' if first['objects'] > 1 else ''} found "
-                    f"{'were all' if first['objects'] > 1 else 'was'} cut by the image's edge")
+            if first["objects"] == 1:  # (the audit's uneven bright background: 47 % of the image, one region)
+                return ("the first pass's foreground was one region cut by the image's edge (a bright or uneven "
+                        "background taken for objects?)")
+            return f"the {first['objects']} objects found were all cut by the image's edge"
         return "no pass found objects of a consistent size"
     err, _, zoom, est, _ = best
     if zoom == 1.0 and len(passes) > 1 and err > math.log(1.5):
