@@ -120,14 +120,18 @@ def test_validation_field_on_2d_and_multi_case_datasets(make_napari_viewer, tmp_
     rng = np.random.default_rng(0)
     img = rng.random((40, 40)).astype(np.float32)
     export_case(img, (img > 0.6).astype(np.uint8), tmp_path / "one2d", "tiff")
-    for _ in range(2):
-        export_case(img, (img > 0.6).astype(np.uint8), tmp_path / "two2d", "tiff")
+    for image in (img, img[::-1].copy()):
+        export_case(image, (image > 0.6).astype(np.uint8), tmp_path / "two2d", "tiff")
+    for _ in range(2):  # one image exported twice (a second round): one case, as the trainer takes it
+        export_case(img, (img > 0.6).astype(np.uint8), tmp_path / "again2d", "tiff")
     ds3, _ = _volume_dataset(tmp_path)
     w = FinetuneWidget(make_napari_viewer())
     w.dataset_edit.value = str(tmp_path / "one2d")
     assert w.val_edit.label == "Validation rows" and "rows" in w.val_edit.tooltip and w.val_edit.enabled
     w.dataset_edit.value = str(tmp_path / "two2d")
     assert not w.val_edit.enabled and "whole images" in w.val_edit.tooltip
+    w.dataset_edit.value = str(tmp_path / "again2d")
+    assert w.val_edit.enabled and w.val_edit.label == "Validation rows"
     w.dataset_edit.value = str(ds3)
     assert w.val_edit.label == "Validation slices" and w.val_edit.enabled
 

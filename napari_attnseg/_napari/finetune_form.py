@@ -37,14 +37,23 @@ class ValidationField:
     """Mixin of the Fine-tune panel (``dataset_edit``, ``val_edit``)."""
 
     def _cases(self) -> list[dict] | None:
-        """The dataset's cases (the manifest's entries), None when it is not (yet) a dataset."""
+        """The dataset's cases (the manifest's entries), None when it is not (yet) a dataset. Exports of one
+        image count once, their reviewed slices together, as the trainer takes them (training/repeats.py)."""
         from ..data.manifest import read_manifest
 
         folder = folder_text(self.dataset_edit)
         try:
-            return list(read_manifest(Path(folder))["cases"]) if folder else None
+            entries = list(read_manifest(Path(folder))["cases"]) if folder else None
         except Exception:  # the run says what is wrong
             return None
+        merged: dict[str, dict] = {}
+        for c in entries or []:
+            key = c.get("image_sha256") or c["case_id"]
+            if key in merged:
+                a, b = merged[key].get("reviewed_slices"), c.get("reviewed_slices")
+                c = {**c, "reviewed_slices": None if a is None or b is None else sorted({*a, *b})}
+            merged[key] = c
+        return None if entries is None else list(merged.values())
 
     def _validation_field(self) -> None:
         """*Validation slices* are axial slices of a volume; of one 2D image, its rows (the field says so);
