@@ -251,3 +251,32 @@ def test_a_truncated_safetensors_file_is_still_called_corrupt(tmp_path, model2d)
     bad.write_bytes(model2d.read_bytes()[:100])
     with pytest.raises(CheckpointError, match="truncated or corrupt"):
         load_model(bad)
+
+
+def test_a_nifti_whose_qform_and_sform_differ_keeps_both_in_its_outputs(tmp_path, tiny_checkpoint, capsys):
+    """sform code 2 (aligned) and a qform (code 1) placing the volume elsewhere: ITK-based viewers (Slicer,
+    ITK-SNAP) place such a file by its qform, nibabel and napari by its sform. The mask was written with the
+    sform as both, so in ITK it lay 20 mm off the scan, turned 15 degrees (audit with SimpleITK). Now the
+    outputs keep the source's qform and sform, and the reader says the two differ."""
+    import nibabel as nib
+
+    data = np.random.default_rng(0).normal(100, 20, (32, 32, 8)).astype(np.float32)
+    qform = np.diag([0.8, 0.8, 3.0, 1.0])
+    qform[:3, 3] = (-12.0, -12.0, -10.0)
+    c, s = np.cos(np.deg2rad(15)), np.sin(np.deg2rad(15))
+    turn = np.eye(4)
+    turn[1:3, 1:3] = [[c, -s], [s, c]]
+    sform = turn @ qform
+    sform[:3, 3] += (5.0, -7.0, 3.0)
+    img = nib.Nifti1Image(data, sform)
+    img.set_qform(qform, code=1)
+    img.set_sform(sform, code=2)
+    nib.save(img, tmp_path / "scan.nii.gz")
+    model = tiny_checkpoint(dims=3)
+    assert main(["predict", str(tmp_path / "scan.nii.gz"), "--model", str(model), "--out", str(tmp_path / "o"),
+                 "--device", "cpu"]) == 0
+    assert "qform and sform place it differently" in capsys.readouterr().err
+    out = nib.load(tmp_path / "o" / "scan_mask.nii.gz")
+    np.testing.assert_allclose(out.get_qform(), qform, atol=1e-4)
+    np.testing.assert_allclose(out.get_sform(), sform, atol=1e-4)
+    assert (int(out.header["qform_code"]), int(out.header["sform_code"])) == (1, 2)

@@ -57,7 +57,24 @@ def read_nifti(p: Path):
     names = ours.get("class_names")
     if isinstance(names, list) and names and all(isinstance(n, str) for n in names):
         meta["class_names"] = list(names)
+    if (gap := _qform_gap(img)) is not None:
+        meta["warning"] = (f"{p.name}: its qform and sform place it differently (up to {gap:.1f} mm apart; sform code "
+                           f"{int(header['sform_code'])}). napari-attnseg, nibabel and napari use the sform; ITK-based "
+                           "viewers (3D Slicer, ITK-SNAP) use the qform, so they show this file elsewhere. The outputs "
+                           "keep both, so each tool overlays them on the scan as it shows the scan.")
     return Volume(arr, tuple(reversed(zooms)), np.asarray(img.affine, float), meta)
+
+
+def _qform_gap(img) -> float | None:
+    """mm between where the qform and the sform put the volume's corners, when ITK and nibabel would pick
+    different ones (both codes set, the sform's aligned / Talairach / MNI: ITK takes the qform then), else None."""
+    h = img.header
+    if int(h["qform_code"]) <= 0 or int(h["sform_code"]) < 2:
+        return None
+    corners = np.array([[i, j, k, 1.0] for i in (0, img.shape[0] - 1) for j in (0, img.shape[1] - 1)
+                        for k in ((0, img.shape[2] - 1) if len(img.shape) > 2 else (0,))]).T
+    gap = float(np.abs(img.get_qform() @ corners - img.get_sform() @ corners).max())
+    return gap if gap > 0.01 else None
 
 
 COMMENT = 6  # NIfTI extension code of a free comment
@@ -103,7 +120,11 @@ def write_nifti(p: Path, data: np.ndarray, spacing, affine, like_meta: dict | No
     s_code = int(nifti["sform_code"]) if nifti.get("sform_code") is not None else 1
     if q_code == 0 and s_code == 0 and affine is not None:
         q_code = s_code = 1
-    img.set_qform(aff, code=q_code)
+    qform = np.asarray(nifti["qform"], float) if nifti.get("qform") is not None else None
+    if qform is not None and qform.shape == (4, 4) and q_code > 0 and s_code >= 2 and not np.allclose(qform, aff, atol=1e-4):
+        img.set_qform(qform, code=q_code)  # on the source's grid: its own qform, which ITK reads for sform codes 2-4
+    else:
+        img.set_qform(aff, code=q_code)
     img.set_sform(aff, code=s_code)
     units = nifti.get("xyz_units")
     header.set_xyzt_units(xyz=units if units not in (None, "unknown") else "mm")
