@@ -280,3 +280,16 @@ def test_a_nifti_whose_qform_and_sform_differ_keeps_both_in_its_outputs(tmp_path
     np.testing.assert_allclose(out.get_qform(), qform, atol=1e-4)
     np.testing.assert_allclose(out.get_sform(), sform, atol=1e-4)
     assert (int(out.header["qform_code"]), int(out.header["sform_code"])) == (1, 2)
+
+
+def test_a_tiff_export_of_a_scan_carries_its_calibration_for_fiji(tmp_path):
+    """The TIFF layout of a NIfTI/DICOM source kept the z spacing only in tifffile's own description and lost
+    the unit: Fiji showed pixels. Now it is an ImageJ file in mm, which Fiji and the dataset reader read back."""
+    image = np.random.default_rng(0).random((5, 16, 16)).astype(np.float32)
+    export_case(image, (image > 0.5).astype(np.uint8), tmp_path / "ds", "tiff", spacing=(6.5, 0.78, 0.78),
+                affine=np.diag([0.78, 0.78, 6.5, 1.0]))
+    for sub in ("images", "labels"):
+        with tifffile.TiffFile(tmp_path / "ds" / sub / "case_0000.tif") as tif:
+            assert tif.is_imagej and tif.imagej_metadata["unit"] == "mm"
+            assert tif.imagej_metadata["spacing"] == pytest.approx(6.5)
+        assert read_image(tmp_path / "ds" / sub / "case_0000.tif").spacing == pytest.approx((6.5, 0.78, 0.78))

@@ -346,7 +346,7 @@ def export_case(
                 tmp = staged_name(final, token)
                 staged.append((tmp, final))
                 sp = spacing_l if data.ndim == ndim else [1.0, *spacing_l]  # (C, y, x) TIFF: channels first
-                write_image(tmp, data, spacing=sp, affine=affine)
+                write_image(tmp, data, spacing=sp, affine=affine, unit="mm" if affine is not None else None)
                 _hook("file")
             record = CaseRecord(
                 case_id=cid, source_name=str(source_name or "image"), image_sha256=image_sha,
