@@ -305,18 +305,19 @@ def write_prediction(out: str | os.PathLike, src: str | os.PathLike, vol, model,
 
 
 def _link_input(out: Path, src: Path) -> str | None:
-    """A copy-free reference to the input beside its outputs: a symlink ``<stem>_image<ext>``.
+    """A copy-free reference to the input beside its outputs: a symlink ``<stem>_image<ext>``, named after the
+    input as given (a symlinked input's link is not named after its target, as the outputs are not).
 
-    Nothing is made when the outputs already sit next to the input or inside it (a DICOM folder), or where the file system refuses
-    links (the record written beside the outputs still names the input).
+    Nothing is made when the outputs already sit next to the input or inside it (a DICOM folder), or where
+    the file system refuses links (the record written beside the outputs still names the input).
     """
-    src = src.resolve()
+    given, src = Path(src), src.resolve()
     if src == out.resolve():  # a DICOM series predicted into its own folder: no link to itself inside it
         return None
     if src.parent == out.resolve():
         return src.name
-    suffix = src.name[len(stem(src)):]  # .tif, .nii.gz, ... ("" for a DICOM folder)
-    link = out / f"{stem(src)}_image{suffix}"
+    suffix = given.name[len(stem(given)):]  # .tif, .nii.gz, ... ("" for a DICOM folder)
+    link = out / f"{stem(given)}_image{suffix}"
     try:
         link.symlink_to(src, target_is_directory=src.is_dir())
     except OSError:

@@ -293,3 +293,16 @@ def test_a_tiff_export_of_a_scan_carries_its_calibration_for_fiji(tmp_path):
             assert tif.is_imagej and tif.imagej_metadata["unit"] == "mm"
             assert tif.imagej_metadata["spacing"] == pytest.approx(6.5)
         assert read_image(tmp_path / "ds" / sub / "case_0000.tif").spacing == pytest.approx((6.5, 0.78, 0.78))
+
+
+def test_a_symlinked_inputs_reference_is_named_after_the_input_as_given(tmp_path, tiny_checkpoint):
+    """Audit: predicting `brain1.nii.gz`, a symlink to `brain1_image.nii.gz`, named the outputs brain1_* but the
+    reference link brain1_image_image.nii.gz (after the link's target)."""
+    (tmp_path / "store").mkdir()
+    tifffile.imwrite(tmp_path / "store" / "scan_v2_final.tif", np.random.default_rng(0).random((40, 40)).astype(np.float32))
+    (tmp_path / "slide.tif").symlink_to(tmp_path / "store" / "scan_v2_final.tif")
+    assert main(["predict", str(tmp_path / "slide.tif"), "--model", str(tiny_checkpoint(dims=2)), "--out",
+                 str(tmp_path / "o"), "--device", "cpu"]) == 0
+    record = json.loads((tmp_path / "o" / "slide_predict.json").read_text())
+    assert record["input_reference"] == "slide_image.tif" and (tmp_path / "o" / "slide_image.tif").is_symlink()
+    assert (tmp_path / "o" / "slide_mask.tif").exists()
