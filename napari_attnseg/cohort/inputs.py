@@ -156,7 +156,7 @@ def read_input(path: str | os.PathLike) -> Volume:
 # ----------------------------------------------------------------------------------------------
 # inputs
 # ----------------------------------------------------------------------------------------------
-EDITED_DIR = "edited_masks"  # where --overwrite keeps a mask the user changed (cases.keep_edited_mask)
+EDITED_DIR = "edited_masks"  # where --overwrite keeps a mask the user changed (outputs.keep_edited_mask)
 
 
 @dataclass
@@ -259,7 +259,8 @@ def _not_outputs(paths: list[Path], out: Path | None) -> list[Path]:
         if p.name in ours[folder]:
             continue
         if folder.name == EDITED_DIR:
-            ours.setdefault(folder.parent, _ours(folder.parent))
+            if folder.parent not in ours:
+                ours[folder.parent] = _ours(folder.parent)
             if EDITED_DIR in ours[folder.parent]:
                 continue
         kept.append(p)

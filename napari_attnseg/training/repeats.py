@@ -6,25 +6,22 @@ labels, and an older one's only on the slices (voxels) the newest leaves as 'ign
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 
 Raw = tuple[np.ndarray, np.ndarray, tuple[float, ...]]  # (image (C, *spatial), labels, spacing)
 
 
-def _key(image: np.ndarray, spacing: tuple[float, ...]) -> str:
-    a = np.ascontiguousarray(image)
-    h = hashlib.sha256(str((a.dtype.str, a.shape, tuple(round(float(s), 6) for s in spacing))).encode())
-    h.update(memoryview(a).cast("B"))
-    return h.hexdigest()
+def _key(image: np.ndarray, spacing: tuple[float, ...]) -> tuple:
+    from ..data.export import array_sha256
+
+    return array_sha256(image), tuple(round(float(s), 6) for s in spacing)
 
 
 def merge_repeated_images(case_ids: list[str], raw: list[Raw], ignore: int | None
                           ) -> tuple[list[str], list[Raw], list[str]]:
     """Cases in export order (the manifest's: a replaced case moves to the end). Return the case ids and
     data with every repeated image merged into its newest case, and one note per merge for the summary."""
-    groups: dict[str, list[int]] = {}
+    groups: dict[tuple, list[int]] = {}
     for i, (img, _lab, spacing) in enumerate(raw):
         groups.setdefault(_key(img, spacing), []).append(i)
     if all(len(g) == 1 for g in groups.values()):
