@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -68,7 +70,7 @@ def test_hard_dependencies_are_imported_by_the_package():
     manifest format it needs), and everything the package imports is a dependency."""
     import ast
 
-    import tomllib
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+ (the package itself supports 3.10)
 
     import napari_attnseg
 
@@ -104,3 +106,61 @@ def test_readers_do_not_claim_other_formats():
     for name in ("a.nii", "a.nii.gz", "a.dcm", "a.ima", "a_predict.json"):
         assert any(fnmatch(name, p.lower()) for p in patterns), name
     assert top["on_activate"] == "napari_attnseg._napari.io_hooks:activate"
+
+
+def _hatch_build(target: str, source: Path, dest: Path) -> Path:
+    """Build ``target`` (wheel or sdist) from ``source`` with the installed hatchling (no network)."""
+    out = subprocess.run([sys.executable, "-m", "hatchling", "build", "-t", target, "-d", str(dest)],
+                         cwd=source, capture_output=True, text=True)
+    assert out.returncode == 0, f"{target} from {source}: {out.stderr[-1500:]}"
+    return next(dest.glob("napari_attnseg-*" + (".whl" if target == "wheel" else ".tar.gz")))
+
+
+def _wheel_names(wheel: Path) -> set[str]:
+    with zipfile.ZipFile(wheel) as zf:
+        return {n for n in zf.namelist() if not n.endswith(".dist-info/RECORD")}
+
+
+def test_sdist_builds_the_same_wheel_as_the_checkout(tmp_path):
+    """pip install from the sdist (no wheel for the platform, conda-forge, --no-binary) builds a wheel with
+    the models, samples and manifest. The sdist carried resources/ only through the package's symlink, and
+    building a wheel from it failed with "Forced include not found: .../resources"."""
+    sdist = _hatch_build("sdist", REPO, tmp_path / "sdist")
+    with tarfile.open(sdist) as tf:
+        links = [m.name for m in tf.getmembers() if m.issym() or m.islnk()]
+        tf.extractall(tmp_path / "src", **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
+    root = tmp_path / "src" / sdist.name.removesuffix(".tar.gz")
+    from_sdist = _wheel_names(_hatch_build("wheel", root, tmp_path / "wheel-from-sdist"))
+    assert not links, f"symlinks in the sdist (break on Windows, and duplicate resources/): {links}"
+    for rel in ("napari.yaml", "resources/models", "resources/samples", "resources/ATTRIBUTION.md",
+                "scripts/test.sh", ".ci/run"):  # the last two: the README's test command, read by test_docs
+        assert (root / rel).exists(), f"{rel} missing from the sdist"
+    from_repo = _wheel_names(_hatch_build("wheel", REPO, tmp_path / "wheel-from-repo"))
+    assert from_sdist == from_repo, from_sdist ^ from_repo
+    # the wheel: the package with every bundled resource, nothing else (no tests, benchmarks, docs, caches)
+    bundled = {f"napari_attnseg/resources/{p.relative_to(REPO / 'resources').as_posix()}"
+               for p in (REPO / "resources").rglob("*") if p.is_file()}
+    assert bundled <= from_repo, bundled - from_repo
+    assert {n.split("/")[0] for n in from_repo} == {"napari_attnseg", f"napari_attnseg-{napari_attnseg.__version__}.dist-info"}
+    assert not [n for n in from_repo if "__pycache__" in n or n.endswith(".pyc")]
+    # BSD-3-Clause: the licence travels with binary copies (the repo had none)
+    assert (root / "LICENSE").exists()
+    assert f"napari_attnseg-{napari_attnseg.__version__}.dist-info/licenses/LICENSE" in from_repo
+
+
+# torch APIs the package calls and the release that introduced them: the declared floor must have them all
+# (torch.amp.GradScaler(device_type): 2.3; before, only torch.cuda.amp.GradScaler, and fine-tuning failed
+# with "module 'torch.amp' has no attribute 'GradScaler'")
+TORCH_API_SINCE = {"torch.amp.GradScaler": (2, 3), "torch.compile": (2, 0), "torch.inference_mode": (1, 9)}
+
+
+def test_torch_floor_has_every_torch_api_the_package_calls():
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+ (the package itself supports 3.10)
+
+    deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    torch_req = next(d for d in deps if re.match(r"torch\b", d))
+    floor = tuple(int(x) for x in re.search(r">=\s*([0-9.]+)", torch_req).group(1).split(".")[:2])
+    source = "\n".join(p.read_text() for p in Path(napari_attnseg.__file__).parent.rglob("*.py"))
+    needed = {api: since for api, since in TORCH_API_SINCE.items() if api in source}
+    too_new = {api: since for api, since in needed.items() if since > floor}
+    assert not too_new, f"{torch_req!r} admits torch releases without {too_new}"
