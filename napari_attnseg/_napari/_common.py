@@ -26,7 +26,40 @@ def placement_of(layer) -> Placement:
         inner = np.eye(ndim + 1)
         inner[:ndim, :ndim], inner[:ndim, ndim] = turn, translate
         affine, translate = affine @ inner, (0.0,) * ndim
-    return Placement(tuple(layer.scale), translate, None if np.allclose(affine, np.eye(ndim + 1)) else affine)
+    return Placement(tuple(layer.scale), translate, None if np.allclose(affine, np.eye(ndim + 1)) else affine,
+                     units=_axis_strings(layer, "units"), axis_labels=_axis_strings(layer, "axis_labels"))
+
+
+def _axis_strings(layer, attr: str) -> tuple[str, ...] | None:
+    """The layer's units or axis labels as strings (napari >= 0.6), so the results carry the image's: a mask in
+    pixels beside an image in micrometres made napari drop the units ("Inconsistent units across layers")."""
+    values = getattr(layer, attr, None)
+    return None if values is None else tuple(str(v) for v in values)
+
+
+def layer_array(layer):
+    """The array to segment: the full-resolution level of a multiscale (pyramid) layer, else its data."""
+    return layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+
+
+PREVIEW_VOXELS = 4_000_000  # what the panel's hints read on the GUI thread, at most
+
+
+def preview_array(layer) -> np.ndarray:
+    """A small in-memory stand-in for the layer's data, for the hints the panel computes on the GUI thread (the
+    model's fit, a display window): the finest pyramid level of at most ``PREVIEW_VOXELS``, or, for a lazy
+    (dask, zarr) array bigger than that, its central block, so choosing a layer never reads a whole lazy image
+    (the run reads it on its worker)."""
+    if getattr(layer, "multiscale", False):
+        levels = list(layer.data)
+        data = next((lv for lv in levels if int(np.prod(lv.shape)) <= PREVIEW_VOXELS), levels[-1])
+    else:
+        data = layer.data
+    if isinstance(data, np.ndarray) or int(np.prod(data.shape)) <= PREVIEW_VOXELS:
+        return np.asarray(data)
+    side = int(PREVIEW_VOXELS ** (1 / len(data.shape)))
+    box = tuple(slice(max(0, (n - side) // 2), max(0, (n - side) // 2) + side) for n in data.shape)
+    return np.asarray(data[box])
 
 
 def grey_layer_of(viewer, layer):
@@ -36,7 +69,7 @@ def grey_layer_of(viewer, layer):
     '<name> (<colour>)' that the results, corrections, clicks and export then use, as after Split RGB."""
     from ..cohort.inputs import grey_sample
 
-    found = grey_sample(np.asarray(layer.data))
+    found = grey_sample(np.asarray(layer_array(layer)))
     if found is None:
         show_error(f"Layer {layer.name!r} is RGB and its colours hold different images; the models take grayscale "
                    "images. Right-click the layer in the layer list > Split RGB, then pick the channel layer that "
@@ -44,9 +77,9 @@ def grey_layer_of(viewer, layer):
         return None
     k, note = found
     name = f"{layer.name} ({('red', 'green', 'blue')[k]})"
-    if name in viewer.layers and viewer.layers[name].data.shape == layer.data.shape[:-1]:
+    if name in viewer.layers and viewer.layers[name].data.shape == layer_array(layer).shape[:-1]:
         return viewer.layers[name]
-    grey = viewer.add_image(np.asarray(layer.data)[..., k], name=name, scale=layer.scale, translate=layer.translate,
+    grey = viewer.add_image(np.asarray(layer_array(layer))[..., k], name=name, scale=layer.scale, translate=layer.translate,
                             rotate=layer.rotate, shear=layer.shear, metadata=dict(layer.metadata))
     show_info(f"{layer.name}: {note} It was added as the layer {grey.name!r}, which the results, the corrections "
               "and the export use.")
@@ -74,12 +107,32 @@ class Undockable:
             panel.panel_undocked()
 
 
-def channel_stack_message(layer) -> str | None:
-    """Why a layer opened by napari's own reader from a TIFF whose first axis holds channels (axes CYX, as an
-    ImageJ hyperstack or OME-TIFF says) must not run as a volume, or None. napari's reader drops the axes:
-    the channels would be segmented as slices (an audit got 49 'nuclei' in a cytoplasm channel, no word)."""
+CHANNEL_LABELS = ("c", "ch", "channel", "channels")
+
+
+def channel_stack_message(layer, mode: str = "auto") -> str | None:
+    """Why a 3D layer whose first or last axis holds channels must not run as a volume, or None: its axis labels
+    say so (``c``, ``channel``), its shape is (y, x, C) with C <= 4 (segmented as slices, each a row of the
+    image; unless the user chose the ``mode``), or napari's own reader opened it from a TIFF whose first axis
+    holds channels (axes CYX, as an ImageJ hyperstack or OME-TIFF says; the reader drops the axes: an audit got
+    49 'nuclei' in a cytoplasm channel, no word)."""
+    if layer.ndim != 3 or getattr(layer, "rgb", False):
+        return None
+    labels = [str(a).lower() for a in (getattr(layer, "axis_labels", None) or ())]
+    shape = tuple(layer_array(layer).shape)
+    if labels and labels[0] in CHANNEL_LABELS:
+        return (f"Layer {layer.name!r} holds {shape[0]} channels along its first axis (axis label {labels[0]!r}), "
+                "not slices of a volume; the models take one channel. Right-click the layer in the layer list > Split "
+                "Stack, then pick the layer of the channel that shows the objects.")
+    from ..inference.checks import _channel_last
+
+    if (labels and labels[-1] in CHANNEL_LABELS) or (mode == "auto" and _channel_last(shape)):
+        return (f"Layer {layer.name!r} looks like an image with {shape[-1]} channels last (shape {shape}), not a volume "
+                f"of {shape[0]} slices: a 2D model would segment each of its rows. Split its channels (in napari's "
+                f"console: viewer.add_image(viewer.layers[{layer.name!r}].data, channel_axis=-1)), then pick the layer "
+                "of the channel that shows the objects. If it really is a volume, choose Mode: slices.")
     path = getattr(getattr(layer, "source", None), "path", None)
-    if not path or not str(path).lower().endswith((".tif", ".tiff")) or layer.ndim != 3:
+    if not path or not str(path).lower().endswith((".tif", ".tiff")):
         return None
     import tifffile
 
@@ -89,11 +142,56 @@ def channel_stack_message(layer) -> str | None:
             axes, shape = str(series.axes), tuple(series.shape)
     except Exception:  # noqa: BLE001 - an unreadable header: nothing to say about it here
         return None
-    if len(axes) != 3 or axes[0] != "C" or shape != tuple(layer.data.shape):
+    if len(axes) != 3 or axes[0] != "C" or shape != tuple(layer_array(layer).shape):
         return None
     return (f"Layer {layer.name!r} holds {shape[0]} channels (its file's axes are {axes}), not slices of a volume; "
             "the models take one channel. Right-click the layer in the layer list > Split Stack, then pick the "
             "layer of the channel that shows the objects.")
+
+
+TIME_LABELS = ("t", "time", "frame", "frames")
+
+
+def axes_text(layer) -> str:
+    """The layer's axis labels as " (t, z, y, x)", or "" when they are napari's defaults ("-3", "-2", ...)."""
+    labels = [str(a) for a in (getattr(layer, "axis_labels", None) or ())]
+    return "" if not labels or all(a.lstrip("-").isdigit() for a in labels) else f" ({', '.join(labels)})"
+
+
+def is_time_axis(layer, axis: int = 0) -> bool:
+    labels = getattr(layer, "axis_labels", None) or ()
+    return len(labels) > axis and str(labels[axis]).lower() in TIME_LABELS
+
+
+def dims_message(layer) -> str | None:
+    """Why a layer of other than 2 or 3 dimensions (a 3D time-lapse, t-z-y-x) cannot run, and what to do."""
+    if layer.ndim in (2, 3):  # (napari's ndim leaves out an RGB layer's colour axis)
+        return None
+    what = "time point" if is_time_axis(layer) else "position of its first axis"
+    return (f"Layer {layer.name!r} has {layer.ndim} dimensions{axes_text(layer)}; the models take a 2D image or a 3D "
+            f"volume. Right-click the layer in the layer list > Split Stack for one layer per {what}, then pick the "
+            "one to segment.")
+
+
+def layer_hint(layer, model) -> str | None:
+    """Before a run, the first reason the layer will not run or does not suit ``model`` (the Segment tab's
+    "Before you run"): its dimensions, channels, a time axis given to a 3D model, or an image unlike the model's
+    training data (checked on :func:`preview_array`, so choosing a lazy or pyramid image does not read it whole
+    on the GUI thread; the run checks the whole image)."""
+    if layer is None or layer.rgb:
+        return None
+    if (refused := dims_message(layer) or channel_stack_message(layer)) is not None or model is None:
+        return refused
+    if model.spatial_dims == 3 and is_time_axis(layer):
+        return (f"{layer.name!r} is a time-lapse{axes_text(layer)}: a 3D model takes its frames as the slices of one "
+                "volume; a 2D model (Mode: slices) segments each frame on its own.")
+    from ..data.orientation import metadata_codes
+    from ..inference.checks import fit_warning
+
+    try:
+        return fit_warning(getattr(model, "card", None), preview_array(layer), False, metadata_codes(layer.metadata, 3))
+    except Exception:  # noqa: BLE001 - a hint only; the run reports problems itself
+        return None
 
 
 def job_controls(run_text: str, maximum: int):
@@ -170,7 +268,7 @@ def upsert_layer(viewer, data, kwargs: dict, layer_type: str):
     if name in viewer.layers:
         layer = viewer.layers[name]
         if isinstance(layer, LAYER_TYPES[layer_type]) and layer.ndim == np.ndim(data):
-            for key in ("scale", "translate"):
+            for key in ("scale", "translate", "units", "axis_labels"):
                 if key in kwargs:
                     setattr(layer, key, kwargs[key])
             # no affine given: the new placement has none, so an earlier image's rotation must not stay

@@ -18,13 +18,18 @@ from ..inference import CancelToken, iter_predict
 from ._common import (
     Undockable,
     channel_stack_message,
+    dims_message,
     error_message,
     grey_layer_of,
     is_deleted,
+    is_time_axis,
+    layer_array,
+    layer_hint,
     notify_error,
     notify_info,
     notify_warning,
     placement_of,
+    preview_array,
     set_choices,
 )
 from .model_choice import model_for_layer
@@ -163,16 +168,8 @@ class SegmentWidget(Undockable, QWidget, SegmentForm, ResultLayers, PixelTool):
         """The model's description, and before any run whether the image looks like its training data
         (a CT given to a model not trained on CT, an inverted microscopy image: the checks the run makes)."""
         text = self._descriptions.get(self.model_combo.value or "", "")
-        layer = self.current_layer()
-        if model is not None and layer is not None and not getattr(layer, "rgb", False) and layer.ndim in (2, 3):
-            from ..inference.checks import fit_warning
-
-            try:
-                unlike = fit_warning(getattr(model, "card", None), layer.data, False, metadata_codes(layer.metadata, 3))
-            except Exception:  # noqa: BLE001 - a hint only; the run reports problems itself
-                unlike = None
-            if unlike:
-                text = f"{text}<br><b>Before you run:</b> {unlike}" if text else unlike
+        if unlike := layer_hint(self.current_layer(), model):
+            text = f"{text}<br><b>Before you run:</b> {unlike}" if text else unlike
         self.model_info.value = text
 
     def _image_changed(self, *_) -> None:
@@ -190,10 +187,11 @@ class SegmentWidget(Undockable, QWidget, SegmentForm, ResultLayers, PixelTool):
         preset = self.window_combo.value
         if layer is None or preset == "(as opened)":
             return
-        if preset in CT_WINDOWS and not is_hounsfield(np.asarray(layer.data)):
+        data = preview_array(layer)  # (a lazy or pyramid image is not read whole on the GUI thread)
+        if preset in CT_WINDOWS and not is_hounsfield(data):
             notify_warning(f"{layer.name} does not look like a CT in Hounsfield units; the {preset} window may show "
                            "nothing useful.")
-        lo, hi = window_limits(np.asarray(layer.data), preset)
+        lo, hi = window_limits(data, preset)
         layer.contrast_limits_range = (min(lo, layer.contrast_limits_range[0]), max(hi, layer.contrast_limits_range[1]))
         layer.contrast_limits = (lo, hi)
         layer.metadata["attnseg_window"] = preset
@@ -208,7 +206,10 @@ class SegmentWidget(Undockable, QWidget, SegmentForm, ResultLayers, PixelTool):
         self._preset_for = (layer.unique_id, model)
         spatial = layer.ndim
         mode = "3d" if (spatial == 3 and model.spatial_dims == 3) else ("slices" if spatial == 3 else "2d")
-        self.mode_combo.value = mode
+        from ..inference.checks import _channel_last
+
+        # (y, x, C): "auto", so Run says to split the channels; slices would segment each row of the image
+        self.mode_combo.value = "auto" if spatial == 3 and _channel_last(layer_array(layer).shape) else mode
 
     def current_layer(self):
         name = self.image_combo.value
@@ -241,11 +242,8 @@ class SegmentWidget(Undockable, QWidget, SegmentForm, ResultLayers, PixelTool):
             self.refresh_layers(prefer=layer.name)
         if layer is None:
             return None
-        if (channels := channel_stack_message(layer)) is not None:
-            notify_error(channels)
-            return None
-        if layer.ndim not in (2, 3):
-            notify_error(f"Layer {layer.name!r} has {layer.ndim} dimensions; the models take 2D images or 3D volumes.")
+        if (refused := dims_message(layer) or channel_stack_message(layer, self.mode_combo.value)) is not None:
+            notify_error(refused)
             return None
         model = self._current_model()
         if model is None:
@@ -286,7 +284,7 @@ class SegmentWidget(Undockable, QWidget, SegmentForm, ResultLayers, PixelTool):
             "orientation": metadata_codes(layer.metadata, layer.ndim),
         }
         self._token = self._tokens[0] = CancelToken()
-        image, name = layer.data, layer.name
+        image, name = layer_array(layer), layer.name  # a pyramid: its full-resolution level
         where = placement_of(layer)
         # the source's file geometry travels with the results, so the writers can restore it
         geometry = {k: layer.metadata[k] for k in ("affine", "spacing", "source_path") if k in layer.metadata}
@@ -341,6 +339,10 @@ class SegmentWidget(Undockable, QWidget, SegmentForm, ResultLayers, PixelTool):
             self.last_prediction, self.last_source = pred, name
             self._show(model, pred, name, where, geometry, then=lambda: self._finish_run(True))
             msg = f"{name}: {pred.params.get('tiles', '?')} tiles on {pred.device} ({pred.precision}) in {pred.timings['total_s']:.1f} s"
+            if pred.params.get("mode") == "slices":  # a z-stack, a time-lapse (t, y, x) or a few planes
+                msg += f"; its {np.shape(pred.labels)[0]} {'frames' if is_time_axis(layer) else 'slices'} one by one"
+            if layer.multiscale:
+                msg += "; at the pyramid's full resolution"
             used, est = pred.params.get("diameter_used"), pred.params.get("diameter_measured")
             if used is not None:  # "auto" stays in the field: the next image is estimated again
                 size = f"estimated {est:.1f} px" if est is not None else f"{used:.1f} px"
