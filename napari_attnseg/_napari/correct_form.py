@@ -19,7 +19,7 @@ from magicgui.widgets import (
     PushButton,
     SpinBox,
 )
-from qtpy.QtWidgets import QVBoxLayout
+from qtpy.QtWidgets import QSizePolicy, QVBoxLayout
 
 from ..options import DATASET_FORMATS
 
@@ -34,46 +34,110 @@ def _row(*widgets, label: str = "") -> Container:
     return Container(widgets=list(widgets), layout="horizontal", labels=False, label=label)
 
 
+def _heading(title: str, note: str = "") -> Label:
+    """A section's title, left in the panel (in a container without labels, so it is shown and not indented)."""
+    return _wrapping(Label(value=f"<b>{title}</b>" + (f" {note}" if note else "")))
+
+
+def _wrapping(label: Label) -> Label:
+    """A label that wraps (it never widens the tab) at the panel's whole width (left to itself a wrapping
+    QLabel took a third of it, and its second line was cut off)."""
+    label.native.setWordWrap(True)
+    label.native.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Preferred)
+    return label
+
+
+class StatusLine(Label):
+    """A wrapping status line that takes no room while it says nothing (an empty line left a blank band)."""
+
+    def __init__(self, value: str = "", **kwargs):
+        super().__init__(value=value, **kwargs)
+        _wrapping(self)
+        self.visible = bool(str(value).strip())
+
+    def set_value(self, value) -> None:
+        super().set_value(value)
+        if hasattr(self, "_explicitly_hidden"):  # (built: magicgui sets the value once while building)
+            self.visible = bool(str(value).strip())
+
+
+def tighten(container: Container, top: bool = True) -> None:
+    """No margins inside the form's rows and sections: magicgui's 9 px around every nested container added 18 px
+    to each row (the Correct tab was 1143 px tall). The sections keep a little room above their titles."""
+    for w in container:
+        if isinstance(w, Container) and not isinstance(w, FileEdit):
+            w.margins = (0, 6, 0, 6) if top else (0, 0, 0, 0)
+            tighten(w, top=False)
+
+
+def browse_button(edit: FileEdit, what: str) -> None:
+    """A short button beside a folder field ("Choose directory" took a third of the row) and tooltips."""
+    edit.choose_btn.text = "Browse..."
+    edit.choose_btn.tooltip = f"Choose the {what} in a file dialog"
+
+
 class CorrectForm:
     """Builds the fields as attributes of the panel (a QWidget) and lays them out in it."""
 
     def _build_form(self) -> None:
-        self.labels_combo = ComboBox(label="Mask", choices=[])
-        self.image_combo = ComboBox(label="Image", choices=[])
+        self.labels_combo = ComboBox(label="Mask", choices=[],
+                                     tooltip="The Labels layer to correct and export (a model's '<image> mask' is "
+                                             "chosen as soon as a run adds it)")
+        self.image_combo = ComboBox(label="Image", choices=[],
+                                    tooltip="The image the mask belongs to: the clicks read it and the export "
+                                            "writes it beside the mask")
         self.class_combo = ComboBox(label="Class", choices=[("all classes", 0)], value=0,
                                     tooltip="The class the helpers work on")
         self.slice_only = CheckBox(text="Current slice only", value=False,
                                    tooltip="On a volume, apply the helpers to the slice on screen and leave the others as they are")
-        self.size_spin = SpinBox(min=1, max=10**7, value=20)
-        self.radius_spin = SpinBox(label="radius", min=1, max=20, value=1)
+        self.size_spin = SpinBox(min=1, max=10**7, value=20, tooltip="Size in voxels (pixels in a 2D image)")
+        self.radius_spin = SpinBox(label="radius", min=1, max=20, value=1,
+                                   tooltip="Radius in voxels of Open and Close")
         self.keep_button = _button("Keep the object under the cursor (K)", self.keep_at_cursor,
                                    "Remove every other object of that class: for when the largest object is not "
                                    "the one that matters. Point at it in the viewer and press K (or click here).")
-        helpers = Container(label="Helpers (Ctrl+Z undoes)", widgets=[
+        helpers = Container(widgets=[
+            _heading("Helpers", "(on the mask above; Ctrl+Z undoes)"),
             Container(widgets=[self.class_combo], labels=True), self.slice_only,
-            _row(_button("Fill holes", self.fill_holes), _button("Largest component", self.keep_largest)),
+            _row(_button("Fill holes", self.fill_holes, "Fill the holes inside the objects of the class"),
+                 _button("Largest component", self.keep_largest,
+                         "Keep only the largest connected object of the class")),
             self.keep_button,
-            _row(_button("Remove objects smaller than", self.remove_small), self.size_spin),
-            _row(_button("Open", self.open_), _button("Close", self.close_), Label(value="radius"), self.radius_spin),
-            _button("Interpolate between annotated slices", self.interpolate),
+            _row(_button("Remove objects under", self.remove_small,  # (+ the spin box: fits a narrow dock)
+                         "Remove the objects of the class with fewer voxels than the number beside"), self.size_spin),
+            _row(_button("Open", self.open_, "Morphological opening with the radius beside: removes specks and "
+                                             "thin spurs"),
+                 _button("Close", self.close_, "Morphological closing with the radius beside: fills small gaps "
+                                               "and notches"),
+                 Label(value="radius"), self.radius_spin),
+            _button("Interpolate between annotated slices", self.interpolate,
+                    "Fill the slices between annotated slices by shape interpolation; the reviewed slices stay "
+                    "as they are"),
         ], labels=False)
 
-        self.range_edit = LineEdit(value="", tooltip="Axial slice indices, e.g. 10-20,25")
+        self.range_edit = LineEdit(value="", tooltip="Axial slice indices, e.g. 10-20,25; Enter marks them")
         self.range_edit.native.setPlaceholderText("e.g. 10-20,25")
         self.range_edit.native.returnPressed.connect(self.mark_range)
-        self.reviewed_label = Label(value="Reviewed slices: none")
-        self.reviewed_label.native.setWordWrap(True)
-        self.stats_label = Label(value="")
-        self.stats_label.native.setWordWrap(True)
-        self.suggest_label = Label(value="")
-        review = Container(widgets=[  # two buttons a row: the tab fits a 1600 x 1000 screen's dock
-            Label(value="<b>Review</b> (the slice on screen: keys R / Shift+R)"),
-            _row(_button("Mark slice (R)", self.mark_current), _button("Unmark (Shift+R)", lambda: self.mark_current(False))),
-            _row(_button("Mark all", self.mark_all), _button("Clear", self.clear_reviewed)),
-            _row(_button("Mark slices", self.mark_range), self.range_edit),
+        self.reviewed_label = _wrapping(Label(value="Reviewed slices: none"))
+        self.stats_label = StatusLine()
+        self.suggest_label = StatusLine()
+        keys = ("the viewer's canvas takes the keys (click the image first); a selected Shapes layer keeps R for "
+                "its rectangles")
+        review = Container(widgets=[  # two buttons a row: the tab fits a narrow dock
+            _heading("Review", "(the slice on screen: keys R / Shift+R)"),
+            _row(_button("Mark slice (R)", self.mark_current,
+                         "Mark the axial slice on screen reviewed: only reviewed slices are exported as labels, the "
+                         f"others as 'ignore'. Key R: {keys}."),
+                 _button("Unmark (Shift+R)", lambda: self.mark_current(False),
+                         f"Take the mark off the slice on screen. Key Shift+R: {keys}.")),
+            _row(_button("Mark all", self.mark_all, "Mark every slice reviewed: for a volume you checked whole"),
+                 _button("Clear", self.clear_reviewed, "Take the mark off every slice")),
+            _row(_button("Mark slices", self.mark_range, "Mark the slices typed beside (e.g. 10-20,25) reviewed"),
+                 self.range_edit),
             _button("Next suggested slice (N)", self.next_suggested,
                     "Jump to the unreviewed slice the model is least sure about (entropy of its probabilities, "
-                    "lower next to the slices already reviewed); shows the uncertainty as a hidden layer"),
+                    "lower next to the slices already reviewed); shows the uncertainty as a hidden layer. Key N: "
+                    "the viewer's canvas takes the keys."),
             self.suggest_label, self.reviewed_label, self.stats_label,
         ], labels=False)
 
@@ -81,25 +145,57 @@ class CorrectForm:
                                          tooltip="One name per label value, comma-separated, background first "
                                                  "(e.g. 'background, tumour'). Saved in the dataset and in the card "
                                                  "of a model fine-tuned on it.")
-        self.dataset_edit = FileEdit(label="Dataset folder", mode="d", value="")
-        self.format_combo = ComboBox(label="Format", choices=list(DATASET_FORMATS), value="nnunet")
-        self.case_edit = LineEdit(label="Case id", value="")
+        self.dataset_edit = FileEdit(label="Dataset folder", mode="d", value="",
+                                     tooltip="The dataset to add this case to (a new folder is made a dataset); the "
+                                             "Fine-tune tab then trains on it")
+        browse_button(self.dataset_edit, "dataset folder")
+        self.format_combo = ComboBox(label="Format", choices=list(DATASET_FORMATS), value="nnunet",
+                                     tooltip="nnunet: an nnU-Net v2 raw dataset; monai: NIfTI with a Decathlon "
+                                             "datalist.json; tiff: TIFF image and label pairs (2D work)")
+        self.case_edit = LineEdit(label="Case id", value="",
+                                  tooltip="The case's name in the dataset; empty: the next free id")
         self.case_edit.native.setPlaceholderText("next free case id")
         self.replace_box = CheckBox(text="Replace the case", value=False,
                                     tooltip="Export over the case of this id in the dataset (a next round of corrections "
                                             "on the same image); without it an existing id is refused")
-        self.export_button = _button("Export", self.export)
+        self.export_button = _button("Export", self.export,
+                                     "Write the image and the mask into the dataset folder (unreviewed slices of a "
+                                     "volume as 'ignore')")
         self.export_bar = ProgressBar(min=0, max=0, visible=False)
         export = Container(widgets=[
-            Label(value="<b>Export for fine-tuning</b>"), self.class_names_edit, self.dataset_edit,
-            self.format_combo, self.case_edit, self.replace_box, self.export_button, self.export_bar,
-        ])
+            _heading("Export for fine-tuning"),
+            Container(widgets=[self.class_names_edit, self.dataset_edit, self.format_combo, self.case_edit]),
+            self.replace_box, self.export_button, self.export_bar,
+        ], labels=False)
         from .prompt_mode import PromptMode
 
         self.prompt = PromptMode(self)
+        self._polish_prompt()
         self.form = Container(widgets=[Container(widgets=[self.labels_combo, self.image_combo]), self.prompt.container,
                                        helpers, review, export], labels=False)
+        tighten(self.form)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.form.native)
         layout.addStretch()
+
+    def _polish_prompt(self) -> None:
+        """The click-to-fix controls as laid out here: tooltips, a negative
+        checkbox that fits a narrow dock, and a status line that takes no room while empty."""
+        p = self.prompt
+        box = p.container
+        _wrapping(box[0])
+        p.model_combo.tooltip = ("A promptable model (nuclei-2d-prompt, or one fine-tuned with --prompts); one of the "
+                                 "image's dimensionality is picked")
+        p.enable_box.tooltip = ("Click objects in the viewer to segment or correct them one at a time; adds and "
+                                "selects the '<image> prompts' Points layer. Off without a promptable model.")
+        p.negative_box.text = "Negative clicks (or Shift+click)"
+        p.negative_box.tooltip = ("Clicks mark where the object is not; a Shift+click or a right click does that "
+                                  "without this box")
+        p.undo_button.tooltip = ("Remove the last click and revert its change to the mask (Ctrl+Z while the prompts "
+                                 "layer is selected)")
+        p.new_button.tooltip = "Forget the clicks: the next click starts a new object"
+        i = box.index(p.status)
+        box.remove(p.status)  # (prompt_mode writes only p.status.value)
+        p.status = StatusLine()
+        box.insert(i, p.status)

@@ -78,3 +78,26 @@ class ValidationField:
                              "'ignore' and validate nothing); pick among the reviewed slices "
                              f"{format_slice_ranges(reviewed) or '(none)'}, or leave the field empty to choose "
                              "automatically.")
+
+
+TOOLTIPS = {
+    "dataset_edit": "A dataset exported by Correct and export > Export (default: the last export)",
+    "model_combo": "The model to fine-tune: by default the one that predicted the exported mask, else one whose "
+                   "classes match the dataset's",
+    "freeze_box": "Train only the decoder and the output layer: faster, and safer with very few reviewed slices",
+    "out_edit": "A new folder for the model; default: one next to the dataset",
+    "name_edit": "The new model's name in the Segment tab's list and in its card",
+    "description_edit": "One line saved in the model's card and shown in the Segment tab",
+    "run_button": "Train within the budget; the model that validates best is saved and added to the Segment tab",
+    "cancel_button": "Stop the run; the best model so far is kept",
+}
+
+
+def polish(panel) -> None:
+    """Tooltips on the Fine-tune panel's fields and short buttons beside its folder fields."""
+    from .correct_form import browse_button
+
+    for name, tip in TOOLTIPS.items():
+        getattr(panel, name).tooltip = tip
+    browse_button(panel.dataset_edit, "dataset folder")
+    browse_button(panel.out_edit, "output folder")

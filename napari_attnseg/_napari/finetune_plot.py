@@ -16,7 +16,7 @@ from matplotlib.ticker import MaxNLocator
 from qtpy.QtWidgets import QSizePolicy
 
 LOSS_COLOR, DICE_COLOR = "C0", "C1"
-MARGINS_PX = {"left": 46, "right": 42, "bottom": 34, "top": 8}
+MARGINS_PX = {"left": 58, "right": 42, "bottom": 38, "top": 8}  # (46: the "loss" title was cut off at the left)
 
 
 class LossDicePlot:
@@ -36,10 +36,13 @@ class LossDicePlot:
         self.ax.set_ylabel("loss", fontsize=8, color=LOSS_COLOR)
         self.ax_dice.set_ylabel("Dice", fontsize=8, color=DICE_COLOR)
         self.ax_dice.set_ylim(0, 1.02)
-        self.ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        self.ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # whole epochs, also for one
+        self.ax.yaxis.set_major_locator(MaxNLocator(nbins=4))
+        self.placeholder = self.ax.text(0.5, 0.5, "loss and Dice:\ndrawn during a run", transform=self.ax.transAxes,
+                                        ha="center", va="center", fontsize=8, color="0.45")
         for axis in (self.ax, self.ax_dice):
             axis.tick_params(labelsize=7)
-        self.ax.legend(handles=[self.loss_line, self.dice_line], loc="lower left", fontsize=7)
+        self.legend = self.ax.legend(handles=[self.loss_line, self.dice_line], loc="lower left", fontsize=7)
         self.clear()
         self.canvas.mpl_connect("resize_event", lambda *_: self._margins())
 
@@ -57,6 +60,10 @@ class LossDicePlot:
         self.loss_line.set_data(epochs, [h["loss"] for h in history])
         self.dice_line.set_data(epochs, [h.get("val_dice", math.nan) for h in history])
         self.ax.set_xlim(0.5, max(epochs, default=1) + 0.5)
+        self.placeholder.set_visible(not history)
+        self.legend.set_visible(bool(history))
+        if not history:  # no run yet: a plain 0-1 loss axis, not matplotlib's -0.04..0.04 for no data
+            self.ax.set_ylim(0.0, 1.0)
         losses = [h["loss"] for h in history if math.isfinite(h["loss"])]
         if losses:
             lo, hi = min(losses), max(losses)
