@@ -83,7 +83,39 @@ class ModelCard:
             raise ValueError(f"card lacks {', '.join(sorted(missing))}")
         if data.get("prompt_init") not in PROMPT_INITS:
             raise ValueError(f"prompt_init is one of {PROMPT_INITS}, got {data.get('prompt_init')!r}")
+        _check_fields(data)
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def _check_fields(data: dict[str, Any]) -> None:
+    """Refuse a card field of the wrong type (a hand-edited card) with the field, what it should be and its value."""
+    def num(v, low=0.0):
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and low <= v < float("inf")
+
+    rules = {str: ("arch", "name", "description", "weights_sha256", "weights_dtype", "code_version"),
+             dict: ("config", "normalization", "training", "metrics")}
+    wrong = [(k, 'text' if kind is str else 'a JSON object') for kind, keys in rules.items() for k in keys
+             if k in data and not isinstance(data[k], kind)]
+    lists = {"classes": (lambda v: isinstance(v, str), "class names, background first", False),
+             "spacing": (lambda v: num(v) and v > 0, "voxel sizes > 0", True),
+             "tile": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0, "whole numbers > 0", True),
+             "orientation": (lambda v: isinstance(v, str), "axis letters", True)}
+    for k, (ok, what, nullable) in lists.items():
+        v = data.get(k)
+        if k in data and not (v is None and nullable) and not (isinstance(v, list) and v and all(map(ok, v))):
+            wrong.append((k, f"{'null or ' if nullable else ''}a list of {what}"))
+    if "overlap" in data and not (num(data["overlap"]) and data["overlap"] < 1):
+        wrong.append(("overlap", "a number from 0 to below 1"))
+    if data.get("object_diameter") is not None and not (num(data["object_diameter"]) and data["object_diameter"] > 0):
+        wrong.append(("object_diameter", "null or a number > 0"))
+    if isinstance(data.get("normalization"), dict) and not isinstance(data["normalization"].get("scheme"), str):
+        wrong.append(("normalization", 'a JSON object with a "scheme"'))
+    if wrong:
+        k, what = wrong[0]
+        raise ValueError(f"its {k!r} should be {what}, not {json.dumps(data[k])[:80]}")
+    if not isinstance(data.get("format_version", FORMAT_VERSION), int) or data.get("format_version", 1) > FORMAT_VERSION:
+        raise ValueError(f"it is of format {data.get('format_version')!r}, newer than this napari-attnseg {__version__} "
+                         f"reads ({FORMAT_VERSION}); update napari-attnseg")
 
 
 def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
@@ -169,8 +201,8 @@ def save_model(
 
 
 def resolve_model_path(name_or_path: str | os.PathLike) -> Path:
-    """A bundled model name (see ``attnseg models``), a path to a ``.safetensors`` file, or a folder that
-    train/finetune wrote (its ``best.safetensors``). A bare bundled name is the bundled model even when a
+    """A bundled model name (see ``attnseg models``), a path to a ``.safetensors`` file, a folder that
+    train/finetune wrote (its ``best.safetensors``), or the name of a model in the user models folder. A bare bundled name is the bundled model even when a
     folder of that name is here (``./name`` is the folder)."""
     from ._paths import models_dir
 
@@ -198,14 +230,17 @@ def resolve_model_path(name_or_path: str | os.PathLike) -> Path:
         return bundled
     import difflib
 
-    from .models.registry import bundled_models
+    from .models.registry import bundled_models, user_models, user_models_dir
 
+    user = user_models()[0]  # the user models folder's checkpoints, by file or folder name
+    if text in user:
+        return user[text]
     names = ", ".join(bundled_models()) or "none installed"
-    close = difflib.get_close_matches(text, list(bundled_models()), n=1, cutoff=0.6)
+    close = difflib.get_close_matches(text, [*bundled_models(), *user], n=1, cutoff=0.6)
     hint = f"Did you mean {close[0]!r}? " if close else ""
-    raise CheckpointError(
-        f"No bundled model named {text!r} (bundled: {names}). {hint}Or pass a path to a .safetensors file."
-    )
+    raise CheckpointError(f"No bundled model named {text!r} (bundled: {names}) and no model of that name in your models "
+                          f"folder {user_models_dir()} ({', '.join(user) or 'none there'}). {hint}Or pass a path to a "
+                          ".safetensors file.")
 
 
 def read_card(path: str | os.PathLike) -> ModelCard:
@@ -230,11 +265,16 @@ def read_card(path: str | os.PathLike) -> ModelCard:
         raise CheckpointError(f"{path} is not a readable safetensors file ({exc}){hint}.") from None
     key = next((k for k in (_META_KEY, *_LEGACY_META_KEYS) if k in meta), None)
     if key is None:
-        raise CheckpointError(f"{path} has no napari-attnseg model card in its metadata; save it with napari_attnseg.save_model.")
+        from .models.registry import cardless_hint
+
+        with safe_open(str(path), framework="pt") as f:
+            names = list(f.keys())
+        raise CheckpointError(f"{path} has no napari-attnseg model card in its metadata; {cardless_hint(names)}")
     try:
         card = ModelCard.from_dict(json.loads(meta[key]))
     except (ValueError, TypeError) as exc:
-        raise CheckpointError(f"The model card inside {path} is invalid: {exc}.") from None
+        raise CheckpointError(f"The model card inside {path} is invalid: {exc}. The file was edited or damaged: use "
+                              "the original file, or save the model again with napari_attnseg.save_model.") from None
     sibling = path.with_suffix(".json")
     if sibling.exists():
         try:
@@ -304,7 +344,7 @@ def load_model(name_or_path: str | os.PathLike, device: str | torch.device = "au
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from .models.registry import create_model
+    from .models.registry import create_model, explain_mismatch
 
     path = resolve_model_path(name_or_path)
     card = read_card(path)
@@ -325,11 +365,16 @@ def load_model(name_or_path: str | os.PathLike, device: str | torch.device = "au
     state = {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}
     try:
         model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        first = str(exc).splitlines()[0]
+    except RuntimeError:
         raise CheckpointError(
-            f"The weights in {path} do not fit architecture {card.arch!r} with the card's config ({first})."
+            f"The weights in {path} do not fit architecture {card.arch!r} with the card's config: "
+            f"{explain_mismatch(model, state)}. The file or its card was edited, or they belong to different models: "
+            "use the original file."
         ) from None
+    n_out = int(card.config.get("out_channels", 2))
+    if len(card.classes) not in (n_out, max(n_out, 2)):
+        raise CheckpointError(f"The card of {path} names {len(card.classes)} classes ({', '.join(card.classes)}) but the "
+                              f"model has {n_out} outputs; the card was edited: use the original file.")
     model.card = card
     model.checkpoint_path = str(path)
     return model.to(resolve_device(device)).eval()

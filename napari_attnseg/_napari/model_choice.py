@@ -16,9 +16,9 @@ def card_dict(entry) -> dict | None:
         return {**found, "config": {**(found.get("config") or {}), "spatial_dims": getattr(entry, "spatial_dims", None)}}
     if not isinstance(entry, (str, Path)):
         return None
-    from ..models.registry import bundled_models
+    from ..models.registry import available_models
 
-    found = bundled_models().get(str(entry))
+    found = available_models().get(str(entry))  # a bundled model, or one of the user models folder, by name
     if found is not None:
         return found
     try:
@@ -61,12 +61,32 @@ def layer_kind(layer) -> str | None:
 
 
 def is_prompt_entry(entry) -> bool:
-    from ..models.registry import bundled_models
-
     if hasattr(entry, "prompt_options"):
         return True
-    card = bundled_models().get(str(entry)) if isinstance(entry, (str, Path)) else None
+    card = card_dict(entry) if isinstance(entry, (str, Path)) else None
     return bool(card and "prompts" in (card.get("config") or {}))
+
+
+def user_model_entries(taken) -> dict[str, str]:
+    """The user models folder's models for a panel's list: label -> name (what ``load_model`` takes). A model
+    whose checkpoint the list already holds (``taken``: its entries) is left out, so loading a file of the folder
+    with *Load checkpoint...* does not list it twice."""
+    from ..models.registry import user_models
+
+    held = {str(getattr(e, "checkpoint_path", e)) for e in taken}
+    return {name: name for name, path in user_models()[0].items() if str(path) not in held}
+
+
+def card_summary(card: dict | None) -> str:
+    """One line on what a model is, from its card: architecture, dims, channels, classes, spacing."""
+    if not card:
+        return ""
+    config = card.get("config") or {}
+    spacing = card.get("spacing")
+    where = f"; trained on {card['training']['dataset']}" if (card.get("training") or {}).get("dataset") else ""
+    return (f"{card.get('arch', '?')} {config.get('spatial_dims', 2)}D, {config.get('in_channels', 1)} input "
+            f"channel(s), classes: {', '.join(map(str, card.get('classes') or []))}; "
+            f"{'spacing ' + ' x '.join(f'{v:g}' for v in spacing) if spacing else 'works in pixels'}{where}")
 
 
 def model_for_layer(models: dict, current: str | None, layer, chosen: dict | None = None) -> str | None:

@@ -1,8 +1,11 @@
-"""Architectures by name, and the bundled models found in ``resources/models``."""
+"""Architectures by name, the bundled models found in ``resources/models``, and the user's own models: the
+checkpoints in the user models folder (:func:`user_models_dir`), listed by ``attnseg models`` and loaded by name."""
 
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
@@ -71,24 +74,163 @@ def bundled_models() -> dict[str, dict[str, Any]]:
     return found
 
 
-def list_models() -> dict[str, list[dict[str, str]]]:
-    """Architectures and bundled models, each with a one-line description.
+def user_models_dir() -> Path:
+    """The folder whose checkpoints are the user's own models: ``$ATTNSEG_MODELS_DIR``, else the user data
+    folder: ``~/.local/share/napari-attnseg/models`` on Linux (``$XDG_DATA_HOME``), ``~/Library/Application Support/
+    napari-attnseg/models`` on macOS, ``%APPDATA%\\napari-attnseg\\models`` on Windows. It need not exist."""
+    if os.environ.get("ATTNSEG_MODELS_DIR"):
+        return Path(os.environ["ATTNSEG_MODELS_DIR"]).expanduser()
+    import sys
+
+    if sys.platform == "win32":
+        base = Path(os.environ.get("APPDATA") or Path.home() / "AppData" / "Roaming")
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Application Support"
+    else:
+        base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+    return base / "napari-attnseg" / "models"
+
+
+def user_models() -> tuple[dict[str, Path], list[str]]:
+    """The user's models: name -> checkpoint, and a line per file that is not listed and why. A model is a
+    ``NAME.safetensors`` in the folder (its card ``NAME.json`` beside it), or a folder ``NAME/`` that
+    ``attnseg train``/``finetune`` wrote (its ``best.safetensors``). Names are the file or folder names, so two
+    models with the same card name stay apart; a bundled model's name stays the bundled model's."""
+    folder = user_models_dir()
+    found: dict[str, Path] = {}
+    problems: list[str] = []
+    if not folder.is_dir():
+        return found, problems
+    bundled = bundled_models()
+    candidates = [(p.stem, p) for p in sorted(folder.glob("*.safetensors"))]
+    candidates += [(p.parent.name, p) for p in sorted(folder.glob("*/best.safetensors"))]
+    for name, path in candidates:
+        if name.startswith("."):  # a file being written (atomic_write's temporary)
+            continue
+        if name in bundled:
+            problems.append(f"{path}: not listed: {name!r} is a bundled model's name; rename the file or folder.")
+        elif name in found:
+            problems.append(f"{path}: not listed: {found[name]} has the name {name!r} too; rename one of them.")
+        else:
+            problem = _card_problem(path)
+            if problem:  # (the reason names the file already when it comes from read_card)
+                problems.append(f"not listed: {problem}" if str(path) in problem else f"{path}: not listed: {problem}")
+            else:
+                found[name] = path
+    return found, problems
+
+
+_CARDS: dict[tuple, dict | str] = {}  # (path, its and its card's mtime and size) -> card dict, or why it is unreadable
+
+
+def _read_user_card(path: Path) -> dict | str:
+    """The card of a user model as a dict, or the reason it cannot be read; read once per file version (the
+    napari panels ask for cards at every layer change)."""
+    from ..checkpoint import read_card
+
+    stats = tuple((p.stat().st_mtime_ns, p.stat().st_size) if p.exists() else None
+                  for p in (path, path.with_suffix(".json")))
+    key = (str(path), stats)
+    if key not in _CARDS:
+        try:
+            _CARDS[key] = {**read_card(path).to_dict(), "path": str(path)}
+        except Exception as exc:  # noqa: BLE001 - a damaged file is reported, never a crash of the listing
+            _CARDS[key] = str(exc)
+    return _CARDS[key]
+
+
+def _card_problem(path: Path) -> str | None:
+    found = _read_user_card(path)
+    return found if isinstance(found, str) else None
+
+
+def available_models() -> dict[str, dict[str, Any]]:
+    """Every model a name loads: the bundled ones, then the user's (:func:`user_models`); name -> card dict
+    (a user model's with ``"path"``, its checkpoint)."""
+    found = dict(bundled_models())
+    for name, path in user_models()[0].items():
+        card = _read_user_card(path)
+        if isinstance(card, dict):
+            found[name] = card
+    return found
+
+
+def list_models() -> dict[str, Any]:
+    """Architectures, bundled models and the user's models, each with a one-line description.
 
     Returns ``{"architectures": [{"name", "description", "dims"}], "bundled": [{"name", "description",
-    "arch", "dims", "classes"}]}``.
+    "arch", "dims", "classes"}], "user": [the same, and "path"], "user_folder": str, "user_problems": [str]}``.
     """
     archs = [
         {"name": name, "description": desc, "dims": "2D/3D" if name in ("unet", "attention_unet") else "2D"}
         for name, (_, _, desc) in ARCHITECTURES.items()
     ]
-    bundled = [
-        {
-            "name": name,
-            "description": card.get("description", ""),
-            "arch": card.get("arch", ""),
-            "dims": f"{card.get('config', {}).get('spatial_dims', '?')}D",
-            "classes": ", ".join(card.get("classes", [])),
-        }
-        for name, card in bundled_models().items()
-    ]
-    return {"architectures": archs, "bundled": bundled}
+
+    def row(name: str, card: dict) -> dict[str, str]:
+        classes = card.get("classes", [])
+        return {"name": name, "description": str(card.get("description", "")), "arch": str(card.get("arch", "")),
+                "dims": f"{(card.get('config') or {}).get('spatial_dims', '?')}D",
+                "classes": ", ".join(map(str, classes)) if isinstance(classes, list) else str(classes)}
+
+    bundled = bundled_models()
+    user, problems = user_models()
+    listed = available_models()
+    return {"architectures": archs, "bundled": [row(n, c) for n, c in bundled.items()],
+            "user": [{**row(n, listed[n]), "path": str(p)} for n, p in user.items() if n in listed],
+            "user_folder": str(user_models_dir()), "user_problems": problems}
+
+
+def explain_mismatch(model, tensors: dict) -> str:
+    """Why ``tensors`` do not load into ``model`` (built from a card): the input channels or outputs the card
+    gets wrong, then the missing, unexpected and misshaped tensors, a few of each named."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in tensors]
+    extra = [k for k in tensors if k not in expected]
+    shaped = [k for k in expected if k in tensors and tuple(tensors[k].shape) != tuple(expected[k].shape)]
+    if expected and tensors and not set(expected) & set(tensors):
+        return (f"none of its {len(tensors)} tensors has a name of this architecture (e.g. {next(iter(tensors))!r}): "
+                "they are not the weights of a napari-attnseg model")
+    ins, outs = model.config.get("in_channels", 1), model.config.get("out_channels", 2)
+    parts = []
+    for k in shaped:
+        want, got = tuple(expected[k].shape), tuple(tensors[k].shape)
+        if len(want) == len(got) >= 3 and want[1] == ins != got[1] and want[0] == got[0] and not parts:
+            parts.append(f"the weights take {got[1]} input channel(s) ({k}) but the card's config says in_channels {ins}")
+        elif len(want) == len(got) >= 3 and want[0] == outs != got[0] and want[1:] == got[1:] and len(parts) < 2:
+            parts.append(f"the weights have {got[0]} outputs ({k}) but the card's config says out_channels {outs}")
+    for what, keys in (("missing", missing), ("unexpected", extra), ("of another shape", shaped)):
+        if keys:
+            shapes = [f"{k} {tuple(tensors[k].shape)} (card: {tuple(expected[k].shape)})" for k in keys[:3]] \
+                if what == "of another shape" else keys[:3]
+            more = f" and {len(keys) - 3} more" if len(keys) > 3 else ""
+            parts.append(f"{len(keys)} tensor(s) {what}: {', '.join(shapes)}{more}")
+    return "; ".join(parts)
+
+
+def guess_architecture(names) -> str | None:
+    """The architecture whose tensor names ``names`` (of a file without a card) mostly are, or None."""
+    names, best, score = set(names), None, 0.5
+    for arch in ARCHITECTURES:  # the closest set of names (a plain U-Net's are most of an Attention U-Net's)
+        try:
+            keys = set(create_model(arch).state_dict())
+        except Exception:  # noqa: BLE001 - a guess only
+            continue
+        if names and len(names & keys) / len(names | keys) > score:
+            best, score = arch, len(names & keys) / len(names | keys)
+    return best
+
+
+def cardless_hint(names) -> str:
+    """What to do with a safetensors file without a card, from its tensor ``names``: add a card to a
+    napari-attnseg model's weights; another tool's weights (MONAI, ...) do not run here."""
+    names = list(names)
+    arch = guess_architecture(names)
+    if arch is not None:
+        return (f"its tensors are those of a napari-attnseg {arch!r}. Add a card once in Python: net = napari_attnseg."
+                f"create_model({arch!r}, spatial_dims=..., out_channels=..., ...) as it was trained; net.load_state_dict("
+                "safetensors.torch.load_file(PATH)); napari_attnseg.save_model(net, 'model.safetensors', "
+                "card={'classes': [...]}).")
+    example = f" (e.g. {names[0]!r})" if names else ""
+    return (f"its tensors{example} are not those of any napari-attnseg architecture ({', '.join(ARCHITECTURES)}): it "
+            "holds another tool's network (MONAI, nnU-Net, ...), which napari-attnseg cannot run. Train or fine-tune "
+            "one of its own models on your data instead (attnseg train / attnseg finetune).")
