@@ -9,7 +9,6 @@ from qtpy.QtWidgets import QFrame, QScrollArea, QTabWidget, QVBoxLayout, QWidget
 
 from ._common import Undockable
 from .correct_widget import CorrectWidget
-from .finetune_form import polish
 from .finetune_widget import FinetuneWidget
 from .segment_widget import SegmentWidget
 
@@ -25,7 +24,6 @@ class AttnSegDock(Undockable, QWidget):
         self.segment = SegmentWidget(napari_viewer)
         self.correct = CorrectWidget(napari_viewer)
         self.finetune = FinetuneWidget(napari_viewer)
-        polish(self.finetune)  # (tooltips; the panel docked alone should call it too)
         self.tabs = QTabWidget()
         for title, panel in zip(TABS, self.panels()):
             scroll = QScrollArea()

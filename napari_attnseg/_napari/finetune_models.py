@@ -15,7 +15,7 @@ from napari.layers import Labels
 
 from ._common import find_docked, is_deleted, set_choices
 from .correct_widget import folder_text
-from .model_choice import card_dict
+from .model_choice import card_dict, user_model_entries
 
 
 class StartModels:
@@ -35,6 +35,8 @@ class StartModels:
         if is_deleted(self):  # (the viewer closed; a late signal)
             return
         for name in bundled_models():
+            self._paths.setdefault(name, name)
+        for name in user_model_entries(self._paths.values()):  # the user models folder
             self._paths.setdefault(name, name)
         self._add_segment_models()
         set_choices(self.model_combo, list(self._paths), prefer=self.default_model())

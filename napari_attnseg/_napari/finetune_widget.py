@@ -20,7 +20,6 @@ from magicgui.widgets import (
     Container,
     FileEdit,
     FloatSpinBox,
-    Label,
     LineEdit,
 )
 from napari.qt.threading import thread_worker
@@ -37,6 +36,7 @@ from ._common import (
     notify_info,
     set_choices,
 )
+from .correct_form import StatusLine
 from .correct_widget import folder_text
 from .finetune_form import (
     AUTO,
@@ -45,6 +45,7 @@ from .finetune_form import (
     WINDOW_CHOICES,
     ValidationField,
     normalization_choice,
+    polish,
 )
 from .finetune_models import StartModels
 from .finetune_plot import LossDicePlot
@@ -69,8 +70,7 @@ class FinetuneWidget(Undockable, QWidget, StartModels, ValidationField):
 
         self.dataset_edit = FileEdit(label="Dataset", mode="d", value="")
         self.model_combo = ComboBox(label="Start model", choices=[])
-        self.model_note = Label(value="")
-        self.model_note.native.setWordWrap(True)
+        self.model_note = StatusLine()  # (takes no room while empty)
         self.minutes_spin = FloatSpinBox(label="Budget (minutes)", min=MIN_MINUTES, max=600, step=0.5, value=5,
                                          tooltip="The whole run, its setup included (loading the data, validating "
                                                  "the start model: a few seconds, more on large volumes)")
@@ -104,6 +104,7 @@ class FinetuneWidget(Undockable, QWidget, StartModels, ValidationField):
         self.model_combo.changed.connect(self._model_changed)
         self.viewer.layers.events.inserted.connect(lambda *_: self.refresh_models())
         self.refresh_models()
+        polish(self)  # tooltips and Browse... buttons, docked alone or in the plugin's dock
 
     # -- choices --------------------------------------------------------------------------------
     def _dataset_changed(self, *_) -> None:

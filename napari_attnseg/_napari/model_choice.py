@@ -55,7 +55,9 @@ def layer_kind(layer) -> str | None:
 
     if getattr(layer, "rgb", False) or layer.ndim != 3:
         return None
-    if is_hounsfield(layer.data):
+    from ._common import preview_array
+
+    if is_hounsfield(preview_array(layer)):  # (a pyramid cannot be sliced whole; a lazy volume is not read whole)
         return "ct"
     return "scan" if metadata_codes(layer.metadata, 3) is not None else None
 
@@ -97,7 +99,7 @@ def model_for_layer(models: dict, current: str | None, layer, chosen: dict | Non
     one) and automatic models first (None when none can run)."""
     if layer is None:
         return None
-    layer_dims = layer.ndim - bool(getattr(layer, "rgb", False))
+    layer_dims = layer.ndim  # (napari's ndim leaves out an RGB layer's colour axis)
 
     def runs(label) -> bool:
         return label in models and (model_dims(models[label]) or 0) <= layer_dims

@@ -32,7 +32,7 @@ from ._common import (
     preview_array,
     set_choices,
 )
-from .model_choice import model_for_layer
+from .model_choice import card_dict, card_summary, model_for_layer, user_model_entries
 from .pixel_tool import PixelTool
 from .result_layers import ResultLayers
 from .segment_form import MODES, SegmentForm
@@ -116,6 +116,9 @@ class SegmentWidget(Undockable, QWidget, SegmentForm, ResultLayers, PixelTool):
         for name, card in bundled_models().items():
             self._models.setdefault(name, name)
             self._descriptions.setdefault(name, card.get("description", ""))
+        for name in user_model_entries(self._models.values()):  # the user models folder (attnseg models --add)
+            self._models.setdefault(name, name)
+            self._descriptions.setdefault(name, (card_dict(name) or {}).get("description") or card_summary(card_dict(name)))
         set_choices(self.model_combo, list(self._models))
 
     def add_model(self, path: str | Path, select: bool = True) -> str:
@@ -256,6 +259,9 @@ class SegmentWidget(Undockable, QWidget, SegmentForm, ResultLayers, PixelTool):
         return layer, model
 
     def run(self):
+        if not self.run_button.enabled:  # a run is going (Estimate the size and run stayed clickable: two runs)
+            notify_info("A segmentation is already running; wait for it or press Cancel first.")
+            return None
         if (checked := self._check()) is None:
             self.run_done.emit(False)  # a refusal ends the run too: a script waiting on run_done goes on
             return None
@@ -368,7 +374,8 @@ class SegmentWidget(Undockable, QWidget, SegmentForm, ResultLayers, PixelTool):
         worker.returned.connect(on_done)
         worker.errored.connect(on_error)
         worker.finished.connect(finish)
-        self.run_button.enabled, self.cancel_button.enabled = False, True
+        self.run_button.enabled = self.estimate_button.enabled = False
+        self.cancel_button.enabled = True
         self.status.value = f"Running {self.model_combo.value} on {name}..."
         self.worker = worker
         worker.start()
@@ -380,7 +387,7 @@ class SegmentWidget(Undockable, QWidget, SegmentForm, ResultLayers, PixelTool):
         return self.run()
 
     def _finish_run(self, ok: bool) -> None:
-        self.run_button.enabled = True
+        self.run_button.enabled = self.estimate_button.enabled = True
         self.progress_bar.value = self.progress_bar.max if ok else self.progress_bar.value
         self.run_done.emit(ok)
 
