@@ -136,4 +136,15 @@ def test_the_nuclei_models_work_in_pixels_so_a_calibrated_image_is_not_resampled
     assert CardWriter._card_spacing(writer, model.card) == [0.65, 0.65]
     writer.spacing = [1.0, 1.0]
     assert CardWriter._card_spacing(writer, load_model("brain-mri-3d").card) == [1.0, 1.0]
+    # from scratch: [1, 1] from plain image files (or 2D of unknown source) is "uncalibrated" (recorded, it
+    # shrank a calibrated 0.3 um image 3.3x at predict); from NIfTI it is 1 mm, and 3D stays recorded
+    writer.dataset = SimpleNamespace(cases=[SimpleNamespace(source_name="image.tif")])
+    assert CardWriter._card_spacing(writer, None) is None
+    writer.dataset.cases[0].source_name = "slice.nii.gz"
     assert CardWriter._card_spacing(writer, None) == [1.0, 1.0]
+    writer.dataset.cases[0].source_name = "layer"
+    assert CardWriter._card_spacing(writer, None) is None
+    writer.spacing, writer.model.spatial_dims = [1.0, 1.0, 1.0], 3
+    assert CardWriter._card_spacing(writer, None) == [1.0, 1.0, 1.0]
+    writer.dataset.cases[0].source_name = "stack.tif"
+    assert CardWriter._card_spacing(writer, None) is None

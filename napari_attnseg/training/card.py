@@ -97,7 +97,7 @@ class CardWriter:
         if not self.spacing:
             return None
         spacing = [float(v) for v in self.spacing[-self.model.spatial_dims:]]
-        if base is not None and base.spacing is None and all(v == 1.0 for v in spacing):
+        if all(v == 1.0 for v in spacing) and (base.spacing is None if base is not None else _uncalibrated(self)):
             return None
         return spacing
 
@@ -195,3 +195,12 @@ class CardWriter:
         self.model.train()
 
 
+def _uncalibrated(writer) -> bool:
+    """From scratch, whether a spacing of 1.0 means "no calibration": the cases come from plain image files (TIFF, PNG,
+    NumPy: 1.0 is what their readers give without a pixel size) or, sources unknown, are 2D. A model from
+    scratch on uncalibrated TIFFs recorded [1, 1] and shrank a calibrated 0.3 um image 3.3x at predict."""
+    names = [str(getattr(c, "source_name", None) or "") for c in getattr(getattr(writer, "dataset", None), "cases", [])]
+    plain = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp", ".npy", ".zarr")
+    if names and all(n.lower().endswith(plain) for n in names):
+        return True
+    return writer.model.spatial_dims == 2 and not any(n.lower().endswith((".nii", ".nii.gz", ".dcm")) for n in names)
