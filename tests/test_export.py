@@ -365,3 +365,22 @@ def test_values_only_on_unreviewed_slices_need_no_class_name(tmp_path):
     with pytest.raises(InputError, match="Label value 2"):  # on a reviewed slice it still needs a name
         export_case(image, labels, tmp_path / "ds2", "nnunet", reviewed_slices=[0, 1, 4],
                     label_names=["background", "tumour"])
+
+
+def test_cli_exports_a_channels_first_tiff_with_labels_of_its_plane(tmp_path):
+    """A two-stain TIFF (ImageJ axes CYX) and its mask: the CLI refused it ("Labels of shape (32, 32) do not
+    match the image's shape (2, 32, 32)"); it is exported with one file per channel."""
+    import tifffile
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 4000, (2, 32, 32)).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "stains.tif", image, imagej=True, metadata={"axes": "CYX"})
+    labels = np.zeros((32, 32), np.uint8)
+    labels[8:20, 8:20] = 1
+    tifffile.imwrite(tmp_path / "mask.tif", labels)
+    assert cli(["export", "--image", str(tmp_path / "stains.tif"), "--labels", str(tmp_path / "mask.tif"),
+                "--dataset", str(tmp_path / "ds"), "--format", "nnunet"]) == 0
+    ds = read_dataset(tmp_path / "ds")
+    img, lab, spacing = ds.cases[0].load()
+    assert img.shape == (2, 32, 32) and np.array_equal(lab, labels) and len(spacing) == 2
+    np.testing.assert_array_equal(img[1], image[1])
