@@ -84,6 +84,13 @@ def test_train_takes_spatial_dims_from_the_config(tmp_path, dataset, capsys):
     assert f"attnseg finetune {dataset} --model nuclei-2d --out DIR" in scratch_hint(cfg, result)
     assert scratch_hint(cfg, SimpleNamespace(**{**vars(result), "val_dice_after": 0.6})) is None
     assert scratch_hint(SimpleNamespace(start_model="nuclei-2d", dataset=str(dataset)), result) is None
+    # a 2-channel model: no bundled model takes 2 channels (fine-tuning nuclei-2d would be refused), no hint
+    from napari_attnseg import create_model, save_model
+    from napari_attnseg.checkpoint import ModelCard
+
+    two = tmp_path / "two.safetensors"
+    save_model(create_model("unet", spatial_dims=2, in_channels=2, **TINY), two, ModelCard(arch="", config={}))
+    assert scratch_hint(cfg, SimpleNamespace(**{**vars(result), "checkpoint": str(two)})) is None
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")

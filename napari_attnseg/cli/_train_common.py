@@ -274,9 +274,11 @@ def scratch_hint(cfg, result) -> str | None:
     from ..checkpoint import read_card
     from ..models.registry import bundled_models
 
-    dims = read_card(result.checkpoint).config.get("spatial_dims")
-    starts = [name for name, card in bundled_models().items()
-              if card.get("config", {}).get("spatial_dims") == dims and not card.get("config", {}).get("prompts")]
+    config = read_card(result.checkpoint).config
+    dims, channels = config.get("spatial_dims"), config.get("in_channels", 1)
+    starts = [name for name, card in bundled_models().items()  # (one that can take the dataset's channels)
+              if card.get("config", {}).get("spatial_dims") == dims and not card.get("config", {}).get("prompts")
+              and card.get("config", {}).get("in_channels", 1) == channels]
     if not starts:
         return None
     return (f"hint: a model trained from scratch needs far more data or time than this run had (validation Dice "
