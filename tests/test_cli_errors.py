@@ -62,17 +62,23 @@ def test_train_option_conflicts_are_one_line(tmp_path, dataset, capsys, extra, s
     assert not (tmp_path / "o" / "best.safetensors").exists()
 
 
-def test_train_takes_spatial_dims_from_the_config(tmp_path, dataset, capsys):
+def test_train_takes_spatial_dims_from_the_config(tmp_path, dataset, capsys, monkeypatch):
     """The issue's command: ``--config '{"spatial_dims": 2}'`` without ``--dims`` used to end in
     "got multiple values for keyword argument 'spatial_dims'"; now it trains a 2D model."""
     from napari_attnseg import load_model
 
+    monkeypatch.setenv("ATTNSEG_MODELS_DIR", str(tmp_path / "my-models"))
     rc = main(["train", str(dataset), "--arch", "unet", "--config", json.dumps({"spatial_dims": 2, **TINY}),
                "--out", str(tmp_path / "o"), "--epochs", "1", "--iters-per-epoch", "1", "--batch", "1",
                "--patch", "32,32", "--device", "cpu"])
-    err = capsys.readouterr().err
+    out, err = capsys.readouterr()
     assert rc == 0, err
     assert load_model(tmp_path / "o" / "best.safetensors").spatial_dims == 2
+    # the summary says how to use it by name, and that command works
+    line = next(x for x in out.splitlines() if "attnseg models --add" in x)
+    assert line.endswith(f"attnseg models --add {tmp_path / 'o'} --name o")
+    assert main(["models", "--add", str(tmp_path / "o"), "--name", "o"]) == 0
+    assert load_model("o").spatial_dims == 2
     # a model from scratch that finds (almost) nothing points the user at fine-tuning the bundled 2D model
     from types import SimpleNamespace
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -306,6 +307,14 @@ def print_summary(result) -> None:
     if result.reproduce:
         print(f"reproduce: {result.reproduce}")
     print(f"checkpoint: {result.checkpoint or '(none written)'}")
+    if result.checkpoint:
+        from ..models.registry import user_models_dir
+
+        run_dir = Path(result.checkpoint).parent
+        if run_dir.parent.resolve() != user_models_dir().resolve():  # (a run written there is listed already)
+            name = f" --name {run_dir.name}" if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", run_dir.name) else ""
+            print(f"to use it by name (attnseg predict --model NAME, napari's model list): attnseg models --add "
+                  f"{shlex.quote(str(run_dir))}{name}")
     if getattr(result, "criterion", "val_dice") == "val_dice" and not (result.val_dice_after or 0) > 0:
         print("warning: the model finds nothing on the validation set (Dice 0): it is not usable yet. Give it more "
               "time (--minutes), review more slices that hold the object, or check the labels.", file=sys.stderr)
