@@ -198,3 +198,14 @@ def test_the_panels_card_lookups_know_the_user_models(folder):
     assert "attention_unet 3D, 1 input channel(s), classes: background, foreground" in card_summary(card_dict("vol"))
     image = SimpleNamespace(ndim=2, rgb=False, unique_id=1, metadata={}, data=np.zeros((8, 8), np.float32))
     assert model_for_layer({"vol": "vol", "flat": "flat"}, "vol", image) == "flat"  # a 3D model cannot take it
+
+
+def test_a_two_channel_model_on_one_channel_names_the_model_and_the_way_out(tmp_path):
+    import numpy as np
+
+    from napari_attnseg import predict
+    from napari_attnseg.errors import InputError
+
+    _save(tmp_path / "two.safetensors", name="two-stains", in_channels=2, features=[4, 8, 16, 32])
+    with pytest.raises(InputError, match="Model 'two-stains' takes 2 channels.*choose a model that takes one channel"):
+        predict(load_model(tmp_path / "two.safetensors"), np.zeros((64, 64), np.float32))

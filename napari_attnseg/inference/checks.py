@@ -36,9 +36,12 @@ def check_input(model, image, mode: str | None) -> tuple[str, bool]:
     has_channels = cin > 1
     spatial_ndim = image.ndim - (1 if has_channels else 0)
     if has_channels and image.shape[0] != cin:
+        name = getattr(getattr(model, "card", None), "name", "")
+        who = f"Model {name!r}" if name else "The model"
         raise InputError(
-            f"The model takes {cin} channels as the first axis; got an {_describe(image)}. "
-            "Stack the channels first, e.g. (C, y, x) or (C, z, y, x)."
+            f"{who} takes {cin} channels, stacked as the first axis; got an {_describe(image)}. Give it an "
+            "image with those channels first, e.g. (C, y, x) or (C, z, y, x) (in napari: one layer holding them), "
+            "or choose a model that takes one channel."
         )
     if spatial_ndim not in (2, 3):
         hint = (" Is it an RGB or multi-channel image? Segment one channel (attnseg predict --channel K; in Python "
