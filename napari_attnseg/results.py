@@ -23,6 +23,7 @@ import numpy as np
 from .data import read_image, stem, write_image
 from .data.orientation import volume_translate
 from .errors import InputError
+from .inference.outputs import foreground_float32, room_for, size_text
 from .inference.prediction import AttentionMap, Prediction
 from .layers import Placement, prediction_layers
 
@@ -256,16 +257,16 @@ def _jsonable(value):
 
 def write_prediction(out: str | os.PathLike, src: str | os.PathLike, vol, model, pred,
                      request: dict[str, Any] | None = None, fmt: str | None = None,
-                     extra: dict[str, Any] | None = None) -> dict:
-    """Write ``pred`` for input ``src`` (read as ``vol``) into ``out``; return the record.
+                     extra: dict[str, Any] | None = None, say=None) -> dict:
+    """Write ``pred`` for input ``src`` (read as ``vol``) into ``out``; return the record. ``request``: the
+    options asked for (a later run with the same weights and request skips the case); ``extra``: more
+    entries for the record; ``say``: called with a line before each file (a big volume's take minutes).
 
-    ``request``: the options asked for (a later run with the same weights and request skips the
-    case); ``extra``: more entries for the record.
-
-    Replaces every output an earlier run left for ``src`` (the caller decides whether that is
-    allowed). Mask, probability (foreground classes, float32), one file per attention map, a link to
-    the input and ``<stem>_predict.json`` are written in that order, each atomically, the record last.
-    """
+    Replaces every output an earlier run left for ``src`` (the caller decides whether that is allowed).
+    Mask, probability (foreground classes, float32), one file per attention map, a link to the input and
+    ``<stem>_predict.json`` are written in that order, each atomically, the record last. A write that fails
+    (full disk, file-size limit) removes what it wrote; a full disk or a size limit is an
+    :class:`InputError` naming the file."""
     from ._files import atomic_write
     from .data.manifest import write_json_atomic
 
@@ -273,35 +274,66 @@ def write_prediction(out: str | os.PathLike, src: str | os.PathLike, vol, model,
     out.mkdir(parents=True, exist_ok=True)
     fmt = fmt or ("tiff" if vol.meta.get("format") == "tiff" else "nifti")
     marker = partial_marker(out, src)
-    atomic_write(marker, lambda tmp: Path(tmp).write_text(json.dumps({"input": str(src), "pid": os.getpid()})))
+    with room_for(marker, out, src, pred):
+        atomic_write(marker, lambda tmp: Path(tmp).write_text(json.dumps({"input": str(src), "pid": os.getpid()})))
     record_path(out, src).unlink(missing_ok=True)  # from here on the case does not look finished
     for old in existing_outputs(out, src):  # a stale map of a level this model lacks must not linger
         old.unlink()
     for tmp in out.glob(f".{stem(src)}_*.tmp*"):  # temporary files of a run killed while writing
         tmp.unlink(missing_ok=True)
 
-    written = [write_image(out / output_name(src, "mask", fmt), np.asarray(pred.labels), like=vol)]
-    if pred.probabilities is not None:
-        fg = np.asarray(pred.probabilities[1:], np.float32)
-        written.append(write_image(out / output_name(src, "prob", fmt), fg[0] if fg.shape[0] == 1 else fg, like=vol))
-    maps = []
-    for amap in pred.attention:
-        # maps keep their native resolution: the file's spacing is the map's pixel size
-        spacing = tuple(s * sc for s, sc in zip(vol.spacing[-amap.data.ndim:], amap.scale))
-        affine = _map_affine(vol.affine, amap) if vol.affine is not None else None
-        level = amap.name.replace(" ", "_").replace("/", "-")
-        written.append(write_image(out / output_name(src, f"attention_{level}", fmt),
-                                   np.asarray(amap.data, np.float32), spacing=spacing, affine=affine))
-        maps.append({"file": written[-1].name, "name": amap.name, "level": amap.level,
-                     "scale": list(amap.scale), "translate": list(amap.translate)})
-    reference = _link_input(out, src)
-    record = _record(src, reference, model, pred, written)
-    record.update(mask=written[0].name, probability=written[1].name if pred.probabilities is not None else None,
-                  attention=maps, shape=list(pred.labels.shape), spacing=list(vol.spacing),
-                  request=_jsonable(request), output_stats={p.name: _stat(p) for p in written}, **(extra or {}))
-    write_json_atomic(record_path(out, src), record)  # the commit point
+    written: list[Path] = []
+    reference = None
+
+    def write(suffix: str, data, what: str, **geometry) -> Path:
+        path = out / output_name(src, suffix, fmt)
+        if say is not None:
+            say(f"writing {path.name} ({what}, {size_text(data.nbytes)} before compression)")
+        written.append(path)  # before the write: a failure half-way removes it with the others
+        with room_for(path, out, src, pred):
+            return write_image(path, data, **geometry)  # atomic
+
+    try:
+        write("mask", np.asarray(pred.labels), "mask", like=vol)
+        if pred.probabilities is not None:
+            fg = foreground_float32(pred.probabilities, reversed_layout=fmt != "tiff")  # one float32 copy
+            write("prob", fg, "probability", like=vol)
+            del fg
+        maps = []
+        for amap in pred.attention:
+            # maps keep their native resolution: the file's spacing is the map's pixel size
+            spacing = tuple(s * sc for s, sc in zip(vol.spacing[-amap.data.ndim:], amap.scale))
+            affine = _map_affine(vol.affine, amap) if vol.affine is not None else None
+            level = amap.name.replace(" ", "_").replace("/", "-")
+            path = write(f"attention_{level}", np.asarray(amap.data, np.float32), f"attention {amap.name}",
+                         spacing=spacing, affine=affine)
+            maps.append({"file": path.name, "name": amap.name, "level": amap.level,
+                         "scale": list(amap.scale), "translate": list(amap.translate)})
+        reference = _link_input(out, src)
+        record = _record(src, reference, model, pred, written)
+        record.update(mask=written[0].name, probability=written[1].name if pred.probabilities is not None else None,
+                      attention=maps, shape=list(pred.labels.shape), spacing=list(vol.spacing),
+                      request=_jsonable(request), output_stats={p.name: _stat(p) for p in written}, **(extra or {}))
+        with room_for(record_path(out, src), out, src, pred):
+            write_json_atomic(record_path(out, src), record)  # the commit point
+    except Exception:  # Ctrl+C or a kill leaves the marker and what was written, like a crash (see case_state)
+        _remove_partial(out, src, written, reference, marker)
+        raise
     marker.unlink(missing_ok=True)
     return record
+
+
+def _remove_partial(out: Path, src: Path, written: list[Path], reference: str | None, marker: Path) -> None:
+    """After a failed write: the files this call wrote go, then the marker (kept if one could not go)."""
+    link = out / reference if reference and reference.startswith(f"{stem(src)}_image") else None
+    left = False
+    for p in [*written, *([link] if link is not None and link.is_symlink() else [])]:
+        try:
+            p.unlink(missing_ok=True)
+        except OSError:
+            left = True
+    if not left:
+        marker.unlink(missing_ok=True)
 
 
 def _link_input(out: Path, src: Path) -> str | None:

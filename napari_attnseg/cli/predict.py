@@ -59,6 +59,8 @@ class TileProgress:
 
             self.bar = tqdm(total=total, desc=self.label, unit="tile", file=sys.stderr, dynamic_ncols=True)
         self.bar.update(done - self.bar.n)
+        if done >= total:  # what follows the last tile (resampling back, a big volume's outputs) takes a while too
+            self.bar.set_postfix_str("tiles done; finishing the outputs", refresh=True)
 
     def __enter__(self) -> TileProgress:
         return self
@@ -169,7 +171,8 @@ def run(args: argparse.Namespace) -> int:
             fmt = "tiff" if vol.meta.get("format") == "tiff" else "nifti"  # PNG/JPEG/BMP read as TIFF
             if kept := keep_edited_mask(out, src):  # --overwrite never deletes a corrected mask
                 pred.warnings.append(kept_warning(kept))
-            write_prediction(out, src, vol, model, pred, request=None, fmt=fmt)
+            write_prediction(out, src, vol, model, pred, request=None, fmt=fmt,
+                             say=lambda line, src=src: print(f"{src}: {line}", file=sys.stderr, flush=True))
             turned = pred.params.get("reoriented")
             print(f"{src}: {pred.params['tiles']} tiles on {pred.device} ({pred.precision}), "
                   f"{pred.timings['total_s']:.1f} s{f' (turned {turned} for the model)' if turned else ''} -> {out}")
@@ -178,6 +181,9 @@ def run(args: argparse.Namespace) -> int:
         except AttnSegError as exc:
             failed += 1
             print(f"{src}: error: {exc}", file=sys.stderr)
+        except MemoryError as exc:  # numpy says which array did not fit; say what to do about it
+            failed += 1
+            print(f"{src}: error: {out_of_memory(src, exc, args)}", file=sys.stderr)
         except Exception as exc:  # a failure nobody anticipated fails this input only, as in a cohort
             if is_name_too_long(exc):
                 failed += 1
@@ -191,6 +197,16 @@ def run(args: argparse.Namespace) -> int:
     if failed:
         print(f"{failed} of {len(inputs)} inputs failed", file=sys.stderr)
     return 1 if failed else 0
+
+
+def out_of_memory(src: Path, exc: MemoryError, args: argparse.Namespace) -> str:
+    """The message for an input that did not fit in memory: what failed, and what to try."""
+    tries = [] if args.no_prob else ["--no-prob (no probability map: the largest output)"]
+    tries += ["without --attention"] if args.attention else []
+    tries += ["without --tta"] if args.tta else []
+    tries += ["a crop of the image, or a machine with more memory"]
+    return (f"ran out of memory ({' '.join(str(exc).split()) or 'MemoryError'}). Other inputs still run; "
+            f"for this one try {', '.join(tries)}.")
 
 
 def _is_cohort(text: str) -> bool:

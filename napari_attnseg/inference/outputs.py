@@ -3,6 +3,8 @@ that appears (renamed from a hidden temporary one) only when the prediction is c
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import shutil
 import tempfile
@@ -45,3 +47,59 @@ class Outputs:
         labels = np.load(self.final / "labels.npy", mmap_mode="r+")
         probs = np.load(self.final / "probabilities.npy", mmap_mode="r+") if return_probabilities else None
         return labels, probs
+
+
+def size_text(nbytes: int) -> str:
+    """``1.3 GB`` / ``52.4 MB``."""
+    return f"{nbytes / 1e9:.1f} GB" if nbytes >= 1e9 else f"{nbytes / 1e6:.1f} MB"
+
+
+def output_bytes(pred) -> tuple[int, int]:
+    """(all outputs, the probability map) of a Prediction as written, in bytes before compression:
+    labels as they are, foreground probabilities and attention maps as float32."""
+    n = int(np.prod(np.shape(pred.labels)))
+    prob = 0
+    if pred.probabilities is not None:
+        prob = 4 * n * (np.shape(pred.probabilities)[0] - 1)
+    maps = sum(4 * int(np.prod(np.shape(m.data))) for m in pred.attention)
+    return n * np.dtype(getattr(pred.labels, "dtype", np.uint8)).itemsize + prob + maps, prob
+
+
+def foreground_float32(probabilities, reversed_layout: bool = False) -> np.ndarray:
+    """The foreground probabilities ``probabilities[1:]`` as float32, (*spatial) for one foreground class,
+    else (K-1, *spatial), converted one class at a time (no float32 temporary of the float16 whole).
+
+    ``reversed_layout``: for a NIfTI writer, which stores the axes reversed and makes them contiguous
+    that way. The copy is then a C-contiguous buffer of the reversed shape, returned as its transpose
+    (a view): the writer's contiguous transpose is that same buffer, not a second full-size copy.
+    """
+    fg = probabilities[1:]
+    shape = tuple(fg.shape[1:]) if fg.shape[0] == 1 else tuple(fg.shape)
+    if not reversed_layout:
+        out = np.empty(shape, np.float32)
+    else:
+        out = np.empty(shape[::-1], np.float32).transpose(tuple(reversed(range(len(shape)))))
+    if fg.shape[0] == 1:
+        out[...] = fg[0]
+    else:
+        for k in range(fg.shape[0]):
+            out[k] = fg[k]
+    return out
+
+
+@contextlib.contextmanager
+def room_for(path, out, src, pred):
+    """A full disk or a file-size limit while writing ``path``: an InputError naming the file, the space
+    the case's outputs need and what to do (instead of a bare ``[Errno 28]``)."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+            raise
+        total, prob = output_bytes(pred)
+        no_prob = f" ({size_text(prob)} of them the probability map, which --no-prob leaves out)" if prob else ""
+        raise InputError(
+            f"{path} could not be written ({exc.strerror or exc}): the disk holding {out} is full or a file-size "
+            f"limit (ulimit -f) was reached. The outputs of {Path(src).name} take up to {size_text(total)} before "
+            f"compression{no_prob}. Free some space or choose another --out; nothing of this case was kept, "
+            "run it again.") from None
