@@ -194,3 +194,25 @@ def test_a_record_of_a_finished_write_names_every_file(tmp_path):
     record = json.loads((tmp_path / "out" / "ct_predict.json").read_text())
     assert all((tmp_path / "out" / n).is_file() for n in record["outputs"])
     assert not (tmp_path / "out" / ".ct_predict.partial").exists()
+
+
+def test_probabilities_are_zoomed_back_a_few_rows_at_a_time():
+    """The resampled path (a CT at another spacing than the model's) zoomed every class back to the image grid
+    as one float32 array and took its int64 argmax: 12x the input at the peak on a 512 x 512 x 600 CT. Zooming
+    row blocks into the outputs gives the same values (to float32 rounding) with a small fraction of that."""
+    import tracemalloc
+
+    from napari_attnseg.inference.resample import zoom_back_into, zoom_probabilities
+
+    rng = np.random.default_rng(0)
+    on_grid = rng.random((3, 100, 32, 32)).astype(np.float32)
+    shape = (400, 64, 64)
+    reference = zoom_probabilities(on_grid, shape)
+    labels, probs = np.empty(shape, np.uint8), np.empty((3, *shape), np.float16)
+    tracemalloc.start()
+    zoom_back_into(on_grid, shape, labels, probs)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert np.array_equal(labels, reference.argmax(0))
+    np.testing.assert_allclose(probs, reference, atol=1e-3)
+    assert peak < reference.nbytes / 4, f"{peak / 1e6:.1f} MB for a {reference.nbytes / 1e6:.1f} MB float32 copy"

@@ -5,7 +5,7 @@ the typical object diameter in pixels of the training data, measured by :func:`m
 the training masks). ``predict(..., diameter=D)`` says the objects of *this* image are about ``D``
 pixels wide: the image is rescaled by ``card_diameter / D`` (normalised at its own scale first, then
 zoomed with :func:`.resample.zoom_image`, the MRI spacing path's resampler), segmented, and the
-probabilities are zoomed back with :func:`.resample.zoom_probabilities` before the argmax, so labels,
+probabilities are zoomed back with :func:`.resample.zoom_back_into` before the argmax, so labels,
 probabilities and attention maps are all on the input grid.
 
 ``diameter="auto"`` estimates ``D``: a first pass at the image's own scale, the median equivalent
@@ -50,7 +50,7 @@ from .object_size import MIN_INTERIOR
 from .object_size import SPECK as SPECK  # re-exported: the measure lives in .object_size
 from .object_size import measure_diameter as measure_diameter
 from .prediction import AttentionMap, Prediction
-from .resample import zoom_image, zoom_probabilities
+from .resample import zoom_back_into, zoom_image
 
 AUTO = "auto"
 TOLERANCE = 0.05  # relative scale change below which the image is segmented as it is
@@ -329,9 +329,9 @@ def _predict_at(run, model, image, zoom: float, has_channels: bool, slices: bool
     grid_labels = np.asarray(pred.labels)
     if region is not None:
         return None, grid_labels, zoom
-    back = zoom_probabilities(np.asarray(pred.probabilities, np.float32), spatial)
-    pred.labels = back.argmax(0).astype(grid_labels.dtype)
-    pred.probabilities = back
+    pred.labels = np.empty(spatial, grid_labels.dtype)
+    pred.probabilities, on_grid = np.empty((pred.probabilities.shape[0], *spatial), np.float32), pred.probabilities
+    zoom_back_into(np.asarray(on_grid, np.float32), spatial, pred.labels, pred.probabilities)
     applied = tuple(m / n for m, n in zip(grid_labels.shape, spatial))  # the zoom the resampling made, not `zooms`
     pred.attention = [
         AttentionMap(m.name, m.level, m.data,

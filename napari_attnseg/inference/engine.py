@@ -53,7 +53,7 @@ from .outputs import Outputs
 from .outputs import Outputs as _Outputs  # noqa: F401 - the name before the split
 from .precision import choose_precision, compiled_twin, inference_copy
 from .prediction import CancelToken, Prediction
-from .resample import needs_resampling, zoom_image, zoom_probabilities
+from .resample import needs_resampling, zoom_back_into, zoom_image
 from .slabs import SlabSource
 from .tiling import TileGrid
 
@@ -327,12 +327,9 @@ def _iter_predict(model, image, *, mode, tile, overlap, attention, device, preci
         t_model = timer.total()
 
         if factors is not None:
-            back = zoom_probabilities(full_probs, spatial)
             labels = store.array("labels", spatial, label_dtype)
-            labels[...] = back.argmax(0)
-            if return_probabilities:
-                probs = store.array("probabilities", (k_out, *spatial), prob_dtype)
-                probs[...] = back
+            probs = store.array("probabilities", (k_out, *spatial), prob_dtype) if return_probabilities else None
+            zoom_back_into(full_probs, spatial, labels, probs)  # a few rows at a time (no whole float32 copy)
         store.commit()
     except BaseException:
         store.discard()
