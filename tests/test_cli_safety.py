@@ -370,3 +370,21 @@ def test_multi_channel_tiffs_ask_for_a_channel_and_segment_it(tmp_path, capsys):
 
     summary = predict_cohort("nuclei-2d", [tmp_path / "stack.tif"], tmp_path / "c", channel=0, prefetch=0)
     assert not summary.failed and tifffile.imread(tmp_path / "c" / "stack_mask.tif").shape == (3, *plane.shape)
+
+
+def test_predict_replaces_the_leftovers_of_a_run_stopped_half_way(tmp_path, capsys):
+    """Ctrl+C or a kill while writing leaves the hidden marker and some outputs, no record; a rerun was refused
+    ("already holds outputs ... --overwrite") although nothing there is a user's. It now replaces them and says
+    so, as a cohort does; finished outputs (a record) are still refused without --overwrite."""
+    from napari_attnseg.results import partial_marker, record_path
+
+    src, out = _tiff(tmp_path / "image.tif"), tmp_path / "p"
+    args = ["predict", str(src), "--model", "nuclei-2d", "--out", str(out), "--device", "cpu"]
+    assert main(args) == 0
+    record_path(out, src).unlink()  # what a stop half-way leaves: outputs and the marker, no record
+    partial_marker(out, src).write_text("{}")
+    capsys.readouterr()
+    assert main(args) == 0
+    assert "replacing the outputs of a run stopped half-way" in capsys.readouterr().err
+    assert record_path(out, src).is_file() and not partial_marker(out, src).exists()
+    assert main(args) == 1 and "--overwrite" in capsys.readouterr().err

@@ -132,7 +132,14 @@ def run(args: argparse.Namespace) -> int:
     from ..data.orientation import volume_codes
     from ..errors import AttnSegError, InputError
     from ..inference import predict
-    from ..results import existing_outputs, foreign_message, foreign_outputs, write_prediction
+    from ..results import (
+        existing_outputs,
+        foreign_message,
+        foreign_outputs,
+        partial_marker,
+        record_path,
+        write_prediction,
+    )
 
     out = Path(args.out)
     _check_out_folder(out)
@@ -149,7 +156,11 @@ def run(args: argparse.Namespace) -> int:
             if foreign:
                 raise InputError(foreign_message(out, src, foreign))
             existing = existing_outputs(out, src)
-            if existing and not args.overwrite:
+            # the leftovers of a run stopped half-way (Ctrl+C, a kill: marker, no record) are replaced, as in a cohort
+            interrupted = partial_marker(out, src).exists() and not record_path(out, src).exists()
+            if existing and interrupted and not args.overwrite:
+                print(f"{src}: replacing the outputs of a run stopped half-way in {out}", file=sys.stderr)
+            elif existing and not args.overwrite:
                 raise InputError(
                     f"{out} already holds outputs for this input ({', '.join(p.name for p in existing[:3])}"
                     f"{', ...' if len(existing) > 3 else ''}); a mask there may have been corrected by hand. "
