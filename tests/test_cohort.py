@@ -254,3 +254,28 @@ def test_ctrl_c_stops_the_run_without_computing_the_cases_read_ahead(tmp_path, t
     masks = sorted(p.name for p in (tmp_path / "out").glob("*_mask.nii.gz"))
     # the reported case, and at most the one computing then if it was already writing; never the read-ahead ones
     assert f"{seen[0]}_mask.nii.gz" in masks and len(masks) <= 2, masks
+
+
+def test_a_case_that_runs_out_of_memory_fails_alone_with_what_to_try(tmp_path, tiny_checkpoint, monkeypatch):
+    """A MemoryError in one case went out of the cohort as an unexpected error; now that case fails with what to
+    try, and the others run."""
+    import functools
+
+    import napari_attnseg.inference as inference
+    from napari_attnseg.data import read_image
+
+    paths = _volumes(tmp_path / "in", 2)
+    too_big = tuple(read_image(paths[0]).data.shape)
+    real = inference.predict
+
+    @functools.wraps(real)
+    def predict(model, image, **kwargs):
+        if tuple(image.shape) == too_big:
+            raise MemoryError("Unable to allocate 6.0 GiB")
+        return real(model, image, **kwargs)
+
+    monkeypatch.setattr(inference, "predict", predict)
+    summary = predict_cohort(tiny_checkpoint(dims=3), tmp_path / "in", tmp_path / "out", prefetch=0, **OPTIONS)
+    assert sorted(c.status for c in summary.cases) == ["done", "failed"], [vars(c) for c in summary.cases]
+    failed = next(c for c in summary.cases if c.status == "failed")
+    assert "ran out of memory (Unable to allocate 6.0 GiB)" in failed.error and "--no-prob" in failed.error

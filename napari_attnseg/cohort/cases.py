@@ -211,6 +211,9 @@ def _run_case(job: _Job, model, slot: _Slot, worker: str = "") -> CaseResult:
         if not is_name_too_long(exc):
             raise
         res.error = too_long_message(job.out, job.src)
+    except MemoryError as exc:  # this case did not fit; the others still run (the summary says what to try)
+        res.error = (f"ran out of memory ({' '.join(str(exc).split()) or 'MemoryError'}); try --no-prob (no "
+                     "probability map), without --attention/--tta, a crop of the image, or a machine with more memory.")
     res.seconds = time.perf_counter() - t0 - queued  # read + compute + write
     return res
 

@@ -100,7 +100,8 @@ def write_nifti(p: Path, data: np.ndarray, spacing, affine, like_meta: dict | No
 
     if data.dtype == np.bool_:
         data = data.astype(np.uint8)
-    arr = np.ascontiguousarray(data.transpose(tuple(reversed(range(data.ndim)))))  # back to (i, j, k)
+    # back to (i, j, k): a view (Fortran order), which nibabel writes without the whole copy ascontiguousarray made
+    arr = np.asarray(data).transpose(tuple(reversed(range(data.ndim))))
     if affine is None:
         aff = np.eye(4)
         for i, s in enumerate(reversed(spacing or (1.0,) * data.ndim)):
