@@ -82,38 +82,83 @@ def probability_layer(pred: Prediction, name: str, where: Placement, meta: dict)
     return (fg if fg.dtype in (np.float16, np.float32) else fg.astype(np.float32)), kwargs, "image"
 
 
+def _overhangs(s: float, t: float, m: int, n: int) -> bool:
+    """True when a map axis of ``m`` pixels (centred on ``t + i * s``) ends in a partial block centred outside
+    the image's pixels ``0..n-1``: before the first (a flipped or reoriented volume: -0.5) or a whole step past
+    the last. napari's slider spans every layer's pixel centres, so such a map shifted it between the image's
+    slices (with a map at -0.5 the slider stood on 0.5, 1.5, ... and only every other slice could be reached)
+    or gave it positions past the volume. A map that does not fit the image at all is left as it is."""
+    first, last = t, t + (m - 1) * s
+    return (-s < first < -1e-6) or (n - 0.5 + 1e-6 < last < n - 1 + s)
+
+
 def on_image_grid(amap: AttentionMap, shape: tuple[int, ...]) -> AttentionMap:
-    """``amap`` linearly resampled onto the image's pixels along every axis where its pixels are finer than
-    the image's (``scale < 1``: a model run at 2 mm on 6.5 mm slices). Shown as they are, such maps give
-    napari's slider a finer step than the image's slices (42 positions for 25 slices, most between two
-    slices, the last past the volume), so "slice n" on the slider stops being image slice n. Other axes keep
-    the level's own resolution. ``shape``: the image's spatial shape."""
+    """``amap`` resampled onto the image's pixels along every axis where its pixels are finer than the image's
+    (``scale < 1``: a model run at 2 mm on 6.5 mm slices; linear) or where its edge pixel, a partial block of
+    the level's grid, is centred outside the image (:func:`_overhangs`; nearest: each image pixel shows the
+    map pixel that covers it, as before). Shown as they are, such maps give napari's slider steps that are not
+    the image's slices (42 positions for 25 slices, most between two slices, the last past the volume), so
+    "slice n" on the slider stops being image slice n. Other axes keep the level's own resolution.
+    ``shape``: the image's spatial shape."""
     data = np.asarray(amap.data, np.float32)
     lead = data.ndim - len(amap.scale)  # a heads axis in front
     scale, translate = list(amap.scale), list(amap.translate)
     for d, (s, t) in enumerate(zip(amap.scale, amap.translate)):
-        if s >= 1.0 - 1e-6 or d >= len(shape):
+        if d >= len(shape):
             continue
         axis, n = lead + d, data.shape[lead + d]
-        u = np.clip((np.arange(shape[d]) - t) / s, 0, n - 1)
-        lo = np.floor(u).astype(int)
-        hi = np.minimum(lo + 1, n - 1)
-        w = (u - lo).astype(np.float32).reshape([-1 if a == axis else 1 for a in range(data.ndim)])
-        data = np.take(data, lo, axis) * (1 - w) + np.take(data, hi, axis) * w
+        if s < 1.0 - 1e-6:
+            u = np.clip((np.arange(shape[d]) - t) / s, 0, n - 1)
+            lo = np.floor(u).astype(int)
+            hi = np.minimum(lo + 1, n - 1)
+            w = (u - lo).astype(np.float32).reshape([-1 if a == axis else 1 for a in range(data.ndim)])
+            data = np.take(data, lo, axis) * (1 - w) + np.take(data, hi, axis) * w
+        elif _overhangs(float(s), float(t), n, int(shape[d])):
+            data = np.take(data, np.clip(np.floor((np.arange(shape[d]) - t) / s + 0.5).astype(int), 0, n - 1), axis)
+        else:
+            continue
         scale[d], translate[d] = 1.0, 0.0
     return AttentionMap(amap.name, amap.level, data, tuple(scale), tuple(translate))
 
 
+RELATIVE_MAPS = ("vit tokens",)  # scaled so that 1 is the strongest of its tile (msga: every map)
+
+
+def attention_help(amap: AttentionMap, sizes: list[float], count: int, arch: str = "") -> str:
+    """What a heatmap shows, in words (napari's status bar shows it while the layer is selected): where its
+    resolution stands among the run's maps (``sizes``: every map's pixel size, the product of its scale), how
+    many image pixels one value covers, and what 0 and 1 mean."""
+    size = " x ".join(f"{s:.3g}" for s in amap.scale)
+    own, lo, hi = float(np.prod(amap.scale)), min(sizes), max(sizes)
+    if hi <= lo * (1 + 1e-6):
+        which = "one"  # every map of the run has this resolution (msga)
+    else:
+        which = "the finest" if own <= lo * (1 + 1e-6) else "the coarsest" if own >= hi * (1 - 1e-6) else "between the finest and the coarsest"
+    relative = arch == "msga" or amap.name in RELATIVE_MAPS
+    meaning = ("1 = the strongest attention within its tile, 0 = the weakest" if relative else
+               "1 = the model passes these features on fully, 0 = it suppresses them")
+    data = np.asarray(amap.data, np.float32)
+    values = f"; here {float(data.min()):.2f}-{float(data.max()):.2f}" if data.size else ""
+    return (f"attention {amap.name}: {which} of {count} map{'s' if count != 1 else ''}, one value per {size} image "
+            f"pixels. Colour scale 0-1 (inferno): {meaning}{values}.")
+
+
 def attention_layer(amap: AttentionMap, name: str, where: Placement, meta: dict, visible: bool,
-                    shape: tuple[int, ...] | None = None) -> tuple:
+                    shape: tuple[int, ...] | None = None, note: str | None = None) -> tuple:
     """A heatmap layer of one level (``shape``: the image's spatial shape, to put maps finer than the
-    image's pixels on its grid, :func:`on_image_grid`)."""
+    image's pixels, or with an edge pixel outside them, on its grid, :func:`on_image_grid`; ``note``: what
+    it shows, in words, kept as ``metadata["attnseg"]["help"]``). The metadata keep the map's own
+    resolution (``map_scale``, ``map_translate``: image pixels)."""
+    native = amap
     if shape is not None:
         amap = on_image_grid(amap, tuple(shape))
+    info = {**meta, "level": amap.level, "map_scale": native.scale, "map_translate": native.translate}
+    if note:
+        info["help"] = note
     kwargs = {
         "name": f"{name} attention {amap.name}", "colormap": "inferno", "blending": "additive",
         "contrast_limits": (0.0, 1.0), "opacity": 0.5, "visible": visible,
-        "metadata": {"attnseg": {**meta, "level": amap.level, "map_scale": amap.scale, "map_translate": amap.translate}},
+        "metadata": {"attnseg": info},
         **where.compose(amap.scale, amap.translate),
     }
     return np.asarray(amap.data, np.float32), kwargs, "image"
@@ -127,9 +172,12 @@ def prediction_layers(model, pred: Prediction, name: str, where: Placement, meta
     if prob is not None:
         layers.append(prob)
     finest = min((float(np.prod(a.scale)) for a in pred.attention), default=None)
+    sizes = [float(np.prod(a.scale)) for a in pred.attention]
+    arch = str(meta.get("arch") or getattr(model, "arch", "") or "")
     shown = False
     for amap in pred.attention:
         visible = not shown and float(np.prod(amap.scale)) == finest
         shown |= visible
-        layers.append(attention_layer(amap, name, where, meta, visible, np.shape(pred.labels)))
+        note = attention_help(amap, sizes, len(pred.attention), arch)
+        layers.append(attention_layer(amap, name, where, meta, visible, np.shape(pred.labels), note))
     return layers

@@ -56,4 +56,15 @@ class PixelTool:
         data, kwargs, kind = attention_layer(amap, layer.name, placement_of(layer), {"point": [float(p) for p in data_point]}, True)
         kwargs["name"] = f"{layer.name} pixel attention"
         kwargs["opacity"] = 0.7
-        return upsert_layer(self.viewer, data, kwargs, kind)
+        # a softmax row scaled to its maximum: on a fixed 0-1 scale a near-uniform row (0.97-1) was one bright
+        # sheet over the image; its own range shows where the pixel looks most
+        lo, hi = float(np.min(data)), float(np.max(data))
+        kwargs["contrast_limits"] = (lo, hi) if hi > lo else (0.0, 1.0)
+        note = (f"pixel attention of the pixel at {', '.join(f'{p:.0f}' for p in data_point)}: where it looks, one value "
+                f"per 4 x 4 pixels, scaled to this click's range {lo:.3g}-{hi:.3g} (brightest = where it looks most).")
+        shown = upsert_layer(self.viewer, data, kwargs, kind)
+        shown.contrast_limits = kwargs["contrast_limits"]  # (an earlier click's layer is updated in place)
+        shown.help = note
+        if self.viewer.layers.selection.active is shown:  # (napari refreshes its status text on a change of layer only)
+            self.viewer.help = note
+        return shown

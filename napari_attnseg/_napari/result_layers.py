@@ -8,7 +8,7 @@ from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QMessageBox
 
 from ..layers import data_hash, prediction_layers
-from ._common import notify_warning, upsert_layer
+from ._common import notify_info, notify_warning, upsert_layer
 
 
 class ResultLayers:
@@ -29,6 +29,12 @@ class ResultLayers:
         visual); adding them one at a time keeps each stall to one layer instead of all of them.
         """
         pending = list(prediction_layers(model, pred, name, where))
+        if getattr(self, "attention_box", None) is not None and self.attention_box.value \
+                and not getattr(model, "attention_strides", None):  # (the heatmaps are this panel's point: say so)
+            card = getattr(model, "card", None)
+            notify_info(f"{getattr(card, 'name', '') or 'This model'} ({getattr(model, 'arch', '?')}) has no attention "
+                        f"gates, so {name} gets no attention heatmaps; choose an attention model (Attention U-Net, "
+                        "msga, TransFuse, e.g. a bundled one) to see where a model looks.")
         fresh = {kwargs["name"] for _, kwargs, _ in pending}
         for layer in list(self.viewer.layers):  # an earlier run's heatmaps this run has none of: stale, removed
             if layer.name.startswith(f"{name} attention ") and "level" in (layer.metadata.get("attnseg") or {}) \
@@ -70,6 +76,11 @@ class ResultLayers:
         if kind == "labels":
             kwargs["name"] = self._mask_target(kwargs["name"])
         layer = upsert_layer(self.viewer, data, kwargs, kind)
+        # a heatmap says what it shows (level, pixels per value, what 0 and 1 mean) in the status bar while it is
+        # selected. (napari's colorbar overlay as a legend crashed napari 0.9.2 in glDrawArrays when a re-run with
+        # another model removed the heatmap that showed it.)
+        if note := (kwargs.get("metadata") or {}).get("attnseg", {}).get("help"):
+            layer.help = note
         if kind == "labels":
             layer.metadata["attnseg_prediction"] = np.array(data, copy=True)
             for key in ("affine", "spacing", "source_path", "attnseg_source_uid"):  # this run's image only
