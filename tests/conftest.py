@@ -8,6 +8,13 @@ import pytest
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 
+@pytest.fixture(autouse=True)
+def _user_models(tmp_path, monkeypatch):
+    """Every test gets its own empty user models folder: the Fine-tune panel proposes its output there and
+    `attnseg models` lists it, so no test reads or writes the real one (~/.local/share/napari-attnseg/models)."""
+    monkeypatch.setenv("ATTNSEG_MODELS_DIR", str(tmp_path / "user-models"))
+
+
 @pytest.fixture()
 def tiny_checkpoint(tmp_path):
     """A small, untrained 2D attention U-Net saved as a checkpoint (no bundled weights needed)."""

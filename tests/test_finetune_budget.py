@@ -124,8 +124,10 @@ def test_panel_cancel_with_nothing_learned_adds_no_model(make_napari_viewer, qtb
     w = fw.FinetuneWidget(viewer)
     w.add_model("start", str(start))
     w.dataset_edit.value = str(ds)
-    ft = Path(str(w.out_edit.value))  # the proposed folder next to the dataset
-    assert ft.parent == ds.parent and not ft.exists()
+    from napari_attnseg.models.registry import user_models_dir
+
+    ft = Path(str(w.out_edit.value))  # the proposed folder: in the user models folder (listed after a restart)
+    assert ft.parent == user_models_dir() and not ft.exists()
     w.minutes_spin.value = 5
     assert w.run() is not None
     assert w.status.value.startswith("Preparing")

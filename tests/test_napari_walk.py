@@ -83,11 +83,14 @@ def test_walk_the_loop_on_the_lung_ct(make_napari_viewer, qtbot, tmp_path, notif
     manifest = json.loads((tmp_path / "lung-ds" / "manifest.json").read_text())
     assert manifest["label_names"] == ["background", "tumour"]
 
-    # fine-tune with the panel's defaults (30 s): the start model is the mask's, the output next to the data
+    # fine-tune with the panel's defaults (30 s): the start model is the mask's, the output in the user models
+    # folder (the Segment tab lists it by name after a restart)
+    from napari_attnseg.models.registry import user_models_dir
+
     dock.show_tab("Fine-tune")
     assert str(ft.dataset_edit.value) == str(tmp_path / "lung-ds")
     assert ft.model_combo.value == "nuclei-2d"
-    assert str(ft.out_edit.value).startswith(str(tmp_path / "lung-ds-"))
+    assert Path(str(ft.out_edit.value)) == user_models_dir() / "nuclei-2d-finetuned"
     ft.minutes_spin.value = 0.5
     ft.run_button.native.click()
     qtbot.waitUntil(lambda: ft.run_button.enabled, timeout=300000)

@@ -14,7 +14,7 @@ from napari.layers import Image, Labels
 from napari.qt.threading import thread_worker
 from napari.utils import progress as napari_progress
 from qtpy.QtCore import QTimer
-from qtpy.QtWidgets import QWidget
+from qtpy.QtWidgets import QDockWidget, QWidget
 
 from .. import correct
 from ..errors import AttnSegError
@@ -59,14 +59,25 @@ class CorrectWidget(Undockable, QWidget, CorrectForm, MaskHelpers, LiveStats, Su
         self.viewer.layers.events.removed.connect(self._layer_removed)
         self.labels_combo.changed.connect(self._mask_changed)
         self.image_combo.changed.connect(lambda *_: self._remember_choice())
+        self.class_names_edit.changed.connect(self._names_typed)
         for layer in self.viewer.layers:
             if self._listed(layer):
                 layer.events.name.connect(self._layer_renamed)
-        self.viewer.bind_key("r", lambda v: self.mark_current(), overwrite=True)
-        self.viewer.bind_key("Shift-R", lambda v: self.mark_current(reviewed=False), overwrite=True)
-        self.viewer.bind_key("k", lambda v: self.keep_at_cursor(), overwrite=True)
-        self.viewer.bind_key("n", lambda v: self.next_suggested(), overwrite=True)
+        for key, action in (("r", self.mark_current), ("Shift-R", lambda: self.mark_current(reviewed=False)),
+                            ("k", self.keep_at_cursor), ("n", self.next_suggested)):
+            self.viewer.bind_key(key, self._while_shown(action), overwrite=True)
         self._keys = ("r", "Shift-R", "k", "n")
+
+    def _while_shown(self, action):
+        """A key's handler: the action, unless the panel's dock is hidden (Window menu, or the hide button of its
+        title bar: the panel stays docked, its keys stay bound), where R, K, N would edit masks unseen."""
+        def handler(_viewer):
+            dock = self.parentWidget()
+            while dock is not None and not isinstance(dock, QDockWidget):
+                dock = dock.parentWidget()
+            if dock is None or not dock.isHidden():
+                action()
+        return handler
 
     # -- layers ---------------------------------------------------------------------------------
     @staticmethod
@@ -157,12 +168,21 @@ class CorrectWidget(Undockable, QWidget, CorrectForm, MaskHelpers, LiveStats, Su
                     [str(c) for c in layer.features["class"]] if "class" in getattr(layer, "features", {}) else [])
                 names = ", ".join(dict.fromkeys(classes))
                 if self.class_names_edit.value.strip() in ("", self._auto_names):  # never replace typed names
-                    self.class_names_edit.value = names
+                    with self.class_names_edit.changed.blocked():
+                        self.class_names_edit.value = names
                 self._auto_names = names
                 top = max(len(classes) - 1, int(np.asarray(layer.data).max(initial=0)))
                 names = [classes[i] if i < len(classes) else f"class {i}" for i in range(1, top + 1)]
                 set_choices(self.class_combo, [("all classes", 0), *((f"{i}: {n}", i) for i, n in enumerate(names, 1))])
             self._update_info()  # (the same mask still chosen: nothing to show anew)
+
+    def _names_typed(self, *_) -> None:
+        """Typed class names go with the chosen mask at once, so File > Save writes them too (before, only an
+        export did: a mask saved first reopened the next day with the model's names, and its export was refused)."""
+        names = [n.strip() for n in self.class_names_edit.value.split(",")]
+        layer = self.viewer.layers[self.labels_combo.value] if self.labels_combo.value in self.viewer.layers else None
+        if layer is not None and all(names) and ", ".join(names) != self._auto_names:
+            layer.metadata["class_names"] = names
 
     def _schedule_stats(self, *_) -> None:
         self._stats_timer.start()
@@ -294,8 +314,14 @@ class CorrectWidget(Undockable, QWidget, CorrectForm, MaskHelpers, LiveStats, Su
             notify_warning(f"{layer.name} was predicted on an image that is no longer open; it is exported with "
                            f"{img_name!r}: make sure they belong together.")
         folder = folder_text(self.dataset_edit)
-        if not folder:
-            notify_error("Choose a dataset folder first.")
+        if not folder:  # (the field is empty in a new session: name the datasets of the earlier rounds)
+            earlier = ", ".join(_fine_tuned_on())
+            notify_error("Choose a dataset folder first (Export for fine-tuning > Dataset folder)." + (
+                f" Your models were fine-tuned on {earlier}: choose it to add this round there." if earlier else ""))
+            return None
+        if not Path(folder).expanduser().is_absolute():  # (relative to napari's working folder: unknown to a user)
+            notify_error(f"Dataset folder {folder!r} is not a full path; choose the folder with the button next to the "
+                         "field.")
             return None
         try:
             names = self.class_names(layer)
@@ -356,3 +382,12 @@ class CorrectWidget(Undockable, QWidget, CorrectForm, MaskHelpers, LiveStats, Su
         self.export_bar.visible = True
         worker.start()
         return worker
+
+
+def _fine_tuned_on() -> list[str]:
+    """The dataset folders (still there) that the models of the user models folder were trained on."""
+    from ..models.registry import available_models, user_models
+
+    cards = available_models()
+    found = [((cards.get(name) or {}).get("training") or {}).get("dataset") for name in user_models()[0]]
+    return list(dict.fromkeys(str(d) for d in found if d and (Path(d) / "manifest.json").is_file()))

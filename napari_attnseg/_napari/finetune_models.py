@@ -103,8 +103,9 @@ class StartModels:
         return name if name in self._paths and (not ckpt or self._paths[name] == name) else None
 
     def default_model(self) -> str | None:
-        """The mask's model, else one whose classes match the dataset's, else the current choice."""
-        found = self.mask_model()
+        """The mask's model, else the newest model fine-tuned on the dataset, else one whose classes match the
+        dataset's, else the current choice."""
+        found = self.mask_model() or self._trained_on_dataset()
         if found:
             return found
         n = self._dataset_classes()
@@ -113,6 +114,25 @@ class StartModels:
                 if self._model_classes(label) == n and self._fits_dataset(label) and not self._is_click_model(label):
                     return label
         return self.model_combo.value
+
+    def _trained_on_dataset(self) -> str | None:
+        """The newest listed model trained on the chosen dataset folder (its card says so): the start of the next
+        round when no open mask names its model, e.g. the next day, with the mask reopened from its file (a file
+        keeps no provenance), where a bundled model of the same classes (nuclei-2d for a tumour) was proposed."""
+        folder = folder_text(self.dataset_edit)
+        found: list[tuple[float, str]] = []
+        for label in self._paths if folder else ():
+            card = self._card(label) or {}
+            trained_on = (card.get("training") or {}).get("dataset")
+            if not trained_on or self._is_click_model(label) or not self._fits_dataset(label):
+                continue
+            try:
+                if Path(trained_on).expanduser().resolve() != Path(folder).expanduser().resolve():
+                    continue
+                found.append((Path(card.get("path") or self._paths[label]).stat().st_mtime, label))
+            except OSError:  # (a bundled name, or a file gone meanwhile)
+                continue
+        return max(found)[1] if found else None
 
     def _card(self, label: str) -> dict | None:
         """The card (a dict) of a list entry, bundled or a checkpoint; None when it cannot be read."""

@@ -3,6 +3,8 @@ its output folder. No Qt here: the worker thread calls :meth:`Run.cleanup`."""
 
 from __future__ import annotations
 
+import re
+import shlex
 from pathlib import Path
 
 from ..inference import CancelToken
@@ -99,6 +101,50 @@ def output_problem(out: str, dataset: str) -> str | None:
         return (f"Output folder {out} already holds other files ({shown}); choose a new or an empty folder, so the "
                 "model is not written among them.")
     return None
+
+
+def models_folder() -> Path:
+    """The user models folder (``attnseg models``): where the panel proposes new models, so that a restarted
+    napari lists them by name."""
+    from ..models.registry import user_models_dir
+
+    return user_models_dir().expanduser()
+
+
+def proposed_model(start: str, taken, name: str = "") -> tuple[str, Path]:
+    """The new model's name and output folder. Without a typed ``name``: ``<start>-finetuned`` (from a model
+    fine-tuned already, its stem again: round 2 of ``brain-finetuned`` is ``brain-finetuned-2``, not
+    ``brain-finetuned-finetuned``), the first name that no listed model (``taken``) and nothing in the user models
+    folder has. The folder is ``<models folder>/<name>`` (a free one for a typed name), so ``attnseg models`` and
+    the panels list the model by that name after a restart too; an earlier model is never proposed over."""
+    models = models_folder()
+    if name:
+        return name, free_folder(models / folder_name(name))
+    stem = re.sub(r"-finetuned(-[0-9]+)?$", "", folder_name(start)) + "-finetuned"
+    name, n = stem, 2
+    while name in taken or any((models / f"{name}{ext}").exists() for ext in ("", ".safetensors", ".json")):
+        name, n = f"{stem}-{n}", n + 1
+    return name, models / name
+
+
+def folder_name(name: str) -> str:
+    """A model name as a folder name (letters, digits, '-', '_' and '.'): the name the models folder lists."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.") or "model"
+
+
+def in_models_folder(checkpoint: str) -> bool:
+    return Path(checkpoint).parent.parent.resolve() == models_folder().resolve()
+
+
+def listed_text(checkpoint: str) -> str:
+    """Where the model is found again after the viewer is closed (a sentence)."""
+    folder, models = Path(checkpoint).parent, models_folder()
+    if in_models_folder(checkpoint):
+        return (f"It is in your models folder as {folder.name!r}: the Segment and Fine-tune tabs list it by that name "
+                f"after a restart too (attnseg predict --model {folder.name}).")
+    return (f"It is not in your models folder ({models}), so a restarted napari does not list it: load "
+            f"{checkpoint} with Load checkpoint..., or add it once with: attnseg models --add {shlex.quote(str(folder))} --name "
+            f"{folder_name(folder.name)}.")
 
 
 def free_folder(path: Path) -> Path:

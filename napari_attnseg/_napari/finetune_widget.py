@@ -49,7 +49,17 @@ from .finetune_form import (
 )
 from .finetune_models import StartModels
 from .finetune_plot import LossDicePlot
-from .finetune_run import MIN_MINUTES, STEP_EVERY_S, Run, free_folder, output_problem, panel_closed
+from .finetune_run import (
+    MIN_MINUTES,
+    STEP_EVERY_S,
+    Run,
+    in_models_folder,
+    listed_text,
+    models_folder,
+    output_problem,
+    panel_closed,
+    proposed_model,
+)
 
 
 class FinetuneWidget(Undockable, QWidget, StartModels, ValidationField):
@@ -81,7 +91,7 @@ class FinetuneWidget(Undockable, QWidget, StartModels, ValidationField):
         self.val_edit = LineEdit(label="Validation slices", value="", tooltip=VAL_TIP[3])
         self.val_edit.native.setPlaceholderText("auto")
         self.out_edit = FileEdit(label="Output folder", mode="d", value="")
-        self.out_edit.line_edit.native.setPlaceholderText("next to the dataset")
+        self.out_edit.line_edit.native.setPlaceholderText("in your models folder")
         self.name_edit = LineEdit(label="New model name", value="")
         self.description_edit = LineEdit(label="Description", value="")
         self.run_button, self.cancel_button, self.progress_bar, self.status = job_controls("Fine-tune", 100)
@@ -101,10 +111,13 @@ class FinetuneWidget(Undockable, QWidget, StartModels, ValidationField):
         self.run_button.changed.connect(lambda *_: self.run())
         self.cancel_button.changed.connect(lambda *_: self.cancel())
         self.dataset_edit.changed.connect(self._dataset_changed)
+        self.name_edit.changed.connect(self._name_changed)
         self.model_combo.changed.connect(self._model_changed)
         self.viewer.layers.events.inserted.connect(lambda *_: self.refresh_models())
         self.refresh_models()
         polish(self)  # tooltips and Browse... buttons, docked alone or in the plugin's dock
+        self.out_edit.tooltip = ("A new folder for the model; default: one named after it in your models folder "
+                                 f"({models_folder()}), so the Segment tab lists it by name after a restart too")
 
     # -- choices --------------------------------------------------------------------------------
     def _dataset_changed(self, *_) -> None:
@@ -125,14 +138,21 @@ class FinetuneWidget(Undockable, QWidget, StartModels, ValidationField):
         if not dataset or not label:
             return
         ds = Path(dataset)
-        name = f"{label}-finetuned"
+        # a free name, and its folder in the user models folder: listed by that name after a restart, never
+        # over an earlier model (day 1's run proposes day 2's as <name>-2)
         if self.name_edit.value in ("", self._auto_name):
-            self.name_edit.value = self._auto_name = name
+            with self.name_edit.changed.blocked():
+                self.name_edit.value = self._auto_name = proposed_model(label, self._paths)[0]
         if self.description_edit.value in ("", self._auto_description):
             self.description_edit.value = self._auto_description = f"{label} fine-tuned on {ds.name}"
-        if folder_text(self.out_edit) in ("", self._auto_out):
-            self._auto_out = str(free_folder(ds.parent / f"{ds.name}-{name}"))
-            self.out_edit.value = self._auto_out
+        self._name_changed()
+
+    def _name_changed(self, *_) -> None:
+        """The proposed output folder follows the new model's name (a typed one too), unless a folder was chosen."""
+        name = self.name_edit.value.strip()
+        if folder_text(self.out_edit) in ("", self._auto_out) and name and self.model_combo.value:
+            typed = "" if name == self._auto_name else name
+            self.out_edit.value = self._auto_out = str(proposed_model(self.model_combo.value, self._paths, typed)[1])
 
     def follow_export(self, folder: str, previous: str | None, model: dict | str | None) -> None:
         """The Correct panel exported ``folder``: train on it unless the user typed another dataset; start from
@@ -311,7 +331,7 @@ class FinetuneWidget(Undockable, QWidget, StartModels, ValidationField):
             self.status.value = (f"{short + ' ' if short else ''}Validation Dice {before} -> {res.val_dice_after:.4f} "
                                  f"({chosen}){' (cancelled)' if res.cancelled else ''}. "
                                  f"Validation: {getattr(res, 'validation', '') or res.split}. "
-                                 f"Saved {res.checkpoint}{notes}")
+                                 f"Saved {res.checkpoint}. {listed_text(res.checkpoint)}{notes}")
             folder = Path(res.checkpoint).parent
             seg = self._segment_widget()
             if seg is not None:  # listed; chosen for the next run only when it learnt at least one epoch
@@ -320,7 +340,9 @@ class FinetuneWidget(Undockable, QWidget, StartModels, ValidationField):
                 use = "; it is in the Segment tab's list, not chosen there" if short else ""
             else:  # the Fine-tune panel docked alone: no Segment panel is docked for it
                 self.add_model(self._checkpoint_label(res.checkpoint), res.checkpoint, select=False)
-                use = (f"; to segment with it, open the Segment panel and load {Path(res.checkpoint).name} from there "
+                use = (f"; the Segment panel lists it as {folder.name!r} (your models folder)"
+                       if in_models_folder(res.checkpoint) else
+                       f"; to segment with it, open the Segment panel and load {Path(res.checkpoint).name} from there "
                        "with Load checkpoint...")
             if getattr(res, "kept_start", False):  # the start weights, with this dataset's card: say it plainly
                 notify_info(f"No epoch beat {self.model_combo.value} on the validation: its weights were kept and saved "
