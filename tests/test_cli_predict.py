@@ -251,3 +251,17 @@ def test_what_the_reader_noticed_reaches_the_cli_and_the_record(tmp_path, model2
     assert "uneven" in err
     record = json.loads(next((tmp_path / "out").glob("*_predict.json")).read_text())
     assert any("uneven" in w for w in record["warnings"])
+
+
+def test_attention_with_a_model_without_gates_says_so(tmp_path, tiny_checkpoint, capsys):
+    """--attention with a U-Net wrote no map files and said nothing."""
+    import tifffile
+
+    from napari_attnseg.cli import main
+
+    tifffile.imwrite(tmp_path / "img.tif", np.random.default_rng(0).integers(0, 255, (64, 64)).astype(np.uint8))
+    model = tiny_checkpoint(arch="unet", name="plain")
+    assert main(["predict", str(tmp_path / "img.tif"), "--model", str(model), "--out", str(tmp_path / "o"),
+                 "--attention", "--device", "cpu"]) == 0
+    assert "note: plain-2d (unet) has no attention gates; --attention writes no maps" in capsys.readouterr().err
+    assert not list((tmp_path / "o").glob("*attention*"))

@@ -147,6 +147,9 @@ def run(args: argparse.Namespace) -> int:
         return _run_cohort(args)
     inputs = _distinct_inputs([Path(p) for p in args.inputs], out)
     model = load_model(args.model, device=args.device)
+    if args.attention and not getattr(model, "attention_strides", None):  # (it wrote no map, silently)
+        print(f"note: {model.card.name or args.model} ({model.arch}) has no attention gates; --attention writes no "
+              "maps for it.", file=sys.stderr)
     failed = 0
     for src in inputs:
         try:
