@@ -75,3 +75,20 @@ def test_rgb_and_3d_pyramid_layers_are_preset_sensibly(make_napari_viewer):
     volume = np.zeros((16, 64, 64), np.int16) - 1000
     pyramid = viewer.add_image([volume, volume[:, ::2, ::2]], multiscale=True, name="pyr")
     layer_kind(pyramid)  # raised TypeError (a pyramid's data cannot be sliced whole)
+
+
+def test_replacing_a_mask_opened_from_a_file_is_asked_in_its_own_words(make_napari_viewer, monkeypatch):
+    """A mask reopened from its file (day 2) was called "edited since the last run" although no run made it."""
+    from napari_attnseg._napari import result_layers
+    from napari_attnseg._napari.segment_widget import SegmentWidget
+
+    asked = []
+    monkeypatch.setattr(result_layers.QMessageBox, "question", lambda _p, _t, text: asked.append(text))
+    viewer = make_napari_viewer()
+    w = SegmentWidget(viewer)
+    viewer.add_labels(np.zeros((8, 8), np.uint8), name="img mask")
+    w._ask_overwrite("img mask")
+    assert "was not made by a run in this session (opened from a file or drawn)" in asked[-1]
+    viewer.layers["img mask"].metadata["attnseg_hash"] = "0"
+    w._ask_overwrite("img mask")
+    assert "was edited since the last run" in asked[-1]

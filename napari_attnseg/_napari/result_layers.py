@@ -15,9 +15,13 @@ class ResultLayers:
     """Needs ``self.viewer``, ``self.confirm_overwrite`` and a ``_showing`` flag."""
 
     def _ask_overwrite(self, layer_name: str) -> bool:
+        layer = self.viewer.layers[layer_name] if layer_name in self.viewer.layers else None
+        made_here = layer is not None and "attnseg_hash" in layer.metadata  # (else: opened from a file, or drawn)
+        what = "was edited since the last run" if made_here else "was not made by a run in this session (opened " \
+            "from a file or drawn): it may hold corrections"
         answer = QMessageBox.question(
             self, "Overwrite edited mask?",
-            f"The mask {layer_name!r} was edited since the last run. Replace it with the new prediction?\n"
+            f"The mask {layer_name!r} {what}. Replace it with the new prediction?\n"
             "No keeps your edits and puts the prediction in a new layer.",
         )
         return answer == QMessageBox.Yes
