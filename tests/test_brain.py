@@ -118,3 +118,32 @@ def test_a_ct_is_not_skull_stripped_by_the_brain_models_auto_setting():
     assert any("Brain extraction was skipped" in w for w in pred.warnings), pred.warnings
     forced = predict(model, ct, spacing=(2.0, 2.0, 2.0), return_probabilities=False, brain_extraction=True)
     assert "brain_extraction" in forced.params
+
+
+def test_a_lesion_model_gets_no_tissue_outside_the_brain_warning():
+    """A brain model fine-tuned on a tumour predicts separate blobs; 'N% of the predicted tissue lies outside the
+    largest connected brain component ... strip the skull' came with every run (second-day audit). A model that
+    learnt small objects (its card's training foreground share < 5 %) is not checked so; a tissue model is."""
+    from types import SimpleNamespace
+
+    from napari_attnseg.inference.brain import with_brain_extraction
+
+    img, labels, spacing = _phantom()
+    blobs = np.zeros(labels.shape, np.uint8)
+    blobs[10:14, 10:14, 10:14] = blobs[30:34, 40:44, 30:34] = 1  # two lesions, apart
+
+    def run(model, image, options):
+        yield 1, 1
+        return SimpleNamespace(labels=blobs.copy(), warnings=[], params={})
+
+    def warnings_of(metrics):
+        model = SimpleNamespace(card=SimpleNamespace(classes=["background", "tumour"], metrics=metrics))
+        gen = with_brain_extraction(run, model, img, {"spacing": spacing})
+        try:
+            while True:
+                next(gen)
+        except StopIteration as done:
+            return " ".join(done.value.warnings)
+
+    assert "outside the largest connected brain component" in warnings_of({})  # unknown: checked as before
+    assert "outside the largest connected brain component" not in warnings_of({"foreground_share": 0.004})

@@ -29,6 +29,9 @@ VALLEY_MM = 4.0  # half-width of the closing that finds valleys: wider than the 
 VALLEY_DEPTH = 0.3  # a valley: darker than the closing by this share of it (above the image minimum)
 STRIPPED_SHARE = 0.15  # an extraction that would remove less of the head than this: the input is stripped
 OUTSIDE_WARN = 0.05  # predicted tissue outside the largest brain component above this share: warn
+# ... unless the model learnt small objects (training foreground share below this: a brain model fine-tuned on a
+# tumour), whose separate blobs are not tissue outside the brain (every run warned "84% ... strip the skull")
+SMALL_OBJECTS = 0.05
 
 
 @dataclass
@@ -241,7 +244,9 @@ def with_brain_extraction(run, model, image, options: dict):
                                      (getattr(model.card, "metrics", None) or {}).get("class_shares"))
     if balance:
         pred.warnings.append(balance)
-    if outside > OUTSIDE_WARN:
+    trained_share = (getattr(model.card, "metrics", None) or {}).get("foreground_share")
+    lesions = trained_share is not None and trained_share < SMALL_OBJECTS  # (a tumour model: blobs, not the brain)
+    if outside > OUTSIDE_WARN and not lesions:
         pred.warnings.append(f"{outside:.0%} of the predicted tissue lies outside the largest connected brain "
                              "component: the input looks unlike the skull-stripped training data (skull, neck, "
                              "another contrast?). Check the mask, or strip the skull first.")
