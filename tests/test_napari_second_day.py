@@ -154,3 +154,9 @@ def test_the_correct_keys_do_nothing_while_the_dock_is_hidden(make_napari_viewer
     assert dock_widget.isHidden() and dock.correct.parent() is not None  # hidden, still docked
     press(Qt.Key_R, 4)
     assert mask.metadata.get("reviewed_slices") == [1, 3]
+    # clicks of the click mode do nothing either (napari stops a drag callback that ends at once)
+    from types import SimpleNamespace
+
+    click = SimpleNamespace(modifiers=(), button=1, position=(1, 5, 5), pos=(5, 5), type="mouse_press")
+    with pytest.raises(StopIteration):
+        next(dock.correct.prompt._on_click(mask, click))

@@ -72,12 +72,16 @@ class CorrectWidget(Undockable, QWidget, CorrectForm, MaskHelpers, LiveStats, Su
         """A key's handler: the action, unless the panel's dock is hidden (Window menu, or the hide button of its
         title bar: the panel stays docked, its keys stay bound), where R, K, N would edit masks unseen."""
         def handler(_viewer):
-            dock = self.parentWidget()
-            while dock is not None and not isinstance(dock, QDockWidget):
-                dock = dock.parentWidget()
-            if dock is None or not dock.isHidden():
+            if not self.dock_hidden():
                 action()
         return handler
+
+    def dock_hidden(self) -> bool:
+        """Whether the dock holding this panel is hidden (its keys and clicks then do nothing)."""
+        dock = self.parentWidget()
+        while dock is not None and not isinstance(dock, QDockWidget):
+            dock = dock.parentWidget()
+        return dock is not None and dock.isHidden()
 
     # -- layers ---------------------------------------------------------------------------------
     @staticmethod

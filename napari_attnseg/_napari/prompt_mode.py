@@ -160,7 +160,9 @@ class PromptMode:
 
     def _on_click(self, layer, event):
         """A click is a press and a release without a drag: a drag pans or zooms the view (a generator:
-        napari sends the moves and the release to it)."""
+        napari sends the moves and the release to it). None while the dock is hidden (clicks would edit unseen)."""
+        if self.corr.dock_hidden():
+            return
         negative = self.negative_box.value or "Shift" in event.modifiers or event.button == 2
         position, start = event.position, np.asarray(getattr(event, "pos", (0.0, 0.0)), float)
         yield
