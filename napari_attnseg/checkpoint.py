@@ -235,6 +235,9 @@ def resolve_model_path(name_or_path: str | os.PathLike) -> Path:
     user = user_models()[0]  # the user models folder's checkpoints, by file or folder name
     if text in user:
         return user[text]
+    for found in (user_models_dir() / f"{text}.safetensors", user_models_dir() / text / "best.safetensors"):
+        if found.is_file():  # there but not listed (damaged): loading it names the file and what is wrong
+            return found
     names = ", ".join(bundled_models()) or "none installed"
     close = difflib.get_close_matches(text, [*bundled_models(), *user], n=1, cutoff=0.6)
     hint = f"Did you mean {close[0]!r}? " if close else ""

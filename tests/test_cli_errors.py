@@ -79,6 +79,10 @@ def test_train_takes_spatial_dims_from_the_config(tmp_path, dataset, capsys, mon
     assert line.endswith(f"attnseg models --add {tmp_path / 'o'} --name o")
     assert main(["models", "--add", str(tmp_path / "o"), "--name", "o"]) == 0
     assert load_model("o").spatial_dims == 2
+    from napari_attnseg.models.registry import model_name_of  # a folder name that is no model name: made one
+
+    assert model_name_of("run 2 (tumour v2)") == "run-2-tumour-v2" and model_name_of("_x") == "x"
+    assert model_name_of("modèle") == "modele" and model_name_of("***") == "model"
     # a model from scratch that finds (almost) nothing points the user at fine-tuning the bundled 2D model
     from types import SimpleNamespace
 

@@ -383,8 +383,13 @@ def test_predict_replaces_the_leftovers_of_a_run_stopped_half_way(tmp_path, caps
     assert main(args) == 0
     record_path(out, src).unlink()  # what a stop half-way leaves: outputs and the marker, no record
     partial_marker(out, src).write_text("{}")
+    corrected = tifffile.imread(out / "image_mask.tif")
+    corrected[:8, :8] = 1  # its mask (written first) opened and corrected since: nothing tells it was not
+    tifffile.imwrite(out / "image_mask.tif", corrected)
     capsys.readouterr()
     assert main(args) == 0
-    assert "replacing the outputs of a run stopped half-way" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "replacing the outputs of a run stopped half-way" in err and "edited_masks" in err
+    assert np.array_equal(tifffile.imread(out / "edited_masks" / "image_mask.tif"), corrected)  # kept, not lost
     assert record_path(out, src).is_file() and not partial_marker(out, src).exists()
     assert main(args) == 1 and "--overwrite" in capsys.readouterr().err

@@ -384,3 +384,20 @@ def test_cli_exports_a_channels_first_tiff_with_labels_of_its_plane(tmp_path):
     img, lab, spacing = ds.cases[0].load()
     assert img.shape == (2, 32, 32) and np.array_equal(lab, labels) and len(spacing) == 2
     np.testing.assert_array_equal(img[1], image[1])
+
+
+def test_cli_exports_an_imagej_hyperstack_with_channels_inside(tmp_path):
+    """ImageJ's usual order ZCYX with a 3D mask was refused ("The image must be 2D or 3D")."""
+    import tifffile
+
+    image = np.random.default_rng(0).integers(0, 4000, (4, 2, 32, 32)).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "stack.tif", image, imagej=True, metadata={"axes": "ZCYX", "spacing": 2.0},
+                     resolution=(1 / 0.5, 1 / 0.5))
+    labels = np.zeros((4, 32, 32), np.uint8)
+    labels[1:3, 8:20, 8:20] = 1
+    tifffile.imwrite(tmp_path / "mask.tif", labels)
+    assert cli(["export", "--image", str(tmp_path / "stack.tif"), "--labels", str(tmp_path / "mask.tif"),
+                "--dataset", str(tmp_path / "ds"), "--format", "nnunet"]) == 0
+    img, lab, spacing = read_dataset(tmp_path / "ds").cases[0].load()
+    assert img.shape == (2, 4, 32, 32) and np.array_equal(img[1], image[:, 1]) and np.array_equal(lab, labels)
+    np.testing.assert_allclose(spacing, (2.0, 0.5, 0.5))

@@ -75,6 +75,10 @@ def test_a_run_outside_the_models_folder_says_how_to_list_it(tmp_path, models):
     assert proposed_model("a", ["a"]) == ("a-finetuned-3", models / "a-finetuned-3")
     (models / "a-finetuned-3").mkdir()  # round 3 done: round 4 is a-finetuned-4, not a-finetuned-3-finetuned
     assert proposed_model("a-finetuned-3", []) == ("a-finetuned-4", models / "a-finetuned-4")
+    # a typed name whose folder name a file of the folder or a bundled model has: a free folder (else never listed)
+    (models / "p2.safetensors").write_text("")
+    assert proposed_model("a", [], "p2") == ("p2", models / "p2-2")
+    assert proposed_model("a", [], "nuclei-2d") == ("nuclei-2d", models / "nuclei-2d-2")
     said = listed_text(str(tmp_path / "my run" / "best.safetensors"))
     assert "not in your models folder" in said and "attnseg models --add" in said and "'" in said  # (quoted path)
     assert "Load checkpoint" in said

@@ -209,3 +209,22 @@ def test_a_two_channel_model_on_one_channel_names_the_model_and_the_way_out(tmp_
     _save(tmp_path / "two.safetensors", name="two-stains", in_channels=2, features=[4, 8, 16, 32])
     with pytest.raises(InputError, match="Model 'two-stains' takes 2 channels.*choose a model that takes one channel"):
         predict(load_model(tmp_path / "two.safetensors"), np.zeros((64, 64), np.float32))
+
+
+def test_a_damaged_model_called_by_name_says_what_is_wrong_and_a_file_as_folder_is_named(folder, tmp_path, capsys,
+                                                                                        monkeypatch):
+    """A damaged file of the folder is listed with its problem, but --model NAME said "no model of that name"; a
+    models folder that is a file looked empty, and --add failed with a FileExistsError."""
+    folder.mkdir()
+    good = _save(tmp_path / "good.safetensors")
+    (folder / "broken.safetensors").write_bytes(good.read_bytes()[:200])  # truncated
+    with pytest.raises(CheckpointError) as err:
+        load_model("broken")
+    assert "broken.safetensors" in str(err.value) and "no model of that name" not in str(err.value)
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    monkeypatch.setenv("ATTNSEG_MODELS_DIR", str(afile))
+    assert main(["models"]) == 0
+    assert f"{afile} is not a folder you can read" in capsys.readouterr().err
+    assert main(["models", "--add", str(good)]) == 1
+    assert f"Your models folder {afile} is a file" in capsys.readouterr().err

@@ -83,7 +83,7 @@ def output_problem(out: str, dataset: str) -> str | None:
     """Why ``out`` cannot take a new model (a message for the panel), or None. Accepted: a new folder, an empty
     one, or one holding only an earlier run's files without a model (training_log.csv, state.*; replaced)."""
     if not out:
-        return "Choose an output folder for the new model (a new folder next to the dataset is proposed)."
+        return "Choose an output folder for the new model (a new folder in your models folder is proposed)."
     path = Path(out).expanduser()
     if not path.is_absolute():
         return f"Output folder {out!r} is not a full path; choose the folder with the button next to the field."
@@ -117,19 +117,29 @@ def proposed_model(start: str, taken, name: str = "") -> tuple[str, Path]:
     ``brain-finetuned-finetuned``), the first name that no listed model (``taken``) and nothing in the user models
     folder has. The folder is ``<models folder>/<name>`` (a free one for a typed name), so ``attnseg models`` and
     the panels list the model by that name after a restart too; an earlier model is never proposed over."""
-    models = models_folder()
-    if name:
-        return name, free_folder(models / folder_name(name))
+    from ..models.registry import bundled_models
+
+    models, bundled = models_folder(), bundled_models()
+
+    def free(base: str, also=()) -> str:  # a name no bundled model, no listed one and nothing in the folder has
+        cand, n = base, 2
+        while cand in bundled or cand in also or any((models / f"{cand}{e}").exists() for e in ("", ".safetensors",
+                                                                                              ".json")):
+            cand, n = f"{base}-{n}", n + 1
+        return cand
+
+    if name:  # (a typed name taken by a file of the folder or a bundled model: listed under another, free one)
+        return name, models / free(folder_name(name))
     stem = re.sub(r"-finetuned(-[0-9]+)?$", "", folder_name(start)) + "-finetuned"
-    name, n = stem, 2
-    while name in taken or any((models / f"{name}{ext}").exists() for ext in ("", ".safetensors", ".json")):
-        name, n = f"{stem}-{n}", n + 1
+    name = free(stem, taken)
     return name, models / name
 
 
 def folder_name(name: str) -> str:
     """A model name as a folder name (letters, digits, '-', '_' and '.'): the name the models folder lists."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.") or "model"
+    from ..models.registry import model_name_of
+
+    return model_name_of(name)
 
 
 def in_models_folder(checkpoint: str) -> bool:
@@ -145,12 +155,3 @@ def listed_text(checkpoint: str) -> str:
     return (f"It is not in your models folder ({models}), so a restarted napari does not list it: load "
             f"{checkpoint} with Load checkpoint..., or add it once with: attnseg models --add {shlex.quote(str(folder))} --name "
             f"{folder_name(folder.name)}.")
-
-
-def free_folder(path: Path) -> Path:
-    """``path``, or ``path-2``, ``path-3``... : a folder name nothing is written in yet."""
-    candidate, n = path, 2
-    while candidate.exists():
-        candidate = path.with_name(f"{path.name}-{n}")
-        n += 1
-    return candidate

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shlex
 import sys
 from pathlib import Path
@@ -312,9 +311,10 @@ def print_summary(result) -> None:
 
         run_dir = Path(result.checkpoint).parent
         if run_dir.parent.resolve() != user_models_dir().resolve():  # (a run written there is listed already)
-            name = f" --name {run_dir.name}" if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", run_dir.name) else ""
+            from ..models.registry import model_name_of  # (always a valid --name: a card's may not be)
+
             print(f"to use it by name (attnseg predict --model NAME, napari's model list): attnseg models --add "
-                  f"{shlex.quote(str(run_dir))}{name}")
+                  f"{shlex.quote(str(run_dir))} --name {model_name_of(run_dir.name)}")
     if getattr(result, "criterion", "val_dice") == "val_dice" and not (result.val_dice_after or 0) > 0:
         print("warning: the model finds nothing on the validation set (Dice 0): it is not usable yet. Give it more "
               "time (--minutes), review more slices that hold the object, or check the labels.", file=sys.stderr)

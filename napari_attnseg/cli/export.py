@@ -79,11 +79,15 @@ def run(args: argparse.Namespace) -> int:
         print(f"{args.labels}: using the reviewed slices saved with the mask: {format_slice_ranges(reviewed)} "
               "(--reviewed-slices overrides)", file=sys.stderr)
     channels = args.channel_names.split(",") if args.channel_names else None  # None: CT when in HU, else image
-    # a TIFF whose first axis holds channels (ImageJ/OME axes C..., e.g. two stains) with labels of its plane
-    stacked = str(image.meta.get("axes", ""))[:1] == "C" and np.ndim(image.data) == np.ndim(labels.data) + 1
+    # a TIFF with a channel axis (ImageJ/OME axes CYX, ZCYX: e.g. two stains) and labels without it: channels first
+    axes, data, spacing = str(image.meta.get("axes", "")), np.asarray(image.data), tuple(image.spacing)
+    stacked = "C" in axes and len(axes) == data.ndim == np.ndim(labels.data) + 1
+    if stacked:
+        c = axes.index("C")
+        data, spacing = np.moveaxis(data, c, 0), spacing[:c] + spacing[c + 1:]
     record = export_case(
-        np.asarray(image.data), np.asarray(labels.data), args.dataset, args.format, channel_axis=stacked,
-        spacing=image.spacing[1:] if stacked else image.spacing, affine=image.affine,
+        data, np.asarray(labels.data), args.dataset, args.format, channel_axis=stacked,
+        spacing=spacing, affine=image.affine,
         reviewed_slices=reviewed,
         prediction=prediction, case_id=args.case_id,
         label_names=names,

@@ -70,6 +70,8 @@ def _add(source: str, name: str | None) -> int:
         raise InputError(f"{name!r} cannot be a model name: use letters, digits, '-', '_' and '.' (--name NAME).")
     name = name.removesuffix(".safetensors")
     folder = user_models_dir()
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"Your models folder {folder} is a file; set ATTNSEG_MODELS_DIR to a folder (or move the file).")
     target = folder / f"{name}.safetensors"
     if name in bundled_models():
         raise InputError(f"{name!r} is a bundled model's name; give this one another with --name NAME.")

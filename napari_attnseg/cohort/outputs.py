@@ -22,16 +22,22 @@ NAME_MARGIN = 48
 
 def keep_edited_mask(out: str | os.PathLike, src: str | os.PathLike) -> Path | None:
     """Move ``src``'s mask in ``out`` to ``out/edited_masks/`` when it was changed since attnseg wrote it
-    (its size or time differ from the record's, or the record has none); return where, or None."""
+    (its size or time differ from the record's, or the record has none), or when a run stopped half-way left it
+    (marker, no record: whether it was corrected since cannot be told); return where, or None."""
     from ..data import stem
-    from ..results import record_path
+    from ..results import existing_outputs, partial_marker, record_path
 
     out = Path(out)
     try:
         record = json.loads(record_path(out, Path(src)).read_text())
         name = str(record["mask"])
     except (OSError, ValueError, KeyError, TypeError):
-        return None
+        # a run stopped half-way (marker, no record) wrote its mask first: it may have been opened and corrected
+        # since, and nothing says it was not, so it is kept too (a rerun replaces the leftovers unasked)
+        masks = [p for p in existing_outputs(out, Path(src)) if p.name.startswith(f"{stem(Path(src))}_mask.")]
+        if not (partial_marker(out, Path(src)).exists() and masks):
+            return None
+        name, record = masks[0].name, {}
     mask = out / name
     if not mask.is_file() or Path(name).name != name:
         return None

@@ -91,6 +91,16 @@ def user_models_dir() -> Path:
     return base / "napari-attnseg" / "models"
 
 
+def model_name_of(text: str) -> str:
+    """``text`` as a model name of the user models folder (letters, digits, '-', '_' and '.'; other runs of
+    characters become '-'): the name a file or folder there is listed by."""
+    import re
+    import unicodedata
+
+    plain = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()  # modèle -> modele
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", plain).strip("-._") or "model"
+
+
 def user_models() -> tuple[dict[str, Path], list[str]]:
     """The user's models: name -> checkpoint, and a line per file that is not listed and why. A model is a
     ``NAME.safetensors`` in the folder (its card ``NAME.json`` beside it), or a folder ``NAME/`` that
@@ -99,7 +109,9 @@ def user_models() -> tuple[dict[str, Path], list[str]]:
     folder = user_models_dir()
     found: dict[str, Path] = {}
     problems: list[str] = []
-    if not folder.is_dir():
+    if not folder.is_dir() or not os.access(folder, os.R_OK | os.X_OK):
+        if folder.exists():  # (a file, or a folder this user cannot read: not an empty list without a word)
+            problems.append(f"{folder} is not a folder you can read; set ATTNSEG_MODELS_DIR to one for your models.")
         return found, problems
     bundled = bundled_models()
     candidates = [(p.stem, p) for p in sorted(folder.glob("*.safetensors"))]
