@@ -92,3 +92,21 @@ def test_replacing_a_mask_opened_from_a_file_is_asked_in_its_own_words(make_napa
     viewer.layers["img mask"].metadata["attnseg_hash"] = "0"
     w._ask_overwrite("img mask")
     assert "was edited since the last run" in asked[-1]
+
+
+def test_results_arriving_after_the_viewer_closed_are_dropped(make_napari_viewer):
+    """Closing the viewer while the heatmaps were being added one per event-loop turn gave a KeyError traceback
+    from napari's layer controls; the remaining layers are now dropped."""
+    from napari_attnseg import load_model, predict
+    from napari_attnseg._napari._common import placement_of
+    from napari_attnseg._napari.segment_widget import SegmentWidget
+
+    viewer = make_napari_viewer()
+    image = viewer.add_image(np.random.default_rng(0).random((64, 64)).astype(np.float32), name="img")
+    w = SegmentWidget(viewer)
+    model = load_model("nuclei-2d")
+    pred = predict(model, image.data, attention=True)
+    where = placement_of(image)
+    viewer.close()
+    w._show(model, pred, "img", where)  # raised from napari's closed window before
+    assert not w._showing

@@ -8,7 +8,7 @@ from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QMessageBox
 
 from ..layers import data_hash, prediction_layers
-from ._common import notify_info, notify_warning, upsert_layer
+from ._common import is_deleted, notify_info, notify_warning, upsert_layer
 
 
 class ResultLayers:
@@ -47,6 +47,9 @@ class ResultLayers:
         self._showing = True
 
         def step():
+            if is_deleted(self) or getattr(self.viewer.window, "_qt_window", None) is None:  # the viewer closed
+                self._showing = False
+                return
             if not pending:
                 self._showing = False
                 self.viewer.layers.selection.active = self.viewer.layers[name] if name in self.viewer.layers else None
