@@ -64,3 +64,19 @@ def dock(make_napari_viewer):
     dock = AttnSegDock(viewer)
     viewer.window.add_dock_widget(dock, name="Attention segmentation")
     return viewer, dock
+
+
+@pytest.fixture()
+def segment_panel(make_napari_viewer, monkeypatch):
+    """A viewer and a Segment panel whose error notifications are collected in ``panel.messages``."""
+    from napari_attnseg._napari import _common, pixel_tool
+    from napari_attnseg._napari import segment_widget as sw
+
+    messages = []
+    monkeypatch.setattr(sw, "notify_error", messages.append)
+    monkeypatch.setattr(_common, "show_error", messages.append)
+    monkeypatch.setattr(pixel_tool, "notify_error", messages.append)
+    viewer = make_napari_viewer()
+    w = sw.SegmentWidget(viewer)
+    w.messages = messages
+    return viewer, w

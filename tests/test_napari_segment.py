@@ -11,18 +11,8 @@ pytestmark = pytest.mark.gui
 
 
 @pytest.fixture()
-def widget(make_napari_viewer, qtbot, monkeypatch):
-    from napari_attnseg._napari import _common, pixel_tool
-    from napari_attnseg._napari import segment_widget as sw
-
-    messages = []
-    monkeypatch.setattr(sw, "notify_error", messages.append)
-    monkeypatch.setattr(_common, "show_error", messages.append)
-    monkeypatch.setattr(pixel_tool, "notify_error", messages.append)
-    viewer = make_napari_viewer()
-    w = sw.SegmentWidget(viewer)
-    w.messages = messages
-    return viewer, w
+def widget(segment_panel):
+    return segment_panel  # (conftest: a viewer and a Segment panel collecting its error messages)
 
 
 def run_and_wait(qtbot, w, timeout=60000):

@@ -54,10 +54,11 @@ class StatusLine(Label):
         super().__init__(value=value, **kwargs)
         _wrapping(self)
         self.visible = bool(str(value).strip())
+        self._built = True
 
     def set_value(self, value) -> None:
         super().set_value(value)
-        if hasattr(self, "_explicitly_hidden"):  # (built: magicgui sets the value once while building)
+        if getattr(self, "_built", False):  # (magicgui sets the value once while building, before visible works)
             self.visible = bool(str(value).strip())
 
 
