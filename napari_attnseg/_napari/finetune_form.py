@@ -85,7 +85,6 @@ TOOLTIPS = {
     "model_combo": "The model to fine-tune: by default the one that predicted the exported mask, else one whose "
                    "classes match the dataset's",
     "freeze_box": "Train only the decoder and the output layer: faster, and safer with very few reviewed slices",
-    "out_edit": "A new folder for the model; default: one named after it in your models folder, listed by name after a restart",
     "name_edit": "The new model's name in the Segment tab's list and in its card",
     "description_edit": "One line saved in the model's card and shown in the Segment tab",
     "run_button": "Train within the budget; the model that validates best is saved and added to the Segment tab",

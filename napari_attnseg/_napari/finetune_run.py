@@ -117,7 +117,7 @@ def proposed_model(start: str, taken, name: str = "") -> tuple[str, Path]:
     ``brain-finetuned-finetuned``), the first name that no listed model (``taken``) and nothing in the user models
     folder has. The folder is ``<models folder>/<name>`` (a free one for a typed name), so ``attnseg models`` and
     the panels list the model by that name after a restart too; an earlier model is never proposed over."""
-    from ..models.registry import bundled_models
+    from ..models.registry import bundled_models, model_name_of
 
     models, bundled = models_folder(), bundled_models()
 
@@ -129,17 +129,10 @@ def proposed_model(start: str, taken, name: str = "") -> tuple[str, Path]:
         return cand
 
     if name:  # (a typed name taken by a file of the folder or a bundled model: listed under another, free one)
-        return name, models / free(folder_name(name))
-    stem = re.sub(r"-finetuned(-[0-9]+)?$", "", folder_name(start)) + "-finetuned"
+        return name, models / free(model_name_of(name))
+    stem = re.sub(r"-finetuned(-[0-9]+)?$", "", model_name_of(start)) + "-finetuned"
     name = free(stem, taken)
     return name, models / name
-
-
-def folder_name(name: str) -> str:
-    """A model name as a folder name (letters, digits, '-', '_' and '.'): the name the models folder lists."""
-    from ..models.registry import model_name_of
-
-    return model_name_of(name)
 
 
 def in_models_folder(checkpoint: str) -> bool:
@@ -148,10 +141,12 @@ def in_models_folder(checkpoint: str) -> bool:
 
 def listed_text(checkpoint: str) -> str:
     """Where the model is found again after the viewer is closed (a sentence)."""
+    from ..models.registry import model_name_of
+
     folder, models = Path(checkpoint).parent, models_folder()
     if in_models_folder(checkpoint):
         return (f"It is in your models folder as {folder.name!r}: the Segment and Fine-tune tabs list it by that name "
                 f"after a restart too (attnseg predict --model {folder.name}).")
     return (f"It is not in your models folder ({models}), so a restarted napari does not list it: load "
             f"{checkpoint} with Load checkpoint..., or add it once with: attnseg models --add {shlex.quote(str(folder))} --name "
-            f"{folder_name(folder.name)}.")
+            f"{model_name_of(folder.name)}.")

@@ -118,7 +118,8 @@ class SegmentWidget(Undockable, QWidget, SegmentForm, ResultLayers, PixelTool):
             self._descriptions.setdefault(name, card.get("description", ""))
         for name in user_model_entries(self._models.values()):  # the user models folder (attnseg models --add)
             self._models.setdefault(name, name)
-            self._descriptions.setdefault(name, (card_dict(name) or {}).get("description") or card_summary(card_dict(name)))
+            card = card_dict(name) or {}
+            self._descriptions.setdefault(name, card.get("description") or card_summary(card))
         set_choices(self.model_combo, list(self._models))
 
     def add_model(self, path: str | Path, select: bool = True) -> str:

@@ -185,10 +185,9 @@ def list_models() -> dict[str, Any]:
                 "classes": ", ".join(map(str, classes)) if isinstance(classes, list) else str(classes)}
 
     bundled = bundled_models()
-    user, problems = user_models()
-    listed = available_models()
+    user, problems = user_models()  # (listed only with a readable card, cached by _read_user_card)
     return {"architectures": archs, "bundled": [row(n, c) for n, c in bundled.items()],
-            "user": [{**row(n, listed[n]), "path": str(p)} for n, p in user.items() if n in listed],
+            "user": [{**row(n, _read_user_card(p)), "path": str(p)} for n, p in user.items()],
             "user_folder": str(user_models_dir()), "user_problems": problems}
 
 
