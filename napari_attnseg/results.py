@@ -23,7 +23,7 @@ import numpy as np
 from .data import read_image, stem, write_image
 from .data.orientation import volume_translate
 from .errors import InputError
-from .inference.outputs import foreground_float32, room_for, size_text
+from .inference.outputs import foreground_float32, map_affine, map_origin, room_for, size_text
 from .inference.prediction import AttentionMap, Prediction
 from .layers import Placement, prediction_layers
 
@@ -86,6 +86,9 @@ def record_layers(path: str | Path) -> list[tuple]:
                 "format": image.meta.get("format")}
         if image.affine is not None:
             meta["affine"] = np.asarray(image.affine).tolist()
+        for key in ("nifti", "modality"):  # header codes and qform: a mask saved from napari keeps them
+            if image.meta.get(key):
+                meta[key] = image.meta[key]
         translate = volume_translate(image) or (0.0,) * len(spacing)
         layers.append((image.data, {"name": name, "scale": spacing, "translate": translate, "metadata": meta}, "image"))
     else:
@@ -293,20 +296,21 @@ def write_prediction(out: str | os.PathLike, src: str | os.PathLike, vol, model,
         with room_for(path, out, src, pred):
             return write_image(path, data, **geometry)  # atomic
 
-    try:
-        write("mask", np.asarray(pred.labels), "mask", like=vol)
+    try:  # the mask keeps the model that made it (attnseg export records it)
+        write("mask", np.asarray(pred.labels), "mask", like=vol, model_info=_model_info(model))
         if pred.probabilities is not None:
             fg = foreground_float32(pred.probabilities, reversed_layout=fmt != "tiff")  # one float32 copy
             write("prob", fg, "probability", like=vol)
             del fg
         maps = []
         for amap in pred.attention:
-            # maps keep their native resolution: the file's spacing is the map's pixel size
+            # maps keep their native resolution: the file's spacing is the map's pixel size, its affine (NIfTI:
+            # the source's qform and sform and codes) or ImageJ origin (TIFF) puts its pixels on the image's
             spacing = tuple(s * sc for s, sc in zip(vol.spacing[-amap.data.ndim:], amap.scale))
-            affine = _map_affine(vol.affine, amap) if vol.affine is not None else None
+            affine = map_affine(vol.affine, amap) if vol.affine is not None else None
             level = amap.name.replace(" ", "_").replace("/", "-")
             path = write(f"attention_{level}", np.asarray(amap.data, np.float32), f"attention {amap.name}",
-                         spacing=spacing, affine=affine)
+                         like=vol, spacing=spacing, affine=affine, origin=map_origin(amap, vol.meta))
             maps.append({"file": path.name, "name": amap.name, "level": amap.level,
                          "scale": list(amap.scale), "translate": list(amap.translate)})
         reference = _link_input(out, src)
@@ -357,6 +361,12 @@ def _link_input(out: Path, src: Path) -> str | None:
     return link.name
 
 
+def _model_info(model) -> dict:
+    card = getattr(model, "card", None)
+    return {"model": getattr(card, "name", None) or getattr(model, "arch", None),
+            "weights_sha256": getattr(card, "weights_sha256", None), "checkpoint": getattr(model, "checkpoint_path", None)}
+
+
 def _record(src: Path, reference: str | None, model, pred, written: list[Path]) -> dict:
     """What produced the outputs: the input, the model (with its weights' digest) and the run's settings."""
     from . import __version__
@@ -381,15 +391,3 @@ def _record(src: Path, reference: str | None, model, pred, written: list[Path]) 
         "warnings": list(pred.warnings),
         "napari_attnseg": __version__,
     }
-
-
-def _map_affine(affine, amap):
-    """NIfTI affine of a map on its own grid: index (i, j, k) of the map -> the image's world mm."""
-    a = np.asarray(affine, float)
-    # array axes are (k, j, i); NIfTI axes are (i, j, k): reverse the map's scale/translate
-    scale = list(reversed(amap.scale)) + [1.0] * (3 - len(amap.scale))
-    trans = list(reversed(amap.translate)) + [0.0] * (3 - len(amap.translate))
-    m = np.eye(4)
-    m[:3, :3] = np.diag(scale)
-    m[:3, 3] = trans
-    return a @ m

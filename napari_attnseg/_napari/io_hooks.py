@@ -26,6 +26,7 @@ import numpy as np
 from ..data import Volume, read_image, write_image
 from ..data.dicom import is_dicom_path
 from ..data.orientation import onto_grid, volume_translate
+from ..data.volume import model_info_of
 from ..display import DEFAULT_CT_WINDOW, default_window
 from ..errors import AttnSegError, InputError
 
@@ -174,6 +175,9 @@ def _layer(volume: Volume, path: str) -> list[tuple]:
         if volume.meta.get("class_names"):  # the names the mask was saved with (the Correct panel shows them)
             meta["class_names"] = list(volume.meta["class_names"])
             kwargs["features"] = {"class": list(volume.meta["class_names"])}
+        if model := volume.meta.get("model_info"):  # the model that made the mask: the panels' provenance
+            meta["attnseg"] = {"model": model.get("model"), "checkpoint": model.get("checkpoint"),
+                               "checkpoint_sha256": model.get("weights_sha256")}
         return [(volume.data, kwargs, "labels")]
     window = default_window(volume.data)
     if window is not None:  # a CT in Hounsfield units opens in the soft-tissue window, not -1024..3071
@@ -249,7 +253,8 @@ def write_labels_tif(path: str, data, meta: dict) -> list[str]:
     units = tuple(str(u) for u in meta.get("units") or ())
     unit = units[-np.ndim(data):] if any(tiff_unit(u) for u in units) else ("mm" if affine is not None else None)
     return [str(write_image(path, np.asarray(data), spacing=spacing[-np.ndim(data):],
-                            reviewed_slices=md.get("reviewed_slices") or None, unit=unit))]
+                            reviewed_slices=md.get("reviewed_slices") or None, unit=unit,
+                            model_info=model_info_of(md.get("attnseg"))))]  # the model that made the mask
 
 
 def _reference_geometry(shape, scale, affine, viewer):
@@ -294,5 +299,6 @@ def write_labels_nifti(path: str, data, meta: dict) -> list[str]:
                 "scale has a NIfTI/DICOM affine, so the file's affine holds only the voxel size (origin 0, no "
                 "orientation) and other tools may show it shifted or flipped against the image.")
     write_nifti(Path(path), data, spacing[-data.ndim:], affine, {"nifti": nifti} if nifti else None,
-                md.get("reviewed_slices") or None, md.get("class_names") or None)  # the review and names travel with it
+                md.get("reviewed_slices") or None, md.get("class_names") or None,  # the review and names travel with it
+                model_info=model_info_of(md.get("attnseg")))  # and the model that made it (attnseg export records it)
     return [str(path)]

@@ -85,6 +85,11 @@ def run(args: argparse.Namespace) -> int:
     if stacked:
         c = axes.index("C")
         data, spacing = np.moveaxis(data, c, 0), spacing[:c] + spacing[c + 1:]
+    model_info = model_identity(args.model) if args.model else {}
+    if not model_info and labels.meta.get("model_info"):  # the model saved with the mask (napari, predict)
+        model_info = model_identity(labels.meta["model_info"])
+        print(f"{args.labels}: recording the model saved with the mask: {model_info['model']} (--model overrides)",
+              file=sys.stderr)
     record = export_case(
         data, np.asarray(labels.data), args.dataset, args.format, channel_axis=stacked,
         spacing=spacing, affine=image.affine,
@@ -92,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
         prediction=prediction, case_id=args.case_id,
         label_names=names,
         channel_names=channels, source_name=args.source_name or Path(str(args.image).rstrip("/")).name,
-        model_info=model_identity(args.model) if args.model else {}, overwrite=args.overwrite,
+        model_info=model_info, overwrite=args.overwrite,
         foreground=args.foreground, modality=image.meta.get("modality"),
     )
     for w in record.warnings:

@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     if unc_path is not None:
         from ..data.io import write_image
 
-        write_image(unc_path, unc.astype(np.float32), spacing=vol.spacing, affine=vol.affine)
+        write_image(unc_path, unc.astype(np.float32), like=vol)  # the image's geometry, codes and unit
     placed = vol.meta.get("format") in ("nifti", "dicom")  # slices in mm (a TIFF's spacing may be pixels or um)
     picks = suggest_slices(model, image, reviewed, args.n, uncertainty=unc,
                            slice_mm=float(vol.spacing[0]) if placed and vol.spacing is not None else None)

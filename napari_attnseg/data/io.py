@@ -100,6 +100,8 @@ def write_image(
     reviewed_slices: list[int] | None = None,
     class_names: list[str] | None = None,
     unit: str | tuple[str, ...] | None = None,
+    origin: tuple[float, ...] | None = None,
+    model_info: dict | None = None,
 ) -> Path:
     """Write ``data`` (array axis order) as TIFF or NIfTI, atomically (temp name + rename).
 
@@ -110,7 +112,11 @@ def write_image(
     ``Volume.meta["reviewed_slices"]``; ``class_names`` (a mask's names per label value, NIfTI only) as
     ``Volume.meta["class_names"]``. ``unit`` (TIFF): the length unit of the spacing (``"µm"``, ``"mm"``,
     or one per axis as napari's layer ``units``), else the source's; with one the TIFF carries an ImageJ
-    calibration.
+    calibration. ``origin`` (TIFF, one per array axis): the ImageJ calibration origin in pixels, for a coarser
+    map that does not start at the image's corner (a NIfTI's affine says it). A NIfTI written ``like`` a source
+    on another grid (``affine`` given: an attention map) gets the source's qform moved onto its own grid.
+    ``model_info`` (a mask: the model that made it, ``model`` / ``weights_sha256`` / ``checkpoint``) is stored
+    in the file and read back as ``Volume.meta["model_info"]``.
     """
     p = Path(path)
     data = np.asarray(data)
@@ -122,11 +128,12 @@ def write_image(
     if name.endswith(NIFTI_SUFFIXES):
         from .nifti import write_nifti
 
-        write_nifti(p, data, spacing, affine, like.meta if like is not None else None, reviewed_slices, class_names)
+        write_nifti(p, data, spacing, affine, like.meta if like is not None else None, reviewed_slices, class_names,
+                    source_affine=like.affine if like is not None else None, model_info=model_info)
     elif name.endswith(TIFF_SUFFIXES):
         from .tiff import write_tiff
 
-        write_tiff(p, data, spacing, reviewed_slices, like.meta if like is not None else None, unit)
+        write_tiff(p, data, spacing, reviewed_slices, like.meta if like is not None else None, unit, origin, model_info)
     else:
         raise InputError(f"{p}: napari-attnseg writes .tif/.tiff and .nii/.nii.gz files.")
     return p

@@ -17,7 +17,7 @@ import numpy as np
 
 from .._files import atomic_write
 from ..errors import InputError
-from .volume import Volume
+from .volume import Volume, model_info_of
 
 
 def read_nifti(p: Path):
@@ -57,6 +57,8 @@ def read_nifti(p: Path):
     names = ours.get("class_names")
     if isinstance(names, list) and names and all(isinstance(n, str) for n in names):
         meta["class_names"] = list(names)
+    if (model := model_info_of(ours.get("model"))) is not None:
+        meta["model_info"] = model
     if (gap := _qform_gap(img)) is not None:
         meta["warning"] = (f"{p.name}: its qform and sform place it differently (up to {gap:.1f} mm apart; sform code "
                            f"{int(header['sform_code'])}). napari-attnseg, nibabel and napari use the sform; ITK-based "
@@ -94,8 +96,25 @@ def _ours(header) -> dict:
     return {}
 
 
+def _qform_on_grid(nifti: dict, aff: np.ndarray, source_affine) -> np.ndarray | None:
+    """The source's qform moved onto this file's grid (the same voxel-index change that takes the source's
+    affine to ``aff``: a coarser attention map's grid, say), or None when it has none to keep."""
+    qform = np.asarray(nifti["qform"], float) if nifti.get("qform") is not None else None
+    if qform is None or qform.shape != (4, 4):
+        return None
+    if source_affine is not None:
+        src = np.asarray(source_affine, float)
+        if src.shape == (4, 4) and abs(np.linalg.det(src[:3, :3])) > 1e-12:
+            qform = qform @ (np.linalg.inv(src) @ aff)
+    return qform
+
+
 def write_nifti(p: Path, data: np.ndarray, spacing, affine, like_meta: dict | None,
-                reviewed_slices: list[int] | None = None, class_names: list[str] | None = None) -> None:
+                reviewed_slices: list[int] | None = None, class_names: list[str] | None = None,
+                source_affine=None, model_info: dict | None = None) -> None:
+    """``like_meta``: the source's meta (its header codes and qform, ``meta["nifti"]``); ``source_affine``: the
+    affine that qform goes with, when this file is on another grid (a coarser map) than the source's;
+    ``model_info``: the model that made the mask (:func:`model_info_of`), kept in the header note."""
     import nibabel as nib
 
     if data.dtype == np.bool_:
@@ -121,9 +140,11 @@ def write_nifti(p: Path, data: np.ndarray, spacing, affine, like_meta: dict | No
     s_code = int(nifti["sform_code"]) if nifti.get("sform_code") is not None else 1
     if q_code == 0 and s_code == 0 and affine is not None:
         q_code = s_code = 1
-    qform = np.asarray(nifti["qform"], float) if nifti.get("qform") is not None else None
-    if qform is not None and qform.shape == (4, 4) and q_code > 0 and s_code >= 2 and not np.allclose(qform, aff, atol=1e-4):
-        img.set_qform(qform, code=q_code)  # on the source's grid: its own qform, which ITK reads for sform codes 2-4
+    # The source's own qform, on this file's grid, whatever the sform code: a tool that reads the qform (ITK
+    # for sform codes 2-4, older ITK and ANTs always) places every output where it places the source.
+    qform = _qform_on_grid(nifti, aff, source_affine) if affine is not None and q_code > 0 else None
+    if qform is not None and not np.allclose(qform, aff, atol=1e-4):
+        img.set_qform(qform, code=q_code)
     else:
         img.set_qform(aff, code=q_code)
     img.set_sform(aff, code=s_code)
@@ -134,6 +155,8 @@ def write_nifti(p: Path, data: np.ndarray, spacing, affine, like_meta: dict | No
         ours["reviewed_slices"] = sorted({int(z) for z in reviewed_slices})
     if class_names:
         ours["class_names"] = [str(n) for n in class_names]
+    if (model := model_info_of(model_info)) is not None:
+        ours["model"] = model
     if ours:
         note = {"napari_attnseg": ours}
         header.extensions.append(nib.nifti1.Nifti1Extension(COMMENT, json.dumps(note).encode("utf-8")))

@@ -142,15 +142,16 @@ def onto_grid(volume, affine: np.ndarray, shape: Sequence[int]):
     stored = np.asarray(volume.data).transpose(2, 1, 0)  # back to the file's (i, j, k)
     transform = ornt.ornt_transform(nib.io_orientation(own), nib.io_orientation(other))
     moved = ornt.apply_orientation(stored, transform)
-    new_affine = own @ ornt.inv_ornt_aff(transform, stored.shape)
+    index_change = ornt.inv_ornt_aff(transform, stored.shape)  # new (i, j, k) -> stored (i, j, k)
+    new_affine = own @ index_change
     tol = 1e-3 * float(np.min(np.linalg.norm(other[:3, :3], axis=0)))
     if moved.shape[::-1] != tuple(shape) or not np.allclose(new_affine, other, atol=max(tol, 1e-6)):
         return None
     meta = dict(volume.meta)
     nifti = dict(meta.get("nifti") or {})
     nifti["stored_shape"] = list(moved.shape)
-    if nifti.get("qform"):
-        nifti["qform"] = new_affine.tolist()
+    if nifti.get("qform"):  # the same voxels: the file's own qform (which may differ from its sform) moved alike
+        nifti["qform"] = (np.asarray(nifti["qform"], float) @ index_change).tolist()
     meta["nifti"] = nifti
     meta["reoriented_from"] = "".join(nib.aff2axcodes(own))
     if meta.pop("reviewed_slices", None) is not None:  # slice numbers of the other storage: no longer valid

@@ -6,6 +6,7 @@ ImageJ cannot hold the values). ``Volume.meta["unit"]`` is the length unit of th
 
 from __future__ import annotations
 
+import json
 import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from .._files import atomic_write
-from .volume import Volume
+from .volume import Volume, model_info_of
 
 # Below this size the file is simply read; above it an uncompressed, contiguous file is mapped.
 MEMMAP_MIN_BYTES = 16 * 2**20
@@ -26,7 +27,7 @@ INCH = 2  # TIFF ResolutionUnit; also the TIFF default when the tag is absent
 OME_UNITS_UM = {"pm": 1e-6, "Å": 1e-4, "nm": 1e-3, "µm": 1.0, "μm": 1.0, "um": 1.0, "micron": 1.0,
                 "mm": 1e3, "cm": 1e4, "dm": 1e5, "m": 1e6, "in": 25400.0}
 # ImageJ description entries kept in Volume.meta["imagej"] and written back (JSON-safe values only).
-IMAGEJ_KEYS = ("unit", "yunit", "zunit", "tunit", "finterval")
+IMAGEJ_KEYS = ("unit", "yunit", "zunit", "tunit", "finterval", "xorigin", "yorigin", "zorigin")
 IMAGEJ_AXES = "TZCYXS"  # the axes ImageJ knows, in the only order it stores them
 IMAGEJ_DTYPES = (np.uint8, np.uint16, np.float32)
 # length units as ImageJ writes them, from the spellings of ImageJ, OME, NIfTI and napari (pint)
@@ -187,7 +188,27 @@ def read_tiff(p: Path):
         reviewed = _reviewed(shaped["reviewed_slices"])
     if reviewed is not None:  # a mask saved with its reviewed slices
         meta["reviewed_slices"] = reviewed
+    if (model := _model_note(ij.get(MODEL_KEY) if ij else shaped.get(MODEL_KEY))) is not None:
+        meta["model_info"] = model  # the model that made the mask, saved with it
     return Volume(data, tuple(float(s) for s in spacing), None, meta)
+
+
+MODEL_KEY = "attnseg_model"  # description entry (ImageJ or JSON): the model that made a mask, as JSON
+
+
+def _model_note(value) -> dict | None:
+    try:
+        return model_info_of(json.loads(value)) if isinstance(value, str) else None
+    except ValueError:
+        return None
+
+
+def _origin_entries(origin, axes: str) -> dict[str, float]:
+    """ImageJ ``xorigin`` / ``yorigin`` / ``zorigin`` (pixels; ImageJ's x = (pixel - xorigin) * pixel width) from
+    one origin per array axis; zeros left out, as ImageJ does."""
+    if origin is None or len(origin) != len(axes):
+        return {}
+    return {f"{a.lower()}origin": round(float(o), 9) for a, o in zip(axes, origin) if a in "XYZ" and abs(float(o)) > 1e-9}
 
 
 def _imagej_data(data: np.ndarray) -> np.ndarray | None:
@@ -228,14 +249,16 @@ def _imagej_axes(axes: str | None, ndim: int) -> str | None:
 
 
 def write_tiff(p: Path, data: np.ndarray, spacing, reviewed_slices: list[int] | None = None,
-               like_meta: dict | None = None, unit=None) -> None:
+               like_meta: dict | None = None, unit=None, origin=None, model_info: dict | None = None) -> None:
     """Write ``data`` with ``spacing``; ``like_meta`` (the source Volume's meta) gives the axes label
     and, for an ImageJ source, the ImageJ format with its unit (Fiji then shows the same calibration).
 
     ``unit``: the length unit of ``spacing`` (``"µm"``, ``"mm"``, a napari layer's ``units``: one per
     axis), else the source's (``like_meta``: its ImageJ unit, ``unit``, mm for NIfTI / DICOM). With a
     unit the file is an ImageJ TIFF where ImageJ can hold the values (2D as 3D): resolution and unit
-    in its description, so Fiji and :func:`read_tiff` read the pixel size back in that unit."""
+    in its description, so Fiji and :func:`read_tiff` read the pixel size back in that unit. ``origin``: the
+    ImageJ calibration origin in pixels per array axis (a coarser map's offset); ``model_info``: the model
+    that made a mask (a description entry, read back as ``meta["model_info"]``)."""
     import tifffile
 
     like_meta = like_meta or {}
@@ -250,6 +273,10 @@ def write_tiff(p: Path, data: np.ndarray, spacing, reviewed_slices: list[int] | 
     source_axes = source_axes if isinstance(source_axes, str) and len(source_axes) == data.ndim \
         and source_axes.isalpha() and source_axes.isupper() and len(set(source_axes)) == data.ndim else None
     ij_meta = dict(like_meta["imagej"]) if isinstance(like_meta.get("imagej"), dict) else None
+    if ij_meta and origin is not None:  # a map on its own grid: its origin replaces the source's
+        ij_meta = {k: v for k, v in ij_meta.items() if k not in ("xorigin", "yorigin", "zorigin")}
+    model = model_info_of(model_info)
+    model_note = json.dumps(model, separators=(",", ":")) if model is not None else None  # ASCII (\u escapes)
     axes_for_units = _imagej_axes(source_axes, data.ndim) or source_axes or "ZYX"[-data.ndim:]
     units = _unit_entries(unit, data.ndim, axes_for_units) if unit is not None else {}
     if not units and not (ij_meta or {}).get("unit"):
@@ -262,8 +289,11 @@ def write_tiff(p: Path, data: np.ndarray, spacing, reviewed_slices: list[int] | 
         metadata: dict[str, Any] = {"axes": ij_axes, **{k: _ascii(v) for k, v in ij_meta.items()}}
         if "Z" in ij_axes:
             metadata["spacing"] = float(sp[ij_axes.index("Z")])
+        metadata.update(_origin_entries(origin, ij_axes))
         if reviewed_slices is not None:  # ImageJ ignores description entries it does not know
             metadata["reviewed_slices"] = ",".join(str(z) for z in sorted({int(z) for z in reviewed_slices}))
+        if model_note is not None:
+            metadata[MODEL_KEY] = model_note
         atomic_write(p, lambda tmp: tifffile.imwrite(tmp, ij_data, imagej=True, metadata=metadata, **kwargs))
         return
     axes = source_axes or ("ZYX"[-data.ndim:] if data.ndim <= 3 else None)
@@ -275,5 +305,7 @@ def write_tiff(p: Path, data: np.ndarray, spacing, reviewed_slices: list[int] | 
         metadata["unit"] = unit_name
     if reviewed_slices is not None and metadata is not None:  # in tifffile's JSON description
         metadata["reviewed_slices"] = sorted({int(z) for z in reviewed_slices})
+    if model_note is not None and metadata is not None:
+        metadata[MODEL_KEY] = model_note
     atomic_write(p, lambda tmp: tifffile.imwrite(tmp, data, metadata=metadata, compression="zlib",
                                                  photometric="minisblack", **kwargs))

@@ -19,10 +19,22 @@ class Volume:
     ``data``: (z, y, x) or (y, x) array (a copy-on-write memory map for large uncompressed TIFFs).
     ``spacing``: voxel size per array axis. ``affine``: NIfTI-style (RAS) 4x4 mapping the *stored*
     (i, j, k) indices to millimetres, or None (TIFF). ``meta``: ``source_path``, ``format`` (nifti,
-    tiff, dicom), ``axis_order`` and format details (``meta["nifti"]``: header codes to write back).
+    tiff, dicom), ``axis_order`` and format details (``meta["nifti"]``: header codes to write back);
+    a mask's ``meta["model_info"]``: the model that made it, as saved with it (:func:`model_info_of`).
     """
 
     data: np.ndarray
     spacing: tuple[float, ...]
     affine: np.ndarray | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+
+
+def model_info_of(value) -> dict | None:
+    """The model that made a mask, as stored with it (``model``, ``weights_sha256``, ``checkpoint``: strings or
+    None), from a file's own note or a layer's provenance; None when it names no model."""
+    if not isinstance(value, dict):
+        return None
+    out = {"model": value.get("model"), "weights_sha256": value.get("weights_sha256") or value.get("checkpoint_sha256"),
+           "checkpoint": value.get("checkpoint")}
+    out = {k: str(v) if v not in (None, "") else None for k, v in out.items()}
+    return out if out["model"] or out["weights_sha256"] else None

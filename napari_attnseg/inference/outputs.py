@@ -103,3 +103,35 @@ def room_for(path, out, src, pred):
             f"limit (ulimit -f) was reached. The outputs of {Path(src).name} take up to {size_text(total)} before "
             f"compression{no_prob}. Free some space or choose another --out; nothing of this case was kept, "
             "run it again.") from None
+
+
+def map_affine(affine, amap) -> np.ndarray:
+    """NIfTI affine of an attention map on its own grid: index (i, j, k) of the map -> the image's world mm
+    (map pixel ``m`` is centred on image pixel ``translate + m * scale``, per array axis)."""
+    a = np.asarray(affine, float)
+    # array axes are (k, j, i); NIfTI axes are (i, j, k): reverse the map's scale/translate
+    scale = list(reversed(amap.scale)) + [1.0] * (3 - len(amap.scale))
+    trans = list(reversed(amap.translate)) + [0.0] * (3 - len(amap.translate))
+    m = np.eye(4)
+    m[:3, :3] = np.diag(scale)
+    m[:3, 3] = trans
+    return a @ m
+
+
+def map_origin(amap, source_meta: dict) -> tuple[float, ...]:
+    """The ImageJ calibration origin (pixels, per array axis) of an attention map written as a TIFF, so that
+    Fiji lays it over its image's calibrated extent: ImageJ's x = (pixel - origin) * pixel width, pixel
+    edges at integers, and map pixel ``m`` is centred on image pixel ``translate + m * scale``. The image's
+    own ImageJ origin (``source_meta["imagej"]``) is kept. 0 where the map starts at the image's corner."""
+    ij = source_meta.get("imagej") if isinstance(source_meta.get("imagej"), dict) else {}
+    ndim = len(amap.scale)
+    axes = source_meta.get("axes")
+    letters = axes[-ndim:] if isinstance(axes, str) and len(axes) >= ndim else "ZYX"[-ndim:]
+    out = []
+    for letter, s, t in zip(letters, amap.scale, amap.translate):
+        try:
+            own = float(ij.get(f"{letter.lower()}origin") or 0.0)
+        except (TypeError, ValueError):
+            own = 0.0
+        out.append(0.5 - (float(t) + 0.5 - own) / float(s))
+    return tuple(out)
