@@ -11,8 +11,10 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 @pytest.fixture(autouse=True)
 def _user_models(tmp_path, monkeypatch):
     """Every test gets its own empty user models folder: the Fine-tune panel proposes its output there and
-    `attnseg models` lists it, so no test reads or writes the real one (~/.local/share/napari-attnseg/models)."""
+    `attnseg models` lists it, so no test reads or writes the real one (~/.local/share/napari-attnseg/models).
+    The same for the settings file (the Correct panel remembers the last dataset folder there)."""
     monkeypatch.setenv("ATTNSEG_MODELS_DIR", str(tmp_path / "user-models"))
+    monkeypatch.setenv("ATTNSEG_SETTINGS_DIR", str(tmp_path / "user-settings"))
 
 
 @pytest.fixture()

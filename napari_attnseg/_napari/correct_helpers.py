@@ -26,10 +26,11 @@ class MaskHelpers:
         z = int(round(layer.world_to_data(self.viewer.dims.point)[0]))
         return min(max(z, 0), layer.data.shape[0] - 1)
 
-    def _apply(self, fn, *args, whole_volume: bool = False, unchanged: str = "") -> None:
+    def _apply(self, fn, *args, whole_volume: bool = False, unchanged: str = "", note: bool = False) -> None:
         """Run a core helper on the mask (or on the slice on screen) and paint the difference; ``unchanged``: why
-        a helper may change nothing (said, with the layer's name, when it does)."""
-        self._unchanged = unchanged
+        a helper may change nothing (said, with the layer's name, when it does); ``note``: ``fn.note(layer)`` is
+        said once its change is painted."""
+        self._unchanged, self._note = unchanged, (fn if note else None)
         layer = self.labels_layer()
         if layer is None:
             return
@@ -58,6 +59,8 @@ class MaskHelpers:
             layer.data_setitem(changed, values)
         else:  # a helper that silently did nothing left the user guessing (audit: interpolation)
             notify_info(f"{layer.name}: nothing changed.{' ' + self._unchanged if getattr(self, '_unchanged', '') else ''}")
+        if (text := getattr(getattr(self, "_note", None), "note", lambda _: "")(layer)):
+            notify_info(text)
         self._update_info()
 
     def _apply_in_background(self, layer, fn, args):
@@ -103,6 +106,10 @@ class MaskHelpers:
         point = np.asarray(layer.world_to_data(world), float)[-layer.ndim:]
         if layer.ndim == 3 and self.slice_only.value:
             point = point[1:]  # _apply hands the helper the slice on screen
+        elif layer.ndim == 3:  # the whole volume, but a reviewed slice is changed only while on screen
+            spare = [s for s in self._reviewed(layer) if s != int(round(point[0])) and 0 <= s < layer.data.shape[0]]
+            if spare:
+                return self._apply(_KeepSparing(spare), point, note=True)
         self._apply(correct.keep_component_at, point)
 
     def remove_small(self):
@@ -129,6 +136,30 @@ class MaskHelpers:
                    "on two slices (or more) first, then interpolate.")
         self._apply(lambda data, classes: correct.interpolate_slices(data, None, classes, reviewed=reviewed),
                     self._classes(), whole_volume=True, unchanged=why)
+
+
+class _KeepSparing:
+    """K on a volume: keep the object under the cursor through the volume, but leave the reviewed slices that are
+    not on screen as they are. Objects connect through slices nobody reviewed (the model's unchecked guess), so
+    K removed an object a person had checked on another slice, unseen; a reviewed slice is what gets exported
+    as truth, and is changed only while it is on screen (as interpolation never writes one)."""
+
+    def __init__(self, spare: list[int]):
+        self.spare, self.spared = sorted(spare), {}
+
+    def __call__(self, data: np.ndarray, point) -> np.ndarray:
+        out = correct.keep_component_at(data, point)
+        differ = (out[self.spare] != data[self.spare]).reshape(len(self.spare), -1).sum(1)
+        self.spared = {z: int(n) for z, n in zip(self.spare, differ) if n}
+        out[self.spare] = data[self.spare]
+        return out
+
+    def note(self, layer) -> str:
+        if not self.spared:
+            return ""
+        return (f"{layer.name}: K left the reviewed slices {correct.format_slice_ranges(self.spared)} as they were "
+                f"({sum(self.spared.values())} voxels of other objects there): a reviewed slice changes only while it "
+                "is on screen. Go to it and press K there to remove them too.")
 
 
 def _history(layer):

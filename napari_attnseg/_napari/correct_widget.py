@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from magicgui.widgets import FileEdit
 from napari.layers import Image, Labels
 from napari.qt.threading import thread_worker
 from napari.utils import progress as napari_progress
@@ -18,6 +17,7 @@ from qtpy.QtWidgets import QDockWidget, QWidget
 
 from .. import correct
 from ..errors import AttnSegError
+from ..settings import remember_export, settings_path
 from ._common import (
     Undockable,
     docked_widgets,
@@ -27,6 +27,7 @@ from ._common import (
     notify_warning,
     set_choices,
 )
+from .correct_export import CorrectExport, _fine_tuned_on, folder_text
 from .correct_form import CorrectForm
 from .correct_helpers import LiveStats, MaskHelpers
 from .suggest_tool import SuggestTool
@@ -34,12 +35,7 @@ from .suggest_tool import SuggestTool
 REVIEWED_KEY = "reviewed_slices"
 
 
-def folder_text(edit: FileEdit) -> str:
-    """The folder typed or chosen in a FileEdit ('' when empty; FileEdit.value would say '.')."""
-    return str(edit.line_edit.value).strip()
-
-
-class CorrectWidget(Undockable, QWidget, CorrectForm, MaskHelpers, LiveStats, SuggestTool):
+class CorrectWidget(Undockable, QWidget, CorrectForm, CorrectExport, MaskHelpers, LiveStats, SuggestTool):
     def __init__(self, napari_viewer):
         super().__init__()
         self.viewer = napari_viewer
@@ -53,6 +49,7 @@ class CorrectWidget(Undockable, QWidget, CorrectForm, MaskHelpers, LiveStats, Su
         self._stats_timer.timeout.connect(self._update_info)
 
         self._build_form()
+        self.propose_last_export()  # the dataset folder of the last export (the day before too)
         self.prompt.refresh_models()  # (a Container resets its combo boxes' choices when it is built)
         self.refresh()
         self.viewer.layers.events.inserted.connect(self._layer_inserted)
@@ -318,7 +315,7 @@ class CorrectWidget(Undockable, QWidget, CorrectForm, MaskHelpers, LiveStats, Su
             notify_warning(f"{layer.name} was predicted on an image that is no longer open; it is exported with "
                            f"{img_name!r}: make sure they belong together.")
         folder = folder_text(self.dataset_edit)
-        if not folder:  # (the field is empty in a new session: name the datasets of the earlier rounds)
+        if not folder:  # (emptied, or never exported: name the datasets of the earlier rounds)
             earlier = ", ".join(_fine_tuned_on())
             notify_error("Choose a dataset folder first (Export for fine-tuning > Dataset folder)." + (
                 f" Your models were fine-tuned on {earlier}: choose it to add this round there." if earlier else ""))
@@ -366,6 +363,10 @@ class CorrectWidget(Undockable, QWidget, CorrectForm, MaskHelpers, LiveStats, Su
         def done(rec):
             previous, self.last_export_dir = self.last_export_dir, folder
             notify_info(f"Exported {rec.case_id} to {folder}")
+            if not remember_export(folder, fmt, rec.case_id, kwargs["source_name"]):  # proposed again tomorrow
+                notify_warning(f"The dataset folder could not be saved in {settings_path()}; the next napari session "
+                               "will not propose it (choose it again there).")
+            self._last_case_hint(rec.case_id)
             for warning in getattr(rec, "warnings", []):  # e.g. the same image exported before
                 notify_warning(f"{folder}: {warning}")
             # the Fine-tune panel's dataset follows the export unless the user typed another one
@@ -386,12 +387,3 @@ class CorrectWidget(Undockable, QWidget, CorrectForm, MaskHelpers, LiveStats, Su
         self.export_bar.visible = True
         worker.start()
         return worker
-
-
-def _fine_tuned_on() -> list[str]:
-    """The dataset folders (still there) that the models of the user models folder were trained on."""
-    from ..models.registry import available_models, user_models
-
-    cards = available_models()
-    found = [((cards.get(name) or {}).get("training") or {}).get("dataset") for name in user_models()[0]]
-    return list(dict.fromkeys(str(d) for d in found if d and (Path(d) / "manifest.json").is_file()))

@@ -22,6 +22,7 @@ from ..errors import AttnSegError
 from ..prompts.session import PromptSession, revert
 from ._common import error_message, notify_error, notify_warning, set_choices, upsert_layer
 from .prompt_checks import PromptChecks, click_status, promptable_models
+from .prompt_view import click_refusal, new_object_value
 from .prompt_write import show_prompt_attention
 
 POSITIVE, NEGATIVE = "#30d060", "#ff4040"
@@ -173,8 +174,8 @@ class PromptMode:
         image = self._image_layer()
         if image is None:
             return
-        if self.viewer.dims.ndisplay == 3:  # a click on a rendering hits no one voxel (napari's slider is hidden)
-            self._refuse("Clicks go on a slice: switch back to the 2D view (the 2D/3D button, lower left), then click.")
+        if why := click_refusal(self.viewer, image, self._model_dims()):  # (3D view; a 2D model on a rolled view)
+            self._refuse(why)
             return
         self.click(image.world_to_data(position), positive=not negative)
 
@@ -254,7 +255,7 @@ class PromptMode:
             if existing is not None:
                 self.object_value = int(labels[tuple(int(round(c)) for c in point)])
             else:
-                self.object_value = int(self.corr.class_combo.value or 1)
+                self.object_value = new_object_value(self.corr.class_combo.value, mask)
             self.session = PromptSession(initial=existing)
             self.target = (mask, image)
         self.session.add(point, positive)

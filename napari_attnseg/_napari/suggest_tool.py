@@ -43,6 +43,10 @@ class SuggestTool:
         if layer.ndim != 3:
             notify_error(f"{layer.name} is 2D: there is one slice, nothing to suggest.")
             return None
+        if set(range(layer.data.shape[0])) <= set(self._reviewed(layer)):  # (said before asking for a run)
+            self.suggest_label.value = f"Every slice of {layer.name} is reviewed: nothing left to suggest."
+            notify_info(self.suggest_label.value)
+            return None
         probs = self._probabilities(layer)
         if probs is None:
             notify_error(f"No probabilities for {layer.name}: run the model on its image in the Segment tab first "
@@ -58,7 +62,8 @@ class SuggestTool:
         placed = image.metadata.get("format") in ("nifti", "dicom")  # its scale is in mm: "near" is 10 mm
         ranked = rank_slices(scores, self._reviewed(layer), n=1, slice_mm=float(image.scale[-3]) if placed else None)
         if not ranked:
-            notify_info(f"Every slice of {layer.name} is reviewed.")
+            self.suggest_label.value = f"Every slice of {layer.name} is reviewed: nothing left to suggest."
+            notify_info(self.suggest_label.value)
             return None
         z, score = ranked[0]
         active = self.viewer.layers.selection.active
