@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from .display import heatmap_style
 from .inference.prediction import AttentionMap, Prediction
 
 
@@ -121,7 +122,7 @@ def on_image_grid(amap: AttentionMap, shape: tuple[int, ...]) -> AttentionMap:
     return AttentionMap(amap.name, amap.level, data, tuple(scale), tuple(translate))
 
 
-RELATIVE_MAPS = ("vit tokens",)  # scaled so that 1 is the strongest of its tile (msga: every map)
+RELATIVE_MAPS = ("vit tokens",)  # scaled so that 1 is the strongest in the image (msga: every map)
 
 
 def attention_help(amap: AttentionMap, sizes: list[float], count: int, arch: str = "") -> str:
@@ -135,12 +136,12 @@ def attention_help(amap: AttentionMap, sizes: list[float], count: int, arch: str
     else:
         which = "the finest" if own <= lo * (1 + 1e-6) else "the coarsest" if own >= hi * (1 - 1e-6) else "between the finest and the coarsest"
     relative = arch == "msga" or amap.name in RELATIVE_MAPS
-    meaning = ("1 = the strongest attention within its tile, 0 = the weakest" if relative else
+    meaning = ("1 = the strongest attention in the image, 0 = the weakest" if relative else
                "1 = the model passes these features on fully, 0 = it suppresses them")
     data = np.asarray(amap.data, np.float32)
     values = f"; here {float(data.min()):.2f}-{float(data.max()):.2f}" if data.size else ""
     return (f"attention {amap.name}: {which} of {count} map{'s' if count != 1 else ''}, one value per {size} image "
-            f"pixels. Colour scale 0-1 (inferno): {meaning}{values}.")
+            f"pixels. Colour scale 0-1 (inferno, transparent at 0): {meaning}{values}.")
 
 
 def attention_layer(amap: AttentionMap, name: str, where: Placement, meta: dict, visible: bool,
@@ -156,8 +157,7 @@ def attention_layer(amap: AttentionMap, name: str, where: Placement, meta: dict,
     if note:
         info["help"] = note
     kwargs = {
-        "name": f"{name} attention {amap.name}", "colormap": "inferno", "blending": "additive",
-        "contrast_limits": (0.0, 1.0), "opacity": 0.5, "visible": visible,
+        "name": f"{name} attention {amap.name}", **heatmap_style(), "visible": visible,
         "metadata": {"attnseg": info},
         **where.compose(amap.scale, amap.translate),
     }

@@ -7,6 +7,8 @@ import time
 import numpy as np
 import pytest
 
+from napari_attnseg.display import HEATMAP_COLORMAP_NAME
+
 pytestmark = pytest.mark.gui
 
 
@@ -40,7 +42,7 @@ def test_run_on_2d_layer_makes_aligned_layers(widget, qtbot, tiny_checkpoint):
     assert not viewer.layers["cells probability"].visible
     assert viewer.layers["cells attention level2"].visible and not viewer.layers["cells attention level4"].visible
     att = viewer.layers["cells attention level3"]  # stride 4
-    assert att.colormap.name == "inferno" and att.blending == "additive" and att.opacity == 0.5
+    assert att.colormap.name == HEATMAP_COLORMAP_NAME and att.blending == "translucent" and att.opacity == 0.8
     # world coordinates of map pixel (i, j) = centre of the 4x4 image block it covers
     image = viewer.layers["cells"]
     i, j = 3, 5
@@ -216,7 +218,7 @@ def test_where_does_this_pixel_look_on_msga(widget, qtbot, tiny_checkpoint):
     # a click at data pixel (20, 30), given as the world position napari passes to the callback
     w._on_click(image, SimpleNamespace(position=image.data_to_world((20, 30))))
     heat = viewer.layers["cells pixel attention"]
-    assert heat.data.shape == (16, 16) and heat.colormap.name == "inferno"
+    assert heat.data.shape == (16, 16) and heat.colormap.name == HEATMAP_COLORMAP_NAME
     assert heat.metadata["attnseg"]["point"] == pytest.approx([20.0, 30.0])
     # map pixel (i, j) at stride 4 sits on the centre of the image block it covers
     np.testing.assert_allclose(heat.data_to_world((2, 3)), image.data_to_world((8 + 1.5, 12 + 1.5)))

@@ -23,6 +23,24 @@ from .tiling import TileGrid, block_mean
 FINALIZE_VOXELS = {"cpu": 2**20, "device": 2**24}
 
 
+def scale_whole(data, how: str):
+    """``data`` (a fresh float32 NumPy array or tensor: scaled in place) to [0, 1] over all its values, as
+    ``models.base.scale_relative`` scales each sample of a call: ``"minmax"`` (the weakest value -> 0, the
+    strongest -> 1) or ``"max"`` (divided by the strongest). A constant map becomes 0."""
+    if how not in ("minmax", "max"):
+        raise ValueError(f"unknown attention scaling {how!r}")
+    if math.prod(data.shape) == 0:
+        return data
+    hi = float(data.max())
+    if how == "max":
+        data /= max(hi, 1e-30)
+        return data
+    lo = float(data.min())
+    data -= lo
+    data /= max(hi - lo, 1e-12)
+    return data
+
+
 class SlabBlender:
     """Accumulates batches of tiles (in ``starts`` order) and writes finished slices to the outputs.
 
@@ -41,6 +59,7 @@ class SlabBlender:
         self.imp = self._dev_array(grid.importance)
         self.map_acc: dict[str, Any] = {}
         self.map_tile_w: dict[str, Any] = {}
+        self.relative: dict[str, str] = {}  # maps blended raw, scaled once per image (see attention_maps)
         if attention:
             for name, s in strides.items():
                 self.map_acc[name] = self._zeros(tuple(e // st for e, st in zip(grid.extent, s)))
@@ -69,6 +88,7 @@ class SlabBlender:
         """Add a batch of tile probabilities (B, K, *tile) and attention maps (B, *map)."""
         buf_lo, depth0 = self.buf_lo, self.depth0
         weighted = p_batch[:, 1:] * self.imp  # weighted for the whole batch at once: fewer kernels on a GPU
+        self.relative.update(getattr(m_batch, "relative", {}))  # forward.MapBatch: these maps came raw
         maps = {name: m * self.map_tile_w[name] for name, m in m_batch.items()}
         for i, s0 in enumerate(batch_starts):
             sl = (slice(s0[0] - buf_lo, s0[0] - buf_lo + depth0),
@@ -137,7 +157,9 @@ class SlabBlender:
     def attention_maps(self, factors) -> list[AttentionMap]:
         """The blended attention maps (float16 in [0, 1]) with their scale and translation in image
         pixels (``factors``: the resampling to the model's spacing, or None). On a device they are
-        finished there and come back in float16."""
+        finished there and come back in float16. A relative map (blended from the model's raw values) is
+        scaled here, once over the whole image (every slice of a volume): 1 is its strongest value in the
+        image, not in each tile, so the tile grid does not show."""
         maps = []
         for level, (name, acc) in enumerate(self.map_acc.items()):
             st = self.strides[name]
@@ -148,6 +170,8 @@ class SlabBlender:
                 wsum[tuple(slice(p // s_, p // s_ + d) for p, s_, d in zip(s0, st, tw.shape))] += tw
             data = acc[crop] / wsum[crop]
             del wsum
+            if name in self.relative:
+                data = scale_whole(data, self.relative[name])
             if self.on_dev:  # clamping before the cast gives what casting first gives
                 data = data.clamp_(0.0, 1.0).to(torch.float16).cpu().numpy()
             else:

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from ..errors import Cancelled
+from ..models.base import RAW_ATTENTION
 from .normalize import apply_stats
 from .precision import autocast_context
 
@@ -36,11 +37,23 @@ def flip_sets(nd: int, tta: bool) -> list[tuple[int, ...]]:
                    if tta else [])
 
 
+class MapBatch(dict):
+    """The attention maps of a batch of tiles, name -> (B, *map). ``relative``: the maps that came back raw
+    (the model's ``relative_attention``, name -> scaling), to be scaled once the whole image is blended
+    (``SlabBlender.attention_maps``); the others are final values in [0, 1]. The note travels with the maps
+    it describes: a plain dict means every map is final."""
+
+    def __init__(self, maps=(), relative: dict[str, str] | None = None):
+        super().__init__(maps)
+        self.relative = dict(relative or {})
+
+
 def run_batch(net, x: torch.Tensor | np.ndarray, mode: str, dev, prec: str, attention: bool, tta: bool,
               n_classes: int, cancel, to_numpy: bool = True):
     """Run the model on a batch of tiles (B, C, *tile), a tensor (the engine's: already on ``dev``) or a
     NumPy array; returns probabilities (B, K, *tile) and maps (B, *map), as NumPy arrays, or as
-    float32 tensors on ``dev`` with ``to_numpy=False``."""
+    float32 tensors on ``dev`` with ``to_numpy=False``. The maps are a :class:`MapBatch`: a model's relative
+    maps are asked for raw (``return_attention="raw"``), so that tiles are not scaled each on its own."""
     xt = (x if isinstance(x, torch.Tensor) else torch.from_numpy(x)).to(dev, non_blocking=True)
     squeeze = mode == "slices"
     if squeeze:
@@ -49,6 +62,8 @@ def run_batch(net, x: torch.Tensor | np.ndarray, mode: str, dev, prec: str, atte
     flips = flip_sets(nd, tta)
     prob_sum = None
     map_sum: dict[str, torch.Tensor] = {}
+    relative = dict(getattr(net, "relative_attention", None) or {}) if attention else {}
+    ask = RAW_ATTENTION if relative else True  # (a model without relative maps is called as it always was)
     with torch.inference_mode(), autocast_context(dev, prec):
         for f in flips:
             if cancel is not None and cancel.cancelled:
@@ -56,7 +71,7 @@ def run_batch(net, x: torch.Tensor | np.ndarray, mode: str, dev, prec: str, atte
             inp = torch.flip(xt, f) if f else xt
             inp = inp.contiguous(memory_format=torch.channels_last if nd == 2 else torch.channels_last_3d)
             if attention:
-                logits, maps = net(inp, return_attention=True)
+                logits, maps = net(inp, return_attention=ask)
             else:
                 logits, maps = net(inp), {}
             logits = logits.float()
@@ -71,18 +86,19 @@ def run_batch(net, x: torch.Tensor | np.ndarray, mode: str, dev, prec: str, atte
                 m = m.mean(1)  # several gates (heads) per level are shown as their mean
                 map_sum[name] = map_sum.get(name, 0) + m
     n = len(flips)
+    relative = {k: how for k, how in relative.items() if k in map_sum}
     if not to_numpy:
         probs, maps_t = prob_sum / n, {k: v / n for k, v in map_sum.items()}
         if squeeze:
             probs = probs[:, :, None]
             maps_t = {k: v[:, None] for k, v in maps_t.items()}
-        return probs.contiguous(), maps_t
+        return probs.contiguous(), MapBatch(maps_t, relative)
     probs = (prob_sum / n).cpu().numpy()
     maps_np = {k: (v / n).cpu().numpy() for k, v in map_sum.items()}
     if squeeze:
         probs = probs[:, :, None]
         maps_np = {k: v[:, None] for k, v in maps_np.items()}
-    return probs, maps_np
+    return probs, MapBatch(maps_np, relative)
 
 
 class ForwardTimer:

@@ -10,6 +10,25 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+# ``model(x, return_attention=RAW_ATTENTION)``: the maps named in ``model.relative_attention`` come back unscaled
+RAW_ATTENTION = "raw"
+RELATIVE_SCALINGS = ("minmax", "max")
+
+
+def scale_relative(m: torch.Tensor, how: str) -> torch.Tensor:
+    """Scale each sample of a map batch (B, ...) to [0, 1] over all its values: ``"minmax"`` (the weakest
+    value -> 0, the strongest -> 1) or ``"max"`` (divided by the strongest; the map is >= 0). A constant
+    map (or an all-zero one, for ``"max"``) becomes 0."""
+    flat = m.flatten(1)
+    shape = (-1,) + (1,) * (m.dim() - 1)
+    hi = flat.amax(1).view(shape)
+    if how == "max":
+        return m / hi.clamp_min(1e-30)
+    if how != "minmax":
+        raise ValueError(f"unknown attention scaling {how!r}; one of {RELATIVE_SCALINGS}")
+    lo = flat.amin(1).view(shape)
+    return (m - lo) / (hi - lo).clamp_min(1e-12)
+
 
 @dataclass
 class TrainOutput:
@@ -55,6 +74,9 @@ class SegmentationModel(nn.Module):
         }
         self.size_divisor: int = 1
         self.attention_strides: dict[str, tuple[int, ...]] = OrderedDict()
+        # maps whose values only mean something relative to each other (name -> one of RELATIVE_SCALINGS);
+        # the others are already absolute, in [0, 1] (sigmoid gates). See ``scale_attention``.
+        self.relative_attention: dict[str, str] = {}
         self.encoder_prefixes: tuple[str, ...] = ()
 
     # -- helpers for subclasses -------------------------------------------------------------
@@ -83,6 +105,16 @@ class SegmentationModel(nn.Module):
             size = tuple(-(-s // st) for s, st in zip(spatial, stride))
             out[name] = self._crop(m, size)
         return out
+
+    def scale_attention(self, maps: OrderedDict[str, torch.Tensor], return_attention) -> OrderedDict[str, torch.Tensor]:
+        """What ``forward(x, return_attention)`` returns as maps: the relative ones scaled to [0, 1] per sample
+        of this call (``return_attention=True``), or left raw (``RAW_ATTENTION``): the inference engine asks
+        for raw maps, blends the tiles of an image and scales each map once over the whole image, so the
+        tile grid does not show (scaled per tile, every tile reached 0 and 1)."""
+        if return_attention == RAW_ATTENTION:
+            return maps
+        rel = self.relative_attention
+        return OrderedDict((k, scale_relative(m, rel[k]) if k in rel else m) for k, m in maps.items())
 
     # -- interface --------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, return_attention: bool = False):  # pragma: no cover

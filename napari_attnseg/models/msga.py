@@ -169,13 +169,6 @@ class GuidedAttention(nn.Module):
         return self.project(attended * recon), latent, recon
 
 
-def _minmax(m: torch.Tensor) -> torch.Tensor:
-    """Scale each sample's map to [0, 1] (min-max); applied after cropping off the padding."""
-    lo = m.flatten(1).amin(1).view(-1, 1, 1, 1)
-    hi = m.flatten(1).amax(1).view(-1, 1, 1, 1)
-    return (m - lo) / (hi - lo).clamp_min(1e-12)
-
-
 class MultiScaleGuidedAttention(SegmentationModel):
     """Multi-scale self-guided attention network (2D).
 
@@ -210,6 +203,8 @@ class MultiScaleGuidedAttention(SegmentationModel):
         self.attention_strides = OrderedDict(
             (f"scale{s + 1} step{k}", (4, 4)) for s in range(4) for k in (1, 2)
         )
+        # mean |guided attention output|: no fixed range, shown min-max scaled (per call, or per image by the engine)
+        self.relative_attention = {name: "minmax" for name in self.attention_strides}
         self.encoder_prefixes = ("backbone.",)
 
     def _features(self, x: torch.Tensor):
@@ -227,7 +222,7 @@ class MultiScaleGuidedAttention(SegmentationModel):
             a1, z1, r1 = self.step1[s](inp1)
             inp2 = torch.cat([f, a1 * fused], 1)
             a2, z2, r2 = self.step2[s](inp2)
-            # the guided attention output reduced over channels (scaled to [0, 1] below)
+            # the guided attention output reduced over channels (raw: forward scales it, see relative_attention)
             maps[f"scale{s + 1} step1"] = a1.abs().mean(1, keepdim=True)
             maps[f"scale{s + 1} step2"] = a2.abs().mean(1, keepdim=True)
             logits1.append(self.heads1[s](a1))
@@ -239,13 +234,15 @@ class MultiScaleGuidedAttention(SegmentationModel):
             return self._crop(resize_to(t, x.shape[2:]), spatial)
 
         aux = GUIDED_WEIGHT * torch.stack(guided, 1).sum(1).mean() + RECONSTRUCTION_WEIGHT * torch.stack(recon, 1).sum(1).mean()
-        maps = OrderedDict((k, _minmax(m)) for k, m in self._crop_maps(maps, spatial).items())
+        maps = self._crop_maps(maps, spatial)  # (the padding cropped off before any scaling)
         return [up(t) for t in logits1], [up(t) for t in logits2], maps, aux
 
-    def forward(self, x: torch.Tensor, return_attention: bool = False):
+    def forward(self, x: torch.Tensor, return_attention: bool | str = False):
+        """Logits; with ``return_attention`` also the maps, min-max scaled per sample of this call, or raw
+        with ``return_attention="raw"`` (see ``SegmentationModel.scale_attention``)."""
         _, refined, maps, _ = self._run(x)
         logits = torch.stack(refined, 0).mean(0)
-        return (logits, maps) if return_attention else logits
+        return (logits, self.scale_attention(maps, return_attention)) if return_attention else logits
 
     def forward_train(self, x: torch.Tensor) -> TrainOutput:
         first, refined, _, aux = self._run(x)

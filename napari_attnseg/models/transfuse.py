@@ -173,6 +173,7 @@ class TransFuse(SegmentationModel):
             ("bifusion 1/4", (4, 4)), ("gate 1/4", (4, 4)), ("bifusion 1/8", (8, 8)),
             ("gate 1/8", (8, 8)), ("bifusion 1/16", (16, 16)), ("vit tokens", (16, 16)),
         ])
+        self.relative_attention = {"vit tokens": "max"}  # the others are sigmoid gates, in [0, 1] as they are
         self.encoder_prefixes = ("stem.", "cnn.", "patch.", "pos", "blocks.", "norm.")
 
     def _tokens(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -195,8 +196,9 @@ class TransFuse(SegmentationModel):
         token_map = None
         if want_maps:  # explicit weights for display; the output still goes through the fused kernel
             attn = last.attention_weights(seq).mean(1)  # (B, N, N), averaged over heads
-            received = attn.mean(1).view(-1, 1, h, w)  # how much each token is attended to (no CLS token)
-            token_map = received / received.flatten(1).amax(1).view(-1, 1, 1, 1)
+            # how much each token is attended to (no CLS token), in units of the uniform share 1/N: the raw map
+            # does not depend on the tile size; forward divides it by its maximum (relative_attention)
+            token_map = attn.mean(1).view(-1, 1, h, w) * float(h * w)
         seq = self.norm(last(seq))
         t16 = seq.transpose(1, 2).reshape(x.shape[0], -1, h, w)
         t8 = self.t_up1(resize_to(t16, g8.shape[2:]))
@@ -219,9 +221,11 @@ class TransFuse(SegmentationModel):
             ]), spatial)
         return outputs, maps
 
-    def forward(self, x: torch.Tensor, return_attention: bool = False):
-        (final, _, _), maps = self._run(x, return_attention)
-        return (final, maps) if return_attention else final
+    def forward(self, x: torch.Tensor, return_attention: bool | str = False):
+        """Logits; with ``return_attention`` also the maps, "vit tokens" divided by its maximum per sample of
+        this call, or raw with ``return_attention="raw"`` (see ``SegmentationModel.scale_attention``)."""
+        (final, _, _), maps = self._run(x, bool(return_attention))
+        return (final, self.scale_attention(maps, return_attention)) if return_attention else final
 
     def forward_train(self, x: torch.Tensor) -> TrainOutput:
         (final, trans, f16), _ = self._run(x, False)
