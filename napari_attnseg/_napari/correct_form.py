@@ -8,6 +8,7 @@ and connects each button to the panel's method of the same action (``fill_holes`
 
 from __future__ import annotations
 
+import numpy as np
 from magicgui.widgets import (
     CheckBox,
     ComboBox,
@@ -22,6 +23,7 @@ from magicgui.widgets import (
 from qtpy.QtWidgets import QSizePolicy, QVBoxLayout
 
 from ..options import DATASET_FORMATS
+from ._common import set_choices
 
 
 def _button(text: str, slot, tooltip: str | None = None) -> PushButton:
@@ -200,3 +202,46 @@ class CorrectForm:
         box.remove(p.status)  # (prompt_mode writes only p.status.value)
         p.status = StatusLine()
         box.insert(i, p.status)
+
+
+class ClassList:
+    """The helpers' *Class* list follows the chosen mask's label values: built when the mask is chosen (or its data
+    replaced), and grown when a brush stroke, a click or a helper writes a value above the last one listed, read
+    from the edit's own values (its paint event), never from the volume. It was built only when another mask was
+    chosen: a class added by painting or clicking could not be picked. Needs the panel's ``class_combo`` and
+    ``_watched`` (the chosen mask)."""
+
+    _class_top = 0  # the highest value listed
+    _class_names: list[str] = []  # the mask's class names (its card's or metadata's), background first
+
+    def _list_classes(self, layer, classes: list[str] | None = None, top: int | None = None) -> None:
+        """List the classes 1..top of ``layer`` (``top``: the highest value; default read from its data), keeping
+        the chosen one."""
+        if classes is not None:
+            self._class_names = classes
+        classes = self._class_names
+        if top is None:
+            top = int(np.asarray(layer.data).max(initial=0))
+        top = max(len(classes) - 1, top)
+        names = [classes[i] if i < len(classes) else f"class {i}" for i in range(1, top + 1)]
+        set_choices(self.class_combo, [("all classes", 0), *((f"{i}: {n}", i) for i, n in enumerate(names, 1))])
+        self._class_top = top
+
+    def _follow_values(self, layer, on: bool) -> None:
+        for name, slot in (("paint", self._values_painted), ("data", self._values_replaced)):
+            ev = getattr(layer.events, name, None)
+            if ev is not None:
+                (ev.connect if on else ev.disconnect)(slot)
+
+    def _values_painted(self, event=None) -> None:
+        """An edit of the chosen mask (napari's history atoms: a brush's value, a click's or helper's values)."""
+        top = 0
+        for atom in getattr(event, "value", None) or []:
+            new = atom.new_value if hasattr(atom, "new_value") else atom[2]
+            top = max(top, int(np.max(np.asarray(new), initial=0)))
+        if top > self._class_top and self._watched is not None:
+            self._list_classes(self._watched, top=top)
+
+    def _values_replaced(self, *_) -> None:
+        if self._watched is not None:
+            self._list_classes(self._watched)

@@ -28,14 +28,14 @@ from ._common import (
     set_choices,
 )
 from .correct_export import CorrectExport, _fine_tuned_on, folder_text
-from .correct_form import CorrectForm
+from .correct_form import ClassList, CorrectForm
 from .correct_helpers import LiveStats, MaskHelpers
 from .suggest_tool import SuggestTool
 
 REVIEWED_KEY = "reviewed_slices"
 
 
-class CorrectWidget(Undockable, QWidget, CorrectForm, CorrectExport, MaskHelpers, LiveStats, SuggestTool):
+class CorrectWidget(Undockable, QWidget, CorrectForm, ClassList, CorrectExport, MaskHelpers, LiveStats, SuggestTool):
     def __init__(self, napari_viewer):
         super().__init__()
         self.viewer = napari_viewer
@@ -157,10 +157,12 @@ class CorrectWidget(Undockable, QWidget, CorrectForm, CorrectExport, MaskHelpers
         if layer is not self._watched:
             if self._watched is not None:
                 self._watch(self._watched, False)
+                self._follow_values(self._watched, False)
             self._watched = layer
             self.stats_label.value = ""
             if layer is not None:
                 self._watch(layer, True)  # its edits update the statistics by what they change
+                self._follow_values(layer, True)  # and the Class list by the values they write
                 source = self._source_image(layer.name)
                 if source in self.viewer.layers and self.image_combo.value != source:
                     with self.image_combo.changed.blocked():
@@ -172,9 +174,7 @@ class CorrectWidget(Undockable, QWidget, CorrectForm, CorrectExport, MaskHelpers
                     with self.class_names_edit.changed.blocked():
                         self.class_names_edit.value = names
                 self._auto_names = names
-                top = max(len(classes) - 1, int(np.asarray(layer.data).max(initial=0)))
-                names = [classes[i] if i < len(classes) else f"class {i}" for i in range(1, top + 1)]
-                set_choices(self.class_combo, [("all classes", 0), *((f"{i}: {n}", i) for i, n in enumerate(names, 1))])
+                self._list_classes(layer, classes)  # (and as values are painted: _values_painted)
             self._update_info()  # (the same mask still chosen: nothing to show anew)
 
     def _names_typed(self, *_) -> None:

@@ -20,12 +20,10 @@ from napari.qt.threading import thread_worker
 
 from ..errors import AttnSegError
 from ..prompts.session import PromptSession, revert
-from ._common import error_message, notify_error, notify_warning, set_choices, upsert_layer
+from ._common import error_message, notify_error, notify_warning, set_choices
 from .prompt_checks import PromptChecks, click_status, promptable_models
-from .prompt_view import click_refusal, new_object_value
-from .prompt_write import show_prompt_attention
-
-POSITIVE, NEGATIVE = "#30d060", "#ff4040"
+from .prompt_view import NEGATIVE, POSITIVE, click_refusal, new_object_value, prompts_layer
+from .prompt_write import show_prompt_attention, write_step
 
 
 class PromptMode:
@@ -125,9 +123,7 @@ class PromptMode:
             self.enable_box.value = False
             return
         if on:
-            self.points_layer = upsert_layer(self.viewer, np.empty((0, image.ndim)), {
-                "name": f"{image.name} prompts", "size": 8, "face_color": POSITIVE, "border_color": "white",
-                **{k: getattr(image, k) for k in ("scale", "translate")}}, "points")
+            self.points_layer = prompts_layer(self.viewer, image, self.points_layer)  # (the renamed one too)
             self.points_layer.mode = "pan_zoom"  # the clicks are ours: napari must not add points itself
             if self._on_click not in self.points_layer.mouse_drag_callbacks:
                 self.points_layer.mouse_drag_callbacks.append(self._on_click)
@@ -213,6 +209,8 @@ class PromptMode:
         if mask not in self.viewer.layers or image not in self.viewer.layers or chosen != (mask.name, image.name):
             self.new_object()
             self.status.value = "New object: the mask or image changed (the earlier clicks stay in their mask)."
+            if mask not in self.viewer.layers:  # (a run still going for it is dropped: nothing to write into)
+                self.status.value = f"The mask '{mask.name}' was deleted, and its clicks with it: choose a mask, then click."
 
     def _refuse(self, message: str) -> None:
         self.status.value = message
@@ -346,7 +344,7 @@ class PromptMode:
         """Write a run's result for the object (``session``) whose clicks it used, even if a new object was
         started meanwhile; a run whose clicks were undone or replaced while it ran is dropped (the next
         run, already queued, replaces it). The edit is computed over the run's crop and written through
-        ``data_setitem`` (one history entry holding the changed voxels only); the mask's paint event
+        ``data_setitem`` (one history entry of its own holding the changed voxels only); the mask's paint event
         schedules the panel's statistics."""
         from ..prompts.size import write_report
         from .prompt_write import click_edit
@@ -367,7 +365,7 @@ class PromptMode:
                               not session.states)
         session.record(after, used, (where, values), labels, z=z)
         if where[0].size:
-            mask.data_setitem(where, values)
+            write_step(mask, where, values)  # its own undo step, also while a brush stroke is painted
         if session is not self.session:  # a new object was started (or the mode left) while this one ran
             self.status.value = f"The previous object was written ({report['added'] + report['removed']} voxels changed)."
             return
@@ -390,7 +388,7 @@ class PromptMode:
             if mask is not None and mask in self.viewer.layers:
                 where, values = revert(np.asarray(mask.data), state)
                 if where[0].size:
-                    mask.data_setitem(where, values)
+                    write_step(mask, where, values)
         if not self.clicks:
             self.new_object()
         self._show_points()  # (the reverted voxels' paint event schedules the panel's statistics)

@@ -2,9 +2,15 @@
 object. Clicks in the 3D view hit no one voxel; with a 2D click model on a volume, a click on a rolled view (the
 slider on y or x: a coronal or sagittal plane on screen) would segment the axial slice through the clicked voxel,
 which is not the plane shown, so the change would appear as a line across the view (audit: 111 voxels written
-on an axial slice nobody saw). Both are refused with the way back."""
+on an axial slice nobody saw). Both are refused with the way back. And the Points layer that takes the clicks
+(:func:`prompts_layer`), the same one through renames."""
 
 from __future__ import annotations
+
+import numpy as np
+
+POSITIVE, NEGATIVE = "#30d060", "#ff4040"
+PROMPTS_KEY = "attnseg_prompts"  # a prompts layer's metadata: {"image": the image layer's unique_id, "name": given}
 
 
 def click_refusal(viewer, image, model_dims: int | None) -> str | None:
@@ -26,3 +32,37 @@ def new_object_value(class_value, mask) -> int:
         return int(class_value)
     selected = int(getattr(mask, "selected_label", 1) or 0)
     return selected if selected > 0 else 1
+
+
+def prompts_layer(viewer, image, current=None):
+    """The Points layer that takes the clicks on ``image``, emptied: the mode's layer for that image while it is still
+    in the viewer, under whatever name the user gave it (the name the mode gave it follows an image rename); else
+    '<image> prompts', added, or reused when the mode made it or it holds no points (a user's own layer of that
+    name, or one of another type, is left as it is: the new one gets napari's next free name). Renaming the layer and ticking the mode
+    again had added a second '<image> prompts' and left the renamed one unused."""
+    from napari.layers import Points
+
+    from ._common import upsert_layer
+
+    name = f"{image.name} prompts"
+    mine = [ly for ly in viewer.layers if isinstance(ly, Points) and ly.ndim == image.ndim
+            and (ly.metadata.get(PROMPTS_KEY) or {}).get("image") == image.unique_id]
+    layer = current if current in mine else next(iter(mine), None)
+    place = {k: getattr(image, k) for k in ("scale", "translate")}
+    if layer is not None:
+        given = layer.metadata[PROMPTS_KEY].get("name")
+        if layer.name == given and name not in viewer.layers:  # (a name the user typed stays)
+            layer.name = name
+        layer.data = np.empty((0, image.ndim))
+        for key, value in place.items():
+            setattr(layer, key, value)
+    else:
+        kwargs = {"name": name, "size": 8, "face_color": POSITIVE, "border_color": "white", **place}
+        other = viewer.layers[name] if name in viewer.layers else None
+        if other is not None and (not isinstance(other, Points) or (not other.metadata.get(PROMPTS_KEY) and len(other.data))):
+            layer = viewer.add_points(np.empty((0, image.ndim)), **kwargs)
+        else:
+            layer = upsert_layer(viewer, np.empty((0, image.ndim)), kwargs, "points")
+    given = layer.name if layer.name == name else (layer.metadata.get(PROMPTS_KEY) or {}).get("name", layer.name)
+    layer.metadata[PROMPTS_KEY] = {"image": image.unique_id, "name": given}
+    return layer

@@ -14,6 +14,8 @@ from dataclasses import replace
 
 import numpy as np
 
+from ..display import heatmap_style
+
 
 def extent(mask: np.ndarray | None) -> tuple[slice, ...] | None:
     """The bounding box of ``mask``'s True voxels (None: empty). Each axis is reduced over the slab left
@@ -76,10 +78,18 @@ def click_edit(labels: np.ndarray, result, value: int, session, z: int | None = 
     return (np.full_like(where[0], z), *where), values, result.mask
 
 
+def attention_layer_of(viewer, image):
+    """The prompt attention layer shown for ``image`` (by its unique id: found after either is renamed)."""
+    return next((ly for ly in viewer.layers if type(ly).__name__ == "Image"
+                 and (ly.metadata.get("attnseg") or {}).get("prompt_attention") is not None
+                 and ly.metadata["attnseg"].get("image") == image.unique_id), None)
+
+
 def show_prompt_attention(viewer, result, image, z: int | None, keep_selected=None) -> None:
     """The finest level of a run's modulated attention as the layer '<image> prompt attention' (updated in
     place), placed on ``image``; ``z``: a 2D model's run on that slice of a volume. napari selects a layer it
-    adds: ``keep_selected`` (the prompts layer, which takes the clicks) is selected again."""
+    adds: ``keep_selected`` (the prompts layer, which takes the clicks) is selected again. An earlier click's layer
+    for the image is updated after either was renamed (a renamed image got a second layer beside the first)."""
     from ._common import placement_of, upsert_layer
 
     if not result.attention:
@@ -91,10 +101,30 @@ def show_prompt_attention(viewer, result, image, z: int | None, keep_selected=No
     if z is not None:
         data, scale, translate = data[None], (1.0, *scale), (float(z), *translate)
     selected = viewer.layers.selection.active
+    name = given = f"{image.name} prompt attention"
+    if (layer := attention_layer_of(viewer, image)) is not None:  # (renamed with the image, or by the user)
+        given = layer.metadata["attnseg"].get("name")
+        if layer.name == given and name not in viewer.layers:  # the name it was given follows the image's
+            layer.name = given = name
+        name = layer.name  # (a name the user typed stays)
     layer = upsert_layer(viewer, data, {
-        "name": f"{image.name} prompt attention", "colormap": "inferno", "blending": "additive",
-        "contrast_limits": (0.0, 1.0), "opacity": 0.5, "metadata": {"attnseg": {"prompt_attention": amap.name}},
+        "name": name, **heatmap_style(),  # (the Segment run's heatmaps' look: display.py)
+        "metadata": {"attnseg": {"prompt_attention": amap.name, "image": image.unique_id, "name": given}},
         **placement_of(image).compose(scale, translate)}, "image")
     layer.visible = True  # hidden when the last object ended
     if keep_selected is not None and selected is keep_selected and keep_selected in viewer.layers:
         viewer.layers.selection.active = keep_selected
+
+
+def write_step(mask, where, values) -> None:
+    """``mask.data_setitem(where, values)`` as an undo step of its own. A click's result arrives from the worker
+    whenever it is done, also while the user paints a brush stroke on the mask: napari then stages the stroke's
+    history (``_block_history``, set by ``Labels.block_history`` / ``_begin_stroke`` until the stroke ends), and the
+    click's voxels joined the stroke's step, so one Ctrl+Z undid both. The click is written unstaged (its own
+    entry, and its paint event at once); the stroke's staged atoms stay and are committed when it ends."""
+    staged = getattr(mask, "_block_history", False)
+    mask._block_history = False
+    try:
+        mask.data_setitem(where, values)
+    finally:
+        mask._block_history = staged
