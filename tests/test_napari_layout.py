@@ -191,3 +191,20 @@ def test_plugin_keys_leave_napari_keys_alone(make_napari_viewer):
     assert mask.metadata.get("reviewed_slices") == [2] and mask.mode == "pan_zoom"
     texts = {w.text(): w.toolTip() for w in _controls(dock.correct) if hasattr(w, "text")}
     assert "Shapes" in texts["Mark slice (R)"] and "canvas" in texts["Mark slice (R)"]
+
+
+def test_long_layer_and_model_names_do_not_widen_the_tabs(make_napari_viewer):
+    """A layer named after its BIDS file and a long model name: the lists used to ask for their longest entry, so
+    the Segment and Correct tabs grew past a 256 px dock (1920 x 1080 at 200 %) into a sideways scroll."""
+    name = "sub-01_ses-02_acq-highres_T1w_space-MNI152NLin2009cAsym_desc-preproc"
+    viewer = make_napari_viewer(show=True)
+    viewer.add_image(np.zeros((64, 64), np.float32), name=name)
+    viewer.add_labels(np.zeros((64, 64), np.uint8), name=f"{name} mask")
+    _, dock = viewer.window.add_plugin_dock_widget("napari-attnseg", "Attention segmentation")
+    _pump()
+    assert dock.segment.image_combo.value == name
+    for i in range(dock.tabs.count()):
+        dock.tabs.setCurrentIndex(i)
+        _pump()
+        width = dock.tabs.currentWidget().widget().minimumSizeHint().width()
+        assert width <= 256, (dock.tabs.tabText(i), width)

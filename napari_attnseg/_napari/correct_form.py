@@ -96,7 +96,7 @@ class CorrectForm:
         self.size_spin = SpinBox(min=1, max=10**7, value=20, tooltip="Size in voxels (pixels in a 2D image)")
         self.radius_spin = SpinBox(label="radius", min=1, max=20, value=1,
                                    tooltip="Radius in voxels of Open and Close")
-        self.keep_button = _button("Keep the object under the cursor (K)", self.keep_at_cursor,
+        self.keep_button = _button("Keep object at cursor (K)", self.keep_at_cursor,
                                    "Remove every other object of that class: for when the largest object is not "
                                    "the one that matters. Point at it in the viewer and press K (or click here).")
         helpers = Container(widgets=[
@@ -106,14 +106,14 @@ class CorrectForm:
                  _button("Largest component", self.keep_largest,
                          "Keep only the largest connected object of the class")),
             self.keep_button,
-            _row(_button("Remove objects under", self.remove_small,  # (+ the spin box: fits a narrow dock)
+            _row(_button("Remove objects <", self.remove_small,  # (+ the spin box: fits a narrow dock)
                          "Remove the objects of the class with fewer voxels than the number beside"), self.size_spin),
             _row(_button("Open", self.open_, "Morphological opening with the radius beside: removes specks and "
                                              "thin spurs"),
                  _button("Close", self.close_, "Morphological closing with the radius beside: fills small gaps "
                                                "and notches"),
                  Label(value="radius"), self.radius_spin),
-            _button("Interpolate between annotated slices", self.interpolate,
+            _button("Interpolate between slices", self.interpolate,
                     "Fill the slices between annotated slices by shape interpolation; the reviewed slices stay "
                     "as they are"),
         ], labels=False)
