@@ -218,3 +218,30 @@ def test_k_on_a_volume_leaves_the_reviewed_slices_off_screen(make_napari_viewer,
     assert any("reviewed slices 20" in str(n.message) for n in notifications)
     mask.undo()
     assert np.array_equal(mask.data, data)
+
+
+def test_the_fine_tune_tab_of_the_next_session_proposes_the_last_dataset(make_napari_viewer, tmp_path):
+    """Day 2, no export yet in this napari: the Fine-tune tab proposes the dataset folder last exported to (it was
+    empty, and Run said to export one first), and nothing when that folder is no longer a dataset."""
+    import shutil
+
+    from napari_attnseg._napari.finetune_widget import FinetuneWidget
+    from napari_attnseg.data.export import export_case
+    from napari_attnseg.settings import remember_export
+
+    ds = tmp_path / "nuclei-ds"
+    image = np.random.default_rng(0).normal(100, 10, (64, 64)).astype(np.float32)
+    labels = np.zeros((64, 64), np.uint8)
+    labels[20:30, 20:30] = 1
+    record = export_case(image, labels, ds, "tiff", label_names=["background", "nucleus"])
+    assert remember_export(ds, "tiff", record.case_id, "nuclei")
+
+    viewer = make_napari_viewer()
+    panel = FinetuneWidget(viewer)
+    panel.show()
+    assert str(panel.dataset_edit.value) == str(ds)
+
+    shutil.rmtree(ds)
+    later = FinetuneWidget(make_napari_viewer())
+    later.show()
+    assert str(later.dataset_edit.value).strip() in ("", ".")

@@ -164,11 +164,16 @@ class FinetuneWidget(Undockable, QWidget, StartModels, ValidationField):
             self.model_combo.value = label
 
     def default_dataset(self) -> str:
-        """The folder the Correct-and-export panel last exported to ('' when none)."""
+        """The folder the Correct-and-export panel last exported to, in this session or an earlier one while it is
+        still a dataset (the settings file); '' when none."""
+        from ..settings import last_export
         from .correct_widget import CorrectWidget
 
         corr = find_docked(self.viewer, CorrectWidget)
-        return str(corr.last_export_dir) if corr is not None and corr.last_export_dir else ""
+        if corr is not None and corr.last_export_dir:
+            return str(corr.last_export_dir)
+        found = last_export()
+        return found["dataset"] if found else ""
 
     def showEvent(self, event) -> None:  # noqa: N802 (Qt name)
         super().showEvent(event)
