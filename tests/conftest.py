@@ -82,3 +82,25 @@ def segment_panel(make_napari_viewer, monkeypatch):
     w = sw.SegmentWidget(viewer)
     w.messages = messages
     return viewer, w
+
+
+@pytest.fixture()
+def nuclei_click_panel(make_napari_viewer):
+    """A viewer with a 192 x 192 nuclei crop, an empty mask and a Correct panel in click mode with the bundled
+    `nuclei-2d-prompt`: (viewer, panel, mask layer, reference labels); skipped without the model."""
+    from napari_attnseg._napari.correct_widget import CorrectWidget
+    from napari_attnseg._paths import samples_dir
+    from napari_attnseg.data import read_image
+    from napari_attnseg.models.registry import bundled_models
+
+    if "nuclei-2d-prompt" not in bundled_models():
+        pytest.skip("no bundled promptable model")
+    image = read_image(samples_dir() / "nuclei2d_image.tif").data[:192, :192]
+    ref = read_image(samples_dir() / "nuclei2d_labels.tif").data[:192, :192]
+    viewer = make_napari_viewer()
+    viewer.add_image(image, name="cells")
+    mask = viewer.add_labels(np.zeros(image.shape, np.uint8), name="cells mask")
+    corr = CorrectWidget(viewer)
+    corr.prompt.model_combo.value = "nuclei-2d-prompt"
+    corr.prompt.enable_box.value = True
+    return viewer, corr, mask, ref

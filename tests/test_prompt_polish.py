@@ -31,23 +31,8 @@ def _press_release(viewer, position, **kw) -> None:
 
 
 @pytest.fixture
-def clicking(make_napari_viewer):
-    from napari_attnseg._napari.correct_widget import CorrectWidget
-    from napari_attnseg._paths import samples_dir
-    from napari_attnseg.data import read_image
-    from napari_attnseg.models.registry import bundled_models
-
-    if "nuclei-2d-prompt" not in bundled_models():
-        pytest.skip("no bundled promptable model")
-    image = read_image(samples_dir() / "nuclei2d_image.tif").data[:192, :192]
-    ref = read_image(samples_dir() / "nuclei2d_labels.tif").data[:192, :192]
-    viewer = make_napari_viewer()
-    viewer.add_image(image, name="cells")
-    mask = viewer.add_labels(np.zeros(image.shape, np.uint8), name="cells mask")
-    corr = CorrectWidget(viewer)
-    corr.prompt.model_combo.value = "nuclei-2d-prompt"
-    corr.prompt.enable_box.value = True
-    return viewer, corr, mask, ref
+def clicking(nuclei_click_panel):
+    return nuclei_click_panel
 
 
 def _centres(ref, n):
