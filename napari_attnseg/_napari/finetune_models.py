@@ -3,8 +3,8 @@ ones fine-tuned here), which one it proposes (the model that made the newest mas
 match the dataset's), and the card lookups behind that (classes, spatial dims, click models).
 
 :class:`StartModels` is a mixin of :class:`~.finetune_widget.FinetuneWidget`; it needs the panel's
-``viewer``, ``_paths`` (model label -> checkpoint path or bundled name), ``model_combo``, ``dataset_edit``
-and ``_model_changed()``.
+``viewer``, ``_paths`` (model label -> checkpoint path or bundled name), ``model_combo``, ``dataset_edit``,
+``run_button``, ``_pending`` (a dict) and ``_model_changed()``.
 """
 
 from __future__ import annotations
@@ -28,6 +28,11 @@ class StartModels:
 
         return find_docked(self.viewer, SegmentWidget)
 
+    def running(self) -> bool:
+        """A fine-tuning run is going: the form shows its settings; what would change them (a Segment run's new
+        mask, an export) waits for its end (:meth:`_after_run`), so its messages and the form agree."""
+        return not self.run_button.enabled
+
     def refresh_models(self) -> None:
         """Bundled models, the segment panel's models, and the default: the model the mask came from."""
         from ..models.registry import bundled_models
@@ -39,7 +44,33 @@ class StartModels:
         for name in user_model_entries(self._paths.values()):  # the user models folder
             self._paths.setdefault(name, name)
         self._add_segment_models()
+        if self.running():  # listed now, the choice stays; the default is proposed when the run ends
+            self._pending["refresh"] = True
+            set_choices(self.model_combo, list(self._paths))
+            return
         set_choices(self.model_combo, list(self._paths), prefer=self.default_model())
+        self._model_changed()
+
+    def follow_export(self, folder: str, previous: str | None, model: dict | str | None) -> None:
+        """The Correct panel exported ``folder``: train on it unless the user typed another dataset; start from
+        the model that made the mask (``model``: its provenance, or a list label). During a run: at its end."""
+        if self.running():
+            self._pending["export"] = (folder, previous, model)
+            return
+        if folder_text(self.dataset_edit) in ("", previous or ""):
+            self.dataset_edit.value = folder
+        label = self._label_for(model) if isinstance(model, dict) else model
+        if label in self._paths:
+            self.model_combo.value = label
+
+    def _after_run(self) -> None:
+        """A run ended: what was held back while it ran (an export to follow, a new default start model), and
+        the proposed output folder (a free one again: this run's is taken now)."""
+        pending, self._pending = self._pending, {}
+        if "export" in pending:
+            self.follow_export(*pending["export"])
+        if pending.get("refresh"):
+            self.refresh_models()
         self._model_changed()
 
     def _add_segment_models(self) -> None:
@@ -58,7 +89,8 @@ class StartModels:
             return
         self._add_segment_models()
         set_choices(self.model_combo, list(self._paths))
-        self._model_changed()
+        if not self.running():  # (the name and folder proposed for a run's model stay while it runs)
+            self._model_changed()
 
     def follow_segment(self, seg) -> None:
         """Offer the models ``seg`` (a Segment panel) adds from now on (connected once)."""

@@ -60,6 +60,7 @@ from .finetune_run import (
     panel_closed,
     proposed_model,
 )
+from .job_pool import start_long
 
 
 class FinetuneWidget(Undockable, QWidget, StartModels, ValidationField):
@@ -74,6 +75,7 @@ class FinetuneWidget(Undockable, QWidget, StartModels, ValidationField):
         current = self._run
         self.destroyed.connect(lambda *_: panel_closed(current))
         self._paths: dict[str, str] = {}  # model label -> checkpoint path or bundled name
+        self._pending: dict = {}  # what waits for the running job's end (StartModels._after_run)
         self._auto_out = ""  # the output folder we proposed (replaced when the dataset changes)
         self._auto_name = ""
         self._auto_description = ""
@@ -154,15 +156,6 @@ class FinetuneWidget(Undockable, QWidget, StartModels, ValidationField):
             typed = "" if name == self._auto_name else name
             self.out_edit.value = self._auto_out = str(proposed_model(self.model_combo.value, self._paths, typed)[1])
 
-    def follow_export(self, folder: str, previous: str | None, model: dict | str | None) -> None:
-        """The Correct panel exported ``folder``: train on it unless the user typed another dataset; start from
-        the model that made the mask (``model``: its provenance, or a list label)."""
-        if folder_text(self.dataset_edit) in ("", previous or ""):
-            self.dataset_edit.value = folder
-        label = self._label_for(model) if isinstance(model, dict) else model
-        if label in self._paths:
-            self.model_combo.value = label
-
     def default_dataset(self) -> str:
         """The folder the Correct-and-export panel last exported to, in this session or an earlier one while it is
         still a dataset (the settings file); '' when none."""
@@ -241,6 +234,7 @@ class FinetuneWidget(Undockable, QWidget, StartModels, ValidationField):
             notify_error(str(exc))
             return None
         run = self._run[0] = Run(Path(cfg.out))
+        start_label = self.model_combo.value  # (the form may change while it runs: its messages name this one)
         self._token = run.token
         self.history = []
         self.result = None
@@ -350,7 +344,7 @@ class FinetuneWidget(Undockable, QWidget, StartModels, ValidationField):
                        f"; to segment with it, open the Segment panel and load {Path(res.checkpoint).name} from there "
                        "with Load checkpoint...")
             if getattr(res, "kept_start", False):  # the start weights, with this dataset's card: say it plainly
-                notify_info(f"No epoch beat {self.model_combo.value} on the validation: its weights were kept and saved "
+                notify_info(f"No epoch beat {start_label} on the validation: its weights were kept and saved "
                             f"to {folder} (give it more time or review more slices){use}.")
             elif short:
                 notify_info(f"Less than one epoch ran: the model saved to {folder} has hardly changed; give a longer "
@@ -376,7 +370,7 @@ class FinetuneWidget(Undockable, QWidget, StartModels, ValidationField):
                 return
             self.run_button.enabled = True
             self.cancel_button.enabled = False
-            self._model_changed()  # the proposed output folder is a free one again (this run's is taken now)
+            self._after_run()  # what came meanwhile (an export, a new mask), and a free output folder again
 
         worker.yielded.connect(on_progress)
         worker.returned.connect(on_done)
@@ -385,7 +379,7 @@ class FinetuneWidget(Undockable, QWidget, StartModels, ValidationField):
         self.run_button.enabled = False
         self.cancel_button.enabled = True
         self.worker = worker
-        worker.start()
+        start_long(worker)
         return worker
 
     def cancel(self):

@@ -4,34 +4,28 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 from napari.layers import Image
-from napari.qt.threading import thread_worker
-from napari.utils import progress as napari_progress
 from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QFileDialog, QWidget
 
 from ..data.orientation import metadata_codes
 from ..display import CT_WINDOWS, is_hounsfield, window_limits
-from ..errors import AttnSegError, Cancelled
-from ..inference import CancelToken, iter_predict
+from ..errors import AttnSegError
+from ..inference import CancelToken
 from ._common import (
     Undockable,
     channel_stack_message,
     dims_message,
-    error_message,
     grey_layer_of,
-    is_deleted,
-    is_time_axis,
     layer_array,
     layer_hint,
     notify_error,
     notify_info,
     notify_warning,
-    placement_of,
     preview_array,
     set_choices,
 )
+from .job_segment import SegmentJob
 from .model_choice import card_dict, card_summary, model_for_layer, user_model_entries
 from .pixel_tool import PixelTool
 from .result_layers import ResultLayers
@@ -40,14 +34,7 @@ from .segment_form import MODES, SegmentForm
 __all__ = ["MODES", "SegmentWidget"]
 
 
-class _Failed:
-    """An expected failure carried back from the worker as a value."""
-
-    def __init__(self, error: Exception):
-        self.error = error
-
-
-class SegmentWidget(Undockable, QWidget, SegmentForm, ResultLayers, PixelTool):
+class SegmentWidget(Undockable, QWidget, SegmentForm, ResultLayers, PixelTool, SegmentJob):
     """Dock widget; ``confirm_overwrite(layer_name) -> bool`` can be replaced (tests, scripting).
     ``run_done(ok)`` is emitted once a run is over: its layers all shown (True), or it failed or was
     cancelled (False). The form is made of magicgui widgets (``self.form``, built by :class:`SegmentForm`);
@@ -290,111 +277,7 @@ class SegmentWidget(Undockable, QWidget, SegmentForm, ResultLayers, PixelTool):
             "brain_extraction": {"auto": None, "on": True, "off": False}[self.brain_combo.value],
             "orientation": metadata_codes(layer.metadata, layer.ndim),
         }
-        self._token = self._tokens[0] = CancelToken()
-        image, name = layer_array(layer), layer.name  # a pyramid: its full-resolution level
-        where = placement_of(layer)
-        # the source's file geometry travels with the results, so the writers can restore it
-        geometry = {k: layer.metadata[k] for k in ("affine", "spacing", "source_path") if k in layer.metadata}
-        geometry["attnseg_source_uid"] = layer.unique_id  # the Correct tab pairs the mask with this very layer
-        bar = napari_progress(total=1, desc=f"Segmenting {name}")
+        return self._start_job(layer, model, kwargs)
 
-        @thread_worker(start_thread=False, ignore_errors=True)
-        def work():
-            # expected failures (bad input, Cancel) come back as values, not as event-loop exceptions
-            gen = iter_predict(model, image, cancel=self._token, **kwargs)
-            while True:
-                try:
-                    done, total = next(gen)
-                except StopIteration as stop:
-                    return stop.value
-                except AttnSegError as exc:
-                    return _Failed(exc)  # (superqt re-raises an exception returned as is)
-                yield done, total
-
-        worker = work()
-
-        def on_progress(value):
-            if is_deleted(self):  # the viewer closed while this ran
-                return
-            done, total = value
-            bar.total = total
-            bar.n = done
-            bar.refresh()
-            self.progress_bar.max = total
-            self.progress_bar.value = done
-
-        def finish():
-            bar.close()
-            if is_deleted(self):  # the viewer closed while this ran
-                return
-            self.cancel_button.enabled = False
-            if not self._showing:  # failed or cancelled; otherwise the last layer shown re-enables Run
-                self._finish_run(False)
-
-        def on_done(pred):
-            nonlocal name
-            if is_deleted(self):  # the viewer closed while this ran
-                return
-            if isinstance(pred, _Failed):
-                on_error(pred.error)
-                return
-            if layer not in self.viewer.layers:  # results without their image would pair with another one
-                self.status.value = f"{name} was removed while it was segmented: its results were not added."
-                notify_warning(self.status.value)
-                return  # (finish() ends the run)
-            name = layer.name  # renamed while it ran: the results are named (and linked) after it
-            self.last_prediction, self.last_source = pred, name
-            self._show(model, pred, name, where, geometry, then=lambda: self._finish_run(True))
-            msg = f"{name}: {pred.params.get('tiles', '?')} tiles on {pred.device} ({pred.precision}) in {pred.timings['total_s']:.1f} s"
-            if pred.params.get("mode") == "slices":  # a z-stack, a time-lapse (t, y, x) or a few planes
-                msg += f"; its {np.shape(pred.labels)[0]} {'frames' if is_time_axis(layer) else 'slices'} one by one"
-            if layer.multiscale:
-                msg += "; at the pyramid's full resolution"
-            used, est = pred.params.get("diameter_used"), pred.params.get("diameter_measured")
-            if used is not None:  # "auto" stays in the field: the next image is estimated again
-                size = f"estimated {est:.1f} px" if est is not None else f"{used:.1f} px"
-                msg += f"; objects {size} wide, rescaled x{pred.params.get('scale', 1):.2f}"
-            self.status.value = msg
-            for w in pred.warnings:
-                notify_warning(f"{name}: {w}")
-
-        def on_error(exc):
-            if is_deleted(self):  # the viewer closed while this ran
-                return
-            if isinstance(exc, Cancelled):
-                self.status.value = "Cancelled; the layers were left as they were."
-                notify_info("Segmentation cancelled.")
-                return
-            if isinstance(exc, AttnSegError):
-                notify_error(f"{name}: {exc}")
-            else:
-                notify_error(f"{name}: unexpected error ({error_message(exc)}).")
-            self.status.value = f"Failed: {error_message(exc)}"
-
-        worker.yielded.connect(on_progress)
-        worker.returned.connect(on_done)
-        worker.errored.connect(on_error)
-        worker.finished.connect(finish)
-        self.run_button.enabled = self.estimate_button.enabled = False
-        self.cancel_button.enabled = True
-        self.status.value = f"Running {self.model_combo.value} on {name}..."
-        self.worker = worker
-        worker.start()
-        return worker
-
-    def estimate_and_run(self):
-        """Estimate the objects' size from a first pass and segment at the scale the model learnt."""
-        self.diameter_edit.value = "auto"
-        return self.run()
-
-    def _finish_run(self, ok: bool) -> None:
-        self.run_button.enabled = self.estimate_button.enabled = True
-        self.progress_bar.value = self.progress_bar.max if ok else self.progress_bar.value
-        self.run_done.emit(ok)
-
-    def cancel(self) -> None:
-        if self._token is not None:
-            self._token.cancel()
-
-    def panel_undocked(self) -> None:  # (the dock closed: a run's results would land unasked)
-        self.cancel()
+    def panel_undocked(self) -> None:  # (the dock closed: a run's results would land unasked; here, as Undockable
+        self.cancel()  # comes first among the bases)

@@ -1,0 +1,155 @@
+"""The Segment panel's run: the worker that predicts off the GUI thread, its progress, Cancel, and what its
+results do when they arrive. :class:`SegmentJob` is a mixin of :class:`~.segment_widget.SegmentWidget`.
+
+A run takes what it needs when Run is pressed (the image, the model, the options, the model's list label):
+choosing another image, model or option while it runs prepares the next run and changes nothing in this
+one, and its messages name what it used. Its results go to the image it segmented (followed through a
+rename; not added when that layer was removed). A run is one long job: it brings its own thread
+(:func:`~.job_pool.start_long`), so the Correct tab's export and helpers never wait behind it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from napari.qt.threading import thread_worker
+from napari.utils import progress as napari_progress
+
+from ..errors import AttnSegError, Cancelled
+from ..inference import CancelToken, iter_predict
+from ._common import (
+    error_message,
+    is_deleted,
+    is_time_axis,
+    layer_array,
+    notify_error,
+    notify_info,
+    notify_warning,
+    placement_of,
+)
+from .job_pool import start_long
+
+
+class _Failed:
+    """An expected failure carried back from the worker as a value."""
+
+    def __init__(self, error: Exception):
+        self.error = error
+
+
+class SegmentJob:
+    """Needs the panel's form (``run_button``, ``estimate_button``, ``cancel_button``, ``progress_bar``,
+    ``status``, ``model_combo``), ``viewer``, ``_tokens``, ``_show`` and ``run_done``."""
+
+    def running(self) -> bool:
+        """A run is going (from Run until its last layer is shown, or it failed or was cancelled)."""
+        return not self.run_button.enabled
+
+    def _start_job(self, layer, model, kwargs: dict):
+        token = self._token = self._tokens[0] = CancelToken()  # (this run's: the worker never reads self._token)
+        label = self.model_combo.value  # the model's name in the list, for this run's messages
+        image, name = layer_array(layer), layer.name  # a pyramid: its full-resolution level
+        where = placement_of(layer)
+        # the source's file geometry travels with the results, so the writers can restore it
+        geometry = {k: layer.metadata[k] for k in ("affine", "spacing", "source_path") if k in layer.metadata}
+        geometry["attnseg_source_uid"] = layer.unique_id  # the Correct tab pairs the mask with this very layer
+        bar = napari_progress(total=1, desc=f"Segmenting {name}")
+
+        @thread_worker(start_thread=False, ignore_errors=True)
+        def work():
+            # expected failures (bad input, Cancel) come back as values, not as event-loop exceptions
+            gen = iter_predict(model, image, cancel=token, **kwargs)
+            while True:
+                try:
+                    done, total = next(gen)
+                except StopIteration as stop:
+                    return stop.value
+                except AttnSegError as exc:
+                    return _Failed(exc)  # (superqt re-raises an exception returned as is)
+                yield done, total
+
+        worker = work()
+
+        def on_progress(value):
+            if is_deleted(self):  # the viewer closed while this ran
+                return
+            done, total = value
+            bar.total = total
+            bar.n = done
+            bar.refresh()
+            self.progress_bar.max = total
+            self.progress_bar.value = done
+
+        def finish():
+            bar.close()
+            if is_deleted(self):  # the viewer closed while this ran
+                return
+            self.cancel_button.enabled = False
+            if not self._showing:  # failed or cancelled; otherwise the last layer shown re-enables Run
+                self._finish_run(False)
+
+        def on_done(pred):
+            nonlocal name
+            if is_deleted(self):  # the viewer closed while this ran
+                return
+            if isinstance(pred, _Failed):
+                on_error(pred.error)
+                return
+            if layer not in self.viewer.layers:  # results without their image would pair with another one
+                self.status.value = f"{name} was removed while it was segmented: its results were not added."
+                notify_warning(self.status.value)
+                return  # (finish() ends the run)
+            name = layer.name  # renamed while it ran: the results are named (and linked) after it
+            self.last_prediction, self.last_source = pred, name
+            self._show(model, pred, name, where, geometry, then=lambda: self._finish_run(True))
+            msg = (f"{name}: {label}, {pred.params.get('tiles', '?')} tiles on {pred.device} ({pred.precision}) in "
+                   f"{pred.timings['total_s']:.1f} s")
+            if pred.params.get("mode") == "slices":  # a z-stack, a time-lapse (t, y, x) or a few planes
+                msg += f"; its {np.shape(pred.labels)[0]} {'frames' if is_time_axis(layer) else 'slices'} one by one"
+            if layer.multiscale:
+                msg += "; at the pyramid's full resolution"
+            used, est = pred.params.get("diameter_used"), pred.params.get("diameter_measured")
+            if used is not None:  # "auto" stays in the field: the next image is estimated again
+                size = f"estimated {est:.1f} px" if est is not None else f"{used:.1f} px"
+                msg += f"; objects {size} wide, rescaled x{pred.params.get('scale', 1):.2f}"
+            self.status.value = msg
+            for w in pred.warnings:
+                notify_warning(f"{name}: {w}")
+
+        def on_error(exc):
+            if is_deleted(self):  # the viewer closed while this ran
+                return
+            if isinstance(exc, Cancelled):
+                self.status.value = "Cancelled; the layers were left as they were."
+                notify_info("Segmentation cancelled.")
+                return
+            if isinstance(exc, AttnSegError):
+                notify_error(f"{name}: {exc}")
+            else:
+                notify_error(f"{name}: unexpected error ({error_message(exc)}).")
+            self.status.value = f"Failed: {error_message(exc)}"
+
+        worker.yielded.connect(on_progress)
+        worker.returned.connect(on_done)
+        worker.errored.connect(on_error)
+        worker.finished.connect(finish)
+        self.run_button.enabled = self.estimate_button.enabled = False
+        self.cancel_button.enabled = True
+        self.progress_bar.max, self.progress_bar.value = 1, 0  # (not the last run's, until this one's first tiles)
+        self.status.value = f"Running {label} on {name}..."
+        self.worker = worker
+        start_long(worker)
+        return worker
+
+    def estimate_and_run(self):
+        """Estimate the objects' size from a first pass and segment at the scale the model learnt."""
+        self.diameter_edit.value = "auto"
+        return self.run()
+
+    def _finish_run(self, ok: bool) -> None:
+        self.run_button.enabled = self.estimate_button.enabled = True
+        self.progress_bar.value = self.progress_bar.max if ok else self.progress_bar.value
+        self.run_done.emit(ok)
+
+    def cancel(self) -> None:
+        if self._token is not None:
+            self._token.cancel()
