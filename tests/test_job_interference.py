@@ -173,3 +173,38 @@ def test_cancel_then_run_at_once_and_a_model_changed_while_running(dock, qtbot, 
     assert done.args == [True]
     assert "nuclei-2d," in seg.status.value, seg.status.value
     assert viewer.layers["cells mask"].metadata["attnseg"]["model"] == "nuclei-2d"
+
+
+def test_closing_the_viewer_during_an_export_writes_the_case_without_a_traceback(dock, qtbot, tmp_path, monkeypatch):
+    """The viewer closed while an Export ran: the worker's end wrote into the deleted panel ('wrapped C/C++ object of
+    type QProgressBar has been deleted'); the case is written and nothing is raised."""
+    import sys
+    import time
+
+    import napari_attnseg.data.export as export_mod
+    real = export_mod.export_case
+    started = threading.Event()
+
+    def slow(*args, **kwargs):
+        started.set()
+        time.sleep(1.5)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(export_mod, "export_case", slow)
+    raised = []
+    monkeypatch.setattr(sys, "excepthook", lambda *exc: raised.append(exc[1]))  # where PyQt sends a slot's error
+    image, labels = _nuclei()
+    viewer, docked = dock
+    viewer.add_image(image[:128, :128], name="cells")
+    viewer.add_labels((labels[:128, :128] > 0).astype(np.uint8), name="cells mask")
+    panel = docked.correct
+    panel.dataset_edit.value = str(tmp_path / "ds")
+    panel.format_combo.value = "tiff"
+    worker = panel.export()
+    assert worker is not None
+    qtbot.waitUntil(started.is_set, timeout=10000)
+    with qtbot.waitSignal(worker.finished, timeout=30000):
+        viewer.close()
+    qtbot.wait(200)
+    assert (tmp_path / "ds" / "manifest.json").is_file()
+    assert not raised, raised

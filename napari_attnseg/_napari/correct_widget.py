@@ -22,6 +22,7 @@ from ._common import (
     Undockable,
     docked_widgets,
     error_message,
+    is_deleted,
     notify_error,
     notify_info,
     notify_warning,
@@ -361,11 +362,13 @@ class CorrectWidget(Undockable, QWidget, CorrectForm, ClassList, CorrectExport, 
         bar = napari_progress(total=0, desc=f"Exporting {layer.name}")  # export_case reports no steps: busy bar
 
         def done(rec):
-            previous, self.last_export_dir = self.last_export_dir, folder
             notify_info(f"Exported {rec.case_id} to {folder}")
             if not remember_export(folder, fmt, rec.case_id, kwargs["source_name"]):  # proposed again tomorrow
                 notify_warning(f"The dataset folder could not be saved in {settings_path()}; the next napari session "
                                "will not propose it (choose it again there).")
+            if is_deleted(self):  # the viewer was closed while the export ran: the files are written, nothing to show
+                return
+            previous, self.last_export_dir = self.last_export_dir, folder
             self._last_case_hint(rec.case_id)
             for warning in getattr(rec, "warnings", []):  # e.g. the same image exported before
                 notify_warning(f"{folder}: {warning}")
@@ -377,6 +380,8 @@ class CorrectWidget(Undockable, QWidget, CorrectForm, ClassList, CorrectExport, 
 
         def finish():
             bar.close()
+            if is_deleted(self):
+                return
             self.export_bar.visible = False
             self.export_button.enabled = True
 
