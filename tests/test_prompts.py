@@ -554,6 +554,29 @@ def test_honour_clicks_moves_the_boundary_through_an_ignored_click_only_near_it(
     assert not both[40, 20]
 
 
+def test_honour_clicks_keeps_an_older_click_of_the_other_kind_obeyed():
+    """A positive click's growth stops at the pixel of an earlier negative click (and a negative click's cut
+    at an earlier positive one's): every click stays obeyed, not only the newest (nucleus 82 at the image's
+    edge: the robot's negative click on the last column was filled again by the next positive click)."""
+    from napari_attnseg.prompts.segment import honour_clicks
+
+    rows, cols = np.indices((80, 80))
+    prob = np.clip(1.0 - np.hypot(rows - 40, cols - 40) / 30.0, 0, 1)
+    mask = prob > 0.5
+    reach = np.array([6.0, 6.0])
+    # a negative click outside the mask (already obeyed), then a positive one further in that grows past it
+    pts, labs = np.array([[40.0, 21.0], [40.0, 20.0]]), np.array([0, 1])
+    out, n = honour_clicks(mask, prob, pts[1:], labs[1:], reach)
+    assert out[40, 21], "without the negative click the growth takes its pixel"
+    out, n = honour_clicks(mask, prob, pts, labs, reach)
+    assert n == 1 and out[40, 20] and not out[40, 21]
+    # the mirror: a positive click inside, then a negative click whose cut would take it
+    pts, labs = np.array([[40.0, 53.0], [40.0, 52.0]]), np.array([1, 0])
+    assert not honour_clicks(mask, prob, pts[1:], labs[1:], reach)[0][40, 53]
+    out, n = honour_clicks(mask, prob, pts, labs, reach)
+    assert n == 1 and not out[40, 52] and out[40, 53]
+
+
 def test_trained_prompt_model_obeys_a_negative_click_it_would_ignore(monkeypatch):
     """nuclei-2d-prompt on a held-out nucleus: a negative click 2 px inside the first click's mask that the
     model alone leaves in the mask (about half of such clicks) ends outside it, and the mask changes only

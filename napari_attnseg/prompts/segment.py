@@ -134,13 +134,20 @@ def honour_clicks(mask: np.ndarray, prob: np.ndarray, points: np.ndarray, labels
 
     out = mask.copy()
     top = np.array(mask.shape) - 1
+    pixels = [tuple(np.clip(np.round(p).astype(int), 0, top)) for p in np.asarray(points, float)]
+    labels = np.asarray(labels).astype(int)
     moved = 0
-    for p, lab in zip(np.asarray(points, float), np.asarray(labels).astype(int)):
-        idx = tuple(np.clip(np.round(p).astype(int), 0, top))
+    for i, (p, lab) in enumerate(zip(np.asarray(points, float), labels)):
+        idx = pixels[i]
         if out[idx] == bool(lab):
             continue
         near = draw_disks(mask.shape, p[None], reach)
         cand = near & ((prob >= prob[idx]) if lab else (prob <= prob[idx]))
+        # the pixels of the clicks of the other kind stay as they asked (a click newer than this one on the
+        # same pixel comes later in this loop and wins)
+        for j, other in enumerate(pixels):
+            if labels[j] != lab and other != idx:
+                cand[other] = False
         cc, _ = ndi.label(cand)
         region = cc == cc[idx]
         out = (out | region) if lab else (out & ~region)
