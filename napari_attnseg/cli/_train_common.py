@@ -288,19 +288,28 @@ def scratch_hint(cfg, result) -> str | None:
             f"rather than every slice: each epoch is shorter, so the same minutes train many more.")
 
 
+def _per_class(dice, result) -> str:
+    """Dice per foreground class; with several, each named by the dataset's label table ("oedema 0.7311")."""
+    names = list(getattr(result, "class_names", None) or [])[1:]
+    dice = list(dice or [])
+    if len(names) != len(dice) or len(names) < 2:
+        return ", ".join(f"{d:.4f}" for d in dice)
+    return ", ".join(f"{n} {d:.4f}" for n, d in zip(names, dice))
+
+
 def print_summary(result) -> None:
     before = "n/a (trained from scratch)" if result.val_dice_before is None else f"{result.val_dice_before:.4f}"
     print(f"split: {result.split}")
     print(f"validation Dice: start {before} -> result {result.val_dice_after:.4f} (per class "
-          f"{', '.join(f'{d:.4f}' for d in result.val_dice_per_class or [])}) after {result.epochs} epochs, "
+          f"{_per_class(result.val_dice_per_class, result)}) after {result.epochs} epochs, "
           f"{result.seconds / 60:.1f} min, {result.precision}"
           f"{f', {result.world_size} processes' if result.world_size > 1 else ''}"
           f"{' (cancelled)' if result.cancelled else ''}")
     if result.test_dice:
         before = ""
         if result.test_dice_before:
-            before = "start " + ", ".join(f"{d:.4f}" for d in result.test_dice_before) + " -> result "
-        print("test Dice per class: " + before + ", ".join(f"{d:.4f}" for d in result.test_dice))
+            before = "start " + _per_class(result.test_dice_before, result) + " -> result "
+        print("test Dice per class: " + before + _per_class(result.test_dice, result))
     for note in result.notes:
         print(f"note: {note}")
     if result.reproduce:

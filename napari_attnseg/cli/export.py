@@ -64,13 +64,19 @@ def run(args: argparse.Namespace) -> int:
         names = list(labels.meta["class_names"])  # the names the mask was saved with (napari's Correct panel)
         print(f"{args.labels}: using the class names saved with the mask: {', '.join(names)} (--label-names "
               "overrides)", file=sys.stderr)
+    top = 1 if args.foreground else int(np.asarray(labels.data).max(initial=0))
     if names is None and args.model and new_dataset:
         from ..checkpoint import read_card, resolve_model_path  # a new dataset: the model's class names
 
         classes = [str(c) for c in (read_card(resolve_model_path(args.model)).classes or [])]
-        top = 1 if args.foreground else int(np.asarray(labels.data).max(initial=0))
         if len(classes) >= 2 and top < len(classes):
             names = classes
+    if names is None and not args.model and new_dataset and labels.meta.get("model_info"):
+        classes = saved_model_classes(Path(args.labels), labels.meta["model_info"])  # (attnseg predict's mask)
+        if len(classes) >= 2 and top < len(classes):
+            names = classes
+            print(f"{args.labels}: using the class names of the model saved with the mask: {', '.join(names)} "
+                  "(--label-names overrides)", file=sys.stderr)
     if labels.meta.get("reviewed_slices_dropped") and not args.reviewed_slices:
         raise InputError(f"{args.labels} carries reviewed-slice marks numbered in its own orientation, which differs "
                          f"from {args.image}'s; pass --reviewed-slices with the slice numbers of the image.")
@@ -98,10 +104,39 @@ def run(args: argparse.Namespace) -> int:
         label_names=names,
         channel_names=channels, source_name=args.source_name or Path(str(args.image).rstrip("/")).name,
         model_info=model_info, overwrite=args.overwrite,
-        foreground=args.foreground, modality=image.meta.get("modality"),
+        foreground=args.foreground, modality=image.meta.get("modality"), labels_name=str(args.labels),
     )
     for w in record.warnings:
         print(f"{args.dataset}: warning: {w}", file=sys.stderr)
     extra = f", {len(record.reviewed_slices)} reviewed slices, rest 'ignore'" if record.reviewed_slices is not None else ""
     print(f"exported {record.case_id} to {args.dataset} ({args.format}, shape {record.shape}{extra})")
     return 0
+
+
+def saved_model_classes(mask_path, info: dict) -> list[str]:
+    """The class names of the model that made a mask (``info``: the model saved with it): from the run's
+    ``<stem>_predict.json`` beside the mask, else from that model's card when its checkpoint or name is found
+    and its weights are the ones recorded; [] when neither is there."""
+    import json
+    from pathlib import Path
+
+    from ..checkpoint import read_card, resolve_model_path
+    from ..errors import AttnSegError
+
+    mask_path = Path(mask_path)
+    for record in sorted(mask_path.parent.glob("*_predict.json")):
+        try:
+            data = json.loads(record.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict) and data.get("mask") == mask_path.name and isinstance(data.get("classes"), list):
+            if data.get("model_weights_sha256") in (None, info.get("weights_sha256")):
+                return [str(c) for c in data["classes"]]
+    for source in (info.get("checkpoint"), info.get("model")):
+        try:
+            card = read_card(resolve_model_path(source)) if source else None
+        except (AttnSegError, OSError):  # a moved checkpoint, an unknown name: no names from it
+            continue
+        if card is not None and (not info.get("weights_sha256") or card.weights_sha256 == info["weights_sha256"]):
+            return [str(c) for c in (card.classes or [])]
+    return []

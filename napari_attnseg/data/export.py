@@ -131,7 +131,7 @@ class _Plan:
 
 
 def _plan(folder: Path, format: str, labels: np.ndarray, n_channels: int, ndim: int, *, reviewed_slices,
-          case_id, label_names, channel_names, overwrite, ct: bool = False) -> _Plan:
+          case_id, label_names, channel_names, overwrite, ct: bool = False, what: str = "the labels") -> _Plan:
     """Everything that can refuse the export, decided before a single file is written."""
     existing = detect_format(folder) if folder.exists() else None
     manifest = read_manifest(folder) if folder.exists() else None
@@ -144,9 +144,11 @@ def _plan(folder: Path, format: str, labels: np.ndarray, n_channels: int, ndim: 
     if existing is not None and existing != format:
         raise DatasetError(f"{folder} holds a {existing} dataset; export to it with format {existing!r} "
                            "or pick another folder.")
-    counted = labels
+    label_names, channel_names = _clean_names(label_names, "Label"), _clean_names(channel_names, "Channel")
+    counted, rows = labels, None
     if reviewed_slices is not None and ndim == 3:  # unreviewed slices go out as 'ignore': their values need no name
-        counted = labels[sorted({int(z) for z in reviewed_slices if 0 <= int(z) < labels.shape[0]})]
+        rows = sorted({int(z) for z in reviewed_slices if 0 <= int(z) < labels.shape[0]})
+        counted = labels[rows]
     n_classes = int(counted.max(initial=0)) + 1
     present = set(np.flatnonzero(np.bincount(counted.ravel())).tolist()) if counted.size else set()
     n_values = len(present)
@@ -193,7 +195,7 @@ def _plan(folder: Path, format: str, labels: np.ndarray, n_channels: int, ndim: 
                 "Give a name to every label value (--label-names, background first) or check the mask.")
         if manifest["cases"]:
             hint = "The dataset keeps its label table; export this mask into another folder or check its values."
-        raise InputError(f"Label value {n_classes - 1} is not in the dataset's label table "
+        raise InputError(f"{_where(counted, len(table), rows, what)} not in the dataset's label table "
                          f"({', '.join(f'{i}={n}' for i, n in enumerate(table))}). {hint}")
     ignore_value = None
     exported = labels
@@ -226,6 +228,33 @@ def _plan(folder: Path, format: str, labels: np.ndarray, n_channels: int, ndim: 
         raise DatasetError(f"{blocked[0]} already exists and is not a case in {folder / MANIFEST}; napari-attnseg "
                            "never replaces it. Move it away or choose another case id.")
     return _Plan(manifest, case_id, exported, ignore_value, notes)
+
+
+def _clean_names(names: Sequence[str] | None, kind: str) -> list[str] | None:
+    """Names as typed ("background, tumour" from a comma list) without the spaces around them; an empty one refused."""
+    if names is None:
+        return None
+    out = [str(n).strip() for n in names]
+    if any(not n for n in out):
+        raise InputError(f"{kind} names must not be empty; got {list(names)}. Give one name per value, separated by "
+                         "commas, e.g. background,necrotic,enhancing,oedema.")
+    return out
+
+
+def _where(labels: np.ndarray, n_names: int, rows: list[int] | None, what: str) -> str:
+    """'Label value 4 (1 voxel, slice 16) in <what> is': the values beyond a table of ``n_names`` names, their
+    voxel counts and slices (3D; ``labels`` holds the slices ``rows`` of the volume when not None)."""
+    from ..correct import format_slice_ranges
+
+    values, parts = [int(v) for v in np.unique(labels) if v >= n_names], []
+    for v in values[:5]:
+        hit, n = labels == v, int((labels == v).sum())
+        z = np.flatnonzero(hit.any(axis=(1, 2))).tolist() if hit.ndim == 3 else []
+        z = [rows[i] for i in z] if rows is not None else z
+        at = f", slice{'s' if len(z) > 1 else ''} {format_slice_ranges(z)}" if z else ""
+        parts.append(f"{v} ({n} voxel{'s' if n > 1 else ''}{at})")
+    many = len(values) > 1
+    return f"Label value{'s' if many else ''} {', '.join(parts)} in {what} {'are' if many else 'is'}"
 
 
 def _visible_files(folder: Path) -> list[Path]:
@@ -267,6 +296,7 @@ def export_case(
     channel_axis: bool = False,
     foreground: bool = False,
     modality: str | None = None,
+    labels_name: str | None = None,
 ) -> CaseRecord:
     """Add one case (image + corrected labels) to the dataset at ``dataset_dir``; return its record.
 
@@ -281,6 +311,7 @@ def export_case(
     ``modality`` CT, nnU-Net's cue for its CT normalisation, else ``image``); an existing one keeps its own. ``foreground=True`` exports labels > 0 as one class (instance ids);
     without it, more than ``MAX_AUTO_CLASSES`` distinct values, or a value above it, and no ``label_names``
     are refused; a new dataset whose auto-named table skips values gets a note in ``warnings``.
+    Names are stripped of surrounding spaces; ``labels_name`` (e.g. the mask's file) names the labels in messages.
     Only pixel values and geometry are written (no source headers). Nothing is written when any
     input is refused (``InputError`` / ``DatasetError``), and no file that is not a case of the
     dataset's manifest is replaced. ``CaseRecord.warnings`` also names earlier cases with the same image.
@@ -321,7 +352,7 @@ def export_case(
     else:
         ct = False
     opts = dict(reviewed_slices=reviewed_slices, case_id=case_id, label_names=label_names,
-                channel_names=channel_names, overwrite=overwrite, ct=ct)
+                channel_names=channel_names, overwrite=overwrite, ct=ct, what=labels_name or "the labels")
 
     _check_folder(folder)
     if not (folder / JOURNAL).exists():  # refuse before creating anything (a folder, a lock file)

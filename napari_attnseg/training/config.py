@@ -103,6 +103,7 @@ class TrainResult:
     refit_epochs: int = 0  # epochs trained on all reviewed slices (validation included) after the choice, see .refit
     best_epoch: int = 0
     setup_seconds: float = 0.0  # of ``seconds``: loading, the start model's validation etc. before the first epoch
+    class_names: list[str] = field(default_factory=list)  # the dataset's label table, background first
 
 
 def fine_tune_defaults(cfg: TrainConfig) -> dict[str, Any]:

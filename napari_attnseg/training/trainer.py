@@ -353,7 +353,8 @@ class Trainer(RunSetup, CardWriter, Refit, FarNegatives, TimeBudget, Resume):
                              dist.world_size, s["planned"], self._reproduce(s["planned"]), self.notes,
                              validation=self.split.validation, criterion=self.split.criterion,
                              kept_start=kept_start, best_epoch=s["best_epoch"],
-                             refit_epochs=s.get("refit_epochs_done", 0), setup_seconds=self._setup_s)
+                             refit_epochs=s.get("refit_epochs_done", 0), setup_seconds=self._setup_s,
+                             class_names=list(self.dataset.label_names))
         if main and not nothing_learned:
             if kept_start and self.split.criterion == "val_dice" and start_state is not None:
                 self.eval_model.load_state_dict(start_state)  # no epoch beat the start: its weights are the result
