@@ -22,6 +22,7 @@ import numpy as np
 
 from .data import read_image, stem, write_image
 from .data.orientation import volume_translate
+from .data.volume import Volume
 from .errors import InputError
 from .inference.outputs import foreground_float32, map_affine, map_origin, room_for, size_text
 from .inference.prediction import AttentionMap, Prediction
@@ -297,10 +298,14 @@ def write_prediction(out: str | os.PathLike, src: str | os.PathLike, vol, model,
             return write_image(path, data, **geometry)  # atomic
 
     try:  # the mask keeps the model that made it (attnseg export records it)
-        write("mask", np.asarray(pred.labels), "mask", like=vol, model_info=_model_info(model))
+        write("mask", np.asarray(pred.labels), "mask", like=vol, model_info=_model_info(model),
+              class_names=[str(c) for c in pred.classes] or None)  # (NIfTI: attnseg export names the classes)
         if pred.probabilities is not None:
             fg = foreground_float32(pred.probabilities, reversed_layout=fmt != "tiff")  # one float32 copy
-            write("prob", fg, "probability", like=vol)
+            if fmt == "tiff" and fg.ndim == vol.data.ndim + 1:  # a multi-class model: one plane per class, axis C
+                write("prob", fg, "probability", like=_class_axis_first(vol), spacing=(1.0, *vol.spacing))
+            else:
+                write("prob", fg, "probability", like=vol)
             del fg
         maps = []
         for amap in pred.attention:
@@ -325,6 +330,16 @@ def write_prediction(out: str | os.PathLike, src: str | os.PathLike, vol, model,
         raise
     marker.unlink(missing_ok=True)
     return record
+
+
+def _class_axis_first(vol: Volume) -> Volume:
+    """``vol`` as the ``like`` of a TIFF with one more axis in front (one plane per foreground class of a
+    multi-class model): its axes label starts with C, so the file says channels, not slices (Fiji, tifffile)."""
+    axes = vol.meta.get("axes") if isinstance(vol.meta.get("axes"), str) and len(vol.meta["axes"]) == vol.data.ndim \
+        else "ZYX"[-vol.data.ndim:]
+    if "C" in axes:
+        return vol
+    return Volume(vol.data, vol.spacing, vol.affine, {**vol.meta, "axes": "C" + axes})
 
 
 def _remove_partial(out: Path, src: Path, written: list[Path], reference: str | None, marker: Path) -> None:

@@ -265,3 +265,43 @@ def test_attention_with_a_model_without_gates_says_so(tmp_path, tiny_checkpoint,
                  "--attention", "--device", "cpu"]) == 0
     assert "note: plain-2d (unet) has no attention gates; --attention writes no maps" in capsys.readouterr().err
     assert not list((tmp_path / "o").glob("*attention*"))
+
+
+def test_multi_class_outputs_name_their_classes_and_channels(tmp_path):
+    """A 3-class 2D model on a calibrated TIFF: the probability TIFF holds one plane per foreground class
+    with axes C, Y, X and keeps the pixel size (it said Z, Y, X, so Fiji showed classes as slices, and its
+    pixel size was lost); on a NIfTI the mask carries the class names, so `attnseg export` names the
+    dataset's classes without --model (the audit's dataset said background, foreground)."""
+    from napari_attnseg.data import read_image
+    from napari_attnseg.results import record_layers
+
+    torch.manual_seed(0)
+    model = create_model("attention_unet", spatial_dims=2, out_channels=3, features=[4, 8, 16])
+    path = tmp_path / "three.safetensors"
+    save_model(model, path, card={"name": "three", "classes": ["background", "nucleus", "boundary"],
+                                  "normalization": {"scheme": "zscore"}, "tile": [32, 32], "overlap": 0.25})
+    image = np.random.default_rng(1).normal(100, 10, (48, 40)).astype(np.float32)
+    tifffile.imwrite(tmp_path / "cells.tif", image, imagej=True, resolution=(2.0, 2.0), metadata={"unit": "um"})
+    out = tmp_path / "out"
+    assert main(["predict", str(tmp_path / "cells.tif"), "--model", str(path), "--out", str(out)]) == 0
+    with tifffile.TiffFile(out / "cells_prob.tif") as tif:
+        assert tif.series[0].axes.startswith("C") and tif.series[0].shape == (2, 48, 40)
+    prob = read_image(out / "cells_prob.tif")
+    assert prob.spacing[-2:] == pytest.approx((0.5, 0.5))
+    assert [kw["name"] for _, kw, _ in record_layers(out / "cells_predict.json")][:3] == \
+        ["cells", "cells mask", "cells probability"]
+
+    volume = np.random.default_rng(2).normal(0, 1, (40, 36, 6)).astype(np.float32)
+    nib.save(nib.Nifti1Image(volume, np.diag([0.8, 0.8, 2.5, 1.0])), tmp_path / "scan.nii.gz")
+    model3 = create_model("attention_unet", spatial_dims=2, out_channels=3, features=[4, 8, 16])
+    save_model(model3, path, card={"name": "three", "classes": ["background", "core", "rim"],
+                                   "normalization": {"scheme": "zscore"}, "tile": [32, 32], "overlap": 0.25})
+    assert main(["predict", str(tmp_path / "scan.nii.gz"), "--model", str(path), "--out", str(out),
+                 "--mode", "slices"]) == 0
+    assert read_image(out / "scan_mask.nii.gz").meta.get("class_names") == ["background", "core", "rim"]
+    path.unlink()  # the model is gone: the names come with the mask itself
+    (out / "scan_predict.json").unlink()
+    assert main(["export", "--image", str(tmp_path / "scan.nii.gz"), "--labels", str(out / "scan_mask.nii.gz"),
+                 "--dataset", str(tmp_path / "ds"), "--format", "nnunet"]) == 0
+    labels = json.loads((tmp_path / "ds" / "dataset.json").read_text())["labels"]
+    assert list(labels)[:3] == ["background", "core", "rim"]
