@@ -26,13 +26,15 @@ class ResultLayers:
         )
         return answer == QMessageBox.Yes
 
-    def _show(self, model, pred, name: str, where, geometry: dict | None = None, then=None) -> None:
-        """Add or update the result layers, one per turn of the event loop.
+    def _show(self, model, pred, name: str, where, geometry: dict | None = None, then=None,
+              layers: list | None = None) -> None:
+        """Add or update the result layers, one per turn of the event loop (``layers``: their
+        :func:`~napari_attnseg.layers.prediction_layers`, made on the run's worker; None: made here).
 
         Creating a napari layer costs the GUI thread a few hundred ms on a slow machine (its vispy
         visual); adding them one at a time keeps each stall to one layer instead of all of them.
         """
-        pending = list(prediction_layers(model, pred, name, where))
+        pending = list(prediction_layers(model, pred, name, where) if layers is None else layers)
         if getattr(self, "attention_box", None) is not None and self.attention_box.value \
                 and not getattr(model, "attention_strides", None):  # (the heatmaps are this panel's point: say so)
             card = getattr(model, "card", None)
