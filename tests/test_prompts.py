@@ -723,3 +723,26 @@ def test_objects_twice_the_model_size_are_clicked_at_the_model_size_with_diamete
     assert np.mean(ious[50.0]) > 0.75 and np.mean(ious[None]) < 0.5, ious
     with pytest.raises(InputError, match="diameter"):
         segment_with_prompts(model, image, [centre], [1], diameter=-3)
+
+
+def test_a_click_on_a_region_as_big_as_the_image_runs_on_a_capped_crop():
+    """The object under a click is a region over the whole image (a whole-tissue component, an inverted
+    image): the model sees at most MAX_CROP pixels per axis around the newest click (the audit's 4000 x 4000
+    image ran whole: 80 s, 10 GB), only that crop changes, and clicks left outside it break nothing."""
+    from napari_attnseg.prompts.segment import MAX_CROP
+
+    model = load_model("nuclei-2d-prompt", device="cpu")
+    rng = np.random.default_rng(0)
+    image = rng.normal(100, 5, (2200, 2300)).astype(np.float32)
+    image[1000:1030, 1500:1530] += 300  # one bright nucleus-sized blob under the click
+    previous = np.ones(image.shape, bool)  # everything is "the object under the click"
+    res = segment_with_prompts(model, image, [[1015, 1515]], [1], previous=previous, attention=False)
+    sizes = [s.stop - s.start for s in res.box]
+    assert max(sizes) <= MAX_CROP[2] and res.box[0].start <= 1015 < res.box[0].stop
+    assert res.box[1].start <= 1515 < res.box[1].stop
+    assert not res.mask[:, : res.box[1].start].any() and res.mask[1015, 1515]
+    # an older positive click far outside the newest click's crop, and a negative one: no error, the newest wins
+    res = segment_with_prompts(model, image, [[100, 100], [1015, 1515], [1016, 1560]], [1, 1, 0],
+                               previous=previous, attention=False)
+    assert res.box[1].start <= 1560 < res.box[1].stop and not res.mask[100, 100]
+    assert not res.mask[1016, 1560]

@@ -18,6 +18,10 @@ from .encode import click_channels, radius_per_axis
 
 MIN_CROP = {2: 96, 3: 48}  # pixels per axis at least (3D: per axis of the volume)
 MARGIN = {2: 32, 3: 16}  # context around the clicks and the previous mask
+# pixels per axis at most: a click on a region as big as the image (a whole-tissue or inverted-image component)
+# had the model run on all of it in one pass (audit: 4000 x 4000 px, 80 s and 10 GB); the crop is then centred
+# on the positive clicks, and only it can change
+MAX_CROP = {2: 1024, 3: 192}
 
 
 @dataclass
@@ -49,10 +53,12 @@ class PromptResult:
 def crop_box(shape: Sequence[int], points: np.ndarray, labels: np.ndarray, previous: np.ndarray | None,
              divisor: int, grow: float = 1.0) -> tuple[slice, ...]:
     """The box the model sees: the positive clicks and the previous mask's extent, a margin around
-    them, at least ``MIN_CROP`` pixels, sizes rounded up to ``divisor``, clamped to the image."""
+    them, at least ``MIN_CROP`` pixels, sizes rounded up to ``divisor``, clamped to the image. Along an axis
+    where that is over ``MAX_CROP`` pixels, ``MAX_CROP`` (rounded down to ``divisor``) around the newest click."""
     nd = len(shape)
     pts = points[labels == 1] if (labels == 1).any() else points
     lo, hi = pts.min(0), pts.max(0)
+    newest = points[-1]  # (a capped crop is centred on the newest click)
     if previous is not None and previous.any():
         idx = np.nonzero(previous)
         lo = np.minimum(lo, [i.min() for i in idx])
@@ -62,8 +68,11 @@ def crop_box(shape: Sequence[int], points: np.ndarray, labels: np.ndarray, previ
         size = (hi[d] - lo[d] + 1 + 2 * MARGIN[nd]) * grow
         size = max(size, MIN_CROP[nd] * grow)
         size = int(np.ceil(size / divisor) * divisor)
-        size = min(size, shape[d])
         centre = (lo[d] + hi[d]) / 2
+        cap = max(MAX_CROP[nd] // divisor * divisor, divisor)
+        if size > cap:
+            size, centre = cap, newest[d]
+        size = min(size, shape[d])
         start = int(round(centre - size / 2))
         start = min(max(start, 0), shape[d] - size)
         out.append(slice(start, start + size))
@@ -109,10 +118,15 @@ def _keep_clicked(mask: np.ndarray, points: np.ndarray, labels: np.ndarray) -> n
     cc, n = ndi.label(mask)
     if n <= 1:
         return mask
-    ids = {int(cc[tuple(np.clip(np.round(p).astype(int), 0, np.array(mask.shape) - 1))])
-           for p, lab in zip(points, labels) if lab == 1}
+    ids = {int(cc[tuple(np.round(p).astype(int))]) for p, lab in zip(points, labels)
+           if lab == 1 and _inside(p, mask.shape)}
     ids.discard(0)
     return np.isin(cc, list(ids)) if ids else mask
+
+
+def _inside(point: np.ndarray, shape: Sequence[int]) -> bool:
+    """Whether a click (crop coordinates) lies in the crop: a capped crop (``MAX_CROP``) may leave older clicks out."""
+    return bool(((np.round(point) >= 0) & (np.round(point) < np.array(shape))).all())
 
 
 HONOUR_REACH = 6.0  # click radii a click ignored by the model reaches, when the card gives no object_diameter
@@ -139,14 +153,14 @@ def honour_clicks(mask: np.ndarray, prob: np.ndarray, points: np.ndarray, labels
     moved = 0
     for i, (p, lab) in enumerate(zip(np.asarray(points, float), labels)):
         idx = pixels[i]
-        if out[idx] == bool(lab):
+        if not _inside(p, mask.shape) or out[idx] == bool(lab):
             continue
         near = draw_disks(mask.shape, p[None], reach)
         cand = near & ((prob >= prob[idx]) if lab else (prob <= prob[idx]))
         # the pixels of the clicks of the other kind stay as they asked (a click newer than this one on the
         # same pixel comes later in this loop and wins)
         for j, other in enumerate(pixels):
-            if labels[j] != lab and other != idx:
+            if labels[j] != lab and other != idx and _inside(np.asarray(points[j], float), mask.shape):
                 cand[other] = False
         cc, _ = ndi.label(cand)
         region = cc == cc[idx]
@@ -325,7 +339,7 @@ def segment_with_prompts(
             break
         grow *= 2
     merged = merge == "local" and len(pts) > 1 and prev is not None and bool(prev[box].any())
-    if merged:  # the box holds the previous mask (crop_box covers its extent)
+    if merged:  # (the box holds the previous mask, or MAX_CROP of it around the newest click)
         fresh = pts[-max(1, min(int(new_clicks), len(pts))):] - start  # the clicks this run is the first to use
         local = _keep_clicked(merge_local(prev[box], local, fresh, radius), pts - start, labs)
     diam = getattr(card, "object_diameter", None)
