@@ -153,3 +153,35 @@ def test_a_plan_of_one_epoch_on_a_slow_machine_says_why_the_run_ends_early(tmp_p
                             batch_size=2, patch=[32, 32]))
     assert res.epochs == 1 and res.epochs_planned == 1, res.notes
     assert any("would not hold another" in n and "--epochs N" in n for n in res.notes), res.notes
+
+
+def test_a_big_2d_part_is_searched_for_false_positives_a_few_blocks_at_a_time(tmp_path, monkeypatch):
+    """The hard negatives of a big 2D image come from REFRESH_ROWS blocks per search (setup, then after each
+    epoch, round robin), not from a prediction of the whole training part (audit: the whole of a 4800 x 6000
+    part took 65 s of a 1-minute budget before epoch 1, and again after every epoch)."""
+    import napari_attnseg.inference as inference
+    from napari_attnseg.training import setup
+
+    rng = np.random.default_rng(0)
+    lab = np.zeros((256, 320), np.int64)
+    for y, x in rng.integers(10, 240, (30, 2)):
+        lab[y:y + 8, x:x + 8] = 1
+    img = (lab * 150.0 + 100 + rng.normal(0, 20, lab.shape)).astype(np.float32)
+    img[rng.random(lab.shape) < 0.002] += 400  # bright specks on the background: false positives to find
+    export_case(img, lab, tmp_path / "ds", "tiff", label_names=["background", "x"])
+    torch.manual_seed(0)
+    start = tmp_path / "start.safetensors"
+    save_model(create_model("unet", spatial_dims=2, features=[4, 8, 16]), start,
+               ModelCard(arch="", config={}, name="start", classes=["background", "x"], tile=[32, 32]))
+    monkeypatch.setattr(setup, "FP_BLOCK", 64)  # parts over 2 x 64 x 64 px count as big
+    shapes, real = [], inference.predict
+    monkeypatch.setattr(inference, "predict", lambda model, image, *a, **k: shapes.append(np.shape(image))
+                        or real(model, image, *a, **k))  # predict(model, image, ...)
+    ds = tmp_path / "ds"
+    res = train(TrainConfig(dataset=str(ds), out=str(tmp_path / "o"), start_model=str(start), epochs=3,
+                            batch_size=2, patch=[32, 32], iters_per_epoch=2, refit=0.0,
+                            command=f"attnseg finetune {ds} --model s --out o --epochs 3"))
+    assert res.epochs == 3
+    blocks = [s for s in shapes if max(s) <= 80]
+    assert blocks and len(blocks) <= 4 * setup.REFRESH_ROWS  # setup + 3 refreshes, REFRESH_ROWS blocks each at most
+    assert not [s for s in shapes if s[1] == 320 and s[0] > 128], "a whole training part was predicted"

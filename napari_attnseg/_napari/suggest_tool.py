@@ -41,7 +41,7 @@ class SuggestTool:
         if layer is None:
             return None
         if layer.ndim != 3:
-            notify_error(f"{layer.name} is 2D: there is one slice, nothing to suggest.")
+            notify_info(f"{layer.name} is 2D: there is one slice, nothing to suggest.")
             return None
         if set(range(layer.data.shape[0])) <= set(self._reviewed(layer)):  # (said before asking for a run)
             self.suggest_label.value = f"Every slice of {layer.name} is reviewed: nothing left to suggest."

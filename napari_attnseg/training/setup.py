@@ -22,6 +22,9 @@ from .sampling import PatchSampler
 from .steps import _LossNet, _with_new_head, looks_like_hu, training_precision
 
 REFRESH_ROWS = 8  # labelled slices per part re-segmented after each epoch for the hard negatives (2D over a volume)
+# a 2D part over 2 blocks of FP_BLOCK x FP_BLOCK px is searched for false positives REFRESH_ROWS blocks at a time
+# (round robin, at setup too): the whole of a 4800 x 6000 part took 65 s of a 1-minute budget before epoch 1
+FP_BLOCK = 1024
 CARD_MARGIN = 0.02  # validation Dice by which the card's normalisation must beat the CT window to be kept
 
 
@@ -198,7 +201,7 @@ class RunSetup(BrainInputs):
         parts = len(self.train_parts)
         if len(getattr(self, "_fp_rows", ())) != parts:  # new parts (the refit adds the validation slices)
             self._fp_rows, self._fp_turn = [{} for _ in range(parts)], [0] * parts
-        now = self._false_positives(self._next_rows) if self.mode == "slices" else self._false_positives()
+        now = self._false_positives(self._next_rows) if self.mode == "slices" else self._false_positives(refresh=True)
         self.sampler.set_hard([np.concatenate([a, b]) for a, b in zip(self._start_hard, now)])
 
     def _next_rows(self, k: int, rows: np.ndarray) -> np.ndarray:
@@ -208,9 +211,18 @@ class RunSetup(BrainInputs):
             rows = np.roll(rows, -start)[:REFRESH_ROWS]
         return rows
 
-    def _false_positives(self, rows_of=None) -> list[np.ndarray]:
+    def _next_blocks(self, k: int, n: int) -> list[int]:
+        """The next ``REFRESH_ROWS`` of part ``k``'s ``n`` blocks (round robin over the calls, setup included)."""
+        if not hasattr(self, "_fp_blocks"):
+            self._fp_blocks, self._block_turn = {}, {}
+        turn = self._block_turn.get(k, 0)
+        self._block_turn[k] = turn + REFRESH_ROWS
+        return sorted({(turn + i) % n for i in range(min(REFRESH_ROWS, n))})
+
+    def _false_positives(self, rows_of=None, refresh: bool = False) -> list[np.ndarray]:
         """Per training part, the coordinates of labelled background the current model calls foreground
-        (``rows_of(part, labelled slices)``: the slices to re-segment, the others' from ``_fp_rows``)."""
+        (``rows_of(part, labelled slices)``: the slices to re-segment, the others' from ``_fp_rows``; a big 2D
+        part: a few blocks, with ``refresh`` the others' from the earlier refreshes)."""
         from ..inference import predict
 
         was_training = self.model.training
@@ -228,6 +240,17 @@ class RunSetup(BrainInputs):
                     fp = np.argwhere((np.asarray(pred.labels) > 0) & (lab[z] == 0))
                     known[int(z)] = np.concatenate([np.full((len(fp), 1), z), fp], 1)
                 found = np.concatenate(list(known.values())) if known else np.zeros((0, lab.ndim), int)
+            elif lab.ndim == 2 and lab.size > 2 * FP_BLOCK ** 2:  # a big 2D part: a few blocks per call
+                blocks = _blocks(lab.shape)
+                todo = self._next_blocks(k, len(blocks))
+                known = self._fp_blocks.setdefault(k, {}) if refresh else {}
+                for b in todo:
+                    ys, xs = blocks[b]
+                    pred = predict(self.model, img[:, ys, xs] if img.shape[0] > 1 else img[0, ys, xs], mode="2d",
+                                   device=self.device, normalization={"scheme": "none"}, brain_extraction=False,
+                                   return_probabilities=False, tile=self.tile)
+                    known[b] = np.argwhere((np.asarray(pred.labels) > 0) & (lab[ys, xs] == 0)) + [ys.start, xs.start]
+                found = np.concatenate(list(known.values())) if known else np.zeros((0, 2), int)
             else:
                 pred = predict(self.model, img if img.shape[0] > 1 else img[0], mode=self.mode, device=self.device,
                                normalization={"scheme": "none"}, brain_extraction=False,
@@ -305,3 +328,10 @@ class RunSetup(BrainInputs):
             out.append((img[(slice(None), *outer)], lab[p.slices], tuple(inner)))
             self._remember_part_mask(p.case, out[-1][0], outer)  # inference: labels outside the brain are background
         return out
+
+
+def _blocks(shape: tuple[int, ...]) -> list[tuple[slice, slice]]:
+    """A big 2D part cut into blocks of at most about ``FP_BLOCK`` px a side (equal sizes: no thin last block)."""
+    edges = [np.linspace(0, n, -(-n // FP_BLOCK) + 1).round().astype(int) for n in shape]
+    return [(slice(y0, y1), slice(x0, x1)) for y0, y1 in zip(edges[0][:-1], edges[0][1:])
+            for x0, x1 in zip(edges[1][:-1], edges[1][1:])]
