@@ -3,7 +3,8 @@ object. Clicks in the 3D view hit no one voxel; with a 2D click model on a volum
 slider on y or x: a coronal or sagittal plane on screen) would segment the axial slice through the clicked voxel,
 which is not the plane shown, so the change would appear as a line across the view (audit: 111 voxels written
 on an axial slice nobody saw). Both are refused with the way back. And the Points layer that takes the clicks
-(:func:`prompts_layer`), the same one through renames."""
+(:func:`prompts_layer`), the same one through renames, and an empty mask for the clicks when the image has none
+(:func:`mask_for_clicks`)."""
 
 from __future__ import annotations
 
@@ -44,6 +45,7 @@ def prompts_layer(viewer, image, current=None):
 
     from ._common import upsert_layer
 
+    mask_for_clicks(viewer, image)
     name = f"{image.name} prompts"
     mine = [ly for ly in viewer.layers if isinstance(ly, Points) and ly.ndim == image.ndim
             and (ly.metadata.get(PROMPTS_KEY) or {}).get("image") == image.unique_id]
@@ -66,3 +68,27 @@ def prompts_layer(viewer, image, current=None):
     given = layer.name if layer.name == name else (layer.metadata.get(PROMPTS_KEY) or {}).get("name", layer.name)
     layer.metadata[PROMPTS_KEY] = {"image": image.unique_id, "name": given}
     return layer
+
+
+def mask_for_clicks(viewer, image):
+    """An empty '<image> mask' on the image's grid, added when no Labels layer of the image's shape is open (None when
+    one is). Click to fix on a fresh image (no Segment run: a scan the bundled models were never trained on) had
+    said "Click an object" and then refused every click with "No Labels layer"."""
+    from napari.layers import Labels
+
+    from ..layers import data_hash
+    from ._common import layer_array, placement_of
+
+    shape = tuple(np.shape(layer_array(image)))  # (a pyramid's full-resolution level)
+    if image.ndim < 2 or getattr(image, "rgb", False) or \
+            any(isinstance(ly, Labels) and tuple(np.shape(layer_array(ly))) == shape for ly in viewer.layers):
+        return None
+    metadata = {k: image.metadata[k] for k in ("affine", "spacing", "source_path") if k in image.metadata}
+    metadata["attnseg_source_uid"] = image.unique_id  # (the Correct tab pairs the mask with this image)
+    name = f"{image.name} mask"
+    if name in viewer.layers:
+        return None
+    data = np.zeros(shape, np.uint8)
+    metadata["attnseg_hash"] = data_hash(data)  # a Segment run replaces it while no click changed it, else asks
+    return viewer.add_labels(data, name=name, metadata=metadata,
+                             **placement_of(image).compose((1.0,) * image.ndim, (0.0,) * image.ndim))

@@ -1,0 +1,47 @@
+"""A radiologist's first session on a chest CT the bundled models were never trained on: Click to fix before any
+Segment run, in a real viewer."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+
+def test_click_to_fix_without_a_segment_run_adds_a_mask_and_the_click_writes_into_it(make_napari_viewer, qtbot):
+    """Ticking Click to fix on an image that has no mask yet said "Click an object to segment it" and then
+    refused every click with "No Labels layer": an empty '<image> mask' on the image's grid is added instead."""
+    from napari_attnseg._napari.correct_widget import CorrectWidget
+    from napari_attnseg._paths import samples_dir
+    from napari_attnseg.data import read_image
+    from napari_attnseg.models.registry import bundled_models
+
+    if "nuclei-2d-prompt" not in bundled_models():
+        pytest.skip("no bundled promptable model")
+    from scipy import ndimage as ndi
+
+    image = read_image(samples_dir() / "nuclei2d_image.tif").data[:192, :192]
+    ref = read_image(samples_dir() / "nuclei2d_labels.tif").data[:192, :192]
+    viewer = make_napari_viewer()
+    layer = viewer.add_image(image, name="scan", scale=(0.5, 0.5), translate=(10.0, -4.0))
+    corr = CorrectWidget(viewer)
+    assert corr.labels_combo.value is None
+    corr.prompt.model_combo.value = "nuclei-2d-prompt"
+    corr.prompt.enable_box.value = True
+    assert "scan mask" in viewer.layers, [ly.name for ly in viewer.layers]
+    mask = viewer.layers["scan mask"]
+    assert corr.labels_combo.value == "scan mask" and not np.asarray(mask.data).any()
+    assert tuple(mask.scale) == tuple(layer.scale) and tuple(mask.translate) == tuple(layer.translate)
+    assert mask.metadata["attnseg_source_uid"] == layer.unique_id
+    assert viewer.layers.selection.active is corr.prompt.points_layer  # the clicks still go to the prompts layer
+
+    biggest = np.bincount(ref.ravel())[1:].argmax() + 1
+    depth = ndi.distance_transform_edt(ref == biggest)
+    y, x = np.unravel_index(depth.argmax(), depth.shape)
+    corr.prompt.click((float(y), float(x)))
+    qtbot.waitUntil(lambda: not corr.prompt.busy, timeout=60000)
+    assert np.asarray(mask.data)[y, x] > 0
+
+    # ticking the mode again (or on an image with a mask) adds no second mask
+    corr.prompt.enable_box.value = False
+    corr.prompt.enable_box.value = True
+    assert [ly.name for ly in viewer.layers].count("scan mask") == 1
+    assert "scan mask (2)" not in viewer.layers
