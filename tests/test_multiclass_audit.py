@@ -95,3 +95,18 @@ def test_a_predict_mask_exports_with_its_models_class_names(tmp_path, capsys):
     manifest = json.loads((tmp_path / "ds" / "manifest.json").read_text())
     assert manifest["label_names"] == ["background", "nucleus", "boundary"]  # not background/foreground
     assert "class names of the model saved with the mask" in capsys.readouterr().err
+
+
+def test_label_names_without_the_background_are_warned_about(tmp_path, capsys):
+    """--label-names necrotic,enhancing,oedema for a mask of values 0-2 made 'necrotic' the background's name
+    without a word; the export now warns and shows the names with the background first."""
+    image, lab = _three_class_volume()
+    lab = np.minimum(lab, 2)
+    img_path, lab_path = tmp_path / "image.tif", tmp_path / "corrected.tif"
+    tifffile.imwrite(img_path, image)
+    tifffile.imwrite(lab_path, lab)
+    args = ["export", "--image", str(img_path), "--labels", str(lab_path), "--format", "tiff"]
+    assert cli([*args, "--dataset", str(tmp_path / "ds"), "--label-names", "necrotic,enhancing,oedema"]) == 0
+    assert "--label-names background,necrotic,enhancing,oedema" in capsys.readouterr().err
+    assert cli([*args, "--dataset", str(tmp_path / "ds2"), "--label-names", "Background,necrotic,enhancing"]) == 0
+    assert "warning" not in capsys.readouterr().err

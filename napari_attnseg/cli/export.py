@@ -59,6 +59,10 @@ def run(args: argparse.Namespace) -> int:
         prediction = np.asarray(pred.data)
         check_class_ids(prediction, f"{args.prediction} (prediction)")  # a probability map would skew the edit stats
     names = args.label_names.split(",") if args.label_names else None
+    if names and names[0].strip().lower().strip("_ ") not in BACKGROUND_NAMES:
+        print(f"{args.labels}: warning: --label-names name value 0 {names[0].strip()!r}; value 0 is the background "
+              f"(unlabelled voxels), so the names start with it: e.g. --label-names background,{','.join(names)}",
+              file=sys.stderr)
     new_dataset = not (Path(args.dataset) / "manifest.json").exists()
     if names is None and new_dataset and labels.meta.get("class_names") and not args.foreground:
         names = list(labels.meta["class_names"])  # the names the mask was saved with (napari's Correct panel)
@@ -111,6 +115,10 @@ def run(args: argparse.Namespace) -> int:
     extra = f", {len(record.reviewed_slices)} reviewed slices, rest 'ignore'" if record.reviewed_slices is not None else ""
     print(f"exported {record.case_id} to {args.dataset} ({args.format}, shape {record.shape}{extra})")
     return 0
+
+
+BACKGROUND_NAMES = {"background", "bg", "back", "none", "nothing", "unlabelled", "unlabeled", "clear", "other", "0",
+                    "normal", "healthy", "tissue", "outside"}
 
 
 def saved_model_classes(mask_path, info: dict) -> list[str]:
