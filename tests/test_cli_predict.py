@@ -305,3 +305,28 @@ def test_multi_class_outputs_name_their_classes_and_channels(tmp_path):
                  "--dataset", str(tmp_path / "ds"), "--format", "nnunet"]) == 0
     labels = json.loads((tmp_path / "ds" / "dataset.json").read_text())["labels"]
     assert list(labels)[:3] == ["background", "core", "rim"]
+
+
+def test_evaluate_on_an_exported_label_file_leaves_its_ignore_voxels_out(tmp_path, model3d, capsys):
+    """`attnseg evaluate --labels <dataset>/labelsTr/case.nii.gz`: the slices nobody reviewed hold the dataset's
+    'ignore' value and were scored as misses of a class the model never predicts; now they are left out, so the
+    Dice equals the one on the reviewed slices of the original labels."""
+    lab = np.zeros((32, 32, 8), np.uint8)
+    lab[8:20, 10:24, 1:7] = 1
+    img = (lab * 3.0 + np.random.default_rng(3).normal(0, 1, lab.shape)).astype(np.float32)
+    nib.save(nib.Nifti1Image(img, np.diag([1.0, 1.0, 2.0, 1.0])), tmp_path / "ct.nii.gz")
+    nib.save(nib.Nifti1Image(lab, np.diag([1.0, 1.0, 2.0, 1.0])), tmp_path / "ct_labels.nii.gz")
+    assert main(["export", "--image", str(tmp_path / "ct.nii.gz"), "--labels", str(tmp_path / "ct_labels.nii.gz"),
+                 "--dataset", str(tmp_path / "ds"), "--format", "nnunet", "--reviewed-slices", "2,3",
+                 "--label-names", "background,thing"]) == 0
+    capsys.readouterr()
+    ds = tmp_path / "ds"
+    exported = str(next((ds / "labelsTr").iterdir()))
+    assert main(["evaluate", "--model", str(model3d), "--image", str(next((ds / "imagesTr").iterdir())),
+                 "--labels", exported, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert "'ignore' value 2" in out["note"] and "does not predict" not in out["note"]
+    assert main(["evaluate", "--model", str(model3d), "--image", str(tmp_path / "ct.nii.gz"),
+                 "--labels", str(tmp_path / "ct_labels.nii.gz"), "--region", "2:4,0:32,0:32", "--json"]) == 0
+    whole = json.loads(capsys.readouterr().out)
+    assert out["dice"]["thing"] == pytest.approx(whole["dice"]["thing"], abs=1e-6)

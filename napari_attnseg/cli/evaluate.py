@@ -45,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
     from ..checkpoint import load_model
     from ..cohort.inputs import read_input
     from ..data.export import check_class_ids
+    from ..data.manifest import ignore_value_of
     from ..data.orientation import volume_codes
     from ..errors import InputError
     from ..evaluation import label_mismatch
@@ -60,18 +61,26 @@ def run(args: argparse.Namespace) -> int:
     # checked before the (long) prediction
     box = region_box(args.region, labels.shape, args.image) if args.region else None
     notes = []
-    if model.out_channels == 2 and labels.max() > 1:
+    ignore = ignore_value_of(args.labels)  # an exported label file: its unreviewed slices are not a reference
+    left_out = labels == ignore if ignore is not None else np.zeros(labels.shape, bool)
+    if left_out.any():
+        notes.append(f"{int(left_out.sum())} voxels hold the dataset's 'ignore' value {ignore} (slices nobody "
+                     "reviewed): left out of the Dice")
+    if model.out_channels == 2 and labels[~left_out].max(initial=0) > 1:
         labels = (labels > 0).astype(np.uint8)
         notes.append("reference labels have several ids and the model is binary: scored as labels > 0")
+    if left_out.any():
+        labels = labels.astype(np.int32)  # (-1: left out; a uint8 -1 would wrap to 255)
+        labels[left_out] = -1
     pred = predict(model, image.data, spacing=image.spacing, device=args.device, precision=args.precision,
                    orientation=volume_codes(image), return_probabilities=False)
-    mismatch = label_mismatch(np.unique(labels).tolist(), pred.classes)
+    mismatch = label_mismatch([v for v in np.unique(labels).tolist() if v >= 0], pred.classes)
     if mismatch:
         notes.append(mismatch)
     mask = np.asarray(pred.labels)
     if box is not None:
         mask, labels = mask[box], labels[box]
-    dice = dice_per_class(mask, labels, max(model.out_channels, 2))
+    dice = dice_per_class(mask, labels, max(model.out_channels, 2), ignore_index=-1)
     classes = pred.classes[1:]
     note = "; ".join(notes)
     result = {"model": args.model, "image": args.image, "region": args.region,

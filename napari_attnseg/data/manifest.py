@@ -131,3 +131,19 @@ def recover(folder: Path) -> bool:
         f.unlink(missing_ok=True)
         repaired = True
     return repaired
+
+
+def ignore_value_of(label_file: str | Path) -> int | None:
+    """The 'ignore' value (slices nobody reviewed) of an exported label file, from the manifest of the dataset
+    it belongs to (``<dataset>/labelsTr/x.nii.gz``, ``<dataset>/labels/x.tif``); None for any other file."""
+    path = Path(label_file).resolve()
+    for folder in path.parents[:2]:
+        try:
+            manifest = read_manifest(folder) if (folder / MANIFEST).is_file() else None
+        except DatasetError:  # not ours, or damaged: no ignore value from it
+            manifest = None
+        for case in (manifest or {}).get("cases", []):
+            rel = (case.get("files") or {}).get("label")
+            if rel and (folder / rel).resolve() == path and case.get("ignore_label") is not None:
+                return int(case["ignore_label"])
+    return None
