@@ -324,8 +324,10 @@ def model_identity(source) -> dict[str, Any]:
     (:func:`napari_attnseg.layers.provenance`, which keeps the digest as ``checkpoint_sha256``).
     """
     if isinstance(source, dict):
-        digest = source.get("weights_sha256") or source.get("checkpoint_sha256")
-        return {"model": source.get("model") or None, "weights_sha256": digest or None}
+        from .data.volume import model_info_of
+
+        info = model_info_of(source) or {}
+        return {"model": info.get("model"), "weights_sha256": info.get("weights_sha256")}
     if isinstance(source, torch.nn.Module):
         card = getattr(source, "card", None)
         digest = getattr(card, "weights_sha256", "") or tensors_sha256(source.state_dict())
