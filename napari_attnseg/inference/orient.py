@@ -39,6 +39,7 @@ def with_orientation(run, model, image, options: dict, turn) -> Generator[tuple[
     """``run(model, image, options)`` (a generator) on the image turned by ``turn``; the results turned
     back. Says what it did in ``params["reoriented"]``."""
     moved = turn.apply(np.asarray(image))
+    stored_spacing = None if options.get("spacing") is None else [float(s) for s in options["spacing"]]
     options = {**options, "spacing": turn.spacing(options.get("spacing"))}
     pred = yield from run(model, moved, options)
     spatial = moved.shape[-3:]
@@ -53,6 +54,8 @@ def with_orientation(run, model, image, options: dict, turn) -> Generator[tuple[
     if options.get("out") is not None:  # the memory-mapped outputs go back on the stored grid too
         pred.labels, pred.probabilities = _rewrite(Path(options["out"]), pred.labels, pred.probabilities)
     pred.params["reoriented"] = turn.describe()
+    if pred.params.get("spacing") is not None:  # the image's spacing as stored (the record's own order), not the model's
+        pred.params["spacing"] = stored_spacing
     return pred
 
 
