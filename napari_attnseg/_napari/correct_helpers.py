@@ -108,8 +108,7 @@ class MaskHelpers:
             point = point[1:]  # _apply hands the helper the slice on screen
         elif layer.ndim == 3:  # the whole volume, but a reviewed slice is changed only while on screen
             spare = [s for s in self._reviewed(layer) if s != int(round(point[0])) and 0 <= s < layer.data.shape[0]]
-            if spare:
-                return self._apply(_KeepSparing(spare), point, note=True)
+            return self._apply(_KeepSparing(spare, int(round(point[0]))), point, note=True)
         self._apply(correct.keep_component_at, point)
 
     def remove_small(self):
@@ -144,20 +143,30 @@ class _KeepSparing:
     K removed an object a person had checked on another slice, unseen; a reviewed slice is what gets exported
     as truth, and is changed only while it is on screen (as interpolation never writes one)."""
 
-    def __init__(self, spare: list[int]):
-        self.spare, self.spared = sorted(spare), {}
+    def __init__(self, spare: list[int], shown: int | None = None):
+        self.spare, self.spared, self.shown, self.elsewhere = sorted(spare), {}, shown, {}
 
     def __call__(self, data: np.ndarray, point) -> np.ndarray:
         out = correct.keep_component_at(data, point)
-        differ = (out[self.spare] != data[self.spare]).reshape(len(self.spare), -1).sum(1)
-        self.spared = {z: int(n) for z, n in zip(self.spare, differ) if n}
-        out[self.spare] = data[self.spare]
+        if self.spare:
+            differ = (out[self.spare] != data[self.spare]).reshape(len(self.spare), -1).sum(1)
+            self.spared = {z: int(n) for z, n in zip(self.spare, differ) if n}
+            out[self.spare] = data[self.spare]
+        removed = (out != data).reshape(len(data), -1).sum(1)  # the slices changed off screen, unseen
+        self.elsewhere = {z: int(n) for z, n in enumerate(removed) if n and z != self.shown}
         return out
 
     def note(self, layer) -> str:
+        text = ""
+        if self.elsewhere:  # (a z-stack of nuclei: K on one plane emptied the 19 others, unseen)
+            text = (f"{layer.name}: K followed the object through the volume and also removed "
+                    f"{sum(self.elsewhere.values())} voxels of other objects on the slices "
+                    f"{correct.format_slice_ranges(self.elsewhere)} (not on screen). Ctrl+Z undoes it; tick 'Current "
+                    "slice only' to keep K to the slice on screen.")
         if not self.spared:
-            return ""
-        return (f"{layer.name}: K left the reviewed slices {correct.format_slice_ranges(self.spared)} as they were "
+            return text
+        return text + (" " if text else "") + (
+                f"{layer.name}: K left the reviewed slices {correct.format_slice_ranges(self.spared)} as they were "
                 f"({sum(self.spared.values())} voxels of other objects there): a reviewed slice changes only while it "
                 "is on screen. Go to it and press K there to remove them too.")
 

@@ -34,6 +34,29 @@ from .segment_form import MODES, SegmentForm
 __all__ = ["MODES", "SegmentWidget"]
 
 
+def calibration_hint(layer) -> str:
+    """A TIFF opened by napari's own reader comes without the pixel spacing the file records (an ImageJ z-stack:
+    2 um between planes, 0.5 um pixels): the results, heatmaps and an export were then in pixels, 1 apart,
+    without a word. Says so, with the line that puts the layer on the file's grid."""
+    path = str(getattr(getattr(layer, "source", None), "path", None) or "")
+    if not isinstance(layer, Image) or not path.lower().endswith((".tif", ".tiff")) or layer.metadata.get("spacing") \
+            or any(abs(s - 1.0) > 1e-9 for s in layer.scale):
+        return ""
+    from ..data.tiff import tiff_calibration
+
+    found = tiff_calibration(path)
+    if found is None or len(found[0]) != layer.ndim:
+        return ""
+    spacing, unit, axes = found
+    sizes = " x ".join(f"{s:g}" for s in spacing) + (f" {unit}" if unit else "")
+    lengths = all(a in "ZYX" for a in axes)  # (a time-lapse's first axis is no length: no unit for it)
+    units = f"; viewer.layers[{layer.name!r}].units = {(unit,) * layer.ndim!r}" if unit and lengths else ""
+    return (f"{Path(path).name} records a pixel spacing of {sizes}, which napari's TIFF reader did not apply ("
+            f"{layer.name!r} has scale 1): the results, heatmaps and an export would be in pixels, the planes 1 "
+            f"apart. To use it, in napari's console (Window > Console): viewer.layers[{layer.name!r}].scale = "
+            f"{spacing!r}{units}, then choose the image again.")
+
+
 class SegmentWidget(Undockable, QWidget, SegmentForm, ResultLayers, PixelTool, SegmentJob):
     """Dock widget; ``confirm_overwrite(layer_name) -> bool`` can be replaced (tests, scripting).
     ``run_done(ok)`` is emitted once a run is over: its layers all shown (True), or it failed or was
@@ -161,6 +184,8 @@ class SegmentWidget(Undockable, QWidget, SegmentForm, ResultLayers, PixelTool, S
         text = self._descriptions.get(self.model_combo.value or "", "")
         if unlike := layer_hint(self.current_layer(), model):
             text = f"{text}<br><b>Before you run:</b> {unlike}" if text else unlike
+        if dropped := calibration_hint(self.current_layer()):
+            text = f"{text}<br><b>Before you run:</b> {dropped}" if text else dropped
         self.model_info.value = text
 
     def _image_changed(self, *_) -> None:

@@ -193,6 +193,24 @@ def read_tiff(p: Path):
     return Volume(data, tuple(float(s) for s in spacing), None, meta)
 
 
+def tiff_calibration(p) -> tuple[tuple[float, ...], str | None, str] | None:
+    """The pixel spacing, length unit and axes (tifffile's: ZYX, TYX...) a TIFF records (read from its header,
+    not its pixels), or None when it records none (every spacing 1) or cannot be read: what napari's own TIFF
+    reader drops when it opens it."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(str(p)) as tif:
+            series = tif.series[0]
+            spacing = _spacing(tif, len(series.shape), str(series.axes))
+            unit, axes = _read_unit(tif), str(series.axes)
+    except Exception:  # (not a TIFF, unreadable: nothing to say)
+        return None
+    if all(abs(s - 1.0) < 1e-9 for s in spacing):
+        return None
+    return tuple(float(s) for s in spacing), unit, axes
+
+
 MODEL_KEY = "attnseg_model"  # description entry (ImageJ or JSON): the model that made a mask, as JSON
 
 
