@@ -45,3 +45,26 @@ def test_click_to_fix_without_a_segment_run_adds_a_mask_and_the_click_writes_int
     corr.prompt.enable_box.value = True
     assert [ly.name for ly in viewer.layers].count("scan mask") == 1
     assert "scan mask (2)" not in viewer.layers
+
+
+def test_the_prompts_layer_takes_the_images_units(make_napari_viewer):
+    """A z-stack in micron: the '<image> prompts' layer was made in pixels, so napari warned 'Inconsistent units
+    across layers; units will not be used for rendering' and dropped the units; it now has the image's placement."""
+    import warnings
+
+    from napari_attnseg._napari.correct_widget import CorrectWidget
+    from napari_attnseg.models.registry import bundled_models
+
+    if "nuclei-2d-prompt" not in bundled_models():
+        pytest.skip("no bundled promptable model")
+    viewer = make_napari_viewer()
+    stack = np.random.default_rng(0).normal(100, 10, (6, 96, 96)).astype(np.float32)
+    layer = viewer.add_image(stack, name="zstack", scale=(2.0, 0.5, 0.5), units=("micron",) * 3)
+    corr = CorrectWidget(viewer)
+    corr.prompt.model_combo.value = "nuclei-2d-prompt"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        corr.prompt.enable_box.value = True
+    points = corr.prompt.points_layer
+    assert tuple(points.units) == tuple(layer.units) and tuple(points.scale) == tuple(layer.scale)
+    assert not [w for w in caught if "Inconsistent units" in str(w.message)]

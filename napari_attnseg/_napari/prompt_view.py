@@ -43,14 +43,16 @@ def prompts_layer(viewer, image, current=None):
     again had added a second '<image> prompts' and left the renamed one unused."""
     from napari.layers import Points
 
-    from ._common import upsert_layer
+    from ._common import placement_of, upsert_layer
 
     mask_for_clicks(viewer, image)
     name = f"{image.name} prompts"
     mine = [ly for ly in viewer.layers if isinstance(ly, Points) and ly.ndim == image.ndim
             and (ly.metadata.get(PROMPTS_KEY) or {}).get("image") == image.unique_id]
     layer = current if current in mine else next(iter(mine), None)
-    place = {k: getattr(image, k) for k in ("scale", "translate")}
+    # the image's whole placement, units included (a Points layer in pixels beside a z-stack in micron made napari
+    # warn "Inconsistent units across layers" twice and stop rendering with units)
+    place = placement_of(image).compose((1.0,) * image.ndim, (0.0,) * image.ndim)
     if layer is not None:
         given = layer.metadata[PROMPTS_KEY].get("name")
         if layer.name == given and name not in viewer.layers:  # (a name the user typed stays)
