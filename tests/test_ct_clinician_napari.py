@@ -68,3 +68,27 @@ def test_the_prompts_layer_takes_the_images_units(make_napari_viewer):
     points = corr.prompt.points_layer
     assert tuple(points.units) == tuple(layer.units) and tuple(points.scale) == tuple(layer.scale)
     assert not [w for w in caught if "Inconsistent units" in str(w.message)]
+
+
+def test_a_tiff_export_of_a_z_stack_keeps_its_unit(make_napari_viewer, qtbot, tmp_path):
+    """The Correct tab's TIFF export of a z-stack in micron kept the spacing but dropped the unit (the files had
+    no unit, read back as None); the layer's units now go with it."""
+    from napari_attnseg._napari.correct_widget import CorrectWidget
+    from napari_attnseg.data import read_image
+
+    viewer = make_napari_viewer()
+    stack = np.random.default_rng(0).normal(100, 10, (6, 48, 48)).astype(np.float32)
+    mask = np.zeros(stack.shape, np.uint8)
+    mask[1:5, 10:20, 10:20] = 1
+    viewer.add_image(stack, name="zstack", scale=(2.0, 0.5, 0.5), units=("micron",) * 3)
+    viewer.add_labels(mask, name="zstack mask", scale=(2.0, 0.5, 0.5), units=("micron",) * 3)
+    corr = CorrectWidget(viewer)
+    corr.labels_combo.value, corr.image_combo.value = "zstack mask", "zstack"
+    corr.dataset_edit.value = str(tmp_path / "ds")
+    corr.format_combo.value = "tiff"
+    corr.mark_slices(range(6))
+    assert corr.export() is not None
+    qtbot.waitUntil(lambda: corr.export_button.enabled, timeout=30000)
+    for sub in ("images", "labels"):
+        written = read_image(next((tmp_path / "ds" / sub).iterdir()))
+        assert written.spacing == pytest.approx((2.0, 0.5, 0.5)) and written.meta.get("unit") == "micron", sub

@@ -351,6 +351,7 @@ class CorrectWidget(Undockable, QWidget, CorrectForm, ClassList, CorrectExport, 
             "source_name": Path(str(meta["source_path"])).name if meta.get("source_path") else img_name,
             "model_info": model_identity(info) if info else None,
             "modality": meta.get("modality"),
+            "unit": units if (units := [str(u) for u in getattr(image_layer, "units", ())]) and "pixel" not in units else None,
         }
         image, labels, fmt = np.asarray(image_layer.data), np.array(layer.data), self.format_combo.value
 

@@ -296,7 +296,7 @@ def export_case(
     channel_axis: bool = False,
     foreground: bool = False,
     modality: str | None = None,
-    labels_name: str | None = None,
+    labels_name: str | None = None, unit: str | Sequence[str] | None = None,
 ) -> CaseRecord:
     """Add one case (image + corrected labels) to the dataset at ``dataset_dir``; return its record.
 
@@ -312,6 +312,7 @@ def export_case(
     without it, more than ``MAX_AUTO_CLASSES`` distinct values, or a value above it, and no ``label_names``
     are refused; a new dataset whose auto-named table skips values gets a note in ``warnings``.
     Names are stripped of surrounding spaces; ``labels_name`` (e.g. the mask's file) names the labels in messages.
+    ``unit``: the length unit of ``spacing`` for TIFF files (``"µm"``, or a napari layer's ``units``; with an affine mm).
     Only pixel values and geometry are written (no source headers). Nothing is written when any
     input is refused (``InputError`` / ``DatasetError``), and no file that is not a case of the
     dataset's manifest is replaced. ``CaseRecord.warnings`` also names earlier cases with the same image.
@@ -377,7 +378,7 @@ def export_case(
                 tmp = staged_name(final, token)
                 staged.append((tmp, final))
                 sp = spacing_l if data.ndim == ndim else [1.0, *spacing_l]  # (C, y, x) TIFF: channels first
-                write_image(tmp, data, spacing=sp, affine=affine, unit="mm" if affine is not None else None)
+                write_image(tmp, data, spacing=sp, affine=affine, unit="mm" if affine is not None else unit)
                 _hook("file")
             record = CaseRecord(
                 case_id=cid, source_name=str(source_name or "image"), image_sha256=image_sha,
