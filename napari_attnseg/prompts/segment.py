@@ -19,8 +19,8 @@ from .encode import click_channels, radius_per_axis
 MIN_CROP = {2: 96, 3: 48}  # pixels per axis at least (3D: per axis of the volume)
 MARGIN = {2: 32, 3: 16}  # context around the clicks and the previous mask
 # pixels per axis at most: a click on a region as big as the image (a whole-tissue or inverted-image component)
-# had the model run on all of it in one pass (audit: 4000 x 4000 px, 80 s and 10 GB); the crop is then centred
-# on the positive clicks, and only it can change
+# had the model run on all of it in one pass (audit: 4000 x 4000 px, 80 s and 10 GB); the crop is then centred on
+# the newest click, and only it can change
 MAX_CROP = {2: 1024, 3: 192}
 
 
