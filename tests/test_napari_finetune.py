@@ -291,3 +291,30 @@ def test_a_short_run_alone_docks_nothing_and_says_less_than_one_epoch(make_napar
     said = [str(n.message) for n in notifications]
     assert any(str(tmp_path / "short") in m and "Load checkpoint" in m for m in said), said
     assert w.result.checkpoint in w._paths.values()
+
+
+def test_a_run_that_kept_the_start_weights_leaves_the_segment_tabs_model_chosen(dock, qtbot, tmp_path, monkeypatch,
+                                                                               notifications):
+    """No epoch beat the start model: its weights are saved under the new name (with this dataset's card) and
+    listed, but the Segment tab keeps the model it had (it had chosen the copy, a 'new' model that learnt nothing;
+    z-stack audit), and the notification says so."""
+    from napari_attnseg.training import trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module.Trainer, "_step", lambda self, x, y: 1.0)  # no step learns: the start is kept
+    viewer, panels = dock
+    ds, start = _volume_dataset(tmp_path)
+    seg_label = panels.segment.add_model(str(start))
+    before = panels.segment.model_combo.value
+    assert before == seg_label
+    w = panels.finetune
+    w.dataset_edit.value = str(ds)
+    w.model_combo.value = next(c for c in w.model_combo.choices if "start" in str(c))
+    w.minutes_spin.min = 0.05
+    w.minutes_spin.value = 0.1
+    w.out_edit.value = str(tmp_path / "kept")
+    assert w.run() is not None
+    qtbot.waitUntil(lambda: w.run_button.enabled, timeout=120000)
+    assert w.result is not None and w.result.kept_start and w.result.checkpoint, w.status.value
+    assert panels.segment.model_combo.value == before
+    said = [str(n.message) for n in notifications]
+    assert any("No epoch beat" in m and "not chosen there" in m for m in said), said

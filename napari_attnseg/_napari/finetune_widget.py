@@ -333,17 +333,18 @@ class FinetuneWidget(Undockable, QWidget, StartModels, ValidationField):
                                  f"Saved {res.checkpoint}. {listed_text(res.checkpoint)}{notes}")
             folder = Path(res.checkpoint).parent
             seg = self._segment_widget()
+            kept = getattr(res, "kept_start", False)  # (the start's own weights: the Segment tab keeps its model)
             if seg is not None:  # listed; chosen for the next run only when it learnt at least one epoch
-                label = seg.add_model(res.checkpoint, select=not short)
+                label = seg.add_model(res.checkpoint, select=not short and not kept)
                 self.add_model(label, res.checkpoint, select=False)
-                use = "; it is in the Segment tab's list, not chosen there" if short else ""
+                use = "; it is in the Segment tab's list, not chosen there" if short or kept else ""
             else:  # the Fine-tune panel docked alone: no Segment panel is docked for it
                 self.add_model(self._checkpoint_label(res.checkpoint), res.checkpoint, select=False)
                 use = (f"; the Segment panel lists it as {folder.name!r} (your models folder)"
                        if in_models_folder(res.checkpoint) else
                        f"; to segment with it, open the Segment panel and load {Path(res.checkpoint).name} from there "
                        "with Load checkpoint...")
-            if getattr(res, "kept_start", False):  # the start weights, with this dataset's card: say it plainly
+            if kept:  # the start weights, with this dataset's card: say it plainly
                 notify_info(f"No epoch beat {start_label} on the validation: its weights were kept and saved "
                             f"to {folder} (give it more time or review more slices){use}.")
             elif short:
