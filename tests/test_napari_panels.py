@@ -378,6 +378,21 @@ def test_helpers_on_a_large_volume_run_off_the_event_loop_and_respect_edits_mean
     qtbot.waitUntil(lambda: bool(done), timeout=30000)
     assert "edited while the helper ran" in messages[-1] and not np.asarray(layer.data)[:, 15, 15].any()
 
+    # two helpers pressed quickly: the second waits its turn (it is refused with a word) instead of making the
+    # first one's result be dropped as 'edited while the helper ran'
+    layer.data = mask.copy()
+    infos, messages[:] = [], []
+    monkeypatch.setattr(cw, "notify_info", infos.append)
+    done = []
+    worker = w._apply(slow, None, whole_volume=True)
+    worker.finished.connect(lambda: done.append(True))
+    assert w._apply(cw.correct.keep_largest_component, None, whole_volume=True) is None
+    assert any("still working" in m for m in infos), infos
+    qtbot.waitUntil(lambda: bool(done), timeout=30000)
+    assert not messages and bool(np.asarray(layer.data)[:, 15, 15].all()), messages
+    assert w._apply(cw.correct.fill_holes, None, whole_volume=True) is not None  # free again once it is done
+    qtbot.waitUntil(lambda: not w._helper_running, timeout=30000)
+
 
 def test_no_tab_needs_a_sideways_scroll_bar_on_a_1600_x_1000_screen(make_napari_viewer, qtbot):
     """Each tab of the dock fits its width in a 1600 x 1000 window with the brain sample open (the Correct

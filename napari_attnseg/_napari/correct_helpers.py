@@ -41,6 +41,11 @@ class MaskHelpers:
                          "none (a 3D or rolled view): go back to the 2D view with the slices on the slider, or untick it.")
             return
         if z is None and data.size > BACKGROUND_VOXELS:  # a whole large volume: off the event loop
+            # one helper at a time per mask: a second one's change made the first one's result be dropped as
+            # 'edited while the helper ran', which blamed the user (big-2D audit: two helpers pressed quickly)
+            if layer in getattr(self, "_helper_running", ()):
+                notify_info(f"{layer.name}: a helper is still working on it; press this one again when it is done.")
+                return None
             return self._apply_in_background(layer, fn, args)
         try:
             new = fn(data if z is None else data[z], *args)
@@ -86,8 +91,11 @@ class MaskHelpers:
             self._update_info()
 
         worker = work()
+        running = self.__dict__.setdefault("_helper_running", [])
+        running.append(layer)
         worker.returned.connect(done)
         worker.errored.connect(lambda exc: notify_error(f"{layer.name}: unexpected error ({error_message(exc)})."))
+        worker.finished.connect(lambda: layer in running and running.remove(layer))
         worker.start()
         return worker
 
