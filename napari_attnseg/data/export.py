@@ -30,6 +30,7 @@ from ..errors import DatasetError, InputError
 from ..options import DATASET_FORMATS
 from .grid import check_same_grid
 from .io import write_image
+from .label_values import check_class_ids, clean_names, values_outside_table
 from .layouts import case_paths, detect_format, index_files
 from .manifest import (
     JOURNAL,
@@ -78,19 +79,6 @@ def array_sha256(a: np.ndarray) -> str:
     h = hashlib.sha256(str((a.dtype.str, a.shape)).encode())
     h.update(memoryview(a).cast("B"))
     return h.hexdigest()
-
-
-def check_class_ids(a: np.ndarray, what: str) -> None:
-    """Refuse a mask that is not class ids (whole, not negative); ``what`` names it ("Labels", a file)."""
-    a = np.asarray(a)
-    if a.dtype.kind == "f":
-        if not np.all(np.isfinite(a)) or not np.all(np.mod(a, 1) == 0):
-            raise InputError(f"{what} must be whole numbers (class ids); got fractional or NaN values (a probability "
-                             "map?). Use a Labels layer or a thresholded mask (e.g. probability > 0.5).")
-    elif a.dtype.kind not in "iub":
-        raise InputError(f"{what} must be integers (class ids); got dtype {a.dtype}.")
-    if a.size and a.min() < 0:
-        raise InputError(f"{what} must not be negative; class ids start at 0 (background).")
 
 
 def _check_arrays(image: np.ndarray, labels: np.ndarray, channel_axis: bool) -> None:
@@ -144,7 +132,7 @@ def _plan(folder: Path, format: str, labels: np.ndarray, n_channels: int, ndim: 
     if existing is not None and existing != format:
         raise DatasetError(f"{folder} holds a {existing} dataset; export to it with format {existing!r} "
                            "or pick another folder.")
-    label_names, channel_names = _clean_names(label_names, "Label"), _clean_names(channel_names, "Channel")
+    label_names, channel_names = clean_names(label_names, "Label"), clean_names(channel_names, "Channel")
     counted, rows = labels, None
     if reviewed_slices is not None and ndim == 3:  # unreviewed slices go out as 'ignore': their values need no name
         rows = sorted({int(z) for z in reviewed_slices if 0 <= int(z) < labels.shape[0]})
@@ -195,7 +183,7 @@ def _plan(folder: Path, format: str, labels: np.ndarray, n_channels: int, ndim: 
                 "Give a name to every label value (--label-names, background first) or check the mask.")
         if manifest["cases"]:
             hint = "The dataset keeps its label table; export this mask into another folder or check its values."
-        raise InputError(f"{_where(counted, len(table), rows, what)} not in the dataset's label table "
+        raise InputError(f"{values_outside_table(counted, len(table), rows, what)} not in the dataset's label table "
                          f"({', '.join(f'{i}={n}' for i, n in enumerate(table))}). {hint}")
     ignore_value = None
     exported = labels
@@ -228,33 +216,6 @@ def _plan(folder: Path, format: str, labels: np.ndarray, n_channels: int, ndim: 
         raise DatasetError(f"{blocked[0]} already exists and is not a case in {folder / MANIFEST}; napari-attnseg "
                            "never replaces it. Move it away or choose another case id.")
     return _Plan(manifest, case_id, exported, ignore_value, notes)
-
-
-def _clean_names(names: Sequence[str] | None, kind: str) -> list[str] | None:
-    """Names as typed ("background, tumour" from a comma list) without the spaces around them; an empty one refused."""
-    if names is None:
-        return None
-    out = [str(n).strip() for n in names]
-    if any(not n for n in out):
-        raise InputError(f"{kind} names must not be empty; got {list(names)}. Give one name per value, separated by "
-                         "commas, e.g. background,necrotic,enhancing,oedema.")
-    return out
-
-
-def _where(labels: np.ndarray, n_names: int, rows: list[int] | None, what: str) -> str:
-    """'Label value 4 (1 voxel, slice 16) in <what> is': the values beyond a table of ``n_names`` names, their
-    voxel counts and slices (3D; ``labels`` holds the slices ``rows`` of the volume when not None)."""
-    from ..correct import format_slice_ranges
-
-    values, parts = [int(v) for v in np.unique(labels) if v >= n_names], []
-    for v in values[:5]:
-        hit, n = labels == v, int((labels == v).sum())
-        z = np.flatnonzero(hit.any(axis=(1, 2))).tolist() if hit.ndim == 3 else []
-        z = [rows[i] for i in z] if rows is not None else z
-        at = f", slice{'s' if len(z) > 1 else ''} {format_slice_ranges(z)}" if z else ""
-        parts.append(f"{v} ({n} voxel{'s' if n > 1 else ''}{at})")
-    many = len(values) > 1
-    return f"Label value{'s' if many else ''} {', '.join(parts)} in {what} {'are' if many else 'is'}"
 
 
 def _visible_files(folder: Path) -> list[Path]:
