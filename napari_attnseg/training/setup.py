@@ -211,12 +211,11 @@ class RunSetup(BrainInputs):
             rows = np.roll(rows, -start)[:REFRESH_ROWS]
         return rows
 
-    def _next_blocks(self, k: int, n: int) -> list[int]:
-        """The next ``REFRESH_ROWS`` of part ``k``'s ``n`` blocks (round robin over the calls, setup included)."""
-        if not hasattr(self, "_fp_blocks"):
-            self._fp_blocks, self._block_turn = {}, {}
-        turn = self._block_turn.get(k, 0)
-        self._block_turn[k] = turn + REFRESH_ROWS
+    def _next_blocks(self, part: tuple, n: int) -> list[int]:
+        """The next ``REFRESH_ROWS`` of a part's ``n`` blocks (round robin over the calls, setup included);
+        ``part``: (index, shape), so a part the refit replaces starts afresh."""
+        turn = self.__dict__.setdefault("_block_turn", {}).get(part, 0)
+        self._block_turn[part] = turn + REFRESH_ROWS
         return sorted({(turn + i) % n for i in range(min(REFRESH_ROWS, n))})
 
     def _false_positives(self, rows_of=None, refresh: bool = False) -> list[np.ndarray]:
@@ -242,8 +241,8 @@ class RunSetup(BrainInputs):
                 found = np.concatenate(list(known.values())) if known else np.zeros((0, lab.ndim), int)
             elif lab.ndim == 2 and lab.size > 2 * FP_BLOCK ** 2:  # a big 2D part: a few blocks per call
                 blocks = _blocks(lab.shape)
-                todo = self._next_blocks(k, len(blocks))
-                known = self._fp_blocks.setdefault(k, {}) if refresh else {}
+                todo = self._next_blocks((k, lab.shape), len(blocks))
+                known = self.__dict__.setdefault("_fp_blocks", {}).setdefault((k, lab.shape), {}) if refresh else {}
                 for b in todo:
                     ys, xs = blocks[b]
                     pred = predict(self.model, img[:, ys, xs] if img.shape[0] > 1 else img[0, ys, xs], mode="2d",
