@@ -147,3 +147,22 @@ def test_a_lesion_model_gets_no_tissue_outside_the_brain_warning():
 
     assert "outside the largest connected brain component" in warnings_of({})  # unknown: checked as before
     assert "outside the largest connected brain component" not in warnings_of({"foreground_share": 0.004})
+
+
+def test_hole_filling_from_one_labelling_equals_scipys():
+    """Brain extraction fills each slice's holes, then the volume's, from one labelling of the background
+    (2.9 -> 1.7 s for a 160^3 head); it must give scipy's binary_fill_holes voxels exactly."""
+    from scipy import ndimage as ndi
+
+    from napari_attnseg.inference.brain import _fill_holes
+
+    rng = np.random.default_rng(3)
+    in_plane = np.zeros((3, 3, 3), bool)
+    in_plane[1] = ndi.generate_binary_structure(2, 1)
+    six = ndi.generate_binary_structure(3, 1)
+    for trial in range(30):
+        mask = rng.random((5, 18, 23)) < rng.uniform(0.3, 0.8)
+        if trial % 2:
+            mask = ndi.binary_opening(mask)
+        np.testing.assert_array_equal(_fill_holes(mask, six), ndi.binary_fill_holes(mask, six))
+        np.testing.assert_array_equal(_fill_holes(mask, in_plane), np.stack([ndi.binary_fill_holes(z) for z in mask]))

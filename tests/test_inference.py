@@ -306,3 +306,20 @@ def test_a_microscopy_model_on_a_scan_placed_in_the_body_is_flagged():
     ct = np.full((4, 64, 64), -1000.0, np.float32)
     ct[:, 12:52, 12:52] = np.random.default_rng(0).normal(40, 20, (4, 40, 40))
     assert scan_warning(nuclei.card, codes, ct) is None and "Hounsfield" in fit_warning(nuclei.card, ct, False, codes)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(-40000, 70000), min_size=1, max_size=400), st.sampled_from([np.int16, np.int32, np.int64]),
+       st.lists(st.floats(0, 100), min_size=1, max_size=5))
+def test_histogram_percentiles_equal_numpys(values, dtype, qs):
+    """compute_stats reads integer images' percentiles off a histogram: the same float64 values as
+    np.percentile on the float64 sample it used before (the normalisation, hence every output, unchanged)."""
+    from napari_attnseg.inference.normalize import percentiles
+
+    info = np.iinfo(dtype)
+    v = np.clip(np.asarray(values), info.min, info.max).astype(dtype)
+    np.testing.assert_array_equal(percentiles(v, qs), np.percentile(v.astype(np.float64), qs))
+    u8 = (v % 256).astype(np.uint8)
+    np.testing.assert_array_equal(percentiles(u8, qs), np.percentile(u8.astype(np.float64), qs))
+    flags = v > 0
+    np.testing.assert_array_equal(percentiles(flags, qs), np.percentile(flags.astype(np.float64), qs))

@@ -210,7 +210,7 @@ def test_read_only_memmap_input(tmp_path, recwarn):
 def test_cuda_path_agrees_with_the_cpu(case):
     model, image, kw = CASES[case]
     cpu = predict(model, image, precision="fp32", device="cpu", probability_dtype="float32", **kw)
-    gpu = predict(model, image, precision="fp32", device="cuda", probability_dtype="float32", batch_size=2, **kw)
+    gpu = predict(model, image, **dict(kw, precision="fp32", device="cuda", probability_dtype="float32", batch_size=2))
     assert (np.asarray(gpu.labels) == np.asarray(cpu.labels)).mean() > 0.999
     np.testing.assert_allclose(gpu.probabilities, cpu.probabilities, atol=1e-3)
     for a, b in zip(gpu.attention, cpu.attention):

@@ -62,6 +62,23 @@ def _thresholds(values: np.ndarray) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
+def _fill_holes(mask: np.ndarray, structure: np.ndarray) -> np.ndarray:
+    """``ndi.binary_fill_holes(mask, structure)``, the same voxels, from one labelling of the background: its
+    components (connected through ``structure``) that touch no face of the array are holes. With an
+    in-plane structure this fills every slice's holes at once (~10x faster than slice by slice)."""
+    background, n = ndi.label(~mask, structure=structure)
+    if n == 0:
+        return mask.copy()
+    outside = np.zeros(n + 1, bool)
+    for axis in range(mask.ndim):
+        if structure.shape[axis] == 1 or not structure.any(axis=tuple(a for a in range(mask.ndim) if a != axis)).all():
+            continue  # not connected along this axis: its first and last planes are no border
+        for end in (0, -1):
+            outside[np.take(background, end, axis=axis)] = True
+    outside[0] = False  # label 0 is the mask itself: kept
+    return ~outside[background]
+
+
 def _valleys(a: np.ndarray, lo: float, spacing: Sequence[float]) -> np.ndarray:
     """Voxels darker by ``VALLEY_DEPTH`` than the grey closing over a box of +-``VALLEY_MM``: dark layers
     between brighter ones, such as the skull between scalp and brain. On thick slices the skull at the
@@ -85,7 +102,9 @@ def _brain_core(tissue: np.ndarray, depth: np.ndarray, spacing: Sequence[float],
         return core
     index = np.arange(1, n + 1)
     sizes = ndi.sum(core, labels, index=index)
-    deepest = np.asarray(ndi.maximum(depth, labels, index=index))
+    deepest = np.zeros(n + 1)  # ndi.maximum(depth, labels, index), without its sort of every voxel (1 s on 160^3)
+    np.maximum.at(deepest, labels[core], depth[core])
+    deepest = deepest[1:]
     keep = (sizes >= 0.05 * sizes.max()) & (deepest >= 0.5 * deepest.max())
     return np.isin(labels, index[keep])
 
@@ -133,10 +152,8 @@ def extract_brain(image: np.ndarray, spacing: Sequence[float] | None = None, *, 
         grown = ndi.binary_dilation(grown, structure=in_plane, iterations=steps, mask=tissue)
     else:
         grown = ndi.binary_dilation(brain, structure=ndi.generate_binary_structure(3, 1), iterations=steps, mask=tissue)
-    mask = np.zeros_like(grown)
-    for z in range(grown.shape[0]):  # ventricles and sulci enclosed in the slice belong to the brain
-        mask[z] = ndi.binary_fill_holes(grown[z])
-    mask = ndi.binary_closing(ndi.binary_fill_holes(mask), structure=_ball(2.0, spacing)) & head
+    mask = _fill_holes(grown, in_plane)  # ventricles and sulci enclosed in the slice belong to the brain
+    mask = ndi.binary_closing(_fill_holes(mask, ndi.generate_binary_structure(3, 1)), structure=_ball(2.0, spacing)) & head
     removed = float(1.0 - mask.sum() / max(head.sum(), 1))
     if removed < STRIPPED_SHARE:
         return BrainMask(mask, False, removed, f"the input looks skull-stripped ({removed:.0%} of the head would be "

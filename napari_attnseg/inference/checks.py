@@ -306,13 +306,13 @@ def fit_warning(card, image, has_channels: bool, orientation=None, normalization
 def median_position(image) -> float | None:
     """Where the median lies between the 1st and 99th percentiles (0: at the dark end), on a subsample;
     about 0.15 for fluorescence nuclei on a dark background, about 0.85 for the same image inverted."""
-    from .normalize import _sample
+    from .normalize import _sample, percentiles
 
-    s = _sample(np.asarray(image) if not hasattr(image, "shape") else image, False)
-    s = s[np.isfinite(s)]
+    s = _sample(np.asarray(image) if not hasattr(image, "shape") else image, False, native=True)
+    s = s if s.dtype.kind in "iub" else s[np.isfinite(s)]
     if s.size == 0:
         return None
-    lo, med, hi = np.percentile(s, [1, 50, 99])
+    lo, med, hi = percentiles(s, [1, 50, 99])
     return None if hi <= lo else float((med - lo) / (hi - lo))
 
 
@@ -340,20 +340,21 @@ def _background_warning(image: np.ndarray, name: str) -> str | None:
     """A model normalised over the non-zero voxels (an MRI model: 0 outside the head) given an image whose
     background is not 0: an offset (all voxels + 100: GM Dice 0.94 -> 0.75) or intensities standardised
     inside the brain (negative values: 0.03), which the model never saw."""
-    from .normalize import _sample
+    from .normalize import _sample, percentiles
 
-    sample = _sample(np.asarray(image), False)  # the subsample the normalisation statistics use
-    finite = sample[np.isfinite(sample)]
+    sample = _sample(np.asarray(image), False, native=True)  # the subsample the normalisation statistics use
+    integer = sample.dtype.kind in "iub"
+    finite = sample.ravel() if integer else sample[np.isfinite(sample)]
     if finite.size == 0:
         return None
-    top = float(np.percentile(finite, 99))
+    top = float(percentiles(finite, [99])[0])
     negative = float((finite < 0).mean())
     # the in-plane edges of every slice (outside the head in nearly every MRI field of view; the first and last
     # slices of a slab can cut through the brain)
     faces = np.concatenate([np.take(sample, i, axis=a).ravel() for a in range(max(0, sample.ndim - 2), sample.ndim)
                             for i in (0, -1)])
-    faces = faces[np.isfinite(faces)]
-    border = float(np.median(faces)) if faces.size else 0.0
+    faces = faces if integer else faces[np.isfinite(faces)]
+    border = float(percentiles(faces, [50])[0]) if faces.size else 0.0
     if negative > 0.05:
         return (f"{negative:.0%} of the image's voxels are negative, but {name} expects intensities >= 0 with 0 outside "
                 "the body (as scanners write MRI): an image standardised (z-scored) or shifted by a tool cannot be "

@@ -10,6 +10,7 @@ The whole image is still normalised with them, the zeros included."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -22,14 +23,44 @@ NONZERO_SCHEMES = ("percentile", "scale", "zscore")  # the ones with statistics 
 _MAX_SAMPLE = 2_000_000  # voxels used for statistics on big images
 
 
-def _sample(image, channel_axis: bool) -> np.ndarray:
-    """A strided subsample of the image (per channel when ``channel_axis``), as float64."""
+def _sample(image, channel_axis: bool, native: bool = False) -> np.ndarray:
+    """A strided subsample of the image (per channel when ``channel_axis``), as float64 (``native``: integer
+    images keep their integer type, which :func:`percentiles` reads ~10x faster)."""
     shape = image.shape[1:] if channel_axis else image.shape
     n = int(np.prod(shape))
     step = max(1, math.ceil((n / _MAX_SAMPLE) ** (1 / len(shape)) - 1e-9))  # at most ~_MAX_SAMPLE values
     region = tuple(slice(None, None, step) for _ in shape)
     data = image[(slice(None), *region)] if channel_axis else image[region]
-    return np.asarray(data, dtype=np.float64)
+    data = np.asarray(data)
+    return data if native and data.dtype.kind in "iub" else np.asarray(data, dtype=np.float64)
+
+
+_HISTOGRAM_RANGE = 1 << 20  # integer samples spanning at most this many values are counted, not partitioned
+
+
+def percentiles(values: np.ndarray, qs: Sequence[float]) -> np.ndarray:
+    """``np.percentile(values, qs)`` (its default, linear method) with the same float64 result. Integer values
+    spanning a modest range are read off a histogram of their counts instead of partitioned: ~2 ms instead of
+    ~14 ms for a 1 M-pixel sample, which is most of a 1024 x 1024 prediction's host time on a GPU."""
+    v = np.asarray(values).ravel()
+    if v.size == 0 or v.dtype.kind not in "iub":
+        return np.percentile(v, qs)
+    low, high = int(v.min()), int(v.max())
+    if high - low > _HISTOGRAM_RANGE:
+        return np.percentile(v, qs)
+    shifted = v.astype(np.intp) - low if low else v.astype(np.intp, copy=False)
+    cumulative = np.cumsum(np.bincount(shifted, minlength=high - low + 1))
+    index = (v.size - 1) * (np.asarray(qs, dtype=np.float64) / 100)  # numpy's virtual index, same operations
+    below = np.floor(index)
+    gamma = index - below
+    lo_k = below.astype(np.intp)
+    hi_k = np.minimum(lo_k + 1, v.size - 1)
+    a = np.searchsorted(cumulative, lo_k, side="right").astype(np.int64) + low  # the lo_k-th smallest value
+    b = np.searchsorted(cumulative, hi_k, side="right").astype(np.int64) + low
+    diff = b - a  # numpy's _lerp, the same float operations
+    out = np.add(a, diff * gamma)
+    np.subtract(b, diff * (1 - gamma), out=out, where=gamma >= 0.5, casting="unsafe")
+    return out
 
 
 # Normalised values beyond this are outliers (a hot or saturated pixel, 65535 in an image of 0-235, came out
@@ -43,24 +74,26 @@ def compute_stats(image, spec: dict[str, Any] | None, channel_axis: bool) -> dic
     scheme = spec.get("scheme", "percentile")
     if scheme not in SCHEMES:
         raise InputError(f"Unknown normalisation scheme {scheme!r} in the model card; expected one of {SCHEMES}.")
-    sample = _sample(image, channel_axis)
+    sample = _sample(image, channel_axis, native=True)
+    integer = sample.dtype.kind in "iub"  # no NaN or infinity to leave out
     chans = sample if channel_axis else sample[None]
     offsets, scales = [], []
     nonzero = bool(spec.get("nonzero", False)) and scheme in NONZERO_SCHEMES
     for c in chans:
-        finite = c[np.isfinite(c)]
+        finite = c.ravel() if integer else c[np.isfinite(c)]
         if finite.size == 0:
             raise InputError("The image has no finite values (all NaN or infinite); check the file.")
         if nonzero and np.count_nonzero(finite):  # an all-zero image falls back to every voxel
             finite = finite[finite != 0]
         if scheme == "percentile":
-            lo, hi = np.percentile(finite, [float(spec.get("lower", 1.0)), float(spec.get("upper", 99.0))])
+            lo, hi = percentiles(finite, [float(spec.get("lower", 1.0)), float(spec.get("upper", 99.0))])
             offsets.append(lo)
             scales.append(hi - lo)
         elif scheme == "scale":
             offsets.append(0.0)
-            scales.append(abs(np.percentile(finite, float(spec.get("upper", 99.0)))))
+            scales.append(abs(percentiles(finite, [float(spec.get("upper", 99.0))])[0]))
         elif scheme == "zscore":
+            finite = finite.astype(np.float64, copy=False)
             offsets.append(finite.mean())
             scales.append(finite.std())
         elif scheme == "ct":
@@ -73,8 +106,8 @@ def compute_stats(image, spec: dict[str, Any] | None, channel_axis: bool) -> dic
     scales = [s if s > 1e-12 else 1.0 for s in scales]
     return {"scheme": scheme, "offset": np.asarray(offsets, np.float32), "scale": np.asarray(scales, np.float32),
             "clip": scheme == "ct", "limit": OUTLIER_LIMIT if scheme in ("percentile", "scale", "zscore") else None,
-            "fill": float(np.nanmin(sample[np.isfinite(sample)])),
-            "constant": bool(np.ptp(sample[np.isfinite(sample)]) == 0)}
+            "fill": float(np.min(sample if integer else sample[np.isfinite(sample)])),
+            "constant": bool(np.ptp(sample if integer else sample[np.isfinite(sample)]) == 0)}
 
 
 def apply_stats(tile: np.ndarray, stats: dict[str, Any]) -> np.ndarray:
