@@ -166,3 +166,16 @@ def test_hole_filling_from_one_labelling_equals_scipys():
             mask = ndi.binary_opening(mask)
         np.testing.assert_array_equal(_fill_holes(mask, six), ndi.binary_fill_holes(mask, six))
         np.testing.assert_array_equal(_fill_holes(mask, in_plane), np.stack([ndi.binary_fill_holes(z) for z in mask]))
+
+
+def test_tissue_outside_the_brain_is_the_same_share_with_more_background_around():
+    """The check measures within the tissue's bounding box (1.01 -> 0.35 s on the MNI head at 1 mm): the
+    share must not depend on how much empty field of view surrounds the prediction."""
+    rng = np.random.default_rng(5)
+    from scipy import ndimage as ndi
+
+    labels = (ndi.gaussian_filter(rng.random((14, 30, 26)), 1.5) > 0.5).astype(np.uint8) * 2
+    share = tissue_outside_brain(labels, (2.0, 1.0, 1.0))
+    assert 0 < share < 1
+    padded = np.pad(labels, ((3, 9), (0, 11), (7, 0)))
+    assert tissue_outside_brain(padded, (2.0, 1.0, 1.0)) == share

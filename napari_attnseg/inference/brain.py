@@ -177,6 +177,9 @@ def tissue_outside_brain(labels: np.ndarray, spacing: Sequence[float] | None = N
     total = int(fg.sum())
     if total == 0:
         return 0.0
+    # the same share within the tissue's bounding box (nothing outside it is tissue; the opening stays
+    # inside the tissue and only the tissue is measured): the morphology runs on less than the volume
+    fg = fg[ndi.find_objects(fg.astype(np.uint8))[0]]
     spacing = tuple(float(s) for s in (spacing or (1.0,) * fg.ndim))
     opened = ndi.binary_opening(fg, structure=_ball(2.0, spacing)) if fg.ndim == 3 else fg
     lab, n = ndi.label(opened)
