@@ -323,3 +323,19 @@ def test_histogram_percentiles_equal_numpys(values, dtype, qs):
     np.testing.assert_array_equal(percentiles(u8, qs), np.percentile(u8.astype(np.float64), qs))
     flags = v > 0
     np.testing.assert_array_equal(percentiles(flags, qs), np.percentile(flags.astype(np.float64), qs))
+
+
+@pytest.mark.parametrize("dtype", [bool, np.uint8, np.int16, np.uint16, np.float32])
+@pytest.mark.parametrize("spec", [None, {"scheme": "zscore"}, {"scheme": "scale", "upper": 99.5, "nonzero": True}])
+def test_statistics_of_an_integer_image_are_those_of_its_float_copy(dtype, spec):
+    """compute_stats reads integer and boolean images in their own type (a histogram, not a float64 copy):
+    every statistic must be what the float64 copy gives (a boolean layer used to fail in np.ptp)."""
+    from napari_attnseg.inference.normalize import compute_stats
+
+    rng = np.random.default_rng(4)
+    image = (rng.random((30, 41)) < 0.3) if dtype is bool else (rng.random((30, 41)) * 900 - 200).astype(dtype)
+    got = compute_stats(image, spec, False)
+    want = compute_stats(image.astype(np.float64), spec, False)
+    for key in ("offset", "scale"):
+        np.testing.assert_array_equal(got[key], want[key])
+    assert (got["fill"], got["constant"]) == (want["fill"], want["constant"])

@@ -32,7 +32,9 @@ def _sample(image, channel_axis: bool, native: bool = False) -> np.ndarray:
     region = tuple(slice(None, None, step) for _ in shape)
     data = image[(slice(None), *region)] if channel_axis else image[region]
     data = np.asarray(data)
-    return data if native and data.dtype.kind in "iub" else np.asarray(data, dtype=np.float64)
+    if native and data.dtype.kind in "iub":
+        return data.view(np.uint8) if data.dtype == bool else data  # (NumPy has no subtraction of booleans)
+    return np.asarray(data, dtype=np.float64)
 
 
 _HISTOGRAM_RANGE = 1 << 20  # integer samples spanning at most this many values are counted, not partitioned
