@@ -259,3 +259,23 @@ def test_the_image_is_normalised_and_resampled_a_few_rows_at_a_time():
     tracemalloc.stop()
     assert new.shape == (1, *old.shape) and np.abs(new[0] - old).max() < 1e-6
     assert peak < new.nbytes + image.nbytes, f"{peak / image.nbytes:.1f}x the input"
+
+
+def test_class_argmax_and_plane_zoom_are_numpys_and_ndimages():
+    """The zoom back to the image grid interpolates each block's planes with torch (1.6 -> 0.6 s for a 1 mm
+    head) and takes the labels by plane comparisons (0.37 s of NumPy's strided argmax -> ~0.05 s): the
+    labels must be argmax's, the first class winning a tie, and the values ndimage.zoom's."""
+    from scipy import ndimage
+
+    from napari_attnseg.inference.resample import _zoom_planes, argmax_classes
+
+    rng = np.random.default_rng(2)
+    for k in (1, 2, 3, 6):
+        scores = rng.integers(0, 3, (k, 9, 11)).astype(np.float32)  # many ties
+        np.testing.assert_array_equal(argmax_classes(scores), scores.argmax(0))
+    for plane_in, plane_out in (((7, 12), (19, 5)), ((30,), (11,)), ((4, 5), (4, 5)), ((3, 9, 8), (6, 4, 17))):
+        rows = rng.random((2, 3, *plane_in)).astype(np.float32)
+        got = _zoom_planes(rows, plane_out)
+        zoom = [1.0, 1.0, *(o / i for o, i in zip(plane_out, plane_in))]
+        want = ndimage.zoom(rows.astype(np.float64), zoom, order=1, grid_mode=True, mode="nearest")
+        np.testing.assert_allclose(got, want[(slice(None), slice(None), *(slice(0, o) for o in plane_out))], atol=1e-5)

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from .prediction import AttentionMap
+from .resample import argmax_classes
 from .tiling import TileGrid, block_mean
 
 # voxels normalised at a time when slices are finished: keeps temporaries small on big volumes
@@ -138,7 +139,7 @@ class SlabBlender:
             if full_probs is not None:
                 full_probs[:, a:b] = p
             else:
-                labels[a:b] = p.argmax(0)
+                labels[a:b] = argmax_classes(p)
                 if probs is not None:
                     probs[:, a:b] = p
         n = upto - buf_lo

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import torch
 from scipy import ndimage
 
 from .normalize import apply_stats
@@ -63,11 +64,26 @@ def zoom_back_into(probs: np.ndarray, shape: Sequence[int], labels_out, probs_ou
     it) is ever held: on a 512 x 512 x 600 CT that copy and its argmax peaked at 12x the input."""
 
     def put(a: int, b: int, chunk: np.ndarray) -> None:
-        labels_out[a:b] = chunk.argmax(0)
+        labels_out[a:b] = argmax_classes(chunk)
         if probs_out is not None:
             probs_out[:, a:b] = chunk
 
     _zoom_rows(lambda lo, hi: probs[:, lo:hi], probs.shape[1], shape, put, rows)
+
+
+def argmax_classes(p: np.ndarray) -> np.ndarray:
+    """``p.argmax(0)`` for (K, ...) class scores (the first class wins a tie) as uint8/uint16, by K - 1
+    comparisons of whole planes: NumPy's argmax over the first axis strides through memory (0.37 of 0.63 s
+    zooming a 1 mm head's 3 classes back)."""
+    if p.shape[0] > 255:
+        return p.argmax(0)
+    best = p[0].copy()
+    out = np.zeros(p.shape[1:], np.uint8)
+    for k in range(1, p.shape[0]):
+        higher = p[k] > best
+        out[higher] = k
+        np.maximum(best, p[k], out=best)
+    return out
 
 
 def _zoom_rows(read, n_in: int, shape: Sequence[int], put, rows: int = 16) -> None:
@@ -85,10 +101,20 @@ def _zoom_rows(read, n_in: int, shape: Sequence[int], put, rows: int = 16) -> No
         lo = int(i0.min())
         block = np.asarray(read(lo, int(i1.max()) + 1), np.float64)
         w = (x - i0).reshape(-1, *([1] * (block.ndim - 2)))
-        rest = [s / n for s, n in zip(shape[1:], block.shape[2:])]
-        crop = (slice(None), *(slice(0, s) for s in shape[1:]))
-        chunk = np.empty((block.shape[0], b - a, *shape[1:]), np.float32)
-        for k in range(block.shape[0]):
-            rows_k = block[k, i0 - lo] * (1 - w) + block[k, i1 - lo] * w
-            chunk[k] = ndimage.zoom(rows_k, [1.0, *rest], order=1, grid_mode=True, mode="nearest")[crop]
-        put(a, b, chunk)
+        rows_ = block[:, i0 - lo] * (1 - w) + block[:, i1 - lo] * w  # (K, b - a, *rest of the input)
+        put(a, b, _zoom_planes(rows_.astype(np.float32), tuple(int(s) for s in shape[1:])))
+
+
+def _zoom_planes(rows: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """(K, n, *plane) float32 -> (K, n, *shape): linear interpolation over the plane's axes with
+    ``ndimage.zoom(order=1, grid_mode=True, mode="nearest")``'s mapping (pixel centres, edges clamped),
+    done by torch on all K x n planes at once (its ``align_corners=False`` linear modes map and clamp the
+    same way): ~5x faster than zooming each plane with ndimage, equal to float32 rounding."""
+    if rows.shape[2:] == shape or not shape:
+        return np.ascontiguousarray(rows)
+    mode = {1: "linear", 2: "bilinear", 3: "trilinear"}[len(shape)]
+    k, n = rows.shape[:2]
+    x = torch.from_numpy(np.ascontiguousarray(rows)).reshape(k * n, 1, *rows.shape[2:])
+    with torch.inference_mode():
+        out = torch.nn.functional.interpolate(x, size=shape, mode=mode, align_corners=False)
+    return out.reshape(k, n, *shape).numpy()
