@@ -65,7 +65,8 @@ class SegmentJob:
         image, name = layer_array(layer), layer.name  # a pyramid: its full-resolution level
         where = placement_of(layer)
         # the source's file geometry travels with the results, so the writers can restore it
-        geometry = {k: layer.metadata[k] for k in ("affine", "spacing", "source_path") if k in layer.metadata}
+        # (its NIfTI header codes too: a mask saved after its image was closed was written with sform code 1, not 2)
+        geometry = {k: layer.metadata[k] for k in ("affine", "spacing", "source_path", "nifti") if k in layer.metadata}
         geometry["attnseg_source_uid"] = layer.unique_id  # the Correct tab pairs the mask with this very layer
         bar = napari_progress(total=1, desc=f"Segmenting {name}")
 
@@ -120,6 +121,8 @@ class SegmentJob:
             self._show(model, pred, name, where, geometry, then=lambda: self._finish_run(True), layers=prepared)
             msg = (f"{name}: {label}, {pred.params.get('tiles', '?')} tiles on {pred.device} ({pred.precision}) in "
                    f"{pred.timings['total_s']:.1f} s")
+            if turned := pred.params.get("reoriented"):  # stored in another orientation than the model's (as the CLI says)
+                msg += f" (turned {turned} for the model)"
             if pred.params.get("mode") == "slices":  # a z-stack, a time-lapse (t, y, x) or a few planes
                 msg += f"; its {np.shape(pred.labels)[0]} {'frames' if is_time_axis(layer) else 'slices'} one by one"
             if layer.multiscale:

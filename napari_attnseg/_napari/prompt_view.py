@@ -85,7 +85,7 @@ def mask_for_clicks(viewer, image):
     if image.ndim < 2 or getattr(image, "rgb", False) or \
             any(isinstance(ly, Labels) and tuple(np.shape(layer_array(ly))) == shape for ly in viewer.layers):
         return None
-    metadata = {k: image.metadata[k] for k in ("affine", "spacing", "source_path") if k in image.metadata}
+    metadata = {k: image.metadata[k] for k in ("affine", "spacing", "source_path", "nifti") if k in image.metadata}
     metadata["attnseg_source_uid"] = image.unique_id  # (the Correct tab pairs the mask with this image)
     name = f"{image.name} mask"
     if name in viewer.layers:

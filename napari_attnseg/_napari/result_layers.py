@@ -92,7 +92,7 @@ class ResultLayers:
             layer.help = note
         if kind == "labels":
             layer.metadata["attnseg_prediction"] = np.array(data, copy=True)
-            for key in ("affine", "spacing", "source_path", "attnseg_source_uid"):  # this run's image only
+            for key in ("affine", "spacing", "source_path", "nifti", "attnseg_source_uid"):  # this run's image only
                 layer.metadata.pop(key, None)
             layer.metadata.update(geometry or {})
             # the voxels are a new prediction now: what a person reviewed on them before no longer holds

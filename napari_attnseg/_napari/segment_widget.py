@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import os
 from pathlib import Path
 
 from napari.layers import Image
@@ -34,6 +36,16 @@ from .segment_form import MODES, SegmentForm
 __all__ = ["MODES", "SegmentWidget"]
 
 
+@functools.lru_cache(maxsize=64)
+def _tiff_calibration(path: str, mtime_ns: int, size: int) -> tuple[tuple[float, ...], str | None, str] | None:
+    """:func:`~napari_attnseg.data.tiff.tiff_calibration`, read once per version of the file (its path, time and
+    size): the form asks on every choice of layer or model, and a TIFF's header read each time took the GUI
+    thread a file read per click."""
+    from ..data.tiff import tiff_calibration
+
+    return tiff_calibration(path)
+
+
 def calibration_hint(layer) -> str:
     """A TIFF opened by napari's own reader comes without the pixel spacing the file records (an ImageJ z-stack:
     2 um between planes, 0.5 um pixels): the results, heatmaps and an export were then in pixels, 1 apart,
@@ -42,9 +54,11 @@ def calibration_hint(layer) -> str:
     if not isinstance(layer, Image) or not path.lower().endswith((".tif", ".tiff")) or layer.metadata.get("spacing") \
             or any(abs(s - 1.0) > 1e-9 for s in layer.scale):
         return ""
-    from ..data.tiff import tiff_calibration
-
-    found = tiff_calibration(path)
+    try:
+        stat = os.stat(path)
+    except OSError:  # (moved or deleted since it was opened: nothing to say)
+        return ""
+    found = _tiff_calibration(path, stat.st_mtime_ns, stat.st_size)
     if found is None or len(found[0]) != layer.ndim:
         return ""
     spacing, unit, axes = found

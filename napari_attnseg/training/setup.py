@@ -20,6 +20,7 @@ from .far import FAR_WEIGHT
 from .repeats import merge_repeated_images
 from .sampling import PatchSampler
 from .steps import _LossNet, _with_new_head, looks_like_hu, training_precision
+from .valblocks import EvalParts, validated_parts
 
 REFRESH_ROWS = 8  # labelled slices per part re-segmented after each epoch for the hard negatives (2D over a volume)
 # a 2D part over 2 blocks of FP_BLOCK x FP_BLOCK px is searched for false positives REFRESH_ROWS blocks at a time
@@ -134,7 +135,7 @@ class RunSetup(BrainInputs):
         self.tile = patch
         self.patch = [1, *patch] if (dims == 2 and self.ndim == 3) else patch
         self.mode = "slices" if (dims == 2 and self.ndim == 3) else None
-        self.val_parts, self.test_parts = self._eval_parts(self.split.val), self._eval_parts(self.split.test)
+        self.val_parts, self.test_parts = self._val_eval_parts(), self._eval_parts(self.split.test)
         self.model.to(self.device)
         if self._card_norm is not None:
             self._choose_ct_or_card(arrays)
@@ -268,7 +269,7 @@ class RunSetup(BrainInputs):
         images = [apply_stats(img, compute_stats(img, self._card_norm, True)) for img in self._model_inputs()]
         saved = (self._images, self.val_parts)
         self._images = images
-        self.val_parts = self._eval_parts(self.split.val)
+        self.val_parts = self._val_eval_parts()
         card_per_class = self.evaluate(self.val_parts) if self.dist.is_main else []
         card = self._score(card_per_class) if self.dist.is_main else 0.0
         # the card's own scheme only when it is clearly better: a start model that finds nothing either way
@@ -307,7 +308,16 @@ class RunSetup(BrainInputs):
         return tuple(t._version for t in (*self.model.parameters(), *self.model.buffers()))
 
     # -- evaluation --------------------------------------------------------------------------
-    def _eval_parts(self, parts) -> list[tuple[np.ndarray, np.ndarray, tuple[slice, ...]]]:
+    def _val_eval_parts(self) -> EvalParts:
+        """The validation parts ready to segment; a big 2D part as a fixed set of its blocks (.valblocks)."""
+        if self.cfg.prompts:  # click-based validation: whole parts, as before
+            return self._eval_parts(self.split.val)
+        parts, said = validated_parts(self.split.val, self._labels, self.ignore)
+        if said and said not in self.split.validation:  # the summary and the card say so
+            self.split.validation = f"{self.split.validation}; {said}" if self.split.validation else said
+        return self._eval_parts(parts)
+
+    def _eval_parts(self, parts) -> EvalParts:
         """(image with context, labels of the part, where the part lies in that image) per part.
 
         A validation or test part is segmented as a user would segment it: inside the whole image, so
@@ -326,7 +336,7 @@ class RunSetup(BrainInputs):
                 inner.append(slice(start - lo, stop - lo))
             out.append((img[(slice(None), *outer)], lab[p.slices], tuple(inner)))
             self._remember_part_mask(p.case, out[-1][0], outer)  # inference: labels outside the brain are background
-        return out
+        return EvalParts(out, [p.case for p in parts])
 
 
 def _blocks(shape: tuple[int, ...]) -> list[tuple[slice, slice]]:

@@ -5,7 +5,7 @@ Data: every case of an exported dataset, normalised as the model card says (stat
 case, as at inference). The split (see :mod:`.split`) is by case, by regions of a case, or from a
 split file; it is printed, returned and written into the card. Validation segments each whole
 validation part with the inference engine (``predict``), so the Dice it reports is the Dice a user
-gets, and ignores the ``ignore`` label.
+gets, and ignores the ``ignore`` label; a big 2D part: a fixed set of its blocks (:mod:`.valblocks`).
 
 Checkpoint selection: the validation Dice (pooled over a case's validation parts, averaged over
 cases); when the split has no labelled foreground to validate on, the training loss (said in the
@@ -145,6 +145,8 @@ class Trainer(RunSetup, CardWriter, Refit, FarNegatives, TimeBudget, Resume):
         return [_mean(c) for c in zip(*per_case)]
 
     def _part_cases(self, parts) -> list[int]:
+        if getattr(parts, "cases", None) is not None:  # .valblocks.EvalParts: a big part stands for several blocks
+            return parts.cases
         src = self.split.val if parts is self.val_parts else self.split.test if parts is self.test_parts else None
         return [p.case for p in src] if src is not None and len(src) == len(parts) else list(range(len(parts)))
 
