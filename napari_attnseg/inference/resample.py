@@ -72,8 +72,8 @@ def zoom_back_into(probs: np.ndarray, shape: Sequence[int], labels_out, probs_ou
 
 
 def argmax_classes(p: np.ndarray) -> np.ndarray:
-    """``p.argmax(0)`` for (K, ...) class scores (the first class wins a tie) as uint8/uint16, by K - 1
-    comparisons of whole planes: NumPy's argmax over the first axis strides through memory (0.37 of 0.63 s
+    """``p.argmax(0)`` for (K, ...) class scores (the first class wins a tie), as uint8 by K - 1 comparisons
+    of whole planes (more than 255 classes: NumPy's argmax): NumPy's argmax over the first axis strides through memory (0.37 of 0.63 s
     zooming a 1 mm head's 3 classes back)."""
     if p.shape[0] > 255:
         return p.argmax(0)
@@ -90,8 +90,8 @@ def _zoom_rows(read, n_in: int, shape: Sequence[int], put, rows: int = 16) -> No
     """Linear resampling of a (K, n_in, ...) array to (K, *shape), ``rows`` output rows at a time: ``read(lo,
     hi)`` gives input rows lo:hi, ``put(a, b, chunk)`` takes output rows a:b (float32). Linear interpolation is
     separable: the first axis here, with ``ndimage.zoom(grid_mode=True)``'s grid mapping and edges clamped as
-    its ``mode="nearest"``; the others by ``ndimage.zoom`` on each block (equal to zooming the whole array to
-    float32 rounding)."""
+    its ``mode="nearest"``; the others on each block by :func:`_zoom_planes` (equal to zooming the whole array
+    with ``ndimage.zoom`` to float32 rounding)."""
     n_out = int(shape[0])
     for a in range(0, n_out, rows):
         b = min(n_out, a + rows)
