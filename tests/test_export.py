@@ -401,3 +401,29 @@ def test_cli_exports_an_imagej_hyperstack_with_channels_inside(tmp_path):
     img, lab, spacing = read_dataset(tmp_path / "ds").cases[0].load()
     assert img.shape == (2, 4, 32, 32) and np.array_equal(img[1], image[:, 1]) and np.array_equal(lab, labels)
     np.testing.assert_allclose(spacing, (2.0, 0.5, 0.5))
+
+
+def test_a_monai_export_loads_with_monais_own_datalist_and_transforms(tmp_path, case):
+    """What a MONAI user runs on the export: load_decathlon_datalist, then LoadImaged + EnsureChannelFirstd +
+    Orientationd("RAS") + Spacingd to the source's spacing. Image and label must come out on one grid, the
+    label's values and voxels those exported (the docs say this was checked with MONAI by hand)."""
+    monai_data = pytest.importorskip("monai.data")
+    from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged, Orientationd, Spacingd
+
+    image, labels = case
+    export_case(image, labels, tmp_path / "ds", "monai", spacing=(3.0, 0.8, 0.8), affine=AFFINE,
+                label_names=["background", "lesion"])
+    items = monai_data.load_decathlon_datalist(str(tmp_path / "ds" / "datalist.json"), data_list_key="training",
+                                               base_dir=str(tmp_path / "ds"))
+    assert len(items) == 1 and os.path.isfile(items[0]["image"]) and os.path.isfile(items[0]["label"])
+    keys = ["image", "label"]
+    load = Compose([LoadImaged(keys), EnsureChannelFirstd(keys), Orientationd(keys, axcodes="RAS"),
+                    Spacingd(keys, pixdim=(0.8, 0.8, 3.0), mode=("bilinear", "nearest"))])
+    out = load(items[0])
+    img, lab = out["image"], out["label"]
+    assert img.shape == lab.shape and img.shape[0] == 1
+    np.testing.assert_allclose(img.affine.numpy(), lab.affine.numpy())
+    assert set(np.unique(lab.numpy()).tolist()) == {0.0, 1.0}
+    assert int(lab.numpy().sum()) == int(labels.sum())  # same voxels (the spacing is the source's: no resampling)
+    # where the label is 1 the image is above the threshold the labels were made with: one grid
+    assert float(img.numpy()[lab.numpy() > 0].min()) > 110
