@@ -1,0 +1,76 @@
+"""Heatmap audit: a flipped CT's coarse attention levels stay near their own size in the plane, cover every
+image pixel with the block that covers it, and keep napari's sliders on the image's pixels."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_attnseg.inference.prediction import AttentionMap
+from napari_attnseg.layers import Placement, attention_layer, on_image_grid
+
+# lung1 (48 x 512 x 512, 5 x 0.57 x 0.57 mm) with brain-mri-3d in 3d mode (turned LPS -> RAS): levels 3 and 4 as
+# the model returns them (image pixel units); the in-plane axes end in a partial block before the first pixel
+LEVELS = {
+    "level3": ((30, 37, 37), (1.6, 14.027397260273972, 14.027397260273972), (0.3, -0.5, -0.5)),
+    "level4": ((15, 19, 19), (3.2, 28.054794520547944, 28.054794520547944), (1.1, -7.5136986301369575, -7.5136986301369575)),
+}
+SHAPE = (48, 512, 512)
+
+
+def _map(name: str) -> AttentionMap:
+    shape, scale, translate = LEVELS[name]
+    data = np.random.default_rng(0).random(shape).astype(np.float32)
+    return AttentionMap(name, 1, data, scale, translate)
+
+
+@pytest.mark.parametrize("name", sorted(LEVELS))
+def test_a_flipped_cts_coarse_levels_are_not_blown_up_to_the_image_pixels(name):
+    """Put on the image's pixels (to keep the slider on them), levels 3 and 4 of a flipped CT were float32
+    30 x 512 x 512 and 15 x 512 x 512 (47 MB for 0.2 MB of values); each in-plane block is cut in a few parts
+    instead. Every image pixel still shows the value of the block that covers it."""
+    amap = _map(name)
+    out = on_image_grid(amap, SHAPE)
+    assert out.data.shape[0] == amap.data.shape[0]
+    assert max(out.data.shape[1:]) <= 4 * max(amap.data.shape[1:])  # without the fix: 512
+    assert out.data.nbytes < 1_000_000
+    for d in (1, 2):
+        s, t, m = amap.scale[d], amap.translate[d], amap.data.shape[d]
+        s2, t2, m2 = out.scale[d], out.translate[d], out.data.shape[d]
+        # the grid stays inside the image's pixel centres (napari's range), and covers its pixels
+        assert t2 >= -1e-6 and t2 + (m2 - 1) * s2 <= SHAPE[d] - 0.5 + 1e-6
+        assert t2 - s2 / 2 <= 1e-6 and t2 + (m2 - 0.5) * s2 >= SHAPE[d] - 1 - 1e-6
+        px = np.arange(SHAPE[d])
+        native = np.clip(np.floor((px - t) / s + 0.5).astype(int), 0, m - 1)
+        shown = np.clip(np.floor((px - t2) / s2 + 0.5).astype(int), 0, m2 - 1)
+        line = [slice(0, 1)] * 3
+        line[d] = slice(None)
+        np.testing.assert_array_equal(out.data[tuple(line)].ravel()[shown], amap.data[tuple(line)].ravel()[native])
+
+
+@pytest.mark.gui
+def test_the_split_levels_keep_every_slider_on_the_image_pixels(make_napari_viewer):
+    """In napari, with the axes rolled so that an in-plane axis is the slider, its positions are the image's
+    pixel centres, and each level lies over the image where the model put it (same world position as the
+    block it came from)."""
+    viewer = make_napari_viewer()
+    image = viewer.add_image(np.zeros(SHAPE, np.int16), name="ct", scale=(5.0, 0.5703125, 0.5703125),
+                             translate=(-777.5, -325.0, -146.0))
+    where = Placement(tuple(image.scale), tuple(image.translate))
+    for name in LEVELS:
+        data, kwargs, _ = attention_layer(_map(name), "ct", where, {}, True, SHAPE)
+        viewer.add_image(data, **kwargs)
+    assert viewer.dims.nsteps == SHAPE
+    for d in range(3):
+        rng = viewer.dims.range[d]
+        assert rng.start == pytest.approx(image.translate[d]) and rng.step == pytest.approx(image.scale[d])
+    level4, native = viewer.layers["ct attention level4"], _map("level4")
+    z = int(np.floor((3 - native.translate[0]) / native.scale[0] + 0.5))  # the level's plane over image slice 3
+    # the centre of native block (i, j) of slice 3 is where that block's value is shown
+    for i, j in [(0, 0), (5, 9), (18, 18)]:
+        c = np.array([3, native.translate[1] + i * native.scale[1], native.translate[2] + j * native.scale[2]])
+        if not (0 <= c[1] <= SHAPE[1] - 1 and 0 <= c[2] <= SHAPE[2] - 1):
+            c[1:] = np.clip(c[1:], 0, SHAPE[1] - 1)  # a partial edge block: its part inside the image
+        world = image.data_to_world(c)
+        k = np.round(level4.world_to_data(world)).astype(int)
+        assert level4.data[tuple(k)] == native.data[z, i, j]
