@@ -148,11 +148,19 @@ def on_image_grid(amap: AttentionMap, shape: tuple[int, ...]) -> AttentionMap:
 RELATIVE_MAPS = ("vit tokens",)  # scaled so that 1 is the strongest in the image (msga: every map)
 
 
-def attention_help(amap: AttentionMap, sizes: list[float], count: int, arch: str = "") -> str:
+def attention_help(amap: AttentionMap, sizes: list[float], count: int, arch: str = "",
+                   where: Placement | None = None) -> str:
     """What a heatmap shows, in words (napari's status bar shows it while the layer is selected): where its
     resolution stands among the run's maps (``sizes``: every map's pixel size, the product of its scale), how
-    many image pixels one value covers, and what 0 and 1 mean."""
-    size = " x ".join(f"{s:.3g}" for s in amap.scale)
+    many image pixels one value covers (and, when the image has a pixel size, ``where``, how much of the world:
+    "0.617 x 5.12 x 5.12 image pixels" alone read badly on a 6.5 mm-slice MRI), and what 0 and 1 mean."""
+    size = " x ".join(f"{s:.3g}" for s in amap.scale) + " image pixels"
+    if where is not None and any(abs(float(w) - 1.0) > 1e-9 for w in where.scale):
+        units = {u for u in (where.units or ()) if u and u != "pixel"}
+        unit = f" {units.pop()}" if len(units) == 1 else ""
+        world = " x ".join(f"{float(a) * float(w):.3g}" for a, w in zip(amap.scale, where.scale))
+        finer = "; shown on the image's slices where finer" if min(amap.scale) < 1 else ""
+        size += f" ({world}{unit}{finer})"
     own, lo, hi = float(np.prod(amap.scale)), min(sizes), max(sizes)
     if hi <= lo * (1 + 1e-6):
         which = "one"  # every map of the run has this resolution (msga)
@@ -163,8 +171,8 @@ def attention_help(amap: AttentionMap, sizes: list[float], count: int, arch: str
                "1 = the model passes these features on fully, 0 = it suppresses them")
     data = np.asarray(amap.data, np.float32)
     values = f"; here {float(data.min()):.2f}-{float(data.max()):.2f}" if data.size else ""
-    return (f"attention {amap.name}: {which} of {count} map{'s' if count != 1 else ''}, one value per {size} image "
-            f"pixels. Colour scale 0-1 (inferno, transparent at 0): {meaning}{values}.")
+    return (f"attention {amap.name}: {which} of {count} map{'s' if count != 1 else ''}, one value per {size}. "
+            f"Colour scale 0-1 (inferno, transparent at 0): {meaning}{values}.")
 
 
 def attention_layer(amap: AttentionMap, name: str, where: Placement, meta: dict, visible: bool,
@@ -203,6 +211,6 @@ def prediction_layers(model, pred: Prediction, name: str, where: Placement, meta
     for amap in pred.attention:
         visible = not shown and float(np.prod(amap.scale)) == finest
         shown |= visible
-        note = attention_help(amap, sizes, len(pred.attention), arch)
+        note = attention_help(amap, sizes, len(pred.attention), arch, where)
         layers.append(attention_layer(amap, name, where, meta, visible, np.shape(pred.labels), note))
     return layers

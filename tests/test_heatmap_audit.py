@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from napari_attnseg.inference.prediction import AttentionMap
-from napari_attnseg.layers import Placement, attention_layer, on_image_grid
+from napari_attnseg.layers import Placement, attention_help, attention_layer, on_image_grid
 
 # lung1 (48 x 512 x 512, 5 x 0.57 x 0.57 mm) with brain-mri-3d in 3d mode (turned LPS -> RAS): levels 3 and 4 as
 # the model returns them (image pixel units); the in-plane axes end in a partial block before the first pixel
@@ -74,3 +74,14 @@ def test_the_split_levels_keep_every_slider_on_the_image_pixels(make_napari_view
         world = image.data_to_world(c)
         k = np.round(level4.world_to_data(world)).astype(int)
         assert level4.data[tuple(k)] == native.data[z, i, j]
+
+
+def test_a_heatmaps_help_gives_its_block_in_the_images_units():
+    """'one value per 0.617 x 5.12 x 5.12 image pixels' alone (brain1, 6.5 mm slices, the model at 2 mm) read badly:
+    with the image's pixel size known, the help adds the block's size in its units."""
+    amap = AttentionMap("level4", 4, np.zeros((41, 13, 13), np.float32), (0.617, 5.12, 5.12), (0.0, 0.0, 0.0))
+    mm = Placement((6.5, 0.78125, 0.78125), (0.0, 0.0, 0.0), units=("mm", "mm", "mm"))
+    said = attention_help(amap, [1.0, 16.0], 2, "", mm)
+    assert "one value per 0.617 x 5.12 x 5.12 image pixels (4.01 x 4 x 4 mm; shown on the image's slices" in said
+    plain = attention_help(amap, [1.0, 16.0], 2, "", Placement((1.0, 1.0, 1.0), (0.0, 0.0, 0.0)))
+    assert "image pixels. Colour scale" in plain and "mm" not in plain
