@@ -179,3 +179,23 @@ def test_tissue_outside_the_brain_is_the_same_share_with_more_background_around(
     assert 0 < share < 1
     padded = np.pad(labels, ((3, 9), (0, 11), (7, 0)))
     assert tissue_outside_brain(padded, (2.0, 1.0, 1.0)) == share
+
+
+def test_depth_below_the_head_surface_is_scipys_distance_transform():
+    """The head's depth map is computed on its bounding box and one voxel around it (brain_160's brain check
+    1.28 -> 0.71 s): it must equal the distance transform of the whole volume, at any spacing, also for a
+    head touching the volume's sides, an empty one and one with much air around it."""
+    from scipy import ndimage as ndi
+
+    from napari_attnseg.inference.brain import _depth
+
+    rng = np.random.default_rng(8)
+    for trial in range(30):
+        shape = tuple(int(n) for n in rng.integers(4, 24, 3))
+        head = ndi.gaussian_filter(rng.random(shape), 2) > rng.uniform(0.45, 0.55)
+        if trial % 5 == 0:
+            head[:] = False
+        if trial % 7 == 0:
+            head = np.pad(head, 5)
+        spacing = tuple(rng.uniform(0.5, 4, 3))
+        np.testing.assert_array_equal(_depth(head, spacing), ndi.distance_transform_edt(head, sampling=spacing))

@@ -79,6 +79,20 @@ def _fill_holes(mask: np.ndarray, structure: np.ndarray) -> np.ndarray:
     return ~outside[background]
 
 
+def _depth(head: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
+    """``ndi.distance_transform_edt(head, sampling=spacing)``, the same values, computed on the head's bounding
+    box and one voxel around it: the background nearest to a head voxel is never further out (the box's outer
+    layer is background wherever the volume goes on), and outside the box every voxel is background, 0. An MRI
+    field of view is mostly air around the head (MNI152: the box is 47 % of the volume)."""
+    depth = np.zeros(head.shape)
+    found = ndi.find_objects(head.astype(np.uint8))
+    if not found:
+        return depth
+    box = tuple(slice(max(0, s.start - 1), min(n, s.stop + 1)) for s, n in zip(found[0], head.shape))
+    depth[box] = ndi.distance_transform_edt(head[box], sampling=spacing)
+    return depth
+
+
 def _valleys(a: np.ndarray, lo: float, spacing: Sequence[float]) -> np.ndarray:
     """Voxels darker by ``VALLEY_DEPTH`` than the grey closing over a box of +-``VALLEY_MM``: dark layers
     between brighter ones, such as the skull between scalp and brain. On thick slices the skull at the
@@ -132,7 +146,7 @@ def extract_brain(image: np.ndarray, spacing: Sequence[float] | None = None, *, 
     # the head: everything brighter than half the dark class's upper bound (air is darker), holes filled
     head = ndi.binary_fill_holes(above & (a > 0.5 * (lo + dark_thr)))
     tissue = head & (a > dark_thr) & ~_valleys(a, lo, spacing)
-    depth = ndi.distance_transform_edt(head, sampling=spacing)  # below the head's surface, in mm
+    depth = _depth(head, spacing)  # below the head's surface, in mm
     thick = spacing[0] > 2.0 * max(spacing[1:])
     # thick slices: erode at least one slice deep, so the scalp over the vertex (cut tangentially, where
     # the thin skull disappears in the partial volume) comes apart from the brain below it
