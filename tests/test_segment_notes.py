@@ -28,13 +28,26 @@ def oriented_checkpoint(tmp_path):
     return path
 
 
-def _nifti(path, affine) -> str:
-    data = np.random.default_rng(0).normal(100, 20, (32, 32, 16)).astype(np.float32)  # stored (x, y, z)
+def _nifti(path, affine, codes=(1, 1), shape=(32, 32, 16)) -> str:
+    """A NIfTI of noise stored (x, y, z), with its qform and sform codes."""
+    data = np.random.default_rng(0).normal(100, 20, shape).astype(np.float32)
     img = nib.Nifti1Image(data, affine)
-    img.set_qform(affine, code=1)
-    img.set_sform(affine, code=1)
+    img.set_qform(affine, code=codes[0])
+    img.set_sform(affine, code=codes[1])
     nib.save(img, str(path))
     return str(path)
+
+
+def _segment(viewer, w, qtbot, path, label):
+    """Open ``path`` with the plugin's reader and segment it in the Segment tab (no heatmaps); its layer."""
+    layer = viewer.open(path, plugin=PLUGIN)[0]
+    w.refresh_layers(prefer=layer.name)
+    w.model_combo.value = label
+    w.attention_box.value = False
+    with qtbot.waitSignal(w.run_done, timeout=120000) as done:
+        assert w.run() is not None
+    assert done.args == [True], w.messages
+    return layer
 
 
 def test_segment_tab_says_when_it_turned_the_volume_for_the_model(segment_panel, qtbot, tmp_path, oriented_checkpoint):
@@ -45,13 +58,7 @@ def test_segment_tab_says_when_it_turned_the_volume_for_the_model(segment_panel,
     label = w.add_model(oriented_checkpoint)
     for name, affine, said in (("las", np.diag([-1.0, 1.0, 2.0, 1.0]), " (turned LAS -> RAS for the model)"),
                                ("ras", np.diag([1.0, 1.0, 2.0, 1.0]), None)):
-        layer = viewer.open(_nifti(tmp_path / f"{name}.nii.gz", affine), plugin=PLUGIN)[0]
-        w.refresh_layers(prefer=layer.name)
-        w.model_combo.value = label
-        w.attention_box.value = False
-        with qtbot.waitSignal(w.run_done, timeout=120000) as done:
-            assert w.run() is not None
-        assert done.args == [True], w.messages
+        _segment(viewer, w, qtbot, _nifti(tmp_path / f"{name}.nii.gz", affine), label)
         assert w.status.value.startswith(f"{name}: {label}, ")
         if said:
             assert said in w.status.value
@@ -95,17 +102,7 @@ def test_a_mask_saved_after_its_image_was_closed_keeps_the_images_nifti_header_c
     viewer, w = segment_panel
     label = w.add_model(oriented_checkpoint)
     affine = np.diag([1.0, 1.0, 2.0, 1.0])
-    img = nib.Nifti1Image(np.random.default_rng(0).normal(100, 20, (32, 32, 16)).astype(np.float32), affine)
-    img.set_qform(affine, code=0)
-    img.set_sform(affine, code=2)
-    nib.save(img, str(tmp_path / "t1.nii.gz"))
-    layer = viewer.open(str(tmp_path / "t1.nii.gz"), plugin=PLUGIN)[0]
-    w.refresh_layers(prefer=layer.name)
-    w.model_combo.value = label
-    w.attention_box.value = False
-    with qtbot.waitSignal(w.run_done, timeout=120000) as done:
-        assert w.run() is not None
-    assert done.args == [True], w.messages
+    layer = _segment(viewer, w, qtbot, _nifti(tmp_path / "t1.nii.gz", affine, codes=(0, 2)), label)
     mask = viewer.layers["t1 mask"]
     viewer.layers.remove(layer)
     mask.save(str(tmp_path / "t1_mask.nii.gz"), plugin=PLUGIN)
@@ -120,12 +117,8 @@ def test_an_empty_mask_for_clicks_carries_the_images_nifti_header_codes(make_nap
     from napari_attnseg._napari.prompt_view import mask_for_clicks
 
     viewer = make_napari_viewer()
-    affine = np.diag([1.0, 1.0, 2.0, 1.0])
-    img = nib.Nifti1Image(np.random.default_rng(0).normal(100, 20, (16, 16, 6)).astype(np.float32), affine)
-    img.set_qform(affine, code=0)
-    img.set_sform(affine, code=2)
-    nib.save(img, str(tmp_path / "t1.nii.gz"))
-    layer = viewer.open(str(tmp_path / "t1.nii.gz"), plugin=PLUGIN)[0]
+    path = _nifti(tmp_path / "t1.nii.gz", np.diag([1.0, 1.0, 2.0, 1.0]), codes=(0, 2), shape=(16, 16, 6))
+    layer = viewer.open(path, plugin=PLUGIN)[0]
     assert "nifti" in layer.metadata
     mask = mask_for_clicks(viewer, layer)
     assert mask is not None and mask.metadata["nifti"] == layer.metadata["nifti"]
