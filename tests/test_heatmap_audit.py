@@ -85,3 +85,19 @@ def test_a_heatmaps_help_gives_its_block_in_the_images_units():
     assert "one value per 0.617 x 5.12 x 5.12 image pixels (4.01 x 4 x 4 mm; shown on the image's slices" in said
     plain = attention_help(amap, [1.0, 16.0], 2, "", Placement((1.0, 1.0, 1.0), (0.0, 0.0, 0.0)))
     assert "image pixels. Colour scale" in plain and "mm" not in plain
+
+
+def test_a_heatmap_level_removed_by_hand_comes_back_in_its_place(segment_panel, qtbot, tiny_checkpoint):
+    """A user removes the middle heatmap and runs again: it came back on top of the layer list (level2, level4,
+    level3); it goes back between its neighbours."""
+    viewer, w = segment_panel
+    viewer.add_image(np.random.default_rng(0).random((70, 90)).astype(np.float32), name="cells")
+    w.add_model(tiny_checkpoint(2))
+    for remove in (False, True):
+        if remove:
+            viewer.layers.remove("cells attention level3")
+        with qtbot.waitSignal(w.run_done, timeout=60000) as done:
+            assert w.run() is not None
+        assert done.args == [True], w.messages
+        names = [ly.name for ly in viewer.layers if ly.name.startswith("cells attention ")]
+        assert names == ["cells attention level2", "cells attention level3", "cells attention level4"]

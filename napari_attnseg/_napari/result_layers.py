@@ -47,6 +47,7 @@ class ResultLayers:
                     and layer.name not in fresh:
                 self.viewer.layers.remove(layer)
         self._showing = True
+        previous = [None]  # this run's layer shown last
 
         def step():
             if is_deleted(self) or getattr(self.viewer.window, "_qt_window", None) is None:  # the viewer closed
@@ -58,7 +59,15 @@ class ResultLayers:
                 if then is not None:
                     then()
                 return
-            self._show_one(*pending.pop(0), geometry)
+            data, kwargs, kind = pending.pop(0)
+            new = kwargs["name"] not in self.viewer.layers
+            layer = self._show_one(data, kwargs, kind, geometry)
+            if new and previous[0] is not None and previous[0] in self.viewer.layers:  # keep the run's order: a
+                layers = self.viewer.layers  # level removed by hand came back on top (level2, level4, level3)
+                i, j = layers.index(previous[0]), layers.index(layer)
+                if j != i + 1:
+                    layers.move(j, i + 1)
+            previous[0] = layer
             QTimer.singleShot(15, step)  # let the paint and input events queued meanwhile run first
 
         step()
@@ -81,7 +90,7 @@ class ResultLayers:
         latest.visible = False  # the new prediction is what the user looks at
         return family[family.index(latest.name) + 1]
 
-    def _show_one(self, data, kwargs, kind, geometry) -> None:
+    def _show_one(self, data, kwargs, kind, geometry):
         if kind == "labels":
             kwargs["name"] = self._mask_target(kwargs["name"])
         layer = upsert_layer(self.viewer, data, kwargs, kind)
@@ -99,3 +108,4 @@ class ResultLayers:
             if layer.metadata.pop("reviewed_slices", None):
                 notify_warning(f"{layer.name} holds a new prediction: its reviewed-slice marks were cleared; "
                                "review (R) the slices again before exporting.")
+        return layer
