@@ -78,7 +78,9 @@ class SegmentForm:
         self.advanced = Container(widgets=[self.tile_spin, self.overlap_spin, self.tta_box, self.precision_combo,
                                            self.brain_combo], visible=False)
         self.attention_box = CheckBox(text="Show attention", value=True,
-                                      tooltip="Add the attention maps as heatmap layers '<image> attention <level>'")
+                                      tooltip="Add the attention maps as heatmap layers '<image> attention <level>': "
+                                              "where each attention gate let the image's features through (the finest "
+                                              "level shown; select a heatmap to read what 0 and 1 mean)")
         self.pixel_box = CheckBox(text="Where does this pixel look?", value=False, enabled=False,  # (fits a narrow dock)
                                   tooltip="Click a pixel of the image to see its position-attention row as a heatmap "
                                           "(msga models only: off for the others)")
