@@ -12,6 +12,7 @@ written last. A case therefore counts as finished only when its record exists (s
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import warnings
@@ -283,7 +284,7 @@ def write_prediction(out: str | os.PathLike, src: str | os.PathLike, vol, model,
     record_path(out, src).unlink(missing_ok=True)  # from here on the case does not look finished
     for old in existing_outputs(out, src):  # a stale map of a level this model lacks must not linger
         old.unlink()
-    for tmp in out.glob(f".{stem(src)}_*.tmp*"):  # temporary files of a run killed while writing
+    for tmp in out.glob(f".{glob.escape(stem(src))}_*.tmp*"):  # temporary files of a run killed while writing
         tmp.unlink(missing_ok=True)
 
     written: list[Path] = []

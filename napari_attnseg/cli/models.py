@@ -67,7 +67,8 @@ def _add(source: str, name: str | None) -> int:
     card, checkpoint = model.card, Path(model.checkpoint_path)
     name = name or card.name or (checkpoint.parent.name if checkpoint.stem == "best" else checkpoint.stem)
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
-        raise InputError(f"{name!r} cannot be a model name: use letters, digits, '-', '_' and '.' (--name NAME).")
+        raise InputError(f"{name!r} cannot be a model name: use the letters A-Z and a-z (no accents or spaces), digits, "
+                         "'-', '_' and '.', starting with a letter or digit (--name NAME).")
     name = name.removesuffix(".safetensors")
     folder = user_models_dir()
     if folder.exists() and not folder.is_dir():

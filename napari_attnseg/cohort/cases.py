@@ -236,7 +236,7 @@ def _read_summary_table(path: Path) -> tuple[list[dict[str, str]], list[str]] | 
     if not path.exists() or (path.is_file() and path.stat().st_size == 0):
         return [], []
     try:
-        with open(path, newline="") as f:
+        with open(path, newline="", encoding="utf-8-sig") as f:  # (UTF-8, also after a save in Excel)
             reader = csv.DictReader(f)
             rows = list(reader)
             fields = list(reader.fieldnames or ())
@@ -321,7 +321,7 @@ def _write_summary(path: Path, summary: CohortSummary, run: str = "", overwrite:
     rows, summary.kept = _merge_rows(earlier, [{**c.row(), "run": run} for c in summary.cases])
 
     def dump(tmp: str) -> None:
-        with open(tmp, "w", newline="") as f:
+        with open(tmp, "w", newline="", encoding="utf-8") as f:  # the same on every system (Windows: not cp1252)
             w = csv.DictWriter(f, fieldnames=[*SUMMARY_COLUMNS, *extra], restval="")
             w.writeheader()
             w.writerows(rows)

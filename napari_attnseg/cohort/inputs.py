@@ -207,7 +207,8 @@ def _expand(item: str | os.PathLike, out: Path | None, got: Collected) -> list[P
     text = os.fspath(item)
     p = Path(text)
     if any(c in text for c in "*?[") and not p.exists():
-        matches = [Path(m) for m in sorted(glob.glob(text, recursive=True)) if not Path(m).name.startswith(".")
+        matches = [Path(m) for m in sorted(glob.glob(_escape_literal_prefix(text), recursive=True))
+                   if not Path(m).name.startswith(".")
                    and (Path(m).is_file() or image_format(m) == "dicom")]
         return _not_outputs(matches, out)
     if p.suffix.lower() == ".csv" and p.is_file():
@@ -215,6 +216,17 @@ def _expand(item: str | os.PathLike, out: Path | None, got: Collected) -> list[P
     if p.is_dir() and image_format(p) != "dicom":
         return _folder_cases(p, out, got)
     return [p]
+
+
+def _escape_literal_prefix(pattern: str) -> str:
+    """``pattern`` with its longest leading folder that exists as written escaped: a folder named
+    ``Scan [2024]`` is that folder in ``"Scan [2024]/*.tif"``, not a character class matching nothing."""
+    parts = Path(pattern).parts
+    for k in range(len(parts) - 1, 0, -1):
+        head = Path(*parts[:k])
+        if any(c in str(head) for c in "*?[") and head.is_dir():
+            return os.path.join(glob.escape(str(head)), *parts[k:])
+    return pattern
 
 
 def _inside(folder: Path, out: Path | None) -> bool:
@@ -312,9 +324,17 @@ def _folder_cases(folder: Path, out: Path | None = None, got: Collected | None =
 
 def _read_csv(path: Path, got: Collected | None = None) -> list[Path]:
     try:
-        rows = [r for r in csv.reader(path.read_text().splitlines()) if r and any(c.strip() for c in r)]
+        raw = path.read_bytes()
+        try:  # UTF-8, with the byte-order mark Excel's "CSV UTF-8" starts with (else it sticks to the first path)
+            text = raw.decode("utf-8-sig")
+        except UnicodeDecodeError:  # Excel's plain "CSV" on Windows: Windows-1252 (Müller, Série)
+            text = raw.decode("cp1252")
+            if got is not None:
+                got.notes.append(f"{path}: not UTF-8 text; read as Windows-1252 (Excel's plain CSV). If a path "
+                                 "is not found, save the CSV as 'CSV UTF-8'")
+        rows = [r for r in csv.reader(text.splitlines()) if r and any(c.strip() for c in r)]
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise InputError(f"Could not read the CSV {path} ({exc}).") from None
+        raise InputError(f"Could not read the CSV {path} ({exc}); save it as UTF-8 text ('CSV UTF-8').") from None
     if not rows:
         raise InputError(f"The CSV {path} names no inputs.")
     header = [c.strip().lower() for c in rows[0]]

@@ -207,7 +207,10 @@ def _plan(folder: Path, format: str, labels: np.ndarray, n_channels: int, ndim: 
             n += 1
         case_id = f"case_{n:04d}"
     if not _CASE_RE.match(case_id):
-        raise InputError(f"Case id {case_id!r} may only hold letters, digits, '_' and '-' (and not start with '_' or '-').")
+        hint = f" e.g. {ascii_case_id(case_id)!r}" if ascii_case_id(case_id) else ""
+        raise InputError(f"Case id {case_id!r} may only hold the letters A-Z and a-z (no accents), digits, '_' and '-', "
+                         f"and not start with '_' or '-' (no spaces or dots: the id names the case's files in every "
+                         f"layout); use{hint or ' another id'}.")
     if case_id in ids and not overwrite:
         raise DatasetError(f"Case {case_id!r} already exists in {folder}; choose another case id (leave it empty for "
                            "the next free one), or replace that case on purpose (napari: tick 'Replace the case'; "
@@ -216,6 +219,15 @@ def _plan(folder: Path, format: str, labels: np.ndarray, n_channels: int, ndim: 
         raise DatasetError(f"{blocked[0]} already exists and is not a case in {folder / MANIFEST}; napari-attnseg "
                            "never replaces it. Move it away or choose another case id.")
     return _Plan(manifest, case_id, exported, ignore_value, notes)
+
+
+def ascii_case_id(text: str) -> str:
+    """A valid case id close to ``text``: accents dropped (Müller -> Muller), letters without an ASCII form,
+    spaces, dots and other signs -> '_'; '' when nothing is left."""
+    import unicodedata
+
+    plain = "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
+    return re.sub(r"_+", "_", re.sub(r"[^A-Za-z0-9_-]", "_", plain)).strip("_-")
 
 
 def _visible_files(folder: Path) -> list[Path]:
