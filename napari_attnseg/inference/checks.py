@@ -306,10 +306,9 @@ def fit_warning(card, image, has_channels: bool, orientation=None, normalization
 def median_position(image) -> float | None:
     """Where the median lies between the 1st and 99th percentiles (0: at the dark end), on a subsample;
     about 0.15 for fluorescence nuclei on a dark background, about 0.85 for the same image inverted."""
-    from .normalize import _sample, percentiles
+    from .normalize import _sample, finite_values, percentiles
 
-    s = _sample(np.asarray(image) if not hasattr(image, "shape") else image, False, native=True)
-    s = s if s.dtype.kind in "iub" else s[np.isfinite(s)]
+    s = finite_values(_sample(np.asarray(image) if not hasattr(image, "shape") else image, False, native=True))
     if s.size == 0:
         return None
     lo, med, hi = percentiles(s, [1, 50, 99])
@@ -340,11 +339,10 @@ def _background_warning(image: np.ndarray, name: str) -> str | None:
     """A model normalised over the non-zero voxels (an MRI model: 0 outside the head) given an image whose
     background is not 0: an offset (all voxels + 100: GM Dice 0.94 -> 0.75) or intensities standardised
     inside the brain (negative values: 0.03), which the model never saw."""
-    from .normalize import _sample, percentiles
+    from .normalize import _sample, finite_values, percentiles
 
     sample = _sample(np.asarray(image), False, native=True)  # the subsample the normalisation statistics use
-    integer = sample.dtype.kind in "iub"
-    finite = sample.ravel() if integer else sample[np.isfinite(sample)]
+    finite = finite_values(sample)
     if finite.size == 0:
         return None
     top = float(percentiles(finite, [99])[0])
@@ -353,7 +351,7 @@ def _background_warning(image: np.ndarray, name: str) -> str | None:
     # slices of a slab can cut through the brain)
     faces = np.concatenate([np.take(sample, i, axis=a).ravel() for a in range(max(0, sample.ndim - 2), sample.ndim)
                             for i in (0, -1)])
-    faces = faces if integer else faces[np.isfinite(faces)]
+    faces = finite_values(faces)
     border = float(percentiles(faces, [50])[0]) if faces.size else 0.0
     if negative > 0.05:
         return (f"{negative:.0%} of the image's voxels are negative, but {name} expects intensities >= 0 with 0 outside "

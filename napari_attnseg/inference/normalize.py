@@ -37,6 +37,12 @@ def _sample(image, channel_axis: bool, native: bool = False) -> np.ndarray:
     return np.asarray(data, dtype=np.float64)
 
 
+def finite_values(values: np.ndarray) -> np.ndarray:
+    """The finite values of a sample, flat (an integer sample, as :func:`_sample` gives with ``native``,
+    has no NaN or infinity to look for)."""
+    return values.ravel() if values.dtype.kind in "iub" else values[np.isfinite(values)]
+
+
 _HISTOGRAM_RANGE = 1 << 20  # integer samples spanning at most this many values are counted, not partitioned
 
 
@@ -77,12 +83,11 @@ def compute_stats(image, spec: dict[str, Any] | None, channel_axis: bool) -> dic
     if scheme not in SCHEMES:
         raise InputError(f"Unknown normalisation scheme {scheme!r} in the model card; expected one of {SCHEMES}.")
     sample = _sample(image, channel_axis, native=True)
-    integer = sample.dtype.kind in "iub"  # no NaN or infinity to leave out
     chans = sample if channel_axis else sample[None]
     offsets, scales = [], []
     nonzero = bool(spec.get("nonzero", False)) and scheme in NONZERO_SCHEMES
     for c in chans:
-        finite = c.ravel() if integer else c[np.isfinite(c)]
+        finite = finite_values(c)
         if finite.size == 0:
             raise InputError("The image has no finite values (all NaN or infinite); check the file.")
         if nonzero and np.count_nonzero(finite):  # an all-zero image falls back to every voxel
@@ -106,10 +111,10 @@ def compute_stats(image, spec: dict[str, Any] | None, channel_axis: bool) -> dic
             offsets.append(0.0)
             scales.append(1.0)
     scales = [s if s > 1e-12 else 1.0 for s in scales]
+    every = finite_values(sample)
     return {"scheme": scheme, "offset": np.asarray(offsets, np.float32), "scale": np.asarray(scales, np.float32),
             "clip": scheme == "ct", "limit": OUTLIER_LIMIT if scheme in ("percentile", "scale", "zscore") else None,
-            "fill": float(np.min(sample if integer else sample[np.isfinite(sample)])),
-            "constant": bool(np.ptp(sample if integer else sample[np.isfinite(sample)]) == 0)}
+            "fill": float(np.min(every)), "constant": bool(np.ptp(every) == 0)}
 
 
 def apply_stats(tile: np.ndarray, stats: dict[str, Any]) -> np.ndarray:
