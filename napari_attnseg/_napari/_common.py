@@ -65,24 +65,27 @@ def preview_array(layer) -> np.ndarray:
 def grey_layer_of(viewer, layer):
     """The grey image layer to segment for an RGB layer, added next to it (or the one added before), or None
     (refused, the user told why). A grey picture saved as RGB, or one stain saved in its colour (DAPI in
-    blue), holds one grey image (:func:`~napari_attnseg.cohort.inputs.grey_sample`): it becomes a layer
-    '<name> (<colour>)' that the results, corrections, clicks and export then use, as after Split RGB."""
-    from ..cohort.inputs import grey_sample
+    blue), holds one grey image; a bright-field H&E / IHC picture gives its hematoxylin (nuclear stain), by
+    colour deconvolution (:func:`~napari_attnseg.cohort.inputs.grey_of_colour`): it becomes a layer
+    '<name> (<colour or stain>)' that the results, corrections, clicks and export then use, as after Split RGB."""
+    from ..cohort.inputs import grey_of_colour
 
-    found = grey_sample(np.asarray(layer_array(layer)))
+    rgb = np.asarray(layer_array(layer))
+    found = grey_of_colour(rgb)
     if found is None:
-        show_error(f"Layer {layer.name!r} is RGB and its colours hold different images; the models take grayscale "
-                   "images. Right-click the layer in the layer list > Split RGB, then pick the channel layer that "
-                   "shows the objects.")
+        show_error(f"Layer {layer.name!r} is RGB and its colours hold different images on a dark background (not a "
+                   "bright-field stain); the models take grayscale images. Right-click the layer in the layer list > "
+                   "Split RGB, then pick the channel layer that shows the objects.")
         return None
-    k, note = found
-    name = f"{layer.name} ({('red', 'green', 'blue')[k]})"
-    if name in viewer.layers and viewer.layers[name].data.shape == layer_array(layer).shape[:-1]:
+    data, k, note = found
+    name = f"{layer.name} ({k if isinstance(k, str) else ('red', 'green', 'blue')[k]})"
+    if name in viewer.layers and viewer.layers[name].data.shape == rgb.shape[:-1]:
         return viewer.layers[name]
-    grey = viewer.add_image(np.asarray(layer_array(layer))[..., k], name=name, scale=layer.scale, translate=layer.translate,
+    grey = viewer.add_image(data, name=name, scale=layer.scale, translate=layer.translate,
                             rotate=layer.rotate, shear=layer.shear, metadata=dict(layer.metadata))
     show_info(f"{layer.name}: {note} It was added as the layer {grey.name!r}, which the results, the corrections "
-              "and the export use.")
+              "and the export use." + (" To segment one colour instead: right-click the picture > Split RGB."
+                                        if isinstance(k, str) else ""))
     return grey
 
 

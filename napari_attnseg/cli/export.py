@@ -47,7 +47,9 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import InputError
 
     image = read_image(args.image)
-    labels, note = on_image_grid(image, read_image(args.labels), "labels")
+    raw_labels = read_image(args.labels)
+    image = _grey_of_picture(image, np.ndim(raw_labels.data), args.image)
+    labels, note = on_image_grid(image, raw_labels, "labels")
     if note:
         print(note, file=sys.stderr)
     check_class_ids(np.asarray(labels.data), f"{args.labels} (labels)")  # refused with the file's name
@@ -148,3 +150,30 @@ def saved_model_classes(mask_path, info: dict) -> list[str]:
         if card is not None and (not info.get("weights_sha256") or card.weights_sha256 == info["weights_sha256"]):
             return [str(c) for c in (card.classes or [])]
     return []
+
+
+def _grey_of_picture(image, label_ndim: int, src):
+    """An RGB(A) picture with a mask of its plane: the grey image ``attnseg predict`` and the napari panels segment
+    of it (its grey, its one colour, or a bright-field stain's hematoxylin; :func:`~napari_attnseg.cohort.inputs.
+    grey_of_colour`), so the dataset holds the image the model saw. Other images come back unchanged."""
+    import sys
+
+    import numpy as np
+
+    from ..cohort.inputs import grey_of_colour
+    from ..data.volume import Volume
+    from ..errors import InputError
+
+    axes, data = str(image.meta.get("axes") or ""), image.data
+    if "S" not in axes or len(axes) != np.ndim(data) or np.ndim(data) != label_ndim + 1:
+        return image
+    ax = axes.index("S")
+    found = grey_of_colour(data, ax)
+    if found is None:
+        raise InputError(f"{src} is an RGB picture whose colours hold different images on a dark background; the "
+                         "dataset takes one grey image. Save the colour that shows the objects as a grey image "
+                         "(e.g. napari: right-click > Split RGB, then File > Save Selected Layer) and export that.")
+    grey, _, note = found
+    print(f"{src}: {note}", file=sys.stderr)
+    spacing = tuple(s for i, s in enumerate(image.spacing) if i != ax) if len(image.spacing) == len(axes) else image.spacing
+    return Volume(grey, spacing, image.affine, {**image.meta, "axes": axes.replace("S", "")})

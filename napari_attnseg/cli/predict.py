@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-prob", action="store_true", help="do not write the probability map")
     parser.add_argument("--channel", type=int, default=None, metavar="K",
                         help="the channel to segment of a multi-channel TIFF or an RGB image (0 first; a grey image "
-                             "saved as RGB needs none)")
+                             "saved as RGB needs none, a bright-field H&E/IHC picture's hematoxylin is the default)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace outputs of an earlier run in --out (default: refuse that input and say so; "
                              "a cohort skips the cases finished with the same model and options)")

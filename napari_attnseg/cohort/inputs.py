@@ -25,8 +25,8 @@ def pick_channel(vol: Volume, channel: int | None, in_channels: int, src: str | 
     """The image a model reads from ``vol``: a TIFF whose axes name channels (C, or S: RGB samples) gives
     channel ``channel`` (``--channel``), all of them channel-first for a model that reads as many, or its
     one channel. Without that, a 2-channel (C, Y, X) TIFF ran as a 2-slice volume and an RGB one was
-    refused with Python advice. RGB(A) whose colours are all equal (grey saved as RGB) is its grey, with
-    ``meta["note"]`` saying so. A TIFF of 2 to 4 planes along an unnamed first axis (tifffile's Q or I:
+    refused with Python advice. RGB(A) whose colours are all equal (grey saved as RGB) is its grey, a
+    bright-field H&E / IHC picture its hematoxylin (:func:`grey_of_colour`), with ``meta["note"]`` saying so. A TIFF of 2 to 4 planes along an unnamed first axis (tifffile's Q or I:
     channels or a short z-stack, nobody can tell) for a 2D model (``dims``) is segmented slice by slice
     with a note, or gives plane ``channel``. Other inputs come back unchanged (``channel`` None or 0)."""
     import numpy as np
@@ -54,10 +54,11 @@ def pick_channel(vol: Volume, channel: int | None, in_channels: int, src: str | 
     if n == 1 or n == in_channels:
         data = np.take(np.asarray(vol.data), 0, axis=ax) if n == 1 else np.moveaxis(np.asarray(vol.data), ax, 0)
         return Volume(data, spacing, vol.affine, {**vol.meta, "axes": rest if n == 1 else "C" + rest})
-    if axes[ax] == "S" and n in (3, 4) and in_channels == 1 and (grey := grey_sample(vol.data, ax)) is not None:
-        k, note = grey
-        return Volume(np.take(np.asarray(vol.data), k, axis=ax), spacing, vol.affine,
-                      {**vol.meta, "axes": rest, "channel": k, "note": note})
+    if axes[ax] == "S" and n in (3, 4) and in_channels == 1 and (grey := grey_of_colour(vol.data, ax)) is not None:
+        data, k, note = grey
+        if isinstance(k, str):
+            note += " --channel K (0 red, 1 green, 2 blue) segments one colour instead."
+        return Volume(data, spacing, vol.affine, {**vol.meta, "axes": rest, "channel": k, "note": note})
     raise InputError(f"{src} has {n} channels (axes {axes}) and the model reads {in_channels}: choose one with "
                      f"--channel K (0 to {n - 1}; in Python, index that axis of the array).")
 
@@ -81,6 +82,25 @@ def _unnamed_planes(vol: Volume, channel: int | None, n: int, src: str | os.Path
     note = f"{what}: plane {int(channel)} segmented (--channel {int(channel)})"
     return Volume(np.take(np.asarray(vol.data), int(channel), axis=0), spacing, vol.affine,
                   {**vol.meta, "axes": axes[1:], "channel": int(channel), "note": "; ".join(earlier + [note])})
+
+
+def grey_of_colour(data, ax: int = -1):
+    """The grey image to segment of an RGB(A) picture (samples along ``ax``): ``(image, channel, note)``, or
+    None when it holds no single grey image. Its grey or its one varying colour (:func:`grey_sample`; channel
+    0-2), else, for a bright-field picture (H&E, IHC), its hematoxylin (:func:`~napari_attnseg.data.stains.
+    stain_grey`; channel ``"hematoxylin"``). ``attnseg predict``, ``attnseg export`` and the napari panels all
+    take this one choice, so a mask, its export and a fine-tuning on it see the same image."""
+    import numpy as np
+
+    from ..data.stains import stain_grey
+
+    if (found := grey_sample(data, ax)) is not None:
+        k, note = found
+        return np.take(np.asarray(data), k, axis=ax), k, note
+    if (stained := stain_grey(data, ax)) is not None:
+        image, note = stained
+        return image, "hematoxylin", note + "."
+    return None
 
 
 def grey_sample(data, ax: int = -1) -> tuple[int, str] | None:

@@ -1,0 +1,76 @@
+"""Bright-field colour images (H&E, IHC): the nuclear stain as a grey image.
+
+A fluorescence nuclei model (``nuclei-2d``) learnt bright nuclei on a dark background. A pathologist's H&E or
+hematoxylin-DAB slide is an RGB picture of dark purple nuclei on a bright background, and none of its three
+colours is that image: the red channel shows the nuclei dark, and in DAB-stained tissue the brown membranes
+darker still. Colour deconvolution (Ruifrok & Johnston, Anal. Quant. Cytol. Histol. 2001) turns each pixel's
+optical density, ``-log10(I / I0)`` with ``I0`` the white of the slide, into the amounts of three stains; the
+hematoxylin amount is the nuclear stain, bright on dark, as the model expects. The stain vectors are
+scikit-image's ``hed_from_rgb`` (H&E-DAB). Every reader of colour images (``attnseg predict``, ``attnseg
+export``, the napari panels) goes through :func:`stain_grey`, so a prediction, its export and the fine-tuning
+on it all see the same grey image.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+BRIGHT = 0.5  # median brightness (share of the white level) above which an RGB picture is bright-field
+_BLOCK = 2**22  # pixels converted at a time (float32 optical densities of a few million pixels)
+
+
+def _white_level(sample: np.ndarray, dtype: np.dtype) -> float:
+    """The slide's white (``I0``): 255 for 8-bit pictures, else the 99.9th percentile of the brightest colour."""
+    if dtype == np.uint8:
+        return 255.0
+    top = float(np.percentile(sample.max(axis=-1), 99.9)) if sample.size else 0.0
+    return top if top > 0 else 1.0
+
+
+def _sample(rgb: np.ndarray, n: int = 2**20) -> np.ndarray:
+    """About ``n`` pixels' colours (samples last), taken on a regular grid of the leading axes."""
+    lead = rgb.shape[:-1]
+    step = max(1, int(np.ceil((int(np.prod(lead)) / n) ** (1.0 / max(1, len(lead))))))
+    return np.asarray(rgb[tuple(slice(None, None, step) for _ in lead)], np.float32).reshape(-1, rgb.shape[-1])[:, :3]
+
+
+def is_brightfield(rgb: np.ndarray, ax: int = -1) -> bool:
+    """True for a bright-field colour picture: three or four colour samples along ``ax`` and a median brightness
+    (mean of red, green and blue) above :data:`BRIGHT` of its white level. A fluorescence composite (stains
+    glowing on black) has a dark median and stays a choice of channel."""
+    planes = np.moveaxis(np.asarray(rgb) if not hasattr(rgb, "shape") else rgb, ax, -1)
+    if planes.ndim < 3 or planes.shape[-1] not in (3, 4):
+        return False
+    s = _sample(planes)
+    s = s[np.isfinite(s).all(axis=1)]
+    if s.size == 0:
+        return False
+    return float(np.median(s.mean(axis=1))) > BRIGHT * _white_level(s, np.dtype(planes.dtype))
+
+
+def hematoxylin(rgb: np.ndarray, ax: int = -1) -> np.ndarray:
+    """The hematoxylin optical density of a bright-field colour picture (samples along ``ax``, alpha ignored):
+    float32, 0 where there is no stain, about 0.3-1 on nuclei. Converted a few million pixels at a time, so a
+    big or memory-mapped picture costs one float32 plane of output."""
+    from skimage.color import hed_from_rgb
+
+    planes = np.moveaxis(rgb, ax, -1)
+    white = _white_level(_sample(planes), np.dtype(planes.dtype))
+    vector = np.asarray(hed_from_rgb, np.float64)[:, 0].astype(np.float32)  # optical densities -> hematoxylin
+    out = np.empty(planes.shape[:-1], np.float32)
+    rows = max(1, _BLOCK // max(1, int(np.prod(planes.shape[1:-1]))))
+    for i in range(0, planes.shape[0], rows):
+        block = np.asarray(planes[i:i + rows, ..., :3], np.float32) / np.float32(white)
+        np.clip(block, 1e-6, 1.0, out=block)
+        density = -np.log10(block)
+        np.maximum(density @ vector, 0.0, out=out[i:i + rows])
+    return out
+
+
+def stain_grey(rgb: np.ndarray, ax: int = -1) -> tuple[np.ndarray, str] | None:
+    """The grey image to segment of a bright-field colour picture (its hematoxylin, :func:`hematoxylin`) and a
+    note saying so, or None when the picture is not bright-field (:func:`is_brightfield`)."""
+    if not is_brightfield(rgb, ax):
+        return None
+    return hematoxylin(rgb, ax), ("a bright-field colour picture (H&E, IHC): its hematoxylin (nuclear stain, "
+                                  "bright on dark) was segmented, by colour deconvolution")
