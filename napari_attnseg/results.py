@@ -82,8 +82,9 @@ def record_layers(path: str | Path) -> list[tuple]:
         if candidate != folder and candidate.exists():
             image = read_image(candidate)
             break
+    colour = image is not None and str(image.meta.get("axes", "")).endswith("S")  # a picture: (y, x, RGB)
     if image is not None:
-        spacing = tuple(float(s) for s in image.spacing)
+        spacing = tuple(float(s) for s in image.spacing)[:image.data.ndim - colour]
         meta = {"source_path": str(image.meta.get("source_path", record["input"])), "spacing": list(spacing),
                 "format": image.meta.get("format")}
         if image.affine is not None:
@@ -92,12 +93,13 @@ def record_layers(path: str | Path) -> list[tuple]:
             if image.meta.get(key):
                 meta[key] = image.meta[key]
         translate = volume_translate(image) or (0.0,) * len(spacing)
-        layers.append((image.data, {"name": name, "scale": spacing, "translate": translate, "metadata": meta}, "image"))
+        layers.append((image.data, {"name": name, "scale": spacing, "translate": translate, "metadata": meta,
+                                    **({"rgb": True} if colour else {})}, "image"))
     else:
         warnings.warn(f"{p}: the input {record['input']} is gone; showing the outputs only.", stacklevel=2)
 
     labels = _output(folder, record["mask"], p)
-    if image is not None and tuple(image.data.shape[-labels.ndim:]) != labels.shape:
+    if image is not None and tuple(image.data.shape[:image.data.ndim - colour][-labels.ndim:]) != labels.shape:
         raise InputError(f"{p}: the mask {record['mask']} has shape {labels.shape} but the input "
                          f"{record['input']} has {image.data.shape}; the input was replaced since the prediction.")
     if len(spacing) != labels.ndim:

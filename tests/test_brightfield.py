@@ -118,3 +118,48 @@ def test_segment_tab_segments_a_slide_through_its_hematoxylin_layer(make_napari_
     assert any("hematoxylin" in m and "Split RGB" in m for m in infos), infos
     mask = next(ly for ly in viewer.layers if ly.name.startswith("slide (hematoxylin)") and ly.name.endswith("mask"))
     assert mask.data.shape == ihc.shape[:2] and 0.2 < (mask.data > 0).mean() < 0.6
+
+
+@pytest.mark.gui
+def test_click_mode_on_a_slide_clicks_on_its_hematoxylin(make_napari_viewer, qtbot, notifications, ihc):
+    """Ticking Click to fix with the slide chosen had warned "invert the image first (in Python...)" and refused every
+    click with "No Labels layer"; now the clicks go to the slide's hematoxylin layer and its mask."""
+    from napari_attnseg._napari.correct_widget import CorrectWidget
+    from napari_attnseg.models.registry import bundled_models
+
+    if "nuclei-2d-prompt" not in bundled_models():
+        pytest.skip("no bundled promptable model")
+    viewer = make_napari_viewer()
+    viewer.add_image(ihc, name="slide", rgb=True)
+    corr = CorrectWidget(viewer)
+    corr.prompt.model_combo.value = "nuclei-2d-prompt"
+    corr.prompt.enable_box.value = True
+    assert corr.prompt.enable_box.value and corr.image_combo.value == "slide (hematoxylin)"
+    assert not any("invert" in str(n.message) for n in notifications)
+    pm = corr.prompt
+    pm.click((300, 100))  # a stroma nucleus
+    qtbot.waitUntil(lambda: not pm.busy, timeout=60000)
+    mask = viewer.layers["slide (hematoxylin) mask"]
+    assert 100 < int((mask.data > 0).sum()) < 1500 and mask.data[300, 100] > 0, pm.status.value
+
+
+@pytest.mark.gui
+def test_a_reopened_slide_record_exports_the_grey_image_it_was_segmented_on(make_napari_viewer, qtbot, tmp_path, ihc):
+    from napari_attnseg._napari.correct_widget import CorrectWidget
+    from napari_attnseg.results import record_layers
+
+    iio.imwrite(tmp_path / "ihc.png", ihc)
+    assert main(["predict", str(tmp_path / "ihc.png"), "--model", "nuclei-2d", "--device", "cpu", "--no-prob",
+                 "--out", str(tmp_path / "o")]) == 0
+    viewer = make_napari_viewer()
+    for data, kwargs, kind in record_layers(tmp_path / "o" / "ihc_predict.json"):
+        getattr(viewer, f"add_{kind}")(data, **kwargs)
+    corr = CorrectWidget(viewer)
+    corr.image_combo.value, corr.labels_combo.value = "ihc", "ihc mask"
+    corr.dataset_edit.value = str(tmp_path / "ds")
+    worker = corr.export()
+    assert worker is not None
+    qtbot.waitUntil(lambda: (tmp_path / "ds" / "manifest.json").exists() and corr.export_button.enabled, timeout=30000)
+    (image_file,), (label_file,) = (sorted((tmp_path / "ds").glob(f"{d}/*")) for d in ("imagesTr", "labelsTr"))
+    np.testing.assert_array_equal(read_image(image_file).data, stains.hematoxylin(ihc))
+    np.testing.assert_array_equal(read_image(label_file).data, viewer.layers["ihc mask"].data)

@@ -22,6 +22,7 @@ from ._common import (
     Undockable,
     docked_widgets,
     error_message,
+    grey_layer_of,
     is_deleted,
     notify_error,
     notify_info,
@@ -315,6 +316,8 @@ class CorrectWidget(Undockable, QWidget, CorrectForm, ClassList, CorrectExport, 
                 return None
             notify_warning(f"{layer.name} was predicted on an image that is no longer open; it is exported with "
                            f"{img_name!r}: make sure they belong together.")
+        if image_layer.rgb and (image_layer := grey_layer_of(self.viewer, image_layer)) is None:
+            return None  # (a slide reopened from a record: the grey image that was segmented, as attnseg export does)
         folder = folder_text(self.dataset_edit)
         if not folder:  # (emptied, or never exported: name the datasets of the earlier rounds)
             earlier = ", ".join(_fine_tuned_on())

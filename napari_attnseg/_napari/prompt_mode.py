@@ -22,7 +22,7 @@ from ..errors import AttnSegError
 from ..prompts.session import PromptSession, revert
 from ._common import error_message, notify_error, notify_warning, set_choices
 from .prompt_checks import PromptChecks, click_status, promptable_models
-from .prompt_view import NEGATIVE, POSITIVE, click_refusal, new_object_value, prompts_layer
+from .prompt_view import NEGATIVE, POSITIVE, click_refusal, grey_for_clicks, new_object_value, prompts_layer
 from .prompt_write import show_prompt_attention, write_step
 
 
@@ -118,8 +118,11 @@ class PromptMode:
         if on:
             self.refresh_models()  # the model that fits the image's dimensionality
         image = self._image_layer()
-        if on and image is None:
+        if on and image is not None and image.rgb:  # a slide: its grey or hematoxylin layer takes the clicks
+            image = grey_for_clicks(self.corr, image)  # (None: refused, the user told why)
+        elif on and image is None:
             notify_error("Prompt mode needs an image layer: choose one in the Image field above.")
+        if on and image is None:
             self.enable_box.value = False
             return
         if on:

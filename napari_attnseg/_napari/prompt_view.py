@@ -35,6 +35,19 @@ def new_object_value(class_value, mask) -> int:
     return selected if selected > 0 else 1
 
 
+def grey_for_clicks(corr, image):
+    """An RGB layer chosen for clicks: its grey layer (a grey or one-colour picture's, a bright-field slide's
+    hematoxylin; :func:`._common.grey_layer_of`), made the Correct tab's image, or None (refused, told why). The
+    slide itself had got the fit warning for a bright image and every click refused with "No Labels layer"."""
+    from ._common import grey_layer_of
+
+    grey = grey_layer_of(corr.viewer, image)
+    if grey is not None:
+        corr.refresh()
+        corr.image_combo.value = grey.name
+    return grey
+
+
 def prompts_layer(viewer, image, current=None):
     """The Points layer that takes the clicks on ``image``, emptied: the mode's layer for that image while it is still
     in the viewer, under whatever name the user gave it (the name the mode gave it follows an image rename); else

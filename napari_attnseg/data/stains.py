@@ -72,5 +72,5 @@ def stain_grey(rgb: np.ndarray, ax: int = -1) -> tuple[np.ndarray, str] | None:
     note saying so, or None when the picture is not bright-field (:func:`is_brightfield`)."""
     if not is_brightfield(rgb, ax):
         return None
-    return hematoxylin(rgb, ax), ("a bright-field colour picture (H&E, IHC): its hematoxylin (nuclear stain, "
-                                  "bright on dark) was segmented, by colour deconvolution")
+    return hematoxylin(rgb, ax), ("a bright-field colour picture (H&E, IHC): its hematoxylin (the nuclear stain, "
+                                  "bright on dark, by colour deconvolution) is what is segmented")
