@@ -50,11 +50,11 @@ def _crash_once(marker: str):
 
     original = cohort._read_case
 
-    def read(src):
+    def read(src, *rest):
         if "crash" in os.path.basename(src) and not os.path.exists(marker):
             open(marker, "w").close()
             os._exit(1)
-        return original(src)
+        return original(src, *rest)
 
     cohort._read_case = read
 
@@ -199,7 +199,7 @@ def test_an_output_folder_that_cannot_be_written_is_refused_before_any_case(tmp_
     _volumes(tmp_path / "in", 2)
     (tmp_path / "afile").write_text("x")
     read = []
-    monkeypatch.setattr(cohort_cases, "_read_case", lambda src: read.append(src))
+    monkeypatch.setattr(cohort_cases, "_read_case", lambda src, *rest: read.append(src))
     with pytest.raises(InputError, match="not a folder napari-attnseg can write in"):
         predict_cohort(tiny_checkpoint(dims=3), tmp_path / "in", tmp_path / "afile" / "sub", **OPTIONS)
     assert read == []

@@ -78,7 +78,7 @@ def test_a_file_of_the_summarys_name_that_this_command_did_not_write_is_refused_
     (out / SUMMARY_NAME).write_text(mine)
     read = []
     real = cohort_cases._read_case
-    monkeypatch.setattr(cohort_cases, "_read_case", lambda src: read.append(src) or real(src))
+    monkeypatch.setattr(cohort_cases, "_read_case", lambda src, *rest: read.append(src) or real(src, *rest))
     with pytest.raises(InputError, match=f"{SUMMARY_NAME}.*--overwrite"):
         predict_cohort(model, tmp_path / "in", out, **OPTIONS)
     assert read == [] and (out / SUMMARY_NAME).read_text() == mine

@@ -244,14 +244,20 @@ def test_segment_panel_turns_a_sagittally_stored_volume_for_the_brain_model(make
 
 
 def test_a_file_the_plugin_cannot_open_says_why_in_napari(viewer, tmp_path):
-    """A 4D NIfTI opened with the plugin: napari gets the plugin's message naming the file (before:
-    napari said only that the reader "returned no data")."""
+    """A 5D NIfTI opened with the plugin: napari gets the plugin's message naming the file (before:
+    napari said only that the reader "returned no data"). A 4D one opens as one layer per volume."""
     from napari_attnseg.errors import InputError
 
-    path = synthetic_nifti(tmp_path / "fmri.nii.gz", np.zeros((8, 8, 4, 2), np.int16), np.diag([2.0, 2.0, 3.0, 1.0]))
-    with pytest.raises(InputError, match=r"fmri.nii.gz: expected a 2D or 3D NIfTI image.*one file per volume"):
+    path = synthetic_nifti(tmp_path / "five.nii.gz", np.zeros((8, 8, 4, 2, 2), np.int16), np.diag([2.0, 2.0, 3.0, 1.0]))
+    with pytest.raises(InputError, match=r"five.nii.gz: expected a 2D, 3D or 4D NIfTI image"):
         viewer.open(str(path), plugin=PLUGIN)
     assert not viewer.layers
+    four = np.arange(8 * 8 * 4 * 2, dtype=np.int16).reshape(8, 8, 4, 2)
+    path = synthetic_nifti(tmp_path / "fmri.nii.gz", four, np.diag([2.0, 2.0, 3.0, 1.0]))
+    viewer.open(str(path), plugin=PLUGIN)
+    assert [ly.name for ly in viewer.layers] == ["fmri [0]", "fmri [1]"]
+    np.testing.assert_array_equal(viewer.layers["fmri [1]"].data, four[..., 1].transpose(2, 1, 0))
+    assert tuple(viewer.layers["fmri [1]"].scale) == (3.0, 2.0, 2.0)
 
 
 def test_files_of_one_patient_with_other_fields_of_view_lie_over_each_other(viewer, tmp_path):

@@ -25,6 +25,7 @@ import numpy as np
 
 from ..data import Volume, read_image, write_image
 from ..data.dicom import is_dicom_path
+from ..data.nifti import nifti_volumes, read_nifti
 from ..data.orientation import onto_grid, volume_translate
 from ..data.volume import model_info_of
 from ..display import DEFAULT_CT_WINDOW, default_window
@@ -186,11 +187,20 @@ def _layer(volume: Volume, path: str) -> list[tuple]:
     return [(volume.data, kwargs, "image")]
 
 
+def _volume_layer(path, k: int) -> tuple:
+    """Volume ``k`` of a 4D NIfTI as the layer '<name> [k]' (read alone; saved back as a 3D file on the same grid)."""
+    data, kwargs, kind = _layer(read_nifti(Path(path), volume=k), str(path))[0]
+    kwargs["name"] = f"{kwargs['name']} [{k}]"
+    return data, kwargs, kind
+
+
 def _reader(path):
     """The layers of a file this plugin claimed (by name or DICOM content). A file it cannot read raises
     an error naming the file and what to do, which napari shows; returning nothing would make napari
     say only that the reader "returned no data"."""
     try:
+        if str(path).lower().endswith((".nii", ".nii.gz")) and (n := nifti_volumes(Path(path))) > 1:
+            return [_volume_layer(path, k) for k in range(n)]  # a 4D NIfTI: one layer per volume, ready to segment
         return _layer(read_image(path), str(path))
     except AttnSegError:
         raise

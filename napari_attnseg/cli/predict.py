@@ -35,7 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-prob", action="store_true", help="do not write the probability map")
     parser.add_argument("--channel", type=int, default=None, metavar="K",
                         help="the channel to segment of a multi-channel TIFF or an RGB image (0 first; a grey image "
-                             "saved as RGB needs none, a bright-field H&E/IHC picture's hematoxylin is the default)")
+                             "saved as RGB needs none, a bright-field H&E/IHC picture's hematoxylin is the default), or the "
+                             "volume of a 4D NIfTI")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace outputs of an earlier run in --out (default: refuse that input and say so; "
                              "a cohort skips the cases finished with the same model and options)")
@@ -121,7 +122,8 @@ def _distinct_inputs(inputs: list[Path], out: Path) -> list[Path]:
 
 def run(args: argparse.Namespace) -> int:
     from ..checkpoint import load_model
-    from ..cohort.inputs import EDITED_DIR, pick_channel, read_input
+    from ..cohort.cases import read_with_channel
+    from ..cohort.inputs import EDITED_DIR, pick_channel
     from ..cohort.outputs import (
         is_name_too_long,
         keep_edited_mask,
@@ -170,7 +172,7 @@ def run(args: argparse.Namespace) -> int:
                     "Choose another --out, or pass --overwrite to replace them (a mask changed since attnseg "
                     f"wrote it is then kept in {out / EDITED_DIR})."
                 )
-            vol = pick_channel(read_input(src), args.channel, int(getattr(model, "in_channels", 1)), src,
+            vol = pick_channel(*read_with_channel(src, args.channel), int(getattr(model, "in_channels", 1)), src,
                                dims=getattr(model, "spatial_dims", None))
             if vol.meta.get("note"):  # e.g. a grey image saved as RGB, read as grey
                 print(f"{src}: note: {vol.meta['note']}", file=sys.stderr)

@@ -135,16 +135,29 @@ class _Job:
     channel: int | None = None  # of a multi-channel TIFF (inputs.pick_channel)
 
 
-def _read_case(src: str):
-    """Read a case fully into memory (a memory-mapped TIFF would otherwise be read during compute)."""
-    import numpy as np
-
+def read_with_channel(src, channel: int | None):
+    """``(volume, channel left to pick)``: the input read (:func:`.inputs.read_input`), except that ``--channel K``
+    on a 4D NIfTI reads its volume K alone (the channel is then used up: None)."""
+    from ..data import image_format
     from .inputs import read_input
 
-    vol = read_input(src)
+    if channel is not None and image_format(src) == "nifti":
+        from ..data.nifti import nifti_volumes, read_nifti
+
+        if nifti_volumes(Path(src)) > 1:
+            return read_nifti(Path(src), volume=channel), None
+    return read_input(src), channel
+
+
+def _read_case(src: str, channel: int | None):
+    """Read a case fully into memory (a memory-mapped TIFF would otherwise be read during compute), and the
+    channel left to pick (:func:`read_with_channel`)."""
+    import numpy as np
+
+    vol, channel = read_with_channel(src, channel)
     if not isinstance(vol.data, np.ndarray) or isinstance(vol.data, np.memmap):
         vol.data = np.array(vol.data)
-    return vol
+    return vol, channel
 
 
 def _run_case(job: _Job, model, slot: _Slot, worker: str = "") -> CaseResult:
@@ -170,7 +183,7 @@ def _run_case(job: _Job, model, slot: _Slot, worker: str = "") -> CaseResult:
             too_long_message,
         )
 
-        vol = pick_channel(_read_case(job.src), job.channel, int(getattr(model, "in_channels", 1)), job.src,
+        vol = pick_channel(*_read_case(job.src, job.channel), int(getattr(model, "in_channels", 1)), job.src,
                            dims=getattr(model, "spatial_dims", None))
         t1 = time.perf_counter()
         res.read_s = t1 - t0

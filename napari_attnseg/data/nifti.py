@@ -20,7 +20,18 @@ from ..errors import InputError
 from .volume import Volume, model_info_of
 
 
-def read_nifti(p: Path):
+def nifti_volumes(p: Path) -> int:
+    """How many volumes a NIfTI file stacks along its 4th axis (1 for a 2D or 3D file), from its header alone."""
+    import nibabel as nib
+
+    shape = nib.load(str(p)).shape
+    return int(shape[3]) if len(shape) == 4 else 1
+
+
+def read_nifti(p: Path, volume: int | None = None):
+    """A 2D or 3D NIfTI file, or volume ``volume`` of a 4D one (the MRI sequences of a patient stacked, as the
+    Medical Segmentation Decathlon stores them; diffusion or functional series): only that volume is read, and
+    it is written back as a 3D file on the same grid."""
     import nibabel as nib
 
     img = nib.load(str(p))
@@ -29,18 +40,31 @@ def read_nifti(p: Path):
     slope = float(getattr(img.dataobj, "slope", 1.0))
     inter = float(getattr(img.dataobj, "inter", 0.0))
     scaled = slope != 1.0 or inter != 0.0
-    # Without a real scaling the stored dtype is kept (labels stay integers, CT stays int16).
-    data = np.asanyarray(img.dataobj) if scaled else img.dataobj.get_unscaled()
+    n = int(img.shape[3]) if len(img.shape) == 4 else 1
+    if len(img.shape) == 4 and n > 1:
+        if volume is None:
+            raise InputError(f"{p} is a 4D NIfTI of {n} volumes (shape {tuple(img.shape)}), e.g. MRI sequences stacked: "
+                             f"choose one with --channel K (K from 0 to {n - 1}); napari opens each volume as its own "
+                             "layer.")
+        if not 0 <= int(volume) < n:
+            raise InputError(f"{p} has {n} volumes (4D NIfTI); --channel is 0 to {n - 1}, not {volume}.")
+        # (a slice of the proxy: one volume read; without a scaling its stored dtype is kept)
+        data = np.asanyarray(img.dataobj[..., int(volume)])
+    elif volume not in (None, 0):
+        raise InputError(f"{p} holds one volume (shape {tuple(img.shape)}); leave --channel out.")
+    else:
+        # Without a real scaling the stored dtype is kept (labels stay integers, CT stays int16).
+        data = np.asanyarray(img.dataobj) if scaled else img.dataobj.get_unscaled()
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
     if data.ndim not in (2, 3):
-        raise InputError(f"{p}: expected a 2D or 3D NIfTI image, got shape {data.shape}; "
-                         "split multi-volume (4D) files into one file per volume.")
+        raise InputError(f"{p}: expected a 2D, 3D or 4D NIfTI image, got shape {data.shape}.")
     zooms = tuple(float(z) for z in header.get_zooms()[: data.ndim])
     arr = np.ascontiguousarray(data.transpose(tuple(reversed(range(data.ndim)))))
     units = header.get_xyzt_units()
     meta: dict[str, Any] = {
         "source_path": str(p), "format": "nifti", "axis_order": "kji"[-data.ndim:],
+        **({"volume": int(volume), "volumes": n} if n > 1 else {}),
         "nifti": {
             "stored_shape": list(data.shape), "stored_dtype": str(header.get_data_dtype()),
             "qform_code": int(header["qform_code"]), "sform_code": int(header["sform_code"]),
