@@ -25,6 +25,7 @@ import numpy as np
 
 from ..data import Volume, read_image, write_image
 from ..data.dicom import is_dicom_path
+from ..data.metaio import META_SUFFIXES, NRRD_SUFFIXES
 from ..data.nifti import nifti_volumes, read_nifti
 from ..data.orientation import onto_grid, volume_translate
 from ..data.volume import model_info_of
@@ -210,7 +211,8 @@ def _reader(path):
 
 
 def get_nifti_reader(path):
-    if isinstance(path, list) or not str(path).lower().endswith((".nii", ".nii.gz")):
+    """NIfTI, and the volumes read like it: MetaImage (.mha/.mhd) and NRRD (.nrrd/.nhdr)."""
+    if isinstance(path, list) or not str(path).lower().endswith((".nii", ".nii.gz", *META_SUFFIXES, *NRRD_SUFFIXES)):
         return None
     return lambda p: _reader(p) or []
 

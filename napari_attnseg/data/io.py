@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from .metaio import META_SUFFIXES, NRRD_SUFFIXES
 from .plain import PLAIN_SUFFIXES
 from .volume import Volume
 
@@ -26,12 +27,14 @@ TIFF_SUFFIXES = (".tif", ".tiff")
 
 
 def image_format(path: str | os.PathLike) -> str | None:
-    """``nifti``, ``tiff``, ``plain`` (PNG, JPEG, BMP), ``dicom`` or None, from the name (and, for DICOM,
-    the content)."""
+    """``nifti``, ``metaio`` (MetaImage, NRRD), ``tiff``, ``plain`` (PNG, JPEG, BMP), ``dicom`` or None, from the
+    name (and, for DICOM, the content)."""
     p = Path(path)
     name = p.name.lower()
     if name.endswith(NIFTI_SUFFIXES):
         return "nifti"
+    if name.endswith(META_SUFFIXES + NRRD_SUFFIXES):  # read as a NIfTI would be (metaio.py)
+        return "metaio"
     if name.endswith(TIFF_SUFFIXES):
         return "tiff"
     if name.endswith(tuple(PLAIN_SUFFIXES)):
@@ -54,7 +57,7 @@ def can_read(path: str | os.PathLike) -> bool:
 def stem(path: str | os.PathLike) -> str:
     """File name without its image suffix (``.nii.gz`` counts as one)."""
     name = Path(path).name
-    for suffix in (".nii.gz", ".nii", ".tiff", ".tif", ".dcm", *PLAIN_SUFFIXES):
+    for suffix in (".nii.gz", ".nii", ".tiff", ".tif", ".dcm", *PLAIN_SUFFIXES, ".seg.nrrd", *META_SUFFIXES, *NRRD_SUFFIXES):
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return name
@@ -74,6 +77,10 @@ def read_image(path: str | os.PathLike) -> Volume:
             from .nifti import read_nifti
 
             return read_nifti(p)
+        if fmt == "metaio":
+            from .metaio import read_metaimage, read_nrrd
+
+            return read_metaimage(p) if p.name.lower().endswith(META_SUFFIXES) else read_nrrd(p)
         if fmt == "tiff":
             from .tiff import read_tiff
 
@@ -90,8 +97,8 @@ def read_image(path: str | os.PathLike) -> Volume:
         raise
     except Exception as exc:  # a corrupt file: say which and why
         raise InputError(f"Could not read {p}: {exc}") from None
-    raise InputError(f"{p}: unsupported format; napari-attnseg reads .tif/.tiff, .nii/.nii.gz, DICOM series "
-                     "and .png/.jpg/.jpeg/.bmp pictures.")
+    raise InputError(f"{p}: unsupported format; napari-attnseg reads .tif/.tiff, .nii/.nii.gz, .mha/.mhd, .nrrd/.nhdr, "
+                     "DICOM series and .png/.jpg/.jpeg/.bmp pictures.")
 
 
 def write_image(

@@ -1,0 +1,175 @@
+"""ITK MetaImage (``.mha`` / ``.mhd`` + raw) and NRRD (``.nrrd`` / ``.nhdr`` + raw): the formats of 3D Slicer,
+ITK-SNAP exports and many challenge datasets (LUNA16's CTs are ``.mhd``; Grand Challenge serves ``.mha``).
+
+Both store the array with x fastest, so reading it in C order gives (z, y, x) = (k, j, i), this project's axis
+convention, and a header placing index (i, j, k) in patient space: MetaImage in LPS (``Offset``,
+``ElementSpacing``, ``TransformMatrix`` whose n-th triple is the direction of axis n, as ITK reads it), NRRD in
+its ``space`` (``space directions``: one vector per axis, spacing included; ``space origin``). The volume comes
+back as a NIfTI read would: a RAS affine for (i, j, k) and ``meta["nifti"]`` as if the file were a NIfTI with
+that affine (codes 1, "scanner"), so results are written as NIfTI files that overlay the scan in every viewer.
+Only what these readers need is parsed; compressed data is zlib (MetaImage ``CompressedData``) or gzip (NRRD).
+"""
+
+from __future__ import annotations
+
+import gzip
+import zlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError
+from .volume import Volume
+
+META_SUFFIXES = (".mha", ".mhd")
+NRRD_SUFFIXES = (".nrrd", ".nhdr")
+_MET_TYPES = {"MET_UCHAR": "u1", "MET_CHAR": "i1", "MET_USHORT": "u2", "MET_SHORT": "i2", "MET_UINT": "u4",
+              "MET_INT": "i4", "MET_ULONG": "u8", "MET_LONG": "i8", "MET_ULONG_LONG": "u8", "MET_LONG_LONG": "i8",
+              "MET_FLOAT": "f4", "MET_DOUBLE": "f8"}
+_NRRD_TYPES = {"uchar": "u1", "unsigned char": "u1", "uint8": "u1", "uint8_t": "u1", "signed char": "i1", "int8": "i1",
+               "int8_t": "i1", "short": "i2", "short int": "i2", "signed short": "i2", "signed short int": "i2",
+               "int16": "i2", "int16_t": "i2", "ushort": "u2", "unsigned short": "u2", "unsigned short int": "u2",
+               "uint16": "u2", "uint16_t": "u2", "int": "i4", "signed int": "i4", "int32": "i4", "int32_t": "i4",
+               "uint": "u4", "unsigned int": "u4", "uint32": "u4", "uint32_t": "u4", "longlong": "i8",
+               "long long": "i8", "int64": "i8", "int64_t": "i8", "ulonglong": "u8", "unsigned long long": "u8",
+               "uint64": "u8", "uint64_t": "u8", "float": "f4", "double": "f8"}
+_SPACES = {"left-posterior-superior": "LPS", "lps": "LPS", "right-anterior-superior": "RAS", "ras": "RAS",
+           "left-anterior-superior": "LAS", "las": "LAS"}
+_FLIPS = {"LPS": np.diag([-1.0, -1.0, 1.0]), "LAS": np.diag([-1.0, 1.0, 1.0]), "RAS": np.eye(3)}
+
+
+def _numbers(text: str, p: Path, key: str) -> list[float]:
+    try:
+        return [float(v) for v in text.replace("(", " ").replace(")", " ").replace(",", " ").split()]
+    except ValueError:
+        raise InputError(f"{p}: the header's {key} ({text!r}) is not a list of numbers.") from None
+
+
+def _read_header(p: Path, first_line: str | None) -> tuple[dict[str, str], int]:
+    """``key -> value`` and the byte offset where the data starts (after a blank line for NRRD, after
+    ``ElementDataFile`` for MetaImage)."""
+    raw = p.read_bytes() if p.stat().st_size < 2**16 else p.open("rb").read(2**16)
+    fields: dict[str, str] = {}
+    pos = 0
+    nrrd = first_line is not None
+    for n, line in enumerate(raw.split(b"\n")):
+        pos += len(line) + 1
+        text = line.decode("latin-1").rstrip("\r")
+        if n == 0 and nrrd:
+            if not text.startswith(first_line):
+                raise InputError(f"{p} is not a NRRD file (it does not start with 'NRRD').")
+            continue
+        if nrrd and not text.strip():
+            return fields, pos
+        if nrrd and text.startswith("#"):
+            continue
+        sep = ":" if nrrd else "="
+        if nrrd and ":=" in text:  # key/value pairs of the user's own: not geometry
+            continue
+        if sep not in text:
+            raise InputError(f"{p}: unreadable header line {text!r}.")
+        key, value = text.split(sep, 1)
+        fields[key.strip() if nrrd else key.strip().lower()] = value.strip()
+        if not nrrd and key.strip().lower() == "elementdatafile":
+            return fields, pos
+    if nrrd:
+        return fields, pos  # a detached header (.nhdr) may end without a blank line
+    raise InputError(f"{p}: the header has no ElementDataFile line; the file is cut short or not a MetaImage.")
+
+
+def _payload(p: Path, where: str, offset: int, compressed: str | None) -> bytes:
+    """The data bytes: after the header (``where`` LOCAL / attached) or in the file the header names."""
+    if where in ("LOCAL", ""):
+        data = p.read_bytes()[offset:]
+    else:
+        f = (p.parent / where) if not Path(where).is_absolute() else Path(where)
+        if not f.exists():
+            raise InputError(f"{p}: its data file {f} does not exist; keep the header and its data file together.")
+        data = f.read_bytes()
+    if compressed == "zlib":
+        return zlib.decompress(data)
+    if compressed == "gzip":
+        return gzip.decompress(data)
+    return data
+
+
+def _volume(p: Path, data: np.ndarray, spacing: np.ndarray, directions: np.ndarray, origin: np.ndarray,
+            space: str, kind: str) -> Volume:
+    """``data`` (k, j, i); ``directions`` (3, 3): column n the unit direction of axis n (i, j, k) in ``space``."""
+    to_ras = _FLIPS[space]
+    affine = np.eye(4)
+    affine[:3, :3] = to_ras @ directions @ np.diag(spacing)
+    affine[:3, 3] = to_ras @ origin
+    meta: dict[str, Any] = {
+        "source_path": str(p), "format": "nifti", "file_format": kind, "axis_order": "kji",
+        "nifti": {"stored_shape": list(reversed(data.shape)), "stored_dtype": str(data.dtype), "qform_code": 1,
+                  "sform_code": 1, "qform": affine.tolist(), "xyz_units": "mm", "scl_slope": None, "scl_inter": None},
+    }
+    return Volume(data, tuple(float(s) for s in reversed(spacing)), affine, meta)
+
+
+def read_metaimage(p: Path) -> Volume:
+    """A 3D MetaImage (``.mha`` with its data inside, ``.mhd`` naming a raw file)."""
+    f, offset = _read_header(p, None)
+    dims = [int(v) for v in _numbers(f.get("dimsize", ""), p, "DimSize")]
+    if int(f.get("ndims", len(dims))) != 3 or len(dims) != 3:
+        raise InputError(f"{p}: a {f.get('ndims', len(dims))}D MetaImage; napari-attnseg reads 3D MetaImages (for 2D "
+                         "images, save them as TIFF or PNG).")
+    if int(f.get("elementnumberofchannels", 1)) != 1:
+        raise InputError(f"{p}: {f['elementnumberofchannels']} values per voxel; save one channel per file.")
+    kind = _MET_TYPES.get(f.get("elementtype", "").upper())
+    if kind is None:
+        raise InputError(f"{p}: element type {f.get('elementtype')!r} is not supported ({', '.join(_MET_TYPES)}).")
+    big = f.get("binarydatabyteordermsb", f.get("elementbyteordermsb", "False")).lower() == "true"
+    dtype = np.dtype(kind).newbyteorder(">" if big else "<")
+    compressed = "zlib" if f.get("compresseddata", "False").lower() == "true" else None
+    buf = _payload(p, f.get("elementdatafile", "LOCAL"), offset, compressed)
+    if len(buf) < int(np.prod(dims)) * dtype.itemsize:
+        raise InputError(f"{p}: {len(buf)} bytes of data for {dims} voxels of {dtype}; the file is cut short.")
+    data = np.frombuffer(buf, dtype, count=int(np.prod(dims))).reshape(tuple(reversed(dims)))
+    data = data.astype(dtype.newbyteorder("="))
+    spacing = np.asarray(_numbers(f.get("elementspacing", f.get("elementsize", "1 1 1")), p, "ElementSpacing")[:3])
+    origin = np.asarray(_numbers(f.get("offset", f.get("origin", f.get("position", "0 0 0"))), p, "Offset")[:3])
+    matrix = _numbers(f.get("transformmatrix", f.get("rotation", f.get("orientation", "1 0 0 0 1 0 0 0 1"))), p,
+                      "TransformMatrix")
+    directions = np.asarray(matrix[:9]).reshape(3, 3).T  # (ITK: the n-th triple is axis n's direction)
+    return _volume(p, data, spacing, directions, origin, "LPS", "metaimage")  # (ITK's physical space is LPS)
+
+
+def read_nrrd(p: Path) -> Volume:
+    """A 3D NRRD (``.nrrd``, or a ``.nhdr`` header naming its data file); raw or gzip encoding."""
+    f, offset = _read_header(p, "NRRD")
+    dims = [int(v) for v in _numbers(f.get("sizes", ""), p, "sizes")]
+    if int(f.get("dimension", len(dims))) != 3 or len(dims) != 3:
+        raise InputError(f"{p}: a {f.get('dimension', len(dims))}-dimensional NRRD; napari-attnseg reads 3D volumes "
+                         "(a segmentation with several layers or a 4D series: save each volume on its own).")
+    kind = _NRRD_TYPES.get(f.get("type", "").lower())
+    if kind is None:
+        raise InputError(f"{p}: NRRD type {f.get('type')!r} is not supported.")
+    encoding = f.get("encoding", "raw").lower()
+    if encoding not in ("raw", "gzip", "gz"):
+        raise InputError(f"{p}: NRRD encoding {encoding!r} is not supported (raw or gzip); save it again with one.")
+    dtype = np.dtype(kind).newbyteorder(">" if f.get("endian", "little").lower() == "big" else "<")
+    where = f.get("data file", f.get("datafile", "LOCAL"))
+    buf = _payload(p, where, offset, "gzip" if encoding in ("gzip", "gz") else None)
+    n = int(np.prod(dims))
+    if len(buf) < n * dtype.itemsize:
+        raise InputError(f"{p}: {len(buf)} bytes of data for {dims} voxels of {dtype}; the file is cut short.")
+    data = np.frombuffer(buf, dtype, count=n, offset=len(buf) - n * dtype.itemsize if where == "LOCAL" else 0)
+    data = data.reshape(tuple(reversed(dims))).astype(dtype.newbyteorder("="))
+    space = _SPACES.get(f.get("space", "").lower())
+    if "space directions" in f and space is None:
+        raise InputError(f"{p}: NRRD space {f.get('space')!r} is not an anatomical one napari-attnseg places (RAS, LPS, "
+                         "LAS); save it again in one of them (3D Slicer does by default).")
+    if "space directions" in f:
+        steps = np.asarray(_numbers(f["space directions"], p, "space directions")[:9]).reshape(3, 3).T  # column n: axis n
+        spacing = np.linalg.norm(steps, axis=0)
+        if not np.all(spacing > 0):
+            raise InputError(f"{p}: its space directions ({f['space directions']}) give an axis no length.")
+        directions = steps / spacing
+        origin = np.asarray(_numbers(f.get("space origin", "(0,0,0)"), p, "space origin")[:3])
+    else:  # no placement in space: spacings only, axes as stored
+        spacing = np.asarray(_numbers(f.get("spacings", "1 1 1"), p, "spacings")[:3])
+        directions, origin, space = np.eye(3), np.zeros(3), "RAS"
+    return _volume(p, data, spacing, directions, origin, space, "nrrd")
