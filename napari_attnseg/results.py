@@ -70,6 +70,9 @@ def record_layers(path: str | Path) -> list[tuple]:
     A missing input image is a warning (the outputs still open, on the recorded pixel size); a missing
     output named by the record is an error that names it.
     """
+    from .cohort.cases import read_with_channel
+    from .cohort.inputs import segmented_channel
+
     p = Path(path)
     record = read_record(p)
     folder = p.parent
@@ -80,7 +83,7 @@ def record_layers(path: str | Path) -> list[tuple]:
     image = None
     for candidate in (Path(record["input"]), folder / str(record.get("input_reference") or "")):
         if candidate != folder and candidate.exists():
-            image = read_image(candidate)
+            image = segmented_channel(*read_with_channel(candidate, record.get("channel")))  # (a 4D NIfTI: its volume)
             break
     colour = image is not None and str(image.meta.get("axes", "")).endswith("S")  # a picture: (y, x, RGB)
     if image is not None:
@@ -325,7 +328,8 @@ def write_prediction(out: str | os.PathLike, src: str | os.PathLike, vol, model,
         record = _record(src, reference, model, pred, written)
         record.update(mask=written[0].name, probability=written[1].name if pred.probabilities is not None else None,
                       attention=maps, shape=list(pred.labels.shape), spacing=list(vol.spacing),
-                      request=_jsonable(request), output_stats={p.name: _stat(p) for p in written}, **(extra or {}))
+                      request=_jsonable(request), output_stats={p.name: _stat(p) for p in written},
+                      **_channel_of(vol), **(extra or {}))
         with room_for(record_path(out, src), out, src, pred):
             write_json_atomic(record_path(out, src), record)  # the commit point
     except Exception:  # Ctrl+C or a kill leaves the marker and what was written, like a crash (see case_state)
@@ -377,6 +381,11 @@ def _link_input(out: Path, src: Path) -> str | None:
     except OSError:
         return None
     return link.name
+
+
+def _channel_of(vol) -> dict:  # the record's channel: colour, stain or channel segmented, or a 4D NIfTI's volume
+    k = vol.meta.get("channel") if vol.meta.get("channel") is not None else vol.meta.get("volume")
+    return {"channel": k} if k is not None else {}
 
 
 def _model_info(model) -> dict:

@@ -80,3 +80,13 @@ def test_napari_opens_each_volume_of_a_4d_nifti_as_a_layer(stacked):
     np.testing.assert_array_equal(layers[1][0], second.data)
     assert tuple(layers[1][1]["scale"]) == tuple(second.spacing)
     assert layers[1][1]["metadata"]["nifti"]["stored_shape"] == list(nib.load(path).shape[:3])
+
+
+def test_the_record_of_a_4d_volume_reopens_on_that_volume(stacked, tmp_path):
+    from napari_attnseg.results import read_record, record_layers
+
+    assert _predict(stacked / "case.nii.gz", "--out", tmp_path / "o", "--channel", "1") == 0
+    assert read_record(tmp_path / "o" / "case_predict.json")["channel"] == 1
+    layers = record_layers(tmp_path / "o" / "case_predict.json")
+    image = next(d for d, kw, kind in layers if kind == "image" and kw["name"] == "case")
+    np.testing.assert_array_equal(image, read_image(stacked / "second.nii.gz").data)

@@ -59,8 +59,33 @@ def pick_channel(vol: Volume, channel: int | None, in_channels: int, src: str | 
         if isinstance(k, str):
             note += " --channel K (0 red, 1 green, 2 blue) segments one colour instead."
         return Volume(data, spacing, vol.affine, {**vol.meta, "axes": rest, "channel": k, "note": note})
-    raise InputError(f"{src} has {n} channels (axes {axes}) and the model reads {in_channels}: choose one with "
-                     f"--channel K (0 to {n - 1}; in Python, index that axis of the array).")
+    why = ""
+    if axes[ax] == "S" and n in (3, 4) and in_channels == 1:  # (a slide that was not taken for one: say why)
+        why = (" (its colours hold different images on a dark background, or with a colour dark throughout: a "
+               "fluorescence composite, not a bright-field H&E / IHC slide, whose hematoxylin would be segmented)")
+    raise InputError(f"{src} has {n} channels (axes {axes}) and the model reads {in_channels}{why}: choose one with "
+                     f"--channel K (0 to {n - 1}{', 0 red, 1 green, 2 blue' if why else ''}; in Python, index that "
+                     "axis of the array).")
+
+
+def segmented_channel(image: Volume, channel) -> Volume:
+    """The channel a run segmented (``--channel K``: the record's ``channel``) of a multi-channel or RGB input, so
+    a reopened record shows, corrects and exports the image its mask was made on (a slide's red channel reopened
+    as the slide, and its export wrote the hematoxylin); the input itself otherwise (a slide's hematoxylin: the
+    picture, whose grey layer the panels make)."""
+    import numpy as np
+
+    from ..data.volume import Volume
+
+    axes = str(image.meta.get("axes") or "")
+    found = [i for i, a in enumerate(axes) if a in "CS"] if len(axes) == np.ndim(image.data) else []
+    if not isinstance(channel, int) or not found or not 0 <= channel < np.shape(image.data)[found[0]]:
+        return image
+    ax = found[0]
+    spacing = tuple(s for i, s in enumerate(image.spacing) if i != ax) if len(image.spacing) == len(axes) else \
+        image.spacing
+    return Volume(np.take(np.asarray(image.data), channel, axis=ax), spacing, image.affine,
+                  {**image.meta, "axes": axes[:ax] + axes[ax + 1:], "channel": channel})
 
 
 def _unnamed_planes(vol: Volume, channel: int | None, n: int, src: str | os.PathLike) -> Volume:

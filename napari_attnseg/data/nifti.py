@@ -24,7 +24,10 @@ def nifti_volumes(p: Path) -> int:
     """How many volumes a NIfTI file stacks along its 4th axis (1 for a 2D or 3D file), from its header alone."""
     import nibabel as nib
 
-    shape = nib.load(str(p)).shape
+    try:
+        shape = nib.load(str(p)).shape
+    except Exception:  # noqa: BLE001 - a damaged file: the reader that follows says what is wrong with it
+        return 1
     return int(shape[3]) if len(shape) == 4 else 1
 
 

@@ -16,6 +16,10 @@ from __future__ import annotations
 import numpy as np
 
 BRIGHT = 0.5  # median brightness (share of the white level) above which an RGB picture is bright-field
+LIGHT = 0.15  # median darkest colour above which the stains absorb (fluorescence glows on black, in 1-2 colours)
+# A crop inside the tissue (no glass: a dense tumour, a DAB-rich region) is darker than BRIGHT, yet stained light:
+DARK, DARK_SHARE = 0.25, 0.02  # fewer than DARK_SHARE of its pixels have all colours below DARK of the white
+NO_SLIDE = 0.02  # every colour below this share of the white: the opaque black a slide scanner puts outside the scan
 _BLOCK = 2**22  # pixels converted at a time (float32 optical densities of a few million pixels)
 
 
@@ -28,16 +32,21 @@ def _white_level(sample: np.ndarray, dtype: np.dtype) -> float:
 
 
 def _sample(rgb: np.ndarray, n: int = 2**20) -> np.ndarray:
-    """About ``n`` pixels' colours (samples last), taken on a regular grid of the leading axes."""
+    """About ``n`` pixels' colours (samples last), taken on a regular grid of the leading axes, less the pixels an
+    alpha sample makes transparent (outside the tissue of an exported region: no slide there)."""
     lead = rgb.shape[:-1]
     step = max(1, int(np.ceil((int(np.prod(lead)) / n) ** (1.0 / max(1, len(lead))))))
-    return np.asarray(rgb[tuple(slice(None, None, step) for _ in lead)], np.float32).reshape(-1, rgb.shape[-1])[:, :3]
+    s = np.asarray(rgb[tuple(slice(None, None, step) for _ in lead)], np.float32).reshape(-1, rgb.shape[-1])
+    return (s[s[:, 3] > 0] if s.shape[1] == 4 else s)[:, :3]
 
 
 def is_brightfield(rgb: np.ndarray, ax: int = -1) -> bool:
-    """True for a bright-field colour picture: three or four colour samples along ``ax`` and a median brightness
-    (mean of red, green and blue) above :data:`BRIGHT` of its white level. A fluorescence composite (stains
-    glowing on black) has a dark median and stays a choice of channel."""
+    """True for a bright-field colour picture: three or four colour samples along ``ax``, stains that absorb (the
+    median of each pixel's darkest colour above :data:`LIGHT` of the white level), and a median brightness (mean
+    of red, green and blue) above :data:`BRIGHT` of it or, for a crop filled with tissue (median brightness 0.45
+    in a DAB-rich region of scikit-image's IHC slide, which was refused as fluorescence), hardly a pixel dark in
+    every colour (:data:`DARK`). A fluorescence composite (stains glowing on black, in one or two colours: black
+    in some colour almost everywhere) stays a choice of channel, however bright or dense its cells."""
     planes = np.moveaxis(np.asarray(rgb) if not hasattr(rgb, "shape") else rgb, ax, -1)
     if planes.ndim < 3 or planes.shape[-1] not in (3, 4):
         return False
@@ -45,13 +54,18 @@ def is_brightfield(rgb: np.ndarray, ax: int = -1) -> bool:
     s = s[np.isfinite(s).all(axis=1)]
     if s.size == 0:
         return False
-    return float(np.median(s.mean(axis=1))) > BRIGHT * _white_level(s, np.dtype(planes.dtype))
+    white = _white_level(s, np.dtype(planes.dtype))
+    if float(np.median(s.min(axis=1))) <= LIGHT * white:  # black in some colour: glowing stains, not absorbing ones
+        return False
+    return (float(np.median(s.mean(axis=1))) > BRIGHT * white
+            or float((s.max(axis=1) < DARK * white).mean()) < DARK_SHARE)
 
 
 def hematoxylin(rgb: np.ndarray, ax: int = -1) -> np.ndarray:
-    """The hematoxylin optical density of a bright-field colour picture (samples along ``ax``, alpha ignored):
-    float32, 0 where there is no stain, about 0.3-1 on nuclei. Converted a few million pixels at a time, so a
-    big or memory-mapped picture costs one float32 plane of output."""
+    """The hematoxylin optical density of a bright-field colour picture (samples along ``ax``): float32, 0 where
+    there is no stain (and where an alpha sample makes the picture transparent, or every colour is black, below
+    :data:`NO_SLIDE`: no slide there, not the densest stain), about 0.3-1 on nuclei. Converted a few million pixels at a time, so a big or
+    memory-mapped picture costs one float32 plane of output."""
     from skimage.color import hed_from_rgb
 
     planes = np.moveaxis(rgb, ax, -1)
@@ -64,6 +78,9 @@ def hematoxylin(rgb: np.ndarray, ax: int = -1) -> np.ndarray:
         np.clip(block, 1e-6, 1.0, out=block)
         density = -np.log10(block)
         np.maximum(density @ vector, 0.0, out=out[i:i + rows])
+        out[i:i + rows][block.max(axis=-1) <= NO_SLIDE] = 0.0  # black in every colour: outside the scan, not stain
+        if planes.shape[-1] == 4:
+            out[i:i + rows][np.asarray(planes[i:i + rows, ..., 3]) <= 0] = 0.0
     return out
 
 
