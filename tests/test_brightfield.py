@@ -63,6 +63,8 @@ def test_only_bright_field_pictures_are_taken_for_stains(ihc):
     grey, k, note = grey_of_colour(ihc)
     assert k == "hematoxylin" and np.array_equal(grey, stains.hematoxylin(ihc)) and "bright-field" in note
     assert not stains.is_brightfield(np.zeros((4, 4, 2), np.uint8))  # not a colour picture at all
+    noise = np.random.default_rng(0).integers(0, 255, (64, 64, 3)).astype(np.uint8)
+    assert not stains.is_brightfield(noise)  # random colours: they do not vary together as stains do
 
 
 def test_predict_segments_the_nuclei_of_an_he_slide(tmp_path, capsys):

@@ -17,6 +17,8 @@ from ..errors import InputError
 from .cases import CSV_PATH_COLUMNS
 
 if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+
     from ..data.volume import Volume
 
 
@@ -26,8 +28,8 @@ def pick_channel(vol: Volume, channel: int | None, in_channels: int, src: str | 
     channel ``channel`` (``--channel``), all of them channel-first for a model that reads as many, or its
     one channel. Without that, a 2-channel (C, Y, X) TIFF ran as a 2-slice volume and an RGB one was
     refused with Python advice. RGB(A) whose colours are all equal (grey saved as RGB) is its grey, a
-    bright-field H&E / IHC picture its hematoxylin (:func:`grey_of_colour`), with ``meta["note"]`` saying so. A TIFF of 2 to 4 planes along an unnamed first axis (tifffile's Q or I:
-    channels or a short z-stack, nobody can tell) for a 2D model (``dims``) is segmented slice by slice
+    bright-field H&E / IHC picture its hematoxylin (:func:`grey_of_colour`), with ``meta["note"]`` saying so.
+    A TIFF of 2 to 4 planes along an unnamed first axis (tifffile's Q or I: channels or a short z-stack, nobody can tell) for a 2D model (``dims``) is segmented slice by slice
     with a note, or gives plane ``channel``. Other inputs come back unchanged (``channel`` None or 0)."""
     import numpy as np
 
@@ -68,7 +70,7 @@ def pick_channel(vol: Volume, channel: int | None, in_channels: int, src: str | 
                      "axis of the array).")
 
 
-def segmented_channel(image: Volume, channel) -> Volume:
+def segmented_channel(image: Volume, channel: int | str | None) -> Volume:
     """The channel a run segmented (``--channel K``: the record's ``channel``) of a multi-channel or RGB input, so
     a reopened record shows, corrects and exports the image its mask was made on (a slide's red channel reopened
     as the slide, and its export wrote the hematoxylin); the input itself otherwise (a slide's hematoxylin: the
@@ -109,7 +111,7 @@ def _unnamed_planes(vol: Volume, channel: int | None, n: int, src: str | os.Path
                   {**vol.meta, "axes": axes[1:], "channel": int(channel), "note": "; ".join(earlier + [note])})
 
 
-def grey_of_colour(data, ax: int = -1):
+def grey_of_colour(data: np.ndarray, ax: int = -1) -> tuple[np.ndarray, int | str, str] | None:
     """The grey image to segment of an RGB(A) picture (samples along ``ax``): ``(image, channel, note)``, or
     None when it holds no single grey image. Its grey or its one varying colour (:func:`grey_sample`; channel
     0-2), else, for a bright-field picture (H&E, IHC), its hematoxylin (:func:`~napari_attnseg.data.stains.
