@@ -90,3 +90,20 @@ def test_the_record_of_a_4d_volume_reopens_on_that_volume(stacked, tmp_path):
     layers = record_layers(tmp_path / "o" / "case_predict.json")
     image = next(d for d, kw, kind in layers if kind == "image" and kw["name"] == "case")
     np.testing.assert_array_equal(image, read_image(stacked / "second.nii.gz").data)
+
+
+def test_export_takes_the_volume_the_mask_was_made_on(stacked, tmp_path, capsys):
+    """A mask of `predict --channel 1` on a 4D NIfTI: `attnseg export` reads volume 1 (the record beside the mask
+    says so; --channel overrides). Before, export could not read the 4D image at all and had no --channel."""
+    assert _predict(stacked / "case.nii.gz", "--out", tmp_path / "o", "--channel", "1") == 0
+    mask = tmp_path / "o" / "case_mask.nii.gz"
+    assert main(["export", "--image", str(stacked / "case.nii.gz"), "--labels", str(mask), "--dataset",
+                 str(tmp_path / "ds"), "--format", "nnunet"]) == 0
+    assert "exporting channel 1 of" in capsys.readouterr().err
+    (image,) = sorted((tmp_path / "ds" / "imagesTr").glob("*.nii.gz"))
+    np.testing.assert_array_equal(read_image(image).data, read_image(stacked / "second.nii.gz").data)
+    assert main(["export", "--image", str(stacked / "case.nii.gz"), "--labels", str(mask), "--dataset",
+                 str(tmp_path / "ds0"), "--format", "nnunet", "--channel", "0"]) == 0
+    (image,) = sorted((tmp_path / "ds0" / "imagesTr").glob("*.nii.gz"))
+    np.testing.assert_array_equal(read_image(image).data, np.asarray(nib.load(str(stacked / "case.nii.gz")).dataobj)[
+        ..., 0].transpose(2, 1, 0))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 NAME = "export"
 HELP = "Add an image and its corrected mask to a fine-tuning dataset (nnU-Net, MONAI or TIFF layout)."
@@ -19,6 +20,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="axial slices (first array axis = NIfTI k) a person checked, e.g. 3,5,10-12; "
                              "the others become the 'ignore' label (default: the reviewed slices saved in the "
                              "--labels file by the Correct panel; a file without them: every slice is labelled)")
+    parser.add_argument("--channel", type=int, default=None, metavar="K",
+                        help="the channel, colour or 4D NIfTI volume of --image that the mask was made on (as "
+                             "`attnseg predict --channel K`; default: that run's choice, saved in its record next "
+                             "to the mask)")
     parser.add_argument("--prediction", help="the model's original mask, to record what was edited")
     parser.add_argument("--case-id", help="case id (default: the next free case_NNNN)")
     parser.add_argument("--label-names", help="comma-separated class names, background first (new datasets; "
@@ -46,8 +51,8 @@ def run(args: argparse.Namespace) -> int:
     from ..data.grid import on_image_grid
     from ..errors import InputError
 
-    image = read_image(args.image)
     raw_labels = read_image(args.labels)
+    image = _image_of(args, raw_labels)
     image = _grey_of_picture(image, np.ndim(raw_labels.data), args.image)
     labels, note = on_image_grid(image, raw_labels, "labels")
     if note:
@@ -177,3 +182,37 @@ def _grey_of_picture(image, label_ndim: int, src):
     print(f"{src}: {note}", file=sys.stderr)
     spacing = tuple(s for i, s in enumerate(image.spacing) if i != ax) if len(image.spacing) == len(axes) else image.spacing
     return Volume(grey, spacing, image.affine, {**image.meta, "axes": axes.replace("S", "")})
+
+
+def _image_of(args, labels):
+    """``--image`` as the mask was made on it: ``--channel K``, else the channel that ``attnseg predict`` segmented
+    when ``--labels`` is its mask (the ``channel`` of the record beside it): a colour, a channel, or a 4D NIfTI's
+    volume (which cannot be read whole). A colour picture without either gives the grey image predict chooses."""
+    import sys
+
+    from ..cohort.cases import read_with_channel
+    from ..cohort.inputs import pick_channel
+    from ..results import RECORD_SUFFIX, read_record
+
+    channel = args.channel
+    if channel is None and isinstance(rec := _record_of(labels, RECORD_SUFFIX, read_record), dict):
+        if isinstance(rec.get("channel"), int) and Path(str(rec.get("input", ""))).resolve() == Path(args.image).resolve():
+            channel = rec["channel"]
+            print(f"{args.labels}: exporting channel {channel} of {args.image}, which the mask was made on (its "
+                  "record says so; --channel overrides)", file=sys.stderr)
+    image, left = read_with_channel(args.image, channel)
+    return image if left is None else pick_channel(image, left, 1, args.image)
+
+
+def _record_of(labels, suffix: str, read_record) -> dict | None:
+    """The prediction record beside a mask written by ``attnseg predict`` (``<stem>_mask.* -> <stem>_predict.json``)."""
+    path = Path(str(labels.meta.get("source_path", "")))
+    name = path.name
+    for ext in (".nii.gz", ".nii", ".tif", ".tiff"):
+        if name.endswith("_mask" + ext):
+            record = path.with_name(name[: -len("_mask" + ext)] + suffix)
+            try:
+                return read_record(record) if record.exists() else None
+            except Exception:  # noqa: BLE001 - a damaged record: export without its hint
+                return None
+    return None
