@@ -73,6 +73,7 @@ def activate(context=None) -> None:
 # a file name with one of these words (e.g. brain1_labels.nii.gz, liver_seg.nii) holding few integers is a mask
 _LABEL_NAME = re.compile(r"(^|[^a-z])(labels?|seg|segmentation|mask|masks|roi|annotations?)([^a-z]|$)")
 MAX_LABEL_VALUES = 256
+SLICER_SEGMENTATION = (".seg.nrrd", ".seg.nhdr")  # 3D Slicer's segmentation files: label maps, whatever their name
 
 
 def _notify(message: str) -> None:
@@ -109,7 +110,7 @@ def _is_labels_file(volume: Volume, path: str) -> bool:
     if volume.meta.get("format") != "nifti" or not np.issubdtype(volume.data.dtype, np.integer):
         return False
     stem = Path(path.rstrip("/")).name.lower()
-    if not _LABEL_NAME.search(stem.split(".")[0]):
+    if not _LABEL_NAME.search(stem.split(".")[0]) and not stem.endswith(SLICER_SEGMENTATION):
         return False
     data = np.asarray(volume.data)
     if data.size == 0 or data.min() < 0:
@@ -161,6 +162,8 @@ def _layer(volume: Volume, path: str) -> list[tuple]:
         if volume.meta.get(key):
             meta[key] = volume.meta[key]
     name = Path(path.rstrip("/")).name.split(".")[0]
+    if path.lower().endswith(SLICER_SEGMENTATION):  # brain1.seg.nrrd beside brain1.nrrd: 'brain1.seg', not 'brain1 [1]'
+        name = f"{name}.seg"
     kwargs = {"name": name, "scale": volume.spacing, "metadata": meta}
     translate = volume_translate(volume)
     if translate is not None:  # files of one patient with other fields of view lie over each other (mm)
@@ -207,7 +210,7 @@ def _reader(path):
         raise
     except (OSError, ValueError) as exc:
         raise InputError(f"{path} cannot be read as an image ({exc}); check that the file is complete and "
-                         "is NIfTI or DICOM.") from None
+                         "is NIfTI, MetaImage, NRRD or DICOM.") from None
 
 
 def get_nifti_reader(path):

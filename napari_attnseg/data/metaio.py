@@ -65,7 +65,9 @@ def _read_header(p: Path, first_line: str | None) -> tuple[dict[str, str], int]:
         if nrrd and text.startswith("#"):
             continue
         sep = ":" if nrrd else "="
-        if nrrd and ":=" in text:  # key/value pairs of the user's own: not geometry
+        if nrrd and ":=" in text:  # key/value pairs of the user's own (3D Slicer's segment names): not geometry
+            key, value = text.split(":=", 1)
+            fields[f"{key.strip()}:="] = value.strip()
             continue
         if sep not in text:
             raise InputError(f"{p}: unreadable header line {text!r}.")
@@ -84,6 +86,8 @@ def _payload(p: Path, where: str, offset: int, compressed: str | None) -> bytes:
         data = p.read_bytes()[offset:]
     else:
         f = (p.parent / where) if not Path(where).is_absolute() else Path(where)
+        if not f.exists() and p.is_symlink():  # a link to the header (attnseg predict's <stem>_image.mhd): the data
+            f = p.resolve().parent / where  # file lies beside the header the link points to
         if not f.exists():
             raise InputError(f"{p}: its data file {f} does not exist; keep the header and its data file together.")
         data = f.read_bytes()
@@ -172,4 +176,22 @@ def read_nrrd(p: Path) -> Volume:
     else:  # no placement in space: spacings only, axes as stored
         spacing = np.asarray(_numbers(f.get("spacings", "1 1 1"), p, "spacings")[:3])
         directions, origin, space = np.eye(3), np.zeros(3), "RAS"
-    return _volume(p, data, spacing, directions, origin, space, "nrrd")
+    vol = _volume(p, data, spacing, directions, origin, space, "nrrd")
+    if (names := _segment_names(f, data)) is not None:
+        vol.meta["class_names"] = names
+    return vol
+
+
+def _segment_names(f: dict[str, str], data: np.ndarray) -> list[str] | None:
+    """A 3D Slicer segmentation's (``.seg.nrrd``) names per label value, background first (``SegmentN_Name`` and
+    ``SegmentN_LabelValue``), as a mask saved by the Correct panel carries them; None for other files."""
+    values: dict[int, str] = {}
+    for key, name in f.items():
+        if key.startswith("Segment") and key.endswith("_Name:="):
+            value = f.get(key.replace("_Name:=", "_LabelValue:="), "")
+            if not value.strip().isdigit() or not np.issubdtype(data.dtype, np.integer):
+                return None
+            values[int(value)] = name or f"label {value}"
+    if not values or 0 in values or max(values) > 255:
+        return None
+    return ["background", *(values.get(v, f"label {v}") for v in range(1, max(values) + 1))]
