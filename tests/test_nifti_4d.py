@@ -5,6 +5,7 @@ files into one file per volume" and no way to do it."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -107,3 +108,19 @@ def test_export_takes_the_volume_the_mask_was_made_on(stacked, tmp_path, capsys)
     (image,) = sorted((tmp_path / "ds0" / "imagesTr").glob("*.nii.gz"))
     np.testing.assert_array_equal(read_image(image).data, np.asarray(nib.load(str(stacked / "case.nii.gz")).dataobj)[
         ..., 0].transpose(2, 1, 0))
+
+
+def test_suggest_and_evaluate_take_the_volume_too(stacked, tmp_path, capsys):
+    """Their refusal of a 4D NIfTI said "choose one with --channel K", which neither command had."""
+    image = str(stacked / "case.nii.gz")
+    assert main(["suggest", image, "--model", "brain-mri-3d", "--device", "cpu", "-n", "2", "--no-flips"]) != 0
+    assert "4D NIfTI of 2 volumes" in capsys.readouterr().err
+    assert main(["suggest", image, "--model", "brain-mri-3d", "--device", "cpu", "-n", "2", "--no-flips",
+                 "--channel", "1"]) == 0
+    assert len([ln for ln in capsys.readouterr().out.splitlines() if ln.strip()]) >= 2
+    assert _predict(stacked / "second.nii.gz", "--out", tmp_path / "o") == 0
+    capsys.readouterr()
+    assert main(["evaluate", "--model", "brain-mri-3d", "--image", image, "--labels",
+                 str(tmp_path / "o" / "second_mask.nii.gz"), "--device", "cpu", "--channel", "1", "--json"]) == 0
+    dice = json.loads(capsys.readouterr().out)["dice"]  # volume 1 against its own prediction saved alone
+    assert dice and min(dice.values()) > 0.999, dice

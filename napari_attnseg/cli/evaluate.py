@@ -19,6 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--region", help="array-index box to score, e.g. '0:512,256:512' (a held-out part)")
     parser.add_argument("--device", default="auto", choices=DEVICES)
     parser.add_argument("--precision", default="auto", choices=PRECISIONS)
+    parser.add_argument("--channel", type=int, default=None, metavar="K",
+                        help="the channel, colour or 4D NIfTI volume of --image to segment (as attnseg predict --channel)")
     parser.add_argument("--json", action="store_true", help="print JSON")
 
 
@@ -43,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from ..checkpoint import load_model
+    from ..cohort.cases import read_for_model
     from ..cohort.inputs import read_input
     from ..data.export import check_class_ids
     from ..data.manifest import ignore_value_of
@@ -53,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     from ..training.losses import dice_per_class
 
     model = load_model(args.model, device=args.device)
-    image, ref = read_input(args.image), read_input(args.labels)
+    image, ref = read_for_model(args.image, args.channel, model), read_input(args.labels)
     labels = np.asarray(ref.data)
     check_class_ids(labels, f"{args.labels} (the reference labels)")  # a probability map would score Dice 0
     if labels.shape != image.data.shape[-labels.ndim:]:

@@ -122,8 +122,8 @@ def _distinct_inputs(inputs: list[Path], out: Path) -> list[Path]:
 
 def run(args: argparse.Namespace) -> int:
     from ..checkpoint import load_model
-    from ..cohort.cases import read_with_channel
-    from ..cohort.inputs import EDITED_DIR, pick_channel
+    from ..cohort.cases import read_for_model
+    from ..cohort.inputs import EDITED_DIR
     from ..cohort.outputs import (
         is_name_too_long,
         keep_edited_mask,
@@ -172,8 +172,7 @@ def run(args: argparse.Namespace) -> int:
                     "Choose another --out, or pass --overwrite to replace them (a mask changed since attnseg "
                     f"wrote it is then kept in {out / EDITED_DIR})."
                 )
-            vol = pick_channel(*read_with_channel(src, args.channel), int(getattr(model, "in_channels", 1)), src,
-                               dims=getattr(model, "spatial_dims", None))
+            vol = read_for_model(src, args.channel, model)
             if vol.meta.get("note"):  # e.g. a grey image saved as RGB, read as grey
                 print(f"{src}: note: {vol.meta['note']}", file=sys.stderr)
             with TileProgress(src.name) as progress:

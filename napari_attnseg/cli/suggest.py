@@ -21,6 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-flips", action="store_true",
                         help="entropy only (skip the mirrored second pass: half the time)")
     parser.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
+    parser.add_argument("--channel", type=int, default=None, metavar="K",
+                        help="the channel, colour or 4D NIfTI volume to look at (as attnseg predict --channel)")
     parser.add_argument("--uncertainty", metavar="FILE",
                         help="also write the uncertainty map (.nii.gz or .tif); an existing file is refused "
                              "unless --overwrite, the input image always")
@@ -54,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from ..checkpoint import load_model
-    from ..cohort.inputs import read_input
+    from ..cohort.cases import read_for_model
     from ..correct import format_slice_ranges, parse_slice_ranges
     from ..data.orientation import volume_codes
     from ..errors import InputError
@@ -65,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
     unc_path = Path(args.uncertainty) if args.uncertainty else None
     if unc_path is not None:
         check_uncertainty_path(unc_path, Path(args.image), args.overwrite)
-    vol = read_input(args.image)
+    model = load_model(args.model, device=args.device)
+    vol = read_for_model(args.image, args.channel, model)
     image = np.asarray(vol.data)
     if image.ndim < 3:
         raise InputError(f"{args.image} is a 2D image; suggestions are slices of a volume.")
@@ -79,7 +82,6 @@ def run(args: argparse.Namespace) -> int:
     if len(reviewed) == n_slices and unc_path is None:
         print(nothing)
         return 0
-    model = load_model(args.model, device=args.device)
     warnings: list[str] = []
     _, unc = predict_uncertainty(model, image, flips=not args.no_flips, device=args.device, spacing=vol.spacing,
                                  orientation=volume_codes(vol), warnings=warnings)

@@ -8,10 +8,13 @@ import time
 import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..data.orientation import volume_codes
 from ..errors import AttnSegError, Cancelled
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..data.volume import Volume
 
 SUMMARY_NAME = "cohort_summary.csv"
 SUMMARY_COLUMNS = ("case", "status", "seconds", "voxels_per_s", "wait_s", "warnings", "error", "input", "worker",
@@ -147,6 +150,15 @@ def read_with_channel(src, channel: int | None):
         if nifti_volumes(Path(src)) > 1:
             return read_nifti(Path(src), volume=channel), None
     return read_input(src), channel
+
+
+def read_for_model(src, channel: int | None, model) -> Volume:
+    """The image ``model`` reads from the input ``src``: read with ``--channel`` (:func:`read_with_channel`), then the
+    channel, colour or slide stain it takes (:func:`.inputs.pick_channel`). What predict, suggest and evaluate read."""
+    from .inputs import pick_channel
+
+    return pick_channel(*read_with_channel(src, channel), int(getattr(model, "in_channels", 1)), src,
+                        dims=getattr(model, "spatial_dims", None))
 
 
 def _read_case(src: str, channel: int | None):
