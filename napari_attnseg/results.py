@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from .data import read_image, stem, write_image
+from .data import input_stat, read_image, stem, write_image
 from .data.orientation import volume_translate
 from .data.volume import Volume
 from .errors import InputError
@@ -250,10 +250,10 @@ def _same_input(record: dict, src: Path) -> bool:
     try:
         if Path(record.get("input", "")).resolve() != src.resolve():
             return False
-        st = src.stat()
-        if "input_modified" in record and abs(float(record["input_modified"]) - st.st_mtime) > 1e-3:
+        size, modified = input_stat(src)  # (a header's data file too)
+        if "input_modified" in record and abs(float(record["input_modified"]) - modified) > 1e-3:
             return False
-        if src.is_file() and "input_size_bytes" in record and int(record["input_size_bytes"]) != st.st_size:
+        if src.is_file() and "input_size_bytes" in record and int(record["input_size_bytes"]) != size:
             return False
     except (OSError, ValueError, TypeError):
         return False
@@ -399,12 +399,12 @@ def _record(src: Path, reference: str | None, model, pred, written: list[Path]) 
     from . import __version__
 
     src = src.resolve()
-    st = src.stat()
+    size, modified = input_stat(src)
     card = getattr(model, "card", None)
     return {
         "input": str(src),
-        "input_size_bytes": st.st_size if src.is_file() else sum(p.stat().st_size for p in src.rglob("*") if p.is_file()),
-        "input_modified": st.st_mtime,
+        "input_size_bytes": size,
+        "input_modified": modified,
         "input_reference": reference,
         "outputs": [p.name for p in written],
         "model": getattr(card, "name", None),

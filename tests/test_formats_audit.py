@@ -92,3 +92,35 @@ def test_user_fields_that_are_not_segments_name_no_classes(tmp_path):
     head, body = text.split(b"\n\n", 1)
     plain.write_bytes(b"\n".join(line for line in head.split(b"\n") if b":=" not in line) + b"\n\n" + body)
     assert "class_names" not in read_image(plain).meta
+
+
+def test_a_slicer_folder_runs_as_one_case_and_a_rewritten_raw_is_a_new_input(tmp_path, tiny_checkpoint, capsys):
+    """A 3D Slicer folder as a cohort (scan.nrrd, scan.seg.nrrd, scan-label.nrrd) plus a LUNA16-style .mhd + .raw:
+    the segmentation and label map were run as scans (the .seg.nrrd then failed 'has the same name as scan.nrrd',
+    exit 1), the .raw was counted among 'files of other types', and a resumed run skipped a case whose .raw had been
+    rewritten (only the header's size and time were compared): a stale mask kept as finished."""
+    from napari_attnseg.cohort import predict_cohort
+
+    folder = tmp_path / "slicer"
+    folder.mkdir()
+    scan, seg, _ = _slicer_segmentation(folder)
+    shutil.copy(seg, folder / "scan-label.nrrd")
+    for name in ("itk_oblique.mhd", "itk_oblique.raw") if (DATA / "itk_oblique.mhd").exists() else ():
+        shutil.copy(DATA / name, folder / name)
+    header = (DATA / "itk_oblique.nhdr").read_text().replace("itk_oblique.raw", "ct.raw")
+    (folder / "ct.nhdr").write_text(header)
+    shutil.copy(DATA / "itk_oblique.raw", folder / "ct.raw")
+    model = tiny_checkpoint(dims=3)
+    opts = dict(device="cpu", precision="fp32", tile=(16, 32, 32), threads=1)
+    first = predict_cohort(model, folder, tmp_path / "o", **opts)
+    assert sorted(c.case for c in first.cases) == ["ct", "scan"], [c.case for c in first.cases]
+    assert all(c.status == "done" for c in first.cases), [(c.case, c.error) for c in first.cases]
+    again = predict_cohort(model, folder, tmp_path / "o", **opts)
+    assert [c.status for c in again.cases] == ["skipped", "skipped"]
+    raw = folder / "ct.raw"
+    raw.write_bytes(raw.read_bytes()[::-1])  # the data rewritten, its header untouched
+    third = predict_cohort(model, folder, tmp_path / "o", **opts)
+    assert {c.case: c.status for c in third.cases} == {"ct": "done", "scan": "skipped"}
+    assert main(["predict", str(folder), "--model", str(model), "--out", str(tmp_path / "o2"), "--device", "cpu",
+                 "--tile", "16,32,32"]) == 0
+    assert "other types" not in capsys.readouterr().err

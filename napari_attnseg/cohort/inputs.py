@@ -337,18 +337,29 @@ def _masks_among(cases: list[Path]) -> list[Path]:
 
     stems = {stem(p) for p in cases}
     outputs = {f"{s}_{kind}" for s in stems for kind in ("mask", "prob", "image")}
-    return [p for p in cases if stem(p) in outputs or any(stem(p).startswith(f"{s}_attention_") for s in stems)]
+
+    def is_mask(p: Path) -> bool:
+        s = stem(p)
+        if s in outputs or any(s.startswith(f"{t}_attention_") for t in stems):
+            return True
+        # 3D Slicer's segmentation (brain1.seg.nrrd) or label map (brain1-label.nrrd) beside its scan
+        return (s.endswith(".seg") and s[:-4] in stems) or (s.endswith("-label") and s[:-6] in stems)
+
+    return [p for p in cases if is_mask(p)]
 
 
 def _folder_cases(folder: Path, out: Path | None = None, got: Collected | None = None) -> list[Path]:
     from ..data import image_format
+    from ..data.metaio import data_file_of
     from ..results import RECORD_SUFFIX
 
     ours = _ours(folder)  # outputs of earlier runs into this folder are not inputs
     cases = []
     files = folders = loose = 0
-    for p in sorted(folder.iterdir()):
-        if p.name.startswith(".") or p.name in ours or p.name.endswith(RECORD_SUFFIX):
+    entries = sorted(folder.iterdir())
+    data_files = {d for p in entries if (d := data_file_of(p)) is not None}  # (.raw of .mhd / .nhdr: part of a case)
+    for p in entries:
+        if p.name.startswith(".") or p.name in ours or p.name.endswith(RECORD_SUFFIX) or p.resolve() in data_files:
             continue
         fmt = image_format(p)
         if fmt == "dicom" and p.is_file():  # loose DICOM files of a series in a folder of cases

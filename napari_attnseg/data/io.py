@@ -20,7 +20,7 @@ from .metaio import META_SUFFIXES, NRRD_SUFFIXES
 from .plain import PLAIN_SUFFIXES
 from .volume import Volume
 
-__all__ = ["Volume", "can_read", "image_format", "read_image", "stem", "write_image"]
+__all__ = ["Volume", "can_read", "image_format", "input_stat", "read_image", "stem", "write_image"]
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 TIFF_SUFFIXES = (".tif", ".tiff")
@@ -54,10 +54,23 @@ def can_read(path: str | os.PathLike) -> bool:
         return False
 
 
+def input_stat(path: str | os.PathLike) -> tuple[int, float]:
+    """Size in bytes and modification time of an input as a whole: a DICOM folder's files together (the folder's
+    time), a MetaImage or NRRD header with its data file (a rewritten ``.raw`` is a new input), else the file's."""
+    p = Path(path)
+    if p.is_dir():
+        return sum(f.stat().st_size for f in p.rglob("*") if f.is_file()), p.stat().st_mtime
+    from .metaio import data_file_of
+
+    files = [p] + [d for d in (data_file_of(p),) if d is not None]
+    stats = [f.stat() for f in files]
+    return sum(st.st_size for st in stats), max(st.st_mtime for st in stats)
+
+
 def stem(path: str | os.PathLike) -> str:
     """File name without its image suffix (``.nii.gz`` counts as one)."""
     name = Path(path).name
-    for suffix in (".nii.gz", ".nii", ".tiff", ".tif", ".dcm", *PLAIN_SUFFIXES, ".seg.nrrd", *META_SUFFIXES, *NRRD_SUFFIXES):
+    for suffix in (".nii.gz", ".nii", ".tiff", ".tif", ".dcm", *PLAIN_SUFFIXES, *META_SUFFIXES, *NRRD_SUFFIXES):
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return name

@@ -80,6 +80,23 @@ def _read_header(p: Path, first_line: str | None) -> tuple[dict[str, str], int]:
     raise InputError(f"{p}: the header has no ElementDataFile line; the file is cut short or not a MetaImage.")
 
 
+def data_file_of(p: Path) -> Path | None:
+    """The data file a detached header (``.mhd``, ``.nhdr``) names, where it is (None: the data is inside, the file
+    is no such header, or its header cannot be read)."""
+    p = Path(p)
+    if not p.name.lower().endswith((".mhd", ".nhdr")) or not p.is_file():
+        return None
+    try:
+        f, _ = _read_header(p, "NRRD" if p.name.lower().endswith(".nhdr") else None)
+    except (InputError, OSError):
+        return None
+    where = f.get("elementdatafile", f.get("data file", f.get("datafile", "LOCAL")))
+    if where in ("LOCAL", "") or " " in where.strip():  # (a list or pattern of files: not one data file)
+        return None
+    f = Path(where) if Path(where).is_absolute() else p.resolve().parent / where
+    return f if f.exists() else None
+
+
 def _payload(p: Path, where: str, offset: int, compressed: str | None) -> bytes:
     """The data bytes: after the header (``where`` LOCAL / attached) or in the file the header names."""
     if where in ("LOCAL", ""):
