@@ -124,3 +124,39 @@ def test_a_slicer_folder_runs_as_one_case_and_a_rewritten_raw_is_a_new_input(tmp
     assert main(["predict", str(folder), "--model", str(model), "--out", str(tmp_path / "o2"), "--device", "cpu",
                  "--tile", "16,32,32"]) == 0
     assert "other types" not in capsys.readouterr().err
+
+
+def test_a_cropped_slicer_segmentation_is_exported_on_its_scans_grid(tmp_path):
+    """3D Slicer saves a segmentation cropped to its extent (its origin moved onto the first voxel it covers);
+    export refused it ('origin ... mm apart: resample them onto its grid'). A block of the image's grid is now
+    padded onto it, background elsewhere."""
+    import nibabel as nib
+
+    scan, seg, mask = _slicer_segmentation(tmp_path)
+    full = read_image(seg)
+    at = np.array([2, 3, 4])  # (k, j, i) of the block's first voxel
+    block = mask[2:6, 3:6, 4:8]
+    origin = (full.affine @ [*at[::-1], 1])[:3] * [-1, -1, 1]  # RAS -> the header's LPS
+    lines = []
+    for line in seg.read_bytes().split(b"\n\n")[0].decode().splitlines():
+        if line.startswith("sizes:"):
+            line = "sizes: " + " ".join(map(str, block.shape[::-1]))
+        elif line.startswith("space origin:"):
+            line = "space origin: (" + ",".join(repr(float(v)) for v in origin) + ")"
+        lines.append(line)
+    crop = tmp_path / "crop.seg.nrrd"
+    crop.write_bytes(("\n".join(lines) + "\n\n").encode() + gzip.compress(np.ascontiguousarray(block).tobytes()))
+    np.testing.assert_array_equal(read_image(crop).data, block)
+    assert main(["export", "--image", str(scan), "--labels", str(crop), "--dataset", str(tmp_path / "ds"),
+                 "--format", "nnunet"]) == 0
+    (labels,) = sorted((tmp_path / "ds" / "labelsTr").glob("*.nii.gz"))
+    expected = np.zeros_like(mask)
+    expected[2:6, 3:6, 4:8] = block
+    got = np.asarray(nib.load(str(labels)).dataobj).transpose(2, 1, 0)
+    np.testing.assert_array_equal(got > 0, expected > 0)
+    # a block off the image's voxels (half a voxel) is still refused
+    lines = [ln if not ln.startswith("space origin:") else
+             "space origin: (" + ",".join(repr(float(v)) for v in origin + 0.3) + ")" for ln in lines]
+    crop.write_bytes(("\n".join(lines) + "\n\n").encode() + gzip.compress(np.ascontiguousarray(block).tobytes()))
+    assert main(["export", "--image", str(scan), "--labels", str(crop), "--dataset", str(tmp_path / "ds2"),
+                 "--format", "nnunet"]) != 0

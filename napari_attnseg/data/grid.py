@@ -49,8 +49,32 @@ def on_image_grid(image: Volume, other: Volume, what: str = "labels") -> tuple[V
             return moved, (f"{other.meta.get('source_path', what)} ({what}) is stored in "
                            f"{moved.meta['reoriented_from']} orientation, the image in "
                            f"{''.join(_axcodes(image.affine))}: moved onto the image's grid (the same voxels)")
+        padded = _pad_onto(image, other)
+        if padded is not None:
+            return padded, (f"{other.meta.get('source_path', what)} ({what}) covers part of the image (saved cropped, as "
+                            f"3D Slicer's 'crop to minimum extent' does): placed at voxel "
+                            f"{tuple(padded.meta['padded_at'])} of its grid, background elsewhere")
     check_same_grid(image, other, what)
     return other, None
+
+
+def _pad_onto(image: Volume, other: Volume) -> Volume | None:
+    """``other`` padded with zeros onto ``image``'s grid when it is a block of that grid: the same voxel size and
+    directions, its corner on an image voxel, inside the image. None otherwise."""
+    a, b = _geometry(image), _geometry(other)
+    shape, part = np.shape(image.data), np.shape(other.data)
+    if len(shape) != 3 or len(part) != 3 or np.abs(a[:3, :3] - b[:3, :3]).max() > DIRECTION_TOL * np.abs(a).max():
+        return None
+    corner = (np.linalg.inv(a) @ b[:, 3])[:3]  # (i, j, k) of the block's first voxel in the image's storage
+    at = np.round(corner[::-1]).astype(int)  # (k, j, i): the array's axes
+    if np.abs(corner[::-1] - at).max() > 1e-3 or (at < 0).any() or (at + part > np.asarray(shape)).any():
+        return None
+    data = np.zeros(shape, np.asarray(other.data).dtype)
+    data[tuple(slice(o, o + n) for o, n in zip(at, part))] = np.asarray(other.data)
+    meta = {**other.meta, "padded_at": at.tolist(), "nifti": image.meta.get("nifti")}
+    if meta.get("reviewed_slices") is not None:  # (numbered on the block's own first axis)
+        meta["reviewed_slices"] = [int(z) + int(at[0]) for z in meta["reviewed_slices"]]
+    return Volume(data, tuple(image.spacing), image.affine, meta)
 
 
 def _axcodes(affine) -> tuple[str, ...]:
