@@ -7,8 +7,8 @@ darker still. Colour deconvolution (Ruifrok & Johnston, Anal. Quant. Cytol. Hist
 optical density, ``-log10(I / I0)`` with ``I0`` the white of the slide, into the amounts of three stains; the
 hematoxylin amount is the nuclear stain, bright on dark, as the model expects. The stain vectors are
 scikit-image's ``hed_from_rgb`` (H&E-DAB). Every reader of colour images (``attnseg predict``, ``attnseg
-export``, the napari panels) goes through :func:`stain_grey`, so a prediction, its export and the fine-tuning
-on it all see the same grey image.
+export``, the napari panels) goes through :func:`~napari_attnseg.cohort.inputs.grey_of_colour`, which calls
+:func:`stain_grey`, so a prediction, its export and the fine-tuning on it all see the same grey image.
 """
 
 from __future__ import annotations
