@@ -118,11 +118,7 @@ class PromptMode:
         if on:
             self.refresh_models()  # the model that fits the image's dimensionality
         image = self._image_layer()
-        if on and image is not None and image.rgb:  # a slide: its grey or hematoxylin layer takes the clicks
-            image = grey_for_clicks(self.corr, image)  # (None: refused, the user told why)
-        elif on and image is None:
-            notify_error("Prompt mode needs an image layer: choose one in the Image field above.")
-        if on and image is None:
+        if on and (image := grey_for_clicks(self.corr, image)) is None:  # (a slide: its grey layer; None: told why)
             self.enable_box.value = False
             return
         if on:

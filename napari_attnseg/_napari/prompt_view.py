@@ -36,11 +36,17 @@ def new_object_value(class_value, mask) -> int:
 
 
 def grey_for_clicks(corr, image):
-    """An RGB layer chosen for clicks: its grey layer (a grey or one-colour picture's, a bright-field slide's
-    hematoxylin; :func:`._common.grey_layer_of`), made the Correct tab's image, or None (refused, told why). The
-    slide itself had got the fit warning for a bright image and every click refused with "No Labels layer"."""
-    from ._common import grey_layer_of
+    """The image layer that takes the clicks, or None (refused, the user told why): ``image``, or for an RGB layer
+    its grey layer (a grey or one-colour picture's, a bright-field slide's hematoxylin; :func:`._common.grey_layer_of`),
+    made the Correct tab's image. The slide itself had got the fit warning for a bright image and every click
+    refused with "No Labels layer"."""
+    from ._common import grey_layer_of, notify_error
 
+    if image is None:
+        notify_error("Prompt mode needs an image layer: choose one in the Image field above.")
+        return None
+    if not image.rgb:
+        return image
     grey = grey_layer_of(corr.viewer, image)
     if grey is not None:
         corr.refresh()

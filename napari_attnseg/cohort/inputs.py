@@ -77,17 +77,11 @@ def segmented_channel(image: Volume, channel: int | str | None) -> Volume:
     picture, whose grey layer the panels make)."""
     import numpy as np
 
-    from ..data.volume import Volume
-
     axes = str(image.meta.get("axes") or "")
     found = [i for i, a in enumerate(axes) if a in "CS"] if len(axes) == np.ndim(image.data) else []
     if not isinstance(channel, int) or not found or not 0 <= channel < np.shape(image.data)[found[0]]:
         return image
-    ax = found[0]
-    spacing = tuple(s for i, s in enumerate(image.spacing) if i != ax) if len(image.spacing) == len(axes) else \
-        image.spacing
-    return Volume(np.take(np.asarray(image.data), channel, axis=ax), spacing, image.affine,
-                  {**image.meta, "axes": axes[:ax] + axes[ax + 1:], "channel": channel})
+    return pick_channel(image, channel, 1, image.meta.get("source_path", "the input"))
 
 
 def _unnamed_planes(vol: Volume, channel: int | None, n: int, src: str | os.PathLike) -> Volume:
