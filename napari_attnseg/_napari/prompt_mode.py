@@ -20,7 +20,7 @@ from napari.qt.threading import thread_worker
 
 from ..errors import AttnSegError
 from ..prompts.session import PromptSession, revert
-from ._common import error_message, notify_error, notify_warning, set_choices
+from ._common import error_message, layer_array, notify_error, notify_warning, set_choices
 from .prompt_checks import PromptChecks, click_status, promptable_models
 from .prompt_view import NEGATIVE, POSITIVE, click_refusal, grey_for_clicks, new_object_value, prompts_layer
 from .prompt_write import show_prompt_attention, write_step
@@ -118,8 +118,9 @@ class PromptMode:
         if on:
             self.refresh_models()  # the model that fits the image's dimensionality
         image = self._image_layer()
-        if on and (image := grey_for_clicks(self.corr, image)) is None:  # (a slide: its grey layer; None: told why)
+        if on and isinstance(image := grey_for_clicks(self.corr, image), str):  # (a slide: its grey layer; str: why not)
             self.enable_box.value = False
+            self.status.value = image  # (told; kept in the status: "Click to fix is off." said nothing)
             return
         if on:
             self.points_layer = prompts_layer(self.viewer, image, self.points_layer)  # (the renamed one too)
@@ -297,7 +298,7 @@ class PromptMode:
             return None
         dims = int(model.spatial_dims) if model is not None else self._dims[name]
         mask, image = self.target if self.target is not None else (self.corr.labels_layer(), self._image_layer())
-        data = np.asarray(image.data)
+        data = layer_array(image)  # (a zarr / dask image is read in the worker: 0.8 s a click for 8000^2 px here)
         session, value = self.session, self.object_value
         pts, labs = session.points, session.labels
         used = len(pts)
@@ -316,9 +317,9 @@ class PromptMode:
 
         @thread_worker(start_thread=False, ignore_errors=True)
         def work():
-            run = model if model is not None else self.model(name)
-            size = (None, None, "") if unlike else self.checks.diameter(run.card, image, mask, data, z)
-            res = segment_with_prompts(run, data, pts, labs, previous=previous, spacing=spacing, new_clicks=fresh,
+            run, plane = (model if model is not None else self.model(name)), np.asarray(data)
+            size = (None, None, "") if unlike else self.checks.diameter(run.card, image, mask, plane, z)
+            res = segment_with_prompts(run, plane, pts, labs, previous=previous, spacing=spacing, new_clicks=fresh,
                                        diameter=size[0])
             return res, size, getattr(run.card, "object_diameter", None)
 

@@ -16,6 +16,8 @@ PROMPTS_KEY = "attnseg_prompts"  # a prompts layer's metadata: {"image": the ima
 
 def click_refusal(viewer, image, model_dims: int | None) -> str | None:
     """Why a click on the canvas is refused for ``image`` (None: it lands on the voxel under the cursor)."""
+    if (why := layer_refusal(image)) is not None:  # (the image chosen again while the mode was on)
+        return why
     dims = viewer.dims
     if dims.ndisplay == 3:  # a click on a rendering hits no one voxel (napari's slider is hidden)
         return "Clicks go on a slice: switch back to the 2D view (the 2D/3D button, lower left), then click."
@@ -24,6 +26,19 @@ def click_refusal(viewer, image, model_dims: int | None) -> str | None:
                 "another plane (its axes were rolled): roll the axes back until the slider walks the axial slices "
                 "(the 'Roll dimensions' button, lower left), then click.")
     return None
+
+
+def layer_refusal(image) -> str | None:
+    """Why clicks cannot run on ``image`` at all, as the Segment tab says it (:func:`._common.layer_hint`): a layer
+    of 4 dimensions (an ImageJ hyperstack z-c-y-x) or a stack of channels (c-y-x, as the TIFF or the axis labels
+    say). Click to fix had taken a 2-channel c-y-x TIFF as a volume of 2 slices and segmented the other stain's
+    plane, and on a z-c-y-x hyperstack said "Click an object" and then failed every click with a CLI hint."""
+    from ._common import channel_stack_message, dims_message
+
+    if getattr(image, "rgb", False):
+        return None
+    why = dims_message(image) or channel_stack_message(image)
+    return None if why is None else f"Click to fix: {why}"
 
 
 def new_object_value(class_value, mask) -> int:
@@ -36,21 +51,25 @@ def new_object_value(class_value, mask) -> int:
 
 
 def grey_for_clicks(corr, image):
-    """The image layer that takes the clicks, or None (refused, the user told why): ``image``, or for an RGB layer
-    its grey layer (a grey or one-colour picture's, a bright-field slide's hematoxylin; :func:`._common.grey_layer_of`),
-    made the Correct tab's image. The slide itself had got the fit warning for a bright image and every click
-    refused with "No Labels layer"."""
+    """The image layer that takes the clicks, or why none does (a str, already shown to the user): ``image``, or for
+    an RGB layer its grey layer (a grey or one-colour picture's, a bright-field slide's hematoxylin;
+    :func:`._common.grey_layer_of`), made the Correct tab's image; refused for a layer that is no image or volume
+    (:func:`layer_refusal`). The slide itself had got the fit warning for a bright image and every click refused
+    with "No Labels layer"."""
     from ._common import grey_layer_of, notify_error
 
-    if image is None:
-        notify_error("Prompt mode needs an image layer: choose one in the Image field above.")
-        return None
+    why = "Prompt mode needs an image layer: choose one in the Image field above." if image is None \
+        else layer_refusal(image)
+    if why is not None:
+        notify_error(why)
+        return why
     if not image.rgb:
         return image
     grey = grey_layer_of(corr.viewer, image)
-    if grey is not None:
-        corr.refresh()
-        corr.image_combo.value = grey.name
+    if grey is None:
+        return f"Layer {image.name!r} holds no one grey image (see the message): split its colours, then pick one."
+    corr.refresh()
+    corr.image_combo.value = grey.name
     return grey
 
 
