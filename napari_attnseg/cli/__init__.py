@@ -20,6 +20,18 @@ from ..errors import AttnSegError
 SUBCOMMANDS = ("demo", "models", "predict", "evaluate", "export", "train", "finetune", "suggest")
 
 
+# what an interrupted command leaves, and how to go on
+INTERRUPTED = {
+    "predict": "the outputs of the inputs finished so far are kept, and the next run redoes a half-written one. Run "
+               "the same command again: a folder, glob or CSV input (or --summary) skips the finished cases",
+    "finetune": "the epochs finished so far are saved in --out: run the same command with --resume to go on "
+                "(or --overwrite to start again)",
+    "train": "the epochs finished so far are saved in --out: run the same command with --resume to go on "
+             "(or --overwrite to start again)",
+    "export": "the dataset is as before this export, or finished by the next export (crash-safe): export again",
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="attnseg",
@@ -50,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"attnseg {args.command}: error: {one_line(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"attnseg {args.command}: interrupted", file=sys.stderr)
+        hint = INTERRUPTED.get(args.command, "")
+        print(f"attnseg {args.command}: interrupted{'; ' + hint if hint else ''}", file=sys.stderr)
         return 130
     except Exception as exc:  # a failure nobody anticipated: still one line, the traceback on request
         if os.environ.get("ATTNSEG_DEBUG"):

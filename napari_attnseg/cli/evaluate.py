@@ -48,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
     from ..cohort.cases import read_for_model
     from ..cohort.inputs import read_input
     from ..data.export import check_class_ids
+    from ..data.grid import on_image_grid
     from ..data.manifest import ignore_value_of
     from ..data.orientation import volume_codes
     from ..errors import InputError
@@ -57,6 +58,11 @@ def run(args: argparse.Namespace) -> int:
 
     model = load_model(args.model, device=args.device)
     image, ref = read_for_model(args.image, args.channel, model), read_input(args.labels)
+    # the reference on the image's grid, as export takes it: stored in another orientation it is turned, voxel for
+    # voxel (it was scored flipped); off the grid (shifted, another voxel size) it is refused, not scored
+    ref, moved = on_image_grid(image, ref, "reference labels")
+    if moved:
+        print(f"note: {moved}", file=sys.stderr)
     labels = np.asarray(ref.data)
     check_class_ids(labels, f"{args.labels} (the reference labels)")  # a probability map would score Dice 0
     if labels.shape != image.data.shape[-labels.ndim:]:

@@ -189,6 +189,11 @@ def read_input(path: str | os.PathLike) -> Volume:
         if image_format(path) == "tiff" and str(exc).startswith("Could not read"):
             raise InputError(f"{path} is not a readable TIFF: the file is damaged or cut short, or it is not a "
                              "TIFF at all. Check it, or save the image again as TIFF.") from None
+        if image_format(path) == "nifti" and str(exc).startswith("Could not read"):  # a copy cut short, mostly
+            reason = str(exc).split(": ", 1)[-1]
+            raise InputError(f"{path} is not a readable NIfTI file ({reason}): the file is damaged or cut short (an "
+                             "interrupted copy or download?). Copy it again from its source, or convert the scan again."
+                             ) from None
         raise
     finally:
         _QUIET.local.on = False

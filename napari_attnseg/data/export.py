@@ -174,9 +174,12 @@ def _plan(folder: Path, format: str, labels: np.ndarray, n_channels: int, ndim: 
                          f"({manifest.get('channel_names')}); a dataset keeps one channel table. Give the same "
                          "names (--channel-names), or leave them out to take the dataset's, or export into another folder.")
     if len(manifest.get("channel_names", [])) not in (0, n_channels):
-        raise InputError(f"The dataset's images have {len(manifest['channel_names'])} channel(s); this one has {n_channels}.")
+        raise InputError(f"The images of the dataset in {folder} have {len(manifest['channel_names'])} channel(s); "
+                         f"this one has {n_channels}. A dataset's cases share their channels: export this image "
+                         "into another folder (or pick its channel with --channel).")
     if manifest.get("spatial_dims", ndim) != ndim:
-        raise InputError(f"The dataset holds {manifest['spatial_dims']}D cases; this one is {ndim}D.")
+        raise InputError(f"The dataset in {folder} holds {manifest['spatial_dims']}D cases; this one is {ndim}D. "
+                         "A dataset's cases share their dimensions: export this image into another folder.")
     if n_classes > len(table):
         hint = (f"--label-names gives one name per label value, background (0) first, e.g. "
                 f"--label-names background,{','.join(table)}." if label_names and table[0] != "background" else

@@ -35,7 +35,7 @@ def check_same_grid(image: Volume, other: Volume, what: str = "labels") -> None:
         diffs.append("different orientation (direction cosines)")
     if diffs:
         raise InputError(f"{other.meta.get('source_path', what)} ({what}) is not on the grid of "
-                         f"{image.meta.get('source_path', 'the image')} (image): {'; '.join(diffs)}. Export the "
+                         f"{image.meta.get('source_path', 'the image')} (image): {'; '.join(diffs)}. Use the "
                          f"{what} that belong to this image, or resample them onto its grid first.")
 
 
@@ -64,6 +64,8 @@ def _pad_onto(image: Volume, other: Volume) -> Volume | None:
     a, b = _geometry(image), _geometry(other)
     shape, part = np.shape(image.data), np.shape(other.data)
     if len(shape) != 3 or len(part) != 3 or np.abs(a[:3, :3] - b[:3, :3]).max() > DIRECTION_TOL * np.abs(a).max():
+        return None
+    if tuple(part) == tuple(shape):  # the image's own size: on its grid (checked as such), or off it, never a block
         return None
     corner = (np.linalg.inv(a) @ b[:, 3])[:3]  # (i, j, k) of the block's first voxel in the image's storage
     at = np.round(corner[::-1]).astype(int)  # (k, j, i): the array's axes

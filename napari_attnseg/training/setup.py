@@ -287,8 +287,29 @@ class RunSetup(BrainInputs):
         else:
             self._images, self.val_parts = saved
             self._keep_start_eval(ct_per_class)
+            # (higher, though not by the margin: the start model as it is, should no epoch beat that)
+            self._card_start = (card, card_per_class) if card > ct else None
             if self.notes and "Hounsfield" in " ".join(self.notes):
                 self.notes.append(f"start model's validation Dice: CT window {ct:.4f}, its own normalisation {card:.4f}")
+
+    def _start_with_card_norm(self, s: dict) -> bool:
+        """When the start model scored higher with its own normalisation than with the CT window (chosen, the card's
+        not being higher by ``CARD_MARGIN``) and no epoch beat that score, the start model as it is, with its own
+        normalisation, is the result: never a model worse than the start on the validation."""
+        found = getattr(self, "_card_start", None)
+        if not found or s["best"] >= found[0]:
+            return False
+        card, per_class = found
+        self.norm_spec = self._card_norm
+        if self.test_parts:
+            self._images = [apply_stats(img, compute_stats(img, self._card_norm, True)) for img in self._model_inputs()]
+            self.test_parts = self._eval_parts(self.split.test)
+            s["test_before"] = None
+        s.update(before=card, best=card, best_per_class=per_class, best_epoch=0)
+        self.notes[:] = [n for n in self.notes if "Hounsfield" not in n]
+        self.notes.append(f"the start model scores higher with its own normalisation ({card:.4f}) than with the CT "
+                          "window, and no epoch beat that: it is kept as it is, with its own normalisation")
+        return True
 
     def _keep_start_eval(self, per_class: list[float]) -> None:
         """The start model's validation, measured while choosing the normalisation: the run's "before" (saves a
