@@ -179,3 +179,24 @@ def test_an_opaque_black_margin_is_no_stain(tmp_path, ihc, capsys):
     plain, got = (tifffile.imread(tmp_path / "o" / f"{n}_mask.tif") > 0 for n in ("plain", "margin"))
     assert not got[:, 484:].any()
     assert _dice(got[:, :470], plain[:, :470]) > 0.9
+
+
+def test_a_one_stain_or_grey_jpeg_reads_as_that_stain_despite_its_colour_noise(tmp_path, ihc, capsys):
+    """JPEG leaves the "empty" colours of a DAPI-in-blue picture at 0-8 and a grey picture's colours 1-2 apart;
+    both were refused ("colours hold different images") while the README says they read as grey."""
+    grey = tifffile.imread(NUCLEI)
+    grey = (255 * (grey - grey.min()) / np.ptp(grey)).astype(np.uint8)
+    blue = np.zeros(grey.shape + (3,), np.uint8)
+    blue[..., 2] = grey
+    iio.imwrite(tmp_path / "dapi_blue.jpg", blue, quality=85)
+    iio.imwrite(tmp_path / "grey.jpg", np.repeat(grey[..., None], 3, -1), quality=85)
+    decoded = iio.imread(tmp_path / "dapi_blue.jpg")
+    assert 0 < decoded[..., :2].max() <= 10  # the noise the picture really has
+    assert stains.grey_sample(decoded)[0] == 2
+    assert stains.grey_sample(iio.imread(tmp_path / "grey.jpg"))[0] == 0
+    assert stains.grey_sample(ihc) is None  # a real slide's colours still carry different images
+    out = tmp_path / "pred"
+    assert main(["predict", str(tmp_path / "dapi_blue.jpg"), "--model", "nuclei-2d", "--out", str(out)]) == 0
+    assert "only blue varies" in capsys.readouterr().err
+    mask = tifffile.imread(out / "dapi_blue_mask.tif")
+    assert _dice(mask > 0, tifffile.imread(LABELS) > 0) > 0.85

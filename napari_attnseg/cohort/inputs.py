@@ -107,13 +107,13 @@ def _unnamed_planes(vol: Volume, channel: int | None, n: int, src: str | os.Path
 
 def grey_of_colour(data: np.ndarray, ax: int = -1) -> tuple[np.ndarray, int | str, str] | None:
     """The grey image to segment of an RGB(A) picture (samples along ``ax``): ``(image, channel, note)``, or
-    None when it holds no single grey image. Its grey or its one varying colour (:func:`grey_sample`; channel
+    None when it holds no single grey image. Its grey or its one varying colour (:func:`~napari_attnseg.data.stains.grey_sample`; channel
     0-2), else, for a bright-field picture (H&E, IHC), its hematoxylin (:func:`~napari_attnseg.data.stains.
     stain_grey`; channel ``"hematoxylin"``). ``attnseg predict``, ``attnseg export`` and the napari panels all
     take this one choice, so a mask, its export and a fine-tuning on it see the same image."""
     import numpy as np
 
-    from ..data.stains import stain_grey
+    from ..data.stains import grey_sample, stain_grey
 
     if (found := grey_sample(data, ax)) is not None:
         k, note = found
@@ -122,38 +122,6 @@ def grey_of_colour(data: np.ndarray, ax: int = -1) -> tuple[np.ndarray, int | st
         image, note = stained
         return image, "hematoxylin", note + "."
     return None
-
-
-def grey_sample(data, ax: int = -1) -> tuple[int, str] | None:
-    """Which colour sample of an RGB(A) picture (samples along ``ax``) holds its grey image, and a note saying
-    why, or None when the colours carry different images. Red, green and blue equal everywhere: a grey image
-    saved as RGB (sample 0). One of them varying and the other two constant: a single stain saved in its
-    colour (DAPI nuclei in blue, a GFP channel in green: that sample). Alpha is left out. Compared a few
-    million pixels at a time (a memory-mapped file stays so)."""
-    import numpy as np
-
-    planes = np.moveaxis(np.asarray(data), ax, 0)
-    if planes.shape[0] not in (3, 4):
-        return None
-    rows = planes.shape[1]
-    step = max(1, 2**22 // max(1, int(np.prod(planes.shape[2:]))))
-    equal, flat = True, [True, True, True]
-    first = [np.asarray(planes[c, :1]).ravel()[:1] for c in range(3)]
-    for i in range(0, rows, step):
-        rgb = [np.asarray(planes[c, i:i + step]) for c in range(3)]
-        equal = equal and all(np.array_equal(rgb[0], rgb[c]) for c in (1, 2))
-        flat = [f and bool((x == v).all()) for f, x, v in zip(flat, rgb, first)]
-        if not equal and sum(flat) < 2:
-            return None
-    alpha = ", alpha ignored" if planes.shape[0] == 4 else ""
-    if equal:
-        return 0, f"red, green and blue are identical (a grey image saved as RGB{alpha}); segmented as grey."
-    if sum(flat) == 2:
-        k = flat.index(False)
-        name = ("red", "green", "blue")[k]
-        return k, (f"only {name} varies, the other colours are constant (one stain saved as RGB{alpha}); "
-                   f"its {name} channel was segmented as grey.")
-    return None  # every colour constant, each another value: no image in it
 
 
 # ----------------------------------------------------------------------------------------------

@@ -24,6 +24,39 @@ NO_SLIDE = 0.02  # every colour below this share of the white: the opaque black 
 _BLOCK = 2**22  # pixels converted at a time (float32 optical densities of a few million pixels)
 
 
+SAME = 0.04  # colours within this share of the white level of each other, or of a constant: JPEG's colour noise
+
+
+def grey_sample(data, ax: int = -1) -> tuple[int, str] | None:
+    """Which colour sample of an RGB(A) picture (samples along ``ax``) holds its grey image, and a note saying
+    why, or None when the colours carry different images. Red, green and blue equal everywhere: a grey image
+    saved as RGB (sample 0). One of them varying and the other two constant: a single stain saved in its
+    colour (DAPI nuclei in blue, a GFP channel in green: that sample). "Equal" and "constant" are within
+    ``SAME`` of the white level (255 for 8 bits, else the brightest value): a JPEG leaves the dark colours of
+    a DAPI-in-blue picture at 0-8, not 0, and was refused. Alpha is left out. Compared a few million pixels at
+    a time (a memory-mapped file stays so)."""
+    planes = np.moveaxis(np.asarray(data), ax, 0)
+    if planes.shape[0] not in (3, 4):
+        return None
+    step = max(1, _BLOCK // max(1, int(np.prod(planes.shape[2:]))))
+    lo, hi, apart = np.full(3, np.inf), np.full(3, -np.inf), 0.0  # each colour's range; most red/green/blue differ
+    for i in range(0, planes.shape[1], step):
+        rgb = np.asarray(planes[:3, i:i + step], dtype=np.float32).reshape(3, -1)
+        lo, hi = np.minimum(lo, rgb.min(1)), np.maximum(hi, rgb.max(1))
+        apart = max(apart, float(np.abs(rgb[1:] - rgb[0]).max()))
+    tol = SAME * (255.0 if planes.dtype == np.uint8 else max(float(hi.max()), 1e-12))
+    flat = [bool(r <= tol) for r in hi - lo]
+    alpha = ", alpha ignored" if planes.shape[0] == 4 else ""
+    if apart <= tol:
+        return 0, f"red, green and blue are identical (a grey image saved as RGB{alpha}); segmented as grey."
+    if sum(flat) == 2:
+        k = flat.index(False)
+        name = ("red", "green", "blue")[k]
+        return k, (f"only {name} varies, the other colours are constant (one stain saved as RGB{alpha}); "
+                   f"its {name} channel was segmented as grey.")
+    return None  # every colour constant (no image in it), or colours carrying different images
+
+
 def _white_level(sample: np.ndarray, dtype: np.dtype) -> float:
     """The slide's white (``I0``): 255 for 8-bit pictures, else the 99.9th percentile of the brightest colour."""
     if dtype == np.uint8:
