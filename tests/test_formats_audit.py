@@ -160,3 +160,19 @@ def test_a_cropped_slicer_segmentation_is_exported_on_its_scans_grid(tmp_path):
     crop.write_bytes(("\n".join(lines) + "\n\n").encode() + gzip.compress(np.ascontiguousarray(block).tobytes()))
     assert main(["export", "--image", str(scan), "--labels", str(crop), "--dataset", str(tmp_path / "ds2"),
                  "--format", "nnunet"]) != 0
+
+
+def test_an_ome_tiffs_outputs_are_named_after_its_stem(tmp_path, tiny_checkpoint):
+    """`attnseg predict x.ome.tif` wrote `x.ome_mask.tif` (the stem kept `.ome`)."""
+    import tifffile
+
+    from napari_attnseg.data.io import stem
+
+    assert stem("a/b/cells.ome.tif") == "cells" and stem("cells.OME.TIFF") == "cells" and stem("c.tif") == "c"
+    img = np.random.default_rng(0).random((64, 64)).astype(np.float32)
+    tifffile.imwrite(tmp_path / "cells.ome.tif", img, ome=True, metadata={"axes": "YX", "PhysicalSizeX": 0.325,
+                                                                          "PhysicalSizeY": 0.325})
+    out = tmp_path / "o"
+    assert main(["predict", str(tmp_path / "cells.ome.tif"), "--model", str(tiny_checkpoint()), "--out", str(out),
+                 "--device", "cpu"]) == 0
+    assert sorted(p.name for p in out.glob("*_mask*")) == ["cells_mask.tif"]

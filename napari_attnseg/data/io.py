@@ -68,9 +68,10 @@ def input_stat(path: str | os.PathLike) -> tuple[int, float]:
 
 
 def stem(path: str | os.PathLike) -> str:
-    """File name without its image suffix (``.nii.gz`` counts as one)."""
+    """File name without its image suffix (``.nii.gz`` and ``.ome.tif`` count as one: an OME-TIFF's mask was
+    ``x.ome_mask.tif``)."""
     name = Path(path).name
-    for suffix in (".nii.gz", ".nii", ".tiff", ".tif", ".dcm", *PLAIN_SUFFIXES, *META_SUFFIXES, *NRRD_SUFFIXES):
+    for suffix in (".nii.gz", ".nii", ".ome.tiff", ".ome.tif", ".tiff", ".tif", ".dcm", *PLAIN_SUFFIXES, *META_SUFFIXES, *NRRD_SUFFIXES):
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return name
