@@ -162,3 +162,21 @@ def test_a_truncated_nifti_says_it_is_damaged_and_what_to_do(tmp_path, capsys):
     assert main(["predict", str(tmp_path / "cut.nii.gz"), "--model", "nuclei-2d", "--out", str(tmp_path / "o")]) == 1
     err = capsys.readouterr().err
     assert "cut.nii.gz" in err and "cut short" in err and "Copy it again" in err, err
+
+
+def test_the_tile_bar_in_a_log_file_is_not_redrawn_at_every_tile(monkeypatch):
+    """A cluster job's log (stderr not a terminal) got one redraw of the tile bar per tile (0.1 s apart)."""
+    import io
+    import sys
+    import time
+
+    from napari_attnseg.cli.predict import TileProgress
+
+    log = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", log)
+    with TileProgress("ct.nii.gz") as progress:
+        for i in range(1, 13):
+            time.sleep(0.12)
+            progress(i, 12)
+    assert log.getvalue().count("\r") <= 4, log.getvalue()
+    assert "12/12" in log.getvalue()

@@ -58,7 +58,9 @@ class TileProgress:
         if self.bar is None:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total, desc=self.label, unit="tile", file=sys.stderr, dynamic_ncols=True)
+            tty = hasattr(sys.stderr, "isatty") and sys.stderr.isatty()  # in a log file (a cluster job's): once a minute
+            self.bar = tqdm(total=total, desc=self.label, unit="tile", file=sys.stderr, dynamic_ncols=True,
+                            mininterval=0.1 if tty else 60.0)
         self.bar.update(done - self.bar.n)
         if done >= total:  # what follows the last tile (resampling back, a big volume's outputs) takes a while too
             self.bar.set_postfix_str("tiles done; finishing the outputs", refresh=True)
