@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from napari_attnseg.cli import main
 
@@ -180,3 +181,30 @@ def test_the_tile_bar_in_a_log_file_is_not_redrawn_at_every_tile(monkeypatch):
             progress(i, 12)
     assert log.getvalue().count("\r") <= 4, log.getvalue()
     assert "12/12" in log.getvalue()
+
+
+def test_an_interrupted_cohort_still_writes_its_summary(tmp_path, tiny_checkpoint):
+    """Ctrl+C in a cohort left no cohort_summary.csv until the next run: which cases finished was not written."""
+    import csv
+
+    import tifffile
+
+    from napari_attnseg.cohort import SUMMARY_NAME, predict_cohort
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for k in range(3):
+        tifffile.imwrite(folder / f"case{k}.tif", np.random.default_rng(k).random((64, 64)).astype(np.float32))
+
+    def stop_after_first(done, total, res):
+        if done == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        predict_cohort(tiny_checkpoint(), folder, tmp_path / "o", device="cpu", progress=stop_after_first)
+    with open(tmp_path / "o" / SUMMARY_NAME, encoding="utf-8") as f:
+        rows = {r["case"]: r["status"] for r in csv.DictReader(f)}
+    assert sorted(rows) == ["case0", "case1", "case2"] and sorted(rows.values()) == ["done", "interrupted",
+                                                                                    "interrupted"], rows
+    again = predict_cohort(tiny_checkpoint(), folder, tmp_path / "o", device="cpu")
+    assert {c.case: c.status for c in again.cases} == {k: "skipped" if v == "done" else "done" for k, v in rows.items()}

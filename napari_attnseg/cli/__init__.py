@@ -23,7 +23,7 @@ SUBCOMMANDS = ("demo", "models", "predict", "evaluate", "export", "train", "fine
 # what an interrupted command leaves, and how to go on
 INTERRUPTED = {
     "predict": "the outputs of the inputs finished so far are kept, and the next run redoes a half-written one. Run "
-               "the same command again: a folder, glob or CSV input (or --summary) skips the finished cases",
+               "the same command again: a folder, glob or CSV input (or --summary) skips the finished cases (its summary CSV lists them)",
     "finetune": "the epochs finished so far are saved in --out: run the same command with --resume to go on "
                 "(or --overwrite to start again)",
     "train": "the epochs finished so far are saved in --out: run the same command with --resume to go on "

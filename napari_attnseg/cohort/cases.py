@@ -28,7 +28,8 @@ _NOT_FORWARDED = ("progress", "cancel", "out", "spacing")
 
 @dataclass
 class CaseResult:
-    """How one case went: ``status`` is ``done`` (computed now), ``skipped`` (finished before) or ``failed``."""
+    """How one case went: ``status`` is ``done`` (computed now), ``skipped`` (finished before), ``failed`` or
+    ``interrupted`` (not reached: the run was stopped by Ctrl+C)."""
 
     case: str
     input: str

@@ -162,23 +162,32 @@ def predict_cohort(
         if progress:
             progress(finished, total, res)
 
-    if client is None:
-        slots = 1
-        if todo:
-            if loaded is None:
-                from ..checkpoint import load_model
+    def summarise(slots: int) -> CohortSummary:
+        for i, job in todo:  # (only after Ctrl+C: cases not reached)
+            results.setdefault(i, CaseResult(case=job.case, input=job.src, status="interrupted",
+                                             error="not run: the run was interrupted; run it again to go on"))
+        found = CohortSummary(cases=[results[i] for i in range(total)], wall_s=time.perf_counter() - t_start,
+                              slots=max(1, slots), note="; ".join(got.notes))
+        if summary is not None:
+            found.csv = _write_summary(out / summary, found, started, overwrite)
+        return found
 
-                loaded = load_model(model_path, device=options.get("device", "auto"))
-            slot = _Slot()
-            _run_serial(todo, loaded, slot, prefetch, report)
-    else:
-        slots = _run_dask(client, todo, model_path, sha, retries, report)
+    try:
+        if client is None:
+            slots = 1
+            if todo:
+                if loaded is None:
+                    from ..checkpoint import load_model
 
-    summary_obj = CohortSummary(cases=[results[i] for i in range(total)], wall_s=time.perf_counter() - t_start,
-                                slots=max(1, slots), note="; ".join(got.notes))
-    if summary is not None:
-        summary_obj.csv = _write_summary(out / summary, summary_obj, started, overwrite)
-    return summary_obj
+                    loaded = load_model(model_path, device=options.get("device", "auto"))
+                slot = _Slot()
+                _run_serial(todo, loaded, slot, prefetch, report)
+        else:
+            slots = _run_dask(client, todo, model_path, sha, retries, report)
+    except KeyboardInterrupt:  # Ctrl+C: the summary still says which cases finished (it was written only at the end)
+        summarise(1)
+        raise
+    return summarise(slots)
 
 
 def _check_option_names(options: dict[str, Any]) -> None:
