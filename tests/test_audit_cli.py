@@ -208,3 +208,11 @@ def test_an_interrupted_cohort_still_writes_its_summary(tmp_path, tiny_checkpoin
                                                                                     "interrupted"], rows
     again = predict_cohort(tiny_checkpoint(), folder, tmp_path / "o", device="cpu")
     assert {c.case: c.status for c in again.cases} == {k: "skipped" if v == "done" else "done" for k, v in rows.items()}
+
+
+def test_models_add_refusing_a_name_proposes_one(tmp_path, tiny_checkpoint, capsys):
+    """`attnseg models --add ft --name "my ct"` was refused without a name to use instead."""
+    assert main(["models", "--add", str(tiny_checkpoint()), "--name", "mon modèle ct"]) == 1
+    err = capsys.readouterr().err
+    assert "cannot be a model name" in err and "--name mon-modele-ct" in err, err
+    assert main(["models", "--add", str(tiny_checkpoint()), "--name", "mon-modele-ct"]) == 0

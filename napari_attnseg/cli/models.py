@@ -57,7 +57,7 @@ def _add(source: str, name: str | None) -> int:
     from .._files import atomic_write
     from ..checkpoint import load_model
     from ..errors import InputError
-    from ..models.registry import bundled_models, user_models, user_models_dir
+    from ..models.registry import bundled_models, model_name_of, user_models, user_models_dir
 
     path = Path(source).expanduser()
     if not (path.is_file() or path.is_dir()):
@@ -68,7 +68,7 @@ def _add(source: str, name: str | None) -> int:
     name = name or card.name or (checkpoint.parent.name if checkpoint.stem == "best" else checkpoint.stem)
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
         raise InputError(f"{name!r} cannot be a model name: use the letters A-Z and a-z (no accents or spaces), digits, "
-                         "'-', '_' and '.', starting with a letter or digit (--name NAME).")
+                         f"'-', '_' and '.', starting with a letter or digit, e.g. --name {model_name_of(name)}.")
     name = name.removesuffix(".safetensors")
     folder = user_models_dir()
     if folder.exists() and not folder.is_dir():
