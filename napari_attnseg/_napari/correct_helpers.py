@@ -138,6 +138,10 @@ class MaskHelpers:
         why = ("Interpolation fills only the background of slices lying between annotated ones, and every slice "
                "that holds the class counts as annotated (the model's prediction too): erase the object on the "
                "slices to fill, then interpolate.")
+        if reviewed:  # a reviewed empty slice between two drawn ones stops the shape there ("nothing here")
+            why += (f" The reviewed slices ({correct.format_slice_ranges(reviewed)}) count as annotated too, empty or "
+                    "not, and are never written: the shape tapers off to nothing halfway towards an empty one. Draw "
+                    "the object on a reviewed slice, or unmark it (Shift+R), to fill across it.")
         if layer is not None and not np.asarray(layer.data).any():
             why = (f"{layer.name} is empty: interpolation fills the slices between annotated ones. Draw the object "
                    "on two slices (or more) first, then interpolate.")

@@ -124,7 +124,9 @@ class SegmentJob:
             if turned := pred.params.get("reoriented"):  # stored in another orientation than the model's (as the CLI says)
                 msg += f" (turned {turned} for the model)"
             if pred.params.get("mode") == "slices":  # a z-stack, a time-lapse (t, y, x) or a few planes
-                msg += f"; its {np.shape(pred.labels)[0]} {'frames' if is_time_axis(layer) else 'slices'} one by one"
+                # a turned volume ran on the model's slices (a sagittal-stored CT: its 30 axial ones, not 512)
+                n, turned_note = (pred.params.get("model_shape") or np.shape(pred.labels))[0], " in the model's orientation"
+                msg += f"; its {n} {'frames' if is_time_axis(layer) else 'slices'}{turned_note if turned else ''} one by one"
             if layer.multiscale:
                 msg += "; at the pyramid's full resolution"
             used, est = pred.params.get("diameter_used"), pred.params.get("diameter_measured")

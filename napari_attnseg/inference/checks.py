@@ -244,6 +244,9 @@ def smaller_tile(model, tile) -> list[int] | None:
     return None if smaller == current else smaller
 
 
+CT_UNLIKE = "looks like a CT in Hounsfield units, but"  # in domain_warning's text: the image is unlike the model's
+
+
 def domain_warning(card, image: np.ndarray, has_channels: bool, normalization: dict | None = None) -> str | None:
     """A warning when the image and the model come from different worlds: a CT in Hounsfield units given to
     a model not trained on CT (its normalisation is not a CT window), or an image that is not in Hounsfield
@@ -257,7 +260,7 @@ def domain_warning(card, image: np.ndarray, has_channels: bool, normalization: d
     ct_image = is_hounsfield(image)
     name = getattr(card, "name", "") or "the model"
     if ct_image and not ct_model:
-        return (f"The image looks like a CT in Hounsfield units, but {name} was not trained on CT (its normalisation is "
+        return (f"The image {CT_UNLIKE} {name} was not trained on CT (its normalisation is "
                 f"{spec.get('scheme', 'unknown')!r}, not a CT window): check the result closely, or fine-tune the model "
                 "on a few corrected slices of this kind of scan.")
     if ct_model and not ct_image:

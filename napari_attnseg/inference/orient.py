@@ -54,6 +54,7 @@ def with_orientation(run, model, image, options: dict, turn) -> Generator[tuple[
     if options.get("out") is not None:  # the memory-mapped outputs go back on the stored grid too
         pred.labels, pred.probabilities = _rewrite(Path(options["out"]), pred.labels, pred.probabilities)
     pred.params["reoriented"] = turn.describe()
+    pred.params["model_shape"] = [int(n) for n in spatial]  # the grid the model ran on (its slices, in 2D mode)
     if pred.params.get("spacing") is not None:  # the image's spacing as stored (the record's own order), not the model's
         pred.params["spacing"] = stored_spacing
     return pred
