@@ -31,6 +31,32 @@ def nifti_volumes(p: Path) -> int:
     return int(shape[3]) if len(shape) == 4 else 1
 
 
+def _scale(raw: np.ndarray, slope: float, inter: float) -> np.ndarray:
+    """``raw * slope + inter`` in a compact type: integers stored with an integral scaling (a CT's int16 with
+    ``scl_inter -1024``) stay integers (int16 when the values fit, else int32), others become float32. nibabel's
+    scaled array is float64: 4x an int16 CT's memory in the layer, and the export wrote it as float64."""
+    if np.issubdtype(raw.dtype, np.integer) and float(slope).is_integer() and float(inter).is_integer():
+        out = raw.astype(np.int64 if raw.dtype.itemsize >= 4 else np.int32)
+        out *= int(slope)
+        out += int(inter)
+        lo, hi = (int(out.min()), int(out.max())) if out.size else (0, 0)
+        for kind in (np.int16, np.int32):
+            if np.iinfo(kind).min <= lo and hi <= np.iinfo(kind).max:
+                return out.astype(kind)
+        return out
+    out = raw.astype(np.float32)
+    out *= np.float32(slope)
+    out += np.float32(inter)
+    return out
+
+
+def _compact(scaled: np.ndarray, stored: np.dtype, slope: float, inter: float) -> np.ndarray:
+    """nibabel's float64 scaled volume in :func:`_scale`'s type (for one volume of a 4D file)."""
+    if np.issubdtype(stored, np.integer) and float(slope).is_integer() and float(inter).is_integer():
+        return _scale(np.rint(scaled).astype(np.int64), 1.0, 0.0)
+    return scaled.astype(np.float32)
+
+
 def read_nifti(p: Path, volume: int | None = None):
     """A 2D or 3D NIfTI file, or volume ``volume`` of a 4D one (the MRI sequences of a patient stacked, as the
     Medical Segmentation Decathlon stores them; diffusion or functional series): only that volume is read, and
@@ -53,11 +79,12 @@ def read_nifti(p: Path, volume: int | None = None):
             raise InputError(f"{p} has {n} volumes (4D NIfTI); --channel is 0 to {n - 1}, not {volume}.")
         # (a slice of the proxy: one volume read; without a scaling its stored dtype is kept)
         data = np.asanyarray(img.dataobj[..., int(volume)])
+        data = _compact(data, header.get_data_dtype(), slope, inter) if scaled else data
     elif volume not in (None, 0):
         raise InputError(f"{p} holds one volume (shape {tuple(img.shape)}); leave --channel out.")
     else:
         # Without a real scaling the stored dtype is kept (labels stay integers, CT stays int16).
-        data = np.asanyarray(img.dataobj) if scaled else img.dataobj.get_unscaled()
+        data = _scale(img.dataobj.get_unscaled(), slope, inter) if scaled else img.dataobj.get_unscaled()
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
     if data.ndim not in (2, 3):
