@@ -134,6 +134,20 @@ def channel_stack_message(layer, mode: str = "auto") -> str | None:
                 f"of {shape[0]} slices: a 2D model would segment each of its rows. Split its channels (in napari's "
                 f"console: viewer.add_image(viewer.layers[{layer.name!r}].data, channel_axis=-1)), then pick the layer "
                 "of the channel that shows the objects. If it really is a volume, choose Mode: slices.")
+    axes = tiff_axes(layer)
+    if axes is None or len(axes) != 3 or axes[0] != "C":
+        return None
+    return (f"Layer {layer.name!r} holds {shape[0]} channels (its file's axes are {axes}), not slices of a volume; "
+            "the models take one channel. Right-click the layer in the layer list > Split Stack, then pick the "
+            "layer of the channel that shows the objects.")
+
+
+TIME_LABELS = ("t", "time", "frame", "frames")
+
+
+def tiff_axes(layer) -> str | None:
+    """The axes of the TIFF napari's own reader opened ``layer`` from ("CYX", "ZCYX", ...; the reader drops them),
+    when the file's first series has the layer's shape; else None."""
     path = getattr(getattr(layer, "source", None), "path", None)
     if not path or not str(path).lower().endswith((".tif", ".tiff")):
         return None
@@ -145,14 +159,7 @@ def channel_stack_message(layer, mode: str = "auto") -> str | None:
             axes, shape = str(series.axes), tuple(series.shape)
     except Exception:  # noqa: BLE001 - an unreadable header: nothing to say about it here
         return None
-    if len(axes) != 3 or axes[0] != "C" or shape != tuple(layer_array(layer).shape):
-        return None
-    return (f"Layer {layer.name!r} holds {shape[0]} channels (its file's axes are {axes}), not slices of a volume; "
-            "the models take one channel. Right-click the layer in the layer list > Split Stack, then pick the "
-            "layer of the channel that shows the objects.")
-
-
-TIME_LABELS = ("t", "time", "frame", "frames")
+    return axes if shape == tuple(layer_array(layer).shape) else None
 
 
 def axes_text(layer) -> str:
@@ -170,6 +177,15 @@ def dims_message(layer) -> str | None:
     """Why a layer of other than 2 or 3 dimensions (a 3D time-lapse, t-z-y-x) cannot run, and what to do."""
     if layer.ndim in (2, 3):  # (napari's ndim leaves out an RGB layer's colour axis)
         return None
+    labels = [str(a).lower() for a in (getattr(layer, "axis_labels", None) or ())]
+    channel, shown = next((k for k, a in enumerate(labels) if a in CHANNEL_LABELS), None), axes_text(layer)
+    if channel is None and (axes := tiff_axes(layer)) is not None and "C" in axes[1:]:
+        channel, shown = axes.index("C"), f" (its file's axes: {axes})"  # an ImageJ hyperstack z-c-y-x: Split Stack
+        # would split the slices, each layer still holding both channels, and those ran as volumes of 2 slices
+    if channel is not None and layer.ndim == 4:
+        return (f"Layer {layer.name!r} has {layer.ndim} dimensions with its channels along axis {channel}{shown}; the "
+                f"models take one channel of a 2D image or 3D volume. Split its channels (in napari's console: viewer.add_image(viewer.layers[{layer.name!r}].data, "
+                f"channel_axis={channel})), then pick the layer of the channel that shows the objects.")
     what = "time point" if is_time_axis(layer) else "position of its first axis"
     return (f"Layer {layer.name!r} has {layer.ndim} dimensions{axes_text(layer)}; the models take a 2D image or a 3D "
             f"volume. Right-click the layer in the layer list > Split Stack for one layer per {what}, then pick the "
