@@ -296,3 +296,22 @@ def test_a_mask_saved_as_tiff_keeps_its_pixel_size_and_unit(viewer, tmp_path):
     brain.save(str(tmp_path / "brain.tif"), plugin=PLUGIN)
     with tifffile.TiffFile(tmp_path / "brain.tif") as tif:
         assert tif.is_imagej and tif.imagej_metadata.get("unit") == "mm"
+
+
+def test_a_scan_opens_in_millimetres_and_its_results_share_the_unit(viewer, tmp_path):
+    """NIfTI / DICOM layers had napari's default unit 'pixel' while their scale is in mm: a scale bar read px.
+    The result layers take the image's units (placement), so napari keeps them consistent."""
+    from napari_attnseg._napari._common import placement_of
+
+    affine = np.diag([0.8, 0.8, 3.0, 1.0])
+    layer = viewer.open(str(synthetic_nifti(tmp_path / "ct.nii.gz", np.zeros((20, 16, 6), np.int16), affine)),
+                        plugin=PLUGIN)[0]
+    assert [str(u) for u in layer.units] == ["millimeter"] * 3
+    mask = viewer.add_labels(np.zeros(layer.data.shape, np.uint8), name="ct mask", **placement_of(layer).compose(
+        (1, 1, 1), (0, 0, 0)))
+    assert [str(u) for u in mask.units] == ["millimeter"] * 3
+    assert [str(u) for u in viewer.layers.extent.units] == ["millimeter"] * 3  # napari's scale bar unit
+    img = nib.Nifti1Image(np.zeros((8, 8, 3), np.float32), np.diag([0.5, 0.5, 2.0, 1.0]))
+    img.header.set_xyzt_units(xyz="micron")
+    nib.save(img, str(tmp_path / "um.nii.gz"))
+    assert [str(u) for u in viewer.open(str(tmp_path / "um.nii.gz"), plugin=PLUGIN)[0].units] == ["micrometer"] * 3

@@ -152,6 +152,16 @@ def _match_orientation(volume: Volume, path: str, viewer) -> Volume:
     return volume
 
 
+def scan_unit(meta: dict) -> str | None:
+    """The length unit of a scan's spacing (NIfTI, DICOM, MetaImage, NRRD: mm, or the NIfTI's own xyz unit), for
+    the layer's napari ``units``; None for other files (a TIFF's pixel size is napari's reader's business)."""
+    if meta.get("format") == "dicom":
+        return "mm"
+    if meta.get("format") != "nifti":
+        return None
+    return {"micron": "um", "meter": "m"}.get(str((meta.get("nifti") or {}).get("xyz_units")), "mm")
+
+
 def _layer(volume: Volume, path: str) -> list[tuple]:
     if volume.meta.get("format") == "nifti":
         volume = _match_orientation(volume, path, _viewer())
@@ -165,6 +175,8 @@ def _layer(volume: Volume, path: str) -> list[tuple]:
     if path.lower().endswith(SLICER_SEGMENTATION):  # brain1.seg.nrrd beside brain1.nrrd: 'brain1.seg', not 'brain1 [1]'
         name = f"{name}.seg"
     kwargs = {"name": name, "scale": volume.spacing, "metadata": meta}
+    if (unit := scan_unit(volume.meta)) is not None:  # napari's scale bar and measurements in mm, not "px"
+        kwargs["units"] = (unit,) * len(volume.spacing)
     translate = volume_translate(volume)
     if translate is not None:  # files of one patient with other fields of view lie over each other (mm)
         kwargs["translate"] = translate

@@ -28,7 +28,7 @@ def brain_mri_3d():
     note = "MNI ICBM152 2009a; Copyright (C) 1993-2009 Louis Collins, McConnell Brain Imaging Centre, MNI, McGill University"
     meta = {"source": note, "affine": image.affine.tolist(), "spacing": list(image.spacing)}
     return [
-        (image.data, {"name": "brain T1", "scale": image.spacing, "metadata": meta}, "image"),
-        (labels.data, {"name": "brain reference", "scale": labels.spacing, "visible": False,
+        (image.data, {"name": "brain T1", "scale": image.spacing, "units": ("mm",) * 3, "metadata": meta}, "image"),
+        (labels.data, {"name": "brain reference", "scale": labels.spacing, "units": ("mm",) * 3, "visible": False,
                        "features": {"class": ["background", "grey matter", "white matter"]}, "metadata": meta}, "labels"),
     ]
