@@ -30,6 +30,7 @@ _API = {
     "InputError": "errors:InputError",
     "Prediction": "inference:Prediction",
     "AttentionMap": "inference:AttentionMap",
+    "CancelToken": "inference:CancelToken",  # predict(..., cancel=token): help(ag.predict) names it
     "MODES": "options:MODES",
     "PRECISIONS": "options:PRECISIONS",
     "DEVICES": "options:DEVICES",
@@ -60,7 +61,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .checkpoint import ModelCard, load_model, save_model  # noqa: F401
     from .cohort import predict_cohort  # noqa: F401
     from .errors import InputError  # noqa: F401
-    from .inference import AttentionMap, Prediction, iter_predict, predict  # noqa: F401
+    from .inference import AttentionMap, CancelToken, Prediction, iter_predict, predict  # noqa: F401
     from .models.registry import create_model, list_models  # noqa: F401
     from .options import DEVICES, MODES, PRECISIONS  # noqa: F401
     from .prompts.convert import make_promptable  # noqa: F401

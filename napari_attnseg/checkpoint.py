@@ -118,14 +118,32 @@ def _check_fields(data: dict[str, Any]) -> None:
                          f"reads ({FORMAT_VERSION}); update napari-attnseg")
 
 
+def _check_use(card: ModelCard, dims: int) -> None:
+    """Refuse card fields that ``predict`` could not use with this model, at save time rather than at every run."""
+    from .inference.normalize import SCHEMES
+
+    norm, nums = card.normalization or {}, (int, float)
+    lo, hi, window = (norm.get(k, d) for k, d in (("lower", 1.0), ("upper", 99.0), ("window", [0, 1])))
+    problems = [f"'{k}' has {len(v)} values for a {dims}D model; give {dims} (one per model axis)"
+                for k, v in (("spacing", card.spacing), ("tile", card.tile)) if v is not None and len(v) != dims]
+    problems += [what for bad, what in (
+        (card.brain_extraction not in (None, "auto"), f"'brain_extraction' is null or 'auto', not {card.brain_extraction!r}"),
+        (norm.get("scheme") not in SCHEMES, f"the normalization scheme is one of {', '.join(SCHEMES)}, not {norm.get('scheme')!r}"),
+        (not (isinstance(window, (list, tuple)) and len(window) == 2 and all(isinstance(v, nums) for v in window)
+              and window[0] < window[1]), f"the normalization window is [low, high] (e.g. [-160, 240]), not {window!r}"),
+        (not (isinstance(lo, nums) and isinstance(hi, nums) and 0 <= lo < hi <= 100),
+         f"the normalization percentiles need 0 <= lower < upper <= 100, not {lo!r} and {hi!r}")) if bad]
+    if problems:
+        raise InputError(f"Invalid model card: {'; '.join(problems)}.")
+
+
 def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
     """A digest of names, dtypes, shapes and bytes, in sorted-name order."""
     h = hashlib.sha256()
     for name in sorted(tensors):
         t = tensors[name].detach().cpu().contiguous()
-        h.update(name.encode())
-        h.update(str(t.dtype).encode())
-        h.update(str(tuple(t.shape)).encode())
+        for part in (name, str(t.dtype), str(tuple(t.shape))):
+            h.update(part.encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
 
@@ -150,6 +168,8 @@ def save_model(
     """Save ``model`` to ``path`` (``.safetensors``) with its card, and the card to ``path.json``.
 
     Args:
+        card: a :class:`ModelCard`; or a dict of card fields, which change those of the model's own card (a
+            loaded model's: how it is run is kept, not its metrics and training record) or of a new one; None: its own.
         dtype: ``float32`` or ``float16`` (halves the file; floating tensors only).
     Returns the card as written (with the weights' sha256 filled in).
     """
@@ -169,12 +189,12 @@ def save_model(
         card = getattr(model, "card", None) or default_card(model)
     elif isinstance(card, dict):
         known = {f.name for f in dataclasses.fields(ModelCard)}
-        unknown = sorted(set(card) - known)
-        if unknown:
-            raise InputError(f"Unknown model card key(s) {', '.join(map(repr, unknown))}; valid keys: "
-                             f"{', '.join(sorted(known))}.")
+        if unknown := sorted(set(card) - known):
+            raise InputError(f"Unknown model card key(s) {', '.join(map(repr, unknown))}; valid keys: {', '.join(sorted(known))}.")
+        own = getattr(model, "card", None)  # a loaded model keeps how it is run, not its old weights' metrics/training
+        base = {k: v for k, v in own.to_dict().items() if k not in ("metrics", "training")} if own else {}
         try:
-            card = ModelCard.from_dict({"arch": model.arch, "config": dict(model.config), **card})
+            card = ModelCard.from_dict({**base, "arch": model.arch, "config": dict(model.config), **card})
         except (ValueError, TypeError) as exc:
             raise InputError(f"Invalid model card: {exc}.") from None
     elif not isinstance(card, ModelCard):
@@ -185,6 +205,7 @@ def save_model(
     if len(card.classes) not in (n_out, max(n_out, 2)):  # one output: its name, or background + it
         raise InputError(f"The card lists {len(card.classes)} classes ({card.classes}) but the model has {n_out} "
                          "outputs (background first); give one class name per output.")
+    _check_use(card, int(model.config.get("spatial_dims", 2)))
     card = dataclasses.replace(card, arch=model.arch, config=dict(model.config), weights_dtype=dtype,
                                code_version=__version__, format_version=FORMAT_VERSION)
     target = torch.float16 if dtype == "float16" else torch.float32
@@ -287,10 +308,9 @@ def read_card(path: str | os.PathLike) -> ModelCard:
         inside = card.to_dict()
         differ = [k for k in _CHECKED_KEYS if side.get(k) != inside.get(k)] if isinstance(side, dict) else ["everything"]
         if differ:
-            raise CheckpointError(
-                f"The card {sibling} disagrees with the one inside {path.name} on {', '.join(map(repr, differ))}; "
-                "the card was edited or belongs to another model. Restore it or delete it."
-            )
+            raise CheckpointError(f"The card {sibling} disagrees with the one inside {path.name} on "
+                                  f"{', '.join(map(repr, differ))}; the card was edited or belongs to another model. "
+                                  "Restore it or delete it.")
     return card
 
 
@@ -371,11 +391,9 @@ def load_model(name_or_path: str | os.PathLike, device: str | torch.device = "au
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError:
-        raise CheckpointError(
-            f"The weights in {path} do not fit architecture {card.arch!r} with the card's config: "
-            f"{explain_mismatch(model, state)}. The file or its card was edited, or they belong to different models: "
-            "use the original file."
-        ) from None
+        raise CheckpointError(f"The weights in {path} do not fit architecture {card.arch!r} with the card's config: "
+                              f"{explain_mismatch(model, state)}. The file or its card was edited, or they belong to "
+                              "different models: use the original file.") from None
     n_out = int(card.config.get("out_channels", 2))
     if len(card.classes) not in (n_out, max(n_out, 2)):
         raise CheckpointError(f"The card of {path} names {len(card.classes)} classes ({', '.join(card.classes)}) but the "

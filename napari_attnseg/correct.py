@@ -27,16 +27,38 @@ def _array(labels) -> np.ndarray:
     return labels
 
 
-def _classes(labels: np.ndarray, classes: Iterable[int] | None) -> list[int]:
+def _whole(value, name: str, low: int = 0) -> int:
+    """A whole number >= ``low`` given as an int (or a float such as 2.0); an InputError naming ``name`` otherwise."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)) \
+            or not np.isfinite(value) or value != int(value) or value < low:
+        raise InputError(f"{name} must be a whole number >= {low}; got {value!r}.")
+    return int(value)
+
+
+def _ints(values, name: str) -> list[int]:
+    """A list of label values or slice indices: one number, or a list of whole numbers."""
+    values = [values] if np.isscalar(values) and not isinstance(values, str) else values
+    if isinstance(values, str) or not isinstance(values, Iterable):
+        raise InputError(f"{name} must be a list of whole numbers (e.g. [1, 2]); got {values!r}.")
+    return [_whole(v, name, low=-(2**63)) for v in values]
+
+
+def _classes(labels: np.ndarray, classes: Iterable[int] | int | None) -> list[int]:
     present = [int(c) for c in np.unique(labels) if c != 0]
-    return present if classes is None else [int(c) for c in classes if int(c) in present]
+    return present if classes is None else [c for c in _ints(classes, "classes") if c in present]
 
 
-def _ball(ndim: int, radius: int) -> np.ndarray:
-    if radius < 1:
-        raise InputError(f"radius must be >= 1; got {radius}.")
-    grid = np.ogrid[tuple(slice(-radius, radius + 1) for _ in range(ndim))]
-    return sum(g * g for g in grid) <= radius * radius
+def _ball(ndim: int, radius: int, spacing: Sequence[float] | None = None) -> np.ndarray:
+    """A ball of ``radius`` pixels; with ``spacing``, of ``radius`` times the finest spacing in every axis (thick CT
+    slices: 0 slices up and down, where a ball of voxels erased a 3-slice tumour at 5 mm / 0.57 mm, radius 2)."""
+    radius = _whole(radius, "radius", low=1)
+    if spacing is None:
+        spacing = [1.0] * ndim
+    elif len(spacing) != ndim or not all(np.isfinite(v) and v > 0 for v in spacing):
+        raise InputError(f"spacing must be {ndim} positive numbers, one per axis of the mask; got {spacing!r}.")
+    reach = [int(radius * min(spacing) / v + 1e-6) for v in spacing]
+    grid = np.ogrid[tuple(slice(-r, r + 1) for r in reach)]
+    return sum((g * v) ** 2 for g, v in zip(grid, spacing)) <= (radius * min(spacing)) ** 2 + 1e-9
 
 
 def fill_holes(labels: np.ndarray, classes: Iterable[int] | None = None) -> np.ndarray:
@@ -62,7 +84,7 @@ def remove_small_objects(labels: np.ndarray, min_voxels: int, classes: Iterable[
         if n == 0:
             continue
         sizes = np.bincount(comp.ravel())
-        small = sizes < int(min_voxels)
+        small = sizes < _whole(min_voxels, "min_voxels")
         small[0] = False
         out[small[comp]] = 0
     return out
@@ -89,7 +111,11 @@ def keep_component_at(labels: np.ndarray, point: Sequence[float]) -> np.ndarray:
     for a mask whose largest object is not the one that matters (a tumour beside bigger false
     positives): the clinician points at the right one."""
     labels = _array(labels)
-    idx = tuple(int(round(float(p))) for p in point)
+    try:
+        idx = tuple(int(round(float(p))) for p in point)
+    except (TypeError, ValueError):
+        raise InputError(f"The point must be one finite index per axis of the mask (shape {tuple(labels.shape)}), "
+                         f"e.g. {tuple(n // 2 for n in labels.shape)}; got {point!r}.") from None
     if len(idx) != labels.ndim or any(not 0 <= i < n for i, n in zip(idx, labels.shape)):
         raise InputError(f"The point {idx} is outside the mask (shape {tuple(labels.shape)}, one index per axis); "
                          "give a point on the object to keep (in napari: put the cursor on it).")
@@ -103,24 +129,28 @@ def keep_component_at(labels: np.ndarray, point: Sequence[float]) -> np.ndarray:
     return out
 
 
-def binary_open(labels: np.ndarray, radius: int = 1, classes: Iterable[int] | None = None) -> np.ndarray:
-    """Morphological opening per class (removes thin spurs and specks)."""
+def binary_open(labels: np.ndarray, radius: int = 1, classes: Iterable[int] | None = None,
+                 spacing: Sequence[float] | None = None) -> np.ndarray:
+    """Morphological opening per class (removes thin spurs and specks). ``radius`` in pixels; give the
+    volume's ``spacing`` (array axis order) for thick slices, else the ball spans ``radius`` slices too."""
     labels = _array(labels)
     out = labels.copy()
     for c in _classes(labels, classes):
         mask = labels == c
-        opened = ndimage.binary_opening(mask, structure=_ball(labels.ndim, radius))
+        opened = ndimage.binary_opening(mask, structure=_ball(labels.ndim, radius, spacing))
         out[mask & ~opened] = 0
     return out
 
 
-def binary_close(labels: np.ndarray, radius: int = 1, classes: Iterable[int] | None = None) -> np.ndarray:
-    """Morphological closing per class (bridges small gaps); only background is overwritten."""
+def binary_close(labels: np.ndarray, radius: int = 1, classes: Iterable[int] | None = None,
+                  spacing: Sequence[float] | None = None) -> np.ndarray:
+    """Morphological closing per class (bridges small gaps); only background is overwritten. ``radius`` in pixels; give the
+    volume's ``spacing`` (array axis order) for thick slices, else the ball spans ``radius`` slices too."""
     labels = _array(labels)
     out = labels.copy()
     for c in _classes(labels, classes):
         mask = labels == c
-        closed = ndimage.binary_closing(mask, structure=_ball(labels.ndim, radius), border_value=0)
+        closed = ndimage.binary_closing(mask, structure=_ball(labels.ndim, radius, spacing), border_value=0)
         out[closed & (out == 0)] = c
     return out
 
@@ -151,8 +181,10 @@ def interpolate_slices(labels: np.ndarray, slices: Sequence[int] | None = None, 
     if not -3 <= axis < 3:
         raise InputError(f"axis must be 0, 1 or 2; got {axis}.")
     n = labels.shape[axis]
+    slices = None if slices is None else _ints(slices, "slices")
+    reviewed = None if reviewed is None else _ints(reviewed, "reviewed")
     for given in (slices, reviewed):
-        bad = sorted({int(s) for s in given or () if not 0 <= int(s) < n})
+        bad = sorted({s for s in given or () if not 0 <= s < n})
         if bad:
             raise InputError(f"Slices {bad} are outside the volume (0..{n - 1} along axis {axis}).")
     checked = {int(s) for s in reviewed or ()}

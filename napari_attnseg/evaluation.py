@@ -15,6 +15,7 @@ import numpy as np
 
 from ._paths import samples_dir
 from .data import read_image
+from .errors import InputError
 from .inference import predict
 from .training.losses import dice_per_class
 
@@ -43,15 +44,30 @@ def brain_sample_dice(model, precision: str = "fp32") -> dict[str, list[float]]:
 def label_mismatch(values: Iterable[int], classes: Sequence[str]) -> str:
     """A note when the label values of a reference do not match a model's classes ('' when they may):
     values the model never predicts, or one foreground value against a model of several classes
-    (binary tumour labels scored as a brain model's "grey matter")."""
-    found = sorted({int(v) for v in values} - {0})
+    (binary tumour labels scored as a brain model's "grey matter"). ``values``: the reference's label values, or
+    the reference label array itself."""
+    if isinstance(classes, str) or not all(isinstance(c, str) for c in classes):
+        raise InputError(f"classes must be a list of class names, background first (model.card.classes); got {classes!r}.")
+    unique = np.unique(np.asarray(values if not isinstance(values, (set, frozenset)) else list(values)))
+    if not (np.issubdtype(unique.dtype, np.number) or unique.dtype == np.bool_) or np.any(unique != np.round(unique)):
+        return (f"the reference holds values that are not class ids ({unique[:5].tolist()}...): is it a probability "
+                "map or an image? Give a label array of whole numbers, 0 = background")
+    found = sorted({int(v) for v in unique} - {0})
     extra = [v for v in found if not 0 < v < len(classes)]
     predicts = ", ".join(f"{i} {name}" for i, name in enumerate(classes))
+    if extra and len(classes) == 2 and len(found) > 2:
+        return (f"the reference has {len(found)} foreground values ({_few(found)}) but the model predicts one class "
+                f"({predicts}): are they object ids (instance labels)? Score them as one class: reference > 0")
     if extra:
-        return (f"the reference has label values {extra} that the model does not predict (it predicts {predicts}); "
+        return (f"the reference has label values {_few(extra)} that the model does not predict (it predicts {predicts}); "
                 "those voxels count as misses: is the reference labelling what this model segments?")
     if len(found) == 1 and len(classes) > 2:
         return (f"the reference has one foreground value ({found[0]}) but the model predicts {len(classes) - 1} "
                 f"classes ({', '.join(classes[1:])}): label {found[0]} is scored as '{classes[found[0]]}'; if the "
                 "reference labels something else, these scores mean nothing")
     return ""
+
+
+def _few(values: Sequence[int], shown: int = 8) -> str:
+    """``[1, 2, 3]``, or the first few values and how many there are."""
+    return str(list(values)) if len(values) <= shown else f"{', '.join(map(str, values[:shown]))}, ... ({len(values)} values)"

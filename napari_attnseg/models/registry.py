@@ -8,6 +8,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..errors import InputError
 from .base import SegmentationModel
 
@@ -36,6 +38,9 @@ def architecture_class(arch: str) -> type[SegmentationModel]:
 def create_model(arch: str, spatial_dims: int = 2, in_channels: int = 1, out_channels: int = 2, **config: Any) -> SegmentationModel:
     """Build an untrained model: ``create_model("attention_unet", spatial_dims=3, out_channels=3)``."""
     cls = architecture_class(arch)
+    for key, value in (("spatial_dims", spatial_dims), ("in_channels", in_channels), ("out_channels", out_channels)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise InputError(f"{key} must be a whole number >= 1 (e.g. {key}=2); got {value!r}.")
     if spatial_dims not in cls.supported_dims:
         raise InputError(
             f"{arch} supports spatial_dims {', '.join(map(str, cls.supported_dims))}, not {spatial_dims}."
