@@ -245,3 +245,26 @@ def test_the_fine_tune_tab_of_the_next_session_proposes_the_last_dataset(make_na
     later = FinetuneWidget(make_napari_viewer())
     later.show()
     assert str(later.dataset_edit.value).strip() in ("", ".")
+
+
+def test_open_on_thick_slices_keeps_a_tumour_drawn_on_three_slices(make_napari_viewer):
+    """*Open* (radius 2) with a ball of voxels reached 2 slices up and down: on a CT of 5 mm slices it erased a
+    tumour drawn on 3 slices. The ball is now round in the layer's units (a disk in the slice here)."""
+    from napari_attnseg._napari.correct_widget import CorrectWidget
+
+    data = np.zeros((10, 64, 64), np.uint8)
+    yy, xx = np.mgrid[:64, :64]
+    for z in (4, 5, 6):
+        data[z][(yy - 32) ** 2 + (xx - 32) ** 2 <= 12 ** 2] = 1
+    data[8, 5, 5] = 1  # a speck
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros(data.shape, np.float32), name="ct", scale=(5.0, 0.57, 0.57))
+    mask = viewer.add_labels(data.copy(), name="ct mask", scale=(5.0, 0.57, 0.57))
+    corr = CorrectWidget(viewer)
+    corr.radius_spin.value = 2
+    corr.open_()
+    now = np.asarray(mask.data)
+    assert now[8, 5, 5] == 0, "the speck stays"
+    assert (now[4:7] == 1).sum() >= 0.95 * (data[4:7] == 1).sum(), "open erased the tumour"
+    corr.close_()  # a disk in the slice too: nothing bridged onto the empty slices 3 and 7
+    assert not np.asarray(mask.data)[[3, 7]].any()
