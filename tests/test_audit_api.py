@@ -113,3 +113,34 @@ def test_label_mismatch_takes_the_label_array_and_names_instance_ids():
     assert label_mismatch([0, 1, 2], ["bg", "gm", "wm"]) == ""
     with pytest.raises(InputError, match="classes"):
         label_mismatch([0, 1], "bg,fg")
+
+
+@pytest.mark.parametrize("option, value, named", [("batch_size", -1, "batch_size"), ("batch_size", 2.5, "batch_size"),
+                                                  ("cancel", True, "CancelToken"), ("progress", 5, "progress"),
+                                                  ("overlap", "a", "overlap")])
+def test_predict_names_a_misused_option_before_it_runs(option, value, named):
+    # batch_size=-1: "max() arg is an empty sequence" from the blender; cancel=True / progress=5 failed after setup
+    # with AttributeError / TypeError; overlap="a": float()'s message without the option's name
+    net = ag.create_model("unet", features=(4, 8, 16))
+    with pytest.raises(InputError, match=named):
+        ag.predict(net, np.random.default_rng(0).random((40, 50), np.float32), device="cpu", **{option: value})
+
+
+def test_segment_with_prompts_takes_a_model_name_and_warns_as_predict_does():
+    # a name gave "The model 'str' is not promptable" (predict takes names); a NaN or constant image gave a mask
+    # of a few pixels with no warning, where predict warns
+    from napari_attnseg._paths import samples_dir
+    from napari_attnseg.models.registry import bundled_models
+
+    if "nuclei-2d-prompt" not in bundled_models():
+        pytest.skip("no bundled promptable model")
+    import tifffile
+
+    img = tifffile.imread(samples_dir() / "nuclei2d_image.tif")[:128, :128].astype(np.float32)
+    res = ag.segment_with_prompts("nuclei-2d-prompt", img, [[64, 64]], [1], device="cpu")
+    assert res.mask.shape == img.shape and not res.warnings
+    holed = img.copy()
+    holed[60:70, 60:70] = np.nan
+    assert any("NaN" in w for w in ag.segment_with_prompts("nuclei-2d-prompt", holed, [[64, 64]], [1]).warnings)
+    flat = np.full((96, 96), 7.0, np.float32)
+    assert any("constant" in w for w in ag.segment_with_prompts("nuclei-2d-prompt", flat, [[48, 48]], [1]).warnings)

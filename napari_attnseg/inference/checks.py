@@ -110,10 +110,25 @@ def prepare(model, image, options: dict):
     if options.get("spacing") is not None:
         options["spacing"] = check_spacing(options["spacing"], spatial, image.ndim)
     options["normalization"] = check_normalization(options.get("normalization"))
+    check_callables(options)
     out = options.get("out")
     if out is not None and Path(out).exists() and not Path(out).is_dir():
         raise InputError(f"out={str(out)!r} is an existing file; out is a new (or empty) folder for the outputs.")
     return model, image
+
+
+def check_callables(options: dict) -> None:
+    """``batch_size``, ``cancel`` and ``progress`` checked before anything runs (API audit: ``batch_size=-1`` failed
+    with "max() arg is an empty sequence", ``cancel=True`` and ``progress=5`` failed only after the first tiles)."""
+    bs = options.get("batch_size")
+    if bs is not None and (isinstance(bs, bool) or not isinstance(bs, (int, np.integer)) or bs < 1):
+        raise InputError(f"batch_size is a whole number of tiles per forward pass >= 1, or None (chosen for the device); "
+                         f"got {bs!r}.")
+    if options.get("cancel") is not None and not hasattr(options["cancel"], "cancelled"):
+        raise InputError(f"cancel is a napari_attnseg.CancelToken() (call its .cancel() from another thread); got "
+                         f"{options['cancel']!r}.")
+    if options.get("progress") is not None and not callable(options["progress"]):
+        raise InputError(f"progress is a function called with (done, total) tiles; got {options['progress']!r}.")
 
 
 def check_spacing(spacing, ndim: int, array_ndim: int | None = None) -> list[float]:
@@ -182,7 +197,10 @@ def check_probability_dtype(probability_dtype) -> np.dtype:
 
 
 def check_overlap(overlap: float | None, card) -> float:
-    overlap = float(getattr(card, "overlap", 0.25) if overlap is None else overlap)
+    try:
+        overlap = float(getattr(card, "overlap", 0.25) if overlap is None else overlap)
+    except (TypeError, ValueError):
+        raise InputError(f"overlap is a fraction of a tile in [0, 1) (e.g. 0.25); got {overlap!r}.") from None
     if not 0.0 <= overlap < 1.0:
         raise InputError(f"overlap must be in [0, 1); got {overlap}.")
     return overlap

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -209,7 +210,8 @@ def segment_with_prompts(
     """Segment the object under the clicks.
 
     Args:
-        model: a promptable model (``load_model("nuclei-2d-prompt")``, or one fine-tuned with ``--prompts``).
+        model: a promptable model (``load_model("nuclei-2d-prompt")``, or one fine-tuned with ``--prompts``), or
+            its bundled name or ``.safetensors`` path (loaded on ``device``).
         image: (*spatial) or (C, *spatial) when the model takes C > 1 channels; (y, x) / (z, y, x).
         points: (N, ndim) array-index coordinates (z, y, x) / (y, x), in order: the last is the newest.
         labels: (N,) 1 = positive, 0 = negative; at least one positive.
@@ -240,6 +242,10 @@ def segment_with_prompts(
     Returns a :class:`PromptResult`; nothing is modified in place.
     """
     t0 = time.perf_counter()
+    if isinstance(model, (str, os.PathLike)):  # a bundled name or a checkpoint path, as predict takes
+        from ..checkpoint import load_model
+
+        model = load_model(model, device=device or "auto")
     if not is_promptable(model):
         name = getattr(getattr(model, "card", None), "name", "") or getattr(model, "arch", type(model).__name__)
         raise InputError(f"The model {name!r} is not promptable; use a prompt model (e.g. nuclei-2d-prompt) or "
@@ -313,7 +319,7 @@ def segment_with_prompts(
             new_clicks=new_clicks))
         res.timings["total"] = time.perf_counter() - t0
         res.params["diameter"] = float(diameter)
-        res.warnings += [w for w in (note, _domain(card, img, cin, normalized)) if w]
+        res.warnings += ([note] if note else []) + _domain(card, img, cin, normalized, stats)
         return res
     opts = getattr(model, "prompt_options", {})
     radius = radius_per_axis(opts.get("radius", 5.0), dims, spacing, getattr(card, "spacing", None))
@@ -352,18 +358,26 @@ def segment_with_prompts(
     for level, (name, data) in enumerate(maps.items()):
         st = tuple(float(s) for s in strides.get(name, (1,) * dims))
         maps_out.append(AttentionMap(name, level, data, st, tuple(b + (s - 1) / 2 for b, s in zip(start, st))))
-    domain = _domain(card, img, cin, normalized)
+    domain = _domain(card, img, cin, normalized, stats)
     return PromptResult(mask, box, prob.astype(np.float32), maps_out, pts, labs,
                         {"total": time.perf_counter() - t0, "model": t_model},
                         {"radius": radius.tolist(), "threshold": threshold,
                          "prompt_init": "threshold" if used is not None else None,
-                         "merge": "local" if merged else "replace", "honoured_clicks": honoured}, [domain] if domain else [])
+                         "merge": "local" if merged else "replace", "honoured_clicks": honoured}, domain)
 
 
-def _domain(card, img: np.ndarray, cin: int, normalized: bool) -> str | None:
-    from ..inference.checks import domain_warning
+def _domain(card, img: np.ndarray, cin: int, normalized: bool, stats: dict | None = None) -> list[str]:
+    """What ``predict`` warns about the image too: unlike the model's training data, constant, NaN/Inf values."""
+    from ..inference.checks import count_nonfinite, domain_warning
 
-    return None if normalized else domain_warning(card, img[0] if cin == 1 else img, cin > 1)
+    if normalized:
+        return []
+    found = [domain_warning(card, img[0] if cin == 1 else img, cin > 1)]
+    if stats is not None and stats.get("constant"):
+        found.append("The image is constant: the model has nothing to segment; check the layer or the file.")
+    if n_bad := count_nonfinite(img):
+        found.append(f"The image has {n_bad} NaN or infinite values; they were treated as the image minimum.")
+    return [w for w in found if w]
 
 
 def object_at(labels: np.ndarray, point: Sequence[float]) -> np.ndarray | None:
