@@ -141,7 +141,8 @@ class CardWriter:
     def _card_orientation(self, base) -> list[str] | None:
         """The orientation of the training volumes' array axes when every case has the same (inference
         turns other storages to it); the start model's when the files carry none (TIFF); None when mixed."""
-        found = {case.orientation() for case in self.dataset.cases}
+        # each case's, or the start model's when the case was turned to it (.orientation)
+        found = set(getattr(self, "_case_codes", None) or [case.orientation() for case in self.dataset.cases])
         if len(found) > 1:
             if not getattr(self, "_orientation_noted", False):
                 self._orientation_noted = True

@@ -17,6 +17,7 @@ from ..models.registry import create_model
 from .brainprep import BrainInputs
 from .config import fine_tune_defaults
 from .far import FAR_WEIGHT
+from .orientation import start_orientation, turn_cases
 from .repeats import merge_repeated_images
 from .sampling import PatchSampler
 from .steps import _LossNet, _with_new_head, looks_like_hu, training_precision
@@ -36,8 +37,16 @@ class RunSetup(BrainInputs):
         ds = read_dataset(self.cfg.dataset)
         self.dataset = ds
         self.ignore = ds.ignore_label
-        self.case_ids, self.raw, merged = merge_repeated_images([c.case_id for c in ds.cases],
-                                                                [c.load() for c in ds.cases], self.ignore)
+        # fine-tuning: each case turned to the start model's orientation, as inference turns it (.orientation)
+        self._case_codes = [c.orientation() for c in ds.cases]
+        target = start_orientation(self.cfg.start_model)
+        loaded, self._turns, turned = turn_cases([c.case_id for c in ds.cases], self._case_codes,
+                                                 (c.load() for c in ds.cases), target)
+        self._case_codes = [target if t is not None else c for c, t in zip(self._case_codes, self._turns)]
+        self.notes.extend(turned)
+        self.case_ids, self.raw, merged = merge_repeated_images([c.case_id for c in ds.cases], loaded, self.ignore)
+        turns = dict(zip([c.case_id for c in ds.cases], self._turns))
+        self._turns = [turns.get(cid) for cid in self.case_ids]  # per merged case, as Part.case counts them
         self.notes.extend(merged)
         self.loss_ignore = self.ignore if self.ignore is not None else -1  # -1 also marks patch padding
         self.n_classes = len(ds.label_names)

@@ -73,6 +73,7 @@ class Split:
     criterion: str = "val_dice"  # how the checkpoint is chosen: "val_dice" or "train_loss" (no usable validation)
     warnings: list[str] = field(default_factory=list)
     validation: str = ""  # what the validation holds, e.g. "4 slices, 1 with foreground (1 012 voxels)"
+    text: str = ""  # the parts as the user gave them, when they differ from the boxes (a case turned: .orientation)
 
     def describe(self) -> str:
         text = self.parts_text()
@@ -83,6 +84,8 @@ class Split:
         return text
 
     def parts_text(self) -> str:
+        if self.text:
+            return self.text
         if self.how.startswith("held-out slices") and len({p.case for p in self.train + self.val}) == 1:
             case = self.case_ids[self.val[0].case]
             held = [i for p in self.val for i in range(*p.box[0])]

@@ -54,6 +54,7 @@ from .budget import TimeBudget, _duration
 from .card import CardWriter
 from .config import AUGMENT_PROBABILITIES, TrainConfig, TrainResult, check_config
 from .far import FarNegatives
+from .orientation import split_given_in_stored
 from .refit import Refit
 from .setup import RunSetup
 from .split import Split, make_split
@@ -83,11 +84,13 @@ class Trainer(RunSetup, CardWriter, Refit, FarNegatives, TimeBudget, Resume):
         self.ema_model = None
         self._load_data()
         self._build_model()
-        self.split: Split = make_split([lab for _, lab, _ in self.raw], self.case_ids, ignore=self.ignore,
-                                       val_fraction=cfg.val_fraction, seed=cfg.seed, split_file=cfg.split,
-                                       train_region=cfg.train_region, val_region=cfg.val_region,
-                                       test_region=cfg.test_region, case=cfg.case, val_slices=cfg.val_slices,
-                                       slices=self.model.spatial_dims == 2 and self.ndim == 3, seen=self._seen_rows())
+        given = bool(cfg.split or cfg.val_slices or cfg.train_region or cfg.val_region or cfg.test_region)
+        # slices and regions the user gives are the stored case's, also when it was turned for the model
+        self.split: Split = split_given_in_stored(
+            make_split, [lab for _, lab, _ in self.raw], self._turns, given, case_ids=self.case_ids, ignore=self.ignore,
+            val_fraction=cfg.val_fraction, seed=cfg.seed, split_file=cfg.split, train_region=cfg.train_region,
+            val_region=cfg.val_region, test_region=cfg.test_region, case=cfg.case, val_slices=cfg.val_slices,
+            slices=self.model.spatial_dims == 2 and self.ndim == 3, seen=self._seen_rows())
         self.notes.extend(self.split.warnings)
         self._prepare()
 
