@@ -53,12 +53,15 @@ class StartModels:
 
     def follow_export(self, folder: str, previous: str | None, model: dict | str | None) -> None:
         """The Correct panel exported ``folder``: train on it unless the user typed another dataset; start from
-        the model that made the mask (``model``: its provenance, or a list label). During a run: at its end."""
+        the model that made the mask (``model``: its provenance, or a list label). During a run: at its end.
+        The dataset proposed from an earlier session (``_auto_dataset``) is no typed choice: day 3 exported a 2D
+        nuclei mask to a new folder, the tab kept day 2's brain dataset and fine-tuned nuclei-2d on the brain."""
         if self.running():
             self._pending["export"] = (folder, previous, model)
             return
-        if folder_text(self.dataset_edit) in ("", previous or ""):
+        if folder_text(self.dataset_edit) in ("", previous or "", getattr(self, "_auto_dataset", "") or ""):
             self.dataset_edit.value = folder
+            self._auto_dataset = ""  # (superseded: the same folder chosen again later is the user's choice)
         label = self._label_for(model) if isinstance(model, dict) else model
         if label in self._paths:
             self.model_combo.value = label
@@ -135,9 +138,10 @@ class StartModels:
         return name if name in self._paths and (not ckpt or self._paths[name] == name) else None
 
     def default_model(self) -> str | None:
-        """The mask's model, else the newest model fine-tuned on the dataset, else one whose classes match the
-        dataset's, else the current choice."""
-        found = self.mask_model() or self._trained_on_dataset()
+        """The mask's model (or the newest model fine-tuned from it on this dataset: the next round), else the
+        newest model fine-tuned on the dataset, else one whose classes match the dataset's, else the current choice."""
+        mask = self.mask_model()
+        found = (self._trained_on_dataset(descends_from=mask) or mask) if mask else self._trained_on_dataset()
         if found:
             return found
         n = self._dataset_classes()
@@ -147,12 +151,15 @@ class StartModels:
                     return label
         return self.model_combo.value
 
-    def _trained_on_dataset(self) -> str | None:
+    def _trained_on_dataset(self, descends_from: str | None = None) -> str | None:
         """The newest listed model trained on the chosen dataset folder (its card says so): the start of the next
         round when no open mask names its model, e.g. the next day, with the mask reopened from its file (a file
-        keeps no provenance), where a bundled model of the same classes (nuclei-2d for a tumour) was proposed."""
+        keeps no provenance), where a bundled model of the same classes (nuclei-2d for a tumour) was proposed.
+        ``descends_from``: only a model fine-tuned from that list entry, or from one fine-tuned from it (the cards'
+        start and weights digests): day 2 reopened day 1's mask, made by ``brain-mri-3d``, and round 2 started
+        from ``brain-mri-3d`` again instead of day 1's ``brain-mri-3d-finetuned``, losing what round 1 learnt."""
         folder = folder_text(self.dataset_edit)
-        found: list[tuple[float, str]] = []
+        found: list[tuple[float, str, dict]] = []
         for label in self._paths if folder else ():
             card = self._card(label) or {}
             trained_on = (card.get("training") or {}).get("dataset")
@@ -161,10 +168,19 @@ class StartModels:
             try:
                 if Path(trained_on).expanduser().resolve() != Path(folder).expanduser().resolve():
                     continue
-                found.append((Path(card.get("path") or self._paths[label]).stat().st_mtime, label))
+                found.append((Path(card.get("path") or self._paths[label]).stat().st_mtime, label, card))
             except OSError:  # (a bundled name, or a file gone meanwhile)
                 continue
-        return max(found)[1] if found else None
+        found.sort(key=lambda item: item[:2])
+        if descends_from is not None:  # the lineage: the start's weights, then each descendant's, oldest first
+            lineage = {(self._card(descends_from) or {}).get("weights_sha256")} - {None}
+            kept = []
+            for item in found:
+                if item[2]["training"].get("start_model_sha256") in lineage and item[1] != descends_from:
+                    lineage.add(item[2].get("weights_sha256"))
+                    kept.append(item)
+            found = kept
+        return found[-1][1] if found else None
 
     def _card(self, label: str) -> dict | None:
         """The card (a dict) of a list entry, bundled or a checkpoint; None when it cannot be read."""

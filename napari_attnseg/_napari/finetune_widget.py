@@ -76,6 +76,7 @@ class FinetuneWidget(Undockable, QWidget, StartModels, ValidationField):
         self.destroyed.connect(lambda *_: panel_closed(current))
         self._paths: dict[str, str] = {}  # model label -> checkpoint path or bundled name
         self._pending: dict = {}  # what waits for the running job's end (StartModels._after_run)
+        self._auto_dataset = ""  # the dataset proposed from the settings (an export elsewhere replaces it)
         self._auto_out = ""  # the output folder we proposed (replaced when the dataset changes)
         self._auto_name = ""
         self._auto_description = ""
@@ -174,7 +175,7 @@ class FinetuneWidget(Undockable, QWidget, StartModels, ValidationField):
         if not folder_text(self.dataset_edit):
             found = self.default_dataset()
             if found:
-                self.dataset_edit.value = found
+                self.dataset_edit.value = self._auto_dataset = found
 
     # -- running --------------------------------------------------------------------------------
     def _plot(self) -> None:
@@ -334,12 +335,13 @@ class FinetuneWidget(Undockable, QWidget, StartModels, ValidationField):
             folder = Path(res.checkpoint).parent
             seg = self._segment_widget()
             kept = getattr(res, "kept_start", False)  # (the start's own weights: the Segment tab keeps its model)
+            learnt = not short and not kept  # chosen (here, the next round's start too) only when it learnt an epoch
             if seg is not None:  # listed; chosen for the next run only when it learnt at least one epoch
-                label = seg.add_model(res.checkpoint, select=not short and not kept)
-                self.add_model(label, res.checkpoint, select=False)
+                label = seg.add_model(res.checkpoint, select=learnt)
+                self.add_model(label, res.checkpoint, select=learnt)
                 use = "; it is in the Segment tab's list, not chosen there" if short or kept else ""
             else:  # the Fine-tune panel docked alone: no Segment panel is docked for it
-                self.add_model(self._checkpoint_label(res.checkpoint), res.checkpoint, select=False)
+                self.add_model(self._checkpoint_label(res.checkpoint), res.checkpoint, select=learnt)
                 use = (f"; the Segment panel lists it as {folder.name!r} (your models folder)"
                        if in_models_folder(res.checkpoint) else
                        f"; to segment with it, open the Segment panel and load {Path(res.checkpoint).name} from there "
