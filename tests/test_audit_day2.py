@@ -125,3 +125,32 @@ def test_an_export_to_another_folder_replaces_the_dataset_proposed_from_an_earli
     assert corr.export() is not None
     qtbot.waitUntil(lambda: corr.export_button.enabled, timeout=60000)
     assert Path(str(ft.dataset_edit.value)) == brain
+
+
+def test_a_2d_mask_saved_as_tiff_reopens_as_a_mask_with_its_marks(make_napari_viewer, qtbot, tmp_path):
+    """File > Save of a 2D mask as TIFF, then File > Open: napari's reader gave an Image layer with no metadata,
+    which the Correct tab did not list, and its reviewed marks and model were lost (the README: they come back)."""
+    from napari_attnseg._napari.correct_widget import CorrectWidget
+
+    viewer = make_napari_viewer()
+    corr = CorrectWidget(viewer)
+    data = np.zeros((64, 80), np.uint8)
+    data[10:30, 20:40] = 1
+    mask = viewer.add_labels(data, name="cells mask", metadata={
+        "reviewed_slices": [0], "attnseg": {"model": "nuclei-2d", "checkpoint": None, "checkpoint_sha256": "ab" * 32}})
+    path = tmp_path / "cells mask.tif"
+    mask.save(str(path), plugin="napari-attnseg")
+    viewer.layers.clear()
+    viewer.open(str(path), plugin="napari")  # File > Open: napari's own TIFF reader
+    qtbot.waitUntil(lambda: any(ly.__class__.__name__ == "Labels" for ly in viewer.layers), timeout=5000)
+    back = viewer.layers["cells mask"]
+    np.testing.assert_array_equal(np.asarray(back.data), data)
+    assert back.metadata["reviewed_slices"] == [0] and back.metadata["attnseg"]["model"] == "nuclei-2d"
+    assert corr.labels_combo.value == "cells mask"
+    other = tmp_path / "plain.tif"  # a TIFF that is no mask of ours stays an image
+    import tifffile
+
+    tifffile.imwrite(other, data)
+    viewer.open(str(other), plugin="napari")
+    qtbot.wait(50)
+    assert viewer.layers["plain"].__class__.__name__ == "Image"

@@ -33,6 +33,7 @@ from .correct_export import CorrectExport, _fine_tuned_on, folder_text
 from .correct_form import ClassList, CorrectForm
 from .correct_helpers import LiveStats, MaskHelpers
 from .suggest_tool import SuggestTool
+from .tiff_masks import reopen_tiff_mask
 
 REVIEWED_KEY = "reviewed_slices"
 
@@ -55,6 +56,7 @@ class CorrectWidget(Undockable, QWidget, CorrectForm, ClassList, CorrectExport, 
         self.prompt.refresh_models()  # (a Container resets its combo boxes' choices when it is built)
         self.refresh()
         self.viewer.layers.events.inserted.connect(self._layer_inserted)
+        [reopen_tiff_mask(self.viewer, ly) for ly in list(self.viewer.layers)]  # opened before the panel
         self.viewer.layers.events.removed.connect(self._layer_removed)
         self.labels_combo.changed.connect(self._mask_changed)
         self.image_combo.changed.connect(lambda *_: self._remember_choice())
@@ -91,8 +93,8 @@ class CorrectWidget(Undockable, QWidget, CorrectForm, ClassList, CorrectExport, 
     def _layer_inserted(self, event=None) -> None:
         """A mask or an image added: the lists follow (a Points layer or an attention map changes nothing here)."""
         layer = getattr(event, "value", None)
-        if layer is not None and not self._listed(layer):
-            return
+        if layer is not None and (not self._listed(layer) or reopen_tiff_mask(self.viewer, layer)):
+            return  # (a TIFF mask napari's reader opened as an image: replaced by its Labels layer next)
         if layer is not None:
             layer.events.name.connect(self._layer_renamed)
         # a model's new mask (also "mask (2)" when the edited one was kept) is what people correct next

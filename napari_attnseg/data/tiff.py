@@ -211,6 +211,24 @@ def tiff_calibration(p) -> tuple[tuple[float, ...], str | None, str] | None:
     return tuple(float(s) for s in spacing), unit, axes
 
 
+def mask_marks(p) -> dict | None:
+    """What a mask this project wrote as TIFF carries besides its pixels (read from the header): its reviewed slices
+    (``reviewed_slices``) and the model that made it (``model_info``); None for another TIFF (or an unreadable one).
+    napari's own TIFF reader drops both and opens the mask as an image."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(str(p)) as tif:
+            ij, shaped = tif.imagej_metadata or {}, (tif.shaped_metadata or [{}])[0] or {}
+    except Exception:  # noqa: BLE001 - not a TIFF, unreadable: nothing to say
+        return None
+    reviewed = _reviewed(shaped["reviewed_slices"]) if isinstance(shaped.get("reviewed_slices"), list) else \
+        (_reviewed(ij.get("reviewed_slices")) if ij else None)
+    model = _model_note(ij.get(MODEL_KEY) if ij else shaped.get(MODEL_KEY))
+    found = {k: v for k, v in (("reviewed_slices", reviewed), ("model_info", model)) if v is not None}
+    return found or None
+
+
 MODEL_KEY = "attnseg_model"  # description entry (ImageJ or JSON): the model that made a mask, as JSON
 
 
