@@ -165,8 +165,12 @@ def test_duplicate_case_warns_but_is_kept(tmp_path, case, capsys):
     rec = export_case(image, labels, ds, "nnunet")
     assert rec.case_id == "case_0001" and len(rec.warnings) == 1
     assert "case_0000" in rec.warnings[0] and "same labels" in rec.warnings[0] and "as one case" in rec.warnings[0]
+    assert "give its id and replace it" in rec.warnings[0]
     other = export_case(image, 1 - labels, ds, "nnunet")
     assert "other labels" in other.warnings[0] and "case_0001" in other.warnings[1]
+    again = export_case(image, labels, ds, "nnunet", case_id="case_0000", overwrite=True)  # replaced, as it said
+    assert "give its id and replace it" not in again.warnings[0], "it told the user to do what they had just done"
+    assert "remove case case_0001" in again.warnings[0]
     manifest = json.loads((ds / "manifest.json").read_text())
     assert all("warnings" not in c and len(c["labels_sha256"]) == 64 for c in manifest["cases"])
     assert export_case(image + 1, labels, ds, "nnunet", case_id="solo").warnings == []

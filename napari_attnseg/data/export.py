@@ -242,14 +242,17 @@ def _visible_files(folder: Path) -> list[Path]:
 def _duplicates(manifest: dict, case_id: str, image_sha: str, labels_sha: str) -> list[str]:
     """Warnings for earlier cases with the same image voxels (the case being replaced aside)."""
     out = []
+    replaced = any(c["case_id"] == case_id for c in manifest["cases"])  # this export replaces case_id
     for c in manifest["cases"]:
         if c["case_id"] != case_id and c.get("image_sha256") == image_sha:
             same = "the same labels" if c.get("labels_sha256") == labels_sha else "other labels"
+            # (after a replacement, "give its id and replace it" told the user to do what they had just done)
+            what = (f"To keep one copy, remove case {c['case_id']} from the dataset or replace it instead of "
+                    f"{case_id}" if replaced else "To update a case instead, give its id and replace it")
             out.append(f"case {c['case_id']} already holds this image (with {same}). attnseg's fine-tuning takes "
                        "both as one case (this export's labels, the older one's on slices only it reviewed), but "
-                       "other tools (nnU-Net's cross-validation) would train and validate on copies. To update a "
-                       "case instead, give its id and replace it (napari: 'Replace the case'; attnseg export "
-                       "--case-id ID --overwrite).")
+                       f"other tools (nnU-Net's cross-validation) would train and validate on copies. {what} "
+                       "(napari: 'Replace the case'; attnseg export --case-id ID --overwrite).")
     return out
 
 
