@@ -20,13 +20,14 @@ from napari.qt.threading import thread_worker
 
 from ..errors import AttnSegError
 from ..prompts.session import PromptSession, revert
-from ._common import error_message, layer_array, notify_error, notify_warning, set_choices
+from ._common import error_message, layer_array, notify_error, notify_info, notify_warning, set_choices
 from .prompt_checks import PromptChecks, click_status, promptable_models
-from .prompt_view import NEGATIVE, POSITIVE, click_refusal, grey_for_clicks, new_object_value, prompts_layer
+from .prompt_layers import PromptLayers
+from .prompt_view import NEGATIVE, POSITIVE, PROMPTS_KEY, click_refusal, mask_for_clicks, new_object_value
 from .prompt_write import show_prompt_attention, write_step
 
 
-class PromptMode:
+class PromptMode(PromptLayers):
     """The click-to-fix controls and their state; ``corr`` is the Correct panel it belongs to."""
 
     def __init__(self, corr):
@@ -42,6 +43,7 @@ class PromptMode:
         self._warned: set[str] = set()  # warnings already shown (once each, not at every click)
         self.checks = PromptChecks()  # per image: the click model's fit, the objects' size
         self.busy = self.pending = False
+        self._running = None  # (session, label value, (mask, image)) of the run in the worker
         self.last_result = self.worker = None
 
         self.model_combo = ComboBox(label="Prompt model", choices=[])
@@ -63,7 +65,7 @@ class PromptMode:
         self.model_combo.changed.connect(lambda *_: self.new_object())
         # another mask or image, or either layer gone: the clicks belong to the old one, start afresh
         self.corr.labels_combo.changed.connect(lambda *_: self._target_changed())
-        self.corr.image_combo.changed.connect(lambda *_: self._target_changed())
+        self.corr.image_combo.changed.connect(lambda *_: self._image_chosen())  # (with the mode on: clicks go there)
         self.corr.viewer.layers.events.removed.connect(lambda *_: self._target_changed())
         self.corr.viewer.layers.events.removed.connect(self._layer_removed)
 
@@ -109,52 +111,6 @@ class PromptMode:
         """The chosen model's spatial dims, from its card (loading a model on the GUI thread stalled it)."""
         return self._dims.get(self.model_combo.value)
 
-    # -- layers ---------------------------------------------------------------------------------
-    def _image_layer(self):
-        name = self.corr.image_combo.value
-        return self.viewer.layers[name] if name in self.viewer.layers else None
-
-    def _toggle(self, on: bool) -> None:
-        if on:
-            self.refresh_models()  # the model that fits the image's dimensionality
-        image = self._image_layer()
-        if on and isinstance(image := grey_for_clicks(self.corr, image), str):  # (a slide: its grey layer; str: why not)
-            self.enable_box.value = False
-            self.status.value = image  # (told; kept in the status: "Click to fix is off." said nothing)
-            return
-        if on:
-            self.points_layer = prompts_layer(self.viewer, image, self.points_layer)  # (the renamed one too)
-            self.points_layer.mode = "pan_zoom"  # the clicks are ours: napari must not add points itself
-            if self._on_click not in self.points_layer.mouse_drag_callbacks:
-                self.points_layer.mouse_drag_callbacks.append(self._on_click)
-            if self._on_image_click not in self.viewer.mouse_drag_callbacks:  # an image layer got selected
-                self.viewer.mouse_drag_callbacks.append(self._on_image_click)
-            # the prompts layer is the selected one while clicking: Ctrl+Z there undoes the last click
-            self.points_layer.bind_key("Control-Z", lambda layer: self.undo_last_click(), overwrite=True)
-            self.viewer.layers.selection.active = self.points_layer
-            self.status.value = ("Click an object to segment it; Shift+click or right click where it should not be "
-                                 f"(the '{self.points_layer.name}' layer takes the clicks while it is selected).")
-            if image.ndim == 3 and self._model_dims() == 2:
-                self.status.value += (" This is a 2D model: each click segments the slice it is on; click every "
-                                      "slice of a 3D object (no 3D click model is bundled).")
-            self._fit_note(image, status=True)
-        elif self.points_layer is not None and self._on_click in self.points_layer.mouse_drag_callbacks:
-            self.points_layer.mouse_drag_callbacks.remove(self._on_click)
-        if not on and self._on_image_click in self.viewer.mouse_drag_callbacks:
-            self.viewer.mouse_drag_callbacks.remove(self._on_image_click)
-        if not on and "was removed" not in self.status.value:  # (that message says why the mode went off)
-            self.status.value = "Click to fix is off."
-        self.new_object()
-
-    def _on_image_click(self, viewer, event):
-        """Clicks while an image layer is selected in pan/zoom (a result layer napari selected when it was added,
-        the image itself) are clicks too; with the prompts layer selected its own callback takes them, and
-        a Labels or Points layer being edited keeps its tools."""
-        active = viewer.layers.selection.active
-        if self.enable_box.value and active is not self.points_layer and type(active).__name__ == "Image" \
-                and active.mode == "pan_zoom":
-            yield from self._on_click(active, event)
-
     def _on_click(self, layer, event):
         """A click is a press and a release without a drag: a drag pans or zooms the view (a generator:
         napari sends the moves and the release to it). None while the dock is hidden (clicks would edit unseen)."""
@@ -168,7 +124,8 @@ class PromptMode:
                 return
             yield
         image = self._image_layer()
-        if image is None:
+        if image is None:  # (the image deleted while the mode was on: said, not a click that does nothing)
+            self._refuse("No image to click on: choose one in the Image field above (or open it again).")
             return
         if why := click_refusal(self.viewer, image, self._model_dims()):  # (3D view; a 2D model on a rolled view)
             self._refuse(why)
@@ -183,6 +140,7 @@ class PromptMode:
 
     def new_object(self) -> None:
         self.session, self.object_value, self.target = PromptSession(), None, None
+        self.pending = False  # (the previous object's clicks still queued run all the same: _finished)
         if self.points_layer is not None and self.points_layer in self.viewer.layers:
             self.points_layer.data = np.empty((0, self.points_layer.ndim))
         for layer in self.viewer.layers:  # the last object's modulated attention no longer applies: hidden
@@ -193,33 +151,23 @@ class PromptMode:
         self.new_object()
         self.status.value = "New object: click it." if self.enable_box.value else ""
 
-    def _layer_removed(self, event=None) -> None:
-        """The prompts layer deleted while clicking: nothing takes the clicks any more, so the mode goes off
-        (and says so); ticking it again brings the layer back."""
-        if self.points_layer is not None and getattr(event, "value", None) is self.points_layer and self.enable_box.value:
-            self.enable_box.value = False
-            self.status.value = (f"The '{self.points_layer.name}' layer was removed, which takes the clicks: Click to fix "
-                                 "is off; tick it again to go on.")
-
-    def _target_changed(self) -> None:
-        if self.target is None:
-            return
-        mask, image = self.target
-        chosen = (self.corr.labels_combo.value, self.corr.image_combo.value)
-        if mask not in self.viewer.layers or image not in self.viewer.layers or chosen != (mask.name, image.name):
-            self.new_object()
-            self.status.value = "New object: the mask or image changed (the earlier clicks stay in their mask)."
-            if mask not in self.viewer.layers:  # (a run still going for it is dropped: nothing to write into)
-                self.status.value = f"The mask '{mask.name}' was deleted, and its clicks with it: choose a mask, then click."
-
     def _refuse(self, message: str) -> None:
         self.status.value = message
         notify_error(message)
 
     def click(self, data_point, positive: bool = True):
         """A click at ``data_point`` (the image layer's data coordinates); returns the worker or None."""
-        mask = self.corr.labels_layer()
         image = self._image_layer()
+        if image is not None and (self.points_layer is None or (self.points_layer.metadata.get(PROMPTS_KEY) or {})
+                                  .get("image") != image.unique_id) and self.enable_box.value:
+            self._attach()  # (another image chosen while the lists were refreshed: its own prompts layer, on its grid)
+        if image is not None and self.corr.labels_combo.value not in self.viewer.layers \
+                and (made := mask_for_clicks(self.viewer, image)) is not None:  # (the mask deleted: a new empty one)
+            self.corr.refresh(prefer=made.name)
+            notify_info(f"Click to fix: no mask for {image.name}; the clicks go to a new empty '{made.name}'.")
+            if self.points_layer in self.viewer.layers:  # (napari selected the new mask: the next click is ours too)
+                self.viewer.layers.selection.active = self.points_layer
+        mask = self.corr.labels_layer()
         if mask is None or image is None:
             return None
         point = tuple(float(c) for c in np.asarray(data_point)[-image.ndim:])
@@ -282,7 +230,9 @@ class PromptMode:
         if self.clicks:
             self.points_layer.face_color = [POSITIVE if lab else NEGATIVE for _, lab in self.clicks]
 
-    def _run(self):
+    def _run(self, queued=None):
+        """Run the model on the object's clicks not run yet (``queued``: ``(session, value, (mask, image))`` of an
+        earlier object whose clicks waited behind a run when *New object* was pressed)."""
         from ..prompts import segment_with_prompts
 
         name = self.model_combo.value
@@ -297,9 +247,9 @@ class PromptMode:
             notify_error(str(exc))
             return None
         dims = int(model.spatial_dims) if model is not None else self._dims[name]
-        mask, image = self.target if self.target is not None else (self.corr.labels_layer(), self._image_layer())
+        session, value, target = queued or (self.session, self.object_value, self.target)
+        mask, image = target if target is not None else (self.corr.labels_layer(), self._image_layer())
         data = layer_array(image)  # (a zarr / dask image is read in the worker: 0.8 s a click for 8000^2 px here)
-        session, value = self.session, self.object_value
         pts, labs = session.points, session.labels
         used = len(pts)
         z = None
@@ -311,8 +261,11 @@ class PromptMode:
         fresh = max(1, min(used - session.done, len(pts)))  # the clicks this run is the first to use
         spacing = tuple(image.scale)[-data.ndim:]
         unlike = bool(self._fit_note(image))  # (cached) a scan for a microscopy model: no size estimate
-        self.busy, self.pending = True, used < len(session.clicks)
-        self.status.value = f"Segmenting from {used} click(s)..."
+        self.busy, self._running = True, (session, value, (mask, image))
+        if session is self.session:
+            self.pending = used < len(session.clicks)
+        self.status.value = f"Segmenting from {used} click(s)..." if session is self.session else \
+            "Segmenting the previous object's last click(s)..."
         clicks = list(session.clicks[:used])
 
         @thread_worker(start_thread=False, ignore_errors=True)
@@ -332,12 +285,19 @@ class PromptMode:
         return worker
 
     def _failed(self, exc) -> None:
+        self.pending, self._running = False, None  # (its clicks queued behind it would fail the same way, endlessly)
         self.status.value = f"Click failed: {error_message(exc)}"
         notify_error(f"Click to fix: {error_message(exc)}")
 
     def _finished(self) -> None:
+        """The next run: an earlier object's clicks queued behind this run (*New object* pressed, or another mask
+        chosen, while it ran: they were lost, and the status said that object was written), then this object's."""
         self.busy = False
-        if self.pending and self.clicks:
+        running, self._running = self._running, None
+        if running is not None and running[0] is not self.session and running[0].done < len(running[0].clicks) \
+                and all(layer in self.viewer.layers for layer in running[2]):
+            self._run(running)
+        elif self.pending and self.clicks:
             self._run()
 
     def _apply(self, out, mask, image, z, used: int, session, value: int, clicks: list) -> None:
@@ -358,16 +318,18 @@ class PromptMode:
         where, values, after = click_edit(labels, result, value, session, z)
         # one state per run (Undo last click reverts exactly that run's change; an empty change is recorded
         # too, so the session knows which clicks are done)
-        first = session.initial is not None and used == len(session.clicks) and not session.states
+        # (a 2D model's first run on a slice of a volume is a first run there: the object under the click is kept)
+        first = session.initial is not None and not session.ran_on(z) and (z is not None or used == len(session.clicks))
         initial = None if session.initial is None else (session.initial if z is None else session.initial[z])
         report = write_report(result.mask, initial if first else None, tuple(result.box),
                               int(np.count_nonzero(values)), int(values.size - np.count_nonzero(values)),
-                              not session.states)
+                              not session.ran_on(z))
         session.record(after, used, (where, values), labels, z=z)
         if where[0].size:
             write_step(mask, where, values)  # its own undo step, also while a brush stroke is painted
         if session is not self.session:  # a new object was started (or the mode left) while this one ran
-            self.status.value = f"The previous object was written ({report['added'] + report['removed']} voxels changed)."
+            said = "" if self.status.value.startswith("Segmenting") else f" {self.status.value}"  # (why it ended stays)
+            self.status.value = f"The previous object was written ({report['added'] + report['removed']} voxels changed).{said}"
             return
         self.status.value = click_status(result, report, len(result.points), z, typical, trained, source)
         if self._fit_note(image):

@@ -81,13 +81,21 @@ def prompts_layer(viewer, image, current=None):
     again had added a second '<image> prompts' and left the renamed one unused."""
     from napari.layers import Points
 
-    from ._common import placement_of, upsert_layer
+    from ._common import placement_of
 
     mask_for_clicks(viewer, image)
     name = f"{image.name} prompts"
     mine = [ly for ly in viewer.layers if isinstance(ly, Points) and ly.ndim == image.ndim
             and (ly.metadata.get(PROMPTS_KEY) or {}).get("image") == image.unique_id]
     layer = current if current in mine else next(iter(mine), None)
+    other = viewer.layers[name] if name in viewer.layers else None
+    if layer is None and isinstance(other, Points) and other.ndim == image.ndim \
+            and (other.metadata.get(PROMPTS_KEY) or not len(other.data)):
+        # the mode's layer of an image opened again (another unique_id), or an empty one of that name: reused in place
+        # (through upsert_layer, whose ndim test reads a Points layer's (N, D) data as 2D, it was removed and added
+        # again, and its removal turned the mode off while ticking it: the box unticked, clicks still taken)
+        layer = other
+        layer.metadata[PROMPTS_KEY] = {**(other.metadata.get(PROMPTS_KEY) or {}), "name": name}
     # the image's whole placement, units included (a Points layer in pixels beside a z-stack in micron made napari
     # warn "Inconsistent units across layers" twice and stop rendering with units)
     place = placement_of(image).compose((1.0,) * image.ndim, (0.0,) * image.ndim)
@@ -100,11 +108,7 @@ def prompts_layer(viewer, image, current=None):
             setattr(layer, key, value)
     else:
         kwargs = {"name": name, "size": 8, "face_color": POSITIVE, "border_color": "white", **place}
-        other = viewer.layers[name] if name in viewer.layers else None
-        if other is not None and (not isinstance(other, Points) or (not other.metadata.get(PROMPTS_KEY) and len(other.data))):
-            layer = viewer.add_points(np.empty((0, image.ndim)), **kwargs)
-        else:
-            layer = upsert_layer(viewer, np.empty((0, image.ndim)), kwargs, "points")
+        layer = viewer.add_points(np.empty((0, image.ndim)), **kwargs)  # (a user's layer of that name stays)
     given = layer.name if layer.name == name else (layer.metadata.get(PROMPTS_KEY) or {}).get("name", layer.name)
     layer.metadata[PROMPTS_KEY] = {"image": image.unique_id, "name": given}
     return layer

@@ -39,12 +39,12 @@ def union(a: tuple[slice, ...], b: tuple[slice, ...] | None) -> tuple[slice, ...
     return tuple(slice(min(x.start, y.start), max(x.stop, y.stop)) for x, y in zip(a, b))
 
 
-def removable_in(session, box: tuple[slice, ...]) -> np.ndarray:
-    """``session.removable(shape)[box]`` without building the whole-volume mask: the object's own voxels
+def removable_in(session, box: tuple[slice, ...], z: int | None = None) -> np.ndarray:
+    """``session.removable(shape, z)[box]`` without building the whole-volume mask: the object's own voxels
     (its mask before the first click, and what its runs wrote) inside ``box``; none on an existing
-    object's first run."""
+    object's first run (``z``: a 2D run's first on that slice)."""
     shape = tuple(s.stop - s.start for s in box)
-    if session.initial is not None and not session.done:
+    if session.initial is not None and not session.ran_on(z):
         return np.zeros(shape, bool)
     out = np.zeros(shape, bool) if session.initial is None else np.asarray(session.initial, bool)[box].copy()
     start = np.array([s.start for s in box])
@@ -68,7 +68,7 @@ def click_edit(labels: np.ndarray, result, value: int, session, z: int | None = 
     plane = labels if z is None else labels[z]
     previous = session.current if z is None else session.current_plane(z)
     box = union(tuple(result.box), extent(previous))  # the crop covers the old mask; never rely on it
-    owned = removable_in(session, box if z is None else (slice(z, z + 1), *box))
+    owned = removable_in(session, box if z is None else (slice(z, z + 1), *box), z)
     crop = replace(result, mask=np.asarray(result.mask)[box])
     where, values = edit_for(plane[box], crop, value, None if previous is None else previous[box],
                              owned if z is None else owned[0])

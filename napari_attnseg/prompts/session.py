@@ -118,13 +118,21 @@ class PromptSession:
                 out[tuple(w[state.after != 0] for w in state.where)] = True
         return out
 
-    def removable(self, shape: tuple[int, ...]) -> np.ndarray:
+    def removable(self, shape: tuple[int, ...], z: int | None = None) -> np.ndarray:
         """The voxels the next run may take away: the object's own (:meth:`owned`), and none on an existing
         object's first run (in a one-class mask the object under the click can hold a touching neighbour,
-        which is not the model's to delete)."""
-        if self.initial is not None and not self.done:
+        which is not the model's to delete). ``z``: a 2D model's run on that slice of a volume, whose first run
+        there is a first run too (:meth:`ran_on`)."""
+        if self.initial is not None and not self.ran_on(z):
             return np.zeros(shape, bool)
         return self.owned(shape)
+
+    def ran_on(self, z: int | None = None) -> bool:
+        """Whether a run of this object already changed slice ``z`` (None: any run at all). A 2D model on a volume
+        starts each slice afresh: with the first click on a slice of a big existing object (a Segment run's tissue
+        region across the CT), its second slice's run removed the whole region on that slice (102,439 voxels on
+        lung1), where the first slice's had kept it."""
+        return any(z is None or s.z is None or s.z == int(z) for s in self.states)
 
     def next_slice_run(self) -> tuple[int, int]:
         """A 2D model on a volume runs one slice at a time: ``(slice, clicks)`` of the next run, the slice of the

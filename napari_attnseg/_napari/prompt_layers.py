@@ -1,0 +1,124 @@
+"""Click to fix: the layers the prompt mode works on, kept out of :mod:`.prompt_mode` (a mixin of its class).
+
+Ticking the mode attaches it to the Correct tab's image (its '<image> prompts' Points layer takes the clicks, an
+empty '<image> mask' is added and chosen when the image has none); choosing another image while the mode is on
+attaches it to that one; a deleted image, mask or prompts layer is said in the status, never a click that silently
+does nothing. Audit (lung1 and brain1 in one viewer): the mask the mode added was not chosen, so the first click
+was refused for the other image's mask; after choosing brain1 in the Image field the clicks were drawn on lung1's
+grid, 720 mm away from where they were made; with the image deleted, clicks did nothing and said nothing.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .prompt_view import grey_for_clicks, mask_for_clicks, prompts_layer
+
+
+class PromptLayers:
+    """Needs the prompt mode's ``corr``, ``viewer``, ``enable_box``, ``status``, ``points_layer``, ``target``,
+    ``_on_click``, ``_model_dims()``, ``_fit_note()``, ``refresh_models()``, ``new_object()`` and ``undo_last_click()``."""
+
+    _attaching = False
+
+    def _image_layer(self):
+        name = self.corr.image_combo.value
+        return self.viewer.layers[name] if name in self.viewer.layers else None
+
+    def _toggle(self, on: bool) -> None:
+        if on:
+            self.refresh_models()  # the model that fits the image's dimensionality
+        if on and not self._attach():
+            return
+        if not on:
+            self._detach(self.points_layer)
+        if not on and self._on_image_click in self.viewer.mouse_drag_callbacks:
+            self.viewer.mouse_drag_callbacks.remove(self._on_image_click)
+        if not on and "was removed" not in self.status.value:  # (that message says why the mode went off)
+            self.status.value = "Click to fix is off."
+        self.new_object()
+
+    def _attach(self) -> bool:
+        """The mode on the Correct tab's image: its prompts layer takes the clicks (False: refused, and said)."""
+        image = self._image_layer()
+        if isinstance(image := grey_for_clicks(self.corr, image), str):  # (a slide: its grey layer; str: why not)
+            self.enable_box.value = False
+            self.status.value = image  # (told; kept in the status: "Click to fix is off." said nothing)
+            return False
+        self._attaching = True
+        try:
+            if (made := mask_for_clicks(self.viewer, image)) is not None:  # the image had no mask: the new one is chosen
+                self.corr.refresh(prefer=made.name)
+                self.corr.labels_combo.value = made.name
+            old, self.points_layer = self.points_layer, prompts_layer(self.viewer, image, self.points_layer)
+        finally:
+            self._attaching = False
+        if old is not None and old is not self.points_layer:  # (the previous image's layer: emptied, no clicks)
+            self._detach(old)
+            if old in self.viewer.layers:
+                old.data = np.empty((0, old.ndim))
+        self.points_layer.mode = "pan_zoom"  # the clicks are ours: napari must not add points itself
+        if self._on_click not in self.points_layer.mouse_drag_callbacks:
+            self.points_layer.mouse_drag_callbacks.append(self._on_click)
+        if self._on_image_click not in self.viewer.mouse_drag_callbacks:  # an image layer got selected
+            self.viewer.mouse_drag_callbacks.append(self._on_image_click)
+        # the prompts layer is the selected one while clicking: Ctrl+Z there undoes the last click
+        self.points_layer.bind_key("Control-Z", lambda layer: self.undo_last_click(), overwrite=True)
+        self.viewer.layers.selection.active = self.points_layer
+        self.status.value = ("Click an object to segment it; Shift+click or right click where it should not be "
+                             f"(the '{self.points_layer.name}' layer takes the clicks while it is selected).")
+        if image.ndim == 3 and self._model_dims() == 2:
+            self.status.value += (" This is a 2D model: each click segments the slice it is on; click every "
+                                  "slice of a 3D object (no 3D click model is bundled).")
+        self._fit_note(image, status=True)
+        return True
+
+    def _detach(self, layer) -> None:
+        if layer is not None and self._on_click in layer.mouse_drag_callbacks:
+            layer.mouse_drag_callbacks.remove(self._on_click)
+
+    def _image_chosen(self) -> None:
+        """Another image in the Correct tab while the mode is on: the clicks go on it (its own prompts layer, placed
+        on its grid), or the status says there is none."""
+        self._target_changed()
+        if not self.enable_box.value or self._attaching:
+            return
+        if self._image_layer() is None:
+            self.new_object()
+            self.status.value = "No image to click on: choose one in the Image field above."
+            return
+        self._attach()
+        self.new_object()
+
+    def _on_image_click(self, viewer, event):
+        """Clicks while an image layer is selected in pan/zoom (a result layer napari selected when it was added,
+        the image itself) are clicks too; with the prompts layer selected its own callback takes them, and
+        a Labels or Points layer being edited keeps its tools."""
+        active = viewer.layers.selection.active
+        if self.enable_box.value and active is not self.points_layer and type(active).__name__ == "Image" \
+                and active.mode == "pan_zoom":
+            yield from self._on_click(active, event)
+
+    def _layer_removed(self, event=None) -> None:
+        """The prompts layer deleted while clicking: nothing takes the clicks any more, so the mode goes off
+        (and says so); ticking it again brings the layer back. The chosen image deleted: said."""
+        removed = getattr(event, "value", None)
+        if self.points_layer is not None and removed is self.points_layer and self.enable_box.value:
+            self.enable_box.value = False
+            self.status.value = (f"The '{self.points_layer.name}' layer was removed, which takes the clicks: Click to fix "
+                                 "is off; tick it again to go on.")
+        elif self.enable_box.value and type(removed).__name__ == "Image" and self._image_layer() is None \
+                and removed.name == self.corr.image_combo.value:
+            self.status.value = (f"The image '{removed.name}' was removed: choose an image in the Image field above "
+                                 "(or open it again), then click.")
+
+    def _target_changed(self) -> None:
+        if self.target is None:
+            return
+        mask, image = self.target
+        chosen = (self.corr.labels_combo.value, self.corr.image_combo.value)
+        if mask not in self.viewer.layers or image not in self.viewer.layers or chosen != (mask.name, image.name):
+            self.new_object()
+            self.status.value = "New object: the mask or image changed (the earlier clicks stay in their mask)."
+            if mask not in self.viewer.layers:  # (a run still going for it is dropped: nothing to write into)
+                self.status.value = f"The mask '{mask.name}' was deleted, and its clicks with it: choose a mask, then click."
