@@ -193,3 +193,14 @@ def test_a_click_after_the_mask_was_deleted_gets_a_new_mask(make_napari_viewer, 
     _wait(qtbot, corr.prompt)
     assert "lung1 mask" in viewer.layers and np.count_nonzero(viewer.layers["lung1 mask"].data[5]) > 0
     assert viewer.layers.selection.active is corr.prompt.points_layer
+
+
+def test_upsert_keeps_a_3d_points_layer_in_place(make_napari_viewer):
+    """upsert_layer read a Points layer's (N, 3) data as 2D: the layer was removed and added again (a removal the
+    prompt mode took for the user deleting its layer)."""
+    from napari_attnseg._napari._common import upsert_layer
+
+    viewer = make_napari_viewer()
+    first = viewer.add_points(np.array([[1.0, 2.0, 3.0]]), name="p", ndim=3)
+    again = upsert_layer(viewer, np.array([[4.0, 5.0, 6.0], [1.0, 1.0, 1.0]]), {"name": "p"}, "points")
+    assert again is first and len(viewer.layers) == 1 and len(first.data) == 2

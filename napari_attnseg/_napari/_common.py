@@ -286,7 +286,9 @@ def upsert_layer(viewer, data, kwargs: dict, layer_type: str):
     name = kwargs["name"]
     if name in viewer.layers:
         layer = viewer.layers[name]
-        if isinstance(layer, LAYER_TYPES[layer_type]) and layer.ndim == np.ndim(data):
+        # (a Points layer's data is (N, ndim): its dimensions are the columns, not the array's)
+        ndim = np.shape(data)[1] if layer_type == "points" and np.ndim(data) == 2 else np.ndim(data)
+        if isinstance(layer, LAYER_TYPES[layer_type]) and layer.ndim == ndim:
             for key in ("scale", "translate", "units", "axis_labels"):
                 if key in kwargs:
                     setattr(layer, key, kwargs[key])

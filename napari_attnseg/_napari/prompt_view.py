@@ -92,7 +92,7 @@ def prompts_layer(viewer, image, current=None):
     if layer is None and isinstance(other, Points) and other.ndim == image.ndim \
             and (other.metadata.get(PROMPTS_KEY) or not len(other.data)):
         # the mode's layer of an image opened again (another unique_id), or an empty one of that name: reused in place
-        # (through upsert_layer, whose ndim test reads a Points layer's (N, D) data as 2D, it was removed and added
+        # (through upsert_layer, whose ndim test read a Points layer's (N, D) data as 2D, it was removed and added
         # again, and its removal turned the mode off while ticking it: the box unticked, clicks still taken)
         layer = other
         layer.metadata[PROMPTS_KEY] = {**(other.metadata.get(PROMPTS_KEY) or {}), "name": name}
