@@ -3,7 +3,8 @@
 scalp stripped per case by the same core function, labels untouched), the notes say so, and the fine-tuned
 card keeps ``brain_extraction`` so the next scan from the scanner is stripped too.
 
-Real files: the bundled MNI152 T1 (skull-stripped) at 3 mm, wrapped in a synthetic skull and scalp."""
+Real files: the bundled MNI152 T1 (skull-stripped) at 2 mm (the model's own spacing, so fine-tuning does not
+resample it: tests/test_finetune_spacing.py covers that), wrapped in a synthetic skull and scalp."""
 
 from __future__ import annotations
 
@@ -23,14 +24,14 @@ from napari_attnseg.training import TrainConfig
 from napari_attnseg.training.synthhead import wrap_in_head
 from napari_attnseg.training.trainer import Trainer
 
-SPACING = (3.0, 3.0, 3.0)
+SPACING = (2.0, 2.0, 2.0)
 CLASSES = ["background", "grey matter", "white matter"]
 
 
 @pytest.fixture(scope="module")
 def brain():
-    t1 = np.asarray(read_image(samples_dir() / "mni152_t1.nii.gz").data, np.float32)[::3, ::3, ::3]
-    lab = np.asarray(read_image(samples_dir() / "mni152_labels.nii.gz").data, np.uint8)[::3, ::3, ::3]
+    t1 = np.asarray(read_image(samples_dir() / "mni152_t1.nii.gz").data, np.float32)[::2, ::2, ::2]
+    lab = np.asarray(read_image(samples_dir() / "mni152_labels.nii.gz").data, np.uint8)[::2, ::2, ::2]
     head, head_lab, pad = wrap_in_head(t1, SPACING, seed=5, labels=lab, pad_mm=18.0)
     return t1, lab, head, head_lab.astype(np.uint8), pad
 

@@ -19,6 +19,7 @@ from .config import fine_tune_defaults
 from .far import FAR_WEIGHT
 from .orientation import start_orientation, turn_cases
 from .repeats import merge_repeated_images
+from .resampling import ModelGrid
 from .sampling import PatchSampler
 from .steps import _LossNet, _with_new_head, looks_like_hu, training_precision
 from .valblocks import EvalParts, validated_parts
@@ -30,7 +31,7 @@ FP_BLOCK = 1024
 CARD_MARGIN = 0.02  # validation Dice by which the card's normalisation must beat the CT window to be kept
 
 
-class RunSetup(BrainInputs):
+class RunSetup(BrainInputs, ModelGrid):
     """Data, model and optimiser of a :class:`~.trainer.Trainer` (see the module docstring)."""
 
     def _load_data(self) -> None:
@@ -48,6 +49,7 @@ class RunSetup(BrainInputs):
         turns = dict(zip([c.case_id for c in ds.cases], self._turns))
         self._turns = [turns.get(cid) for cid in self.case_ids]  # per merged case, as Part.case counts them
         self.notes.extend(merged)
+        self._to_model_spacing()  # and to the start model's spacing, as inference resamples them (.resampling)
         self.loss_ignore = self.ignore if self.ignore is not None else -1  # -1 also marks patch padding
         self.n_classes = len(ds.label_names)
         if self.n_classes < 2:
@@ -72,6 +74,8 @@ class RunSetup(BrainInputs):
                                "correct at least one slice that shows the object, mark it reviewed and export again.")
         self.ndim = ndims.pop()
         self.spacing = list(self.raw[0][2]) if self.raw[0][2] else None
+        if self.spacing and self._model_spacing:  # the card keeps the start's spacing (cases within tolerance too)
+            self.spacing[-len(self._model_spacing):] = self._model_spacing
 
     # -- model -------------------------------------------------------------------------------
     def _build_model(self) -> None:

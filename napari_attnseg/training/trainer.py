@@ -54,7 +54,6 @@ from .budget import TimeBudget, _duration
 from .card import CardWriter
 from .config import AUGMENT_PROBABILITIES, TrainConfig, TrainResult, check_config
 from .far import FarNegatives
-from .orientation import split_given_in_stored
 from .refit import Refit
 from .setup import RunSetup
 from .split import Split, make_split
@@ -86,8 +85,8 @@ class Trainer(RunSetup, CardWriter, Refit, FarNegatives, TimeBudget, Resume):
         self._build_model()
         given = bool(cfg.split or cfg.val_slices or cfg.train_region or cfg.val_region or cfg.test_region)
         # slices and regions the user gives are the stored case's, also when it was turned for the model
-        self.split: Split = split_given_in_stored(
-            make_split, [lab for _, lab, _ in self.raw], self._turns, given, case_ids=self.case_ids, ignore=self.ignore,
+        self.split: Split = self._split_for_model(  # and moved onto the start model's spacing (.resampling)
+            make_split, given, case_ids=self.case_ids, ignore=self.ignore,
             val_fraction=cfg.val_fraction, seed=cfg.seed, split_file=cfg.split, train_region=cfg.train_region,
             val_region=cfg.val_region, test_region=cfg.test_region, case=cfg.case, val_slices=cfg.val_slices,
             slices=self.model.spatial_dims == 2 and self.ndim == 3, seen=self._seen_rows())
