@@ -66,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
         prediction = np.asarray(pred.data)
         check_class_ids(prediction, f"{args.prediction} (prediction)")  # a probability map would skew the edit stats
     names = args.label_names.split(",") if args.label_names else None
-    if names and names[0].strip().lower().strip("_ ") not in BACKGROUND_NAMES:
+    if names and names[0].strip().lower().strip("_ ") not in BACKGROUND_NAMES \
+            and "background" not in (n.strip().lower() for n in names):  # a misplaced 'background' is refused
         print(f"{args.labels}: warning: --label-names name value 0 {names[0].strip()!r}; value 0 is the background "
               f"(unlabelled voxels), so the names start with it: e.g. --label-names background,{','.join(names)}",
               file=sys.stderr)
@@ -116,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
         channel_names=channels, source_name=args.source_name or Path(str(args.image).rstrip("/")).name,
         model_info=model_info, overwrite=args.overwrite,
         foreground=args.foreground, modality=image.meta.get("modality"), labels_name=str(args.labels),
+        unit=image.meta.get("unit"),  # a TIFF's length unit (ImageJ 'micron'): the TIFF layout keeps it for Fiji
     )
     for w in record.warnings:
         print(f"{args.dataset}: warning: {w}", file=sys.stderr)

@@ -43,6 +43,7 @@ from .manifest import (
     staged_name,
     write_json_atomic,
 )
+from .volume import Volume
 
 __all__ = ["FORMATS", "CaseRecord", "array_sha256", "check_class_ids", "check_same_grid", "detect_format",
            "export_case", "write_json_atomic"]
@@ -159,6 +160,10 @@ def _plan(folder: Path, format: str, labels: np.ndarray, n_channels: int, ndim: 
                                                            [f"channel{i}" for i in range(n_channels)])
         if len(set(names)) != len(names) or "ignore" in names:
             raise InputError(f"Label names must be distinct and must not include 'ignore' (reserved); got {names}.")
+        if any(n.lower() == "background" for n in names[1:]):  # nnU-Net: 'background' is value 0
+            raise InputError(f"'background' names label value 0 (the first name); got {names}. Give the names in "
+                             f"the order of the values, background first, e.g. --label-names background,"
+                             f"{','.join(n for n in names if n.lower() != 'background')}.")
         if len(names) < 2:
             raise InputError(f"Label names give one name per label value, background (0) first; got only {names}. "
                              f"Use e.g. --label-names background,{names[0] if names else 'tumour'}.")
@@ -357,7 +362,9 @@ def export_case(
                 tmp = staged_name(final, token)
                 staged.append((tmp, final))
                 sp = spacing_l if data.ndim == ndim else [1.0, *spacing_l]  # (C, y, x) TIFF: channels first
-                write_image(tmp, data, spacing=sp, affine=affine, unit="mm" if affine is not None else unit)
+                # a (C, y, x) TIFF is labelled CYX: Fiji opens channels, not z-slices 1 unit apart
+                like = Volume(data, tuple(sp), None, {"axes": "CYX"}) if (data.ndim, ndim) == (3, 2) else None
+                write_image(tmp, data, like, spacing=sp, affine=affine, unit="mm" if affine is not None else unit)
                 _hook("file")
             record = CaseRecord(
                 case_id=cid, source_name=str(source_name or "image"), image_sha256=image_sha,

@@ -42,7 +42,9 @@ def index_files(folder: Path, format: str, manifest: dict) -> dict[str, Any]:
     names = manifest["label_names"]
     uses_ignore = any(c.get("ignore_label") is not None for c in manifest["cases"])
     if format == "nnunet":
-        labels = {n: i for i, n in enumerate(names)}
+        # nnU-Net v2 requires the key 'background' for value 0 (LabelManager: "Background label not declared"),
+        # whatever the user named it ('Background', 'bg'); the manifest keeps the user's names
+        labels = {("background" if i == 0 else n): i for i, n in enumerate(names)}
         if uses_ignore:
             labels["ignore"] = len(names)
         return {"dataset.json": {
