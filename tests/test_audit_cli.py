@@ -207,7 +207,10 @@ def test_an_interrupted_cohort_still_writes_its_summary(tmp_path, tiny_checkpoin
     assert sorted(rows) == ["case0", "case1", "case2"] and sorted(rows.values()) == ["done", "interrupted",
                                                                                     "interrupted"], rows
     again = predict_cohort(tiny_checkpoint(), folder, tmp_path / "o", device="cpu")
-    assert {c.case: c.status for c in again.cases} == {k: "skipped" if v == "done" else "done" for k, v in rows.items()}
+    statuses = {c.case: c.status for c in again.cases}
+    # (a case read ahead may have finished while the run stopped: its outputs are whole, so it is skipped too)
+    assert all(statuses[k] == "skipped" if v == "done" else statuses[k] in ("done", "skipped") for k, v in rows.items())
+    assert sorted(statuses) == sorted(rows) and "failed" not in statuses.values()
 
 
 def test_models_add_refusing_a_name_proposes_one(tmp_path, tiny_checkpoint, capsys):
