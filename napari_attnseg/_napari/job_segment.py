@@ -78,7 +78,14 @@ class SegmentJob:
                 try:
                     done, total = next(gen)
                 except StopIteration as stop:
-                    return stop.value, _prepared(model, stop.value, name, where)
+                    # Cancel pressed after the last tile (the bar full: the checks and the layers' data take
+                    # 1-1.5 s on a 6000 x 6000 mosaic) stops the run too, instead of adding its results anyway
+                    if token.cancelled:
+                        return _Failed(Cancelled("Prediction cancelled; no layer was added."))
+                    prepared = _prepared(model, stop.value, name, where)
+                    if token.cancelled:
+                        return _Failed(Cancelled("Prediction cancelled; no layer was added."))
+                    return stop.value, prepared
                 except AttnSegError as exc:
                     return _Failed(exc)  # (superqt re-raises an exception returned as is)
                 yield done, total
@@ -109,6 +116,9 @@ class SegmentJob:
                 return
             if isinstance(result, _Failed):
                 on_error(result.error)
+                return
+            if token.cancelled:  # pressed while the results were on their way to this thread
+                on_error(Cancelled("Prediction cancelled; no layer was added."))
                 return
             pred, prepared = result
             if layer not in self.viewer.layers:  # results without their image would pair with another one
