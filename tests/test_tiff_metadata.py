@@ -130,11 +130,11 @@ def test_predict_keeps_ome_and_imagej_calibration_and_axes(tmp_path, tiny_checkp
     assert main(["predict", *[str(inputs / n) for n in names], "--model", str(model), "--out", str(out),
                  "--device", "cpu"]) == 0
 
-    with tifffile.TiffFile(out / "ome.ome_mask.tif") as tif:
+    with tifffile.TiffFile(out / "ome_mask.tif") as tif:
         xres = tif.pages[0].tags["XResolution"].value
         assert xres[1] / xres[0] == pytest.approx(0.325)
-    assert read_image(out / "ome.ome_mask.tif").spacing == pytest.approx((0.325, 0.325))
-    assert json.loads((out / "ome.ome_predict.json").read_text())["spacing"] == pytest.approx([0.325, 0.325])
+    assert read_image(out / "ome_mask.tif").spacing == pytest.approx((0.325, 0.325))
+    assert json.loads((out / "ome_predict.json").read_text())["spacing"] == pytest.approx([0.325, 0.325])
 
     with tifffile.TiffFile(out / "zstack_mask.tif") as tif:
         ij = tif.imagej_metadata
