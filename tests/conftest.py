@@ -104,3 +104,22 @@ def nuclei_click_panel(make_napari_viewer):
     corr.prompt.model_combo.value = "nuclei-2d-prompt"
     corr.prompt.enable_box.value = True
     return viewer, corr, mask, ref
+
+
+@pytest.fixture()
+def volume_run(make_napari_viewer, qtbot, tiny_checkpoint):
+    """A viewer with the docked panels, a 10 x 32 x 32 volume "vol" (4 mm slices) and a tiny 2D model's run on it:
+    (viewer, dock)."""
+    import numpy as np
+
+    from napari_attnseg._napari.dock import AttnSegDock
+
+    viewer = make_napari_viewer()
+    dock = AttnSegDock(viewer)
+    viewer.window.add_dock_widget(dock, name="Attention segmentation")
+    viewer.add_image(np.random.default_rng(3).random((10, 32, 32)).astype(np.float32), name="vol",
+                     scale=(4.0, 1.0, 1.0))
+    dock.segment.add_model(tiny_checkpoint(2))
+    with qtbot.waitSignal(dock.segment.run_done, timeout=60000):
+        dock.segment.run_button.native.click()
+    return viewer, dock

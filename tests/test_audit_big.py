@@ -62,23 +62,14 @@ def test_replacing_an_edited_mask_hashes_it_once_on_the_gui_thread(segment_panel
     assert asked == []
 
 
-def test_next_suggested_on_a_big_volume_finds_the_slice_in_a_worker(make_napari_viewer, qtbot, tiny_checkpoint,
-                                                                      monkeypatch):
+def test_next_suggested_on_a_big_volume_finds_the_slice_in_a_worker(volume_run, qtbot, monkeypatch):
     """N on a 300 x 512 x 512 CT held the GUI thread 6.1 s (the uncertainty map of the whole run, 2 GB more
     memory): a big volume's map is made in a worker, and the view jumps when it is done (the same slice)."""
     from napari_attnseg import suggest
     from napari_attnseg._napari import suggest_tool
-    from napari_attnseg._napari.dock import AttnSegDock
 
-    viewer = make_napari_viewer()
-    dock = AttnSegDock(viewer)
-    viewer.window.add_dock_widget(dock, name="Attention segmentation")
+    viewer, dock = volume_run
     seg, corr = dock.segment, dock.correct
-    vol = np.random.default_rng(3).random((10, 32, 32)).astype(np.float32)
-    viewer.add_image(vol, name="vol", scale=(4.0, 1.0, 1.0))
-    seg.add_model(tiny_checkpoint(2))
-    with qtbot.waitSignal(seg.run_done, timeout=60000):
-        seg.run_button.native.click()
     corr.mark_slices([0, 1])
     monkeypatch.setattr(suggest_tool, "BACKGROUND_VOXELS", 1000)  # this small volume counts as big
     monkeypatch.setattr(suggest, "UNCERTAINTY_BLOCK", 2 * 32 * 32)  # and is mapped a slice at a time

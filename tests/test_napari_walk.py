@@ -301,21 +301,14 @@ def test_click_to_fix_later_clicks_refine_the_newest_mask(make_napari_viewer, qt
     _no_exception(notifications)
 
 
-def test_next_suggested_slice_jumps_to_an_unreviewed_uncertain_slice(make_napari_viewer, qtbot, tiny_checkpoint):
+def test_next_suggested_slice_jumps_to_an_unreviewed_uncertain_slice(volume_run):
     """After a run, 'Next suggested slice' moves the viewer to the unreviewed slice with the highest
     uncertainty of the run's probabilities, shows the uncertainty as a hidden layer, never a reviewed one."""
-    from napari_attnseg._napari.dock import AttnSegDock
     from napari_attnseg.suggest import rank_slices, slice_scores, uncertainty_map
 
-    viewer = make_napari_viewer()
-    dock = AttnSegDock(viewer)
-    viewer.window.add_dock_widget(dock, name="Attention segmentation")
+    viewer, dock = volume_run
     seg, corr = dock.segment, dock.correct
-    vol = np.random.default_rng(3).random((10, 32, 32)).astype(np.float32)
-    viewer.add_image(vol, name="vol", scale=(4.0, 1.0, 1.0))
-    seg.add_model(tiny_checkpoint(2))
-    with qtbot.waitSignal(seg.run_done, timeout=60000):
-        seg.run_button.native.click()
+    vol = np.asarray(viewer.layers["vol"].data)
     mask = viewer.layers["vol mask"]
     corr.mark_slices([0, 1, 2, 3])
     viewer.layers.selection.active = mask
