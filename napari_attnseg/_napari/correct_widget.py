@@ -56,7 +56,7 @@ class CorrectWidget(Undockable, QWidget, CorrectForm, ClassList, CorrectExport, 
         self.prompt.refresh_models()  # (a Container resets its combo boxes' choices when it is built)
         self.refresh()
         self.viewer.layers.events.inserted.connect(self._layer_inserted)
-        [reopen_tiff_mask(self.viewer, ly) for ly in list(self.viewer.layers)]  # opened before the panel
+        reopen_tiff_mask(self.viewer, *self.viewer.layers)  # TIFF masks opened before the panel
         self.viewer.layers.events.removed.connect(self._layer_removed)
         self.labels_combo.changed.connect(self._mask_changed)
         self.image_combo.changed.connect(lambda *_: self._remember_choice())

@@ -11,10 +11,14 @@ from __future__ import annotations
 import numpy as np
 
 
-def reopen_tiff_mask(viewer, layer) -> bool:
-    """When ``layer`` (just added) is an integer Image read from a TIFF mask of this plugin, put a Labels layer in
-    its place with the mask's reviewed slices and model, once napari has finished adding it (the other panels see
-    the image added, then the mask); True when it will."""
+def reopen_tiff_mask(viewer, *layers) -> bool:
+    """Each of ``layers`` (just added, or open before the panel) that is an integer Image read from a TIFF mask of
+    this plugin gets a Labels layer in its place with the mask's reviewed slices and model, once napari has finished
+    adding it (the other panels see the image added, then the mask); True when one will."""
+    return any([_reopen(viewer, layer) for layer in layers])  # (a list: every layer, not up to the first)
+
+
+def _reopen(viewer, layer) -> bool:
     from napari.layers import Image
     from qtpy.QtCore import QTimer
 

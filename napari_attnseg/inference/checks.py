@@ -110,14 +110,14 @@ def prepare(model, image, options: dict):
     if options.get("spacing") is not None:
         options["spacing"] = check_spacing(options["spacing"], spatial, image.ndim)
     options["normalization"] = check_normalization(options.get("normalization"))
-    check_callables(options)
+    check_run_options(options)
     out = options.get("out")
     if out is not None and Path(out).exists() and not Path(out).is_dir():
         raise InputError(f"out={str(out)!r} is an existing file; out is a new (or empty) folder for the outputs.")
     return model, image
 
 
-def check_callables(options: dict) -> None:
+def check_run_options(options: dict) -> None:
     """``batch_size``, ``cancel`` and ``progress`` checked before anything runs (API audit: ``batch_size=-1`` failed
     with "max() arg is an empty sequence", ``cancel=True`` and ``progress=5`` failed only after the first tiles)."""
     bs = options.get("batch_size")
