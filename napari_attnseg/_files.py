@@ -20,11 +20,12 @@ def atomic_write(path: str | os.PathLike, writer: Callable[[str], object]) -> Pa
     """Call ``writer(tmp)`` on a temporary file beside ``path``, then rename it into place.
 
     Readers see the old file or the new one, never half of it; the temporary file keeps the
-    target's suffix (``.nii.gz``, ``.tif``) because some writers choose the format from it.
+    target's suffix (``.nii.gz``, ``.tif``) because some writers choose the format from it, in lower case
+    (nibabel cannot tell the type of ``x.tmp.GZ`` for a ``scan.NII.GZ``, nor of a mixed-case ``.Nii.gz``).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = ".nii.gz" if path.name.endswith(".nii.gz") else path.suffix
+    suffix = ".nii.gz" if path.name.lower().endswith(".nii.gz") else path.suffix.lower()
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
     os.close(fd)
     try:

@@ -306,3 +306,133 @@ def test_a_symlinked_inputs_reference_is_named_after_the_input_as_given(tmp_path
     record = json.loads((tmp_path / "o" / "slide_predict.json").read_text())
     assert record["input_reference"] == "slide_image.tif" and (tmp_path / "o" / "slide_image.tif").is_symlink()
     assert (tmp_path / "o" / "slide_mask.tif").exists()
+
+
+# 2D MetaImage and NRRD, upper-case output names, a read-only --uncertainty folder ------------------------------
+# (audit of inputs as they come from other sites' systems: ITK / Grand Challenge 2D files, names like scan.NII.GZ)
+
+_CELLS = (np.arange(24 * 30) * 37 % 251).reshape(24, 30).astype(np.uint8)  # (y, x): 24 rows of 30
+
+
+def _mha_2d(path: Path, data: np.ndarray = _CELLS, detached: bool = False) -> Path:
+    """A 2D MetaImage as ITK writes one (x fastest; Offset, ElementSpacing and TransformMatrix with 2 axes)."""
+    header = ("ObjectType = Image\nNDims = 2\nBinaryData = True\nBinaryDataByteOrderMSB = False\n"
+              "TransformMatrix = 0 1 1 0\nOffset = 10 -20\nElementSpacing = 0.5 0.25\n"
+              f"DimSize = {data.shape[1]} {data.shape[0]}\nElementType = MET_UCHAR\n")
+    if detached:
+        path.with_suffix(".raw").write_bytes(data.tobytes())
+        path.write_text(header + f"ElementDataFile = {path.with_suffix('.raw').name}\n")
+    else:
+        path.write_bytes((header + "ElementDataFile = LOCAL\n").encode() + data.tobytes())
+    return path
+
+
+def _lps_point(index_xy, origin, spacing, matrix) -> np.ndarray:
+    """ITK's TransformIndexToPhysicalPoint for a 2D image: origin + D diag(spacing) index (D's columns: axes)."""
+    d = np.asarray(matrix, float).reshape(2, 2).T
+    return np.asarray(origin, float) + d @ (np.asarray(spacing, float) * np.asarray(index_xy, float))
+
+
+@pytest.mark.parametrize("detached", [False, True])
+def test_a_2d_metaimage_reads_as_a_2d_image_with_its_spacing_and_placement(tmp_path, detached):
+    """Audit: a 2D MetaImage (a Grand Challenge / ITK pipeline's X-ray or microscopy tile) was refused: 'a 2D
+    MetaImage; napari-attnseg reads 3D MetaImages'. It reads as (y, x) with its spacing, placed as ITK places it."""
+    vol = read_image(_mha_2d(tmp_path / ("tile.mhd" if detached else "Tile ä.MHA"), detached=detached))
+    np.testing.assert_array_equal(vol.data, _CELLS)
+    assert vol.spacing == pytest.approx((0.25, 0.5)) and vol.meta["axis_order"] == "ji"
+    for i, j in ((0, 0), (29, 23), (7, 3)):
+        lps = _lps_point((i, j), (10, -20), (0.5, 0.25), (0, 1, 1, 0))
+        np.testing.assert_allclose((vol.affine @ [i, j, 0, 1])[:2], lps * [-1, -1], atol=1e-9)
+
+
+@pytest.mark.parametrize("space", ["space dimension: 2", "space: left-posterior-superior"])
+def test_a_2d_nrrd_reads_as_a_2d_image(tmp_path, space):
+    """Audit: a 2D NRRD was refused ('a 2-dimensional NRRD; napari-attnseg reads 3D volumes'). ITK writes a 2D image
+    in a 2D space without a name (read as ITK reads it: LPS); a 2D slice may also lie in a named 3D space."""
+    three = "space:" in space
+    dirs = "(0.5,0,0) (0,0.25,0)" if three else "(0.5,0) (0,0.25)"
+    header = (f"NRRD0004\ntype: uint8\ndimension: 2\n{space}\nsizes: 30 24\nspace directions: {dirs}\n"
+              f"encoding: gzip\nspace origin: ({'10,-20,5' if three else '10,-20'})\n\n")
+    import gzip
+
+    path = tmp_path / "slice.NRRD"
+    path.write_bytes(header.encode() + gzip.compress(_CELLS.tobytes()))
+    vol = read_image(path)
+    np.testing.assert_array_equal(vol.data, _CELLS)
+    assert vol.spacing == pytest.approx((0.25, 0.5))
+    np.testing.assert_allclose(vol.affine[:3, 3], [-10, 20, 5 if three else 0], atol=1e-9)
+    np.testing.assert_allclose(vol.affine[:2, :2], np.diag([-0.5, -0.25]), atol=1e-9)
+
+
+def test_predict_on_a_2d_metaimage_writes_2d_nifti_on_its_grid(tmp_path, tiny_checkpoint, capsys):
+    """Outputs of a 2D MetaImage are what a 3D one gets (NIfTI, the same placement), in 2D: the same mask as the
+    same pixels given as TIFF, on the MetaImage's grid, so ITK viewers overlay it on the .mha."""
+    src = _mha_2d(tmp_path / "Tile ä.MHA", np.kron(_CELLS, np.ones((2, 2), np.uint8)))
+    tifffile.imwrite(tmp_path / "same.tif", read_image(src).data)
+    model = str(tiny_checkpoint(dims=2))
+    for name in ("Tile ä.MHA", "same.tif"):
+        assert main(["predict", str(tmp_path / name), "--model", model, "--out", str(tmp_path / "o"),
+                     "--device", "cpu", "--attention"]) == 0, capsys.readouterr().err
+    import nibabel as nib
+
+    mask = nib.load(str(tmp_path / "o" / "Tile ä_mask.nii.gz"))
+    assert mask.shape == (60, 48)  # (x, y): a 2D file
+    np.testing.assert_allclose(mask.affine, read_image(src).affine, atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(mask.dataobj).T, tifffile.imread(tmp_path / "o" / "same_mask.tif"))
+    assert nib.load(str(tmp_path / "o" / "Tile ä_prob.nii.gz")).shape[:2] == (60, 48)
+    assert list((tmp_path / "o").glob("Tile ä_attention_*.nii.gz"))
+
+
+def test_a_2d_metaimage_opens_in_napari_as_a_2d_layer(tmp_path):
+    from napari_attnseg._napari.io_hooks import get_nifti_reader
+
+    path = str(_mha_2d(tmp_path / "tile.mha"))
+    [(data, kwargs, kind)] = get_nifti_reader(path)(path)
+    assert kind == "image" and data.shape == (24, 30) and tuple(kwargs["scale"]) == pytest.approx((0.25, 0.5))
+
+
+def test_a_4d_metaimage_is_still_refused_by_name(tmp_path):
+    path = tmp_path / "series.mha"
+    path.write_bytes(b"NDims = 4\nDimSize = 2 2 2 2\nElementType = MET_UCHAR\nElementDataFile = LOCAL\n" + bytes(16))
+    with pytest.raises(InputError, match=r"series.mha: a MetaImage of NDims 4.*each volume on its own"):
+        read_image(path)
+
+
+@pytest.mark.parametrize("name", ["unc.NII.GZ", "unc.NII", "unc.TIF", "unc.TIFF"])
+def test_upper_case_output_names_are_written_in_their_format(tmp_path, name):
+    """Audit: `attnseg suggest ... --uncertainty ../unc.NII.GZ` computed everything, then failed: 'ImageFileError:
+    Cannot work out file type of ".unc.NII.GZ.iyr1o84q.tmp.GZ"' (the temporary file kept only '.GZ')."""
+    from napari_attnseg.data import write_image
+
+    data = np.random.default_rng(0).random((3, 4, 5)).astype(np.float32)
+    out = write_image(tmp_path / name, data, spacing=(2.0, 1.0, 1.0))
+    assert out.name == name and sorted(p.name for p in tmp_path.iterdir()) == [name]
+    np.testing.assert_allclose(read_image(out).data, data)
+    assert (out.read_bytes()[:2] == b"\x1f\x8b") == name.lower().endswith(".gz")
+
+
+def test_suggest_refuses_a_read_only_uncertainty_folder_before_running(tmp_path, capsys, monkeypatch):
+    """Audit: an --uncertainty file in a read-only folder ran the whole model, then failed with 'OSError: [Errno 30]
+    Read-only file system' (a read-only folder is simulated: the tests may run as root)."""
+    import tempfile
+
+    from napari_attnseg import suggest
+
+    src = tmp_path / "scan.nii.gz"
+    import nibabel as nib
+
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 4), np.int16), np.eye(4)), str(src))
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real = tempfile.NamedTemporaryFile
+
+    def refuse(*args, **kwargs):
+        if Path(kwargs.get("dir") or ".") == locked:
+            raise OSError(30, "Read-only file system")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tempfile, "NamedTemporaryFile", refuse)
+    monkeypatch.setattr(suggest, "predict_uncertainty", lambda *a, **k: pytest.fail("ran the model before checking"))
+    assert main(["suggest", str(src), "--model", "brain-mri-3d", "--uncertainty", str(locked / "unc.nii.gz")]) == 1
+    line = _error(capsys, "suggest")
+    assert f"{locked}" in line and "cannot be written in" in line and "Read-only file system" in line

@@ -8,14 +8,14 @@ import sys
 from pathlib import Path
 
 NAME = "predict"
-HELP = "Segment images (TIFF, NIfTI, DICOM, PNG/JPEG/BMP) and write masks, probabilities and attention maps."
+HELP = "Segment images (TIFF, NIfTI, MetaImage, NRRD, DICOM, PNG/JPEG/BMP) and write masks, probabilities and attention maps."
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..options import DEVICES, MODES, PRECISIONS
 
     parser.add_argument("inputs", nargs="+", metavar="INPUT",
-                        help="image files (.tif, .nii.gz, .png, .jpg, .bmp) or DICOM folders; a folder of images, a quoted glob or a "
+                        help="image files (.tif, .nii.gz, .mha, .nrrd, .png, .jpg, .bmp) or DICOM folders; a folder of images, a quoted glob or a "
                              ".csv of paths runs a resumable cohort (finished cases are skipped)")
     parser.add_argument("--model", required=True, help="bundled model name (see `attnseg models`) or a .safetensors file")
     parser.add_argument("--out", required=True, help="output folder")

@@ -31,7 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def check_uncertainty_path(path: Path, image: Path, overwrite: bool) -> None:
     """Refuse, before any inference, an ``--uncertainty`` file that would replace the input image, an
-    existing file (unless ``overwrite``), a folder, a missing folder or a format we cannot write."""
+    existing file (unless ``overwrite``), a folder, a missing or read-only folder or a format we cannot write."""
+    import tempfile
+
     from ..data import image_format
     from ..errors import InputError
 
@@ -50,6 +52,12 @@ def check_uncertainty_path(path: Path, image: Path, overwrite: bool) -> None:
                          "to replace it.")
     if not path.parent.is_dir():
         raise InputError(f"--uncertainty {path}: the folder {path.parent} does not exist.")
+    try:  # written in once now: not an error after the whole prediction
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".attnseg-write-test-"):
+            pass
+    except OSError as exc:
+        raise InputError(f"--uncertainty {path}: the folder {path.parent} cannot be written in "
+                         f"({exc.strerror or exc}); choose a file in a folder you can write to.") from None
 
 
 def run(args: argparse.Namespace) -> int:

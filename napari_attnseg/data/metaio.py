@@ -8,6 +8,8 @@ its ``space`` (``space directions``: one vector per axis, spacing included; ``sp
 back as a NIfTI read would: a RAS affine for (i, j, k) and ``meta["nifti"]`` as if the file were a NIfTI with
 that affine (codes 1, "scanner"), so results are written as NIfTI files that overlay the scan in every viewer.
 Only what these readers need is parsed; compressed data is zlib (MetaImage ``CompressedData``) or gzip (NRRD).
+A 2D file (``NDims = 2``, NRRD ``dimension: 2``: an X-ray, a fundus or microscopy image from an ITK or Grand
+Challenge pipeline) is read as (y, x) with its spacing and placement, as a 2D NIfTI is, and its results are 2D NIfTI.
 """
 
 from __future__ import annotations
@@ -39,11 +41,16 @@ _SPACES = {"left-posterior-superior": "LPS", "lps": "LPS", "right-anterior-super
 _FLIPS = {"LPS": np.diag([-1.0, -1.0, 1.0]), "LAS": np.diag([-1.0, 1.0, 1.0]), "RAS": np.eye(3)}
 
 
-def _numbers(text: str, p: Path, key: str) -> list[float]:
+def _numbers(text: str, p: Path, key: str, count: int = 0) -> list[float]:
+    """The numbers of a header field (at least ``count`` of them)."""
     try:
-        return [float(v) for v in text.replace("(", " ").replace(")", " ").replace(",", " ").split()]
+        values = [float(v) for v in text.replace("(", " ").replace(")", " ").replace(",", " ").split()]
     except ValueError:
         raise InputError(f"{p}: the header's {key} ({text!r}) is not a list of numbers.") from None
+    if len(values) < count:
+        raise InputError(f"{p}: the header's {key} ({text!r}) has {len(values)} numbers where the image's dimensions "
+                         f"need {count}; the header is damaged: save the image again from the program that made it.")
+    return values
 
 
 def _read_header(p: Path, first_line: str | None) -> tuple[dict[str, str], int]:
@@ -117,26 +124,36 @@ def _payload(p: Path, where: str, offset: int, compressed: str | None) -> bytes:
 
 def _volume(p: Path, data: np.ndarray, spacing: np.ndarray, directions: np.ndarray, origin: np.ndarray,
             space: str, kind: str) -> Volume:
-    """``data`` (k, j, i); ``directions`` (3, 3): column n the unit direction of axis n (i, j, k) in ``space``."""
+    """``data`` (k, j, i) or (j, i); ``directions`` (d, n): column n the unit direction of axis n (i, j, k) in
+    ``space``, of d = 2 or 3 dimensions (a 2D image in a 2D space, or placed in 3D); ``origin``: d values. A 2D
+    image gets a 3D affine whose third axis is the plane's normal, as a 2D NIfTI's (its results are 2D NIfTI)."""
+    n, d = data.ndim, len(origin)
+    steps, corner = np.eye(3), np.zeros(3)
+    steps[:d, :n] = np.asarray(directions, float)[:d, :n]
+    corner[:d] = origin[:d]
+    if n == 2 and d == 3:  # a plane in 3D: its normal as the third axis
+        normal = np.cross(steps[:, 0], steps[:, 1])
+        steps[:, 2] = normal / np.linalg.norm(normal) if np.linalg.norm(normal) > 1e-9 else [0.0, 0.0, 1.0]
     to_ras = _FLIPS[space]
     affine = np.eye(4)
-    affine[:3, :3] = to_ras @ directions @ np.diag(spacing)
-    affine[:3, 3] = to_ras @ origin
+    affine[:3, :3] = to_ras @ steps @ np.diag([*spacing[:n], *[1.0] * (3 - n)])
+    affine[:3, 3] = to_ras @ corner
     meta: dict[str, Any] = {
-        "source_path": str(p), "format": "nifti", "file_format": kind, "axis_order": "kji",
+        "source_path": str(p), "format": "nifti", "file_format": kind, "axis_order": "kji"[-n:],
         "nifti": {"stored_shape": list(reversed(data.shape)), "stored_dtype": str(data.dtype), "qform_code": 1,
                   "sform_code": 1, "qform": affine.tolist(), "xyz_units": "mm", "scl_slope": None, "scl_inter": None},
     }
-    return Volume(data, tuple(float(s) for s in reversed(spacing)), affine, meta)
+    return Volume(data, tuple(float(s) for s in reversed(spacing[:n])), affine, meta)
 
 
 def read_metaimage(p: Path) -> Volume:
-    """A 3D MetaImage (``.mha`` with its data inside, ``.mhd`` naming a raw file)."""
+    """A 2D or 3D MetaImage (``.mha`` with its data inside, ``.mhd`` naming a raw file)."""
     f, offset = _read_header(p, None)
     dims = [int(v) for v in _numbers(f.get("dimsize", ""), p, "DimSize")]
-    if int(f.get("ndims", len(dims))) != 3 or len(dims) != 3:
-        raise InputError(f"{p}: a {f.get('ndims', len(dims))}D MetaImage; napari-attnseg reads 3D MetaImages (for 2D "
-                         "images, save them as TIFF or PNG).")
+    n = len(dims)
+    if f.get("ndims", str(n)).strip() != str(n) or n not in (2, 3):
+        raise InputError(f"{p}: a MetaImage of NDims {f.get('ndims', n)} and DimSize {f.get('dimsize')!r}; "
+                         "napari-attnseg reads 2D and 3D MetaImages (a 4D series: save each volume on its own).")
     if int(f.get("elementnumberofchannels", 1)) != 1:
         raise InputError(f"{p}: {f['elementnumberofchannels']} values per voxel; save one channel per file.")
     kind = _MET_TYPES.get(f.get("elementtype", "").upper())
@@ -150,21 +167,24 @@ def read_metaimage(p: Path) -> Volume:
         raise InputError(f"{p}: {len(buf)} bytes of data for {dims} voxels of {dtype}; the file is cut short.")
     data = np.frombuffer(buf, dtype, count=int(np.prod(dims))).reshape(tuple(reversed(dims)))
     data = data.astype(dtype.newbyteorder("="))
-    spacing = np.asarray(_numbers(f.get("elementspacing", f.get("elementsize", "1 1 1")), p, "ElementSpacing")[:3])
-    origin = np.asarray(_numbers(f.get("offset", f.get("origin", f.get("position", "0 0 0"))), p, "Offset")[:3])
-    matrix = _numbers(f.get("transformmatrix", f.get("rotation", f.get("orientation", "1 0 0 0 1 0 0 0 1"))), p,
-                      "TransformMatrix")
-    directions = np.asarray(matrix[:9]).reshape(3, 3).T  # (ITK: the n-th triple is axis n's direction)
+    ones, zeros = " ".join(["1"] * n), " ".join(["0"] * n)
+    spacing = np.asarray(_numbers(f.get("elementspacing", f.get("elementsize", ones)), p, "ElementSpacing", n)[:n])
+    origin = np.asarray(_numbers(f.get("offset", f.get("origin", f.get("position", zeros))), p, "Offset", n)[:n])
+    identity = " ".join(map(str, np.eye(n).ravel().tolist()))
+    matrix = _numbers(f.get("transformmatrix", f.get("rotation", f.get("orientation", identity))), p,
+                      "TransformMatrix", n * n)
+    directions = np.asarray(matrix[:n * n]).reshape(n, n).T  # (ITK: the n-th tuple is axis n's direction)
     return _volume(p, data, spacing, directions, origin, "LPS", "metaimage")  # (ITK's physical space is LPS)
 
 
 def read_nrrd(p: Path) -> Volume:
-    """A 3D NRRD (``.nrrd``, or a ``.nhdr`` header naming its data file); raw or gzip encoding."""
+    """A 2D or 3D NRRD (``.nrrd``, or a ``.nhdr`` header naming its data file); raw or gzip encoding."""
     f, offset = _read_header(p, "NRRD")
     dims = [int(v) for v in _numbers(f.get("sizes", ""), p, "sizes")]
-    if int(f.get("dimension", len(dims))) != 3 or len(dims) != 3:
-        raise InputError(f"{p}: a {f.get('dimension', len(dims))}-dimensional NRRD; napari-attnseg reads 3D volumes "
-                         "(a segmentation with several layers or a 4D series: save each volume on its own).")
+    n = len(dims)
+    if f.get("dimension", str(n)).strip() != str(n) or n not in (2, 3):
+        raise InputError(f"{p}: a {f.get('dimension', n)}-dimensional NRRD; napari-attnseg reads 2D images and 3D "
+                         "volumes (a segmentation with several layers or a 4D series: save each volume on its own).")
     kind = _NRRD_TYPES.get(f.get("type", "").lower())
     if kind is None:
         raise InputError(f"{p}: NRRD type {f.get('type')!r} is not supported.")
@@ -174,25 +194,31 @@ def read_nrrd(p: Path) -> Volume:
     dtype = np.dtype(kind).newbyteorder(">" if f.get("endian", "little").lower() == "big" else "<")
     where = f.get("data file", f.get("datafile", "LOCAL"))
     buf = _payload(p, where, offset, "gzip" if encoding in ("gzip", "gz") else None)
-    n = int(np.prod(dims))
-    if len(buf) < n * dtype.itemsize:
+    voxels = int(np.prod(dims))
+    if len(buf) < voxels * dtype.itemsize:
         raise InputError(f"{p}: {len(buf)} bytes of data for {dims} voxels of {dtype}; the file is cut short.")
-    data = np.frombuffer(buf, dtype, count=n, offset=len(buf) - n * dtype.itemsize if where == "LOCAL" else 0)
+    data = np.frombuffer(buf, dtype, count=voxels,
+                         offset=len(buf) - voxels * dtype.itemsize if where == "LOCAL" else 0)
     data = data.reshape(tuple(reversed(dims))).astype(dtype.newbyteorder("="))
     space = _SPACES.get(f.get("space", "").lower())
+    if "space" not in f and "space dimension" in f:  # a space without a name (ITK writes 2D images so): ITK's, LPS
+        space = "LPS"
     if "space directions" in f and space is None:
         raise InputError(f"{p}: NRRD space {f.get('space')!r} is not an anatomical one napari-attnseg places (RAS, LPS, "
                          "LAS); save it again in one of them (3D Slicer does by default).")
     if "space directions" in f:
-        steps = np.asarray(_numbers(f["space directions"], p, "space directions")[:9]).reshape(3, 3).T  # column n: axis n
-        spacing = np.linalg.norm(steps, axis=0)
+        d = 3 if "space" in f else int(_numbers(f.get("space dimension", str(n)), p, "space dimension", 1)[0])
+        if d not in (2, 3) or d < n:  # (a named space is 3D)
+            raise InputError(f"{p}: a {n}D NRRD in a space of {d} dimensions; napari-attnseg places images in 2D or 3D.")
+        steps = np.asarray(_numbers(f["space directions"], p, "space directions", n * d)[:n * d]).reshape(n, d).T
+        spacing = np.linalg.norm(steps, axis=0)  # (column n of steps: axis n)
         if not np.all(spacing > 0):
             raise InputError(f"{p}: its space directions ({f['space directions']}) give an axis no length.")
         directions = steps / spacing
-        origin = np.asarray(_numbers(f.get("space origin", "(0,0,0)"), p, "space origin")[:3])
+        origin = np.asarray(_numbers(f.get("space origin", f"({','.join(['0'] * d)})"), p, "space origin", d)[:d])
     else:  # no placement in space: spacings only, axes as stored
-        spacing = np.asarray(_numbers(f.get("spacings", "1 1 1"), p, "spacings")[:3])
-        directions, origin, space = np.eye(3), np.zeros(3), "RAS"
+        spacing = np.asarray(_numbers(f.get("spacings", " ".join(["1"] * n)), p, "spacings", n)[:n])
+        directions, origin, space = np.eye(n), np.zeros(n), "RAS"
     vol = _volume(p, data, spacing, directions, origin, space, "nrrd")
     if (names := _segment_names(f, data)) is not None:
         vol.meta["class_names"] = names
