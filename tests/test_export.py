@@ -224,7 +224,7 @@ def test_export_killed_from_outside_mid_case(tmp_path, case):
             "export.export_case(np.load(sys.argv[1]), np.load(sys.argv[2]), sys.argv[3], 'nnunet')")
     proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "img.npy"), str(tmp_path / "lab.npy"), str(ds)])
     deadline = time.time() + 60
-    while not list((ds / "imagesTr").glob(".case_0001_0000*staged.nii.gz")) and time.time() < deadline:
+    while not list(ds.rglob("*case_0001_0000*staged*")) and time.time() < deadline:
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()

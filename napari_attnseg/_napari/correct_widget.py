@@ -355,7 +355,7 @@ class CorrectWidget(Undockable, QWidget, CorrectForm, ClassList, CorrectExport, 
             "label_names": names,
             "source_name": Path(str(meta["source_path"])).name if meta.get("source_path") else img_name,
             "model_info": model_identity(info) if info else None,
-            "modality": meta.get("modality"),
+            "modality": meta.get("modality"), "nifti": meta.get("nifti"),  # its qform/sform codes too
             "unit": units if (units := [str(u) for u in getattr(image_layer, "units", ())]) and "pixel" not in units else None,
         }
         image, labels, fmt = np.asarray(image_layer.data), np.array(layer.data), self.format_combo.value

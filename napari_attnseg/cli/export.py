@@ -117,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
         channel_names=channels, source_name=args.source_name or Path(str(args.image).rstrip("/")).name,
         model_info=model_info, overwrite=args.overwrite,
         foreground=args.foreground, modality=image.meta.get("modality"), labels_name=str(args.labels),
+        nifti=image.meta.get("nifti"),  # the source's qform/sform codes: ITK viewers place the case as the source
         unit=image.meta.get("unit"),  # a TIFF's length unit (ImageJ 'micron'): the TIFF layout keeps it for Fiji
     )
     for w in record.warnings:

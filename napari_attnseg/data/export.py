@@ -40,9 +40,9 @@ from .manifest import (
     dataset_lock,
     read_manifest,
     recover,
-    staged_name,
     write_json_atomic,
 )
+from .staging import discard, staged_name
 from .volume import Volume
 
 __all__ = ["FORMATS", "CaseRecord", "array_sha256", "check_class_ids", "check_same_grid", "detect_format",
@@ -281,6 +281,7 @@ def export_case(
     foreground: bool = False,
     modality: str | None = None,
     labels_name: str | None = None, unit: str | Sequence[str] | None = None,
+    nifti: dict[str, Any] | None = None,
 ) -> CaseRecord:
     """Add one case (image + corrected labels) to the dataset at ``dataset_dir``; return its record.
 
@@ -297,6 +298,9 @@ def export_case(
     are refused; a new dataset whose auto-named table skips values gets a note in ``warnings``.
     Names are stripped of surrounding spaces; ``labels_name`` (e.g. the mask's file) names the labels in messages.
     ``unit``: the length unit of ``spacing`` for TIFF files (``"µm"``, or a napari layer's ``units``; with an affine mm).
+    ``nifti``: the source NIfTI's header facts (``Volume.meta["nifti"]``, a napari layer's ``metadata["nifti"]``):
+    with ``affine``, the NIfTI files keep its qform/sform codes and its own qform, so they overlay the source in
+    every viewer as the source shows (ITK reads the qform when the sform code is not 1); else codes 1 (scanner).
     Only pixel values and geometry are written (no source headers). Nothing is written when any
     input is refused (``InputError`` / ``DatasetError``), and no file that is not a case of the
     dataset's manifest is replaced. ``CaseRecord.warnings`` also names earlier cases with the same image.
@@ -364,6 +368,8 @@ def export_case(
                 sp = spacing_l if data.ndim == ndim else [1.0, *spacing_l]  # (C, y, x) TIFF: channels first
                 # a (C, y, x) TIFF is labelled CYX: Fiji opens channels, not z-slices 1 unit apart
                 like = Volume(data, tuple(sp), None, {"axes": "CYX"}) if (data.ndim, ndim) == (3, 2) else None
+                if nifti and affine is not None and format != "tiff":  # the source's header codes and qform
+                    like = Volume(data, tuple(sp), np.asarray(affine, float), {"nifti": dict(nifti)})
                 write_image(tmp, data, like, spacing=sp, affine=affine, unit="mm" if affine is not None else unit)
                 _hook("file")
             record = CaseRecord(
@@ -382,20 +388,18 @@ def export_case(
             manifest.setdefault("channel_names", [])
             index = index_files(folder, format, manifest)
         except BaseException as exc:  # not committed: the dataset is untouched; drop the staged files
-            for tmp, _ in staged:
-                tmp.unlink(missing_ok=True)
+            discard([tmp for tmp, _ in staged], folder)
             if isinstance(exc, OSError):
                 raise DatasetError(f"Writing case {cid} to {folder} failed ({exc.strerror or exc}); "
                                    "the dataset is unchanged.") from None
             raise
-        try:
-            commit(folder, staged, index, manifest, hook=_hook)
+        try:  # the label file first: killed between renames, no reader lists the case's image without its label
+            commit(folder, staged[-1:] + staged[:-1], index, manifest, hook=_hook)
         except OSError as exc:
             if (folder / JOURNAL).exists():  # committed: the staged files must stay for the journal
                 raise DatasetError(f"Case {cid} was committed to {folder} but not finished ({exc.strerror or exc}); "
                                    "the next export or read of the dataset finishes it.") from None
-            for tmp, _ in staged:
-                tmp.unlink(missing_ok=True)
+            discard([tmp for tmp, _ in staged], folder)
             raise DatasetError(f"Writing case {cid} to {folder} failed ({exc.strerror or exc}); "
                                "the dataset is unchanged.") from None
     return record

@@ -1,12 +1,13 @@
 """A dataset's ``manifest.json`` and the commit protocol that keeps a dataset whole.
 
-An export stages every file of a case under a hidden temporary name, then writes a journal (the new
-manifest, the new index files and the renames to do) atomically: that write is the commit point.
-Applying the journal renames the staged files into place, rewrites ``dataset.json`` /
+An export stages every file of a case in the dataset's hidden staging folder (``staging.py``: nothing
+in the layout folders, where nnU-Net would count it), then writes a journal (the new manifest, the new
+index files and the renames to do) atomically: that write is the commit point. Applying the journal
+renames the staged files into place (the label file first), rewrites ``dataset.json`` /
 ``datalist.json`` and ``manifest.json`` atomically and deletes the journal. An export killed before
-the commit leaves only hidden staged files, which the next export (or ``read_dataset``) deletes; one
-killed after it is finished by the next export or read, so a dataset is always seen as it was before
-an export or as it is after, even when a case is overwritten.
+the commit leaves only staged files in the hidden folder, which the next export deletes; one killed
+after it is finished by the next export or ``read_dataset``, so a dataset is always seen as it was
+before an export or as it is after, even when a case is overwritten.
 """
 
 from __future__ import annotations
@@ -20,12 +21,14 @@ from typing import Any
 
 from .._files import atomic_write
 from ..errors import DatasetError
+from .staging import LAYOUT_DIRS, STAGED_MARK, clear, prune, staged_name
+
+__all__ = ["JOURNAL", "LAYOUT_DIRS", "LOCK", "MANIFEST", "STAGED_MARK", "apply_journal", "commit", "dataset_lock",
+           "ignore_value_of", "read_manifest", "recover", "staged_name", "write_json_atomic"]
 
 MANIFEST = "manifest.json"
 JOURNAL = ".attnseg-journal.json"
 LOCK = ".attnseg.lock"
-STAGED_MARK = ".attnseg-staged"
-LAYOUT_DIRS = ("imagesTr", "labelsTr", "images", "labels")
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
@@ -67,13 +70,6 @@ def dataset_lock(folder: Path) -> Iterator[None]:
             fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
-def staged_name(final: Path, token: str) -> Path:
-    """Hidden temporary name beside ``final`` that keeps its suffix (writers pick the format from it)."""
-    name = final.name
-    suffix = ".nii.gz" if name.endswith(".nii.gz") else final.suffix
-    return final.with_name(f".{name[: len(name) - len(suffix)]}.{token}{STAGED_MARK}{suffix}")
-
-
 def commit(folder: Path, renames: list[tuple[Path, Path]], index: dict[str, Any], manifest: dict,
            hook=None) -> None:
     """Write the journal (the commit point), then apply it."""
@@ -92,6 +88,7 @@ def apply_journal(folder: Path, journal: dict, hook=None) -> None:
     for staged, final in journal["renames"]:
         src = folder / staged
         if src.exists():
+            (folder / final).parent.mkdir(parents=True, exist_ok=True)
             os.replace(src, folder / final)
         if hook:
             hook("renamed")
@@ -99,6 +96,7 @@ def apply_journal(folder: Path, journal: dict, hook=None) -> None:
         write_json_atomic(folder / name, obj)
     write_json_atomic(folder / MANIFEST, journal["manifest"])
     (folder / JOURNAL).unlink(missing_ok=True)
+    prune(folder)
 
 
 def recover(folder: Path) -> bool:
@@ -119,14 +117,7 @@ def recover(folder: Path) -> bool:
         else:
             journal_path.unlink()
         repaired = True
-    for sub in LAYOUT_DIRS:
-        d = folder / sub
-        if not d.is_dir():
-            continue
-        for f in d.iterdir():
-            if f.name.startswith(".") and (STAGED_MARK in f.name or ".tmp" in f.name):
-                f.unlink(missing_ok=True)
-                repaired = True
+    repaired = clear(folder) or repaired  # staged files of uncommitted exports (a committed one's are renamed now)
     for f in folder.glob(".*.tmp*"):  # temp files of atomic JSON writes
         f.unlink(missing_ok=True)
         repaired = True
