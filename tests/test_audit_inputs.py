@@ -436,3 +436,45 @@ def test_suggest_refuses_a_read_only_uncertainty_folder_before_running(tmp_path,
     assert main(["suggest", str(src), "--model", "brain-mri-3d", "--uncertainty", str(locked / "unc.nii.gz")]) == 1
     line = _error(capsys, "suggest")
     assert f"{locked}" in line and "cannot be written in" in line and "Read-only file system" in line
+
+
+def _nii(path, shape=(6, 5, 4), dtype=np.int16):
+    import nibabel as nib
+
+    nib.save(nib.Nifti1Image(np.arange(np.prod(shape)).reshape(shape).astype(dtype), np.diag([2.0, 1.0, 1.0, 1.0])),
+             str(path.with_name("written.nii.gz")))  # nibabel itself saves scan.Nii.gz as scan.nii.gz
+    return path.with_name("written.nii.gz").rename(path)
+
+
+@pytest.mark.parametrize("name,layer", [("sub-01.ses-2.T1w.nii.gz", "sub-01.ses-2.T1w"), ("brain1.seg.nrrd", None),
+                                        ("scan.Nii.gz", "scan")])
+def test_napari_layer_names_keep_every_dot_before_the_image_suffix(tmp_path, name, layer):
+    """Audit: sub-01.ses-2.T1w.nii.gz opened as layer 'sub-01' (two sequences of a subject: 'sub-01', 'sub-01 [1]'),
+    while its _predict.json reopens as 'sub-01.ses-2.T1w'; scan.Nii.gz could not be read at all (nibabel looked
+    for scan.nii.gz)."""
+    from napari_attnseg._napari.io_hooks import get_nifti_reader
+
+    if name.endswith(".nrrd"):
+        path = tmp_path / name
+        path.write_bytes(b"NRRD0004\ntype: uint8\ndimension: 3\nsizes: 4 5 6\nencoding: raw\n\n" + bytes(120))
+        layer = "brain1.seg"
+    else:
+        path = _nii(tmp_path / name)
+    [(data, kwargs, _)] = get_nifti_reader(str(path))(str(path))
+    assert kwargs["name"] == layer and sorted(data.shape) == [4, 5, 6]
+
+
+def test_napari_save_as_upper_case_nifti_keeps_the_name(tmp_path):
+    """Audit: File > Save as 'mask.NII.GZ' wrote 'mask.NII.GZ.nii.gz'."""
+    from napari_attnseg._napari.io_hooks import write_labels_nifti
+
+    out = write_labels_nifti(str(tmp_path / "mask.NII.GZ"), np.zeros((3, 4, 5), np.uint8), {"scale": (1, 1, 1)})
+    assert out == [str(tmp_path / "mask.NII.GZ")] and read_image(out[0]).data.shape == (3, 4, 5)
+
+
+def test_export_refuses_the_image_given_as_its_own_labels(tmp_path, capsys):
+    """Audit: --labels X --image X answered '2413 distinct values ... instance ids' instead of naming the mix-up."""
+    path = _nii(tmp_path / "ct.nii.gz")
+    assert main(["export", "--image", str(path), "--labels", str(path), "--dataset", str(tmp_path / "ds")]) != 0
+    assert "ct.nii.gz: --labels names the image itself" in capsys.readouterr().err
+    assert not (tmp_path / "ds").exists()

@@ -25,6 +25,7 @@ import numpy as np
 
 from ..data import Volume, read_image, write_image
 from ..data.dicom import is_dicom_path
+from ..data.io import stem
 from ..data.metaio import META_SUFFIXES, NRRD_SUFFIXES
 from ..data.nifti import nifti_volumes, read_nifti
 from ..data.orientation import onto_grid, volume_translate
@@ -171,9 +172,9 @@ def _layer(volume: Volume, path: str) -> list[tuple]:
     for key in ("nifti", "modality", "warning", "reoriented_from"):  # header codes travel to the writer
         if volume.meta.get(key):
             meta[key] = volume.meta[key]
-    name = Path(path.rstrip("/")).name.split(".")[0]
-    if path.lower().endswith(SLICER_SEGMENTATION):  # brain1.seg.nrrd beside brain1.nrrd: 'brain1.seg', not 'brain1 [1]'
-        name = f"{name}.seg"
+    # the name without its image suffix only: sub-01.ses-2.T1w.nii.gz -> 'sub-01.ses-2.T1w' (as its _predict.json
+    # reopens), a DICOM folder named by its UID keeps it, brain1.seg.nrrd beside brain1.nrrd -> 'brain1.seg'
+    name = stem(path.rstrip("/"))
     kwargs = {"name": name, "scale": volume.spacing, "metadata": meta}
     if (unit := scan_unit(volume.meta)) is not None:  # napari's scale bar and measurements in mm, not "px"
         kwargs["units"] = (unit,) * len(volume.spacing)
@@ -319,7 +320,7 @@ def write_labels_nifti(path: str, data, meta: dict) -> list[str]:
                 affine = np.asarray(ref["affine"], float)
                 spacing = tuple(float(s) for s in ref.get("spacing") or spacing)
             nifti = nifti or ref.get("nifti")
-    if not str(path).endswith((".nii", ".nii.gz")):
+    if not str(path).lower().endswith((".nii", ".nii.gz")):  # mask.NII.GZ stays that name
         path = f"{path}.nii.gz"
     if affine is None:
         _notify(f"{Path(path).name} was written without a patient position: no open image of the same shape and "

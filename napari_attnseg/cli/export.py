@@ -51,6 +51,9 @@ def run(args: argparse.Namespace) -> int:
     from ..data.grid import on_image_grid
     from ..errors import InputError
 
+    if args.image and Path(str(args.image)).resolve() == Path(str(args.labels)).resolve():
+        raise InputError(f"{args.labels}: --labels names the image itself (--image {args.image}); give the mask file "
+                         "(e.g. <stem>_mask.nii.gz from attnseg predict, or the labels saved from napari).")
     raw_labels = read_image(args.labels)
     image = _image_of(args, raw_labels)
     image = _grey_of_picture(image, np.ndim(raw_labels.data), args.image)

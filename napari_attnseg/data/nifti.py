@@ -22,13 +22,28 @@ from .volume import Volume, model_info_of
 
 def nifti_volumes(p: Path) -> int:
     """How many volumes a NIfTI file stacks along its 4th axis (1 for a 2D or 3D file), from its header alone."""
-    import nibabel as nib
 
     try:
-        shape = nib.load(str(p)).shape
+        shape = load_nifti(p).shape
     except Exception:  # noqa: BLE001 - a damaged file: the reader that follows says what is wrong with it
         return 1
     return int(shape[3]) if len(shape) == 4 else 1
+
+
+def load_nifti(p: Path):
+    """``nibabel.load`` for any case of the suffix: nibabel looks for ``scan.nii.gz`` when given ``scan.Nii.gz``."""
+    import nibabel as nib
+
+    name = Path(p).name
+    if name.lower().endswith((".nii", ".nii.gz")) and not name.endswith((".nii", ".nii.gz", ".NII", ".NII.GZ")):
+        from nibabel.fileholders import FileHolder
+
+        holders = {"image": FileHolder(filename=str(p)), "header": FileHolder(filename=str(p))}
+        try:
+            return nib.Nifti1Image.from_file_map(holders)
+        except Exception:  # noqa: BLE001 - not NIfTI-1: NIfTI-2's header (or the reader's own message)
+            return nib.Nifti2Image.from_file_map(holders)
+    return nib.load(str(p))
 
 
 def _scale(raw: np.ndarray, slope: float, inter: float) -> np.ndarray:
@@ -61,9 +76,8 @@ def read_nifti(p: Path, volume: int | None = None):
     """A 2D or 3D NIfTI file, or volume ``volume`` of a 4D one (the MRI sequences of a patient stacked, as the
     Medical Segmentation Decathlon stores them; diffusion or functional series): only that volume is read, and
     it is written back as a 3D file on the same grid."""
-    import nibabel as nib
 
-    img = nib.load(str(p))
+    img = load_nifti(p)
     header = img.header
     # nibabel moves scl_slope/scl_inter from the loaded header onto the array proxy
     slope = float(getattr(img.dataobj, "slope", 1.0))
