@@ -132,7 +132,9 @@ def click_status(result, report: dict, clicks: int, z, typical: float | None, tr
     if report["big"]:  # not a neighbour: a region of another kind (brain tissue under a nucleus model)
         text += (f"; the model's object ({report['model']} voxels) {'lies inside' if report['inside'] else 'overlaps'}"
                  f" the object under the click ({report['initial']} voxels{where}), far bigger, which was kept as it "
-                 "was: this click model segments smaller objects; erase that region first to replace it")
+                 "was: this click model segments smaller objects; erase that region first to replace it, or select a label "
+                 "the mask does not hold (M in its layer controls), press New object and click: the object is written "
+                 "over the region")
     elif report["kept"]:
         text += (f"; {report['kept']} voxels of the object under the click lie outside the model's object and were "
                  "kept (a touching neighbour?): a negative click does not remove them, erase them if wrong")

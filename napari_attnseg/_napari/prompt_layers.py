@@ -12,7 +12,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from .prompt_view import grey_for_clicks, mask_for_clicks, prompts_layer
+from .prompt_view import (
+    PROMPTS_KEY,
+    grey_for_clicks,
+    holds_value,
+    mask_for_clicks,
+    new_object_value,
+    prompts_layer,
+    value_note,
+)
 
 
 class PromptLayers:
@@ -20,6 +28,9 @@ class PromptLayers:
     ``_on_click``, ``_model_dims()``, ``_fit_note()``, ``refresh_models()``, ``new_object()`` and ``undo_last_click()``."""
 
     _attaching = False
+    _pair: tuple = (None, None)  # the (mask, image) layers the status last spoke of
+    _selected_of = None  # the mask whose selected label the value line follows
+    _over: set = set()  # (mask unique_id, value) of objects written over a region (PromptMode.__init__ makes its own)
 
     def _image_layer(self):
         name = self.corr.image_combo.value
@@ -37,6 +48,7 @@ class PromptLayers:
         if not on and "was removed" not in self.status.value:  # (that message says why the mode went off)
             self.status.value = "Click to fix is off."
         self.new_object()
+        self.show_value()
 
     def _attach(self) -> bool:
         """The mode on the Correct tab's image: its prompts layer takes the clicks (False: refused, and said)."""
@@ -57,6 +69,7 @@ class PromptLayers:
             self._detach(old)
             if old in self.viewer.layers:
                 old.data = np.empty((0, old.ndim))
+        image.events.name.connect(self._image_renamed)  # (napari connects a callback once)
         self.points_layer.mode = "pan_zoom"  # the clicks are ours: napari must not add points itself
         if self._on_click not in self.points_layer.mouse_drag_callbacks:
             self.points_layer.mouse_drag_callbacks.append(self._on_click)
@@ -65,13 +78,64 @@ class PromptLayers:
         # the prompts layer is the selected one while clicking: Ctrl+Z there undoes the last click
         self.points_layer.bind_key("Control-Z", lambda layer: self.undo_last_click(), overwrite=True)
         self.viewer.layers.selection.active = self.points_layer
-        self.status.value = ("Click an object to segment it; Shift+click or right click where it should not be "
-                             f"(the '{self.points_layer.name}' layer takes the clicks while it is selected).")
-        if image.ndim == 3 and self._model_dims() == 2:
+        self.ready_status(fit=True)
+        return True
+
+    def _chosen_pair(self) -> tuple:
+        layers = self.viewer.layers
+        return tuple(layers[c.value] if c.value in layers else None for c in (self.corr.labels_combo, self.corr.image_combo))
+
+    def ready_status(self, lead: str = "", fit: bool = False) -> None:
+        """The status for the next click, after ``lead``: where the clicks go (the mask and image chosen now, the
+        prompts layer), a 2D model's slice-by-slice note and (``fit``) the fit warning; and the value line. It kept saying
+        what an earlier click, image or refusal had said ("... differ in shape; pick the mask that belongs to the
+        image" after that mask was picked, a click's voxel count after a new object or another mask)."""
+        mask, image = self._pair = self._chosen_pair()
+        into = f" into '{mask.name}'" if mask is not None else ""
+        layer = f" (the '{self.points_layer.name}' layer takes the clicks while it is selected)" \
+            if self.points_layer is not None and self.points_layer in self.viewer.layers else ""
+        self.status.value = (f"{lead}Click an object to segment it{into}; Shift+click or right click where it should not "
+                             f"be{layer}.")
+        if image is not None and image.ndim == 3 and self._model_dims() == 2:
             self.status.value += (" This is a 2D model: each click segments the slice it is on; click every "
                                   "slice of a 3D object (no 3D click model is bundled).")
-        self._fit_note(image, status=True)
-        return True
+        if image is not None and fit:  # (on ticking; the warning is shown once, and each click's status points to it)
+            self._fit_note(image, status=True)
+        self.show_value()
+
+    def show_value(self, *_) -> None:
+        """The line under the buttons: the label value the next click writes (napari's selected label of the chosen
+        mask for a new object, followed as it changes), empty while the mode is off."""
+        mask = self.target[0] if self.target is not None else self._chosen_pair()[0]
+        if mask is not self._selected_of:  # (follow the selected label of the mask the clicks go to)
+            if self._selected_of is not None:
+                self._selected_of.events.selected_label.disconnect(self.show_value)
+            self._selected_of = mask
+            if mask is not None:
+                mask.events.selected_label.connect(self.show_value)
+        over = mask is not None and self.writes_over(mask, new_object_value(mask))
+        self.value_line.value = value_note(mask, self.object_value, over) if self.enable_box.value else ""
+
+    def writes_over(self, mask, value: int) -> bool:
+        """Whether a new object of ``value`` clicked on a labelled region is written over it (a tumour inside the brain
+        model's grey matter): ``value`` is new to ``mask`` (napari's M), or one such a click started there before
+        (the same tumour on its next slice); else the click corrects the object under it (an instance mask)."""
+        return holds_value(mask, value) is False or (mask.unique_id, value) in self._over
+
+    def _image_renamed(self, event=None) -> None:
+        """The image renamed while its prompts layer takes the clicks: the layer's name the mode gave it follows (a
+        name the user typed stays), and so does the status. It kept '<old name> prompts' (and the status said so)
+        until the mode was ticked again, beside '<new name> prompt attention' renamed at the next click."""
+        image, layer = getattr(event, "source", None), self.points_layer
+        if image is None or layer is None or layer not in self.viewer.layers \
+                or (layer.metadata.get(PROMPTS_KEY) or {}).get("image") != image.unique_id:
+            return
+        name, given = f"{image.name} prompts", layer.metadata[PROMPTS_KEY].get("name")
+        if layer.name == given and name not in self.viewer.layers:
+            layer.name = name
+            layer.metadata[PROMPTS_KEY]["name"] = name
+        if self.enable_box.value and not self.clicks and image is self._image_layer():
+            self.ready_status()
 
     def _detach(self, layer) -> None:
         if layer is not None and self._on_click in layer.mouse_drag_callbacks:
@@ -113,12 +177,20 @@ class PromptLayers:
                                  "(or open it again), then click.")
 
     def _target_changed(self) -> None:
+        """Another mask or image chosen (or either deleted): a new object, and the status says where clicks go now."""
+        moved = self._chosen_pair() != self._pair
         if self.target is None:
+            if moved and self.enable_box.value and not self._attaching and None not in self._chosen_pair():
+                self.ready_status()
             return
         mask, image = self.target
         chosen = (self.corr.labels_combo.value, self.corr.image_combo.value)
         if mask not in self.viewer.layers or image not in self.viewer.layers or chosen != (mask.name, image.name):
             self.new_object()
-            self.status.value = "New object: the mask or image changed (the earlier clicks stay in their mask)."
             if mask not in self.viewer.layers:  # (a run still going for it is dropped: nothing to write into)
                 self.status.value = f"The mask '{mask.name}' was deleted, and its clicks with it: choose a mask, then click."
+                self.show_value()
+            elif self.enable_box.value and not self._attaching:
+                self.ready_status("New object: the mask or image changed (the earlier clicks stay in their mask). ")
+            else:
+                self.status.value = "New object: the mask or image changed (the earlier clicks stay in their mask)."

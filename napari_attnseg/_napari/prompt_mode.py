@@ -23,8 +23,8 @@ from ..prompts.session import PromptSession, revert
 from ._common import error_message, layer_array, notify_error, notify_info, notify_warning, set_choices
 from .prompt_checks import PromptChecks, click_status, promptable_models
 from .prompt_layers import PromptLayers
-from .prompt_view import NEGATIVE, POSITIVE, PROMPTS_KEY, click_refusal, mask_for_clicks, new_object_value
-from .prompt_write import show_prompt_attention, write_step
+from .prompt_view import NEGATIVE, POSITIVE, PROMPTS_KEY, click_refusal, mask_for_clicks
+from .prompt_write import NewLabelSession, show_prompt_attention, take_back, write_step
 
 
 class PromptMode(PromptLayers):
@@ -45,6 +45,8 @@ class PromptMode(PromptLayers):
         self.busy = self.pending = False
         self._running = None  # (session, label value, (mask, image)) of the run in the worker
         self.last_result = self.worker = None
+        self._over: set[tuple[str, int]] = set()  # (mask, label) of objects clicked over a region (writes_over)
+        self._steps: dict[int, tuple] = {}  # id(run's state) -> (state, the mask's history entry it wrote)
 
         self.model_combo = ComboBox(label="Prompt model", choices=[])
         self.enable_box = CheckBox(text="Click to fix (prompt mode)", value=False)
@@ -53,10 +55,13 @@ class PromptMode(PromptLayers):
         self.new_button = PushButton(text="New object")
         self.status = Label(value="")
         self.status.native.setWordWrap(True)
+        from .correct_form import StatusLine  # (no room taken while empty: the mode off)
+
+        self.value_line = StatusLine()  # the label value the clicks write (PromptLayers.show_value)
         self.container = Container(widgets=[
             Label(value="<b>Click to fix</b>"), Container(widgets=[self.model_combo]), self.enable_box, self.negative_box,
-            Container(widgets=[self.undo_button, self.new_button], layout="horizontal", labels=False), self.status,
-        ], labels=False)
+            Container(widgets=[self.undo_button, self.new_button], layout="horizontal", labels=False), self.value_line,
+            self.status], labels=False)
         self.enable_box.changed.connect(self._toggle)
         self.corr.viewer.layers.events.inserted.connect(  # a new image or mask (not the prompts or attention layer)
             lambda e: self.refresh_models() if self.corr._listed(e.value) else None)
@@ -146,10 +151,15 @@ class PromptMode(PromptLayers):
         for layer in self.viewer.layers:  # the last object's modulated attention no longer applies: hidden
             if "prompt_attention" in (layer.metadata.get("attnseg") or {}):  # (a removal stalls napari)
                 layer.visible = False
+        if self.enable_box.value:
+            self.show_value()
 
     def _new_object_button(self) -> None:
         self.new_object()
-        self.status.value = "New object: click it." if self.enable_box.value else ""
+        if self.enable_box.value:
+            self.ready_status("New object. ")
+        else:
+            self.status.value = ""
 
     def _refuse(self, message: str) -> None:
         self.status.value = message
@@ -193,17 +203,21 @@ class PromptMode(PromptLayers):
             self._refuse(f"Slice {round(point[0])} has no positive click yet: the 2D model segments the slice "
                          "of the newest click, so start there with a positive click.")
             return None
-        if not self.clicks:  # a new object: the existing one under the click, or a new one of the chosen class
+        if not self.clicks:  # a new object: the existing one under the click, or a new one of napari's selected label
             from ..prompts.session import component_at
+            from .prompt_view import new_object_value
 
             labels = np.asarray(mask.data)
-            existing = component_at(labels, point)  # (object_at, labelled around the object only)
-            if existing is not None:
-                self.object_value = int(labels[tuple(int(round(c)) for c in point)])
+            under, chosen = int(labels[tuple(int(round(c)) for c in point)]), new_object_value(mask)
+            if under and chosen != under and self.writes_over(mask, chosen):  # a label new to the mask (M): the
+                self.session, self.object_value = NewLabelSession(under=under), chosen  # goes over the region (a tumour)
+                self._over.add((mask.unique_id, chosen))
             else:
-                self.object_value = new_object_value(self.corr.class_combo.value, mask)
-            self.session = PromptSession(initial=existing)
+                existing = component_at(labels, point) if under else None  # (object_at, labelled around it only)
+                self.object_value = under if existing is not None else chosen
+                self.session = PromptSession(initial=existing)
             self.target = (mask, image)
+            self.show_value()
         self.session.add(point, positive)
         self._show_points()
         if self.busy:
@@ -325,13 +339,18 @@ class PromptMode(PromptLayers):
                               int(np.count_nonzero(values)), int(values.size - np.count_nonzero(values)),
                               not session.ran_on(z))
         session.record(after, used, (where, values), labels, z=z)
-        if where[0].size:
-            write_step(mask, where, values)  # its own undo step, also while a brush stroke is painted
+        if where[0].size:  # its own undo step, also while a brush stroke is painted (Undo last click takes it back)
+            self._steps[id(session.states[-1])] = (session.states[-1], write_step(mask, where, values))
         if session is not self.session:  # a new object was started (or the mode left) while this one ran
             said = "" if self.status.value.startswith("Segmenting") else f" {self.status.value}"  # (why it ended stays)
             self.status.value = f"The previous object was written ({report['added'] + report['removed']} voxels changed).{said}"
             return
         self.status.value = click_status(result, report, len(result.points), z, typical, trained, source)
+        if getattr(session, "refused", False):
+            self.status.value = (f"Nothing written: the click fell on label {session.under}, an object of about the "
+                                 f"model's size, not a region to write label {value} over. Select label "
+                                 f"{session.under} in the mask's layer controls to correct that object, or press "
+                                 "New object and click where no label is.")
         if self._fit_note(image):
             self.status.value += " (see the warning: this image is unlike the click model's training data)"
         show_prompt_attention(self.viewer, result, image, z, keep_selected=self.points_layer)
@@ -347,13 +366,14 @@ class PromptMode(PromptLayers):
             return
         mask = self.target[0] if self.target is not None else None
         for state in self.session.undo():  # the click's own change: a brush stroke made since stays
+            kept, step = self._steps.pop(id(state), (None, None))
             if mask is not None and mask in self.viewer.layers:
-                where, values = revert(np.asarray(mask.data), state)
-                if where[0].size:
-                    write_step(mask, where, values)
+                take_back(mask, step if kept is state else None, *revert(np.asarray(mask.data), state))
+        self._show_points()  # (the reverted voxels' paint event schedules the panel's statistics)
         if not self.clicks:
             self.new_object()
-        self._show_points()  # (the reverted voxels' paint event schedules the panel's statistics)
+            self.ready_status("Every click of the object undone. ")
+            return
         self.status.value = f"{len(self.clicks)} click(s) left."
         if self.clicks and self.session.done < len(self.clicks) and not self.busy:  # a run had taken several clicks
             self._run()

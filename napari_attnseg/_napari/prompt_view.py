@@ -41,13 +41,32 @@ def layer_refusal(image) -> str | None:
     return None if why is None else f"Click to fix: {why}"
 
 
-def new_object_value(class_value, mask) -> int:
-    """The label value a click on background gives a new object: the Correct tab's *Class* when one is chosen,
-    else the mask's label selected in napari's layer controls (what its brush paints), else 1."""
-    if class_value:
-        return int(class_value)
+def new_object_value(mask) -> int:
+    """The label value a new object is written with: the mask's label selected in napari's layer controls (what its
+    brush paints; napari's *new label*, key M, selects the next free one), else 1. The helpers' *Class* chosen had
+    come first, and nothing in the panel said which value a click would write."""
     selected = int(getattr(mask, "selected_label", 1) or 0)
     return selected if selected > 0 else 1
+
+
+def holds_value(mask, value: int) -> bool | None:
+    """Whether ``mask`` holds ``value`` anywhere (None: a lazy array, not read on the GUI thread)."""
+    data = mask.data
+    if not isinstance(data, np.ndarray):
+        return None
+    return bool(np.any(data == value))
+
+
+def value_note(mask, object_value: int | None, over: bool) -> str:
+    """The panel's line saying which label value the clicks write: the object's, or a new object's (``over``: written
+    over a labelled region clicked, :meth:`.prompt_mode.PromptMode.writes_over`)."""
+    if mask is None:
+        return ""
+    if object_value is not None:
+        return f"This object: label {object_value} in '{mask.name}'."
+    value = new_object_value(mask)
+    text = f"New object: label {value} (the mask's selected label; M in its layer controls picks a new one)"
+    return text + (", also over a labelled region clicked." if over else "; a click on an object corrects that object.")
 
 
 def grey_for_clicks(corr, image):

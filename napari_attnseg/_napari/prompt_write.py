@@ -10,11 +10,57 @@ as a layer (:func:`show_prompt_attention`).
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from ..display import heatmap_style
+from ..prompts.session import PromptSession
+
+
+@dataclass
+class NewLabelSession(PromptSession):
+    """The clicks of a new object started on a labelled region with a label value the mask does not hold (napari's
+    selected label after M: a tumour inside the brain model's grey matter). Its runs write it over the voxels of
+    ``hosts`` (the values whose regions are far bigger than its first run's object: tissue, not a neighbouring
+    object, set by that run), and voxels a later run drops get back the value they had before the object took them.
+    A click there had corrected the region under it (an existing label value) and could write no new one."""
+
+    hosts: tuple[int, ...] | None = None
+    under: int = 0  # the label value under its first click
+    refused: bool = False  # that value is no host (an object like the model's: a nucleus): nothing is written
+
+
+def _hosts(labels: np.ndarray, value: int, size: int) -> tuple[int, ...]:
+    """The label values (not 0 nor ``value``) with more than 4 times ``size`` voxels: regions a new object of ``size``
+    voxels may be written over (the test :func:`napari_attnseg.prompts.size.write_report` calls "far bigger")."""
+    counts = np.bincount(np.asarray(labels).ravel().astype(np.int64, copy=False)) if np.asarray(labels).size else []
+    return tuple(int(v) for v, n in enumerate(counts) if v not in (0, value) and n > 4 * max(1, size))
+
+
+def _over_regions(sub: np.ndarray, where, values, model: np.ndarray, prev: np.ndarray, value: int, session,
+                  box: tuple[slice, ...]):
+    """``edit_for``'s edit of a :class:`NewLabelSession`'s run on ``sub`` (the labels in ``box``) with the object also
+    written over its hosts' voxels, and the voxels it drops given back their value from before the object."""
+    new = sub.copy()
+    new[where] = values
+    new[model & ~prev & np.isin(sub, session.hosts)] = value
+    orig = np.full(sub.shape, -1, np.int64)
+    start = np.array([b.start for b in box])
+    for state in session.states:  # oldest first: the value a voxel had before the object first took it
+        if state.where is None or not len(state.where[0]):
+            continue
+        idx = np.stack(state.where)[-sub.ndim:] - start[:, None]
+        took = ((idx >= 0) & (idx < np.array(sub.shape)[:, None])).all(0) & (state.after == value) \
+            & (state.before != value)
+        if len(state.where) > sub.ndim:  # (a 2D run on a volume: its slice only)
+            took &= state.where[0] == (state.z if state.z is not None else -1)
+        sel = tuple(idx[:, took])
+        orig[sel] = np.where(orig[sel] < 0, state.before[took], orig[sel])
+    back = (new == 0) & (sub == value) & (orig > 0)
+    new[back] = orig[back]
+    where = np.nonzero(new != sub)
+    return where, new[where]
 
 
 def extent(mask: np.ndarray | None) -> tuple[slice, ...] | None:
@@ -72,6 +118,18 @@ def click_edit(labels: np.ndarray, result, value: int, session, z: int | None = 
     crop = replace(result, mask=np.asarray(result.mask)[box])
     where, values = edit_for(plane[box], crop, value, None if previous is None else previous[box],
                              owned if z is None else owned[0])
+    if isinstance(session, NewLabelSession):
+        if session.hosts is None:  # (its first run: the regions it may be written over)
+            session.hosts = _hosts(labels, value, int(np.count_nonzero(result.mask)))
+            # a click on an object of the model's size (a nucleus, after M) would write a ring of the new label
+            # around it: nothing is written, and the status says to select that object's label to correct it
+            session.refused = bool(session.under) and session.under not in session.hosts
+        if session.refused:
+            return tuple(np.zeros(0, np.int64) for _ in labels.shape), np.zeros(0, labels.dtype), \
+                np.zeros_like(np.asarray(result.mask), bool)
+        prev = np.zeros(crop.mask.shape, bool) if previous is None else np.asarray(previous[box]) > 0
+        where, values = _over_regions(np.asarray(plane[box]), where, values, np.asarray(crop.mask, bool), prev, value,
+                                      session, box)
     where = tuple(w + s.start for w, s in zip(where, box))
     if z is None:
         return where, values, result.mask
@@ -116,15 +174,39 @@ def show_prompt_attention(viewer, result, image, z: int | None, keep_selected=No
         viewer.layers.selection.active = keep_selected
 
 
-def write_step(mask, where, values) -> None:
+def write_step(mask, where, values):
     """``mask.data_setitem(where, values)`` as an undo step of its own. A click's result arrives from the worker
     whenever it is done, also while the user paints a brush stroke on the mask: napari then stages the stroke's
     history (``_block_history``, set by ``Labels.block_history`` / ``_begin_stroke`` until the stroke ends), and the
     click's voxels joined the stroke's step, so one Ctrl+Z undid both. The click is written unstaged (its own
-    entry, and its paint event at once); the stroke's staged atoms stay and are committed when it ends."""
+    entry, and its paint event at once); the stroke's staged atoms stay and are committed when it ends. Returns the
+    history entry written (None: nothing changed), for :func:`take_back`."""
     staged = getattr(mask, "_block_history", False)
+    history = getattr(mask, "_undo_history", None)
+    n = None if history is None else len(history)
     mask._block_history = False
     try:
         mask.data_setitem(where, values)
     finally:
         mask._block_history = staged
+    return history[-1] if history is not None and len(history) > n else None
+
+
+def take_back(mask, step, where, values) -> None:
+    """*Undo last click*: the click's change reverted (``where``, ``values``: :func:`napari_attnseg.prompts.session.revert`).
+    When the click's history entry ``step`` is still the newest of the mask (no brush stroke or other edit since, no
+    stroke staged), the entry is taken off the history and nothing is added: a revert written as an entry of its own
+    made napari's Ctrl+Z on the mask then restore the click just undone (its point gone), and a second Ctrl+Z revert
+    it again (the change twice in the history). Else the revert is an entry of its own (a later stroke stays)."""
+    history = getattr(mask, "_undo_history", None)
+    if step is None or not history or history[-1] is not step or getattr(mask, "_block_history", False):
+        if where[0].size:
+            write_step(mask, where, values)
+        return
+    history.pop()
+    if not where[0].size:
+        return
+    before = np.array(mask.data[where], copy=True)
+    mask.data[where] = values
+    mask.events.paint(value=[(where, before, values)])  # (the panel's statistics and class list count the change)
+    mask.refresh()
