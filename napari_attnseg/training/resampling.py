@@ -8,8 +8,10 @@ to the start model's orientation (:mod:`.orientation`) and before anything else:
 by nearest neighbour, the 'ignore' value (unreviewed voxels) kept as a label value. Where a label voxel of the
 coarser grid covers several stored voxels and the nearest is 'ignore', the nearest labelled one of them is taken,
 so a reviewed slice between unreviewed ones is not dropped by a 1 mm -> 2 mm resampling. A 2D model over a volume
-is resampled in-plane only (inference's ``slices`` mode). The card keeps the start's spacing, and the model's scale
-stays what it learnt. Training from scratch, a start model without spacing or a dataset without one: as stored.
+is resampled in-plane only (inference's ``slices`` mode). A case that inference would skull-strip (:mod:`.brainprep`)
+is stripped at its stored spacing first and that image resampled the same way, as inference orders it: strip, then
+resample. The card keeps the start's spacing, and the model's scale stays what it learnt. Training from scratch, a
+start model without spacing or a dataset without one: as stored.
 
 Slice numbers and regions the user gives (``--val-slices``, ``--train-region``..., a split file) are those of the
 stored case: the split is built there (:func:`.orientation.split_given_in_stored`) and each box moved onto the
@@ -88,7 +90,7 @@ def resample_cases(case_ids: list[str], raw: list[tuple], target: tuple[list[flo
             out.append((img, lab, spacing))
             plans.append(None)
             continue
-        new_img = zoom_image(img, compute_stats(img, {"scheme": "none"}, True), factors, True)
+        new_img = _zoom(img, factors)
         new_spacing = tuple(float(s) * f for s, f in zip(spacing, factors))  # = the model's on the resampled axes
         plan = Resampling(tuple(lab.shape), tuple(new_img.shape[1:]), tuple(float(s) for s in spacing), new_spacing)
         out.append((new_img, resample_labels(lab, plan, ignore), new_spacing))
@@ -98,6 +100,23 @@ def resample_cases(case_ids: list[str], raw: list[tuple], target: tuple[list[flo
              "inference resamples them; image linear, labels nearest): slice numbers and regions given for the run "
              "are those of the stored case, the validation Dice is on the resampled grid" for how, ids in said.items()]
     return out, plans, notes
+
+
+def _zoom(img: np.ndarray, factors) -> np.ndarray:
+    """An image (C, *spatial) resampled linearly by ``factors`` (stored voxels per new one), not normalised."""
+    return zoom_image(img, compute_stats(img, {"scheme": "none"}, True), factors, True)
+
+
+def resample_image(img: np.ndarray, plan: Resampling) -> np.ndarray:
+    """Another image (C, *stored grid) of a case, e.g. its skull-stripped one, resampled as :func:`resample_cases`
+    resampled the case's (linear: ``zoom_image`` sizes the output by the factors, which these give exactly)."""
+    return _zoom(img, [o / n for o, n in zip(plan.old_shape, plan.new_shape)])
+
+
+def resample_mask(mask: np.ndarray, plan: Resampling) -> np.ndarray:
+    """A boolean mask of the stored grid on the resampled grid as the labels are resampled (nearest neighbour):
+    a voxel is in it when the stored voxel its label came from is."""
+    return resample_labels(np.asarray(mask, np.uint8), plan, None) > 0
 
 
 def resample_labels(lab: np.ndarray, plan: Resampling, ignore: int | None,
@@ -194,6 +213,8 @@ class ModelGrid:
         target = start_spacing(self.cfg.start_model)
         stored = self.raw
         self.raw, self._resamplings, said = resample_cases(self.case_ids, stored, target, self.ignore)
+        # skull and scalp stripped at each case's own spacing, then resampled: inference's order (.brainprep)
+        self._strip_as_inference(stored, self._resamplings)
         self._stored_labels = [lab for _, lab, _ in stored] if any(self._resamplings) else None
         self.notes.extend(said)
         self._model_spacing = target[0] if target and any(sp for _, _, sp in stored) else None

@@ -12,7 +12,6 @@ from torch import nn
 
 from ..data.dataset import read_dataset
 from ..errors import DatasetError, InputError
-from ..inference.normalize import apply_stats, compute_stats
 from ..models.registry import create_model
 from .brainprep import BrainInputs
 from .config import fine_tune_defaults
@@ -130,7 +129,7 @@ class RunSetup(BrainInputs, ModelGrid):
     def _prepare(self) -> None:
         cfg, dims = self.cfg, self.model.spatial_dims
         # as inference prepares them: skull and scalp stripped when the start model's card asks (.brainprep)
-        images = [apply_stats(img, compute_stats(img, self.norm_spec, True)) for img in self._model_inputs()]
+        images = self._normalised_inputs(self.norm_spec)
         labels = [lab for _, lab, _ in self.raw]
 
         def arrays(parts):
@@ -279,7 +278,7 @@ class RunSetup(BrainInputs, ModelGrid):
         on CT with its card's scheme keeps it)."""
         ct_per_class = self.evaluate(self.val_parts) if self.dist.is_main else []
         ct = self._score(ct_per_class) if self.dist.is_main else 0.0
-        images = [apply_stats(img, compute_stats(img, self._card_norm, True)) for img in self._model_inputs()]
+        images = self._normalised_inputs(self._card_norm)
         saved = (self._images, self.val_parts)
         self._images = images
         self.val_parts = self._val_eval_parts()
@@ -315,7 +314,7 @@ class RunSetup(BrainInputs, ModelGrid):
         card, per_class = found
         self.norm_spec = self._card_norm
         if self.test_parts:
-            self._images = [apply_stats(img, compute_stats(img, self._card_norm, True)) for img in self._model_inputs()]
+            self._images = self._normalised_inputs(self._card_norm)
             self.test_parts = self._eval_parts(self.split.test)
             s["test_before"] = None
         s.update(before=card, best=card, best_per_class=per_class, best_epoch=0)
