@@ -68,6 +68,29 @@ def label_mismatch(values: Iterable[int], classes: Sequence[str]) -> str:
     return ""
 
 
+def names_to_classes(names: Sequence[str] | None, classes: Sequence[str]) -> tuple[dict[int, int], str]:
+    """How the values of a reference whose classes are named (``names``: the names saved with the mask, or its
+    dataset's label table, background first) map onto a model's ``classes`` by name (case and spaces aside), and a
+    note; ``({}, '')`` when they are scored by value as they stand (no names, the same order, or names the model
+    does not have). A reference naming the model's classes in another order (1 white matter, 2 grey matter against
+    a model's 1 grey matter, 2 white matter) is scored by name: by value every class would score against another."""
+    if not names or len(names) < 2:
+        return {}, ""
+    key = {" ".join(str(c).lower().split()): i for i, c in enumerate(classes) if i}  # (0 is background, by value)
+    found = {v: key.get(" ".join(str(n).lower().split())) for v, n in enumerate(names) if v}
+    moved = {v: c for v, c in found.items() if c is not None and c != v}
+    if not moved:
+        return {}, ""
+    listed = ", ".join(f"{v} {names[v]!r}" for v in moved)
+    if any(c is None for c in found.values()) or len(set(found.values())) != len(found):
+        return {}, (f"the reference names value(s) {listed} as classes the model predicts under other values "
+                    f"({', '.join(f'{i} {c}' for i, c in enumerate(classes))}), and has names the model lacks: scored "
+                    "by value; relabel the reference to the model's values to score by class")
+    return {v: c for v, c in found.items() if c is not None}, (
+        f"the reference names its classes in another order than the model ({listed}): scored by name, value "
+        + ", ".join(f"{v} as {c} {classes[c]!r}" for v, c in moved.items()))
+
+
 def _few(values: Sequence[int], shown: int = 8) -> str:
     """``[1, 2, 3]``, or the first few values and how many there are."""
     return str(list(values)) if len(values) <= shown else f"{', '.join(map(str, values[:shown]))}, ... ({len(values)} values)"

@@ -8,6 +8,7 @@ import sys
 
 NAME = "evaluate"
 HELP = "Dice per class of a model's prediction against reference labels."
+IGNORE_255 = 255  # the 'unlabelled' value of many tools' label maps (ignore_index)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,6 +42,29 @@ def region_box(text: str, shape: tuple[int, ...], image: str) -> tuple[slice, ..
     return box
 
 
+def reference_names(path: str, meta: dict) -> list[str] | None:
+    """The class names of reference labels: those saved with the mask (napari's Correct panel, attnseg predict),
+    else the label table of the dataset an exported label file belongs to (its manifest)."""
+    from pathlib import Path
+
+    from ..data.manifest import MANIFEST, read_manifest
+    from ..errors import DatasetError
+
+    if meta.get("class_names"):
+        return [str(n) for n in meta["class_names"]]
+    resolved = Path(path).resolve()
+    for folder in resolved.parents[:2]:
+        try:
+            manifest = read_manifest(folder) if (folder / MANIFEST).is_file() else None
+        except DatasetError:
+            manifest = None
+        for case in (manifest or {}).get("cases", []):
+            rel = (case.get("files") or {}).get("label")
+            if rel and (folder / rel).resolve() == resolved:
+                return [str(n) for n in case.get("label_names") or manifest.get("label_names") or []] or None
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -52,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     from ..data.manifest import ignore_value_of
     from ..data.orientation import volume_codes
     from ..errors import InputError
-    from ..evaluation import label_mismatch
+    from ..evaluation import label_mismatch, names_to_classes
     from ..inference import predict
     from ..training.losses import dice_per_class
 
@@ -70,11 +94,27 @@ def run(args: argparse.Namespace) -> int:
     # checked before the (long) prediction
     box = region_box(args.region, labels.shape, args.image) if args.region else None
     notes = []
+    # a reference naming the model's classes in another order is scored by name, not value against value
+    by_name, note = names_to_classes(reference_names(args.labels, ref.meta), model.card.classes or [])
+    if note:
+        notes.append(note)
+    if by_name:
+        named = labels
+        labels = labels.astype(np.int32)
+        for value, cls in by_name.items():
+            labels[named == value] = cls
     ignore = ignore_value_of(args.labels)  # an exported label file: its unreviewed slices are not a reference
     left_out = labels == ignore if ignore is not None else np.zeros(labels.shape, bool)
     if left_out.any():
         notes.append(f"{int(left_out.sum())} voxels hold the dataset's 'ignore' value {ignore} (slices nobody "
                      "reviewed): left out of the Dice")
+    elif ignore is None and model.out_channels < IGNORE_255 and (labels == IGNORE_255).any():
+        # 255: 'unlabelled' in many tools' label maps (an ignore_index); no model class, so never a prediction: scored,
+        # each of them counted against the class the model found there (brain-mri-3d: GM 0.96 -> 0.12)
+        left_out = labels == IGNORE_255
+        notes.append(f"{int(left_out.sum())} voxels of {args.labels} hold 255, the value many tools give unlabelled "
+                     "voxels (an ignore index), which the model does not predict: left out of the Dice; if 255 is a "
+                     "class of yours, relabel it to the model's value")
     if model.out_channels == 2 and labels[~left_out].max(initial=0) > 1:
         labels = (labels > 0).astype(np.uint8)
         notes.append("reference labels have several ids and the model is binary: scored as labels > 0")
@@ -91,9 +131,14 @@ def run(args: argparse.Namespace) -> int:
         mask, labels = mask[box], labels[box]
     dice = dice_per_class(mask, labels, max(model.out_channels, 2), ignore_index=-1)
     classes = pred.classes[1:]
+    absent = [c for c, d in zip(classes, dice) if d != d]  # NaN: no voxel of it in the reference nor the prediction
+    if absent:
+        notes.append(f"no voxel of {', '.join(absent)} in the reference nor the prediction"
+                     f"{' (in --region)' if box is not None else ''}: no Dice (null in --json)")
     note = "; ".join(notes)
-    result = {"model": args.model, "image": args.image, "region": args.region,
-              "dice": {c: d for c, d in zip(classes, dice)}, "note": note, "warnings": list(pred.warnings)}
+    result = {"model": args.model, "image": args.image, "region": args.region,  # (NaN is not JSON: null)
+              "dice": {c: (None if d != d else d) for c, d in zip(classes, dice)}, "note": note,
+              "warnings": list(pred.warnings)}
     for w in pred.warnings:
         print(f"{args.image}: warning: {w}", file=sys.stderr)
     if args.json:
@@ -102,5 +147,5 @@ def run(args: argparse.Namespace) -> int:
         if note:
             print(f"note: {note}")
         for c, d in result["dice"].items():
-            print(f"{c}: Dice {d:.4f}")
+            print(f"{c}: Dice {'n/a' if d is None else f'{d:.4f}'}")
     return 0

@@ -20,7 +20,7 @@ from .orientation import start_orientation, turn_cases
 from .repeats import merge_repeated_images
 from .resampling import ModelGrid
 from .sampling import PatchSampler
-from .steps import _LossNet, _with_new_head, looks_like_hu, training_precision
+from .steps import _LossNet, _with_new_head, kept_classes, looks_like_hu, training_precision
 from .valblocks import EvalParts, validated_parts
 
 REFRESH_ROWS = 8  # labelled slices per part re-segmented after each epoch for the hard negatives (2D over a volume)
@@ -92,11 +92,14 @@ class RunSetup(BrainInputs, ModelGrid):
             self.head_reset = self.model.out_channels != self.n_classes
             if self.head_reset:
                 old_shapes = {k: v.shape for k, v in self.model.state_dict().items()}
-                self.model = _with_new_head(self.model, self.n_classes)
+                names = list(self.dataset.label_names)
+                self.model = _with_new_head(self.model, self.n_classes, names)
                 self._new_head_names = [k for k, v in self.model.state_dict().items() if old_shapes.get(k) != v.shape]
+                kept = [names[j] for j in sorted(kept_classes(list(card.classes), names)) if j < len(names)]
                 self.notes.append(f"the start model predicts {len(card.classes)} classes ({', '.join(card.classes)}), the "
-                                  f"dataset has {self.n_classes} ({', '.join(self.dataset.label_names)}): encoder and "
-                                  "decoder kept, the output head re-initialised for the dataset's classes")
+                                  f"dataset has {self.n_classes} ({', '.join(names)}): encoder and decoder kept, the "
+                                  f"output head's rows of {', '.join(kept) or 'no class'} kept and the others "
+                                  "initialised anew")
             if self.model.in_channels != in_ch:
                 raise DatasetError(f"The dataset's images have {in_ch} channel(s) but the model {cfg.start_model} "
                                    f"takes {self.model.in_channels}.")

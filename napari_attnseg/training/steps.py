@@ -25,12 +25,44 @@ def dice_counts(pred: np.ndarray, target: np.ndarray, n_classes: int, ignore: in
     return out
 
 
-def _with_new_head(model: nn.Module, n_classes: int) -> nn.Module:
+def _class_key(name: str) -> str:
+    key = " ".join(str(name).strip().lower().replace("_", " ").replace("-", " ").split())
+    return "background" if key in ("bg", "back", "0") else key
+
+
+def kept_classes(old: list[str], new: list[str]) -> dict[int, int]:
+    """``{new index: old index}`` for the dataset's classes the start model already predicts, matched by name
+    (case, ``_`` / ``-`` and spacing ignored; ``bg`` is background); background is index 0 of both either way."""
+    index = {_class_key(n): i for i, n in enumerate(old)}
+    found = {j: index[_class_key(n)] for j, n in enumerate(new) if _class_key(n) in index}
+    if old and new:
+        found.setdefault(0, 0)
+    return found
+
+
+def _with_new_head(model: nn.Module, n_classes: int, classes: list[str] | None = None) -> nn.Module:
     """The same architecture with ``n_classes`` outputs: every weight whose shape does not depend on the
-    number of classes (encoder, decoder, attention gates) copied, the output head(s) freshly initialised."""
+    number of classes (encoder, decoder, attention gates) copied; in the output head(s), the rows of the classes the
+    start model already predicts (``classes``: the dataset's names, matched by :func:`kept_classes` with the card's)
+    copied too, the others freshly initialised. (Every row had been re-initialised: a brain model given a 'lesion'
+    class forgot grey and white matter, 0.00 / 0.44 Dice after 45 steps against 0.96 / 0.95 at the start.)"""
     fresh = create_model(model.arch, **{**model.config, "out_channels": n_classes})
-    own = fresh.state_dict()
-    keep = {k: v for k, v in model.state_dict().items() if k in own and own[k].shape == v.shape}
+    own, old_out = fresh.state_dict(), model.out_channels
+    rows = kept_classes(list(getattr(model.card, "classes", None) or []), list(classes or []))
+    keep = {}
+    for k, v in model.state_dict().items():
+        if k not in own:
+            continue
+        if own[k].shape == v.shape:
+            keep[k] = v
+            continue
+        axes = [a for a in range(min(2, v.ndim)) if v.shape[a] == old_out and own[k].shape[a] == n_classes
+                and v.shape[:a] + v.shape[a + 1:] == own[k].shape[:a] + own[k].shape[a + 1:]]
+        if axes and rows:  # a head tensor: its known classes' slices copied into the fresh one
+            t = own[k].clone()
+            for j, i in rows.items():
+                t.select(axes[0], j).copy_(v.select(axes[0], i))
+            keep[k] = t
     fresh.load_state_dict(keep, strict=False)
     fresh.card = model.card
     return fresh.train()
