@@ -198,3 +198,16 @@ def test_a_class_added_to_a_models_classes_keeps_the_known_classes_output_rows()
     swapped = _with_new_head(start, 4, ["background", "white matter", "grey matter", "lesion"]).eval()
     with torch.no_grad():
         torch.testing.assert_close(swapped(x)[:, 1], before[:, 2], atol=1e-5, rtol=1e-5)  # by name, not by place
+
+
+def test_a_mask_with_255_for_unlabelled_is_not_sent_to_foreground():
+    """Audit: a mask with classes 1, 2 and 255 on unreviewed slices, exported without --reviewed-slices, was refused
+    as 'instance ids' with the --foreground hint, which would make every unlabelled voxel foreground."""
+    from napari_attnseg.errors import InputError
+
+    lab = np.full((6, 16, 16), 255, np.uint8)
+    lab[2:4] = 0
+    lab[2:4, 4:8, 4:8], lab[2:4, 8:12, 8:12] = 1, 2
+    image = np.random.default_rng(0).normal(100, 10, lab.shape).astype(np.float32)
+    with pytest.raises(InputError, match=r"255, the value other tools write for 'unlabelled'.*--reviewed-slices"):
+        export_case(image, lab, "/nonexistent-not-written", "nnunet")

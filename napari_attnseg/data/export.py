@@ -143,10 +143,16 @@ def _plan(folder: Path, format: str, labels: np.ndarray, n_channels: int, ndim: 
     n_values = len(present)
     if (max(n_values, n_classes - 1) > MAX_AUTO_CLASSES and not label_names
             and (manifest is None or n_classes > len(manifest["label_names"]))):
-        raise InputError(f"The labels hold {n_values} distinct values (up to {n_classes - 1}, which would make a table "
-                         f"of {n_classes} classes): they look like instance ids (one value per object), not classes. "
-                         "Export them as one foreground class (attnseg export --foreground: labels > 0 become 1), "
-                         "or name every class with --label-names.")
+        few = n_values <= MAX_AUTO_CLASSES + 1 and n_classes - 1 in (255, 65535)  # a few classes + an 'unlabelled' value
+        raise InputError(
+            f"The labels hold {n_values} distinct values (up to {n_classes - 1}, which would make a table of {n_classes} "
+            "classes): " + (f"a few classes and {n_classes - 1}, the value other tools write for 'unlabelled'. Give the "
+                            f"slices you checked (--reviewed-slices; {n_classes - 1} there becomes 'ignore'), or set "
+                            f"{n_classes - 1} to 0 first (--foreground would make every unlabelled voxel foreground)."
+                            if few else
+                            "they look like instance ids (one value per object), not classes. Export them as one "
+                            "foreground class (attnseg export --foreground: labels > 0 become 1), or name every class "
+                            "with --label-names."))
     notes = []
     absent = sorted(set(range(1, n_classes)) - present)
     if manifest is None and not label_names and n_classes > 2 and absent:
