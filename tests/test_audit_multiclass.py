@@ -211,3 +211,20 @@ def test_a_mask_with_255_for_unlabelled_is_not_sent_to_foreground():
     image = np.random.default_rng(0).normal(100, 10, lab.shape).astype(np.float32)
     with pytest.raises(InputError, match=r"255, the value other tools write for 'unlabelled'.*--reviewed-slices"):
         export_case(image, lab, "/nonexistent-not-written", "nnunet")
+
+
+def test_export_warns_when_label_names_swap_the_names_saved_with_the_mask(tmp_path, capsys):
+    """Audit: a predict mask saved with (background, grey matter, white matter) exported with --label-names in another
+    order was accepted silently: value 1 (the model's grey matter) went into the dataset as 'white matter'."""
+    from napari_attnseg.data.nifti import write_nifti
+
+    image, lab, _ = _brain_like(tmp_path)
+    write_image(tmp_path / "img.nii.gz", image, spacing=(2.0, 2.0, 2.0), affine=AFFINE)
+    write_nifti(tmp_path / "mask.nii.gz", lab, (2.0, 2.0, 2.0), AFFINE, None, None,
+                ["background", "grey matter", "white matter"])
+    base = ["export", "--image", str(tmp_path / "img.nii.gz"), "--labels", str(tmp_path / "mask.nii.gz")]
+    assert cli([*base, "--dataset", str(tmp_path / "ds"), "--label-names", "background,white matter,grey matter"]) == 0
+    err = capsys.readouterr().err
+    assert "--label-names name value(s) 1 'white matter', 2 'grey matter'" in err and "swap names" in err
+    assert cli([*base, "--dataset", str(tmp_path / "ds2"), "--label-names", "background,Grey Matter,white matter"]) == 0
+    assert "swap" not in capsys.readouterr().err

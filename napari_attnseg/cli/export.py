@@ -74,6 +74,17 @@ def run(args: argparse.Namespace) -> int:
         print(f"{args.labels}: warning: --label-names name value 0 {names[0].strip()!r}; value 0 is the background "
               f"(unlabelled voxels), so the names start with it: e.g. --label-names background,{','.join(names)}",
               file=sys.stderr)
+    saved = [str(n) for n in labels.meta.get("class_names") or []]
+    if names and saved and not args.foreground:  # the mask's own names (napari, predict) against --label-names
+        key = {" ".join(n.lower().split()): v for v, n in enumerate(saved)}
+        moved = [(v, n.strip(), key[k]) for v, n in enumerate(names) if (k := " ".join(n.lower().split())) in key
+                 and key[k] != v]
+        if moved:
+            print(f"{args.labels}: warning: --label-names name value(s) "
+                  + ", ".join(f"{v} {n!r}" for v, n, _ in moved) + "; the mask was saved with "
+                  + ", ".join(f"{n!r} as value {w}" for _, n, w in moved) + f" ({', '.join(saved)}). Values are "
+                  "exported as they are, so these classes swap names: leave out --label-names to use the mask's names.",
+                  file=sys.stderr)
     new_dataset = not (Path(args.dataset) / "manifest.json").exists()
     if names is None and new_dataset and labels.meta.get("class_names") and not args.foreground:
         names = list(labels.meta["class_names"])  # the names the mask was saved with (napari's Correct panel)
