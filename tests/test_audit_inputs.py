@@ -478,3 +478,19 @@ def test_export_refuses_the_image_given_as_its_own_labels(tmp_path, capsys):
     assert main(["export", "--image", str(path), "--labels", str(path), "--dataset", str(tmp_path / "ds")]) != 0
     assert "ct.nii.gz: --labels names the image itself" in capsys.readouterr().err
     assert not (tmp_path / "ds").exists()
+
+
+@pytest.mark.parametrize("fmt", ["nnunet", "monai"])
+def test_an_exported_label_file_opens_as_labels(tmp_path, fmt):
+    """Audit: <dataset>/labelsTr/case_0000.nii.gz (no 'label' in its name) opened in napari as an image layer."""
+    from napari_attnseg._napari.io_hooks import get_nifti_reader
+
+    lab = np.zeros((6, 16, 16), np.uint8)
+    lab[2:4, 4:9, 4:9] = 1
+    image = np.random.default_rng(0).normal(100, 10, lab.shape).astype(np.float32)
+    rec = export_case(image, lab, tmp_path / "ds", fmt, spacing=(2.0, 1.0, 1.0), affine=np.diag([1.0, 1.0, 2.0, 1.0]))
+    path = str(tmp_path / "ds" / rec.files["label"])
+    [(_, _, kind)] = get_nifti_reader(path)(path)
+    assert kind == "labels"
+    path = str(tmp_path / "ds" / rec.files["images"][0])
+    assert get_nifti_reader(path)(path)[0][2] == "image"

@@ -107,11 +107,16 @@ def _candidate_layers(viewer, kinds=("image",)) -> list:
 
 
 def _is_labels_file(volume: Volume, path: str) -> bool:
-    """An integer NIfTI named like a mask (label, seg, mask, roi, annotation) with <= 256 values >= 0."""
+    """An integer NIfTI named like a mask (label, seg, mask, roi, annotation), or in a dataset's label folder
+    (nnU-Net's ``labelsTr``/``labelsTs``, an exported dataset's ``labels``: ``case_0000.nii.gz`` opened as an image),
+    with <= 256 values >= 0."""
     if volume.meta.get("format") != "nifti" or not np.issubdtype(volume.data.dtype, np.integer):
         return False
-    stem = Path(path.rstrip("/")).name.lower()
-    if not _LABEL_NAME.search(stem.split(".")[0]) and not stem.endswith(SLICER_SEGMENTATION):
+    p = Path(path.rstrip("/"))
+    stem = p.name.lower()
+    in_labels = p.parent.name in ("labelsTr", "labelsTs") or (
+        p.parent.name == "labels" and (p.parent.parent / "manifest.json").is_file())
+    if not _LABEL_NAME.search(stem.split(".")[0]) and not stem.endswith(SLICER_SEGMENTATION) and not in_labels:
         return False
     data = np.asarray(volume.data)
     if data.size == 0 or data.min() < 0:
