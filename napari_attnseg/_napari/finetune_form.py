@@ -64,20 +64,48 @@ class ValidationField:
         self.val_edit.tooltip = VAL_TIP[kind]
         self.val_edit.enabled = kind != 0
 
+    def _val_slices(self) -> list[int] | None:
+        """The typed *Validation slices* (None: automatic); raises ValueError with a message for the user."""
+        from ..correct import parse_slice_ranges
+
+        val = self.val_edit.value.strip() if self.val_edit.enabled else ""
+        if not val:
+            return None
+        try:
+            val_slices = parse_slice_ranges(val)
+        except Exception as exc:
+            raise ValueError(f"{self.val_edit.label} {val!r}: {exc}") from None
+        self._check_reviewed(val_slices)
+        return val_slices
+
     def _check_reviewed(self, val_slices: list[int]) -> None:
-        """Typed validation slices must be reviewed ones: the others were exported as 'ignore'."""
-        from ..correct import format_slice_ranges
+        """Typed validation slices must lie in the image, be reviewed ones (the others were exported as 'ignore')
+        and leave a reviewed one to train on: said here, not by the run after its setup (minutes on a large CT)."""
+        from ..correct import format_slice_ranges as ranges
 
         cases = self._cases()
-        if not cases or len(cases) != 1 or cases[0].get("reviewed_slices") is None:
+        if not cases or len(cases) != 1:
             return
-        reviewed = sorted(int(z) for z in cases[0]["reviewed_slices"])
-        bad = [z for z in val_slices if z not in set(reviewed)]
-        if bad:
-            raise ValueError(f"Validation slices {format_slice_ranges(bad)} are not reviewed (they were exported as "
-                             "'ignore' and validate nothing); pick among the reviewed slices "
-                             f"{format_slice_ranges(reviewed) or '(none)'}, or leave the field empty to choose "
+        what, n = self.val_edit.label, (cases[0].get("shape") or [None])[0]
+        unit = "rows" if what == "Validation rows" else "slices"
+        outside = [z for z in val_slices if n is not None and z >= n]
+        if outside:
+            raise ValueError(f"{what} {ranges(outside)}: the image of dataset {folder_text(self.dataset_edit)} has "
+                             f"{n} {unit} (0-{n - 1}); type {unit} in that range, or leave the field empty to choose "
                              "automatically.")
+        marks = cases[0].get("reviewed_slices")
+        reviewed = None if marks is None else sorted(int(z) for z in marks)
+        bad = [z for z in val_slices if reviewed is not None and z not in set(reviewed)]
+        if bad:
+            raise ValueError(f"{what} {ranges(bad)} are not reviewed (they were exported as "
+                             "'ignore' and validate nothing); pick among the reviewed slices "
+                             f"{ranges(reviewed) or '(none)'}, or leave the field empty to choose "
+                             "automatically.")
+        labelled = set(reviewed) if reviewed is not None else set(range(n)) if n is not None else None
+        if labelled and labelled <= set(val_slices):
+            raise ValueError(f"{what} {ranges(val_slices)} are all the {'reviewed ' if marks is not None else ''}"
+                             f"{unit}: none is left to train on; type one or two of them, or leave the field empty "
+                             "to choose automatically.")
 
 
 TOOLTIPS = {

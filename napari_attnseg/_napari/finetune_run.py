@@ -103,6 +103,54 @@ def output_problem(out: str, dataset: str) -> str | None:
     return None
 
 
+def dataset_problem(folder: str) -> str | None:
+    """Why ``folder`` cannot be fine-tuned on now (a message for the panel), or None: a missing folder, or one an
+    export is writing to (the run would read what it has not finished). A folder that is no dataset is said by the
+    run, at once (reading the dataset is its first step)."""
+    from ..data.manifest import LOCK
+
+    path = Path(folder).expanduser()
+    if not path.is_dir():
+        return f"Dataset folder {folder} does not exist; export a dataset there first (Correct and export > Export)."
+    if _locked(path / LOCK):
+        return (f"An export is writing to the dataset {folder}; wait until it has finished (the Correct and export "
+                "tab says so), then press Run again.")
+    return None
+
+
+def start_problem(label: str, start: str) -> str | None:
+    """Why the start model (list entry ``label``: a bundled name, a models-folder name or a checkpoint path) cannot
+    be found now, or None: it was moved or deleted after it was listed."""
+    from ..checkpoint import resolve_model_path
+
+    try:
+        resolve_model_path(start)
+    except Exception:  # (CheckpointError: gone from its folder, or its file missing)
+        where = f"your models folder {models_folder()}" if Path(start).name == start else Path(start).parent
+        return (f"Start model {label!r} is no longer in {where} (moved or deleted since it was listed); choose "
+                "another start model, or load its file again with the Segment tab's Load checkpoint....")
+    return None
+
+
+def _locked(lock: Path) -> bool:
+    """True while another writer (an export, in this napari or ``attnseg export``) holds the dataset's lock."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: no lock to probe
+        return False
+    if not lock.is_file():
+        return False
+    try:
+        with open(lock) as f:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+    except BlockingIOError:
+        return True
+    except OSError:  # (unreadable: the run says what is wrong)
+        return False
+    return False
+
+
 def models_folder() -> Path:
     """The user models folder (``attnseg models``): where the panel proposes new models, so that a restarted
     napari lists them by name."""

@@ -53,12 +53,14 @@ from .finetune_run import (
     MIN_MINUTES,
     STEP_EVERY_S,
     Run,
+    dataset_problem,
     in_models_folder,
     listed_text,
     models_folder,
     output_problem,
     panel_closed,
     proposed_model,
+    start_problem,
 )
 from .job_pool import start_long
 
@@ -143,7 +145,7 @@ class FinetuneWidget(Undockable, QWidget, StartModels, ValidationField):
         ds = Path(dataset)
         # a free name, and its folder in the user models folder: listed by that name after a restart, never
         # over an earlier model (day 1's run proposes day 2's as <name>-2)
-        if self.name_edit.value in ("", self._auto_name):
+        if self.name_edit.value.strip() in ("", self._auto_name):  # (a name of spaces is no name: proposed)
             with self.name_edit.changed.blocked():
                 self.name_edit.value = self._auto_name = proposed_model(label, self._paths)[0]
         if self.description_edit.value in ("", self._auto_description):
@@ -188,28 +190,22 @@ class FinetuneWidget(Undockable, QWidget, StartModels, ValidationField):
         dataset = folder_text(self.dataset_edit) or self.default_dataset()
         if not dataset:
             raise ValueError("Choose an exported dataset folder (Correct and export > Export writes one).")
-        if not Path(dataset).is_dir():
-            raise ValueError(f"Dataset folder {dataset} does not exist; export a dataset there first.")
+        dataset = str(Path(dataset).expanduser())  # (typed ~/...: the trainer would take '~' for a folder here)
+        problem = dataset_problem(dataset)
+        if problem:
+            raise ValueError(problem)
         self.dataset_edit.value = dataset
         label = self.model_combo.value
         if not label:
             raise ValueError("No start model: load or train a model first.")
         self._model_changed()
         out = folder_text(self.out_edit)
-        problem = output_problem(out, dataset)
+        out = str(Path(out).expanduser()) if out else out
+        start = self._paths.get(label, label)
+        problem = output_problem(out, dataset) or start_problem(label, start)
         if problem:
             raise ValueError(problem)
-        val = self.val_edit.value.strip() if self.val_edit.enabled else ""
-        val_slices = None
-        if val:
-            from .. import correct
-
-            try:
-                val_slices = correct.parse_slice_ranges(val)
-            except Exception as exc:
-                raise ValueError(f"{self.val_edit.label} {val!r}: {exc}") from None
-            self._check_reviewed(val_slices)
-        start = self._paths.get(label, label)
+        val_slices = self._val_slices()
         return TrainConfig(dataset=dataset, out=out, start_model=start, minutes=self.minutes_spin.value,
                            freeze_encoder=self.freeze_box.value, val_slices=val_slices,
                            **normalization_choice(self.window_combo.value),
@@ -226,6 +222,8 @@ class FinetuneWidget(Undockable, QWidget, StartModels, ValidationField):
     def run(self):
         from ..training import train
 
+        if self.running():  # (a second Run while one goes: both would write the same output folder)
+            return None
         self.status.value = ""
         self.progress_bar.value = 0
         try:
