@@ -199,3 +199,16 @@ def test_depth_below_the_head_surface_is_scipys_distance_transform():
             head = np.pad(head, 5)
         spacing = tuple(rng.uniform(0.5, 4, 3))
         np.testing.assert_array_equal(_depth(head, spacing), ndi.distance_transform_edt(head, sampling=spacing))
+
+
+def test_a_head_of_two_intensity_levels_does_not_crash_brain_extraction():
+    """Audit (fine-tuning brain-mri-3d on a phantom): skimage's 3-class Otsu raised 'After discretization into bins,
+    the input image has only 2 different values' out of the setup; a two-level head gets thresholds between them."""
+    from napari_attnseg.inference.brain import _thresholds, extract_brain_fast
+
+    assert _thresholds(np.r_[np.zeros(1000), np.ones(1000)]) == (0.5, 0.5)
+    vol = np.zeros((40, 48, 48), np.float32)
+    r2 = ((np.indices(vol.shape) - np.array([20, 24, 24])[:, None, None, None]) ** 2).sum(0)
+    vol[r2 < 15 ** 2], vol[r2 < 8 ** 2] = 50, 100
+    found = extract_brain_fast(vol, (2.0, 2.0, 2.0))
+    assert found.mask.shape == vol.shape

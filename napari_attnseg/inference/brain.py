@@ -58,7 +58,14 @@ def _thresholds(values: np.ndarray) -> tuple[float, float]:
         v = float(values.min(initial=0))
         return v, v
     sample = values[:: max(1, values.size // 500_000)]
-    lo, hi = threshold_multiotsu(sample, classes=3)
+    try:
+        lo, hi = threshold_multiotsu(sample, classes=3)
+    except ValueError:  # two intensity levels (a phantom, a mask opened as an image): skimage cannot make three
+        levels = np.unique(sample)
+        if levels.size < 3:
+            mid = float(levels[0] + levels[-1]) / 2
+            return mid, mid
+        lo, hi = np.percentile(sample, [33.3, 66.7])
     return float(lo), float(hi)
 
 
