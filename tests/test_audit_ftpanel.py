@@ -153,3 +153,31 @@ def test_a_start_model_removed_after_it_was_listed_is_said_before_the_run(make_n
     start.unlink()
     assert w.run() is None and f"Start model 'start' is no longer in {tmp_path}" in w.status.value
     assert w.run_button.enabled
+
+
+@pytest.mark.gui
+def test_the_panel_shows_the_class_table_warnings_before_training(make_napari_viewer, tmp_path, qtbot, monkeypatch):
+    """`attnseg finetune` warned, before training, of a class of the table without a labelled voxel (and of classes
+    named under other values); the Fine-tune tab said nothing. Its worker now checks the same (core) and says so."""
+    import napari_attnseg._napari.finetune_widget as fw
+    from napari_attnseg import create_model, save_model
+    from napari_attnseg.checkpoint import ModelCard
+
+    lab = np.zeros((14, 32, 32), np.int64)
+    lab[3:11, 10:18, 10:18] = 1
+    img = (lab * 200.0 + 100 + np.random.default_rng(0).normal(0, 20, lab.shape)).astype(np.float32)
+    export_case(img, lab, tmp_path / "ds", "nnunet", reviewed_slices=[1, 4, 6, 8, 12],
+                label_names=["background", "x", "y"])  # 'y': no voxel
+    start = tmp_path / "start.safetensors"
+    save_model(create_model("unet", spatial_dims=2, features=[4, 8, 16]), start,
+               ModelCard(arch="", config={}, name="start", classes=["background", "x"], tile=[32, 32]))
+    said = []
+    monkeypatch.setattr(fw, "notify_warning", said.append)
+    w = _panel(make_napari_viewer(), tmp_path / "ds", start)
+    w.minutes_spin.value = 0.5
+    assert w.run() is not None
+    qtbot.waitUntil(lambda: bool(said), timeout=60000)
+    w.cancel_button.native.click()
+    qtbot.waitUntil(lambda: w.run_button.enabled, timeout=120000)
+    assert any("'y' (value 2)" in s and "no labelled voxel" in s for s in said), said
+    assert not any(s.startswith("warning:") for s in said)

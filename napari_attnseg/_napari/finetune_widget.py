@@ -34,6 +34,7 @@ from ._common import (
     job_controls,
     notify_error,
     notify_info,
+    notify_warning,
     set_choices,
 )
 from .correct_form import StatusLine
@@ -266,6 +267,10 @@ class FinetuneWidget(Undockable, QWidget, StartModels, ValidationField):
                     run.cleanup()  # (here, not in a callback: it happens after the viewer closed too)
                 updates.put(None)
 
+            from ..training.class_checks import class_warnings
+
+            for warning in class_warnings(cfg.start_model, cfg.dataset):  # (reads the labels: here, not on the GUI)
+                yield ("warning", {"text": warning.removeprefix("warning: ")})
             thread = threading.Thread(target=target, daemon=True)
             thread.start()
             while True:
@@ -284,6 +289,8 @@ class FinetuneWidget(Undockable, QWidget, StartModels, ValidationField):
             if self._gone(run):
                 return
             kind, info = item
+            if kind == "warning":
+                return notify_warning(info["text"])
             if info.get("budget"):
                 frac = info["elapsed"] / info["budget"]
             else:

@@ -244,65 +244,6 @@ class ProgressBar:
             self.bar = None
 
 
-def class_table_warning(start_model: str, dataset: str | Path) -> str | None:
-    """A warning when the dataset's label table names the start model's classes under other values (exported with
-    ``--label-names`` in another order than the model's card): fine-tuning learns by value, so the new model would
-    call the start's grey matter 'white matter', or unlearn what it knew. None when the names agree or cannot be read."""
-    from ..checkpoint import read_card, resolve_model_path
-    from ..data.manifest import MANIFEST, read_manifest
-    from ..errors import AttnSegError
-
-    try:
-        classes = [str(c) for c in read_card(resolve_model_path(start_model)).classes or []]
-        names = [str(n) for n in (read_manifest(Path(dataset)) or {}).get("label_names") or []]
-    except (AttnSegError, OSError, ValueError):
-        return None  # (a model or dataset that does not load is refused by the trainer, with its own message)
-    key = {" ".join(c.lower().split()): i for i, c in enumerate(classes)}
-    moved = [(v, n, key[k]) for v, n in enumerate(names)
-             if v and (k := " ".join(n.lower().split())) in key and key[k] != v]
-    if not moved:
-        return None
-    said = ", ".join(f"value {v} '{n}'" for v, n, _ in moved)
-    model = ", ".join(f"'{n}' is {c}" for _, n, c in moved)
-    order = ",".join(classes + [n for n in names[1:] if " ".join(n.lower().split()) not in key])
-    return (f"warning: {Path(dataset) / MANIFEST} names {said}; the start model {start_model} predicts them under "
-            f"other values ({model}). The new model takes the dataset's names (its output rows start from the model's class "
-            f"of the same name when the number of classes differs, from the same value otherwise). If the masks were "
-            f"made by this model (their values are its classes), export them again into a new folder with the names in "
-            f"the model's order (--label-names '{order}'); if you relabelled the values on purpose"
-            f"{', the rows follow the names' if len(names) != len(classes) else ', the model has to unlearn its classes: give it more time'}.")
-
-
-def empty_classes_warning(dataset: str | Path) -> str | None:
-    """A warning when a class of the dataset's label table has no labelled voxel in any case (``--label-names`` with
-    more names than the mask has values): the model would learn never to predict it, and the card would list it.
-    None when every class is labelled or the dataset cannot be read (the trainer refuses that with its message)."""
-    import numpy as np
-
-    from ..data.dataset import read_dataset
-    from ..errors import AttnSegError
-
-    try:
-        ds = read_dataset(dataset)
-        counts = np.zeros(ds.num_classes, np.int64)
-        for case in ds.cases:
-            lab = case.load_labels()
-            lab = lab[(lab >= 0) & (lab < ds.num_classes)]  # (the 'ignore' value is the table's length)
-            counts += np.bincount(lab.ravel(), minlength=ds.num_classes)[:ds.num_classes]
-    except (AttnSegError, OSError, ValueError):
-        return None
-    empty = [(v, n) for v, n in enumerate(ds.label_names) if v and not counts[v]]
-    if not empty or len(empty) == ds.num_classes - 1:  # (no foreground at all: the trainer says so)
-        return None
-    said = ", ".join(f"'{n}' (value {v})" for v, n in empty)
-    one = len(empty) == 1
-    return (f"warning: {said} of the label table of {ds.root} {'has' if one else 'have'} no labelled voxel in any "
-            f"case: the model learns never to predict {'it' if one else 'them'}, yet its card lists "
-            f"{'it' if one else 'them'}. If the table names more classes than the masks have (extra --label-names, or "
-            "mask values that skip one, e.g. 0, 1, 3), export them again into a new folder with one name per value, "
-            "the values numbered without a gap; else paint some of it on a reviewed slice.")
-
-
 def run_training(cfg) -> int:
     """Run the trainer with a progress bar and print the summary (rank 0 only under torchrun)."""
     from ..training import train

@@ -6,14 +6,7 @@ import argparse
 import sys
 
 from ..training.config import FT_FAR_NEGATIVES, FT_HARD_NEGATIVES, FT_L2SP, FT_REFIT
-from ._train_common import (
-    add_budget_and_split,
-    check_out,
-    class_table_warning,
-    config_kwargs,
-    empty_classes_warning,
-    run_training,
-)
+from ._train_common import add_budget_and_split, check_out, config_kwargs, run_training
 
 NAME = "finetune"
 HELP = "Fine-tune a model on an exported dataset of corrected masks."
@@ -48,9 +41,10 @@ def run(args: argparse.Namespace) -> int:
     from ..training import TrainConfig
 
     check_out(args)
-    for warning in (class_table_warning(args.model, args.dataset), empty_classes_warning(args.dataset)):
-        if warning:  # before the run, where it is read
-            print(warning, file=sys.stderr)
+    from ..training.class_checks import class_warnings
+
+    for warning in class_warnings(args.model, args.dataset):  # before the run, where it is read
+        print(warning, file=sys.stderr)
     cfg = TrainConfig(start_model=args.model, freeze_encoder=args.freeze_encoder, prompts=args.prompts,
                       freeze_bn=False if args.train_bn else None, l2sp=args.l2sp, hard_negatives=args.hard_negatives, refit=args.refit,
                       far_negatives=args.far_negatives,
