@@ -10,27 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_napari_prompt_events import _press_release
 
 pytestmark = pytest.mark.gui
 
-BRAIN = Path("/work/shared/data/radiomics")
-
-
-class _Event:
-    def __init__(self, position, kind="mouse_press", modifiers=(), button=1):
-        self.type, self.position, self.modifiers, self.button = kind, tuple(position), list(modifiers), button
-        self.pos = np.zeros(2)
-
-
-def _press_release(viewer, position, **kw) -> None:
-    """One click the way napari dispatches it: the viewer's drag callbacks, then the selected layer's."""
-    from napari.utils._proxies import ReadOnlyWrapper
-    from napari.utils.interactions import mouse_press_callbacks, mouse_release_callbacks
-
-    active = viewer.layers.selection.active
-    for obj in (viewer, active):
-        mouse_press_callbacks(obj, ReadOnlyWrapper(_Event(position, **kw)))
-        mouse_release_callbacks(obj, _Event(position, kind="mouse_release", **kw))
+BRAIN = Path(__file__).resolve().parents[2] / "shared" / "data" / "radiomics"
 
 
 def _wait(qtbot, pm) -> None:

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import nibabel as nib
 import numpy as np
@@ -209,31 +208,6 @@ def test_killed_export_leaves_dataset_before_or_after(tmp_path, case, step, nth,
     rec = export_case(image, labels, ds, "nnunet")  # the next export works and cleans up
     assert rec.case_id == f"case_{len(expected[0]):04d}"
     assert not [p for p in ds.rglob(".*") if p.name != ".attnseg.lock"]
-
-
-def test_export_killed_from_outside_mid_case(tmp_path, case):
-    """SIGKILL from another process while the export sleeps between two files."""
-    image, labels = case
-    ds = tmp_path / "ds"
-    export_case(image, labels, ds, "nnunet")
-    before = (ds / "manifest.json").read_bytes()
-    np.save(tmp_path / "img.npy", image)
-    np.save(tmp_path / "lab.npy", labels)
-    code = ("import numpy as np, sys, time; from napari_attnseg.data import export; "
-            "export._hook = lambda step: time.sleep(30) if step == 'file' else None; "
-            "export.export_case(np.load(sys.argv[1]), np.load(sys.argv[2]), sys.argv[3], 'nnunet')")
-    proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "img.npy"), str(tmp_path / "lab.npy"), str(ds)])
-    deadline = time.time() + 60
-    while not list(ds.rglob("*case_0001_0000*staged*")) and time.time() < deadline:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert (ds / "manifest.json").read_bytes() == before
-    assert sorted(p.name for p in (ds / "imagesTr").iterdir() if not p.name.startswith(".")) == ["case_0000_0000.nii.gz"]
-    assert len(read_dataset(ds).cases) == 1
-    rec = export_case(image, labels, ds, "nnunet")
-    assert rec.case_id == "case_0001" and len(read_dataset(ds).cases) == 2
-    assert not list(ds.rglob("*staged*"))
 
 
 def test_dicom_phi_never_reaches_the_dataset(tmp_path):

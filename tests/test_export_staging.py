@@ -127,6 +127,7 @@ def test_an_export_killed_from_outside_while_it_writes_leaves_the_layout_folders
     image, labels = case
     ds = tmp_path / "ds"
     export_case(image, labels, ds, "nnunet")
+    before = (ds / "manifest.json").read_bytes()
     np.save(tmp_path / "img.npy", image)
     np.save(tmp_path / "lab.npy", labels)
     code = ("import numpy as np, sys, time; from napari_attnseg.data import export; "
@@ -140,6 +141,7 @@ def test_an_export_killed_from_outside_while_it_writes_leaves_the_layout_folders
     proc.wait()
     assert list(ds.rglob(".case_0001_0000*staged.nii.gz")), "the export was not stopped mid-case"
     assert _nnunet_view(ds) == (["case_0000"], []) and _hidden_in_layout(ds) == []
+    assert (ds / "manifest.json").read_bytes() == before and len(read_dataset(ds).cases) == 1
     assert export_case(image, labels, ds, "nnunet").case_id == "case_0001"
     assert not list(ds.rglob("*staged*")) and not (ds / ".attnseg-staging").exists()
 
