@@ -210,5 +210,26 @@ class StartModels:
             return None
         return len(manifest["label_names"]) if manifest and manifest.get("label_names") else None
 
+    def _head_note(self, label: str) -> str:
+        """What a run from ``label`` keeps of its output layer for the dataset's classes (as the run's notes say:
+        the rows of the classes both name, matched as :func:`~napari_attnseg.training.steps.kept_classes` does);
+        '' when the numbers of classes agree or either is unknown."""
+        from ..data.manifest import read_manifest
+        from ..training.steps import kept_classes
+
+        folder = folder_text(self.dataset_edit)
+        try:
+            names = list(((read_manifest(Path(folder)) if folder else None) or {}).get("label_names") or [])
+        except Exception:  # not a dataset (yet): the run says so
+            return ""
+        classes = [str(c) for c in (self._card(label) or {}).get("classes") or []]
+        if not names or not classes or len(names) == len(classes):
+            return ""
+        rows = kept_classes(classes, names)
+        kept, new = [n for j, n in enumerate(names) if j in rows], [n for j, n in enumerate(names) if j not in rows]
+        return (f"{label} predicts {len(classes)} classes ({', '.join(classes)}), the dataset has {len(names)}: its "
+                f"encoder and decoder are kept, and its output rows of {', '.join(kept) or 'no class'}; "
+                f"{', '.join(new)} {'is' if len(new) == 1 else 'are'} trained anew.")
+
     def _model_classes(self, label: str) -> int | None:
         return len((self._card(label) or {}).get("classes") or []) or None

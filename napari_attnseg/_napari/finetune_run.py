@@ -57,8 +57,29 @@ class Run:
             return ""
         setup = getattr(res, "setup_seconds", None)
         took = f"; the setup took {setup:.0f} s of the {minutes:g} min budget" if setup and minutes else ""
-        return (f"Less than one epoch ran ({last['step']} of {last['steps']} steps{took}): the model has hardly "
-                "changed from the start; give a longer budget.")
+        new = _new_classes(res.checkpoint)
+        what = (f"its new class{'es' if len(new) > 1 else ''} ({', '.join(new)}) had only these steps from untrained "
+                "weights: what it marks as such is close to noise" if new else
+                "the model has hardly changed from the start")
+        return f"Less than one epoch ran ({last['step']} of {last['steps']} steps{took}): {what}; give a longer budget."
+
+
+def _new_classes(checkpoint: str) -> list[str]:
+    """The classes a fine-tuned checkpoint predicts that its start model did not (its output rows were initialised
+    anew: the card's ``training.head_reinitialised``), matched by name as the run matched them; [] when none."""
+    from ..checkpoint import read_card
+    from ..training.steps import kept_classes
+    from .model_choice import card_dict
+
+    try:
+        card = read_card(checkpoint)
+    except Exception:  # no readable card: say nothing about its classes
+        return []
+    if not card.training.get("head_reinitialised"):
+        return []
+    start = (card_dict(str(card.training.get("start_model") or "")) or {}).get("classes") or []
+    rows = kept_classes([str(c) for c in start], list(card.classes))
+    return [n for j, n in enumerate(card.classes) if j not in rows]
 
 
 def panel_closed(current: list) -> None:

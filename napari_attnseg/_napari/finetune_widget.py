@@ -134,12 +134,7 @@ class FinetuneWidget(Undockable, QWidget, StartModels, ValidationField):
     def _model_changed(self, *_) -> None:
         """Say when the head will be re-initialised, and propose the output folder and the model's name."""
         label = self.model_combo.value or ""
-        n_data, n_model = self._dataset_classes(), self._model_classes(label)
-        if n_data is not None and n_model is not None and n_data != n_model:
-            self.model_note.value = (f"{label} predicts {n_model} classes, the dataset has {n_data}: its encoder and "
-                                     "decoder are kept and its output layer is trained anew.")
-        else:
-            self.model_note.value = ""
+        self.model_note.value = self._head_note(label)
         dataset = folder_text(self.dataset_edit)
         if not dataset or not label:
             return
@@ -355,8 +350,7 @@ class FinetuneWidget(Undockable, QWidget, StartModels, ValidationField):
                 notify_info(f"No epoch beat {start_label} on the validation: its weights were kept and saved "
                             f"to {folder} (give it more time or review more slices){use}.")
             elif short:
-                notify_info(f"Less than one epoch ran: the model saved to {folder} has hardly changed; give a longer "
-                            f"budget{use}.")
+                notify_info(f"{short} It was saved to {folder}{use}.")  # (the status's words: a new class is noise)
             else:
                 notify_info(f"{'Fine-tuning cancelled; the best model so far' if res.cancelled else 'Fine-tuned model'} "
                             f"saved to {folder}{use}")
