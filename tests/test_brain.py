@@ -212,3 +212,19 @@ def test_a_head_of_two_intensity_levels_does_not_crash_brain_extraction():
     vol[r2 < 15 ** 2], vol[r2 < 8 ** 2] = 50, 100
     found = extract_brain_fast(vol, (2.0, 2.0, 2.0))
     assert found.mask.shape == vol.shape
+
+
+def test_the_offset_warning_fires_on_an_offset_not_on_a_crop_inside_the_head():
+    """The MNI T1 + 100 (an intensity offset) is warned of; a crop around the ventricles, whose border is tissue, was
+    told its 'border (its background) is at 470 ... subtract the background value' (audit: brain1 around its tumour)."""
+    from napari_attnseg._paths import samples_dir
+    from napari_attnseg.data import read_image
+    from napari_attnseg.inference.checks import _background_warning
+
+    t1 = read_image(samples_dir() / "mni152_t1.nii.gz").data.astype(np.float32)
+    assert _background_warning(t1, "brain-mri-3d") is None
+    assert "intensity offset" in _background_warning(t1 + 0.1 * float(t1.max()), "brain-mri-3d")
+    z, y, x = (s // 2 for s in t1.shape)
+    crop = t1[z - 10:z + 10, y - 25:y + 25, x - 25:x + 25]
+    assert np.percentile(crop[:, 0], 50) > 0.1 * t1.max()  # (its border is tissue)
+    assert _background_warning(crop, "brain-mri-3d") is None

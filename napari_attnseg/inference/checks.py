@@ -373,12 +373,16 @@ def _background_warning(image: np.ndarray, name: str) -> str | None:
     faces = np.concatenate([np.take(sample, i, axis=a).ravel() for a in range(max(0, sample.ndim - 2), sample.ndim)
                             for i in (0, -1)])
     faces = finite_values(faces)
-    border = float(percentiles(faces, [50])[0]) if faces.size else 0.0
+    low, border, high = (float(v) for v in percentiles(faces, [25, 50, 75])) if faces.size else (0.0, 0.0, 0.0)
     if negative > 0.05:
         return (f"{negative:.0%} of the image's voxels are negative, but {name} expects intensities >= 0 with 0 outside "
                 "the body (as scanners write MRI): an image standardised (z-scored) or shifted by a tool cannot be "
                 "segmented reliably; use the scanner's intensities.")
-    if top > 0 and border > 0.05 * top:
+    # an offset is an even background at the dark end of the image (all voxels + 100: its quartiles 2% apart, 0% of
+    # the voxels darker); a crop inside the head has tissue at its border: uneven (brain1 around its tumour: quartiles
+    # 1.31 x the median apart) or brighter than much of the image (white matter around the MNI ventricles)
+    even, dark = high - low <= 0.5 * border, float((finite < low).mean()) <= 0.35
+    if top > 0 and border > 0.05 * top and even and dark:
         return (f"The image's border (its background) is at {border:.4g}, {border / top:.0%} of its bright end, but "
                 f"{name} expects 0 outside the body (as scanners write MRI): an intensity offset lowers the accuracy; "
                 "remove it (subtract the background value) and run again.")
