@@ -183,6 +183,7 @@ def test_a_class_added_to_a_models_classes_keeps_the_known_classes_output_rows()
     from napari_attnseg.training.steps import _with_new_head, kept_classes
 
     assert kept_classes(["background", "grey matter", "white matter"], ["bg", "White_Matter", "lesion"]) == {0: 0, 1: 2}
+    assert kept_classes(["background", "nucleus"], ["background", "tumour", "oedema"]) == {}  # nothing to keep
     torch.manual_seed(0)
     start = create_model("attention_unet", spatial_dims=3, in_channels=1, out_channels=3, features=[4, 8, 16])
     start.card = ModelCard(arch="attention_unet", config={}, name="start",

@@ -227,9 +227,10 @@ class StartModels:
             return ""
         rows = kept_classes(classes, names)
         kept, new = [n for j, n in enumerate(names) if j in rows], [n for j, n in enumerate(names) if j not in rows]
+        head = (f"and its output rows of {', '.join(kept)}; {', '.join(new)} {'is' if len(new) == 1 else 'are'} trained "
+                "anew" if kept else "and its output layer is trained anew (no class in common)")
         return (f"{label} predicts {len(classes)} classes ({', '.join(classes)}), the dataset has {len(names)}: its "
-                f"encoder and decoder are kept, and its output rows of {', '.join(kept) or 'no class'}; "
-                f"{', '.join(new)} {'is' if len(new) == 1 else 'are'} trained anew.")
+                f"encoder and decoder are kept, {head}.")
 
     def _model_classes(self, label: str) -> int | None:
         return len((self._card(label) or {}).get("classes") or []) or None

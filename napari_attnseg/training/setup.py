@@ -98,8 +98,8 @@ class RunSetup(BrainInputs, ModelGrid):
                 kept = [names[j] for j in sorted(kept_classes(list(card.classes), names)) if j < len(names)]
                 self.notes.append(f"the start model predicts {len(card.classes)} classes ({', '.join(card.classes)}), the "
                                   f"dataset has {self.n_classes} ({', '.join(names)}): encoder and decoder kept, the "
-                                  f"output head's rows of {', '.join(kept) or 'no class'} kept and the others "
-                                  "initialised anew")
+                                  + (f"output head's rows of {', '.join(kept)} kept and the others initialised anew"
+                                     if kept else "output head re-initialised (no class in common)"))
             if self.model.in_channels != in_ch:
                 raise DatasetError(f"The dataset's images have {in_ch} channel(s) but the model {cfg.start_model} "
                                    f"takes {self.model.in_channels}.")

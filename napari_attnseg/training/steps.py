@@ -32,11 +32,13 @@ def _class_key(name: str) -> str:
 
 def kept_classes(old: list[str], new: list[str]) -> dict[int, int]:
     """``{new index: old index}`` for the dataset's classes the start model already predicts, matched by name
-    (case, ``_`` / ``-`` and spacing ignored; ``bg`` is background); background is index 0 of both either way."""
+    (case, ``_`` / ``-`` and spacing ignored), background (index 0 of both) with them; ``{}`` when no foreground
+    class is in common."""
     index = {_class_key(n): i for i, n in enumerate(old)}
-    found = {j: index[_class_key(n)] for j, n in enumerate(new) if _class_key(n) in index}
-    if old and new:
-        found.setdefault(0, 0)
+    found = {j: index[_class_key(n)] for j, n in enumerate(new) if j and _class_key(n) in index}
+    if not found:  # no foreground class in common: the background row alone means nothing (its logit was weighed
+        return {}  # against classes that are gone), so the whole head starts anew
+    found.setdefault(0, 0)
     return found
 
 
