@@ -128,12 +128,12 @@ def dataset_problem(folder: str) -> str | None:
     """Why ``folder`` cannot be fine-tuned on now (a message for the panel), or None: a missing folder, or one an
     export is writing to (the run would read what it has not finished). A folder that is no dataset is said by the
     run, at once (reading the dataset is its first step)."""
-    from ..data.manifest import LOCK
+    from ..data.manifest import export_running
 
     path = Path(folder).expanduser()
     if not path.is_dir():
         return f"Dataset folder {folder} does not exist; export a dataset there first (Correct and export > Export)."
-    if _locked(path / LOCK):
+    if export_running(path):
         return (f"An export is writing to the dataset {folder}; wait until it has finished (the Correct and export "
                 "tab says so), then press Run again.")
     return None
@@ -151,25 +151,6 @@ def start_problem(label: str, start: str) -> str | None:
         return (f"Start model {label!r} is no longer in {where} (moved or deleted since it was listed); choose "
                 "another start model, or load its file again with the Segment tab's Load checkpoint....")
     return None
-
-
-def _locked(lock: Path) -> bool:
-    """True while another writer (an export, in this napari or ``attnseg export``) holds the dataset's lock."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows: no lock to probe
-        return False
-    if not lock.is_file():
-        return False
-    try:
-        with open(lock) as f:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
-    except BlockingIOError:
-        return True
-    except OSError:  # (unreadable: the run says what is wrong)
-        return False
-    return False
 
 
 def models_folder() -> Path:

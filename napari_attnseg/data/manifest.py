@@ -24,7 +24,7 @@ from ..errors import DatasetError
 from .staging import LAYOUT_DIRS, STAGED_MARK, clear, prune, staged_name
 
 __all__ = ["JOURNAL", "LAYOUT_DIRS", "LOCK", "MANIFEST", "STAGED_MARK", "apply_journal", "commit", "dataset_lock",
-           "ignore_value_of", "read_manifest", "recover", "staged_name", "write_json_atomic"]
+           "export_running", "ignore_value_of", "read_manifest", "recover", "staged_name", "write_json_atomic"]
 
 MANIFEST = "manifest.json"
 JOURNAL = ".attnseg-journal.json"
@@ -68,6 +68,27 @@ def dataset_lock(folder: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def export_running(folder: Path) -> bool:
+    """True while an export (in napari or ``attnseg export``) holds the dataset's lock at ``folder``: a reader (a
+    fine-tuning run) would see what it has not finished. Probes without waiting; False where locks do not exist."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: no lock to probe
+        return False
+    lock = Path(folder) / LOCK
+    if not lock.is_file():
+        return False
+    try:
+        with open(lock) as f:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+    except BlockingIOError:
+        return True
+    except OSError:  # (unreadable: the reader says what is wrong)
+        return False
+    return False
 
 
 def commit(folder: Path, renames: list[tuple[Path, Path]], index: dict[str, Any], manifest: dict,
