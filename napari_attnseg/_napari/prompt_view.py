@@ -66,7 +66,8 @@ def value_note(mask, object_value: int | None, over: bool) -> str:
         return f"This object: label {object_value} in '{mask.name}'."
     value = new_object_value(mask)
     text = f"New object: label {value} (the mask's selected label; M in its layer controls picks a new one)"
-    return text + (", also over a labelled region clicked." if over else "; a click on an object corrects that object.")
+    return text + (": a click on a labelled region writes it over that region (a tumour over tissue)." if over
+                   else "; a click on an object corrects that object.")
 
 
 def grey_for_clicks(corr, image):
