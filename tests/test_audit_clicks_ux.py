@@ -165,7 +165,7 @@ def test_a_tumour_inside_the_tissue_mask_is_clicked_into_a_new_label(make_napari
     z = 2
     centre = (z, *np.argwhere(tumour[z]).mean(0).round())
     mask.selected_label = 3  # napari's M: the next free value
-    assert "label 3" in pm.value_line.value and "over a labelled region" in pm.value_line.value
+    assert "label 3" in pm.value_line.value and "writes it over that region" in pm.value_line.value
     pm.click(centre)
     _wait(qtbot, pm)
     written = np.asarray(mask.data) == 3
@@ -173,7 +173,7 @@ def test_a_tumour_inside_the_tissue_mask_is_clicked_into_a_new_label(make_napari
     assert 2 * (written[z] & tumour[z]).sum() / (written[z].sum() + tumour[z].sum()) > 0.4
     assert np.array_equal(np.asarray(mask.data)[~written], tissue[~written]), "only the object's voxels changed"
     pm.new_button.changed.emit(True)  # the same tumour on the next slice: the mask holds 3 now
-    assert "over a labelled region" in pm.value_line.value
+    assert "writes it over that region" in pm.value_line.value
     pm.click((z + 1, *np.argwhere(tumour[z + 1]).mean(0).round()))
     _wait(qtbot, pm)
     assert (np.asarray(mask.data)[z + 1] == 3).sum() > 50, pm.status.value
