@@ -136,7 +136,8 @@ class SegmentJob:
             if pred.params.get("mode") == "slices":  # a z-stack, a time-lapse (t, y, x) or a few planes
                 # a turned volume ran on the model's slices (a sagittal-stored CT: its 30 axial ones, not 512)
                 n, turned_note = (pred.params.get("model_shape") or np.shape(pred.labels))[0], " in the model's orientation"
-                msg += f"; its {n} {'frames' if is_time_axis(layer) else 'slices'}{turned_note if turned else ''} one by one"
+                unit = ("frame" if is_time_axis(layer) else "slice") + ("s" if n != 1 else "")  # (a (1, y, x) stack)
+                msg += f"; its {n} {unit}{turned_note if turned else ''} one by one"
             if layer.multiscale:
                 msg += "; at the pyramid's full resolution"
             used, est = pred.params.get("diameter_used"), pred.params.get("diameter_measured")
@@ -184,4 +185,8 @@ class SegmentJob:
 
     def cancel(self) -> None:
         if self._token is not None:
+            if not is_deleted(self) and self.running() and self.cancel_button.enabled and not self._token.cancelled:
+                # (Run stays greyed until the worker has stopped: say why, instead of "Running ..." meanwhile)
+                self.status.value = "Cancelling: the run stops at its next step; Run is available again then."
+                self.cancel_button.enabled = False
             self._token.cancel()
