@@ -128,9 +128,11 @@ def test_changes_while_a_run_goes(panel, qtbot, action):
         _on_grid(viewer, name)
 
 
-def test_cancel_says_the_run_is_stopping_and_run_works_right_after(panel, qtbot):
+def test_cancel_says_the_run_is_stopping_and_run_works_right_after(panel, qtbot, monkeypatch):
     """Cancel left the status at 'Running nuclei-2d on big...' and Cancel enabled until the worker stopped,
     while Run stayed greyed: nothing said why. Now it says it is cancelling; Run works as soon as it stopped."""
+    import napari_attnseg._napari.segment_widget as sw
+
     viewer, w = panel
     done = []
     w.run_done.connect(done.append)
@@ -139,6 +141,10 @@ def test_cancel_says_the_run_is_stopping_and_run_works_right_after(panel, qtbot)
     w.cancel()
     assert "Cancelling" in w.status.value, w.status.value
     assert not w.cancel_button.enabled
+    said = []
+    monkeypatch.setattr(sw, "notify_info", said.append)
+    assert w.run() is None  # (a script's run() at once: not "press Cancel first", Cancel was pressed)
+    assert said == ["The cancelled run is still stopping; press Run again in a moment."], said
     qtbot.waitUntil(lambda: bool(done), timeout=60000)
     assert done == [False] and "Cancelled" in w.status.value and w.run_button.enabled
     assert [ly.name for ly in viewer.layers] == ["big"]

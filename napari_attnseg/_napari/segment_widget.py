@@ -287,7 +287,9 @@ class SegmentWidget(Undockable, QWidget, SegmentForm, ResultLayers, PixelTool, S
 
     def run(self):
         if not self.run_button.enabled:  # a run is going (Estimate the size and run stayed clickable: two runs)
-            notify_info("A segmentation is already running; wait for it or press Cancel first.")
+            stopping = self._token is not None and self._token.cancelled
+            notify_info("The cancelled run is still stopping; press Run again in a moment." if stopping else
+                        "A segmentation is already running; wait for it or press Cancel first.")
             return None
         if (checked := self._check()) is None:
             self.run_done.emit(False)  # a refusal ends the run too: a script waiting on run_done goes on
