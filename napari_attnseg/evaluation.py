@@ -15,6 +15,7 @@ import numpy as np
 
 from ._paths import samples_dir
 from .data import read_image
+from .data.label_values import class_key
 from .errors import InputError
 from .inference import predict
 from .training.losses import dice_per_class
@@ -76,8 +77,8 @@ def names_to_classes(names: Sequence[str] | None, classes: Sequence[str]) -> tup
     a model's 1 grey matter, 2 white matter) is scored by name: by value every class would score against another."""
     if not names or len(names) < 2:
         return {}, ""
-    key = {" ".join(str(c).lower().split()): i for i, c in enumerate(classes) if i}  # (0 is background, by value)
-    found = {v: key.get(" ".join(str(n).lower().split())) for v, n in enumerate(names) if v}
+    key = {class_key(c): i for i, c in enumerate(classes) if i}  # (0 is background, by value)
+    found = {v: key.get(class_key(n)) for v, n in enumerate(names) if v}
     moved = {v: c for v, c in found.items() if c is not None and c != v}
     if not moved:
         return {}, ""

@@ -49,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
     from ..data import read_image
     from ..data.export import check_class_ids, export_case
     from ..data.grid import on_image_grid
+    from ..data.label_values import class_key
     from ..errors import InputError
 
     if args.image and Path(str(args.image)).resolve() == Path(str(args.labels)).resolve():
@@ -76,8 +77,8 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
     saved = [str(n) for n in labels.meta.get("class_names") or []]
     if names and saved and not args.foreground:  # the mask's own names (napari, predict) against --label-names
-        key = {" ".join(n.lower().split()): v for v, n in enumerate(saved)}
-        moved = [(v, n.strip(), key[k]) for v, n in enumerate(names) if (k := " ".join(n.lower().split())) in key
+        key = {class_key(n): v for v, n in enumerate(saved)}
+        moved = [(v, n.strip(), key[k]) for v, n in enumerate(names) if (k := class_key(n)) in key
                  and key[k] != v]
         if moved:
             print(f"{args.labels}: warning: --label-names name value(s) "

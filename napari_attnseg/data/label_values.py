@@ -23,6 +23,13 @@ def check_class_ids(a: np.ndarray, what: str) -> None:
         raise InputError(f"{what} must not be negative; class ids start at 0 (background).")
 
 
+def class_key(name: str) -> str:
+    """A class name as compared across cards, masks and datasets: case, ``_`` / ``-`` and spacing aside
+    (``White_Matter`` is ``white matter``), ``bg`` / ``back`` / ``0`` the background."""
+    key = " ".join(str(name).strip().lower().replace("_", " ").replace("-", " ").split())
+    return "background" if key in ("bg", "back", "0") else key
+
+
 def clean_names(names: Sequence[str] | None, kind: str) -> list[str] | None:
     """Names as typed ("background, tumour" from a comma list) without the spaces around them; an empty one refused."""
     if names is None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..data.label_values import class_key
+
 
 def class_table_warning(start_model: str, dataset: str | Path) -> str | None:
     """A warning when the dataset's label table names the start model's classes under other values (exported with
@@ -20,14 +22,14 @@ def class_table_warning(start_model: str, dataset: str | Path) -> str | None:
         names = [str(n) for n in (read_manifest(Path(dataset)) or {}).get("label_names") or []]
     except (AttnSegError, OSError, ValueError):
         return None  # (a model or dataset that does not load is refused by the trainer, with its own message)
-    key = {" ".join(c.lower().split()): i for i, c in enumerate(classes)}
+    key = {class_key(c): i for i, c in enumerate(classes)}
     moved = [(v, n, key[k]) for v, n in enumerate(names)
-             if v and (k := " ".join(n.lower().split())) in key and key[k] != v]
+             if v and (k := class_key(n)) in key and key[k] != v]
     if not moved:
         return None
     said = ", ".join(f"value {v} '{n}'" for v, n, _ in moved)
     model = ", ".join(f"'{n}' is {c}" for _, n, c in moved)
-    order = ",".join(classes + [n for n in names[1:] if " ".join(n.lower().split()) not in key])
+    order = ",".join(classes + [n for n in names[1:] if class_key(n) not in key])
     return (f"warning: {Path(dataset) / MANIFEST} names {said}; the start model {start_model} predicts them under "
             f"other values ({model}). The new model takes the dataset's names (its output rows start from the model's class "
             f"of the same name when the number of classes differs, from the same value otherwise). If the masks were "

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..data.label_values import class_key
 from ..errors import InputError
 from ..inference.precision import PRECISIONS
 from ..models.registry import create_model
@@ -25,17 +26,12 @@ def dice_counts(pred: np.ndarray, target: np.ndarray, n_classes: int, ignore: in
     return out
 
 
-def _class_key(name: str) -> str:
-    key = " ".join(str(name).strip().lower().replace("_", " ").replace("-", " ").split())
-    return "background" if key in ("bg", "back", "0") else key
-
-
 def kept_classes(old: list[str], new: list[str]) -> dict[int, int]:
     """``{new index: old index}`` for the dataset's classes the start model already predicts, matched by name
     (case, ``_`` / ``-`` and spacing ignored), background (index 0 of both) with them; ``{}`` when no foreground
     class is in common."""
-    index = {_class_key(n): i for i, n in enumerate(old)}
-    found = {j: index[_class_key(n)] for j, n in enumerate(new) if j and _class_key(n) in index}
+    index = {class_key(n): i for i, n in enumerate(old)}
+    found = {j: index[class_key(n)] for j, n in enumerate(new) if j and class_key(n) in index}
     if not found:  # no foreground class in common: the background row alone means nothing (its logit was weighed
         return {}  # against classes that are gone), so the whole head starts anew
     found.setdefault(0, 0)
