@@ -21,6 +21,7 @@ import torch
 
 from ._files import atomic_write
 from ._version import __version__
+from .checkpoint_checks import folder_message, foreign_file_message, unlisted_user_model
 from .devices import resolve_device
 from .errors import CheckpointError, InputError
 
@@ -241,8 +242,7 @@ def resolve_model_path(name_or_path: str | os.PathLike) -> Path:
         best = candidate / "best.safetensors"
         if best.is_file():
             return best
-        raise CheckpointError(f"{candidate} is a folder without best.safetensors, not a model; pass a .safetensors "
-                              "file, or a folder that train/finetune wrote.")
+        raise CheckpointError(folder_message(candidate))  # (a MONAI bundle, a wrapper folder: what to pass instead)
     if candidate.suffix == ".safetensors" or candidate.exists() or os.sep in text:
         if not candidate.exists():
             raise CheckpointError(f"Model file {candidate} does not exist.")
@@ -256,9 +256,8 @@ def resolve_model_path(name_or_path: str | os.PathLike) -> Path:
     user = user_models()[0]  # the user models folder's checkpoints, by file or folder name
     if text in user:
         return user[text]
-    for found in (user_models_dir() / f"{text}.safetensors", user_models_dir() / text / "best.safetensors"):
-        if found.is_file():  # there but not listed (damaged): loading it names the file and what is wrong
-            return found
+    if (found := unlisted_user_model(text, user_models_dir())) is not None:  # damaged: loading it says why
+        return found
     names = ", ".join(bundled_models()) or "none installed"
     close = difflib.get_close_matches(text, [*bundled_models(), *user], n=1, cutoff=0.6)
     hint = f"Did you mean {close[0]!r}? " if close else ""
@@ -276,13 +275,8 @@ def read_card(path: str | os.PathLike) -> ModelCard:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
     except Exception as exc:  # safetensors raises several types for corrupt headers
-        if _is_pickle(path):
-            raise CheckpointError(
-                f"{path} is a PyTorch pickle (torch.save), not a safetensors file. napari-attnseg never unpickles "
-                "files: unpickling can run any code stored in them. If you trust the file, convert it once in your own "
-                "Python: build the model with napari_attnseg.create_model, load the state_dict read with torch.load "
-                "(weights_only=True) into it, and save it with napari_attnseg.save_model(net, 'model.safetensors', "
-                "card={'classes': [...]}) (docs/cli.md, 'Converting a PyTorch checkpoint').") from None
+        if (foreign := foreign_file_message(path)) is not None:  # a pickle, TorchScript, a MONAI bundle: never loaded
+            raise CheckpointError(foreign) from None
         hint = ("; it is an image, not a model: give it as the input and a model name (see `attnseg models`) as --model"
                 if path.name.lower().endswith((".tif", ".tiff", ".nii", ".nii.gz", ".dcm")) else
                 "; it may be truncated or corrupt")
@@ -312,25 +306,6 @@ def read_card(path: str | os.PathLike) -> ModelCard:
                                   f"{', '.join(map(repr, differ))}; the card was edited or belongs to another model. "
                                   "Restore it or delete it.")
     return card
-
-
-def _is_pickle(path: Path) -> bool:
-    """A PyTorch pickle, told without unpickling: a zip holding ``data.pkl`` (torch.save), a file starting
-    with the pickle protocol byte 0x80 (the legacy format), or a .pt/.pth/.ckpt/.pkl name."""
-    import zipfile
-
-    if path.suffix.lower() in (".pt", ".pth", ".ckpt", ".pkl"):
-        return True
-    try:
-        with open(path, "rb") as f:
-            if f.read(1) == b"\x80":
-                return True
-        if zipfile.is_zipfile(path):
-            with zipfile.ZipFile(path) as z:  # reads the zip's directory only
-                return any(n.endswith("data.pkl") for n in z.namelist())
-    except (OSError, zipfile.BadZipFile):
-        pass
-    return False
 
 
 def model_identity(source) -> dict[str, Any]:
@@ -369,7 +344,7 @@ def load_model(name_or_path: str | os.PathLike, device: str | torch.device = "au
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from .models.registry import create_model, explain_mismatch
+    from .models.registry import arch_hint, create_model, explain_mismatch
 
     path = resolve_model_path(name_or_path)
     card = read_card(path)
@@ -386,7 +361,7 @@ def load_model(name_or_path: str | os.PathLike, device: str | torch.device = "au
     try:
         model = create_model(card.arch, **card.config)
     except Exception as exc:
-        raise CheckpointError(f"{path}: cannot build architecture {card.arch!r} from its card ({exc}).") from None
+        raise CheckpointError(f"{path}: cannot build architecture {card.arch!r} from its card ({exc}){arch_hint(card.arch, tensors)}.") from None
     state = {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}
     try:
         model.load_state_dict(state, strict=True)

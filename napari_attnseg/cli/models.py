@@ -19,7 +19,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--add", metavar="CHECKPOINT", help="copy a .safetensors checkpoint (with its card), or the "
                         "folder train/finetune wrote, into your models folder; it is then listed here and in napari, "
                         "and --model NAME loads it")
-    parser.add_argument("--name", help="the name it gets there (default: the card's name); letters, digits, - _ .")
+    parser.add_argument("--name", help="the name it gets there (default: the card's name; when that is only the "
+                        "architecture, as attnseg train names a run without --name: the run folder's or the file's "
+                        "name); letters, digits, - _ .")
     parser.add_argument("--show", metavar="NAME_OR_PATH", help="print a model's card (what it segments, classes, "
                         "channels, spacing, training)")
 
@@ -44,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {m['name']:<{width}} {m['dims']:<6} {m['description']}")
     print(f"Your models (--model NAME), in {listing['user_folder']}:")
     for m in listing["user"]:
-        print(f"  {m['name']:<{width}} {m['dims']:<6} {m['arch']}, classes {m['classes']}; {m['description']}")
+        about = f"; {m['description']}" if m["description"] else ""
+        print(f"  {m['name']:<{width}} {m['dims']:<6} {m['arch']}, classes {m['classes']}{about}")
     if not listing["user"]:
         print("  (none; add one with: attnseg models --add CHECKPOINT [--name NAME])")
     for line in listing["user_problems"]:
@@ -65,7 +68,9 @@ def _add(source: str, name: str | None) -> int:
                          "wrote.")
     model = load_model(str(path.resolve()), device="cpu")  # refuses damaged files; a folder: its best.safetensors
     card, checkpoint = model.card, Path(model.checkpoint_path)
-    name = name or card.name or (checkpoint.parent.name if checkpoint.stem == "best" else checkpoint.stem)
+    # a card named after its architecture (attnseg train without --name) names no model: the run folder's name does
+    own = card.name if card.name and card.name != card.arch else ""
+    name = name or own or (checkpoint.parent.name if checkpoint.stem == "best" else checkpoint.stem)
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
         raise InputError(f"{name!r} cannot be a model name: use the letters A-Z and a-z (no accents or spaces), digits, "
                          f"'-', '_' and '.', starting with a letter or digit, e.g. --name {model_name_of(name)}.")
@@ -80,14 +85,25 @@ def _add(source: str, name: str | None) -> int:
     if taken is not None or target.exists() or target.with_suffix(".json").exists() or (folder / name).exists():
         raise InputError(f"Your models folder already has {name!r} ({taken or target}); nothing was replaced. Give "
                          "this one another name with --name NAME, or delete the old one first.")
-    atomic_write(target, lambda tmp: shutil.copyfile(checkpoint, tmp))
     sibling = checkpoint.with_suffix(".json")
     text = sibling.read_text() if sibling.is_file() else json.dumps(card.to_dict(), indent=2, sort_keys=True) + "\n"
-    atomic_write(target.with_suffix(".json"), lambda tmp: Path(tmp).write_text(text))
-    if card.name != name:  # the copy's card carries its name too: warnings, napari's list and records use it
-        from ..checkpoint import rewrite_card
+    try:
+        atomic_write(target, lambda tmp: shutil.copyfile(checkpoint, tmp))
+        atomic_write(target.with_suffix(".json"), lambda tmp: Path(tmp).write_text(text))
+        if card.name != name:  # the copy's card carries its name too: warnings, napari's list and records use it
+            from ..checkpoint import rewrite_card
 
-        rewrite_card(target, lambda c: setattr(c, "name", name))
+            rewrite_card(target, lambda c: setattr(c, "name", name))
+    except OSError as exc:  # a read-only share, a full disk: nothing half-added stays behind
+        for written in (target, target.with_suffix(".json")):
+            try:
+                written.unlink(missing_ok=True)
+            except OSError:
+                pass
+        raise InputError(f"Cannot write {name!r} into your models folder {folder} ({exc.strerror or exc}); nothing was "
+                         "added. Set ATTNSEG_MODELS_DIR to a folder you can write (a read-only shared folder of "
+                         "models can still be used: --model PATH/NAME.safetensors, or napari's Load checkpoint...).") \
+            from None
     print(f"added {checkpoint} as {name!r}: {target} ({card.arch}, {model.spatial_dims}D, classes "
           f"{', '.join(card.classes)}). attnseg predict ... --model {name}; napari lists it in the Segment tab.")
     return 0

@@ -28,9 +28,13 @@ def architecture_class(arch: str) -> type[SegmentationModel]:
 
     try:
         module, cls, _ = ARCHITECTURES[arch]
-    except KeyError:
+    except (KeyError, TypeError):
+        import difflib
+
+        close = difflib.get_close_matches(str(arch).lower().replace("-", "_").replace(" ", "_"), ARCHITECTURES, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
         raise InputError(
-            f"Unknown architecture {arch!r}; valid architectures: {', '.join(ARCHITECTURES)}."
+            f"Unknown architecture {arch!r}; valid architectures: {', '.join(ARCHITECTURES)}.{hint}"
         ) from None
     return getattr(importlib.import_module(f".{module}", __package__), cls)
 
@@ -121,6 +125,7 @@ def user_models() -> tuple[dict[str, Path], list[str]]:
     bundled = bundled_models()
     candidates = [(p.stem, p) for p in sorted(folder.glob("*.safetensors"))]
     candidates += [(p.parent.name, p) for p in sorted(folder.glob("*/best.safetensors"))]
+    problems += _misplaced(folder)
     for name, path in candidates:
         if name.startswith("."):  # a file being written (atomic_write's temporary)
             continue
@@ -134,7 +139,26 @@ def user_models() -> tuple[dict[str, Path], list[str]]:
                 problems.append(f"not listed: {problem}" if str(path) in problem else f"{path}: not listed: {problem}")
             else:
                 found[name] = path
+    from ..checkpoint_checks import remember_listed
+
+    remember_listed(folder, found)  # (a model deleted later is then called gone, not unknown)
     return found, problems
+
+
+def _misplaced(folder: Path) -> list[str]:
+    """A line per checkpoint of a sub-folder that is not listed because it is not ``NAME/best.safetensors``: a zip
+    unpacked with its wrapper folder (``NAME/run/best.safetensors``), renamed files (``NAME/model.safetensors``)."""
+    lines = []
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if (sub / "best.safetensors").is_file():
+            continue
+        files = sorted([*sub.glob("*.safetensors"), *sub.glob("*/best.safetensors")])
+        files = [f for f in files if f.name != "state.safetensors" and not f.name.startswith(".")]
+        if files:
+            lines.append(f"{sub}: not listed: a model here is NAME.safetensors, or a folder NAME/ holding best."
+                         f"safetensors; this folder holds {', '.join(str(f.relative_to(sub)) for f in files[:3])}. Move "
+                         f"the model up, or add it with: attnseg models --add {files[0]} --name NAME.")
+    return lines
 
 
 _CARDS: dict[tuple, dict | str] = {}  # (path, its and its card's mtime and size) -> card dict, or why it is unreadable
@@ -196,9 +220,21 @@ def list_models() -> dict[str, Any]:
             "user_folder": str(user_models_dir()), "user_problems": problems}
 
 
+def arch_hint(arch: str, names) -> str:
+    """``"; its tensors are those of a napari-attnseg 'unet'..."`` when the tensor ``names`` are another
+    architecture's than the card's ``arch`` (a card edited by hand, or copied from another model), else ``""``."""
+    guess = guess_architecture(names)
+    if guess is None or guess == arch:
+        return ""
+    return (f"; its tensors are those of a napari-attnseg {guess!r}, not {arch!r}: the card's 'arch' was edited, or the "
+            "card belongs to another model")
+
+
 def explain_mismatch(model, tensors: dict) -> str:
-    """Why ``tensors`` do not load into ``model`` (built from a card): the input channels or outputs the card
-    gets wrong, then the missing, unexpected and misshaped tensors, a few of each named."""
+    """Why ``tensors`` do not load into ``model`` (built from a card): another architecture's tensors, the input
+    channels or outputs the card gets wrong, then the missing, unexpected and misshaped tensors, a few of each named."""
+    if hint := arch_hint(getattr(model, "arch", ""), tensors):
+        return hint[2:]
     expected = model.state_dict()
     missing = [k for k in expected if k not in tensors]
     extra = [k for k in tensors if k not in expected]
@@ -240,6 +276,10 @@ def cardless_hint(names) -> str:
     """What to do with a safetensors file without a card, from its tensor ``names``: add a card to a
     napari-attnseg model's weights; another tool's weights (MONAI, ...) do not run here."""
     names = list(names)
+    if any(n.startswith("model.") for n in names) and any(n.startswith(("opt.", "rng.")) for n in names):
+        return ("it is the training state that attnseg train/finetune keep to --resume a run (state.safetensors: "
+                "weights, optimizer and random state), not a model. The model is best.safetensors beside it: pass "
+                "that file, or the run folder.")
     arch = guess_architecture(names)
     if arch is not None:
         return (f"its tensors are those of a napari-attnseg {arch!r}. Add a card once in Python: net = napari_attnseg."
