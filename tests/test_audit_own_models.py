@@ -182,3 +182,31 @@ def test_a_model_removed_while_napari_is_open_is_called_gone(two_user_models, se
     assert "Did you mean" not in said
     with pytest.raises(CheckpointError, match="is gone from your models folder"):  # the CLI in the same session too
         load_model("cells")
+
+
+@pytest.mark.gui
+def test_a_two_channel_model_runs_on_its_two_channel_layer_in_the_segment_tab(segment_panel, qtbot):
+    """A colleague's 2-channel 2D model (two stains) on the (2, y, x) layer napari makes of a 2-channel TIFF: the
+    Segment tab refused it ("the models take one channel ... Split Stack", the CLI's own hint says to make such a
+    layer) and preset Mode: slices; now the layer is one 2D image of the model's two channels."""
+    import numpy as np
+
+    folder = user_models_dir()
+    torch.manual_seed(0)
+    save_model(create_model("attention_unet", spatial_dims=2, in_channels=2, out_channels=2, features=[4, 8, 16, 32]),
+               folder / "two-stain.safetensors", card={"name": "two-stain", "tile": [32, 32]})
+    viewer, w = segment_panel
+    w.refresh_models()  # the folder is read when the panel opens; the model was added since
+    stains = np.random.default_rng(0).random((2, 48, 48)).astype(np.float32)
+    viewer.add_image(stains, name="stains", axis_labels=("c", "y", "x"))
+    w.image_combo.value = "stains"
+    w.model_combo.value = "two-stain"
+    assert w.mode_combo.value == "2d"
+    with qtbot.waitSignal(w.run_done, timeout=120000) as done:
+        w.run()
+    assert done.args == [True], w.messages
+    assert viewer.layers["stains mask"].data.shape[-2:] == (48, 48)
+    # a one-channel model on the same layer (axis label c) is still told to split the stack
+    w.model_combo.value = "nuclei-2d"
+    w.run()
+    assert any("Split Stack" in str(m) for m in w.messages), w.messages

@@ -113,13 +113,21 @@ class Undockable:
 CHANNEL_LABELS = ("c", "ch", "channel", "channels")
 
 
-def channel_stack_message(layer, mode: str = "auto") -> str | None:
+def model_channels_first(layer, model) -> bool:
+    """``layer`` is one image of the channels ``model`` takes: a 2D model of C > 1 input channels and a 3D layer
+    whose first axis holds C (a 2-stain TIFF for a 2-channel model), run as one 2D image, not as slices."""
+    channels = int(getattr(model, "in_channels", 1) or 1)
+    return (model is not None and channels > 1 and getattr(model, "spatial_dims", 2) == 2 and layer.ndim == 3
+            and not getattr(layer, "rgb", False) and int(layer_array(layer).shape[0]) == channels)
+
+
+def channel_stack_message(layer, mode: str = "auto", model=None) -> str | None:
     """Why a 3D layer whose first or last axis holds channels must not run as a volume, or None: its axis labels
     say so (``c``, ``channel``), its shape is (y, x, C) with C <= 4 (segmented as slices, each a row of the
     image; unless the user chose the ``mode``), or napari's own reader opened it from a TIFF whose first axis
     holds channels (axes CYX, as an ImageJ hyperstack or OME-TIFF says; the reader drops the axes: an audit got
     49 'nuclei' in a cytoplasm channel, no word)."""
-    if layer.ndim != 3 or getattr(layer, "rgb", False):
+    if layer.ndim != 3 or getattr(layer, "rgb", False) or model_channels_first(layer, model):
         return None
     labels = [str(a).lower() for a in (getattr(layer, "axis_labels", None) or ())]
     shape = tuple(layer_array(layer).shape)
@@ -199,7 +207,7 @@ def layer_hint(layer, model) -> str | None:
     on the GUI thread; the run checks the whole image)."""
     if layer is None or layer.rgb:
         return None
-    if (refused := dims_message(layer) or channel_stack_message(layer)) is not None or model is None:
+    if (refused := dims_message(layer) or channel_stack_message(layer, model=model)) is not None or model is None:
         return refused
     if model.spatial_dims == 3 and is_time_axis(layer):
         return (f"{layer.name!r} is a time-lapse{axes_text(layer)}: a 3D model takes its frames as the slices of one "

@@ -21,6 +21,7 @@ from ._common import (
     grey_layer_of,
     layer_array,
     layer_hint,
+    model_channels_first,
     notify_error,
     notify_info,
     notify_warning,
@@ -236,6 +237,8 @@ class SegmentWidget(Undockable, QWidget, SegmentForm, ResultLayers, PixelTool, S
         self._preset_for = (layer.unique_id, model)
         spatial = layer.ndim
         mode = "3d" if (spatial == 3 and model.spatial_dims == 3) else ("slices" if spatial == 3 else "2d")
+        if model_channels_first(layer, model):  # (C, y, x) for a model of C channels: one 2D image
+            mode = "2d"
         from ..inference.checks import _channel_last
 
         # (y, x, C): "auto", so Run says to split the channels; slices would segment each row of the image
@@ -272,10 +275,10 @@ class SegmentWidget(Undockable, QWidget, SegmentForm, ResultLayers, PixelTool, S
             self.refresh_layers(prefer=layer.name)
         if layer is None:
             return None
-        if (refused := dims_message(layer) or channel_stack_message(layer, self.mode_combo.value)) is not None:
+        model = self._current_model()
+        if (refused := dims_message(layer) or channel_stack_message(layer, self.mode_combo.value, model)) is not None:
             notify_error(refused)
             return None
-        model = self._current_model()
         if model is None:
             if not self._models:
                 notify_error("No model: load a checkpoint (.safetensors) with 'Load checkpoint...'.")
