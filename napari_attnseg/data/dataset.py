@@ -1,8 +1,9 @@
-"""Reading a fine-tuning dataset back (any layout the export writes, or a plain nnU-Net raw folder).
+"""Reading a fine-tuning dataset back (any layout the export writes, or one made elsewhere: ``foreign.py``).
 
 API (what the trainer relies on)::
 
     ds = read_dataset(path)          # DatasetError with the reason when it is not a usable dataset
+                                     # (path: the folder, or a datalist JSON file of it)
     ds.format                        # "nnunet" | "monai" | "tiff"
     ds.label_names                   # ["background", ...]: index = label value
     ds.ignore_label                  # the 'ignore' value (= len(label_names)) or None
@@ -19,7 +20,6 @@ Loading is lazy: nothing but the index is read until a case is loaded.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,10 +27,12 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DatasetError, InputError
+from .foreign import read_foreign
 from .io import read_image
 from .layouts import detect_format
 from .manifest import JOURNAL, MANIFEST, dataset_lock, read_manifest, recover
-from .orientation import axis_codes
+from .metaio import META_SUFFIXES, NRRD_SUFFIXES
+from .orientation import axis_codes, volume_codes
 from .volume import Volume
 
 
@@ -43,6 +45,8 @@ class Case:
     label_path: Path
     spacing: tuple[float, ...] | None = None
     source_name: str | None = None
+    foreground: bool = False  # instance masks (a foreign masks/ folder): every value > 0 is foreground
+    table_hint: str | None = None  # a foreign dataset without a label table: what to say of values beyond 1
 
     def _read(self, path: Path) -> Volume:
         try:
@@ -51,7 +55,10 @@ class Case:
             raise DatasetError(f"Case {self.case_id}: {exc}") from None
 
     def _image(self) -> tuple[np.ndarray, tuple[float, ...]]:
-        vols = [self._read(p) for p in self.image_paths]
+        if len(self.image_paths) == 1 and (n := _volumes(self.image_paths[0])) > 1:
+            vols = [self._read_volume(self.image_paths[0], k) for k in range(n)]  # a Decathlon 4D NIfTI: channels
+        else:
+            vols = [self._read(p) for p in self.image_paths]
         if len(vols) == 1 and self.spacing is not None and vols[0].data.ndim == len(self.spacing) + 1:
             image = np.asarray(vols[0].data, np.float32)  # a (C, y, x) TIFF holds its channels
             return image, vols[0].spacing[1:]
@@ -59,6 +66,14 @@ class Case:
         if len(shapes) > 1:
             raise DatasetError(f"Case {self.case_id}: its channel files differ in shape ({sorted(shapes)}).")
         return np.stack([np.asarray(v.data, np.float32) for v in vols]), vols[0].spacing
+
+    def _read_volume(self, path: Path, k: int) -> Volume:
+        from .nifti import read_nifti
+
+        try:
+            return read_nifti(path, volume=k)
+        except InputError as exc:
+            raise DatasetError(f"Case {self.case_id}: {exc}") from None
 
     def load_image(self) -> np.ndarray:
         return self._image()[0]
@@ -68,10 +83,21 @@ class Case:
         if labels.dtype.kind == "f":
             if not np.all(np.mod(labels, 1) == 0):
                 raise DatasetError(f"Case {self.case_id}: {self.label_path.name} holds fractional label values.")
+        if self.foreground:
+            return (labels > 0).astype(np.int64)
+        if self.table_hint and labels.size and (labels.max() > 1 or labels.min() < 0):
+            raise DatasetError(f"Case {self.case_id}: {self.label_path} holds label values {labels.min()} to "
+                               f"{labels.max()}, but {self.table_hint}.")
         return labels.astype(np.int64)
 
     def orientation(self) -> tuple[str, ...] | None:
-        """Orientation letters of the label file's array axes (a 3D NIfTI; its header only), else None."""
+        """Orientation letters of the label file's array axes (a 3D NIfTI: its header only; a 3D MetaImage or
+        NRRD, placed as inference places it), else None."""
+        if self.label_path.name.lower().endswith(META_SUFFIXES + NRRD_SUFFIXES):
+            try:
+                return volume_codes(read_image(self.label_path))
+            except InputError:  # unreadable here is reported when the data are loaded
+                return None
         if not self.label_path.name.lower().endswith((".nii", ".nii.gz")):
             return None
         import nibabel as nib
@@ -107,8 +133,10 @@ class Dataset:
 
 
 def read_dataset(path: str | os.PathLike) -> Dataset:
-    """Open the dataset at ``path`` (nnU-Net raw, MONAI datalist or TIFF pairs, detected)."""
-    root = Path(path)
+    """Open the dataset at ``path`` (nnU-Net raw, MONAI datalist or TIFF pairs, detected; or a datalist file)."""
+    root, index = Path(path), None
+    if root.is_file() and root.suffix.lower() == ".json" and root.name != MANIFEST:
+        root, index = root.parent, root
     if not root.is_dir():
         raise DatasetError(f"{root} is not a folder; pass the folder the export wrote.")
     if (root / JOURNAL).exists():  # an export was killed after its commit point: finish it
@@ -118,8 +146,11 @@ def read_dataset(path: str | os.PathLike) -> Dataset:
         with dataset_lock(root):
             recover(root)
     fmt = detect_format(root)
+    if index is not None and read_manifest(root) is None:  # a datalist file passed: the layout it describes
+        fmt = "nnunet" if index.name == "dataset.json" else "monai"
     if fmt is None:
-        raise DatasetError(f"{root} is not a dataset (no manifest.json, dataset.json or datalist.json); export one first.")
+        raise DatasetError(f"{root} is not a dataset (no manifest.json, dataset.json or datalist.json, no nnU-Net "
+                           "imagesTr/ or images/ of TIFF files); export one first.")
     manifest = read_manifest(root)
     if manifest is not None:
         digest = hashlib.sha256((root / MANIFEST).read_bytes()).hexdigest()
@@ -130,12 +161,9 @@ def read_dataset(path: str | os.PathLike) -> Dataset:
                               tuple(c["spacing"]) if c.get("spacing") else None, c.get("source_name")))
             if c.get("ignore_label") is not None:
                 ignore = int(c["ignore_label"])
-    elif fmt == "nnunet":
-        digest, names, ignore, cases = _foreign_nnunet(root)
-    elif fmt == "monai":
-        digest, names, ignore, cases = _foreign_monai(root)
     else:
-        digest, names, ignore, cases = _foreign_tiff(root)
+        digest, names, ignore, entries = read_foreign(root, fmt, index)
+        cases = [Case(**e) for e in entries]
     if not cases:
         raise DatasetError(f"{root} holds no cases.")
     for case in cases:
@@ -145,54 +173,14 @@ def read_dataset(path: str | os.PathLike) -> Dataset:
     return Dataset(root, fmt, cases, names, ignore, digest)
 
 
-def _json(path: Path) -> tuple[dict, str]:
-    raw = path.read_bytes()
+def _volumes(path: Path) -> int:
+    """The number of volumes of a 4D NIfTI (the Decathlon stores a case's modalities so), else 1."""
+    if not path.name.lower().endswith((".nii", ".nii.gz")):
+        return 1
+    import nibabel as nib
+
     try:
-        return json.loads(raw), hashlib.sha256(raw).hexdigest()
-    except ValueError:
-        raise DatasetError(f"{path} is not valid JSON.") from None
-
-
-def _foreign_nnunet(root: Path):
-    if not (root / "dataset.json").exists():
-        raise DatasetError(f"{root}: nnU-Net dataset without dataset.json.")
-    meta, digest = _json(root / "dataset.json")
-    labels = dict(meta.get("labels", {}))
-    ignore = labels.pop("ignore", None)
-    if isinstance(ignore, list):
-        raise DatasetError(f"{root}: region-based nnU-Net labels are not supported.")
-    names = [n for n, _ in sorted(labels.items(), key=lambda kv: kv[1][0] if isinstance(kv[1], list) else int(kv[1]))]
-    ending = meta.get("file_ending", ".nii.gz")
-    n_ch = len(meta.get("channel_names", {"0": "image"}))
-    cases = []
-    for lab in sorted((root / "labelsTr").glob(f"*{ending}")):
-        if lab.name.startswith("."):
-            continue
-        cid = lab.name[: -len(ending)]
-        cases.append(Case(cid, [root / "imagesTr" / f"{cid}_{i:04d}{ending}" for i in range(n_ch)], lab))
-    return digest, names, None if ignore is None else int(ignore), cases
-
-
-def _foreign_monai(root: Path):
-    meta, digest = _json(root / "datalist.json")
-    table = meta.get("labels", {"0": "background", "1": "foreground"})
-    names = [v for _, v in sorted(table.items(), key=lambda kv: int(kv[0]))]
-    ignore = None
-    if "ignore" in names:
-        ignore = names.index("ignore")
-        names = names[:ignore]
-    cases = []
-    for i, item in enumerate(meta.get("training", [])):
-        img = item["image"][0] if isinstance(item["image"], list) else item["image"]
-        cases.append(Case(f"case_{i:04d}", [root / img], root / item["label"]))
-    return digest, names, ignore, cases
-
-
-def _foreign_tiff(root: Path):
-    cases, h = [], hashlib.sha256()
-    for img in sorted((root / "images").glob("*.tif*")):
-        if img.name.startswith("."):
-            continue
-        h.update(img.name.encode())
-        cases.append(Case(img.name.split(".")[0], [img], root / "labels" / img.name))
-    return h.hexdigest(), ["background", "foreground"], None, cases
+        shape = nib.load(str(path)).shape
+    except Exception:  # noqa: BLE001 - unreadable here is reported when the data are loaded
+        return 1
+    return int(shape[3]) if len(shape) == 4 else 1

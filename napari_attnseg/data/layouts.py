@@ -3,14 +3,18 @@ index file, and which layout a folder holds."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
+from ..errors import DatasetError
 from .manifest import read_manifest
 
 
 def detect_format(folder: Path) -> str | None:
-    """The layout of the dataset at ``folder`` (manifest first, then the layout's own files), or None."""
+    """The layout of the dataset at ``folder`` (manifest first, then the layout's own files), or None: ``nnunet``
+    (``dataset.json``: nnU-Net v2 or v1, the Decathlon; or ``imagesTr/``), ``monai`` (``datalist.json`` or another
+    JSON file with a ``training`` list) or ``tiff`` (``images/*.tif``)."""
     folder = Path(folder)
     manifest = read_manifest(folder)
     if manifest is not None:
@@ -19,13 +23,44 @@ def detect_format(folder: Path) -> str | None:
         d = folder / sub
         return d.is_dir() and any(not p.name.startswith(".") for p in d.glob(pattern))
 
-    if (folder / "dataset.json").exists() or visible("imagesTr"):
+    if (folder / "dataset.json").exists():
         return "nnunet"
-    if (folder / "datalist.json").exists():
+    if (folder / "datalist.json").exists() or datalists(folder):
         return "monai"
+    if visible("imagesTr"):
+        return "nnunet"
     if visible("images", "*.tif*"):
         return "tiff"
     return None
+
+
+def datalists(folder: Path) -> list[Path]:
+    """The JSON files at the top of ``folder`` holding a ``training`` list (MONAI datalists such as
+    ``dataset_0.json``), ``manifest.json`` and hidden files aside."""
+    found = []
+    for p in sorted(Path(folder).glob("*.json")):
+        if p.name.startswith(".") or p.name == "manifest.json" or p.stat().st_size > 2**26:
+            continue
+        try:
+            meta = json.loads(p.read_bytes())
+        except (OSError, ValueError):
+            continue
+        if isinstance(meta, dict) and isinstance(meta.get("training"), list):
+            found.append(p)
+    return found
+
+
+def index_file(folder: Path) -> Path | None:
+    """The index of a foreign dataset: ``dataset.json``, ``datalist.json`` or the one other datalist."""
+    for name in ("dataset.json", "datalist.json"):
+        if (folder / name).exists():
+            return folder / name
+    found = datalists(folder)
+    if len(found) > 1:
+        raise DatasetError(f"{folder} holds several datalists ({', '.join(p.name for p in found)}); rename the one to "
+                           f"train on datalist.json, or give attnseg train / finetune that file (e.g. {found[0]}) "
+                           "instead of the folder.")
+    return found[0] if found else None
 
 
 def case_paths(folder: Path, format: str, case_id: str, n_channels: int) -> list[Path]:
