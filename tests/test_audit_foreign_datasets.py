@@ -271,3 +271,24 @@ def test_attnseg_train_on_a_decathlon_task_of_real_ct(tmp_path, capsys):
     assert rc == 0, capsys.readouterr().err
     card = json.loads((tmp_path / "run" / "best.json").read_text())
     assert card["classes"] == ["background", "tumour"]
+
+
+def test_instance_ids_in_a_labels_folder_point_to_masks(tmp_path, capsys):
+    """Instance ids (one value per object) in images/ + labels/ failed with a bare "label value 178 is not in the
+    label table": the message now says such masks go in masks/ (read as foreground)."""
+    from napari_attnseg.cli import main
+
+    root = tmp_path / "cells"
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    rng = np.random.default_rng(0)
+    inst = np.zeros((48, 48), np.uint16)
+    for k in range(12):
+        y, x = divmod(k, 4)
+        inst[2 + 12 * y: 8 + 12 * y, 2 + 11 * x: 8 + 11 * x] = 170 + k
+    tifffile.imwrite(root / "images" / "tile_0.tif", rng.random((48, 48)).astype(np.float32))
+    tifffile.imwrite(root / "labels" / "tile_0.tif", inst)
+    rc = main(["train", str(root), "--arch", "unet", "--out", str(tmp_path / "run"), "--epochs", "1",
+               "--iters-per-epoch", "1", "--batch", "1", "--patch", "32,32", "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert rc != 0 and "is not in the label table" in err and "masks/ folder" in err, err

@@ -16,7 +16,8 @@ from ..training.config import TrainConfig
 
 
 def add_budget_and_split(p: argparse.ArgumentParser) -> None:
-    p.add_argument("dataset", help="folder of an exported dataset (nnU-Net raw, MONAI or TIFF layout)")
+    p.add_argument("dataset", help="folder of an exported dataset (nnU-Net raw, MONAI or TIFF layout), or one made elsewhere (nnU-Net "
+                   "v1/v2, Decathlon, a MONAI datalist JSON, images/ with labels/ or masks/; docs/training.md)")
     p.add_argument("--out", required=True, help="folder for best.safetensors, its card and training_log.csv")
     budget = p.add_mutually_exclusive_group()
     budget.add_argument("--epochs", type=int, default=None, help="number of epochs (default 30)")

@@ -66,7 +66,10 @@ class RunSetup(BrainInputs, ModelGrid):
             top = int(lab[labelled].max())
             if lab.min() < 0 or top >= self.n_classes:
                 raise DatasetError(f"Case {cid} of {ds.root}: label value {top if top >= self.n_classes else lab.min()} "
-                                   f"is not in the label table {ds.label_names}.")
+                                   f"is not in the label table {ds.label_names}."
+                                   + (" Many distinct values look like instance ids (one per object): put such masks "
+                                      "in a masks/ folder (read as foreground), or export with --foreground."
+                                      if top >= max(self.n_classes, 1) + 8 and len(np.unique(lab)) > 8 else ""))
             any_fg |= bool((labelled & (lab > 0)).any())
         if not any_fg:
             raise DatasetError(f"No case of {ds.root} has any foreground voxel; there is nothing to learn. Review and "
