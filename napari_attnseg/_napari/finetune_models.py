@@ -1,6 +1,8 @@
 """The Fine-tune panel's *Start model* list: which models it offers (bundled, the Segment panel's, the
 ones fine-tuned here), which one it proposes (the model that made the newest mask, else one whose classes
-match the dataset's), and the card lookups behind that (classes, spatial dims, click models).
+match the dataset's), and the card lookups behind that (classes, spatial dims, click models). A start model the
+user chose by hand stays when the dataset changes or a layer comes, unless it cannot train on the dataset
+(:meth:`StartModels.propose_start`); an export, and a run that learnt, choose the next round's start.
 
 :class:`StartModels` is a mixin of :class:`~.finetune_widget.FinetuneWidget`; it needs the panel's
 ``viewer``, ``_paths`` (model label -> checkpoint path or bundled name), ``model_combo``, ``dataset_edit``,
@@ -20,6 +22,9 @@ from .model_choice import card_dict, user_model_entries
 
 class StartModels:
     """The start-model choices of the Fine-tune panel and the lookups that pick the default."""
+
+    _auto_model: str | None = None  # the start model the panel chose last (another value: the user's own choice)
+    _dropped = ""  # why the user's choice gave way to the proposal (said under the list while the proposal stands)
 
     def _segment_widget(self):
         """The docked Segment panel (in the tabbed dock or alone), or None: none is docked for it (the Fine-tune
@@ -48,8 +53,33 @@ class StartModels:
             self._pending["refresh"] = True
             set_choices(self.model_combo, list(self._paths))
             return
-        set_choices(self.model_combo, list(self._paths), prefer=self.default_model())
+        self.propose_start()
         self._model_changed()
+
+    def propose_start(self) -> None:
+        """List the models with :meth:`default_model` chosen, unless the user chose one by hand (not the one the
+        panel chose last) that can train on the dataset: that choice stays (a dataset chosen or a layer added
+        re-picked it before). One that cannot (a 3D model for a dataset of 2D images) gives way to the default, and
+        the note under the list says so."""
+        mine = self.model_combo.value if self.model_combo.value != self._auto_model else None
+        if mine and mine in self._paths and self._fits_dataset(mine):
+            set_choices(self.model_combo, list(self._paths))  # (keeps it)
+            return
+        default = self.default_model()
+        if mine and default == mine:  # (the default's last resort is the current choice: here, one that cannot train)
+            default = next((m for m in self._paths if self._fits_dataset(m) and not self._is_click_model(m)), None)
+        set_choices(self.model_combo, list(self._paths), prefer=default)
+        self._auto_model = self.model_combo.value
+        self._dropped = "" if not mine or self._auto_model == mine else (
+            f"{mine} (your choice) is a 3D model and the dataset {Path(folder_text(self.dataset_edit)).name} holds 2D "
+            f"images, which it cannot train on: {self._auto_model} is proposed instead.")
+
+    def _start_note(self, label: str) -> str:
+        """The note under the list: why the user's choice was replaced (while the proposal stands), and what a
+        run from ``label`` keeps of its output layer (:meth:`_head_note`)."""
+        if label != self._auto_model:
+            self._dropped = ""
+        return " ".join(n for n in (self._dropped, self._head_note(label)) if n)
 
     def follow_export(self, folder: str, previous: str | None, model: dict | str | None) -> None:
         """The Correct panel exported ``folder``: train on it unless the user typed another dataset; start from
@@ -63,7 +93,8 @@ class StartModels:
             self.dataset_edit.value = folder
             self._auto_dataset = ""  # (superseded: the same folder chosen again later is the user's choice)
         label = self._label_for(model) if isinstance(model, dict) else model
-        if label in self._paths:
+        if label in self._paths:  # (the model that made the mask: the new round's start, a choice by hand or not)
+            self._auto_model, self._dropped = label, ""
             self.model_combo.value = label
 
     def _after_run(self) -> None:
@@ -115,6 +146,8 @@ class StartModels:
     def add_model(self, label: str, path: str, select: bool = True) -> None:
         self._paths[label] = str(path)
         set_choices(self.model_combo, list(self._paths), prefer=label if select else None)
+        if select:  # (a run that learnt: the next round's start, chosen by the panel)
+            self._auto_model, self._dropped = self.model_combo.value, ""
         self._model_changed()
 
     def mask_model(self) -> str | None:

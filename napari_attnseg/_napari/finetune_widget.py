@@ -35,7 +35,6 @@ from ._common import (
     notify_error,
     notify_info,
     notify_warning,
-    set_choices,
 )
 from .correct_form import StatusLine
 from .correct_widget import folder_text
@@ -127,14 +126,14 @@ class FinetuneWidget(Undockable, QWidget, StartModels, ValidationField):
 
     # -- choices --------------------------------------------------------------------------------
     def _dataset_changed(self, *_) -> None:
-        set_choices(self.model_combo, list(self._paths), prefer=self.default_model())
+        self.propose_start()  # (a start model chosen by hand stays while it can train on the dataset)
         self._model_changed()
         self._validation_field()
 
     def _model_changed(self, *_) -> None:
         """Say when the head will be re-initialised, and propose the output folder and the model's name."""
         label = self.model_combo.value or ""
-        self.model_note.value = self._head_note(label)
+        self.model_note.value = self._start_note(label)
         dataset = folder_text(self.dataset_edit)
         if not dataset or not label:
             return

@@ -12,7 +12,8 @@ from ._common import is_deleted, notify_info, notify_warning, upsert_layer
 
 
 class ResultLayers:
-    """Needs ``self.viewer``, ``self.confirm_overwrite`` and a ``_showing`` flag."""
+    """Needs ``self.viewer``, ``self.confirm_overwrite``, a ``_showing`` flag, ``self.status``, the running job's
+    ``_token`` and ``_finish_run(ok)`` (a run whose showing stopped half-way ends with ``ok`` False)."""
 
     def _ask_overwrite(self, layer_name: str) -> bool:
         layer = self.viewer.layers[layer_name] if layer_name in self.viewer.layers else None
@@ -33,6 +34,9 @@ class ResultLayers:
 
         Creating a napari layer costs the GUI thread a few hundred ms on a slow machine (its vispy
         visual); adding them one at a time keeps each stall to one layer instead of all of them.
+
+        The source image removed (``geometry["attnseg_source_uid"]``, else the layer ``name``) or the run cancelled
+        meanwhile stops the adding (:meth:`_stop_showing`); ``then`` is called only when every layer was shown.
         """
         pending = list(prediction_layers(model, pred, name, where) if layers is None else layers)
         if getattr(self, "attention_box", None) is not None and self.attention_box.value \
@@ -48,10 +52,15 @@ class ResultLayers:
                 self.viewer.layers.remove(layer)
         self._showing = True
         previous = [None]  # this run's layer shown last
+        made: list[tuple[str, str, bool]] = []  # (layer name, kind, added new) of the layers shown so far
+        source, token = (geometry or {}).get("attnseg_source_uid"), getattr(self, "_token", None)
 
         def step():
             if is_deleted(self) or getattr(self.viewer.window, "_qt_window", None) is None:  # the viewer closed
                 self._showing = False
+                return
+            if pending and made and (why := self._stop_reason(name, source, token)):
+                self._stop_showing(why, made, then is not None)
                 return
             if not pending:
                 self._showing = False
@@ -62,6 +71,7 @@ class ResultLayers:
             data, kwargs, kind = pending.pop(0)
             new = kwargs["name"] not in self.viewer.layers
             layer = self._show_one(data, kwargs, kind, geometry)
+            made.append((layer.name, kind, new))
             if new and previous[0] is not None and previous[0] in self.viewer.layers:  # keep the run's order: a
                 layers = self.viewer.layers  # level removed by hand came back on top (level2, level4, level3)
                 i, j = layers.index(previous[0]), layers.index(layer)
@@ -71,6 +81,37 @@ class ResultLayers:
             QTimer.singleShot(15, step)  # let the paint and input events queued meanwhile run first
 
         step()
+
+    def _stop_reason(self, name: str, source, token) -> tuple[str, str] | None:
+        """Why the rest of a run's layers must not be added, and what to do (None when they can): its image was
+        removed (a heatmap of an image no longer open pairs with nothing), or the run was cancelled (the dock closed)."""
+        there = any(ly.unique_id == source for ly in self.viewer.layers) if source is not None else \
+            name in self.viewer.layers
+        if not there:
+            return f"{name} was removed while its results were being added", f"open {name} again and Run"
+        if token is not None and token.cancelled:
+            return f"The run on {name} was cancelled while its results were being added", f"Run {name} again"
+        return None
+
+    def _stop_showing(self, why: tuple[str, str], made: list[tuple[str, str, bool]], end_run: bool) -> None:
+        """Stop adding a run's layers half-way: the mask stays (the run's result, possibly already over an earlier
+        mask in place, which removing would lose too); the other layers this run added new go (a probability and
+        part of the heatmaps are no set to read), and the ones it updated in place stay. Says so in the status."""
+        self._showing = False
+        kept = [n for n, kind, _ in made if kind == "labels" and n in self.viewer.layers]
+        dropped = [n for n, kind, new in made if kind != "labels" and new and n in self.viewer.layers]
+        for layer_name in dropped:
+            self.viewer.layers.remove(layer_name)
+        msg = f"{why[0]}: the rest were not added"
+        if kept:
+            msg += f"; the mask {kept[0]!r} was kept"
+        if dropped:
+            msg += f"; {', '.join(repr(n) for n in dropped)} {'was' if len(dropped) == 1 else 'were'} removed"
+        msg += f". To see its probability and heatmaps, {why[1]}."
+        self.status.value = msg
+        notify_warning(msg)
+        if end_run:
+            self._finish_run(False)
 
     def _mask_target(self, base: str) -> str:
         """The layer a run's mask goes to: the newest of ``base``, ``base (2)``, ... (the one the
