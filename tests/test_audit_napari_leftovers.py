@@ -174,3 +174,21 @@ def test_a_start_model_chosen_by_hand_survives_a_dataset_change_unless_it_cannot
     assert ft.name_edit.value == f"{proposed}-finetuned"
     ft.dataset_edit.value = str(tmp_path / "a")  # the panel's own choice follows the dataset as before
     assert ft.model_combo.value == proposed and "your choice" not in ft.model_note.value
+
+
+def test_a_predict_record_of_a_2d_nifti_reopens_where_the_file_opens(tmp_path):
+    """`attnseg predict crop.nii.gz` then File > Open on its `_predict.json`: the image came back at translate
+    (0, 0) while the file itself opens at its origin (8, 25 here), so the record's layers sat off the file's."""
+    from napari_attnseg._napari.io_hooks import get_nifti_reader
+    from napari_attnseg.cli import main
+    from napari_attnseg.results import record_layers
+
+    affine = np.array([[0.5, 0, 0, 25.0], [0, 0.8, 0, 8.0], [0, 0, 1, 0.0], [0, 0, 0, 1]])
+    crop = np.random.default_rng(2).random((40, 48)).astype(np.float32)
+    path = _nifti(tmp_path / "crop2d.nii.gz", crop, affine)
+    assert main(["predict", str(path), "--model", "nuclei-2d", "--out", str(tmp_path / "rec"), "--device", "cpu"]) == 0
+    opened = get_nifti_reader(str(path))(str(path))[0][1]
+    layers = record_layers(tmp_path / "rec" / "crop2d_predict.json")
+    assert np.allclose(opened["translate"], (8.0, 25.0))
+    for _data, meta, _kind in layers:
+        assert np.allclose(meta["translate"], opened["translate"]), meta["name"]

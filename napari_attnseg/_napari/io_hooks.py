@@ -28,7 +28,7 @@ from ..data.dicom import is_dicom_path
 from ..data.io import stem
 from ..data.metaio import META_SUFFIXES, NRRD_SUFFIXES
 from ..data.nifti import nifti_volumes, read_nifti
-from ..data.orientation import onto_grid, placed_affine, volume_translate, world_translate
+from ..data.orientation import onto_grid, volume_translate
 from ..data.volume import model_info_of
 from ..display import DEFAULT_CT_WINDOW, default_window
 from ..errors import AttnSegError, InputError
@@ -168,18 +168,6 @@ def scan_unit(meta: dict) -> str | None:
     return {"micron": "um", "meter": "m"}.get(str((meta.get("nifti") or {}).get("xyz_units")), "mm")
 
 
-def layer_translate(volume: Volume) -> tuple[float, ...] | None:
-    """The napari ``translate`` of a file that places itself in space (mm): a volume's
-    (:func:`~napari_attnseg.data.orientation.volume_translate`), and a 2D NIfTI / MetaImage / NRRD's by the same
-    convention (its origin projected on its own column and row directions; its affine is 4 x 4, the third column
-    the plane's normal). A 2D file had none, so a 2D crop of an X-ray opened over the full one sat at its corner,
-    not at its place (its results and a saved mask kept the origin all along). None without real geometry."""
-    if np.ndim(volume.data) != 2:
-        return volume_translate(volume)
-    placed = world_translate(placed_affine(volume.affine, volume.meta.get("nifti")), 3)
-    return None if placed is None else placed[1:]  # (the normal's projection is no array axis of the image)
-
-
 def _layer(volume: Volume, path: str) -> list[tuple]:
     if volume.meta.get("format") == "nifti":
         volume = _match_orientation(volume, path, _viewer())
@@ -195,7 +183,7 @@ def _layer(volume: Volume, path: str) -> list[tuple]:
     kwargs = {"name": name, "scale": volume.spacing, "metadata": meta}
     if (unit := scan_unit(volume.meta)) is not None:  # napari's scale bar and measurements in mm, not "px"
         kwargs["units"] = (unit,) * len(volume.spacing)
-    translate = layer_translate(volume)
+    translate = volume_translate(volume)
     if translate is not None:  # files of one patient with other fields of view lie over each other (mm)
         kwargs["translate"] = translate
     if meta.get("warning"):  # e.g. uneven DICOM slice spacing: the user sees it, the layer keeps it

@@ -178,5 +178,11 @@ def world_translate(affine: np.ndarray | None, ndim: int = 3) -> tuple[float, ..
 
 
 def volume_translate(volume) -> tuple[float, ...] | None:
-    """:func:`world_translate` of a volume whose file places itself in space (not a NIfTI with both codes 0)."""
-    return world_translate(placed_affine(volume.affine, volume.meta.get("nifti")), np.ndim(volume.data))
+    """:func:`world_translate` of a volume whose file places itself in space (not a NIfTI with both codes 0); of a
+    2D NIfTI / MetaImage / NRRD by the same convention (its origin projected on its column and row directions;
+    its affine is 4 x 4, the third column the plane's normal), so a 2D crop lies on the full image."""
+    placed = placed_affine(volume.affine, volume.meta.get("nifti"))
+    if np.ndim(volume.data) == 2:
+        out = world_translate(placed, 3)
+        return None if out is None else out[1:]  # (the normal's projection is no array axis of the image)
+    return world_translate(placed, np.ndim(volume.data))
