@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
 
 import nibabel as nib
 import numpy as np
 import pytest
+from _kill_helpers import kill_export
 
 from napari_attnseg.cli import main as cli
 from napari_attnseg.data import read_image, write_image
@@ -163,23 +161,6 @@ def _dataset_state(ds):
     return cases, d.label_names, index, listed
 
 
-_KILL_CODE = """
-import os, signal, sys
-import numpy as np
-from napari_attnseg.data import export
-step, nth, overwrite = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1"
-seen = {"n": 0}
-def hook(s):
-    if s == step:
-        seen["n"] += 1
-        if seen["n"] == nth:
-            os.kill(os.getpid(), signal.SIGKILL)
-export._hook = hook
-export.export_case(np.load(sys.argv[4]), np.load(sys.argv[5]), sys.argv[6], "nnunet",
-                   case_id="case_0000" if overwrite else None, overwrite=overwrite, reviewed_slices=[1, 2])
-"""
-
-
 @pytest.mark.parametrize("overwrite", [False, True], ids=["append", "overwrite"])
 @pytest.mark.parametrize("step,nth", [("file", 1), ("file", 2), ("committed", 1), ("renamed", 1)])
 def test_killed_export_leaves_dataset_before_or_after(tmp_path, case, step, nth, overwrite):
@@ -187,11 +168,7 @@ def test_killed_export_leaves_dataset_before_or_after(tmp_path, case, step, nth,
     ds = tmp_path / "ds"
     export_case(image, labels, ds, "nnunet")
     before = _dataset_state(ds)
-    np.save(tmp_path / "img.npy", image + 1)
-    np.save(tmp_path / "lab.npy", 1 - labels)
-    args = [step, str(nth), "1" if overwrite else "0", str(tmp_path / "img.npy"), str(tmp_path / "lab.npy"), str(ds)]
-    proc = subprocess.run([sys.executable, "-c", _KILL_CODE, *args], timeout=120)
-    assert proc.returncode == -signal.SIGKILL
+    kill_export(tmp_path, ds, image + 1, 1 - labels, step, nth, overwrite=overwrite, reviewed_slices=[1, 2])
     after_kill = _dataset_state(ds)  # reading finishes a committed export, so this is before or after
     # what a completed export gives, from the same starting point
     ref = tmp_path / "ref"
@@ -270,10 +247,7 @@ def test_cli_round_trip_append_and_refusal(tmp_path, case, capsys):
 def test_first_export_killed_leaves_a_folder_the_next_export_takes(tmp_path, case):
     image, labels = case
     ds = tmp_path / "ds"
-    np.save(tmp_path / "img.npy", image)
-    np.save(tmp_path / "lab.npy", labels)
-    args = ["file", "1", "0", str(tmp_path / "img.npy"), str(tmp_path / "lab.npy"), str(ds)]
-    assert subprocess.run([sys.executable, "-c", _KILL_CODE, *args], timeout=120).returncode == -signal.SIGKILL
+    kill_export(tmp_path, ds, image, labels, "file", 1, reviewed_slices=[1, 2])
     with pytest.raises(DatasetError, match="not a dataset"):
         read_dataset(ds)  # a staged file is never read as a case
     assert export_case(image, labels, ds, "nnunet").case_id == "case_0000"

@@ -14,35 +14,12 @@ import time
 import nibabel as nib
 import numpy as np
 import pytest
+from _kill_helpers import kill_export
 
 from napari_attnseg.cli import main as cli
 from napari_attnseg.data import read_image, write_image
 from napari_attnseg.data.dataset import read_dataset
 from napari_attnseg.data.export import export_case
-
-_KILL_CODE = """
-import os, signal, sys
-import numpy as np
-from napari_attnseg.data import export
-step, nth, fmt, overwrite = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4] == "1"
-seen = {"n": 0}
-def hook(s):
-    if s == step:
-        seen["n"] += 1
-        if seen["n"] == nth:
-            os.kill(os.getpid(), signal.SIGKILL)
-export._hook = hook
-export.export_case(np.load(sys.argv[5]), np.load(sys.argv[6]), sys.argv[7], fmt,
-                   case_id="case_0000" if overwrite else None, overwrite=overwrite)
-"""
-
-
-def _kill_export(tmp_path, ds, image, labels, step, nth, fmt="nnunet", overwrite=False):
-    np.save(tmp_path / "img.npy", image)
-    np.save(tmp_path / "lab.npy", labels)
-    args = [step, str(nth), fmt, "1" if overwrite else "0", str(tmp_path / "img.npy"), str(tmp_path / "lab.npy"), str(ds)]
-    proc = subprocess.run([sys.executable, "-c", _KILL_CODE, *args], timeout=120)
-    assert proc.returncode == -signal.SIGKILL
 
 
 def _subfiles(folder, suffix):
@@ -83,7 +60,7 @@ def test_a_killed_export_leaves_nothing_nnunet_counts_and_the_next_export_recove
     image, labels = case
     ds = tmp_path / "ds"
     export_case(image, labels, ds, "nnunet")
-    _kill_export(tmp_path, ds, image + 1, 1 - labels, step, nth, overwrite=overwrite)
+    kill_export(tmp_path, ds, image + 1, 1 - labels, step, nth, overwrite=overwrite)
     # what nnU-Net sees right after the kill, before anything of ours ran again
     ids, problems = _nnunet_view(ds)
     assert not problems, problems
@@ -115,7 +92,7 @@ def test_a_killed_export_leaves_no_hidden_file_in_monai_or_tiff_folders(tmp_path
     image, labels = case
     ds = tmp_path / "ds"
     export_case(image, labels, ds, fmt)
-    _kill_export(tmp_path, ds, image, labels, "file", 2, fmt=fmt)
+    kill_export(tmp_path, ds, image, labels, "file", 2, fmt=fmt)
     for sub in ("images", "labels"):
         assert sorted(p.name for p in (ds / sub).glob(f"*{ext}")) == [f"case_0000{ext}"]
     assert export_case(image, labels, ds, fmt).case_id == "case_0001"
