@@ -109,3 +109,25 @@ def test_flip_averaging_places_every_attention_level_exactly():
         np.testing.assert_allclose(np.asarray(flipped.data, np.float32), np.asarray(plain.data, np.float32),
                                    atol=2e-3, err_msg=plain.name)
     assert [np.shape(m.data) for m in runs[0].attention][-1] == (11, 13, 13)
+
+
+def test_refit_of_a_3d_model_with_one_validation_slice_runs(tmp_path):
+    """`attnseg finetune DS --model brain-mri-3d --val-slices 25`: after the chosen epoch the refit adds the one-slice
+    validation slab to the training parts and searched it for false positives with the 3D model, which stopped the
+    run with "The volume is too thin for a 3D model's tile: 1 slice" (the epoch's model saved, no summary)."""
+    from napari_attnseg import create_model, save_model
+    from napari_attnseg.checkpoint import ModelCard
+
+    lab = np.zeros((12, 32, 32), np.int64)
+    lab[2:10, 10:20, 10:20] = 1
+    img = (lab * 200.0 + 100 + np.random.default_rng(0).normal(0, 20, lab.shape)).astype(np.float32)
+    export_case(img, lab, tmp_path / "ds", "nnunet", reviewed_slices=[3, 5, 6, 8], label_names=["background", "blob"])
+    torch.manual_seed(0)
+    save_model(create_model("unet", spatial_dims=3, features=[4, 8, 16]), tmp_path / "s.safetensors",
+               ModelCard(arch="", config={}, name="s", classes=["background", "blob"], tile=[8, 32, 32]))
+    t = Trainer(TrainConfig(dataset=str(tmp_path / "ds"), out=str(tmp_path / "o"), start_model=str(tmp_path / "s.safetensors"),
+                            epochs=8, iters_per_epoch=6, batch_size=2, patch=[8, 32, 32], lr=1e-2, val_slices=[6],
+                            patience=99))
+    res = t.fit()
+    assert not res.kept_start and res.refit_epochs >= 1, res.notes
+    assert any("validation ones included" in n for n in res.notes), res.notes

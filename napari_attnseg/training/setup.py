@@ -269,6 +269,10 @@ class RunSetup(BrainInputs, ModelGrid):
                                    return_probabilities=False, tile=self.tile)
                     known[b] = np.argwhere((np.asarray(pred.labels) > 0) & (lab[ys, xs] == 0)) + [ys.start, xs.start]
                 found = np.concatenate(list(known.values())) if known else np.zeros((0, 2), int)
+            elif lab.ndim == 3 and self.mode != "slices" and min(lab.shape) < 2:
+                # a one-slice validation slab the refit trains on: a 3D model cannot run on it alone (it still gives
+                # training patches; no hard negatives searched there)
+                found = np.zeros((0, lab.ndim), int)
             else:
                 pred = predict(self.model, img if img.shape[0] > 1 else img[0], mode=self.mode, device=self.device,
                                normalization={"scheme": "none"}, brain_extraction=False,
