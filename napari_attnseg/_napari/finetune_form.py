@@ -1,8 +1,11 @@
-"""The Fine-tune panel's form helpers: the *Intensity* choices and the *Validation slices* field (what it
-means for the dataset, and that typed slices are reviewed ones)."""
+"""The Fine-tune panel's form helpers: the *Intensity* choices, the *Validation slices* field (what it
+means for the dataset, and that typed slices are reviewed ones), what the panel reads of a dataset (exported, or
+made elsewhere: :func:`dataset_summary`) and the fields a run holds while it goes (:func:`hold_form`)."""
 
 from __future__ import annotations
 
+import functools
+import itertools
 from pathlib import Path
 
 from ..display import CT_WINDOWS
@@ -15,6 +18,8 @@ PLOT_MIN_HEIGHT = 170
 VAL_TIP = {
     3: "Axial slices held out for validation, e.g. 20,33 (a reviewed slice with the object and one without); "
        "empty: chosen automatically among the reviewed slices, foreground included",
+    "3 made elsewhere": "Axial slices held out for validation, e.g. 20,33 (one with the object and one without); "
+                        "empty: chosen automatically among the labelled slices, foreground included",
     2: "The dataset holds one 2D image: rows of it held out for validation, e.g. 100-150 (first axis); "
        "empty: chosen automatically",
     0: "The dataset holds several images: whole images are held out for validation (chosen automatically)",
@@ -33,36 +38,97 @@ def normalization_choice(choice: str) -> dict:
     return {}
 
 
+RUN_FIELDS = ("dataset_edit", "model_combo", "minutes_spin", "freeze_box", "window_combo", "val_edit", "out_edit",
+              "name_edit", "description_edit")  # what a run reads from the form: held while it goes
+
+
+def hold_form(panel, running: bool) -> None:
+    """While a run goes, the fields it read are held (disabled): a dataset chosen meanwhile re-proposed the start
+    model, the new model's name and its folder, and the form named what the run was not using. Run and Cancel too."""
+    for name in RUN_FIELDS:
+        getattr(panel, name).enabled = not running
+    panel.run_button.enabled, panel.cancel_button.enabled = not running, running
+    if not running:
+        panel._validation_field()  # (off again for a dataset of several images)
+
+
+def dataset_summary(folder: str) -> dict | None:
+    """What the panel reads of the dataset at ``folder``: ``label_names``, ``cases`` (dicts with ``case_id``,
+    ``shape``, ``reviewed_slices``, ``image_sha256``: the manifest's for an export) and ``foreign`` (True for a
+    dataset made elsewhere: an nnU-Net or Decathlon folder, a MONAI datalist, images/ + masks/, read as the trainer
+    reads it; the shape of its first case only, from its label file). None when it is not (yet) a dataset."""
+    from ..data.manifest import JOURNAL, read_manifest
+
+    path = Path(folder).expanduser() if folder else None
+    try:
+        manifest = read_manifest(path) if path is not None and path.is_dir() else None
+        if manifest is not None:
+            return {"label_names": list(manifest.get("label_names") or []), "cases": list(manifest["cases"]),
+                    "foreign": False}
+        if path is None or not path.exists() or (path / JOURNAL).exists():  # (an export's: reading it would wait)
+            return None
+        entries = [path, *sorted(itertools.islice(path.iterdir(), 200))] if path.is_dir() else [path]
+        stamp = tuple((p.name, p.stat().st_mtime_ns) for p in entries)  # (a file added or rewritten: read again)
+    except Exception:  # the run says what is wrong
+        return None
+    return _foreign_summary(str(path), stamp)
+
+
+@functools.lru_cache(maxsize=4)
+def _foreign_summary(folder: str, stamp: tuple) -> dict | None:
+    """A dataset made elsewhere, read once per state of its folder (``stamp``: the names and times of its entries);
+    None when it is no dataset."""
+    from ..data.dataset import read_dataset
+
+    try:
+        ds = read_dataset(folder)
+        first = tuple(ds.cases[0].load_labels().shape)
+    except Exception:  # the run says what is wrong
+        return None
+    cases = [{"case_id": c.case_id, "shape": list(first) if k == 0 else None, "reviewed_slices": None}
+             for k, c in enumerate(ds.cases)]
+    return {"label_names": list(ds.label_names), "cases": cases, "foreign": True}
+
+
+def more_labels_text(summary: dict | None) -> str:
+    """What to add when a run learnt nothing: reviewed slices of an export, labelled cases of a dataset made
+    elsewhere (nobody reviewed slices there)."""
+    if summary and summary.get("foreign"):
+        return "add labelled cases that hold the object to the dataset"
+    return "review more slices that hold the object"
+
+
 class ValidationField:
     """Mixin of the Fine-tune panel (``dataset_edit``, ``val_edit``)."""
 
-    def _cases(self) -> list[dict] | None:
-        """The dataset's cases (the manifest's entries), None when it is not (yet) a dataset. Exports of one
-        image count once, their reviewed slices together, as the trainer takes them (training/repeats.py)."""
-        from ..data.manifest import read_manifest
+    def _summary(self) -> dict | None:
+        return dataset_summary(folder_text(self.dataset_edit))
 
-        folder = folder_text(self.dataset_edit)
-        try:
-            entries = list(read_manifest(Path(folder))["cases"]) if folder else None
-        except Exception:  # the run says what is wrong
+    def _cases(self) -> list[dict] | None:
+        """The dataset's cases (the manifest's entries; a dataset made elsewhere: as the trainer reads it), None when
+        it is not (yet) a dataset. Exports of one image count once, their reviewed slices together, as the trainer
+        takes them (training/repeats.py)."""
+        summary = self._summary()
+        if summary is None:
             return None
         merged: dict[str, dict] = {}
-        for c in entries or []:
+        for c in summary["cases"]:
             key = c.get("image_sha256") or c["case_id"]
             if key in merged:
                 a, b = merged[key].get("reviewed_slices"), c.get("reviewed_slices")
                 c = {**c, "reviewed_slices": None if a is None or b is None else sorted({*a, *b})}
             merged[key] = c
-        return None if entries is None else list(merged.values())
+        return list(merged.values())
 
     def _validation_field(self) -> None:
         """*Validation slices* are axial slices of a volume; of one 2D image, its rows (the field says so);
         a dataset of several images validates on whole images (the field is off)."""
+        summary = self._summary()
         cases = self._cases() or []
         kind = 0 if len(cases) > 1 else 2 if cases and len(cases[0].get("shape") or ()) == 2 else 3
         self.val_edit.label = "Validation rows" if kind == 2 else "Validation slices"
-        self.val_edit.tooltip = VAL_TIP[kind]
-        self.val_edit.enabled = kind != 0
+        self.val_edit.tooltip = VAL_TIP["3 made elsewhere" if kind == 3 and summary and summary["foreign"] else kind]
+        self.val_edit.enabled = kind != 0 and not self.running()
 
     def _val_slices(self) -> list[int] | None:
         """The typed *Validation slices* (None: automatic); raises ValueError with a message for the user."""
@@ -109,7 +175,8 @@ class ValidationField:
 
 
 TOOLTIPS = {
-    "dataset_edit": "A dataset exported by Correct and export > Export (default: the last export)",
+    "dataset_edit": "A dataset exported by Correct and export > Export (default: the last export), or one made "
+                    "elsewhere: an nnU-Net or Decathlon folder, a MONAI datalist, images/ with labels/ or masks/",
     "model_combo": "The model to fine-tune: by default the one that predicted the exported mask, else one whose "
                    "classes match the dataset's",
     "freeze_box": "Train only the decoder and the output layer: faster, and safer with very few reviewed slices",

@@ -6,7 +6,8 @@ user chose by hand stays when the dataset changes or a layer comes, unless it ca
 
 :class:`StartModels` is a mixin of :class:`~.finetune_widget.FinetuneWidget`; it needs the panel's
 ``viewer``, ``_paths`` (model label -> checkpoint path or bundled name), ``model_combo``, ``dataset_edit``,
-``run_button``, ``_pending`` (a dict) and ``_model_changed()``.
+``run_button``, ``_pending`` (a dict), ``_summary()`` (the dataset: :func:`.finetune_form.dataset_summary`) and
+``_model_changed()``.
 """
 
 from __future__ import annotations
@@ -101,6 +102,8 @@ class StartModels:
         """A run ended: what was held back while it ran (an export to follow, a new default start model), and
         the proposed output folder (a free one again: this run's is taken now)."""
         pending, self._pending = self._pending, {}
+        if pending.get("dataset"):
+            self._dataset_changed()
         if "export" in pending:
             self.follow_export(*pending["export"])
         if pending.get("refresh"):
@@ -220,11 +223,9 @@ class StartModels:
         return card_dict(self._paths.get(label))
 
     def _fits_dataset(self, label: str) -> bool:
-        """False for a 3D model and a dataset of 2D images (it cannot train on them)."""
-        from ..data.manifest import read_manifest
-
+        """False for a 3D model and a dataset of 2D images (it cannot train on them; exported or made elsewhere)."""
         try:
-            ndim = len(read_manifest(Path(folder_text(self.dataset_edit)))["cases"][0]["shape"])
+            ndim = len(self._summary()["cases"][0]["shape"])
         except Exception:  # unknown: let the run say
             return True
         config = (self._card(label) or {}).get("config") or {}
@@ -234,27 +235,16 @@ class StartModels:
         return bool(((self._card(label) or {}).get("config") or {}).get("prompts"))
 
     def _dataset_classes(self) -> int | None:
-        from ..data.manifest import read_manifest
-
-        folder = folder_text(self.dataset_edit)
-        try:
-            manifest = read_manifest(Path(folder)) if folder else None
-        except Exception:  # not a dataset (yet): the run says so
-            return None
-        return len(manifest["label_names"]) if manifest and manifest.get("label_names") else None
+        summary = self._summary()  # (None: not a dataset (yet); the run says so)
+        return len(summary["label_names"]) if summary and summary["label_names"] else None
 
     def _head_note(self, label: str) -> str:
         """What a run from ``label`` keeps of its output layer for the dataset's classes (as the run's notes say:
         the rows of the classes both name, matched as :func:`~napari_attnseg.training.steps.kept_classes` does);
         '' when the numbers of classes agree or either is unknown."""
-        from ..data.manifest import read_manifest
         from ..training.steps import kept_classes
 
-        folder = folder_text(self.dataset_edit)
-        try:
-            names = list(((read_manifest(Path(folder)) if folder else None) or {}).get("label_names") or [])
-        except Exception:  # not a dataset (yet): the run says so
-            return ""
+        names = list((self._summary() or {}).get("label_names") or [])  # ([]: not a dataset (yet); the run says so)
         classes = [str(c) for c in (self._card(label) or {}).get("classes") or []]
         if not names or not classes or len(names) == len(classes):
             return ""

@@ -50,6 +50,19 @@ class Run:
     def removed_text(self) -> str:
         return f" The output folder {self.out} it had created was removed." if self.removed else ""
 
+    def nothing_learned_text(self, res, more: str) -> str:
+        """The status of a run that saved no model (its notes aside): cancelled while preparing or in epoch 1, or no
+        epoch beat the start model (with a new output layer: the start with an untrained head is no model);
+        ``more``: what to add to the dataset (:func:`.finetune_form.more_labels_text`)."""
+        before = "n/a" if res.val_dice_before is None else f"{res.val_dice_before:.4f}"
+        why = ("it was cancelled while preparing, before training began" if self.last_step is None else
+               "it was cancelled during epoch 1, before any epoch finished") if not res.epochs else \
+            f"no epoch beat the start model's validation Dice {before}"
+        head = "" if res.cancelled else (" and its output layer was new (other classes): the start model with an "
+                                         f"untrained output layer is no model. Give more minutes, or {more}")
+        return (f"{'Cancelled: n' if res.cancelled else 'N'}othing was learned ({why}){head}; no model was saved and "
+                f"the Segment tab is unchanged.{self.removed_text()}")
+
     def short_text(self, res, minutes: float | None) -> str:
         """A sentence when less than one whole epoch ran (the budget ended inside epoch 1), else ''."""
         last = self.last_step
@@ -132,7 +145,8 @@ def dataset_problem(folder: str) -> str | None:
 
     path = Path(folder).expanduser()
     if not path.is_dir():
-        return f"Dataset folder {folder} does not exist; export a dataset there first (Correct and export > Export)."
+        return (f"Dataset folder {folder} does not exist; choose a dataset's folder (Browse...), or export one there "
+                "first (Correct and export > Export).")
     if export_running(path):
         return (f"An export is writing to the dataset {folder}; wait until it has finished (the Correct and export "
                 "tab says so), then press Run again.")

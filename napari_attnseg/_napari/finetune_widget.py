@@ -44,6 +44,8 @@ from .finetune_form import (
     VAL_TIP,
     WINDOW_CHOICES,
     ValidationField,
+    hold_form,
+    more_labels_text,
     normalization_choice,
     polish,
 )
@@ -126,6 +128,9 @@ class FinetuneWidget(Undockable, QWidget, StartModels, ValidationField):
 
     # -- choices --------------------------------------------------------------------------------
     def _dataset_changed(self, *_) -> None:
+        if self.running():  # (the field is held; set from a script meanwhile: proposed for it at the run's end)
+            self._pending["dataset"] = True
+            return
         self.propose_start()  # (a start model chosen by hand stays while it can train on the dataset)
         self._model_changed()
         self._validation_field()
@@ -184,7 +189,8 @@ class FinetuneWidget(Undockable, QWidget, StartModels, ValidationField):
 
         dataset = folder_text(self.dataset_edit) or self.default_dataset()
         if not dataset:
-            raise ValueError("Choose an exported dataset folder (Correct and export > Export writes one).")
+            raise ValueError("Choose a dataset folder: one Correct and export > Export wrote, or one made elsewhere "
+                             "(an nnU-Net or Decathlon folder, a MONAI datalist, images/ with labels/ or masks/).")
         dataset = str(Path(dataset).expanduser())  # (typed ~/...: the trainer would take '~' for a folder here)
         problem = dataset_problem(dataset)
         if problem:
@@ -310,14 +316,7 @@ class FinetuneWidget(Undockable, QWidget, StartModels, ValidationField):
             before = "n/a" if res.val_dice_before is None else f"{res.val_dice_before:.4f}"
             notes = "".join(f"\n- {n}" for n in res.notes)
             if not res.checkpoint:  # cancelled before any epoch beat the start, or a new head none bettered
-                why = ("it was cancelled while preparing, before training began" if run.last_step is None else
-                       "it was cancelled during epoch 1, before any epoch finished") if not res.epochs else \
-                    f"no epoch beat the start model's validation Dice {before}"
-                head = "" if res.cancelled else (" and its output layer was new (other classes): the start model "
-                                                 "with an untrained output layer is no model. Give more minutes, or "
-                                                 "review more slices that hold the object")
-                self.status.value = (f"{'Cancelled: n' if res.cancelled else 'N'}othing was learned ({why}){head}; no "
-                                     f"model was saved and the Segment tab is unchanged.{run.removed_text()}{notes}")
+                self.status.value = run.nothing_learned_text(res, more_labels_text(self._summary())) + notes
                 notify_info(f"Fine-tuning {'cancelled' if res.cancelled else 'ended'}: nothing was learned, no model "
                             "was added.")
                 return
@@ -347,7 +346,7 @@ class FinetuneWidget(Undockable, QWidget, StartModels, ValidationField):
                        "with Load checkpoint...")
             if kept:  # the start weights, with this dataset's card: say it plainly
                 notify_info(f"No epoch beat {start_label} on the validation: its weights were kept and saved "
-                            f"to {folder} (give it more time or review more slices){use}.")
+                            f"to {folder} (give it more time or {more_labels_text(self._summary())}){use}.")
             elif short:
                 notify_info(f"{short} It was saved to {folder}{use}.")  # (the status's words: a new class is noise)
             else:
@@ -369,16 +368,14 @@ class FinetuneWidget(Undockable, QWidget, StartModels, ValidationField):
         def finish():
             if self._gone(run):
                 return
-            self.run_button.enabled = True
-            self.cancel_button.enabled = False
+            hold_form(self, False)
             self._after_run()  # what came meanwhile (an export, a new mask), and a free output folder again
 
         worker.yielded.connect(on_progress)
         worker.returned.connect(on_done)
         worker.errored.connect(on_error)
         worker.finished.connect(finish)
-        self.run_button.enabled = False
-        self.cancel_button.enabled = True
+        hold_form(self, True)  # (the fields the run read: a dataset chosen meanwhile re-proposed its model and folder)
         self.worker = worker
         start_long(worker)
         return worker

@@ -256,7 +256,7 @@ def run_training(cfg) -> int:
     finally:
         bar.close()
     if main:
-        print_summary(result)
+        print_summary(result, cfg.dataset)
         hint = scratch_hint(cfg, result)
         if hint:
             print(hint, file=sys.stderr)
@@ -282,11 +282,31 @@ def scratch_hint(cfg, result) -> str | None:
               and card.get("config", {}).get("in_channels", 1) == channels]
     if not starts:
         return None
+    exported, whole = dataset_kind(cfg.dataset)
+    few = (" On a volume, export a few corrected slices (--reviewed-slices, tumour and tumour-free) rather than every "
+           "slice: each epoch is shorter, so the same minutes train many more." if exported and whole else "")
     return (f"hint: a model trained from scratch needs far more data or time than this run had (validation Dice "
             f"{result.val_dice_after:.4f}). Start from a trained model instead; its encoder is kept and its output "
             f"layer is made for your classes: attnseg finetune {cfg.dataset} --model {starts[0]} --out DIR "
-            f"--minutes M. On a volume, export a few corrected slices (--reviewed-slices, tumour and tumour-free) "
-            f"rather than every slice: each epoch is shorter, so the same minutes train many more.")
+            f"--minutes M.{few}")
+
+
+def dataset_kind(dataset) -> tuple[bool, bool]:
+    """Whether ``dataset`` was exported by this project (a manifest.json), and whether its first case is a volume
+    labelled on every slice; (False, False) for a dataset made elsewhere (nnU-Net, Decathlon, a MONAI datalist,
+    images/ + masks/: never exported here) or one that cannot be read. Only an exported volume of every slice can be
+    exported again as a few reviewed slices (2D images have no slices; reviewed slices are a few already)."""
+    from ..data.manifest import read_manifest
+
+    try:
+        root = Path(dataset)
+        manifest = read_manifest(root.parent if root.is_file() else root)
+        case = manifest["cases"][0] if manifest is not None else None
+    except Exception:  # noqa: BLE001 - (the run read it; a hint is not worth a traceback)
+        return False, False
+    if case is None:
+        return False, False
+    return True, len(case.get("shape") or ()) == 3 and case.get("reviewed_slices") is None
 
 
 def _per_class(dice, result) -> str:
@@ -298,7 +318,9 @@ def _per_class(dice, result) -> str:
     return ", ".join(f"{n} {d:.4f}" for n, d in zip(names, dice))
 
 
-def print_summary(result) -> None:
+def print_summary(result, dataset: str | None = None) -> None:
+    """The run's summary on stdout, its warnings on stderr; ``dataset`` (the run's) words what to add when the
+    model finds nothing: reviewed slices of an export, labelled cases of a dataset made elsewhere."""
     before = "n/a (trained from scratch)" if result.val_dice_before is None else f"{result.val_dice_before:.4f}"
     print(f"split: {result.split}")
     print(f"validation Dice: start {before} -> result {result.val_dice_after:.4f} (per class "
@@ -326,5 +348,7 @@ def print_summary(result) -> None:
             print(f"to use it by name (attnseg predict --model NAME, napari's model list): attnseg models --add "
                   f"{shlex.quote(str(run_dir))} --name {model_name_of(run_dir.name)}")
     if getattr(result, "criterion", "val_dice") == "val_dice" and not (result.val_dice_after or 0) > 0:
-        print("warning: the model finds nothing on the validation set (Dice 0): it is not usable yet. Give it more "
-              "time (--minutes), review more slices that hold the object, or check the labels.", file=sys.stderr)
+        more = ("add labelled cases that hold the object to the dataset" if dataset and not dataset_kind(dataset)[0]
+                else "review more slices that hold the object")
+        print(f"warning: the model finds nothing on the validation set (Dice 0): it is not usable yet. Give it more "
+              f"time (--minutes), {more}, or check the labels.", file=sys.stderr)

@@ -37,7 +37,10 @@ from __future__ import annotations
 
 import csv
 import functools
+import logging
 import math
+import re
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -400,4 +403,16 @@ def train(cfg: TrainConfig, *, progress: Callable[[dict], Any] | None = None, ca
     no epoch beat the start model before a cancel, or at all with a new output layer (other classes; the start
     with a random head is no model): ``kept_start`` is set, no checkpoint is written, ``checkpoint`` is ``""``.
     """
-    return Trainer(cfg, progress, cancel, on_step).fit()
+    # the engine's warnings on this run's own segmentations (the validation, the false positives, after each epoch),
+    # each kind once: nuclei-2d fine-tuned on CT slices logged "Most of this image is bright..." for every one
+    seen, me, log = set(), threading.get_ident(), logging.getLogger("napari_attnseg.inference.engine")
+
+    def once(record: logging.LogRecord) -> bool:
+        kind = re.sub(r"\d+(\.\d+)?", "#", record.getMessage())  # (the same warning, another slice's numbers)
+        return record.thread != me or (kind not in seen and not seen.add(kind))
+
+    log.addFilter(once)
+    try:
+        return Trainer(cfg, progress, cancel, on_step).fit()
+    finally:
+        log.removeFilter(once)
