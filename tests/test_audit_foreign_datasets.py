@@ -292,3 +292,23 @@ def test_instance_ids_in_a_labels_folder_point_to_masks(tmp_path, capsys):
                "--iters-per-epoch", "1", "--batch", "1", "--patch", "32,32", "--device", "cpu"])
     err = capsys.readouterr().err
     assert rc != 0 and "is not in the label table" in err and "masks/ folder" in err, err
+
+
+def test_class_table_of_a_dataset_made_elsewhere_is_checked_against_the_model(tmp_path):
+    """finetune's class-table check read manifest.json only: an nnU-Net v2 dataset naming the brain model's white
+    matter 1 and grey matter 2 (the model's are grey 1, white 2) was fine-tuned with no word."""
+    from napari_attnseg.training.class_checks import class_table_warning
+
+    root = tmp_path / "Dataset130_Brain"
+    for k in (1, 2):
+        image, labels = case(k)
+        labels[labels == 1] = 2
+        labels[0:3] = 1
+        nii(root / "imagesTr" / f"b_{k:03d}_0000.nii.gz", image)
+        nii(root / "labelsTr" / f"b_{k:03d}.nii.gz", labels)
+    (root / "dataset.json").write_text(json.dumps({
+        "channel_names": {"0": "T1"}, "numTraining": 2, "file_ending": ".nii.gz",
+        "labels": {"background": 0, "white matter": 1, "grey matter": 2}}))
+    said = class_table_warning("brain-mri-3d", root)
+    assert said is not None and "value 1 'white matter'" in said and "renumber" in said, said
+    assert "--label-names" not in said  # (no export made it)

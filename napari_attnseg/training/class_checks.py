@@ -14,12 +14,14 @@ def class_table_warning(start_model: str, dataset: str | Path) -> str | None:
     ``--label-names`` in another order than the model's card): fine-tuning learns by value, so the new model would
     call the start's grey matter 'white matter', or unlearn what it knew. None when the names agree or cannot be read."""
     from ..checkpoint import read_card, resolve_model_path
+    from ..data.dataset import read_dataset
     from ..data.manifest import MANIFEST, read_manifest
     from ..errors import AttnSegError
 
     try:
         classes = [str(c) for c in read_card(resolve_model_path(start_model)).classes or []]
-        names = [str(n) for n in (read_manifest(Path(dataset)) or {}).get("label_names") or []]
+        manifest = read_manifest(Path(dataset))
+        names = [str(n) for n in (manifest.get("label_names") or [] if manifest else read_dataset(dataset).label_names)]
     except (AttnSegError, OSError, ValueError):
         return None  # (a model or dataset that does not load is refused by the trainer, with its own message)
     key = {class_key(c): i for i, c in enumerate(classes)}
@@ -30,11 +32,13 @@ def class_table_warning(start_model: str, dataset: str | Path) -> str | None:
     said = ", ".join(f"value {v} '{n}'" for v, n, _ in moved)
     model = ", ".join(f"'{n}' is {c}" for _, n, c in moved)
     order = ",".join(classes + [n for n in names[1:] if class_key(n) not in key])
-    return (f"warning: {Path(dataset) / MANIFEST} names {said}; the start model {start_model} predicts them under "
+    where = Path(dataset) / MANIFEST if manifest else f"the label table of {dataset}"
+    again = (f"export them again into a new folder with the names in the model's order (--label-names '{order}')"
+             if manifest else f"give the label table the model's order ({order}) and renumber the masks' values with it")
+    return (f"warning: {where} names {said}; the start model {start_model} predicts them under "
             f"other values ({model}). The new model takes the dataset's names (its output rows start from the model's class "
             f"of the same name when the number of classes differs, from the same value otherwise). If the masks were "
-            f"made by this model (their values are its classes), export them again into a new folder with the names in "
-            f"the model's order (--label-names '{order}'); if you relabelled the values on purpose"
+            f"made by this model (their values are its classes), {again}; if you relabelled the values on purpose"
             f"{', the rows follow the names' if len(names) != len(classes) else ', the model has to unlearn its classes: give it more time'}.")
 
 
