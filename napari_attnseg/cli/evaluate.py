@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     from ..data.manifest import ignore_value_of
     from ..data.orientation import volume_codes
     from ..errors import InputError
-    from ..evaluation import label_mismatch, names_to_classes
+    from ..evaluation import false_positive_only, label_mismatch, names_to_classes, probability_map_note
     from ..inference import predict
     from ..training.losses import dice_per_class
 
@@ -89,8 +89,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"note: {moved}", file=sys.stderr)
     labels = np.asarray(ref.data)
     check_class_ids(labels, f"{args.labels} (the reference labels)")  # a probability map would score Dice 0
-    if labels.shape != image.data.shape[-labels.ndim:]:
-        raise InputError(f"{args.labels} has shape {labels.shape}, {args.image} has {image.data.shape}; they must match.")
+    # (a channel axis first when the model reads several; a 2D reference against a stack was broadcast over its slices)
+    spatial = image.data.shape[1:] if model.in_channels > 1 else image.data.shape
+    if labels.shape != spatial:
+        raise InputError(f"{args.labels} has shape {labels.shape}, {args.image} has {tuple(spatial)}; they must match"
+                         f"{' (one label per voxel of every slice)' if labels.ndim != len(spatial) else ''}.")
+    prob_map = probability_map_note(labels, f"{args.labels} (the reference labels)")
+    if prob_map:  # (whole numbers 0-255: scored as 252 classes, Dice 0.00 / 0.07)
+        raise InputError(prob_map)
     # checked before the (long) prediction
     box = region_box(args.region, labels.shape, args.image) if args.region else None
     notes = []
@@ -108,7 +114,8 @@ def run(args: argparse.Namespace) -> int:
     if left_out.any():
         notes.append(f"{int(left_out.sum())} voxels hold the dataset's 'ignore' value {ignore} (slices nobody "
                      "reviewed): left out of the Dice")
-    elif ignore is None and model.out_channels < IGNORE_255 and (labels == IGNORE_255).any():
+    elif ignore is None and model.out_channels < IGNORE_255 and (labels == IGNORE_255).any() and \
+            labels[labels != IGNORE_255].max(initial=0) < IGNORE_255 // 2:  # (not one of instance ids running past it)
         # 255: 'unlabelled' in many tools' label maps (an ignore_index); no model class, so never a prediction: scored,
         # each of them counted against the class the model found there (brain-mri-3d: GM 0.96 -> 0.12)
         left_out = labels == IGNORE_255
@@ -135,10 +142,16 @@ def run(args: argparse.Namespace) -> int:
     if absent:
         notes.append(f"no voxel of {', '.join(absent)} in the reference nor the prediction"
                      f"{' (in --region)' if box is not None else ''}: no Dice (null in --json)")
+    false_pos = false_positive_only(mask, labels, pred.classes, ignore_index=-1)
+    if false_pos:
+        notes.append(f"no voxel of {', '.join(false_pos)} in the reference{' (in --region)' if box is not None else ''} "
+                     f"but the model finds {', '.join(f'{n} voxels of {c}' for c, n in false_pos.items())}: Dice 0 "
+                     "(false positives only; MONAI's compute_dice gives NaN there unless ignore_empty=False)")
     note = "; ".join(notes)
-    result = {"model": args.model, "image": args.image, "region": args.region,  # (NaN is not JSON: null)
-              "dice": {c: (None if d != d else d) for c, d in zip(classes, dice)}, "note": note,
-              "warnings": list(pred.warnings)}
+    result = {"model": args.model, "image": args.image, "region": args.region,
+              "device": getattr(pred, "device", None), "precision": getattr(pred, "precision", None),
+              "dice": {c: (None if d != d else d) for c, d in zip(classes, dice)},  # (NaN is not JSON: null)
+              "note": note, "warnings": list(pred.warnings)}
     for w in pred.warnings:
         print(f"{args.image}: warning: {w}", file=sys.stderr)
     if args.json:
