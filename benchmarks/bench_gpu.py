@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import dice as dice_fg  # noqa: E402  (foreground Dice; both empty = 1)
 from bench_inference import brain_160, nuclei_1024  # noqa: E402
 
 from napari_attnseg import load_model, predict  # noqa: E402
@@ -55,11 +56,6 @@ def monai_labels(model, image, tile, precision):
         logits = sliding_window_inference(x, roi_size=tile, sw_batch_size=16, predictor=model, overlap=0.25,
                                           mode="gaussian")
     return logits.float().argmax(1)[0].cpu().numpy()
-
-
-def dice_fg(a, b):
-    a, b = np.asarray(a) > 0, np.asarray(b) > 0
-    return float(2 * (a & b).sum() / max(a.sum() + b.sum(), 1))
 
 
 def ct_volume(shape):
