@@ -6,9 +6,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 from magicgui.widgets import FileEdit
 
 from ..settings import last_export
+from ._common import notify_warning
 
 
 def folder_text(edit: FileEdit) -> str:
@@ -17,7 +19,29 @@ def folder_text(edit: FileEdit) -> str:
 
 
 class CorrectExport:
-    """Needs the panel's export fields (``dataset_edit``, ``format_combo``, ``case_edit``)."""
+    """Needs the panel's export fields (``dataset_edit``, ``format_combo``, ``case_edit``, ``class_names_edit``) and
+    ``_reviewed()``."""
+
+    def class_names(self, layer) -> list[str] | None:
+        """The names typed in the form (None: the dataset's default), checked against the mask."""
+        text = self.class_names_edit.value.strip()
+        if not text:
+            return None
+        names = [n.strip() for n in text.split(",")]
+        if any(not n for n in names):
+            raise ValueError(f"Class names {text!r}: a name is empty; write one name per label value, comma-separated.")
+        data, rev = np.asarray(layer.data), self._reviewed(layer)
+        if layer.ndim == 3 and rev:  # unreviewed slices are exported as 'ignore': their values need no name
+            data = data[[z for z in sorted(rev) if 0 <= z < data.shape[0]]]
+        top = int(data.max(initial=0))
+        if top >= len(names):
+            raise ValueError(f"{layer.name} holds label value {top} on its reviewed slices, but only {len(names)} class "
+                             f"names are given ({', '.join(names)}); add a name for every value from 0 to {top}.")
+        if 1 <= top < len(names) - 1:  # e.g. a tumour drawn as 1 under the brain model's default names
+            notify_warning(f"{layer.name}'s reviewed slices hold values 0 to {top} only, and {len(names)} class names "
+                           f"are given: value {top} is exported as {names[top]!r}. If it is something else (a "
+                           "tumour under the model's 'grey matter'), rename the classes (e.g. background, tumour).")
+        return names
 
     def propose_last_export(self) -> None:
         """A new panel (the next napari session too) proposes the dataset folder last exported to, in its format,

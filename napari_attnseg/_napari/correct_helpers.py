@@ -5,11 +5,11 @@ screen, and painted as one undoable step. :class:`MaskHelpers` is a mixin of the
 from __future__ import annotations
 
 import numpy as np
-from napari.qt.threading import thread_worker
 
 from .. import correct
 from ..errors import AttnSegError
 from ._common import error_message, notify_error, notify_info
+from .job_pool import thread_worker
 
 BACKGROUND_VOXELS = 4_000_000  # helpers on larger whole volumes run in a worker
 
@@ -231,7 +231,7 @@ class LiveStats:
     _version = 0  # bumped at every change of the watched mask's voxels
 
     def _watch(self, layer, on: bool) -> None:
-        self._counts = None
+        self._counts = self._counts_key = self._undo_tops = None  # (they held a closed case's mask and prediction)
         for name, slot in (("paint", self._painted), ("set_data", self._refreshed), ("data", self._replaced),
                            ("labels_update", self._touched)):
             ev = getattr(layer.events, name, None)

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 from napari.layers import Image, Labels
-from napari.qt.threading import thread_worker
 from napari.utils import progress as napari_progress
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QDockWidget, QWidget
@@ -32,16 +31,19 @@ from ._common import (
 from .correct_export import CorrectExport, _fine_tuned_on, folder_text
 from .correct_form import ClassList, CorrectForm
 from .correct_helpers import LiveStats, MaskHelpers
+from .job_pool import thread_worker
 from .suggest_tool import SuggestTool
 from .tiff_masks import reopen_tiff_mask
+from .worklist import CaseFields, real_viewer
 
 REVIEWED_KEY = "reviewed_slices"
 
 
-class CorrectWidget(Undockable, QWidget, CorrectForm, ClassList, CorrectExport, MaskHelpers, LiveStats, SuggestTool):
+class CorrectWidget(Undockable, QWidget, CorrectForm, ClassList, CorrectExport, MaskHelpers, LiveStats, SuggestTool,
+                    CaseFields):
     def __init__(self, napari_viewer):
         super().__init__()
-        self.viewer = napari_viewer
+        self.viewer = real_viewer(napari_viewer)  # (napari's plugin proxy: a new wrapper per look-up of a layer)
         self.last_export_dir: str | None = None
         self._watched = None  # the Labels layer whose edits update the statistics
         self._chosen: tuple = (None, None)  # the (mask, image) layers chosen, followed through renames
@@ -61,6 +63,8 @@ class CorrectWidget(Undockable, QWidget, CorrectForm, ClassList, CorrectExport, 
         self.labels_combo.changed.connect(self._mask_changed)
         self.image_combo.changed.connect(lambda *_: self._remember_choice())
         self.class_names_edit.changed.connect(self._names_typed)
+        self.case_edit.changed.connect(self._case_fields_typed)
+        self.replace_box.changed.connect(self._case_fields_typed)
         for layer in self.viewer.layers:
             if self._listed(layer):
                 layer.events.name.connect(self._layer_renamed)
@@ -164,13 +168,16 @@ class CorrectWidget(Undockable, QWidget, CorrectForm, ClassList, CorrectExport, 
                 self._follow_values(self._watched, False)
             self._watched = layer
             self.stats_label.value = ""
-            if layer is not None:
+            if layer is None:
+                self._next_case(None)
+            else:
                 self._watch(layer, True)  # its edits update the statistics by what they change
                 self._follow_values(layer, True)  # and the Class list by the values they write
                 source = self._source_image(layer.name)
                 if source in self.viewer.layers and self.image_combo.value != source:
                     with self.image_combo.changed.blocked():
                         self.image_combo.value = source
+                self._next_case(layer)  # (names, case id and suggestion of another case go)
                 classes = [str(c) for c in layer.metadata.get("class_names") or []] or (
                     [str(c) for c in layer.features["class"]] if "class" in getattr(layer, "features", {}) else [])
                 names = ", ".join(dict.fromkeys(classes))
@@ -188,6 +195,7 @@ class CorrectWidget(Undockable, QWidget, CorrectForm, ClassList, CorrectExport, 
         layer = self.viewer.layers[self.labels_combo.value] if self.labels_combo.value in self.viewer.layers else None
         if layer is not None and all(names) and ", ".join(names) != self._auto_names:
             layer.metadata["class_names"] = names
+            self._names_for = self._chosen_case()
 
     def _schedule_stats(self, *_) -> None:
         self._stats_timer.start()
@@ -278,27 +286,6 @@ class CorrectWidget(Undockable, QWidget, CorrectForm, ClassList, CorrectExport, 
             self.stats_label.value = ""
 
     # -- export ---------------------------------------------------------------------------------
-    def class_names(self, layer) -> list[str] | None:
-        """The names typed in the form (None: the dataset's default), checked against the mask."""
-        text = self.class_names_edit.value.strip()
-        if not text:
-            return None
-        names = [n.strip() for n in text.split(",")]
-        if any(not n for n in names):
-            raise ValueError(f"Class names {text!r}: a name is empty; write one name per label value, comma-separated.")
-        data, rev = np.asarray(layer.data), self._reviewed(layer)
-        if layer.ndim == 3 and rev:  # unreviewed slices are exported as 'ignore': their values need no name
-            data = data[[z for z in sorted(rev) if 0 <= z < data.shape[0]]]
-        top = int(data.max(initial=0))
-        if top >= len(names):
-            raise ValueError(f"{layer.name} holds label value {top} on its reviewed slices, but only {len(names)} class "
-                             f"names are given ({', '.join(names)}); add a name for every value from 0 to {top}.")
-        if 1 <= top < len(names) - 1:  # e.g. a tumour drawn as 1 under the brain model's default names
-            notify_warning(f"{layer.name}'s reviewed slices hold values 0 to {top} only, and {len(names)} class names "
-                           f"are given: value {top} is exported as {names[top]!r}. If it is something else (a "
-                           "tumour under the model's 'grey matter'), rename the classes (e.g. background, tumour).")
-        return names
-
     def export(self):
         from ..checkpoint import model_identity
         from ..data.export import export_case

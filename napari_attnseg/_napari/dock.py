@@ -21,6 +21,7 @@ from ._common import Undockable
 from .correct_widget import CorrectWidget
 from .finetune_widget import FinetuneWidget
 from .segment_widget import SegmentWidget
+from .worklist import real_viewer
 
 TABS = ("Segment", "Correct and export", "Fine-tune")
 COMBO_CHARACTERS = 6  # a list (image, mask, model) asks for this many characters, not for its longest entry
@@ -54,7 +55,8 @@ class AttnSegDock(Undockable, QWidget):
 
     def __init__(self, napari_viewer):
         super().__init__()
-        self.viewer = napari_viewer
+        # (napari's plugin proxy wraps each layer anew at every look-up: the panels compare layers by identity)
+        self.viewer = napari_viewer = real_viewer(napari_viewer)
         self.segment = SegmentWidget(napari_viewer)
         self.correct = CorrectWidget(napari_viewer)
         self.finetune = FinetuneWidget(napari_viewer)

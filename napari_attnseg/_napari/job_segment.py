@@ -11,7 +11,6 @@ rename; not added when that layer was removed). A run is one long job: it brings
 from __future__ import annotations
 
 import numpy as np
-from napari.qt.threading import thread_worker
 from napari.utils import progress as napari_progress
 
 from ..errors import AttnSegError, Cancelled
@@ -27,7 +26,7 @@ from ._common import (
     notify_warning,
     placement_of,
 )
-from .job_pool import start_long
+from .job_pool import start_long, thread_worker
 
 
 class _Failed:
@@ -106,6 +105,8 @@ class SegmentJob:
             bar.close()
             if is_deleted(self):  # the viewer closed while this ran
                 return
+            if self.worker is worker:  # (its closures hold the image's data: a closed case stayed in memory)
+                self.worker = None
             self.cancel_button.enabled = False
             if not self._showing:  # failed or cancelled; otherwise the last layer shown re-enables Run
                 self._finish_run(False)
@@ -127,7 +128,7 @@ class SegmentJob:
                 return  # (finish() ends the run)
             prepared = prepared if layer.name == name else None  # renamed while it ran: named (and linked) after it
             name = layer.name
-            self.last_prediction, self.last_source = pred, name
+            self.last_prediction, self.last_source, self._last_uid = pred, name, layer.unique_id
             self._show(model, pred, name, where, geometry, then=lambda: self._finish_run(True), layers=prepared)
             msg = (f"{name}: {label}, {pred.params.get('tiles', '?')} tiles on {pred.device} ({pred.precision}) in "
                    f"{pred.timings['total_s']:.1f} s")

@@ -61,19 +61,29 @@ def card_of(entry):
 
 
 class PromptChecks:
-    """Per image layer (by identity): the fit warning of each click model and the estimated object size."""
+    """Per image layer (by its ``unique_id``): the fit warning of each click model and the estimated object size.
+    The layers themselves are not held: an image closed with its case was kept in memory with its data by these
+    caches (a day's worklist in one session kept every image clicked on; napari hands a plugin a new proxy of the
+    same layer at each look-up, so an identity key also missed)."""
 
     def __init__(self):
-        self._fit: dict[tuple[int, str], tuple[object, str | None]] = {}
-        self._sizes: dict[int, tuple[object, float | None, str]] = {}
+        self._fit: dict[tuple[str, str], str | None] = {}
+        self._sizes: dict[str, tuple[float | None, str]] = {}
         self._lock = threading.Lock()
+
+    def forget(self, layer) -> None:
+        """Drop what is known of ``layer`` (closed)."""
+        uid = getattr(layer, "unique_id", None)
+        with self._lock:
+            self._sizes.pop(uid, None)
+            for key in [k for k in self._fit if k[0] == uid]:
+                del self._fit[key]
 
     def fit(self, name: str, entry, layer) -> str | None:
         """Why ``layer`` looks unlike the training data of the click model ``name`` (None: it fits)."""
-        key = (id(layer), name)
-        hit = self._fit.get(key)
-        if hit is not None and hit[0] is layer:
-            return hit[1]
+        key = (layer.unique_id, name)
+        if key in self._fit:
+            return self._fit[key]
         from ..data.orientation import metadata_codes
         from ..inference.checks import fit_warning
         from ._common import preview_array
@@ -86,7 +96,7 @@ class PromptChecks:
         # (on a stand-in of at most a few million voxels, as the Segment tab's hint: a zarr slide was sampled whole on
         # the GUI thread when the mode was ticked, 0.4 s for 8000 x 8000 px; a pyramid's data is no array)
         text = None if card is None else fit_warning(card, preview_array(layer), False, codes)
-        self._fit[key] = (layer, text)
+        self._fit[key] = text
         return text
 
     def diameter(self, card, image_layer, mask_layer, plane: np.ndarray, z: int | None
@@ -105,15 +115,15 @@ class PromptChecks:
         found = typical_diameter(params, None)
         if found[0] is None:
             with self._lock:  # two quick clicks: the second waits for the first's estimate
-                hit = self._sizes.get(id(image_layer))
-                if hit is not None and hit[0] is image_layer:
-                    found = hit[1:]
+                hit = self._sizes.get(image_layer.unique_id)
+                if hit is not None:
+                    found = hit
                 else:
                     labels = None if mask_layer is None else np.asarray(mask_layer.data if z is None else mask_layer.data[z])
                     found = typical_diameter(None, labels)
                     if found[0] is None:
                         found = automatic_diameter(card, plane)
-                    self._sizes[id(image_layer)] = (image_layer, *found)
+                    self._sizes[image_layer.unique_id] = tuple(found)
         return to_use(found, trained), found[0], found[1]
 
 

@@ -175,6 +175,31 @@ class PromptLayers:
                 and removed.name == self.corr.image_combo.value:
             self.status.value = (f"The image '{removed.name}' was removed: choose an image in the Image field above "
                                  "(or open it again), then click.")
+        self._forget(removed)
+
+    def _forget(self, removed) -> None:
+        """A closed layer is held no more (a day's worklist in one session kept every case's image and mask in memory,
+        their data too: the prompts layer, the pair the status spoke of, the mask whose selected label the value line
+        followed, the size and fit caches, the last run's result); the mode's own state for it goes with it."""
+        if removed is None:
+            return
+        uid = getattr(removed, "unique_id", None)
+
+        def same(layer) -> bool:
+            return layer is not None and getattr(layer, "unique_id", None) == uid
+
+        self.checks.forget(removed)
+        if same(self.points_layer):
+            self._detach(self.points_layer)
+            self.points_layer = None
+        if same(self._selected_of):
+            self._selected_of.events.selected_label.disconnect(self.show_value)
+            self._selected_of = None
+        if any(same(ly) for ly in self._pair):
+            self._pair = tuple(None if same(ly) else ly for ly in self._pair)
+            self.last_result = None  # (its mask and attention belong to the closed case)
+            self._warned.clear()  # (the next case is warned again: "see the warning" pointed to the last case's)
+        self._over = {key for key in self._over if key[0] != uid}
 
     def _target_changed(self) -> None:
         """Another mask or image chosen (or either deleted): a new object, and the status says where clicks go now."""

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, Label, PushButton
-from napari.qt.threading import thread_worker
 
 from ..errors import AttnSegError
 from ..prompts.session import PromptSession, revert
 from ._common import error_message, layer_array, notify_error, notify_info, notify_warning, set_choices
+from .job_pool import thread_worker
 from .prompt_checks import PromptChecks, click_status, promptable_models
 from .prompt_layers import PromptLayers
 from .prompt_view import NEGATIVE, POSITIVE, PROMPTS_KEY, click_refusal, mask_for_clicks
@@ -145,6 +145,7 @@ class PromptMode(PromptLayers):
 
     def new_object(self) -> None:
         self.session, self.object_value, self.target = PromptSession(), None, None
+        self._steps.clear()  # (the undo steps of the object's clicks: Undo last click reaches this object's only)
         self.pending = False  # (the previous object's clicks still queued run all the same: _finished)
         if self.points_layer is not None and self.points_layer in self.viewer.layers:
             self.points_layer.data = np.empty((0, self.points_layer.ndim))
@@ -307,6 +308,7 @@ class PromptMode(PromptLayers):
         """The next run: an earlier object's clicks queued behind this run (*New object* pressed, or another mask
         chosen, while it ran: they were lost, and the status said that object was written), then this object's."""
         self.busy = False
+        self.worker = None  # (its closures hold the image's data and the layers: a closed case stayed in memory)
         running, self._running = self._running, None
         if running is not None and running[0] is not self.session and running[0].done < len(running[0].clicks) \
                 and all(layer in self.viewer.layers for layer in running[2]):

@@ -17,6 +17,7 @@ from magicgui.widgets import (
     PushButton,
     SpinBox,
 )
+from qtpy.QtCore import QEvent, QObject
 from qtpy.QtWidgets import QVBoxLayout
 
 from .. import options
@@ -25,6 +26,24 @@ from ..display import WINDOW_PRESETS
 from ._common import job_controls
 
 MODES = ("auto", *options.MODES)
+
+
+class _OnOpen(QObject):
+    """Calls ``callback`` before a list opens (a click or a key on it)."""
+
+    def __init__(self, parent, callback):
+        super().__init__(parent)
+        self._callback = callback
+
+    def eventFilter(self, obj, event) -> bool:  # noqa: N802 - Qt's name
+        if event.type() in (QEvent.MouseButtonPress, QEvent.KeyPress):
+            self._callback()
+        return False
+
+
+def on_open(combo: ComboBox, callback) -> None:
+    """Run ``callback`` (cheap: it runs at every click on the list) before ``combo``'s list opens."""
+    combo.native.installEventFilter(_OnOpen(combo.native, callback))
 
 
 class SegmentForm:

@@ -32,7 +32,8 @@ from .job_segment import SegmentJob
 from .model_choice import card_dict, card_summary, model_for_layer, user_model_entries
 from .pixel_tool import PixelTool
 from .result_layers import ResultLayers
-from .segment_form import MODES, SegmentForm
+from .segment_form import MODES, SegmentForm, on_open
+from .worklist import real_viewer
 
 __all__ = ["MODES", "SegmentWidget"]
 
@@ -72,6 +73,15 @@ def calibration_hint(layer) -> str:
             f"{spacing!r}{units}, then choose the image again.")
 
 
+def _version(path) -> tuple | None:
+    """A checkpoint file's version (time and size), None when it is gone."""
+    try:
+        stat = os.stat(path)
+    except (OSError, TypeError):
+        return None
+    return stat.st_mtime_ns, stat.st_size
+
+
 class SegmentWidget(Undockable, QWidget, SegmentForm, ResultLayers, PixelTool, SegmentJob):
     """Dock widget; ``confirm_overwrite(layer_name) -> bool`` can be replaced (tests, scripting).
     ``run_done(ok)`` is emitted once a run is over: its layers all shown (True), or it failed or was
@@ -83,8 +93,9 @@ class SegmentWidget(Undockable, QWidget, SegmentForm, ResultLayers, PixelTool, S
 
     def __init__(self, napari_viewer):
         super().__init__()
-        self.viewer = napari_viewer
+        self.viewer = real_viewer(napari_viewer)  # (napari's plugin proxy: a new wrapper per look-up of a layer)
         self._models: dict[str, object] = {}  # model name -> loaded model or checkpoint path
+        self._user: dict[str, tuple | None] = {}  # the user models folder's models listed -> their file's version
         self._descriptions: dict[str, str] = {}
         self._token: CancelToken | None = None
         tokens = self._tokens = [None]  # the running job's token, for the handler of the panel's deletion
@@ -114,6 +125,7 @@ class SegmentWidget(Undockable, QWidget, SegmentForm, ResultLayers, PixelTool, S
         self.estimate_button.changed.connect(lambda *_: self.estimate_and_run())
         self.cancel_button.changed.connect(lambda *_: self.cancel())
         self.pixel_box.changed.connect(self._toggle_pixel_tool)
+        on_open(self.model_combo, self.refresh_models)  # (a model added or deleted with napari open)
         self._model_changed()
 
     # -- choices --------------------------------------------------------------------------------
@@ -129,6 +141,19 @@ class SegmentWidget(Undockable, QWidget, SegmentForm, ResultLayers, PixelTool, S
     def _layer_removed(self, event) -> None:
         event.value.events.name.disconnect(self._layer_renamed)
         self.refresh_layers()
+        self._forget_run()
+
+    def _forget_run(self) -> None:
+        """The last run's image and every layer made from it closed (the case is done): its prediction (the class
+        probabilities, the attention maps: hundreds of MB for a CT) is let go, and its status line, which named
+        that case, is cleared. They stayed until the next run, the next case's Segment tab saying the last one's."""
+        uid = getattr(self, "_last_uid", None)
+        if self.last_prediction is None or any(uid in (ly.unique_id, ly.metadata.get("attnseg_source_uid"))
+                                               for ly in self.viewer.layers):
+            return
+        self.last_prediction = self.last_source = None
+        if not self.running():
+            self.status.value = ""
 
     def _layer_renamed(self, event) -> None:
         # the chosen image's old name is gone from the viewer when it is the layer renamed: follow it
@@ -136,16 +161,45 @@ class SegmentWidget(Undockable, QWidget, SegmentForm, ResultLayers, PixelTool, S
         self.refresh_layers(prefer=event.source.name if renamed else None)
 
     def refresh_models(self) -> None:
-        from ..models.registry import bundled_models
+        """The bundled models and the user models folder's (``attnseg models --add``), listed again (the folder's
+        listing and cards; no model is loaded): when the panel opens, its tab is shown and the model list is
+        opened. A model added since is listed, a deleted one leaves the list, one replaced by another file of its
+        name is read again when chosen; the choice stays (a deleted one's is said, and the image gets another)."""
+        from ..models.registry import bundled_models, user_models, user_models_dir
 
         for name, card in bundled_models().items():
             self._models.setdefault(name, name)
             self._descriptions.setdefault(name, card.get("description", ""))
+        listed, before = user_models()[0], self.model_combo.value
+        for name, version in list(self._user.items()):  # deleted, renamed or replaced since it was listed
+            if _version(listed.get(name)) != version:
+                del self._user[name]
+                self._descriptions.pop(name, None)
+                if name in listed:
+                    self._models[name] = name  # (another file of that name: loaded again when chosen)
+                else:
+                    self._models.pop(name, None)
+        added = False
         for name in user_model_entries(self._models.values()):  # the user models folder (attnseg models --add)
+            if name in self._models and name not in self._user:  # (a checkpoint loaded under that label)
+                continue
+            added |= name not in self._models
             self._models.setdefault(name, name)
+            self._user[name] = _version(listed[name])
             card = card_dict(name) or {}
             self._descriptions.setdefault(name, card.get("description") or card_summary(card))
         set_choices(self.model_combo, list(self._models))
+        if before is not None and before not in self._models:
+            notify_info(f"Your model {before!r} is no longer in your models folder {user_models_dir()}: it was taken "
+                        "off the model list.")
+            self._image_changed()  # (a model that suits the image)
+            self._model_changed()
+        if added:  # (the Fine-tune tab offers them too)
+            self.models_changed.emit()
+
+    def showEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        super().showEvent(event)
+        self.refresh_models()  # (the tab shown: models added or deleted meanwhile)
 
     def add_model(self, path: str | Path, select: bool = True) -> str:
         """Add a checkpoint file to the model list (the Fine-tune panel calls this)."""

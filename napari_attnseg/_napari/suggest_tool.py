@@ -65,9 +65,8 @@ class SuggestTool:
     def _map_in_background(self, layer, probs):
         """The uncertainty map of a big volume in a worker, then the jump (a 300 x 512 x 512 CT held the GUI
         thread 6.1 s and 2 GB more memory on the first N of a run)."""
-        from napari.qt.threading import thread_worker
-
         from ..suggest import slice_scores, uncertainty_map
+        from .job_pool import thread_worker
 
         if getattr(self, "_suggest_running", False):
             notify_info("Still finding where the model is least sure; the view jumps there when it is done.")
