@@ -107,5 +107,6 @@ def unlisted_user_model(text: str, folder: Path) -> Path | None:
     if seen is not None and not seen.exists():
         raise CheckpointError(f"Your model {text!r} is gone from your models folder {folder}: {seen} was "
                               "deleted, moved or renamed since it was listed. Put it back, add it again (attnseg "
-                              "models --add CHECKPOINT --name NAME) and reopen the panel, or choose another model.")
+                              "models --add CHECKPOINT --name NAME; napari's model list shows it when opened again), or "
+                              "choose another model.")
     return None

@@ -205,3 +205,39 @@ def test_the_next_ct_case_is_warned_again_about_the_click_model(dock, notificati
         viewer.layers.clear()
     said = [str(n.message) for n in notifications if "not trained on CT" in str(n.message)]
     assert len(said) == 2, said
+
+
+def test_the_fine_tune_tab_holds_the_viewer_and_workers_as_the_other_tabs_do(make_napari_viewer):
+    """The Fine-tune tab kept napari's plugin proxy of the viewer (a new wrapper per layer look-up, and napari's
+    warnings about private attributes) and started its runs with napari's thread_worker, whose task list keeps every
+    worker, with its dataset and model, for the whole session."""
+    from napari_attnseg._napari import finetune_widget, job_pool
+
+    viewer = make_napari_viewer()
+    _, alone = viewer.window.add_plugin_dock_widget("napari-attnseg", "Fine-tune")  # (Plugins > ... > Fine-tune)
+    assert alone.viewer is viewer
+    assert finetune_widget.thread_worker is job_pool.thread_worker
+
+
+def test_click_to_fix_on_the_nuclei_sample_does_not_write_into_its_reference(make_napari_viewer, qtbot):
+    """File > Open Sample > Nuclei, then Click to fix before any Segment run: the sample's hidden 'nuclei reference'
+    was the Correct tab's mask and the clicks were written into it. Now the clicks go to a new 'nuclei mask'."""
+    from napari_attnseg.models.registry import bundled_models
+
+    if "nuclei-2d-prompt" not in bundled_models():
+        pytest.skip("nuclei-2d-prompt is not bundled")
+    viewer = make_napari_viewer()
+    _, dock = viewer.window.add_plugin_dock_widget("napari-attnseg", "Attention segmentation")
+    viewer.open_sample("napari-attnseg", "nuclei-2d")
+    reference = viewer.layers["nuclei reference"]
+    before = np.asarray(reference.data).copy()
+    corr, pm = dock.correct, dock.correct.prompt
+    pm.model_combo.value = "nuclei-2d-prompt"
+    pm.enable_box.value = True
+    assert corr.labels_combo.value == "nuclei mask", corr.labels_combo.value
+    ref = np.asarray(reference.data)
+    centre = tuple(np.argwhere(ref > 0)[len(np.argwhere(ref > 0)) // 2])
+    pm.click(centre)
+    qtbot.waitUntil(lambda: not pm.busy and not pm.pending, timeout=60000)
+    assert np.array_equal(np.asarray(reference.data), before)
+    assert np.asarray(viewer.layers["nuclei mask"].data).any(), pm.status.value

@@ -32,6 +32,7 @@ from .correct_export import CorrectExport, _fine_tuned_on, folder_text
 from .correct_form import ClassList, CorrectForm
 from .correct_helpers import LiveStats, MaskHelpers
 from .job_pool import thread_worker
+from .sample_data import REFERENCE_KEY
 from .suggest_tool import SuggestTool
 from .tiff_masks import reopen_tiff_mask
 from .worklist import CaseFields, real_viewer
@@ -117,6 +118,8 @@ class CorrectWidget(Undockable, QWidget, CorrectForm, ClassList, CorrectExport, 
         current = self.labels_combo.value
         if prefer is None and masks and current not in masks:
             prefer = masks[-1]  # a model's mask, once there is one, is what people correct
+        elif prefer is None and current not in labels:  # (a sample's hidden reference is not the mask to correct)
+            prefer = next((n for n in labels if not self.viewer.layers[n].metadata.get(REFERENCE_KEY)), None)
         set_choices(self.labels_combo, labels, prefer=prefer)
         source = self._source_image(self.labels_combo.value)
         set_choices(self.image_combo, images, prefer=source)

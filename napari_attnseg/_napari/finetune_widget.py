@@ -22,7 +22,6 @@ from magicgui.widgets import (
     FloatSpinBox,
     LineEdit,
 )
-from napari.qt.threading import thread_worker
 from qtpy.QtWidgets import QVBoxLayout, QWidget
 
 from ..errors import Cancelled
@@ -64,13 +63,14 @@ from .finetune_run import (
     proposed_model,
     start_problem,
 )
-from .job_pool import start_long
+from .job_pool import start_long, thread_worker
+from .worklist import real_viewer
 
 
 class FinetuneWidget(Undockable, QWidget, StartModels, ValidationField):
     def __init__(self, napari_viewer):
         super().__init__()
-        self.viewer = napari_viewer
+        self.viewer = real_viewer(napari_viewer)  # (napari's plugin proxy: a new wrapper per look-up of a layer)
         self.history: list[dict] = []
         self.result = None
         self._token = None

@@ -142,10 +142,12 @@ def mask_for_clicks(viewer, image):
 
     from ..layers import data_hash
     from ._common import layer_array, placement_of
+    from .sample_data import REFERENCE_KEY
 
     shape = tuple(np.shape(layer_array(image)))  # (a pyramid's full-resolution level)
     if image.ndim < 2 or getattr(image, "rgb", False) or \
-            any(isinstance(ly, Labels) and tuple(np.shape(layer_array(ly))) == shape for ly in viewer.layers):
+            any(isinstance(ly, Labels) and tuple(np.shape(layer_array(ly))) == shape
+                and not ly.metadata.get(REFERENCE_KEY) for ly in viewer.layers):
         return None
     metadata = {k: image.metadata[k] for k in ("affine", "spacing", "source_path", "nifti") if k in image.metadata}
     metadata["attnseg_source_uid"] = image.unique_id  # (the Correct tab pairs the mask with this image)

@@ -7,6 +7,9 @@ import numpy as np
 from .._paths import samples_dir
 from ..data import read_image
 
+# a sample's reference labels (to compare with, not the mask to correct: the Correct tab and Click to fix choose or
+# make '<image> mask' instead; opening the sample had made the hidden reference the mask clicks were written into)
+REFERENCE_KEY = "attnseg_reference"
 
 def nuclei_2d():
     """Fluorescence nuclei (BBBC038 / DSB 2018, CC0) and their reference labels (hidden)."""
@@ -16,7 +19,8 @@ def nuclei_2d():
     return [
         (image.data, {"name": "nuclei", "metadata": {"source": "BBBC038 / DSB 2018 (CC0)"}}, "image"),
         ((labels.data > 0).astype(np.uint8), {"name": "nuclei reference", "visible": False,
-                                              "metadata": {"source": "hand annotations, BBBC038"}}, "labels"),
+                                              "metadata": {"source": "hand annotations, BBBC038",
+                                                           REFERENCE_KEY: True}}, "labels"),
     ]
 
 
@@ -30,5 +34,6 @@ def brain_mri_3d():
     return [
         (image.data, {"name": "brain T1", "scale": image.spacing, "units": ("mm",) * 3, "metadata": meta}, "image"),
         (labels.data, {"name": "brain reference", "scale": labels.spacing, "units": ("mm",) * 3, "visible": False,
-                       "features": {"class": ["background", "grey matter", "white matter"]}, "metadata": meta}, "labels"),
+                       "features": {"class": ["background", "grey matter", "white matter"]},
+                       "metadata": {**meta, REFERENCE_KEY: True}}, "labels"),
     ]
