@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
+from .dicom_choice import choose_series, split_volumes
 from .dicom_geometry import LPS_TO_RAS, Frame, frames_of, geometry, select
 from .dicom_pixels import read_pixels
 from .volume import Volume
@@ -113,23 +114,42 @@ def _group(path: Path) -> tuple[list[Path], str | None]:
     return (files if path in files else [path, *files]), uid
 
 
-def _frames(path: Path) -> list[Frame]:
-    files, target_uid = _group(path)
+def _nested(folder: Path, limit: int = 20000) -> list[Path]:
+    """The DICOM files of the subfolders (a CD/PACS export: DICOMDIR on top, IM0001-style files below)."""
+    found: list[Path] = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        if Path(root) == folder:
+            continue
+        found += [Path(root) / n for n in sorted(files) if not n.startswith(".") and n != "DICOMDIR"
+                  and is_dicom_file(Path(root) / n)]
+        if len(found) >= limit:
+            break
+    return found
+
+
+def _series_of(files: list[Path]) -> dict[str, list[Frame]]:
     series: dict[str, list[Frame]] = defaultdict(list)
     for f in files:
         ds = _header(f)
         if not _is_image(ds):
-            continue  # DICOMDIR, structured reports, presentation states, ...
+            continue  # DICOMDIR, structured reports (dose reports), presentation states, ...
         series[str(getattr(ds, "SeriesInstanceUID", "unknown"))].extend(frames_of(f, ds))
+    return series
+
+
+def _frames(path: Path) -> tuple[list[Frame], str | None]:
+    files, target_uid = _group(path)
+    series = _series_of(files)
+    if not series and (path.is_dir() or path.name.upper() == "DICOMDIR"):
+        folder = path if path.is_dir() else path.parent  # only a DICOMDIR (or reports) on top: the series are below
+        if series := _series_of(_nested(folder)):
+            return choose_series(series, folder, nested=True)
     if not series:
         raise _no_images(path)
     if target_uid is not None:
-        return series.get(target_uid) or next(iter(series.values()))
-    if len(series) > 1:
-        desc = "; ".join(f"series {n + 1}: {len({f.path for f in s})} files, e.g. {s[0].path.name}"
-                         for n, s in enumerate(series.values()))
-        raise InputError(f"{path} holds {len(series)} DICOM series ({desc}); open one file of the series you want.")
-    return next(iter(series.values()))
+        return series.get(target_uid) or next(iter(series.values())), None
+    return choose_series(series, path)
 
 
 def _is_image(ds: Any) -> bool:
@@ -140,7 +160,10 @@ def _is_image(ds: Any) -> bool:
 def read_dicom_series(path: Path) -> Volume:
     """The series of ``path`` (a folder of one series, or one file of it) as a :class:`Volume`."""
     path = Path(path)
-    frames, note = select(_frames(path), None if path.is_dir() else path)
+    opened = None if path.is_dir() else path
+    frames, chosen = _frames(path)
+    frames, note = select(frames, opened)
+    frames, volumes = split_volumes(frames, opened)
     geo = geometry(frames, path)
     data, pixel_meta = read_pixels(geo.frames, path)
     if geo.slots is not None:  # slices missing from the series: empty ones keep the others in place
@@ -148,7 +171,7 @@ def read_dicom_series(path: Path) -> Volume:
         full[geo.slots] = data
         data = full
     first = geo.frames[0].header
-    warnings = ([note] if note else []) + geo.warnings
+    warnings = [n for n in (chosen, note, volumes) if n] + geo.warnings
     meta: dict[str, Any] = {"source_path": str(path), "format": "dicom", "axis_order": "kji",
                             "modality": str(getattr(first, "Modality", "") or ""), **pixel_meta}
     spacing: tuple[float, ...] = (geo.dz, *geo.pixel_spacing)

@@ -169,8 +169,10 @@ def _distinct(values: np.ndarray, order: list[Frame], source: Path) -> None:
         a, b = order[n], order[n + 1]
         several = " (a file of several volumes: time points, echoes or b-values? convert it with dcm2niix)" \
             if a.path == b.path else ""
-        raise InputError(f"{source}: {a.name} and {b.name} lie at the same position{several}; the folder holds "
-                         "duplicates or several series: move one copy out, or open one file of the series you want.")
+        raise InputError(f"{source}: {a.name} and {b.name} of one series lie at the same position{several}; no echo, "
+                         "time point or acquisition number tells them apart, so the series holds duplicates (a copy, "
+                         "or a repeated scan): move one of each pair out of the folder" + ("." if several else
+                                                                                    " (or convert it with dcm2niix)."))
 
 
 def _missing(gaps: np.ndarray, offsets: np.ndarray, order: list[Frame]) -> tuple[list[int], str] | None:
