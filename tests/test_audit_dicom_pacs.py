@@ -252,3 +252,23 @@ def test_rle_and_jpeg2000_decode_to_the_nifti_values(tmp_path, lung):
         ds.file_meta.TransferSyntaxUID = JPEG2000Lossless
         ds.save_as(f)
     _same_as_nifti(read_image(tmp_path / "j2k"), lung)
+
+
+def test_export_of_a_pacs_folder_says_which_series_it_took(tmp_path, lung, capsys):
+    """`attnseg export --image FOLDER` read the axial series silently (predict says which series and which were left)."""
+    import nibabel as nib
+
+    from napari_attnseg.cli import main
+
+    folder = tmp_path / "export"
+    axial(lung, folder, name="CT{:04d}")
+    others(folder)
+    crop, affine, _, _ = lung
+    labels = np.zeros(crop.shape[::-1], np.uint8)  # (i, j, k), as the NIfTI the series came from
+    labels[5:9, 5:9, 2:4] = 1
+    nib.save(nib.Nifti1Image(labels, affine), str(tmp_path / "mask.nii.gz"))
+    rc = main(["export", "--image", str(folder), "--labels", str(tmp_path / "mask.nii.gz"), "--dataset",
+               str(tmp_path / "ds"), "--format", "nnunet"])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    assert "read series 2 (CT, axial, 6 files" in err and "series 1 (CT, localizer" in err, err

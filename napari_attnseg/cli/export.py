@@ -219,6 +219,8 @@ def _image_of(args, labels):
             print(f"{args.labels}: exporting channel {channel} of {args.image}, which the mask was made on (its "
                   "record says so; --channel overrides)", file=sys.stderr)
     image, left = read_with_channel(args.image, channel)
+    if image.meta.get("warning"):  # what the reader noticed (which DICOM series of a folder, uneven slices, ...)
+        print(f"{args.image}: warning: {image.meta['warning']}", file=sys.stderr)
     return image if left is None else pick_channel(image, left, 1, args.image)
 
 
