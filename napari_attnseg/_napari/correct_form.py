@@ -79,6 +79,13 @@ def browse_button(edit: FileEdit, what: str) -> None:
     edit.choose_btn.tooltip = f"Choose the {what} in a file dialog"
 
 
+SIZE_TIP = ("Size in voxels (pixels in a 2D image): objects with fewer voxels are removed; on a volume an object is "
+            "connected through the slices")
+RADIUS_TIP = ("Radius of Open and Close in pixels of the finest axis; the ball is round in the layer's units (its "
+              "scale), so on thick slices it stays in the slice")
+_SHORT = {"millimeter": "mm", "micrometer": "um", "nanometer": "nm", "centimeter": "cm", "meter": "m"}
+
+
 class CorrectForm:
     """Builds the fields as attributes of the panel (a QWidget) and lays them out in it."""
 
@@ -93,26 +100,33 @@ class CorrectForm:
                                     tooltip="The class the helpers work on")
         self.slice_only = CheckBox(text="Current slice only", value=False,
                                    tooltip="On a volume, apply the helpers to the slice on screen and leave the others as they are")
-        self.size_spin = SpinBox(min=1, max=10**7, value=20, tooltip="Size in voxels (pixels in a 2D image)")
-        self.radius_spin = SpinBox(label="radius", min=1, max=20, value=1,
-                                   tooltip="Radius in voxels of Open and Close")
+        self.size_spin = SpinBox(min=1, max=10**7, value=20, tooltip=SIZE_TIP)
+        self.radius_spin = SpinBox(label="radius", min=1, max=20, value=1, tooltip=RADIUS_TIP)
+        # the units shown beside the boxes (they were only in tooltips, and the radius's said voxels: it is pixels of
+        # the finest axis, the ball round in mm, so on 5 mm CT slices radius 2 stays in the slice)
+        self.size_unit, self.radius_unit = Label(value="voxels"), Label(value="px")
+        for box in (self.size_spin, self.radius_spin):
+            box.changed.connect(lambda *_: self._describe_units(getattr(self, "_watched", None)))
         self.keep_button = _button("Keep object at cursor (K)", self.keep_at_cursor,
                                    "Remove every other object of that class: for when the largest object is not "
                                    "the one that matters. Point at it in the viewer and press K (or click here).")
         helpers = Container(widgets=[
             _heading("Helpers", "(on the mask above; Ctrl+Z undoes)"),
             Container(widgets=[self.class_combo], labels=True), self.slice_only,
-            _row(_button("Fill holes", self.fill_holes, "Fill the holes inside the objects of the class"),
+            _row(_button("Fill holes", self.fill_holes, "Fill the holes inside the objects of the class; on a volume "
+                                                        "slice by slice, as people draw (a hole enclosed in a slice "
+                                                        "is filled even where it opens on the next slice)"),
                  _button("Largest component", self.keep_largest,
                          "Keep only the largest connected object of the class")),
             self.keep_button,
-            _row(_button("Remove objects <", self.remove_small,  # (+ the spin box: fits a narrow dock)
-                         "Remove the objects of the class with fewer voxels than the number beside"), self.size_spin),
+            _row(_button("Remove <", self.remove_small,  # (+ the spin box and 'voxels': "Remove < 20 voxels", in a 256 px dock)
+                         "Remove the objects of the class with fewer voxels than the number beside"), self.size_spin,
+                 self.size_unit),
             _row(_button("Open", self.open_, "Morphological opening with the radius beside: removes specks and "
                                              "thin spurs"),
                  _button("Close", self.close_, "Morphological closing with the radius beside: fills small gaps "
                                                "and notches"),
-                 Label(value="radius"), self.radius_spin),
+                 self.radius_spin, self.radius_unit),
             _button("Interpolate between slices", self.interpolate,
                     "Fill the slices between annotated slices by shape interpolation; the reviewed slices stay "
                     "as they are"),
@@ -182,6 +196,23 @@ class CorrectForm:
         layout.addWidget(self.form.native)
         layout.addStretch()
 
+    def _describe_units(self, layer) -> None:
+        """The size and radius tooltips in the chosen mask's own units: what N voxels and a radius of r pixels are
+        in mm (mm^3) and how many slices the ball reaches, on a thick-slice CT or MRI."""
+        scale = [abs(float(v)) or 1.0 for v in getattr(layer, "scale", ())]
+        if not scale or all(v == 1.0 for v in scale):
+            self.size_spin.tooltip, self.radius_spin.tooltip = SIZE_TIP, RADIUS_TIP
+            return
+        units = [str(u) for u in getattr(layer, "units", ())] or ["pixel"]
+        unit = _SHORT.get(units[-1], "" if units[-1] == "pixel" else units[-1]) or "units"
+        voxel, r, cubed = float(np.prod(scale)), int(self.radius_spin.value), unit + ("³" if len(scale) == 3 else "²")
+        self.size_spin.tooltip = (f"{SIZE_TIP}. On {layer.name} one voxel is {' x '.join(f'{v:g}' for v in scale)} "
+                                  f"{unit}, {voxel:.3g} {cubed}: {self.size_spin.value} voxels = "
+                                  f"{self.size_spin.value * voxel:.3g} {cubed}")
+        reach = (f", reaching {int(r * min(scale) / scale[0] + 1e-6)} slices up and down ({scale[0]:g} {unit} "
+                 "slices)" if len(scale) == 3 else "")
+        self.radius_spin.tooltip = (f"{RADIUS_TIP}. On {layer.name}: {r} px = {r * min(scale):.3g} {unit}{reach}")
+
     def _polish_prompt(self) -> None:
         """The click-to-fix controls as laid out here: tooltips, a negative
         checkbox that fits a narrow dock, and a status line that takes no room while empty."""
@@ -223,6 +254,7 @@ class ClassList:
         if top is None:
             top = int(np.asarray(layer.data).max(initial=0))
         top = max(len(classes) - 1, top)
+        self._describe_units(layer)  # (the mask chosen, or its data replaced)
         names = [classes[i] if i < len(classes) else f"class {i}" for i in range(1, top + 1)]
         set_choices(self.class_combo, [("all classes", 0), *((f"{i}: {n}", i) for i, n in enumerate(names, 1))])
         self._class_top = top

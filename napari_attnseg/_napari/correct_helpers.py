@@ -59,12 +59,14 @@ class MaskHelpers:
         values = new[changed]
         if z is not None:
             changed = (np.full_like(changed[0], z), *changed)
+        text = getattr(getattr(self, "_note", None), "note", lambda _: "")(layer)
         if changed[0].size:
             # paint through the layer's own history so napari's undo (Ctrl+Z) reverts the step
             layer.data_setitem(changed, values)
-        else:  # a helper that silently did nothing left the user guessing (audit: interpolation)
-            notify_info(f"{layer.name}: nothing changed.{' ' + self._unchanged if getattr(self, '_unchanged', '') else ''}")
-        if (text := getattr(getattr(self, "_note", None), "note", lambda _: "")(layer)):
+        else:  # a helper that silently did nothing left the user guessing (audit: interpolation); its note, when it
+            why = getattr(self, "_unchanged", "")  # has one, says why better than the general reason
+            notify_info(f"{layer.name}: nothing changed.{' ' + why if why and not text else ''}")
+        if text:
             notify_info(text)
         self._update_info()
 
@@ -112,12 +114,18 @@ class MaskHelpers:
             return
         world = self.viewer.cursor.position if position is None else position
         point = np.asarray(layer.world_to_data(world), float)[-layer.ndim:]
+        idx = tuple(int(round(p)) for p in point)
+        value = int(layer.data[idx]) if all(0 <= i < n for i, n in zip(idx, layer.data.shape)) else 0
+        why = (f"K keeps the object under the cursor and removes the other objects of its label value ({value}), and "
+               f"{layer.name} holds no other object of value {value}{' on this slice' if layer.ndim == 3 and self.slice_only.value else ''}"
+               ". In an instance mask (a value per object, e.g. nuclei) every object has its own value: erase the "
+               "others, or use 'Remove < N voxels'.")  # (K on a nucleus said 'nothing changed.' alone: audit)
         if layer.ndim == 3 and self.slice_only.value:
             point = point[1:]  # _apply hands the helper the slice on screen
         elif layer.ndim == 3:  # the whole volume, but a reviewed slice is changed only while on screen
             spare = [s for s in self._reviewed(layer) if s != int(round(point[0])) and 0 <= s < layer.data.shape[0]]
-            return self._apply(_KeepSparing(spare, int(round(point[0]))), point, note=True)
-        self._apply(correct.keep_component_at, point)
+            return self._apply(_KeepSparing(spare, int(round(point[0]))), point, note=True, unchanged=why)
+        self._apply(correct.keep_component_at, point, unchanged=why)
 
     def remove_small(self):
         self._apply(correct.remove_small_objects, self.size_spin.value, self._classes())
@@ -149,8 +157,44 @@ class MaskHelpers:
         if layer is not None and not np.asarray(layer.data).any():
             why = (f"{layer.name} is empty: interpolation fills the slices between annotated ones. Draw the object "
                    "on two slices (or more) first, then interpolate.")
-        self._apply(lambda data, classes: correct.interpolate_slices(data, None, classes, reviewed=reviewed),
-                    self._classes(), whole_volume=True, unchanged=why)
+        shown = None  # 'Current slice only': the shapes come from the whole volume, only the slice on screen is filled
+        if layer is not None and self.slice_only.value:  # (it filled every slice between, unasked: audit)
+            if not self._axial_view(layer):
+                notify_error(f"'Current slice only' fills the axial slice shown, and the view of {layer.name} shows "
+                             "none (a 3D or rolled view): go back to the 2D view with the slices on the slider, or "
+                             "untick it.")
+                return
+            shown = self._current_slice(layer)
+            why += (f" 'Current slice only' is ticked: only slice {shown} (on screen) is filled; untick it to fill "
+                    "every slice between the annotated ones.")
+        self._apply(_Interpolation(reviewed, shown), self._classes(), whole_volume=True, unchanged=why, note=True)
+
+
+class _Interpolation:
+    """Interpolation between the annotated slices of the whole volume (the reviewed slices never written); with
+    ``shown``, only that slice's change is kept. :meth:`note` names the slice pairs between which nothing was filled
+    because their shapes do not overlap (shape interpolation blends them in place: it does not move them)."""
+
+    def __init__(self, reviewed: list[int], shown: int | None = None):
+        self.reviewed, self.shown, self.apart = reviewed, shown, []
+
+    def __call__(self, data: np.ndarray, classes) -> np.ndarray:
+        out = correct.interpolate_slices(data, None, classes, reviewed=self.reviewed)
+        if self.shown is not None:
+            keep = out[self.shown].copy()
+            out = data.copy()
+            out[self.shown] = keep
+        self.apart = [(c, a, b) for c, a, b in correct.interpolation_gaps(data, out, classes, reviewed=self.reviewed)
+                      if self.shown is None or a < self.shown < b]
+        return out
+
+    def note(self, layer) -> str:
+        if not self.apart:
+            return ""
+        pairs = ", ".join(f"{a} and {b}" + (f" (class {c})" if c != 1 else "") for c, a, b in self.apart)
+        return (f"{layer.name}: nothing was filled between slices {pairs}: the object's shapes there do not overlap, and "
+                "interpolation blends the shapes where they are (it does not move them). Draw the object on a slice "
+                "in between, then interpolate again.")
 
 
 class _InMillimetres:
