@@ -238,15 +238,15 @@ def parse_slice_ranges(text: str) -> list[int]:
     result: set[int] = set()
     for part in filter(None, (p.strip() for p in str(text).split(","))):
         try:
-            if "-" in part:
-                lo, hi = (int(v) for v in part.split("-", 1))
-                if hi < lo:
-                    raise ValueError
-                result.update(range(lo, hi + 1))
-            else:
-                result.add(int(part))
+            lo, hi = (int(v) for v in part.split("-", 1)) if "-" in part else (int(part),) * 2
+            if hi < lo:
+                raise ValueError
         except ValueError:
             raise InputError(f"Cannot read slice range {part!r}; write slices like 3,5,10-12.") from None
+        if hi - lo >= 100_000:  # (a range is built whole before the volume's range is checked: napari hung on a typo)
+            raise InputError(f"Slice range {part!r} spans {hi - lo + 1} slices; no volume has that many. Write the "
+                             "slices of this volume, like 3,5,10-12.")
+        result.update(range(lo, hi + 1))
     if any(v < 0 for v in result):
         raise InputError("Slice numbers start at 0.")
     return sorted(result)

@@ -130,3 +130,14 @@ def test_k_on_an_object_alone_of_its_value_says_why_nothing_changed(make_napari_
     assert np.array_equal(layer.data, mask)
     text = " ".join(str(n.message) for n in notifications)
     assert "nothing changed" in text and "label value (2)" in text and "instance mask" in text
+
+
+def test_a_huge_typed_slice_range_is_refused_at_once():
+    """'0-99999999999' typed in the review ranges built a list of 10^11 slices before the volume's range was
+    checked: napari hung."""
+    from napari_attnseg.correct import parse_slice_ranges
+    from napari_attnseg.errors import InputError
+
+    with pytest.raises(InputError, match="no volume has that many"):
+        parse_slice_ranges("0-99999999999")
+    assert parse_slice_ranges("3,5,10-12") == [3, 5, 10, 11, 12]
