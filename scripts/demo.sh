@@ -4,6 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
-$PY -c "import torch" >/dev/null 2>&1 || $PY -m pip install "torch==2.13.0"
+# A torch older than pyproject's floor (2.3) counts as none: else `pip install -e .` would replace it with
+# whatever torch build the index serves (not the pinned one).
+$PY -c "import sys, torch; sys.exit(tuple(int(p) for p in torch.__version__.split('+')[0].split('.')[:2]) < (2, 3))" \
+  >/dev/null 2>&1 || $PY -m pip install "torch==2.13.0"
 $PY -m pip install -e .
 exec $PY -m napari_attnseg demo "$@"

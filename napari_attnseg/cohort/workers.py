@@ -123,7 +123,11 @@ def dask_client(spec: str | int = "auto", *, echo: Callable[[str], Any] = print)
     """
     import importlib.util
 
-    from distributed import Client, LocalCluster
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError as exc:  # a hard dependency, but an install with --no-deps or a split conda env lacks it
+        raise InputError(f"--dask needs Dask's distributed scheduler, which is not installed here ({exc}): "
+                         "pip install distributed (or run without --dask).") from None
 
     spec = str(spec).strip()
     cluster = None
