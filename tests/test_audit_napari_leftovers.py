@@ -192,3 +192,14 @@ def test_a_predict_record_of_a_2d_nifti_reopens_where_the_file_opens(tmp_path):
     assert np.allclose(opened["translate"], (8.0, 25.0))
     for _data, meta, _kind in layers:
         assert np.allclose(meta["translate"], opened["translate"]), meta["name"]
+
+
+def test_a_coarse_map_three_voxels_deep_is_not_taken_for_rgb(make_napari_viewer):
+    """A 3D model's coarsest attention map on a (256, 256, 24) volume is (32, 32, 3): napari guessed RGB from the
+    last axis and showed a 2D colour picture (older napari hung on it)."""
+    from napari_attnseg._napari._common import upsert_layer
+
+    viewer = make_napari_viewer()
+    layer = upsert_layer(viewer, np.random.default_rng(0).random((32, 32, 3)).astype(np.float32),
+                         {"name": "vol attention level4"}, "image")
+    assert not layer.rgb and layer.ndim == 3

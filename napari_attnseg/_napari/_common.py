@@ -309,6 +309,8 @@ def upsert_layer(viewer, data, kwargs: dict, layer_type: str):
                 layer.features = kwargs["features"]
             return layer
         viewer.layers.remove(layer)
+    if layer_type == "image":  # (results are grey: napari takes a last axis of 3-4, a coarse map 3 voxels deep, for RGB)
+        kwargs = {"rgb": False, **kwargs}
     return getattr(viewer, f"add_{layer_type}")(data, **kwargs)
 
 
