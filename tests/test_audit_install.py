@@ -145,3 +145,18 @@ def test_demo_sh_installs_the_pinned_torch_when_none_fits(tmp_path, installed, p
     assert ("-m pip install torch==2.13.0" in calls) is pins, calls
     assert calls[-2:] == ["-m pip install -e .", "-m napari_attnseg demo --quit"], calls
     assert _version(_floors()["torch"]) == (2, 3)  # the floor demo.sh checks ("< (2, 3)")
+
+
+def test_a_zarr_store_given_to_the_cli_says_where_zarr_is_read(tmp_path, capsys):
+    """`attnseg predict image.zarr` said only "No images found in image.zarr" (the folder holds chunks)."""
+    import numpy as np
+
+    from napari_attnseg.cli import main
+
+    store = tmp_path / "image.zarr"
+    store.mkdir()
+    (store / ".zarray").write_text("{}")
+    np.zeros(4).tofile(store / "0.0")
+    rc = main(["predict", str(store), "--model", "nuclei-2d", "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert rc != 0 and "Zarr store is read by the Python API" in err, err

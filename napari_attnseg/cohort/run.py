@@ -88,8 +88,11 @@ def predict_cohort(
     cases = got.cases
     if not cases:
         shown = str(inputs) if isinstance(inputs, (str, os.PathLike)) else ", ".join(map(str, inputs))
+        zarr = any(str(p).rstrip("/\\").lower().endswith(".zarr") for p in ([inputs] if isinstance(
+            inputs, (str, os.PathLike)) else inputs))
         raise InputError(f"No images found in {shown}: check the folder, the pattern or the CSV (NIfTI, DICOM, "
-                         "TIFF inputs).")
+                         "TIFF inputs)." + (" A Zarr store is read by the Python API (predict(model, zarr.open(PATH))) "
+                                            "and by napari, not by the command line." if zarr else ""))
     out = writable_folder(Path(out))
     if summary is not None and not overwrite and _read_summary(out / summary) is None:
         raise InputError(summary_refusal(out / summary))  # before any case: the user's file stays as it is
