@@ -11,25 +11,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_dicom import CT, SHAPE, lung_crop
 
 from napari_attnseg.data import read_image
 from napari_attnseg.errors import InputError
 
-LUNG = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "radiomics" / "lung1_image.nii.gz"
-CT, MR, ENHANCED_MR = "1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.4", "1.2.840.10008.5.1.4.1.1.4.1"
-I0, J0, K0, SHAPE = 200, 180, 20, (6, 24, 20)  # the crop of the lung CT: (i, j, k) start, (k, j, i) shape
+MR, ENHANCED_MR = "1.2.840.10008.5.1.4.1.1.4", "1.2.840.10008.5.1.4.1.1.4.1"
 
 
 @pytest.fixture(scope="module")
 def lung():
-    if not LUNG.exists():
-        pytest.skip(f"{LUNG} is not here")
-    vol = read_image(LUNG)
-    k, j, i = SHAPE
-    crop = np.asarray(vol.data[K0:K0 + k, J0:J0 + j, I0:I0 + i]).astype(np.int16)
-    affine = np.array(vol.affine, float)
-    affine[:, 3] = affine @ [I0, J0, K0, 1]
-    return crop, affine, np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine, vol.spacing
+    return lung_crop()  # (the crop test_dicom.py uses)
+
 
 
 def dataset(sop=CT, modality="CT", series="1.2.3", rows=SHAPE[1], cols=SHAPE[2], signed=True):

@@ -70,6 +70,11 @@ def ct_series(folder: Path, n=5, rows=8, cols=6, dz=2.5, series=None, extra=None
 
 @pytest.fixture(scope="module")
 def lung():
+    return lung_crop()
+
+
+def lung_crop():
+    """A 6 x 24 x 20 crop of the shared lung CT: (crop, its RAS affine, the LPS one, spacing); skips without it."""
     if not LUNG.exists():
         pytest.skip(f"{LUNG} is not here")
     vol = read_image(LUNG)
