@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_dicom import CT, SHAPE, lung_crop
+from test_dicom import CT, SHAPE, lung_crop, shared_groups
 
 from napari_attnseg.data import read_image
 from napari_attnseg.errors import InputError
@@ -171,11 +171,7 @@ def test_an_enhanced_mr_file_of_two_echoes_reads_the_first(tmp_path, lung):
     crop, affine, lps, spacing = lung
     ds = dataset(ENHANCED_MR, "MR")
     ds.NumberOfFrames = 2 * SHAPE[0]
-    shared, measures, orient = Dataset(), Dataset(), Dataset()
-    measures.PixelSpacing, measures.SliceThickness = [spacing[1], spacing[2]], spacing[0]
-    orient.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-    shared.PixelMeasuresSequence, shared.PlaneOrientationSequence = Sequence([measures]), Sequence([orient])
-    ds.SharedFunctionalGroupsSequence = Sequence([shared])
+    ds.SharedFunctionalGroupsSequence = shared_groups(spacing)
     per = []
     for echo in (1, 2):
         for k in range(SHAPE[0]):

@@ -86,6 +86,18 @@ def lung_crop():
     return crop, affine, lps, vol.spacing
 
 
+def shared_groups(spacing):
+    """An Enhanced file's shared functional groups: axial orientation, the crop's pixel spacing and thickness."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    shared, measures, orient = Dataset(), Dataset(), Dataset()
+    measures.PixelSpacing, measures.SliceThickness = [spacing[1], spacing[2]], spacing[0]
+    orient.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+    shared.PixelMeasuresSequence, shared.PlaneOrientationSequence = Sequence([measures]), Sequence([orient])
+    return Sequence([shared])
+
+
 def enhanced(lung, first: int, count: int, series: str):
     """An Enhanced CT holding frames first..first+count-1 of the crop; geometry and rescale only in the
     functional groups (orientation, spacing shared; position and rescale per frame)."""
@@ -95,11 +107,7 @@ def enhanced(lung, first: int, count: int, series: str):
     crop, _, lps, spacing = lung
     ds = dataset(ENHANCED_CT, series=series, rows=SHAPE[1], cols=SHAPE[2])
     ds.NumberOfFrames, ds.InstanceNumber = count, first + 1
-    shared, measures, orient = Dataset(), Dataset(), Dataset()
-    measures.PixelSpacing, measures.SliceThickness = [spacing[1], spacing[2]], spacing[0]
-    orient.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-    shared.PixelMeasuresSequence, shared.PlaneOrientationSequence = Sequence([measures]), Sequence([orient])
-    ds.SharedFunctionalGroupsSequence = Sequence([shared])
+    ds.SharedFunctionalGroupsSequence = shared_groups(spacing)
     per = []
     for k in range(first, first + count):
         item, pos, pvt = Dataset(), Dataset(), Dataset()
