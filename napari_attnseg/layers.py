@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .display import heatmap_style
+from .display import HEATMAP_COLORMAP_NAME, heatmap_style
 from .inference.prediction import AttentionMap, Prediction
 
 
@@ -148,12 +148,20 @@ def on_image_grid(amap: AttentionMap, shape: tuple[int, ...]) -> AttentionMap:
 RELATIVE_MAPS = ("vit tokens",)  # scaled so that 1 is the strongest in the image (msga: every map)
 
 
+SCALE_NOTE = "Colour scale 0-1 (inferno, transparent at 0)"  # the default display, as the help says it
+FLAT_SPAN = 0.2  # a map whose values span less reads as an even veil on the 0-1 scale
+
+
 def attention_help(amap: AttentionMap, sizes: list[float], count: int, arch: str = "",
-                   where: Placement | None = None) -> str:
+                   where: Placement | None = None, values: np.ndarray | None = None) -> str:
     """What a heatmap shows, in words (napari's status bar shows it while the layer is selected): where its
     resolution stands among the run's maps (``sizes``: every map's pixel size, the product of its scale), how
     many image pixels one value covers (and, when the image has a pixel size, ``where``, how much of the world:
-    "0.617 x 5.12 x 5.12 image pixels" alone read badly on a 6.5 mm-slice MRI), and what 0 and 1 mean."""
+    "0.617 x 5.12 x 5.12 image pixels" alone read badly on a 6.5 mm-slice MRI), what 0 and 1 mean, and the range
+    of ``values``, the map as the layer shows it (None: ``amap``'s own; a block centred outside the image, left out
+    of the layer, gave brain1's coarsest level "here 0.41-0.92" over values 0.41-0.88). A map whose values span
+    less than :data:`FLAT_SPAN` shows as an even veil on the fixed 0-1 scale: the note says so and how to see
+    its pattern."""
     size = " x ".join(f"{s:.3g}" for s in amap.scale) + " image pixels"
     if where is not None and any(abs(float(w) - 1.0) > 1e-9 for w in where.scale):
         units = {u for u in (where.units or ()) if u and u != "pixel"}
@@ -169,20 +177,39 @@ def attention_help(amap: AttentionMap, sizes: list[float], count: int, arch: str
     relative = arch == "msga" or amap.name in RELATIVE_MAPS
     meaning = ("1 = the strongest attention in the image, 0 = the weakest" if relative else
                "1 = the model passes these features on fully, 0 = it suppresses them")
-    data = np.asarray(amap.data, np.float32)
-    values = f"; here {float(data.min()):.2f}-{float(data.max()):.2f}" if data.size else ""
+    data = np.asarray(amap.data if values is None else values, np.float32)
+    lo, hi = (float(data.min()), float(data.max())) if data.size else (0.0, 0.0)
+    # the range (and a flat map's advice) before what 0 and 1 mean: napari's status bar cuts the note at its width
+    here = f"; values here {lo:.2f}-{hi:.2f}" if data.size else ""
+    flat = (f" Its values vary little, so it shows as an even veil: to see its pattern set its contrast limits to "
+            f"{lo:.2f}-{hi:.2f} (layer controls; levels are then no longer comparable)."
+            if data.size and hi - lo < FLAT_SPAN else "")
     return (f"attention {amap.name}: {which} of {count} map{'s' if count != 1 else ''}, one value per {size}. "
-            f"Colour scale 0-1 (inferno, transparent at 0): {meaning}{values}.")
+            f"{SCALE_NOTE}{here}.{flat} {meaning[0].upper()}{meaning[1:]}.")
+
+
+def heatmap_help(note: str, contrast_limits: Sequence[float], colormap: str) -> str:
+    """A heatmap's ``note`` (:func:`attention_help`) for the layer as it is displayed now: with contrast limits or a
+    colormap the user set, the colour-scale words say those (the note said "Colour scale 0-1 (inferno...)" after
+    they were changed, and a re-run, which keeps them, wrote it again)."""
+    lo, hi = (float(c) for c in contrast_limits)
+    if colormap == HEATMAP_COLORMAP_NAME and abs(lo) < 1e-6 and abs(hi - 1.0) < 1e-6:
+        return note
+    cmap = "inferno, transparent at 0" if colormap == HEATMAP_COLORMAP_NAME else colormap
+    return note.replace(SCALE_NOTE, f"Colour scale set to {lo:.2f}-{hi:.2f} ({cmap}, your setting)")
 
 
 def attention_layer(amap: AttentionMap, name: str, where: Placement, meta: dict, visible: bool,
-                    shape: tuple[int, ...] | None = None, note: str | None = None) -> tuple:
+                    shape: tuple[int, ...] | None = None, note: str | None = None,
+                    grid: AttentionMap | None = None) -> tuple:
     """A heatmap layer of one level (``shape``: the image's spatial shape, to put maps finer than the
-    image's pixels, or with an edge pixel outside them, on its grid, :func:`on_image_grid`; ``note``: what
-    it shows, in words, kept as ``metadata["attnseg"]["help"]``). The metadata keep the map's own
-    resolution (``map_scale``, ``map_translate``: image pixels)."""
+    image's pixels, or with an edge pixel outside them, on its grid, :func:`on_image_grid`, or ``grid``, that
+    done already; ``note``: what it shows, in words, kept as ``metadata["attnseg"]["help"]``). The metadata keep
+    the map's own resolution (``map_scale``, ``map_translate``: image pixels)."""
     native = amap
-    if shape is not None:
+    if grid is not None:
+        amap = grid
+    elif shape is not None:
         amap = on_image_grid(amap, tuple(shape))
     info = {**meta, "level": amap.level, "map_scale": native.scale, "map_translate": native.translate}
     if note:
@@ -211,6 +238,7 @@ def prediction_layers(model, pred: Prediction, name: str, where: Placement, meta
     for amap in pred.attention:
         visible = not shown and float(np.prod(amap.scale)) == finest
         shown |= visible
-        note = attention_help(amap, sizes, len(pred.attention), arch, where)
-        layers.append(attention_layer(amap, name, where, meta, visible, np.shape(pred.labels), note))
+        grid = on_image_grid(amap, np.shape(pred.labels))  # (the help gives the range of the values shown)
+        note = attention_help(amap, sizes, len(pred.attention), arch, where, grid.data)
+        layers.append(attention_layer(amap, name, where, meta, visible, note=note, grid=grid))
     return layers

@@ -3,12 +3,40 @@ edited mask is replaced. :class:`ResultLayers` is a mixin of the segment panel."
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QMessageBox
 
-from ..layers import data_hash, prediction_layers
+from ..layers import data_hash, heatmap_help, prediction_layers
 from ._common import is_deleted, notify_info, notify_warning, upsert_layer
+
+_HOOKED: weakref.WeakSet = weakref.WeakSet()  # heatmap layers whose help follows their display settings
+
+
+def keep_help(viewer, layer) -> None:
+    """Show a heatmap's note (``metadata["attnseg"]["help"]``) as its status-bar help, saying the colour scale it is
+    displayed with, and keep it so: contrast limits or a colormap the user sets are said (the note kept saying
+    "Colour scale 0-1 (inferno...)"), and napari's own help, which replaced it at a mode change (the transform
+    mode, key 2, and back: "use <2> for transform" until the next run), gives way to it again."""
+    viewer_ref = weakref.ref(viewer)  # (the layer's events must not keep a closed viewer alive)
+
+    def refresh(event=None) -> None:
+        note = (layer.metadata.get("attnseg") or {}).get("help")
+        if not note:
+            return
+        layer.help = heatmap_help(note, layer.contrast_limits, getattr(layer.colormap, "name", str(layer.colormap)))
+        shown = viewer_ref()  # (napari refreshes its status text on a change of layer only)
+        if shown is not None and shown.layers.selection.active is layer:
+            shown.help = layer.help
+
+    if layer not in _HOOKED:
+        _HOOKED.add(layer)
+        for kind in ("contrast_limits", "colormap", "mode"):
+            if (emitter := getattr(layer.events, kind, None)) is not None:
+                emitter.connect(refresh, position="last")  # (after napari's own mode handler, which sets its help)
+    refresh()
 
 
 class ResultLayers:
@@ -137,8 +165,8 @@ class ResultLayers:
         # a heatmap says what it shows (level, pixels per value, what 0 and 1 mean) in the status bar while it is
         # selected. (napari's colorbar overlay as a legend crashed napari 0.9.2 in glDrawArrays when a re-run with
         # another model removed the heatmap that showed it.)
-        if note := (kwargs.get("metadata") or {}).get("attnseg", {}).get("help"):
-            layer.help = note
+        if (kwargs.get("metadata") or {}).get("attnseg", {}).get("help"):
+            keep_help(self.viewer, layer)
         if kind == "labels":
             layer.metadata["attnseg_prediction"] = np.array(data, copy=True)
             for key in ("affine", "spacing", "source_path", "nifti", "attnseg_source_uid"):  # this run's image only

@@ -1,0 +1,88 @@
+"""Heatmap reading audit: what a clinician reads off an attention heatmap layer (its status-bar note) matches what
+the layer shows: the range of the values on screen, a level too even to show a pattern on the fixed 0-1 scale,
+and the colour scale after the user changed it (also through a re-run and napari's mode changes)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_attnseg.inference.prediction import AttentionMap, Prediction
+from napari_attnseg.layers import Placement, attention_help, prediction_layers
+
+
+def _prediction(maps: list[AttentionMap], shape: tuple[int, ...]) -> Prediction:
+    return Prediction(labels=np.zeros(shape, np.uint8), probabilities=None, attention=maps,
+                      classes=["background", "foreground"], device="cpu", precision="fp32")
+
+
+def _heatmaps(pred: Prediction) -> dict[str, tuple[np.ndarray, dict]]:
+    layers = prediction_layers(None, pred, "vol", Placement((1.0,) * 3, (0.0,) * 3), meta={"arch": "attention_unet"})
+    return {k["name"]: (d, k) for d, k, kind in layers if " attention " in k["name"]}
+
+
+def test_a_heatmaps_help_gives_the_range_of_the_values_it_shows():
+    """A coarse level whose first block along z is centred outside the image (brain1 with brain-mri-3d: level4's edge
+    slice) is not shown; its value was still in the note: "here 0.41-0.92" over a layer whose values were
+    0.41-0.88. A clinician looking for the 0.92 found nothing. The note gives the range of the values shown."""
+    fine = AttentionMap("level2", 2, np.full((8, 4, 4), 0.3, np.float32), (1.0, 2.0, 2.0), (0.0, 0.5, 0.5))
+    coarse = np.full((3, 2, 2), 0.4, np.float32)
+    coarse[1, 0, 0], coarse[0] = 0.5, 0.95  # block 0 covers z -4.5..-0.5: outside the 8 slices
+    pred = _prediction([fine, AttentionMap("level3", 3, coarse, (4.0, 4.0, 4.0), (-2.5, 1.5, 1.5))], (8, 8, 8))
+    data, kwargs = _heatmaps(pred)["vol attention level3"]
+    assert float(data.max()) == pytest.approx(0.5)  # the block outside the image is not shown
+    note = kwargs["metadata"]["attnseg"]["help"]
+    assert "here 0.40-0.50." in note, note  # (before: here 0.40-0.95)
+
+
+def test_a_nearly_even_level_says_so_and_how_to_see_its_pattern():
+    """On the fixed 0-1 scale (levels comparable) a level whose values span 0.45-0.55 shows as one even veil: its
+    pattern is there but cannot be seen, and nothing said so. Its note says it and gives the contrast limits that
+    show the pattern; a level with contrast does not get that sentence."""
+    rng = np.random.default_rng(0)
+    even = AttentionMap("level2", 2, (0.45 + 0.1 * rng.random((8, 8))).astype(np.float32), (2.0, 2.0), (0.5, 0.5))
+    wide = AttentionMap("level3", 3, (0.1 + 0.8 * rng.random((4, 4))).astype(np.float32), (4.0, 4.0), (1.5, 1.5))
+    lo, hi = float(even.data.min()), float(even.data.max())
+    note = attention_help(even, [4.0, 16.0], 2)
+    assert "vary little" in note and f"contrast limits to {lo:.2f}-{hi:.2f}" in note, note
+    assert "no longer comparable" in note
+    assert "vary little" not in attention_help(wide, [4.0, 16.0], 2)
+    # the same through the layers a run makes
+    layers = prediction_layers(None, _prediction([even, wide], (16, 16)), "cells", Placement((1.0, 1.0), (0.0, 0.0)))
+    notes = {k["name"]: k["metadata"]["attnseg"]["help"] for _, k, kind in layers if " attention " in k["name"]}
+    assert "vary little" in notes["cells attention level2"] and "vary little" not in notes["cells attention level3"]
+
+
+@pytest.mark.gui
+def test_a_heatmaps_help_follows_its_display_settings_through_a_rerun_and_mode_changes(segment_panel, qtbot,
+                                                                                      tiny_checkpoint):
+    """A clinician stretches a heatmap's contrast (0.3-0.7) and picks another colormap to read it: the status bar
+    kept saying "Colour scale 0-1 (inferno, transparent at 0)", and a re-run, which keeps those settings, wrote
+    it again. napari's transform mode (key 2) and back replaced the note with "use <2> for transform" until the
+    next run. The note says the scale the layer is shown with, and stays."""
+    viewer, w = segment_panel
+    viewer.add_image(np.random.default_rng(0).random((64, 64)).astype(np.float32), name="cells")
+    w.add_model(tiny_checkpoint(2))
+
+    def run():
+        with qtbot.waitSignal(w.run_done, timeout=60000):
+            w.run()
+        qtbot.waitUntil(lambda: not w._showing, timeout=20000)
+
+    run()
+    heat = viewer.layers["cells attention level2"]
+    viewer.layers.selection.active = heat
+    assert "Colour scale 0-1 (inferno, transparent at 0)" in viewer.help
+    heat.contrast_limits = (0.3, 0.7)
+    assert "Colour scale set to 0.30-0.70 (inferno, transparent at 0, your setting)" in viewer.help, viewer.help
+    heat.colormap = "viridis"
+    assert "Colour scale set to 0.30-0.70 (viridis, your setting)" in heat.help and "0-1 (inferno" not in heat.help
+    run()  # updated in place: the user's settings stay, and so does what the note says of them
+    assert viewer.layers["cells attention level2"] is heat and tuple(heat.contrast_limits) == pytest.approx((0.3, 0.7))
+    viewer.layers.selection.active = heat
+    assert "Colour scale set to 0.30-0.70 (viridis, your setting)" in viewer.help, viewer.help
+    heat.mode = "transform"
+    heat.mode = "pan_zoom"
+    assert heat.help.startswith("attention level2:") and viewer.help == heat.help, heat.help
+    heat.contrast_limits, heat.colormap = (0.0, 1.0), viewer.layers["cells attention level3"].colormap
+    assert "Colour scale 0-1 (inferno, transparent at 0)" in heat.help, heat.help  # back to the default: said so
