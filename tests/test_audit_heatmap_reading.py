@@ -86,3 +86,16 @@ def test_a_heatmaps_help_follows_its_display_settings_through_a_rerun_and_mode_c
     assert heat.help.startswith("attention level2:") and viewer.help == heat.help, heat.help
     heat.contrast_limits, heat.colormap = (0.0, 1.0), viewer.layers["cells attention level3"].colormap
     assert "Colour scale 0-1 (inferno, transparent at 0)" in heat.help, heat.help  # back to the default: said so
+
+
+def test_the_prompt_attention_layer_says_what_it_shows(nuclei_click_panel, qtbot):
+    """'<image> prompt attention' (Click to fix) had no note: selected, the status bar said only "use <2> for
+    transform" while the Segment run's heatmaps say what they show."""
+    viewer, corr, _mask, ref = nuclei_click_panel
+    pm = corr.prompt
+    label = int(np.bincount(ref.ravel())[1:].argmax()) + 1
+    pm.click(tuple(np.argwhere(ref == label).mean(0)))
+    qtbot.waitUntil(lambda: not pm.busy and not pm.pending, timeout=60000)
+    layer = viewer.layers["cells prompt attention"]
+    assert layer.help.startswith("prompt attention") and "as your clicks moved them" in layer.help, layer.help
+    assert "values here" in layer.help

@@ -165,10 +165,19 @@ def show_prompt_attention(viewer, result, image, z: int | None, keep_selected=No
         if layer.name == given and name not in viewer.layers:  # the name it was given follows the image's
             layer.name = given = name
         name = layer.name  # (a name the user typed stays)
+    from ..layers import SCALE_NOTE
+    from .result_layers import keep_help
+
+    lo, hi = (float(data.min()), float(data.max())) if data.size else (0.0, 0.0)
+    note = (f"prompt attention {amap.name}: the click model's finest attention gates around the object, as your clicks "
+            f"moved them (opened near positive clicks, closed near negative ones; one value per "
+            f"{' x '.join(f'{v:.3g}' for v in amap.scale)} image pixels). {SCALE_NOTE}; values here {lo:.2f}-{hi:.2f}. "
+            "1 = the model passes these features on fully, 0 = it suppresses them.")
     layer = upsert_layer(viewer, data, {
         "name": name, **heatmap_style(),  # (the Segment run's heatmaps' look: display.py)
-        "metadata": {"attnseg": {"prompt_attention": amap.name, "image": image.unique_id, "name": given}},
+        "metadata": {"attnseg": {"prompt_attention": amap.name, "image": image.unique_id, "name": given, "help": note}},
         **placement_of(image).compose(scale, translate)}, "image")
+    keep_help(viewer, layer)  # the status bar's note while the layer is selected (it said "use <2> for transform")
     layer.visible = True  # hidden when the last object ended
     if keep_selected is not None and selected is keep_selected and keep_selected in viewer.layers:
         viewer.layers.selection.active = keep_selected
