@@ -99,3 +99,23 @@ def test_the_prompt_attention_layer_says_what_it_shows(nuclei_click_panel, qtbot
     layer = viewer.layers["cells prompt attention"]
     assert layer.help.startswith("prompt attention") and "as your clicks moved them" in layer.help, layer.help
     assert "values here" in layer.help
+
+
+def test_heatmaps_reopened_from_a_predict_record_say_what_they_show(make_napari_viewer, tmp_path):
+    """File > Open on `<stem>_predict.json` brought the attention maps back without their status-bar note (a reader's
+    layer data cannot set it): selected, a reopened map said only "use <2> for transform"."""
+    import tifffile
+
+    from napari_attnseg._paths import samples_dir
+    from napari_attnseg.cli import main
+
+    image = tifffile.imread(samples_dir() / "nuclei2d_image.tif")[:96, :96]
+    tifffile.imwrite(tmp_path / "crop.tif", image)
+    assert main(["predict", str(tmp_path / "crop.tif"), "--model", "nuclei-2d", "--out", str(tmp_path / "rec"),
+                 "--attention", "--device", "cpu"]) == 0
+    viewer = make_napari_viewer()
+    viewer.open(str(tmp_path / "rec" / "crop_predict.json"), plugin="napari-attnseg")
+    maps = [ly for ly in viewer.layers if "attention" in ly.name]
+    assert maps
+    for layer in maps:
+        assert layer.help.startswith("attention ") and "values here" in layer.help, (layer.name, layer.help)

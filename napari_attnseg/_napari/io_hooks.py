@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 import warnings
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -267,7 +268,33 @@ def get_prediction_reader(path):
 
     if isinstance(path, list) or not is_record(path):
         return None
-    return record_layers  # errors name the record and the missing file; napari shows them
+
+    def read(p):
+        layers = record_layers(p)  # errors name the record and the missing file; napari shows them
+        _notes_when_added(_viewer())
+        return layers
+
+    return read
+
+
+def _notes_when_added(viewer) -> None:
+    """The heatmaps napari adds from a record get their status-bar note (their metadata carries it; a reader's layer
+    data cannot set ``layer.help``: reopened maps said only "use <2> for transform")."""
+    if viewer is None:
+        return
+    from .result_layers import keep_help
+
+    def added(event) -> None:
+        layer = event.value
+        if (getattr(layer, "metadata", None) or {}).get("attnseg", {}).get("help") and hasattr(layer, "contrast_limits"):
+            keep_help(viewer, layer)
+
+    if viewer not in _NOTED:
+        _NOTED.add(viewer)
+        viewer.layers.events.inserted.connect(added)
+
+
+_NOTED: weakref.WeakSet = weakref.WeakSet()  # the viewers whose added layers get their notes
 
 
 def _geometry(meta: dict, layer_scale):
