@@ -37,10 +37,7 @@ from __future__ import annotations
 
 import csv
 import functools
-import logging
 import math
-import re
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -403,16 +400,7 @@ def train(cfg: TrainConfig, *, progress: Callable[[dict], Any] | None = None, ca
     no epoch beat the start model before a cancel, or at all with a new output layer (other classes; the start
     with a random head is no model): ``kept_start`` is set, no checkpoint is written, ``checkpoint`` is ``""``.
     """
-    # the engine's warnings on this run's own segmentations (the validation, the false positives, after each epoch),
-    # each kind once: nuclei-2d fine-tuned on CT slices logged "Most of this image is bright..." for every one
-    seen, me, log = set(), threading.get_ident(), logging.getLogger("napari_attnseg.inference.engine")
+    from .quiet import engine_warnings_once
 
-    def once(record: logging.LogRecord) -> bool:
-        kind = re.sub(r"\d+(\.\d+)?", "#", record.getMessage())  # (the same warning, another slice's numbers)
-        return record.thread != me or (kind not in seen and not seen.add(kind))
-
-    log.addFilter(once)
-    try:
+    with engine_warnings_once():  # (the run segments the same images again and again)
         return Trainer(cfg, progress, cancel, on_step).fit()
-    finally:
-        log.removeFilter(once)
