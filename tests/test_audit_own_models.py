@@ -210,3 +210,23 @@ def test_a_two_channel_model_runs_on_its_two_channel_layer_in_the_segment_tab(se
     w.model_combo.value = "nuclei-2d"
     w.run()
     assert any("Split Stack" in str(m) for m in w.messages), w.messages
+
+
+def test_show_says_when_the_training_paths_are_another_machines(tmp_path, capsys):
+    """`attnseg models --show nuclei-2d` printed "trained on /work/data/train/ds_nuclei", a folder of the machine
+    that trained the bundled model, as if the user should find it; a colleague's model likewise."""
+    assert main(["models", "--show", "nuclei-2d"]) == 0
+    out = capsys.readouterr().out
+    assert "trained on" in out and "machine that trained it" in out and "train_default_models.sh" in out
+    path = tmp_path / "theirs.safetensors"
+    torch.manual_seed(0)
+    save_model(create_model("attention_unet", features=[4, 8, 16, 32]), path,
+               card={"name": "theirs", "tile": [32, 32], "training": {"dataset": "/data/lab7/ds_cells"}})
+    assert main(["models", "--show", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "/data/lab7/ds_cells is not on this machine" in out
+    (tmp_path / "ds_here").mkdir()
+    save_model(create_model("attention_unet", features=[4, 8, 16, 32]), path,
+               card={"name": "theirs", "tile": [32, 32], "training": {"dataset": str(tmp_path / "ds_here")}})
+    assert main(["models", "--show", str(path)]) == 0
+    assert "not on this machine" not in capsys.readouterr().out

@@ -122,9 +122,18 @@ def _show(name_or_path: str) -> int:
     print(f"  classes        {', '.join(card.classes)}")
     print(f"  normalisation  {json.dumps(card.normalization)}")
     print(f"  spacing        {card.spacing if card.spacing else 'none (works in pixels)'}; tile {card.tile}")
+    from .._paths import models_dir
+
+    bundled = path.parent.resolve() == models_dir().resolve()
     for key, label in (("dataset", "trained on"), ("start_model", "start model"), ("reproduce", "command")):
         if card.training.get(key):
             print(f"  {label:<14} {card.training[key]}")
+    data = str(card.training.get("dataset") or "")
+    if bundled and data:  # the paths are those of the machine that trained it
+        print("  (paths of the machine that trained it; scripts/train_default_models.sh in the source repository "
+              "rebuilds the bundled models from the sample data)")
+    elif data and not Path(data).exists():
+        print(f"  ({data} is not on this machine: the card records the paths of the machine that trained it)")
     if card.metrics:
         print(f"  metrics        {json.dumps(card.metrics)[:300]}")
     return 0
