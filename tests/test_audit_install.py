@@ -117,9 +117,10 @@ def test_wheel_runs_without_the_checkout(tmp_path):
     assert got["model"].startswith(str(site)) and len(got["classes"]) == 3, got
 
 
-def _run_demo_sh(tmp_path: Path, torch_version: str | None) -> list[str]:
+def _run_demo_sh(tmp_path: Path, torch_version: str | None, pip_says: str = "", ok: bool = True) -> list[str]:
     """scripts/demo.sh with a stand-in interpreter: ``-c`` code runs on the real Python with a fake ``torch``
-    of ``torch_version`` (None: no torch), every ``-m`` call is only logged."""
+    of ``torch_version`` (None: no torch), every ``-m`` call is only logged (``pip_says``: a pip install prints
+    that and fails)."""
     fake = tmp_path / f"fake-{torch_version}"
     (fake / "mods").mkdir(parents=True)
     if torch_version:
@@ -127,12 +128,13 @@ def _run_demo_sh(tmp_path: Path, torch_version: str | None) -> list[str]:
     log = fake / "calls.log"
     py = fake / "python"
     py.write_text(f'#!/usr/bin/env bash\nif [ "$1" = "-c" ]; then PYTHONPATH={fake / "mods"} exec {sys.executable} -S "$@"; fi\n'
-                  f'echo "$*" >> {log}\n')
+                  f'echo "$*" >> {log}\n'
+                  + (f'if [ "$2" = "pip" ]; then echo "{pip_says}"; exit 1; fi\n' if pip_says else ""))
     py.chmod(0o755)
     env = {"PATH": "/usr/bin:/bin", "PYTHON": str(py), "HOME": str(tmp_path)}
     out = subprocess.run(["bash", str(REPO / "scripts" / "demo.sh"), "--quit"], env=env, capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
-    return log.read_text().splitlines()
+    assert (out.returncode == 0) is ok, out.stderr
+    return log.read_text().splitlines() + ([] if ok else [out.stdout, out.stderr])
 
 
 @pytest.mark.parametrize(("installed", "pins"), [(None, True), ("2.1.2+cu121", True), ("2.13.0+cpu", False),
@@ -145,6 +147,16 @@ def test_demo_sh_installs_the_pinned_torch_when_none_fits(tmp_path, installed, p
     assert ("-m pip install torch==2.13.0" in calls) is pins, calls
     assert calls[-2:] == ["-m pip install -e .", "-m napari_attnseg demo --quit"], calls
     assert _version(_floors()["torch"]) == (2, 3)  # the floor demo.sh checks ("< (2, 3)")
+
+
+def test_demo_sh_on_a_system_python_says_to_make_a_virtual_environment(tmp_path):
+    """Debian's python3 refuses pip installs (PEP 668): demo.sh stopped at pip's "externally-managed-environment"
+    error, which names --break-system-packages as a way out. Now it says to make a virtual environment."""
+    calls = _run_demo_sh(tmp_path, "2.13.0", pip_says="error: externally-managed-environment", ok=False)
+    assert calls[0] == "-m pip install -e ." and "externally-managed-environment" in calls[-2]
+    assert "python3 -m venv" in calls[-1] and "bash scripts/demo.sh" in calls[-1], calls[-1]
+    other = _run_demo_sh(tmp_path / "b", "2.13.0", pip_says="ERROR: No matching distribution found", ok=False)
+    assert "venv" not in other[-1], other  # another pip failure: only pip's own message
 
 
 def test_a_zarr_store_given_to_the_cli_says_where_zarr_is_read(tmp_path, capsys):
