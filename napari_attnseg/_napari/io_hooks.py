@@ -2,8 +2,8 @@
 
 Readers return None for anything they cannot read and never raise on a foreign file.
 
-napari's builtin reader also claims ``*.nii``, ``*.nii.gz``, ``*.dcm`` and ``*.dicom`` (without the
-geometry, the Hounsfield scaling or the series sorting), so napari would ask which reader to use for
+napari's builtin reader also claims ``*.nii``, ``*.nii.gz``, ``*.dcm``, ``*.dicom`` and ``*.ome.tif`` (without the
+geometry, the Hounsfield scaling, the series sorting or the pixel size), so napari would ask which reader to use for
 each of them. On first use the plugin records itself as the preferred reader of those patterns in
 napari's settings, where the user has not chosen one (:func:`prefer_plugin_readers`).
 
@@ -36,7 +36,8 @@ from ..errors import AttnSegError, InputError
 
 PLUGIN = "napari-attnseg"
 # patterns napari's builtins claim too, which only this plugin reads with their geometry
-PREFERRED_PATTERNS = ("*.nii", "*.nii.gz", "*.dcm", "*.DCM", "*.dicom", "*.ima", "*.IMA")
+PREFERRED_PATTERNS = ("*.nii", "*.nii.gz", "*.dcm", "*.DCM", "*.dicom", "*.ima", "*.IMA", "*.ome.tif", "*.ome.tiff")
+OME_SUFFIXES = (".ome.tif", ".ome.tiff")  # napari's own reader opens them at scale 1, without their pixel size
 
 
 # every folder comes to this plugin's folder reader (DICOM series; any other folder is handed to napari's
@@ -237,6 +238,23 @@ def get_nifti_reader(path):
     if isinstance(path, list) or not str(path).lower().endswith((".nii", ".nii.gz", *META_SUFFIXES, *NRRD_SUFFIXES)):
         return None
     return lambda p: _reader(p) or []
+
+
+def get_ome_tiff_reader(path):
+    """OME-TIFF on its pixel size (:func:`~napari_attnseg.data.tiff.tiff_layers`): napari's own TIFF reader drops it
+    (the layer came at scale 1, so the results, heatmaps and an export were in pixels)."""
+    if isinstance(path, list) or not str(path).lower().endswith(OME_SUFFIXES):
+        return None
+    return lambda p: _tiff_layers(str(p))
+
+
+def _tiff_layers(path: str) -> list[tuple]:
+    from ..data.tiff import tiff_layers
+
+    try:
+        return tiff_layers(Path(path), stem(path))
+    except (OSError, ValueError) as exc:  # (tifffile's errors are ValueErrors)
+        raise InputError(f"{path} cannot be read as an OME-TIFF ({exc}); check that the file is complete.") from None
 
 
 def get_dicom_reader(path):

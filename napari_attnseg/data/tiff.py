@@ -86,15 +86,28 @@ def _axis(axes: str, letter: str, fallback: int, ndim: int) -> int | None:
     return fallback + ndim if ndim >= -fallback else None
 
 
-def _ome_sizes(tif) -> dict[str, float]:
-    """PhysicalSizeX/Y/Z of the first OME Pixels element, in µm (absent or unknown unit: left out)."""
+def _ome_pixels(tif):
+    """The first OME Pixels element (None for a file without OME metadata, or unreadable metadata)."""
     if not tif.is_ome or not tif.ome_metadata:
-        return {}
+        return None
     try:
         root = ET.fromstring(tif.ome_metadata)
     except ET.ParseError:
-        return {}
-    pixels = next((e for e in root.iter() if e.tag.rsplit("}", 1)[-1] == "Pixels"), None)
+        return None
+    return next((e for e in root.iter() if e.tag.rsplit("}", 1)[-1] == "Pixels"), None)
+
+
+def _ome_channels(tif) -> list[str] | None:
+    """The OME channel names of the first image (``DAPI``, ``GFP``; an unnamed one ``c<k>``), None without."""
+    pixels = _ome_pixels(tif)
+    channels = [e for e in (pixels if pixels is not None else ()) if e.tag.rsplit("}", 1)[-1] == "Channel"]
+    names = [str(e.get("Name") or "").strip() or f"c{k}" for k, e in enumerate(channels)]
+    return names if any(not n.startswith("c") or not n[1:].isdigit() for n in names) else None
+
+
+def _ome_sizes(tif) -> dict[str, float]:
+    """PhysicalSizeX/Y/Z of the first OME Pixels element, in µm (absent or unknown unit: left out)."""
+    pixels = _ome_pixels(tif)
     sizes: dict[str, float] = {}
     for letter in "XYZ" if pixels is not None else "":
         value, unit = pixels.get(f"PhysicalSize{letter}"), pixels.get(f"PhysicalSize{letter}Unit", "µm")
@@ -172,6 +185,7 @@ def read_tiff(p: Path):
         unit = _read_unit(tif)
         shaped = (tif.shaped_metadata or [{}])[0] or {}
         ij = tif.imagej_metadata or {}
+        channels = _ome_channels(tif)
         mappable = int(np.prod(shape)) * dtype.itemsize >= MEMMAP_MIN_BYTES and series.dataoffset is not None
         data = None if mappable else tif.asarray()
     if data is None:
@@ -180,6 +194,8 @@ def read_tiff(p: Path):
     meta = {"source_path": str(p), "format": "tiff", "memory_mapped": isinstance(data, np.memmap), "axes": axes}
     if unit:  # the length unit of the spacing
         meta["unit"] = unit
+    if channels and "C" in axes and len(channels) == shape[axes.index("C")]:
+        meta["channel_names"] = channels  # the OME channel names (DAPI, GFP...), in the order of the C axis
     if ij:  # an ImageJ TIFF: its calibration entries, so that a mask written like it is one too
         meta["imagej"] = {k: _unescape(ij[k]) for k in IMAGEJ_KEYS
                           if isinstance(ij.get(k), (str, int, float)) and not isinstance(ij.get(k), bool)}
@@ -191,6 +207,32 @@ def read_tiff(p: Path):
     if (model := _model_note(ij.get(MODEL_KEY) if ij else shaped.get(MODEL_KEY))) is not None:
         meta["model_info"] = model  # the model that made the mask, saved with it
     return Volume(data, tuple(float(s) for s in spacing), None, meta)
+
+
+def tiff_layers(p: Path, name: str) -> list[tuple]:
+    """A TIFF as napari reader layers (``(data, kwargs, "image")``) on its pixel size: the spacing in the layer's
+    ``scale``, µm (OME nm / mm converted) in its ``units`` (``pixel`` for a time axis), its axes as axis labels
+    (t, z, y, x). The channels (C axis) are one layer each, '<name> [DAPI]' by the OME channel names (``c0``...
+    without): the models take one channel, and the layer's name says which one runs. RGB (YXS) is one RGB layer."""
+    volume = read_tiff(p)
+    axes, data = str(volume.meta.get("axes", "")), volume.data
+    if len(axes) != data.ndim:  # (tifffile always gives one letter per axis)
+        axes = "ZYX"[-data.ndim:] if data.ndim <= 3 else "Q" * (data.ndim - 2) + "YX"
+    rgb = axes.endswith("S") and data.shape[-1] in (3, 4)
+    c = axes.index("C") if "C" in axes else None
+    kept = [k for k, a in enumerate(axes) if k != c and not (rgb and k == data.ndim - 1)]
+    meta = {"source_path": str(p), "format": "tiff", "spacing": [volume.spacing[k] for k in kept],
+            "axes": "".join(axes[k] for k in kept)}
+    kwargs: dict[str, Any] = {"scale": meta["spacing"], "axis_labels": tuple(a.lower() for a in meta["axes"]),
+                              "rgb": rgb}
+    unit = {"micron": "um"}.get(str(volume.meta.get("unit")), volume.meta.get("unit"))
+    if unit and not rgb:  # (the grey layer the Segment tab adds for an RGB picture has no units: they would clash)
+        kwargs["units"] = tuple(unit if a in "ZYX" else "pixel" for a in meta["axes"])
+    if c is None:
+        return [(data, {**kwargs, "name": name, "metadata": meta}, "image")]
+    names = volume.meta.get("channel_names") or [f"c{k}" for k in range(data.shape[c])]
+    return [(data[(slice(None),) * c + (k,)], {**kwargs, "name": f"{name} [{names[k]}]",
+             "metadata": {**meta, "channel": names[k], "channel_index": k}}, "image") for k in range(data.shape[c])]
 
 
 def tiff_calibration(p) -> tuple[tuple[float, ...], str | None, str] | None:
