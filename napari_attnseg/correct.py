@@ -1,7 +1,9 @@
 """Mask correction helpers (numpy/scipy/scikit-image only): each takes and returns a label array.
 
-``classes`` selects the label values to work on (None = every non-zero class). Helpers never modify
-their input in place; the napari panel assigns the result so the layer's undo can revert it.
+``classes`` selects the label values to work on (None = every non-zero class). ``ignore``: the 'ignore' value of
+labels ``export`` wrote (unreviewed slices; the label table's length, ``data.manifest.ignore_value_of(path)``
+reads it), never worked on as a class nor overwritten. Helpers never modify their input in place; the napari
+panel assigns the result so the layer's undo can revert it.
 """
 
 from __future__ import annotations
@@ -43,8 +45,11 @@ def _ints(values, name: str) -> list[int]:
     return [_whole(v, name, low=-(2**63)) for v in values]
 
 
-def _classes(labels: np.ndarray, classes: Iterable[int] | int | None) -> list[int]:
-    present = [int(c) for c in np.unique(labels) if c != 0]
+def _classes(labels: np.ndarray, classes: Iterable[int] | int | None, ignore: int | None = None) -> list[int]:
+    """The classes to work on; never the 'ignore' value (exported labels: it filled, bridged and interpolated the
+    unreviewed slices as an object, into reviewed ones, and keep-largest erased them to background)."""
+    skip = {0} if ignore is None else {0, _whole(ignore, "ignore", low=1)}
+    present = [int(c) for c in np.unique(labels) if c not in skip]
     return present if classes is None else [c for c in _ints(classes, "classes") if c in present]
 
 
@@ -61,11 +66,11 @@ def _ball(ndim: int, radius: int, spacing: Sequence[float] | None = None) -> np.
     return sum((g * v) ** 2 for g, v in zip(grid, spacing)) <= (radius * min(spacing)) ** 2 + 1e-9
 
 
-def fill_holes(labels: np.ndarray, classes: Iterable[int] | None = None) -> np.ndarray:
+def fill_holes(labels: np.ndarray, classes: Iterable[int] | None = None, *, ignore: int | None = None) -> np.ndarray:
     """Fill background holes fully enclosed by a class (slice by slice for volumes, as people draw)."""
     labels = _array(labels)
     out = labels.copy()
-    for c in _classes(labels, classes):
+    for c in _classes(labels, classes, ignore):
         mask = labels == c
         if mask.ndim == 3:
             filled = np.stack([ndimage.binary_fill_holes(s) for s in mask])
@@ -75,11 +80,12 @@ def fill_holes(labels: np.ndarray, classes: Iterable[int] | None = None) -> np.n
     return out
 
 
-def remove_small_objects(labels: np.ndarray, min_voxels: int, classes: Iterable[int] | None = None) -> np.ndarray:
+def remove_small_objects(labels: np.ndarray, min_voxels: int, classes: Iterable[int] | None = None, *,
+                         ignore: int | None = None) -> np.ndarray:
     """Set connected components smaller than ``min_voxels`` to background."""
     labels = _array(labels)
     out = labels.copy()
-    for c in _classes(labels, classes):
+    for c in _classes(labels, classes, ignore):
         comp, n = ndimage.label(labels == c)
         if n == 0:
             continue
@@ -90,11 +96,12 @@ def remove_small_objects(labels: np.ndarray, min_voxels: int, classes: Iterable[
     return out
 
 
-def keep_largest_component(labels: np.ndarray, classes: Iterable[int] | None = None) -> np.ndarray:
+def keep_largest_component(labels: np.ndarray, classes: Iterable[int] | None = None, *,
+                           ignore: int | None = None) -> np.ndarray:
     """Keep only the largest connected component of each class."""
     labels = _array(labels)
     out = labels.copy()
-    for c in _classes(labels, classes):
+    for c in _classes(labels, classes, ignore):
         comp, n = ndimage.label(labels == c)
         if n <= 1:
             continue
@@ -104,7 +111,7 @@ def keep_largest_component(labels: np.ndarray, classes: Iterable[int] | None = N
     return out
 
 
-def keep_component_at(labels: np.ndarray, point: Sequence[float]) -> np.ndarray:
+def keep_component_at(labels: np.ndarray, point: Sequence[float], *, ignore: int | None = None) -> np.ndarray:
     """Keep the object under ``point`` (an index per axis) and remove every other object of its class.
 
     Objects are face-connected components; other classes are left as they are. This is the helper
@@ -123,6 +130,9 @@ def keep_component_at(labels: np.ndarray, point: Sequence[float]) -> np.ndarray:
     if c == 0:
         raise InputError(f"There is no object at {idx} (background); give a point on the object to keep (in napari: "
                          "put the cursor on it).")
+    if ignore is not None and c == _whole(ignore, "ignore", low=1):
+        raise InputError(f"{idx} holds the 'ignore' value {c} (a slice nobody reviewed), not an object; give a point "
+                         "on the object to keep.")
     comp, _ = ndimage.label(labels == c)
     out = labels.copy()
     out[(comp != 0) & (comp != comp[idx])] = 0
@@ -130,12 +140,12 @@ def keep_component_at(labels: np.ndarray, point: Sequence[float]) -> np.ndarray:
 
 
 def binary_open(labels: np.ndarray, radius: int = 1, classes: Iterable[int] | None = None,
-                 spacing: Sequence[float] | None = None) -> np.ndarray:
+                 spacing: Sequence[float] | None = None, ignore: int | None = None) -> np.ndarray:
     """Morphological opening per class (removes thin spurs and specks). ``radius`` in pixels; give the
     volume's ``spacing`` (array axis order) for thick slices, else the ball spans ``radius`` slices too."""
     labels = _array(labels)
     out = labels.copy()
-    for c in _classes(labels, classes):
+    for c in _classes(labels, classes, ignore):
         mask = labels == c
         opened = ndimage.binary_opening(mask, structure=_ball(labels.ndim, radius, spacing))
         out[mask & ~opened] = 0
@@ -143,12 +153,12 @@ def binary_open(labels: np.ndarray, radius: int = 1, classes: Iterable[int] | No
 
 
 def binary_close(labels: np.ndarray, radius: int = 1, classes: Iterable[int] | None = None,
-                  spacing: Sequence[float] | None = None) -> np.ndarray:
+                  spacing: Sequence[float] | None = None, ignore: int | None = None) -> np.ndarray:
     """Morphological closing per class (bridges small gaps); only background is overwritten. ``radius`` in pixels; give the
     volume's ``spacing`` (array axis order) for thick slices, else the ball spans ``radius`` slices too."""
     labels = _array(labels)
     out = labels.copy()
-    for c in _classes(labels, classes):
+    for c in _classes(labels, classes, ignore):
         mask = labels == c
         closed = ndimage.binary_closing(mask, structure=_ball(labels.ndim, radius, spacing), border_value=0)
         out[closed & (out == 0)] = c
@@ -165,7 +175,8 @@ def _signed_distance(mask: np.ndarray) -> np.ndarray:
 
 
 def interpolate_slices(labels: np.ndarray, slices: Sequence[int] | None = None, classes: Iterable[int] | None = None,
-                       *, axis: int = 0, reviewed: Sequence[int] | None = None) -> np.ndarray:
+                       *, axis: int = 0, reviewed: Sequence[int] | None = None,
+                       ignore: int | None = None) -> np.ndarray:
     """Shape-based interpolation between annotated slices, on signed distance maps, per class.
 
     ``slices`` are the annotated slice indices along ``axis`` (default: the axial axis 0); by default
@@ -190,7 +201,7 @@ def interpolate_slices(labels: np.ndarray, slices: Sequence[int] | None = None, 
     checked = {int(s) for s in reviewed or ()}
     src = np.moveaxis(labels, axis, 0)
     out = src.copy()
-    for c in _classes(labels, classes):
+    for c in _classes(labels, classes, ignore):
         mask = src == c
         keys = {int(s) for s in slices} if slices is not None else \
             {int(i) for i in np.flatnonzero(mask.reshape(len(mask), -1).any(1))}
@@ -211,7 +222,8 @@ def interpolate_slices(labels: np.ndarray, slices: Sequence[int] | None = None, 
 
 
 def interpolation_gaps(labels: np.ndarray, interpolated: np.ndarray, classes: Iterable[int] | None = None, *,
-                       axis: int = 0, reviewed: Sequence[int] | None = None) -> list[tuple[int, int, int]]:
+                       axis: int = 0, reviewed: Sequence[int] | None = None, ignore: int | None = None,
+                       ) -> list[tuple[int, int, int]]:
     """``(class, a, b)`` for the neighbouring annotated slices ``a`` and ``b`` (as :func:`interpolate_slices` finds
     them, ``reviewed`` included) that both hold the class, in shapes that do not overlap, and between which
     ``interpolated`` added none of it: signed distances blend a shape where it is, so a tumour drawn at two places
@@ -222,7 +234,7 @@ def interpolation_gaps(labels: np.ndarray, interpolated: np.ndarray, classes: It
     src, out = np.moveaxis(labels, axis, 0), np.moveaxis(interpolated, axis, 0)
     checked = {int(s) for s in reviewed or ()}
     gaps = []
-    for c in _classes(labels, classes):
+    for c in _classes(labels, classes, ignore):
         mask = src == c
         held = {int(i) for i in np.flatnonzero(mask.reshape(len(mask), -1).any(1))}
         keys = sorted(held | checked)
@@ -231,6 +243,15 @@ def interpolation_gaps(labels: np.ndarray, interpolated: np.ndarray, classes: It
                     and not ((out[a + 1:b] == c) & ~mask[a + 1:b]).any():
                 gaps.append((c, a, b))
     return gaps
+
+
+def restore_slices(out: np.ndarray, labels: np.ndarray, slices: Sequence[int]) -> dict[int, int]:
+    """Put ``labels``' ``slices`` (first axis) back into ``out`` in place; ``{slice: voxels out had changed there}``
+    for those it had (the napari panel's helpers leave the reviewed slices off screen as they were)."""
+    slices = sorted({int(z) for z in slices})
+    differ = (out[slices] != labels[slices]).reshape(len(slices), -1).sum(1) if slices else []
+    out[slices] = labels[slices]
+    return {z: int(n) for z, n in zip(slices, differ) if n}
 
 
 def parse_slice_ranges(text: str) -> list[int]:

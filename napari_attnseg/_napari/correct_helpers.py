@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import correct
+from ..data.manifest import ignore_value_of
 from ..errors import AttnSegError
 from ._common import error_message, notify_error, notify_info
 from .job_pool import thread_worker
@@ -19,8 +20,20 @@ class MaskHelpers:
     ``_update_info()`` and its form (``class_combo``, ``slice_only``, ``size_spin``, ``radius_spin``,
     ``stats_label``)."""
 
+    def _ignore(self) -> int | None:
+        """The 'ignore' value of the mask's file when an export wrote it (the table's length: the classes lie below)."""
+        name = self.labels_combo.value
+        path = self.viewer.layers[name].metadata.get("source_path") if name in self.viewer.layers else None
+        return ignore_value_of(path) if path else None
+
     def _classes(self):
-        return None if not self.class_combo.value else [self.class_combo.value]
+        """The class chosen (None: every class), never the 'ignore' value of a label file an export wrote (a mask
+        reopened from a dataset: interpolation filled 'ignore' into its reviewed slices as a class: audit)."""
+        chosen = [self.class_combo.value] if self.class_combo.value else None
+        if (ignore := self._ignore()) is None:
+            return chosen
+        return [c for c in chosen or [*range(1, ignore), *(c for c in self.class_combo.choices if c > ignore)]
+                if c != ignore]
 
     def _current_slice(self, layer) -> int:
         z = int(round(layer.world_to_data(self.viewer.dims.point)[0]))
@@ -74,6 +87,7 @@ class MaskHelpers:
         """A helper on a whole large volume runs in a worker (a 48 x 512 x 512 fill took 1.5-2 s on the event
         loop); its change is painted only if the mask was not edited meanwhile."""
         before = np.array(layer.data)  # the snapshot the helper works on (and the check for edits meanwhile)
+        said = self._note, self._unchanged  # (a helper on another mask meanwhile replaces the panel's)
         self.stats_label.value = f"{layer.name}: working on the whole volume..."  # (_update_info replaces it)
 
         @thread_worker(start_thread=False, ignore_errors=True)
@@ -89,6 +103,7 @@ class MaskHelpers:
             elif not np.array_equal(np.asarray(layer.data), before):
                 notify_error(f"{layer.name} was edited while the helper ran; nothing was changed. Run it again.")
             else:
+                self._note, self._unchanged = said
                 self._paint(layer, before, new, None)
             self._update_info()
 
@@ -101,11 +116,22 @@ class MaskHelpers:
         worker.start()
         return worker
 
+    def _whole(self, fn, what: str, *args) -> None:
+        """Spare the reviewed slices off screen, and say which ('Largest component' erased a lesion on one: audit)."""
+        layer = self.labels_layer()
+        if layer is None:
+            return
+        if layer.ndim == 3 and not self.slice_only.value:
+            shown = self._current_slice(layer) if self._axial_view(layer) else None  # (a 3D view shows no slice)
+            spare = [s for s in self._reviewed(layer) if s != shown and 0 <= s < layer.data.shape[0]]
+            fn = _Spare(fn, spare, shown, what) if spare else fn
+        self._apply(fn, *args, note=isinstance(fn, _Spare))
+
     def fill_holes(self):
-        self._apply(correct.fill_holes, self._classes())
+        self._whole(correct.fill_holes, "'Fill holes'", self._classes())
 
     def keep_largest(self):
-        self._apply(correct.keep_largest_component, self._classes())
+        self._whole(correct.keep_largest_component, "'Largest component'", self._classes())
 
     def keep_at_cursor(self, position=None):
         """Keep the object under the mouse (``position``: world coordinates, default the cursor's)."""
@@ -120,21 +146,28 @@ class MaskHelpers:
                f"{layer.name} holds no other object of value {value}{' on this slice' if layer.ndim == 3 and self.slice_only.value else ''}"
                ". In an instance mask (a value per object, e.g. nuclei) every object has its own value: erase the "
                "others, or use 'Remove < N voxels'.")  # (K on a nucleus said 'nothing changed.' alone: audit)
+        if value and value == self._ignore():  # (K kept the unreviewed slices' 'ignore' as an object: audit)
+            return notify_error(f"{layer.name}: the cursor is on its 'ignore' value {value} (slices nobody reviewed, "
+                                "from its export), not on an object: point at the object to keep.")
         if layer.ndim == 3 and self.slice_only.value:
             point = point[1:]  # _apply hands the helper the slice on screen
         elif layer.ndim == 3:  # the whole volume, but a reviewed slice is changed only while on screen
             spare = [s for s in self._reviewed(layer) if s != int(round(point[0])) and 0 <= s < layer.data.shape[0]]
-            return self._apply(_KeepSparing(spare, int(round(point[0]))), point, note=True, unchanged=why)
+            keep = _KeepSparing(correct.keep_component_at, spare, int(round(point[0])), "K")
+            return self._apply(keep, point, note=True, unchanged=why)
         self._apply(correct.keep_component_at, point, unchanged=why)
 
     def remove_small(self):
-        self._apply(correct.remove_small_objects, self.size_spin.value, self._classes())
+        self._whole(correct.remove_small_objects, f"'Remove < {self.size_spin.value} voxels'", self.size_spin.value,
+                    self._classes())
 
     def open_(self):
-        self._apply(_InMillimetres(correct.binary_open, self._scale()), self.radius_spin.value, self._classes())
+        self._whole(_InMillimetres(correct.binary_open, self._scale()), "'Open'", self.radius_spin.value,
+                    self._classes())
 
     def close_(self):
-        self._apply(_InMillimetres(correct.binary_close, self._scale()), self.radius_spin.value, self._classes())
+        self._whole(_InMillimetres(correct.binary_close, self._scale()), "'Close'", self.radius_spin.value,
+                    self._classes())
 
     def _scale(self) -> tuple[float, ...] | None:
         layer = self.labels_layer()
@@ -180,10 +213,8 @@ class _Interpolation:
 
     def __call__(self, data: np.ndarray, classes) -> np.ndarray:
         out = correct.interpolate_slices(data, None, classes, reviewed=self.reviewed)
-        if self.shown is not None:
-            keep = out[self.shown].copy()
-            out = data.copy()
-            out[self.shown] = keep
+        if self.shown is not None:  # (only the slice on screen changes)
+            out = np.concatenate([data[:self.shown], out[self.shown:self.shown + 1], data[self.shown + 1:]])
         self.apart = [(c, a, b) for c, a, b in correct.interpolation_gaps(data, out, classes, reviewed=self.reviewed)
                       if self.shown is None or a < self.shown < b]
         return out
@@ -210,21 +241,35 @@ class _InMillimetres:
         return self.fn(data, radius, classes, spacing=spacing)
 
 
-class _KeepSparing:
-    """K on a volume: keep the object under the cursor through the volume, but leave the reviewed slices that are
-    not on screen as they are. Objects connect through slices nobody reviewed (the model's unchecked guess), so
-    K removed an object a person had checked on another slice, unseen; a reviewed slice is what gets exported
-    as truth, and is changed only while it is on screen (as interpolation never writes one)."""
+class _Spare:
+    """``fn`` on the whole volume, the reviewed slices ``spare`` (not on screen) left as they were: a reviewed slice is
+    exported as truth, and changes only while on screen. :meth:`note` names those it would have changed."""
 
-    def __init__(self, spare: list[int], shown: int | None = None):
-        self.spare, self.spared, self.shown, self.elsewhere = sorted(spare), {}, shown, {}
+    again = "run the helper"
+
+    def __init__(self, fn, spare: list[int], shown: int | None = None, what: str = "The helper"):
+        self.fn, self.spare, self.shown, self.what, self.spared = fn, sorted(spare), shown, what, {}
+
+    def __call__(self, data: np.ndarray, *args) -> np.ndarray:
+        out = self.fn(data, *args)
+        self.spared = correct.restore_slices(out, data, self.spare)
+        return out
+
+    def note(self, layer) -> str:
+        return "" if not self.spared else (
+            f"{layer.name}: {self.what} left the reviewed slices {correct.format_slice_ranges(self.spared)} as they "
+            f"were ({sum(self.spared.values())} voxels it would have changed there): a reviewed slice changes only "
+            f"while it is on screen. Go to it and {self.again} there to change it too.")
+
+
+class _KeepSparing(_Spare):
+    """K on a volume, the reviewed slices off screen spared: objects connect through slices nobody reviewed (the
+    model's unchecked guess), and K removed an object a person had checked on another slice, unseen."""
+
+    again, elsewhere = "press K", {}  # (elsewhere: set by each call)
 
     def __call__(self, data: np.ndarray, point) -> np.ndarray:
-        out = correct.keep_component_at(data, point)
-        if self.spare:
-            differ = (out[self.spare] != data[self.spare]).reshape(len(self.spare), -1).sum(1)
-            self.spared = {z: int(n) for z, n in zip(self.spare, differ) if n}
-            out[self.spare] = data[self.spare]
+        out = super().__call__(data, point)
         removed = (out != data).reshape(len(data), -1).sum(1)  # the slices changed off screen, unseen
         self.elsewhere = {z: int(n) for z, n in enumerate(removed) if n and z != self.shown}
         return out
@@ -236,12 +281,7 @@ class _KeepSparing:
                     f"{sum(self.elsewhere.values())} voxels of other objects on the slices "
                     f"{correct.format_slice_ranges(self.elsewhere)} (not on screen). Ctrl+Z undoes it; tick 'Current "
                     "slice only' to keep K to the slice on screen.")
-        if not self.spared:
-            return text
-        return text + (" " if text else "") + (
-                f"{layer.name}: K left the reviewed slices {correct.format_slice_ranges(self.spared)} as they were "
-                f"({sum(self.spared.values())} voxels of other objects there): a reviewed slice changes only while it "
-                "is on screen. Go to it and press K there to remove them too.")
+        return " ".join(t for t in (text, super().note(layer)) if t)
 
 
 def _history(layer):
