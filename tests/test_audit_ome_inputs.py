@@ -96,6 +96,17 @@ def test_rgb_pyramid_float_and_16_bit_open_on_their_pixel_size(opened, tmp_path)
     rgb = np.stack([255 - img // 2, 255 - img, 255 - img // 3], -1).astype(np.uint8)
     [colour] = opened(_ome(tmp_path / "he.ome.tif", rgb, "YXS", 0.25))
     assert colour.rgb and tuple(colour.scale) == pytest.approx((0.25, 0.25))
+    assert [str(u) for u in colour.units] == ["micrometer"] * 2
+    import warnings
+
+    from napari_attnseg._napari._common import grey_layer_of
+
+    with warnings.catch_warnings(record=True) as said:  # the grey layer the Segment tab adds for an RGB picture:
+        warnings.simplefilter("always")  # without the picture's units napari said "Inconsistent units across layers"
+        grey = grey_layer_of(opened.viewer, colour)
+        opened.viewer.dims.set_current_step(0, 0)
+    assert grey is not None and tuple(grey.units) == tuple(colour.units), grey.units
+    assert not [w for w in said if "units" in str(w.message).lower()], [str(w.message) for w in said]
     pyramid = tmp_path / "pyr.ome.tif"
     with tifffile.TiffWriter(pyramid) as tw:  # a pyramid in sub-IFDs, as bfconvert / QuPath write them
         tw.write(img, subifds=1, tile=(64, 64), metadata={"axes": "YX", "PhysicalSizeX": 0.5, "PhysicalSizeY": 0.5})

@@ -81,8 +81,9 @@ def grey_layer_of(viewer, layer):
     name = f"{layer.name} ({k if isinstance(k, str) else ('red', 'green', 'blue')[k]})"
     if name in viewer.layers and viewer.layers[name].data.shape == rgb.shape[:-1]:
         return viewer.layers[name]
-    grey = viewer.add_image(data, name=name, scale=layer.scale, translate=layer.translate,
-                            rotate=layer.rotate, shear=layer.shear, metadata=dict(layer.metadata))
+    grey = viewer.add_image(data, name=name, scale=layer.scale, translate=layer.translate, rotate=layer.rotate,
+                            shear=layer.shear, metadata=dict(layer.metadata), units=layer.units,  # (units clash
+                            axis_labels=layer.axis_labels)  # across layers: napari stops rendering in them)
     show_info(f"{layer.name}: {note} It was added as the layer {grey.name!r}, which the results, the corrections "
               "and the export use." + (" To segment one colour instead: right-click the picture > Split RGB."
                                         if isinstance(k, str) else ""))

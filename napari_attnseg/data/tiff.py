@@ -226,7 +226,7 @@ def tiff_layers(p: Path, name: str) -> list[tuple]:
     kwargs: dict[str, Any] = {"scale": meta["spacing"], "axis_labels": tuple(a.lower() for a in meta["axes"]),
                               "rgb": rgb}
     unit = {"micron": "um"}.get(str(volume.meta.get("unit")), volume.meta.get("unit"))
-    if unit and not rgb:  # (the grey layer the Segment tab adds for an RGB picture has no units: they would clash)
+    if unit:
         kwargs["units"] = tuple(unit if a in "ZYX" else "pixel" for a in meta["axes"])
     if c is None:
         return [(data, {**kwargs, "name": name, "metadata": meta}, "image")]
