@@ -32,6 +32,7 @@ from .correct_export import CorrectExport, _fine_tuned_on, folder_text
 from .correct_form import ClassList, CorrectForm
 from .correct_helpers import LiveStats, MaskHelpers
 from .job_pool import thread_worker
+from .round_state import carry_reviewed, replace_loses
 from .sample_data import REFERENCE_KEY
 from .suggest_tool import SuggestTool
 from .tiff_masks import reopen_tiff_mask
@@ -104,6 +105,8 @@ class CorrectWidget(Undockable, QWidget, CorrectForm, ClassList, CorrectExport, 
             layer.events.name.connect(self._layer_renamed)
         # a model's new mask (also "mask (2)" when the edited one was kept) is what people correct next
         newest = layer.name if isinstance(layer, Labels) and layer.metadata.get("attnseg") else None
+        if newest:  # (once the run has set its metadata: the clinician's reviewed slices of the mask it kept)
+            QTimer.singleShot(0, lambda: carry_reviewed(self.viewer, layer) and self._update_info())
         self.refresh(prefer=newest)
 
     def _layer_removed(self, event=None) -> None:
@@ -348,6 +351,10 @@ class CorrectWidget(Undockable, QWidget, CorrectForm, ClassList, CorrectExport, 
             "modality": meta.get("modality"), "nifti": meta.get("nifti"),  # its qform/sform codes too
             "unit": units if (units := [str(u) for u in getattr(image_layer, "units", ())]) and "pixel" not in units else None,
         }
+        if kwargs["overwrite"] and (lost := replace_loses(folder, kwargs["case_id"], kwargs["source_name"],
+                                                          layer.data.shape, rev)):
+            notify_error(f"{layer.name}: {lost}")
+            return None
         image, labels, fmt = np.asarray(image_layer.data), np.array(layer.data), self.format_combo.value
 
         @thread_worker(start_thread=False, ignore_errors=True)

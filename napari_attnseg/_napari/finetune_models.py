@@ -6,7 +6,7 @@ user chose by hand stays when the dataset changes or a layer comes, unless it ca
 
 :class:`StartModels` is a mixin of :class:`~.finetune_widget.FinetuneWidget`; it needs the panel's
 ``viewer``, ``_paths`` (model label -> checkpoint path or bundled name), ``model_combo``, ``dataset_edit``,
-``run_button``, ``_pending`` (a dict), ``_summary()`` (the dataset: :func:`.finetune_form.dataset_summary`) and
+``run_button``, ``status``, ``history``, ``result``, ``_pending`` (a dict), ``_summary()`` (the dataset: :func:`.finetune_form.dataset_summary`) and
 ``_model_changed()``.
 """
 
@@ -19,6 +19,8 @@ from napari.layers import Labels
 from ._common import find_docked, is_deleted, set_choices
 from .correct_widget import folder_text
 from .model_choice import card_dict, user_model_entries
+
+PREVIOUS_RUN = "Previous run"
 
 
 class StartModels:
@@ -90,6 +92,10 @@ class StartModels:
         if self.running():
             self._pending["export"] = (folder, previous, model)
             return
+        status = self.status.value  # the last run's figures (status and plot) predate this export: say so
+        if (self.history or self.result is not None) and status and not status.startswith(PREVIOUS_RUN):
+            self.status.value = f"{PREVIOUS_RUN} (before the export to {Path(folder).name}; Fine-tune to train on it): " \
+                f"{status}"
         if folder_text(self.dataset_edit) in ("", previous or "", getattr(self, "_auto_dataset", "") or ""):
             self.dataset_edit.value = folder
             self._auto_dataset = ""  # (superseded: the same folder chosen again later is the user's choice)
