@@ -205,3 +205,19 @@ def test_restore_slices_puts_the_spared_slices_back_and_counts_them():
     out = data + 1
     assert correct.restore_slices(out, data, [3, 1]) == {1: 9, 3: 9}
     assert not out[[1, 3]].any() and out[[0, 2]].all() and correct.restore_slices(out, data, []) == {}
+
+
+def test_ctrl_z_on_the_canvas_undoes_a_helper_when_the_image_was_selected(make_napari_viewer, lung, qtbot):
+    """After a Segment run the image layer is the selected one; a helper then changed the mask and Ctrl+Z on the
+    canvas did nothing, silently (napari's undo acts on the selected layer). The helper selects the mask it paints."""
+    from qtpy.QtCore import Qt
+
+    viewer, corr, layer = _panel(make_napari_viewer, lung, reviewed=())
+    viewer.layers.selection.active = viewer.layers["lung1"]
+    before = np.asarray(layer.data).copy()
+    corr.fill_holes()
+    assert not np.array_equal(layer.data, before) and viewer.layers.selection.active is layer
+    canvas = viewer.window._qt_viewer.canvas.native
+    canvas.setFocus()
+    qtbot.keyClick(canvas, Qt.Key_Z, Qt.ControlModifier)
+    qtbot.waitUntil(lambda: np.array_equal(layer.data, before), timeout=5000)

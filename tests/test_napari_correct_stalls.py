@@ -108,9 +108,9 @@ def test_edits_update_the_statistics_by_their_voxels_equal_to_a_full_recount(mak
 
 def test_a_big_mask_is_counted_in_a_worker_and_recounted_when_edited_meanwhile(make_napari_viewer, qtbot, monkeypatch,
                                                                              spies):
-    from napari_attnseg._napari import correct_helpers
+    from napari_attnseg._napari import correct_stats
 
-    monkeypatch.setattr(correct_helpers, "BACKGROUND_VOXELS", 1000)
+    monkeypatch.setattr(correct_stats, "BACKGROUND_VOXELS", 1000)
     calls, full = spies
     viewer, corr, layer, pred = _panel(make_napari_viewer)
     assert corr._counting is not None and corr.stats_label.value == "Edits vs prediction: counting..."
@@ -139,9 +139,9 @@ def test_a_first_click_on_an_existing_object_labels_around_it_only(make_napari_v
 
 
 def test_another_mask_chosen_while_one_is_counted_is_counted_too(make_napari_viewer, qtbot, monkeypatch):
-    from napari_attnseg._napari import correct_helpers
+    from napari_attnseg._napari import correct_stats
 
-    monkeypatch.setattr(correct_helpers, "BACKGROUND_VOXELS", 1000)
+    monkeypatch.setattr(correct_stats, "BACKGROUND_VOXELS", 1000)
     viewer, corr, layer, pred = _panel(make_napari_viewer)
     assert corr._counting is not None
     other = viewer.add_labels(np.zeros_like(pred), name="other mask", metadata={"attnseg_prediction": pred})
