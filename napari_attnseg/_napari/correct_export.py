@@ -24,6 +24,7 @@ class CorrectExport:
 
     def class_names(self, layer) -> list[str] | None:
         """The names typed in the form (None: the dataset's default), checked against the mask."""
+        self._check_no_ignore(layer)
         text = self.class_names_edit.value.strip()
         if not text:
             return None
@@ -42,6 +43,25 @@ class CorrectExport:
                            f"are given: value {top} is exported as {names[top]!r}. If it is something else (a "
                            "tumour under the model's 'grey matter'), rename the classes (e.g. background, tumour).")
         return names
+
+    def _check_no_ignore(self, layer) -> None:
+        """A mask reopened from a label file an export wrote holds that dataset's 'ignore' value on its unreviewed
+        slices: a reviewed slice still holding it is refused (it would be exported as a class, or refused as a value
+        outside the label table without saying why)."""
+        from ..correct import format_slice_ranges
+        from ..data.manifest import ignore_value_of
+        from .tiff_masks import IGNORE_NAME
+
+        path = layer.metadata.get("source_path")
+        if layer.ndim != 3 or not path or (ignore := ignore_value_of(path)) is None:
+            return
+        data = np.asarray(layer.data)
+        left = [z for z in sorted(set(self._reviewed(layer))) if 0 <= z < data.shape[0] and (data[z] == ignore).any()]
+        if left:
+            raise ValueError(f"{layer.name}: reviewed slices {format_slice_ranges(left)} still hold {IGNORE_NAME!r} "
+                             f"(value {ignore}, from {Path(path).name}), which is never exported as a class: paint "
+                             "it over (0 for background, or a class) or take their reviewed mark off (Shift+R), "
+                             "then export.")
 
     def propose_last_export(self) -> None:
         """A new panel (the next napari session too) proposes the dataset folder last exported to, in its format,

@@ -33,6 +33,7 @@ from ..data.orientation import onto_grid, volume_translate
 from ..data.volume import model_info_of
 from ..display import DEFAULT_CT_WINDOW, default_window
 from ..errors import AttnSegError, InputError
+from .tiff_masks import exported_marks
 
 PLUGIN = "napari-attnseg"
 # patterns napari's builtins claim too, which only this plugin reads with their geometry
@@ -200,6 +201,15 @@ def _layer(volume: Volume, path: str) -> list[tuple]:
         if volume.meta.get("class_names"):  # the names the mask was saved with (the Correct panel shows them)
             meta["class_names"] = list(volume.meta["class_names"])
             kwargs["features"] = {"class": list(volume.meta["class_names"])}
+        # a case's label file an export wrote: its dataset's manifest has its review and names its 'ignore' value
+        if (marks := exported_marks(path)) is not None and not volume.meta.get("reviewed_slices_dropped"):
+            from napari.utils.notifications import show_info
+
+            show_info(f"{name}: {marks['note']}")
+            if reviewed is None and marks["reviewed_slices"] is not None:
+                meta["reviewed_slices"] = marks["reviewed_slices"]
+            meta["class_names"] = meta.get("class_names") or marks["class_names"]
+            kwargs["features"] = marks["features"] or kwargs.get("features")
         if model := volume.meta.get("model_info"):  # the model that made the mask: the panels' provenance
             meta["attnseg"] = {"model": model.get("model"), "checkpoint": model.get("checkpoint"),
                                "checkpoint_sha256": model.get("weights_sha256")}

@@ -4,11 +4,19 @@ napari's reader opens every TIFF as an image and drops what the file carries bes
 saved on day 1 came back on day 2 as an Image layer: the Correct tab did not list it, and its reviewed slices and
 the model that made it were lost (the README says they come back; a NIfTI mask goes through this plugin's reader
 and did). The Correct tab replaces such a layer with the Labels layer it was, its marks in its metadata.
+
+A label file an export wrote (``<dataset>/labelsTr/case_0000.nii.gz``, ``<dataset>/labels/case_0000.tif``) carries
+no marks itself: its dataset's ``manifest.json`` has them (:func:`exported_marks`). It came back with no reviewed
+slices and its unreviewed slices full of the 'ignore' value, listed as a class (audit).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+
+IGNORE_NAME = "ignore (not reviewed)"  # the 'ignore' value's name in a reopened label file's features
 
 
 def reopen_tiff_mask(viewer, *layers) -> bool:
@@ -27,7 +35,9 @@ def _reopen(viewer, layer) -> bool:
     path = str(getattr(getattr(layer, "source", None), "path", None) or "")
     if not isinstance(layer, Image) or layer.rgb or layer.multiscale or not path.lower().endswith((".tif", ".tiff")):
         return False
-    if not np.issubdtype(np.dtype(layer.dtype), np.integer) or (marks := mask_marks(path)) is None:
+    if not np.issubdtype(np.dtype(layer.dtype), np.integer):
+        return False
+    if (marks := mask_marks(path) or exported_marks(path)) is None:  # (an exported TIFF label file: its manifest's)
         return False
     QTimer.singleShot(0, lambda: _replace(viewer, layer, path, marks))
     return True
@@ -46,11 +56,39 @@ def _replace(viewer, layer, path: str, marks: dict) -> None:
     if model := marks.get("model_info"):  # the panels' provenance, as for a NIfTI mask
         meta["attnseg"] = {"model": model.get("model"), "checkpoint": model.get("checkpoint"),
                            "checkpoint_sha256": model.get("weights_sha256")}
+    if marks.get("class_names"):  # an exported label file: its dataset's classes
+        meta["class_names"] = list(marks["class_names"])
     labels = Labels(np.asarray(layer.data), name=layer.name, scale=layer.scale, translate=layer.translate,
-                    units=layer.units, axis_labels=layer.axis_labels, metadata=meta)
+                    units=layer.units, axis_labels=layer.axis_labels, metadata=meta, features=marks.get("features"))
     index = viewer.layers.index(layer)
     viewer.layers.remove(layer)
     viewer.layers.insert(index, labels)
+    if marks.get("note"):  # an exported label file
+        notify_info(f"{labels.name}: {marks['note']}")
+        return
     kept = [w for w, k in (("its reviewed slices", "reviewed_slices"), ("the model that made it", "model_info"))
             if k in marks]
     notify_info(f"{labels.name}: a mask saved by this plugin, opened as a mask with {' and '.join(kept)}.")
+
+
+def exported_marks(path: str) -> dict | None:
+    """What the manifest of the dataset says of ``path`` when an export wrote it as a case's label file: its
+    ``reviewed_slices``, the dataset's ``class_names`` (the classes only: File > Save and a re-export take them),
+    ``features`` naming each value, 'ignore' as :data:`IGNORE_NAME` (napari's status bar shows it under the
+    cursor) and a ``note`` for the user; None for any other file."""
+    from ..correct import format_slice_ranges
+    from ..data.manifest import exported_case_of
+
+    if (found := exported_case_of(path)) is None:
+        return None
+    manifest, case = found
+    names = [str(n) for n in case.get("label_names") or manifest.get("label_names") or []]
+    ignore, reviewed = case.get("ignore_label"), case.get("reviewed_slices")
+    named = (names + [f"class {i}" for i in range(len(names), ignore)] + [IGNORE_NAME]) if ignore is not None else names
+    where = f"the label file of case {case.get('case_id')} in the dataset {Path(path).resolve().parents[1]}"
+    note = (f"{where}; its reviewed slices {format_slice_ranges(reviewed)} are marked again (from the dataset's "
+            f"manifest.json). The other slices hold {IGNORE_NAME!r} (value {ignore}), never exported or worked on "
+            "as a class: paint such a slice (0 or a class) before you mark it reviewed."
+            if ignore is not None and reviewed else f"{where}, opened as a mask (exported whole: no 'ignore' slices).")
+    return {"reviewed_slices": [int(z) for z in reviewed] if reviewed is not None else None, "class_names": names,
+            "features": {"class": named} if named else None, "note": note}

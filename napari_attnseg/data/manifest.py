@@ -24,7 +24,7 @@ from ..errors import DatasetError
 from .staging import LAYOUT_DIRS, STAGED_MARK, clear, prune, staged_name
 
 __all__ = ["JOURNAL", "LAYOUT_DIRS", "LOCK", "MANIFEST", "STAGED_MARK", "apply_journal", "commit", "dataset_lock",
-           "export_running", "ignore_value_of", "read_manifest", "recover", "staged_name", "write_json_atomic"]
+           "export_running", "exported_case_of", "ignore_value_of", "read_manifest", "recover", "staged_name", "write_json_atomic"]
 
 MANIFEST = "manifest.json"
 JOURNAL = ".attnseg-journal.json"
@@ -145,17 +145,25 @@ def recover(folder: Path) -> bool:
     return repaired
 
 
-def ignore_value_of(label_file: str | Path) -> int | None:
-    """The 'ignore' value (slices nobody reviewed) of an exported label file, from the manifest of the dataset
-    it belongs to (``<dataset>/labelsTr/x.nii.gz``, ``<dataset>/labels/x.tif``); None for any other file."""
+def exported_case_of(label_file: str | Path) -> tuple[dict, dict] | None:
+    """``(manifest, case)`` of the dataset case whose label file is ``label_file`` (``<dataset>/labelsTr/x.nii.gz``,
+    ``<dataset>/labels/x.tif``): its reviewed slices, 'ignore' value and the dataset's label table; None for any
+    other file (or a damaged manifest)."""
     path = Path(label_file).resolve()
     for folder in path.parents[:2]:
         try:
             manifest = read_manifest(folder) if (folder / MANIFEST).is_file() else None
-        except DatasetError:  # not ours, or damaged: no ignore value from it
+        except DatasetError:  # not ours, or damaged: nothing from it
             manifest = None
         for case in (manifest or {}).get("cases", []):
             rel = (case.get("files") or {}).get("label")
-            if rel and (folder / rel).resolve() == path and case.get("ignore_label") is not None:
-                return int(case["ignore_label"])
+            if rel and (folder / rel).resolve() == path:
+                return manifest, case
     return None
+
+
+def ignore_value_of(label_file: str | Path) -> int | None:
+    """The 'ignore' value (slices nobody reviewed) of an exported label file, from the manifest of the dataset
+    it belongs to (``<dataset>/labelsTr/x.nii.gz``, ``<dataset>/labels/x.tif``); None for any other file."""
+    found = exported_case_of(label_file)
+    return int(found[1]["ignore_label"]) if found and found[1].get("ignore_label") is not None else None
