@@ -132,3 +132,23 @@ def test_the_save_dialog_says_which_labels_types_keep_the_reviewed_slices():
     ours = [t for t, w in zip(types.split(";;"), writers) if w.command.startswith("napari-attnseg.")]
     assert len(ours) == 2 and all("keeps reviewed slices" in t for t in ours), ours
     assert not writers[0].command.startswith("napari-attnseg.")  # (napari's first: if this changes, use it)
+
+
+@pytest.mark.parametrize("fmt", ["nnunet", "tiff"])
+def test_attnseg_export_of_an_exported_label_file_keeps_its_review(tmp_path, fmt, capsys):
+    """`attnseg export --labels DS/labelsTr/case_0000.nii.gz` (no --reviewed-slices) wrote the dataset's 'ignore'
+    value as a class ('class 2') and every slice as reviewed; a slice nobody reviewed, given as reviewed, was
+    refused as an unnamed label value. The review and the class names come from the dataset's manifest."""
+    from napari_attnseg.cli import main
+
+    image_file, label_file, _, labels = _exported(tmp_path, fmt)
+    assert main(["export", "--image", str(image_file), "--labels", str(label_file), "--dataset",
+                 str(tmp_path / "DS2"), "--format", "nnunet"]) == 0
+    assert "taken from the dataset's manifest.json" in capsys.readouterr().err
+    manifest = json.loads((tmp_path / "DS2" / "manifest.json").read_text())
+    case = manifest["cases"][0]
+    assert manifest["label_names"] == ["background", "foreground"] and case["reviewed_slices"] == REVIEWED
+    assert main(["export", "--image", str(image_file), "--labels", str(label_file), "--dataset",
+                 str(tmp_path / "DS3"), "--format", "nnunet", "--reviewed-slices", "3-7"]) == 1
+    err = capsys.readouterr().err
+    assert "slice(s) 6-7 hold the dataset's 'ignore' value 2" in err and not (tmp_path / "DS3").exists(), err

@@ -56,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"{args.labels}: --labels names the image itself (--image {args.image}); give the mask file "
                          "(e.g. <stem>_mask.nii.gz from attnseg predict, or the labels saved from napari).")
     raw_labels = read_image(args.labels)
+    _marks_from_dataset(args.labels, raw_labels)
     image = _image_of(args, raw_labels)
     image = _grey_of_picture(image, np.ndim(raw_labels.data), args.image)
     labels, note = on_image_grid(image, raw_labels, "labels")
@@ -111,6 +112,14 @@ def run(args: argparse.Namespace) -> int:
     if not args.reviewed_slices and reviewed is not None:
         print(f"{args.labels}: using the reviewed slices saved with the mask: {format_slice_ranges(reviewed)} "
               "(--reviewed-slices overrides)", file=sys.stderr)
+    ignore = labels.meta.get("dataset_ignore")
+    if ignore is not None and reviewed:  # a slice nobody reviewed in that export, given as reviewed now
+        held = [z for z in reviewed if 0 <= z < np.shape(labels.data)[0] and (np.asarray(labels.data[z]) == ignore).any()]
+        if held:
+            raise InputError(f"{args.labels}: slice(s) {format_slice_ranges(held)} hold the dataset's 'ignore' value "
+                             f"{ignore} (not reviewed in that export), so they cannot be exported as reviewed: label "
+                             "them first (in napari: open the file, paint the slice, press R) or leave them out of "
+                             "--reviewed-slices.")
     channels = args.channel_names.split(",") if args.channel_names else None  # None: CT when in HU, else image
     # a TIFF with a channel axis (ImageJ/OME axes CYX, ZCYX: e.g. two stains) and labels without it: channels first
     axes, data, spacing = str(image.meta.get("axes", "")), np.asarray(image.data), tuple(image.spacing)
@@ -144,6 +153,36 @@ def run(args: argparse.Namespace) -> int:
 
 BACKGROUND_NAMES = {"background", "bg", "back", "none", "nothing", "unlabelled", "unlabeled", "clear", "other", "0",
                     "normal", "healthy", "tissue", "outside"}
+
+
+def _marks_from_dataset(path, labels) -> None:
+    """A label file an export wrote (``<dataset>/labelsTr/x.nii.gz``, ``labels/x.tif``) holds the 'ignore' value on
+    the slices nobody reviewed and no marks of its own: its reviewed slices and class names come from the dataset's
+    manifest (exported again, 'ignore' became a class, 'class 2', and every slice counted as reviewed)."""
+    import sys
+
+    import numpy as np
+
+    from ..correct import format_slice_ranges
+    from ..data.manifest import exported_case_of
+
+    found = exported_case_of(path)
+    if found is None or list(found[1].get("shape") or []) != list(np.shape(labels.data)):
+        return
+    manifest, case = found
+    said = []
+    if case.get("reviewed_slices") is not None and labels.meta.get("reviewed_slices") is None:
+        labels.meta["reviewed_slices"] = [int(z) for z in case["reviewed_slices"]]
+        said.append(f"reviewed slices {format_slice_ranges(labels.meta['reviewed_slices'])}")
+    names = case.get("label_names") or manifest.get("label_names")
+    if names and not labels.meta.get("class_names"):
+        labels.meta["class_names"] = [str(n) for n in names]
+        said.append(f"classes {', '.join(labels.meta['class_names'])}")
+    if case.get("ignore_label") is not None:
+        labels.meta["dataset_ignore"] = int(case["ignore_label"])
+    if said:
+        print(f"{path} is case {case.get('case_id')} of an exported dataset: its {' and '.join(said)} are taken from "
+              "the dataset's manifest.json (the other slices hold its 'ignore' value)", file=sys.stderr)
 
 
 def saved_model_classes(mask_path, info: dict) -> list[str]:
