@@ -3,15 +3,19 @@ edited mask is replaced. :class:`ResultLayers` is a mixin of the segment panel."
 
 from __future__ import annotations
 
+import re
 import weakref
 
 import numpy as np
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QMessageBox
 
+from .. import correct
 from ..layers import data_hash, heatmap_help, prediction_layers
 from ._common import is_deleted, notify_info, notify_warning, upsert_layer
+from .suggest_tool import drop_stale_uncertainty
 
+_NUMBERED = re.compile(r"^(?P<base>.+) \((?P<n>\d+)\)$")  # a run's next mask: <image> mask (n)
 _HOOKED: weakref.WeakSet = weakref.WeakSet()  # heatmap layers whose help follows their display settings
 
 
@@ -44,14 +48,36 @@ class ResultLayers:
     ``_token`` and ``_finish_run(ok)`` (a run whose showing stopped half-way ends with ``ok`` False)."""
 
     def _ask_overwrite(self, layer_name: str) -> bool:
+        """Ask before a run replaces ``layer_name``, a mask edited or marked reviewed, saying what Yes loses: the
+        corrections and the reviewed marks, by slice (the marks were dropped with no word in the question)."""
         layer = self.viewer.layers[layer_name] if layer_name in self.viewer.layers else None
         made_here = layer is not None and "attnseg_hash" in layer.metadata  # (else: opened from a file, or drawn)
-        what = "was edited since the last run" if made_here else "was not made by a run in this session (opened " \
-            "from a file or drawn): it may hold corrections"
+        reviewed = sorted({int(z) for z in (layer.metadata.get("reviewed_slices") or [])}) if layer is not None else []
+        volume = layer is not None and layer.ndim == 3
+        # (hashed again only for a mask with marks: without any, it is asked about because it was edited)
+        edited = not made_here or not reviewed or layer.metadata["attnseg_hash"] != data_hash(layer.data)
+        if not made_here:
+            what, lost = "was not made by a run in this session (opened from a file or drawn): it may hold corrections", \
+                ["its labels"]
+        elif edited:
+            what, lost = "was edited since the last run", ["your corrections"]
+        else:
+            what, lost = "holds the last run's prediction, not edited", []
+        if reviewed and volume:
+            marks = f"slice{'s' if len(reviewed) > 1 else ''} {correct.format_slice_ranges(reviewed)}"
+            what += f", and you marked {marks} reviewed"
+            lost.append(f"the reviewed marks of {marks}")
+        elif reviewed:  # (a 2D mask: one slice)
+            what += ", and you marked it reviewed"
+            lost.append("its reviewed mark")
+        found = _NUMBERED.match(layer_name)
+        kept_to = f"{found['base']} ({int(found['n']) + 1})" if found else f"{layer_name} (2)"
+        keep = f"No keeps it as it is (hidden) and puts the prediction in {kept_to!r}"
+        keep += ", with the slices you reviewed (their labels and marks) copied into it." if volume and reviewed else "."
         answer = QMessageBox.question(
-            self, "Overwrite edited mask?",
-            f"The mask {layer_name!r} {what}. Replace it with the new prediction?\n"
-            "No keeps your edits and puts the prediction in a new layer.",
+            self, "Overwrite edited mask?" if edited else "Overwrite reviewed mask?",
+            f"The mask {layer_name!r} {what}.\n\nYes replaces it with the new prediction: {' and '.join(lost)} will be "
+            f"lost.\n{keep}",
         )
         return answer == QMessageBox.Yes
 
@@ -78,6 +104,7 @@ class ResultLayers:
             if layer.name.startswith(f"{name} attention ") and "level" in (layer.metadata.get("attnseg") or {}) \
                     and layer.name not in fresh:
                 self.viewer.layers.remove(layer)
+        drop_stale_uncertainty(self.viewer, name)  # (N's map of the last run's probabilities)
         self._showing = True
         previous = [None]  # this run's layer shown last
         made: list[tuple[str, str, bool]] = []  # (layer name, kind, added new) of the layers shown so far
@@ -143,15 +170,18 @@ class ResultLayers:
 
     def _mask_target(self, base: str) -> str:
         """The layer a run's mask goes to: the newest of ``base``, ``base (2)``, ... (the one the
-        Correct tab uses), updated in place. If it was edited since, ``confirm_overwrite`` asks first;
-        No keeps the edits in it, hidden, and the mask goes to the next ``base (n)``."""
+        Correct tab uses), updated in place. If it was edited since or has slices marked reviewed,
+        ``confirm_overwrite`` asks first; No keeps the edits and marks in it, hidden, and the mask goes to the next
+        ``base (n)``."""
         layers = self.viewer.layers
         family = [base, *(f"{base} ({n})" for n in range(2, len(layers) + 2))]
         present = [name for name in family if name in layers]
         if not present:
             return base
         latest = layers[present[-1]]
-        if latest.metadata.get("attnseg_hash") == data_hash(latest.data):
+        # reviewed marks are the clinician's work too: a mask with marks is asked about, edited or not (they went
+        # with no question when its voxels were the last run's)
+        if latest.metadata.get("attnseg_hash") == data_hash(latest.data) and not latest.metadata.get("reviewed_slices"):
             return latest.name
         if self.confirm_overwrite(latest.name):  # replaced: the new data bring their own hash (made on the worker;
             return latest.name  # hashing the edited mask again here took the GUI thread 0.1-0.2 s on a 512^2 x 300 CT)
