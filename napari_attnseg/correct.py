@@ -300,12 +300,17 @@ def ignore_unreviewed(labels: np.ndarray, reviewed_slices: Iterable[int], ignore
     return out
 
 
-def edit_stats(prediction: np.ndarray, corrected: np.ndarray) -> dict:
-    """Voxels added and removed per class, and the Dice between prediction and correction."""
+def edit_stats(prediction: np.ndarray, corrected: np.ndarray, *, ignore: int | None = None) -> dict:
+    """Voxels added and removed per class, and the Dice between prediction and correction. ``ignore``: the
+    'ignore' value of exported labels: voxels holding it (slices nobody reviewed) are left out, and it is no class."""
     prediction = np.asarray(prediction)
     corrected = np.asarray(corrected)
     if prediction.shape != corrected.shape:
         raise InputError(f"Prediction {prediction.shape} and correction {corrected.shape} differ in shape.")
+    if ignore is not None:
+        k = _whole(ignore, "ignore", low=1)
+        keep = (prediction != k) & (corrected != k)
+        prediction, corrected = prediction[keep], corrected[keep]
     stats = {}
     for c in sorted((set(np.unique(prediction).tolist()) | set(np.unique(corrected).tolist())) - {0}):
         p, q = prediction == c, corrected == c
@@ -352,7 +357,7 @@ class EditCounts:
     napari panel recounted a 48x512x512 CT at every brush stroke or click, 0.3-0.45 s). :meth:`stats` equals
     ``edit_stats(prediction, corrected)`` of the corrected array after the edits."""
 
-    def __init__(self, prediction, corrected):
+    def __init__(self, prediction, corrected, *, ignore: int | None = None):
         prediction, corrected = np.asarray(prediction), np.asarray(corrected)
         if prediction.shape != corrected.shape:
             raise InputError(f"Prediction {prediction.shape} and correction {corrected.shape} differ in shape.")
@@ -362,6 +367,19 @@ class EditCounts:
         same = prediction == corrected
         self.agree = _counts(prediction[same])  # voxels whose value is the prediction's, per value
         self.changed = int(same.size - np.count_nonzero(same))
+        # ``ignore`` (edit_stats'): what the counts above hold on voxels where either array holds it, taken off
+        self.ignore = None if ignore is None else _whole(ignore, "ignore", low=1)
+        self.hidden: dict = {}  # prediction values where the correction holds 'ignore'
+        self.under: dict = {}  # correction values where the prediction holds 'ignore'
+        self.changed_hidden = 0  # changed voxels among them
+        if self.ignore is not None:
+            self._hide(prediction, corrected, 1)
+
+    def _hide(self, p: np.ndarray, values: np.ndarray, sign: int) -> None:
+        k = self.ignore
+        _add(self.hidden, p[(values == k) & (p != k)], sign)
+        _add(self.under, values[p == k], sign)
+        self.changed_hidden += sign * int(np.count_nonzero((p != values) & ((p == k) | (values == k))))
 
     def update(self, index, old, new) -> None:
         """The voxels at ``index`` (a tuple of index arrays, or of slices) went from ``old`` to ``new`` (arrays, or
@@ -381,13 +399,19 @@ class EditCounts:
         for values, sign in ((old, -1), (new, 1)):
             _add(self.corrected, values, sign)
             _add(self.agree, values[values == p], sign)
+            if self.ignore is not None:
+                self._hide(p, values, sign)
         self.changed += int(np.count_nonzero(p != new)) - int(np.count_nonzero(p != old))
 
     def stats(self) -> dict:
         """What :func:`edit_stats` returns for the prediction and the corrected array now."""
         stats = {}
-        for c in sorted((set(self.predicted) | set(self.corrected)) - {0}):
-            inter, p, q = self.agree.get(c, 0), self.predicted.get(c, 0), self.corrected.get(c, 0)
+        predicted, corrected = dict(self.predicted), dict(self.corrected)
+        for counts, hidden in ((predicted, self.hidden), (corrected, self.under)):
+            for v, n in hidden.items():
+                counts[v] = counts.get(v, 0) - n
+        for c in sorted({v for counts in (predicted, corrected) for v, n in counts.items() if n} - {0, self.ignore}):
+            inter, p, q = self.agree.get(c, 0), predicted.get(c, 0), corrected.get(c, 0)
             stats[str(int(c))] = {"added": q - inter, "removed": p - inter,
                                   "dice": 1.0 if p + q == 0 else 2.0 * inter / (p + q)}
-        return {"per_class": stats, "changed_voxels": self.changed}
+        return {"per_class": stats, "changed_voxels": self.changed - self.changed_hidden}

@@ -2,7 +2,8 @@
 
 ``<stem>_predict.json`` (the run's record) names the input and every output file, and the place of
 each attention map on the image grid (a TIFF keeps only its pixel size, not the half-pixel offset of
-a coarser map). Pure numpy: the napari reader only hands these tuples to the viewer.
+a coarser map) and the unit of its spacing. Reading it back as layers: :mod:`.results_layers` (its names are
+importable from here too).
 
 Writing a case is crash-safe: a hidden marker ``.<stem>_predict.partial`` is written first, the old
 record is deleted before any output is touched, every file is written atomically and the record is
@@ -15,115 +16,18 @@ from __future__ import annotations
 import glob
 import json
 import os
-import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .data import input_stat, read_image, stem, write_image
-from .data.orientation import volume_translate
+from .data import input_stat, stem, write_image
 from .data.volume import Volume
 from .errors import InputError
 from .inference.outputs import foreground_float32, map_affine, map_origin, room_for, size_text
-from .inference.prediction import AttentionMap, Prediction
-from .layers import Placement, prediction_layers
+from .results_layers import RECORD_SUFFIX, _output, is_record, read_record, record_layers, spacing_unit  # noqa: F401
 
-RECORD_SUFFIX = "_predict.json"
 PARTIAL_SUFFIX = "_predict.partial"  # hidden marker: ".<stem>_predict.partial"
-
-
-def is_record(path: str | Path) -> bool:
-    return Path(path).name.endswith(RECORD_SUFFIX)
-
-
-def read_record(path: str | Path) -> dict:
-    p = Path(path)
-    try:
-        record = json.loads(p.read_text())
-    except FileNotFoundError:
-        raise InputError(f"{p} does not exist.") from None
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{p} is not a readable prediction record ({exc}).") from None
-    if not isinstance(record, dict) or "mask" not in record or "input" not in record:
-        raise InputError(f"{p} is not a record written by `attnseg predict` (no 'input'/'mask' entries).")
-    return record
-
-
-def _output(folder: Path, name: str, record_path: Path, channels: bool = False) -> np.ndarray:
-    f = folder / name
-    if not f.exists():
-        raise InputError(f"{record_path} names {name}, which is not in {folder}; was it moved or deleted?")
-    if channels and f.name.lower().endswith((".nii", ".nii.gz")):
-        import nibabel as nib
-
-        arr = np.asanyarray(nib.load(str(f)).dataobj)
-        if arr.ndim == 4:  # one probability per class: (i, j, k, c) as written, (c, k, j, i) in the array convention
-            return np.ascontiguousarray(arr.transpose(3, 2, 1, 0))
-    return np.asarray(read_image(f).data)
-
-
-def record_layers(path: str | Path) -> list[tuple]:
-    """Layer data tuples for a prediction record: the input image, the mask (labels), the probability
-    (hidden) and one heatmap per attention level, placed exactly as the segment widget places them.
-
-    A missing input image is a warning (the outputs still open, on the recorded pixel size); a missing
-    output named by the record is an error that names it.
-    """
-    from .cohort.cases import read_with_channel
-    from .cohort.inputs import segmented_channel
-
-    p = Path(path)
-    record = read_record(p)
-    folder = p.parent
-    name = p.name[: -len(RECORD_SUFFIX)]
-    spacing = tuple(float(s) for s in record.get("spacing") or ())
-
-    layers: list[tuple] = []
-    image = None
-    for candidate in (Path(record["input"]), folder / str(record.get("input_reference") or "")):
-        if candidate != folder and candidate.exists():
-            image = segmented_channel(*read_with_channel(candidate, record.get("channel")))  # (a 4D NIfTI: its volume)
-            break
-    colour = image is not None and str(image.meta.get("axes", "")).endswith("S")  # a picture: (y, x, RGB)
-    if image is not None:
-        spacing = tuple(float(s) for s in image.spacing)[:image.data.ndim - colour]
-        meta = {"source_path": str(image.meta.get("source_path", record["input"])), "spacing": list(spacing),
-                "format": image.meta.get("format")}
-        if image.affine is not None:
-            meta["affine"] = np.asarray(image.affine).tolist()
-        for key in ("nifti", "modality"):  # header codes and qform: a mask saved from napari keeps them
-            if image.meta.get(key):
-                meta[key] = image.meta[key]
-        translate = volume_translate(image) or (0.0,) * len(spacing)
-        layers.append((image.data, {"name": name, "scale": spacing, "translate": translate, "metadata": meta,
-                                    **({"rgb": True} if colour else {})}, "image"))
-    else:
-        warnings.warn(f"{p}: the input {record['input']} is gone; showing the outputs only.", stacklevel=2)
-
-    labels = _output(folder, record["mask"], p)
-    if image is not None and tuple(image.data.shape[:image.data.ndim - colour][-labels.ndim:]) != labels.shape:
-        raise InputError(f"{p}: the mask {record['mask']} has shape {labels.shape} but the input "
-                         f"{record['input']} has {image.data.shape}; the input was replaced since the prediction.")
-    if len(spacing) != labels.ndim:
-        spacing = (1.0,) * labels.ndim
-    probabilities = None
-    if record.get("probability"):
-        fg = _output(folder, record["probability"], p, channels=True).astype(np.float32)
-        fg = fg[None] if fg.ndim == labels.ndim else fg
-        probabilities = np.concatenate([np.clip(1.0 - fg.sum(0, keepdims=True), 0, 1), fg])
-    maps = [AttentionMap(m["name"], int(m["level"]), _output(folder, m["file"], p).astype(np.float32),
-                         tuple(m["scale"]), tuple(m["translate"])) for m in record.get("attention", [])]
-    pred = Prediction(labels=labels, probabilities=probabilities, attention=maps,
-                      classes=list(record.get("classes") or []), device=record.get("device", ""),
-                      precision=record.get("precision", ""), timings=dict(record.get("timings_s") or {}),
-                      params=dict(record.get("params") or {}), warnings=list(record.get("warnings") or []))
-    meta = {"source_layer": name, "model": record.get("model"), "checkpoint": record.get("model_path"),
-            "checkpoint_sha256": record.get("model_weights_sha256"), "device": pred.device,
-            "precision": pred.precision, "params": pred.params, "timings": pred.timings, "record": str(p)}
-    where = translate if image is not None and len(translate) == labels.ndim else (0.0,) * labels.ndim
-    layers += prediction_layers(None, pred, name, Placement(spacing, tuple(where)), meta=meta)
-    return layers
 
 
 # ----------------------------------------------------------------------------------------------
@@ -329,7 +233,8 @@ def write_prediction(out: str | os.PathLike, src: str | os.PathLike, vol, model,
         record.update(mask=written[0].name, probability=written[1].name if pred.probabilities is not None else None,
                       attention=maps, shape=list(pred.labels.shape), spacing=list(vol.spacing),
                       request=_jsonable(request), output_stats={p.name: _stat(p) for p in written},
-                      **_channel_of(vol), **(extra or {}))
+                      **({"unit": unit} if (unit := spacing_unit(vol.meta)) else {}), **_channel_of(vol),
+                      **(extra or {}))
         with room_for(record_path(out, src), out, src, pred):
             write_json_atomic(record_path(out, src), record)  # the commit point
     except Exception:  # Ctrl+C or a kill leaves the marker and what was written, like a crash (see case_state)

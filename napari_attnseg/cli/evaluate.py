@@ -78,10 +78,14 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import InputError
     from ..evaluation import false_positive_only, label_mismatch, names_to_classes, probability_map_note
     from ..inference import predict
+    from ..inference.checks import check_time_axis
     from ..training.losses import dice_per_class
 
     model = load_model(args.model, device=args.device)
     image, ref = read_for_model(args.image, args.channel, model), read_input(args.labels)
+    if time_lapse := check_time_axis(str(image.meta.get("axes") or ""), tuple(image.data.shape), args.image,
+                                     model.in_channels > 1, model.spatial_dims):
+        print(f"warning: {time_lapse}", file=sys.stderr)
     # the reference on the image's grid, as export takes it: stored in another orientation it is turned, voxel for
     # voxel (it was scored flipped); off the grid (shifted, another voxel size) it is refused, not scored
     ref, moved = on_image_grid(image, ref, "reference labels")

@@ -136,6 +136,7 @@ def run(args: argparse.Namespace) -> int:
     from ..data.orientation import volume_codes
     from ..errors import AttnSegError, InputError
     from ..inference import predict
+    from ..inference.checks import check_time_axis
     from ..results import (
         existing_outputs,
         foreign_message,
@@ -175,6 +176,8 @@ def run(args: argparse.Namespace) -> int:
                     f"wrote it is then kept in {out / EDITED_DIR})."
                 )
             vol = read_for_model(src, args.channel, model)
+            time_lapse = check_time_axis(str(vol.meta.get("axes") or ""), tuple(vol.data.shape), src,
+                                         model.in_channels > 1, model.spatial_dims)
             if vol.meta.get("note"):  # e.g. a grey image saved as RGB, read as grey
                 print(f"{src}: note: {vol.meta['note']}", file=sys.stderr)
             with TileProgress(src.name) as progress:
@@ -185,6 +188,8 @@ def run(args: argparse.Namespace) -> int:
                                orientation=volume_codes(vol), progress=progress, return_probabilities=not args.no_prob)
             if vol.meta.get("warning"):  # what the reader noticed (uneven DICOM slices, ...) goes with the result
                 pred.warnings.insert(0, str(vol.meta["warning"]))
+            if time_lapse:  # (frames taken for slices by a 3D model)
+                pred.warnings.insert(0, time_lapse)
             fmt = "tiff" if vol.meta.get("format") == "tiff" else "nifti"  # PNG/JPEG/BMP read as TIFF
             if kept := keep_edited_mask(out, src):  # --overwrite never deletes a corrected mask
                 pred.warnings.append(kept_warning(kept))

@@ -68,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
     from ..correct import format_slice_ranges, parse_slice_ranges
     from ..data.orientation import volume_codes
     from ..errors import InputError
+    from ..inference.checks import check_time_axis
     from ..suggest import predict_uncertainty, suggest_slices
 
     if args.n < 1:
@@ -77,6 +78,9 @@ def run(args: argparse.Namespace) -> int:
         check_uncertainty_path(unc_path, Path(args.image), args.overwrite)
     model = load_model(args.model, device=args.device)
     vol = read_for_model(args.image, args.channel, model)
+    if time_lapse := check_time_axis(str(vol.meta.get("axes") or ""), tuple(vol.data.shape), args.image,
+                                     model.in_channels > 1, model.spatial_dims):
+        print(f"warning: {time_lapse}", file=sys.stderr)
     image = np.asarray(vol.data)
     if image.ndim < 3:
         raise InputError(f"{args.image} is a 2D image; suggestions are slices of a volume.")

@@ -46,6 +46,10 @@ def check_input(model, image, mode: str | None) -> tuple[str, bool]:
     if spatial_ndim not in (2, 3):
         hint = (" Is it an RGB or multi-channel image? Segment one channel (attnseg predict --channel K; in Python "
                 "index that axis)." if image.ndim and min(image.shape) in (2, 3, 4) else "")
+        if spatial_ndim == 4:  # (t, z, y, x) reads the same: a time-lapse of volumes, a channel already picked
+            hint = (" Is it a time-lapse of volumes (t, z, y, x), or an image with several channels? Segment one "
+                    "time point at a time (split the time points into files of their own), or one channel "
+                    "(--channel K); in Python index that axis.")
         raise InputError(
             f"The model expects a 2D image or a 3D volume{' with a channel axis first' if has_channels else ''}; "
             f"got an {_describe(image)}.{hint}"
@@ -80,6 +84,28 @@ def check_input(model, image, mode: str | None) -> tuple[str, bool]:
     if mode == "slices" and (dims != 2 or spatial_ndim != 3):
         raise InputError(f"mode 'slices' runs a 2D model over a volume; the model is {dims}D and the image has {spatial_ndim} spatial axes.")
     return mode, has_channels
+
+
+def check_time_axis(axes: str, shape: tuple[int, ...], src, has_channels: bool = False,
+                    dims: int | None = None) -> str | None:
+    """An input whose axes (tifffile's: an ImageJ TZCYX hyperstack, its channel picked) hold time points of
+    volumes: an :class:`InputError` that says so, and what to do, before the model's "2D image or 3D volume" check
+    asks whether it is multi-channel (after ``--channel K`` was given). A time-lapse of 2D images (TYX) for a 3D
+    model (``dims``): the warning to give with its result (it runs over the frames as the slices of one volume, as
+    the napari Segment tab warns); a 2D model segments it frame by frame. None otherwise."""
+    spatial = len(shape) - (1 if has_channels else 0)
+    if len(axes) != len(shape) or "T" not in axes or spatial < 3:
+        return None
+    volume = " x ".join(str(n) for a, n in zip(axes, shape) if a in "ZYX")
+    t = shape[axes.index("T")]
+    if spatial == 3:
+        return (f"{src} is a time-lapse (axes {axes}: {t} time points of {volume}): the 3D model took its frames as "
+                "the slices of one volume; a 2D model segments each frame on its own (if they are z-slices, "
+                "make them slices, not frames: Fiji's Image > Properties)") if dims == 3 and "Z" not in axes else None
+    raise InputError(f"{src} is a time-lapse of volumes (axes {axes}: {t} time points of {volume}); a model segments "
+                     "one 2D image or volume at a time. Split the time points into files of their own (in Fiji: "
+                     "Image > Duplicate... with one frame; in Python: tifffile.imread(path)[t] for each t) and "
+                     "segment each.")
 
 
 def _channel_last(shape: tuple[int, ...]) -> bool:

@@ -178,8 +178,14 @@ def make_split(labels: list[np.ndarray], case_ids: list[str], *, ignore: int | N
     else:
         split = _default_slabs(labels[0], ignore, val_fraction, case_ids)
     split.shapes = list(shapes)
-    from .split_checks import check_split, describe_validation  # (they use this module's helpers)
+    from .split_checks import (  # (they use this module's helpers)
+        check_given_slices,
+        check_split,
+        describe_validation,
+    )
 
+    if val_slices and not split_file:
+        check_given_slices(split, labels[split.val[0].case], val_slices, ignore, slices)
     check_split(split, labels, ignore)
     describe_validation(split, labels, ignore)
     return split

@@ -9,6 +9,35 @@ from ..errors import DatasetError
 from .split import ROLES, Split, _labelled, _labelled_rows, _overlap, _ranges, format_box
 
 
+def check_given_slices(split: Split, lab, held: list[int], ignore, slices: bool) -> None:
+    """Validation slices given by hand that are not reviewed (every voxel 'ignore') validate nothing. A 2D model
+    on a volume (``slices``) validates slice by slice, and a validation left without labelled foreground cannot
+    measure: both are refused, naming them and the reviewed slices to pick from (as the napari Fine-tune tab
+    does); a 3D model keeps them as context of its validation slab, which the warnings say. Slices of which none
+    is reviewed are left to :func:`check_split`."""
+    if ignore is None:
+        return
+    rows = _labelled_rows(lab, ignore).tolist()
+    unreviewed = sorted(z for z in set(held) if z not in set(rows))
+    measured = sorted(z for z in set(held) if z in set(rows))
+    if not unreviewed or not measured:
+        return
+    fg = ((lab > 0) & _labelled(lab, ignore)).reshape(lab.shape[0], -1).any(1)
+    unit = "slices" if lab.ndim == 3 else "rows"
+    one = len(unreviewed) == 1
+    what = (f"{unit[:-1] if one else unit} {_ranges(unreviewed)} of case {split.case_ids[split.val[0].case]} "
+            f"{'is' if one else 'are'} not reviewed (exported as 'ignore')")
+    if slices or not fg[measured].any():
+        why = ("" if fg[measured].any() else f"; the other{'' if len(measured) == 1 else 's'} ({_ranges(measured)}) "
+               f"hold{'s' if len(measured) == 1 else ''} no labelled foreground, so the validation Dice could not "
+               "measure the segmentation")
+        raise DatasetError(f"Validation {what} and validate{'s' if one else ''} nothing{why}. The reviewed {unit} are {_ranges(rows)} "
+                           f"(with foreground: {_ranges([z for z in rows if fg[z]]) or 'none'}); pick the validation "
+                           f"{unit} among them, or leave them to be chosen automatically.")
+    split.warnings.append(f"validation {what}: {'it is' if one else 'they are'} context for the model, but the validation Dice measures "
+                          f"the reviewed {unit} {_ranges(measured)} only")
+
+
 def describe_validation(split: Split, labels, ignore) -> None:
     """Fill ``split.validation`` and, where the validation cannot measure the foreground, the warnings
     and the fallback criterion."""
