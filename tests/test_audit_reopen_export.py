@@ -61,18 +61,25 @@ def test_an_exported_label_file_reopens_with_its_reviewed_slices_and_ignore_name
     assert "3-5,9" in said and IGNORE_NAME in said and "value 2" in said, said
 
 
-def test_a_reopened_label_file_exports_again_with_its_review_and_no_ignore_class(make_napari_viewer, qtbot, tmp_path):
-    """Correct tab Export of the reopened case into a new dataset: the same reviewed slices, 'ignore' on the others
-    (the new dataset's value), a label table of the real classes only."""
+def _correct_tab_on_reopened(make_napari_viewer, qtbot, tmp_path):
+    """The Correct tab on the image and the reopened label file of an nnU-Net export, exporting to DS2: (panel, the
+    labels exported)."""
     from napari_attnseg._napari.correct_widget import CorrectWidget
 
-    image_file, label_file, image, labels = _exported(tmp_path, "nnunet")
+    image_file, label_file, _, labels = _exported(tmp_path, "nnunet")
     viewer = make_napari_viewer()
     corr = CorrectWidget(viewer)
     (img,) = viewer.open(str(image_file), plugin="napari-attnseg")
     layer = _reopen(viewer, qtbot, label_file)
     corr.labels_combo.value, corr.image_combo.value = layer.name, img.name
     corr.dataset_edit.value = str(tmp_path / "DS2")
+    return corr, labels
+
+
+def test_a_reopened_label_file_exports_again_with_its_review_and_no_ignore_class(make_napari_viewer, qtbot, tmp_path):
+    """Correct tab Export of the reopened case into a new dataset: the same reviewed slices, 'ignore' on the others
+    (the new dataset's value), a label table of the real classes only."""
+    corr, labels = _correct_tab_on_reopened(make_napari_viewer, qtbot, tmp_path)
     assert corr.export() is not None
     qtbot.waitUntil(lambda: corr.export_button.enabled, timeout=60000)
     manifest = json.loads((tmp_path / "DS2" / "manifest.json").read_text())
@@ -89,21 +96,14 @@ def test_a_reopened_label_file_exports_again_with_its_review_and_no_ignore_class
 def test_a_reviewed_slice_still_holding_ignore_is_refused_by_name(make_napari_viewer, qtbot, tmp_path, notifications):
     """Slice 6 was not reviewed (it holds 'ignore'); marking it reviewed and exporting was refused as 'label value 2
     ... only 2 class names', which did not say that 2 is the 'ignore' of the unreviewed slices."""
-    from napari_attnseg._napari.correct_widget import CorrectWidget
     from napari_attnseg._napari.tiff_masks import IGNORE_NAME
 
-    image_file, label_file, _, _ = _exported(tmp_path, "nnunet")
-    viewer = make_napari_viewer()
-    corr = CorrectWidget(viewer)
-    (img,) = viewer.open(str(image_file), plugin="napari-attnseg")
-    layer = _reopen(viewer, qtbot, label_file)
-    corr.labels_combo.value, corr.image_combo.value = layer.name, img.name
+    corr, _ = _correct_tab_on_reopened(make_napari_viewer, qtbot, tmp_path)
     corr.mark_slices([6])
-    corr.dataset_edit.value = str(tmp_path / "DS2")
     assert corr.export() is None and not (tmp_path / "DS2").exists()
     said = str(notifications[-1].message)
     assert "reviewed slices 6 still hold" in said and IGNORE_NAME in said and "Shift+R" in said, said
-    layer.data[6] = 0  # painted: exported
+    corr.viewer.layers[corr.labels_combo.value].data[6] = 0  # painted: exported
     assert corr.export() is not None
     qtbot.waitUntil(lambda: corr.export_button.enabled, timeout=60000)
     (case,) = json.loads((tmp_path / "DS2" / "manifest.json").read_text())["cases"]
