@@ -252,7 +252,8 @@ def run_training(cfg) -> int:
     main = is_main_process()
     bar = ProgressBar()
     try:
-        result = train(cfg, progress=bar.epoch if main else None, on_step=bar.step if main else None)
+        result = train(cfg, progress=bar.epoch if main else None, on_step=bar.step if main else None,
+                       on_split=print_split if main else None)
     finally:
         bar.close()
     if main:
@@ -261,6 +262,16 @@ def run_training(cfg) -> int:
         if hint:
             print(hint, file=sys.stderr)
     return 0
+
+
+def print_split(split) -> None:
+    """The split and its warnings on stderr before the first epoch (the summary repeats them): a validation that
+    cannot measure (one slice with foreground, unreviewed slices, none: the training loss chooses) is said before
+    the budget is spent, while the run can still be stopped and given other --val-slices / --val-region."""
+    print(f"split: {split.describe()}", file=sys.stderr)
+    for warning in split.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    sys.stderr.flush()
 
 
 def scratch_hint(cfg, result) -> str | None:

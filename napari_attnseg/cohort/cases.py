@@ -188,6 +188,7 @@ def _run_case(job: _Job, model, slot: _Slot, worker: str = "") -> CaseResult:
     res = CaseResult(case=job.case, input=job.src, status="failed", worker=worker)
     queued = 0.0  # waiting for the compute slot (another case computing): not this case's time
     try:
+        from ..inference.checks import check_time_axis
         from .inputs import pick_channel
         from .outputs import (
             is_name_too_long,
@@ -198,6 +199,9 @@ def _run_case(job: _Job, model, slot: _Slot, worker: str = "") -> CaseResult:
 
         vol = pick_channel(*_read_case(job.src, job.channel), int(getattr(model, "in_channels", 1)), job.src,
                            dims=getattr(model, "spatial_dims", None))
+        # a time-lapse of volumes fails naming its axes; frames a 3D model takes for slices: a warning (as one file)
+        time_lapse = check_time_axis(str(vol.meta.get("axes") or ""), tuple(vol.data.shape), job.src,
+                                     int(getattr(model, "in_channels", 1)) > 1, getattr(model, "spatial_dims", None))
         t1 = time.perf_counter()
         res.read_s = t1 - t0
         with slot.lock:
@@ -222,6 +226,8 @@ def _run_case(job: _Job, model, slot: _Slot, worker: str = "") -> CaseResult:
         for key in ("note", "warning"):  # what the reader noticed (uneven DICOM slices, grey saved as RGB, ...)
             if vol.meta.get(key):
                 pred.warnings.insert(0, str(vol.meta[key]))
+        if time_lapse:
+            pred.warnings.insert(0, time_lapse)
         kept = keep_edited_mask(job.out, job.src)  # --overwrite, or edited during the run: the user's work stays
         if kept:
             pred.warnings.append(kept_warning(kept))

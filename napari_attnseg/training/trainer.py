@@ -391,16 +391,22 @@ class Trainer(RunSetup, CardWriter, Refit, FarNegatives, TimeBudget, Resume):
             self.notes.append(f"bf16 changed the start model's validation Dice ({before_fp32:.4f} -> {bf:.4f}); "
                               "trained in fp32")
 
-def train(cfg: TrainConfig, *, progress: Callable[[dict], Any] | None = None, cancel: Any = None, on_step: Callable[[dict], Any] | None = None) -> TrainResult:
+def train(cfg: TrainConfig, *, progress: Callable[[dict], Any] | None = None, cancel: Any = None, on_step: Callable[[dict], Any] | None = None,
+          on_split: Callable[[Split], Any] | None = None) -> TrainResult:
     """Train (or fine-tune, when ``cfg.start_model`` is set) and return the result summary.
 
     ``progress`` gets a dict after every epoch (epoch, epochs, loss, val_dice, val_dice_per_class, best,
     lr, elapsed, budget); ``on_step`` one after every optimizer step; ``cancel`` is a ``CancelToken``
-    (cancelling keeps the best checkpoint so far and returns with ``cancelled=True``). Nothing was learned when
-    no epoch beat the start model before a cancel, or at all with a new output layer (other classes; the start
-    with a random head is no model): ``kept_start`` is set, no checkpoint is written, ``checkpoint`` is ``""``.
+    (cancelling keeps the best checkpoint so far and returns with ``cancelled=True``); ``on_split`` gets the
+    :class:`.split.Split` once made, before the first epoch (its ``describe()`` and ``warnings``: a validation
+    that cannot measure is said before the run, not only in the notes). Nothing was learned when no epoch beat
+    the start model before a cancel, or at all with a new output layer (other classes; the start with a random
+    head is no model): ``kept_start`` is set, no checkpoint is written, ``checkpoint`` is ``""``.
     """
     from .quiet import engine_warnings_once
 
     with engine_warnings_once():  # (the run segments the same images again and again)
-        return Trainer(cfg, progress, cancel, on_step).fit()
+        trainer = Trainer(cfg, progress, cancel, on_step)
+        if on_split is not None and trainer.dist.is_main:  # the split and its warnings, before the first epoch
+            on_split(trainer.split)
+        return trainer.fit()
