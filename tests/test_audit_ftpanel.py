@@ -181,3 +181,22 @@ def test_the_panel_shows_the_class_table_warnings_before_training(make_napari_vi
     qtbot.waitUntil(lambda: w.run_button.enabled, timeout=120000)
     assert any("'y' (value 2)" in s and "no labelled voxel" in s for s in said), said
     assert not any(s.startswith("warning:") for s in said)
+
+
+@pytest.mark.gui
+def test_the_panel_says_a_weak_validation_before_training(make_napari_viewer, tmp_path, qtbot, monkeypatch):
+    """*Validation slices* 4,12 (one of them with foreground): the split's "foreground on one slice only: its Dice
+    is a weak guide" came only in the status after the whole budget; it is said as the run starts, like the CLI."""
+    import napari_attnseg._napari.finetune_widget as fw
+
+    ds, start = _volume_dataset(tmp_path)  # 14 slices, reviewed 1,4,6,8,12, foreground on 3-10
+    said = []
+    monkeypatch.setattr(fw, "notify_warning", said.append)
+    w = _panel(make_napari_viewer(), ds, start)
+    w.val_edit.value = "4,12"
+    w.minutes_spin.value = 0.5
+    assert w.run() is not None
+    qtbot.waitUntil(lambda: any("weak guide" in s for s in said), timeout=60000)
+    assert not w.history, "said before the first epoch"
+    w.cancel_button.native.click()
+    qtbot.waitUntil(lambda: w.run_button.enabled, timeout=120000)

@@ -260,7 +260,9 @@ class FinetuneWidget(Undockable, QWidget, StartModels, ValidationField):
             def target():
                 try:
                     result["value"] = train(cfg, progress=lambda info: updates.put(("epoch", info)),
-                                            cancel=run.token, on_step=on_step)
+                                            cancel=run.token, on_step=on_step,  # a weak validation, said before the run
+                                            on_split=lambda split: [updates.put(("warning", {"text": w}))
+                                                                    for w in split.warnings])
                 except BaseException as exc:  # re-raised in the worker below
                     result["error"] = exc
                 if "error" in result or not result["value"].checkpoint:
