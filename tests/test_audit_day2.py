@@ -71,7 +71,7 @@ def test_a_run_that_learnt_is_the_next_rounds_start(dock, qtbot, tmp_path, monke
     from napari_attnseg import training
     from napari_attnseg.training.config import TrainResult
 
-    def learnt(cfg, progress=None, cancel=None, on_step=None):
+    def learnt(cfg, progress=None, cancel=None, on_step=None, on_split=None):
         out = Path(cfg.out) / "best.safetensors"
         _save(out, cfg.name, 7, dataset=cfg.dataset, start_model=str(cfg.start_model))
         return TrainResult(checkpoint=str(out), val_dice_before=0.5, val_dice_after=0.6, test_dice=None, epochs=2,
