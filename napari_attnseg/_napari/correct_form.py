@@ -20,10 +20,13 @@ from magicgui.widgets import (
     PushButton,
     SpinBox,
 )
+from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QSizePolicy, QVBoxLayout
 
 from ..options import DATASET_FORMATS
-from ._common import set_choices
+from ._common import is_deleted, notify_warning, set_choices
+from .correct_stats import mask_ignore
+from .tiff_masks import IGNORE_NAME
 
 
 def _button(text: str, slot, tooltip: str | None = None) -> PushButton:
@@ -239,15 +242,38 @@ class ClassList:
     """The helpers' *Class* list follows the chosen mask's label values: built when the mask is chosen (or its data
     replaced), and grown when a brush stroke, a click or a helper writes a value above the last one listed, read
     from the edit's own values (its paint event), never from the volume. It was built only when another mask was
-    chosen: a class added by painting or clicking could not be picked. Needs the panel's ``class_combo`` and
-    ``_watched`` (the chosen mask)."""
+    chosen: a class added by painting or clicking could not be picked. The 'ignore' value of a label file an export
+    wrote (slices nobody reviewed) is no class: never listed. The *Class names* field follows the mask's names too
+    (:meth:`_take_names`). Needs the panel's ``class_combo``, ``class_names_edit``, ``_auto_names`` and ``_watched``
+    (the chosen mask)."""
 
     _class_top = 0  # the highest value listed
     _class_names: list[str] = []  # the mask's class names (its card's or metadata's), background first
 
+    def _take_names(self, layer, rerun: bool = False) -> None:
+        """The class names of ``layer`` (its metadata's, else its features') in the *Class names* field, unless names
+        were typed there (kept), and in the Class list. ``rerun``: its data were replaced, e.g. a run updated it in
+        place with its model's names (the field kept the last model's: an export named the new labels with them);
+        names typed for it stay (in its metadata too, for File > Save), and a model of other classes is said."""
+        classes = [str(c) for c in layer.metadata.get("class_names") or []] or (
+            [str(c) for c in layer.features["class"] if str(c) != IGNORE_NAME]
+            if "class" in getattr(layer, "features", {}) else [])
+        names, typed = ", ".join(dict.fromkeys(classes)), self.class_names_edit.value.strip()
+        if typed in ("", self._auto_names, names):  # never replace typed names
+            with self.class_names_edit.changed.blocked():
+                self.class_names_edit.value = names
+        elif rerun and all(own := [n.strip() for n in typed.split(",")]):
+            if names and names != self._auto_names:
+                notify_warning(f"{layer.name} now holds a prediction of the classes {names}; the class names you "
+                               f"typed ({typed}) are kept for its export and File > Save. If its label values are "
+                               "the model's classes, type their names in Class names (Export for fine-tuning).")
+            layer.metadata["class_names"] = classes = own
+        self._auto_names = names
+        self._list_classes(layer, classes)  # (and as values are painted: _values_painted)
+
     def _list_classes(self, layer, classes: list[str] | None = None, top: int | None = None) -> None:
         """List the classes 1..top of ``layer`` (``top``: the highest value; default read from its data), keeping
-        the chosen one."""
+        the chosen one; never its 'ignore' value."""
         if classes is not None:
             self._class_names = classes
         classes = self._class_names
@@ -255,8 +281,10 @@ class ClassList:
             top = int(np.asarray(layer.data).max(initial=0))
         top = max(len(classes) - 1, top)
         self._describe_units(layer)  # (the mask chosen, or its data replaced)
-        names = [classes[i] if i < len(classes) else f"class {i}" for i in range(1, top + 1)]
-        set_choices(self.class_combo, [("all classes", 0), *((f"{i}: {n}", i) for i, n in enumerate(names, 1))])
+        ignore = mask_ignore(layer)  # (a reopened label file's unreviewed slices: listed, it was "2: class 2")
+        values = [i for i in range(1, top + 1) if i != ignore]
+        set_choices(self.class_combo, [("all classes", 0), *(
+            (f"{i}: {classes[i] if i < len(classes) else f'class {i}'}", i) for i in values)])
         self._class_top = top
 
     def _follow_values(self, layer, on: bool) -> None:
@@ -275,5 +303,9 @@ class ClassList:
             self._list_classes(self._watched, top=top)
 
     def _values_replaced(self, *_) -> None:
-        if self._watched is not None:
-            self._list_classes(self._watched)
+        layer = self._watched
+        if layer is None:
+            return
+        self._list_classes(layer)
+        # a run updating the mask in place sets its data before its metadata (its model's class names): read next
+        QTimer.singleShot(0, lambda: is_deleted(self) or layer is not self._watched or self._take_names(layer, True))

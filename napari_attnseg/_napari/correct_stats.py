@@ -7,10 +7,18 @@ from __future__ import annotations
 import numpy as np
 
 from .. import correct
+from ..data.manifest import ignore_value_of
 from ._common import error_message
 from .job_pool import thread_worker
 
 BACKGROUND_VOXELS = 4_000_000  # helpers and edit counts on larger whole volumes run in a worker
+
+
+def mask_ignore(layer) -> int | None:
+    """The 'ignore' value (slices nobody reviewed) of a mask reopened from a label file an export wrote, from its
+    dataset's manifest; None for any other mask. It is no class: not listed for the helpers, not counted."""
+    path = (getattr(layer, "metadata", None) or {}).get("source_path")
+    return ignore_value_of(path) if path else None
 
 
 def _history(layer):
@@ -93,7 +101,7 @@ class LiveStats:
         self._counts = None
         data = np.asarray(layer.data)
         if data.size <= BACKGROUND_VOXELS or layer is not self._watched:
-            counts = correct.EditCounts(prediction, data)
+            counts = correct.EditCounts(prediction, data, ignore=mask_ignore(layer))
             if layer is self._watched:
                 self._counts, self._counts_key, self._undo_tops = counts, (layer, prediction), _history(layer)
             return counts.stats()
@@ -102,11 +110,11 @@ class LiveStats:
         return None
 
     def _count_in_background(self, layer, prediction, data) -> None:
-        version = self._version
+        version, ignore = self._version, mask_ignore(layer)
 
         @thread_worker(start_thread=False, ignore_errors=True)
         def work():
-            return correct.EditCounts(prediction, data)
+            return correct.EditCounts(prediction, data, ignore=ignore)
 
         def done(counts):
             self._counting = None

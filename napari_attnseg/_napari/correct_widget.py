@@ -184,14 +184,7 @@ class CorrectWidget(Undockable, QWidget, CorrectForm, ClassList, CorrectExport, 
                     with self.image_combo.changed.blocked():
                         self.image_combo.value = source
                 self._next_case(layer)  # (names, case id and suggestion of another case go)
-                classes = [str(c) for c in layer.metadata.get("class_names") or []] or (
-                    [str(c) for c in layer.features["class"]] if "class" in getattr(layer, "features", {}) else [])
-                names = ", ".join(dict.fromkeys(classes))
-                if self.class_names_edit.value.strip() in ("", self._auto_names):  # never replace typed names
-                    with self.class_names_edit.changed.blocked():
-                        self.class_names_edit.value = names
-                self._auto_names = names
-                self._list_classes(layer, classes)  # (and as values are painted: _values_painted)
+                self._take_names(layer)  # its class names (typed ones kept) and Class list
             self._update_info()  # (the same mask still chosen: nothing to show anew)
 
     def _names_typed(self, *_) -> None:

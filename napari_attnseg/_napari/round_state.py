@@ -57,9 +57,10 @@ def carry_reviewed(viewer, layer) -> list[int]:
     layer.metadata[REVIEWED_KEY] = rev
     if older.metadata.get("class_names") and not layer.metadata.get("class_names"):
         layer.metadata["class_names"] = list(older.metadata["class_names"])
-    notify_info(f"{layer.name} holds the new prediction, except on the slices you reviewed in {older.name} "
-                f"({correct.format_slice_ranges(rev)}): their labels and reviewed marks were carried over, so your "
-                f"corrections stay and Next suggested slice skips them. {older.name} is kept as it was (hidden).")
+    # (the layer names quoted, the slices named: "reviewed in vol mask (1-2,5)" read like the layer "vol mask (2)")
+    notify_info(f"'{layer.name}' holds the new prediction, except on the slices you reviewed in '{older.name}' "
+                f"(slices {correct.format_slice_ranges(rev)}): their labels and reviewed marks were carried over, so "
+                f"your corrections stay and Next suggested slice skips them. '{older.name}' is kept as it was (hidden).")
     return rev
 
 
