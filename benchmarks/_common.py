@@ -9,7 +9,24 @@ from pathlib import Path
 
 from napari_attnseg._files import describe_machine
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = Path(__file__).resolve().parent / "results"  # the committed tables
+_out: Path | None = None  # where write() puts tables: --out, else RESULTS
+
+
+def add_out_option(ap) -> None:
+    """``--out DIR``: write the tables there instead of over the committed ones in benchmarks/results/."""
+    ap.add_argument("--out", type=Path, default=None,
+                    help="folder for the .md/.json tables (default: benchmarks/results/, the committed ones)")
+
+
+def results_dir(out: Path | str | None = None) -> Path:
+    """The folder tables go to; ``out`` (a script's --out) sets it for the rest of the run."""
+    global _out
+    if out is not None:
+        _out = Path(out)
+    folder = _out or RESULTS
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 def machine() -> str:
@@ -37,14 +54,23 @@ def dice(a, b) -> float:
 
 
 def write(name: str, rows: list[dict], header: str, meta: dict) -> str:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{name}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    folder = results_dir()
+    (folder / f"{name}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     cols = list(rows[0])
     lines = [header, "", f"Machine: {meta['machine']}", "", "| " + " | ".join(cols) + " |",
              "|" + "---|" * len(cols)]
     for r in rows:
         lines.append("| " + " | ".join(str(r[c]) for c in cols) + " |")
     text = "\n".join(lines) + "\n"
-    (RESULTS / f"{name}.md").write_text(text)
+    (folder / f"{name}.md").write_text(text)
     print(text)
     return text
+
+
+def require_monai(script: str) -> None:
+    """Stop with how to install MONAI when a script that compares with it runs without it."""
+    try:
+        import monai  # noqa: F401
+    except ImportError:
+        raise SystemExit(f"{script} compares with MONAI, which is not installed here. Install the bench extra: "
+                         "pip install -e '.[bench]' (or: pip install monai==1.6.1)") from None

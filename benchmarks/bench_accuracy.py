@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine, median_time, write  # noqa: E402
+from _common import add_out_option, machine, median_time, results_dir, write  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 ARCHS = ("unet", "attention_unet", "msga", "transfuse")
@@ -37,7 +37,9 @@ def main() -> None:
     ap.add_argument("--shared", default=str(REPO.parent / "shared" / "data"))
     ap.add_argument("--archs", default=",".join(ARCHS))
     ap.add_argument("--brain", action="store_true", help="the 3D table on the brain split instead")
+    add_out_option(ap)
     args = ap.parse_args()
+    results_dir(args.out)
     work = Path(args.work)
     shared = Path(args.shared)
     subprocess.run([sys.executable, str(REPO / "scripts" / "prepare_training_data.py"), str(shared), str(work)], check=True)

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import dice, machine, write  # noqa: E402
+from _common import add_out_option, dice, machine, results_dir, write  # noqa: E402
 
 from napari_attnseg import load_model  # noqa: E402
 from napari_attnseg._paths import samples_dir  # noqa: E402
@@ -59,7 +59,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--name", default="brightfield")
     ap.add_argument("--model", default="nuclei-2d")
+    add_out_option(ap)
     args = ap.parse_args()
+    results_dir(args.out)
     from scipy import ndimage
     from skimage.data import immunohistochemistry
 

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, machine  # noqa: E402
+from _common import add_out_option, machine, results_dir  # noqa: E402
 
 from napari_attnseg.cohort import predict_cohort  # noqa: E402
 
@@ -155,7 +155,9 @@ def main() -> None:
     ap.add_argument("--model", default="brain-mri-3d")
     ap.add_argument("--work", default="/tmp/attnseg_bench_cohort")
     ap.add_argument("--no-serial", action="store_true")
+    add_out_option(ap)
     args = ap.parse_args()
+    results = results_dir(args.out)
     shape = tuple(int(s) for s in args.shape.split(","))
     work = Path(args.work)
     data = work / "data"
@@ -191,8 +193,7 @@ def main() -> None:
     meta = {"machine": machine(), "cpu": cpu, "cores": cores, "torch_threads": "cores / workers per worker",
             "load_average_at_end": [round(x, 2) for x in load], "cases": args.cases, "shape": list(shape),
             "model": args.model, "volume": "int16 NIfTI (.nii.gz), 2 mm voxels"}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "cohort.json").write_text(json.dumps({"meta": meta, "rows": rows, "resume": res}, indent=2))
+    (results / "cohort.json").write_text(json.dumps({"meta": meta, "rows": rows, "resume": res}, indent=2))
     cols = list(rows[0])
     lines = [f"### Cohort inference: {args.cases} CT-like volumes of {'x'.join(map(str, shape))} ({args.model}, CPU)",
              "", f"Machine: {meta['machine']} ({cpu}); load average at the end {load[0]:.1f} "
@@ -203,7 +204,7 @@ def main() -> None:
               "workers), then running the same command again:", "", "| | |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in res.items()]
     text = "\n".join(lines) + "\n"
-    (RESULTS / "cohort.md").write_text(text)
+    (results / "cohort.md").write_text(text)
     print(text)
 
 

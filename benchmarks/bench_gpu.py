@@ -28,6 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import dice as dice_fg  # noqa: E402  (foreground Dice; both empty = 1)
+from _common import require_monai  # noqa: E402
 from bench_inference import brain_160, nuclei_1024  # noqa: E402
 
 from napari_attnseg import load_model, predict  # noqa: E402
@@ -78,6 +79,7 @@ def main() -> None:
     args = ap.parse_args()
     if not torch.cuda.is_available():
         sys.exit("bench_gpu.py needs a CUDA GPU; on a CPU run benchmarks/bench_inference.py.")
+    require_monai("bench_gpu.py")
     gpu = f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}"
     rows = []
     for name, model_name, image, tile in (("2D nuclei-2d", "nuclei-2d", nuclei_1024(), [256, 256]),

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import dice, machine, median_time, write  # noqa: E402
+from _common import add_out_option, dice, machine, median_time, require_monai, results_dir, write  # noqa: E402
 
 from napari_attnseg import load_model, predict  # noqa: E402
 from napari_attnseg.inference.normalize import apply_stats, compute_stats  # noqa: E402
@@ -256,7 +256,10 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="small sizes, one repeat (smoke test)")
     ap.add_argument("--repeats", type=int, default=3)
+    add_out_option(ap)
     args = ap.parse_args()
+    require_monai("bench_inference.py")
+    results = results_dir(args.out)
     reps = 1 if args.quick else args.repeats
     torch.manual_seed(0)
     m2 = load_model("nuclei-2d", device="cpu")
@@ -271,7 +274,6 @@ def main() -> None:
     text += write("gflops", gflops(reps), "### Achieved GFLOP/s vs this machine's matmul peak", meta)
     ct_shape = (32, 128, 128) if args.quick else (256, 512, 512)
     text += write("ct_volume", [ct_volume(ct_shape)], "### A CT-sized volume with attention maps", meta)
-    results = Path(__file__).resolve().parent / "results"
     (results / "inference.md").write_text(text)
     combined = {"meta": meta}
     for part in ("inference_vs_monai", "model_only", "gflops", "ct_volume"):

@@ -88,10 +88,21 @@ def run_loop(image, ref, spacing, start: str, first: list[int], rounds: int, k: 
     return rows
 
 
+def case_folder(data: Path, case: str) -> Path | None:
+    """The folder holding ``<case>_image.nii.gz``: ``data`` itself or, when the shared data folder is given (as the
+    other benchmarks' --shared), its ``radiomics/``; None when neither has it."""
+    for folder in (data, data / "radiomics"):
+        if (folder / f"{case}_image.nii.gz").exists():
+            return folder
+    return None
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", default="/work/shared/data/radiomics")
-    ap.add_argument("--case", default="lung1", help="lung1 or brain1 (radiomics/<case>_image/labels.nii.gz)")
+    ap.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "radiomics"),
+                    help="the folder with <case>_image.nii.gz and <case>_labels.nii.gz (the shared data folder, "
+                         "with radiomics/ inside, is taken too)")
+    ap.add_argument("--case", default="lung1", help="lung1 or brain1 (<data>/<case>_image/labels.nii.gz)")
     ap.add_argument("--start", default="nuclei-2d", help="start model (not trained on the case)")
     ap.add_argument("--first", default="32,34", help="slices corrected before the first suggestion")
     ap.add_argument("--rounds", type=int, default=2)
@@ -105,11 +116,16 @@ def main() -> None:
     ap.add_argument("--set", nargs="*", default=[], metavar="FIELD=JSON",
                     help="TrainConfig overrides for a side-by-side run, e.g. lr=1e-3 freeze_bn=false l2sp=0")
     args = ap.parse_args()
+    from napari_attnseg._files import describe_machine
     from napari_attnseg.correct import parse_slice_ranges
     from napari_attnseg.data import read_image
 
-    vol = read_image(f"{args.data}/{args.case}_image.nii.gz")
-    ref = np.asarray(read_image(f"{args.data}/{args.case}_labels.nii.gz").data).astype(np.int64)
+    data = case_folder(Path(args.data), args.case)
+    if data is None:
+        ap.error(f"--data {args.data}: no {args.case}_image.nii.gz there (nor in radiomics/ inside); "
+                 "give the folder with the radiomics cases")
+    vol = read_image(data / f"{args.case}_image.nii.gz")
+    ref = np.asarray(read_image(data / f"{args.case}_labels.nii.gz").data).astype(np.int64)
     image = np.asarray(vol.data)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -120,6 +136,7 @@ def main() -> None:
                          args.k, args.minutes, strategy, work, overrides=overrides, epochs=args.epochs)
         for row in rows:
             row["overrides"] = overrides
+            row["machine"] = describe_machine()
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
 

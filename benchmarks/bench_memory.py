@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import machine, write
+from _common import add_out_option, machine, results_dir, write
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 
@@ -86,7 +86,9 @@ def main() -> None:
     ap.add_argument("--side", type=int, default=4096, help="side of the 2D nuclei image")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--ct-model", default="brain-mri-3d", help="model for the CT (nuclei-2d runs it slice by slice)")
+    add_out_option(ap)
     args = ap.parse_args()
+    results_dir(args.out)
     os.environ.setdefault("OMP_NUM_THREADS", "2")
     work = Path(tempfile.mkdtemp(prefix="bench_memory_"))
     try:

@@ -48,7 +48,7 @@ from scipy import ndimage as ndi
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's package, not an installed one
-from _common import write  # noqa: E402
+from _common import add_out_option, results_dir, write  # noqa: E402
 
 from napari_attnseg import load_model, predict, segment_with_prompts  # noqa: E402
 from napari_attnseg._paths import samples_dir  # noqa: E402
@@ -121,7 +121,9 @@ def main(argv=None) -> int:
                     help="how clicks after the first change the mask (segment_with_prompts' merge)")
     ap.add_argument("--per-object", action="store_true", help="nuclei: print each nucleus's area, NoC@85 and best IoU")
     ap.add_argument("--sessions", type=int, default=10, help="3D: sessions with a random first click per model")
+    add_out_option(ap)
     args = ap.parse_args(argv)
+    results_dir(args.out)
     if args.case != "nuclei":
         return main_3d(args)
     if args.merge:

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine, write  # noqa: E402
+from _common import add_out_option, machine, results_dir, write  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -138,7 +138,9 @@ def main() -> None:
     ap.add_argument("--brain-model", default=str(models / "brain-mri-3d.safetensors"), help="'' to skip")
     ap.add_argument("--name", default="robustness")
     ap.add_argument("--only", default="", help="run only the rows whose name contains this text")
+    add_out_option(ap)
     args = ap.parse_args()
+    results_dir(args.out)
     cases = _cases(args.nuclei_model, args.brain_model)
     rows = []
     for label in [*RAW, *FOV, *NORMALISED]:

@@ -22,7 +22,7 @@ import numpy as np
 from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine, write  # noqa: E402
+from _common import add_out_option, machine, results_dir, write  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -55,7 +55,9 @@ def main() -> None:
     ap.add_argument("--model", default=str(REPO / "resources" / "models" / "nuclei-2d.safetensors"))
     ap.add_argument("--scales", default="0.5,2")
     ap.add_argument("--name", default="scale")
+    add_out_option(ap)
     args = ap.parse_args()
+    results_dir(args.out)
     model = load_model(args.model, device="cpu")
     card_d = model.card.object_diameter
     image = read_image(samples_dir() / "nuclei2d_image.tif").data.astype(np.float32)

@@ -16,6 +16,11 @@ fi
 export PYTHONUNBUFFERED=1
 start=$(date +%s)
 step() { echo "=== $(( $(date +%s) - start )) s: $*"; }
+if ! python3 -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)"; then
+  echo "gpu_check.sh: no CUDA GPU here (torch.cuda.is_available() is False): run it on a GPU machine;" \
+    "on a CPU, python3 benchmarks/bench_inference.py measures the engine against MONAI" >&2
+  exit 2
+fi
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
 python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name(0))"
 step "CUDA tests"

@@ -10,6 +10,7 @@ would silently count as zero.
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, machine, write  # noqa: E402
+from _common import add_out_option, machine, results_dir, write  # noqa: E402
 
 from napari_attnseg import create_model  # noqa: E402
 from napari_attnseg.models.msga import PositionAttention  # noqa: E402
@@ -47,7 +48,10 @@ def gflops(model: torch.nn.Module, x: torch.Tensor) -> float:
     return fc.get_total_flops() / 1e9
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_out_option(ap)
+    results = results_dir(ap.parse_args(argv).out)
     rows, notes = [], []
     for arch, dims, paper, maps in ROWS:
         model = create_model(arch, spatial_dims=dims).eval()
@@ -71,7 +75,7 @@ def main() -> None:
     text = write("model_table", rows, "### Architectures (default configurations)",
                  {"machine": machine(), "notes": notes})
     if notes:
-        (RESULTS / "model_table.md").write_text(text + "\n" + "\n".join(notes) + "\n")
+        (results / "model_table.md").write_text(text + "\n" + "\n".join(notes) + "\n")
         print("\n".join(notes))
 
 

@@ -23,6 +23,9 @@ from bench_inference import brain_160, nuclei_1024  # noqa: E402
 
 from napari_attnseg import load_model, predict  # noqa: E402
 
+if not torch.cuda.is_available():
+    sys.exit("profile_gpu.py needs a CUDA GPU (it profiles CUDA kernels); on a CPU run benchmarks/bench_inference.py.")
+
 CASES = (("nuclei-2d 1024^2", "nuclei-2d", nuclei_1024, 256), ("brain-mri-3d 160^3", "brain-mri-3d", brain_160, 64),
          ("brain-mri-3d CT 256x512x512", "brain-mri-3d", lambda: ct_volume((256, 512, 512)), None))
 
