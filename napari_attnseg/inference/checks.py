@@ -46,7 +46,10 @@ def check_input(model, image, mode: str | None) -> tuple[str, bool]:
     if spatial_ndim not in (2, 3):
         hint = (" Is it an RGB or multi-channel image? Segment one channel (attnseg predict --channel K; in Python "
                 "index that axis)." if image.ndim and min(image.shape) in (2, 3, 4) else "")
-        if spatial_ndim == 4:  # (t, z, y, x) reads the same: a time-lapse of volumes, a channel already picked
+        if spatial_ndim == 4 and image.shape[-1] in (3, 4):  # (z, y, x, RGB): colours last, as pictures are stored
+            hint = (" Is it an RGB volume (colours on the last axis)? Segment one colour (attnseg predict --channel K; in "
+                    "Python index that axis), or a time-lapse of volumes: one time point at a time.")
+        elif spatial_ndim == 4:  # (t, z, y, x) reads the same: a time-lapse of volumes, a channel already picked
             hint = (" Is it a time-lapse of volumes (t, z, y, x), or an image with several channels? Segment one "
                     "time point at a time (split the time points into files of their own), or one channel "
                     "(--channel K); in Python index that axis.")
