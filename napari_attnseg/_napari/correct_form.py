@@ -141,6 +141,7 @@ class CorrectForm:
         self.reviewed_label = _wrapping(Label(value="Reviewed slices: none"))
         self.stats_label = StatusLine()
         self.suggest_label = StatusLine()
+        self.save_label = StatusLine()  # where Save mask wrote the mask, with how many reviewed slices
         keys = ("the viewer's canvas takes the keys (click the image first); a selected Shapes layer keeps R for "
                 "its rectangles")
         review = Container(widgets=[  # two buttons a row: the tab fits a narrow dock
@@ -158,7 +159,11 @@ class CorrectForm:
                     "Jump to the unreviewed slice the model is least sure about (entropy of its probabilities, "
                     "lower next to the slices already reviewed); shows the uncertainty as a hidden layer. Key N: "
                     "the viewer's canvas takes the keys."),
-            self.suggest_label, self.reviewed_label, self.stats_label,
+            self.suggest_label, self.reviewed_label,
+            _button("Save mask...", self.save_mask,
+                    "Save the mask as NIfTI or TIFF with its reviewed slices, class names (NIfTI) and spacing, as File "
+                    "> Save does with this plugin's file types (napari's default TIFF type drops them)"),
+            self.save_label, self.stats_label,
         ], labels=False)
 
         self.class_names_edit = LineEdit(label="Class names", value="",

@@ -34,6 +34,7 @@ from .correct_helpers import LiveStats, MaskHelpers
 from .job_pool import thread_worker
 from .round_state import carry_reviewed, replace_loses
 from .sample_data import REFERENCE_KEY
+from .save_mask import SaveMask
 from .suggest_tool import SuggestTool
 from .tiff_masks import reopen_tiff_mask
 from .worklist import CaseFields, real_viewer
@@ -42,7 +43,7 @@ REVIEWED_KEY = "reviewed_slices"
 
 
 class CorrectWidget(Undockable, QWidget, CorrectForm, ClassList, CorrectExport, MaskHelpers, LiveStats, SuggestTool,
-                    CaseFields):
+                    CaseFields, SaveMask):
     def __init__(self, napari_viewer):
         super().__init__()
         self.viewer = real_viewer(napari_viewer)  # (napari's plugin proxy: a new wrapper per look-up of a layer)

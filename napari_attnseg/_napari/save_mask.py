@@ -1,0 +1,132 @@
+"""The Correct tab's *Save mask...* button: the chosen mask written through this plugin's own writers.
+
+napari's File > Save Selected Layers preselects napari's labels TIFF writer, which writes the pixels only: a mask
+saved with the dialog's default type lost its reviewed slices and class names (a plugin cannot be made napari's
+default writer, see napari.yaml). The button asks for a file name (NIfTI or TIFF) and writes the mask with
+:func:`~.io_hooks.write_labels_nifti` / :func:`~.io_hooks.write_labels_tif`, given what napari gives them (the
+layer's data tuple), so the file is the one File > Save writes with the plugin's type. It never writes over a file
+that is not a mask this plugin saved (the image itself, a reference segmentation): the dialog asks before
+replacing, and such a file is refused.
+
+:class:`SaveMask` is a mixin of :class:`~.correct_widget.CorrectWidget` (its ``labels_layer()``, ``image_combo``,
+``viewer`` and the form's ``save_label``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from qtpy.QtWidgets import QFileDialog
+
+from ..errors import AttnSegError
+from ._common import error_message, notify_error, notify_info
+
+NIFTI_FILTER, TIFF_FILTER = "NIfTI (*.nii.gz)", "TIFF (*.tif)"
+FILTERS = f"{NIFTI_FILTER};;{TIFF_FILTER}"
+NIFTI_SUFFIXES, TIFF_SUFFIXES = (".nii.gz", ".nii"), (".tif", ".tiff")
+_SAVED: set[Path] = set()  # the files Save mask wrote in this session (it may replace them, marks or not)
+
+
+def _source_path(layer) -> str | None:
+    """The file a layer was opened from (this plugin's readers' ``source_path``, else napari's ``source``)."""
+    path = (getattr(layer, "metadata", None) or {}).get("source_path") or getattr(getattr(layer, "source", None), "path", None)
+    return str(path) if path else None
+
+
+def _same_file(a: str | Path, b: str | Path) -> bool:
+    try:
+        return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
+    except OSError:
+        return False
+
+
+def plugin_mask(path: str | Path) -> bool:
+    """Whether ``path`` is a mask this plugin wrote: a NIfTI with its header note (reviewed slices, class names or
+    model) or a TIFF with its marks. A file without them (an image, a reference segmentation) is not."""
+    name = str(path).lower()
+    if name.endswith(TIFF_SUFFIXES):
+        from ..data.tiff import mask_marks
+
+        return mask_marks(path) is not None
+    if name.endswith(NIFTI_SUFFIXES):
+        from ..data.nifti import _ours, load_nifti
+
+        try:
+            return bool(_ours(load_nifti(Path(path)).header))
+        except Exception:  # noqa: BLE001 - not a NIfTI, unreadable: not ours
+            return False
+    return False
+
+
+class SaveMask:
+    """Needs the panel's ``viewer``, ``labels_layer()``, ``_reviewed()``, ``image_combo`` and ``save_label``."""
+
+    def _save_proposal(self, layer) -> tuple[str, str]:
+        """The file name the dialog proposes and its filter: '<mask name>.nii.gz' beside the image's source file
+        (a 2D TIFF image's mask as '.tif'), else in the home folder."""
+        image = self.viewer.layers[self.image_combo.value] if self.image_combo.value in self.viewer.layers else None
+        source = _source_path(image) if image is not None else None
+        folder = Path(source).parent if source and Path(source).parent.is_dir() else Path.home()
+        tiff = bool(source) and str(source).lower().endswith(TIFF_SUFFIXES) and layer.ndim == 2
+        name = layer.name.replace("/", "_").replace("\\", "_") + (".tif" if tiff else ".nii.gz")
+        return str(folder / name), TIFF_FILTER if tiff else NIFTI_FILTER
+
+    def _refusal(self, path: Path, layer, asked: bool) -> str | None:
+        """Why ``path`` must not be written (None: it may): an open image's file, an existing file that is not a
+        mask this plugin saved, or an existing file the dialog did not ask about (a suffix was added to the name)."""
+        for other in self.viewer.layers:
+            src = _source_path(other)
+            if other is not layer and src and other._type_string == "image" and _same_file(src, path):
+                return (f"{path} is the file the image {other.name!r} was opened from: Save mask does not write "
+                        f"{layer.name} over it; choose another name (e.g. {layer.name}.nii.gz).")
+        if not path.exists():
+            return None
+        if path.is_dir():
+            return f"{path} is a folder; choose a file name for {layer.name}."
+        if not asked:
+            return (f"{path} already exists and the dialog did not ask to replace it (the file type's suffix was "
+                    f"added to the name typed): choose {path.name} itself to replace it, or another name.")
+        if not (path.resolve() in _SAVED or plugin_mask(path)):
+            return (f"{path} already exists and is not a mask this plugin saved (it carries no reviewed slices, class "
+                    f"names or model): Save mask does not write {layer.name} over it; choose another name, or move "
+                    "that file away first.")
+        return None
+
+    def save_mask(self) -> str | None:
+        """Ask for a file name and write the chosen mask there with its reviewed slices, class names and geometry;
+        returns the path written (None when nothing was)."""
+        from .io_hooks import write_labels_nifti, write_labels_tif
+
+        layer = self.labels_layer()
+        if layer is None:
+            return None
+        start, chosen = self._save_proposal(layer)
+        answer, kind = QFileDialog.getSaveFileName(self, f"Save {layer.name}", start, FILTERS, chosen)
+        if not answer:
+            return None  # (cancelled)
+        path, asked = Path(answer).expanduser(), True
+        if not path.name.lower().endswith(NIFTI_SUFFIXES + TIFF_SUFFIXES):  # 'mask' typed: the chosen type's suffix
+            path, asked = path.with_name(path.name + (".tif" if kind == TIFF_FILTER else ".nii.gz")), False
+        if (why := self._refusal(path, layer, asked)) is not None:
+            notify_error(why)
+            self.save_label.value = f"Not saved: {why}"
+            return None
+        tiff = path.name.lower().endswith(TIFF_SUFFIXES)
+        data, meta, _ = layer.as_layer_data_tuple()  # what napari's File > Save hands a writer
+        try:
+            written = (write_labels_tif if tiff else write_labels_nifti)(str(path), data, meta)[0]
+        except (AttnSegError, OSError, ValueError) as exc:
+            notify_error(f"{layer.name} could not be saved to {path}: {error_message(exc)}")
+            return None
+        _SAVED.add(Path(written).resolve())
+        rev = self._reviewed(layer)
+        from ..correct import format_slice_ranges
+
+        kept = (f"{len(rev)} reviewed slice{'s' if len(rev) != 1 else ''} ({format_slice_ranges(rev)})" if rev
+                else "no reviewed slices (none marked)")
+        names = (layer.metadata.get("class_names") or [])
+        note = ("" if not names else f", class names {', '.join(map(str, names))}" if not tiff
+                else "; class names are kept in NIfTI only")
+        self.save_label.value = f"Saved {layer.name} to {written} with {kept}{note}."
+        notify_info(self.save_label.value)
+        return written
