@@ -20,10 +20,13 @@ class MaskHelpers:
     ``stats_label``)."""
 
     def _ignore(self) -> int | None:
-        """The 'ignore' value of the mask's file when an export wrote it (the table's length: the classes lie below)."""
+        """The 'ignore' value of the mask's file when an export wrote it (the table's length: the classes lie below):
+        the layer's ``metadata['ignore_value']`` (saved with it by File > Save), else its dataset's manifest."""
         name = self.labels_combo.value
-        path = self.viewer.layers[name].metadata.get("source_path") if name in self.viewer.layers else None
-        return ignore_value_of(path) if path else None
+        metadata = self.viewer.layers[name].metadata if name in self.viewer.layers else {}
+        if metadata.get("ignore_value") is not None:
+            return int(metadata["ignore_value"])
+        return ignore_value_of(metadata["source_path"]) if metadata.get("source_path") else None
 
     def _classes(self):
         """The class chosen (None: every class), never the 'ignore' value of a label file an export wrote (a mask

@@ -15,10 +15,13 @@ BACKGROUND_VOXELS = 4_000_000  # helpers and edit counts on larger whole volumes
 
 
 def mask_ignore(layer) -> int | None:
-    """The 'ignore' value (slices nobody reviewed) of a mask reopened from a label file an export wrote, from its
-    dataset's manifest; None for any other mask. It is no class: not listed for the helpers, not counted."""
-    path = (getattr(layer, "metadata", None) or {}).get("source_path")
-    return ignore_value_of(path) if path else None
+    """The 'ignore' value (slices nobody reviewed) of a mask reopened from a label file an export wrote: the layer's
+    ``metadata['ignore_value']`` (that file saved again with File > Save carries it), else its dataset's manifest;
+    None for any other mask. It is no class: not listed for the helpers, not counted."""
+    metadata = getattr(layer, "metadata", None) or {}
+    if metadata.get("ignore_value") is not None:
+        return int(metadata["ignore_value"])
+    return ignore_value_of(metadata["source_path"]) if metadata.get("source_path") else None
 
 
 def _history(layer):

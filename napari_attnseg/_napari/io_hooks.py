@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data import Volume, read_image, write_image
+from ..data import Volume, read_image
 from ..data.dicom import is_dicom_path
 from ..data.io import stem
 from ..data.metaio import META_SUFFIXES, NRRD_SUFFIXES
@@ -33,7 +33,7 @@ from ..data.orientation import onto_grid, volume_translate
 from ..data.volume import model_info_of
 from ..display import DEFAULT_CT_WINDOW, default_window
 from ..errors import AttnSegError, InputError
-from .tiff_masks import exported_marks
+from .tiff_masks import exported_marks, ignore_features
 
 PLUGIN = "napari-attnseg"
 # patterns napari's builtins claim too, which only this plugin reads with their geometry
@@ -112,14 +112,15 @@ def _candidate_layers(viewer, kinds=("image",)) -> list:
 def _is_labels_file(volume: Volume, path: str) -> bool:
     """An integer NIfTI named like a mask (label, seg, mask, roi, annotation), or in a dataset's label folder
     (nnU-Net's ``labelsTr``/``labelsTs``, an exported dataset's ``labels``: ``case_0000.nii.gz`` opened as an image),
-    with <= 256 values >= 0."""
+    or saved by this plugin's writer with a mask's marks (any name: ``mine.nii.gz``), with <= 256 values >= 0."""
     if volume.meta.get("format") != "nifti" or not np.issubdtype(volume.data.dtype, np.integer):
         return False
     p = Path(path.rstrip("/"))
     stem = p.name.lower()
     in_labels = p.parent.name in ("labelsTr", "labelsTs") or (
         p.parent.name == "labels" and (p.parent.parent / "manifest.json").is_file())
-    if not _LABEL_NAME.search(stem.split(".")[0]) and not stem.endswith(SLICER_SEGMENTATION) and not in_labels:
+    marked = any(k in volume.meta for k in ("reviewed_slices", "class_names", "ignore_value"))  # File > Save's marks
+    if not _LABEL_NAME.search(stem.split(".")[0]) and not stem.endswith(SLICER_SEGMENTATION) and not (in_labels or marked):
         return False
     data = np.asarray(volume.data)
     if data.size == 0 or data.min() < 0:
@@ -201,6 +202,8 @@ def _layer(volume: Volume, path: str) -> list[tuple]:
         if volume.meta.get("class_names"):  # the names the mask was saved with (the Correct panel shows them)
             meta["class_names"] = list(volume.meta["class_names"])
             kwargs["features"] = {"class": list(volume.meta["class_names"])}
+        if (ignore := volume.meta.get("ignore_value")) is not None:  # a reopened export saved (File > Save): its own
+            meta["ignore_value"], kwargs["features"] = ignore, ignore_features(meta.get("class_names") or [], ignore)
         # a case's label file an export wrote: its dataset's manifest has its review and names its 'ignore' value
         if (marks := exported_marks(path)) is not None and not volume.meta.get("reviewed_slices_dropped"):
             from napari.utils.notifications import show_info
@@ -209,6 +212,8 @@ def _layer(volume: Volume, path: str) -> list[tuple]:
             if reviewed is None and marks["reviewed_slices"] is not None:
                 meta["reviewed_slices"] = marks["reviewed_slices"]
             meta["class_names"] = meta.get("class_names") or marks["class_names"]
+            if marks["ignore_value"] is not None:
+                meta["ignore_value"] = marks["ignore_value"]
             kwargs["features"] = marks["features"] or kwargs.get("features")
         if model := volume.meta.get("model_info"):  # the model that made the mask: the panels' provenance
             meta["attnseg"] = {"model": model.get("model"), "checkpoint": model.get("checkpoint"),
@@ -334,15 +339,15 @@ def _geometry(meta: dict, layer_scale):
 def write_labels_tif(path: str, data, meta: dict) -> list[str]:
     """A mask as TIFF with its pixel size and unit (an ImageJ calibration Fiji reads): the layer's napari
     ``units`` when set, mm for a layer placed by a NIfTI/DICOM affine, else no unit."""
-    from ..data.tiff import tiff_unit
+    from ..data.tiff import tiff_unit, write_tiff
 
     md = meta.get("metadata", {}) or {}
     spacing, affine = _geometry(md, meta.get("scale", (1.0,) * np.ndim(data)))
     units = tuple(str(u) for u in meta.get("units") or ())
     unit = units[-np.ndim(data):] if any(tiff_unit(u) for u in units) else ("mm" if affine is not None else None)
-    return [str(write_image(path, np.asarray(data), spacing=spacing[-np.ndim(data):],
-                            reviewed_slices=md.get("reviewed_slices") or None, unit=unit,
-                            model_info=model_info_of(md.get("attnseg"))))]  # the model that made the mask
+    write_tiff(Path(path), np.asarray(data), spacing[-np.ndim(data):], md.get("reviewed_slices") or None, unit=unit,
+               model_info=model_info_of(md.get("attnseg")), ignore_value=md.get("ignore_value"))  # (and its model)
+    return [str(path)]
 
 
 def _reference_geometry(shape, scale, affine, viewer):
@@ -388,5 +393,6 @@ def write_labels_nifti(path: str, data, meta: dict) -> list[str]:
                 "orientation) and other tools may show it shifted or flipped against the image.")
     write_nifti(Path(path), data, spacing[-data.ndim:], affine, {"nifti": nifti} if nifti else None,
                 md.get("reviewed_slices") or None, md.get("class_names") or None,  # the review and names travel with it
-                model_info=model_info_of(md.get("attnseg")))  # and the model that made it (attnseg export records it)
+                model_info=model_info_of(md.get("attnseg")),  # and the model that made it (attnseg export records it)
+                ignore_value=md.get("ignore_value"))  # a reopened export's 'ignore' value (no manifest at the new path)
     return [str(path)]

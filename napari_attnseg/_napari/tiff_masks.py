@@ -58,24 +58,29 @@ def _replace(viewer, layer, path: str, marks: dict) -> None:
                            "checkpoint_sha256": model.get("weights_sha256")}
     if marks.get("class_names"):  # an exported label file: its dataset's classes
         meta["class_names"] = list(marks["class_names"])
+    features = marks.get("features")
+    if (ignore := marks.get("ignore_value")) is not None:  # its 'ignore' value (the manifest's, or saved with it)
+        meta["ignore_value"] = int(ignore)
+        features = features or ignore_features(meta.get("class_names") or [], int(ignore))
     labels = Labels(np.asarray(layer.data), name=layer.name, scale=layer.scale, translate=layer.translate,
-                    units=layer.units, axis_labels=layer.axis_labels, metadata=meta, features=marks.get("features"))
+                    units=layer.units, axis_labels=layer.axis_labels, metadata=meta, features=features)
     index = viewer.layers.index(layer)
     viewer.layers.remove(layer)
     viewer.layers.insert(index, labels)
     if marks.get("note"):  # an exported label file
         notify_info(f"{labels.name}: {marks['note']}")
         return
-    kept = [w for w, k in (("its reviewed slices", "reviewed_slices"), ("the model that made it", "model_info"))
-            if k in marks]
+    kept = [w for w, k in (("its reviewed slices", "reviewed_slices"), ("the model that made it", "model_info"),
+                           (f"its {IGNORE_NAME!r} value {marks.get('ignore_value')}", "ignore_value")) if k in marks]
     notify_info(f"{labels.name}: a mask saved by this plugin, opened as a mask with {' and '.join(kept)}.")
 
 
 def exported_marks(path: str) -> dict | None:
     """What the manifest of the dataset says of ``path`` when an export wrote it as a case's label file: its
     ``reviewed_slices``, the dataset's ``class_names`` (the classes only: File > Save and a re-export take them),
-    ``features`` naming each value, 'ignore' as :data:`IGNORE_NAME` (napari's status bar shows it under the
-    cursor) and a ``note`` for the user; None for any other file."""
+    its ``ignore_value`` (File > Save writes it: the new file has no manifest), ``features`` naming each value,
+    'ignore' as :data:`IGNORE_NAME` (napari's status bar shows it under the cursor) and a ``note`` for the user;
+    None for any other file."""
     from ..correct import format_slice_ranges
     from ..data.manifest import exported_case_of
 
@@ -84,11 +89,19 @@ def exported_marks(path: str) -> dict | None:
     manifest, case = found
     names = [str(n) for n in case.get("label_names") or manifest.get("label_names") or []]
     ignore, reviewed = case.get("ignore_label"), case.get("reviewed_slices")
-    named = (names + [f"class {i}" for i in range(len(names), ignore)] + [IGNORE_NAME]) if ignore is not None else names
+    named = ignore_features(names, int(ignore))["class"] if ignore is not None else names
     where = f"the label file of case {case.get('case_id')} in the dataset {Path(path).resolve().parents[1]}"
     note = (f"{where}; its reviewed slices {format_slice_ranges(reviewed)} are marked again (from the dataset's "
             f"manifest.json). The other slices hold {IGNORE_NAME!r} (value {ignore}), never exported or worked on "
             "as a class: paint such a slice (0 or a class) before you mark it reviewed."
             if ignore is not None and reviewed else f"{where}, opened as a mask (exported whole: no 'ignore' slices).")
     return {"reviewed_slices": [int(z) for z in reviewed] if reviewed is not None else None, "class_names": names,
-            "features": {"class": named} if named else None, "note": note}
+            "ignore_value": int(ignore) if ignore is not None else None, "features": {"class": named} if named else None,
+            "note": note}
+
+
+def ignore_features(names: list[str], ignore: int) -> dict:
+    """A Labels layer's ``features`` naming each value up to ``ignore``: the class ``names``, 'class i' for a value
+    they leave out, and :data:`IGNORE_NAME` for ``ignore``."""
+    names = [str(n) for n in names][:ignore]
+    return {"class": names + [f"class {i}" for i in range(len(names), ignore)] + [IGNORE_NAME]}

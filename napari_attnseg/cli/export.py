@@ -158,7 +158,8 @@ BACKGROUND_NAMES = {"background", "bg", "back", "none", "nothing", "unlabelled",
 def _marks_from_dataset(path, labels) -> None:
     """A label file an export wrote (``<dataset>/labelsTr/x.nii.gz``, ``labels/x.tif``) holds the 'ignore' value on
     the slices nobody reviewed and no marks of its own: its reviewed slices and class names come from the dataset's
-    manifest (exported again, 'ignore' became a class, 'class 2', and every slice counted as reviewed)."""
+    manifest (exported again, 'ignore' became a class, 'class 2', and every slice counted as reviewed). Saved again
+    from napari (File > Save) the file carries its 'ignore' value itself (``meta['ignore_value']``)."""
     import sys
 
     import numpy as np
@@ -166,6 +167,8 @@ def _marks_from_dataset(path, labels) -> None:
     from ..correct import format_slice_ranges
     from ..data.manifest import exported_case_of
 
+    if labels.meta.get("ignore_value") is not None:  # saved with it (napari's File > Save of a reopened export)
+        labels.meta["dataset_ignore"] = int(labels.meta["ignore_value"])
     found = exported_case_of(path)
     if found is None or list(found[1].get("shape") or []) != list(np.shape(labels.data)):
         return

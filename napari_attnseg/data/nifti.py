@@ -2,9 +2,9 @@
 
 The header facts needed to write a result back with the same geometry (affine, qform/sform codes,
 units) travel in ``Volume.meta["nifti"]`` as plain JSON values, never the free-text fields. A mask's
-reviewed slices and class names travel in a header extension (NIfTI "comment", JSON under
-``napari_attnseg``), read back as ``Volume.meta["reviewed_slices"]`` / ``["class_names"]``; other tools skip
-the extension.
+reviewed slices, class names and 'ignore' value travel in a header extension (NIfTI "comment", JSON under
+``napari_attnseg``), read back as ``Volume.meta["reviewed_slices"]`` / ``["class_names"]`` / ``["ignore_value"]``;
+other tools skip the extension.
 """
 
 from __future__ import annotations
@@ -122,6 +122,8 @@ def read_nifti(p: Path, volume: int | None = None):
             meta["reviewed_slices"] = sorted({int(z) for z in ours["reviewed_slices"]})
     except (ValueError, TypeError):
         pass
+    if isinstance(ours.get("ignore_value"), int) and not isinstance(ours["ignore_value"], bool):
+        meta["ignore_value"] = int(ours["ignore_value"])  # a reopened export's 'ignore' (unreviewed slices)
     names = ours.get("class_names")
     if isinstance(names, list) and names and all(isinstance(n, str) for n in names):
         meta["class_names"] = list(names)
@@ -179,10 +181,11 @@ def _qform_on_grid(nifti: dict, aff: np.ndarray, source_affine) -> np.ndarray | 
 
 def write_nifti(p: Path, data: np.ndarray, spacing, affine, like_meta: dict | None,
                 reviewed_slices: list[int] | None = None, class_names: list[str] | None = None,
-                source_affine=None, model_info: dict | None = None) -> None:
+                source_affine=None, model_info: dict | None = None, ignore_value: int | None = None) -> None:
     """``like_meta``: the source's meta (its header codes and qform, ``meta["nifti"]``); ``source_affine``: the
     affine that qform goes with, when this file is on another grid (a coarser map) than the source's;
-    ``model_info``: the model that made the mask (:func:`model_info_of`), kept in the header note."""
+    ``model_info``: the model that made the mask (:func:`model_info_of`), kept in the header note, as is
+    ``ignore_value`` (the 'ignore' value of a reopened export's unreviewed slices, read back as ``meta[...]``)."""
     import nibabel as nib
 
     if data.dtype == np.bool_:
@@ -223,6 +226,8 @@ def write_nifti(p: Path, data: np.ndarray, spacing, affine, like_meta: dict | No
         ours["reviewed_slices"] = sorted({int(z) for z in reviewed_slices})
     if class_names:
         ours["class_names"] = [str(n) for n in class_names]
+    if ignore_value is not None:
+        ours["ignore_value"] = int(ignore_value)
     if (model := model_info_of(model_info)) is not None:
         ours["model"] = model
     if ours:

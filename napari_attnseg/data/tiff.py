@@ -206,6 +206,8 @@ def read_tiff(p: Path):
         meta["reviewed_slices"] = reviewed
     if (model := _model_note(ij.get(MODEL_KEY) if ij else shaped.get(MODEL_KEY))) is not None:
         meta["model_info"] = model  # the model that made the mask, saved with it
+    if (ignore := _ignore_note(ij, shaped)) is not None:
+        meta["ignore_value"] = ignore  # a reopened export's 'ignore' value (its unreviewed slices), saved with it
     return Volume(data, tuple(float(s) for s in spacing), None, meta)
 
 
@@ -255,7 +257,8 @@ def tiff_calibration(p) -> tuple[tuple[float, ...], str | None, str] | None:
 
 def mask_marks(p) -> dict | None:
     """What a mask this project wrote as TIFF carries besides its pixels (read from the header): its reviewed slices
-    (``reviewed_slices``) and the model that made it (``model_info``); None for another TIFF (or an unreadable one).
+    (``reviewed_slices``), the model that made it (``model_info``) and its 'ignore' value (``ignore_value``); None
+    for another TIFF (or an unreadable one).
     napari's own TIFF reader drops both and opens the mask as an image."""
     import tifffile
 
@@ -267,11 +270,21 @@ def mask_marks(p) -> dict | None:
     reviewed = _reviewed(shaped["reviewed_slices"]) if isinstance(shaped.get("reviewed_slices"), list) else \
         (_reviewed(ij.get("reviewed_slices")) if ij else None)
     model = _model_note(ij.get(MODEL_KEY) if ij else shaped.get(MODEL_KEY))
-    found = {k: v for k, v in (("reviewed_slices", reviewed), ("model_info", model)) if v is not None}
+    found = {k: v for k, v in (("reviewed_slices", reviewed), ("model_info", model),
+                               ("ignore_value", _ignore_note(ij, shaped))) if v is not None}
     return found or None
 
 
 MODEL_KEY = "attnseg_model"  # description entry (ImageJ or JSON): the model that made a mask, as JSON
+IGNORE_KEY = "ignore_value"  # description entry: the 'ignore' value of a reopened export's unreviewed slices
+
+
+def _ignore_note(ij: dict, shaped: dict) -> int | None:
+    value = ij.get(IGNORE_KEY) if ij else shaped.get(IGNORE_KEY)
+    try:
+        return int(value) if value is not None and not isinstance(value, bool) else None
+    except (TypeError, ValueError):
+        return None
 
 
 def _model_note(value) -> dict | None:
@@ -327,7 +340,8 @@ def _imagej_axes(axes: str | None, ndim: int) -> str | None:
 
 
 def write_tiff(p: Path, data: np.ndarray, spacing, reviewed_slices: list[int] | None = None,
-               like_meta: dict | None = None, unit=None, origin=None, model_info: dict | None = None) -> None:
+               like_meta: dict | None = None, unit=None, origin=None, model_info: dict | None = None,
+               ignore_value: int | None = None) -> None:
     """Write ``data`` with ``spacing``; ``like_meta`` (the source Volume's meta) gives the axes label
     and, for an ImageJ source, the ImageJ format with its unit (Fiji then shows the same calibration).
 
@@ -336,7 +350,8 @@ def write_tiff(p: Path, data: np.ndarray, spacing, reviewed_slices: list[int] | 
     unit the file is an ImageJ TIFF where ImageJ can hold the values (2D as 3D): resolution and unit
     in its description, so Fiji and :func:`read_tiff` read the pixel size back in that unit. ``origin``: the
     ImageJ calibration origin in pixels per array axis (a coarser map's offset); ``model_info``: the model
-    that made a mask (a description entry, read back as ``meta["model_info"]``)."""
+    that made a mask (a description entry, read back as ``meta["model_info"]``), as ``ignore_value`` (the 'ignore'
+    value of a reopened export's unreviewed slices, ``meta["ignore_value"]``)."""
     import tifffile
 
     like_meta = like_meta or {}
@@ -372,6 +387,8 @@ def write_tiff(p: Path, data: np.ndarray, spacing, reviewed_slices: list[int] | 
             metadata["reviewed_slices"] = ",".join(str(z) for z in sorted({int(z) for z in reviewed_slices}))
         if model_note is not None:
             metadata[MODEL_KEY] = model_note
+        if ignore_value is not None:
+            metadata[IGNORE_KEY] = int(ignore_value)
         atomic_write(p, lambda tmp: tifffile.imwrite(tmp, ij_data, imagej=True, metadata=metadata, **kwargs))
         return
     axes = source_axes or ("ZYX"[-data.ndim:] if data.ndim <= 3 else None)
@@ -385,5 +402,7 @@ def write_tiff(p: Path, data: np.ndarray, spacing, reviewed_slices: list[int] | 
         metadata["reviewed_slices"] = sorted({int(z) for z in reviewed_slices})
     if model_note is not None and metadata is not None:
         metadata[MODEL_KEY] = model_note
+    if ignore_value is not None and metadata is not None:
+        metadata[IGNORE_KEY] = int(ignore_value)
     atomic_write(p, lambda tmp: tifffile.imwrite(tmp, data, metadata=metadata, compression="zlib",
                                                  photometric="minisblack", **kwargs))
