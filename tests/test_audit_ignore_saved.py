@@ -90,3 +90,29 @@ def test_a_mask_without_an_ignore_value_saves_none(tmp_path):
         back = read_image(out)
         assert back.meta["reviewed_slices"] == [1] and "ignore_value" not in back.meta
     assert "ignore_value" not in mask_marks(tmp_path / "m.tif")
+
+
+def test_the_correct_tab_and_evaluate_know_the_saved_ignore_value(make_napari_viewer, qtbot, tmp_path, notifications,
+                                                                 capsys):
+    """The saved file reopened: Export with slice 6 (still 'ignore') marked reviewed was refused only as 'label value
+    2 ... add a name', and `attnseg evaluate` with the file as reference scored the unreviewed slices as class 2
+    (both looked the value up in a manifest only)."""
+    from napari_attnseg._napari.correct_widget import CorrectWidget
+    from napari_attnseg.cli import main
+
+    image_file, label_file, _, _ = _exported(tmp_path, "nnunet")
+    viewer = make_napari_viewer()
+    corr = CorrectWidget(viewer)
+    mine = _save(_reopen(viewer, qtbot, label_file), tmp_path / "mine.nii.gz")
+    viewer.layers.clear()
+    (img,) = viewer.open(str(image_file), plugin="napari-attnseg")
+    again = _reopen(viewer, qtbot, mine)
+    corr.labels_combo.value, corr.image_combo.value = again.name, img.name
+    corr.mark_slices([6])
+    corr.dataset_edit.value = str(tmp_path / "DS4")
+    assert corr.export() is None and not (tmp_path / "DS4").exists()
+    assert "reviewed slices 6 still hold" in str(notifications[-1].message), notifications[-1].message
+    capsys.readouterr()
+    assert main(["evaluate", "--model", "nuclei-2d", "--image", str(image_file), "--labels", str(mine), "--json"]) == 0
+    out = capsys.readouterr()
+    assert "'ignore' value 2" in out.out + out.err, out

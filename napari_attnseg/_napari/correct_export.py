@@ -49,17 +49,16 @@ class CorrectExport:
         slices: a reviewed slice still holding it is refused (it would be exported as a class, or refused as a value
         outside the label table without saying why)."""
         from ..correct import format_slice_ranges
-        from ..data.manifest import ignore_value_of
+        from .correct_stats import mask_ignore
         from .tiff_masks import IGNORE_NAME
 
-        path = layer.metadata.get("source_path")
-        if layer.ndim != 3 or not path or (ignore := ignore_value_of(path)) is None:
+        if layer.ndim != 3 or (ignore := mask_ignore(layer)) is None:  # (the file's own value, else its dataset's)
             return
         data = np.asarray(layer.data)
         left = [z for z in sorted(set(self._reviewed(layer))) if 0 <= z < data.shape[0] and (data[z] == ignore).any()]
         if left:
             raise ValueError(f"{layer.name}: reviewed slices {format_slice_ranges(left)} still hold {IGNORE_NAME!r} "
-                             f"(value {ignore}, from {Path(path).name}), which is never exported as a class: paint "
+                             f"(value {ignore}, the slices nobody reviewed), which is never exported as a class: paint "
                              "it over (0 for background, or a class) or take their reviewed mark off (Shift+R), "
                              "then export.")
 

@@ -114,6 +114,8 @@ def run(args: argparse.Namespace) -> int:
         for value, cls in by_name.items():
             labels[named == value] = cls
     ignore = ignore_value_of(args.labels)  # an exported label file: its unreviewed slices are not a reference
+    if ignore is None and ref.meta.get("ignore_value") is not None:  # one saved elsewhere keeps the value itself
+        ignore = int(ref.meta["ignore_value"])
     left_out = labels == ignore if ignore is not None else np.zeros(labels.shape, bool)
     if left_out.any():
         notes.append(f"{int(left_out.sum())} voxels hold the dataset's 'ignore' value {ignore} (slices nobody "
