@@ -196,8 +196,8 @@ def main() -> None:
     (results / "cohort.json").write_text(json.dumps({"meta": meta, "rows": rows, "resume": res}, indent=2))
     cols = list(rows[0])
     lines = [f"### Cohort inference: {args.cases} CT-like volumes of {'x'.join(map(str, shape))} ({args.model}, CPU)",
-             "", f"Machine: {meta['machine']} ({cpu}); load average at the end {load[0]:.1f} "
-             "(a shared host: other jobs ran at the same time)", "",
+             "", f"Machine: {meta['machine']}; load average at the end {load[0]:.1f}"
+             + (" (above the core count: other jobs ran at the same time)" if load[0] > cores else ""), "",
              "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]
     lines += ["", "Resume after killing `attnseg predict DIR --dask 2` half-way (SIGKILL to client, scheduler and "
