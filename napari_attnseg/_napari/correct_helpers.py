@@ -7,10 +7,9 @@ from __future__ import annotations
 import numpy as np
 
 from .. import correct
-from ..data.manifest import ignore_value_of
 from ..errors import AttnSegError
 from ._common import error_message, notify_error, notify_info
-from .correct_stats import BACKGROUND_VOXELS, LiveStats  # noqa: F401 (the panel and Next take them from here)
+from .correct_stats import BACKGROUND_VOXELS, LiveStats, mask_ignore  # noqa: F401 (the panel and Next take them from here)
 from .job_pool import thread_worker
 
 
@@ -23,10 +22,7 @@ class MaskHelpers:
         """The 'ignore' value of the mask's file when an export wrote it (the table's length: the classes lie below):
         the layer's ``metadata['ignore_value']`` (saved with it by File > Save), else its dataset's manifest."""
         name = self.labels_combo.value
-        metadata = self.viewer.layers[name].metadata if name in self.viewer.layers else {}
-        if metadata.get("ignore_value") is not None:
-            return int(metadata["ignore_value"])
-        return ignore_value_of(metadata["source_path"]) if metadata.get("source_path") else None
+        return mask_ignore(self.viewer.layers[name]) if name in self.viewer.layers else None
 
     def _classes(self):
         """The class chosen (None: every class), never the 'ignore' value of a label file an export wrote (a mask

@@ -3,7 +3,6 @@ edited mask is replaced. :class:`ResultLayers` is a mixin of the segment panel."
 
 from __future__ import annotations
 
-import re
 import weakref
 
 import numpy as np
@@ -13,9 +12,9 @@ from qtpy.QtWidgets import QMessageBox
 from .. import correct
 from ..layers import data_hash, heatmap_help, prediction_layers
 from ._common import is_deleted, notify_info, notify_warning, upsert_layer
+from .round_state import NUMBERED
 from .suggest_tool import drop_stale_uncertainty
 
-_NUMBERED = re.compile(r"^(?P<base>.+) \((?P<n>\d+)\)$")  # a run's next mask: <image> mask (n)
 _HOOKED: weakref.WeakSet = weakref.WeakSet()  # heatmap layers whose help follows their display settings
 
 
@@ -70,7 +69,7 @@ class ResultLayers:
         elif reviewed:  # (a 2D mask: one slice)
             what += ", and you marked it reviewed"
             lost.append("its reviewed mark")
-        found = _NUMBERED.match(layer_name)
+        found = NUMBERED.match(layer_name)
         kept_to = f"{found['base']} ({int(found['n']) + 1})" if found else f"{layer_name} (2)"
         keep = f"No keeps it as it is (hidden) and puts the prediction in {kept_to!r}"
         keep += ", with the slices you reviewed (their labels and marks) copied into it." if volume and reviewed else "."

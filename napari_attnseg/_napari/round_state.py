@@ -21,13 +21,13 @@ from .. import correct
 from ._common import notify_info
 
 REVIEWED_KEY = "reviewed_slices"
-_NUMBERED = re.compile(r"^(?P<base>.+) \((?P<n>\d+)\)$")
+NUMBERED = re.compile(r"^(?P<base>.+) \((?P<n>\d+)\)$")  # a run's next mask: <image> mask (n)
 
 
 def kept_sibling(viewer, layer):
     """The mask a run kept when it put its prediction in ``layer`` (``<image> mask (n)``: ``<image> mask (n-1)``,
     or ``<image> mask`` for n = 2), when it is open, of the same image and grid; else None."""
-    found = _NUMBERED.match(layer.name)
+    found = NUMBERED.match(layer.name)
     if found is None or "attnseg_prediction" not in layer.metadata:  # (a Segment run's mask; not one opened)
         return None
     n = int(found["n"])
