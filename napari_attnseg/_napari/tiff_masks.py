@@ -56,14 +56,18 @@ def _replace(viewer, layer, path: str, marks: dict) -> None:
     if model := marks.get("model_info"):  # the panels' provenance, as for a NIfTI mask
         meta["attnseg"] = {"model": model.get("model"), "checkpoint": model.get("checkpoint"),
                            "checkpoint_sha256": model.get("weights_sha256")}
-    if marks.get("class_names"):  # an exported label file: its dataset's classes
+    if marks.get("class_names"):  # an exported label file: its dataset's classes; a saved mask: its own
         meta["class_names"] = list(marks["class_names"])
     features = marks.get("features")
     if (ignore := marks.get("ignore_value")) is not None:  # its 'ignore' value (the manifest's, or saved with it)
         meta["ignore_value"] = int(ignore)
         features = features or ignore_features(meta.get("class_names") or [], int(ignore))
-    labels = Labels(np.asarray(layer.data), name=layer.name, scale=layer.scale, translate=layer.translate,
-                    units=layer.units, axis_labels=layer.axis_labels, metadata=meta, features=features)
+    features = features or ({"class": meta["class_names"]} if meta.get("class_names") else None)
+    scale, units, calibrated = _calibration(layer, path)  # (napari's reader opened it at scale 1)
+    if calibrated:
+        meta["spacing"] = list(scale)
+    labels = Labels(np.asarray(layer.data), name=layer.name, scale=scale, translate=layer.translate,
+                    units=units, axis_labels=layer.axis_labels, metadata=meta, features=features)
     index = viewer.layers.index(layer)
     viewer.layers.remove(layer)
     viewer.layers.insert(index, labels)
@@ -71,8 +75,26 @@ def _replace(viewer, layer, path: str, marks: dict) -> None:
         notify_info(f"{labels.name}: {marks['note']}")
         return
     kept = [w for w, k in (("its reviewed slices", "reviewed_slices"), ("the model that made it", "model_info"),
-                           (f"its {IGNORE_NAME!r} value {marks.get('ignore_value')}", "ignore_value")) if k in marks]
-    notify_info(f"{labels.name}: a mask saved by this plugin, opened as a mask with {' and '.join(kept)}.")
+                           (f"its {IGNORE_NAME!r} value {marks.get('ignore_value')}", "ignore_value"),
+                           ("its class names", "class_names")) if k in marks]
+    kept += [f"its pixel size {' x '.join(f'{s:g}' for s in scale)}"] if calibrated else []
+    said = f"{', '.join(kept[:-1])} and {kept[-1]}" if len(kept) > 1 else "".join(kept)
+    notify_info(f"{labels.name}: a mask saved by this plugin, opened as a mask with {said}.")
+
+
+def _calibration(layer, path: str) -> tuple[tuple, tuple, bool]:
+    """The scale and units for a mask napari's TIFF reader opened at scale 1: the pixel size its file records (a mask
+    saved from an OME-TIFF or calibrated image came back 1 px apart, beside an image in µm); else the layer's own."""
+    from ..data.tiff import tiff_calibration
+
+    found = tiff_calibration(path) if all(abs(s - 1.0) < 1e-9 for s in layer.scale) else None
+    if found is None or len(found[0]) != layer.ndim:
+        return tuple(layer.scale), tuple(layer.units), False
+    spacing, unit, axes = found
+    unit = {"micron": "um"}.get(str(unit), unit)
+    # (a time axis has no length unit)
+    units = tuple(unit if a in "ZYX" else "pixel" for a in axes) if unit and len(axes) == layer.ndim else layer.units
+    return tuple(spacing), tuple(units), True
 
 
 def exported_marks(path: str) -> dict | None:

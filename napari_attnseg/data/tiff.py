@@ -8,75 +8,31 @@ from __future__ import annotations
 
 import json
 import re
-import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .._files import atomic_write
+from .tiff_meta import (
+    IMAGEJ_AXES,
+    IMAGEJ_DTYPES,
+    IMAGEJ_KEYS,
+    INCH,
+    _ascii,
+    _ome_channels,
+    _ome_sizes,
+    _source_unit,
+    _unescape,
+    _unit_entries,
+    series_label,
+    series_note,
+    tiff_unit,
+)
 from .volume import Volume, model_info_of
 
 # Below this size the file is simply read; above it an uncompressed, contiguous file is mapped.
 MEMMAP_MIN_BYTES = 16 * 2**20
-
-
-INCH = 2  # TIFF ResolutionUnit; also the TIFF default when the tag is absent
-
-# OME length units (UnitsLength) in micrometres; an OME pixel size without a unit is in µm.
-OME_UNITS_UM = {"pm": 1e-6, "Å": 1e-4, "nm": 1e-3, "µm": 1.0, "μm": 1.0, "um": 1.0, "micron": 1.0,
-                "mm": 1e3, "cm": 1e4, "dm": 1e5, "m": 1e6, "in": 25400.0}
-# ImageJ description entries kept in Volume.meta["imagej"] and written back (JSON-safe values only).
-IMAGEJ_KEYS = ("unit", "yunit", "zunit", "tunit", "finterval", "xorigin", "yorigin", "zorigin")
-IMAGEJ_AXES = "TZCYXS"  # the axes ImageJ knows, in the only order it stores them
-IMAGEJ_DTYPES = (np.uint8, np.uint16, np.float32)
-# length units as ImageJ writes them, from the spellings of ImageJ, OME, NIfTI and napari (pint)
-_UNIT_NAMES = {"micron": ("micron", "microns", "um", "µm", "μm", "micrometer", "micrometre", "micrometers"),
-               "nm": ("nm", "nanometer", "nanometre", "nanometers"),
-               "mm": ("mm", "millimeter", "millimetre", "millimeters"),
-               "cm": ("cm", "centimeter", "centimetre", "centimeters"),
-               "m": ("m", "meter", "metre", "meters"), "inch": ("inch", "in", "inches")}
-UNITS = {name: unit for unit, names in _UNIT_NAMES.items() for name in names}
-_NO_UNIT = ("", "pixel", "pixels", "px", "unknown", "none", "dimensionless")
-
-
-def tiff_unit(unit) -> str | None:
-    """A length unit as ImageJ writes it (``micrometer``, ``µm``, ``um`` -> ``micron``; a napari / pint
-    unit as its name), None for none (``pixel``, ``unknown``); another name is kept as it is."""
-    if unit is None:
-        return None
-    text = _unescape(str(unit)).strip()
-    if text.lower() in _NO_UNIT:
-        return None
-    return UNITS.get(text, UNITS.get(text.lower(), text))
-
-
-def _source_unit(like_meta: dict):
-    """The length unit of a source Volume's spacing: its ``unit`` (one, or one per axis), mm for DICOM
-    and NIfTI (the NIfTI's own xyz unit where it names one)."""
-    unit = like_meta.get("unit")
-    if isinstance(unit, (list, tuple)) or tiff_unit(unit) or like_meta.get("format") not in ("nifti", "dicom"):
-        return unit
-    nifti = like_meta.get("nifti") if isinstance(like_meta.get("nifti"), dict) else {}
-    return tiff_unit(nifti.get("xyz_units")) or "mm"
-
-
-def _unit_entries(unit, ndim: int, axes: str) -> dict[str, str]:
-    """ImageJ ``unit`` (x) and, where they differ, ``yunit`` / ``zunit`` from one unit or one per axis."""
-    per_axis = [unit] * ndim if isinstance(unit, (str, type(None))) or not hasattr(unit, "__len__") \
-        else list(unit)[-ndim:]
-    if len(per_axis) != ndim:
-        return {}
-    names = [tiff_unit(u) for u in per_axis]
-    x = names[axes.index("X")] if "X" in axes else names[-1]
-    if not x:
-        return {}
-    entries = {"unit": x}
-    for letter in "YZ":
-        other = names[axes.index(letter)] if letter in axes else None
-        if other and other != x:
-            entries[f"{letter.lower()}unit"] = other
-    return entries
 
 
 def _axis(axes: str, letter: str, fallback: int, ndim: int) -> int | None:
@@ -86,41 +42,7 @@ def _axis(axes: str, letter: str, fallback: int, ndim: int) -> int | None:
     return fallback + ndim if ndim >= -fallback else None
 
 
-def _ome_pixels(tif):
-    """The first OME Pixels element (None for a file without OME metadata, or unreadable metadata)."""
-    if not tif.is_ome or not tif.ome_metadata:
-        return None
-    try:
-        root = ET.fromstring(tif.ome_metadata)
-    except ET.ParseError:
-        return None
-    return next((e for e in root.iter() if e.tag.rsplit("}", 1)[-1] == "Pixels"), None)
-
-
-def _ome_channels(tif) -> list[str] | None:
-    """The OME channel names of the first image (``DAPI``, ``GFP``; an unnamed one ``c<k>``), None without."""
-    pixels = _ome_pixels(tif)
-    channels = [e for e in (pixels if pixels is not None else ()) if e.tag.rsplit("}", 1)[-1] == "Channel"]
-    names = [str(e.get("Name") or "").strip() or f"c{k}" for k, e in enumerate(channels)]
-    return names if any(not n.startswith("c") or not n[1:].isdigit() for n in names) else None
-
-
-def _ome_sizes(tif) -> dict[str, float]:
-    """PhysicalSizeX/Y/Z of the first OME Pixels element, in µm (absent or unknown unit: left out)."""
-    pixels = _ome_pixels(tif)
-    sizes: dict[str, float] = {}
-    for letter in "XYZ" if pixels is not None else "":
-        value, unit = pixels.get(f"PhysicalSize{letter}"), pixels.get(f"PhysicalSize{letter}Unit", "µm")
-        try:
-            size = float(value) * OME_UNITS_UM[unit.strip()] if value is not None else 0.0
-        except (KeyError, ValueError):
-            continue
-        if np.isfinite(size) and size > 0:
-            sizes[letter] = size
-    return sizes
-
-
-def _spacing(tif, ndim: int, axes: str = "") -> list[float]:
+def _spacing(tif, ndim: int, axes: str = "", series: int = 0) -> list[float]:
     """Pixel spacing in the series' axes: the OME pixel sizes (in µm) where the file has them, else
     the resolution tags (units per pixel) and the z spacing from ImageJ / tifffile metadata. A
     resolution in dots per inch with neither ImageJ metadata nor this package's own (``axes`` in
@@ -128,7 +50,7 @@ def _spacing(tif, ndim: int, axes: str = "") -> list[float]:
     camera), not the pixel size: it is ignored and the spacing stays 1 pixel, as when a TIFF has no
     resolution (taken at face value it made the nuclei model shrink the image 72x)."""
     spacing = [1.0] * ndim
-    page = tif.pages[0]  # (the length unit of these: _read_unit)
+    page = tif.series[series].keyframe if series else tif.pages[0]  # (the length unit of these: _read_unit)
     ij = tif.imagej_metadata or {}
     shaped = (tif.shaped_metadata or [{}])[0] or {}
     unit_tag = page.tags.get("ResolutionUnit")
@@ -146,16 +68,16 @@ def _spacing(tif, ndim: int, axes: str = "") -> list[float]:
     z_spacing = ij.get("spacing") or shaped.get("spacing")
     if iz is not None and z_spacing:
         spacing[iz] = float(z_spacing)
-    for letter, size in _ome_sizes(tif).items():
+    for letter, size in _ome_sizes(tif, series).items():
         i = {"X": ix, "Y": iy, "Z": iz if "Z" in axes else None}[letter]
         if i is not None:
             spacing[i] = size
     return spacing
 
 
-def _read_unit(tif) -> str | None:
+def _read_unit(tif, series: int = 0) -> str | None:
     """The length unit of :func:`_spacing`: µm for OME sizes, else the ImageJ unit, else ours (JSON)."""
-    if {"X", "Y"} & set(_ome_sizes(tif)):
+    if {"X", "Y"} & set(_ome_sizes(tif, series)):
         return "micron"
     ij = tif.imagej_metadata or {}
     shaped = (tif.shaped_metadata or [{}])[0] or {}
@@ -174,26 +96,30 @@ def _reviewed(value) -> list[int] | None:
     return None
 
 
-def read_tiff(p: Path):
+def read_tiff(p: Path, series_index: int = 0):
+    """Image series ``series_index`` of a TIFF (a file of several series, e.g. stage positions: ``meta["warning"]``
+    says which was read and how to get another)."""
     import tifffile
 
     with tifffile.TiffFile(str(p)) as tif:
-        series = tif.series[0]
+        series = tif.series[series_index]
         shape, dtype = tuple(series.shape), np.dtype(series.dtype)
         axes = str(series.axes)  # tifffile's: Y, X, Z, C (channels), S (samples: RGB), T, Q (unknown)...
-        spacing = _spacing(tif, len(shape), axes)
-        unit = _read_unit(tif)
+        spacing = _spacing(tif, len(shape), axes, series_index)
+        unit, several = _read_unit(tif, series_index), series_note(tif, Path(p).name, series_index)
         shaped = (tif.shaped_metadata or [{}])[0] or {}
         ij = tif.imagej_metadata or {}
-        channels = _ome_channels(tif)
+        channels, names = _ome_channels(tif, series_index), _class_names(ij.get(NAMES_KEY) if ij else shaped.get(NAMES_KEY))
         mappable = int(np.prod(shape)) * dtype.itemsize >= MEMMAP_MIN_BYTES and series.dataoffset is not None
-        data = None if mappable else tif.asarray()
+        data = None if mappable else tif.asarray(series=series_index)
     if data is None:
         # copy-on-write: a caller may paint into the array without ever touching the file
-        data = tifffile.memmap(str(p), mode="c")
+        data = tifffile.memmap(str(p), series=series_index, mode="c")
     meta = {"source_path": str(p), "format": "tiff", "memory_mapped": isinstance(data, np.memmap), "axes": axes}
     if unit:  # the length unit of the spacing
         meta["unit"] = unit
+    if several:  # (predict, export and a cohort print it with the result)
+        meta["warning"] = several
     if channels and "C" in axes and len(channels) == shape[axes.index("C")]:
         meta["channel_names"] = channels  # the OME channel names (DAPI, GFP...), in the order of the C axis
     if ij:  # an ImageJ TIFF: its calibration entries, so that a mask written like it is one too
@@ -208,6 +134,8 @@ def read_tiff(p: Path):
         meta["model_info"] = model  # the model that made the mask, saved with it
     if (ignore := _ignore_note(ij, shaped)) is not None:
         meta["ignore_value"] = ignore  # a reopened export's 'ignore' value (its unreviewed slices), saved with it
+    if names:
+        meta["class_names"] = names  # the mask's class names, saved with it (File > Save, Save mask...)
     return Volume(data, tuple(float(s) for s in spacing), None, meta)
 
 
@@ -215,8 +143,19 @@ def tiff_layers(p: Path, name: str) -> list[tuple]:
     """A TIFF as napari reader layers (``(data, kwargs, "image")``) on its pixel size: the spacing in the layer's
     ``scale``, µm (OME nm / mm converted) in its ``units`` (``pixel`` for a time axis), its axes as axis labels
     (t, z, y, x). The channels (C axis) are one layer each, '<name> [DAPI]' by the OME channel names (``c0``...
-    without): the models take one channel, and the layer's name says which one runs. RGB (YXS) is one RGB layer."""
-    volume = read_tiff(p)
+    without): the models take one channel, and the layer's name says which one runs. RGB (YXS) is one RGB layer.
+    A file of several image series (stage positions) gives each its layers, '<name> [pos2]' by the series' names."""
+    import tifffile
+
+    with tifffile.TiffFile(str(p)) as tif:
+        labels = [series_label(s, k) for k, s in enumerate(tif.series)]
+    if len(labels) > 1:  # (each series read alone, on its own pixel size; a pyramid's levels are one series)
+        return [layer for k, label in enumerate(labels) for layer in _series_layers(p, f"{name} [{label}]", k)]
+    return _series_layers(p, name, 0)
+
+
+def _series_layers(p: Path, name: str, series: int) -> list[tuple]:
+    volume = read_tiff(p, series)
     axes, data = str(volume.meta.get("axes", "")), volume.data
     if len(axes) != data.ndim:  # (tifffile always gives one letter per axis)
         axes = "ZYX"[-data.ndim:] if data.ndim <= 3 else "Q" * (data.ndim - 2) + "YX"
@@ -224,7 +163,7 @@ def tiff_layers(p: Path, name: str) -> list[tuple]:
     c = axes.index("C") if "C" in axes else None
     kept = [k for k, a in enumerate(axes) if k != c and not (rgb and k == data.ndim - 1)]
     meta = {"source_path": str(p), "format": "tiff", "spacing": [volume.spacing[k] for k in kept],
-            "axes": "".join(axes[k] for k in kept)}
+            "axes": "".join(axes[k] for k in kept), **({"series": series} if series else {})}
     kwargs: dict[str, Any] = {"scale": meta["spacing"], "axis_labels": tuple(a.lower() for a in meta["axes"]),
                               "rgb": rgb}
     unit = {"micron": "um"}.get(str(volume.meta.get("unit")), volume.meta.get("unit"))
@@ -257,7 +196,8 @@ def tiff_calibration(p) -> tuple[tuple[float, ...], str | None, str] | None:
 
 def mask_marks(p) -> dict | None:
     """What a mask this project wrote as TIFF carries besides its pixels (read from the header): its reviewed slices
-    (``reviewed_slices``), the model that made it (``model_info``) and its 'ignore' value (``ignore_value``); None
+    (``reviewed_slices``), the model that made it (``model_info``), its 'ignore' value (``ignore_value``) and its class
+    names (``class_names``); None
     for another TIFF (or an unreadable one).
     napari's own TIFF reader drops both and opens the mask as an image."""
     import tifffile
@@ -271,12 +211,23 @@ def mask_marks(p) -> dict | None:
         (_reviewed(ij.get("reviewed_slices")) if ij else None)
     model = _model_note(ij.get(MODEL_KEY) if ij else shaped.get(MODEL_KEY))
     found = {k: v for k, v in (("reviewed_slices", reviewed), ("model_info", model),
-                               ("ignore_value", _ignore_note(ij, shaped))) if v is not None}
+                               ("ignore_value", _ignore_note(ij, shaped)),
+                               ("class_names", _class_names(ij.get(NAMES_KEY) if ij else shaped.get(NAMES_KEY))))
+             if v is not None}
     return found or None
 
 
 MODEL_KEY = "attnseg_model"  # description entry (ImageJ or JSON): the model that made a mask, as JSON
 IGNORE_KEY = "ignore_value"  # description entry: the 'ignore' value of a reopened export's unreviewed slices
+NAMES_KEY = "class_names"  # description entry: a mask's class names (one per value from 0), as a JSON list
+
+
+def _class_names(value) -> list[str] | None:
+    try:
+        names = json.loads(value) if isinstance(value, str) else value
+    except ValueError:
+        return None
+    return [str(n) for n in names] if isinstance(names, list) and names else None
 
 
 def _ignore_note(ij: dict, shaped: dict) -> int | None:
@@ -316,20 +267,6 @@ def _imagej_data(data: np.ndarray) -> np.ndarray | None:
     return None
 
 
-def _unescape(value):
-    """An ImageJ description value with its ``\\uXXXX`` escapes decoded (``\\u00B5m`` -> ``µm``)."""
-    if not isinstance(value, str):
-        return value
-    return re.sub(r"\\u([0-9A-Fa-f]{4})", lambda m: chr(int(m.group(1), 16)), value)
-
-
-def _ascii(value):
-    """A description value as ImageJ escapes it (``µm`` -> ``\\u00B5m``): the description is ASCII."""
-    if not isinstance(value, str):
-        return value
-    return "".join(c if ord(c) < 128 else f"\\u{ord(c):04X}" for c in value)
-
-
 def _imagej_axes(axes: str | None, ndim: int) -> str | None:
     """Axes for an ImageJ file: ``axes`` when ImageJ can store them (letters of TZCYXS in that order,
     ending in YX), else ZYX / YX; None when ImageJ cannot hold the array."""
@@ -341,7 +278,7 @@ def _imagej_axes(axes: str | None, ndim: int) -> str | None:
 
 def write_tiff(p: Path, data: np.ndarray, spacing, reviewed_slices: list[int] | None = None,
                like_meta: dict | None = None, unit=None, origin=None, model_info: dict | None = None,
-               ignore_value: int | None = None) -> None:
+               ignore_value: int | None = None, class_names: list[str] | None = None) -> None:
     """Write ``data`` with ``spacing``; ``like_meta`` (the source Volume's meta) gives the axes label
     and, for an ImageJ source, the ImageJ format with its unit (Fiji then shows the same calibration).
 
@@ -351,7 +288,8 @@ def write_tiff(p: Path, data: np.ndarray, spacing, reviewed_slices: list[int] | 
     in its description, so Fiji and :func:`read_tiff` read the pixel size back in that unit. ``origin``: the
     ImageJ calibration origin in pixels per array axis (a coarser map's offset); ``model_info``: the model
     that made a mask (a description entry, read back as ``meta["model_info"]``), as ``ignore_value`` (the 'ignore'
-    value of a reopened export's unreviewed slices, ``meta["ignore_value"]``)."""
+    value of a reopened export's unreviewed slices, ``meta["ignore_value"]``) and ``class_names`` (a mask's, one per
+    value from 0, ``meta["class_names"]``)."""
     import tifffile
 
     like_meta = like_meta or {}
@@ -370,6 +308,7 @@ def write_tiff(p: Path, data: np.ndarray, spacing, reviewed_slices: list[int] | 
         ij_meta = {k: v for k, v in ij_meta.items() if k not in ("xorigin", "yorigin", "zorigin")}
     model = model_info_of(model_info)
     model_note = json.dumps(model, separators=(",", ":")) if model is not None else None  # ASCII (\u escapes)
+    names_note = json.dumps([str(n) for n in class_names], separators=(",", ":")) if class_names else None
     axes_for_units = _imagej_axes(source_axes, data.ndim) or source_axes or "ZYX"[-data.ndim:]
     units = _unit_entries(unit, data.ndim, axes_for_units) if unit is not None else {}
     if not units and not (ij_meta or {}).get("unit"):
@@ -389,6 +328,8 @@ def write_tiff(p: Path, data: np.ndarray, spacing, reviewed_slices: list[int] | 
             metadata[MODEL_KEY] = model_note
         if ignore_value is not None:
             metadata[IGNORE_KEY] = int(ignore_value)
+        if names_note is not None:
+            metadata[NAMES_KEY] = names_note
         atomic_write(p, lambda tmp: tifffile.imwrite(tmp, ij_data, imagej=True, metadata=metadata, **kwargs))
         return
     axes = source_axes or ("ZYX"[-data.ndim:] if data.ndim <= 3 else None)
@@ -404,5 +345,7 @@ def write_tiff(p: Path, data: np.ndarray, spacing, reviewed_slices: list[int] | 
         metadata[MODEL_KEY] = model_note
     if ignore_value is not None and metadata is not None:
         metadata[IGNORE_KEY] = int(ignore_value)
+    if names_note is not None and metadata is not None:
+        metadata[NAMES_KEY] = names_note
     atomic_write(p, lambda tmp: tifffile.imwrite(tmp, data, metadata=metadata, compression="zlib",
                                                  photometric="minisblack", **kwargs))
