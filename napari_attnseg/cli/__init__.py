@@ -24,10 +24,8 @@ SUBCOMMANDS = ("demo", "models", "predict", "evaluate", "export", "train", "fine
 INTERRUPTED = {
     "predict": "the outputs of the inputs finished so far are kept, and the next run redoes a half-written one. Run "
                "the same command again: a folder, glob or CSV input (or --summary) skips the finished cases (its summary CSV lists them)",
-    "finetune": "the epochs finished so far are saved in --out: run the same command with --resume to go on "
-                "(or --overwrite to start again)",
-    "train": "the epochs finished so far are saved in --out: run the same command with --resume to go on "
-             "(or --overwrite to start again)",
+    "finetune": "the run had not started: nothing was trained or written; run the same command again",
+    "train": "the run had not started: nothing was trained or written; run the same command again",
     "export": "the dataset is as before this export, or finished by the next export (crash-safe): export again",
 }
 

@@ -74,7 +74,7 @@ def add_budget_and_split(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace a model already in OUT (default: refuse)")
 
 
-MODEL_FILES = ("best.safetensors", "best.json", "state.safetensors", "training_log.csv")
+MODEL_FILES = ("best.safetensors", "best.json", "state.safetensors", "state.json", "training_log.csv")
 
 
 def check_out(args: argparse.Namespace) -> None:
@@ -194,7 +194,7 @@ class ProgressBar:
         self.stream = stream or sys.stderr
         self.bar = None
         self.steps = None  # steps per epoch, from the step reports
-        self.val, self.best = None, None
+        self.val, self.best, self.last = None, None, None  # last: the last step's report
 
     def _draw(self, info: dict, position: int | None) -> None:
         steps = self.steps
@@ -219,7 +219,7 @@ class ProgressBar:
         bar.update(max(0, (position if position is not None else bar.n) - bar.n))
 
     def step(self, info: dict) -> None:
-        self.steps = info["steps"]
+        self.steps, self.last = info["steps"], info
         self._draw(info, (info["epoch"] - 1) * info["steps"] + info["step"])
 
     def _done(self, info: dict) -> int | None:
@@ -246,22 +246,67 @@ class ProgressBar:
 
 
 def run_training(cfg) -> int:
-    """Run the trainer with a progress bar and print the summary (rank 0 only under torchrun)."""
+    """Run the trainer with a progress bar and print the summary (rank 0 only under torchrun); Ctrl+C says what the
+    run left in OUT (the best model so far, usable as it is, or none) and ends with status 130."""
+    from ..inference.checks import fine_tuning_advice
     from ..training import train
 
     main = is_main_process()
     bar = ProgressBar()
     try:
-        result = train(cfg, progress=bar.epoch if main else None, on_step=bar.step if main else None,
-                       on_split=print_split if main else None)
+        with fine_tuning_advice():  # (the run segments its own data: a fit warning advises for training on it)
+            result = train(cfg, progress=bar.epoch if main else None, on_step=bar.step if main else None,
+                           on_split=print_split if main else None)
+    except KeyboardInterrupt:
+        bar.close()
+        if main:
+            print(f"attnseg {'finetune' if cfg.start_model else 'train'}: interrupted; {interrupted_message(cfg)}",
+                  file=sys.stderr)
+        return 130
     finally:
         bar.close()
     if main:
         print_summary(result, cfg.dataset)
+        last = bar.last  # less than one epoch (--minutes 0.2: 4 of 25 steps) wrote a model close to its start, unsaid
+        if last and result.epochs <= 1 and last["epoch"] == 1 and last["step"] < last["steps"] and result.checkpoint:
+            setup = f"; the setup took {result.setup_seconds:.0f} s of the {cfg.minutes:g} min budget" \
+                if getattr(result, "setup_seconds", None) and cfg.minutes else ""
+            print(f"warning: less than one epoch ran ({last['step']} of {last['steps']} steps{setup}): the model has "
+                  f"hardly changed from {'the start' if cfg.start_model else 'its random weights'}; give a longer "
+                  "budget (--minutes).", file=sys.stderr)
         hint = scratch_hint(cfg, result)
         if hint:
             print(hint, file=sys.stderr)
     return 0
+
+
+def interrupted_message(cfg) -> str:
+    """What an interrupted run left in ``cfg.out`` and how to go on (the generic "the epochs finished so far are saved"
+    was said when none had, and never that best.safetensors is usable); the bare log of a run just begun is removed."""
+    out = Path(cfg.out)
+    log, best, state = out / "training_log.csv", out / "best.safetensors", out / "state.safetensors"
+    rows = max(0, len(log.read_text().splitlines()) - 1) if log.is_file() else 0
+    again = "run the same command with --resume to go on (or --overwrite to start again)"
+    if best.is_file():
+        try:
+            card = json.loads((out / "best.json").read_text())
+        except (OSError, ValueError):
+            card = {}
+        run, dice = card.get("training") or {}, (card.get("metrics") or {}).get("val_dice")
+        said = [f"epoch {run['best_epoch']}" if run.get("best_epoch") else "",
+                f"validation Dice {dice:.4f}" if isinstance(dice, (int, float)) else "",
+                f"the start {run['val_dice_before']:.4f}" if isinstance(run.get("val_dice_before"), float) else ""]
+        said = ", ".join(p for p in said if p)
+        refit = (": the run's last part, training on every reviewed slice, did not happen"
+                 if cfg.start_model and getattr(cfg, "refit", None) != 0 else "")
+        return (f"{best} is the best model so far{f' ({said})' if said else ''}, usable as it is (attnseg predict "
+                f"--model {shlex.quote(str(best))}; its card says finished: false{refit}); {again}.")
+    if rows and state.is_file():
+        beat = " none of which beat the start model's validation Dice:" if cfg.start_model else ""
+        return f"{rows} epoch(s) finished,{beat} no model was written ({out} holds the run's state and log); {again}."
+    if log.is_file() and not rows and not state.exists():  # the header the run began with: not a model
+        log.unlink()
+    return "no epoch had finished: no model was written; run the same command again to start over."
 
 
 def print_split(split) -> None:
@@ -286,11 +331,15 @@ def scratch_hint(cfg, result) -> str | None:
     from ..checkpoint import read_card
     from ..models.registry import bundled_models
 
-    config = read_card(result.checkpoint).config
+    config = (trained := read_card(result.checkpoint)).config
     dims, channels = config.get("spatial_dims"), config.get("in_channels", 1)
-    starts = [name for name, card in bundled_models().items()  # (one that can take the dataset's channels)
-              if card.get("config", {}).get("spatial_dims") == dims and not card.get("config", {}).get("prompts")
-              and card.get("config", {}).get("in_channels", 1) == channels]
+    ct = (trained.normalization or {}).get("scheme") == "ct"
+    # one that takes the dataset's channels; a lung CT trained in 3D was sent to brain-mri-3d (a skull-stripping T1
+    # model); a 2D model fine-tunes on volumes slice by slice (nuclei-2d on lung1: docs/finetuning.md)
+    starts = [name for d in ((dims, 2) if dims == 3 else (dims,)) for name, card in bundled_models().items()
+              if (c := card.get("config", {})).get("spatial_dims") == d and not c.get("prompts")
+              and c.get("in_channels", 1) == channels
+              and not (ct and (card.get("brain_extraction") or (card.get("normalization") or {}).get("nonzero")))]
     if not starts:
         return None
     exported, whole = dataset_kind(cfg.dataset)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
+from ..errors import InputError
 from ..training.config import FT_FAR_NEGATIVES, FT_HARD_NEGATIVES, FT_L2SP, FT_REFIT
-from ._train_common import add_budget_and_split, check_out, config_kwargs, run_training
+from ._train_common import MODEL_FILES, add_budget_and_split, check_out, config_kwargs, run_training
 
 NAME = "finetune"
 HELP = "Fine-tune a model on an exported dataset of corrected masks."
@@ -40,6 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..training import TrainConfig
 
+    if args.overwrite and not args.resume:
+        refuse_start_in_out(args.model, Path(args.out))
     check_out(args)
     from ..training.class_checks import class_warnings
 
@@ -50,3 +54,17 @@ def run(args: argparse.Namespace) -> int:
                       far_negatives=args.far_negatives,
                       **config_kwargs(args))
     return run_training(cfg)
+
+
+def refuse_start_in_out(model: str, out: Path) -> None:
+    """``--model OUT/best.safetensors --out OUT --overwrite`` moved the start model away (to ``OUT/replaced-1``) and
+    then failed on "Model file OUT/best.safetensors does not exist": refused before anything moves."""
+    from ..checkpoint import resolve_model_path
+
+    try:
+        start = resolve_model_path(model).resolve()
+    except Exception:  # noqa: BLE001 - (a name that does not resolve is reported when the model is loaded)
+        return
+    if start.parent == out.resolve() and start.name in MODEL_FILES:
+        raise InputError(f"--model {model} is the model in --out {out}, which --overwrite would move away before the "
+                         f"run starts from it; write the new model to another folder (e.g. --out {out}-2).")

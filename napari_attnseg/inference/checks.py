@@ -13,6 +13,13 @@ import torch
 
 from ..errors import InputError
 from ..options import MODES, PROBABILITY_DTYPES
+from .fit_checks import (  # noqa: F401 (their home; imported from here too)
+    CT_UNLIKE,
+    _background_warning,
+    domain_warning,
+    fine_tuning_advice,
+    median_position,
+)
 from .tiling import round_up
 
 DEFAULT_TILE = {2: 256, 3: 96}
@@ -291,41 +298,6 @@ def smaller_tile(model, tile) -> list[int] | None:
     return None if smaller == current else smaller
 
 
-CT_UNLIKE = "looks like a CT in Hounsfield units, but"  # in domain_warning's text: the image is unlike the model's
-
-
-def domain_warning(card, image: np.ndarray, has_channels: bool, normalization: dict | None = None) -> str | None:
-    """A warning when the image and the model come from different worlds: a CT in Hounsfield units given to
-    a model not trained on CT (its normalisation is not a CT window), or an image that is not in Hounsfield
-    units given to one that was. None when they agree, or for multi-channel images."""
-    from ..display import is_hounsfield
-
-    if has_channels or card is None:
-        return None
-    spec = normalization or getattr(card, "normalization", None) or {}
-    ct_model = spec.get("scheme") == "ct"
-    ct_image = is_hounsfield(image)
-    name = getattr(card, "name", "") or "the model"
-    if ct_image and not ct_model:
-        return (f"The image {CT_UNLIKE} {name} was not trained on CT (its normalisation is "
-                f"{spec.get('scheme', 'unknown')!r}, not a CT window): check the result closely, or fine-tune the model "
-                "on a few corrected slices of this kind of scan.")
-    if ct_model and not ct_image:
-        return (f"{name} was trained on CT in Hounsfield units (window {spec.get('window')}), but this image is not in "
-                "Hounsfield units (no air near -1000): check the result closely, or use a model for this modality.")
-    if spec.get("nonzero") and not ct_image:
-        return _background_warning(image, name)
-    trained = (getattr(card, "metrics", None) or {}).get("median_position")
-    if trained is not None and not ct_image:
-        here = median_position(image)
-        if here is not None and here > 0.6 and here - float(trained) > 0.4:
-            return (f"Most of this image is bright (its median lies {here:.0%} of the way from the 1st to the 99th "
-                    f"percentile; {name}'s training images: {float(trained):.0%}): {name} learnt bright objects on a "
-                    "dark background. If the objects here are dark on a bright background (bright-field, an inverted "
-                    "image), invert the image first (in Python: image.max() - image); check the result closely.")
-    return None
-
-
 def scan_warning(card, orientation, image) -> str | None:
     """A warning when a model trained on images without anatomy (microscopy: its card names neither a voxel
     spacing nor a body orientation) is given a scan placed in the body (a NIfTI or DICOM volume, whose axis
@@ -353,18 +325,6 @@ def fit_warning(card, image, has_channels: bool, orientation=None, normalization
         None if has_channels else scan_warning(card, orientation, image))
 
 
-def median_position(image) -> float | None:
-    """Where the median lies between the 1st and 99th percentiles (0: at the dark end), on a subsample;
-    about 0.15 for fluorescence nuclei on a dark background, about 0.85 for the same image inverted."""
-    from .normalize import _sample, finite_values, percentiles
-
-    s = finite_values(_sample(np.asarray(image) if not hasattr(image, "shape") else image, False, native=True))
-    if s.size == 0:
-        return None
-    lo, med, hi = percentiles(s, [1, 50, 99])
-    return None if hi <= lo else float((med - lo) / (hi - lo))
-
-
 FOREGROUND_WARNING = " of the image foreground (its training images: "
 
 
@@ -383,36 +343,3 @@ def foreground_warning(labels: np.ndarray, card) -> str | None:
             "image looks unlike the training data (inverted contrast, an uneven background, another stain or "
             "modality?). Check the result closely; correct and fine-tune on a few such images, or even out the "
             "background first.")
-
-
-def _background_warning(image: np.ndarray, name: str) -> str | None:
-    """A model normalised over the non-zero voxels (an MRI model: 0 outside the head) given an image whose
-    background is not 0: an offset (all voxels + 100: GM Dice 0.94 -> 0.75) or intensities standardised
-    inside the brain (negative values: 0.03), which the model never saw."""
-    from .normalize import _sample, finite_values, percentiles
-
-    sample = _sample(np.asarray(image), False, native=True)  # the subsample the normalisation statistics use
-    finite = finite_values(sample)
-    if finite.size == 0:
-        return None
-    top = float(percentiles(finite, [99])[0])
-    negative = float((finite < 0).mean())
-    # the in-plane edges of every slice (outside the head in nearly every MRI field of view; the first and last
-    # slices of a slab can cut through the brain)
-    faces = np.concatenate([np.take(sample, i, axis=a).ravel() for a in range(max(0, sample.ndim - 2), sample.ndim)
-                            for i in (0, -1)])
-    faces = finite_values(faces)
-    low, border, high = (float(v) for v in percentiles(faces, [25, 50, 75])) if faces.size else (0.0, 0.0, 0.0)
-    if negative > 0.05:
-        return (f"{negative:.0%} of the image's voxels are negative, but {name} expects intensities >= 0 with 0 outside "
-                "the body (as scanners write MRI): an image standardised (z-scored) or shifted by a tool cannot be "
-                "segmented reliably; use the scanner's intensities.")
-    # an offset is an even background at the dark end of the image (all voxels + 100: its quartiles 2% apart, 0% of
-    # the voxels darker); a crop inside the head has tissue at its border: uneven (brain1 around its tumour: quartiles
-    # 1.31 x the median apart) or brighter than much of the image (white matter around the MNI ventricles)
-    even, dark = high - low <= 0.5 * border, float((finite < low).mean()) <= 0.35
-    if top > 0 and border > 0.05 * top and even and dark:
-        return (f"The image's border (its background) is at {border:.4g}, {border / top:.0%} of its bright end, but "
-                f"{name} expects 0 outside the body (as scanners write MRI): an intensity offset lowers the accuracy; "
-                "remove it (subtract the background value) and run again.")
-    return None

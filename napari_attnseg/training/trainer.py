@@ -206,18 +206,21 @@ class Trainer(RunSetup, CardWriter, Refit, FarNegatives, TimeBudget, Resume):
                      budget: float | None) -> tuple[list[float], float]:
         """One epoch of steps (``lr_of(fractional epoch)`` sets the rate), then the hard-negative refresh;
         returns the step losses and the last rate. Used by :meth:`fit` and the refit."""
-        cfg, losses, lr = self.cfg, [], 0.0
+        cfg, losses, lr, step_s = self.cfg, [], 0.0, 0.0
         for step in range(cfg.iters_per_epoch):
             if self.cancel is not None and self.cancel.cancelled:
                 raise Cancelled("Training cancelled.")
-            # the budget ends inside the epoch (not under torchrun: every rank must take the same steps)
-            if step and self._deadline is not None and self.dist.world_size == 1 and self._time_left() <= 0:
+            # the budget ends inside the epoch (not under torchrun: every rank must take the same steps), before a
+            # step that would not fit (a 3D step of 46 s on 2 cores took a 1-minute run to 2.9 minutes)
+            if step and self._deadline is not None and self.dist.world_size == 1 and self._time_left() <= step_s:
                 self._cut = (epoch + 1, step)
                 return losses, lr  # no next epoch follows: no refresh of the hard and far negatives
             lr = lr_of(epoch + (step + 1) / cfg.iters_per_epoch)
             for g in self.opt.param_groups:
                 g["lr"] = lr
+            t_step = time.perf_counter()
             losses.append(self._step(*self._batch()))
+            step_s = time.perf_counter() - t_step
             if self.ema_model is not None:  # steps so far: runs resume at epoch boundaries
                 self._update_ema(epoch * cfg.iters_per_epoch + step)
             if self.on_step is not None:
@@ -403,9 +406,11 @@ def train(cfg: TrainConfig, *, progress: Callable[[dict], Any] | None = None, ca
     the start model before a cancel, or at all with a new output layer (other classes; the start with a random
     head is no model): ``kept_start`` is set, no checkpoint is written, ``checkpoint`` is ``""``.
     """
+    from ..inference.checks import fine_tuning_advice
     from .quiet import engine_warnings_once
 
-    with engine_warnings_once():  # (the run segments the same images again and again)
+    # (the run segments the same images again and again; a fit warning advises for training, not for a prediction)
+    with engine_warnings_once(), fine_tuning_advice():
         trainer = Trainer(cfg, progress, cancel, on_step)
         if on_split is not None and trainer.dist.is_main:  # the split and its warnings, before the first epoch
             on_split(trainer.split)
