@@ -41,6 +41,11 @@ def is_hounsfield(image: np.ndarray) -> bool:
     if len(a.shape) not in (2, 3) or np.dtype(a.dtype).kind not in "iuf" or int(np.prod(a.shape)) == 0:
         return False
     s = _sample(a).astype(np.float32)
+    # below -1200 HU is neither body nor air: a scanner's padding outside its circular field of view (-3024, -2048,
+    # -2000 HU, GE / Siemens / Philips), well below air and a minority of the image; the rest says whether it is a CT
+    pad = s < -1200.0
+    if pad.any() and pad.mean() < 0.5 and np.count_nonzero(pad & (s > -1500.0)) <= 0.05 * np.count_nonzero(pad):
+        s = s[~pad]
     if s.size == 0:
         return False
     lo, hi = float(s.min()), float(s.max())
@@ -60,6 +65,20 @@ def window_limits(image: np.ndarray, preset: str) -> tuple[float, float]:
         s = _sample(image)
         return (float(s.min()), float(s.max())) if s.size else (0.0, 1.0)
     raise ValueError(f"Unknown display window {preset!r}; choose one of {', '.join(WINDOW_PRESETS)}.")
+
+
+def outlier_limits(image: np.ndarray) -> tuple[float, float, str] | None:
+    """Contrast limits up to the 99.9th percentile, and a note saying so, when a few voxels lie far above the rest (a
+    hot voxel, a marker, a corrupt value: napari's full range showed the scan black); None otherwise."""
+    s = _sample(image).astype(np.float64)
+    if s.size == 0:
+        return None
+    lo, top = float(s.min()), float(np.percentile(s, 99.9))
+    hi = float(np.nanmax(np.asarray(image)))  # (the whole image: one hot voxel is rarely in the sample)
+    if not (top > lo and hi - lo > 10.0 * (top - lo)):
+        return None
+    return lo, top, (f"a few voxels reach {hi:.6g}, far above the rest (99.9% are at most {top:.6g}): shown up to "
+                     f"{top:.6g} (layer controls: contrast limits to change it)")
 
 
 def default_window(image: np.ndarray) -> tuple[float, float] | None:

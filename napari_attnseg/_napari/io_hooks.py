@@ -31,7 +31,7 @@ from ..data.metaio import META_SUFFIXES, NRRD_SUFFIXES
 from ..data.nifti import nifti_volumes, read_nifti
 from ..data.orientation import onto_grid, volume_translate
 from ..data.volume import model_info_of
-from ..display import DEFAULT_CT_WINDOW, default_window
+from ..display import DEFAULT_CT_WINDOW, default_window, outlier_limits
 from ..errors import AttnSegError, InputError
 from .tiff_masks import exported_marks, ignore_features
 
@@ -81,14 +81,14 @@ MAX_LABEL_VALUES = 256
 SLICER_SEGMENTATION = (".seg.nrrd", ".seg.nhdr")  # 3D Slicer's segmentation files: label maps, whatever their name
 
 
-def _notify(message: str) -> None:
-    """A napari warning notification (a plain warning where napari's notifications are unavailable)."""
+def _notify(message: str, info: bool = False) -> None:
+    """A napari warning (``info``: information) notification (a plain warning where napari's are unavailable)."""
     try:
-        from napari.utils.notifications import show_warning
+        from napari.utils.notifications import show_info, show_warning
     except ImportError:  # pragma: no cover - napari is a dependency of the plugin
         warnings.warn(message, stacklevel=2)
         return
-    show_warning(message)
+    (show_info if info else show_warning)(message)
 
 
 def _viewer():
@@ -207,9 +207,7 @@ def _layer(volume: Volume, path: str) -> list[tuple]:
             meta["ignore_value"], kwargs["features"] = ignore, ignore_features(meta.get("class_names") or [], ignore)
         # a case's label file an export wrote: its dataset's manifest has its review and names its 'ignore' value
         if (marks := exported_marks(path)) is not None and not volume.meta.get("reviewed_slices_dropped"):
-            from napari.utils.notifications import show_info
-
-            show_info(f"{name}: {marks['note']}")
+            _notify(f"{name}: {marks['note']}", info=True)
             if reviewed is None and marks["reviewed_slices"] is not None:
                 meta["reviewed_slices"] = marks["reviewed_slices"]
             meta["class_names"] = meta.get("class_names") or marks["class_names"]
@@ -222,8 +220,10 @@ def _layer(volume: Volume, path: str) -> list[tuple]:
         return [(volume.data, kwargs, "labels")]
     window = default_window(volume.data)
     if window is not None:  # a CT in Hounsfield units opens in the soft-tissue window, not -1024..3071
-        kwargs["contrast_limits"] = window
-        meta["attnseg_window"] = DEFAULT_CT_WINDOW
+        kwargs["contrast_limits"], meta["attnseg_window"] = window, DEFAULT_CT_WINDOW
+    elif (limits := outlier_limits(volume.data)) is not None:  # an MRI with one hot voxel opened black
+        kwargs["contrast_limits"] = limits[:2]
+        _notify(f"{name}: {limits[2]}")
     return [(volume.data, kwargs, "image")]
 
 

@@ -24,10 +24,19 @@ def nifti_volumes(p: Path) -> int:
     """How many volumes a NIfTI file stacks along its 4th axis (1 for a 2D or 3D file), from its header alone."""
 
     try:
-        shape = load_nifti(p).shape
+        shape = _shape(load_nifti(p).shape)
     except Exception:  # noqa: BLE001 - a damaged file: the reader that follows says what is wrong with it
         return 1
     return int(shape[3]) if len(shape) == 4 else 1
+
+
+def _shape(shape) -> tuple[int, ...]:
+    """The image's shape without the singleton axes after the 4th: ITK-based tools write a 3D scalar image as
+    (x, y, z, 1, 1) (NIfTI dim 5, one time point, one component), which is a 3D volume."""
+    shape = tuple(int(n) for n in shape)
+    while len(shape) > 4 and shape[-1] == 1:
+        shape = shape[:-1]
+    return shape
 
 
 def load_nifti(p: Path):
@@ -83,8 +92,10 @@ def read_nifti(p: Path, volume: int | None = None):
     slope = float(getattr(img.dataobj, "slope", 1.0))
     inter = float(getattr(img.dataobj, "inter", 0.0))
     scaled = slope != 1.0 or inter != 0.0
-    n = int(img.shape[3]) if len(img.shape) == 4 else 1
-    if len(img.shape) == 4 and n > 1:
+    shape = _shape(img.shape)
+    extra = (0,) * (len(img.shape) - len(shape))  # the singleton axes after the 4th (5D files of ITK-based tools)
+    n = int(shape[3]) if len(shape) == 4 else 1
+    if len(shape) == 4 and n > 1:
         if volume is None:
             raise InputError(f"{p} is a 4D NIfTI of {n} volumes (shape {tuple(img.shape)}), e.g. MRI sequences stacked: "
                              f"choose one with --channel K (K from 0 to {n - 1}); napari opens each volume as its own "
@@ -92,13 +103,14 @@ def read_nifti(p: Path, volume: int | None = None):
         if not 0 <= int(volume) < n:
             raise InputError(f"{p} has {n} volumes (4D NIfTI); --channel is 0 to {n - 1}, not {volume}.")
         # (a slice of the proxy: one volume read; without a scaling its stored dtype is kept)
-        data = np.asanyarray(img.dataobj[..., int(volume)])
+        data = np.asanyarray(img.dataobj[(slice(None),) * 3 + (int(volume),) + extra])
         data = _compact(data, header.get_data_dtype(), slope, inter) if scaled else data
     elif volume not in (None, 0):
         raise InputError(f"{p} holds one volume (shape {tuple(img.shape)}); leave --channel out.")
     else:
         # Without a real scaling the stored dtype is kept (labels stay integers, CT stays int16).
         data = _scale(img.dataobj.get_unscaled(), slope, inter) if scaled else img.dataobj.get_unscaled()
+        data = data.reshape(shape) if extra else data
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
     if data.ndim not in (2, 3):
