@@ -12,6 +12,17 @@ from ._common import error_message
 from .job_pool import thread_worker
 
 BACKGROUND_VOXELS = 4_000_000  # helpers and edit counts on larger whole volumes run in a worker
+BASELINE_KEY = "attnseg_stats_baseline"  # (the run's prediction, it with the slices a re-run carried over)
+
+
+def stats_reference(layer, prediction):
+    """What the edit statistics of ``layer`` count edits against: ``prediction``, except on the slices a re-run
+    carried over from the mask it kept (:func:`~.round_state.carry_reviewed`): they hold the clinician's earlier
+    labels, which are no edit of this round (they were counted as if the clinician had just redrawn them)."""
+    kept = (getattr(layer, "metadata", None) or {}).get(BASELINE_KEY)
+    if kept is not None and kept[0] is prediction:  # (a later run in place brings a new prediction: not its)
+        return kept[1]
+    return prediction
 
 
 def mask_ignore(layer) -> int | None:
@@ -98,6 +109,7 @@ class LiveStats:
 
     def _edit_stats(self, layer, prediction) -> dict | None:
         """The edit statistics of ``layer`` now; None while they are counted in a worker."""
+        prediction = stats_reference(layer, prediction)
         key = self._counts_key or (None, None)
         if self._counts is not None and key[0] is layer is self._watched and key[1] is prediction:
             return self._counts.stats()
@@ -121,7 +133,8 @@ class LiveStats:
 
         def done(counts):
             self._counting = None
-            same = self._watched is layer and layer.metadata.get("attnseg_prediction") is prediction
+            same = self._watched is layer and \
+                stats_reference(layer, layer.metadata.get("attnseg_prediction")) is prediction
             if same and self._version == version:  # nothing was written meanwhile: the count holds
                 self._counts, self._counts_key, self._undo_tops = counts, (layer, prediction), _history(layer)
             try:

@@ -12,7 +12,7 @@ from qtpy.QtWidgets import QMessageBox
 from .. import correct
 from ..layers import data_hash, heatmap_help, prediction_layers
 from ._common import is_deleted, notify_info, notify_warning, upsert_layer
-from .round_state import NUMBERED
+from .round_state import NUMBERED, own_names, say_names_kept
 from .suggest_tool import drop_stale_uncertainty
 
 _HOOKED: weakref.WeakSet = weakref.WeakSet()  # heatmap layers whose help follows their display settings
@@ -188,8 +188,11 @@ class ResultLayers:
         return family[family.index(latest.name) + 1]
 
     def _show_one(self, data, kwargs, kind, geometry):
+        own = None  # the class names a person gave the mask this run updates in place (they went, unsaid)
         if kind == "labels":
             kwargs["name"] = self._mask_target(kwargs["name"])
+            before = self.viewer.layers[kwargs["name"]] if kwargs["name"] in self.viewer.layers else None
+            own = own_names(before) if getattr(before, "_type_string", "") == "labels" else None
         layer = upsert_layer(self.viewer, data, kwargs, kind)
         # a heatmap says what it shows (level, pixels per value, what 0 and 1 mean) in the status bar while it is
         # selected. (napari's colorbar overlay as a legend crashed napari 0.9.2 in glDrawArrays when a re-run with
@@ -201,6 +204,9 @@ class ResultLayers:
             for key in ("affine", "spacing", "source_path", "nifti", "attnseg_source_uid"):  # this run's image only
                 layer.metadata.pop(key, None)
             layer.metadata.update(geometry or {})
+            if own and own != [str(n) for n in layer.metadata.get("class_names") or []]:  # (kept, as typed names are)
+                layer.metadata["class_names"] = list(own)
+                say_names_kept(layer, own)
             # the voxels are a new prediction now: what a person reviewed on them before no longer holds
             if layer.metadata.pop("reviewed_slices", None):
                 notify_warning(f"{layer.name} holds a new prediction: its reviewed-slice marks were cleared; "

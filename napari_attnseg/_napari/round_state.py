@@ -5,6 +5,8 @@
   reviewed slice, so *Next suggested slice* sent them back to slices they had reviewed in round 1, and an export of it
   (with *Replace the case*, as the export's own warning advises) dropped round 1's corrections from the dataset. The
   reviewed slices of the kept mask (its voxels and marks) are copied into the new one; the kept mask stays as it was.
+- :func:`carry_names` (and :meth:`~.result_layers.ResultLayers._show_one` for a mask a run updates in place): the
+  class names a person gave the mask stay with the run's new mask, and that is said (they were lost without a word).
 - :func:`replace_loses`: *Replace the case* with a mask that does not mark reviewed every slice the case holds as
   reviewed (the same image) is refused: the clinician's reviewed labels of that case would be lost.
 """
@@ -18,7 +20,8 @@ import numpy as np
 from napari.layers import Labels
 
 from .. import correct
-from ._common import notify_info
+from ._common import find_docked, notify_info, notify_warning
+from .correct_stats import BASELINE_KEY
 
 REVIEWED_KEY = "reviewed_slices"
 NUMBERED = re.compile(r"^(?P<base>.+) \((?P<n>\d+)\)$")  # a run's next mask: <image> mask (n)
@@ -40,27 +43,70 @@ def kept_sibling(viewer, layer):
     return older
 
 
+def own_names(layer) -> list[str] | None:
+    """The class names a person gave ``layer`` (typed in the Correct panel, or the file's it was opened from): its
+    ``class_names`` unless they are the classes of the model whose run made it (its ``class`` feature)."""
+    names = [str(n) for n in layer.metadata.get("class_names") or []]
+    made = "attnseg" in layer.metadata and "class" in getattr(layer, "features", {})
+    model = [str(c) for c in layer.features["class"]] if made else None
+    return names if names and names != model else None
+
+
+def say_names_kept(layer, own: list[str], given: str | None = None) -> None:
+    """Say that ``layer``, a run's new mask, keeps the class names ``own`` a person gave it (or the mask ``given``),
+    naming the classes of the model that made it."""
+    model = [str(c) for c in layer.features["class"]] if "class" in getattr(layer, "features", {}) else []
+    notify_warning(f"'{layer.name}' keeps the class names you gave {'it' if given is None else repr(given)} "
+                   f"({', '.join(own)}) for its export and Save mask; the model that made it predicts "
+                   f"{', '.join(model) or 'other classes'}. If its label values are the model's classes, type their "
+                   "names in Class names (Export for fine-tuning).")
+
+
+def carry_names(viewer, older, layer) -> bool:
+    """The class names typed for the kept mask ``older`` go with its run's new mask ``layer`` too (they were lost
+    without a word: the Class names field showed the model's, and the next export named the labels with them), as
+    they stay on a mask a run updates in place; said, with the model's classes. Returns whether names were carried."""
+    own = own_names(older)
+    if own is None or own == [str(n) for n in layer.metadata.get("class_names") or []]:
+        return False
+    layer.metadata["class_names"] = list(own)
+    from .correct_widget import CorrectWidget
+
+    panel = find_docked(viewer, CorrectWidget)
+    if panel is not None and panel._watched is layer:  # (the field showed the model's names: it shows these)
+        panel._take_names(layer)
+    say_names_kept(layer, own, older.name)
+    return True
+
+
 def carry_reviewed(viewer, layer) -> list[int]:
     """Copy the reviewed slices of the mask the run kept (their voxels and marks) into its new mask ``layer`` (a
-    volume with no reviewed slice yet), and say so. Returns the slices carried ([] when nothing was)."""
-    if layer not in viewer.layers or layer.ndim != 3 or layer.metadata.get(REVIEWED_KEY):
+    volume with no reviewed slice yet), and its class names (:func:`carry_names`), and say so. Returns the slices
+    carried ([] when none were). The edit statistics of ``layer`` count edits from the carried labels there."""
+    if layer not in viewer.layers or (older := kept_sibling(viewer, layer)) is None:
         return []
-    older = kept_sibling(viewer, layer)
+    carry_names(viewer, older, layer)
+    if layer.ndim != 3 or layer.metadata.get(REVIEWED_KEY):
+        return []
     n = layer.data.shape[0]
-    rev = sorted({int(z) for z in (older.metadata.get(REVIEWED_KEY) or []) if 0 <= int(z) < n}) if older else []
+    rev = sorted({int(z) for z in (older.metadata.get(REVIEWED_KEY) or []) if 0 <= int(z) < n})
     if not rev:
         return []
     data = np.array(layer.data)
     source = np.asarray(older.data)
     data[rev] = source[rev].astype(data.dtype, copy=False)
-    layer.data = data
+    prediction = layer.metadata.get("attnseg_prediction")
+    if prediction is not None and np.shape(prediction) == data.shape:  # (not edits of this round: not counted)
+        baseline = np.array(prediction, copy=True)
+        baseline[rev] = data[rev]
+        layer.metadata[BASELINE_KEY] = (prediction, baseline)
     layer.metadata[REVIEWED_KEY] = rev
-    if older.metadata.get("class_names") and not layer.metadata.get("class_names"):
-        layer.metadata["class_names"] = list(older.metadata["class_names"])
+    layer.data = data
     # (the layer names quoted, the slices named: "reviewed in vol mask (1-2,5)" read like the layer "vol mask (2)")
     notify_info(f"'{layer.name}' holds the new prediction, except on the slices you reviewed in '{older.name}' "
                 f"(slices {correct.format_slice_ranges(rev)}): their labels and reviewed marks were carried over, so "
-                f"your corrections stay and Next suggested slice skips them. '{older.name}' is kept as it was (hidden).")
+                f"your corrections stay and Next suggested slice skips them (the edit statistics count only what you "
+                f"change there now). '{older.name}' is kept as it was (hidden).")
     return rev
 
 

@@ -6,7 +6,9 @@ default writer, see napari.yaml). The button asks for a file name (NIfTI or TIFF
 :func:`~.io_hooks.write_labels_nifti` / :func:`~.io_hooks.write_labels_tif`, given what napari gives them (the
 layer's data tuple), so the file is the one File > Save writes with the plugin's type. It never writes over a file
 that is not a mask this plugin saved (the image itself, a reference segmentation): the dialog asks before
-replacing, and such a file is refused.
+replacing, and such a file is refused, unless it is the file the mask itself was opened from (a mask an older
+version or another tool saved without marks: it was refused, and its user could not save it back): that file is
+replaced and its earlier content kept beside it as ``<name>.before-save.nii.gz``.
 
 :class:`SaveMask` is a mixin of :class:`~.correct_widget.CorrectWidget` (its ``labels_layer()``, ``image_combo``,
 ``viewer`` and the form's ``save_label``).
@@ -14,6 +16,7 @@ replacing, and such a file is refused.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from qtpy.QtWidgets import QFileDialog
@@ -40,6 +43,36 @@ def _same_file(a: str | Path, b: str | Path) -> bool:
         return False
 
 
+def _in_dataset(path: Path) -> bool:
+    """A label file of a dataset (nnU-Net's ``labelsTr``/``labelsTs``, an export's ``labels``): not saved over as a
+    mask's own file (its dataset's manifest and other cases go with it)."""
+    parent = path.parent
+    return parent.name in ("labelsTr", "labelsTs") or (parent / "manifest.json").is_file() or (
+        parent.parent / "manifest.json").is_file()
+
+
+def own_file(layer, path: Path | None = None) -> Path | None:
+    """The NIfTI or TIFF file ``layer`` was opened from (the one ``path`` names, when given), outside a dataset;
+    None when it has none. A run's mask has none: its ``source_path`` is its image's file."""
+    md = getattr(layer, "metadata", None) or {}
+    src = getattr(getattr(layer, "source", None), "path", None) or (  # (napari's; else a TIFF mask reopened here)
+        None if {"attnseg", "attnseg_prediction", "attnseg_source_uid"} & set(md) else md.get("source_path"))
+    src = str(src) if src else None
+    if not src or not src.lower().endswith(NIFTI_SUFFIXES + TIFF_SUFFIXES) or _in_dataset(Path(src)):
+        return None
+    return Path(src) if path is None or _same_file(src, path) else None
+
+
+def backup_name(path: Path) -> Path:
+    """A free name beside ``path`` for the content a save replaces: '<name>.before-save.nii.gz' (then '-2', ...)."""
+    suffix = next(s for s in NIFTI_SUFFIXES + TIFF_SUFFIXES if path.name.lower().endswith(s))
+    stem, ext = path.name[: -len(suffix)], path.name[-len(suffix):]
+    k = 1
+    while (found := path.with_name(f"{stem}.before-save{'' if k == 1 else f'-{k}'}{ext}")).exists():
+        k += 1
+    return found
+
+
 def plugin_mask(path: str | Path) -> bool:
     """Whether ``path`` is a mask this plugin wrote: a NIfTI with its header note (reviewed slices, class names or
     model) or a TIFF with its marks. A file without them (an image, a reference segmentation) is not."""
@@ -62,14 +95,22 @@ class SaveMask:
     """Needs the panel's ``viewer``, ``labels_layer()``, ``_reviewed()``, ``image_combo`` and ``save_label``."""
 
     def _save_proposal(self, layer) -> tuple[str, str]:
-        """The file name the dialog proposes and its filter: '<mask name>.nii.gz' beside the image's source file
-        (a 2D TIFF image's mask as '.tif'), else in the home folder."""
+        """The file name the dialog proposes and its filter: the file the mask was opened from, else '<mask
+        name>.nii.gz' beside the image's source file (a 2D TIFF image's mask as '.tif'; '<mask name>-2.nii.gz' where
+        a file it would refuse has that name), else in the home folder."""
+        images = [_source_path(ly) for ly in self.viewer.layers if ly._type_string == "image"]
+        own = own_file(layer)
+        if own is not None and own.parent.is_dir() and not any(s and _same_file(s, own) for s in images):
+            return str(own), TIFF_FILTER if own.name.lower().endswith(TIFF_SUFFIXES) else NIFTI_FILTER  # (back there)
         image = self.viewer.layers[self.image_combo.value] if self.image_combo.value in self.viewer.layers else None
         source = _source_path(image) if image is not None else None
         folder = Path(source).parent if source and Path(source).parent.is_dir() else Path.home()
         tiff = bool(source) and str(source).lower().endswith(TIFF_SUFFIXES) and layer.ndim == 2
-        name = layer.name.replace("/", "_").replace("\\", "_") + (".tif" if tiff else ".nii.gz")
-        return str(folder / name), TIFF_FILTER if tiff else NIFTI_FILTER
+        name, suffix = layer.name.replace("/", "_").replace("\\", "_"), ".tif" if tiff else ".nii.gz"
+        proposed, k = folder / f"{name}{suffix}", 2
+        while proposed.exists() and not (proposed.resolve() in _SAVED or plugin_mask(proposed)):
+            proposed, k = folder / f"{name}-{k}{suffix}", k + 1  # (another tool's file there would be refused)
+        return str(proposed), TIFF_FILTER if tiff else NIFTI_FILTER
 
     def _refusal(self, path: Path, layer, asked: bool) -> str | None:
         """Why ``path`` must not be written (None: it may): an open image's file, an existing file that is not a
@@ -86,7 +127,7 @@ class SaveMask:
         if not asked:
             return (f"{path} already exists and the dialog did not ask to replace it (the file type's suffix was "
                     f"added to the name typed): choose {path.name} itself to replace it, or another name.")
-        if not (path.resolve() in _SAVED or plugin_mask(path)):
+        if not (path.resolve() in _SAVED or plugin_mask(path) or own_file(layer, path) is not None):
             return (f"{path} already exists and is not a mask this plugin saved (it carries no reviewed slices, class "
                     f"names or model): Save mask does not write {layer.name} over it; choose another name, or move "
                     "that file away first.")
@@ -111,6 +152,14 @@ class SaveMask:
             notify_error(why)
             self.save_label.value = f"Not saved: {why}"
             return None
+        backup = None  # the mask's own file, saved without marks: its content is kept beside it
+        if path.exists() and path.resolve() not in _SAVED and not plugin_mask(path):
+            backup = backup_name(path)
+            try:
+                shutil.copy2(path, backup)
+            except OSError as exc:
+                notify_error(f"{layer.name} was not saved: {path} could not be kept as {backup} first ({exc}).")
+                return None
         tiff = path.name.lower().endswith(TIFF_SUFFIXES)
         data, meta, _ = layer.as_layer_data_tuple()  # what napari's File > Save hands a writer
         try:
@@ -125,8 +174,10 @@ class SaveMask:
         kept = (f"{len(rev)} reviewed slice{'s' if len(rev) != 1 else ''} ({format_slice_ranges(rev)})" if rev
                 else "no reviewed slices (none marked)")
         names = (layer.metadata.get("class_names") or [])
-        note = ("" if not names else f", class names {', '.join(map(str, names))}" if not tiff
-                else "; class names are kept in NIfTI only")
+        note = f", class names {', '.join(map(str, names))}" if names else ""
+        if backup is not None:
+            note += (f". The file it replaced had no reviewed slices, class names or model (saved by an older version "
+                     f"or another tool): kept as {backup.name}")
         self.save_label.value = f"Saved {layer.name} to {written} with {kept}{note}."
         notify_info(self.save_label.value)
         return written
