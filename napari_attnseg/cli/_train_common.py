@@ -81,6 +81,10 @@ def check_out(args: argparse.Namespace) -> None:
     """Refuse an OUT that already holds a run's model, unless ``--resume`` (continue it) or ``--overwrite``.
     With ``--overwrite`` the earlier model's files move to ``OUT/replaced-<n>/`` first: a new run that keeps its
     start weights (no epoch beat them) must not destroy an earlier, better model (an audit lost one that way)."""
+    from ..training.split_checks import check_dataset
+
+    if getattr(args, "dataset", None) is not None:  # first: a mistyped DATASET must not move a model away
+        check_dataset(args.dataset, None if args.split else parse_slices(args.val_slices), args.case)
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} is a file; choose a folder for the model.")

@@ -127,6 +127,13 @@ def run(args: argparse.Namespace) -> int:
     if stacked:
         c = axes.index("C")
         data, spacing = np.moveaxis(data, c, 0), spacing[:c] + spacing[c + 1:]
+    spatial, shape = data.shape[1:] if stacked else data.shape, np.shape(labels.data)
+    if len(spatial) in (2, 3) and tuple(shape) != tuple(spatial):  # (said without either file's name)
+        swapped = " (the same sizes in another axis order: saved transposed?)" if sorted(shape) == sorted(spatial) else ""
+        raise InputError(f"--labels {args.labels} has shape {tuple(shape)}, but --image {args.image} has shape "
+                         f"{tuple(spatial)}{swapped}; a mask must be on its image's grid: give the mask made on this "
+                         "image (attnseg predict's <stem>_mask, or the labels saved from napari on it), or the image "
+                         "the mask was drawn on.")
     model_info = model_identity(args.model) if args.model else {}
     if not model_info and labels.meta.get("model_info"):  # the model saved with the mask (napari, predict)
         model_info = model_identity(labels.meta["model_info"])

@@ -233,8 +233,12 @@ def geometry(frames: list[Frame], source: Path) -> Geometry:
                                 f"step {dz:.3g} mm")
             shear = float(np.linalg.norm(step - (step @ normal) * normal))
             if shear > 0.01 * dz:
+                off = shear * (slots[-1] if slots else n - 1) / 2  # (data.nifti.unsheared: the qform written)
                 warnings.append(f"the slices are sheared (gantry tilt of {np.degrees(np.arctan2(shear, dz)):.1f} "
-                                "degrees): the affine places each slice exactly, but the voxels are not boxes")
+                                "degrees): the affine places each slice exactly, but the voxels are not boxes. NIfTI "
+                                "outputs keep the shear in their sform (napari, nibabel); a qform cannot hold it, so "
+                                "tools that read the qform (ITK-based viewers: 3D Slicer, ITK-SNAP) place them "
+                                f"approximately: the middle slice exact, the first and last {off:.1f} mm off")
         else:
             dz = float(nominal or 1.0)
             step = normal * dz

@@ -40,7 +40,37 @@ def _shape(shape) -> tuple[int, ...]:
 
 
 def load_nifti(p: Path):
-    """``nibabel.load`` for any case of the suffix: nibabel looks for ``scan.nii.gz`` when given ``scan.Nii.gz``."""
+    """``nibabel.load`` for any case of the suffix: nibabel looks for ``scan.nii.gz`` when given ``scan.Nii.gz``.
+    nibabel's "pixdim[1,2,3] should be non-zero; setting 0 dims to 1" (printed on every load, without the file's
+    name) is kept quiet: :func:`read_nifti` says it once, naming the file (``img.attnseg_zero_pixdim``)."""
+    import logging
+
+    log, quiet = logging.getLogger("nibabel.global"), _ZeroPixdim()
+    log.addFilter(quiet)
+    try:
+        img = _load_nifti(p)
+    finally:
+        log.removeFilter(quiet)
+    img.attnseg_zero_pixdim = quiet.seen
+    return img
+
+
+class _ZeroPixdim:
+    """A logging filter that drops nibabel's zero-pixdim message of this thread's load and remembers it."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.seen, self.thread = False, threading.get_ident()
+
+    def filter(self, record) -> bool:
+        if record.thread == self.thread and "pixdim[1,2,3] should be non-zero" in record.getMessage():
+            self.seen = True
+            return False
+        return True
+
+
+def _load_nifti(p: Path):
     import nibabel as nib
 
     name = Path(p).name
@@ -141,11 +171,19 @@ def read_nifti(p: Path, volume: int | None = None):
         meta["class_names"] = list(names)
     if (model := model_info_of(ours.get("model"))) is not None:
         meta["model_info"] = model
+    warnings = []
+    if getattr(img, "attnseg_zero_pixdim", False):  # (nibabel set the zero voxel sizes to 1, saying so unnamed)
+        placed = "" if int(header["qform_code"]) or int(header["sform_code"]) else " and no qform or sform to place it"
+        warnings.append(f"its header gives a voxel size of 0 (pixdim){placed}: 1 mm was assumed along those "
+                        "axes, so its outputs and any size in mm use 1 mm voxels; if you know the spacing, set it in "
+                        "the header (e.g. nibabel's header.set_zooms) and run again.")
     if (gap := _qform_gap(img)) is not None:
-        meta["warning"] = (f"{p.name}: its qform and sform place it differently (up to {gap:.1f} mm apart; sform code "
-                           f"{int(header['sform_code'])}). napari-attnseg, nibabel and napari use the sform; ITK-based "
-                           "viewers (3D Slicer, ITK-SNAP) use the qform, so they show this file elsewhere. The outputs "
-                           "keep both, so each tool overlays them on the scan as it shows the scan.")
+        warnings.append(f"{p.name}: its qform and sform place it differently (up to {gap:.1f} mm apart; sform code "
+                        f"{int(header['sform_code'])}). napari-attnseg, nibabel and napari use the sform; ITK-based "
+                        "viewers (3D Slicer, ITK-SNAP) use the qform, so they show this file elsewhere. The outputs "
+                        "keep both, so each tool overlays them on the scan as it shows the scan.")
+    if warnings:
+        meta["warning"] = " ".join(warnings)
     return Volume(arr, tuple(reversed(zooms)), np.asarray(img.affine, float), meta)
 
 
@@ -159,6 +197,30 @@ def _qform_gap(img) -> float | None:
                         for k in ((0, img.shape[2] - 1) if len(img.shape) > 2 else (0,))]).T
     gap = float(np.abs(img.get_qform() @ corners - img.get_sform() @ corners).max())
     return gap if gap > 0.01 else None
+
+
+def unsheared(aff: np.ndarray, shape) -> np.ndarray:
+    """The qform to write for ``aff`` (a volume of ``shape``, (i, j, k)): ``aff`` itself, or, when it is sheared (a
+    gantry-tilted CT), which a qform cannot hold, the closest it can: each slice's rows and columns as ``aff`` has
+    them, the slices stacked along their normal, the middle one in place. Its first and last slices are off by half
+    the shear (10 mm on a 10-degree tilt over 23 steps of 5 mm); nibabel's own approximation turned the slices too
+    and was off by 12 mm there, 6 mm on the first slice. ITK-based viewers read the qform of a sheared file."""
+    a = np.asarray(aff, float)
+    if len(shape) < 3 or a.shape != (4, 4):
+        return a
+    c = a[:3, :3]
+    norms = np.linalg.norm(c, axis=0)
+    if (norms < 1e-12).any():
+        return a
+    u = c / norms
+    if abs(u[:, 0] @ u[:, 1]) > 1e-6 or max(abs(u[:, 2] @ u[:, 0]), abs(u[:, 2] @ u[:, 1])) < 1e-6:
+        return a  # (rows and columns not square to each other, or no shear: nibabel's as before)
+    normal = np.cross(u[:, 0], u[:, 1])
+    dz = float(c[:, 2] @ normal)  # (signed: the qform's qfac keeps a left-handed stack)
+    out = a.copy()
+    out[:3, 2] = normal * dz
+    out[:3, 3] = a[:3, 3] + (shape[2] - 1) / 2 * (c[:, 2] - out[:3, 2])  # the middle slice where the sform has it
+    return out
 
 
 COMMENT = 6  # NIfTI extension code of a free comment
@@ -229,7 +291,7 @@ def write_nifti(p: Path, data: np.ndarray, spacing, affine, like_meta: dict | No
     if qform is not None and not np.allclose(qform, aff, atol=1e-4):
         img.set_qform(qform, code=q_code)
     else:
-        img.set_qform(aff, code=q_code)
+        img.set_qform(unsheared(aff, arr.shape), code=q_code)
     img.set_sform(aff, code=s_code)
     units = nifti.get("xyz_units")
     header.set_xyzt_units(xyz=units if units not in (None, "unknown") else "mm")

@@ -3,6 +3,8 @@ its validation, with the warnings and the fallback criterion when the validation
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from scipy import ndimage
 
 from ..errors import DatasetError
@@ -36,6 +38,45 @@ def check_given_slices(split: Split, lab, held: list[int], ignore, slices: bool)
                            f"{unit} among them, or leave them to be chosen automatically.")
     split.warnings.append(f"validation {what}: {'it is' if one else 'they are'} context for the model, but the validation Dice measures "
                           f"the reviewed {unit} {_ranges(measured)} only")
+
+
+def check_dataset(path: str, held: list[int] | None, case: str | None) -> None:
+    """Before a run loads anything: a dataset that does not exist is said so (it read "is not a folder"), and
+    validation slices (``held``) past the case's end are refused by :func:`check_slices_inside`."""
+    from ..data.dataset import read_dataset
+    from ..data.manifest import read_manifest
+
+    if not Path(path).exists():
+        raise DatasetError(f"Dataset {path} does not exist (not a folder or file here: check the path); give the "
+                           "folder `attnseg export` wrote (its --dataset), or a dataset made elsewhere (nnU-Net, MONAI "
+                           "datalist, images/ with labels/: docs/training.md).")
+    if not held:
+        return
+    dataset = read_dataset(path)
+    ids = [c.case_id for c in dataset.cases]
+    one = dataset.cases[ids.index(case)] if case in ids else dataset.cases[0] if len(ids) == 1 else None
+    if one is None:  # (which case is meant is the split's to say)
+        return
+    shapes = {c.get("case_id"): c.get("shape") for c in (read_manifest(dataset.root) or {}).get("cases", [])}
+    shape = shapes.get(one.case_id)  # an exported case's shape from its manifest: no second read of its labels
+    if not shape or max(held) >= int(shape[0]):
+        check_slices_inside(one.case_id, one.load_labels(), held, dataset.ignore_label)
+
+
+def check_slices_inside(case_id: str, lab, held: list[int], ignore) -> None:
+    """Validation slices past the case's end, refused naming the reviewed slices to pick from (and those with
+    foreground), as :func:`check_given_slices` names them."""
+    n = lab.shape[0]
+    bad = sorted({z for z in held if not 0 <= z < n})
+    if not bad:
+        return
+    rows = _labelled_rows(lab, ignore).tolist()
+    fg = ((lab > 0) & _labelled(lab, ignore)).reshape(n, -1).any(1)
+    unit, one = ("slices" if lab.ndim == 3 else "rows"), len(bad) == 1
+    raise DatasetError(f"Validation {unit[:-1] if one else unit} {_ranges(bad)} {'is' if one else 'are'} outside case "
+                       f"{case_id} ({unit} 0-{n - 1}). The {'labelled' if ignore is None else 'reviewed'} {unit} are "
+                       f"{_ranges(rows) or 'none'} (with foreground: {_ranges([z for z in rows if fg[z]]) or 'none'}); "
+                       f"pick the validation {unit} among them, or leave them to be chosen automatically.")
 
 
 def describe_validation(split: Split, labels, ignore) -> None:
