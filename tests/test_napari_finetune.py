@@ -187,7 +187,7 @@ def test_bar_follows_steps_and_a_cancel_in_epoch_1_leaves_no_folder(make_napari_
     assert not w.history and "step" in w.status.value
     w.cancel_button.native.click()
     qtbot.waitUntil(lambda: w.run_button.enabled, timeout=60000)
-    assert w.result is not None and w.result.epochs == 0 and w.result.checkpoint == ""
+    assert w.result is not None and w.result.epochs == 0 and w.result.checkpoint is None
     assert "during epoch 1, before any epoch finished" in w.status.value
     assert "No epoch beat" not in w.status.value and "removed" in w.status.value
     assert not out.exists() and Path(str(w.out_edit.value)) == out  # no folder left; the same name again

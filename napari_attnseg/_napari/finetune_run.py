@@ -3,6 +3,7 @@ its output folder. No Qt here: the worker thread calls :meth:`Run.cleanup`."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import shlex
 from pathlib import Path
@@ -60,8 +61,9 @@ class Run:
             f"no epoch beat the start model's validation Dice {before}"
         head = "" if res.cancelled else (" and its output layer was new (other classes): the start model with an "
                                          f"untrained output layer is no model. Give more minutes, or {more}")
+        val = f" Validation: {validation_text(res)}." if res.epochs else ""  # (what it was judged on: which slices)
         return (f"{'Cancelled: n' if res.cancelled else 'N'}othing was learned ({why}){head}; no model was saved and "
-                f"the Segment tab is unchanged.{self.removed_text()}")
+                f"the Segment tab is unchanged.{val}{self.removed_text()}")
 
     def short_text(self, res, minutes: float | None) -> str:
         """A sentence when less than one whole epoch ran (the budget ended inside epoch 1), else ''."""
@@ -93,6 +95,25 @@ def _new_classes(checkpoint: str) -> list[str]:
     start = (card_dict(str(card.training.get("start_model") or "")) or {}).get("classes") or []
     rows = kept_classes([str(c) for c in start], list(card.classes))
     return [n for j, n in enumerate(card.classes) if j not in rows]
+
+
+def no_model_result(res):
+    """The run's result as the panel keeps it (``panel.result``): the trainer's, with ``checkpoint`` None when no model
+    was saved (its '' is the current folder to ``Path``: a script reading the result, or a path taking it for a
+    model, failed with "`.` is not a readable safetensors file"), and ``kept_start`` False (a run cancelled before its
+    first epoch said True: the start's weights "kept", with no file saved)."""
+    return res if res.checkpoint else dataclasses.replace(res, checkpoint=None, kept_start=False)
+
+
+def validation_text(res) -> str:
+    """What the run validated on, for the status: the held-out slices (rows of a 2D image) the split names and what
+    they hold, e.g. "slices 23,34: 2 labelled slices, 1 with foreground (329 foreground voxels)"."""
+    held = re.search(r": validation \S+ slices ([0-9,-]+);", res.split or "")
+    what = getattr(res, "validation", "") or ""
+    if not held:
+        return what or res.split
+    unit = "slices" if not what or "slice" in what else "rows"
+    return f"{unit} {held.group(1)}" + (f": {what}" if what else "")
 
 
 def panel_closed(current: list) -> None:

@@ -58,10 +58,12 @@ from .finetune_run import (
     in_models_folder,
     listed_text,
     models_folder,
+    no_model_result,
     output_problem,
     panel_closed,
     proposed_model,
     start_problem,
+    validation_text,
 )
 from .job_pool import start_long, thread_worker
 from .worklist import real_viewer
@@ -314,7 +316,7 @@ class FinetuneWidget(Undockable, QWidget, StartModels, ValidationField):
         def on_done(res):
             if self._gone(run):
                 return
-            self.result = res
+            self.result = res = no_model_result(res)  # (no model saved: checkpoint None, not '', i.e. the folder '.')
             before = "n/a" if res.val_dice_before is None else f"{res.val_dice_before:.4f}"
             notes = "".join(f"\n- {n}" for n in res.notes)
             if not res.checkpoint:  # cancelled before any epoch beat the start, or a new head none bettered
@@ -330,7 +332,7 @@ class FinetuneWidget(Undockable, QWidget, StartModels, ValidationField):
             short = run.short_text(res, cfg.minutes)
             self.status.value = (f"{short + ' ' if short else ''}Validation Dice {before} -> {res.val_dice_after:.4f} "
                                  f"({chosen}){' (cancelled)' if res.cancelled else ''}. "
-                                 f"Validation: {getattr(res, 'validation', '') or res.split}. "
+                                 f"Validation: {validation_text(res)}. "
                                  f"Saved {res.checkpoint}. {listed_text(res.checkpoint)}{notes}")
             folder = Path(res.checkpoint).parent
             seg = self._segment_widget()
