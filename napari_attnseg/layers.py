@@ -59,6 +59,7 @@ def provenance(model, pred: Prediction, source: str) -> dict[str, Any]:
         "precision": pred.precision,
         "params": dict(pred.params),
         "timings": dict(pred.timings),
+        "warnings": [str(w) for w in getattr(pred, "warnings", None) or []],  # (e.g. a CT given to a microscopy model)
         "time": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
 

@@ -42,6 +42,11 @@ class CorrectExport:
             notify_warning(f"{layer.name}'s reviewed slices hold values 0 to {top} only, and {len(names)} class names "
                            f"are given: value {top} is exported as {names[top]!r}. If it is something else (a "
                            "tumour under the model's 'grey matter'), rename the classes (e.g. background, tumour).")
+        elif top >= 1 and (model := foreign_model(layer, names)):  # a lung tumour exported as 'nucleus'
+            notify_warning(f"Class names {', '.join(names)} are those of {model}, which made {layer.name} but was not "
+                           f"trained on this kind of image (its run warned so): value 1 is exported as {names[1]!r}. If "
+                           "it is something else, type the names of what you corrected in Class names (e.g. "
+                           "background, tumour) before you export.")
         return names
 
     def _check_no_ignore(self, layer) -> None:
@@ -80,6 +85,18 @@ class CorrectExport:
             self.case_edit.native.setPlaceholderText(f"next free case id (last export: {case_id})")
             self.case_edit.tooltip = (f"The case's name in the dataset; empty: the next free id. The last export wrote "
                                       f"{case_id}: type it and tick Replace the case to replace it.")
+
+
+def foreign_model(layer, names: list[str]) -> str | None:
+    """The model that made ``layer`` when ``names`` are its classes and its run warned that the image is not of the
+    kind it was trained on (a CT given to a microscopy model); None otherwise."""
+    from ..inference.checks import CT_UNLIKE
+
+    run = (getattr(layer, "metadata", None) or {}).get("attnseg") or {}
+    made = [str(c) for c in layer.features["class"]] if "class" in getattr(layer, "features", {}) else []
+    if names != made or not any(CT_UNLIKE in str(w) for w in run.get("warnings") or []):
+        return None
+    return str(run.get("model") or "the model")
 
 
 def _fine_tuned_on() -> list[str]:
