@@ -173,6 +173,22 @@ def _read_case(src: str, channel: int | None):
     return vol, channel
 
 
+def _cohort_channel(vol: Volume, channel: int | None, dims: int | None) -> tuple[int | None, str]:
+    """``--channel K`` in a cohort picks a channel of the inputs that have channels (a 4D NIfTI's volume was read
+    already); an input of one channel runs as it is, with a warning, instead of failing (as a lone file does): a
+    folder mixing one 4D NIfTI with 3D scans is run with the --channel its 4D file asks for."""
+    import numpy as np
+
+    if channel in (None, 0):
+        return channel, ""
+    axes = str(vol.meta.get("axes") or "")
+    if len(axes) == np.ndim(vol.data) and any(a in "CS" for a in axes):
+        return channel, ""
+    if dims == 2 and len(axes) == 3 and axes[0] in "QI" and 2 <= int(np.shape(vol.data)[0]) <= 4:
+        return channel, ""  # (planes along an unnamed axis: pick_channel takes the plane)
+    return None, f"--channel {channel} does not apply to this input (one channel): segmented as it is"
+
+
 def _run_case(job: _Job, model, slot: _Slot, worker: str = "") -> CaseResult:
     """read -> (slot) compute -> write; an :class:`AttnSegError` is a failed case, anything else raises."""
     import math
@@ -197,7 +213,9 @@ def _run_case(job: _Job, model, slot: _Slot, worker: str = "") -> CaseResult:
             too_long_message,
         )
 
-        vol = pick_channel(*_read_case(job.src, job.channel), int(getattr(model, "in_channels", 1)), job.src,
+        vol, channel = _read_case(job.src, job.channel)
+        channel, unused = _cohort_channel(vol, channel, getattr(model, "spatial_dims", None))
+        vol = pick_channel(vol, channel, int(getattr(model, "in_channels", 1)), job.src,
                            dims=getattr(model, "spatial_dims", None))
         # a time-lapse of volumes fails naming its axes; frames a 3D model takes for slices: a warning (as one file)
         time_lapse = check_time_axis(str(vol.meta.get("axes") or ""), tuple(vol.data.shape), job.src,
@@ -228,6 +246,8 @@ def _run_case(job: _Job, model, slot: _Slot, worker: str = "") -> CaseResult:
                 pred.warnings.insert(0, str(vol.meta[key]))
         if time_lapse:
             pred.warnings.insert(0, time_lapse)
+        if unused:
+            pred.warnings.insert(0, unused)
         kept = keep_edited_mask(job.out, job.src)  # --overwrite, or edited during the run: the user's work stays
         if kept:
             pred.warnings.append(kept_warning(kept))

@@ -224,7 +224,9 @@ def _expand(item: str | os.PathLike, out: Path | None, got: Collected) -> list[P
         matches = [Path(m) for m in sorted(glob.glob(_escape_literal_prefix(text), recursive=True))
                    if not Path(m).name.startswith(".")
                    and (Path(m).is_file() or image_format(m) == "dicom")]
-        return _not_outputs(matches, out)
+        from .outputs import without_scouts
+
+        return without_scouts(_not_outputs(matches, out), text, got)
     if p.suffix.lower() == ".csv" and p.is_file():
         return _read_csv(p, got)
     if p.is_dir() and image_format(p) != "dicom":
@@ -319,10 +321,12 @@ def _folder_cases(folder: Path, out: Path | None = None, got: Collected | None =
     from ..data import image_format
     from ..data.metaio import data_file_of
     from ..results import RECORD_SUFFIX
+    from .outputs import dicom_below, without_scouts
 
     ours = _ours(folder)  # outputs of earlier runs into this folder are not inputs
     cases = []
     files = folders = loose = 0
+    trees: list[Path] = []  # sub-folders with DICOM series further down (a PACS export without DICOMDIR)
     entries = sorted(folder.iterdir())
     data_files = {d for p in entries if (d := data_file_of(p)) is not None}  # (.raw of .mhd / .nhdr: part of a case)
     for p in entries:
@@ -334,7 +338,9 @@ def _folder_cases(folder: Path, out: Path | None = None, got: Collected | None =
         elif fmt is not None:
             cases.append(p)
         elif p.is_dir():
-            folders += not _inside(p.resolve(), out)
+            if not _inside(p.resolve(), out):
+                folders += 1
+                trees += [series] if (series := dicom_below(p)) is not None else []
         else:
             files += 1
     parts = [f"{n} {what}{'s' if n != 1 else ''}{rest.format('is' if n == 1 else 'are')}"
@@ -342,9 +348,15 @@ def _folder_cases(folder: Path, out: Path | None = None, got: Collected | None =
                                    (folders, "folder", " that {} not a DICOM series")) if n]
     if parts and got is not None:
         hint = f" (sub-folders are not searched: use a quoted glob like \"{folder}/**/*.tif\")" if folders else ""
+        if trees:  # a PACS tree (patient/study/series folders): a glob of *.tif finds nothing there
+            hint = (f" ({len(trees)} of them hold{'s' if len(trees) == 1 else ''} DICOM series in their sub-folders, "
+                    f"e.g. {trees[0]}: a PACS export "
+                    "without DICOMDIR, whose sub-folders are not searched. Give the series folders: a quoted glob "
+                    f"\"{folder}/**/\" (every series folder below, each a case; scouts are left out) or a CSV of them; "
+                    "series folders of the same name under two patients need one --out each)")
         got.notes.append(f"{folder}: skipped {' and '.join(parts)}{hint}")
     mine = set(_masks_among(cases))
-    return [p for p in cases if p not in mine]
+    return without_scouts([p for p in cases if p not in mine], folder, got)
 
 
 def _read_csv(path: Path, got: Collected | None = None) -> list[Path]:
@@ -376,7 +388,9 @@ def _read_csv(path: Path, got: Collected | None = None) -> list[Path]:
         if col < len(r) and r[col].strip():
             p = Path(r[col].strip()).expanduser()
             case = p if p.is_absolute() else path.parent / p
-            if got is not None and not p.is_absolute() and not case.exists():
+            if got is not None and p.is_absolute() and not case.exists():
+                got.hints[str(case)] = f"{path} names it"
+            elif got is not None and not p.is_absolute() and not case.exists():
                 there = (f"; {p} does exist relative to the working directory: write it in the CSV as "
                          f"{os.path.relpath(p.resolve(), path.parent.resolve())} (from the CSV's folder) or "
                          f"{p.resolve()}") if p.exists() else ""

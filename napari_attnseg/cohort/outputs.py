@@ -3,6 +3,8 @@
 * :func:`keep_edited_mask`: a mask attnseg wrote and the user changed since is the user's work; before
   outputs are replaced (``--overwrite``) it is moved to ``<out>/edited_masks/``, never deleted.
 * :func:`name_too_long`: an input whose name leaves no room for the temporary output names.
+* :func:`dicom_below`, :func:`without_scouts`: what a folder listing or a glob makes of a PACS export without DICOMDIR
+  (patient/study/series folders; a scout series beside the axial one).
 """
 
 from __future__ import annotations
@@ -11,8 +13,12 @@ import errno
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .inputs import EDITED_DIR
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .inputs import Collected
 
 # longest addition to an input's stem among the names written for it: the partial marker's temporary name
 # ".<stem>_predict.partial" -> "..<stem>_predict.partial.XXXXXXXX.tmp.partial", a mask's ".<stem>_mask.nii.gz.
@@ -89,3 +95,51 @@ def too_long_message(out: str | os.PathLike, src: str | os.PathLike, limit: int 
 
 def is_name_too_long(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno == errno.ENAMETOOLONG
+
+
+def without_scouts(cases: list[Path], where: str | os.PathLike, got: Collected | None) -> list[Path]:
+    """``cases`` less the DICOM series folders that hold only localizers (scouts: the study's planning images, which
+    a PACS export puts in a series folder of their own), with a note naming them."""
+    scouts = [p for p in cases if p.is_dir() and only_localizers(p)]
+    if scouts and got is not None:
+        shown = ", ".join(str(p) for p in scouts[:3]) + (", ..." if len(scouts) > 3 else "")
+        got.notes.append(f"{where}: left out {len(scouts)} DICOM series of localizer (scout) images only, not "
+                         f"segmented ({shown}); to segment one anyway, give its folder as the input")
+    return [p for p in cases if p not in scouts]
+
+
+def only_localizers(folder: Path, probed: int = 20) -> bool:
+    """Whether the DICOM images of ``folder`` (its first ``probed`` files) are all localizers (ImageType LOCALIZER)."""
+    import pydicom
+
+    from ..data.dicom import is_dicom_file
+
+    seen = 0
+    for f in sorted(f for f in folder.iterdir() if f.is_file() and not f.name.startswith("."))[:probed]:
+        if not is_dicom_file(f):
+            continue
+        try:
+            ds = pydicom.dcmread(str(f), stop_before_pixels=True, force=True, specific_tags=["ImageType", "Rows"])
+        except Exception:  # (an unreadable file: the reader names it when the case runs)
+            return False
+        if "Rows" not in ds:
+            continue  # a report or presentation state beside the images
+        if "LOCALIZER" not in [str(v).upper() for v in (ds.get("ImageType") or [])]:
+            return False
+        seen += 1
+    return seen > 0
+
+
+def dicom_below(folder: Path, limit: int = 2000) -> Path | None:
+    """The first folder below ``folder`` (depth first, sorted, at most ``limit`` folders looked at) holding a DICOM
+    file among its first five: a patient or study folder of a PACS export without DICOMDIR; else None."""
+    from ..data.dicom import is_dicom_file
+
+    for n, (root, dirs, files) in enumerate(os.walk(folder)):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        if n >= limit:
+            break
+        names = sorted(f for f in files if not f.startswith(".") and f != "DICOMDIR")[:5]
+        if Path(root) != folder and any(is_dicom_file(Path(root) / f) for f in names):
+            return Path(root)
+    return None

@@ -92,7 +92,8 @@ def predict_cohort(
             inputs, (str, os.PathLike)) else inputs))
         raise InputError(f"No images found in {shown}: check the folder, the pattern or the CSV (NIfTI, DICOM, "
                          "TIFF inputs)." + (" A Zarr store is read by the Python API (predict(model, zarr.open(PATH))) "
-                                            "and by napari, not by the command line." if zarr else ""))
+                                            "and by napari, not by the command line." if zarr else "")
+                         + "".join(f" {note}." for note in got.notes))  # (why: a PACS tree's series lie deeper)
     out = writable_folder(Path(out))
     if summary is not None and not overwrite and _read_summary(out / summary) is None:
         raise InputError(summary_refusal(out / summary))  # before any case: the user's file stays as it is
@@ -122,13 +123,17 @@ def predict_cohort(
     for i, src in enumerate(cases):
         name = stem(src)
         if name in by_stem:
+            tree = Path(src).is_dir() and Path(cases[by_stem[name]]).is_dir()  # series folders of a PACS tree
+            how = (" (DICOM series folders of a PACS tree: run each patient's or study's folder into its own --out, e.g. "
+                   f"--out {Path(out) / Path(src).parent.name})" if tree else "")
             results[i] = CaseResult(case=name, input=str(src), status="failed",
                                     error=f"{src} has the same name as {cases[by_stem[name]]}; their outputs would "
-                                          "collide in one folder. Rename one, or run them into separate folders.")
+                                          f"collide in one folder. Rename one, or run them into separate folders{how}.")
             continue
         by_stem[name] = i
         why = got.hints.get(str(src)) if not Path(src).exists() else None
-        why = f"{src} does not exist: {why}." if why else name_too_long(out, src)
+        why = (f"{src} does not exist: {why}. Correct that row of the CSV (or put the file back) and run the same "
+               "command again: the finished cases are skipped." if why else name_too_long(out, src))
         if why:  # a CSV row relative to the working directory, a name too long for the outputs' names
             results[i] = CaseResult(case=name, input=str(src), status="failed", error=why)
             continue
