@@ -191,11 +191,7 @@ class PromptMode(PromptLayers):
             return None
         if self.target is not None and (self.target[0] is not mask or self.target[1] is not image):
             self.new_object()
-        if self.clicks and not self.busy and (dropped := self.session.drop_reverted(np.asarray(mask.data))):
-            self.status.value = f"Ctrl+Z on the mask undid the last {dropped} click(s): they were removed."
-            self._show_points()
-            if not self.clicks:
-                self.new_object()
+        self._drop_reverted(mask)
         if not self.clicks and not positive:
             self._refuse("Start an object with a positive click; negative clicks refine it.")
             return None
@@ -361,12 +357,33 @@ class PromptMode(PromptLayers):
                 self._warned.add(warning)
                 notify_warning(f"Click to fix: {warning}")
 
+    def _drop_reverted(self, mask) -> int:
+        """Remove the newest clicks whose change napari's Ctrl+Z on ``mask`` undid (said in the status); how many."""
+        from .prompt_write import reverted_runs
+
+        if not self.clicks or self.busy or mask is None or mask not in self.viewer.layers \
+                or not (runs := reverted_runs(self.session, mask.data)):
+            return 0
+        states, dropped = self.session.states, len(self.clicks)
+        for state in states[-runs:]:
+            self._steps.pop(id(state), None)
+        del states[-runs:]
+        del self.session.clicks[states[-1].clicks if states else 0:]
+        dropped -= len(self.clicks)
+        self.status.value = f"Ctrl+Z on the mask undid the last {dropped} click(s): they were removed."
+        self._show_points()
+        if not self.clicks:
+            self.new_object()
+        return dropped
+
     def undo_last_click(self) -> None:
-        """Remove the newest click and restore the mask as it was before it."""
+        """Remove the newest click and restore the mask as it was before it (clicks Ctrl+Z on the mask undid: removed only)."""
         if not self.clicks:
             self.status.value = "No click to undo."
             return
         mask = self.target[0] if self.target is not None else None
+        if self._drop_reverted(mask):
+            return
         for state in self.session.undo():  # the click's own change: a brush stroke made since stays
             kept, step = self._steps.pop(id(state), (None, None))
             if mask is not None and mask in self.viewer.layers:
