@@ -92,3 +92,20 @@ def test_the_segment_status_says_when_the_objects_are_far_from_the_models_size(s
     with qtbot.waitSignal(w.run_done, timeout=120000):
         w.run_button.native.click()
     assert "Estimate the size and run" not in w.status.value, w.status.value
+
+
+def test_a_click_on_a_clump_in_a_one_class_mask_does_not_advise_a_second_label():
+    """A click on nuclei merged into a clump said "select a label the mask does not hold (M)": on a one-class nuclei
+    mask that paints label 2, which Export then refused ("only 2 class names are given")."""
+    from types import SimpleNamespace
+
+    from napari_attnseg._napari.prompt_checks import click_status
+
+    result = SimpleNamespace(timings={"total": 0.2}, params={})
+    report = {"added": 0, "removed": 0, "big": True, "inside": True, "model": 600, "initial": 2400, "kept": 0,
+              "first": False}
+    one = SimpleNamespace(metadata={"class_names": ["background", "nucleus"]})
+    text = click_status(result, report, 1, None, None, None, "", one)
+    assert "M in its layer controls" not in text and "click each object" in text, text
+    three = SimpleNamespace(metadata={"class_names": ["background", "liver", "tumour"]})
+    assert "M in its layer controls" in click_status(result, report, 1, None, None, None, "", three)

@@ -128,9 +128,10 @@ class PromptChecks:
 
 
 def click_status(result, report: dict, clicks: int, z, typical: float | None, trained: float | None,
-                 source: str) -> str:
+                 source: str, mask=None) -> str:
     """The status after a run: the voxels it wrote (``report``: :func:`napari_attnseg.prompts.size.write_report`),
-    clicks the model ignored, the object under the click kept, the object size used, a far too small object."""
+    clicks the model ignored, the object under the click kept, the object size used, a far too small object.
+    ``mask``: the Labels layer written (its class names decide the advice for a region far bigger than the object)."""
     from ..prompts.size import object_note
 
     added, removed = report["added"], report["removed"]
@@ -142,9 +143,12 @@ def click_status(result, report: dict, clicks: int, z, typical: float | None, tr
     if report["big"]:  # not a neighbour: a region of another kind (brain tissue under a nucleus model)
         text += (f"; the model's object ({report['model']} voxels) {'lies inside' if report['inside'] else 'overlaps'}"
                  f" the object under the click ({report['initial']} voxels{where}), far bigger, which was kept as it "
-                 "was: this click model segments smaller objects; erase that region first to replace it, or select a label "
-                 "the mask does not hold (M in its layer controls), press New object and click: the object is written "
-                 "over the region")
+                 "was: this click model segments smaller objects; ")
+        names = [str(n) for n in (getattr(mask, "metadata", None) or {}).get("class_names") or []]
+        # (label 2 in a one-class mask, e.g. nuclei merged into a clump, was then refused by Export: no class name)
+        text += ("erase that region first to replace it, or select a label the mask does not hold (M in its layer "
+                 "controls), press New object and click: the object is written over the region" if len(names) > 2 else
+                 "if it is several objects merged into one (a clump), erase it (eraser) and click each object in it")
     elif report["kept"]:
         text += (f"; {report['kept']} voxels of the object under the click lie outside the model's object and were "
                  "kept (a touching neighbour?): a negative click does not remove them, erase them if wrong")

@@ -343,7 +343,7 @@ class PromptMode(PromptLayers):
             said = "" if self.status.value.startswith("Segmenting") else f" {self.status.value}"  # (why it ended stays)
             self.status.value = f"The previous object was written ({report['added'] + report['removed']} voxels changed).{said}"
             return
-        self.status.value = click_status(result, report, len(result.points), z, typical, trained, source)
+        self.status.value = click_status(result, report, len(result.points), z, typical, trained, source, mask)
         if getattr(session, "refused", False):
             self.status.value = (f"Nothing written: the click fell on label {session.under}, an object of about the "
                                  f"model's size, not a region to write label {value} over. Select label "
