@@ -109,3 +109,22 @@ def test_a_click_on_a_clump_in_a_one_class_mask_does_not_advise_a_second_label()
     assert "M in its layer controls" not in text and "click each object" in text, text
     three = SimpleNamespace(metadata={"class_names": ["background", "liver", "tumour"]})
     assert "M in its layer controls" in click_status(result, report, 1, None, None, None, "", three)
+
+
+def test_the_core_session_drops_both_runs_two_ctrl_z_undid():
+    """PromptSession.drop_reverted (the Python API's) compared each run with its own values before it: after two
+    Ctrl+Z the newest run, whose voxels the older one had changed too, looked kept and neither run was dropped."""
+    from napari_attnseg.prompts.session import PromptSession
+
+    labels = np.zeros((8, 8), np.uint8)
+    s = PromptSession()
+    s.add((2, 2))  # run 1 writes a 3x3 object
+    where1 = tuple(np.asarray(a).ravel() for a in np.mgrid[1:4, 1:4])
+    s.record(np.zeros((8, 8), bool), edit=(where1, np.ones(9, np.uint8)), labels=labels)
+    labels[where1] = 1
+    s.add((3, 3), positive=False)  # run 2 takes the centre pixel back off
+    where2 = (np.array([2]), np.array([2]))
+    s.record(np.zeros((8, 8), bool), edit=(where2, np.zeros(1, np.uint8)), labels=labels)
+    labels[where2] = 0
+    labels[:] = 0  # two Ctrl+Z on the mask: back to before run 1
+    assert s.drop_reverted(labels) == 2 and not s.clicks and not s.states

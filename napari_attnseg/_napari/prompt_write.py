@@ -222,23 +222,6 @@ def take_back(mask, step, where, values) -> None:
 
 
 def reverted_runs(session, labels) -> int:
-    """How many of ``session``'s newest runs napari's Ctrl+Z on the mask undid: the most runs, newest first, such that
-    every voxel they wrote holds again the value it had before the oldest of them that wrote it (runs that changed
-    nothing count only when an older one matches too). ``PromptSession.drop_reverted`` compared each run with its
-    own values before it, so after two Ctrl+Z the newest run (whose voxels the older one had changed too) looked
-    kept, and neither was dropped."""
-    labels = np.asarray(labels)
-    expected: dict[int, int] = {}
-    best = 0
-    for k, state in enumerate(reversed(session.states), 1):
-        if state.where is None:
-            break
-        if not len(state.where[0]) or not np.any(state.after != state.before):
-            continue
-        flat = np.ravel_multi_index(tuple(np.asarray(w, np.int64) for w in state.where), labels.shape)
-        expected.update(zip(flat.tolist(), np.asarray(state.before).tolist()))  # (an older run's value wins)
-        keys = np.fromiter(expected.keys(), np.int64, len(expected))
-        if np.array_equal(labels[np.unravel_index(keys, labels.shape)], np.fromiter(expected.values(), np.int64,
-                                                                                        len(expected))):
-            best = k
-    return best
+    """How many of ``session``'s newest runs napari's Ctrl+Z on the mask undid
+    (:meth:`~napari_attnseg.prompts.session.PromptSession.reverted_runs`)."""
+    return session.reverted_runs(labels)

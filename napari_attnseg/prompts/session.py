@@ -163,11 +163,31 @@ class PromptSession:
         were removed. Without this, the next click would refine a mask the user had undone and write the
         undone voxels back."""
         n = len(self.clicks)
-        while self.states and (s := self.states[-1]).where is not None and len(s.where[0]) \
-                and np.any(s.after != s.before) and np.array_equal(np.asarray(labels)[s.where], s.before):
+        for _ in range(self.reverted_runs(labels)):
             self.states.pop()
             del self.clicks[self.states[-1].clicks if self.states else 0:]
         return n - len(self.clicks)
+
+    def reverted_runs(self, labels: np.ndarray) -> int:
+        """How many of the newest runs napari's Ctrl+Z on the mask undid: the most runs, newest first, such that
+        every voxel they wrote holds again the value it had before the oldest of them that wrote it (runs that changed
+        nothing count only when an older one matches too). Each run compared with its own values before it missed
+        two Ctrl+Z: the newest run's voxels, changed by the older run too, held neither its values nor its before."""
+        labels = np.asarray(labels)
+        expected: dict[int, int] = {}
+        best = 0
+        for k, state in enumerate(reversed(self.states), 1):
+            if state.where is None:
+                break
+            if not len(state.where[0]) or not np.any(state.after != state.before):
+                continue
+            flat = np.ravel_multi_index(tuple(np.asarray(w, np.int64) for w in state.where), labels.shape)
+            expected.update(zip(flat.tolist(), np.asarray(state.before).tolist()))  # (an older run's value wins)
+            keys = np.fromiter(expected.keys(), np.int64, len(expected))
+            if np.array_equal(labels[np.unravel_index(keys, labels.shape)],
+                              np.fromiter(expected.values(), np.int64, len(expected))):
+                best = k
+        return best
 
 
 def revert(labels: np.ndarray, state: PromptState) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
