@@ -188,3 +188,21 @@ def test_a_big_2d_part_is_searched_for_false_positives_a_few_blocks_at_a_time(tm
     blocks = [s for s in shapes if max(s) <= 80]
     assert blocks and len(blocks) <= 4 * setup.REFRESH_ROWS  # setup + 3 refreshes, REFRESH_ROWS blocks each at most
     assert not [s for s in shapes if s[1] == 320 and s[0] > 128], "a whole training part was predicted"
+
+
+def test_a_step_that_would_not_fit_in_the_time_left_is_not_begun(tmp_path, monkeypatch):
+    """The budget check inside an epoch began a step whenever any time was left: a 3D step of 46 s on 2 cores took a
+    1-minute run to 2.9 minutes. With time left (1 s) but less than a step takes (>= 1.5 s), no second step begins."""
+    ds, start = _dataset(tmp_path)
+    _slow_steps(monkeypatch, 1.5)
+    left = {"calls": 0}
+
+    def time_left(self):
+        left["calls"] += 1
+        return 1.0  # always some time, never a step's worth
+
+    monkeypatch.setattr(trainer_module.Trainer, "_time_left", time_left)
+    res = train(TrainConfig(dataset=str(ds), out=str(tmp_path / "o"), start_model=str(start), minutes=1,
+                            batch_size=2, patch=[32, 32]))
+    cut = [n for n in res.notes if "ended during epoch 1" in n]
+    assert cut and "after 1 of" in cut[0], res.notes
