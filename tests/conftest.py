@@ -123,3 +123,31 @@ def volume_run(make_napari_viewer, qtbot, tiny_checkpoint):
     with qtbot.waitSignal(dock.segment.run_done, timeout=60000):
         dock.segment.run_button.native.click()
     return viewer, dock
+
+
+@pytest.fixture()
+def opened(make_napari_viewer, monkeypatch):
+    """A viewer, after the plugin's first use, and File > Open of a path (napari's reader question answered with
+    napari's own reader, recorded: it must not be asked)."""
+    from napari._qt.dialogs import qt_reader_dialog
+
+    from napari_attnseg._napari import io_hooks
+
+    asked: list[str] = []
+
+    def choose(self):
+        asked.append(self._current_file)
+        return "napari builtins", False
+
+    monkeypatch.setattr(qt_reader_dialog.QtReaderDialog, "get_user_choices", choose)
+    viewer = make_napari_viewer()
+    io_hooks.activate()  # what the plugin's first use does
+
+    def open_(path) -> list:
+        before = len(viewer.layers)
+        viewer.window._qt_viewer._qt_open([str(path)], stack=False)  # File > Open / drag and drop
+        assert asked == []
+        return list(viewer.layers)[before:]
+
+    open_.viewer = viewer
+    return open_

@@ -74,29 +74,15 @@ def test_the_tiff_writer_keeps_a_masks_class_names(tmp_path):
 
 
 @pytest.mark.gui
-def test_upper_case_ome_tiff_names_open_with_their_pixel_size_without_a_question(make_napari_viewer, monkeypatch,
-                                                                                    tmp_path):
+def test_upper_case_ome_tiff_names_open_with_their_pixel_size_without_a_question(opened, tmp_path):
     import tifffile
-    from napari._qt.dialogs import qt_reader_dialog
 
-    from napari_attnseg._napari import io_hooks
-
-    asked: list[str] = []
-
-    def choose(self):
-        asked.append(self._current_file)
-        return "napari builtins", False
-
-    monkeypatch.setattr(qt_reader_dialog.QtReaderDialog, "get_user_choices", choose)
-    viewer = make_napari_viewer()
-    io_hooks.activate()  # the plugin's first use
     for name in ("CELLS.OME.TIF", "CELLS2.OME.TIFF"):
         path = tmp_path / name
         tifffile.imwrite(path, _nuclei(), ome=True, metadata={"axes": "YX", "PhysicalSizeX": 0.325,
                                                               "PhysicalSizeY": 0.325})
-        viewer.window._qt_viewer._qt_open([str(path)], stack=False)  # File > Open
-        layer = viewer.layers[-1]
-        assert asked == [] and layer.source.reader_plugin == PLUGIN
+        layer = opened(path)[-1]  # File > Open, napari's reader question never asked
+        assert layer.source.reader_plugin == PLUGIN
         assert tuple(layer.scale) == pytest.approx((0.325, 0.325)) and layer.name == name.split(".")[0]
 
 

@@ -33,34 +33,6 @@ def _ome(path: Path, data: np.ndarray, axes: str, size: float = 0.65, unit: str 
     return path
 
 
-@pytest.fixture()
-def opened(make_napari_viewer, monkeypatch):
-    """A viewer, after the plugin's first use, and File > Open of a path (napari's reader question answered with
-    napari's own reader, recorded: it must not be asked)."""
-    from napari._qt.dialogs import qt_reader_dialog
-
-    from napari_attnseg._napari import io_hooks
-
-    asked: list[str] = []
-
-    def choose(self):
-        asked.append(self._current_file)
-        return "napari builtins", False
-
-    monkeypatch.setattr(qt_reader_dialog.QtReaderDialog, "get_user_choices", choose)
-    viewer = make_napari_viewer()
-    io_hooks.activate()  # what the plugin's first use does
-
-    def open_(path: Path) -> list:
-        before = len(viewer.layers)
-        viewer.window._qt_viewer._qt_open([str(path)], stack=False)  # File > Open / drag and drop
-        assert asked == []
-        return list(viewer.layers)[before:]
-
-    open_.viewer = viewer
-    return open_
-
-
 @pytest.mark.parametrize(("size", "unit"), [(0.65, "µm"), (650.0, "nm"), (0.00065, "mm")])
 def test_an_ome_tiff_opens_on_its_pixel_size_in_micrometres(opened, tmp_path, size, unit):
     from napari.plugins import _npe2
