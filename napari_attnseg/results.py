@@ -33,24 +33,31 @@ PARTIAL_SUFFIX = "_predict.partial"  # hidden marker: ".<stem>_predict.partial"
 # ----------------------------------------------------------------------------------------------
 # writing one case
 # ----------------------------------------------------------------------------------------------
-def output_name(src: Path, suffix: str, fmt: str) -> str:
-    return f"{stem(src)}_{suffix}" + (".tif" if fmt == "tiff" else ".nii.gz")
+def case_name(src: str | os.PathLike, name: str | None = None) -> str:
+    """What ``src``'s outputs are named after: ``name`` when a cohort gave the case one (series folders of one name
+    under two patients: ``PAT001_ST001_SE002``, see :func:`napari_attnseg.cohort.outputs.case_names`), else its stem.
+    Every function here that names a case's files takes that ``name``."""
+    return name or stem(src)
 
 
-def record_path(out: Path, src: Path) -> Path:
-    return Path(out) / f"{stem(src)}{RECORD_SUFFIX}"
+def output_name(src: Path, suffix: str, fmt: str, name: str | None = None) -> str:
+    return f"{case_name(src, name)}_{suffix}" + (".tif" if fmt == "tiff" else ".nii.gz")
 
 
-def partial_marker(out: Path, src: Path) -> Path:
-    return Path(out) / f".{stem(src)}{PARTIAL_SUFFIX}"
+def record_path(out: Path, src: Path, name: str | None = None) -> Path:
+    return Path(out) / f"{case_name(src, name)}{RECORD_SUFFIX}"
 
 
-def existing_outputs(out: Path, src: Path) -> list[Path]:
+def partial_marker(out: Path, src: Path, name: str | None = None) -> Path:
+    return Path(out) / f".{case_name(src, name)}{PARTIAL_SUFFIX}"
+
+
+def existing_outputs(out: Path, src: Path, name: str | None = None) -> list[Path]:
     """Files an earlier run wrote for ``src`` in ``out`` (mask, prob, maps, reference, record)."""
     out = Path(out)
     if not out.is_dir():
         return []
-    s = stem(src)
+    s = case_name(src, name)
     names = [f"{s}_mask", f"{s}_prob", f"{s}_image", f"{s}{RECORD_SUFFIX}"]
     found = [p for p in out.iterdir() if p.name.startswith(f"{s}_attention_")
              or any(p.name == n or p.name.startswith(n + ".") for n in names)]
@@ -58,19 +65,19 @@ def existing_outputs(out: Path, src: Path) -> list[Path]:
     return sorted(found, key=lambda p: (order.get(p.name.split(".")[0], 2), p.name))
 
 
-def foreign_outputs(out: Path, src: Path) -> list[Path]:
+def foreign_outputs(out: Path, src: Path, name: str | None = None) -> list[Path]:
     """Files at ``src``'s output names in ``out`` that no run of ours wrote (no record and no marker of a
     killed run beside them): the user's own, e.g. a reference mask named ``<stem>_mask.tif``. They are
     never replaced, not even with overwrite."""
-    if record_path(out, src).exists() or partial_marker(out, src).exists():
+    if record_path(out, src, name).exists() or partial_marker(out, src, name).exists():
         return []
-    return existing_outputs(out, src)
+    return existing_outputs(out, src, name)
 
 
-def foreign_message(out: Path, src: Path, found: list[Path]) -> str:
+def foreign_message(out: Path, src: Path, found: list[Path], name: str | None = None) -> str:
     names = ", ".join(p.name for p in found[:3]) + (", ..." if len(found) > 3 else "")
     return (f"{Path(out)} holds {names}, at the names this run writes for {Path(src).name}, but no run of "
-            f"attnseg wrote them (there is no {record_path(out, src).name}): your files are never replaced, "
+            f"attnseg wrote them (there is no {record_path(out, src, name).name}): your files are never replaced, "
             "not even with --overwrite. Choose another --out, or move or rename them.")
 
 
@@ -103,10 +110,10 @@ def _stat(path: Path) -> list[int]:
     return [st.st_size, st.st_mtime_ns]
 
 
-def finished_record(out: Path, src: Path) -> dict | None:
+def finished_record(out: Path, src: Path, name: str | None = None) -> dict | None:
     """The record of ``src`` in ``out`` if the case is finished (record there, every output it names too)."""
     try:
-        record = json.loads(record_path(out, src).read_text())
+        record = json.loads(record_path(out, src, name).read_text())
     except (OSError, ValueError):
         return None
     if not isinstance(record, dict) or "mask" not in record:
@@ -114,7 +121,8 @@ def finished_record(out: Path, src: Path) -> dict | None:
     return record if all((Path(out) / n).is_file() for n in record.get("outputs") or []) else None
 
 
-def case_state(out: Path, src: Path, weights_sha256: str | None, request: dict[str, Any] | None) -> str:
+def case_state(out: Path, src: Path, weights_sha256: str | None, request: dict[str, Any] | None,
+               name: str | None = None) -> str:
     """Where ``src``'s outputs in ``out`` stand, for a resumable run.
 
     ``done``: a record of the same weights (sha256) and the same request, and every output it names
@@ -122,10 +130,10 @@ def case_state(out: Path, src: Path, weights_sha256: str | None, request: dict[s
     size and time are the recorded ones), or the leftovers of a run killed half-way (marker, no
     record): safe to replace. ``edited``: outputs of ours that may hold a user's work (changed since the
     run): replaced only with ``overwrite``. ``foreign``: files at its output names that no run of ours
-    wrote (:func:`foreign_outputs`): never replaced. ``new``: nothing there.
+    wrote (:func:`foreign_outputs`): never replaced. ``new``: nothing there. ``name``: the case's (:func:`case_name`).
     """
     out, src = Path(out), Path(src)
-    rec_path = record_path(out, src)
+    rec_path = record_path(out, src, name)
     if rec_path.exists():
         try:
             record = json.loads(rec_path.read_text())
@@ -143,9 +151,9 @@ def case_state(out: Path, src: Path, weights_sha256: str | None, request: dict[s
             untouched = bool(stats) and (not mask.exists() or stats.get(record["mask"]) == _stat(mask))
             return "stale" if untouched else "edited"
         return "edited"
-    if partial_marker(out, src).exists():
+    if partial_marker(out, src, name).exists():
         return "stale"
-    return "foreign" if existing_outputs(out, src) else "new"
+    return "foreign" if existing_outputs(out, src, name) else "new"
 
 
 def _same_input(record: dict, src: Path) -> bool:
@@ -171,10 +179,11 @@ def _jsonable(value):
 
 def write_prediction(out: str | os.PathLike, src: str | os.PathLike, vol, model, pred,
                      request: dict[str, Any] | None = None, fmt: str | None = None,
-                     extra: dict[str, Any] | None = None, say=None) -> dict:
+                     extra: dict[str, Any] | None = None, say=None, name: str | None = None) -> dict:
     """Write ``pred`` for input ``src`` (read as ``vol``) into ``out``; return the record. ``request``: the
     options asked for (a later run with the same weights and request skips the case); ``extra``: more
-    entries for the record; ``say``: called with a line before each file (a big volume's take minutes).
+    entries for the record; ``say``: called with a line before each file (a big volume's take minutes); ``name``: what
+    the files are named after (:func:`case_name`; the input's stem by default).
 
     Replaces every output an earlier run left for ``src`` (the caller decides whether that is allowed).
     Mask, probability (foreground classes, float32), one file per attention map, a link to the input and
@@ -187,20 +196,20 @@ def write_prediction(out: str | os.PathLike, src: str | os.PathLike, vol, model,
     out, src = Path(out), Path(src)
     out.mkdir(parents=True, exist_ok=True)
     fmt = fmt or ("tiff" if vol.meta.get("format") == "tiff" else "nifti")
-    marker = partial_marker(out, src)
+    marker = partial_marker(out, src, name)
     with room_for(marker, out, src, pred):
         atomic_write(marker, lambda tmp: Path(tmp).write_text(json.dumps({"input": str(src), "pid": os.getpid()})))
-    record_path(out, src).unlink(missing_ok=True)  # from here on the case does not look finished
-    for old in existing_outputs(out, src):  # a stale map of a level this model lacks must not linger
+    record_path(out, src, name).unlink(missing_ok=True)  # from here on the case does not look finished
+    for old in existing_outputs(out, src, name):  # a stale map of a level this model lacks must not linger
         old.unlink()
-    for tmp in out.glob(f".{glob.escape(stem(src))}_*.tmp*"):  # temporary files of a run killed while writing
+    for tmp in out.glob(f".{glob.escape(case_name(src, name))}_*.tmp*"):  # temporary files of a run killed while writing
         tmp.unlink(missing_ok=True)
 
     written: list[Path] = []
     reference = None
 
     def write(suffix: str, data, what: str, **geometry) -> Path:
-        path = out / output_name(src, suffix, fmt)
+        path = out / output_name(src, suffix, fmt, name)
         if say is not None:
             say(f"writing {path.name} ({what}, {size_text(data.nbytes)} before compression)")
         written.append(path)  # before the write: a failure half-way removes it with the others
@@ -228,17 +237,17 @@ def write_prediction(out: str | os.PathLike, src: str | os.PathLike, vol, model,
                          like=vol, spacing=spacing, affine=affine, origin=map_origin(amap, vol.meta))
             maps.append({"file": path.name, "name": amap.name, "level": amap.level,
                          "scale": list(amap.scale), "translate": list(amap.translate)})
-        reference = _link_input(out, src)
+        reference = _link_input(out, src, name)
         record = _record(src, reference, model, pred, written)
         record.update(mask=written[0].name, probability=written[1].name if pred.probabilities is not None else None,
                       attention=maps, shape=list(pred.labels.shape), spacing=list(vol.spacing),
                       request=_jsonable(request), output_stats={p.name: _stat(p) for p in written},
                       **({"unit": unit} if (unit := spacing_unit(vol.meta)) else {}), **_channel_of(vol),
                       **(extra or {}))
-        with room_for(record_path(out, src), out, src, pred):
-            write_json_atomic(record_path(out, src), record)  # the commit point
+        with room_for(record_path(out, src, name), out, src, pred):
+            write_json_atomic(record_path(out, src, name), record)  # the commit point
     except Exception:  # Ctrl+C or a kill leaves the marker and what was written, like a crash (see case_state)
-        _remove_partial(out, src, written, reference, marker)
+        _remove_partial(out, src, written, reference, marker, name)
         raise
     marker.unlink(missing_ok=True)
     return record
@@ -254,9 +263,10 @@ def _class_axis_first(vol: Volume) -> Volume:
     return Volume(vol.data, vol.spacing, vol.affine, {**vol.meta, "axes": "C" + axes})
 
 
-def _remove_partial(out: Path, src: Path, written: list[Path], reference: str | None, marker: Path) -> None:
+def _remove_partial(out: Path, src: Path, written: list[Path], reference: str | None, marker: Path,
+                    name: str | None = None) -> None:
     """After a failed write: the files this call wrote go, then the marker (kept if one could not go)."""
-    link = out / reference if reference and reference.startswith(f"{stem(src)}_image") else None
+    link = out / reference if reference and reference.startswith(f"{case_name(src, name)}_image") else None
     left = False
     for p in [*written, *([link] if link is not None and link.is_symlink() else [])]:
         try:
@@ -267,7 +277,7 @@ def _remove_partial(out: Path, src: Path, written: list[Path], reference: str | 
         marker.unlink(missing_ok=True)
 
 
-def _link_input(out: Path, src: Path) -> str | None:
+def _link_input(out: Path, src: Path, name: str | None = None) -> str | None:
     """A copy-free reference to the input beside its outputs: a symlink ``<stem>_image<ext>``, named after the
     input as given (a symlinked input's link is not named after its target, as the outputs are not).
 
@@ -280,7 +290,7 @@ def _link_input(out: Path, src: Path) -> str | None:
     if src.parent == out.resolve():
         return src.name
     suffix = given.name[len(stem(given)):]  # .tif, .nii.gz, ... ("" for a DICOM folder)
-    link = out / f"{stem(given)}_image{suffix}"
+    link = out / f"{case_name(given, name)}_image{suffix}"
     try:
         link.symlink_to(src, target_is_directory=src.is_dir())
     except OSError:

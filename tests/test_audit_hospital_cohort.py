@@ -153,10 +153,10 @@ def test_the_export_from_the_command_line_runs_resumes_and_overwrites(tmp_path, 
 
 
 def test_series_folders_of_one_name_under_two_patients_say_how_to_run_them(tmp_path, lung, tiny_checkpoint):
-    """Was: 'Rename one, or run them into separate folders' for SE002 under two patients of a PACS tree."""
+    """Was: 'Rename one, or run them into separate folders' for SE002 under two patients of a PACS tree; then 'run
+    each patient's or study's folder into its own --out'. Now both run, named by their folders
+    (test_audit_cohort_names.py)."""
     pacs = _pacs(tmp_path, lung)
     axial(lung, pacs / "PAT002" / "ST001" / "SE002", series="1.2.5")
     summary = predict_cohort(tiny_checkpoint(dims=2), f"{pacs}/**/", tmp_path / "out", **OPTIONS)
-    failed = [c for c in summary.cases if c.failed]
-    assert len(failed) == 1 and "same name" in failed[0].error
-    assert "run each patient's or study's folder into its own --out" in failed[0].error
+    assert [(c.case, c.status) for c in summary.cases] == [("PAT001_ST001_SE002", "done"), ("PAT002_ST001_SE002", "done")]

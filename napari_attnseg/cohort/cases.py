@@ -130,7 +130,7 @@ class _Slot:
 @dataclass
 class _Job:
     src: str
-    case: str
+    case: str  # what its outputs are named after (outputs.case_names: its stem, or PAT001_ST001_SE002)
     out: str
     options: dict[str, Any]
     request: dict[str, Any]
@@ -198,7 +198,7 @@ def _run_case(job: _Job, model, slot: _Slot, worker: str = "") -> CaseResult:
 
     t0 = time.perf_counter()
     if job.run:
-        record = finished_record(Path(job.out), Path(job.src))
+        record = finished_record(Path(job.out), Path(job.src), job.case)
         if record and record.get("cohort_run") == job.run:  # finished by this run on a worker since lost
             return CaseResult(**record["cohort_result"])
     res = CaseResult(case=job.case, input=job.src, status="failed", worker=worker)
@@ -248,12 +248,12 @@ def _run_case(job: _Job, model, slot: _Slot, worker: str = "") -> CaseResult:
             pred.warnings.insert(0, time_lapse)
         if unused:
             pred.warnings.insert(0, unused)
-        kept = keep_edited_mask(job.out, job.src)  # --overwrite, or edited during the run: the user's work stays
+        kept = keep_edited_mask(job.out, job.src, job.case)  # --overwrite, or edited during the run: the user's work stays
         if kept:
             pred.warnings.append(kept_warning(kept))
         res.warnings = list(pred.warnings)
         done = dict(asdict(res), status="done", seconds=time.perf_counter() - t0 - queued)
-        write_prediction(job.out, job.src, vol, model, pred, request=job.request,
+        write_prediction(job.out, job.src, vol, model, pred, request=job.request, name=job.case,
                          extra={"cohort_run": job.run, "cohort_result": done} if job.run else None)
         res.write_s = time.perf_counter() - t3
         res.status = "done"
@@ -262,7 +262,7 @@ def _run_case(job: _Job, model, slot: _Slot, worker: str = "") -> CaseResult:
     except OSError as exc:
         if not is_name_too_long(exc):
             raise
-        res.error = too_long_message(job.out, job.src)
+        res.error = too_long_message(job.out, job.src, case=job.case)
     except MemoryError as exc:  # this case did not fit; the others still run (the summary says what to try)
         res.error = (f"ran out of memory ({' '.join(str(exc).split()) or 'MemoryError'}); try --no-prob (no "
                      "probability map), without --attention/--tta, a crop of the image, or a machine with more memory.")

@@ -353,7 +353,7 @@ def _folder_cases(folder: Path, out: Path | None = None, got: Collected | None =
                     f"e.g. {trees[0]}: a PACS export "
                     "without DICOMDIR, whose sub-folders are not searched. Give the series folders: a quoted glob "
                     f"\"{folder}/**/\" (every series folder below, each a case; scouts are left out) or a CSV of them; "
-                    "series folders of the same name under two patients need one --out each)")
+                    "series folders of one name under two patients are named with their folders too, e.g. PAT001_ST001_SE002)")
         got.notes.append(f"{folder}: skipped {' and '.join(parts)}{hint}")
     mine = set(_masks_among(cases))
     return without_scouts([p for p in cases if p not in mine], folder, got)

@@ -5,6 +5,8 @@
 * :func:`name_too_long`: an input whose name leaves no room for the temporary output names.
 * :func:`dicom_below`, :func:`without_scouts`: what a folder listing or a glob makes of a PACS export without DICOMDIR
   (patient/study/series folders; a scout series beside the axial one).
+* :func:`case_names`: what each case's outputs are named after (series folders of one name under two patients get
+  their patient and study folders' names too).
 """
 
 from __future__ import annotations
@@ -26,22 +28,24 @@ if TYPE_CHECKING:  # pragma: no cover
 NAME_MARGIN = 48
 
 
-def keep_edited_mask(out: str | os.PathLike, src: str | os.PathLike) -> Path | None:
+def keep_edited_mask(out: str | os.PathLike, src: str | os.PathLike, case: str | None = None) -> Path | None:
     """Move ``src``'s mask in ``out`` to ``out/edited_masks/`` when it was changed since attnseg wrote it
     (its size or time differ from the record's, or the record has none), or when a run stopped half-way left it
-    (marker, no record: whether it was corrected since cannot be told); return where, or None."""
+    (marker, no record: whether it was corrected since cannot be told); return where, or None. ``case``: the name
+    the case's outputs have (:func:`case_names`; the input's stem by default)."""
     from ..data import stem
-    from ..results import existing_outputs, partial_marker, record_path
+    from ..results import case_name, existing_outputs, partial_marker, record_path
 
     out = Path(out)
     try:
-        record = json.loads(record_path(out, Path(src)).read_text())
+        record = json.loads(record_path(out, Path(src), case).read_text())
         name = str(record["mask"])
     except (OSError, ValueError, KeyError, TypeError):
         # a run stopped half-way (marker, no record) wrote its mask first: it may have been opened and corrected
         # since, and nothing says it was not, so it is kept too (a rerun replaces the leftovers unasked)
-        masks = [p for p in existing_outputs(out, Path(src)) if p.name.startswith(f"{stem(Path(src))}_mask.")]
-        if not (partial_marker(out, Path(src)).exists() and masks):
+        masks = [p for p in existing_outputs(out, Path(src), case)
+                 if p.name.startswith(f"{case_name(Path(src), case)}_mask.")]
+        if not (partial_marker(out, Path(src), case).exists() and masks):
             return None
         name, record = masks[0].name, {}
     mask = out / name
@@ -72,21 +76,29 @@ def name_limit(out: str | os.PathLike) -> int:
         return 255
 
 
-def name_too_long(out: str | os.PathLike, src: str | os.PathLike) -> str | None:
-    """Why ``src``'s outputs cannot be written in ``out`` under names the file system takes, or None."""
-    from ..data import stem
+def name_too_long(out: str | os.PathLike, src: str | os.PathLike, case: str | None = None) -> str | None:
+    """Why ``src``'s outputs (named ``case``, else its stem) cannot be written in ``out`` under names the file
+    system takes, or None."""
+    from ..results import case_name
 
     limit = name_limit(out) if Path(out).is_dir() else 255
-    n = len(stem(src).encode())
+    n = len(case_name(src, case).encode())
     if n + NAME_MARGIN <= limit:
         return None
-    return too_long_message(out, src, limit)
+    return too_long_message(out, src, limit, case)
 
 
-def too_long_message(out: str | os.PathLike, src: str | os.PathLike, limit: int | None = None) -> str:
+def too_long_message(out: str | os.PathLike, src: str | os.PathLike, limit: int | None = None,
+                     case: str | None = None) -> str:
     from ..data import stem
 
     limit = limit or name_limit(out)
+    if case and case != stem(src):  # named with its patient's and study's folders (case_names)
+        return (f"{src}: the name its outputs get in {out}, {case} (its folders' names, to tell it from the series "
+                f"folders of the same name), is too long: its {len(case)} characters plus the output and temporary "
+                f"suffixes, up to about {NAME_MARGIN}, exceed the {limit} this file system allows. Run the "
+                "patients of this name into separate --out folders, or choose an --out on a file system that allows "
+                "longer names.")
     return (f"{Path(src).name}: the file name is too long for the outputs written for it in {out} (its "
             f"{len(stem(src))} characters plus the output and temporary suffixes, up to about {NAME_MARGIN}, "
             f"exceed the {limit} this file system allows). Give the input a shorter name (or a shorter link "
@@ -143,3 +155,27 @@ def dicom_below(folder: Path, limit: int = 2000) -> Path | None:
         if Path(root) != folder and any(is_dicom_file(Path(root) / f) for f in names):
             return Path(root)
     return None
+
+
+def case_names(cases: list[Path]) -> list[str]:
+    """What each case's outputs are named after: its stem, or, for DICOM series folders that share a name (the same
+    series folder under two patients of a PACS tree: ``PAT001/ST001/SE002``, ``PAT002/ST001/SE002``), the shortest tail
+    of their paths that tells them apart, the folders joined with ``_`` (``PAT001_ST001_SE002``), the same depth for
+    each of them. Files keep their stems: two files of one name (``a/scan.nii.gz``, ``b/scan.nii.gz``) stay a clash
+    (the caller fails the second), as does a tail that is another case's name."""
+    from ..data import stem
+
+    names = [stem(p) for p in cases]
+    groups: dict[str, list[int]] = {}
+    for i, p in enumerate(cases):
+        if Path(p).is_dir():  # a series folder: its name is the PACS's, not one the user chose
+            groups.setdefault(names[i], []).append(i)
+    for name, members in groups.items():
+        folders = [list(Path(os.path.abspath(cases[i])).parent.parts[1:]) for i in members]  # (less the root)
+        for depth in range(1, max(len(f) for f in folders) + 1) if len(members) > 1 else ():
+            tails = ["_".join([*f[max(0, len(f) - depth):], name]) for f in folders]
+            if len(set(tails)) == len(tails):
+                for i, tail in zip(members, tails):
+                    names[i] = tail
+                break
+    return names

@@ -28,7 +28,7 @@ from .cases import (
     summary_refusal,
 )
 from .inputs import EDITED_DIR, gather
-from .outputs import name_too_long
+from .outputs import case_names, name_too_long
 from .workers import _run_dask
 
 
@@ -56,7 +56,8 @@ def predict_cohort(
         model: a bundled model name or a ``.safetensors`` path, or a model from ``load_model``
             (with a ``client`` it must have been loaded from a file: workers load it themselves).
         inputs: a folder, a glob, a CSV of paths, a file, or a list of these (:func:`collect_inputs`).
-        out: the output folder (``<stem>_mask``, ``_prob``, maps, ``<stem>_predict.json`` per case).
+        out: the output folder (``<stem>_mask``, ``_prob``, maps, ``<stem>_predict.json`` per case; DICOM series
+            folders of one name under two patients are named with their folders: ``PAT001_ST001_SE002_mask``).
         client: a ``dask.distributed.Client``: run the cases on its workers (one task per case).
         overwrite: also redo finished cases and replace outputs that may have been edited (a mask changed
             since attnseg wrote it is moved to ``out/edited_masks/``, never deleted).
@@ -76,7 +77,6 @@ def predict_cohort(
             with the weights' sha256 they decide whether a finished case can be skipped.
     """
     from ..checkpoint import read_card, resolve_model_path
-    from ..data import stem
     from ..results import case_state, finished_record, foreign_message, foreign_outputs, writable_folder
 
     t_start = time.perf_counter()
@@ -119,33 +119,31 @@ def predict_cohort(
 
     results: dict[int, CaseResult] = {}
     todo: list[tuple[int, _Job]] = []
-    by_stem: dict[str, int] = {}
+    by_name: dict[str, int] = {}
+    names = case_names(cases)  # series folders of one name under two patients: PAT001_ST001_SE002, PAT002_ST001_SE002
     for i, src in enumerate(cases):
-        name = stem(src)
-        if name in by_stem:
-            tree = Path(src).is_dir() and Path(cases[by_stem[name]]).is_dir()  # series folders of a PACS tree
-            how = (" (DICOM series folders of a PACS tree: run each patient's or study's folder into its own --out, e.g. "
-                   f"--out {Path(out) / Path(src).parent.name})" if tree else "")
+        name = names[i]
+        if name in by_name:
             results[i] = CaseResult(case=name, input=str(src), status="failed",
-                                    error=f"{src} has the same name as {cases[by_stem[name]]}; their outputs would "
-                                          f"collide in one folder. Rename one, or run them into separate folders{how}.")
+                                    error=f"{src} has the same name as {cases[by_name[name]]}; their outputs would "
+                                          "collide in one folder. Rename one, or run them into separate folders.")
             continue
-        by_stem[name] = i
+        by_name[name] = i
         why = got.hints.get(str(src)) if not Path(src).exists() else None
         why = (f"{src} does not exist: {why}. Correct that row of the CSV (or put the file back) and run the same "
-               "command again: the finished cases are skipped." if why else name_too_long(out, src))
+               "command again: the finished cases are skipped." if why else name_too_long(out, src, name))
         if why:  # a CSV row relative to the working directory, a name too long for the outputs' names
             results[i] = CaseResult(case=name, input=str(src), status="failed", error=why)
             continue
-        state = case_state(out, src, sha, request)
+        state = case_state(out, src, sha, request, name)
         if state == "done" and not overwrite:  # the summary keeps what the run that made it said
-            record = finished_record(out, Path(src)) or {}
+            record = finished_record(out, Path(src), name) or {}
             results[i] = CaseResult(case=name, input=str(src), status="skipped",
                                     warnings=list(record.get("warnings") or []))
             continue
         if state == "foreign":
             results[i] = CaseResult(case=name, input=str(src), status="failed",
-                                    error=foreign_message(out, Path(src), foreign_outputs(out, Path(src))))
+                                    error=foreign_message(out, Path(src), foreign_outputs(out, Path(src), name), name))
             continue
         if state == "edited" and not overwrite:
             results[i] = CaseResult(case=name, input=str(src), status="failed", error=(
