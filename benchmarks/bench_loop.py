@@ -77,8 +77,9 @@ def run_loop(image, ref, spacing, start: str, first: list[int], rounds: int, k: 
         budget = {"minutes": minutes} if not epochs else {"minutes": None, "epochs": epochs}
         res = train(TrainConfig(dataset=str(ds), out=str(out), start_model=str(model_path), **budget,
                                 **(overrides or {})))
-        model_path = res.checkpoint
-        model = load_model(model_path, device="cpu")
+        if res.checkpoint is not None:  # None: nothing was learned, no model saved; the round keeps its start model
+            model_path = res.checkpoint
+            model = load_model(model_path, device="cpu")
         pred = np.asarray(predict(model, image, device="cpu", return_probabilities=False, spacing=spacing).labels)
         rows.append({"round": r, "strategy": strategy, "picked": picks, "reviewed": reviewed,
                      "val_dice_before": res.val_dice_before, "val_dice_after": res.val_dice_after,

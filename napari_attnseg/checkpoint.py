@@ -228,7 +228,7 @@ def resolve_model_path(name_or_path: str | os.PathLike) -> Path:
     folder of that name is here (``./name`` is the folder)."""
     from ._paths import models_dir
 
-    text = str(name_or_path)
+    text = str(_given(name_or_path))
     candidate = Path(text).expanduser()
     try:
         bundled = models_dir() / f"{text}.safetensors"
@@ -266,11 +266,20 @@ def resolve_model_path(name_or_path: str | os.PathLike) -> Path:
                           ".safetensors file.")
 
 
+def _given(name_or_path: str | os.PathLike | None) -> str | os.PathLike:
+    """``name_or_path`` unless it names no model (None, or an empty name that ``Path`` reads as the current folder)."""
+    if name_or_path is None or not str(name_or_path).strip():
+        raise CheckpointError(f"No model given ({name_or_path!r}): pass a bundled model name (see `attnseg models`) or "
+                              "a path to a .safetensors file (a training or fine-tuning run that learned nothing saved "
+                              "no model: its result's checkpoint is None).")
+    return name_or_path
+
+
 def read_card(path: str | os.PathLike) -> ModelCard:
     """Read and validate the card of a checkpoint without loading its tensors."""
     from safetensors import safe_open
 
-    path = Path(path)
+    path = Path(_given(path))
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}

@@ -102,7 +102,7 @@ def test_cancel_before_anything_was_learned_writes_no_checkpoint(tmp_path):
 
     res = train(TrainConfig(dataset=str(ds), out=str(tmp_path / "c"), start_model=str(start), minutes=1,
                             batch_size=2, patch=[32, 32]), on_step=cancel_at_first_step, cancel=token)
-    assert res.cancelled and res.kept_start and res.epochs == 0 and res.checkpoint == ""
+    assert res.cancelled and res.kept_start and res.epochs == 0 and res.checkpoint is None
     assert not (tmp_path / "c" / "best.safetensors").exists()
     assert any("nothing was learned" in n for n in res.notes), res.notes
     assert not any("best checkpoint so far is kept" in n for n in res.notes)

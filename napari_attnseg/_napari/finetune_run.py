@@ -79,7 +79,7 @@ class Run:
         return f"Less than one epoch ran ({last['step']} of {last['steps']} steps{took}): {what}; give a longer budget."
 
 
-def _new_classes(checkpoint: str) -> list[str]:
+def _new_classes(checkpoint: str | None) -> list[str]:
     """The classes a fine-tuned checkpoint predicts that its start model did not (its output rows were initialised
     anew: the card's ``training.head_reinitialised``), matched by name as the run matched them; [] when none."""
     from ..checkpoint import read_card
@@ -98,10 +98,9 @@ def _new_classes(checkpoint: str) -> list[str]:
 
 
 def no_model_result(res):
-    """The run's result as the panel keeps it (``panel.result``): the trainer's, with ``checkpoint`` None when no model
-    was saved (its '' is the current folder to ``Path``: a script reading the result, or a path taking it for a
-    model, failed with "`.` is not a readable safetensors file"), and ``kept_start`` False (a run cancelled before its
-    first epoch said True: the start's weights "kept", with no file saved)."""
+    """The run's result as the panel keeps it (``panel.result``): when no model was saved (the trainer's ``checkpoint``
+    is None), ``kept_start`` False (a run cancelled before its first epoch said True: the start's weights "kept", with
+    no file saved); a falsy ``checkpoint`` ('' from an older or stand-in trainer: the current folder) is None too."""
     return res if res.checkpoint else dataclasses.replace(res, checkpoint=None, kept_start=False)
 
 

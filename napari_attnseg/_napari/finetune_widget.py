@@ -316,7 +316,7 @@ class FinetuneWidget(Undockable, QWidget, StartModels, ValidationField):
         def on_done(res):
             if self._gone(run):
                 return
-            self.result = res = no_model_result(res)  # (no model saved: checkpoint None, not '', i.e. the folder '.')
+            self.result = res = no_model_result(res)  # (no model saved: checkpoint None, kept_start False)
             before = "n/a" if res.val_dice_before is None else f"{res.val_dice_before:.4f}"
             notes = "".join(f"\n- {n}" for n in res.notes)
             if not res.checkpoint:  # cancelled before any epoch beat the start, or a new head none bettered
@@ -372,6 +372,8 @@ class FinetuneWidget(Undockable, QWidget, StartModels, ValidationField):
         def finish():
             if self._gone(run):
                 return
+            if self.worker is worker:  # ended (done, error or cancel): a script can wait for None, as in Segment
+                self.worker = None
             hold_form(self, False)
             self._after_run()  # what came meanwhile (an export, a new mask), and a free output folder again
 

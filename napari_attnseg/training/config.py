@@ -81,7 +81,7 @@ class TrainConfig:
 
 @dataclass
 class TrainResult:
-    checkpoint: str
+    checkpoint: str | None  # None when no model was saved (nothing was learned: see ``train``)
     val_dice_before: float | None
     val_dice_after: float
     test_dice: list[float] | None

@@ -356,7 +356,7 @@ class Trainer(RunSetup, CardWriter, Refit, FarNegatives, TimeBudget, Resume):
             self.notes.append(f"{'cancelled before any' if cancelled else 'no'} epoch beat the start model's validation "
                               f"Dice ({s['before']:.4f}){new}: nothing was learned and no checkpoint was written")
         dist.barrier()
-        result = TrainResult("" if nothing_learned else str(best_path), s["before"], s["best"], None, epoch,
+        result = TrainResult(None if nothing_learned else str(best_path), s["before"], s["best"], None, epoch,
                              time.perf_counter() - t0, self.split.describe(),
                              cancelled, str(log_path), s["test_before"], s["best_per_class"], self.precision,
                              dist.world_size, s["planned"], self._reproduce(s["planned"]), self.notes,
@@ -404,7 +404,7 @@ def train(cfg: TrainConfig, *, progress: Callable[[dict], Any] | None = None, ca
     :class:`.split.Split` once made, before the first epoch (its ``describe()`` and ``warnings``: a validation
     that cannot measure is said before the run, not only in the notes). Nothing was learned when no epoch beat
     the start model before a cancel, or at all with a new output layer (other classes; the start with a random
-    head is no model): ``kept_start`` is set, no checkpoint is written, ``checkpoint`` is ``""``.
+    head is no model): ``kept_start`` is set, no checkpoint is written, ``checkpoint`` is None.
     """
     from ..inference.checks import fine_tuning_advice
     from .quiet import engine_warnings_once
