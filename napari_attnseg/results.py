@@ -130,7 +130,9 @@ def case_state(out: Path, src: Path, weights_sha256: str | None, request: dict[s
     size and time are the recorded ones), or the leftovers of a run killed half-way (marker, no
     record): safe to replace. ``edited``: outputs of ours that may hold a user's work (changed since the
     run): replaced only with ``overwrite``. ``foreign``: files at its output names that no run of ours
-    wrote (:func:`foreign_outputs`): never replaced. ``new``: nothing there. ``name``: the case's (:func:`case_name`).
+    wrote (:func:`foreign_outputs`): never replaced. ``other``: the results of another input of the same name that
+    still exists (another patient's series folder SE002): never replaced. ``new``: nothing there. ``name``: the
+    case's (:func:`case_name`).
     """
     out, src = Path(out), Path(src)
     rec_path = record_path(out, src, name)
@@ -140,6 +142,8 @@ def case_state(out: Path, src: Path, weights_sha256: str | None, request: dict[s
         except (OSError, ValueError):
             record = None
         if isinstance(record, dict) and "mask" in record:
+            if other_input(record, src) is not None:
+                return "other"
             names = list(record.get("outputs") or [])
             present = all((out / n).is_file() for n in names)
             same = (weights_sha256 is not None and record.get("model_weights_sha256") == weights_sha256
@@ -154,6 +158,18 @@ def case_state(out: Path, src: Path, weights_sha256: str | None, request: dict[s
     if partial_marker(out, src, name).exists():
         return "stale"
     return "foreign" if existing_outputs(out, src, name) else "new"
+
+
+def other_input(record: dict, src: Path) -> Path | None:
+    """The input a run's ``record`` was made from when it is another path than ``src`` that still exists (its results
+    are that input's, e.g. another patient's series folder of the same name); None otherwise (the same path, or one
+    that is gone: a moved or re-exported scan)."""
+    given = record.get("input")
+    try:
+        other = Path(given) if given else None
+        return other if other is not None and other.resolve() != Path(src).resolve() and other.exists() else None
+    except OSError:
+        return None
 
 
 def _same_input(record: dict, src: Path) -> bool:

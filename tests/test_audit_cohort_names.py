@@ -128,3 +128,18 @@ def test_dask_writes_the_same_files_under_the_same_names(tmp_path, lung, tiny_ch
         (n, "done") for n in NAMES]
     for name in NAMES:
         assert np.array_equal(_mask(tmp_path / "serial", name), _mask(tmp_path / "dask", name))
+
+
+def test_another_patients_results_of_the_same_name_are_never_replaced(tmp_path, lung):
+    """PAT002's series run into an --out, then PAT001's (each alone, so both are plain 'SE002'): PAT001's SE002
+    replaced PAT002's outputs without a word (another folder's case of that name counted as a new input); it is now
+    refused, with --overwrite too, and PAT002's results stay as they were."""
+    pacs, out = _pacs(tmp_path, lung), tmp_path / "out2"
+    assert main(["predict", f"{pacs}/PAT002/**/", *CLI, "--out", str(out)]) == 0
+    theirs = (out / "SE002_mask.nii.gz").read_bytes()
+    for extra in ([], ["--overwrite"]):
+        assert main(["predict", f"{pacs}/PAT001/**/", *CLI, "--out", str(out), *extra]) == 1
+        row = _rows(out)["SE002"]
+        assert row["status"] == "failed" and "PAT002" in row["error"] and "never replaced" in row["error"], row
+        assert (out / "SE002_mask.nii.gz").read_bytes() == theirs
+        assert json.loads((out / "SE002_predict.json").read_text())["input"] == str(pacs / "PAT002/ST001/SE002")

@@ -77,7 +77,15 @@ def predict_cohort(
             with the weights' sha256 they decide whether a finished case can be skipped.
     """
     from ..checkpoint import read_card, resolve_model_path
-    from ..results import case_state, finished_record, foreign_message, foreign_outputs, writable_folder
+    from ..results import (
+        case_state,
+        finished_record,
+        foreign_message,
+        foreign_outputs,
+        other_input,
+        record_path,
+        writable_folder,
+    )
 
     t_start = time.perf_counter()
     bad = sorted(set(options) & set(_NOT_FORWARDED))
@@ -140,6 +148,12 @@ def predict_cohort(
             record = finished_record(out, Path(src), name) or {}
             results[i] = CaseResult(case=name, input=str(src), status="skipped",
                                     warnings=list(record.get("warnings") or []))
+            continue
+        if state == "other":  # (replacing them mixed two patients' results under one name)
+            other = other_input(json.loads(record_path(out, Path(src), name).read_text()), Path(src))
+            results[i] = CaseResult(case=name, input=str(src), status="failed", error=(
+                f"{out} holds the results of {other}, another input of the name {name}: they are never replaced, not "
+                "even with --overwrite. Run this one into another --out, or move those results away first."))
             continue
         if state == "foreign":
             results[i] = CaseResult(case=name, input=str(src), status="failed",
