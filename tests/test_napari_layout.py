@@ -208,3 +208,23 @@ def test_long_layer_and_model_names_do_not_widen_the_tabs(make_napari_viewer):
         _pump()
         width = dock.tabs.currentWidget().widget().minimumSizeHint().width()
         assert width <= 256, (dock.tabs.tabText(i), width)
+
+
+def test_the_dock_cannot_be_made_narrower_than_its_widest_tab(make_napari_viewer):
+    """A full test run once laid the dock out 240 px wide at 960 x 540: the Correct tab (247 px) scrolled sideways.
+    The tab pages' minimum width is their panel's, so a dock dragged (or laid out) narrow keeps every tab whole."""
+    from qtpy.QtCore import Qt
+    from qtpy.QtWidgets import QDockWidget
+
+    viewer, dock = _dock_on_screen(make_napari_viewer, (960, 540))
+    window = viewer.window._qt_window
+    ours = [d for d in window.findChildren(QDockWidget) if d.widget() is not None
+            and (d.widget() is dock or dock in d.widget().findChildren(type(dock)))]
+    assert len(ours) == 1
+    window.resizeDocks(ours, [150], Qt.Horizontal)  # the user drags the dock's edge to the right
+    _pump()
+    for i in range(dock.tabs.count()):
+        dock.tabs.setCurrentIndex(i)
+        _pump()
+        area = dock.tabs.currentWidget()
+        assert area.horizontalScrollBar().maximum() == 0, (dock.tabs.tabText(i), area.viewport().width())
