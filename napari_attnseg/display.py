@@ -74,9 +74,12 @@ def outlier_limits(image: np.ndarray) -> tuple[float, float, str] | None:
     if s.size == 0:
         return None
     lo, top = float(s.min()), float(np.percentile(s, 99.9))
-    hi = float(np.nanmax(np.asarray(image)))  # (the whole image: one hot voxel is rarely in the sample)
+    a = np.asarray(image)
+    hi = float(np.nanmax(a))  # (the whole image: one hot voxel is rarely in the sample)
     if not (top > lo and hi - lo > 10.0 * (top - lo)):
         return None
+    if np.count_nonzero(a > top + 0.5 * (hi - top)) > max(8, 1e-5 * a.size):
+        return None  # a few bright objects (cells, beads, a small lesion), not hot voxels: shown as napari shows them
     return lo, top, (f"a few voxels reach {hi:.6g}, far above the rest (99.9% are at most {top:.6g}): shown up to "
                      f"{top:.6g} (layer controls: contrast limits to change it)")
 

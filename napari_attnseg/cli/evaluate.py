@@ -150,6 +150,8 @@ def run(args: argparse.Namespace) -> int:
     mask = np.asarray(pred.labels)
     # a reference saved transposed keeps its shape on a square plane: scored silently (nuclei: Dice 0.95 -> 0.21)
     transposed = transposed_note(mask, labels, max(model.out_channels, 2), args.labels, ignore_index=-1)
+    if transposed and box is not None:  # (the check needs the whole square plane; the Dice printed is --region's)
+        transposed += " (the two Dice in this note are over the whole image, not --region)"
     if box is not None:
         mask, labels = mask[box], labels[box]
     dice = dice_per_class(mask, labels, max(model.out_channels, 2), ignore_index=-1)

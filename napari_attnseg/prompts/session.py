@@ -174,7 +174,9 @@ class PromptSession:
         nothing count only when an older one matches too). Each run compared with its own values before it missed
         two Ctrl+Z: the newest run's voxels, changed by the older run too, held neither its values nor its before."""
         labels = np.asarray(labels)
-        expected: dict[int, int] = {}
+        flat_labels = labels.reshape(-1)
+        where = np.zeros(0, np.int64)  # the voxels these runs wrote, sorted, and the value each expects: its value
+        expect = np.zeros(0, flat_labels.dtype)  # before the oldest of them that wrote it (as every click asks)
         best = 0
         for k, state in enumerate(reversed(self.states), 1):
             if state.where is None:
@@ -182,10 +184,10 @@ class PromptSession:
             if not len(state.where[0]) or not np.any(state.after != state.before):
                 continue
             flat = np.ravel_multi_index(tuple(np.asarray(w, np.int64) for w in state.where), labels.shape)
-            expected.update(zip(flat.tolist(), np.asarray(state.before).tolist()))  # (an older run's value wins)
-            keys = np.fromiter(expected.keys(), np.int64, len(expected))
-            if np.array_equal(labels[np.unravel_index(keys, labels.shape)],
-                              np.fromiter(expected.values(), np.int64, len(expected))):
+            # this older run's values come first, so np.unique's first occurrence keeps them (older wins)
+            where, first = np.unique(np.concatenate([flat, where]), return_index=True)
+            expect = np.concatenate([np.asarray(state.before, flat_labels.dtype), expect])[first]
+            if np.array_equal(flat_labels[where], expect):
                 best = k
         return best
 
