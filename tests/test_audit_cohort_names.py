@@ -143,3 +143,14 @@ def test_another_patients_results_of_the_same_name_are_never_replaced(tmp_path, 
         assert row["status"] == "failed" and "PAT002" in row["error"] and "never replaced" in row["error"], row
         assert (out / "SE002_mask.nii.gz").read_bytes() == theirs
         assert json.loads((out / "SE002_predict.json").read_text())["input"] == str(pacs / "PAT002/ST001/SE002")
+
+
+def test_two_series_folders_of_one_name_given_plainly_are_told_how_to_run_them(tmp_path, lung, capsys):
+    """`attnseg predict PAT001/ST001/SE002 PAT002/ST001/SE002 --out x` (plain mode) said only "Rename one": the
+    cohort mode (--summary) runs them, named by their folders."""
+    pacs, out = _pacs(tmp_path, lung), tmp_path / "o"
+    a, b = str(pacs / "PAT001/ST001/SE002"), str(pacs / "PAT002/ST001/SE002")
+    assert main(["predict", a, b, *CLI, "--out", str(out)]) == 1
+    assert "--summary" in capsys.readouterr().err
+    assert main(["predict", a, b, *CLI, "--out", str(out), "--summary", "s.csv"]) == 0
+    assert {p.name for p in out.glob("*_mask.nii.gz")} == {f"{n}_mask.nii.gz" for n in NAMES[:2]}

@@ -117,8 +117,11 @@ def _distinct_inputs(inputs: list[Path], out: Path) -> list[Path]:
     for src in unique.values():
         other = first.setdefault(stem(src), src)
         if other is not src:
+            series = Path(src).is_dir() and Path(other).is_dir()  # (a cohort names DICOM series folders by their path)
             raise InputError(f"{src} has the same name as {other}; their outputs would collide in {out}. "
-                             "Rename one, or run them into separate folders. Nothing was run.")
+                             + ("Add --summary cohort_summary.csv to run them as a cohort, which names series folders "
+                                "of one name by their parent folders (PAT001_ST001_SE002)" if series else
+                                "Rename one, or run them into separate folders") + ". Nothing was run.")
     return list(unique.values())
 
 
