@@ -122,3 +122,18 @@ def test_a_few_bright_objects_are_not_taken_for_hot_voxels():
     img2 = rng.normal(100, 5, (2048, 2048)).astype(np.float32)
     img2[5, 5] = 30000.0  # one hot pixel: still shown up to the 99.9th percentile
     assert outlier_limits(img2) is not None
+
+
+def test_a_nifti_with_pixdim_0_but_an_sform_takes_its_voxel_sizes_from_the_sform(tmp_path):
+    """pixdim 0 with sform code 1: the spacing was 1 mm (nibabel's fill-in) while the affine placed 0.8 x 0.8 x 3 mm
+    voxels, so a model's resampling and every size in mm disagreed with where napari showed the scan."""
+    data = np.zeros((6, 5, 4), np.int16)
+    img = nib.Nifti1Image(data, _affine())
+    img.header["pixdim"][1:4] = 0
+    img.set_sform(_affine(), code=1)
+    img.set_qform(None, code=0)
+    img.header["pixdim"][1:4] = 0
+    nib.save(img, tmp_path / "zero.nii.gz")
+    vol = read_image(tmp_path / "zero.nii.gz")
+    assert np.allclose(vol.spacing, (3.0, 0.8, 0.8)) and np.allclose(vol.affine, _affine())
+    assert "taken from its sform" in vol.meta["warning"]

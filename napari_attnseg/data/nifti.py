@@ -172,7 +172,14 @@ def read_nifti(p: Path, volume: int | None = None):
     if (model := model_info_of(ours.get("model"))) is not None:
         meta["model_info"] = model
     warnings = []
-    if getattr(img, "attnseg_zero_pixdim", False):  # (nibabel set the zero voxel sizes to 1, saying so unnamed)
+    sform_sizes = np.linalg.norm(np.asarray(img.affine, float)[:3, : data.ndim], axis=0)
+    if getattr(img, "attnseg_zero_pixdim", False) and int(header["sform_code"]) > 0 and np.all(sform_sizes > 0):
+        # the sform holds the voxel sizes the pixdim leaves out: the spacing agrees with the placement (was 1 mm)
+        zooms = tuple(float(z) for z in sform_sizes)
+        warnings.append(f"its header gives a voxel size of 0 (pixdim): the sizes were taken from its sform "
+                        f"({' x '.join(f'{z:.3g}' for z in zooms)} mm); set them in the header (e.g. nibabel's "
+                        "header.set_zooms) for other tools.")
+    elif getattr(img, "attnseg_zero_pixdim", False):  # (nibabel set the zero voxel sizes to 1, saying so unnamed)
         placed = "" if int(header["qform_code"]) or int(header["sform_code"]) else " and no qform or sform to place it"
         warnings.append(f"its header gives a voxel size of 0 (pixdim){placed}: 1 mm was assumed along those "
                         "axes, so its outputs and any size in mm use 1 mm voxels; if you know the spacing, set it in "
