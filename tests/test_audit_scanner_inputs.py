@@ -137,3 +137,12 @@ def test_a_nifti_with_pixdim_0_but_an_sform_takes_its_voxel_sizes_from_the_sform
     vol = read_image(tmp_path / "zero.nii.gz")
     assert np.allclose(vol.spacing, (3.0, 0.8, 0.8)) and np.allclose(vol.affine, _affine())
     assert "taken from its sform" in vol.meta["warning"]
+
+
+def test_a_dataset_counts_the_volumes_of_a_5d_nifti(tmp_path):
+    """A dataset made elsewhere whose case stacks two MRI sequences as (x, y, z, 2, 1) was taken as one volume."""
+    from napari_attnseg.data.dataset import _volumes
+
+    data = np.zeros((6, 5, 4, 2, 1), np.int16)
+    nib.save(nib.Nifti1Image(data, _affine()), tmp_path / "case.nii.gz")
+    assert _volumes(tmp_path / "case.nii.gz") == 2

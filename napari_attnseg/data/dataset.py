@@ -100,10 +100,10 @@ class Case:
                 return None
         if not self.label_path.name.lower().endswith((".nii", ".nii.gz")):
             return None
-        import nibabel as nib
+        from .nifti import load_nifti  # (nibabel's unnamed pixdim-0 message kept quiet)
 
         try:
-            img = nib.load(str(self.label_path))
+            img = load_nifti(self.label_path)
         except Exception:  # noqa: BLE001 - unreadable here is reported when the data are loaded
             return None
         codes = (int(img.header["qform_code"]), int(img.header["sform_code"]))
@@ -177,10 +177,9 @@ def _volumes(path: Path) -> int:
     """The number of volumes of a 4D NIfTI (the Decathlon stores a case's modalities so), else 1."""
     if not path.name.lower().endswith((".nii", ".nii.gz")):
         return 1
-    import nibabel as nib
+    from .nifti import nifti_volumes  # ((x, y, z, n, 1) holds n volumes too)
 
     try:
-        shape = nib.load(str(path)).shape
+        return nifti_volumes(path)
     except Exception:  # noqa: BLE001 - unreadable here is reported when the data are loaded
         return 1
-    return int(shape[3]) if len(shape) == 4 else 1
