@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import glob
 import json
 import logging
@@ -14,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import InputError
-from .cases import CSV_PATH_COLUMNS
+from .csv_inputs import read_csv as _read_csv
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -321,12 +320,13 @@ def _folder_cases(folder: Path, out: Path | None = None, got: Collected | None =
     from ..data import image_format
     from ..data.metaio import data_file_of
     from ..results import RECORD_SUFFIX
-    from .outputs import dicom_below, without_scouts
+    from .series import dicom_below, without_scouts
 
     ours = _ours(folder)  # outputs of earlier runs into this folder are not inputs
     cases = []
     files = folders = loose = 0
     trees: list[Path] = []  # sub-folders with DICOM series further down (a PACS export without DICOMDIR)
+    budget = [2000]  # folders looked at below the sub-folders, all together (a BIDS derivatives tree beside the scans)
     entries = sorted(folder.iterdir())
     data_files = {d for p in entries if (d := data_file_of(p)) is not None}  # (.raw of .mhd / .nhdr: part of a case)
     for p in entries:
@@ -340,14 +340,14 @@ def _folder_cases(folder: Path, out: Path | None = None, got: Collected | None =
         elif p.is_dir():
             if not _inside(p.resolve(), out):
                 folders += 1
-                trees += [series] if (series := dicom_below(p)) is not None else []
+                trees += [series] if (series := dicom_below(p, budget=budget)) is not None else []
         else:
             files += 1
     parts = [f"{n} {what}{'s' if n != 1 else ''}{rest.format('is' if n == 1 else 'are')}"
              for n, what, rest in ((files, "file", " of other types"), (loose, "DICOM file", " outside a series folder"),
                                    (folders, "folder", " that {} not a DICOM series")) if n]
     if parts and got is not None:
-        hint = f" (sub-folders are not searched: use a quoted glob like \"{folder}/**/*.tif\")" if folders else ""
+        hint = f" (sub-folders are not searched: use a quoted glob like \"{folder}/**/*{_suffix(cases)}\")" if folders else ""
         if trees:  # a PACS tree (patient/study/series folders): a glob of *.tif finds nothing there
             hint = (f" ({len(trees)} of them hold{'s' if len(trees) == 1 else ''} DICOM series in their sub-folders, "
                     f"e.g. {trees[0]}: a PACS export "
@@ -359,42 +359,11 @@ def _folder_cases(folder: Path, out: Path | None = None, got: Collected | None =
     return without_scouts([p for p in cases if p not in mine], folder, got)
 
 
-def _read_csv(path: Path, got: Collected | None = None) -> list[Path]:
-    try:
-        raw = path.read_bytes()
-        try:  # UTF-8, with the byte-order mark Excel's "CSV UTF-8" starts with (else it sticks to the first path)
-            text = raw.decode("utf-8-sig")
-        except UnicodeDecodeError:  # Excel's plain "CSV" on Windows: Windows-1252 (Müller, Série)
-            text = raw.decode("cp1252")
-            if got is not None:
-                got.notes.append(f"{path}: not UTF-8 text; read as Windows-1252 (Excel's plain CSV). If a path "
-                                 "is not found, save the CSV as 'CSV UTF-8'")
-        rows = [r for r in csv.reader(text.splitlines()) if r and any(c.strip() for c in r)]
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise InputError(f"Could not read the CSV {path} ({exc}); save it as UTF-8 text ('CSV UTF-8').") from None
-    if not rows:
-        raise InputError(f"The CSV {path} names no inputs.")
-    header = [c.strip().lower() for c in rows[0]]
-    col = next((header.index(n) for n in CSV_PATH_COLUMNS if n in header), None)
-    if col is not None:
-        rows = rows[1:]
-    else:
-        col = 0
-        first = Path(rows[0][0].strip())
-        if not (first if first.is_absolute() else path.parent / first).exists() and not first.suffix:
-            rows = rows[1:]  # a header with another name for the column
-    cases = []
-    for r in rows:
-        if col < len(r) and r[col].strip():
-            p = Path(r[col].strip()).expanduser()
-            case = p if p.is_absolute() else path.parent / p
-            if got is not None and p.is_absolute() and not case.exists():
-                got.hints[str(case)] = f"{path} names it"
-            elif got is not None and not p.is_absolute() and not case.exists():
-                there = (f"; {p} does exist relative to the working directory: write it in the CSV as "
-                         f"{os.path.relpath(p.resolve(), path.parent.resolve())} (from the CSV's folder) or "
-                         f"{p.resolve()}") if p.exists() else ""
-                got.hints[str(case)] = (f"{path} names {p}, and a CSV's relative paths are read relative to the "
-                                        f"CSV's own folder ({path.parent}){there}")
-            cases.append(case)
-    return cases
+def _suffix(cases: list[Path]) -> str:
+    """The commonest file suffix of ``cases`` (``.nii.gz`` for a folder of NIfTI scans; ``.tif`` without files)."""
+    from collections import Counter
+
+    from ..data.io import stem
+
+    found = Counter(p.name[len(stem(p)):] for p in cases if p.is_file() and p.name[len(stem(p)):])
+    return found.most_common(1)[0][0] if found else ".tif"

@@ -3,10 +3,10 @@
 * :func:`keep_edited_mask`: a mask attnseg wrote and the user changed since is the user's work; before
   outputs are replaced (``--overwrite``) it is moved to ``<out>/edited_masks/``, never deleted.
 * :func:`name_too_long`: an input whose name leaves no room for the temporary output names.
-* :func:`dicom_below`, :func:`without_scouts`: what a folder listing or a glob makes of a PACS export without DICOMDIR
-  (patient/study/series folders; a scout series beside the axial one).
 * :func:`case_names`: what each case's outputs are named after (series folders of one name under two patients get
-  their patient and study folders' names too).
+  their patient and study folders' names too), and :func:`kept_names`: the name an earlier run into ``out`` gave a
+  series folder stays its name (a patient added later does not rename it).
+* A PACS export's series folders (scouts, reformats, the hint for a tree): :mod:`.series`.
 """
 
 from __future__ import annotations
@@ -15,12 +15,9 @@ import errno
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from .inputs import EDITED_DIR
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .inputs import Collected
+from .series import dicom_below, only_localizers, without_scouts  # noqa: F401 - (their home before series.py)
 
 # longest addition to an input's stem among the names written for it: the partial marker's temporary name
 # ".<stem>_predict.partial" -> "..<stem>_predict.partial.XXXXXXXX.tmp.partial", a mask's ".<stem>_mask.nii.gz.
@@ -109,54 +106,6 @@ def is_name_too_long(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno == errno.ENAMETOOLONG
 
 
-def without_scouts(cases: list[Path], where: str | os.PathLike, got: Collected | None) -> list[Path]:
-    """``cases`` less the DICOM series folders that hold only localizers (scouts: the study's planning images, which
-    a PACS export puts in a series folder of their own), with a note naming them."""
-    scouts = [p for p in cases if p.is_dir() and only_localizers(p)]
-    if scouts and got is not None:
-        shown = ", ".join(str(p) for p in scouts[:3]) + (", ..." if len(scouts) > 3 else "")
-        got.notes.append(f"{where}: left out {len(scouts)} DICOM series of localizer (scout) images only, not "
-                         f"segmented ({shown}); to segment one anyway, give its folder as the input")
-    return [p for p in cases if p not in scouts]
-
-
-def only_localizers(folder: Path, probed: int = 20) -> bool:
-    """Whether the DICOM images of ``folder`` (its first ``probed`` files) are all localizers (ImageType LOCALIZER)."""
-    import pydicom
-
-    from ..data.dicom import is_dicom_file
-
-    seen = 0
-    for f in sorted(f for f in folder.iterdir() if f.is_file() and not f.name.startswith("."))[:probed]:
-        if not is_dicom_file(f):
-            continue
-        try:
-            ds = pydicom.dcmread(str(f), stop_before_pixels=True, force=True, specific_tags=["ImageType", "Rows"])
-        except Exception:  # (an unreadable file: the reader names it when the case runs)
-            return False
-        if "Rows" not in ds:
-            continue  # a report or presentation state beside the images
-        if "LOCALIZER" not in [str(v).upper() for v in (ds.get("ImageType") or [])]:
-            return False
-        seen += 1
-    return seen > 0
-
-
-def dicom_below(folder: Path, limit: int = 2000) -> Path | None:
-    """The first folder below ``folder`` (depth first, sorted, at most ``limit`` folders looked at) holding a DICOM
-    file among its first five: a patient or study folder of a PACS export without DICOMDIR; else None."""
-    from ..data.dicom import is_dicom_file
-
-    for n, (root, dirs, files) in enumerate(os.walk(folder)):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        if n >= limit:
-            break
-        names = sorted(f for f in files if not f.startswith(".") and f != "DICOMDIR")[:5]
-        if Path(root) != folder and any(is_dicom_file(Path(root) / f) for f in names):
-            return Path(root)
-    return None
-
-
 def case_names(cases: list[Path]) -> list[str]:
     """What each case's outputs are named after: its stem, or, for DICOM series folders that share a name (the same
     series folder under two patients of a PACS tree: ``PAT001/ST001/SE002``, ``PAT002/ST001/SE002``), the shortest tail
@@ -179,3 +128,54 @@ def case_names(cases: list[Path]) -> list[str]:
                     names[i] = tail
                 break
     return names
+
+
+def kept_names(out: str | os.PathLike, cases: list[Path], names: list[str]) -> list[str]:
+    """``names`` (:func:`case_names`), except that a series folder whose results ``out`` holds already, under another
+    name, keeps that name: :func:`case_names` depends on the run's other cases (``SE002`` alone, ``PAT001_ST001_SE002``
+    once a second patient's ``SE002`` joins), and a team adding patients to a PACS export over weeks must find each
+    series's results under one name, skipped when finished, not redone beside the old ones. The records say which input
+    each name is of (also those an earlier version wrote); of two names of one input, the one computed now wins, then
+    a finished one."""
+    from ..results import RECORD_SUFFIX, finished_record
+
+    out = Path(out)
+    series = [i for i, p in enumerate(cases) if Path(p).is_dir()]
+    if not series or not out.is_dir():
+        return names
+    recorded: dict[str, list[str]] = {}
+    for rec in sorted(out.glob(f"*{RECORD_SUFFIX}")):
+        try:
+            given = json.loads(rec.read_text()).get("input")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(given, str) and given:
+            recorded.setdefault(os.path.realpath(given), []).append(rec.name[:-len(RECORD_SUFFIX)])
+    kept = list(names)
+    for i in series:
+        found = recorded.get(os.path.realpath(cases[i]), [])
+        if not found or names[i] in found:
+            continue
+        done = [n for n in found if finished_record(out, Path(cases[i]), n)]
+        choice = (done or found)[0]
+        if choice not in kept:  # (never a name another case of this run has)
+            kept[i] = choice
+    return kept
+
+
+def other_scan_message(out: Path, src: Path, other: Path | None, name: str) -> str:
+    """Why ``src`` fails: ``out`` holds the results of ``other``, another input of the same name that still exists and
+    holds other images (not a copy of ``src``: :func:`.series.same_scan`), which are never replaced."""
+    what = "series folder" if src.is_dir() else "file"
+    head = (f"{out} holds the results of {other}, another {what} whose outputs are also named {name}, with other "
+            f"images than {src} (not a copy of it): they are never replaced, not even with --overwrite. ")
+    if not src.is_dir():
+        return head + ("Give this one another name (or a link of another name), run it into another --out, or move "
+                       "those results away first.")
+    try:
+        common = os.path.commonpath([os.path.abspath(src), os.path.abspath(other or src)])
+    except ValueError:  # (other drives)
+        common = str(src.parent)
+    return head + (f"Give both in one command (a quoted glob over both, e.g. \"{common}/**/\", or a CSV of both): "
+                   "series folders of one name are then named by their folders, and the results already there keep "
+                   f"{name}. Or run this one into another --out, or move those results away first.")

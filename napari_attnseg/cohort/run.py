@@ -28,7 +28,8 @@ from .cases import (
     summary_refusal,
 )
 from .inputs import EDITED_DIR, gather
-from .outputs import case_names, name_too_long
+from .outputs import case_names, kept_names, name_too_long, other_scan_message
+from .series import same_scan
 from .workers import _run_dask
 
 
@@ -57,7 +58,8 @@ def predict_cohort(
             (with a ``client`` it must have been loaded from a file: workers load it themselves).
         inputs: a folder, a glob, a CSV of paths, a file, or a list of these (:func:`collect_inputs`).
         out: the output folder (``<stem>_mask``, ``_prob``, maps, ``<stem>_predict.json`` per case; DICOM series
-            folders of one name under two patients are named with their folders: ``PAT001_ST001_SE002_mask``).
+            folders of one name under two patients are named with their folders: ``PAT001_ST001_SE002_mask``; a series
+            keeps the name a run into ``out`` gave it, :func:`.outputs.kept_names`).
         client: a ``dask.distributed.Client``: run the cases on its workers (one task per case).
         overwrite: also redo finished cases and replace outputs that may have been edited (a mask changed
             since attnseg wrote it is moved to ``out/edited_masks/``, never deleted).
@@ -129,6 +131,7 @@ def predict_cohort(
     todo: list[tuple[int, _Job]] = []
     by_name: dict[str, int] = {}
     names = case_names(cases)  # series folders of one name under two patients: PAT001_ST001_SE002, PAT002_ST001_SE002
+    names = kept_names(out, cases, names)  # ... but a series keeps the name an earlier run into out gave it
     for i, src in enumerate(cases):
         name = names[i]
         if name in by_name:
@@ -144,16 +147,20 @@ def predict_cohort(
             results[i] = CaseResult(case=name, input=str(src), status="failed", error=why)
             continue
         state = case_state(out, src, sha, request, name)
-        if state == "done" and not overwrite:  # the summary keeps what the run that made it said
-            record = finished_record(out, Path(src), name) or {}
-            results[i] = CaseResult(case=name, input=str(src), status="skipped",
-                                    warnings=list(record.get("warnings") or []))
-            continue
+        copy_of = None
         if state == "other":  # (replacing them mixed two patients' results under one name)
             other = other_input(json.loads(record_path(out, Path(src), name).read_text()), Path(src))
-            results[i] = CaseResult(case=name, input=str(src), status="failed", error=(
-                f"{out} holds the results of {other}, another input of the name {name}: they are never replaced, not "
-                "even with --overwrite. Run this one into another --out, or move those results away first."))
+            if other is None or not same_scan(Path(src), other):
+                results[i] = CaseResult(case=name, input=str(src), status="failed",
+                                        error=other_scan_message(out, Path(src), other, name))
+                continue
+            copy_of, state = other, case_state(out, other, sha, request, name)  # a copy: its results are this one's
+        if state == "done" and not overwrite:  # the summary keeps what the run that made it said
+            record = finished_record(out, Path(copy_of or src), name) or {}
+            results[i] = CaseResult(case=name, input=str(src), status="skipped",
+                                    warnings=list(record.get("warnings") or []) + ([
+                                        f"the same scan as {copy_of} (the same images): its results ({name}) are "
+                                        "kept, not computed again"] if copy_of else []))
             continue
         if state == "foreign":
             results[i] = CaseResult(case=name, input=str(src), status="failed",
