@@ -33,14 +33,13 @@ from ..data.orientation import onto_grid, volume_translate
 from ..data.volume import model_info_of
 from ..display import DEFAULT_CT_WINDOW, default_window, outlier_limits
 from ..errors import AttnSegError, InputError
-from .tiff_masks import exported_marks, ignore_features
+from .tiff_masks import exported_marks, ignore_features, mask_axes
 
 PLUGIN = "napari-attnseg"
 # patterns napari's builtins claim too, which only this plugin reads with their geometry
 PREFERRED_PATTERNS = ("*.nii", "*.nii.gz", "*.dcm", "*.DCM", "*.dicom", "*.ima", "*.IMA", "*.ome.tif", "*.ome.tiff",
                       "*.OME.TIF", "*.OME.TIFF")  # (napari matches its preferences case-sensitively: IMAGE.OME.TIF)
 OME_SUFFIXES = (".ome.tif", ".ome.tiff")  # napari's own reader opens them at scale 1, without their pixel size
-
 
 # every folder comes to this plugin's folder reader (DICOM series; any other folder is handed to napari's
 # own reader), so napari does not ask for each folder; a Zarr store (a folder named *.zarr) stays napari's
@@ -338,8 +337,8 @@ def _geometry(meta: dict, layer_scale):
 
 
 def write_labels_tif(path: str, data, meta: dict) -> list[str]:
-    """A mask as TIFF with its pixel size and unit (an ImageJ calibration Fiji reads): the layer's napari
-    ``units`` when set, mm for a layer placed by a NIfTI/DICOM affine, else no unit; and its marks and class names."""
+    """A mask as TIFF with its pixel size and unit (an ImageJ calibration Fiji reads): the layer's napari ``units``
+    when set, mm for a layer placed by a NIfTI/DICOM affine, else no unit; its axes (TYX...), marks and class names."""
     from ..data.tiff import tiff_unit, write_tiff
 
     md = meta.get("metadata", {}) or {}
@@ -347,6 +346,7 @@ def write_labels_tif(path: str, data, meta: dict) -> list[str]:
     units = tuple(str(u) for u in meta.get("units") or ())
     unit = units[-np.ndim(data):] if any(tiff_unit(u) for u in units) else ("mm" if affine is not None else None)
     write_tiff(Path(path), np.asarray(data), spacing[-np.ndim(data):], md.get("reviewed_slices") or None, unit=unit,
+               like_meta={"axes": mask_axes(meta, np.shape(data), _viewer())},  # (a time-lapse's TYX stays TYX)
                model_info=model_info_of(md.get("attnseg")), ignore_value=md.get("ignore_value"),  # (and its model)
                class_names=md.get("class_names") or None)  # (the Correct tab's names: NIfTI kept them, TIFF did not)
     return [str(path)]

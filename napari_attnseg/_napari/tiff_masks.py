@@ -17,6 +17,39 @@ from pathlib import Path
 import numpy as np
 
 IGNORE_NAME = "ignore (not reviewed)"  # the 'ignore' value's name in a reopened label file's features
+# napari axis labels -> TIFF axes (the plugin's readers label t, z, y, x; napari's own reader labels none: -3, -2, -1)
+AXIS_LETTERS = {"t": "T", "time": "T", "frame": "T", "frames": "T", "z": "Z", "depth": "Z", "plane": "Z", "y": "Y",
+                "x": "X"}
+
+
+def _labelled_axes(labels, ndim: int) -> str | None:
+    axes = "".join(AXIS_LETTERS.get(str(a).strip().lower(), "?") for a in list(labels or ())[-ndim:])
+    return axes if len(axes) == ndim and "?" not in axes and len(set(axes)) == ndim and axes.endswith("YX") else None
+
+
+def mask_axes(meta: dict, shape: tuple, viewer=None) -> str | None:
+    """The axes a mask layer is saved with as TIFF (napari's layer ``meta``: its axis labels, metadata): its own axis
+    labels (t, y, x), else those of the image it was predicted on (else an open image of its shape), else the axes of
+    the TIFF that image was read from. A time-lapse (TYX) opened with napari's own reader was saved as ZYX: its frames
+    came back as z-slices (Fiji: a z-stack, not frames). None: unknown (the writer's ZYX / YX)."""
+    from ..data.tiff import tiff_axes
+
+    shape = tuple(shape)
+    ndim = len(shape)
+    if (axes := _labelled_axes(meta.get("axis_labels"), ndim)) is not None:
+        return axes
+    md, layers = meta.get("metadata") or {}, list(viewer.layers) if viewer is not None else []
+    uid = md.get("attnseg_source_uid")
+    images = [lay for lay in layers if lay._type_string == "image" and not lay.rgb and tuple(np.shape(lay.data)) == shape]
+    images = [lay for lay in images if uid is not None and lay.unique_id == uid] + images[::-1]
+    for image in images[:1]:
+        if (axes := _labelled_axes(image.axis_labels, ndim)) is not None:
+            return axes
+        md = {**md, "source_path": md.get("source_path") or image.metadata.get("source_path")
+              or getattr(image.source, "path", None), "series": image.metadata.get("series", 0)}
+    path = str(md.get("source_path") or "")
+    axes = tiff_axes(path, int(md.get("series") or 0)) if path.lower().endswith((".tif", ".tiff")) else None
+    return axes if axes is not None and len(axes) == ndim else None
 
 
 def reopen_tiff_mask(viewer, *layers) -> bool:
@@ -63,7 +96,7 @@ def _replace(viewer, layer, path: str, marks: dict) -> None:
         meta["ignore_value"] = int(ignore)
         features = features or ignore_features(meta.get("class_names") or [], int(ignore))
     features = features or ({"class": meta["class_names"]} if meta.get("class_names") else None)
-    scale, units, calibrated = _calibration(layer, path)  # (napari's reader opened it at scale 1)
+    scale, units, calibrated, beside = _calibration(viewer, layer, path)  # (napari's reader opened it at scale 1)
     if calibrated:
         meta["spacing"] = list(scale)
     labels = Labels(np.asarray(layer.data), name=layer.name, scale=scale, translate=layer.translate,
@@ -79,22 +112,31 @@ def _replace(viewer, layer, path: str, marks: dict) -> None:
                            ("its class names", "class_names")) if k in marks]
     kept += [f"its pixel size {' x '.join(f'{s:g}' for s in scale)}"] if calibrated else []
     said = f"{', '.join(kept[:-1])} and {kept[-1]}" if len(kept) > 1 else "".join(kept)
-    notify_info(f"{labels.name}: a mask saved by this plugin, opened as a mask with {said}.")
+    notify_info(f"{labels.name}: a mask saved by this plugin, opened as a mask with {said}." + (beside or ""))
 
 
-def _calibration(layer, path: str) -> tuple[tuple, tuple, bool]:
+def _calibration(viewer, layer, path: str) -> tuple[tuple, tuple, bool, str | None]:
     """The scale and units for a mask napari's TIFF reader opened at scale 1: the pixel size its file records (a mask
-    saved from an OME-TIFF or calibrated image came back 1 px apart, beside an image in µm); else the layer's own."""
+    saved from an OME-TIFF or calibrated image came back 1 px apart, beside an image in µm); else the layer's own, and
+    so where an open image of its shape is at scale 1 (napari's reader opened it too, without its pixel size: the mask
+    of ``attnseg predict`` landed 2 x 0.5 x 0.5 beside its image at 1 x 1 x 1), with a note saying so (4th value)."""
     from ..data.tiff import tiff_calibration
 
     found = tiff_calibration(path) if all(abs(s - 1.0) < 1e-9 for s in layer.scale) else None
     if found is None or len(found[0]) != layer.ndim:
-        return tuple(layer.scale), tuple(layer.units), False
+        return tuple(layer.scale), tuple(layer.units), False, None
     spacing, unit, axes = found
+    shape = tuple(np.shape(layer.data))
+    for image in [lay for lay in reversed(list(viewer.layers)) if lay is not layer and lay._type_string == "image"
+                  and tuple(np.shape(lay.data)) == shape and all(abs(s - 1.0) < 1e-9 for s in lay.scale)][:1]:
+        sizes = " x ".join(f"{s:g}" for s in spacing) + (f" {unit}" if unit else "")
+        return tuple(layer.scale), tuple(layer.units), False, (
+            f" It stays at scale 1 to overlay {image.name!r}, which napari's TIFF reader opened without its pixel size; "
+            f"its file records {sizes}: to use it, set the scale of both (the Segment tab gives the console line).")
     unit = {"micron": "um"}.get(str(unit), unit)
     # (a time axis has no length unit)
     units = tuple(unit if a in "ZYX" else "pixel" for a in axes) if unit and len(axes) == layer.ndim else layer.units
-    return tuple(spacing), tuple(units), True
+    return tuple(spacing), tuple(units), True, None
 
 
 def exported_marks(path: str) -> dict | None:

@@ -15,6 +15,7 @@ import numpy as np
 
 from .._files import atomic_write
 from .tiff_meta import (
+    CENTIMETER,
     IMAGEJ_AXES,
     IMAGEJ_DTYPES,
     IMAGEJ_KEYS,
@@ -27,6 +28,7 @@ from .tiff_meta import (
     _unit_entries,
     series_label,
     series_note,
+    shaped_of,
     tiff_unit,
 )
 from .volume import Volume, model_info_of
@@ -51,12 +53,11 @@ def _spacing(tif, ndim: int, axes: str = "", series: int = 0) -> list[float]:
     resolution (taken at face value it made the nuclei model shrink the image 72x)."""
     spacing = [1.0] * ndim
     page = tif.series[series].keyframe if series else tif.pages[0]  # (the length unit of these: _read_unit)
-    ij = tif.imagej_metadata or {}
-    shaped = (tif.shaped_metadata or [{}])[0] or {}
-    unit_tag = page.tags.get("ResolutionUnit")
-    unit = int(unit_tag.value) if unit_tag is not None else INCH
-    physical = bool(ij) or "axes" in shaped or unit != INCH
+    ij, shaped = tif.imagej_metadata or {}, shaped_of(tif, series)
+    physical = bool(ij) or "axes" in shaped or _resolution_unit(page) != INCH
     ix, iy, iz = _axis(axes, "X", -1, ndim), _axis(axes, "Y", -2, ndim), _axis(axes, "Z", -3, ndim)
+    if iz is not None and len(axes) == ndim and axes[iz] == "T":
+        iz = None  # a time-lapse (TYX): ImageJ's "spacing" (voxel depth) is no frame interval
     try:
         xres = page.tags["XResolution"].value
         yres = page.tags["YResolution"].value
@@ -75,16 +76,22 @@ def _spacing(tif, ndim: int, axes: str = "", series: int = 0) -> list[float]:
     return spacing
 
 
+def _resolution_unit(page) -> int:
+    tag = page.tags.get("ResolutionUnit")
+    return int(tag.value) if tag is not None else INCH
+
+
 def _read_unit(tif, series: int = 0) -> str | None:
-    """The length unit of :func:`_spacing`: µm for OME sizes, else the ImageJ unit, else ours (JSON)."""
+    """The length unit of :func:`_spacing`: µm for OME sizes, else the ImageJ unit, else ours (JSON), else cm for a
+    resolution in pixels per centimetre (the TIFF's ResolutionUnit; without it the spacing had no unit)."""
     if {"X", "Y"} & set(_ome_sizes(tif, series)):
         return "micron"
-    ij = tif.imagej_metadata or {}
-    shaped = (tif.shaped_metadata or [{}])[0] or {}
+    ij, shaped = tif.imagej_metadata or {}, shaped_of(tif, series)
     for value in (ij.get("unit"), shaped.get("unit")):
         if isinstance(value, str) and tiff_unit(value):
             return tiff_unit(value)
-    return None
+    page = tif.series[series].keyframe if series else tif.pages[0]
+    return "cm" if not ij and _resolution_unit(page) == CENTIMETER and "XResolution" in page.tags else None
 
 
 def _reviewed(value) -> list[int] | None:
@@ -107,7 +114,7 @@ def read_tiff(p: Path, series_index: int = 0):
         axes = str(series.axes)  # tifffile's: Y, X, Z, C (channels), S (samples: RGB), T, Q (unknown)...
         spacing = _spacing(tif, len(shape), axes, series_index)
         unit, several = _read_unit(tif, series_index), series_note(tif, Path(p).name, series_index)
-        shaped = (tif.shaped_metadata or [{}])[0] or {}
+        shaped = shaped_of(tif, series_index)
         ij = tif.imagej_metadata or {}
         channels, names = _ome_channels(tif, series_index), _class_names(ij.get(NAMES_KEY) if ij else shaped.get(NAMES_KEY))
         mappable = int(np.prod(shape)) * dtype.itemsize >= MEMMAP_MIN_BYTES and series.dataoffset is not None
@@ -194,6 +201,20 @@ def tiff_calibration(p) -> tuple[tuple[float, ...], str | None, str] | None:
     return tuple(float(s) for s in spacing), unit, axes
 
 
+def tiff_axes(p, series: int = 0) -> str | None:
+    """The axes of image ``series`` of a TIFF as napari's layers hold them (tifffile's, channels and RGB samples left
+    out: TYX, ZYX...), read from its header; None when unreadable or unknown (a plain stack: IYX, QYX)."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(str(p)) as tif:
+            axes = str(tif.series[series].axes)
+    except Exception:  # (not a TIFF, unreadable: nothing to say)
+        return None
+    axes = axes.replace("C", "").removesuffix("S")
+    return axes if axes.endswith("YX") and set(axes) <= set("TZYX") else None
+
+
 def mask_marks(p) -> dict | None:
     """What a mask this project wrote as TIFF carries besides its pixels (read from the header): its reviewed slices
     (``reviewed_slices``), the model that made it (``model_info``), its 'ignore' value (``ignore_value``) and its class
@@ -204,7 +225,7 @@ def mask_marks(p) -> dict | None:
 
     try:
         with tifffile.TiffFile(str(p)) as tif:
-            ij, shaped = tif.imagej_metadata or {}, (tif.shaped_metadata or [{}])[0] or {}
+            ij, shaped = tif.imagej_metadata or {}, shaped_of(tif)
     except Exception:  # noqa: BLE001 - not a TIFF, unreadable: nothing to say
         return None
     reviewed = _reviewed(shaped["reviewed_slices"]) if isinstance(shaped.get("reviewed_slices"), list) else \
@@ -334,8 +355,8 @@ def write_tiff(p: Path, data: np.ndarray, spacing, reviewed_slices: list[int] | 
         return
     axes = source_axes or ("ZYX"[-data.ndim:] if data.ndim <= 3 else None)
     metadata = {"axes": axes} if axes else None
-    if metadata is not None and data.ndim >= 3:
-        metadata["spacing"] = float(sp[axes.index("Z")] if "Z" in axes else sp[-3])
+    if metadata is not None and data.ndim >= 3 and ("Z" in axes or "T" not in axes):
+        metadata["spacing"] = float(sp[axes.index("Z")] if "Z" in axes else sp[-3])  # (a time-lapse has no z spacing)
     unit_name = tiff_unit((ij_meta or {}).get("unit"))
     if metadata is not None and unit_name:  # ImageJ cannot hold these values: the unit in the JSON description
         metadata["unit"] = unit_name

@@ -8,7 +8,7 @@ import xml.etree.ElementTree as ET
 
 import numpy as np
 
-INCH = 2  # TIFF ResolutionUnit; also the TIFF default when the tag is absent
+INCH, CENTIMETER = 2, 3  # TIFF ResolutionUnit values; inch is also the TIFF default when the tag is absent
 
 # OME length units (UnitsLength) in micrometres; an OME pixel size without a unit is in µm.
 OME_UNITS_UM = {"pm": 1e-6, "Å": 1e-4, "nm": 1e-3, "µm": 1.0, "μm": 1.0, "um": 1.0, "micron": 1.0,
@@ -102,6 +102,15 @@ def _ome_sizes(tif, series: int = 0) -> dict[str, float]:
     return sizes
 
 
+def shaped_of(tif, series: int = 0) -> dict:
+    """tifffile's JSON description of image ``series`` (axes, z spacing, unit, marks; ``{}`` without): a file of
+    several series written by tifffile has one per series (the first one's gave every series its z spacing)."""
+    shaped = tif.shaped_metadata or ()
+    found = shaped[series] if len(shaped) == len(tif.series) and series < len(shaped) else \
+        (shaped[0] if shaped and series == 0 else None)
+    return found if isinstance(found, dict) else {}
+
+
 def _unescape(value):
     """An ImageJ description value with its ``\\uXXXX`` escapes decoded (``\\u00B5m`` -> ``µm``)."""
     if not isinstance(value, str):
@@ -114,8 +123,6 @@ def _ascii(value):
     if not isinstance(value, str):
         return value
     return "".join(c if ord(c) < 128 else f"\\u{ord(c):04X}" for c in value)
-
-
 
 
 def series_label(series, k: int) -> str:
