@@ -26,7 +26,8 @@ def atomic_write(path: str | os.PathLike, writer: Callable[[str], object]) -> Pa
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = ".nii.gz" if path.name.lower().endswith(".nii.gz") else path.suffix.lower()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{_fitting(path, f'.XXXXXXXX.tmp{suffix}')}.", suffix=f".tmp{suffix}",
+                               dir=path.parent)
     os.close(fd)
     try:
         writer(tmp)
@@ -36,6 +37,22 @@ def atomic_write(path: str | os.PathLike, writer: Callable[[str], object]) -> Pa
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def name_max(folder: str | os.PathLike) -> int:
+    """The longest file name, in bytes, that ``folder``'s file system allows (255 where it does not say)."""
+    try:
+        return int(os.pathconf(folder, "PC_NAME_MAX"))
+    except (OSError, ValueError, AttributeError):  # (Windows has no pathconf; a folder not made yet)
+        return 255
+
+
+def _fitting(path: Path, tail: str) -> str:
+    """``path.name`` cut (on a character boundary) so that '.' + it + ``tail`` fits its file system's name limit: a
+    name that fits (e.g. 250 bytes of Japanese) made a temporary name that did not ("File name too long")."""
+    room = name_max(path.parent) - len(tail.encode()) - 2
+    name = path.name.encode()
+    return path.name if len(name) <= room else name[:max(room, 1)].decode(errors="ignore")
 
 
 def describe_machine() -> str:

@@ -4,6 +4,7 @@ panel, the next napari session's too (:mod:`napari_attnseg.settings`). :class:`C
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +15,10 @@ from ._common import notify_warning
 
 
 def folder_text(edit: FileEdit) -> str:
-    """The folder typed or chosen in a FileEdit ('' when empty; FileEdit.value would say '.')."""
-    return str(edit.line_edit.value).strip()
+    """The folder typed or chosen in a FileEdit ('' when empty; FileEdit.value would say '.'), a leading '~' as the
+    home folder (typed '~/datasets/lung', the export wrote into a folder named '~' in napari's working folder)."""
+    text = str(edit.line_edit.value).strip()
+    return os.path.expanduser(text) if text.startswith("~") else text
 
 
 class CorrectExport:

@@ -68,6 +68,7 @@ def reference_names(path: str, meta: dict) -> list[str] | None:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from .._paths import expand_user_args
     from ..checkpoint import load_model
     from ..cohort.cases import read_for_model
     from ..cohort.inputs import read_input
@@ -88,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
     from ..inference.checks import check_time_axis
     from ..training.losses import dice_per_class
 
+    expand_user_args(args, "image", "labels")  # ("~/..." quoted for its spaces)
     model = load_model(args.model, device=args.device)
     image, ref = read_for_model(args.image, args.channel, model), read_input(args.labels)
     if time_lapse := check_time_axis(str(image.meta.get("axes") or ""), tuple(image.data.shape), args.image,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 NAME = "export"
@@ -44,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
 
     import numpy as np
 
+    from .._paths import expand_user_args
     from ..checkpoint import model_identity
     from ..correct import format_slice_ranges, parse_slice_ranges
     from ..data import read_image
@@ -52,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
     from ..data.label_values import class_key
     from ..errors import InputError
 
+    expand_user_args(args, "image", "labels", "dataset", "prediction")  # ("~/..." quoted for its spaces)
     if args.image and Path(str(args.image)).resolve() == Path(str(args.labels)).resolve():
         raise InputError(f"{args.labels}: --labels names the image itself (--image {args.image}); give the mask file "
                          "(e.g. <stem>_mask.nii.gz from attnseg predict, or the labels saved from napari).")
@@ -145,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
         reviewed_slices=reviewed,
         prediction=prediction, case_id=args.case_id,
         label_names=names,
-        channel_names=channels, source_name=args.source_name or Path(str(args.image).rstrip("/")).name,
+        channel_names=channels, source_name=args.source_name or Path(os.path.abspath(args.image)).name,  # ('.': its folder's name)
         model_info=model_info, overwrite=args.overwrite,
         foreground=args.foreground, modality=image.meta.get("modality"), labels_name=str(args.labels),
         nifti=image.meta.get("nifti"),  # the source's qform/sform codes: ITK viewers place the case as the source

@@ -40,8 +40,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from .._paths import expand_user_args
     from ..training import TrainConfig
 
+    expand_user_args(args, "dataset", "out", "split")  # ("~/..." quoted for its spaces: not a folder named '~')
     if args.overwrite and not args.resume:
         refuse_start_in_out(args.model, Path(args.out))
     check_out(args)

@@ -106,13 +106,15 @@ def _check_out_folder(out: Path) -> None:
 
 
 def _distinct_inputs(inputs: list[Path], out: Path) -> list[Path]:
-    """The inputs, each path once; refuse two different inputs whose outputs would share names in ``out``."""
+    """The inputs, each file once (also when named through a symlinked folder: 'Patient/CT.nii.gz' and
+    'Link to patient/CT.nii.gz' were refused as two inputs of one name); refuse two different inputs whose outputs
+    would share names in ``out``."""
     from ..data import stem
     from ..errors import InputError
 
     unique: dict[str, Path] = {}
     for src in inputs:
-        unique.setdefault(os.path.abspath(src), src)
+        unique.setdefault(os.path.realpath(src), src)
     first: dict[str, Path] = {}
     for src in unique.values():
         other = first.setdefault(stem(src), src)
@@ -126,6 +128,7 @@ def _distinct_inputs(inputs: list[Path], out: Path) -> list[Path]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from .._paths import expand_user_args
     from ..checkpoint import load_model
     from ..cohort.cases import read_for_model
     from ..cohort.inputs import EDITED_DIR
@@ -149,6 +152,7 @@ def run(args: argparse.Namespace) -> int:
         write_prediction,
     )
 
+    expand_user_args(args, "inputs", "out", "summary")  # ("~/..." quoted for its spaces: not a folder named '~')
     out = Path(args.out)
     _check_out_folder(out)
     if args.dask is not None or args.summary is not None or any(map(_is_cohort, args.inputs)):

@@ -34,11 +34,16 @@ def check_uncertainty_path(path: Path, image: Path, overwrite: bool) -> None:
     existing file (unless ``overwrite``), a folder, a missing or read-only folder or a format we cannot write."""
     import tempfile
 
+    from .._files import name_max
     from ..data import image_format
     from ..errors import InputError
 
     if image_format(path) not in ("nifti", "tiff"):
         raise InputError(f"--uncertainty {path}: give a .nii.gz, .nii, .tif or .tiff file name.")
+    if len(path.name.encode()) > (most := name_max(path.parent)):  # (was an OSError, or one after the prediction)
+        raise InputError(f"--uncertainty {path}: the file name is {len(path.name.encode())} bytes long in UTF-8 (an "
+                         f"accented or non-Latin letter takes 2-4), over the {most} its file system allows; choose a "
+                         "shorter name.")
     target, source = path.resolve(), image.resolve()
     if target == source or (path.exists() and os.path.samefile(path, image)):
         raise InputError(f"--uncertainty {path} would replace the input image {image}; choose another file name.")
@@ -63,6 +68,7 @@ def check_uncertainty_path(path: Path, image: Path, overwrite: bool) -> None:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from .._paths import expand_user_args
     from ..checkpoint import load_model
     from ..cohort.cases import read_for_model
     from ..correct import format_slice_ranges, parse_slice_ranges
@@ -73,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.n < 1:
         raise InputError("-n must be >= 1.")
+    expand_user_args(args, "image", "uncertainty")  # ("~/..." quoted for its spaces: not a folder named '~')
     unc_path = Path(args.uncertainty) if args.uncertainty else None
     if unc_path is not None:
         check_uncertainty_path(unc_path, Path(args.image), args.overwrite)

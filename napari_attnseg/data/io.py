@@ -69,8 +69,11 @@ def input_stat(path: str | os.PathLike) -> tuple[int, float]:
 
 def stem(path: str | os.PathLike) -> str:
     """File name without its image suffix (``.nii.gz`` and ``.ome.tif`` count as one: an OME-TIFF's mask was
-    ``x.ome_mask.tif``)."""
+    ``x.ome_mask.tif``). A folder given as ``.`` or ``..`` (``attnseg predict .`` inside a DICOM series) is named by
+    its own name (its outputs were ``_mask.nii.gz``, ``_predict.json``)."""
     name = Path(path).name
+    if name in ("", ".."):
+        name = Path(os.path.abspath(path)).name
     for suffix in (".nii.gz", ".nii", ".ome.tiff", ".ome.tif", ".tiff", ".tif", ".dcm", *PLAIN_SUFFIXES, *META_SUFFIXES, *NRRD_SUFFIXES):
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
@@ -104,15 +107,28 @@ def read_image(path: str | os.PathLike) -> Volume:
 
             return read_plain(p)
         if fmt == "dicom":
-            from .dicom import read_dicom_series
-
-            return read_dicom_series(p)
+            return _read_dicom(p)
     except InputError:
         raise
     except Exception as exc:  # a corrupt file: say which and why
         raise InputError(f"Could not read {p}: {exc}") from None
     raise InputError(f"{p}: unsupported format; napari-attnseg reads .tif/.tiff, .nii/.nii.gz, .mha/.mhd, .nrrd/.nhdr, "
                      "DICOM series and .png/.jpg/.jpeg/.bmp pictures.")
+
+
+def _read_dicom(p: Path) -> Volume:
+    """A DICOM series, from its folder or one file of it. A link to one file (``attnseg predict``'s
+    ``<stem>_image.dcm`` beside the outputs) read as that lone slice, since no other file of the series is beside
+    the link: the series is read around the file linked to (the export of that link and the run's mask was refused
+    as 'not on the grid')."""
+    from .dicom import read_dicom_series
+
+    vol = read_dicom_series(p)
+    if vol.meta.get("axis_order") == "ji" and p.is_symlink() and p.is_file() and p.resolve().parent != p.parent:
+        around = read_dicom_series(p.resolve())
+        if around.meta.get("axis_order") != "ji":
+            return around
+    return vol
 
 
 def write_image(
