@@ -13,7 +13,6 @@ import hashlib
 import json
 import logging
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,118 +23,21 @@ from ._version import __version__
 from .checkpoint_checks import folder_message, foreign_file_message, unlisted_user_model
 from .devices import resolve_device
 from .errors import CheckpointError, InputError
+from .model_card import (  # noqa: F401 (re-exported: the card's names have always been imported from here)
+    FORMAT_VERSION,
+    PROMPT_INITS,
+    ModelCard,
+    _check_fields,
+    _check_use,
+    default_card,
+)
 
 log = logging.getLogger(__name__)
-FORMAT_VERSION = 1
 _META_KEY = "card"  # docs/ARCHITECTURE.md: the card JSON lives in the safetensors metadata under "card"
 _LEGACY_META_KEYS = ("napari_attnseg_card",)  # files written before the key followed the contract
 # card fields that change how a model is built or used: the sibling .json must agree on them
-PROMPT_INITS = (None, "threshold")  # the values of ModelCard.prompt_init
 _CHECKED_KEYS = ("arch", "config", "weights_sha256", "weights_dtype", "classes", "normalization",
                  "spacing", "object_diameter", "brain_extraction", "prompt_init", "tile", "overlap")
-
-
-@dataclass
-class ModelCard:
-    """Everything needed to rebuild and use a model, and where it came from."""
-
-    arch: str
-    config: dict[str, Any]
-    name: str = ""
-    description: str = ""
-    classes: list[str] = field(default_factory=lambda: ["background", "foreground"])
-    normalization: dict[str, Any] = field(default_factory=lambda: {"scheme": "percentile", "lower": 1.0, "upper": 99.0})
-    spacing: list[float] | None = None
-    object_diameter: float | None = None  # typical object diameter in pixels of the training data (microscopy)
-    brain_extraction: str | None = None  # "auto": strip skull and scalp first unless the input is stripped (3D brain MRI)
-    # the orientation letters of the training volumes' array axes (e.g. ["S", "A", "R"]): volumes stored
-    # otherwise are turned to it for inference (inference/orient.py); None: as stored (microscopy)
-    orientation: list[str] | None = None
-    # promptable models: the previous mask of a new object when none is given; "threshold": the Otsu
-    # component under the clicks (prompts/initial.py), None: empty (issue 18)
-    prompt_init: str | None = None
-    tile: list[int] | None = None
-    overlap: float = 0.25
-    training: dict[str, Any] = field(default_factory=dict)
-    metrics: dict[str, Any] = field(default_factory=dict)
-    weights_sha256: str = ""
-    weights_dtype: str = "float32"
-    code_version: str = __version__
-    format_version: int = FORMAT_VERSION
-
-    @property
-    def spatial_dims(self) -> int:
-        return int(self.config.get("spatial_dims", 2))
-
-    @property
-    def in_channels(self) -> int:
-        return int(self.config.get("in_channels", 1))
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ModelCard:
-        if not isinstance(data, dict):
-            raise ValueError(f"a card is a JSON object, got {type(data).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        missing = {"arch", "config"} - set(data)
-        if missing:
-            raise ValueError(f"card lacks {', '.join(sorted(missing))}")
-        if data.get("prompt_init") not in PROMPT_INITS:
-            raise ValueError(f"prompt_init is one of {PROMPT_INITS}, got {data.get('prompt_init')!r}")
-        _check_fields(data)
-        return cls(**{k: v for k, v in data.items() if k in known})
-
-
-def _check_fields(data: dict[str, Any]) -> None:
-    """Refuse a card field of the wrong type (a hand-edited card) with the field, what it should be and its value."""
-    def num(v, low=0.0):
-        return isinstance(v, (int, float)) and not isinstance(v, bool) and low <= v < float("inf")
-
-    rules = {str: ("arch", "name", "description", "weights_sha256", "weights_dtype", "code_version"),
-             dict: ("config", "normalization", "training", "metrics")}
-    wrong = [(k, 'text' if kind is str else 'a JSON object') for kind, keys in rules.items() for k in keys
-             if k in data and not isinstance(data[k], kind)]
-    lists = {"classes": (lambda v: isinstance(v, str), "class names, background first", False),
-             "spacing": (lambda v: num(v) and v > 0, "voxel sizes > 0", True),
-             "tile": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0, "whole numbers > 0", True),
-             "orientation": (lambda v: isinstance(v, str), "axis letters", True)}
-    for k, (ok, what, nullable) in lists.items():
-        v = data.get(k)
-        if k in data and not (v is None and nullable) and not (isinstance(v, list) and v and all(map(ok, v))):
-            wrong.append((k, f"{'null or ' if nullable else ''}a list of {what}"))
-    if "overlap" in data and not (num(data["overlap"]) and data["overlap"] < 1):
-        wrong.append(("overlap", "a number from 0 to below 1"))
-    if data.get("object_diameter") is not None and not (num(data["object_diameter"]) and data["object_diameter"] > 0):
-        wrong.append(("object_diameter", "null or a number > 0"))
-    if isinstance(data.get("normalization"), dict) and not isinstance(data["normalization"].get("scheme"), str):
-        wrong.append(("normalization", 'a JSON object with a "scheme"'))
-    if wrong:
-        k, what = wrong[0]
-        raise ValueError(f"its {k!r} should be {what}, not {json.dumps(data[k])[:80]}")
-    if not isinstance(data.get("format_version", FORMAT_VERSION), int) or data.get("format_version", 1) > FORMAT_VERSION:
-        raise ValueError(f"it is of format {data.get('format_version')!r}, newer than this napari-attnseg {__version__} "
-                         f"reads ({FORMAT_VERSION}); update napari-attnseg")
-
-
-def _check_use(card: ModelCard, dims: int) -> None:
-    """Refuse card fields that ``predict`` could not use with this model, at save time rather than at every run."""
-    from .inference.normalize import SCHEMES
-
-    norm, nums = card.normalization or {}, (int, float)
-    lo, hi, window = (norm.get(k, d) for k, d in (("lower", 1.0), ("upper", 99.0), ("window", [0, 1])))
-    problems = [f"'{k}' has {len(v)} values for a {dims}D model; give {dims} (one per model axis)"
-                for k, v in (("spacing", card.spacing), ("tile", card.tile)) if v is not None and len(v) != dims]
-    problems += [what for bad, what in (
-        (card.brain_extraction not in (None, "auto"), f"'brain_extraction' is null or 'auto', not {card.brain_extraction!r}"),
-        (norm.get("scheme") not in SCHEMES, f"the normalization scheme is one of {', '.join(SCHEMES)}, not {norm.get('scheme')!r}"),
-        (not (isinstance(window, (list, tuple)) and len(window) == 2 and all(isinstance(v, nums) for v in window)
-              and window[0] < window[1]), f"the normalization window is [low, high] (e.g. [-160, 240]), not {window!r}"),
-        (not (isinstance(lo, nums) and isinstance(hi, nums) and 0 <= lo < hi <= 100),
-         f"the normalization percentiles need 0 <= lower < upper <= 100, not {lo!r} and {hi!r}")) if bad]
-    if problems:
-        raise InputError(f"Invalid model card: {'; '.join(problems)}.")
 
 
 def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
@@ -155,12 +57,6 @@ def file_sha256(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def default_card(model: torch.nn.Module) -> ModelCard:
-    out = int(getattr(model, "out_channels", 2))
-    classes = ["background", "foreground"] if out == 2 else ["background"] + [f"class {i}" for i in range(1, out)]
-    return ModelCard(arch=model.arch, config=dict(model.config), classes=classes)
 
 
 def save_model(

@@ -9,6 +9,8 @@ Layouts (``format``):
 - ``tiff``: ``images/<case>.tif``, ``labels/<case>.tif`` with the spacing in the TIFF metadata.
 Every layout has ``manifest.json``: the dataset's label table and one record per case. A case
 exists once it is in the manifest; see ``manifest.py`` for how a killed export is kept out.
+What can refuse an export is decided before a file is written (``export_plan.py``); this module writes
+the case.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import os
-import re
 import secrets
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -25,20 +26,28 @@ from typing import Any
 
 import numpy as np
 
-from .._version import __version__
 from ..errors import DatasetError, InputError
 from ..options import DATASET_FORMATS
+from .export_plan import (  # noqa: F401 (re-exported: the names export_case's checks had here)
+    _CASE_RE,
+    MANIFEST_VERSION,
+    MAX_AUTO_CLASSES,
+    _check_arrays,
+    _check_folder,
+    _duplicates,
+    _Plan,
+    _plan,
+    _visible_files,
+    ascii_case_id,
+)
 from .grid import check_same_grid
 from .io import write_image
-from .label_values import check_class_ids, clean_names, values_outside_table
+from .label_values import check_class_ids
 from .layouts import case_paths, detect_format, index_files
 from .manifest import (
     JOURNAL,
-    LAYOUT_DIRS,
-    MANIFEST,
     commit,
     dataset_lock,
-    read_manifest,
     recover,
     write_json_atomic,
 )
@@ -49,9 +58,6 @@ __all__ = ["FORMATS", "CaseRecord", "array_sha256", "check_class_ids", "check_sa
            "export_case", "write_json_atomic"]
 
 FORMATS = DATASET_FORMATS
-_CASE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
-MANIFEST_VERSION = 1
-MAX_AUTO_CLASSES = 20  # more distinct label values without --label-names: instance ids, not classes
 
 
 @dataclass
@@ -80,191 +86,6 @@ def array_sha256(a: np.ndarray) -> str:
     h = hashlib.sha256(str((a.dtype.str, a.shape)).encode())
     h.update(memoryview(a).cast("B"))
     return h.hexdigest()
-
-
-def _check_arrays(image: np.ndarray, labels: np.ndarray, channel_axis: bool) -> None:
-    spatial = image.shape[1:] if channel_axis else image.shape
-    if len(spatial) not in (2, 3):
-        raise InputError(f"The image must be 2D or 3D{' after its channel axis' if channel_axis else ''}; "
-                         f"got shape {image.shape}.")
-    if tuple(labels.shape) != tuple(spatial):
-        raise InputError(f"Labels of shape {labels.shape} do not match the image's shape {tuple(spatial)}; "
-                         "export the mask that belongs to this image.")
-    check_class_ids(labels, "Labels")
-    if image.dtype.kind not in "iufb":
-        raise InputError(f"The image must be numeric; got dtype {image.dtype}.")
-
-
-def _check_folder(folder: Path) -> None:
-    if folder.exists():
-        if not folder.is_dir():
-            raise DatasetError(f"{folder} is a file; choose a folder for the dataset.")
-        target = folder
-    else:
-        target = folder.parent
-        while not target.exists() and target != target.parent:
-            target = target.parent
-        if not target.is_dir():
-            raise DatasetError(f"Cannot create {folder}: {target} is not a folder.")
-    if not os.access(target, os.W_OK | os.X_OK):
-        raise DatasetError(f"Cannot write to {target}; choose a folder you can write to.")
-
-
-@dataclass
-class _Plan:
-    manifest: dict
-    case_id: str
-    labels: np.ndarray
-    ignore_value: int | None
-    notes: list[str]  # warnings for the caller
-
-
-def _plan(folder: Path, format: str, labels: np.ndarray, n_channels: int, ndim: int, *, reviewed_slices,
-          case_id, label_names, channel_names, overwrite, ct: bool = False, what: str = "the labels") -> _Plan:
-    """Everything that can refuse the export, decided before a single file is written."""
-    existing = detect_format(folder) if folder.exists() else None
-    manifest = read_manifest(folder) if folder.exists() else None
-    if manifest is None and existing is not None:
-        raise DatasetError(f"{folder} holds a {existing} dataset that napari-attnseg did not write (no {MANIFEST}); "
-                           "export into a new or empty folder so its cases are not overwritten.")
-    if manifest is None and (found := _visible_files(folder)):
-        raise DatasetError(f"{folder} already holds files napari-attnseg did not write (no {MANIFEST}), e.g. "
-                           f"{found[0]}; export into a new or empty folder so they are not overwritten.")
-    if existing is not None and existing != format:
-        raise DatasetError(f"{folder} holds a {existing} dataset; export to it with format {existing!r} "
-                           "or pick another folder.")
-    label_names, channel_names = clean_names(label_names, "Label"), clean_names(channel_names, "Channel")
-    counted, rows = labels, None
-    if reviewed_slices is not None and ndim == 3:  # unreviewed slices go out as 'ignore': their values need no name
-        rows = sorted({int(z) for z in reviewed_slices if 0 <= int(z) < labels.shape[0]})
-        counted = labels[rows]
-    n_classes = int(counted.max(initial=0)) + 1
-    present = set(np.flatnonzero(np.bincount(counted.ravel())).tolist()) if counted.size else set()
-    n_values = len(present)
-    if (max(n_values, n_classes - 1) > MAX_AUTO_CLASSES and not label_names
-            and (manifest is None or n_classes > len(manifest["label_names"]))):
-        few = n_values <= MAX_AUTO_CLASSES + 1 and n_classes - 1 in (255, 65535)  # a few classes + an 'unlabelled' value
-        raise InputError(
-            f"The labels hold {n_values} distinct values (up to {n_classes - 1}, which would make a table of {n_classes} "
-            "classes): " + (f"a few classes and {n_classes - 1}, the value other tools write for 'unlabelled'. Give the "
-                            f"slices you checked (--reviewed-slices; {n_classes - 1} there becomes 'ignore'), or set "
-                            f"{n_classes - 1} to 0 first (--foreground would make every unlabelled voxel foreground)."
-                            if few else
-                            "they look like instance ids (one value per object), not classes. Export them as one "
-                            "foreground class (attnseg export --foreground: labels > 0 become 1), or name every class "
-                            "with --label-names."))
-    notes = []
-    absent = sorted(set(range(1, n_classes)) - present)
-    if manifest is None and not label_names and n_classes > 2 and absent:
-        notes.append(f"the labels have no voxel of value(s) {', '.join(map(str, absent))}, yet the new dataset's label "
-                     f"table names every value up to {n_classes - 1} ('class 1'..'class {n_classes - 1}'); if the "
-                     "values are not class ids, export with --foreground, or name the classes with --label-names")
-    if manifest is None:
-        names = list(label_names) if label_names else (
-            ["background", "foreground"] if n_classes <= 2 else ["background"] + [f"class {i}" for i in range(1, n_classes)])
-        chans = list(channel_names) if channel_names else (["CT" if ct else "image"] if n_channels == 1 else
-                                                           [f"channel{i}" for i in range(n_channels)])
-        if len(set(names)) != len(names) or "ignore" in names:
-            raise InputError(f"Label names must be distinct and must not include 'ignore' (reserved); got {names}.")
-        if any(n.lower() == "background" for n in names[1:]):  # nnU-Net: 'background' is value 0
-            raise InputError(f"'background' names label value 0 (the first name); got {names}. Give the names in "
-                             f"the order of the values, background first, e.g. --label-names background,"
-                             f"{','.join(n for n in names if n.lower() != 'background')}.")
-        if len(names) < 2:
-            raise InputError(f"Label names give one name per label value, background (0) first; got only {names}. "
-                             f"Use e.g. --label-names background,{names[0] if names else 'tumour'}.")
-        manifest = {"format": format, "format_version": MANIFEST_VERSION, "label_names": names,
-                    "channel_names": chans, "spatial_dims": ndim, "tool": f"napari-attnseg {__version__}",
-                    "cases": []}
-    table = list(manifest["label_names"])
-    if label_names and list(label_names) != table:
-        raise InputError(f"The label names {list(label_names)} differ from the dataset's ({', '.join(table)}); "
-                         "a dataset keeps one label table. Use the same names or another folder.")
-    if channel_names and list(channel_names) != list(manifest.get("channel_names", [])):
-        raise InputError(f"The channel names {list(channel_names)} differ from those of the dataset in {folder} "
-                         f"({manifest.get('channel_names')}); a dataset keeps one channel table. Give the same "
-                         "names (--channel-names), or leave them out to take the dataset's, or export into another folder.")
-    if len(manifest.get("channel_names", [])) not in (0, n_channels):
-        raise InputError(f"The images of the dataset in {folder} have {len(manifest['channel_names'])} channel(s); "
-                         f"this one has {n_channels}. A dataset's cases share their channels: export this image "
-                         "into another folder (or pick its channel with --channel).")
-    if manifest.get("spatial_dims", ndim) != ndim:
-        raise InputError(f"The dataset in {folder} holds {manifest['spatial_dims']}D cases; this one is {ndim}D. "
-                         "A dataset's cases share their dimensions: export this image into another folder.")
-    if n_classes > len(table):
-        hint = (f"--label-names gives one name per label value, background (0) first, e.g. "
-                f"--label-names background,{','.join(table)}." if label_names and table[0] != "background" else
-                "Give a name to every label value (--label-names, background first) or check the mask.")
-        if manifest["cases"]:
-            hint = "The dataset keeps its label table; export this mask into another folder or check its values."
-        raise InputError(f"{values_outside_table(counted, len(table), rows, what)} not in the dataset's label table "
-                         f"({', '.join(f'{i}={n}' for i, n in enumerate(table))}). {hint}")
-    ignore_value = None
-    exported = labels
-    if reviewed_slices is not None:
-        from ..correct import ignore_unreviewed
-
-        if ndim != 3:
-            raise InputError("Reviewed slices apply to 3D volumes; a 2D image is reviewed as a whole.")
-        ignore_value = len(table)  # nnU-Net v2: 'ignore' is the highest label value
-        exported = ignore_unreviewed(labels, reviewed_slices, ignore_value)
-    ids = [c["case_id"] for c in manifest["cases"]]
-    owned = {f for c in manifest["cases"] for f in [*c["files"].get("images", []), c["files"].get("label")]}
-
-    def not_ours(cid: str) -> list[Path]:  # files at a case's paths that no manifest case wrote
-        return [p for p in case_paths(folder, format, cid, n_channels)
-                if p.exists() and str(p.relative_to(folder)) not in owned]
-
-    if case_id is None:
-        n = len(ids)
-        while f"case_{n:04d}" in ids or not_ours(f"case_{n:04d}"):
-            n += 1
-        case_id = f"case_{n:04d}"
-    if not _CASE_RE.match(case_id):
-        hint = f" e.g. {ascii_case_id(case_id)!r}" if ascii_case_id(case_id) else ""
-        raise InputError(f"Case id {case_id!r} may only hold the letters A-Z and a-z (no accents), digits, '_' and '-', "
-                         f"and not start with '_' or '-' (no spaces or dots: the id names the case's files in every "
-                         f"layout); use{hint or ' another id'}.")
-    if case_id in ids and not overwrite:
-        raise DatasetError(f"Case {case_id!r} already exists in {folder}; choose another case id (leave it empty for "
-                           "the next free one), or replace that case on purpose (napari: tick 'Replace the case'; "
-                           "attnseg export --case-id ID --overwrite).")
-    if blocked := not_ours(case_id):
-        raise DatasetError(f"{blocked[0]} already exists and is not a case in {folder / MANIFEST}; napari-attnseg "
-                           "never replaces it. Move it away or choose another case id.")
-    return _Plan(manifest, case_id, exported, ignore_value, notes)
-
-
-def ascii_case_id(text: str) -> str:
-    """A valid case id close to ``text``: accents dropped (Müller -> Muller), letters without an ASCII form,
-    spaces, dots and other signs -> '_'; '' when nothing is left."""
-    import unicodedata
-
-    plain = "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
-    return re.sub(r"_+", "_", re.sub(r"[^A-Za-z0-9_-]", "_", plain)).strip("_-")
-
-
-def _visible_files(folder: Path) -> list[Path]:
-    """Files in the layout folders other than hidden ones (hidden = our own temporary files)."""
-    return [p for sub in LAYOUT_DIRS if (folder / sub).is_dir()
-            for p in sorted((folder / sub).iterdir()) if not p.name.startswith(".")]
-
-
-def _duplicates(manifest: dict, case_id: str, image_sha: str, labels_sha: str) -> list[str]:
-    """Warnings for earlier cases with the same image voxels (the case being replaced aside)."""
-    out = []
-    replaced = any(c["case_id"] == case_id for c in manifest["cases"])  # this export replaces case_id
-    for c in manifest["cases"]:
-        if c["case_id"] != case_id and c.get("image_sha256") == image_sha:
-            same = "the same labels" if c.get("labels_sha256") == labels_sha else "other labels"
-            # (after a replacement, "give its id and replace it" told the user to do what they had just done)
-            what = (f"To keep one copy, remove case {c['case_id']} from the dataset or replace it instead of "
-                    f"{case_id}" if replaced else "To update a case instead, give its id and replace it")
-            out.append(f"case {c['case_id']} already holds this image (with {same}). attnseg's fine-tuning takes "
-                       "both as one case (this export's labels, the older one's on slices only it reviewed), but "
-                       f"other tools (nnU-Net's cross-validation) would train and validate on copies. {what} "
-                       "(napari: 'Replace the case'; attnseg export --case-id ID --overwrite).")
-    return out
 
 
 def export_case(

@@ -29,15 +29,15 @@ followed by another (the first epoch always gets at least one step).
 
 Where things live: :mod:`.setup` (data, model, normalisation, sampler, optimiser; a mixin),
 :mod:`.card` (the checkpoint's card and the reproducing command; a mixin), :mod:`.state` (saving and
-resuming a run; a mixin), :mod:`.steps` (Dice counts, the loss module, precision, the schedule); this
-module runs the epochs.
+resuming a run; a mixin), :mod:`.validation` (validation, test and the selection score; a mixin),
+:mod:`.update` (the optimizer step and the moving average; a mixin), :mod:`.steps` (Dice counts, the
+loss module, precision, the schedule); this module runs the epochs.
 """
 
 from __future__ import annotations
 
 import csv
 import functools
-import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -45,7 +45,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from ..errors import Cancelled, DatasetError
 from . import ddp
@@ -59,9 +58,11 @@ from .setup import RunSetup
 from .split import Split, make_split
 from .state import Resume, has_state, save_state
 from .steps import _LossNet, _mean, _with_new_head, dice_counts, looks_like_hu, lr_at, training_precision  # noqa: F401
+from .update import WeightUpdate
+from .validation import Validation
 
 
-class Trainer(RunSetup, CardWriter, Refit, FarNegatives, TimeBudget, Resume):
+class Trainer(Validation, WeightUpdate, RunSetup, CardWriter, Refit, FarNegatives, TimeBudget, Resume):
     """Builds data, split, model and optimizer from a :class:`TrainConfig`; :meth:`fit` runs it."""
 
     def __init__(self, cfg: TrainConfig, progress: Callable[[dict], Any] | None = None, cancel=None,
@@ -100,85 +101,7 @@ class Trainer(RunSetup, CardWriter, Refit, FarNegatives, TimeBudget, Resume):
             return None
         return list(t["trained_rows"])
 
-    # -- data --------------------------------------------------------------------------------
-    @property
-    def eval_model(self) -> nn.Module:
-        """The weights that are validated and saved: the moving average when there is one."""
-        return self.ema_model if self.ema_model is not None else self.model
-
-    def _update_ema(self, steps: int) -> None:
-        # the decay ramps up over the first steps, so the average does not remember the random start
-        d = min(self.cfg.ema, (1 + steps) / (10 + steps))
-        with torch.no_grad():
-            for e, p in zip(self.ema_model.parameters(), self.model.parameters()):
-                e.lerp_(p.detach(), 1 - d)
-            for e, b in zip(self.ema_model.buffers(), self.model.buffers()):
-                if e.is_floating_point():
-                    e.lerp_(b, 1 - d)
-                else:
-                    e.copy_(b)
-
-    def evaluate(self, parts, precision: str = "fp32") -> list[float]:
-        """Dice per foreground class over whole parts (segmented in context), through the inference engine."""
-        t = time.perf_counter()
-        try:
-            return self._evaluate(parts, precision)
-        finally:  # how long a validation (test) takes: the budget keeps that much for the last one
-            if parts is self.val_parts:
-                self._val_s = time.perf_counter() - t
-            elif parts is self.test_parts:
-                self._test_s = time.perf_counter() - t
-
-    def _evaluate(self, parts, precision: str) -> list[float]:
-        from ..inference import predict
-
-        if self.cfg.prompts:  # issue 18: Dice after robot clicks instead
-            return self.prompter.evaluate(self.eval_model, parts)
-        # counts pooled over the parts of a case (held-out slices are one validation), Dice averaged over cases
-        counts: dict[int, np.ndarray] = {}
-        for (img, lab, inner), case in zip(parts, self._part_cases(parts)):
-            pred = predict(self.eval_model, img if img.shape[0] > 1 else img[0], mode=self.mode, device=self.device,
-                           precision=precision, normalization={"scheme": "none"}, return_probabilities=False,
-                           tile=self.tile, cancel=self.cancel, brain_extraction=False)  # stripped already: .brainprep
-            c = dice_counts(self._brain_only(pred.labels, img)[inner], lab, self.n_classes, self.ignore)
-            counts[case] = counts[case] + c if case in counts else c
-        self.model.train()
-        per_case = [[float("nan") if d == 0 else 2.0 * i / d for i, d in cnt] for cnt in counts.values()]
-        return [_mean(c) for c in zip(*per_case)]
-
-    def _part_cases(self, parts) -> list[int]:
-        if getattr(parts, "cases", None) is not None:  # .valblocks.EvalParts: a big part stands for several blocks
-            return parts.cases
-        src = self.split.val if parts is self.val_parts else self.split.test if parts is self.test_parts else None
-        return [p.case for p in src] if src is not None and len(src) == len(parts) else list(range(len(parts)))
-
-    @staticmethod
-    def _score(per_class: list[float]) -> float:
-        m = _mean(per_class)
-        return 1.0 if math.isnan(m) else m  # no class present in labels or prediction: they agree
-
     # -- one step ----------------------------------------------------------------------------
-    def _step(self, x: torch.Tensor, y: torch.Tensor) -> float:
-        amp = torch.autocast(self.device.type, dtype=torch.bfloat16 if self.precision == "bf16" else torch.float16,
-                             enabled=self.precision != "fp32")
-        if self.settings["freeze_bn"] and self.cfg.start_model:
-            for m in self.model.modules():  # running statistics stay the start model's (affine still learns)
-                if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                    m.eval()
-        with amp:
-            loss = self.net(x, y)
-        if self.start_weights is not None:
-            pull = sum(((p - self.start_weights[n]) ** 2).sum() for n, p in self.model.named_parameters()
-                       if n in self.start_weights)
-            loss = loss + self.settings["l2sp"] * pull
-        self.opt.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        self.scaler.unscale_(self.opt)
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
-        self.scaler.step(self.opt)
-        self.scaler.update()
-        return float(loss.detach())
-
     def _batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         xb, yb = self.sampler.sample(self.cfg.batch_size)
         x, y = torch.from_numpy(xb), torch.from_numpy(yb)
@@ -384,15 +307,6 @@ class Trainer(RunSetup, CardWriter, Refit, FarNegatives, TimeBudget, Resume):
         dist.close()
         return result
 
-    def _check_bf16(self, before_fp32: float | None) -> None:
-        """bf16 on the CPU: keep it only if the start model's validation Dice under bf16 stays within 0.01."""
-        if before_fp32 is None:
-            return
-        bf = self._score(self.evaluate(self.val_parts, precision="bf16"))
-        if abs(bf - before_fp32) > 0.01:
-            self.precision = "fp32"
-            self.notes.append(f"bf16 changed the start model's validation Dice ({before_fp32:.4f} -> {bf:.4f}); "
-                              "trained in fp32")
 
 def train(cfg: TrainConfig, *, progress: Callable[[dict], Any] | None = None, cancel: Any = None, on_step: Callable[[dict], Any] | None = None,
           on_split: Callable[[Split], Any] | None = None) -> TrainResult:
