@@ -268,6 +268,16 @@ def error_message(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+def stop_listening(viewer, *owners) -> None:
+    """Disconnect the methods of ``owners`` (a panel, its parts) from the layer list's and every layer's events. A
+    dock closed with its ✕ is unparented, not deleted, and stayed connected: once Qt had deleted its widgets, a
+    reopened dock's Segment run that kept an edited mask raised "wrapped C/C++ object ... has been deleted"."""
+    for group in (viewer.layers.events, *(layer.events for layer in viewer.layers)):
+        for name in list(group):
+            for owner in owners:
+                group[name].disconnect(owner)
+
+
 def docked_widgets(viewer) -> list:
     """The panels docked in the viewer's window, the tabs of the combined dock included."""
     window = getattr(viewer, "window", None)

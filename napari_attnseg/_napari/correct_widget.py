@@ -27,6 +27,7 @@ from ._common import (
     notify_info,
     notify_warning,
     set_choices,
+    stop_listening,
 )
 from .correct_export import CorrectExport, _fine_tuned_on, folder_text
 from .correct_form import ClassList, CorrectForm
@@ -152,6 +153,7 @@ class CorrectWidget(Undockable, QWidget, CorrectForm, ClassList, CorrectExport, 
         self.prompt.enable_box.value = False
         for key in self._keys:
             self.viewer.bind_key(key, None)
+        stop_listening(self.viewer, self, self.prompt)  # (a reopened dock is a new panel: this one must not react)
 
     def _source_layer(self, mask):
         uid = mask.metadata.get("attnseg_source_uid")
@@ -331,9 +333,13 @@ class CorrectWidget(Undockable, QWidget, CorrectForm, ClassList, CorrectExport, 
                          "are exported as labels, the others as ignore.")
             return None
         meta = image_layer.metadata
+        if (typed := [abs(float(v)) for v in image_layer.scale]) and meta.get("spacing") and not np.allclose(typed, meta["spacing"], rtol=1e-4):
+            notify_warning(f"{img_name} has the scale {' x '.join(f'{v:g}' for v in typed)} set in napari, but its file records "
+                           f"{' x '.join(f'{float(v):g}' for v in meta['spacing'])}: the export keeps the file's voxel size and "
+                           "position (as Save mask does). If the file's header is wrong, correct the file and open it again.")
         info = (layer.metadata.get("attnseg") or {})
         kwargs = {
-            "spacing": meta.get("spacing") or list(image_layer.scale),
+            "spacing": meta.get("spacing") or [abs(float(s)) for s in image_layer.scale],  # (flipped: scale < 0)
             "affine": np.asarray(meta["affine"]) if meta.get("affine") is not None else None,
             "reviewed_slices": rev if (rev and layer.ndim == 3) else None,
             "prediction": layer.metadata.get("attnseg_prediction"),

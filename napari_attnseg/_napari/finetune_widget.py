@@ -34,6 +34,7 @@ from ._common import (
     notify_error,
     notify_info,
     notify_warning,
+    stop_listening,
 )
 from .correct_form import StatusLine
 from .correct_widget import folder_text
@@ -122,7 +123,7 @@ class FinetuneWidget(Undockable, QWidget, StartModels, ValidationField):
         self.dataset_edit.changed.connect(self._dataset_changed)
         self.name_edit.changed.connect(self._name_changed)
         self.model_combo.changed.connect(self._model_changed)
-        self.viewer.layers.events.inserted.connect(lambda *_: self.refresh_models())
+        self.viewer.layers.events.inserted.connect(self.refresh_models)  # (a method: panel_undocked disconnects it)
         self.refresh_models()
         polish(self)  # tooltips and Browse... buttons, docked alone or in the plugin's dock
         self.out_edit.tooltip = ("A new folder for the model; default: one named after it in your models folder "
@@ -394,3 +395,4 @@ class FinetuneWidget(Undockable, QWidget, StartModels, ValidationField):
         if self._token is not None and self.cancel_button.enabled:
             self.cancel()
             notify_info("The Fine-tune panel was closed: its run was cancelled (the best model so far is kept).")
+        stop_listening(self.viewer, self)

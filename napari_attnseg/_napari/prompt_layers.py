@@ -163,6 +163,10 @@ class PromptLayers:
                 and active.mode == "pan_zoom":
             yield from self._on_click(active, event)
 
+    def _layer_added(self, event) -> None:
+        if self.corr._listed(event.value):  # a new image or mask (not the prompts or attention layer)
+            self.refresh_models()
+
     def _layer_removed(self, event=None) -> None:
         """The prompts layer deleted while clicking: nothing takes the clicks any more, so the mode goes off
         (and says so); ticking it again brings the layer back. The chosen image deleted: said."""

@@ -63,15 +63,14 @@ class PromptMode(PromptLayers):
             Container(widgets=[self.undo_button, self.new_button], layout="horizontal", labels=False), self.value_line,
             self.status], labels=False)
         self.enable_box.changed.connect(self._toggle)
-        self.corr.viewer.layers.events.inserted.connect(  # a new image or mask (not the prompts or attention layer)
-            lambda e: self.refresh_models() if self.corr._listed(e.value) else None)
+        self.corr.viewer.layers.events.inserted.connect(self._layer_added)
         self.undo_button.changed.connect(lambda *_: self.undo_last_click())
         self.new_button.changed.connect(lambda *_: self._new_object_button())
         self.model_combo.changed.connect(lambda *_: self.new_object())
         # another mask or image, or either layer gone: the clicks belong to the old one, start afresh
         self.corr.labels_combo.changed.connect(lambda *_: self._target_changed())
         self.corr.image_combo.changed.connect(lambda *_: self._image_chosen())  # (with the mode on: clicks go there)
-        self.corr.viewer.layers.events.removed.connect(lambda *_: self._target_changed())
+        self.corr.viewer.layers.events.removed.connect(self._target_changed)
         self.corr.viewer.layers.events.removed.connect(self._layer_removed)
 
     # -- models ---------------------------------------------------------------------------------
@@ -270,7 +269,7 @@ class PromptMode(PromptLayers):
             pts, labs, data = pts[:used][keep][:, 1:], labs[:used][keep], data[z]
         previous = session.current if z is None else session.current_plane(z)
         fresh = max(1, min(used - session.done, len(pts)))  # the clicks this run is the first to use
-        spacing = tuple(image.scale)[-data.ndim:]
+        spacing = tuple(abs(float(s)) for s in image.scale)[-data.ndim:]  # (flipped, scale < 0: the same voxels)
         unlike = bool(self._fit_note(image))  # (cached) a scan for a microscopy model: no size estimate
         self.busy, self._running = True, (session, value, (mask, image))
         if session is self.session:

@@ -27,6 +27,7 @@ from ._common import (
     notify_warning,
     preview_array,
     set_choices,
+    stop_listening,
 )
 from .job_segment import SegmentJob
 from .model_choice import card_dict, card_summary, model_for_layer, user_model_entries
@@ -369,7 +370,8 @@ class SegmentWidget(Undockable, QWidget, SegmentForm, ResultLayers, PixelTool, S
             "overlap": self.overlap_spin.value,
             "attention": self.attention_box.value,
             "tta": self.tta_box.value, "device": self.device_combo.value,
-            "spacing": tuple(layer.scale) if getattr(model.card, "spacing", None) is not None else None,
+            # (a layer flipped with a negative scale has the same voxel size: the spacing was refused as negative)
+            "spacing": tuple(abs(float(s)) for s in layer.scale) if getattr(model.card, "spacing", None) else None,
             "diameter": diameter,
             "precision": self.precision_combo.value,
             "brain_extraction": {"auto": None, "on": True, "off": False}[self.brain_combo.value],
@@ -379,3 +381,5 @@ class SegmentWidget(Undockable, QWidget, SegmentForm, ResultLayers, PixelTool, S
 
     def panel_undocked(self) -> None:  # (the dock closed: a run's results would land unasked; here, as Undockable
         self.cancel()  # comes first among the bases)
+        stop_listening(self.viewer, self)  # (a reopened dock is a new panel; this one's last run is let go)
+        self.last_prediction = None

@@ -128,7 +128,7 @@ class SuggestTool:
             self.viewer.layers[f"{layer.name} uncertainty"].data is not unc
         image = self.viewer.layers[self.image_combo.value] if self.image_combo.value in self.viewer.layers else layer
         placed = image.metadata.get("format") in ("nifti", "dicom")  # its scale is in mm: "near" is 10 mm
-        ranked = rank_slices(scores, self._reviewed(layer), n=1, slice_mm=float(image.scale[-3]) if placed else None)
+        ranked = rank_slices(scores, self._reviewed(layer), n=1, slice_mm=abs(float(image.scale[-3])) if placed else None)
         if not ranked:
             self.suggest_label.value = f"Every slice of {layer.name} is reviewed: nothing left to suggest."
             notify_info(self.suggest_label.value)
