@@ -11,8 +11,10 @@ centre is the brain; it is grown back inside the tissue (and the dark CSF it enc
 than the erosion took away plus a margin, and its holes are filled. Everything outside is set to the
 image minimum, as in the skull-stripped training data.
 
-An input that is already skull-stripped loses little to this (thin structures only); when less than
-``STRIPPED_SHARE`` of the head would be removed the input is taken as stripped and left alone.
+An input that is already skull-stripped is recognised first, from the image (:func:`.brain_checks.looks_stripped`:
+a constant background around one connected region with no skull in it), and left alone: the thresholds above,
+made for a head, cut half of a stripped T2 or contrast-enhanced T1 away. Otherwise, when less than
+``STRIPPED_SHARE`` of the head would be removed, the input is taken as stripped and left alone too.
 
 Pure numpy/scipy/scikit-image: no torch, no Qt.
 """
@@ -123,6 +125,16 @@ def _closing(mask: np.ndarray, structure: np.ndarray) -> np.ndarray:
     return closed[tuple(slice(a, a + n) for (a, _), n in zip(pad, mask.shape))]
 
 
+def _large_parts(mask: np.ndarray, share: float = 0.05) -> np.ndarray:
+    """The components of ``mask`` with at least ``share`` of the largest one's voxels (the head, not noise)."""
+    labels, n = ndi.label(mask)
+    if n <= 1:
+        return mask
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    return (sizes >= share * sizes.max())[labels]
+
+
 def _brain_core(tissue: np.ndarray, depth: np.ndarray, spacing: Sequence[float], erode_mm: float) -> np.ndarray:
     """The eroded tissue's large, deep components: brain, not scalp remnants (which lie in the head's
     outer shell)."""
@@ -158,9 +170,15 @@ def extract_brain(image: np.ndarray, spacing: Sequence[float] | None = None, *, 
     above = finite & (a > lo)
     if not above.any():
         return BrainMask(np.zeros(a.shape, bool), False, 0.0, "the image is empty or flat; no brain extraction")
+    from .brain_checks import looks_stripped
+
+    stripped = looks_stripped(a, spacing)
+    if stripped is not None:  # (the rule below, on what would be removed, cut a stripped T2 or enhanced T1 by half)
+        return BrainMask(stripped[0], False, 0.0, stripped[1])
     dark_thr, _ = _thresholds(a[above])
-    # the head: everything brighter than half the dark class's upper bound (air is darker), holes filled
-    head = ndi.binary_fill_holes(above & (a > 0.5 * (lo + dark_thr)))
+    # the head: everything brighter than half the dark class's upper bound (air is darker), holes filled, without
+    # the specks of noise in the air (8 % Rician noise on a stripped brain: 15 % more "head", extraction applied)
+    head = _large_parts(ndi.binary_fill_holes(above & (a > 0.5 * (lo + dark_thr))))
     tissue = head & (a > dark_thr) & ~_valleys(a, lo, spacing)
     depth = _depth(head, spacing)  # below the head's surface, in mm
     thick = spacing[0] > 2.0 * max(spacing[1:])
