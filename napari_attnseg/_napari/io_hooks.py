@@ -2,10 +2,10 @@
 
 Readers return None for anything they cannot read and never raise on a foreign file.
 
-napari's builtin reader also claims ``*.nii``, ``*.nii.gz``, ``*.dcm``, ``*.dicom`` and ``*.ome.tif`` (without the
-geometry, the Hounsfield scaling, the series sorting or the pixel size), so napari would ask which reader to use for
-each of them. On first use the plugin records itself as the preferred reader of those patterns in
-napari's settings, where the user has not chosen one (:func:`prefer_plugin_readers`).
+napari's builtin reader also claims ``*.nii``, ``*.nii.gz``, ``*.mha``, ``*.nrrd``, ``*.dcm``, ``*.dicom`` and ``*.ome.tif``
+(without the geometry, the Hounsfield scaling, the series sorting or the pixel size), so napari would ask which reader to
+use for each of them. On first use the plugin records itself as the preferred reader of those patterns (lower and upper
+case: SCAN.NII.GZ) in napari's settings, where the user has not chosen one (:func:`prefer_plugin_readers`).
 
 Folders: npe2 offers a folder to every reader that accepts directories (it does not match folder
 names), so with this plugin installed napari would ask which reader to use for any folder. On first
@@ -36,9 +36,9 @@ from ..errors import AttnSegError, InputError
 from .tiff_masks import exported_marks, ignore_features, mask_axes
 
 PLUGIN = "napari-attnseg"
-# patterns napari's builtins claim too, which only this plugin reads with their geometry
-PREFERRED_PATTERNS = ("*.nii", "*.nii.gz", "*.dcm", "*.DCM", "*.dicom", "*.ima", "*.IMA", "*.ome.tif", "*.ome.tiff",
-                      "*.OME.TIF", "*.OME.TIFF")  # (napari matches its preferences case-sensitively: IMAGE.OME.TIF)
+# napari's builtins claim these too (.mha/.nrrd only with itk); upper-case too: napari matches them case-sensitively
+_CLAIMED = ("*.nii", "*.nii.gz", "*.mha", "*.mhd", "*.nrrd", "*.nhdr", "*.dcm", "*.dicom", "*.ima", "*.ome.tif", "*.ome.tiff")
+PREFERRED_PATTERNS = (*_CLAIMED, *(p.upper() for p in _CLAIMED))  # (npe2 matches readers' patterns in any case)
 OME_SUFFIXES = (".ome.tif", ".ome.tiff")  # napari's own reader opens them at scale 1, without their pixel size
 
 # every folder comes to this plugin's folder reader (DICOM series; any other folder is handed to napari's

@@ -98,11 +98,13 @@ def check_out(args: argparse.Namespace) -> None:
     if getattr(args, "dataset", None) is not None:  # first: a mistyped DATASET must not move a model away
         check_dataset(args.dataset, None if args.split else parse_slices(args.val_slices), args.case)
     out = Path(args.out)
+    if getattr(args, "dataset", None) is not None:
+        refuse_out_in_dataset(out, Path(args.dataset))
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} is a file; choose a folder for the model.")
     if out.suffix.lower() in (".safetensors", ".json", ".pt", ".pth") and not out.exists():
         raise InputError(f"--out {out} looks like a file name; --out names a folder (the model is written to "
-                         f"OUT/best.safetensors with its card). Try --out {out.with_suffix('')}.")
+                         f"OUT/best.safetensors with its card). Try --out {shlex.quote(str(out.with_suffix('')))}.")
     found = [name for name in MODEL_FILES if (out / name).exists()]
     if found and not (args.resume or args.overwrite):
         raise InputError(f"{out} already holds a model ({', '.join(found)}); choose a new --out, pass --resume to "
@@ -117,6 +119,24 @@ def check_out(args: argparse.Namespace) -> None:
             (out / name).rename(keep / name)
         print(f"note: the earlier model in {out} was moved to {keep} (delete it when you no longer need it)",
               file=sys.stderr)
+
+
+def refuse_out_in_dataset(out: Path, dataset: Path) -> None:
+    """``finetune DS --out DS`` wrote the model's files among the dataset's (and ``--out DS/imagesTr`` among its
+    cases): refused. A folder of its own inside the dataset (``DS/model``) is left alone: exports and the dataset
+    readers look only at the layout's folders."""
+    from ..data.dataset import SUB_FOLDERS
+
+    root = (dataset.parent if dataset.is_file() else dataset).resolve()
+    where = out.resolve()
+    inside = where.relative_to(root).parts if where == root or root in where.parents else None
+    if inside is None or (inside and inside[0] not in SUB_FOLDERS):
+        return
+    given = dataset.parent if dataset.is_file() else dataset
+    beside = shlex.quote(str(given.with_name(f"{given.name}-model") if given.name else root.parent / f"{root.name}-model"))
+    what = "the dataset folder" if not inside else f"inside the dataset's {inside[0]}/ folder"
+    raise InputError(f"--out {out} is {what} ({root}): the model's files ({', '.join(MODEL_FILES[:2])}, ...) would go "
+                     f"among the dataset's files; choose a folder beside it, e.g. --out {beside}.")
 
 
 def parse_ints(text: str | None, option: str) -> list[int] | None:

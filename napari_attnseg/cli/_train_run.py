@@ -180,7 +180,7 @@ def scratch_hint(cfg, result) -> str | None:
            "slice: each epoch is shorter, so the same minutes train many more." if exported and whole else "")
     return (f"hint: a model trained from scratch needs far more data or time than this run had (validation Dice "
             f"{result.val_dice_after:.4f}). Start from a trained model instead; its encoder is kept and its output "
-            f"layer is made for your classes: attnseg finetune {cfg.dataset} --model {starts[0]} --out DIR "
+            f"layer is made for your classes: attnseg finetune {shlex.quote(str(cfg.dataset))} --model {starts[0]} --out DIR "
             f"--minutes M.{few}")
 
 

@@ -153,6 +153,7 @@ def run(args: argparse.Namespace) -> int:
         foreground=args.foreground, modality=image.meta.get("modality"), labels_name=str(args.labels),
         nifti=image.meta.get("nifti"),  # the source's qform/sform codes: ITK viewers place the case as the source
         unit=image.meta.get("unit"),  # a TIFF's length unit (ImageJ 'micron'): the TIFF layout keeps it for Fiji
+        axes=axes.replace("C", "") if stacked else axes,  # a time-lapse's TYX: its frames stay frames (not z-slices)
     )
     for w in record.warnings:
         print(f"{args.dataset}: warning: {w}", file=sys.stderr)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 
@@ -69,4 +70,4 @@ def refuse_start_in_out(model: str, out: Path) -> None:
         return
     if start.parent == out.resolve() and start.name in MODEL_FILES:
         raise InputError(f"--model {model} is the model in --out {out}, which --overwrite would move away before the "
-                         f"run starts from it; write the new model to another folder (e.g. --out {out}-2).")
+                         f"run starts from it; write the new model to another folder (e.g. --out {shlex.quote(f'{out}-2')}).")

@@ -115,6 +115,11 @@ def _distinct_inputs(inputs: list[Path], out: Path) -> list[Path]:
     unique: dict[str, Path] = {}
     for src in inputs:
         unique.setdefault(os.path.realpath(src), src)
+    for real, src in list(unique.items()):  # a DICOM series given as its folder and as one of its files: run once
+        if (folder := _series_folder_of(src, [p for r, p in unique.items() if r != real])) is not None:
+            print(f"{src}: one file of the DICOM series {folder} (also given): the series is run once, as {folder}",
+                  file=sys.stderr)
+            del unique[real]
     first: dict[str, Path] = {}
     for src in unique.values():
         other = first.setdefault(stem(src), src)
@@ -125,6 +130,31 @@ def _distinct_inputs(inputs: list[Path], out: Path) -> list[Path]:
                                 "of one name by their parent folders (PAT001_ST001_SE002)" if series else
                                 "Rename one, or run them into separate folders") + ". Nothing was run.")
     return list(unique.values())
+
+
+def _series_folder_of(src: Path, others: list[Path]) -> Path | None:
+    """The folder among ``others`` that reads the same DICOM volume as the file ``src`` (the same frames: a folder of
+    several series, or of several volumes of one, reads one of them), or None."""
+    from ..data.dicom import _frames, is_dicom_path  # (headers only, as the reader chooses the frames)
+    from ..data.dicom_choice import split_volumes
+    from ..data.dicom_geometry import select
+    from ..errors import AttnSegError
+
+    def files(p: Path) -> set[str]:
+        opened = None if p.is_dir() else p
+        frames, _ = _frames(p)
+        frames, _ = select(frames, opened)
+        return {os.path.realpath(f.path) for f in split_volumes(frames, opened)[0]}
+
+    real = Path(os.path.realpath(src))
+    folders = [p for p in others if p.is_dir() and Path(os.path.realpath(p)) in real.parents]
+    if not folders or src.is_dir() or not is_dicom_path(src):
+        return None
+    try:
+        mine = files(src)
+        return next((p for p in folders if files(p) == mine), None)
+    except (AttnSegError, OSError, ValueError):  # (unreadable: the run says so)
+        return None
 
 
 def run(args: argparse.Namespace) -> int:

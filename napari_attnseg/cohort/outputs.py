@@ -92,14 +92,21 @@ def too_long_message(out: str | os.PathLike, src: str | os.PathLike, limit: int 
     limit = limit or name_limit(out)
     if case and case != stem(src):  # named with its patient's and study's folders (case_names)
         return (f"{src}: the name its outputs get in {out}, {case} (its folders' names, to tell it from the series "
-                f"folders of the same name), is too long: its {len(case)} characters plus the output and temporary "
-                f"suffixes, up to about {NAME_MARGIN}, exceed the {limit} this file system allows. Run the "
+                f"folders of the same name), is too long: its {_size(case)} plus the output and temporary "
+                f"suffixes, up to about {NAME_MARGIN} bytes, exceed the {limit} bytes this file system allows. Run the "
                 "patients of this name into separate --out folders, or choose an --out on a file system that allows "
                 "longer names.")
-    return (f"{Path(src).name}: the file name is too long for the outputs written for it in {out} (its "
-            f"{len(stem(src))} characters plus the output and temporary suffixes, up to about {NAME_MARGIN}, "
-            f"exceed the {limit} this file system allows). Give the input a shorter name (or a shorter link "
+    return (f"{Path(src).name}: the file name is too long for the outputs written for it in {out}: its "
+            f"{_size(stem(src))} plus the output and temporary suffixes, up to about {NAME_MARGIN} bytes, "
+            f"exceed the {limit} bytes this file system allows. Give the input a shorter name (or a shorter link "
             "to it) and run again, or choose an --out on a file system that allows longer names.")
+
+
+def _size(name: str) -> str:
+    """A name's length as a file system counts it: bytes in UTF-8 (a Japanese character is 3), with its characters
+    where they differ ("its 79 characters ... exceed the 255" was said of a 238-byte name)."""
+    n = len(name.encode())
+    return f"{n} bytes in UTF-8 ({len(name)} characters)" if n != len(name) else f"{n} bytes"
 
 
 def is_name_too_long(exc: BaseException) -> bool:

@@ -132,6 +132,9 @@ class Dataset:
         return len(self.label_names)
 
 
+SUB_FOLDERS = ("imagesTr", "labelsTr", "imagesTs", "labelsTs", "images", "labels", "masks")  # a dataset's own folders
+
+
 def read_dataset(path: str | os.PathLike) -> Dataset:
     """Open the dataset at ``path`` (nnU-Net raw, MONAI datalist or TIFF pairs, detected; or a datalist file)."""
     root, index = Path(path), None
@@ -148,6 +151,11 @@ def read_dataset(path: str | os.PathLike) -> Dataset:
     fmt = detect_format(root)
     if index is not None and read_manifest(root) is None:  # a datalist file passed: the layout it describes
         fmt = "nnunet" if index.name == "dataset.json" else "monai"
+    here = Path(os.path.abspath(root))  # ('.' in DS/imagesTr: its name)
+    if fmt is None and here.name in SUB_FOLDERS and detect_format(here.parent) is not None:  # (DS/imagesTr given)
+        above = root.parent if root.name == here.name else here.parent
+        raise DatasetError(f"{root} is the {here.name}/ folder of a dataset, not a dataset; give the dataset folder "
+                           f"{above} (the folder above {here.name}).")
     if fmt is None:
         raise DatasetError(f"{root} is not a dataset (no manifest.json, dataset.json or datalist.json, no nnU-Net "
                            "imagesTr/ or images/ of TIFF files); export one first.")

@@ -109,6 +109,7 @@ def export_case(
     modality: str | None = None,
     labels_name: str | None = None, unit: str | Sequence[str] | None = None,
     nifti: dict[str, Any] | None = None,
+    axes: str | None = None,
 ) -> CaseRecord:
     """Add one case (image + corrected labels) to the dataset at ``dataset_dir``; return its record.
 
@@ -128,6 +129,8 @@ def export_case(
     ``nifti``: the source NIfTI's header facts (``Volume.meta["nifti"]``, a napari layer's ``metadata["nifti"]``):
     with ``affine``, the NIfTI files keep its qform/sform codes and its own qform, so they overlay the source in
     every viewer as the source shows (ITK reads the qform when the sform code is not 1); else codes 1 (scanner).
+    ``axes``: the labels' axes as TIFF letters (``TYX`` a time-lapse, ``ZYX``; a napari layer's, the source TIFF's),
+    which the TIFF layout's files keep (Fiji opens a time-lapse's frames as frames); default ZYX / YX.
     Only pixel values and geometry are written (no source headers). Nothing is written when any
     input is refused (``InputError`` / ``DatasetError``), and no file that is not a case of the
     dataset's manifest is replaced. ``CaseRecord.warnings`` also names earlier cases with the same image.
@@ -156,6 +159,8 @@ def export_case(
     if spacing is not None and len(spacing) != ndim:
         raise InputError(f"spacing needs {ndim} values (one per axis); got {list(spacing)}.")
     spacing_l = [float(s) for s in (spacing or (1.0,) * ndim)]
+    axes_l = str(axes).upper() if axes and len(str(axes)) == ndim and str(axes).upper().endswith("YX") \
+        and len(set(str(axes).upper())) == ndim and set(str(axes).upper()) <= set("TZYX") else None
     top = int(labels.max(initial=0))
     if top > 65535:
         raise InputError(f"Label value {top} is too large for a class id; a Labels layer of instance ids "
@@ -193,8 +198,10 @@ def export_case(
                 tmp = staged_name(final, token)
                 staged.append((tmp, final))
                 sp = spacing_l if data.ndim == ndim else [1.0, *spacing_l]  # (C, y, x) TIFF: channels first
-                # a (C, y, x) TIFF is labelled CYX: Fiji opens channels, not z-slices 1 unit apart
+                # a (C, y, x) TIFF is labelled CYX: Fiji opens channels, not z-slices 1 unit apart; a time-lapse TYX
                 like = Volume(data, tuple(sp), None, {"axes": "CYX"}) if (data.ndim, ndim) == (3, 2) else None
+                if like is None and format == "tiff" and axes_l is not None:
+                    like = Volume(data, tuple(sp), None, {"axes": axes_l})
                 if nifti and affine is not None and format != "tiff":  # the source's header codes and qform
                     like = Volume(data, tuple(sp), np.asarray(affine, float), {"nifti": dict(nifti)})
                 write_image(tmp, data, like, spacing=sp, affine=affine, unit="mm" if affine is not None else unit)
