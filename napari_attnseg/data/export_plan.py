@@ -100,7 +100,8 @@ def _plan(folder: Path, format: str, labels: np.ndarray, n_channels: int, ndim: 
     if manifest is None and not label_names and n_classes > 2 and absent:
         notes.append(f"the labels have no voxel of value(s) {', '.join(map(str, absent))}, yet the new dataset's label "
                      f"table names every value up to {n_classes - 1} ('class 1'..'class {n_classes - 1}'); if the "
-                     "values are not class ids, export with --foreground, or name the classes with --label-names")
+                     "values are not class ids, export with --foreground, or name the classes (--label-names; in napari, the "
+                     "Class names field of Correct and export)")
     if manifest is None:
         names = list(label_names) if label_names else (
             ["background", "foreground"] if n_classes <= 2 else ["background"] + [f"class {i}" for i in range(1, n_classes)])

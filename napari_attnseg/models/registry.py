@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -157,7 +158,7 @@ def _misplaced(folder: Path) -> list[str]:
         if files:
             lines.append(f"{sub}: not listed: a model here is NAME.safetensors, or a folder NAME/ holding best."
                          f"safetensors; this folder holds {', '.join(str(f.relative_to(sub)) for f in files[:3])}. Move "
-                         f"the model up, or add it with: attnseg models --add {files[0]} --name NAME.")
+                         f"the model up, or add it with: attnseg models --add {shlex.quote(str(files[0]))} --name NAME.")
     return lines
 
 
