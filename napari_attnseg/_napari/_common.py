@@ -295,6 +295,18 @@ def docked_widgets(viewer) -> list:
     return out
 
 
+def tell_docked(viewer, sender, method: str, *args) -> None:
+    """``method(*args)`` of each panel docked in ``viewer`` that has it, but ``sender`` (and panels Qt deleted); none
+    once the viewer's window is closed."""
+    try:
+        widgets = docked_widgets(viewer)
+    except RuntimeError:  # (the window's Qt objects deleted: the viewer was closed)
+        return
+    for widget in widgets:
+        if widget is not sender and not is_deleted(widget) and (call := getattr(widget, method, None)) is not None:
+            call(*args)
+
+
 def find_docked(viewer, cls):
     """The first docked widget that is an instance of ``cls``, or None."""
     return next((w for w in docked_widgets(viewer) if isinstance(w, cls)), None)

@@ -92,6 +92,8 @@ _SHORT = {"millimeter": "mm", "micrometer": "um", "nanometer": "nm", "centimeter
 class CorrectForm:
     """Builds the fields as attributes of the panel (a QWidget) and lays them out in it."""
 
+    _auto_dataset = ""  # the dataset folder proposed, not typed (the settings' last export, or another panel's)
+
     def _build_form(self) -> None:
         self.labels_combo = ComboBox(label="Mask", choices=[],
                                      tooltip="The Labels layer to correct and export (a model's '<image> mask' is "
@@ -220,6 +222,22 @@ class CorrectForm:
         reach = (f", reaching {int(r * min(scale) / scale[0] + 1e-6)} slices up and down ({scale[0]:g} {unit} "
                  "slices)" if len(scale) == 3 else "")
         self.radius_spin.tooltip = (f"{RADIUS_TIP}. On {layer.name}: {r} px = {r * min(scale):.3g} {unit}{reach}")
+
+    def follow_export(self, folder: str, previous: str | None, model=None) -> None:
+        """Another Correct panel of the viewer exported to ``folder``: proposed here too (its format and case id from
+        the settings it was just remembered in), unless a folder was typed here. The dock closed while its export ran
+        and opened again: the new panel had read the settings when it was built, before the export finished, and went
+        on proposing nothing, or the day before's folder, while its Fine-tune tab followed the export."""
+        from ..settings import last_export
+        from .correct_export import folder_text
+
+        if folder_text(self.dataset_edit) not in ("", previous or "", self._auto_dataset, self.last_export_dir or ""):
+            return
+        self.dataset_edit.line_edit.value = self._auto_dataset = self.last_export_dir = folder
+        if (last := last_export()) is not None and last["dataset"] == folder:
+            if last.get("format") in self.format_combo.choices:
+                self.format_combo.value = last["format"]
+            self._last_case_hint(last.get("case_id"))
 
     def _polish_prompt(self) -> None:
         """The click-to-fix controls as laid out here: tooltips, a negative

@@ -19,7 +19,6 @@ from ..errors import AttnSegError
 from ..settings import remember_export, settings_path
 from ._common import (
     Undockable,
-    docked_widgets,
     error_message,
     grey_layer_of,
     is_deleted,
@@ -28,6 +27,7 @@ from ._common import (
     notify_warning,
     set_choices,
     stop_listening,
+    tell_docked,
 )
 from .correct_export import CorrectExport, _fine_tuned_on, folder_text
 from .correct_form import ClassList, CorrectForm
@@ -59,6 +59,7 @@ class CorrectWidget(Undockable, QWidget, CorrectForm, ClassList, CorrectExport, 
 
         self._build_form()
         self.propose_last_export()  # the dataset folder of the last export (the day before too)
+        self._auto_dataset = folder_text(self.dataset_edit)  # (an export elsewhere replaces it: follow_export)
         self.prompt.refresh_models()  # (a Container resets its combo boxes' choices when it is built)
         self.refresh()
         self.viewer.layers.events.inserted.connect(self._layer_inserted)
@@ -349,7 +350,8 @@ class CorrectWidget(Undockable, QWidget, CorrectForm, ClassList, CorrectExport, 
             "source_name": Path(str(meta["source_path"])).name if meta.get("source_path") else img_name,
             "model_info": model_identity(info) if info else None,
             "modality": meta.get("modality"), "nifti": meta.get("nifti"),  # its qform/sform codes too
-            "unit": units if (units := [str(u) for u in getattr(image_layer, "units", ())]) and "pixel" not in units else None,
+            # one per axis: a time-lapse's ('pixel', 'um', 'um') keeps its micron (any 'pixel' had dropped them all)
+            "unit": units if set(units := [str(u) for u in getattr(image_layer, "units", ())]) - {"pixel"} else None,
         }
         if kwargs["overwrite"] and (lost := replace_loses(folder, kwargs["case_id"], kwargs["source_name"],
                                                           layer.data.shape, rev)):
@@ -369,17 +371,16 @@ class CorrectWidget(Undockable, QWidget, CorrectForm, ClassList, CorrectExport, 
             if not remember_export(folder, fmt, rec.case_id, kwargs["source_name"]):  # proposed again tomorrow
                 notify_warning(f"The dataset folder could not be saved in {settings_path()}; the next napari session "
                                "will not propose it (choose it again there).")
-            if is_deleted(self):  # the viewer was closed while the export ran: the files are written, nothing to show
-                return
-            previous, self.last_export_dir = self.last_export_dir, folder
-            self._last_case_hint(rec.case_id)
             for warning in getattr(rec, "warnings", []):  # e.g. the same image exported before
                 notify_warning(f"{folder}: {warning}")
-            # the Fine-tune panel's dataset follows the export unless the user typed another one
-            for widget in docked_widgets(self.viewer):
-                follow = getattr(widget, "follow_export", None)
-                if follow is not None and widget is not self:
-                    follow(folder, previous, info)
+            previous = self.last_export_dir  # (a Python attribute: kept once Qt deleted the panel, its dock closed)
+            if not is_deleted(self):
+                self.last_export_dir = folder
+                self._last_case_hint(rec.case_id)
+            # the Fine-tune panel's dataset follows the export unless the user typed another one, and so does another
+            # Correct panel's (the dock closed while the export ran and opened again: its new panel); none once the
+            # viewer was closed while the export ran (the files are written, nothing to show)
+            tell_docked(self.viewer, self, "follow_export", folder, previous, info)
 
         def finish():
             bar.close()

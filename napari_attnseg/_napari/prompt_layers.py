@@ -13,11 +13,13 @@ from __future__ import annotations
 import numpy as np
 
 from .prompt_view import (
+    PLACEMENT_EVENTS,
     PROMPTS_KEY,
     grey_for_clicks,
     holds_value,
     mask_for_clicks,
     new_object_value,
+    place_like,
     prompts_layer,
     value_note,
 )
@@ -70,6 +72,9 @@ class PromptLayers:
             if old in self.viewer.layers:
                 old.data = np.empty((0, old.ndim))
         image.events.name.connect(self._image_renamed)  # (napari connects a callback once)
+        for name in PLACEMENT_EVENTS:  # the dots follow the image's scale, translate, rotate... set later
+            if hasattr(image.events, name):
+                getattr(image.events, name).connect(self._image_moved)
         self.points_layer.mode = "pan_zoom"  # the clicks are ours: napari must not add points itself
         if self._on_click not in self.points_layer.mouse_drag_callbacks:
             self.points_layer.mouse_drag_callbacks.append(self._on_click)
@@ -136,6 +141,15 @@ class PromptLayers:
             layer.metadata[PROMPTS_KEY]["name"] = name
         if self.enable_box.value and not self.clicks and image is self._image_layer():
             self.ready_status()
+
+    def _image_moved(self, event=None) -> None:
+        """The image placed anew in napari (its scale, translate, rotate, shear, affine or units set after the mode was
+        ticked): its prompts layer follows, so the dots stay on the clicks. They kept the placement the image had when
+        the mode was ticked (its scale typed later: the dots drawn at twice the distance, the clicks landing right)."""
+        image, layer = getattr(event, "source", None), self.points_layer
+        if image is not None and layer is not None and layer in self.viewer.layers \
+                and (layer.metadata.get(PROMPTS_KEY) or {}).get("image") == image.unique_id:
+            place_like(layer, image)
 
     def _detach(self, layer) -> None:
         if layer is not None and self._on_click in layer.mouse_drag_callbacks:

@@ -23,7 +23,7 @@ from ._common import error_message, layer_array, notify_error, notify_info, noti
 from .job_pool import thread_worker
 from .prompt_checks import PromptChecks, click_status, promptable_models
 from .prompt_layers import PromptLayers
-from .prompt_view import NEGATIVE, POSITIVE, PROMPTS_KEY, click_refusal, mask_for_clicks
+from .prompt_view import NEGATIVE, POSITIVE, PROMPTS_KEY, click_refusal, mask_for_clicks, pair_refusal
 from .prompt_write import NewLabelSession, show_prompt_attention, take_back, write_step
 
 
@@ -181,9 +181,8 @@ class PromptMode(PromptLayers):
         if mask is None or image is None:
             return None
         point = tuple(float(c) for c in np.asarray(data_point)[-image.ndim:])
-        if np.shape(mask.data) != np.shape(image.data)[-mask.ndim:] or mask.ndim != image.ndim:
-            self._refuse(f"Mask {mask.name} ({np.shape(mask.data)}) and image {image.name} ({np.shape(image.data)}) "
-                         "differ in shape; pick the mask that belongs to the image.")
+        if why := pair_refusal(mask, image):  # (another shape, or placed elsewhere: the image's scale typed later)
+            self._refuse(why)
             return None
         if any(not -0.5 <= c <= n - 0.5 for c, n in zip(point, np.shape(image.data))):
             self._refuse(f"The click at {tuple(round(c, 1) for c in point)} is outside {image.name}; click on the image.")

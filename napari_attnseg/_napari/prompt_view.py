@@ -101,8 +101,6 @@ def prompts_layer(viewer, image, current=None):
     again had added a second '<image> prompts' and left the renamed one unused."""
     from napari.layers import Points
 
-    from ._common import placement_of
-
     mask_for_clicks(viewer, image)
     name = f"{image.name} prompts"
     mine = [ly for ly in viewer.layers if isinstance(ly, Points) and ly.ndim == image.ndim
@@ -116,22 +114,73 @@ def prompts_layer(viewer, image, current=None):
         # again, and its removal turned the mode off while ticking it: the box unticked, clicks still taken)
         layer = other
         layer.metadata[PROMPTS_KEY] = {**(other.metadata.get(PROMPTS_KEY) or {}), "name": name}
-    # the image's whole placement, units included (a Points layer in pixels beside a z-stack in micron made napari
-    # warn "Inconsistent units across layers" twice and stop rendering with units)
-    place = placement_of(image).compose((1.0,) * image.ndim, (0.0,) * image.ndim)
     if layer is not None:
         given = layer.metadata[PROMPTS_KEY].get("name")
         if layer.name == given and name not in viewer.layers:  # (a name the user typed stays)
             layer.name = name
         layer.data = np.empty((0, image.ndim))
-        for key, value in place.items():
-            setattr(layer, key, value)
+        place_like(layer, image)
     else:
-        kwargs = {"name": name, "size": 8, "face_color": POSITIVE, "border_color": "white", **place}
+        kwargs = {"name": name, "size": 8, "face_color": POSITIVE, "border_color": "white", **placement(image)}
         layer = viewer.add_points(np.empty((0, image.ndim)), **kwargs)  # (a user's layer of that name stays)
     given = layer.name if layer.name == name else (layer.metadata.get(PROMPTS_KEY) or {}).get("name", layer.name)
     layer.metadata[PROMPTS_KEY] = {"image": image.unique_id, "name": given}
     return layer
+
+
+PLACEMENT_EVENTS = ("scale", "translate", "rotate", "shear", "affine", "units", "axis_labels")  # (events that move a layer)
+
+
+def placement(image) -> dict:
+    """The keyword arguments that put a layer in ``image``'s pixel coordinates where ``image`` lies: its whole placement
+    (a rotate or shear folded into the affine, :func:`._common.placement_of`), units included (a Points layer in pixels
+    beside a z-stack in micron made napari warn "Inconsistent units across layers" and stop rendering with units)."""
+    from ._common import placement_of
+
+    place = placement_of(image).compose((1.0,) * image.ndim, (0.0,) * image.ndim)
+    place.setdefault("affine", np.eye(image.ndim + 1))  # (an affine set before and taken off the image since)
+    return place
+
+
+def place_like(layer, image) -> None:
+    """Move ``layer`` (the prompts layer, in ``image``'s pixel coordinates) where ``image`` lies now."""
+    for key, value in placement(image).items():
+        setattr(layer, key, value)
+
+
+def _world(layer) -> np.ndarray:
+    """``layer``'s pixel -> world matrix (homogeneous)."""
+    from ._common import placement_of
+
+    place, n = placement_of(layer), layer.ndim
+    inner = np.eye(n + 1)
+    inner[:n, :n], inner[:n, n] = np.diag(place.scale), place.translate
+    return (np.eye(n + 1) if place.affine is None else np.asarray(place.affine, float)) @ inner
+
+
+def pair_refusal(mask, image) -> str | None:
+    """Why clicks on ``image`` cannot be written into ``mask`` (None: they can): another shape, or another place in
+    the viewer (the image's scale typed after Segment, the mask left as it was): a click was written at the image's
+    pixel under the cursor, which the mask shows somewhere else."""
+    if np.shape(mask.data) != np.shape(image.data)[-mask.ndim:] or mask.ndim != image.ndim:
+        return (f"Mask {mask.name} ({np.shape(mask.data)}) and image {image.name} ({np.shape(image.data)}) differ in "
+                "shape; pick the mask that belongs to the image.")
+    if np.allclose(_world(mask), _world(image), rtol=1e-5, atol=1e-6):
+        return None
+
+    def shown(values) -> str:
+        return str(tuple(float(f"{float(v):.6g}") for v in values))
+
+    moved = [a for a in ("scale", "translate") if not np.allclose(getattr(mask, a), getattr(image, a))]
+    moved += [a for a in ("rotate", "shear") if not np.allclose(getattr(mask, a), getattr(image, a))]
+    moved += ["affine"] if not np.allclose(mask.affine.affine_matrix, image.affine.affine_matrix) else []
+    said = "; ".join(f"{a} {shown(getattr(mask, a))} vs {shown(getattr(image, a))}" if a in ("scale", "translate")
+                     else f"{a} differs" for a in moved)
+    fix = "; ".join(f"viewer.layers[{mask.name!r}].{a} = viewer.layers[{image.name!r}].{a}" for a in moved)
+    return (f"Nothing written: the mask '{mask.name}' and the image '{image.name}' lie at different places in the "
+            f"viewer ({said}), so a click would be written where the mask shows it elsewhere. Give the mask the "
+            f"image's placement (in napari's console, Window > Console: {fix}), or pick the mask that belongs to the "
+            "image.")
 
 
 def mask_for_clicks(viewer, image):

@@ -65,13 +65,22 @@ def calibration_hint(layer) -> str:
     if found is None or len(found[0]) != layer.ndim:
         return ""
     spacing, unit, axes = found
-    sizes = " x ".join(f"{s:g}" for s in spacing) + (f" {unit}" if unit else "")
-    lengths = all(a in "ZYX" for a in axes)  # (a time-lapse's first axis is no length: no unit for it)
-    units = f"; viewer.layers[{layer.name!r}].units = {(unit,) * layer.ndim!r}" if unit and lengths else ""
-    return (f"{Path(path).name} records a pixel spacing of {sizes}, which napari's TIFF reader did not apply ("
-            f"{layer.name!r} has scale 1): the results, heatmaps and an export would be in pixels, the planes 1 "
-            f"apart. To use it, in napari's console (Window > Console): viewer.layers[{layer.name!r}].scale = "
-            f"{spacing!r}{units}, then choose the image again.")
+    frames = len(axes) == layer.ndim and axes[0] == "T" and axes.endswith("YX")  # a time-lapse: its frames no length
+    sizes = " x ".join(f"{s:g}" for s in spacing[int(frames):]) + (f" {unit}" if unit else "")
+    scale = (1.0, *spacing[1:]) if frames else spacing  # (a T axis: frames, 1 apart)
+    units = f"; viewer.layers[{layer.name!r}].units = {(unit,) * layer.ndim!r}" if unit and all(a in "ZYX" for a in axes) \
+        else ""
+    line = f"viewer.layers[{layer.name!r}].scale = {tuple(float(s) for s in scale)!r}{units}"
+    if frames:  # the frames labelled 't' (napari's slider says so) and in pixels, the plane in the file's unit
+        short = {"micron": "um", "µm": "um"}.get(unit, unit)
+        line = (f"viewer.layers[{layer.name!r}].axis_labels = {tuple(a.lower() for a in axes)!r}; " + (
+            f"viewer.layers[{layer.name!r}].units = {('pixel', *(short,) * (layer.ndim - 1))!r}; " if unit else "")
+            + line)
+    return (f"{Path(path).name} records a pixel spacing of {sizes}" + (" in each frame of its time-lapse" if frames else "")
+            + f", which napari's TIFF reader did not apply ({layer.name!r} has scale 1): the results, heatmaps and an "
+            + ("export would be in pixels (the frames stay frames, 1 apart)" if frames else
+               "export would be in pixels, the planes 1 apart")
+            + f". To use it, in napari's console (Window > Console): {line}, then choose the image again.")
 
 
 def _version(path) -> tuple | None:
