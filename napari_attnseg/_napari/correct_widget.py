@@ -292,6 +292,7 @@ class CorrectWidget(Undockable, QWidget, CorrectForm, ClassList, CorrectExport, 
     def export(self):
         from ..checkpoint import model_identity
         from ..data.export import export_case
+        from .tiff_masks import mask_axes  # (a time-lapse's frames stay frames in the TIFF layout)
 
         layer = self.labels_layer()
         if layer is None:
@@ -352,6 +353,7 @@ class CorrectWidget(Undockable, QWidget, CorrectForm, ClassList, CorrectExport, 
             "modality": meta.get("modality"), "nifti": meta.get("nifti"),  # its qform/sform codes too
             # one per axis: a time-lapse's ('pixel', 'um', 'um') keeps its micron (any 'pixel' had dropped them all)
             "unit": units if set(units := [str(u) for u in getattr(image_layer, "units", ())]) - {"pixel"} else None,
+            "axes": mask_axes({"axis_labels": layer.axis_labels, "metadata": layer.metadata}, layer.data.shape, self.viewer),
         }
         if kwargs["overwrite"] and (lost := replace_loses(folder, kwargs["case_id"], kwargs["source_name"],
                                                           layer.data.shape, rev)):
