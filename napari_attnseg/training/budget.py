@@ -40,6 +40,25 @@ class TimeBudget:
                               "refit; give more minutes, or a number of epochs (--epochs N)")
         return epoch + more
 
+    def _cut_note(self) -> str:
+        """The note of a budget that ended inside an epoch; inside the first one also what a whole epoch takes at
+        this pace (a 3D step on a CPU takes seconds: 25 of them do not fit in a 1-minute budget) and what the
+        classes the run added (a new output row) got."""
+        epoch, steps = self._cut
+        n = self.cfg.iters_per_epoch
+        text = f"the time budget ended during epoch {epoch}, after {steps} of {n} steps"
+        pace = getattr(self, "_step_pace", None)
+        if epoch != 1 or not pace:
+            return text
+        one = n * pace + self._val_s  # one whole epoch with its validation, at this run's pace
+        need = math.ceil(2 * (self._setup_s + one + self._final_s()) / 60) / 2  # whole half minutes
+        new = list(getattr(self, "new_classes", []) or [])
+        said = (f"; the new class{'es' if len(new) > 1 else ''} {', '.join(new)} had only these steps from random "
+                "weights: what the model marks as such is close to noise") if new else ""
+        return (f"{text} ({pace:.1f} s a step here: one epoch with its validation takes about {_duration(one)}, so "
+                f"a budget of at least {need:g} min is needed for one whole epoch, several for the model to learn)"
+                f"{said}")
+
     def _timed_save(self, *args, **kwargs) -> None:
         t = time.perf_counter()
         self._save(*args, **kwargs)
@@ -47,4 +66,4 @@ class TimeBudget:
 
 
 def _duration(seconds: float) -> str:
-    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:g} min"
+    return f"{seconds:.0f} s" if seconds < 120 else f"{round(seconds / 60, 1):g} min"

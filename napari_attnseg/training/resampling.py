@@ -235,6 +235,7 @@ class ModelGrid:
             split = split_given_in_stored(make_split, labels, self._turns, False, **kwargs)
             if split.how != "by case":
                 split.text = _with(split.text, f"{split.parts_text()} (of the case resampled to {to} mm for the model)", to)
+                self._unshare_held_out(split, plans)
             return split
         split = split_given_in_stored(make_split, self._stored_labels, self._turns, True, **kwargs)
         text = split.parts_text()
@@ -250,6 +251,47 @@ class ModelGrid:
                                   "spacing; the checkpoint is chosen by the training loss instead")
         split.text = _with(split.text, f"{text} (of the stored case; resampled to {to} mm for the model)", to)
         return split
+
+
+    def _unshare_held_out(self, split, plans: list[Resampling | None]) -> None:
+        """A split the run chose on the resampled grid (one case, cut along axis 0): a training row whose labels
+        came from a stored slice that a held-out row's labels came from too (brain1's reviewed slice 17, 6.5 mm,
+        is rows 55-57 of the 2 mm grid: the slab put row 55 in training, 56-57 in validation) is set to 'ignore',
+        so no held-out reviewed slice is trained on; the validation text names the stored slices it holds."""
+        from .split import _labelled, _ranges
+        from .split_checks import check_split, describe_validation
+
+        case = split.val[0].case if split.val else None
+        plan = None if case is None else plans[case]
+        if plan is None or self.ignore is None or self._stored_labels is None or \
+                any(p.case != case for p in split.train + split.val + split.test):
+            return
+        n_old, n_new = plan.old_shape[0], plan.new_shape[0]
+        stored = _labelled(self._stored_labels[case], self.ignore).reshape(n_old, -1).any(1)
+        img, lab, sp = self.raw[case]
+        labelled = _labelled(lab, self.ignore).reshape(n_new, -1).any(1)
+        sources = [{int(s[i]) for s in _sources(n_old, n_new, 0, n_old, 0, n_new, True)} & set(np.flatnonzero(stored))
+                   for i in range(n_new)]
+        held = {s for p in split.val + split.test for i in range(*p.box[0]) if labelled[i] for s in sources[i]}
+        shared = [i for p in split.train for i in range(*p.box[0]) if labelled[i] and sources[i] & held]
+        if shared:
+            lab = lab.copy()
+            lab[shared] = self.ignore
+            self.raw[case] = (img, lab, sp)
+            check_split(split, [lab for _, lab, _ in self.raw], self.ignore)
+            split.warnings = [w for w in split.warnings if not w.startswith("the validation holds")]
+            describe_validation(split, [lab for _, lab, _ in self.raw], self.ignore)
+        stored_lab = self._stored_labels[case]
+        fg = {s for s in held if ((stored_lab[s] > 0) & (stored_lab[s] != self.ignore)).any()}
+        if len(fg) == 1 and not any(w.startswith("the validation holds") for w in split.warnings):
+            split.warnings.append("the validation holds foreground on one reviewed slice only (rows of the model's "
+                                  "grid resampled from it): its Dice is a weak guide")
+        turn = (getattr(self, "_turns", None) or [None] * len(plans))[case]
+        if held and (turn is None or turn.perm[0] == 0):  # the stored file's slice numbers (axis 0 may be reversed)
+            named = sorted(n_old - 1 - s if turn is not None and turn.flip[0] else s for s in held)
+            unit = "slice" if len(named) == 1 else "slices"
+            split.validation = (f"reviewed {unit} {_ranges(named)} of the stored case; on the "
+                                f"{_mm(plan.new_spacing)} mm grid {split.validation}")
 
 
 def _with(turned: str, text: str, to: str) -> str:

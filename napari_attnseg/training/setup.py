@@ -82,7 +82,7 @@ class RunSetup(BrainInputs, ModelGrid):
     # -- model -------------------------------------------------------------------------------
     def _build_model(self) -> None:
         cfg = self.cfg
-        self.head_reset = False
+        self.head_reset, self.new_classes = False, []
         self._card_norm = None
         torch.manual_seed(cfg.seed)
         in_ch = self.raw[0][0].shape[0]
@@ -99,6 +99,7 @@ class RunSetup(BrainInputs, ModelGrid):
                 self.model = _with_new_head(self.model, self.n_classes, names)
                 self._new_head_names = [k for k, v in self.model.state_dict().items() if old_shapes.get(k) != v.shape]
                 kept = [names[j] for j in sorted(kept_classes(list(card.classes), names)) if j < len(names)]
+                self.new_classes = [n for n in names[1:] if n not in kept]  # (their rows start from random weights)
                 self.notes.append(f"the start model predicts {len(card.classes)} classes ({', '.join(card.classes)}), the "
                                   f"dataset has {self.n_classes} ({', '.join(names)}): encoder and decoder kept, the "
                                   + (f"output head's rows of {', '.join(kept)} kept and the others initialised anew"

@@ -101,3 +101,10 @@ class Resume:
         if info.get("scaler"):
             self.scaler.load_state_dict(info["scaler"])
         self.notes.append(f"resumed from {self.out} after epoch {s['epoch']} ({_duration(s['elapsed'])} spent)")
+        if budget is not None and s.get("planned") is not None and s["epoch"] >= s["planned"]:
+            # (a minutes run keeps the epochs it planned: a budget that ran out is not an interruption)
+            self.notes.append(f"that run had already ended ({s['epoch']} of {s['planned']} planned epoch"
+                              f"{'' if s['planned'] == 1 else 's'}, its {_duration(budget)} budget spent): --resume only "
+                              "finishes an interrupted run, so nothing more was trained; to train longer, fine-tune its "
+                              f"model again: attnseg finetune DATASET --model {self.out / 'best.safetensors'} --out "
+                              "NEW_FOLDER --minutes M")

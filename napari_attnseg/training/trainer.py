@@ -130,6 +130,7 @@ class Trainer(Validation, WeightUpdate, RunSetup, CardWriter, Refit, FarNegative
         """One epoch of steps (``lr_of(fractional epoch)`` sets the rate), then the hard-negative refresh;
         returns the step losses and the last rate. Used by :meth:`fit` and the refit."""
         cfg, losses, lr, step_s = self.cfg, [], 0.0, 0.0
+        t_epoch = t_first = time.perf_counter()
         for step in range(cfg.iters_per_epoch):
             if self.cancel is not None and self.cancel.cancelled:
                 raise Cancelled("Training cancelled.")
@@ -137,6 +138,9 @@ class Trainer(Validation, WeightUpdate, RunSetup, CardWriter, Refit, FarNegative
             # step that would not fit (a 3D step of 46 s on 2 cores took a 1-minute run to 2.9 minutes)
             if step and self._deadline is not None and self.dist.world_size == 1 and self._time_left() <= step_s:
                 self._cut = (epoch + 1, step)
+                # seconds a step, the first (cold: allocations, caches) left out when another ran: what an epoch takes
+                self._step_pace = (time.perf_counter() - t_first) / (step - 1) if step > 1 else \
+                    time.perf_counter() - t_epoch
                 return losses, lr  # no next epoch follows: no refresh of the hard and far negatives
             lr = lr_of(epoch + (step + 1) / cfg.iters_per_epoch)
             for g in self.opt.param_groups:
@@ -144,6 +148,7 @@ class Trainer(Validation, WeightUpdate, RunSetup, CardWriter, Refit, FarNegative
             t_step = time.perf_counter()
             losses.append(self._step(*self._batch()))
             step_s = time.perf_counter() - t_step
+            t_first = time.perf_counter() if not step else t_first
             if self.ema_model is not None:  # steps so far: runs resume at epoch boundaries
                 self._update_ema(epoch * cfg.iters_per_epoch + step)
             if self.on_step is not None:
@@ -263,8 +268,7 @@ class Trainer(Validation, WeightUpdate, RunSetup, CardWriter, Refit, FarNegative
             except Cancelled:
                 cancelled = True
         if self._cut is not None:
-            self.notes.append(f"the time budget ended during epoch {self._cut[0]}, after {self._cut[1]} of "
-                              f"{cfg.iters_per_epoch} steps")
+            self.notes.append(self._cut_note())
         if s["planned"] is not None and epoch < s["planned"] - (0 if s.get("refit_done") else s.get("refit_epochs") or 0) \
                 and budget is not None and not cancelled and s["stale"] < cfg.patience:
             self.notes.append(f"the time budget ended after {epoch} of {s['planned']} planned epochs")
