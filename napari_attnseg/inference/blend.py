@@ -52,9 +52,10 @@ class SlabBlender:
     def __init__(self, grid: TileGrid, starts: list[tuple[int, ...]], tile_shape: tuple[int, ...],
                  work_spatial: tuple[int, ...], k_out: int, batch: int, dev: torch.device, on_dev: bool,
                  strides: dict[str, tuple[int, ...]], attention: bool, labels, probs, full_probs,
-                 label_dtype, prob_dtype):
+                 label_dtype, prob_dtype, centres: dict[str, tuple[float, ...]] | None = None):
         self.grid, self.starts, self.tile_shape, self.work_spatial = grid, starts, tile_shape, work_spatial
         self.k_out, self.dev, self.on_dev, self.strides = k_out, dev, on_dev, strides
+        self.centres = dict(centres or {})  # name -> the input pixel map pixel 0 is centred on (default: mid-block)
         self.labels, self.probs, self.full_probs = labels, probs, full_probs
         self.label_dtype, self.prob_dtype = label_dtype, prob_dtype
         self.imp = self._dev_array(grid.importance)
@@ -180,7 +181,8 @@ class SlabBlender:
                 np.clip(data, 0, 1, out=data)
             f = factors or (1.0,) * len(st)
             scale = tuple(float(s_ * fa) for s_, fa in zip(st, f))
-            translate = tuple((sc - 1.0) / 2.0 for sc in scale)
+            centre = self.centres.get(name) or tuple((s_ - 1.0) / 2.0 for s_ in st)
+            translate = tuple((c + 0.5) * fa - 0.5 for c, fa in zip(centre, f))  # ((stride * f - 1) / 2 mid-block)
             maps.append(AttentionMap(name, level, data, scale, translate))
         self.map_acc.clear()
         return maps

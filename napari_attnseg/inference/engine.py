@@ -46,7 +46,7 @@ from .checks import (
 from .checks import batch_size as _batch_size
 from .checks import count_nonfinite as _count_nonfinite
 from .checks import model_tile as _model_tile
-from .forward import ForwardTimer
+from .forward import ForwardTimer, map_centre
 from .forward import run_batch as _run_batch  # looked up here at each batch: tests replace it
 from .normalize import compute_stats
 from .object_size import object_size_check
@@ -276,6 +276,7 @@ def _iter_predict(model, image, *, mode, tile, overlap, attention, device, preci
 
     tile_shape = _model_tile(model, mode, work_spatial, tile, card)
     strides = {name: (1,) * (len(work_spatial) - model.spatial_dims) + tuple(s) for name, s in model.attention_strides.items()}
+    centres = {name: (0.0,) * (len(work_spatial) - model.spatial_dims) + map_centre(model, name) for name in strides}
     align = [max([1] + [s[a] for s in strides.values()]) if tile_shape[a] > 1 else 1 for a in range(len(work_spatial))]
     ov = [0.0 if t == 1 else overlap for t in tile_shape]
     grid = TileGrid(work_spatial, tile_shape, ov, align)
@@ -299,7 +300,7 @@ def _iter_predict(model, image, *, mode, tile, overlap, attention, device, preci
         on_dev = dev.type != "cpu" if _BLEND_ON_DEVICE is None else _BLEND_ON_DEVICE
         starts = grid.starts()
         blender = SlabBlender(grid, starts, tile_shape, work_spatial, k_out, bs, dev, on_dev, strides, attention,
-                              labels, probs, full_probs, label_dtype, prob_dtype)
+                              labels, probs, full_probs, label_dtype, prob_dtype, centres)
         # the image goes to the device a slab (a row of tiles) at a time; tiles are cut there
         source = copies.enter_context(contextlib.closing(SlabSource(work, stats, chan_axis, tile_shape,
                                                                     grid.extent, dev)))

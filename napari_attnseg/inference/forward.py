@@ -37,6 +37,45 @@ def flip_sets(nd: int, tta: bool) -> list[tuple[int, ...]]:
                    if tta else [])
 
 
+def map_centre(model, name: str) -> tuple[float, ...]:
+    """The input pixel that pixel 0 of attention map ``name`` is centred on (``SegmentationModel.attention_centre``;
+    mid-block, ``(stride - 1) / 2``, for a model without it)."""
+    centre = getattr(model, "attention_centre", None)
+    return centre(name) if centre is not None else tuple((s - 1) / 2 for s in model.attention_strides[name])
+
+
+def flip_shifts(net) -> dict[str, tuple[float, ...]]:
+    """Per attention map whose pixels are not centred on blocks of the input, and per spatial axis: how far (in
+    map pixels) the map of a tile flipped along that axis lies, once flipped back, past the tile's own map grid:
+    ``(stride - 1 - 2 * centre) / stride`` (a flip maps a grid of blocks onto itself: tiles are whole multiples
+    of the strides; msga's 1/4 grid, centred on input pixels 0, 4, 8, ..., comes back on 3, 7, 11, ...)."""
+    out = {}
+    for name, strides in (getattr(net, "attention_strides", None) or {}).items():
+        shift = tuple((s - 1 - 2 * c) / s for s, c in zip(strides, map_centre(net, name)))
+        if any(shift):
+            out[name] = shift
+    return out
+
+
+def unflip_map(m: torch.Tensor, dims: tuple[int, ...], shift: tuple[float, ...] | None) -> torch.Tensor:
+    """``m`` (B, heads, *map), the map of a tile flipped along ``dims``, flipped back and, where its grid is not
+    one of blocks (``shift``, :func:`flip_shifts`), resampled linearly onto the unflipped tile's grid (the edge
+    pixel repeated), so that flip averaging does not blur two grids ``shift`` pixels apart."""
+    m = torch.flip(m, dims)
+    for d in dims if shift else ():
+        a = shift[d - 2]
+        if not a:
+            continue
+        n = m.shape[d]
+        pos = torch.arange(n, device=m.device, dtype=torch.float32) - a  # pixel j holds what lies at j + a
+        lo = pos.floor()
+        w = (pos - lo).view([-1 if k == d else 1 for k in range(m.dim())]).to(m.dtype)
+        lo_i = lo.long().clamp(0, n - 1)
+        hi_i = (lo.long() + 1).clamp(0, n - 1)
+        m = m.index_select(d, lo_i) * (1 - w) + m.index_select(d, hi_i) * w
+    return m
+
+
 class MapBatch(dict):
     """The attention maps of a batch of tiles, name -> (B, *map). ``relative``: the maps that came back raw
     (the model's ``relative_attention``, name -> scaling), to be scaled once the whole image is blended
@@ -64,6 +103,7 @@ def run_batch(net, x: torch.Tensor | np.ndarray, mode: str, dev, prec: str, atte
     map_sum: dict[str, torch.Tensor] = {}
     relative = dict(getattr(net, "relative_attention", None) or {}) if attention else {}
     ask = RAW_ATTENTION if relative else True  # (a model without relative maps is called as it always was)
+    shifts = flip_shifts(net) if attention and tta else {}
     with torch.inference_mode(), autocast_context(dev, prec):
         for f in flips:
             if cancel is not None and cancel.cancelled:
@@ -82,7 +122,7 @@ def run_batch(net, x: torch.Tensor | np.ndarray, mode: str, dev, prec: str, atte
             for name, m in maps.items():
                 m = m.float()
                 if f:
-                    m = torch.flip(m, f)
+                    m = unflip_map(m, f, shifts.get(name))
                 m = m.mean(1)  # several gates (heads) per level are shown as their mean
                 map_sum[name] = map_sum.get(name, 0) + m
     n = len(flips)

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
+from .forward import map_centre
 from .normalize import apply_stats, compute_stats
 from .prediction import AttentionMap
 
@@ -30,4 +31,5 @@ def pixel_attention_map(model, image: np.ndarray, point: Sequence[float], tile: 
     t = torch.from_numpy(apply_stats(crop[None], stats)[None]).to(device)
     model.eval().to(device)
     row = model.pixel_attention(t, (y - y0, x - x0))[0, 0].float().cpu().numpy()
-    return AttentionMap("pixel attention", 0, row, (4.0, 4.0), (y0 + 1.5, x0 + 1.5))
+    cy, cx = map_centre(model, next(iter(model.attention_strides)))  # the maps' 1/4 grid (msga: on pixels 0, 4, ...)
+    return AttentionMap("pixel attention", 0, row, (4.0, 4.0), (y0 + cy, x0 + cx))

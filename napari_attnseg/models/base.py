@@ -74,6 +74,9 @@ class SegmentationModel(nn.Module):
         }
         self.size_divisor: int = 1
         self.attention_strides: dict[str, tuple[int, ...]] = OrderedDict()
+        # where pixel 0 of a map is centred on the input, per axis, when not ``(stride - 1) / 2``: see
+        # ``attention_centre``
+        self.attention_offsets: dict[str, tuple[float, ...]] = {}
         # maps whose values only mean something relative to each other (name -> one of RELATIVE_SCALINGS);
         # the others are already absolute, in [0, 1] (sigmoid gates). See ``scale_attention``.
         self.relative_attention: dict[str, str] = {}
@@ -105,6 +108,15 @@ class SegmentationModel(nn.Module):
             size = tuple(-(-s // st) for s, st in zip(spatial, stride))
             out[name] = self._crop(m, size)
         return out
+
+    def attention_centre(self, name: str) -> tuple[float, ...]:
+        """The input pixel (per axis, in input pixels) that pixel 0 of map ``name`` is centred on; pixel ``i``
+        is centred on ``attention_centre(name) + i * stride``. A grid made by 2x2 pooling (or kernel-2,
+        stride-2 convolutions) covers blocks of ``stride`` input pixels: ``(stride - 1) / 2``, the default.
+        A 3x3 convolution of stride 2 and padding 1 centres its pixel ``i`` on input pixel ``2 * i`` instead
+        (msga's backbone, TransFuse's CNN below 1/4): such maps are listed in ``attention_offsets``."""
+        stride = self.attention_strides[name]
+        return tuple(float(o) for o in self.attention_offsets.get(name, tuple((s - 1) / 2 for s in stride)))
 
     def scale_attention(self, maps: OrderedDict[str, torch.Tensor], return_attention) -> OrderedDict[str, torch.Tensor]:
         """What ``forward(x, return_attention)`` returns as maps: the relative ones scaled to [0, 1] per sample

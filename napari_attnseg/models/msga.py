@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -203,6 +204,9 @@ class MultiScaleGuidedAttention(SegmentationModel):
         self.attention_strides = OrderedDict(
             (f"scale{s + 1} step{k}", (4, 4)) for s in range(4) for k in (1, 2)
         )
+        # the 1/4 grid comes from two 3x3 stride-2 convolutions (padding 1): its pixel i is centred on input
+        # pixel 4 * i, not on the middle of a 4-pixel block (4 * i + 1.5)
+        self.attention_offsets = {name: (0.0, 0.0) for name in self.attention_strides}
         # mean |guided attention output|: no fixed range, shown min-max scaled (per call, or per image by the engine)
         self.relative_attention = {name: "minmax" for name in self.attention_strides}
         self.encoder_prefixes = ("backbone.",)
@@ -266,8 +270,9 @@ class MultiScaleGuidedAttention(SegmentationModel):
             inp = torch.cat([scales[s], a1 * fused], 1)
             module = self.step2[s]
         h, w = inp.shape[2:]
-        r = min(max(int(point[0]) // 4, 0), h - 1)
-        c = min(max(int(point[1]) // 4, 0), w - 1)
+        centre = self.attention_centre(f"scale{scale} step{step}")  # the map pixel centred nearest the point (ties: the first)
+        r = min(max(int(np.ceil((point[0] - centre[0]) / 4 - 0.5)), 0), h - 1)
+        c = min(max(int(np.ceil((point[1] - centre[1]) / 4 - 0.5)), 0), w - 1)
         row = module.pam.row(module.pam_in(inp), r * w + c).view(-1, 1, h, w)
         row = self._crop(row, tuple(-(-n // 4) for n in spatial))  # the part over the real image
         return row / row.flatten(1).amax(1).clamp_min(1e-30).view(-1, 1, 1, 1)

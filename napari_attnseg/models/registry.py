@@ -47,8 +47,12 @@ def create_model(arch: str, spatial_dims: int = 2, in_channels: int = 1, out_cha
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
             raise InputError(f"{key} must be a whole number >= 1 (e.g. {key}=2); got {value!r}.")
     if spatial_dims not in cls.supported_dims:
+        both = [a for a in ARCHITECTURES if spatial_dims in architecture_class(a).supported_dims]
         raise InputError(
-            f"{arch} supports spatial_dims {', '.join(map(str, cls.supported_dims))}, not {spatial_dims}."
+            f"{arch} supports spatial_dims {', '.join(map(str, cls.supported_dims))}, not {spatial_dims}"
+            + (f": it is a 2D architecture. For volumes, train {' or '.join(both)} in 3D (--dims 3), or {arch} in 2D "
+               f"(--dims 2) on the volumes' slices (a 2D model segments a volume slice by slice)."
+               if cls.supported_dims == (2,) else ".")
         )
     prompt_options = config.pop("prompts", None)  # a promptable model (issue 18): rebuilt, then converted
     try:

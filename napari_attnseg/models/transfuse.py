@@ -173,6 +173,10 @@ class TransFuse(SegmentationModel):
             ("bifusion 1/4", (4, 4)), ("gate 1/4", (4, 4)), ("bifusion 1/8", (8, 8)),
             ("gate 1/8", (8, 8)), ("bifusion 1/16", (16, 16)), ("vit tokens", (16, 16)),
         ])
+        # the CNN's 1/4 grid comes from 2x2 max-pooling (pixel i centred on input pixel 4 * i + 1.5, the default);
+        # its 1/8 and 1/16 grids from 3x3 stride-2 convolutions, which keep that first centre (8 * i + 1.5,
+        # 16 * i + 1.5); the gates at 1/8 gate those CNN-grid features. The ViT's tokens are 16-pixel blocks.
+        self.attention_offsets = {name: (1.5, 1.5) for name in ("bifusion 1/8", "gate 1/8", "bifusion 1/16")}
         self.relative_attention = {"vit tokens": "max"}  # the others are sigmoid gates, in [0, 1] as they are
         self.encoder_prefixes = ("stem.", "cnn.", "patch.", "pos", "blocks.", "norm.")
 
