@@ -37,3 +37,36 @@ def test_the_label_table_note_names_the_napari_field_too(tmp_path):
     result = export_case(image, labels, tmp_path / "ds", format="tiff")
     notes = " ".join(getattr(result, "notes", None) or getattr(result, "warnings", []) or [])
     assert "Class names field" in notes, notes
+
+
+def test_the_cli_says_a_short_runs_new_class_is_noise_and_counts_one_epoch(tmp_path, monkeypatch, capsys):
+    """attnseg finetune of brain-mri-3d with a tumour class added, 4 of 25 steps in its minute: the CLI said "the
+    model has hardly changed from the start" (the Fine-tune tab: the new class is close to noise) and "after 1
+    epochs"."""
+    from types import SimpleNamespace
+
+    from napari_attnseg.checkpoint import ModelCard
+    from napari_attnseg.cli import _train_common
+    from napari_attnseg.training.config import TrainResult
+
+    torch.manual_seed(0)
+    path = tmp_path / "best.safetensors"
+    save_model(create_model("attention_unet", spatial_dims=2, out_channels=4, features=(4, 8, 16, 32, 64)), path,
+               ModelCard(arch="", config={}, name="brain-mri-3d-finetuned", tile=[32, 32],
+                         classes=["background", "grey matter", "white matter", "tumour"],
+                         training={"head_reinitialised": True, "start_model": "brain-mri-3d"}))
+
+    def fake_train(cfg, progress=None, on_step=None, on_split=None):
+        for step in range(1, 5):
+            on_step({"epoch": 1, "epochs": None, "step": step, "steps": 25, "loss": 1.0, "lr": 1e-4, "elapsed": 1.0,
+                     "budget": 60.0})
+        progress({"epoch": 1, "epochs": 1, "loss": 1.0, "val_dice": 0.01, "val_dice_per_class": [0.9, 0.9, 0.0003],
+                  "best": 0.01, "lr": 1e-4, "elapsed": 60.0, "budget": 60.0, "steps_done": 4})
+        return TrainResult(str(path), 0.0, 0.01, None, 1, 60.0, "split", val_dice_per_class=[0.9, 0.9, 0.0003])
+
+    monkeypatch.setattr("napari_attnseg.training.train", fake_train)
+    cfg = SimpleNamespace(out=str(tmp_path), start_model="brain-mri-3d", minutes=1.0, dataset=str(tmp_path))
+    assert _train_common.run_training(cfg) == 0
+    out, err = capsys.readouterr()
+    assert "after 1 epoch," in out, out
+    assert "new class (tumour)" in err and "close to noise" in err and "hardly changed" not in err, err

@@ -67,34 +67,9 @@ class Run:
 
     def short_text(self, res, minutes: float | None) -> str:
         """A sentence when less than one whole epoch ran (the budget ended inside epoch 1), else ''."""
-        last = self.last_step
-        if res.epochs > 1 or last is None or last["epoch"] > 1 or last["step"] >= last["steps"]:
-            return ""
-        setup = getattr(res, "setup_seconds", None)
-        took = f"; the setup took {setup:.0f} s of the {minutes:g} min budget" if setup and minutes else ""
-        new = _new_classes(res.checkpoint)
-        what = (f"its new class{'es' if len(new) > 1 else ''} ({', '.join(new)}) had only these steps from untrained "
-                "weights: what it marks as such is close to noise" if new else
-                "the model has hardly changed from the start")
-        return f"Less than one epoch ran ({last['step']} of {last['steps']} steps{took}): {what}; give a longer budget."
+        from ..training.short_run import short_run_text
 
-
-def _new_classes(checkpoint: str | None) -> list[str]:
-    """The classes a fine-tuned checkpoint predicts that its start model did not (its output rows were initialised
-    anew: the card's ``training.head_reinitialised``), matched by name as the run matched them; [] when none."""
-    from ..checkpoint import read_card
-    from ..training.steps import kept_classes
-    from .model_choice import card_dict
-
-    try:
-        card = read_card(checkpoint)
-    except Exception:  # no readable card: say nothing about its classes
-        return []
-    if not card.training.get("head_reinitialised"):
-        return []
-    start = (card_dict(str(card.training.get("start_model") or "")) or {}).get("classes") or []
-    rows = kept_classes([str(c) for c in start], list(card.classes))
-    return [n for j, n in enumerate(card.classes) if j not in rows]
+        return short_run_text(res, self.last_step, minutes)
 
 
 def no_model_result(res):

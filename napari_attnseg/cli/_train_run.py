@@ -83,6 +83,7 @@ def run_training(cfg) -> int:
     run left in OUT (the best model so far, usable as it is, or none) and ends with status 130."""
     from ..inference.checks import fine_tuning_advice
     from ..training import train
+    from ..training.short_run import short_run_text
 
     main = is_main_process()
     bar = ProgressBar()
@@ -101,12 +102,9 @@ def run_training(cfg) -> int:
     if main:
         print_summary(result, cfg.dataset)
         last = bar.last  # less than one epoch (--minutes 0.2: 4 of 25 steps) wrote a model close to its start, unsaid
-        if last and result.epochs <= 1 and last["epoch"] == 1 and last["step"] < last["steps"] and result.checkpoint:
-            setup = f"; the setup took {result.setup_seconds:.0f} s of the {cfg.minutes:g} min budget" \
-                if getattr(result, "setup_seconds", None) and cfg.minutes else ""
-            print(f"warning: less than one epoch ran ({last['step']} of {last['steps']} steps{setup}): the model has "
-                  f"hardly changed from {'the start' if cfg.start_model else 'its random weights'}; give a longer "
-                  "budget (--minutes).", file=sys.stderr)
+        short = short_run_text(result, last, cfg.minutes, from_scratch=not cfg.start_model) if result.checkpoint else ""
+        if short:  # (the Fine-tune tab's words: a class the run added is close to noise, the rest close to the start)
+            print(f"warning: {short[0].lower()}{short[1:].rstrip('.')} (--minutes).", file=sys.stderr)
         hint = scratch_hint(cfg, result)
         if hint:
             print(hint, file=sys.stderr)
@@ -217,7 +215,7 @@ def print_summary(result, dataset: str | None = None) -> None:
     before = "n/a (trained from scratch)" if result.val_dice_before is None else f"{result.val_dice_before:.4f}"
     print(f"split: {result.split}")
     print(f"validation Dice: start {before} -> result {result.val_dice_after:.4f} (per class "
-          f"{_per_class(result.val_dice_per_class, result)}) after {result.epochs} epochs, "
+          f"{_per_class(result.val_dice_per_class, result)}) after {result.epochs} epoch{'' if result.epochs == 1 else 's'}, "
           f"{result.seconds / 60:.1f} min, {result.precision}"
           f"{f', {result.world_size} processes' if result.world_size > 1 else ''}"
           f"{' (cancelled)' if result.cancelled else ''}")

@@ -1,0 +1,50 @@
+"""What a run shorter than one epoch (the budget ended inside epoch 1) is told, the same words for ``attnseg
+train/finetune`` and the napari Fine-tune tab: how far it got and what its model is worth (close to the start, or,
+for the classes the run added with an untrained output row, close to noise)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def new_classes(checkpoint: str | None) -> list[str]:
+    """The classes a fine-tuned checkpoint predicts that its start model did not (their output rows were
+    initialised anew: the card's ``training.head_reinitialised``), matched by name as the run matched them; []
+    when none or when the card cannot be read."""
+    from ..checkpoint import read_card
+    from ..models.registry import available_models
+    from .steps import kept_classes
+
+    if not checkpoint:
+        return []
+    try:
+        card = read_card(checkpoint)
+    except Exception:  # no readable card: say nothing about its classes
+        return []
+    if not card.training.get("head_reinitialised"):
+        return []
+    start = str(card.training.get("start_model") or "")
+    found = available_models().get(start)  # a bundled or user model by name, else a checkpoint path
+    if found is None and start:
+        try:
+            found = read_card(start).to_dict()
+        except Exception:
+            found = None
+    rows = kept_classes([str(c) for c in (found or {}).get("classes") or []], list(card.classes))
+    return [n for j, n in enumerate(card.classes) if j not in rows]
+
+
+def short_run_text(result: Any, last_step: dict | None, minutes: float | None, from_scratch: bool = False) -> str:
+    """"Less than one epoch ran (4 of 25 steps; ...): ...; give a longer budget." when ``result`` (a
+    :class:`~.config.TrainResult`) ran less than one whole epoch, else ''. ``last_step``: the last ``on_step``
+    report of the run (epoch, step, steps); ``from_scratch``: a run without a start model (its start: random weights)."""
+    last = last_step
+    if result.epochs > 1 or last is None or last["epoch"] > 1 or last["step"] >= last["steps"]:
+        return ""
+    setup = getattr(result, "setup_seconds", None)
+    took = f"; the setup took {setup:.0f} s of the {minutes:g} min budget" if setup and minutes else ""
+    new = new_classes(result.checkpoint)
+    what = (f"its new class{'es' if len(new) > 1 else ''} ({', '.join(new)}) had only these steps from untrained "
+            "weights: what it marks as such is close to noise" if new else
+            f"the model has hardly changed from {'its random weights' if from_scratch else 'the start'}")
+    return f"Less than one epoch ran ({last['step']} of {last['steps']} steps{took}): {what}; give a longer budget."
