@@ -130,3 +130,22 @@ def test_msga_pixel_attention_asks_the_map_pixel_centred_nearest_the_point():
     x = torch.randn(1, 1, 32, 32)
     torch.testing.assert_close(model.pixel_attention(x, (3, 3)), model.pixel_attention(x, (4, 4)))
     torch.testing.assert_close(model.pixel_attention(x, (2, 2)), model.pixel_attention(x, (0, 0)))  # a tie: the first
+
+
+def test_a_click_models_maps_are_placed_on_its_own_grid():
+    """segment_with_prompts placed every map at mid-block ((stride - 1) / 2 past the crop's start): a promptable msga's
+    maps, centred on input pixels 0, 4, 8, ... of the crop, sat 1.5 px off (the engine's maps were fixed first)."""
+    from napari_attnseg import segment_with_prompts
+    from napari_attnseg.inference.forward import map_centre
+    from napari_attnseg.prompts.convert import make_promptable
+
+    torch.manual_seed(0)
+    model = make_promptable(create_model("msga", in_channels=1, out_channels=2).eval())
+    image = np.random.default_rng(0).random((96, 96)).astype(np.float32)
+    res = segment_with_prompts(model, image, np.array([[48.0, 48.0]]), np.array([1]), attention=True)
+    start = [s.start for s in res.box]
+    assert res.attention
+    for m in res.attention:
+        assert m.translate == pytest.approx(tuple(b + c for b, c in zip(start, map_centre(model, m.name)))), m.name
+    assert any(m.translate != pytest.approx(tuple(b + (s - 1) / 2 for b, s in zip(start, m.scale)))
+               for m in res.attention)

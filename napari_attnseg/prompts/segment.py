@@ -355,9 +355,12 @@ def segment_with_prompts(
     mask[box] = local
     maps_out = []
     strides = getattr(model, "attention_strides", {})
+    from ..inference.forward import map_centre
+
     for level, (name, data) in enumerate(maps.items()):
         st = tuple(float(s) for s in strides.get(name, (1,) * dims))
-        maps_out.append(AttentionMap(name, level, data, st, tuple(b + (s - 1) / 2 for b, s in zip(start, st))))
+        centre = map_centre(model, name) if name in strides else (0.0,) * dims  # (msga's grid: pixel i on 4i, not 4i+1.5)
+        maps_out.append(AttentionMap(name, level, data, st, tuple(b + c for b, c in zip(start, centre))))
     domain = _domain(card, img, cin, normalized, stats)
     return PromptResult(mask, box, prob.astype(np.float32), maps_out, pts, labs,
                         {"total": time.perf_counter() - t0, "model": t_model},
