@@ -149,3 +149,17 @@ def test_a_click_models_maps_are_placed_on_its_own_grid():
         assert m.translate == pytest.approx(tuple(b + c for b, c in zip(start, map_centre(model, m.name)))), m.name
     assert any(m.translate != pytest.approx(tuple(b + (s - 1) / 2 for b, s in zip(start, m.scale)))
                for m in res.attention)
+
+
+def test_planes_of_a_two_channel_tiff_given_to_a_two_channel_model_get_no_z_stack_note(tmp_path):
+    """A (2, Y, X) TIFF without axis names given to a 2-channel 2D model: the run used the planes as the model's two
+    channels, but the note said they were "segmented as a z-stack slice by slice" and advised --channel K, which
+    would have broken the run."""
+    import tifffile
+
+    from napari_attnseg.cohort.inputs import pick_channel, read_input
+
+    tifffile.imwrite(tmp_path / "two.tif", np.zeros((2, 8, 8), np.uint16))  # reads back with axes QYX
+    vol = pick_channel(read_input(tmp_path / "two.tif"), None, 2, "two.tif", dims=2)
+    assert not vol.meta.get("note") and np.shape(vol.data) == (2, 8, 8)
+    assert "z-stack" in pick_channel(read_input(tmp_path / "two.tif"), None, 1, "two.tif", dims=2).meta["note"]

@@ -38,8 +38,8 @@ def pick_channel(vol: Volume, channel: int | None, in_channels: int, src: str | 
     found = [i for i, a in enumerate(axes) if a in "CS"] if len(axes) == np.ndim(vol.data) else []
     if not found:
         n = int(np.shape(vol.data)[0]) if np.ndim(vol.data) == 3 else 0
-        if dims == 2 and len(axes) == 3 and axes[0] in "QI" and 2 <= n <= 4:
-            return _unnamed_planes(vol, channel, n, src)
+        if dims == 2 and len(axes) == 3 and axes[0] in "QI" and 2 <= n <= 4 and (in_channels == 1 or channel is not None):
+            return _unnamed_planes(vol, channel, n, src)  # (a model of n channels reads them as its channels: no note)
         if channel not in (None, 0):
             raise InputError(f"{src} has no channel axis (axes {axes or 'unknown'}); leave --channel out.")
         return vol
