@@ -70,3 +70,22 @@ def test_the_cli_says_a_short_runs_new_class_is_noise_and_counts_one_epoch(tmp_p
     out, err = capsys.readouterr()
     assert "after 1 epoch," in out, out
     assert "new class (tumour)" in err and "close to noise" in err and "hardly changed" not in err, err
+
+
+def test_the_progress_bar_of_a_run_its_budget_ended_ends_full():
+    """A budget that ended inside epoch 2 of 3: the closed bar stayed at 30/75 steps with minutes 'remaining'."""
+    import io
+
+    from napari_attnseg.cli._train_run import ProgressBar
+
+    stream = io.StringIO()
+    bar = ProgressBar(stream)
+    for step in range(1, 26):
+        bar.step({"epoch": 1, "epochs": None, "step": step, "steps": 25, "loss": 1.0, "elapsed": step, "budget": 60})
+    bar.epoch({"epoch": 1, "epochs": 3, "loss": 1.0, "val_dice": 0.5, "best": 0.5, "elapsed": 25, "budget": 60})
+    for step in range(1, 6):
+        bar.step({"epoch": 2, "epochs": 3, "step": step, "steps": 25, "loss": 1.0, "elapsed": 25 + step, "budget": 60})
+    bar.finish()
+    assert bar.bar.n == bar.bar.total == 30
+    bar.close()
+    assert "30/30" in stream.getvalue().replace(" ", "")

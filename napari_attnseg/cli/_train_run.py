@@ -72,6 +72,13 @@ class ProgressBar:
         self.bar.write(f"epoch {info['epoch']}/{info['epochs'] or '?'} done  loss {info['loss']:.4f}  "
                        f"val Dice {self.val:.4f} (best {self.best:.4f})", file=self.stream)
 
+    def finish(self) -> None:
+        """The run is over: the bar ends full. A budget that ended inside an epoch (or before the epochs planned)
+        left it at 4/25 steps with a time remaining (3 minutes) for work that would never run."""
+        if self.bar is not None and self.bar.total is not None and self.bar.n < self.bar.total:
+            self.bar.total = self.bar.n
+            self.bar.refresh()
+
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
@@ -91,6 +98,7 @@ def run_training(cfg) -> int:
         with fine_tuning_advice():  # (the run segments its own data: a fit warning advises for training on it)
             result = train(cfg, progress=bar.epoch if main else None, on_step=bar.step if main else None,
                            on_split=print_split if main else None)
+        bar.finish()
     except KeyboardInterrupt:
         bar.close()
         if main:
