@@ -35,6 +35,8 @@ from .metaio import META_SUFFIXES, NRRD_SUFFIXES
 from .orientation import axis_codes, volume_codes
 from .volume import Volume
 
+MAX_CHANNELS = 8  # a (C, Y, X) image file with (Y, X) labels: read as channels up to this count
+
 
 @dataclass
 class Case:
@@ -47,6 +49,7 @@ class Case:
     source_name: str | None = None
     foreground: bool = False  # instance masks (a foreign masks/ folder): every value > 0 is foreground
     table_hint: str | None = None  # a foreign dataset without a label table: what to say of values beyond 1
+    colour: str | None = None  # set by load(): the dtype of an RGB(A) picture (its colours became the channels)
 
     def _read(self, path: Path) -> Volume:
         try:
@@ -65,6 +68,7 @@ class Case:
         shapes = {v.data.shape for v in vols}
         if len(shapes) > 1:
             raise DatasetError(f"Case {self.case_id}: its channel files differ in shape ({sorted(shapes)}).")
+        self._dtype = str(vols[0].data.dtype)
         return np.stack([np.asarray(v.data, np.float32) for v in vols]), vols[0].spacing
 
     def _read_volume(self, path: Path, k: int) -> Volume:
@@ -112,10 +116,27 @@ class Case:
     def load(self) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
         image, spacing = self._image()
         labels = self.load_labels()
+        image, spacing = self._channels(image, tuple(spacing), labels.shape)
         if image.shape[1:] != labels.shape:
             raise DatasetError(f"Case {self.case_id}: image {image.shape[1:]} and labels {labels.shape} differ in shape "
-                               f"({self.image_paths[0].name}, {self.label_path.name}).")
+                               f"({self.image_paths[0].name}, {self.label_path.name}). The label file needs the image's "
+                               "grid: (Y, X) labels for a (Y, X) image, an RGB picture (Y, X, 3) or a (C, Y, X) image "
+                               f"of up to {MAX_CHANNELS} channels; or give each channel its own file (the nnU-Net "
+                               "layout: imagesTr/<case>_0000, _0001, ... with labelsTr/<case>).")
         return image, labels, tuple(float(s) for s in spacing)
+
+    def _channels(self, image: np.ndarray, spacing: tuple, shape: tuple[int, ...]) -> tuple[np.ndarray, tuple]:
+        """One image file with one axis more than its labels: an RGB(A) picture (Y, X, 3 or 4: colours last, as
+        pictures are stored) or a (C, Y, X) stack of channels; that axis becomes the channels (first)."""
+        if len(self.image_paths) != 1 or image.shape[0] != 1 or image.ndim != len(shape) + 2:
+            return image, spacing
+        inner = image.shape[1:]
+        if inner[:-1] == shape and inner[-1] in (3, 4):
+            self.colour = getattr(self, "_dtype", None) or "float32"
+            return np.moveaxis(image[0], -1, 0), spacing[:-1] if len(spacing) == len(inner) else spacing
+        if inner[1:] == shape and inner[0] <= MAX_CHANNELS:
+            return image[0], spacing[1:] if len(spacing) == len(inner) else spacing
+        return image, spacing
 
 
 @dataclass

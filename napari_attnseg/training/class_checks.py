@@ -75,3 +75,32 @@ def empty_classes_warning(dataset: str | Path) -> str | None:
 def class_warnings(start_model: str, dataset: str | Path) -> list[str]:
     """Both checks' warnings (each starts with ``warning:``), for ``start_model`` fine-tuned on ``dataset``."""
     return [w for w in (class_table_warning(start_model, dataset), empty_classes_warning(dataset)) if w]
+
+
+def label_table_hint(root: Path, format: str, top: int) -> str:
+    """What to do when a label file holds value ``top`` beyond the dataset's label table: the file that holds the
+    table and its form, or the export that writes one."""
+    from ..data.layouts import index_file
+    from ..data.manifest import MANIFEST
+    from ..errors import DatasetError
+
+    names = ",".join(["background", *(f"class{v}" for v in range(1, top + 1))])
+    export = (f"`attnseg export --image IMAGE --labels LABELS --dataset NEW --label-names {names}` (your class names, "
+              "background first) writes a dataset with that table")
+    if (root / MANIFEST).exists():
+        return (f" {root / MANIFEST} (label_names) was written by attnseg export; add the cases to a new dataset with "
+                f"all {top + 1} classes: {export}.")
+    try:
+        index = index_file(root) if format != "tiff" else None
+    except DatasetError:
+        index = None
+    if index is not None and format == "nnunet":
+        return (f" Name every value in the \"labels\" table of {index} ({{\"background\": 0, \"NAME\": 1, ..., "
+                f"\"NAME\": {top}}}), or {export}.")
+    if index is not None:
+        return (f" Name every value in the \"labels\" table of {index} ({{\"0\": \"background\", \"1\": \"NAME\", ..., "
+                f"\"{top}\": \"NAME\"}}), or {export}.")
+    return (" A TIFF folder (images/ with labels/) has no label table: its values are 0 background and 1 foreground. "
+            f"For more classes, put a datalist.json beside images/ naming the pairs and the classes ({{\"training\": "
+            f"[{{\"image\": \"images/NAME.tif\", \"label\": \"labels/NAME.tif\"}}, ...], \"labels\": {{\"0\": "
+            f"\"background\", \"1\": \"NAME\", ..., \"{top}\": \"NAME\"}}}}), or {export}.")

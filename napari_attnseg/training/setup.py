@@ -14,6 +14,8 @@ from ..data.dataset import read_dataset
 from ..errors import DatasetError, InputError
 from ..models.registry import create_model
 from .brainprep import BrainInputs
+from .class_checks import label_table_hint
+from .colour import ColourCases
 from .config import fine_tune_defaults
 from .far import FAR_WEIGHT
 from .orientation import start_orientation, turn_cases
@@ -40,8 +42,10 @@ class RunSetup(BrainInputs, ModelGrid):
         # fine-tuning: each case turned to the start model's orientation, as inference turns it (.orientation)
         self._case_codes = [c.orientation() for c in ds.cases]
         target = start_orientation(self.cfg.start_model)
+        colours = ColourCases(self.cfg.start_model)  # RGB pictures read as predict reads them (.colour)
         loaded, self._turns, turned = turn_cases([c.case_id for c in ds.cases], self._case_codes,
-                                                 (c.load() for c in ds.cases), target)
+                                                 (colours.load(c) for c in ds.cases), target)
+        self.notes.extend(colours.notes)
         self._case_codes = [target if t is not None else c for c, t in zip(self._case_codes, self._turns)]
         self.notes.extend(turned)
         self.case_ids, self.raw, merged = merge_repeated_images([c.case_id for c in ds.cases], loaded, self.ignore)
@@ -69,7 +73,8 @@ class RunSetup(BrainInputs, ModelGrid):
                                    f"is not in the label table {ds.label_names}."
                                    + (" Many distinct values look like instance ids (one per object): put such masks "
                                       "in a masks/ folder (read as foreground), or export with --foreground."
-                                      if top >= max(self.n_classes, 1) + 8 and len(np.unique(lab)) > 8 else ""))
+                                      if top >= max(self.n_classes, 1) + 8 and len(np.unique(lab)) > 8
+                                      else label_table_hint(ds.root, ds.format, top) if top >= self.n_classes else ""))
             any_fg |= bool((labelled & (lab > 0)).any())
         if not any_fg:
             raise DatasetError(f"No case of {ds.root} has any foreground voxel; there is nothing to learn. Review and "
@@ -106,13 +111,17 @@ class RunSetup(BrainInputs, ModelGrid):
                                      if kept else "output head re-initialised (no class in common)"))
             if self.model.in_channels != in_ch:
                 raise DatasetError(f"The dataset's images have {in_ch} channel(s) but the model {cfg.start_model} "
-                                   f"takes {self.model.in_channels}.")
+                                   f"takes {self.model.in_channels}: keep the channel(s) it reads (attnseg export "
+                                   "--channel K adds an image's channel K), or train a new model on all of them "
+                                   "(attnseg train, no start model).")
             self.base_card = card
         else:
             dims = cfg.spatial_dims or (3 if self.ndim == 3 and cfg.arch in ("unet", "attention_unet") else 2)
             try:
                 self.model = create_model(cfg.arch, spatial_dims=dims, in_channels=in_ch, out_channels=self.n_classes,
                                           **cfg.model_config)
+            except InputError:  # the registry's own message says what to change (architecture, dims, --config)
+                raise
             except (KeyError, ValueError, TypeError) as exc:
                 raise InputError(f"Cannot build {cfg.arch!r} with {cfg.model_config}: {exc}") from None
             self.norm_spec = cfg.normalization or {"scheme": "percentile", "lower": 1.0, "upper": 99.0}

@@ -176,7 +176,7 @@ def make_split(labels: list[np.ndarray], case_ids: list[str], *, ignore: int | N
     elif slices and labels[0].ndim == 3:
         split = _default_slices(labels[0], ignore, val_fraction, case_ids, seen)
     else:
-        split = _default_slabs(labels[0], ignore, val_fraction, case_ids)
+        split = _default_slabs(labels[0], ignore, val_fraction, case_ids, seen)
     split.shapes = list(shapes)
     from .split_checks import (  # (they use this module's helpers)
         check_given_slices,
@@ -303,7 +303,7 @@ def _from_regions(ci, shape, train_region, val_region, test_region, case_ids) ->
     return Split(train, val, test, "regions", case_ids, [])
 
 
-def _default_slabs(lab: np.ndarray, ignore, val_fraction: float, case_ids) -> Split:
+def _default_slabs(lab: np.ndarray, ignore, val_fraction: float, case_ids, seen: list[int] | None = None) -> Split:
     rows, fg = _rows(lab, ignore, case_ids[0])
     n_val = min(len(rows) - 1, max(1, int(round(len(rows) * val_fraction))))
     rest = [(0, n) for n in lab.shape[1:]]
@@ -317,6 +317,19 @@ def _default_slabs(lab: np.ndarray, ignore, val_fraction: float, case_ids) -> Sp
         b = int(rows[start + n_val]) if start + n_val < len(rows) else lab.shape[0]
         windows.append((a, b, sum(1 for i in fg_set if a <= i < b)))
     good = [w for w in windows if 0 < w[2] < len(fg_set)] or [w for w in windows if w[2] == 0] or windows
+    said = []
+    if seen:  # a round after a fine-tuning (a 3D model): validate where the start model has not trained, as 2D does
+        new_fg = set(fg_set) - set(seen)
+        fresh = [w for w in good if any(w[0] <= i < w[1] for i in new_fg)]
+        if fresh:  # the slab with the largest share of never-trained reviewed slices (the latest of equals)
+            held = [[int(i) for i in rows if a <= i < b] for a, b, _ in fresh]
+            share = [sum(i not in seen for i in h) / max(1, len(h)) for h in held]
+            good = [fresh[int(np.argmax(share))]]
+            said.append("validation on a slab holding reviewed slices the start model never trained on")
+        elif not new_fg:
+            said.append(f"the start model trained on every reviewed slice with foreground ({_ranges(sorted(fg_set))}): "
+                        "its validation Dice before fine-tuning is optimistic, so it is hard to beat; correct a new "
+                        "foreground slice for a fair comparison")
     a, b, _ = good[0]
     if a == 0:  # a slab at the start: train on what follows it
         train = [Part(0, ((b, lab.shape[0]), *rest))]
@@ -324,7 +337,7 @@ def _default_slabs(lab: np.ndarray, ignore, val_fraction: float, case_ids) -> Sp
         train = [Part(0, ((0, a), *rest))]
     else:
         train = [Part(0, ((0, a), *rest)), Part(0, ((b, lab.shape[0]), *rest))]
-    split = Split(train, [Part(0, ((a, b), *rest))], [], "slabs along axis 0", case_ids, [])
+    split = Split(train, [Part(0, ((a, b), *rest))], [], "slabs along axis 0", case_ids, [], warnings=said)
     return split
 
 
