@@ -151,16 +151,16 @@ def test_the_calibration_hint_of_a_time_lapse_speaks_of_frames(make_napari_viewe
     assert calibration_hint(layer) == ""
 
 
-def test_the_export_of_a_time_lapse_keeps_its_micron_unit(dock, qtbot, tmp_path):
-    """A time-lapse layer in ('pixel', 'um', 'um') exported as TIFF: no unit was passed (any 'pixel' dropped them all),
-    so Fiji read the exported pixel size 0.5 without a unit."""
+def _export_movie(dock, qtbot, tmp_path, **placement) -> list:
+    """A (3, 32, 32) time-lapse at 0.5 um and its mask exported as TIFF from the Correct tab; the image and labels
+    files read back."""
     from napari_attnseg.data import read_image
 
     viewer, d = dock
     image = viewer.add_image(np.random.default_rng(0).random((3, 32, 32)).astype(np.float32), name="movie",
-                             scale=(1.0, 0.5, 0.5), units=("pixel", "um", "um"))
+                             scale=(1.0, 0.5, 0.5), units=("pixel", "um", "um"), **placement)
     mask = viewer.add_labels((image.data > 0.5).astype(np.uint8), name="movie mask", scale=image.scale,
-                             units=image.units)
+                             units=image.units, **placement)
     c = d.correct
     c.labels_combo.value, c.image_combo.value = mask.name, image.name
     c.mark_all()
@@ -168,28 +168,18 @@ def test_the_export_of_a_time_lapse_keeps_its_micron_unit(dock, qtbot, tmp_path)
     worker = c.export()
     with qtbot.waitSignal(worker.finished, timeout=60000):
         pass
-    for kind in ("images", "labels"):
-        again = read_image(tmp_path / "ds" / kind / "case_0000.tif")
+    return [read_image(tmp_path / "ds" / kind / "case_0000.tif") for kind in ("images", "labels")]
+
+
+def test_the_export_of_a_time_lapse_keeps_its_micron_unit(dock, qtbot, tmp_path):
+    """A time-lapse layer in ('pixel', 'um', 'um') exported as TIFF: no unit was passed (any 'pixel' dropped them all),
+    so Fiji read the exported pixel size 0.5 without a unit."""
+    for again in _export_movie(dock, qtbot, tmp_path):
         assert again.spacing[1:] == pytest.approx((0.5, 0.5)) and again.meta.get("unit") == "micron", again.meta
 
 
 def test_the_export_of_a_time_lapse_keeps_its_time_axis(dock, qtbot, tmp_path):
     """A (t, y, x) layer exported as TIFF from the Correct tab: the files said ZYX, so Fiji showed the frames as
     z-slices (`attnseg export` already kept them)."""
-    from napari_attnseg.data import read_image
-
-    viewer, d = dock
-    image = viewer.add_image(np.random.default_rng(0).random((3, 32, 32)).astype(np.float32), name="movie",
-                             scale=(1.0, 0.5, 0.5), units=("pixel", "um", "um"), axis_labels=("t", "y", "x"))
-    mask = viewer.add_labels((image.data > 0.5).astype(np.uint8), name="movie mask", scale=image.scale,
-                             units=image.units, axis_labels=image.axis_labels)
-    c = d.correct
-    c.labels_combo.value, c.image_combo.value = mask.name, image.name
-    c.mark_all()
-    c.dataset_edit.value, c.format_combo.value = str(tmp_path / "ds"), "tiff"
-    worker = c.export()
-    with qtbot.waitSignal(worker.finished, timeout=60000):
-        pass
-    for kind in ("images", "labels"):
-        again = read_image(tmp_path / "ds" / kind / "case_0000.tif")
+    for again in _export_movie(dock, qtbot, tmp_path, axis_labels=("t", "y", "x")):
         assert again.meta.get("axes") == "TYX", again.meta
