@@ -137,6 +137,9 @@ class _Job:
     threads: int | None = None
     run: str = ""  # this cohort run: a case it finished is not computed again (a lost worker's result)
     channel: int | None = None  # of a multi-channel TIFF (inputs.pick_channel)
+    weights: str | None = None  # the weights' sha256: a case another run finished meanwhile is skipped (.lock)
+    overwrite: bool = False
+    wait: bool = True  # for a case another run into out is computing; False: its result is "busy" (run again later)
 
 
 def read_with_channel(src, channel: int | None):
@@ -190,17 +193,43 @@ def _cohort_channel(vol: Volume, channel: int | None, dims: int | None) -> tuple
 
 
 def _run_case(job: _Job, model, slot: _Slot, worker: str = "") -> CaseResult:
-    """read -> (slot) compute -> write; an :class:`AttnSegError` is a failed case, anything else raises."""
-    import math
+    """read -> (slot) compute -> write, holding the case's lock (:mod:`.lock`: another run into ``out`` at once
+    neither computes it too nor takes its half-written files for finished); an :class:`AttnSegError` is a failed case,
+    anything else raises. A case another run holds waits for it (``job.wait``) or is ``busy``."""
+    from ..results import case_state, finished_record
+    from .lock import CaseLock, lock_path
 
-    from ..inference import predict
-    from ..results import finished_record, write_prediction
-
-    t0 = time.perf_counter()
     if job.run:
         record = finished_record(Path(job.out), Path(job.src), job.case)
         if record and record.get("cohort_run") == job.run:  # finished by this run on a worker since lost
             return CaseResult(**record["cohort_result"])
+    lock = CaseLock(lock_path(job.out, job.src, job.case), job.run)
+    holder = lock.acquire(wait=float("inf") if job.wait else 0.0, cancelled=lambda: slot.cancel.cancelled)
+    if holder is not None:
+        if slot.cancel.cancelled:
+            raise Cancelled("The run was interrupted before this case.")
+        return CaseResult(case=job.case, input=job.src, status="busy", worker=worker,
+                          warnings=[f"{holder.describe()} into {job.out} is computing it"])
+    try:
+        if not job.overwrite and job.weights and case_state(
+                Path(job.out), Path(job.src), job.weights, job.request, job.case) == "done":
+            record = finished_record(Path(job.out), Path(job.src), job.case) or {}
+            return CaseResult(case=job.case, input=job.src, status="skipped", worker=worker, warnings=[
+                *(record.get("warnings") or []),
+                f"computed by another attnseg run into {job.out} while this one ran: not computed again"])
+        return _compute_case(job, model, slot, worker)
+    finally:
+        lock.release()
+
+
+def _compute_case(job: _Job, model, slot: _Slot, worker: str = "") -> CaseResult:
+    """:func:`_run_case`'s work, the lock held."""
+    import math
+
+    from ..inference import predict
+    from ..results import write_prediction
+
+    t0 = time.perf_counter()
     res = CaseResult(case=job.case, input=job.src, status="failed", worker=worker)
     queued = 0.0  # waiting for the compute slot (another case computing): not this case's time
     try:
@@ -212,8 +241,10 @@ def _run_case(job: _Job, model, slot: _Slot, worker: str = "") -> CaseResult:
             kept_warning,
             too_long_message,
         )
+        from .series import series_identity
 
         vol, channel = _read_case(job.src, job.channel)
+        identity = series_identity(job.src)  # (a series moved later keeps its results: series.moved_from)
         channel, unused = _cohort_channel(vol, channel, getattr(model, "spatial_dims", None))
         vol = pick_channel(vol, channel, int(getattr(model, "in_channels", 1)), job.src,
                            dims=getattr(model, "spatial_dims", None))
@@ -254,7 +285,7 @@ def _run_case(job: _Job, model, slot: _Slot, worker: str = "") -> CaseResult:
         res.warnings = list(pred.warnings)
         done = dict(asdict(res), status="done", seconds=time.perf_counter() - t0 - queued)
         write_prediction(job.out, job.src, vol, model, pred, request=job.request, name=job.case,
-                         extra={"cohort_run": job.run, "cohort_result": done} if job.run else None)
+                         extra={**identity, **({"cohort_run": job.run, "cohort_result": done} if job.run else {})})
         res.write_s = time.perf_counter() - t3
         res.status = "done"
     except AttnSegError as exc:

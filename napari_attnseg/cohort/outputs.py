@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 
 from .inputs import EDITED_DIR
-from .series import dicom_below, only_localizers, without_scouts  # noqa: F401 - (their home before series.py)
+from .series import dicom_below, only_localizers, series_uid, without_scouts  # noqa: F401 - (their home before series.py)
 
 # longest addition to an input's stem among the names written for it: the partial marker's temporary name
 # ".<stem>_predict.partial" -> "..<stem>_predict.partial.XXXXXXXX.tmp.partial", a mask's ".<stem>_mask.nii.gz.
@@ -142,8 +142,8 @@ def kept_names(out: str | os.PathLike, cases: list[Path], names: list[str]) -> l
     name, keeps that name: :func:`case_names` depends on the run's other cases (``SE002`` alone, ``PAT001_ST001_SE002``
     once a second patient's ``SE002`` joins), and a team adding patients to a PACS export over weeks must find each
     series's results under one name, skipped when finished, not redone beside the old ones. The records say which input
-    each name is of (also those an earlier version wrote); of two names of one input, the one computed now wins, then
-    a finished one."""
+    each name is of (also those an earlier version wrote), and, when the recorded folder is gone (the export moved), their
+    SeriesInstanceUID; of two names of one input, the one computed now wins, then a finished one."""
     from ..results import RECORD_SUFFIX, finished_record
 
     out = Path(out)
@@ -151,16 +151,22 @@ def kept_names(out: str | os.PathLike, cases: list[Path], names: list[str]) -> l
     if not series or not out.is_dir():
         return names
     recorded: dict[str, list[str]] = {}
+    gone: dict[str, list[str]] = {}  # SeriesInstanceUID -> names whose recorded input is gone (a moved export)
     for rec in sorted(out.glob(f"*{RECORD_SUFFIX}")):
         try:
-            given = json.loads(rec.read_text()).get("input")
+            record = json.loads(rec.read_text())
+            given, uid = record.get("input"), record.get("series_uid")
         except (OSError, ValueError, AttributeError):
             continue
         if isinstance(given, str) and given:
             recorded.setdefault(os.path.realpath(given), []).append(rec.name[:-len(RECORD_SUFFIX)])
+            if isinstance(uid, str) and uid and not os.path.exists(given):
+                gone.setdefault(uid, []).append(rec.name[:-len(RECORD_SUFFIX)])
     kept = list(names)
     for i in series:
         found = recorded.get(os.path.realpath(cases[i]), [])
+        if not found and gone:  # the export moved (/mnt/pacs -> /data/pacs): the series by its UID
+            found = gone.get(series_uid(Path(cases[i])) or "-", [])
         if not found or names[i] in found:
             continue
         done = [n for n in found if finished_record(out, Path(cases[i]), n)]

@@ -10,6 +10,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +29,9 @@ from .cases import (
     summary_refusal,
 )
 from .inputs import EDITED_DIR, gather
+from .lock import CaseLock
 from .outputs import case_names, kept_names, name_too_long, other_scan_message
-from .series import same_scan
+from .series import moved_from, same_scan
 from .workers import _run_dask
 
 
@@ -155,12 +157,15 @@ def predict_cohort(
                                         error=other_scan_message(out, Path(src), other, name))
                 continue
             copy_of, state = other, case_state(out, other, sha, request, name)  # a copy: its results are this one's
-        if state == "done" and not overwrite:  # the summary keeps what the run that made it said
+        moved = moved_from(out, Path(src), sha, request, name) if state in ("stale", "edited") else None
+        if (state == "done" or moved is not None) and not overwrite:  # the summary keeps what the run that made it said
             record = finished_record(out, Path(copy_of or src), name) or {}
             results[i] = CaseResult(case=name, input=str(src), status="skipped",
                                     warnings=list(record.get("warnings") or []) + ([
                                         f"the same scan as {copy_of} (the same images): its results ({name}) are "
-                                        "kept, not computed again"] if copy_of else []))
+                                        "kept, not computed again"] if copy_of else []) + ([
+                                        f"the same images as {moved}, whose results ({name}) these are (the series "
+                                        "moved or exported again): kept, not computed again"] if moved else []))
             continue
         if state == "foreign":
             results[i] = CaseResult(case=name, input=str(src), status="failed",
@@ -173,7 +178,7 @@ def predict_cohort(
                 f"mask changed since attnseg wrote it is then kept in {out / EDITED_DIR}, not deleted."))
             continue
         todo.append((i, _Job(src=str(src), case=name, out=str(out), options=dict(options), request=request,
-                             channel=channel, threads=threads, run=run)))
+                             channel=channel, threads=threads, run=run, weights=sha, overwrite=overwrite)))
 
     total = len(cases)
     finished = 0
@@ -195,8 +200,9 @@ def predict_cohort(
                                              error="not run: the run was interrupted; run it again to go on"))
         found = CohortSummary(cases=[results[i] for i in range(total)], wall_s=time.perf_counter() - t_start,
                               slots=max(1, slots), note="; ".join(got.notes))
-        if summary is not None:
-            found.csv = _write_summary(out / summary, found, started, overwrite)
+        if summary is not None:  # (two runs ending at once: one after the other, each keeping the other's rows)
+            with CaseLock((out / summary).with_name(f".{(out / summary).name}.lock"), run):
+                found.csv = _write_summary(out / summary, found, started, overwrite)
         return found
 
     try:
@@ -270,23 +276,33 @@ def _request(options: dict[str, Any]) -> dict[str, Any]:
 def _run_serial(todo: Sequence[tuple[int, _Job]], model, slot: _Slot, prefetch: int,
                 report: Callable[[int, CaseResult], None]) -> None:
     """Cases on ``1 + prefetch`` threads sharing one compute slot, started in order."""
+    busy: list[tuple[int, _Job]] = []  # cases another run into out was computing: done last, once it finished them
+
     def guarded(job: _Job) -> CaseResult:
         try:
             return _run_case(job, model, slot)
         except Exception as exc:  # an unexpected error fails this case only
             return CaseResult(case=job.case, input=job.src, status="failed", error=_describe_exc(exc))
 
+    def first(i: int, job: _Job, res: CaseResult) -> None:
+        if res.status == "busy":
+            busy.append((i, replace(job, wait=True)))
+        else:
+            report(i, res)
+
     if prefetch <= 0:
         for i, job in todo:
-            report(i, guarded(job))
-        return
-    pool = ThreadPoolExecutor(max_workers=1 + prefetch, thread_name_prefix="attnseg-case")
-    try:
-        futures = {pool.submit(guarded, job): i for i, job in todo}
-        for fut in as_completed(futures):
-            report(futures[fut], fut.result())
-    except BaseException:  # Ctrl-C: stop the case computing (before its writes), compute no case read ahead
-        slot.cancel.cancel()
-        pool.shutdown(wait=True, cancel_futures=True)  # the threads end within a tile, not after their cases
-        raise
-    pool.shutdown()
+            first(i, job, guarded(replace(job, wait=False)))
+    else:
+        pool = ThreadPoolExecutor(max_workers=1 + prefetch, thread_name_prefix="attnseg-case")
+        try:
+            futures = {pool.submit(guarded, replace(job, wait=False)): (i, job) for i, job in todo}
+            for fut in as_completed(futures):
+                first(*futures[fut], fut.result())
+        except BaseException:  # Ctrl-C: stop the case computing (before its writes), compute no case read ahead
+            slot.cancel.cancel()
+            pool.shutdown(wait=True, cancel_futures=True)  # the threads end within a tile, not after their cases
+            raise
+        pool.shutdown()
+    for i, job in sorted(busy):  # (skipped once the other run finished them; computed if it did not)
+        report(i, guarded(job))

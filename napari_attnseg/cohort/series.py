@@ -5,6 +5,8 @@
   only) and reformats (sagittal/coronal MPR, MIP: ``DERIVED`` images) of a study whose original series is a case too,
   each left out with a note.
 * :func:`same_scan`: whether two inputs hold the same images (a copy of an export kept beside the original).
+* :func:`series_identity`, :func:`moved_from`: what a case's record keeps of a series folder (its SeriesInstanceUID and
+  a digest of its images), so that the series moved elsewhere (or exported again) keeps its name and results.
 """
 
 from __future__ import annotations
@@ -163,3 +165,54 @@ def same_scan(a: Path, b: Path) -> bool:
     except Exception:  # (unreadable: not known to be the same)
         return False
     return False
+
+
+def series_uid(folder: Path) -> str:
+    """The SeriesInstanceUID of the first DICOM image in ``folder`` ("" when none is read)."""
+    import pydicom
+
+    from ..data.dicom import is_dicom_file
+
+    try:
+        for f in sorted(f for f in folder.iterdir() if f.is_file() and not f.name.startswith(".")):
+            if is_dicom_file(f):
+                ds = pydicom.dcmread(str(f), stop_before_pixels=True, force=True, specific_tags=["SeriesInstanceUID"])
+                if ds.get("SeriesInstanceUID"):
+                    return str(ds.SeriesInstanceUID)
+    except Exception:  # (unreadable: the reader names it when the case runs)
+        return ""
+    return ""
+
+
+def series_identity(src: str | os.PathLike) -> dict[str, str]:
+    """For a case's record: a series folder's ``series_uid`` and ``images_sha256`` (its images' SOP instance UIDs with
+    the digests of their pixel data, whatever the files are called: :func:`same_scan`'s test); {} for a file."""
+    import json
+
+    folder = Path(src)
+    if not folder.is_dir():
+        return {}
+    try:
+        images = _images(folder)
+    except Exception:  # (unreadable: the case fails reading it anyway)
+        return {}
+    digest = hashlib.sha256(json.dumps(sorted(images.items())).encode()).hexdigest()
+    return {"series_uid": series_uid(folder), "images_sha256": digest} if images else {}
+
+
+def moved_from(out: Path, src: Path, weights: str | None, request: dict | None, name: str) -> str | None:
+    """The input a finished case's record in ``out`` names when ``src`` holds the same images (the series folder moved,
+    or exported again: the old path gone or the files rewritten) and the run is of the same weights and options: the
+    case is finished; None otherwise (the usual rules hold)."""
+    from ..results import _jsonable, finished_record
+
+    if not src.is_dir() or not weights:
+        return None
+    record = finished_record(out, src, name)
+    if not record or not record.get("images_sha256") or record.get("model_weights_sha256") != weights \
+            or record.get("request") != _jsonable(request):
+        return None
+    given = str(record.get("input") or "")
+    if given and os.path.exists(given) and os.path.realpath(given) != os.path.realpath(src):
+        return None  # (another input that still exists: same_scan decides)
+    return given if series_identity(src).get("images_sha256") == record["images_sha256"] else None
