@@ -290,8 +290,10 @@ def _run_cohort(args: argparse.Namespace) -> int:
                    brain_extraction={"on": True, "off": False}.get(args.brain_extraction))
 
     def show(done: int, total: int, res) -> None:
-        what = {"done": f"{res.seconds:.1f} s, {res.voxels_per_s / 1e6:.2f} Mvoxel/s", "skipped": "finished before",
-                "failed": res.error}[res.status]
+        other = any(str(w).startswith("computed by another attnseg run") for w in res.warnings)
+        what = {"done": f"{res.seconds:.1f} s, {res.voxels_per_s / 1e6:.2f} Mvoxel/s",
+                "skipped": "computed by another run" if other else "finished before",
+                "failed": res.error}.get(res.status, res.error or res.status)
         print(f"[{done}/{total}] {res.case}: {res.status} ({what})", file=sys.stderr if res.failed else sys.stdout)
         for w in res.warnings:
             print(f"{res.case}: warning: {w}", file=sys.stderr)
