@@ -4,9 +4,12 @@ slider on y or x: a coronal or sagittal plane on screen) would segment the axial
 which is not the plane shown, so the change would appear as a line across the view (audit: 111 voxels written
 on an axial slice nobody saw). Both are refused with the way back. And the Points layer that takes the clicks
 (:func:`prompts_layer`), the same one through renames, and an empty mask for the clicks when the image has none
-(:func:`mask_for_clicks`)."""
+(:func:`mask_for_clicks`). Layers made on an image's pixel grid (a run's mask, probability and heatmaps, the prompt
+attention) follow a placement set on the image later (:func:`follow`)."""
 
 from __future__ import annotations
+
+import weakref
 
 import numpy as np
 
@@ -148,6 +151,44 @@ def place_like(layer, image) -> None:
         setattr(layer, key, value)
 
 
+FOLLOW_KEY = "attnseg_follows"  # {"image": unique_id, "scale", "translate": the layer's grid in the image's pixels}
+_FOLLOWERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # image layer -> WeakSet of the layers on its grid
+
+
+def follow(layer, image, scale, translate) -> None:
+    """Place ``layer`` (its grid: ``scale`` and ``translate`` in ``image``'s pixels) where ``image`` lies, now and
+    whenever the image's scale, translate, rotate, shear, affine or units are set later. A run's mask and heatmaps
+    (and the prompt attention) kept the placement the image had when they were made: the image's pixel size typed
+    after Segment left them at twice its size, and every click was then refused (the mask lay elsewhere)."""
+    if layer.ndim != image.ndim:  # (a result of another dimensionality is not on this grid)
+        return
+    layer.metadata[FOLLOW_KEY] = {"image": image.unique_id, "scale": [float(v) for v in scale],
+                                  "translate": [float(v) for v in translate]}
+    _FOLLOWERS.setdefault(image, weakref.WeakSet()).add(layer)
+    for name in PLACEMENT_EVENTS:
+        if (emitter := getattr(image.events, name, None)) is not None:
+            emitter.connect(_follow_image)  # (napari connects a callback once)
+    _place_on(layer, image)
+
+
+def _place_on(layer, image) -> None:
+    from ._common import placement_of
+
+    grid = layer.metadata.get(FOLLOW_KEY) or {}
+    if grid.get("image") != image.unique_id:  # (another run's layer of that name now, on another image)
+        return
+    place = placement_of(image).compose(grid["scale"], grid["translate"])
+    place.setdefault("affine", np.eye(image.ndim + 1))  # (an affine taken off the image since)
+    for key, value in place.items():
+        setattr(layer, key, value)
+
+
+def _follow_image(event=None) -> None:
+    image = getattr(event, "source", None)
+    for layer in list(_FOLLOWERS.get(image, ())) if image is not None else ():
+        _place_on(layer, image)
+
+
 def _world(layer) -> np.ndarray:
     """``layer``'s pixel -> world matrix (homogeneous)."""
     from ._common import placement_of
@@ -205,5 +246,7 @@ def mask_for_clicks(viewer, image):
         return None
     data = np.zeros(shape, np.uint8)
     metadata["attnseg_hash"] = data_hash(data)  # a Segment run replaces it while no click changed it, else asks
-    return viewer.add_labels(data, name=name, metadata=metadata,
+    mask = viewer.add_labels(data, name=name, metadata=metadata,
                              **placement_of(image).compose((1.0,) * image.ndim, (0.0,) * image.ndim))
+    follow(mask, image, (1.0,) * image.ndim, (0.0,) * image.ndim)
+    return mask

@@ -166,6 +166,7 @@ def show_prompt_attention(viewer, result, image, z: int | None, keep_selected=No
             layer.name = given = name
         name = layer.name  # (a name the user typed stays)
     from ..layers import SCALE_NOTE
+    from .prompt_view import follow
     from .result_layers import keep_help
 
     lo, hi = (float(data.min()), float(data.max())) if data.size else (0.0, 0.0)
@@ -178,6 +179,7 @@ def show_prompt_attention(viewer, result, image, z: int | None, keep_selected=No
         "metadata": {"attnseg": {"prompt_attention": amap.name, "image": image.unique_id, "name": given, "help": note}},
         **placement_of(image).compose(scale, translate)}, "image")
     keep_help(viewer, layer)  # the status bar's note while the layer is selected (it said "use <2> for transform")
+    follow(layer, image, scale, translate)  # (a placement set on the image later: it kept the old one until a click)
     layer.visible = True  # hidden when the last object ended
     if keep_selected is not None and selected is keep_selected and keep_selected in viewer.layers:
         viewer.layers.selection.active = keep_selected

@@ -12,6 +12,7 @@ from qtpy.QtWidgets import QMessageBox
 from .. import correct
 from ..layers import data_hash, heatmap_help, prediction_layers
 from ._common import is_deleted, notify_info, notify_warning, upsert_layer
+from .prompt_view import follow
 from .round_state import NUMBERED, own_names, say_names_kept
 from .suggest_tool import drop_stale_uncertainty
 
@@ -125,6 +126,7 @@ class ResultLayers:
             data, kwargs, kind = pending.pop(0)
             new = kwargs["name"] not in self.viewer.layers
             layer = self._show_one(data, kwargs, kind, geometry)
+            self._follow_source(layer, kwargs, where, source)
             made.append((layer.name, kind, new))
             if new and previous[0] is not None and previous[0] in self.viewer.layers:  # keep the run's order: a
                 layers = self.viewer.layers  # level removed by hand came back on top (level2, level4, level3)
@@ -135,6 +137,17 @@ class ResultLayers:
             QTimer.singleShot(15, step)  # let the paint and input events queued meanwhile run first
 
         step()
+
+    def _follow_source(self, layer, kwargs: dict, where, source) -> None:
+        """``layer`` (placed by ``where``, the image's placement when the run started) follows its image's placement
+        set later (:func:`.prompt_view.follow`), and takes the one set while the run went."""
+        image = next((ly for ly in self.viewer.layers if ly.unique_id == source), None) if source is not None else None
+        if image is None or "scale" not in kwargs or len(where.scale) != layer.ndim:
+            return
+        scale = [float(s) / float(w) for s, w in zip(kwargs["scale"], where.scale)]
+        translate = [(float(t) - float(t0)) / float(w) for t, t0, w in zip(kwargs["translate"], where.translate,
+                                                                            where.scale)]
+        follow(layer, image, scale, translate)
 
     def _stop_reason(self, name: str, source, token) -> tuple[str, str] | None:
         """Why the rest of a run's layers must not be added, and what to do (None when they can): its image was
