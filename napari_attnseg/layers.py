@@ -182,9 +182,13 @@ def attention_help(amap: AttentionMap, sizes: list[float], count: int, arch: str
     lo, hi = (float(data.min()), float(data.max())) if data.size else (0.0, 0.0)
     # the range (and a flat map's advice) before what 0 and 1 mean: napari's status bar cuts the note at its width
     here = f"; values here {lo:.2f}-{hi:.2f}" if data.size else ""
-    flat = (f" Its values vary little, so it shows as an even veil: to see its pattern set its contrast limits to "
-            f"{lo:.2f}-{hi:.2f} (layer controls; levels are then no longer comparable)."
-            if data.size and hi - lo < FLAT_SPAN else "")
+    flat = ""
+    if data.size and hi - lo < FLAT_SPAN:  # (digits enough to tell its ends apart: "0.52-0.52" was no advice)
+        digits = next((d for d in (2, 3, 4) if f"{lo:.{d}f}" != f"{hi:.{d}f}"), None)
+        flat = (f" Its values vary little, so it shows as an even veil: to see its pattern set its contrast limits to "
+                f"{lo:.{digits}f}-{hi:.{digits}f} (layer controls; levels are then no longer comparable)." if digits else
+                f" It is one value ({lo:.2f}) everywhere: the model attends evenly here, there is no pattern to see "
+                "(a barely trained model's maps are often so).")
     return (f"attention {amap.name}: {which} of {count} map{'s' if count != 1 else ''}, one value per {size}. "
             f"{SCALE_NOTE}{here}.{flat} {meaning[0].upper()}{meaning[1:]}.")
 

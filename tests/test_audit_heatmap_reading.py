@@ -119,3 +119,16 @@ def test_heatmaps_reopened_from_a_predict_record_say_what_they_show(make_napari_
     assert maps
     for layer in maps:
         assert layer.help.startswith("attention ") and "values here" in layer.help, (layer.name, layer.help)
+
+
+def test_a_flat_level_is_not_told_to_set_its_contrast_limits_to_one_value():
+    """An untrained model's near-constant map (0.5201-0.5238) was told to "set its contrast limits to 0.52-0.52", which
+    shows nothing; the limits get the digits that tell its ends apart, and a map of one value says there is no
+    pattern."""
+    almost = AttentionMap("level2", 2, np.linspace(0.5201, 0.5238, 64, dtype=np.float32).reshape(8, 8), (2.0, 2.0),
+                          (0.5, 0.5))
+    note = attention_help(almost, [4.0, 16.0], 2)
+    assert "contrast limits to 0.520-0.524" in note, note
+    one = AttentionMap("level2", 2, np.full((8, 8), 0.52, np.float32), (2.0, 2.0), (0.5, 0.5))
+    note = attention_help(one, [4.0, 16.0], 2)
+    assert "one value (0.52) everywhere" in note and "contrast limits to" not in note, note
