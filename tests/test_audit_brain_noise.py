@@ -5,32 +5,17 @@ so such brains are recognised as stripped, while heads with skull, noisy or not,
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
+from _brain_helpers import SPACING, brain1_stripped, mni_2mm, rician
 
 from napari_attnseg.inference.brain import apply_brain_mask, extract_brain_fast
 from napari_attnseg.inference.brain_checks import looks_stripped
 
-SAMPLES = Path(__file__).resolve().parents[1] / "napari_attnseg" / "resources" / "samples"
-BRAIN1 = Path(__file__).resolve().parents[2] / "shared" / "data" / "radiomics" / "brain1_image.nii.gz"
-SPACING = (2.0, 2.0, 2.0)
-
 
 @pytest.fixture(scope="module")
 def mni2() -> np.ndarray:
-    """The bundled (skull-stripped) MNI152 T1 as (z, y, x) block means at 2 mm (white matter about 214)."""
-    nib = pytest.importorskip("nibabel")
-    t1 = np.asarray(nib.load(SAMPLES / "mni152_t1.nii.gz").dataobj, np.float32).transpose(2, 1, 0)
-    c = [n // 2 * 2 for n in t1.shape]
-    t1 = t1[: c[0], : c[1], : c[2]].reshape(c[0] // 2, 2, c[1] // 2, 2, c[2] // 2, 2).mean((1, 3, 5))
-    return np.ascontiguousarray(t1, np.float32)
-
-
-def _rician(img: np.ndarray, sigma: float, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    return np.sqrt((img + rng.normal(0, sigma, img.shape)) ** 2 + rng.normal(0, sigma, img.shape) ** 2).astype(np.float32)
+    return mni_2mm()
 
 
 def test_the_noise_floor_is_the_airs_rayleigh_sigma(mni2):
@@ -38,12 +23,12 @@ def test_the_noise_floor_is_the_airs_rayleigh_sigma(mni2):
 
     assert noise_floor(mni2) == 0.0  # a constant background
     for sigma in (8.56, 17.1, 34.2):
-        assert noise_floor(_rician(mni2, sigma)) == pytest.approx(sigma, rel=0.1)
+        assert noise_floor(rician(mni2, sigma)) == pytest.approx(sigma, rel=0.1)
 
 
 @pytest.mark.parametrize("share", [0.12, 0.16])
 def test_a_stripped_brain_with_heavy_noise_keeps_its_brain(mni2, share):
-    noisy = _rician(mni2, share * 214)
+    noisy = rician(mni2, share * 214)
     found = extract_brain_fast(noisy, SPACING)
     # (was: "brain extraction removed 86% / 100% of the head", the brain cut away)
     assert not found.applied, found.note
@@ -52,16 +37,9 @@ def test_a_stripped_brain_with_heavy_noise_keeps_its_brain(mni2, share):
 
 
 def test_stripped_brain1_with_noise_keeps_its_brain():
-    if not BRAIN1.exists():
-        pytest.skip("the shared brain1 volume is not on this machine")
-    from napari_attnseg.data import read_image
-
-    vol = read_image(BRAIN1)
-    image = np.asarray(vol.data, np.float32)
-    first = extract_brain_fast(image, vol.spacing)
-    assert first.applied, first.note  # the raw head is still stripped
+    vol, image, first = brain1_stripped()
     assert 0.45 < first.removed_share < 0.65
-    noisy = _rician(apply_brain_mask(image, first.mask), 0.08 * 600)  # 8 % of its brain level
+    noisy = rician(apply_brain_mask(image, first.mask), 0.08 * 600)  # 8 % of its brain level
     again = extract_brain_fast(noisy, vol.spacing)
     assert not again.applied, again.note  # (was: "removed 92% of the head")
     assert (again.mask & first.mask).sum() > 0.95 * first.mask.sum()
@@ -74,7 +52,7 @@ def test_a_noisy_head_with_skull_is_still_stripped(mni2, share, kept):
 
     head, _, pad = wrap_in_head(mni2, SPACING, seed=20261202)
     if share:
-        head = _rician(head, share * 214)
+        head = rician(head, share * 214)
     assert looks_stripped(head, SPACING) is None
     found = extract_brain_fast(head, SPACING)
     assert found.applied and 0.45 < found.removed_share < 0.65, found.note
@@ -88,4 +66,4 @@ def test_a_head_with_very_noisy_air_does_not_look_stripped(mni2, seed):
     from napari_attnseg.training.synthhead import wrap_in_head
 
     head, _, _ = wrap_in_head(mni2, SPACING, seed=seed)
-    assert looks_stripped(_rician(head, 0.16 * 214), SPACING) is None
+    assert looks_stripped(rician(head, 0.16 * 214), SPACING) is None

@@ -4,28 +4,18 @@ extraction), while a head with skull and scalp is still stripped when its air is
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
+from _brain_helpers import SPACING, brain1_stripped, mni_2mm, rician
 
 import napari_attnseg as ag
 from napari_attnseg.inference.brain import apply_brain_mask, extract_brain_fast
 from napari_attnseg.inference.brain_checks import looks_stripped
 
-SAMPLES = Path(__file__).resolve().parents[1] / "napari_attnseg" / "resources" / "samples"
-BRAIN1 = Path(__file__).resolve().parents[2] / "shared" / "data" / "radiomics" / "brain1_image.nii.gz"
-SPACING = (2.0, 2.0, 2.0)
-
 
 @pytest.fixture(scope="module")
 def mni2() -> np.ndarray:
-    """The bundled (skull-stripped) MNI152 T1 as (z, y, x) block means at 2 mm."""
-    nib = pytest.importorskip("nibabel")
-    t1 = np.asarray(nib.load(SAMPLES / "mni152_t1.nii.gz").dataobj, np.float32).transpose(2, 1, 0)
-    c = [n // 2 * 2 for n in t1.shape]
-    t1 = t1[: c[0], : c[1], : c[2]].reshape(c[0] // 2, 2, c[1] // 2, 2, c[2] // 2, 2).mean((1, 3, 5))
-    return np.ascontiguousarray(t1, np.float32)
+    return mni_2mm()
 
 
 def _t2(t1: np.ndarray) -> np.ndarray:
@@ -33,20 +23,8 @@ def _t2(t1: np.ndarray) -> np.ndarray:
     return np.where(t1 > 0, np.interp(t1, [0, 60, 120, 166, 214, 255], [0, 250, 200, 150, 100, 90]), 0).astype(np.float32)
 
 
-def _rician(img: np.ndarray, sigma: float, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    return np.sqrt((img + rng.normal(0, sigma, img.shape)) ** 2 + rng.normal(0, sigma, img.shape) ** 2).astype(np.float32)
-
-
 def test_brain1_stripped_with_the_products_own_mask_is_not_stripped_again():
-    if not BRAIN1.exists():
-        pytest.skip("the shared brain1 volume is not on this machine")
-    from napari_attnseg.data import read_image
-
-    vol = read_image(BRAIN1)
-    image = np.asarray(vol.data, np.float32)
-    first = extract_brain_fast(image, vol.spacing)
-    assert first.applied, first.note
+    vol, image, first = brain1_stripped()
     again = extract_brain_fast(apply_brain_mask(image, first.mask), vol.spacing)
     # (was: "brain extraction removed 50% of the head", half of the brain the first pass kept)
     assert not again.applied, again.note
@@ -62,7 +40,7 @@ def test_a_skull_stripped_t2_is_left_whole(mni2):
 
 
 def test_rician_noise_on_a_stripped_brain_does_not_trigger_extraction(mni2):
-    noisy = _rician(mni2, 0.08 * 214)  # 8 % of the white matter's level, in the air too
+    noisy = rician(mni2, 0.08 * 214)  # 8 % of the white matter's level, in the air too
     found = extract_brain_fast(noisy, SPACING)
     assert not found.applied, found.note  # (was: "removed 22% of the head": specks of noise counted as head)
     assert found.removed_share < 0.15

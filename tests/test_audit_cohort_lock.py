@@ -4,7 +4,6 @@ DICOM trees are built as tests/test_audit_cohort_stable.py builds them (the shar
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import shutil
@@ -16,24 +15,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_audit_cohort_stable import CLI, OPTIONS, _rows
 from test_audit_dicom_pacs import axial
 from test_dicom import lung_crop
 
 from napari_attnseg.cohort import predict_cohort
 from napari_attnseg.cohort.lock import STALE_S, CaseLock
 
-OPTIONS = dict(device="cpu", precision="fp32", threads=1)
-CLI = ["--model", "nuclei-2d", "--device", "cpu", "--precision", "fp32"]
-
 
 @pytest.fixture(scope="module")
 def lung():
     return lung_crop()
-
-
-def _rows(out: Path) -> list[dict]:
-    with open(out / "cohort_summary.csv", newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
 
 
 def _masks(out: Path) -> dict[str, bytes]:
