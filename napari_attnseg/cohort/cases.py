@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import threading
 import time
 import traceback
@@ -306,107 +305,12 @@ def _describe_exc(exc: BaseException) -> str:
     return f"unexpected error: {last}"
 
 
-def _read_summary(path: Path) -> list[dict[str, str]] | None:
-    """The rows of a summary this command wrote at ``path`` ([] when there is none, or an empty file);
-    None when the file is something else (another table). A summary of ours that gained columns (a
-    ``reviewed_by`` added in a spreadsheet) is ours: its rows keep those columns, after ours."""
-    table = _read_summary_table(path)
-    return None if table is None else table[0]
-
-
-def _read_summary_table(path: Path) -> tuple[list[dict[str, str]], list[str]] | None:
-    """:func:`_read_summary`'s rows and the columns the user added."""
-    if not path.exists() or (path.is_file() and path.stat().st_size == 0):
-        return [], []
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as f:  # (UTF-8, also after a save in Excel)
-            reader = csv.DictReader(f)
-            rows = list(reader)
-            fields = list(reader.fieldnames or ())
-    except (OSError, UnicodeDecodeError, csv.Error):
-        return None
-    if not set(_EARLIER_COLUMNS) <= set(fields) or any(None in r for r in rows):
-        return None
-    extra = [k for k in fields if k not in SUMMARY_COLUMNS]
-    return [{k: r.get(k) or "" for k in (*SUMMARY_COLUMNS, *extra)} for r in rows], extra
-
-
-def _merge_rows(earlier: list[dict[str, str]], now: list[dict[str, str]]) -> tuple[list[dict[str, str]], int]:
-    """This run's rows replace the earlier rows of their cases (where the first of them stood); the rows
-    of cases not in this run are kept as they were. Returns the rows and how many were kept."""
-    by_case: dict[str, list[dict[str, str]]] = {}
-    added = {row["case"]: {k: v for k, v in row.items() if k not in SUMMARY_COLUMNS} for row in reversed(earlier)}
-    for row in now:  # the columns a user added to a case's row (reviewed_by, ...) stay with the case
-        by_case.setdefault(row["case"], []).append({**added.get(row["case"], {}), **row})
-    merged: list[dict[str, str]] = []
-    placed: set[str] = set()
-    kept = 0
-    for row in earlier:
-        case = row["case"]
-        if case not in by_case:
-            merged.append(row)
-            kept += 1
-        elif case not in placed:
-            merged.extend(by_case[case])
-            placed.add(case)
-    merged += [row for case, rows in by_case.items() if case not in placed for row in rows]
-    return merged, kept
-
-
-def summary_refusal(path: Path) -> str:
-    return (f"{path} exists and is not a summary written by attnseg (its columns are not the summary's: "
-            "another table). It was left as it is and nothing was run. Name another summary file with "
-            "--summary NAME (summary='NAME' in Python), or move that file away; --overwrite would also "
-            f"keep it (renamed {_aside_name(path).name}) but redoes every finished case.")
-
-
-def _free_name(path: Path) -> Path:
-    n = 1
-    while (candidate := path.with_name(f"{path.stem}.{n}{path.suffix}")).exists():
-        n += 1
-    return candidate
-
-
-def _aside_name(path: Path) -> Path:
-    """Where ``--overwrite`` moves a file of the summary's name that is not ours: ``<name>.yours.csv``, ..."""
-    candidate, n = path.with_name(f"{path.stem}.yours{path.suffix}"), 2
-    while candidate.exists():
-        candidate = path.with_name(f"{path.stem}.yours-{n}{path.suffix}")
-        n += 1
-    return candidate
-
-
-def _write_summary(path: Path, summary: CohortSummary, run: str = "", overwrite: bool = False) -> Path:
-    """Write this run's rows into the summary at ``path``, keeping the rows of earlier runs' other cases
-    (``summary.kept``) and the columns a user added. A file there that is not a summary of ours is never
-    lost: with ``overwrite`` it is renamed ``<name>.yours.csv`` (and this summary takes its name); one
-    that became such a file during the run is left as it is and this summary goes beside it."""
-    import os
-
-    from .._files import atomic_write
-
-    table = _read_summary_table(path)
-    note = ""
-    if table is None:
-        if overwrite:
-            aside = _aside_name(path)
-            os.replace(path, aside)
-            note = (f"{path.name} there was not a summary of attnseg: --overwrite replaced it with this run's "
-                    f"summary and kept it as {aside.name}")
-        else:
-            new = _free_name(path)
-            note = (f"{path.name} was changed during the run to a file this command did not write and was "
-                    f"left as it is; this run's summary is {new.name}")
-            path = new
-        table = [], []
-    earlier, extra = table
-    summary.note = "; ".join(n for n in (summary.note, note) if n)
-    rows, summary.kept = _merge_rows(earlier, [{**c.row(), "run": run} for c in summary.cases])
-
-    def dump(tmp: str) -> None:
-        with open(tmp, "w", newline="", encoding="utf-8") as f:  # the same on every system (Windows: not cp1252)
-            w = csv.DictWriter(f, fieldnames=[*SUMMARY_COLUMNS, *extra], restval="")
-            w.writeheader()
-            w.writerows(rows)
-
-    return atomic_write(path, dump)
+from .summary import (  # noqa: E402, F401 (their home before summary.py; cases is imported first by it)
+    _aside_name,
+    _free_name,
+    _merge_rows,
+    _read_summary,
+    _read_summary_table,
+    _write_summary,
+    summary_refusal,
+)
