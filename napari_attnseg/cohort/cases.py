@@ -42,6 +42,9 @@ class CaseResult:
     warnings: list[str] = field(default_factory=list)
     error: str = ""
     worker: str = ""
+    # a case another run into out computed while this one ran (skipped here): that run's start and its result, which
+    # the summary shows (the row that run writes, whichever of the two ends last)
+    by_other_run: dict[str, Any] = field(default_factory=dict)
 
     @property
     def failed(self) -> bool:
@@ -52,6 +55,13 @@ class CaseResult:
         return self.voxels / self.seconds if self.seconds > 0 else 0.0
 
     def row(self) -> dict[str, Any]:
+        """The summary's row (without ``run``); a case another run computed meanwhile: that run's row, with ``run``."""
+        other = self.by_other_run
+        if other.get("result") and other.get("run"):
+            try:
+                return {**CaseResult(**{**other["result"], "by_other_run": {}}).row(), "run": str(other["run"])}
+            except TypeError:  # (a result of another version)
+                pass
         return {"case": self.case, "status": self.status, "seconds": f"{self.seconds:.3f}",
                 "voxels_per_s": f"{self.voxels_per_s:.0f}", "wait_s": f"{self.wait_s:.3f}",
                 "warnings": " | ".join(self.warnings), "error": self.error, "input": self.input,
@@ -86,6 +96,11 @@ class CohortSummary:
         return self.count("failed")
 
     @property
+    def by_other_runs(self) -> int:
+        """Cases skipped because another run into ``out`` computed them while this one ran."""
+        return sum(c.status == "skipped" and bool(c.by_other_run) for c in self.cases)
+
+    @property
     def voxels(self) -> int:
         return sum(c.voxels for c in self.cases if c.status == "done")
 
@@ -104,7 +119,9 @@ class CohortSummary:
         return self.input_wait_s / (self.slots * self.wall_s) if self.wall_s > 0 and self.slots else 0.0
 
     def describe(self) -> str:
-        return (f"{len(self.cases)} cases: {self.done} done, {self.skipped} skipped, {self.failed} failed "
+        return (f"{len(self.cases)} cases: {self.done} done, {self.skipped} skipped"
+                + (f" ({self.by_other_runs} computed by another run while this one ran)" if self.by_other_runs else "")
+                + f", {self.failed} failed "
                 f"in {self.wall_s:.1f} s ({self.throughput / 1e6:.2f} Mvoxel/s); compute waited "
                 f"{self.input_wait_s:.1f} s for input ({100 * self.input_wait_share:.1f}% of "
                 f"{self.slots} slot{'s' if self.slots != 1 else ''} x wall)"
@@ -139,6 +156,7 @@ class _Job:
     weights: str | None = None  # the weights' sha256: a case another run finished meanwhile is skipped (.lock)
     overwrite: bool = False
     wait: bool = True  # for a case another run into out is computing; False: its result is "busy" (run again later)
+    started: str = ""  # this run's start time (its summary rows' ``run``), kept in the record for another run's summary
 
 
 def read_with_channel(src, channel: int | None):
@@ -194,7 +212,9 @@ def _cohort_channel(vol: Volume, channel: int | None, dims: int | None) -> tuple
 def _run_case(job: _Job, model, slot: _Slot, worker: str = "") -> CaseResult:
     """read -> (slot) compute -> write, holding the case's lock (:mod:`.lock`: another run into ``out`` at once
     neither computes it too nor takes its half-written files for finished); an :class:`AttnSegError` is a failed case,
-    anything else raises. A case another run holds waits for it (``job.wait``) or is ``busy``."""
+    anything else raises. A case another run holds waits for it (``job.wait``) or is ``busy``; so is one whose lock
+    another run took over while this one computed it (another machine's run, this one paused longer than
+    :data:`.lock.STALE_S`): that run writes it, not this one too."""
     from ..results import case_state, finished_record
     from .lock import CaseLock, lock_path
 
@@ -214,15 +234,34 @@ def _run_case(job: _Job, model, slot: _Slot, worker: str = "") -> CaseResult:
                 Path(job.out), Path(job.src), job.weights, job.request, job.case) == "done":
             record = finished_record(Path(job.out), Path(job.src), job.case) or {}
             return CaseResult(case=job.case, input=job.src, status="skipped", worker=worker, warnings=[
-                *(record.get("warnings") or []),
-                f"computed by another attnseg run into {job.out} while this one ran: not computed again"])
-        return _compute_case(job, model, slot, worker)
+                *(record.get("warnings") or []), other_run_warning(job.out)], by_other_run=other_run(record, job.run))
+        return _compute_case(job, model, slot, worker, lock.owned)
+    except _TakenOver:
+        pass
     finally:
         lock.release()
+    return _run_case(job, model, slot, worker)  # (held by the run that took it over now: busy, or waited for)
 
 
-def _compute_case(job: _Job, model, slot: _Slot, worker: str = "") -> CaseResult:
-    """:func:`_run_case`'s work, the lock held."""
+class _TakenOver(Exception):
+    """The case's lock was taken over by another run while this one computed it: nothing is written."""
+
+
+def other_run_warning(out) -> str:
+    return f"computed by another attnseg run into {out} while this one ran: not computed again"
+
+
+def other_run(record: dict, run: str) -> dict[str, Any]:
+    """What a finished case's ``record`` says of the cohort run that computed it, when that is not ``run``: its start
+    and its result (:attr:`CaseResult.by_other_run`); {} otherwise."""
+    result, started = record.get("cohort_result"), record.get("cohort_started")
+    if record.get("cohort_run") in (None, run) or not isinstance(result, dict) or not started:
+        return {}
+    return {"run": str(started), "result": result}
+
+
+def _compute_case(job: _Job, model, slot: _Slot, worker: str = "", owned=lambda: True) -> CaseResult:
+    """:func:`_run_case`'s work, the lock held (``owned()``: still held, looked at before writing)."""
     import math
 
     from ..inference import predict
@@ -234,16 +273,16 @@ def _compute_case(job: _Job, model, slot: _Slot, worker: str = "") -> CaseResult
     try:
         from ..inference.checks import check_time_axis
         from .inputs import pick_channel
+        from .moved import input_identity
         from .outputs import (
             is_name_too_long,
             keep_edited_mask,
             kept_warning,
             too_long_message,
         )
-        from .series import series_identity
 
         vol, channel = _read_case(job.src, job.channel)
-        identity = series_identity(job.src)  # (a series moved later keeps its results: series.moved_from)
+        identity = input_identity(job.src)  # (an input moved later keeps its results: moved.moved_from)
         channel, unused = _cohort_channel(vol, channel, getattr(model, "spatial_dims", None))
         vol = pick_channel(vol, channel, int(getattr(model, "in_channels", 1)), job.src,
                            dims=getattr(model, "spatial_dims", None))
@@ -278,13 +317,16 @@ def _compute_case(job: _Job, model, slot: _Slot, worker: str = "") -> CaseResult
             pred.warnings.insert(0, time_lapse)
         if unused:
             pred.warnings.insert(0, unused)
+        if not owned():  # (taken over by another run meanwhile: it writes the case)
+            raise _TakenOver(job.case)
         kept = keep_edited_mask(job.out, job.src, job.case)  # --overwrite, or edited during the run: the user's work stays
         if kept:
             pred.warnings.append(kept_warning(kept))
         res.warnings = list(pred.warnings)
         done = dict(asdict(res), status="done", seconds=time.perf_counter() - t0 - queued)
         write_prediction(job.out, job.src, vol, model, pred, request=job.request, name=job.case,
-                         extra={**identity, **({"cohort_run": job.run, "cohort_result": done} if job.run else {})})
+                         extra={**identity, **({"cohort_run": job.run, "cohort_result": done, "cohort_started": job.started}
+                                                 if job.run else {})})
         res.write_s = time.perf_counter() - t3
         res.status = "done"
     except AttnSegError as exc:

@@ -1,16 +1,22 @@
 """Two runs into one ``--out`` at once (a second terminal, a cron job overlapping a manual run): a lock file per case.
 
 A run takes ``<out>/.<case>_predict.lock`` before it reads a case and removes it once the case is written (or failed).
-The lock is created atomically (``O_CREAT | O_EXCL``: of two runs exactly one gets it) and says who holds it: process,
-host, run and since when. Its holder touches it every :data:`BEAT_S` seconds, so a lock is *stale* (its holder died:
-killed, its machine gone) when it is older than :data:`STALE_S` seconds, or at once when its process, on this host, no
-longer runs; a stale lock is taken over. The run that finds a case held by another live run does its other cases
-first, then waits for that one and skips it once the other run finished it (or computes it, when that run did not).
-A lock of the same cohort run (a Dask task run again after its worker died) is that run's own: taken over.
+The lock is created atomically (``O_CREAT | O_EXCL``: of two runs exactly one gets it) and says who holds it: process
+(with its start time), host, run and since when. A lock is *stale* (its holder died) when its process, on this host, no
+longer runs (or its number now belongs to a process started later); a lock of this host's live process is never
+stale, however long its case takes or the process is paused (Ctrl+Z, a suspended laptop or virtual machine). A lock of
+another host can only be judged by its age: its holder touches it every :data:`BEAT_S` seconds, and one untouched for
+:data:`STALE_S` seconds is a dead machine's. A stale lock is taken over, and the takeover is itself exclusive: it is
+made while holding ``<out>/.attnseg_predict.guard`` (``O_EXCL`` too, held for a read and a rename), which a release
+holds too, so of two runs finding the same stale lock at the same instant exactly one takes it, and the other finds
+it held. The run that finds a case held by another live run does its other cases first, then waits for that one and
+skips it once the other run finished it (or computes it, when that run did not). A lock of the same cohort run (a
+Dask task run again after its worker died) is that run's own: taken over.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
@@ -22,8 +28,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 LOCK_SUFFIX = "_predict.lock"
+GUARD_NAME = ".attnseg_predict.guard"
+# module values, read when used: tests (and a site with a slow shared file system) may change them
 BEAT_S = 60.0  # the holder touches its lock this often
-STALE_S = 600.0  # a lock untouched this long is a dead run's
+STALE_S = 600.0  # a lock of another host untouched this long is a dead machine's
+GUARD_WAIT_S = 10.0  # how long a takeover or release waits for the guard (held for milliseconds)
+GUARD_STALE_S = 60.0  # a guard of another host older than this was left by a run that died holding it
+
+_HELD: set[str] = set()  # the tokens of the locks this process holds (a lock naming this process but not held: stale)
 
 
 def lock_path(out: str | os.PathLike, src: str | os.PathLike, name: str | None = None) -> Path:
@@ -41,6 +53,7 @@ class Holder:
     run: str = ""
     since: str = ""
     token: str = ""
+    started: float = 0.0  # when its process started (0: not known): a process that reused its number is not it
 
     def describe(self) -> str:
         if not self.pid:
@@ -58,12 +71,38 @@ def _read(path: Path) -> Holder | None:
         return Holder()
     if not isinstance(data, dict):
         return Holder()
-    return Holder(**{k: data[k] for k in ("pid", "host", "run", "since", "token") if k in data})
+    return Holder(**{k: data[k] for k in ("pid", "host", "run", "since", "token", "started") if k in data})
 
 
-def _alive(pid: int) -> bool:
-    if os.name == "nt":  # (os.kill would end it there): told by the lock's age alone
-        return True
+def _process_start(pid: int) -> float:
+    """When process ``pid`` started (seconds since the epoch); 0.0 when not known, -1.0 when it does not run."""
+    try:
+        import psutil
+    except ImportError:  # (a dependency of distributed, so normally there)
+        return 0.0
+    try:
+        process = psutil.Process(pid)
+        if process.status() == psutil.STATUS_ZOMBIE:  # (ended, not yet reaped by its parent)
+            return -1.0
+        return float(process.create_time())
+    except psutil.NoSuchProcess:
+        return -1.0
+    except Exception:  # (access denied, ...): not known
+        return 0.0
+
+
+def _alive(pid: int, started: float = 0.0) -> bool | None:
+    """Whether process ``pid`` of this host runs (and is the one that started at ``started``, when given); None where
+    that cannot be told (Windows without psutil)."""
+    if pid == os.getpid():
+        return None  # (this process: told by the locks it holds, see is_stale)
+    start = _process_start(pid)
+    if start < 0:
+        return False
+    if start > 0:
+        return not started or abs(start - float(started)) < 1.0
+    if os.name == "nt":  # (os.kill would end it there)
+        return None
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -73,23 +112,65 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def is_stale(path: Path, holder: Holder, now: float | None = None) -> bool:
-    """Whether the lock at ``path`` is a dead run's: untouched for :data:`STALE_S` s, or its process (on this host) gone."""
+def is_stale(path: Path, holder: Holder, now: float | None = None, limit: float | None = None) -> bool:
+    """Whether the lock at ``path`` is a dead run's: its process (on this host) gone, or, where that cannot be told (a
+    lock of another host), untouched for ``limit`` (:data:`STALE_S`) seconds. A live process of this host keeps its
+    lock however long it works or is paused."""
     try:
         age = (time.time() if now is None else now) - path.stat().st_mtime
     except FileNotFoundError:
         return True
-    if age > STALE_S:
-        return True
-    return bool(holder.pid) and holder.host == socket.gethostname() and not _alive(int(holder.pid))
+    if holder.pid and holder.host == socket.gethostname():
+        if int(holder.pid) == os.getpid():
+            return holder.token not in _HELD  # (a lock of this process that it does not hold: a former process's)
+        alive = _alive(int(holder.pid), float(holder.started or 0.0))
+        if alive is not None:
+            return not alive
+    return age > (STALE_S if limit is None else limit)
+
+
+@contextlib.contextmanager
+def _guard(folder: Path, wait: float | None = None):
+    """Hold ``folder``'s takeover guard (yield True), or yield False after ``wait`` (:data:`GUARD_WAIT_S`) seconds of
+    another run holding it. A guard left by a dead run (its process gone, or :data:`GUARD_STALE_S` old) is removed."""
+    path = Path(folder) / GUARD_NAME
+    token = uuid.uuid4().hex
+    end = time.monotonic() + (GUARD_WAIT_S if wait is None else wait)
+    while True:
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            holder = _read(path)
+            if holder is not None and is_stale(path, holder, limit=GUARD_STALE_S) and _read(path) == holder:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+                continue
+            if time.monotonic() > end:
+                yield False
+                return
+            time.sleep(0.005)
+            continue
+        break
+    _HELD.add(token)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "token": token,
+                                "started": _process_start(os.getpid())}))
+        yield True
+    finally:
+        _HELD.discard(token)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
 
 
 class CaseLock:
-    """The lock of one case (or of the summary) in ``out``: :meth:`acquire` (or ``with``), :meth:`release`."""
+    """The lock of one case (or of the summary) in ``out``: :meth:`acquire` (or ``with``), :meth:`release`.
+    ``beat``: seconds between touches (:data:`BEAT_S` by default)."""
 
-    def __init__(self, path: Path, run: str = "") -> None:
+    def __init__(self, path: Path, run: str = "", beat: float | None = None) -> None:
         self.path = Path(path)
         self.run = run
+        self.beat = beat
         self.token = uuid.uuid4().hex
         self.held = False
         self._stop = threading.Event()
@@ -97,7 +178,8 @@ class CaseLock:
 
     def _content(self) -> str:
         return json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "run": self.run, "token": self.token,
-                           "since": datetime.datetime.now().astimezone().isoformat(timespec="seconds")})
+                           "since": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+                           "started": _process_start(os.getpid())})
 
     def try_acquire(self) -> Holder | None:
         """Take the lock; return None when taken, else who holds it (a live run other than this one)."""
@@ -109,23 +191,35 @@ class CaseLock:
                 holder = _read(self.path)
                 if holder is None:
                     continue  # (released meanwhile)
-                if self.run and holder.run == self.run:  # this run's own (a Dask task run again): taken over
-                    from .._files import atomic_write
-
-                    atomic_write(self.path, lambda tmp: Path(tmp).write_text(self._content()))
-                    return self._started()
-                if not is_stale(self.path, holder):
+                own = bool(self.run) and holder.run == self.run  # this run's own (a Dask task run again): taken over
+                if not own and not is_stale(self.path, holder):
                     return holder
-                if _read(self.path) == holder:  # (not taken over by a third run meanwhile)
-                    try:
-                        os.unlink(self.path)
-                    except FileNotFoundError:
-                        pass
-                continue
+                taken = self._take_over(holder, own)
+                if taken is False:
+                    continue  # (released or taken by another run meanwhile: look again)
+                return taken
+            _HELD.add(self.token)
             with os.fdopen(fd, "w") as f:
                 f.write(self._content())
             return self._started()
         return holder
+
+    def _take_over(self, holder: Holder, own: bool) -> Holder | None | bool:
+        """Replace the lock ``holder`` left (stale, or this run's own) with this one's, holding the guard: None when
+        taken; the holder when the guard stayed busy or the lock is live after all; False when the lock changed."""
+        from .._files import atomic_write
+
+        with _guard(self.path.parent) as guarded:
+            if not guarded:
+                return holder
+            now = _read(self.path)
+            if now is None or now != holder:
+                return False
+            if not own and not is_stale(self.path, now):
+                return now
+            _HELD.add(self.token)
+            atomic_write(self.path, lambda tmp: Path(tmp).write_text(self._content()))  # (a rename: never absent)
+            return self._started()
 
     def _started(self) -> None:
         self.held = True
@@ -135,11 +229,19 @@ class CaseLock:
         return None
 
     def _touch(self) -> None:
-        while not self._stop.wait(BEAT_S):
+        while not self._stop.wait(BEAT_S if self.beat is None else self.beat):
+            holder = _read(self.path)
+            if holder is None or holder.token != self.token:
+                return  # (taken over: another run's lock is not kept fresh by this one)
             try:
                 os.utime(self.path)
             except OSError:
                 pass
+
+    def owned(self) -> bool:
+        """Whether this run still holds the lock (not taken over by another run as stale meanwhile)."""
+        holder = _read(self.path)
+        return self.held and holder is not None and holder.token == self.token
 
     def acquire(self, wait: float = float("inf"), poll: float = 0.5, cancelled=lambda: False) -> Holder | None:
         """:meth:`try_acquire`, polling up to ``wait`` seconds (or until ``cancelled()``) while a live run holds it."""
@@ -153,9 +255,11 @@ class CaseLock:
             return
         self._stop.set()
         self.held = False
-        holder = _read(self.path)
-        if holder is not None and holder.token == self.token:  # (never another run's: ours was taken as stale)
-            self.path.unlink(missing_ok=True)
+        with _guard(self.path.parent):  # (not between another run's look at this lock and its takeover)
+            holder = _read(self.path)
+            if holder is not None and holder.token == self.token:  # (never another run's: ours was taken as stale)
+                self.path.unlink(missing_ok=True)
+        _HELD.discard(self.token)
 
     def __enter__(self) -> CaseLock:
         self.acquire(wait=120.0)

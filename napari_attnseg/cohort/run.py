@@ -26,12 +26,16 @@ from .cases import (
     _run_case,
     _Slot,
     _write_summary,
+    other_run,
+    other_run_warning,
     summary_refusal,
 )
 from .inputs import EDITED_DIR, gather
 from .lock import CaseLock
+from .moved import adopt, moved_from
 from .outputs import case_names, kept_names, name_too_long, other_scan_message
-from .series import moved_from, same_scan
+from .series import same_scan
+from .summary import row_key
 from .workers import _run_dask
 
 
@@ -91,7 +95,7 @@ def predict_cohort(
         writable_folder,
     )
 
-    t_start = time.perf_counter()
+    t_start, t_wall = time.perf_counter(), time.time()
     bad = sorted(set(options) & set(_NOT_FORWARDED))
     if bad:
         raise InputError(f"predict_cohort sets {', '.join(bad)} itself for every case; leave them out.")
@@ -107,8 +111,10 @@ def predict_cohort(
                                             "and by napari, not by the command line." if zarr else "")
                          + "".join(f" {note}." for note in got.notes))  # (why: a PACS tree's series lie deeper)
     out = writable_folder(Path(out))
-    if summary is not None and not overwrite and _read_summary(out / summary) is None:
+    earlier = _read_summary(out / summary) if summary is not None else []
+    if earlier is None and not overwrite:
         raise InputError(summary_refusal(out / summary))  # before any case: the user's file stays as it is
+    before = {row_key(r) for r in earlier or []}  # (rows another run writes while this one runs are told from these)
 
     loaded = None
     if isinstance(model, (str, os.PathLike)):
@@ -160,12 +166,17 @@ def predict_cohort(
         moved = moved_from(out, Path(src), sha, request, name) if state in ("stale", "edited") else None
         if (state == "done" or moved is not None) and not overwrite:  # the summary keeps what the run that made it said
             record = finished_record(out, Path(copy_of or src), name) or {}
-            results[i] = CaseResult(case=name, input=str(src), status="skipped",
+            meanwhile = other_run(record, run) if _written_since(out, Path(copy_of or src), name, t_wall) else {}
+            adopted = adopt(out, Path(src), name, moved) if moved else ""
+            what = "series" if Path(src).is_dir() else "file"
+            results[i] = CaseResult(case=name, input=str(src), status="skipped", by_other_run=meanwhile,
                                     warnings=list(record.get("warnings") or []) + ([
                                         f"the same scan as {copy_of} (the same images): its results ({name}) are "
                                         "kept, not computed again"] if copy_of else []) + ([
-                                        f"the same images as {moved}, whose results ({name}) these are (the series "
-                                        "moved or exported again): kept, not computed again"] if moved else []))
+                                        f"the same {'images' if what == 'series' else 'content'} as {moved}, whose "
+                                        f"results ({name}) these are (the {what} moved or exported again): kept, not "
+                                        "computed again" + (f"; {adopted}" if adopted else "")] if moved else [])
+                                    + ([other_run_warning(out)] if meanwhile else []))
             continue
         if state == "foreign":
             results[i] = CaseResult(case=name, input=str(src), status="failed",
@@ -178,7 +189,8 @@ def predict_cohort(
                 f"mask changed since attnseg wrote it is then kept in {out / EDITED_DIR}, not deleted."))
             continue
         todo.append((i, _Job(src=str(src), case=name, out=str(out), options=dict(options), request=request,
-                             channel=channel, threads=threads, run=run, weights=sha, overwrite=overwrite)))
+                             channel=channel, threads=threads, run=run, weights=sha, overwrite=overwrite,
+                             started=started)))
 
     total = len(cases)
     finished = 0
@@ -202,7 +214,7 @@ def predict_cohort(
                               slots=max(1, slots), note="; ".join(got.notes))
         if summary is not None:  # (two runs ending at once: one after the other, each keeping the other's rows)
             with CaseLock((out / summary).with_name(f".{(out / summary).name}.lock"), run):
-                found.csv = _write_summary(out / summary, found, started, overwrite)
+                found.csv = _write_summary(out / summary, found, started, overwrite, before)
         return found
 
     try:
@@ -221,6 +233,16 @@ def predict_cohort(
         summarise(1)
         raise
     return summarise(slots)
+
+
+def _written_since(out: Path, src: Path, name: str, since: float) -> bool:
+    """Whether the record of case ``name`` was written after ``since`` (this run's start: by another run meanwhile)."""
+    from ..results import record_path
+
+    try:
+        return record_path(out, src, name).stat().st_mtime >= since
+    except OSError:
+        return False
 
 
 def _check_option_names(options: dict[str, Any]) -> None:

@@ -5,8 +5,8 @@
   only) and reformats (sagittal/coronal MPR, MIP: ``DERIVED`` images) of a study whose original series is a case too,
   each left out with a note.
 * :func:`same_scan`: whether two inputs hold the same images (a copy of an export kept beside the original).
-* :func:`series_identity`, :func:`moved_from`: what a case's record keeps of a series folder (its SeriesInstanceUID and
-  a digest of its images), so that the series moved elsewhere (or exported again) keeps its name and results.
+* :func:`series_identity`: what a case's record keeps of a series folder (its SeriesInstanceUID and a digest of its
+  images), so that the series moved elsewhere (or exported again) keeps its name and results (:mod:`.moved`).
 """
 
 from __future__ import annotations
@@ -201,18 +201,7 @@ def series_identity(src: str | os.PathLike) -> dict[str, str]:
 
 
 def moved_from(out: Path, src: Path, weights: str | None, request: dict | None, name: str) -> str | None:
-    """The input a finished case's record in ``out`` names when ``src`` holds the same images (the series folder moved,
-    or exported again: the old path gone or the files rewritten) and the run is of the same weights and options: the
-    case is finished; None otherwise (the usual rules hold)."""
-    from ..results import _jsonable, finished_record
+    """:func:`.moved.moved_from` (its home before; files too now)."""
+    from .moved import moved_from as moved
 
-    if not src.is_dir() or not weights:
-        return None
-    record = finished_record(out, src, name)
-    if not record or not record.get("images_sha256") or record.get("model_weights_sha256") != weights \
-            or record.get("request") != _jsonable(request):
-        return None
-    given = str(record.get("input") or "")
-    if given and os.path.exists(given) and os.path.realpath(given) != os.path.realpath(src):
-        return None  # (another input that still exists: same_scan decides)
-    return given if series_identity(src).get("images_sha256") == record["images_sha256"] else None
+    return moved(out, src, weights, request, name)

@@ -84,11 +84,20 @@ def _aside_name(path: Path) -> Path:
     return candidate
 
 
-def _write_summary(path: Path, summary: CohortSummary, run: str = "", overwrite: bool = False) -> Path:
+def row_key(row: dict[str, str]) -> tuple[str, ...]:
+    """What tells a summary row from another run's row of its case (for :func:`_write_summary`'s ``before``)."""
+    return tuple(str(row.get(k) or "") for k in ("case", "run", "status", "seconds"))
+
+
+def _write_summary(path: Path, summary: CohortSummary, run: str = "", overwrite: bool = False,
+                   before: set[tuple[str, ...]] | None = None) -> Path:
     """Write this run's rows into the summary at ``path``, keeping the rows of earlier runs' other cases
     (``summary.kept``) and the columns a user added. A file there that is not a summary of ours is never
     lost: with ``overwrite`` it is renamed ``<name>.yours.csv`` (and this summary takes its name); one
-    that became such a file during the run is left as it is and this summary goes beside it."""
+    that became such a file during the run is left as it is and this summary goes beside it. ``before``: the rows
+    (:func:`row_key`) the summary had when this run started: a case this run skipped keeps a ``done`` row that another
+    run, ending while this one ran, wrote (that run computed it: two runs at once), instead of this run's ``skipped``;
+    a case another run computed while this one waited shows that run's row (:attr:`.cases.CaseResult.by_other_run`)."""
     import os
 
     from .._files import atomic_write
@@ -109,7 +118,11 @@ def _write_summary(path: Path, summary: CohortSummary, run: str = "", overwrite:
         table = [], []
     earlier, extra = table
     summary.note = "; ".join(n for n in (summary.note, note) if n)
-    rows, summary.kept = _merge_rows(earlier, [{**c.row(), "run": run} for c in summary.cases])
+    theirs = {r["case"]: r for r in earlier if before is not None and r.get("status") == "done"
+              and row_key(r) not in before}  # (written by a run that ended while this one ran)
+    now = [theirs[c.case] if c.status == "skipped" and c.case in theirs else {"run": run, **c.row()}
+           for c in summary.cases]
+    rows, summary.kept = _merge_rows(earlier, now)
 
     def dump(tmp: str) -> None:
         with open(tmp, "w", newline="", encoding="utf-8") as f:  # the same on every system (Windows: not cp1252)
