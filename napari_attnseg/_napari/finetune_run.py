@@ -8,6 +8,7 @@ import re
 import shlex
 from pathlib import Path
 
+from ..data.out_folder import beside_dataset, dataset_part
 from ..inference import CancelToken
 
 MIN_MINUTES = 0.5  # longer than a typical setup (loading, the start model's validation: a few seconds to ~10 s)
@@ -110,7 +111,8 @@ def _first_missing(path: Path) -> Path | None:
 
 def output_problem(out: str, dataset: str) -> str | None:
     """Why ``out`` cannot take a new model (a message for the panel), or None. Accepted: a new folder, an empty
-    one, or one holding only an earlier run's files without a model (training_log.csv, state.*; replaced)."""
+    one, or one holding only an earlier run's files without a model (training_log.csv, state.*; replaced), outside the
+    dataset or a folder of its own in it (``DS/model``, as ``attnseg finetune --out`` takes: :mod:`~napari_attnseg.data.out_folder`)."""
     if not out:
         return "Choose an output folder for the new model (a new folder in your models folder is proposed)."
     path = Path(out).expanduser()
@@ -118,10 +120,11 @@ def output_problem(out: str, dataset: str) -> str | None:
         return f"Output folder {out!r} is not a full path; choose the folder with the button next to the field."
     if path.exists() and not path.is_dir():
         return f"Output folder {out} is a file, not a folder; choose a new folder for the model."
-    where, data = path.resolve(), Path(dataset).expanduser().resolve()
-    if where == data or data in where.parents:
-        return (f"Output folder {out} is inside the dataset {dataset}; choose a folder outside it (the model files "
-                "would be mixed with the dataset's).")
+    if (part := dataset_part(path, Path(dataset).expanduser())) is not None:  # (the rule `attnseg finetune --out` has)
+        what = f"the dataset {dataset} itself" if not part else f"inside the dataset's {part}/ folder ({dataset})"
+        return (f"Output folder {out} is {what}: the model's files would be mixed with the dataset's files inside the "
+                f"dataset; choose a folder beside it (e.g. {beside_dataset(Path(dataset).expanduser())}) or a new "
+                f"folder of its own in it (e.g. {Path(dataset).expanduser() / 'model'}).")
     if (path / "best.safetensors").exists():
         return f"{out} already holds a model; choose a new output folder so it is not overwritten."
     others = sorted(p.name for p in path.iterdir() if p.name not in RUN_FILES) if path.is_dir() else []

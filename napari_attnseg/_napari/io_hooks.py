@@ -2,24 +2,14 @@
 
 Readers return None for anything they cannot read and never raise on a foreign file.
 
-napari's builtin reader also claims ``*.nii``, ``*.nii.gz``, ``*.mha``, ``*.nrrd``, ``*.dcm``, ``*.dicom`` and ``*.ome.tif``
-(without the geometry, the Hounsfield scaling, the series sorting or the pixel size), so napari would ask which reader to
-use for each of them. On first use the plugin records itself as the preferred reader of those patterns (lower and upper
-case: SCAN.NII.GZ) in napari's settings, where the user has not chosen one (:func:`prefer_plugin_readers`).
-
-Folders: npe2 offers a folder to every reader that accepts directories (it does not match folder
-names), so with this plugin installed napari would ask which reader to use for any folder. On first
-use the plugin records itself for folders (``*/``) and napari for Zarr stores (``*.zarr/``), again only
-where the user has not chosen; its folder reader opens DICOM series itself and hands every other folder
-to napari's own reader (:func:`get_dicom_reader`), so a folder of TIFFs opens exactly as without the
-plugin, with no question. Before the plugin's first use napari still asks once for a folder.
+The preferences that make napari open NIfTI, DICOM and OME-TIFF with the plugin without asking (``on_activate``):
+:mod:`.reader_prefs`; a ``<stem>_predict.json`` record's reader: :mod:`.record_reader`.
 """
 
 from __future__ import annotations
 
 import re
 import warnings
-import weakref
 from pathlib import Path
 
 import numpy as np
@@ -33,45 +23,10 @@ from ..data.orientation import onto_grid, volume_translate
 from ..data.volume import model_info_of
 from ..display import DEFAULT_CT_WINDOW, default_window, outlier_limits
 from ..errors import AttnSegError, InputError
+from .reader_prefs import PLUGIN, PREFERRED_PATTERNS, activate, prefer_plugin_readers  # noqa: F401 (npe2's on_activate)
 from .tiff_masks import exported_marks, ignore_features, mask_axes
 
-PLUGIN = "napari-attnseg"
-# napari's builtins claim these too (.mha/.nrrd only with itk); upper-case too: napari matches them case-sensitively
-_CLAIMED = ("*.nii", "*.nii.gz", "*.mha", "*.mhd", "*.nrrd", "*.nhdr", "*.dcm", "*.dicom", "*.ima", "*.ome.tif", "*.ome.tiff")
-PREFERRED_PATTERNS = (*_CLAIMED, *(p.upper() for p in _CLAIMED))  # (npe2 matches readers' patterns in any case)
 OME_SUFFIXES = (".ome.tif", ".ome.tiff")  # napari's own reader opens them at scale 1, without their pixel size
-
-# every folder comes to this plugin's folder reader (DICOM series; any other folder is handed to napari's
-# own reader), so napari does not ask for each folder; a Zarr store (a folder named *.zarr) stays napari's
-FOLDER_PATTERN = "*/"
-NAPARI_PATTERNS = ("*.zarr/",)
-
-
-def prefer_plugin_readers(settings=None) -> list[str]:
-    """Make this plugin napari's reader for NIfTI and DICOM files (and napari's own for Zarr folders),
-    never overriding a user's choice.
-
-    Returns the patterns added to ``settings.plugins.extension2reader``.
-    """
-    if settings is None:
-        from napari.settings import get_settings
-
-        settings = get_settings()
-    current = dict(settings.plugins.extension2reader)
-    wanted = {**dict.fromkeys((*PREFERRED_PATTERNS, FOLDER_PATTERN), PLUGIN),
-              **dict.fromkeys(NAPARI_PATTERNS, "napari")}
-    added = {p: r for p, r in wanted.items() if p not in current}
-    if added:
-        settings.plugins.extension2reader = {**current, **added}
-    return list(added)
-
-
-def activate(context=None) -> None:
-    """npe2 ``on_activate``: runs once per session, when the plugin is first used."""
-    try:
-        prefer_plugin_readers()
-    except Exception:  # settings unavailable (e.g. read-only): napari keeps asking, nothing breaks
-        pass
 
 
 # a file name with one of these words (e.g. brain1_labels.nii.gz, liver_seg.nii) holding few integers is a mask
@@ -293,41 +248,6 @@ def _napari_folder_reader(path):
     except ImportError:  # napari without its builtins: nothing to hand the folder to
         return None
     return napari_get_reader(str(path))
-
-
-def get_prediction_reader(path):
-    """``<stem>_predict.json`` from ``attnseg predict``: image, mask, probability and attention layers."""
-    from ..results import is_record, record_layers
-
-    if isinstance(path, list) or not is_record(path):
-        return None
-
-    def read(p):
-        layers = record_layers(p)  # errors name the record and the missing file; napari shows them
-        _notes_when_added(_viewer())
-        return layers
-
-    return read
-
-
-def _notes_when_added(viewer) -> None:
-    """The heatmaps napari adds from a record get their status-bar note (their metadata carries it; a reader's layer
-    data cannot set ``layer.help``: reopened maps said only "use <2> for transform")."""
-    if viewer is None:
-        return
-    from .result_layers import keep_help
-
-    def added(event) -> None:
-        layer = event.value
-        if (getattr(layer, "metadata", None) or {}).get("attnseg", {}).get("help") and hasattr(layer, "contrast_limits"):
-            keep_help(viewer, layer)
-
-    if viewer not in _NOTED:
-        _NOTED.add(viewer)
-        viewer.layers.events.inserted.connect(added)
-
-
-_NOTED: weakref.WeakSet = weakref.WeakSet()  # the viewers whose added layers get their notes
 
 
 def _geometry(meta: dict, layer_scale):

@@ -3,6 +3,7 @@ edited mask is replaced. :class:`ResultLayers` is a mixin of the segment panel."
 
 from __future__ import annotations
 
+import re
 import weakref
 
 import numpy as np
@@ -10,9 +11,10 @@ from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QMessageBox
 
 from .. import correct
-from ..layers import data_hash, heatmap_help, prediction_layers
-from ._common import is_deleted, notify_info, notify_warning, upsert_layer
-from .prompt_view import follow
+from ..inference.prediction import AttentionMap
+from ..layers import Placement, attention_help, data_hash, heatmap_help, prediction_layers
+from ._common import is_deleted, notify_info, notify_warning, placement_of, upsert_layer
+from .prompt_view import FOLLOW_KEY, follow
 from .round_state import NUMBERED, own_names, say_names_kept
 from .suggest_tool import drop_stale_uncertainty
 
@@ -27,20 +29,58 @@ def keep_help(viewer, layer) -> None:
     viewer_ref = weakref.ref(viewer)  # (the layer's events must not keep a closed viewer alive)
 
     def refresh(event=None) -> None:
-        note = (layer.metadata.get("attnseg") or {}).get("help")
-        if not note:
+        info = layer.metadata.get("attnseg") or {}
+        if not info.get("help"):
             return
+        shown = viewer_ref()
+        note = info["help"] = world_note(layer, info["help"], shown)  # (the image's placement may have changed)
         layer.help = heatmap_help(note, layer.contrast_limits, getattr(layer.colormap, "name", str(layer.colormap)))
-        shown = viewer_ref()  # (napari refreshes its status text on a change of layer only)
-        if shown is not None and shown.layers.selection.active is layer:
+        if shown is not None and shown.layers.selection.active is layer:  # (napari refreshes it on a change of layer only)
             shown.help = layer.help
 
     if layer not in _HOOKED:
         _HOOKED.add(layer)
-        for kind in ("contrast_limits", "colormap", "mode"):
+        for kind in ("contrast_limits", "colormap", "mode", "scale", "units"):  # (scale, units: set by follow)
             if (emitter := getattr(layer.events, kind, None)) is not None:
                 emitter.connect(refresh, position="last")  # (after napari's own mode handler, which sets its help)
     refresh()
+
+
+_SIZE = re.compile(r"one value per .*? image pixels(?: \([^)]*\))?\. ")  # (:func:`attention_help`'s words)
+_SAID_UNIT = re.compile(r"\([-+.\de x]+ ([^;)]+)")  # the unit a note's world sizes are said in
+
+
+def _same_unit(a: str, b: str) -> bool:
+    """Whether two unit names are one unit (napari's pint registry: "um" and "micrometer")."""
+    if a == b:
+        return True
+    try:
+        from napari.utils._units import get_unit_registry
+
+        registry = get_unit_registry()
+        return registry.Unit(a) == registry.Unit(b)
+    except Exception:  # (a name pint does not know)
+        return False
+
+
+def world_note(layer, note: str, viewer) -> str:
+    """``note`` (:func:`~napari_attnseg.layers.attention_help`) saying the world size of one value on the image's
+    placement now: a heatmap that follows its image (:func:`.prompt_view.follow`) kept the pixel size and unit of its
+    run in its note ("0.617 x 5.12 x 5.12 mm") after the image's pixel size was set anew. Unchanged when the layer
+    follows no image in ``viewer`` or keeps no ``map_scale``."""
+    grid = layer.metadata.get(FOLLOW_KEY) or {}
+    map_scale = (layer.metadata.get("attnseg") or {}).get("map_scale")
+    image = next((ly for ly in viewer.layers if ly.unique_id == grid.get("image")), None) if viewer is not None else None
+    if image is None or map_scale is None or len(map_scale) != image.ndim or not _SIZE.search(note):
+        return note
+    n, units = len(map_scale), placement_of(image).units
+    said = _SAID_UNIT.search(_SIZE.search(note).group(0))
+    if said and units and len(set(units)) == 1 and _same_unit(said.group(1), units[0]):
+        units = (said.group(1),) * n  # (the run's word for it: "um" stays "um", not napari's "micrometer")
+    where = Placement(tuple(float(s) for s in image.scale), (0.0,) * n, units=units)
+    words = attention_help(AttentionMap("", 0, np.zeros((1,) * n, np.float32), tuple(map_scale), (0.0,) * n),
+                           [1.0], 1, "", where)
+    return _SIZE.sub(lambda _: _SIZE.search(words).group(0), note, count=1)
 
 
 class ResultLayers:
@@ -148,6 +188,8 @@ class ResultLayers:
         translate = [(float(t) - float(t0)) / float(w) for t, t0, w in zip(kwargs["translate"], where.translate,
                                                                             where.scale)]
         follow(layer, image, scale, translate)
+        if (layer.metadata.get("attnseg") or {}).get("help"):  # (its note: the world sizes on the image's placement)
+            keep_help(self.viewer, layer)
 
     def _stop_reason(self, name: str, source, token) -> tuple[str, str] | None:
         """Why the rest of a run's layers must not be added, and what to do (None when they can): its image was

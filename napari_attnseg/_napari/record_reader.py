@@ -1,0 +1,67 @@
+"""napari's reader of a ``<stem>_predict.json`` record (``attnseg predict``): the image, mask, probability and
+heatmaps (:func:`napari_attnseg.results_layers.record_layers`), placed as the Segment panel places a run's layers,
+and, like those, following a placement set on the image later (:func:`.prompt_view.follow`) with their notes saying
+the heatmaps' new world sizes (:func:`.result_layers.keep_help`). They had kept the image's placement at opening:
+the image's pixel size typed afterwards left the mask and maps at the old size."""
+
+from __future__ import annotations
+
+import uuid
+import weakref
+
+import numpy as np
+
+READ_KEY = "attnseg_record_read"  # in a read's layer tuples until napari adds them: which read (and the image of it)
+_IMAGES: weakref.WeakValueDictionary = weakref.WeakValueDictionary()  # read token -> the image layer it added
+
+
+def get_prediction_reader(path):
+    """``<stem>_predict.json`` from ``attnseg predict``: image, mask, probability and attention layers."""
+    from ..results import is_record, record_layers
+
+    if isinstance(path, list) or not is_record(path):
+        return None
+
+    def read(p):
+        from .io_hooks import _viewer
+
+        layers = record_layers(p)  # errors name the record and the missing file; napari shows them
+        token = uuid.uuid4().hex
+        for _data, kwargs, _kind in layers:  # (napari adds them in this order: the image first)
+            kwargs["metadata"] = {**(kwargs.get("metadata") or {}), READ_KEY: token}
+        _hook(_viewer())
+        return layers
+
+    return read
+
+
+def _hook(viewer) -> None:
+    if viewer is not None and viewer not in _HOOKED:
+        _HOOKED.add(viewer)
+        viewer.layers.events.inserted.connect(lambda event: _added(viewer, event.value))
+
+
+_HOOKED: weakref.WeakSet = weakref.WeakSet()  # the viewers whose added layers are looked at
+
+
+def _added(viewer, layer) -> None:
+    """A layer of a record's read added: the image is remembered; a result follows it and a heatmap gets its
+    status-bar note (a reader's layer data cannot set ``layer.help``: reopened maps said only "use <2> for
+    transform")."""
+    from .prompt_view import follow
+    from .result_layers import keep_help
+
+    metadata = getattr(layer, "metadata", None)
+    token = metadata.pop(READ_KEY, None) if isinstance(metadata, dict) else None
+    if token is None:
+        return
+    if "attnseg" not in metadata:  # the record's image (its results carry their provenance)
+        _IMAGES[token] = layer
+        return
+    image = _IMAGES.get(token)
+    if image is not None and image in viewer.layers and image.ndim == layer.ndim:
+        scale = np.asarray(layer.scale, float) / np.asarray(image.scale, float)
+        translate = (np.asarray(layer.translate, float) - np.asarray(image.translate, float)) / np.asarray(image.scale, float)
+        follow(layer, image, scale, translate)
+    if metadata["attnseg"].get("help") and hasattr(layer, "contrast_limits"):
+        keep_help(viewer, layer)
