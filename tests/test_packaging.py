@@ -76,7 +76,7 @@ def test_hard_dependencies_are_imported_by_the_package():
 
     deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
     names = {d.split(">")[0].split("=")[0].split("[")[0].strip().lower() for d in deps}
-    module_of = {"scikit-image": "skimage", "pyqt5": "PyQt5"}
+    module_of = {"scikit-image": "skimage", "pyqt5": "PyQt5", "pillow": "PIL"}
     indirect = {"pyqt5", "npe2"}  # the binding behind qtpy; the napari.yaml manifest format
     imported = set()
     for path in Path(napari_attnseg.__file__).parent.rglob("*.py"):

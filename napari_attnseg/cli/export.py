@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     if args.image and Path(str(args.image)).resolve() == Path(str(args.labels)).resolve():
         raise InputError(f"{args.labels}: --labels names the image itself (--image {args.image}); give the mask file "
                          "(e.g. <stem>_mask.nii.gz from attnseg predict, or the labels saved from napari).")
-    raw_labels = read_image(args.labels)
+    raw_labels = _palette_mask(args.labels, read_image(args.labels))  # (a palette PNG: its indices, not colours)
     _marks_from_dataset(args.labels, raw_labels)
     image = _image_of(args, raw_labels)
     image = _grey_of_picture(image, np.ndim(raw_labels.data), args.image)
@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     check_class_ids(np.asarray(labels.data), f"{args.labels} (labels)")  # refused with the file's name
     prediction = None
     if args.prediction:
-        pred, note = on_image_grid(image, read_image(args.prediction), "prediction")
+        pred, note = on_image_grid(image, _palette_mask(args.prediction, read_image(args.prediction)), "prediction")
         if note:
             print(note, file=sys.stderr)
         prediction = np.asarray(pred.data)
@@ -158,8 +158,30 @@ def run(args: argparse.Namespace) -> int:
     for w in record.warnings:
         print(f"{args.dataset}: warning: {w}", file=sys.stderr)
     extra = f", {len(record.reviewed_slices)} reviewed slices, rest 'ignore'" if record.reviewed_slices is not None else ""
+    if record.frames:  # a time-lapse in nnU-Net / MONAI: one 2D case per frame
+        n, total = len(record.frames), int(np.shape(labels.data)[0])
+        left = (f"; the {total - n} frame(s) not marked reviewed are left out (a frame all 'ignore' teaches nothing)"
+                if n < total else "")
+        print(f"exported {n} of the {total} frames of the time-lapse {args.image} as 2D cases {record.frames[0]} .. "
+              f"{record.frames[-1]} to {args.dataset} ({args.format}, each of shape {record.shape}): nnU-Net and "
+              f"MONAI take a 3D file for a volume, so each frame is a 2D image of its own, not a z-slice{left}")
+        return 0
     print(f"exported {record.case_id} to {args.dataset} ({args.format}, shape {record.shape}{extra})")
     return 0
+
+
+def _palette_mask(path, labels):
+    """A mask saved as a picture: a palette (P mode) PNG's indices (PASCAL VOC style; the palette only colours the
+    class ids), a grey mask saved as RGB its grey (:func:`~napari_attnseg.data.alpha.mask_of_picture`); both were read
+    as colours and refused as not on the image's grid."""
+    import sys
+
+    from ..data.alpha import mask_of_picture
+
+    found, note = mask_of_picture(labels)
+    if note:
+        print(f"{path}: {note}", file=sys.stderr)
+    return found
 
 
 BACKGROUND_NAMES = {"background", "bg", "back", "none", "nothing", "unlabelled", "unlabeled", "clear", "other", "0",

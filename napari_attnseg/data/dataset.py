@@ -83,7 +83,9 @@ class Case:
         return self._image()[0]
 
     def load_labels(self) -> np.ndarray:
-        labels = np.asarray(self._read(self.label_path).data)
+        from .alpha import mask_of_picture
+
+        labels = np.asarray(mask_of_picture(self._read(self.label_path))[0].data)  # (a palette PNG: its class ids)
         if labels.dtype.kind == "f":
             if not np.all(np.mod(labels, 1) == 0):
                 raise DatasetError(f"Case {self.case_id}: {self.label_path.name} holds fractional label values.")

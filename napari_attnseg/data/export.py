@@ -78,6 +78,7 @@ class CaseRecord:
     exported: str = ""
     labels_sha256: str = ""
     warnings: list[str] = field(default_factory=list)  # for the caller; not written to the manifest
+    frames: list[str] = field(default_factory=list)  # a time-lapse: its frames' case ids (this record: the first)
 
 
 def array_sha256(a: np.ndarray) -> str:
@@ -130,7 +131,11 @@ def export_case(
     with ``affine``, the NIfTI files keep its qform/sform codes and its own qform, so they overlay the source in
     every viewer as the source shows (ITK reads the qform when the sform code is not 1); else codes 1 (scanner).
     ``axes``: the labels' axes as TIFF letters (``TYX`` a time-lapse, ``ZYX``; a napari layer's, the source TIFF's),
-    which the TIFF layout's files keep (Fiji opens a time-lapse's frames as frames); default ZYX / YX.
+    which the TIFF layout's files keep (Fiji opens a time-lapse's frames as frames); default ZYX / YX. In the nnunet
+    and monai layouts a time-lapse's frames are 2D cases of their own, ``<case>_t000``... (nnU-Net and MONAI read a
+    3D NIfTI as a volume, its frames as z-slices): the record returned is the first frame's, ``frames`` names all;
+    ``reviewed_slices`` are then reviewed frames, and a frame nobody reviewed is left out (all 'ignore', it would
+    teach nothing).
     Only pixel values and geometry are written (no source headers). Nothing is written when any
     input is refused (``InputError`` / ``DatasetError``), and no file that is not a case of the
     dataset's manifest is replaced. ``CaseRecord.warnings`` also names earlier cases with the same image.
@@ -172,12 +177,15 @@ def export_case(
         ct = modality == "CT" or is_hounsfield(chans[0])  # nnU-Net normalises a channel named CT as CT
     else:
         ct = False
+    frames = format in ("nnunet", "monai") and ndim == 3 and (axes_l or "").startswith("T")  # a time-lapse
     opts = dict(reviewed_slices=reviewed_slices, case_id=case_id, label_names=label_names,
-                channel_names=channel_names, overwrite=overwrite, ct=ct, what=labels_name or "the labels")
+                channel_names=channel_names, overwrite=overwrite, ct=ct, what=labels_name or "the labels",
+                time_lapse=frames)
+    case_ndim = 2 if frames else ndim
 
     _check_folder(folder)
     if not (folder / JOURNAL).exists():  # refuse before creating anything (a folder, a lock file)
-        _plan(folder, format, labels_int, chans.shape[0], ndim, **opts)
+        _plan(folder, format, labels_int, chans.shape[0], case_ndim, **opts)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -185,40 +193,56 @@ def export_case(
 
     with dataset_lock(folder):
         recover(folder)
-        plan = _plan(folder, format, labels_int, chans.shape[0], ndim, **opts)
+        plan = _plan(folder, format, labels_int, chans.shape[0], case_ndim, **opts)
         manifest, cid = plan.manifest, plan.case_id
-        image_sha, labels_sha = array_sha256(image), array_sha256(plan.labels)
-        finals = case_paths(folder, format, cid, chans.shape[0])
+        reviewed = sorted({int(s) for s in reviewed_slices}) if reviewed_slices is not None else None
+        if frames:  # one 2D case per frame: (case id, channels, labels, their labels as given, prediction, frame)
+            parts = [(fid, chans[:, t], plan.labels[t], labels[t], None if prediction is None else prediction[t], t)
+                     for t, fid in zip(plan.frames or [], plan.case_ids or [])]
+            sp_case, affine = spacing_l[1:], None
+        else:
+            parts, sp_case = [(cid, chans, plan.labels, labels, prediction, None)], spacing_l
         token = secrets.token_hex(4)
         staged: list[tuple[Path, Path]] = []
+        records: list[CaseRecord] = []
         try:
-            arrays = ([*chans, plan.labels] if format == "nnunet" else
-                      [chans[0] if chans.shape[0] == 1 else chans, plan.labels])
-            for final, data in zip(finals, arrays):
-                tmp = staged_name(final, token)
-                staged.append((tmp, final))
-                sp = spacing_l if data.ndim == ndim else [1.0, *spacing_l]  # (C, y, x) TIFF: channels first
-                # a (C, y, x) TIFF is labelled CYX: Fiji opens channels, not z-slices 1 unit apart; a time-lapse TYX
-                like = Volume(data, tuple(sp), None, {"axes": "CYX"}) if (data.ndim, ndim) == (3, 2) else None
-                if like is None and format == "tiff" and axes_l is not None:
-                    like = Volume(data, tuple(sp), None, {"axes": axes_l})
-                if nifti and affine is not None and format != "tiff":  # the source's header codes and qform
-                    like = Volume(data, tuple(sp), np.asarray(affine, float), {"nifti": dict(nifti)})
-                write_image(tmp, data, like, spacing=sp, affine=affine, unit="mm" if affine is not None else unit)
-                _hook("file")
-            record = CaseRecord(
-                case_id=cid, source_name=str(source_name or "image"), image_sha256=image_sha,
-                shape=list(labels.shape), spacing=spacing_l, label_names=list(manifest["label_names"]),
-                reviewed_slices=sorted({int(s) for s in reviewed_slices}) if reviewed_slices is not None else None,
-                ignore_label=plan.ignore_value, model=dict(model_info or {}),
-                edit_stats=edit_stats(prediction, labels) if prediction is not None else None,
-                files={"images": [str(p.relative_to(folder)) for p in finals[:-1]],
-                       "label": str(finals[-1].relative_to(folder))},
-                exported=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                labels_sha256=labels_sha, warnings=plan.notes + _duplicates(manifest, cid, image_sha, labels_sha),
-            )
-            entry = {k: v for k, v in asdict(record).items() if k != "warnings"}
-            manifest = {**manifest, "cases": [c for c in manifest["cases"] if c["case_id"] != cid] + [entry]}
+            for pid, pchans, plabels, given, pred, t in parts:
+                finals = case_paths(folder, format, pid, chans.shape[0])
+                arrays = ([*pchans, plabels] if format == "nnunet" else
+                          [pchans[0] if pchans.shape[0] == 1 else pchans, plabels])
+                for final, data in zip(finals, arrays):
+                    tmp = staged_name(final, token)
+                    staged.append((tmp, final))
+                    sp = sp_case if data.ndim == case_ndim else [1.0, *sp_case]  # (C, y, x) TIFF: channels first
+                    # a (C, y, x) TIFF is labelled CYX: Fiji opens channels, not z-slices 1 unit apart; a time-lapse TYX
+                    like = Volume(data, tuple(sp), None, {"axes": "CYX"}) if (data.ndim, case_ndim) == (3, 2) else None
+                    if like is None and format == "tiff" and axes_l is not None:
+                        like = Volume(data, tuple(sp), None, {"axes": axes_l})
+                    if nifti and affine is not None and format != "tiff":  # the source's header codes and qform
+                        like = Volume(data, tuple(sp), np.asarray(affine, float), {"nifti": dict(nifti)})
+                    write_image(tmp, data, like, spacing=sp, affine=affine, unit="mm" if affine is not None else unit)
+                    _hook("file")
+                frame_image = pchans if channel_axis else pchans[0]  # (a frame hashes as that 2D image exported alone)
+                image_sha, labels_sha = array_sha256(image if t is None else frame_image), array_sha256(plabels)
+                records.append(CaseRecord(
+                    case_id=pid, source_name=str(source_name or "image") + ("" if t is None else f" (frame {t})"),
+                    image_sha256=image_sha, shape=list(given.shape), spacing=list(sp_case),
+                    label_names=list(manifest["label_names"]),
+                    reviewed_slices=reviewed if t is None else None,
+                    ignore_label=plan.ignore_value, model=dict(model_info or {}),
+                    edit_stats=edit_stats(pred, given) if pred is not None else None,
+                    files={"images": [str(p.relative_to(folder)) for p in finals[:-1]],
+                           "label": str(finals[-1].relative_to(folder))},
+                    exported=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                    labels_sha256=labels_sha, warnings=_duplicates(manifest, pid, image_sha, labels_sha),
+                ))
+            record = records[0]
+            record.warnings = plan.notes + [w for r in records for w in r.warnings]
+            if frames:
+                record.frames = [r.case_id for r in records]
+            entries = [{k: v for k, v in asdict(r).items() if k not in ("warnings", "frames")} for r in records]
+            ids = {r.case_id for r in records}
+            manifest = {**manifest, "cases": [c for c in manifest["cases"] if c["case_id"] not in ids] + entries}
             manifest.setdefault("channel_names", [])
             index = index_files(folder, format, manifest)
         except BaseException as exc:  # not committed: the dataset is untouched; drop the staged files
@@ -227,8 +251,9 @@ def export_case(
                 raise DatasetError(f"Writing case {cid} to {folder} failed ({exc.strerror or exc}); "
                                    "the dataset is unchanged.") from None
             raise
-        try:  # the label file first: killed between renames, no reader lists the case's image without its label
-            commit(folder, staged[-1:] + staged[:-1], index, manifest, hook=_hook)
+        try:  # the label files first: killed between renames, no reader lists a case's image without its label
+            labels_first = sorted(staged, key=lambda pair: pair[1].parent.name not in ("labelsTr", "labels"))
+            commit(folder, labels_first, index, manifest, hook=_hook)
         except OSError as exc:
             if (folder / JOURNAL).exists():  # committed: the staged files must stay for the journal
                 raise DatasetError(f"Case {cid} was committed to {folder} but not finished ({exc.strerror or exc}); "

@@ -59,11 +59,25 @@ class _Plan:
     labels: np.ndarray
     ignore_value: int | None
     notes: list[str]  # warnings for the caller
+    case_ids: list[str] | None = None  # a time-lapse's frames, one 2D case each (``<case>_t000``...): their ids
+    frames: list[int] | None = None  # the frames those cases hold (the reviewed ones)
 
 
 def _plan(folder: Path, format: str, labels: np.ndarray, n_channels: int, ndim: int, *, reviewed_slices,
-          case_id, label_names, channel_names, overwrite, ct: bool = False, what: str = "the labels") -> _Plan:
-    """Everything that can refuse the export, decided before a single file is written."""
+          case_id, label_names, channel_names, overwrite, ct: bool = False, what: str = "the labels",
+          time_lapse: bool = False) -> _Plan:
+    """Everything that can refuse the export, decided before a single file is written. ``time_lapse``: the labels are
+    a time-lapse's (T, y, x), exported as one ``ndim`` (2D) case per frame, ``<case>_t000``...; reviewed slices are
+    reviewed frames, and a frame nobody reviewed is left out (a case all 'ignore' teaches nothing, and fine-tuning
+    refuses one)."""
+    frames = list(range(labels.shape[0])) if time_lapse else []
+    if time_lapse and reviewed_slices is not None:
+        frames = sorted({int(t) for t in reviewed_slices if 0 <= int(t) < labels.shape[0]})
+        if not frames:
+            raise InputError(f"None of the {labels.shape[0]} frames of the time-lapse ({what}) is marked reviewed, so "
+                             "there is nothing to export: review the frames you corrected (napari: press R on each; "
+                             "attnseg export --reviewed-slices 0,3-5 names them), or leave the marks out to export "
+                             "every frame as labelled.")
     existing = detect_format(folder) if folder.exists() else None
     manifest = read_manifest(folder) if folder.exists() else None
     if manifest is None and existing is not None:
@@ -77,7 +91,7 @@ def _plan(folder: Path, format: str, labels: np.ndarray, n_channels: int, ndim: 
                            "or pick another folder.")
     label_names, channel_names = clean_names(label_names, "Label"), clean_names(channel_names, "Channel")
     counted, rows = labels, None
-    if reviewed_slices is not None and ndim == 3:  # unreviewed slices go out as 'ignore': their values need no name
+    if reviewed_slices is not None and labels.ndim == 3:  # unreviewed slices go out as 'ignore': their values need no name
         rows = sorted({int(z) for z in reviewed_slices if 0 <= int(z) < labels.shape[0]})
         counted = labels[rows]
     n_classes = int(counted.max(initial=0)) + 1
@@ -147,7 +161,7 @@ def _plan(folder: Path, format: str, labels: np.ndarray, n_channels: int, ndim: 
     if reviewed_slices is not None:
         from ..correct import ignore_unreviewed
 
-        if ndim != 3:
+        if labels.ndim != 3:
             raise InputError("Reviewed slices apply to 3D volumes; a 2D image is reviewed as a whole.")
         ignore_value = len(table)  # nnU-Net v2: 'ignore' is the highest label value
         exported = ignore_unreviewed(labels, reviewed_slices, ignore_value)
@@ -160,7 +174,7 @@ def _plan(folder: Path, format: str, labels: np.ndarray, n_channels: int, ndim: 
 
     if case_id is None:
         n = len(ids)
-        while f"case_{n:04d}" in ids or not_ours(f"case_{n:04d}"):
+        while f"case_{n:04d}" in ids or any(c in ids or not_ours(c) for c in frame_ids(f"case_{n:04d}", frames)):
             n += 1
         case_id = f"case_{n:04d}"
     if not _CASE_RE.match(case_id):
@@ -168,14 +182,23 @@ def _plan(folder: Path, format: str, labels: np.ndarray, n_channels: int, ndim: 
         raise InputError(f"Case id {case_id!r} may only hold the letters A-Z and a-z (no accents), digits, '_' and '-', "
                          f"and not start with '_' or '-' (no spaces or dots: the id names the case's files in every "
                          f"layout); use{hint or ' another id'}.")
-    if case_id in ids and not overwrite:
-        raise DatasetError(f"Case {case_id!r} already exists in {folder}; choose another case id (leave it empty for "
-                           "the next free one), or replace that case on purpose (napari: tick 'Replace the case'; "
-                           "attnseg export --case-id ID --overwrite).")
-    if blocked := not_ours(case_id):
-        raise DatasetError(f"{blocked[0]} already exists and is not a case in {folder / MANIFEST}; napari-attnseg "
-                           "never replaces it. Move it away or choose another case id.")
-    return _Plan(manifest, case_id, exported, ignore_value, notes)
+    all_ids = frame_ids(case_id, frames)
+    for cid in all_ids:
+        if cid in ids and not overwrite:
+            raise DatasetError(f"Case {cid!r} already exists in {folder}; choose another case id (leave it empty for "
+                               "the next free one), or replace that case on purpose (napari: tick 'Replace the case'; "
+                               "attnseg export --case-id ID --overwrite).")
+        if blocked := not_ours(cid):
+            raise DatasetError(f"{blocked[0]} already exists and is not a case in {folder / MANIFEST}; napari-attnseg "
+                               "never replaces it. Move it away or choose another case id.")
+    if time_lapse:
+        return _Plan(manifest, all_ids[0], exported, None, notes, all_ids, frames)
+    return _Plan(manifest, all_ids[0], exported, ignore_value, notes)
+
+
+def frame_ids(case_id: str, frames: list[int]) -> list[str]:
+    """The case ids of a time-lapse's frames (``<case>_t000``...), or ``[case_id]`` for an image that is not one."""
+    return [f"{case_id}_t{t:03d}" for t in frames] if frames else [case_id]
 
 
 def ascii_case_id(text: str) -> str:

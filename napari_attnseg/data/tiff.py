@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from .._files import atomic_write
+from .alpha import drop_flat_alpha
 from .tiff_meta import (
     CENTIMETER,
     IMAGEJ_AXES,
@@ -122,7 +123,13 @@ def read_tiff(p: Path, series_index: int = 0):
     if data is None:
         # copy-on-write: a caller may paint into the array without ever touching the file
         data = tifffile.memmap(str(p), series=series_index, mode="c")
-    meta = {"source_path": str(p), "format": "tiff", "memory_mapped": isinstance(data, np.memmap), "axes": axes}
+    if len(axes) == data.ndim >= 3 and axes[-1] == "Q" and data.shape[-1] == 1:  # (Y, X, 1): no axis, one plane
+        data, axes, spacing = data[..., 0], axes[:-1], spacing[:-1]  # (a 2D model took its rows as 64 slices)
+    note = None
+    if axes.endswith("S") and data.shape[-1] == 4:  # RGBA: an alpha of one value (opaque) is dropped, with a note
+        data, note = drop_flat_alpha(data, str(p))
+    meta = {"source_path": str(p), "format": "tiff", "memory_mapped": isinstance(data, np.memmap), "axes": axes,
+            **({"note": note} if note else {})}
     if unit:  # the length unit of the spacing
         meta["unit"] = unit
     if several:  # (predict, export and a cohort print it with the result)

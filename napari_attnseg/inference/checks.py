@@ -46,9 +46,9 @@ def check_input(model, image, mode: str | None) -> tuple[str, bool]:
         name = getattr(getattr(model, "card", None), "name", "")
         who = f"Model {name!r}" if name else "The model"
         raise InputError(
-            f"{who} takes {cin} channels, stacked as the first axis; got an {_describe(image)}. Give it an "
-            "image with those channels first, e.g. (C, y, x) or (C, z, y, x) (in napari: one layer holding them), "
-            "or choose a model that takes one channel."
+            f"{who} takes {cin} channels, stacked as the first axis; got an {_describe(image)}. "
+            + (_colour_hint(image, cin) or "Give it an image with those channels first, e.g. (C, y, x) or (C, z, y, x) "
+               "(in napari: one layer holding them), or choose a model that takes one channel.")
         )
     if spatial_ndim not in (2, 3):
         hint = (" Is it an RGB or multi-channel image? Segment one channel (attnseg predict --channel K; in Python "
@@ -94,6 +94,28 @@ def check_input(model, image, mode: str | None) -> tuple[str, bool]:
     if mode == "slices" and (dims != 2 or spatial_ndim != 3):
         raise InputError(f"mode 'slices' runs a 2D model over a volume; the model is {dims}D and the image has {spatial_ndim} spatial axes.")
     return mode, has_channels
+
+
+def _colour_hint(image, cin: int) -> str | None:
+    """What to do with a picture's array given to a model of ``cin`` colours: colours last (y, x, 3) as pictures are
+    stored, or an RGBA picture (4 samples: its alpha) for a model reading RGB; None for another array."""
+    shape = tuple(image.shape)
+    if image.ndim != 3 or cin not in (3, 4) or not ({shape[0], shape[-1]} & {3, 4}):
+        return None
+    last = shape[-1] in (3, 4) and shape[0] not in (3, 4)
+    if cin == 3 and (shape[-1] if last else shape[0]) == 4:  # RGBA for a model reading RGB
+        from ..data.alpha import flat_alpha, transparency_message
+
+        rgba = np.asarray(image) if last else np.moveaxis(np.asarray(image), 0, -1)
+        index = "image[..., :3]" if last else "image[:3]"
+        move = ", then move the colours first: np.moveaxis(image[..., :3], -1, 0)" if last else ""
+        if flat_alpha(rgba):
+            return (f"It looks like an RGBA picture whose alpha is one value throughout (opaque): pass its colours "
+                    f"without the alpha, {index}{move}.")
+        return transparency_message("The image", rgba)
+    if last and shape[-1] == cin:
+        return "Its colours are on the last axis, as pictures are stored: pass np.moveaxis(image, -1, 0)."
+    return None
 
 
 def check_time_axis(axes: str, shape: tuple[int, ...], src, has_channels: bool = False,
