@@ -11,9 +11,7 @@ import sys
 from pathlib import Path
 
 from ..errors import InputError
-from ..inference.normalize import NONZERO_SCHEMES, SCHEMES
 from ..options import DEVICES, PRECISIONS
-from ..training.config import TrainConfig
 from ._train_run import (  # noqa: F401 (re-exported: train.py, finetune.py, tests and scripts import them from here)
     ProgressBar,
     _per_class,
@@ -28,6 +26,8 @@ from ._train_run import (  # noqa: F401 (re-exported: train.py, finetune.py, tes
 
 
 def add_budget_and_split(p: argparse.ArgumentParser) -> None:
+    from ..training.config import TrainConfig  # noqa: I001 - (imports torch: only when the command runs, not for --help)
+
     p.add_argument("dataset", help="folder of an exported dataset (nnU-Net raw, MONAI or TIFF layout), or one made elsewhere (nnU-Net "
                    "v1/v2, Decathlon, a MONAI datalist JSON, images/ with labels/ or masks/; docs/training.md)")
     p.add_argument("--out", required=True, help="folder for best.safetensors, its card and training_log.csv")
@@ -161,6 +161,8 @@ def parse_normalization(text: str | None) -> dict | None:
     ``none``; a ``nonzero-`` prefix (percentile, scale, zscore) takes the statistics over the non-zero voxels."""
     if not text:
         return None
+    from ..inference.normalize import NONZERO_SCHEMES, SCHEMES
+
     if text.lstrip().startswith("{"):
         try:
             spec = json.loads(text)

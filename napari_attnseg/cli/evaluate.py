@@ -88,10 +88,13 @@ def run(args: argparse.Namespace) -> int:
     from ..inference import predict
     from ..inference.checks import check_time_axis
     from ..training.losses import dice_per_class
+    from ._mask_input import label_map_warning, refuse_our_output
 
     expand_user_args(args, "image", "labels")  # ("~/..." quoted for its spaces)
+    refuse_our_output(args.image)  # (a mask given as the image scored the model on the mask's shapes)
     model = load_model(args.model, device=args.device)
     image, ref = read_for_model(args.image, args.channel, model), read_input(args.labels)
+    refuse_our_output(args.image, image.meta)
     if time_lapse := check_time_axis(str(image.meta.get("axes") or ""), tuple(image.data.shape), args.image,
                                      model.in_channels > 1, model.spatial_dims):
         print(f"warning: {time_lapse}", file=sys.stderr)
@@ -146,6 +149,8 @@ def run(args: argparse.Namespace) -> int:
         labels[left_out] = -1
     pred = predict(model, image.data, spacing=image.spacing, device=args.device, precision=args.precision,
                    orientation=volume_codes(image), return_probabilities=False)
+    if mask_image := label_map_warning(image.data, args.image):
+        pred.warnings.insert(0, mask_image)
     mismatch = label_mismatch([v for v in np.unique(labels).tolist() if v >= 0], pred.classes)
     if mismatch:
         notes.append(mismatch)

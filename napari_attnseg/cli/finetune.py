@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 from ..errors import InputError
-from ..training.config import FT_FAR_NEGATIVES, FT_HARD_NEGATIVES, FT_L2SP, FT_REFIT
 from ._train_common import MODEL_FILES, add_budget_and_split, check_out, config_kwargs, run_training
 
 NAME = "finetune"
@@ -16,6 +15,8 @@ HELP = "Fine-tune a model on an exported dataset of corrected masks."
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..training.config import FT_FAR_NEGATIVES, FT_HARD_NEGATIVES, FT_L2SP, FT_REFIT
+
     add_budget_and_split(parser)
     parser.add_argument("--model", required=True, help="bundled model name or path to a .safetensors checkpoint")
     parser.add_argument("--freeze-encoder", action="store_true", help="train only the decoder and attention gates")

@@ -39,8 +39,8 @@ def run(args: argparse.Namespace) -> int:
     listing = list_models()
     width = max([16, *(len(m["name"]) + 1 for m in listing["bundled"] + listing["user"])])
     print("Architectures (attnseg train --arch NAME):")
-    for a in listing["architectures"]:
-        print(f"  {a['name']:<16} {a['dims']:<6} {a['description']}")
+    for a in listing["architectures"]:  # (the dimensions once: "2D/3D  U-Net baseline (Ronneberger 2015), 2D/3D")
+        print(f"  {a['name']:<16} {a['dims']:<6} {a['description'].removesuffix(', ' + a['dims'])}")
     print("Bundled models (--model NAME):")
     for m in listing["bundled"] or [{"name": "(none installed)", "dims": "", "description": ""}]:
         print(f"  {m['name']:<{width}} {m['dims']:<6} {m['description']}")

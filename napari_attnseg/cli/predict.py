@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -181,6 +182,7 @@ def run(args: argparse.Namespace) -> int:
         record_path,
         write_prediction,
     )
+    from ._mask_input import label_map_warning, refuse_our_output
 
     expand_user_args(args, "inputs", "out", "summary")  # ("~/..." quoted for its spaces: not a folder named '~')
     out = Path(args.out)
@@ -192,7 +194,7 @@ def run(args: argparse.Namespace) -> int:
     if args.attention and not getattr(model, "attention_strides", None):  # (it wrote no map, silently)
         print(f"note: {model.card.name or args.model} ({model.arch}) has no attention gates; --attention writes no "
               "maps for it.", file=sys.stderr)
-    failed = 0
+    failed, finished = 0, []
     for src in inputs:
         try:
             if too_long := name_too_long(out, src):
@@ -212,7 +214,9 @@ def run(args: argparse.Namespace) -> int:
                     "Choose another --out, or pass --overwrite to replace them (a mask changed since attnseg "
                     f"wrote it is then kept in {out / EDITED_DIR})."
                 )
+            refuse_our_output(src)  # (a mask or map of an earlier run, given as the image)
             vol = read_for_model(src, args.channel, model)
+            refuse_our_output(src, vol.meta)
             time_lapse = check_time_axis(str(vol.meta.get("axes") or ""), tuple(vol.data.shape), src,
                                          model.in_channels > 1, model.spatial_dims)
             if vol.meta.get("note"):  # e.g. a grey image saved as RGB, read as grey
@@ -227,6 +231,8 @@ def run(args: argparse.Namespace) -> int:
                 pred.warnings.insert(0, str(vol.meta["warning"]))
             if time_lapse:  # (frames taken for slices by a 3D model)
                 pred.warnings.insert(0, time_lapse)
+            if mask := label_map_warning(vol.data, src):
+                pred.warnings.insert(0, mask)
             fmt = "tiff" if vol.meta.get("format") == "tiff" else "nifti"  # PNG/JPEG/BMP read as TIFF
             if kept := keep_edited_mask(out, src):  # --overwrite never deletes a corrected mask
                 pred.warnings.append(kept_warning(kept))
@@ -237,6 +243,11 @@ def run(args: argparse.Namespace) -> int:
                   f"{pred.timings['total_s']:.1f} s{f' (turned {turned} for the model)' if turned else ''} -> {out}")
             for w in pred.warnings:
                 print(f"{src}: warning: {w}", file=sys.stderr)
+            finished.append(src)
+        except KeyboardInterrupt:  # ("run the same command again" then refused the inputs already finished)
+            print(f"attnseg predict: interrupted; {interrupted_message(src, inputs, finished, out, args)}",
+                  file=sys.stderr)
+            return 130
         except AttnSegError as exc:
             failed += 1
             print(f"{src}: error: {exc}", file=sys.stderr)
@@ -256,6 +267,35 @@ def run(args: argparse.Namespace) -> int:
     if failed:
         print(f"{failed} of {len(inputs)} inputs failed", file=sys.stderr)
     return 1 if failed else 0
+
+
+def interrupted_message(src: Path, inputs: list[Path], finished: list[Path], out: Path,
+                        args: argparse.Namespace) -> str:
+    """What a run of image files stopped by Ctrl+C during ``src`` left, and the command that goes on: the same command
+    again would refuse the inputs finished (their outputs exist), so only the others are named."""
+    left = [p for p in inputs if p not in finished]
+    again = " ".join(shlex.quote(a) for a in ["attnseg", "predict", *map(str, left)]
+                     + _options_again(getattr(args, "_argv", sys.argv[1:])))
+    done = (f"{len(finished)} of {len(inputs)} inputs finished, their outputs in {out} are kept; " if finished else "")
+    return (f"{done}{src} was not finished (the next run replaces what it left). Go on with: {again}"
+            if finished else f"{src} was not finished, nothing of it is kept (the next run replaces what it left); run "
+            "the same command again.")
+
+
+def _options_again(argv: list[str]) -> list[str]:
+    """The options of the command line ``argv`` (the inputs left out), to repeat them."""
+    argv = argv[argv.index("predict") + 1:] if "predict" in argv else []
+    kept, value = [], False
+    for word in argv:
+        if value or word.startswith("-"):
+            kept.append(word)
+            value = word.startswith("-") and "=" not in word and word not in FLAGS
+        else:
+            value = False
+    return kept
+
+
+FLAGS = ("--attention", "--tta", "--no-prob", "--overwrite", "-h", "--help")  # the options that take no value
 
 
 def out_of_memory(src: Path, exc: MemoryError, args: argparse.Namespace) -> str:

@@ -12,7 +12,7 @@ HELP = "List the unreviewed slices of a volume the model is least sure about (re
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..devices import DEVICE_CHOICES
+    from ..options import DEVICES  # (not ..devices, which imports torch)
 
     parser.add_argument("image", help="image file (NIfTI, TIFF) or DICOM folder")
     parser.add_argument("--model", required=True, help="bundled model name or a .safetensors checkpoint")
@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-n", type=int, default=5, help="how many slices to suggest (default 5)")
     parser.add_argument("--no-flips", action="store_true",
                         help="entropy only (skip the mirrored second pass: half the time)")
-    parser.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
+    parser.add_argument("--device", default="auto", choices=DEVICES)
     parser.add_argument("--channel", type=int, default=None, metavar="K",
                         help="the channel, colour or 4D NIfTI volume to look at (as attnseg predict --channel)")
     parser.add_argument("--uncertainty", metavar="FILE",
@@ -65,6 +65,21 @@ def check_uncertainty_path(path: Path, image: Path, overwrite: bool) -> None:
                          f"({exc.strerror or exc}); choose a file in a folder you can write to.") from None
 
 
+class Passes:
+    """A ``progress(done, total)`` callback over several model passes (the image, then its mirror), each reporting
+    from the start (in batches: a small volume's pass reports once, ``(8, 8)``): one bar over all of them."""
+
+    def __init__(self, progress, passes: int):
+        self.progress, self.passes = progress, passes
+        self.before, self.last = 0, (0, 0)
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.last[1] and (self.last[0] >= self.last[1] or done < self.last[0]):  # the previous pass ended
+            self.before = min(self.before + self.last[1], total * (self.passes - 1))
+        self.last = (done, total)
+        self.progress(self.before + done, total * self.passes)
+
+
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -76,6 +91,8 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import InputError
     from ..inference.checks import check_time_axis
     from ..suggest import predict_uncertainty, suggest_slices
+    from ._mask_input import label_map_warning, refuse_our_output
+    from .predict import TileProgress
 
     if args.n < 1:
         raise InputError("-n must be >= 1.")
@@ -83,8 +100,12 @@ def run(args: argparse.Namespace) -> int:
     unc_path = Path(args.uncertainty) if args.uncertainty else None
     if unc_path is not None:
         check_uncertainty_path(unc_path, Path(args.image), args.overwrite)
+    refuse_our_output(args.image)
     model = load_model(args.model, device=args.device)
     vol = read_for_model(args.image, args.channel, model)
+    refuse_our_output(args.image, vol.meta)
+    if mask := label_map_warning(vol.data, args.image):
+        print(f"{args.image}: warning: {mask}", file=sys.stderr)
     if time_lapse := check_time_axis(str(vol.meta.get("axes") or ""), tuple(vol.data.shape), args.image,
                                      model.in_channels > 1, model.spatial_dims):
         print(f"warning: {time_lapse}", file=sys.stderr)
@@ -102,8 +123,10 @@ def run(args: argparse.Namespace) -> int:
         print(nothing)
         return 0
     warnings: list[str] = []
-    _, unc = predict_uncertainty(model, image, flips=not args.no_flips, device=args.device, spacing=vol.spacing,
-                                 orientation=volume_codes(vol), warnings=warnings)
+    with TileProgress(Path(args.image).name) as bar:  # (a CT ran 107 s with flips, silently)
+        _, unc = predict_uncertainty(model, image, flips=not args.no_flips, device=args.device, spacing=vol.spacing,
+                                     orientation=volume_codes(vol), warnings=warnings,
+                                     progress=Passes(bar, 1 if args.no_flips else 2))
     for w in warnings:
         print(f"{args.image}: warning: {w}", file=sys.stderr)
     if unc_path is not None:
