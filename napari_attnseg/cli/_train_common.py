@@ -124,19 +124,17 @@ def check_out(args: argparse.Namespace) -> None:
 def refuse_out_in_dataset(out: Path, dataset: Path) -> None:
     """``finetune DS --out DS`` wrote the model's files among the dataset's (and ``--out DS/imagesTr`` among its
     cases): refused. A folder of its own inside the dataset (``DS/model``) is left alone: exports and the dataset
-    readers look only at the layout's folders."""
-    from ..data.dataset import SUB_FOLDERS
+    readers look only at the layout's folders. The rule is :mod:`~napari_attnseg.data.out_folder`'s, which the napari
+    Fine-tune tab applies too."""
+    from ..data.out_folder import beside_dataset, dataset_part, dataset_root
 
-    root = (dataset.parent if dataset.is_file() else dataset).resolve()
-    where = out.resolve()
-    inside = where.relative_to(root).parts if where == root or root in where.parents else None
-    if inside is None or (inside and inside[0] not in SUB_FOLDERS):
+    part = dataset_part(out, dataset)
+    if part is None:
         return
-    given = dataset.parent if dataset.is_file() else dataset
-    beside = shlex.quote(str(given.with_name(f"{given.name}-model") if given.name else root.parent / f"{root.name}-model"))
-    what = "the dataset folder" if not inside else f"inside the dataset's {inside[0]}/ folder"
-    raise InputError(f"--out {out} is {what} ({root}): the model's files ({', '.join(MODEL_FILES[:2])}, ...) would go "
-                     f"among the dataset's files; choose a folder beside it, e.g. --out {beside}.")
+    what = "the dataset folder" if not part else f"inside the dataset's {part}/ folder"
+    raise InputError(f"--out {out} is {what} ({dataset_root(dataset)}): the model's files ({', '.join(MODEL_FILES[:2])}, "
+                     f"...) would go among the dataset's files; choose a folder beside it, e.g. --out "
+                     f"{shlex.quote(str(beside_dataset(dataset)))}.")
 
 
 def parse_ints(text: str | None, option: str) -> list[int] | None:
