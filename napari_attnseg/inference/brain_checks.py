@@ -100,3 +100,63 @@ def looks_stripped(image: np.ndarray, spacing: Sequence[float]) -> tuple[np.ndar
                     f"in it: {skull:.0%} of the region {SKULL_BAND_MM[0]:.0f}-{SKULL_BAND_MM[1]:.0f} mm below its "
                     "surface is dark); brain extraction not applied")
 
+
+
+BIAS_WARN = 1.35  # the white matter's fitted linear field spans more than this (5th-95th percentile ratio): warn
+BIAS_STEP_MM = 4.0  # the fit runs on about this grid (a few thousand white-matter voxels are plenty for 4 numbers)
+
+
+def bias_span(image: np.ndarray, brain: np.ndarray, spacing: Sequence[float]) -> float | None:
+    """How much a T1's white matter brightens across the brain: a plane (a linear field) fitted to the log intensity
+    of the likely white matter (the brightest of three Otsu classes inside ``brain``, the top 1 % left out: vessels,
+    enhancement), refitted four times on the image divided by the last fit (a shaded side's white matter falls into
+    the grey class at first); the ratio of its 95th to 5th percentile over that white matter. None when ``brain``
+    has too few voxels. Measured on the 2 mm MNI: 1.17 as it is (1 mm, 4 / 6 mm slices and a cut top alike; 1.09
+    without its lowest 40 mm), 1.09-1.16 with 4-16 % Rician noise, 1.11-1.17 in a synthetic skull; brain1 (a clinical
+    contrast-enhanced T1) 1.25; under smooth random fields of 0.6-1.4 over the volume 1.11-1.42 (the anatomy's own
+    gradient adds to the field or takes from it), linear 0.7-1.3 ramps 1.37-1.48."""
+    from skimage.filters import threshold_multiotsu
+
+    a, inside = np.asarray(image), np.asarray(brain, bool)
+    spacing = tuple(float(s) for s in spacing)
+    if a.ndim != 3 or inside.shape != a.shape:
+        return None
+    step = tuple(max(1, int(round(BIAS_STEP_MM / s))) for s in spacing)
+    sub = tuple(slice(None, None, k) for k in step)
+    a = a[sub].astype(np.float32)  # (the fit's grid first: no float copy of a whole 1 mm head)
+    inside = ndi.binary_erosion(inside[sub])  # (not the brain's edge: partial volume with the background)
+    inside &= np.isfinite(a) & (a > 0)
+    if inside.sum() < 2000:
+        return None
+    idx = np.nonzero(inside)
+    x = np.stack([np.ones(idx[0].size)] + [(i - (n - 1) / 2) * s * k / 100.0
+                                          for i, n, s, k in zip(idx, a.shape, spacing, step)], axis=1)
+    v = np.log(a[idx].astype(np.float64))
+    fit = np.zeros_like(v)
+    wm = np.zeros(v.shape, bool)
+    for _ in range(4):
+        c = v - fit
+        try:
+            hi = threshold_multiotsu(c, classes=3)[1]
+        except ValueError:  # fewer than three intensity levels: no tissue classes to speak of
+            return None
+        wm = (c > hi) & (c < np.percentile(c, 99))
+        if wm.sum() < 100:
+            return None
+        coef = np.linalg.lstsq(x[wm], v[wm], rcond=None)[0]
+        fit = x @ coef
+    p5, p95 = np.percentile(fit[wm], [5, 95])
+    return float(np.exp(p95 - p5))
+
+
+def strong_bias_field(image: np.ndarray, brain: np.ndarray, spacing: Sequence[float]) -> str | None:
+    """A warning when the white matter brightens across the brain by more than ``BIAS_WARN`` (:func:`bias_span`):
+    a receive-coil bias field the model did not learn (the 2 mm MNI under a 0.6-1.4 field: grey / white matter Dice
+    0.912 / 0.914 -> 0.81 / 0.63). None otherwise; weaker fields (up to about +-20 %) go unnoticed."""
+    span = bias_span(image, brain, spacing)
+    if span is None or span <= BIAS_WARN:
+        return None
+    return (f"The white matter brightens {span:.2f}x across the brain (a smooth bias field, as from a receive coil, not "
+            "corrected?): the model learnt bias-corrected T1s and its mask loses accuracy under one. Correct the bias "
+            "field first (N4: ANTs N4BiasFieldCorrection, SimpleITK's N4BiasFieldCorrectionImageFilter, or 3D Slicer's "
+            "N4ITK module), then run again.")
