@@ -83,11 +83,35 @@ class CorrectExport:
             self.format_combo.value = last["format"]
         self._last_case_hint(last.get("case_id"))
 
-    def _last_case_hint(self, case_id) -> None:
+    def _last_case_hint(self, case_id, frames: list[str] | None = None) -> None:
+        """The last export's case id in the case field's hint: for a time-lapse (``frames``, its 2D cases
+        ``<case_id>_t000``...), the movie's id, which replaces its frames (the first frame's id made new cases
+        ``<case>_t000_t000``...)."""
         if case_id:
+            wrote = f"the frames {_frames_text(frames)} of the time-lapse {case_id}" if frames else case_id
             self.case_edit.native.setPlaceholderText(f"next free case id (last export: {case_id})")
             self.case_edit.tooltip = (f"The case's name in the dataset; empty: the next free id. The last export wrote "
-                                      f"{case_id}: type it and tick Replace the case to replace it.")
+                                      f"{wrote}: type {case_id} and tick Replace the case to replace "
+                                      f"{'them' if frames else 'it'}.")
+
+
+def movie_id(rec) -> str:
+    """The case id an export was given: a time-lapse's (its frames' cases are ``<id>_t000``...), or the case's."""
+    frames = list(getattr(rec, "frames", None) or [])
+    return frames[0].rsplit("_t", 1)[0] if frames else rec.case_id
+
+
+def _frames_text(frames: list[str]) -> str:
+    return ", ".join(frames) if len(frames) <= 3 else f"{frames[0]} .. {frames[-1]}"
+
+
+def exported_text(rec, n_frames: int) -> str:
+    """What an export wrote: its case, or a time-lapse's frames as 2D cases (``n_frames``: the movie's frames)."""
+    frames = list(getattr(rec, "frames", None) or [])
+    if not frames:
+        return f"Exported {rec.case_id}"
+    of = "" if len(frames) == n_frames else f" of the {n_frames} (the reviewed ones; the others are left out)"
+    return f"Exported {len(frames)} frame{'s' if len(frames) != 1 else ''}{of} as 2D cases {_frames_text(frames)}"
 
 
 def foreign_model(layer, names: list[str]) -> str | None:

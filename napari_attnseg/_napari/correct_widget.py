@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from napari.layers import Image, Labels
 from napari.utils import progress as napari_progress
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QDockWidget, QWidget
@@ -25,16 +24,15 @@ from ._common import (
     notify_error,
     notify_info,
     notify_warning,
-    set_choices,
     stop_listening,
     tell_docked,
 )
-from .correct_export import CorrectExport, _fine_tuned_on, folder_text
+from .correct_export import CorrectExport, _fine_tuned_on, exported_text, folder_text, movie_id
 from .correct_form import ClassList, CorrectForm
 from .correct_helpers import LiveStats, MaskHelpers
+from .correct_layers import LayerChoice  # (the mask and image chosen among the layers)
 from .job_pool import thread_worker
-from .round_state import carry_reviewed, replace_loses
-from .sample_data import REFERENCE_KEY
+from .round_state import replace_loses
 from .save_mask import SaveMask
 from .suggest_tool import SuggestTool
 from .tiff_masks import reopen_tiff_mask
@@ -43,8 +41,8 @@ from .worklist import CaseFields, real_viewer
 REVIEWED_KEY = "reviewed_slices"
 
 
-class CorrectWidget(Undockable, QWidget, CorrectForm, ClassList, CorrectExport, MaskHelpers, LiveStats, SuggestTool,
-                    CaseFields, SaveMask):
+class CorrectWidget(Undockable, QWidget, CorrectForm, ClassList, CorrectExport, LayerChoice, MaskHelpers, LiveStats,
+                    SuggestTool, CaseFields, SaveMask):
     def __init__(self, napari_viewer):
         super().__init__()
         self.viewer = real_viewer(napari_viewer)  # (napari's plugin proxy: a new wrapper per look-up of a layer)
@@ -94,102 +92,12 @@ class CorrectWidget(Undockable, QWidget, CorrectForm, ClassList, CorrectExport, 
         return dock is not None and dock.isHidden()
 
     # -- layers ---------------------------------------------------------------------------------
-    @staticmethod
-    def _listed(layer) -> bool:
-        """A layer the panel lists: a Labels layer, or an image that is not a model's output (attention)."""
-        return isinstance(layer, Labels) or (isinstance(layer, Image) and not layer.metadata.get("attnseg"))
-
-    def _layer_inserted(self, event=None) -> None:
-        """A mask or an image added: the lists follow (a Points layer or an attention map changes nothing here)."""
-        layer = getattr(event, "value", None)
-        if layer is not None and (not self._listed(layer) or reopen_tiff_mask(self.viewer, layer)):
-            return  # (a TIFF mask napari's reader opened as an image: replaced by its Labels layer next)
-        if layer is not None:
-            layer.events.name.connect(self._layer_renamed)
-        # a model's new mask (also "mask (2)" when the edited one was kept) is what people correct next
-        newest = layer.name if isinstance(layer, Labels) and layer.metadata.get("attnseg") else None
-        if newest:  # (once the run has set its metadata: the clinician's reviewed slices of the mask it kept)
-            QTimer.singleShot(0, lambda: carry_reviewed(self.viewer, layer) and self._update_info())
-        self.refresh(prefer=newest)
-
-    def _layer_removed(self, event=None) -> None:
-        layer = getattr(event, "value", None)
-        if layer is None or self._listed(layer):
-            self.refresh()
-
-    def refresh(self, event=None, prefer: str | None = None) -> None:
-        labels = [ly.name for ly in self.viewer.layers if isinstance(ly, Labels)]
-        images = [ly.name for ly in self.viewer.layers if isinstance(ly, Image) and not ly.metadata.get("attnseg")]
-        masks = [n for n in labels if self.viewer.layers[n].metadata.get("attnseg") or n.endswith(" mask")]
-        current = self.labels_combo.value
-        if prefer is None and masks and current not in masks:
-            prefer = masks[-1]  # a model's mask, once there is one, is what people correct
-        elif prefer is None and current not in labels:  # (a sample's hidden reference is not the mask to correct)
-            prefer = next((n for n in labels if not self.viewer.layers[n].metadata.get(REFERENCE_KEY)), None)
-        set_choices(self.labels_combo, labels, prefer=prefer)
-        source = self._source_image(self.labels_combo.value)
-        set_choices(self.image_combo, images, prefer=source)
-        self._mask_changed()
-        self._remember_choice()
-
-    def _remember_choice(self) -> None:
-        layers = self.viewer.layers
-        self._chosen = tuple(layers[c.value] if c.value in layers else None for c in (self.labels_combo, self.image_combo))
-
-    def _layer_renamed(self, event=None) -> None:
-        """A layer was renamed in the layer list: the lists follow, and the chosen mask and image stay chosen."""
-        mask, image = self._chosen
-        layers = list(self.viewer.layers)
-        with self.image_combo.changed.blocked():
-            set_choices(self.image_combo, [ly.name for ly in layers if isinstance(ly, Image) and not ly.metadata.get("attnseg")],
-                        prefer=image.name if image in layers else None)
-        self.refresh(prefer=mask.name if mask in layers else None)
-        if image in layers and self.image_combo.value != image.name:
-            with self.image_combo.changed.blocked():
-                self.image_combo.value = image.name
-        self._remember_choice()
-
     def panel_undocked(self) -> None:
         """The dock closed: its keys and clicks stop acting on the viewer (they would edit masks unseen)."""
         self.prompt.enable_box.value = False
         for key in self._keys:
             self.viewer.bind_key(key, None)
         stop_listening(self.viewer, self, self.prompt)  # (a reopened dock is a new panel: this one must not react)
-
-    def _source_layer(self, mask):
-        uid = mask.metadata.get("attnseg_source_uid")
-        return next((ly for ly in self.viewer.layers if uid is not None and ly.unique_id == uid), None)
-
-    def _source_image(self, mask_name) -> str | None:
-        if mask_name not in self.viewer.layers:
-            return None
-        mask = self.viewer.layers[mask_name]
-        if (source := self._source_layer(mask)) is not None:  # the very layer it was predicted on, renamed or not
-            return source.name
-        info = mask.metadata.get("attnseg") or {}
-        return info.get("source_layer") or (mask_name[: -len(" mask")] if str(mask_name).endswith(" mask") else None)
-
-    def _mask_changed(self, *_) -> None:
-        """Follow the chosen mask: its edits update the statistics live; its classes name the export."""
-        layer = self.viewer.layers[self.labels_combo.value] if self.labels_combo.value in self.viewer.layers else None
-        if layer is not self._watched:
-            if self._watched is not None:
-                self._watch(self._watched, False)
-                self._follow_values(self._watched, False)
-            self._watched = layer
-            self.stats_label.value = ""
-            if layer is None:
-                self._next_case(None)
-            else:
-                self._watch(layer, True)  # its edits update the statistics by what they change
-                self._follow_values(layer, True)  # and the Class list by the values they write
-                source = self._source_image(layer.name)
-                if source in self.viewer.layers and self.image_combo.value != source:
-                    with self.image_combo.changed.blocked():
-                        self.image_combo.value = source
-                self._next_case(layer)  # (names, case id and suggestion of another case go)
-                self._take_names(layer)  # its class names (typed ones kept) and Class list
-            self._update_info()  # (the same mask still chosen: nothing to show anew)
 
     def _names_typed(self, *_) -> None:
         """Typed class names go with the chosen mask at once, so File > Save writes them too (before, only an
@@ -339,7 +247,7 @@ class CorrectWidget(Undockable, QWidget, CorrectForm, ClassList, CorrectExport, 
             notify_warning(f"{img_name} has the scale {' x '.join(f'{v:g}' for v in typed)} set in napari, but its file records "
                            f"{' x '.join(f'{float(v):g}' for v in meta['spacing'])}: the export keeps the file's voxel size and "
                            "position (as Save mask does). If the file's header is wrong, correct the file and open it again.")
-        info = (layer.metadata.get("attnseg") or {})
+        info, fmt = (layer.metadata.get("attnseg") or {}), self.format_combo.value
         kwargs = {
             "spacing": meta.get("spacing") or [abs(float(s)) for s in image_layer.scale],  # (flipped: scale < 0)
             "affine": np.asarray(meta["affine"]) if meta.get("affine") is not None else None,
@@ -355,11 +263,12 @@ class CorrectWidget(Undockable, QWidget, CorrectForm, ClassList, CorrectExport, 
             "unit": units if set(units := [str(u) for u in getattr(image_layer, "units", ())]) - {"pixel"} else None,
             "axes": mask_axes({"axis_labels": layer.axis_labels, "metadata": layer.metadata}, layer.data.shape, self.viewer),
         }
-        if kwargs["overwrite"] and (lost := replace_loses(folder, kwargs["case_id"], kwargs["source_name"],
-                                                          layer.data.shape, rev)):
+        time_lapse = fmt in ("nnunet", "monai") and layer.ndim == 3 and str(kwargs["axes"] or "").startswith("T")
+        if (kwargs["overwrite"] or time_lapse and kwargs["case_id"]) and (lost := replace_loses(
+                folder, kwargs["case_id"], kwargs["source_name"], layer.data.shape, rev, time_lapse, kwargs["overwrite"])):
             notify_error(f"{layer.name}: {lost}")
             return None
-        image, labels, fmt = np.asarray(image_layer.data), np.array(layer.data), self.format_combo.value
+        image, labels = np.asarray(image_layer.data), np.array(layer.data)
 
         @thread_worker(start_thread=False, ignore_errors=True)
         def work():
@@ -369,8 +278,9 @@ class CorrectWidget(Undockable, QWidget, CorrectForm, ClassList, CorrectExport, 
         bar = napari_progress(total=0, desc=f"Exporting {layer.name}")  # export_case reports no steps: busy bar
 
         def done(rec):
-            notify_info(f"Exported {rec.case_id} to {folder}")
-            if not remember_export(folder, fmt, rec.case_id, kwargs["source_name"]):  # proposed again tomorrow
+            base = movie_id(rec)  # (a time-lapse's frames: 2D cases <base>_t000...; the base is what to type again)
+            notify_info(f"{exported_text(rec, labels.shape[0])} to {folder}")
+            if not remember_export(folder, fmt, base, kwargs["source_name"]):  # proposed again tomorrow
                 notify_warning(f"The dataset folder could not be saved in {settings_path()}; the next napari session "
                                "will not propose it (choose it again there).")
             for warning in getattr(rec, "warnings", []):  # e.g. the same image exported before
@@ -378,7 +288,7 @@ class CorrectWidget(Undockable, QWidget, CorrectForm, ClassList, CorrectExport, 
             previous = self.last_export_dir  # (a Python attribute: kept once Qt deleted the panel, its dock closed)
             if not is_deleted(self):
                 self.last_export_dir = folder
-                self._last_case_hint(rec.case_id)
+                self._last_case_hint(base, rec.frames)
             # the Fine-tune panel's dataset follows the export unless the user typed another one, and so does another
             # Correct panel's (the dock closed while the export ran and opened again: its new panel); none once the
             # viewer was closed while the export ran (the files are written, nothing to show)

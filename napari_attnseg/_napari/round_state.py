@@ -110,16 +110,24 @@ def carry_reviewed(viewer, layer) -> list[int]:
     return rev
 
 
-def replace_loses(folder: str, case_id: str, source_name: str, shape, reviewed: list[int]) -> str | None:
+def replace_loses(folder: str, case_id: str, source_name: str, shape, reviewed: list[int],
+                  time_lapse: bool = False, replace: bool = True) -> str | None:
     """Why *Replace the case* ``case_id`` in ``folder`` would lose reviewed labels (None when it would not): the case
-    holds the same image (its source file and shape) with slices reviewed that this export does not mark reviewed."""
+    holds the same image (its source file and shape) with slices reviewed that this export does not mark reviewed.
+    ``time_lapse``: the mask is a time-lapse's, exported as one 2D case per reviewed frame (``<case_id>_t000``...):
+    frames exported before that this mask does not mark reviewed would stay with their earlier labels beside the new
+    ones (``replace``: *Replace the case* ticked), and a frame's own id given as ``case_id`` would make new cases
+    ``<frame>_t000``... (both refused, said)."""
     from ..data.manifest import read_manifest
 
     try:
         manifest = read_manifest(Path(folder).expanduser())
     except Exception:  # (the export says what is wrong with the folder)
         return None
-    case = next((c for c in (manifest or {}).get("cases", []) if c.get("case_id") == case_id), None)
+    cases = (manifest or {}).get("cases", [])
+    if time_lapse:
+        return _frames_lost(cases, case_id, source_name, shape, reviewed, replace)
+    case = next((c for c in cases if c.get("case_id") == case_id), None)
     if case is None or case.get("source_name") != source_name or list(case.get("shape") or []) != list(shape):
         return None
     before = case.get("reviewed_slices")
@@ -131,3 +139,34 @@ def replace_loses(folder: str, case_id: str, source_name: str, shape, reviewed: 
     return (f"Replacing {case_id} would lose slices {correct.format_slice_ranges(lost)}: {case_id} holds them as "
             "reviewed, and this mask does not mark them reviewed (they would be exported as ignore). Export it as a new case instead (untick Replace the case; fine-tuning takes both as one "
             "case, this export's labels first), or check those slices in this mask and mark them reviewed first.")
+
+
+FRAME_CASE = re.compile(r"^(?P<base>.+)_t(?P<t>\d{3,})$")  # a time-lapse's frame exported as a 2D case
+
+
+def _frames_lost(cases: list[dict], case_id: str, source_name: str, shape, reviewed: list[int],
+                 replace: bool) -> str | None:
+    """:func:`replace_loses` for a time-lapse: its frames' cases (``<case_id>_tNNN``, source ``<source> (frame t)``,
+    one frame's shape) exported before and not marked reviewed now."""
+    ids = {str(c.get("case_id")) for c in cases}
+    if (typed := FRAME_CASE.match(case_id)) and case_id in ids:
+        base = typed["base"]
+        return (f"{case_id} is a frame of the time-lapse {base}, exported as one 2D case per frame: exporting the "
+                f"movie under {case_id} would add new cases {case_id}_t000... beside it. Type {base} as the case id to "
+                "replace the movie's frames (with Replace the case), or leave the case id empty for a new case.")
+    if not replace:  # (frames of an earlier export are added to, not replaced)
+        return None
+    frames = {}
+    for c in cases:
+        found = FRAME_CASE.match(str(c.get("case_id")))
+        if (found and found["base"] == case_id and c.get("source_name") == f"{source_name} (frame {int(found['t'])})"
+                and list(c.get("shape") or []) == list(shape[1:])):
+            frames[int(found["t"])] = str(c["case_id"])
+    lost = sorted(set(frames) - {int(t) for t in reviewed})
+    if not lost:
+        return None
+    names = ", ".join(frames[t] for t in lost[:3]) + (", ..." if len(lost) > 3 else "")
+    return (f"Replacing {case_id} would not replace frames {correct.format_slice_ranges(lost)} ({names}): they were "
+            "exported as reviewed frames of this time-lapse, and this mask does not mark them reviewed, so they would "
+            "stay in the dataset with their earlier labels beside this export's frames. Mark them reviewed (R on each "
+            "frame) if this mask's labels there are checked, or export as a new case (untick Replace the case).")

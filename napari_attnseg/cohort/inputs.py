@@ -59,7 +59,13 @@ def pick_channel(vol: Volume, channel: int | None, in_channels: int, src: str | 
         data, k, note = grey
         if isinstance(k, str):
             note += " --channel K (0 red, 1 green, 2 blue) segments one colour instead."
-        return Volume(data, spacing, vol.affine, {**vol.meta, "axes": rest, "channel": k, "note": note})
+        earlier = [str(vol.meta["note"]).rstrip(".")] if vol.meta.get("note") else []  # (the reader's: alpha dropped)
+        return Volume(data, spacing, vol.affine, {**vol.meta, "axes": rest, "channel": k,
+                                                   "note": "; ".join(earlier + [note])})
+    if axes[ax] == "S" and n == 4 and in_channels == 3:  # real transparency (an opaque alpha was dropped when read)
+        from ..data.alpha import transparency_message
+
+        raise InputError(transparency_message(str(src), np.asarray(vol.data), ax))
     why = ""
     if axes[ax] == "S" and n in (3, 4) and in_channels == 1:  # (a slide that was not taken for one: say why)
         why = (" (its colours hold different images on a dark background, or with a colour dark throughout: a "

@@ -43,6 +43,11 @@ class ColourCases:
             return image, labels, spacing
         self.colour = True
         if self.channels != 1:
+            if image.shape[0] == 4 and self.channels != 4:  # real transparency (an opaque alpha was dropped when read)
+                from ..data.alpha import transparency_message
+
+                picture = image.astype(case.colour) if np.dtype(case.colour).kind in "ui" else image
+                raise DatasetError(f"Case {case.case_id}: " + transparency_message(case.image_paths[0].name, picture, 0))
             return image, labels, spacing
         from ..cohort.inputs import grey_of_colour
 

@@ -1,0 +1,83 @@
+"""The default split by case of a dataset holding frames of a time-lapse: a movie's frames stay on one side.
+
+``attnseg export --format nnunet|monai`` (and the napari Correct panel's export) writes each frame of a time-lapse as
+a 2D case of its own, ``<case>_t000``, ``<case>_t001``... Neighbouring frames look alike, so a split drawing cases
+one by one trained on ``case_0000_t002`` and validated on ``case_0000_t000``: a validation Dice of frames the model
+nearly saw. Cases whose ids are ``<base>_tNNN`` with another case of the same ``<base>`` are one movie's frames
+(:func:`movie_groups`); the split draws whole movies (:func:`split_by_movie`). A dataset holding one movie only
+validates on a block of consecutive frames at one end, and says that its validation is optimistic.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+FRAME = re.compile(r"^(?P<base>.+)_t(?P<t>\d{3,})$")  # export_plan.frame_ids: <case>_t000
+
+
+def movie_groups(case_ids: list[str]) -> list[list[int]] | None:
+    """The cases (indices) in groups: the frames of one movie together, in frame order; every other case alone.
+    None when no two cases are frames of one movie (the split draws cases one by one)."""
+    keys: dict[tuple[str, str], list[tuple[int, int]]] = {}
+    for i, cid in enumerate(case_ids):
+        found = FRAME.match(cid)
+        key = ("movie", found["base"]) if found else ("case", cid)
+        keys.setdefault(key, []).append((int(found["t"]) if found else 0, i))
+    groups = []
+    for (kind, _base), members in keys.items():
+        if kind == "movie" and len(members) == 1:  # (one case named like a frame: a case of its own)
+            kind = "case"
+        groups.append(([i for _, i in sorted(members)], kind == "movie"))
+    if not any(movie for _, movie in groups):
+        return None
+    return [g for g, _ in groups]
+
+
+def split_by_movie(labels: list[np.ndarray], case_ids: list[str], groups: list[list[int]], has_fg: list[bool],
+                   val_fraction: float, seed: int):
+    """The default split by case with each group of :func:`movie_groups` on one side: ``(train, val, warnings)``
+    as case indices. Several groups: whole groups drawn (seeded) for validation, about ``val_fraction`` of the cases,
+    one with foreground when another with foreground is left to train on. One movie: the latest block of
+    consecutive frames holding some, not all, of the foreground frames."""
+    n = len(labels)
+    target = min(n - 1, max(1, int(round(n * val_fraction))))
+    if len(groups) == 1:
+        return _one_movie(groups[0], case_ids, has_fg, target)
+    order = [groups[k] for k in np.random.default_rng(seed).permutation(len(groups)).tolist()]
+    val: list[list[int]] = []
+    for g in order:  # whole groups that fit in the validation's share (none fits: the smallest group)
+        if sum(map(len, val)) >= target or len(val) == len(groups) - 1:
+            break
+        if sum(map(len, val)) + len(g) <= target:
+            val.append(g)
+    if not val:
+        val = [min(order, key=len)]
+    fg_groups = [g for g in order if any(has_fg[i] for i in g)]
+    if not any(has_fg[i] for g in val for i in g) and len(fg_groups) >= 2:
+        val = [min(fg_groups, key=len)]  # (the drawn validation holds no foreground)
+    held = sorted(i for g in val for i in g)
+    train = sorted(set(range(n)) - set(held))
+    movies = [g for g in groups if len(g) > 1]
+    said = [f"the {len(g)} frames of the time-lapse {FRAME.match(case_ids[g[0]])['base']} are all in "
+            f"{'validation' if g[0] in held else 'training'}" for g in movies]
+    return train, held, ["frames of one time-lapse look alike, so each movie is on one side of the split: "
+                         + "; ".join(said)]
+
+
+def _one_movie(frames: list[int], case_ids: list[str], has_fg: list[bool], n_val: int):
+    fg = [i for i in frames if has_fg[i]]
+    windows = []  # (start, stop) positions in ``frames``, the latest first
+    for start in range(len(frames) - n_val, -1, -1):
+        inside = sum(1 for i in frames[start:start + n_val] if has_fg[i])
+        windows.append((start, start + n_val, inside))
+    good = ([w for w in windows if 0 < w[2] < len(fg)] or [w for w in windows if w[2] == 0] or windows)[0]
+    held = sorted(frames[good[0]:good[1]])
+    train = sorted(set(frames) - set(held))
+    base = FRAME.match(case_ids[frames[0]])["base"]
+    first, last = case_ids[held[0]], case_ids[held[-1]]
+    block = first if first == last else f"{first} .. {last}"
+    return train, held, [f"every case is a frame of the time-lapse {base}: validation on the block of consecutive "
+                         f"frames {block}, the others train; frames next to each other look alike, so the validation "
+                         "Dice is optimistic (export a second movie to validate on another one)"]
