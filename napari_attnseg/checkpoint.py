@@ -134,6 +134,8 @@ def resolve_model_path(name_or_path: str | os.PathLike) -> Path:
     if bundled is not None and candidate.is_dir():  # a bare bundled name means the bundled model: "./name" the folder
         log.warning("Using the bundled model %r, not the folder %s here (pass ./%s for that one).", text, text, text)
         return bundled
+    if (mine := _user_model_over_local(text, candidate)) is not None:
+        return mine
     if candidate.is_dir():  # the folder train/finetune wrote: its best.safetensors
         best = candidate / "best.safetensors"
         if best.is_file():
@@ -160,6 +162,24 @@ def resolve_model_path(name_or_path: str | os.PathLike) -> Path:
     raise CheckpointError(f"No bundled model named {text!r} (bundled: {names}) and no model of that name in your models "
                           f"folder {user_models_dir()} ({', '.join(user) or 'none there'}). {hint}Or pass a path to a "
                           ".safetensors file.")
+
+
+def _user_model_over_local(text: str, candidate: Path) -> Path | None:
+    """A bare name (no folder separator, not starting with '.') of a model in the user models folder means that model,
+    as a bundled name does, even when a file or folder of that name is here (was: ``./ct-model``, taken silently; after
+    a later run into it with --overwrite, ``--model ct-model`` meant other weights). None otherwise."""
+    if not candidate.exists() or text.startswith((".", "~")) or any(s and s in text for s in (os.sep, os.altsep)):
+        return None
+    from .models.registry import user_models, user_models_dir
+
+    found = user_models()[0].get(text)
+    if found is None or os.path.realpath(found).startswith(os.path.realpath(candidate) + os.sep) \
+            or os.path.realpath(found) == os.path.realpath(candidate):  # (it is that folder: the models folder is here)
+        return None
+    what = "folder" if candidate.is_dir() else "file"
+    log.warning("Using your saved model %r (your models folder %s), not the %s %s here (pass ./%s for that one).",
+                text, user_models_dir(), what, text, text)
+    return found
 
 
 def _given(name_or_path: str | os.PathLike | None) -> str | os.PathLike:

@@ -62,3 +62,25 @@ def label_map_warning(data, src: str | Path) -> str:
     return (f"{src} looks like a label mask, not an image: {values.size} whole-number values ({values[0]} to "
             f"{values[-1]}), constant over each object ({100 * differ / pairs:.1f}% of neighbouring non-zero voxels "
             "differ; in an image most do). The model segmented the mask's shapes: give the image the mask was made on.")
+
+
+def unedited_prediction(path: str | Path) -> str:
+    """The name of the ``attnseg predict`` record that lists ``path`` as its mask when the mask is unchanged since
+    (not saved after the record, which is written last): the model's own prediction, no corrections; '' otherwise (a
+    mask edited and saved over, or one without its record)."""
+    from ..results import RECORD_SUFFIX
+
+    path = Path(path)
+    try:
+        written = path.stat().st_mtime
+    except OSError:
+        return ""
+    for record in sorted(path.parent.glob(f"*{RECORD_SUFFIX}")):
+        try:
+            data = json.loads(record.read_text())
+            listed = data.get("mask") == path.name and path.name in (data.get("outputs") or [])
+            if listed and written <= record.stat().st_mtime:
+                return record.name
+        except (OSError, ValueError, AttributeError, TypeError):
+            continue
+    return ""

@@ -37,8 +37,12 @@ class ProgressBar:
 
             tty = hasattr(self.stream, "isatty") and self.stream.isatty()
             # in a log file (not a terminal) the bar is redrawn at most once a minute
+            # drawn first with its description and loss (was: a bare "0step [00:00, ?step/s]" line before them)
             self.bar = tqdm(total=total, unit="step", file=self.stream, dynamic_ncols=True,
-                            mininterval=0.1 if tty else 60.0)
+                            mininterval=0.1 if tty else 60.0, delay=1e-9)
+            first = True
+        else:
+            first = False
         bar = self.bar
         if total != bar.total:
             bar.total = total
@@ -46,10 +50,12 @@ class ProgressBar:
             head = f"epoch {info['epoch']}/{info['epochs']}"
         else:
             head = f"epoch {info['epoch']} ({info['elapsed'] / 60:.1f}/{info['budget'] / 60:.1f} min)"
-        bar.set_description(head, refresh=False)
+        bar.set_description_str(head, refresh=False)  # (set_description adds ': ' and tqdm another: "min): : 1step")
         val = "" if self.val is None else f", val Dice {self.val:.4f} (best {self.best:.4f})"
         bar.set_postfix_str(f"loss {info['loss']:.4f}{val}", refresh=False)
         bar.update(max(0, (position if position is not None else bar.n) - bar.n))
+        if first:
+            bar.refresh()
 
     def step(self, info: dict) -> None:
         self.steps, self.last = info["steps"], info
@@ -108,6 +114,14 @@ def run_training(cfg) -> int:
     finally:
         bar.close()
     if main:
+        from ..training.config import FT_REFIT
+        from ..training.short_run import refit_skipped_text
+
+        share = getattr(cfg, "refit", None)  # (fine_tune_defaults' choice: --refit, else the fine-tuning default)
+        share = share if share is not None else (FT_REFIT if cfg.start_model else 0.0)
+        skipped = refit_skipped_text(result, share, bool(cfg.start_model), cfg.minutes)
+        if skipped:  # (a run of one epoch planned no refit, unsaid: the model never saw its validation slices)
+            result.notes.append(skipped)
         print_summary(result, cfg.dataset)
         last = bar.last  # less than one epoch (--minutes 0.2: 4 of 25 steps) wrote a model close to its start, unsaid
         short = short_run_text(result, last, cfg.minutes, from_scratch=not cfg.start_model) if result.checkpoint else ""

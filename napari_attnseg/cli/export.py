@@ -142,6 +142,8 @@ def run(args: argparse.Namespace) -> int:
         model_info = model_identity(labels.meta["model_info"])
         print(f"{args.labels}: recording the model saved with the mask: {model_info['model']} (--model overrides)",
               file=sys.stderr)
+    if reviewed is None:  # (every slice was exported as checked ground truth, unsaid: a raw prediction too)
+        _all_reviewed_note(args, np.shape(labels.data), axes.replace("C", "") if stacked else axes)
     record = export_case(
         data, np.asarray(labels.data), args.dataset, args.format, channel_axis=stacked,
         spacing=spacing, affine=image.affine,
@@ -168,6 +170,26 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(f"exported {record.case_id} to {args.dataset} ({args.format}, shape {record.shape}{extra})")
     return 0
+
+
+def _all_reviewed_note(args, shape: tuple, axes: str) -> None:
+    """Without --reviewed-slices and marks saved with the mask, every slice is exported as reviewed: say so once, and
+    warn when the mask is an unchanged ``attnseg predict`` output (the model's own prediction, not corrections; not
+    refused: a user may have checked it whole)."""
+    import sys
+
+    from ._mask_input import unedited_prediction
+
+    if len(shape) >= 3:
+        what = "frames" if axes[:1] == "T" and len(axes) == len(shape) else "slices"
+        print(f"{args.labels}: note: no --reviewed-slices and none saved with the mask: all {shape[0]} {what} are "
+              "exported as reviewed (fine-tuning trusts every one); to export only the ones a person checked, pass "
+              "--reviewed-slices a,b,c-d (e.g. 20,32-34), the others become 'ignore'.", file=sys.stderr)
+    if record := unedited_prediction(args.labels):
+        print(f"{args.labels}: warning: this is the mask attnseg predict wrote ({record}), unchanged since: the "
+              "model's own prediction, not corrections. Fine-tuning on it learns the model's mistakes back; correct it "
+              "first (napari: open it on the image, fix the slices, press R on each, save) and export that, unless you "
+              "checked it whole and found it right.", file=sys.stderr)
 
 
 def _palette_mask(path, labels):

@@ -65,6 +65,24 @@ def check_uncertainty_path(path: Path, image: Path, overwrite: bool) -> None:
                          f"({exc.strerror or exc}); choose a file in a folder you can write to.") from None
 
 
+def one_image_message(src, meta: dict, channel: int | None) -> str:
+    """Why ``src`` has no slices to rank, and what to give instead: a 2D image, the one plane ``--channel`` chose of
+    planes along an unnamed axis (ranked as slices without it, as predict segments them), or a picture's grey (was:
+    "is a 2D image; suggestions are slices of a volume" for each, also for a 3-plane TIFF given a --channel)."""
+    axes = str(meta.get("axes") or "")
+    if channel is not None and "plane" in str(meta.get("note") or ""):
+        return (f"{src}: --channel {channel} took one plane of its planes along an unnamed first axis, a 2D image; "
+                "suggestions rank the slices of a volume: leave --channel out to rank its planes as slices (as "
+                "attnseg predict segments them without it).")
+    if channel is not None:
+        return (f"{src}: --channel {channel} is one 2D image (axes {axes or 'YX'}), with no slices to rank; suggestions "
+                "rank the slices of a volume (a z-stack, a CT or MRI scan). Review a 2D image whole (napari's Correct "
+                "panel) and export it without --reviewed-slices.")
+    return (f"{src} is one 2D image (axes {axes or 'YX'}), with no slices to rank; suggestions rank the slices of a "
+            "volume (a z-stack, a CT or MRI scan). Review a 2D image whole (napari's Correct panel) and export it "
+            "without --reviewed-slices.")
+
+
 class Passes:
     """A ``progress(done, total)`` callback over several model passes (the image, then its mirror), each reporting
     from the start (in batches: a small volume's pass reports once, ``(8, 8)``): one bar over all of them."""
@@ -110,8 +128,10 @@ def run(args: argparse.Namespace) -> int:
                                      model.in_channels > 1, model.spatial_dims):
         print(f"warning: {time_lapse}", file=sys.stderr)
     image = np.asarray(vol.data)
+    if vol.meta.get("note") and not (image.ndim < 3 and args.channel is not None):  # as predict says it (planes along
+        print(f"{args.image}: note: {vol.meta['note']}", file=sys.stderr)  # an unnamed first axis: ranked as slices)
     if image.ndim < 3:
-        raise InputError(f"{args.image} is a 2D image; suggestions are slices of a volume.")
+        raise InputError(one_image_message(args.image, vol.meta, args.channel))
     n_slices = image.shape[-3]
     reviewed = parse_slice_ranges(args.reviewed) if args.reviewed else []
     outside = [s for s in reviewed if s >= n_slices]

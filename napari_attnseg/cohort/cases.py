@@ -119,14 +119,9 @@ class CohortSummary:
         return self.input_wait_s / (self.slots * self.wall_s) if self.wall_s > 0 and self.slots else 0.0
 
     def describe(self) -> str:
-        return (f"{len(self.cases)} cases: {self.done} done, {self.skipped} skipped"
-                + (f" ({self.by_other_runs} computed by another run while this one ran)" if self.by_other_runs else "")
-                + f", {self.failed} failed "
-                f"in {self.wall_s:.1f} s ({self.throughput / 1e6:.2f} Mvoxel/s); compute waited "
-                f"{self.input_wait_s:.1f} s for input ({100 * self.input_wait_share:.1f}% of "
-                f"{self.slots} slot{'s' if self.slots != 1 else ''} x wall)"
-                + (f"; the summary keeps {self.kept} case{'s' if self.kept != 1 else ''} of earlier runs"
-                   if self.kept else "") + (f"; {self.note}" if self.note else ""))
+        from .summary import describe_summary  # (one process in words; several --dask workers keep the slots)
+
+        return describe_summary(self)
 
 
 # ----------------------------------------------------------------------------------------------

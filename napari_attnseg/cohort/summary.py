@@ -61,6 +61,24 @@ def _merge_rows(earlier: list[dict[str, str]], now: list[dict[str, str]]) -> tup
     return merged, kept
 
 
+def describe_summary(summary: CohortSummary) -> str:
+    """The run's line: cases done / skipped / failed, time, speed, and how long the model waited for reading. One
+    process (``slots`` 1) says it as a share of the run ("compute waited 0.3 s for input (1.2% of 1 slot x wall)" was
+    jargon to a user); several Dask workers keep the slots, which the share needs."""
+    s = summary
+    wait = s.input_wait_s
+    if s.slots > 1:
+        waited = (f"the {s.slots} workers' models waited {wait:.1f} s in all for reading ({100 * s.input_wait_share:.1f}% "
+                  f"of {s.slots} workers x {s.wall_s:.1f} s)")
+    else:
+        waited = f"the model waited {wait:.1f} s for reading ({100 * s.input_wait_share:.1f}% of the run)"
+    return (f"{len(s.cases)} cases: {s.done} done, {s.skipped} skipped"
+            + (f" ({s.by_other_runs} computed by another run while this one ran)" if s.by_other_runs else "")
+            + f", {s.failed} failed in {s.wall_s:.1f} s ({s.throughput / 1e6:.2f} Mvoxel/s); {waited}"
+            + (f"; the summary keeps {s.kept} case{'s' if s.kept != 1 else ''} of earlier runs" if s.kept else "")
+            + (f"; {s.note}" if s.note else ""))
+
+
 def summary_refusal(path: Path) -> str:
     return (f"{path} exists and is not a summary written by attnseg (its columns are not the summary's: "
             "another table). It was left as it is and nothing was run. Name another summary file with "

@@ -80,6 +80,18 @@ def stem(path: str | os.PathLike) -> str:
     return name
 
 
+def looked_in(path: str | os.PathLike) -> str:
+    """For a relative path that does not exist: where it was looked for (a command run from another folder said only
+    "CT.nii.gz does not exist."); '' for an absolute path."""
+    if Path(path).is_absolute():
+        return ""
+    try:
+        here = os.getcwd()
+    except OSError:  # (the current folder was deleted)
+        return " (a path relative to the current folder, which no longer exists)"
+    return f" (looked in {here}, the current folder: give the path from there, or an absolute path)"
+
+
 def read_image(path: str | os.PathLike) -> Volume:
     """Read a TIFF, NIfTI file, DICOM series (a folder or one file of it) or a PNG, JPEG or BMP picture.
 
@@ -87,7 +99,7 @@ def read_image(path: str | os.PathLike) -> Volume:
     """
     p = Path(path)
     if not p.exists():
-        raise InputError(f"{p} does not exist.")
+        raise InputError(f"{p} does not exist{looked_in(p)}.")
     fmt = image_format(p)
     try:
         if fmt == "nifti":
