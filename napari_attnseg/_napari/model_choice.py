@@ -16,17 +16,9 @@ def card_dict(entry) -> dict | None:
         return {**found, "config": {**(found.get("config") or {}), "spatial_dims": getattr(entry, "spatial_dims", None)}}
     if not isinstance(entry, (str, Path)):
         return None
-    from ..models.registry import available_models
+    from ..models.registry import card_of
 
-    found = available_models().get(str(entry))  # a bundled model, or one of the user models folder, by name
-    if found is not None:
-        return found
-    try:
-        from ..checkpoint import read_card
-
-        return read_card(entry).to_dict()
-    except Exception:  # noqa: BLE001 - an unreadable entry says so when it is chosen
-        return None
+    return card_of(entry)  # a bundled model or one of the user models folder by name, else a checkpoint path
 
 
 def model_dims(entry) -> int | None:

@@ -201,6 +201,21 @@ def available_models() -> dict[str, dict[str, Any]]:
     return found
 
 
+def card_of(name_or_path: str | Path) -> dict[str, Any] | None:
+    """The card (a dict) of a model by name (bundled, or in the user's models folder) or of a checkpoint path; None
+    when it cannot be read (its own error comes when the model is loaded). Shared by the napari model list and the
+    fine-tuning summaries."""
+    found = available_models().get(str(name_or_path))
+    if found is not None:
+        return found
+    try:
+        from ..checkpoint import read_card
+
+        return read_card(name_or_path).to_dict()
+    except Exception:  # noqa: BLE001 - an unreadable checkpoint says so when it is loaded
+        return None
+
+
 def list_models() -> dict[str, Any]:
     """Architectures, bundled models and the user's models, each with a one-line description.
 

@@ -12,7 +12,7 @@ def new_classes(checkpoint: str | None) -> list[str]:
     initialised anew: the card's ``training.head_reinitialised``), matched by name as the run matched them; []
     when none or when the card cannot be read."""
     from ..checkpoint import read_card
-    from ..models.registry import available_models
+    from ..models.registry import card_of
     from .steps import kept_classes
 
     if not checkpoint:
@@ -24,12 +24,7 @@ def new_classes(checkpoint: str | None) -> list[str]:
     if not card.training.get("head_reinitialised"):
         return []
     start = str(card.training.get("start_model") or "")
-    found = available_models().get(start)  # a bundled or user model by name, else a checkpoint path
-    if found is None and start:
-        try:
-            found = read_card(start).to_dict()
-        except Exception:
-            found = None
+    found = card_of(start) if start else None  # a bundled or user model by name, else a checkpoint path
     rows = kept_classes([str(c) for c in (found or {}).get("classes") or []], list(card.classes))
     return [n for j, n in enumerate(card.classes) if j not in rows]
 
