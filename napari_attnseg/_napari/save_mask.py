@@ -19,10 +19,12 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
 from qtpy.QtWidgets import QFileDialog
 
 from ..errors import AttnSegError
-from ._common import error_message, notify_error, notify_info
+from ._common import error_message, is_deleted, notify_error, notify_info
+from .correct_stats import BACKGROUND_VOXELS
 
 NIFTI_FILTER, TIFF_FILTER = "NIfTI (*.nii.gz)", "TIFF (*.tif)"
 FILTERS = f"{NIFTI_FILTER};;{TIFF_FILTER}"
@@ -133,13 +135,16 @@ class SaveMask:
                     "that file away first.")
         return None
 
-    def save_mask(self) -> str | None:
+    def save_mask(self):
         """Ask for a file name and write the chosen mask there with its reviewed slices, class names and geometry;
-        returns the path written (None when nothing was)."""
+        returns the path written (None when nothing was); a big mask is written in a worker, returned."""
         from .io_hooks import write_labels_nifti, write_labels_tif
 
         layer = self.labels_layer()
         if layer is None:
+            return None
+        if getattr(self, "_saving", None) is not None:  # (two writes of one file at once: a torn file)
+            notify_info(f"{self.save_label.value} Press Save mask again when it is saved.")
             return None
         start, chosen = self._save_proposal(layer)
         answer, kind = QFileDialog.getSaveFileName(self, f"Save {layer.name}", start, FILTERS, chosen)
@@ -160,24 +165,72 @@ class SaveMask:
             except OSError as exc:
                 notify_error(f"{layer.name} was not saved: {path} could not be kept as {backup} first ({exc}).")
                 return None
-        tiff = path.name.lower().endswith(TIFF_SUFFIXES)
+        writer = write_labels_tif if path.name.lower().endswith(TIFF_SUFFIXES) else write_labels_nifti
         data, meta, _ = layer.as_layer_data_tuple()  # what napari's File > Save hands a writer
+        done = _Saved(self, layer, path, self._reviewed(layer), list(layer.metadata.get("class_names") or []), backup)
+        if np.size(data) > BACKGROUND_VOXELS:  # a big volume: written in a worker (its .nii.gz took 0.74 s)
+            return self._save_in_background(writer, np.array(data), {**meta, "metadata": dict(meta.get("metadata")
+                                                                                                or {})}, done)
         try:
-            written = (write_labels_tif if tiff else write_labels_nifti)(str(path), data, meta)[0]
+            written = writer(str(path), data, meta)[0]
         except (AttnSegError, OSError, ValueError) as exc:
-            notify_error(f"{layer.name} could not be saved to {path}: {error_message(exc)}")
-            return None
-        _SAVED.add(Path(written).resolve())
-        rev = self._reviewed(layer)
+            return done.failed(exc)
+        return done(written)
+
+    def _save_in_background(self, writer, data: np.ndarray, meta: dict, done: _Saved):
+        """Write a big mask in a worker (compressing a 300 x 512 x 512 CT's mask held the event loop 0.74 s): the
+        mask as it was when Save was pressed (its copy, its marks and names), said when written. One at a time."""
+        from .job_pool import thread_worker
+
+        self.save_label.value = f"Saving {done.layer.name} to {done.path}..."
+
+        @thread_worker(start_thread=False, ignore_errors=True)
+        def work():
+            try:
+                return writer(str(done.path), data, meta)[0]
+            except (AttnSegError, OSError, ValueError) as exc:
+                return exc
+
+        def finished(result):
+            self._saving = None
+            done.failed(result) if isinstance(result, Exception) else done(result)
+
+        def errored(exc):
+            self._saving = None
+            done.failed(exc)
+
+        self._saving = worker = work()
+        worker.returned.connect(finished)
+        worker.errored.connect(errored)
+        worker.start()
+        return worker
+
+
+class _Saved:
+    """What Save mask says once ``layer`` is written to ``path`` (or could not be): its reviewed slices ``rev`` and
+    class ``names`` as they were when Save was pressed, and the ``backup`` kept of the file it replaced."""
+
+    def __init__(self, panel, layer, path: Path, rev: list[int], names: list, backup: Path | None):
+        self.panel, self.layer, self.path, self.rev, self.names, self.backup = panel, layer, path, rev, names, backup
+
+    def failed(self, exc: BaseException) -> None:
+        notify_error(f"{self.layer.name} could not be saved to {self.path}: {error_message(exc)}")
+        if not is_deleted(self.panel) and self.panel.save_label.value.startswith("Saving "):
+            self.panel.save_label.value = f"Not saved: {self.layer.name} could not be saved to {self.path}."
+
+    def __call__(self, written: str) -> str:
         from ..correct import format_slice_ranges
 
+        _SAVED.add(Path(written).resolve())
+        rev, names = self.rev, self.names
         kept = (f"{len(rev)} reviewed slice{'s' if len(rev) != 1 else ''} ({format_slice_ranges(rev)})" if rev
                 else "no reviewed slices (none marked)")
-        names = (layer.metadata.get("class_names") or [])
         note = f", class names {', '.join(map(str, names))}" if names else ""
-        if backup is not None:
+        if self.backup is not None:
             note += (f". The file it replaced had no reviewed slices, class names or model (saved by an older version "
-                     f"or another tool): kept as {backup.name}")
-        self.save_label.value = f"Saved {layer.name} to {written} with {kept}{note}."
-        notify_info(self.save_label.value)
+                     f"or another tool): kept as {self.backup.name}")
+        text = f"Saved {self.layer.name} to {written} with {kept}{note}."
+        if not is_deleted(self.panel):
+            self.panel.save_label.value = text
+        notify_info(text)
         return written
