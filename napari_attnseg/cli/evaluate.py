@@ -16,7 +16,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("--model", required=True, help="bundled model name or .safetensors file")
     parser.add_argument("--image", required=True)
-    parser.add_argument("--labels", required=True, help="reference labels on the image's grid")
+    parser.add_argument("--labels", required=True, help="reference labels on the image's grid, or a DICOM RTSTRUCT "
+                        "or SEG file drawn on the image (a DICOM series)")
+    parser.add_argument("--roi", help="with an RTSTRUCT/SEG --labels: the ROI/segment names to score, comma-separated, "
+                        "as classes 1, 2, ... in this order (default: all, in the file's order)")
     parser.add_argument("--region", help="array-index box to score, e.g. '0:512,256:512' (a held-out part)")
     parser.add_argument("--device", default="auto", choices=DEVICES)
     parser.add_argument("--precision", default="auto", choices=PRECISIONS)
@@ -65,6 +68,23 @@ def reference_names(path: str, meta: dict) -> list[str] | None:
     return None
 
 
+def _reference(args: argparse.Namespace, image, spatial: tuple[int, ...], read_input):
+    """``--labels``: a label file, or an RTSTRUCT/SEG drawn onto the image's grid (what it noticed on stderr)."""
+    from ..data.labels_in import dicom_labels_kind, read_labels
+    from ..errors import InputError
+
+    if not dicom_labels_kind(args.labels):
+        if args.roi:
+            raise InputError(f"--roi picks ROIs of a DICOM RTSTRUCT or SEG; {args.labels} is neither: leave --roi out.")
+        return read_input(args.labels)
+    ref = read_labels(args.labels, image, args.roi.split(",") if args.roi else None, tuple(spatial))
+    if ref.meta.get("warning"):
+        print(f"{args.labels}: warning: {ref.meta['warning']}", file=sys.stderr)
+    print(f"{args.labels}: classes {', '.join(f'{v} {n}' for v, n in enumerate(ref.meta['class_names']) if v)}",
+          file=sys.stderr)
+    return ref
+
+
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -93,7 +113,8 @@ def run(args: argparse.Namespace) -> int:
     expand_user_args(args, "image", "labels")  # ("~/..." quoted for its spaces)
     refuse_our_output(args.image)  # (a mask given as the image scored the model on the mask's shapes)
     model = load_model(args.model, device=args.device)
-    image, ref = read_for_model(args.image, args.channel, model), read_input(args.labels)
+    image = read_for_model(args.image, args.channel, model)
+    ref = _reference(args, image, image.data.shape[1:] if model.in_channels > 1 else image.data.shape, read_input)
     refuse_our_output(args.image, image.meta)
     if time_lapse := check_time_axis(str(image.meta.get("axes") or ""), tuple(image.data.shape), args.image,
                                      model.in_channels > 1, model.spatial_dims):

@@ -37,6 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing case with the same id")
     parser.add_argument("--foreground", action="store_true",
                         help="export labels > 0 as one class (for instance ids: one value per object)")
+    parser.add_argument("--roi", help="with a DICOM RTSTRUCT/SEG --labels: the ROI/segment names to export, "
+                        "comma-separated, as classes 1, 2, ... in this order (default: all, in the file's order)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -52,15 +54,25 @@ def run(args: argparse.Namespace) -> int:
     from ..data.export import check_class_ids, export_case
     from ..data.grid import on_image_grid
     from ..data.label_values import class_key
+    from ..data.labels_in import dicom_labels_kind, read_labels
+    from ..data.volume import Volume
     from ..errors import InputError
 
     expand_user_args(args, "image", "labels", "dataset", "prediction")  # ("~/..." quoted for its spaces)
     if args.image and Path(str(args.image)).resolve() == Path(str(args.labels)).resolve():
         raise InputError(f"{args.labels}: --labels names the image itself (--image {args.image}); give the mask file "
                          "(e.g. <stem>_mask.nii.gz from attnseg predict, or the labels saved from napari).")
-    raw_labels = _palette_mask(args.labels, read_image(args.labels))  # (a palette PNG: its indices, not colours)
-    _marks_from_dataset(args.labels, raw_labels)
-    image = _image_of(args, raw_labels)
+    if dicom_labels_kind(args.labels):  # an RTSTRUCT or SEG: drawn onto the image's grid, so the image comes first
+        image = _image_of(args, Volume(np.zeros(0), ()))
+        raw_labels = read_labels(args.labels, image, args.roi.split(",") if args.roi else None)
+        if raw_labels.meta.get("warning"):
+            print(f"{args.labels}: warning: {raw_labels.meta['warning']}", file=sys.stderr)
+    else:
+        if args.roi:
+            raise InputError(f"--roi picks ROIs of a DICOM RTSTRUCT or SEG; {args.labels} is neither: leave it out.")
+        raw_labels = _palette_mask(args.labels, read_image(args.labels))  # (a palette PNG: its indices, not colours)
+        _marks_from_dataset(args.labels, raw_labels)
+        image = _image_of(args, raw_labels)
     image = _grey_of_picture(image, np.ndim(raw_labels.data), args.image)
     labels, note = on_image_grid(image, raw_labels, "labels")
     if note:

@@ -109,6 +109,9 @@ def _group(path: Path) -> tuple[list[Path], str | None]:
     if path.is_dir():
         return [f for f in _candidates(path) if is_dicom_file(f)], None
     first = _header(path)
+    if str(first.get("Modality") or "").upper() in NOT_IMAGES:  # (else the image series beside it was read instead)
+        raise InputError(f"{path}: a DICOM {first.Modality}, not an image: open the image series beside it, and give "
+                         "this file as the labels (attnseg evaluate/export --labels).")
     uid = str(getattr(first, "SeriesInstanceUID", "unknown"))
     files = [f for f in _candidates(path.parent) if f == path or is_dicom_file(f)]
     return (files if path in files else [path, *files]), uid
@@ -152,9 +155,14 @@ def _frames(path: Path) -> tuple[list[Frame], str | None]:
     return choose_series(series, path)
 
 
+NOT_IMAGES = ("SEG", "RTDOSE")  # sized like images, but a segmentation and a dose grid drawn on the series beside
+
+
 def _is_image(ds: Any) -> bool:
-    """A header read with ``stop_before_pixels`` has no PixelData element: an image is told by its size."""
-    return "Rows" in ds and "Columns" in ds and "BitsAllocated" in ds
+    """A header read with ``stop_before_pixels`` has no PixelData element: an image is told by its size. A DICOM SEG
+    or RT dose beside a CT series (a treatment-planning export) is not one of its images."""
+    return "Rows" in ds and "Columns" in ds and "BitsAllocated" in ds and \
+        str(ds.get("Modality") or "").upper() not in NOT_IMAGES
 
 
 def read_dicom_series(path: Path) -> Volume:

@@ -1,0 +1,161 @@
+"""DICOM SEG (a Segmentation object: one frame per segment and slice) -> labels on the grid of the image it
+segments.
+
+Each frame is placed by its PlanePositionSequence (per-frame functional groups) and the orientation and pixel
+spacing of the shared (or per-frame) groups, mapped through the image's affine onto the image's slices (a frame
+between slices or outside the image is left out, with a warning; one not parallel to the slices is refused). Its
+segment (SegmentIdentificationSequence ReferencedSegmentNumber) gives the class: segments are classes 1..n in the
+order of SegmentSequence, named by their SegmentLabel. BINARY frames are taken as they are, FRACTIONAL ones from
+half the MaximumFractionalValue up; a LABELMAP SEG's pixels are segment numbers. Frames are read one at a time.
+Where segments overlap, the later one (the higher class) wins, with a note.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError
+from .dicom_geometry import functional
+from .dicom_labels import check_frame_of_reference, choose, finish, image_grid, label_array, paint
+from .volume import Volume
+
+__all__ = ["read_dicom_seg"]
+
+ON_SLICE = 0.25  # a frame whose plane is farther than this (in slices) from every slice lies between slices
+
+
+def _header(path: Path) -> Any:
+    import pydicom
+
+    try:
+        return pydicom.dcmread(str(path), stop_before_pixels=True, force=True)
+    except Exception as exc:
+        raise InputError(f"{path}: not a readable DICOM file ({exc}).") from None
+
+
+def _floats(value: Any, n: int) -> np.ndarray | None:
+    try:
+        out = np.asarray([float(v) for v in value], float)
+    except (TypeError, ValueError):
+        return None
+    return out if out.shape == (n,) else None
+
+
+def _placement(ds: Any, i: int, to_voxel: np.ndarray, path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Frame ``i``'s first pixel, column step and row step in the image's (i, j, k) voxel coordinates."""
+    pos = _floats(functional(ds, i, "PlanePositionSequence", "ImagePositionPatient"), 3)
+    orient = _floats(functional(ds, i, "PlaneOrientationSequence", "ImageOrientationPatient"), 6)
+    spacing = _floats(functional(ds, i, "PixelMeasuresSequence", "PixelSpacing"), 2)
+    if pos is None or orient is None or spacing is None:
+        missing = [n for n, v in (("ImagePositionPatient", pos), ("ImageOrientationPatient", orient),
+                                  ("PixelSpacing", spacing)) if v is None]
+        raise InputError(f"{path}: frame {i + 1} of this SEG has no {', '.join(missing)} (in its functional groups): "
+                         "it cannot be placed on the image.")
+    rot = to_voxel[:3, :3]
+    return to_voxel[:3] @ np.r_[pos, 1.0], rot @ (orient[:3] * spacing[1]), rot @ (orient[3:] * spacing[0])
+
+
+def _onto_plane(frame: np.ndarray, origin: np.ndarray, dc: np.ndarray, dr: np.ndarray,
+                plane_shape: tuple[int, int]) -> np.ndarray:
+    """A frame's values on an image slice of ``plane_shape`` (rows j, columns i): copied when its pixels are the
+    image's (the usual SEG), else sampled at the nearest frame pixel (another pixel size or in-plane orientation)."""
+    rows, cols = frame.shape
+    out = np.zeros(plane_shape, frame.dtype)
+    m = np.array([[dc[0], dr[0]], [dc[1], dr[1]]])  # (c, r) -> (i, j) - origin
+    if np.allclose(m, np.eye(2), atol=1e-3) and np.allclose(origin[:2], np.rint(origin[:2]), atol=1e-3):
+        i0, j0 = int(np.rint(origin[0])), int(np.rint(origin[1]))
+        ja, jb, ia, ib = max(j0, 0), min(j0 + rows, plane_shape[0]), max(i0, 0), min(i0 + cols, plane_shape[1])
+        if ja < jb and ia < ib:
+            out[ja:jb, ia:ib] = frame[ja - j0:jb - j0, ia - i0:ib - i0]
+        return out
+    jj, ii = np.mgrid[0:plane_shape[0], 0:plane_shape[1]]
+    c, r = np.rint(np.linalg.inv(m) @ np.stack([ii.ravel() - origin[0], jj.ravel() - origin[1]])).astype(int)
+    inside = (c >= 0) & (c < cols) & (r >= 0) & (r < rows)
+    out.ravel()[inside] = frame[r[inside], c[inside]]
+    return out
+
+
+def _frames(path: Path):
+    from pydicom.pixels import iter_pixels
+
+    try:
+        yield from iter_pixels(str(path))
+    except InputError:
+        raise
+    except Exception as exc:
+        from .dicom_pixels import INSTALL_DECODERS
+
+        raise InputError(f"{path}: could not decode this SEG's frames ({exc}); if they are compressed: "
+                         f"{INSTALL_DECODERS}.") from None
+
+
+def read_dicom_seg(path: str | Path, image: Volume, roi: Sequence[str] | None = None,
+                   shape: tuple[int, ...] | None = None) -> Volume:
+    """The segments of the DICOM SEG ``path`` on ``image``'s grid as classes 1..n (``roi``: the SegmentLabels to
+    take, in this order); see the module's docstring."""
+    path = Path(path)
+    to_voxel, grid = image_grid(path, image, shape, "SEG")
+    ds = _header(path)
+    uid = ds.get("FrameOfReferenceUID")
+    check_frame_of_reference(path, {str(uid)} if uid else set(), image, "SEG")
+    segments = list(ds.get("SegmentSequence") or [])
+    if not segments:
+        raise InputError(f"{path}: this SEG lists no segment (SegmentSequence is empty).")
+    names = [str(s.get("SegmentLabel") or f"segment {s.get('SegmentNumber')}") for s in segments]
+    picked = choose(names, roi, path, "segment")
+    value_of = {int(segments[n].get("SegmentNumber") or n + 1): v for v, n in enumerate(picked, start=1)}
+    seg_type = str(ds.get("SegmentationType") or "BINARY").upper()
+    top = float(ds.get("MaximumFractionalValue") or 255)
+    labels = label_array(grid, len(picked) + 1)
+    overlaps: dict[tuple[int, int], int] = {}
+    notes: list[str] = []
+    between = outside = placed = 0
+    lookup = np.zeros(max(value_of, default=0) + 1, labels.dtype)
+    for number, v in value_of.items():
+        lookup[number] = v
+    for i, frame in enumerate(_frames(path)):
+        number = functional(ds, i, "SegmentIdentificationSequence", "ReferencedSegmentNumber")
+        value = value_of.get(int(number)) if number is not None and seg_type != "LABELMAP" else None
+        if value is None and seg_type != "LABELMAP":
+            continue  # a segment not asked for
+        origin, dc, dr = _placement(ds, i, to_voxel, path)
+        if abs(dc[2]) * frame.shape[1] + abs(dr[2]) * frame.shape[0] > ON_SLICE:
+            raise InputError(f"{path}: its frames are not parallel to the slices of {image.meta.get('source_path')} "
+                             "(segmented on another orientation): give the series the SEG was made on.")
+        k = int(np.rint(origin[2]))
+        if abs(origin[2] - k) > ON_SLICE:
+            between += 1
+            continue
+        if not 0 <= k < grid[0]:
+            outside += 1
+            continue
+        if seg_type == "LABELMAP":
+            frame = lookup[np.clip(frame, 0, len(lookup) - 1)]
+        elif seg_type == "FRACTIONAL":
+            frame = (frame.astype(np.float32) >= 0.5 * top).astype(np.uint8)
+        values = _onto_plane(np.asarray(frame), origin, dc, dr, grid[1:])
+        placed += 1
+        for v in ([value] if value is not None else [int(x) for x in np.unique(values) if x]):
+            mask = values == v if value is None else values > 0
+            higher = mask & (labels[k] > v)  # (frames come in any order: the higher class wins)
+            for old in np.unique(labels[k][higher]).tolist():
+                overlaps[(v, int(old))] = overlaps.get((v, int(old)), 0) + int(np.count_nonzero(higher & (labels[k] == old)))
+            paint(labels, k, mask & ~higher, v, overlaps)
+    where = image.meta.get("source_path", "the image")
+    if between:
+        notes.append(f"{between} frame(s) lie between the slices of {where}: left out; the SEG was made on another "
+                     "series (thinner slices?)")
+    if outside:
+        notes.append(f"{outside} frame(s) lie outside the slices of {where}: left out")
+    if placed == 0 and (between or outside):
+        raise InputError(f"{path}: none of its frames lies on a slice of {where}: " + "; ".join(notes)
+                         + ". Give the image series the SEG was made on.")
+    counts = np.bincount(labels.ravel(), minlength=len(picked) + 1)
+    for v, n in enumerate(picked, start=1):
+        if not counts[v]:
+            notes.append(f"segment {names[n]!r} has no voxel on this image: class {v} is empty")
+    return finish(path, image, labels, [names[n] for n in picked], notes, overlaps, "dicom-seg", "segment")
