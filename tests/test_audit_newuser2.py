@@ -173,3 +173,21 @@ def test_suggest_ranks_the_planes_of_a_three_plane_tiff_and_explains_channel(tmp
     err = capsys.readouterr().err
     assert "--channel 1 took one plane of its planes along an unnamed first axis, a 2D image" in err, err
     assert "leave --channel out to rank its planes as slices" in err
+
+
+def test_the_finetune_tab_lists_the_refit_note_in_its_own_words():
+    """The Fine-tune tab's status listed the run's notes but not why the refit did not run (attnseg finetune printed
+    it): the same sentence, worded for the tab's Minutes field."""
+    from types import SimpleNamespace
+
+    from napari_attnseg._napari.finetune_run import Run
+    from napari_attnseg.training.config import TrainResult
+
+    result = TrainResult("ft/best.safetensors", 0.0062, 0.3632, None, 1, 54.0,
+                         "held-out slices along axis 0: validation case_0000 slices 34; train case_0000 the other "
+                         "slices", epochs_planned=1, setup_seconds=18.0)
+    result.notes.append("far negatives off")
+    cfg = SimpleNamespace(refit=None, start_model="nuclei-2d", minutes=1.0)
+    text = Run.notes_text(None, result, cfg)
+    assert text.startswith("\n- far negatives off\n- the refit (the run's last part"), text
+    assert "give it 2 minutes or more" in text and "--minutes" not in text

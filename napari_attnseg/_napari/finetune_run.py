@@ -66,6 +66,18 @@ class Run:
         return (f"{'Cancelled: n' if res.cancelled else 'N'}othing was learned ({why}){head}; no model was saved and "
                 f"the Segment tab is unchanged.{val}{self.removed_text()}")
 
+    def notes_text(self, res, cfg) -> str:
+        """The run's notes as the status lists them, with the sentence ``attnseg finetune`` adds when a run too short
+        for two epochs left no time for the refit (:func:`~napari_attnseg.training.short_run.refit_skipped_text`)."""
+        from ..training.config import FT_REFIT
+        from ..training.short_run import refit_skipped_text
+
+        share = getattr(cfg, "refit", None)
+        share = share if share is not None else (FT_REFIT if getattr(cfg, "start_model", None) else 0.0)
+        skipped = refit_skipped_text(res, share, bool(getattr(cfg, "start_model", None)), getattr(cfg, "minutes", None),
+                                     panel=True)
+        return "".join(f"\n- {n}" for n in [*res.notes, *([skipped] if skipped else [])])
+
     def short_text(self, res, minutes: float | None) -> str:
         """A sentence when less than one whole epoch ran (the budget ended inside epoch 1), else ''."""
         from ..training.short_run import short_run_text

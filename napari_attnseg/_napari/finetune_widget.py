@@ -319,7 +319,7 @@ class FinetuneWidget(Undockable, QWidget, StartModels, ValidationField):
                 return
             self.result = res = no_model_result(res)  # (no model saved: checkpoint None, kept_start False)
             before = "n/a" if res.val_dice_before is None else f"{res.val_dice_before:.4f}"
-            notes = "".join(f"\n- {n}" for n in res.notes)
+            notes = run.notes_text(res, cfg)  # (with why the refit did not run, as attnseg finetune says)
             if not res.checkpoint:  # cancelled before any epoch beat the start, or a new head none bettered
                 self.status.value = run.nothing_learned_text(res, more_labels_text(self._summary())) + notes
                 notify_info(f"Fine-tuning {'cancelled' if res.cancelled else 'ended'}: nothing was learned, no model "

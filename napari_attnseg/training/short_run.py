@@ -45,12 +45,14 @@ def short_run_text(result: Any, last_step: dict | None, minutes: float | None, f
     return f"Less than one epoch ran ({last['step']} of {last['steps']} steps{took}): {what}; give a longer budget."
 
 
-def refit_skipped_text(result: Any, refit_share: float, start_model: bool, minutes: float | None) -> str:
+def refit_skipped_text(result: Any, refit_share: float, start_model: bool, minutes: float | None,
+                       panel: bool = False) -> str:
     """Why a fine-tuning run's refit (its last part, training on every reviewed slice, validation ones included:
     :mod:`.refit`) did not run when the run planned fewer than 2 epochs, so none was left for it, else ''. The trainer
     says why it skipped a refit that was planned (no epoch beat the start, no time left); a run of one epoch (lung1,
     ``--minutes 1``: the first epoch and the setup took half the minute) planned none, unsaid. ``refit_share``: the
-    run's (:func:`~.config.fine_tune_defaults`); only the held-out slices of one case are refitted."""
+    run's (:func:`~.config.fine_tune_defaults`); only the held-out slices of one case are refitted. ``panel``: worded
+    for the napari Fine-tune tab (its *Minutes* field) rather than the command line's options."""
     from .refit import REFIT_SPLITS
 
     if not start_model or refit_share <= 0 or result.cancelled or result.refit_epochs or not result.checkpoint \
@@ -68,9 +70,10 @@ def refit_skipped_text(result: Any, refit_share: float, start_model: bool, minut
         need = -(-((getattr(result, "setup_seconds", 0.0) or 0.0) + 2.5 * epoch_s) // 60)  # (whole minutes, rounded up)
         why = (f"the {minutes:g} min budget fitted {planned} epoch (about {epoch_s / 60:.1f} min each, after a "
                f"{(getattr(result, 'setup_seconds', 0.0) or 0.0) / 60:.1f} min setup)")
-        more = f"give --minutes {max(int(need), int(minutes) + 1)} or more"
+        n = max(int(need), int(minutes) + 1)
+        more = f"give it {n} minutes or more" if panel else f"give --minutes {n} or more"
     else:
-        why, more = f"the run had {planned} epoch", "give --epochs 2 or more"
+        why, more = f"the run had {planned} epoch", "give it 2 epochs or more" if panel else "give --epochs 2 or more"
     return (f"the refit (the run's last part, training on every reviewed slice, the validation ones included) was "
             f"skipped: {why} and it needs 2, one validated and one on all slices; the model was trained on the "
             f"training slices only. To include it, {more}")
