@@ -57,6 +57,14 @@ def test_export_without_reviewed_slices_says_so_and_warns_about_a_raw_prediction
     assert main(["export", "--image", str(image), "--labels", str(mask), "--dataset", str(tmp_path / "ds")]) == 0
     err = capsys.readouterr().err
     assert "exported as reviewed" in err and "attnseg predict wrote" not in err, err
+    # the record rewritten after that (a cohort rerun re-points it to a moved scan): the corrected mask is still not
+    # called the model's own prediction (comparing modification times did)
+    record = out / "ct_predict.json"
+    record.write_text(record.read_text())
+    os.utime(record, (later + 10, later + 10))
+    assert main(["export", "--image", str(image), "--labels", str(mask), "--dataset", str(tmp_path / "ds")]) == 0
+    err = capsys.readouterr().err
+    assert "attnseg predict wrote" not in err, err
     # the user's own labels with the slices named: neither
     assert main(["export", "--image", str(image), "--labels", str(reference), "--dataset", str(tmp_path / "ds"),
                  "--reviewed-slices", "1,2-4"]) == 0

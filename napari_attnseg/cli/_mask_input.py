@@ -65,21 +65,23 @@ def label_map_warning(data, src: str | Path) -> str:
 
 
 def unedited_prediction(path: str | Path) -> str:
-    """The name of the ``attnseg predict`` record that lists ``path`` as its mask when the mask is unchanged since
-    (not saved after the record, which is written last): the model's own prediction, no corrections; '' otherwise (a
-    mask edited and saved over, or one without its record)."""
+    """The name of the ``attnseg predict`` record that lists ``path`` as its mask when the mask is unchanged since:
+    its size and modification time those the record stored for it (``output_stats``, as a cohort rerun tells an
+    edited mask); the model's own prediction, no corrections. '' otherwise: a mask edited and saved over, one without
+    its record, or a record without those figures. (Comparing modification times called a corrected mask unchanged
+    once a cohort rerun had rewritten the record for a moved scan.)"""
     from ..results import RECORD_SUFFIX
 
     path = Path(path)
     try:
-        written = path.stat().st_mtime
+        st = path.stat()
     except OSError:
         return ""
     for record in sorted(path.parent.glob(f"*{RECORD_SUFFIX}")):
         try:
             data = json.loads(record.read_text())
             listed = data.get("mask") == path.name and path.name in (data.get("outputs") or [])
-            if listed and written <= record.stat().st_mtime:
+            if listed and (data.get("output_stats") or {}).get(path.name) == [st.st_size, st.st_mtime_ns]:
                 return record.name
         except (OSError, ValueError, AttributeError, TypeError):
             continue
