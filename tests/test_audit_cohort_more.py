@@ -60,6 +60,17 @@ def _stale_lock(path: Path, pid: int, token: str = "theirs", host: str | None = 
     return path
 
 
+def test_an_old_lock_without_a_start_time_whose_number_now_runs_is_judged_by_its_age(tmp_path):
+    """A lock an earlier version wrote (no process start time), left by a run that crashed, whose process number now
+    belongs to another live process of this host (here: this test's parent), was never taken over: a run waited
+    for it forever. Without a start time to tell the processes apart, its age decides, as before."""
+    live = os.getppid()
+    old = _stale_lock(tmp_path / ".a_predict.lock", live, age=2 * 3600)
+    assert is_stale(old, locks._read(old))
+    fresh = _stale_lock(tmp_path / ".b_predict.lock", live)  # (touched now: maybe that very process, still working)
+    assert not is_stale(fresh, locks._read(fresh))
+
+
 # 1. a stale lock is taken over by one run only ---------------------------------------------------------------------
 def test_a_stale_lock_found_by_several_runs_at_the_same_instant_is_taken_by_exactly_one(tmp_path):
     """Was: each run checked that the stale lock was unchanged, removed it and created its own; a run checking before

@@ -124,8 +124,13 @@ def is_stale(path: Path, holder: Holder, now: float | None = None, limit: float 
         if int(holder.pid) == os.getpid():
             return holder.token not in _HELD  # (a lock of this process that it does not hold: a former process's)
         alive = _alive(int(holder.pid), float(holder.started or 0.0))
-        if alive is not None:
-            return not alive
+        if alive is False:
+            return True
+        if alive and holder.started:  # (the very process that took it, start time matched: live however old)
+            return False
+        # a lock without its process's start time (written by an earlier version, or psutil could not tell) whose
+        # number runs: maybe that process, maybe another that reused the number after a crash; judged by its age, as
+        # before (its live holder touches it every BEAT_S seconds), so a run never waits forever on a dead run's lock
     return age > (STALE_S if limit is None else limit)
 
 
