@@ -353,3 +353,19 @@ def test_a_moved_series_link_follows_it(tmp_path):
     assert os.readlink(out / "SE002_image") == str(new / "PAT001" / "ST001" / "SE002")
     assert (out / "SE002_image").is_dir()
     assert json.loads((out / "SE002_predict.json").read_text())["input"] == str(new / "PAT001" / "ST001" / "SE002")
+
+
+def test_a_predict_output_listed_in_a_csv_fails_its_case_naming_the_image(tmp_path):
+    """A single file was refused (the mask attnseg predict wrote, not an image) but the same path in a CSV cohort was
+    segmented silently: now that case fails with the same message while the others run."""
+    src = _crops(tmp_path / "in", ["img"])[0]
+    out = tmp_path / "out"
+    predict_cohort("nuclei-2d", str(src.parent), str(out), **OPTIONS)
+    mask = next(out.glob("img_mask.*"))
+    table = tmp_path / "cases.csv"
+    table.write_text(f"path\n{mask}\n{src}\n")
+    summary = predict_cohort("nuclei-2d", str(table), str(tmp_path / "out2"), **OPTIONS)
+    rows = {r.case: r for r in summary.cases}
+    failed = [r for r in summary.cases if r.status == "failed"]
+    assert len(failed) == 1 and "not an image to segment" in failed[0].error and str(src.name) in failed[0].error, rows
+    assert sum(r.status == "done" for r in summary.cases) == 1

@@ -95,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
     from ..data.export import check_class_ids
     from ..data.grid import on_image_grid
     from ..data.manifest import ignore_value_of
+    from ..data.mask_input import label_map_warning, refuse_our_output
     from ..data.orientation import volume_codes
     from ..errors import InputError
     from ..evaluation import (
@@ -108,7 +109,6 @@ def run(args: argparse.Namespace) -> int:
     from ..inference import predict
     from ..inference.checks import check_time_axis
     from ..training.losses import dice_per_class
-    from ._mask_input import label_map_warning, refuse_our_output
 
     expand_user_args(args, "image", "labels")  # ("~/..." quoted for its spaces)
     refuse_our_output(args.image)  # (a mask given as the image scored the model on the mask's shapes)

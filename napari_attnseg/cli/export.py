@@ -190,7 +190,7 @@ def _all_reviewed_note(args, shape: tuple, axes: str) -> None:
     refused: a user may have checked it whole)."""
     import sys
 
-    from ._mask_input import unedited_prediction
+    from ..data.mask_input import unedited_prediction
 
     if len(shape) >= 3:
         what = "frames" if axes[:1] == "T" and len(axes) == len(shape) else "slices"

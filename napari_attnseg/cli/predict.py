@@ -170,6 +170,7 @@ def run(args: argparse.Namespace) -> int:
         name_too_long,
         too_long_message,
     )
+    from ..data.mask_input import label_map_warning, refuse_our_output
     from ..data.orientation import volume_codes
     from ..errors import AttnSegError, InputError
     from ..inference import predict
@@ -182,7 +183,6 @@ def run(args: argparse.Namespace) -> int:
         record_path,
         write_prediction,
     )
-    from ._mask_input import label_map_warning, refuse_our_output
 
     expand_user_args(args, "inputs", "out", "summary")  # ("~/..." quoted for its spaces: not a folder named '~')
     out = Path(args.out)

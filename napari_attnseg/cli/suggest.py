@@ -105,11 +105,11 @@ def run(args: argparse.Namespace) -> int:
     from ..checkpoint import load_model
     from ..cohort.cases import read_for_model
     from ..correct import format_slice_ranges, parse_slice_ranges
+    from ..data.mask_input import label_map_warning, refuse_our_output
     from ..data.orientation import volume_codes
     from ..errors import InputError
     from ..inference.checks import check_time_axis
     from ..suggest import predict_uncertainty, suggest_slices
-    from ._mask_input import label_map_warning, refuse_our_output
     from .predict import TileProgress
 
     if args.n < 1:

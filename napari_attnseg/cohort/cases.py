@@ -266,6 +266,7 @@ def _compute_case(job: _Job, model, slot: _Slot, worker: str = "", owned=lambda:
     res = CaseResult(case=job.case, input=job.src, status="failed", worker=worker)
     queued = 0.0  # waiting for the compute slot (another case computing): not this case's time
     try:
+        from ..data.mask_input import label_map_warning, refuse_our_output
         from ..inference.checks import check_time_axis
         from .inputs import pick_channel
         from .moved import input_identity
@@ -277,6 +278,8 @@ def _compute_case(job: _Job, model, slot: _Slot, worker: str = "", owned=lambda:
         )
 
         vol, channel = _read_case(job.src, job.channel)
+        refuse_our_output(job.src, vol.meta)  # a mask attnseg predict wrote, listed in a CSV: this case fails, saying so
+        label_map = label_map_warning(vol.data, job.src)
         identity = input_identity(job.src)  # (an input moved later keeps its results: moved.moved_from)
         channel, unused = _cohort_channel(vol, channel, getattr(model, "spatial_dims", None))
         vol = pick_channel(vol, channel, int(getattr(model, "in_channels", 1)), job.src,
@@ -310,6 +313,8 @@ def _compute_case(job: _Job, model, slot: _Slot, worker: str = "", owned=lambda:
                 pred.warnings.insert(0, str(vol.meta[key]))
         if time_lapse:
             pred.warnings.insert(0, time_lapse)
+        if label_map:
+            pred.warnings.insert(0, label_map)
         if unused:
             pred.warnings.insert(0, unused)
         if not owned():  # (taken over by another run meanwhile: it writes the case)
