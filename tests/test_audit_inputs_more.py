@@ -251,3 +251,28 @@ def test_a_16_bit_colour_png_warns_that_it_is_read_at_8_bits(tmp_path, capsys):
     assert main(["predict", str(tmp_path / "scan.png"), "--model", str(_model(tmp_path, 3)),
                  "--out", str(tmp_path / "out")]) == 0
     assert "scan.png is a 16-bit PNG with colour or alpha, read at 8 bits" in capsys.readouterr().err
+
+
+def test_the_cli_refuses_a_time_lapse_export_that_would_split_the_movie(tmp_path, capsys):
+    """napari refused these, attnseg export did not (exit 0): --overwrite with fewer reviewed frames left the earlier
+    frames' cases beside the new ones, and a frame's own id as --case-id made case_0000_t000_t003, which the
+    train/validation split takes for another movie. One frame is named once."""
+    _time_lapse(tmp_path)
+    ds = tmp_path / "ds"
+    args = ["export", "--image", str(tmp_path / "movie.tif"), "--labels", str(tmp_path / "movie_mask.tif"),
+            "--dataset", str(ds)]
+    assert main([*args, "--reviewed-slices", "0,2"]) == 0
+    capsys.readouterr()
+    assert main([*args, "--reviewed-slices", "1", "--case-id", "case_0000", "--overwrite"]) == 1
+    err = capsys.readouterr().err
+    assert "would not replace frames 0,2 (case_0000_t000, case_0000_t002)" in err, err
+    assert main([*args, "--reviewed-slices", "1", "--case-id", "case_0000_t000"]) == 1
+    err = capsys.readouterr().err
+    assert "case_0000_t000 is a frame of the time-lapse case_0000" in err and "--case-id case_0000 --overwrite" in err
+    assert sorted(c["case_id"] for c in json.loads((ds / "manifest.json").read_text())["cases"]) == \
+        ["case_0000_t000", "case_0000_t002"]  # (nothing changed)
+    assert main([*args, "--reviewed-slices", "0-2", "--case-id", "case_0000", "--overwrite"]) == 0  # all frames: fine
+    capsys.readouterr()
+    assert main([*args, "--reviewed-slices", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "as the 2D case case_0003_t001 to" in out and " .. " not in out, out  # (the next free id after 3 cases)

@@ -20,6 +20,7 @@ import numpy as np
 from napari.layers import Labels
 
 from .. import correct
+from ..data.export_plan import FRAME_CASE
 from ._common import find_docked, notify_info, notify_warning
 from .correct_stats import BASELINE_KEY
 
@@ -141,7 +142,6 @@ def replace_loses(folder: str, case_id: str, source_name: str, shape, reviewed: 
             "case, this export's labels first), or check those slices in this mask and mark them reviewed first.")
 
 
-FRAME_CASE = re.compile(r"^(?P<base>.+)_t(?P<t>\d{3,})$")  # a time-lapse's frame exported as a 2D case
 
 
 def _frames_lost(cases: list[dict], case_id: str, source_name: str, shape, reviewed: list[int],

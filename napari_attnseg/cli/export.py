@@ -176,8 +176,9 @@ def run(args: argparse.Namespace) -> int:
         n, total = len(record.frames), int(np.shape(labels.data)[0])
         left = (f"; the {total - n} frame(s) not marked reviewed are left out (a frame all 'ignore' teaches nothing)"
                 if n < total else "")
-        print(f"exported {n} of the {total} frames of the time-lapse {args.image} as 2D cases {record.frames[0]} .. "
-              f"{record.frames[-1]} to {args.dataset} ({args.format}, each of shape {record.shape}): nnU-Net and "
+        cases = f"2D cases {record.frames[0]} .. {record.frames[-1]}" if n > 1 else f"the 2D case {record.frames[0]}"
+        print(f"exported {n} of the {total} frames of the time-lapse {args.image} as {cases} to {args.dataset} "
+              f"({args.format}, each of shape {record.shape}): nnU-Net and "
               f"MONAI take a 3D file for a volume, so each frame is a 2D image of its own, not a z-slice{left}")
         return 0
     print(f"exported {record.case_id} to {args.dataset} ({args.format}, shape {record.shape}{extra})")

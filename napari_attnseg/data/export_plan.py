@@ -183,6 +183,8 @@ def _plan(folder: Path, format: str, labels: np.ndarray, n_channels: int, ndim: 
                          f"and not start with '_' or '-' (no spaces or dots: the id names the case's files in every "
                          f"layout); use{hint or ' another id'}.")
     all_ids = frame_ids(case_id, frames)
+    if time_lapse:
+        _check_movie_ids(folder, ids, case_id, frames, overwrite)
     for cid in all_ids:
         if cid in ids and not overwrite:
             raise DatasetError(f"Case {cid!r} already exists in {folder}; choose another case id (leave it empty for "
@@ -194,6 +196,35 @@ def _plan(folder: Path, format: str, labels: np.ndarray, n_channels: int, ndim: 
     if time_lapse:
         return _Plan(manifest, all_ids[0], exported, None, notes, all_ids, frames)
     return _Plan(manifest, all_ids[0], exported, ignore_value, notes)
+
+
+FRAME_CASE = re.compile(r"^(?P<base>.+)_t(?P<t>\d{3,})$")  # a time-lapse's frame exported as a 2D case
+
+
+def _check_movie_ids(folder: Path, ids: list[str], case_id: str, frames: list[int], overwrite: bool) -> None:
+    """Refuse a time-lapse export that would split one movie in the dataset: a frame's own case id given as the case id
+    (new cases ``<frame>_t000``... that the train/validation split takes for another movie), or a replacement
+    (``overwrite``) that leaves frames exported before, and not reviewed now, with their earlier labels beside it."""
+    if (typed := FRAME_CASE.match(case_id)) and case_id in ids:
+        base = typed["base"]
+        raise DatasetError(f"{case_id} is a frame of the time-lapse {base} in {folder}, exported as one 2D case per "
+                           f"frame: exporting the movie under {case_id} would add new cases {case_id}_t000... beside it. "
+                           f"Give {base} as the case id to replace the movie's frames (attnseg export --case-id {base} "
+                           "--overwrite; napari: Replace the case), or no case id for a new case.")
+    if not overwrite:
+        return
+    before = {int(m["t"]): cid for cid in ids if (m := FRAME_CASE.match(cid)) and m["base"] == case_id}
+    lost = sorted(set(before) - set(frames))
+    if lost:
+        from ..correct import format_slice_ranges
+
+        names = ", ".join(before[t] for t in lost[:3]) + (", ..." if len(lost) > 3 else "")
+        raise DatasetError(f"Replacing {case_id} in {folder} would not replace frames {format_slice_ranges(lost)} "
+                           f"({names}): they were exported as reviewed frames of this time-lapse and are not reviewed "
+                           "in this export, so they would stay with their earlier labels beside the new frames. Mark "
+                           "them reviewed too if these labels there are checked (attnseg export --reviewed-slices; "
+                           "napari: R on each frame), or export as a new case (no --overwrite / case id; napari: untick "
+                           "Replace the case).")
 
 
 def frame_ids(case_id: str, frames: list[int]) -> list[str]:
