@@ -70,6 +70,15 @@ def test_predict_refuses_a_transparent_picture_for_a_colour_model_with_the_trans
     assert "--channel K (0 to 3" not in err, err  # (choosing one of red, green, blue, alpha was never the answer)
 
 
+def test_a_grey_model_given_a_transparent_colour_picture_is_not_offered_the_alpha_as_a_channel(tmp_path, capsys):
+    """'choose one with --channel K (0 to 3)' offered the transparency as a channel to segment."""
+    grey, _ = _nuclei()
+    path = _transparent_png(tmp_path / "colours.png", grey)
+    assert main(["predict", str(path), "--model", "nuclei-2d", "--out", str(tmp_path / "out"), "--device", "cpu"]) == 1
+    err = capsys.readouterr().err
+    assert "--channel K (0 to 2" in err and "3 is its transparency (alpha)" in err, err
+
+
 def test_the_grey_of_an_opaque_rgba_picture_keeps_the_readers_note(tmp_path):
     grey, _ = _nuclei()
     path = tmp_path / "grey.png"

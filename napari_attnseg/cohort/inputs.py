@@ -70,9 +70,10 @@ def pick_channel(vol: Volume, channel: int | None, in_channels: int, src: str | 
     if axes[ax] == "S" and n in (3, 4) and in_channels == 1:  # (a slide that was not taken for one: say why)
         why = (" (its colours hold different images on a dark background, or with a colour dark throughout: a "
                "fluorescence composite, not a bright-field H&E / IHC slide, whose hematoxylin would be segmented)")
+    alpha = axes[ax] == "S" and n == 4  # (its 4th sample is the alpha, varying: one value throughout was dropped)
     raise InputError(f"{src} has {n} channels (axes {axes}) and the model reads {in_channels}{why}: choose one with "
-                     f"--channel K (0 to {n - 1}{', 0 red, 1 green, 2 blue' if why else ''}; in Python, index that "
-                     "axis of the array).")
+                     f"--channel K (0 to {n - 2 if alpha else n - 1}{', 0 red, 1 green, 2 blue' if why else ''}"
+                     f"{'; 3 is its transparency (alpha)' if alpha else ''}; in Python, index that axis of the array).")
 
 
 def segmented_channel(image: Volume, channel: int | str | None) -> Volume:
