@@ -17,11 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
-import torch
 from PIL import Image
+from test_audit_inputs_more import _model, _nuclei  # (a crop of the nuclei image; a tiny model of n channels)
 
-from napari_attnseg import create_model, save_model
-from napari_attnseg.checkpoint import ModelCard
 from napari_attnseg.cli import main
 from napari_attnseg.cohort.inputs import pick_channel
 from napari_attnseg.data import read_image
@@ -29,25 +27,6 @@ from napari_attnseg.data.dataset import read_dataset
 from napari_attnseg.errors import DatasetError
 from napari_attnseg.training.colour import ColourCases
 from napari_attnseg.training.split import make_split
-
-DATA = Path("/work/shared/data/nuclei2d")
-if not (DATA / "image.tif").exists():  # (the package's own sample is the same image)
-    DATA = Path(__file__).resolve().parents[1] / "resources" / "samples"
-
-
-def _nuclei(n: int = 48) -> tuple[np.ndarray, np.ndarray]:
-    name = "image.tif" if (DATA / "image.tif").exists() else "nuclei2d_image.tif"
-    image = tifffile.imread(DATA / name)[:n, :n]
-    grey = (image / max(1, image.max()) * 255).astype(np.uint8)
-    return grey, (grey > np.percentile(grey, 75)).astype(np.uint8)
-
-
-def _model(tmp_path: Path, channels: int) -> Path:
-    torch.manual_seed(0)
-    model = create_model("attention_unet", spatial_dims=2, in_channels=channels, features=(4, 8, 16, 32, 64))
-    path = tmp_path / f"rgb{channels}.safetensors"
-    save_model(model, path, ModelCard(arch="", config={}, name=f"c{channels}", description="test", tile=[32, 32]))
-    return path
 
 
 def _transparent_png(path: Path, grey: np.ndarray, transparent: bool = True) -> Path:
