@@ -23,6 +23,7 @@ from ..data.orientation import onto_grid, volume_translate
 from ..data.volume import model_info_of
 from ..display import DEFAULT_CT_WINDOW, default_window, outlier_limits
 from ..errors import AttnSegError, InputError
+from .dicom_labels_reader import get_labels_reader
 from .reader_prefs import PLUGIN, PREFERRED_PATTERNS, activate, prefer_plugin_readers  # noqa: F401 (npe2's on_activate)
 from .tiff_masks import exported_marks, ignore_features, mask_axes
 
@@ -228,10 +229,13 @@ def _tiff_layers(path: str) -> list[tuple]:
 
 
 def get_dicom_reader(path):
-    """DICOM files and folders of a series; any other folder goes to napari's own reader (the plugin is
-    the preferred reader of folders once it has been used, see the module docstring)."""
+    """DICOM files and folders of a series (an RTSTRUCT/SEG: :mod:`.dicom_labels_reader`); any other folder goes to
+    napari's own reader (the plugin is the preferred reader of folders once it has been used, see the module
+    docstring)."""
     if isinstance(path, list):
         return None
+    if (labels := get_labels_reader(path)) is not None:  # an RTSTRUCT/SEG: a Labels layer on its open image
+        return labels
     try:
         ok = is_dicom_path(Path(path))
     except OSError:

@@ -48,16 +48,13 @@ def _image_files(image: Volume) -> tuple[list[Path], str]:
     return [f for f in sorted(source.iterdir()) if f.is_file() and not f.name.startswith(".")], str(source)
 
 
-def check_frame_of_reference(path: Path, uids: set[str], image: Volume, kind: str) -> None:
-    """Refuse a segmentation whose FrameOfReferenceUID is none of the image's DICOM files' (drawn on another scan or
-    patient). Reads the image files' headers until one matches (the first, mostly)."""
+def _image_uids(image: Volume):
+    """The FrameOfReferenceUIDs of ``image``'s DICOM image files, in turn (read lazily: headers only)."""
     import pydicom
 
     from .dicom import is_dicom_file
 
-    files, source = _image_files(image)
-    theirs: set[str] = set()
-    for f in files if uids else []:
+    for f in _image_files(image)[0]:
         if not is_dicom_file(f):
             continue
         try:
@@ -66,9 +63,23 @@ def check_frame_of_reference(path: Path, uids: set[str], image: Volume, kind: st
         except Exception:  # noqa: BLE001 - the image reader read what it could
             continue
         if "Rows" in ds and str(ds.get("Modality") or "").upper() not in LABEL_MODALITIES and ds.get("FrameOfReferenceUID"):
-            if str(ds.FrameOfReferenceUID) in uids:
-                return
-            theirs.add(str(ds.FrameOfReferenceUID))
+            yield str(ds.FrameOfReferenceUID)
+
+
+def image_frame_of_reference(image: Volume) -> str | None:
+    """The FrameOfReferenceUID of ``image``'s first DICOM image file; None for an image read from no DICOM."""
+    return next(_image_uids(image), None)
+
+
+def check_frame_of_reference(path: Path, uids: set[str], image: Volume, kind: str) -> None:
+    """Refuse a segmentation whose FrameOfReferenceUID is none of the image's DICOM files' (drawn on another scan or
+    patient). Reads the image files' headers until one matches (the first, mostly)."""
+    source = _image_files(image)[1]
+    theirs: set[str] = set()
+    for uid in _image_uids(image) if uids else ():
+        if uid in uids:
+            return
+        theirs.add(uid)
     if theirs:
         raise InputError(f"{path}: this {kind} belongs to another frame of reference (FrameOfReferenceUID "
                          f"{sorted(uids)[0]}) than the image {source} ({sorted(theirs)[0]}): it was drawn on another "
@@ -94,13 +105,28 @@ def choose(names: list[str], roi: Sequence[str] | None, path: Path, what: str) -
     return [index[key(r)] for r in wanted]
 
 
-def paint(labels: np.ndarray, k: int, mask: np.ndarray, value: int, overlaps: dict[tuple[int, int], int]) -> None:
-    """Write class ``value`` on slice ``k`` where ``mask`` is set: the later class wins; overlaps counted."""
+def ranks(sizes: Sequence[int]) -> np.ndarray:
+    """Each class's priority where classes overlap (index: class value, 0 the background): the smaller structure
+    wins (a tumour inside a lung, the cord inside the body outline); equal sizes: the later class wins."""
+    order = sorted(range(1, len(sizes) + 1), key=lambda v: (-int(sizes[v - 1]), v))
+    rank = np.zeros(len(sizes) + 1, np.int32)
+    rank[order] = np.arange(1, len(order) + 1)
+    return rank
+
+
+def paint(labels: np.ndarray, k: int, mask: np.ndarray, value: int, overlaps: dict[tuple[int, int], int],
+          rank: np.ndarray | None = None) -> None:
+    """Write class ``value`` on slice ``k`` where ``mask`` is set, except over a class of a higher ``rank`` (without
+    ranks: the later class wins); overlaps counted as (loser, winner)."""
     plane = labels[k]
-    hit = mask & (plane != 0) & (plane != value)
-    if hit.any():
-        for old in np.unique(plane[hit]).tolist():
-            overlaps[(int(old), value)] = overlaps.get((int(old), value), 0) + int(np.count_nonzero(hit & (plane == old)))
+    other = mask & (plane != 0) & (plane != value)
+    if other.any():
+        kept = other & (rank[plane] > rank[value]) if rank is not None else np.zeros_like(other)
+        for hit, lost in ((other & ~kept, True), (kept, False)):
+            for old in np.unique(plane[hit]).tolist():
+                pair = (int(old), value) if lost else (value, int(old))
+                overlaps[pair] = overlaps.get(pair, 0) + int(np.count_nonzero(hit & (plane == old)))
+        mask = mask & ~kept
     plane[mask] = value
 
 
@@ -109,8 +135,9 @@ def finish(path: Path, image: Volume, labels: np.ndarray, names: list[str], note
     """The labels as a Volume on the image's grid, with the class names and what was noticed."""
     named = ["background", *names]  # (by class value)
     if overlaps:
-        left = {v: int(np.count_nonzero(labels == v)) for v in {o for o, _ in overlaps}}
-        notes.append(f"{what}s overlap; where they do, the later one was kept: " + "; ".join(
+        counts = class_counts(labels, len(named))
+        left = {v: int(counts[v]) for v in {o for o, _ in overlaps}}
+        notes.append(f"{what}s overlap; where they do, the smaller one kept the voxels: " + "; ".join(
             f"{n} voxel(s) of {named[old]!r} went to {named[new]!r}" for (old, new), n in sorted(overlaps.items()))
             + "".join(f" ({named[v]!r} has no voxel left: choose the {what}s with --roi)" for v, c in left.items()
                       if c == 0))
@@ -120,6 +147,15 @@ def finish(path: Path, image: Volume, labels: np.ndarray, names: list[str], note
     if notes:
         meta["warning"] = "; ".join(notes)
     return Volume(data, tuple(image.spacing)[-data.ndim:], image.affine, meta)
+
+
+def class_counts(labels: np.ndarray, n: int) -> np.ndarray:
+    """Voxels of each class 0..n-1, slice by slice (``np.bincount`` of the whole volume makes an int64 copy of it:
+    600 MiB for 300 x 512 x 512)."""
+    counts = np.zeros(n, np.int64)
+    for plane in labels.reshape(-1, *labels.shape[-2:]):
+        counts += np.bincount(plane.ravel(), minlength=n)[:n]
+    return counts
 
 
 def label_array(grid: tuple, classes: int) -> np.ndarray:

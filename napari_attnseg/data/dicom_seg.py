@@ -7,7 +7,8 @@ between slices or outside the image is left out, with a warning; one not paralle
 segment (SegmentIdentificationSequence ReferencedSegmentNumber) gives the class: segments are classes 1..n in the
 order of SegmentSequence, named by their SegmentLabel. BINARY frames are taken as they are, FRACTIONAL ones from
 half the MaximumFractionalValue up; a LABELMAP SEG's pixels are segment numbers. Frames are read one at a time.
-Where segments overlap, the later one (the higher class) wins, with a note.
+Where segments overlap, the smaller segment keeps the voxels (whatever the order of segments and frames), with a
+note.
 """
 
 from __future__ import annotations
@@ -20,7 +21,16 @@ import numpy as np
 
 from ..errors import InputError
 from .dicom_geometry import functional
-from .dicom_labels import check_frame_of_reference, choose, finish, image_grid, label_array, paint
+from .dicom_labels import (
+    check_frame_of_reference,
+    choose,
+    class_counts,
+    finish,
+    image_grid,
+    label_array,
+    paint,
+    ranks,
+)
 from .volume import Volume
 
 __all__ = ["read_dicom_seg"]
@@ -93,6 +103,35 @@ def _frames(path: Path):
                          f"{INSTALL_DECODERS}.") from None
 
 
+def _placed(path: Path, ds: Any, image: Volume, to_voxel: np.ndarray, grid: tuple, value_of: dict[int, int],
+            lookup: np.ndarray, count: dict[str, int]):
+    """(slice k, class, mask on the slice) of each frame on the image's slices, one at a time (a LABELMAP frame: one
+    per class in it); frames between or outside the slices counted in ``count``."""
+    seg_type = str(ds.get("SegmentationType") or "BINARY").upper()
+    top = float(ds.get("MaximumFractionalValue") or 255)
+    for i, frame in enumerate(_frames(path)):
+        number = functional(ds, i, "SegmentIdentificationSequence", "ReferencedSegmentNumber")
+        value = value_of.get(int(number)) if number is not None and seg_type != "LABELMAP" else None
+        if value is None and seg_type != "LABELMAP":
+            continue  # a segment not asked for
+        origin, dc, dr = _placement(ds, i, to_voxel, path)
+        if abs(dc[2]) * frame.shape[1] + abs(dr[2]) * frame.shape[0] > ON_SLICE:
+            raise InputError(f"{path}: its frames are not parallel to the slices of {image.meta.get('source_path')} "
+                             "(segmented on another orientation): give the series the SEG was made on.")
+        k = int(np.rint(origin[2]))
+        where = "between" if abs(origin[2] - k) > ON_SLICE else "outside" if not 0 <= k < grid[0] else "placed"
+        count[where] = count.get(where, 0) + 1
+        if where != "placed":
+            continue
+        if seg_type == "LABELMAP":
+            frame = lookup[np.clip(frame, 0, len(lookup) - 1)]
+        elif seg_type == "FRACTIONAL":
+            frame = (frame.astype(np.float32) >= 0.5 * top).astype(np.uint8)
+        values = _onto_plane(np.asarray(frame), origin, dc, dr, grid[1:])
+        for v in ([value] if value is not None else [int(x) for x in np.unique(values) if x]):
+            yield k, v, (values == v if value is None else values > 0)
+
+
 def read_dicom_seg(path: str | Path, image: Volume, roi: Sequence[str] | None = None,
                    shape: tuple[int, ...] | None = None) -> Volume:
     """The segments of the DICOM SEG ``path`` on ``image``'s grid as classes 1..n (``roi``: the SegmentLabels to
@@ -108,43 +147,22 @@ def read_dicom_seg(path: str | Path, image: Volume, roi: Sequence[str] | None = 
     names = [str(s.get("SegmentLabel") or f"segment {s.get('SegmentNumber')}") for s in segments]
     picked = choose(names, roi, path, "segment")
     value_of = {int(segments[n].get("SegmentNumber") or n + 1): v for v, n in enumerate(picked, start=1)}
-    seg_type = str(ds.get("SegmentationType") or "BINARY").upper()
-    top = float(ds.get("MaximumFractionalValue") or 255)
     labels = label_array(grid, len(picked) + 1)
     overlaps: dict[tuple[int, int], int] = {}
     notes: list[str] = []
-    between = outside = placed = 0
     lookup = np.zeros(max(value_of, default=0) + 1, labels.dtype)
     for number, v in value_of.items():
         lookup[number] = v
-    for i, frame in enumerate(_frames(path)):
-        number = functional(ds, i, "SegmentIdentificationSequence", "ReferencedSegmentNumber")
-        value = value_of.get(int(number)) if number is not None and seg_type != "LABELMAP" else None
-        if value is None and seg_type != "LABELMAP":
-            continue  # a segment not asked for
-        origin, dc, dr = _placement(ds, i, to_voxel, path)
-        if abs(dc[2]) * frame.shape[1] + abs(dr[2]) * frame.shape[0] > ON_SLICE:
-            raise InputError(f"{path}: its frames are not parallel to the slices of {image.meta.get('source_path')} "
-                             "(segmented on another orientation): give the series the SEG was made on.")
-        k = int(np.rint(origin[2]))
-        if abs(origin[2] - k) > ON_SLICE:
-            between += 1
-            continue
-        if not 0 <= k < grid[0]:
-            outside += 1
-            continue
-        if seg_type == "LABELMAP":
-            frame = lookup[np.clip(frame, 0, len(lookup) - 1)]
-        elif seg_type == "FRACTIONAL":
-            frame = (frame.astype(np.float32) >= 0.5 * top).astype(np.uint8)
-        values = _onto_plane(np.asarray(frame), origin, dc, dr, grid[1:])
-        placed += 1
-        for v in ([value] if value is not None else [int(x) for x in np.unique(values) if x]):
-            mask = values == v if value is None else values > 0
-            higher = mask & (labels[k] > v)  # (frames come in any order: the higher class wins)
-            for old in np.unique(labels[k][higher]).tolist():
-                overlaps[(v, int(old))] = overlaps.get((v, int(old)), 0) + int(np.count_nonzero(higher & (labels[k] == old)))
-            paint(labels, k, mask & ~higher, v, overlaps)
+    # the smaller segment wins where segments overlap, so their sizes come first (the frames are read twice, one
+    # at a time, rather than held)
+    sizes = np.zeros(len(picked), np.int64)
+    count = {"between": 0, "outside": 0, "placed": 0}
+    for _k, v, mask in _placed(path, ds, image, to_voxel, grid, value_of, lookup, count):
+        sizes[v - 1] += int(np.count_nonzero(mask))
+    between, outside, placed = count["between"], count["outside"], count["placed"]
+    rank = ranks(sizes.tolist())
+    for k, v, mask in _placed(path, ds, image, to_voxel, grid, value_of, lookup, {}):
+        paint(labels, k, mask, v, overlaps, rank)
     where = image.meta.get("source_path", "the image")
     if between:
         notes.append(f"{between} frame(s) lie between the slices of {where}: left out; the SEG was made on another "
@@ -154,7 +172,7 @@ def read_dicom_seg(path: str | Path, image: Volume, roi: Sequence[str] | None = 
     if placed == 0 and (between or outside):
         raise InputError(f"{path}: none of its frames lies on a slice of {where}: " + "; ".join(notes)
                          + ". Give the image series the SEG was made on.")
-    counts = np.bincount(labels.ravel(), minlength=len(picked) + 1)
+    counts = class_counts(labels, len(picked) + 1)
     for v, n in enumerate(picked, start=1):
         if not counts[v]:
             notes.append(f"segment {names[n]!r} has no voxel on this image: class {v} is empty")

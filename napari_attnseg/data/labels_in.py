@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from itertools import islice
 from pathlib import Path
 
 from ..errors import InputError
 from .dicom_labels import LABEL_MODALITIES
 from .volume import Volume
 
-__all__ = ["LABEL_MODALITIES", "dicom_labels_kind", "read_labels"]
+__all__ = ["LABEL_MODALITIES", "dicom_labels_file", "dicom_labels_kind", "frames_of_reference", "read_labels"]
 
 SOP_CLASSES = {"1.2.840.10008.5.1.4.1.1.481.3": "RTSTRUCT", "1.2.840.10008.5.1.4.1.1.66.4": "SEG",
                "1.2.840.10008.5.1.4.1.1.66.7": "SEG"}  # RT Structure Set, Segmentation, Label Map Segmentation
@@ -64,6 +65,35 @@ def dicom_labels_kind(path: str | os.PathLike) -> str | None:
     except OSError:
         return None
     return found[1] if found else None
+
+
+def dicom_labels_file(path: str | os.PathLike) -> tuple[Path, str] | None:
+    """(the file, ``"RTSTRUCT"`` or ``"SEG"``) when ``path`` is such a DICOM file or a folder holding one and no other
+    DICOM file (TCIA's folder of its own: not a CT folder with an RS.dcm beside its images); else None. Never raises."""
+    from .dicom import is_dicom_file
+
+    p = Path(path)
+    try:
+        if p.is_dir() and len(list(islice((f for f in p.iterdir() if f.is_file() and not f.name.startswith(".")
+                                           and is_dicom_file(f)), 2))) != 1:  # (a CT folder: stops at its second)
+            return None
+        return _label_file(p)
+    except (OSError, InputError):
+        return None
+
+
+def frames_of_reference(path: str | os.PathLike) -> set[str]:
+    """The FrameOfReferenceUIDs an RTSTRUCT or SEG file is drawn in (empty when it names none)."""
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(str(path), stop_before_pixels=True, force=True)
+    except Exception:  # noqa: BLE001 - its reader names an unreadable file
+        return set()
+    from .rtstruct import frames_of_reference as of_rtstruct
+
+    uids = of_rtstruct(ds)
+    return uids | ({str(ds.FrameOfReferenceUID)} if ds.get("FrameOfReferenceUID") else set())
 
 
 def read_labels(path: str | os.PathLike, image: Volume, roi: Sequence[str] | None = None,

@@ -3,10 +3,11 @@ the grid of the image it was drawn on.
 
 Each ROI's CLOSED_PLANAR contours (ContourData: x, y, z in patient mm, LPS) are mapped through the image's affine
 to voxel coordinates, placed on the slice whose plane they lie in (within a quarter of a slice: a contour between
-two slices was drawn on another series and is left out, with a warning) and filled with ``skimage.draw.polygon``
-(pixel centres inside). Several contours of one ROI on one slice combine even-odd, so an inner contour is a hole.
+two slices was drawn on another series and is left out, with a warning) and filled (pixel centres inside, a scanline
+fill). Several contours of one ROI on one slice combine even-odd, so an inner contour is a hole.
 ROIs become classes 1..n in the file's order (StructureSetROISequence), named by their ROIName; where ROIs overlap
-the later one wins, with a note.
+the smaller ROI (fewer voxels on this grid) keeps the voxels, whatever the order, with a note: a GTV listed before
+the lungs it lies in stays a GTV.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
-from .dicom_labels import check_frame_of_reference, choose, finish, image_grid, label_array, paint
+from .dicom_labels import check_frame_of_reference, choose, finish, image_grid, label_array, paint, ranks
 from .volume import Volume
 
 __all__ = ["read_rtstruct"]
@@ -36,7 +37,7 @@ def _read(path: Path) -> Any:
         raise InputError(f"{path}: not a readable DICOM file ({exc}).") from None
 
 
-def _frames_of_reference(ds: Any) -> set[str]:
+def frames_of_reference(ds: Any) -> set[str]:
     uids = {str(item.get("FrameOfReferenceUID")) for item in ds.get("ReferencedFrameOfReferenceSequence") or []
             if item.get("FrameOfReferenceUID")}
     uids |= {str(item.get("ReferencedFrameOfReferenceUID")) for item in ds.get("StructureSetROISequence") or []
@@ -49,16 +50,44 @@ def _fmt_mm(z: list[float]) -> str:
     return ", ".join(f"{v:g}" for v in shown[:5]) + (", ..." if len(shown) > 5 else "")
 
 
+def _fill(polygons: list[np.ndarray], shape: tuple[int, int]) -> np.ndarray:
+    """The pixels whose centre lies inside ``polygons`` ((rows, columns) arrays of one ROI on one slice), combined
+    even-odd (a contour inside another is a hole): a scanline fill, ~100x faster than ``skimage.draw.polygon`` on a
+    body outline (its point-in-polygon test per pixel of the bounding box took 80 ms on 512 x 512)."""
+    h, w = shape
+    r0 = np.concatenate([p[0] for p in polygons])
+    c0 = np.concatenate([p[1] for p in polygons])
+    r1 = np.concatenate([np.roll(p[0], -1) for p in polygons])
+    c1 = np.concatenate([np.roll(p[1], -1) for p in polygons])
+    lo, hi = np.ceil(np.minimum(r0, r1)).astype(np.int64), np.ceil(np.maximum(r0, r1)).astype(np.int64)
+    lo, hi = np.clip(lo, 0, h), np.clip(hi, 0, h)  # (rows j with min <= j < max: each vertex counted once)
+    n = np.maximum(hi - lo, 0)
+    edge = np.repeat(np.arange(len(r0)), n)
+    rows = lo[edge] + np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n)
+    x = c0[edge] + (rows - r0[edge]) * (c1[edge] - c0[edge]) / (r1[edge] - r0[edge])
+    order = np.lexsort((x, rows))
+    rows, x = rows[order], x[order]
+    diff = np.zeros((h, w + 1), np.int32)
+    ends = np.clip(np.ceil(x), 0, w).astype(np.int64)  # (pixel i inside when x_in <= i < x_out)
+    np.add.at(diff, (rows[0::2], ends[0::2]), 1)
+    np.add.at(diff, (rows[1::2], ends[1::2]), -1)
+    return np.cumsum(diff[:, :w], axis=1) > 0
+
+
+def _planes(items: list[tuple[int, np.ndarray]], shape: tuple[int, int]):
+    """(class, filled plane) for each class among ``items`` (one slice's contours), in turn (see :func:`_fill`)."""
+    for value in dict.fromkeys(v for v, _ in items):
+        yield value, _fill([poly for v, poly in items if v == value], shape)
+
+
 def read_rtstruct(path: str | Path, image: Volume, roi: Sequence[str] | None = None,
                   shape: tuple[int, ...] | None = None) -> Volume:
     """The ROIs of the RTSTRUCT ``path`` drawn onto ``image``'s grid as classes 1..n (``roi``: the ROI names to take,
     in this order); see the module's docstring."""
-    from skimage.draw import polygon
-
     path = Path(path)
     to_voxel, grid = image_grid(path, image, shape, "RTSTRUCT")
     ds = _read(path)
-    check_frame_of_reference(path, _frames_of_reference(ds), image, "RTSTRUCT")
+    check_frame_of_reference(path, frames_of_reference(ds), image, "RTSTRUCT")
     rois = list(ds.get("StructureSetROISequence") or [])
     if not rois:
         raise InputError(f"{path}: this RTSTRUCT lists no ROI (StructureSetROISequence is empty).")
@@ -72,11 +101,10 @@ def read_rtstruct(path: str | Path, image: Volume, roi: Sequence[str] | None = N
     overlaps: dict[tuple[int, int], int] = {}
     between: list[float] = []
     outside: list[float] = []
-    crossing = other_types = placed_total = 0
+    crossing = other_types = 0
+    on_slice: dict[int, list[tuple[int, np.ndarray]]] = {}  # slice k -> (class, (j, i) polygon) of every ROI
     for value, n in enumerate(picked, start=1):
-        planes: dict[int, np.ndarray] = {}
-        contours = contours_of.get(str(rois[n].get("ROINumber")), [])
-        for c in contours:
+        for c in contours_of.get(str(rois[n].get("ROINumber")), []):
             kind = str(c.get("ContourGeometricType") or "CLOSED_PLANAR").upper()
             data = c.get("ContourData")
             if kind not in CLOSED or data is None or len(data) < 9:
@@ -96,15 +124,21 @@ def read_rtstruct(path: str | Path, image: Volume, roi: Sequence[str] | None = N
                     or ijk[1].max() < -0.5 or ijk[1].min() > grid[1] - 0.5:
                 outside.append(float(lps[0, 2]))
                 continue
-            rr, cc = polygon(ijk[1], ijk[0], shape=grid[1:])
-            plane = planes.setdefault(k, np.zeros(grid[1:], bool))
-            plane[rr, cc] ^= True  # even-odd: a contour inside another is a hole
-            placed_total += 1
-        for k, plane in sorted(planes.items()):
-            paint(labels, k, plane, value, overlaps)
-        if not contours:
+            on_slice.setdefault(k, []).append((value, ijk[1::-1].copy()))
+    # the smaller ROI wins where ROIs overlap, so their sizes come first; slice by slice, one plane at a time (not
+    # one volume per ROI: a planning CT's 10-30 ROIs on 512 x 512 x 300)
+    sizes = np.zeros(len(picked), np.int64)
+    for items in on_slice.values():
+        for value, plane in _planes(items, grid[1:]):
+            sizes[value - 1] += int(np.count_nonzero(plane))
+    rank = ranks(sizes.tolist())
+    for k in sorted(on_slice):
+        for value, plane in _planes(on_slice[k], grid[1:]):
+            paint(labels, k, plane, value, overlaps, rank)
+    for value, n in enumerate(picked, start=1):
+        if not contours_of.get(str(rois[n].get("ROINumber"))):
             notes.append(f"ROI {names[n]!r} has no contours: class {value} is empty")
-        elif not any(p.any() for p in planes.values()):
+        elif not sizes[value - 1]:
             notes.append(f"ROI {names[n]!r} has no contour on this image's slices: class {value} is empty")
     where = image.meta.get("source_path", "the image")
     if between:
@@ -117,7 +151,7 @@ def read_rtstruct(path: str | Path, image: Volume, roi: Sequence[str] | None = N
                      "orientation): left out")
     if other_types:
         notes.append(f"{other_types} contour(s) are points or open lines, not closed contours: left out")
-    if placed_total == 0 and (between or outside or crossing):
+    if not on_slice and (between or outside or crossing):
         raise InputError(f"{path}: none of its contours lies on a slice of {where}: " + "; ".join(notes[-3:])
                          + ". Give the image series the RTSTRUCT was drawn on.")
     return finish(path, image, labels, [names[n] for n in picked], notes, overlaps, "dicom-rtstruct", "ROI")
