@@ -92,7 +92,8 @@ def notes():
 
 
 @pytest.mark.gui
-def test_napari_opens_an_rtstruct_and_a_seg_as_labels_on_their_ct(make_napari_viewer, tmp_path, lung, notes):
+def test_napari_opens_an_rtstruct_and_a_seg_as_labels_on_their_ct(make_napari_viewer, tmp_path, lung, notes,
+                                                                 monkeypatch):
     """Was: RS.dcm beside the CT reopened the CT as a second image; RS.dcm in a folder of its own (TCIA) said "no
     DICOM images found"; SEG.dcm said "a DICOM SEG, not an image". Now each opens as a Labels layer '<image> <stem>'
     on the CT's grid and placement, with the ROI names as the mask's class names (the Correct tab's)."""
@@ -107,6 +108,14 @@ def test_napari_opens_an_rtstruct_and_a_seg_as_labels_on_their_ct(make_napari_vi
                                                           "Lung": {k: _contours(box[k]) for k in range(7)}})
     sg = seg(cts, folder / "SEG.dcm", {"GTV-1": labels})
     viewer = make_napari_viewer()
+    from napari.settings import get_settings
+
+    from napari_attnseg._napari import io_hooks
+
+    # a new user's reader preferences (other tests in this process set their own), then what the plugin's first use
+    # does: its reader preferences, so File > Open asks no question
+    monkeypatch.setattr(get_settings().plugins, "extension2reader", {})
+    io_hooks.activate()
     viewer.open(str(folder), plugin=PLUGIN)
     image = viewer.layers["CT"]
     viewer._open_or_raise_error([str(rs)])  # (File > Open, drag and drop: napari's choice of reader, no question)

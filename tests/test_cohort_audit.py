@@ -166,7 +166,8 @@ def test_a_recursive_glob_leaves_out_the_outputs_of_earlier_runs(tmp_path, tiny_
 def test_planes_along_an_unnamed_first_axis_get_a_note_and_channel_picks_one(tmp_path, tiny_checkpoint, capsys):
     model = tiny_checkpoint(dims=2)
     tmp_path.joinpath("in").mkdir()
-    planes = np.stack([np.zeros((32, 32), np.uint16), np.full((32, 32), 500, np.uint16)])
+    rng = np.random.default_rng(0)  # (two textured planes: constant ones are a label map, warned as such now)
+    planes = np.stack([rng.integers(0, 300, (32, 32)), rng.integers(200, 800, (32, 32))]).astype(np.uint16)
     tifffile.imwrite(tmp_path / "in" / "two.tif", planes)  # reads back with axes QYX
     summary = predict_cohort(model, tmp_path / "in", tmp_path / "out", **OPTIONS)
     (note,) = summary.cases[0].warnings

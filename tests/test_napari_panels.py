@@ -370,10 +370,14 @@ def test_helpers_on_a_large_volume_run_off_the_event_loop_and_respect_edits_mean
     assert np.array_equal(np.asarray(layer.data), mask)  # one undoable step
     messages = []
     monkeypatch.setattr(cw, "notify_error", messages.append)
-    slow = lambda data, classes: (time.sleep(0.5), cw.correct.fill_holes(data, classes))[1]  # noqa: E731
+    import threading
+
+    working = threading.Event()  # (the worker copies the mask first: a stroke before that is in its snapshot)
+    slow = lambda data, classes: (working.set(), time.sleep(0.5), cw.correct.fill_holes(data, classes))[2]  # noqa: E731
     done = []
     worker = w._apply(slow, None, whole_volume=True)
     worker.finished.connect(lambda: done.append(True))
+    qtbot.waitUntil(working.is_set, timeout=30000)
     layer.data_setitem((np.array([0]), np.array([0]), np.array([0])), np.array([2], np.uint8))  # a stroke meanwhile
     qtbot.waitUntil(lambda: bool(done), timeout=30000)
     assert "edited while the helper ran" in messages[-1] and not np.asarray(layer.data)[:, 15, 15].any()
