@@ -174,6 +174,6 @@ def read_dicom_seg(path: str | Path, image: Volume, roi: Sequence[str] | None = 
                          + ". Give the image series the SEG was made on.")
     counts = class_counts(labels, len(picked) + 1)
     for v, n in enumerate(picked, start=1):
-        if not counts[v]:
+        if not counts[v] and not sizes[v - 1]:  # (one covered by smaller segments: said with the overlaps)
             notes.append(f"segment {names[n]!r} has no voxel on this image: class {v} is empty")
     return finish(path, image, labels, [names[n] for n in picked], notes, overlaps, "dicom-seg", "segment")
