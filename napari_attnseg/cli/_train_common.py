@@ -26,8 +26,9 @@ from ._train_run import (  # noqa: F401 (re-exported: train.py, finetune.py, tes
 
 
 def add_budget_and_split(p: argparse.ArgumentParser) -> None:
-    from ..training.config import TrainConfig  # noqa: I001 - (imports torch: only when the command runs, not for --help)
-
+    """The options both take. Building them imports nothing of the training code (its package imports torch: 2 s
+    before --help): the augmentation defaults are TrainConfig's, filled in by :func:`config_kwargs`, and the help
+    texts' "(default ...)" are checked against it by tests/test_audit_cli_output.py."""
     p.add_argument("dataset", help="folder of an exported dataset (nnU-Net raw, MONAI or TIFF layout), or one made elsewhere (nnU-Net "
                    "v1/v2, Decathlon, a MONAI datalist JSON, images/ with labels/ or masks/; docs/training.md)")
     p.add_argument("--out", required=True, help="folder for best.safetensors, its card and training_log.csv")
@@ -61,20 +62,20 @@ def add_budget_and_split(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ema", type=float, default=0.0, metavar="DECAY",
                    help="validate and save an exponential moving average of the weights (e.g. 0.99 per step; "
                    "0: off); it steadies a validation Dice that swings between epochs")
-    p.add_argument("--intensity-aug", type=float, default=TrainConfig.intensity_aug, metavar="P",
+    p.add_argument("--intensity-aug", type=float, default=None, metavar="P",
                    help="per training patch, the chance of a random contrast change (x0.8-1.2) and, separately, of a "
                    "brightness shift (+-0.1 of the normalised range); higher makes a model lean less on absolute "
                    "intensities (default 0.15)")
-    p.add_argument("--gamma-aug", type=float, default=TrainConfig.gamma_aug, metavar="P",
+    p.add_argument("--gamma-aug", type=float, default=None, metavar="P",
                    help="per training patch, the chance of a random gamma (0.74-1.35) on its intensity range (default 0.3)")
-    p.add_argument("--noise-aug", type=float, default=TrainConfig.noise_aug, metavar="P",
+    p.add_argument("--noise-aug", type=float, default=None, metavar="P",
                    help="per training patch, the chance of Gaussian noise, sigma up to 0.1 of the normalised range "
                    "(default 0.3)")
-    p.add_argument("--affine-aug", type=float, default=TrainConfig.affine_aug, metavar="P",
+    p.add_argument("--affine-aug", type=float, default=None, metavar="P",
                    help="per training patch, the chance of a small rotation (+-15 degrees, in-plane for volumes) and "
                    "scaling (0.85-1.15), the labels resampled with it (default 0.3; flips and 90-degree turns are "
                    "always on)")
-    p.add_argument("--margin-aug", type=float, default=TrainConfig.margin_aug, metavar="P",
+    p.add_argument("--margin-aug", type=float, default=None, metavar="P",
                    help="per training patch, the chance of a flat band (the patch's minimum, labelled background) "
                    "along one side, so the model learns that zero-filled margins of mosaics or registered images "
                    "are empty (default 0)")
@@ -197,16 +198,19 @@ def parse_normalization(text: str | None) -> dict | None:
 
 
 def config_kwargs(args: argparse.Namespace) -> dict:
+    from ..training.config import AUGMENT_PROBABILITIES
+
+    # an augmentation option not given (None) keeps TrainConfig's default
+    augment = {name: getattr(args, name) for name in AUGMENT_PROBABILITIES if getattr(args, name) is not None}
     return {
+        **augment,
         "dataset": args.dataset, "out": args.out, "epochs": args.epochs or 30, "minutes": args.minutes,
         "iters_per_epoch": args.iters_per_epoch, "batch_size": args.batch,
         "patch": parse_ints(args.patch, "--patch"), "lr": args.lr,
         "patience": args.patience, "val_fraction": args.val_fraction, "train_region": args.train_region,
         "val_region": args.val_region, "val_slices": parse_slices(args.val_slices),
         "test_region": args.test_region, "case": args.case, "split": args.split,
-        "warmup_epochs": args.warmup_epochs, "ema": args.ema, "intensity_aug": args.intensity_aug,
-        "gamma_aug": args.gamma_aug, "noise_aug": args.noise_aug,
-        "affine_aug": args.affine_aug, "margin_aug": args.margin_aug,
+        "warmup_epochs": args.warmup_epochs, "ema": args.ema,
         "normalization": parse_normalization(args.normalization),
         "device": args.device, "precision": args.precision, "seed": args.seed, "name": args.name,
         "description": args.description, "resume": args.resume,

@@ -100,10 +100,16 @@ def run_training(cfg) -> int:
 
     main = is_main_process()
     bar = ProgressBar()
+    said: list[str] = []  # the split and its warnings as print_split wrote them, before the first epoch
+
+    def on_split(split) -> None:
+        print_split(split)
+        said.extend([split.describe(), *split.warnings])
+
     try:
         with fine_tuning_advice():  # (the run segments its own data: a fit warning advises for training on it)
             result = train(cfg, progress=bar.epoch if main else None, on_step=bar.step if main else None,
-                           on_split=print_split if main else None)
+                           on_split=on_split if main else None)
         bar.finish()
     except KeyboardInterrupt:
         bar.close()
@@ -122,7 +128,7 @@ def run_training(cfg) -> int:
         skipped = refit_skipped_text(result, share, bool(cfg.start_model), cfg.minutes)
         if skipped:  # (a run of one epoch planned no refit, unsaid: the model never saw its validation slices)
             result.notes.append(skipped)
-        print_summary(result, cfg.dataset)
+        print_summary(result, cfg.dataset, said=said)
         last = bar.last  # less than one epoch (--minutes 0.2: 4 of 25 steps) wrote a model close to its start, unsaid
         short = short_run_text(result, last, cfg.minutes, from_scratch=not cfg.start_model) if result.checkpoint else ""
         if short:  # (the Fine-tune tab's words: a class the run added is close to noise, the rest close to the start)
@@ -163,9 +169,10 @@ def interrupted_message(cfg) -> str:
 
 
 def print_split(split) -> None:
-    """The split and its warnings on stderr before the first epoch (the summary repeats them): a validation that
-    cannot measure (one slice with foreground, unreviewed slices, none: the training loss chooses) is said before
-    the budget is spent, while the run can still be stopped and given other --val-slices / --val-region."""
+    """The split and its warnings on stderr before the first epoch: a validation that cannot measure (one slice with
+    foreground, unreviewed slices, none: the training loss chooses) is said before the budget is spent, while the run
+    can still be stopped and given other --val-slices / --val-region. The summary repeats them only on a stdout of
+    its own (see :func:`print_summary`)."""
     print(f"split: {split.describe()}", file=sys.stderr)
     for warning in split.warnings:
         print(f"warning: {warning}", file=sys.stderr)
@@ -231,11 +238,31 @@ def _per_class(dice, result) -> str:
     return ", ".join(f"{n} {d:.4f}" for n, d in zip(names, dice))
 
 
-def print_summary(result, dataset: str | None = None) -> None:
+def one_stream() -> bool:
+    """Whether stdout and stderr are one file (a terminal, or ``> log 2>&1``): what stderr said is then in front of
+    the reader already. False when either is not a file (a test's capture: each is read alone)."""
+    try:
+        out, err = os.fstat(sys.stdout.fileno()), os.fstat(sys.stderr.fileno())
+    except (AttributeError, OSError, ValueError):  # (io.UnsupportedOperation is both)
+        return False
+    return (out.st_dev, out.st_ino) == (err.st_dev, err.st_ino)
+
+
+def print_summary(result, dataset: str | None = None, said: list[str] | None = None) -> None:
     """The run's summary on stdout, its warnings on stderr; ``dataset`` (the run's) words what to add when the
-    model finds nothing: reviewed slices of an export, labelled cases of a dataset made elsewhere."""
+    model finds nothing: reviewed slices of an export, labelled cases of a dataset made elsewhere. ``said``: the
+    split and its warnings :func:`print_split` wrote on stderr before the first epoch; where stdout is that same
+    terminal or file, the summary refers to them instead of printing them (and the warnings, as notes) a second time.
+    A stdout of its own (``> summary.txt``) is the run's record: it keeps them in full."""
     before = "n/a (trained from scratch)" if result.val_dice_before is None else f"{result.val_dice_before:.4f}"
-    print(f"split: {result.split}")
+    said = said if said and said[0] == result.split and one_stream() else []
+    warned = said[1:]
+    if said:
+        n = len(warned)
+        what = "" if not n else ", with its warning" if n == 1 else f", with its {n} warnings"
+        print(f"split: as said before the first epoch{what}")
+    else:
+        print(f"split: {result.split}")
     print(f"validation Dice: start {before} -> result {result.val_dice_after:.4f} (per class "
           f"{_per_class(result.val_dice_per_class, result)}) after {result.epochs} epoch{'' if result.epochs == 1 else 's'}, "
           f"{result.seconds / 60:.1f} min, {result.precision}"
@@ -247,7 +274,8 @@ def print_summary(result, dataset: str | None = None) -> None:
             before = "start " + _per_class(result.test_dice_before, result) + " -> result "
         print("test Dice per class: " + before + _per_class(result.test_dice, result))
     for note in result.notes:
-        print(f"note: {note}")
+        if note not in warned:
+            print(f"note: {note}")
     if result.reproduce:
         print(f"reproduce: {result.reproduce}")
     print(f"checkpoint: {result.checkpoint or '(none written)'}")

@@ -15,8 +15,8 @@ HELP = "Fine-tune a model on an exported dataset of corrected masks."
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..training.config import FT_FAR_NEGATIVES, FT_HARD_NEGATIVES, FT_L2SP, FT_REFIT
-
+    # the "(default ...)" are training/config.py's FT_* (checked by tests/test_audit_cli_output.py): importing them
+    # here imported the training code and torch, 2 s before --help
     add_budget_and_split(parser)
     parser.add_argument("--model", required=True, help="bundled model name or path to a .safetensors checkpoint")
     parser.add_argument("--freeze-encoder", action="store_true", help="train only the decoder and attention gates")
@@ -24,17 +24,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="let batch norm re-estimate its statistics (default: the start model's are kept, which "
                         "keeps a few slices from shifting the whole volume's predictions)")
     parser.add_argument("--l2sp", type=float, default=None, metavar="W",
-                        help=f"pull towards the start weights, loss += W * sum (w - w0)^2 (default {FT_L2SP:g}; 0: off)")
+                        help="pull towards the start weights, loss += W * sum (w - w0)^2 (default 0.001; 0: off)")
     parser.add_argument("--hard-negatives", type=float, default=None, metavar="SHARE",
                         help="share of patches centred on the model's false positives on labelled background (the "
-                        f"ones a person erased), refreshed as it trains (default {FT_HARD_NEGATIVES:g}; 0: off)")
+                        "ones a person erased), refreshed as it trains (default 0.25; 0: off)")
     parser.add_argument("--refit", type=float, default=None, metavar="SHARE",
                         help="share of the budget that trains the chosen checkpoint on all reviewed slices, the "
-                        f"validation ones included (default {FT_REFIT:g}; 0: off)")
+                        "validation ones included (default 0.25; 0: off)")
     parser.add_argument("--far-negatives", type=float, default=None, metavar="SHARE",
                         help="share of patches centred on the model's foreground on unreviewed slices that connects "
                         "to no reviewed foreground, trained towards background with a low weight (default "
-                        f"{FT_FAR_NEGATIVES:g}, used when the training slices hold >= 2 reviewed slices with "
+                        "0.15, used when the training slices hold >= 2 reviewed slices with "
                         "foreground; 0: off)")
     parser.add_argument("--prompts", action="store_true",
                         help="make the model promptable (click channels + attention priors) and train it by simulated "

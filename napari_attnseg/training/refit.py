@@ -118,7 +118,7 @@ class Refit:
             self.notes.append(f"the refit on all reviewed slices lowered the validation slices' Dice ({s['best']:.4f} -> "
                               f"{after:.4f}); the validated checkpoint (epoch {s['best_epoch']}) is kept")
             return
-        self.notes.append(f"after choosing epoch {s['best_epoch']} on the validation, it trained {done} more epochs on "
+        self.notes.append(f"after choosing epoch {s['best_epoch']} on the validation, it trained {done} more epoch{'s' if done != 1 else ''} on "
                           f"all reviewed slices, validation ones included (their Dice then {after:.4f}; the validation "
                           f"Dice reported, {s['best']:.4f}, was measured before they were trained on)")
         s["refit_epochs_done"] = done

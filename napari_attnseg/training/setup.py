@@ -338,7 +338,7 @@ class RunSetup(BrainInputs, ModelGrid):
             self.test_parts = self._eval_parts(self.split.test)
             s["test_before"] = None
         s.update(before=card, best=card, best_per_class=per_class, best_epoch=0)
-        self.notes[:] = [n for n in self.notes if "Hounsfield" not in n]
+        self.notes[:] = [n for n in self.notes if "Hounsfield" not in n and not n.startswith(("after choosing", "the refit"))]
         self.notes.append(f"the start model scores higher with its own normalisation ({card:.4f}) than with the CT "
                           "window, and no epoch beat that: it is kept as it is, with its own normalisation")
         return True

@@ -272,11 +272,11 @@ class Trainer(Validation, WeightUpdate, RunSetup, CardWriter, Refit, FarNegative
         if s["planned"] is not None and epoch < s["planned"] - (0 if s.get("refit_done") else s.get("refit_epochs") or 0) \
                 and budget is not None and not cancelled and s["stale"] < cfg.patience:
             self.notes.append(f"the time budget ended after {epoch} of {s['planned']} planned epochs")
-        if main and not cancelled and start_state is not None and self.split.criterion == "val_dice":
-            self._start_with_card_norm(s)
+        card_kept = bool(main and not cancelled and start_state is not None and self.split.criterion == "val_dice"
+                         and self._start_with_card_norm(s))  # (its own note says the start model is kept)
         kept_start = s["best_epoch"] == 0 and s["before"] is not None
         nothing_learned = kept_start and self.split.criterion == "val_dice" and (cancelled or self.head_reset)
-        if kept_start and self.split.criterion == "val_dice" and epoch > 0 and not nothing_learned:
+        if kept_start and self.split.criterion == "val_dice" and epoch > 0 and not nothing_learned and not card_kept:
             self.notes.append(f"no epoch beat the start model's validation Dice ({s['before']:.4f}); the start weights are kept")
         if nothing_learned:
             new = "" if cancelled else ", whose output layer is new (other classes)"
