@@ -39,6 +39,7 @@ from .export_plan import (  # noqa: F401 (re-exported: the names export_case's c
     _plan,
     _visible_files,
     ascii_case_id,
+    one_plane,
 )
 from .grid import check_same_grid
 from .io import write_image
@@ -147,6 +148,8 @@ def export_case(
     folder = Path(dataset_dir)
     image = np.asarray(image)
     labels = np.asarray(labels)
+    image, labels, spacing, axes, reviewed_slices, prediction = one_plane(  # (1, Y, X) with (Y, X): one 2D plane
+        image, labels, channel_axis, spacing, axes, reviewed_slices, prediction)
     _check_arrays(image, labels, channel_axis)
     if prediction is not None:
         check_class_ids(prediction, "The prediction (the model's mask)")

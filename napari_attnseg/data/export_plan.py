@@ -24,6 +24,26 @@ MANIFEST_VERSION = 1
 MAX_AUTO_CLASSES = 20  # more distinct label values without --label-names: instance ids, not classes
 
 
+def one_plane(image: np.ndarray, labels: np.ndarray, channel_axis: bool, spacing, axes, reviewed_slices, prediction):
+    """Image and labels of one 2D plane where one of them is a stack of that one plane ((1, Y, X): a napari layer
+    opened from a one-plane TIFF, a mask saved from one) and the other is (Y, X): both squeezed to (Y, X), with the
+    plane's spacing and axes; a reviewed mark on that one plane is the whole image reviewed. As given otherwise."""
+    spatial, shape = tuple(image.shape[1:] if channel_axis else image.shape), tuple(labels.shape)
+    if len(spatial) == 3 and spatial == (1, *shape) and len(shape) == 2:  # the image a stack of one plane
+        image = image[:, 0] if channel_axis else image[0]
+        spacing = list(spacing)[1:] if spacing is not None and len(spacing) == 3 else spacing
+    elif len(shape) == 3 and shape == (1, *spatial) and len(spatial) == 2:  # the labels (and the prediction)
+        labels = labels[0]
+        prediction = prediction[0] if prediction is not None and np.shape(prediction) == shape else prediction
+        spacing = list(spacing)[1:] if spacing is not None and len(spacing) == 3 else spacing
+        reviewed_slices = None if reviewed_slices is not None and {int(z) for z in reviewed_slices} == {0} \
+            else reviewed_slices
+    else:
+        return image, labels, spacing, axes, reviewed_slices, prediction
+    axes = axes[1:] if axes and len(str(axes)) == 3 else axes
+    return image, labels, spacing, axes, reviewed_slices, prediction
+
+
 def _check_arrays(image: np.ndarray, labels: np.ndarray, channel_axis: bool) -> None:
     spatial = image.shape[1:] if channel_axis else image.shape
     if len(spatial) not in (2, 3):

@@ -27,6 +27,7 @@ from .tiff_meta import (
     _source_unit,
     _unescape,
     _unit_entries,
+    script_stack_axes,
     series_label,
     series_note,
     shaped_of,
@@ -112,7 +113,8 @@ def read_tiff(p: Path, series_index: int = 0):
     with tifffile.TiffFile(str(p)) as tif:
         series = tif.series[series_index]
         shape, dtype = tuple(series.shape), np.dtype(series.dtype)
-        axes = str(series.axes)  # tifffile's: Y, X, Z, C (channels), S (samples: RGB), T, Q (unknown)...
+        axes = script_stack_axes(tif, series_index, str(series.axes))  # tifffile's: Y, X, Z, C (channels), S (samples:
+        # RGB), T, Q (unknown)...; a script's (3, Y, X) stack, stored as RGB by tifffile's default: QYX
         spacing = _spacing(tif, len(shape), axes, series_index)
         unit, several = _read_unit(tif, series_index), series_note(tif, Path(p).name, series_index)
         shaped = shaped_of(tif, series_index)
@@ -125,6 +127,7 @@ def read_tiff(p: Path, series_index: int = 0):
         data = tifffile.memmap(str(p), series=series_index, mode="c")
     if len(axes) == data.ndim >= 3 and axes[-1] == "Q" and data.shape[-1] == 1:  # (Y, X, 1): no axis, one plane
         data, axes, spacing = data[..., 0], axes[:-1], spacing[:-1]  # (a 2D model took its rows as 64 slices)
+    data, axes, spacing, plane = _one_plane(data, axes, spacing)
     note = None
     if axes.endswith("S") and data.shape[-1] == 4:  # RGBA: an alpha of one value (opaque) is dropped, with a note
         data, note = drop_flat_alpha(data, str(p))
@@ -142,6 +145,8 @@ def read_tiff(p: Path, series_index: int = 0):
     reviewed = _reviewed(ij.get("reviewed_slices")) if ij else None
     if isinstance(shaped.get("reviewed_slices"), list):
         reviewed = _reviewed(shaped["reviewed_slices"])
+    if plane and reviewed == [0]:  # its one plane reviewed: a 2D mask, reviewed as a whole
+        reviewed = None
     if reviewed is not None:  # a mask saved with its reviewed slices
         meta["reviewed_slices"] = reviewed
     if (model := _model_note(ij.get(MODEL_KEY) if ij else shaped.get(MODEL_KEY))) is not None:
@@ -151,6 +156,15 @@ def read_tiff(p: Path, series_index: int = 0):
     if names:
         meta["class_names"] = names  # the mask's class names, saved with it (File > Save, Save mask...)
     return Volume(data, tuple(float(s) for s in spacing), None, meta)
+
+
+def _one_plane(data, axes: str, spacing: list[float]) -> tuple[Any, str, list[float], bool]:
+    """A stack of one plane ((1, Y, X): Fiji's or a script's single image, tifffile's axes QYX, ZYX, TYX) as the 2D
+    image it is, its spacing the plane's; True when squeezed. (A (Y, X) mask of it was refused as off its grid, as was
+    a (1, Y, X) mask of a (Y, X) image; ImageJ and OME files come squeezed from tifffile.)"""
+    if len(axes) == data.ndim >= 3 and axes[0] in "QZTI" and data.shape[0] == 1 and axes[1:] in ("YX", "YXS"):
+        return data[0], axes[1:], spacing[1:], True
+    return data, axes, spacing, False
 
 
 def tiff_layers(p: Path, name: str) -> list[tuple]:

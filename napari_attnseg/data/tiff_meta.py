@@ -141,3 +141,21 @@ def series_note(tif, name: str, read: int) -> str | None:
             f"not {', '.join(sizes[:read] + sizes[read + 1:])}. napari (File > Open) opens each series as its own layer; "
             "to segment another with attnseg predict or export, save it as a file of its own (Fiji: File > Import > "
             "Bio-Formats, then File > Save As > Tiff, keeps its pixel size).")
+
+
+def script_stack_axes(tif, series: int, axes: str) -> str:
+    """``axes`` of image ``series``, but QYX for a (3 or 4, Y, X) array that tifffile stored as planar RGB(A) only by its
+    default (``tifffile.imwrite(path, array)`` with no photometric nor axes; scikit-image's ``imsave`` too): its JSON
+    description records the array's shape, channel-first, and no axes. Such a file is a short z-stack or channels
+    saved by a script, as its (2, Y, X) and (5, Y, X) siblings are (tifffile writes those as planes, QYX, and will
+    write these so too): read as colours, a 3-slice stack was refused as "3 channels, 0 red, 1 green, 2 blue" and 4
+    planes were taken for RGBA. An RGB picture, (Y, X, 3) (YXS), and a file naming its axes keep theirs."""
+    if axes != "SYX" or tif.is_imagej or tif.is_ome:
+        return axes
+    series_ = tif.series[series]
+    page = series_.keyframe
+    shaped = shaped_of(tif, series)
+    if int(page.planarconfig) != 2 or "axes" in shaped or list(shaped.get("shape") or []) != list(series_.shape):
+        return axes  # (2: PLANARCONFIG SEPARATE, the colours stored as planes)
+    return "QYX"
+

@@ -5,7 +5,8 @@ a 2D case of its own, ``<case>_t000``, ``<case>_t001``... Neighbouring frames lo
 one by one trained on ``case_0000_t002`` and validated on ``case_0000_t000``: a validation Dice of frames the model
 nearly saw. Cases whose ids are ``<base>_tNNN`` with another case of the same ``<base>`` are one movie's frames
 (:func:`movie_groups`); the split draws whole movies (:func:`split_by_movie`). A dataset holding one movie only
-validates on a block of consecutive frames at one end, and says that its validation is optimistic.
+validates on a block of consecutive frames at one end, and says that its validation is optimistic; so does the one
+movie holding foreground among movies without (the others stay whole).
 """
 
 from __future__ import annotations
@@ -39,8 +40,10 @@ def split_by_movie(labels: list[np.ndarray], case_ids: list[str], groups: list[l
                    val_fraction: float, seed: int):
     """The default split by case with each group of :func:`movie_groups` on one side: ``(train, val, warnings)``
     as case indices. Several groups: whole groups drawn (seeded) for validation, about ``val_fraction`` of the cases,
-    one with foreground when another with foreground is left to train on. One movie: the latest block of
-    consecutive frames holding some, not all, of the foreground frames."""
+    one with foreground when another with foreground is left to train on. One group holding all the foreground: it
+    trains, and, a movie of 2 or more foreground frames, validates on its latest block of consecutive frames too
+    (else the validation measured no foreground, or training saw none), said in the warning. One movie: the latest
+    block of consecutive frames holding some, not all, of the foreground frames."""
     n = len(labels)
     target = min(n - 1, max(1, int(round(n * val_fraction))))
     if len(groups) == 1:
@@ -57,13 +60,32 @@ def split_by_movie(labels: list[np.ndarray], case_ids: list[str], groups: list[l
     fg_groups = [g for g in order if any(has_fg[i] for i in g)]
     if not any(has_fg[i] for g in val for i in g) and len(fg_groups) >= 2:
         val = [min(fg_groups, key=len)]  # (the drawn validation holds no foreground)
-    held = sorted(i for g in val for i in g)
+    split, block = None, None
+    if len(fg_groups) == 1:  # one group holds all the foreground: both sides need some of it
+        only = fg_groups[0]
+        val = [g for g in val if g is not only] or [min((g for g in order if g is not only), key=len)]
+        if len(only) > 1 and sum(has_fg[i] for i in only) >= 2:  # its latest frames validate, the others train
+            n_block = min(len(only) - 1, max(1, int(round(len(only) * val_fraction))))
+            _, block, _ = _one_movie(only, case_ids, has_fg, n_block)
+            split = only
+    held = sorted([i for g in val for i in g] + (block or []))
     train = sorted(set(range(n)) - set(held))
-    movies = [g for g in groups if len(g) > 1]
+    movies = [g for g in groups if len(g) > 1 and g is not split]
     said = [f"the {len(g)} frames of the time-lapse {FRAME.match(case_ids[g[0]])['base']} are all in "
             f"{'validation' if g[0] in held else 'training'}" for g in movies]
+    if split is not None:
+        said.append(f"the time-lapse {FRAME.match(case_ids[split[0]])['base']} is the only one with foreground, so "
+                    f"it is split: its block of consecutive frames {_block(case_ids, block)} validates, its other "
+                    f"{len(split) - len(block)} frames train (validating on frames next to training ones makes the "
+                    "validation Dice optimistic, but without them it would measure no foreground: export a second "
+                    "movie with foreground to validate on a movie of its own)")
     return train, held, ["frames of one time-lapse look alike, so each movie is on one side of the split: "
                          + "; ".join(said)]
+
+
+def _block(case_ids: list[str], held: list[int]) -> str:
+    first, last = case_ids[held[0]], case_ids[held[-1]]
+    return first if first == last else f"{first} .. {last}"
 
 
 def _one_movie(frames: list[int], case_ids: list[str], has_fg: list[bool], n_val: int):
@@ -75,9 +97,7 @@ def _one_movie(frames: list[int], case_ids: list[str], has_fg: list[bool], n_val
     good = ([w for w in windows if 0 < w[2] < len(fg)] or [w for w in windows if w[2] == 0] or windows)[0]
     held = sorted(frames[good[0]:good[1]])
     train = sorted(set(frames) - set(held))
-    base = FRAME.match(case_ids[frames[0]])["base"]
-    first, last = case_ids[held[0]], case_ids[held[-1]]
-    block = first if first == last else f"{first} .. {last}"
+    base, block = FRAME.match(case_ids[frames[0]])["base"], _block(case_ids, held)
     return train, held, [f"every case is a frame of the time-lapse {base}: validation on the block of consecutive "
                          f"frames {block}, the others train; frames next to each other look alike, so the validation "
                          "Dice is optimistic (export a second movie to validate on another one)"]
