@@ -35,6 +35,15 @@ def get_prediction_reader(path):
     return read
 
 
+def follow_when_added(viewer, kwargs: dict, image) -> None:
+    """The layer napari adds from a reader's layer ``kwargs`` (once the reader has returned) follows ``image``'s
+    placement as a record's results follow theirs (the DICOM RTSTRUCT/SEG reader's Labels layer on its image)."""
+    token = uuid.uuid4().hex
+    _IMAGES[token] = image
+    kwargs["metadata"] = {**(kwargs.get("metadata") or {}), READ_KEY: token}
+    _hook(viewer)
+
+
 def _hook(viewer) -> None:
     if viewer is not None and viewer not in _HOOKED:
         _HOOKED.add(viewer)
@@ -45,9 +54,9 @@ _HOOKED: weakref.WeakSet = weakref.WeakSet()  # the viewers whose added layers a
 
 
 def _added(viewer, layer) -> None:
-    """A layer of a record's read added: the image is remembered; a result follows it and a heatmap gets its
-    status-bar note (a reader's layer data cannot set ``layer.help``: reopened maps said only "use <2> for
-    transform")."""
+    """A layer of a record's read added: the image is remembered; a result (or a layer given to
+    :func:`follow_when_added`) follows it and a heatmap gets its status-bar note (a reader's layer data cannot set
+    ``layer.help``: reopened maps said only "use <2> for transform")."""
     from .prompt_view import follow
     from .result_layers import keep_help
 
@@ -55,13 +64,13 @@ def _added(viewer, layer) -> None:
     token = metadata.pop(READ_KEY, None) if isinstance(metadata, dict) else None
     if token is None:
         return
-    if "attnseg" not in metadata:  # the record's image (its results carry their provenance)
+    image = _IMAGES.get(token)
+    if image is None and "attnseg" not in metadata:  # the record's image (its results carry their provenance)
         _IMAGES[token] = layer
         return
-    image = _IMAGES.get(token)
     if image is not None and image in viewer.layers and image.ndim == layer.ndim:
         scale = np.asarray(layer.scale, float) / np.asarray(image.scale, float)
         translate = (np.asarray(layer.translate, float) - np.asarray(image.translate, float)) / np.asarray(image.scale, float)
         follow(layer, image, scale, translate)
-    if metadata["attnseg"].get("help") and hasattr(layer, "contrast_limits"):
+    if (metadata.get("attnseg") or {}).get("help") and hasattr(layer, "contrast_limits"):
         keep_help(viewer, layer)

@@ -93,6 +93,57 @@ def plugin_mask(path: str | Path) -> bool:
     return False
 
 
+# what the writers read of a mask's metadata (its marks, names and model; its geometry; its image's TIFF axes)
+WRITTEN_KEYS = ("affine", "spacing", "nifti", "reviewed_slices", "class_names", "attnseg", "ignore_value",
+                "source_path", "attnseg_source_uid", "series")
+SCANNER_CODES = {"qform_code": 1, "sform_code": 1}  # what write_nifti writes for a mask without its image's codes
+
+
+def pressed_meta(path: Path, data, meta: dict, viewer) -> dict:
+    """The layer tuple's ``meta`` for a write in a worker, with what the writer would look up in the viewer (the
+    geometry of the open image the mask belongs to, a TIFF's axes) taken now, on the GUI thread, and its marks
+    copied: the worker reads no layer (napari's layers are the GUI thread's), and an image closed or renamed, marks
+    changed, while it writes leave the file as it was when Save was pressed (a mask without an affine of its own
+    lost its image's patient position when that image was closed meanwhile)."""
+    import copy
+
+    from ..data.volume import model_info_of
+    from .io_hooks import _geometry, _notify, _reference_geometry
+    from .tiff_masks import AXIS_LETTERS, mask_axes
+
+    md = {k: copy.deepcopy(v) for k, v in (meta.get("metadata") or {}).items() if k in WRITTEN_KEYS and k != "attnseg"}
+    if (model := model_info_of((meta.get("metadata") or {}).get("attnseg"))) is not None:
+        md["attnseg"] = model  # (the model that made it, as the writers keep it; not the run's whole provenance)
+    frozen = {**meta, "metadata": md}
+    if str(path).lower().endswith(TIFF_SUFFIXES):
+        axes = mask_axes(meta, np.shape(data), viewer)
+        if axes is None and 2 <= np.ndim(data) <= 3:  # (unknown: the writer's own ZYX / YX, written the same)
+            axes = "ZYX"[-np.ndim(data):]
+        if axes is not None and all(a.lower() in AXIS_LETTERS for a in axes):
+            frozen["axis_labels"] = tuple(a.lower() for a in axes)  # (the writer reads them back as these axes)
+        return frozen
+    scale = tuple(meta.get("scale", (1.0,) * np.ndim(data)))
+    spacing, affine = _geometry(md, scale)
+    nifti = md.get("nifti")
+    if affine is None or not nifti:  # (as write_labels_nifti looks it up)
+        ref = _reference_geometry(np.shape(data), scale, affine, viewer)
+        if ref is not None:
+            if affine is None:
+                affine = np.asarray(ref["affine"], float)
+                spacing = tuple(float(s) for s in ref.get("spacing") or spacing)
+            nifti = nifti or ref.get("nifti")
+    if affine is None:  # (write_nifti's affine of the voxel size alone, said now: the writer will not look)
+        affine = np.eye(4)
+        for i, s in enumerate(list(reversed(spacing[-np.ndim(data):]))[:3]):
+            affine[i, i] = float(s)
+        _notify(f"{path.name} is written without a patient position: no open image of the same shape and scale has "
+                "a NIfTI/DICOM affine, so the file's affine holds only the voxel size (origin 0, no orientation) and "
+                "other tools may show it shifted or flipped against the image.")
+    md.update(affine=np.asarray(affine, float).tolist(), spacing=[float(s) for s in spacing],
+              nifti=copy.deepcopy(nifti) or dict(SCANNER_CODES))
+    return frozen
+
+
 class SaveMask:
     """Needs the panel's ``viewer``, ``labels_layer()``, ``_reviewed()``, ``image_combo`` and ``save_label``."""
 
@@ -169,8 +220,7 @@ class SaveMask:
         data, meta, _ = layer.as_layer_data_tuple()  # what napari's File > Save hands a writer
         done = _Saved(self, layer, path, self._reviewed(layer), list(layer.metadata.get("class_names") or []), backup)
         if np.size(data) > BACKGROUND_VOXELS:  # a big volume: written in a worker (its .nii.gz took 0.74 s)
-            return self._save_in_background(writer, np.array(data), {**meta, "metadata": dict(meta.get("metadata")
-                                                                                                or {})}, done)
+            return self._save_in_background(writer, np.array(data), pressed_meta(path, data, meta, self.viewer), done)
         try:
             written = writer(str(path), data, meta)[0]
         except (AttnSegError, OSError, ValueError) as exc:
@@ -182,7 +232,7 @@ class SaveMask:
         mask as it was when Save was pressed (its copy, its marks and names), said when written. One at a time."""
         from .job_pool import thread_worker
 
-        self.save_label.value = f"Saving {done.layer.name} to {done.path}..."
+        self.save_label.value = f"Saving {done.name} to {done.path}..."
 
         @thread_worker(start_thread=False, ignore_errors=True)
         def work():
@@ -211,12 +261,12 @@ class _Saved:
     class ``names`` as they were when Save was pressed, and the ``backup`` kept of the file it replaced."""
 
     def __init__(self, panel, layer, path: Path, rev: list[int], names: list, backup: Path | None):
-        self.panel, self.layer, self.path, self.rev, self.names, self.backup = panel, layer, path, rev, names, backup
+        self.panel, self.name, self.path, self.rev, self.names, self.backup = panel, layer.name, path, rev, names, backup
 
     def failed(self, exc: BaseException) -> None:
-        notify_error(f"{self.layer.name} could not be saved to {self.path}: {error_message(exc)}")
+        notify_error(f"{self.name} could not be saved to {self.path}: {error_message(exc)}")
         if not is_deleted(self.panel) and self.panel.save_label.value.startswith("Saving "):
-            self.panel.save_label.value = f"Not saved: {self.layer.name} could not be saved to {self.path}."
+            self.panel.save_label.value = f"Not saved: {self.name} could not be saved to {self.path}."
 
     def __call__(self, written: str) -> str:
         from ..correct import format_slice_ranges
@@ -229,7 +279,7 @@ class _Saved:
         if self.backup is not None:
             note += (f". The file it replaced had no reviewed slices, class names or model (saved by an older version "
                      f"or another tool): kept as {self.backup.name}")
-        text = f"Saved {self.layer.name} to {written} with {kept}{note}."
+        text = f"Saved {self.name} to {written} with {kept}{note}."
         if not is_deleted(self.panel):
             self.panel.save_label.value = text
         notify_info(text)

@@ -35,6 +35,21 @@ def drop_stale_uncertainty(viewer, image_name: str) -> None:
         panel.suggest_label.value = ""
 
 
+def _add_unselected(viewer, data, kwargs: dict):
+    """The hidden uncertainty layer added (or updated) without napari selecting it: napari made a new layer the
+    selected one, then N made the mask selected again, each switch rebuilding the layer controls and list (about a
+    quarter of the first N's pause on a 48 x 512 x 512 run, see the h_napari report); the mask stays selected."""
+    layers = viewer.layers
+    activate = getattr(layers, "_activate_on_insert", None)  # (napari's SelectableEventedList: select on insert)
+    if activate is not None:
+        layers._activate_on_insert = False
+    try:
+        return upsert_layer(viewer, data, kwargs, "image")
+    finally:
+        if activate is not None:
+            layers._activate_on_insert = activate
+
+
 class SuggestTool:
     """Needs the Correct panel's ``viewer``, ``labels_layer()``, ``_reviewed()``, ``_source_image()``,
     ``image_combo`` and ``suggest_label``; the segment panel records ``last_source``."""
@@ -136,10 +151,11 @@ class SuggestTool:
         z, score = ranked[0]
         active = self.viewer.layers.selection.active
         if fresh:
-            upsert_layer(self.viewer, unc, {"name": f"{layer.name} uncertainty", "colormap": "viridis", "visible": False,
-                                            "contrast_limits": (0.0, 1.0), "metadata": {"attnseg": {"uncertainty": True}},
-                                            **placement_of(image).compose((1,) * 3, (0,) * 3)}, "image")
-        if active is not None and active in self.viewer.layers:
+            _add_unselected(self.viewer, unc, {"name": f"{layer.name} uncertainty", "colormap": "viridis",
+                                               "visible": False, "contrast_limits": (0.0, 1.0),
+                                               "metadata": {"attnseg": {"uncertainty": True}},
+                                               **placement_of(image).compose((1,) * 3, (0,) * 3)})
+        if active is not None and active in self.viewer.layers and self.viewer.layers.selection.active is not active:
             self.viewer.layers.selection.active = active  # the brush keeps painting the mask, not the hidden map
         axis = self.viewer.dims.ndim - layer.ndim
         if not self._axial_view(layer):  # show the slice: a 2D view with the axial slices on the slider
