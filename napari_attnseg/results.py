@@ -26,8 +26,10 @@ from .data.volume import Volume
 from .errors import InputError
 from .inference.outputs import foreground_float32, map_affine, map_origin, room_for, size_text
 from .results_layers import RECORD_SUFFIX, _output, is_record, read_record, record_layers, spacing_unit  # noqa: F401
+from .results_seg import foreign_seg, seg_is_ours, seg_path, write_seg
 
 PARTIAL_SUFFIX = "_predict.partial"  # hidden marker: ".<stem>_predict.partial"
+SAY_FROM_BYTES = 16_000_000  # outputs this big (before compression) take a while to write: ``say`` names them
 
 
 # ----------------------------------------------------------------------------------------------
@@ -61,6 +63,8 @@ def existing_outputs(out: Path, src: Path, name: str | None = None) -> list[Path
     names = [f"{s}_mask", f"{s}_prob", f"{s}_image", f"{s}{RECORD_SUFFIX}"]
     found = [p for p in out.iterdir() if p.name.startswith(f"{s}_attention_")
              or any(p.name == n or p.name.startswith(n + ".") for n in names)]
+    if seg_is_ours(out, src, name):  # (a user's <stem>_seg.dcm is none of ours: never deleted, see foreign_seg)
+        found.append(seg_path(out, src, name))
     order = {f"{s}_mask": 0, f"{s}_prob": 1}  # name the mask first: it is what a user may have corrected
     return sorted(found, key=lambda p: (order.get(p.name.split(".")[0], 2), p.name))
 
@@ -147,7 +151,7 @@ def case_state(out: Path, src: Path, weights_sha256: str | None, request: dict[s
             names = list(record.get("outputs") or [])
             present = all((out / n).is_file() for n in names)
             same = (weights_sha256 is not None and record.get("model_weights_sha256") == weights_sha256
-                    and record.get("request") == _jsonable(request) and _same_input(record, src))
+                    and _same_request(record.get("request"), _jsonable(request)) and _same_input(record, src))
             if same and present:
                 return "done"
             stats = record.get("output_stats") or {}
@@ -188,6 +192,16 @@ def _same_input(record: dict, src: Path) -> bool:
     return True
 
 
+def _same_request(recorded, request) -> bool:
+    """The request of a finished case serves ``request``: the same, or the same but for ``dicom_seg`` where this run
+    does not ask for a SEG (the one of the finished case is kept, not deleted by computing the case again)."""
+    if recorded == request:
+        return True
+    if isinstance(recorded, dict) and recorded.get("dicom_seg") and not (request or {}).get("dicom_seg"):
+        return {k: v for k, v in recorded.items() if k != "dicom_seg"} == request
+    return False
+
+
 def _jsonable(value):
     """``value`` as it reads back from JSON (tuples become lists), for comparing requests."""
     return json.loads(json.dumps(value)) if value is not None else None
@@ -195,11 +209,15 @@ def _jsonable(value):
 
 def write_prediction(out: str | os.PathLike, src: str | os.PathLike, vol, model, pred,
                      request: dict[str, Any] | None = None, fmt: str | None = None,
-                     extra: dict[str, Any] | None = None, say=None, name: str | None = None) -> dict:
+                     extra: dict[str, Any] | None = None, say=None, name: str | None = None,
+                     dicom_seg: bool | None = None) -> dict:
     """Write ``pred`` for input ``src`` (read as ``vol``) into ``out``; return the record. ``request``: the
     options asked for (a later run with the same weights and request skips the case); ``extra``: more
-    entries for the record; ``say``: called with a line before each file (a big volume's take minutes); ``name``: what
-    the files are named after (:func:`case_name`; the input's stem by default).
+    entries for the record; ``say``: called with a line before each file of :data:`SAY_FROM_BYTES` or more before
+    compression (a big volume's take minutes); ``name``: what the files are named after (:func:`case_name`; the
+    input's stem by default); ``dicom_seg``: also write the mask as a DICOM SEG ``<stem>_seg.dcm`` on the DICOM
+    series ``src`` (default: as ``request`` says); a user's file of that name is refused (an InputError before
+    anything is written), a mask without foreground writes none (a warning).
 
     Replaces every output an earlier run left for ``src`` (the caller decides whether that is allowed).
     Mask, probability (foreground classes, float32), one file per attention map, a link to the input and
@@ -212,12 +230,20 @@ def write_prediction(out: str | os.PathLike, src: str | os.PathLike, vol, model,
     out, src = Path(out), Path(src)
     out.mkdir(parents=True, exist_ok=True)
     fmt = fmt or ("tiff" if vol.meta.get("format") == "tiff" else "nifti")
+    dicom_seg = bool((request or {}).get("dicom_seg")) if dicom_seg is None else dicom_seg
+    if dicom_seg and (theirs := foreign_seg(out, src, name)) is not None:
+        raise InputError(foreign_message(out, src, [theirs], name))
     marker = partial_marker(out, src, name)
+    old_seg = seg_is_ours(out, src, name)
     with room_for(marker, out, src, pred):
-        atomic_write(marker, lambda tmp: Path(tmp).write_text(json.dumps({"input": str(src), "pid": os.getpid()})))
+        atomic_write(marker, lambda tmp: Path(tmp).write_text(json.dumps({"input": str(src), "pid": os.getpid(),
+                                                                          "dicom_seg": dicom_seg or old_seg})))
     record_path(out, src, name).unlink(missing_ok=True)  # from here on the case does not look finished
     for old in existing_outputs(out, src, name):  # a stale map of a level this model lacks must not linger
         old.unlink()
+    if old_seg and not dicom_seg:  # (it showed the mask replaced now)
+        pred.warnings.append(f"removed {seg_path(out, src, name).name}, the DICOM SEG of the earlier run (it showed "
+                             "the mask replaced now); add --dicom-seg to write one of this mask")
     for tmp in out.glob(f".{glob.escape(case_name(src, name))}_*.tmp*"):  # temporary files of a run killed while writing
         tmp.unlink(missing_ok=True)
 
@@ -226,7 +252,7 @@ def write_prediction(out: str | os.PathLike, src: str | os.PathLike, vol, model,
 
     def write(suffix: str, data, what: str, **geometry) -> Path:
         path = out / output_name(src, suffix, fmt, name)
-        if say is not None:
+        if say is not None and data.nbytes >= SAY_FROM_BYTES:  # (a small output's line was noise)
             say(f"writing {path.name} ({what}, {size_text(data.nbytes)} before compression)")
         written.append(path)  # before the write: a failure half-way removes it with the others
         with room_for(path, out, src, pred):
@@ -253,10 +279,12 @@ def write_prediction(out: str | os.PathLike, src: str | os.PathLike, vol, model,
                          like=vol, spacing=spacing, affine=affine, origin=map_origin(amap, vol.meta))
             maps.append({"file": path.name, "name": amap.name, "level": amap.level,
                          "scale": list(amap.scale), "translate": list(amap.translate)})
+        seg = write_seg(out, src, vol, model, pred, name, say if np.asarray(pred.labels).nbytes >= SAY_FROM_BYTES
+                        else None, written) if dicom_seg else None
         reference = _link_input(out, src, name)
         record = _record(src, reference, model, pred, written)
         record.update(mask=written[0].name, probability=written[1].name if pred.probabilities is not None else None,
-                      attention=maps, shape=list(pred.labels.shape), spacing=list(vol.spacing),
+                      attention=maps, shape=list(pred.labels.shape), spacing=list(vol.spacing), dicom_seg=seg,
                       request=_jsonable(request), output_stats={p.name: _stat(p) for p in written},
                       **({"unit": unit} if (unit := spacing_unit(vol.meta)) else {}), **_channel_of(vol),
                       **(extra or {}))

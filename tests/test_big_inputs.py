@@ -146,8 +146,8 @@ def test_the_cli_says_what_it_writes_and_when_the_tiles_are_done(tmp_path, model
     err = capsys.readouterr().err
     assert code == 0
     assert "tiles done; finishing the outputs" in err
-    assert "ct.nii.gz: writing ct_mask.nii.gz (mask, " in err and "ct.nii.gz: writing ct_prob.nii.gz (probability, " in err
-    assert "writing ct_attention_level2.nii.gz (attention level2, " in err
+    # outputs this small are written in no time: no line about each (test_dicom_seg_write: a big one is named)
+    assert "writing ct_" not in err and "before compression" not in err
 
 
 def test_the_cli_under_a_file_size_limit_names_the_file(tmp_path, model2d):

@@ -34,6 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="strip skull and scalp before a brain model (auto: as the model card says; an input "
                              "already skull-stripped is left as it is)")
     parser.add_argument("--no-prob", action="store_true", help="do not write the probability map")
+    parser.add_argument("--dicom-seg", action="store_true",
+                        help="also write the mask as a DICOM SEG (<name>_seg.dcm, one segment per class) on each DICOM "
+                             "series given, to import into the PACS, OHIF or 3D Slicer beside the images")
     parser.add_argument("--channel", type=int, default=None, metavar="K",
                         help="the channel to segment of a multi-channel TIFF or an RGB image (0 first; a grey image "
                              "saved as RGB needs none, a bright-field H&E/IHC picture's hematoxylin is the default), or the "
@@ -179,8 +182,10 @@ def run(args: argparse.Namespace) -> int:
         existing_outputs,
         foreign_message,
         foreign_outputs,
+        foreign_seg,
         partial_marker,
         record_path,
+        seg_path,
         write_prediction,
     )
 
@@ -190,6 +195,10 @@ def run(args: argparse.Namespace) -> int:
     if args.dask is not None or args.summary is not None or any(map(_is_cohort, args.inputs)):
         return _run_cohort(args)
     inputs = _distinct_inputs([Path(p) for p in args.inputs], out)
+    if args.dicom_seg:
+        from ..data.dicom_seg_write import refuse_not_dicom
+
+        refuse_not_dicom(inputs)
     model = load_model(args.model, device=args.device)
     if args.attention and not getattr(model, "attention_strides", None):  # (it wrote no map, silently)
         print(f"note: {model.card.name or args.model} ({model.arch}) has no attention gates; --attention writes no "
@@ -199,7 +208,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             if too_long := name_too_long(out, src):
                 raise InputError(too_long)
-            foreign = foreign_outputs(out, src)
+            foreign = foreign_outputs(out, src) or ([theirs] if args.dicom_seg and (theirs := foreign_seg(out, src)) else [])
             if foreign:
                 raise InputError(foreign_message(out, src, foreign))
             existing = existing_outputs(out, src)
@@ -212,7 +221,9 @@ def run(args: argparse.Namespace) -> int:
                     f"{out} already holds outputs for this input ({', '.join(p.name for p in existing[:3])}"
                     f"{', ...' if len(existing) > 3 else ''}); a mask there may have been corrected by hand. "
                     "Choose another --out, or pass --overwrite to replace them (a mask changed since attnseg "
-                    f"wrote it is then kept in {out / EDITED_DIR})."
+                    f"wrote it is then kept in {out / EDITED_DIR})"
+                    + ("; --overwrite computes the case again, with its DICOM SEG" if args.dicom_seg and
+                       not seg_path(out, src).exists() else "") + "."
                 )
             refuse_our_output(src)  # (a mask or map of an earlier run, given as the image)
             vol = read_for_model(src, args.channel, model)
@@ -236,7 +247,7 @@ def run(args: argparse.Namespace) -> int:
             fmt = "tiff" if vol.meta.get("format") == "tiff" else "nifti"  # PNG/JPEG/BMP read as TIFF
             if kept := keep_edited_mask(out, src):  # --overwrite never deletes a corrected mask
                 pred.warnings.append(kept_warning(kept))
-            write_prediction(out, src, vol, model, pred, request=None, fmt=fmt,
+            write_prediction(out, src, vol, model, pred, request=None, fmt=fmt, dicom_seg=args.dicom_seg,
                              say=lambda line, src=src: print(f"{src}: {line}", file=sys.stderr, flush=True))
             turned = pred.params.get("reoriented")
             print(f"{src}: {pred.params['tiles']} tiles on {pred.device} ({pred.precision}), "
@@ -295,7 +306,7 @@ def _options_again(argv: list[str]) -> list[str]:
     return kept
 
 
-FLAGS = ("--attention", "--tta", "--no-prob", "--overwrite", "-h", "--help")  # the options that take no value
+FLAGS = ("--attention", "--tta", "--no-prob", "--dicom-seg", "--overwrite", "-h", "--help")  # the options that take no value
 
 
 def out_of_memory(src: Path, exc: MemoryError, args: argparse.Namespace) -> str:
@@ -341,6 +352,7 @@ def _run_cohort(args: argparse.Namespace) -> int:
     with dask_client(args.dask) if args.dask else contextlib.nullcontext((None, None)) as (client, threads):
         summary = predict_cohort(args.model, args.inputs, args.out, client=client, overwrite=args.overwrite,
                                  summary=args.summary or SUMMARY_NAME,
-                                 threads=threads, progress=show, channel=args.channel, **options)
+                                 threads=threads, progress=show, channel=args.channel, dicom_seg=args.dicom_seg,
+                                 **options)
     print(f"{summary.describe()}; summary: {summary.csv}")
     return 1 if summary.failed else 0

@@ -55,6 +55,7 @@ def predict_cohort(
     summary: str | os.PathLike | None = SUMMARY_NAME,
     progress: Callable[[int, int, CaseResult], Any] | None = None,
     channel: int | None = None,
+    dicom_seg: bool = False,
     **options: Any,
 ) -> CohortSummary:
     """Segment every case of ``inputs`` into ``out``; return (and write as CSV) a summary.
@@ -80,6 +81,8 @@ def predict_cohort(
             ``<name>.yours.csv``, and the summary takes its name).
         progress: called with ``(finished, total, CaseResult)`` after each case.
         channel: the channel to segment of multi-channel or RGB TIFFs (:func:`~.inputs.pick_channel`).
+        dicom_seg: also write each mask as a DICOM SEG on its DICOM series (``<case>_seg.dcm``); every case must be
+            DICOM (others are refused before any case). A case finished with a SEG is skipped by a run without.
         **options: keyword arguments of :func:`napari_attnseg.predict` (``attention``, ``tile``,
             ``overlap``, ``device``, ``precision``, ``mode``, ``tta``, ``return_probabilities``, ...);
             with the weights' sha256 they decide whether a finished case can be skipped.
@@ -110,6 +113,10 @@ def predict_cohort(
                          "TIFF inputs)." + (" A Zarr store is read by the Python API (predict(model, zarr.open(PATH))) "
                                             "and by napari, not by the command line." if zarr else "")
                          + "".join(f" {note}." for note in got.notes))  # (why: a PACS tree's series lie deeper)
+    if dicom_seg:
+        from ..data.dicom_seg_write import refuse_not_dicom
+
+        refuse_not_dicom([Path(c) for c in cases])
     out = writable_folder(Path(out))
     earlier = _read_summary(out / summary) if summary is not None else []
     if earlier is None and not overwrite:
@@ -132,6 +139,8 @@ def predict_cohort(
     request = _request(options)
     if channel is not None:
         request["channel"] = int(channel)
+    if dicom_seg:  # (results.write_prediction writes the SEG as the request says)
+        request["dicom_seg"] = True
     run = uuid.uuid4().hex[:12]
     started = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
 

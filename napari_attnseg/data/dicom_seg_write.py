@@ -1,0 +1,245 @@
+"""A predicted mask -> a DICOM Segmentation (SEG) on the DICOM series it was predicted from, for a PACS viewer, OHIF or
+3D Slicer: ``attnseg predict CT_SERIES --dicom-seg``.
+
+BINARY, one segment per foreground class of the model (named by its class names; algorithm AUTOMATIC, the model's
+name and version), one frame per segment and source slice that holds foreground. Each frame is the source slice's
+own grid: its rows and columns as stored, its ImagePositionPatient and its image (DerivationImageSequence). The
+slices are mapped to the mask's rows exactly as the reader placed them (:func:`source_slices` runs the reader's own
+choice of series, volume and slice order, :mod:`.dicom`), never re-sorted here. Patient, study and frame of reference
+come from the source; the SEG is a new series with new UIDs (``pydicom.uid.generate_uid``). Written with pydicom only.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError
+from .dicom_geometry import Frame
+
+__all__ = ["SEG_SOP_CLASS", "SEG_SUFFIX", "refuse_not_dicom", "source_slices", "write_dicom_seg"]
+
+SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
+SEG_SUFFIX = "_seg.dcm"
+# copied from the source: Patient, Clinical Trial Subject, General Study, Patient Study, Clinical Trial Study modules
+PATIENT_STUDY = (
+    "PatientName", "PatientID", "IssuerOfPatientID", "IssuerOfPatientIDQualifiersSequence", "PatientBirthDate",
+    "PatientSex", "OtherPatientIDsSequence", "PatientComments", "PatientSpeciesDescription",
+    "PatientSpeciesCodeSequence", "PatientBreedDescription", "PatientBreedCodeSequence", "ResponsiblePerson",
+    "ResponsibleOrganization", "PatientIdentityRemoved", "DeidentificationMethod",
+    "DeidentificationMethodCodeSequence", "ClinicalTrialSponsorName", "ClinicalTrialProtocolID",
+    "ClinicalTrialProtocolName", "ClinicalTrialSiteID", "ClinicalTrialSiteName", "ClinicalTrialSubjectID",
+    "ClinicalTrialSubjectReadingID", "StudyInstanceUID", "StudyDate", "StudyTime", "ReferringPhysicianName",
+    "StudyID", "AccessionNumber", "IssuerOfAccessionNumberSequence", "StudyDescription", "PatientAge", "PatientSize",
+    "PatientWeight", "ClinicalTrialTimePointID", "ClinicalTrialTimePointDescription",
+)
+TYPE2 = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
+         "ReferringPhysicianName", "StudyID", "AccessionNumber")  # present, empty when the source lacks them
+
+
+def source_slices(src: str | Path) -> tuple[list[Frame | None], np.ndarray]:
+    """The source frame of each slice of the volume :func:`.dicom.read_dicom_series` reads from ``src`` (None for a
+    slice it inserted where the series misses one) and that volume's affine: the same headers, choices and order."""
+    from .dicom import _frames
+    from .dicom_choice import split_volumes
+    from .dicom_geometry import geometry, select
+
+    path = Path(src)
+    opened = None if path.is_dir() else path
+    frames, _ = _frames(path)
+    frames, _ = select(frames, opened)
+    frames, _ = split_volumes(frames, opened)
+    geo = geometry(frames, path)
+    slots = geo.slots if geo.slots is not None else list(range(len(geo.frames)))
+    slices: list[Frame | None] = [None] * (slots[-1] + 1)
+    for slot, frame in zip(slots, geo.frames):
+        slices[slot] = frame
+    return slices, np.asarray(geo.affine, float)
+
+
+def refuse_not_dicom(inputs: Sequence[str | Path]) -> None:
+    """``--dicom-seg`` places the mask on the DICOM series it was predicted from: refuse other inputs before any run."""
+    from .io import image_format
+
+    other = [p for p in inputs if image_format(p) != "dicom"]
+    if other:
+        shown = ", ".join(map(str, other[:3])) + (f" and {len(other) - 3} more" if len(other) > 3 else "")
+        raise InputError(f"--dicom-seg writes the mask as a DICOM SEG on the DICOM series it was predicted from, but "
+                         f"{shown} {'is' if len(other) == 1 else 'are'} not DICOM: give DICOM series (folders or "
+                         "files), or leave out --dicom-seg (the NIfTI/TIFF mask is written either way). Nothing was run.")
+
+
+def _code(value: str, scheme: str, meaning: str):
+    from pydicom.dataset import Dataset
+
+    item = Dataset()
+    item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = value, scheme, meaning
+    return item
+
+
+def _item(**values: Any):
+    from pydicom.dataset import Dataset
+
+    ds = Dataset()
+    for keyword, value in values.items():
+        setattr(ds, keyword, value)
+    return ds
+
+
+def _lo(text: str) -> str:
+    """A LO value: at most 64 characters, no backslash."""
+    return str(text).replace("\\", "/")[:64]
+
+
+def _segment(number: int, label: str, algorithm: str, version: str):
+    from pydicom.sequence import Sequence as Seq
+
+    family = Seq([_code("123110", "DCM", "Artificial Intelligence")])
+    return _item(SegmentNumber=number, SegmentLabel=_lo(label),
+                 SegmentedPropertyCategoryCodeSequence=Seq([_code("91723000", "SCT", "Anatomical Structure")]),
+                 SegmentedPropertyTypeCodeSequence=Seq([_code("85756007", "SCT", "Tissue")]),
+                 SegmentAlgorithmType="AUTOMATIC", SegmentAlgorithmName=_lo(algorithm),
+                 SegmentationAlgorithmIdentificationSequence=Seq([_item(
+                     AlgorithmFamilyCodeSequence=family, AlgorithmName=_lo(algorithm), AlgorithmVersion=_lo(version))]))
+
+
+def _check_grid(src: Path, labels: np.ndarray, slices: list[Frame | None], affine: np.ndarray,
+                expected: np.ndarray | None) -> None:
+    """The mask is on the grid the series reads as now (not changed since it was read for the prediction)."""
+    first = next(f for f in slices if f is not None)
+    if labels.shape != (len(slices), *first.shape) or (expected is not None and not np.allclose(
+            np.asarray(expected, float), affine, atol=1e-3)):
+        raise InputError(f"{src}: the series does not read as the image that was segmented (mask {labels.shape}, "
+                         f"series {(len(slices), *first.shape)}; changed while predicting?): no DICOM SEG written. "
+                         "Run the case again.")
+
+
+def write_dicom_seg(path: str | Path, src: str | Path, labels: np.ndarray, classes: Sequence[str], algorithm: str,
+                    version: str, affine: np.ndarray | None = None, software: str = "") -> tuple[bool, str | None]:
+    """Write ``labels`` (the mask on the grid of the DICOM series ``src``, read as :func:`.dicom.read_dicom_series`
+    reads it, whose ``affine`` it had) as a DICOM SEG at ``path``, atomically. ``classes``: the class names (value v
+    is ``classes[v]``, 0 the background); ``algorithm``/``version``: the model's name and version.
+
+    Returns whether it was written and a warning for the record, or None: why none was written (no foreground: a SEG
+    holds at least one frame; a series without a position in space: a SEG could not be placed on it), or what of the
+    mask it leaves out (voxels on slices the reader inserted where the series misses images)."""
+    import pydicom
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.pixels import pack_bits
+    from pydicom.sequence import Sequence as Seq
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    from .._files import atomic_write
+
+    path, src = Path(path), Path(src)
+    slices, grid_affine = source_slices(src)
+    labels = np.asarray(labels)
+    if labels.ndim == 2 and len(slices) == 1:  # one slice: read as a 2D image
+        labels = labels[None]
+    _check_grid(src, labels, slices, grid_affine, affine)
+    present = [f for f in slices if f is not None]
+    first = present[0]
+    header = first.header
+    if any(f.position is None or f.orientation is None for f in present) or not header.get("FrameOfReferenceUID"):
+        return False, (f"no DICOM SEG written: the images of {src.name} have no position in space (ImagePositionPatient, "
+                "ImageOrientationPatient, FrameOfReferenceUID), so a SEG could not be placed on them")
+    n_classes = max(len(classes), int(labels.max(initial=0)) + 1)
+    names = [str(classes[v]) if v < len(classes) else f"class {v}" for v in range(n_classes)]
+    fg = [(v, k) for v in range(1, n_classes) for k, f in enumerate(slices)
+          if f is not None and np.any(labels[k] == v)]
+    notes = []
+    lost = sum(int(np.count_nonzero(labels[k])) for k, f in enumerate(slices) if f is None)
+    if lost:
+        notes.append(f"{lost} mask voxel(s) on the slice(s) inserted where the series misses images have no source "
+                     "image and are left out of the DICOM SEG")
+    if not fg:
+        return False, f"no DICOM SEG written: the mask of {src.name} holds no foreground (a DICOM SEG needs at least one frame)"
+
+    now = datetime.datetime.now()
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = SEG_SOP_CLASS, generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    if header.get("SpecificCharacterSet"):
+        ds.SpecificCharacterSet = header.SpecificCharacterSet
+    ds.SOPClassUID, ds.SOPInstanceUID = SEG_SOP_CLASS, meta.MediaStorageSOPInstanceUID
+    for keyword in PATIENT_STUDY:
+        if keyword in header:
+            ds[keyword] = header[keyword]
+        elif keyword in TYPE2:
+            setattr(ds, keyword, "")
+    ds.Modality, ds.SeriesInstanceUID = "SEG", generate_uid()
+    number = header.get("SeriesNumber")
+    ds.SeriesNumber = (int(number) if str(number or "").strip().lstrip("-").isdigit() else 0) + 1000
+    ds.SeriesDescription = _lo(f"attnseg {algorithm}")
+    ds.FrameOfReferenceUID = header.FrameOfReferenceUID
+    ds.PositionReferenceIndicator = header.get("PositionReferenceIndicator") or ""
+    ds.Manufacturer, ds.ManufacturerModelName = "napari-attnseg", _lo(algorithm)
+    ds.DeviceSerialNumber, ds.SoftwareVersions = _lo(version) or "unknown", _lo(software or version) or "unknown"
+    ds.InstanceNumber, ds.ImageType = 1, ["DERIVED", "PRIMARY"]
+    ds.ContentDate, ds.ContentTime = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
+    ds.SeriesDate, ds.SeriesTime = ds.ContentDate, ds.ContentTime
+    ds.ContentLabel, ds.ContentDescription, ds.ContentCreatorName = "ATTNSEG", _lo(f"{algorithm} {version}"), ""
+    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PixelRepresentation = 1, "MONOCHROME2", 0
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.LossyImageCompression = 1, 1, 0, "00"
+    ds.Rows, ds.Columns = first.shape
+    ds.SegmentationType = "BINARY"
+    ds.SegmentSequence = Seq([_segment(v, names[v], algorithm, version) for v in range(1, n_classes)])
+
+    # what the SEG is made from: the series' instances (one item per file), in slice order
+    instances: dict[str, Any] = {}
+    for f in present:
+        instances.setdefault(str(f.header.SOPInstanceUID), f.header)
+    ds.ReferencedSeriesSequence = Seq([_item(SeriesInstanceUID=header.SeriesInstanceUID, ReferencedInstanceSequence=Seq(
+        [_item(ReferencedSOPClassUID=h.SOPClassUID, ReferencedSOPInstanceUID=h.SOPInstanceUID)
+         for h in instances.values()]))])
+
+    dz = float(np.linalg.norm(grid_affine[:3, 2])) if len(slices) > 1 else float(first.thickness or 1.0)
+    spacing = first.pixel_spacing or (1.0, 1.0)
+    measures = _item(PixelSpacing=[float(spacing[0]), float(spacing[1])],
+                     SliceThickness=float(first.thickness or dz))
+    if len(slices) > 1:
+        measures.SpacingBetweenSlices = round(dz, 6)
+    ds.SharedFunctionalGroupsSequence = Seq([_item(
+        PlaneOrientationSequence=Seq([_item(ImageOrientationPatient=[float(v) for v in first.orientation])]),
+        PixelMeasuresSequence=Seq([measures]))])
+    organization = generate_uid()
+    ds.DimensionOrganizationSequence = Seq([_item(DimensionOrganizationUID=organization)])
+    ds.DimensionOrganizationType = "3D"
+    ds.DimensionIndexSequence = Seq([
+        _item(DimensionOrganizationUID=organization, DimensionIndexPointer=0x0062000B,
+              FunctionalGroupPointer=0x0062000A, DimensionDescriptionLabel="Segment Number"),
+        _item(DimensionOrganizationUID=organization, DimensionIndexPointer=0x00200032,
+              FunctionalGroupPointer=0x00209113, DimensionDescriptionLabel="Image Position Patient")])
+
+    used = sorted({k for _, k in fg})
+    rank = {k: n for n, k in enumerate(used, start=1)}  # the position index: the slices used, in slice order
+    per_frame, packed = [], []
+    whole = (first.shape[0] * first.shape[1]) % 8 == 0  # each frame ends on a byte: packed one at a time
+    for v, k in fg:
+        f = slices[k]
+        source = _item(ReferencedSOPClassUID=f.header.SOPClassUID, ReferencedSOPInstanceUID=f.header.SOPInstanceUID,
+                       PurposeOfReferenceCodeSequence=Seq([_code("121322", "DCM",
+                                                                 "Source image for image processing operation")]))
+        source.SpatialLocationsPreserved = "YES"  # (the frame is the source slice's own grid)
+        if f.frames_in_file > 1:
+            source.ReferencedFrameNumber = f.index + 1
+        per_frame.append(_item(
+            DerivationImageSequence=Seq([_item(SourceImageSequence=Seq([source]), DerivationCodeSequence=Seq(
+                [_code("113076", "DCM", "Segmentation")]))]),
+            FrameContentSequence=Seq([_item(DimensionIndexValues=[v, rank[k]])]),
+            PlanePositionSequence=Seq([_item(ImagePositionPatient=[float(x) for x in f.position])]),
+            SegmentIdentificationSequence=Seq([_item(ReferencedSegmentNumber=v)])))
+        plane = (labels[k] == v).astype(np.uint8)
+        packed.append(pack_bits(plane, pad=False) if whole else plane)
+    ds.NumberOfFrames = len(fg)
+    ds.PerFrameFunctionalGroupsSequence = Seq(per_frame)
+    data = b"".join(packed) if whole else pack_bits(np.stack(packed), pad=False)
+    ds.PixelData = data + (b"\0" if len(data) % 2 else b"")
+    ds["PixelData"].VR = "OB"
+    atomic_write(path, lambda tmp: pydicom.dcmwrite(tmp, ds, enforce_file_format=True))
+    return True, "; ".join(notes) or None
