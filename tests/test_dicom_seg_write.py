@@ -142,6 +142,10 @@ def test_resume_a_rerun_with_dicom_seg_writes_it_one_without_keeps_it(tmp_path, 
     assert _predict(folder, out, *cohort, "--overwrite") == 0
     warnings = json.loads((out / "CT_predict.json").read_text())["warnings"]
     assert any("removed CT_seg.dcm, the DICOM SEG of the earlier run" in w for w in warnings)
+    said = capsys.readouterr()  # (the cohort's lines and its summary carry it too, not only the record)
+    assert "removed CT_seg.dcm" in said.out + said.err, said
+    summary = next(p for p in (out / "summary.csv", tmp_path / "summary.csv", Path("summary.csv")) if p.is_file())
+    assert "removed CT_seg.dcm" in summary.read_text()
     assert not (out / "CT_seg.dcm").exists()
     assert _predict(folder, out, "--dicom-seg", "--overwrite") == 0 and (out / "CT_seg.dcm").is_file()  # (a lone run)
     capsys.readouterr()

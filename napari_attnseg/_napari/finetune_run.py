@@ -8,7 +8,7 @@ import re
 import shlex
 from pathlib import Path
 
-from ..data.out_folder import beside_dataset, dataset_part
+from ..data.out_folder import beside_dataset, dataset_part, dataset_root
 from ..inference import CancelToken
 
 MIN_MINUTES = 0.5  # longer than a typical setup (loading, the start model's validation: a few seconds to ~10 s)
@@ -136,7 +136,7 @@ def output_problem(out: str, dataset: str) -> str | None:
         what = f"the dataset {dataset} itself" if not part else f"inside the dataset's {part}/ folder ({dataset})"
         return (f"Output folder {out} is {what}: the model's files would be mixed with the dataset's files inside the "
                 f"dataset; choose a folder beside it (e.g. {beside_dataset(Path(dataset).expanduser())}) or a new "
-                f"folder of its own in it (e.g. {Path(dataset).expanduser() / 'model'}).")
+                f"folder of its own in it (e.g. {dataset_root(Path(dataset).expanduser()) / 'model'}).")
     if (path / "best.safetensors").exists():
         return f"{out} already holds a model; choose a new output folder so it is not overwritten."
     others = sorted(p.name for p in path.iterdir() if p.name not in RUN_FILES) if path.is_dir() else []

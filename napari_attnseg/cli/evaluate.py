@@ -76,7 +76,9 @@ def _reference(args: argparse.Namespace, image, spatial: tuple[int, ...], read_i
     if not dicom_labels_kind(args.labels):
         if args.roi:
             raise InputError(f"--roi picks ROIs of a DICOM RTSTRUCT or SEG; {args.labels} is neither: leave --roi out.")
-        return read_input(args.labels)
+        from ..data.alpha import mask_of_picture
+
+        return mask_of_picture(read_input(args.labels))[0]  # (a palette PNG: its class ids, as export reads it)
     ref = read_labels(args.labels, image, args.roi.split(",") if args.roi else None, tuple(spatial))
     if ref.meta.get("warning"):
         print(f"{args.labels}: warning: {ref.meta['warning']}", file=sys.stderr)

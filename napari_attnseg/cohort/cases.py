@@ -279,11 +279,11 @@ def _compute_case(job: _Job, model, slot: _Slot, worker: str = "", owned=lambda:
 
         vol, channel = _read_case(job.src, job.channel)
         refuse_our_output(job.src, vol.meta)  # a mask attnseg predict wrote, listed in a CSV: this case fails, saying so
-        label_map = label_map_warning(vol.data, job.src)
         identity = input_identity(job.src)  # (an input moved later keeps its results: moved.moved_from)
         channel, unused = _cohort_channel(vol, channel, getattr(model, "spatial_dims", None))
         vol = pick_channel(vol, channel, int(getattr(model, "in_channels", 1)), job.src,
                            dims=getattr(model, "spatial_dims", None))
+        label_map = label_map_warning(vol.data, job.src)  # (after the channel pick: a grey saved as RGB is no mask)
         # a time-lapse of volumes fails naming its axes; frames a 3D model takes for slices: a warning (as one file)
         time_lapse = check_time_axis(str(vol.meta.get("axes") or ""), tuple(vol.data.shape), job.src,
                                      int(getattr(model, "in_channels", 1)) > 1, getattr(model, "spatial_dims", None))
@@ -327,6 +327,7 @@ def _compute_case(job: _Job, model, slot: _Slot, worker: str = "", owned=lambda:
         write_prediction(job.out, job.src, vol, model, pred, request=job.request, name=job.case,
                          extra={**identity, **({"cohort_run": job.run, "cohort_result": done, "cohort_started": job.started}
                                                  if job.run else {})})
+        res.warnings = list(pred.warnings)  # (with what writing added: no SEG written, voxels left out, a SEG removed)
         res.write_s = time.perf_counter() - t3
         res.status = "done"
     except AttnSegError as exc:

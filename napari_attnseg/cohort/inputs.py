@@ -29,9 +29,11 @@ def pick_channel(vol: Volume, channel: int | None, in_channels: int, src: str | 
     refused with Python advice. RGB(A) whose colours are all equal (grey saved as RGB) is its grey, a
     bright-field H&E / IHC picture its hematoxylin (:func:`grey_of_colour`), with ``meta["note"]`` saying so.
     A TIFF of 2 to 4 planes along an unnamed first axis (tifffile's Q or I: channels or a short z-stack, nobody can tell) for a 2D model (``dims``) is segmented slice by slice
-    with a note, or gives plane ``channel``. Other inputs come back unchanged (``channel`` None or 0)."""
+    with a note, or gives plane ``channel``. An opaque RGBA picture read as RGB (its constant alpha dropped) gets that
+    alpha back for a model of 4 channels, trained on such pictures. Other inputs come back unchanged (``channel`` None or 0)."""
     import numpy as np
 
+    from ..data.alpha import alpha_back_note, dropped_alpha, with_alpha
     from ..data.volume import Volume
 
     axes = str(vol.meta.get("axes") or "")
@@ -52,6 +54,9 @@ def pick_channel(vol: Volume, channel: int | None, in_channels: int, src: str | 
             raise InputError(f"{src} has {n} channels (axes {axes}); --channel is 0 to {n - 1}, not {channel}.")
         return Volume(np.take(np.asarray(vol.data), int(channel), axis=ax), spacing, vol.affine,
                       {**vol.meta, "axes": rest, "channel": int(channel)})
+    if axes[ax] == "S" and n == 3 and in_channels == 4 and (value := dropped_alpha(vol.meta)) is not None:
+        data = np.moveaxis(with_alpha(vol.data, value, ax), ax, 0)  # (the opaque alpha the reader dropped, put back)
+        return Volume(data, spacing, vol.affine, {**vol.meta, "axes": "C" + rest, "note": alpha_back_note(str(src), value)})
     if n == 1 or n == in_channels:
         data = np.take(np.asarray(vol.data), 0, axis=ax) if n == 1 else np.moveaxis(np.asarray(vol.data), ax, 0)
         return Volume(data, spacing, vol.affine, {**vol.meta, "axes": rest if n == 1 else "C" + rest})
@@ -70,6 +75,10 @@ def pick_channel(vol: Volume, channel: int | None, in_channels: int, src: str | 
     if axes[ax] == "S" and n in (3, 4) and in_channels == 1:  # (a slide that was not taken for one: say why)
         why = (" (its colours hold different images on a dark background, or with a colour dark throughout: a "
                "fluorescence composite, not a bright-field H&E / IHC slide, whose hematoxylin would be segmented)")
+    if axes[ax] == "S" and n == 3 and in_channels == 4:  # (no alpha to put back: --channel K is no fix either)
+        raise InputError(f"{src} is an RGB picture without alpha (axes {axes}) and the model reads 4 channels (RGBA "
+                         "pictures, as it was trained on): give it the picture with its alpha channel, or use a model "
+                         "that reads 3 colours or one channel.")
     alpha = axes[ax] == "S" and n == 4  # (its 4th sample is the alpha, varying: one value throughout was dropped)
     raise InputError(f"{src} has {n} channels (axes {axes}) and the model reads {in_channels}{why}: choose one with "
                      f"--channel K (0 to {n - 2 if alpha else n - 1}{', 0 red, 1 green, 2 blue' if why else ''}"

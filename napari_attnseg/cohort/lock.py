@@ -126,11 +126,12 @@ def is_stale(path: Path, holder: Holder, now: float | None = None, limit: float 
         alive = _alive(int(holder.pid), float(holder.started or 0.0))
         if alive is False:
             return True
-        if alive and holder.started:  # (the very process that took it, start time matched: live however old)
-            return False
-        # a lock without its process's start time (written by an earlier version, or psutil could not tell) whose
-        # number runs: maybe that process, maybe another that reused the number after a crash; judged by its age, as
-        # before (its live holder touches it every BEAT_S seconds), so a run never waits forever on a dead run's lock
+        if alive and holder.started and _process_start(int(holder.pid)) > 0:  # (its start time read now and matched:
+            return False  # the very process that took it, live however old)
+        # a lock without its process's start time (written by an earlier version), or whose process's start time cannot
+        # be read now (psutil missing, access denied: macOS), whose number runs: maybe that process, maybe another that
+        # reused the number after a crash; judged by its age, as before (its live holder touches it every BEAT_S
+        # seconds), so a run never waits forever on a dead run's lock
     return age > (STALE_S if limit is None else limit)
 
 

@@ -2,7 +2,8 @@
 
 Most RGBA pictures are opaque: a screenshot, a napari or Fiji export, a camera's PNG. Their alpha is a constant
 that carries nothing, yet it made them 4-channel images: a model reading colours (3 channels) refused them and a
-model trained on them read 4. The readers drop such an alpha with a note naming the file (:func:`drop_flat_alpha`).
+model trained on them read 4. The readers drop such an alpha with a note naming the file (:func:`drop_flat_alpha`),
+which records the value dropped; a model of 4 channels (trained on such pictures before) gets it back (:func:`with_alpha`).
 
 An alpha that varies is kept: the grey image of a bright-field slide (``stains.py``) leaves its transparent pixels
 out (outside the tissue of an exported region). A model reading colours is refused such a picture
@@ -37,8 +38,19 @@ def flat_alpha(data: np.ndarray) -> bool:
     return all(bool((np.asarray(rows[i:i + step]) == first).all()) for i in range(0, rows.shape[0], step))
 
 
-def drop_flat_alpha(data: np.ndarray, name: str) -> tuple[np.ndarray, str | None]:
-    """An (..., 4) picture without its alpha when the alpha is one value throughout, and the note that says so;
+FLAT_ALPHA = "flat_alpha"  # meta key: the value of the constant alpha a reader dropped (:func:`dropped_alpha`)
+
+
+class AlphaNote(str):
+    """The note of a dropped alpha (:func:`drop_flat_alpha`), carrying the alpha's value (``.alpha``): the readers
+    keep the note in ``meta["note"]``, so what was dropped is recorded on the volume's meta where it is dropped."""
+
+    alpha: float
+
+
+def drop_flat_alpha(data: np.ndarray, name: str, meta: dict | None = None) -> tuple[np.ndarray, str | None]:
+    """An (..., 4) picture without its alpha when the alpha is one value throughout, and the note that says so (an
+    :class:`AlphaNote`: the value dropped is its ``.alpha``, and ``meta[FLAT_ALPHA]`` when ``meta`` is given);
     otherwise ``data`` unchanged and None. ``name`` names the file in the note."""
     if np.ndim(data) < 3 or np.shape(data)[-1] != 4 or not flat_alpha(data):
         return data, None
@@ -46,9 +58,36 @@ def drop_flat_alpha(data: np.ndarray, name: str) -> tuple[np.ndarray, str | None
     top = np.iinfo(data.dtype).max if np.dtype(data.dtype).kind in "ui" else 1.0
     what = "fully opaque" if value >= top else f"one value ({value}) throughout"
     rgb = data[..., :3] if isinstance(data, np.memmap) else np.ascontiguousarray(data[..., :3])  # (a map: a view)
-    return (rgb,
-            f"the alpha channel of {Path(name).name} is {what}, so it carries no transparency; read as RGB "
-            "(alpha dropped).")
+    note = AlphaNote(f"the alpha channel of {Path(name).name} is {what}, so it carries no transparency; read as RGB "
+                     "(alpha dropped).")
+    note.alpha = float(value)
+    if meta is not None:
+        meta[FLAT_ALPHA] = note.alpha
+    return rgb, note
+
+
+def dropped_alpha(meta: dict) -> float | None:
+    """The value of the constant alpha the reader dropped from the picture ``meta`` describes (:func:`drop_flat_alpha`),
+    or None. A model trained on opaque RGBA pictures before the readers dropped it reads 4 channels: the plane is put
+    back for it (:func:`with_alpha`)."""
+    if isinstance(meta.get(FLAT_ALPHA), (int, float)):
+        return float(meta[FLAT_ALPHA])
+    found = getattr(meta.get("note"), "alpha", None)
+    return float(found) if isinstance(found, (int, float)) else None
+
+
+def with_alpha(rgb: np.ndarray, value: float, ax: int = -1) -> np.ndarray:
+    """``rgb`` (3 samples along ``ax``) with its constant alpha ``value`` put back as a 4th sample, in its dtype."""
+    rgb = np.asarray(rgb)
+    shape = list(rgb.shape)
+    shape[ax] = 1
+    return np.concatenate([rgb, np.full(shape, value, dtype=rgb.dtype)], axis=ax)
+
+
+def alpha_back_note(name: str, value: float) -> str:
+    """What :func:`with_alpha` did, for the run's note (it replaces the reader's "alpha dropped")."""
+    return (f"the alpha channel of {Path(name).name} is one value ({value:g}) throughout; the model reads 4 channels "
+            "(RGBA, as it was trained), so it is given the colours and that alpha")
 
 
 def transparency_message(name: str, data: np.ndarray, ax: int = -1) -> str:

@@ -109,9 +109,11 @@ def _group(path: Path) -> tuple[list[Path], str | None]:
     if path.is_dir():
         return [f for f in _candidates(path) if is_dicom_file(f)], None
     first = _header(path)
-    if str(first.get("Modality") or "").upper() in NOT_IMAGES:  # (else the image series beside it was read instead)
-        raise InputError(f"{path}: a DICOM {first.Modality}, not an image: open the image series beside it, and give "
-                         "this file as the labels (attnseg evaluate/export --labels).")
+    modality = str(first.get("Modality") or "").upper()
+    if modality in (*NOT_IMAGES, *NOT_IMAGE_FILES):  # (else the image series beside it was read, under this name)
+        labels = (", and give this file as the labels (attnseg evaluate/export --labels)" if modality != "RTPLAN"
+                  else " (a treatment plan holds no image or contours)")
+        raise InputError(f"{path}: a DICOM {first.Modality}, not an image: open the image series beside it{labels}.")
     uid = str(getattr(first, "SeriesInstanceUID", "unknown"))
     files = [f for f in _candidates(path.parent) if f == path or is_dicom_file(f)]
     return (files if path in files else [path, *files]), uid
@@ -155,6 +157,7 @@ def _frames(path: Path) -> tuple[list[Frame], str | None]:
     return choose_series(series, path)
 
 
+NOT_IMAGE_FILES = ("RTSTRUCT", "RTPLAN")  # contours and a plan (no pixels): given as the image, refused, not the series beside
 NOT_IMAGES = ("SEG", "RTDOSE")  # sized like images, but a segmentation and a dose grid drawn on the series beside
 
 

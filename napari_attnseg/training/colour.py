@@ -5,13 +5,15 @@ them for the model trained.
   H&E / IHC slide, its hematoxylin (:func:`~napari_attnseg.cohort.inputs.grey_of_colour`, the choice predict and
   export make), so the model learns from the image it will be given.
 - Training from scratch (or from a model that reads 3 or 4 channels): the colours are the channels
-  (``in_channels`` 3), and predict gives such a model an RGB picture's colours the same way.
+  (``in_channels`` 3), and predict gives such a model an RGB picture's colours the same way. A start model of 4
+  channels (trained on opaque RGBA pictures) gets the constant alpha the reader dropped back, as predict gives it.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from ..data.alpha import with_alpha
 from ..data.dataset import Case
 from ..errors import DatasetError
 
@@ -35,6 +37,7 @@ class ColourCases:
     def __init__(self, start_model: str | None) -> None:
         self.channels = start_channels(start_model)
         self.grey: dict[str, str] = {}  # case id -> note
+        self.alpha: dict[str, float] = {}  # case id -> the constant alpha put back for a start model of 4 channels
         self.colour = False
 
     def load(self, case: Case) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
@@ -42,6 +45,9 @@ class ColourCases:
         if case.colour is None:
             return image, labels, spacing
         self.colour = True
+        if self.channels == 4 and image.shape[0] == 3 and (value := self._dropped_alpha(case)) is not None:
+            self.alpha[case.case_id] = value  # (an opaque RGBA read as RGB: the alpha the start model was trained with)
+            return with_alpha(image, value, 0), labels, spacing
         if self.channels != 1:
             if image.shape[0] == 4 and self.channels != 4:  # real transparency (an opaque alpha was dropped when read)
                 from ..data.alpha import transparency_message
@@ -63,8 +69,22 @@ class ColourCases:
         self.grey[case.case_id] = note
         return np.asarray(grey, np.float32)[None], labels, spacing
 
+    @staticmethod
+    def _dropped_alpha(case: Case) -> float | None:
+        """The constant alpha the reader dropped from the case's picture (read again for its meta), or None."""
+        from ..data.alpha import dropped_alpha
+
+        if len(case.image_paths) != 1:
+            return None
+        return dropped_alpha(case._read(case.image_paths[0]).meta)
+
     @property
     def notes(self) -> list[str]:
+        if self.alpha:
+            values = ", ".join(f"{v:g}" for v in sorted(set(self.alpha.values())))
+            return [f"{len(self.alpha)} case(s) are RGBA pictures whose alpha is one value ({values}) throughout, read "
+                    "as RGB; the start model reads 4 channels (RGBA, as it was trained), so each is given its colours "
+                    "and that alpha"]
         if self.grey:
             kinds = sorted(set(self.grey.values()))
             return [f"{len(self.grey)} case(s) are RGB pictures and the start model reads one channel: each is read as "
