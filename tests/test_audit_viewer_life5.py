@@ -159,3 +159,32 @@ def test_an_rtstruct_and_a_seg_open_on_the_series_they_reference_and_follow_it(m
     assert "CT2 RS3" in viewer.layers, [ly.name for ly in viewer.layers]
     assert any("CT2, CT share its FrameOfReferenceUID and none is the series it references" in str(n.message)
                for n in notifications), [str(n.message) for n in notifications]
+
+
+@pytest.mark.gui
+def test_an_rtstruct_finds_its_series_in_a_folder_that_also_holds_a_scout(make_napari_viewer, tmp_path, lung,
+                                                                          notifications):
+    """The image layer now keeps its SeriesInstanceUID (the reader's chosen series). Was: the series of a layer read
+    from a folder was taken from the folder's first image file; a scout (another series, one slice, same frame of
+    reference) sorting first made the RS.dcm drawn on that CT open on another CT sharing the frame."""
+    import pydicom
+    from pydicom.uid import generate_uid
+    from test_audit_dicom_labels import ct_series, rtstruct, tumour_rois
+
+    _, labels, _, _, _ = lung
+    first = ct_series(lung, tmp_path / "CT")
+    ct_series(lung, tmp_path / "CT2")
+    scout = pydicom.dcmread(str(sorted((tmp_path / "CT").iterdir())[0]))
+    scout.SeriesInstanceUID, scout.SOPInstanceUID = generate_uid(), generate_uid()
+    scout.file_meta.MediaStorageSOPInstanceUID = scout.SOPInstanceUID
+    scout.ImageOrientationPatient = [1, 0, 0, 0, 0, -1]  # (coronal: a localizer)
+    scout.ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
+    scout.SeriesDescription = "scout"
+    scout.save_as(str(tmp_path / "CT" / "0000_scout.dcm"))
+    rs = rtstruct(lung, first, tmp_path / "RS.dcm", {"GTV-1": tumour_rois(labels)})
+    viewer = make_napari_viewer()
+    viewer.open(str(tmp_path / "CT"), plugin=PLUGIN)
+    assert viewer.layers["CT"].metadata.get("series_uid") == first[0].SeriesInstanceUID
+    viewer.open(str(tmp_path / "CT2"), plugin=PLUGIN)  # (selected: the newest, same frame of reference)
+    viewer.open(str(rs), plugin=PLUGIN)
+    assert "CT RS" in viewer.layers, [ly.name for ly in viewer.layers]

@@ -185,6 +185,8 @@ def read_dicom_series(path: Path) -> Volume:
     warnings = [n for n in (chosen, note, volumes) if n] + geo.warnings
     meta: dict[str, Any] = {"source_path": str(path), "format": "dicom", "axis_order": "kji",
                             "modality": str(getattr(first, "Modality", "") or ""), **pixel_meta}
+    if getattr(first, "SeriesInstanceUID", None):  # (an RTSTRUCT/SEG opened later finds the series it references)
+        meta["series_uid"] = str(first.SeriesInstanceUID)
     spacing: tuple[float, ...] = (geo.dz, *geo.pixel_spacing)
     if len(geo.frames) == 1:  # a lone 2D image (a radiograph, a screenshot): (row, column)
         data = data[0]
