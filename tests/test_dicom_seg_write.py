@@ -246,3 +246,27 @@ def test_an_enhanced_multi_frame_ct_is_referenced_frame_by_frame(tmp_path, lung)
     for item in ds.PerFrameFunctionalGroupsSequence:
         source = item.DerivationImageSequence[0].SourceImageSequence[0]
         assert tuple(item.PlanePositionSequence[0].ImagePositionPatient) == positions[source.ReferencedFrameNumber - 1]
+
+
+@pytest.mark.parametrize("again", [["--dicom-seg"], []])
+def test_a_seg_corrected_since_is_kept_when_a_rerun_replaces_it(tmp_path, lung, again, capsys):  # noqa: F811
+    """The SEG a run wrote, re-saved since with the corrected mask (napari's Save mask as DICOM SEG onto that file),
+    is the clinician's work: --overwrite (with --dicom-seg: a new SEG; without: none) moves it to edited_masks/ as it
+    does an edited NIfTI mask, and says so. Was: replaced, or removed as 'the DICOM SEG of the earlier run'."""
+    from napari_attnseg.data.dicom_seg_write import write_dicom_seg
+
+    folder, out = tmp_path / "CT", tmp_path / "out"
+    ct_series(lung, folder)
+    assert _predict(folder, out, "--dicom-seg") == 0
+    corrected = _mask(out, "CT").copy()
+    corrected[3, 40:60, 40:60] = 1  # (a correction)
+    done, _ = write_dicom_seg(out / "CT_seg.dcm", folder, corrected, ["background", "grey matter", "white matter"],
+                              "brain-mri-3d", "1", read_image(folder).affine)
+    assert done
+    mine = (out / "CT_seg.dcm").read_bytes()
+    capsys.readouterr()
+    assert _predict(folder, out, "--overwrite", *again) == 0
+    kept = out / "edited_masks" / "CT_seg.dcm"
+    assert kept.is_file() and kept.read_bytes() == mine
+    assert "its DICOM SEG had been changed since attnseg wrote it" in capsys.readouterr().err
+    assert (out / "CT_seg.dcm").is_file() == bool(again)

@@ -169,6 +169,7 @@ def run(args: argparse.Namespace) -> int:
     from ..cohort.outputs import (
         is_name_too_long,
         keep_edited_mask,
+        keep_edited_seg,
         kept_warning,
         name_too_long,
         too_long_message,
@@ -245,8 +246,9 @@ def run(args: argparse.Namespace) -> int:
             if mask := label_map_warning(vol.data, src):
                 pred.warnings.insert(0, mask)
             fmt = "tiff" if vol.meta.get("format") == "tiff" else "nifti"  # PNG/JPEG/BMP read as TIFF
-            if kept := keep_edited_mask(out, src):  # --overwrite never deletes a corrected mask
-                pred.warnings.append(kept_warning(kept))
+            for keep in (keep_edited_mask, keep_edited_seg):  # --overwrite never deletes a corrected mask
+                if kept := keep(out, src):
+                    pred.warnings.append(kept_warning(kept))
             write_prediction(out, src, vol, model, pred, request=None, fmt=fmt, dicom_seg=args.dicom_seg,
                              say=lambda line, src=src: print(f"{src}: {line}", file=sys.stderr, flush=True))
             turned = pred.params.get("reoriented")

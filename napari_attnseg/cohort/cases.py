@@ -273,6 +273,7 @@ def _compute_case(job: _Job, model, slot: _Slot, worker: str = "", owned=lambda:
         from .outputs import (
             is_name_too_long,
             keep_edited_mask,
+            keep_edited_seg,
             kept_warning,
             too_long_message,
         )
@@ -319,9 +320,9 @@ def _compute_case(job: _Job, model, slot: _Slot, worker: str = "", owned=lambda:
             pred.warnings.insert(0, unused)
         if not owned():  # (taken over by another run meanwhile: it writes the case)
             raise _TakenOver(job.case)
-        kept = keep_edited_mask(job.out, job.src, job.case)  # --overwrite, or edited during the run: the user's work stays
-        if kept:
-            pred.warnings.append(kept_warning(kept))
+        for keep in (keep_edited_mask, keep_edited_seg):  # --overwrite, or edited during the run: the user's work stays
+            if kept := keep(job.out, job.src, job.case):
+                pred.warnings.append(kept_warning(kept))
         res.warnings = list(pred.warnings)
         done = dict(asdict(res), status="done", seconds=time.perf_counter() - t0 - queued)
         write_prediction(job.out, job.src, vol, model, pred, request=job.request, name=job.case,

@@ -30,7 +30,6 @@ def keep_edited_mask(out: str | os.PathLike, src: str | os.PathLike, case: str |
     (its size or time differ from the record's, or the record has none), or when a run stopped half-way left it
     (marker, no record: whether it was corrected since cannot be told); return where, or None. ``case``: the name
     the case's outputs have (:func:`case_names`; the input's stem by default)."""
-    from ..data import stem
     from ..results import case_name, existing_outputs, partial_marker, record_path
 
     out = Path(out)
@@ -45,6 +44,27 @@ def keep_edited_mask(out: str | os.PathLike, src: str | os.PathLike, case: str |
         if not (partial_marker(out, Path(src), case).exists() and masks):
             return None
         name, record = masks[0].name, {}
+    return _keep_if_changed(out, name, record)
+
+
+def keep_edited_seg(out: str | os.PathLike, src: str | os.PathLike, case: str | None = None) -> Path | None:
+    """The same for the DICOM SEG a run wrote (``--dicom-seg``): one re-saved since from napari's *Save mask...* (the
+    corrected mask for the PACS) is moved to ``out/edited_masks/`` before a run replaces or removes it."""
+    from ..results import record_path
+
+    out = Path(out)
+    try:
+        record = json.loads(record_path(out, Path(src), case).read_text())
+        name = str(record["dicom_seg"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return _keep_if_changed(out, name, record) if name and name != "None" else None
+
+
+def _keep_if_changed(out: Path, name: str, record: dict) -> Path | None:
+    """Move ``out/name`` to ``out/edited_masks/`` when its size or time differ from the record's (or it has none)."""
+    from ..data import stem
+
     mask = out / name
     if not mask.is_file() or Path(name).name != name:
         return None
@@ -62,7 +82,8 @@ def keep_edited_mask(out: str | os.PathLike, src: str | os.PathLike, case: str |
 
 
 def kept_warning(dest: Path) -> str:
-    return ("its mask had been changed since attnseg wrote it (corrected by hand?); this run replaced it "
+    what = "DICOM SEG" if dest.name.endswith(".dcm") else "mask"
+    return (f"its {what} had been changed since attnseg wrote it (corrected by hand?); this run replaced it "
             f"and kept that version as {EDITED_DIR}/{dest.name}")
 
 
