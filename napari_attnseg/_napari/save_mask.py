@@ -8,7 +8,8 @@ layer's data tuple), so the file is the one File > Save writes with the plugin's
 that is not a mask this plugin saved (the image itself, a reference segmentation): the dialog asks before
 replacing, and such a file is refused, unless it is the file the mask itself was opened from (a mask an older
 version or another tool saved without marks: it was refused, and its user could not save it back): that file is
-replaced and its earlier content kept beside it as ``<name>.before-save.nii.gz``.
+replaced and its earlier content kept beside it as ``<name>.before-save.nii.gz``. A mask on a DICOM series may also
+be saved as a DICOM SEG on that series (:mod:`.save_seg`: the dialog offers "DICOM SEG (*.dcm)" then).
 
 :class:`SaveMask` is a mixin of :class:`~.correct_widget.CorrectWidget` (its ``labels_layer()``, ``image_combo``,
 ``viewer`` and the form's ``save_label``).
@@ -29,6 +30,7 @@ from .correct_stats import BACKGROUND_VOXELS
 NIFTI_FILTER, TIFF_FILTER = "NIfTI (*.nii.gz)", "TIFF (*.tif)"
 FILTERS = f"{NIFTI_FILTER};;{TIFF_FILTER}"
 NIFTI_SUFFIXES, TIFF_SUFFIXES = (".nii.gz", ".nii"), (".tif", ".tiff")
+SEG_FILTER, SEG_SUFFIXES = "DICOM SEG (*.dcm)", (".dcm",)  # (offered for a mask on a DICOM series: save_seg)
 _SAVED: set[Path] = set()  # the files Save mask wrote in this session (it may replace them, marks or not)
 
 
@@ -79,6 +81,10 @@ def plugin_mask(path: str | Path) -> bool:
     """Whether ``path`` is a mask this plugin wrote: a NIfTI with its header note (reviewed slices, class names or
     model) or a TIFF with its marks. A file without them (an image, a reference segmentation) is not."""
     name = str(path).lower()
+    if name.endswith(SEG_SUFFIXES):  # (a SEG this plugin wrote: Save mask's or attnseg predict --dicom-seg's)
+        from .save_seg import is_our_seg
+
+        return is_our_seg(path)
     if name.endswith(TIFF_SUFFIXES):
         from ..data.tiff import mask_marks
 
@@ -197,13 +203,19 @@ class SaveMask:
         if getattr(self, "_saving", None) is not None:  # (two writes of one file at once: a torn file)
             notify_info(f"{self.save_label.value} Press Save mask again when it is saved.")
             return None
+        from .save_seg import dicom_image, save_as_seg
+
         start, chosen = self._save_proposal(layer)
-        answer, kind = QFileDialog.getSaveFileName(self, f"Save {layer.name}", start, FILTERS, chosen)
+        filters = FILTERS + (f";;{SEG_FILTER}" if dicom_image(self, layer) is not None else "")  # (on a DICOM series)
+        answer, kind = QFileDialog.getSaveFileName(self, f"Save {layer.name}", start, filters, chosen)
         if not answer:
             return None  # (cancelled)
         path, asked = Path(answer).expanduser(), True
-        if not path.name.lower().endswith(NIFTI_SUFFIXES + TIFF_SUFFIXES):  # 'mask' typed: the chosen type's suffix
-            path, asked = path.with_name(path.name + (".tif" if kind == TIFF_FILTER else ".nii.gz")), False
+        if not path.name.lower().endswith(NIFTI_SUFFIXES + TIFF_SUFFIXES + SEG_SUFFIXES):  # 'mask': the type's suffix
+            suffix = {TIFF_FILTER: ".tif", SEG_FILTER: ".dcm"}.get(kind, ".nii.gz")
+            path, asked = path.with_name(path.name + suffix), False
+        if path.name.lower().endswith(SEG_SUFFIXES):  # a DICOM SEG on the mask's DICOM series
+            return save_as_seg(self, layer, path, asked)
         if (why := self._refusal(path, layer, asked)) is not None:
             notify_error(why)
             self.save_label.value = f"Not saved: {why}"

@@ -2,11 +2,13 @@
 3D Slicer: ``attnseg predict CT_SERIES --dicom-seg``.
 
 BINARY, one segment per foreground class of the model (named by its class names; algorithm AUTOMATIC, the model's
-name and version), one frame per segment and source slice that holds foreground. Each frame is the source slice's
-own grid: its rows and columns as stored, its ImagePositionPatient and its image (DerivationImageSequence). The
-slices are mapped to the mask's rows exactly as the reader placed them (:func:`source_slices` runs the reader's own
-choice of series, volume and slice order, :mod:`.dicom`), never re-sorted here. Patient, study and frame of reference
-come from the source; the SEG is a new series with new UIDs (``pydicom.uid.generate_uid``). Written with pydicom only.
+name and version; a mask a person corrected in napari's Correct tab, :mod:`.._napari.save_seg`: SEMIAUTOMATIC, or
+MANUAL naming no algorithm when no model made it), one frame per segment and source slice that holds foreground.
+Each frame is the source slice's own grid: its rows and columns as stored, its ImagePositionPatient and its image
+(DerivationImageSequence). The slices are mapped to the mask's rows exactly as the reader placed them
+(:func:`source_slices` runs the reader's own choice of series, volume and slice order, :mod:`.dicom`), never
+re-sorted here. Patient, study and frame of reference come from the source; the SEG is a new series with new UIDs
+(``pydicom.uid.generate_uid``). Written with pydicom only.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ __all__ = ["SEG_SOP_CLASS", "SEG_SUFFIX", "refuse_not_dicom", "source_slices", "
 
 SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
 SEG_SUFFIX = "_seg.dcm"
+ALGORITHM_TYPES = ("AUTOMATIC", "SEMIAUTOMATIC", "MANUAL")  # SegmentAlgorithmType's defined terms
+MANUFACTURER = "napari-attnseg"  # (Manufacturer of the SEGs written here: how Save mask tells its own SEG files)
 # copied from the source: Patient, Clinical Trial Subject, General Study, Patient Study, Clinical Trial Study modules
 PATIENT_STUDY = (
     "PatientName", "PatientID", "IssuerOfPatientID", "IssuerOfPatientIDQualifiersSequence", "PatientBirthDate",
@@ -95,34 +99,46 @@ def _lo(text: str) -> str:
     return str(text).replace("\\", "/")[:64]
 
 
-def _segment(number: int, label: str, algorithm: str, version: str):
+def _segment(number: int, label: str, algorithm: str, version: str, algorithm_type: str = "AUTOMATIC"):
+    """A SegmentSequence item; MANUAL (drawn by a person) names no algorithm (SegmentAlgorithmName and its
+    identification are required only for an algorithm's segments, PS3.3 C.8.20.4)."""
     from pydicom.sequence import Sequence as Seq
 
-    family = Seq([_code("123110", "DCM", "Artificial Intelligence")])
-    return _item(SegmentNumber=number, SegmentLabel=_lo(label),
+    item = _item(SegmentNumber=number, SegmentLabel=_lo(label),
                  SegmentedPropertyCategoryCodeSequence=Seq([_code("91723000", "SCT", "Anatomical Structure")]),
                  SegmentedPropertyTypeCodeSequence=Seq([_code("85756007", "SCT", "Tissue")]),
-                 SegmentAlgorithmType="AUTOMATIC", SegmentAlgorithmName=_lo(algorithm),
-                 SegmentationAlgorithmIdentificationSequence=Seq([_item(
-                     AlgorithmFamilyCodeSequence=family, AlgorithmName=_lo(algorithm), AlgorithmVersion=_lo(version))]))
+                 SegmentAlgorithmType=algorithm_type)
+    if algorithm_type != "MANUAL":
+        family = Seq([_code("123110", "DCM", "Artificial Intelligence")])
+        item.SegmentAlgorithmName = _lo(algorithm)
+        item.SegmentationAlgorithmIdentificationSequence = Seq([_item(
+            AlgorithmFamilyCodeSequence=family, AlgorithmName=_lo(algorithm), AlgorithmVersion=_lo(version))])
+    return item
 
 
 def _check_grid(src: Path, labels: np.ndarray, slices: list[Frame | None], affine: np.ndarray,
-                expected: np.ndarray | None) -> None:
+                expected: np.ndarray | None, redo: str) -> None:
     """The mask is on the grid the series reads as now (not changed since it was read for the prediction)."""
     first = next(f for f in slices if f is not None)
-    if labels.shape != (len(slices), *first.shape) or (expected is not None and not np.allclose(
-            np.asarray(expected, float), affine, atol=1e-3)):
+    grid = (len(slices), *first.shape)
+    moved = expected is not None and not np.allclose(np.asarray(expected, float), affine, atol=1e-3)
+    if labels.shape != grid or moved:
         raise InputError(f"{src}: the series does not read as the image that was segmented (mask {labels.shape}, "
-                         f"series {(len(slices), *first.shape)}; changed while predicting?): no DICOM SEG written. "
-                         "Run the case again.")
+                         f"series {grid}{', placed elsewhere in space' if labels.shape == grid else ''}): no DICOM "
+                         f"SEG written. {redo}")
 
 
 def write_dicom_seg(path: str | Path, src: str | Path, labels: np.ndarray, classes: Sequence[str], algorithm: str,
-                    version: str, affine: np.ndarray | None = None, software: str = "") -> tuple[bool, str | None]:
+                    version: str, affine: np.ndarray | None = None, software: str = "",
+                    algorithm_type: str = "AUTOMATIC", description: str | None = None,
+                    redo: str = "Changed while predicting? Run the case again.") -> tuple[bool, str | None]:
     """Write ``labels`` (the mask on the grid of the DICOM series ``src``, read as :func:`.dicom.read_dicom_series`
     reads it, whose ``affine`` it had) as a DICOM SEG at ``path``, atomically. ``classes``: the class names (value v
     is ``classes[v]``, 0 the background); ``algorithm``/``version``: the model's name and version.
+    ``algorithm_type``: AUTOMATIC (the model's own mask), SEMIAUTOMATIC (a model's mask a person corrected) or
+    MANUAL (drawn by a person: ``algorithm`` may be empty, no algorithm is named); ``description``: the
+    SeriesDescription (at most 64 characters; by default 'attnseg <algorithm>'); ``redo``: what to do when the
+    series no longer reads as the mask's grid (said in the error).
 
     Returns whether it was written and a warning for the record, or None: why none was written (no foreground: a SEG
     holds at least one frame; a series without a position in space: a SEG could not be placed on it), or what of the
@@ -135,12 +151,14 @@ def write_dicom_seg(path: str | Path, src: str | Path, labels: np.ndarray, class
 
     from .._files import atomic_write
 
+    if algorithm_type not in ALGORITHM_TYPES:
+        raise ValueError(f"algorithm_type {algorithm_type!r}: one of {', '.join(ALGORITHM_TYPES)}")
     path, src = Path(path), Path(src)
     slices, grid_affine = source_slices(src)
     labels = np.asarray(labels)
     if labels.ndim == 2 and len(slices) == 1:  # one slice: read as a 2D image
         labels = labels[None]
-    _check_grid(src, labels, slices, grid_affine, affine)
+    _check_grid(src, labels, slices, grid_affine, affine, redo)
     present = [f for f in slices if f is not None]
     first = present[0]
     header = first.header
@@ -175,20 +193,21 @@ def write_dicom_seg(path: str | Path, src: str | Path, labels: np.ndarray, class
     ds.Modality, ds.SeriesInstanceUID = "SEG", generate_uid()
     number = header.get("SeriesNumber")
     ds.SeriesNumber = (int(number) if str(number or "").strip().lstrip("-").isdigit() else 0) + 1000
-    ds.SeriesDescription = _lo(f"attnseg {algorithm}")
+    ds.SeriesDescription = _lo(description or f"attnseg {algorithm or 'manual'}")
     ds.FrameOfReferenceUID = header.FrameOfReferenceUID
     ds.PositionReferenceIndicator = header.get("PositionReferenceIndicator") or ""
-    ds.Manufacturer, ds.ManufacturerModelName = "napari-attnseg", _lo(algorithm)
+    ds.Manufacturer, ds.ManufacturerModelName = MANUFACTURER, _lo(algorithm or MANUFACTURER)
     ds.DeviceSerialNumber, ds.SoftwareVersions = _lo(version) or "unknown", _lo(software or version) or "unknown"
     ds.InstanceNumber, ds.ImageType = 1, ["DERIVED", "PRIMARY"]
     ds.ContentDate, ds.ContentTime = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
     ds.SeriesDate, ds.SeriesTime = ds.ContentDate, ds.ContentTime
-    ds.ContentLabel, ds.ContentDescription, ds.ContentCreatorName = "ATTNSEG", _lo(f"{algorithm} {version}"), ""
+    ds.ContentLabel, ds.ContentCreatorName = "ATTNSEG", ""
+    ds.ContentDescription = _lo(f"{algorithm} {version}" if algorithm_type != "MANUAL" else "drawn by hand")
     ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PixelRepresentation = 1, "MONOCHROME2", 0
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.LossyImageCompression = 1, 1, 0, "00"
     ds.Rows, ds.Columns = first.shape
     ds.SegmentationType = "BINARY"
-    ds.SegmentSequence = Seq([_segment(v, names[v], algorithm, version) for v in range(1, n_classes)])
+    ds.SegmentSequence = Seq([_segment(v, names[v], algorithm, version, algorithm_type) for v in range(1, n_classes)])
 
     # what the SEG is made from: the series' instances (one item per file), in slice order
     instances: dict[str, Any] = {}
