@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     if args.image and Path(str(args.image)).resolve() == Path(str(args.labels)).resolve():
         raise InputError(f"{args.labels}: --labels names the image itself (--image {args.image}); give the mask file "
                          "(e.g. <stem>_mask.nii.gz from attnseg predict, or the labels saved from napari).")
-    if dicom_labels_kind(args.labels):  # an RTSTRUCT or SEG: drawn onto the image's grid, so the image comes first
+    if dicom := dicom_labels_kind(args.labels):  # an RTSTRUCT or SEG: drawn onto the image's grid, the image first
         image = _image_of(args, Volume(np.zeros(0), ()))
         raw_labels = read_labels(args.labels, image, args.roi.split(",") if args.roi else None)
         if raw_labels.meta.get("warning"):
@@ -103,10 +103,13 @@ def run(args: argparse.Namespace) -> int:
                   "exported as they are, so these classes swap names: leave out --label-names to use the mask's names.",
                   file=sys.stderr)
     new_dataset = not (Path(args.dataset) / "manifest.json").exists()
-    if names is None and new_dataset and labels.meta.get("class_names") and not args.foreground:
-        names = list(labels.meta["class_names"])  # the names the mask was saved with (napari's Correct panel)
-        print(f"{args.labels}: using the class names saved with the mask: {', '.join(names)} (--label-names "
-              "overrides)", file=sys.stderr)
+    # the names the mask was saved with (napari's Correct panel); an RTSTRUCT/SEG's ROI names into an existing dataset
+    # too: its ROIs come in the file's order, matched to the dataset's classes by name (export_case)
+    if names is None and (new_dataset or dicom) and labels.meta.get("class_names") and not args.foreground:
+        names = list(labels.meta["class_names"])
+        whose = f"of its {'ROIs' if dicom == 'RTSTRUCT' else 'segments'}" if dicom else "saved with the mask"
+        print(f"{args.labels}: using the class names {whose}: {', '.join(names)} (--label-names overrides)",
+              file=sys.stderr)
     top = 1 if args.foreground else int(np.asarray(labels.data).max(initial=0))
     if names is None and args.model and new_dataset:
         from ..checkpoint import read_card, resolve_model_path  # a new dataset: the model's class names

@@ -40,6 +40,7 @@ from .export_plan import (  # noqa: F401 (re-exported: the names export_case's c
     _visible_files,
     ascii_case_id,
     one_plane,
+    renumber,
 )
 from .grid import check_same_grid
 from .io import write_image
@@ -123,7 +124,10 @@ def export_case(
     statistics to the record; ``model_info`` (e.g. model name and checkpoint sha256) is kept as is.
     A new dataset takes its label table from ``label_names`` (default background/foreground) and its
     channel names from ``channel_names`` (default ``CT`` for an image in Hounsfield units or of DICOM
-    ``modality`` CT, nnU-Net's cue for its CT normalisation, else ``image``); an existing one keeps its own. ``foreground=True`` exports labels > 0 as one class (instance ids);
+    ``modality`` CT, nnU-Net's cue for its CT normalisation, else ``image``); an existing one keeps its own, and
+    ``label_names`` in another order (an RTSTRUCT's ROIs, listed in each patient's file in its own order) are
+    matched to it by name: the values are renumbered, said in ``warnings``; a name the dataset lacks is refused.
+    ``foreground=True`` exports labels > 0 as one class (instance ids);
     without it, more than ``MAX_AUTO_CLASSES`` distinct values, or a value above it, and no ``label_names``
     are refused; a new dataset whose auto-named table skips values gets a note in ``warnings``.
     Names are stripped of surrounding spaces; ``labels_name`` (e.g. the mask's file) names the labels in messages.
@@ -198,6 +202,9 @@ def export_case(
         recover(folder)
         plan = _plan(folder, format, labels_int, chans.shape[0], case_ndim, **opts)
         manifest, cid = plan.manifest, plan.case_id
+        if plan.lut is not None:  # the classes renumbered by name onto the dataset's table: the prediction's too
+            labels = renumber(labels_int, plan.lut)
+            prediction = None if prediction is None else renumber(np.asarray(prediction), plan.lut)
         reviewed = sorted({int(s) for s in reviewed_slices}) if reviewed_slices is not None else None
         if frames:  # one 2D case per frame: (case id, channels, labels, their labels as given, prediction, frame)
             parts = [(fid, chans[:, t], plan.labels[t], labels[t], None if prediction is None else prediction[t], t)

@@ -79,6 +79,7 @@ class _Plan:
     labels: np.ndarray
     ignore_value: int | None
     notes: list[str]  # warnings for the caller
+    lut: np.ndarray | None = None  # the labels' values -> the dataset's (classes matched by name), else None
     case_ids: list[str] | None = None  # a time-lapse's frames, one 2D case each (``<case>_t000``...): their ids
     frames: list[int] | None = None  # the frames those cases hold (the reviewed ones)
 
@@ -153,10 +154,14 @@ def _plan(folder: Path, format: str, labels: np.ndarray, n_channels: int, ndim: 
         manifest = {"format": format, "format_version": MANIFEST_VERSION, "label_names": names,
                     "channel_names": chans, "spatial_dims": ndim, "tool": f"napari-attnseg {__version__}",
                     "cases": []}
-    table = list(manifest["label_names"])
-    if label_names and list(label_names) != table:
-        raise InputError(f"The label names {list(label_names)} differ from the dataset's ({', '.join(table)}); "
-                         "a dataset keeps one label table. Use the same names or another folder.")
+    table, lut = list(manifest["label_names"]), None
+    if label_names and list(label_names) != table:  # the mask's classes found in the table by name, renumbered
+        if n_classes > len(label_names):
+            raise InputError(f"{values_outside_table(counted, len(label_names), rows, what)} beyond the label names "
+                             f"given ({', '.join(label_names)}): give one name per label value, background first.")
+        lut, said = by_name(list(label_names), table, folder, what)
+        notes.extend(said)
+        labels = labels if lut is None else renumber(labels, lut)
     if channel_names and list(channel_names) != list(manifest.get("channel_names", [])):
         raise InputError(f"The channel names {list(channel_names)} differ from those of the dataset in {folder} "
                          f"({manifest.get('channel_names')}); a dataset keeps one channel table. Give the same "
@@ -165,6 +170,8 @@ def _plan(folder: Path, format: str, labels: np.ndarray, n_channels: int, ndim: 
         raise InputError(f"The images of the dataset in {folder} have {len(manifest['channel_names'])} channel(s); "
                          f"this one has {n_channels}. A dataset's cases share their channels: export this image "
                          "into another folder (or pick its channel with --channel).")
+    if time_lapse and manifest.get("spatial_dims", ndim) == 3:  # (an earlier version wrote a movie as one 3D case)
+        raise InputError(_old_movie(folder, manifest, labels.shape, format))
     if manifest.get("spatial_dims", ndim) != ndim:
         raise InputError(f"The dataset in {folder} holds {manifest['spatial_dims']}D cases; this one is {ndim}D. "
                          "A dataset's cases share their dimensions: export this image into another folder.")
@@ -214,8 +221,61 @@ def _plan(folder: Path, format: str, labels: np.ndarray, n_channels: int, ndim: 
             raise DatasetError(f"{blocked[0]} already exists and is not a case in {folder / MANIFEST}; napari-attnseg "
                                "never replaces it. Move it away or choose another case id.")
     if time_lapse:
-        return _Plan(manifest, all_ids[0], exported, None, notes, all_ids, frames)
-    return _Plan(manifest, all_ids[0], exported, ignore_value, notes)
+        return _Plan(manifest, all_ids[0], exported, None, notes, lut, all_ids, frames)
+    return _Plan(manifest, all_ids[0], exported, ignore_value, notes, lut)
+
+
+def by_name(names: list[str], table: list[str], folder: Path, what: str) -> tuple[np.ndarray | None, list[str]]:
+    """The labels' classes (``names``, value 0 first) found in a dataset's label ``table`` by name, as training matches
+    classes (:func:`~.label_values.class_key`: case, ``_`` / ``-`` and spacing aside): ``(lut, notes)``, ``lut[v]`` the
+    table's value of the labels' value ``v`` (None: the same numbering). An RTSTRUCT lists its ROIs in its own order
+    (each patient's file another), so the same classes came numbered otherwise; value 0 stays background. Refused,
+    naming them, when a class is not in the table (or two names are alike)."""
+    from .label_values import class_key
+
+    keys, index = [class_key(n) for n in names], {class_key(n): i for i, n in enumerate(table)}
+    targets = [0] + [index.get(k, 0) for k in keys[1:]]
+    missing = [n for n, k, t in zip(names[1:], keys[1:], targets[1:]) if not t]
+    if missing or len(set(keys)) < len(keys) or len(index) < len(table):
+        said = (f"{what} has class{'es' if len(missing) > 1 else ''} {', '.join(missing)}, which the dataset in "
+                f"{folder} does not have" if missing else f"the names of {what} do not match the dataset's one to one")
+        raise InputError(f"The label names {names} differ from the dataset's ({', '.join(table)}): {said}; a dataset "
+                         "keeps one label table. Export only classes it has (a DICOM RTSTRUCT/SEG: --roi picks ROIs by "
+                         f"name, e.g. --roi {','.join(table[1:])}), give the mask's values the dataset's names in their "
+                         f"order (e.g. --label-names {','.join(table)}; napari: Class names), or export into another "
+                         "folder.")
+    notes = []
+    moved = [(names[v], v, t) for v, t in enumerate(targets) if v and t != v]
+    if moved:
+        notes.append("classes renumbered by name to the dataset's table: "
+                     + ", ".join(f"{n} {v}->{t}" for n, v, t in moved))
+    if lacking := [n for i, n in enumerate(table) if i and i not in targets]:
+        notes.append(f"{what} has no class {', '.join(lacking)} of the dataset's label table: this case teaches "
+                     "background wherever those lie")
+    return (np.asarray(targets) if moved else None), notes
+
+
+def renumber(values: np.ndarray, lut: np.ndarray) -> np.ndarray:
+    """``values`` with each value ``v`` below ``len(lut)`` replaced by ``lut[v]`` (others as they are), same dtype."""
+    values = np.asarray(values)
+    inside = (values >= 0) & (values < len(lut))
+    out = values.copy()
+    out[inside] = lut[values[inside].astype(np.int64)]
+    return out
+
+
+def _old_movie(folder: Path, manifest: dict, shape: tuple, format: str) -> str:
+    """Why a time-lapse cannot join a dataset of 3D cases (one of them, of its shape, may be this movie exported by
+    an earlier version as one 3D case), and what to do."""
+    same = [c["case_id"] for c in manifest["cases"] if list(c.get("shape") or []) == list(shape)]
+    held = (f"holds 3D cases ({', '.join(same[:3])}{', ...' if len(same) > 3 else ''} of this movie's shape "
+            f"{'x'.join(map(str, shape))}: a time-lapse exported by an earlier version as one 3D case, its frames as "
+            "z-slices)" if same else "holds 3D cases (volumes, or a time-lapse exported by an earlier version as one "
+            "3D case, its frames as z-slices)")
+    return (f"The dataset in {folder} {held}; a time-lapse now goes to {'nnU-Net' if format == 'nnunet' else 'MONAI'} "
+            "as one 2D case per frame, which cannot join 3D cases. Export it into a new dataset folder (mark the frames "
+            "of earlier rounds reviewed too when this mask holds them), or in the tiff format into a new folder, "
+            "which keeps a movie as one t, y, x file (attnseg export --format tiff; napari: format tiff).")
 
 
 FRAME_CASE = re.compile(r"^(?P<base>.+)_t(?P<t>\d{3,})$")  # a time-lapse's frame exported as a 2D case

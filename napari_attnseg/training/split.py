@@ -15,7 +15,8 @@ A split is a list of :class:`Part` per role. Three ways to get one, in this orde
    ``case``). Without ``train_region`` the training part is the rest of the axis the validation and
    test boxes cut (they must then cut one axis only).
 3. by default: several cases -> ``val_fraction`` of the cases (seeded) for validation, at least one of
-   them with foreground, the frames of one time-lapse (``<case>_t000``...) on one side (:mod:`.split_movies`);
+   them with foreground, the frames of one time-lapse (``<case>_t000``..., or by their source when ``case_ids``
+   is a :class:`~.split_movies.CaseIds`: a movie exported in two rounds) on one side (:mod:`.split_movies`);
    one case -> validation that can measure:
 
    - a 2D model on a volume (``slices=True``): held-out *slices* along the first axis, spread over
@@ -164,7 +165,7 @@ def make_split(labels: list[np.ndarray], case_ids: list[str], *, ignore: int | N
     elif train_region or val_region or test_region:
         ci = _one_case(case, case_ids, "Regions")
         split = _from_regions(ci, shapes[ci], train_region, val_region, test_region, case_ids)
-    elif len(labels) > 1 and (groups := movie_groups(case_ids)) is not None:  # a time-lapse's frames: one side
+    elif len(labels) > 1 and (groups := movie_groups(case_ids, shapes)) is not None:  # a movie's frames: one side
         has_fg = [bool(((lab > 0) & _labelled(lab, ignore)).any()) for lab in labels]
         train_ids, val_ids, said = split_by_movie(labels, case_ids, groups, has_fg, val_fraction, seed)
         split = Split([Part(i, full[i]) for i in train_ids], [Part(i, full[i]) for i in val_ids], [], "by case",

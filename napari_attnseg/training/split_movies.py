@@ -4,9 +4,11 @@
 a 2D case of its own, ``<case>_t000``, ``<case>_t001``... Neighbouring frames look alike, so a split drawing cases
 one by one trained on ``case_0000_t002`` and validated on ``case_0000_t000``: a validation Dice of frames the model
 nearly saw. Cases whose ids are ``<base>_tNNN`` with another case of the same ``<base>`` are one movie's frames
-(:func:`movie_groups`); the split draws whole movies (:func:`split_by_movie`). A dataset holding one movie only
-validates on a block of consecutive frames at one end, and says that its validation is optimistic; so does the one
-movie holding foreground among movies without (the others stay whole).
+(:func:`movie_groups`); so are cases whose source (the manifest's ``source_name``, ``"<file> (frame t)"``) names
+frames of one file of one frame size: a movie exported in two rounds, the second as a new case (``case_0000_t000``...,
+``case_0003_t003``...), is one movie. The split draws whole movies (:func:`split_by_movie`). A dataset holding one
+movie only validates on a block of consecutive frames at one end, and says that its validation is optimistic; so does
+the one movie holding foreground among movies without (the others stay whole).
 """
 
 from __future__ import annotations
@@ -16,24 +18,49 @@ import re
 import numpy as np
 
 FRAME = re.compile(r"^(?P<base>.+)_t(?P<t>\d{3,})$")  # export_plan.frame_ids: <case>_t000
+SOURCE_FRAME = re.compile(r"^(?P<file>.+) \(frame (?P<t>\d+)\)$")  # export.py: a frame's source_name
 
 
-def movie_groups(case_ids: list[str]) -> list[list[int]] | None:
+class CaseIds(list):
+    """Case ids carrying each case's source (``sources``: the manifest's ``source_name``, None when unknown), so the
+    split finds the frames of one movie exported in several rounds (:func:`movie_groups`)."""
+
+    def __init__(self, ids: list[str], sources: dict[str, str | None]):
+        super().__init__(ids)
+        self.sources = [sources.get(cid) for cid in ids]
+
+
+def movie_groups(case_ids: list[str], shapes: list[tuple] | None = None) -> list[list[int]] | None:
     """The cases (indices) in groups: the frames of one movie together, in frame order; every other case alone.
-    None when no two cases are frames of one movie (the split draws cases one by one)."""
-    keys: dict[tuple[str, str], list[tuple[int, int]]] = {}
+    A frame is known by its source (``case_ids.sources``, :class:`CaseIds`: ``"<file> (frame t)"``, with ``shapes``
+    its frame size), else by its case id (``<base>_tNNN``). None when no two cases are frames of one movie (the
+    split draws cases one by one)."""
+    sources = getattr(case_ids, "sources", None) or [None] * len(case_ids)
+    keys: dict[tuple, list[tuple[int, int]]] = {}
     for i, cid in enumerate(case_ids):
         found = FRAME.match(cid)
-        key = ("movie", found["base"]) if found else ("case", cid)
-        keys.setdefault(key, []).append((int(found["t"]) if found else 0, i))
+        source = SOURCE_FRAME.match(str(sources[i] or "")) if found else None
+        if source:  # (a movie's second round exported as a new case: another base, the same source)
+            key, t = ("source", source["file"], tuple(shapes[i]) if shapes else ()), int(source["t"])
+        else:
+            key, t = (("movie", found["base"]) if found else ("case", cid)), int(found["t"]) if found else 0
+        keys.setdefault(key, []).append((t, i))
     groups = []
-    for (kind, _base), members in keys.items():
-        if kind == "movie" and len(members) == 1:  # (one case named like a frame: a case of its own)
-            kind = "case"
-        groups.append(([i for _, i in sorted(members)], kind == "movie"))
+    for key, members in keys.items():
+        movie = key[0] != "case" and len(members) > 1  # (one case named like a frame: a case of its own)
+        groups.append(([i for _, i in sorted(members)], movie))
     if not any(movie for _, movie in groups):
         return None
     return [g for g, _ in groups]
+
+
+def movie_name(case_ids: list[str], group: list[int]) -> str:
+    """A movie's name in the split's words: its case id base (``case_0000``); its file and the bases of its rounds
+    (``movie.tif (case_0000 + case_0003)``) when it was exported as several cases."""
+    bases = list(dict.fromkeys((m["base"] if (m := FRAME.match(case_ids[i])) else case_ids[i]) for i in group))
+    sources = getattr(case_ids, "sources", None)
+    found = SOURCE_FRAME.match(str(sources[group[0]] or "")) if sources and len(bases) > 1 else None
+    return f"{found['file']} ({' + '.join(bases)})" if found else " + ".join(bases)
 
 
 def split_by_movie(labels: list[np.ndarray], case_ids: list[str], groups: list[list[int]], has_fg: list[bool],
@@ -71,11 +98,11 @@ def split_by_movie(labels: list[np.ndarray], case_ids: list[str], groups: list[l
     held = sorted([i for g in val for i in g] + (block or []))
     train = sorted(set(range(n)) - set(held))
     movies = [g for g in groups if len(g) > 1 and g is not split]
-    said = [f"the {len(g)} frames of the time-lapse {FRAME.match(case_ids[g[0]])['base']} are all in "
+    said = [f"the {len(g)} frames of the time-lapse {movie_name(case_ids, g)} are all in "
             f"{'validation' if g[0] in held else 'training'}" for g in movies]
     if split is not None:
-        said.append(f"the time-lapse {FRAME.match(case_ids[split[0]])['base']} is the only one with foreground, so "
-                    f"it is split: its block of consecutive frames {_block(case_ids, block)} validates, its other "
+        said.append(f"the time-lapse {movie_name(case_ids, split)} is the only one with foreground, so "
+                    f"it is split: its block of consecutive frames {_block(case_ids, [i for i in split if i in block])} validates, its other "
                     f"{len(split) - len(block)} frames train (validating on frames next to training ones makes the "
                     "validation Dice optimistic, but without them it would measure no foreground: export a second "
                     "movie with foreground to validate on a movie of its own)")
@@ -95,9 +122,9 @@ def _one_movie(frames: list[int], case_ids: list[str], has_fg: list[bool], n_val
         inside = sum(1 for i in frames[start:start + n_val] if has_fg[i])
         windows.append((start, start + n_val, inside))
     good = ([w for w in windows if 0 < w[2] < len(fg)] or [w for w in windows if w[2] == 0] or windows)[0]
-    held = sorted(frames[good[0]:good[1]])
-    train = sorted(set(frames) - set(held))
-    base, block = FRAME.match(case_ids[frames[0]])["base"], _block(case_ids, held)
+    window = frames[good[0]:good[1]]  # (in frame order: a movie's rounds may interleave the case order)
+    held, train = sorted(window), sorted(set(frames) - set(window))
+    base, block = movie_name(case_ids, frames), _block(case_ids, window)
     return train, held, [f"every case is a frame of the time-lapse {base}: validation on the block of consecutive "
                          f"frames {block}, the others train; frames next to each other look alike, so the validation "
                          "Dice is optimistic (export a second movie to validate on another one)"]
