@@ -73,3 +73,29 @@ def test_a_finely_drawn_structure_set_is_read_without_an_object_per_value(tmp_pa
         assert np.count_nonzero(got ^ (disk & ~inner)) <= 0.03 * disk.sum(), r  # (edge pixels: the fill's rule)
     fine = (yy - 30) ** 2 + (xx - 30) ** 2 <= 36
     assert np.count_nonzero((ref.data[3] == 4) ^ fine) <= 12 and not np.any(ref.data[[0, 1, 2, 4, 5, 6]] == 4)
+
+
+def test_contour_text_padded_with_a_nul_reads_as_before(tmp_path, lung):
+    """Some writers pad an odd-length ContourData with NUL, not a space (pydicom reads it): the text parser took the
+    padded value for no number and left the contour out as 'points or open lines' (837 -> 676 voxels)."""
+    import struct
+
+    from test_audit_dicom_labels import rtstruct, tumour_rois
+
+    from napari_attnseg.data.labels_in import read_labels
+
+    _, labels, _, _, _ = lung
+    cts = ct_series(lung, tmp_path / "CT")
+    rs = rtstruct(lung, cts, tmp_path / "RS.dcm", {"GTV-1": tumour_rois(labels)})
+    raw, i, patched = bytearray(rs.read_bytes()), 0, 0
+    while (i := raw.find(b"\x06\x30\x50\x00DS", i)) >= 0:  # (3006,0050) ContourData, explicit VR
+        n = struct.unpack("<H", raw[i + 6:i + 8])[0]
+        if raw[i + 8 + n - 1] == ord(" "):
+            raw[i + 8 + n - 1], patched = 0, patched + 1
+        i += 8 + n
+    assert patched
+    (tmp_path / "RS_nul.dcm").write_bytes(bytes(raw))
+    image = read_image(tmp_path / "CT")
+    ref = read_labels(tmp_path / "RS_nul.dcm", image)
+    np.testing.assert_array_equal(ref.data == 1, labels == 1)
+    assert "open lines" not in (ref.meta.get("warning") or "")

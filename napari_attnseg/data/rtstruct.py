@@ -45,13 +45,16 @@ def _contour_data(item: Any) -> np.ndarray | None:
         return None
     value = elem.value
     try:
-        if isinstance(value, (bytes, bytearray)):  # (not converted yet: the text as stored)
-            return np.array(bytes(value).replace(b"\\", b" ").split(), dtype=float)
+        if isinstance(value, (bytes, bytearray)):  # (not converted yet: the text as stored; padded with a space or NUL)
+            return np.array(bytes(value).replace(b"\\", b" ").replace(b"\0", b" ").split(), dtype=float)
         if isinstance(value, str):
-            return np.array(value.replace("\\", " ").split(), dtype=float)
+            return np.array(value.replace("\\", " ").replace("\0", " ").split(), dtype=float)
         return np.asarray([float(v) for v in (value if hasattr(value, "__len__") else [value])], float)
-    except ValueError:
-        return None
+    except ValueError:  # (something else in the text: pydicom's own reading, as before)
+        try:
+            return np.asarray([float(v) for v in item.ContourData], float)
+        except (ValueError, TypeError, AttributeError):
+            return None
 
 
 def frames_of_reference(ds: Any) -> set[str]:
