@@ -157,6 +157,9 @@ def case_state(out: Path, src: Path, weights_sha256: str | None, request: dict[s
             stats = record.get("output_stats") or {}
             mask = out / record["mask"]
             untouched = bool(stats) and (not mask.exists() or stats.get(record["mask"]) == _stat(mask))
+            seg = out / str(record.get("dicom_seg") or "")  # (a SEG re-saved from napari: corrected, as a mask)
+            if untouched and record.get("dicom_seg") and seg.is_file() and stats.get(seg.name) != _stat(seg):
+                untouched = False
             return "stale" if untouched else "edited"
         return "edited"
     if partial_marker(out, src, name).exists():

@@ -270,3 +270,25 @@ def test_a_seg_corrected_since_is_kept_when_a_rerun_replaces_it(tmp_path, lung, 
     assert kept.is_file() and kept.read_bytes() == mine
     assert "its DICOM SEG had been changed since attnseg wrote it" in capsys.readouterr().err
     assert (out / "CT_seg.dcm").is_file() == bool(again)
+
+
+def test_a_cohort_rerun_with_other_options_leaves_a_corrected_seg_alone(tmp_path, lung, capsys):  # noqa: F811
+    """A cohort rerun with another option (--tta) and no --overwrite recomputed a case whose SEG had been corrected
+    since (moved to edited_masks/, the model's SEG back at the name sent to the PACS), while a corrected NIfTI mask
+    fails its case; now the corrected SEG fails it the same way and stays as it is."""
+    from napari_attnseg.data.dicom_seg_write import write_dicom_seg
+
+    folder, out = tmp_path / "CT", tmp_path / "out"
+    ct_series(lung, folder)
+    cohort = ["--summary", "summary.csv", "--dicom-seg"]
+    assert _predict(folder, out, *cohort) == 0
+    corrected = _mask(out, "CT").copy()
+    corrected[3, 40:60, 40:60] = 1
+    assert write_dicom_seg(out / "CT_seg.dcm", folder, corrected, ["background", "grey matter", "white matter"],
+                           "brain-mri-3d", "1", read_image(folder).affine)[0]
+    mine = (out / "CT_seg.dcm").read_bytes()
+    capsys.readouterr()
+    _predict(folder, out, *cohort, "--tta")
+    said = capsys.readouterr()
+    assert "1 failed" in said.out and "--overwrite" in said.out + said.err, said
+    assert (out / "CT_seg.dcm").read_bytes() == mine and not (out / "edited_masks").exists()
