@@ -133,6 +133,24 @@ def test_rgb_pictures_and_files_naming_their_axes_keep_them(tmp_path):
     assert read_image(tmp_path / "ij.tif").meta["axes"] == "CYX"
 
 
+def test_a_stained_slide_saved_channel_first_by_tifffile_stays_a_colour_picture(tmp_path, capsys):
+    """A bright-field (H&E-like) picture saved (3, Y, X) by tifffile (a PyTorch CHW tensor; tifffile stores it as
+    planar RGB) is the same file as a 3-plane stack; read as planes it lost the hematoxylin a 1-channel model segments.
+    A stained picture's planes are now read as colour, with a note; a fluorescence stack stays 3 planes."""
+    grey, _ = _nuclei()
+    he = np.stack([255 - grey // 3, 255 - grey, 255 - grey // 4], -1).astype(np.uint8)  # bright-field-like
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        tifffile.imwrite(tmp_path / "slide.tif", np.moveaxis(he, -1, 0))
+    assert main(["predict", str(tmp_path / "slide.tif"), "--model", str(_model(tmp_path, 1)), "--out",
+                 str(tmp_path / "out")]) == 0, capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "stored as planar RGB, looks like a bright-field stained picture: read as colour" in err, err
+    assert tifffile.imread(tmp_path / "out" / "slide_mask.tif").shape == grey.shape
+    record = json.loads((tmp_path / "out" / "slide_predict.json").read_text())
+    assert record.get("channel") == "hematoxylin", record
+
+
 # 3. several movies, one holding all the foreground: foreground on both sides of the split --------------------------
 
 

@@ -108,6 +108,15 @@ def _unnamed_planes(vol: Volume, channel: int | None, n: int, src: str | os.Path
     axes = str(vol.meta["axes"])
     what = f"{n} planes along an unnamed first axis (axes {axes})"
     earlier = [str(vol.meta["note"])] if vol.meta.get("note") else []
+    if channel is None and n == 3 and vol.meta.get("planar_rgb"):  # (tifffile's planar RGB: a stained slide is colour)
+        from ..data.stains import stain_grey
+
+        if (stained := stain_grey(np.moveaxis(np.asarray(vol.data), 0, -1), -1)) is not None:
+            spacing = tuple(vol.spacing[1:]) if len(vol.spacing) == 3 else vol.spacing
+            note = (f"{what}, stored as planar RGB, looks like a bright-field stained picture: read as colour; "
+                    f"{stained[1]}")
+            return Volume(stained[0], spacing, vol.affine, {**vol.meta, "axes": "YX", "channel": "hematoxylin",
+                                                            "note": "; ".join(earlier + [note])})
     if channel is None:
         note = (f"{what}, segmented as a z-stack slice by slice; if they are channels, choose one with "
                 f"--channel K (0 to {n - 1})")

@@ -132,7 +132,7 @@ def read_tiff(p: Path, series_index: int = 0):
     if axes.endswith("S") and data.shape[-1] == 4:  # RGBA: an alpha of one value (opaque) is dropped, with a note
         data, note = drop_flat_alpha(data, str(p))
     meta = {"source_path": str(p), "format": "tiff", "memory_mapped": isinstance(data, np.memmap), "axes": axes,
-            **({"note": note} if note else {})}
+            **({"note": note} if note else {}), **({"planar_rgb": True} if axes == "QYX" and series.axes == "SYX" else {})}
     if unit:  # the length unit of the spacing
         meta["unit"] = unit
     if several:  # (predict, export and a cohort print it with the result)
