@@ -6,7 +6,8 @@ FrameOfReferenceUID (the selected one first); without one, the only 3D image lay
 NIfTI converted from the series), with a note. The layer follows a placement (pixel size, position) set on that image
 later, as a record's layers do (:func:`.record_reader.follow_when_added`).
 Class names (ROIName / SegmentLabel, background first) go to the layer's ``class_names``, where the Correct tab reads
-them. An RTSTRUCT carries no image of its own: with no image open the reader says to open the series first.
+them; a SEG's reviewed-slice marks (napari's Save mask kept them) to ``reviewed_slices``, and the model that made its
+segments to its provenance (``attnseg``), as a mask file reopened with its model. An RTSTRUCT carries no image of its own: with no image open the reader says to open the series first.
 """
 
 from __future__ import annotations
@@ -137,12 +138,22 @@ def read_dicom_labels(path) -> list[tuple]:
             "spacing": list(md.get("spacing") or layer.scale), "affine": md["affine"]}
     if md.get("nifti"):
         meta["nifti"] = md["nifti"]  # (Save as NIfTI: the image's header codes)
+    if model := labels.meta.get("model_info"):  # the model that made its segments: the panels' provenance (the
+        meta["attnseg"] = {"model": model.get("model"), "checkpoint": model.get("checkpoint"),  # export's manifest,
+                           "checkpoint_sha256": model.get("weights_sha256")}  # the Fine-tune tab's start model)
+    if (reviewed := labels.meta.get("reviewed_slices")) is not None:  # (marks Save mask kept in the SEG: the
+        meta["reviewed_slices"] = list(reviewed)  # Correct tab exports those slices, and saves them again)
     name = f"{layer.name} {stem(str(file))}"
     kwargs = {"name": name, "scale": tuple(layer.scale), "translate": tuple(layer.translate), "metadata": meta,
               "features": {"class": names}, "units": tuple(str(u) for u in layer.units)}
     follow_when_added(viewer, kwargs, layer)  # (a pixel size or position typed on the image later moves it too)
     classes = ", ".join(f"{v} {n}" for v, n in enumerate(names) if v)
+    marks = ""
+    if reviewed is not None:
+        from ..correct import format_slice_ranges
+
+        marks = f"; slices {format_slice_ranges(reviewed)} marked reviewed, as saved in the file"
     notes = [n for n in (note, labels.meta.get("warning")) if n]
-    _notify(f"{name}: classes {classes} from {file.name}, drawn on {layer.name}" + "".join(f"; {n}" for n in notes),
-            info=not notes)
+    _notify(f"{name}: classes {classes} from {file.name}, drawn on {layer.name}{marks}"
+            + "".join(f"; {n}" for n in notes), info=not notes)
     return [(labels.data, kwargs, "labels")]

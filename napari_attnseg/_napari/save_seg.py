@@ -8,10 +8,13 @@ by scale and translate, never flipped nor reoriented (only a NIfTI is reoriented
 :func:`~..data.dicom_seg_write.write_dicom_seg` maps to the series' instances; its check of the image's affine
 refuses a series that no longer reads as the image did.
 
-The SEG is SEMIAUTOMATIC (a model's mask a person corrected; the model named by the mask's provenance: a run's
+The SEG is AUTOMATIC for a Segment run's mask saved unchanged with no slice marked reviewed (it says no review),
+else SEMIAUTOMATIC (a model's mask a person corrected; the model named by the mask's provenance: a run's
 mask, a mask file reopened with its model, or a DICOM SEG an algorithm made, ``attnseg predict --dicom-seg``'s, opened
 on the series) or MANUAL, naming no algorithm, for a mask no model made; its segments carry the mask's class names,
-its SeriesDescription says it was reviewed and which slices were marked (napari's slice numbers). The refusals
+its SeriesDescription says it was reviewed and which slices were marked (napari's slice numbers), and the marks
+themselves travel in its private block (reopened in napari or given to ``attnseg export``, the slices reviewed
+again, :mod:`..data.dicom_seg_write`). The refusals
 are Save mask's (never over the image's file, nor a file that is not a mask this plugin saved: a .dcm there is
 replaced only when it is a SEG written by this plugin); a big mask is written in a worker from what was taken when
 Save was pressed. A mask with no foreground writes nothing (a SEG holds at least one frame), said.
@@ -60,16 +63,23 @@ def is_our_seg(path: str | Path) -> bool:
 
 
 def seg_algorithm(layer) -> tuple[str, str] | None:
-    """The algorithm (name, version) that made ``layer``: its model (a run's mask, a mask file saved with its model),
-    else that of the DICOM SEG it was opened from (its first segment an algorithm made); None: drawn by hand."""
+    """The algorithm (name, version) that made ``layer``: that of the DICOM SEG it was opened from (its first segment
+    an algorithm made: the version as that SEG named it), else its model (a run's mask, a mask file saved with its
+    model); None: drawn by hand."""
     from ..data.volume import model_info_of
 
     md = layer.metadata
+    if md.get("format") == "dicom-seg" and (found := _seg_file_algorithm(md.get("source_path"))) is not None:
+        return found
     if (model := model_info_of(md.get("attnseg"))) is not None:
         sha = model.get("weights_sha256")
         version = f"weights sha256 {sha[:12]}" if sha else Path(str(model.get("checkpoint") or "")).name
         return model["model"] or "attnseg model", version or "unknown"
-    source = md.get("source_path")
+    return None
+
+
+def _seg_file_algorithm(source) -> tuple[str, str] | None:
+    """(name, version) of the algorithm that made the DICOM SEG ``source``'s first segment not drawn by hand."""
     if not source or not Path(str(source)).is_file():
         return None
     import pydicom
@@ -85,11 +95,17 @@ def seg_algorithm(layer) -> tuple[str, str] | None:
     return None
 
 
-def seg_description(model: str | None, reviewed: list[int], ndim: int) -> str:
-    """The SEG's SeriesDescription (at most 64 characters): who made it, that it was reviewed and which slices."""
+def seg_description(model: str | None, reviewed: list[int], ndim: int, unchanged: bool = False) -> str:
+    """The SEG's SeriesDescription (at most 64 characters): who made it, that it was reviewed and which slices. A
+    model's 3D mask with no slice marked says no review (was 'corrected, reviewed' for a mask saved untouched);
+    ``unchanged``: the model's own mask, as predict names its SEG."""
     from ..correct import format_slice_ranges
 
+    if model and unchanged and not reviewed:
+        return f"attnseg {model}"[:64]
     base = f"attnseg {model} corrected" if model else "attnseg manual"
+    if model and not reviewed and ndim == 3:
+        return base[:64]
     if not reviewed or ndim == 2:
         return f"{base}, reviewed"[:64]
     text = f"{base}, reviewed slices {format_slice_ranges(reviewed)}"
@@ -123,6 +139,7 @@ def save_as_seg(panel, layer, path: Path, asked: bool):
     """Write ``layer`` as a DICOM SEG at ``path`` on its DICOM image's series (see the module docstring); returns
     the path written, None when nothing was, or the worker writing a big mask."""
     from .. import __version__
+    from ..data.volume import model_info_of
 
     if (why := _refusal(panel, layer, path, asked)) is not None:
         notify_error(why)
@@ -135,14 +152,18 @@ def save_as_seg(panel, layer, path: Path, asked: bool):
     typed = [n.strip() for n in str(panel.class_names_edit.value or "").split(",")]
     names = names or (typed if all(typed) else [])  # (the Correct tab's names, where the mask keeps none)
     algorithm, version = model or ("", "")
+    pred = md.get("attnseg_prediction")  # (a Segment run's mask: saved untouched and unmarked, the model's own)
+    unchanged = bool(model) and not rev and pred is not None and np.array_equal(np.asarray(pred), layer.data)
     src = Path(str(image.metadata["source_path"]))
     if src.is_symlink() and src.is_file() and src.resolve().parent != src.parent:  # (predict's <case>_image.dcm:
         src = src.resolve()  # the reader read the series around the file it links to, :func:`..data.io._read_dicom`)
     press = {"src": str(src), "affine": np.asarray(image.metadata["affine"], float),
              "classes": names, "algorithm": algorithm, "version": version,
-             "algorithm_type": "SEMIAUTOMATIC" if model else "MANUAL", "ignore": md.get("ignore_value"),
-             "description": seg_description(algorithm if model else None, rev, layer.ndim),
-             "software": f"napari-attnseg {__version__}"}
+             "algorithm_type": "AUTOMATIC" if unchanged else "SEMIAUTOMATIC" if model else "MANUAL",
+             "ignore": md.get("ignore_value"),
+             "description": seg_description(algorithm if model else None, rev, layer.ndim, unchanged),
+             "software": f"napari-attnseg {__version__}", "reviewed": rev if layer.ndim == 3 else None,
+             "sha": (model_info_of(md.get("attnseg")) or {}).get("weights_sha256")}
     done = _SavedSeg(panel, layer, path, rev, names, image.name, press)
     data = np.array(layer.data)  # (the mask as pressed: strokes made while a worker writes go into the next save)
     if np.size(data) > _save.BACKGROUND_VOXELS:  # a big volume: written in a worker
@@ -171,7 +192,8 @@ class _SavedSeg(_save._Saved):
                          "reviewed) are left out")
             data = np.where(data == p["ignore"], 0, data)
         done, note = write_dicom_seg(path, p["src"], data, p["classes"], p["algorithm"], p["version"], p["affine"],
-                                     p["software"], p["algorithm_type"], p["description"], REDO)
+                                     p["software"], p["algorithm_type"], p["description"], REDO, p["reviewed"],
+                                     p["sha"])
         if not done:
             raise AttnSegError(note or "no DICOM SEG written")
         self.note = "; ".join(notes + ([note] if note else [])) or None
@@ -182,10 +204,12 @@ class _SavedSeg(_save._Saved):
 
         _save._SAVED.add(Path(written).resolve())
         p, rev = self.press, self.rev
-        made = f"SEMIAUTOMATIC, corrected from {p['algorithm']}" if p["algorithm"] else "MANUAL, no model"
+        made = (f"AUTOMATIC: {p['algorithm']}'s mask, not changed nor reviewed" if p["algorithm_type"] == "AUTOMATIC"
+                else f"SEMIAUTOMATIC, corrected from {p['algorithm']}" if p["algorithm"] else "MANUAL, no model")
         segments = ", ".join(p["classes"][1:]) if len(p["classes"]) > 1 else "class 1, ... (no class names given)"
         kept = (f"reviewed slice{'s' if len(rev) != 1 else ''} {format_slice_ranges(rev)} named in its series "
-                "description" if rev else "no reviewed slices (none marked)")
+                "description and kept as marks napari and attnseg export read back" if rev
+                else "no reviewed slices (none marked)")
         text = (f"Saved {self.name} to {written} as a DICOM SEG on {self.image}'s series ({made}; segments "
                 f"{segments}; {kept}).") + (f" Note: {self.note}." if self.note else "")
         if not is_deleted(self.panel):

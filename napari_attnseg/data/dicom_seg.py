@@ -8,7 +8,10 @@ segment (SegmentIdentificationSequence ReferencedSegmentNumber) gives the class:
 order of SegmentSequence, named by their SegmentLabel. BINARY frames are taken as they are, FRACTIONAL ones from
 half the MaximumFractionalValue up; a LABELMAP SEG's pixels are segment numbers. Frames are read one at a time.
 Where segments overlap, the smaller segment keeps the voxels (whatever the order of segments and frames), with a
-note.
+note. The slices a person marked reviewed (a SEG napari's Save mask wrote, :mod:`.dicom_seg_write`) are placed the
+same way, by their positions, as ``meta["reviewed_slices"]`` (one no longer on a slice is left out, with a note).
+The algorithm that made its segments (not MANUAL: ``attnseg predict --dicom-seg``'s model, or the one a corrected
+mask came from) is ``meta["model_info"]``, as a mask file saved with its model keeps it.
 """
 
 from __future__ import annotations
@@ -172,8 +175,51 @@ def read_dicom_seg(path: str | Path, image: Volume, roi: Sequence[str] | None = 
     if placed == 0 and (between or outside):
         raise InputError(f"{path}: none of its frames lies on a slice of {where}: " + "; ".join(notes)
                          + ". Give the image series the SEG was made on.")
+    reviewed = _reviewed(ds, to_voxel, grid, notes)
     counts = class_counts(labels, len(picked) + 1)
     for v, n in enumerate(picked, start=1):
         if not counts[v] and not sizes[v - 1]:  # (one covered by smaller segments: said with the overlaps)
             notes.append(f"segment {names[n]!r} has no voxel on this image: class {v} is empty")
-    return finish(path, image, labels, [names[n] for n in picked], notes, overlaps, "dicom-seg", "segment")
+    out = finish(path, image, labels, [names[n] for n in picked], notes, overlaps, "dicom-seg", "segment")
+    if reviewed is not None:
+        out.meta["reviewed_slices"] = reviewed
+    if (model := _model(ds, segments)) is not None:
+        out.meta["model_info"] = model
+    return out
+
+
+def _model(ds: Any, segments: list) -> dict | None:
+    """The model that made the SEG's segments (its first segment an algorithm made), as ``model_info``; None when a
+    person drew them all (MANUAL)."""
+    from .dicom_seg_write import MANUFACTURER, REVIEWED_GROUP
+
+    for item in segments:
+        if str(item.get("SegmentAlgorithmType") or "MANUAL").upper() != "MANUAL" and item.get("SegmentAlgorithmName"):
+            try:
+                sha = str(ds.private_block(REVIEWED_GROUP, MANUFACTURER)[0x03].value) or None
+            except (KeyError, ValueError, AttributeError):
+                sha = None
+            return {"model": str(item.SegmentAlgorithmName), "weights_sha256": sha, "checkpoint": None}
+    return None
+
+
+def _reviewed(ds: Any, to_voxel: np.ndarray, grid: tuple, notes: list[str]) -> list[int] | None:
+    """The image's slices the SEG's private block marks reviewed (positions in LPS mm onto the image's slices);
+    None when it marks none (not written by napari's Save mask, or the block was stripped)."""
+    from .dicom_seg_write import MANUFACTURER, REVIEWED_GROUP
+
+    try:
+        block = ds.private_block(REVIEWED_GROUP, MANUFACTURER)
+        values = block[0x01].value
+    except (KeyError, ValueError, AttributeError):
+        return None
+    pos = _floats([values] if isinstance(values, (str, float, int)) else values, np.size(values))
+    if pos is None or pos.size == 0 or pos.size % 3:
+        notes.append("its reviewed-slice marks could not be read (not 3 numbers a slice): none are kept")
+        return None
+    k = (to_voxel[:3] @ np.c_[pos.reshape(-1, 3), np.ones(pos.size // 3)].T)[2]
+    on = (np.abs(k - np.rint(k)) <= ON_SLICE) & (np.rint(k) >= 0) & (np.rint(k) < grid[0])
+    if not on.all():
+        notes.append(f"{int((~on).sum())} of its {on.size} reviewed slices lie on no slice of this image: their marks "
+                     "are left out")
+    return sorted({int(z) for z in np.rint(k[on])}) or None

@@ -9,6 +9,11 @@ Each frame is the source slice's own grid: its rows and columns as stored, its I
 (:func:`source_slices` runs the reader's own choice of series, volume and slice order, :mod:`.dicom`), never
 re-sorted here. Patient, study and frame of reference come from the source; the SEG is a new series with new UIDs
 (``pydicom.uid.generate_uid``). Written with pydicom only.
+
+The slices a person marked reviewed (napari's Correct tab) travel in a private block (group 0071, creator
+``napari-attnseg``): each one's ImagePositionPatient (LPS mm, 3 values a slice) and its slice number in the series'
+reading order; :func:`.dicom_seg.read_dicom_seg` maps the positions back onto the image's slices (feet-first series,
+a NIfTI converted from it) as ``meta["reviewed_slices"]``. A PACS that strips private tags drops only the marks.
 """
 
 from __future__ import annotations
@@ -23,12 +28,14 @@ import numpy as np
 from ..errors import InputError
 from .dicom_geometry import Frame
 
-__all__ = ["SEG_SOP_CLASS", "SEG_SUFFIX", "refuse_not_dicom", "source_slices", "write_dicom_seg"]
+__all__ = ["REVIEWED_GROUP", "SEG_SOP_CLASS", "SEG_SUFFIX", "refuse_not_dicom", "source_slices", "write_dicom_seg"]
 
 SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
 SEG_SUFFIX = "_seg.dcm"
 ALGORITHM_TYPES = ("AUTOMATIC", "SEMIAUTOMATIC", "MANUAL")  # SegmentAlgorithmType's defined terms
 MANUFACTURER = "napari-attnseg"  # (Manufacturer of the SEGs written here: how Save mask tells its own SEG files)
+REVIEWED_GROUP = 0x0071  # private block (creator MANUFACTURER): 0x01 reviewed slices' positions (DS), 0x02 their
+# numbers (IS), 0x03 the model's weights sha256 (LO: the digest ``attnseg export`` records; the version keeps 12)
 # copied from the source: Patient, Clinical Trial Subject, General Study, Patient Study, Clinical Trial Study modules
 PATIENT_STUDY = (
     "PatientName", "PatientID", "IssuerOfPatientID", "IssuerOfPatientIDQualifiersSequence", "PatientBirthDate",
@@ -131,14 +138,18 @@ def _check_grid(src: Path, labels: np.ndarray, slices: list[Frame | None], affin
 def write_dicom_seg(path: str | Path, src: str | Path, labels: np.ndarray, classes: Sequence[str], algorithm: str,
                     version: str, affine: np.ndarray | None = None, software: str = "",
                     algorithm_type: str = "AUTOMATIC", description: str | None = None,
-                    redo: str = "Changed while predicting? Run the case again.") -> tuple[bool, str | None]:
+                    redo: str = "Changed while predicting? Run the case again.",
+                    reviewed: Sequence[int] | None = None,
+                    weights_sha256: str | None = None) -> tuple[bool, str | None]:
     """Write ``labels`` (the mask on the grid of the DICOM series ``src``, read as :func:`.dicom.read_dicom_series`
     reads it, whose ``affine`` it had) as a DICOM SEG at ``path``, atomically. ``classes``: the class names (value v
     is ``classes[v]``, 0 the background); ``algorithm``/``version``: the model's name and version.
     ``algorithm_type``: AUTOMATIC (the model's own mask), SEMIAUTOMATIC (a model's mask a person corrected) or
     MANUAL (drawn by a person: ``algorithm`` may be empty, no algorithm is named); ``description``: the
     SeriesDescription (at most 64 characters; by default 'attnseg <algorithm>'); ``redo``: what to do when the
-    series no longer reads as the mask's grid (said in the error).
+    series no longer reads as the mask's grid (said in the error); ``reviewed``: the slices (of ``labels``) a person
+    marked reviewed, and ``weights_sha256`` the model's weights digest, kept in the private block (see the module
+    docstring).
 
     Returns whether it was written and a warning for the record, or None: why none was written (no foreground: a SEG
     holds at least one frame; a series without a position in space: a SEG could not be placed on it), or what of the
@@ -260,5 +271,28 @@ def write_dicom_seg(path: str | Path, src: str | Path, labels: np.ndarray, class
     data = b"".join(packed) if whole else pack_bits(np.stack(packed), pad=False)
     ds.PixelData = data + (b"\0" if len(data) % 2 else b"")
     ds["PixelData"].VR = "OB"
+    _mark_reviewed(ds, reviewed, grid_affine, slices, weights_sha256 if algorithm_type != "MANUAL" else None)
     atomic_write(path, lambda tmp: pydicom.dcmwrite(tmp, ds, enforce_file_format=True))
     return True, "; ".join(notes) or None
+
+
+def _mark_reviewed(ds: Any, reviewed: Sequence[int] | None, affine: np.ndarray, slices: list[Frame | None],
+                   sha: str | None) -> None:
+    """The reviewed slices in the SEG's private block: each one's first-pixel position (its source image's, else the
+    grid's: a slice inserted where the series misses one) and its number in the series' reading order; the model's
+    weights digest."""
+    from .dicom_geometry import LPS_TO_RAS
+
+    marks = sorted({int(z) for z in reviewed or () if 0 <= int(z) < len(slices)})
+    if sha:
+        ds.private_block(REVIEWED_GROUP, MANUFACTURER, create=True).add_new(0x03, "LO", str(sha)[:64])
+    if not marks:
+        return
+    positions = []
+    for k in marks:
+        f = slices[k]
+        pos = f.position if f is not None and f.position is not None else (LPS_TO_RAS @ affine @ [0, 0, k, 1])[:3]
+        positions += [f"{float(v):.4f}" for v in pos]
+    block = ds.private_block(REVIEWED_GROUP, MANUFACTURER, create=True)
+    block.add_new(0x01, "DS", positions)
+    block.add_new(0x02, "IS", [str(k) for k in marks])
