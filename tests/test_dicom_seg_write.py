@@ -292,3 +292,29 @@ def test_a_cohort_rerun_with_other_options_leaves_a_corrected_seg_alone(tmp_path
     said = capsys.readouterr()
     assert "1 failed" in said.out and "--overwrite" in said.out + said.err, said
     assert (out / "CT_seg.dcm").read_bytes() == mine and not (out / "edited_masks").exists()
+
+
+def test_class_names_outside_latin_1_survive(tmp_path, lung):  # noqa: F811
+    """A class named 'Ödem' / '肿瘤' on a series without SpecificCharacterSet was written as '??' (a Python warning
+    only); the SEG now says UTF-8 (ISO_IR 192) when its text needs it, the source's set otherwise."""
+    import warnings
+
+    import pydicom
+
+    from napari_attnseg.data.dicom_seg_write import write_dicom_seg
+    from napari_attnseg.data.labels_in import read_labels
+
+    folder = tmp_path / "CT"
+    cts = ct_series(lung, folder)
+    image = read_image(folder)
+    labels = np.zeros(SHAPE, np.uint8)
+    labels[3, 40:60, 40:60], labels[4, 60:80, 60:80] = 1, 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # (pydicom's "Failed to encode value ... using replacement characters")
+        assert write_dicom_seg(tmp_path / "seg.dcm", folder, labels, ["background", "Ödem", "肿瘤"], "m", "1",
+                               image.affine)[0]
+    assert read_labels(tmp_path / "seg.dcm", image).meta["class_names"] == ["background", "Ödem", "肿瘤"]
+    ds = pydicom.dcmread(tmp_path / "seg.dcm")
+    assert ds.SpecificCharacterSet == "ISO_IR 192" and str(ds.PatientName) == str(cts[0].PatientName)
+    assert write_dicom_seg(tmp_path / "ascii.dcm", folder, labels, ["background", "a", "b"], "m", "1", image.affine)[0]
+    assert "SpecificCharacterSet" not in pydicom.dcmread(tmp_path / "ascii.dcm")  # (as the source: none)

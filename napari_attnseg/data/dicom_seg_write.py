@@ -135,6 +135,23 @@ def _check_grid(src: Path, labels: np.ndarray, slices: list[Frame | None], affin
                          f"SEG written. {redo}")
 
 
+def _charset(source, texts: list[str]):
+    """The SEG's SpecificCharacterSet: the source's when our text (class names, description) fits in it, else UTF-8
+    (ISO_IR 192; a class named 'Ödem' or '肿瘤' on a series without one was written as '??')."""
+    from pydicom.charset import python_encoding
+
+    if all(t.isascii() for t in texts):
+        return source or None
+    names = [source] if isinstance(source, str) else [str(n) for n in source or []]
+    if len(names) == 1 and (codec := python_encoding.get(names[0])):
+        try:
+            "".join(texts).encode(codec)
+            return source
+        except UnicodeEncodeError:
+            pass
+    return "ISO_IR 192"
+
+
 def write_dicom_seg(path: str | Path, src: str | Path, labels: np.ndarray, classes: Sequence[str], algorithm: str,
                     version: str, affine: np.ndarray | None = None, software: str = "",
                     algorithm_type: str = "AUTOMATIC", description: str | None = None,
@@ -193,8 +210,9 @@ def write_dicom_seg(path: str | Path, src: str | Path, labels: np.ndarray, class
     meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = SEG_SOP_CLASS, generate_uid()
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
-    if header.get("SpecificCharacterSet"):
-        ds.SpecificCharacterSet = header.SpecificCharacterSet
+    texts = [str(c) for c in classes] + [str(t or "") for t in (description, algorithm, version, software)]
+    if charset := _charset(header.get("SpecificCharacterSet"), texts):
+        ds.SpecificCharacterSet = charset
     ds.SOPClassUID, ds.SOPInstanceUID = SEG_SOP_CLASS, meta.MediaStorageSOPInstanceUID
     for keyword in PATIENT_STUDY:
         if keyword in header:
