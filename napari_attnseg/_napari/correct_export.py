@@ -26,7 +26,10 @@ class CorrectExport:
     ``_reviewed()``."""
 
     def class_names(self, layer) -> list[str] | None:
-        """The names typed in the form (None: the dataset's default), checked against the mask."""
+        """The names typed in the form (None: the dataset's default), checked against the mask. The mask's own names
+        (the field as the mask filled it) that are none of the chosen dataset's classes (a model's ``nucleus`` against
+        ``foreground``): None, the values exported as they are with a warning, as ``attnseg export`` does with a saved
+        mask's names (typed names are matched by name: renumbered, or a class the dataset lacks refused)."""
         self._check_no_ignore(layer)
         text = self.class_names_edit.value.strip()
         if not text:
@@ -51,6 +54,12 @@ class CorrectExport:
                            f"trained on this kind of image (its run warned so): value 1 is exported as {names[1]!r}. If "
                            "it is something else, type the names of what you corrected in Class names (e.g. "
                            "background, tumour) before you export.")
+        if text == getattr(self, "_auto_names", None) and (folder := folder_text(self.dataset_edit)):
+            from ..data.export_plan import names_by_value
+
+            if note := names_by_value(names, folder, layer.name):  # the mask's own names, none of the dataset's
+                notify_warning(note)
+                return None
         return names
 
     def _check_no_ignore(self, layer) -> None:

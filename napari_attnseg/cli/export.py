@@ -52,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
     from ..correct import format_slice_ranges, parse_slice_ranges
     from ..data import read_image
     from ..data.export import check_class_ids, export_case
+    from ..data.export_plan import names_by_value
     from ..data.grid import on_image_grid
     from ..data.label_values import class_key
     from ..data.labels_in import dicom_labels_kind, read_labels
@@ -103,13 +104,18 @@ def run(args: argparse.Namespace) -> int:
                   "exported as they are, so these classes swap names: leave out --label-names to use the mask's names.",
                   file=sys.stderr)
     new_dataset = not (Path(args.dataset) / "manifest.json").exists()
-    # the names the mask was saved with (napari's Correct panel); an RTSTRUCT/SEG's ROI names into an existing dataset
-    # too: its ROIs come in the file's order, matched to the dataset's classes by name (export_case)
-    if names is None and (new_dataset or dicom) and labels.meta.get("class_names") and not args.foreground:
-        names = list(labels.meta["class_names"])
-        whose = f"of its {'ROIs' if dicom == 'RTSTRUCT' else 'segments'}" if dicom else "saved with the mask"
-        print(f"{args.labels}: using the class names {whose}: {', '.join(names)} (--label-names overrides)",
-              file=sys.stderr)
+    # the names the mask was saved with (napari's Correct panel, Save mask), an RTSTRUCT/SEG's ROI names: into an
+    # existing dataset matched to its classes by name (export_case: renumbered, a class it lacks refused); a saved
+    # mask's names that are none of the dataset's (a model's 'nucleus' against 'foreground') go in by value, warned
+    if names is None and labels.meta.get("class_names") and not args.foreground:
+        carried = [str(n) for n in labels.meta["class_names"]]
+        if not new_dataset and not dicom and (note := names_by_value(carried, args.dataset, str(args.labels))):
+            print(f"{args.labels}: warning: {note}", file=sys.stderr)
+        else:
+            names = carried
+            whose = f"of its {'ROIs' if dicom == 'RTSTRUCT' else 'segments'}" if dicom else "saved with the mask"
+            print(f"{args.labels}: using the class names {whose}: {', '.join(names)} (--label-names overrides)",
+                  file=sys.stderr)
     top = 1 if args.foreground else int(np.asarray(labels.data).max(initial=0))
     if names is None and args.model and new_dataset:
         from ..checkpoint import read_card, resolve_model_path  # a new dataset: the model's class names

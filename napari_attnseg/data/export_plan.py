@@ -255,6 +255,28 @@ def by_name(names: list[str], table: list[str], folder: Path, what: str) -> tupl
     return (np.asarray(targets) if moved else None), notes
 
 
+def names_by_value(names: list[str], folder: str | os.PathLike, what: str) -> str | None:
+    """The warning for exporting by value (the dataset's classes, the names left aside) a mask whose own class names
+    (saved with it, or a model's, e.g. ``nucleus``) are none of the label table of the dataset in ``folder`` (e.g.
+    ``foreground``); None when there is no dataset there, or one of the names is in its table (compared as
+    :func:`by_name` does): those are matched by name (renumbered, or a class it lacks refused). A mask's values were
+    painted as classes, the names may be a model's defaults that nobody renamed: refusing them would refuse exports
+    that went in as they are."""
+    manifest = read_manifest(Path(folder)) if str(folder) and Path(folder).is_dir() else None
+    if manifest is None:
+        return None
+    from .label_values import class_key
+
+    table, names = [str(n) for n in manifest["label_names"]], [str(n).strip() for n in names]
+    if names == table or {class_key(n) for n in names[1:]} & {class_key(n) for n in table[1:]}:
+        return None
+    pairs = ", ".join(f"{v} {names[v]} as {table[v]}" for v in range(1, min(len(names), len(table))))
+    return (f"{what}'s class names ({', '.join(names)}) are none of the label table of the dataset in {folder} "
+            f"({', '.join(table)}): its values go in as they are{f' ({pairs})' if pairs else ''}. If they are other "
+            "classes, export into another folder; give the values the dataset's names to export without this warning "
+            f"(attnseg export --label-names {','.join(table)}; napari: Class names).")
+
+
 def renumber(values: np.ndarray, lut: np.ndarray) -> np.ndarray:
     """``values`` with each value ``v`` below ``len(lut)`` replaced by ``lut[v]`` (others as they are), same dtype."""
     values = np.asarray(values)

@@ -22,7 +22,7 @@ from .orientation import start_orientation, turn_cases
 from .repeats import merge_repeated_images
 from .resampling import ModelGrid
 from .sampling import PatchSampler
-from .split_movies import CaseIds
+from .split_movies import CaseIds, case_axes
 from .steps import _LossNet, _with_new_head, kept_classes, looks_like_hu, training_precision
 from .valblocks import EvalParts, validated_parts
 
@@ -50,7 +50,8 @@ class RunSetup(BrainInputs, ModelGrid):
         self._case_codes = [target if t is not None else c for c, t in zip(self._case_codes, self._turns)]
         self.notes.extend(turned)
         self.case_ids, self.raw, merged = merge_repeated_images([c.case_id for c in ds.cases], loaded, self.ignore)
-        self.case_ids = CaseIds(self.case_ids, {c.case_id: c.source_name for c in ds.cases})  # (a movie's frames)
+        self.case_ids = CaseIds(self.case_ids, {c.case_id: c.source_name for c in ds.cases},  # (a movie's frames,
+                                case_axes(ds.cases))  # and a time-lapse kept as one case: split by frame blocks)
         turns = dict(zip([c.case_id for c in ds.cases], self._turns))
         self._turns = [turns.get(cid) for cid in self.case_ids]  # per merged case, as Part.case counts them
         self.notes.extend(merged)

@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DatasetError
-from .split_movies import movie_groups, split_by_movie
+from .split_movies import frames_note, movie_groups, split_by_movie, time_lapse
 
 ROLES = ("train", "val", "test")
 
@@ -181,10 +181,12 @@ def make_split(labels: list[np.ndarray], case_ids: list[str], *, ignore: int | N
             order[n_val - 1], order[j] = order[j], order[n_val - 1]
         val_ids, train_ids = sorted(order[:n_val]), sorted(order[n_val:])
         split = Split([Part(i, full[i]) for i in train_ids], [Part(i, full[i]) for i in val_ids], [], "by case", case_ids, [])
-    elif slices and labels[0].ndim == 3:
+    elif slices and labels[0].ndim == 3 and not time_lapse(case_ids, 0):
         split = _default_slices(labels[0], ignore, val_fraction, case_ids, seen)
-    else:
+    else:  # (a time-lapse case: a block of consecutive frames, as a movie exported one 2D case per frame)
         split = _default_slabs(labels[0], ignore, val_fraction, case_ids, seen)
+        if labels[0].ndim == 3 and time_lapse(case_ids, 0):
+            split.warnings.append(frames_note(case_ids[0], split.val[0].box[0], labels[0].shape[0]))
     split.shapes = list(shapes)
     from .split_checks import (  # (they use this module's helpers)
         check_given_slices,

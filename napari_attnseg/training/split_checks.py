@@ -9,6 +9,7 @@ from scipy import ndimage
 
 from ..errors import DatasetError
 from .split import ROLES, Split, _labelled, _labelled_rows, _overlap, _ranges, format_box
+from .split_movies import time_lapse
 
 
 def check_given_slices(split: Split, lab, held: list[int], ignore, slices: bool) -> None:
@@ -96,7 +97,8 @@ def describe_validation(split: Split, labels, ignore) -> None:
             n_objects += int(ndimage.label(fg)[1])
         fg_vox += int(fg.sum())
     volumes = labels[0].ndim == 3
-    split.validation = (f"{n_slices} labelled slice{'' if n_slices == 1 else 's'}, {n_fg_slices} with foreground "
+    unit = "frame" if split.val and all(time_lapse(split.case_ids, p.case) for p in split.val) else "slice"
+    split.validation = (f"{n_slices} labelled {unit}{'' if n_slices == 1 else 's'}, {n_fg_slices} with foreground "
                         f"({fg_vox} foreground voxels)"
                         if volumes else f"{n_slices} part(s) of 2D images, {n_objects} object(s) ({fg_vox} foreground pixels)")
     if fg_vox == 0:
@@ -105,7 +107,7 @@ def describe_validation(split: Split, labels, ignore) -> None:
                               "segmentation; the checkpoint is chosen by the training loss instead (label "
                               "foreground on more slices, or give a validation region that holds some)")
     elif volumes and n_fg_slices == 1:
-        split.warnings.append("the validation holds foreground on one slice only: its Dice is a weak guide")
+        split.warnings.append(f"the validation holds foreground on one {unit} only: its Dice is a weak guide")
     elif not volumes and n_objects < 3:
         split.warnings.append(f"the validation holds {n_objects} object(s) only: its Dice is a weak guide "
                               "(label more objects, or give a validation region that holds more)")

@@ -23,11 +23,40 @@ SOURCE_FRAME = re.compile(r"^(?P<file>.+) \(frame (?P<t>\d+)\)$")  # export.py: 
 
 class CaseIds(list):
     """Case ids carrying each case's source (``sources``: the manifest's ``source_name``, None when unknown), so the
-    split finds the frames of one movie exported in several rounds (:func:`movie_groups`)."""
+    split finds the frames of one movie exported in several rounds (:func:`movie_groups`), and its axes where its
+    file records them (``axes``, :func:`case_axes`: ``TYX``, a time-lapse kept as one case, :func:`time_lapse`)."""
 
-    def __init__(self, ids: list[str], sources: dict[str, str | None]):
+    def __init__(self, ids: list[str], sources: dict[str, str | None], axes: dict[str, str | None] | None = None):
         super().__init__(ids)
         self.sources = [sources.get(cid) for cid in ids]
+        self.axes = [(axes or {}).get(cid) for cid in ids]
+
+
+def case_axes(cases) -> dict[str, str | None]:
+    """The axes each case's TIFF label (else image) file records, read from its header (``TYX``: a time-lapse the
+    TIFF layout keeps as one t, y, x case); None for other files."""
+    from ..data.tiff import tiff_axes
+
+    found: dict[str, str | None] = {}
+    for case in cases:
+        paths = [p for p in (case.label_path, *case.image_paths[:1]) if str(p).lower().endswith((".tif", ".tiff"))]
+        found[case.case_id] = next((a for p in paths if (a := tiff_axes(p))), None)
+    return found
+
+
+def time_lapse(case_ids: list[str], i: int) -> bool:
+    """Whether case ``i`` is a time-lapse held as one case (its first axis the frames: ``case_ids.axes``)."""
+    axes = getattr(case_ids, "axes", None)
+    return bool(axes) and str(axes[i] or "").startswith("T")
+
+
+def frames_note(case_id: str, block: tuple[int, int], n_frames: int) -> str:
+    """The split's words for one time-lapse case validated on a ``block`` (start, stop) of its frames."""
+    a, b = block
+    held = f"frame {a}" if b == a + 1 else f"frames {a}-{b - 1}"
+    return (f"{case_id} is a time-lapse ({n_frames} frames in one t, y, x case): validation on the block of consecutive "
+            f"{held}, the others train (not frames spread between training ones); frames next to each other look "
+            "alike, so the validation Dice is optimistic (export a second movie to validate on another one)")
 
 
 def movie_groups(case_ids: list[str], shapes: list[tuple] | None = None) -> list[list[int]] | None:
