@@ -184,3 +184,25 @@ def test_a_time_lapse_into_a_dataset_holding_it_as_one_3d_case_says_what_happene
                       axes="TYX")  # what the message offers: the TIFF layout keeps the movie as one t, y, x file
     with tifffile.TiffFile(tmp_path / "ds_tiff" / "labels" / f"{rec.case_id}.tif") as f:
         assert (f.series[0].axes, f.series[0].shape) == ("TYX", (4, 64, 64))
+
+
+def test_two_movies_of_one_file_name_stay_two_movies(tmp_path):
+    """exp1/movie.tif and exp2/movie.tif (one file name, one frame size) exported into one dataset: grouping frames
+    by their source merged them into one movie validated on frames 3-5 of both, next to their trained frames 0-2.
+    A frame index found twice means two movies: each stays whole on one side, as before source matching."""
+    from napari_attnseg.data.dataset import read_dataset
+    from napari_attnseg.training.split import make_split
+    from napari_attnseg.training.split_movies import CaseIds
+
+    movie, masks = _movie()
+    ds = tmp_path / "ds"
+    export_case(movie, masks, ds, "nnunet", source_name="movie.tif", axes="TYX")
+    export_case(movie[:, ::-1], masks[:, ::-1], ds, "nnunet", source_name="movie.tif", axes="TYX")
+    d = read_dataset(ds)
+    ids = CaseIds([c.case_id for c in d.cases], {c.case_id: c.source_name for c in d.cases})
+    labels = [c.load()[1] for c in d.cases]
+    for seed in range(3):
+        split = make_split(labels, ids, ignore=d.ignore_label, val_fraction=0.5, seed=seed)
+        val = {ids[p.case].rsplit("_t", 1)[0] for p in split.val}
+        train = {ids[p.case].rsplit("_t", 1)[0] for p in split.train}
+        assert len(val) == 1 and len(train) == 1 and not val & train, (seed, val, train)

@@ -74,6 +74,11 @@ def movie_groups(case_ids: list[str], shapes: list[tuple] | None = None) -> list
         else:
             key, t = (("movie", found["base"]) if found else ("case", cid)), int(found["t"]) if found else 0
         keys.setdefault(key, []).append((t, i))
+    for key in [k for k in keys if k[0] == "source"]:  # a frame twice: two movies of one file name (exp1/movie.tif
+        if len({t for t, _ in keys[key]}) < len(keys[key]):  # and exp2/movie.tif), not rounds of one: by case id
+            for _, i in keys.pop(key):
+                found = FRAME.match(case_ids[i])
+                keys.setdefault(("movie", found["base"]), []).append((int(found["t"]), i))
     groups = []
     for key, members in keys.items():
         movie = key[0] != "case" and len(members) > 1  # (one case named like a frame: a case of its own)
