@@ -168,21 +168,28 @@ def _is_image(ds: Any) -> bool:
         str(ds.get("Modality") or "").upper() not in NOT_IMAGES
 
 
-def read_dicom_series(path: Path) -> Volume:
-    """The series of ``path`` (a folder of one series, or one file of it) as a :class:`Volume`."""
+def series_geometry(path: Path):
+    """The frames of the series of ``path`` in the volume's slice order, with its geometry (what
+    :func:`read_dicom_series` reads, and the DICOM SEG writer places its frames on), and the notes on what was chosen."""
     path = Path(path)
     opened = None if path.is_dir() else path
     frames, chosen = _frames(path)
     frames, note = select(frames, opened)
     frames, volumes = split_volumes(frames, opened)
-    geo = geometry(frames, path)
+    return geometry(frames, path), [n for n in (chosen, note, volumes) if n]
+
+
+def read_dicom_series(path: Path) -> Volume:
+    """The series of ``path`` (a folder of one series, or one file of it) as a :class:`Volume`."""
+    path = Path(path)
+    geo, notes = series_geometry(path)
     data, pixel_meta = read_pixels(geo.frames, path)
     if geo.slots is not None:  # slices missing from the series: empty ones keep the others in place
         full = np.full((geo.slots[-1] + 1, *data.shape[1:]), data.min() if data.ndim == 3 else 0, data.dtype)
         full[geo.slots] = data
         data = full
     first = geo.frames[0].header
-    warnings = [n for n in (chosen, note, volumes) if n] + geo.warnings
+    warnings = notes + geo.warnings
     meta: dict[str, Any] = {"source_path": str(path), "format": "dicom", "axis_order": "kji",
                             "modality": str(getattr(first, "Modality", "") or ""), **pixel_meta}
     if getattr(first, "SeriesInstanceUID", None):  # (an RTSTRUCT/SEG opened later finds the series it references)

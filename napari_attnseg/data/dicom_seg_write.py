@@ -55,16 +55,9 @@ TYPE2 = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDat
 def source_slices(src: str | Path) -> tuple[list[Frame | None], np.ndarray]:
     """The source frame of each slice of the volume :func:`.dicom.read_dicom_series` reads from ``src`` (None for a
     slice it inserted where the series misses one) and that volume's affine: the same headers, choices and order."""
-    from .dicom import _frames
-    from .dicom_choice import split_volumes
-    from .dicom_geometry import geometry, select
+    from .dicom import series_geometry
 
-    path = Path(src)
-    opened = None if path.is_dir() else path
-    frames, _ = _frames(path)
-    frames, _ = select(frames, opened)
-    frames, _ = split_volumes(frames, opened)
-    geo = geometry(frames, path)
+    geo, _ = series_geometry(Path(src))
     slots = geo.slots if geo.slots is not None else list(range(len(geo.frames)))
     slices: list[Frame | None] = [None] * (slots[-1] + 1)
     for slot, frame in zip(slots, geo.frames):
