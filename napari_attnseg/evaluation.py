@@ -92,6 +92,34 @@ def names_to_classes(names: Sequence[str] | None, classes: Sequence[str]) -> tup
         + ", ".join(f"{v} as {c} {classes[c]!r}" for v, c in moved.items()))
 
 
+def unreviewed_slices(meta: dict, shape: tuple[int, ...], what: str) -> tuple[np.ndarray | None, str]:
+    """The voxels of reference labels on slices nobody reviewed, when the labels mark which were (``meta``'s
+    ``reviewed_slices``: saved with a mask by napari's Correct panel, a DICOM SEG's marks), and the note saying what is
+    scored; ``(None, '')`` when they mark none (or every slice). The other slices hold what the model found there,
+    unchecked: scored, they raised the Dice toward the model's own (0.1023 on the reviewed slices, 0.7603 over all).
+    Refused when the marks name no slice of the labels (nothing checked to score)."""
+    from .correct import format_slice_ranges
+
+    if meta.get("reviewed_slices_dropped"):
+        return None, (f"{what} carries reviewed-slice marks numbered in its own orientation, not the image's: they are "
+                      "not used, so every slice is scored, unchecked ones too")
+    marks = meta.get("reviewed_slices")
+    if marks is None or len(shape) != 3:
+        return None, ""
+    rows = sorted({int(z) for z in marks if 0 <= int(z) < shape[0]})
+    if not rows:
+        raise InputError(f"{what} marks none of its {shape[0]} slices reviewed ({list(marks)}): there is no checked "
+                         "slice to score against. Mark the slices you checked (napari: press R on each, then save the "
+                         "mask) and evaluate again.")
+    if len(rows) == shape[0]:
+        return None, ""
+    out = np.ones(shape, bool)
+    out[rows] = False
+    return out, (f"scored on the {len(rows)} reviewed slice{'s' if len(rows) > 1 else ''} "
+                 f"({format_slice_ranges(rows)}) {what} marks; the other {shape[0] - len(rows)} are unchecked "
+                 "(the model's own guess, or unlabelled) and left out")
+
+
 def probability_map_note(labels: np.ndarray, what: str) -> str:
     """A message when reference labels of whole numbers look like a probability map (a grey-matter map of 0-255, as
     uint8), '' otherwise: 16 values or more that differ between most neighbouring foreground voxels. Class maps and

@@ -107,6 +107,7 @@ def run(args: argparse.Namespace) -> int:
         probability_map_note,
         transposed_note,
         transposed_shape_hint,
+        unreviewed_slices,
     )
     from ..inference import predict
     from ..inference.checks import check_time_axis
@@ -164,6 +165,11 @@ def run(args: argparse.Namespace) -> int:
         notes.append(f"{int(left_out.sum())} voxels of {args.labels} hold 255, the value many tools give unlabelled "
                      "voxels (an ignore index), which the model does not predict: left out of the Dice; if 255 is a "
                      "class of yours, relabel it to the model's value")
+    unchecked, said = unreviewed_slices(ref.meta, labels.shape, args.labels)  # (marks saved with the labels)
+    if said:
+        notes.append(said)
+    if unchecked is not None:
+        left_out = left_out | unchecked
     if model.out_channels == 2 and labels[~left_out].max(initial=0) > 1:
         labels = (labels > 0).astype(np.uint8)
         notes.append("reference labels have several ids and the model is binary: scored as labels > 0")

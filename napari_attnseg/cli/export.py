@@ -79,13 +79,14 @@ def run(args: argparse.Namespace) -> int:
     if note:
         print(note, file=sys.stderr)
     check_class_ids(np.asarray(labels.data), f"{args.labels} (labels)")  # refused with the file's name
-    prediction = None
+    prediction = pred_names = None
     if args.prediction:
         pred, note = on_image_grid(image, _palette_mask(args.prediction, read_image(args.prediction)), "prediction")
         if note:
             print(note, file=sys.stderr)
         prediction = np.asarray(pred.data)
         check_class_ids(prediction, f"{args.prediction} (prediction)")  # a probability map would skew the edit stats
+        pred_names = _prediction_names(args, pred.meta, dicom)
     names = args.label_names.split(",") if args.label_names else None
     if names and names[0].strip().lower().strip("_ ") not in BACKGROUND_NAMES \
             and "background" not in (n.strip().lower() for n in names):  # a misplaced 'background' is refused
@@ -169,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
         data, np.asarray(labels.data), args.dataset, args.format, channel_axis=stacked,
         spacing=spacing, affine=image.affine,
         reviewed_slices=reviewed,
-        prediction=prediction, case_id=args.case_id,
+        prediction=prediction, prediction_names=pred_names, case_id=args.case_id,
         label_names=names,
         channel_names=channels, source_name=args.source_name or Path(os.path.abspath(args.image)).name,  # ('.': its folder's name)
         model_info=model_info, overwrite=args.overwrite,
@@ -194,13 +195,40 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _prediction_names(args, meta: dict, dicom: str | None) -> list[str] | None:
+    """The class names of ``--prediction`` (the model's mask), by which export_case puts it in the dataset's numbering
+    for the edit statistics: those saved in the file (attnseg predict's mask names the model's classes), else
+    ``--model``'s; without either, an RTSTRUCT's labels (numbered in the file's ROI order, which no model shares) leave
+    it in the dataset's numbering, other labels their own (a mask saved from napari is numbered as its model's)."""
+    import sys
+
+    from ..data.manifest import read_manifest
+
+    if meta.get("class_names"):
+        return [str(n) for n in meta["class_names"]]
+    if args.model:
+        from ..checkpoint import read_card, resolve_model_path
+
+        classes = [str(c) for c in (read_card(resolve_model_path(args.model)).classes or [])]
+        if len(classes) >= 2:
+            return classes
+    table = read_manifest(Path(args.dataset)) if dicom == "RTSTRUCT" and Path(args.dataset).is_dir() else None
+    if table is None:
+        return None
+    print(f"{args.prediction}: note: its classes are not named (no class names in the file, no --model): compared "
+          "with the labels in the dataset's numbering (" + ", ".join(
+              f"{v} {n}" for v, n in enumerate(table["label_names"]) if v) + "); pass --model to name them",
+          file=sys.stderr)
+    return [str(n) for n in table["label_names"]]
+
+
 def _all_reviewed_note(args, shape: tuple, axes: str) -> None:
     """Without --reviewed-slices and marks saved with the mask, every slice is exported as reviewed: say so once, and
     warn when the mask is an unchanged ``attnseg predict`` output (the model's own prediction, not corrections; not
     refused: a user may have checked it whole)."""
     import sys
 
-    from ..data.mask_input import unedited_prediction
+    from ..data.mask_input import automatic_seg, unedited_prediction
 
     if len(shape) >= 3:
         what = "frames" if axes[:1] == "T" and len(axes) == len(shape) else "slices"
@@ -212,6 +240,11 @@ def _all_reviewed_note(args, shape: tuple, axes: str) -> None:
               "model's own prediction, not corrections. Fine-tuning on it learns the model's mistakes back; correct it "
               "first (napari: open it on the image, fix the slices, press R on each, save) and export that, unless you "
               "checked it whole and found it right.", file=sys.stderr)
+    elif seg := automatic_seg(args.labels):
+        print(f"{args.labels}: warning: this DICOM SEG is {seg}, AUTOMATIC: the model's own prediction, not "
+              "corrections. Fine-tuning on it learns the model's mistakes back; correct it first (napari: open the "
+              "series and this SEG on it, fix the slices, press R on each, Save mask as a DICOM SEG) and export that, "
+              "or pass --reviewed-slices with the slices you checked and found right.", file=sys.stderr)
 
 
 def _palette_mask(path, labels):

@@ -40,6 +40,7 @@ from .export_plan import (  # noqa: F401 (re-exported: the names export_case's c
     _visible_files,
     ascii_case_id,
     one_plane,
+    prediction_lut,
     renumber,
 )
 from .grid import check_same_grid
@@ -101,6 +102,7 @@ def export_case(
     affine: np.ndarray | None = None,
     reviewed_slices: Sequence[int] | None = None,
     prediction: np.ndarray | None = None,
+    prediction_names: Sequence[str] | None = None,
     case_id: str | None = None,
     label_names: Sequence[str] | None = None,
     channel_names: Sequence[str] | None = None,
@@ -121,7 +123,9 @@ def export_case(
     the geometry of the written files. Unreviewed slices (when ``reviewed_slices`` is given; axial =
     first-axis indices) become the ``ignore`` label, the last value of the table (nnU-Net v2), so
     training learns only from what a person checked. ``prediction`` (the model's mask) adds edit
-    statistics to the record; ``model_info`` (e.g. model name and checkpoint sha256) is kept as is.
+    statistics to the record; ``prediction_names`` (its classes, value 0 first: the model's) put it in the dataset's
+    numbering by name (:func:`~.export_plan.prediction_lut`), else it is taken in the labels' numbering (renumbered
+    with them: napari's Correct tab, mask and prediction one layer's); ``model_info`` (e.g. model name and checkpoint sha256) is kept as is.
     A new dataset takes its label table from ``label_names`` (default background/foreground) and its
     channel names from ``channel_names`` (default ``CT`` for an image in Hounsfield units or of DICOM
     ``modality`` CT, nnU-Net's cue for its CT normalisation, else ``image``); an existing one keeps its own, and
@@ -153,7 +157,7 @@ def export_case(
     image = np.asarray(image)
     labels = np.asarray(labels)
     image, labels, spacing, axes, reviewed_slices, prediction = one_plane(  # (1, Y, X) with (Y, X): one 2D plane
-        image, labels, channel_axis, spacing, axes, reviewed_slices, prediction)
+        image, labels, channel_axis, spacing, axes, reviewed_slices, prediction, labels_name or "the labels")
     _check_arrays(image, labels, channel_axis)
     if prediction is not None:
         check_class_ids(prediction, "The prediction (the model's mask)")
@@ -202,9 +206,14 @@ def export_case(
         recover(folder)
         plan = _plan(folder, format, labels_int, chans.shape[0], case_ndim, **opts)
         manifest, cid = plan.manifest, plan.case_id
-        if plan.lut is not None:  # the classes renumbered by name onto the dataset's table: the prediction's too
+        if plan.lut is not None:  # the classes renumbered by name onto the dataset's table
             labels = renumber(labels_int, plan.lut)
-            prediction = None if prediction is None else renumber(np.asarray(prediction), plan.lut)
+        if prediction is not None and prediction_names is not None and not foreground:  # by its own class names
+            pred_lut, said = prediction_lut(list(prediction_names), list(manifest["label_names"]), "the prediction")
+            plan.notes.extend(said)
+            prediction = prediction if pred_lut is None else renumber(np.asarray(prediction), pred_lut)
+        elif prediction is not None and plan.lut is not None:  # the labels' numbering (napari: the same layer's)
+            prediction = renumber(np.asarray(prediction), plan.lut)
         reviewed = sorted({int(s) for s in reviewed_slices}) if reviewed_slices is not None else None
         if frames:  # one 2D case per frame: (case id, channels, labels, their labels as given, prediction, frame)
             parts = [(fid, chans[:, t], plan.labels[t], labels[t], None if prediction is None else prediction[t], t)

@@ -24,22 +24,30 @@ MANIFEST_VERSION = 1
 MAX_AUTO_CLASSES = 20  # more distinct label values without --label-names: instance ids, not classes
 
 
-def one_plane(image: np.ndarray, labels: np.ndarray, channel_axis: bool, spacing, axes, reviewed_slices, prediction):
-    """Image and labels of one 2D plane where one of them is a stack of that one plane ((1, Y, X): a napari layer
-    opened from a one-plane TIFF, a mask saved from one) and the other is (Y, X): both squeezed to (Y, X), with the
-    plane's spacing and axes; a reviewed mark on that one plane is the whole image reviewed. As given otherwise."""
+def one_plane(image: np.ndarray, labels: np.ndarray, channel_axis: bool, spacing, axes, reviewed_slices, prediction,
+              what: str = "the labels"):
+    """Image and labels of one 2D plane where one or both of them are a stack of that one plane ((1, Y, X): a napari
+    layer opened from a one-plane TIFF by napari's own reader, a mask saved from one) and the other is (Y, X) or that
+    stack too: both squeezed to (Y, X), with the plane's spacing and axes, so the CLI (whose reader squeezes the plane)
+    and napari export the same 2D case; a reviewed mark on that one plane is the whole image reviewed, marks on no
+    plane of it are refused (nothing checked to export). As given otherwise."""
     spatial, shape = tuple(image.shape[1:] if channel_axis else image.shape), tuple(labels.shape)
-    if len(spatial) == 3 and spatial == (1, *shape) and len(shape) == 2:  # the image a stack of one plane
+    stacked_image = len(spatial) == 3 and spatial[0] == 1 and spatial[1:] in (shape, shape[1:])
+    stacked_labels = len(shape) == 3 and shape[0] == 1 and shape[1:] in (spatial, spatial[1:])
+    if not (stacked_image or stacked_labels):
+        return image, labels, spacing, axes, reviewed_slices, prediction
+    if stacked_image:
         image = image[:, 0] if channel_axis else image[0]
-        spacing = list(spacing)[1:] if spacing is not None and len(spacing) == 3 else spacing
-    elif len(shape) == 3 and shape == (1, *spatial) and len(spatial) == 2:  # the labels (and the prediction)
+    if stacked_labels:  # (and the prediction)
         labels = labels[0]
         prediction = prediction[0] if prediction is not None and np.shape(prediction) == shape else prediction
-        spacing = list(spacing)[1:] if spacing is not None and len(spacing) == 3 else spacing
-        reviewed_slices = None if reviewed_slices is not None and {int(z) for z in reviewed_slices} == {0} \
-            else reviewed_slices
-    else:
-        return image, labels, spacing, axes, reviewed_slices, prediction
+        if reviewed_slices is not None and 0 not in {int(z) for z in reviewed_slices}:
+            raise InputError(f"{what} is one 2D plane (a stack of one slice, shape {shape}), and it is not marked "
+                             f"reviewed (reviewed slices {sorted(int(z) for z in reviewed_slices)}): there is nothing "
+                             "checked to export. Mark the plane reviewed (napari: press R on it), or give no reviewed "
+                             "slices to export the image as reviewed as a whole.")
+        reviewed_slices = None  # (the plane marked: reviewed as a whole)
+    spacing = list(spacing)[1:] if spacing is not None and len(spacing) == 3 else spacing
     axes = axes[1:] if axes and len(str(axes)) == 3 else axes
     return image, labels, spacing, axes, reviewed_slices, prediction
 
@@ -253,6 +261,27 @@ def by_name(names: list[str], table: list[str], folder: Path, what: str) -> tupl
         notes.append(f"{what} has no class {', '.join(lacking)} of the dataset's label table: this case teaches "
                      "background wherever those lie")
     return (np.asarray(targets) if moved else None), notes
+
+
+def prediction_lut(names: list[str], table: list[str], what: str) -> tuple[np.ndarray | None, list[str]]:
+    """The model's prediction (its classes ``names``, value 0 first) in a dataset's numbering (``table``), by name as
+    :func:`by_name` matches the labels, so the edit statistics compare class with class: ``(lut, notes)``, lut None
+    when it is numbered as the table, or shares no class name with it (compared by value then, as such labels go in).
+    A class the table lacks counts as background (the labels cannot hold it), said; never refused (it only records
+    what was edited)."""
+    from .label_values import class_key
+
+    names = [str(n).strip() for n in names]
+    index = {class_key(n): i for i, n in enumerate(table) if i}
+    targets = [0] + [index.get(class_key(n), 0) for n in names[1:]]
+    if not any(targets) or targets == list(range(len(targets))):
+        return None, []
+    notes = [f"{what}'s classes renumbered by name to the dataset's table for the edit statistics: "
+             + ", ".join(f"{names[v]} {v}->{t}" for v, t in enumerate(targets) if v and t and t != v)]
+    if lacking := [names[v] for v, t in enumerate(targets) if v and not t]:
+        notes.append(f"{what}'s class(es) {', '.join(lacking)} are not in the dataset's label table: counted as "
+                     "background in the edit statistics")
+    return np.asarray(targets), [n for n in notes if not n.endswith(": ")]
 
 
 def names_by_value(names: list[str], folder: str | os.PathLike, what: str) -> str | None:

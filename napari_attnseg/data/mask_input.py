@@ -110,3 +110,32 @@ def unedited_prediction(path: str | Path) -> str:
         except (OSError, ValueError, AttributeError, TypeError):
             continue
     return ""
+
+
+def automatic_seg(path: str | Path) -> str:
+    """What made ``path`` when it is a DICOM SEG attnseg wrote whose segments are all AUTOMATIC (``attnseg predict
+    --dicom-seg``'s, or a model's mask saved from napari unchanged and unreviewed): the model's own segmentation, no
+    corrections, e.g. ``"nuclei-2d's segmentation (attnseg predict wrote it: CT_predict.json)"``. '' for any other file
+    (a SEG re-saved after correcting is SEMIAUTOMATIC, one drawn by hand MANUAL, another tool's has its Manufacturer)."""
+    from ..results import RECORD_SUFFIX
+    from .dicom_seg_write import MANUFACTURER
+
+    path = Path(path)
+    try:
+        import pydicom
+
+        ds = pydicom.dcmread(str(path), stop_before_pixels=True, force=True)
+        segments = list(ds.get("SegmentSequence") or [])
+        kinds = {str(s.get("SegmentAlgorithmType") or "").upper() for s in segments}
+        if str(ds.get("Manufacturer") or "") != MANUFACTURER or kinds != {"AUTOMATIC"}:
+            return ""
+        model = str(segments[0].get("SegmentAlgorithmName") or "the model")
+    except Exception:  # noqa: BLE001 - not a readable SEG: nothing to say (the reader says why)
+        return ""
+    for record in sorted(path.parent.glob(f"*{RECORD_SUFFIX}")):
+        try:
+            if json.loads(record.read_text()).get("dicom_seg") == path.name:
+                return f"{model}'s segmentation (attnseg predict wrote it: {record.name})"
+        except (OSError, ValueError, AttributeError, TypeError):
+            continue
+    return f"{model}'s segmentation (saved by attnseg as AUTOMATIC: unchanged and unreviewed)"
