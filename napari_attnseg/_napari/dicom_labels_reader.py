@@ -7,7 +7,8 @@ NIfTI converted from the series), with a note. The layer follows a placement (pi
 later, as a record's layers do (:func:`.record_reader.follow_when_added`).
 Class names (ROIName / SegmentLabel, background first) go to the layer's ``class_names``, where the Correct tab reads
 them; a SEG's reviewed-slice marks (napari's Save mask kept them) to ``reviewed_slices``, and the model that made its
-segments to its provenance (``attnseg``), as a mask file reopened with its model. An RTSTRUCT carries no image of its own: with no image open the reader says to open the series first.
+segments to its provenance (``attnseg``), as a mask file reopened with its model. Neither file carries its image's
+grid: with no image open the reader says to open the series first (naming an RTSTRUCT's ROIs, a SEG's segments).
 """
 
 from __future__ import annotations
@@ -95,9 +96,11 @@ def _image_for(path: Path, kind: str, viewer) -> tuple[object, str | None]:
     what = f"{path.name} (a DICOM {kind})"
     images = _placed_images(viewer)
     if not images:
-        raise InputError(f"{what} holds contours placed in patient millimetres, not an image, and no image placed in "
-                         "space is open: open the CT/MR series it was drawn on first (File > Open Folder: its DICOM "
-                         "folder), then open this file again; its ROIs open as a Labels layer on that image.")
+        held, parts = ("segments of the CT/MR series it was drawn on", "segments") if kind == "SEG" else \
+            ("contours placed in patient millimetres, not an image", "ROIs")
+        raise InputError(f"{what} holds {held}, and no image placed in space is open: open the CT/MR series it was "
+                         "drawn on first (File > Open Folder: its DICOM folder), then open this file again; its "
+                         f"{parts} open as a Labels layer on that image.")
     refs = referenced_series(path)
     for layer in images if refs else ():
         if _series_of(layer) in refs:

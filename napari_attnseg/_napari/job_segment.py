@@ -29,6 +29,33 @@ from ._common import (
 from .job_pool import start_long, thread_worker
 
 
+def model_colours(layer, model) -> np.ndarray | None:
+    """The (C, ...) image a model of C > 1 channels reads from an RGB(A) layer: what ``attnseg predict`` gives it for
+    the same picture (:func:`~napari_attnseg.cohort.inputs.pick_channel`, after the constant alpha its reader drops:
+    the colours for a model of 3, and that alpha put back for one of 4, trained on opaque RGBA pictures). The tab sent
+    every RGB layer to its grey (a model of colours was refused it). None, the user told why, when it cannot run."""
+    from ..cohort.inputs import pick_channel
+    from ..data.alpha import drop_flat_alpha
+    from ..data.volume import Volume
+
+    rgb, cin, what = np.asarray(layer_array(layer)), int(model.in_channels), f"Layer {layer.name!r}"
+    meta = {"axes": "ZYX"[-layer.ndim:] + "S"}
+    data, dropped = drop_flat_alpha(rgb, layer.name, meta)  # (as the picture's reader: an opaque alpha carries nothing)
+    if cin not in (3, 4):  # (pick_channel's "--channel K" is the CLI's way out)
+        notify_error(f"{what} is a picture of {rgb.shape[-1]} colour samples and the model reads {cin} channels: choose "
+                     "a model that reads its colours or one channel.")
+        return None
+    try:
+        vol = pick_channel(Volume(data, tuple(abs(float(s)) for s in layer.scale), None, meta), None, cin, what,
+                           dims=getattr(model, "spatial_dims", None))
+    except AttnSegError as exc:
+        notify_error(str(exc))
+        return None
+    if note := vol.meta.get("note") or dropped:  # (the alpha dropped, or put back for a model of 4 channels)
+        notify_info(f"{layer.name}: {str(note).rstrip('.')}.")
+    return np.asarray(vol.data)
+
+
 class _Failed:
     """An expected failure carried back from the worker as a value."""
 
@@ -70,10 +97,11 @@ class SegmentJob:
         """A run is going (from Run until its last layer is shown, or it failed or was cancelled)."""
         return not self.run_button.enabled
 
-    def _start_job(self, layer, model, kwargs: dict):
+    def _start_job(self, layer, model, kwargs: dict, image: np.ndarray | None = None):
         token = self._token = self._tokens[0] = CancelToken()  # (this run's: the worker never reads self._token)
         label = self.model_combo.value  # the model's name in the list, for this run's messages
-        image, name = layer_array(layer), layer.name  # a pyramid: its full-resolution level
+        # a pyramid: its full-resolution level; a picture: the colours a model of colours reads (model_colours)
+        image, name = layer_array(layer) if image is None else image, layer.name
         where = placement_of(layer)
         # the source's file geometry travels with the results, so the writers can restore it
         # (its NIfTI header codes too: a mask saved after its image was closed was written with sform code 1, not 2)

@@ -67,6 +67,23 @@ def own_file(layer, path: Path | None = None) -> Path | None:
     return Path(src) if path is None or _same_file(src, path) else None
 
 
+def _seg_proposal(panel, layer) -> str | None:
+    """The DICOM SEG file ``layer`` was opened from, where Save mask may write it as a SEG (its series is the Correct
+    tab's image): that file when this plugin wrote it (it is replaced), else a free '<name>-2.dcm' beside it."""
+    from ..data.labels_in import dicom_labels_file
+    from .save_seg import dicom_image
+
+    if (layer.metadata or {}).get("format") != "dicom-seg" or dicom_image(panel, layer) is None \
+            or (found := dicom_labels_file(_source_path(layer) or "")) is None:  # (a folder holding only it: its file)
+        return None
+    src = found[0]
+    stem = src.name[:-4] if src.name.lower().endswith(SEG_SUFFIXES) else src.name  # ('SEG0001': saved as .dcm)
+    proposed, k = src.with_name(stem + ".dcm") if stem == src.name else src, 2
+    while proposed.exists() and not (proposed.resolve() in _SAVED or plugin_mask(proposed)):
+        proposed, k = src.with_name(f"{stem}-{k}.dcm"), k + 1  # (another tool's SEG is not written over)
+    return str(proposed)
+
+
 def backup_name(path: Path) -> Path:
     """A free name beside ``path`` for the content a save replaces: '<name>.before-save.nii.gz' (then '-2', ...)."""
     suffix = next(s for s in NIFTI_SUFFIXES + TIFF_SUFFIXES if path.name.lower().endswith(s))
@@ -154,9 +171,12 @@ class SaveMask:
     """Needs the panel's ``viewer``, ``labels_layer()``, ``_reviewed()``, ``image_combo`` and ``save_label``."""
 
     def _save_proposal(self, layer) -> tuple[str, str]:
-        """The file name the dialog proposes and its filter: the file the mask was opened from, else '<mask
+        """The file name the dialog proposes and its filter: the file the mask was opened from (a DICOM SEG while its
+        series is the image: as a SEG, '<name>-2.dcm' for another tool's, which is not written over), else '<mask
         name>.nii.gz' beside the image's source file (a 2D TIFF image's mask as '.tif'; '<mask name>-2.nii.gz' where
         a file it would refuse has that name), else in the home folder."""
+        if (seg := _seg_proposal(self, layer)) is not None:  # (was '<layer>.nii.gz' beside the series)
+            return seg, SEG_FILTER
         images = [_source_path(ly) for ly in self.viewer.layers if ly._type_string == "image"]
         own = own_file(layer)
         if own is not None and own.parent.is_dir() and not any(s and _same_file(s, own) for s in images):

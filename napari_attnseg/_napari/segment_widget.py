@@ -29,7 +29,7 @@ from ._common import (
     set_choices,
     stop_listening,
 )
-from .job_segment import SegmentJob
+from .job_segment import SegmentJob, model_colours
 from .model_choice import card_dict, card_summary, model_for_layer, user_model_entries
 from .pixel_tool import PixelTool
 from .result_layers import ResultLayers
@@ -335,11 +335,14 @@ class SegmentWidget(Undockable, QWidget, SegmentForm, ResultLayers, PixelTool, S
         if layer is None:
             notify_error("No image layer: open an image (File > Open, or File > Open Sample > Attention Segmentation).")
             return None
-        if layer.rgb and (layer := grey_layer_of(self.viewer, layer)) is not None:  # grey or one stain saved as RGB
+        model, colours = self._current_model(), None
+        if layer.rgb and model is not None and model.in_channels > 1:  # its colours, as attnseg predict gives them
+            if (colours := model_colours(layer, model)) is None:
+                return None
+        elif layer.rgb and (layer := grey_layer_of(self.viewer, layer)) is not None:  # grey or one stain saved as RGB
             self.refresh_layers(prefer=layer.name)
         if layer is None:
             return None
-        model = self._current_model()
         if (refused := dims_message(layer) or channel_stack_message(layer, self.mode_combo.value, model)) is not None:
             notify_error(refused)
             return None
@@ -350,7 +353,7 @@ class SegmentWidget(Undockable, QWidget, SegmentForm, ResultLayers, PixelTool, S
         if model.spatial_dims == 3 and layer.ndim == 2:
             notify_error(f"Model {self.model_combo.value!r} is 3D but layer {layer.name!r} is 2D; pick a 2D model.")
             return None
-        return layer, model
+        return layer, model, colours
 
     def run(self):
         if not self.run_button.enabled:  # a run is going (Estimate the size and run stayed clickable: two runs)
@@ -361,7 +364,7 @@ class SegmentWidget(Undockable, QWidget, SegmentForm, ResultLayers, PixelTool, S
         if (checked := self._check()) is None:
             self.run_done.emit(False)  # a refusal ends the run too: a script waiting on run_done goes on
             return None
-        layer, model = checked
+        layer, model, colours = checked
         diameter = None
         if getattr(model.card, "object_diameter", None) is not None and self.diameter_edit.value.strip():
             from ..inference.diameter import check_diameter
@@ -386,7 +389,7 @@ class SegmentWidget(Undockable, QWidget, SegmentForm, ResultLayers, PixelTool, S
             "brain_extraction": {"auto": None, "on": True, "off": False}[self.brain_combo.value],
             "orientation": metadata_codes(layer.metadata, layer.ndim),
         }
-        return self._start_job(layer, model, kwargs)
+        return self._start_job(layer, model, kwargs, colours)
 
     def panel_undocked(self) -> None:  # (the dock closed: a run's results would land unasked; here, as Undockable
         self.cancel()  # comes first among the bases)
