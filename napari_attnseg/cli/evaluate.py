@@ -88,6 +88,8 @@ def _reference(args: argparse.Namespace, image, spatial: tuple[int, ...], read_i
 
 
 def run(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     import numpy as np
 
     from .._paths import expand_user_args
@@ -95,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
     from ..cohort.cases import read_for_model
     from ..cohort.inputs import read_input
     from ..data.export import check_class_ids
+    from ..data.export_plan import one_plane
     from ..data.grid import on_image_grid
     from ..data.manifest import ignore_value_of
     from ..data.mask_input import label_map_warning, refuse_our_output
@@ -128,6 +131,12 @@ def run(args: argparse.Namespace) -> int:
     if moved:
         print(f"note: {moved}", file=sys.stderr)
     labels = np.asarray(ref.data)
+    # a 2D slice saved as NIfTI (X, Y, 1), read (1, Y, X), with its 2D reference (or the other way round): one plane,
+    # scored as the 2D case export makes of the pair (and as a one-plane TIFF, which the reader squeezes)
+    data, labels, plane, *_ = one_plane(np.asarray(image.data), labels, model.in_channels > 1, image.spacing, "",
+                                        None, None, what=str(args.labels))
+    if data.shape != image.data.shape:
+        image = replace(image, data=data, spacing=tuple(plane))
     check_class_ids(labels, f"{args.labels} (the reference labels)")  # a probability map would score Dice 0
     # (a channel axis first when the model reads several; a 2D reference against a stack was broadcast over its slices)
     spatial = image.data.shape[1:] if model.in_channels > 1 else image.data.shape

@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     from ..correct import format_slice_ranges, parse_slice_ranges
     from ..data import read_image
     from ..data.export import check_class_ids, export_case
-    from ..data.export_plan import names_by_value
+    from ..data.export_plan import names_by_value, one_plane
     from ..data.grid import on_image_grid
     from ..data.label_values import class_key
     from ..data.labels_in import dicom_labels_kind, read_labels
@@ -152,7 +152,11 @@ def run(args: argparse.Namespace) -> int:
     if stacked:
         c = axes.index("C")
         data, spacing = np.moveaxis(data, c, 0), spacing[:c] + spacing[c + 1:]
-    spatial, shape = data.shape[1:] if stacked else data.shape, np.shape(labels.data)
+    # a 2D slice saved as NIfTI (X, Y, 1), read (1, Y, X), with its 2D mask (or the other way round): one 2D plane
+    mask = np.asarray(labels.data)
+    data, mask, spacing, axes, reviewed, prediction = one_plane(data, mask, stacked, spacing, axes, reviewed,
+                                                                prediction, what=str(args.labels))
+    spatial, shape = data.shape[1:] if stacked else data.shape, mask.shape
     if len(spatial) in (2, 3) and tuple(shape) != tuple(spatial):  # (said without either file's name)
         swapped = " (the same sizes in another axis order: saved transposed?)" if sorted(shape) == sorted(spatial) else ""
         raise InputError(f"--labels {args.labels} has shape {tuple(shape)}, but --image {args.image} has shape "
@@ -165,9 +169,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"{args.labels}: recording the model saved with the mask: {model_info['model']} (--model overrides)",
               file=sys.stderr)
     if reviewed is None:  # (every slice was exported as checked ground truth, unsaid: a raw prediction too)
-        _all_reviewed_note(args, np.shape(labels.data), axes.replace("C", "") if stacked else axes)
+        _all_reviewed_note(args, shape, axes.replace("C", "") if stacked else axes)
     record = export_case(
-        data, np.asarray(labels.data), args.dataset, args.format, channel_axis=stacked,
+        data, mask, args.dataset, args.format, channel_axis=stacked,
         spacing=spacing, affine=image.affine,
         reviewed_slices=reviewed,
         prediction=prediction, prediction_names=pred_names, case_id=args.case_id,

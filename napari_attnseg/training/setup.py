@@ -96,6 +96,7 @@ class RunSetup(BrainInputs, ModelGrid):
         in_ch = self.raw[0][0].shape[0]
         if cfg.start_model:
             from ..checkpoint import load_model
+            from .channel_advice import channel_mismatch
 
             self.model = load_model(cfg.start_model, device="cpu").train()
             card = self.model.card
@@ -113,10 +114,7 @@ class RunSetup(BrainInputs, ModelGrid):
                                   + (f"output head's rows of {', '.join(kept)} kept and the others initialised anew"
                                      if kept else "output head re-initialised (no class in common)"))
             if self.model.in_channels != in_ch:
-                raise DatasetError(f"The dataset's images have {in_ch} channel(s) but the model {cfg.start_model} "
-                                   f"takes {self.model.in_channels}: keep the channel(s) it reads (attnseg export "
-                                   "--channel K adds an image's channel K), or train a new model on all of them "
-                                   "(attnseg train, no start model).")
+                raise DatasetError(channel_mismatch(in_ch, self.model.in_channels, str(cfg.start_model)))
             self.base_card = card
         else:
             dims = cfg.spatial_dims or (3 if self.ndim == 3 and cfg.arch in ("unet", "attention_unet") else 2)
