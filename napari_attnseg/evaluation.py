@@ -120,6 +120,15 @@ def unreviewed_slices(meta: dict, shape: tuple[int, ...], what: str) -> tuple[np
                  "(the model's own guess, or unlabelled) and left out")
 
 
+def scored_slices(unchecked: np.ndarray | None) -> list[int] | None:
+    """The slices (first axis) scored when :func:`unreviewed_slices` left the others out (``unchecked``: its voxel
+    mask), as ``attnseg evaluate --json`` gives them (``reviewed_slices``); None: every slice is scored."""
+    if unchecked is None:
+        return None
+    flat = np.asarray(unchecked, bool).reshape(len(unchecked), -1)
+    return [int(k) for k in np.flatnonzero(~flat.all(axis=1))]
+
+
 def probability_map_note(labels: np.ndarray, what: str) -> str:
     """A message when reference labels of whole numbers look like a probability map (a grey-matter map of 0-255, as
     uint8), '' otherwise: 16 values or more that differ between most neighbouring foreground voxels. Class maps and

@@ -181,4 +181,4 @@ def test_a_segment_run_saved_as_seg_untouched_is_not_said_corrected_nor_reviewed
     mask.data_setitem(tuple(np.mgrid[3:4, 20:40, 30:50].reshape(3, -1)), 0)
     assert saved()[:3] == ("SEMIAUTOMATIC", "attnseg nuclei-2d corrected", None)
     panel.mark_slices(REVIEWED)
-    assert saved()[:3] == ("SEMIAUTOMATIC", "attnseg nuclei-2d corrected, reviewed slices 2-4", REVIEWED)
+    assert saved()[:3] == ("SEMIAUTOMATIC", "attnseg nuclei-2d corrected, reviewed images 3-5", REVIEWED)

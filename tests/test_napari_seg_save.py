@@ -126,7 +126,7 @@ def test_a_corrected_model_mask_is_saved_as_a_semiautomatic_seg_on_its_series(ma
     assert [s.SegmentLabel for s in ds.SegmentSequence] == NAMES[1:]
     assert all(s.SegmentAlgorithmType == "SEMIAUTOMATIC" and s.SegmentAlgorithmName == "brain-mri-3d"
                for s in ds.SegmentSequence)
-    assert ds.SeriesDescription == "attnseg brain-mri-3d corrected, reviewed slices 2-4"
+    assert ds.SeriesDescription == "attnseg brain-mri-3d corrected, reviewed images 3-5"  # (InstanceNumbers)
     assert ds.StudyInstanceUID == cts[0].StudyInstanceUID and ds.FrameOfReferenceUID == cts[0].FrameOfReferenceUID
     assert ds.ReferencedSeriesSequence[0].SeriesInstanceUID == cts[0].SeriesInstanceUID
     # saved again over its own SEG (the dialog asked): replaced; over a CT image of the series: refused, unchanged
@@ -250,4 +250,4 @@ def test_a_predicted_seg_opened_on_its_image_link_and_corrected_keeps_its_model(
     assert ds.SegmentSequence[0].SegmentAlgorithmType == "SEMIAUTOMATIC"
     assert algo.AlgorithmName == "brain-mri-3d" and algo.AlgorithmVersion == \
         predicted.SegmentationAlgorithmIdentificationSequence[0].AlgorithmVersion
-    assert ds.SeriesDescription == "attnseg brain-mri-3d corrected, reviewed slices 1"
+    assert ds.SeriesDescription == "attnseg brain-mri-3d corrected, reviewed images 2"  # (its InstanceNumber)

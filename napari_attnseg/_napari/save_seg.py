@@ -12,7 +12,8 @@ The SEG is AUTOMATIC for a Segment run's mask saved unchanged with no slice mark
 else SEMIAUTOMATIC (a model's mask a person corrected; the model named by the mask's provenance: a run's
 mask, a mask file reopened with its model, or a DICOM SEG an algorithm made, ``attnseg predict --dicom-seg``'s, opened
 on the series) or MANUAL, naming no algorithm, for a mask no model made; its segments carry the mask's class names,
-its SeriesDescription says it was reviewed and which slices were marked (napari's slice numbers), and the marks
+its SeriesDescription says it was reviewed and which slices were marked (as a PACS shows them: the images'
+InstanceNumbers, else 1-based slice numbers; napari's are 0-based), and the marks
 themselves travel in its private block (reopened in napari or given to ``attnseg export``, the slices reviewed
 again, :mod:`..data.dicom_seg_write`). The refusals
 are Save mask's (never over the image's file, nor a file that is not a mask this plugin saved: a .dcm there is
@@ -22,6 +23,7 @@ Save was pressed. A mask with no foreground writes nothing (a SEG holds at least
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -95,11 +97,16 @@ def _seg_file_algorithm(source) -> tuple[str, str] | None:
     return None
 
 
-def seg_description(model: str | None, reviewed: list[int], ndim: int, unchanged: bool = False) -> str:
-    """The SEG's SeriesDescription (at most 64 characters): who made it, that it was reviewed and which slices. A
-    model's 3D mask with no slice marked says no review (was 'corrected, reviewed' for a mask saved untouched);
+def seg_description(model: str | None, reviewed: list[int], ndim: int, unchanged: bool = False,
+                    slices: Sequence | None = None) -> str:
+    """The SEG's SeriesDescription (at most 64 characters): who made it, that it was reviewed and which slices, as a
+    PACS user finds them: 'reviewed images 3-5', the InstanceNumbers of the source images of ``slices`` (the series'
+    frames, :func:`~..data.dicom_seg_write.source_slices`) where each reviewed slice has its own, else 'reviewed slices
+    3-5 of 7', 1-based (was napari's 0-based numbers, 'slices 2-4'; a feet-first series' images 5, 4, 3). A model's
+    3D mask with no slice marked says no review (was 'corrected, reviewed' for a mask saved untouched);
     ``unchanged``: the model's own mask, as predict names its SEG."""
     from ..correct import format_slice_ranges
+    from ..data.dicom_seg_write import image_numbers
 
     if model and unchanged and not reviewed:
         return f"attnseg {model}"[:64]
@@ -108,7 +115,10 @@ def seg_description(model: str | None, reviewed: list[int], ndim: int, unchanged
         return base[:64]
     if not reviewed or ndim == 2:
         return f"{base}, reviewed"[:64]
-    text = f"{base}, reviewed slices {format_slice_ranges(reviewed)}"
+    numbers, by_instance = image_numbers(slices, reviewed) if slices is not None else \
+        ([k + 1 for k in sorted(set(reviewed))], False)
+    of = "" if by_instance or slices is None else f" of {len(slices)}"
+    text = f"{base}, reviewed {'images' if by_instance else 'slices'} {format_slice_ranges(numbers)}{of}"
     if len(text) > 64:
         text = f"{base}, reviewed {len(reviewed)} slices"
     return text if len(text) <= 64 else f"{base[: 64 - len(text)]}, reviewed {len(reviewed)} slices"
@@ -161,7 +171,7 @@ def save_as_seg(panel, layer, path: Path, asked: bool):
              "classes": names, "algorithm": algorithm, "version": version,
              "algorithm_type": "AUTOMATIC" if unchanged else "SEMIAUTOMATIC" if model else "MANUAL",
              "ignore": md.get("ignore_value"),
-             "description": seg_description(algorithm if model else None, rev, layer.ndim, unchanged),
+             "description": (algorithm if model else None, rev, layer.ndim, unchanged),  # (named on the series' images)
              "software": f"napari-attnseg {__version__}", "reviewed": rev if layer.ndim == 3 else None,
              "sha": (model_info_of(md.get("attnseg")) or {}).get("weights_sha256")}
     done = _SavedSeg(panel, layer, path, rev, names, image.name, press)
@@ -180,7 +190,13 @@ class _SavedSeg(_save._Saved):
 
     def __init__(self, panel, layer, path: Path, rev: list[int], names: list, image: str, press: dict):
         super().__init__(panel, layer, path, rev, names, None)
-        self.image, self.press, self.note = image, press, None
+        self.image, self.press, self.note, self.described = image, press, None, ""
+
+    def describe(self, slices: list) -> str:
+        """The SeriesDescription, once the series' images are read (in the writer): the reviewed slices by their
+        InstanceNumbers, :func:`seg_description`."""
+        self.described = seg_description(*self.press["description"], slices=slices)
+        return self.described
 
     def write(self, path: str, data: np.ndarray, _meta: dict) -> list[str]:
         """Write the SEG (in a worker for a big mask: it reads no layer, only the series' headers on disk)."""
@@ -192,7 +208,7 @@ class _SavedSeg(_save._Saved):
                          "reviewed) are left out")
             data = np.where(data == p["ignore"], 0, data)
         done, note = write_dicom_seg(path, p["src"], data, p["classes"], p["algorithm"], p["version"], p["affine"],
-                                     p["software"], p["algorithm_type"], p["description"], REDO, p["reviewed"],
+                                     p["software"], p["algorithm_type"], self.describe, REDO, p["reviewed"],
                                      p["sha"])
         if not done:
             raise AttnSegError(note or "no DICOM SEG written")
@@ -207,8 +223,9 @@ class _SavedSeg(_save._Saved):
         made = (f"AUTOMATIC: {p['algorithm']}'s mask, not changed nor reviewed" if p["algorithm_type"] == "AUTOMATIC"
                 else f"SEMIAUTOMATIC, corrected from {p['algorithm']}" if p["algorithm"] else "MANUAL, no model")
         segments = ", ".join(p["classes"][1:]) if len(p["classes"]) > 1 else "class 1, ... (no class names given)"
-        kept = (f"reviewed slice{'s' if len(rev) != 1 else ''} {format_slice_ranges(rev)} named in its series "
-                "description and kept as marks napari and attnseg export read back" if rev
+        kept = (f"reviewed slice{'s' if len(rev) != 1 else ''} {format_slice_ranges(rev)} (napari's numbers) named in "
+                f"its series description, '{self.described}', and kept as marks napari and attnseg export read back"
+                if rev
                 else "no reviewed slices (none marked)")
         text = (f"Saved {self.name} to {written} as a DICOM SEG on {self.image}'s series ({made}; segments "
                 f"{segments}; {kept}).") + (f" Note: {self.note}." if self.note else "")

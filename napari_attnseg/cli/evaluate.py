@@ -108,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
         label_mismatch,
         names_to_classes,
         probability_map_note,
+        scored_slices,
         transposed_note,
         transposed_shape_hint,
         unreviewed_slices,
@@ -214,6 +215,7 @@ def run(args: argparse.Namespace) -> int:
     result = {"model": args.model, "image": args.image, "region": args.region,
               "device": getattr(pred, "device", None), "precision": getattr(pred, "precision", None),
               "dice": {c: (None if d != d else d) for c, d in zip(classes, dice)},  # (NaN is not JSON: null)
+              "reviewed_slices": scored_slices(unchecked),  # (the slices scored; null: every slice)
               "note": note, "warnings": list(pred.warnings)}
     for w in pred.warnings:
         print(f"{args.image}: warning: {w}", file=sys.stderr)

@@ -19,7 +19,7 @@ a NIfTI converted from it) as ``meta["reviewed_slices"]``. A PACS that strips pr
 from __future__ import annotations
 
 import datetime
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,8 @@ import numpy as np
 from ..errors import InputError
 from .dicom_geometry import Frame
 
-__all__ = ["REVIEWED_GROUP", "SEG_SOP_CLASS", "SEG_SUFFIX", "refuse_not_dicom", "source_slices", "write_dicom_seg"]
+__all__ = ["REVIEWED_GROUP", "SEG_SOP_CLASS", "SEG_SUFFIX", "image_numbers", "refuse_not_dicom", "source_slices",
+           "write_dicom_seg"]
 
 SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
 SEG_SUFFIX = "_seg.dcm"
@@ -63,6 +64,21 @@ def source_slices(src: str | Path) -> tuple[list[Frame | None], np.ndarray]:
     for slot, frame in zip(slots, geo.frames):
         slices[slot] = frame
     return slices, np.asarray(geo.affine, float)
+
+
+def image_numbers(slices: Sequence[Frame | None], rows: Sequence[int]) -> tuple[list[int], bool]:
+    """How a PACS user finds the slices ``rows`` (0-based, of the volume :func:`source_slices` reads) of the series:
+    their images' InstanceNumbers, sorted, and True, when each row's source is a one-frame image that has one and no
+    two images of the series share one; else their 1-based positions in the volume's slice order, and False (a slice
+    inserted where the series misses one, a multi-frame file, numbers missing or repeated)."""
+    rows = sorted({int(k) for k in rows})
+    present = [f for f in slices if f is not None]
+    numbers = [f.instance for f in present]
+    if rows and all(0 <= k < len(slices) and slices[k] is not None and slices[k].frames_in_file == 1
+                    and slices[k].instance is not None for k in rows) \
+            and all(f.frames_in_file == 1 for f in present) and None not in numbers and len(set(numbers)) == len(numbers):
+        return sorted(int(slices[k].instance) for k in rows), True
+    return [k + 1 for k in rows], False
 
 
 def refuse_not_dicom(inputs: Sequence[str | Path]) -> None:
@@ -147,7 +163,8 @@ def _charset(source, texts: list[str]):
 
 def write_dicom_seg(path: str | Path, src: str | Path, labels: np.ndarray, classes: Sequence[str], algorithm: str,
                     version: str, affine: np.ndarray | None = None, software: str = "",
-                    algorithm_type: str = "AUTOMATIC", description: str | None = None,
+                    algorithm_type: str = "AUTOMATIC",
+                    description: str | Callable[[list[Frame | None]], str] | None = None,
                     redo: str = "Changed while predicting? Run the case again.",
                     reviewed: Sequence[int] | None = None,
                     weights_sha256: str | None = None) -> tuple[bool, str | None]:
@@ -156,7 +173,9 @@ def write_dicom_seg(path: str | Path, src: str | Path, labels: np.ndarray, class
     is ``classes[v]``, 0 the background); ``algorithm``/``version``: the model's name and version.
     ``algorithm_type``: AUTOMATIC (the model's own mask), SEMIAUTOMATIC (a model's mask a person corrected) or
     MANUAL (drawn by a person: ``algorithm`` may be empty, no algorithm is named); ``description``: the
-    SeriesDescription (at most 64 characters; by default 'attnseg <algorithm>'); ``redo``: what to do when the
+    SeriesDescription (at most 64 characters; by default 'attnseg <algorithm>'), or a function of the series' slices
+    (:func:`source_slices`' frames) that gives it (Save mask names the reviewed slices by their images' InstanceNumbers,
+    :func:`image_numbers`, known once the series is read); ``redo``: what to do when the
     series no longer reads as the mask's grid (said in the error); ``reviewed``: the slices (of ``labels``) a person
     marked reviewed, and ``weights_sha256`` the model's weights digest, kept in the private block (see the module
     docstring).
@@ -180,6 +199,8 @@ def write_dicom_seg(path: str | Path, src: str | Path, labels: np.ndarray, class
     if labels.ndim == 2 and len(slices) == 1:  # one slice: read as a 2D image
         labels = labels[None]
     _check_grid(src, labels, slices, grid_affine, affine, redo)
+    if callable(description):
+        description = description(slices)
     present = [f for f in slices if f is not None]
     first = present[0]
     header = first.header
