@@ -13,6 +13,7 @@ import tifffile
 from PIL import Image
 from test_audit_dicom_labels import SHAPE, ct_series, seg
 from test_audit_inputs_more import _colours, _model, _nuclei
+from test_audit_segment_tab import panel  # noqa: F401  (a fixture: the Segment panel, its messages collected)
 from test_napari_seg_save import SEG_FILTER, _click_save, _open_series
 
 from napari_attnseg.cli import main
@@ -28,21 +29,11 @@ def lung():
 # 1. the Segment tab gives a model of colours the picture's colours (and its alpha back), as attnseg predict --------
 
 
-@pytest.fixture()
-def panel(segment_panel, monkeypatch):
-    """The Segment panel with every notification collected in ``panel.messages``."""
-    from napari_attnseg._napari import job_segment, segment_widget
-
-    viewer, w = segment_panel
-    for module in (job_segment, segment_widget):
-        for kind in ("notify_error", "notify_warning", "notify_info"):
-            monkeypatch.setattr(module, kind, lambda m, k=kind: w.messages.append(f"{k}: {m}"))
-    return viewer, w
 
 
 @pytest.mark.gui
 @pytest.mark.parametrize("channels", [3, 4])
-def test_the_segment_tab_gives_a_model_of_colours_what_predict_gives_it(panel, qtbot, tmp_path, channels):
+def test_the_segment_tab_gives_a_model_of_colours_what_predict_gives_it(panel, qtbot, tmp_path, channels):  # noqa: F811
     """An RGB picture for a model of 3 channels, an opaque RGBA one for a model of 4 (its alpha dropped when read, put
     back for the model): the tab's mask is predict's (was: the tab made the picture's grey layer, which the model
     refused: 'takes 3 channels')."""
@@ -69,7 +60,7 @@ def test_the_segment_tab_gives_a_model_of_colours_what_predict_gives_it(panel, q
 
 
 @pytest.mark.gui
-def test_an_rgb_layer_without_alpha_for_a_model_of_4_channels_is_refused_naming_the_layer(panel, tmp_path):
+def test_an_rgb_layer_without_alpha_for_a_model_of_4_channels_is_refused_naming_the_layer(panel, tmp_path):  # noqa: F811
     """No alpha to put back: refused as predict refuses it, naming the layer (no grey layer made, nothing run)."""
     viewer, w = panel
     grey, _ = _nuclei(48)
@@ -107,7 +98,7 @@ def test_save_mask_proposes_the_seg_a_mask_was_opened_from(make_napari_viewer, m
     '<layer>.nii.gz' beside the series, as NIfTI)."""
     folder = tmp_path / "CT"
     cts = ct_series(lung, folder)
-    viewer, panel, image = _open_series(make_napari_viewer, monkeypatch, folder)
+    viewer, panel, image = _open_series(make_napari_viewer, monkeypatch, folder)  # noqa: F811
     drawn = np.zeros(SHAPE, np.uint8)
     drawn[2:5, 40:70, 50:90] = 1
     mask = viewer.add_labels(drawn, name="drawn", scale=image.scale, translate=image.translate)
