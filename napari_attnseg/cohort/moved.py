@@ -61,7 +61,7 @@ def moved_from(out: Path, src: Path, weights: str | None, request: dict | None, 
     again: the old path gone or the files rewritten) and the run is of the same weights and options: the case is
     finished; None otherwise (the usual rules hold). A file is compared by size first, then by its sha256; a series
     folder by its images (SOP instance UIDs and pixel data)."""
-    from ..results import _jsonable, finished_record
+    from ..results import _jsonable, _same_request, finished_record
     from .series import series_identity
 
     if not weights:
@@ -69,7 +69,7 @@ def moved_from(out: Path, src: Path, weights: str | None, request: dict | None, 
     record = finished_record(out, src, name)
     key = "images_sha256" if src.is_dir() else "input_sha256"
     if not record or not record.get(key) or record.get("model_weights_sha256") != weights \
-            or record.get("request") != _jsonable(request):
+            or not _same_request(record.get("request"), _jsonable(request)):  # (the resume rule of case_state)
         return None
     given = str(record.get("input") or "")
     if given and os.path.exists(given) and os.path.realpath(given) != os.path.realpath(src):
