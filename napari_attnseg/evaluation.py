@@ -129,6 +129,25 @@ def scored_slices(unchecked: np.ndarray | None) -> list[int] | None:
     return [int(k) for k in np.flatnonzero(~flat.all(axis=1))]
 
 
+def reviewed_in_region(scored: list[int] | None, rows: slice, n_slices: int, region: str,
+                       what: str) -> tuple[list[int] | None, str]:
+    """The reviewed slices ``scored`` (:func:`scored_slices`) that ``--region`` keeps (its first-axis ``rows``), and
+    a note when it keeps only some: ``(slices, note)``. Refused when it keeps none: the region holds only unchecked
+    slices, which a Dice would score as "no voxel in the reference" although the labels may hold some there."""
+    from .correct import format_slice_ranges
+
+    if scored is None:
+        return None, ""
+    inside = [k for k in scored if k in range(*rows.indices(n_slices))]
+    if not inside:
+        raise InputError(f"--region {region} holds none of the slices {what} marks reviewed "
+                         f"({format_slice_ranges(scored)}): nothing checked to score there. Give a region that "
+                         "includes reviewed slices, or no --region.")
+    if len(inside) == len(scored):
+        return inside, ""
+    return inside, (f"--region keeps {len(inside)} of them ({format_slice_ranges(inside)}): the Dice is theirs")
+
+
 def probability_map_note(labels: np.ndarray, what: str) -> str:
     """A message when reference labels of whole numbers look like a probability map (a grey-matter map of 0-255, as
     uint8), '' otherwise: 16 values or more that differ between most neighbouring foreground voxels. Class maps and

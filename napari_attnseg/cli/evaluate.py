@@ -108,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
         label_mismatch,
         names_to_classes,
         probability_map_note,
+        reviewed_in_region,
         scored_slices,
         transposed_note,
         transposed_shape_hint,
@@ -180,6 +181,10 @@ def run(args: argparse.Namespace) -> int:
         notes.append(said)
     if unchecked is not None:
         left_out = left_out | unchecked
+    scored = scored_slices(unchecked)  # (the reviewed slices; --region's only, and refused when it holds none)
+    if box is not None and len(box) == 3:
+        scored, said = reviewed_in_region(scored, box[0], labels.shape[0], args.region, args.labels)
+        notes.extend([said] if said else [])
     if model.out_channels == 2 and labels[~left_out].max(initial=0) > 1:
         labels = (labels > 0).astype(np.uint8)
         notes.append("reference labels have several ids and the model is binary: scored as labels > 0")
@@ -215,7 +220,7 @@ def run(args: argparse.Namespace) -> int:
     result = {"model": args.model, "image": args.image, "region": args.region,
               "device": getattr(pred, "device", None), "precision": getattr(pred, "precision", None),
               "dice": {c: (None if d != d else d) for c, d in zip(classes, dice)},  # (NaN is not JSON: null)
-              "reviewed_slices": scored_slices(unchecked),  # (the slices scored; null: every slice)
+              "reviewed_slices": scored,  # (the slices scored; null: every slice)
               "note": note, "warnings": list(pred.warnings)}
     for w in pred.warnings:
         print(f"{args.image}: warning: {w}", file=sys.stderr)
