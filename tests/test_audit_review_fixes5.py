@@ -47,3 +47,53 @@ def test_evaluate_region_over_all_reviewed_slices_says_nothing_more(tmp_path, ca
     result = json.loads(capsys.readouterr().out)
     assert result["reviewed_slices"] == [1, 2] and "--region keeps" not in result["note"]
     assert np.isfinite(result["dice"]["nucleus"])
+
+
+# 2. the Segment tab with a colour model next to a 1-channel one (napari) -----------------------------------------------
+
+
+def _messages(monkeypatch) -> list[str]:
+    from napari_attnseg._napari import _common, job_segment, segment_widget
+
+    said: list[str] = []
+    for module in (job_segment, segment_widget):
+        monkeypatch.setattr(module, "notify_error", lambda m: said.append(m))
+    monkeypatch.setattr(_common, "show_error", lambda m: said.append(m))
+    return said
+
+
+def test_a_colour_model_after_a_one_channel_run_segments_the_picture(dock, qtbot, tmp_path, monkeypatch):
+    """nuclei-2d on an RGB picture adds and selects its grey layer 'slide (red)'; a 3-channel model chosen next used
+    to run on that grey layer and fail ("Model ... takes 3 channels ... got an array of shape (64, 64)"): it now
+    segments the picture itself, as attnseg predict gives it the colours."""
+    from test_audit_inputs_more import _model, _nuclei
+
+    viewer, d = dock
+    seg, said = d.segment, _messages(monkeypatch)
+    grey, _ = _nuclei(64)
+    viewer.add_image(np.dstack([grey, grey, grey]), name="slide", rgb=True)
+    seg.image_combo.value, seg.model_combo.value = "slide", "nuclei-2d"
+    with qtbot.waitSignal(seg.run_done, timeout=120000) as done:
+        seg.run()
+    assert done.args[0] and seg.image_combo.value != "slide"  # (the grey layer it added is selected)
+    seg.model_combo.value = seg.add_model(_model(tmp_path, 3))
+    with qtbot.waitSignal(seg.run_done, timeout=120000) as done:
+        seg.run()
+    assert done.args[0], said
+    assert viewer.layers["slide mask"].data.shape == (64, 64) and not said
+
+
+def test_a_one_channel_model_on_a_colourful_picture_is_named_in_the_refusal(dock, qtbot, monkeypatch):
+    """A picture whose colours hold different images: refused for nuclei-2d naming it ("the model 'nuclei-2d' reads
+    one grey channel: choose a model that reads colours"), not "the models take grayscale images" (colour models run)."""
+    from test_audit_inputs_more import _colours, _nuclei
+
+    viewer, d = dock
+    seg, said = d.segment, _messages(monkeypatch)
+    grey, _ = _nuclei(64)
+    viewer.add_image(_colours(grey), name="slide", rgb=True)
+    seg.image_combo.value, seg.model_combo.value = "slide", "nuclei-2d"
+    with qtbot.waitSignal(seg.run_done, timeout=30000) as done:
+        seg.run()
+    assert not done.args[0]
+    assert any("'nuclei-2d' reads one grey channel: choose a model that reads colours" in m for m in said), said

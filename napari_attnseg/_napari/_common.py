@@ -3,6 +3,8 @@ finding the other panels, and the workers' conventions."""
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 from napari.layers import Image, Labels, Points
 from napari.utils.notifications import show_error, show_info, show_warning
@@ -62,7 +64,19 @@ def preview_array(layer) -> np.ndarray:
     return np.asarray(data[box])
 
 
-def grey_layer_of(viewer, layer):
+_GREY_SOURCES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # grey layer -> the RGB layer it was made of
+
+
+def colour_source(viewer, layer, model):
+    """The RGB picture a grey layer was made of (:func:`grey_layer_of`), when ``model`` reads colours and the picture
+    is still open: what a colour model segments after a 1-channel model's run selected the grey layer; else ``layer``."""
+    source = _GREY_SOURCES.get(layer) if layer is not None and not getattr(layer, "rgb", False) else None
+    if source is not None and model is not None and model.in_channels > 1 and source in viewer.layers:
+        return source
+    return layer
+
+
+def grey_layer_of(viewer, layer, model_name: str | None = None):
     """The grey image layer to segment for an RGB layer, added next to it (or the one added before), or None
     (refused, the user told why). A grey picture saved as RGB, or one stain saved in its colour (DAPI in
     blue), holds one grey image; a bright-field H&E / IHC picture gives its hematoxylin (nuclear stain), by
@@ -73,17 +87,21 @@ def grey_layer_of(viewer, layer):
     rgb = np.asarray(layer_array(layer))
     found = grey_of_colour(rgb)
     if found is None:
+        reads = (f"the model {model_name!r} reads one grey channel: choose a model that reads colours, or r" if model_name
+                 else "the models take grayscale images. R")
         show_error(f"Layer {layer.name!r} is RGB and its colours hold different images on a dark background (not a "
-                   "bright-field stain); the models take grayscale images. Right-click the layer in the layer list > "
-                   "Split RGB, then pick the channel layer that shows the objects.")
+                   f"bright-field stain); {reads}ight-click the layer in the layer list > Split RGB, then pick the "
+                   "channel layer that shows the objects.")
         return None
     data, k, note = found
     name = f"{layer.name} ({k if isinstance(k, str) else ('red', 'green', 'blue')[k]})"
     if name in viewer.layers and viewer.layers[name].data.shape == rgb.shape[:-1]:
+        _GREY_SOURCES[viewer.layers[name]] = layer
         return viewer.layers[name]
     grey = viewer.add_image(data, name=name, scale=layer.scale, translate=layer.translate, rotate=layer.rotate,
                             shear=layer.shear, metadata=dict(layer.metadata), units=layer.units,  # (units clash
                             axis_labels=layer.axis_labels)  # across layers: napari stops rendering in them)
+    _GREY_SOURCES[grey] = layer
     show_info(f"{layer.name}: {note} It was added as the layer {grey.name!r}, which the results, the corrections "
               "and the export use." + (" To segment one colour instead: right-click the picture > Split RGB."
                                         if isinstance(k, str) else ""))

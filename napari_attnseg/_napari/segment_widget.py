@@ -17,6 +17,7 @@ from ..inference import CancelToken
 from ._common import (
     Undockable,
     channel_stack_message,
+    colour_source,
     dims_message,
     grey_layer_of,
     layer_array,
@@ -336,10 +337,11 @@ class SegmentWidget(Undockable, QWidget, SegmentForm, ResultLayers, PixelTool, S
             notify_error("No image layer: open an image (File > Open, or File > Open Sample > Attention Segmentation).")
             return None
         model, colours = self._current_model(), None
+        layer = colour_source(self.viewer, layer, model)  # (the picture, not the grey layer a 1-channel run made)
         if layer.rgb and model is not None and model.in_channels > 1:  # its colours, as attnseg predict gives them
             if (colours := model_colours(layer, model)) is None:
                 return None
-        elif layer.rgb and (layer := grey_layer_of(self.viewer, layer)) is not None:  # grey or one stain saved as RGB
+        elif layer.rgb and (layer := grey_layer_of(self.viewer, layer, self.model_combo.value)) is not None:
             self.refresh_layers(prefer=layer.name)
         if layer is None:
             return None
