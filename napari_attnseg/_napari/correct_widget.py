@@ -217,7 +217,8 @@ class CorrectWidget(Undockable, QWidget, CorrectForm, ClassList, CorrectExport, 
                 return None
             notify_warning(f"{layer.name} was predicted on an image that is no longer open; it is exported with "
                            f"{img_name!r}: make sure they belong together.")
-        if image_layer.rgb and (image_layer := grey_layer_of(self.viewer, image_layer)) is None:
+        picture = self.colour_picture(image_layer, layer)  # an RGB layer's colours, for a mask a colour model made
+        if picture is None and image_layer.rgb and (image_layer := grey_layer_of(self.viewer, image_layer)) is None:
             return None  # (a slide reopened from a record: the grey image that was segmented, as attnseg export does)
         folder = folder_text(self.dataset_edit)
         if not folder:  # (emptied, or never exported: name the datasets of the earlier rounds)
@@ -262,13 +263,14 @@ class CorrectWidget(Undockable, QWidget, CorrectForm, ClassList, CorrectExport, 
             # one per axis: a time-lapse's ('pixel', 'um', 'um') keeps its micron (any 'pixel' had dropped them all)
             "unit": units if set(units := [str(u) for u in getattr(image_layer, "units", ())]) - {"pixel"} else None,
             "axes": mask_axes({"axis_labels": layer.axis_labels, "metadata": layer.metadata}, layer.data.shape, self.viewer),
+            "colour": picture is not None,  # (one RGB picture in the dataset, for the colour model to fine-tune on)
         }
         time_lapse = fmt in ("nnunet", "monai") and layer.ndim == 3 and str(kwargs["axes"] or "").startswith("T")
         if (kwargs["overwrite"] or time_lapse and kwargs["case_id"]) and (lost := replace_loses(
                 folder, kwargs["case_id"], kwargs["source_name"], layer.data.shape, rev, time_lapse, kwargs["overwrite"])):
             notify_error(f"{layer.name}: {lost}")
             return None
-        image, labels = np.asarray(image_layer.data), np.array(layer.data)
+        image, labels = np.asarray(image_layer.data) if picture is None else picture, np.array(layer.data)
 
         @thread_worker(start_thread=False, ignore_errors=True)
         def work():

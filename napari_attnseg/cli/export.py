@@ -25,6 +25,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the channel, colour or 4D NIfTI volume of --image that the mask was made on (as "
                              "`attnseg predict --channel K`; default: that run's choice, saved in its record next "
                              "to the mask)")
+    colour = parser.add_mutually_exclusive_group()
+    colour.add_argument("--keep-colour", action="store_true",
+                        help="an RGB picture: keep its colours in the dataset (one RGB TIFF a case, channels R, G, B), "
+                             "to fine-tune a model that reads colour (default when the model saved with the mask reads "
+                             "3 or 4 channels)")
+    colour.add_argument("--grey", action="store_true",
+                        help="an RGB picture: write the grey image a one-channel model segments of it (its grey, one "
+                             "colour or the hematoxylin of an H&E slide), even when the mask's model reads colour "
+                             "(default for any other mask)")
     parser.add_argument("--prediction", help="the model's original mask, to record what was edited")
     parser.add_argument("--case-id", help="case id (default: the next free case_NNNN)")
     parser.add_argument("--label-names", help="comma-separated class names, background first (new datasets; "
@@ -52,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
     from ..correct import format_slice_ranges, parse_slice_ranges
     from ..data import read_image
     from ..data.export import check_class_ids, export_case
+    from ..data.export_colour import picture_for_export
     from ..data.export_plan import names_by_value, one_plane
     from ..data.grid import on_image_grid
     from ..data.label_values import class_key
@@ -74,7 +84,13 @@ def run(args: argparse.Namespace) -> int:
         raw_labels = _palette_mask(args.labels, read_image(args.labels))  # (a palette PNG: its indices, not colours)
         _marks_from_dataset(args.labels, raw_labels)
         image = _image_of(args, raw_labels)
-    image = _grey_of_picture(image, np.ndim(raw_labels.data), args.image)
+    keep = True if args.keep_colour else False if args.grey else None
+    # (--model as given: its card tells whether it reads colour; else the model saved with the mask)
+    info = ({"model": str(args.model), "checkpoint": str(args.model)} if args.model else
+            raw_labels.meta.get("model_info") or _record_model(raw_labels))
+    image, colours, note = picture_for_export(image, np.ndim(raw_labels.data), str(args.image), keep, info, args.labels)
+    if note:
+        print(note, file=sys.stderr)
     labels, note = on_image_grid(image, raw_labels, "labels")
     if note:
         print(note, file=sys.stderr)
@@ -147,7 +163,8 @@ def run(args: argparse.Namespace) -> int:
                              "--reviewed-slices.")
     channels = args.channel_names.split(",") if args.channel_names else None  # None: CT when in HU, else image
     # a TIFF with a channel axis (ImageJ/OME axes CYX, ZCYX: e.g. two stains) and labels without it: channels first
-    axes, data, spacing = str(image.meta.get("axes", "")), np.asarray(image.data), tuple(image.spacing)
+    axes, spacing = str(image.meta.get("axes", "")), tuple(image.spacing)
+    data = np.asarray(image.data if colours is None else colours[..., 0])  # (the picture's colours: written below)
     stacked = "C" in axes and len(axes) == data.ndim == np.ndim(labels.data) + 1
     if stacked:
         c = axes.index("C")
@@ -171,7 +188,7 @@ def run(args: argparse.Namespace) -> int:
     if reviewed is None:  # (every slice was exported as checked ground truth, unsaid: a raw prediction too)
         _all_reviewed_note(args, shape, axes.replace("C", "") if stacked else axes)
     record = export_case(
-        data, mask, args.dataset, args.format, channel_axis=stacked,
+        data if colours is None else colours, mask, args.dataset, args.format, channel_axis=stacked,
         spacing=spacing, affine=image.affine,
         reviewed_slices=reviewed,
         prediction=prediction, prediction_names=pred_names, case_id=args.case_id,
@@ -182,6 +199,7 @@ def run(args: argparse.Namespace) -> int:
         nifti=image.meta.get("nifti"),  # the source's qform/sform codes: ITK viewers place the case as the source
         unit=image.meta.get("unit"),  # a TIFF's length unit (ImageJ 'micron'): the TIFF layout keeps it for Fiji
         axes=axes.replace("C", "") if stacked else axes,  # a time-lapse's TYX: its frames stay frames (not z-slices)
+        colour=colours is not None,
     )
     for w in record.warnings:
         print(f"{args.dataset}: warning: {w}", file=sys.stderr)
@@ -331,33 +349,6 @@ def saved_model_classes(mask_path, info: dict) -> list[str]:
     return []
 
 
-def _grey_of_picture(image, label_ndim: int, src):
-    """An RGB(A) picture with a mask of its plane: the grey image ``attnseg predict`` and the napari panels segment
-    of it (its grey, its one colour, or a bright-field stain's hematoxylin; :func:`~napari_attnseg.cohort.inputs.
-    grey_of_colour`), so the dataset holds the image the model saw. Other images come back unchanged."""
-    import sys
-
-    import numpy as np
-
-    from ..cohort.inputs import grey_of_colour
-    from ..data.volume import Volume
-    from ..errors import InputError
-
-    axes, data = str(image.meta.get("axes") or ""), image.data
-    if "S" not in axes or len(axes) != np.ndim(data) or np.ndim(data) != label_ndim + 1:
-        return image
-    ax = axes.index("S")
-    found = grey_of_colour(data, ax)
-    if found is None:
-        raise InputError(f"{src} is an RGB picture whose colours hold different images on a dark background; the "
-                         "dataset takes one grey image. Save the colour that shows the objects as a grey image "
-                         "(e.g. napari: right-click > Split RGB, then File > Save Selected Layer) and export that.")
-    grey, _, note = found
-    print(f"{src}: {note}", file=sys.stderr)
-    spacing = tuple(s for i, s in enumerate(image.spacing) if i != ax) if len(image.spacing) == len(axes) else image.spacing
-    return Volume(grey, spacing, image.affine, {**image.meta, "axes": axes.replace("S", "")})
-
-
 def _image_of(args, labels):
     """``--image`` as the mask was made on it: ``--channel K``, else the channel that ``attnseg predict`` segmented
     when ``--labels`` is its mask (the ``channel`` of the record beside it): a colour, a channel, or a 4D NIfTI's
@@ -378,6 +369,17 @@ def _image_of(args, labels):
     if image.meta.get("warning"):  # what the reader noticed (which DICOM series of a folder, uneven slices, ...)
         print(f"{args.image}: warning: {image.meta['warning']}", file=sys.stderr)
     return image if left is None else pick_channel(image, left, 1, args.image)
+
+
+def _record_model(labels) -> dict | None:
+    """The model of the prediction record beside a mask that carries none itself (a copy saved by another tool under
+    predict's name): its name, checkpoint and weights, for :func:`~napari_attnseg.data.export_colour.model_channels`."""
+    from ..results import RECORD_SUFFIX, read_record
+
+    rec = _record_of(labels, RECORD_SUFFIX, read_record)
+    if not isinstance(rec, dict) or not (rec.get("model") or rec.get("model_path")):
+        return None
+    return {"model": rec.get("model"), "checkpoint": rec.get("model_path"), "weights_sha256": rec.get("model_weights_sha256")}
 
 
 def _record_of(labels, suffix: str, read_record) -> dict | None:

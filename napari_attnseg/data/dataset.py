@@ -62,7 +62,8 @@ class Case:
             vols = [self._read_volume(self.image_paths[0], k) for k in range(n)]  # a Decathlon 4D NIfTI: channels
         else:
             vols = [self._read(p) for p in self.image_paths]
-        if len(vols) == 1 and self.spacing is not None and vols[0].data.ndim == len(self.spacing) + 1:
+        if len(vols) == 1 and self.spacing is not None and vols[0].data.ndim == len(self.spacing) + 1 and \
+                not str(vols[0].meta.get("axes") or "").endswith("S"):  # (an RGB picture: its colours last, load())
             image = np.asarray(vols[0].data, np.float32)  # a (C, y, x) TIFF holds its channels
             return image, vols[0].spacing[1:]
         shapes = {v.data.shape for v in vols}

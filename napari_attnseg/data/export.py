@@ -28,6 +28,7 @@ import numpy as np
 
 from ..errors import DatasetError, InputError
 from ..options import DATASET_FORMATS
+from .export_colour import write_picture
 from .export_plan import (  # noqa: F401 (re-exported: the names export_case's checks had here)
     _CASE_RE,
     MANIFEST_VERSION,
@@ -115,6 +116,7 @@ def export_case(
     labels_name: str | None = None, unit: str | Sequence[str] | None = None,
     nifti: dict[str, Any] | None = None,
     axes: str | None = None,
+    colour: bool = False,
 ) -> CaseRecord:
     """Add one case (image + corrected labels) to the dataset at ``dataset_dir``; return its record.
 
@@ -145,6 +147,9 @@ def export_case(
     3D NIfTI as a volume, its frames as z-slices): the record returned is the first frame's, ``frames`` names all;
     ``reviewed_slices`` are then reviewed frames, and a frame nobody reviewed is left out (all 'ignore', it would
     teach nothing).
+    ``colour=True``: ``image`` is a 2D RGB(A) picture ``(Y, X, 3|4)`` whose colours the dataset keeps (for a model
+    that reads them), written as one RGB TIFF in every layout (:mod:`.export_colour`); a dataset holds grey or colour
+    cases, never both.
     Only pixel values and geometry are written (no source headers). Nothing is written when any
     input is refused (``InputError`` / ``DatasetError``), and no file that is not a case of the
     dataset's manifest is replaced. ``CaseRecord.warnings`` also names earlier cases with the same image.
@@ -156,6 +161,11 @@ def export_case(
     folder = Path(dataset_dir)
     image = np.asarray(image)
     labels = np.asarray(labels)
+    if colour:  # the picture's colours: its channels (first) until they are written as one RGB file
+        if image.ndim != 3 or image.shape[-1] not in (3, 4) or labels.ndim not in (2, 3):
+            raise InputError(f"A colour picture is (Y, X, 3) or (Y, X, 4); got shape {image.shape} with labels of "
+                             f"shape {labels.shape}.")
+        image, channel_axis = np.moveaxis(image, -1, 0), True
     image, labels, spacing, axes, reviewed_slices, prediction = one_plane(  # (1, Y, X) with (Y, X): one 2D plane
         image, labels, channel_axis, spacing, axes, reviewed_slices, prediction, labels_name or "the labels")
     _check_arrays(image, labels, channel_axis)
@@ -166,7 +176,7 @@ def export_case(
         prediction = None if prediction is None else (np.asarray(prediction) > 0).astype(np.uint8)
     chans = image if channel_axis else image[None]
     ndim = labels.ndim
-    if format == "monai" and chans.shape[0] > 1:
+    if format == "monai" and chans.shape[0] > 1 and not colour:
         raise InputError("Multi-channel MONAI export is not supported; use the nnunet format.")
     if format == "tiff" and chans.shape[0] > 1 and ndim == 3:
         raise InputError("The TIFF layout is for 2D or single-channel 3D images; use nnunet or monai.")
@@ -182,6 +192,8 @@ def export_case(
         raise InputError(f"Label value {top} is too large for a class id; a Labels layer of instance ids "
                          "needs converting to classes first (attnseg export --foreground: labels > 0 become 1).")
     labels_int = labels.astype(np.uint8 if top < 255 else np.uint16)
+    if colour and ndim != 2:
+        raise InputError("The colours of a picture are kept for a 2D picture and its 2D mask; export a stack's grey.")
     if channel_names is None and chans.shape[0] == 1:
         from ..display import is_hounsfield
 
@@ -191,7 +203,7 @@ def export_case(
     frames = format in ("nnunet", "monai") and ndim == 3 and (axes_l or "").startswith("T")  # a time-lapse
     opts = dict(reviewed_slices=reviewed_slices, case_id=case_id, label_names=label_names,
                 channel_names=channel_names, overwrite=overwrite, ct=ct, what=labels_name or "the labels",
-                time_lapse=frames)
+                time_lapse=frames, colour=colour)
     case_ndim = 2 if frames else ndim
 
     _check_folder(folder)
@@ -226,12 +238,16 @@ def export_case(
         records: list[CaseRecord] = []
         try:
             for pid, pchans, plabels, given, pred, t in parts:
-                finals = case_paths(folder, format, pid, chans.shape[0])
-                arrays = ([*pchans, plabels] if format == "nnunet" else
-                          [pchans[0] if pchans.shape[0] == 1 else pchans, plabels])
+                finals = case_paths(folder, format, pid, chans.shape[0], colour)
+                arrays = ([np.moveaxis(pchans, 0, -1), plabels] if colour else [*pchans, plabels]
+                          if format == "nnunet" else [pchans[0] if pchans.shape[0] == 1 else pchans, plabels])
                 for final, data in zip(finals, arrays):
                     tmp = staged_name(final, token)
                     staged.append((tmp, final))
+                    if colour and data is arrays[0]:  # (the picture: one RGB TIFF, its pixel size as its resolution)
+                        write_picture(tmp, data, sp_case, unit)
+                        _hook("file")
+                        continue
                     sp = sp_case if data.ndim == case_ndim else [1.0, *sp_case]  # (C, y, x) TIFF: channels first
                     # a (C, y, x) TIFF is labelled CYX: Fiji opens channels, not z-slices 1 unit apart; a time-lapse TYX
                     like = Volume(data, tuple(sp), None, {"axes": "CYX"}) if (data.ndim, case_ndim) == (3, 2) else None

@@ -15,6 +15,8 @@ import numpy as np
 
 from .._version import __version__
 from ..errors import DatasetError, InputError
+from .export_colour import COLOUR_CHANNELS, check_same_kind
+from .export_plane import one_plane  # noqa: F401 (re-exported: its home was here)
 from .label_values import check_class_ids, clean_names, values_outside_table
 from .layouts import case_paths, detect_format
 from .manifest import LAYOUT_DIRS, MANIFEST, read_manifest
@@ -22,34 +24,6 @@ from .manifest import LAYOUT_DIRS, MANIFEST, read_manifest
 _CASE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 MANIFEST_VERSION = 1
 MAX_AUTO_CLASSES = 20  # more distinct label values without --label-names: instance ids, not classes
-
-
-def one_plane(image: np.ndarray, labels: np.ndarray, channel_axis: bool, spacing, axes, reviewed_slices, prediction,
-              what: str = "the labels"):
-    """Image and labels of one 2D plane where one or both of them are a stack of that one plane ((1, Y, X): a napari
-    layer opened from a one-plane TIFF by napari's own reader, a mask saved from one) and the other is (Y, X) or that
-    stack too: both squeezed to (Y, X), with the plane's spacing and axes, so the CLI (whose reader squeezes the plane)
-    and napari export the same 2D case; a reviewed mark on that one plane is the whole image reviewed, marks on no
-    plane of it are refused (nothing checked to export). As given otherwise."""
-    spatial, shape = tuple(image.shape[1:] if channel_axis else image.shape), tuple(labels.shape)
-    stacked_image = len(spatial) == 3 and spatial[0] == 1 and spatial[1:] in (shape, shape[1:])
-    stacked_labels = len(shape) == 3 and shape[0] == 1 and shape[1:] in (spatial, spatial[1:])
-    if not (stacked_image or stacked_labels):
-        return image, labels, spacing, axes, reviewed_slices, prediction
-    if stacked_image:
-        image = image[:, 0] if channel_axis else image[0]
-    if stacked_labels:  # (and the prediction)
-        labels = labels[0]
-        prediction = prediction[0] if prediction is not None and np.shape(prediction) == shape else prediction
-        if reviewed_slices is not None and 0 not in {int(z) for z in reviewed_slices}:
-            raise InputError(f"{what} is one 2D plane (a stack of one slice, shape {shape}), and it is not marked "
-                             f"reviewed (reviewed slices {sorted(int(z) for z in reviewed_slices)}): there is nothing "
-                             "checked to export. Mark the plane reviewed (napari: press R on it), or give no reviewed "
-                             "slices to export the image as reviewed as a whole.")
-        reviewed_slices = None  # (the plane marked: reviewed as a whole)
-    spacing = list(spacing)[1:] if spacing is not None and len(spacing) == 3 else spacing
-    axes = axes[1:] if axes and len(str(axes)) == 3 else axes
-    return image, labels, spacing, axes, reviewed_slices, prediction
 
 
 def _check_arrays(image: np.ndarray, labels: np.ndarray, channel_axis: bool) -> None:
@@ -94,11 +68,11 @@ class _Plan:
 
 def _plan(folder: Path, format: str, labels: np.ndarray, n_channels: int, ndim: int, *, reviewed_slices,
           case_id, label_names, channel_names, overwrite, ct: bool = False, what: str = "the labels",
-          time_lapse: bool = False) -> _Plan:
+          time_lapse: bool = False, colour: bool = False) -> _Plan:
     """Everything that can refuse the export, decided before a single file is written. ``time_lapse``: the labels are
     a time-lapse's (T, y, x), exported as one ``ndim`` (2D) case per frame, ``<case>_t000``...; reviewed slices are
     reviewed frames, and a frame nobody reviewed is left out (a case all 'ignore' teaches nothing, and fine-tuning
-    refuses one)."""
+    refuses one). ``colour``: the image is an RGB picture's colours (:mod:`.export_colour`), one kind a dataset."""
     frames = list(range(labels.shape[0])) if time_lapse else []
     if time_lapse and reviewed_slices is not None:
         frames = sorted({int(t) for t in reviewed_slices if 0 <= int(t) < labels.shape[0]})
@@ -148,7 +122,8 @@ def _plan(folder: Path, format: str, labels: np.ndarray, n_channels: int, ndim: 
     if manifest is None:
         names = list(label_names) if label_names else (
             ["background", "foreground"] if n_classes <= 2 else ["background"] + [f"class {i}" for i in range(1, n_classes)])
-        chans = list(channel_names) if channel_names else (["CT" if ct else "image"] if n_channels == 1 else
+        chans = list(channel_names) if channel_names else (list(COLOUR_CHANNELS[:n_channels]) if colour else ["CT" if ct
+                                                           else "image"] if n_channels == 1 else
                                                            [f"channel{i}" for i in range(n_channels)])
         if len(set(names)) != len(names) or "ignore" in names:
             raise InputError(f"Label names must be distinct and must not include 'ignore' (reserved); got {names}.")
@@ -161,7 +136,7 @@ def _plan(folder: Path, format: str, labels: np.ndarray, n_channels: int, ndim: 
                              f"Use e.g. --label-names background,{names[0] if names else 'tumour'}.")
         manifest = {"format": format, "format_version": MANIFEST_VERSION, "label_names": names,
                     "channel_names": chans, "spatial_dims": ndim, "tool": f"napari-attnseg {__version__}",
-                    "cases": []}
+                    "cases": [], **({"colour": True} if colour else {})}
     table, lut = list(manifest["label_names"]), None
     if label_names and list(label_names) != table:  # the mask's classes found in the table by name, renumbered
         if n_classes > len(label_names):
@@ -174,6 +149,7 @@ def _plan(folder: Path, format: str, labels: np.ndarray, n_channels: int, ndim: 
         raise InputError(f"The channel names {list(channel_names)} differ from those of the dataset in {folder} "
                          f"({manifest.get('channel_names')}); a dataset keeps one channel table. Give the same "
                          "names (--channel-names), or leave them out to take the dataset's, or export into another folder.")
+    check_same_kind(manifest, colour, folder, n_channels)  # (grey and colour cases never mixed)
     if len(manifest.get("channel_names", [])) not in (0, n_channels):
         raise InputError(f"The images of the dataset in {folder} have {len(manifest['channel_names'])} channel(s); "
                          f"this one has {n_channels}. A dataset's cases share their channels: export this image "
@@ -204,7 +180,7 @@ def _plan(folder: Path, format: str, labels: np.ndarray, n_channels: int, ndim: 
     owned = {f for c in manifest["cases"] for f in [*c["files"].get("images", []), c["files"].get("label")]}
 
     def not_ours(cid: str) -> list[Path]:  # files at a case's paths that no manifest case wrote
-        return [p for p in case_paths(folder, format, cid, n_channels)
+        return [p for p in case_paths(folder, format, cid, n_channels, colour)
                 if p.exists() and str(p.relative_to(folder)) not in owned]
 
     if case_id is None:

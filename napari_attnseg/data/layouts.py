@@ -63,8 +63,12 @@ def index_file(folder: Path) -> Path | None:
     return found[0] if found else None
 
 
-def case_paths(folder: Path, format: str, case_id: str, n_channels: int) -> list[Path]:
-    """Image file(s) then the label file of a case."""
+def case_paths(folder: Path, format: str, case_id: str, n_channels: int, colour: bool = False) -> list[Path]:
+    """Image file(s) then the label file of a case. ``colour``: an RGB picture's colours in one TIFF (nnU-Net v2's
+    natural images: ``<case>_0000.tif``, every layout's labels a TIFF too: nnU-Net takes one file ending)."""
+    if colour:
+        image = f"imagesTr/{case_id}_0000.tif" if format == "nnunet" else f"images/{case_id}.tif"
+        return [folder / image, folder / ("labelsTr" if format == "nnunet" else "labels") / f"{case_id}.tif"]
     if format == "nnunet":
         return [*(folder / "imagesTr" / f"{case_id}_{c:04d}.nii.gz" for c in range(n_channels)),
                 folder / "labelsTr" / f"{case_id}.nii.gz"]
@@ -84,7 +88,8 @@ def index_files(folder: Path, format: str, manifest: dict) -> dict[str, Any]:
             labels["ignore"] = len(names)
         return {"dataset.json": {
             "channel_names": {str(i): n for i, n in enumerate(manifest["channel_names"])},
-            "labels": labels, "numTraining": len(manifest["cases"]), "file_ending": ".nii.gz",
+            "labels": labels, "numTraining": len(manifest["cases"]),
+            "file_ending": ".tif" if manifest.get("colour") else ".nii.gz",  # (a colour dataset: RGB TIFFs)
             "name": folder.name, "description": "exported by napari-attnseg (see manifest.json)",
         }}
     if format == "monai":
