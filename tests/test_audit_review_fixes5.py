@@ -97,3 +97,44 @@ def test_a_one_channel_model_on_a_colourful_picture_is_named_in_the_refusal(dock
         seg.run()
     assert not done.args[0]
     assert any("'nuclei-2d' reads one grey channel: choose a model that reads colours" in m for m in said), said
+
+
+# 3. one-plane exports: a one-slice volume into a dataset of volumes; predict's mask of a one-slice NIfTI -------------
+
+
+def _t1(n: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    import nibabel as nib
+
+    path = "/work/shared/data/mni152/t1.nii.gz"
+    t1 = np.asarray(nib.load(path).dataobj).T[80:80 + n, 60:124, 60:124].astype(np.float32)
+    return t1, (t1 > np.percentile(t1, 70)).astype(np.uint8)
+
+
+def test_a_one_slice_volume_joins_a_dataset_of_volumes(tmp_path):
+    """A (1, Y, X) volume with its (1, Y, X) mask into a dataset of 3D cases: a one-slice 3D case (was refused "holds
+    3D cases; this one is 2D": both stacks were squeezed to a plane); into a new dataset it is still one 2D plane."""
+    from napari_attnseg.data.export import export_case
+
+    t1, lab = _t1()
+    export_case(t1, lab, tmp_path / "ds", "nnunet", spacing=(1, 1, 1))
+    rec = export_case(t1[2:3], lab[2:3], tmp_path / "ds", "nnunet", spacing=(1, 1, 1), reviewed_slices=[0])
+    assert rec.shape == [1, 64, 64]
+    assert export_case(t1[2:3], lab[2:3], tmp_path / "new", "nnunet", spacing=(1, 1, 1)).shape == [64, 64]
+
+
+def test_predicts_mask_of_a_one_slice_nifti_is_the_prediction_of_its_2d_mask(tmp_path, capsys):
+    """An (X, Y, 1) NIfTI slice with a 2D TIFF mask exports as one plane; predict's own mask of that slice ((X, Y, 1))
+    as --prediction was refused "The prediction's shape (1, 64, 64) differs from the labels' (64, 64)"."""
+    import nibabel as nib
+
+    t1, lab = _t1(1)
+    nib.save(nib.Nifti1Image(t1.T, np.diag([1.0, 1.0, 1.0, 1.0])), tmp_path / "slice.nii.gz")
+    tifffile.imwrite(tmp_path / "mask.tif", lab[0])
+    pred = lab.copy()
+    pred[0, :8] = 1 - pred[0, :8]  # (the model's mask, corrected on its first 8 rows)
+    nib.save(nib.Nifti1Image(pred.T, np.diag([1.0, 1.0, 1.0, 1.0])), tmp_path / "pred.nii.gz")
+    assert main(["export", "--image", str(tmp_path / "slice.nii.gz"), "--labels", str(tmp_path / "mask.tif"),
+                 "--prediction", str(tmp_path / "pred.nii.gz"), "--dataset", str(tmp_path / "ds")]) == 0, \
+        capsys.readouterr().err
+    case = json.loads((tmp_path / "ds" / "manifest.json").read_text())["cases"][0]
+    assert case["shape"] == [64, 64] and case["edit_stats"]["changed_voxels"] == int((pred[0] != lab[0]).sum())
