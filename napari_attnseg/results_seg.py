@@ -1,5 +1,6 @@
 """The DICOM SEG among a case's outputs (``attnseg predict --dicom-seg``): its name, whether a run of ours wrote it
-(a user's own ``<stem>_seg.dcm`` is never replaced nor deleted) and writing it (:mod:`.data.dicom_seg_write`).
+(a user's own ``<stem>_seg.dcm`` is never replaced nor deleted) and writing it (:mod:`.data.dicom_seg_write`), also
+alone from the saved mask of a case finished before without it (:func:`write_seg_only`).
 Imported by :mod:`.results`, whose names these functions use."""
 
 from __future__ import annotations
@@ -47,24 +48,70 @@ def write_seg(out: Path, src: Path, vol, model, pred, name: str | None, say, wri
     """The DICOM SEG of ``pred``'s mask on the series ``src`` (:mod:`.data.dicom_seg_write`): its name once written,
     else None (why: a warning of ``pred``)."""
     from . import __version__
-    from .data.dicom_seg_write import write_dicom_seg
+    from .data.dicom_seg_write import algorithm_of, write_dicom_seg
     from .inference.outputs import room_for
     from .results import _model_info
 
     path = seg_path(out, src, name)
     if say is not None:
         say(f"writing {path.name} (DICOM SEG of the mask on {Path(src).name})")
-    card = getattr(model, "card", None)
-    sha = getattr(card, "weights_sha256", None)
-    version = getattr(card, "version", None) or " ".join(
-        [str(getattr(card, "code_version", "") or __version__)] + ([f"(weights sha256 {sha[:12]})"] if sha else []))
+    algorithm, version, sha = algorithm_of(_model_info(model))  # (as napari's Save mask names it)
     written.append(path)  # (removed with the others if a write fails)
     with room_for(path, out, src, pred):
-        done, note = write_dicom_seg(path, src, np.asarray(pred.labels), [str(c) for c in pred.classes],
-                                     _model_info(model)["model"] or "attnseg model", version, vol.affine,
-                                     f"napari-attnseg {__version__}")
+        done, note = write_dicom_seg(path, src, np.asarray(pred.labels), [str(c) for c in pred.classes], algorithm,
+                                     version, vol.affine, f"napari-attnseg {__version__}", weights_sha256=sha)
     if note:
         pred.warnings.append(note)
     if not done:
         written.remove(path)
     return path.name if done else None
+
+
+def write_seg_only(out: Path, src: Path, model, request: dict, say=None,
+                   name: str | None = None) -> tuple[dict, list[str]] | None:
+    """``attnseg predict --dicom-seg`` on a case finished before without its SEG: when its record is of the same input,
+    weights and request (``request`` but for ``dicom_seg``) and its mask is as that run wrote it, the SEG of the saved
+    mask is written (as that run would have written it) and the record updated to list it; the updated record and the
+    warnings of the SEG's write, or None when the case is to be computed (another request, a mask changed since, a SEG
+    there, a run stopped half-way, a record of a lone run before requests were recorded). Never touches a SEG that is
+    there (the user's, or one corrected since: :func:`foreign_seg`, keep_edited_seg).
+    ``name``: the case's (a cohort's, :func:`.results.case_name`)."""
+    from types import SimpleNamespace
+
+    from ._files import atomic_write
+    from .data.io import read_image
+    from .data.manifest import write_json_atomic
+    from .results import _jsonable, _same_input, _stat, finished_record, partial_marker, record_path
+
+    out, src = Path(out), Path(src)
+    record = finished_record(out, src, name)
+    marker, seg = partial_marker(out, src, name), seg_path(out, src, name)
+    sha = getattr(getattr(model, "card", None), "weights_sha256", None)
+    if not request.get("dicom_seg") or record is None or marker.exists() or seg.exists() or not sha \
+            or record.get("model_weights_sha256") != sha or record.get("dicom_seg") \
+            or record.get("request") != _jsonable({k: v for k, v in request.items() if k != "dicom_seg"}) \
+            or not _same_input(record, src):
+        return None
+    mask = out / str(record["mask"])
+    if not mask.is_file() or (record.get("output_stats") or {}).get(mask.name) != _stat(mask):
+        return None  # (a mask corrected since: the SEG would not be the model's; the usual rules apply)
+    saved = read_image(mask)
+    pred = SimpleNamespace(labels=np.asarray(saved.data), classes=list(record.get("classes") or []), warnings=[],
+                           probabilities=None, attention=[])
+    atomic_write(marker, lambda tmp: Path(tmp).write_text(json.dumps({"input": str(src), "dicom_seg": True})))
+    written: list[Path] = []
+    try:
+        done = write_seg(out, src, saved, model, pred, name, say, written)  # (None: no foreground, a warning says)
+        if done is not None:
+            record["outputs"] = [*record.get("outputs", []), done]
+            record["output_stats"] = {**(record.get("output_stats") or {}), done: _stat(seg)}
+        record.update(dicom_seg=done, request=_jsonable(request),
+                      warnings=[*record.get("warnings", []), *pred.warnings])
+        write_json_atomic(record_path(out, src, name), record)
+    except BaseException:
+        for p in written:
+            p.unlink(missing_ok=True)
+        raise
+    finally:
+        marker.unlink(missing_ok=True)
+    return record, pred.warnings

@@ -152,9 +152,10 @@ def test_resume_a_rerun_with_dicom_seg_writes_it_one_without_keeps_it(tmp_path, 
     assert _predict(folder, out, "--overwrite") == 0
     assert "CT: warning: removed CT_seg.dcm, the DICOM SEG of the earlier run" in capsys.readouterr().err
     assert not (out / "CT_seg.dcm").exists()
-    assert _predict(folder, out, "--dicom-seg") != 0
-    assert "pass --overwrite to replace them" in (err := capsys.readouterr().err) and \
-        "--overwrite computes the case again, with its DICOM SEG." in err
+    assert _predict(folder, out, "--dicom-seg") == 0  # (finished before: only its SEG is written, from the saved mask)
+    assert "wrote only its DICOM SEG (CT_seg.dcm) from the saved mask" in capsys.readouterr().out
+    assert _predict(folder, out, "--overwrite") == 0 and not (out / "CT_seg.dcm").exists()  # (without: it goes again)
+    capsys.readouterr()
     # a SEG of the user's at that name: a cohort case fails naming it, a lone run is refused; the file stays
     (out / "CT_seg.dcm").write_bytes(b"mine")
     assert _predict(folder, out, *cohort, "--dicom-seg") != 0

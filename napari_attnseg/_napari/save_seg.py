@@ -68,15 +68,14 @@ def seg_algorithm(layer) -> tuple[str, str] | None:
     """The algorithm (name, version) that made ``layer``: that of the DICOM SEG it was opened from (its first segment
     an algorithm made: the version as that SEG named it), else its model (a run's mask, a mask file saved with its
     model); None: drawn by hand."""
+    from ..data.dicom_seg_write import algorithm_of
     from ..data.volume import model_info_of
 
     md = layer.metadata
     if md.get("format") == "dicom-seg" and (found := _seg_file_algorithm(md.get("source_path"))) is not None:
         return found
     if (model := model_info_of(md.get("attnseg"))) is not None:
-        sha = model.get("weights_sha256")
-        version = f"weights sha256 {sha[:12]}" if sha else Path(str(model.get("checkpoint") or "")).name
-        return model["model"] or "attnseg model", version or "unknown"
+        return algorithm_of(model)[:2]  # (as ``attnseg predict --dicom-seg`` names it: the full weights sha256)
     return None
 
 

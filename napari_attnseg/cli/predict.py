@@ -36,7 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-prob", action="store_true", help="do not write the probability map")
     parser.add_argument("--dicom-seg", action="store_true",
                         help="also write the mask as a DICOM SEG (<name>_seg.dcm, one segment per class) on each DICOM "
-                             "series given, to import into the PACS, OHIF or 3D Slicer beside the images")
+                             "series given, to import into the PACS, OHIF or 3D Slicer beside the images (a case "
+                             "finished before without it: only the SEG is written, from the saved mask)")
     parser.add_argument("--channel", type=int, default=None, metavar="K",
                         help="the channel to segment of a multi-channel TIFF or an RGB image (0 first; a grey image "
                              "saved as RGB needs none, a bright-field H&E/IHC picture's hematoxylin is the default), or the "
@@ -189,6 +190,7 @@ def run(args: argparse.Namespace) -> int:
         seg_path,
         write_prediction,
     )
+    from ..results_seg import write_seg_only
 
     expand_user_args(args, "inputs", "out", "summary")  # ("~/..." quoted for its spaces: not a folder named '~')
     out = Path(args.out)
@@ -201,6 +203,7 @@ def run(args: argparse.Namespace) -> int:
 
         refuse_not_dicom(inputs)
     model = load_model(args.model, device=args.device)
+    request = _request_of(args)  # (recorded: a cohort, or --dicom-seg later, knows what the case was computed with)
     if args.attention and not getattr(model, "attention_strides", None):  # (it wrote no map, silently)
         print(f"note: {model.card.name or args.model} ({model.arch}) has no attention gates; --attention writes no "
               "maps for it.", file=sys.stderr)
@@ -212,6 +215,16 @@ def run(args: argparse.Namespace) -> int:
             foreign = foreign_outputs(out, src) or ([theirs] if args.dicom_seg and (theirs := foreign_seg(out, src)) else [])
             if foreign:
                 raise InputError(foreign_message(out, src, foreign))
+            if args.dicom_seg and (seg_only := write_seg_only(out, src, model, request)) is not None:
+                record, notes = seg_only  # (finished before with this model and these options, without its SEG)
+                what = (f"wrote only its DICOM SEG ({record['dicom_seg']})" if record["dicom_seg"] else
+                        "no DICOM SEG to write (see the warning)")
+                print(f"{src}: finished before in {out} with this model and these options: {what} from the saved "
+                      f"mask {record['mask']}, not computed again")
+                for w in notes:
+                    print(f"{src}: warning: {w}", file=sys.stderr)
+                finished.append(src)
+                continue
             existing = existing_outputs(out, src)
             # the leftovers of a run stopped half-way (Ctrl+C, a kill: marker, no record) are replaced, as in a cohort
             interrupted = partial_marker(out, src).exists() and not record_path(out, src).exists()
@@ -249,7 +262,7 @@ def run(args: argparse.Namespace) -> int:
             for keep in (keep_edited_mask, keep_edited_seg):  # --overwrite never deletes a corrected mask
                 if kept := keep(out, src):
                     pred.warnings.append(kept_warning(kept))
-            write_prediction(out, src, vol, model, pred, request=None, fmt=fmt, dicom_seg=args.dicom_seg,
+            write_prediction(out, src, vol, model, pred, request=request, fmt=fmt, dicom_seg=args.dicom_seg,
                              say=lambda line, src=src: print(f"{src}: {line}", file=sys.stderr, flush=True))
             turned = pred.params.get("reoriented")
             print(f"{src}: {pred.params['tiles']} tiles on {pred.device} ({pred.precision}), "
@@ -331,16 +344,34 @@ def _is_cohort(text: str) -> bool:
     return any(c in text for c in "*?[")
 
 
+def _options(args: argparse.Namespace) -> dict:
+    """predict's keywords as the command line gives them (a cohort's and a lone run's alike)."""
+    return dict(attention=args.attention, tile=args.tile, overlap=args.overlap,
+                device=args.device, precision=args.precision, mode=args.mode, tta=args.tta,
+                return_probabilities=not args.no_prob, diameter=args.diameter,
+                brain_extraction={"on": True, "off": False}.get(args.brain_extraction))
+
+
+def _request_of(args: argparse.Namespace) -> dict:
+    """The request a lone run records, as a cohort's (:func:`..cohort.run._request`: the options that are not
+    predict's defaults, the channel, ``dicom_seg``): a later run knows what the case was computed with."""
+    from ..cohort.run import _request
+
+    request = _request(_options(args))
+    if args.channel is not None:
+        request["channel"] = int(args.channel)
+    if args.dicom_seg:
+        request["dicom_seg"] = True
+    return request
+
+
 def _run_cohort(args: argparse.Namespace) -> int:
     """Folder/glob/CSV inputs or --dask: a resumable cohort run (napari_attnseg.cohort) and its summary CSV."""
     import contextlib
 
     from ..cohort import SUMMARY_NAME, dask_client, predict_cohort
 
-    options = dict(attention=args.attention, tile=args.tile, overlap=args.overlap,
-                   device=args.device, precision=args.precision, mode=args.mode, tta=args.tta,
-                   return_probabilities=not args.no_prob, diameter=args.diameter,
-                   brain_extraction={"on": True, "off": False}.get(args.brain_extraction))
+    options = _options(args)
 
     def show(done: int, total: int, res) -> None:
         other = any(str(w).startswith("computed by another attnseg run") for w in res.warnings)

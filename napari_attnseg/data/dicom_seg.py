@@ -3,7 +3,9 @@ segments.
 
 Each frame is placed by its PlanePositionSequence (per-frame functional groups) and the orientation and pixel
 spacing of the shared (or per-frame) groups, mapped through the image's affine onto the image's slices (a frame
-between slices or outside the image is left out, with a warning; one not parallel to the slices is refused). Its
+between slices or outside the image is left out, with a warning; one not parallel to the slices is refused). A SEG
+without a Frame of Reference (made on a radiograph, a secondary capture: images without a position in space) is
+placed, pixel for pixel, on the slice of the DICOM image whose source image (and frame) each frame names. Its
 segment (SegmentIdentificationSequence ReferencedSegmentNumber) gives the class: segments are classes 1..n in the
 order of SegmentSequence, named by their SegmentLabel. BINARY frames are taken as they are, FRACTIONAL ones from
 half the MaximumFractionalValue up; a LABELMAP SEG's pixels are segment numbers. Frames are read one at a time.
@@ -106,10 +108,36 @@ def _frames(path: Path):
                          f"{INSTALL_DECODERS}.") from None
 
 
+def _source_of(ds: Any, i: int) -> tuple[str, int] | None:
+    """(SOPInstanceUID, 1-based frame number) of the image frame ``i`` of the SEG derives from (its Derivation Image
+    Sequence), or None."""
+    try:
+        group = ds.PerFrameFunctionalGroupsSequence[i]
+        source = group.DerivationImageSequence[0].SourceImageSequence[0]
+        return str(source.ReferencedSOPInstanceUID), int(source.get("ReferencedFrameNumber") or 1)
+    except (AttributeError, IndexError, KeyError, TypeError, ValueError):
+        return None
+
+
+def _image_sources(path: Path, image: Volume) -> dict[tuple[str, int], int]:
+    """The slice k of ``image`` each of its source frames (SOPInstanceUID, 1-based frame number) is, for a SEG
+    without a Frame of Reference: its frames lie, pixel for pixel, on the images they derive from (PS3.3 A.51.5.1)."""
+    from .dicom_seg_write import source_slices
+
+    source = image.meta.get("source_path")
+    if image.meta.get("format") != "dicom" or not source or not Path(str(source)).exists():
+        raise InputError(f"{path}: this SEG has no position in space (no FrameOfReferenceUID: made on a radiograph or "
+                         "a secondary capture), its frames lie on the DICOM images they derive from: give that DICOM "
+                         f"image (its file or folder) as the image, not {source or 'this image'}.")
+    slices, _ = source_slices(Path(str(source)))
+    return {(str(f.header.SOPInstanceUID), f.index + 1): k for k, f in enumerate(slices) if f is not None}
+
+
 def _placed(path: Path, ds: Any, image: Volume, to_voxel: np.ndarray, grid: tuple, value_of: dict[int, int],
-            lookup: np.ndarray, count: dict[str, int]):
+            lookup: np.ndarray, count: dict[str, int], sources: dict[tuple[str, int], int] | None = None):
     """(slice k, class, mask on the slice) of each frame on the image's slices, one at a time (a LABELMAP frame: one
-    per class in it); frames between or outside the slices counted in ``count``."""
+    per class in it); frames between or outside the slices counted in ``count``. ``sources``: a SEG without a Frame
+    of Reference, each frame on the slice whose source frame it names (:func:`_image_sources`; 'elsewhere': none)."""
     seg_type = str(ds.get("SegmentationType") or "BINARY").upper()
     top = float(ds.get("MaximumFractionalValue") or 255)
     for i, frame in enumerate(_frames(path)):
@@ -117,7 +145,14 @@ def _placed(path: Path, ds: Any, image: Volume, to_voxel: np.ndarray, grid: tupl
         value = value_of.get(int(number)) if number is not None and seg_type != "LABELMAP" else None
         if value is None and seg_type != "LABELMAP":
             continue  # a segment not asked for
-        origin, dc, dr = _placement(ds, i, to_voxel, path)
+        if sources is not None:
+            k = sources.get(_source_of(ds, i) or ("", 0), -1)
+            if k < 0 or tuple(frame.shape[:2]) != tuple(grid[1:]):  # (not of this image, or not its pixels)
+                count["elsewhere"] = count.get("elsewhere", 0) + 1
+                continue
+            origin, dc, dr = np.array([0.0, 0.0, k]), np.array([1.0, 0.0, 0.0]), np.array([0.0, 1.0, 0.0])
+        else:
+            origin, dc, dr = _placement(ds, i, to_voxel, path)
         if abs(dc[2]) * frame.shape[1] + abs(dr[2]) * frame.shape[0] > ON_SLICE:
             raise InputError(f"{path}: its frames are not parallel to the slices of {image.meta.get('source_path')} "
                              "(segmented on another orientation): give the series the SEG was made on.")
@@ -140,9 +175,10 @@ def read_dicom_seg(path: str | Path, image: Volume, roi: Sequence[str] | None = 
     """The segments of the DICOM SEG ``path`` on ``image``'s grid as classes 1..n (``roi``: the SegmentLabels to
     take, in this order); see the module's docstring."""
     path = Path(path)
-    to_voxel, grid = image_grid(path, image, shape, "SEG")
     ds = _header(path)
     uid = ds.get("FrameOfReferenceUID")
+    sources = None if uid else _image_sources(path, image)  # (no frame of reference: placed by their source images)
+    to_voxel, grid = image_grid(path, image, shape, "SEG")
     check_frame_of_reference(path, {str(uid)} if uid else set(), image, "SEG")
     segments = list(ds.get("SegmentSequence") or [])
     if not segments:
@@ -159,14 +195,20 @@ def read_dicom_seg(path: str | Path, image: Volume, roi: Sequence[str] | None = 
     # the smaller segment wins where segments overlap, so their sizes come first (the frames are read twice, one
     # at a time, rather than held)
     sizes = np.zeros(len(picked), np.int64)
-    count = {"between": 0, "outside": 0, "placed": 0}
-    for _k, v, mask in _placed(path, ds, image, to_voxel, grid, value_of, lookup, count):
+    count = {"between": 0, "outside": 0, "placed": 0, "elsewhere": 0}
+    for _k, v, mask in _placed(path, ds, image, to_voxel, grid, value_of, lookup, count, sources):
         sizes[v - 1] += int(np.count_nonzero(mask))
     between, outside, placed = count["between"], count["outside"], count["placed"]
     rank = ranks(sizes.tolist())
-    for k, v, mask in _placed(path, ds, image, to_voxel, grid, value_of, lookup, {}):
+    for k, v, mask in _placed(path, ds, image, to_voxel, grid, value_of, lookup, {}, sources):
         paint(labels, k, mask, v, overlaps, rank)
     where = image.meta.get("source_path", "the image")
+    if count["elsewhere"]:
+        if not placed:
+            raise InputError(f"{path}: none of its frames derives from an image of {where} (it has no position in "
+                             "space: its frames are placed on the images they name). Give the DICOM image the SEG was "
+                             "made on.")
+        notes.append(f"{count['elsewhere']} frame(s) derive from images that are not those of {where}: left out")
     if between:
         notes.append(f"{between} frame(s) lie between the slices of {where}: left out; the SEG was made on another "
                      "series (thinner slices?)")

@@ -8,7 +8,9 @@ Each frame is the source slice's own grid: its rows and columns as stored, its I
 (DerivationImageSequence). The slices are mapped to the mask's rows exactly as the reader placed them
 (:func:`source_slices` runs the reader's own choice of series, volume and slice order, :mod:`.dicom`), never
 re-sorted here. Patient, study and frame of reference come from the source; the SEG is a new series with new UIDs
-(``pydicom.uid.generate_uid``). Written with pydicom only.
+(``pydicom.uid.generate_uid``). Images without a position in space (a radiograph, a secondary capture) get a SEG
+without a Frame of Reference, its frames placed by the images they derive from (PS3.3 A.51.5.1, see
+:func:`write_dicom_seg`). Written with pydicom only.
 
 The slices a person marked reviewed (napari's Correct tab) travel in a private block (group 0071, creator
 ``napari-attnseg``): each one's ImagePositionPatient (LPS mm, 3 values a slice) and its slice number in the series'
@@ -28,15 +30,15 @@ import numpy as np
 from ..errors import InputError
 from .dicom_geometry import Frame
 
-__all__ = ["REVIEWED_GROUP", "SEG_SOP_CLASS", "SEG_SUFFIX", "image_numbers", "refuse_not_dicom", "source_slices",
-           "write_dicom_seg"]
+__all__ = ["REVIEWED_GROUP", "SEG_SOP_CLASS", "SEG_SUFFIX", "algorithm_of", "image_numbers", "refuse_not_dicom",
+           "source_slices", "write_dicom_seg"]
 
 SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
 SEG_SUFFIX = "_seg.dcm"
 ALGORITHM_TYPES = ("AUTOMATIC", "SEMIAUTOMATIC", "MANUAL")  # SegmentAlgorithmType's defined terms
 MANUFACTURER = "napari-attnseg"  # (Manufacturer of the SEGs written here: how Save mask tells its own SEG files)
 REVIEWED_GROUP = 0x0071  # private block (creator MANUFACTURER): 0x01 reviewed slices' positions (DS), 0x02 their
-# numbers (IS), 0x03 the model's weights sha256 (LO: the digest ``attnseg export`` records; the version keeps 12)
+# numbers (IS), 0x03 the model's weights sha256 (LO: the digest ``attnseg export`` records; also the version)
 # copied from the source: Patient, Clinical Trial Subject, General Study, Patient Study, Clinical Trial Study modules
 PATIENT_STUDY = (
     "PatientName", "PatientID", "IssuerOfPatientID", "IssuerOfPatientIDQualifiersSequence", "PatientBirthDate",
@@ -79,6 +81,18 @@ def image_numbers(slices: Sequence[Frame | None], rows: Sequence[int]) -> tuple[
             and all(f.frames_in_file == 1 for f in present) and None not in numbers and len(set(numbers)) == len(numbers):
         return sorted(int(slices[k].instance) for k in rows), True
     return [k + 1 for k in rows], False
+
+
+def algorithm_of(model_info: dict | None) -> tuple[str, str, str | None]:
+    """What a SEG names of the model that made a mask (``model_info``: ``model``, ``weights_sha256``, ``checkpoint``,
+    as :func:`.volume.model_info_of` reads it): its name, its version and its weights' sha256 (also kept in the
+    private block). The version is the full sha256 (64 hex digits: just the LO limit of AlgorithmVersion), else the
+    checkpoint's file name, else 'unknown'. ``attnseg predict --dicom-seg`` and napari's Save mask name a model alike
+    (predict named '<code version> (weights sha256 <12 digits>)', Save mask 'weights sha256 <12 digits>')."""
+    info = model_info or {}
+    sha = str(info.get("weights_sha256") or "") or None
+    version = sha or Path(str(info.get("checkpoint") or "")).name or "unknown"
+    return str(info.get("model") or "attnseg model"), _lo(version), sha
 
 
 def refuse_not_dicom(inputs: Sequence[str | Path]) -> None:
@@ -180,9 +194,14 @@ def write_dicom_seg(path: str | Path, src: str | Path, labels: np.ndarray, class
     marked reviewed, and ``weights_sha256`` the model's weights digest, kept in the private block (see the module
     docstring).
 
+    Images without a position in space (no FrameOfReferenceUID, ImagePositionPatient or ImageOrientationPatient: a
+    radiograph, a secondary capture, a multi-frame picture) get a SEG without a Frame of Reference, as PS3.3 A.51.5.1
+    allows: each frame is its source image's (frame's) pixels, named in its Derivation Image Sequence, with no plane
+    position; its dimensions are the segment number and, for several source frames, the slice (FrameLabel).
+
     Returns whether it was written and a warning for the record, or None: why none was written (no foreground: a SEG
-    holds at least one frame; a series without a position in space: a SEG could not be placed on it), or what of the
-    mask it leaves out (voxels on slices the reader inserted where the series misses images)."""
+    holds at least one frame), or what of the mask it leaves out (voxels on slices the reader inserted where the
+    series misses images)."""
     import pydicom
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.pixels import pack_bits
@@ -204,9 +223,11 @@ def write_dicom_seg(path: str | Path, src: str | Path, labels: np.ndarray, class
     present = [f for f in slices if f is not None]
     first = present[0]
     header = first.header
-    if any(f.position is None or f.orientation is None for f in present) or not header.get("FrameOfReferenceUID"):
-        return False, (f"no DICOM SEG written: the images of {src.name} have no position in space (ImagePositionPatient, "
-                "ImageOrientationPatient, FrameOfReferenceUID), so a SEG could not be placed on them")
+    # a SEG is placed in the source's frame of reference (PS3.3 A.51.5.1), or, where the images have no position in
+    # space (a radiograph, a secondary capture), pixel for pixel on the images it derives from: no Frame of Reference,
+    # no plane positions, each frame naming its source image (and frame) in its Derivation Image Sequence
+    placed = all(f.position is not None and f.orientation is not None for f in present) \
+        and bool(header.get("FrameOfReferenceUID"))
     n_classes = max(len(classes), int(labels.max(initial=0)) + 1)
     names = [str(classes[v]) if v < len(classes) else f"class {v}" for v in range(n_classes)]
     fg = [(v, k) for v in range(1, n_classes) for k, f in enumerate(slices)
@@ -237,8 +258,9 @@ def write_dicom_seg(path: str | Path, src: str | Path, labels: np.ndarray, class
     number = header.get("SeriesNumber")
     ds.SeriesNumber = (int(number) if str(number or "").strip().lstrip("-").isdigit() else 0) + 1000
     ds.SeriesDescription = _lo(description or f"attnseg {algorithm or 'manual'}")
-    ds.FrameOfReferenceUID = header.FrameOfReferenceUID
-    ds.PositionReferenceIndicator = header.get("PositionReferenceIndicator") or ""
+    if placed:
+        ds.FrameOfReferenceUID = header.FrameOfReferenceUID
+        ds.PositionReferenceIndicator = header.get("PositionReferenceIndicator") or ""
     ds.Manufacturer, ds.ManufacturerModelName = MANUFACTURER, _lo(algorithm or MANUFACTURER)
     ds.DeviceSerialNumber, ds.SoftwareVersions = _lo(version) or "unknown", _lo(software or version) or "unknown"
     ds.InstanceNumber, ds.ImageType = 1, ["DERIVED", "PRIMARY"]
@@ -260,23 +282,18 @@ def write_dicom_seg(path: str | Path, src: str | Path, labels: np.ndarray, class
         [_item(ReferencedSOPClassUID=h.SOPClassUID, ReferencedSOPInstanceUID=h.SOPInstanceUID)
          for h in instances.values()]))])
 
-    dz = float(np.linalg.norm(grid_affine[:3, 2])) if len(slices) > 1 else float(first.thickness or 1.0)
-    spacing = first.pixel_spacing or (1.0, 1.0)
-    measures = _item(PixelSpacing=[float(spacing[0]), float(spacing[1])],
-                     SliceThickness=float(first.thickness or dz))
-    if len(slices) > 1:
-        measures.SpacingBetweenSlices = round(dz, 6)
-    ds.SharedFunctionalGroupsSequence = Seq([_item(
-        PlaneOrientationSequence=Seq([_item(ImageOrientationPatient=[float(v) for v in first.orientation])]),
-        PixelMeasuresSequence=Seq([measures]))])
     organization = generate_uid()
     ds.DimensionOrganizationSequence = Seq([_item(DimensionOrganizationUID=organization)])
-    ds.DimensionOrganizationType = "3D"
-    ds.DimensionIndexSequence = Seq([
-        _item(DimensionOrganizationUID=organization, DimensionIndexPointer=0x0062000B,
-              FunctionalGroupPointer=0x0062000A, DimensionDescriptionLabel="Segment Number"),
-        _item(DimensionOrganizationUID=organization, DimensionIndexPointer=0x00200032,
-              FunctionalGroupPointer=0x00209113, DimensionDescriptionLabel="Image Position Patient")])
+    by_slice = placed or len(present) > 1  # the second dimension: the slice's position, else its source image
+    dimensions = [("Segment Number", 0x0062000B, 0x0062000A)] + (
+        [("Image Position Patient", 0x00200032, 0x00209113)] if placed else [("Source Image", 0x00209453, 0x00209111)]
+        if by_slice else [])
+    ds.DimensionIndexSequence = Seq([_item(DimensionOrganizationUID=organization, DimensionIndexPointer=pointer,
+                                           FunctionalGroupPointer=group, DimensionDescriptionLabel=label)
+                                     for label, pointer, group in dimensions])
+    ds.SharedFunctionalGroupsSequence = Seq([_shared(slices, first, grid_affine) if placed else _item()])
+    if placed:
+        ds.DimensionOrganizationType = "3D"
 
     used = sorted({k for _, k in fg})
     rank = {k: n for n, k in enumerate(used, start=1)}  # the position index: the slices used, in slice order
@@ -293,9 +310,12 @@ def write_dicom_seg(path: str | Path, src: str | Path, labels: np.ndarray, class
         per_frame.append(_item(
             DerivationImageSequence=Seq([_item(SourceImageSequence=Seq([source]), DerivationCodeSequence=Seq(
                 [_code("113076", "DCM", "Segmentation")]))]),
-            FrameContentSequence=Seq([_item(DimensionIndexValues=[v, rank[k]])]),
-            PlanePositionSequence=Seq([_item(ImagePositionPatient=[float(x) for x in f.position])]),
+            FrameContentSequence=Seq([_item(DimensionIndexValues=[v, rank[k]] if by_slice else [v])]),
             SegmentIdentificationSequence=Seq([_item(ReferencedSegmentNumber=v)])))
+        if placed:
+            per_frame[-1].PlanePositionSequence = Seq([_item(ImagePositionPatient=[float(x) for x in f.position])])
+        elif by_slice:  # (the slice of the image, in the reader's order, whose source the frame is)
+            per_frame[-1].FrameContentSequence[0].FrameLabel = f"slice {k + 1}"
         plane = (labels[k] == v).astype(np.uint8)
         packed.append(pack_bits(plane, pad=False) if whole else plane)
     ds.NumberOfFrames = len(fg)
@@ -306,6 +326,20 @@ def write_dicom_seg(path: str | Path, src: str | Path, labels: np.ndarray, class
     _mark_reviewed(ds, reviewed, grid_affine, slices, weights_sha256 if algorithm_type != "MANUAL" else None)
     atomic_write(path, lambda tmp: pydicom.dcmwrite(tmp, ds, enforce_file_format=True))
     return True, "; ".join(notes) or None
+
+
+def _shared(slices: list[Frame | None], first: Frame, affine: np.ndarray):
+    """The shared functional groups of a SEG placed in the source's frame of reference: the slices' orientation,
+    pixel spacing and thickness."""
+    from pydicom.sequence import Sequence as Seq
+
+    dz = float(np.linalg.norm(affine[:3, 2])) if len(slices) > 1 else float(first.thickness or 1.0)
+    spacing = first.pixel_spacing or (1.0, 1.0)
+    measures = _item(PixelSpacing=[float(spacing[0]), float(spacing[1])], SliceThickness=float(first.thickness or dz))
+    if len(slices) > 1:
+        measures.SpacingBetweenSlices = round(dz, 6)
+    return _item(PlaneOrientationSequence=Seq([_item(ImageOrientationPatient=[float(v) for v in first.orientation])]),
+                 PixelMeasuresSequence=Seq([measures]))
 
 
 def _mark_reviewed(ds: Any, reviewed: Sequence[int] | None, affine: np.ndarray, slices: list[Frame | None],
