@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SHARED=${1:-../shared/data}
 WORK=${2:-/tmp/attnseg-default-models}
-python scripts/prepare_training_data.py "$SHARED" "$WORK"
+PY=${PYTHON:-python3}  # (Debian/Ubuntu have no bare `python`)
+$PY scripts/prepare_training_data.py "$SHARED" "$WORK"
 
 # nuclei-2d: attention_unet 2D; train on the left half (x < 200), validate on the strip 200 <= x < 256,
 # test on the right half (x >= 256) of nuclei2d/image.tif.
@@ -37,7 +38,7 @@ attnseg train "$WORK/ds_brain" --arch attention_unet --dims 3 --config '{"featur
   --intensity-aug 0 --gamma-aug 0 --noise-aug 0 --normalization nonzero-scale:99 --name brain-mri-3d --description "Grey and white matter in T1 brain MRI (3D, 2 mm), Attention U-Net"
 
 mkdir -p resources/models
-python - "$WORK" <<'PY'
+$PY - "$WORK" <<'PY'
 import sys
 from pathlib import Path
 from napari_attnseg import load_model, save_model

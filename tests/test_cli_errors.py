@@ -203,7 +203,7 @@ def test_demo_with_an_unknown_model_is_an_error_not_another_model(capsys):
     """`attnseg demo --model nosuch` ran the click model nuclei-2d-prompt instead (Dice 0): a typo is an error."""
     assert main(["demo", "--model", "nosuch"]) == 1
     err = capsys.readouterr().err
-    assert "no bundled model 'nosuch'" in err and "nuclei-2d" in err
+    assert "No bundled model named 'nosuch'" in err and "nuclei-2d" in err
 
 
 def test_the_demo_without_opengl_says_what_it_needs():

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-from pathlib import Path
 
 NAME = "demo"
 HELP = "Open napari with the plugin docked, the nuclei sample loaded and the default model run on it."
@@ -12,13 +12,22 @@ HELP = "Open napari with the plugin docked, the nuclei sample loaded and the def
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sample", default="nuclei-2d", choices=("nuclei-2d", "brain-mri-3d"), help="sample to open")
-    parser.add_argument("--model", default=None, help="bundled model name or .safetensors file to run (default: the sample's bundled model)")
+    parser.add_argument("--model", default=None, help="model to run: a bundled model, one of your models (attnseg models), "
+                        "a .safetensors file or a train/finetune folder (default: the sample's bundled model)")
     parser.add_argument("--screenshot", help="save a screenshot of the viewer (PNG) once the result is shown")
     parser.add_argument("--quit", action="store_true", help="close napari after the screenshot (for tests and docs)")
     parser.add_argument("--panels", action="store_true", help="show the Correct-and-export tab once the result is shown")
 
 
 def run(args: argparse.Namespace) -> int:
+    resolved = None
+    if args.model:  # as every command takes it; a typo must not quietly run another model (CheckpointError: exit 1)
+        from ..checkpoint import resolve_model_path
+
+        resolved = resolve_model_path(args.model)
+    if missing := no_display():  # (Qt aborted: "Reinstalling the application may fix this problem", exit 134)
+        print(f"attnseg demo: error: {missing}", file=sys.stderr)
+        return 1
     import napari
     import numpy as np
     from qtpy.QtCore import QTimer
@@ -26,13 +35,6 @@ def run(args: argparse.Namespace) -> int:
     from .._napari import sample_data
     from ..training.losses import dice_per_class
 
-    if args.model and not Path(args.model).exists():  # a typo must not quietly run another model
-        from ..models.registry import bundled_models
-
-        if args.model not in bundled_models():
-            print(f"attnseg demo: error: no bundled model {args.model!r} and no such checkpoint file; bundled: "
-                  f"{', '.join(bundled_models())} (attnseg models lists them).", file=sys.stderr)
-            return 1
     viewer = napari.Viewer(title="napari-attnseg demo")
     viewer.window._qt_window.resize(1500, 950)
     layers = sample_data.nuclei_2d() if args.sample == "nuclei-2d" else sample_data.brain_mri_3d()
@@ -50,8 +52,8 @@ def run(args: argparse.Namespace) -> int:
     widget.image_combo.value = image_name
     model_name = args.model or args.sample
     note = ""
-    if args.model and Path(args.model).is_file():
-        model_name = widget.add_model(args.model)  # a checkpoint file: added to the list and selected
+    if resolved is not None and args.model not in widget.model_names():
+        model_name = widget.add_model(resolved)  # a checkpoint file or train/finetune folder: added and selected
     if model_name in widget.model_names():
         widget.model_combo.value = model_name
     else:
@@ -69,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
             n = int(max(ref.max(), pred.max())) + 1
             dice = dice_per_class(pred, ref, max(n, 2))
             print("demo Dice against the reference labels: " + ", ".join(f"{d:.4f}" for d in dice), flush=True)
+        print(f"model: {widget.model_combo.value}", flush=True)  # (the one that ran, as the Segment tab lists it)
         shown = ", ".join(f"{ly.name}{'' if ly.visible else ' (hidden)'}" for ly in viewer.layers)
         print(f"layers: {shown}", flush=True)
         viewer.reset_view()
@@ -94,6 +97,19 @@ def run(args: argparse.Namespace) -> int:
         QTimer.singleShot(100, viewer.close)
     napari.run()
     return 0
+
+
+def no_display() -> str:
+    """Why Qt cannot open a window here (Linux with no X11 or Wayland display for its platform), '' when it can."""
+    if not sys.platform.startswith("linux"):
+        return ""
+    platform = os.environ.get("QT_QPA_PLATFORM", "").strip().lower()
+    x11, wayland = os.environ.get("DISPLAY"), os.environ.get("WAYLAND_DISPLAY")
+    if (platform == "xcb" and not x11) or (not platform and not x11 and not wayland):
+        unset = "DISPLAY is not set" if platform else "neither DISPLAY nor WAYLAND_DISPLAY is set"
+        return (f"no display to open napari on ({unset}). Run it on a desktop, or under a virtual display: "
+                "xvfb-run -a attnseg demo --screenshot demo.png --quit")
+    return ""
 
 
 def _fallback_model(widget, sample_dims: int) -> str:

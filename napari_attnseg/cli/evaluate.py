@@ -23,6 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--region", help="array-index box to score, e.g. '0:512,256:512' (a held-out part)")
     parser.add_argument("--device", default="auto", choices=DEVICES)
     parser.add_argument("--precision", default="auto", choices=PRECISIONS)
+    parser.add_argument("--tta", action="store_true", help="average over flips (slower, smoother)")
     parser.add_argument("--channel", type=int, default=None, metavar="K",
                         help="the channel, colour or 4D NIfTI volume of --image to segment (as attnseg predict --channel)")
     parser.add_argument("--json", action="store_true", help="print JSON")
@@ -33,15 +34,17 @@ def region_box(text: str, shape: tuple[int, ...], image: str) -> tuple[slice, ..
     from ..errors import InputError
     from ..training.sampling import parse_region
 
+    example = ",".join(f"0:{n}" for n in shape)  # (every axis: a 3D image's example named two)
     try:
         box = parse_region(text, len(shape))
     except ValueError as exc:
-        raise InputError(f"--region {text!r}: {exc}; give a box like '0:512,256:512'.") from None
+        raise InputError(f"--region {text!r}: {exc}; give a box like {example!r}, one range per axis of {image}, "
+                         f"of shape {shape}.") from None
     for axis, (s, size) in enumerate(zip(box, shape)):
         lo, hi = 0 if s.start is None else s.start, size if s.stop is None else s.stop
         if not 0 <= lo < hi <= size:
             raise InputError(f"--region {text!r}: {lo}:{hi} on axis {axis} is not a box inside {image}, of shape "
-                             f"{shape}; give ranges within it, e.g. '0:{shape[0]},0:{shape[1]}'.")
+                             f"{shape}; give ranges within it, e.g. {example!r}.")
     return box
 
 
@@ -192,7 +195,7 @@ def run(args: argparse.Namespace) -> int:
         labels = labels.astype(np.int32)  # (-1: left out; a uint8 -1 would wrap to 255)
         labels[left_out] = -1
     pred = predict(model, image.data, spacing=image.spacing, device=args.device, precision=args.precision,
-                   orientation=volume_codes(image), return_probabilities=False)
+                   orientation=volume_codes(image), return_probabilities=False, tta=args.tta)
     if mask_image := label_map_warning(image.data, args.image):
         pred.warnings.insert(0, mask_image)
     mismatch = label_mismatch([v for v in np.unique(labels).tolist() if v >= 0], pred.classes)
