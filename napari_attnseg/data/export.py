@@ -84,6 +84,9 @@ class CaseRecord:
     labels_sha256: str = ""
     warnings: list[str] = field(default_factory=list)  # for the caller; not written to the manifest
     frames: list[str] = field(default_factory=list)  # a time-lapse: its frames' case ids (this record: the first)
+    # a time-lapse's frame: array_sha256 of the whole movie as exported (every frame, reviewed or not), the same for
+    # each round of one movie and different for another movie of the same file name (the split keeps a movie whole)
+    movie_sha256: str = ""
 
 
 def array_sha256(a: np.ndarray) -> str:
@@ -238,6 +241,7 @@ def export_case(
             sp_case, affine = spacing_l[1:], None
         else:
             parts, sp_case = [(cid, chans, plan.labels, labels, prediction, None)], spacing_l
+        movie_sha = array_sha256(image) if frames else ""  # (the movie's identity: its frames' records)
         token = secrets.token_hex(4)
         staged: list[tuple[Path, Path]] = []
         records: list[CaseRecord] = []
@@ -275,12 +279,14 @@ def export_case(
                            "label": str(finals[-1].relative_to(folder))},
                     exported=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                     labels_sha256=labels_sha, warnings=_duplicates(manifest, pid, image_sha, labels_sha),
+                    movie_sha256=movie_sha if t is not None else "",
                 ))
             record = records[0]
             record.warnings = plan.notes + [w for r in records for w in r.warnings]
             if frames:
                 record.frames = [r.case_id for r in records]
-            entries = [{k: v for k, v in asdict(r).items() if k not in ("warnings", "frames")} for r in records]
+            entries = [{k: v for k, v in asdict(r).items() if k not in ("warnings", "frames")
+                        and (k != "movie_sha256" or v)} for r in records]
             ids = {r.case_id for r in records}
             manifest = {**manifest, "cases": [c for c in manifest["cases"] if c["case_id"] not in ids] + entries}
             manifest.setdefault("channel_names", [])

@@ -15,8 +15,9 @@ A split is a list of :class:`Part` per role. Three ways to get one, in this orde
    ``case``). Without ``train_region`` the training part is the rest of the axis the validation and
    test boxes cut (they must then cut one axis only).
 3. by default: several cases -> ``val_fraction`` of the cases (seeded) for validation, at least one of
-   them with foreground, the frames of one time-lapse (``<case>_t000``..., or by their source when ``case_ids``
-   is a :class:`~.split_movies.CaseIds`: a movie exported in two rounds) on one side (:mod:`.split_movies`);
+   them with foreground, the frames of one time-lapse (``<case>_t000``..., or when ``case_ids`` is a
+   :class:`~.split_movies.CaseIds`, by the movie the export recorded, else their source: a movie exported in two
+   rounds) on one side (:mod:`.split_movies`);
    one case -> validation that can measure:
 
    - a 2D model on a volume (``slices=True``): held-out *slices* along the first axis, spread over

@@ -4,9 +4,11 @@
 a 2D case of its own, ``<case>_t000``, ``<case>_t001``... Neighbouring frames look alike, so a split drawing cases
 one by one trained on ``case_0000_t002`` and validated on ``case_0000_t000``: a validation Dice of frames the model
 nearly saw. Cases whose ids are ``<base>_tNNN`` with another case of the same ``<base>`` are one movie's frames
-(:func:`movie_groups`); so are cases whose source (the manifest's ``source_name``, ``"<file> (frame t)"``) names
-frames of one file of one frame size: a movie exported in two rounds, the second as a new case (``case_0000_t000``...,
-``case_0003_t003``...), is one movie. The split draws whole movies (:func:`split_by_movie`). A dataset holding one
+(:func:`movie_groups`); so are the frames of one movie exported in two rounds, the second as a new case
+(``case_0000_t000``..., ``case_0003_t003``...): known by the movie's sha256 that the export records for each frame
+(the manifest's ``movie_sha256``: two movies of one file name, exp1/movie.tif and exp2/movie.tif, are two), or in a
+dataset exported before it, by their source (``source_name``, ``"<file> (frame t)"``) naming frames of one file of
+one frame size. The split draws whole movies (:func:`split_by_movie`). A dataset holding one
 movie only validates on a block of consecutive frames at one end, and says that its validation is optimistic; so does
 the one movie holding foreground among movies without (the others stay whole).
 """
@@ -14,8 +16,11 @@ the one movie holding foreground among movies without (the others stay whole).
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import numpy as np
+
+from ..errors import DatasetError
 
 FRAME = re.compile(r"^(?P<base>.+)_t(?P<t>\d{3,})$")  # export_plan.frame_ids: <case>_t000
 SOURCE_FRAME = re.compile(r"^(?P<file>.+) \(frame (?P<t>\d+)\)$")  # export.py: a frame's source_name
@@ -23,24 +28,54 @@ SOURCE_FRAME = re.compile(r"^(?P<file>.+) \(frame (?P<t>\d+)\)$")  # export.py: 
 
 class CaseIds(list):
     """Case ids carrying each case's source (``sources``: the manifest's ``source_name``, None when unknown), so the
-    split finds the frames of one movie exported in several rounds (:func:`movie_groups`), and its axes where its
-    file records them (``axes``, :func:`case_axes`: ``TYX``, a time-lapse kept as one case, :func:`time_lapse`)."""
+    split finds the frames of one movie exported in several rounds (:func:`movie_groups`), its axes where its
+    file records them (``axes``, :func:`case_axes`: ``TYX``, a time-lapse kept as one case, :func:`time_lapse`), and
+    a frame's movie (``movies``: the manifest's ``movie_sha256``, :func:`case_movies`; by default those that
+    :func:`case_axes` read with the axes)."""
 
-    def __init__(self, ids: list[str], sources: dict[str, str | None], axes: dict[str, str | None] | None = None):
+    def __init__(self, ids: list[str], sources: dict[str, str | None], axes: dict[str, str | None] | None = None,
+                 movies: dict[str, str] | None = None):
         super().__init__(ids)
         self.sources = [sources.get(cid) for cid in ids]
         self.axes = [(axes or {}).get(cid) for cid in ids]
+        movies = getattr(axes, "movies", None) if movies is None else movies
+        self.movies = [(movies or {}).get(cid) for cid in ids]
+
+
+class CaseFacts(dict):
+    """:func:`case_axes`'s answer: each case's axes, and (``movies``) each frame's movie (:func:`case_movies`)."""
+
+    def __init__(self, axes: dict[str, str | None], movies: dict[str, str]):
+        super().__init__(axes)
+        self.movies = movies
 
 
 def case_axes(cases) -> dict[str, str | None]:
     """The axes each case's TIFF label (else image) file records, read from its header (``TYX``: a time-lapse the
-    TIFF layout keeps as one t, y, x case); None for other files."""
+    TIFF layout keeps as one t, y, x case); None for other files. Also (a :class:`CaseFacts`) the frames' movies."""
     from ..data.tiff import tiff_axes
 
     found: dict[str, str | None] = {}
     for case in cases:
         paths = [p for p in (case.label_path, *case.image_paths[:1]) if str(p).lower().endswith((".tif", ".tiff"))]
         found[case.case_id] = next((a for p in paths if (a := tiff_axes(p))), None)
+    return CaseFacts(found, case_movies(cases))
+
+
+def case_movies(cases) -> dict[str, str]:
+    """Each frame case's movie: the ``movie_sha256`` its manifest record holds (``export_case`` hashes the whole
+    stack of a time-lapse exported one 2D case per frame, so every round of one movie has the same, another movie of
+    the same file name another). None recorded (a dataset exported before, a foreign one): the case is left out."""
+    from ..data.manifest import read_manifest
+
+    found: dict[str, str] = {}
+    for root in dict.fromkeys(Path(case.label_path).parent.parent for case in cases):  # (labelsTr/, labels/)
+        try:
+            manifest = read_manifest(root) or {}
+        except (DatasetError, OSError):
+            continue
+        found.update({c["case_id"]: str(c["movie_sha256"]) for c in manifest.get("cases", [])
+                      if isinstance(c, dict) and c.get("movie_sha256") and "case_id" in c})
     return found
 
 
@@ -61,19 +96,30 @@ def frames_note(case_id: str, block: tuple[int, int], n_frames: int) -> str:
 
 def movie_groups(case_ids: list[str], shapes: list[tuple] | None = None) -> list[list[int]] | None:
     """The cases (indices) in groups: the frames of one movie together, in frame order; every other case alone.
-    A frame is known by its source (``case_ids.sources``, :class:`CaseIds`: ``"<file> (frame t)"``, with ``shapes``
-    its frame size), else by its case id (``<base>_tNNN``). None when no two cases are frames of one movie (the
-    split draws cases one by one)."""
+    A frame is known by its movie (``case_ids.movies``, :class:`CaseIds`: the whole stack's sha256 recorded at export,
+    shared by the rounds of one movie only), else by its source (``case_ids.sources``: ``"<file> (frame t)"``, with
+    ``shapes`` its frame size: a dataset exported before the movie was recorded), else by its case id
+    (``<base>_tNNN``). None when no two cases are frames of one movie (the split draws cases one by one)."""
     sources = getattr(case_ids, "sources", None) or [None] * len(case_ids)
+    movies = getattr(case_ids, "movies", None) or [None] * len(case_ids)
     keys: dict[tuple, list[tuple[int, int]]] = {}
+    files: dict[tuple, set] = {}  # a movie's (file, frame size): where a round exported before movie_sha256 goes
     for i, cid in enumerate(case_ids):
         found = FRAME.match(cid)
         source = SOURCE_FRAME.match(str(sources[i] or "")) if found else None
-        if source:  # (a movie's second round exported as a new case: another base, the same source)
-            key, t = ("source", source["file"], tuple(shapes[i]) if shapes else ()), int(source["t"])
+        where = (source["file"], tuple(shapes[i]) if shapes else ()) if source else None
+        if source and movies[i]:  # the movie's identity recorded at export: its rounds share it, another movie not
+            key, t = ("sha", movies[i]), int(source["t"])
+            files.setdefault(key, set()).add(where)
+        elif source:  # (a movie's second round exported as a new case: another base, the same source)
+            key, t = ("source", *where), int(source["t"])
         else:
             key, t = (("movie", found["base"]) if found else ("case", cid)), int(found["t"]) if found else 0
         keys.setdefault(key, []).append((t, i))
+    for key in [k for k in keys if k[0] == "source"]:  # a round exported before movie_sha256 was recorded: with the
+        same = [m for m, where in files.items() if key[1:] in where]  # one recorded movie of its file and frame size
+        if len(same) == 1 and not {t for t, _ in keys[key]} & {t for t, _ in keys[same[0]]}:
+            keys[same[0]] += keys.pop(key)
     for key in [k for k in keys if k[0] == "source"]:  # a frame twice: two movies of one file name (exp1/movie.tif
         if len({t for t, _ in keys[key]}) < len(keys[key]):  # and exp2/movie.tif), not rounds of one: by case id
             for _, i in keys.pop(key):
