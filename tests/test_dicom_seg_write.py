@@ -118,8 +118,8 @@ def test_non_dicom_inputs_are_refused_before_anything_runs(tmp_path, lung, capsy
 
 
 def test_resume_a_rerun_with_dicom_seg_writes_it_one_without_keeps_it(tmp_path, lung, capsys):  # noqa: F811
-    """A cohort of one series (--summary): finished without the SEG, a rerun with --dicom-seg computes it (not
-    'finished before'); a rerun without keeps the case and its SEG (skipped); --overwrite without it removes the SEG
+    """A cohort of one series (--summary): finished without the SEG, a rerun with --dicom-seg writes only its SEG
+    from the saved mask (done, not 'finished before'); a rerun without keeps the case and its SEG (skipped); --overwrite without it removes the SEG
     and says so. A user's own <case>_seg.dcm is never replaced; a lone run is refused before computing."""
     folder = tmp_path / "CT"
     ct_series(lung, folder)

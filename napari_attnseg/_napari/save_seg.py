@@ -100,12 +100,13 @@ def seg_description(model: str | None, reviewed: list[int], ndim: int, unchanged
                     slices: Sequence | None = None) -> str:
     """The SEG's SeriesDescription (at most 64 characters): who made it, that it was reviewed and which slices, as a
     PACS user finds them: 'reviewed images 3-5', the InstanceNumbers of the source images of ``slices`` (the series'
-    frames, :func:`~..data.dicom_seg_write.source_slices`) where each reviewed slice has its own, else 'reviewed slices
-    3-5 of 7', 1-based (was napari's 0-based numbers, 'slices 2-4'; a feet-first series' images 5, 4, 3). A model's
+    frames, :func:`~..data.dicom_seg_write.source_slices`) where each image has its own, one multi-frame file's frame
+    numbers ('reviewed frames 5-6'), else 'reviewed slices 3-5 of 6', 1-based among the real images (a slice the reader
+    inserted for a missing image is left out, :func:`~..data.dicom_seg_write.reviewed_numbers`). A model's
     3D mask with no slice marked says no review (was 'corrected, reviewed' for a mask saved untouched);
     ``unchanged``: the model's own mask, as predict names its SEG."""
     from ..correct import format_slice_ranges
-    from ..data.dicom_seg_write import image_numbers
+    from ..data.dicom_seg_write import reviewed_numbers
 
     if model and unchanged and not reviewed:
         return f"attnseg {model}"[:64]
@@ -114,10 +115,10 @@ def seg_description(model: str | None, reviewed: list[int], ndim: int, unchanged
         return base[:64]
     if not reviewed or ndim == 2:
         return f"{base}, reviewed"[:64]
-    numbers, by_instance = image_numbers(slices, reviewed) if slices is not None else \
-        ([k + 1 for k in sorted(set(reviewed))], False)
-    of = "" if by_instance or slices is None else f" of {len(slices)}"
-    text = f"{base}, reviewed {'images' if by_instance else 'slices'} {format_slice_ranges(numbers)}{of}"
+    kind, numbers, total = reviewed_numbers(slices, reviewed) if slices is not None else \
+        ("slices", [k + 1 for k in sorted(set(reviewed))], None)
+    of = f" of {total}" if total else ""
+    text = f"{base}, reviewed {kind} {format_slice_ranges(numbers)}{of}"
     if len(text) > 64:
         text = f"{base}, reviewed {len(reviewed)} slices"
     return text if len(text) <= 64 else f"{base[: 64 - len(text)]}, reviewed {len(reviewed)} slices"

@@ -370,17 +370,21 @@ def _run_cohort(args: argparse.Namespace) -> int:
     import contextlib
 
     from ..cohort import SUMMARY_NAME, dask_client, predict_cohort
+    from ..cohort.run import SEG_ONLY
 
     options = _options(args)
 
     def show(done: int, total: int, res) -> None:
         other = any(str(w).startswith("computed by another attnseg run") for w in res.warnings)
-        what = {"done": f"{res.seconds:.1f} s, {res.voxels_per_s / 1e6:.2f} Mvoxel/s",
+        seg_only = [w for w in res.warnings if SEG_ONLY in str(w)] if res.status == "done" and not res.voxels else []
+        what = {"done": f"{seg_only[0].split(':')[0]}, {res.seconds:.1f} s" if seg_only else
+                f"{res.seconds:.1f} s, {res.voxels_per_s / 1e6:.2f} Mvoxel/s",
                 "skipped": "computed by another run" if other else "finished before",
                 "failed": res.error}.get(res.status, res.error or res.status)
         print(f"[{done}/{total}] {res.case}: {res.status} ({what})", file=sys.stderr if res.failed else sys.stdout)
         for w in res.warnings:
-            print(f"{res.case}: warning: {w}", file=sys.stderr)
+            if w not in seg_only:
+                print(f"{res.case}: warning: {w}", file=sys.stderr)
 
     with dask_client(args.dask) if args.dask else contextlib.nullcontext((None, None)) as (client, threads):
         summary = predict_cohort(args.model, args.inputs, args.out, client=client, overwrite=args.overwrite,

@@ -38,6 +38,8 @@ from .series import same_scan
 from .summary import row_key
 from .workers import _run_dask
 
+SEG_ONLY = "from the saved mask"  # (in the note of a case whose SEG alone was written: cli's lines tell it by this)
+
 
 # ----------------------------------------------------------------------------------------------
 # the cohort
@@ -123,7 +125,7 @@ def predict_cohort(
         raise InputError(summary_refusal(out / summary))  # before any case: the user's file stays as it is
     before = {row_key(r) for r in earlier or []}  # (rows another run writes while this one runs are told from these)
 
-    loaded = None
+    loaded = seg_model = resolved = None
     if isinstance(model, (str, os.PathLike)):
         resolved = resolve_model_path(model)
         sha = read_card(resolved).weights_sha256
@@ -197,6 +199,12 @@ def predict_cohort(
                 "have been corrected by hand); pass --overwrite (overwrite=True in Python) to redo the case: a "
                 f"mask changed since attnseg wrote it is then kept in {out / EDITED_DIR}, not deleted."))
             continue
+        if state == "stale" and dicom_seg and not overwrite and copy_of is None:  # (finished before without its SEG)
+            if seg_model is None:
+                seg_model = loaded if loaded is not None else _card_of(resolved)
+            if (seg_only := _seg_only(out, Path(src), name, seg_model, request, run)) is not None:
+                results[i] = seg_only
+                continue
         todo.append((i, _Job(src=str(src), case=name, out=str(out), options=dict(options), request=request,
                              channel=channel, threads=threads, run=run, weights=sha, overwrite=overwrite,
                              started=started)))
@@ -242,6 +250,43 @@ def predict_cohort(
         summarise(1)
         raise
     return summarise(slots)
+
+
+def _card_of(path: Path):
+    """What a SEG names of the model at ``path`` (its card: name, weights' sha256), without loading its weights."""
+    from types import SimpleNamespace
+
+    from ..checkpoint import read_card
+
+    return SimpleNamespace(card=read_card(path), checkpoint_path=str(path), arch=None)
+
+
+def _seg_only(out: Path, src: Path, name: str, model, request: dict[str, Any], run: str) -> CaseResult | None:
+    """``dicom_seg`` on a case finished before without its SEG, with these weights and options, its input and its mask
+    untouched: only its SEG is written, from the saved mask (as a lone run: :func:`..results_seg.write_seg_only`), the
+    case's lock held; the case is done, with a note. None: the case goes on as usual (another request, a mask corrected
+    since, a SEG there, another run holding the case)."""
+    from ..results_seg import write_seg_only
+    from .lock import CaseLock, lock_path
+
+    t0 = time.perf_counter()
+    lock = CaseLock(lock_path(out, src, name), run)
+    if lock.acquire(wait=0.0) is not None:
+        return None  # (another run into out holds it: waited for, or busy, as a computed case)
+    try:
+        got = write_seg_only(out, src, model, request, name=name)
+    except Exception as exc:  # (the SEG's write failed: this case only, as a computed case's would)
+        return CaseResult(case=name, input=str(src), status="failed", error=_describe_exc(exc))
+    finally:
+        lock.release()
+    if got is None:
+        return None
+    record, notes = got
+    seconds = time.perf_counter() - t0
+    what = (f"SEG written {SEG_ONLY} {record['mask']} ({record['dicom_seg']})" if record["dicom_seg"] else
+            f"no SEG to write {SEG_ONLY} {record['mask']} (see the warning)")
+    return CaseResult(case=name, input=str(src), status="done", seconds=seconds, write_s=seconds, warnings=[
+        f"{what}: finished before with this model and these options, not computed again", *notes])
 
 
 def _written_since(out: Path, src: Path, name: str, since: float) -> bool:

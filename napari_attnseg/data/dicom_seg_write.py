@@ -31,7 +31,7 @@ from ..errors import InputError
 from .dicom_geometry import Frame
 
 __all__ = ["REVIEWED_GROUP", "SEG_SOP_CLASS", "SEG_SUFFIX", "algorithm_of", "image_numbers", "refuse_not_dicom",
-           "source_slices", "write_dicom_seg"]
+           "reviewed_numbers", "source_slices", "write_dicom_seg"]
 
 SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
 SEG_SUFFIX = "_seg.dcm"
@@ -69,18 +69,31 @@ def source_slices(src: str | Path) -> tuple[list[Frame | None], np.ndarray]:
 
 
 def image_numbers(slices: Sequence[Frame | None], rows: Sequence[int]) -> tuple[list[int], bool]:
+    """:func:`reviewed_numbers`' numbers, and True when they are InstanceNumbers."""
+    kind, numbers, _ = reviewed_numbers(slices, rows)
+    return numbers, kind == "images"
+
+
+def reviewed_numbers(slices: Sequence[Frame | None], rows: Sequence[int]) -> tuple[str, list[int], int | None]:
     """How a PACS user finds the slices ``rows`` (0-based, of the volume :func:`source_slices` reads) of the series:
-    their images' InstanceNumbers, sorted, and True, when each row's source is a one-frame image that has one and no
-    two images of the series share one; else their 1-based positions in the volume's slice order, and False (a slice
-    inserted where the series misses one, a multi-frame file, numbers missing or repeated)."""
+    ("images", their InstanceNumbers, None) when each real image is a one-frame image with a number of its own;
+    ("frames", their 1-based frame numbers in the file, None) for one multi-frame file (an enhanced CT stored from the
+    last position to the first: rows 0-1 are its frames 6 and 5); else ("slices", their 1-based positions among the
+    series' real images, how many those are). A slice the reader inserted where the series misses an image (None in
+    ``slices``: no image in the PACS) is left out of both the numbers and the count (was 'slices 3-5 of 7' for a
+    series of 6 images), unless only such slices are given (then their positions in the volume, of its slices)."""
     rows = sorted({int(k) for k in rows})
     present = [f for f in slices if f is not None]
+    real = [slices[k] for k in rows if 0 <= k < len(slices) and slices[k] is not None]
+    if not real or not present:
+        return "slices", [k + 1 for k in rows], len(slices)
     numbers = [f.instance for f in present]
-    if rows and all(0 <= k < len(slices) and slices[k] is not None and slices[k].frames_in_file == 1
-                    and slices[k].instance is not None for k in rows) \
-            and all(f.frames_in_file == 1 for f in present) and None not in numbers and len(set(numbers)) == len(numbers):
-        return sorted(int(slices[k].instance) for k in rows), True
-    return [k + 1 for k in rows], False
+    if all(f.frames_in_file == 1 for f in present) and None not in numbers and len(set(numbers)) == len(numbers):
+        return "images", sorted(int(f.instance) for f in real), None
+    if all(f.frames_in_file > 1 and f.path == present[0].path for f in present):
+        return "frames", sorted(f.index + 1 for f in real), None
+    order = {id(f): n for n, f in enumerate(present, 1)}
+    return "slices", sorted(order[id(f)] for f in real), len(present)
 
 
 def algorithm_of(model_info: dict | None) -> tuple[str, str, str | None]:
@@ -189,7 +202,7 @@ def write_dicom_seg(path: str | Path, src: str | Path, labels: np.ndarray, class
     MANUAL (drawn by a person: ``algorithm`` may be empty, no algorithm is named); ``description``: the
     SeriesDescription (at most 64 characters; by default 'attnseg <algorithm>'), or a function of the series' slices
     (:func:`source_slices`' frames) that gives it (Save mask names the reviewed slices by their images' InstanceNumbers,
-    :func:`image_numbers`, known once the series is read); ``redo``: what to do when the
+    :func:`reviewed_numbers`, known once the series is read); ``redo``: what to do when the
     series no longer reads as the mask's grid (said in the error); ``reviewed``: the slices (of ``labels``) a person
     marked reviewed, and ``weights_sha256`` the model's weights digest, kept in the private block (see the module
     docstring).
