@@ -138,3 +138,42 @@ def test_predicts_mask_of_a_one_slice_nifti_is_the_prediction_of_its_2d_mask(tmp
         capsys.readouterr().err
     case = json.loads((tmp_path / "ds" / "manifest.json").read_text())["cases"][0]
     assert case["shape"] == [64, 64] and case["edit_stats"]["changed_voxels"] == int((pred[0] != lab[0]).sum())
+
+
+# 4. the command line as the API: a one-slice volume into a dataset of volumes; a hand-drawn mask into a colour one -----
+
+
+def test_attnseg_export_adds_a_one_slice_volume_to_a_dataset_of_volumes(tmp_path, capsys):
+    """e534b16 fixed export_case; `attnseg export` still squeezed the one-slice NIfTI and its one-slice mask first:
+    "The dataset in ds holds 3D cases; this one is 2D". Now a one-slice 3D case; a new dataset still takes a plane."""
+    import nibabel as nib
+
+    t1, lab = _t1()
+    for name, (img, mask) in {"vol": (t1, lab), "one": (t1[2:3], lab[2:3])}.items():
+        nib.save(nib.Nifti1Image(img.T, np.eye(4)), tmp_path / f"{name}.nii.gz")
+        nib.save(nib.Nifti1Image(mask.T, np.eye(4)), tmp_path / f"{name}_mask.nii.gz")
+
+    def export(name: str, ds: str) -> int:
+        return main(["export", "--image", str(tmp_path / f"{name}.nii.gz"), "--labels",
+                     str(tmp_path / f"{name}_mask.nii.gz"), "--dataset", str(tmp_path / ds)])
+
+    assert export("vol", "ds") == 0 and export("one", "ds") == 0, capsys.readouterr().err
+    assert json.loads((tmp_path / "ds" / "manifest.json").read_text())["cases"][1]["shape"] == [1, 64, 64]
+    assert export("one", "new") == 0
+    assert json.loads((tmp_path / "new" / "manifest.json").read_text())["cases"][0]["shape"] == [64, 64]
+
+
+def test_a_hand_drawn_mask_of_a_picture_joins_a_dataset_of_colour_pictures(tmp_path, capsys):
+    """A colour dataset (round 1: a colour model's mask) and a mask drawn by hand on another picture (no model saved
+    with it): `attnseg export` refused it ("holds RGB pictures' colours; this export writes one grey image"); the
+    picture's colours now join the dataset of colours."""
+    from test_colour_loop import _corrected, _export, _picture
+
+    _, _, _, mask = _corrected(tmp_path, capsys, 3)
+    assert _export(tmp_path, mask, tmp_path / "ds") == 0
+    rgb, labels = _picture(tmp_path)  # (pic.tif again, a mask of its own: no model)
+    tifffile.imwrite(tmp_path / "drawn.tif", labels)
+    assert main(["export", "--image", str(tmp_path / "pic.tif"), "--labels", str(tmp_path / "drawn.tif"),
+                 "--dataset", str(tmp_path / "ds")]) == 0, capsys.readouterr().err
+    manifest = json.loads((tmp_path / "ds" / "manifest.json").read_text())
+    assert len(manifest["cases"]) == 2 and manifest["colour"] is True

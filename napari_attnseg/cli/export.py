@@ -61,11 +61,12 @@ def run(args: argparse.Namespace) -> int:
     from ..correct import format_slice_ranges, parse_slice_ranges
     from ..data import read_image
     from ..data.export import check_class_ids, export_case
-    from ..data.export_colour import picture_for_export
+    from ..data.export_colour import is_picture, picture_for_export
     from ..data.export_plan import names_by_value, one_plane
     from ..data.grid import on_image_grid
     from ..data.label_values import class_key
     from ..data.labels_in import dicom_labels_kind, read_labels
+    from ..data.layouts import manifest_or_empty
     from ..data.volume import Volume
     from ..errors import InputError
 
@@ -85,6 +86,9 @@ def run(args: argparse.Namespace) -> int:
         _marks_from_dataset(args.labels, raw_labels)
         image = _image_of(args, raw_labels)
     keep = True if args.keep_colour else False if args.grey else None
+    target = manifest_or_empty(args.dataset)  # (read before the images: the kind of dataset this case joins)
+    if keep is None and target.get("colour") and is_picture(image, np.ndim(raw_labels.data)):
+        keep = True  # (a dataset of colour pictures takes this one's colours too: its grey would be refused there)
     # (--model as given: its card tells whether it reads colour; else the model saved with the mask)
     info = ({"model": str(args.model), "checkpoint": str(args.model)} if args.model else
             raw_labels.meta.get("model_info") or _record_model(raw_labels))
@@ -171,8 +175,8 @@ def run(args: argparse.Namespace) -> int:
         data, spacing = np.moveaxis(data, c, 0), spacing[:c] + spacing[c + 1:]
     # a 2D slice saved as NIfTI (X, Y, 1), read (1, Y, X), with its 2D mask (or the other way round): one 2D plane
     mask = np.asarray(labels.data)
-    data, mask, spacing, axes, reviewed, prediction = one_plane(data, mask, stacked, spacing, axes, reviewed,
-                                                                prediction, what=str(args.labels))
+    data, mask, spacing, axes, reviewed, prediction = one_plane(data, mask, stacked, spacing, axes, reviewed, prediction,
+                                                                str(args.labels), target.get("spatial_dims") == 3)
     spatial, shape = data.shape[1:] if stacked else data.shape, mask.shape
     if len(spatial) in (2, 3) and tuple(shape) != tuple(spatial):  # (said without either file's name)
         swapped = " (the same sizes in another axis order: saved transposed?)" if sorted(shape) == sorted(spatial) else ""

@@ -47,12 +47,11 @@ from .export_plan import (  # noqa: F401 (re-exported: the names export_case's c
 from .grid import check_same_grid
 from .io import write_image
 from .label_values import check_class_ids
-from .layouts import case_paths, detect_format, index_files
+from .layouts import case_paths, detect_format, index_files, manifest_or_empty
 from .manifest import (
     JOURNAL,
     commit,
     dataset_lock,
-    read_manifest,
     recover,
     write_json_atomic,
 )
@@ -170,10 +169,7 @@ def export_case(
             raise InputError(f"A colour picture is (Y, X, 3) or (Y, X, 4); got shape {image.shape} with labels of "
                              f"shape {labels.shape}.")
         image, channel_axis = np.moveaxis(image, -1, 0), True
-    try:  # (a one-slice volume joins a dataset of volumes as one: squeezed, it was refused as 2D)
-        volumes = (read_manifest(folder) or {}).get("spatial_dims") == 3
-    except (DatasetError, OSError, ValueError):  # (a broken manifest is refused below, with its own message)
-        volumes = False
+    volumes = manifest_or_empty(folder).get("spatial_dims") == 3  # (a one-slice volume joins a dataset of volumes)
     image, labels, spacing, axes, reviewed_slices, prediction = one_plane(  # (1, Y, X) with (Y, X): one 2D plane
         image, labels, channel_axis, spacing, axes, reviewed_slices, prediction, labels_name or "the labels", volumes)
     _check_arrays(image, labels, channel_axis)

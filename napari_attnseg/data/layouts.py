@@ -34,6 +34,16 @@ def detect_format(folder: Path) -> str | None:
     return None
 
 
+def manifest_or_empty(folder: str | Path | None) -> dict[str, Any]:
+    """The manifest of the dataset an export goes to, ``{}`` when there is none yet or it cannot be read (the export
+    itself then says what is wrong with the folder): what decides before reading the images (a dataset of volumes, of
+    colour pictures)."""
+    try:
+        return (read_manifest(Path(folder)) if folder and Path(folder).is_dir() else None) or {}
+    except (DatasetError, OSError, ValueError):
+        return {}
+
+
 def datalists(folder: Path) -> list[Path]:
     """The JSON files at the top of ``folder`` holding a ``training`` list (MONAI datalists such as
     ``dataset_0.json``), ``manifest.json`` and hidden files aside."""

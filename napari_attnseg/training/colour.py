@@ -93,5 +93,6 @@ class ColourCases:
             return ["the images are RGB pictures: the model learns from their colours as channels (in_channels 3), "
                     "and attnseg predict gives it an RGB picture's colours the same way; to learn from their grey or "
                     "hematoxylin instead (as nuclei-2d reads them), fine-tune a one-channel model (attnseg finetune "
-                    "--model nuclei-2d) or add the pictures with attnseg export --grey, which writes that grey image"]
+                    "--model nuclei-2d) or export the pictures with attnseg export --grey into another dataset folder (a dataset holds "
+                    "grey or colour cases), which writes that grey image"]
         return []
