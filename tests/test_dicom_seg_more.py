@@ -141,12 +141,12 @@ def test_a_multi_frame_picture_without_a_frame_of_reference_gets_a_seg_frame_by_
         read_labels(tmp_path / "sc_seg.dcm", read_image(tmp_path / "sc.nii.gz"))
 
 
-@pytest.mark.parametrize("overwrite", [False, True])
-def test_dicom_seg_on_a_finished_case_writes_only_the_seg(tmp_path, lung, overwrite, capsys):  # noqa: F811
-    """A CT predicted without --dicom-seg, then the same command with it: was refused ('pass --overwrite'), or with
-    --overwrite computed the whole case again; now only the SEG is written, from the saved mask (the same segments
-    and frames as a fresh run's SEG), the record lists it, the mask is untouched. Another option (--tta) or a mask
-    corrected since: the usual rules (refused without --overwrite)."""
+def test_dicom_seg_on_a_finished_case_writes_only_the_seg(tmp_path, lung, capsys):  # noqa: F811
+    """A CT predicted without --dicom-seg, then the same command with it: was refused ('pass --overwrite'); now only
+    the SEG is written, from the saved mask (the same segments and frames as a fresh run's SEG), the record lists it,
+    the mask is untouched. --overwrite computes the case again, as in a cohort (a newer version of the package may
+    segment it otherwise). Another option (--tta) or a mask corrected since: the usual rules (refused without
+    --overwrite)."""
     import pydicom
 
     folder, out, fresh = tmp_path / "CT", tmp_path / "out", tmp_path / "fresh"
@@ -154,8 +154,7 @@ def test_dicom_seg_on_a_finished_case_writes_only_the_seg(tmp_path, lung, overwr
     assert main(["predict", str(folder), *BRAIN, "--out", str(out)]) == 0
     mask_stat = (out / "CT_mask.nii.gz").stat().st_mtime_ns
     capsys.readouterr()
-    assert main(["predict", str(folder), *BRAIN, "--out", str(out), "--dicom-seg",
-                 *(["--overwrite"] if overwrite else [])]) == 0
+    assert main(["predict", str(folder), *BRAIN, "--out", str(out), "--dicom-seg"]) == 0
     said = capsys.readouterr()
     assert "wrote only its DICOM SEG (CT_seg.dcm) from the saved mask CT_mask.nii.gz, not computed again" in said.out
     assert " tiles on " not in said.out + said.err
@@ -175,6 +174,13 @@ def test_dicom_seg_on_a_finished_case_writes_only_the_seg(tmp_path, lung, overwr
     capsys.readouterr()
     assert main(["predict", str(folder), *BRAIN, "--out", str(out), "--dicom-seg"]) != 0
     assert "pass --overwrite to replace them" in capsys.readouterr().err
+    again = tmp_path / "again"  # (--overwrite on a case finished without the SEG: computed again, with it)
+    assert main(["predict", str(folder), *BRAIN, "--out", str(again)]) == 0
+    capsys.readouterr()
+    assert main(["predict", str(folder), *BRAIN, "--out", str(again), "--dicom-seg", "--overwrite"]) == 0
+    said = capsys.readouterr()
+    assert " tiles on " in said.out + said.err and "not computed again" not in said.out
+    assert (again / "CT_seg.dcm").is_file()
 
     # a mask corrected since, or other options: not the same case, computed only with --overwrite
     other = tmp_path / "other"

@@ -37,7 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dicom-seg", action="store_true",
                         help="also write the mask as a DICOM SEG (<name>_seg.dcm, one segment per class) on each DICOM "
                              "series given, to import into the PACS, OHIF or 3D Slicer beside the images (a case "
-                             "finished before without it: only the SEG is written, from the saved mask)")
+                             "finished before without it: only the SEG is written, from the saved mask; with "
+                             "--overwrite the case is computed again)")
     parser.add_argument("--channel", type=int, default=None, metavar="K",
                         help="the channel to segment of a multi-channel TIFF or an RGB image (0 first; a grey image "
                              "saved as RGB needs none, a bright-field H&E/IHC picture's hematoxylin is the default), or the "
@@ -215,7 +216,7 @@ def run(args: argparse.Namespace) -> int:
             foreign = foreign_outputs(out, src) or ([theirs] if args.dicom_seg and (theirs := foreign_seg(out, src)) else [])
             if foreign:
                 raise InputError(foreign_message(out, src, foreign))
-            if args.dicom_seg and (seg_only := write_seg_only(out, src, model, request)) is not None:
+            if args.dicom_seg and not args.overwrite and (seg_only := write_seg_only(out, src, model, request)):
                 record, notes = seg_only  # (finished before with this model and these options, without its SEG)
                 what = (f"wrote only its DICOM SEG ({record['dicom_seg']})" if record["dicom_seg"] else
                         "no DICOM SEG to write (see the warning)")
