@@ -44,6 +44,24 @@ def foreign_seg(out: Path, src: Path, name: str | None = None) -> Path | None:
     return seg if seg.exists() and not seg_is_ours(out, src, name) else None
 
 
+def seg_refusal_note(out: Path, src: Path) -> str:
+    """What a refused lone ``--dicom-seg`` run on a finished case adds: its earlier run asked for the SEG and wrote
+    none because the mask has no foreground (computing again would write none either), else that ``--overwrite``
+    computes the case again with its SEG; '' when the SEG is there."""
+    from .results import record_path
+
+    if seg_path(out, src).exists():
+        return ""
+    try:
+        record = json.loads(record_path(out, src).read_text())
+    except (OSError, ValueError):
+        record = None
+    if isinstance(record, dict) and (record.get("request") or {}).get("dicom_seg") and not record.get("dicom_seg"):
+        return ("; it was segmented with --dicom-seg already and its mask has no foreground, so there is no DICOM SEG to "
+                "write (segmenting it again with the same model finds none either)")
+    return "; --overwrite computes the case again, with its DICOM SEG"
+
+
 def write_seg(out: Path, src: Path, vol, model, pred, name: str | None, say, written: list[Path]) -> str | None:
     """The DICOM SEG of ``pred``'s mask on the series ``src`` (:mod:`.data.dicom_seg_write`): its name once written,
     else None (why: a warning of ``pred``)."""

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import tifffile
+from test_audit_dicom_labels import ct_series, lung  # noqa: F401  (lung: a fixture)
 from test_audit_review_fixes4 import _nuclei
 
 from napari_attnseg.cli import main
@@ -177,3 +178,31 @@ def test_a_hand_drawn_mask_of_a_picture_joins_a_dataset_of_colour_pictures(tmp_p
                  "--dataset", str(tmp_path / "ds")]) == 0, capsys.readouterr().err
     manifest = json.loads((tmp_path / "ds" / "manifest.json").read_text())
     assert len(manifest["cases"]) == 2 and manifest["colour"] is True
+
+
+# 5. a lone --dicom-seg rerun of a case whose mask has no foreground --------------------------------------------------
+
+
+def test_dicom_seg_again_on_a_case_without_foreground_says_why_there_is_none(tmp_path, lung, capsys):  # noqa: F811
+    """predict --dicom-seg where the model finds nothing writes no SEG (a warning); the same command again was refused
+    saying "--overwrite computes the case again, with its DICOM SEG", which writes none either: it now says why."""
+    import torch
+
+    from napari_attnseg import create_model, save_model
+    from napari_attnseg.checkpoint import ModelCard
+
+    model = create_model("unet", spatial_dims=2, in_channels=1, features=[4, 8])
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()  # (every logit 0: background everywhere)
+    save_model(model, tmp_path / "empty.safetensors", ModelCard(arch="", config={}, name="empty",
+                                                                classes=["background", "tumour"], tile=[64, 64]))
+    ct_series(lung, tmp_path / "CT")
+    args = ["predict", str(tmp_path / "CT"), "--model", str(tmp_path / "empty.safetensors"), "--out",
+            str(tmp_path / "out"), "--no-prob", "--dicom-seg"]
+    assert main(args) == 0 and not (tmp_path / "out" / "CT_seg.dcm").exists()
+    capsys.readouterr()
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "its mask has no foreground, so there is no DICOM SEG to write" in err
+    assert "--overwrite computes the case again, with its DICOM SEG" not in err

@@ -188,10 +188,9 @@ def run(args: argparse.Namespace) -> int:
         foreign_seg,
         partial_marker,
         record_path,
-        seg_path,
         write_prediction,
     )
-    from ..results_seg import write_seg_only
+    from ..results_seg import seg_refusal_note, write_seg_only
 
     expand_user_args(args, "inputs", "out", "summary")  # ("~/..." quoted for its spaces: not a folder named '~')
     out = Path(args.out)
@@ -237,8 +236,7 @@ def run(args: argparse.Namespace) -> int:
                     f"{', ...' if len(existing) > 3 else ''}); a mask there may have been corrected by hand. "
                     "Choose another --out, or pass --overwrite to replace them (a mask changed since attnseg "
                     f"wrote it is then kept in {out / EDITED_DIR})"
-                    + ("; --overwrite computes the case again, with its DICOM SEG" if args.dicom_seg and
-                       not seg_path(out, src).exists() else "") + "."
+                    + (seg_refusal_note(out, src) if args.dicom_seg else "") + "."
                 )
             refuse_our_output(src)  # (a mask or map of an earlier run, given as the image)
             vol = read_for_model(src, args.channel, model)
