@@ -81,21 +81,49 @@ def grey_layer_of(viewer, layer, model_name: str | None = None):
     (refused, the user told why). A grey picture saved as RGB, or one stain saved in its colour (DAPI in
     blue), holds one grey image; a bright-field H&E / IHC picture gives its hematoxylin (nuclear stain), by
     colour deconvolution (:func:`~napari_attnseg.cohort.inputs.grey_of_colour`): it becomes a layer
-    '<name> (<colour or stain>)' that the results, corrections, clicks and export then use, as after Split RGB."""
+    '<name> (<colour or stain>)' that the results, corrections, clicks and export then use, as after Split RGB. One
+    made before and still open is taken as it is (computing it again took the GUI thread 4 s on a 6000 x 6000 slide)."""
+    if (made := open_grey_of(viewer, layer)) is not None:
+        return made
+    try:
+        found = grey_of_layer(np.asarray(layer_array(layer)), layer.name, model_name)
+    except ValueError as exc:
+        show_error(str(exc))
+        return None
+    return add_grey_layer(viewer, layer, found)
+
+
+def open_grey_of(viewer, layer):
+    """The grey layer made of the RGB ``layer`` (:func:`grey_layer_of`) that is still open with its shape, or None."""
+    shape = tuple(layer_array(layer).shape[:-1])
+    return next((grey for grey, source in list(_GREY_SOURCES.items())
+                 if source is layer and grey in viewer.layers and tuple(grey.data.shape) == shape), None)
+
+
+def grey_of_layer(rgb: np.ndarray, name: str, model_name: str | None = None) -> tuple:
+    """The grey of an RGB layer's data, ``(image, channel, note)`` (:func:`~napari_attnseg.cohort.inputs.grey_of_colour`,
+    the heavy part of :func:`grey_layer_of`: a worker runs it); ``ValueError`` saying what to do when there is none."""
     from ..cohort.inputs import grey_of_colour
 
-    rgb = np.asarray(layer_array(layer))
     found = grey_of_colour(rgb)
     if found is None:
         reads = (f"the model {model_name!r} reads one grey channel: choose a model that reads colours, or r" if model_name
                  else "the models take grayscale images. R")
-        show_error(f"Layer {layer.name!r} is RGB and its colours hold different images on a dark background (not a "
-                   f"bright-field stain); {reads}ight-click the layer in the layer list > Split RGB, then pick the "
-                   "channel layer that shows the objects.")
-        return None
+        raise ValueError(f"Layer {name!r} is RGB and its colours hold different images on a dark background (not a "
+                         f"bright-field stain); {reads}ight-click the layer in the layer list > Split RGB, then pick "
+                         "the channel layer that shows the objects.")
+    return found
+
+
+def grey_name(name: str, k: int | str) -> str:
+    return f"{name} ({k if isinstance(k, str) else ('red', 'green', 'blue')[k]})"
+
+
+def add_grey_layer(viewer, layer, found: tuple):
+    """The grey layer of the RGB ``layer`` whose grey ``found`` is (:func:`grey_of_layer`), added next to it, or the
+    open layer of its name and shape; on the GUI thread."""
     data, k, note = found
-    name = f"{layer.name} ({k if isinstance(k, str) else ('red', 'green', 'blue')[k]})"
-    if name in viewer.layers and viewer.layers[name].data.shape == rgb.shape[:-1]:
+    if (name := grey_name(layer.name, k)) in viewer.layers and viewer.layers[name].data.shape == np.shape(data):
         _GREY_SOURCES[viewer.layers[name]] = layer
         return viewer.layers[name]
     grey = viewer.add_image(data, name=name, scale=layer.scale, translate=layer.translate, rotate=layer.rotate,

@@ -62,17 +62,17 @@ class CorrectExport:
                 return None
         return names
 
-    def colour_picture(self, image_layer, layer) -> np.ndarray | None:
-        """The colours (Y, X, 3|4) of an RGB ``image_layer`` to export with the mask ``layer`` when the model that made
-        it reads colours (:func:`~napari_attnseg.data.export_colour.colour_layer_export`, the rule of ``attnseg
-        export``; ``export_case(..., colour=True)`` writes them); None: the grey layer is exported, as before."""
+    def colour_picture(self, image_layer, layer) -> int | None:
+        """The channels (3 or 4) of the model that made the mask ``layer`` when it reads colours and ``image_layer`` is
+        RGB: its colours are exported (:func:`~napari_attnseg.data.export_colour.colour_layer_export`, the rule of
+        ``attnseg export``, on the export's worker; ``export_case(..., colour=True)`` writes them); None: the grey."""
         if not getattr(image_layer, "rgb", False):
             return None
-        from ..data.export_colour import colour_layer_export
+        from ..data.export_colour import colour_layer_channels
         from ._common import layer_array
 
-        return colour_layer_export(np.asarray(layer_array(image_layer)), (layer.metadata or {}).get("attnseg"),
-                                   layer.ndim, image_layer.name)
+        return colour_layer_channels((layer.metadata or {}).get("attnseg"), layer.ndim,
+                                     tuple(layer_array(image_layer).shape))
 
     def _check_no_ignore(self, layer) -> None:
         """A mask reopened from a label file an export wrote holds that dataset's 'ignore' value on its unreviewed

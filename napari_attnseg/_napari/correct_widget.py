@@ -18,12 +18,15 @@ from ..errors import AttnSegError
 from ..settings import remember_export, settings_path
 from ._common import (
     Undockable,
+    add_grey_layer,
     error_message,
-    grey_layer_of,
+    grey_of_layer,
     is_deleted,
+    layer_array,
     notify_error,
     notify_info,
     notify_warning,
+    open_grey_of,
     stop_listening,
     tell_docked,
 )
@@ -200,6 +203,7 @@ class CorrectWidget(Undockable, QWidget, CorrectForm, ClassList, CorrectExport, 
     def export(self):
         from ..checkpoint import model_identity
         from ..data.export import export_case
+        from ..data.export_colour import colour_layer_export
         from .tiff_masks import mask_axes  # (a time-lapse's frames stay frames in the TIFF layout)
 
         layer = self.labels_layer()
@@ -218,8 +222,9 @@ class CorrectWidget(Undockable, QWidget, CorrectForm, ClassList, CorrectExport, 
             notify_warning(f"{layer.name} was predicted on an image that is no longer open; it is exported with "
                            f"{img_name!r}: make sure they belong together.")
         picture = self.colour_picture(image_layer, layer)  # an RGB layer's colours, for a mask a colour model made
-        if picture is None and image_layer.rgb and (image_layer := grey_layer_of(self.viewer, image_layer)) is None:
-            return None  # (a slide reopened from a record: the grey image that was segmented, as attnseg export does)
+        rgb_layer = image_layer if picture is None and image_layer.rgb else None  # (a slide reopened from a record:
+        if rgb_layer is not None and (grey := open_grey_of(self.viewer, rgb_layer)) is not None:  # the grey image that
+            image_layer, rgb_layer = grey, None  # was segmented, as attnseg export does; a new one on the worker)
         folder = folder_text(self.dataset_edit)
         if not folder:  # (emptied, or never exported: name the datasets of the earlier rounds)
             earlier = ", ".join(_fine_tuned_on())
@@ -270,16 +275,32 @@ class CorrectWidget(Undockable, QWidget, CorrectForm, ClassList, CorrectExport, 
                 folder, kwargs["case_id"], kwargs["source_name"], layer.data.shape, rev, time_lapse, kwargs["overwrite"])):
             notify_error(f"{layer.name}: {lost}")
             return None
-        image, labels = np.asarray(image_layer.data) if picture is None else picture, np.array(layer.data)
+        source, labels, info_of = (layer_array(image_layer) if picture or rgb_layer else image_layer.data,
+                                   np.array(layer.data), layer.metadata.get("attnseg"))
 
         @thread_worker(start_thread=False, ignore_errors=True)
-        def work():
-            return export_case(image, labels, folder, fmt, **kwargs)
+        def work():  # (the picture's colours or grey here: 4-6 s of a 6000 x 6000 slide had paused napari)
+            image, found = np.asarray(source), None
+            if picture is not None:
+                image = colour_layer_export(image, info_of, labels.ndim, img_name, picture)
+            elif rgb_layer is not None:
+                try:
+                    found = grey_of_layer(image, img_name)
+                except ValueError as exc:  # (no grey image in its colours: what to do, nothing written)
+                    return None, str(exc)
+                image = found[0]
+            return export_case(image, labels, folder, fmt, **kwargs), found
 
         worker = work()
         bar = napari_progress(total=0, desc=f"Exporting {layer.name}")  # export_case reports no steps: busy bar
 
-        def done(rec):
+        def done(result):
+            rec, found = result
+            if rec is None:
+                notify_error(found)
+                return
+            if found is not None and rgb_layer in self.viewer.layers:  # (its grey layer, as the Segment tab adds it)
+                add_grey_layer(self.viewer, rgb_layer, found)
             base = movie_id(rec)  # (a time-lapse's frames: 2D cases <base>_t000...; the base is what to type again)
             notify_info(f"{exported_text(rec, labels.shape[0])} to {folder}")
             if not remember_export(folder, fmt, base, kwargs["source_name"]):  # proposed again tomorrow

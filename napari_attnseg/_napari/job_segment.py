@@ -17,7 +17,10 @@ from ..errors import AttnSegError, Cancelled
 from ..inference import CancelToken, iter_predict
 from ..layers import prediction_layers
 from ._common import (
+    add_grey_layer,
     error_message,
+    grey_name,
+    grey_of_layer,
     is_deleted,
     is_time_axis,
     layer_array,
@@ -100,6 +103,9 @@ class SegmentJob:
     def _start_job(self, layer, model, kwargs: dict, image: np.ndarray | None = None):
         token = self._token = self._tokens[0] = CancelToken()  # (this run's: the worker never reads self._token)
         label = self.model_combo.value  # the model's name in the list, for this run's messages
+        # an RGB layer for a model of one channel: its grey (colour deconvolution, 4 s of a 6000 x 6000 slide) is
+        # computed on the worker and added as its layer with the results, which go to it (_common.grey_layer_of)
+        rgb = layer if image is None and getattr(layer, "rgb", False) and int(model.in_channels) == 1 else None
         # a pyramid: its full-resolution level; a picture: the colours a model of colours reads (model_colours)
         image, name = layer_array(layer) if image is None else image, layer.name
         where = placement_of(layer)
@@ -112,7 +118,14 @@ class SegmentJob:
         @thread_worker(start_thread=False, ignore_errors=True)
         def work():
             # expected failures (bad input, Cancel) come back as values, not as event-loop exceptions
-            gen = iter_predict(model, image, cancel=token, **kwargs)
+            data, found, called = image, None, name
+            if rgb is not None:
+                try:
+                    found = grey_of_layer(np.asarray(image), name, label)
+                except ValueError as exc:
+                    return _Failed(AttnSegError(str(exc)))
+                data, called = found[0], grey_name(name, found[1])
+            gen = iter_predict(model, data, cancel=token, **kwargs)
             while True:
                 try:
                     done, total = next(gen)
@@ -121,10 +134,10 @@ class SegmentJob:
                     # 1-1.5 s on a 6000 x 6000 mosaic) stops the run too, instead of adding its results anyway
                     if token.cancelled:
                         return _Failed(Cancelled("Prediction cancelled; no layer was added."))
-                    prepared = _prepared(model, stop.value, name, where)
+                    prepared = _prepared(model, stop.value, called, where)
                     if token.cancelled:
                         return _Failed(Cancelled("Prediction cancelled; no layer was added."))
-                    return stop.value, prepared
+                    return stop.value, prepared, found
                 except AttnSegError as exc:
                     return _Failed(exc)  # (superqt re-raises an exception returned as is)
                 yield done, total
@@ -152,7 +165,7 @@ class SegmentJob:
                 self._finish_run(False)
 
         def on_done(result):
-            nonlocal name
+            nonlocal name, layer
             if is_deleted(self):  # the viewer closed while this ran
                 return
             if isinstance(result, _Failed):
@@ -161,11 +174,15 @@ class SegmentJob:
             if token.cancelled:  # pressed while the results were on their way to this thread
                 on_error(Cancelled("Prediction cancelled; no layer was added."))
                 return
-            pred, prepared = result
+            pred, prepared, found = result
             if layer not in self.viewer.layers:  # results without their image would pair with another one
                 self.status.value = f"{name} was removed while it was segmented: its results were not added."
                 notify_warning(self.status.value)
                 return  # (finish() ends the run)
+            if found is not None:  # the picture's grey: its layer, which the results, corrections and export use
+                layer = add_grey_layer(self.viewer, layer, found)
+                name, geometry["attnseg_source_uid"] = grey_name(name, found[1]), layer.unique_id
+                self.refresh_layers(prefer=layer.name)
             prepared = prepared if layer.name == name else None  # renamed while it ran: named (and linked) after it
             name = layer.name
             self.last_prediction, self.last_source, self._last_uid = pred, name, layer.unique_id

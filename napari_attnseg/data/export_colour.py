@@ -116,17 +116,31 @@ def picture_for_export(image: Volume, label_ndim: int, src: str, keep: bool | No
     return Volume(grey, spacing, image.affine, meta), None, f"{src}: {note}"
 
 
+def colour_layer_channels(info: dict[str, Any] | None, label_ndim: int, shape: tuple[int, ...]) -> int | None:
+    """napari's Correct tab: the channels (3 or 4) of the model that made a 2D mask whose provenance is ``info`` (the
+    mask layer's ``metadata['attnseg']``) when it reads colours and the RGB image layer's data has ``shape``
+    (Y, X, 3|4): its colours are exported (:func:`colour_layer_export`); None: its grey, as for any other mask. Reads
+    the model's card only, on the GUI thread; the picture is read on the export's worker."""
+    channels, _ = model_channels(info)
+    if channels not in (3, 4) or label_ndim != 2 or len(shape) != 3 or shape[-1] not in (3, 4):
+        return None
+    return channels
+
+
 def colour_layer_export(picture: np.ndarray, info: dict[str, Any] | None, label_ndim: int,
-                        name: str) -> np.ndarray | None:
+                        name: str, channels: int | None = None) -> np.ndarray | None:
     """napari's Correct tab: the colours ``(Y, X, 3|4)`` of an RGB image layer's data ``picture`` to export with a 2D
-    mask whose provenance is ``info`` (the mask layer's ``metadata['attnseg']``) when the model that made it reads
-    colours, as :func:`picture_for_export` decides for ``attnseg export`` (an opaque alpha dropped for a model of 3,
-    kept for one of 4, as the Segment tab gave them); None: export its grey, as for any other mask."""
+    mask whose provenance is ``info`` when the model that made it reads colours (``channels``, else
+    :func:`colour_layer_channels`), as :func:`picture_for_export` decides for ``attnseg export`` (an opaque alpha
+    dropped for a model of 3, kept for one of 4, as the Segment tab gave them); None: export its grey. An RGBA picture
+    for a model of 4 is exported as it is (its alpha dropped and put back had made two copies of a slide)."""
     from .alpha import drop_flat_alpha
 
-    channels, _ = model_channels(info)
-    if channels not in (3, 4) or label_ndim != 2 or np.ndim(picture) != 3 or np.shape(picture)[-1] not in (3, 4):
+    channels = channels or colour_layer_channels(info, label_ndim, tuple(np.shape(picture)))
+    if channels not in (3, 4):
         return None
+    if channels == 4 and np.shape(picture)[-1] == 4:
+        return np.asarray(picture)
     meta: dict[str, Any] = {"axes": "YXS"}
     data, _ = drop_flat_alpha(np.asarray(picture), name, meta)  # (as the Segment tab and the picture's reader)
     return picture_for_export(Volume(data, (1.0, 1.0, 1.0), None, meta), label_ndim, name, None, info)[1]
