@@ -206,3 +206,69 @@ def test_dicom_seg_again_on_a_case_without_foreground_says_why_there_is_none(tmp
     err = capsys.readouterr().err
     assert "its mask has no foreground, so there is no DICOM SEG to write" in err
     assert "--overwrite computes the case again, with its DICOM SEG" not in err
+
+
+# 6. colour exports: the Correct tab as attnseg export; --keep-colour for an RGBA model ---------------------------------
+
+
+def _colour_mask_layer(viewer, mask_path, name="pic mask"):
+    """The mask file as napari's TIFF reader gives it: its model (provenance) and its source path."""
+    from napari_attnseg.data import read_image
+
+    vol = read_image(mask_path)
+    made = vol.meta["model_info"]
+    return viewer.add_labels(np.asarray(vol.data), name=name, metadata={
+        "source_path": str(mask_path), "attnseg": {"model": made.get("model"), "checkpoint": made.get("checkpoint"),
+                                                   "checkpoint_sha256": made.get("weights_sha256")}})
+
+
+def _export_in_panel(panel, qtbot, image: str, mask: str, ds) -> None:
+    panel.refresh()
+    panel.image_combo.value, panel.labels_combo.value = image, mask
+    panel.dataset_edit.value = str(ds)
+    assert panel.export() is not None
+    qtbot.waitUntil(lambda: (ds / "manifest.json").exists() and panel.export_button.enabled, timeout=30000)
+
+
+def test_the_correct_tab_finds_the_colour_model_beside_the_mask_and_grows_a_colour_dataset(
+        make_napari_viewer, qtbot, tmp_path, monkeypatch, capsys):
+    """predict --model m3.safetensors (a relative path, as typed) from the picture's folder; napari started elsewhere.
+    The Correct tab exported grey where `attnseg export` kept the colours (the model was not looked for beside the
+    mask); and a hand-drawn mask of a picture into that colour dataset was refused ("this export writes one grey
+    image ... attnseg export --keep-colour"). Now both go in with their colours."""
+    from test_colour_loop import _model, _picture
+
+    from napari_attnseg._napari.correct_widget import CorrectWidget
+
+    rgb, labels = _picture(tmp_path)
+    _model(tmp_path, 3)
+    monkeypatch.chdir(tmp_path)
+    assert main(["predict", "pic.tif", "--model", "m3.safetensors", "--out", "pred"]) == 0, capsys.readouterr().err
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    viewer = make_napari_viewer()
+    viewer.add_image(rgb, name="pic", rgb=True)
+    _colour_mask_layer(viewer, tmp_path / "pred" / "pic_mask.tif")
+    panel, ds = CorrectWidget(viewer), tmp_path / "ds"
+    _export_in_panel(panel, qtbot, "pic", "pic mask", ds)
+    manifest = json.loads((ds / "manifest.json").read_text())
+    assert manifest.get("colour") is True and manifest["channel_names"] == ["R", "G", "B"]
+    viewer.add_image(rgb[::-1].copy(), name="pic2", rgb=True)
+    viewer.add_labels(labels[::-1].copy(), name="drawn")  # (by hand: no model)
+    _export_in_panel(panel, qtbot, "pic2", "drawn", ds)
+    qtbot.waitUntil(lambda: len(json.loads((ds / "manifest.json").read_text())["cases"]) == 2, timeout=30000)
+
+
+def test_keep_colour_keeps_the_alpha_a_four_channel_model_reads(tmp_path, capsys):
+    """An opaque RGBA picture segmented by a 4-channel model: `attnseg export --keep-colour` wrote R, G, B (the alpha
+    its reader drops not put back) and `finetune --model m4` was refused "3 channel(s) ... takes 4"."""
+    from test_colour_loop import _model, _picture
+
+    rgb, _ = _picture(tmp_path)
+    tifffile.imwrite(tmp_path / "pica.tif", np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)]), photometric="rgb",
+                     extrasamples=[2])
+    model = _model(tmp_path, 4)
+    assert main(["predict", str(tmp_path / "pica.tif"), "--model", str(model), "--out", str(tmp_path / "pred")]) == 0
+    assert main(["export", "--image", str(tmp_path / "pica.tif"), "--labels", str(tmp_path / "pred" / "pica_mask.tif"),
+                 "--dataset", str(tmp_path / "ds"), "--keep-colour"]) == 0, capsys.readouterr().err
+    assert json.loads((tmp_path / "ds" / "manifest.json").read_text())["channel_names"] == ["R", "G", "B", "A"]

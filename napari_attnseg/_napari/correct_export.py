@@ -69,10 +69,12 @@ class CorrectExport:
         if not getattr(image_layer, "rgb", False):
             return None
         from ..data.export_colour import colour_layer_channels
+        from ..data.layouts import manifest_or_empty
         from ._common import layer_array
 
+        colour = bool(manifest_or_empty(folder_text(self.dataset_edit)).get("colour"))  # (a dataset of colour pictures)
         return colour_layer_channels((layer.metadata or {}).get("attnseg"), layer.ndim,
-                                     tuple(layer_array(image_layer).shape))
+                                     tuple(layer_array(image_layer).shape), layer.metadata.get("source_path"), colour)
 
     def _check_no_ignore(self, layer) -> None:
         """A mask reopened from a label file an export wrote holds that dataset's 'ignore' value on its unreviewed

@@ -68,13 +68,15 @@ def is_picture(image: Volume, label_ndim: int) -> bool:
 
 def picture_for_export(image: Volume, label_ndim: int, src: str, keep: bool | None = None,
                        info: dict[str, Any] | None = None, near: str | Path | None = None,
-                       ) -> tuple[Volume, np.ndarray | None, str | None]:
+                       why: str = "as --keep-colour asks") -> tuple[Volume, np.ndarray | None, str | None]:
     """``(grid, colours, note)`` for exporting ``image`` with a mask of ``label_ndim`` dimensions. Not an RGB(A)
     picture: ``(image, None, None)``. A picture: its colours ``(*spatial, 3|4)`` kept when ``keep`` is True, or when
     ``keep`` is None and the model that made the mask (``info``, ``near``: :func:`model_channels`) reads 3 or 4
     channels, with ``grid`` a (*spatial) plane of it for the grid checks; otherwise ``colours`` is None and ``grid`` the
     grey image predict and the napari panels segment of it (its grey, its one colour, or a bright-field stain's
-    hematoxylin; :func:`~napari_attnseg.cohort.inputs.grey_of_colour`). ``note`` says which, naming ``src``."""
+    hematoxylin; :func:`~napari_attnseg.cohort.inputs.grey_of_colour`). ``note`` says which, naming ``src`` (and
+    ``why`` colours kept with ``keep`` True). The model is looked up unless ``keep`` is False: a model of 4 channels
+    gets back the opaque alpha the picture's reader dropped, ``--keep-colour`` or not."""
     if not is_picture(image, label_ndim):
         if keep:
             raise InputError(f"{src} is not an RGB picture with colours of the mask's plane (axes "
@@ -85,7 +87,7 @@ def picture_for_export(image: Volume, label_ndim: int, src: str, keep: bool | No
     ax = axes.index("S")
     spacing = tuple(s for i, s in enumerate(image.spacing) if i != ax) if len(image.spacing) == len(axes) else image.spacing
     meta = {**image.meta, "axes": axes.replace("S", "")}
-    channels, name = (None, "") if keep is not None else model_channels(info, near)
+    channels, name = (None, "") if keep is False else model_channels(info, near)
     if keep or channels in (3, 4):
         if label_ndim != 2:
             raise InputError(f"{src} is a stack of RGB pictures ({label_ndim}D with colours); a dataset keeps the colours "
@@ -97,7 +99,7 @@ def picture_for_export(image: Volume, label_ndim: int, src: str, keep: bool | No
         if channels == 4 and colours.shape[-1] == 3 and (value := dropped_alpha(image.meta)) is not None:
             colours = with_alpha(colours, value)  # (the opaque alpha its reader dropped: the model reads RGBA)
         why = (f"the model that made the mask ({name}) reads {channels} channels (colour); --grey writes its grey "
-               "instead" if keep is None else "as --keep-colour asks")
+               "instead" if keep is None else why)
         note = (f"{src}: its colours ({', '.join(COLOUR_CHANNELS[:colours.shape[-1]])}) go into the dataset as one "
                 f"RGB picture, {why}.")
         return Volume(colours[..., 0], spacing, image.affine, meta), colours, note
@@ -116,14 +118,19 @@ def picture_for_export(image: Volume, label_ndim: int, src: str, keep: bool | No
     return Volume(grey, spacing, image.affine, meta), None, f"{src}: {note}"
 
 
-def colour_layer_channels(info: dict[str, Any] | None, label_ndim: int, shape: tuple[int, ...]) -> int | None:
+def colour_layer_channels(info: dict[str, Any] | None, label_ndim: int, shape: tuple[int, ...],
+                          near: str | Path | None = None, keep: bool = False) -> int | None:
     """napari's Correct tab: the channels (3 or 4) of the model that made a 2D mask whose provenance is ``info`` (the
     mask layer's ``metadata['attnseg']``) when it reads colours and the RGB image layer's data has ``shape``
     (Y, X, 3|4): its colours are exported (:func:`colour_layer_export`); None: its grey, as for any other mask. Reads
-    the model's card only, on the GUI thread; the picture is read on the export's worker."""
-    channels, _ = model_channels(info)
-    if channels not in (3, 4) or label_ndim != 2 or len(shape) != 3 or shape[-1] not in (3, 4):
+    the model's card only, on the GUI thread; the picture is read on the export's worker. ``near``: the mask's file
+    (its model looked for beside it, as ``attnseg export`` does); ``keep``: the dataset holds colour pictures, so any
+    mask's picture goes in with its colours (its grey would be refused there)."""
+    channels, _ = model_channels(info, near)
+    if label_ndim != 2 or len(shape) != 3 or shape[-1] not in (3, 4):
         return None
+    if channels not in (3, 4):
+        return shape[-1] if keep else None
     return channels
 
 
@@ -143,7 +150,8 @@ def colour_layer_export(picture: np.ndarray, info: dict[str, Any] | None, label_
         return np.asarray(picture)
     meta: dict[str, Any] = {"axes": "YXS"}
     data, _ = drop_flat_alpha(np.asarray(picture), name, meta)  # (as the Segment tab and the picture's reader)
-    return picture_for_export(Volume(data, (1.0, 1.0, 1.0), None, meta), label_ndim, name, None, info)[1]
+    return picture_for_export(Volume(data, (1.0, 1.0, 1.0), None, meta), label_ndim, name, True, info,
+                              why="as the model that made the mask reads them, or the dataset holds colour pictures")[1]
 
 
 def check_same_kind(manifest: dict | None, colour: bool, folder: Path, n_channels: int) -> None:
