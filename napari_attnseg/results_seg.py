@@ -44,11 +44,12 @@ def foreign_seg(out: Path, src: Path, name: str | None = None) -> Path | None:
     return seg if seg.exists() and not seg_is_ours(out, src, name) else None
 
 
-def seg_refusal_note(out: Path, src: Path) -> str:
-    """What a refused lone ``--dicom-seg`` run on a finished case adds: its earlier run asked for the SEG and wrote
-    none because the mask has no foreground (computing again would write none either), else that ``--overwrite``
-    computes the case again with its SEG; '' when the SEG is there."""
-    from .results import record_path
+def seg_refusal_note(out: Path, src: Path, model=None, request: dict | None = None) -> str:
+    """What a refused lone ``--dicom-seg`` run on a finished case adds: its earlier run, of this model and these options,
+    asked for the SEG and wrote none because the mask has no foreground (computing again would write none either);
+    a mask corrected since: how to send it as a SEG; else that ``--overwrite`` computes the case again with its DICOM
+    SEG; '' when the SEG is there."""
+    from .results import _jsonable, _stat, record_path
 
     if seg_path(out, src).exists():
         return ""
@@ -57,8 +58,16 @@ def seg_refusal_note(out: Path, src: Path) -> str:
     except (OSError, ValueError):
         record = None
     if isinstance(record, dict) and (record.get("request") or {}).get("dicom_seg") and not record.get("dicom_seg"):
-        return ("; it was segmented with --dicom-seg already and its mask has no foreground, so there is no DICOM SEG to "
-                "write (segmenting it again with the same model finds none either)")
+        mask = out / str(record.get("mask") or "")
+        if not mask.is_file() or (record.get("output_stats") or {}).get(mask.name) != _stat(mask):
+            return ("; its mask was changed since that run: to send your mask to the PACS, open it in napari and save it "
+                    "as DICOM SEG (Save mask); --overwrite computes the case again, keeping your mask in edited_masks")
+        sha = getattr(getattr(model, "card", None), "weights_sha256", None)
+        same = (model is None or record.get("model_weights_sha256") == sha) and \
+            (request is None or record.get("request") == _jsonable(request))
+        if same:
+            return ("; it was segmented with --dicom-seg already and its mask has no foreground, so there is no DICOM SEG "
+                    "to write (segmenting it again with the same model finds none either)")
     return "; --overwrite computes the case again, with its DICOM SEG"
 
 

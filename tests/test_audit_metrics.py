@@ -18,7 +18,7 @@ from napari_attnseg.data.io import write_image
 from napari_attnseg.evaluation import false_positive_only, probability_map_note
 
 AFFINE = np.diag([2.0, 2.0, 2.0, 1.0])
-KEYS = ["model", "image", "region", "device", "precision", "dice", "reviewed_slices", "note", "warnings"]
+KEYS = ["model", "image", "region", "device", "precision", "tta", "dice", "reviewed_slices", "note", "warnings"]
 
 
 def _model(tmp_path, dims: int, classes: list[str]):

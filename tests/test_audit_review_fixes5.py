@@ -272,3 +272,102 @@ def test_keep_colour_keeps_the_alpha_a_four_channel_model_reads(tmp_path, capsys
     assert main(["export", "--image", str(tmp_path / "pica.tif"), "--labels", str(tmp_path / "pred" / "pica_mask.tif"),
                  "--dataset", str(tmp_path / "ds"), "--keep-colour"]) == 0, capsys.readouterr().err
     assert json.loads((tmp_path / "ds" / "manifest.json").read_text())["channel_names"] == ["R", "G", "B", "A"]
+
+
+# 7. later review (b5271b1..): movie identity, the SEG refusal note, demo --model, cohort SEG-only progress ---------------
+
+
+def _model_of(tmp_path, fill: float = 0.0, name: str = "empty"):
+    """A 2D model that finds nothing (every weight 0), or everything (``fill``: the foreground logit's bias)."""
+    import torch
+
+    from napari_attnseg import create_model, save_model
+    from napari_attnseg.checkpoint import ModelCard
+
+    model = create_model("unet", spatial_dims=2, in_channels=1, features=[4, 8])
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+        if fill:
+            [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)][-1].bias[1] = fill
+    path = tmp_path / f"{name}.safetensors"
+    save_model(model, path, ModelCard(arch="", config={}, name=name, classes=["background", "tumour"], tile=[64, 64]))
+    return path
+
+
+def test_a_big_endian_movie_hashes_as_its_native_copy():
+    """A big-endian 16-bit TIFF (Fiji's default) read by the CLI as '>u2' and by napari as '<u2' had two
+    movie_sha256 values: one movie counted as two, its frames split across training and validation."""
+    from napari_attnseg.data.export import array_sha256
+
+    movie = np.arange(2 * 8 * 8, dtype="<u2").reshape(2, 8, 8)
+    assert array_sha256(movie.astype(">u2")) == array_sha256(movie)
+
+
+def test_the_seg_refusal_note_says_no_foreground_only_for_the_same_untouched_case(tmp_path, lung, capsys):  # noqa: F811
+    """The 'no foreground, no SEG to write' note was given after the user painted the tumour in, and for another
+    model (which, with --overwrite, does write a SEG)."""
+    import nibabel as nib
+
+    ct_series(lung, tmp_path / "CT")
+    args = ["predict", str(tmp_path / "CT"), "--out", str(tmp_path / "out"), "--no-prob", "--dicom-seg"]
+    assert main(args + ["--model", str(_model_of(tmp_path))]) == 0
+    capsys.readouterr()
+    assert main(args + ["--model", str(_model_of(tmp_path, 5.0, "full"))]) == 1
+    err = capsys.readouterr().err
+    assert "no foreground" not in err and "--overwrite computes the case again, with its DICOM SEG" in err
+    mask = tmp_path / "out" / "CT_mask.nii.gz"
+    nii = nib.load(mask)
+    painted = np.asarray(nii.dataobj).copy()
+    painted[10:20, 10:20, 3] = 1  # (the user paints the tumour in)
+    nib.save(nib.Nifti1Image(painted, nii.affine, nii.header), mask)
+    assert main(args + ["--model", str(_model_of(tmp_path))]) == 1
+    err = capsys.readouterr().err
+    assert "no foreground" not in err and "save it as DICOM SEG" in err
+
+
+def test_demo_refuses_a_model_the_sample_cannot_take(tmp_path, capsys):
+    """demo --model <a 3D model> on the nuclei sample (or a colour model) left no screenshot and exited 0."""
+    assert main(["demo", "--model", "brain-mri-3d", "--screenshot", str(tmp_path / "x.png"), "--quit"]) == 1
+    err = capsys.readouterr().err
+    assert "is a 3D model reading 1 channel(s)" in err and "pass --sample brain-mri-3d" in err
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_a_cohort_says_each_seg_only_case_as_it_is_written(tmp_path, lung, monkeypatch):  # noqa: F811
+    """SEG-only cases were written one after another before any progress line (and before any case was computed);
+    Ctrl+C in that phase left no summary rows for the SEGs already written."""
+    import pytest
+
+    from napari_attnseg import results_seg
+    from napari_attnseg.cohort import predict_cohort
+
+    cases, out = tmp_path / "cases", tmp_path / "out"
+    for n in "AB":
+        ct_series(lung, cases / n)
+    model = str(_model_of(tmp_path, 5.0, "full"))
+    predict_cohort(model, str(cases / "*"), out)
+    events, real, stop = [], results_seg.write_seg_only, []
+
+    def write(*a, **k):
+        events.append(f"seg {a[1].name}")
+        if stop and a[1].name == "B":  # (Ctrl+C while B's SEG is written)
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(results_seg, "write_seg_only", write)
+    predict_cohort(model, str(cases / "*"), out, dicom_seg=True, progress=lambda d, t, r: events.append(f"said {r.case}"))
+    assert events == ["seg A", "said A", "seg B", "said B"]
+    for n in "AB":
+        (out / f"{n}_seg.dcm").unlink()
+        record = json.loads((out / f"{n}_predict.json").read_text())
+        record["request"].pop("dicom_seg", None)
+        record["dicom_seg"] = None
+        record["outputs"] = [o for o in record["outputs"] if not o.endswith("_seg.dcm")]
+        (out / f"{n}_predict.json").write_text(json.dumps(record))
+    events.clear()
+    stop.append(True)
+    with pytest.raises(KeyboardInterrupt):
+        predict_cohort(model, str(cases / "*"), out, dicom_seg=True)
+    rows = (out / "cohort_summary.csv").read_text()
+    assert "SEG written from the saved mask" in rows and "interrupted" in rows

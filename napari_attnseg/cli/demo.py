@@ -22,9 +22,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     resolved = None
     if args.model:  # as every command takes it; a typo must not quietly run another model (CheckpointError: exit 1)
-        from ..checkpoint import resolve_model_path
+        from ..checkpoint import read_card, resolve_model_path
 
         resolved = resolve_model_path(args.model)
+        card, dims = read_card(resolved), 3 if args.sample == "brain-mri-3d" else 2
+        if card.spatial_dims > dims or card.in_channels != 1:  # (the Segment tab refuses it: no result, exit 0)
+            other = "brain-mri-3d" if card.spatial_dims == 3 and card.in_channels == 1 else ""
+            print(f"attnseg demo: error: {args.model} is a {card.spatial_dims}D model reading {card.in_channels} "
+                  f"channel(s); the {args.sample} sample is one grey {dims}D image: "
+                  + (f"pass --sample {other}." if other else "run it on your own images (attnseg predict, or napari)."),
+                  file=sys.stderr)
+            return 1
     if missing := no_display():  # (Qt aborted: "Reinstalling the application may fix this problem", exit 134)
         print(f"attnseg demo: error: {missing}", file=sys.stderr)
         return 1

@@ -222,6 +222,7 @@ def run(args: argparse.Namespace) -> int:
     note = "; ".join([transposed, *notes] if transposed else notes)
     result = {"model": args.model, "image": args.image, "region": args.region,
               "device": getattr(pred, "device", None), "precision": getattr(pred, "precision", None),
+              "tta": bool(getattr(args, "tta", False)),  # (two saved results told apart)
               "dice": {c: (None if d != d else d) for c, d in zip(classes, dice)},  # (NaN is not JSON: null)
               "reviewed_slices": scored,  # (the slices scored; null: every slice)
               "note": note, "warnings": list(pred.warnings)}

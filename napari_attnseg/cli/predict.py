@@ -236,7 +236,7 @@ def run(args: argparse.Namespace) -> int:
                     f"{', ...' if len(existing) > 3 else ''}); a mask there may have been corrected by hand. "
                     "Choose another --out, or pass --overwrite to replace them (a mask changed since attnseg "
                     f"wrote it is then kept in {out / EDITED_DIR})"
-                    + (seg_refusal_note(out, src) if args.dicom_seg else "") + "."
+                    + (seg_refusal_note(out, src, model, request) if args.dicom_seg else "") + "."
                 )
             refuse_our_output(src)  # (a mask or map of an earlier run, given as the image)
             vol = read_for_model(src, args.channel, model)

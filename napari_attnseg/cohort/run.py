@@ -148,6 +148,7 @@ def predict_cohort(
 
     results: dict[int, CaseResult] = {}
     todo: list[tuple[int, _Job]] = []
+    seg_todo: list[tuple[int, _Job]] = []
     by_name: dict[str, int] = {}
     names = case_names(cases)  # series folders of one name under two patients: PAT001_ST001_SE002, PAT002_ST001_SE002
     names = kept_names(out, cases, names)  # ... but a series keeps the name an earlier run into out gave it
@@ -199,15 +200,12 @@ def predict_cohort(
                 "have been corrected by hand); pass --overwrite (overwrite=True in Python) to redo the case: a "
                 f"mask changed since attnseg wrote it is then kept in {out / EDITED_DIR}, not deleted."))
             continue
+        job = _Job(src=str(src), case=name, out=str(out), options=dict(options), request=request, channel=channel,
+                   threads=threads, run=run, weights=sha, overwrite=overwrite, started=started)
         if state == "stale" and dicom_seg and not overwrite and copy_of is None:  # (finished before without its SEG)
-            if seg_model is None:
-                seg_model = loaded if loaded is not None else _card_of(resolved)
-            if (seg_only := _seg_only(out, Path(src), name, seg_model, request, run)) is not None:
-                results[i] = seg_only
-                continue
-        todo.append((i, _Job(src=str(src), case=name, out=str(out), options=dict(options), request=request,
-                             channel=channel, threads=threads, run=run, weights=sha, overwrite=overwrite,
-                             started=started)))
+            seg_todo.append((i, job))  # (written below, each said as it is done; computed when that is refused)
+            continue
+        todo.append((i, job))
 
     total = len(cases)
     finished = 0
@@ -224,7 +222,7 @@ def predict_cohort(
             progress(finished, total, res)
 
     def summarise(slots: int) -> CohortSummary:
-        for i, job in todo:  # (only after Ctrl+C: cases not reached)
+        for i, job in [*seg_todo, *todo]:  # (only after Ctrl+C: cases not reached)
             results.setdefault(i, CaseResult(case=job.case, input=job.src, status="interrupted",
                                              error="not run: the run was interrupted; run it again to go on"))
         found = CohortSummary(cases=[results[i] for i in range(total)], wall_s=time.perf_counter() - t_start,
@@ -235,6 +233,14 @@ def predict_cohort(
         return found
 
     try:
+        for i, job in seg_todo:  # (before computing: a refused one joins the cases to compute)
+            if seg_model is None:
+                seg_model = loaded if loaded is not None else _card_of(resolved)
+            if (seg_only := _seg_only(out, Path(job.src), job.case, seg_model, request, run)) is not None:
+                report(i, seg_only)
+            else:
+                todo.append((i, job))
+        seg_todo.clear()
         if client is None:
             slots = 1
             if todo:

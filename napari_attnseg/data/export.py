@@ -90,7 +90,8 @@ class CaseRecord:
 
 def array_sha256(a: np.ndarray) -> str:
     """sha256 of an array's dtype, shape and bytes (C order): the same voxels give the same hash."""
-    a = np.ascontiguousarray(a)
+    a = np.asarray(a)
+    a = np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("="))  # (a big-endian TIFF's memmap: the same voxels)
     h = hashlib.sha256(str((a.dtype.str, a.shape)).encode())
     h.update(memoryview(a).cast("B"))
     return h.hexdigest()
