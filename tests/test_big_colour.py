@@ -176,6 +176,28 @@ def test_a_run_given_a_picture_computes_its_grey_on_the_worker(dock, qtbot, monk
     assert mask.data.shape == (64, 64) and mask.metadata["attnseg_source_uid"] == grey.unique_id
 
 
+def test_run_on_a_slide_makes_its_grey_off_the_gui_thread(dock, qtbot, monkeypatch):
+    """Run on an RGB slide with nuclei-2d: its grey (colour deconvolution, 4 s of a 6000 x 6000 slide) was made by
+    the Segment tab on the GUI thread before the run started; the run's worker makes it now, and the results go to the
+    grey layer as before (pressed again, the open grey layer is taken as it is)."""
+    from napari_attnseg.cohort import inputs
+
+    viewer, d = dock
+    seg, seen = d.segment, _threads(monkeypatch, inputs, "grey_of_colour")
+    viewer.add_image(_picture(), name="slide", rgb=True)
+    seg.image_combo.value, seg.model_combo.value = "slide", "nuclei-2d"
+    with qtbot.waitSignal(seg.run_done, timeout=120000) as done:
+        seg.run()
+    assert done.args[0] and seen and threading.main_thread() not in seen
+    grey, mask = viewer.layers["slide (hematoxylin)"], viewer.layers["slide (hematoxylin) mask"]
+    assert mask.metadata["attnseg_source_uid"] == grey.unique_id
+    seen.clear()
+    seg.image_combo.value = "slide"
+    with qtbot.waitSignal(seg.run_done, timeout=120000) as done:
+        seg.run()
+    assert done.args[0] and not seen and not any(ly.name.startswith("slide (hematoxylin) [") for ly in viewer.layers)
+
+
 # 3. uint16 colours and RGBA models end to end (attnseg export, finetune) ----------------------------------------------
 
 

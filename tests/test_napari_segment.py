@@ -166,14 +166,20 @@ def test_viewer_stays_responsive_during_a_run(widget, qtbot):
     assert gaps.max() < 0.1, f"event loop stalled {gaps.max():.3f} s"
 
 
-def test_bad_states_show_messages_not_tracebacks(widget, qtbot, tiny_checkpoint, tmp_path):
+def test_bad_states_show_messages_not_tracebacks(widget, qtbot, tiny_checkpoint, tmp_path, monkeypatch):
+    from napari_attnseg._napari import job_segment
+
     viewer, w = widget
+    monkeypatch.setattr(job_segment, "notify_error", w.messages.append)  # (a picture's grey: made on the run's worker)
     assert w.run() is None
     assert "No image layer" in w.messages[-1]
     colours = np.random.default_rng(0).integers(0, 255, (30, 30, 3), dtype=np.uint8)  # three different images
     viewer.add_image(colours, name="photo", rgb=True)
     w.add_model(tiny_checkpoint(2))
-    assert w.run() is None and "RGB" in w.messages[-1]
+    with qtbot.waitSignal(w.run_done, timeout=30000) as done:
+        w.run()
+    assert done.args == [False] and "RGB" in w.messages[-1]
+    qtbot.waitUntil(lambda: w.run_button.enabled, timeout=10000)
     viewer.layers.clear()
     viewer.add_image(np.zeros((2, 3, 30, 30), np.float32), name="4d")
     assert w.run() is None and "4 dimensions" in w.messages[-1]

@@ -131,11 +131,12 @@ def test_colour_rgb_is_still_refused_with_the_channel_advice(tmp_path, grey, cap
 @pytest.mark.gui
 def test_an_rgb_layer_is_refused_with_napari_advice_and_run_done_false(make_napari_viewer, qtbot, monkeypatch,
                                                                          tiny_checkpoint):
-    from napari_attnseg._napari import _common
+    from napari_attnseg._napari import _common, job_segment
     from napari_attnseg._napari import segment_widget as sw
 
     messages = []
     monkeypatch.setattr(sw, "notify_error", messages.append)
+    monkeypatch.setattr(job_segment, "notify_error", messages.append)  # (a picture's grey is made on the run's worker)
     monkeypatch.setattr(_common, "show_error", messages.append)
     viewer = make_napari_viewer()
     w = sw.SegmentWidget(viewer)
@@ -145,9 +146,10 @@ def test_an_rgb_layer_is_refused_with_napari_advice_and_run_done_false(make_napa
     grey = np.random.default_rng(0).integers(0, 255, (30, 30), dtype=np.uint8)
     viewer.add_image(np.stack([grey, grey[::-1], grey[:, ::-1]], -1), name="rgb_blue", rgb=True)  # real colours
     w.add_model(tiny_checkpoint(2))
-    with qtbot.waitSignal(w.run_done, timeout=2000) as done:
-        assert w.run() is None
-    assert done.args == [False] and w.run_button.enabled
+    with qtbot.waitSignal(w.run_done, timeout=30000) as done:
+        w.run()
+    assert done.args == [False]
+    qtbot.waitUntil(lambda: w.run_button.enabled, timeout=10000)
     assert "'rgb_blue' is RGB" in messages[-1] and "Split RGB" in messages[-1] and "right-click" in messages[-1].lower()
     assert [ly.name for ly in viewer.layers] == ["rgb_blue"]
     # the advice works: Split RGB makes grey layers, and one of them runs

@@ -19,13 +19,13 @@ from ._common import (
     channel_stack_message,
     colour_source,
     dims_message,
-    grey_layer_of,
     layer_array,
     layer_hint,
     model_channels_first,
     notify_error,
     notify_info,
     notify_warning,
+    open_grey_of,
     preview_array,
     set_choices,
     stop_listening,
@@ -341,7 +341,8 @@ class SegmentWidget(Undockable, QWidget, SegmentForm, ResultLayers, PixelTool, S
         if layer.rgb and model is not None and model.in_channels > 1:  # its colours, as attnseg predict gives them
             if (colours := model_colours(layer, model)) is None:
                 return None
-        elif layer.rgb and (layer := grey_layer_of(self.viewer, layer, self.model_combo.value)) is not None:
+        elif layer.rgb and (grey := open_grey_of(self.viewer, layer)) is not None:  # (a new one: on the run's worker)
+            layer = grey
             self.refresh_layers(prefer=layer.name)
         if layer is None:
             return None
