@@ -14,10 +14,8 @@ import threading
 import numpy as np
 import pytest
 import tifffile
-import torch
+from test_colour_loop import _model
 
-from napari_attnseg import create_model, save_model
-from napari_attnseg.checkpoint import ModelCard
 from napari_attnseg.cli import main as cli
 
 DATA = "/work/shared/data/nuclei2d"
@@ -33,14 +31,6 @@ def _picture(size: int = 64, dtype=np.uint8) -> np.ndarray:
 
 def _labels(size: int = 64) -> np.ndarray:
     return (tifffile.imread(f"{DATA}/labels.tif")[:size, :size] > 0).astype(np.uint8)
-
-
-def _model(tmp_path, channels: int):
-    torch.manual_seed(0)
-    path = tmp_path / f"m{channels}.safetensors"
-    save_model(create_model("unet", spatial_dims=2, in_channels=channels, features=[4, 8]), path,
-               ModelCard(arch="", config={}, name=f"m{channels}", classes=["background", "nucleus"], tile=[32, 32]))
-    return path
 
 
 def _threads(monkeypatch, module, name: str) -> list:
