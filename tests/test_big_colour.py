@@ -214,3 +214,62 @@ def test_uint16_and_rgba_pictures_go_through_export_and_finetune(tmp_path, capsy
     assert cli(["finetune", str(ds), "--model", str(model), "--out", str(tmp_path / "ft"), "--epochs", "1",
                 "--iters-per-epoch", "2", "--patch", "32,32", "--batch", "2"]) == 0, capsys.readouterr().err
     assert (tmp_path / "ft" / "best.safetensors").is_file()
+
+
+# 4. review of the Run-on-the-worker change -------------------------------------------------------------------------
+
+
+def test_another_slide_of_the_same_name_gets_its_own_grey_layer(dock, qtbot):
+    """Slide A run, closed (its grey layer left open), slide B of the same name and size run: B's mask was put on A's
+    grey layer (reused by name), and the Correct tab would export A's image with B's mask."""
+    from napari_attnseg.cohort.inputs import grey_of_colour
+
+    viewer, d = dock
+    seg = d.segment
+    a, b = _picture(128)[:64, :64].copy(), _picture(128)[64:, 64:].copy()
+    viewer.add_image(a, name="slide", rgb=True)
+    seg.image_combo.value, seg.model_combo.value = "slide", "nuclei-2d"
+    with qtbot.waitSignal(seg.run_done, timeout=120000):
+        seg.run()
+    viewer.layers.remove("slide")
+    viewer.add_image(b, name="slide", rgb=True)
+    seg.image_combo.value = "slide"
+    with qtbot.waitSignal(seg.run_done, timeout=120000) as done:
+        seg.run()
+    assert done.args[0]
+    source = next(ly for ly in viewer.layers if ly.unique_id == seg._last_uid)
+    np.testing.assert_allclose(source.data, grey_of_colour(b)[0])
+
+
+def test_an_image_chosen_during_the_run_stays_chosen(dock, qtbot):
+    """The user picks another image while a slide's run goes on (the next run's): the run's end switched the Image
+    back to the slide's grey layer."""
+    viewer, d = dock
+    seg = d.segment
+    viewer.add_image(_picture(), name="slide", rgb=True)
+    viewer.add_image(tifffile.imread(f"{DATA}/image.tif")[:64, :64], name="other")
+    seg.image_combo.value, seg.model_combo.value = "slide", "nuclei-2d"
+    with qtbot.waitSignal(seg.run_done, timeout=120000):
+        seg.run()
+        seg.image_combo.value = "other"
+    assert seg.image_combo.value == "other"
+
+
+def test_an_opaque_rgba_picture_joins_a_dataset_of_rgb_pictures(dock, qtbot, tmp_path):
+    """A dataset of RGB pictures (a colour model's export), then an opaque RGBA picture with a hand-drawn mask: the
+    Correct tab exported its 4 samples and was refused ("... channel(s)"); attnseg export takes it with 3."""
+    viewer, d = dock
+    viewer.add_image(_picture(), name="slide", rgb=True)
+    _export(qtbot, viewer, d.correct, "slide", {"model": "m3", "checkpoint": str(_model(tmp_path, 3))}, tmp_path / "ds")
+    rgba = np.concatenate([_picture()[::-1], np.full((64, 64, 1), 255, np.uint8)], -1)
+    viewer.add_image(rgba, name="slide2", rgb=True)
+    _export(qtbot, viewer, d.correct, "slide2", {}, tmp_path / "ds")
+    qtbot.waitUntil(lambda: len(json.loads((tmp_path / "ds" / "manifest.json").read_text())["cases"]) == 2,
+                    timeout=30000)
+    assert json.loads((tmp_path / "ds" / "manifest.json").read_text())["channel_names"] == ["R", "G", "B"]
+
+
+def test_demo_refuses_a_click_model(capsys, tmp_path):
+    """demo --model nuclei-2d-prompt printed Dice 0.0000 and exited 0: a click model segments nothing unclicked."""
+    assert cli(["demo", "--model", "nuclei-2d-prompt", "--screenshot", str(tmp_path / "x.png"), "--quit"]) == 1
+    assert "is a click (promptable) model" in capsys.readouterr().err

@@ -123,8 +123,9 @@ def add_grey_layer(viewer, layer, found: tuple):
     """The grey layer of the RGB ``layer`` whose grey ``found`` is (:func:`grey_of_layer`), added next to it, or the
     open layer of its name and shape; on the GUI thread."""
     data, k, note = found
-    if (name := grey_name(layer.name, k)) in viewer.layers and viewer.layers[name].data.shape == np.shape(data):
-        _GREY_SOURCES[viewer.layers[name]] = layer
+    if (name := grey_name(layer.name, k)) in viewer.layers and viewer.layers[name].data.shape == np.shape(data) and (
+            _GREY_SOURCES.get(viewer.layers[name]) is layer or np.array_equal(viewer.layers[name].data, data)):
+        _GREY_SOURCES[viewer.layers[name]] = layer  # (another picture's grey of that name is not this one's)
         return viewer.layers[name]
     grey = viewer.add_image(data, name=name, scale=layer.scale, translate=layer.translate, rotate=layer.rotate,
                             shear=layer.shear, metadata=dict(layer.metadata), units=layer.units,  # (units clash

@@ -72,7 +72,8 @@ class CorrectExport:
         from ..data.layouts import manifest_or_empty
         from ._common import layer_array
 
-        colour = bool(manifest_or_empty(folder_text(self.dataset_edit)).get("colour"))  # (a dataset of colour pictures)
+        manifest = manifest_or_empty(folder_text(self.dataset_edit))  # (a dataset of colour pictures: its channels)
+        colour = (len(manifest.get("channel_names") or ()) or 3) if manifest.get("colour") else 0
         return colour_layer_channels((layer.metadata or {}).get("attnseg"), layer.ndim,
                                      tuple(layer_array(image_layer).shape), layer.metadata.get("source_path"), colour)
 

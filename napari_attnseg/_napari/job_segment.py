@@ -180,9 +180,11 @@ class SegmentJob:
                 notify_warning(self.status.value)
                 return  # (finish() ends the run)
             if found is not None:  # the picture's grey: its layer, which the results, corrections and export use
+                shown = self.current_layer() is layer  # (another image chosen meanwhile: the next run's, kept)
                 layer = add_grey_layer(self.viewer, layer, found)
                 name, geometry["attnseg_source_uid"] = grey_name(name, found[1]), layer.unique_id
-                self.refresh_layers(prefer=layer.name)
+                if shown:
+                    self.refresh_layers(prefer=layer.name)
             prepared = prepared if layer.name == name else None  # renamed while it ran: named (and linked) after it
             name = layer.name
             self.last_prediction, self.last_source, self._last_uid = pred, name, layer.unique_id

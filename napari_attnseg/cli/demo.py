@@ -26,6 +26,11 @@ def run(args: argparse.Namespace) -> int:
 
         resolved = resolve_model_path(args.model)
         card, dims = read_card(resolved), 3 if args.sample == "brain-mri-3d" else 2
+        if (card.config or {}).get("prompts"):  # (a click model segments nothing without clicks: Dice 0, exit 0)
+            print(f"attnseg demo: error: {args.model} is a click (promptable) model: it segments the object you click "
+                  "on. Open the sample in napari (File > Open Sample) and use Correct and export > Click to fix.",
+                  file=sys.stderr)
+            return 1
         if card.spatial_dims > dims or card.in_channels != 1:  # (the Segment tab refuses it: no result, exit 0)
             other = "brain-mri-3d" if card.spatial_dims == 3 and card.in_channels == 1 else ""
             print(f"attnseg demo: error: {args.model} is a {card.spatial_dims}D model reading {card.in_channels} "

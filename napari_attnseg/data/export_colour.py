@@ -119,7 +119,7 @@ def picture_for_export(image: Volume, label_ndim: int, src: str, keep: bool | No
 
 
 def colour_layer_channels(info: dict[str, Any] | None, label_ndim: int, shape: tuple[int, ...],
-                          near: str | Path | None = None, keep: bool = False) -> int | None:
+                          near: str | Path | None = None, keep: int = 0) -> int | None:
     """napari's Correct tab: the channels (3 or 4) of the model that made a 2D mask whose provenance is ``info`` (the
     mask layer's ``metadata['attnseg']``) when it reads colours and the RGB image layer's data has ``shape``
     (Y, X, 3|4): its colours are exported (:func:`colour_layer_export`); None: its grey, as for any other mask. Reads
@@ -129,8 +129,8 @@ def colour_layer_channels(info: dict[str, Any] | None, label_ndim: int, shape: t
     channels, _ = model_channels(info, near)
     if label_ndim != 2 or len(shape) != 3 or shape[-1] not in (3, 4):
         return None
-    if channels not in (3, 4):
-        return shape[-1] if keep else None
+    if channels not in (3, 4):  # (keep: the colour dataset's channels; an opaque alpha is dropped for one of 3)
+        return (keep if keep in (3, 4) else shape[-1]) if keep else None
     return channels
 
 
