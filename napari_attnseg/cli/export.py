@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     from ..correct import format_slice_ranges, parse_slice_ranges
     from ..data import read_image
     from ..data.export import check_class_ids, export_case
-    from ..data.export_colour import is_picture, picture_for_export
+    from ..data.export_colour import picture_for_export
     from ..data.export_plan import names_by_value, one_plane
     from ..data.grid import on_image_grid
     from ..data.label_values import class_key
@@ -87,13 +87,11 @@ def run(args: argparse.Namespace) -> int:
         image = _image_of(args, raw_labels)
     keep = True if args.keep_colour else False if args.grey else None
     target = manifest_or_empty(args.dataset)  # (read before the images: the kind of dataset this case joins)
-    why = "as --keep-colour asks"
-    if keep is None and target.get("colour") and is_picture(image, np.ndim(raw_labels.data)):
-        keep, why = True, "as the dataset holds colour pictures"  # (its grey would be refused there)
     # (--model as given: its card tells whether it reads colour; else the model saved with the mask)
     info = ({"model": str(args.model), "checkpoint": str(args.model)} if args.model else
             raw_labels.meta.get("model_info") or _record_model(raw_labels))
-    image, colours, note = picture_for_export(image, np.ndim(raw_labels.data), str(args.image), keep, info, args.labels, why)
+    image, colours, note = picture_for_export(image, np.ndim(raw_labels.data), str(args.image), keep, info, args.labels,
+                                            into_colour=bool(target.get("colour")))
     if note:
         print(note, file=sys.stderr)
     labels, note = on_image_grid(image, raw_labels, "labels")

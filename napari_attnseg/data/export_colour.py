@@ -68,7 +68,8 @@ def is_picture(image: Volume, label_ndim: int) -> bool:
 
 def picture_for_export(image: Volume, label_ndim: int, src: str, keep: bool | None = None,
                        info: dict[str, Any] | None = None, near: str | Path | None = None,
-                       why: str = "as --keep-colour asks") -> tuple[Volume, np.ndarray | None, str | None]:
+                       why: str = "as --keep-colour asks", into_colour: bool = False,
+                       ) -> tuple[Volume, np.ndarray | None, str | None]:
     """``(grid, colours, note)`` for exporting ``image`` with a mask of ``label_ndim`` dimensions. Not an RGB(A)
     picture: ``(image, None, None)``. A picture: its colours ``(*spatial, 3|4)`` kept when ``keep`` is True, or when
     ``keep`` is None and the model that made the mask (``info``, ``near``: :func:`model_channels`) reads 3 or 4
@@ -76,13 +77,16 @@ def picture_for_export(image: Volume, label_ndim: int, src: str, keep: bool | No
     grey image predict and the napari panels segment of it (its grey, its one colour, or a bright-field stain's
     hematoxylin; :func:`~napari_attnseg.cohort.inputs.grey_of_colour`). ``note`` says which, naming ``src`` (and
     ``why`` colours kept with ``keep`` True). The model is looked up unless ``keep`` is False: a model of 4 channels
-    gets back the opaque alpha the picture's reader dropped, ``--keep-colour`` or not."""
+    gets back the opaque alpha the picture's reader dropped, ``--keep-colour`` or not. ``into_colour``: the dataset
+    holds colour pictures, so a picture's colours go in when ``keep`` is None (its grey would be refused there)."""
     if not is_picture(image, label_ndim):
         if keep:
             raise InputError(f"{src} is not an RGB picture with colours of the mask's plane (axes "
                              f"{image.meta.get('axes') or '?'}, shape {np.shape(image.data)}); --keep-colour keeps an RGB "
                              "picture's colours: leave it out.")
         return image, None, None
+    if keep is None and into_colour:
+        keep, why = True, "as the dataset holds colour pictures"
     axes = str(image.meta["axes"])
     ax = axes.index("S")
     spacing = tuple(s for i, s in enumerate(image.spacing) if i != ax) if len(image.spacing) == len(axes) else image.spacing
