@@ -353,7 +353,15 @@ def _channel_of(vol) -> dict:  # the record's channel: colour, stain or channel 
 def _model_info(model) -> dict:
     card = getattr(model, "card", None)
     return {"model": getattr(card, "name", None) or getattr(model, "arch", None),
-            "weights_sha256": getattr(card, "weights_sha256", None), "checkpoint": getattr(model, "checkpoint_path", None)}
+            "weights_sha256": getattr(card, "weights_sha256", None), "checkpoint": checkpoint_of(model)}
+
+
+def checkpoint_of(model) -> str | None:
+    """The file ``model`` was loaded from as the mask and its record keep it: absolute, so that ``attnseg export`` or
+    napari's Correct tab run from another folder finds it (``--model ./some/dir/best.safetensors`` was recorded as
+    typed, relative to the folder predict ran in). What is not a file here (a bundled model's name) is kept as is."""
+    path = getattr(model, "checkpoint_path", None)
+    return os.path.abspath(path) if path and os.path.isfile(path) else path
 
 
 def _record(src: Path, reference: str | None, model, pred, written: list[Path]) -> dict:
@@ -370,7 +378,7 @@ def _record(src: Path, reference: str | None, model, pred, written: list[Path]) 
         "input_reference": reference,
         "outputs": [p.name for p in written],
         "model": getattr(card, "name", None),
-        "model_path": getattr(model, "checkpoint_path", None),
+        "model_path": checkpoint_of(model),
         "model_weights_sha256": getattr(card, "weights_sha256", None),
         "classes": list(pred.classes),
         "device": pred.device,

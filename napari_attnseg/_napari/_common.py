@@ -109,7 +109,7 @@ def grey_of_layer(rgb: np.ndarray, name: str, model_name: str | None = None) -> 
     if found is None:
         reads = (f"the model {model_name!r} reads one grey channel: choose a model that reads colours, or r" if model_name
                  else "the models take grayscale images. R")
-        raise ValueError(f"Layer {name!r} is RGB and its colours hold different images on a dark background (not a "
+        raise ValueError(f"Layer {name!r} is RGB and its colours hold different images (not one grey image, not a "
                          f"bright-field stain); {reads}ight-click the layer in the layer list > Split RGB, then pick "
                          "the channel layer that shows the objects.")
     return found

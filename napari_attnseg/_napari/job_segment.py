@@ -62,8 +62,8 @@ def model_colours(layer, model) -> np.ndarray | None:
 class _Failed:
     """An expected failure carried back from the worker as a value."""
 
-    def __init__(self, error: Exception):
-        self.error = error
+    def __init__(self, error: Exception, named: bool = False):
+        self.error, self.named = error, named  # named: its message names the layer already (not said twice)
 
 
 def _prepared(model, pred, name: str, where) -> list[tuple]:
@@ -122,8 +122,8 @@ class SegmentJob:
             if rgb is not None:
                 try:
                     found = grey_of_layer(np.asarray(image), name, label)
-                except ValueError as exc:
-                    return _Failed(AttnSegError(str(exc)))
+                except ValueError as exc:  # (its message names the layer: "Layer 'slide' is RGB ...")
+                    return _Failed(AttnSegError(str(exc)), named=True)
                 data, called = found[0], grey_name(name, found[1])
             gen = iter_predict(model, data, cancel=token, **kwargs)
             while True:
@@ -169,7 +169,7 @@ class SegmentJob:
             if is_deleted(self):  # the viewer closed while this ran
                 return
             if isinstance(result, _Failed):
-                on_error(result.error)
+                on_error(result.error, result.named)
                 return
             if token.cancelled:  # pressed while the results were on their way to this thread
                 on_error(Cancelled("Prediction cancelled; no layer was added."))
@@ -209,7 +209,7 @@ class SegmentJob:
             for w in pred.warnings:
                 notify_warning(f"{name}: {w}")
 
-        def on_error(exc):
+        def on_error(exc, named: bool = False):
             if is_deleted(self):  # the viewer closed while this ran
                 return
             if isinstance(exc, Cancelled):
@@ -217,7 +217,7 @@ class SegmentJob:
                 notify_info("Segmentation cancelled.")
                 return
             if isinstance(exc, AttnSegError):
-                notify_error(f"{name}: {exc}")
+                notify_error(str(exc) if named else f"{name}: {exc}")
             else:
                 notify_error(f"{name}: unexpected error ({error_message(exc)}).")
             self.status.value = f"Failed: {error_message(exc)}"

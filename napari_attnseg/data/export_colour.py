@@ -111,8 +111,10 @@ def picture_for_export(image: Volume, label_ndim: int, src: str, keep: bool | No
 
     found = grey_of_colour(image.data, ax)
     if found is None:
+        lost = (f" (the model saved with the mask, {name}, was not found to tell whether it reads colours: if it does, "
+                "pass --keep-colour)" if keep is None and name and channels is None else "")
         raise InputError(f"{src} is an RGB picture whose colours hold different images on a dark background; a "
-                         "one-channel model reads one grey image. Save the colour that shows the objects as a grey "
+                         f"one-channel model reads one grey image{lost}. Save the colour that shows the objects as a grey "
                          "image (e.g. napari: right-click > Split RGB, then File > Save Selected Layer) and export that, "
                          "or keep its colours for a model that reads them (attnseg export --keep-colour).")
     grey, _, note = found
