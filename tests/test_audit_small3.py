@@ -175,3 +175,22 @@ def test_the_refusal_of_a_picture_without_a_grey_image_names_the_layer_once(pane
     assert len(said) == 1 and said[0].count("slide") == 1, w.messages
     assert "choose a model that reads colours" in said[0] and "right-click" in said[0].lower()
     assert [ly.name for ly in viewer.layers] == ["slide"]
+
+
+def test_the_export_plan_counts_a_masks_values_without_an_int64_copy_of_it():
+    """export_plan counted the classes by np.bincount of the whole mask, which made it int64 first: 288 MB for a
+    6000 x 6000 uint8 mask (the peak of a colour slide's export)."""
+    import tracemalloc
+
+    from napari_attnseg.data.export_plan import _values_present
+
+    mask = np.zeros((3000, 3000), np.uint8)
+    mask[10:50, 10:90], mask[7] = 2, 5
+    tracemalloc.start()
+    found = _values_present(mask, 6)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert found == {0, 2, 5}
+    assert peak < mask.nbytes  # (bincount: 8 x the mask)
+    for odd in (mask.astype(bool), mask.astype(np.uint16)[::2, ::3], np.array([[0, -1], [3, 3]], np.int16)):
+        assert _values_present(odd, int(odd.max()) + 1) == set(np.unique(odd).astype(int).tolist())

@@ -66,6 +66,17 @@ class _Plan:
     frames: list[int] | None = None  # the frames those cases hold (the reviewed ones)
 
 
+def _values_present(a: np.ndarray, size: int) -> set[int]:
+    """The values ``a`` holds (each in 0..size-1), a block at a time: ``np.bincount`` of the whole mask made it int64
+    first (288 MB for a 6000 x 6000 uint8 mask)."""
+    if a.dtype == bool or a.dtype.kind not in "ui" or (a.dtype.kind == "i" and a.size and a.min() < 0):
+        return set(np.unique(a).astype(np.int64).tolist())  # (odd masks: as they are, no block trick)
+    seen, flat = np.zeros(max(1, size), bool), a.reshape(-1)
+    for i in range(0, flat.size, 1 << 20):
+        seen[flat[i:i + (1 << 20)]] = True
+    return set(np.flatnonzero(seen).tolist()) if flat.size else set()
+
+
 def _plan(folder: Path, format: str, labels: np.ndarray, n_channels: int, ndim: int, *, reviewed_slices,
           case_id, label_names, channel_names, overwrite, ct: bool = False, what: str = "the labels",
           time_lapse: bool = False, colour: bool = False) -> _Plan:
@@ -98,7 +109,7 @@ def _plan(folder: Path, format: str, labels: np.ndarray, n_channels: int, ndim: 
         rows = sorted({int(z) for z in reviewed_slices if 0 <= int(z) < labels.shape[0]})
         counted = labels[rows]
     n_classes = int(counted.max(initial=0)) + 1
-    present = set(np.flatnonzero(np.bincount(counted.ravel())).tolist()) if counted.size else set()
+    present = _values_present(counted, n_classes)
     n_values = len(present)
     if (max(n_values, n_classes - 1) > MAX_AUTO_CLASSES and not label_names
             and (manifest is None or n_classes > len(manifest["label_names"]))):
