@@ -22,12 +22,12 @@ from ..prompts.session import PromptSession, revert
 from ._common import error_message, layer_array, notify_error, notify_info, notify_warning, set_choices
 from .job_pool import thread_worker
 from .prompt_checks import PromptChecks, click_status, promptable_models
-from .prompt_layers import PromptLayers
+from .prompt_grey import PromptGrey
 from .prompt_view import NEGATIVE, POSITIVE, PROMPTS_KEY, click_refusal, mask_for_clicks, pair_refusal
 from .prompt_write import NewLabelSession, show_prompt_attention, take_back, write_step
 
 
-class PromptMode(PromptLayers):
+class PromptMode(PromptGrey):
     """The click-to-fix controls and their state; ``corr`` is the Correct panel it belongs to."""
 
     def __init__(self, corr):
@@ -167,6 +167,8 @@ class PromptMode(PromptLayers):
 
     def click(self, data_point, positive: bool = True):
         """A click at ``data_point`` (the image layer's data coordinates); returns the worker or None."""
+        if self.grey_pending(data_point, positive):  # (a big slide's grey still being made: the click waits for it)
+            return None
         image = self._image_layer()
         if image is not None and (self.points_layer is None or (self.points_layer.metadata.get(PROMPTS_KEY) or {})
                                   .get("image") != image.unique_id) and self.enable_box.value:

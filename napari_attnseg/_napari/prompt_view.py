@@ -78,7 +78,8 @@ def grey_for_clicks(corr, image):
     an RGB layer its grey layer (a grey or one-colour picture's, a bright-field slide's hematoxylin;
     :func:`._common.grey_layer_of`), made the Correct tab's image; refused for a layer that is no image or volume
     (:func:`layer_refusal`). The slide itself had got the fit warning for a bright image and every click refused
-    with "No Labels layer"."""
+    with "No Labels layer". On the GUI thread: a picture of more than ``PREVIEW_VOXELS`` pixels has its grey made on a
+    worker first (:mod:`.prompt_grey`)."""
     from ._common import grey_layer_of, notify_error
 
     why = "Prompt mode needs an image layer: choose one in the Image field above." if image is None \
@@ -90,10 +91,15 @@ def grey_for_clicks(corr, image):
         return image
     grey = grey_layer_of(corr.viewer, image)
     if grey is None:
-        return f"Layer {image.name!r} holds no one grey image (see the message): split its colours, then pick one."
+        return no_grey_message(image.name)
     corr.refresh()
     corr.image_combo.value = grey.name
     return grey
+
+
+def no_grey_message(name: str) -> str:
+    """The status of the mode refused for an RGB layer holding no one grey image (the reason shown as an error)."""
+    return f"Layer {name!r} holds no one grey image (see the message): split its colours, then pick one."
 
 
 def prompts_layer(viewer, image, current=None):

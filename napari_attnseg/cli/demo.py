@@ -122,7 +122,42 @@ def no_display() -> str:
         unset = "DISPLAY is not set" if platform else "neither DISPLAY nor WAYLAND_DISPLAY is set"
         return (f"no display to open napari on ({unset}). Run it on a desktop, or under a virtual display: "
                 "xvfb-run -a attnseg demo --screenshot demo.png --quit")
+    if x11 and (platform == "xcb" or (not platform and not wayland)) and (why := x_display_gone(x11)):
+        # (a DISPLAY left from a closed desktop, ssh session or Xvfb: Qt printed "could not connect to display" and
+        # "Reinstalling the application may fix this problem", and aborted, exit 134, 10 s later)
+        return (f"no X server answers at DISPLAY={x11} ({why}): the display it names has gone (a closed desktop or "
+                "ssh session, an Xvfb that ended). Run it under a virtual display: xvfb-run -a attnseg demo "
+                "--screenshot demo.png --quit; or set DISPLAY to a running X display (on a desktop: echo $DISPLAY in "
+                "one of its terminals)" + (", or unset it to use Wayland." if wayland else "."))
     return ""
+
+
+def x_display_gone(display: str, timeout: float = 3.0) -> str:
+    """Why nothing listens at the X ``display`` (``:N``, ``:N.S``, ``unix:N``: its local socket, abstract or in
+    /tmp/.X11-unix; ``host:N``: TCP port 6000 + N), '' when something does or the name is not one of these forms."""
+    import socket
+
+    host, _, rest = display.rpartition(":")
+    number = rest.split(".")[0]
+    if not number.isdigit() or "/" in host:
+        return ""  # (a form this does not read: Qt is left to try)
+    if host in ("", "unix"):
+        path = f"/tmp/.X11-unix/X{number}"
+        errors = []
+        for address in ("\0" + path, path):  # the abstract socket Xorg and Xvfb also listen on, then the file
+            try:
+                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                    sock.settimeout(timeout)
+                    sock.connect(address)
+                return ""
+            except OSError as exc:
+                errors.append(exc)
+        return f"{path}: {errors[-1].strerror or errors[-1]}"
+    try:
+        with socket.create_connection((host, 6000 + int(number)), timeout=timeout):
+            return ""
+    except OSError as exc:
+        return f"{host} port {6000 + int(number)}: {exc.strerror or exc}"
 
 
 def _fallback_model(widget, sample_dims: int) -> str:
