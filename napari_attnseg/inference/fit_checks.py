@@ -80,8 +80,9 @@ def median_position(image) -> float | None:
 
 def _background_warning(image: np.ndarray, name: str) -> str | None:
     """A model normalised over the non-zero voxels (an MRI model: 0 outside the head) given an image whose
-    background is not 0: an offset (all voxels + 100: GM Dice 0.94 -> 0.75) or intensities standardised
-    inside the brain (negative values: 0.03), which the model never saw."""
+    background is not its minimum (a constant offset, all voxels + 100, the normalisation takes off: brain-mri-3d's
+    GM Dice 0.94 -> 0.75 before it did) or intensities standardised inside the brain (negative values: 0.03),
+    which the model never saw."""
     from .normalize import _sample, finite_values, percentiles
 
     sample = _sample(np.asarray(image), False, native=True)  # the subsample the normalisation statistics use
@@ -104,6 +105,8 @@ def _background_warning(image: np.ndarray, name: str) -> str | None:
     # the voxels darker); a crop inside the head has tissue at its border: uneven (brain1 around its tumour: quartiles
     # 1.31 x the median apart) or brighter than much of the image (white matter around the MNI ventricles)
     even, dark = high - low <= 0.5 * border, float((finite < low).mean()) <= 0.35
+    base = max(0.0, float(finite.min()))  # (a constant offset, the border at the minimum: normalisation takes it off)
+    border, top = border - base, top - base
     if top > 0 and border > 0.05 * top and even and dark:
         return (f"The image's border (its background) is at {border:.4g}, {border / top:.0%} of its bright end, but "
                 f"{name} expects 0 outside the body (as scanners write MRI): an intensity offset lowers the accuracy; "

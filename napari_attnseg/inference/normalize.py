@@ -1,7 +1,9 @@
 """Intensity normalisation from the model card, with statistics computed once per image.
 
 A card's spec is ``{"scheme": "percentile", "lower": 1, "upper": 99}``, ``{"scheme": "zscore"}``,
-``{"scheme": "scale", "upper": 99}`` (divide by that percentile, no offset: MRI, where 0 is "no signal"),
+``{"scheme": "scale", "upper": 99}`` (divide by that percentile: MRI, where the minimum is "no signal"; a positive
+minimum, a constant offset some converters and cameras add, is taken off first, so ``image + c`` is normalised
+as ``image``),
 ``{"scheme": "ct", "window": [lo, hi]}`` or ``{"scheme": "none"}``. ``"nonzero": true`` (percentile, scale and
 zscore) takes the statistics over the voxels that are not 0 only, as nnU-Net does for skull-stripped
 MRI: the amount of empty background around the object (the field of view) then no longer moves them.
@@ -90,15 +92,18 @@ def compute_stats(image, spec: dict[str, Any] | None, channel_axis: bool) -> dic
         finite = finite_values(c)
         if finite.size == 0:
             raise InputError("The image has no finite values (all NaN or infinite); check the file.")
-        if nonzero and np.count_nonzero(finite):  # an all-zero image falls back to every voxel
-            finite = finite[finite != 0]
+        # the background of an MRI is its minimum: 0 as scanners write it, or a constant offset (a converter's
+        # intercept, a camera's baseline) that "scale" takes off, as if the image had been written from 0
+        base = max(0.0, float(finite.min())) if scheme == "scale" or nonzero else 0.0
+        if nonzero and np.count_nonzero(finite != base):  # an all-background image falls back to every voxel
+            finite = finite[finite != base]
         if scheme == "percentile":
             lo, hi = percentiles(finite, [float(spec.get("lower", 1.0)), float(spec.get("upper", 99.0))])
             offsets.append(lo)
             scales.append(hi - lo)
         elif scheme == "scale":
-            offsets.append(0.0)
-            scales.append(abs(percentiles(finite, [float(spec.get("upper", 99.0))])[0]))
+            offsets.append(base)
+            scales.append(abs(percentiles(finite, [float(spec.get("upper", 99.0))])[0] - base))
         elif scheme == "zscore":
             finite = finite.astype(np.float64, copy=False)
             offsets.append(finite.mean())
