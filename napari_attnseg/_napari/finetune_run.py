@@ -85,6 +85,18 @@ class Run:
         return short_run_text(res, self.last_step, minutes)
 
 
+def cancelling(panel, token: CancelToken | None) -> None:
+    """Cancel pressed (or the panel undocked): while a run goes, the status says so at once and Cancel is greyed (the
+    run stops after its current step: tens of seconds for a 3D model on a CPU), then the token is cancelled."""
+    if token is None:
+        return
+    if panel.running() and panel.cancel_button.enabled and not token.cancelled:
+        panel.status.value = ("Cancelling: the run stops after its current step (tens of seconds for a 3D model on a "
+                              "CPU) and keeps the best model so far, if any. Run is available again then.")
+        panel.cancel_button.enabled = False
+    token.cancel()
+
+
 def no_model_result(res):
     """The run's result as the panel keeps it (``panel.result``): when no model was saved (the trainer's ``checkpoint``
     is None), ``kept_start`` False (a run cancelled before its first epoch said True: the start's weights "kept", with

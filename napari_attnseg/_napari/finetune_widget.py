@@ -55,6 +55,7 @@ from .finetune_run import (
     MIN_MINUTES,
     STEP_EVERY_S,
     Run,
+    cancelling,
     dataset_problem,
     in_models_folder,
     listed_text,
@@ -294,8 +295,8 @@ class FinetuneWidget(Undockable, QWidget, StartModels, ValidationField):
             if self._gone(run):
                 return
             kind, info = item
-            if kind == "warning":
-                return notify_warning(info["text"])
+            if kind == "warning" or (kind == "step" and run.token.cancelled):  # ("Cancelling: ..." stays until it stops)
+                return notify_warning(info["text"]) if kind == "warning" else None
             if info.get("budget"):
                 frac = info["elapsed"] / info["budget"]
             else:
@@ -388,8 +389,7 @@ class FinetuneWidget(Undockable, QWidget, StartModels, ValidationField):
         return worker
 
     def cancel(self):
-        if self._token is not None:
-            self._token.cancel()
+        cancelling(self, self._token)  # (said at once: a 3D model's step takes tens of seconds on a CPU)
 
     def panel_undocked(self) -> None:  # the dock closed: a reopened panel could not cancel this run
         if self._token is not None and self.cancel_button.enabled:

@@ -320,5 +320,6 @@ def write_labels_nifti(path: str, data, meta: dict) -> list[str]:
     write_nifti(Path(path), data, spacing[-data.ndim:], affine, {"nifti": nifti} if nifti else None,
                 md.get("reviewed_slices") or None, md.get("class_names") or None,  # the review and names travel with it
                 model_info=model_info_of(md.get("attnseg")),  # and the model that made it (attnseg export records it)
-                ignore_value=md.get("ignore_value"))  # a reopened export's 'ignore' value (no manifest at the new path)
+                ignore_value=md.get("ignore_value"),  # a reopened export's 'ignore' value (no manifest at the new path)
+                unit=tuple(str(u) for u in meta.get("units") or ()) or None)  # (micron; a NIfTI source's own unit wins)
     return [str(path)]

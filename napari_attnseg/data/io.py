@@ -159,10 +159,11 @@ def write_image(
     written ``like`` a TIFF its axes label (and an ImageJ source's format and unit).
     ``reviewed_slices`` (a mask's reviewed first-axis indices) are stored in the file and read back as
     ``Volume.meta["reviewed_slices"]``; ``class_names`` (a mask's names per label value, NIfTI only) as
-    ``Volume.meta["class_names"]``. ``unit`` (TIFF): the length unit of the spacing (``"µm"``, ``"mm"``,
+    ``Volume.meta["class_names"]``. ``unit``: the length unit of the spacing (``"µm"``, ``"mm"``,
     or one per axis as napari's layer ``units``), else the source's; with one the TIFF carries an ImageJ
-    calibration. ``origin`` (TIFF, one per array axis): the ImageJ calibration origin in pixels, for a coarser
-    map that does not start at the image's corner (a NIfTI's affine says it). A NIfTI written ``like`` a source
+    calibration, and a NIfTI its xyz unit (micron, mm or meter; a NIfTI source's own unit wins). ``origin``
+    (TIFF, one per array axis): the ImageJ calibration origin in pixels, for a coarser map that does not start
+    at the image's corner (a NIfTI's affine says it). A NIfTI written ``like`` a source
     on another grid (``affine`` given: an attention map) gets the source's qform moved onto its own grid.
     ``model_info`` (a mask: the model that made it, ``model`` / ``weights_sha256`` / ``checkpoint``) is stored
     in the file and read back as ``Volume.meta["model_info"]``.
@@ -178,7 +179,8 @@ def write_image(
         from .nifti import write_nifti
 
         write_nifti(p, data, spacing, affine, like.meta if like is not None else None, reviewed_slices, class_names,
-                    source_affine=like.affine if like is not None else None, model_info=model_info)
+                    source_affine=like.affine if like is not None else None, model_info=model_info,
+                    unit=unit if unit is not None or like is None else like.meta.get("unit"))  # (a TIFF's micron)
     elif name.endswith(TIFF_SUFFIXES):
         from .tiff import write_tiff
 

@@ -260,13 +260,28 @@ def _qform_on_grid(nifti: dict, aff: np.ndarray, source_affine) -> np.ndarray | 
     return qform
 
 
+def nifti_unit(unit) -> str | None:
+    """The NIfTI xyz unit of a length unit (``"micron"``, ``"µm"``, napari's ``"micrometer"``; one, or one per axis:
+    the x axis's, the last that is a length): ``micron``, ``mm`` or ``meter``; None for none (``pixel``) or one NIfTI
+    cannot name (nm, cm, inch)."""
+    from .tiff_meta import tiff_unit
+
+    given = [unit] if unit is None or isinstance(unit, str) else list(unit)
+    names = [name for name in (tiff_unit(u) for u in given) if name]
+    return {"micron": "micron", "mm": "mm", "m": "meter"}.get(names[-1]) if names else None
+
+
 def write_nifti(p: Path, data: np.ndarray, spacing, affine, like_meta: dict | None,
                 reviewed_slices: list[int] | None = None, class_names: list[str] | None = None,
-                source_affine=None, model_info: dict | None = None, ignore_value: int | None = None) -> None:
+                source_affine=None, model_info: dict | None = None, ignore_value: int | None = None,
+                unit: str | tuple[str, ...] | None = None) -> None:
     """``like_meta``: the source's meta (its header codes and qform, ``meta["nifti"]``); ``source_affine``: the
     affine that qform goes with, when this file is on another grid (a coarser map) than the source's;
     ``model_info``: the model that made the mask (:func:`model_info_of`), kept in the header note, as is
-    ``ignore_value`` (the 'ignore' value of a reopened export's unreviewed slices, read back as ``meta[...]``)."""
+    ``ignore_value`` (the 'ignore' value of a reopened export's unreviewed slices, read back as ``meta[...]``).
+    ``unit``: the length unit of ``spacing`` (a TIFF's ``"micron"``, a napari layer's ``units``), the file's xyz
+    unit when there is no NIfTI / DICOM source (:func:`nifti_unit`; that source's own unit wins: mm for DICOM and
+    a NIfTI's 'unknown'); else mm."""
     import nibabel as nib
 
     if data.dtype == np.bool_:
@@ -300,7 +315,9 @@ def write_nifti(p: Path, data: np.ndarray, spacing, affine, like_meta: dict | No
     else:
         img.set_qform(unsheared(aff, arr.shape), code=q_code)
     img.set_sform(aff, code=s_code)
-    units = nifti.get("xyz_units")
+    units = nifti.get("xyz_units")  # a NIfTI / DICOM source's own unit wins, 'unknown' read as mm (as the readers do)
+    if "xyz_units" not in nifti and (like_meta or {}).get("format") != "dicom":  # (2 um pixels were said 2 mm)
+        units = nifti_unit(unit)
     header.set_xyzt_units(xyz=units if units not in (None, "unknown") else "mm")
     ours: dict[str, Any] = {}
     if reviewed_slices is not None:
