@@ -4,7 +4,8 @@ The uncertainty of a voxel is the larger of
 
 - the normalised entropy of the class probabilities (0: one class certain, 1: all classes equal), and
 - the flip disagreement: half the L1 distance between the probabilities of the image and of its
-  mirror image (left-right), mirrored back (0: both agree, 1: they predict different classes).
+  mirror image (the patient's left-right when the orientation is given, else the last axis), mirrored back
+  (0: both agree, 1: they predict different classes).
 
 A slice's score is the mean uncertainty over its voxels, multiplied by how far it lies from the
 slices already reviewed (``1 - exp(-distance / spread)``: a slice next to a reviewed one has been
@@ -26,7 +27,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-__all__ = ["uncertainty_map", "slice_scores", "rank_slices", "suggest_slices", "predict_uncertainty"]
+__all__ = ["uncertainty_map", "slice_scores", "rank_slices", "suggest_slices", "predict_uncertainty", "mirror_axis"]
 
 
 UNCERTAINTY_BLOCK = 2**22  # probabilities converted to float32 at a time (voxels x classes)
@@ -104,12 +105,22 @@ def predict_uncertainty(model, image, *, flips: bool = True, warnings: list[str]
         warnings.extend(pred.warnings)
     probs = np.asarray(pred.probabilities, np.float32)
     flipped = None
-    if flips:
-        img = np.asarray(image)
-        mirrored = np.ascontiguousarray(img[..., ::-1])
+    if flips:  # the patient's left-right axis when the orientation is known (a sagittal scan: not its last axis)
+        axis = mirror_axis(model, predict_kwargs.get("orientation"))
+        mirrored = np.ascontiguousarray(np.flip(np.asarray(image), axis))
         other = predict(model, mirrored, return_probabilities=True, **predict_kwargs)
-        flipped = np.ascontiguousarray(np.asarray(other.probabilities, np.float32)[..., ::-1])
+        flipped = np.ascontiguousarray(np.flip(np.asarray(other.probabilities, np.float32), axis))
     return np.asarray(pred.labels), uncertainty_map(probs, flipped)
+
+
+def mirror_axis(model, orientation: Sequence[str] | None) -> int:
+    """The array axis (negative: from the end) that mirrors the image left to right: the one whose orientation code
+    is R or L; the last one when the orientation is unknown (a TIFF), or when that axis is the one a 2D model steps
+    through without turning the volume (mirroring it would only reorder the model's slices)."""
+    codes = [str(c).upper() for c in orientation or ()]
+    axis = next((i - len(codes) for i, c in enumerate(codes) if c in ("L", "R")), -1)
+    turned = getattr(getattr(model, "card", None), "orientation", None)  # (the model's own orientation: turned to it)
+    return -1 if axis == -3 and getattr(model, "spatial_dims", 3) == 2 and not turned else axis
 
 
 def suggest_slices(model, image, reviewed: Iterable[int] = (), n: int = 5, *, axis: int = 0, flips: bool = True,

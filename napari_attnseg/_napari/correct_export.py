@@ -31,6 +31,7 @@ class CorrectExport:
         ``foreground``): None, the values exported as they are with a warning, as ``attnseg export`` does with a saved
         mask's names (typed names are matched by name: renumbered, or a class the dataset lacks refused)."""
         self._check_no_ignore(layer)
+        self._check_no_inserted(layer)
         text = self.class_names_edit.value.strip()
         if not text:
             return None
@@ -42,9 +43,15 @@ class CorrectExport:
             top = max((int(data[z].max(initial=0)) for z in sorted(rev) if 0 <= z < data.shape[0]), default=0)
         else:  # (slice by slice above: a copy of every reviewed slice took 313 ms on a 300-slice CT, 9 ms so)
             top = int(data.max(initial=0))
-        if top >= len(names):
-            raise ValueError(f"{layer.name} holds label value {top} on its reviewed slices, but only {len(names)} class "
-                             f"names are given ({', '.join(names)}); add a name for every value from 0 to {top}.")
+        if top >= len(names):  # (a 2D mask has no slices: how much, where, and the other way out: repaint it)
+            on = layer.ndim == 3 and rev
+            rows = [data[z] for z in sorted(rev) if 0 <= z < data.shape[0]] if on else [data]
+            bad = sorted({int(v) for r in rows for v in np.unique(r[r >= len(names)])})
+            count, what = sum(int((r >= len(names)).sum()) for r in rows), "voxels" if layer.ndim == 3 else "pixels"
+            raise ValueError(f"{layer.name} holds label value{'s' if len(bad) > 1 else ''} {', '.join(map(str, bad))} "
+                             f"({count} {what}{' on its reviewed slices' if on else ''}), but only {len(names)} class "
+                             f"names are given ({', '.join(names)}): add a name for every value from 0 to {top}, or "
+                             f"paint those {what} with a class's value (the eraser: background).")
         if 1 <= top < len(names) - 1:  # e.g. a tumour drawn as 1 under the brain model's default names
             notify_warning(f"{layer.name}'s reviewed slices hold values 0 to {top} only, and {len(names)} class names "
                            f"are given: value {top} is exported as {names[top]!r}. If it is something else (a "
@@ -94,6 +101,21 @@ class CorrectExport:
                              f"(value {ignore}, the slices nobody reviewed), which is never exported as a class: paint "
                              "it over (0 for background, or a class) or take their reviewed mark off (Shift+R), "
                              "then export.")
+
+    def _check_no_inserted(self, layer) -> None:
+        """A reviewed slice where the image's DICOM series misses an image (its reader inserted an empty slice there,
+        :func:`~napari_attnseg.data.dicom.inserted_slices`) is refused: a mask there is nobody's reading of an image
+        (interpolated or brushed across the gap), and would be exported as reviewed ground truth."""
+        from ..correct import format_slice_ranges
+        from ..data.dicom import inserted_slices
+
+        image = self.viewer.layers[self.image_combo.value] if self.image_combo.value in self.viewer.layers else None
+        if layer.ndim == 3 and image is not None and image.ndim == 3 and (gone := set(self._reviewed(layer)) & set(
+                inserted_slices(image.metadata, int(layer.data.shape[0])))):  # (no DICOM series: nothing read)
+            raise ValueError(f"{layer.name}: reviewed slice(s) {format_slice_ranges(gone)} hold no image in {image.name} "
+                             "(its DICOM series misses images there; the reader inserted empty slices), so what the "
+                             "mask holds there is nobody's reading: take their reviewed mark off (Shift+R on each), "
+                             "then export; they are exported as 'ignore'.")
 
     def propose_last_export(self) -> None:
         """A new panel (the next napari session too) proposes the dataset folder last exported to, in its format,

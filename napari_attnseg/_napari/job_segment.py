@@ -13,6 +13,8 @@ from __future__ import annotations
 import numpy as np
 from napari.utils import progress as napari_progress
 
+from ..cohort.cases import fill_slices
+from ..data.dicom import inserted_slices
 from ..errors import AttnSegError, Cancelled
 from ..inference import CancelToken, iter_predict
 from ..layers import prediction_layers
@@ -113,6 +115,8 @@ class SegmentJob:
         # (its NIfTI header codes too: a mask saved after its image was closed was written with sform code 1, not 2)
         geometry = {k: layer.metadata[k] for k in ("affine", "spacing", "source_path", "nifti") if k in layer.metadata}
         geometry["attnseg_source_uid"] = layer.unique_id  # the Correct tab pairs the mask with this very layer
+        # a DICOM series' slices inserted for missing images: the model sees their neighbours, the layer stays as read
+        read_as = {k: layer.metadata[k] for k in ("format", "warning", "source_path", "inserted_slices") if k in layer.metadata}
         bar = napari_progress(total=1, desc=f"Segmenting {name}")
 
         @thread_worker(start_thread=False, ignore_errors=True)
@@ -125,6 +129,8 @@ class SegmentJob:
                 except ValueError as exc:  # (its message names the layer: "Layer 'slide' is RGB ...")
                     return _Failed(AttnSegError(str(exc)), named=True)
                 data, called = found[0], grey_name(name, found[1])
+            elif np.ndim(data) == 3 and (gone := inserted_slices(read_as, int(np.shape(data)[0]))):
+                data = fill_slices(np.asarray(data), gone)  # (not a black slab across the volume: cohort.cases)
             gen = iter_predict(model, data, cancel=token, **kwargs)
             while True:
                 try:

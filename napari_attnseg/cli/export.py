@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     from ..data import read_image
     from ..data.export import check_class_ids, export_case
     from ..data.export_colour import picture_for_export
-    from ..data.export_plan import names_by_value, one_plane
+    from ..data.export_plan import names_by_value, one_plane, without_inserted
     from ..data.grid import on_image_grid
     from ..data.label_values import class_key
     from ..data.labels_in import dicom_labels_kind, read_labels
@@ -190,6 +190,7 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
     if reviewed is None:  # (every slice was exported as checked ground truth, unsaid: a raw prediction too)
         _all_reviewed_note(args, shape, axes.replace("C", "") if stacked else axes)
+    reviewed = without_inserted(image.meta, reviewed, shape[0], str(args.image))  # (a series' missing images)
     record = export_case(
         data if colours is None else colours, mask, args.dataset, args.format, channel_axis=stacked,
         spacing=spacing, affine=image.affine,

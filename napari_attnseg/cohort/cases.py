@@ -13,6 +13,8 @@ from ..data.orientation import volume_codes
 from ..errors import AttnSegError, Cancelled
 
 if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+
     from ..data.volume import Volume
 
 SUMMARY_NAME = "cohort_summary.csv"
@@ -173,8 +175,40 @@ def read_for_model(src, channel: int | None, model) -> Volume:
     channel, colour or slide stain it takes (:func:`.inputs.pick_channel`). What predict, suggest and evaluate read."""
     from .inputs import pick_channel
 
-    return pick_channel(*read_with_channel(src, channel), int(getattr(model, "in_channels", 1)), src,
-                        dims=getattr(model, "spatial_dims", None))
+    vol = pick_channel(*read_with_channel(src, channel), int(getattr(model, "in_channels", 1)), src,
+                       dims=getattr(model, "spatial_dims", None))
+    return fill_inserted(vol)
+
+
+def fill_inserted(vol: Volume) -> Volume:
+    """A DICOM series' slices inserted where images are missing (the series' lowest value: a black slab across a
+    brain) are given to the model as the mean of their nearest real neighbours, so that the slices beside them are
+    segmented as without the gap (a mask on an inserted slice still means nothing, as the reader's warning says)."""
+    import numpy as np
+
+    from ..data.dicom import inserted_slices
+    from ..data.volume import Volume
+
+    data = vol.data
+    if np.ndim(data) != 3 or not (gone := inserted_slices(vol.meta, int(np.shape(data)[0]))):
+        return vol
+    return Volume(fill_slices(np.asarray(data), gone), vol.spacing, vol.affine, vol.meta)
+
+
+def fill_slices(data: np.ndarray, gone: list[int]) -> np.ndarray:
+    """A copy of the (z, y, x) array ``data`` whose slices ``gone`` are the mean of their nearest other slices (the
+    model's input for a series' missing images: :func:`fill_inserted`, napari's Segment tab)."""
+    import numpy as np
+
+    real = [k for k in range(data.shape[0]) if k not in set(gone)]
+    out = np.array(data, copy=True)
+    for k in gone:
+        below, above = max((r for r in real if r < k), default=None), min((r for r in real if r > k), default=None)
+        near = [data[r].astype(np.float32) for r in (below, above) if r is not None]
+        if near:
+            mean = sum(near) / len(near)
+            out[k] = (np.rint(mean) if data.dtype.kind in "iub" else mean).astype(data.dtype)
+    return out
 
 
 def _read_case(src: str, channel: int | None):
@@ -284,6 +318,7 @@ def _compute_case(job: _Job, model, slot: _Slot, worker: str = "", owned=lambda:
         channel, unused = _cohort_channel(vol, channel, getattr(model, "spatial_dims", None))
         vol = pick_channel(vol, channel, int(getattr(model, "in_channels", 1)), job.src,
                            dims=getattr(model, "spatial_dims", None))
+        vol = fill_inserted(vol)  # (a series' missing image: its neighbours for the model, not a black slab)
         label_map = label_map_warning(vol.data, job.src)  # (after the channel pick: a grey saved as RGB is no mask)
         # a time-lapse of volumes fails naming its axes; frames a 3D model takes for slices: a warning (as one file)
         time_lapse = check_time_axis(str(vol.meta.get("axes") or ""), tuple(vol.data.shape), job.src,

@@ -188,6 +188,7 @@ def read_dicom_series(path: Path) -> Volume:
         full = np.full((geo.slots[-1] + 1, *data.shape[1:]), data.min() if data.ndim == 3 else 0, data.dtype)
         full[geo.slots] = data
         data = full
+    inserted = _inserted(geo.slots)
     first = geo.frames[0].header
     warnings = notes + geo.warnings
     meta: dict[str, Any] = {"source_path": str(path), "format": "dicom", "axis_order": "kji",
@@ -203,4 +204,29 @@ def read_dicom_series(path: Path) -> Volume:
         meta["axes"] = "ZYXS" if data.ndim == 4 else "YXS"
     if warnings:
         meta["warning"] = "; ".join(warnings)
+    if inserted:  # (slices with no image: export leaves them 'ignore', never a reviewed slice; a model sees
+        meta["inserted_slices"] = inserted  # their neighbours there, cohort.cases.fill_inserted)
     return Volume(data, tuple(float(s) for s in spacing), np.asarray(geo.affine, float), meta)
+
+
+MISSING_NOTE = "look missing from the series"  # (in the reader's warning when it inserted slices: dicom_geometry)
+
+
+def _inserted(slots: list[int] | None) -> list[int]:
+    return sorted(set(range(slots[-1] + 1)) - set(slots)) if slots is not None else []
+
+
+def inserted_slices(meta: dict, n_slices: int) -> list[int]:
+    """The slices of a volume of ``n_slices`` that the DICOM reader inserted where its series misses images
+    (``meta["inserted_slices"]``). A napari layer's metadata keeps the reader's warning and path but not that list:
+    found again from the series' headers then (no pixels read). [] for anything else."""
+    if "inserted_slices" in meta:
+        return [int(k) for k in meta["inserted_slices"] or () if 0 <= int(k) < n_slices]
+    if meta.get("format") != "dicom" or MISSING_NOTE not in str(meta.get("warning") or "") or not meta.get("source_path"):
+        return []
+    try:
+        geo, _ = series_geometry(Path(str(meta["source_path"])))
+    except (OSError, ValueError):  # (moved or changed since it was opened: InputError is a ValueError)
+        return []
+    gone = _inserted(geo.slots)
+    return gone if geo.slots is not None and geo.slots[-1] + 1 == n_slices else []

@@ -380,3 +380,19 @@ def _duplicates(manifest: dict, case_id: str, image_sha: str, labels_sha: str) -
                        f"other tools (nnU-Net's cross-validation) would train and validate on copies. {what} "
                        "(napari: 'Replace the case'; attnseg export --case-id ID --overwrite).")
     return out
+
+
+def without_inserted(meta: dict, reviewed: list[int] | None, n_slices: int, source: str) -> list[int] | None:
+    """``reviewed`` without the slices the DICOM reader inserted where the series misses images (no image there: a
+    mask on them is nobody's reading), with a note on stderr; every slice but those when ``reviewed`` is None."""
+    import sys
+
+    from ..correct import format_slice_ranges
+    from .dicom import inserted_slices
+
+    inserted = inserted_slices(meta, n_slices)
+    if not inserted or (reviewed is not None and not set(inserted) & set(reviewed)):
+        return reviewed
+    print(f"{source}: note: slice(s) {format_slice_ranges(inserted)} hold no image (inserted where the series misses "
+          "images): exported as 'ignore', not as reviewed.", file=sys.stderr)
+    return [z for z in (range(n_slices) if reviewed is None else reviewed) if z not in set(inserted)]
