@@ -249,20 +249,20 @@ def dims_message(layer) -> str | None:
 
 
 def layer_hint(layer, model) -> str | None:
-    """Before a run, the first reason the layer will not run or does not suit ``model`` (the Segment tab's
-    "Before you run"): its dimensions, channels, a time axis given to a 3D model, or an image unlike the model's
-    training data (checked on :func:`preview_array`, so choosing a lazy or pyramid image does not read it whole
-    on the GUI thread; the run checks the whole image)."""
+    """Before a run, the first reason the layer will not run or does not suit ``model`` (the Segment tab's "Before you
+    run"): its dimensions, channels, a nuclei model given another stain's channel, a time axis given to a 3D model, or
+    an image unlike the model's training data (on :func:`preview_array`: a lazy or pyramid image is not read whole)."""
     if layer is None or layer.rgb:
         return None
-    if (refused := dims_message(layer) or channel_stack_message(layer, model=model)) is not None or model is None:
+    from .model_choice import channel_hint  # (a nuclei model given a file's actin channel, not its DAPI one)
+    if (refused := dims_message(layer) or channel_stack_message(layer, model=model) or channel_hint(layer, model)) \
+            is not None or model is None:
         return refused
+    from ..data.orientation import metadata_codes
+    from ..inference.checks import fit_warning
     if model.spatial_dims == 3 and is_time_axis(layer):
         return (f"{layer.name!r} is a time-lapse{axes_text(layer)}: a 3D model takes its frames as the slices of one "
                 "volume; a 2D model (Mode: slices) segments each frame on its own.")
-    from ..data.orientation import metadata_codes
-    from ..inference.checks import fit_warning
-
     try:
         return fit_warning(getattr(model, "card", None), preview_array(layer), False, metadata_codes(layer.metadata, 3))
     except Exception:  # noqa: BLE001 - a hint only; the run reports problems itself

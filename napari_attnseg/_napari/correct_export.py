@@ -39,6 +39,7 @@ class CorrectExport:
         if any(not n for n in names):
             raise ValueError(f"Class names {text!r}: a name is empty; write one name per label value, comma-separated.")
         data, rev = np.asarray(layer.data), self._reviewed(layer)
+        data = (data > 0).view(np.uint8) if self.foreground_box.value else data  # (instance ids: one class)
         if layer.ndim == 3 and rev:  # unreviewed slices are exported as 'ignore': their values need no name
             top = max((int(data[z].max(initial=0)) for z in sorted(rev) if 0 <= z < data.shape[0]), default=0)
         else:  # (slice by slice above: a copy of every reviewed slice took 313 ms on a 300-slice CT, 9 ms so)

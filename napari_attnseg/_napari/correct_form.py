@@ -185,6 +185,9 @@ class CorrectForm:
         self.replace_box = CheckBox(text="Replace the case", value=False,
                                     tooltip="Export over the case of this id in the dataset (a next round of corrections "
                                             "on the same image); without it an existing id is refused")
+        self.foreground_box = CheckBox(text="One class (labels > 0)", value=False,
+                                       tooltip="Export every labelled pixel as one foreground class: a mask of "
+                                               "instance ids (one value per nucleus, as Cellpose or StarDist write)")
         self.export_button = _button("Export", self.export,
                                      "Write the image and the mask into the dataset folder (unreviewed slices of a "
                                      "volume as 'ignore')")
@@ -192,7 +195,7 @@ class CorrectForm:
         export = Container(widgets=[
             _heading("Export for fine-tuning"),
             Container(widgets=[self.class_names_edit, self.dataset_edit, self.format_combo, self.case_edit]),
-            self.replace_box, self.export_button, self.export_bar,
+            self.replace_box, self.foreground_box, self.export_button, self.export_bar,
         ], labels=False)
         from .prompt_mode import PromptMode
 

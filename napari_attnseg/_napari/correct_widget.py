@@ -261,7 +261,7 @@ class CorrectWidget(Undockable, QWidget, CorrectForm, ClassList, CorrectExport, 
             "prediction": layer.metadata.get("attnseg_prediction"),
             "case_id": self.case_edit.value.strip() or None,
             "overwrite": bool(self.replace_box.value and self.case_edit.value.strip()),
-            "label_names": names,
+            "label_names": names, "foreground": bool(self.foreground_box.value),
             "source_name": Path(str(meta["source_path"])).name if meta.get("source_path") else img_name,
             "model_info": model_identity(info) if info else None,
             "modality": meta.get("modality"), "nifti": meta.get("nifti"),  # its qform/sform codes too

@@ -118,3 +118,25 @@ def _rank(entry, kind: str | None) -> int:
     if model_kind(entry) == kind:
         return 0
     return 1 if kind == "ct" and model_kind(entry) is None and model_dims(entry) == 2 else 2
+
+
+NUCLEAR_STAINS = {"dapi", "hoechst", "draq5", "draq7", "h2b", "sytox", "pi", "topro3", "to-pro-3", "dna", "nuclei",
+                  "nucleus", "nuclear", "nucblue", "redot1"}
+
+
+def channel_hint(layer, model) -> str | None:
+    """A named channel of a multi-channel file (OME-TIFF: '<name> [actin]') that is no nuclear stain, given to a
+    model of nuclei: the Segment tab chose the file's first channel, and nuclei in another one were segmented as
+    noise ("objects about 3 px wide", with a size remedy). None otherwise, and for unnamed channels (c0, c1...)."""
+    import re
+
+    channel = str((getattr(layer, "metadata", None) or {}).get("channel") or "")
+    card = getattr(model, "card", None)
+    classes = " ".join(str(c).lower() for c in (getattr(card, "classes", None) or []))
+    words = set(re.split(r"[^a-z0-9-]+", channel.lower()))
+    if not channel or re.fullmatch(r"c\d+", channel) or "nucle" not in classes or words & NUCLEAR_STAINS:
+        return None
+    source = Path(str(layer.metadata.get("source_path") or layer.name)).name
+    return (f"{layer.name!r} is the {channel!r} channel of {source}, and {getattr(card, 'name', '') or 'this model'} "
+            "segments nuclei: if they are in another channel (DAPI, Hoechst), choose that channel's layer as the "
+            "Image.")

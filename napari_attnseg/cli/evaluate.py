@@ -13,6 +13,7 @@ IGNORE_255 = 255  # the 'unlabelled' value of many tools' label maps (ignore_ind
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..options import DEVICES, PRECISIONS
+    from .predict import _diameter  # (the same D|auto as attnseg predict)
 
     parser.add_argument("--model", required=True, help="bundled model name or .safetensors file")
     parser.add_argument("--image", required=True)
@@ -26,6 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tta", action="store_true", help="average over flips (slower, smoother)")
     parser.add_argument("--channel", type=int, default=None, metavar="K",
                         help="the channel, colour or 4D NIfTI volume of --image to segment (as attnseg predict --channel)")
+    parser.add_argument("--diameter", type=_diameter, default=None, metavar="D|auto",
+                        help="typical object diameter in pixels, or 'auto' (as attnseg predict --diameter)")
     parser.add_argument("--json", action="store_true", help="print JSON")
 
 
@@ -195,7 +198,7 @@ def run(args: argparse.Namespace) -> int:
         labels = labels.astype(np.int32)  # (-1: left out; a uint8 -1 would wrap to 255)
         labels[left_out] = -1
     pred = predict(model, image.data, spacing=image.spacing, device=args.device, precision=args.precision,
-                   orientation=volume_codes(image), return_probabilities=False, tta=args.tta)
+                   orientation=volume_codes(image), return_probabilities=False, tta=args.tta, diameter=args.diameter)
     if mask_image := label_map_warning(image.data, args.image):
         pred.warnings.insert(0, mask_image)
     mismatch = label_mismatch([v for v in np.unique(labels).tolist() if v >= 0], pred.classes)

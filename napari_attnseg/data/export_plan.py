@@ -121,8 +121,9 @@ def _plan(folder: Path, format: str, labels: np.ndarray, n_channels: int, ndim: 
                             f"{n_classes - 1} to 0 first (--foreground would make every unlabelled voxel foreground)."
                             if few else
                             "they look like instance ids (one value per object), not classes. Export them as one "
-                            "foreground class (attnseg export --foreground: labels > 0 become 1), or name every class "
-                            "with --label-names."))
+                            "foreground class (attnseg export --foreground; in napari, tick 'One class (labels > 0)' "
+                            "above Export: labels > 0 become 1), or name every class (--label-names; in napari, "
+                            "Class names)."))
     notes = []
     absent = sorted(set(range(1, n_classes)) - present)
     if manifest is None and not label_names and n_classes > 2 and absent:

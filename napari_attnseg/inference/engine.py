@@ -261,6 +261,10 @@ def _iter_predict(model, image, *, mode, tile, overlap, attention, device, preci
     n_bad = _count_nonfinite(image)
     if n_bad:
         warnings.append(f"The image has {n_bad} NaN or infinite values; they were treated as the image minimum.")
+    if stats.get("saturated"):
+        warnings.append(f"{stats['saturated']:.1%} of the image is at its brightest value (saturated, or a filled "
+                        "stripe or tile), far above the rest: those pixels were left out of the intensity scaling "
+                        "and taken as very bright. Check the result there.")
 
     # spacing: resample to the model's training spacing when the card has one and the image differs
     factors = None

@@ -86,7 +86,7 @@ def compute_stats(image, spec: dict[str, Any] | None, channel_axis: bool) -> dic
         raise InputError(f"Unknown normalisation scheme {scheme!r} in the model card; expected one of {SCHEMES}.")
     sample = _sample(image, channel_axis, native=True)
     chans = sample if channel_axis else sample[None]
-    offsets, scales = [], []
+    offsets, scales, saturated = [], [], 0.0
     nonzero = bool(spec.get("nonzero", False)) and scheme in NONZERO_SCHEMES
     for c in chans:
         finite = finite_values(c)
@@ -99,6 +99,8 @@ def compute_stats(image, spec: dict[str, Any] | None, channel_axis: bool) -> dic
             finite = finite[finite != base]
         if scheme == "percentile":
             lo, hi = percentiles(finite, [float(spec.get("lower", 1.0)), float(spec.get("upper", 99.0))])
+            hi, share = _below_saturation(finite, lo, hi, float(spec.get("upper", 99.0)))
+            saturated = max(saturated, share)
             offsets.append(lo)
             scales.append(hi - lo)
         elif scheme == "scale":
@@ -119,7 +121,22 @@ def compute_stats(image, spec: dict[str, Any] | None, channel_axis: bool) -> dic
     every = finite_values(sample)
     return {"scheme": scheme, "offset": np.asarray(offsets, np.float32), "scale": np.asarray(scales, np.float32),
             "clip": scheme == "ct", "limit": OUTLIER_LIMIT if scheme in ("percentile", "scale", "zscore") else None,
-            "fill": float(np.min(every)), "constant": bool(np.ptp(every) == 0)}
+            "fill": float(np.min(every)), "constant": bool(np.ptp(every) == 0), "saturated": saturated}
+
+
+def _below_saturation(finite: np.ndarray, lo: float, hi: float, upper: float) -> tuple[float, float]:
+    """The upper percentile ``hi`` when it is not the brightest value; when it is (more than ``100 - upper`` % of
+    the image at its maximum: a saturated stripe, debris, a stitched tile at 65535) and the other values' same
+    percentile lies over :data:`OUTLIER_LIMIT` times lower, that one, with the saturated share (else 0). The
+    saturated pixels are then clipped as outliers; ``hi`` at 65535 made every nucleus of 0-235 background."""
+    top = finite.max()
+    if hi < top or hi <= lo:
+        return float(hi), 0.0
+    rest = finite[finite < top]
+    below = float(percentiles(rest, [upper])[0]) if rest.size else hi
+    if below <= lo or (float(top) - lo) / (below - lo) <= OUTLIER_LIMIT:
+        return float(hi), 0.0
+    return below, float(np.mean(finite == top))
 
 
 def apply_stats(tile: np.ndarray, stats: dict[str, Any]) -> np.ndarray:
