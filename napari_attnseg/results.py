@@ -125,6 +125,15 @@ def finished_record(out: Path, src: Path, name: str | None = None) -> dict | Non
     return record if all((Path(out) / n).is_file() for n in record.get("outputs") or []) else None
 
 
+def missing_outputs(out: Path, src: Path, name: str | None = None) -> list[str]:
+    """The outputs a case's record names that are not in ``out`` (a probability map the user deleted)."""
+    try:
+        record = json.loads(record_path(out, src, name).read_text())
+    except (OSError, ValueError):
+        return []
+    return [n for n in record.get("outputs") or [] if not (out / n).is_file()]
+
+
 def case_state(out: Path, src: Path, weights_sha256: str | None, request: dict[str, Any] | None,
                name: str | None = None) -> str:
     """Where ``src``'s outputs in ``out`` stand, for a resumable run.
@@ -160,6 +169,8 @@ def case_state(out: Path, src: Path, weights_sha256: str | None, request: dict[s
             seg = out / str(record.get("dicom_seg") or "")  # (a SEG re-saved from napari: corrected, as a mask)
             if untouched and record.get("dicom_seg") and seg.is_file() and stats.get(seg.name) != _stat(seg):
                 untouched = False
+            if same and not untouched and mask.is_file():  # a corrected mask, another output deleted (a big prob map):
+                return "done"  # finished; computing it again would need --overwrite, which redoes every case
             return "stale" if untouched else "edited"
         return "edited"
     if partial_marker(out, src, name).exists():

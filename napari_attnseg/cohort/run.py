@@ -95,6 +95,7 @@ def predict_cohort(
         finished_record,
         foreign_message,
         foreign_outputs,
+        missing_outputs,
         other_input,
         record_path,
         writable_folder,
@@ -178,6 +179,7 @@ def predict_cohort(
         moved = moved_from(out, Path(src), sha, request, name) if state in ("stale", "edited") else None
         if (state == "done" or moved is not None) and not overwrite:  # the summary keeps what the run that made it said
             record = finished_record(out, Path(copy_of or src), name) or {}
+            gone = missing_outputs(out, Path(copy_of or src), name) if state == "done" and not record else []
             meanwhile = other_run(record, run) if _written_since(out, Path(copy_of or src), name, t_wall) else {}
             adopted = adopt(out, Path(src), name, moved) if moved else ""
             what = "series" if Path(src).is_dir() else "file"
@@ -188,7 +190,10 @@ def predict_cohort(
                                         f"the same {'images' if what == 'series' else 'content'} as {moved}, whose "
                                         f"results ({name}) these are (the {what} moved or exported again): kept, not "
                                         "computed again" + (f"; {adopted}" if adopted else "")] if moved else [])
-                                    + ([other_run_warning(out)] if meanwhile else []))
+                                    + ([other_run_warning(out)] if meanwhile else [])
+                                    + ([f"{', '.join(gone)} missing from {out}: not written again, the case's mask "
+                                        "having been corrected since its run (to compute the case again, move that "
+                                        "mask aside and run the same command)"] if gone else []))
             continue
         if state == "foreign":
             results[i] = CaseResult(case=name, input=str(src), status="failed",

@@ -26,6 +26,9 @@ REFORMAT_TYPES = {"REFORMATTED", "MPR", "MIP", "MINIP", "MINIMUM", "MAXIMUM", "P
                   "VOLUME", "VR", "3D"}
 
 
+NOT_SEGMENTED = ("SEG", "RTSTRUCT", "RTDOSE", "RTPLAN")  # DICOM objects of a study that are not images to segment
+
+
 @dataclass
 class SeriesKind:
     """A series folder as its first images tell it (:func:`series_kind`)."""
@@ -34,6 +37,7 @@ class SeriesKind:
     reformat: bool = False  # DERIVED images in another plane than axial, or an MPR / MIP
     study: str = ""
     plane: str = ""  # axial, coronal, sagittal, oblique ("" unknown)
+    no_images: bool = False  # no images: structured reports (a dose report), KO, PR, SEG, RT objects only
 
     @property
     def original(self) -> bool:
@@ -63,17 +67,19 @@ def series_kind(folder: Path, probed: int = 20) -> SeriesKind:
             continue
         try:
             ds = pydicom.dcmread(str(f), stop_before_pixels=True, force=True,
-                                 specific_tags=["ImageType", "Rows", "StudyInstanceUID", "ImageOrientationPatient"])
+                                 specific_tags=["ImageType", "Rows", "StudyInstanceUID", "ImageOrientationPatient", "Modality"])
         except Exception:  # (an unreadable file: the reader names it when the case runs)
             return SeriesKind()
-        if "Rows" not in ds:
-            continue  # a report or presentation state beside the images
+        if "Rows" not in ds or str(ds.get("Modality") or "").upper() in NOT_SEGMENTED:
+            kind.no_images = True  # (until an image is seen) a report, a presentation state, a SEG, an RT object
+            continue
         seen += 1
         types.append([str(v).strip().upper() for v in (ds.get("ImageType") or [])])
         planes.add(_plane(ds.get("ImageOrientationPatient")))
         kind.study = kind.study or str(ds.get("StudyInstanceUID") or "")
     if not seen:
         return kind
+    kind.no_images = False
     kind.localizer = all("LOCALIZER" in t for t in types)
     kind.plane = planes.pop() if len(planes) == 1 else ""
     derived = all(t[:1] == ["DERIVED"] for t in types)
@@ -98,17 +104,21 @@ def without_scouts(cases: list[Path], where: str | os.PathLike, got: Collected |
     among ``cases`` too (the model segments that one; a reformat alone stays a case)."""
     kinds = {p: series_kind(p) for p in cases if p.is_dir()}
     scouts = [p for p, k in kinds.items() if k.localizer]
+    reports = [p for p, k in kinds.items() if k.no_images]
     studies = {k.study for k in kinds.values() if k.original}
     reformats = [p for p, k in kinds.items() if k.reformat and k.study in studies]
     if scouts and got is not None:
         got.notes.append(f"{where}: left out {len(scouts)} DICOM series of localizer (scout) images only, not "
                          f"segmented ({_shown(scouts)}); to segment one anyway, give its folder as the input")
+    if reports and got is not None:
+        got.notes.append(f"{where}: left out {len(reports)} DICOM series without images to segment (structured "
+                         f"reports, key objects, presentation states, SEG or RT objects; {_shown(reports)})")
     if reformats and got is not None:
         planes = sorted({kinds[p].plane or "other" for p in reformats})
         got.notes.append(f"{where}: left out {len(reformats)} DICOM series of reformatted images ({', '.join(planes)}; "
                          f"DERIVED in their ImageType: MPR, MIP) of studies whose original series is segmented "
                          f"({_shown(reformats)}); to segment one anyway, give its folder as the input")
-    return [p for p in cases if p not in scouts and p not in reformats]
+    return [p for p in cases if p not in scouts and p not in reformats and p not in reports]
 
 
 def dicom_below(folder: Path, limit: int = 200, depth: int = 4, budget: list[int] | None = None) -> Path | None:

@@ -49,8 +49,11 @@ def _merge_rows(earlier: list[dict[str, str]], now: list[dict[str, str]]) -> tup
     merged: list[dict[str, str]] = []
     placed: set[str] = set()
     kept = 0
+    inputs = {row.get("input") for row in now}  # (a series renamed since, PAT001_ST001_SE003 once SE003: its old row goes)
     for row in earlier:
         case = row["case"]
+        if case not in by_case and row.get("input") in inputs:
+            continue
         if case not in by_case:
             merged.append(row)
             kept += 1

@@ -176,7 +176,42 @@ def series_geometry(path: Path):
     frames, chosen = _frames(path)
     frames, note = select(frames, opened)
     frames, volumes = split_volumes(frames, opened)
-    return geometry(frames, path), [n for n in (chosen, note, volumes) if n]
+    damaged = _damaged(path if opened is None else path.parent, frames)
+    return geometry(frames, path), [n for n in (chosen, note, volumes, damaged) if n]
+
+
+def _damaged(folder: Path, frames: list) -> str | None:
+    """A note naming the files of ``folder`` that look like images of the series but cannot be read as one (a header
+    cut short: the image's SOP class without its size; or an empty file), left out of it: the slices they held are then
+    reported missing, and the user must learn which file to copy again, not look for an image the export lacks."""
+    import pydicom
+
+    if not frames:
+        return None
+    used = {f.path for f in frames}
+    classes = {str(f.header.get("SOPClassUID") or "") for f in frames}
+    cut = []
+    for f in _candidates(folder):
+        if f in used or f.name.upper() == "DICOMDIR":
+            continue
+        if f.stat().st_size == 0:
+            cut.append(f"{f.name} (empty)")
+            continue
+        if not is_dicom_file(f):
+            continue
+        try:
+            ds = pydicom.dcmread(str(f), stop_before_pixels=True, force=True)
+        except Exception:  # (unreadable at all: damaged)
+            cut.append(f.name)
+            continue
+        sop = str(ds.get("SOPClassUID") or getattr(ds, "file_meta", {}).get("MediaStorageSOPClassUID") or "")
+        if "Rows" not in ds and sop in classes:
+            cut.append(f"{f.name} (cut short)")
+    if not cut:
+        return None
+    return (f"{len(cut)} file{'s' if len(cut) != 1 else ''} of {folder} could not be read as images of the series and "
+            f"{'were' if len(cut) != 1 else 'was'} left out: {', '.join(cut[:5])}{', ...' if len(cut) > 5 else ''}; "
+            "copy them again from the PACS or the export")
 
 
 def read_dicom_series(path: Path) -> Volume:

@@ -76,8 +76,10 @@ def choose_series(series: dict[str, list[Frame]], source: Path, nested: bool = F
         why = (f"they come from {len(studies)} studies (examinations)" if len(studies) > 1 else
                f"{len(axial)} of them are axial volumes" if len(axial) > 1 else f"{len(volumes)} of them are volumes")
         example = max(axial or volumes or listed, key=len)[0]
+        every = (f"; to segment every series, each as a case of a resumable run (scouts and reports left out), give "
+                 f"attnseg predict the quoted glob \"{source}/**/\"") if nested and len(studies) > 1 else ""
         raise InputError(f"{source} holds {len(series)} DICOM series ({desc}); {why}, so none is chosen for you: "
-                         f"{how}, e.g. {example.path.parent if nested else _where(example, source)}.")
+                         f"{how}, e.g. {example.path.parent if nested else _where(example, source)}{every}.")
     if len(series) == 1:  # the one series of a CD export: no note
         return chosen, None
     others = "; ".join(_describe(fs, source) for fs in listed if fs is not chosen)
