@@ -128,3 +128,16 @@ def test_a_failed_series_renamed_by_a_new_patient_keeps_one_summary_row(tmp_path
     inputs = [r["input"] for r in rows]
     assert len(inputs) == len(set(inputs)) == 2
     assert {r["case"] for r in rows} == {"PAT001_ST001_SE002", "PAT002_ST001_SE002"}
+
+
+def test_a_file_whose_pixel_data_is_cut_short_says_to_copy_it_again(tmp_path):
+    """A series file whose pixel data was cut short (an interrupted copy) failed with "could not decode its pixel data
+    (The number of bytes ...)": the file was named, but not what to do."""
+    from napari_attnseg.data.dicom_pixels import _decode
+
+    ds = dataset(series="9.9", rows=16, cols=16)
+    ds.ImagePositionPatient, ds.ImageOrientationPatient, ds.PixelSpacing = [0.0, 0.0, 0.0], [1, 0, 0, 0, 1, 0], [1, 1]
+    ds.PixelData = np.zeros((16, 16), np.int16).tobytes()[:100]
+    ds.save_as(str(tmp_path / "IM0001"), enforce_file_format=True)
+    with pytest.raises(InputError, match="copy it again from the PACS"):
+        _decode(tmp_path / "IM0001")

@@ -46,7 +46,8 @@ def _decode(path: Path) -> np.ndarray:
         if getattr(ts, "is_compressed", False):
             raise InputError(f"{path}: its pixel data are compressed ({ts.name}) and no decoder for it is installed: "
                              f"{INSTALL_DECODERS}.") from None
-        raise InputError(f"{path}: could not decode its pixel data ({exc}).") from None
+        raise InputError(f"{path}: could not decode its pixel data ({exc}); the file looks damaged or cut short: copy "
+                         "it again from the PACS or the export.") from None
     n = int(ds.get("NumberOfFrames") or 1)
     samples = int(ds.get("SamplesPerPixel") or 1)
     del ds  # the encoded pixel data go with it

@@ -62,7 +62,7 @@ def domain_warning(card, image: np.ndarray, has_channels: bool, normalization: d
                         "like its own would need. What matters is that the images you segment with the result "
                         "have this same contrast (invert all of them, for training and use, or none).")
             return (f"{head} If the objects here are dark on a bright background (bright-field, an inverted "
-                    "image), invert the image first (in Python: image.max() - image); check the result closely.")
+                    "image), invert the image first (Fiji: Edit > Invert; in Python: image.max() - image); check the result closely.")
     return None
 
 
