@@ -202,8 +202,9 @@ def predict_cohort(
         if state == "edited" and not overwrite:
             results[i] = CaseResult(case=name, input=str(src), status="failed", error=(
                 f"{out} holds outputs for this input that are not from an unchanged earlier run (a mask may "
-                "have been corrected by hand); pass --overwrite (overwrite=True in Python) to redo the case: a "
-                f"mask changed since attnseg wrote it is then kept in {out / EDITED_DIR}, not deleted."))
+                "have been corrected by hand); to redo it, run this input alone with --overwrite (overwrite=True in "
+                "Python; over the whole cohort it redoes every finished case too): a mask changed since attnseg wrote "
+                f"it is then kept in {out / EDITED_DIR}, not deleted."))
             continue
         job = _Job(src=str(src), case=name, out=str(out), options=dict(options), request=request, channel=channel,
                    threads=threads, run=run, weights=sha, overwrite=overwrite, started=started)
