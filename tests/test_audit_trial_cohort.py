@@ -141,3 +141,22 @@ def test_a_file_whose_pixel_data_is_cut_short_says_to_copy_it_again(tmp_path):
     ds.save_as(str(tmp_path / "IM0001"), enforce_file_format=True)
     with pytest.raises(InputError, match="copy it again from the PACS"):
         _decode(tmp_path / "IM0001")
+
+
+def test_a_series_whose_first_files_are_presentation_states_stays_a_case(tmp_path, lung):
+    """A series folder whose first 20 files (sorted) are presentation states, its images after them, was taken for a
+    folder without images and left out of the cohort (review)."""
+    se = tmp_path / "PAT1" / "ST1" / "SE002"
+    axial(lung, se, series="1.2.3.2")
+    for k in range(20):
+        ds = dataset("1.2.840.10008.5.1.4.1.1.11.1", "PR", series="1.2.3.2", rows=0)
+        ds.save_as(str(se / f"A{k:04d}"), enforce_file_format=True)
+    assert gather([f"{tmp_path}/**/"], None).cases == [se]
+
+
+def test_an_empty_file_beside_a_series_that_is_no_image_is_not_called_damaged(tmp_path, lung):
+    """An empty VERSION or LOCK file beside a complete series was named 'could not be read ... copy them again'."""
+    axial(lung, tmp_path / "SE002")
+    (tmp_path / "SE002" / "VERSION").write_bytes(b"")
+    vol = read_image(tmp_path / "SE002")
+    assert "VERSION" not in str(vol.meta.get("warning") or "")

@@ -187,6 +187,15 @@ def run(args: argparse.Namespace) -> int:
         notes.append(said)
     if unchecked is not None:
         left_out = left_out | unchecked
+    from ..data.dicom import inserted_slices
+
+    if labels.ndim == 3 and (gone := inserted_slices(image.meta, labels.shape[0])):  # no image there: nothing to score
+        from ..correct import format_slice_ranges
+
+        left_out = left_out.copy()
+        left_out[gone] = True
+        notes.append(f"slice(s) {format_slice_ranges(gone)} of {args.image} hold no image (inserted where the series "
+                     "misses images): left out of the Dice")
     scored = scored_slices(unchecked)  # (the reviewed slices; --region's only, and refused when it holds none)
     if box is not None and len(box) == 3:
         scored, said = reviewed_in_region(scored, box[0], labels.shape[0], args.region, args.labels)

@@ -62,7 +62,8 @@ def series_kind(folder: Path, probed: int = 20) -> SeriesKind:
     from ..data.dicom import is_dicom_file
 
     kind, types, planes, seen = SeriesKind(), [], set(), 0
-    for f in sorted(f for f in folder.iterdir() if f.is_file() and not f.name.startswith("."))[:probed]:
+    files = sorted(f for f in folder.iterdir() if f.is_file() and not f.name.startswith("."))
+    for f in files[:probed]:
         if not is_dicom_file(f):
             continue
         try:
@@ -77,7 +78,8 @@ def series_kind(folder: Path, probed: int = 20) -> SeriesKind:
         types.append([str(v).strip().upper() for v in (ds.get("ImageType") or [])])
         planes.add(_plane(ds.get("ImageOrientationPatient")))
         kind.study = kind.study or str(ds.get("StudyInstanceUID") or "")
-    if not seen:
+    if not seen:  # (more files than probed: images may follow the reports; the reader says it when there are none)
+        kind.no_images = kind.no_images and len(files) <= probed
         return kind
     kind.no_images = False
     kind.localizer = all("LOCALIZER" in t for t in types)

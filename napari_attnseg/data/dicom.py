@@ -176,11 +176,12 @@ def series_geometry(path: Path):
     frames, chosen = _frames(path)
     frames, note = select(frames, opened)
     frames, volumes = split_volumes(frames, opened)
-    damaged = _damaged(path if opened is None else path.parent, frames)
-    return geometry(frames, path), [n for n in (chosen, note, volumes, damaged) if n]
+    geo = geometry(frames, path)
+    damaged = _damaged(path if opened is None else path.parent, frames, geo.slots is not None)
+    return geo, [n for n in (chosen, note, volumes, damaged) if n]
 
 
-def _damaged(folder: Path, frames: list) -> str | None:
+def _damaged(folder: Path, frames: list, gaps: bool = False) -> str | None:
     """A note naming the files of ``folder`` that look like images of the series but cannot be read as one (a header
     cut short: the image's SOP class without its size; or an empty file), left out of it: the slices they held are then
     reported missing, and the user must learn which file to copy again, not look for an image the export lacks."""
@@ -190,12 +191,14 @@ def _damaged(folder: Path, frames: list) -> str | None:
         return None
     used = {f.path for f in frames}
     classes = {str(f.header.get("SOPClassUID") or "") for f in frames}
+    like = {(f.path.suffix.lower(), len(f.path.name)) for f in frames}
     cut = []
     for f in _candidates(folder):
         if f in used or f.name.upper() == "DICOMDIR":
             continue
         if f.stat().st_size == 0:
-            cut.append(f"{f.name} (empty)")
+            if gaps or (f.suffix.lower(), len(f.name)) in like:  # (an empty VERSION / LOCK file is no image)
+                cut.append(f"{f.name} (empty)")
             continue
         if not is_dicom_file(f):
             continue

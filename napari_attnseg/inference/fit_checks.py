@@ -83,7 +83,7 @@ def _background_warning(image: np.ndarray, name: str) -> str | None:
     background is not its minimum (a constant offset, all voxels + 100, the normalisation takes off: brain-mri-3d's
     GM Dice 0.94 -> 0.75 before it did) or intensities standardised inside the brain (negative values: 0.03),
     which the model never saw."""
-    from .normalize import _sample, finite_values, percentiles
+    from .normalize import _sample, background_level, finite_values, percentiles
 
     sample = _sample(np.asarray(image), False, native=True)  # the subsample the normalisation statistics use
     finite = finite_values(sample)
@@ -105,7 +105,7 @@ def _background_warning(image: np.ndarray, name: str) -> str | None:
     # the voxels darker); a crop inside the head has tissue at its border: uneven (brain1 around its tumour: quartiles
     # 1.31 x the median apart) or brighter than much of the image (white matter around the MNI ventricles)
     even, dark = high - low <= 0.5 * border, float((finite < low).mean()) <= 0.35
-    base = max(0.0, float(finite.min()))  # (a constant offset, the border at the minimum: normalisation takes it off)
+    base = background_level(finite)  # (the offset the normalisation takes off: the same rule, so warned when it does not)
     border, top = border - base, top - base
     if top > 0 and border > 0.05 * top and even and dark:
         return (f"The image's border (its background) is at {border:.4g}, {border / top:.0%} of its bright end, but "

@@ -94,7 +94,7 @@ def compute_stats(image, spec: dict[str, Any] | None, channel_axis: bool) -> dic
             raise InputError("The image has no finite values (all NaN or infinite); check the file.")
         # the background of an MRI is its minimum: 0 as scanners write it, or a constant offset (a converter's
         # intercept, a camera's baseline) that "scale" takes off, as if the image had been written from 0
-        base = max(0.0, float(finite.min())) if scheme == "scale" or nonzero else 0.0
+        base = background_level(finite) if scheme == "scale" or nonzero else 0.0
         if nonzero and np.count_nonzero(finite != base):  # an all-background image falls back to every voxel
             finite = finite[finite != base]
         if scheme == "percentile":
@@ -122,6 +122,13 @@ def compute_stats(image, spec: dict[str, Any] | None, channel_axis: bool) -> dic
     return {"scheme": scheme, "offset": np.asarray(offsets, np.float32), "scale": np.asarray(scales, np.float32),
             "clip": scheme == "ct", "limit": OUTLIER_LIMIT if scheme in ("percentile", "scale", "zscore") else None,
             "fill": float(np.min(every)), "constant": bool(np.ptp(every) == 0), "saturated": saturated}
+
+
+def background_level(finite: np.ndarray) -> float:
+    """A positive minimum that is a background (a constant offset: at least 1 % of the values; brain1 + 12.5: 5.6 %),
+    else 0: the darkest tissue of a crop inside the head (a few voxels at its minimum) is no offset."""
+    low = max(0.0, float(finite.min()))
+    return low if low and np.count_nonzero(finite == low) >= 0.01 * finite.size else 0.0
 
 
 def _below_saturation(finite: np.ndarray, lo: float, hi: float, upper: float) -> tuple[float, float]:
