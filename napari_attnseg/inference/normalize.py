@@ -2,8 +2,8 @@
 
 A card's spec is ``{"scheme": "percentile", "lower": 1, "upper": 99}``, ``{"scheme": "zscore"}``,
 ``{"scheme": "scale", "upper": 99}`` (divide by that percentile: MRI, where the minimum is "no signal"; a positive
-minimum, a constant offset some converters and cameras add, is taken off first, so ``image + c`` is normalised
-as ``image``),
+minimum held by at least 1 % of the voxels, a constant offset some converters and cameras add, is taken off first,
+so ``image + c`` is normalised as ``image``),
 ``{"scheme": "ct", "window": [lo, hi]}`` or ``{"scheme": "none"}``. ``"nonzero": true`` (percentile, scale and
 zscore) takes the statistics over the voxels that are not 0 only, as nnU-Net does for skull-stripped
 MRI: the amount of empty background around the object (the field of view) then no longer moves them.
