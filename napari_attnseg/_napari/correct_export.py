@@ -38,6 +38,10 @@ class CorrectExport:
         names = [n.strip() for n in text.split(",")]
         if any(not n for n in names):
             raise ValueError(f"Class names {text!r}: a name is empty; write one name per label value, comma-separated.")
+        if self.foreground_box.value and len(names) > 2:  # (the box stays ticked when another mask is chosen)
+            raise ValueError(f"'One class (labels > 0)' is ticked: every labelled pixel of {layer.name} would be exported "
+                             f"as {names[1]!r}, but {len(names)} class names are given ({', '.join(names)}). Untick it "
+                             "to export the mask's classes, or give two names (e.g. background, nucleus).")
         data, rev = np.asarray(layer.data), self._reviewed(layer)
         data = (data > 0).view(np.uint8) if self.foreground_box.value else data  # (instance ids: one class)
         if layer.ndim == 3 and rev:  # unreviewed slices are exported as 'ignore': their values need no name

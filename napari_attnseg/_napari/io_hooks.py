@@ -134,7 +134,7 @@ def _layer(volume: Volume, path: str) -> list[tuple]:
     meta = {"source_path": path, "spacing": list(volume.spacing), "format": volume.meta.get("format")}
     if volume.affine is not None:
         meta["affine"] = np.asarray(volume.affine).tolist()
-    for key in ("nifti", "modality", "warning", "reoriented_from", "series_uid"):  # header codes travel to the writer
+    for key in ("nifti", "modality", "warning", "reoriented_from", "series_uid", "inserted_slices"):  # header codes travel to the writer
         if volume.meta.get(key):
             meta[key] = volume.meta[key]
     # the name without its image suffix only: sub-01.ses-2.T1w.nii.gz -> 'sub-01.ses-2.T1w' (as its _predict.json

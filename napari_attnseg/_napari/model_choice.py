@@ -133,8 +133,11 @@ def channel_hint(layer, model) -> str | None:
     channel = str((getattr(layer, "metadata", None) or {}).get("channel") or "")
     card = getattr(model, "card", None)
     classes = " ".join(str(c).lower() for c in (getattr(card, "classes", None) or []))
-    words = set(re.split(r"[^a-z0-9-]+", channel.lower()))
-    if not channel or re.fullmatch(r"c\d+", channel) or "nucle" not in classes or words & NUCLEAR_STAINS:
+    low = channel.lower()  # (DAPI-T1, SiR-DNA, Hoechst33342: split at hyphens too, stains read as prefixes)
+    words = set(re.split(r"[^a-z0-9-]+", low)) | set(re.split(r"[^a-z0-9]+", low))
+    unnamed = re.fullmatch(r"(c|ch|channel)?[\s:_-]*\d+([:_ ]\d+)*", low)  # c0, Channel:0:0 (Bio-Formats), 1, 405
+    if not channel or unnamed or "nucle" not in classes or words & NUCLEAR_STAINS \
+            or any(w.startswith(("hoechst", "dapi", "draq", "sytox", "nucspot", "nucblue", "redot")) for w in words):
         return None
     source = Path(str(layer.metadata.get("source_path") or layer.name)).name
     return (f"{layer.name!r} is the {channel!r} channel of {source}, and {getattr(card, 'name', '') or 'this model'} "

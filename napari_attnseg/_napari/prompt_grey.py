@@ -61,13 +61,30 @@ class PromptGrey(PromptLayers):
         self.status.value = self._grey_status()
         return True
 
+    def _undo_button(self) -> None:
+        """Undo last click while clicks wait for a big slide's grey: the newest waiting click is taken off the queue
+        (it said "No click to undo." and the click ran once the grey was made)."""
+        if self._grey_job is None or not (waiting := [k for k, c in enumerate(self._grey_clicks) if c is not None]):
+            return self.undo_last_click()
+        self._grey_clicks = self._grey_clicks[:waiting[-1]] + self._grey_clicks[waiting[-1] + 1:]
+        self.status.value = "Click undone before it ran. " + self._grey_status()
+
+    def _new_button(self) -> None:
+        """New object while clicks wait for a big slide's grey: the clicks made after it start a new object when they
+        run (they were written into the object of the clicks before it)."""
+        if self._grey_job is None or not self._grey_clicks:
+            return self._new_object_button()
+        if self._grey_clicks[-1] is not None:
+            self._grey_clicks = [*self._grey_clicks, None]
+        self.status.value = "New object: the next click starts it. " + self._grey_status()
+
     def _grey_preparing(self, image) -> bool:
         job = self._grey_job
         return job is not None and image is not None and job[0] is image
 
     def _grey_status(self) -> str:
         name = self._grey_job[0].name if self._grey_job is not None else ""
-        waiting = len(self._grey_clicks)
+        waiting = sum(c is not None for c in self._grey_clicks)
         said = (f" {waiting} click(s) wait and run once it is ready." if waiting
                 else " Clicks made meanwhile wait and run once it is ready.")
         return (f"Making the grey image of '{name}' that the clicks go on (its one colour, or a bright-field slide's "
@@ -131,5 +148,8 @@ class PromptGrey(PromptLayers):
         if self._image_layer() is grey and (layer is None or layer not in self.viewer.layers
                                             or (layer.metadata.get(PROMPTS_KEY) or {}).get("image") != grey.unique_id):
             self._attach()  # (the name chosen was already the chosen one's: no change event)
-        for point, positive in clicks:  # the place each was made, on the grey layer (placed as the picture)
-            self.click(grey.world_to_data(image.data_to_world(point)), positive=positive)
+        for item in clicks:  # the place each was made, on the grey layer (placed as the picture); None: New object
+            if item is None:
+                self._new_object_button()
+            else:
+                self.click(grey.world_to_data(image.data_to_world(item[0])), positive=item[1])

@@ -64,8 +64,8 @@ class PromptMode(PromptGrey):
             self.status], labels=False)
         self.enable_box.changed.connect(self._toggle)
         self.corr.viewer.layers.events.inserted.connect(self._layer_added)
-        self.undo_button.changed.connect(lambda *_: self.undo_last_click())
-        self.new_button.changed.connect(lambda *_: self._new_object_button())
+        self.undo_button.changed.connect(lambda *_: self._undo_button())
+        self.new_button.changed.connect(lambda *_: self._new_button())
         self.model_combo.changed.connect(lambda *_: self.new_object())
         # another mask or image, or either layer gone: the clicks belong to the old one, start afresh
         self.corr.labels_combo.changed.connect(lambda *_: self._target_changed())

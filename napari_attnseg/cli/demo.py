@@ -152,6 +152,12 @@ def x_display_gone(display: str, timeout: float = 3.0) -> str:
                 return ""
             except OSError as exc:
                 errors.append(exc)
+        try:  # (':N': libxcb then tries TCP on localhost, where an X server started with -nolisten unix answers)
+            if not host:
+                with socket.create_connection(("localhost", 6000 + int(number)), timeout=timeout):
+                    return ""
+        except OSError:
+            pass
         return f"{path}: {errors[-1].strerror or errors[-1]}"
     try:
         with socket.create_connection((host, 6000 + int(number)), timeout=timeout):
