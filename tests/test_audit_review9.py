@@ -106,19 +106,9 @@ def test_the_other_stain_hint_only_for_a_named_non_nuclear_channel(segment_panel
 def test_an_inserted_slice_is_refused_after_the_series_folder_moved(dock, qtbot, tmp_path, notifications):
     """The reader's inserted slices were not kept on the layer: once the series folder moved, the export could not
     re-read them and listed slice 3 (no image) as reviewed."""
-    from test_audit_trial_gap import _gap_series, _open_gap
+    from test_audit_trial_gap import gap_mask_marked
 
-    viewer, panel = dock
-    corr = panel.correct
-    layer = _open_gap(viewer, _gap_series(tmp_path / "ct"))
-    shutil.move(str(tmp_path / "ct"), str(tmp_path / "ct_moved"))
-    mask = np.zeros(layer.data.shape, np.uint8)
-    mask[2:5, 8:14, 6:12] = 1
-    viewer.add_labels(mask, name="ct mask", scale=layer.scale, translate=layer.translate)
-    corr.labels_combo.value, corr.image_combo.value = "ct mask", layer.name
-    corr.class_names_edit.value = "background, tumour"
-    corr.dataset_edit.value = str(tmp_path / "ds")
-    corr.mark_all()
+    corr = gap_mask_marked(dock, tmp_path, move=True)
     assert corr.export() is None
     assert "reviewed slice(s) 3 hold no image" in " ".join(str(n.message) for n in notifications)
 

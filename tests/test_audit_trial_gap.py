@@ -14,18 +14,31 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _brain_helpers import mni_2mm
 from test_dicom import ct_series
 
 SAMPLES = Path(__import__("napari_attnseg").__file__).resolve().parent / "resources" / "samples"
 GAP = [0, 1, 2, 4, 5]  # the shared lung CT crop's slices written as a series: slice 3's image missing
 
 
-def _mni_2mm() -> np.ndarray:
-    nib = pytest.importorskip("nibabel")
-    t1 = np.asarray(nib.load(SAMPLES / "mni152_t1.nii.gz").dataobj, np.float32).transpose(2, 1, 0)
-    c = [n // 2 * 2 for n in t1.shape]
-    t1 = t1[: c[0], : c[1], : c[2]].reshape(c[0] // 2, 2, c[1] // 2, 2, c[2] // 2, 2).mean((1, 3, 5))
-    return np.ascontiguousarray(t1, np.float32)
+def gap_mask_marked(dock, tmp_path: Path, move: bool = False):
+    """The gap series opened by the reader (its folder moved away after, with ``move``), a tumour mask over slices 2-4
+    brushed across the gap, every slice marked reviewed in the Correct tab, ready to export: the tab."""
+    viewer, panel = dock
+    corr = panel.correct
+    layer = _open_gap(viewer, _gap_series(tmp_path / "ct"))
+    if move:  # (archived, renamed, a USB stick unplugged)
+        import shutil
+
+        shutil.move(str(tmp_path / "ct"), str(tmp_path / "ct_moved"))
+    mask = np.zeros(layer.data.shape, np.uint8)
+    mask[2:5, 8:14, 6:12] = 1  # a tumour brushed or interpolated across the gap
+    viewer.add_labels(mask, name="ct mask", scale=layer.scale, translate=layer.translate)
+    corr.labels_combo.value, corr.image_combo.value = "ct mask", layer.name
+    corr.class_names_edit.value = "background, tumour"
+    corr.dataset_edit.value = str(tmp_path / "ds")
+    corr.mark_all()
+    return corr
 
 
 def _gap_series(folder: Path) -> Path:
@@ -45,7 +58,7 @@ def test_suggest_mirror_is_the_patients_left_right_whatever_the_storage(tiny_che
     from napari_attnseg import load_model
     from napari_attnseg.suggest import predict_uncertainty
 
-    t1 = _mni_2mm()[24:56, 30:78, 20:70]  # (z, y, x) = (S, A, R): an axial RAS volume
+    t1 = mni_2mm()[24:56, 30:78, 20:70]  # (z, y, x) = (S, A, R): an axial RAS volume
     model = load_model("brain-mri-3d", device="cpu")
     kw = dict(device="cpu", precision="fp32", brain_extraction="off", spacing=(2.0, 2.0, 2.0))
     _, axial = predict_uncertainty(model, t1, orientation=("S", "A", "R"), **kw)
@@ -171,16 +184,7 @@ def test_the_correct_tab_refuses_a_reviewed_slice_with_no_image(dock, qtbot, tmp
 
     from napari_attnseg.data import read_image
 
-    viewer, panel = dock
-    corr = panel.correct
-    layer = _open_gap(viewer, _gap_series(tmp_path / "ct"))
-    mask = np.zeros(layer.data.shape, np.uint8)
-    mask[2:5, 8:14, 6:12] = 1  # a tumour brushed or interpolated across the gap
-    viewer.add_labels(mask, name="ct mask", scale=layer.scale, translate=layer.translate)
-    corr.labels_combo.value, corr.image_combo.value = "ct mask", layer.name
-    corr.class_names_edit.value = "background, tumour"
-    corr.dataset_edit.value = str(tmp_path / "ds")
-    corr.mark_all()
+    corr = gap_mask_marked(dock, tmp_path)
     assert corr.export() is None
     said = " ".join(str(n.message) for n in notifications)
     assert "reviewed slice(s) 3 hold no image" in said and "Shift+R" in said, said
@@ -192,7 +196,7 @@ def test_the_correct_tab_refuses_a_reviewed_slice_with_no_image(dock, qtbot, tmp
     assert case["reviewed_slices"] == GAP
     out = np.asarray(read_image(next((tmp_path / "ds" / "labelsTr").glob("*.nii.gz"))).data)
     assert (out[3] == case["ignore_label"]).all()
-    np.testing.assert_array_equal(out[GAP], mask[GAP])
+    np.testing.assert_array_equal(out[GAP], np.asarray(corr.viewer.layers["ct mask"].data)[GAP])
 
 
 @pytest.mark.gui
