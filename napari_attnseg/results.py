@@ -368,9 +368,8 @@ def _model_info(model) -> dict:
 
 
 def checkpoint_of(model) -> str | None:
-    """The file ``model`` was loaded from as the mask and its record keep it: absolute, so that ``attnseg export`` or
-    napari's Correct tab run from another folder finds it (``--model ./some/dir/best.safetensors`` was recorded as
-    typed, relative to the folder predict ran in). What is not a file here (a bundled model's name) is kept as is."""
+    """The file ``model`` was loaded from, absolute (``attnseg export`` or the Correct tab run from another folder finds
+    it; ``--model ./dir/best.safetensors`` was recorded as typed); a bundled model's name is kept as is."""
     path = getattr(model, "checkpoint_path", None)
     return os.path.abspath(path) if path and os.path.isfile(path) else path
 

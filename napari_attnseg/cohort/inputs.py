@@ -245,9 +245,11 @@ def _expand(item: str | os.PathLike, out: Path | None, got: Collected) -> list[P
     text = os.fspath(item)
     p = Path(text)
     if any(c in text for c in "*?[") and not p.exists():
+        from .series import holds_images  # (a DICOMDIR's top folder is no series)
+
         matches = [Path(m) for m in sorted(glob.glob(_escape_literal_prefix(text), recursive=True))
                    if not Path(m).name.startswith(".")
-                   and (Path(m).is_file() or (image_format(m) == "dicom" and _holds_images(Path(m))))]
+                   and (Path(m).is_file() or (image_format(m) == "dicom" and holds_images(Path(m))))]
         from .outputs import without_scouts
 
         return without_scouts(_not_outputs(matches, out), text, got)
@@ -256,16 +258,6 @@ def _expand(item: str | os.PathLike, out: Path | None, got: Collected) -> list[P
     if p.is_dir() and image_format(p) != "dicom":
         return _folder_cases(p, out, got)
     return [p]
-
-
-def _holds_images(folder: Path) -> bool:
-    """Whether a DICOM folder a glob matched holds DICOM files of its own besides a DICOMDIR: the top of a CD/PACS
-    export (DICOMDIR, patient/study/series folders below) is no series, and ``"<export>/**/"`` matches its series
-    folders anyway (it was a case that failed on every run, "none is chosen for you")."""
-    from ..data.dicom import is_dicom_file
-
-    files = sorted(f for f in folder.iterdir() if f.is_file() and not f.name.startswith(".") and f.name.upper() != "DICOMDIR")
-    return any(is_dicom_file(f) for f in files[:50])
 
 
 def _escape_literal_prefix(pattern: str) -> str:

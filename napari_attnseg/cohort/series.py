@@ -217,3 +217,14 @@ def moved_from(out: Path, src: Path, weights: str | None, request: dict | None, 
     from .moved import moved_from as moved
 
     return moved(out, src, weights, request, name)
+
+
+def holds_images(folder: Path) -> bool:
+    """Whether a DICOM folder a glob matched holds DICOM files of its own besides a DICOMDIR: the top of a CD/PACS
+    export (DICOMDIR, patient/study/series folders below) is no series, and ``"<export>/**/"`` matches its series
+    folders anyway (it was a case that failed on every run, "none is chosen for you")."""
+    from ..data.dicom import is_dicom_file
+
+    files = sorted(f for f in folder.iterdir()
+                   if f.is_file() and not f.name.startswith(".") and f.name.upper() != "DICOMDIR")
+    return any(is_dicom_file(f) for f in files[:50])
