@@ -256,6 +256,8 @@ class FinetuneWidget(Undockable, QWidget, StartModels, ValidationField):
 
             def on_step(info):  # every optimizer step; the panel hears of one every STEP_EVERY_S at most
                 run.last_step = info
+                if info.get("warning"):  # the first epoch will not fit in the budget: said two steps in
+                    updates.put(("warning", {"text": info["warning"]}))
                 now = time.perf_counter()
                 if now - run.sent >= STEP_EVERY_S:
                     run.sent = now

@@ -60,6 +60,8 @@ class ProgressBar:
     def step(self, info: dict) -> None:
         self.steps, self.last = info["steps"], info
         self._draw(info, (info["epoch"] - 1) * info["steps"] + info["step"])
+        if info.get("warning"):  # the first epoch will not fit in the budget (said two steps in)
+            self.bar.write(f"warning: {info['warning']}", file=self.stream)
 
     def _done(self, info: dict) -> int | None:
         """Steps run by the end of this epoch (one the time budget cut short counts its steps only)."""

@@ -149,12 +149,13 @@ class Trainer(Validation, WeightUpdate, RunSetup, CardWriter, Refit, FarNegative
             losses.append(self._step(*self._batch()))
             step_s = time.perf_counter() - t_step
             t_first = time.perf_counter() if not step else t_first
+            warning = self._pace_warning(step_s, cfg.iters_per_epoch - step - 1) if step == 1 else ""
             if self.ema_model is not None:  # steps so far: runs resume at epoch boundaries
                 self._update_ema(epoch * cfg.iters_per_epoch + step)
             if self.on_step is not None:
                 self.on_step({"epoch": epoch + 1, "epochs": planned, "step": step + 1, "steps": cfg.iters_per_epoch,
                               "loss": float(np.mean(losses)), "lr": lr, "elapsed": time.perf_counter() - t0,
-                              "budget": budget})
+                              "budget": budget, **({"warning": warning} if warning else {})})
         if self.sampler.hard is not None and cfg.refresh_hard and not cfg.prompts:  # clicks: no plain predict
             self._refresh_hard_negatives()
         self._refresh_far()
