@@ -27,7 +27,8 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-__all__ = ["uncertainty_map", "slice_scores", "rank_slices", "suggest_slices", "predict_uncertainty", "mirror_axis"]
+__all__ = ["uncertainty_map", "slice_scores", "rank_slices", "suggest_slices", "predict_uncertainty", "mirror_axis",
+           "left_to_review"]
 
 
 UNCERTAINTY_BLOCK = 2**22  # probabilities converted to float32 at a time (voxels x classes)
@@ -57,12 +58,23 @@ def slice_scores(uncertainty: np.ndarray, axis: int = 0) -> np.ndarray:
     return u.reshape(u.shape[0], -1).mean(1)
 
 
+def left_to_review(n_slices: int, reviewed: Iterable[int] = (), meta: dict | None = None) -> list[int]:
+    """The slices of a volume of ``n_slices`` that are neither ``reviewed`` nor inserted by the DICOM reader where
+    the series misses images (``meta``: the image's, :func:`~napari_attnseg.data.dicom.inserted_slices`; no image
+    there, nothing to review): the ones :func:`rank_slices` may suggest (``attnseg suggest``, napari's N)."""
+    from .data.dicom import inserted_slices
+
+    done = {int(r) for r in reviewed} | set(inserted_slices(meta or {}, int(n_slices)))
+    return [z for z in range(int(n_slices)) if z not in done]
+
+
 NEAR_MM = 10.0  # with the slice distance known, suggestions lie at least this many mm apart (while others remain)
 
 
 def rank_slices(scores: Sequence[float], reviewed: Iterable[int] = (), n: int = 5, *, spread: float = 2.0,
-                min_gap: int = 2, slice_mm: float | None = None) -> list[tuple[int, float]]:
-    """The ``n`` unreviewed slices to review next, best first, as ``(index, score)``.
+                min_gap: int = 2, slice_mm: float | None = None, meta: dict | None = None) -> list[tuple[int, float]]:
+    """The ``n`` unreviewed slices to review next, best first, as ``(index, score)``; never one the DICOM reader
+    inserted where the series misses images (``meta``: the image's; :func:`left_to_review`).
 
     ``score`` = per-slice uncertainty x ``(1 - exp(-d / spread))``, d the distance to the nearest
     reviewed slice (1 when none is reviewed). Slices closer than ``min_gap`` to one already suggested
@@ -81,7 +93,8 @@ def rank_slices(scores: Sequence[float], reviewed: Iterable[int] = (), n: int = 
     else:
         weight = np.ones(len(s))
     final = s * weight
-    candidates = [i for i in np.argsort(-final, kind="stable").tolist() if i not in set(rev)]
+    left = set(left_to_review(len(s), rev, meta))
+    candidates = [i for i in np.argsort(-final, kind="stable").tolist() if i in left]
     picked: list[int] = []
     for gap in (min_gap, 1):  # first spread out; then, if too few, any remaining slice
         for i in candidates:
@@ -125,7 +138,8 @@ def mirror_axis(model, orientation: Sequence[str] | None) -> int:
 
 def suggest_slices(model, image, reviewed: Iterable[int] = (), n: int = 5, *, axis: int = 0, flips: bool = True,
                    spread: float = 2.0, min_gap: int = 2, slice_mm: float | None = None,
-                   uncertainty: np.ndarray | None = None, **predict_kwargs) -> list[tuple[int, float]]:
+                   uncertainty: np.ndarray | None = None, meta: dict | None = None,
+                   **predict_kwargs) -> list[tuple[int, float]]:
     """Rank the unreviewed slices of a volume (along ``axis``) by how unsure ``model`` is there.
 
     Args:
@@ -135,9 +149,12 @@ def suggest_slices(model, image, reviewed: Iterable[int] = (), n: int = 5, *, ax
         n: how many slices to return.
         slice_mm: the distance between slices in mm, when known (see :func:`rank_slices`).
         uncertainty: a map from :func:`predict_uncertainty` to reuse (no inference then).
+        meta: the image's metadata (``Volume.meta``, a napari layer's): the slices its DICOM reader inserted where
+            the series misses images are never suggested (no image there to review).
         predict_kwargs: passed to ``predict`` (device, tile, precision, ...).
     Returns: ``[(slice index, score), ...]``, most uncertain first.
     """
     if uncertainty is None:
         _, uncertainty = predict_uncertainty(model, image, flips=flips, **predict_kwargs)
-    return rank_slices(slice_scores(uncertainty, axis), reviewed, n, spread=spread, min_gap=min_gap, slice_mm=slice_mm)
+    return rank_slices(slice_scores(uncertainty, axis), reviewed, n, spread=spread, min_gap=min_gap, slice_mm=slice_mm,
+                       meta=meta if axis % np.ndim(uncertainty) == 0 else None)  # (inserted: along the first axis)

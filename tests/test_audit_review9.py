@@ -103,14 +103,19 @@ def test_the_other_stain_hint_only_for_a_named_non_nuclear_channel(segment_panel
 
 
 @pytest.mark.gui
-def test_an_inserted_slice_is_refused_after_the_series_folder_moved(dock, qtbot, tmp_path, notifications):
+def test_an_inserted_slice_goes_out_as_ignore_after_the_series_folder_moved(dock, qtbot, tmp_path):
     """The reader's inserted slices were not kept on the layer: once the series folder moved, the export could not
-    re-read them and listed slice 3 (no image) as reviewed."""
+    re-read them and listed slice 3 (no image) as reviewed. A mark still on it now goes out as 'ignore'."""
+    import json
+
     from test_audit_trial_gap import gap_mask_marked
 
     corr = gap_mask_marked(dock, tmp_path, move=True)
-    assert corr.export() is None
-    assert "reviewed slice(s) 3 hold no image" in " ".join(str(n.message) for n in notifications)
+    corr.viewer.layers["ct mask"].metadata["reviewed_slices"] = list(range(6))  # (a mask saved with that mark)
+    assert corr.export() is not None
+    qtbot.waitUntil(lambda: corr.export_button.enabled and (tmp_path / "ds" / "manifest.json").is_file(),
+                    timeout=60000)
+    assert json.loads((tmp_path / "ds" / "manifest.json").read_text())["cases"][0]["reviewed_slices"] == [0, 1, 2, 4, 5]
 
 
 def test_the_demo_probe_takes_an_x_server_on_tcp_only():

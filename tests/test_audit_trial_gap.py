@@ -23,7 +23,7 @@ GAP = [0, 1, 2, 4, 5]  # the shared lung CT crop's slices written as a series: s
 
 def gap_mask_marked(dock, tmp_path: Path, move: bool = False):
     """The gap series opened by the reader (its folder moved away after, with ``move``), a tumour mask over slices 2-4
-    brushed across the gap, every slice marked reviewed in the Correct tab, ready to export: the tab."""
+    brushed across the gap, every slice with an image marked reviewed in the Correct tab (Mark all), ready to export: the tab."""
     viewer, panel = dock
     corr = panel.correct
     layer = _open_gap(viewer, _gap_series(tmp_path / "ct"))
@@ -176,27 +176,26 @@ def test_the_segment_tab_gives_the_model_the_missing_images_neighbours(dock, qtb
 
 
 @pytest.mark.gui
-def test_the_correct_tab_refuses_a_reviewed_slice_with_no_image(dock, qtbot, tmp_path, notifications):
+def test_the_correct_tab_exports_a_slice_with_no_image_as_ignore(dock, qtbot, tmp_path, notifications):
     """Mark all, then Export, on a mask over a series missing slice 3's image: that empty slice was exported as
-    reviewed with the mask drawn across the gap. It is now refused, saying which slice and what to do; once its mark
-    is off, the export writes it as 'ignore'."""
+    reviewed with the mask drawn across the gap. Mark all now leaves it unmarked, and a mark still on it (a mask saved
+    with it) goes out as 'ignore' with attnseg export's note, never as reviewed."""
     import json
 
     from napari_attnseg.data import read_image
 
     corr = gap_mask_marked(dock, tmp_path)
-    assert corr.export() is None
-    said = " ".join(str(n.message) for n in notifications)
-    assert "reviewed slice(s) 3 hold no image" in said and "Shift+R" in said, said
-    assert not (tmp_path / "ds").exists()
-    corr.mark_slices([3], reviewed=False)
+    assert corr._reviewed(corr.viewer.layers["ct mask"]) == GAP
+    corr.viewer.layers["ct mask"].metadata["reviewed_slices"] = list(range(6))  # (saved with slice 3's mark)
     assert corr.export() is not None
-    qtbot.waitUntil(lambda: corr.export_button.enabled, timeout=60000)
+    qtbot.waitUntil(lambda: corr.export_button.enabled and (tmp_path / "ds" / "manifest.json").is_file(),
+                    timeout=60000)
     case = json.loads((tmp_path / "ds" / "manifest.json").read_text())["cases"][0]
     assert case["reviewed_slices"] == GAP
     out = np.asarray(read_image(next((tmp_path / "ds" / "labelsTr").glob("*.nii.gz"))).data)
     assert (out[3] == case["ignore_label"]).all()
     np.testing.assert_array_equal(out[GAP], np.asarray(corr.viewer.layers["ct mask"].data)[GAP])
+    qtbot.waitUntil(lambda: "slice(s) 3 hold no image" in " ".join(str(n.message) for n in notifications))
 
 
 @pytest.mark.gui

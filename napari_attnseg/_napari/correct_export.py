@@ -22,8 +22,8 @@ def folder_text(edit: FileEdit) -> str:
 
 
 class CorrectExport:
-    """Needs the panel's export fields (``dataset_edit``, ``format_combo``, ``case_edit``, ``class_names_edit``) and
-    ``_reviewed()``."""
+    """Needs the panel's export fields (``dataset_edit``, ``format_combo``, ``case_edit``, ``class_names_edit``),
+    ``image_combo`` and ``_reviewed()``."""
 
     def class_names(self, layer) -> list[str] | None:
         """The names typed in the form (None: the dataset's default), checked against the mask. The mask's own names
@@ -31,7 +31,6 @@ class CorrectExport:
         ``foreground``): None, the values exported as they are with a warning, as ``attnseg export`` does with a saved
         mask's names (typed names are matched by name: renumbered, or a class the dataset lacks refused)."""
         self._check_no_ignore(layer)
-        self._check_no_inserted(layer)
         text = self.class_names_edit.value.strip()
         if not text:
             return None
@@ -42,7 +41,7 @@ class CorrectExport:
             raise ValueError(f"'One class (labels > 0)' is ticked: every labelled pixel of {layer.name} would be exported "
                              f"as {names[1]!r}, but {len(names)} class names are given ({', '.join(names)}). Untick it "
                              "to export the mask's classes, or give two names (e.g. background, nucleus).")
-        data, rev = np.asarray(layer.data), self._reviewed(layer)
+        data, rev = np.asarray(layer.data), self._export_marks(layer)[0]  # (a slice with no image: 'ignore')
         data = (data > 0).view(np.uint8) if self.foreground_box.value else data  # (instance ids: one class)
         if layer.ndim == 3 and rev:  # unreviewed slices are exported as 'ignore': their values need no name
             top = max((int(data[z].max(initial=0)) for z in sorted(rev) if 0 <= z < data.shape[0]), default=0)
@@ -100,27 +99,37 @@ class CorrectExport:
         if layer.ndim != 3 or (ignore := mask_ignore(layer)) is None:  # (the file's own value, else its dataset's)
             return
         data = np.asarray(layer.data)
-        left = [z for z in sorted(set(self._reviewed(layer))) if 0 <= z < data.shape[0] and (data[z] == ignore).any()]
+        left = [z for z in sorted(set(self._export_marks(layer)[0])) if 0 <= z < data.shape[0] and (data[z] == ignore).any()]
         if left:
             raise ValueError(f"{layer.name}: reviewed slices {format_slice_ranges(left)} still hold {IGNORE_NAME!r} "
                              f"(value {ignore}, the slices nobody reviewed), which is never exported as a class: paint "
                              "it over (0 for background, or a class) or take their reviewed mark off (Shift+R), "
                              "then export.")
 
-    def _check_no_inserted(self, layer) -> None:
-        """A reviewed slice where the image's DICOM series misses an image (its reader inserted an empty slice there,
-        :func:`~napari_attnseg.data.dicom.inserted_slices`) is refused: a mask there is nobody's reading of an image
-        (interpolated or brushed across the gap), and would be exported as reviewed ground truth."""
-        from ..correct import format_slice_ranges
+    def _series_meta(self, layer) -> dict:
+        """The metadata of the image chosen for the 3D mask ``layer`` (where its reader records the slices it inserted
+        for a DICOM series' missing images); {} for a 2D mask or no image."""
+        image = self.viewer.layers[self.image_combo.value] if self.image_combo.value in self.viewer.layers else None
+        return dict(image.metadata) if layer.ndim == 3 and image is not None and image.ndim == 3 else {}
+
+    def _inserted(self, layer) -> list[int]:
+        """The slices of the mask ``layer`` where the chosen image's DICOM series misses an image (its reader inserted
+        an empty slice there, :func:`~napari_attnseg.data.dicom.inserted_slices`): nothing to review there."""
         from ..data.dicom import inserted_slices
 
-        image = self.viewer.layers[self.image_combo.value] if self.image_combo.value in self.viewer.layers else None
-        if layer.ndim == 3 and image is not None and image.ndim == 3 and (gone := set(self._reviewed(layer)) & set(
-                inserted_slices(image.metadata, int(layer.data.shape[0])))):  # (no DICOM series: nothing read)
-            raise ValueError(f"{layer.name}: reviewed slice(s) {format_slice_ranges(gone)} hold no image in {image.name} "
-                             "(its DICOM series misses images there; the reader inserted empty slices), so what the "
-                             "mask holds there is nobody's reading: take their reviewed mark off (Shift+R on each), "
-                             "then export; they are exported as 'ignore'.")
+        return inserted_slices(self._series_meta(layer), int(layer.data.shape[0])) if layer.ndim == 3 else []
+
+    def _export_marks(self, layer) -> tuple[list[int], str | None]:
+        """The reviewed slices an export takes, and the note when some marks lie on slices with no image (a mask saved
+        with such a mark, reopened): those are exported as 'ignore', as ``attnseg export`` does and says
+        (:func:`~napari_attnseg.data.inserted.drop_inserted`); a mask there is nobody's reading of an image."""
+        from ..data.inserted import drop_inserted
+
+        rev = self._reviewed(layer)
+        if layer.ndim != 3 or not rev:
+            return rev, None
+        kept, note = drop_inserted(self._series_meta(layer), rev, int(layer.data.shape[0]))
+        return list(kept or []), note
 
     def propose_last_export(self) -> None:
         """A new panel (the next napari session too) proposes the dataset folder last exported to, in its format,

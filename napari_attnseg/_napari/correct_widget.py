@@ -126,13 +126,26 @@ class CorrectWidget(Undockable, QWidget, CorrectForm, ClassList, CorrectExport, 
         return list(layer.metadata.get(REVIEWED_KEY, []))
 
     def mark_slices(self, slices, reviewed: bool = True) -> None:
-        """Mark ``slices`` reviewed (``reviewed=False``: take the mark off them)."""
+        """Mark ``slices`` reviewed (``reviewed=False``: take the mark off them). A slice where the image's DICOM series
+        misses an image is never marked (nothing to review there; an export leaves it 'ignore'): said, and refused
+        when it is the only one."""
+        from ..data.inserted import no_image_text
+
         layer = self.labels_layer()
         if layer is None:
             return
         marks, chosen = set(self._reviewed(layer)), {int(s) for s in slices}
+        gone = sorted(chosen & set(self._inserted(layer))) if reviewed else []
+        if gone and chosen <= set(gone):  # (R on the empty slice the reader inserted)
+            notify_error(f"{layer.name}: {no_image_text(gone)}, so there is nothing to review there: it is not marked "
+                         "reviewed (an export leaves it 'ignore'). Review the slices beside it.")
+            return
+        chosen -= set(gone)
         layer.metadata[REVIEWED_KEY] = sorted(marks | chosen if reviewed else marks - chosen)
         self._update_info()
+        if gone:  # (Mark all, a range across the gap)
+            notify_info(f"{layer.name}: {len(chosen)} slice{'s' if len(chosen) != 1 else ''} marked reviewed; "
+                        f"{no_image_text(gone)} and {'was' if len(gone) == 1 else 'were'} left unmarked.")
 
     def mark_current(self, reviewed: bool = True):
         """R marks the axial slice on screen (Shift+R, ``reviewed=False``: unmarks it)."""
@@ -242,9 +255,10 @@ class CorrectWidget(Undockable, QWidget, CorrectForm, ClassList, CorrectExport, 
             return None
         if names:  # the names travel with the mask (File > Save writes them; attnseg export reads them)
             layer.metadata["class_names"] = list(names)
-        rev = self._reviewed(layer)
+        rev, note = self._export_marks(layer)  # (a mark on a slice with no image: 'ignore', as attnseg export does)
         if layer.ndim == 3 and not rev:  # nothing reviewed: every slice would be the model's unchecked guess
-            notify_error(f"No slice of {layer.name} is marked reviewed. Mark the slices you checked (R on a slice, "
+            only = f" but slices with no image ({correct.format_slice_ranges(self._reviewed(layer))})" if note else ""
+            notify_error(f"No slice of {layer.name} is marked reviewed{only}. Mark the slices you checked (R on a slice, "
                          "ranges such as 30-34, or Mark all if you checked the whole volume); only reviewed slices "
                          "are exported as labels, the others as ignore.")
             return None
@@ -303,6 +317,8 @@ class CorrectWidget(Undockable, QWidget, CorrectForm, ClassList, CorrectExport, 
                 add_grey_layer(self.viewer, rgb_layer, found)
             base = movie_id(rec)  # (a time-lapse's frames: 2D cases <base>_t000...; the base is what to type again)
             notify_info(f"{exported_text(rec, labels.shape[0])} to {folder}")
+            if note:  # (the note attnseg export prints)
+                notify_info(f"{img_name}: note: {note}")
             if not remember_export(folder, fmt, base, kwargs["source_name"]):  # proposed again tomorrow
                 notify_warning(f"The dataset folder could not be saved in {settings_path()}; the next napari session "
                                "will not propose it (choose it again there).")

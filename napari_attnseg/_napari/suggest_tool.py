@@ -51,8 +51,8 @@ def _add_unselected(viewer, data, kwargs: dict):
 
 
 class SuggestTool:
-    """Needs the Correct panel's ``viewer``, ``labels_layer()``, ``_reviewed()``, ``_source_image()``,
-    ``image_combo`` and ``suggest_label``; the segment panel records ``last_source``."""
+    """Needs the Correct panel's ``viewer``, ``labels_layer()``, ``_reviewed()``, ``_series_meta()``, ``_inserted()``,
+    ``_source_image()``, ``image_combo`` and ``suggest_label``; the segment panel records ``last_source``."""
 
     def _probabilities(self, layer):
         """Class probabilities (K, *spatial) of the run that made ``layer``: the segment panel's last
@@ -77,7 +77,7 @@ class SuggestTool:
 
     def next_suggested(self):
         """Go to the unreviewed slice where the model is least sure (issue 17's suggester)."""
-        from ..suggest import slice_scores, uncertainty_map
+        from ..suggest import left_to_review, slice_scores, uncertainty_map
 
         layer = self.labels_layer()
         if layer is None:
@@ -85,10 +85,8 @@ class SuggestTool:
         if layer.ndim != 3:
             notify_info(f"{layer.name} is 2D: there is one slice, nothing to suggest.")
             return None
-        if set(range(layer.data.shape[0])) <= set(self._reviewed(layer)):  # (said before asking for a run)
-            self.suggest_label.value = f"Every slice of {layer.name} is reviewed: nothing left to suggest."
-            notify_info(self.suggest_label.value)
-            return None
+        if not left_to_review(layer.data.shape[0], self._reviewed(layer), self._series_meta(layer)):  # (said before
+            return self._nothing_left(layer)  # asking for a run; a slice with no image is never suggested)
         probs = self._probabilities(layer)
         if probs is None:
             notify_error(f"No probabilities for {layer.name}: run the model on its image in the Segment tab first "
@@ -102,6 +100,16 @@ class SuggestTool:
             unc = uncertainty_map(probs)
             self._suggest_cache = (probs, unc, slice_scores(unc))
         return self._go_to_suggestion(layer)
+
+    def _nothing_left(self, layer) -> None:
+        """Say that every slice of ``layer`` with an image is reviewed (the slices with none: nothing to review)."""
+        from ..data.inserted import no_image_text
+
+        gone = self._inserted(layer)
+        self.suggest_label.value = (f"Every slice of {layer.name} is reviewed{f', and {no_image_text(gone)}' if gone else ''}"
+                                    ": nothing left to suggest.")
+        notify_info(self.suggest_label.value)
+        return None
 
     def _map_in_background(self, layer, probs):
         """The uncertainty map of a big volume in a worker, then the jump (a 300 x 512 x 512 CT held the GUI
@@ -143,11 +151,10 @@ class SuggestTool:
             self.viewer.layers[f"{layer.name} uncertainty"].data is not unc
         image = self.viewer.layers[self.image_combo.value] if self.image_combo.value in self.viewer.layers else layer
         placed = image.metadata.get("format") in ("nifti", "dicom")  # its scale is in mm: "near" is 10 mm
-        ranked = rank_slices(scores, self._reviewed(layer), n=1, slice_mm=abs(float(image.scale[-3])) if placed else None)
+        ranked = rank_slices(scores, self._reviewed(layer), n=1, slice_mm=abs(float(image.scale[-3])) if placed else None,
+                             meta=self._series_meta(layer))  # (never a slice the reader inserted: no image there)
         if not ranked:
-            self.suggest_label.value = f"Every slice of {layer.name} is reviewed: nothing left to suggest."
-            notify_info(self.suggest_label.value)
-            return None
+            return self._nothing_left(layer)
         z, score = ranked[0]
         active = self.viewer.layers.selection.active
         if fresh:

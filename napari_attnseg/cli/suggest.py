@@ -105,11 +105,13 @@ def run(args: argparse.Namespace) -> int:
     from ..checkpoint import load_model
     from ..cohort.cases import read_for_model
     from ..correct import format_slice_ranges, parse_slice_ranges
+    from ..data.dicom import inserted_slices
+    from ..data.inserted import no_image_text
     from ..data.mask_input import label_map_warning, refuse_our_output
     from ..data.orientation import volume_codes
     from ..errors import InputError
     from ..inference.checks import check_time_axis
-    from ..suggest import predict_uncertainty, suggest_slices
+    from ..suggest import left_to_review, predict_uncertainty, suggest_slices
     from .predict import TileProgress
 
     if args.n < 1:
@@ -138,8 +140,10 @@ def run(args: argparse.Namespace) -> int:
     if outside:
         raise InputError(f"Reviewed slices {format_slice_ranges(outside)} are outside the volume {args.image} "
                          f"(slices 0..{n_slices - 1}); check --reviewed.")
-    nothing = f"Every slice of {args.image} (0..{n_slices - 1}) is reviewed: nothing to suggest."
-    if len(reviewed) == n_slices and unc_path is None:
+    gone = inserted_slices(vol.meta, n_slices)  # (a series' missing images: nothing to review there, never suggested)
+    nothing = (f"Every slice of {args.image} (0..{n_slices - 1}) is reviewed"
+               f"{f', and {no_image_text(gone)}' if gone else ''}: nothing to suggest.")
+    if not left_to_review(n_slices, reviewed, vol.meta) and unc_path is None:
         print(nothing)
         return 0
     warnings: list[str] = []
@@ -154,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
 
         write_image(unc_path, unc.astype(np.float32), like=vol)  # the image's geometry, codes and unit
     placed = vol.meta.get("format") in ("nifti", "dicom")  # slices in mm (a TIFF's spacing may be pixels or um)
-    picks = suggest_slices(model, image, reviewed, args.n, uncertainty=unc,
+    picks = suggest_slices(model, image, reviewed, args.n, uncertainty=unc, meta=vol.meta,
                            slice_mm=float(vol.spacing[0]) if placed and vol.spacing is not None else None)
     if not picks:
         print(nothing)

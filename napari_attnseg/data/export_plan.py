@@ -17,6 +17,7 @@ from .._version import __version__
 from ..errors import DatasetError, InputError
 from .export_colour import COLOUR_CHANNELS, check_same_kind
 from .export_plane import one_plane  # noqa: F401 (re-exported: its home was here)
+from .inserted import without_inserted  # noqa: F401 (re-exported: its home was here)
 from .label_values import check_class_ids, clean_names, values_outside_table
 from .layouts import case_paths, detect_format
 from .manifest import LAYOUT_DIRS, MANIFEST, read_manifest
@@ -382,18 +383,3 @@ def _duplicates(manifest: dict, case_id: str, image_sha: str, labels_sha: str) -
                        "(napari: 'Replace the case'; attnseg export --case-id ID --overwrite).")
     return out
 
-
-def without_inserted(meta: dict, reviewed: list[int] | None, n_slices: int, source: str) -> list[int] | None:
-    """``reviewed`` without the slices the DICOM reader inserted where the series misses images (no image there: a
-    mask on them is nobody's reading), with a note on stderr; every slice but those when ``reviewed`` is None."""
-    import sys
-
-    from ..correct import format_slice_ranges
-    from .dicom import inserted_slices
-
-    inserted = inserted_slices(meta, n_slices)
-    if not inserted or (reviewed is not None and not set(inserted) & set(reviewed)):
-        return reviewed
-    print(f"{source}: note: slice(s) {format_slice_ranges(inserted)} hold no image (inserted where the series misses "
-          "images): exported as 'ignore', not as reviewed.", file=sys.stderr)
-    return [z for z in (range(n_slices) if reviewed is None else reviewed) if z not in set(inserted)]
