@@ -6,6 +6,8 @@ import argparse
 import os
 from pathlib import Path
 
+from ._export_marks import _marks_from_dataset, saved_model_classes  # noqa: F401 (re-exported: their home was here)
+
 NAME = "export"
 HELP = "Add an image and its corrected mask to a fine-tuning dataset (nnU-Net, MONAI or TIFF layout)."
 
@@ -38,8 +40,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--case-id", help="case id (default: the next free case_NNNN)")
     parser.add_argument("--label-names", help="comma-separated class names, background first (new datasets; "
                                               "default: --model's class names, else background,foreground)")
-    parser.add_argument("--channel-names", help="comma-separated channel names for dataset.json "
-                                                "(default: CT for a CT: a DICOM series of modality CT or an image in Hounsfield units; else 'image')")
+    parser.add_argument("--channel-names", help="comma-separated channel names for dataset.json (new datasets; "
+                                                "default: the channel's own name in an OME-TIFF, e.g. DAPI; CT for a "
+                                                "CT: a DICOM series of modality CT or an image in Hounsfield units; "
+                                                "else 'image')")
     parser.add_argument("--source-name", help="name recorded in the manifest (default: the image's file name)")
     parser.add_argument("--model", help="model name or checkpoint that produced --prediction (its name and the "
                                         "sha256 of its weights are recorded)")
@@ -64,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
     from ..data.export_colour import picture_for_export
     from ..data.export_plan import names_by_value, one_plane, without_inserted
     from ..data.grid import on_image_grid
+    from ..data.hyperstack import own_channel_names
     from ..data.label_values import class_key
     from ..data.labels_in import dicom_labels_kind, read_labels
     from ..data.layouts import manifest_or_empty
@@ -172,6 +177,10 @@ def run(args: argparse.Namespace) -> int:
     if stacked:
         c = axes.index("C")
         data, spacing = np.moveaxis(data, c, 0), spacing[:c] + spacing[c + 1:]
+    own = None if channels or colours is not None else own_channel_names(image.meta, stacked)  # (OME: DAPI)
+    if own and new_dataset:
+        print(f"{args.image}: naming the channel{'s' if len(own) > 1 else ''} {', '.join(own)} in the dataset, as the "
+              "file does (--channel-names overrides)", file=sys.stderr)
     # a 2D slice saved as NIfTI (X, Y, 1), read (1, Y, X), with its 2D mask (or the other way round): one 2D plane
     mask = np.asarray(labels.data)
     data, mask, spacing, axes, reviewed, prediction = one_plane(data, mask, stacked, spacing, axes, reviewed, prediction,
@@ -203,7 +212,7 @@ def run(args: argparse.Namespace) -> int:
         nifti=image.meta.get("nifti"),  # the source's qform/sform codes: ITK viewers place the case as the source
         unit=image.meta.get("unit"),  # a TIFF's length unit (ImageJ 'micron'): the TIFF layout keeps it for Fiji
         axes=axes.replace("C", "") if stacked else axes,  # a time-lapse's TYX: its frames stay frames (not z-slices)
-        colour=colours is not None,
+        colour=colours is not None, default_channel_names=own,  # (an existing dataset keeps its table)
     )
     for w in record.warnings:
         print(f"{args.dataset}: warning: {w}", file=sys.stderr)
@@ -291,76 +300,18 @@ BACKGROUND_NAMES = {"background", "bg", "back", "none", "nothing", "unlabelled",
                     "normal", "healthy", "tissue", "outside"}
 
 
-def _marks_from_dataset(path, labels) -> None:
-    """A label file an export wrote (``<dataset>/labelsTr/x.nii.gz``, ``labels/x.tif``) holds the 'ignore' value on
-    the slices nobody reviewed and no marks of its own: its reviewed slices and class names come from the dataset's
-    manifest (exported again, 'ignore' became a class, 'class 2', and every slice counted as reviewed). Saved again
-    from napari (File > Save) the file carries its 'ignore' value itself (``meta['ignore_value']``)."""
-    import sys
-
-    import numpy as np
-
-    from ..correct import format_slice_ranges
-    from ..data.manifest import exported_case_of
-
-    if labels.meta.get("ignore_value") is not None:  # saved with it (napari's File > Save of a reopened export)
-        labels.meta["dataset_ignore"] = int(labels.meta["ignore_value"])
-    found = exported_case_of(path)
-    if found is None or list(found[1].get("shape") or []) != list(np.shape(labels.data)):
-        return
-    manifest, case = found
-    said = []
-    if case.get("reviewed_slices") is not None and labels.meta.get("reviewed_slices") is None:
-        labels.meta["reviewed_slices"] = [int(z) for z in case["reviewed_slices"]]
-        said.append(f"reviewed slices {format_slice_ranges(labels.meta['reviewed_slices'])}")
-    names = case.get("label_names") or manifest.get("label_names")
-    if names and not labels.meta.get("class_names"):
-        labels.meta["class_names"] = [str(n) for n in names]
-        said.append(f"classes {', '.join(labels.meta['class_names'])}")
-    if case.get("ignore_label") is not None:
-        labels.meta["dataset_ignore"] = int(case["ignore_label"])
-    if said:
-        print(f"{path} is case {case.get('case_id')} of an exported dataset: its {' and '.join(said)} are taken from "
-              "the dataset's manifest.json (the other slices hold its 'ignore' value)", file=sys.stderr)
-
-
-def saved_model_classes(mask_path, info: dict) -> list[str]:
-    """The class names of the model that made a mask (``info``: the model saved with it): from the run's
-    ``<stem>_predict.json`` beside the mask, else from that model's card when its checkpoint or name is found
-    and its weights are the ones recorded; [] when neither is there."""
-    import json
-    from pathlib import Path
-
-    from ..checkpoint import read_card, resolve_model_path
-    from ..errors import AttnSegError
-
-    mask_path = Path(mask_path)
-    for record in sorted(mask_path.parent.glob("*_predict.json")):
-        try:
-            data = json.loads(record.read_text())
-        except (OSError, ValueError):
-            continue
-        if isinstance(data, dict) and data.get("mask") == mask_path.name and isinstance(data.get("classes"), list):
-            if data.get("model_weights_sha256") in (None, info.get("weights_sha256")):
-                return [str(c) for c in data["classes"]]
-    for source in (info.get("checkpoint"), info.get("model")):
-        try:
-            card = read_card(resolve_model_path(source)) if source else None
-        except (AttnSegError, OSError):  # a moved checkpoint, an unknown name: no names from it
-            continue
-        if card is not None and (not info.get("weights_sha256") or card.weights_sha256 == info["weights_sha256"]):
-            return [str(c) for c in (card.classes or [])]
-    return []
-
-
 def _image_of(args, labels):
     """``--image`` as the mask was made on it: ``--channel K``, else the channel that ``attnseg predict`` segmented
     when ``--labels`` is its mask (the ``channel`` of the record beside it): a colour, a channel, or a 4D NIfTI's
     volume (which cannot be read whole). A colour picture without either gives the grey image predict chooses."""
     import sys
 
+    import numpy as np
+
     from ..cohort.cases import read_with_channel
     from ..cohort.inputs import pick_channel
+    from ..data.hyperstack import time_lapse_of_volumes
+    from ..errors import InputError
     from ..results import RECORD_SUFFIX, read_record
 
     channel = args.channel
@@ -370,6 +321,9 @@ def _image_of(args, labels):
             print(f"{args.labels}: exporting channel {channel} of {args.image}, which the mask was made on (its "
                   "record says so; --channel overrides)", file=sys.stderr)
     image, left = read_with_channel(args.image, channel)
+    if refusal := time_lapse_of_volumes(str(image.meta.get("axes") or ""), np.shape(image.data), args.image, left,
+                                        image.meta.get("channel_names")):  # (channel, then time, were refused in turn)
+        raise InputError(refusal)
     if image.meta.get("warning"):  # what the reader noticed (which DICOM series of a folder, uneven slices, ...)
         print(f"{args.image}: warning: {image.meta['warning']}", file=sys.stderr)
     return image if left is None else pick_channel(image, left, 1, args.image)

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..errors import InputError
 from .dicom_choice import choose_series, split_volumes
-from .dicom_geometry import LPS_TO_RAS, Frame, frames_of, geometry, select
+from .dicom_geometry import LPS_TO_RAS, Frame, detector_note, frames_of, geometry, select
 from .dicom_pixels import read_pixels
 from .volume import Volume
 
@@ -231,6 +231,9 @@ def read_dicom_series(path: Path) -> Volume:
     warnings = notes + geo.warnings
     meta: dict[str, Any] = {"source_path": str(path), "format": "dicom", "axis_order": "kji",
                             "modality": str(getattr(first, "Modality", "") or ""), **pixel_meta}
+    if geo.frames[0].detector is not None and geo.frames[0].pixel_spacing:  # a radiograph's, at the detector: said
+        meta["pixel_spacing_source"] = "ImagerPixelSpacing"  # (a note: predict prints it, napari shows it)
+        meta["note"] = detector_note(geo.frames[0].pixel_spacing, geo.frames[0].detector)
     if getattr(first, "SeriesInstanceUID", None):  # (an RTSTRUCT/SEG opened later finds the series it references)
         meta["series_uid"] = str(first.SeriesInstanceUID)
     spacing: tuple[float, ...] = (geo.dz, *geo.pixel_spacing)

@@ -84,6 +84,8 @@ class Frame:
     location: float | None  # SliceLocation
     instance: int | None
     localizer: bool
+    detector: float | None = None  # pixel_spacing is ImagerPixelSpacing (a radiograph's, at the detector): the
+    # EstimatedRadiographicMagnificationFactor (0 when the header has none)
 
     @property
     def name(self) -> str:
@@ -98,8 +100,10 @@ def frames_of(path: Path, ds: Any) -> list[Frame]:
     out = []
     for i in range(n):
         ps = _floats(functional(ds, i, "PixelMeasuresSequence", "PixelSpacing"))
-        if ps is None or len(ps) != 2:
+        detector = None
+        if ps is None or len(ps) != 2 or min(ps) <= 0:
             ps = _floats(ds.get("ImagerPixelSpacing"))  # projection radiographs (CR/DX) at the detector
+            detector = (_float(ds.get("EstimatedRadiographicMagnificationFactor")) or 0.0) if ps is not None else None
         orient = _floats(functional(ds, i, "PlaneOrientationSequence", "ImageOrientationPatient"))
         pos = _floats(functional(ds, i, "PlanePositionSequence", "ImagePositionPatient"))
         slope = _float(functional(ds, i, "PixelValueTransformationSequence", "RescaleSlope"))
@@ -114,7 +118,7 @@ def frames_of(path: Path, ds: Any) -> list[Frame]:
             slope=slope if slope else 1.0, intercept=intercept or 0.0,
             location=_float(ds.get("SliceLocation")) if n == 1 else None,
             instance=int(instance) + i if _present(instance) else None,
-            localizer="LOCALIZER" in image_type,
+            localizer="LOCALIZER" in image_type, detector=detector,
         ))
     return out
 
@@ -197,6 +201,16 @@ def _missing(gaps: np.ndarray, offsets: np.ndarray, order: list[Frame]) -> tuple
                    f"others are {unit:.3g} mm apart; {gone} empty slice(s) (the series' lowest value) were inserted "
                    "there so that every slice keeps its place on an even grid: those slices hold no image, and a "
                    "mask drawn or predicted on them means nothing")
+
+
+def detector_note(ps: tuple[float, float], magnification: float) -> str:
+    """What a reader says of a radiograph's pixel size taken from ImagerPixelSpacing (no PixelSpacing, as viewers do)."""
+    size = " x ".join(f"{s:.4g}" for s in ps)
+    at = (f"; its EstimatedRadiographicMagnificationFactor {magnification:.4g} puts them at about "
+          f"{' x '.join(f'{s / magnification:.4g}' for s in ps)} mm in the patient" if magnification > 0 else
+          "; in the patient they are smaller by the projection's magnification")
+    return (f"pixel size {size} mm from ImagerPixelSpacing (0018,1164), the detector's: the file has no PixelSpacing, "
+            f"so lengths and areas are at the detector, not calibrated at the patient{at}")
 
 
 def geometry(frames: list[Frame], source: Path) -> Geometry:

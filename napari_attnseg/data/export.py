@@ -55,6 +55,7 @@ from .manifest import (
     recover,
     write_json_atomic,
 )
+from .nifti import in_nifti_unit
 from .staging import discard, staged_name
 from .volume import Volume
 
@@ -146,6 +147,7 @@ def export_case(
     nifti: dict[str, Any] | None = None,
     axes: str | None = None,
     colour: bool = False,
+    default_channel_names: Sequence[str] | None = None,
 ) -> CaseRecord:
     """Add one case (image + corrected labels) to the dataset at ``dataset_dir``; return its record.
 
@@ -159,7 +161,8 @@ def export_case(
     with them: napari's Correct tab, mask and prediction one layer's); ``model_info`` (e.g. model name and checkpoint sha256) is kept as is.
     A new dataset takes its label table from ``label_names`` (default background/foreground) and its
     channel names from ``channel_names`` (default ``CT`` for an image in Hounsfield units or of DICOM
-    ``modality`` CT, nnU-Net's cue for its CT normalisation, else ``image``); an existing one keeps its own, and
+    ``modality`` CT, nnU-Net's cue for its CT normalisation, else ``default_channel_names``: the channel's own name
+    in its file, an OME-TIFF's 'DAPI', else ``image``); an existing one keeps its own (a default follows it), and
     ``label_names`` in another order (an RTSTRUCT's ROIs, listed in each patient's file in its own order) are
     matched to it by name: the values are renumbered, said in ``warnings``; a name the dataset lacks is refused.
     ``foreground=True`` exports labels > 0 as one class (instance ids);
@@ -232,8 +235,8 @@ def export_case(
         ct = False
     frames = format in ("nnunet", "monai") and ndim == 3 and (axes_l or "").startswith("T")  # a time-lapse
     opts = dict(reviewed_slices=reviewed_slices, case_id=case_id, label_names=label_names,
-                channel_names=channel_names, overwrite=overwrite, ct=ct, what=labels_name or "the labels",
-                time_lapse=frames, colour=colour)
+                channel_names=_channels(folder, channel_names, default_channel_names, colour), overwrite=overwrite,
+                ct=ct, what=labels_name or "the labels", time_lapse=frames, colour=colour)
     case_ndim = 2 if frames else ndim
 
     _check_folder(folder)
@@ -246,8 +249,14 @@ def export_case(
 
     with dataset_lock(folder):
         recover(folder)
+        opts["channel_names"] = _channels(folder, channel_names, default_channel_names, colour)  # (now it is locked)
         plan = _plan(folder, format, labels_int, chans.shape[0], case_ndim, **opts)
         manifest, cid = plan.manifest, plan.case_id
+        if (table := list(manifest.get("channel_names") or [])) and opts["channel_names"] is None \
+                and default_channel_names and [str(n) for n in default_channel_names] != table:  # (kept, not refused)
+            plan.notes.append(f"the image's channel is named {', '.join(map(str, default_channel_names))} in its "
+                              f"file; the dataset names its channels {', '.join(table)}, kept for this case (a "
+                              "dataset keeps one channel table: export another channel into another folder)")
         if plan.lut is not None:  # the classes renumbered by name onto the dataset's table
             labels = renumber(labels_int, plan.lut)
         if prediction is not None and prediction_names is not None and not foreground:  # by its own class names
@@ -263,6 +272,9 @@ def export_case(
             sp_case, affine = spacing_l[1:], None
         else:
             parts, sp_case = [(cid, chans, plan.labels, labels, prediction, None)], spacing_l
+        if format != "tiff" and not colour and affine is None:  # NIfTI names micron, mm, meter: nm, cm converted,
+            sp_case, named = in_nifti_unit(sp_case, unit)  # the record's spacing as the files say it (65 nm: 0.065)
+            unit = named or unit
         movie_sha = array_sha256(image) if frames else ""  # (the movie's identity: its frames' records)
         token = secrets.token_hex(4)
         staged: list[tuple[Path, Path]] = []
@@ -330,6 +342,15 @@ def export_case(
             raise DatasetError(f"Writing case {cid} to {folder} failed ({exc.strerror or exc}); "
                                "the dataset is unchanged.") from None
     return record
+
+
+def _channels(folder: Path, given: Sequence[str] | None, default: Sequence[str] | None,
+              colour: bool) -> Sequence[str] | None:
+    """The channel names for a case: those given, else ``default`` (a channel's own name in its file) for a new
+    dataset, which it names; None (the dataset's table) for an existing one, whose names the first export set."""
+    if given or not default or colour or manifest_or_empty(folder):
+        return given
+    return [str(n) for n in default]
 
 
 def _hook(step: str) -> None:

@@ -260,15 +260,48 @@ def _qform_on_grid(nifti: dict, aff: np.ndarray, source_affine) -> np.ndarray | 
     return qform
 
 
-def nifti_unit(unit) -> str | None:
-    """The NIfTI xyz unit of a length unit (``"micron"``, ``"µm"``, napari's ``"micrometer"``; one, or one per axis:
-    the x axis's, the last that is a length): ``micron``, ``mm`` or ``meter``; None for none (``pixel``) or one NIfTI
-    cannot name (nm, cm, inch)."""
+# Length units in mm (as :func:`~.tiff_meta.tiff_unit` names them), and the unit NIfTI names nearest each: NIfTI
+# knows micron, mm and meter only, so nm are written as micron, cm and inch as mm, the spacing converted.
+LENGTH_MM = {"pm": 1e-9, "Å": 1e-7, "angstrom": 1e-7, "nm": 1e-6, "micron": 1e-3, "mm": 1.0, "cm": 10.0, "dm": 100.0,
+             "m": 1e3, "meter": 1e3, "inch": 25.4}
+NIFTI_MM = {"micron": 1e-3, "mm": 1.0, "meter": 1e3}
+
+
+def _nearest(name: str | None) -> str | None:
+    if name not in LENGTH_MM:
+        return None
+    return "micron" if LENGTH_MM[name] < 0.5 else "mm" if LENGTH_MM[name] < 500 else "meter"
+
+
+def _lengths(unit) -> list[str | None]:
+    """The length unit of each axis (:func:`~.tiff_meta.tiff_unit`'s names, None for none) of one unit or one per axis."""
     from .tiff_meta import tiff_unit
 
-    given = [unit] if unit is None or isinstance(unit, str) else list(unit)
-    names = [name for name in (tiff_unit(u) for u in given) if name]
-    return {"micron": "micron", "mm": "mm", "m": "meter"}.get(names[-1]) if names else None
+    return [tiff_unit(u) for u in ([unit] if unit is None or isinstance(unit, str) else list(unit))]
+
+
+def nifti_unit(unit) -> str | None:
+    """The NIfTI xyz unit of a length unit (``"micron"``, ``"µm"``, napari's ``"micrometer"``; one, or one per axis:
+    the x axis's, the last that is a length): ``micron``, ``mm`` or ``meter``, the nearest one NIfTI names for a unit
+    it cannot (nm: micron; cm, inch: mm; :func:`in_nifti_unit` converts the spacing); None for none (``pixel``) or
+    an unknown one."""
+    names = [name for name in _lengths(unit) if name]
+    return _nearest(names[-1]) if names else None
+
+
+def in_nifti_unit(spacing, unit) -> tuple[tuple[float, ...] | None, str | None]:
+    """``spacing`` (array axis order) in ``unit`` (one, or one per axis) as the NIfTI unit :func:`nifti_unit` names,
+    and that unit: 65 nm pixels are 0.065 micron, 0.5 cm 5 mm (written in nm or cm a file said 65 or 0.5 mm). An axis
+    without a length unit keeps its value; so does every axis when there is no unit NIfTI can take."""
+    target = nifti_unit(unit)
+    if spacing is None or target is None:
+        return (None if spacing is None else tuple(float(s) for s in spacing)), target
+    names = _lengths(unit)
+    x = [n for n in names if n][-1]
+    names = ([names[0]] * len(spacing) if len(names) == 1 else  # (one unit, or one per axis: the last ones)
+             [x] * max(0, len(spacing) - len(names)) + names[-len(spacing):])
+    return tuple(float(s) * float(f"{LENGTH_MM[n] / NIFTI_MM[target]:.12g}") if n in LENGTH_MM else float(s)
+                 for s, n in zip(spacing, names)), target
 
 
 def write_nifti(p: Path, data: np.ndarray, spacing, affine, like_meta: dict | None,
@@ -281,13 +314,20 @@ def write_nifti(p: Path, data: np.ndarray, spacing, affine, like_meta: dict | No
     ``ignore_value`` (the 'ignore' value of a reopened export's unreviewed slices, read back as ``meta[...]``).
     ``unit``: the length unit of ``spacing`` (a TIFF's ``"micron"``, a napari layer's ``units``), the file's xyz
     unit when there is no NIfTI / DICOM source (:func:`nifti_unit`; that source's own unit wins: mm for DICOM and
-    a NIfTI's 'unknown'); else mm."""
+    a NIfTI's 'unknown'); else mm. A unit NIfTI cannot name is converted (:func:`in_nifti_unit`: nm to micron, cm
+    and inch to mm), the spacing and a given affine's scale with it, so the voxel size in physical units is kept."""
     import nibabel as nib
 
     if data.dtype == np.bool_:
         data = data.astype(np.uint8)
     # back to (i, j, k): a view (Fortran order), which nibabel writes without the whole copy ascontiguousarray made
     arr = np.asarray(data).transpose(tuple(reversed(range(data.ndim))))
+    nifti = (like_meta or {}).get("nifti") or {}
+    units = nifti.get("xyz_units")  # a NIfTI / DICOM source's own unit wins, 'unknown' read as mm (as the readers do)
+    scale = np.eye(4)  # a given affine in nm / cm...: into the unit the file names (the spacing: in_nifti_unit)
+    if "xyz_units" not in nifti and (like_meta or {}).get("format") != "dicom":  # (2 um pixels were said 2 mm)
+        spacing, units = in_nifti_unit(spacing, unit)  # (65 nm pixels were said 65 mm, 0.5 cm ones 0.5 mm)
+        scale[:3, :3] *= (in_nifti_unit((1.0,), unit)[0] or (1.0,))[0] if affine is not None else 1.0  # (the x axis')
     if affine is None:
         aff = np.eye(4)
         for i, s in enumerate(reversed(spacing or (1.0,) * data.ndim)):
@@ -296,10 +336,9 @@ def write_nifti(p: Path, data: np.ndarray, spacing, affine, like_meta: dict | No
         aff = np.asarray(affine, float)
         if aff.shape != (4, 4):
             raise InputError(f"{p}: the affine must be 4x4; got shape {aff.shape}.")
-    img = nib.Nifti1Image(arr, aff)
+    img = nib.Nifti1Image(arr, scale @ aff)
     header = img.header
     header.set_data_dtype(arr.dtype)
-    nifti = (like_meta or {}).get("nifti") or {}
     # The source's codes (scanner vs aligned space) are kept, 0 included (e.g. MNI152: qform 0, sform 2);
     # a new file says "scanner" for both. The affine is written as both qform and sform, so a file with
     # only a qform reads back the same. Both codes 0 would drop the affine: then the file says "scanner".
@@ -311,13 +350,10 @@ def write_nifti(p: Path, data: np.ndarray, spacing, affine, like_meta: dict | No
     # for sform codes 2-4, older ITK and ANTs always) places every output where it places the source.
     qform = _qform_on_grid(nifti, aff, source_affine) if affine is not None and q_code > 0 else None
     if qform is not None and not np.allclose(qform, aff, atol=1e-4):
-        img.set_qform(qform, code=q_code)
+        img.set_qform(scale @ qform, code=q_code)
     else:
-        img.set_qform(unsheared(aff, arr.shape), code=q_code)
-    img.set_sform(aff, code=s_code)
-    units = nifti.get("xyz_units")  # a NIfTI / DICOM source's own unit wins, 'unknown' read as mm (as the readers do)
-    if "xyz_units" not in nifti and (like_meta or {}).get("format") != "dicom":  # (2 um pixels were said 2 mm)
-        units = nifti_unit(unit)
+        img.set_qform(unsheared(scale @ aff, arr.shape), code=q_code)
+    img.set_sform(scale @ aff, code=s_code)
     header.set_xyzt_units(xyz=units if units not in (None, "unknown") else "mm")
     ours: dict[str, Any] = {}
     if reviewed_slices is not None:
