@@ -225,3 +225,28 @@ def test_a_radiograph_reads_its_detector_pixel_size_and_says_so(tmp_path, pixel_
     vol = read_image(save(calibrated, tmp_path / "cal" / "chest.dcm", image))
     assert vol.spacing == pytest.approx((0.126, 0.126)) and "pixel_spacing_source" not in vol.meta
     assert "note" not in vol.meta
+
+
+@pytest.mark.gui
+def test_the_correct_tab_names_an_ome_channel_as_its_file_does(opened, qtbot, tmp_path):
+    """napari opens an OME-TIFF's channels as layers '<name> [DAPI]'; the Correct tab's Export of a mask over the DAPI
+    one named the new dataset's channel 'image' where attnseg export names it DAPI."""
+    import tifffile
+
+    from napari_attnseg._napari.dock import AttnSegDock
+
+    src, mask = _two_channels(tmp_path)
+    layers = opened(src)
+    dapi = next(layer for layer in layers if "[DAPI]" in layer.name)
+    viewer = opened.viewer
+    dock = AttnSegDock(viewer)
+    viewer.window.add_dock_widget(dock, name="Attention segmentation")
+    viewer.add_labels(tifffile.imread(mask).astype(np.uint8), name="nuclei", scale=dapi.scale)
+    corr = dock.correct
+    corr.labels_combo.value, corr.image_combo.value = "nuclei", dapi.name
+    corr.foreground_box.value = True  # (instance ids: one class)
+    corr.dataset_edit.value = str(tmp_path / "ds")
+    assert corr.export() is not None
+    qtbot.waitUntil(lambda: corr.export_button.enabled and (tmp_path / "ds" / "dataset.json").is_file(),
+                    timeout=60000)
+    assert _channel_table(tmp_path / "ds") == ({"0": "DAPI"}, ["DAPI"])  # (was 'image')

@@ -217,6 +217,7 @@ class CorrectWidget(Undockable, QWidget, CorrectForm, ClassList, CorrectExport, 
         from ..checkpoint import model_identity
         from ..data.export import export_case
         from ..data.export_colour import colour_layer_export
+        from ..data.hyperstack import own_channel_names
         from .tiff_masks import mask_axes  # (a time-lapse's frames stay frames in the TIFF layout)
 
         layer = self.labels_layer()
@@ -283,6 +284,8 @@ class CorrectWidget(Undockable, QWidget, CorrectForm, ClassList, CorrectExport, 
             "unit": units if set(units := [str(u) for u in getattr(image_layer, "units", ())]) - {"pixel"} else None,
             "axes": mask_axes({"axis_labels": layer.axis_labels, "metadata": layer.metadata}, layer.data.shape, self.viewer),
             "colour": picture is not None,  # (one RGB picture in the dataset, for the colour model to fine-tune on)
+            # a new dataset names the channel as the file does (an OME channel: DAPI), as attnseg export does
+            "default_channel_names": None if picture is not None else own_channel_names(dict(meta)),
         }
         time_lapse = fmt in ("nnunet", "monai") and layer.ndim == 3 and str(kwargs["axes"] or "").startswith("T")
         if (kwargs["overwrite"] or time_lapse and kwargs["case_id"]) and (lost := replace_loses(
