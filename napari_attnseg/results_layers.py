@@ -37,6 +37,28 @@ def read_record(path: str | Path) -> dict:
     return record
 
 
+def input_changed(record: dict, src: Path) -> str:
+    """How the input ``src`` of a prediction record differs from the file the prediction was made on: its size or
+    modification time changed since (another scan saved under the same name); '' when they match, when the record
+    lacks them or ``src`` cannot be read."""
+    import datetime
+
+    from .data import input_stat
+
+    try:
+        size, modified = input_stat(src)
+        was_size, was_time = record.get("input_size_bytes"), record.get("input_modified")
+        same_size = was_size is None or not src.is_file() or int(was_size) == size
+        if same_size and (was_time is None or abs(float(was_time) - modified) <= 1e-3):
+            return ""
+        when = datetime.datetime.fromtimestamp(float(was_time if was_time is not None else modified))
+    except (OSError, ValueError, TypeError):
+        return ""
+    return (f"{src} changed since the prediction ({'' if same_size else f'{was_size} -> {size} bytes, '}"
+            f"the prediction of {when:%Y-%m-%d %H:%M}): if it is another scan, the mask beside the record was made on the "
+            "earlier one; predict it again (attnseg predict ... --overwrite keeps a corrected mask in edited_masks/)")
+
+
 def spacing_unit(meta: dict) -> str | None:
     """The length unit of an input's spacing as napari's ``units`` name it (what its reader gives the layer): mm
     of a DICOM series or a NIfTI (or the NIfTI's own xyz unit), a TIFF's calibration unit (``um``), else None."""
@@ -108,6 +130,8 @@ def record_layers(path: str | Path) -> list[tuple]:
             read, channel = read_with_channel(candidate, record.get("channel"))  # (a 4D NIfTI: its volume)
             image = segmented_channel(read, channel)
             name = _channel_name(read, image, name)
+            if changed := input_changed(record, candidate):  # (the same shape: the old scan's mask on the new one)
+                warnings.warn(f"{p}: {changed}.", stacklevel=2)
             break
     colour = image is not None and str(image.meta.get("axes", "")).endswith("S")  # a picture: (y, x, RGB)
     if image is not None:

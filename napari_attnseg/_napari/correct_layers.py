@@ -40,6 +40,28 @@ class LayerChoice:
         layer = getattr(event, "value", None)
         if layer is None or self._listed(layer):
             self.refresh()
+        if isinstance(layer, Labels) and (layer.metadata.get("reviewed_slices") or _edited(layer)):
+            QTimer.singleShot(0, lambda: self._offer_restore(layer))  # (once the plugin's own replacing is done)
+
+    def _offer_restore(self, layer) -> None:
+        """A mask with corrections or reviewed marks was removed (the layer list's delete: nothing asks, and napari
+        cannot undo it): said, with *Restore* to add it back as it was; not when a layer of its name came back (the
+        plugin replacing it, e.g. a TIFF mask reopened as Labels) or the viewer is closing."""
+        from napari.utils.notifications import Notification, notification_manager
+
+        open_viewers = getattr(type(self.viewer), "_instances", None)  # (napari's Viewer.close leaves it after clearing)
+        if layer.name in self.viewer.layers or (open_viewers is not None and self.viewer not in open_viewers):
+            return
+        what = "reviewed marks" if layer.metadata.get("reviewed_slices") else "corrections"
+
+        def restore(notification=None) -> None:
+            if layer.name not in self.viewer.layers and layer not in self.viewer.layers:
+                self.viewer.layers.append(layer)
+
+        self._restore = restore  # (the last one, for a test or a second press)
+        notification_manager.dispatch(Notification(
+            f"The mask {layer.name!r} with its {what} was removed; napari cannot undo that. Restore adds it back as "
+            "it was (save or export a mask you keep: File > Save, or Export).", actions=[("Restore", restore)]))
 
     def refresh(self, event=None, prefer: str | None = None) -> None:
         labels = [ly.name for ly in self.viewer.layers if isinstance(ly, Labels)]
@@ -107,3 +129,9 @@ class LayerChoice:
                 self._next_case(layer)  # (names, case id and suggestion of another case go)
                 self._take_names(layer)  # its class names (typed ones kept) and Class list
             self._update_info()  # (the same mask still chosen: nothing to show anew)
+
+
+def _edited(layer) -> bool:
+    """The mask was changed from its prediction (the Correct tab's edit counts of it: voxels added or removed)."""
+    stats = layer.metadata.get("attnseg_edit_stats") or {}
+    return any(c.get("added") or c.get("removed") for c in (stats.get("per_class") or {}).values())

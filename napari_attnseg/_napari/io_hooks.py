@@ -260,11 +260,29 @@ def _geometry(meta: dict, layer_scale):
     return tuple(float(s) for s in spacing), affine
 
 
+def _not_over_an_image(path: str) -> None:
+    """Refuse to write a mask over the file an open image was read from (npe2 adds the writer's suffix to a name typed
+    without one, after the save dialog asked only about that bare name: 'cells' replaced the image cells.tif)."""
+    import threading
+
+    from .save_mask import _same_file, _source_path
+
+    if threading.current_thread() is not threading.main_thread():  # (Save mask's worker: it refused that already)
+        return
+    viewer = _viewer()
+    for layer in list(viewer.layers) if viewer is not None else []:
+        src = _source_path(layer)
+        if layer._type_string == "image" and src and _same_file(src, path):
+            raise OSError(f"{path} is the file the image {layer.name!r} was opened from: the mask was not written over "
+                          f"it; save it under another name (e.g. {layer.name} mask{''.join(Path(path).suffixes)}).")
+
+
 def write_labels_tif(path: str, data, meta: dict) -> list[str]:
     """A mask as TIFF with its pixel size and unit (an ImageJ calibration Fiji reads): the layer's napari ``units``
     when set, mm for a layer placed by a NIfTI/DICOM affine, else no unit; its axes (TYX...), marks and class names."""
     from ..data.tiff import tiff_unit, write_tiff
 
+    _not_over_an_image(path)
     md = meta.get("metadata", {}) or {}
     spacing, affine = _geometry(md, meta.get("scale", (1.0,) * np.ndim(data)))
     units = tuple(str(u) for u in meta.get("units") or ())
@@ -313,6 +331,7 @@ def write_labels_nifti(path: str, data, meta: dict) -> list[str]:
             nifti = nifti or ref.get("nifti")
     if not str(path).lower().endswith((".nii", ".nii.gz")):  # mask.NII.GZ stays that name
         path = f"{path}.nii.gz"
+    _not_over_an_image(path)
     if affine is None:
         _notify(f"{Path(path).name} was written without a patient position: no open image of the same shape and "
                 "scale has a NIfTI/DICOM affine, so the file's affine holds only the voxel size (origin 0, no "

@@ -38,6 +38,10 @@ def run(args: argparse.Namespace) -> int:
                   + (f"pass --sample {other}." if other else "run it on your own images (attnseg predict, or napari)."),
                   file=sys.stderr)
             return 1
+    if args.screenshot and os.path.lexists(os.path.expanduser(args.screenshot)):  # (a figure, the image: replaced unsaid)
+        print(f"attnseg demo: error: --screenshot {args.screenshot} exists; the demo never writes over a file: choose a "
+              "new name (e.g. demo.png), or remove that file first.", file=sys.stderr)
+        return 1
     if missing := no_display():  # (Qt aborted: "Reinstalling the application may fix this problem", exit 134)
         print(f"attnseg demo: error: {missing}", file=sys.stderr)
         return 1

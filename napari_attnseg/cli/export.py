@@ -90,6 +90,11 @@ def run(args: argparse.Namespace) -> int:
         raw_labels = _palette_mask(args.labels, read_image(args.labels))  # (a palette PNG: its indices, not colours)
         _marks_from_dataset(args.labels, raw_labels)
         image = _image_of(args, raw_labels)
+        from ..data.mask_input import label_map_warning
+
+        if label_map_warning(image.data, args.image) and not label_map_warning(raw_labels.data, args.labels):
+            raise InputError(f"--image {args.image} looks like a label mask and --labels {args.labels} like an image: "
+                             "were they swapped? Give the scan as --image and the mask as --labels.")
     keep = True if args.keep_colour else False if args.grey else None
     target = manifest_or_empty(args.dataset)  # (read before the images: the kind of dataset this case joins)
     # (--model as given: its card tells whether it reads colour; else the model saved with the mask)
@@ -102,6 +107,11 @@ def run(args: argparse.Namespace) -> int:
     labels, note = on_image_grid(image, raw_labels, "labels")
     if note:
         print(note, file=sys.stderr)
+    from ..data.mask_input import stale_prediction
+
+    if stale := stale_prediction(args.labels, args.image):  # (the same grid: nothing else tells the old scan's mask)
+        print(f"{args.labels}: warning: {stale}. Export it only if {args.image} is the scan the mask was made on.",
+              file=sys.stderr)
     check_class_ids(np.asarray(labels.data), f"{args.labels} (labels)")  # refused with the file's name
     prediction = pred_names = None
     if args.prediction:

@@ -112,6 +112,26 @@ def unedited_prediction(path: str | Path) -> str:
     return ""
 
 
+def stale_prediction(labels: str | Path, image: str | Path) -> str:
+    """When ``labels`` is the mask of an ``attnseg predict`` record beside it (corrected since or not) whose input is
+    ``image``, and ``image`` changed since that prediction (another scan saved under its name): what changed.
+    '' otherwise."""
+    from ..results import RECORD_SUFFIX
+    from ..results_layers import input_changed
+
+    path, image = Path(labels), Path(image)
+    for record in sorted(path.parent.glob(f"*{RECORD_SUFFIX}")):
+        try:
+            data = json.loads(record.read_text())
+            if data.get("mask") != path.name or Path(str(data.get("input", ""))).resolve() != image.resolve():
+                continue
+        except (OSError, ValueError, AttributeError, TypeError):
+            continue
+        if changed := input_changed(data, image):
+            return f"{changed} ({record.name})"
+    return ""
+
+
 def automatic_seg(path: str | Path) -> str:
     """What made ``path`` when it is a DICOM SEG attnseg wrote whose segments are all AUTOMATIC (``attnseg predict
     --dicom-seg``'s, or a model's mask saved from napari unchanged and unreviewed): the model's own segmentation, no
