@@ -369,3 +369,149 @@ def test_a_predict_output_listed_in_a_csv_fails_its_case_naming_the_image(tmp_pa
     failed = [r for r in summary.cases if r.status == "failed"]
     assert len(failed) == 1 and "not an image to segment" in failed[0].error and str(src.name) in failed[0].error, rows
     assert sum(r.status == "done" for r in summary.cases) == 1
+
+
+# 5. --out the input folder, a deleted record, the user's summary columns, names differing by case, re-reads --------
+def _lung_nifti(path: Path) -> Path:
+    """The shared lung CT's 6 x 24 x 20 crop as a NIfTI file (its RAS affine)."""
+    import nibabel as nib
+
+    crop, affine, _, _ = lung_crop()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(np.ascontiguousarray(crop.transpose(2, 1, 0)), affine), str(path))
+    return path
+
+
+def _write_rows(path: Path, rows: list[dict]) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+
+def test_a_cohort_into_its_own_input_folder_says_nothing_of_its_own_outputs(tmp_path):
+    """Was: the rerun of `attnseg predict scans/ --out scans` said "scans: skipped 1 file of other types": its own
+    cohort_summary.csv (the masks, maps and records were left out already). A summary of another name (--summary) is
+    ours too; a CSV of the user's there is still counted."""
+    folder = tmp_path / "scans"
+    _crops(folder, ["a", "b"])
+    _lung_nifti(folder / "ct.nii.gz")
+    options = dict(OPTIONS, return_probabilities=True, attention=True)
+    first = predict_cohort("nuclei-2d", folder, folder, **options)
+    assert first.done == 3 and first.note == "", first.describe()
+    again = predict_cohort("nuclei-2d", folder, folder, **options)
+    assert again.skipped == 3 and again.note == "", again.describe()
+    predict_cohort("nuclei-2d", folder, folder, summary="weekly.csv", **options)
+    (folder / "notes.csv").write_text("patient,comment\n1,ok\n")
+    last = predict_cohort("nuclei-2d", folder, folder, **options)
+    assert last.skipped == 3 and last.note == f"{folder}: skipped 1 file of other types", last.describe()
+
+
+def test_a_case_whose_record_was_deleted_is_said_to_be_so_and_overwrite_keeps_its_mask(tmp_path):
+    """Was: a case whose <case>_predict.json the user deleted (its mask still there) failed as "no run of attnseg wrote
+    them ... never replaced, not even with --overwrite": our own mask called foreign, and no way given to redo it. Now
+    the case says its record is missing and that its mask (attnseg's, by its header) is kept, maybe corrected; with
+    --overwrite it is computed again and that mask kept in edited_masks/. A user's own file there stays foreign."""
+    scans, out = tmp_path / "scans", tmp_path / "out"
+    _crops(scans, ["a", "b", "own"])
+    _lung_nifti(scans / "ct.nii.gz")
+    predict_cohort("nuclei-2d", scans, out, return_probabilities=True, **OPTIONS)
+    for case in ("a", "ct", "own"):
+        (out / f"{case}_predict.json").unlink()
+    own = out / "own_mask.tif"
+    tifffile.imwrite(own, np.zeros((64, 64), np.uint8))  # the user's reference mask, no note of ours
+    before = {p.name: p.read_bytes() for p in out.glob("*_mask.*")}
+
+    summary = predict_cohort("nuclei-2d", scans, out, return_probabilities=True, **OPTIONS)
+    cases = {c.case: c for c in summary.cases}
+    assert [cases[c].status for c in ("a", "b", "ct", "own")] == ["failed", "skipped", "failed", "failed"]
+    for case, mask in (("a", "a_mask.tif"), ("ct", "ct_mask.nii.gz")):
+        error = cases[case].error
+        assert f"the record of this case, {case}_predict.json, is missing" in error and "no run of attnseg" not in \
+            error, error
+        assert f"{mask} (attnseg wrote it: nuclei-2d" in error and "--overwrite" in error, error
+    assert "no run of attnseg wrote them" in cases["own"].error
+    assert {p.name: p.read_bytes() for p in out.glob("*_mask.*")} == before  # nothing touched
+
+    redo = predict_cohort("nuclei-2d", [scans / "a.tif", scans / "ct.nii.gz", scans / "own.tif"], out,
+                          return_probabilities=True, overwrite=True, **OPTIONS)
+    cases = {c.case: c for c in redo.cases}
+    assert (cases["a"].status, cases["ct"].status, cases["own"].status) == ("done", "done", "failed")
+    assert "had no record of the run that wrote it" in " ".join(cases["a"].warnings)
+    assert (out / "edited_masks" / "a_mask.tif").read_bytes() == before["a_mask.tif"]
+    assert (out / "edited_masks" / "ct_mask.nii.gz").read_bytes() == before["ct_mask.nii.gz"]
+    assert (out / "a_predict.json").is_file() and (out / "ct_predict.json").is_file()
+    assert own.read_bytes() == before["own_mask.tif"]
+
+
+def test_columns_the_user_added_stay_on_the_row_of_a_renamed_series(tmp_path):
+    """Was: a failed series SE002 renamed PAT001_ST001_SE002 once another patient's SE002 arrived (D5: one row for its
+    input) lost the reader_comment the user had written on its row; the other rows kept theirs."""
+    pacs, out = tmp_path / "PACS", tmp_path / "out"
+    lung = lung_crop()
+    files = axial(lung, pacs / "PAT001" / "ST001" / "SE002")
+    files[1].write_bytes(files[1].read_bytes()[:-200])  # pixel data cut short: the case fails, so has no record
+    axial(lung, pacs / "PAT001" / "ST001" / "SE003", series="1.2.4")
+    predict_cohort("nuclei-2d", f"{pacs}/**/", out, **OPTIONS)
+    rows = list(_rows(out).values())
+    for row in rows:
+        row["reader_comment"] = {"SE002": "file 2 asked again from the PACS", "SE003": "seen"}[row["case"]]
+    _write_rows(out / "cohort_summary.csv", rows)
+
+    axial(lung, pacs / "PAT002" / "ST001" / "SE002", series="1.2.77")
+    predict_cohort("nuclei-2d", f"{pacs}/**/", out, **OPTIONS)
+    rows = _rows(out)
+    assert set(rows) == {"PAT001_ST001_SE002", "SE003", "PAT002_ST001_SE002"}
+    assert rows["PAT001_ST001_SE002"]["reader_comment"] == "file 2 asked again from the PACS"
+    assert rows["SE003"]["reader_comment"] == "seen" and rows["PAT002_ST001_SE002"]["reader_comment"] == ""
+
+
+def test_cases_whose_names_differ_only_by_case_get_names_a_case_insensitive_out_keeps_apart(tmp_path):
+    """Case3.tif and case3.tif (two files here) wrote Case3_* and case3_*: one set of files on macOS or a Windows share,
+    where the second case replaced the first's results (both said done). Now the later one is Case3_2, said in its
+    warning and summary row; outputs an earlier run wrote keep their name (case3, finished before Case3 came)."""
+    scans, out = tmp_path / "scans", tmp_path / "out"
+    _crops(scans, ["case3"])
+    predict_cohort("nuclei-2d", scans, out, **OPTIONS)
+    stamp = (out / "case3_mask.tif").stat().st_mtime_ns
+    tifffile.imwrite(scans / "Case3.tif", np.ascontiguousarray(tifffile.imread(scans / "case3.tif")[::-1]))
+    summary = predict_cohort("nuclei-2d", scans, out, **OPTIONS)
+    cases = {c.case: c for c in summary.cases}
+    assert {k: c.status for k, c in cases.items()} == {"Case3_2": "done", "case3": "skipped"}
+    assert "named Case3_2, not Case3" in cases["Case3_2"].warnings[0] and "upper/lower case" in \
+        cases["Case3_2"].warnings[0]
+    assert "named Case3_2" in _rows(out)["Case3_2"]["warnings"]
+    assert (out / "case3_mask.tif").stat().st_mtime_ns == stamp
+    names = [p.name for p in out.iterdir()]
+    assert len({n.casefold() for n in names}) == len(names), names
+    assert json.loads((out / "Case3_2_predict.json").read_text())["input"] == str((scans / "Case3.tif").resolve())
+    again = predict_cohort("nuclei-2d", scans, out, **OPTIONS)
+    assert [(c.case, c.status) for c in again.cases] == [("Case3_2", "skipped"), ("case3", "skipped")]
+
+    fresh = tmp_path / "fresh"  # both new: the first (sorted) keeps its name
+    summary = predict_cohort("nuclei-2d", scans, fresh, **OPTIONS)
+    assert [(c.case, c.status) for c in summary.cases] == [("Case3", "done"), ("case3_2", "done")]
+
+
+def test_a_rerun_reads_each_record_once_besides_case_state(tmp_path, monkeypatch):
+    """Was: a finished case whose probability map was deleted (its mask corrected) had its record read three times on
+    a rerun (case_state, finished_record, missing_outputs); now twice, as a finished case with all its outputs."""
+    scans, out = tmp_path / "scans", tmp_path / "out"
+    _crops(scans, ["a", "b"])
+    predict_cohort("nuclei-2d", scans, out, return_probabilities=True, **OPTIONS)
+    for case in ("a", "b"):
+        (out / f"{case}_prob.tif").unlink()
+        (out / f"{case}_mask.tif").touch()  # (corrected since: the case stays finished, its map not written again)
+    reads = []
+    real = Path.read_text
+
+    def counted(self, *args, **kwargs):
+        reads.extend([self.name] if self.name.endswith("_predict.json") else [])
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", counted)  # (counts the reads; every read is the real one)
+    summary = predict_cohort("nuclei-2d", scans, out, return_probabilities=True, **OPTIONS)
+    monkeypatch.undo()
+    assert [c.status for c in summary.cases] == ["skipped", "skipped"]
+    assert "a_prob.tif missing" in " ".join(summary.cases[0].warnings)
+    assert sorted(reads) == ["a_predict.json"] * 2 + ["b_predict.json"] * 2, reads

@@ -357,7 +357,7 @@ def _compute_case(job: _Job, model, slot: _Slot, worker: str = "", owned=lambda:
             raise _TakenOver(job.case)
         for keep in (keep_edited_mask, keep_edited_seg):  # --overwrite, or edited during the run: the user's work stays
             if kept := keep(job.out, job.src, job.case):
-                pred.warnings.append(kept_warning(kept))
+                pred.warnings.append(kept_warning(kept, job.out, job.src, job.case))
         res.warnings = list(pred.warnings)
         done = dict(asdict(res), status="done", seconds=time.perf_counter() - t0 - queued)
         write_prediction(job.out, job.src, vol, model, pred, request=job.request, name=job.case,

@@ -348,6 +348,7 @@ def _folder_cases(folder: Path, out: Path | None = None, got: Collected | None =
     from ..data.metaio import data_file_of
     from ..results import RECORD_SUFFIX
     from .series import dicom_below, without_scouts
+    from .summary import is_summary
 
     ours = _ours(folder)  # outputs of earlier runs into this folder are not inputs
     cases = []
@@ -368,7 +369,7 @@ def _folder_cases(folder: Path, out: Path | None = None, got: Collected | None =
             if not _inside(p.resolve(), out):
                 folders += 1
                 trees += [series] if (series := dicom_below(p, budget=budget)) is not None else []
-        else:
+        elif not is_summary(p):  # (a cohort_summary.csv of ours, when out is this folder: an output, said nothing of)
             files += 1
     parts = [f"{n} {what}{'s' if n != 1 else ''}{rest.format('is' if n == 1 else 'are')}"
              for n, what, rest in ((files, "file", " of other types"), (loose, "DICOM file", " outside a series folder"),

@@ -16,6 +16,7 @@ import json
 import os
 from pathlib import Path
 
+from .held import orphaned_mask
 from .inputs import EDITED_DIR
 from .series import dicom_below, only_localizers, series_uid, without_scouts  # noqa: F401 - (their home before series.py)
 
@@ -41,8 +42,8 @@ def keep_edited_mask(out: str | os.PathLike, src: str | os.PathLike, case: str |
         # since, and nothing says it was not, so it is kept too (a rerun replaces the leftovers unasked)
         masks = [p for p in existing_outputs(out, Path(src), case)
                  if p.name.startswith(f"{case_name(Path(src), case)}_mask.")]
-        if not (partial_marker(out, Path(src), case).exists() and masks):
-            return None
+        if not (masks and (partial_marker(out, Path(src), case).exists() or orphaned_mask(out, src, case))):
+            return None  # (a mask of ours whose record was deleted: kept too, :func:`orphaned_mask`)
         name, record = masks[0].name, {}
     return _keep_if_changed(out, name, record)
 
@@ -81,8 +82,17 @@ def _keep_if_changed(out: Path, name: str, record: dict) -> Path | None:
     return dest
 
 
-def kept_warning(dest: Path) -> str:
+def kept_warning(dest: Path, out: str | os.PathLike | None = None, src: str | os.PathLike | None = None,
+                 case: str | None = None) -> str:
+    """What the case's warning says of a mask :func:`keep_edited_mask` kept (given ``out``, ``src`` and ``case``: one
+    without its record, deleted or never written, is said to be such)."""
+    from ..results import record_path
+
     what = "DICOM SEG" if dest.name.endswith(".dcm") else "mask"
+    if out is not None and src is not None and not record_path(Path(out), Path(src), case).exists():
+        return (f"its {what} had no record of the run that wrote it ({record_path(Path(out), Path(src), case).name} "
+                "deleted, or that run stopped before writing it), so whether it was corrected since could not be told; "
+                f"this run replaced it and kept that version as {EDITED_DIR}/{dest.name}")
     return (f"its {what} had been changed since attnseg wrote it (corrected by hand?); this run replaced it "
             f"and kept that version as {EDITED_DIR}/{dest.name}")
 

@@ -30,6 +30,7 @@ from .cases import (
     other_run_warning,
     summary_refusal,
 )
+from .held import distinct_names, finished_or_missing, orphan_message, orphaned_mask
 from .inputs import EDITED_DIR, gather
 from .lock import CaseLock
 from .moved import adopt, moved_from
@@ -92,10 +93,8 @@ def predict_cohort(
     from ..checkpoint import read_card, resolve_model_path
     from ..results import (
         case_state,
-        finished_record,
         foreign_message,
         foreign_outputs,
-        missing_outputs,
         other_input,
         record_path,
         writable_folder,
@@ -152,7 +151,8 @@ def predict_cohort(
     seg_todo: list[tuple[int, _Job]] = []
     by_name: dict[str, int] = {}
     names = case_names(cases)  # series folders of one name under two patients: PAT001_ST001_SE002, PAT002_ST001_SE002
-    names = kept_names(out, cases, names)  # ... but a series keeps the name an earlier run into out gave it
+    # ... but a series keeps the name an earlier run into out gave it; Case3 and case3 (one on macOS) get two names
+    names, renamed = distinct_names(out, cases, kept_names(out, cases, names))
     for i, src in enumerate(cases):
         name = names[i]
         if name in by_name:
@@ -178,8 +178,8 @@ def predict_cohort(
             copy_of, state = other, case_state(out, other, sha, request, name)  # a copy: its results are this one's
         moved = moved_from(out, Path(src), sha, request, name) if state in ("stale", "edited") else None
         if (state == "done" or moved is not None) and not overwrite:  # the summary keeps what the run that made it said
-            record = finished_record(out, Path(copy_of or src), name) or {}
-            gone = missing_outputs(out, Path(copy_of or src), name) if state == "done" and not record else []
+            record, gone = finished_or_missing(out, Path(copy_of or src), name)  # (one read of the record)
+            gone = gone if state == "done" else []
             meanwhile = other_run(record, run) if _written_since(out, Path(copy_of or src), name, t_wall) else {}
             adopted = adopt(out, Path(src), name, moved) if moved else ""
             what = "series" if Path(src).is_dir() else "file"
@@ -195,9 +195,11 @@ def predict_cohort(
                                         "having been corrected since its run (to compute the case again, move that "
                                         "mask aside and run the same command)"] if gone else []))
             continue
-        if state == "foreign":
-            results[i] = CaseResult(case=name, input=str(src), status="failed",
-                                    error=foreign_message(out, Path(src), foreign_outputs(out, Path(src), name), name))
+        orphan = orphaned_mask(out, src, name) if state == "foreign" else None  # (the user deleted the record)
+        if state == "foreign" and not (orphan and overwrite):
+            results[i] = CaseResult(case=name, input=str(src), status="failed", error=orphan_message(
+                out, Path(src), name, *orphan) if orphan else foreign_message(out, Path(src), foreign_outputs(
+                    out, Path(src), name), name))
             continue
         if state == "edited" and not overwrite:
             results[i] = CaseResult(case=name, input=str(src), status="failed", error=(
@@ -215,17 +217,17 @@ def predict_cohort(
 
     total = len(cases)
     finished = 0
-    for i in sorted(results):
-        finished += 1
-        if progress:
-            progress(finished, total, results[i])
 
     def report(i: int, res: CaseResult) -> None:
         nonlocal finished
         results[i] = res
+        res.warnings[:0] = [renamed[i]] if i in renamed and renamed[i] not in res.warnings else []
         finished += 1
         if progress:
             progress(finished, total, res)
+
+    for i in sorted(results):  # (those decided before any case runs: skipped, failed)
+        report(i, results[i])
 
     def summarise(slots: int) -> CohortSummary:
         for i, job in [*seg_todo, *todo]:  # (only after Ctrl+C: cases not reached)

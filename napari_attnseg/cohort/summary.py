@@ -39,13 +39,30 @@ def _read_summary_table(path: Path) -> tuple[list[dict[str, str]], list[str]] | 
     return [{k: r.get(k) or "" for k in (*SUMMARY_COLUMNS, *extra)} for r in rows], extra
 
 
+def is_summary(path: Path) -> bool:
+    """Whether ``path`` is a summary CSV a cohort wrote (its header has the summary's columns, whatever its name: a
+    ``--summary NAME``): an output of ours, not an input, in a folder that is both the input and ``--out``."""
+    if path.suffix.lower() != ".csv":
+        return False
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            header = next(csv.reader(f), [])
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return False
+    return set(_EARLIER_COLUMNS) <= set(header)
+
+
 def _merge_rows(earlier: list[dict[str, str]], now: list[dict[str, str]]) -> tuple[list[dict[str, str]], int]:
     """This run's rows replace the earlier rows of their cases (where the first of them stood); the rows
-    of cases not in this run are kept as they were. Returns the rows and how many were kept."""
+    of cases not in this run are kept as they were. Returns the rows and how many were kept. The values of the columns
+    a user added (``reviewed_by``, ``reader_comment``) stay with the case, also when its rows are merged into one: a
+    series renamed since (its row of the same ``input``), or two rows of one case (the first value of each column)."""
     by_case: dict[str, list[dict[str, str]]] = {}
-    added = {row["case"]: {k: v for k, v in row.items() if k not in SUMMARY_COLUMNS} for row in reversed(earlier)}
-    for row in now:  # the columns a user added to a case's row (reviewed_by, ...) stay with the case
-        by_case.setdefault(row["case"], []).append({**added.get(row["case"], {}), **row})
+    keys = (("case", "input"), ("case",), ("input",))  # the rows of that case and input; else of the case (moved); else
+    found = [_user_values(earlier, key) for key in keys]  # of the input (a series named otherwise before)
+    for row in now:
+        user = next((v[k] for key, v in zip(keys, found) if (k := tuple(row.get(c) or "" for c in key)) in v), {})
+        by_case.setdefault(row["case"], []).append({**user, **row})
     merged: list[dict[str, str]] = []
     placed: set[str] = set()
     kept = 0
@@ -62,6 +79,17 @@ def _merge_rows(earlier: list[dict[str, str]], now: list[dict[str, str]]) -> tup
             placed.add(case)
     merged += [row for case, rows in by_case.items() if case not in placed for row in rows]
     return merged, kept
+
+
+def _user_values(rows: list[dict[str, str]], key: tuple[str, ...]) -> dict[tuple[str, ...], dict[str, str]]:
+    """The rows' ``key`` columns -> the values of the columns a user added to those rows (the first value of each)."""
+    found: dict[tuple[str, ...], dict[str, str]] = {}
+    for row in rows:
+        have = found.setdefault(tuple(row.get(c) or "" for c in key), {})
+        for k, v in row.items():
+            if k not in SUMMARY_COLUMNS and (v or k not in have) and not have.get(k):
+                have[k] = v
+    return found
 
 
 def describe_summary(summary: CohortSummary) -> str:
