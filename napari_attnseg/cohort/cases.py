@@ -228,13 +228,16 @@ def _cohort_channel(vol: Volume, channel: int | None, dims: int | None) -> tuple
     folder mixing one 4D NIfTI with 3D scans is run with the --channel its 4D file asks for."""
     import numpy as np
 
+    from ..data.hyperstack import channel_last
+
     if channel in (None, 0):
         return channel, ""
     axes = str(vol.meta.get("axes") or "")
     if len(axes) == np.ndim(vol.data) and any(a in "CS" for a in axes):
         return channel, ""
-    if dims == 2 and len(axes) == 3 and axes[0] in "QI" and 2 <= int(np.shape(vol.data)[0]) <= 4:
-        return channel, ""  # (planes along an unnamed axis: pick_channel takes the plane)
+    if dims == 2 and len(axes) == 3 and axes[0] in "QI" and 2 <= int(np.shape(vol.data)[0]) <= 4 \
+            or channel_last(np.shape(vol.data), axes, dims):
+        return channel, ""  # (planes along an unnamed axis, first or last: pick_channel takes the plane)
     return None, f"--channel {channel} does not apply to this input (one channel): segmented as it is"
 
 

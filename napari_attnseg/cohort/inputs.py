@@ -23,22 +23,25 @@ if TYPE_CHECKING:  # pragma: no cover
 
 def pick_channel(vol: Volume, channel: int | None, in_channels: int, src: str | os.PathLike,
                  dims: int | None = None) -> Volume:
-    """The image a model reads from ``vol``: a TIFF whose axes name channels (C, or S: RGB samples) gives
-    channel ``channel`` (``--channel``), all of them channel-first for a model that reads as many, or its
-    one channel. Without that, a 2-channel (C, Y, X) TIFF ran as a 2-slice volume and an RGB one was
-    refused with Python advice. RGB(A) whose colours are all equal (grey saved as RGB) is its grey, a
-    bright-field H&E / IHC picture its hematoxylin (:func:`grey_of_colour`), with ``meta["note"]`` saying so.
-    A TIFF of 2 to 4 planes along an unnamed first axis (tifffile's Q or I: channels or a short z-stack, nobody can tell) for a 2D model (``dims``) is segmented slice by slice
-    with a note, or gives plane ``channel``. An opaque RGBA picture read as RGB (its constant alpha dropped) gets that
-    alpha back for a model of 4 channels, trained on such pictures. Other inputs come back unchanged (``channel`` None or 0)."""
+    """The image a model reads from ``vol``: a TIFF whose axes name channels (C, or S: RGB samples) gives channel
+    ``channel`` (``--channel``), all of them channel-first for a model that reads as many, or its one channel. RGB(A)
+    whose colours are all equal is its grey, a bright-field H&E / IHC picture its hematoxylin (:func:`grey_of_colour`),
+    with ``meta["note"]`` saying so. 2 to 4 planes along an unnamed first (or last) axis for a 2D model (``dims``)
+    are segmented slice by slice with a note, or give plane ``channel``. An opaque RGBA picture read as RGB gets its
+    alpha back for a model of 4 channels. A TZCYX hyperstack is refused. Others come back unchanged (``channel`` None or 0)."""
     import numpy as np
 
     from ..data.alpha import alpha_back_note, dropped_alpha, with_alpha
+    from ..data.hyperstack import last_axis_channel, time_lapse_of_volumes
     from ..data.volume import Volume
 
     axes = str(vol.meta.get("axes") or "")
+    if said := time_lapse_of_volumes(axes, np.shape(vol.data), src, channel, vol.meta.get("channel_names")):
+        raise InputError(said)  # (a TZCYX hyperstack: the time point and the channel asked for at once)
     found = [i for i, a in enumerate(axes) if a in "CS"] if len(axes) == np.ndim(vol.data) else []
     if not found:
+        if (last := last_axis_channel(vol, channel, dims, src)) is not None:
+            return last  # (y, x, C) unnamed: --channel K takes channel K, as the model check advises
         n = int(np.shape(vol.data)[0]) if np.ndim(vol.data) == 3 else 0
         if dims == 2 and len(axes) == 3 and axes[0] in "QI" and 2 <= n <= 4 and (in_channels == 1 or channel is not None):
             return _unnamed_planes(vol, channel, n, src)  # (a model of n channels reads them as its channels: no note)

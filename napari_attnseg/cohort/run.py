@@ -120,6 +120,9 @@ def predict_cohort(
 
         refuse_not_dicom([Path(c) for c in cases])
     out = writable_folder(Path(out))
+    if summary is not None and not (out / summary).parent.is_dir():  # (it failed after every case, on its lock file)
+        raise InputError(f"--summary {summary}: its folder {(out / summary).parent} does not exist (a relative path is "
+                         "taken inside --out): give a file name, or an absolute path in an existing folder. Nothing was run.")
     earlier = _read_summary(out / summary) if summary is not None else []
     if earlier is None and not overwrite:
         raise InputError(summary_refusal(out / summary))  # before any case: the user's file stays as it is
@@ -340,9 +343,8 @@ def _is_bundled(model, resolved: Path) -> bool:
 
 
 def _request(options: dict[str, Any]) -> dict[str, Any]:
-    """What decides, with the weights, whether a finished case can be skipped: the options that differ
-    from ``predict``'s defaults (so spelling a default out changes nothing, and an option added to
-    ``predict`` later does not invalidate earlier runs), the device aside."""
+    """What decides, with the weights, whether a finished case can be skipped: the options that differ from ``predict``'s
+    defaults (spelling a default out changes nothing; an option added later keeps earlier runs valid), the device aside."""
     import inspect
 
     from ..inference import predict

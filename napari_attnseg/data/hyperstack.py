@@ -59,3 +59,31 @@ def time_lapse_of_volumes(axes: str, shape, src, channel: int | None = None,
             f"Duplicate..., tick 'Duplicate hyperstack', one frame{' and one channel' if c > 1 else ''}: the pixel "
             f"size is kept; Python: tifffile.imread(path)[{', '.join(index)}]){channels}. Give that file instead"
             f"{' (without --channel)' if c > 1 else ''}.")
+
+
+def channel_last(shape, axes: str = "", dims: int | None = None) -> bool:
+    """A 2D model's image stored (y, x, C) without axis names saying so (tifffile's QYX for numpy's channels-last
+    order): a last axis of at most 4, much smaller than the other two."""
+    shape = tuple(int(n) for n in shape)
+    named = len(axes) == len(shape) and any(a in "CS" for a in axes)
+    return dims == 2 and len(shape) == 3 and not named and shape[-1] <= 4 and shape[-1] * 4 <= min(shape[:-1])
+
+
+def last_axis_channel(vol, channel: int | None, dims: int | None, src):
+    """Channel ``channel`` (``--channel K``) of a channel-last image (:func:`channel_last`) as its own image, the
+    Volume ``vol`` without that axis; None when ``vol`` is no such image or no channel is asked for (the model check
+    then refuses it, saying to give --channel K: that advice must work)."""
+    import numpy as np
+
+    from ..errors import InputError
+    from .volume import Volume
+
+    shape = np.shape(vol.data)
+    if channel is None or not channel_last(shape, str(vol.meta.get("axes") or ""), dims):
+        return None
+    if not 0 <= int(channel) < shape[-1]:
+        raise InputError(f"{src} has {shape[-1]} channels on its last axis (shape {tuple(shape)}); --channel is 0 to "
+                         f"{shape[-1] - 1}, not {channel}.")
+    spacing = tuple(vol.spacing[:2]) if len(vol.spacing) == 3 else vol.spacing
+    return Volume(np.take(np.asarray(vol.data), int(channel), axis=-1), spacing, vol.affine,
+                  {**vol.meta, "axes": "YX", "channel": int(channel)})

@@ -1,0 +1,61 @@
+"""Advice a user can follow (review 2026-12-06): a channel-last TIFF told to use --channel K then refused it; a TZCYX
+hyperstack refused by attnseg predict twice in turn (channel, then time); a --summary in a missing folder ran every
+case and then failed on a hidden lock file with no summary."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_attnseg.cli import main
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "nuclei2d"
+pytestmark = pytest.mark.skipif(not (DATA / "image.tif").is_file(), reason="shared nuclei data not found")
+
+
+def _crop() -> np.ndarray:
+    return np.ascontiguousarray(tifffile.imread(DATA / "image.tif")[:128, :128])
+
+
+def test_a_channel_last_tiff_takes_the_channel_its_refusal_asks_for(tmp_path, capsys):
+    im = _crop()
+    p = tmp_path / "two.tif"
+    tifffile.imwrite(p, np.stack([im, im[::-1]], -1))  # numpy's channels-last order: tifffile writes axes QYX
+    assert main(["predict", str(p), "--model", "nuclei-2d", "--out", str(tmp_path / "a")]) == 1
+    assert "--channel K" in capsys.readouterr().err
+    assert main(["predict", str(p), "--model", "nuclei-2d", "--out", str(tmp_path / "b"), "--channel", "1"]) == 0
+    mask = tifffile.imread(tmp_path / "b" / "two_mask.tif")
+    assert mask.shape == (128, 128) and mask.any()
+    # the same file in a folder run: --channel is not dropped as "one channel" (it was, then refused again)
+    (tmp_path / "in").mkdir()
+    tifffile.imwrite(tmp_path / "in" / "two.tif", np.stack([im, im[::-1]], -1))
+    assert main(["predict", str(tmp_path / "in"), "--model", "nuclei-2d", "--out", str(tmp_path / "c"),
+                 "--channel", "1"]) == 0
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "c" / "two_mask.tif"), mask)
+    assert main(["predict", str(p), "--model", "nuclei-2d", "--out", str(tmp_path / "d"), "--channel", "2"]) == 1
+    assert "--channel is 0 to 1, not 2" in capsys.readouterr().err
+
+
+def test_predict_refuses_a_tzcyx_hyperstack_once_naming_time_point_and_channel(tmp_path, capsys):
+    im = _crop()[:64, :64]
+    stack = np.stack([np.stack([np.stack([im, im[::-1]]) for _ in range(4)]) for _ in range(3)])  # T Z C Y X
+    p = tmp_path / "hs.tif"
+    tifffile.imwrite(p, stack, imagej=True, metadata={"axes": "TZCYX"})
+    for extra in ([], ["--channel", "1"]):
+        assert main(["predict", str(p), "--model", "nuclei-2d", "--out", str(tmp_path / "o"), *extra]) == 1
+        err = capsys.readouterr().err
+        assert "hs.tif is a time-lapse of volumes" in err and "the time point t (0 to 2)" in err, err
+        assert ("the channel k" in err) == (not extra), err
+
+
+def test_a_summary_in_a_missing_folder_is_refused_before_any_case(tmp_path, capsys):
+    (tmp_path / "in").mkdir()
+    tifffile.imwrite(tmp_path / "in" / "p1.tif", _crop())
+    rc = main(["predict", str(tmp_path / "in"), "--model", "nuclei-2d", "--out", str(tmp_path / "out"),
+               "--summary", "reports/summary.csv"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "FileNotFoundError" not in err and "does not exist" in err and "Nothing was run" in err, err
+    assert not list((tmp_path / "out").glob("p1_*"))
