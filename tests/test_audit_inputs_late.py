@@ -59,3 +59,23 @@ def test_a_summary_in_a_missing_folder_is_refused_before_any_case(tmp_path, caps
     err = capsys.readouterr().err
     assert rc == 1 and "FileNotFoundError" not in err and "does not exist" in err and "Nothing was run" in err, err
     assert not list((tmp_path / "out").glob("p1_*"))
+
+
+def test_reading_a_series_reads_the_other_series_headers_once(tmp_path, monkeypatch):
+    """A PACS folder of many series (1,200 files, 20 series): the search for damaged files of the chosen series read
+    every other series' headers a second time (0.68 of 2.31 s); files read as images of a series are not damaged."""
+    import pydicom
+    from test_audit_dicom_pacs import axial
+    from test_dicom import lung_crop
+
+    from napari_attnseg.data.dicom import read_dicom_series
+
+    lung = lung_crop()
+    axial(lung, tmp_path / "s")  # the CT series (6 images)
+    others = axial(lung, tmp_path / "s", series="1.2.9", name="OT{:04d}", number=9, slices=[2])  # a one-image series
+    reads: list[str] = []
+    real = pydicom.dcmread
+    monkeypatch.setattr(pydicom, "dcmread", lambda f, *a, **k: (reads.append(str(f)), real(f, *a, **k))[1])
+    vol = read_dicom_series(tmp_path / "s")
+    assert vol.data.shape[0] == 6
+    assert reads.count(str(others[0])) == 1, reads

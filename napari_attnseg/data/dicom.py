@@ -144,17 +144,28 @@ def _series_of(files: list[Path]) -> dict[str, list[Frame]]:
 
 
 def _frames(path: Path) -> tuple[list[Frame], str | None]:
+    frames, chosen, _ = _frames_seen(path)
+    return frames, chosen
+
+
+def _frames_seen(path: Path) -> tuple[list[Frame], str | None, set[Path]]:
+    """:func:`_frames`, and the files read as images of any series there (which :func:`_damaged` need not read again:
+    a 1,200-file folder of 20 series read each other series' headers twice)."""
     files, target_uid = _group(path)
     series = _series_of(files)
     if not series and (path.is_dir() or path.name.upper() == "DICOMDIR"):
         folder = path if path.is_dir() else path.parent  # only a DICOMDIR (or reports) on top: the series are below
         if series := _series_of(_nested(folder)):
-            return choose_series(series, folder, nested=True)
+            return (*choose_series(series, folder, nested=True), _paths(series))
     if not series:
         raise _no_images(path)
     if target_uid is not None:
-        return series.get(target_uid) or next(iter(series.values())), None
-    return choose_series(series, path)
+        return series.get(target_uid) or next(iter(series.values())), None, _paths(series)
+    return (*choose_series(series, path), _paths(series))
+
+
+def _paths(series: dict[str, list[Frame]]) -> set[Path]:
+    return {f.path for frames in series.values() for f in frames}
 
 
 NOT_IMAGE_FILES = ("RTSTRUCT", "RTPLAN")  # contours and a plan (no pixels): given as the image, refused, not the series beside
@@ -173,15 +184,15 @@ def series_geometry(path: Path):
     :func:`read_dicom_series` reads, and the DICOM SEG writer places its frames on), and the notes on what was chosen."""
     path = Path(path)
     opened = None if path.is_dir() else path
-    frames, chosen = _frames(path)
+    frames, chosen, seen = _frames_seen(path)
     frames, note = select(frames, opened)
     frames, volumes = split_volumes(frames, opened)
     geo = geometry(frames, path)
-    damaged = _damaged(path if opened is None else path.parent, frames, geo.slots is not None)
+    damaged = _damaged(path if opened is None else path.parent, frames, geo.slots is not None, seen)
     return geo, [n for n in (chosen, note, volumes, damaged) if n]
 
 
-def _damaged(folder: Path, frames: list, gaps: bool = False) -> str | None:
+def _damaged(folder: Path, frames: list, gaps: bool = False, seen: set[Path] | frozenset = frozenset()) -> str | None:
     """A note naming the files of ``folder`` that look like images of the series but cannot be read as one (a header
     cut short: the image's SOP class without its size; or an empty file), left out of it: the slices they held are then
     reported missing, and the user must learn which file to copy again, not look for an image the export lacks."""
@@ -189,7 +200,7 @@ def _damaged(folder: Path, frames: list, gaps: bool = False) -> str | None:
 
     if not frames:
         return None
-    used = {f.path for f in frames}
+    used = {f.path for f in frames} | set(seen)  # (read as images of a series already: not damaged)
     classes = {str(f.header.get("SOPClassUID") or "") for f in frames}
     like = {(f.path.suffix.lower(), len(f.path.name)) for f in frames}
     cut = []
