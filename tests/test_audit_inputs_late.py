@@ -79,3 +79,18 @@ def test_reading_a_series_reads_the_other_series_headers_once(tmp_path, monkeypa
     vol = read_dicom_series(tmp_path / "s")
     assert vol.data.shape[0] == 6
     assert reads.count(str(others[0])) == 1, reads
+
+
+def test_a_glob_into_its_own_folder_finds_its_images_and_not_its_outputs(tmp_path, capsys):
+    """`attnseg predict "scans/*.tif" --out scans` found no image (everything inside --out was left out of a glob), where
+    `attnseg predict scans --out scans` works; the rerun skips the finished case and takes none of its outputs."""
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    tifffile.imwrite(scans / "p1.tif", _crop())
+    pattern = str(scans / "*.tif")
+    assert main(["predict", pattern, "--model", "nuclei-2d", "--out", str(scans)]) == 0, capsys.readouterr().err
+    assert (scans / "p1_mask.tif").is_file()
+    capsys.readouterr()
+    assert main(["predict", pattern, "--model", "nuclei-2d", "--out", str(scans)]) == 0
+    text = "".join(capsys.readouterr())
+    assert "1 skipped" in text and "p1_mask" not in text.split("summary")[0], text

@@ -301,15 +301,15 @@ def _ours(folder: Path) -> set[str]:
 
 
 def _not_outputs(paths: list[Path], out: Path | None) -> list[Path]:
-    """The matches of a glob less what ``attnseg predict`` wrote: anything inside ``out``, the files that
-    records name, kept edited masks, and images named like the outputs of an image beside them."""
+    """The matches of a glob less what ``attnseg predict`` wrote: anything in a sub-folder of ``out`` (``out`` may be
+    the glob's folder, as a folder input's), the files records name, kept edited masks, images named like outputs."""
     from ..results import RECORD_SUFFIX
 
     ours: dict[Path, set[str]] = {}
     kept = []
     for p in paths:
         folder = p.parent.resolve()
-        if _inside(folder, out) or p.name.endswith(RECORD_SUFFIX):
+        if (_inside(folder, out) and folder != out) or p.name.endswith(RECORD_SUFFIX):
             continue
         if folder not in ours:
             ours[folder] = _ours(folder)
