@@ -202,7 +202,8 @@ def read_card(path: str | os.PathLike) -> ModelCard:
     except Exception as exc:  # safetensors raises several types for corrupt headers
         if (foreign := foreign_file_message(path)) is not None:  # a pickle, TorchScript, a MONAI bundle: never loaded
             raise CheckpointError(foreign) from None
-        hint = ("; it is an image, not a model: give it as the input and a model name (see `attnseg models`) as --model"
+        hint = ("; it is an image, not a model (a model is a .safetensors file, e.g. a run folder's best.safetensors): "
+                "segment the image with attnseg predict IMAGE --model NAME (`attnseg models` lists the names)"
                 if path.name.lower().endswith((".tif", ".tiff", ".nii", ".nii.gz", ".dcm")) else
                 "; it may be truncated or corrupt")
         raise CheckpointError(f"{path} is not a readable safetensors file ({exc}){hint}.") from None

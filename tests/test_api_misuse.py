@@ -33,7 +33,7 @@ def image():
 @pytest.mark.parametrize("channels", [1, 3])
 def test_channel_last_image_is_refused_with_how_to_pass_it(model, image, channels):
     img = np.stack([image] * channels, -1)
-    with pytest.raises(InputError, match=r"channel-last.*--channel K.*img\[\.\.\., K\].*mode 'slices'"):
+    with pytest.raises(InputError, match=r"channel-last.*--channel K.*img\[\.\.\., K\].*--mode slices \(Python: mode='slices'\)"):
         predict(model, img, device="cpu")
 
 
@@ -78,7 +78,7 @@ def test_not_a_model(image):
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    ({"tile": "abc"}, "tile must be"),
+    ({"tile": "abc"}, r"tile \(--tile\) must be"),
     ({"spacing": (0, 1)}, "positive and finite"),
     ({"spacing": (-1, 1)}, "positive and finite"),
     ({"spacing": (1.0, float("nan"))}, "positive and finite"),

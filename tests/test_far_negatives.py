@@ -79,7 +79,7 @@ def test_sampler_marks_only_unlabelled_voxels_of_the_mask_and_centres_patches_on
 def test_far_negatives_are_a_checked_fine_tuning_default():
     with pytest.raises(InputError, match="far_negatives"):
         check_config(TrainConfig(dataset="d", out="o", far_negatives=1.5))
-    with pytest.raises(InputError, match="sum < 1"):
+    with pytest.raises(InputError, match="their sum must be below 0.5"):
         check_config(TrainConfig(dataset="d", out="o", start_model="m", fg_fraction=0.5, hard_negatives=0.3,
                                  far_negatives=0.3))
 

@@ -48,7 +48,7 @@ class MaskHelpers:
         data = np.asarray(layer.data)
         z = self._current_slice(layer) if (layer.ndim == 3 and self.slice_only.value and not whole_volume) else None
         if z is not None and not self._axial_view(layer):
-            notify_error(f"'Slice on screen only' works on the axial slice shown, and the view of {layer.name} shows "
+            notify_error(f"'Current slice only' works on the axial slice shown, and the view of {layer.name} shows "
                          "none (a 3D or rolled view): go back to the 2D view with the slices on the slider, or untick it.")
             return
         if z is None and data.size > BACKGROUND_VOXELS:  # a whole large volume: off the event loop

@@ -276,7 +276,7 @@ class CorrectWidget(Undockable, QWidget, CorrectForm, ClassList, CorrectExport, 
             "prediction": layer.metadata.get("attnseg_prediction"),
             "case_id": self.case_edit.value.strip() or None,
             "overwrite": bool(self.replace_box.value and self.case_edit.value.strip()),
-            "label_names": names, "foreground": bool(self.foreground_box.value),
+            "label_names": names, "foreground": bool(self.foreground_box.value), "labels_name": layer.name,
             "source_name": Path(str(meta["source_path"])).name if meta.get("source_path") else img_name,
             "model_info": model_identity(info) if info else None,
             "modality": meta.get("modality"), "nifti": meta.get("nifti"),  # its qform/sform codes too
@@ -344,7 +344,7 @@ class CorrectWidget(Undockable, QWidget, CorrectForm, ClassList, CorrectExport, 
             self.export_button.enabled = True
 
         worker.returned.connect(done)
-        worker.errored.connect(lambda exc: notify_error(f"Export failed: {error_message(exc)}"))
+        worker.errored.connect(lambda exc: notify_error(f"Export of {layer.name} failed: {error_message(exc)}"))
         worker.finished.connect(finish)
         self.export_button.enabled = False
         self.export_bar.visible = True

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shlex
 import sys
 from pathlib import Path
@@ -25,6 +26,24 @@ from ._train_run import (  # noqa: F401 (re-exported: train.py, finetune.py, tes
 )
 
 
+def _checked(says: str, ok, whole: bool = False):
+    """An argparse ``type`` that refuses a value outside its range at once ("argument --lr: takes a number > 0 ..."),
+    before any data is read, as ``predict --tile`` does; ``ok`` tells the values kept."""
+    def parse(text: str):
+        try:
+            value = int(text) if whole else float(text)
+        except ValueError:
+            value = None
+        if value is None or not math.isfinite(value) or not ok(value):
+            raise argparse.ArgumentTypeError(f"takes {says}; got {text!r}")
+        return value
+    return parse
+
+
+_COUNT = _checked("a whole number >= 1", lambda v: v >= 1, whole=True)
+_CHANCE = _checked("a probability from 0 to 1, e.g. 0.3", lambda v: 0 <= v <= 1)
+
+
 def add_budget_and_split(p: argparse.ArgumentParser) -> None:
     """The options both take. Building them imports nothing of the training code (its package imports torch: 2 s
     before --help): the augmentation defaults are TrainConfig's, filled in by :func:`config_kwargs`, and the help
@@ -33,14 +52,14 @@ def add_budget_and_split(p: argparse.ArgumentParser) -> None:
                    "v1/v2, Decathlon, a MONAI datalist JSON, images/ with labels/ or masks/; docs/training.md)")
     p.add_argument("--out", required=True, help="folder for best.safetensors, its card and training_log.csv")
     budget = p.add_mutually_exclusive_group()
-    budget.add_argument("--epochs", type=int, default=None, help="number of epochs (default 30)")
-    budget.add_argument("--minutes", type=float, default=None, help="wall-clock budget instead of epochs")
-    p.add_argument("--iters-per-epoch", type=int, default=25)
-    p.add_argument("--batch", type=int, default=8, help="patches per step")
+    budget.add_argument("--epochs", type=_COUNT, default=None, help="number of epochs (default 30)")
+    budget.add_argument("--minutes", type=_checked("a number of minutes > 0", lambda v: v > 0), default=None, help="wall-clock budget instead of epochs")
+    p.add_argument("--iters-per-epoch", type=_COUNT, default=25)
+    p.add_argument("--batch", type=_COUNT, default=8, help="patches per step")
     p.add_argument("--patch", type=str, default=None, help="patch size, e.g. 128,128 or 64,64,64")
-    p.add_argument("--lr", type=float, default=None, help="learning rate (default 1e-3, fine-tuning 1e-4)")
-    p.add_argument("--patience", type=int, default=10, help="early stopping: epochs without a better validation Dice")
-    p.add_argument("--val-fraction", type=float, default=0.2, help="share of cases (or of the first axis) for validation")
+    p.add_argument("--lr", type=_checked("a learning rate > 0, e.g. 1e-4", lambda v: v > 0), default=None, help="learning rate (default 1e-3, fine-tuning 1e-4)")
+    p.add_argument("--patience", type=_COUNT, default=10, help="early stopping: epochs without a better validation Dice")
+    p.add_argument("--val-fraction", type=_checked("a share between 0 and 1, e.g. 0.2", lambda v: 0 < v < 1), default=0.2, help="share of cases (or of the first axis) for validation")
     p.add_argument("--train-region", help="array-index box(es) of one case for training, e.g. '0:512,0:200' "
                    "(missing axes are whole); several joined by ';'. Default: the rest of the axis the validation "
                    "and test boxes cut")
@@ -59,28 +78,28 @@ def add_budget_and_split(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", choices=DEVICES)
     p.add_argument("--precision", default="auto", choices=PRECISIONS,
                    help="auto: mixed precision (bf16, else fp16) on CUDA, fp32 elsewhere; bf16 on a CPU is opt-in")
-    p.add_argument("--ema", type=float, default=0.0, metavar="DECAY",
+    p.add_argument("--ema", type=_checked("a decay from 0 (off) to below 1, e.g. 0.99", lambda v: 0 <= v < 1), default=0.0, metavar="DECAY",
                    help="validate and save an exponential moving average of the weights (e.g. 0.99 per step; "
                    "0: off); it steadies a validation Dice that swings between epochs")
-    p.add_argument("--intensity-aug", type=float, default=None, metavar="P",
+    p.add_argument("--intensity-aug", type=_CHANCE, default=None, metavar="P",
                    help="per training patch, the chance of a random contrast change (x0.8-1.2) and, separately, of a "
                    "brightness shift (+-0.1 of the normalised range); higher makes a model lean less on absolute "
                    "intensities (default 0.15)")
-    p.add_argument("--gamma-aug", type=float, default=None, metavar="P",
+    p.add_argument("--gamma-aug", type=_CHANCE, default=None, metavar="P",
                    help="per training patch, the chance of a random gamma (0.74-1.35) on its intensity range (default 0.3)")
-    p.add_argument("--noise-aug", type=float, default=None, metavar="P",
+    p.add_argument("--noise-aug", type=_CHANCE, default=None, metavar="P",
                    help="per training patch, the chance of Gaussian noise, sigma up to 0.1 of the normalised range "
                    "(default 0.3)")
-    p.add_argument("--affine-aug", type=float, default=None, metavar="P",
+    p.add_argument("--affine-aug", type=_CHANCE, default=None, metavar="P",
                    help="per training patch, the chance of a small rotation (+-15 degrees, in-plane for volumes) and "
                    "scaling (0.85-1.15), the labels resampled with it (default 0.3; flips and 90-degree turns are "
                    "always on)")
-    p.add_argument("--margin-aug", type=float, default=None, metavar="P",
+    p.add_argument("--margin-aug", type=_CHANCE, default=None, metavar="P",
                    help="per training patch, the chance of a flat band (the patch's minimum, labelled background) "
                    "along one side, so the model learns that zero-filled margins of mosaics or registered images "
                    "are empty (default 0)")
-    p.add_argument("--warmup-epochs", type=float, default=1.0, help="linear warm-up before the cosine decay")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--warmup-epochs", type=_checked("a number of epochs >= 0", lambda v: v >= 0), default=1.0, help="linear warm-up before the cosine decay")
+    p.add_argument("--seed", type=_checked("a whole number >= 0", lambda v: v >= 0, whole=True), default=0)
     p.add_argument("--name", default="", help="model name written into the card")
     p.add_argument("--description", default="", help="one-line description for the card")
     p.add_argument("--resume", action="store_true", help="continue from OUT/state.* where a run stopped")
@@ -204,7 +223,7 @@ def config_kwargs(args: argparse.Namespace) -> dict:
     augment = {name: getattr(args, name) for name in AUGMENT_PROBABILITIES if getattr(args, name) is not None}
     return {
         **augment,
-        "dataset": args.dataset, "out": args.out, "epochs": args.epochs or 30, "minutes": args.minutes,
+        "dataset": args.dataset, "out": args.out, "epochs": 30 if args.epochs is None else args.epochs, "minutes": args.minutes,
         "iters_per_epoch": args.iters_per_epoch, "batch_size": args.batch,
         "patch": parse_ints(args.patch, "--patch"), "lr": args.lr,
         "patience": args.patience, "val_fraction": args.val_fraction, "train_region": args.train_region,

@@ -8,6 +8,8 @@ import shlex
 import sys
 from pathlib import Path
 
+from ._predict_checks import check_against_card, overlap_share
+
 NAME = "predict"
 HELP = "Segment images (TIFF, NIfTI, MetaImage, NRRD, DICOM, PNG/JPEG/BMP) and write masks, probabilities and attention maps."
 
@@ -23,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--attention", action="store_true", help="also write one file per attention level")
     parser.add_argument("--device", default="auto", choices=DEVICES)
     parser.add_argument("--tile", type=_tile, default=None, help="tile size, e.g. 256 or 96,96,96 (default: model card)")
-    parser.add_argument("--overlap", type=float, default=None, help="tile overlap in [0, 1) (default: model card)")
+    parser.add_argument("--overlap", type=overlap_share, default=None, help="tile overlap in [0, 1) (default: model card)")
     parser.add_argument("--precision", default="auto", choices=PRECISIONS)
     parser.add_argument("--mode", default=None, choices=MODES)
     parser.add_argument("--tta", action="store_true", help="average over flips (slower, smoother)")
@@ -195,6 +197,7 @@ def run(args: argparse.Namespace) -> int:
     expand_user_args(args, "inputs", "out", "summary")  # ("~/..." quoted for its spaces: not a folder named '~')
     out = Path(args.out)
     _check_out_folder(out)
+    check_against_card(args)  # (once, not once per input)
     if args.dask is not None or args.summary is not None or any(map(_is_cohort, args.inputs)):
         return _run_cohort(args)
     inputs = _distinct_inputs([Path(p) for p in args.inputs], out)

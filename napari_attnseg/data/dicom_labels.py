@@ -139,7 +139,7 @@ def finish(path: Path, image: Volume, labels: np.ndarray, names: list[str], note
         left = {v: int(counts[v]) for v in {o for o, _ in overlaps}}
         notes.append(f"{what}s overlap; where they do, the smaller one kept the voxels: " + "; ".join(
             f"{n} voxel(s) of {named[old]!r} went to {named[new]!r}" for (old, new), n in sorted(overlaps.items()))
-            + "".join(f" ({named[v]!r} has no voxel left: choose the {what}s with --roi)" for v, c in left.items()
+            + "".join(f" ({named[v]!r} has no voxel left: choose the {what}s with attnseg export/evaluate --roi)" for v, c in left.items()
                       if c == 0))
     data = labels if np.ndim(image.data) >= 3 or labels.shape[0] != 1 else labels[0]
     meta: dict[str, Any] = {"source_path": str(path), "format": fmt, "class_names": named,

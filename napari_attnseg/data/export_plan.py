@@ -15,6 +15,7 @@ import numpy as np
 
 from .._version import __version__
 from ..errors import DatasetError, InputError
+from .export_advice import the_labels, unlabelled_advice
 from .export_colour import COLOUR_CHANNELS, check_same_kind
 from .export_plane import one_plane  # noqa: F401 (re-exported: its home was here)
 from .inserted import without_inserted  # noqa: F401 (re-exported: its home was here)
@@ -116,15 +117,12 @@ def _plan(folder: Path, format: str, labels: np.ndarray, n_channels: int, ndim: 
             and (manifest is None or n_classes > len(manifest["label_names"]))):
         few = n_values <= MAX_AUTO_CLASSES + 1 and n_classes - 1 in (255, 65535)  # a few classes + an 'unlabelled' value
         raise InputError(
-            f"The labels hold {n_values} distinct values (up to {n_classes - 1}, which would make a table of {n_classes} "
-            "classes): " + (f"a few classes and {n_classes - 1}, the value other tools write for 'unlabelled'. Give the "
-                            f"slices you checked (--reviewed-slices; {n_classes - 1} there becomes 'ignore'), or set "
-                            f"{n_classes - 1} to 0 first (--foreground would make every unlabelled voxel foreground)."
-                            if few else
-                            "they look like instance ids (one value per object), not classes. Export them as one "
-                            "foreground class (attnseg export --foreground; in napari, tick 'One class (labels > 0)' "
-                            "above Export: labels > 0 become 1), or name every class (--label-names; in napari, "
-                            "Class names)."))
+            f"{the_labels(what)} hold {n_values} distinct values (up to {n_classes - 1}, which would make a table of "
+            f"{n_classes} classes): " + (unlabelled_advice(n_classes - 1, labels, rows, time_lapse) if few else
+                                         "they look like instance ids (one value per object), not classes. Export them "
+                                         "as one foreground class (attnseg export --foreground; in napari, tick 'One "
+                                         "class (labels > 0)' above Export: labels > 0 become 1), or name every class "
+                                         "(--label-names; in napari, Class names)."))
     notes = []
     absent = sorted(set(range(1, n_classes)) - present)
     if manifest is None and not label_names and n_classes > 2 and absent:
@@ -141,12 +139,14 @@ def _plan(folder: Path, format: str, labels: np.ndarray, n_channels: int, ndim: 
         if len(set(names)) != len(names) or "ignore" in names:
             raise InputError(f"Label names must be distinct and must not include 'ignore' (reserved); got {names}.")
         if any(n.lower() == "background" for n in names[1:]):  # nnU-Net: 'background' is value 0
+            rest = [n for n in names if n.lower() != "background"]
             raise InputError(f"'background' names label value 0 (the first name); got {names}. Give the names in "
                              f"the order of the values, background first, e.g. --label-names background,"
-                             f"{','.join(n for n in names if n.lower() != 'background')}.")
+                             f"{','.join(rest)} (napari: Class names {', '.join(['background', *rest])}).")
         if len(names) < 2:
             raise InputError(f"Label names give one name per label value, background (0) first; got only {names}. "
-                             f"Use e.g. --label-names background,{names[0] if names else 'tumour'}.")
+                             f"Use e.g. --label-names background,{names[0] if names else 'tumour'} (napari: Class "
+                             f"names background, {names[0] if names else 'tumour'}).")
         manifest = {"format": format, "format_version": MANIFEST_VERSION, "label_names": names,
                     "channel_names": chans, "spatial_dims": ndim, "tool": f"napari-attnseg {__version__}",
                     "cases": [], **({"colour": True} if colour else {})}
@@ -174,8 +174,10 @@ def _plan(folder: Path, format: str, labels: np.ndarray, n_channels: int, ndim: 
                          "A dataset's cases share their dimensions: export this image into another folder.")
     if n_classes > len(table):
         hint = (f"--label-names gives one name per label value, background (0) first, e.g. "
-                f"--label-names background,{','.join(table)}." if label_names and table[0] != "background" else
-                "Give a name to every label value (--label-names, background first) or check the mask.")
+                f"--label-names background,{','.join(table)} (napari: Class names background, {', '.join(table)})."
+                if label_names and table[0] != "background" else
+                "Give a name to every label value (--label-names, background first; napari: Class names) or check "
+                "the mask.")
         if manifest["cases"]:
             hint = "The dataset keeps its label table; export this mask into another folder or check its values."
         raise InputError(f"{values_outside_table(counted, len(table), rows, what)} not in the dataset's label table "

@@ -72,8 +72,9 @@ def check_input(model, image, mode: str | None) -> tuple[str, bool]:
     if mode is None and dims == 2 and spatial_ndim == 3 and not has_channels and _channel_last(image.shape):
         raise InputError(
             f"The image ({_describe(image)}) looks like a channel-last image (y, x, {image.shape[-1]}), not a volume: "
-            "a 2D model would run over each of its rows as a slice. Segment one channel (attnseg predict --channel K; "
-            "in Python img[..., K]); if it really is a volume, use mode 'slices' (--mode slices)."
+            "a 2D model would run over each of its rows as a slice. Segment one channel: --channel K (K from 0 to "
+            f"{image.shape[-1] - 1}; in Python img[..., K]); if it really is a volume of {image.shape[-1]} slices, run "
+            "attnseg predict --mode slices (Python: mode='slices')."
         )
     if mode is not None and not isinstance(mode, str):
         raise InputError(f"mode must be one of {', '.join(MODES)} or None; got {mode!r}.")
@@ -258,9 +259,9 @@ def check_overlap(overlap: float | None, card) -> float:
     try:
         overlap = float(getattr(card, "overlap", 0.25) if overlap is None else overlap)
     except (TypeError, ValueError):
-        raise InputError(f"overlap is a fraction of a tile in [0, 1) (e.g. 0.25); got {overlap!r}.") from None
+        raise InputError(f"overlap (--overlap) is a fraction of a tile in [0, 1) (e.g. 0.25); got {overlap!r}.") from None
     if not 0.0 <= overlap < 1.0:
-        raise InputError(f"overlap must be in [0, 1); got {overlap}.")
+        raise InputError(f"overlap (--overlap) must be in [0, 1); got {overlap}.")
     return overlap
 
 
@@ -289,11 +290,12 @@ def model_tile(model, mode: str, spatial: tuple[int, ...], tile, card) -> tuple[
     try:
         tile = [int(tile)] * model_nd if np.isscalar(tile) else [int(t) for t in tile]
     except (TypeError, ValueError):
-        raise InputError(f"tile must be a number or {model_nd} numbers (pixels per axis), e.g. 256; got {tile!r}.") from None
+        raise InputError(f"tile (--tile) must be a number or {model_nd} numbers (pixels per axis), e.g. 256; "
+                         f"got {tile!r}.") from None
     if len(tile) != model_nd:
-        raise InputError(f"tile must have {model_nd} sizes for a {model_nd}D model; got {tile}.")
+        raise InputError(f"tile (--tile) must have {model_nd} sizes for a {model_nd}D model; got {tile}.")
     if any(t < 1 for t in tile):
-        raise InputError(f"tile sizes must be positive; got {tile}.")
+        raise InputError(f"tile sizes (--tile) must be positive; got {tile}.")
     div = max(model.size_divisor, max((max(s) for s in model.attention_strides.values()), default=1))
     plane = spatial[-model_nd:]
     tile = [round_up(min(t, s), div) if s < t else round_up(t, div) for t, s in zip(tile, plane)]

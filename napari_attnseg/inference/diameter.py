@@ -98,8 +98,9 @@ def card_diameter(model) -> float:
     if not d:
         name = getattr(card, "name", "") or "this model"
         raise InputError(
-            f"The card of {name} records no object diameter (object_diameter), so a diameter cannot be used "
-            "with it; leave diameter empty, or add the training data's typical object diameter in pixels to the card."
+            f"The card of {name} records no object diameter (object_diameter), so --diameter cannot be used with it: "
+            "leave --diameter out (Python: diameter=None), or choose a model whose card records one (the bundled "
+            "nuclei-2d does)."
         )
     return float(d)
 

@@ -135,7 +135,7 @@ def _pipeline_turned(model, image, options: dict[str, Any]) -> Generator[tuple[i
 
             if is_hounsfield(image):  # a CT is not an MRI head with a scalp to strip (auto only; on forces it)
                 brain, skipped = False, ("Brain extraction was skipped: the image is a CT in Hounsfield units, not an "
-                                         "MRI head (--brain-extraction on, or Brain extraction: on in the panel, forces it).")
+                                         "MRI head (attnseg predict --brain-extraction on, or Brain extraction: on in the panel, forces it).")
     if not brain or model.spatial_dims != 3 or model.in_channels != 1 or np.ndim(image) != 3:
         pred = yield from _retrying(model, image, options)
         if skipped:

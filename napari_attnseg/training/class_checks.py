@@ -33,7 +33,7 @@ def class_table_warning(start_model: str, dataset: str | Path) -> str | None:
     model = ", ".join(f"'{n}' is {c}" for _, n, c in moved)
     order = ",".join(classes + [n for n in names[1:] if class_key(n) not in key])
     where = Path(dataset) / MANIFEST if manifest else f"the label table of {dataset}"
-    again = (f"export them again into a new folder with the names in the model's order (--label-names '{order}')"
+    again = (f"export them again into a new folder with the names in the model's order (--label-names '{order}'; napari: Class names in Correct and export)"
              if manifest else f"give the label table the model's order ({order}) and renumber the masks' values with it")
     return (f"warning: {where} names {said}; the start model {start_model} predicts them under "
             f"other values ({model}). The new model takes the dataset's names (its output rows start from the model's class "
@@ -67,7 +67,7 @@ def empty_classes_warning(dataset: str | Path) -> str | None:
     one = len(empty) == 1
     return (f"warning: {said} of the label table of {ds.root} {'has' if one else 'have'} no labelled voxel in any "
             f"case: the model learns never to predict {'it' if one else 'them'}, yet its card lists "
-            f"{'it' if one else 'them'}. If the table names more classes than the masks have (extra --label-names, or "
+            f"{'it' if one else 'them'}. If the table names more classes than the masks have (extra --label-names or napari Class names, or "
             "mask values that skip one, e.g. 0, 1, 3), export them again into a new folder with one name per value, "
             "the values numbered without a gap; else paint some of it on a reviewed slice.")
 

@@ -117,40 +117,63 @@ def fine_tune_defaults(cfg: TrainConfig) -> dict[str, Any]:
             "far_negatives": cfg.far_negatives if cfg.far_negatives is not None else (FT_FAR_NEGATIVES if ft else 0.0)}
 
 
+# the command-line option of each TrainConfig field a message names (attnseg train / finetune)
+OPTION = {"val_fraction": "--val-fraction", "iters_per_epoch": "--iters-per-epoch", "batch_size": "--batch",
+          "minutes": "--minutes", "epochs": "--epochs", "ema": "--ema", "l2sp": "--l2sp", "refit": "--refit",
+          "hard_negatives": "--hard-negatives", "far_negatives": "--far-negatives", "patience": "--patience",
+          "val_slices": "--val-slices", "val_region": "--val-region", "split": "--split", "lr": "--lr",
+          "seed": "--seed", "warmup_epochs": "--warmup-epochs",
+          **{n: "--" + n.replace("_", "-") for n in AUGMENT_PROBABILITIES}}
+
+
+def _opt(name: str) -> str:
+    """``val_fraction (--val-fraction)``: the field (Python, napari) and its option (CLI)."""
+    return f"{name} ({OPTION[name]})" if name in OPTION else name
+
+
 def check_config(cfg: TrainConfig) -> None:
     if cfg.minutes is not None and cfg.minutes <= 0:
-        raise InputError(f"minutes must be > 0; got {cfg.minutes}.")
+        raise InputError(f"{_opt('minutes')} must be > 0; got {cfg.minutes}.")
     if cfg.minutes is None and cfg.epochs < 1:
-        raise InputError("Give a budget: epochs >= 1 or minutes > 0.")
-    if cfg.iters_per_epoch < 1 or cfg.batch_size < 1:
-        raise InputError("iters_per_epoch and batch_size must be >= 1.")
+        raise InputError(f"Give a budget: {_opt('epochs')} >= 1 or {_opt('minutes')} > 0; got {cfg.epochs} epochs.")
+    for name in ("iters_per_epoch", "batch_size"):
+        if getattr(cfg, name) < 1:
+            raise InputError(f"{_opt(name)} must be >= 1; got {getattr(cfg, name)}.")
+    if cfg.lr is not None and not cfg.lr > 0:  # (0 took the default rate: `cfg.lr or FT_LR`)
+        raise InputError(f"{_opt('lr')} is a learning rate > 0 (e.g. 1e-4); got {cfg.lr}.")
+    if cfg.seed < 0:
+        raise InputError(f"{_opt('seed')} must be a whole number >= 0; got {cfg.seed}.")
+    if cfg.warmup_epochs < 0:
+        raise InputError(f"{_opt('warmup_epochs')} must be >= 0; got {cfg.warmup_epochs}.")
     if not 0 < cfg.val_fraction < 1:
-        raise InputError(f"val_fraction must be between 0 and 1; got {cfg.val_fraction}.")
+        raise InputError(f"{_opt('val_fraction')} must be between 0 and 1; got {cfg.val_fraction}.")
     if not 0 <= cfg.ema < 1:
-        raise InputError(f"ema is a decay between 0 (off) and 1 (e.g. 0.99); got {cfg.ema}.")
+        raise InputError(f"{_opt('ema')} is a decay between 0 (off) and 1 (e.g. 0.99); got {cfg.ema}.")
     for name in AUGMENT_PROBABILITIES:
         if not 0 <= getattr(cfg, name) <= 1:
-            raise InputError(f"{name} is a probability between 0 and 1; got {getattr(cfg, name)}.")
+            raise InputError(f"{_opt(name)} is a probability between 0 and 1; got {getattr(cfg, name)}.")
     if cfg.l2sp is not None and cfg.l2sp < 0:
-        raise InputError(f"l2sp must be >= 0; got {cfg.l2sp}.")
-    if cfg.hard_negatives is not None and not 0 <= cfg.hard_negatives < 1:
-        raise InputError(f"hard_negatives is a share of patches between 0 and 1; got {cfg.hard_negatives}.")
-    if cfg.far_negatives is not None and not 0 <= cfg.far_negatives < 1:
-        raise InputError(f"far_negatives is a share of patches between 0 and 1; got {cfg.far_negatives}.")
+        raise InputError(f"{_opt('l2sp')} must be >= 0; got {cfg.l2sp}.")
+    for name in ("hard_negatives", "far_negatives"):
+        if getattr(cfg, name) is not None and not 0 <= getattr(cfg, name) < 1:
+            raise InputError(f"{_opt(name)} is a share of patches between 0 and 1; got {getattr(cfg, name)}.")
     shares = fine_tune_defaults(cfg)
     if shares["hard_negatives"] + shares["far_negatives"] + cfg.fg_fraction >= 1:
-        raise InputError("fg_fraction + hard_negatives + far_negatives must leave some patches (sum < 1).")
+        raise InputError(f"{_opt('hard_negatives')} + {_opt('far_negatives')} must leave room for the foreground "
+                         f"patches ({cfg.fg_fraction:g} of them): their sum must be below {1 - cfg.fg_fraction:g}; got "
+                         f"{shares['hard_negatives']:g} + {shares['far_negatives']:g}.")
     if cfg.refit is not None and not 0 <= cfg.refit < 1:
-        raise InputError(f"refit is a share of the budget between 0 and 1; got {cfg.refit}.")
+        raise InputError(f"{_opt('refit')} is a share of the budget between 0 and 1; got {cfg.refit}.")
     if cfg.ct_window is not None and (len(cfg.ct_window) != 2 or cfg.ct_window[0] >= cfg.ct_window[1]):
         raise InputError(f"ct_window is [low, high] in HU; got {cfg.ct_window}.")
     if cfg.val_slices is not None and (not cfg.val_slices or min(cfg.val_slices) < 0):
-        raise InputError(f"val_slices are slice indices >= 0; got {cfg.val_slices}.")
+        raise InputError(f"{_opt('val_slices')} are slice indices >= 0; got {cfg.val_slices}.")
     if cfg.val_slices and (cfg.val_region or cfg.split):
-        raise InputError("Give the validation once: val_slices, val_region or a split file.")
+        raise InputError(f"Give the validation once: {_opt('val_slices')}, {_opt('val_region')} or a split file "
+                         "(split / --split), not several.")
     if not 0 <= cfg.prompt_threshold <= 1:
         raise InputError(f"prompt_threshold is a share of patches between 0 and 1; got {cfg.prompt_threshold}.")
     if cfg.prompt_threshold and not cfg.prompts:
         raise InputError("prompt_threshold needs prompts (a promptable model trained by simulated clicks).")
     if cfg.patience < 1:
-        raise InputError(f"patience must be >= 1; got {cfg.patience}.")
+        raise InputError(f"{_opt('patience')} must be >= 1; got {cfg.patience}.")

@@ -75,7 +75,7 @@ class RunSetup(BrainInputs, ModelGrid):
                 raise DatasetError(f"Case {cid} of {ds.root}: label value {top if top >= self.n_classes else lab.min()} "
                                    f"is not in the label table {ds.label_names}."
                                    + (" Many distinct values look like instance ids (one per object): put such masks "
-                                      "in a masks/ folder (read as foreground), or export with --foreground."
+                                      "in a masks/ folder (read as foreground), or export with --foreground (napari: 'One class (labels > 0)')."
                                       if top >= max(self.n_classes, 1) + 8 and len(np.unique(lab)) > 8
                                       else label_table_hint(ds.root, ds.format, top) if top >= self.n_classes else ""))
             any_fg |= bool((labelled & (lab > 0)).any())
