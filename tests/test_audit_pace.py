@@ -107,3 +107,37 @@ def test_the_fine_tune_panel_warns_while_it_runs(make_napari_viewer, qtbot, slow
     qtbot.waitUntil(lambda: w.run_button.enabled, timeout=60000)
     text = next(t for t in warnings if "s a step here" in t)
     assert "one epoch (5000 steps)" in text and "Cancel and give at least" in text, text
+
+
+def test_a_machine_that_gets_busy_later_in_the_first_epoch_is_still_said(tmp_path, monkeypatch):
+    """The pace at step 2 fitted (brain1 on 2 cores: 12 s a step), then other jobs slowed the steps to 30 s and the run
+    ended inside its first epoch with nothing said until the summary: every step of the first epoch is looked at."""
+    from napari_attnseg.inference.prediction import CancelToken
+    from napari_attnseg.training import TrainConfig, train
+
+    lab = np.zeros((12, 32, 32), np.int64)
+    lab[3:9, 10:20, 10:20] = 1
+    img = (lab * 100.0 + 100 + np.random.default_rng(0).normal(0, 20, lab.shape)).astype(np.float32)
+    export_case(img, lab, tmp_path / "ds", "nnunet", reviewed_slices=[1, 4, 6, 8, 10], label_names=["background", "x"])
+    torch.manual_seed(0)
+    start = tmp_path / "start.safetensors"
+    save_model(create_model("unet", spatial_dims=2, features=[4, 8, 16]), start,
+               ModelCard(arch="", config={}, name="start", classes=["background", "x"], tile=[32, 32]))
+    step, calls = trainer_module.Trainer._step, []
+
+    def busier(self, x, y):
+        calls.append(1)
+        time.sleep(0.01 if len(calls) <= 3 else 1.0)  # fast at first, then the machine gets busy
+        return step(self, x, y)
+
+    monkeypatch.setattr(trainer_module.Trainer, "_step", busier)
+    token, said = CancelToken(), []
+
+    def on_step(info):
+        if info.get("warning"):
+            said.append((info["step"], info["warning"]))
+            token.cancel()
+
+    train(TrainConfig(dataset=str(tmp_path / "ds"), out=str(tmp_path / "o"), start_model=str(start), minutes=0.5,
+                      iters_per_epoch=60, batch_size=2, patch=[32, 32]), on_step=on_step, cancel=token)
+    assert len(said) == 1 and said[0][0] > 3 and "one epoch (60 steps)" in said[0][1], said

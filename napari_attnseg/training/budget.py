@@ -59,17 +59,21 @@ class TimeBudget:
                 f"a budget of at least {need:g} min is needed for one whole epoch, several for the model to learn)"
                 f"{said}")
 
-    def _pace_warning(self, pace: float, steps_left: int) -> str:
-        """Said once, two steps into a run with a minutes budget, when the rest of its first epoch will not fit in
-        what is left (a 3D model on a CPU: 45 s a step, 25 steps an epoch, a 5-minute budget), so the user can
-        cancel and give more minutes at once instead of learning it from the summary; '' when it fits. ``pace``:
-        the second step's seconds (the first is cold); ``steps_left``: the epoch's steps still to run."""
-        if self._deadline is None or getattr(self, "_pace_said", False) or self.dist.world_size > 1:
+    def _pace_warning(self, pace: float, steps_left: int, epoch: int) -> str:
+        """Said once, from two steps into a run with a minutes budget, when the rest of its first epoch will not fit in
+        what is left (a 3D model on a CPU: 45 s a step, 25 steps an epoch, a 5-minute budget), so the user can cancel
+        and give more minutes at once instead of learning it from the summary; '' when it fits. ``pace``: seconds a
+        step since the first (cold) one; ``steps_left``: the epoch's steps still to run; ``epoch``: its index (only
+        the run's first epoch is looked at: later ones are planned at the pace measured)."""
+        first = getattr(self, "_pace_epoch", None)
+        if first is None:
+            first = self._pace_epoch = epoch
+        if self._deadline is None or epoch != first or getattr(self, "_pace_said", False) or self.dist.world_size > 1:
             return ""
-        self._pace_said = True
         left = self._deadline - time.perf_counter() - self._final_s()
         if steps_left * pace + self._val_s <= left:
             return ""
+        self._pace_said = True
         n = self.cfg.iters_per_epoch
         one = n * pace + self._val_s  # one whole epoch with its validation, at this pace
         need = math.ceil(2 * (self._setup_s + one + self._final_s()) / 60) / 2  # whole half minutes

@@ -149,7 +149,9 @@ class Trainer(Validation, WeightUpdate, RunSetup, CardWriter, Refit, FarNegative
             losses.append(self._step(*self._batch()))
             step_s = time.perf_counter() - t_step
             t_first = time.perf_counter() if not step else t_first
-            warning = self._pace_warning(step_s, cfg.iters_per_epoch - step - 1) if step == 1 else ""
+            # (every step of the run's first epoch until said: a machine that gets busy slows it later)
+            warning = self._pace_warning((time.perf_counter() - t_first) / step, cfg.iters_per_epoch - step - 1,
+                                         epoch) if step else ""
             if self.ema_model is not None:  # steps so far: runs resume at epoch boundaries
                 self._update_ema(epoch * cfg.iters_per_epoch + step)
             if self.on_step is not None:
