@@ -118,3 +118,30 @@ def test_a_removed_corrected_mask_can_be_restored(dock, notifications, qtbot):
     viewer.close()
     qtbot.wait(100)
     assert not any("vol mask" in str(n.message) for n in notifications)
+
+
+@pytest.mark.gui
+def test_a_mask_removed_unchanged_since_its_export_is_not_offered_back(dock, notifications, qtbot, tmp_path):
+    """Closing a case after its export (its layers deleted) loses nothing: no Restore, and nothing keeps the mask in
+    memory (the worklist's 'a closed case leaves nothing in memory')."""
+    import gc
+    import weakref
+
+    viewer, d = dock
+    viewer.add_image(np.random.default_rng(0).random((6, 32, 32)).astype(np.float32), name="vol")
+    mask = viewer.add_labels(np.zeros((6, 32, 32), np.uint8), name="vol mask")
+    mask.data[2, 5:9, 5:9] = 1
+    corr = d.correct
+    corr.labels_combo.value, corr.image_combo.value = "vol mask", "vol"
+    corr.mark_slices([1, 2])
+    corr.dataset_edit.value = str(tmp_path / "ds")
+    corr.class_names_edit.value = "background, cell"
+    assert corr.export() is not None
+    qtbot.waitUntil(lambda: corr.export_button.enabled and (tmp_path / "ds" / "manifest.json").is_file(), timeout=60000)
+    ref = weakref.ref(mask)
+    del mask
+    viewer.layers.clear()
+    qtbot.wait(100)
+    gc.collect()
+    assert not any("vol mask" in str(n.message) and "Restore" in str(n.message) for n in notifications)
+    assert ref() is None

@@ -40,7 +40,8 @@ class LayerChoice:
         layer = getattr(event, "value", None)
         if layer is None or self._listed(layer):
             self.refresh()
-        if isinstance(layer, Labels) and (layer.metadata.get("reviewed_slices") or _edited(layer)):
+        if isinstance(layer, Labels) and (layer.metadata.get("reviewed_slices") or _edited(layer)) \
+                and layer.metadata.get(KEPT_KEY) != kept_state(layer):  # (not since its last Save mask / Export)
             QTimer.singleShot(0, lambda: self._offer_restore(layer))  # (once the plugin's own replacing is done)
 
     def _offer_restore(self, layer) -> None:
@@ -132,6 +133,19 @@ class LayerChoice:
 
 
 def _edited(layer) -> bool:
-    """The mask was changed from its prediction (the Correct tab's edit counts of it: voxels added or removed)."""
+    """The mask was edited (napari's undo history of the layer holds a change) or differs from its prediction."""
     stats = layer.metadata.get("attnseg_edit_stats") or {}
-    return any(c.get("added") or c.get("removed") for c in (stats.get("per_class") or {}).values())
+    return bool(getattr(layer, "_undo_history", None)) or any(
+        c.get("added") or c.get("removed") for c in (stats.get("per_class") or {}).values())
+
+
+KEPT_KEY = "attnseg_kept"  # the mask's state when Save mask or Export last wrote it (removing it then loses nothing)
+
+
+def kept_state(layer) -> list:
+    """What a mask holds that a removal would lose, as far as the panel can tell without reading its voxels: its reviewed
+    marks and its last edit (napari's undo history of the layer; recorded at Save mask / Export: removing it unchanged
+    since offers no Restore; the edit counts against the prediction are counted on a worker, later: not a clock)."""
+    history = getattr(layer, "_undo_history", None) or ()
+    return [sorted(int(z) for z in layer.metadata.get("reviewed_slices") or []), len(history),
+            id(history[-1]) if history else 0]

@@ -33,7 +33,7 @@ from ._common import (
 from .correct_export import CorrectExport, _fine_tuned_on, exported_text, folder_text, movie_id
 from .correct_form import ClassList, CorrectForm
 from .correct_helpers import LiveStats, MaskHelpers
-from .correct_layers import LayerChoice  # (the mask and image chosen among the layers)
+from .correct_layers import KEPT_KEY, LayerChoice, kept_state  # (the mask and image chosen among the layers)
 from .job_pool import thread_worker
 from .round_state import replace_loses
 from .save_mask import SaveMask
@@ -308,7 +308,7 @@ class CorrectWidget(Undockable, QWidget, CorrectForm, ClassList, CorrectExport, 
                 image = found[0]
             return export_case(image, labels, folder, fmt, **kwargs), found
 
-        worker = work()
+        worker, kept = work(), kept_state(layer)
         bar = napari_progress(total=0, desc=f"Exporting {layer.name}")  # export_case reports no steps: busy bar
 
         def done(result):
@@ -320,6 +320,7 @@ class CorrectWidget(Undockable, QWidget, CorrectForm, ClassList, CorrectExport, 
                 add_grey_layer(self.viewer, rgb_layer, found)
             base = movie_id(rec)  # (a time-lapse's frames: 2D cases <base>_t000...; the base is what to type again)
             notify_info(f"{exported_text(rec, labels.shape[0])} to {folder}")
+            layer.metadata[KEPT_KEY] = kept  # (removing it unchanged now, closing the case, loses nothing)
             if note:  # (the note attnseg export prints)
                 notify_info(f"{img_name}: note: {note}")
             if not remember_export(folder, fmt, base, kwargs["source_name"]):  # proposed again tomorrow

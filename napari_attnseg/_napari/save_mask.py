@@ -293,7 +293,12 @@ class _Saved:
     class ``names`` as they were when Save was pressed, and the ``backup`` kept of the file it replaced."""
 
     def __init__(self, panel, layer, path: Path, rev: list[int], names: list, backup: Path | None):
+        import weakref
+
+        from .correct_layers import kept_state
+
         self.panel, self.name, self.path, self.rev, self.names, self.backup = panel, layer.name, path, rev, names, backup
+        self.layer, self.kept = weakref.ref(layer), kept_state(layer)  # (saved: removing it unchanged loses nothing)
 
     def failed(self, exc: BaseException) -> None:
         notify_error(f"{self.name} could not be saved to {self.path}: {error_message(exc)}")
@@ -304,6 +309,10 @@ class _Saved:
         from ..correct import format_slice_ranges
 
         _SAVED.add(Path(written).resolve())
+        if (layer := self.layer()) is not None:
+            from .correct_layers import KEPT_KEY
+
+            layer.metadata[KEPT_KEY] = self.kept
         rev, names = self.rev, self.names
         kept = (f"{len(rev)} reviewed slice{'s' if len(rev) != 1 else ''} ({format_slice_ranges(rev)})" if rev
                 else "no reviewed slices (none marked)")
