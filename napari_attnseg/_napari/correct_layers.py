@@ -31,7 +31,9 @@ class LayerChoice:
         if layer is not None:
             layer.events.name.connect(self._layer_renamed)
         # a model's new mask (also "mask (2)" when the edited one was kept) is what people correct next
-        newest = layer.name if isinstance(layer, Labels) and layer.metadata.get("attnseg") else None
+        # (not napari's Duplicate layer: the copy carries the run's metadata, and the panel went to it unasked)
+        made = isinstance(layer, Labels) and layer.metadata.get("attnseg") and getattr(layer.source, "parent", None) is None
+        newest = layer.name if made else None
         if newest:  # (once the run has set its metadata: the clinician's reviewed slices of the mask it kept)
             QTimer.singleShot(0, lambda: carry_reviewed(self.viewer, layer) and self._update_info())
         self.refresh(prefer=newest)

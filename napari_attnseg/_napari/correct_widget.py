@@ -35,7 +35,7 @@ from .correct_form import ClassList, CorrectForm
 from .correct_helpers import LiveStats, MaskHelpers
 from .correct_layers import KEPT_KEY, LayerChoice, kept_state  # (the mask and image chosen among the layers)
 from .job_pool import thread_worker
-from .round_state import replace_loses
+from .round_state import offer_marks_back, replace_loses
 from .save_mask import SaveMask
 from .suggest_tool import SuggestTool
 from .tiff_masks import reopen_tiff_mask
@@ -183,13 +183,17 @@ class CorrectWidget(Undockable, QWidget, CorrectForm, ClassList, CorrectExport, 
     def mark_all(self):
         layer = self.labels_layer()
         if layer is not None:
+            before = self._reviewed(layer)
             self.mark_slices(range(layer.data.shape[0] if layer.ndim == 3 else 1))
+            if before and before != self._reviewed(layer):  # (pressed by mistake: which were checked is kept)
+                offer_marks_back(self, layer, before)
 
     def clear_reviewed(self):
         layer = self.labels_layer()
-        if layer is not None:
+        if layer is not None and (before := self._reviewed(layer)):
             layer.metadata[REVIEWED_KEY] = []
             self._update_info()
+            offer_marks_back(self, layer, before)
 
     def _update_info(self, *_):
         name = self.labels_combo.value

@@ -151,6 +151,10 @@ def output_problem(out: str, dataset: str) -> str | None:
                 f"folder of its own in it (e.g. {dataset_root(Path(dataset).expanduser()) / 'model'}).")
     if (path / "best.safetensors").exists():
         return f"{out} already holds a model; choose a new output folder so it is not overwritten."
+    from ..models.registry import unlisted_run
+
+    if clash := unlisted_run(path):  # (the model would be hidden behind the other one of that name)
+        return f"Output folder {out}: {clash}, so the new model would not be listed; choose another name."
     others = sorted(p.name for p in path.iterdir() if p.name not in RUN_FILES) if path.is_dir() else []
     if others:
         shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")

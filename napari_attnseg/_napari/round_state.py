@@ -21,7 +21,7 @@ from napari.layers import Labels
 
 from .. import correct
 from ..data.export_plan import FRAME_CASE
-from ._common import find_docked, notify_info, notify_warning
+from ._common import find_docked, is_deleted, notify_info, notify_warning
 from .correct_stats import BASELINE_KEY
 
 REVIEWED_KEY = "reviewed_slices"
@@ -170,3 +170,30 @@ def _frames_lost(cases: list[dict], case_id: str, source_name: str, shape, revie
             "exported as reviewed frames of this time-lapse, and this mask does not mark them reviewed, so they would "
             "stay in the dataset with their earlier labels beside this export's frames. Mark them reviewed (R on each "
             "frame) if this mask's labels there are checked, or export as a new case (untick Replace the case).")
+
+
+def offer_marks_back(panel, layer, before: list[int]) -> None:
+    """Clear or Mark all changed the reviewed marks of ``layer`` in one click (which slices were checked before was
+    gone for good: napari's Ctrl+Z undoes voxels, not marks; audit): said, with *Undo* to put the marks
+    ``before`` back while nothing changed them since."""
+    import weakref
+
+    from napari.utils.notifications import Notification, notification_manager
+
+    after, name, ref = list(layer.metadata.get(REVIEWED_KEY) or []), layer.name, weakref.ref(layer)
+
+    def undo(notification=None) -> None:  # (a weak reference: a closed case's mask is not kept in memory by it)
+        if (layer := ref()) is None:
+            return notify_info(f"{name} is no longer open; its marks were not changed.")
+        if list(layer.metadata.get(REVIEWED_KEY) or []) != after:
+            notify_info(f"{layer.name}: its reviewed marks were changed since; they were left as they are.")
+            return
+        layer.metadata[REVIEWED_KEY] = list(before)
+        if not is_deleted(panel):  # (its dock closed meanwhile)
+            panel._update_info()
+
+    panel._marks_back = undo  # (the last one, for a test)
+    now = f"slices {correct.format_slice_ranges(after)}" if after else "no slice"
+    notification_manager.dispatch(Notification(
+        f"{layer.name}: {now} marked reviewed now (before: slices {correct.format_slice_ranges(before)}). Ctrl+Z does "
+        "not bring marks back; Undo does.", actions=[("Undo", undo)]))

@@ -125,6 +125,11 @@ def check_out(args: argparse.Namespace) -> None:
     if out.suffix.lower() in (".safetensors", ".json", ".pt", ".pth") and not out.exists():
         raise InputError(f"--out {out} looks like a file name; --out names a folder (the model is written to "
                          f"OUT/best.safetensors with its card). Try --out {shlex.quote(str(out.with_suffix('')))}.")
+    from ..models.registry import model_name_of, unlisted_run
+
+    if clash := unlisted_run(out):  # (checked before the run: its model would be hidden behind the other one)
+        raise InputError(f"--out {out}: {clash}, so the new model would not be listed and --model {out.name} would load "
+                         f"the other one. Choose another name, e.g. --out {shlex.quote(str(out.with_name(model_name_of(out.name + '-2'))))}.")
     found = [name for name in MODEL_FILES if (out / name).exists()]
     if found and not (args.resume or args.overwrite):
         raise InputError(f"{out} already holds a model ({', '.join(found)}); choose a new --out, pass --resume to "

@@ -199,9 +199,14 @@ def read_dataset(path: str | os.PathLike) -> Dataset:
     if not cases:
         raise DatasetError(f"{root} holds no cases.")
     for case in cases:
-        for p in [*case.image_paths, case.label_path]:
-            if not p.exists():
-                raise DatasetError(f"Case {case.case_id}: file {p} is missing from the dataset.")
+        if missing := [p for p in [*case.image_paths, case.label_path] if not p.exists()]:
+            cid = case.case_id
+            again = (f" export it again into that case (attnseg export --case-id {cid} --overwrite; napari: Case id {cid} "
+                     "and 'Replace the case'), or" if manifest is not None else "")
+            raise DatasetError(f"Case {case.case_id}: {', '.join(map(str, missing))} {'is' if len(missing) == 1 else 'are'} "
+                               f"missing from the dataset {root}, which still lists the case (files deleted by hand?). "
+                               f"Put {'it' if len(missing) == 1 else 'them'} back,{again} remove the case's entry from "
+                               f"{MANIFEST if manifest is not None else 'its list of cases'}.")
     return Dataset(root, fmt, cases, names, ignore, digest)
 
 

@@ -252,6 +252,8 @@ def export_case(
         opts["channel_names"] = _channels(folder, channel_names, default_channel_names, colour)  # (now it is locked)
         plan = _plan(folder, format, labels_int, chans.shape[0], case_ndim, **opts)
         manifest, cid = plan.manifest, plan.case_id
+        if overwrite and not frames:  # (a mistyped case id, 'Replace the case' ticked: another scan's case was gone)
+            _refuse_other_image(manifest, cid, source_name, image, folder)
         if (table := list(manifest.get("channel_names") or [])) and opts["channel_names"] is None \
                 and default_channel_names and [str(n) for n in default_channel_names] != table:  # (kept, not refused)
             plan.notes.append(f"the image's channel is named {', '.join(map(str, default_channel_names))} in its "
@@ -342,6 +344,23 @@ def export_case(
             raise DatasetError(f"Writing case {cid} to {folder} failed ({exc.strerror or exc}); "
                                "the dataset is unchanged.") from None
     return record
+
+
+def _refuse_other_image(manifest: dict, case_id: str, source_name: str | None, image: np.ndarray, folder: Path) -> None:
+    """Replacing ``case_id`` when it holds another file's other image (another name, other voxels): refused, as it
+    would delete that scan and its corrected labels from the dataset (a case id mistyped: audit). The same scan
+    exported again (its voxels, or its file's name) replaces its case as before."""
+    old = next((c for c in manifest["cases"] if c["case_id"] == case_id), None)
+    if old is None or not source_name or old.get("source_name") in (None, str(source_name)) \
+            or old.get("image_sha256") == array_sha256(image):
+        return
+    same = [c["case_id"] for c in manifest["cases"] if c.get("source_name") == str(source_name)]
+    raise DatasetError(f"Case {case_id} in {folder} holds another image ({old['source_name']}, exported "
+                       f"{str(old.get('exported', '?'))[:10]}): replacing it with {source_name} would delete that image "
+                       f"and its labels from the dataset; nothing was written. Check the case id"
+                       f"{f' ({source_name} is in ' + ', '.join(same) + ')' if same else ''}, or leave it empty for a new "
+                       f"case. If it is that scan under another file name: attnseg export --source-name "
+                       f"{old['source_name']} ... replaces the case.")
 
 
 def _channels(folder: Path, given: Sequence[str] | None, default: Sequence[str] | None,

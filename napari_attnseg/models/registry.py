@@ -150,6 +150,24 @@ def user_models() -> tuple[dict[str, Path], list[str]]:
     return found, problems
 
 
+def unlisted_run(out: str | os.PathLike) -> str | None:
+    """Why a model that train/finetune writes to ``out`` (``<models folder>/NAME``) would not be listed by NAME: a
+    bundled model or another model of the folder (``NAME.safetensors``) has the name, and ``--model NAME`` would load
+    that one (a finetune run there ended with no word, its model hidden: audit); None elsewhere or when it would be."""
+    out = Path(out).expanduser()
+    try:
+        if out.resolve().parent != user_models_dir().expanduser().resolve():
+            return None
+    except OSError:
+        return None
+    name, taken = out.name, user_models()[0].get(out.name)
+    if name in bundled_models():
+        return f"{name!r} is a bundled model's name"
+    if taken is not None and taken.resolve() != (out / "best.safetensors").resolve():
+        return f"your models folder already has a model named {name!r} ({taken})"
+    return None
+
+
 def _misplaced(folder: Path) -> list[str]:
     """A line per checkpoint of a sub-folder that is not listed because it is not ``NAME/best.safetensors``: a zip
     unpacked with its wrapper folder (``NAME/run/best.safetensors``), renamed files (``NAME/model.safetensors``)."""
