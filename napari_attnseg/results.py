@@ -1,9 +1,8 @@
 """Write what ``attnseg predict`` produces for one input, and read it back as the segment widget's layers.
 
-``<stem>_predict.json`` (the run's record) names the input and every output file, and the place of
-each attention map on the image grid (a TIFF keeps only its pixel size, not the half-pixel offset of
-a coarser map) and the unit of its spacing. Reading it back as layers: :mod:`.results_layers` (its names are
-importable from here too).
+``<stem>_predict.json`` (the run's record) names the input and every output file, and the place of each attention
+map on the image grid (a TIFF keeps only its pixel size, not the half-pixel offset of a coarser map) and the unit of
+its spacing. Reading it back as layers: :mod:`.results_layers` (its names are importable from here too).
 
 Writing a case is crash-safe: a hidden marker ``.<stem>_predict.partial`` is written first, the old
 record is deleted before any output is touched, every file is written atomically and the record is
@@ -191,8 +190,8 @@ def other_input(record: dict, src: Path) -> Path | None:
 
 
 def _same_input(record: dict, src: Path) -> bool:
-    """The record was made from this very input: the same file (path), size and time (a scan re-exported
-    under the same name, or another folder's case of that name, is a new input)."""
+    """The record was made from this very input: the same file (path), size and time (a scan re-exported under the
+    same name, or another folder's case of that name, is a new input)."""
     try:
         if Path(record.get("input", "")).resolve() != src.resolve():
             return False
@@ -239,6 +238,7 @@ def write_prediction(out: str | os.PathLike, src: str | os.PathLike, vol, model,
     (full disk, file-size limit) removes what it wrote; a full disk or a size limit is an
     :class:`InputError` naming the file."""
     from ._files import atomic_write
+    from .cohort.moved import input_identity
     from .data.manifest import write_json_atomic
 
     out, src = Path(out), Path(src)
@@ -301,7 +301,8 @@ def write_prediction(out: str | os.PathLike, src: str | os.PathLike, vol, model,
                       attention=maps, shape=list(pred.labels.shape), spacing=list(vol.spacing), dicom_seg=seg,
                       request=_jsonable(request), output_stats={p.name: _stat(p) for p in written},
                       **({"unit": unit} if (unit := spacing_unit(vol.meta)) else {}), **_channel_of(vol),
-                      **(extra or {}))
+                      **({} if set(extra or {}) & {"input_sha256", "images_sha256"} else input_identity(src)),  # (a copy
+                      **(extra or {}))  # without its time is the same scan: results_layers.input_changed)
         with room_for(record_path(out, src, name), out, src, pred):
             write_json_atomic(record_path(out, src, name), record)  # the commit point
     except Exception:  # Ctrl+C or a kill leaves the marker and what was written, like a crash (see case_state)

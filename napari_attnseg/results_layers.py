@@ -40,7 +40,10 @@ def read_record(path: str | Path) -> dict:
 def input_changed(record: dict, src: Path) -> str:
     """How the input ``src`` of a prediction record differs from the file the prediction was made on: its size or
     modification time changed since (another scan saved under the same name); '' when they match, when the record
-    lacks them or ``src`` cannot be read."""
+    lacks them or ``src`` cannot be read. Where the record holds the input's digest (``input_sha256``, a series'
+    ``images_sha256``) the content decides: a copy made without keeping times (``cp``, a download, another drive)
+    is the same scan. A series folder is never judged by its time (a file added or removed beside its images, a
+    viewer's DICOMDIR, changes it); a file's time within 2 s is the same (FAT/exFAT drives keep 2 s)."""
     import datetime
 
     from .data import input_stat
@@ -48,15 +51,26 @@ def input_changed(record: dict, src: Path) -> str:
     try:
         size, modified = input_stat(src)
         was_size, was_time = record.get("input_size_bytes"), record.get("input_modified")
-        same_size = was_size is None or not src.is_file() or int(was_size) == size
+        folder = src.is_dir()
+        same_size = was_size is None or folder or int(was_size) == size
         if same_size and (was_time is None or abs(float(was_time) - modified) <= 1e-3):
             return ""
-        when = datetime.datetime.fromtimestamp(float(was_time if was_time is not None else modified))
+        key = "images_sha256" if folder else "input_sha256"
+        if same_size and record.get(key):  # (the time alone changed: the content tells)
+            from .cohort.moved import input_identity
+
+            if input_identity(src).get(key) == record[key]:
+                return ""
+        elif same_size and (folder or abs(float(was_time) - modified) <= 2.0):
+            return ""
+        when = "" if was_time is None else \
+            f"the prediction of {datetime.datetime.fromtimestamp(float(was_time)):%Y-%m-%d %H:%M}"
     except (OSError, ValueError, TypeError):
         return ""
-    return (f"{src} changed since the prediction ({'' if same_size else f'{was_size} -> {size} bytes, '}"
-            f"the prediction of {when:%Y-%m-%d %H:%M}): if it is another scan, the mask beside the record was made on the "
-            "earlier one; predict it again (attnseg predict ... --overwrite keeps a corrected mask in edited_masks/)")
+    said = ", ".join(w for w in ("" if same_size else f"{was_size} -> {size} bytes", when) if w)
+    return (f"{src} changed since the prediction ({said}): if it is another scan, the mask beside the record was made "
+            "on the earlier one; predict it again (attnseg predict ... --overwrite keeps a corrected mask in "
+            "edited_masks/)")
 
 
 def spacing_unit(meta: dict) -> str | None:

@@ -99,8 +99,8 @@ def test_a_time_lapse_of_volumes_is_named_as_one_after_channel(hyperstack, tmp_p
     for command, args in runs.items():
         assert cli([command, *args]) == 1
         err = capsys.readouterr().err
-        assert "is a time-lapse of volumes (axes TZYX: 3 time points of 4 x 96 x 96)" in err, (command, err)
-        assert "Split the time points" in err and "RGB or multi-channel" not in err, (command, err)
+        assert "is a time-lapse of volumes in 2 channels (axes TZCYX: 3 time points of 4 x 96 x 96)" in err, (command, err)
+        assert "choose the time point t (0 to 2) of channel 0" in err and "RGB or multi-channel" not in err, (command, err)
 
 
 def test_a_time_lapse_of_2d_images_given_to_a_3d_model_is_said(hyperstack, tmp_path, capsys):

@@ -52,7 +52,9 @@ def test_export_takes_a_one_plane_stack_with_a_2d_mask(tmp_path, capsys, stacked
                  "--dataset", str(ds), "--format", fmt])
     assert code == 0, capsys.readouterr().err  # was: "--labels mask.tif has shape (48, 48), but --image ... (1, 48, 48)"
     case = json.loads((ds / "manifest.json").read_text())["cases"][0]
-    assert case["shape"] == list(mask.shape) and case["spacing"] == pytest.approx([0.5, 0.5]), case
+    # 0.5 cm pixels: the TIFF layout keeps the file's unit, NIfTI (nnU-Net) names mm: 5 mm (was written as 0.5 mm)
+    spacing = [0.5, 0.5] if fmt == "tiff" else [5.0, 5.0]
+    assert case["shape"] == list(mask.shape) and case["spacing"] == pytest.approx(spacing), case
     assert case["reviewed_slices"] is None  # a 2D image, reviewed as a whole
 
 

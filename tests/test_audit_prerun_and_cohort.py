@@ -91,11 +91,11 @@ def test_a_time_lapse_of_volumes_in_a_cohort_is_named_as_one(tmp_path, capsys):
     err = capsys.readouterr().err
     rows = _rows(tmp_path / "o")
     assert rows["plain"]["status"] == "done", rows
-    for case in ("tzcyx", "tzyx"):
+    for case, axes in (("tzcyx", "in 2 channels (axes TZCYX"), ("tzyx", "(axes TZYX")):
         row = rows[case]
         assert row["status"] == "failed", row
-        assert "is a time-lapse of volumes (axes TZYX: 3 time points of 4 x 96 x 96)" in row["error"], row
-        assert "Split the time points" in row["error"] and "or an image with several channels" not in row["error"]
+        assert f"is a time-lapse of volumes {axes}: 3 time points of 4 x 96 x 96)" in row["error"], row
+        assert "choose the time point t (0 to 2)" in row["error"] and "or an image with several channels" not in row["error"]
     assert "is a time-lapse of volumes (axes TZYX" in err, err
 
 

@@ -90,9 +90,9 @@ def run(args: argparse.Namespace) -> int:
         raw_labels = _palette_mask(args.labels, read_image(args.labels))  # (a palette PNG: its indices, not colours)
         _marks_from_dataset(args.labels, raw_labels)
         image = _image_of(args, raw_labels)
-        from ..data.mask_input import label_map_warning
+        from ..data.mask_input import label_map_warning, looks_like_an_image
 
-        if label_map_warning(image.data, args.image) and not label_map_warning(raw_labels.data, args.labels):
+        if label_map_warning(image.data, args.image) and looks_like_an_image(raw_labels.data):
             raise InputError(f"--image {args.image} looks like a label mask and --labels {args.labels} like an image: "
                              "were they swapped? Give the scan as --image and the mask as --labels.")
     keep = True if args.keep_colour else False if args.grey else None

@@ -116,25 +116,43 @@ def distinct_names(out: str | os.PathLike, cases: list[Path], names: list[str]) 
         groups.setdefault(n.casefold(), [])
         groups[n.casefold()] += [] if n in groups[n.casefold()] else [n]
     used, kept, notes = {n.casefold() for n in names}, list(names), {}
-    for group in (g for g in groups.values() if len(g) > 1):
+    numbered = {f[:-len(RECORD_SUFFIX)].rsplit("_", 1)[0].casefold() for f in listing if f.endswith(RECORD_SUFFIX)
+                and f[:-len(RECORD_SUFFIX)].rsplit("_", 1)[-1].isdigit()}  # (names an n_K record was given for)
+
+    def earlier_name(n: str, inputs: set[str]) -> str:  # the name n_K an earlier run into out gave one of inputs
+        found = sorted(f[:-len(RECORD_SUFFIX)] for f in listing if f.casefold().startswith(f"{n}_".casefold())
+                       and f.endswith(RECORD_SUFFIX) and f[len(n) + 1:-len(RECORD_SUFFIX)].isdigit()
+                       and recorded(f) in inputs and f[:-len(RECORD_SUFFIX)].casefold() not in used)
+        return found[0] if found else ""
+
+    def rename(n: str, inputs: set[str], note: str) -> None:
+        k, new = 2, earlier_name(n, inputs)
+        while not new:
+            candidate = f"{n}_{k}"
+            record = folded.get(f"{candidate}{RECORD_SUFFIX}".casefold())
+            new = candidate if candidate.casefold() not in used and recorded(record) in (None, *inputs) else ""
+            k += 1
+        used.add(new.casefold())
+        for i in (i for i, m in enumerate(names) if m == n):
+            kept[i] = new
+            notes[i] = f"named {new}, not {n}: {note}"
+
+    for group in groups.values():
         inputs = {n: {os.path.realpath(c) for c, m in zip(cases, names) if m == n} for n in group}
+        if len(group) == 1:  # alone in this run: a twin an earlier run named (Case3's outputs in out, case3 now)
+            n, own = group[0], f"{group[0]}{RECORD_SUFFIX}"
+            twin = folded.get(own.casefold())
+            if (twin not in (None, own) or n.casefold() in numbered) and not (
+                    own in listing and recorded(own) in inputs[n]) and (
+                    twin not in (None, own) or earlier_name(n, inputs[n])):  # (records read only where one may be)
+                rename(n, inputs[n], f"the name an earlier run into {out} gave it, whose outputs' names would differ "
+                       f"from those of {twin[:-len(RECORD_SUFFIX)] if twin else 'another case'} only by upper/lower "
+                       "case, which a file system ignoring case (macOS, Windows) holds as one file")
+            continue
         keep = [n for n in group if f"{n}{RECORD_SUFFIX}" in listing and recorded(f"{n}{RECORD_SUFFIX}") in inputs[n]]
         keep = keep or group[:1]
+        first = next(c for c, m in zip(cases, names) if m == keep[0])
         for n in (n for n in group if n not in keep):
-            earlier = sorted(f[:-len(RECORD_SUFFIX)] for f in listing if f.casefold().startswith(f"{n}_".casefold())
-                             and f.endswith(RECORD_SUFFIX) and f[len(n) + 1:-len(RECORD_SUFFIX)].isdigit()
-                             and recorded(f) in inputs[n] and f[:-len(RECORD_SUFFIX)].casefold() not in used)
-            k, new = 2, earlier[0] if earlier else ""
-            while not new:
-                candidate = f"{n}_{k}"
-                record = folded.get(f"{candidate}{RECORD_SUFFIX}".casefold())
-                new = candidate if candidate.casefold() not in used and recorded(record) in (None, *inputs[n]) else ""
-                k += 1
-            used.add(new.casefold())
-            first = next(c for c, m in zip(cases, names) if m == keep[0])
-            for i in (i for i, m in enumerate(names) if m == n):
-                kept[i] = new
-                notes[i] = (f"named {new}, not {n}: its outputs' names would differ from those of {Path(first).name} "
-                            f"({keep[0]}) only by upper/lower case, which a file system ignoring case (macOS, Windows) "
-                            "holds as one file")
+            rename(n, inputs[n], f"its outputs' names would differ from those of {Path(first).name} ({keep[0]}) only "
+                   "by upper/lower case, which a file system ignoring case (macOS, Windows) holds as one file")
     return kept, notes

@@ -159,3 +159,14 @@ def automatic_seg(path: str | Path) -> str:
         except (OSError, ValueError, AttributeError, TypeError):
             continue
     return f"{model}'s segmentation (saved by attnseg as AUTOMATIC: unchanged and unreviewed)"
+
+
+def looks_like_an_image(data) -> bool:
+    """Values no mask holds: fractions, or more than 20 distinct values (a scan or photo, not classes; instance ids of
+    that many objects look alike, which is why it is asked only of a pair whose image looks like a label mask), read
+    on a sample of about a million voxels."""
+    a = np.asarray(data).ravel()
+    sample = a[:: max(1, a.size // 1_000_000)]
+    if np.issubdtype(sample.dtype, np.floating) and not np.all(np.isfinite(sample) & (sample == np.round(sample))):
+        return True
+    return np.unique(sample).size > 20
