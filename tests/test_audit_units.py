@@ -250,3 +250,21 @@ def test_the_correct_tab_names_an_ome_channel_as_its_file_does(opened, qtbot, tm
     qtbot.waitUntil(lambda: corr.export_button.enabled and (tmp_path / "ds" / "dataset.json").is_file(),
                     timeout=60000)
     assert _channel_table(tmp_path / "ds") == ({"0": "DAPI"}, ["DAPI"])  # (was 'image')
+
+
+@pytest.mark.gui
+def test_a_mask_saved_from_an_nm_layer_reopens_on_its_image(make_napari_viewer, tmp_path):
+    """A mask of a 65 nm image layer saved as NIfTI is written in micron (the unit NIfTI names); napari does not
+    convert units between layers, so reopened it lay 1000 times smaller than its image. Its layer takes the image's."""
+    from napari_attnseg._napari import io_hooks
+
+    viewer = make_napari_viewer()
+    image = viewer.add_image(np.zeros((3, 16, 16), np.float32), name="cells", scale=(200.0, 65.0, 65.0),
+                             units=("nanometer",) * 3)
+    path = io_hooks.write_labels_nifti(str(tmp_path / "mask"), np.ones((3, 16, 16), np.uint8),
+                                       {"scale": (200.0, 65.0, 65.0), "units": ("nanometer",) * 3, "metadata": {}})[0]
+    io_hooks.activate()
+    [(data, kwargs, kind)] = io_hooks.get_nifti_reader(path)(path)
+    assert kind == "labels"
+    np.testing.assert_allclose(kwargs["scale"], image.scale, rtol=1e-6)
+    assert kwargs["metadata"]["spacing"] == pytest.approx([0.2, 0.065, 0.065])  # (the file's, in micron)

@@ -128,6 +128,31 @@ def scan_unit(meta: dict) -> str | None:
     return {"micron": "um", "meter": "m"}.get(str((meta.get("nifti") or {}).get("xyz_units")), "mm")
 
 
+def _in_open_image_unit(kwargs: dict, shape) -> None:
+    """napari does not convert units between layers: a mask saved as NIfTI from a layer in nm (written in micron, the
+    nearest unit NIfTI names) reopened 1000 times smaller than its image. Its scale is put in the unit of an open image
+    of its shape (the file and the layer's ``spacing`` metadata keep the file's)."""
+    from ..data.nifti import LENGTH_MM
+    from ..data.tiff_meta import tiff_unit
+
+    viewer, units = _viewer(), kwargs.get("units")
+    here = tiff_unit(units[-1]) if units else None
+    if viewer is None or here not in LENGTH_MM:
+        return
+    for layer in viewer.layers:
+        if layer._type_string != "image" or tuple(np.shape(layer.data)[-len(shape):]) != tuple(shape) \
+                or not getattr(layer, "units", None):
+            continue
+        theirs = tiff_unit(str(layer.units[-1]))
+        if theirs in LENGTH_MM and theirs != here:
+            factor = LENGTH_MM[here] / LENGTH_MM[theirs]
+            kwargs["scale"] = tuple(float(v) * factor for v in kwargs["scale"])
+            if kwargs.get("translate") is not None:
+                kwargs["translate"] = tuple(float(v) * factor for v in kwargs["translate"])
+            kwargs["units"] = (str(layer.units[-1]),) * len(kwargs["scale"])
+        return
+
+
 def _layer(volume: Volume, path: str) -> list[tuple]:
     if volume.meta.get("format") == "nifti":
         volume = _match_orientation(volume, path, _viewer())
@@ -149,6 +174,7 @@ def _layer(volume: Volume, path: str) -> list[tuple]:
     if meta.get("warning"):  # e.g. uneven DICOM slice spacing: the user sees it, the layer keeps it
         _notify(f"{name}: {meta['warning']}")
     if _is_labels_file(volume, path):
+        _in_open_image_unit(kwargs, volume.data.shape)
         reviewed = volume.meta.get("reviewed_slices")
         if volume.meta.get("reviewed_slices_dropped"):
             _notify(f"{name}: its reviewed-slice marks were not kept: the file was reoriented to the open image, "
