@@ -94,3 +94,19 @@ def test_a_glob_into_its_own_folder_finds_its_images_and_not_its_outputs(tmp_pat
     assert main(["predict", pattern, "--model", "nuclei-2d", "--out", str(scans)]) == 0
     text = "".join(capsys.readouterr())
     assert "1 skipped" in text and "p1_mask" not in text.split("summary")[0], text
+
+
+def test_a_lone_predict_whose_record_was_deleted_says_so_and_overwrite_keeps_the_mask(tmp_path, capsys):
+    """`attnseg predict a.tif --out out` after the user deleted out/a_predict.json called attnseg's own mask 'foreign'
+    and refused even --overwrite (the cohort path said what happened and let --overwrite keep the mask)."""
+    img, out = tmp_path / "a.tif", tmp_path / "out"
+    tifffile.imwrite(img, _crop())
+    assert main(["predict", str(img), "--model", "nuclei-2d", "--out", str(out)]) == 0
+    (out / "a_predict.json").unlink()
+    mask = (out / "a_mask.tif").read_bytes()
+    capsys.readouterr()
+    assert main(["predict", str(img), "--model", "nuclei-2d", "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "a_predict.json, is missing" in err and "no run of attnseg" not in err, err
+    assert main(["predict", str(img), "--model", "nuclei-2d", "--out", str(out), "--overwrite"]) == 0
+    assert (out / "edited_masks" / "a_mask.tif").read_bytes() == mask and (out / "a_predict.json").is_file()

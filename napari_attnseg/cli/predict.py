@@ -169,6 +169,7 @@ def run(args: argparse.Namespace) -> int:
     from .._paths import expand_user_args
     from ..checkpoint import load_model
     from ..cohort.cases import read_for_model
+    from ..cohort.held import orphan_message, orphaned_mask
     from ..cohort.inputs import EDITED_DIR
     from ..cohort.outputs import (
         is_name_too_long,
@@ -184,6 +185,7 @@ def run(args: argparse.Namespace) -> int:
     from ..inference import predict
     from ..inference.checks import check_time_axis
     from ..results import (
+        case_name,
         existing_outputs,
         foreign_message,
         foreign_outputs,
@@ -216,8 +218,9 @@ def run(args: argparse.Namespace) -> int:
             if too_long := name_too_long(out, src):
                 raise InputError(too_long)
             foreign = foreign_outputs(out, src) or ([theirs] if args.dicom_seg and (theirs := foreign_seg(out, src)) else [])
-            if foreign:
-                raise InputError(foreign_message(out, src, foreign))
+            orphan = orphaned_mask(out, src) if foreign else None  # (ours, its record deleted: --overwrite keeps it)
+            if foreign and not (orphan and args.overwrite):
+                raise InputError(orphan_message(out, src, case_name(src), *orphan) if orphan else foreign_message(out, src, foreign))
             if args.dicom_seg and not args.overwrite and (seg_only := write_seg_only(out, src, model, request)):
                 record, notes = seg_only  # (finished before with this model and these options, without its SEG)
                 what = (f"wrote only its DICOM SEG ({record['dicom_seg']})" if record["dicom_seg"] else
