@@ -310,9 +310,10 @@ class CorrectWidget(Undockable, QWidget, CorrectForm, ClassList, CorrectExport, 
                 except ValueError as exc:  # (no grey image in its colours: what to do, nothing written)
                     return None, str(exc)
                 image = found[0]
+            left_out.append(_left_out(labels, kwargs))  # (after a refusal nothing is recorded anyway)
             return export_case(image, labels, folder, fmt, **kwargs), found
 
-        worker, kept = work(), kept_state(layer)
+        worker, kept, left_out = work(), kept_state(layer), []
         bar = napari_progress(total=0, desc=f"Exporting {layer.name}")  # export_case reports no steps: busy bar
 
         def done(result):
@@ -324,7 +325,8 @@ class CorrectWidget(Undockable, QWidget, CorrectForm, ClassList, CorrectExport, 
                 add_grey_layer(self.viewer, rgb_layer, found)
             base = movie_id(rec)  # (a time-lapse's frames: 2D cases <base>_t000...; the base is what to type again)
             notify_info(f"{exported_text(rec, labels.shape[0])} to {folder}")
-            layer.metadata[KEPT_KEY] = kept  # (removing it unchanged now, closing the case, loses nothing)
+            if not any(left_out):  # (removing it unchanged now, closing the case, loses nothing)
+                layer.metadata[KEPT_KEY] = kept
             if note:  # (the note attnseg export prints)
                 notify_info(f"{img_name}: note: {note}")
             if not remember_export(folder, fmt, base, kwargs["source_name"]):  # proposed again tomorrow
@@ -355,3 +357,18 @@ class CorrectWidget(Undockable, QWidget, CorrectForm, ClassList, CorrectExport, 
         self.export_bar.visible = True
         worker.start()
         return worker
+
+
+def _left_out(labels: np.ndarray, kwargs: dict) -> bool:
+    """The export leaves out something the user made, so a removal of the mask must still offer it back: a change
+    (against the model's prediction, else any label) on a slice not marked reviewed (exported as 'ignore'), or class
+    ids that Export foreground merges."""
+    if kwargs["foreground"] and labels.max(initial=0) > 1:
+        return True
+    reviewed = kwargs["reviewed_slices"]
+    rest = [] if reviewed is None else sorted(set(range(labels.shape[0])) - {int(z) for z in reviewed})
+    if not rest:
+        return False
+    prediction = kwargs["prediction"]
+    base = np.asarray(prediction)[rest] if prediction is not None and np.shape(prediction) == labels.shape else 0
+    return bool(np.any(labels[rest] != base))

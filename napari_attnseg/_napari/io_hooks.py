@@ -131,7 +131,8 @@ def scan_unit(meta: dict) -> str | None:
 def _in_open_image_unit(kwargs: dict, shape) -> None:
     """napari does not convert units between layers: a mask saved as NIfTI from a layer in nm (written in micron, the
     nearest unit NIfTI names) reopened 1000 times smaller than its image. Its scale is put in the unit of an open image
-    of its shape (the file and the layer's ``spacing`` metadata keep the file's)."""
+    of its shape when that puts it on the image's grid (the file and the layer's ``spacing`` metadata keep the file's);
+    a file whose numbers are the image's already (no unit in its header, read as mm) is left as it is."""
     from ..data.nifti import LENGTH_MM
     from ..data.tiff_meta import tiff_unit
 
@@ -144,12 +145,18 @@ def _in_open_image_unit(kwargs: dict, shape) -> None:
                 or not getattr(layer, "units", None):
             continue
         theirs = tiff_unit(str(layer.units[-1]))
-        if theirs in LENGTH_MM and theirs != here:
-            factor = LENGTH_MM[here] / LENGTH_MM[theirs]
-            kwargs["scale"] = tuple(float(v) * factor for v in kwargs["scale"])
-            if kwargs.get("translate") is not None:
-                kwargs["translate"] = tuple(float(v) * factor for v in kwargs["translate"])
-            kwargs["units"] = (str(layer.units[-1]),) * len(kwargs["scale"])
+        if theirs == here:  # (the mask's unit is this image's: it lies on it as it is)
+            return
+        if theirs not in LENGTH_MM:
+            continue
+        factor = LENGTH_MM[here] / LENGTH_MM[theirs]
+        if not np.allclose(np.abs(np.asarray(kwargs["scale"], float)) * factor,
+                           np.abs(np.asarray(layer.scale, float)[-len(shape):]), rtol=1e-3):
+            continue  # (converted, it would not lie on this image: another image's mask, or its unit not the file's)
+        kwargs["scale"] = tuple(float(v) * factor for v in kwargs["scale"])
+        if kwargs.get("translate") is not None:
+            kwargs["translate"] = tuple(float(v) * factor for v in kwargs["translate"])
+        kwargs["units"] = (str(layer.units[-1]),) * len(kwargs["scale"])
         return
 
 

@@ -92,7 +92,8 @@ def run(args: argparse.Namespace) -> int:
         image = _image_of(args, raw_labels)
         from ..data.mask_input import label_map_warning, looks_like_an_image
 
-        if label_map_warning(image.data, args.image) and looks_like_an_image(raw_labels.data):
+        if label_map_warning(image.data, args.image) and looks_like_an_image(raw_labels.data) \
+                and not label_map_warning(raw_labels.data, args.labels):  # (instance ids of > 20 objects: a mask)
             raise InputError(f"--image {args.image} looks like a label mask and --labels {args.labels} like an image: "
                              "were they swapped? Give the scan as --image and the mask as --labels.")
     keep = True if args.keep_colour else False if args.grey else None
