@@ -6,36 +6,18 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
 import pytest
-import torch
+from test_finetune_budget import _dataset, _slow_steps
 
-from napari_attnseg import create_model, save_model
-from napari_attnseg.checkpoint import ModelCard
-from napari_attnseg.data.export import export_case
 from napari_attnseg.training import trainer as trainer_module
 
 
 @pytest.fixture
 def slow_case(tmp_path, monkeypatch):
     """A one-case dataset, a small start model, and steps slowed to 0.3 s each (a CPU's 3D pace, scaled down)."""
-    lab = np.zeros((12, 32, 32), np.int64)
-    lab[3:9, 10:20, 10:20] = 1
-    img = (lab * 100.0 + 100 + np.random.default_rng(0).normal(0, 20, lab.shape)).astype(np.float32)
-    export_case(img, lab, tmp_path / "ds", "nnunet", reviewed_slices=[1, 4, 6, 8, 10],
-                label_names=["background", "x"])
-    torch.manual_seed(0)
-    start = tmp_path / "start.safetensors"
-    save_model(create_model("unet", spatial_dims=2, features=[4, 8, 16]), start,
-               ModelCard(arch="", config={}, name="start", classes=["background", "x"], tile=[32, 32]))
-    step = trainer_module.Trainer._step
-
-    def slow(self, x, y):
-        time.sleep(0.3)
-        return step(self, x, y)
-
-    monkeypatch.setattr(trainer_module.Trainer, "_step", slow)
-    return tmp_path / "ds", start
+    found = _dataset(tmp_path, reviewed=(1, 4, 6, 8, 10))
+    _slow_steps(monkeypatch, 0.3)
+    return found
 
 
 def test_the_run_says_two_steps_in_that_its_first_epoch_will_not_fit(slow_case, tmp_path):
@@ -115,14 +97,7 @@ def test_a_machine_that_gets_busy_later_in_the_first_epoch_is_still_said(tmp_pat
     from napari_attnseg.inference.prediction import CancelToken
     from napari_attnseg.training import TrainConfig, train
 
-    lab = np.zeros((12, 32, 32), np.int64)
-    lab[3:9, 10:20, 10:20] = 1
-    img = (lab * 100.0 + 100 + np.random.default_rng(0).normal(0, 20, lab.shape)).astype(np.float32)
-    export_case(img, lab, tmp_path / "ds", "nnunet", reviewed_slices=[1, 4, 6, 8, 10], label_names=["background", "x"])
-    torch.manual_seed(0)
-    start = tmp_path / "start.safetensors"
-    save_model(create_model("unet", spatial_dims=2, features=[4, 8, 16]), start,
-               ModelCard(arch="", config={}, name="start", classes=["background", "x"], tile=[32, 32]))
+    ds, start = _dataset(tmp_path, reviewed=(1, 4, 6, 8, 10))
     step, calls = trainer_module.Trainer._step, []
 
     def busier(self, x, y):
@@ -138,6 +113,6 @@ def test_a_machine_that_gets_busy_later_in_the_first_epoch_is_still_said(tmp_pat
             said.append((info["step"], info["warning"]))
             token.cancel()
 
-    train(TrainConfig(dataset=str(tmp_path / "ds"), out=str(tmp_path / "o"), start_model=str(start), minutes=0.5,
+    train(TrainConfig(dataset=str(ds), out=str(tmp_path / "o"), start_model=str(start), minutes=0.5,
                       iters_per_epoch=60, batch_size=2, patch=[32, 32]), on_step=on_step, cancel=token)
     assert len(said) == 1 and said[0][0] > 3 and "one epoch (60 steps)" in said[0][1], said
