@@ -160,7 +160,8 @@ def show_prompt_attention(viewer, result, image, z: int | None, keep_selected=No
         data, scale, translate = data[None], (1.0, *scale), (float(z), *translate)
     selected = viewer.layers.selection.active
     name = given = f"{image.name} prompt attention"
-    if (layer := attention_layer_of(viewer, image)) is not None:  # (renamed with the image, or by the user)
+    added = (layer := attention_layer_of(viewer, image)) is None
+    if layer is not None:  # (renamed with the image, or by the user)
         given = layer.metadata["attnseg"].get("name")
         if layer.name == given and name not in viewer.layers:  # the name it was given follows the image's
             layer.name = given = name
@@ -181,6 +182,10 @@ def show_prompt_attention(viewer, result, image, z: int | None, keep_selected=No
     keep_help(viewer, layer)  # the status bar's note while the layer is selected (it said "use <2> for transform")
     follow(layer, image, scale, translate)  # (a placement set on the image later: it kept the old one until a click)
     layer.visible = True  # hidden when the last object ended
+    if added and keep_selected is not None and keep_selected in viewer.layers:  # the clicks drawn above it: added on
+        at, points = viewer.layers.index(layer), viewer.layers.index(keep_selected)  # top, it hid them (it peaks
+        if at > points:  # at the click: 0.8 opacity of its brightest colour over the marker)
+            viewer.layers.move(at, points)
     if keep_selected is not None and selected is keep_selected and keep_selected in viewer.layers:
         viewer.layers.selection.active = keep_selected
 

@@ -140,15 +140,21 @@ class ResultLayers:
                         f"gates, so {name} gets no attention heatmaps; choose an attention model (Attention U-Net, "
                         "msga, TransFuse, e.g. a bundled one) to see where a model looks.")
         fresh = {kwargs["name"] for _, kwargs, _ in pending}
+        source, token = (geometry or {}).get("attnseg_source_uid"), getattr(self, "_token", None)
         for layer in list(self.viewer.layers):  # an earlier run's heatmaps this run has none of: stale, removed
-            if layer.name.startswith(f"{name} attention ") and "level" in (layer.metadata.get("attnseg") or {}) \
-                    and layer.name not in fresh:
+            # (also those of this image named after its former name: renamed, it got a second set, both shown)
+            on_source = source is not None and (layer.metadata.get(FOLLOW_KEY) or {}).get("image") == source
+            if layer.name in fresh or not (on_source or layer.name.startswith(f"{name} attention ")):
+                continue
+            if "level" in (layer.metadata.get("attnseg") or {}):
                 self.viewer.layers.remove(layer)
+            elif on_source and layer.visible and "attnseg_hash" in layer.metadata \
+                    and not layer.name.startswith(f"{name} mask"):  # its mask then: kept (corrections?), hidden
+                layer.visible = False
         drop_stale_uncertainty(self.viewer, name)  # (N's map of the last run's probabilities)
         self._showing = True
         previous = [None]  # this run's layer shown last
         made: list[tuple[str, str, bool]] = []  # (layer name, kind, added new) of the layers shown so far
-        source, token = (geometry or {}).get("attnseg_source_uid"), getattr(self, "_token", None)
 
         def step():
             if is_deleted(self) or getattr(self.viewer.window, "_qt_window", None) is None:  # the viewer closed
