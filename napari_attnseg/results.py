@@ -296,13 +296,12 @@ def write_prediction(out: str | os.PathLike, src: str | os.PathLike, vol, model,
         seg = write_seg(out, src, vol, model, pred, name, say if np.asarray(pred.labels).nbytes >= SAY_FROM_BYTES
                         else None, written) if dicom_seg else None
         reference = _link_input(out, src, name)
-        record = _record(src, reference, model, pred, written)
+        record = _record(src, reference, model, pred, written)  # (+ the input's digest: a copy without its time is the same scan)
         record.update(mask=written[0].name, probability=written[1].name if pred.probabilities is not None else None,
                       attention=maps, shape=list(pred.labels.shape), spacing=list(vol.spacing), dicom_seg=seg,
                       request=_jsonable(request), output_stats={p.name: _stat(p) for p in written},
                       **({"unit": unit} if (unit := spacing_unit(vol.meta)) else {}), **_channel_of(vol),
-                      **({} if set(extra or {}) & {"input_sha256", "images_sha256"} else input_identity(src)),  # (a copy
-                      **(extra or {}))  # without its time is the same scan: results_layers.input_changed)
+                      **({} if set(extra or {}) & {"input_sha256", "images_sha256"} else input_identity(src)), **(extra or {}))
         with room_for(record_path(out, src, name), out, src, pred):
             write_json_atomic(record_path(out, src, name), record)  # the commit point
     except Exception:  # Ctrl+C or a kill leaves the marker and what was written, like a crash (see case_state)
