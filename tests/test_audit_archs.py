@@ -151,6 +151,23 @@ def test_a_click_models_maps_are_placed_on_its_own_grid():
                for m in res.attention)
 
 
+def test_a_click_prior_on_msga_peaks_on_the_grid_pixel_over_the_click():
+    """The SMCA prior of a promptable msga's position attention was computed for a grid centred mid-block (4i + 1.5),
+    while msga's 1/4 grid sits on input pixels 0, 4, 8, ...: a click on input pixel (16, 16), the centre of grid pixel
+    (4, 4), got its peak split over grid pixels 3 and 4 (the value 1.5 px off)."""
+    from napari_attnseg.prompts.convert import KeyPrior, make_promptable
+
+    model = make_promptable(create_model("msga", in_channels=1, out_channels=2).eval())
+    prior = next(m for m in model.modules() if isinstance(m, KeyPrior))
+    ctx = prior.prompt_context
+    ctx.set([np.array([[16.0, 16.0]])], [np.array([1])])
+    ctx.input_shape = (64, 64)
+    g_pos, _ = ctx.bumps((16, 16), None, 1, "cpu", torch.float32, prior.origin)
+    assert tuple(np.unravel_index(int(g_pos[0].argmax()), (16, 16))) == (4, 4)
+    assert float(g_pos[0, 4, 4]) == pytest.approx(1.0)
+    ctx.clear()
+
+
 def test_planes_of_a_two_channel_tiff_given_to_a_two_channel_model_get_no_z_stack_note(tmp_path):
     """A (2, Y, X) TIFF without axis names given to a 2-channel 2D model: the run used the planes as the model's two
     channels, but the note said they were "segmented as a z-stack slice by slice" and advised --channel K, which

@@ -95,9 +95,11 @@ class PromptContext:
     def active(self) -> bool:
         return self.points is not None and any(len(p) for p in self.points)
 
-    def bumps(self, grid: Sequence[int], stride: Sequence[float] | None, batch: int, device, dtype):
+    def bumps(self, grid: Sequence[int], stride: Sequence[float] | None, batch: int, device, dtype,
+              origin: Sequence[float] | None = None):
         """``(G_pos, G_neg)``, each (B, *grid) in [0, 1] on a grid of the given stride (input pixels
-        per grid pixel; default: input shape / grid); ``None`` without clicks."""
+        per grid pixel; default: input shape / grid) whose pixel 0 is centred on input pixel ``origin``
+        (default: mid-block, ``(stride - 1) / 2``); ``None`` without clicks."""
         if not self.active:
             return None
         grid = tuple(int(g) for g in grid)
@@ -106,13 +108,14 @@ class PromptContext:
                 return None
             stride = tuple(s / g for s, g in zip(self.input_shape, grid))
         stride = tuple(float(s) for s in stride)
-        key = (grid, stride, batch, str(device), dtype)
+        origin = tuple((s - 1) / 2 for s in stride) if origin is None else tuple(float(o) for o in origin)
+        key = (grid, stride, origin, batch, str(device), dtype)
         if key in self._cache:
             return self._cache[key]
         if len(self.points) not in (1, batch):
             raise InputError(f"Clicks were set for {len(self.points)} images but the batch holds {batch}.")
         sigma2 = self.beta * float(np.mean(stride)) ** 2
-        axes = [(np.arange(g) + 0.5) * s - 0.5 for g, s in zip(grid, stride)]  # centres in input pixels
+        axes = [o + np.arange(g) * s for g, s, o in zip(grid, stride, origin)]  # centres in input pixels
         out = np.zeros((2, batch, *grid), np.float32)
         for b in range(batch):
             pts = self.points[b if len(self.points) > 1 else 0]
@@ -180,10 +183,11 @@ class KeyPrior(nn.Module):
     """SMCA's ``lambda_h * log(eps + G)`` over the keys, per head, positive and negative each own."""
 
     def __init__(self, context: PromptContext, heads: int, with_prior: int, init: float,
-                 stride: Sequence[int] | None = None):
+                 stride: Sequence[int] | None = None, origin: Sequence[float] | None = None):
         super().__init__()
         self.prompt_context = context
         self.stride = tuple(stride) if stride is not None else None
+        self.origin = tuple(origin) if origin is not None else None  # None: the grid's pixels centred on blocks
         self.heads = heads
         self.pos = nn.Parameter(torch.full((heads,), _raw_for(init)))
         self.neg = nn.Parameter(torch.full((heads,), _raw_for(init)))
@@ -194,7 +198,7 @@ class KeyPrior(nn.Module):
         stride = self.stride
         if stride is not None and self.prompt_context.input_shape is not None and not grid:
             grid = tuple(s // st for s, st in zip(self.prompt_context.input_shape, stride))
-        g = self.prompt_context.bumps(grid, stride, batch, device, torch.float32)
+        g = self.prompt_context.bumps(grid, stride, batch, device, torch.float32, self.origin)
         if g is None:
             return None
         eps = self.prompt_context.eps
@@ -203,6 +207,17 @@ class KeyPrior(nn.Module):
         lam_p = (_softplus(self.pos) * self.mask).view(1, -1, 1, 1)
         lam_n = (_softplus(self.neg) * self.mask).view(1, -1, 1, 1)
         return (lam_p * lp[:, None, None] + lam_n * ln[:, None, None]).to(dtype)
+
+
+def _grid_origin(model: nn.Module) -> tuple[float, ...] | None:
+    """The input pixel that pixel 0 of the model's attention maps is centred on (msga: 0, its 1/4 grid is made by
+    stride-2 3x3 convolutions, not blocks), so a click's prior peaks where the click is; None without maps."""
+    strides = getattr(model, "attention_strides", None)
+    if not strides:
+        return None
+    from ..inference.forward import map_centre
+
+    return map_centre(model, next(iter(strides)))
 
 
 class PromptResidual(nn.Module):
@@ -331,8 +346,8 @@ def make_promptable(model: nn.Module, **options: Any) -> nn.Module:
         for m in model.modules():
             if isinstance(m, GridAttentionGate):
                 m.prompt_bias = GateBias(context, opts["scale_init"])
-            elif isinstance(m, PositionAttention):
-                m.prompt_bias = KeyPrior(context, 1, 1, opts["scale_init"])
+            elif isinstance(m, PositionAttention):  # on msga's 1/4 grid, whose pixel i is centred on input pixel 4i
+                m.prompt_bias = KeyPrior(context, 1, 1, opts["scale_init"], origin=_grid_origin(model))
             elif isinstance(m, TransformerBlock):
                 m.prompt_bias = KeyPrior(context, m.heads, (m.heads + 1) // 2, opts["scale_init"],
                                          stride=strides.get("vit tokens", (16, 16)))
