@@ -101,3 +101,30 @@ def test_a_heatmap_level_removed_by_hand_comes_back_in_its_place(segment_panel, 
         assert done.args == [True], w.messages
         names = [ly.name for ly in viewer.layers if ly.name.startswith("cells attention ")]
         assert names == ["cells attention level2", "cells attention level3", "cells attention level4"]
+
+
+def test_the_mask_lies_above_its_heatmaps_after_a_run_and_when_a_record_is_reopened(segment_panel, qtbot,
+                                                                                      tiny_checkpoint, tmp_path):
+    """The finest heatmap is shown at opacity 0.8: added above the mask, it tinted the mask where the model looked
+    (on the object being corrected). The probability and heatmaps go below the mask, in the run's order; a record
+    reopened in napari is laid out the same way."""
+    from napari_attnseg._napari.record_reader import get_prediction_reader
+
+    viewer, w = segment_panel
+    viewer.add_image(np.random.default_rng(0).random((70, 90)).astype(np.float32), name="cells")
+    w.add_model(tiny_checkpoint(2))
+    with qtbot.waitSignal(w.run_done, timeout=60000) as done:
+        assert w.run() is not None
+    assert done.args == [True], w.messages
+    names = [ly.name for ly in viewer.layers]
+    assert names == ["cells", "cells probability", "cells attention level2", "cells attention level3",
+                     "cells attention level4", "cells mask"]
+    import tifffile
+
+    from napari_attnseg.cli import main
+    tifffile.imwrite(tmp_path / "cells.tif", np.random.default_rng(1).random((64, 64)).astype(np.float32))
+    ckpt = tiny_checkpoint(2)
+    assert main(["predict", str(tmp_path / "cells.tif"), "--model", str(ckpt), "--out", str(tmp_path / "o")]) == 0
+    layers = get_prediction_reader(str(tmp_path / "o" / "cells_predict.json"))(str(tmp_path / "o" / "cells_predict.json"))
+    kinds = [kind for _, _, kind in layers]
+    assert kinds[-1] == "labels" and kinds.count("labels") == 1 and kinds[0] == "image"

@@ -26,6 +26,9 @@ def get_prediction_reader(path):
         from .io_hooks import _viewer
 
         layers = record_layers(p)  # errors name the record and the missing file; napari shows them
+        # napari adds them in this order, each on top: the mask last, above its heatmaps, as the Segment panel
+        # shows a run's (a heatmap at opacity 0.8 over the mask tinted it where the model looked: on the object)
+        layers = [t for t in layers if t[2] != "labels"] + [t for t in layers if t[2] == "labels"]
         token = uuid.uuid4().hex
         for _data, kwargs, _kind in layers:  # (napari adds them in this order: the image first)
             kwargs["metadata"] = {**(kwargs.get("metadata") or {}), READ_KEY: token}

@@ -7,6 +7,7 @@ import re
 import weakref
 
 import numpy as np
+from napari.layers import Labels
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QMessageBox
 
@@ -177,8 +178,11 @@ class ResultLayers:
             if new and previous[0] is not None and previous[0] in self.viewer.layers:  # keep the run's order: a
                 layers = self.viewer.layers  # level removed by hand came back on top (level2, level4, level3)
                 i, j = layers.index(previous[0]), layers.index(layer)
-                if j != i + 1:
-                    layers.move(j, i + 1)
+                # the probability and heatmaps go below the mask (at opacity 0.8 a heatmap over it tinted the
+                # mask where the model looked, on the object being corrected); the rest after the one before
+                at = i if kind != "labels" and isinstance(previous[0], Labels) else i + 1
+                if j != at:
+                    layers.move(j, at)
             previous[0] = layer
             QTimer.singleShot(15, step)  # let the paint and input events queued meanwhile run first
 
