@@ -7,7 +7,9 @@ on Linux (``$XDG_CONFIG_HOME``), ``~/Library/Preferences/napari-attnseg`` on mac
 ``%APPDATA%\\napari-attnseg`` on Windows.
 
 Reading never fails (a missing, unreadable or damaged file reads as no settings); writing replaces the file in
-one step (a crash leaves the old file or the new one, never half of one) and returns False when it could not.
+one step (a crash leaves the old file or the new one, never half of one) and returns False when it could not. A
+damaged file (not a JSON object: edited by hand, say) is kept as ``settings.json.damaged`` before the new one is
+written.
 """
 
 from __future__ import annotations
@@ -55,6 +57,8 @@ def update_settings(**values: Any) -> bool:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        if _damaged(path):  # (edited by hand, say): kept beside, not replaced unseen
+            os.replace(path, path.with_name(f"{path.name}.damaged"))
         tmp.write_text(json.dumps(merged, indent=1, sort_keys=True), encoding="utf-8")
         os.replace(tmp, path)
     except OSError:
@@ -64,6 +68,20 @@ def update_settings(**values: Any) -> bool:
             pass
         return False
     return True
+
+
+def _damaged(path: Path) -> bool:
+    """``path`` exists but does not read as a JSON object (the new settings would replace what it held)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return False
+    except (OSError, ValueError):
+        return True
+    try:
+        return not isinstance(json.loads(text), dict)
+    except ValueError:
+        return True
 
 
 def remember_export(dataset: str | os.PathLike, format: str, case_id: str | None = None,

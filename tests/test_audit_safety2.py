@@ -147,3 +147,21 @@ def test_the_finetune_tab_refuses_an_output_named_like_a_listed_model(tmp_path, 
                card={"name": "mine", "description": "test", "tile": [32, 32]})
     text = output_problem(str(folder / "mine"), str(tmp_path / "ds"))
     assert text and "would not be listed" in text, text
+
+
+def test_a_damaged_settings_file_is_kept_beside_the_new_one(tmp_path):
+    """A settings file that does not read as JSON (edited by hand, a typo) was replaced by the next export's settings
+    without a word: what it held was gone. It is kept as settings.json.damaged."""
+    from napari_attnseg.settings import last_export, remember_export, settings_path
+
+    path = settings_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text('{"last_export": {"dataset": "/data/ds", }', encoding="utf-8")  # a trailing comma
+    (tmp_path / "ds").mkdir()
+    (tmp_path / "ds" / "manifest.json").write_text("{}", encoding="utf-8")
+    assert remember_export(tmp_path / "ds", "nnunet")
+    assert path.with_name("settings.json.damaged").read_text(encoding="utf-8").startswith('{"last_export"')
+    assert last_export()["dataset"] == str(tmp_path / "ds")
+    assert remember_export(tmp_path / "ds", "tiff")  # a good file is replaced as before, the copy left alone
+    assert last_export()["format"] == "tiff"
+    assert path.with_name("settings.json.damaged").read_text(encoding="utf-8").endswith('"/data/ds", }')
