@@ -17,7 +17,7 @@ from napari_attnseg.models.registry import user_models_dir
 
 def test_a_case_deleted_by_hand_says_how_to_use_the_dataset_again(tmp_path, case):
     """Two rounds exported; the clinician deletes round 1's files by hand (a bad case). Fine-tuning then refused
-    the whole dataset with 'file ... is missing from the dataset' and no way out (no command removes a case)."""
+    the whole dataset with 'file ... is missing from the dataset' and no way out (now: attnseg dataset --remove)."""
     image, labels = case
     ds = tmp_path / "ds"
     first = export_case(image, labels, ds, "nnunet", reviewed_slices=[0, 1, 2, 3, 4, 5])
@@ -27,7 +27,7 @@ def test_a_case_deleted_by_hand_says_how_to_use_the_dataset_again(tmp_path, case
     with pytest.raises(DatasetError) as err:
         read_dataset(ds)
     text = str(err.value)
-    assert f"--case-id {first.case_id} --overwrite" in text and "manifest.json" in text, text
+    assert f"--case-id {first.case_id} --overwrite" in text and f"--remove {first.case_id}" in text, text
 
 
 def _model(path):

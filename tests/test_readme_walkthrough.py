@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
 DOCS = REPO / "docs"
 CLI_MD = DOCS / "cli.md"
-SUBCOMMANDS = ("demo", "models", "predict", "evaluate", "export", "train", "finetune", "suggest")
+SUBCOMMANDS = ("demo", "models", "predict", "evaluate", "export", "dataset", "train", "finetune", "suggest")
 _FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.S | re.M)
 _OPTION = re.compile(r"(?<![\w-])(--?[a-zA-Z][\w-]*)")
 

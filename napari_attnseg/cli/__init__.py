@@ -19,7 +19,7 @@ from .._version import __version__
 from ..errors import AttnSegError
 
 # order shown in --help
-SUBCOMMANDS = ("demo", "models", "predict", "evaluate", "export", "train", "finetune", "suggest")
+SUBCOMMANDS = ("demo", "models", "predict", "evaluate", "export", "dataset", "train", "finetune", "suggest")
 _ARGV: ContextVar[list[str] | None] = ContextVar("attnseg_argv", default=None)  # what main parses, for the usage hints
 
 
@@ -30,6 +30,7 @@ INTERRUPTED = {
     "finetune": "the run had not started: nothing was trained or written; run the same command again",
     "train": "the run had not started: nothing was trained or written; run the same command again",
     "export": "the dataset is as before this export, or finished by the next export (crash-safe): export again",
+    "dataset": "the case is listed as before, or removed and kept in the dataset's removed/ folder (crash-safe)",
     "evaluate": "nothing was written; run the same command again",
     "suggest": "nothing was written; run the same command again",
 }

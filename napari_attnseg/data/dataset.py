@@ -205,8 +205,9 @@ def read_dataset(path: str | os.PathLike) -> Dataset:
                      "and 'Replace the case'), or" if manifest is not None else "")
             raise DatasetError(f"Case {case.case_id}: {', '.join(map(str, missing))} {'is' if len(missing) == 1 else 'are'} "
                                f"missing from the dataset {root}, which still lists the case (files deleted by hand?). "
-                               f"Put {'it' if len(missing) == 1 else 'them'} back,{again} remove the case's entry from "
-                               f"{MANIFEST if manifest is not None else 'its list of cases'}.")
+                               f"Put {'it' if len(missing) == 1 else 'them'} back,{again} take the case out ("
+                               + (f"attnseg dataset {root} --remove {cid}" if manifest is not None else
+                                  "remove its entry from its list of cases") + ").")
     return Dataset(root, fmt, cases, names, ignore, digest)
 
 
