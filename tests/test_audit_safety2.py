@@ -65,9 +65,10 @@ def test_replacing_a_case_that_holds_another_scan_is_refused(tmp_path, case):
     other = export_case(image[::-1].copy(), labels[::-1].copy(), ds, "nnunet", reviewed_slices=[0, 1, 2],
                         source_name="p2.nii.gz")
     kept = (ds / "labelsTr" / f"{other.case_id}.nii.gz").read_bytes()
-    with pytest.raises(DatasetError, match="holds another image"):
+    with pytest.raises(DatasetError, match="holds another image") as refused:
         export_case(image, labels, ds, "nnunet", reviewed_slices=[0, 1, 2, 3], source_name="p1.nii.gz",
                     case_id=other.case_id, overwrite=True)
+    assert f"attnseg dataset {ds} --remove {other.case_id}" in str(refused.value)  # (no CLI-only --source-name)
     assert (ds / "labelsTr" / f"{other.case_id}.nii.gz").read_bytes() == kept
     assert [c["source_name"] for c in read_manifest(ds)["cases"]] == ["p1.nii.gz", "p2.nii.gz"]
     # its own case is still replaced, as before

@@ -359,8 +359,8 @@ def _refuse_other_image(manifest: dict, case_id: str, source_name: str | None, i
                        f"{str(old.get('exported', '?'))[:10]}): replacing it with {source_name} would delete that image "
                        f"and its labels from the dataset; nothing was written. Check the case id"
                        f"{f' ({source_name} is in ' + ', '.join(same) + ')' if same else ''}, or leave it empty for a new "
-                       f"case. If it is that scan under another file name: attnseg export --source-name "
-                       f"{old['source_name']} ... replaces the case.")
+                       f"case. If it is meant to replace that case: take the case out first (attnseg dataset "
+                       f"{folder} --remove {case_id}; its files are kept in {folder / 'removed'}), then export again.")
 
 
 def _channels(folder: Path, given: Sequence[str] | None, default: Sequence[str] | None,
