@@ -128,3 +128,25 @@ def test_the_mask_lies_above_its_heatmaps_after_a_run_and_when_a_record_is_reope
     layers = get_prediction_reader(str(tmp_path / "o" / "cells_predict.json"))(str(tmp_path / "o" / "cells_predict.json"))
     kinds = [kind for _, _, kind in layers]
     assert kinds[-1] == "labels" and kinds.count("labels") == 1 and kinds[0] == "image"
+
+
+def test_a_record_without_heatmaps_says_why_when_reopened(tmp_path, tiny_checkpoint, notifications):
+    """A record of `attnseg predict` without --attention (the default) reopened in napari showed the mask and no
+    heatmap, without a word on why (the heatmaps are what the plugin is for)."""
+    import tifffile
+
+    from napari_attnseg._napari.record_reader import get_prediction_reader
+    from napari_attnseg.cli import main
+
+    tifffile.imwrite(tmp_path / "cells.tif", np.random.default_rng(1).random((64, 64)).astype(np.float32))
+    ckpt = str(tiny_checkpoint(2))
+    for out, extra in (("plain", []), ("maps", ["--attention"])):
+        assert main(["predict", str(tmp_path / "cells.tif"), "--model", ckpt, "--out", str(tmp_path / out), *extra]) == 0
+        record = str(tmp_path / out / "cells_predict.json")
+        notifications.clear()
+        get_prediction_reader(record)(record)
+        said = [str(n.message) for n in notifications if "saved no attention heatmaps" in str(n.message)]
+        if out == "plain":
+            assert said and "run it again with --attention" in said[0], [str(n.message) for n in notifications]
+        else:
+            assert not said, said

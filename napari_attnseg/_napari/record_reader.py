@@ -29,6 +29,12 @@ def get_prediction_reader(path):
         # napari adds them in this order, each on top: the mask last, above its heatmaps, as the Segment panel
         # shows a run's (a heatmap at opacity 0.8 over the mask tinted it where the model looked: on the object)
         layers = [t for t in layers if t[2] != "labels"] + [t for t in layers if t[2] == "labels"]
+        if not any("level" in ((kw.get("metadata") or {}).get("attnseg") or {}) for _, kw, _ in layers):
+            from ._common import notify_info  # (heatmaps are what this plugin shows: say why there are none)
+
+            notify_info(f"{p}: this run saved no attention heatmaps (attnseg predict saves them with --attention, for "
+                        "a model with attention gates); to see where the model looked, run it again with --attention, "
+                        "or open the image and Run it in the Segment panel.")
         token = uuid.uuid4().hex
         for _data, kwargs, _kind in layers:  # (napari adds them in this order: the image first)
             kwargs["metadata"] = {**(kwargs.get("metadata") or {}), READ_KEY: token}
