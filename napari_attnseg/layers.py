@@ -164,10 +164,10 @@ def attention_help(amap: AttentionMap, sizes: list[float], count: int, arch: str
     less than :data:`FLAT_SPAN` shows as an even veil on the fixed 0-1 scale: the note says so and how to see
     its pattern."""
     size = " x ".join(f"{s:.3g}" for s in amap.scale) + " image pixels"
-    if where is not None and any(abs(float(w) - 1.0) > 1e-9 for w in where.scale):
+    if where is not None and any(abs(abs(float(w)) - 1.0) > 1e-9 for w in where.scale):
         units = {u for u in (where.units or ()) if u and u != "pixel"}
         unit = f" {units.pop()}" if len(units) == 1 else ""
-        world = " x ".join(f"{float(a) * float(w):.3g}" for a, w in zip(amap.scale, where.scale))
+        world = " x ".join(f"{float(a) * abs(float(w)):.3g}" for a, w in zip(amap.scale, where.scale))  # (flipped)
         finer = "; shown on the image's slices where finer" if min(amap.scale) < 1 else ""
         size += f" ({world}{unit}{finer})"
     own, lo, hi = float(np.prod(amap.scale)), min(sizes), max(sizes)

@@ -219,8 +219,9 @@ class CorrectForm:
         units = [str(u) for u in getattr(layer, "units", ())] or ["pixel"]
         unit = _SHORT.get(units[-1], "" if units[-1] == "pixel" else units[-1]) or "units"
         voxel, r, cubed = float(np.prod(scale)), int(self.radius_spin.value), unit + ("³" if len(scale) == 3 else "²")
-        self.size_spin.tooltip = (f"{SIZE_TIP}. On {layer.name} one voxel is {' x '.join(f'{v:g}' for v in scale)} "
-                                  f"{unit}, {voxel:.3g} {cubed}: {self.size_spin.value} voxels = "
+        one = "voxel" if len(scale) == 3 else "pixel"  # (a 2D mask's: pixels, um²)
+        self.size_spin.tooltip = (f"{SIZE_TIP}. On {layer.name} one {one} is {' x '.join(f'{v:g}' for v in scale)} "
+                                  f"{unit}, {voxel:.3g} {cubed}: {self.size_spin.value} {one}s = "
                                   f"{self.size_spin.value * voxel:.3g} {cubed}")
         reach = (f", reaching {int(r * min(scale) / scale[0] + 1e-6)} slices up and down ({scale[0]:g} {unit} "
                  "slices)" if len(scale) == 3 else "")

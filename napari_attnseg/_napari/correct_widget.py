@@ -204,13 +204,15 @@ class CorrectWidget(Undockable, QWidget, CorrectForm, ClassList, CorrectExport, 
         layer = self.viewer.layers[name]
         rev = self._reviewed(layer)
         self.reviewed_label.value = "Reviewed slices: " + (correct.format_slice_ranges(rev) if rev else "none")
+        unit = "voxels" if layer.ndim == 3 else "pixels"  # (a 2D mask's counts said 'voxels')
+        self.size_unit.value = unit
         pred = layer.metadata.get("attnseg_prediction")
         if pred is not None and np.shape(pred) == layer.data.shape:
             stats = self._edit_stats(layer, pred)  # kept up to date edit by edit; counted anew in a worker
             if stats is None:
                 self.stats_label.value = self.stats_label.value or "Edits vs prediction: counting..."
                 return
-            parts = [f"class {c}: +{s['added']} / -{s['removed']} voxels, Dice {s['dice']:.3f}" for c, s in stats["per_class"].items()]
+            parts = [f"class {c}: +{s['added']} / -{s['removed']} {unit}, Dice {s['dice']:.3f}" for c, s in stats["per_class"].items()]
             self.stats_label.value = "Edits vs prediction: " + ("; ".join(parts) if parts else "none")
             layer.metadata["attnseg_edit_stats"] = stats
         else:
