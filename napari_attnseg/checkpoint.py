@@ -113,6 +113,9 @@ def save_model(
     card.weights_sha256 = tensors_sha256(tensors)
     card_json = json.dumps(card.to_dict(), indent=2, sort_keys=True)
     path.parent.mkdir(parents=True, exist_ok=True)
+    # the old card beside goes first: a save stopped between the two files (killed, power lost) leaves the new weights
+    # without one (their card inside is read), not with the old weights' card, refused as 'edited' (a run's best lost)
+    path.with_suffix(".json").unlink(missing_ok=True)
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={_META_KEY: card_json}))
     atomic_write(path.with_suffix(".json"), lambda tmp: Path(tmp).write_text(card_json + "\n"))
     return card

@@ -32,9 +32,11 @@ class Run:
     def cleanup(self) -> None:
         """No model was saved: remove the output folder (and the parents) this run created, when it holds only
         the run's own files. A folder that existed before, or holds anything else, is left alone."""
+        from ..training.out_lock import busy
+
         out = self.out
-        if self.created is None or not out.is_dir() or not {p.name for p in out.iterdir()} <= RUN_FILES:
-            return
+        if self.created is None or not out.is_dir() or not {p.name for p in out.iterdir()} <= RUN_FILES or busy(out):
+            return  # (busy: another run writes there; this one was refused, its files are not ours)
         for name in RUN_FILES:
             if (out / name).is_file():
                 (out / name).unlink()
@@ -149,6 +151,10 @@ def output_problem(out: str, dataset: str) -> str | None:
         return (f"Output folder {out} is {what}: the model's files would be mixed with the dataset's files inside the "
                 f"dataset; choose a folder beside it (e.g. {beside_dataset(Path(dataset).expanduser())}) or a new "
                 f"folder of its own in it (e.g. {dataset_root(Path(dataset).expanduser()) / 'model'}).")
+    from ..training.out_lock import busy
+
+    if busy(path):  # (another panel's run, or attnseg finetune: they would replace each other's model)
+        return f"A fine-tuning run is writing to {out} (another panel or a terminal); choose another output folder."
     if (path / "best.safetensors").exists():
         return f"{out} already holds a model; choose a new output folder so it is not overwritten."
     from ..models.registry import unlisted_run

@@ -130,6 +130,9 @@ def check_out(args: argparse.Namespace) -> None:
     if clash := unlisted_run(out):  # (checked before the run: its model would be hidden behind the other one)
         raise InputError(f"--out {out}: {clash}, so the new model would not be listed and --model {out.name} would load "
                          f"the other one. Choose another name, e.g. --out {shlex.quote(str(out.with_name(model_name_of(out.name + '-2'))))}.")
+    from ..training.out_lock import acquire
+
+    acquire(out)  # (held to the run's end: a second run into OUT is refused before it moves or reads anything)
     found = [name for name in MODEL_FILES if (out / name).exists()]
     if found and not (args.resume or args.overwrite):
         raise InputError(f"{out} already holds a model ({', '.join(found)}); choose a new --out, pass --resume to "

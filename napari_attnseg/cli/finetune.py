@@ -44,20 +44,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from .._paths import expand_user_args
     from ..training import TrainConfig
+    from ..training.class_checks import class_warnings
+    from ..training.out_lock import release
 
     expand_user_args(args, "dataset", "out", "split")  # ("~/..." quoted for its spaces: not a folder named '~')
     if args.overwrite and not args.resume:
         refuse_start_in_out(args.model, Path(args.out))
-    check_out(args)
-    from ..training.class_checks import class_warnings
-
-    for warning in class_warnings(args.model, args.dataset):  # before the run, where it is read
-        print(warning, file=sys.stderr)
-    cfg = TrainConfig(start_model=args.model, freeze_encoder=args.freeze_encoder, prompts=args.prompts,
-                      freeze_bn=False if args.train_bn else None, l2sp=args.l2sp, hard_negatives=args.hard_negatives, refit=args.refit,
-                      far_negatives=args.far_negatives,
-                      **config_kwargs(args))
-    return run_training(cfg)
+    try:  # (check_out takes OUT's lock: held to the run's end, a second run into OUT is refused)
+        check_out(args)
+        for warning in class_warnings(args.model, args.dataset):  # before the run, where it is read
+            print(warning, file=sys.stderr)
+        cfg = TrainConfig(start_model=args.model, freeze_encoder=args.freeze_encoder, prompts=args.prompts,
+                          freeze_bn=False if args.train_bn else None, l2sp=args.l2sp, hard_negatives=args.hard_negatives,
+                          refit=args.refit, far_negatives=args.far_negatives, **config_kwargs(args))
+        return run_training(cfg)
+    finally:
+        release(args.out)
 
 
 def refuse_start_in_out(model: str, out: Path) -> None:

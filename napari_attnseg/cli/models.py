@@ -82,6 +82,9 @@ def _add(source: str, name: str | None) -> int:
     if name in bundled_models():
         raise InputError(f"{name!r} is a bundled model's name; give this one another with --name NAME.")
     taken = user_models()[0].get(name)
+    if taken is None and (folder / name).is_dir() and not target.exists():  # (a run writing its model there)
+        raise InputError(f"Your models folder already has a folder {folder / name} (a training run writes its model "
+                         "there); nothing was added. Give this one another name with --name NAME.")
     if taken is not None or target.exists() or target.with_suffix(".json").exists() or (folder / name).exists():
         raise InputError(f"Your models folder already has {name!r} ({taken or target}); nothing was replaced. Give "
                          "this one another name with --name NAME, or delete the old one first.")

@@ -171,6 +171,7 @@ def run(args: argparse.Namespace) -> int:
     from ..cohort.cases import read_for_model
     from ..cohort.held import orphan_message, orphaned_mask
     from ..cohort.inputs import EDITED_DIR
+    from ..cohort.lock import CaseLock, lock_path
     from ..cohort.outputs import (
         is_name_too_long,
         keep_edited_mask,
@@ -212,11 +213,16 @@ def run(args: argparse.Namespace) -> int:
     if args.attention and not getattr(model, "attention_strides", None):  # (it wrote no map, silently)
         print(f"note: {model.card.name or args.model} ({model.arch}) has no attention gates; --attention writes no "
               "maps for it.", file=sys.stderr)
-    failed, finished = 0, []
+    failed, finished, made = 0, [], not out.exists()
     for src in inputs:
+        lock = CaseLock(lock_path(out, src))  # (the cohort's lock of the case: two runs at once both wrote it, unsaid)
         try:
             if too_long := name_too_long(out, src):
                 raise InputError(too_long)
+            out.mkdir(parents=True, exist_ok=True)
+            if (holder := lock.try_acquire()) is not None:
+                raise InputError(f"{holder.describe()} is computing it into {out}; run this again when that run has "
+                                 "ended (its outputs are then there: --overwrite replaces them)")
             foreign = foreign_outputs(out, src) or ([theirs] if args.dicom_seg and (theirs := foreign_seg(out, src)) else [])
             orphan = orphaned_mask(out, src) if foreign else None  # (ours, its record deleted: --overwrite keeps it)
             if foreign and not (orphan and args.overwrite):
@@ -295,6 +301,10 @@ def run(args: argparse.Namespace) -> int:
             failed += 1
             print(f"{src}: error: unexpected {type(exc).__name__}: {exc} (set ATTNSEG_DEBUG=1 for the traceback)",
                   file=sys.stderr)
+        finally:
+            lock.release()
+    if made and out.is_dir() and not any(out.iterdir()):  # (every input refused: no empty --out left)
+        out.rmdir()
     if failed:
         print(f"{failed} of {len(inputs)} inputs failed", file=sys.stderr)
     return 1 if failed else 0

@@ -46,9 +46,13 @@ def architecture_options(text: str, dims: int | None) -> tuple[dict, int | None]
 def run(args: argparse.Namespace) -> int:
     from .._paths import expand_user_args
     from ..training import TrainConfig
+    from ..training.out_lock import release
 
     expand_user_args(args, "dataset", "out", "split")  # ("~/..." quoted for its spaces: not a folder named '~')
-    check_out(args)
-    model_config, dims = architecture_options(args.config, args.dims)
-    cfg = TrainConfig(arch=args.arch, model_config=model_config, spatial_dims=dims, **config_kwargs(args))
-    return run_training(cfg)
+    try:  # (check_out takes OUT's lock: held to the run's end)
+        check_out(args)
+        model_config, dims = architecture_options(args.config, args.dims)
+        cfg = TrainConfig(arch=args.arch, model_config=model_config, spatial_dims=dims, **config_kwargs(args))
+        return run_training(cfg)
+    finally:
+        release(args.out)

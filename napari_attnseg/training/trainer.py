@@ -53,6 +53,7 @@ from .budget import TimeBudget, _duration
 from .card import CardWriter
 from .config import AUGMENT_PROBABILITIES, TrainConfig, TrainResult, check_config
 from .far import FarNegatives
+from .out_lock import keep_folder, run_lock
 from .refit import Refit
 from .setup import RunSetup
 from .split import Split, make_split
@@ -167,6 +168,7 @@ class Trainer(Validation, WeightUpdate, RunSetup, CardWriter, Refit, FarNegative
     def fit(self) -> TrainResult:
         cfg, dist, main = self.cfg, self.dist, self.dist.is_main
         self.out.mkdir(parents=True, exist_ok=True)
+        keep_folder(self.out)  # (the run's folder from here: kept when it ends, as before the lock made it earlier)
         best_path, log_path = self.out / "best.safetensors", self.out / "training_log.csv"
         budget = cfg.minutes * 60 if cfg.minutes else None
         planned: int | None = None if budget else cfg.epochs
@@ -331,7 +333,8 @@ def train(cfg: TrainConfig, *, progress: Callable[[dict], Any] | None = None, ca
     from .quiet import engine_warnings_once
 
     # (the run segments the same images again and again; a fit warning advises for training, not for a prediction)
-    with engine_warnings_once(), fine_tuning_advice():
+    # one run per output folder (run_lock): a second run into it is refused (they replaced each other's model, unsaid)
+    with run_lock(cfg.out), engine_warnings_once(), fine_tuning_advice():
         trainer = Trainer(cfg, progress, cancel, on_step)
         if on_split is not None and trainer.dist.is_main:  # the split and its warnings, before the first epoch
             on_split(trainer.split)
