@@ -8,8 +8,8 @@ on Linux (``$XDG_CONFIG_HOME``), ``~/Library/Preferences/napari-attnseg`` on mac
 
 Reading never fails (a missing, unreadable or damaged file reads as no settings); writing replaces the file in
 one step (a crash leaves the old file or the new one, never half of one) and returns False when it could not. A
-damaged file (not a JSON object: edited by hand, say) is kept as ``settings.json.damaged`` before the new one is
-written.
+damaged file (not a JSON object: edited by hand, say) is kept as ``settings.json.damaged`` (``.damaged-2``... when
+that exists) before the new one is written.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def settings_path() -> Path:
 def load_settings() -> dict[str, Any]:
     """The saved settings ({} when there are none or the file cannot be read as a JSON object)."""
     try:
-        found = json.loads(settings_path().read_text(encoding="utf-8"))
+        found = json.loads(settings_path().read_text(encoding="utf-8-sig"))  # (Notepad's UTF-8 starts with a BOM)
     except (OSError, ValueError):
         return {}
     return found if isinstance(found, dict) else {}
@@ -57,8 +57,11 @@ def update_settings(**values: Any) -> bool:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        if _damaged(path):  # (edited by hand, say): kept beside, not replaced unseen
-            os.replace(path, path.with_name(f"{path.name}.damaged"))
+        if _damaged(path):  # (edited by hand, say): kept beside, not replaced unseen (nor an earlier one kept so)
+            keep, n = path.with_name(f"{path.name}.damaged"), 2
+            while keep.exists():
+                keep, n = path.with_name(f"{path.name}.damaged-{n}"), n + 1
+            os.replace(path, keep)
         tmp.write_text(json.dumps(merged, indent=1, sort_keys=True), encoding="utf-8")
         os.replace(tmp, path)
     except OSError:
@@ -73,7 +76,7 @@ def update_settings(**values: Any) -> bool:
 def _damaged(path: Path) -> bool:
     """``path`` exists but does not read as a JSON object (the new settings would replace what it held)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         return False
     except (OSError, ValueError):

@@ -213,6 +213,8 @@ class CorrectForm:
         """The size and radius tooltips in the chosen mask's own units: what N voxels and a radius of r pixels are
         in mm (mm^3) and how many slices the ball reaches, on a thick-slice CT or MRI."""
         scale = [abs(float(v)) or 1.0 for v in getattr(layer, "scale", ())]
+        if len(scale) == 3 and getattr(self, "_time_lapse", lambda _: False)(layer):  # (helpers work frame by frame:
+            scale = scale[1:]  # a frame's pixels, um², no slices reached; the time step was counted in 'um³')
         if not scale or all(v == 1.0 for v in scale):
             self.size_spin.tooltip, self.radius_spin.tooltip = SIZE_TIP, RADIUS_TIP
             return

@@ -204,7 +204,7 @@ class CorrectWidget(Undockable, QWidget, CorrectForm, ClassList, CorrectExport, 
         layer = self.viewer.layers[name]
         rev = self._reviewed(layer)
         self.reviewed_label.value = "Reviewed slices: " + (correct.format_slice_ranges(rev) if rev else "none")
-        unit = "voxels" if layer.ndim == 3 else "pixels"  # (a 2D mask's counts said 'voxels')
+        unit = "voxels" if layer.ndim == 3 and not self._time_lapse(layer) else "pixels"  # (2D, a time-lapse's frames)
         self.size_unit.value = unit
         pred = layer.metadata.get("attnseg_prediction")
         if pred is not None and np.shape(pred) == layer.data.shape:

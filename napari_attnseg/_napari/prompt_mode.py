@@ -351,7 +351,7 @@ class PromptMode(PromptGrey):
                                  "New object and click where no label is.")
         if self._fit_note(image):
             self.status.value += " (see the warning: this image is unlike the click model's training data)"
-        show_prompt_attention(self.viewer, result, image, z, keep_selected=self.points_layer)
+        show_prompt_attention(self.viewer, result, image, z, keep_selected=self.points_layer, below=mask)
         for warning in getattr(result, "warnings", []):
             if warning not in self._warned:
                 self._warned.add(warning)

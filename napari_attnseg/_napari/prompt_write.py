@@ -143,11 +143,13 @@ def attention_layer_of(viewer, image):
                  and ly.metadata["attnseg"].get("image") == image.unique_id), None)
 
 
-def show_prompt_attention(viewer, result, image, z: int | None, keep_selected=None) -> None:
+def show_prompt_attention(viewer, result, image, z: int | None, keep_selected=None, below=None) -> None:
     """The finest level of a run's modulated attention as the layer '<image> prompt attention' (updated in
     place), placed on ``image``; ``z``: a 2D model's run on that slice of a volume. napari selects a layer it
-    adds: ``keep_selected`` (the prompts layer, which takes the clicks) is selected again. An earlier click's layer
-    for the image is updated after either was renamed (a renamed image got a second layer beside the first)."""
+    adds: ``keep_selected`` (the prompts layer, which takes the clicks) is selected again; added, it goes below
+    ``below`` (the mask the clicks write: at opacity 0.8 it tinted the object there, as a Segment run's heatmaps
+    did). An earlier click's layer for the image is updated after either was renamed (a renamed image got a second
+    layer beside the first)."""
     from ._common import placement_of, upsert_layer
 
     if not result.attention:
@@ -182,6 +184,9 @@ def show_prompt_attention(viewer, result, image, z: int | None, keep_selected=No
     keep_help(viewer, layer)  # the status bar's note while the layer is selected (it said "use <2> for transform")
     follow(layer, image, scale, translate)  # (a placement set on the image later: it kept the old one until a click)
     layer.visible = True  # hidden when the last object ended
+    if added and below is not None and below in viewer.layers \
+            and (at := viewer.layers.index(layer)) > (under := viewer.layers.index(below)):
+        viewer.layers.move(at, under)
     if added and keep_selected is not None and keep_selected in viewer.layers:  # the clicks drawn above it: added on
         at, points = viewer.layers.index(layer), viewer.layers.index(keep_selected)  # top, it hid them (it peaks
         if at > points:  # at the click: 0.8 opacity of its brightest colour over the marker)

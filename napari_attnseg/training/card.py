@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import re
 import shlex
 from dataclasses import asdict
 from pathlib import Path
@@ -226,7 +227,10 @@ class CardWriter:
 
 
 def _source_names(writer) -> list[str]:
-    return [str(getattr(c, "source_name", None) or "") for c in getattr(getattr(writer, "dataset", None), "cases", [])]
+    """The cases' source file names; a time-lapse's frame (``movie.tif (frame 3)``, one 2D case per frame in the
+    nnU-Net and MONAI layouts) by its movie's file name."""
+    return [re.sub(r" \(frame \d+\)$", "", str(getattr(c, "source_name", None) or ""))
+            for c in getattr(getattr(writer, "dataset", None), "cases", [])]
 
 
 def _plain_files(writer) -> bool:

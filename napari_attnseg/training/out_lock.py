@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ..errors import InputError
 
-_HELD: dict[str, tuple[int, int, int, bool]] = {}  # resolved folder -> (thread, directory fd, holds, created it)
+_HELD: dict[str, tuple[int, int, int, str]] = {}  # resolved folder -> (thread, directory fd, holds, top folder made)
 _GUARD = threading.Lock()
 
 
@@ -63,7 +63,8 @@ def acquire(out: str | os.PathLike) -> None:
     if os.environ.get("RANK", "0") != "0":  # a torchrun rank other than 0: rank 0 holds it for the run
         return
     out = Path(out).expanduser()
-    created = not out.exists()
+    full = Path(os.path.abspath(out))  # (the first folder it makes: removed with the run's own if it never began)
+    created = next((str(f.resolve()) for f in [*reversed(full.parents), full] if not f.exists()), "")
     out.mkdir(parents=True, exist_ok=True)
     key, me = _key(out), threading.get_ident()
     with _GUARD:
@@ -101,9 +102,13 @@ def release(out: str | os.PathLike) -> None:
             return
         del _HELD[key]
         os.close(held[1])  # (closing the descriptor frees the flock)
-    if held[3]:
-        with contextlib.suppress(OSError):  # not empty: a run's files stay
-            Path(key).rmdir()
+    folder, top = Path(key), held[3]
+    while top and folder.is_relative_to(top):  # (the folder, then the parents made with it: runs/a/b left runs/a)
+        try:
+            folder.rmdir()
+        except OSError:  # not empty: a run's files stay
+            return
+        folder = folder.parent
 
 
 def keep_folder(out: str | os.PathLike) -> None:
@@ -112,7 +117,7 @@ def keep_folder(out: str | os.PathLike) -> None:
     key = _key(Path(out))
     with _GUARD:
         if (held := _HELD.get(key)) is not None:
-            _HELD[key] = (*held[:3], False)
+            _HELD[key] = (*held[:3], "")
 
 
 @contextlib.contextmanager
