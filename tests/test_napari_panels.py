@@ -270,7 +270,8 @@ def test_a_predict_result_opens_in_the_viewer_ready_to_correct(viewer, tmp_path)
                  "--attention", "--device", "cpu"]) == 0
     viewer.open(str(out / "nuclei2d_image_predict.json"), plugin="napari-attnseg")
     names = [layer.name for layer in viewer.layers]
-    assert names[:3] == ["nuclei2d_image", "nuclei2d_image mask", "nuclei2d_image probability"]
+    assert names[:2] == ["nuclei2d_image", "nuclei2d_image probability"]
+    assert names[-1] == "nuclei2d_image mask"  # on top of its heatmaps
     mask = viewer.layers["nuclei2d_image mask"]
     assert isinstance(mask, napari.layers.Labels) and mask.data.shape == (512, 512) and mask.data.max() == 1
     maps = [layer for layer in viewer.layers if " attention " in layer.name]
