@@ -55,13 +55,12 @@ class PatchSampler:
         (reviewed 19, 21, 32, 34; the split's parts 0-20, 22-33, 35-47, and the refit's one-slice parts 21 and 34)
         28 % of the patches were all 'ignore' (no loss), 8 % held the tumour, and the refit drew slice 34 for 2 %:
         trained on it, the model still gave its tumour a probability of 4e-6."""
-        counts = []
-        for k, lab in enumerate(self.labels):
-            n = lab.size if self.ignore is None or self.ignore < 0 else int(np.count_nonzero(lab != self.ignore))
-            if self.weak is not None:
-                n += int(np.count_nonzero(self.weak[k]))
-            counts.append(float(n))
-        weights = np.array(counts, float)
+        if getattr(self, "_labelled_counts", None) is None:  # (once: far negatives call this every epoch)
+            self._labelled_counts = np.array([lab.size if self.ignore is None or self.ignore < 0 else
+                                              np.count_nonzero(lab != self.ignore) for lab in self.labels], float)
+        weights = self._labelled_counts.copy()
+        if self.weak is not None:
+            weights += [np.count_nonzero(w) for w in self.weak]
         if weights.sum() <= 0:  # (nothing labelled anywhere: drawn by size, as before)
             weights = np.array([lab.size for lab in self.labels], float)
         self.weights = weights / weights.sum()
