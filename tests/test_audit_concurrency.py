@@ -191,3 +191,18 @@ def test_predict_of_a_file_another_run_is_computing_into_the_same_out_is_refused
     assert not list(out.glob("cells_*")), sorted(p.name for p in out.iterdir())
     assert main(["predict", str(src), "--model", "nuclei-2d", "--out", str(out)]) == 0
     assert (out / "cells_mask.tif").is_file() and not list(out.glob(".*lock*"))
+
+
+def test_cli_finetune_on_a_dataset_an_export_is_writing_to_is_refused(tmp_path, nuclei_ds, capsys):
+    """The napari tab refused to fine-tune on a dataset an export held; `attnseg finetune` read it and trained without
+    the case being exported. Now the run's setup refuses, naming the dataset, and leaves no output folder."""
+    from napari_attnseg.data.manifest import dataset_lock
+
+    out = tmp_path / "ft"
+    with dataset_lock(nuclei_ds):  # (an export in napari or another terminal holds this while it writes)
+        code = main(["finetune", str(nuclei_ds), "--model", "nuclei-2d", "--out", str(out), "--epochs", "1"])
+    err = capsys.readouterr().err
+    assert code != 0 and "An export is writing to the dataset" in err and str(nuclei_ds) in err, err
+    assert not out.exists()
+    assert main(["finetune", str(nuclei_ds), "--model", "nuclei-2d", "--out", str(out), "--epochs", "1",
+                 "--patch", "64,64", "--batch", "2", "--iters-per-epoch", "1"]) == 0  # once it has finished
