@@ -89,3 +89,17 @@ def test_the_same_case_id_exported_again_after_removal_is_a_new_case(tmp_path, c
     assert [c.source_name for c in read_dataset(ds).cases] == ["scan0.nii.gz", "scan1b.nii.gz"]
     assert main(["dataset", str(ds), "--remove", "case_1"]) == 0  # a second removal keeps the first one's files
     assert len(list((ds / "removed").iterdir())) == 2
+
+
+def test_the_commands_the_refusals_name_can_be_pasted_with_a_space_in_the_folder(tmp_path, capsys):
+    """Was: 'attnseg dataset /data/round 1/ds --remove case_0': pasted in a shell, a dataset 'round' and a stray '1/ds'."""
+    import shlex
+
+    ds = _cases(tmp_path / "round 1", n=2)
+    assert main(["dataset", str(ds), "--remove", "case_9"]) == 1
+    assert f"attnseg dataset {shlex.quote(str(ds))} lists them" in capsys.readouterr().err
+    (ds / "labelsTr" / "case_0.nii.gz").unlink()
+    with pytest.raises(DatasetError) as refused:
+        read_dataset(ds)
+    words = shlex.split(str(refused.value).split("take the case out (")[1].split(")")[0])
+    assert words == ["attnseg", "dataset", str(ds), "--remove", "case_0"], words

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,7 +93,7 @@ def remove_case(folder: str | Path, case_id: str) -> Path:
         if not chosen:
             ids = [str(c["case_id"]) for c in manifest["cases"]]
             raise DatasetError(f"{folder} holds no case {case_id!r}; its cases: {', '.join(ids) or 'none'} "
-                               f"(attnseg dataset {folder} lists them).")
+                               f"(attnseg dataset {shlex.quote(str(folder))} lists them).")
         stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
         dest = folder / REMOVED / f"{case_id}_{stamp}"
         n = 2

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -206,7 +207,7 @@ def read_dataset(path: str | os.PathLike) -> Dataset:
             raise DatasetError(f"Case {case.case_id}: {', '.join(map(str, missing))} {'is' if len(missing) == 1 else 'are'} "
                                f"missing from the dataset {root}, which still lists the case (files deleted by hand?). "
                                f"Put {'it' if len(missing) == 1 else 'them'} back,{again} take the case out ("
-                               + (f"attnseg dataset {root} --remove {cid}" if manifest is not None else
+                               + (f"attnseg dataset {shlex.quote(str(root))} --remove {shlex.quote(str(cid))}" if manifest is not None else
                                   "remove its entry from its list of cases") + ").")
     return Dataset(root, fmt, cases, names, ignore, digest)
 

@@ -19,6 +19,7 @@ import datetime as _dt
 import hashlib
 import os
 import secrets
+import shlex
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -360,7 +361,8 @@ def _refuse_other_image(manifest: dict, case_id: str, source_name: str | None, i
                        f"and its labels from the dataset; nothing was written. Check the case id"
                        f"{f' ({source_name} is in ' + ', '.join(same) + ')' if same else ''}, or leave it empty for a new "
                        f"case. If it is meant to replace that case: take the case out first (attnseg dataset "
-                       f"{folder} --remove {case_id}; its files are kept in {folder / 'removed'}), then export again.")
+                       f"{shlex.quote(str(folder))} --remove {shlex.quote(str(case_id))}; its files are kept in "
+                       f"{folder / 'removed'}), then export again.")
 
 
 def _channels(folder: Path, given: Sequence[str] | None, default: Sequence[str] | None,
