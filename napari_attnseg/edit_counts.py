@@ -113,6 +113,13 @@ class EditCounts:
                 self._hide(p, values, sign)
         self.changed += int(np.count_nonzero(p != new)) - int(np.count_nonzero(p != old))
 
+    def class_voxels(self) -> dict:
+        """``{class value: voxels}`` of the corrected array now ('ignore' voxels and background left out)."""
+        counts = dict(self.corrected)
+        for v, n in self.under.items():
+            counts[v] = counts.get(v, 0) - n
+        return {v: n for v, n in counts.items() if n > 0 and v != 0 and v != self.ignore}
+
     def stats(self) -> dict:
         """What :func:`edit_stats` returns for the prediction and the corrected array now."""
         stats = {}

@@ -142,6 +142,7 @@ class CorrectForm:
         self.range_edit.native.returnPressed.connect(self.mark_range)
         self.reviewed_label = _wrapping(Label(value="Reviewed slices: none"))
         self.stats_label = StatusLine()
+        self.sizes_label = StatusLine()  # 'Mask: tumour 12.4 mL (8,312 voxels)', kept up to date with the edits
         self.suggest_label = StatusLine()
         self.save_label = StatusLine()  # where Save mask wrote the mask, with how many reviewed slices
         keys = ("the viewer's canvas takes the keys (click the image first); a selected Shapes layer keeps R for "
@@ -165,7 +166,7 @@ class CorrectForm:
             _button("Save mask...", self.save_mask,
                     "Save the mask as NIfTI or TIFF with its reviewed slices, class names (NIfTI) and spacing, as File "
                     "> Save does with this plugin's file types (napari's default TIFF type drops them)"),
-            self.save_label, self.stats_label,
+            self.save_label, self.sizes_label, self.stats_label,
         ], labels=False)
 
         self.class_names_edit = LineEdit(label="Class names", value="",

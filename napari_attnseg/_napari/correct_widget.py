@@ -199,7 +199,7 @@ class CorrectWidget(Undockable, QWidget, CorrectForm, ClassList, CorrectExport, 
         name = self.labels_combo.value
         if name not in self.viewer.layers:
             self.reviewed_label.value = "Reviewed slices: none"
-            self.stats_label.value = ""
+            self.stats_label.value = self.sizes_label.value = ""
             return
         layer = self.viewer.layers[name]
         rev = self._reviewed(layer)
@@ -211,12 +211,15 @@ class CorrectWidget(Undockable, QWidget, CorrectForm, ClassList, CorrectExport, 
             stats = self._edit_stats(layer, pred)  # kept up to date edit by edit; counted anew in a worker
             if stats is None:
                 self.stats_label.value = self.stats_label.value or "Edits vs prediction: counting..."
+                self.sizes_label.value = ""
                 return
             parts = [f"class {c}: +{s['added']} / -{s['removed']} {unit}, Dice {s['dice']:.3f}" for c, s in stats["per_class"].items()]
             self.stats_label.value = "Edits vs prediction: " + ("; ".join(parts) if parts else "none")
+            self.sizes_label.value = self._mask_sizes(layer)
             layer.metadata["attnseg_edit_stats"] = stats
         else:
             self.stats_label.value = ""
+            self.sizes_label.value = self._mask_sizes(layer)
 
     # -- export ---------------------------------------------------------------------------------
     def export(self):
