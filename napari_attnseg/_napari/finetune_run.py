@@ -11,6 +11,7 @@ from pathlib import Path
 from ..data.out_folder import beside_dataset, dataset_part, dataset_root
 from ..inference import CancelToken
 
+RUN_TEXT = "Fine-tune"  # the text of the panel's run button (finetune_widget), which its messages name
 MIN_MINUTES = 0.5  # longer than a typical setup (loading, the start model's validation: a few seconds to ~10 s)
 STEP_EVERY_S = 0.25  # the progress bar follows the optimizer steps at most this often
 RUN_FILES = frozenset({"training_log.csv", "state.json", "state.safetensors"})  # a run's files, model aside
@@ -94,7 +95,8 @@ def cancelling(panel, token: CancelToken | None) -> None:
         return
     if panel.running() and panel.cancel_button.enabled and not token.cancelled:
         panel.status.value = ("Cancelling: the run stops after its current step (tens of seconds for a 3D model on a "
-                              "CPU) and keeps the best model so far, if any. Run is available again then.")
+                              f"CPU) and keeps the best model so far, if any. {panel.run_button.text} is available again "
+                              "then.")
         panel.cancel_button.enabled = False
     token.cancel()
 
@@ -181,7 +183,7 @@ def dataset_problem(folder: str) -> str | None:
                 "first (Correct and export > Export).")
     if export_running(path):
         return (f"An export is writing to the dataset {folder}; wait until it has finished (the Correct and export "
-                "tab says so), then press Run again.")
+                f"tab says so), then press {RUN_TEXT} again.")
     return None
 
 

@@ -54,12 +54,12 @@ def add_budget_and_split(p: argparse.ArgumentParser) -> None:
     budget = p.add_mutually_exclusive_group()
     budget.add_argument("--epochs", type=_COUNT, default=None, help="number of epochs (default 30)")
     budget.add_argument("--minutes", type=_checked("a number of minutes > 0", lambda v: v > 0), default=None, help="wall-clock budget instead of epochs")
-    p.add_argument("--iters-per-epoch", type=_COUNT, default=25)
-    p.add_argument("--batch", type=_COUNT, default=8, help="patches per step")
+    p.add_argument("--iters-per-epoch", type=_COUNT, default=25, help="optimizer steps per epoch (default %(default)s)")
+    p.add_argument("--batch", type=_COUNT, default=8, help="patches per step (default %(default)s)")
     p.add_argument("--patch", type=str, default=None, help="patch size, e.g. 128,128 or 64,64,64")
     p.add_argument("--lr", type=_checked("a learning rate > 0, e.g. 1e-4", lambda v: v > 0), default=None, help="learning rate (default 1e-3, fine-tuning 1e-4)")
-    p.add_argument("--patience", type=_COUNT, default=10, help="early stopping: epochs without a better validation Dice")
-    p.add_argument("--val-fraction", type=_checked("a share between 0 and 1, e.g. 0.2", lambda v: 0 < v < 1), default=0.2, help="share of cases (or of the first axis) for validation")
+    p.add_argument("--patience", type=_COUNT, default=10, help="early stopping: epochs without a better validation Dice (default %(default)s)")
+    p.add_argument("--val-fraction", type=_checked("a share between 0 and 1, e.g. 0.2", lambda v: 0 < v < 1), default=0.2, help="share of cases (or of the first axis) for validation (default %(default)s)")
     p.add_argument("--train-region", help="array-index box(es) of one case for training, e.g. '0:512,0:200' "
                    "(missing axes are whole); several joined by ';'. Default: the rest of the axis the validation "
                    "and test boxes cut")
@@ -98,8 +98,8 @@ def add_budget_and_split(p: argparse.ArgumentParser) -> None:
                    help="per training patch, the chance of a flat band (the patch's minimum, labelled background) "
                    "along one side, so the model learns that zero-filled margins of mosaics or registered images "
                    "are empty (default 0)")
-    p.add_argument("--warmup-epochs", type=_checked("a number of epochs >= 0", lambda v: v >= 0), default=1.0, help="linear warm-up before the cosine decay")
-    p.add_argument("--seed", type=_checked("a whole number >= 0", lambda v: v >= 0, whole=True), default=0)
+    p.add_argument("--warmup-epochs", type=_checked("a number of epochs >= 0", lambda v: v >= 0), default=1.0, help="epochs of linear warm-up before the cosine decay (default %(default)g)")
+    p.add_argument("--seed", type=_checked("a whole number >= 0", lambda v: v >= 0, whole=True), default=0, help="random seed (default %(default)s)")
     p.add_argument("--name", default="", help="model name written into the card")
     p.add_argument("--description", default="", help="one-line description for the card")
     p.add_argument("--resume", action="store_true", help="continue from OUT/state.* where a run stopped")

@@ -15,7 +15,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..options import DEVICES, PRECISIONS
     from .predict import _diameter  # (the same D|auto as attnseg predict)
 
-    parser.add_argument("--model", required=True, help="bundled model name or .safetensors file")
+    parser.add_argument("--model", required=True,
+                        help="a bundled model, one of your models (attnseg models), a .safetensors file or "
+                             "a folder train/finetune wrote")
     parser.add_argument("--image", required=True)
     parser.add_argument("--labels", required=True, help="reference labels on the image's grid, or a DICOM RTSTRUCT "
                         "or SEG file drawn on the image (a DICOM series)")

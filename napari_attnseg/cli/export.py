@@ -16,7 +16,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..options import DATASET_FORMATS
 
     parser.add_argument("--image", required=True, help="image file (TIFF, NIfTI) or DICOM folder / file of the series")
-    parser.add_argument("--labels", required=True, help="corrected mask (TIFF or NIfTI), same grid as the image")
+    parser.add_argument("--labels", required=True, help="corrected mask (TIFF, NIfTI, MetaImage/NRRD, PNG) on the "
+                                                          "image's grid, or a DICOM RTSTRUCT/SEG drawn on it")
     parser.add_argument("--dataset", required=True, help="dataset folder (created, or appended to)")
     parser.add_argument("--format", default="nnunet", choices=DATASET_FORMATS)
     parser.add_argument("--reviewed-slices", metavar="a,b,c-d",
@@ -39,14 +40,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prediction", help="the model's original mask, to record what was edited")
     parser.add_argument("--case-id", help="case id (default: the next free case_NNNN)")
     parser.add_argument("--label-names", help="comma-separated class names, background first (new datasets; "
-                                              "default: --model's class names, else background,foreground)")
+                                              "default: the names saved with the mask (napari, an RTSTRUCT's ROIs), "
+                                              "else --model's classes, else those of the model attnseg predict saved "
+                                              "with the mask, else background,foreground)")
     parser.add_argument("--channel-names", help="comma-separated channel names for dataset.json (new datasets; "
                                                 "default: the channel's own name in an OME-TIFF, e.g. DAPI; CT for a "
                                                 "CT: a DICOM series of modality CT or an image in Hounsfield units; "
                                                 "else 'image')")
     parser.add_argument("--source-name", help="name recorded in the manifest (default: the image's file name)")
     parser.add_argument("--model", help="model name or checkpoint that produced --prediction (its name and the "
-                                        "sha256 of its weights are recorded)")
+                                        "sha256 of its weights are recorded; default: the model attnseg predict "
+                                        "saved with the mask)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing case with the same id")
     parser.add_argument("--foreground", action="store_true",
                         help="export labels > 0 as one class (for instance ids: one value per object)")

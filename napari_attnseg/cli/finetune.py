@@ -18,7 +18,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     # the "(default ...)" are training/config.py's FT_* (checked by tests/test_audit_cli_output.py): importing them
     # here imported the training code and torch, 2 s before --help
     add_budget_and_split(parser)
-    parser.add_argument("--model", required=True, help="bundled model name or path to a .safetensors checkpoint")
+    parser.add_argument("--model", required=True,
+                        help="a bundled model, one of your models (attnseg models), a .safetensors file or "
+                             "a folder train/finetune wrote")
     parser.add_argument("--freeze-encoder", action="store_true", help="train only the decoder and attention gates")
     parser.add_argument("--train-bn", action="store_true",
                         help="let batch norm re-estimate its statistics (default: the start model's are kept, which "

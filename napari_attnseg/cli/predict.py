@@ -20,7 +20,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", metavar="INPUT",
                         help="image files (.tif, .nii.gz, .mha, .nrrd, .png, .jpg, .bmp) or DICOM folders; a folder of images, a quoted glob or a "
                              ".csv of paths runs a resumable cohort (finished cases are skipped)")
-    parser.add_argument("--model", required=True, help="bundled model name (see `attnseg models`) or a .safetensors file")
+    parser.add_argument("--model", required=True,
+                        help="a bundled model, one of your models (attnseg models), a .safetensors file or "
+                             "a folder train/finetune wrote")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--attention", action="store_true", help="also write one file per attention level")
     parser.add_argument("--device", default="auto", choices=DEVICES)

@@ -15,7 +15,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..options import DEVICES  # (not ..devices, which imports torch)
 
     parser.add_argument("image", help="image file (NIfTI, TIFF) or DICOM folder")
-    parser.add_argument("--model", required=True, help="bundled model name or a .safetensors checkpoint")
+    parser.add_argument("--model", required=True,
+                        help="a bundled model, one of your models (attnseg models), a .safetensors file or "
+                             "a folder train/finetune wrote")
     parser.add_argument("--reviewed", metavar="a,b,c-d", help="slices already reviewed (first array axis), e.g. 3,10-12")
     parser.add_argument("-n", type=int, default=5, help="how many slices to suggest (default 5)")
     parser.add_argument("--no-flips", action="store_true",
