@@ -86,7 +86,9 @@ def spacing_unit(meta: dict) -> str | None:
     return {"micron": "um"}.get(unit, unit) if unit else None
 
 
-def _output(folder: Path, name: str, record_path: Path, channels: bool = False) -> np.ndarray:
+def _output(folder: Path, name: str, record_path: Path, channels: bool = False, marks: dict | None = None) -> np.ndarray:
+    """The array of the record's output ``name``; ``marks`` (given: the mask) gets what a mask saved over it with
+    this plugin's writer keeps (reviewed slices, class names, 'ignore' value): they were dropped on reopening."""
     f = folder / name
     if not f.exists():
         raise InputError(f"{record_path} names {name}, which is not in {folder}; was it moved or deleted?")
@@ -96,7 +98,11 @@ def _output(folder: Path, name: str, record_path: Path, channels: bool = False) 
         arr = np.asanyarray(nib.load(str(f)).dataobj)
         if arr.ndim == 4:  # one probability per class: (i, j, k, c) as written, (c, k, j, i) in the array convention
             return np.ascontiguousarray(arr.transpose(3, 2, 1, 0))
-    return np.asarray(read_image(f).data)
+    volume = read_image(f)
+    if marks is not None:
+        marks.update({k: volume.meta[k] for k in ("reviewed_slices", "class_names", "ignore_value")
+                      if volume.meta.get(k) is not None})
+    return np.asarray(volume.data)
 
 
 def _channel_name(read, image, name: str) -> str:
@@ -166,7 +172,8 @@ def record_layers(path: str | Path) -> list[tuple]:
     else:
         warnings.warn(f"{p}: the input {record['input']} is gone; showing the outputs only.", stacklevel=2)
 
-    labels = _output(folder, record["mask"], p)
+    marks: dict = {}  # (the mask corrected, reviewed and saved over the prediction with File > Save)
+    labels = _output(folder, record["mask"], p, marks=marks)
     if image is not None and tuple(image.data.shape[:image.data.ndim - colour][-labels.ndim:]) != labels.shape:
         raise InputError(f"{p}: the mask {record['mask']} has shape {labels.shape} but the input "
                          f"{record['input']} has {image.data.shape}; the input was replaced since the prediction.")
@@ -190,4 +197,9 @@ def record_layers(path: str | Path) -> list[tuple]:
     where = translate if image is not None and len(translate) == labels.ndim else (0.0,) * labels.ndim
     layers += prediction_layers(None, pred, name, Placement(spacing, tuple(where), units=units,
                                                             axis_labels=axis_labels), meta=meta)
+    for _data, kwargs, kind in layers:
+        if kind == "labels" and marks:
+            kwargs["metadata"].update(marks)
+            if marks.get("class_names") and "ignore_value" not in marks:
+                kwargs["features"] = {"class": list(marks["class_names"])}
     return layers

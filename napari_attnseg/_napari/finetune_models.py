@@ -101,6 +101,9 @@ class StartModels:
             self._auto_dataset = ""  # (superseded: the same folder chosen again later is the user's choice)
         label = self._label_for(model) if isinstance(model, dict) else model
         if label in self._paths:  # (the model that made the mask: the new round's start, a choice by hand or not)
+            # (or the newest fine-tuned from it on this dataset, as default_model: day 3's export of day 2's mask,
+            # made by round 1's model, proposed round 1's model again and round 3 dropped what round 2 learnt)
+            label = self._trained_on_dataset(descends_from=label) or label
             self._auto_model, self._dropped = label, ""
             self.model_combo.value = label
 
@@ -171,12 +174,18 @@ class StartModels:
     def _label_for(self, info: dict) -> str | None:
         """The list entry of the model a provenance names: by its checkpoint file first (two fine-tuned models
         can share a card name), else by name."""
-        ckpt = info.get("checkpoint")
+        ckpt, digest = info.get("checkpoint"), info.get("checkpoint_sha256")
         if ckpt:
             for label, path in self._paths.items():
                 if str(path) == str(ckpt):
                     return label
+        if digest:  # by its weights (a mask made on another machine: its file's path is not this one's, and a
+            for label in self._paths:  # model of that name here may be another, e.g. the colleague's own)
+                if (self._card(label) or {}).get("weights_sha256") == digest:
+                    return label
         name = info.get("model")
+        if digest and ((self._card(name) or {}).get("weights_sha256") or digest) != digest:
+            return None
         return name if name in self._paths and (not ckpt or self._paths[name] == name) else None
 
     def default_model(self) -> str | None:

@@ -35,6 +35,10 @@ def get_prediction_reader(path):
             notify_info(f"{p}: this run saved no attention heatmaps (attnseg predict saves them with --attention, for "
                         "a model with attention gates); to see where the model looked, run it again with --attention, "
                         "or open the image and Run it in the Segment panel.")
+        if saved := _saved_since(p, layers):
+            from ._common import notify_info
+
+            notify_info(saved)
         token = uuid.uuid4().hex
         for _data, kwargs, _kind in layers:  # (napari adds them in this order: the image first)
             kwargs["metadata"] = {**(kwargs.get("metadata") or {}), READ_KEY: token}
@@ -42,6 +46,32 @@ def get_prediction_reader(path):
         return layers
 
     return read
+
+
+def _saved_since(record, layers: list) -> str:
+    """A note naming the masks Save mask wrote from this record's mask since the run (its proposal: '<mask name>.nii.gz'
+    or '-2', '-3'... beside the image's file, a mask this plugin wrote, newer than the record): the record reopens the
+    prediction as `attnseg predict` wrote it, and day 2 met the uncorrected mask with 'Reviewed slices: none' and no
+    word of day 1's corrected file. '' when there is none."""
+    import glob
+    from pathlib import Path
+
+    from .save_mask import NIFTI_SUFFIXES, TIFF_SUFFIXES, plugin_mask
+
+    image = next((kw for _, kw, kind in layers if kind == "image" and "attnseg" not in (kw.get("metadata") or {})), None)
+    mask = next((kw for _, kw, kind in layers if kind == "labels"), None)
+    source = ((image or {}).get("metadata") or {}).get("source_path")
+    if mask is None or not source:
+        return ""
+    since = Path(record).stat().st_mtime
+    found = [f for f in sorted(Path(source).parent.glob(glob.escape(mask["name"]) + "*"))
+             if f.name.lower().endswith(NIFTI_SUFFIXES + TIFF_SUFFIXES) and f.stat().st_mtime > since and plugin_mask(f)]
+    if not found:
+        return ""
+    names = ", ".join(f.name for f in found)
+    return (f"{Path(record).name} shows the mask as `attnseg predict` wrote it; {names} in {Path(source).parent} was saved "
+            f"from it since (Save mask): to go on with those corrections and reviewed slices, open "
+            f"{'it' if len(found) == 1 else 'the newest'} with File > Open instead of this mask.")
 
 
 def follow_when_added(viewer, kwargs: dict, image) -> None:

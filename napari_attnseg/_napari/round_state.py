@@ -32,8 +32,10 @@ def kept_sibling(viewer, layer):
     """The mask a run kept when it put its prediction in ``layer`` (``<image> mask (n)``: ``<image> mask (n-1)``,
     or ``<image> mask`` for n = 2), when it is open, of the same image and grid; else None."""
     found = NUMBERED.match(layer.name)
-    if found is None or "attnseg_prediction" not in layer.metadata:  # (a Segment run's mask; not one opened)
+    if "attnseg_prediction" not in layer.metadata:  # (a Segment run's mask; not one opened)
         return None
+    if found is None:  # a first run's '<image> mask' beside a mask of other name reopened (yesterday's 'lung1 seg')
+        return _reviewed_beside(viewer, layer)
     n = int(found["n"])
     name = found["base"] if n == 2 else f"{found['base']} ({n - 1})"
     if name not in viewer.layers or not isinstance(older := viewer.layers[name], Labels):
@@ -42,6 +44,18 @@ def kept_sibling(viewer, layer):
     if len(uids) > 1 or older.data.shape != layer.data.shape:  # (another image's mask, or another grid)
         return None
     return older
+
+
+def _reviewed_beside(viewer, layer):
+    """The one other mask on ``layer``'s grid (shape and placement) holding reviewed slices, of no other image: day 2's
+    mask reopened from a file not named '<image> mask' (Save mask's '-2' proposal, a name typed), then a run. The
+    run's mask went beside it with 'Reviewed slices: none' and the Correct tab took it: Next suggested slice no
+    longer skipped them, and its export dropped yesterday's corrections. None when none or several."""
+    uid = layer.metadata.get("attnseg_source_uid")
+    found = [ly for ly in viewer.layers if isinstance(ly, Labels) and ly is not layer and ly.metadata.get(REVIEWED_KEY)
+             and ly.data.shape == layer.data.shape and ly.metadata.get("attnseg_source_uid") in (None, uid)
+             and np.allclose(ly.scale, layer.scale) and np.allclose(ly.translate, layer.translate)]
+    return found[0] if len(found) == 1 else None
 
 
 def own_names(layer) -> list[str] | None:
@@ -103,6 +117,7 @@ def carry_reviewed(viewer, layer) -> list[int]:
         layer.metadata[BASELINE_KEY] = (prediction, baseline)
     layer.metadata[REVIEWED_KEY] = rev
     layer.data = data
+    older.visible = False  # (a reopened mask beside the run's: a run hides only the '<image> mask' it kept)
     # (the layer names quoted, the slices named: "reviewed in vol mask (1-2,5)" read like the layer "vol mask (2)")
     notify_info(f"'{layer.name}' holds the new prediction, except on the slices you reviewed in '{older.name}' "
                 f"(slices {correct.format_slice_ranges(rev)}): their labels and reviewed marks were carried over, so "

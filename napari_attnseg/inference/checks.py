@@ -363,7 +363,8 @@ def foreground_warning(labels: np.ndarray, card) -> str | None:
     if share <= 0.25 or share <= 3 * float(trained):
         return None
     name = getattr(card, "name", "") or "the model"
-    return (f"{name} called {share:.0%}{FOREGROUND_WARNING}{float(trained):.0%}): the "
+    trained_pc = f"{float(trained):.0%}" if trained >= 0.01 else f"{100 * float(trained):.2g}%"  # (a tumour: 0.26 %, not 0 %)
+    return (f"{name} called {share:.0%}{FOREGROUND_WARNING}{trained_pc}): the "
             "image looks unlike the training data (inverted contrast, an uneven background, another stain or "
             "modality?). Check the result closely; correct and fine-tune on a few such images, or even out the "
             "background first.")
