@@ -128,3 +128,19 @@ def default_card(model: torch.nn.Module) -> ModelCard:
     out = int(getattr(model, "out_channels", 2))
     classes = ["background", "foreground"] if out == 2 else ["background"] + [f"class {i}" for i in range(1, out)]
     return ModelCard(arch=model.arch, config=dict(model.config), classes=classes)
+
+
+def fit_line(card: ModelCard | dict[str, Any] | None) -> str:
+    """``"validation Dice 0.003 -> 0.313 (2026-12-06)"``: how a trained or fine-tuned model did on its run's
+    validation, from its card (the Segment tab's model description and ``attnseg models`` show it, so round 1's
+    and round 2's models can be told apart); ``""`` when the card records none, or chose by the training loss."""
+    training = (card.training if isinstance(card, ModelCard) else (card or {}).get("training")) or {}
+    before, after = training.get("val_dice_before"), training.get("val_dice_after")
+    if training.get("selection", "val_dice") != "val_dice" or not isinstance(after, (int, float)):
+        return ""
+    text = f"validation Dice {before:.3f} -> {after:.3f}" if isinstance(before, (int, float)) else \
+        f"validation Dice {after:.3f}"
+    if isinstance(before, (int, float)) and training.get("best_epoch") == 0:
+        text += ", the start model's weights kept"
+    when = str(training.get("finished_at") or "")[:10]
+    return f"{text} ({when})" if when else text

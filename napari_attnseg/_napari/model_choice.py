@@ -83,6 +83,15 @@ def card_summary(card: dict | None) -> str:
             f"{'spacing ' + ' x '.join(f'{v:g}' for v in spacing) if spacing else 'works in pixels'}{where}")
 
 
+def with_fit(text: str, card) -> str:
+    """A model's description with how it did on its run's validation (:func:`~..model_card.fit_line`): round 1's
+    and round 2's fine-tuned models read alike ('nuclei-2d fine-tuned on ds') in the model list's description."""
+    from ..model_card import fit_line
+
+    fit = fit_line(card)
+    return f"{text}; {fit}" if text and fit else text or fit
+
+
 def model_for_layer(models: dict, current: str | None, layer, chosen: dict | None = None) -> str | None:
     """The model to choose for an image ``layer``: None to keep ``current``, else a label of ``models``
     (label -> entry). The model last shown for this layer (``chosen``: layer ``unique_id`` -> label) comes back when it

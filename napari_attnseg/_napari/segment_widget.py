@@ -31,7 +31,7 @@ from ._common import (
     stop_listening,
 )
 from .job_segment import SegmentJob, model_colours
-from .model_choice import card_dict, card_summary, model_for_layer, user_model_entries
+from .model_choice import card_dict, card_summary, model_for_layer, user_model_entries, with_fit
 from .pixel_tool import PixelTool
 from .result_layers import ResultLayers
 from .segment_form import MODES, SegmentForm, on_open
@@ -198,7 +198,7 @@ class SegmentWidget(Undockable, QWidget, SegmentForm, ResultLayers, PixelTool, S
             self._models.setdefault(name, name)
             self._user[name] = _version(listed[name])
             card = card_dict(name) or {}
-            self._descriptions.setdefault(name, card.get("description") or card_summary(card))
+            self._descriptions.setdefault(name, with_fit(card.get("description") or card_summary(card), card))
         set_choices(self.model_combo, list(self._models))
         if before is not None and before not in self._models:
             notify_info(f"Your model {before!r} is no longer in your models folder {user_models_dir()}: it was taken "
@@ -222,7 +222,7 @@ class SegmentWidget(Undockable, QWidget, SegmentForm, ResultLayers, PixelTool, S
                 and str(getattr(self._models[label], "checkpoint_path", "")) != str(path):
             label = f"{label} ({Path(path).parent.name})"
         self._models[label] = str(path)
-        self._descriptions[label] = card.description
+        self._descriptions[label] = with_fit(card.description, card)
         set_choices(self.model_combo, list(self._models), prefer=label if select else None)
         self._model_changed()
         self.models_changed.emit()

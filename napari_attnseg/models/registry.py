@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
+from ..model_card import fit_line
 from .base import SegmentationModel
 
 # name -> (module, class, one-line description); imported on first use so listing stays cheap
@@ -251,10 +252,16 @@ def list_models() -> dict[str, Any]:
                 "dims": f"{(card.get('config') or {}).get('spatial_dims', '?')}D",
                 "classes": ", ".join(map(str, classes)) if isinstance(classes, list) else str(classes)}
 
+    def user_row(name: str, card: dict) -> dict[str, str]:
+        out = row(name, card)
+        if fit := fit_line(card):  # (round 1's and round 2's models told apart)
+            out["description"] = f"{out['description']}; {fit}" if out["description"] else fit
+        return {**out, "path": str(user[name])}
+
     bundled = bundled_models()
     user, problems = user_models()  # (listed only with a readable card, cached by _read_user_card)
     return {"architectures": archs, "bundled": [row(n, c) for n, c in bundled.items()],
-            "user": [{**row(n, _read_user_card(p)), "path": str(p)} for n, p in user.items()],
+            "user": [user_row(n, _read_user_card(p)) for n, p in user.items()],
             "user_folder": str(user_models_dir()), "user_problems": problems}
 
 
