@@ -145,3 +145,42 @@ def test_far_negatives_need_two_reviewed_foreground_slices_to_train_on(tmp_path)
     assert default._far_on and default.settings["far_negatives"] == 0.15  # a fine-tuning default
     off = Trainer(TrainConfig(out=str(tmp_path / "d"), val_slices=[2, 9], **{**common, "far_negatives": 0.0}))
     assert not off._far_on
+
+
+def test_far_negatives_start_at_the_refit_when_the_validation_slices_bring_a_second_foreground_slice(tmp_path):
+    """lung1's round (tumour slices 32 and 34 reviewed, 34 validating) trained on one tumour slice, so far negatives
+    stayed off for the whole run, though the refit trains on both. Now they start at the refit: every unreviewed
+    slice is segmented once with the chosen weights and the look-alike nobody reviewed is trained towards background,
+    the object on the untouched slices between the reviewed ones never."""
+    from napari_attnseg.training.trainer import Trainer
+
+    rng = np.random.default_rng(0)
+    shape = (16, 32, 32)
+    lab = np.zeros(shape, np.int64)
+    yy, xx = np.indices(shape[1:])
+    lab[3:9][:, (yy - 16) ** 2 + (xx - 12) ** 2 <= 25] = 1
+    other = np.zeros(shape, bool)
+    other[11:14][:, (yy - 12) ** 2 + (xx - 22) ** 2 <= 25] = True
+    img = (lab * 1.0 + other * 2.0 + rng.normal(0, 0.2, shape)).astype(np.float32) * 100 + 300
+    export_case(img, lab, tmp_path / "ds", "nnunet", reviewed_slices=[1, 4, 7], label_names=["background", "disc"])
+    torch.manual_seed(0)
+    save_model(create_model("unet", spatial_dims=2, features=[8, 16, 32]), tmp_path / "s.safetensors",
+               ModelCard(arch="", config={}, name="s", classes=["background", "disc"], tile=[32, 32]))
+    t = Trainer(TrainConfig(dataset=str(tmp_path / "ds"), out=str(tmp_path / "o"), start_model=str(tmp_path / "s.safetensors"),
+                            epochs=6, iters_per_epoch=8, batch_size=4, patch=[32, 32], lr=3e-3, val_slices=[1, 7],
+                            refit=0.34, far_negatives=0.3))
+    assert not t._far_on and any("they start at the refit" in n for n in t.notes), t.notes
+    seen = np.zeros(shape, bool)
+    real = t.set_far_masks
+
+    def record():
+        real()
+        for p, w in zip(t._far_parts, t.sampler.weak):
+            seen[p.slices] |= w
+
+    t.set_far_masks = record
+    res = t.fit()
+    assert any("(from the refit on" in n for n in res.notes), res.notes
+    assert any("trained 2 more epochs on all reviewed slices" in n for n in res.notes), res.notes
+    assert seen[11:14][other[11:14]].mean() > 0.5, seen.sum()  # the look-alike was pushed down
+    assert not (seen & (lab > 0)).any() and not seen[[1, 4, 7]].any()  # never the object, nor a reviewed slice

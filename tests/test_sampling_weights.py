@@ -47,3 +47,24 @@ def test_fully_labelled_arrays_are_drawn_by_size_as_before():
     images = [np.zeros((1, *lab.shape), np.float32) for lab in labels]
     sampler = PatchSampler(images, labels, (1, 8, 8), np.random.default_rng(0), ignore_index=IGNORE)
     np.testing.assert_allclose(sampler.weights, [0.25, 0.75])
+
+
+def test_the_foreground_share_comes_from_the_parts_that_hold_foreground():
+    """One case cut into training parts at the validation slices (lung1: 0-20 with reviewed slice 19, 22-33 with the
+    tumour on 32): half the draws meant for foreground fell on a part without any, and 16 % of the patches held the
+    tumour instead of the sampler's third. Now a foreground draw goes to a part with foreground."""
+    tumour = np.full((12, 32, 32), IGNORE, np.int64)
+    tumour[10] = 0
+    tumour[10, 4:8, 4:8] = 1
+    empty = np.full((20, 32, 32), IGNORE, np.int64)
+    empty[19] = 0  # a reviewed tumour-free slice
+    labels = [empty, tumour]
+    images = [np.zeros((1, *lab.shape), np.float32) for lab in labels]
+    sampler = PatchSampler(images, labels, (1, 16, 16), np.random.default_rng(0), fg_fraction=0.33, ignore_index=IGNORE)
+    _, y = sampler.sample(3000)
+    share = float(((y == 1).reshape(len(y), -1).any(1)).mean())
+    assert 0.30 < share < 0.50, share  # (before: 0.26, half the centred third plus patches that held it by chance)
+    full = [np.zeros((4, 32, 32), np.int64), np.zeros((4, 32, 32), np.int64)]  # fully labelled: as before
+    full[1][2, 4:8, 4:8] = 1
+    before = PatchSampler([np.zeros((1, 4, 32, 32), np.float32)] * 2, full, (1, 16, 16), np.random.default_rng(0))
+    assert before._fg_weights is None

@@ -830,3 +830,30 @@ def test_finetune_records_the_object_diameter_of_its_training_objects(tmp_path, 
             assert got == diameter
         else:  # "other": re-headed, never the start's weights
             assert got == pytest.approx(measured, abs=0.01), out
+
+
+def test_the_refit_takes_the_epochs_early_stopping_left(tmp_path):
+    """lung1's round (tumour slices 32 and 34 reviewed): the validation peaked at epoch 1 and early stopping ended the
+    validated epochs at 11 of 17; the refit trained its 4 and 2 epochs were left unused, though it is the refit that
+    learns there (slice 33 0.90). Now it takes what is left of the plan. The validation is scripted (a peak at epoch
+    1, then lower) so the early stop is certain."""
+    from napari_attnseg.training.trainer import Trainer
+
+    lab = np.zeros((12, 32, 32), np.int64)
+    lab[3:9, 10:18, 10:18] = 1
+    img = (lab * 200.0 + 100 + np.random.default_rng(0).normal(0, 20, lab.shape)).astype(np.float32)
+    export_case(img, lab, tmp_path / "ds", "nnunet", reviewed_slices=[1, 4, 6, 8, 10], label_names=["background", "blob"])
+    torch.manual_seed(0)
+    save_model(create_model("unet", spatial_dims=2, features=[8, 16, 32]), tmp_path / "s.safetensors",
+               ModelCard(arch="", config={}, name="s", classes=["background", "blob"], tile=[32, 32]))
+    t = Trainer(TrainConfig(dataset=str(tmp_path / "ds"), out=str(tmp_path / "a"), start_model=str(tmp_path / "s.safetensors"),
+                            epochs=10, iters_per_epoch=2, batch_size=2, patch=[32, 32], patience=2))
+    assert t.refit_epochs(10) == 2
+    scripted = iter([[0.1], [0.6], [0.3], [0.3]])  # the start, epochs 1-3; then the refit's check
+    t.evaluate = lambda parts: next(scripted, [0.6])
+    res = t.fit()
+    log = rows(res.log)
+    assert [r["val_dice"] for r in log[:3]] == ["0.6000", "0.3000", "0.3000"], log
+    assert any("stopped early at epoch 3" in n for n in res.notes), res.notes
+    assert any("the refit takes the 7 epochs early stopping left (its share was 2)" in n for n in res.notes), res.notes
+    assert res.refit_epochs == 7 and [r["val_dice_per_class"] for r in log[3:]] == ["refit"] * 7

@@ -76,9 +76,13 @@ class FarNegatives:
         self._far_on = self._far_applies()
         self._far_cursor, self._far_epochs = 0, 0
         self._far_ready = False  # set by the run once an epoch beat the start model (see Trainer.fit)
-        if not self._far_on:
-            return
-        self._far_parts = list(self.split.train)
+        self._far_at_refit = False  # too few foreground slices to train on: tried again when the refit adds the validation ones
+        if self._far_on:
+            self._far_setup(list(self.split.train))
+
+    def _far_setup(self, parts: list) -> None:
+        """Index ``parts`` for far negatives, or switch them off (nothing unreviewed, too few foreground slices)."""
+        self._far_parts = parts
         self._far_known, self._far_pred, self._far_rows = {}, {}, {}
         for c in sorted({p.case for p in self._far_parts}):
             self._far_pred[c] = np.zeros(self._labels[c].shape, bool)
@@ -89,9 +93,13 @@ class FarNegatives:
             self._far_on = False
         elif fg_rows < MIN_FG_ROWS:
             self._far_on = False
+            self._far_at_refit = True
             self.notes.append(f"far negatives off: {fg_rows} reviewed slice(s) with foreground to train on, they need "
-                              f"{MIN_FG_ROWS} (with fewer the model unlearns the object itself)")
+                              f"{MIN_FG_ROWS} (with fewer the model unlearns the object itself)"
+                              + ("; they start at the refit if the validation slices add some" if self.split.val
+                                 else ""))
         else:
+            self._far_on = True
             self.notes.append(
                 f"far negatives: the model's foreground on unreviewed slices that connects to no reviewed foreground "
                 f"is trained towards background (weight {FAR_WEIGHT}, {self.settings['far_negatives']:.0%} of "
@@ -113,13 +121,23 @@ class FarNegatives:
         self._far_max = MAX_SIZE * max(1, largest_object(list(self._far_known.values()), ignore))
 
     def _far_parts_grew(self) -> None:
-        """The refit trains on the validation parts too: their labels now count, nothing to segment there."""
+        """The refit trains on the validation parts too: their labels now count, nothing to segment there. A run
+        whose training slices held one foreground slice may now hold two or more (lung1: tumour slices 32 and 34
+        reviewed, 34 validating): far negatives start here, every unreviewed slice segmented once first."""
+        parts = list(self.split.train) + list(self.split.val)
         if self._far_on:
-            self._far_parts = list(self.split.train) + list(self.split.val)
+            self._far_parts = parts
             self._far_index()
+        elif self._far_at_refit and self._far_ready:
+            self._far_at_refit = False
+            self._far_setup(parts)
+            if self._far_on:
+                self.notes[-1] += " (from the refit on, when the validation slices joined the training ones)"
+                self._refresh_far(all_rows=True)
 
-    def _refresh_far(self) -> None:
-        """After an epoch: segment the next rows, recompute the far negatives, hand them to the sampler."""
+    def _refresh_far(self, all_rows: bool = False) -> None:
+        """After an epoch: segment the next rows (``all_rows``: every one), recompute the far negatives, hand them
+        to the sampler."""
         if not self._far_on or not self._far_ready:
             return
         from ..inference import predict
@@ -133,13 +151,14 @@ class FarNegatives:
                 if not len(rows):
                     continue
                 if self.mode == "slices":
-                    take = [rows[(self._far_cursor + j) % len(rows)] for j in range(min(ROWS_PER_EPOCH, len(rows)))]
+                    n = len(rows) if all_rows else min(ROWS_PER_EPOCH, len(rows))
+                    take = [rows[(self._far_cursor + j) % len(rows)] for j in range(n)]
                     for z in take:
                         x = img[:, z] if img.shape[0] > 1 else img[0, z]
                         pred = predict(self.model, x, device=self.device, normalization={"scheme": "none"},
                                        brain_extraction=False, return_probabilities=False, tile=self.tile)
                         self._far_pred[c][z] = np.asarray(pred.labels) > 0
-                elif self._far_epochs % EPOCHS_3D == 1 or EPOCHS_3D == 1:
+                elif all_rows or self._far_epochs % EPOCHS_3D == 1 or EPOCHS_3D == 1:
                     pred = predict(self.model, img if img.shape[0] > 1 else img[0], mode=self.mode, device=self.device,
                                    normalization={"scheme": "none"}, brain_extraction=False,
                                    return_probabilities=False, tile=self.tile)

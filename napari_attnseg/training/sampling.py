@@ -59,6 +59,16 @@ class PatchSampler:
             self._labelled_counts = np.array([lab.size if self.ignore is None or self.ignore < 0 else
                                               np.count_nonzero(lab != self.ignore) for lab in self.labels], float)
         weights = self._labelled_counts.copy()
+        # reviewed slices ('ignore' elsewhere): the foreground share is drawn from the parts that hold foreground. One
+        # case cut into training parts at the validation slices has it in one of them (lung1: parts 0-20 and 22-33,
+        # the tumour on 32), so half the draws meant for foreground fell on a part without any: 16 % of the patches
+        # held the tumour, not the third this sampler is for
+        sparse = any(lab is not None for lab in self.labelled)
+        has_fg = np.array([len(f) > 0 for f in self.fg], float)
+        self._fg_weights = None
+        if sparse and has_fg.any() and not has_fg.all():
+            fg_w = self._labelled_counts * has_fg
+            self._fg_weights = fg_w / fg_w.sum() if fg_w.sum() > 0 else None
         if self.weak is not None:
             weights += [np.count_nonzero(w) for w in self.weak]
         if weights.sum() <= 0:  # (nothing labelled anywhere: drawn by size, as before)
@@ -90,9 +100,11 @@ class PatchSampler:
         xs, ys = [], []
         for _ in range(batch):
             i = int(self.rng.choice(len(self.images), p=self.weights))
+            r = self.rng.random()
+            if r < self.fg_fraction and self._fg_weights is not None and not len(self.fg[i]):
+                i = int(self.rng.choice(len(self.images), p=self._fg_weights))
             img, lab = self.images[i], self.labels[i]
             shape = lab.shape
-            r = self.rng.random()
             if r < self.fg_fraction and len(self.fg[i]):
                 centre = self.fg[i][self.rng.integers(len(self.fg[i]))]
                 start = [int(c) - p // 2 for c, p in zip(centre, self.patch)]

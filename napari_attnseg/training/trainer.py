@@ -261,6 +261,7 @@ class Trainer(Validation, WeightUpdate, RunSetup, CardWriter, Refit, FarNegative
                 if s["stale"] >= cfg.patience:
                     what = "validation Dice" if self.split.criterion == "val_dice" else "training loss"
                     self.notes.append(f"stopped early at epoch {epoch}: no better {what} for {cfg.patience} epochs")
+                    self._refit_gets_the_rest(s, epoch)
                     break
         except Cancelled:
             cancelled = True
