@@ -164,8 +164,8 @@ class LiveStats:
             return ""
         scale, units = list(getattr(layer, "scale", ())), [str(u) for u in getattr(layer, "units", ())]
         frames = 1
-        if len(scale) == 3 and self._time_lapse(layer):  # (a frame's area, averaged over the frames)
-            scale, units, frames = scale[1:], units[1:], layer.data.shape[0]
+        if (len(scale) == 3 and self._time_lapse(layer)) or len(scale) == 4:  # (a frame's area or volume, averaged
+            scale, units, frames = scale[1:], units[1:], layer.data.shape[0]  # over the frames: (t, y, x), (t, z, y, x))
         text = class_sizes(counts, scale, units[-1] if units else None,
                            self._class_names or None, frames=frames)
         return f"Mask: {text or 'empty'}"

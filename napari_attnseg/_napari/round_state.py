@@ -17,7 +17,7 @@ import re
 from pathlib import Path
 
 import numpy as np
-from napari.layers import Labels
+from napari.layers import Image, Labels
 
 from .. import correct
 from ..data.export_plan import FRAME_CASE
@@ -52,10 +52,22 @@ def _reviewed_beside(viewer, layer):
     run's mask went beside it with 'Reviewed slices: none' and the Correct tab took it: Next suggested slice no
     longer skipped them, and its export dropped yesterday's corrections. None when none or several."""
     uid = layer.metadata.get("attnseg_source_uid")
+    # a mask reopened from a file names no image: it is this image's only while no other image open lies on this grid
+    # (two scans of one shape and spacing: patient A's reopened mask went into patient B's run, and was hidden)
+    alone = not any(_on_grid(im, layer) for im in viewer.layers if isinstance(im, Image) and im.unique_id != uid
+                    and not im.metadata.get("attnseg"))
     found = [ly for ly in viewer.layers if isinstance(ly, Labels) and ly is not layer and ly.metadata.get(REVIEWED_KEY)
-             and ly.data.shape == layer.data.shape and ly.metadata.get("attnseg_source_uid") in (None, uid)
-             and np.allclose(ly.scale, layer.scale) and np.allclose(ly.translate, layer.translate)]
+             and _on_grid(ly, layer) and (ly.metadata.get("attnseg_source_uid") == uid
+                                          or (ly.metadata.get("attnseg_source_uid") is None and alone))]
     return found[0] if len(found) == 1 else None
+
+
+def _on_grid(other, layer) -> bool:
+    """Whether the layer ``other`` (a mask, or an image: its channels or RGB left out) lies on ``layer``'s grid."""
+    n = layer.ndim
+    shape = tuple(other.data.shape[:-1] if getattr(other, "rgb", False) else other.data.shape)
+    return (shape[-n:] == tuple(layer.data.shape) and len(other.scale) >= n
+            and np.allclose(other.scale[-n:], layer.scale) and np.allclose(other.translate[-n:], layer.translate))
 
 
 def own_names(layer) -> list[str] | None:

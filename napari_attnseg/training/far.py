@@ -96,8 +96,8 @@ class FarNegatives:
             self._far_at_refit = True
             self.notes.append(f"far negatives off: {fg_rows} reviewed slice(s) with foreground to train on, they need "
                               f"{MIN_FG_ROWS} (with fewer the model unlearns the object itself)"
-                              + ("; they start at the refit if the validation slices add some" if self.split.val
-                                 else ""))
+                              + ("; they start at the refit if the validation slices add some"
+                                 if self.split.val and self._refit_applies() else ""))  # (--refit 0: no refit)
         else:
             self._far_on = True
             self.notes.append(

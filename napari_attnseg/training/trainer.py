@@ -217,6 +217,9 @@ class Trainer(Validation, WeightUpdate, RunSetup, CardWriter, Refit, FarNegative
         self.model.train()
         try:
             while True:
+                if s["stale"] >= cfg.patience:  # (resumed after it stopped early, e.g. killed in its refit: no more)
+                    self._refit_gets_the_rest(s, epoch)
+                    break
                 # the validated epochs; the last s["refit_epochs"] train on the validation slices too (.refit)
                 phase1 = None if s["planned"] is None else s["planned"] - (s.get("refit_epochs") or 0)
                 phase1 = self._refit_due(s, epoch, phase1)  # nothing to refit yet: its epochs validate instead
