@@ -113,8 +113,12 @@ def test_the_training_help_names_the_defaults_a_run_uses(command):
     fmt = sub._get_formatter()
     helps = {a.option_strings[0]: fmt._expand_help(a) if a.help else "" for a in sub._actions if a.option_strings}
     for option, field in (("--iters-per-epoch", "iters_per_epoch"), ("--batch", "batch_size"),
-                          ("--patience", "patience"), ("--val-fraction", "val_fraction"),
+                          ("--val-fraction", "val_fraction"),
                           ("--warmup-epochs", "warmup_epochs"), ("--seed", "seed")):
         text = helps[option]
         found = re.search(r"\(default ([0-9.e-]+)\)", text)
         assert found and float(found.group(1)) == float(getattr(TrainConfig, field)), (option, text)
+    from napari_attnseg.training.config import FT_PATIENCE, PATIENCE
+
+    assert TrainConfig.patience is None and f"(default {PATIENCE}; {FT_PATIENCE} when fine-tuning one case" in \
+        helps["--patience"], helps["--patience"]  # (None: the run picks one, see Trainer.patience)

@@ -857,3 +857,8 @@ def test_the_refit_takes_the_epochs_early_stopping_left(tmp_path):
     assert any("stopped early at epoch 3" in n for n in res.notes), res.notes
     assert any("the refit takes the 7 epochs early stopping left (its share was 2)" in n for n in res.notes), res.notes
     assert res.refit_epochs == 7 and [r["val_dice_per_class"] for r in log[3:]] == ["refit"] * 7
+    # early stopping's patience: 5 for such a run (its refit takes the rest), 10 without a refit, or as given
+    common = dict(dataset=str(tmp_path / "ds"), start_model=str(tmp_path / "s.safetensors"), epochs=10)
+    assert t.patience() == 2 and TrainConfig.patience is None
+    assert Trainer(TrainConfig(out=str(tmp_path / "b"), **common)).patience() == 5
+    assert Trainer(TrainConfig(out=str(tmp_path / "c"), refit=0.0, **common)).patience() == 10

@@ -58,7 +58,8 @@ def add_budget_and_split(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=_COUNT, default=8, help="patches per step (default %(default)s)")
     p.add_argument("--patch", type=str, default=None, help="patch size, e.g. 128,128 or 64,64,64")
     p.add_argument("--lr", type=_checked("a learning rate > 0, e.g. 1e-4", lambda v: v > 0), default=None, help="learning rate (default 1e-3, fine-tuning 1e-4)")
-    p.add_argument("--patience", type=_COUNT, default=10, help="early stopping: epochs without a better validation Dice (default %(default)s)")
+    p.add_argument("--patience", type=_COUNT, default=None, help="early stopping: epochs without a better validation Dice "
+                   "(default 10; 5 when fine-tuning one case on its reviewed slices, whose refit takes the epochs left)")
     p.add_argument("--val-fraction", type=_checked("a share between 0 and 1, e.g. 0.2", lambda v: 0 < v < 1), default=0.2, help="share of cases (or of the first axis) for validation (default %(default)s)")
     p.add_argument("--train-region", help="array-index box(es) of one case for training, e.g. '0:512,0:200' "
                    "(missing axes are whole); several joined by ';'. Default: the rest of the axis the validation "

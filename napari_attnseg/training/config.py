@@ -14,6 +14,10 @@ FT_L2SP = 1e-3
 FT_HARD_NEGATIVES = 0.25
 FT_REFIT = 0.25
 FT_FAR_NEGATIVES = 0.15  # used only with >= 2 reviewed foreground slices to train on (training/far.py)
+PATIENCE = 10  # early stopping: epochs without a better validation Dice
+# a fine-tune of one case's reviewed slices, whose refit (training/refit.py) takes the epochs early stopping leaves:
+# its one or two validation slices peak early (lung1: epoch 1), and the refit is where it learns (docs/finetuning.md)
+FT_PATIENCE = 5
 
 AUGMENT_PROBABILITIES = ("intensity_aug", "gamma_aug", "noise_aug", "affine_aug", "margin_aug")  # TrainConfig fields, each a chance per patch
 
@@ -43,7 +47,7 @@ class TrainConfig:
     noise_aug: float = 0.3  # per patch, the chance of Gaussian noise (sigma up to 0.1 of the normalised range)
     affine_aug: float = 0.3  # per patch, the chance of a small rotation (+-15 degrees) and scaling (0.85-1.15)
     margin_aug: float = 0.0  # per patch, the chance of a flat background band along one side (zero-filled margins)
-    patience: int = 10  # early stopping: epochs without a better validation Dice
+    patience: int | None = None  # early stopping: epochs without a better validation Dice (None: PATIENCE, FT_PATIENCE)
     fg_fraction: float = 0.33
     val_fraction: float = 0.2
     split: str | None = None  # a split file (path or JSON text), see training/split.py
@@ -175,5 +179,5 @@ def check_config(cfg: TrainConfig) -> None:
         raise InputError(f"prompt_threshold is a share of patches between 0 and 1; got {cfg.prompt_threshold}.")
     if cfg.prompt_threshold and not cfg.prompts:
         raise InputError("prompt_threshold needs prompts (a promptable model trained by simulated clicks).")
-    if cfg.patience < 1:
+    if cfg.patience is not None and cfg.patience < 1:
         raise InputError(f"{_opt('patience')} must be >= 1; got {cfg.patience}.")

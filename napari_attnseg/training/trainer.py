@@ -171,6 +171,7 @@ class Trainer(Validation, WeightUpdate, RunSetup, CardWriter, Refit, FarNegative
         keep_folder(self.out)  # (the run's folder from here: kept when it ends, as before the lock made it earlier)
         best_path, log_path = self.out / "best.safetensors", self.out / "training_log.csv"
         budget = cfg.minutes * 60 if cfg.minutes else None
+        patience = self.patience()
         planned: int | None = None if budget else cfg.epochs
         s = {"epoch": 0, "best": -1.0, "best_sel": -1e30, "best_per_class": None, "best_epoch": 0, "stale": 0, "before": None,
              "test_before": None, "elapsed": 0.0, "planned": planned,
@@ -217,7 +218,7 @@ class Trainer(Validation, WeightUpdate, RunSetup, CardWriter, Refit, FarNegative
         self.model.train()
         try:
             while True:
-                if s["stale"] >= cfg.patience:  # (resumed after it stopped early, e.g. killed in its refit: no more)
+                if s["stale"] >= patience:  # (resumed after it stopped early, e.g. killed in its refit: no more)
                     self._refit_gets_the_rest(s, epoch)
                     break
                 # the validated epochs; the last s["refit_epochs"] train on the validation slices too (.refit)
@@ -261,9 +262,9 @@ class Trainer(Validation, WeightUpdate, RunSetup, CardWriter, Refit, FarNegative
                     self.progress({"epoch": epoch, "epochs": s["planned"], "loss": train_loss, "val_dice": val,
                                    "val_dice_per_class": per_class, "best": s["best"], "lr": lr, "elapsed": now,
                                    "budget": budget, "steps_done": self._cut[1] if self._cut else cfg.iters_per_epoch})
-                if s["stale"] >= cfg.patience:
+                if s["stale"] >= patience:
                     what = "validation Dice" if self.split.criterion == "val_dice" else "training loss"
-                    self.notes.append(f"stopped early at epoch {epoch}: no better {what} for {cfg.patience} epochs")
+                    self.notes.append(f"stopped early at epoch {epoch}: no better {what} for {patience} epochs")
                     self._refit_gets_the_rest(s, epoch)
                     break
         except Cancelled:
@@ -279,7 +280,7 @@ class Trainer(Validation, WeightUpdate, RunSetup, CardWriter, Refit, FarNegative
         if self._cut is not None:
             self.notes.append(self._cut_note())
         if s["planned"] is not None and epoch < s["planned"] - (0 if s.get("refit_done") else s.get("refit_epochs") or 0) \
-                and budget is not None and not cancelled and s["stale"] < cfg.patience:
+                and budget is not None and not cancelled and s["stale"] < patience:
             self.notes.append(f"the time budget ended after {epoch} of {s['planned']} planned epochs")
         card_kept = bool(main and not cancelled and start_state is not None and self.split.criterion == "val_dice"
                          and self._start_with_card_norm(s))  # (its own note says the start model is kept)
