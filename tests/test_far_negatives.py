@@ -84,14 +84,9 @@ def test_far_negatives_are_a_checked_fine_tuning_default():
                                  far_negatives=0.3))
 
 
-def test_far_negatives_find_the_look_alike_and_spare_the_object_beyond_a_validation_slice(tmp_path):
-    """A volume with the object on slices 3-8 (reviewed 4, 5 and 7, plus tumour-free slice 1; 1 and 7 validate)
-    and a brighter look-alike on slices 11-13 nobody reviewed. Once the model finds the object, the far
-    negatives it trains on cover the look-alike and never the object on the untouched slices 3, 6 and 8 (8 lies
-    beyond the validation slice 7, in another training slab: connected through the model's own prediction on
-    slice 7, whose labels are not used)."""
-    from napari_attnseg.training.trainer import Trainer
-
+def _lookalike_case(tmp_path, reviewed: list[int]):
+    """A volume with a disc on slices 3-8 and a brighter look-alike on 11-13, exported to ``tmp_path/ds`` with
+    ``reviewed`` slices, and an untrained start model ``tmp_path/s.safetensors``; the labels and the look-alike."""
     rng = np.random.default_rng(0)
     shape = (16, 32, 32)
     lab = np.zeros(shape, np.int64)
@@ -100,14 +95,15 @@ def test_far_negatives_find_the_look_alike_and_spare_the_object_beyond_a_validat
     other = np.zeros(shape, bool)
     other[11:14][:, (yy - 12) ** 2 + (xx - 22) ** 2 <= 25] = True
     img = (lab * 1.0 + other * 2.0 + rng.normal(0, 0.2, shape)).astype(np.float32) * 100 + 300
-    export_case(img, lab, tmp_path / "ds", "nnunet", reviewed_slices=[1, 4, 5, 7], label_names=["background", "disc"])
+    export_case(img, lab, tmp_path / "ds", "nnunet", reviewed_slices=reviewed, label_names=["background", "disc"])
     torch.manual_seed(0)
     save_model(create_model("unet", spatial_dims=2, features=[8, 16, 32]), tmp_path / "s.safetensors",
                ModelCard(arch="", config={}, name="s", classes=["background", "disc"], tile=[32, 32]))
-    t = Trainer(TrainConfig(dataset=str(tmp_path / "ds"), out=str(tmp_path / "o"), start_model=str(tmp_path / "s.safetensors"),
-                            epochs=6, iters_per_epoch=8, batch_size=4, patch=[32, 32], lr=3e-3, val_slices=[1, 7],
-                            refit=0.0, far_negatives=0.3))
-    assert [p.box[0] for p in t.split.train] == [(0, 1), (2, 7), (8, 16)]
+    return lab, other
+
+
+def _record_far(t, shape) -> np.ndarray:
+    """A mask that gathers every far negative the run ``t`` hands its sampler."""
     seen = np.zeros(shape, bool)
     real = t.set_far_masks
 
@@ -117,6 +113,24 @@ def test_far_negatives_find_the_look_alike_and_spare_the_object_beyond_a_validat
             seen[p.slices] |= w
 
     t.set_far_masks = record
+    return seen
+
+
+def test_far_negatives_find_the_look_alike_and_spare_the_object_beyond_a_validation_slice(tmp_path):
+    """A volume with the object on slices 3-8 (reviewed 4, 5 and 7, plus tumour-free slice 1; 1 and 7 validate)
+    and a brighter look-alike on slices 11-13 nobody reviewed. Once the model finds the object, the far
+    negatives it trains on cover the look-alike and never the object on the untouched slices 3, 6 and 8 (8 lies
+    beyond the validation slice 7, in another training slab: connected through the model's own prediction on
+    slice 7, whose labels are not used)."""
+    from napari_attnseg.training.trainer import Trainer
+
+    lab, other = _lookalike_case(tmp_path, [1, 4, 5, 7])
+    shape = lab.shape
+    t = Trainer(TrainConfig(dataset=str(tmp_path / "ds"), out=str(tmp_path / "o"), start_model=str(tmp_path / "s.safetensors"),
+                            epochs=6, iters_per_epoch=8, batch_size=4, patch=[32, 32], lr=3e-3, val_slices=[1, 7],
+                            refit=0.0, far_negatives=0.3))
+    assert [p.box[0] for p in t.split.train] == [(0, 1), (2, 7), (8, 16)]
+    seen = _record_far(t, shape)
     res = t.fit()
     assert any("far negatives:" in n for n in res.notes), res.notes
     assert seen[11:14][other[11:14]].mean() > 0.5, seen.sum()  # the look-alike was pushed down
@@ -154,31 +168,13 @@ def test_far_negatives_start_at_the_refit_when_the_validation_slices_bring_a_sec
     the object on the untouched slices between the reviewed ones never."""
     from napari_attnseg.training.trainer import Trainer
 
-    rng = np.random.default_rng(0)
-    shape = (16, 32, 32)
-    lab = np.zeros(shape, np.int64)
-    yy, xx = np.indices(shape[1:])
-    lab[3:9][:, (yy - 16) ** 2 + (xx - 12) ** 2 <= 25] = 1
-    other = np.zeros(shape, bool)
-    other[11:14][:, (yy - 12) ** 2 + (xx - 22) ** 2 <= 25] = True
-    img = (lab * 1.0 + other * 2.0 + rng.normal(0, 0.2, shape)).astype(np.float32) * 100 + 300
-    export_case(img, lab, tmp_path / "ds", "nnunet", reviewed_slices=[1, 4, 7], label_names=["background", "disc"])
-    torch.manual_seed(0)
-    save_model(create_model("unet", spatial_dims=2, features=[8, 16, 32]), tmp_path / "s.safetensors",
-               ModelCard(arch="", config={}, name="s", classes=["background", "disc"], tile=[32, 32]))
+    lab, other = _lookalike_case(tmp_path, [1, 4, 7])
+    shape = lab.shape
     t = Trainer(TrainConfig(dataset=str(tmp_path / "ds"), out=str(tmp_path / "o"), start_model=str(tmp_path / "s.safetensors"),
                             epochs=6, iters_per_epoch=8, batch_size=4, patch=[32, 32], lr=3e-3, val_slices=[1, 7],
                             refit=0.34, far_negatives=0.3))
     assert not t._far_on and any("they start at the refit" in n for n in t.notes), t.notes
-    seen = np.zeros(shape, bool)
-    real = t.set_far_masks
-
-    def record():
-        real()
-        for p, w in zip(t._far_parts, t.sampler.weak):
-            seen[p.slices] |= w
-
-    t.set_far_masks = record
+    seen = _record_far(t, shape)
     res = t.fit()
     assert any("(from the refit on" in n for n in res.notes), res.notes
     assert any("trained 2 more epochs on all reviewed slices" in n for n in res.notes), res.notes

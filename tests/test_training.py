@@ -761,11 +761,9 @@ def test_the_refresh_resegments_a_few_slices_per_epoch_in_turn(tmp_path, monkeyp
     assert all(len(h) >= s for h, s in zip(t.sampler.hard, start))
 
 
-def test_refit_trains_the_chosen_checkpoint_on_the_validation_slices_too(tmp_path):
-    """Fine-tuning keeps the last quarter of the epochs for the validation slices too (after the choice), says
-    so, and never reports a validation Dice measured on slices it trained on."""
-    from napari_attnseg.training.trainer import Trainer
-
+def _blob_case(tmp_path) -> None:
+    """A one-case dataset ``tmp_path/ds`` (a blob on slices 3-8, slices 1, 4, 6, 8, 10 reviewed) and an untrained start
+    model ``tmp_path/s.safetensors``: the refit tests'."""
     lab = np.zeros((12, 32, 32), np.int64)
     lab[3:9, 10:18, 10:18] = 1
     img = (lab * 200.0 + 100 + np.random.default_rng(0).normal(0, 20, lab.shape)).astype(np.float32)
@@ -773,6 +771,14 @@ def test_refit_trains_the_chosen_checkpoint_on_the_validation_slices_too(tmp_pat
     torch.manual_seed(0)
     save_model(create_model("unet", spatial_dims=2, features=[8, 16, 32]), tmp_path / "s.safetensors",
                ModelCard(arch="", config={}, name="s", classes=["background", "blob"], tile=[32, 32]))
+
+
+def test_refit_trains_the_chosen_checkpoint_on_the_validation_slices_too(tmp_path):
+    """Fine-tuning keeps the last quarter of the epochs for the validation slices too (after the choice), says
+    so, and never reports a validation Dice measured on slices it trained on."""
+    from napari_attnseg.training.trainer import Trainer
+
+    _blob_case(tmp_path)
     common = dict(dataset=str(tmp_path / "ds"), start_model=str(tmp_path / "s.safetensors"), epochs=8, iters_per_epoch=8,
                   batch_size=4, patch=[32, 32], lr=3e-3)
     t = Trainer(TrainConfig(out=str(tmp_path / "a"), **common))
@@ -839,13 +845,7 @@ def test_the_refit_takes_the_epochs_early_stopping_left(tmp_path):
     1, then lower) so the early stop is certain."""
     from napari_attnseg.training.trainer import Trainer
 
-    lab = np.zeros((12, 32, 32), np.int64)
-    lab[3:9, 10:18, 10:18] = 1
-    img = (lab * 200.0 + 100 + np.random.default_rng(0).normal(0, 20, lab.shape)).astype(np.float32)
-    export_case(img, lab, tmp_path / "ds", "nnunet", reviewed_slices=[1, 4, 6, 8, 10], label_names=["background", "blob"])
-    torch.manual_seed(0)
-    save_model(create_model("unet", spatial_dims=2, features=[8, 16, 32]), tmp_path / "s.safetensors",
-               ModelCard(arch="", config={}, name="s", classes=["background", "blob"], tile=[32, 32]))
+    _blob_case(tmp_path)
     t = Trainer(TrainConfig(dataset=str(tmp_path / "ds"), out=str(tmp_path / "a"), start_model=str(tmp_path / "s.safetensors"),
                             epochs=10, iters_per_epoch=2, batch_size=2, patch=[32, 32], patience=2))
     assert t.refit_epochs(10) == 2
