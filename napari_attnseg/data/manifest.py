@@ -24,7 +24,8 @@ from ..errors import DatasetError
 from .staging import LAYOUT_DIRS, STAGED_MARK, clear, prune, staged_name
 
 __all__ = ["JOURNAL", "LAYOUT_DIRS", "LOCK", "MANIFEST", "STAGED_MARK", "apply_journal", "commit", "dataset_lock",
-           "export_running", "exported_case_of", "ignore_value_of", "read_manifest", "recover", "staged_name", "write_json_atomic"]
+           "export_running", "exported_case_of", "ignore_value_of", "read_manifest", "recover", "refuse_while_exporting",
+           "staged_name", "write_json_atomic"]
 
 MANIFEST = "manifest.json"
 JOURNAL = ".attnseg-journal.json"
@@ -89,6 +90,14 @@ def export_running(folder: Path) -> bool:
     except OSError:  # (unreadable: the reader says what is wrong)
         return False
     return False
+
+
+def refuse_while_exporting(folder: Path) -> None:
+    """Raise :class:`~..errors.DatasetError` while an export writes to the dataset at ``folder`` (a training run would
+    read it without the case being exported)."""
+    if export_running(folder):
+        raise DatasetError(f"An export is writing to the dataset '{folder}'; wait until it has finished, then start "
+                           "the run again (it would train without the case being exported).")
 
 
 def commit(folder: Path, renames: list[tuple[Path, Path]], index: dict[str, Any], manifest: dict,

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from ..data.dataset import read_dataset
-from ..data.manifest import export_running
+from ..data.manifest import refuse_while_exporting
 from ..errors import DatasetError, InputError
 from ..models.registry import create_model
 from .brainprep import BrainInputs
@@ -39,9 +39,7 @@ class RunSetup(BrainInputs, ModelGrid):
 
     def _load_data(self) -> None:
         ds = read_dataset(self.cfg.dataset)
-        if export_running(ds.root):  # (the CLI's run too: the napari tab refuses before it starts)
-            raise DatasetError(f"An export is writing to the dataset '{ds.root}'; wait until it has finished, then "
-                               "start the run again (it would train without the case being exported).")
+        refuse_while_exporting(ds.root)  # (the CLI's run too: the napari tab refuses before it starts)
         self.dataset = ds
         self.ignore = ds.ignore_label
         # fine-tuning: each case turned to the start model's orientation, as inference turns it (.orientation)
